@@ -1,0 +1,1 @@
+"""Export: int8 quantization, Edge TPU compatibility checks and compilation, the device bundle."""

@@ -1,0 +1,1 @@
+"""Model definition: SSD MobileNet v2, anchors, targets, label maps."""

@@ -1,0 +1,1 @@
+"""Data stage: COCO annotations and images in, validated TFRecords and dataset reports out."""

@@ -1,0 +1,294 @@
+"""``build-tfrecords`` as a library: COCO annotations and images in, sharded TFRecords out.
+
+Every image and box of the source either reaches a record or is listed in
+``report.json`` with its reason: ``boxes_total == boxes_written + len(boxes_dropped)``
+and ``images_total == images_written + len(images_skipped)``. Shards are written to
+a hidden temporary file and renamed when complete, so an interrupted run never
+leaves a half-written shard; the same inputs and seed give byte-identical outputs.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import re
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any, Dict, Iterable, Iterator, List, Optional, Tuple
+
+from edge_trash.tfrecords.class_map import build_class_mapping, label_map_pbtxt, read_class_map
+from edge_trash.tfrecords.coco import CocoDataset, load_coco
+from edge_trash.tfrecords.images import ImageJob, ImageResult, convert_image, resolve_path
+from edge_trash.tfrecords.splits import assign_folds, assign_splits
+from edge_trash.tfrecords.tf_example import ObjectBox, make_example_bytes
+
+SHARD_RE = re.compile(r"^(train|val|test|fold\d+)-\d{5}-of-\d{5}\.tfrecord$")
+
+
+class BuildError(ValueError):
+    """The build cannot start (bad option or unusable input); the message says what to fix."""
+
+
+@dataclass
+class BuildOptions:
+    """Options of ``edge-trash build-tfrecords`` (see ``--help`` for each)."""
+
+    annotations: Path
+    images: Path
+    out: Path
+    class_map: Optional[Path] = None
+    supercategories: bool = False
+    min_instances: int = 1
+    rare: str = "other"
+    val_fraction: float = 0.15
+    test_fraction: float = 0.1
+    folds: int = 0
+    max_size: int = 640
+    max_pixels: int = 150_000_000
+    quality: int = 90
+    shard_size: int = 256
+    workers: int = 1
+    seed: int = 0
+    strict: bool = False
+
+    def validate(self) -> None:
+        """Reject bad combinations with a message naming the option."""
+        if not Path(self.images).is_dir():
+            raise BuildError(f"--images {self.images}: not a directory")
+        if self.max_size < 32:
+            raise BuildError(f"--max-size must be at least 32 px, got {self.max_size}")
+        if not 1 <= self.quality <= 100:
+            raise BuildError(f"--quality must be in 1..100, got {self.quality}")
+        if self.shard_size < 1:
+            raise BuildError(f"--shard-size must be at least 1, got {self.shard_size}")
+        if self.workers < 1:
+            raise BuildError(f"--workers must be at least 1, got {self.workers}")
+        if self.folds == 1 or self.folds < 0:
+            raise BuildError(f"--folds must be 0 (off) or at least 2, got {self.folds}")
+
+
+def shard_name(split: str, index: int, count: int) -> str:
+    """``train-00000-of-00004.tfrecord``."""
+    return f"{split}-{index:05d}-of-{count:05d}.tfrecord"
+
+
+def _write_atomic(path: Path, data: bytes) -> None:
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_bytes(data)
+    os.replace(tmp, path)
+
+
+def _json_bytes(obj: Any) -> bytes:
+    return (json.dumps(obj, indent=2, sort_keys=False, allow_nan=False) + "\n").encode("utf-8")
+
+
+class _ShardWriter:
+    """Writes one split's shards, each to a hidden temp file renamed when complete."""
+
+    def __init__(self, out: Path, split: str, planned: int, shard_size: int) -> None:
+        import tensorflow as tf
+
+        self._tf = tf
+        self.out, self.split = out, split
+        self.count = max(1, math.ceil(planned / shard_size))
+        self.per_shard = max(1, math.ceil(planned / self.count))
+        self.current = -1
+        self.writer = None
+        self.tmp: Optional[Path] = None
+        self.records: List[int] = [0] * self.count
+        self.files: List[str] = []
+
+    def _open(self, index: int) -> None:
+        while self.current < index:
+            self._close()
+            self.current += 1
+            name = shard_name(self.split, self.current, self.count)
+            self.tmp = self.out / f".{name}.tmp"
+            self.writer = self._tf.io.TFRecordWriter(str(self.tmp))
+
+    def _close(self) -> None:
+        if self.writer is not None and self.tmp is not None:
+            self.writer.close()
+            final = self.out / shard_name(self.split, self.current, self.count)
+            os.replace(self.tmp, final)
+            self.files.append(final.name)
+            self.writer, self.tmp = None, None
+
+    def write(self, position: int, record: bytes) -> None:
+        """Write the record of the image planned at ``position`` within the split."""
+        index = min(position // self.per_shard, self.count - 1)
+        self._open(index)
+        self.writer.write(record)  # type: ignore[union-attr]
+        self.records[index] += 1
+
+    def finish(self) -> None:
+        """Close the last shard and write empty ones so every ``-of-N`` shard exists."""
+        self._open(self.count - 1)
+        self._close()
+
+    def abort(self) -> None:
+        """Drop the shard in progress (used when the run fails)."""
+        if self.writer is not None and self.tmp is not None:
+            self.writer.close()
+            self.tmp.unlink(missing_ok=True)
+            self.writer = None
+
+
+def _plan(dataset: CocoDataset, options: BuildOptions, target_of: Dict[int, Optional[int]]
+          ) -> Tuple[List[Tuple[str, List[int]]], Dict[str, Any]]:
+    classes_of: Dict[int, set] = {im.id: set() for im in dataset.images}
+    for box in dataset.boxes:
+        t = target_of.get(box.category_id)
+        if t is not None:
+            classes_of[box.image_id].add(t)
+    ids = [im.id for im in dataset.images]
+    if options.folds:
+        held = assign_splits(ids, classes_of, 0.0, options.test_fraction, options.seed)
+        rest = held["train"]
+        folds = assign_folds(rest, classes_of, options.folds, options.seed)
+        plan = [(f"fold{k}", fold) for k, fold in enumerate(folds)] + [("test", held["test"])]
+    else:
+        splits = assign_splits(ids, classes_of, options.val_fraction, options.test_fraction, options.seed)
+        plan = [(name, splits[name]) for name in ("train", "val", "test")]
+    plan = [(name, members) for name, members in plan if members or name == "train"]
+    return plan, classes_of
+
+
+def _iter_results(jobs: List[ImageJob], workers: int) -> Iterator[ImageResult]:
+    if workers <= 1 or len(jobs) < 2:
+        for job in jobs:
+            yield convert_image(job)
+        return
+    import multiprocessing
+
+    ctx = multiprocessing.get_context("spawn")  # never fork a process that may hold TensorFlow threads
+    with ctx.Pool(processes=workers) as pool:
+        yield from pool.imap(convert_image, jobs, chunksize=2)
+
+
+def _progress(iterable: Iterable[ImageResult], total: int, enabled: bool) -> Iterable[ImageResult]:
+    if not enabled:
+        return iterable
+    from tqdm import tqdm
+
+    return tqdm(iterable, total=total, unit="img", desc="build-tfrecords", dynamic_ncols=True)
+
+
+def build_tfrecords(options: BuildOptions, progress: bool = False) -> Dict[str, Any]:
+    """Convert the dataset; returns the report (also written to ``OUT/report.json``)."""
+    options.validate()
+    dataset = load_coco(options.annotations)
+    class_map = read_class_map(options.class_map) if options.class_map else None
+    mapping = build_class_mapping(dataset.categories, dataset.boxes, class_map, options.supercategories,
+                                  options.min_instances, options.rare)
+    if not mapping.names:
+        raise BuildError(f"{options.annotations}: no class has a usable box after validation and mapping; "
+                         "nothing to train on")
+    names = mapping.names
+    images_by_id = {im.id: im for im in dataset.images}
+    plan, _ = _plan(dataset, options, mapping.target_of_category)
+
+    boxes_dropped: List[Dict[str, Any]] = [
+        {"annotation_id": r.record_id, "image_id": r.image_id, "reason": r.reason} for r in dataset.rejected_boxes]
+    images_skipped: List[Dict[str, Any]] = [
+        {"image_id": r.image_id if r.image_id is not None else r.record_id, "file_name": r.file_name,
+         "reason": r.reason} for r in dataset.rejected_images]
+    boxes_of = dataset.boxes_by_image()
+
+    out = Path(options.out)
+    out.mkdir(parents=True, exist_ok=True)
+    for stale in out.glob(".*.tmp"):
+        stale.unlink()
+
+    jobs: List[ImageJob] = []
+    where: List[Tuple[str, int]] = []
+    for split, members in plan:
+        for pos, iid in enumerate(members):
+            im = images_by_id[iid]
+            jobs.append(ImageJob(iid, str(resolve_path(Path(options.images), im.file_name)), im.width, im.height,
+                                 options.max_size, options.max_pixels, options.quality))
+            where.append((split, pos))
+
+    writers = {split: _ShardWriter(out, split, len(members), options.shard_size) for split, members in plan}
+    split_stats = {split: {"images": 0, "boxes": 0} for split, _ in plan}
+    split_ids: Dict[str, List[int]] = {split: [] for split, _ in plan}
+    class_boxes = [0] * len(names)
+    image_notes: List[Dict[str, Any]] = []
+    boxes_written = 0
+    try:
+        for (split, pos), result in zip(where, _progress(_iter_results(jobs, options.workers), len(jobs), progress)):
+            im = images_by_id[result.image_id]
+            if not result.ok:
+                images_skipped.append({"image_id": im.id, "file_name": im.file_name, "reason": result.reason})
+                for box in boxes_of[im.id]:
+                    boxes_dropped.append({"annotation_id": box.source_id, "image_id": im.id,
+                                          "reason": f"its image was skipped: {result.reason}"})
+                continue
+            if result.notes:
+                image_notes.append({"image_id": im.id, "file_name": im.file_name, "notes": result.notes})
+            objects: List[ObjectBox] = []
+            sx, sy = result.width / im.width, result.height / im.height
+            for box in boxes_of[im.id]:
+                target = mapping.target_of_category.get(box.category_id)
+                if target is None:
+                    boxes_dropped.append({"annotation_id": box.source_id, "image_id": im.id,
+                                          "reason": mapping.drop_reasons.get(
+                                              box.category_id, "its class has no boxes left")})
+                    continue
+                objects.append(ObjectBox(
+                    xmin=box.x / im.width, ymin=box.y / im.height,
+                    xmax=(box.x + box.w) / im.width, ymax=(box.y + box.h) / im.height,
+                    label=target, text=names[target - 1], is_crowd=box.iscrowd,
+                    area=round(box.w * sx * box.h * sy, 3)))
+                class_boxes[target - 1] += 1
+            record = make_example_bytes(result.jpeg or b"", result.width, result.height, im.file_name, str(im.id),
+                                        objects)
+            writers[split].write(pos, record)
+            split_stats[split]["images"] += 1
+            split_stats[split]["boxes"] += len(objects)
+            split_ids[split].append(im.id)
+            boxes_written += len(objects)
+        for writer in writers.values():
+            writer.finish()
+    except BaseException:
+        for writer in writers.values():
+            writer.abort()
+        raise
+
+    written = {f for w in writers.values() for f in w.files}
+    stale_shards = sorted(p.name for p in out.iterdir() if SHARD_RE.match(p.name) and p.name not in written)
+    for name in stale_shards:
+        (out / name).unlink()
+
+    shards = [{"file": f, "records": w.records[i], "bytes": (out / f).stat().st_size}
+              for w in writers.values() for i, f in enumerate(w.files)]
+    images_written = sum(s["images"] for s in split_stats.values())
+    _write_atomic(out / "labels.txt", ("\n".join(names) + "\n").encode("utf-8"))
+    _write_atomic(out / "label_map.pbtxt", label_map_pbtxt(names).encode("utf-8"))
+    _write_atomic(out / "splits.json", _json_bytes({
+        "seed": options.seed, "folds": options.folds,
+        "splits": {split: ids for split, ids in split_ids.items()}}))
+    opts = {k: (str(v) if isinstance(v, Path) else v) for k, v in asdict(options).items()}
+    report: Dict[str, Any] = {
+        "annotations": str(options.annotations),
+        "images_total": len(dataset.images) + len(dataset.rejected_images),
+        "images_written": images_written,
+        "images_skipped": images_skipped,
+        "boxes_total": dataset.boxes_total,
+        "boxes_written": boxes_written,
+        "boxes_dropped": boxes_dropped,
+        "boxes_clipped": dataset.boxes_clipped,
+        "duplicate_annotation_ids": dataset.duplicate_annotation_ids,
+        "background_images": sum(1 for ids in split_ids.values() for i in ids if not boxes_of[i]),
+        "splits": split_stats,
+        "classes": [{"id": i + 1, "name": n, "boxes": class_boxes[i]} for i, n in enumerate(names)],
+        **mapping.as_report(),
+        "image_notes": image_notes,
+        "shards": shards,
+        "bytes_written": sum(s["bytes"] for s in shards),
+        "stale_shards_removed": stale_shards,
+        "options": opts,
+    }
+    _write_atomic(out / "report.json", _json_bytes(report))
+    return report

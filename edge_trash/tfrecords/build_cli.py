@@ -1,0 +1,113 @@
+"""``edge-trash build-tfrecords``: parse options, call :func:`build_tfrecords`, print the summary."""
+
+from __future__ import annotations
+
+import time
+from collections import Counter
+from pathlib import Path
+from typing import Any, Dict, Optional
+
+import click
+
+EXIT_NOTHING_WRITTEN = 1
+EXIT_STRICT = 4
+
+
+def _reason_kind(reason: str) -> str:
+    return reason.split(":")[0].split(" (")[0][:70]
+
+
+def summarize(report: Dict[str, Any], out: Path, seconds: float) -> str:
+    """The human summary printed at the end of a build."""
+    lines = []
+    splits = ", ".join(f"{name} {s['images']} images / {s['boxes']} boxes" for name, s in report["splits"].items())
+    lines.append(f"images: {report['images_written']} written, {len(report['images_skipped'])} skipped "
+                 f"of {report['images_total']}; boxes: {report['boxes_written']} written, "
+                 f"{len(report['boxes_dropped'])} dropped, {report['boxes_clipped']} clipped of {report['boxes_total']}")
+    lines.append(f"splits: {splits}")
+    lines.append(f"classes ({len(report['classes'])}): " + ", ".join(
+        f"{c['name']} {c['boxes']}" for c in report["classes"]))
+    for key, label in (("classes_folded_into_other", "folded into 'other'"),
+                       ("classes_dropped_rare", "dropped as rare"), ("classes_unused", "without boxes (left out)"),
+                       ("class_map_unknown_sources", "named by the class map but absent")):
+        if report.get(key):
+            lines.append(f"classes {label}: {', '.join(report[key])}")
+    if report["duplicate_annotation_ids"]:
+        lines.append(f"duplicate annotation ids (kept, renumbered): {len(report['duplicate_annotation_ids'])}")
+    for title, items in (("skipped images", report["images_skipped"]), ("dropped boxes", report["boxes_dropped"])):
+        if items:
+            counts = Counter(_reason_kind(i["reason"]) for i in items)
+            lines.append(f"{title} by reason: " + "; ".join(f"{n}x {r}" for r, n in counts.most_common(6)))
+    if report["image_notes"]:
+        lines.append(f"images adjusted (EXIF, colour mode, size mismatch): {len(report['image_notes'])} "
+                     "(see image_notes in report.json)")
+    mb = report["bytes_written"] / 1e6
+    lines.append(f"build-tfrecords: wrote {len(report['shards'])} shards ({mb:.1f} MB), labels.txt, "
+                 f"label_map.pbtxt, splits.json, report.json to {out} in {seconds:.1f}s")
+    return "\n".join(lines)
+
+
+@click.command("build-tfrecords")
+@click.option("--annotations", required=True, type=click.Path(dir_okay=False, path_type=Path),
+              help="COCO annotation JSON.")
+@click.option("--images", required=True, type=click.Path(file_okay=False, path_type=Path),
+              help="Folder the file_name entries are relative to.")
+@click.option("--out", required=True, type=click.Path(file_okay=False, path_type=Path), help="Output folder.")
+@click.option("--class-map", type=click.Path(dir_okay=False, path_type=Path),
+              help="CSV 'source_name,target_name' (TACO map_*.csv) or YAML mapping.")
+@click.option("--supercategories", is_flag=True, help="Train on the COCO supercategories.")
+@click.option("--min-instances", default=1, show_default=True, type=click.IntRange(min=0),
+              help="Classes with fewer boxes are folded into 'other' or dropped (--rare).")
+@click.option("--rare", type=click.Choice(["other", "drop"]), default="other", show_default=True)
+@click.option("--val-fraction", default=0.15, show_default=True, type=click.FloatRange(0, 1, max_open=True))
+@click.option("--test-fraction", default=0.1, show_default=True, type=click.FloatRange(0, 1, max_open=True))
+@click.option("--folds", default=0, show_default=True, type=click.IntRange(min=0),
+              help="Write K stratified folds (fold0..foldK-1) instead of train/val.")
+@click.option("--max-size", default=640, show_default=True, type=click.IntRange(min=32),
+              help="Shrink so the long side is at most this many pixels.")
+@click.option("--max-pixels", default=150_000_000, show_default=True, type=click.IntRange(min=1),
+              help="Refuse images with more pixels (decompression bombs).")
+@click.option("--quality", default=90, show_default=True, type=click.IntRange(1, 100), help="JPEG quality.")
+@click.option("--shard-size", default=256, show_default=True, type=click.IntRange(min=1),
+              help="Images per shard (about).")
+@click.option("--workers", default=1, show_default=True, type=click.IntRange(min=1),
+              help="Decoding processes.")
+@click.option("--seed", default=0, show_default=True, type=int, help="Split seed; same seed, same bytes.")
+@click.option("--strict", is_flag=True, help="Exit non-zero when any image or box was skipped.")
+@click.option("--quiet", is_flag=True, help="No progress bar.")
+def build_tfrecords(annotations: Path, images: Path, out: Path, class_map: Optional[Path], supercategories: bool,
+                    min_instances: int, rare: str, val_fraction: float, test_fraction: float, folds: int,
+                    max_size: int, max_pixels: int, quality: int, shard_size: int, workers: int, seed: int,
+                    strict: bool, quiet: bool) -> None:
+    """Convert a COCO detection dataset into validated, sharded TFRecords.
+
+    Writes train/val/test shards, labels.txt, label_map.pbtxt, splits.json and
+    report.json into OUT. Bad images and boxes are skipped and reported with
+    their reason; the exit code is non-zero only when nothing usable came out
+    (1) or with --strict when anything was skipped (4).
+    """
+    from edge_trash.tfrecords.build import BuildError, BuildOptions
+    from edge_trash.tfrecords.build import build_tfrecords as build
+    from edge_trash.tfrecords.class_map import ClassMapError
+    from edge_trash.tfrecords.coco import CocoFormatError
+
+    options = BuildOptions(annotations=annotations, images=images, out=out, class_map=class_map,
+                           supercategories=supercategories, min_instances=min_instances, rare=rare,
+                           val_fraction=val_fraction, test_fraction=test_fraction, folds=folds, max_size=max_size,
+                           max_pixels=max_pixels, quality=quality, shard_size=shard_size, workers=workers,
+                           seed=seed, strict=strict)
+    start = time.monotonic()
+    try:
+        report = build(options, progress=not quiet)
+    except (CocoFormatError, ClassMapError, BuildError) as exc:
+        raise click.ClickException(str(exc))
+    click.echo(summarize(report, out, time.monotonic() - start))
+    if report["images_written"] == 0:
+        click.echo("error: no image could be converted; see images_skipped in report.json", err=True)
+        raise SystemExit(EXIT_NOTHING_WRITTEN)
+    if strict and (report["images_skipped"] or report["boxes_dropped"]):
+        click.echo(f"--strict: {len(report['images_skipped'])} images and {len(report['boxes_dropped'])} boxes "
+                   "were skipped; see report.json", err=True)
+        raise SystemExit(EXIT_STRICT)
+    click.echo(f"next: edge-trash analyze --annotations {annotations} --tfrecords {out} --out {out / 'analysis'}"
+               f"  |  edge-trash train --data {out} --out runs/ssd")

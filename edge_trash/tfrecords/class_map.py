@@ -1,0 +1,173 @@
+"""From the source file's categories to our contiguous class ids (1..K, 0 = background).
+
+Order of our classes: the source categories sorted by id; with ``--class-map`` the
+target names in the order the map first names them; with ``--supercategories`` the
+supercategories in the order of the sorted categories. Classes without any box are
+left out of the label set (and reported); ``--min-instances`` folds rarer classes
+into ``other`` or drops them.
+"""
+
+from __future__ import annotations
+
+import csv
+from collections import Counter
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Dict, List, Optional, Sequence
+
+from edge_trash.tfrecords.coco import BoxRecord, Category
+
+OTHER = "other"
+RARE_POLICIES = ("other", "drop")
+
+
+class ClassMapError(ValueError):
+    """A class-map file or option is unusable; the message names the file and line."""
+
+
+@dataclass
+class ClassMapping:
+    """The label set and how each source category reaches it."""
+
+    names: List[str]  # names[i] has our id i + 1
+    target_of_category: Dict[int, Optional[int]]  # source category id -> our id, None = dropped
+    drop_reasons: Dict[int, str] = field(default_factory=dict)  # source category id -> why dropped
+    unused: List[str] = field(default_factory=list)  # target classes with no box
+    folded_into_other: List[str] = field(default_factory=list)
+    dropped_rare: List[str] = field(default_factory=list)
+    map_unknown_sources: List[str] = field(default_factory=list)  # map rows naming no category
+
+    def as_report(self) -> Dict[str, object]:
+        """The mapping facts that go into report.json."""
+        return {
+            "classes_unused": self.unused,
+            "classes_folded_into_other": self.folded_into_other,
+            "classes_dropped_rare": self.dropped_rare,
+            "class_map_unknown_sources": self.map_unknown_sources,
+        }
+
+
+def read_class_map(path: "str | Path") -> Dict[str, Optional[str]]:
+    """Read ``source_name -> target_name`` from a CSV (TACO's ``map_*.csv``) or YAML file.
+
+    CSV rows are ``source_name,target_name`` (a header row naming no class is
+    skipped); YAML is a mapping of source name to target name, where an empty
+    target drops the class.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise ClassMapError(f"{path}: class map not found (give a CSV 'source_name,target_name' or a YAML mapping)")
+    mapping: Dict[str, Optional[str]] = {}
+    if path.suffix.lower() in (".yaml", ".yml"):
+        import yaml
+
+        try:
+            data = yaml.safe_load(path.read_text(encoding="utf-8"))
+        except yaml.YAMLError as exc:
+            raise ClassMapError(f"{path}: not valid YAML: {exc}")
+        if not isinstance(data, dict):
+            raise ClassMapError(f"{path}: expected a mapping 'source name: target name', got {type(data).__name__}")
+        for src, dst in data.items():
+            if dst is not None and not isinstance(dst, str):
+                raise ClassMapError(f"{path}: key '{src}': the target must be a class name or empty, got {dst!r}")
+            mapping[str(src).strip()] = dst.strip() if isinstance(dst, str) and dst.strip() else None
+        return mapping
+    with path.open(newline="", encoding="utf-8-sig") as f:
+        for lineno, row in enumerate(csv.reader(f), start=1):
+            if not row or all(not c.strip() for c in row) or row[0].lstrip().startswith("#"):
+                continue
+            if len(row) != 2:
+                raise ClassMapError(f"{path}:{lineno}: expected 2 columns 'source_name,target_name', got {row!r}")
+            src, dst = row[0].strip(), row[1].strip()
+            if lineno == 1 and src.lower() in ("source_name", "source", "taco_name", "name"):
+                continue  # header
+            if src in mapping and mapping[src] != (dst or None):
+                raise ClassMapError(f"{path}:{lineno}: '{src}' is mapped twice ('{mapping[src]}' and '{dst}')")
+            mapping[src] = dst or None
+    if not mapping:
+        raise ClassMapError(f"{path}: the class map has no rows")
+    return mapping
+
+
+def build_class_mapping(categories: Sequence[Category], boxes: Sequence[BoxRecord],
+                        class_map: Optional[Dict[str, Optional[str]]] = None,
+                        supercategories: bool = False, min_instances: int = 1,
+                        rare: str = "other") -> ClassMapping:
+    """Decide our label set from the source categories and the valid boxes."""
+    if class_map is not None and supercategories:
+        raise ClassMapError("use either --class-map or --supercategories, not both")
+    if rare not in RARE_POLICIES:
+        raise ClassMapError(f"--rare must be one of {', '.join(RARE_POLICIES)}, got '{rare}'")
+    if min_instances < 0:
+        raise ClassMapError(f"--min-instances must be >= 0, got {min_instances}")
+    cats = sorted(categories, key=lambda c: c.id)
+    target_name: Dict[int, Optional[str]] = {}
+    drop_reasons: Dict[int, str] = {}
+    unknown: List[str] = []
+    if class_map is not None:
+        by_name = {c.name: c for c in cats}
+        by_lower = {c.name.lower(): c for c in cats}
+        for src in class_map:
+            if src not in by_name and src.lower() not in by_lower:
+                unknown.append(src)
+        for c in cats:
+            if c.name in class_map:
+                dst = class_map[c.name]
+            elif c.name.lower() in {k.lower() for k in class_map}:
+                dst = next(v for k, v in class_map.items() if k.lower() == c.name.lower())
+            else:
+                target_name[c.id] = None
+                drop_reasons[c.id] = f"category '{c.name}' is not in the class map"
+                continue
+            target_name[c.id] = dst
+            if dst is None:
+                drop_reasons[c.id] = f"category '{c.name}' is mapped to nothing in the class map"
+        order = [t for t in dict.fromkeys(class_map.values()) if t is not None]
+    elif supercategories:
+        for c in cats:
+            target_name[c.id] = c.supercategory
+        order = list(dict.fromkeys(c.supercategory for c in cats))
+    else:
+        for c in cats:
+            target_name[c.id] = c.name
+        order = list(dict.fromkeys(c.name for c in cats))
+
+    counts: Counter = Counter()
+    for b in boxes:
+        t = target_name.get(b.category_id)
+        if t is not None:
+            counts[t] += 1
+    unused = [t for t in order if counts[t] == 0]
+    rare_names = [t for t in order if 0 < counts[t] < min_instances and t.lower() != OTHER]
+    kept = [t for t in order if counts[t] > 0 and t not in rare_names]
+    folded: List[str] = []
+    dropped: List[str] = []
+    if rare_names and rare == "other":
+        folded = rare_names
+        other_name = next((t for t in kept if t.lower() == OTHER), None)
+        if other_name is None:
+            other_name = OTHER
+            kept.append(other_name)
+        for cid, t in target_name.items():
+            if t in rare_names:
+                target_name[cid] = other_name
+    elif rare_names:
+        dropped = rare_names
+        for cid, t in target_name.items():
+            if t in rare_names:
+                drop_reasons[cid] = (f"class '{t}' has only {counts[t]} boxes "
+                                     f"(fewer than --min-instances {min_instances}; --rare drop)")
+                target_name[cid] = None
+    ids = {name: i + 1 for i, name in enumerate(kept)}
+    target_of = {cid: (ids.get(t) if t is not None else None) for cid, t in target_name.items()}
+    return ClassMapping(names=kept, target_of_category=target_of, drop_reasons=drop_reasons, unused=unused,
+                        folded_into_other=folded, dropped_rare=dropped, map_unknown_sources=unknown)
+
+
+def label_map_pbtxt(names: Sequence[str]) -> str:
+    """The TF Object Detection API ``label_map.pbtxt`` text for ``names`` (ids from 1)."""
+    items = []
+    for i, name in enumerate(names, start=1):
+        escaped = name.replace("\\", "\\\\").replace("'", "\\'")
+        items.append(f"item {{\n  id: {i}\n  name: '{escaped}'\n}}\n")
+    return "".join(items)

@@ -1,0 +1,254 @@
+"""Read a COCO annotation file and sort its records into usable and rejected ones.
+
+A file whose structure is wrong (not JSON, no ``images`` list, a category without a
+name...) raises :class:`CocoFormatError` naming the file and the field. A single bad
+record (an annotation with a NaN box, an unknown category, an image entry without a
+file name) never stops the conversion: it is kept out and reported with its reason.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Dict, List, Optional, Tuple
+
+
+class CocoFormatError(ValueError):
+    """The annotation file as a whole cannot be read; the message names the file and field."""
+
+
+@dataclass(frozen=True)
+class Category:
+    """A category as the source file defines it."""
+
+    id: int
+    name: str
+    supercategory: str
+
+
+@dataclass(frozen=True)
+class ImageRecord:
+    """An image entry; ``width``/``height`` are the displayed (EXIF-rotated) size."""
+
+    id: int
+    file_name: str
+    width: int
+    height: int
+
+
+@dataclass
+class BoxRecord:
+    """An annotation box in source pixels ``(x, y, w, h)``, clipped to its image."""
+
+    annotation_id: int  # renumbered, unique (1..N in file order)
+    source_id: Any  # the id as the file gave it
+    image_id: int
+    category_id: int
+    x: float
+    y: float
+    w: float
+    h: float
+    iscrowd: int
+    clipped: bool = False
+
+
+@dataclass
+class Rejected:
+    """A record left out, with the reason a user can act on."""
+
+    kind: str  # "image" or "annotation"
+    record_id: Any
+    image_id: Any
+    reason: str
+    file_name: Optional[str] = None
+
+
+@dataclass
+class CocoDataset:
+    """The usable content of an annotation file plus everything that was left out."""
+
+    path: Path
+    categories: List[Category]
+    images: List[ImageRecord]
+    boxes: List[BoxRecord]
+    rejected_images: List[Rejected] = field(default_factory=list)
+    rejected_boxes: List[Rejected] = field(default_factory=list)
+    boxes_total: int = 0
+    boxes_clipped: int = 0
+    duplicate_annotation_ids: List[Any] = field(default_factory=list)
+
+    def boxes_by_image(self) -> Dict[int, List[BoxRecord]]:
+        """Boxes grouped by image id (every image present, possibly with an empty list)."""
+        out: Dict[int, List[BoxRecord]] = {im.id: [] for im in self.images}
+        for box in self.boxes:
+            out[box.image_id].append(box)
+        return out
+
+
+def _is_int(value: Any) -> bool:
+    if isinstance(value, bool):
+        return False
+    if isinstance(value, int):
+        return True
+    return isinstance(value, float) and math.isfinite(value) and value.is_integer()
+
+
+def _read_json(path: Path) -> Dict[str, Any]:
+    try:
+        text = path.read_text(encoding="utf-8-sig")
+    except FileNotFoundError:
+        raise CocoFormatError(f"{path}: file not found (give the COCO annotation JSON with --annotations)")
+    except (OSError, UnicodeDecodeError) as exc:
+        raise CocoFormatError(f"{path}: cannot read the file as UTF-8 text: {exc}")
+    try:
+        data = json.loads(text)  # Python's json accepts the bare NaN / Infinity tokens TACO uses
+    except json.JSONDecodeError as exc:
+        raise CocoFormatError(
+            f"{path}: not valid JSON at line {exc.lineno}, column {exc.colno}: {exc.msg}. "
+            "Export the annotations again in COCO JSON format.")
+    if not isinstance(data, dict):
+        raise CocoFormatError(f"{path}: the top level must be a JSON object with 'images', "
+                              f"'annotations' and 'categories', got {type(data).__name__}")
+    for key in ("images", "annotations", "categories"):
+        if key not in data:
+            raise CocoFormatError(f"{path}: missing the top-level key '{key}' (a COCO file needs "
+                                  "'images', 'annotations' and 'categories')")
+        if not isinstance(data[key], list):
+            raise CocoFormatError(f"{path}: '{key}' must be a list, got {type(data[key]).__name__}")
+    return data
+
+
+def _parse_categories(path: Path, raw: List[Any]) -> List[Category]:
+    cats: List[Category] = []
+    seen: Dict[int, str] = {}
+    for i, c in enumerate(raw):
+        where = f"{path}: categories[{i}]"
+        if not isinstance(c, dict):
+            raise CocoFormatError(f"{where}: expected an object with 'id' and 'name', got {c!r}")
+        if "id" not in c or not _is_int(c["id"]):
+            raise CocoFormatError(f"{where}.id: expected an integer, got {c.get('id')!r}")
+        if not isinstance(c.get("name"), str) or not c["name"].strip():
+            raise CocoFormatError(f"{where}.name: expected a non-empty string, got {c.get('name')!r}")
+        cid = int(c["id"])
+        if cid in seen:
+            raise CocoFormatError(f"{where}.id: id {cid} is used twice ('{seen[cid]}' and '{c['name']}'); "
+                                  "category ids must be unique")
+        seen[cid] = c["name"]
+        sup = c.get("supercategory")
+        cats.append(Category(cid, c["name"].strip(), sup.strip() if isinstance(sup, str) and sup.strip()
+                             else c["name"].strip()))
+    if not cats:
+        raise CocoFormatError(f"{path}: 'categories' is empty; at least one category is needed")
+    return cats
+
+
+def _parse_images(raw: List[Any]) -> Tuple[List[ImageRecord], List[Rejected]]:
+    images: List[ImageRecord] = []
+    rejected: List[Rejected] = []
+    seen: set = set()
+    for i, im in enumerate(raw):
+        if not isinstance(im, dict):
+            rejected.append(Rejected("image", f"images[{i}]", None, f"not an object: {im!r}"[:200]))
+            continue
+        iid, name = im.get("id"), im.get("file_name")
+        if not _is_int(iid):
+            rejected.append(Rejected("image", f"images[{i}]", iid, f"'id' must be an integer, got {iid!r}",
+                                     name if isinstance(name, str) else None))
+            continue
+        iid = int(iid)
+        if iid in seen:
+            rejected.append(Rejected("image", iid, iid, "duplicate image id: only the first entry is used",
+                                     name if isinstance(name, str) else None))
+            continue
+        if not isinstance(name, str) or not name.strip():
+            rejected.append(Rejected("image", iid, iid, f"'file_name' must be a non-empty string, got {name!r}"))
+            continue
+        w, h = im.get("width"), im.get("height")
+        if not (_is_int(w) and _is_int(h) and int(w) > 0 and int(h) > 0):
+            rejected.append(Rejected("image", iid, iid, f"'width'/'height' must be positive integers, "
+                                     f"got {w!r} x {h!r}", name))
+            continue
+        seen.add(iid)
+        images.append(ImageRecord(iid, name, int(w), int(h)))
+    return images, rejected
+
+
+def _parse_box(ann: Dict[str, Any], image: ImageRecord) -> Tuple[Optional[Tuple[float, float, float, float]],
+                                                                 bool, str]:
+    """Validate and clip one bbox; returns ``(box, clipped, reason_if_rejected)``."""
+    bbox = ann.get("bbox")
+    if not isinstance(bbox, (list, tuple)) or len(bbox) != 4:
+        return None, False, f"'bbox' must be a list [x, y, width, height], got {bbox!r}"
+    if not all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in bbox):
+        return None, False, f"'bbox' values must be numbers, got {bbox!r}"
+    if not all(math.isfinite(v) for v in bbox):
+        return None, False, f"'bbox' has NaN or Infinity: {bbox!r}"
+    x, y, w, h = (float(v) for v in bbox)
+    if w <= 0 or h <= 0:
+        return None, False, f"'bbox' has zero or negative size: {bbox!r}"
+    x0, y0 = max(0.0, x), max(0.0, y)
+    x1, y1 = min(float(image.width), x + w), min(float(image.height), y + h)
+    clipped = (x0, y0, x1, y1) != (x, y, x + w, y + h)
+    if x1 - x0 < 1.0 or y1 - y0 < 1.0:
+        return None, clipped, (f"'bbox' {bbox!r} lies outside the {image.width}x{image.height} image "
+                               "(less than 1 px left after clipping)")
+    return (x0, y0, x1 - x0, y1 - y0), clipped, ""
+
+
+def load_coco(path: "str | Path") -> CocoDataset:
+    """Read and validate a COCO detection file.
+
+    Raises :class:`CocoFormatError` when the file as a whole is unusable. Bad
+    images and annotations are listed in ``rejected_images`` / ``rejected_boxes``.
+    Boxes are clipped to their image; annotation ids are renumbered 1..N in file
+    order, and ids the file used more than once are listed in
+    ``duplicate_annotation_ids`` (those records are all kept).
+    """
+    path = Path(path)
+    data = _read_json(path)
+    categories = _parse_categories(path, data["categories"])
+    cat_ids = {c.id for c in categories}
+    images, rejected_images = _parse_images(data["images"])
+    by_id = {im.id: im for im in images}
+    rejected_ids = {r.record_id for r in rejected_images if isinstance(r.record_id, int)}
+
+    boxes: List[BoxRecord] = []
+    rejected_boxes: List[Rejected] = []
+    id_count: Dict[Any, int] = {}
+    clipped_count = 0
+    for i, ann in enumerate(data["annotations"]):
+        if not isinstance(ann, dict):
+            rejected_boxes.append(Rejected("annotation", f"annotations[{i}]", None,
+                                           f"not an object: {ann!r}"[:200]))
+            continue
+        aid, iid, cid = ann.get("id"), ann.get("image_id"), ann.get("category_id")
+        key = aid if isinstance(aid, (int, str)) and not isinstance(aid, bool) else f"annotations[{i}]"
+        id_count[key] = id_count.get(key, 0) + 1
+        if not _is_int(iid) or int(iid) not in by_id:
+            why = ("its image was skipped" if _is_int(iid) and int(iid) in rejected_ids
+                   else f"unknown image_id {iid!r} (no entry in 'images')")
+            rejected_boxes.append(Rejected("annotation", key, iid, why))
+            continue
+        if not _is_int(cid) or int(cid) not in cat_ids:
+            rejected_boxes.append(Rejected("annotation", key, iid,
+                                           f"unknown category_id {cid!r} (not in 'categories')"))
+            continue
+        image = by_id[int(iid)]
+        box, clipped, reason = _parse_box(ann, image)
+        if box is None:
+            rejected_boxes.append(Rejected("annotation", key, iid, reason))
+            continue
+        clipped_count += int(clipped)
+        crowd = ann.get("iscrowd", 0)
+        boxes.append(BoxRecord(annotation_id=0, source_id=key, image_id=image.id, category_id=int(cid),
+                               x=box[0], y=box[1], w=box[2], h=box[3],
+                               iscrowd=1 if crowd in (1, True, "1") else 0, clipped=clipped))
+    for n, box in enumerate(boxes, start=1):
+        box.annotation_id = n
+    duplicates = sorted((k for k, n in id_count.items() if n > 1), key=str)
+    return CocoDataset(path=path, categories=categories, images=images, boxes=boxes,
+                       rejected_images=rejected_images, rejected_boxes=rejected_boxes,
+                       boxes_total=len(data["annotations"]), boxes_clipped=clipped_count,
+                       duplicate_annotation_ids=duplicates)

@@ -1,0 +1,102 @@
+"""Deterministic, class-stratified train/val/test splits and k folds.
+
+Stratified means: every class with enough images (2 for val, 3 for val and test)
+has at least one image in val (and test), the rarest classes served first; the
+remaining places are filled in a seeded random order. The same ids, labels and
+seed always give the same split.
+"""
+
+from __future__ import annotations
+
+import random
+from typing import Dict, List, Mapping, Sequence, Set
+
+
+def _shuffled(ids: Sequence[int], seed: int) -> List[int]:
+    order = sorted(ids)
+    random.Random(seed).shuffle(order)
+    return order
+
+
+def _rarest_first(image_classes: Mapping[int, Set[int]], pool: Sequence[int]) -> List[int]:
+    counts: Dict[int, int] = {}
+    for iid in pool:
+        for c in image_classes.get(iid, ()):
+            counts[c] = counts.get(c, 0) + 1
+    return sorted(counts, key=lambda c: (counts[c], c))
+
+
+def assign_splits(image_ids: Sequence[int], image_classes: Mapping[int, Set[int]], val_fraction: float,
+                  test_fraction: float, seed: int) -> Dict[str, List[int]]:
+    """Split image ids into ``train``, ``val`` and ``test`` (each list in a seeded random order)."""
+    for name, frac in (("--val-fraction", val_fraction), ("--test-fraction", test_fraction)):
+        if not 0.0 <= frac < 1.0:
+            raise ValueError(f"{name} must be in [0, 1), got {frac}")
+    if val_fraction + test_fraction >= 1.0:
+        raise ValueError(f"--val-fraction + --test-fraction must be below 1, got {val_fraction + test_fraction}")
+    order = _shuffled(image_ids, seed)
+    n = len(order)
+    targets = {"test": round(n * test_fraction), "val": round(n * val_fraction)}
+    if test_fraction > 0 and n >= 3:
+        targets["test"] = max(1, targets["test"])
+    if val_fraction > 0 and n >= 2:
+        targets["val"] = max(1, targets["val"])
+    assigned: Dict[int, str] = {}
+    held: Dict[str, List[int]] = {"test": [], "val": []}
+    # A class needs one image left for training plus one per held-out split it appears in.
+    for split, min_images in (("val", 2), ("test", 3)):
+        if targets[split] == 0:
+            continue
+        pool = [i for i in order if i not in assigned]
+        for c in _rarest_first(image_classes, order):
+            have = sum(1 for i in held[split] if c in image_classes.get(i, ()))
+            total = sum(1 for i in order if c in image_classes.get(i, ()))
+            if have or total < min_images or len(held[split]) >= targets[split]:
+                continue
+            free = [i for i in pool if i not in assigned and c in image_classes.get(i, ())]
+            # keep at least one image of the class in train
+            in_train = [i for i in order if i not in assigned and c in image_classes.get(i, ())]
+            if free and len(in_train) >= 2:
+                assigned[free[0]] = split
+                held[split].append(free[0])
+    for split in ("val", "test"):
+        for iid in order:
+            if len(held[split]) >= targets[split]:
+                break
+            if iid not in assigned:
+                assigned[iid] = split
+                held[split].append(iid)
+    train = [i for i in order if i not in assigned]
+    return {"train": train, "val": [i for i in order if assigned.get(i) == "val"],
+            "test": [i for i in order if assigned.get(i) == "test"]}
+
+
+def assign_folds(image_ids: Sequence[int], image_classes: Mapping[int, Set[int]], folds: int,
+                 seed: int) -> List[List[int]]:
+    """Deal image ids into ``folds`` folds, rarest class first, so each class spreads evenly."""
+    if folds < 2:
+        raise ValueError(f"--folds must be at least 2, got {folds}")
+    if folds > len(image_ids):
+        raise ValueError(f"--folds {folds} is more than the {len(image_ids)} usable images")
+    order = _shuffled(image_ids, seed)
+    out: List[List[int]] = [[] for _ in range(folds)]
+    placed: Set[int] = set()
+
+    def smallest() -> int:
+        return min(range(folds), key=lambda k: (len(out[k]), k))
+
+    class_count: List[Dict[int, int]] = [{} for _ in range(folds)]
+    for c in _rarest_first(image_classes, order):
+        members = [i for i in order if i not in placed and c in image_classes.get(i, ())]
+        # deal the images of this class to the folds that hold fewest of it
+        for iid in members:
+            k = min(range(folds), key=lambda k: (class_count[k].get(c, 0), len(out[k]), k))
+            out[k].append(iid)
+            placed.add(iid)
+            for cls in image_classes.get(iid, ()):
+                class_count[k][cls] = class_count[k].get(cls, 0) + 1
+    for iid in order:
+        if iid not in placed:
+            out[smallest()].append(iid)
+            placed.add(iid)
+    return out

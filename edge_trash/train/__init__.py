@@ -1,0 +1,1 @@
+"""Training: input pipeline, class-balanced augmentation, the training loop, evaluation."""

@@ -1,0 +1,49 @@
+"""The command line: fast --help without TensorFlow, the whole data stage through a real subprocess."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import time
+
+from conftest import REPO
+
+CHECK_NO_TF = """
+import sys
+from edge_trash.cli import cli, COMMANDS
+for name in [None] + list(COMMANDS):
+    args = ["--help"] if name is None else [name, "--help"]
+    try:
+        cli.main(args=args, standalone_mode=False)
+    except SystemExit:
+        pass
+heavy = [m for m in ("tensorflow", "tf_keras", "official", "albumentations", "matplotlib") if m in sys.modules]
+print("HEAVY=" + ",".join(heavy))
+"""
+
+
+def test_help_of_every_command_is_fast_and_imports_no_tensorflow():
+    start = time.monotonic()
+    proc = subprocess.run([sys.executable, "-c", CHECK_NO_TF], capture_output=True, text=True, cwd=REPO,
+                          timeout=120)
+    elapsed = time.monotonic() - start
+    assert proc.returncode == 0, proc.stderr
+    assert "HEAVY=\n" in proc.stdout, proc.stdout
+    assert elapsed < 10, f"--help of all commands took {elapsed:.1f}s"
+
+
+def test_sample_data_then_build_through_a_real_subprocess(tmp_path):
+    exe = [sys.executable, "-m", "edge_trash"]
+    proc = subprocess.run(exe + ["sample-data", "--out", str(tmp_path / "s"), "--num-images", "20"],
+                          capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr
+    assert "next: edge-trash build-tfrecords" in proc.stdout
+    proc = subprocess.run(exe + ["build-tfrecords", "--annotations", str(tmp_path / "s" / "annotations.json"),
+                                 "--images", str(tmp_path / "s" / "images"), "--out", str(tmp_path / "t"),
+                                 "--quiet"], capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr
+    report = json.loads((tmp_path / "t" / "report.json").read_text())
+    assert f"images: {report['images_written']} written, 4 skipped of 20" in proc.stdout
+    assert "next: edge-trash analyze" in proc.stdout
+    assert "Traceback" not in proc.stderr

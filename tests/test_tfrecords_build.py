@@ -1,0 +1,375 @@
+"""build-tfrecords: schema round trip, EXIF, bad input, determinism, atomic shards."""
+
+from __future__ import annotations
+
+import io
+import json
+import math
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from edge_trash.tfrecords.build import BuildOptions, build_tfrecords
+from edge_trash.tfrecords.coco import CocoFormatError, load_coco
+
+
+def _records(path: Path):
+    import tensorflow as tf
+
+    return [r.numpy() for r in tf.data.TFRecordDataset(str(path))]
+
+
+def _all_records(out: Path, split: str):
+    recs = []
+    for shard in sorted(out.glob(f"{split}-*-of-*.tfrecord")):
+        recs.extend(_records(shard))
+    return recs
+
+
+def _reasons(report, key, record_key):
+    return {item[record_key]: item["reason"] for item in report[key]}
+
+
+def test_model_garden_decoder_reads_our_records_exactly(sample_dataset, sample_build):
+    from official.vision.dataloaders.tf_example_decoder import TfExampleDecoder
+
+    out, report = sample_build
+    coco = json.loads(sample_dataset.annotations.read_text())
+    images = {im["id"]: im for im in coco["images"]}
+    names = (out / "labels.txt").read_text().splitlines()
+    cat_name = {c["id"]: c["name"] for c in coco["categories"]}
+    decoder = TfExampleDecoder(include_mask=False)
+    seen = 0
+    for split in report["splits"]:
+        for rec in _all_records(out, split):
+            d = decoder.decode(rec)
+            iid = int(d["source_id"].numpy())
+            im = images[iid]
+            expected = []
+            for a in coco["annotations"]:
+                if a["image_id"] != iid or a["category_id"] not in cat_name or cat_name[a["category_id"]] not in names:
+                    continue
+                x, y, w, h = a["bbox"]
+                if not all(math.isfinite(v) for v in (x, y, w, h)):
+                    continue
+                x0, y0 = max(0, x), max(0, y)
+                x1, y1 = min(im["width"], x + w), min(im["height"], y + h)
+                expected.append([y0 / im["height"], x0 / im["width"], y1 / im["height"], x1 / im["width"]])
+            boxes = d["groundtruth_boxes"].numpy()
+            assert boxes.shape == (len(expected), 4)
+            if expected:
+                np.testing.assert_allclose(boxes, np.array(expected), atol=1e-6)
+            classes = d["groundtruth_classes"].numpy()
+            assert classes.min(initial=1) >= 1 and classes.max(initial=1) <= len(names)
+            img = d["image"].numpy()
+            assert img.shape[2] == 3 and max(img.shape[:2]) <= 640
+            assert (int(d["height"]), int(d["width"])) == img.shape[:2]
+            seen += 1
+    assert seen == report["images_written"] > 0
+
+
+def test_every_source_box_and_image_is_accounted_for(sample_build):
+    _, report = sample_build
+    assert report["boxes_total"] == report["boxes_written"] + len(report["boxes_dropped"])
+    assert report["images_total"] == report["images_written"] + len(report["images_skipped"])
+    assert sum(s["boxes"] for s in report["splits"].values()) == report["boxes_written"]
+    assert sum(c["boxes"] for c in report["classes"]) == report["boxes_written"]
+
+
+def test_each_planted_problem_is_reported_with_its_reason(sample_dataset, sample_build):
+    _, report = sample_build
+    inj = sample_dataset.injected
+    skipped = _reasons(report, "images_skipped", "image_id")
+    assert skipped[inj["missing_file"][0]].startswith("file not found")
+    assert skipped[inj["empty_file"][0]].startswith("empty file (0 bytes)")
+    assert skipped[inj["not_an_image"][0]].startswith("not an image Pillow can decode")
+    assert skipped[inj["truncated"][0]].startswith("truncated or corrupt image data")
+    assert len(skipped) == 4
+    dropped = _reasons(report, "boxes_dropped", "annotation_id")
+    assert "NaN or Infinity" in dropped[inj["nan_box"][0]]
+    assert "NaN or Infinity" in dropped[inj["infinity_box"][0]]
+    assert dropped[inj["unknown_category"][0]] == "unknown category_id 99 (not in 'categories')"
+    assert dropped[inj["unknown_image"][0]] == "unknown image_id 999999 (no entry in 'images')"
+    assert report["duplicate_annotation_ids"] == inj["duplicate_annotation_id"]
+    assert report["boxes_clipped"] == 1
+    assert report["classes_unused"] == ["litter-objects"]
+    notes = {n["image_id"]: " ".join(n["notes"]) for n in report["image_notes"]}
+    for iid in inj["exif_rotated"]:
+        assert "applied EXIF orientation" in notes[iid]
+    assert "converted L to RGB" in notes[inj["grayscale"][0]]
+    assert "converted CMYK to RGB" in notes[inj["cmyk"][0]]
+    assert "flattened RGBA transparency" in notes[inj["rgba_png"][0]]
+    # background images are kept as records with no boxes
+    assert report["background_images"] == len(inj["background"])
+
+
+def test_both_twins_of_a_duplicate_annotation_id_are_written(sample_dataset, sample_build):
+    out, report = sample_build
+    dup = sample_dataset.injected["duplicate_annotation_id"][0]
+    coco = json.loads(sample_dataset.annotations.read_text())
+    twins = [a for a in coco["annotations"] if a["id"] == dup]
+    assert len(twins) == 2
+    dropped_ids = {d["annotation_id"] for d in report["boxes_dropped"]}
+    assert dup not in dropped_ids
+
+
+def _exif_jpeg(display: Image.Image, orientation: int) -> bytes:
+    stored = {6: display.transpose(Image.Transpose.ROTATE_90), 8: display.transpose(Image.Transpose.ROTATE_270),
+              3: display.transpose(Image.Transpose.ROTATE_180)}[orientation]
+    exif = Image.Exif()
+    exif[0x0112] = orientation
+    buf = io.BytesIO()
+    stored.save(buf, format="JPEG", quality=95, exif=exif.tobytes())
+    return buf.getvalue()
+
+
+@pytest.mark.parametrize("orientation", [6, 8, 3])
+def test_exif_rotated_box_lands_on_the_drawn_object(tmp_path, orientation):
+    import tensorflow as tf
+
+    width, height = 1200, 900  # displayed size, as the JSON states it
+    box = (700, 150, 260, 420)  # x, y, w, h of a red block in the displayed picture
+    display = Image.new("RGB", (width, height), (30, 90, 30))
+    display.paste((230, 20, 20), (box[0], box[1], box[0] + box[2], box[1] + box[3]))
+    (tmp_path / "img").mkdir()
+    (tmp_path / "img" / "a.jpg").write_bytes(_exif_jpeg(display, orientation))
+    coco = {"images": [{"id": 1, "file_name": "a.jpg", "width": width, "height": height}],
+            "annotations": [{"id": 1, "image_id": 1, "category_id": 1, "bbox": list(box), "iscrowd": 0}],
+            "categories": [{"id": 1, "name": "block"}]}
+    (tmp_path / "a.json").write_text(json.dumps(coco))
+    report = build_tfrecords(BuildOptions(annotations=tmp_path / "a.json", images=tmp_path / "img",
+                                          out=tmp_path / "out", val_fraction=0, test_fraction=0, max_size=400))
+    assert report["images_written"] == 1
+    ex = tf.train.Example.FromString(_all_records(tmp_path / "out", "train")[0])
+    f = ex.features.feature
+    img = np.array(Image.open(io.BytesIO(f["image/encoded"].bytes_list.value[0])).convert("RGB")).astype(int)
+    assert img.shape[:2] == (300, 400)  # landscape, long side 400
+    red = (img[..., 0] > 150) & (img[..., 1] < 90)
+    ys, xs = np.nonzero(red)
+    h, w = img.shape[:2]
+    xmin = f["image/object/bbox/xmin"].float_list.value[0]
+    ymin = f["image/object/bbox/ymin"].float_list.value[0]
+    xmax = f["image/object/bbox/xmax"].float_list.value[0]
+    ymax = f["image/object/bbox/ymax"].float_list.value[0]
+    assert abs(xs.min() - xmin * w) <= 2 and abs(xs.max() + 1 - xmax * w) <= 2
+    assert abs(ys.min() - ymin * h) <= 2 and abs(ys.max() + 1 - ymax * h) <= 2
+
+
+def _tiny_coco(tmp_path: Path, images, annotations, categories=None) -> Path:
+    path = tmp_path / "ann.json"
+    path.write_text(json.dumps({"images": images, "annotations": annotations,
+                                "categories": categories or [{"id": 1, "name": "can"}]}))
+    return path
+
+
+def _solid_jpeg(path: Path, size, color=(120, 120, 120), fmt="JPEG", mode="RGB"):
+    path.parent.mkdir(parents=True, exist_ok=True)
+    Image.new(mode, size, color if mode == "RGB" else 0).save(path, format=fmt)
+
+
+def test_size_mismatch_decompression_bomb_and_scaled_image(tmp_path):
+    imgs = tmp_path / "img"
+    _solid_jpeg(imgs / "ok.jpg", (200, 100))
+    _solid_jpeg(imgs / "half.jpg", (100, 50))  # JSON says 200x100: same aspect, boxes scale
+    _solid_jpeg(imgs / "wrong.jpg", (100, 100))  # JSON says 200x100: different aspect
+    _solid_jpeg(imgs / "big.jpg", (400, 400))
+    images = [{"id": 1, "file_name": "ok.jpg", "width": 200, "height": 100},
+              {"id": 2, "file_name": "half.jpg", "width": 200, "height": 100},
+              {"id": 3, "file_name": "wrong.jpg", "width": 200, "height": 100},
+              {"id": 4, "file_name": "big.jpg", "width": 400, "height": 400}]
+    anns = [{"id": i, "image_id": i, "category_id": 1, "bbox": [10, 10, 50, 50]} for i in range(1, 5)]
+    anns.append({"id": 9, "image_id": 1, "category_id": 1, "bbox": [250, 10, 50, 50]})  # wholly outside
+    anns.append({"id": 10, "image_id": 1, "category_id": 1, "bbox": [10, 10, 0, 50]})  # empty
+    anns.append({"id": 11, "image_id": 1, "category_id": 1, "bbox": "10,10,5,5"})  # wrong type
+    report = build_tfrecords(BuildOptions(annotations=_tiny_coco(tmp_path, images, anns), images=imgs,
+                                          out=tmp_path / "out", val_fraction=0, test_fraction=0,
+                                          max_pixels=100_000))
+    skipped = _reasons(report, "images_skipped", "image_id")
+    assert skipped[3].startswith("decoded size 100x100 does not match the JSON size 200x100")
+    assert skipped[4].startswith("refused as a decompression bomb: 400x400 = 160,000 pixels")
+    notes = {n["image_id"]: n["notes"] for n in report["image_notes"]}
+    assert "same aspect ratio" in notes[2][0]
+    dropped = _reasons(report, "boxes_dropped", "annotation_id")
+    assert "lies outside the 200x100 image" in dropped[9]
+    assert "zero or negative size" in dropped[10]
+    assert dropped[11].startswith("'bbox' must be a list")
+    assert report["images_written"] == 2 and report["boxes_written"] == 2
+
+
+def test_colour_modes_are_converted_to_rgb(tmp_path):
+    imgs = tmp_path / "img"
+    imgs.mkdir()
+    Image.fromarray((np.arange(64 * 48).reshape(48, 64) * 20).astype(np.uint16)).save(imgs / "a16.png")
+    Image.new("P", (64, 48), 3).save(imgs / "pal.png")
+    Image.new("RGBA", (64, 48), (255, 0, 0, 128)).save(imgs / "rgba.png")
+    Image.new("CMYK", (64, 48), (0, 255, 255, 0)).save(imgs / "cmyk.jpg")
+    names = ["a16.png", "pal.png", "rgba.png", "cmyk.jpg"]
+    images = [{"id": i + 1, "file_name": n, "width": 64, "height": 48} for i, n in enumerate(names)]
+    anns = [{"id": i + 1, "image_id": i + 1, "category_id": 1, "bbox": [1, 1, 20, 20]} for i in range(4)]
+    out = tmp_path / "out"
+    report = build_tfrecords(BuildOptions(annotations=_tiny_coco(tmp_path, images, anns), images=imgs, out=out,
+                                          val_fraction=0, test_fraction=0))
+    assert report["images_written"] == 4
+    notes = {n["image_id"]: " ".join(n["notes"]) for n in report["image_notes"]}
+    assert "16-bit" in notes[1] and "palette" in notes[2] and "RGBA" in notes[3] and "CMYK" in notes[4]
+    import tensorflow as tf
+
+    for rec in _all_records(out, "train"):
+        ex = tf.train.Example.FromString(rec)
+        decoded = Image.open(io.BytesIO(ex.features.feature["image/encoded"].bytes_list.value[0]))
+        assert decoded.mode == "RGB" and decoded.format == "JPEG"
+        if ex.features.feature["image/source_id"].bytes_list.value[0] == b"1":
+            arr = np.asarray(decoded).astype(int)
+            # 16-bit ramp keeps its range: the brightest corner is far above the darkest
+            assert arr[-1, -1].mean() - arr[0, 0].mean() > 20
+
+
+@pytest.mark.parametrize("content,message", [
+    ("{not json", "not valid JSON at line 1"),
+    ("[]", "the top level must be a JSON object"),
+    ('{"images": [], "annotations": []}', "missing the top-level key 'categories'"),
+    ('{"images": {}, "annotations": [], "categories": []}', "'images' must be a list, got dict"),
+    ('{"images": [], "annotations": [], "categories": [{"id": "x", "name": "a"}]}',
+     "categories[0].id: expected an integer, got 'x'"),
+    ('{"images": [], "annotations": [], "categories": [{"id": 1}]}',
+     "categories[0].name: expected a non-empty string"),
+])
+def test_bad_annotation_files_get_one_clear_error(tmp_path, content, message):
+    path = tmp_path / "bad.json"
+    path.write_text(content)
+    with pytest.raises(CocoFormatError) as info:
+        load_coco(path)
+    assert str(path) in str(info.value)
+    assert message in str(info.value)
+
+
+def test_cli_reports_bad_file_without_traceback(tmp_path):
+    from click.testing import CliRunner
+
+    from edge_trash.cli import cli
+
+    (tmp_path / "img").mkdir()
+    bad = tmp_path / "bad.json"
+    bad.write_text('{"images": 3, "annotations": [], "categories": []}')
+    result = CliRunner().invoke(cli, ["build-tfrecords", "--annotations", str(bad), "--images",
+                                      str(tmp_path / "img"), "--out", str(tmp_path / "out"), "--quiet"])
+    assert result.exit_code == 1
+    assert f"Error: {bad}: 'images' must be a list, got int" in result.output
+    assert "Traceback" not in result.output
+
+
+def test_exit_codes_nothing_written_and_strict(tmp_path, sample_dataset):
+    from click.testing import CliRunner
+
+    from edge_trash.cli import cli
+
+    imgs = tmp_path / "img"
+    imgs.mkdir()
+    ann = _tiny_coco(tmp_path, [{"id": 1, "file_name": "gone.jpg", "width": 10, "height": 10}],
+                     [{"id": 1, "image_id": 1, "category_id": 1, "bbox": [1, 1, 5, 5]}])
+    runner = CliRunner()
+    result = runner.invoke(cli, ["build-tfrecords", "--annotations", str(ann), "--images", str(imgs),
+                                 "--out", str(tmp_path / "o1"), "--quiet"])
+    assert result.exit_code == 1, result.output
+    assert "1 skipped of 1" in result.output
+    result = runner.invoke(cli, ["build-tfrecords", "--annotations", str(sample_dataset.annotations), "--images",
+                                 str(sample_dataset.images), "--out", str(tmp_path / "o2"), "--quiet", "--strict"])
+    assert result.exit_code == 4, result.output
+    assert "--strict: 4 images and" in result.output
+    assert "next: edge-trash analyze" not in result.output
+
+
+def test_same_inputs_give_identical_bytes_with_any_worker_count(sample_dataset, sample_build, tmp_path):
+    out1, _ = sample_build
+    build_tfrecords(BuildOptions(annotations=sample_dataset.annotations, images=sample_dataset.images,
+                                 out=tmp_path / "w2", shard_size=8, seed=0, workers=2))
+    files1 = sorted(p.name for p in out1.iterdir() if p.is_file())
+    files2 = sorted(p.name for p in (tmp_path / "w2").iterdir() if p.is_file())
+    assert files1 == files2
+    for name in files1:
+        if name == "report.json":
+            r1, r2 = json.loads((out1 / name).read_text()), json.loads((tmp_path / "w2" / name).read_text())
+            r1["options"] = r2["options"] = None
+            assert r1 == r2
+        else:
+            assert (out1 / name).read_bytes() == (tmp_path / "w2" / name).read_bytes(), name
+    # another seed gives another split
+    other = build_tfrecords(BuildOptions(annotations=sample_dataset.annotations, images=sample_dataset.images,
+                                         out=tmp_path / "s1", shard_size=8, seed=1))
+    s0 = json.loads((out1 / "splits.json").read_text())["splits"]
+    s1 = json.loads((tmp_path / "s1" / "splits.json").read_text())["splits"]
+    assert s0["val"] != s1["val"] and other["images_written"] == sum(len(v) for v in s1.values())
+
+
+def test_interrupted_run_leaves_no_half_written_shard(sample_dataset, tmp_path, monkeypatch):
+    import edge_trash.tfrecords.build as build_mod
+
+    real = build_mod.convert_image
+    calls = {"n": 0}
+
+    def dying(job):
+        calls["n"] += 1
+        if calls["n"] == 13:
+            raise KeyboardInterrupt("simulated Ctrl-C")
+        return real(job)
+
+    monkeypatch.setattr(build_mod, "convert_image", dying)
+    out = tmp_path / "out"
+    with pytest.raises(KeyboardInterrupt):
+        build_tfrecords(BuildOptions(annotations=sample_dataset.annotations, images=sample_dataset.images,
+                                     out=out, shard_size=4, seed=0))
+    assert not list(out.glob(".*.tmp")), "temporary shard left behind"
+    shards = sorted(out.glob("*.tfrecord"))
+    assert shards, "the shards finished before the interruption are kept"
+    for shard in shards:  # every shard that exists is complete and readable
+        assert len(_records(shard)) >= 1
+    assert not (out / "report.json").exists()
+
+
+def test_stale_shards_of_an_earlier_run_are_removed(sample_dataset, tmp_path):
+    out = tmp_path / "out"
+    opts = dict(annotations=sample_dataset.annotations, images=sample_dataset.images, out=out, seed=0)
+    build_tfrecords(BuildOptions(shard_size=4, **opts))
+    many = {p.name for p in out.glob("train-*.tfrecord")}
+    report = build_tfrecords(BuildOptions(shard_size=1000, **opts))
+    now = {p.name for p in out.glob("train-*.tfrecord")}
+    assert now == {"train-00000-of-00001.tfrecord"}
+    assert set(report["stale_shards_removed"]) >= many - now
+
+
+def test_splits_are_stratified_and_folds_cover_every_image(sample_dataset, sample_build, tmp_path):
+    import tensorflow as tf
+
+    out, report = sample_build
+    splits = json.loads((out / "splits.json").read_text())["splits"]
+    assert set(splits) == {"train", "val", "test"}
+    all_ids = splits["train"] + splits["val"] + splits["test"]
+    assert len(all_ids) == len(set(all_ids)) == report["images_written"]
+
+    def labels_in(split):
+        found = set()
+        for rec in _all_records(out, split):
+            found |= set(tf.train.Example.FromString(rec).features.feature[
+                "image/object/class/label"].int64_list.value)
+        return found
+
+    train_labels = labels_in("train")
+    # every class with at least 2 images in the data appears in val
+    per_class_images = {}
+    for split in splits:
+        for rec in _all_records(out, split):
+            ex = tf.train.Example.FromString(rec)
+            for lab in set(ex.features.feature["image/object/class/label"].int64_list.value):
+                per_class_images[lab] = per_class_images.get(lab, 0) + 1
+    assert {c for c, n in per_class_images.items() if n >= 2} <= labels_in("val")
+    assert set(per_class_images) == train_labels
+
+    rep = build_tfrecords(BuildOptions(annotations=sample_dataset.annotations, images=sample_dataset.images,
+                                       out=tmp_path / "folds", folds=3, test_fraction=0, seed=0))
+    assert set(rep["splits"]) == {"fold0", "fold1", "fold2"}
+    sizes = [rep["splits"][f"fold{k}"]["images"] for k in range(3)]
+    assert sum(sizes) == rep["images_written"] and max(sizes) - min(sizes) <= 2
+    assert sorted(p.name for p in (tmp_path / "folds").glob("*.tfrecord")) == [
+        "fold0-00000-of-00001.tfrecord", "fold1-00000-of-00001.tfrecord", "fold2-00000-of-00001.tfrecord"]

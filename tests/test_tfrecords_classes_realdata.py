@@ -1,0 +1,124 @@
+"""Class mapping, --min-instances, and the real annotation files in ../shared/data."""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+import pytest
+from PIL import Image
+
+from edge_trash.tfrecords.build import BuildOptions, build_tfrecords
+from edge_trash.tfrecords.class_map import ClassMapError, build_class_mapping, read_class_map
+from edge_trash.tfrecords.coco import BoxRecord, Category
+
+from conftest import SHARED
+
+CATS = [Category(0, "Bottle cap", "Cap"), Category(1, "Glass bottle", "Bottle"),
+        Category(2, "Plastic bottle", "Bottle"), Category(3, "Drink can", "Can"), Category(7, "Unused", "None")]
+
+
+def _boxes(counts):
+    out = []
+    for cid, n in counts.items():
+        for k in range(n):
+            out.append(BoxRecord(0, k, 1, cid, 0, 0, 5, 5, 0))
+    return out
+
+
+def test_default_classes_are_contiguous_from_one_and_unused_left_out():
+    m = build_class_mapping(CATS, _boxes({0: 3, 1: 2, 2: 5, 3: 1}))
+    assert m.names == ["Bottle cap", "Glass bottle", "Plastic bottle", "Drink can"]
+    assert m.target_of_category == {0: 1, 1: 2, 2: 3, 3: 4, 7: None}
+    assert m.unused == ["Unused"]
+
+
+def test_supercategories_merge_classes():
+    m = build_class_mapping(CATS, _boxes({0: 3, 1: 2, 2: 5, 3: 1}), supercategories=True)
+    assert m.names == ["Cap", "Bottle", "Can"]
+    assert m.target_of_category[1] == m.target_of_category[2] == 2
+
+
+def test_min_instances_folds_rare_classes_into_other_or_drops_them():
+    boxes = _boxes({0: 3, 1: 2, 2: 5, 3: 1})
+    m = build_class_mapping(CATS, boxes, min_instances=3, rare="other")
+    assert m.names == ["Bottle cap", "Plastic bottle", "other"]
+    assert m.target_of_category[1] == m.target_of_category[3] == 3
+    assert m.folded_into_other == ["Glass bottle", "Drink can"]
+    m = build_class_mapping(CATS, boxes, min_instances=3, rare="drop")
+    assert m.names == ["Bottle cap", "Plastic bottle"]
+    assert m.target_of_category[1] is None
+    assert m.drop_reasons[3] == "class 'Drink can' has only 1 boxes (fewer than --min-instances 3; --rare drop)"
+
+
+def test_csv_and_yaml_class_maps(tmp_path):
+    csv_path = tmp_path / "map.csv"
+    csv_path.write_text("source_name,target_name\nBottle cap,Other\nGlass bottle,Bottle\nPlastic bottle,Bottle\n"
+                        "Drink can,Can\nStyrofoam,Other\n")
+    mapping = read_class_map(csv_path)
+    m = build_class_mapping(CATS, _boxes({0: 3, 1: 2, 2: 5, 3: 1}), mapping)
+    assert m.names == ["Other", "Bottle", "Can"]
+    assert m.map_unknown_sources == ["Styrofoam"]
+    assert m.drop_reasons[7] == "category 'Unused' is not in the class map"
+    yaml_path = tmp_path / "map.yaml"
+    yaml_path.write_text("Glass bottle: bottle\nPlastic bottle: bottle\nDrink can: can\nBottle cap:\n")
+    m = build_class_mapping(CATS, _boxes({0: 3, 1: 2, 2: 5, 3: 1}), read_class_map(yaml_path))
+    assert m.names == ["bottle", "can"]
+    assert m.target_of_category[0] is None
+    assert "mapped to nothing" in m.drop_reasons[0]
+
+
+def test_class_map_errors_name_file_and_line(tmp_path):
+    bad = tmp_path / "bad.csv"
+    bad.write_text("A,B\nC\n")
+    with pytest.raises(ClassMapError, match=r"bad.csv:2: expected 2 columns"):
+        read_class_map(bad)
+    with pytest.raises(ClassMapError, match="class map not found"):
+        read_class_map(tmp_path / "nope.csv")
+    with pytest.raises(ClassMapError, match="either --class-map or --supercategories"):
+        build_class_mapping(CATS, [], {"a": "b"}, supercategories=True)
+
+
+def _write_scaled_images(coco: dict, images_dir: Path, ids, scale: int = 8) -> None:
+    by_id = {im["id"]: im for im in coco["images"]}
+    for iid in ids:
+        im = by_id[iid]
+        path = images_dir / im["file_name"]
+        path.parent.mkdir(parents=True, exist_ok=True)
+        w = max(8, im["width"] // scale)
+        size = (w, max(8, round(im["height"] * w / im["width"])))
+        Image.new("RGB", size, ((iid * 37) % 255, 90, 120)).save(path, format="JPEG", quality=80)
+
+
+@pytest.mark.parametrize("name,class_map", [("taco_unofficial.json", None),
+                                             ("taco_unofficial.json", "taco_map_10.csv"),
+                                             ("uavvaste.json", None)])
+def test_real_annotation_files_convert(tmp_path, name, class_map):
+    src = SHARED / "data" / "coco" / name
+    if not src.exists():
+        pytest.skip(f"{src} not present")
+    coco = json.loads(src.read_text())
+    nonfinite = {a["id"] for a in coco["annotations"] if not all(math.isfinite(v) for v in a["bbox"])}
+    with_nonfinite = {a["image_id"] for a in coco["annotations"] if a["id"] in nonfinite}
+    ids = sorted({im["id"] for im in coco["images"][:24]} | set(list(with_nonfinite)[:3]))
+    _write_scaled_images(coco, tmp_path / "img", ids)
+    report = build_tfrecords(BuildOptions(annotations=src, images=tmp_path / "img", out=tmp_path / "out",
+                                          class_map=SHARED / "data" / "coco" / class_map if class_map else None))
+    assert report["images_written"] == len(ids)
+    assert report["images_total"] == len(coco["images"])
+    assert report["boxes_total"] == len(coco["annotations"])
+    assert report["boxes_total"] == report["boxes_written"] + len(report["boxes_dropped"])
+    reasons = {d["annotation_id"]: d["reason"] for d in report["boxes_dropped"]}
+    for aid in nonfinite:
+        assert "NaN or Infinity" in reasons[aid]
+    names = (tmp_path / "out" / "labels.txt").read_text().splitlines()
+    assert names == [c["name"] for c in report["classes"]]
+    if name == "uavvaste.json":
+        assert names == ["rubbish"]  # source id 0 becomes our id 1
+    if name.startswith("taco"):
+        assert len(nonfinite) == 15
+        assert len({n["image_id"] for n in report["image_notes"]}) == len(ids)  # all scaled 1/8
+    if class_map:
+        assert len(report["class_map_unknown_sources"]) == 4
+        assert len(names) <= 10
