@@ -1,0 +1,36 @@
+"""``edge-trash inspect``: predict which ops of a ``.tflite`` run on the Edge TPU.
+
+Imports only click and the standard library at module level; the flatbuffer reader is imported
+when the command runs. TensorFlow is never imported.
+"""
+
+from __future__ import annotations
+
+import json
+
+import click
+
+
+@click.command("inspect")
+@click.argument("model", type=click.Path(exists=True, dir_okay=False, readable=True))
+@click.option("--json", "as_json", is_flag=True, help="Print the report as JSON instead of a table.")
+def inspect_cmd(model: str, as_json: bool) -> None:
+    """Predict what the Edge TPU compiler 16 does with MODEL (a .tflite file).
+
+    Lists every op in execution order with its version, tensors and quantization, and whether it
+    runs on the Edge TPU or the CPU, and why. For a compiled *_edgetpu.tflite it shows which ops
+    run outside edgetpu-custom-op. Exit status 0 when the file was read (even with CPU ops),
+    2 when MODEL is not a TFLite model.
+    """
+    from edge_trash.export.compat import format_table, inspect_tflite, summary_line
+    from edge_trash.export.tflite_model import TfliteFormatError
+
+    try:
+        report = inspect_tflite(model)
+    except TfliteFormatError as exc:
+        raise click.BadParameter(str(exc), param_hint="MODEL") from exc
+    if as_json:
+        click.echo(json.dumps(report.to_json_dict(), indent=1))
+        return
+    click.echo(format_table(report))
+    click.echo(summary_line(report))

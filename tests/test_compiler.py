@@ -1,0 +1,160 @@
+"""The compiler driver, run against a fake ``edgetpu_compiler`` that replays recorded outputs."""
+
+from __future__ import annotations
+
+import stat
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from edge_trash.export.compat import inspect_tflite
+from edge_trash.export.compiler import (CORAL_APT_REPO, CompilerNotFoundError, compare_with_prediction,
+                                        compile_instructions, find_compiler, run_compiler)
+from edge_trash.export.compiler_log import parse_compiler_output
+
+HERE = Path(__file__).resolve().parent
+FIXTURES = HERE / "fixtures" / "compiler"
+SHARED = HERE.parents[0].parent / "shared" / "edgetpu"
+DEEPLAB = SHARED / "models" / "deeplabv3_mnv2_dm05_pascal_quant.tflite"
+DEEPLAB_COMPILED = SHARED / "models" / "deeplabv3_mnv2_dm05_pascal_quant_edgetpu.tflite"
+LOGS = SHARED / "compiler-logs"
+
+pytestmark = pytest.mark.skipif(not DEEPLAB.is_file(), reason=f"{DEEPLAB} (shared models) not present")
+
+
+@pytest.fixture()
+def fake_compiler(tmp_path, monkeypatch):
+    """An executable ``edgetpu_compiler`` in its own folder; returns (path, argv record file)."""
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    exe = bin_dir / "edgetpu_compiler"
+    exe.write_text(f"#!{sys.executable}\n" + (FIXTURES / "fake_edgetpu_compiler.py").read_text())
+    exe.chmod(exe.stat().st_mode | stat.S_IXUSR | stat.S_IXGRP | stat.S_IXOTH)
+    argv_file = tmp_path / "argv.txt"
+    for name in ("STDOUT", "LOG", "MODEL", "EXIT", "SLEEP"):
+        monkeypatch.delenv(f"FAKE_EDGETPU_{name}", raising=False)
+    monkeypatch.setenv("FAKE_EDGETPU_ARGV", str(argv_file))
+    return exe, argv_file
+
+
+@pytest.fixture(scope="module")
+def deeplab_report():
+    return inspect_tflite(DEEPLAB)
+
+
+def test_success_in_agreement(fake_compiler, deeplab_report, tmp_path, monkeypatch):
+    exe, argv_file = fake_compiler
+    monkeypatch.setenv("FAKE_EDGETPU_STDOUT", str(FIXTURES / "deeplabv3_replay.stdout.txt"))
+    monkeypatch.setenv("FAKE_EDGETPU_LOG", str(FIXTURES / "deeplabv3_replay.log"))
+    monkeypatch.setenv("FAKE_EDGETPU_MODEL", str(DEEPLAB_COMPILED))
+    out = tmp_path / "out"
+    outcome = run_compiler(str(exe), DEEPLAB, out, extra_args=("--show_operations",))
+
+    assert argv_file.read_text().splitlines() == [
+        "--out_dir", str(out), "--timeout_sec", "180", "--show_operations", str(DEEPLAB)]
+    assert outcome.ok and outcome.returncode == 0 and not outcome.timed_out
+    assert outcome.compiled_model == out / "deeplabv3_mnv2_dm05_pascal_quant_edgetpu.tflite"
+    assert outcome.compiled_model.read_bytes() == DEEPLAB_COMPILED.read_bytes()
+    assert outcome.log_path == out / "deeplabv3_mnv2_dm05_pascal_quant_edgetpu.log"
+    result = outcome.result
+    assert (result.total_ops, result.edgetpu_ops, result.cpu_ops) == (72, 64, 8)
+    assert len(result.op_rows) == 10  # rows came from the .log file
+    assert compare_with_prediction(deeplab_report, result) == []
+    # The compiled model the "compiler" wrote shows the same CPU ops as the prediction.
+    assert inspect_tflite(outcome.compiled_model).cpu_op_names() == deeplab_report.cpu_op_names()
+
+
+def test_disagreement_is_listed(fake_compiler, deeplab_report, tmp_path, monkeypatch):
+    exe, _ = fake_compiler
+    monkeypatch.setenv("FAKE_EDGETPU_STDOUT", str(LOGS / "v16_efficientdet.stdout.txt"))
+    monkeypatch.setenv("FAKE_EDGETPU_LOG", str(LOGS / "v16_efficientdet_partial.log"))
+    outcome = run_compiler(str(exe), DEEPLAB, tmp_path / "out")
+    assert outcome.result.success and outcome.returncode == 0
+    assert outcome.compiled_model is None and not outcome.ok  # no model was written
+    problems = compare_with_prediction(deeplab_report, outcome.result)
+    assert problems[:2] == ["Edge TPU ops: compiler 264, predicted 64", "CPU ops: compiler 3, predicted 8"]
+    assert "ADD mapped to the Edge TPU: compiler 42, predicted 10" in problems
+    assert "CUSTOM on the CPU: compiler 1, predicted 0" in problems
+    assert "ARG_MAX on the CPU: compiler 0, predicted 1" in problems
+
+
+def test_parse_failure(fake_compiler, deeplab_report, tmp_path, monkeypatch):
+    exe, _ = fake_compiler
+    monkeypatch.setenv("FAKE_EDGETPU_STDOUT", str(LOGS / "v16_parse_fail_exp_v2.txt"))
+    monkeypatch.setenv("FAKE_EDGETPU_EXIT", "1")
+    outcome = run_compiler(str(exe), DEEPLAB, tmp_path / "out")
+    assert outcome.returncode == 1 and not outcome.ok and outcome.compiled_model is None
+    assert outcome.log_text is None and outcome.log_path is None
+    assert outcome.result.parse_failed
+    assert (outcome.result.errors[0].op_name, outcome.result.errors[0].op_version) == ("EXP", 2)
+    assert compare_with_prediction(deeplab_report, outcome.result) == [
+        "the compiler could not parse EXP version 2; the prediction said it parses"]
+
+
+def test_timeout_kills_the_compiler(fake_compiler, tmp_path, monkeypatch):
+    exe, _ = fake_compiler
+    monkeypatch.setenv("FAKE_EDGETPU_SLEEP", "20")
+    start = time.monotonic()
+    outcome = run_compiler(str(exe), DEEPLAB, tmp_path / "out", timeout_s=1, kill_after_s=0.5)
+    assert time.monotonic() - start < 10
+    assert outcome.timed_out and outcome.returncode is None and not outcome.ok
+    assert outcome.result.success is False
+    assert [e.kind for e in outcome.result.errors] == ["timeout"]
+    assert "did not finish within 0.5 s" in outcome.result.errors[0].message
+
+
+def test_nonzero_exit_is_a_failure_even_with_a_success_message(fake_compiler, tmp_path, monkeypatch):
+    exe, _ = fake_compiler
+    monkeypatch.setenv("FAKE_EDGETPU_STDOUT", str(FIXTURES / "deeplabv3_replay.stdout.txt"))
+    monkeypatch.setenv("FAKE_EDGETPU_MODEL", str(DEEPLAB_COMPILED))
+    monkeypatch.setenv("FAKE_EDGETPU_EXIT", "3")
+    outcome = run_compiler(str(exe), DEEPLAB, tmp_path / "out")
+    assert outcome.returncode == 3 and not outcome.ok
+    assert outcome.result.success is False and outcome.compiled_model is None
+    assert [(e.kind, e.message) for e in outcome.result.errors] == [
+        ("failed", "the compiler exited with status 3")]
+
+
+def test_missing_model_and_missing_compiler(fake_compiler, tmp_path):
+    exe, _ = fake_compiler
+    with pytest.raises(FileNotFoundError, match="nope.tflite: no such model file"):
+        run_compiler(str(exe), tmp_path / "nope.tflite", tmp_path / "out")
+    with pytest.raises(CompilerNotFoundError, match="coral-edgetpu-stable main"):
+        run_compiler(str(tmp_path / "no_such_compiler"), DEEPLAB, tmp_path / "out")
+
+
+def test_find_compiler(fake_compiler, tmp_path, monkeypatch):
+    exe, _ = fake_compiler
+    assert find_compiler(str(exe)) == str(exe.resolve())
+    monkeypatch.setenv("PATH", str(exe.parent))
+    assert find_compiler(None) == str(exe)
+    monkeypatch.setenv("PATH", str(tmp_path / "empty"))
+    assert find_compiler(None) is None
+    assert find_compiler(str(tmp_path / "missing")) is None
+    not_executable = tmp_path / "plain_file"
+    not_executable.write_text("")
+    assert find_compiler(str(not_executable)) is None
+
+
+def test_compile_instructions_name_the_repo_package_and_command(tmp_path):
+    model = tmp_path / "my models" / "det.tflite"
+    text = compile_instructions(model)
+    assert CORAL_APT_REPO == "https://packages.cloud.google.com/apt coral-edgetpu-stable main"
+    assert CORAL_APT_REPO in text
+    assert "sudo apt-get install edgetpu-compiler" in text
+    assert "x86-64 Linux" in text
+    assert f"edgetpu_compiler --out_dir '{model.parent}' --show_operations '{model}'" in text
+
+
+def test_compare_flags_a_wrong_parse_prediction(tmp_path):
+    from edge_trash.export.compat import CompatReport
+
+    unparsable = CompatReport(source="m.tflite", ops=[], compiler_can_parse=False, compiled=False,
+                              parameter_bytes=0,
+                              compiler_error="Didn't find op for builtin opcode 'X' version '9'")
+    ok = parse_compiler_output((FIXTURES / "deeplabv3_replay.stdout.txt").read_text())
+    problems = compare_with_prediction(unparsable, ok)
+    assert problems[0] == ("the compiler parsed the model; the prediction said it cannot "
+                           "(Didn't find op for builtin opcode 'X' version '9')")
