@@ -20,6 +20,7 @@ demo: $(STAMP)
 	PATH="$(CURDIR)/$(VENV)/bin:$$PATH" bash scripts/demo.sh
 
 test: $(STAMP)
+	@bash scripts/ensure_chromium.sh
 	$(PY) -m pytest -q -p no:cacheprovider
 
 bench: $(STAMP)

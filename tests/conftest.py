@@ -30,3 +30,11 @@ def sample_build(sample_dataset, tmp_path_factory):
     report = build_tfrecords(BuildOptions(annotations=sample_dataset.annotations, images=sample_dataset.images,
                                           out=out, shard_size=8, seed=0))
     return out, report
+
+
+@pytest.fixture(scope="session")
+def color_model(tmp_path_factory):
+    """A real int8 TFLite detector of pure red/green/blue cells (see runtime_fixtures), built once."""
+    from runtime_fixtures import build_color_detector
+
+    return build_color_detector(str(tmp_path_factory.mktemp("runtime_model") / "model_int8.tflite"))

@@ -388,3 +388,70 @@ def write_sample_dataset(out_dir: os.PathLike, num_images: int = 200, seed: int 
     _write_atomic(ann_path, json.dumps(coco, indent=1).encode("utf-8"))  # NaN/Infinity as TACO has them
     return SampleDataset(root=root, annotations=ann_path, images=images_dir, class_names=class_names,
                          num_images=num_images, injected=problems)
+
+
+# ----------------------------------------------------------------------------- conveyor replay
+
+
+@dataclass
+class ConveyorReplay:
+    """Frames of items riding a belt past a trigger line, with the truth of each item."""
+
+    frames_dir: Path
+    truth: Path
+    num_frames: int
+    items: List[dict]
+
+
+def write_conveyor_frames(out_dir: os.PathLike, num_items: int = 24, seed: int = 1000, width: int = 640,
+                          height: int = 480, speed_px: int = 24, spacing_px: int = 260,
+                          trigger: float = 0.5) -> ConveyorReplay:
+    """Write a conveyor recording (``frames/000000.jpg``...) and ``truth.json``.
+
+    Items (drawn like the sample dataset's, with other seeds, so they are held out)
+    enter on the left and move right ``speed_px`` per frame, ``spacing_px`` apart;
+    ``truth.json`` lists each item's class and the frame where its centre crosses
+    the vertical trigger line at ``trigger`` * width.
+    """
+    root = Path(out_dir)
+    frames_dir = root / "frames"
+    frames_dir.mkdir(parents=True, exist_ok=True)
+    rng = np.random.default_rng([seed, 7])
+    names = [c[0] for c in CLASSES]
+    # an even-ish mix so every class is seen in the replay
+    classes = [names[k % len(names)] for k in range(num_items)]
+    rng.shuffle(classes)
+    items = []
+    for k, name in enumerate(classes):
+        lo, hi = ITEM_SIZE[name]
+        length = max(16, int(height * rng.uniform(lo, hi)))
+        layer = DRAWERS[name](rng, length)
+        layer = layer.rotate(float(rng.uniform(0, 360)), resample=Image.BICUBIC, expand=True)
+        box = layer.getchannel("A").point(lambda a: 255 if a > 40 else 0).getbbox()
+        layer = layer.crop(box) if box else layer
+        y = int(rng.integers(height // 8, max(height // 8 + 1, height - height // 8 - layer.size[1])))
+        start_x = -layer.size[0] - k * spacing_px  # left edge at frame 0
+        items.append({"item": k, "class": name, "layer": layer, "y": y, "start_x": start_x})
+    line_x = trigger * width
+    last_x = max(-it["start_x"] for it in items) + width
+    num_frames = int(math.ceil(last_x / speed_px)) + 2
+    base = _background(np.random.default_rng([seed, 8]), width + speed_px * 12, height, "conveyor")
+    truth = []
+    for it in items:
+        w = it["layer"].size[0]
+        cross = int(math.ceil((line_x - w / 2.0 - it["start_x"]) / speed_px))
+        truth.append({"item": it["item"], "class": it["class"], "crossing_frame": cross})
+    for f in range(num_frames):
+        offset = (f * speed_px) % (speed_px * 12)
+        img = base.crop((speed_px * 12 - offset, 0, speed_px * 12 - offset + width, height))
+        for it in items:
+            x = it["start_x"] + f * speed_px
+            if x + it["layer"].size[0] <= 0 or x >= width:
+                continue
+            img.paste(it["layer"], (x, it["y"]), it["layer"])
+        _write_atomic(frames_dir / f"{f:06d}.jpg", _jpeg_bytes(img))
+    truth_path = root / "truth.json"
+    _write_atomic(truth_path, json.dumps({"width": width, "height": height, "trigger": {"axis": "x",
+                                          "position": trigger, "direction": 1}, "speed_px": speed_px,
+                                          "items": truth}, indent=1).encode("utf-8"))
+    return ConveyorReplay(frames_dir=frames_dir, truth=truth_path, num_frames=num_frames, items=truth)

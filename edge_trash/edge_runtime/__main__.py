@@ -1,0 +1,58 @@
+"""``edge-trash-device`` / ``python3 -m edge_trash.edge_runtime``: the device command line (argparse)."""
+
+import argparse
+import json
+import logging
+import sys
+from typing import Callable, List, Optional
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The argument parser (``run`` subcommand)."""
+    parser = argparse.ArgumentParser(prog="edge-trash-device",
+                                     description="Sort service for the Coral Dev Board: camera -> Edge TPU -> bin.")
+    sub = parser.add_subparsers(dest="command")
+    run = sub.add_parser("run", help="run the sort service")
+    run.add_argument("--bundle", required=True, help="bundle directory written by `edge-trash export`")
+    run.add_argument("--config", help="sort config (default: BUNDLE/sort.yaml)")
+    run.add_argument("--source", default="camera:0",
+                     help="camera:N | camera:/dev/videoN | gst:PIPELINE | dir:PATH[?fps=N] | video:PATH")
+    run.add_argument("--max-frames", type=int, help="stop after N frames")
+    run.add_argument("--log", help="SQLite event log (default: sort.yaml log.path, else BUNDLE/events.sqlite)")
+    run.add_argument("--device", help="Edge TPU device, e.g. usb:0 or pci:0 (default: the first one)")
+    run.add_argument("--no-health", action="store_true", help="do not start the HTTP health endpoint")
+    run.add_argument("-v", "--verbose", action="store_true")
+    return parser
+
+
+def main(argv: Optional[List[str]] = None, interpreter_loader: Optional[Callable] = None) -> int:
+    """Entry point; returns the exit status (1 on a configuration or model error)."""
+    from edge_trash.edge_runtime.actuators import ActuatorError
+    from edge_trash.edge_runtime.decode import DecodeError
+    from edge_trash.edge_runtime.interpreter import InterpreterError
+    from edge_trash.edge_runtime.manifest import BundleError
+    from edge_trash.edge_runtime.sort_config import ConfigError
+    from edge_trash.edge_runtime.service import run_service
+    from edge_trash.edge_runtime.sources import SourceError
+
+    args = build_parser().parse_args(argv)
+    if args.command != "run":
+        build_parser().print_help()
+        return 2
+    if args.max_frames is not None and args.max_frames < 1:
+        sys.stderr.write("edge-trash-device: --max-frames must be >= 1, got %d\n" % args.max_frames)
+        return 2
+    logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO,
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    try:
+        summary = run_service(args.bundle, args.config, args.source, args.log, args.max_frames,
+                              interpreter_loader, args.device, health=not args.no_health)
+    except (BundleError, ConfigError, InterpreterError, SourceError, ActuatorError, DecodeError) as exc:
+        sys.stderr.write("edge-trash-device: %s\n" % exc)
+        return 1
+    print(json.dumps(summary, sort_keys=True))
+    return 1 if summary.get("source_error") else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

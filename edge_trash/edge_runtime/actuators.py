@@ -1,0 +1,333 @@
+"""Actuators behind one interface, and the scheduler that fires them after the travel delay.
+
+The only module that talks to GPIO/PWM/serial. Device classes are injected (``gpio_class``,
+``pwm_class``, ``serial_class``) so tests drive fakes; by default they come from
+python-periphery / pyserial, imported only when such an actuator is built.
+"""
+
+import heapq
+import logging
+import os
+import threading
+import time
+from typing import Callable, Dict, List, Optional, Tuple
+
+LOG = logging.getLogger(__name__)
+
+
+class ActuatorError(Exception):
+    """An actuator could not move an item to a bin."""
+
+
+class Actuator:
+    """Moves the item to ``bin_name``. ``ref`` identifies the decision (for logs/journals)."""
+
+    def open(self) -> None:
+        """Acquire the device."""
+
+    def actuate(self, bin_name: str, ref: Optional[int] = None) -> None:
+        """Fire for one item; raise ``ActuatorError`` on failure."""
+        raise NotImplementedError
+
+    def close(self) -> None:
+        """Release the device."""
+
+
+class SimulatedActuator(Actuator):
+    """Records commands in ``self.commands`` (and appends them to ``journal`` if given, one line
+    ``ref bin time`` each, flushed, so a killed process leaves a complete record). ``fail_bins``
+    always fail and every ``fail_every``-th call fails (fault injection)."""
+
+    def __init__(self, journal: Optional[str] = None, fail_bins=(), fail_every: int = 0):
+        self.commands = []  # type: List[Tuple[float, str, Optional[int]]]
+        self.journal = journal
+        self.fail_bins = set(fail_bins)
+        self.fail_every = int(fail_every)
+        self.calls = 0
+        self._file = None
+
+    def open(self) -> None:
+        if self.journal:
+            self._file = open(self.journal, "a", encoding="utf-8")
+
+    def actuate(self, bin_name: str, ref: Optional[int] = None) -> None:
+        self.calls += 1
+        if bin_name in self.fail_bins or (self.fail_every and self.calls % self.fail_every == 0):
+            raise ActuatorError("simulated failure for bin %r (call %d)" % (bin_name, self.calls))
+        now = time.time()
+        self.commands.append((now, bin_name, ref))
+        if self._file is not None:
+            self._file.write("%s %s %.6f\n" % (ref, bin_name, now))
+            self._file.flush()
+            os.fsync(self._file.fileno())
+
+    def close(self) -> None:
+        if self._file is not None:
+            self._file.close()
+            self._file = None
+
+
+class GpioPulseActuator(Actuator):
+    """One GPIO output line per bin, pulsed high for ``pulse_s`` (python-periphery ``GPIO``).
+
+    ``lines``: {bin: {"chip": "/dev/gpiochip2", "line": 13}} (Dev Board pin 37).
+    """
+
+    def __init__(self, lines: Dict[str, Dict], pulse_s: float = 0.1, gpio_class=None,
+                 sleep: Callable[[float], None] = time.sleep):
+        if not lines:
+            raise ActuatorError("actuator.gpio: map each bin to {chip, line}")
+        self.lines = lines
+        self.pulse_s = pulse_s
+        self.gpio_class = gpio_class
+        self.sleep = sleep
+        self.gpios = {}  # type: Dict[str, object]
+
+    def open(self) -> None:
+        cls = self.gpio_class
+        if cls is None:
+            try:
+                from periphery import GPIO as cls
+            except ImportError:
+                raise ActuatorError("the gpio actuator needs python-periphery: `pip3 install python-periphery`")
+        for bin_name, spec in self.lines.items():
+            try:
+                self.gpios[bin_name] = cls(spec["chip"], int(spec["line"]), "out")
+            except Exception as exc:  # periphery raises GPIOError (an IOError)
+                raise ActuatorError("actuator.gpio.%s: cannot open %s line %s (%s); check the pin and that the "
+                                    "service user is in the gpio group" % (bin_name, spec.get("chip"), spec.get("line"), exc))
+
+    def actuate(self, bin_name: str, ref: Optional[int] = None) -> None:
+        gpio = self.gpios.get(bin_name)
+        if gpio is None:
+            raise ActuatorError("actuator.gpio has no line for bin %r (bins with lines: %s)" % (bin_name, sorted(self.gpios)))
+        try:
+            gpio.write(True)
+            self.sleep(self.pulse_s)
+        except Exception as exc:
+            raise ActuatorError("GPIO pulse for bin %r failed: %s" % (bin_name, exc))
+        finally:
+            try:
+                gpio.write(False)
+            except Exception:  # the line state is unknown; the fault is already being raised
+                LOG.exception("could not reset GPIO for bin %s", bin_name)
+
+    def close(self) -> None:
+        for gpio in self.gpios.values():
+            gpio.close()
+        self.gpios = {}
+
+
+class PwmServoActuator(Actuator):
+    """A servo on one PWM channel (periphery ``PWM(chip, channel)``) moved to a duty cycle per bin,
+    held ``settle_s``, then returned to ``home`` (if set)."""
+
+    def __init__(self, chip: int, channel: int, positions: Dict[str, float], frequency_hz: float = 50.0,
+                 settle_s: float = 0.3, home: Optional[float] = None, pwm_class=None,
+                 sleep: Callable[[float], None] = time.sleep):
+        for name, duty in positions.items():
+            if not 0.0 <= float(duty) <= 1.0:
+                raise ActuatorError("actuator.pwm.positions.%s: duty cycle %r is outside [0, 1]" % (name, duty))
+        self.chip, self.channel = int(chip), int(channel)
+        self.positions = positions
+        self.frequency_hz = frequency_hz
+        self.settle_s = settle_s
+        self.home = home
+        self.pwm_class = pwm_class
+        self.sleep = sleep
+        self.pwm = None
+
+    def open(self) -> None:
+        cls = self.pwm_class
+        if cls is None:
+            try:
+                from periphery import PWM as cls
+            except ImportError:
+                raise ActuatorError("the pwm actuator needs python-periphery: `pip3 install python-periphery`")
+        try:
+            self.pwm = cls(self.chip, self.channel)
+            self.pwm.frequency = self.frequency_hz
+            self.pwm.duty_cycle = self.home if self.home is not None else 0.0
+            self.pwm.enable()
+        except Exception as exc:
+            raise ActuatorError("actuator.pwm: cannot open PWM chip %d channel %d (%s)" % (self.chip, self.channel, exc))
+
+    def actuate(self, bin_name: str, ref: Optional[int] = None) -> None:
+        if bin_name not in self.positions:
+            raise ActuatorError("actuator.pwm.positions has no position for bin %r" % bin_name)
+        try:
+            self.pwm.duty_cycle = float(self.positions[bin_name])
+            self.sleep(self.settle_s)
+            if self.home is not None:
+                self.pwm.duty_cycle = float(self.home)
+        except Exception as exc:
+            raise ActuatorError("PWM move to bin %r failed: %s" % (bin_name, exc))
+
+    def close(self) -> None:
+        if self.pwm is not None:
+            self.pwm.disable()
+            self.pwm.close()
+            self.pwm = None
+
+
+class SerialActuator(Actuator):
+    """Sends ``command.format(bin=..., ref=...)`` on a serial port (pyserial) and, when ``ack`` is
+    set, requires a reply line starting with it."""
+
+    def __init__(self, port: str, baudrate: int = 115200, command: str = "BIN {bin}\n",
+                 ack: Optional[str] = None, timeout_s: float = 0.5, serial_class=None):
+        self.port, self.baudrate, self.command = port, int(baudrate), command
+        self.ack, self.timeout_s = ack, timeout_s
+        self.serial_class = serial_class
+        self.conn = None
+
+    def open(self) -> None:
+        cls = self.serial_class
+        if cls is None:
+            try:
+                from serial import Serial as cls
+            except ImportError:
+                raise ActuatorError("the serial actuator needs pyserial: `sudo apt-get install python3-serial`")
+        try:
+            self.conn = cls(self.port, self.baudrate, timeout=self.timeout_s)
+        except Exception as exc:
+            raise ActuatorError("actuator.serial: cannot open %s (%s)" % (self.port, exc))
+
+    def actuate(self, bin_name: str, ref: Optional[int] = None) -> None:
+        line = self.command.format(bin=bin_name, ref=ref)
+        try:
+            self.conn.write(line.encode("ascii"))
+            self.conn.flush()
+            if self.ack:
+                reply = self.conn.readline().decode("ascii", "replace").strip()
+                if not reply.startswith(self.ack):
+                    raise ActuatorError("serial %s: expected a reply starting with %r to %r, got %r"
+                                        % (self.port, self.ack, line.strip(), reply))
+        except ActuatorError:
+            raise
+        except Exception as exc:
+            raise ActuatorError("serial %s: sending %r failed: %s" % (self.port, line.strip(), exc))
+
+    def close(self) -> None:
+        if self.conn is not None:
+            self.conn.close()
+            self.conn = None
+
+
+def build_actuator(spec: Dict, device_classes: Optional[Dict] = None) -> Actuator:
+    """The actuator described by sort.yaml's ``actuator`` table. ``device_classes`` may hold
+    ``gpio``/``pwm``/``serial`` classes to inject."""
+    classes = device_classes or {}
+    kind = spec.get("type", "simulated")
+    if kind == "simulated":
+        return SimulatedActuator(spec.get("journal"), spec.get("fail_bins", ()), int(spec.get("fail_every", 0)))
+    if kind == "gpio":
+        return GpioPulseActuator(spec.get("gpio") or {}, float(spec.get("pulse_s", 0.1)), classes.get("gpio"))
+    if kind == "pwm":
+        pwm = spec.get("pwm") or {}
+        if "positions" not in pwm:
+            raise ActuatorError("actuator.pwm.positions: map each bin to a duty cycle")
+        return PwmServoActuator(pwm.get("chip", 0), pwm.get("channel", 0), pwm["positions"],
+                                float(pwm.get("frequency_hz", 50.0)), float(pwm.get("settle_s", 0.3)),
+                                pwm.get("home"), classes.get("pwm"))
+    if kind == "serial":
+        ser = spec.get("serial") or {}
+        if "port" not in ser:
+            raise ActuatorError("actuator.serial.port: name the serial device, e.g. /dev/ttyUSB0")
+        return SerialActuator(ser["port"], ser.get("baudrate", 115200), ser.get("command", "BIN {bin}\n"),
+                              ser.get("ack"), float(ser.get("timeout_s", 0.5)), classes.get("serial"))
+    raise ActuatorError("actuator.type %r is not one of simulated, gpio, pwm, serial" % (kind,))
+
+
+class ActuationScheduler:
+    """Fires decisions at their due time in a worker thread.
+
+    Protocol per item (so a restart never doubles an actuation): ``journal.mark_attempt(id)`` is
+    made durable BEFORE the actuator moves; then ``mark_done(id, bin, attempts, status)``.
+    Failures are retried ``retries`` times; then the fail-safe bin is tried and ``on_fault`` is
+    called. ``journal`` is the event log (or any object with those two methods).
+    """
+
+    def __init__(self, actuator: Actuator, journal, fail_safe_bin: str, retries: int = 2,
+                 retry_delay_s: float = 0.05, on_fault: Optional[Callable[[str, str, Optional[int]], None]] = None,
+                 on_actuated: Optional[Callable[[str, float], None]] = None):
+        self.actuator = actuator
+        self.journal = journal
+        self.fail_safe_bin = fail_safe_bin
+        self.retries = retries
+        self.retry_delay_s = retry_delay_s
+        self.on_fault = on_fault or (lambda kind, msg, ref: None)
+        self.on_actuated = on_actuated or (lambda bin_name, latency: None)
+        self._heap = []  # type: List[Tuple[float, int, str, float]]
+        self._cond = threading.Condition()
+        self._stopping = False
+        self._thread = threading.Thread(target=self._run, name="actuation", daemon=True)
+
+    def start(self) -> None:
+        """Start the worker thread."""
+        self._thread.start()
+
+    def schedule(self, ref: int, bin_name: str, due: float, first_seen: float) -> None:
+        """Fire ``bin_name`` for decision ``ref`` at wall time ``due``."""
+        with self._cond:
+            heapq.heappush(self._heap, (due, ref, bin_name, first_seen))
+            self._cond.notify()
+
+    def pending(self) -> int:
+        """Number of actuations not yet fired."""
+        with self._cond:
+            return len(self._heap)
+
+    def _run(self) -> None:
+        while True:
+            with self._cond:
+                while True:
+                    if not self._heap:
+                        if self._stopping:
+                            return
+                        self._cond.wait(0.5)
+                        continue
+                    wait = self._heap[0][0] - time.time()
+                    if wait <= 0:
+                        due, ref, bin_name, first_seen = heapq.heappop(self._heap)
+                        break
+                    self._cond.wait(min(wait, 0.5))
+            self._fire(ref, bin_name, first_seen)
+
+    def _fire(self, ref: int, bin_name: str, first_seen: float) -> None:
+        self.journal.mark_attempt(ref)
+        attempts, error = 0, None
+        for attempt in range(self.retries + 1):
+            attempts += 1
+            try:
+                self.actuator.actuate(bin_name, ref)
+                error = None
+                break
+            except Exception as exc:  # any device error counts as a failed attempt
+                error = exc
+                if attempt < self.retries:
+                    time.sleep(self.retry_delay_s)
+        if error is None:
+            self.journal.mark_done(ref, bin_name, attempts, "actuated")
+            self.on_actuated(bin_name, (time.time() - first_seen) * 1000.0)
+            return
+        message = "bin %r failed after %d attempts (%s); sending the item to fail-safe bin %r" % (
+            bin_name, attempts, error, self.fail_safe_bin)
+        self.on_fault("actuator", message, ref)
+        if bin_name != self.fail_safe_bin:
+            try:
+                self.actuator.actuate(self.fail_safe_bin, ref)
+                self.journal.mark_done(ref, self.fail_safe_bin, attempts + 1, "failsafe")
+                self.on_actuated(self.fail_safe_bin, (time.time() - first_seen) * 1000.0)
+                return
+            except Exception as exc:
+                self.on_fault("actuator", "fail-safe bin %r failed too (%s)" % (self.fail_safe_bin, exc), ref)
+        self.journal.mark_done(ref, None, attempts + 1, "failed")
+
+    def stop(self, timeout: float = 30.0) -> None:
+        """Fire every pending actuation at its due time (items are still travelling), then stop."""
+        with self._cond:
+            self._stopping = True
+            self._cond.notify()
+        if self._thread.is_alive():
+            self._thread.join(timeout)

@@ -1,0 +1,180 @@
+"""Service health: rolling statistics, a JSON HTTP endpoint, and systemd sd_notify (stdlib only)."""
+
+import collections
+import json
+import math
+import os
+import socket
+import threading
+import time
+from typing import Callable, Dict, Optional
+
+try:
+    from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+except ImportError:  # Python < 3.7
+    from http.server import BaseHTTPRequestHandler, HTTPServer as ThreadingHTTPServer
+
+
+def percentile(values, q: float) -> Optional[float]:
+    """The ``q`` (0..100) percentile by nearest rank, None when empty."""
+    data = sorted(values)
+    if not data:
+        return None
+    k = max(0, min(len(data) - 1, int(math.ceil(q / 100.0 * len(data))) - 1))
+    return data[k]
+
+
+class Stats:
+    """Thread-safe counters and rolling latency windows for the health endpoint and the benchmark."""
+
+    def __init__(self, window: int = 1000):
+        self._lock = threading.Lock()
+        self.started = time.time()
+        self.counters = collections.Counter()  # type: collections.Counter
+        self.bins = collections.Counter()  # type: collections.Counter
+        self.infer_ms = collections.deque(maxlen=window)
+        self.e2e_ms = collections.deque(maxlen=window)
+        self.work_ms = collections.deque(maxlen=window)
+        self.work_cpu_ms = collections.deque(maxlen=window)
+        self.prep_ms = collections.deque(maxlen=window)
+        self.actuation_latency_ms = collections.deque(maxlen=window)
+        self.frame_times = collections.deque(maxlen=window)
+        self.accelerator = "unknown"
+        self.warning = None  # type: Optional[str]
+
+    def count(self, name: str, n: int = 1) -> None:
+        """Add ``n`` to counter ``name``."""
+        with self._lock:
+            self.counters[name] += n
+
+    def frame(self, infer_ms: float, e2e_ms: float, work_ms: float, work_cpu_ms: Optional[float] = None,
+              prep_ms: Optional[float] = None) -> None:
+        """Record one processed frame (times in ms; ``work`` = the loop's time outside invoke(), wall and
+        CPU; ``prep`` = pre-processing done in the capture thread)."""
+        with self._lock:
+            self.counters["processed"] += 1
+            self.infer_ms.append(infer_ms)
+            self.e2e_ms.append(e2e_ms)
+            self.work_ms.append(work_ms)
+            if work_cpu_ms is not None:
+                self.work_cpu_ms.append(work_cpu_ms)
+            if prep_ms is not None:
+                self.prep_ms.append(prep_ms)
+            self.frame_times.append(time.monotonic())
+
+    def actuated(self, bin_name: str, latency_ms: float) -> None:
+        """Record one actuation."""
+        with self._lock:
+            self.bins[bin_name] += 1
+            self.actuation_latency_ms.append(latency_ms)
+
+    def snapshot(self) -> Dict:
+        """The JSON-ready status."""
+        with self._lock:
+            times = list(self.frame_times)
+            fps = (len(times) - 1) / (times[-1] - times[0]) if len(times) > 1 and times[-1] > times[0] else 0.0
+
+            def pair(values):
+                return {"p50": percentile(values, 50), "p99": percentile(values, 99)}
+
+            return {"uptime_s": round(time.time() - self.started, 1), "accelerator": self.accelerator,
+                    "warning": self.warning, "fps": round(fps, 2), "counters": dict(self.counters),
+                    "dropped_frames": self.counters.get("dropped", 0), "per_bin": dict(self.bins),
+                    "inference_ms": pair(self.infer_ms), "end_to_end_ms": pair(self.e2e_ms),
+                    "work_outside_invoke_ms": pair(self.work_ms),
+                    "work_outside_invoke_cpu_ms": pair(self.work_cpu_ms),
+                    "preprocess_ms": pair(self.prep_ms),
+                    "first_sight_to_actuation_ms": pair(self.actuation_latency_ms)}
+
+
+class HealthServer:
+    """An HTTP server in a daemon thread.
+
+    Without ``router`` it serves ``GET /health`` (and ``/``) as JSON from ``status()``. With
+    ``router(method, target, headers) -> Response`` (the operator page) every request goes there.
+    """
+
+    def __init__(self, status: Callable[[], Dict], host: str = "127.0.0.1", port: int = 8321,
+                 router: Optional[Callable] = None):
+        def health_only(method, target, headers):
+            from edge_trash.edge_runtime.operator_page import Response
+            if method != "GET" or target.split("?")[0] not in ("/", "/health"):
+                return Response(404, "application/json", b'{"error": "only GET /health"}', {})
+            return Response(200, "application/json", json.dumps(status(), sort_keys=True).encode("utf-8"), {})
+
+        route = router or health_only
+
+        class Handler(BaseHTTPRequestHandler):
+            def _answer(self, method):
+                response = route(method, self.path, self.headers)
+                self.send_response(response.status)
+                self.send_header("Content-Type", response.content_type)
+                self.send_header("Content-Length", str(len(response.body)))
+                for key, value in response.headers.items():
+                    self.send_header(key, value)
+                self.end_headers()
+                if method != "HEAD":
+                    self.wfile.write(response.body)
+
+            def do_GET(self):  # noqa: N802 - http.server API
+                self._answer("GET")
+
+            def do_HEAD(self):  # noqa: N802
+                self._answer("HEAD")
+
+            def do_POST(self):  # noqa: N802 - read-only: the router answers 405
+                self._answer("POST")
+
+            do_PUT = do_DELETE = do_PATCH = do_POST
+
+            def log_message(self, fmt, *args):  # keep the journal quiet
+                pass
+
+        self.server = ThreadingHTTPServer((host, port), Handler)
+        self.server.daemon_threads = True
+        self.address = self.server.server_address
+        self._thread = threading.Thread(target=self.server.serve_forever, name="health", daemon=True)
+
+    def start(self) -> None:
+        """Start serving."""
+        self._thread.start()
+
+    def stop(self) -> None:
+        """Stop serving and close the socket."""
+        self.server.shutdown()
+        self.server.server_close()
+
+
+class SystemdNotifier:
+    """sd_notify over the ``NOTIFY_SOCKET`` datagram socket; a no-op outside systemd."""
+
+    def __init__(self, environ=None):
+        env = os.environ if environ is None else environ
+        address = env.get("NOTIFY_SOCKET")
+        self.address = ("\0" + address[1:]) if address and address.startswith("@") else address
+        usec = env.get("WATCHDOG_USEC")
+        self.watchdog_interval = int(usec) / 2e6 if usec and usec.isdigit() else None
+        self._last_ping = 0.0
+
+    def notify(self, message: str) -> bool:
+        """Send ``message`` (e.g. 'READY=1'); False when not under systemd or on error."""
+        if not self.address:
+            return False
+        sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+        try:
+            sock.connect(self.address)
+            sock.sendall(message.encode("utf-8"))
+            return True
+        except OSError:
+            return False
+        finally:
+            sock.close()
+
+    def watchdog(self) -> None:
+        """Ping the watchdog if half its interval has passed (call from the main loop)."""
+        if self.watchdog_interval is None:
+            return
+        now = time.monotonic()
+        if now - self._last_ping >= self.watchdog_interval:
+            self._last_ping = now
+            self.notify("WATCHDOG=1")

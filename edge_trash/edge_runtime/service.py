@@ -1,0 +1,304 @@
+"""The sort service: capture -> pre-process -> invoke -> decode -> track -> decide -> actuate -> log.
+
+``SortLoop`` receives every collaborator and a stop event (Frigate style), so tests pass fakes.
+``build_service`` wires the real ones from a bundle and sort.yaml; ``run_service`` runs it until
+the source ends, ``max_frames`` or SIGTERM, then finishes pending actuations and flushes the log.
+"""
+
+import logging
+import os
+import signal
+import threading
+import time
+from typing import Callable, Dict, List, Optional
+
+from edge_trash.edge_runtime import manifest as manifest_lib
+from edge_trash.edge_runtime.actuators import ActuationScheduler, build_actuator
+from edge_trash.edge_runtime.decode import OutputReader, Preprocessor, decode_detections
+from edge_trash.edge_runtime.eventlog import EventLog
+from edge_trash.edge_runtime.hard_examples import HardExampleQueue
+from edge_trash.edge_runtime.health import HealthServer, Stats, SystemdNotifier
+from edge_trash.edge_runtime.interpreter import describe_input, load_interpreter
+from edge_trash.edge_runtime.live_view import LiveView
+from edge_trash.edge_runtime.operator_page import OperatorPage
+from edge_trash.edge_runtime.policy import decide
+from edge_trash.edge_runtime.queue_export import build_queue_coco
+from edge_trash.edge_runtime.sort_config import ConfigError, SortConfig, load_sort_config
+from edge_trash.edge_runtime.sources import FrameCapture, FrameSource, open_source
+from edge_trash.edge_runtime.tracker import IoUTracker, TriggerLine
+
+LOG = logging.getLogger(__name__)
+
+
+class Detector:
+    """Runs one frame through an allocated interpreter and returns ``Detection``s in frame pixels."""
+
+    def __init__(self, interpreter, labels, score_threshold: float, resize: str = "stretch"):
+        self.interpreter = interpreter
+        self.labels = list(labels)
+        self.score_threshold = score_threshold
+        detail = interpreter.get_input_details()[0]
+        _, height, width, _ = [int(v) for v in detail["shape"]]
+        self.input_index = int(detail["index"])
+        self.preprocessor = Preprocessor(height, width, resize)
+        self.reader = OutputReader(interpreter)
+        self.last_invoke_ms = 0.0
+        self.last_invoke_cpu_ms = 0.0  # CPU time of the calling thread inside invoke()
+
+    def detect(self, image, prepared=None):
+        """Detections for one HxWx3 uint8 RGB frame; ``last_invoke_ms`` holds the invoke() time.
+        ``prepared`` = ``preprocessor.make_input(image)`` when done ahead (in the capture thread)."""
+        tensor, mapping = prepared if prepared is not None else (self.preprocessor(image), self.preprocessor)
+        self.interpreter.set_tensor(self.input_index, tensor)
+        t0, c0 = time.perf_counter(), time.thread_time()
+        self.interpreter.invoke()
+        self.last_invoke_ms = (time.perf_counter() - t0) * 1000.0
+        self.last_invoke_cpu_ms = (time.thread_time() - c0) * 1000.0
+        count, scores, classes, boxes = self.reader.read()
+        return decode_detections(count, scores, classes, boxes, self.labels, mapping, self.score_threshold)
+
+
+class SortLoop:
+    """The main loop. Collaborators are injected; ``run(stop_event)`` returns a summary dict."""
+
+    def __init__(self, capture: FrameCapture, detector: Detector, tracker: IoUTracker, config: SortConfig,
+                 scheduler: ActuationScheduler, log: EventLog, stats: Stats,
+                 hard_examples: Optional[HardExampleQueue] = None, notifier: Optional[SystemdNotifier] = None,
+                 clock: Callable[[], float] = time.time, live: Optional[LiveView] = None):
+        self.live = live  # the operator page's view: references and small crops only, never encoding
+        self.capture = capture
+        self.detector = detector
+        self.tracker = tracker
+        self.config = config
+        self.scheduler = scheduler
+        self.log = log
+        self.stats = stats
+        self.hard_examples = hard_examples
+        self.notifier = notifier or SystemdNotifier({})
+        self.clock = clock
+        self.decisions = 0
+        self.health_address = None  # (host, port) when build_service started the endpoint
+
+    def _log_dropped(self, seqs: List[int], note: str) -> None:
+        for seq in seqs:
+            self.log.frame(seq, "dropped", note=note)
+        if seqs:
+            self.stats.count("dropped", len(seqs))
+
+    def _log_undecided(self, track, reason: str) -> None:
+        self.log.undecided_track(track.id, track.first_seq, track.last_seq, track.hits, reason, track.votes_dict())
+        self.stats.count("undecided_" + reason)
+        if reason == "passed_unsorted":
+            # An item went past the trigger without a decision (first seen there, its track lost while it
+            # crossed, or decided before a restart): the operator must know.
+            self.stats.count("faults")
+            message = "track %d (%s, %d frames, seq %d..%d, last box %s) passed the trigger line without a " \
+                      "decision" % (track.id, track.labels.get(track.leader), track.hits, track.first_seq,
+                                    track.last_seq, [round(v, 1) for v in track.bbox])
+            self.log.fault("unsorted_item", message, track.first_seq)
+
+    def _process(self, frame) -> None:
+        start, cpu_start = time.perf_counter(), time.thread_time()
+        if frame.error is not None:
+            self.log.frame(frame.seq, "read_error", t=frame.t, note=frame.error[:500])
+            self.stats.count("read_error")
+            self.log.fault("read_error", frame.error, frame.seq)
+            return
+        try:
+            detections = self.detector.detect(frame.image, frame.prepared)
+        except Exception as exc:  # a failed inference costs one frame, not the service
+            message = "inference failed on frame %d: %s: %s" % (frame.seq, type(exc).__name__, exc)
+            self.log.frame(frame.seq, "inference_error", t=frame.t, note=message[:500])
+            self.stats.count("inference_error")
+            self.log.fault("inference", message, frame.seq)
+            return
+        infer_ms = self.detector.last_invoke_ms
+        height, width = frame.image.shape[:2]
+        update = self.tracker.update(detections, frame.seq, frame.t, width, height)
+        if self.live is not None:
+            self.live.update(frame.seq, frame.image, update.matched)
+        for track, reason in update.expired:
+            self._log_undecided(track, reason)
+        now = self.clock()
+        rows, decisions = [], []
+        for track in update.ready:
+            # the travel delay counts from when the item was ON the line (interpolated between frames,
+            # so a late or dropped frame does not delay the actuator), never from before the decision
+            base = min(track.crossed_t, now) if track.crossed_t is not None else now
+            decision = decide(track, self.config)
+            decisions.append(decision)
+            rows.append({"track_id": track.id, "seq": frame.seq, "t_first": track.first_t, "t_decided": now,
+                         "class_id": decision.class_id, "label": decision.label,
+                         "score": round(decision.confidence, 4), "agreement": round(decision.agreement, 4),
+                         "votes": track.votes_dict(), "bin": decision.bin, "reason": decision.reason,
+                         "bbox": track.bbox.to_list(), "due": base + self.config.travel_delay_s})
+        e2e_ms = (self.clock() - frame.t) * 1000.0
+        self.log.frame(frame.seq, "processed", t=frame.t, detections=len(detections), infer_ms=round(infer_ms, 3),
+                       e2e_ms=round(e2e_ms, 3))
+        if rows:
+            ids = self.log.record_decisions(rows)  # durable before anything moves
+            for ref, row in zip(ids, rows):
+                self.scheduler.schedule(ref, row["bin"], row["due"], row["t_first"])
+                if self.live is not None:
+                    self.live.decided(ref, frame.image, row["bbox"])
+            self.decisions += len(rows)
+            self.stats.count("decisions", len(rows))
+        if self.hard_examples is not None:
+            agreement = min([d.agreement for d in decisions] or [1.0])
+            if self.hard_examples.maybe_save(frame.image, frame.seq, detections,
+                                             agreement if decisions else None):
+                self.stats.count("hard_examples")
+        self.log.maybe_commit()
+        work_ms = (time.perf_counter() - start) * 1000.0 - infer_ms
+        # CPU time of this thread outside invoke(): the work itself, without waiting for a busy CPU
+        work_cpu_ms = (time.thread_time() - cpu_start) * 1000.0 - self.detector.last_invoke_cpu_ms
+        self.stats.frame(infer_ms, e2e_ms, work_ms, work_cpu_ms, frame.prep_ms)
+
+    def run(self, stop_event: threading.Event) -> Dict:
+        """Start capturing, then process frames until the source ends or ``stop_event`` is set."""
+        self.capture.start()
+        self.notifier.notify("READY=1")
+        while not stop_event.is_set():
+            frame, dropped = self.capture.get(0.2)
+            self._log_dropped(dropped, "inference fell behind the camera")
+            self.notifier.watchdog()
+            if frame is None:
+                if self.capture.done:
+                    break
+                continue
+            self._process(frame)
+        self.notifier.notify("STOPPING=1")
+        self._log_dropped(self.capture.stop(), "queued when the service stopped")
+        if self.capture.error:
+            self.log.fault("source", self.capture.error)
+        for track, reason in self.tracker.flush():
+            self._log_undecided(track, reason)
+        self.log.commit()
+        self.scheduler.stop()
+        self.log.commit()
+        return {"decisions": self.decisions, "source_error": self.capture.error, **self.stats.snapshot()}
+
+
+def build_service(bundle: str, config_path: Optional[str], source_spec: str, log_path: Optional[str] = None,
+                  max_frames: Optional[int] = None, interpreter_loader: Optional[Callable] = None,
+                  device: Optional[str] = None, health: bool = True, queue_size: int = 2,
+                  source: Optional[FrameSource] = None):
+    """Wire a ``SortLoop`` from a bundle directory. Returns (loop, cleanup callable).
+
+    ``interpreter_loader(cpu_model, edgetpu_model, device)`` -> ``LoadedInterpreter`` can be
+    injected (tests); the default is ``interpreter.load_interpreter``. ``source`` (a
+    ``FrameSource``) replaces ``source_spec`` when given (benchmarks, tests).
+    """
+    labels = manifest_lib.read_labels(os.path.join(bundle, manifest_lib.LABELS))
+    config = load_sort_config(config_path or os.path.join(bundle, manifest_lib.SORT_CONFIG), labels)
+    loader = interpreter_loader or (lambda cpu, tpu, dev: load_interpreter(cpu, tpu, dev))
+    loaded = loader(os.path.join(bundle, manifest_lib.CPU_MODEL), os.path.join(bundle, manifest_lib.EDGETPU_MODEL),
+                    device)
+    model_input = describe_input(loaded.interpreter)
+    shape = model_input["shape"]
+    if model_input["dtype"] != "uint8" or len(shape) != 4 or shape[0] != 1 or shape[3] != 3:
+        raise manifest_lib.BundleError(
+            "%s takes a %s %s input; the service feeds [1, H, W, 3] uint8 camera frames. Export the model with "
+            "a uint8 input (`edge-trash export`, the default)" % (loaded.model_path, model_input["dtype"], shape))
+    verified = manifest_lib.verify_bundle(bundle, model_input)
+    for name in verified["modified_config"]:
+        LOG.info("%s was edited after export (expected for sort.yaml)", name)
+    stats = Stats()
+    stats.accelerator, stats.warning = loaded.accelerator, loaded.warning
+    source = source if source is not None else open_source(source_spec)
+    actuator = build_actuator(config.actuator)
+    actuator.open()
+    closers = [actuator.close]  # undone in reverse order on failure or by cleanup()
+
+    def cleanup():
+        while closers:
+            closers.pop()()
+
+    try:
+        log = EventLog(log_path or config.log_path or os.path.join(bundle, "events.sqlite"),
+                       max_frame_rows=config.log_max_frame_rows, max_event_rows=config.log_max_event_rows)
+        closers.append(log.close)
+        start_seq = log.next_seq()
+        tracker = IoUTracker(config.mode, TriggerLine(config.trigger_axis, config.trigger_position,
+                                                      config.trigger_direction),
+                             config.tracker_iou, config.tracker_max_distance, config.tracker_max_age,
+                             config.tracker_min_hits, config.stable_frames)
+        detector = Detector(loaded.interpreter, labels, config.score_threshold, config.resize)
+        # Replayed files resume at the next unlogged frame; a camera just continues the numbering. The
+        # capture thread also resizes each frame, overlapping the previous frame's invoke().
+        capture = FrameCapture(source, start_seq=start_seq, queue_size=queue_size, max_frames=max_frames,
+                               prepare=detector.preprocessor.make_input)
+
+        def on_fault(kind, message, ref):
+            stats.count("faults")
+            log.fault(kind, message, None, ref)
+
+        scheduler = ActuationScheduler(actuator, log, config.fail_safe_bin, config.actuator_retries,
+                                       config.actuator_retry_delay_s, on_fault, stats.actuated)
+        hard = None
+        if config.hard_dir:
+            hard = HardExampleQueue(config.hard_dir, labels, config.hard_band, config.hard_min_agreement,
+                                    int(config.hard_quota_mb * 1024 * 1024), config.hard_min_interval_s)
+            hard.start_writer()
+            closers.append(hard.close)
+        server = None
+        live = None
+        if health and config.health_enabled:
+            def status():
+                snap = stats.snapshot()
+                snap["recent_faults"] = log.recent_faults(10)
+                snap["pending_actuations"] = scheduler.pending()
+                return snap
+            live = LiveView({"axis": config.trigger_axis, "position": config.trigger_position,
+                             "direction": config.trigger_direction}, loaded.accelerator)
+            page = OperatorPage(status, live, log.path, config.hard_dir, config.health_token,
+                                queue_to_coco=lambda d: build_queue_coco(d)[0])
+            try:
+                server = HealthServer(status, config.health_host, config.health_port, router=page.handle)
+            except OSError as exc:
+                raise ConfigError("%s: health: cannot listen on %s:%d (%s); choose another health.port or set "
+                                  "health.enabled to false" % (config.source, config.health_host,
+                                                               config.health_port, exc))
+            server.start()
+            closers.append(server.stop)
+            LOG.info("operator page at http://%s:%d/ (JSON status at /health)", *server.address[:2])
+        # Nothing can fail from here on: record the run and start the background threads.
+        log.start_run(source.description, loaded.accelerator, start_seq)
+        resumable = log.recover()  # decisions the previous run left unfinished (after a crash)
+        if loaded.warning:
+            log.fault("accelerator", loaded.warning)
+        for ref, bin_name, due, t_first in resumable:
+            scheduler.schedule(ref, bin_name, due, t_first)
+        scheduler.start()
+        closers.insert(2, scheduler.stop)  # after log.close in the list: it stops before the log closes
+        log.start_flusher()
+    except BaseException:
+        cleanup()
+        raise
+    loop = SortLoop(capture, detector, tracker, config, scheduler, log, stats, hard, SystemdNotifier(), live=live)
+    loop.health_address = server.address[:2] if server is not None else None
+    return loop, cleanup
+
+
+def run_service(bundle: str, config_path: Optional[str] = None, source_spec: str = "camera:0",
+                log_path: Optional[str] = None, max_frames: Optional[int] = None,
+                interpreter_loader: Optional[Callable] = None, device: Optional[str] = None,
+                health: bool = True) -> Dict:
+    """Run until the source ends, ``max_frames`` frames, or SIGTERM/SIGINT. Returns the summary."""
+    stop = threading.Event()
+
+    def on_signal(signum, _frame):
+        LOG.info("signal %d: finishing pending actuations and flushing the log", signum)
+        stop.set()
+
+    previous = {s: signal.signal(s, on_signal) for s in (signal.SIGTERM, signal.SIGINT)}
+    try:
+        loop, cleanup = build_service(bundle, config_path, source_spec, log_path, max_frames,
+                                      interpreter_loader, device, health)
+        try:
+            return loop.run(stop)
+        finally:
+            cleanup()
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)

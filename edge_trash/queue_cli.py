@@ -1,0 +1,31 @@
+"""``edge-trash queue export``: the device's hard-example queue as COCO for relabeling."""
+
+import os
+import time
+
+import click
+
+
+@click.group("queue")
+def queue() -> None:
+    """Work with the hard-example queue copied from a device."""
+
+
+@queue.command("export")
+@click.argument("queue_dir", type=click.Path(file_okay=False))
+@click.option("--out", required=True, type=click.Path(dir_okay=False), help="COCO JSON to write (relabel.json).")
+@click.option("--images-out", type=click.Path(file_okay=False),
+              help="Folder for the JPEGs the COCO file names (default: OUT's folder/relabel_images).")
+def export(queue_dir: str, out: str, images_out: str) -> None:
+    """Write QUEUE_DIR's frames as COCO, least confident first, detections as pre-annotations."""
+    from edge_trash.edge_runtime.queue_export import QueueError, export_queue_as_coco
+
+    images_out = images_out or os.path.join(os.path.dirname(os.path.abspath(out)), "relabel_images")
+    start = time.time()
+    try:
+        summary = export_queue_as_coco(queue_dir, out, images_out)
+    except QueueError as exc:
+        raise click.BadParameter(str(exc), param_hint="QUEUE_DIR")
+    click.echo("queue export: wrote %d images and %d pre-annotations to %s (images in %s) in %.1fs. Next: correct "
+               "the boxes, then `edge-trash build-tfrecords --annotations %s --images %s --out DATA_DIR`"
+               % (summary["images"], summary["annotations"], out, images_out, time.time() - start, out, images_out))

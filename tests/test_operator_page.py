@@ -1,0 +1,168 @@
+"""The operator page's routes: content, counts against the event log, token, read-only, no path escape."""
+
+from __future__ import annotations
+
+import json
+import time
+
+import numpy as np
+import pytest
+
+from edge_trash.edge_runtime.eventlog import EventLog
+from edge_trash.edge_runtime.geometry import BBox, Detection
+from edge_trash.edge_runtime.live_view import LiveView
+from edge_trash.edge_runtime.operator_page import OperatorPage, check_bind, read_temperatures
+
+
+class FakeTrack:
+    def __init__(self, tid, decided=False):
+        self.id, self.decided = tid, decided
+
+
+def _decision(track_id, label, bin_name, t, score=0.9):
+    return {"track_id": track_id, "seq": track_id * 10, "t_first": t - 0.5, "t_decided": t, "class_id": 0,
+            "label": label, "score": score, "agreement": 1.0, "votes": {label: {"score_sum": 2.7, "frames": 3}},
+            "bin": bin_name, "reason": "mapped", "bbox": [10, 10, 50, 50], "due": t + 0.2}
+
+
+@pytest.fixture()
+def page(tmp_path):
+    log = EventLog(str(tmp_path / "events.sqlite"))
+    log.start_run("dir:test", "cpu", 0)
+    now = time.time()
+    ids = log.record_decisions([_decision(1, "can", "metal", now - 30), _decision(2, "bottle", "plastic", now - 20),
+                                _decision(3, "can", "metal", now - 10)])
+    log.mark_done(ids[0], "metal", 1, "actuated")
+    log.mark_done(ids[1], "reject", 3, "failsafe")  # actuator failed: went to the fail-safe bin
+    queue = tmp_path / "queue"
+    queue.mkdir()
+    for seq, score in ((5, 0.55), (7, 0.31), (9, 0.42)):
+        (queue / ("%012d.jpg" % seq)).write_bytes(b"\xff\xd8jpeg%d" % seq)
+        (queue / ("%012d.json" % seq)).write_text(json.dumps({"seq": seq, "file": "%012d.jpg" % seq,
+                                                             "best_score": score, "reason": "uncertain",
+                                                             "detections": []}))
+    (tmp_path / "secret.txt").write_text("not for the web")
+    live = LiveView(trigger={"axis": "x", "position": 0.5}, accelerator="cpu")
+    frame = np.zeros((48, 64, 3), np.uint8)
+    frame[10:20, 10:30] = 200
+    live.update(7, frame, [(FakeTrack(3), Detection(0, "can", 0.8, BBox(10, 10, 30, 20)))])
+    live.decided(ids[2], frame, [10, 10, 30, 20])
+
+    encoded = []
+
+    def encoder(arr):
+        encoded.append(arr.shape)
+        return b"JPEG" + bytes(str(arr.shape), "ascii")
+
+    status = {"accelerator": "cpu", "warning": "no Edge TPU", "per_bin": {}, "counters": {"faults": 1}}
+    p = OperatorPage(lambda: dict(status), live, str(tmp_path / "events.sqlite"), str(queue), jpeg_encoder=encoder,
+                     queue_to_coco=lambda d: {"images": [], "annotations": [], "categories": [], "from": d})
+    p.encoded = encoded
+    p.ids = ids
+    yield p
+    log.close()
+
+
+def _get(page, target, headers=None):
+    return page.handle("GET", target, headers or {})
+
+
+def test_page_and_static_assets_are_served(page):
+    r = _get(page, "/")
+    assert r.status == 200 and b"edge-trash sorter" in r.body and r.content_type.startswith("text/html")
+    assert b"refreshLive" in _get(page, "/static/app.js").body
+    assert _get(page, "/static/style.css").status == 200
+
+
+def test_counts_match_the_event_log(page):
+    c = json.loads(_get(page, "/api/counts").body)
+    # the fail-safe actuation counts where the item really went
+    assert c["per_bin"] == {"metal": 2, "reject": 1}
+    assert c["total"] == 3
+    assert c["items_per_minute"] == pytest.approx(3 / 5.0)
+    assert sum(h["items"] for h in c["per_hour"]) == 3
+
+
+def test_decisions_newest_first_with_votes_and_thumbnails(page):
+    d = json.loads(_get(page, "/api/decisions?limit=2").body)["decisions"]
+    assert [x["id"] for x in d] == [page.ids[2], page.ids[1]]
+    assert d[1]["actuated_bin"] == "reject" and d[1]["status"] == "failsafe"
+    assert d[0]["votes"] == {"can": {"frames": 3, "score_sum": 2.7}}
+    thumb = _get(page, d[0]["thumb"])
+    assert thumb.status == 200 and thumb.content_type == "image/jpeg"
+    assert thumb.body == b"JPEG(10, 20, 3)"  # the crop of the decided item's box
+    assert _get(page, d[1]["thumb"]).status == 404  # no crop kept for it
+
+
+def test_live_overlay_and_frame_encoded_once_per_frame(page):
+    live = json.loads(_get(page, "/api/live").body)
+    assert live["seq"] == 7 and live["accelerator"] == "cpu"
+    assert live["tracks"] == [{"track_id": 3, "box": [10.0, 10.0, 30.0, 20.0], "label": "can", "score": 0.8,
+                               "decided": False}]
+    first = _get(page, "/api/frame.jpg")
+    second = _get(page, "/api/frame.jpg")
+    assert first.status == 200 and first.headers["X-Frame-Seq"] == "7" and first.body == second.body
+    assert page.encoded.count((48, 64, 3)) == 1
+
+
+def test_queue_least_confident_first_files_and_coco(page):
+    items = json.loads(_get(page, "/api/queue").body)["items"]
+    assert [i["seq"] for i in items] == [7, 9, 5]
+    img = _get(page, items[0]["image_url"])
+    assert img.status == 200 and img.body == b"\xff\xd8jpeg7"
+    coco = _get(page, "/api/queue.coco.json")
+    assert coco.status == 200 and "attachment" in coco.headers["Content-Disposition"]
+    assert json.loads(coco.body)["images"] == []
+
+
+@pytest.mark.parametrize("target", ["/api/queue/image/../secret.txt", "/api/queue/image/..%2Fsecret.txt",
+                                    "/api/queue/image/%2e%2e/secret.txt", "/api/queue/image/labels.json",
+                                    "/static/../operator_page.py", "/../secret.txt", "/api/queue/image/"])
+def test_no_request_reaches_files_outside_the_queue(page, target):
+    r = _get(page, target)
+    assert r.status == 404
+    assert b"not for the web" not in r.body and b"import" not in r.body
+
+
+def test_read_only_and_token(page):
+    assert page.handle("POST", "/api/status", {}).status == 405
+    assert page.handle("PUT", "/api/decisions", {}).status == 405
+    page.token = "s3cret"
+    assert _get(page, "/api/status").status == 401
+    assert _get(page, "/").status == 401
+    assert _get(page, "/api/status?token=wrong").status == 401
+    assert _get(page, "/api/status?token=s3cret").status == 200
+    assert _get(page, "/api/status", {"X-Edge-Trash-Token": "s3cret"}).status == 200
+    assert _get(page, "/api/status", {"Authorization": "Bearer s3cret"}).status == 200
+
+
+def test_binding_beyond_loopback_needs_a_token():
+    check_bind("127.0.0.1", None)
+    check_bind("localhost", None)
+    with pytest.raises(ValueError, match="set health.token"):
+        check_bind("0.0.0.0", None)
+    check_bind("0.0.0.0", "tok")
+
+
+def test_health_reports_disk_and_temperatures(page, tmp_path):
+    zone = tmp_path / "sys" / "thermal" / "thermal_zone0"
+    zone.mkdir(parents=True)
+    (zone / "temp").write_text("47300\n")
+    (zone / "type").write_text("cpu-thermal\n")
+    apex = tmp_path / "sys" / "apex" / "apex_0"
+    apex.mkdir(parents=True)
+    (apex / "temp").write_text("51000\n")
+    assert read_temperatures(str(tmp_path / "sys")) == {"cpu-thermal": 47.3, "edgetpu_apex_0": 51.0}
+    page.thermal_root = str(tmp_path / "sys")
+    s = json.loads(_get(page, "/api/status").body)
+    assert s["health"]["temperatures_c"]["cpu-thermal"] == 47.3
+    assert s["health"]["disk"]["log_bytes"] > 0
+    assert s["health"]["disk"]["queue_bytes"] == sum(p.stat().st_size for p in (tmp_path / "queue").iterdir())
+    assert s["health"]["tpu_present"] in (False, True)
+
+
+def test_page_assets_carry_the_token(page):
+    page.token = "s3cret/+x"
+    body = _get(page, "/?token=s3cret/%2Bx").body
+    assert b'static/app.js?token=s3cret%2F%2Bx"' in body and b'static/style.css?token=s3cret%2F%2Bx"' in body
+    assert _get(page, "/static/app.js?token=s3cret%2F%2Bx").status == 200

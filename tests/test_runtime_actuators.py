@@ -1,0 +1,216 @@
+"""Each actuator against a fake device, and the scheduler's retry / fail-safe / no-double protocol."""
+
+import threading
+import time
+
+import pytest
+
+from edge_trash.edge_runtime.actuators import (ActuationScheduler, ActuatorError, GpioPulseActuator,
+                                               PwmServoActuator, SerialActuator, SimulatedActuator, build_actuator)
+
+
+class FakeGPIO:
+    """Records (chip, line, value) writes like periphery.GPIO."""
+
+    opened = []
+    writes = []
+    fail_writes = 0
+
+    def __init__(self, path, line, direction):
+        if path == "/dev/gpiochip9":
+            raise OSError("No such file or directory: '/dev/gpiochip9'")
+        assert direction == "out"
+        self.path, self.line = path, line
+        FakeGPIO.opened.append((path, line))
+        self.closed = False
+
+    def write(self, value):
+        if value and FakeGPIO.fail_writes:
+            FakeGPIO.fail_writes -= 1
+            raise OSError("EIO")
+        FakeGPIO.writes.append((self.path, self.line, value))
+
+    def close(self):
+        self.closed = True
+
+
+@pytest.fixture(autouse=True)
+def reset_fake_gpio():
+    FakeGPIO.opened, FakeGPIO.writes, FakeGPIO.fail_writes = [], [], 0
+
+
+def test_gpio_pulses_the_bins_line_high_then_low():
+    sleeps = []
+    act = GpioPulseActuator({"plastic": {"chip": "/dev/gpiochip2", "line": 13},
+                             "metal": {"chip": "/dev/gpiochip4", "line": 10}}, pulse_s=0.1,
+                            gpio_class=FakeGPIO, sleep=sleeps.append)
+    act.open()
+    assert sorted(FakeGPIO.opened) == [("/dev/gpiochip2", 13), ("/dev/gpiochip4", 10)]
+    act.actuate("metal")
+    assert FakeGPIO.writes == [("/dev/gpiochip4", 10, True), ("/dev/gpiochip4", 10, False)]
+    assert sleeps == [0.1]
+    with pytest.raises(ActuatorError, match="no line for bin 'glass'"):
+        act.actuate("glass")
+    act.close()
+
+
+def test_gpio_failure_resets_the_line_and_names_the_bin():
+    act = GpioPulseActuator({"plastic": {"chip": "/dev/gpiochip2", "line": 13}}, gpio_class=FakeGPIO,
+                            sleep=lambda s: None)
+    act.open()
+    FakeGPIO.fail_writes = 1
+    with pytest.raises(ActuatorError, match="GPIO pulse for bin 'plastic' failed: EIO"):
+        act.actuate("plastic")
+    assert FakeGPIO.writes == [("/dev/gpiochip2", 13, False)]
+
+
+def test_gpio_open_error_names_the_config_key():
+    act = GpioPulseActuator({"plastic": {"chip": "/dev/gpiochip9", "line": 1}}, gpio_class=FakeGPIO)
+    with pytest.raises(ActuatorError, match="actuator.gpio.plastic: cannot open /dev/gpiochip9 line 1"):
+        act.open()
+
+
+class FakePWM:
+    def __init__(self, chip, channel):
+        self.chip, self.channel = chip, channel
+        self.history = []
+        self.enabled = False
+        self.frequency = None
+
+    @property
+    def duty_cycle(self):
+        return self.history[-1]
+
+    @duty_cycle.setter
+    def duty_cycle(self, value):
+        self.history.append(value)
+
+    def enable(self):
+        self.enabled = True
+
+    def disable(self):
+        self.enabled = False
+
+    def close(self):
+        pass
+
+
+def test_pwm_servo_moves_to_the_bin_position_and_home():
+    act = PwmServoActuator(0, 0, {"plastic": 0.05, "metal": 0.1}, frequency_hz=50, settle_s=0.0, home=0.075,
+                           pwm_class=FakePWM, sleep=lambda s: None)
+    act.open()
+    act.actuate("metal")
+    act.actuate("plastic")
+    assert act.pwm.frequency == 50 and act.pwm.enabled
+    assert act.pwm.history == [0.075, 0.1, 0.075, 0.05, 0.075]
+    with pytest.raises(ActuatorError, match="no position for bin 'glass'"):
+        act.actuate("glass")
+
+
+def test_pwm_rejects_duty_cycles_outside_0_1():
+    with pytest.raises(ActuatorError, match="actuator.pwm.positions.metal: duty cycle 7 is outside"):
+        PwmServoActuator(0, 0, {"metal": 7}, pwm_class=FakePWM)
+
+
+class FakeSerial:
+    def __init__(self, port, baudrate, timeout):
+        self.port, self.baudrate, self.timeout = port, baudrate, timeout
+        self.written = []
+        self.replies = []
+
+    def write(self, data):
+        self.written.append(data)
+
+    def flush(self):
+        pass
+
+    def readline(self):
+        return self.replies.pop(0) if self.replies else b""
+
+    def close(self):
+        pass
+
+
+def test_serial_sends_the_command_and_checks_the_ack():
+    act = SerialActuator("/dev/ttyUSB0", 9600, command="BIN {bin} {ref}\n", ack="OK", serial_class=FakeSerial)
+    act.open()
+    act.conn.replies = [b"OK 1\n", b"ERR jam\n"]
+    act.actuate("metal", ref=7)
+    assert act.conn.written == [b"BIN metal 7\n"] and act.conn.baudrate == 9600
+    with pytest.raises(ActuatorError, match="expected a reply starting with 'OK' to 'BIN paper 8', got 'ERR jam'"):
+        act.actuate("paper", ref=8)
+
+
+def test_build_actuator_from_config_and_errors():
+    assert isinstance(build_actuator({"type": "simulated"}), SimulatedActuator)
+    gpio = build_actuator({"type": "gpio", "gpio": {"a": {"chip": "/dev/gpiochip0", "line": 6}}},
+                          {"gpio": FakeGPIO})
+    gpio.open()
+    assert FakeGPIO.opened == [("/dev/gpiochip0", 6)]
+    with pytest.raises(ActuatorError, match="actuator.serial.port: name the serial device"):
+        build_actuator({"type": "serial", "serial": {}})
+    with pytest.raises(ActuatorError, match="actuator.pwm.positions"):
+        build_actuator({"type": "pwm", "pwm": {}})
+
+
+class Journal:
+    """The scheduler's journal protocol, recorded in order."""
+
+    def __init__(self):
+        self.events = []
+
+    def mark_attempt(self, ref):
+        self.events.append(("attempt", ref))
+
+    def mark_done(self, ref, bin_name, attempts, status):
+        self.events.append(("done", ref, bin_name, attempts, status))
+
+
+def _run_scheduler(actuator, jobs, retries=2):
+    journal, faults = Journal(), []
+    sched = ActuationScheduler(actuator, journal, "reject", retries=retries, retry_delay_s=0.0,
+                               on_fault=lambda kind, msg, ref: faults.append((kind, ref, msg)))
+    sched.start()
+    for ref, bin_name, delay in jobs:
+        sched.schedule(ref, bin_name, time.time() + delay, time.time())
+    sched.stop()
+    return journal.events, faults
+
+
+def test_scheduler_fires_in_due_order_after_the_travel_delay():
+    act = SimulatedActuator()
+    start = time.time()
+    events, faults = _run_scheduler(act, [(1, "can", 0.15), (2, "bottle", 0.05)])
+    assert [(b, r) for _, b, r in act.commands] == [("bottle", 2), ("can", 1)]
+    assert act.commands[0][0] - start >= 0.05 and act.commands[1][0] - start >= 0.15
+    assert events == [("attempt", 2), ("done", 2, "bottle", 1, "actuated"),
+                      ("attempt", 1), ("done", 1, "can", 1, "actuated")]
+    assert faults == []
+
+
+def test_scheduler_retries_then_uses_the_fail_safe_bin_and_raises_a_fault():
+    act = SimulatedActuator(fail_every=2)  # call 2 fails, call 3 (retry) succeeds
+    events, faults = _run_scheduler(act, [(1, "can", 0.0), (2, "can", 0.01)])
+    assert events[-1] == ("done", 2, "can", 2, "actuated") and faults == []
+    act = SimulatedActuator(fail_bins=["can"])
+    events, faults = _run_scheduler(act, [(5, "can", 0.0)])
+    assert act.calls == 4 and [(b, r) for _, b, r in act.commands] == [("reject", 5)]
+    assert events == [("attempt", 5), ("done", 5, "reject", 4, "failsafe")]
+    assert [(k, r) for k, r, _ in faults] == [("actuator", 5)]
+    assert "bin 'can' failed after 3 attempts" in faults[0][2]
+
+
+def test_scheduler_reports_failure_when_fail_safe_fails_too():
+    act = SimulatedActuator(fail_bins=["can", "reject"])
+    events, faults = _run_scheduler(act, [(3, "can", 0.0)], retries=0)
+    assert events == [("attempt", 3), ("done", 3, None, 2, "failed")]
+    assert [k for k, _, _ in faults] == ["actuator", "actuator"] and "fail-safe bin 'reject' failed" in faults[1][2]
+
+
+def test_simulated_journal_is_flushed_per_command(tmp_path):
+    path = tmp_path / "journal.txt"
+    act = SimulatedActuator(journal=str(path))
+    act.open()
+    act.actuate("can", 4)
+    assert path.read_text().split()[:2] == ["4", "can"]  # visible before close
+    act.close()

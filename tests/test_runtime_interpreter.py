@@ -1,0 +1,129 @@
+"""Interpreter loading: Edge TPU, CPU fallback, and each failure's message (fake packages)."""
+
+import logging
+import types
+
+import pytest
+
+from edge_trash.edge_runtime.interpreter import InterpreterError, load_interpreter
+
+
+class FakeTflite:
+    """Stands in for tflite_runtime.interpreter / ai_edge_litert.interpreter."""
+
+    def __init__(self, delegate_error=None, tpu_error=None, cpu_error=None):
+        self.delegate_error, self.tpu_error, self.cpu_error = delegate_error, tpu_error, cpu_error
+        self.delegate_calls = []
+        module = self
+
+        class Interpreter:
+            def __init__(self, model_path, experimental_delegates=None, num_threads=None):
+                self.model_path, self.delegates = model_path, experimental_delegates
+                error = module.tpu_error if experimental_delegates else module.cpu_error
+                if error is not None:
+                    raise error
+
+            def allocate_tensors(self):
+                pass
+
+        self.Interpreter = Interpreter
+
+    def load_delegate(self, library, options=None):
+        self.delegate_calls.append((library, options))
+        if self.delegate_error is not None:
+            raise self.delegate_error
+        return "edgetpu-delegate"
+
+
+def importer(modules):
+    def import_module(name):
+        if name in modules:
+            return modules[name]
+        raise ImportError("No module named %r" % name)
+    return import_module
+
+
+@pytest.fixture
+def models(tmp_path):
+    cpu, tpu = tmp_path / "model_int8.tflite", tmp_path / "model_int8_edgetpu.tflite"
+    cpu.write_bytes(b"cpu")
+    tpu.write_bytes(b"tpu")
+    return str(cpu), str(tpu)
+
+
+def test_edgetpu_model_runs_with_the_delegate(models):
+    fake = FakeTflite()
+    loaded = load_interpreter(*models, device="usb:0", import_module=importer({"tflite_runtime.interpreter": fake}))
+    assert loaded.accelerator == "edgetpu" and loaded.warning is None and loaded.package == "tflite_runtime"
+    assert loaded.interpreter.model_path == models[1] and loaded.interpreter.delegates == ["edgetpu-delegate"]
+    assert fake.delegate_calls == [("libedgetpu.so.1", {"device": "usb:0"})]
+
+
+def test_tflite_runtime_is_preferred_over_ai_edge_litert(models):
+    first, second = FakeTflite(), FakeTflite()
+    loaded = load_interpreter(*models, import_module=importer({"tflite_runtime.interpreter": first,
+                                                               "ai_edge_litert.interpreter": second}))
+    assert loaded.package == "tflite_runtime" and first.delegate_calls and not second.delegate_calls
+    loaded = load_interpreter(*models, import_module=importer({"ai_edge_litert.interpreter": second}))
+    assert loaded.package == "ai_edge_litert"
+
+
+def test_no_tpu_falls_back_to_cpu_loudly(models, caplog):
+    fake = FakeTflite(delegate_error=ValueError("Failed to load delegate from libedgetpu.so.1"))
+    with caplog.at_level(logging.WARNING):
+        loaded = load_interpreter(*models, import_module=importer({"ai_edge_litert.interpreter": fake}))
+    assert loaded.accelerator == "cpu" and loaded.interpreter.model_path == models[0]
+    assert "No Edge TPU found (Failed to load delegate from libedgetpu.so.1)" in loaded.warning
+    assert "RUNNING ON THE CPU" in loaded.warning and "libedgetpu1-std" in loaded.warning
+    assert "RUNNING ON THE CPU" in caplog.text
+
+
+def test_no_tpu_message_lists_what_pycoral_sees(models):
+    fake = FakeTflite(delegate_error=ValueError("Failed to load delegate from libedgetpu.so.1"))
+    pycoral = types.SimpleNamespace(list_edge_tpus=lambda: [{"type": "pci", "path": "/dev/apex_0"}])
+    loaded = load_interpreter(*models, device="usb:0", import_module=importer(
+        {"tflite_runtime.interpreter": fake, "pycoral.utils.edgetpu": pycoral}))
+    assert "for device 'usb:0'; pycoral sees these Edge TPUs: [{'type': 'pci', 'path': '/dev/apex_0'}]" \
+        in loaded.warning
+
+
+def test_missing_libedgetpu_library(models):
+    fake = FakeTflite(delegate_error=OSError("libedgetpu.so.1: cannot open shared object file"))
+    loaded = load_interpreter(*models, import_module=importer({"tflite_runtime.interpreter": fake}))
+    assert loaded.accelerator == "cpu"
+    assert "cannot be loaded (libedgetpu.so.1: cannot open shared object file). Install it: `sudo apt-get install " \
+           "libedgetpu1-std`" in loaded.warning
+
+
+def test_compiled_model_without_delegate_is_explained(models):
+    fake = FakeTflite(delegate_error=ValueError("Failed to load delegate from libedgetpu.so.1"),
+                      cpu_error=RuntimeError("Encountered unresolved custom op: edgetpu-custom-op.Node number 0 "
+                                             "(edgetpu-custom-op) failed to prepare."))
+    with pytest.raises(InterpreterError, match="is compiled for the Edge TPU .* cannot run without the "
+                                               "libedgetpu.so.1 delegate"):
+        load_interpreter(models[1], models[1], import_module=importer({"tflite_runtime.interpreter": fake}))
+
+
+def test_runtime_too_old_says_how_to_update_or_recompile(models):
+    fake = FakeTflite(tpu_error=RuntimeError(
+        "Failed to prepare for TPU. Failed precondition: Package requires runtime version (14), which is newer "
+        "than this runtime version (13).Node number 0 (EdgeTpuDelegateForCustomOp) failed to prepare."))
+    with pytest.raises(InterpreterError, match=r"too old for this model \(model needs runtime 14, installed 13\).*"
+                                               r"edgetpu_compiler -m 13"):
+        load_interpreter(*models, import_module=importer({"tflite_runtime.interpreter": fake}))
+
+
+def test_no_interpreter_package_says_exactly_what_to_install(models):
+    with pytest.raises(InterpreterError, match="sudo apt-get update && sudo apt-get install python3-pycoral.*"
+                                               "pip install ai-edge-litert"):
+        load_interpreter(*models, import_module=importer({}))
+
+
+def test_cpu_only_bundle_and_missing_cpu_model(models, tmp_path):
+    fake = FakeTflite()
+    loaded = load_interpreter(models[0], str(tmp_path / "absent_edgetpu.tflite"),
+                              import_module=importer({"tflite_runtime.interpreter": fake}))
+    assert loaded.accelerator == "cpu" and "has no Edge TPU model" in loaded.warning and not fake.delegate_calls
+    with pytest.raises(InterpreterError, match="absent.tflite does not exist; the bundle is incomplete"):
+        load_interpreter(str(tmp_path / "absent.tflite"), None,
+                         import_module=importer({"tflite_runtime.interpreter": fake}))

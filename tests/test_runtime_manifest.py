@@ -1,0 +1,83 @@
+"""Bundle manifest: build/write round trip and every verification failure."""
+
+import json
+import os
+
+import pytest
+
+from edge_trash.edge_runtime.manifest import BundleError, build_manifest, verify_bundle, write_manifest
+from runtime_fixtures import make_bundle
+
+INPUT = {"shape": [1, 64, 64, 3], "dtype": "uint8"}
+
+
+@pytest.fixture
+def bundle(tmp_path):
+    return make_bundle(str(tmp_path / "bundle"))
+
+
+def test_manifest_lists_every_file_with_sha256_and_size(bundle):
+    import hashlib
+    manifest = json.load(open(os.path.join(bundle, "manifest.json")))
+    assert sorted(manifest["files"]) == ["labels.txt", "model_int8.tflite", "sort.yaml"]
+    data = open(os.path.join(bundle, "labels.txt"), "rb").read()
+    assert manifest["files"]["labels.txt"] == {"sha256": hashlib.sha256(data).hexdigest(), "size": len(data)}
+    assert manifest["output_names"] == ["output_0", "output_1", "output_2", "output_3"]
+    assert manifest["output_order"] == ["count", "scores", "classes", "boxes"]
+    assert manifest["num_classes"] == 3
+    result = verify_bundle(bundle, INPUT)
+    assert result["labels"] == ["bottle", "can", "carton"] and result["modified_config"] == []
+
+
+def test_write_manifest_is_atomic_and_ignores_itself(bundle):
+    first = build_manifest(bundle, {"x": 1})
+    write_manifest(bundle, {"x": 1})
+    assert build_manifest(bundle, {"x": 1}) == first
+    assert not [n for n in os.listdir(bundle) if n.startswith(".manifest-")]
+
+
+def test_tampered_model_is_named(bundle):
+    with open(os.path.join(bundle, "model_int8.tflite"), "ab") as f:
+        f.write(b"!")
+    with pytest.raises(BundleError, match="model_int8.tflite does not match the manifest"):
+        verify_bundle(bundle)
+
+
+def test_same_size_tampering_is_caught_by_sha256(bundle):
+    path = os.path.join(bundle, "labels.txt")
+    data = open(path, "rb").read()
+    open(path, "wb").write(data.replace(b"can", b"cup"))
+    with pytest.raises(BundleError, match="labels.txt does not match the manifest"):
+        verify_bundle(bundle)
+
+
+def test_missing_file_and_missing_manifest(bundle, tmp_path):
+    os.unlink(os.path.join(bundle, "labels.txt"))
+    with pytest.raises(BundleError, match="labels.txt is listed in the manifest but missing"):
+        verify_bundle(bundle)
+    with pytest.raises(BundleError, match="manifest.json is missing"):
+        verify_bundle(str(tmp_path))
+
+
+def test_edited_sort_yaml_is_reported_not_fatal(bundle):
+    with open(os.path.join(bundle, "sort.yaml"), "a") as f:
+        f.write("\n")
+    assert verify_bundle(bundle)["modified_config"] == ["sort.yaml"]
+
+
+def test_labels_count_vs_model_classes(tmp_path):
+    bundle = str(tmp_path / "b")
+    make_bundle(bundle)
+    with open(os.path.join(bundle, "labels.txt"), "w") as f:
+        f.write("bottle\ncan\n")
+    write_manifest(bundle, {"class_names": ["bottle", "can", "carton"], "input_shape": [1, 64, 64, 3]})
+    with pytest.raises(BundleError, match="labels.txt has 2 classes .* but the manifest's model has 3 classes"):
+        verify_bundle(bundle)
+
+
+def test_input_shape_and_type_vs_model(bundle):
+    with pytest.raises(BundleError, match=r"input tensor is \[1, 320, 320, 3\] but the manifest says input_shape "
+                                          r"\[1, 64, 64, 3\]"):
+        verify_bundle(bundle, {"shape": [1, 320, 320, 3], "dtype": "uint8"})
+    with pytest.raises(BundleError, match="input tensor is float32 but the manifest says input_dtype uint8"):
+        verify_bundle(bundle, {"shape": [1, 64, 64, 3], "dtype": "float32"})

@@ -1,0 +1,61 @@
+"""Device packaging: the systemd unit, install.sh, the device CLI entry points, and no TensorFlow."""
+
+import configparser
+import os
+import shlex
+import subprocess
+import sys
+
+from edge_trash.edge_runtime.__main__ import build_parser
+
+RUNTIME = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "edge_trash", "edge_runtime")
+TESTS = os.path.dirname(os.path.abspath(__file__))
+REPO = os.path.dirname(TESTS)
+
+
+def test_systemd_unit_restarts_on_failure_with_watchdog_and_valid_command():
+    unit = configparser.ConfigParser(strict=False, interpolation=None)
+    unit.optionxform = str
+    unit.read(os.path.join(RUNTIME, "edge-trash.service"))
+    service = unit["Service"]
+    assert service["Type"] == "notify" and service["Restart"] == "on-failure"
+    assert int(service["WatchdogSec"]) > 0 and service["KillSignal"] == "SIGTERM"
+    argv = shlex.split(service["ExecStart"])
+    assert argv[:3] == ["/usr/bin/python3", "-m", "edge_trash.edge_runtime"]
+    args = build_parser().parse_args(argv[3:])
+    assert (args.command, args.source, args.bundle) == ("run", "camera:0", "/opt/edge-trash/bundle")
+
+
+def test_install_script_is_valid_sh_and_refuses_non_root_or_non_bundles(tmp_path):
+    script = os.path.join(RUNTIME, "install.sh")
+    assert subprocess.run(["sh", "-n", script]).returncode == 0
+    proc = subprocess.run(["sh", script, str(tmp_path)], capture_output=True, text=True)
+    assert proc.returncode == 1
+    assert ("run as root" in proc.stderr) or ("is not an exported bundle" in proc.stderr)
+
+
+def test_device_cli_help_via_python_m():
+    proc = subprocess.run([sys.executable, "-m", "edge_trash.edge_runtime", "run", "--help"], capture_output=True,
+                          text=True, cwd=REPO, timeout=60)
+    assert proc.returncode == 0 and "--bundle" in proc.stdout and "dir:PATH[?fps=N]" in proc.stdout
+
+
+NO_TF = """
+import json, sys, runtime_fixtures
+code = runtime_fixtures.run_fake_service(sys.argv[1:])
+print("HEAVY=" + json.dumps(sorted(m for m in ("tensorflow", "tf_keras", "keras", "click") if m in sys.modules)))
+sys.exit(code)
+"""
+
+
+def test_fast_full_run_imports_neither_tensorflow_nor_click(tmp_path):
+    from runtime_fixtures import make_bundle, write_conveyor_frames
+    bundle = make_bundle(str(tmp_path / "bundle"), sort_overrides={
+        "health": {"port": 0}, "log": {"path": str(tmp_path / "ev.sqlite")},
+        "hard_examples": {"dir": str(tmp_path / "hard")}})
+    write_conveyor_frames(str(tmp_path / "frames"), 50)
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join([REPO, TESTS]))
+    proc = subprocess.run([sys.executable, "-c", NO_TF, "run", "--bundle", bundle, "--source",
+                           "dir:%s" % (tmp_path / "frames")], env=env, capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert "HEAVY=[]" in proc.stdout

@@ -1,0 +1,247 @@
+"""The service loop with fakes: accounting, decisions, health endpoint, sd_notify, SIGTERM, CLI errors."""
+
+import json
+import os
+import signal
+import socket
+import sqlite3
+import subprocess
+import sys
+import threading
+import time
+import urllib.request
+
+import numpy as np
+import pytest
+
+from edge_trash.edge_runtime.__main__ import main
+from edge_trash.edge_runtime.health import Stats, SystemdNotifier, percentile
+from edge_trash.edge_runtime.service import build_service
+from edge_trash.edge_runtime.sources import FrameCapture, FrameSource
+from runtime_fixtures import (FakeInterpreter, conveyor_frame, conveyor_items, make_bundle, make_fake_loader,
+                              write_conveyor_frames)
+
+TESTS = os.path.dirname(os.path.abspath(__file__))
+REPO = os.path.dirname(TESTS)
+
+
+def q(db, sql):
+    con = sqlite3.connect(db)
+    try:
+        return con.execute(sql).fetchall()
+    finally:
+        con.close()
+
+
+def wait_for(db, sql, minimum, timeout=30.0):
+    """Poll ``sql`` (a COUNT) on a database another process is writing until it reaches ``minimum``."""
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        try:
+            if os.path.exists(db) and q(db, sql)[0][0] >= minimum:
+                return
+        except sqlite3.OperationalError:  # schema not created yet
+            pass
+        time.sleep(0.05)
+    raise AssertionError("timed out waiting for %s >= %d" % (sql, minimum))
+
+
+def test_percentile_nearest_rank():
+    assert percentile([], 50) is None
+    assert percentile(range(1, 101), 50) == 50 and percentile(range(1, 101), 99) == 99
+    assert percentile([3.0], 99) == 3.0
+
+
+def test_dir_replay_decides_each_crossing_item_once_and_serves_health(tmp_path):
+    bundle = make_bundle(str(tmp_path / "bundle"), sort_overrides={
+        "travel_delay_s": 0.0, "health": {"port": 0}, "log": {"path": str(tmp_path / "ev.sqlite")},
+        "hard_examples": {"dir": str(tmp_path / "hard"), "min_interval_s": 0.0}})
+    items = write_conveyor_frames(str(tmp_path / "frames"), 300, corrupt=[40])
+    loop, cleanup = build_service(bundle, None, "dir:%s" % (tmp_path / "frames"),
+                                  interpreter_loader=make_fake_loader(fail_on=[100]))
+    try:
+        summary = loop.run(threading.Event())
+    finally:
+        cleanup()
+    db = str(tmp_path / "ev.sqlite")
+    assert q(db, "SELECT status, COUNT(*) FROM frames GROUP BY status") == [
+        ("inference_error", 1), ("processed", 298), ("read_error", 1)]
+    assert q(db, "SELECT MIN(seq), MAX(seq), COUNT(DISTINCT seq) FROM frames") == [(0, 299, 300)]
+    crossing = [i for i in items if i.crossing < 300]
+    decided = q(db, "SELECT seq, label, status FROM decisions ORDER BY seq")
+    assert len(decided) == len(crossing) == summary["decisions"]
+    assert all(status == "actuated" for _, _, status in decided)
+    for item, (seq, label, _) in zip(crossing, decided):
+        assert seq == item.crossing
+    kinds = sorted(k for (k,) in q(db, "SELECT kind FROM faults"))
+    assert kinds == ["inference", "read_error"]
+    assert summary["counters"]["processed"] == 298 and summary["per_bin"]
+    saved = [n for n in os.listdir(str(tmp_path / "hard")) if n.endswith(".json") and n != "labels.json"]
+    dim_or_flipped = [i for i in crossing if i.value < 255 or i.flip_class is not None]
+    assert len(saved) >= len(dim_or_flipped) > 0
+
+
+def test_health_endpoint_serves_status_json(tmp_path):
+    bundle = make_bundle(str(tmp_path / "bundle"), sort_overrides={
+        "health": {"port": 0}, "log": {"path": str(tmp_path / "ev.sqlite")}})
+    write_conveyor_frames(str(tmp_path / "frames"), 60)
+    loop, cleanup = build_service(bundle, None, "dir:%s" % (tmp_path / "frames"), interpreter_loader=make_fake_loader())
+    try:
+        loop.run(threading.Event())
+        host, port = loop.health_address
+        body = json.loads(urllib.request.urlopen("http://%s:%d/health" % (host, port), timeout=5).read())
+    finally:
+        cleanup()
+    assert host == "127.0.0.1"
+    assert body["accelerator"] == "cpu" and body["counters"]["processed"] == 60
+    assert set(body["inference_ms"]) == {"p50", "p99"} and body["dropped_frames"] == 0
+    assert body["pending_actuations"] == 0 and body["recent_faults"] == []
+
+
+class BurstSource(FrameSource):
+    """A live source that produces frames as fast as it can."""
+
+    live = True
+    description = "burst"
+
+    def __init__(self, n):
+        self.n, self.i, self.items = n, 0, conveyor_items(n)
+
+    def read(self):
+        if self.i >= self.n:
+            return None
+        self.i += 1
+        return conveyor_frame(self.i - 1, self.items)
+
+
+def test_live_source_drops_oldest_frames_and_accounts_for_all():
+    capture = FrameCapture(BurstSource(500), start_seq=0, queue_size=2)
+    capture.start()
+    seen, dropped = [], []
+    while True:
+        frame, lost = capture.get(0.5)
+        dropped += lost
+        if frame is None and capture.done:
+            break
+        if frame is not None:
+            seen.append(frame.seq)
+            time.sleep(0.002)  # slower consumer
+    dropped += capture.stop()
+    assert dropped, "a slow consumer of a live source must drop frames"
+    assert sorted(seen + dropped) == list(range(500))
+    assert seen == sorted(seen) and 499 in seen  # the newest frame survives, oldest are dropped
+
+
+def test_sd_notify_ready_and_watchdog(tmp_path):
+    path = str(tmp_path / "notify.sock")
+    server = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+    server.bind(path)
+    server.settimeout(2)
+    try:
+        notifier = SystemdNotifier({"NOTIFY_SOCKET": path, "WATCHDOG_USEC": "2000000"})
+        assert notifier.watchdog_interval == 1.0
+        assert notifier.notify("READY=1")
+        notifier.watchdog()
+        notifier.watchdog()  # within the interval: no second ping
+        assert server.recv(100) == b"READY=1" and server.recv(100) == b"WATCHDOG=1"
+        server.settimeout(0.1)
+        with pytest.raises(socket.timeout):
+            server.recv(100)
+    finally:
+        server.close()
+    assert SystemdNotifier({}).notify("READY=1") is False
+
+
+def _subprocess_env():
+    env = dict(os.environ)
+    env["PYTHONPATH"] = os.pathsep.join([REPO, TESTS])
+    return env
+
+
+def test_sigterm_fires_pending_actuations_and_flushes_the_log(tmp_path):
+    db, journal = str(tmp_path / "ev.sqlite"), str(tmp_path / "journal.txt")
+    bundle = make_bundle(str(tmp_path / "bundle"), sort_overrides={
+        "travel_delay_s": 1.5, "health": {"enabled": False}, "log": {"path": db},
+        "actuator": {"journal": journal}})
+    write_conveyor_frames(str(tmp_path / "frames"), 400)
+    code = ("import runtime_fixtures, sys; sys.exit(runtime_fixtures.run_fake_service(sys.argv[1:], delay_s=0.01))")
+    proc = subprocess.Popen([sys.executable, "-c", code, "run", "--bundle", bundle,
+                             "--source", "dir:%s" % (tmp_path / "frames")], env=_subprocess_env(),
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    wait_for(db, "SELECT COUNT(*) FROM decisions", 2)
+    proc.send_signal(signal.SIGTERM)
+    out, err = proc.communicate(timeout=30)
+    assert proc.returncode == 0, err.decode()
+    statuses = q(db, "SELECT status, COUNT(*) FROM decisions GROUP BY status")
+    assert statuses and all(s == "actuated" for s, _ in statuses), statuses
+    fired = [line.split()[0] for line in open(journal)]
+    assert sorted(int(r) for r in fired) == [r for (r,) in q(db, "SELECT id FROM decisions ORDER BY id")]
+    last = q(db, "SELECT MAX(seq), COUNT(*) FROM frames")[0]
+    assert last[1] == last[0] + 1  # every frame up to the stop is in the log
+    assert json.loads(out.decode().strip().splitlines()[-1])["decisions"] == len(fired)
+
+
+class Int8InputFake(FakeInterpreter):
+    def get_input_details(self):
+        details = super().get_input_details()
+        details[0]["dtype"] = np.int8
+        return details
+
+
+class ModelGardenNamesFake(FakeInterpreter):
+    def _get_full_signature_list(self):
+        return {"serving_default": {"outputs": {"detection_boxes": 10, "detection_classes": 11,
+                                                "detection_scores": 12, "num_detections": 13}}}
+
+
+@pytest.mark.parametrize("fake, message", [
+    (Int8InputFake(), "takes a int8 [1, 64, 64, 3] input; the service feeds [1, H, W, 3] uint8"),
+    (ModelGardenNamesFake(), "the detector contract (and pycoral's detect.get_objects) needs"),
+])
+def test_models_breaking_the_contract_are_refused_at_start(tmp_path, capsys, fake, message):
+    bundle = make_bundle(str(tmp_path / "bundle"), sort_overrides={"health": {"enabled": False},
+                                                                    "log": {"path": str(tmp_path / "ev.sqlite")}})
+    write_conveyor_frames(str(tmp_path / "frames"), 3)
+    code = main(["run", "--bundle", bundle, "--source", "dir:%s" % (tmp_path / "frames")],
+                interpreter_loader=make_fake_loader(fake))
+    assert code == 1 and message in capsys.readouterr().err
+
+
+def test_health_port_in_use_names_the_key(tmp_path, capsys):
+    blocker = socket.socket()
+    blocker.bind(("127.0.0.1", 0))
+    blocker.listen(1)
+    try:
+        port = blocker.getsockname()[1]
+        bundle = make_bundle(str(tmp_path / "bundle"), sort_overrides={
+            "health": {"port": port}, "log": {"path": str(tmp_path / "ev.sqlite")}})
+        code = main(["run", "--bundle", bundle, "--source", "dir:%s" % tmp_path], interpreter_loader=make_fake_loader())
+    finally:
+        blocker.close()
+    assert code == 1 and "health: cannot listen on 127.0.0.1:%d" % port in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("setup, message", [
+    ("no_manifest", "manifest.json is missing"),
+    ("bad_config", "classes.bottel: not a class of this model"),
+    ("bad_source", "expected camera:N, gst:PIPELINE, dir:PATH or video:PATH"),
+])
+def test_cli_errors_exit_1_with_the_reason(tmp_path, capsys, setup, message):
+    bundle = make_bundle(str(tmp_path / "bundle"), sort_overrides={"health": {"enabled": False},
+                                                                    "log": {"path": str(tmp_path / "ev.sqlite")}})
+    source = "dir:%s" % tmp_path
+    if setup == "no_manifest":
+        os.unlink(os.path.join(bundle, "manifest.json"))
+    elif setup == "bad_config":
+        with open(os.path.join(bundle, "sort.yaml"), "w") as f:
+            json.dump({"classes": {"bottel": "x"}}, f)
+    else:
+        source = "webcam"
+    code = main(["run", "--bundle", bundle, "--source", source], interpreter_loader=make_fake_loader())
+    assert code == 1
+    assert message in capsys.readouterr().err
+
+
+def test_cli_rejects_nonpositive_max_frames(capsys):
+    assert main(["run", "--bundle", "x", "--max-frames", "0"]) == 2
+    assert "--max-frames must be >= 1, got 0" in capsys.readouterr().err

@@ -1,0 +1,182 @@
+"""IoU tracker, score-weighted vote, triggers, sort.yaml validation and the decision policy."""
+
+import json
+
+import pytest
+
+from edge_trash.edge_runtime.geometry import BBox, Detection
+from edge_trash.edge_runtime.policy import decide
+from edge_trash.edge_runtime.sort_config import (ConfigError, SortConfig, default_sort_config, load_sort_config,
+                                                 parse_config_text)
+from edge_trash.edge_runtime.tracker import IoUTracker, Track, TriggerLine
+
+LABELS = ["bottle", "can", "carton"]
+
+
+def det(class_id, score, x, y=10, size=10):
+    return Detection(class_id, LABELS[class_id], score, BBox(x, y, x + size, y + size))
+
+
+def config(**overrides):
+    raw = json.loads(json.dumps(parse_config_text(default_sort_config(LABELS), "t")))
+    raw.update(overrides)
+    return SortConfig(raw, LABELS, "sort.yaml")
+
+
+def test_vote_is_score_weighted_and_counts_disagreement():
+    track = Track(1, det(0, 0.9, 0), 0, 0.0)
+    for seq, (cls, score) in enumerate([(1, 0.6), (1, 0.6), (0, 0.5)], start=1):
+        track.add(det(cls, score, 0), seq, 0.0)
+    # bottle 1.4 vs can 1.2 -> bottle; confidence 1.4 / 4 frames; agreement 1.4 / 2.6
+    assert track.vote_winner() == (0, pytest.approx(0.35), pytest.approx(1.4 / 2.6))
+    assert track.votes_dict() == {"bottle": {"score_sum": 1.4, "frames": 2}, "can": {"score_sum": 1.2, "frames": 2}}
+
+
+def test_vote_tie_goes_to_lower_class_id():
+    track = Track(1, det(2, 0.5, 0), 0, 0.0)
+    track.add(det(1, 0.5, 0), 1, 0.0)
+    assert track.vote_winner()[0] == 1
+
+
+def test_conveyor_decides_once_when_centre_crosses_line():
+    tracker = IoUTracker("conveyor", TriggerLine("x", 0.5, 1), max_age=2)
+    ready_at = []
+    for seq, x in enumerate(range(20, 80, 3)):  # frame 100 px wide, line at x=50 (centre = x + 5)
+        update = tracker.update([det(1, 0.9, x)], seq, float(seq), 100, 40)
+        ready_at += [(seq, t.id) for t in update.ready]
+    # centre = x + 5: 49 at seq 8 (x=44), 52 at seq 9 (x=47) -> the crossing is seq 9
+    assert ready_at == [(9, 1)]
+    assert len(tracker.tracks) == 1 and tracker.tracks[0].hits == 20
+
+
+def test_conveyor_respects_direction_and_ignores_items_born_past_the_line():
+    tracker = IoUTracker("conveyor", TriggerLine("x", 0.5, -1), max_age=1, min_hits=3)
+    ready = []
+    for seq, x in enumerate(range(80, 10, -4)):
+        ready += tracker.update([det(0, 0.9, x)], seq, 0.0, 100, 40).ready
+    assert len(ready) == 1
+    tracker = IoUTracker("conveyor", TriggerLine("x", 0.5, 1), max_age=1, min_hits=3)
+    expired = []
+    for seq, x in enumerate(range(60, 90, 3)):
+        assert tracker.update([det(0, 0.9, x)], seq, 0.0, 100, 40).ready == []
+    for seq in range(10, 13):
+        expired += tracker.update([], seq, 0.0, 100, 40).expired
+    assert [(t.id, why) for t, why in expired] == [(1, "passed_unsorted")]
+
+
+def test_brief_tracks_are_reported_not_dropped():
+    tracker = IoUTracker("conveyor", max_age=1, min_hits=3)  # x=10..21: before the line at 50
+    tracker.update([det(0, 0.9, 10)], 0, 0.0, 100, 40)
+    tracker.update([det(0, 0.9, 11)], 1, 0.0, 100, 40)
+    tracker.update([], 2, 0.0, 100, 40)
+    update = tracker.update([], 3, 0.0, 100, 40)
+    assert [(t.id, t.hits, why) for t, why in update.expired] == [(1, 2, "too_brief")]
+    assert tracker.tracks == []
+
+
+def test_platform_mode_decides_after_k_stable_frames():
+    tracker = IoUTracker("platform", stable_frames=3)
+    classes = [0, 1, 1, 1, 1, 1]  # leader: bottle(0.9) then can after 2 can frames (1.8 > 0.9)
+    ready = []
+    for seq, cls in enumerate(classes):
+        ready += [(seq, t.id) for t in tracker.update([det(cls, 0.9, 30)], seq, 0.0, 100, 40).ready]
+    assert ready == [(4, 1)]  # can leads from seq 2; 3 stable frames at seq 4; decided once
+
+
+def test_two_items_keep_their_tracks():
+    tracker = IoUTracker("conveyor", max_age=2)
+    for seq in range(5):
+        tracker.update([det(0, 0.9, 10 + 2 * seq, y=0), det(1, 0.8, 10 + 2 * seq, y=25)], seq, 0.0, 100, 40)
+    assert sorted((t.id, t.leader, t.hits) for t in tracker.tracks) == [(1, 0, 5), (2, 1, 5)]
+
+
+def test_decide_reasons():
+    cfg = config(classes={"bottle": "plastic", "can": "metal"}, bins=["plastic", "metal", "reject"],
+                 min_confidence=0.5)
+    strong = Track(1, det(0, 0.9, 0), 0, 0.0)
+    assert (decide(strong, cfg).bin, decide(strong, cfg).reason) == ("plastic", "class")
+    weak = Track(2, det(1, 0.4, 0), 0, 0.0)
+    assert (decide(weak, cfg).bin, decide(weak, cfg).reason) == ("reject", "low_confidence")
+    unmapped = Track(3, det(2, 0.9, 0), 0, 0.0)
+    assert (decide(unmapped, cfg).bin, decide(unmapped, cfg).reason) == ("reject", "unmapped")
+
+
+def test_default_template_maps_every_class_and_loads_without_pyyaml(tmp_path):
+    text = default_sort_config(["bottle", "can", "carton"])
+    import yaml
+    assert parse_config_text(text, "t", use_yaml=False) == yaml.safe_load(text)
+    path = tmp_path / "sort.yaml"
+    path.write_text(text)
+    cfg = load_sort_config(str(path), LABELS, use_yaml=False)
+    assert cfg.class_to_bin == {0: "bottle", 1: "can", 2: "carton"}
+    assert cfg.bins == ["bottle", "can", "carton", "reject"] and cfg.reject_bin == "reject"
+    assert "#" in text  # it is commented
+
+
+def test_yaml_only_syntax_without_pyyaml_says_what_to_install(tmp_path):
+    path = tmp_path / "sort.yaml"
+    path.write_text("mode: conveyor\nclasses:\n  bottle: bottle\n")
+    with pytest.raises(ConfigError, match="sudo apt-get install python3-yaml"):
+        load_sort_config(str(path), LABELS, use_yaml=False)
+    cfg = load_sort_config(str(path), LABELS)  # with PyYAML it is fine
+    assert cfg.class_to_bin == {0: "bottle"}
+
+
+def test_yaml_syntax_error_names_the_line(tmp_path):
+    path = tmp_path / "sort.yaml"
+    path.write_text("mode: conveyor\nclasses: [unclosed\n")
+    with pytest.raises(ConfigError, match=r"sort.yaml: line 3 column 1: not valid YAML"):
+        load_sort_config(str(path), LABELS)
+
+
+@pytest.mark.parametrize("overrides, message", [
+    ({"mode": "belt"}, "sort.yaml: mode: 'belt' is not one of conveyor, platform"),
+    ({"classes": {"bottel": "bottle"}}, "classes.bottel: not a class of this model"),
+    ({"classes": {"bottle": "glass"}}, "classes.bottle: bin 'glass' is not in bins"),
+    ({"min_confidence": 1.5}, "min_confidence: 1.5 is outside \\[0.0, 1.0\\]"),
+    ({"min_confidence": "high"}, "min_confidence: expected a number, got 'high'"),
+    ({"fail_safe_bin": "floor"}, "fail_safe_bin: 'floor' is not in bins"),
+    ({"trigger_line": {"axis": "z"}}, "trigger_line.axis: 'z' is not 'x' or 'y'"),
+    ({"tracker": {"max_age": 2.5}}, "tracker.max_age: expected an integer, got 2.5"),
+    ({"actuator": {"type": "laser"}}, "actuator.type: 'laser' is not one of simulated, gpio, pwm, serial"),
+    ({"hard_examples": {"band": [0.8, 0.2]}}, "hard_examples.band: expected \\[low, high\\]"),
+    ({"colour": 1}, "colour: unknown key"),
+])
+def test_config_errors_name_the_key(overrides, message):
+    with pytest.raises(ConfigError, match=message):
+        config(**overrides)
+
+
+def test_config_does_not_modify_the_raw_dict():
+    raw = parse_config_text(default_sort_config(LABELS), "t")
+    before = json.dumps(raw, sort_keys=True)
+    SortConfig(raw, LABELS)
+    assert json.dumps(raw, sort_keys=True) == before
+
+
+def test_a_stale_track_is_expired_before_matching_so_a_new_item_gets_its_own_track():
+    tracker = IoUTracker("conveyor", max_age=3)
+    tracker.update([det(0, 0.9, 10)], 0, 0.0, 100, 40)
+    update = tracker.update([det(1, 0.9, 11)], 10, 0.0, 100, 40)  # same place, 10 frames later
+    assert [(t.id, why) for t, why in update.expired] == [(1, "too_brief")]
+    assert [t.id for t in tracker.tracks] == [2]
+
+
+def test_velocity_prediction_bridges_dropped_frames():
+    # 10 px boxes moving 4 px per frame; frames 5..10 dropped: a 28 px jump, far beyond the
+    # centre-distance gate (1 box) without prediction
+    tracker = IoUTracker("conveyor", TriggerLine("x", 0.9, 1), max_age=8, max_distance=1.0)
+    for seq in range(5):
+        tracker.update([det(0, 0.9, 4 * seq)], seq, float(seq), 100, 40)
+    update = tracker.update([det(0, 0.9, 4 * 11)], 11, 11.0, 100, 40)
+    assert [t.id for t in tracker.tracks] == [1] and update.expired == []
+    assert tracker.tracks[0].velocity == pytest.approx((4.0, 0.0))
+    assert tracker.tracks[0].predicted(12).xmin == pytest.approx(48.0)
+
+
+def test_crossing_time_is_interpolated_between_frames():
+    tracker = IoUTracker("conveyor", TriggerLine("x", 0.5, 1))
+    tracker.update([det(0, 0.9, 20, size=40)], 0, 100.0, 100, 40)  # centre 40: 0.1 before the line
+    update = tracker.update([det(0, 0.9, 50, size=40)], 1, 101.0, 100, 40)  # centre 70: 0.2 past it
+    assert [t.id for t in update.ready] == [1]
+    assert update.ready[0].crossed_t == pytest.approx(100.0 + 1.0 / 3.0)
