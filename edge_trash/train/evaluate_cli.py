@@ -1,0 +1,138 @@
+"""``edge-trash evaluate``: COCO metrics of a run, SavedModel or .tflite on a TFRecord split.
+
+Two forms::
+
+    edge-trash evaluate --model RUN_DIR|SAVED_MODEL|MODEL.tflite --data TFRECORDS --out m.json
+    edge-trash evaluate --detections DETS.json --annotations GT.json --out m.json
+
+Imports only click and the standard library at module level.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+import time
+from pathlib import Path
+from typing import Any, Dict, Optional
+
+import click
+
+
+def _write_json(path: Path, data: Any) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as f:
+            json.dump(data, f, indent=2)
+            f.write("\n")
+        mask = os.umask(0o022)
+        os.umask(mask)
+        os.chmod(tmp, 0o666 & ~mask)  # mkstemp makes 0600; give the usual file mode
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+
+
+@click.command("evaluate")
+@click.option("--model", "model_path", type=click.Path(exists=True, path_type=Path),
+              help="RUN_DIR, SavedModel folder, or .tflite (float, int8, Edge TPU with a TPU).")
+@click.option("--data", "data_dir", type=click.Path(exists=True, file_okay=False, path_type=Path),
+              help="TFRecord folder written by build-tfrecords.")
+@click.option("--split", default="val", show_default=True, help="Split to evaluate.")
+@click.option("--detections", "detections_path",
+              type=click.Path(exists=True, dir_okay=False, path_type=Path),
+              help="COCO results JSON (instead of --model).")
+@click.option("--annotations", "annotations_path",
+              type=click.Path(exists=True, dir_okay=False, path_type=Path),
+              help="COCO ground-truth JSON (with --detections).")
+@click.option("--out", required=True, type=click.Path(dir_okay=False, path_type=Path),
+              help="metrics.json to write; pictures go into its folder.")
+@click.option("--render", default=0, show_default=True, type=click.IntRange(min=0),
+              help="Draw N images with true and predicted boxes, plus PR curves and a confusion "
+                   "matrix (PNG).")
+@click.option("--max-images", type=click.IntRange(min=1), default=None,
+              help="Evaluate only the first N images of the split (a quick look).")
+@click.option("--save-detections", type=click.Path(dir_okay=False, path_type=Path), default=None,
+              help="Also write the detections (COCO results JSON), reusable with --detections.")
+@click.option("--score-threshold", default=0.3, show_default=True,
+              type=click.FloatRange(0.0, 1.0),
+              help="Minimum score of boxes drawn by --render and counted in the confusion matrix.")
+def evaluate(model_path: Optional[Path], data_dir: Optional[Path], split: str,
+             detections_path: Optional[Path], annotations_path: Optional[Path], out: Path,
+             render: int, max_images: Optional[int], save_detections: Optional[Path],
+             score_threshold: float) -> None:
+    """COCO-evaluate a run, SavedModel or .tflite on a split (or a detections file)."""
+    from edge_trash.train import evaluate as ev
+
+    start = time.monotonic()
+    if model_path is not None or data_dir is not None:
+        if detections_path is not None or annotations_path is not None:
+            raise click.UsageError("use either --model with --data, or --detections with "
+                                   "--annotations, not both")
+        if model_path is None or data_dir is None:
+            raise click.UsageError("--model and --data go together")
+    elif detections_path is None or annotations_path is None:
+        raise click.UsageError("give --model MODEL --data TFRECORDS, or --detections DETS.json "
+                               "--annotations GT.json")
+    images = None
+    try:
+        if model_path is not None:
+            detector = ev.load_detector(model_path)
+            gt, images = ev.first_images(*ev.gt_from_tfrecords(data_dir, split), max_images)
+
+            def progress(n: int, total: int) -> None:
+                if n == total or n % 50 == 0:
+                    click.echo(f"  {n}/{total} images", err=True)
+
+            metrics, detections = ev.evaluate_on_images(detector, gt, images, progress)
+            source = {"model": str(model_path), "data": str(data_dir), "split": split}
+        else:
+            if render:
+                raise click.UsageError("--render needs the images: use --model with --data")
+            gt = ev.load_coco_json(annotations_path, "--annotations")
+            detections = ev.load_coco_json(detections_path, "--detections")
+            if isinstance(detections, dict) and "annotations" in detections:
+                detections = detections["annotations"]
+            if not isinstance(detections, list):
+                raise ev.EvaluationError(f"--detections {detections_path}: expected a list of "
+                                         "COCO results (image_id, category_id, bbox, score)")
+            metrics = ev.coco_metrics(gt, detections)
+            metrics["num_images"] = len(gt["images"])
+            metrics["num_detections"] = len(detections)
+            source = {"detections": str(detections_path), "annotations": str(annotations_path)}
+    except (ev.EvaluationError, FileNotFoundError, ValueError) as exc:
+        raise click.ClickException(str(exc)) from exc
+
+    written = [out]
+    if render:
+        from edge_trash.train import render as rd
+
+        folder = out.parent
+        written += rd.render_images(images[:render], gt, detections, folder, f"render_{split}",
+                                    score_threshold)
+        evaluator = ev.run_cocoeval(gt, detections)
+        written.append(rd.plot_precision_recall(ev.precision_recall_curves(evaluator),
+                                                folder / "precision_recall.png"))
+        matrix, names = ev.confusion_matrix(gt, detections, score_threshold=score_threshold)
+        written.append(rd.plot_confusion_matrix(matrix, names, folder / "confusion_matrix.png"))
+        metrics["confusion_matrix"] = {"classes": names, "rows": "true + background",
+                                       "columns": "predicted + missed",
+                                       "matrix": matrix.tolist()}
+    seconds = time.monotonic() - start
+    result: Dict[str, Any] = dict(source, **metrics, seconds=round(seconds, 2))
+    _write_json(out, result)
+    if save_detections is not None:
+        _write_json(save_detections, detections)
+        written.append(save_detections)
+    click.echo(ev.format_metrics_table(metrics, ev.instances_per_class(gt)))
+    size = out.stat().st_size
+    click.echo(f"evaluate: wrote {out} ({size} B) and {len(written) - 1} more file(s) for "
+               f"{metrics['num_images']} images in {seconds:.1f} s: AP {metrics['AP']:.3f}, "
+               f"AP50 {metrics['AP50']:.3f}")
+    if model_path is not None and not str(model_path).endswith(".tflite"):
+        click.echo(f"next: edge-trash export --model {model_path} --data {data_dir} "
+                   f"--out {out.parent / 'bundle'} --edgetpu")

@@ -1,0 +1,143 @@
+"""``edge-trash evaluate`` through click's CliRunner, a tiny real .tflite, and one subprocess."""
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+from click.testing import CliRunner
+
+from edge_trash.cli import cli
+
+REPO = Path(__file__).resolve().parents[1]
+GT = {
+    "images": [{"id": 1, "width": 100, "height": 100}, {"id": 2, "width": 100, "height": 100}],
+    "annotations": [
+        {"id": 0, "image_id": 1, "category_id": 1, "bbox": [0, 0, 30, 30], "area": 900, "iscrowd": 0},
+        {"id": 0, "image_id": 2, "category_id": 1, "bbox": [50, 50, 30, 30], "area": 900, "iscrowd": 0},
+    ],
+    "categories": [{"id": 1, "name": "can"}],
+}
+# One TP at IoU 2/3 (score 0.9), one FP (0.8), one miss: AP50 = 51/101, AP = 0.4 * 51/101.
+DETS = [{"image_id": 1, "category_id": 1, "bbox": [0, 0, 30, 20], "score": 0.9},
+        {"image_id": 2, "category_id": 1, "bbox": [0, 0, 20, 20], "score": 0.8}]
+
+
+@pytest.fixture
+def coco_files(tmp_path):
+    gt, dets = tmp_path / "gt.json", tmp_path / "dets.json"
+    gt.write_text(json.dumps(GT))
+    dets.write_text(json.dumps(DETS))
+    return gt, dets
+
+
+def test_detections_mode_writes_the_hand_computed_metrics(tmp_path, coco_files):
+    gt, dets = coco_files
+    out = tmp_path / "eval" / "metrics.json"
+    result = CliRunner().invoke(cli, ["evaluate", "--detections", str(dets), "--annotations",
+                                      str(gt), "--out", str(out)])
+    assert result.exit_code == 0, result.output
+    metrics = json.loads(out.read_text())
+    assert metrics["AP50"] == pytest.approx(51 / 101)
+    assert metrics["AP"] == pytest.approx(0.4 * 51 / 101)
+    assert metrics["per_class"] == {"can": pytest.approx(0.4 * 51 / 101)}
+    assert metrics["num_images"] == 2 and metrics["num_detections"] == 2
+    assert f"evaluate: wrote {out}" in result.output
+    assert "can" in result.output.splitlines()[1]
+
+
+@pytest.mark.parametrize("args, message", [
+    ([], "give --model MODEL --data TFRECORDS, or --detections"),
+    (["--model", "{dets}"], "--model and --data go together"),
+    (["--model", "{dets}", "--data", "{dir}", "--detections", "{dets}"], "not both"),
+    (["--detections", "{dets}", "--annotations", "{gt}", "--render", "2"],
+     "--render needs the images"),
+])
+def test_usage_errors_name_the_flags(tmp_path, coco_files, args, message):
+    gt, dets = coco_files
+    args = [a.format(dets=dets, gt=gt, dir=tmp_path) for a in args]
+    result = CliRunner().invoke(cli, ["evaluate", *args, "--out", str(tmp_path / "m.json")])
+    assert result.exit_code == 2
+    assert message in result.output
+
+
+def test_bad_detection_file_is_a_clean_error(tmp_path, coco_files):
+    gt, _ = coco_files
+    dets = tmp_path / "bad.json"
+    dets.write_text(json.dumps([{"image_id": 3, "category_id": 1, "bbox": [0, 0, 1, 1], "score": 1}]))
+    result = CliRunner().invoke(cli, ["evaluate", "--detections", str(dets), "--annotations",
+                                      str(gt), "--out", str(tmp_path / "m.json")])
+    assert result.exit_code == 1
+    assert "detection #1: image_id 3 is not in the ground truth" in result.output
+    assert not (tmp_path / "m.json").exists()
+
+
+def _tiny_detection_tflite(path: Path) -> None:
+    """A .tflite with the export contract: uint8 [1,32,32,3] in; output_0..3 = count, scores,
+    classes, boxes. It always reports 1 detection (class 0, score 0.9, box .25..75) and pads
+    a second row that ``count`` excludes."""
+    import tensorflow as tf
+
+    class Model(tf.Module):
+        @tf.function(input_signature=[tf.TensorSpec([1, 32, 32, 3], tf.uint8, name="images")])
+        def serve(self, images):
+            zero = tf.reduce_mean(tf.cast(images, tf.float32)) * 0.0
+            return {
+                "output_0": tf.reshape(1.0 + zero, [1]),
+                "output_1": tf.constant([[0.9, 0.7]]) + zero,
+                "output_2": tf.constant([[0.0, 1.0]]) + zero,
+                "output_3": tf.constant([[[0.25, 0.25, 0.75, 0.75], [0.0, 0.0, 0.1, 0.1]]]) + zero,
+            }
+
+    model = Model()
+    saved = path.parent / "tiny_saved_model"
+    tf.saved_model.save(model, str(saved), signatures={"serving_default": model.serve})
+    path.write_bytes(tf.lite.TFLiteConverter.from_saved_model(str(saved)).convert())
+
+
+@pytest.mark.slow
+def test_model_mode_with_a_real_tflite_renders_and_round_trips(tmp_path):
+    from test_input_pipeline import write_split
+
+    from edge_trash.train.evaluate import gt_from_tfrecords
+
+    box = [[0.25, 0.25, 0.75, 0.75]]
+    data = tmp_path / "data"
+    write_split(data, "val", images=[(48, 64, box, [1]), (40, 40, box, [1])],
+                class_names=["bottle", "can"], shards=1)
+    model = tmp_path / "model.tflite"
+    _tiny_detection_tflite(model)
+    out = tmp_path / "eval" / "metrics.json"
+    dets = tmp_path / "eval" / "detections.json"
+    result = CliRunner().invoke(cli, ["evaluate", "--model", str(model), "--data", str(data),
+                                      "--out", str(out), "--render", "2", "--save-detections",
+                                      str(dets)])
+    assert result.exit_code == 0, result.output
+    metrics = json.loads(out.read_text())
+    assert metrics["AP"] == pytest.approx(1.0) and metrics["num_detections"] == 2  # count obeyed
+    assert metrics["split"] == "val" and metrics["model"] == str(model)
+    assert metrics["confusion_matrix"]["matrix"] == [[2, 0, 0], [0, 0, 0], [0, 0, 0]]
+    for name in ("render_val_100.png", "render_val_101.png", "precision_recall.png",
+                 "confusion_matrix.png"):
+        png = out.parent / name
+        assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n", name
+    from PIL import Image
+
+    drawn = np.asarray(Image.open(out.parent / "render_val_100.png").convert("RGB"))
+    assert drawn.shape == (48, 64, 3)
+    assert tuple(drawn[24, 16]) == (230, 40, 40)  # left edge of the predicted box (x = 16 px)
+    saved = json.loads(dets.read_text())
+    assert saved[0]["bbox"] == [16.0, 12.0, 32.0, 24.0] and saved[0]["category_id"] == 1
+
+    # The saved detections score the same through the --detections form, in a real subprocess.
+    gt, _ = gt_from_tfrecords(data, "val")
+    gt_path = tmp_path / "gt.json"
+    gt_path.write_text(json.dumps(gt))
+    again = tmp_path / "again.json"
+    proc = subprocess.run([sys.executable, "-m", "edge_trash", "evaluate", "--detections", str(dets),
+                           "--annotations", str(gt_path), "--out", str(again)],
+                          cwd=REPO, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr
+    assert json.loads(again.read_text())["AP"] == pytest.approx(metrics["AP"])
