@@ -1,0 +1,765 @@
+"""``analyze`` as a library: what a detector will learn from a dataset, before training.
+
+Reads a COCO annotation file (optionally with its images) and/or the TFRecords a
+build wrote, and describes each source the same way: instances and images per
+class, boxes per image, box sizes (COCO small / medium / large), image sizes,
+aspect ratios and brightness. Then it flags what hurts a small SSD on a 320x320
+input: long-tail classes, tiny objects, dark images, outlier image sizes, and
+(for the JSON) the records ``load_coco`` had to reject.
+
+Box areas are measured in the pixels of the image the boxes were drawn on: the
+ORIGINAL image for the JSON, the ENCODED (shrunk) image for TFRecords. The
+result goes to ``OUT/stats.json``, ``OUT/report.md`` and PNG plots; TensorFlow is
+imported only to read TFRecords.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import math
+import os
+import re
+import statistics
+import time
+from collections import Counter
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, Dict, Iterable, Iterator, List, Optional, Sequence, Tuple
+
+from edge_trash.tfrecords import feature_keys as K
+from edge_trash.tfrecords.build import SHARD_RE
+from edge_trash.tfrecords.coco import CocoDataset, Rejected, load_coco
+
+SPLIT_ORDER = ("train", "val", "test")
+STATS_VERSION = 1
+
+
+class AnalyzeError(ValueError):
+    """The analysis cannot start (bad option or unusable input); the message says what to fix."""
+
+
+@dataclass(frozen=True)
+class Thresholds:
+    """Every limit a flag uses, in one place (written into ``stats.json``)."""
+
+    rare_instances: int = 20  # a class with fewer instances is "long tail"
+    small_area: float = 32.0 ** 2  # COCO "small": area below this many pixels
+    medium_area: float = 96.0 ** 2  # COCO "medium": below this, else "large"
+    tiny_relative_side: float = 0.02  # box side below 2% of the image side is tiny too
+    tiny_share: float = 0.05  # flag tiny objects when at least this share of boxes is tiny
+    # 50 separates underexposed photos (sample "dark" scenes: 15-26) from normally lit dark
+    # conveyor belts (sample: 54-70); the field's usual 60 would flag plain belts.
+    dark_luma: float = 50.0
+    large_pixels_factor: float = 3.0  # more pixels than this times the median is an outlier
+    min_short_side: int = 320  # fewer pixels than the model input on the short side
+    max_aspect: float = 2.5  # long side / short side above this is an odd aspect ratio
+
+    def validate(self) -> None:
+        """Reject limits that make no sense, naming the field."""
+        if self.rare_instances < 0:
+            raise AnalyzeError(f"rare_instances must be >= 0, got {self.rare_instances}")
+        if not 0 <= self.dark_luma <= 255:
+            raise AnalyzeError(f"dark_luma must be in 0..255, got {self.dark_luma}")
+        if not 0 < self.small_area < self.medium_area:
+            raise AnalyzeError(f"need 0 < small_area < medium_area, got {self.small_area}, {self.medium_area}")
+        if self.large_pixels_factor <= 1 or self.max_aspect < 1:
+            raise AnalyzeError("large_pixels_factor must be > 1 and max_aspect >= 1, got "
+                               f"{self.large_pixels_factor}, {self.max_aspect}")
+
+
+@dataclass(frozen=True)
+class ImageEntry:
+    """One image as a source describes it; ``width``/``height`` in the frame its boxes use."""
+
+    image_id: Any
+    file_name: str
+    width: int
+    height: int
+
+
+@dataclass(frozen=True)
+class BoxEntry:
+    """One box: its class name and its size in pixels of its image's frame."""
+
+    image_id: Any
+    class_name: str
+    width: float
+    height: float
+
+
+@dataclass
+class Source:
+    """What one source (the JSON, or one TFRecord split) contributes to the analysis."""
+
+    name: str  # "annotations" or "tfrecords/train"
+    frame: str  # which pixels box sizes are measured in
+    images: List[ImageEntry]
+    boxes: List[BoxEntry]
+    class_names: List[str]  # in the source's own order
+    luma: Optional[Dict[Any, float]] = None  # image id -> mean luma, when images were read
+    unreadable: List[Dict[str, Any]] = field(default_factory=list)
+
+
+# ----------------------------------------------------------------------------- brightness
+
+
+def mean_luma(data: bytes) -> float:
+    """Mean luma (ITU-R 601 Y, 0..255) of an encoded image.
+
+    JPEGs are decoded at 1/8 scale straight to grayscale (Pillow's draft mode),
+    which costs a few milliseconds even for a 12 MP photo.
+    """
+    from PIL import Image, ImageStat
+
+    img = Image.open(io.BytesIO(data))
+    if img.format == "JPEG":
+        img.draft("L", (max(1, img.width // 8), max(1, img.height // 8)))
+    img.load()
+    if img.mode not in ("L", "RGB"):
+        img = img.convert("RGBA").convert("RGB") if "A" in img.getbands() else img.convert("RGB")
+    if img.mode != "L":
+        img = img.convert("L")
+    return float(ImageStat.Stat(img).mean[0])
+
+
+def _read_luma(path: Path) -> Tuple[Optional[float], str]:
+    from PIL import Image, UnidentifiedImageError
+
+    try:
+        data = path.read_bytes()
+    except FileNotFoundError:
+        return None, f"file not found: {path}"
+    except OSError as exc:
+        return None, f"cannot read {path}: {exc.strerror or exc}"
+    if not data:
+        return None, f"empty file (0 bytes): {path}"
+    try:
+        return mean_luma(data), ""
+    except UnidentifiedImageError:
+        return None, f"not an image Pillow can decode: {path}"
+    except Image.DecompressionBombError as exc:
+        return None, f"refused as a decompression bomb: {exc}"
+    except (OSError, SyntaxError, ValueError) as exc:
+        return None, f"truncated or corrupt image data in {path}: {exc}"
+
+
+def _progress(items: Iterable[Any], desc: str, enabled: bool, total: Optional[int] = None) -> Iterable[Any]:
+    if not enabled:
+        return items
+    from tqdm import tqdm
+
+    if total is None and isinstance(items, Sequence):
+        total = len(items)
+    return tqdm(items, total=total, unit="img", desc=desc, dynamic_ncols=True)
+
+
+# ----------------------------------------------------------------------------- sources
+
+
+PROBLEM_KINDS: Tuple[Tuple[str, str], ...] = (
+    # (key in stats, substring of load_coco's reason)
+    ("nan_or_infinity", "NaN or Infinity"),
+    ("outside_image", "lies outside"),
+    ("zero_or_negative_size", "zero or negative size"),
+    ("unknown_category", "unknown category_id"),
+    ("unknown_image", "unknown image_id"),
+    ("image_rejected", "its image was skipped"),
+)
+
+
+def _problem_kind(reason: str) -> str:
+    for key, text in PROBLEM_KINDS:
+        if text in reason:
+            return key
+    return "malformed_bbox"
+
+
+def _rejected_rows(items: List[Rejected]) -> List[Dict[str, Any]]:
+    return [{"record_id": r.record_id, "image_id": r.image_id, "file_name": r.file_name, "reason": r.reason}
+            for r in items]
+
+
+def annotation_problems(dataset: CocoDataset) -> Dict[str, Any]:
+    """The records ``load_coco`` rejected or repaired, counted by kind."""
+    kinds = Counter(_problem_kind(r.reason) for r in dataset.rejected_boxes)
+    used = {b.category_id for b in dataset.boxes}
+    with_boxes = {b.image_id for b in dataset.boxes}
+    no_boxes = [im.id for im in dataset.images if im.id not in with_boxes]
+    boxes_by_kind = {key: kinds.get(key, 0) for key, _ in PROBLEM_KINDS}
+    boxes_by_kind["malformed_bbox"] = kinds.get("malformed_bbox", 0)
+    return {
+        "boxes_in_file": dataset.boxes_total,
+        "boxes_usable": len(dataset.boxes),
+        "boxes_rejected": len(dataset.rejected_boxes),
+        "boxes_rejected_by_kind": boxes_by_kind,
+        # past the image = kept after clipping + dropped because nothing was left inside
+        "boxes_past_image": dataset.boxes_clipped + kinds.get("outside_image", 0),
+        "boxes_clipped": dataset.boxes_clipped,
+        "duplicate_annotation_ids": dataset.duplicate_annotation_ids,
+        "images_rejected": _rejected_rows(dataset.rejected_images),
+        "unused_categories": [c.name for c in dataset.categories if c.id not in used],
+        "images_without_boxes": len(no_boxes),
+        "image_ids_without_boxes": no_boxes,
+        "rejected_boxes": _rejected_rows(dataset.rejected_boxes),
+    }
+
+
+def _json_source(dataset: CocoDataset, images_dir: Optional[Path], progress: bool) -> Source:
+    names = {c.id: c.name for c in dataset.categories}
+    images = [ImageEntry(im.id, im.file_name, im.width, im.height) for im in dataset.images]
+    boxes = [BoxEntry(b.image_id, names[b.category_id], b.w, b.h) for b in dataset.boxes]
+    source = Source("annotations", "original image pixels (the JSON width/height)", images, boxes,
+                    [c.name for c in dataset.categories])
+    if images_dir is not None:
+        from edge_trash.tfrecords.images import resolve_path
+
+        source.luma = {}
+        for im in _progress(dataset.images, "analyze images", progress):
+            value, reason = _read_luma(resolve_path(images_dir, im.file_name))
+            if value is None:
+                source.unreadable.append({"image_id": im.id, "file_name": im.file_name, "reason": reason})
+            else:
+                source.luma[im.id] = value
+    return source
+
+
+def find_shards(tfrecords: Path) -> Dict[str, List[Path]]:
+    """Shards of a build folder grouped by split, in split order (train, val, test, fold0...)."""
+    if not tfrecords.is_dir():
+        raise AnalyzeError(f"--tfrecords {tfrecords}: not a directory (give the --out folder of build-tfrecords)")
+    found: Dict[str, List[Path]] = {}
+    for path in sorted(tfrecords.iterdir()):
+        match = SHARD_RE.match(path.name)
+        if match:
+            found.setdefault(match.group(1), []).append(path)
+    if not found:
+        raise AnalyzeError(f"--tfrecords {tfrecords}: no shards named like 'train-00000-of-00001.tfrecord'; "
+                           "run edge-trash build-tfrecords --out into this folder first")
+
+    def order(split: str) -> Tuple[int, int]:
+        if split in SPLIT_ORDER:
+            return 0, SPLIT_ORDER.index(split)
+        return 1, int(split[4:])
+
+    return {split: found[split] for split in sorted(found, key=order)}
+
+
+def _planned_records(tfrecords: Path) -> Dict[str, int]:
+    """Records per shard as the build's ``report.json`` lists them (only sizes the progress bar)."""
+    try:
+        report = json.loads((tfrecords / "report.json").read_text(encoding="utf-8"))
+        return {s["file"]: int(s["records"]) for s in report.get("shards", [])}
+    except (OSError, ValueError, TypeError, KeyError):
+        return {}
+
+
+def _iter_records(files: List[Path]) -> Iterator[Tuple[Path, int, bytes]]:
+    import tensorflow as tf
+
+    for path in files:
+        try:
+            for n, raw in enumerate(tf.data.TFRecordDataset(str(path))):
+                yield path, n, raw.numpy()
+        except tf.errors.DataLossError as exc:
+            raise AnalyzeError(f"{path}: corrupt TFRecord ({exc.message.splitlines()[0]}); "
+                               "build the TFRecords again") from None
+
+
+def _record_source(split: str, files: List[Path], label_names: List[str], read_images: bool,
+                   progress: bool, total: Optional[int] = None) -> Source:
+    import tensorflow as tf
+
+    def ints(feature: Any, key: str) -> List[int]:
+        return list(feature[key].int64_list.value) if key in feature else []
+
+    def floats(feature: Any, key: str) -> List[float]:
+        return list(feature[key].float_list.value) if key in feature else []
+
+    def texts(feature: Any, key: str) -> List[str]:
+        return [v.decode("utf-8", "replace") for v in feature[key].bytes_list.value] if key in feature else []
+
+    source = Source(f"tfrecords/{split}", "encoded image pixels (as stored in the records, after --max-size)",
+                    [], [], list(label_names), {} if read_images else None)
+    seen_names: List[str] = []
+    for path, n, raw in _progress(_iter_records(files), f"analyze {split}", progress, total):
+        feature = tf.train.Example.FromString(raw).features.feature
+        where = f"{path.name} record {n}"
+        (width,), (height,) = ints(feature, K.WIDTH) or [0], ints(feature, K.HEIGHT) or [0]
+        if width <= 0 or height <= 0:
+            raise AnalyzeError(f"{where}: missing or bad {K.WIDTH}/{K.HEIGHT}; build the TFRecords again")
+        source_id = (texts(feature, K.SOURCE_ID) or [f"{path.name}:{n}"])[0]
+        file_name = (texts(feature, K.FILENAME) or [""])[0]
+        source.images.append(ImageEntry(source_id, file_name, width, height))
+        xmin, ymin = floats(feature, K.BBOX_XMIN), floats(feature, K.BBOX_YMIN)
+        xmax, ymax = floats(feature, K.BBOX_XMAX), floats(feature, K.BBOX_YMAX)
+        labels, text = ints(feature, K.CLASS_LABEL), texts(feature, K.CLASS_TEXT)
+        if not len(xmin) == len(ymin) == len(xmax) == len(ymax) == len(labels):
+            raise AnalyzeError(f"{where}: box lists of different lengths; build the TFRecords again")
+        for i in range(len(xmin)):
+            if text and i < len(text):
+                name = text[i]
+            elif 1 <= labels[i] <= len(label_names):
+                name = label_names[labels[i] - 1]
+            else:
+                name = f"label {labels[i]}"
+            if name not in source.class_names and name not in seen_names:
+                seen_names.append(name)
+            source.boxes.append(BoxEntry(source_id, name, (xmax[i] - xmin[i]) * width, (ymax[i] - ymin[i]) * height))
+        if read_images and source.luma is not None:
+            encoded = feature[K.ENCODED].bytes_list.value[0] if K.ENCODED in feature else b""
+            try:
+                source.luma[source_id] = mean_luma(encoded)
+            except Exception as exc:  # report every undecodable record, whatever Pillow raises
+                source.unreadable.append({"image_id": source_id, "file_name": file_name,
+                                          "reason": f"{where}: stored image cannot be decoded: {exc}"})
+    source.class_names.extend(seen_names)
+    return source
+
+
+# ----------------------------------------------------------------------------- statistics
+
+
+def _r(value: float, digits: int = 4) -> float:
+    return round(float(value), digits)
+
+
+def _summary(values: Sequence[float]) -> Dict[str, Optional[float]]:
+    if not values:
+        return {"min": None, "p5": None, "median": None, "mean": None, "p95": None, "max": None}
+    ordered = sorted(values)
+
+    def pct(q: float) -> float:
+        return ordered[min(len(ordered) - 1, int(round(q * (len(ordered) - 1))))]
+
+    return {"min": _r(ordered[0]), "p5": _r(pct(0.05)), "median": _r(statistics.median(ordered)),
+            "mean": _r(statistics.fmean(ordered)), "p95": _r(pct(0.95)), "max": _r(ordered[-1])}
+
+
+def size_class(area: float, th: Thresholds) -> str:
+    """COCO's size bucket of a box area in pixels: ``small``, ``medium`` or ``large``."""
+    if area < th.small_area:
+        return "small"
+    return "medium" if area < th.medium_area else "large"
+
+
+def is_tiny(box: BoxEntry, image: ImageEntry, th: Thresholds) -> bool:
+    """COCO-small, or a side below ``tiny_relative_side`` of the image's matching side."""
+    return (box.width * box.height < th.small_area or box.width < th.tiny_relative_side * image.width
+            or box.height < th.tiny_relative_side * image.height)
+
+
+def describe(source: Source, th: Thresholds) -> Dict[str, Any]:
+    """Statistics of one source (the JSON or one split)."""
+    by_id = {im.image_id: im for im in source.images}
+    names = list(source.class_names)
+    per_class: Dict[str, Dict[str, Any]] = {
+        n: {"name": n, "instances": 0, "images": set(), "small": 0, "medium": 0, "large": 0, "tiny": 0}
+        for n in names}
+    per_image = Counter()
+    sizes = {"small": 0, "medium": 0, "large": 0}
+    tiny = 0
+    sqrt_areas: List[float] = []
+    for box in source.boxes:
+        image = by_id[box.image_id]
+        row = per_class.setdefault(box.class_name, {"name": box.class_name, "instances": 0, "images": set(),
+                                                    "small": 0, "medium": 0, "large": 0, "tiny": 0})
+        area = box.width * box.height
+        bucket = size_class(area, th)
+        row["instances"] += 1
+        row["images"].add(box.image_id)
+        row[bucket] += 1
+        sizes[bucket] += 1
+        if is_tiny(box, image, th):
+            row["tiny"] += 1
+            tiny += 1
+        per_image[box.image_id] += 1
+        sqrt_areas.append(math.sqrt(max(0.0, area)))
+    classes = []
+    for row in per_class.values():
+        classes.append({**row, "images": len(row["images"]),
+                        "share": _r(row["instances"] / len(source.boxes)) if source.boxes else 0.0})
+
+    counts = [per_image.get(im.image_id, 0) for im in source.images]
+    histogram = Counter(counts)
+    aspects = [im.width / im.height for im in source.images]
+    stats: Dict[str, Any] = {
+        "frame": source.frame,
+        "images": len(source.images),
+        "boxes": len(source.boxes),
+        "classes": classes,
+        "boxes_per_image": {**_summary(counts), "histogram": {str(k): histogram[k] for k in sorted(histogram)}},
+        "box_sizes": {
+            **sizes,
+            "tiny": tiny,
+            "tiny_share": _r(tiny / len(source.boxes)) if source.boxes else 0.0,
+            "sqrt_area_px": _summary(sqrt_areas),
+        },
+        "image_sizes": image_size_stats(source.images, th),
+        "aspect_ratios": {
+            **_summary(aspects),
+            "landscape": sum(1 for a in aspects if a > 1.0),
+            "portrait": sum(1 for a in aspects if a < 1.0),
+            "square": sum(1 for a in aspects if a == 1.0),
+        },
+        "brightness": None,
+    }
+    if source.luma is not None:
+        stats["brightness"] = brightness_stats(source.images, source.luma, source.unreadable, th)
+    return stats
+
+
+def image_size_stats(images: List[ImageEntry], th: Thresholds) -> Dict[str, Any]:
+    """Distinct sizes (most common first), the median pixel count and the outliers with their reasons."""
+    pixels = [im.width * im.height for im in images]
+    median_pixels = statistics.median(pixels) if pixels else 0
+    outliers = []
+    for im in images:
+        reasons = []
+        if median_pixels and im.width * im.height > th.large_pixels_factor * median_pixels:
+            reasons.append(f"{im.width * im.height / median_pixels:.1f}x the median pixel count")
+        if min(im.width, im.height) < th.min_short_side:
+            reasons.append(f"short side {min(im.width, im.height)} px < {th.min_short_side}")
+        ratio = max(im.width, im.height) / min(im.width, im.height)
+        if ratio > th.max_aspect:
+            reasons.append(f"aspect {ratio:.2f}:1 > {th.max_aspect}:1")
+        if reasons:
+            outliers.append({"image_id": im.image_id, "file_name": im.file_name, "width": im.width,
+                             "height": im.height, "reason": "; ".join(reasons)})
+    dims = Counter((im.width, im.height) for im in images)
+    return {"distinct": [{"width": w, "height": h, "images": n} for (w, h), n in dims.most_common()],
+            "median_pixels": median_pixels, "outliers": outliers}
+
+
+def brightness_stats(images: List[ImageEntry], luma: Dict[Any, float], unreadable: List[Dict[str, Any]],
+                     th: Thresholds) -> Dict[str, Any]:
+    """Mean-luma summary, the dark images (darkest first), the unreadable ones and every image's value."""
+    measured = [im for im in images if im.image_id in luma]
+    dark = [{"image_id": im.image_id, "file_name": im.file_name, "mean_luma": _r(luma[im.image_id], 2)}
+            for im in measured if luma[im.image_id] < th.dark_luma]
+    return {
+        "measured": len(measured),
+        "mean_luma": _summary([luma[im.image_id] for im in measured]),
+        "dark": sorted(dark, key=lambda d: d["mean_luma"]),
+        "unreadable": unreadable,
+        "per_image": {str(k): _r(v, 2) for k, v in luma.items()},
+    }
+
+
+def _examples(items: Sequence[Any], limit: int = 5) -> str:
+    shown = ", ".join(str(i) for i in items[:limit])
+    return shown + (f" and {len(items) - limit} more" if len(items) > limit else "")
+
+
+def find_flags(where: str, stats: Dict[str, Any], th: Thresholds,
+               problems: Optional[Dict[str, Any]] = None) -> List[Dict[str, Any]]:
+    """The warnings for one source: each ``{"kind", "where", "count", "message", "items"}``."""
+    flags: List[Dict[str, Any]] = []
+
+    def add(kind: str, items: List[Any], message: str) -> None:
+        flags.append({"kind": kind, "where": where, "count": len(items), "message": message, "items": items})
+
+    held_out = where.startswith("tfrecords/") and where != "tfrecords/train"
+    rare = sorted((c for c in stats["classes"] if 0 < c["instances"] < th.rare_instances),
+                  key=lambda c: c["instances"])
+    missing = [c["name"] for c in stats["classes"] if c["instances"] == 0]
+    if held_out and missing:  # a class absent from an evaluation split cannot be scored there
+        add("classes_missing", missing, f"{len(missing)} classes have no box in this split: "
+            + _examples(missing, 8) + "; their AP cannot be measured on this split (collect more, or merge classes)")
+    if rare and not held_out:  # small counts in val/test are expected; the tail matters where the model learns
+        add("long_tail_classes", [c["name"] for c in rare],
+            f"{len(rare)} classes have fewer than {th.rare_instances} instances: "
+            + _examples([f"{c['name']} ({c['instances']})" for c in rare], 8)
+            + "; merge them (--class-map), fold them into 'other' (--min-instances) or collect more")
+    sizes = stats["box_sizes"]
+    if stats["boxes"] and sizes["tiny_share"] >= th.tiny_share:
+        add("tiny_objects", [], f"{sizes['tiny_share']:.1%} of boxes are tiny (area < {th.small_area:g} px or a side "
+            f"< {th.tiny_relative_side:.0%} of the image, in {stats['frame'].split(' (')[0]}); at a 320x320 input "
+            "they are a few pixels wide")
+        flags[-1]["count"] = sizes["tiny"]
+    bright = stats.get("brightness")
+    if bright and bright["dark"]:
+        add("dark_images", [d["image_id"] for d in bright["dark"]],
+            f"{len(bright['dark'])} images have a mean luma below {th.dark_luma:g}/255: "
+            + _examples([f"{d['file_name'] or d['image_id']} ({d['mean_luma']:.0f})" for d in bright["dark"]])
+            + "; check exposure, or brighten them in augmentation")
+    if bright and bright["unreadable"]:
+        add("unreadable_images", [u["image_id"] for u in bright["unreadable"]],
+            f"{len(bright['unreadable'])} images cannot be read: "
+            + _examples([u["reason"] for u in bright["unreadable"]], 3))
+    outliers = stats["image_sizes"]["outliers"]
+    if outliers:
+        add("image_size_outliers", [o["image_id"] for o in outliers],
+            f"{len(outliers)} images have an outlier size or aspect ratio (median {stats['image_sizes']['median_pixels']:,.0f} px): "
+            + _examples([f"{o['file_name'] or o['image_id']} {o['width']}x{o['height']} ({o['reason']})"
+                         for o in outliers], 3))
+    if problems:
+        kinds = problems["boxes_rejected_by_kind"]
+        parts = [f"{n} {k.replace('_', ' ')}" for k, n in kinds.items() if n]
+        if problems["boxes_rejected"]:
+            add("rejected_boxes", [r["record_id"] for r in problems["rejected_boxes"]],
+                f"{problems['boxes_rejected']} of {problems['boxes_in_file']} boxes are unusable: " + ", ".join(parts))
+        if problems["boxes_clipped"]:
+            add("clipped_boxes", [], f"{problems['boxes_clipped']} boxes run past their image and are clipped to it")
+            flags[-1]["count"] = problems["boxes_clipped"]
+        if problems["images_rejected"]:
+            add("rejected_images", [r["record_id"] for r in problems["images_rejected"]],
+                f"{len(problems['images_rejected'])} image entries are unusable: "
+                + _examples([r["reason"] for r in problems["images_rejected"]], 3))
+        if problems["duplicate_annotation_ids"]:
+            add("duplicate_annotation_ids", list(problems["duplicate_annotation_ids"]),
+                f"{len(problems['duplicate_annotation_ids'])} annotation ids are used more than once: "
+                + _examples(problems["duplicate_annotation_ids"]))
+        if problems["unused_categories"]:
+            add("unused_categories", list(problems["unused_categories"]),
+                f"{len(problems['unused_categories'])} categories have no usable box: "
+                + _examples(problems["unused_categories"], 8))
+        if problems["images_without_boxes"]:
+            add("images_without_boxes", list(problems["image_ids_without_boxes"]),
+                f"{problems['images_without_boxes']} images have no usable box (background images)")
+    return flags
+
+
+# ----------------------------------------------------------------------------- output
+
+
+def _write_atomic(path: Path, data: bytes) -> None:
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_bytes(data)
+    os.replace(tmp, path)
+
+
+def _slug(name: str) -> str:
+    return re.sub(r"[^A-Za-z0-9]+", "_", name).strip("_")
+
+
+def write_plots(name: str, stats: Dict[str, Any], sqrt_areas: Sequence[float], th: Thresholds,
+                out: Path) -> List[str]:
+    """Write the PNG plots of one source into ``out``; returns their file names.
+
+    ``sqrt_areas`` are the square roots of the box areas, for the box-size histogram.
+    """
+    import matplotlib
+
+    matplotlib.use("Agg")
+    from matplotlib import pyplot as plt
+
+    slug = _slug(name)
+    written: List[str] = []
+
+    def save(fig: Any, suffix: str) -> None:
+        buf = io.BytesIO()
+        fig.tight_layout()
+        fig.savefig(buf, format="png", dpi=90)
+        plt.close(fig)
+        file_name = f"{slug}_{suffix}.png"
+        _write_atomic(out / file_name, buf.getvalue())
+        written.append(file_name)
+
+    classes = sorted(stats["classes"], key=lambda c: c["instances"])
+    fig, ax = plt.subplots(figsize=(7, max(2.5, 0.22 * len(classes) + 1)))
+    colors = ["tab:red" if c["instances"] < th.rare_instances else "tab:blue" for c in classes]
+    ax.barh([c["name"] for c in classes], [c["instances"] for c in classes], color=colors)
+    ax.axvline(th.rare_instances, color="tab:red", linestyle="--", linewidth=1,
+               label=f"long tail (< {th.rare_instances})")
+    used = [c["instances"] for c in classes if c["instances"] > 0]
+    if used and max(used) > 50 * min(used):
+        ax.set_xscale("symlog")
+    ax.set_xlabel("instances")
+    ax.set_title(f"{name}: instances per class")
+    ax.legend(loc="lower right", fontsize=8)
+    ax.tick_params(axis="y", labelsize=7)
+    save(fig, "classes")
+
+    hist = stats["boxes_per_image"]["histogram"]
+    fig, ax = plt.subplots(figsize=(6, 3))
+    ax.bar([int(k) for k in hist], list(hist.values()), color="tab:blue")
+    ax.set_xlabel("boxes in the image")
+    ax.set_ylabel("images")
+    ax.set_title(f"{name}: boxes per image")
+    save(fig, "boxes_per_image")
+
+    sq = list(sqrt_areas)
+    fig, ax = plt.subplots(figsize=(6, 3))
+    if sq:
+        positive = [max(v, 0.5) for v in sq]
+        bins = [10 ** (k / 20) for k in range(int(math.floor(20 * math.log10(min(positive)))),
+                                                int(math.ceil(20 * math.log10(max(positive)))) + 2)]
+        ax.hist(positive, bins=bins, color="tab:blue")
+        ax.set_xscale("log")
+    for edge, label in ((math.sqrt(th.small_area), "small | medium"), (math.sqrt(th.medium_area), "medium | large")):
+        ax.axvline(edge, color="tab:red", linestyle="--", linewidth=1)
+        ax.text(edge, 0.92, f" {label}", color="tab:red", fontsize=7, transform=ax.get_xaxis_transform())
+    ax.set_xlabel("sqrt(box area) in " + stats["frame"].split(" (")[0])
+    ax.set_ylabel("boxes")
+    ax.set_title(f"{name}: box sizes")
+    save(fig, "box_sizes")
+
+    dims = stats["image_sizes"]["distinct"]
+    fig, ax = plt.subplots(figsize=(5, 4))
+    if dims:
+        ax.scatter([d["width"] for d in dims], [d["height"] for d in dims],
+                   s=[20 + 180 * d["images"] / max(x["images"] for x in dims) for d in dims], alpha=0.6)
+    ax.set_xlabel("width (px)")
+    ax.set_ylabel("height (px)")
+    ax.set_title(f"{name}: image sizes")
+    save(fig, "image_sizes")
+
+    bright = stats.get("brightness")
+    if bright and bright["per_image"]:
+        fig, ax = plt.subplots(figsize=(6, 3))
+        ax.hist(list(bright["per_image"].values()), bins=[4 * k for k in range(65)], color="tab:blue")
+        ax.axvline(th.dark_luma, color="tab:red", linestyle="--", linewidth=1, label=f"dark (< {th.dark_luma:g})")
+        ax.set_xlabel("mean luma (0-255)")
+        ax.set_ylabel("images")
+        ax.set_title(f"{name}: brightness")
+        ax.legend(fontsize=8)
+        save(fig, "brightness")
+    return written
+
+
+def _table(header: Sequence[str], rows: Iterable[Sequence[Any]]) -> List[str]:
+    lines = ["| " + " | ".join(header) + " |", "|" + "|".join("---" for _ in header) + "|"]
+    lines += ["| " + " | ".join(str(v) for v in row) + " |" for row in rows]
+    return lines + [""]
+
+
+def _fmt(value: Optional[float], digits: int = 1) -> str:
+    return "-" if value is None else f"{value:,.{digits}f}"
+
+
+def render_report(stats: Dict[str, Any], sections: List[Tuple[str, Dict[str, Any], List[str]]]) -> str:
+    """``report.md``: flags first, then one section per ``(name, stats, plot files)`` with tables and plots."""
+    th = stats["thresholds"]
+    lines = ["# Dataset analysis", ""]
+    src = stats["inputs"]
+    lines += [f"- annotations: `{src['annotations']}`" if src["annotations"] else "- annotations: not given",
+              f"- images: `{src['images']}`" if src["images"] else "- images: not read (brightness not measured)",
+              f"- tfrecords: `{src['tfrecords']}`" if src["tfrecords"] else "- tfrecords: not given", ""]
+    lines += ["## Flags", ""]
+    if stats["flags"]:
+        lines += [f"- **{f['kind'].replace('_', ' ')}** ({f['where']}): {f['message']}" for f in stats["flags"]]
+    else:
+        lines.append("None.")
+    lines.append("")
+    if stats.get("tfrecords") and len(stats["tfrecords"]["splits"]) > 1:
+        splits = stats["tfrecords"]["splits"]
+        names: List[str] = []
+        for s in splits.values():
+            names += [c["name"] for c in s["classes"] if c["name"] not in names]
+        counts = {split: {c["name"]: c["instances"] for c in s["classes"]} for split, s in splits.items()}
+        lines += ["## Classes per split (TFRecords)", ""]
+        lines += _table(["class"] + list(splits), [[n] + [counts[s].get(n, 0) for s in splits] for n in names])
+    for name, s, plots in sections:
+        lines += [f"## {name}", "", f"{s['images']} images, {s['boxes']} boxes. Box sizes in {s['frame']}.", ""]
+        lines += _table(["class", "instances", "share", "images", "small", "medium", "large", "tiny"],
+                        [[c["name"] + (" (long tail)" if 0 < c["instances"] < th["rare_instances"] else ""),
+                          c["instances"], f"{c['share']:.1%}", c["images"], c["small"], c["medium"], c["large"],
+                          c["tiny"]] for c in sorted(s["classes"], key=lambda c: -c["instances"])])
+        b, z = s["boxes_per_image"], s["box_sizes"]
+        lines += [f"Boxes per image: median {_fmt(b['median'])}, mean {_fmt(b['mean'], 2)}, max {_fmt(b['max'], 0)}; "
+                  f"images without boxes: {b['histogram'].get('0', 0)}.", "",
+                  f"Box sizes (COCO, area < {th['small_area']:g} / < {th['medium_area']:g} px): small {z['small']}, "
+                  f"medium {z['medium']}, large {z['large']}; tiny (small or a side < {th['tiny_relative_side']:.0%} "
+                  f"of the image): {z['tiny']} ({z['tiny_share']:.1%}); median sqrt(area) "
+                  f"{_fmt(z['sqrt_area_px']['median'])} px.", ""]
+        sizes, a = s["image_sizes"], s["aspect_ratios"]
+        lines += _table(["width x height", "images"], [[f"{d['width']} x {d['height']}", d["images"]]
+                                                       for d in sizes["distinct"][:10]])
+        if len(sizes["distinct"]) > 10:
+            lines += [f"... and {len(sizes['distinct']) - 10} more sizes.", ""]
+        lines += [f"Aspect ratio (width/height): median {_fmt(a['median'], 2)}, range {_fmt(a['min'], 2)}-"
+                  f"{_fmt(a['max'], 2)}; landscape {a['landscape']}, portrait {a['portrait']}, square {a['square']}. "
+                  f"Size outliers: {len(sizes['outliers'])}.", ""]
+        if s["brightness"]:
+            m = s["brightness"]["mean_luma"]
+            lines += [f"Brightness (mean luma of {s['brightness']['measured']} images): median {_fmt(m['median'])}, "
+                      f"range {_fmt(m['min'])}-{_fmt(m['max'])}; dark (< {th['dark_luma']:g}): "
+                      f"{len(s['brightness']['dark'])}; unreadable: {len(s['brightness']['unreadable'])}.", ""]
+        if s.get("problems"):
+            p = s["problems"]
+            lines += ["Annotation problems:", ""]
+            rows = [[k.replace("_", " "), n] for k, n in p["boxes_rejected_by_kind"].items() if n]
+            rows += [["boxes past the image (clipped + outside)", p["boxes_past_image"]],
+                     ["boxes clipped to the image (kept)", p["boxes_clipped"]],
+                     ["duplicate annotation ids", len(p["duplicate_annotation_ids"])],
+                     ["rejected image entries", len(p["images_rejected"])],
+                     ["unused categories", len(p["unused_categories"])],
+                     ["images without boxes", p["images_without_boxes"]]]
+            lines += _table(["problem", "count"], rows)
+        lines += [f"![{Path(p).stem}]({p})" for p in plots] + [""]
+    return "\n".join(lines)
+
+
+def analyze(annotations: "Optional[os.PathLike | str]" = None, images: "Optional[os.PathLike | str]" = None,
+            tfrecords: "Optional[os.PathLike | str]" = None, *, out: "os.PathLike | str",
+            thresholds: Optional[Thresholds] = None, plots: bool = True,
+            progress: bool = False) -> Dict[str, Any]:
+    """Analyse a COCO file (with its images if given) and/or a build's TFRecords.
+
+    Writes ``OUT/stats.json``, ``OUT/report.md`` and PNG plots; returns the stats
+    (the content of ``stats.json``). Raises :class:`AnalyzeError` for a bad option
+    and :class:`~edge_trash.tfrecords.coco.CocoFormatError` for an unreadable JSON.
+    TensorFlow is imported only when ``tfrecords`` is given.
+    """
+    start = time.monotonic()
+    th = thresholds or Thresholds()
+    th.validate()
+    if images is not None and annotations is None:
+        raise AnalyzeError("--images needs --annotations (image file names come from the JSON)")
+    if annotations is None and tfrecords is None:
+        raise AnalyzeError("give --annotations A.json, --tfrecords DIR, or both")
+    if images is not None and not Path(images).is_dir():
+        raise AnalyzeError(f"--images {images}: not a directory")
+    shards = find_shards(Path(tfrecords)) if tfrecords is not None else {}
+    out_dir = Path(out)
+    out_dir.mkdir(parents=True, exist_ok=True)
+
+    stats: Dict[str, Any] = {
+        "version": STATS_VERSION,
+        "inputs": {"annotations": str(annotations) if annotations is not None else None,
+                   "images": str(images) if images is not None else None,
+                   "tfrecords": str(tfrecords) if tfrecords is not None else None},
+        "thresholds": asdict(th),
+        "flags": [],
+        "annotations": None,
+        "tfrecords": None,
+    }
+    sections: List[Tuple[str, Dict[str, Any], List[str]]] = []
+
+    def finish(source: Source, problems: Optional[Dict[str, Any]] = None) -> Dict[str, Any]:
+        s = describe(source, th)
+        if problems is not None:
+            s["problems"] = problems
+        stats["flags"].extend(find_flags(source.name, s, th, problems))
+        names: List[str] = []
+        if plots:
+            sqrt_areas = [math.sqrt(max(0.0, b.width * b.height)) for b in source.boxes]
+            names = write_plots(source.name, s, sqrt_areas, th, out_dir)
+        s["plots"] = names
+        sections.append((source.name, s, names))
+        return s
+
+    if annotations is not None:
+        dataset = load_coco(annotations)
+        source = _json_source(dataset, Path(images) if images is not None else None, progress)
+        stats["annotations"] = {"file": str(annotations), "categories": len(dataset.categories),
+                                **finish(source, annotation_problems(dataset))}
+    if shards:
+        root = Path(tfrecords)  # type: ignore[arg-type]
+        labels_file = root / "labels.txt"
+        labels = [ln.strip() for ln in labels_file.read_text(encoding="utf-8").splitlines() if ln.strip()] \
+            if labels_file.is_file() else []
+        stats["tfrecords"] = {"dir": str(root), "labels": labels, "splits": {}}
+        planned = _planned_records(root)
+        for split, files in shards.items():
+            total = sum(planned[f.name] for f in files) if all(f.name in planned for f in files) else None
+            source = _record_source(split, files, labels, read_images=True, progress=progress, total=total)
+            stats["tfrecords"]["splits"][split] = {"shards": [f.name for f in files], **finish(source)}
+
+    report = render_report(stats, sections)
+    stats["seconds"] = _r(time.monotonic() - start, 2)
+    _write_atomic(out_dir / "stats.json",
+                  (json.dumps(stats, indent=1, allow_nan=False, default=str) + "\n").encode("utf-8"))
+    _write_atomic(out_dir / "report.md", report.encode("utf-8"))
+    return stats

@@ -1,0 +1,84 @@
+"""``edge-trash analyze``: parse options, call :func:`~edge_trash.tfrecords.analyze.analyze`, print the summary."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import Any, Dict, List, Optional
+
+import click
+
+
+def summarize(stats: Dict[str, Any], out: Path, seconds: float) -> str:
+    """The short summary printed at the end of ``analyze``."""
+    lines: List[str] = []
+    ann = stats.get("annotations")
+    if ann:
+        p = ann["problems"]
+        lines.append(f"annotations: {ann['images']} images, {p['boxes_in_file']} boxes ({ann['boxes']} usable), "
+                     f"{ann['categories']} categories; rejected boxes: {p['boxes_rejected']}, clipped: "
+                     f"{p['boxes_clipped']}, images without boxes: {p['images_without_boxes']}")
+    tfr = stats.get("tfrecords")
+    if tfr:
+        lines.append("tfrecords: " + ", ".join(f"{split} {s['images']} images / {s['boxes']} boxes"
+                                               for split, s in tfr["splits"].items()))
+    flags = stats["flags"]
+    lines.append(f"flags ({len(flags)}):" if flags else "flags: none")
+    for flag in flags:
+        message = flag["message"] if len(flag["message"]) <= 160 else flag["message"][:157] + "..."
+        lines.append(f"  [{flag['where']}] {flag['kind']}: {message}")
+    plots = sum(len(s["plots"]) for s in [ann] + list((tfr or {}).get("splits", {}).values()) if s)
+    lines.append(f"analyze: wrote report.md, stats.json and {plots} plots to {out} in {seconds:.1f}s")
+    return "\n".join(lines)
+
+
+def next_command(annotations: Optional[Path], images: Optional[Path], tfrecords: Optional[Path]) -> str:
+    """The command a user runs after looking at the report."""
+    if tfrecords is not None:
+        return f"next: edge-trash train --data {tfrecords} --out runs/ssd"
+    if images is not None:
+        return f"next: edge-trash build-tfrecords --annotations {annotations} --images {images} --out data/"
+    return f"next: edge-trash build-tfrecords --annotations {annotations} --images IMAGES_DIR --out data/"
+
+
+@click.command("analyze")
+@click.option("--annotations", type=click.Path(dir_okay=False, path_type=Path), help="COCO annotation JSON.")
+@click.option("--images", type=click.Path(file_okay=False, path_type=Path),
+              help="Folder the JSON file_name entries are relative to (adds brightness and unreadable files).")
+@click.option("--tfrecords", type=click.Path(file_okay=False, path_type=Path),
+              help="The --out folder of build-tfrecords: analyse each split as stored.")
+@click.option("--out", required=True, type=click.Path(file_okay=False, path_type=Path),
+              help="Folder for report.md, stats.json and the plots.")
+@click.option("--rare-instances", default=20, show_default=True, type=click.IntRange(min=0),
+              help="Flag classes with fewer instances than this.")
+@click.option("--dark-luma", default=50.0, show_default=True, type=click.FloatRange(0, 255),
+              help="Flag images whose mean luma (0-255) is below this.")
+@click.option("--no-plots", is_flag=True, help="Skip the PNG plots (faster on huge datasets).")
+@click.option("--quiet", is_flag=True, help="No progress bar.")
+def analyze(annotations: Optional[Path], images: Optional[Path], tfrecords: Optional[Path], out: Path,
+            rare_instances: int, dark_luma: float, no_plots: bool, quiet: bool) -> None:
+    """Report class balance, box sizes and image problems of a dataset.
+
+    Give --annotations (with --images to also measure brightness), --tfrecords,
+    or both. Writes report.md, stats.json and PNG plots into OUT and flags
+    long-tail classes, tiny objects, dark images, outlier image sizes and
+    annotation problems (NaN/Infinity boxes, boxes past the image, unknown
+    ids, duplicate ids, unused categories, images without boxes).
+    """
+    if images is not None and annotations is None:
+        raise click.UsageError("--images needs --annotations (the image file names come from the JSON)")
+    if annotations is None and tfrecords is None:
+        raise click.UsageError("give --annotations A.json, --tfrecords DIR, or both")
+    from edge_trash.tfrecords.analyze import AnalyzeError, Thresholds
+    from edge_trash.tfrecords.analyze import analyze as run_analysis
+    from edge_trash.tfrecords.coco import CocoFormatError
+
+    start = time.monotonic()
+    try:
+        stats = run_analysis(annotations, images, tfrecords, out=out,
+                             thresholds=Thresholds(rare_instances=rare_instances, dark_luma=dark_luma),
+                             plots=not no_plots, progress=not quiet)
+    except (AnalyzeError, CocoFormatError) as exc:
+        raise click.ClickException(str(exc))
+    click.echo(summarize(stats, out, time.monotonic() - start))
+    click.echo(next_command(annotations, images, tfrecords))

@@ -1,0 +1,328 @@
+"""``edge-trash analyze``: exact counts against the JSON, flags, TFRecord mode, report files, the CLI."""
+
+from __future__ import annotations
+
+import io
+import json
+import math
+import re
+import subprocess
+import sys
+from collections import Counter
+from pathlib import Path
+
+import numpy as np
+import pytest
+from click.testing import CliRunner
+from PIL import Image
+
+from conftest import REPO, SHARED
+from edge_trash.cli import cli
+from edge_trash.tfrecords.analyze import (AnalyzeError, BoxEntry, ImageEntry, Source, Thresholds, analyze,
+                                          describe, find_flags, is_tiny, mean_luma, size_class)
+
+TACO = SHARED / "data" / "coco" / "taco_unofficial.json"
+UAVVASTE = SHARED / "data" / "coco" / "uavvaste.json"
+PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
+
+
+def _flag(stats, kind, where="annotations"):
+    found = [f for f in stats["flags"] if f["kind"] == kind and f["where"] == where]
+    assert len(found) <= 1
+    return found[0] if found else None
+
+
+def _valid_annotations(coco):
+    """Annotations a converter can use, decided from the raw JSON (independently of load_coco)."""
+    cats = {c["id"] for c in coco["categories"]}
+    images = {im["id"]: im for im in coco["images"]}
+    valid = []
+    for a in coco["annotations"]:
+        x, y, w, h = a["bbox"]
+        if a["category_id"] not in cats or a["image_id"] not in images:
+            continue
+        if not all(math.isfinite(v) for v in a["bbox"]) or w <= 0 or h <= 0:
+            continue
+        im = images[a["image_id"]]
+        if min(im["width"], x + w) - max(0, x) < 1 or min(im["height"], y + h) - max(0, y) < 1:
+            continue
+        valid.append(a)
+    return valid
+
+
+def _full_decode_luma(path: Path) -> float:
+    """Mean of Pillow's L conversion of the fully decoded image (no draft, no shortcut)."""
+    img = Image.open(path)
+    img.load()
+    rgb = img.convert("RGBA").convert("RGB") if "A" in img.getbands() else img.convert("RGB")
+    return float(np.asarray(rgb.convert("L"), dtype=np.float64).mean())
+
+
+@pytest.fixture(scope="module")
+def sample_analysis(sample_dataset, tmp_path_factory):
+    out = tmp_path_factory.mktemp("analysis")
+    stats = analyze(sample_dataset.annotations, sample_dataset.images, out=out)
+    return out, stats
+
+
+# ----------------------------------------------------------------------------- real annotation files
+
+
+@pytest.mark.skipif(not TACO.is_file(), reason=f"{TACO} not present")
+def test_taco_without_images_counts_nan_infinity_and_boxes_past_the_image(tmp_path):
+    raw = json.loads(TACO.read_text())
+    images = {im["id"]: im for im in raw["images"]}
+    infinite = [a for a in raw["annotations"] if a["bbox"] == [math.inf, math.inf, -math.inf, -math.inf]]
+    past = [a for a in raw["annotations"] if all(math.isfinite(v) for v in a["bbox"])
+            and (a["bbox"][0] < 0 or a["bbox"][1] < 0
+                 or a["bbox"][0] + a["bbox"][2] > images[a["image_id"]]["width"]
+                 or a["bbox"][1] + a["bbox"][3] > images[a["image_id"]]["height"])]
+    assert (len(infinite), len(past)) == (15, 27)  # checked by hand against the file
+
+    stats = analyze(annotations=TACO, out=tmp_path, plots=False)
+    p = stats["annotations"]["problems"]
+    assert p["boxes_rejected_by_kind"]["nan_or_infinity"] == 15
+    assert p["boxes_past_image"] == 27
+    assert p["boxes_clipped"] + p["boxes_rejected_by_kind"]["outside_image"] == 27
+    assert p["boxes_in_file"] == len(raw["annotations"]) == 8334
+    assert stats["annotations"]["images"] == 3831
+    expected = Counter(a["category_id"] for a in _valid_annotations(raw))
+    names = {c["id"]: c["name"] for c in raw["categories"]}
+    got = {c["name"]: c["instances"] for c in stats["annotations"]["classes"]}
+    assert got == {names[cid]: expected.get(cid, 0) for cid in names}
+    rare = _flag(stats, "long_tail_classes")
+    assert set(rare["items"]) == {n for n, k in got.items() if 0 < k < 20}
+    assert stats["tfrecords"] is None and stats["annotations"]["brightness"] is None
+
+
+@pytest.mark.skipif(not UAVVASTE.is_file(), reason=f"{UAVVASTE} not present")
+def test_uavvaste_single_class_and_tiny_share(tmp_path):
+    raw = json.loads(UAVVASTE.read_text())
+    images = {im["id"]: im for im in raw["images"]}
+    tiny = sum(1 for a in raw["annotations"] if a["bbox"][2] * a["bbox"][3] < 32 ** 2
+               or a["bbox"][2] < 0.02 * images[a["image_id"]]["width"]
+               or a["bbox"][3] < 0.02 * images[a["image_id"]]["height"])
+    stats = analyze(annotations=UAVVASTE, out=tmp_path, plots=False)
+    ann = stats["annotations"]
+    assert (ann["images"], ann["boxes"], ann["problems"]["boxes_rejected"]) == (772, 3718, 0)
+    assert [(c["name"], c["instances"]) for c in ann["classes"]] == [("rubbish", 3718)]
+    assert ann["box_sizes"]["tiny"] == tiny
+    assert _flag(stats, "tiny_objects")["count"] == tiny
+    sizes = ann["box_sizes"]
+    assert sizes["small"] + sizes["medium"] + sizes["large"] == 3718
+
+
+# ----------------------------------------------------------------------------- sample data
+
+
+def test_sample_counts_per_class_match_the_json(sample_dataset, sample_analysis):
+    _, stats = sample_analysis
+    raw = json.loads(sample_dataset.annotations.read_text())
+    valid = _valid_annotations(raw)
+    names = {c["id"]: c["name"] for c in raw["categories"]}
+    per_class = Counter(names[a["category_id"]] for a in valid)
+    images_per_class = {n: len({a["image_id"] for a in valid if names[a["category_id"]] == n}) for n in per_class}
+    got = {c["name"]: (c["instances"], c["images"]) for c in stats["annotations"]["classes"] if c["instances"]}
+    assert got == {n: (per_class[n], images_per_class[n]) for n in per_class}
+    assert stats["annotations"]["boxes"] == len(valid)
+    boxes_per_image = Counter(a["image_id"] for a in valid)
+    expected_hist = Counter(boxes_per_image.get(im["id"], 0) for im in raw["images"])
+    assert stats["annotations"]["boxes_per_image"]["histogram"] == {str(k): v for k, v in sorted(expected_hist.items())}
+
+
+def test_sample_rare_class_is_flagged(sample_analysis, sample_dataset):
+    _, stats = sample_analysis
+    raw = json.loads(sample_dataset.annotations.read_text())
+    names = {c["id"]: c["name"] for c in raw["categories"]}
+    counts = Counter(names[a["category_id"]] for a in _valid_annotations(raw))
+    rare = {n for n, k in counts.items() if k < 20}
+    assert "cigarette" in rare  # the sample's long tail
+    assert set(_flag(stats, "long_tail_classes")["items"]) == rare
+    assert "cigarette" in _flag(stats, "long_tail_classes")["message"]
+
+
+def test_sample_dark_scenes_and_unreadable_files_are_found(sample_dataset, sample_analysis):
+    _, stats = sample_analysis
+    raw = json.loads(sample_dataset.annotations.read_text())
+    broken = {i for k in ("truncated", "empty_file", "missing_file", "not_an_image")
+              for i in sample_dataset.injected[k]}
+    luma = {im["id"]: _full_decode_luma(sample_dataset.images / im["file_name"])
+            for im in raw["images"] if im["id"] not in broken}
+    dark = {i for i, v in luma.items() if v < 50}
+    assert dark, "the sample data should contain dark scenes"
+    assert max(luma[i] for i in dark) < 30 < min(v for i, v in luma.items() if i not in dark) - 20
+    assert set(_flag(stats, "dark_images")["items"]) == dark
+    measured = stats["annotations"]["brightness"]["per_image"]
+    assert all(abs(measured[str(i)] - v) < 1.5 for i, v in luma.items())
+    assert {u["image_id"] for u in stats["annotations"]["brightness"]["unreadable"]} == broken
+    assert set(_flag(stats, "unreadable_images")["items"]) == broken
+
+
+def test_sample_annotation_problems(sample_dataset, sample_analysis):
+    _, stats = sample_analysis
+    p = stats["annotations"]["problems"]
+    inj = sample_dataset.injected
+    kinds = p["boxes_rejected_by_kind"]
+    assert kinds["nan_or_infinity"] == len(inj["nan_box"]) + len(inj["infinity_box"]) == 2
+    assert kinds["unknown_category"] == len(inj["unknown_category"]) == 1
+    assert kinds["unknown_image"] == len(inj["unknown_image"]) == 1
+    assert p["boxes_clipped"] == len(inj["edge_box_clipped"]) == 1
+    assert p["duplicate_annotation_ids"] == inj["duplicate_annotation_id"]
+    assert p["unused_categories"] == ["litter-objects"]
+    raw = json.loads(sample_dataset.annotations.read_text())
+    with_boxes = {a["image_id"] for a in _valid_annotations(raw)}
+    assert p["image_ids_without_boxes"] == [im["id"] for im in raw["images"] if im["id"] not in with_boxes]
+    assert set(inj["background"]) <= set(p["image_ids_without_boxes"])
+
+
+def test_report_plots_and_stats_are_written(sample_analysis):
+    out, stats = sample_analysis
+    on_disk = json.loads((out / "stats.json").read_text())
+    assert on_disk == json.loads(json.dumps(stats))
+    plots = stats["annotations"]["plots"]
+    assert sorted(plots) == sorted(f"annotations_{p}.png" for p in
+                                   ("classes", "boxes_per_image", "box_sizes", "image_sizes", "brightness"))
+    report = (out / "report.md").read_text()
+    for name in plots:
+        data = (out / name).read_bytes()
+        assert data.startswith(PNG_MAGIC) and len(data) > 5000
+        assert f"]({name})" in report
+    assert "| cigarette (long tail) |" in report
+    assert not list(out.glob(".*.tmp"))
+
+
+def test_thresholds_change_the_flags(sample_dataset, tmp_path):
+    stats = analyze(sample_dataset.annotations, sample_dataset.images, out=tmp_path, plots=False,
+                    thresholds=Thresholds(dark_luma=0, rare_instances=0))
+    assert _flag(stats, "dark_images") is None and _flag(stats, "long_tail_classes") is None
+    assert stats["thresholds"]["dark_luma"] == 0
+
+
+# ----------------------------------------------------------------------------- TFRecords
+
+
+@pytest.mark.slow
+def test_tfrecord_mode_per_split_matches_the_build_report(sample_dataset, sample_build, sample_analysis, tmp_path):
+    tfr, report = sample_build
+    stats = analyze(tfrecords=tfr, out=tmp_path)
+    splits = stats["tfrecords"]["splits"]
+    assert {s: (v["images"], v["boxes"]) for s, v in splits.items()} == \
+        {s: (v["images"], v["boxes"]) for s, v in report["splits"].items()}
+    totals = Counter()
+    for split in splits.values():
+        assert "encoded image pixels" in split["frame"]
+        for c in split["classes"]:
+            totals[c["name"]] += c["instances"]
+        z = split["box_sizes"]
+        assert z["small"] + z["medium"] + z["large"] == split["boxes"]
+        assert max(max(d["width"], d["height"]) for d in split["image_sizes"]["distinct"]) <= 640
+    assert dict(totals) == {c["name"]: c["boxes"] for c in report["classes"]}
+    # dark images survive the re-encode: the same ids as from the source JPEGs
+    dark_json = {d["image_id"] for d in sample_analysis[1]["annotations"]["brightness"]["dark"]}
+    written = {i for ids in json.loads((tfr / "splits.json").read_text())["splits"].values() for i in ids}
+    dark_records = {int(d["image_id"]) for s in splits.values() for d in s["brightness"]["dark"]}
+    assert dark_records == dark_json & written and dark_records
+    assert _flag(stats, "long_tail_classes", "tfrecords/val") is None  # the tail is judged on train only
+    assert {p for s in splits for p in splits[s]["plots"]} <= {f.name for f in tmp_path.glob("*.png")}
+    assert "## Classes per split (TFRecords)" in (tmp_path / "report.md").read_text()
+
+
+# ----------------------------------------------------------------------------- small pieces
+
+
+@pytest.mark.parametrize("area,bucket", [(0.5, "small"), (1023.9, "small"), (1024, "medium"),
+                                         (9215.9, "medium"), (9216, "large"), (1e7, "large")])
+def test_coco_size_buckets(area, bucket):
+    assert size_class(area, Thresholds()) == bucket
+
+
+def test_tiny_by_relative_side():
+    image = ImageEntry(1, "a.jpg", 4000, 3000)
+    assert is_tiny(BoxEntry(1, "can", 79.9, 500), image, Thresholds())  # 79.9 < 2% of 4000
+    assert not is_tiny(BoxEntry(1, "can", 80, 60), image, Thresholds())  # 2% exactly, area 4800
+    assert is_tiny(BoxEntry(1, "can", 30, 30), ImageEntry(1, "b", 100, 100), Thresholds())  # area 900
+
+
+@pytest.mark.parametrize("mode,fmt", [("RGB", "JPEG"), ("L", "JPEG"), ("CMYK", "JPEG"), ("RGBA", "PNG")])
+def test_mean_luma_of_a_flat_image(mode, fmt):
+    img = Image.new("RGB", (640, 480), (100, 100, 100)).convert(mode)
+    buf = io.BytesIO()
+    img.save(buf, format=fmt)
+    assert abs(mean_luma(buf.getvalue()) - 100) <= 1.5
+
+
+def test_library_errors_name_the_option(tmp_path):
+    with pytest.raises(AnalyzeError, match="--annotations A.json, --tfrecords DIR"):
+        analyze(out=tmp_path)
+    with pytest.raises(AnalyzeError, match="--tfrecords .*no shards.*build-tfrecords"):
+        analyze(tfrecords=tmp_path, out=tmp_path / "o")
+    with pytest.raises(AnalyzeError, match="dark_luma must be in 0..255, got 300"):
+        analyze(annotations=TACO, out=tmp_path, thresholds=Thresholds(dark_luma=300))
+
+
+# ----------------------------------------------------------------------------- CLI
+
+
+def test_cli_through_clirunner(sample_dataset, tmp_path):
+    out = tmp_path / "a"
+    result = CliRunner().invoke(cli, ["analyze", "--annotations", str(sample_dataset.annotations), "--images",
+                                      str(sample_dataset.images), "--out", str(out), "--quiet", "--no-plots"])
+    assert result.exit_code == 0, result.output
+    stats = json.loads((out / "stats.json").read_text())
+    assert f"annotations: {stats['annotations']['images']} images" in result.output
+    assert "long_tail_classes: " in result.output and "dark_images: " in result.output
+    assert f"analyze: wrote report.md, stats.json and 0 plots to {out}" in result.output
+    assert result.output.rstrip().splitlines()[-1] == (
+        f"next: edge-trash build-tfrecords --annotations {sample_dataset.annotations} "
+        f"--images {sample_dataset.images} --out data/")
+
+
+@pytest.mark.parametrize("args,message", [
+    ([], "give --annotations A.json, --tfrecords DIR, or both"),
+    (["--images", "."], "--images needs --annotations"),
+])
+def test_cli_usage_errors(tmp_path, args, message):
+    result = CliRunner().invoke(cli, ["analyze", "--out", str(tmp_path)] + args)
+    assert result.exit_code == 2 and message in result.output
+
+
+def test_cli_bad_json_names_the_file(tmp_path):
+    bad = tmp_path / "bad.json"
+    bad.write_text('{"images": [}')
+    result = CliRunner().invoke(cli, ["analyze", "--annotations", str(bad), "--out", str(tmp_path / "o")])
+    assert result.exit_code == 1
+    assert f"{bad}: not valid JSON at line 1" in result.output and "Traceback" not in result.output
+
+
+def test_real_subprocess_never_imports_tensorflow_without_tfrecords(sample_dataset, tmp_path):
+    proc = subprocess.run([sys.executable, "-X", "importtime", "-m", "edge_trash", "analyze", "--annotations",
+                           str(sample_dataset.annotations), "--images", str(sample_dataset.images),
+                           "--out", str(tmp_path), "--quiet"], capture_output=True, text=True, cwd=REPO, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    imported = re.findall(r"^import time:.*\|\s*(\S+)$", proc.stderr, flags=re.M)
+    assert "matplotlib" in imported  # the import log is real
+    assert not [m for m in imported if m.split(".")[0] == "tensorflow"]
+    assert (tmp_path / "report.md").is_file() and "next: edge-trash build-tfrecords" in proc.stdout
+
+
+def test_outlier_sizes_and_their_reasons():
+    images = [ImageEntry(i, f"{i}.jpg", 4000, 3000) for i in range(5)]
+    images += [ImageEntry(10, "big.jpg", 8000, 6000), ImageEntry(11, "pano.jpg", 3000, 1000),
+               ImageEntry(12, "thumb.jpg", 400, 300)]
+    stats = describe(Source("annotations", "px", images, [], ["can"]), Thresholds())
+    reasons = {o["image_id"]: o["reason"] for o in stats["image_sizes"]["outliers"]}
+    assert reasons == {10: "4.0x the median pixel count", 11: "aspect 3.00:1 > 2.5:1",
+                       12: "short side 300 px < 320"}
+    assert stats["image_sizes"]["median_pixels"] == 12_000_000
+    assert stats["image_sizes"]["distinct"][0] == {"width": 4000, "height": 3000, "images": 5}
+
+
+def test_long_tail_is_judged_on_train_and_missing_classes_on_held_out_splits():
+    images = [ImageEntry(str(i), f"{i}.jpg", 640, 480) for i in range(3)]
+    boxes = [BoxEntry(str(i), "can", 100, 100) for i in range(3)]
+    for where, kinds in (("tfrecords/train", {"long_tail_classes"}), ("tfrecords/val", {"classes_missing"}),
+                         ("annotations", {"long_tail_classes"})):
+        stats = describe(Source(where, "px", images, boxes, ["can", "cup"]), Thresholds())
+        flags = {f["kind"]: f for f in find_flags(where, stats, Thresholds())}
+        assert set(flags) == kinds
+        assert flags.popitem()[1]["items"] == (["cup"] if where == "tfrecords/val" else ["can"])
