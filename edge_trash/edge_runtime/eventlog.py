@@ -31,6 +31,7 @@ CREATE TABLE IF NOT EXISTS faults (id INTEGER PRIMARY KEY AUTOINCREMENT, run_id 
 CREATE TABLE IF NOT EXISTS tracks (id INTEGER PRIMARY KEY AUTOINCREMENT, run_id INTEGER, track_id INTEGER,
     first_seq INTEGER, last_seq INTEGER, hits INTEGER, reason TEXT, votes TEXT);
 CREATE INDEX IF NOT EXISTS decisions_status ON decisions(status);
+CREATE INDEX IF NOT EXISTS decisions_t ON decisions(t_decided);  -- the operator page counts by time
 """
 FRAME_STATUSES = ("processed", "dropped", "read_error", "inference_error")
 

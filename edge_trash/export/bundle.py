@@ -1,0 +1,366 @@
+"""``export_bundle``: trained run -> int8 detection model -> Edge TPU check/compile -> parity -> device bundle.
+
+The bundle directory holds everything the Coral Dev Board needs::
+
+    model_int8.tflite            int8, uint8 input, TFLite_Detection_PostProcess, outputs output_0..3
+    model_int8_edgetpu.tflite    the same compiled by edgetpu_compiler (when a compiler ran)
+    labels.txt                   line k = class k of the postprocess output (background excluded)
+    sort.yaml                    class -> bin template (edit on the device)
+    compat.json                  the Edge TPU compatibility prediction (``inspect``)
+    parity.json                  float vs int8 AP/AP50, per-class drops, reproduced detections, latency
+    edge_trash/                  the sort service code (edge_runtime) with its systemd unit and install.sh
+    manifest.json                sha256 + size of every file above and what the device must not guess
+
+The bundle is built in a sibling temporary directory and moved into place at the end, so a failed
+export never leaves a half-written bundle that looks complete. A gate that fails (Edge TPU
+compatibility, parity) still writes its diagnostics (model, compat.json, parity.json) but no
+manifest, so the device refuses the bundle.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import enum
+import json
+import os
+import shutil
+import tempfile
+import time
+from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
+
+from edge_trash.export import calibration as calibration_lib
+from edge_trash.export.parity import DEFAULT_MAX_AP_DROP, LATENCY_RUNS
+
+CPU_MODEL = "model_int8.tflite"
+EDGETPU_MODEL = "model_int8_edgetpu.tflite"
+LABELS = "labels.txt"
+SORT_CONFIG = "sort.yaml"
+COMPAT = "compat.json"
+PARITY = "parity.json"
+COMPILER_LOG = "model_int8_edgetpu.log"
+RUNTIME_DIR = "edge_trash"
+
+
+class ExitCode(enum.IntEnum):
+    """Exit codes of ``edge-trash export`` (documented in its --help)."""
+
+    OK = 0
+    ERROR = 1  # bad input (missing run dir / data), raised as an exception
+    NOT_COMPILED = 3  # --edgetpu without edgetpu_compiler: everything else written; compile by hand
+    EDGETPU_INCOMPATIBLE = 4  # inspect predicts ops off the Edge TPU (or op versions it cannot parse)
+    PARITY_FAILED = 5  # int8 AP50 drop above --max-ap-drop
+    COMPILE_FAILED = 6  # the compiler ran and failed
+
+
+@dataclasses.dataclass
+class ExportOptions:
+    """What to export and how (the CLI flags of ``edge-trash export``)."""
+
+    model: str  # RUN_DIR of `edge-trash train`
+    data: str  # TFRecord directory (train split for calibration, val split for parity)
+    out: str  # bundle directory (created or replaced)
+    edgetpu: bool = False
+    compiler: Optional[str] = None
+    calibration_images: int = calibration_lib.DEFAULT_CALIBRATION_IMAGES
+    max_ap_drop: float = DEFAULT_MAX_AP_DROP
+    allow_cpu_ops: bool = False
+    seed: int = 0
+    parity: bool = True  # False skips the float/int8 evaluation (parity.json then says so)
+    parity_split: str = "val"
+    latency_runs: int = LATENCY_RUNS
+
+    def validate(self) -> None:
+        """Raise ValueError naming the flag that is wrong."""
+        if not os.path.isdir(self.model):
+            raise ValueError(f"--model {self.model}: not a directory; pass the --out of `edge-trash train`")
+        if not os.path.isdir(self.data):
+            raise ValueError(f"--data {self.data}: not a directory; pass the --out of `edge-trash build-tfrecords`")
+        if self.calibration_images < 1:
+            raise ValueError(f"--calibration-images must be >= 1, got {self.calibration_images}")
+        if self.max_ap_drop < 0:
+            raise ValueError(f"--max-ap-drop must be >= 0 points, got {self.max_ap_drop}")
+        if self.latency_runs < 1:
+            raise ValueError(f"latency_runs must be >= 1, got {self.latency_runs}")
+        if os.path.abspath(self.out) in (os.path.abspath(self.model), os.path.abspath(self.data)):
+            raise ValueError(f"--out {self.out} must differ from --model and --data")
+        if os.path.isdir(self.out) and os.listdir(self.out) and not _looks_like_bundle(self.out):
+            raise ValueError(
+                f"--out {self.out} exists and is not an edge-trash bundle (no {CPU_MODEL}); "
+                "choose a new or empty directory: export replaces the whole directory")
+
+
+@dataclasses.dataclass
+class ExportResult:
+    """What ``export_bundle`` did: the exit code, the files written and the numbers measured."""
+
+    bundle_dir: str
+    exit_code: ExitCode
+    message: str  # one sentence: what failed and the fix, or "" when everything passed
+    files: Dict[str, int]  # relative path (with "/") -> size in bytes, every file of the bundle
+    seconds: float
+    warnings: List[str] = dataclasses.field(default_factory=list)
+    compat: Optional[Dict[str, Any]] = None
+    parity: Optional[Dict[str, Any]] = None
+    compile: Optional[Dict[str, Any]] = None
+    calibration: Optional[Dict[str, Any]] = None
+    manifest_written: bool = False
+
+    @property
+    def ok(self) -> bool:
+        """True when the export passed every gate (and compiled, if --edgetpu)."""
+        return self.exit_code == ExitCode.OK
+
+    def total_bytes(self) -> int:
+        """Size of the files listed in ``files``."""
+        return sum(self.files.values())
+
+    def next_command(self) -> str:
+        """The command to run next (copy to the board, or compile by hand)."""
+        if self.exit_code == ExitCode.NOT_COMPILED:
+            return (f"edgetpu_compiler --out_dir {self.bundle_dir} --show_operations "
+                    f"{os.path.join(self.bundle_dir, CPU_MODEL)} on an x86-64 Linux machine, then rerun this "
+                    f"export with --compiler PATH so the manifest covers {EDGETPU_MODEL} (the bundle already "
+                    "runs on the CPU as it is)")
+        if self.manifest_written:
+            return f"mdt push {self.bundle_dir} /home/mendel/  (or scp -r {self.bundle_dir} mendel@BOARD:)"
+        return "fix the problem above and rerun the export"
+
+
+def _looks_like_bundle(path: str) -> bool:
+    return any(os.path.exists(os.path.join(path, name)) for name in (CPU_MODEL, "manifest.json", COMPAT))
+
+
+def _atomic_write_bytes(path: str, data: bytes) -> None:
+    fd, tmp = tempfile.mkstemp(prefix=".tmp-", dir=os.path.dirname(path) or ".")
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+        os.chmod(tmp, 0o644)  # mkstemp makes 0600; the device service may run as another user
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+
+
+def _write_json(path: str, data: Any) -> None:
+    _atomic_write_bytes(path, (json.dumps(data, indent=2, sort_keys=True) + "\n").encode("utf-8"))
+
+
+def _write_text(path: str, text: str) -> None:
+    _atomic_write_bytes(path, text.encode("utf-8"))
+
+
+def copy_device_runtime(bundle_dir: str) -> List[str]:
+    """Copy ``edge_trash/__init__.py`` and the ``edge_trash/edge_runtime`` package (code, systemd unit,
+    install.sh) into ``bundle_dir/edge_trash``. Returns the copied relative paths."""
+    import edge_trash
+
+    package_root = os.path.dirname(os.path.abspath(edge_trash.__file__))
+    target = os.path.join(bundle_dir, RUNTIME_DIR)
+    os.makedirs(target, exist_ok=True)
+    shutil.copy2(os.path.join(package_root, "__init__.py"), os.path.join(target, "__init__.py"))
+    shutil.copytree(os.path.join(package_root, "edge_runtime"), os.path.join(target, "edge_runtime"),
+                    ignore=shutil.ignore_patterns("__pycache__", "*.pyc", ".*"), dirs_exist_ok=True)
+    copied = []
+    for root, _, files in os.walk(target):
+        for name in sorted(files):
+            copied.append(os.path.relpath(os.path.join(root, name), bundle_dir).replace(os.sep, "/"))
+    return sorted(copied)
+
+
+def _versions() -> Dict[str, str]:
+    from importlib import metadata
+
+    versions = {}
+    for dist in ("edge-trash", "tensorflow", "ai-edge-litert"):
+        try:
+            versions[dist] = metadata.version(dist)
+        except metadata.PackageNotFoundError:
+            versions[dist] = "unknown"
+    return versions
+
+
+def _replace_dir(staging: str, out: str) -> None:
+    """Move the finished staging directory to ``out``, replacing an older bundle there."""
+    out = os.path.abspath(out)
+    old = None
+    if os.path.exists(out):
+        old = tempfile.mkdtemp(prefix=".old-bundle-", dir=os.path.dirname(out))
+        os.rmdir(old)
+        os.replace(out, old)
+    os.replace(staging, out)
+    if old:
+        shutil.rmtree(old, ignore_errors=True)
+
+
+def load_trained_model(run_dir: str) -> Tuple[Any, Any, List[str], Any]:
+    """``(keras_model, SSDConfig, class_names, anchors [N,4])`` of a training run directory."""
+    from edge_trash.models.anchors import generate_anchors
+    from edge_trash.models.run_dir import load_run
+
+    keras_model, config, class_names = load_run(run_dir)
+    return keras_model, config, list(class_names), generate_anchors(config)
+
+
+ModelLoader = Callable[[str], Tuple[Any, Any, List[str], Any]]
+
+
+def _evaluate_parity(options: ExportOptions, int8_model: str) -> Dict[str, Any]:
+    from edge_trash.export.parity import evaluate_parity
+
+    return evaluate_parity(options.model, int8_model, options.data, options.parity_split,
+                           options.max_ap_drop, options.latency_runs)
+
+
+ParityRunner = Callable[[ExportOptions, str], Dict[str, Any]]
+
+
+def export_bundle(options: ExportOptions, log: Callable[[str], None] = lambda _: None,
+                  loader: ModelLoader = load_trained_model,
+                  parity_runner: ParityRunner = _evaluate_parity) -> ExportResult:
+    """Run the whole export and return what happened (never calls sys.exit).
+
+    Args:
+      options: see :class:`ExportOptions`.
+      log: receives one line per step (the CLI prints them).
+      loader: returns ``(keras_model, config, class_names, anchors)`` for ``options.model``
+        (default: :func:`load_trained_model`; tests pass a tiny model).
+      parity_runner: ``(options, int8_model_path) -> parity report`` (default: float vs int8 on
+        the val split with ``edge_trash.train.evaluate``, see ``parity.evaluate_parity``).
+
+    Raises:
+      ValueError / FileNotFoundError: bad options or inputs, naming the flag or file.
+    """
+    from edge_trash.export import edgetpu_gate
+    from edge_trash.export.detection_tflite import (OUTPUT_NAMES, OUTPUT_ORDER, convert_detection_model,
+                                                    postprocess_params_from_config, summarize_io)
+    start = time.monotonic()
+    options.validate()
+    out = os.path.abspath(options.out)
+    os.makedirs(os.path.dirname(out), exist_ok=True)
+    staging = tempfile.mkdtemp(prefix=f".{os.path.basename(out)}.partial-", dir=os.path.dirname(out))
+    os.chmod(staging, 0o755)
+    warnings: List[str] = []
+    try:
+        log(f"loading {options.model}")
+        keras_model, config, class_names, anchors = loader(options.model)
+        params = postprocess_params_from_config(config)
+        if len(class_names) != params.num_classes:
+            raise ValueError(f"{options.model}: labels.txt has {len(class_names)} classes but the model config "
+                             f"has num_classes={params.num_classes}; the run directory is inconsistent")
+
+        log(f"calibrating on up to {options.calibration_images} train images from {options.data}")
+        calib = calibration_lib.load_calibration_set(options.data, int(config.input_size),
+                                                     options.calibration_images, options.seed)
+        warnings.extend(calib.warnings)
+        calibration_info = {"images": len(calib), "available_train_images": calib.available_images,
+                            "images_per_class": {class_names[c - 1] if 0 < c <= len(class_names) else str(c): n
+                                                 for c, n in calib.images_per_class.items()},
+                            "seed": options.seed}
+
+        log("converting to int8 with TFLite_Detection_PostProcess")
+        conversion = convert_detection_model(keras_model, anchors, params, lambda: calib.images)
+        model_bytes = conversion.model
+        if conversion.head_ranges is not None:
+            calibration_info["head_ranges"] = conversion.head_ranges.to_dict()
+        cpu_path = os.path.join(staging, CPU_MODEL)
+        _atomic_write_bytes(cpu_path, model_bytes)
+        _write_text(os.path.join(staging, LABELS), "".join(f"{name}\n" for name in class_names))
+        io = summarize_io(model_bytes)
+
+        log("checking Edge TPU compatibility")
+        gate = edgetpu_gate.check(model_bytes)
+        _write_json(os.path.join(staging, COMPAT), gate.report)
+
+        def finish(code: ExitCode, message: str, manifest_fields: Optional[Dict[str, Any]] = None,
+                   parity_report: Optional[Dict[str, Any]] = None,
+                   compile_info: Optional[Dict[str, Any]] = None) -> ExportResult:
+            if manifest_fields is not None:
+                from edge_trash.edge_runtime.manifest import write_manifest
+                write_manifest(staging, manifest_fields)
+            _replace_dir(staging, out)
+            files = dict(files_in(out))
+            return ExportResult(bundle_dir=out, exit_code=code, message=message, files=files,
+                                seconds=round(time.monotonic() - start, 1), warnings=warnings,
+                                compat=gate.summary, parity=parity_report, compile=compile_info,
+                                calibration=calibration_info, manifest_written=manifest_fields is not None)
+
+        if not gate.ok:
+            if options.edgetpu and not options.allow_cpu_ops:
+                return finish(ExitCode.EDGETPU_INCOMPATIBLE, gate.message)
+            warnings.append(gate.message)
+
+        parity_report: Dict[str, Any]
+        if options.parity:
+            log(f"evaluating float and int8 models on the {options.parity_split} split")
+            parity_report = parity_runner(options, cpu_path)
+        else:
+            from edge_trash.export.parity import measure_cpu_latency
+            parity_report = {"skipped": True, "passed": True,
+                             "int8_cpu_latency_ms": measure_cpu_latency(cpu_path, runs=options.latency_runs)}
+        parity_report["calibration"] = calibration_info
+        _write_json(os.path.join(staging, PARITY), parity_report)
+        if not parity_report["passed"]:
+            from edge_trash.export.parity import parity_advice
+            return finish(ExitCode.PARITY_FAILED, parity_advice(parity_report), parity_report=parity_report)
+
+        compile_info: Optional[Dict[str, Any]] = None
+        code, message = ExitCode.OK, ""
+        if options.edgetpu:
+            log("compiling for the Edge TPU")
+            compile_info = edgetpu_gate.compile_model(cpu_path, staging, options.compiler, final_dir=out)
+            if compile_info["status"] == "not_found":
+                code, message = ExitCode.NOT_COMPILED, compile_info["message"]
+            elif compile_info["status"] != "ok":
+                return finish(ExitCode.COMPILE_FAILED, compile_info["message"], parity_report=parity_report,
+                              compile_info=compile_info)
+            elif compile_info.get("disagreements"):
+                warnings.append("the compiler's op split differs from the prediction: "
+                                + "; ".join(compile_info["disagreements"]))
+
+        from edge_trash.edge_runtime.sort_config import default_sort_config
+        _write_text(os.path.join(staging, SORT_CONFIG), default_sort_config(list(class_names)))
+        copy_device_runtime(staging)
+        fields = {
+            "input_shape": io["input_shape"],
+            "input_dtype": io["input_dtype"],
+            "input_quantization": io["input_quantization"],
+            "class_names": list(class_names),
+            "output_names": list(OUTPUT_NAMES),
+            "output_order": list(OUTPUT_ORDER),
+            "score_threshold": params.score_threshold,
+            "iou_threshold": params.iou_threshold,
+            "max_detections": params.max_detections,
+            "postprocess": params.to_dict(),
+            "edgetpu_model": EDGETPU_MODEL if os.path.exists(os.path.join(staging, EDGETPU_MODEL)) else None,
+            "versions": _versions(),
+            "compat": gate.summary,
+            "compile": compile_info,
+            "parity": {k: parity_report.get(k) for k in ("float", "int8", "drop_points", "reproduced",
+                                                         "int8_cpu_latency_ms", "skipped") if k in parity_report},
+            "calibration": calibration_info,
+            "source_run": os.path.abspath(options.model),
+        }
+        return finish(code, message, manifest_fields=fields, parity_report=parity_report, compile_info=compile_info)
+    finally:
+        if os.path.exists(staging):
+            shutil.rmtree(staging, ignore_errors=True)
+
+
+def summary_line(result: ExportResult) -> str:
+    """The one line the CLI ends with: what was written, where, how big, how long, what next."""
+    size_mb = result.total_bytes() / 1e6
+    status = "exported" if result.ok else f"export stopped (exit {int(result.exit_code)})"
+    return (f"{status}: {len(result.files)} files, {size_mb:.2f} MB in {result.bundle_dir} "
+            f"in {result.seconds:.0f} s; next: {result.next_command()}")
+
+
+def files_in(bundle_dir: str) -> Sequence[Tuple[str, int]]:
+    """(relative path, size) of every file in a bundle, sorted (for listings)."""
+    rows = []
+    for root, _, files in os.walk(bundle_dir):
+        for name in files:
+            path = os.path.join(root, name)
+            rows.append((os.path.relpath(path, bundle_dir).replace(os.sep, "/"), os.path.getsize(path)))
+    return sorted(rows)

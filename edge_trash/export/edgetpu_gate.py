@@ -1,0 +1,150 @@
+"""The export's Edge TPU gate: is the int8 detector predicted to compile into Coral's SSD shape?
+
+The expected shape after compilation is ONE ``edgetpu-custom-op`` followed only by DEQUANTIZE
+op(s) and TFLite_Detection_PostProcess on the CPU. This module applies that rule to the
+compatibility prediction of ``edge_trash.export.compat.inspect_tflite`` and, when a compiler is
+available, drives ``edge_trash.export.compiler`` and compares its split with the prediction.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+from typing import Any, Dict, Optional
+
+from edge_trash.export.detection_tflite import POSTPROCESS_OP_NAME
+
+#: Ops allowed on the CPU, and only at the very end of the graph.
+ALLOWED_CPU_TAIL = frozenset({"DEQUANTIZE", POSTPROCESS_OP_NAME})
+
+# How to fix an op that blocks the Edge TPU, by op name (the model or the export must change).
+_FIXES: Dict[str, str] = {
+    "TILE": "build upsampling from Keras UpSampling2D/Resize layers, not tf.tile",
+    "HARD_SWISH": "use ReLU6 activations (MobileNetV2), not hard-swish (MobileNetV3/EdgeTPU-unfriendly)",
+    "LEAKY_RELU": "use ReLU/ReLU6 or PReLU with shared_axes=[1,2]",
+    "EXP": "keep box decoding out of the model: TFLite_Detection_PostProcess decodes boxes on the CPU",
+    "GATHER": "keep anchor/box selection out of the model: the postprocess op does it on the CPU",
+    "CAST": "keep the graph int8 end to end; do not cast inside the model",
+    "DIV": "multiply by a constant reciprocal instead of dividing",
+    "QUANTIZE": "re-export with TensorFlow's full-integer quantization (per-tensor activations)",
+}
+
+
+@dataclasses.dataclass
+class GateResult:
+    """The verdict on one model: ``ok``, the one-line ``message`` (blocking op and fix), the report."""
+
+    ok: bool
+    message: str
+    report: Dict[str, Any]  # compat.json: CompatReport.to_json_dict() plus the verdict
+    summary: Dict[str, Any]  # the short form for the manifest
+
+
+def _fix_for(name: str, reason: str) -> str:
+    if "version" in reason.lower():
+        return (f"the Edge TPU compiler 16 parses TFLite at TensorFlow 2.5 level; {name} must come out "
+                "at a lower op version: use plain full-int8 post-training quantization (no per-channel "
+                "QUANTIZE, no int16 activations, no grouped convolutions)")
+    if "float" in reason.lower():
+        return ("a float tensor inside the graph means the op was not quantized: every op before the "
+                "postprocess must be int8 (check the representative dataset and TFLITE_BUILTINS_INT8)")
+    return _FIXES.get(name, f"replace {name} in the model with Edge TPU ops (see shared/edgetpu/README.md "
+                            "section 2)")
+
+
+def _blocking_message(op: Any, reason: str, fix: Optional[str] = None) -> str:
+    return (f"op {op.index} {op.name} (version {op.version}) blocks the Edge TPU: {reason}; "
+            f"fix: {fix or _fix_for(op.name, reason)}. Expected one Edge TPU subgraph followed only by "
+            f"DEQUANTIZE + {POSTPROCESS_OP_NAME} on the CPU; --allow-cpu-ops turns this into a warning")
+
+
+def judge(report: Any) -> GateResult:
+    """Apply the SSD-shape rule to a ``CompatReport``."""
+    from edge_trash.export.compat import summary_line
+
+    data = report.to_json_dict()
+    cpu_ops = [op for op in report.ops if not op.on_edgetpu]
+    message = ""
+    if not report.compiler_can_parse or report.compiler_error:
+        cause = report.cut_op or (cpu_ops[0] if cpu_ops else None)
+        if cause is None:
+            message = f"the Edge TPU compiler would fail: {report.compiler_error}"
+        else:
+            message = _blocking_message(cause, cause.reason or str(report.compiler_error))
+    else:
+        stray = next((op for op in cpu_ops if op.name not in ALLOWED_CPU_TAIL), None)
+        if stray is not None:
+            cut = report.cut_op
+            if cut is not None and cut.name in ALLOWED_CPU_TAIL and cut.index < stray.index:
+                # A DEQUANTIZE in the middle cuts the graph: the ops after it fall to the CPU.
+                message = _blocking_message(cut, (
+                    f"it comes before {stray.name} (op {stray.index}) in execution order, so the single "
+                    "cut leaves the rest of the graph on the CPU"),
+                    fix="dequantize only the final model outputs (defer_cpu_tail reorders them last)")
+            else:
+                message = _blocking_message(stray, stray.reason)
+    ok = not message
+    data["gate"] = {"ok": ok, "message": message, "allowed_cpu_tail": sorted(ALLOWED_CPU_TAIL),
+                    "summary": summary_line(report)}
+    summary = {"ok": ok, "edgetpu_ops": report.edgetpu_ops, "cpu_ops": report.cpu_ops,
+               "cpu_op_names": report.cpu_op_names(), "compiler_can_parse": report.compiler_can_parse,
+               "parameter_bytes": report.parameter_bytes, "fits_parameter_cache": report.fits_parameter_cache,
+               "message": message}
+    return GateResult(ok=ok, message=message, report=data, summary=summary)
+
+
+def check(tflite_model: bytes) -> GateResult:
+    """Inspect a converted model and judge it (see :func:`judge`)."""
+    from edge_trash.export.compat import inspect_tflite
+
+    return judge(inspect_tflite(tflite_model))
+
+
+def compile_model(cpu_model_path: str, out_dir: str, compiler: Optional[str],
+                  final_dir: Optional[str] = None) -> Dict[str, Any]:
+    """Compile with edgetpu_compiler (``compiler`` path or PATH) into ``out_dir``.
+
+    ``final_dir`` is where ``out_dir`` will end up (the bundle is built in a staging directory):
+    messages name paths there, so the commands they suggest work after the export.
+
+    Returns a dict with ``status`` 'ok' | 'not_found' | 'failed', ``message`` (for 'not_found': how
+    to compile and which file), ``disagreements`` (compiler split vs prediction) and the parsed
+    compiler summary.
+    """
+    from edge_trash.export import compiler as driver
+    from edge_trash.export.compat import inspect_tflite
+
+    found = driver.find_compiler(compiler)
+    if found is None:
+        where = f"{compiler!r} is not an executable file or command. " if compiler else ""
+        shown_dir = final_dir or out_dir
+        shown_model = os.path.join(shown_dir, os.path.basename(cpu_model_path))
+        return {"status": "not_found", "disagreements": [],
+                "message": where + driver.compile_instructions(shown_model, shown_dir)}
+    outcome = driver.run_compiler(found, cpu_model_path, out_dir)
+    result = outcome.result
+    info: Dict[str, Any] = {
+        "status": "ok" if outcome.ok else "failed", "compiler": found,
+        "compiler_version": result.compiler_version, "duration_s": round(outcome.duration_s, 2),
+        "edgetpu_subgraphs": result.edgetpu_subgraphs, "edgetpu_ops": result.edgetpu_ops,
+        "cpu_ops": result.cpu_ops, "on_chip_used_bytes": result.on_chip_used_bytes,
+        "off_chip_streaming_bytes": result.off_chip_streaming_bytes,
+        "errors": [dataclasses.asdict(e) for e in result.errors], "disagreements": [], "message": ""}
+    if not outcome.ok:
+        details = "; ".join(e.message for e in result.errors) or (outcome.stderr or outcome.stdout).strip()[-500:]
+        command = " ".join(outcome.command)
+        if final_dir:
+            command = command.replace(out_dir, final_dir)
+        info["message"] = (f"{os.path.basename(found)} failed on {os.path.basename(cpu_model_path)}: "
+                           f"{details}. Command: {command}")
+        return info
+    info["disagreements"] = list(driver.compare_with_prediction(inspect_tflite(cpu_model_path), result))
+    compiled = inspect_tflite(str(outcome.compiled_model))
+    custom_ops = sum(1 for op in compiled.ops if op.on_edgetpu)
+    stray = [op.name for op in compiled.ops if not op.on_edgetpu and op.name not in ALLOWED_CPU_TAIL]
+    if custom_ops != 1 or stray:
+        info["disagreements"].append(
+            f"the compiled model has {custom_ops} edgetpu-custom-op and CPU ops {compiled.cpu_op_names()}; "
+            f"expected 1 and only DEQUANTIZE/{POSTPROCESS_OP_NAME}")
+    info["compiled_cpu_ops"] = compiled.cpu_op_names()
+    return info

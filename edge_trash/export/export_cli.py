@@ -1,0 +1,68 @@
+"""``edge-trash export``: parse flags, call ``export_bundle``, print, exit with its code.
+
+Only click and the stdlib are imported at module level (``edge-trash --help`` stays fast).
+"""
+
+from __future__ import annotations
+
+import sys
+
+import click
+
+
+@click.command(epilog="""\b
+Exit codes:
+  0  bundle written (and compiled, with --edgetpu)
+  1  bad input (run directory, data directory, flags)
+  3  --edgetpu but no edgetpu_compiler: everything else is written; the message says how to
+     compile which file
+  4  the model would not map to the Edge TPU (the op that blocks is named); --allow-cpu-ops
+     makes this a warning
+  5  int8 AP50 dropped more than --max-ap-drop points (see parity.json)
+  6  edgetpu_compiler ran and failed (its output is in the bundle's compat/compile notes)""")
+@click.option("--model", "model", required=True, type=click.Path(exists=True, file_okay=False),
+              help="RUN_DIR written by `edge-trash train`.")
+@click.option("--data", required=True, type=click.Path(exists=True, file_okay=False),
+              help="TFRecord directory: train split for calibration, val split for parity.")
+@click.option("--out", required=True, type=click.Path(file_okay=False),
+              help="Bundle directory to create (an older bundle there is replaced).")
+@click.option("--edgetpu/--no-edgetpu", default=False, show_default=True,
+              help="Gate on Edge TPU compatibility and compile with edgetpu_compiler.")
+@click.option("--compiler", type=click.Path(dir_okay=False), default=None,
+              help="Path of edgetpu_compiler (default: look on PATH).")
+@click.option("--calibration-images", type=click.IntRange(min=1), default=300, show_default=True,
+              help="Train images for int8 calibration, stratified by class (warns below 100).")
+@click.option("--max-ap-drop", type=click.FloatRange(min=0.0), default=2.0, show_default=True,
+              help="Largest AP50 drop (points) of the int8 model against the float model.")
+@click.option("--allow-cpu-ops", is_flag=True, default=False,
+              help="Warn instead of failing when ops other than the final DEQUANTIZE/postprocess "
+                   "would run on the CPU.")
+@click.option("--skip-parity", is_flag=True, default=False,
+              help="Do not evaluate float vs int8 (parity.json then only holds the CPU latency).")
+@click.option("--seed", type=int, default=0, show_default=True, help="Seed of the calibration image pick.")
+def export(model: str, data: str, out: str, edgetpu: bool, compiler: str, calibration_images: int,
+           max_ap_drop: float, allow_cpu_ops: bool, skip_parity: bool, seed: int) -> None:
+    """Quantize a trained run to int8, check and compile it for the Edge TPU, write the device bundle."""
+    from edge_trash.export.bundle import ExportOptions, export_bundle, summary_line
+
+    options = ExportOptions(model=model, data=data, out=out, edgetpu=edgetpu, compiler=compiler,
+                            calibration_images=calibration_images, max_ap_drop=max_ap_drop,
+                            allow_cpu_ops=allow_cpu_ops, seed=seed, parity=not skip_parity)
+    try:
+        result = export_bundle(options, log=lambda line: click.echo(f"export: {line}", err=True))
+    except (ValueError, FileNotFoundError) as exc:
+        raise click.ClickException(str(exc)) from exc
+    for warning in result.warnings:
+        click.echo(f"warning: {warning}", err=True)
+    parity = result.parity or {}
+    if parity and not parity.get("skipped"):
+        click.echo(f"parity: AP50 float {parity['float']['AP50']} int8 {parity['int8']['AP50']} "
+                   f"(drop {parity['drop_points']['AP50']} points), int8 reproduces "
+                   f"{100 * parity['reproduced']['fraction']:.1f}% of float detections")
+    latency = parity.get("int8_cpu_latency_ms") if parity else None
+    if latency:
+        click.echo(f"int8 CPU latency: median {latency['median_ms']:.1f} ms over {latency['runs']} runs")
+    if result.message:
+        click.echo(f"error: {result.message}" if result.exit_code not in (0, 3) else result.message, err=True)
+    click.echo(summary_line(result))
+    sys.exit(int(result.exit_code))

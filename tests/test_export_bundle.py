@@ -1,0 +1,297 @@
+"""``export_bundle`` end to end on a tiny SSD: fake compiler, no compiler, failing gate, manifest."""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+from collections import Counter
+from pathlib import Path
+
+import pytest
+
+from export_helpers import (TinyConfig, fake_compiled_model, fake_compiler_output, random_images, tiny_anchors,
+                            tiny_ssd)
+
+FIXTURES = Path(__file__).resolve().parent / "fixtures" / "compiler"
+
+
+def _loader(data_dir, activation="relu6"):
+    names = (Path(data_dir) / "labels.txt").read_text().split()
+    config = TinyConfig(num_classes=len(names))
+
+    def load(run_dir):
+        return tiny_ssd(len(names), planted_class=1, activation=activation), config, names, tiny_anchors()
+    return load
+
+
+def _options(tmp_path, data_dir, **kw):
+    from edge_trash.export.bundle import ExportOptions
+
+    run_dir = tmp_path / "run"
+    run_dir.mkdir(exist_ok=True)
+    defaults = dict(model=str(run_dir), data=str(data_dir), out=str(tmp_path / "bundle"),
+                    calibration_images=8, parity=False, latency_runs=3)
+    defaults.update(kw)
+    return ExportOptions(**defaults)
+
+
+@pytest.fixture(scope="module")
+def fake_compiler(tmp_path_factory, sample_build):
+    """An executable edgetpu_compiler replaying compiler-16 output for the tiny SSD export."""
+    from edge_trash.export.compat import inspect_tflite
+    from edge_trash.export.detection_tflite import convert_to_int8_detection_tflite, postprocess_params_from_config
+
+    data_dir, _ = sample_build
+    names = (Path(data_dir) / "labels.txt").read_text().split()
+    config = TinyConfig(num_classes=len(names))
+    reference = convert_to_int8_detection_tflite(tiny_ssd(len(names)), tiny_anchors(),
+                                                 postprocess_params_from_config(config), lambda: random_images(4))
+    report = inspect_tflite(reference)
+    mapped = Counter(op.table_name for op in report.ops if op.on_edgetpu)
+    cpu = Counter((op.table_name, op.status) for op in report.ops if not op.on_edgetpu)
+    stdout, log = fake_compiler_output("model_int8.tflite", report.edgetpu_ops,
+                                       [(n, c, s) for (n, s), c in cpu.items()], list(mapped.items()))
+    folder = tmp_path_factory.mktemp("compiler")
+    (folder / "stdout.txt").write_text(stdout)
+    (folder / "log.txt").write_text(log)
+    (folder / "compiled.tflite").write_bytes(fake_compiled_model(reference))
+    exe = folder / "edgetpu_compiler"
+    exe.write_text(f"#!{sys.executable}\n" + (FIXTURES / "fake_edgetpu_compiler.py").read_text())
+    exe.chmod(0o755)
+    env = {"FAKE_EDGETPU_STDOUT": str(folder / "stdout.txt"), "FAKE_EDGETPU_LOG": str(folder / "log.txt"),
+           "FAKE_EDGETPU_MODEL": str(folder / "compiled.tflite")}
+    return exe, env
+
+
+@pytest.mark.slow
+def test_export_with_fake_compiler_writes_a_verified_bundle(tmp_path, sample_build, fake_compiler, monkeypatch):
+    from edge_trash.edge_runtime.manifest import BundleError, verify_bundle
+    from edge_trash.export.bundle import ExitCode, export_bundle, summary_line
+
+    data_dir, _ = sample_build
+    exe, env = fake_compiler
+    for key, value in env.items():
+        monkeypatch.setenv(key, value)
+    options = _options(tmp_path, data_dir, edgetpu=True, compiler=str(exe))
+    result = export_bundle(options, loader=_loader(data_dir))
+    assert result.exit_code == ExitCode.OK, result.message
+    bundle = Path(result.bundle_dir)
+    for name in ("model_int8.tflite", "model_int8_edgetpu.tflite", "labels.txt", "sort.yaml", "compat.json",
+                 "parity.json", "manifest.json", "edge_trash/__init__.py", "edge_trash/edge_runtime/manifest.py"):
+        assert (bundle / name).is_file(), name
+    assert result.compile["status"] == "ok" and result.compile["disagreements"] == []
+    assert result.compile["compiled_cpu_ops"] == ["DEQUANTIZE", "DEQUANTIZE", "TFLite_Detection_PostProcess"]
+    assert result.compile["edgetpu_ops"] == result.compat["edgetpu_ops"]
+
+    manifest = verify_bundle(str(bundle), model_input={"shape": [1, 32, 32, 3], "dtype": "uint8"})
+    names = (Path(data_dir) / "labels.txt").read_text().split()
+    assert manifest["class_names"] == names == manifest["labels"]
+    assert manifest["output_names"] == ["output_0", "output_1", "output_2", "output_3"]
+    assert manifest["output_order"] == ["count", "scores", "classes", "boxes"]
+    assert manifest["edgetpu_model"] == "model_int8_edgetpu.tflite"
+    assert manifest["score_threshold"] == TinyConfig.score_threshold
+    assert manifest["max_detections"] == TinyConfig.max_detections
+    assert manifest["compat"]["ok"] is True
+    assert manifest["versions"]["tensorflow"].startswith("2.")
+    assert manifest["calibration"]["images"] == 8
+    assert manifest["files"]["model_int8.tflite"]["size"] == result.files["model_int8.tflite"]
+    compat = json.loads((bundle / "compat.json").read_text())
+    assert compat["gate"]["ok"] is True
+    assert [op["name"] for op in compat["ops"] if not op["on_edgetpu"]] == \
+        ["DEQUANTIZE", "DEQUANTIZE", "TFLite_Detection_PostProcess"]
+    for name in names:
+        assert f'"{name}"' in (bundle / "sort.yaml").read_text()
+    line = summary_line(result)
+    assert str(bundle) in line and "MB" in line and "next:" in line
+
+    # A tampered model is detected, naming the file; an edited sort.yaml is allowed.
+    with open(bundle / "sort.yaml", "a") as f:
+        f.write("# edited on the device\n")
+    assert verify_bundle(str(bundle))["modified_config"] == ["sort.yaml"]
+    data = bytearray((bundle / "model_int8_edgetpu.tflite").read_bytes())
+    data[-1] ^= 0xFF
+    (bundle / "model_int8_edgetpu.tflite").write_bytes(bytes(data))
+    with pytest.raises(BundleError, match="model_int8_edgetpu.tflite does not match the manifest"):
+        verify_bundle(str(bundle))
+
+    # Exporting again replaces the bundle as a whole (no stale files are hashed or left over).
+    # This time the compiler reports 2 more CPU ops than predicted: a warning, not a failure.
+    (bundle / "stale.txt").write_text("old")
+    stdout = Path(env["FAKE_EDGETPU_STDOUT"]).read_text()
+    edgetpu_ops = result.compat["edgetpu_ops"]
+    disagreeing = tmp_path / "disagreeing_stdout.txt"
+    disagreeing.write_text(stdout.replace(f"run on Edge TPU: {edgetpu_ops}", f"run on Edge TPU: {edgetpu_ops - 2}")
+                           .replace("run on CPU: 3", "run on CPU: 5"))
+    monkeypatch.setenv("FAKE_EDGETPU_STDOUT", str(disagreeing))
+    again = export_bundle(options, loader=_loader(data_dir))
+    assert again.exit_code == ExitCode.OK and not (bundle / "stale.txt").exists()
+    assert f"Edge TPU ops: compiler {edgetpu_ops - 2}, predicted {edgetpu_ops}" in again.compile["disagreements"]
+    assert any("differs from the prediction" in w and "CPU ops: compiler 5, predicted 3" in w
+               for w in again.warnings)
+    verify_bundle(str(bundle))
+    assert not [p for p in os.listdir(tmp_path) if ".partial-" in p or ".old-bundle-" in p]
+
+
+@pytest.mark.slow
+def test_no_compiler_exits_3_and_says_how_to_compile_which_file(tmp_path, sample_build, monkeypatch):
+    from edge_trash.edge_runtime.manifest import verify_bundle
+    from edge_trash.export.bundle import ExitCode, export_bundle
+
+    data_dir, _ = sample_build
+    monkeypatch.setenv("PATH", str(tmp_path))  # no edgetpu_compiler anywhere
+    result = export_bundle(_options(tmp_path, data_dir, edgetpu=True), loader=_loader(data_dir))
+    assert result.exit_code == ExitCode.NOT_COMPILED == 3
+    model = os.path.join(result.bundle_dir, "model_int8.tflite")
+    assert "edgetpu_compiler was not found" in result.message and model in result.message
+    assert model in result.next_command()
+    manifest = verify_bundle(result.bundle_dir)
+    assert manifest["edgetpu_model"] is None and "model_int8_edgetpu.tflite" not in manifest["files"]
+    parity = json.loads(Path(result.bundle_dir, "parity.json").read_text())
+    assert parity["skipped"] is True and parity["int8_cpu_latency_ms"]["runs"] == 3
+
+
+@pytest.mark.slow
+def test_gate_failure_exits_4_naming_the_op_and_writes_no_manifest(tmp_path, sample_build):
+    from edge_trash.export.bundle import ExitCode, export_bundle
+
+    data_dir, _ = sample_build
+    result = export_bundle(_options(tmp_path, data_dir, edgetpu=True),
+                           loader=_loader(data_dir, activation="leaky_relu"))
+    assert result.exit_code == ExitCode.EDGETPU_INCOMPATIBLE == 4
+    assert "LEAKY_RELU" in result.message and "--allow-cpu-ops" in result.message
+    bundle = Path(result.bundle_dir)
+    assert (bundle / "compat.json").is_file() and (bundle / "model_int8.tflite").is_file()
+    assert not (bundle / "manifest.json").exists()  # the device refuses this bundle
+    assert json.loads((bundle / "compat.json").read_text())["gate"]["ok"] is False
+
+
+@pytest.mark.slow
+def test_allow_cpu_ops_turns_the_gate_into_a_warning(tmp_path, sample_build, monkeypatch):
+    from edge_trash.edge_runtime.manifest import verify_bundle
+    from edge_trash.export.bundle import ExitCode, export_bundle
+
+    data_dir, _ = sample_build
+    monkeypatch.setenv("PATH", str(tmp_path))  # no compiler: the export goes on to exit 3
+    result = export_bundle(_options(tmp_path, data_dir, edgetpu=True, allow_cpu_ops=True),
+                           loader=_loader(data_dir, activation="leaky_relu"))
+    assert result.exit_code == ExitCode.NOT_COMPILED
+    assert any("LEAKY_RELU" in w for w in result.warnings)
+    assert verify_bundle(result.bundle_dir)["compat"]["ok"] is False  # recorded for the device
+
+
+def test_options_name_the_bad_flag(tmp_path):
+    from edge_trash.export.bundle import ExportOptions
+
+    (tmp_path / "run").mkdir()
+    (tmp_path / "data").mkdir()
+    (tmp_path / "other").mkdir()
+    (tmp_path / "other" / "notes.txt").write_text("mine")
+    base = dict(model=str(tmp_path / "run"), data=str(tmp_path / "data"), out=str(tmp_path / "b"))
+    with pytest.raises(ValueError, match="--model .*not a directory"):
+        ExportOptions(**{**base, "model": str(tmp_path / "missing")}).validate()
+    with pytest.raises(ValueError, match="--calibration-images must be >= 1"):
+        ExportOptions(**base, calibration_images=0).validate()
+    with pytest.raises(ValueError, match="--out .* is not an edge-trash bundle"):
+        ExportOptions(**{**base, "out": str(tmp_path / "other")}).validate()
+    ExportOptions(**base).validate()
+
+
+def test_copy_device_runtime_copies_the_service_files(tmp_path):
+    from edge_trash.export.bundle import copy_device_runtime
+
+    copied = copy_device_runtime(str(tmp_path))
+    runtime = Path(__file__).resolve().parents[1] / "edge_trash" / "edge_runtime"
+    expected = sorted(f"edge_trash/edge_runtime/{p.relative_to(runtime).as_posix()}" for p in runtime.rglob("*")
+                      if p.is_file() and "__pycache__" not in p.parts and not p.name.startswith(".")
+                      and not p.name.endswith(".pyc"))
+    assert copied == sorted(["edge_trash/__init__.py"] + expected)
+    assert not any("__pycache__" in p for p in copied)
+
+
+def test_cli_help_lists_exit_codes_without_tensorflow():
+    import subprocess
+
+    code = ("import sys; from click.testing import CliRunner; from edge_trash.cli import cli; "
+            "r = CliRunner().invoke(cli, ['export', '--help']); print(r.output); "
+            "print('TF', 'tensorflow' in sys.modules)")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert "--edgetpu" in out and "--max-ap-drop" in out and "3  --edgetpu but no edgetpu_compiler" in out
+    assert "TF False" in out
+
+
+@pytest.fixture(scope="module")
+def real_run_dir(tmp_path_factory, sample_build):
+    """A RUN_DIR in the training stage's layout holding the real SSD (demo preset at 128 px, untrained)."""
+    from edge_trash.models.config import get_preset
+    from edge_trash.models.run_dir import write_json_atomic
+    from edge_trash.models.ssd import build_ssd
+
+    data_dir, _ = sample_build
+    names = (Path(data_dir) / "labels.txt").read_text().split()
+    config = get_preset("demo").replace(input_size=128, num_classes=len(names))
+    run = tmp_path_factory.mktemp("run")
+    build_ssd(config).save_weights(str(run / "model.weights.h5"))
+    write_json_atomic(run / "config.json", {"model": config.to_dict(), "train": {}})
+    (run / "labels.txt").write_text("\n".join(names) + "\n")
+    return run, config
+
+
+@pytest.mark.slow
+def test_cli_exports_a_real_run_in_a_subprocess(tmp_path, sample_build, real_run_dir):
+    import subprocess
+
+    from edge_trash.edge_runtime.manifest import verify_bundle
+
+    data_dir, _ = sample_build
+    run, config = real_run_dir
+    out = tmp_path / "bundle"
+    env = {**os.environ, "PATH": os.path.dirname(sys.executable)}  # no edgetpu_compiler on PATH
+    proc = subprocess.run([sys.executable, "-m", "edge_trash", "export", "--model", str(run), "--data",
+                           str(data_dir), "--out", str(out), "--edgetpu", "--calibration-images", "6"],
+                          capture_output=True, text=True, env=env, timeout=900)
+    assert proc.returncode == 3, proc.stderr[-3000:]
+    assert "edgetpu_compiler was not found" in proc.stderr
+    assert f"--show_operations {out}/model_int8.tflite" in proc.stderr
+    assert "only 6 calibration images" in proc.stderr
+    last = proc.stdout.strip().splitlines()[-1]
+    assert last.startswith("export stopped (exit 3):") and str(out) in last and "next: edgetpu_compiler" in last
+    manifest = verify_bundle(str(out), model_input={"shape": [1, 128, 128, 3], "dtype": "uint8"})
+    assert manifest["iou_threshold"] == config.iou_threshold and manifest["max_detections"] == config.max_detections
+    assert manifest["compat"]["ok"] and manifest["compat"]["cpu_op_names"] == \
+        ["DEQUANTIZE", "DEQUANTIZE", "TFLite_Detection_PostProcess"]
+    assert oct(os.stat(out / "model_int8.tflite").st_mode & 0o777) == "0o644"
+    # Parity ran through the evaluation stage's code path on the val split (an untrained model
+    # detects nothing, so both APs are 0 and nothing is lost).
+    parity = json.loads((out / "parity.json").read_text())
+    assert parity["split"] == "val" and parity["passed"] is True
+    assert parity["float"]["AP50"] == parity["int8"]["AP50"] == 0.0 and parity["drop_points"]["AP50"] == 0.0
+    assert sorted(parity["per_class"]) == sorted((Path(data_dir) / "labels.txt").read_text().split())
+    assert parity["int8_cpu_latency_ms"]["runs"] == 50 and parity["int8_cpu_latency_ms"]["median_ms"] > 0
+    assert manifest["parity"]["int8"] == parity["int8"]
+    assert "parity: AP50 float 0.0 int8 0.0 (drop 0.0 points)" in proc.stdout
+
+
+@pytest.mark.slow
+def test_parity_failure_exits_5_with_advice_and_writes_parity_json(tmp_path, sample_build):
+    from edge_trash.export.bundle import ExitCode, export_bundle
+    from edge_trash.export.parity import parity_report
+
+    data_dir, _ = sample_build
+    seen = {}
+
+    def lossy_parity(options, int8_model):
+        seen["model"] = int8_model
+        return parity_report({"AP": 0.30, "AP50": 0.50, "per_class": {"can": 0.4}},
+                             {"AP": 0.20, "AP50": 0.44, "per_class": {"can": 0.25}},
+                             {"fraction": 0.6, "matched": 6, "total": 10}, options.max_ap_drop)
+
+    result = export_bundle(_options(tmp_path, data_dir, parity=True, max_ap_drop=2.5), loader=_loader(data_dir),
+                           parity_runner=lossy_parity)
+    assert result.exit_code == ExitCode.PARITY_FAILED == 5
+    assert seen["model"].endswith("model_int8.tflite")
+    assert "6.00 points" in result.message and "--max-ap-drop 2.50" in result.message
+    assert "can (-15.0)" in result.message and "--calibration-images" in result.message
+    parity = json.loads((Path(result.bundle_dir) / "parity.json").read_text())
+    assert parity["passed"] is False and parity["drop_points"]["AP50"] == 6.0
+    assert not (Path(result.bundle_dir) / "manifest.json").exists()
