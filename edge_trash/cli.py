@@ -26,8 +26,14 @@ COMMANDS: Dict[str, Tuple[str, str]] = {
                         "Convert a COCO dataset into validated, sharded TFRecords."),
     "analyze": ("edge_trash.tfrecords.analyze_cli:analyze",
                 "Report class balance, box sizes and image problems of a dataset."),
+    "train": ("edge_trash.train.train_cli:train", "Fine-tune SSD MobileNet v2 on the TFRecords."),
+    "evaluate": ("edge_trash.train.evaluate_cli:evaluate",
+                 "COCO-evaluate a run, SavedModel or .tflite on a split."),
+    "export": ("edge_trash.export.export_cli:export",
+               "Quantize to int8, check and compile for the Edge TPU, write the device bundle."),
     "inspect": ("edge_trash.export.inspect_cli:inspect_cmd",
                 "Predict which ops of a .tflite run on the Edge TPU."),
+    "queue": ("edge_trash.queue_cli:queue", "Export the device's hard-example queue as COCO for relabeling."),
 }
 
 

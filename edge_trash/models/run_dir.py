@@ -1,0 +1,100 @@
+"""The layout of a training run directory and loading a trained model from it.
+
+RUN_DIR/
+  config.json        {"model": SSDConfig dict, "train": TrainConfig dict, ...}
+  labels.txt         class names, line k = class id k + 1 (copied from the TFRecords)
+  model.weights.h5   best weights (by validation AP)
+  saved_model/       SavedModel with raw outputs (box_encodings, class_logits)
+  checkpoints/       tf.train.Checkpoint files (model, optimizer, step, data iterator)
+  metrics.json       evaluation history, best and final metrics
+  logs/              TensorBoard event files
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from pathlib import Path
+from typing import Any, Dict, List, Tuple
+
+from edge_trash.models.config import SSDConfig
+
+CONFIG_JSON = "config.json"
+LABELS_TXT = "labels.txt"
+WEIGHTS_H5 = "model.weights.h5"
+SAVED_MODEL = "saved_model"
+CHECKPOINTS = "checkpoints"
+METRICS_JSON = "metrics.json"
+LOGS = "logs"
+
+
+class RunDirError(ValueError):
+    """A run directory is missing a file or holds an inconsistent one."""
+
+
+def write_text_atomic(path: Path, text: str) -> None:
+    """Write ``text`` to ``path`` through a temporary file and ``os.replace``."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as f:
+            f.write(text)
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+
+
+def write_json_atomic(path: Path, data: Any) -> None:
+    """Write ``data`` as indented JSON, atomically."""
+    write_text_atomic(path, json.dumps(data, indent=2, sort_keys=False) + "\n")
+
+
+def read_labels(path: Path) -> List[str]:
+    """Class names from a ``labels.txt`` (one per line, blank lines at the end ignored)."""
+    path = Path(path)
+    if not path.is_file():
+        raise RunDirError(f"{path}: labels file not found")
+    names = [line.strip() for line in path.read_text(encoding="utf-8").splitlines()]
+    while names and not names[-1]:
+        names.pop()
+    if not names or any(not n for n in names):
+        raise RunDirError(f"{path}: expected one non-empty class name per line")
+    return names
+
+
+def read_run_config(run_dir: Path) -> Dict[str, Any]:
+    """The parsed ``config.json`` of a run (``{"model": ..., "train": ...}``)."""
+    path = Path(run_dir) / CONFIG_JSON
+    if not path.is_file():
+        raise RunDirError(f"{path}: not found; is {run_dir} an edge-trash run directory "
+                          "(written by `edge-trash train --out`)?")
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except json.JSONDecodeError as exc:
+        raise RunDirError(f"{path}: invalid JSON ({exc})") from exc
+    if not isinstance(data, dict) or "model" not in data:
+        raise RunDirError(f"{path}: expected an object with a 'model' key")
+    return data
+
+
+def load_run(run_dir: os.PathLike) -> Tuple[Any, SSDConfig, List[str]]:
+    """Load ``(keras_model, config, class_names)`` from a run directory (best weights)."""
+    from edge_trash.models.ssd import build_ssd
+
+    run_dir = Path(run_dir)
+    config = SSDConfig.from_dict(read_run_config(run_dir)["model"]).validate()
+    class_names = read_labels(run_dir / LABELS_TXT)
+    if len(class_names) != config.num_classes:
+        raise RunDirError(f"{run_dir / LABELS_TXT}: {len(class_names)} classes but config.json "
+                          f"says num_classes={config.num_classes}")
+    weights = run_dir / WEIGHTS_H5
+    if not weights.is_file():
+        raise RunDirError(f"{weights}: not found; the run has not finished an evaluation yet "
+                          "(resume it with `edge-trash train --resume`)")
+    model = build_ssd(config)
+    model.load_weights(str(weights))
+    return model, config, class_names

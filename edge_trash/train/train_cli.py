@@ -1,0 +1,97 @@
+"""``edge-trash train``: fine-tune SSD MobileNet v2 on the TFRecords (thin CLI over trainer.train)."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import Optional
+
+import click
+
+RESUME_FIXED = ("config", "batch_size", "input_size", "init", "mixed_precision")
+
+
+def _dir_size_mb(path: Path) -> float:
+    return sum(p.stat().st_size for p in path.rglob("*") if p.is_file()) / 1e6
+
+
+@click.command("train")
+@click.option("--data", "data_dir", required=True,
+              type=click.Path(exists=True, file_okay=False, path_type=Path),
+              help="TFRecord directory written by build-tfrecords (train-*, val-*, labels.txt).")
+@click.option("--out", "out_dir", required=True, type=click.Path(file_okay=False, path_type=Path),
+              help="Run directory to create (or to continue with --resume).")
+@click.option("--config", "config", default=None, metavar="FILE|PRESET",
+              help="YAML/JSON file with 'model' and 'train' sections, or a preset: "
+                   "ssd_mobilenet_v2_320 (default), ssdlite_mobilenet_v2_320, demo.")
+@click.option("--steps", type=click.IntRange(min=1), default=None, help="Training steps.")
+@click.option("--batch-size", type=click.IntRange(min=1), default=None, help="Global batch size.")
+@click.option("--input-size", type=click.IntRange(min=1), default=None,
+              help="Model input size in pixels (multiple of 32, 224..416 typical).")
+@click.option("--init", "init", default=None, metavar="PATH|imagenet|scratch",
+              help="Keras MobileNetV2 ImageNet .h5 (also looked up in ~/.keras/models), "
+                   "'imagenet' (that file for the configured width), a previous run directory "
+                   "(new classes: the class head is rebuilt), or 'scratch' (poor accuracy).")
+@click.option("--resume", is_flag=True, help="Continue RUN_DIR after a stop, same step, "
+                                             "schedule and data order.")
+@click.option("--strategy", type=click.Choice(["auto", "mirrored", "multi_worker", "tpu"]),
+              default=None, help="tf.distribute strategy (auto: Mirrored over several GPUs).")
+@click.option("--mixed-precision", is_flag=True, default=None,
+              help="Train in mixed_float16 (GPUs/TPUs; slower on CPU).")
+@click.option("--no-progress", is_flag=True, help="No progress bar (logs only).")
+def train(data_dir: Path, out_dir: Path, config: Optional[str], steps: Optional[int],
+          batch_size: Optional[int], input_size: Optional[int], init: Optional[str],
+          resume: bool, strategy: Optional[str], mixed_precision: Optional[bool],
+          no_progress: bool) -> None:
+    """Train SSD MobileNet v2 on TFRecords from build-tfrecords; write a run directory."""
+    from edge_trash.models.init_weights import InitError
+    from edge_trash.models.run_dir import RunDirError
+    from edge_trash.train.train_config import load_config
+    from edge_trash.train.trainer import TrainError, TrainOptions
+    from edge_trash.train.trainer import train as run_training
+
+    given = {"config": config, "batch_size": batch_size, "input_size": input_size, "init": init,
+             "mixed_precision": mixed_precision}
+    if resume:
+        fixed = [f"--{k.replace('_', '-')}" for k in RESUME_FIXED if given[k] is not None]
+        if fixed:
+            raise click.UsageError(f"--resume continues with {out_dir}/config.json; {', '.join(fixed)} "
+                                   "cannot change (only --steps and --strategy can)")
+    try:
+        model_cfg, train_cfg = load_config(config)
+    except ValueError as exc:
+        raise click.BadParameter(str(exc), param_hint="--config") from None
+    changes = {k: v for k, v in (("steps", steps), ("batch_size", batch_size), ("init", init),
+                                 ("strategy", strategy), ("mixed_precision", mixed_precision))
+               if v is not None}
+    try:
+        train_cfg = train_cfg.replace(**changes)
+        if train_cfg.warmup_steps >= train_cfg.steps:
+            train_cfg = train_cfg.replace(warmup_steps=train_cfg.steps // 10)
+        train_cfg.validate()
+    except ValueError as exc:
+        raise click.BadParameter(str(exc), param_hint="--steps/--batch-size/--config") from None
+    if input_size is not None:
+        try:
+            model_cfg = model_cfg.replace(input_size=input_size).validate()
+        except ValueError as exc:
+            raise click.BadParameter(str(exc), param_hint="--input-size") from None
+
+    started = time.monotonic()
+    try:
+        result = run_training(TrainOptions(data_dir=data_dir, out_dir=out_dir, model=model_cfg,
+                                           train=train_cfg, resume=resume,
+                                           progress=not no_progress))
+    except InitError as exc:
+        raise click.BadParameter(str(exc), param_hint="--init") from None
+    except (TrainError, RunDirError) as exc:
+        raise click.UsageError(str(exc)) from None
+    best = result.best_metrics
+    size = _dir_size_mb(out_dir / "saved_model") if (out_dir / "saved_model").exists() else 0.0
+    click.echo(
+        f"Trained {result.step} steps in {time.monotonic() - started:.0f} s "
+        f"({result.images_per_second:.1f} images/s{', stopped early' if result.stopped_early else ''}): "
+        f"best val AP {best.get('AP', float('nan')):.3f}, AP50 {best.get('AP50', float('nan')):.3f} "
+        f"at step {result.best_step}. Wrote {out_dir} (saved_model/ {size:.1f} MB, "
+        f"model.weights.h5, metrics.json).\n"
+        f"Next: edge-trash export --model {out_dir} --data {data_dir} --out bundle/ --edgetpu")

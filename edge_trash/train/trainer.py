@@ -1,0 +1,381 @@
+"""The SSD training loop: strategy-agnostic (tf.distribute), resumable, evaluated on val.
+
+``train(TrainOptions(...)) -> TrainResult`` writes a run directory (see
+``edge_trash.models.run_dir``). Resuming restores model, optimizer (hence the step and
+the learning-rate schedule), the best-AP bookkeeping, and the data position: the input
+pipeline's epochs depend only on ``(seed, epoch)``, so a resumed run restarts the epoch
+it was killed in and skips the batches already used, seeing exactly the data an
+uninterrupted run would.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import os
+import shutil
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Dict, List, Optional
+
+from edge_trash.models import run_dir as rd
+from edge_trash.models.config import SSDConfig
+from edge_trash.train.train_config import TrainConfig
+
+log = logging.getLogger(__name__)
+
+# dataset_fn(split, batch_size, training, seed, target_fn, epoch) -> (tf.data.Dataset, steps_per_epoch)
+DatasetFn = Callable[..., Any]
+
+
+class TrainError(ValueError):
+    """A training run cannot start (bad data directory, run directory, flags)."""
+
+
+@dataclass
+class TrainOptions:
+    """One training run. ``model.num_classes`` is taken from the data's labels.txt."""
+
+    data_dir: Path
+    out_dir: Path
+    model: SSDConfig
+    train: TrainConfig
+    resume: bool = False
+    progress: bool = True
+    dataset_fn: Optional[DatasetFn] = None  # default: edge_trash.train.input_pipeline
+    on_step: Optional[Callable[[int, Dict[str, float]], None]] = None  # called after each step
+
+
+@dataclass
+class TrainResult:
+    """What a run did: final step, best validation metrics, per-step losses of this process."""
+
+    run_dir: Path
+    step: int
+    best_step: int
+    best_metrics: Dict[str, Any]
+    final_metrics: Dict[str, Any]
+    stopped_early: bool
+    seconds: float
+    images_per_second: float
+    losses: List[float] = field(default_factory=list)  # total loss of each step run here
+    first_step: int = 0  # step number of losses[0] is first_step + 1
+
+
+def make_strategy(name: str):
+    """``auto`` (Mirrored over several GPUs, else the default), ``mirrored`` (all GPUs, or all
+    logical CPUs when there is no GPU), ``multi_worker`` (TF_CONFIG) or ``tpu``."""
+    import tensorflow as tf
+
+    gpus = tf.config.list_logical_devices("GPU")
+    if name == "auto":
+        return tf.distribute.MirroredStrategy() if len(gpus) > 1 else tf.distribute.get_strategy()
+    if name == "mirrored":
+        if gpus:
+            return tf.distribute.MirroredStrategy()
+        return tf.distribute.MirroredStrategy([d.name for d in tf.config.list_logical_devices("CPU")])
+    if name == "multi_worker":
+        return tf.distribute.MultiWorkerMirroredStrategy()
+    if name == "tpu":
+        resolver = tf.distribute.cluster_resolver.TPUClusterResolver()
+        tf.config.experimental_connect_to_cluster(resolver)
+        tf.tpu.experimental.initialize_tpu_system(resolver)
+        return tf.distribute.TPUStrategy(resolver)
+    raise TrainError(f"--strategy: got {name!r}, expected auto, mirrored, multi_worker or tpu")
+
+
+def default_dataset_fn(data_dir: Path, model: SSDConfig, train: TrainConfig) -> DatasetFn:
+    """Datasets from ``edge_trash.train.input_pipeline.make_dataset`` for this config."""
+    from edge_trash.train import input_pipeline
+    from edge_trash.train.augment import AugmentConfig, get_augment_config
+    from edge_trash.train.balancing import BalanceConfig
+
+    if train.augment is None:
+        augment = None
+    elif isinstance(train.augment, dict):
+        augment = AugmentConfig.from_dict(train.augment, name="train.augment").validate()
+    else:
+        augment = get_augment_config(str(train.augment))
+    if train.balance is None:
+        balance = None
+    elif isinstance(train.balance, dict):
+        balance = BalanceConfig.from_dict(train.balance)
+    else:
+        balance = BalanceConfig(method=str(train.balance)).validate()
+
+    def dataset_fn(split: str, batch_size: int, training: bool, seed: int,
+                   target_fn: Optional[Callable] = None, epoch: int = 0):
+        per_epoch = None
+        if training:
+            sampler = input_pipeline.make_sampler(data_dir, split, balance or BalanceConfig(), seed)
+            per_epoch = input_pipeline.steps_per_epoch(sampler, batch_size)
+        wrapped = None
+        if target_fn is not None:
+            wrapped = lambda image, boxes, classes: target_fn(boxes, classes)  # noqa: E731
+        ds = input_pipeline.make_dataset(
+            data_dir, split, batch_size, model.input_size, augment, balance, seed, training,
+            wrapped, epoch=epoch, steps=per_epoch)
+        return ds, per_epoch
+
+    return dataset_fn
+
+
+def _prepare_run_dir(options: TrainOptions, class_names: List[str]) -> tuple:
+    """Create or check the run directory; return the (model, train) configs to use."""
+    out = Path(options.out_dir)
+    config_path = out / rd.CONFIG_JSON
+    if options.resume:
+        if not config_path.is_file():
+            raise TrainError(f"--resume: {config_path} not found; start a new run without --resume")
+        saved = rd.read_run_config(out)
+        model = SSDConfig.from_dict(saved["model"])
+        train = TrainConfig.from_dict(saved["train"])
+        # The settings a resume may change: the step count and the strategy (another machine).
+        train = train.replace(steps=options.train.steps, strategy=options.train.strategy).validate()
+        if rd.read_labels(out / rd.LABELS_TXT) != class_names:
+            raise TrainError(f"--resume: {out / rd.LABELS_TXT} differs from the data's labels.txt; "
+                             "the classes changed: start a new run with --init "
+                             f"{out} to carry the weights over")
+        return model, train
+    if config_path.exists():
+        raise TrainError(f"--out {out}: already holds a run ({config_path}); pass --resume to "
+                         "continue it or choose a new directory")
+    model = options.model.replace(num_classes=len(class_names)).validate()
+    train = options.train.validate()
+    return model, train
+
+
+def _write_run_config(out: Path, model: SSDConfig, train: TrainConfig, class_names: List[str]) -> None:
+    out.mkdir(parents=True, exist_ok=True)
+    rd.write_text_atomic(out / rd.LABELS_TXT, "\n".join(class_names) + "\n")
+    rd.write_json_atomic(out / rd.CONFIG_JSON, {"model": model.to_dict(), "train": train.to_dict()})
+
+
+def _save_weights_atomic(model, path: Path) -> None:
+    tmp = path.with_name(f".tmp.{path.name}")  # same suffix: tf_keras picks the format by it
+    model.save_weights(str(tmp))
+    os.replace(tmp, path)
+
+
+def export_saved_model(model, config: SSDConfig, out_dir: Path) -> Path:
+    """Write a SavedModel with a ``serving_default`` signature: ``images`` float32
+    [B, S, S, 3] 0..255 -> ``box_encodings`` [B, N, 4], ``class_logits`` [B, N, C + 1]."""
+    import tensorflow as tf
+
+    from edge_trash.models.ssd import BOX_OUTPUT, CLASS_OUTPUT
+
+    size = config.input_size
+
+    @tf.function(input_signature=[tf.TensorSpec([None, size, size, 3], tf.float32, name="images")])
+    def serve(images):
+        boxes, logits = model(images, training=False)
+        return {BOX_OUTPUT: boxes, CLASS_OUTPUT: logits}
+
+    target = Path(out_dir) / rd.SAVED_MODEL
+    tmp = Path(out_dir) / f".{rd.SAVED_MODEL}.tmp"
+    shutil.rmtree(tmp, ignore_errors=True)
+    tf.saved_model.save(model, str(tmp), signatures={"serving_default": serve})
+    shutil.rmtree(target, ignore_errors=True)
+    os.replace(tmp, target)
+    return target
+
+
+def train(options: TrainOptions) -> TrainResult:
+    """Run (or resume) training; see the module docstring. Returns a ``TrainResult``."""
+    import numpy as np
+    import tensorflow as tf
+    import tf_keras as keras
+    from tqdm import tqdm
+
+    from edge_trash.models.init_weights import initialise, resolve_init
+    from edge_trash.models.losses import detection_loss
+    from edge_trash.models.ssd import build_ssd
+    from edge_trash.models.targets import make_target_fn
+    from edge_trash.train.schedule import build_optimizer
+    from edge_trash.train.validation import evaluate_model, make_predict_fn
+
+    data_dir, out = Path(options.data_dir), Path(options.out_dir)
+    class_names = rd.read_labels(data_dir / "labels.txt")
+    model_cfg, train_cfg = _prepare_run_dir(options, class_names)
+    init_source = None if options.resume else resolve_init(train_cfg.init, model_cfg)
+    strategy = make_strategy(train_cfg.strategy)
+    replicas = strategy.num_replicas_in_sync
+    if train_cfg.batch_size % replicas:
+        raise TrainError(f"--batch-size {train_cfg.batch_size} is not divisible by the "
+                         f"{replicas} replicas of the strategy")
+    dataset_fn = options.dataset_fn or default_dataset_fn(data_dir, model_cfg, train_cfg)
+
+    keras.utils.set_random_seed(train_cfg.seed)  # same initial weights for the same seed
+    if train_cfg.mixed_precision:
+        keras.mixed_precision.set_global_policy("mixed_float16")
+    try:
+        with strategy.scope():
+            model = build_ssd(model_cfg)
+            optimizer = build_optimizer(train_cfg)
+            best_ap = tf.Variable(-1.0, trainable=False, dtype=tf.float32)
+            best_step = tf.Variable(0, trainable=False, dtype=tf.int64)
+            evals_without_gain = tf.Variable(0, trainable=False, dtype=tf.int64)
+    finally:
+        if train_cfg.mixed_precision:
+            keras.mixed_precision.set_global_policy("float32")
+
+    checkpoint = tf.train.Checkpoint(model=model, optimizer=optimizer, best_ap=best_ap,
+                                     best_step=best_step, evals_without_gain=evals_without_gain)
+    manager = tf.train.CheckpointManager(checkpoint, str(out / rd.CHECKPOINTS),
+                                         max_to_keep=train_cfg.keep_checkpoints)
+    if options.resume and manager.latest_checkpoint:
+        checkpoint.restore(manager.latest_checkpoint).expect_partial()
+        init_note = f"resumed from {manager.latest_checkpoint}"
+    elif options.resume:
+        init_note = "resumed before the first checkpoint: " + initialise(
+            model, resolve_init(train_cfg.init, model_cfg), model_cfg)
+    else:
+        init_note = initialise(model, init_source, model_cfg)
+        # Written only once the weights loaded, so a bad --init leaves no half-made run.
+        _write_run_config(out, model_cfg, train_cfg, class_names)
+    log.info("init: %s", init_note)
+    start_step = int(optimizer.iterations.numpy())
+
+    # Data: restart the epoch the step falls in and skip the batches already used.
+    target_fn = make_target_fn(model_cfg)
+    probe, per_epoch = dataset_fn("train", train_cfg.batch_size, True, train_cfg.seed, target_fn, 0)
+    del probe
+    per_epoch = per_epoch or 0
+    epoch = start_step // per_epoch if per_epoch else 0
+    skip = start_step - epoch * per_epoch if per_epoch else start_step
+    train_ds, _ = dataset_fn("train", train_cfg.batch_size, True, train_cfg.seed, target_fn, epoch)
+    train_ds = train_ds.repeat().skip(skip)
+    iterator = iter(strategy.experimental_distribute_dataset(train_ds))
+
+    decay_vars = [v for v in model.trainable_variables if "kernel" in v.name]
+    loss_cfg = train_cfg.loss_config()
+
+    def replica_step(images, targets):
+        with tf.GradientTape() as tape:
+            box_enc, logits = model(images, training=True)
+            loss, parts = detection_loss(box_enc, logits, targets, loss_cfg)
+            total = loss
+            if train_cfg.weight_decay:
+                total += train_cfg.weight_decay * tf.add_n([tf.nn.l2_loss(tf.cast(v, tf.float32))
+                                                            for v in decay_vars])
+            scaled = total / replicas
+            if train_cfg.mixed_precision:
+                scaled = optimizer.get_scaled_loss(scaled)
+        variables = model.trainable_variables
+        grads = tape.gradient(scaled, variables)
+        if train_cfg.mixed_precision:
+            grads = optimizer.get_unscaled_gradients(grads)
+        if train_cfg.clip_norm:
+            grads, _ = tf.clip_by_global_norm(grads, train_cfg.clip_norm)
+        optimizer.apply_gradients(zip(grads, variables))
+        return {"loss": total / replicas, "cls_loss": parts["cls_loss"] / replicas,
+                "box_loss": parts["box_loss"] / replicas}
+
+    @tf.function
+    def train_step(it):
+        images, targets = next(it)
+        per_replica = strategy.run(replica_step, args=(images, targets))
+        return {k: strategy.reduce(tf.distribute.ReduceOp.SUM, v, axis=None)
+                for k, v in per_replica.items()}
+
+    predict_fn = make_predict_fn(model, model_cfg)
+    metrics_path = out / rd.METRICS_JSON
+    history: List[Dict[str, Any]] = []
+    if options.resume and metrics_path.is_file():
+        history = json.loads(metrics_path.read_text(encoding="utf-8")).get("history", [])
+        history = [h for h in history if h["step"] <= start_step]
+
+    writer = tf.summary.create_file_writer(str(out / rd.LOGS / "train"))
+    val_writer = tf.summary.create_file_writer(str(out / rd.LOGS / "val"))
+
+    def run_eval(step: int) -> Dict[str, Any]:
+        val_ds, _ = dataset_fn("val", train_cfg.batch_size, False, train_cfg.seed, None, 0)
+        metrics = evaluate_model(predict_fn, val_ds, model_cfg, class_names,
+                                 train_cfg.eval_max_images)
+        with val_writer.as_default(step=step):
+            for key in ("AP", "AP50", "AP75", "AR100"):
+                tf.summary.scalar(f"val/{key}", metrics[key])
+        entry = {"step": step, **metrics}
+        history.append(entry)
+        ap = float(metrics["AP"])
+        if ap > float(best_ap.numpy()) + (train_cfg.early_stopping_min_delta
+                                          if best_ap.numpy() >= 0 else 0.0):
+            best_ap.assign(ap)
+            best_step.assign(step)
+            evals_without_gain.assign(0)
+            _save_weights_atomic(model, out / rd.WEIGHTS_H5)
+        else:
+            evals_without_gain.assign_add(1)
+        return metrics
+
+    def write_metrics(step: int, done: bool, extra: Dict[str, Any]) -> None:
+        best = next((h for h in history if h["step"] == int(best_step.numpy())), {})
+        rd.write_json_atomic(metrics_path, {
+            "step": step, "finished": done, "best_step": int(best_step.numpy()),
+            "best": best, "final": history[-1] if history else {}, "history": history, **extra})
+
+    losses: List[float] = []
+    stopped_early = False
+    final_metrics: Dict[str, Any] = {}
+    step = start_step
+    started = time.monotonic()
+    bar = tqdm(total=train_cfg.steps, initial=start_step, disable=not options.progress,
+               unit="step", dynamic_ncols=True, desc="train")
+    try:
+        while step < train_cfg.steps:
+            logs = {k: float(v) for k, v in train_step(iterator).items()}
+            step += 1
+            losses.append(logs["loss"])
+            if not math.isfinite(logs["loss"]):
+                raise TrainError(f"step {step}: loss is {logs['loss']}; lower train.learning_rate "
+                                 f"(now {train_cfg.learning_rate}) or check the data")
+            bar.update(1)
+            if step % train_cfg.log_every == 0 or step == train_cfg.steps:
+                lr_value = optimizer.learning_rate  # a schedule, or its current value
+                if callable(lr_value):
+                    lr_value = lr_value(optimizer.iterations - 1)
+                lr = float(tf.convert_to_tensor(lr_value).numpy())
+                bar.set_postfix(loss=f"{logs['loss']:.3f}", lr=f"{lr:.2e}",
+                                ap=f"{max(float(best_ap.numpy()), 0):.3f}")
+                with writer.as_default(step=step):
+                    for key, value in logs.items():
+                        tf.summary.scalar(f"train/{key}", value)
+                    tf.summary.scalar("train/learning_rate", lr)
+            if options.on_step is not None:
+                options.on_step(step, logs)
+            evaluated = False
+            if step % train_cfg.eval_every == 0 or step == train_cfg.steps:
+                final_metrics = run_eval(step)
+                evaluated = True
+                bar.write(f"step {step}: val AP {final_metrics['AP']:.3f} "
+                          f"AP50 {final_metrics['AP50']:.3f} (best AP {float(best_ap.numpy()):.3f} "
+                          f"at step {int(best_step.numpy())})")
+            patience = train_cfg.early_stopping_patience
+            if evaluated and patience and int(evals_without_gain.numpy()) >= patience:
+                stopped_early = True
+                bar.write(f"early stopping at step {step}: no AP gain in {patience} evaluations")
+            if step % train_cfg.checkpoint_every == 0 or evaluated or step == train_cfg.steps:
+                manager.save(checkpoint_number=step)
+                write_metrics(step, False, {})
+            if stopped_early:
+                break
+    finally:
+        bar.close()
+        writer.flush()
+        val_writer.flush()
+    seconds = time.monotonic() - started
+    done_steps = step - start_step
+    images_per_second = done_steps * train_cfg.batch_size / seconds if seconds > 0 else 0.0
+
+    if (out / rd.WEIGHTS_H5).is_file():
+        model.load_weights(str(out / rd.WEIGHTS_H5))  # the SavedModel holds the best weights
+    export_saved_model(model, model_cfg, out)
+    best = next((h for h in history if h["step"] == int(best_step.numpy())), {})
+    write_metrics(step, True, {"stopped_early": stopped_early, "train_seconds": round(seconds, 1),
+                               "images_per_second": round(images_per_second, 2),
+                               "saved_model_step": int(best_step.numpy()), "init": init_note})
+    return TrainResult(run_dir=out, step=step, best_step=int(best_step.numpy()), best_metrics=best,
+                       final_metrics=final_metrics, stopped_early=stopped_early, seconds=seconds,
+                       images_per_second=images_per_second, losses=losses, first_step=start_step)

@@ -1,0 +1,84 @@
+"""``edge-trash train`` through click's CliRunner and once through a real subprocess."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner
+
+from edge_trash.cli import cli
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def _run(*args: str):
+    return CliRunner().invoke(cli, ["train", *args])
+
+
+def test_help_lists_flags_and_does_not_import_tensorflow():
+    proc = subprocess.run(
+        [sys.executable, "-c", "import sys; sys.argv = ['edge-trash', 'train', '--help']\n"
+         "from edge_trash.cli import main\n"
+         "try:\n    main()\nexcept SystemExit:\n    pass\n"
+         "print('TF', 'tensorflow' in sys.modules)"],
+        capture_output=True, text=True, cwd=REPO, timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    for flag in ("--data", "--out", "--config", "--steps", "--batch-size", "--input-size",
+                 "--init", "--resume", "--strategy", "--mixed-precision"):
+        assert flag in proc.stdout
+    assert proc.stdout.strip().endswith("TF False")
+
+
+def test_resume_refuses_flags_that_would_change_the_run(tmp_path):
+    result = _run("--data", str(tmp_path), "--out", str(tmp_path / "run"), "--resume",
+                  "--batch-size", "8", "--init", "scratch")
+    assert result.exit_code == 2
+    assert "--batch-size, --init cannot change (only --steps and --strategy can)" in result.output
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--config", "nope"], "--config nope: no such file and not a preset"),
+    (["--input-size", "300"], "model.input_size: got 300, expected a multiple of 32"),
+    (["--strategy", "gpu"], "'gpu' is not one of 'auto', 'mirrored', 'multi_worker', 'tpu'"),
+    (["--steps", "0"], "0 is not in the range x>=1"),
+])
+def test_bad_flags_name_the_flag(tmp_path, args, message):
+    result = _run("--data", str(tmp_path), "--out", str(tmp_path / "run"), *args)
+    assert result.exit_code == 2
+    assert message in " ".join(result.output.split())
+
+
+def test_missing_init_file_is_a_flag_error_and_leaves_no_run(tmp_path):
+    (tmp_path / "labels.txt").write_text("a\nb\n")
+    result = _run("--data", str(tmp_path), "--out", str(tmp_path / "run"), "--config", "demo",
+                  "--init", str(tmp_path / "missing.h5"))
+    assert result.exit_code == 2
+    assert "Invalid value for --init: --init " in result.output
+    assert "missing.h5: no such file or directory" in result.output
+    assert not (tmp_path / "run" / "config.json").exists()
+
+
+@pytest.mark.slow
+def test_train_on_toy_data_then_refuse_to_overwrite(tmp_path):
+    sys.path.insert(0, str(Path(__file__).parent))
+    from test_train_loop import write_toy_data
+
+    data = write_toy_data(tmp_path / "data")
+    config = tmp_path / "toy.yaml"
+    config.write_text("preset: demo\nmodel: {input_size: 128}\n"
+                      "train: {batch_size: 4, warmup_steps: 1, eval_every: 3, augment: null}\n")
+    run = tmp_path / "run"
+    result = _run("--data", str(data), "--out", str(run), "--config", str(config), "--steps", "3",
+                  "--init", "scratch", "--no-progress")
+    assert result.exit_code == 0, result.output
+    assert "Trained 3 steps in" in result.output
+    assert f"Next: edge-trash export --model {run} --data {data}" in result.output
+    for name in ("config.json", "labels.txt", "model.weights.h5", "metrics.json",
+                 "saved_model/saved_model.pb", "checkpoints/checkpoint"):
+        assert (run / name).exists(), name
+    assert list((run / "logs" / "train").iterdir())
+    again = _run("--data", str(data), "--out", str(run), "--config", str(config), "--steps", "3")
+    assert again.exit_code == 2 and "already holds a run" in again.output

@@ -1,0 +1,187 @@
+"""The training loop end to end on tiny TFRecords: overfit, resume, MirroredStrategy."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+from typing import List, Tuple
+
+import numpy as np
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+TOY_CLASSES = ("square", "bar")
+# (class id, ymin, xmin, ymax, xmax) normalized, per image; big, well separated objects.
+TOY_OBJECTS: Tuple[Tuple[Tuple[int, float, float, float, float], ...], ...] = (
+    ((1, 0.10, 0.10, 0.45, 0.45), (2, 0.55, 0.20, 0.90, 0.40)),
+    ((2, 0.10, 0.55, 0.45, 0.75), (1, 0.50, 0.50, 0.90, 0.90)),
+    ((1, 0.30, 0.30, 0.70, 0.70),),
+    ((2, 0.05, 0.05, 0.40, 0.25), (2, 0.55, 0.70, 0.95, 0.90), (1, 0.15, 0.50, 0.45, 0.80)),
+)
+COLORS = {1: (220, 40, 40), 2: (40, 60, 220)}
+
+
+def _example(image: np.ndarray, objects, image_id: int):
+    import tensorflow as tf
+    from PIL import Image
+    import io
+
+    from edge_trash.tfrecords import feature_keys as keys
+
+    buf = io.BytesIO()
+    Image.fromarray(image).save(buf, format="JPEG", quality=95)
+    h, w = image.shape[:2]
+
+    def floats(v):
+        return tf.train.Feature(float_list=tf.train.FloatList(value=v))
+
+    def ints(v):
+        return tf.train.Feature(int64_list=tf.train.Int64List(value=v))
+
+    def byts(v):
+        return tf.train.Feature(bytes_list=tf.train.BytesList(value=v))
+
+    feature = {
+        keys.ENCODED: byts([buf.getvalue()]), keys.FORMAT: byts([b"jpeg"]),
+        keys.HEIGHT: ints([h]), keys.WIDTH: ints([w]),
+        keys.SOURCE_ID: byts([str(image_id).encode()]),
+        keys.BBOX_YMIN: floats([o[1] for o in objects]), keys.BBOX_XMIN: floats([o[2] for o in objects]),
+        keys.BBOX_YMAX: floats([o[3] for o in objects]), keys.BBOX_XMAX: floats([o[4] for o in objects]),
+        keys.CLASS_LABEL: ints([o[0] for o in objects]),
+        keys.CLASS_TEXT: byts([TOY_CLASSES[o[0] - 1].encode() for o in objects]),
+    }
+    return tf.train.Example(features=tf.train.Features(feature=feature)).SerializeToString()
+
+
+def write_toy_data(out: Path, size: int = 128, splits=("train", "val")) -> Path:
+    """Four images of red squares and blue bars on grey; the same records in every split."""
+    import tensorflow as tf
+
+    out.mkdir(parents=True, exist_ok=True)
+    rng = np.random.default_rng(0)
+    records = []
+    for i, objects in enumerate(TOY_OBJECTS):
+        image = np.full((size, size, 3), 128, np.uint8) + rng.integers(0, 20, (size, size, 3), dtype=np.uint8)
+        for cls, y0, x0, y1, x1 in objects:
+            image[int(y0 * size):int(y1 * size), int(x0 * size):int(x1 * size)] = COLORS[cls]
+        records.append(_example(image, objects, i + 1))
+    for split in splits:
+        with tf.io.TFRecordWriter(str(out / f"{split}-00000-of-00001.tfrecord")) as writer:
+            for record in records:
+                writer.write(record)
+    (out / "labels.txt").write_text("\n".join(TOY_CLASSES) + "\n")
+    return out
+
+
+def toy_configs(steps: int, **train_changes):
+    """A tiny model (128 px, width 0.35, SSDLite) and a fast schedule for the toy data."""
+    from edge_trash.models.config import get_preset
+    from edge_trash.train.train_config import TrainConfig
+
+    model = get_preset("demo").replace(input_size=128)
+    train = TrainConfig(steps=steps, batch_size=4, optimizer="adam", learning_rate=0.01,
+                        warmup_steps=10, weight_decay=0.0, checkpoint_every=10, eval_every=steps,
+                        log_every=10, augment=None, init="scratch", seed=3)
+    return model, train.replace(**train_changes)
+
+
+@pytest.mark.slow
+def test_overfit_reaches_ap50(tmp_path):
+    """Anchors, targets, loss and decoding agree: 4 images are learned to AP50 >= 0.9."""
+    from edge_trash.models.run_dir import load_run
+    from edge_trash.train.trainer import TrainOptions, train
+
+    data = write_toy_data(tmp_path / "data")
+    model, cfg = toy_configs(steps=70, eval_every=70)
+    result = train(TrainOptions(data_dir=data, out_dir=tmp_path / "run", model=model, train=cfg,
+                                progress=False))
+    assert result.best_metrics["AP50"] >= 0.9, result.best_metrics
+    metrics = json.loads((tmp_path / "run" / "metrics.json").read_text())
+    assert metrics["finished"] and metrics["best"]["AP50"] == result.best_metrics["AP50"]
+    assert [h["step"] for h in metrics["history"]] == [70]
+    # The run directory loads back (best weights) and the SavedModel has the raw outputs.
+    keras_model, config, names = load_run(tmp_path / "run")
+    assert names == list(TOY_CLASSES) and config.num_classes == 2
+    import tensorflow as tf
+
+    loaded = tf.saved_model.load(str(tmp_path / "run" / "saved_model"))
+    image = tf.zeros([1, 128, 128, 3])
+    out = loaded.signatures["serving_default"](images=image)
+    boxes, logits = keras_model(image, training=False)
+    np.testing.assert_allclose(out["class_logits"].numpy(), logits.numpy(), atol=1e-4)
+    np.testing.assert_allclose(out["box_encodings"].numpy(), boxes.numpy(), atol=1e-4)
+
+
+class _Killed(RuntimeError):
+    pass
+
+
+@pytest.mark.slow
+def test_resume_after_kill_repeats_the_uninterrupted_loss_curve(tmp_path):
+    """Killed at step 11 (last checkpoint 9, mid-epoch), resumed: steps 10..16 match."""
+    from edge_trash.train.trainer import TrainOptions, train
+
+    data = write_toy_data(tmp_path / "data")
+    # batch 2 over 4 images: 2 steps per epoch, so step 9 resumes half-way through epoch 4.
+    model, cfg = toy_configs(steps=16, batch_size=2, checkpoint_every=3, eval_every=100)
+    straight = train(TrainOptions(data_dir=data, out_dir=tmp_path / "a", model=model, train=cfg,
+                                  progress=False))
+
+    def kill(step, logs):
+        if step == 11:
+            raise _Killed("simulated kill")
+
+    with pytest.raises(_Killed):
+        train(TrainOptions(data_dir=data, out_dir=tmp_path / "b", model=model, train=cfg,
+                           progress=False, on_step=kill))
+    assert not (tmp_path / "b" / "saved_model").exists()
+    resumed = train(TrainOptions(data_dir=data, out_dir=tmp_path / "b", model=model, train=cfg,
+                                 progress=False, resume=True))
+    assert resumed.first_step == 9 and resumed.step == 16
+    assert len(straight.losses) == 16 and len(resumed.losses) == 7
+    np.testing.assert_allclose(resumed.losses, straight.losses[9:], rtol=2e-3)
+    # A different data position would give different losses: the check can fail.
+    assert not np.allclose(straight.losses[8:15], straight.losses[9:16], rtol=2e-3)
+    # Resuming a finished run with the same step count does nothing more.
+    again = train(TrainOptions(data_dir=data, out_dir=tmp_path / "b", model=model, train=cfg,
+                               progress=False, resume=True))
+    assert again.losses == [] and again.step == 16
+
+
+MIRRORED_SCRIPT = textwrap.dedent("""
+    import json, sys
+    import tensorflow as tf
+    cpu = tf.config.list_physical_devices("CPU")[0]
+    tf.config.set_logical_device_configuration(
+        cpu, [tf.config.LogicalDeviceConfiguration(), tf.config.LogicalDeviceConfiguration()])
+    sys.path.insert(0, sys.argv[3])
+    from test_train_loop import toy_configs
+    from edge_trash.train.trainer import TrainOptions, make_strategy, train
+    model, cfg = toy_configs(steps=8, warmup_steps=2, strategy="mirrored", eval_every=8)
+    replicas = make_strategy("mirrored").num_replicas_in_sync
+    result = train(TrainOptions(data_dir=sys.argv[1], out_dir=sys.argv[2], model=model,
+                                train=cfg, progress=False))
+    print("RESULT " + json.dumps({"replicas": replicas, "losses": result.losses,
+                                  "step": result.step}))
+""")
+
+
+@pytest.mark.slow
+def test_mirrored_strategy_on_two_logical_cpus(tmp_path):
+    data = write_toy_data(tmp_path / "data")
+    proc = subprocess.run(
+        [sys.executable, "-c", MIRRORED_SCRIPT, str(data), str(tmp_path / "run"),
+         str(Path(__file__).parent)],
+        capture_output=True, text=True, timeout=600, cwd=REPO)
+    lines = [l for l in proc.stdout.splitlines() if l.startswith("RESULT ")]
+    assert proc.returncode == 0 and lines, proc.stderr[-3000:]
+    result = json.loads(lines[-1][len("RESULT "):])
+    assert result["replicas"] == 2 and result["step"] == 8
+    losses = result["losses"]
+    assert len(losses) == 8 and all(np.isfinite(losses))
+    assert losses[-1] < losses[0]
+    assert (tmp_path / "run" / "saved_model" / "saved_model.pb").is_file()
