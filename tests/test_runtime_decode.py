@@ -135,3 +135,16 @@ def test_make_input_keeps_each_frames_own_mapping():
     assert (tensor_a == 0).all() and (tensor_b == 9).all()  # copies, not the shared buffer
     assert mapping_a.to_frame(0.5, 0.5, 1.0, 1.0) == BBox(320.0, 240.0, 640.0, 480.0)
     assert mapping_b.to_frame(0.5, 0.5, 1.0, 1.0) == BBox(100.0, 50.0, 200.0, 100.0)
+
+
+def test_one_box_per_item_keeps_the_best_of_overlapping_classes():
+    from edge_trash.edge_runtime.decode import one_box_per_item
+    from edge_trash.edge_runtime.geometry import BBox, Detection
+
+    can = Detection(1, "can", 0.7, BBox(10, 10, 50, 50))
+    cup_same_item = Detection(3, "cup", 0.4, BBox(12, 11, 51, 52))  # IoU ~0.88 with the can
+    can_neighbour = Detection(1, "can", 0.6, BBox(40, 40, 80, 80))  # IoU ~0.06: another item
+    kept = one_box_per_item([can, can_neighbour, cup_same_item])
+    assert kept == [can, can_neighbour]
+    assert one_box_per_item([]) == []
+    assert one_box_per_item([can, cup_same_item], iou_threshold=0.95) == [can, cup_same_item]

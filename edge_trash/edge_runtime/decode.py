@@ -183,3 +183,20 @@ def decode_detections(count: int, scores: np.ndarray, classes: np.ndarray, boxes
         result.append(Detection(class_id, labels[class_id], score, bbox))
     result.sort(key=lambda d: -d.score)
     return result
+
+
+ONE_ITEM_IOU = 0.6
+
+
+def one_box_per_item(detections: Sequence[Detection], iou_threshold: float = ONE_ITEM_IOU) -> List[Detection]:
+    """Keep the best of detections that overlap by more than ``iou_threshold``, whatever their class.
+
+    The detector's NMS runs per class, so one uncertain item can come out as a 'can' box and a 'cup'
+    box on top of each other; the sorter must see one item (one track, one decision), and the
+    track's class vote over frames settles the class. ``detections`` best first (as decoded).
+    """
+    kept = []  # type: List[Detection]
+    for det in detections:
+        if all(BBox.iou(det.bbox, k.bbox) <= iou_threshold for k in kept):
+            kept.append(det)
+    return kept

@@ -14,7 +14,7 @@ from typing import Callable, Dict, List, Optional
 
 from edge_trash.edge_runtime import manifest as manifest_lib
 from edge_trash.edge_runtime.actuators import ActuationScheduler, build_actuator
-from edge_trash.edge_runtime.decode import OutputReader, Preprocessor, decode_detections
+from edge_trash.edge_runtime.decode import one_box_per_item, OutputReader, Preprocessor, decode_detections
 from edge_trash.edge_runtime.eventlog import EventLog
 from edge_trash.edge_runtime.hard_examples import HardExampleQueue
 from edge_trash.edge_runtime.health import HealthServer, Stats, SystemdNotifier
@@ -55,7 +55,8 @@ class Detector:
         self.last_invoke_ms = (time.perf_counter() - t0) * 1000.0
         self.last_invoke_cpu_ms = (time.thread_time() - c0) * 1000.0
         count, scores, classes, boxes = self.reader.read()
-        return decode_detections(count, scores, classes, boxes, self.labels, mapping, self.score_threshold)
+        return one_box_per_item(decode_detections(count, scores, classes, boxes, self.labels, mapping,
+                                                  self.score_threshold))
 
 
 class SortLoop:
