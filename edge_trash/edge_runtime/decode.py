@@ -195,8 +195,20 @@ def one_box_per_item(detections: Sequence[Detection], iou_threshold: float = ONE
     box on top of each other; the sorter must see one item (one track, one decision), and the
     track's class vote over frames settles the class. ``detections`` best first (as decoded).
     """
+    n = len(detections)
+    if n < 2:
+        return list(detections)
+    b = np.array([d.bbox for d in detections], dtype=np.float64)  # [n, 4] xmin, ymin, xmax, ymax
+    area = (b[:, 2] - b[:, 0]) * (b[:, 3] - b[:, 1])
+    iw = np.clip(np.minimum(b[:, None, 2], b[None, :, 2]) - np.maximum(b[:, None, 0], b[None, :, 0]), 0, None)
+    ih = np.clip(np.minimum(b[:, None, 3], b[None, :, 3]) - np.maximum(b[:, None, 1], b[None, :, 1]), 0, None)
+    inter = iw * ih
+    union = area[:, None] + area[None, :] - inter
+    overlaps = inter > iou_threshold * np.where(union > 0, union, np.inf)
     kept = []  # type: List[Detection]
-    for det in detections:
-        if all(BBox.iou(det.bbox, k.bbox) <= iou_threshold for k in kept):
-            kept.append(det)
+    suppressed = np.zeros(n, dtype=bool)
+    for i in range(n):
+        if not suppressed[i]:
+            kept.append(detections[i])
+            suppressed |= overlaps[i]
     return kept

@@ -23,16 +23,16 @@ class LiveView:
         self.accelerator = accelerator
         self.seq = -1
         self.frame = None  # type: Optional[np.ndarray]
-        self.overlay = []  # type: List[Dict]
+        self.overlay = []  # type: List[tuple]  (track id, Detection, decided)
         self._thumbs = collections.OrderedDict()  # type: collections.OrderedDict
         self._max_thumbs = max_thumbs
         self._jpeg_cache = (-1, 0, b"")  # (seq, max_width, bytes)
 
     def update(self, seq: int, frame: np.ndarray, matched: Sequence) -> None:
-        """Record the frame just processed and its ``(Track, Detection)`` pairs (tracker's ``matched``)."""
-        overlay = [{"track_id": int(track.id), "box": [round(float(v), 1) for v in det.bbox],
-                    "label": det.label, "score": round(float(det.score), 3), "decided": bool(track.decided)}
-                   for track, det in matched]
+        """Record the frame just processed and its ``(Track, Detection)`` pairs (tracker's ``matched``).
+
+        Only references are kept here (the loop's hot path); JSON is built when the page asks."""
+        overlay = [(track.id, det, track.decided) for track, det in matched]
         with self._lock:
             self.seq, self.frame, self.overlay = seq, frame, overlay
 
@@ -55,8 +55,12 @@ class LiveView:
         """The overlay of the latest frame as JSON-ready data."""
         with self._lock:
             frame = self.frame
+            overlay = list(self.overlay)
+            tracks = [{"track_id": int(tid), "box": [round(float(v), 1) for v in det.bbox], "label": det.label,
+                       "score": round(float(det.score), 3), "decided": bool(decided)}
+                      for tid, det, decided in overlay]
             return {"seq": self.seq, "width": int(frame.shape[1]) if frame is not None else 0,
-                    "height": int(frame.shape[0]) if frame is not None else 0, "tracks": list(self.overlay),
+                    "height": int(frame.shape[0]) if frame is not None else 0, "tracks": tracks,
                     "trigger": self.trigger, "accelerator": self.accelerator}
 
     def frame_jpeg(self, encode, max_width: int = 640) -> Tuple[int, Optional[bytes]]:
