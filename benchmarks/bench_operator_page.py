@@ -26,6 +26,7 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, HERE)
 
 import bench_runtime as br  # noqa: E402  (puts the repo and tests/ on sys.path)
+from _common import print_table, write_json  # noqa: E402
 from edge_trash.edge_runtime.interpreter import load_interpreter  # noqa: E402
 from edge_trash.edge_runtime.service import build_service  # noqa: E402
 
@@ -132,20 +133,15 @@ def main(argv=None):
               "runs_without": [r["fps"] for r in without], "runs_with": [r["fps"] for r in with_client],
               "client_requests": requests, "client_errors": errors, "client_404_before_first_frame": not_yet,
               "client_mb": sum(r["client"]["bytes"] for r in with_client) / 1e6,
-              "target": {"ratio_at_least": 0.95}, "meets": ratio >= 0.95 and errors == 0,
-              "cpu_count": os.cpu_count(), "load_avg": os.getloadavg()}
+              "target": {"ratio_at_least": 0.95}, "meets": ratio >= 0.95 and errors == 0}
     rows = [("loop rate without a client (median)", "%.1f fps (runs: %s)" % (
                 base, ", ".join("%.1f" % r["fps"] for r in without)), ""),
             ("loop rate with the page polling (median)", "%.1f fps (runs: %s)" % (
                 served, ", ".join("%.1f" % r["fps"] for r in with_client)), ""),
             ("with / without", "%.1f%%" % (100 * ratio), ">= 95%"),
             ("page requests served (errors)", "%d (%d)" % (requests, errors), "0 errors")]
-    for name, value, target in rows:
-        print("%-42s %-40s %s" % (name, value, target))
-    tmp = args.out + ".tmp"
-    with open(tmp, "w") as f:
-        json.dump(result, f, indent=2)
-    os.replace(tmp, args.out)
+    print_table("operator page: the sort loop with and without a client", ("measure", "value", "target"), rows)
+    write_json(args.out, result)
     print("bench_operator_page: wrote %s" % args.out)
     return 0
 
