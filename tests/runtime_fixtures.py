@@ -410,3 +410,14 @@ def run_fake_service(argv: List[str], fail_on: Sequence[int] = (), delay_s: floa
     """``edge-trash-device`` main with the fake interpreter (for subprocess tests)."""
     from edge_trash.edge_runtime.__main__ import main
     return main(argv, interpreter_loader=make_fake_loader(fail_on=fail_on, delay_s=delay_s, stall_on=stall_on))
+
+
+def q(db: str, sql: str) -> list:
+    """Rows of ``sql`` on the SQLite file ``db`` (its own short-lived connection)."""
+    import sqlite3
+
+    con = sqlite3.connect(db)
+    try:
+        return con.execute(sql).fetchall()
+    finally:
+        con.close()

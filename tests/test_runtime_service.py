@@ -18,19 +18,11 @@ from edge_trash.edge_runtime.__main__ import main
 from edge_trash.edge_runtime.health import Stats, SystemdNotifier, percentile
 from edge_trash.edge_runtime.service import build_service
 from edge_trash.edge_runtime.sources import FrameCapture, FrameSource
-from runtime_fixtures import (FakeInterpreter, conveyor_frame, conveyor_items, make_bundle, make_fake_loader,
+from runtime_fixtures import (q, FakeInterpreter, conveyor_frame, conveyor_items, make_bundle, make_fake_loader,
                               write_conveyor_frames)
 
 TESTS = os.path.dirname(os.path.abspath(__file__))
 REPO = os.path.dirname(TESTS)
-
-
-def q(db, sql):
-    con = sqlite3.connect(db)
-    try:
-        return con.execute(sql).fetchall()
-    finally:
-        con.close()
 
 
 def wait_for(db, sql, minimum, timeout=30.0):

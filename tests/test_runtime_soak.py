@@ -19,7 +19,7 @@ import time
 
 import pytest
 
-from runtime_fixtures import make_bundle, write_conveyor_frames
+from runtime_fixtures import q, make_bundle, write_conveyor_frames
 
 TESTS = os.path.dirname(os.path.abspath(__file__))
 REPO = os.path.dirname(TESTS)
@@ -28,14 +28,6 @@ CORRUPT = list(range(97, NUM_FRAMES, 397))  # ~13 unreadable files ("camera read
 FAIL_ON = [50, 51, 400, 1000]  # invoke indices that raise (in each of the two processes)
 STALL_ON = {700: 0.025, 1900: 0.025}  # slow inferences: the paced source drops frames
 KILL_AFTER = 2400  # committed frames before the SIGKILL
-
-
-def q(db, sql):
-    con = sqlite3.connect(db)
-    try:
-        return con.execute(sql).fetchall()
-    finally:
-        con.close()
 
 
 def start_service(bundle, frames):
