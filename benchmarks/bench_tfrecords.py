@@ -184,7 +184,7 @@ def run(num_images: int, workers: int, work: Path) -> Dict[str, Any]:
     # Each converter's fixed cost: importing what its command imports (the fastest of three tries).
     startup = {name: min(_run([sys.executable, "-c", f"import {modules}"], f"importing {modules}") for _ in range(3))
                for name, modules in (("model_garden", "official.vision.data.create_coco_tf_record"),
-                                     ("ours", "tensorflow, edge_trash.cli, edge_trash.tfrecords.build"))}
+                                     ("ours", "edge_trash.cli, edge_trash.tfrecords.build"))}
 
     mg_dir = work / "model_garden"
     mg_dir.mkdir()

@@ -22,6 +22,7 @@ from edge_trash.tfrecords.coco import CocoDataset, load_coco
 from edge_trash.tfrecords.images import ImageJob, ImageResult, convert_image, resolve_path
 from edge_trash.tfrecords.splits import assign_folds, assign_splits
 from edge_trash.tfrecords.tf_example import ObjectBox, make_example_bytes
+from edge_trash.tfrecords.tfrecord_file import TFRecordWriter
 
 SHARD_RE = re.compile(r"^(train|val|test|fold\d+)-\d{5}-of-\d{5}\.tfrecord$")
 
@@ -87,14 +88,11 @@ class _ShardWriter:
     """Writes one split's shards, each to a hidden temp file renamed when complete."""
 
     def __init__(self, out: Path, split: str, planned: int, shard_size: int) -> None:
-        import tensorflow as tf
-
-        self._tf = tf
         self.out, self.split = out, split
         self.count = max(1, math.ceil(planned / shard_size))
         self.per_shard = max(1, math.ceil(planned / self.count))
         self.current = -1
-        self.writer = None
+        self.writer: Optional[TFRecordWriter] = None
         self.tmp: Optional[Path] = None
         self.records: List[int] = [0] * self.count
         self.files: List[str] = []
@@ -105,7 +103,7 @@ class _ShardWriter:
             self.current += 1
             name = shard_name(self.split, self.current, self.count)
             self.tmp = self.out / f".{name}.tmp"
-            self.writer = self._tf.io.TFRecordWriter(str(self.tmp))
+            self.writer = TFRecordWriter(self.tmp)
 
     def _close(self) -> None:
         if self.writer is not None and self.tmp is not None:

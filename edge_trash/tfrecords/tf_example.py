@@ -1,12 +1,34 @@
-"""Build one ``tf.train.Example`` in the TF Object Detection API / Model Garden schema."""
+"""Build one ``tf.train.Example`` in the TF Object Detection API / Model Garden schema.
+
+The converter does not import TensorFlow: that import alone costs seconds in every
+process, more than converting a hundred photos. ``tf.train.Example`` is a small
+protobuf, so its wire format is written here directly. The bytes are identical to
+``tf.train.Example.SerializeToString(deterministic=True)`` (map entries sorted by
+key; a test compares the two on every kind of value).
+
+Wire format (``tensorflow/core/example/{example,feature}.proto``)::
+
+    Example  { Features features = 1; }
+    Features { map<string, Feature> feature = 1; }      # entry: key = 1, value = 2
+    Feature  { oneof kind { BytesList bytes_list = 1; FloatList float_list = 2;
+                            Int64List int64_list = 3; } }
+    BytesList { repeated bytes value = 1; }
+    FloatList { repeated float value = 1 [packed = true]; }
+    Int64List { repeated int64 value = 1 [packed = true]; }
+"""
 
 from __future__ import annotations
 
 import hashlib
+import struct
 from dataclasses import dataclass
-from typing import List, Sequence
+from typing import Dict, Sequence, Tuple, Union
 
 from edge_trash.tfrecords import feature_keys as K
+
+_LENGTH_DELIMITED = 2
+_BYTES_LIST, _FLOAT_LIST, _INT64_LIST = 1, 2, 3  # Feature's oneof field numbers
+FeatureValue = Tuple[int, Union[Sequence[bytes], Sequence[float], Sequence[int]]]
 
 
 @dataclass(frozen=True)
@@ -23,36 +45,68 @@ class ObjectBox:
     area: float  # in pixels of the encoded image
 
 
+def _varint(value: int) -> bytes:
+    """Protobuf base-128 varint; negative int64 values take ten bytes (two's complement)."""
+    value &= 0xFFFFFFFFFFFFFFFF
+    out = bytearray()
+    while value > 0x7F:
+        out.append((value & 0x7F) | 0x80)
+        value >>= 7
+    out.append(value)
+    return bytes(out)
+
+
+def _field(number: int, payload: bytes) -> bytes:
+    """A length-delimited field: tag, length, payload."""
+    return _varint(number << 3 | _LENGTH_DELIMITED) + _varint(len(payload)) + payload
+
+
+def _feature(kind: int, values: Sequence) -> bytes:
+    if kind == _BYTES_LIST:
+        body = b"".join(_field(1, v) for v in values)
+    elif kind == _FLOAT_LIST:
+        body = _field(1, struct.pack(f"<{len(values)}f", *values)) if values else b""
+    elif kind == _INT64_LIST:
+        body = _field(1, b"".join(_varint(int(v)) for v in values)) if values else b""
+    else:
+        raise ValueError(f"unknown Feature kind {kind}; expected 1 (bytes), 2 (float) or 3 (int64)")
+    return _field(kind, body)
+
+
+def serialize_example(features: Dict[str, FeatureValue]) -> bytes:
+    """Serialise ``{key: (kind, values)}`` as a ``tf.train.Example``, map keys sorted (deterministic).
+
+    ``kind`` is ``BYTES``, ``FLOAT`` or ``INT64`` of this module.
+    """
+    entries = []
+    for key in sorted(features, key=lambda k: k.encode("utf-8")):
+        kind, values = features[key]
+        entries.append(_field(1, _field(1, key.encode("utf-8")) + _field(2, _feature(kind, values))))
+    return _field(1, b"".join(entries))
+
+
+BYTES, FLOAT, INT64 = _BYTES_LIST, _FLOAT_LIST, _INT64_LIST
+
+
 def make_example_bytes(jpeg: bytes, width: int, height: int, filename: str, source_id: str,
                        objects: Sequence[ObjectBox]) -> bytes:
     """Serialise one record deterministically (same input, same bytes)."""
-    import tensorflow as tf
-
-    def b(values: List[bytes]) -> "tf.train.Feature":
-        return tf.train.Feature(bytes_list=tf.train.BytesList(value=values))
-
-    def f(values: List[float]) -> "tf.train.Feature":
-        return tf.train.Feature(float_list=tf.train.FloatList(value=values))
-
-    def i(values: List[int]) -> "tf.train.Feature":
-        return tf.train.Feature(int64_list=tf.train.Int64List(value=values))
-
-    feature = {
-        K.ENCODED: b([jpeg]),
-        K.FORMAT: b([b"jpeg"]),
-        K.HEIGHT: i([height]),
-        K.WIDTH: i([width]),
-        K.FILENAME: b([filename.encode("utf-8")]),
-        K.SOURCE_ID: b([source_id.encode("utf-8")]),
-        K.KEY_SHA256: b([hashlib.sha256(jpeg).hexdigest().encode("ascii")]),
-        K.BBOX_XMIN: f([o.xmin for o in objects]),
-        K.BBOX_YMIN: f([o.ymin for o in objects]),
-        K.BBOX_XMAX: f([o.xmax for o in objects]),
-        K.BBOX_YMAX: f([o.ymax for o in objects]),
-        K.CLASS_LABEL: i([o.label for o in objects]),
-        K.CLASS_TEXT: b([o.text.encode("utf-8") for o in objects]),
-        K.IS_CROWD: i([o.is_crowd for o in objects]),
-        K.AREA: f([o.area for o in objects]),
+    feature: Dict[str, FeatureValue] = {
+        K.ENCODED: (BYTES, [jpeg]),
+        K.FORMAT: (BYTES, [b"jpeg"]),
+        K.HEIGHT: (INT64, [height]),
+        K.WIDTH: (INT64, [width]),
+        K.FILENAME: (BYTES, [filename.encode("utf-8")]),
+        K.SOURCE_ID: (BYTES, [source_id.encode("utf-8")]),
+        K.KEY_SHA256: (BYTES, [hashlib.sha256(jpeg).hexdigest().encode("ascii")]),
+        K.BBOX_XMIN: (FLOAT, [o.xmin for o in objects]),
+        K.BBOX_YMIN: (FLOAT, [o.ymin for o in objects]),
+        K.BBOX_XMAX: (FLOAT, [o.xmax for o in objects]),
+        K.BBOX_YMAX: (FLOAT, [o.ymax for o in objects]),
+        K.CLASS_LABEL: (INT64, [o.label for o in objects]),
+        K.CLASS_TEXT: (BYTES, [o.text.encode("utf-8") for o in objects]),
+        K.IS_CROWD: (INT64, [o.is_crowd for o in objects]),
+        K.AREA: (FLOAT, [o.area for o in objects]),
     }
-    example = tf.train.Example(features=tf.train.Features(feature=feature))
-    return example.SerializeToString(deterministic=True)
+    return serialize_example(feature)
+

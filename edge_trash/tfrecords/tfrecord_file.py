@@ -1,0 +1,61 @@
+"""Write TFRecord files without TensorFlow (``tf.io.TFRecordWriter``'s format, byte for byte).
+
+Each record is framed as TensorFlow's ``core/lib/io/record_writer.cc`` frames it::
+
+    uint64 length | uint32 masked_crc32c(length) | data | uint32 masked_crc32c(data)
+
+(little-endian). The CRC32C comes from ``google-crc32c``'s C extension, which checks
+10 MB in about 2 ms.
+"""
+
+from __future__ import annotations
+
+import struct
+from pathlib import Path
+from typing import BinaryIO, Optional, Union
+
+_MASK_DELTA = 0xA282EAD8
+
+
+def _crc32c():
+    try:
+        import google_crc32c
+    except ImportError:
+        raise ImportError("writing TFRecords needs the google-crc32c package: "
+                          "pip install google-crc32c (it comes with edge-trash's 'host' extra)") from None
+    return google_crc32c.value
+
+
+def masked_crc32c(data: bytes, _crc=None) -> int:
+    """TFRecord's masked CRC32C of ``data`` (rotate right by 15, add a constant)."""
+    crc = (_crc or _crc32c())(data)
+    return (((crc >> 15) | (crc << 17)) + _MASK_DELTA) & 0xFFFFFFFF
+
+
+class TFRecordWriter:
+    """Append records to one TFRecord file (uncompressed), like ``tf.io.TFRecordWriter``."""
+
+    def __init__(self, path: Union[str, Path]) -> None:
+        self._crc = _crc32c()
+        self._fh: Optional[BinaryIO] = open(path, "wb")
+
+    def write(self, record: bytes) -> None:
+        """Append one serialised record."""
+        if self._fh is None:
+            raise ValueError("TFRecordWriter.write() after close()")
+        header = struct.pack("<Q", len(record))
+        self._fh.write(header + struct.pack("<I", masked_crc32c(header, self._crc)))
+        self._fh.write(record)
+        self._fh.write(struct.pack("<I", masked_crc32c(record, self._crc)))
+
+    def close(self) -> None:
+        """Flush and close the file (idempotent)."""
+        if self._fh is not None:
+            self._fh.close()
+            self._fh = None
+
+    def __enter__(self) -> "TFRecordWriter":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
