@@ -299,3 +299,30 @@ def test_gate_names_an_op_version_the_compiler_cannot_parse(converted):
     assert not gate.ok and gate.summary["compiler_can_parse"] is False
     assert "QUANTIZE (version 3) blocks the Edge TPU" in gate.message
     assert "TensorFlow 2.5" in gate.message
+
+
+@pytest.mark.slow
+def test_evaluator_keeps_every_class_of_the_per_class_nms(tmp_path):
+    """The evaluator runs detection models on one thread: with two, ai-edge-litert's regular NMS
+    drops a whole class (tensorflow/tensorflow#56058; here class 3 of 3 vanishes)."""
+    from edge_trash.export.detection_tflite import convert_to_int8_detection_tflite, postprocess_params_from_config
+    from edge_trash.train.evaluate import TFLiteDetector, stretch_resize
+
+    config = TinyConfig()
+    tflite_bytes = convert_to_int8_detection_tflite(tiny_ssd(config.num_classes), tiny_anchors(),
+                                                    postprocess_params_from_config(config),
+                                                    lambda: random_images(16))
+    path = tmp_path / "tiny.tflite"
+    path.write_bytes(tflite_bytes)
+    detector = TFLiteDetector(path)
+    reference = _interpreter(tflite_bytes)  # the runtime's default thread count: one
+    runner = reference.get_signature_runner()
+    seen = set()
+    for image in random_images(20, seed=5):
+        boxes, classes, scores = detector.detect(image)
+        out = runner(images=stretch_resize(image, config.input_size)[None])
+        n = int(out["output_0"][0])
+        np.testing.assert_array_equal(classes, out["output_2"][0][:n].astype(np.int64) + 1)
+        np.testing.assert_allclose(scores, out["output_1"][0][:n])
+        seen.update(int(c) for c in classes)
+    assert seen == {1, 2, 3}

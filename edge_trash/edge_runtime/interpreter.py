@@ -95,6 +95,8 @@ def load_interpreter(cpu_model: str, edgetpu_model: Optional[str] = None, device
     """Load ``edgetpu_model`` on the Edge TPU if possible, else ``cpu_model`` on the CPU.
 
     ``device`` is libedgetpu's device string (``'usb:0'``, ``'pci:0'``, ``':0'``; None = first).
+    Leave ``num_threads`` None: with more than one thread the postprocess op's per-class NMS
+    drops whole classes (tensorflow/tensorflow#56058).
     Raises ``InterpreterError`` with an actionable message when neither can run.
     """
     module, package = _find_interpreter_module(import_module)

@@ -121,6 +121,11 @@ class TFLiteDetector:
 
     Outputs ``output_0..3`` = count, scores, classes (0-based), boxes (the pycoral contract).
     An Edge TPU-compiled model loads the ``libedgetpu.so.1`` delegate.
+
+    One thread by default: with more, the postprocess op's regular (per-class) NMS in
+    ai-edge-litert drops whole classes (tensorflow/tensorflow#56058, still in LiteRT 2.3: on the
+    demo model every cup went missing, 10 points of int8 AP50). The op's output with one
+    thread matches a reference NMS (tests/test_export_detection_tflite.py).
     """
 
     def __init__(self, path: Path, class_names: Optional[List[str]] = None,
@@ -139,7 +144,7 @@ class TFLiteDetector:
                     f"libedgetpu.so.1 ({exc}); evaluate the int8 .tflite it was compiled from "
                     "instead") from exc
         self.interpreter = Interpreter(model_path=str(path), experimental_delegates=delegates,
-                                       num_threads=num_threads or os.cpu_count())
+                                       num_threads=num_threads or 1)
         signatures = self.interpreter.get_signature_list()
         key = "serving_default" if "serving_default" in signatures else next(iter(signatures), None)
         outputs = list(signatures[key]["outputs"]) if key else []
