@@ -25,41 +25,25 @@ TOY_OBJECTS: Tuple[Tuple[Tuple[int, float, float, float, float], ...], ...] = (
 COLORS = {1: (220, 40, 40), 2: (40, 60, 220)}
 
 
-def _example(image: np.ndarray, objects, image_id: int):
-    import tensorflow as tf
-    from PIL import Image
+def _example(image: np.ndarray, objects, image_id: int) -> bytes:
+    """One record through the converter's own writer (JPEG quality 95)."""
     import io
 
-    from edge_trash.tfrecords import feature_keys as keys
+    from PIL import Image
+
+    from edge_trash.tfrecords.tf_example import ObjectBox, make_example_bytes
 
     buf = io.BytesIO()
     Image.fromarray(image).save(buf, format="JPEG", quality=95)
     h, w = image.shape[:2]
-
-    def floats(v):
-        return tf.train.Feature(float_list=tf.train.FloatList(value=v))
-
-    def ints(v):
-        return tf.train.Feature(int64_list=tf.train.Int64List(value=v))
-
-    def byts(v):
-        return tf.train.Feature(bytes_list=tf.train.BytesList(value=v))
-
-    feature = {
-        keys.ENCODED: byts([buf.getvalue()]), keys.FORMAT: byts([b"jpeg"]),
-        keys.HEIGHT: ints([h]), keys.WIDTH: ints([w]),
-        keys.SOURCE_ID: byts([str(image_id).encode()]),
-        keys.BBOX_YMIN: floats([o[1] for o in objects]), keys.BBOX_XMIN: floats([o[2] for o in objects]),
-        keys.BBOX_YMAX: floats([o[3] for o in objects]), keys.BBOX_XMAX: floats([o[4] for o in objects]),
-        keys.CLASS_LABEL: ints([o[0] for o in objects]),
-        keys.CLASS_TEXT: byts([TOY_CLASSES[o[0] - 1].encode() for o in objects]),
-    }
-    return tf.train.Example(features=tf.train.Features(feature=feature)).SerializeToString()
+    boxes = [ObjectBox(xmin=x0, ymin=y0, xmax=x1, ymax=y1, label=cls, text=TOY_CLASSES[cls - 1], is_crowd=0,
+                       area=(x1 - x0) * w * (y1 - y0) * h) for cls, y0, x0, y1, x1 in objects]
+    return make_example_bytes(buf.getvalue(), w, h, f"{image_id}.jpg", str(image_id), boxes)
 
 
 def write_toy_data(out: Path, size: int = 128, splits=("train", "val")) -> Path:
     """Four images of red squares and blue bars on grey; the same records in every split."""
-    import tensorflow as tf
+    from edge_trash.tfrecords.tfrecord_file import TFRecordWriter
 
     out.mkdir(parents=True, exist_ok=True)
     rng = np.random.default_rng(0)
@@ -70,7 +54,7 @@ def write_toy_data(out: Path, size: int = 128, splits=("train", "val")) -> Path:
             image[int(y0 * size):int(y1 * size), int(x0 * size):int(x1 * size)] = COLORS[cls]
         records.append(_example(image, objects, i + 1))
     for split in splits:
-        with tf.io.TFRecordWriter(str(out / f"{split}-00000-of-00001.tfrecord")) as writer:
+        with TFRecordWriter(out / f"{split}-00000-of-00001.tfrecord") as writer:
             for record in records:
                 writer.write(record)
     (out / "labels.txt").write_text("\n".join(TOY_CLASSES) + "\n")
@@ -82,7 +66,7 @@ def toy_configs(steps: int, **train_changes):
     from edge_trash.models.config import get_preset
     from edge_trash.train.train_config import TrainConfig
 
-    model = get_preset("demo").replace(input_size=128)
+    model = get_preset("demo").replace(width_multiplier=0.35, input_size=128)
     train = TrainConfig(steps=steps, batch_size=4, optimizer="adam", learning_rate=0.01,
                         warmup_steps=10, weight_decay=0.0, checkpoint_every=10, eval_every=steps,
                         log_every=10, augment=None, init="scratch", seed=3)
@@ -185,3 +169,95 @@ def test_mirrored_strategy_on_two_logical_cpus(tmp_path):
     assert len(losses) == 8 and all(np.isfinite(losses))
     assert losses[-1] < losses[0]
     assert (tmp_path / "run" / "saved_model" / "saved_model.pb").is_file()
+
+
+@pytest.mark.slow
+def test_mixed_precision_trains_with_loss_scaling_and_exports_float32(tmp_path):
+    """train.mixed_precision: float16 compute with a loss-scale optimizer, float32 outputs."""
+    import tensorflow as tf
+    import tf_keras as keras
+
+    from edge_trash.train.trainer import TrainOptions, train
+
+    data = write_toy_data(tmp_path / "data")
+    model, cfg = toy_configs(steps=6, warmup_steps=2, eval_every=6, mixed_precision=True)
+    seen = []
+    result = train(TrainOptions(data_dir=data, out_dir=tmp_path / "run", model=model, train=cfg,
+                                progress=False, on_step=lambda step, logs: seen.append(step)))
+    assert result.step == 6 and seen == [1, 2, 3, 4, 5, 6]
+    assert len(result.losses) == 6 and all(np.isfinite(result.losses))
+    assert keras.mixed_precision.global_policy().name == "float32"  # the caller's policy is restored
+    checkpoint = tf.train.latest_checkpoint(str(tmp_path / "run" / "checkpoints"))
+    names = [name for name, _ in tf.train.list_variables(checkpoint)]
+    assert any("loss_scale" in name for name in names), names[:20]
+    kernels = [name for name in names if name.startswith("model/") and "kernel" in name]
+    # float32 master weights under float16 compute
+    assert kernels and tf.train.load_variable(checkpoint, kernels[0]).dtype == np.float32
+    loaded = tf.saved_model.load(str(tmp_path / "run" / "saved_model"))
+    out = loaded.signatures["serving_default"](images=tf.zeros([1, 128, 128, 3]))
+    assert out["class_logits"].dtype == tf.float32 and out["box_encodings"].dtype == tf.float32
+    assert np.isfinite(out["class_logits"].numpy()).all()
+
+
+MULTI_WORKER_SCRIPT = textwrap.dedent("""
+    import json, sys
+    sys.path.insert(0, sys.argv[3])
+    from test_train_loop import toy_configs
+    from edge_trash.train.trainer import TrainOptions, train
+    model, cfg = toy_configs(steps=4, warmup_steps=1, strategy="multi_worker", eval_every=4,
+                             checkpoint_every=2)
+    result = train(TrainOptions(data_dir=sys.argv[1], out_dir=sys.argv[2], model=model,
+                                train=cfg, progress=False))
+    print("RESULT " + json.dumps({"losses": result.losses, "step": result.step}))
+""")
+
+
+def _free_loopback_ports(count: int) -> List[int]:
+    import socket
+
+    sockets = [socket.socket() for _ in range(count)]
+    try:
+        for s in sockets:
+            s.bind(("127.0.0.1", 0))
+        return [s.getsockname()[1] for s in sockets]
+    finally:
+        for s in sockets:
+            s.close()
+
+
+@pytest.mark.slow
+def test_multi_worker_strategy_two_workers_on_loopback(tmp_path):
+    """Two processes under MultiWorkerMirroredStrategy (TF_CONFIG, 127.0.0.1): the same
+    all-reduced losses on both, one run directory written by the chief, no scratch left."""
+    data = write_toy_data(tmp_path / "data")
+    cluster = {"worker": [f"127.0.0.1:{port}" for port in _free_loopback_ports(2)]}
+    procs = []
+    for index in range(2):
+        env = {**os.environ, "TF_CONFIG": json.dumps({"cluster": cluster,
+                                                      "task": {"type": "worker", "index": index}})}
+        procs.append(subprocess.Popen(
+            [sys.executable, "-c", MULTI_WORKER_SCRIPT, str(data), str(tmp_path / "run"),
+             str(Path(__file__).parent)], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+            cwd=REPO, env=env))
+    try:
+        outputs = [p.communicate(timeout=600) for p in procs]
+    finally:
+        for p in procs:
+            p.kill()
+    results = []
+    for proc, (stdout, stderr) in zip(procs, outputs):
+        lines = [l for l in stdout.splitlines() if l.startswith("RESULT ")]
+        assert proc.returncode == 0 and lines, stderr[-3000:]
+        results.append(json.loads(lines[-1][len("RESULT "):]))
+    chief, other = results
+    assert chief["step"] == other["step"] == 4
+    assert len(chief["losses"]) == 4 and all(np.isfinite(chief["losses"]))
+    np.testing.assert_allclose(chief["losses"], other["losses"], rtol=1e-6)
+    run = tmp_path / "run"
+    assert sorted(p.name for p in run.iterdir()) == ["checkpoints", "config.json", "labels.txt", "logs",
+                                                     "metrics.json", "model.weights.h5", "saved_model"]
+    metrics = json.loads((run / "metrics.json").read_text())
+    assert metrics["finished"] and metrics["step"] == 4 and [h["step"] for h in metrics["history"]] == [4]
+    import tensorflow as tf
+
+    assert tf.train.latest_checkpoint(str(run / "checkpoints")).endswith("ckpt-4")

@@ -1,7 +1,10 @@
 """The SSD training loop: strategy-agnostic (tf.distribute), resumable, evaluated on val.
 
 ``train(TrainOptions(...)) -> TrainResult`` writes a run directory (see
-``edge_trash.models.run_dir``). Resuming restores model, optimizer (hence the step and
+``edge_trash.models.run_dir``). Under ``MultiWorkerMirroredStrategy`` every worker runs
+this same function; only the chief writes the run directory, the others save (checkpoints
+and the SavedModel take part in collectives) into ``RUN_DIR/.worker-N`` and remove it at
+the end. Resuming restores model, optimizer (hence the step and
 the learning-rate schedule), the best-AP bookkeeping, and the data position: the input
 pipeline's epochs depend only on ``(seed, epoch)``, so a resumed run restarts the epoch
 it was killed in and skips the batches already used, seeing exactly the data an
@@ -69,13 +72,8 @@ def make_strategy(name: str):
     logical CPUs when there is no GPU), ``multi_worker`` (TF_CONFIG) or ``tpu``."""
     import tensorflow as tf
 
-    gpus = tf.config.list_logical_devices("GPU")
-    if name == "auto":
-        return tf.distribute.MirroredStrategy() if len(gpus) > 1 else tf.distribute.get_strategy()
-    if name == "mirrored":
-        if gpus:
-            return tf.distribute.MirroredStrategy()
-        return tf.distribute.MirroredStrategy([d.name for d in tf.config.list_logical_devices("CPU")])
+    # These two configure the runtime, so they come before anything (listing devices too)
+    # initialises it: "Collective ops must be configured at program startup".
     if name == "multi_worker":
         return tf.distribute.MultiWorkerMirroredStrategy()
     if name == "tpu":
@@ -83,6 +81,13 @@ def make_strategy(name: str):
         tf.config.experimental_connect_to_cluster(resolver)
         tf.tpu.experimental.initialize_tpu_system(resolver)
         return tf.distribute.TPUStrategy(resolver)
+    gpus = tf.config.list_logical_devices("GPU")
+    if name == "auto":
+        return tf.distribute.MirroredStrategy() if len(gpus) > 1 else tf.distribute.get_strategy()
+    if name == "mirrored":
+        if gpus:
+            return tf.distribute.MirroredStrategy()
+        return tf.distribute.MirroredStrategy([d.name for d in tf.config.list_logical_devices("CPU")])
     raise TrainError(f"--strategy: got {name!r}, expected auto, mirrored, multi_worker or tpu")
 
 
@@ -122,8 +127,11 @@ def default_dataset_fn(data_dir: Path, model: SSDConfig, train: TrainConfig) -> 
     return dataset_fn
 
 
-def _prepare_run_dir(options: TrainOptions, class_names: List[str]) -> tuple:
-    """Create or check the run directory; return the (model, train) configs to use."""
+def _prepare_run_dir(options: TrainOptions, class_names: List[str], is_chief: bool = True) -> tuple:
+    """Check the run directory; return the (model, train) configs to use.
+
+    Only the chief refuses an existing run: other workers start after it wrote config.json.
+    """
     out = Path(options.out_dir)
     config_path = out / rd.CONFIG_JSON
     if options.resume:
@@ -139,7 +147,7 @@ def _prepare_run_dir(options: TrainOptions, class_names: List[str]) -> tuple:
                              "the classes changed: start a new run with --init "
                              f"{out} to carry the weights over")
         return model, train
-    if config_path.exists():
+    if config_path.exists() and is_chief:
         raise TrainError(f"--out {out}: already holds a run ({config_path}); pass --resume to "
                          "continue it or choose a new directory")
     model = options.model.replace(num_classes=len(class_names)).validate()
@@ -198,9 +206,14 @@ def train(options: TrainOptions) -> TrainResult:
 
     data_dir, out = Path(options.data_dir), Path(options.out_dir)
     class_names = rd.read_labels(data_dir / "labels.txt")
-    model_cfg, train_cfg = _prepare_run_dir(options, class_names)
+    strategy = make_strategy(options.train.strategy)
+    is_chief = bool(strategy.extended.should_checkpoint)
+    # Where this worker writes: the run directory (chief), or a scratch folder removed at the end.
+    work = out if is_chief else out / f".worker-{strategy.cluster_resolver.task_id}"
+    model_cfg, train_cfg = _prepare_run_dir(options, class_names, is_chief)
+    if not is_chief:
+        work.mkdir(parents=True, exist_ok=True)
     init_source = None if options.resume else resolve_init(train_cfg.init, model_cfg)
-    strategy = make_strategy(train_cfg.strategy)
     replicas = strategy.num_replicas_in_sync
     if train_cfg.batch_size % replicas:
         raise TrainError(f"--batch-size {train_cfg.batch_size} is not divisible by the "
@@ -223,18 +236,20 @@ def train(options: TrainOptions) -> TrainResult:
 
     checkpoint = tf.train.Checkpoint(model=model, optimizer=optimizer, best_ap=best_ap,
                                      best_step=best_step, evals_without_gain=evals_without_gain)
-    manager = tf.train.CheckpointManager(checkpoint, str(out / rd.CHECKPOINTS),
+    manager = tf.train.CheckpointManager(checkpoint, str(work / rd.CHECKPOINTS),
                                          max_to_keep=train_cfg.keep_checkpoints)
-    if options.resume and manager.latest_checkpoint:
-        checkpoint.restore(manager.latest_checkpoint).expect_partial()
-        init_note = f"resumed from {manager.latest_checkpoint}"
+    latest = tf.train.latest_checkpoint(str(out / rd.CHECKPOINTS)) if options.resume else None
+    if latest:
+        checkpoint.restore(latest).expect_partial()
+        init_note = f"resumed from {latest}"
     elif options.resume:
         init_note = "resumed before the first checkpoint: " + initialise(
             model, resolve_init(train_cfg.init, model_cfg), model_cfg)
     else:
         init_note = initialise(model, init_source, model_cfg)
         # Written only once the weights loaded, so a bad --init leaves no half-made run.
-        _write_run_config(out, model_cfg, train_cfg, class_names)
+        if is_chief:
+            _write_run_config(out, model_cfg, train_cfg, class_names)
     log.info("init: %s", init_note)
     start_step = int(optimizer.iterations.numpy())
 
@@ -247,6 +262,10 @@ def train(options: TrainOptions) -> TrainResult:
     skip = start_step - epoch * per_epoch if per_epoch else start_step
     train_ds, _ = dataset_fn("train", train_cfg.batch_size, True, train_cfg.seed, target_fn, epoch)
     train_ds = train_ds.repeat().skip(skip)
+    # Records come from an index, not files: each worker keeps its share of the batches.
+    shard = tf.data.Options()
+    shard.experimental_distribute.auto_shard_policy = tf.data.experimental.AutoShardPolicy.DATA
+    train_ds = train_ds.with_options(shard)
     iterator = iter(strategy.experimental_distribute_dataset(train_ds))
 
     decay_vars = [v for v in model.trainable_variables if "kernel" in v.name]
@@ -281,14 +300,17 @@ def train(options: TrainOptions) -> TrainResult:
                 for k, v in per_replica.items()}
 
     predict_fn = make_predict_fn(model, model_cfg)
-    metrics_path = out / rd.METRICS_JSON
+    metrics_path = work / rd.METRICS_JSON
     history: List[Dict[str, Any]] = []
-    if options.resume and metrics_path.is_file():
-        history = json.loads(metrics_path.read_text(encoding="utf-8")).get("history", [])
+    if options.resume and (out / rd.METRICS_JSON).is_file():
+        history = json.loads((out / rd.METRICS_JSON).read_text(encoding="utf-8")).get("history", [])
         history = [h for h in history if h["step"] <= start_step]
 
-    writer = tf.summary.create_file_writer(str(out / rd.LOGS / "train"))
-    val_writer = tf.summary.create_file_writer(str(out / rd.LOGS / "val"))
+    if is_chief:
+        writer = tf.summary.create_file_writer(str(out / rd.LOGS / "train"))
+        val_writer = tf.summary.create_file_writer(str(out / rd.LOGS / "val"))
+    else:
+        writer = val_writer = tf.summary.create_noop_writer()
 
     def run_eval(step: int) -> Dict[str, Any]:
         val_ds, _ = dataset_fn("val", train_cfg.batch_size, False, train_cfg.seed, None, 0)
@@ -305,7 +327,7 @@ def train(options: TrainOptions) -> TrainResult:
             best_ap.assign(ap)
             best_step.assign(step)
             evals_without_gain.assign(0)
-            _save_weights_atomic(model, out / rd.WEIGHTS_H5)
+            _save_weights_atomic(model, work / rd.WEIGHTS_H5)
         else:
             evals_without_gain.assign_add(1)
         return metrics
@@ -321,7 +343,7 @@ def train(options: TrainOptions) -> TrainResult:
     final_metrics: Dict[str, Any] = {}
     step = start_step
     started = time.monotonic()
-    bar = tqdm(total=train_cfg.steps, initial=start_step, disable=not options.progress,
+    bar = tqdm(total=train_cfg.steps, initial=start_step, disable=not (options.progress and is_chief),
                unit="step", dynamic_ncols=True, desc="train")
     try:
         while step < train_cfg.steps:
@@ -369,13 +391,15 @@ def train(options: TrainOptions) -> TrainResult:
     done_steps = step - start_step
     images_per_second = done_steps * train_cfg.batch_size / seconds if seconds > 0 else 0.0
 
-    if (out / rd.WEIGHTS_H5).is_file():
-        model.load_weights(str(out / rd.WEIGHTS_H5))  # the SavedModel holds the best weights
-    export_saved_model(model, model_cfg, out)
+    if (work / rd.WEIGHTS_H5).is_file():
+        model.load_weights(str(work / rd.WEIGHTS_H5))  # the SavedModel holds the best weights
+    export_saved_model(model, model_cfg, work)
     best = next((h for h in history if h["step"] == int(best_step.numpy())), {})
     write_metrics(step, True, {"stopped_early": stopped_early, "train_seconds": round(seconds, 1),
                                "images_per_second": round(images_per_second, 2),
                                "saved_model_step": int(best_step.numpy()), "init": init_note})
+    if not is_chief:
+        shutil.rmtree(work, ignore_errors=True)
     return TrainResult(run_dir=out, step=step, best_step=int(best_step.numpy()), best_metrics=best,
                        final_metrics=final_metrics, stopped_early=stopped_early, seconds=seconds,
                        images_per_second=images_per_second, losses=losses, first_step=start_step)
