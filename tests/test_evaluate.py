@@ -225,7 +225,7 @@ def test_keras_and_saved_model_detectors_decode_the_same_raw_outputs(tmp_path, v
     from edge_trash.models.config import get_preset
     from edge_trash.train.evaluate import KerasDetector, SavedModelDetector, load_detector
 
-    config = get_preset("demo").replace(input_size=128, num_classes=3)
+    config = get_preset("demo").replace(width_multiplier=0.35, input_size=128, num_classes=3)
     n = len(generate_anchors(config))
     rng = np.random.default_rng(0)
     encodings = tf.constant(rng.normal(0, 0.5, (1, n, 4)).astype(np.float32))

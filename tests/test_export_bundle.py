@@ -229,7 +229,7 @@ def real_run_dir(tmp_path_factory, sample_build):
 
     data_dir, _ = sample_build
     names = (Path(data_dir) / "labels.txt").read_text().split()
-    config = get_preset("demo").replace(input_size=128, num_classes=len(names))
+    config = get_preset("demo").replace(width_multiplier=0.35, input_size=128, num_classes=len(names))
     run = tmp_path_factory.mktemp("run")
     build_ssd(config).save_weights(str(run / "model.weights.h5"))
     write_json_atomic(run / "config.json", {"model": config.to_dict(), "train": {}})

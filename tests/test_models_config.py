@@ -86,7 +86,9 @@ def test_load_config_file_with_preset_overrides(tmp_path):
     path = tmp_path / "cfg.yaml"
     path.write_text("preset: demo\nmodel: {input_size: 256}\ntrain: {steps: 770, batch_size: 8}\n")
     model, train = tc.load_config(str(path))
-    assert (model.input_size, model.width_multiplier, model.head) == (256, 0.35, "ssdlite")
+    demo = PRESETS["demo"]  # the file's preset fills what it leaves out
+    assert (model.input_size, model.width_multiplier, model.head) == (256, demo.width_multiplier, demo.head)
+    assert model.batch_norm_momentum == demo.batch_norm_momentum == 0.9
     assert (train.steps, train.batch_size, train.optimizer) == (770, 8, "adam")
 
 

@@ -52,7 +52,7 @@ def test_untrained_ssd_maps_fully_to_edgetpu():
     from edge_trash.models.anchors import num_anchors
     from edge_trash.models.config import get_preset
 
-    config = get_preset("demo").replace(head=head, input_size=128, num_classes=3)
+    config = get_preset("demo").replace(width_multiplier=0.35, head=head, input_size=128, num_classes=3)
     flatbuffer = _int8_tflite(config)
     report = inspect_tflite(flatbuffer)
     assert report.compiler_can_parse, report.compiler_error

@@ -12,7 +12,7 @@ from edge_trash.models.config import get_preset
 from edge_trash.models.init_weights import (InitError, initialise, keras_weights_name,
                                             resolve_init)
 
-CONFIG = get_preset("demo").replace(input_size=128, num_classes=2)
+CONFIG = get_preset("demo").replace(width_multiplier=0.35, input_size=128, num_classes=2)
 
 
 def _keras_mobilenet_h5(path: Path, alpha: float) -> Path:

@@ -10,7 +10,7 @@ from edge_trash.models.config import get_preset
 
 @pytest.fixture(scope="module")
 def config():
-    return get_preset("demo").replace(num_classes=3)
+    return get_preset("demo").replace(width_multiplier=0.35, num_classes=3)
 
 
 def test_encode_then_decode_returns_the_ground_truth(config):
