@@ -6,7 +6,7 @@ mkdir -p "$OUT"
 export TF_CPP_MIN_LOG_LEVEL=2
 
 echo "== 1. sample data"
-# 1500 images: with fewer, a model trained from scratch memorises them (200 images: val AP50 0.39).
+# 1500 images: with fewer, a model trained from scratch memorises them (600: train AP50 0.57, val 0.36).
 edge-trash sample-data --out "$OUT/sample" --num-images 1500
 
 echo "== 2. TFRecords"

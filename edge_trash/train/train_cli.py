@@ -35,7 +35,9 @@ def _dir_size_mb(path: Path) -> float:
 @click.option("--resume", is_flag=True, help="Continue RUN_DIR after a stop, same step, "
                                              "schedule and data order.")
 @click.option("--strategy", type=click.Choice(["auto", "mirrored", "multi_worker", "tpu"]),
-              default=None, help="tf.distribute strategy (auto: Mirrored over several GPUs).")
+              default=None, help="tf.distribute strategy (auto: Mirrored over several GPUs; multi_worker: "
+                   "one process per worker with TF_CONFIG set, all with the same --out, which "
+                   "only the chief writes).")
 @click.option("--mixed-precision", is_flag=True, default=None,
               help="Train in mixed_float16 (GPUs/TPUs; slower on CPU).")
 @click.option("--no-progress", is_flag=True, help="No progress bar (logs only).")
