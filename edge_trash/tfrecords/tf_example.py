@@ -27,7 +27,7 @@ from typing import Dict, Sequence, Tuple, Union
 from edge_trash.tfrecords import feature_keys as K
 
 _LENGTH_DELIMITED = 2
-_BYTES_LIST, _FLOAT_LIST, _INT64_LIST = 1, 2, 3  # Feature's oneof field numbers
+BYTES, FLOAT, INT64 = 1, 2, 3  # Feature's oneof field numbers: bytes_list, float_list, int64_list
 FeatureValue = Tuple[int, Union[Sequence[bytes], Sequence[float], Sequence[int]]]
 
 
@@ -62,11 +62,11 @@ def _field(number: int, payload: bytes) -> bytes:
 
 
 def _feature(kind: int, values: Sequence) -> bytes:
-    if kind == _BYTES_LIST:
+    if kind == BYTES:
         body = b"".join(_field(1, v) for v in values)
-    elif kind == _FLOAT_LIST:
+    elif kind == FLOAT:
         body = _field(1, struct.pack(f"<{len(values)}f", *values)) if values else b""
-    elif kind == _INT64_LIST:
+    elif kind == INT64:
         body = _field(1, b"".join(_varint(int(v)) for v in values)) if values else b""
     else:
         raise ValueError(f"unknown Feature kind {kind}; expected 1 (bytes), 2 (float) or 3 (int64)")
@@ -76,7 +76,7 @@ def _feature(kind: int, values: Sequence) -> bytes:
 def serialize_example(features: Dict[str, FeatureValue]) -> bytes:
     """Serialise ``{key: (kind, values)}`` as a ``tf.train.Example``, map keys sorted (deterministic).
 
-    ``kind`` is ``BYTES``, ``FLOAT`` or ``INT64`` of this module.
+    ``kind`` is ``BYTES``, ``FLOAT`` or ``INT64``.
     """
     entries = []
     for key in sorted(features, key=lambda k: k.encode("utf-8")):
@@ -84,8 +84,6 @@ def serialize_example(features: Dict[str, FeatureValue]) -> bytes:
         entries.append(_field(1, _field(1, key.encode("utf-8")) + _field(2, _feature(kind, values))))
     return _field(1, b"".join(entries))
 
-
-BYTES, FLOAT, INT64 = _BYTES_LIST, _FLOAT_LIST, _INT64_LIST
 
 
 def make_example_bytes(jpeg: bytes, width: int, height: int, filename: str, source_id: str,

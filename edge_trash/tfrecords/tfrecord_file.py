@@ -17,18 +17,18 @@ from typing import BinaryIO, Optional, Union
 _MASK_DELTA = 0xA282EAD8
 
 
-def _crc32c():
+def _crc32c(data: bytes) -> int:
     try:
         import google_crc32c
     except ImportError:
         raise ImportError("writing TFRecords needs the google-crc32c package: "
                           "pip install google-crc32c (it comes with edge-trash's 'host' extra)") from None
-    return google_crc32c.value
+    return google_crc32c.value(data)
 
 
-def masked_crc32c(data: bytes, _crc=None) -> int:
+def masked_crc32c(data: bytes) -> int:
     """TFRecord's masked CRC32C of ``data`` (rotate right by 15, add a constant)."""
-    crc = (_crc or _crc32c())(data)
+    crc = _crc32c(data)
     return (((crc >> 15) | (crc << 17)) + _MASK_DELTA) & 0xFFFFFFFF
 
 
@@ -36,7 +36,7 @@ class TFRecordWriter:
     """Append records to one TFRecord file (uncompressed), like ``tf.io.TFRecordWriter``."""
 
     def __init__(self, path: Union[str, Path]) -> None:
-        self._crc = _crc32c()
+        _crc32c(b"")  # a missing google-crc32c fails here, before the file is created
         self._fh: Optional[BinaryIO] = open(path, "wb")
 
     def write(self, record: bytes) -> None:
@@ -44,9 +44,9 @@ class TFRecordWriter:
         if self._fh is None:
             raise ValueError("TFRecordWriter.write() after close()")
         header = struct.pack("<Q", len(record))
-        self._fh.write(header + struct.pack("<I", masked_crc32c(header, self._crc)))
+        self._fh.write(header + struct.pack("<I", masked_crc32c(header)))
         self._fh.write(record)
-        self._fh.write(struct.pack("<I", masked_crc32c(record, self._crc)))
+        self._fh.write(struct.pack("<I", masked_crc32c(record)))
 
     def close(self) -> None:
         """Flush and close the file (idempotent)."""
