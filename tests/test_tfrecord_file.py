@@ -74,9 +74,10 @@ def test_serialize_example_int64_edges_and_key_order():
 
 
 def test_masked_crc32c_known_vector():
-    # CRC32C("123456789") = 0xE3069283 (RFC 3720 check value), masked as TFRecord masks it.
-    crc = 0xE3069283
-    assert masked_crc32c(b"123456789") == ((((crc >> 15) | (crc << 17)) & 0xFFFFFFFF) + 0xA282EAD8) & 0xFFFFFFFF
+    # CRC32C("123456789") = 0xE3069283 (RFC 3720's check value), rotated right by 15 = 0x2507C60D,
+    # plus TFRecord's 0xA282EAD8. The file test below checks the same mask against TensorFlow's writer.
+    assert masked_crc32c(b"123456789") == 0xC78AB0E5
+    assert masked_crc32c(b"") == 0xA282EAD8  # CRC32C of nothing is 0
 
 
 def test_tfrecord_file_equals_tensorflows_and_reads_back(tmp_path: Path):

@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import functools
 import os
-import struct
 import threading
 from dataclasses import dataclass
 from pathlib import Path
@@ -28,12 +27,11 @@ from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 import numpy as np
 
 from edge_trash.tfrecords import feature_keys as keys
+from edge_trash.tfrecords.tfrecord_file import FOOTER, HEADER
 from edge_trash.train.augment import AugmentConfig, Augmenter
 from edge_trash.train.balancing import BalanceConfig, BalancedSampler
 
 DEFAULT_MAX_BOXES = 100
-_HEADER = struct.Struct("<QI")  # record length, masked CRC of the length
-_FOOTER_SIZE = 4  # masked CRC of the data
 
 
 def split_files(data_dir: os.PathLike, split: str) -> List[Path]:
@@ -81,7 +79,7 @@ class TFRecordIndex:
     def location(self, i: int) -> Tuple[Path, int]:
         """(shard, byte offset of the record header) of record ``i``, for error messages."""
         number, offset, _ = self._entries[int(i)]
-        return self.files[number], offset - _HEADER.size
+        return self.files[number], offset - HEADER.size
 
     def read(self, i: int) -> bytes:
         """The serialized ``tf.train.Example`` of record ``i`` (in shard order)."""
@@ -124,15 +122,15 @@ def _scan(path: Path) -> List[Tuple[int, int]]:
         pos = 0
         while pos < size:
             f.seek(pos)
-            header = f.read(_HEADER.size)
-            if len(header) < _HEADER.size:
+            header = f.read(HEADER.size)
+            if len(header) < HEADER.size:
                 raise ValueError(f"{path}: truncated record header at byte {pos}; rebuild")
-            length, _ = _HEADER.unpack(header)
-            end = pos + _HEADER.size + length + _FOOTER_SIZE
+            length, _ = HEADER.unpack(header)
+            end = pos + HEADER.size + length + FOOTER.size
             if end > size:
                 raise ValueError(f"{path}: record at byte {pos} claims {length} bytes but the "
                                  "file ends first (truncated or not a TFRecord); rebuild")
-            out.append((pos + _HEADER.size, length))
+            out.append((pos + HEADER.size, length))
             pos = end
     return out
 
