@@ -1,7 +1,8 @@
 """Data stage benchmark: our ``build-tfrecords`` against Model Garden's ``create_coco_tf_record``.
 
 Both converters run as subprocesses on the same phone-size JPEGs (mostly 4032x3024,
-plus TACO's other common sizes), so both pay the same Python + TensorFlow start-up.
+plus TACO's other common sizes), so both pay their own start-up (Python plus whatever each
+imports: TensorFlow for Model Garden's, not for ours), reported as ``startup_s``.
 Measured in one run: conversion wall time, bytes written, the time tf.data takes to
 decode and resize every record to 320x320 (what training pays every epoch), the
 boxes each output keeps per image id, and how our conversion scales from 1 to
