@@ -198,6 +198,7 @@ def annotation_problems(dataset: CocoDataset) -> Dict[str, Any]:
         "boxes_clipped": dataset.boxes_clipped,
         "duplicate_annotation_ids": dataset.duplicate_annotation_ids,
         "images_rejected": _rejected_rows(dataset.rejected_images),
+        "image_sizes_read_from_files": sorted(dataset.size_notes),
         "unused_categories": [c.name for c in dataset.categories if c.id not in used],
         "images_without_boxes": len(no_boxes),
         "image_ids_without_boxes": no_boxes,
@@ -212,11 +213,12 @@ def _json_source(dataset: CocoDataset, images_dir: Optional[Path], progress: boo
     source = Source("annotations", "original image pixels (the JSON width/height)", images, boxes,
                     [c.name for c in dataset.categories])
     if images_dir is not None:
-        from edge_trash.tfrecords.images import resolve_path
+        from edge_trash.tfrecords.image_paths import ImagePaths
 
+        paths = ImagePaths(images_dir)
         source.luma = {}
         for im in _progress(dataset.images, "analyze images", progress):
-            value, reason = _read_luma(resolve_path(images_dir, im.file_name))
+            value, reason = _read_luma(paths.resolve(im.file_name)[0])
             if value is None:
                 source.unreadable.append({"image_id": im.id, "file_name": im.file_name, "reason": reason})
             else:
@@ -506,6 +508,10 @@ def find_flags(where: str, stats: Dict[str, Any], th: Thresholds,
             add("rejected_images", [r["record_id"] for r in problems["images_rejected"]],
                 f"{len(problems['images_rejected'])} image entries are unusable: "
                 + _examples([r["reason"] for r in problems["images_rejected"]], 3))
+        if problems["image_sizes_read_from_files"]:
+            add("image_sizes_read_from_files", list(problems["image_sizes_read_from_files"]),
+                f"{len(problems['image_sizes_read_from_files'])} image entries have no usable width/height: "
+                "their sizes were read from the image files (fix the JSON to match)")
         if problems["duplicate_annotation_ids"]:
             add("duplicate_annotation_ids", list(problems["duplicate_annotation_ids"]),
                 f"{len(problems['duplicate_annotation_ids'])} annotation ids are used more than once: "
@@ -684,6 +690,7 @@ def render_report(stats: Dict[str, Any], sections: List[Tuple[str, Dict[str, Any
                      ["boxes clipped to the image (kept)", p["boxes_clipped"]],
                      ["duplicate annotation ids", len(p["duplicate_annotation_ids"])],
                      ["rejected image entries", len(p["images_rejected"])],
+                     ["image sizes read from the files", len(p["image_sizes_read_from_files"])],
                      ["unused categories", len(p["unused_categories"])],
                      ["images without boxes", p["images_without_boxes"]]]
             lines += _table(["problem", "count"], rows)
@@ -741,7 +748,14 @@ def analyze(annotations: "Optional[os.PathLike | str]" = None, images: "Optional
         return s
 
     if annotations is not None:
-        dataset = load_coco(annotations)
+        size_of = None
+        if images is not None:
+            from edge_trash.tfrecords.image_paths import ImagePaths
+            from edge_trash.tfrecords.images import read_displayed_size
+
+            image_paths = ImagePaths(images)
+            size_of = lambda name: read_displayed_size(image_paths.resolve(name)[0])  # noqa: E731
+        dataset = load_coco(annotations, size_of=size_of)
         source = _json_source(dataset, Path(images) if images is not None else None, progress)
         stats["annotations"] = {"file": str(annotations), "categories": len(dataset.categories),
                                 **finish(source, annotation_problems(dataset))}

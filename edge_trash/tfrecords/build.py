@@ -19,7 +19,8 @@ from typing import Any, Dict, Iterable, Iterator, List, Optional, Tuple
 
 from edge_trash.tfrecords.class_map import build_class_mapping, label_map_pbtxt, read_class_map
 from edge_trash.tfrecords.coco import CocoDataset, load_coco
-from edge_trash.tfrecords.images import ImageJob, ImageResult, convert_image, resolve_path
+from edge_trash.tfrecords.image_paths import ImagePaths
+from edge_trash.tfrecords.images import ImageJob, ImageResult, convert_image, read_displayed_size
 from edge_trash.tfrecords.splits import assign_folds, assign_splits
 from edge_trash.tfrecords.tf_example import ObjectBox, make_example_bytes
 from edge_trash.tfrecords.tfrecord_file import TFRecordWriter
@@ -176,7 +177,8 @@ def _progress(iterable: Iterable[ImageResult], total: int, enabled: bool) -> Ite
 def build_tfrecords(options: BuildOptions, progress: bool = False) -> Dict[str, Any]:
     """Convert the dataset; returns the report (also written to ``OUT/report.json``)."""
     options.validate()
-    dataset = load_coco(options.annotations)
+    paths = ImagePaths(options.images)
+    dataset = load_coco(options.annotations, size_of=lambda name: read_displayed_size(paths.resolve(name)[0]))
     class_map = read_class_map(options.class_map) if options.class_map else None
     mapping = build_class_mapping(dataset.categories, dataset.boxes, class_map, options.supercategories,
                                   options.min_instances, options.rare)
@@ -201,10 +203,14 @@ def build_tfrecords(options: BuildOptions, progress: bool = False) -> Dict[str, 
 
     jobs: List[ImageJob] = []
     where: List[Tuple[str, int]] = []
+    notes_of: Dict[int, List[str]] = {iid: [note] for iid, note in dataset.size_notes.items()}
     for split, members in plan:
         for pos, iid in enumerate(members):
             im = images_by_id[iid]
-            jobs.append(ImageJob(iid, str(resolve_path(Path(options.images), im.file_name)), im.width, im.height,
+            path, path_note = paths.resolve(im.file_name)
+            if path_note:
+                notes_of.setdefault(iid, []).append(path_note)
+            jobs.append(ImageJob(iid, str(path), im.width, im.height,
                                  options.max_size, options.max_pixels, options.quality))
             where.append((split, pos))
 
@@ -223,8 +229,9 @@ def build_tfrecords(options: BuildOptions, progress: bool = False) -> Dict[str, 
                     boxes_dropped.append({"annotation_id": box.source_id, "image_id": im.id,
                                           "reason": f"its image was skipped: {result.reason}"})
                 continue
-            if result.notes:
-                image_notes.append({"image_id": im.id, "file_name": im.file_name, "notes": result.notes})
+            notes = notes_of.get(im.id, []) + result.notes
+            if notes:
+                image_notes.append({"image_id": im.id, "file_name": im.file_name, "notes": notes})
             objects: List[ObjectBox] = []
             sx, sy = result.width / im.width, result.height / im.height
             for box in boxes_of[im.id]:
@@ -278,6 +285,7 @@ def build_tfrecords(options: BuildOptions, progress: bool = False) -> Dict[str, 
         "boxes_dropped": boxes_dropped,
         "boxes_clipped": dataset.boxes_clipped,
         "duplicate_annotation_ids": dataset.duplicate_annotation_ids,
+        "image_sizes_read_from_files": sorted(dataset.size_notes),
         "background_images": sum(1 for ids in split_ids.values() for i in ids if not boxes_of[i]),
         "splits": split_stats,
         "classes": [{"id": i + 1, "name": n, "boxes": class_boxes[i]} for i, n in enumerate(names)],

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import time
 from collections import Counter
 from pathlib import Path
@@ -11,6 +12,14 @@ import click
 
 EXIT_NOTHING_WRITTEN = 1
 EXIT_STRICT = 4
+
+
+def usable_cpus() -> int:
+    """CPUs this process may run on (a container's or ``taskset``'s limit, not the host's count)."""
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except (AttributeError, OSError):  # not on Linux
+        return os.cpu_count() or 1
 
 
 def _reason_kind(reason: str) -> str:
@@ -50,8 +59,9 @@ def summarize(report: Dict[str, Any], out: Path, seconds: float) -> str:
 @click.command("build-tfrecords")
 @click.option("--annotations", required=True, type=click.Path(dir_okay=False, path_type=Path),
               help="COCO annotation JSON.")
-@click.option("--images", required=True, type=click.Path(file_okay=False, path_type=Path),
-              help="Folder the file_name entries are relative to.")
+@click.option("--images", type=click.Path(file_okay=False, path_type=Path),
+              help="Folder the file_name entries are relative to.  [default: the annotation file's folder, "
+                   "as in TACO and Roboflow exports]")
 @click.option("--out", required=True, type=click.Path(file_okay=False, path_type=Path), help="Output folder.")
 @click.option("--class-map", type=click.Path(dir_okay=False, path_type=Path),
               help="CSV 'source_name,target_name' (TACO map_*.csv) or YAML mapping.")
@@ -70,14 +80,14 @@ def summarize(report: Dict[str, Any], out: Path, seconds: float) -> str:
 @click.option("--quality", default=90, show_default=True, type=click.IntRange(1, 100), help="JPEG quality.")
 @click.option("--shard-size", default=256, show_default=True, type=click.IntRange(min=1),
               help="Images per shard (about).")
-@click.option("--workers", default=1, show_default=True, type=click.IntRange(min=1),
-              help="Decoding processes.")
+@click.option("--workers", type=click.IntRange(min=1),
+              help="Decoding processes; the output is the same with any number.  [default: one per CPU]")
 @click.option("--seed", default=0, show_default=True, type=int, help="Split seed; same seed, same bytes.")
 @click.option("--strict", is_flag=True, help="Exit non-zero when any image or box was skipped.")
 @click.option("--quiet", is_flag=True, help="No progress bar.")
-def build_tfrecords(annotations: Path, images: Path, out: Path, class_map: Optional[Path], supercategories: bool,
+def build_tfrecords(annotations: Path, images: Optional[Path], out: Path, class_map: Optional[Path], supercategories: bool,
                     min_instances: int, rare: str, val_fraction: float, test_fraction: float, folds: int,
-                    max_size: int, max_pixels: int, quality: int, shard_size: int, workers: int, seed: int,
+                    max_size: int, max_pixels: int, quality: int, shard_size: int, workers: Optional[int], seed: int,
                     strict: bool, quiet: bool) -> None:
     """Convert a COCO detection dataset into validated, sharded TFRecords.
 
@@ -91,6 +101,11 @@ def build_tfrecords(annotations: Path, images: Path, out: Path, class_map: Optio
     from edge_trash.tfrecords.class_map import ClassMapError
     from edge_trash.tfrecords.coco import CocoFormatError
 
+    if images is None:
+        images = annotations.parent
+        click.echo(f"images: reading file_name entries under {images} (the annotation file's folder; "
+                   "--images changes it)")
+    workers = workers or usable_cpus()
     options = BuildOptions(annotations=annotations, images=images, out=out, class_map=class_map,
                            supercategories=supercategories, min_instances=min_instances, rare=rare,
                            val_fraction=val_fraction, test_fraction=test_fraction, folds=folds, max_size=max_size,

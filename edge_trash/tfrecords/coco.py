@@ -12,7 +12,10 @@ import json
 import math
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Dict, List, Optional, Tuple
+from typing import Any, Callable, Dict, List, Optional, Tuple
+
+# Reads an image's displayed size from its file: ``((width, height), "")`` or ``(None, reason)``.
+SizeReader = Callable[[str], Tuple[Optional[Tuple[int, int]], str]]
 
 
 class CocoFormatError(ValueError):
@@ -78,6 +81,8 @@ class CocoDataset:
     boxes_total: int = 0
     boxes_clipped: int = 0
     duplicate_annotation_ids: List[Any] = field(default_factory=list)
+    # image id -> what was done when the JSON had no usable width/height (read from the file)
+    size_notes: Dict[int, str] = field(default_factory=dict)
 
     def boxes_by_image(self) -> Dict[int, List[BoxRecord]]:
         """Boxes grouped by image id (every image present, possibly with an empty list)."""
@@ -144,9 +149,11 @@ def _parse_categories(path: Path, raw: List[Any]) -> List[Category]:
     return cats
 
 
-def _parse_images(raw: List[Any]) -> Tuple[List[ImageRecord], List[Rejected]]:
+def _parse_images(raw: List[Any], size_of: Optional[SizeReader] = None
+                  ) -> Tuple[List[ImageRecord], List[Rejected], Dict[int, str]]:
     images: List[ImageRecord] = []
     rejected: List[Rejected] = []
+    size_notes: Dict[int, str] = {}
     seen: set = set()
     for i, im in enumerate(raw):
         if not isinstance(im, dict):
@@ -167,12 +174,22 @@ def _parse_images(raw: List[Any]) -> Tuple[List[ImageRecord], List[Rejected]]:
             continue
         w, h = im.get("width"), im.get("height")
         if not (_is_int(w) and _is_int(h) and int(w) > 0 and int(h) > 0):
-            rejected.append(Rejected("image", iid, iid, f"'width'/'height' must be positive integers, "
-                                     f"got {w!r} x {h!r}", name))
-            continue
+            given = "missing" if w is None and h is None else f"{w!r} x {h!r}"
+            if size_of is None:
+                rejected.append(Rejected("image", iid, iid, f"'width'/'height' must be positive integers, got "
+                                         f"{given}: fix them in the JSON, or give the images folder so they are "
+                                         "read from the file", name))
+                continue
+            size, why = size_of(name)
+            if size is None:
+                rejected.append(Rejected("image", iid, iid, f"'width'/'height' are {given} in the JSON and the "
+                                         f"size cannot be read from the file: {why}", name))
+                continue
+            w, h = size
+            size_notes[iid] = f"'width'/'height' are {given} in the JSON: used {w}x{h} read from the file"
         seen.add(iid)
         images.append(ImageRecord(iid, name, int(w), int(h)))
-    return images, rejected
+    return images, rejected, size_notes
 
 
 def _parse_box(ann: Dict[str, Any], image: ImageRecord) -> Tuple[Optional[Tuple[float, float, float, float]],
@@ -197,8 +214,12 @@ def _parse_box(ann: Dict[str, Any], image: ImageRecord) -> Tuple[Optional[Tuple[
     return (x0, y0, x1 - x0, y1 - y0), clipped, ""
 
 
-def load_coco(path: "str | Path") -> CocoDataset:
+def load_coco(path: "str | Path", size_of: Optional[SizeReader] = None) -> CocoDataset:
     """Read and validate a COCO detection file.
+
+    ``size_of`` (given the ``file_name``) supplies an image's displayed size when the
+    JSON's ``width``/``height`` are missing or unusable; without it such images are
+    rejected with that reason.
 
     Raises :class:`CocoFormatError` when the file as a whole is unusable. Bad
     images and annotations are listed in ``rejected_images`` / ``rejected_boxes``.
@@ -210,7 +231,7 @@ def load_coco(path: "str | Path") -> CocoDataset:
     data = _read_json(path)
     categories = _parse_categories(path, data["categories"])
     cat_ids = {c.id for c in categories}
-    images, rejected_images = _parse_images(data["images"])
+    images, rejected_images, size_notes = _parse_images(data["images"], size_of)
     by_id = {im.id: im for im in images}
     rejected_ids = {r.record_id for r in rejected_images if isinstance(r.record_id, int)}
 
@@ -251,4 +272,4 @@ def load_coco(path: "str | Path") -> CocoDataset:
     return CocoDataset(path=path, categories=categories, images=images, boxes=boxes,
                        rejected_images=rejected_images, rejected_boxes=rejected_boxes,
                        boxes_total=len(data["annotations"]), boxes_clipped=clipped_count,
-                       duplicate_annotation_ids=duplicates)
+                       duplicate_annotation_ids=duplicates, size_notes=size_notes)

@@ -19,12 +19,27 @@ from pathlib import Path
 from typing import List, Optional, Tuple
 
 import numpy as np
-from PIL import Image, ImageFile, UnidentifiedImageError
+from PIL import Image, ImageFile, JpegImagePlugin, UnidentifiedImageError
 
 ImageFile.LOAD_TRUNCATED_IMAGES = False  # a truncated file is skipped, never half-grey
+
+
+def _register_heif() -> bool:
+    """Let Pillow open HEIC/HEIF photos (iPhone's default) when pillow-heif is installed."""
+    try:
+        from pillow_heif import register_heif_opener
+    except ImportError:
+        return False
+    register_heif_opener()  # libheif applies the rotation and resets the EXIF orientation to 1
+    return True
+
+
+HEIF_SUPPORTED = _register_heif()
 EXIF_ORIENTATION = 0x0112
 ROTATES_90 = (5, 6, 7, 8)  # orientations that swap width and height
 ASPECT_TOLERANCE = 0.01
+# HEIF-family brands in an ISO-BMFF 'ftyp' box (iPhone and recent Android photos).
+HEIF_BRANDS = (b"heic", b"heix", b"heim", b"heis", b"hevc", b"hevx", b"mif1", b"msf1", b"avif")
 
 
 @dataclass(frozen=True)
@@ -56,18 +71,46 @@ class ImageResult:
         return self.jpeg is not None
 
 
-def resolve_path(images_dir: Path, file_name: str) -> Path:
-    """``images_dir / file_name``; when absent, the same path matched case-insensitively."""
-    path = images_dir / file_name
-    if path.exists():
-        return path
-    folder = path.parent
-    if folder.is_dir():
-        lower = path.name.lower()
-        for entry in sorted(os.listdir(folder)):
-            if entry.lower() == lower:
-                return folder / entry
-    return path
+def _unidentified_reason(path: "str | Path", head: bytes) -> str:
+    """Why Pillow recognised no image format in a file, with the fix where there is one."""
+    if head[4:8] == b"ftyp" and head[8:12] in HEIF_BRANDS:
+        if HEIF_SUPPORTED:
+            return f"corrupt or unsupported HEIC/HEIF file (pillow-heif cannot read it): {path}"
+        return (f"HEIC/HEIF photo, which Pillow cannot decode without a plug-in: {path}; pip install "
+                "pillow-heif (edge-trash then reads it; Python >= 3.10) or convert it to JPEG")
+    return f"not an image Pillow can decode: {path}"
+
+
+def _exif_orientation(img: Image.Image, notes: List[str]) -> int:
+    """The EXIF orientation 1..8 (1 when absent, unreadable or invalid, with a note)."""
+    try:
+        orientation = int(img.getexif().get(EXIF_ORIENTATION, 1) or 1)
+    except Exception:  # a broken EXIF block must not cost the image
+        notes.append("unreadable EXIF block ignored")
+        return 1
+    if orientation not in range(1, 9):
+        notes.append(f"invalid EXIF orientation {orientation} ignored")
+        return 1
+    return orientation
+
+
+def read_displayed_size(path: "str | Path") -> Tuple[Optional[Tuple[int, int]], str]:
+    """``((width, height), "")`` of the picture as displayed (EXIF rotation applied), read
+    from the header alone; ``(None, reason)`` when the file cannot be opened."""
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+            with Image.open(path) as img:
+                stored = img.size
+                orientation = _exif_orientation(img, [])
+    except FileNotFoundError:
+        return None, f"file not found: {path}"
+    except UnidentifiedImageError:
+        with open(path, "rb") as fh:
+            return None, _unidentified_reason(path, fh.read(16))
+    except (OSError, SyntaxError, ValueError, Image.DecompressionBombError) as exc:
+        return None, f"cannot open {path}: {exc}"
+    return ((stored[1], stored[0]) if orientation in ROTATES_90 else stored), ""
 
 
 def _same_aspect(a: Tuple[int, int], b: Tuple[int, int]) -> bool:
@@ -124,7 +167,7 @@ def convert_image(job: ImageJob) -> ImageResult:
         result.reason = f"refused as a decompression bomb: {exc}"
         return result
     except UnidentifiedImageError:
-        result.reason = f"not an image Pillow can decode: {path}"
+        result.reason = _unidentified_reason(path, data[:16])
         return result
     except OSError as exc:
         result.reason = f"cannot open {path}: {exc}"
@@ -135,14 +178,7 @@ def convert_image(job: ImageJob) -> ImageResult:
         result.reason = (f"refused as a decompression bomb: {stored[0]}x{stored[1]} = {stored[0] * stored[1]:,} "
                          f"pixels, more than --max-pixels {job.max_pixels:,}")
         return result
-    try:
-        orientation = int(img.getexif().get(EXIF_ORIENTATION, 1) or 1)
-    except Exception:  # a broken EXIF block must not cost the image
-        orientation = 1
-        result.notes.append("unreadable EXIF block ignored")
-    if orientation not in range(1, 9):
-        result.notes.append(f"invalid EXIF orientation {orientation} ignored")
-        orientation = 1
+    orientation = _exif_orientation(img, result.notes)
     displayed = (stored[1], stored[0]) if orientation in ROTATES_90 else stored
     json_size = (job.json_width, job.json_height)
 
@@ -185,7 +221,9 @@ def convert_image(job: ImageJob) -> ImageResult:
         result.jpeg, (result.width, result.height) = data, out_size
         return result
     try:
-        if img.format == "JPEG" and out_size != frame:
+        # isinstance, not format == "JPEG": phone photos with a depth map or a second
+        # frame open as MPO, a JPEG subclass whose decoder scales just the same.
+        if isinstance(img, JpegImagePlugin.JpegImageFile) and out_size != frame:
             img.draft(None, (out_size[1], out_size[0]) if rotate else out_size)
         img.load()
     except (OSError, SyntaxError, ValueError) as exc:

@@ -1,0 +1,81 @@
+"""Find the file an annotation's ``file_name`` means, the way real exports write it.
+
+COCO files from other machines name their images in ways a plain ``images_dir /
+file_name`` misses: Windows separators (``batch_1\\000006.jpg``), absolute paths from
+the annotator's disk (``/home/ann/TACO/data/batch_1/000006.jpg``), a folder that is
+already part of ``--images`` (``images/0001.jpg`` with ``--images data/images``) or a
+different case (``.JPG``). :class:`ImagePaths` tries, in order: the name as given; then
+each shorter tail of its path (longest first, so ``batch_1/000006.jpg`` is preferred to
+a bare ``000006.jpg`` and two sub-folders holding the same file name stay apart); each
+candidate exactly, then case-insensitively. The first file found wins, with a note
+saying how it was found.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from pathlib import Path
+from typing import Dict, List, Optional, Tuple
+
+_DRIVE = re.compile(r"^[A-Za-z]:$")
+
+
+def _parts(file_name: str) -> List[str]:
+    """The path components of ``file_name``, with either separator and no drive or dots."""
+    parts = [p for p in file_name.replace("\\", "/").split("/") if p not in ("", ".")]
+    if parts and _DRIVE.match(parts[0]):
+        parts = parts[1:]
+    return parts
+
+
+class ImagePaths:
+    """Resolves ``file_name`` entries under one images folder (folder listings are cached)."""
+
+    def __init__(self, images_dir: "str | Path") -> None:
+        self.images_dir = Path(images_dir)
+        self._listings: Dict[Path, Optional[Dict[str, str]]] = {}
+
+    def _lower_listing(self, folder: Path) -> Optional[Dict[str, str]]:
+        if folder not in self._listings:
+            try:
+                names = sorted(os.listdir(folder))
+            except OSError:
+                self._listings[folder] = None
+            else:
+                listing: Dict[str, str] = {}
+                for name in names:  # sorted: the same pick on every run when only case differs
+                    listing.setdefault(name.lower(), name)
+                self._listings[folder] = listing
+        return self._listings[folder]
+
+    def _find(self, parts: List[str]) -> Optional[Path]:
+        path = self.images_dir.joinpath(*parts)
+        if path.is_file():
+            return path
+        folder = self.images_dir
+        for i, part in enumerate(parts):  # case-insensitive, one level at a time
+            exact = folder / part
+            if (exact.is_dir() if i < len(parts) - 1 else exact.is_file()):
+                folder = exact
+                continue
+            listing = self._lower_listing(folder)
+            if listing is None or part.lower() not in listing:
+                return None
+            folder = folder / listing[part.lower()]
+        return folder if folder.is_file() else None
+
+    def resolve(self, file_name: str) -> Tuple[Path, Optional[str]]:
+        """``(path, note)``: the file to read and, when it was not ``images_dir/file_name``
+        itself, a note saying what was used. A file found nowhere returns the plain path
+        (reading it then reports "file not found") and no note."""
+        direct = self.images_dir / file_name
+        if direct.is_file():
+            return direct, None
+        parts = _parts(file_name)
+        for start in range(len(parts)):
+            found = self._find(parts[start:])
+            if found is not None:
+                used = found.relative_to(self.images_dir).as_posix()
+                return found, f"file_name {file_name!r} not found as given; read {used!r} under the images folder"
+        return direct, None

@@ -1,0 +1,250 @@
+"""build-tfrecords on what real exports and phones produce: odd file_name paths, missing
+image sizes, MPO and HEIC photos, and the CLI defaults (images beside the JSON, one worker per CPU)."""
+
+from __future__ import annotations
+
+import io
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image, JpegImagePlugin
+
+from edge_trash.tfrecords.build import BuildOptions, build_tfrecords
+from edge_trash.tfrecords.image_paths import ImagePaths
+from edge_trash.tfrecords.images import ImageJob, convert_image, read_displayed_size
+
+
+def _read_records(path: Path):
+    import tensorflow as tf
+
+    return [tf.train.Example.FromString(r.numpy()) for r in tf.data.TFRecordDataset(str(path))]
+
+
+def _examples(out: Path):
+    return [ex for shard in sorted(out.glob("*.tfrecord")) for ex in _read_records(shard)]
+
+
+def _jpeg(path: Path, size, color=(200, 40, 40)) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    Image.new("RGB", size, color).save(path, format="JPEG", quality=95)
+
+
+# ----------------------------------------------------------------------------- file_name resolution
+
+
+def test_image_paths_find_files_the_way_exports_name_them(tmp_path):
+    root = tmp_path / "data"
+    for rel in ("batch_1/000006.jpg", "batch_2/000006.jpg", "Batch_3/IMG_1.JPG", "plain.jpg"):
+        _jpeg(root / rel, (8, 8))
+    paths = ImagePaths(root)
+
+    assert paths.resolve("plain.jpg") == (root / "plain.jpg", None)
+    cases = {
+        "batch_2\\000006.jpg": "batch_2/000006.jpg",  # written on Windows
+        "C:\\Users\\ann\\TACO\\data\\batch_2\\000006.jpg": "batch_2/000006.jpg",  # absolute, another disk
+        "/home/ann/TACO/data/batch_1/000006.jpg": "batch_1/000006.jpg",  # absolute, another machine
+        "data/batch_1/000006.jpg": "batch_1/000006.jpg",  # the folder --images already names
+        "batch_3/img_1.jpg": "Batch_3/IMG_1.JPG",  # case differs in folder and file
+        "./images/plain.JPG": "plain.jpg",  # a folder that does not exist, then the case
+    }
+    for file_name, expected in cases.items():
+        path, note = paths.resolve(file_name)
+        assert path == root / expected, file_name
+        assert note == (f"file_name {file_name!r} not found as given; read {expected!r} under the images folder")
+
+    # The longest tail wins: the sub-folder keeps two files of the same name apart.
+    assert paths.resolve("x/batch_2/000006.jpg")[0] == root / "batch_2/000006.jpg"
+    # Nothing found: the plain path (reading it reports "file not found") and no note.
+    assert paths.resolve("batch_9/nope.jpg") == (root / "batch_9/nope.jpg", None)
+
+
+def test_build_reads_windows_and_foreign_paths_and_says_so(tmp_path):
+    root = tmp_path / "data"
+    _jpeg(root / "batch_1" / "a.jpg", (64, 48))
+    _jpeg(root / "batch_2" / "a.jpg", (64, 48), color=(40, 40, 200))
+    coco = {"images": [{"id": 1, "file_name": "batch_1\\a.jpg", "width": 64, "height": 48},
+                       {"id": 2, "file_name": "D:\\labels\\data\\batch_2\\A.JPG", "width": 64, "height": 48},
+                       {"id": 3, "file_name": "batch_3/a.jpg", "width": 64, "height": 48}],
+            "annotations": [{"id": i, "image_id": i, "category_id": 1, "bbox": [4, 4, 20, 20]} for i in (1, 2, 3)],
+            "categories": [{"id": 1, "name": "can"}]}
+    ann = root / "ann.json"
+    ann.write_text(json.dumps(coco))
+    report = build_tfrecords(BuildOptions(annotations=ann, images=root, out=tmp_path / "out",
+                                          val_fraction=0, test_fraction=0))
+    assert report["images_written"] == 2
+    assert [s["image_id"] for s in report["images_skipped"]] == [3]
+    assert report["images_skipped"][0]["reason"] == f"file not found: {root / 'batch_3/a.jpg'}"
+    notes = {n["image_id"]: n["notes"] for n in report["image_notes"]}
+    assert notes[1] == ["file_name 'batch_1\\\\a.jpg' not found as given; read 'batch_1/a.jpg' under the "
+                        "images folder"]
+    assert "read 'batch_2/a.jpg'" in notes[2][0]
+    # Each record holds its own file's pixels: red from batch_1, blue from batch_2.
+    colours = {}
+    for ex in _examples(tmp_path / "out"):
+        f = ex.features.feature
+        img = np.asarray(Image.open(io.BytesIO(f["image/encoded"].bytes_list.value[0])))
+        colours[int(f["image/source_id"].bytes_list.value[0])] = "red" if img[..., 0].mean() > 128 else "blue"
+    assert colours == {1: "red", 2: "blue"}
+
+
+# ----------------------------------------------------------------------------- sizes missing from the JSON
+
+
+def _exif_rotated_jpeg(path: Path, stored_size, orientation: int) -> None:
+    exif = Image.Exif()
+    exif[0x0112] = orientation
+    path.parent.mkdir(parents=True, exist_ok=True)
+    Image.new("RGB", stored_size, (90, 90, 90)).save(path, format="JPEG", exif=exif.tobytes())
+
+
+def test_missing_image_sizes_are_read_from_the_files(tmp_path):
+    root = tmp_path / "img"
+    _jpeg(root / "a.jpg", (120, 80))
+    _exif_rotated_jpeg(root / "b.jpg", (120, 80), orientation=6)  # displayed 80x120
+    coco = {"images": [{"id": 1, "file_name": "a.jpg"},
+                       {"id": 2, "file_name": "b.jpg", "width": None, "height": None},
+                       {"id": 3, "file_name": "c.jpg", "width": 0, "height": 0},  # no such file
+                       {"id": 4, "file_name": "a.jpg", "width": 120, "height": 80}],
+            "annotations": [{"id": 1, "image_id": 1, "category_id": 1, "bbox": [60, 40, 100, 100]},
+                            {"id": 2, "image_id": 2, "category_id": 1, "bbox": [10, 60, 60, 50]},
+                            {"id": 3, "image_id": 3, "category_id": 1, "bbox": [1, 1, 5, 5]}],
+            "categories": [{"id": 1, "name": "can"}]}
+    ann = tmp_path / "ann.json"
+    ann.write_text(json.dumps(coco))
+    report = build_tfrecords(BuildOptions(annotations=ann, images=root, out=tmp_path / "out",
+                                          val_fraction=0, test_fraction=0))
+    assert report["image_sizes_read_from_files"] == [1, 2]
+    notes = {n["image_id"]: n["notes"] for n in report["image_notes"]}
+    assert notes[1][0] == "'width'/'height' are missing in the JSON: used 120x80 read from the file"
+    assert notes[2][0] == "'width'/'height' are missing in the JSON: used 80x120 read from the file"
+    skipped = {s["image_id"]: s["reason"] for s in report["images_skipped"]}
+    assert skipped == {3: f"'width'/'height' are 0 x 0 in the JSON and the size cannot be read from the "
+                          f"file: file not found: {root / 'c.jpg'}"}
+    assert report["images_written"] == 3
+    # The box past the image was clipped against the size read from the file.
+    assert report["boxes_clipped"] == 1
+    boxes = {}
+    for ex in _examples(tmp_path / "out"):
+        f = ex.features.feature
+        coords = zip(*(f[f"image/object/bbox/{k}"].float_list.value for k in ("xmin", "ymin", "xmax", "ymax")))
+        boxes[int(f["image/source_id"].bytes_list.value[0])] = [[round(v, 6) for v in c] for c in coords]
+    assert boxes == {1: [[0.5, 0.5, 1.0, 1.0]], 2: [[0.125, 0.5, 0.875, round(110 / 120, 6)]], 4: []}
+
+
+def test_analyze_without_images_names_the_fix_for_missing_sizes(tmp_path):
+    from edge_trash.tfrecords.analyze import analyze
+
+    root = tmp_path / "img"
+    _jpeg(root / "a.jpg", (120, 80))
+    ann = tmp_path / "ann.json"
+    ann.write_text(json.dumps({"images": [{"id": 1, "file_name": "a.jpg"}],
+                               "annotations": [{"id": 1, "image_id": 1, "category_id": 1, "bbox": [1, 1, 9, 9]}],
+                               "categories": [{"id": 1, "name": "can"}]}))
+    without = analyze(annotations=ann, out=tmp_path / "a1", plots=False)
+    rejected = without["annotations"]["problems"]["images_rejected"]
+    assert [r["reason"] for r in rejected] == [
+        "'width'/'height' must be positive integers, got missing: fix them in the JSON, or give the images "
+        "folder so they are read from the file"]
+    with_images = analyze(annotations=ann, images=root, out=tmp_path / "a2", plots=False)
+    problems = with_images["annotations"]["problems"]
+    assert problems["images_rejected"] == [] and problems["image_sizes_read_from_files"] == [1]
+    assert any(f["kind"] == "image_sizes_read_from_files" for f in with_images["flags"])
+
+
+# ----------------------------------------------------------------------------- MPO and HEIC photos
+
+
+def test_mpo_photos_are_decoded_at_reduced_scale(tmp_path, monkeypatch):
+    """Phone JPEGs with a second frame open as MPO; they must still use the scaled decode."""
+    display = Image.new("RGB", (1600, 1200), (20, 120, 20))
+    display.paste((230, 20, 20), (800, 600, 1600, 1200))
+    path = tmp_path / "photo.jpg"
+    display.save(path, format="MPO", save_all=True, append_images=[display.resize((160, 120))], quality=95)
+    assert Image.open(path).format == "MPO"
+
+    requested = []
+    original = JpegImagePlugin.JpegImageFile.draft
+
+    def spy(self, mode, size):
+        requested.append(size)
+        return original(self, mode, size)
+
+    monkeypatch.setattr(JpegImagePlugin.JpegImageFile, "draft", spy)
+    result = convert_image(ImageJob(1, str(path), 1600, 1200, max_size=400))
+    assert result.ok and (result.width, result.height) == (400, 300)
+    assert requested == [(400, 300)]
+    img = np.asarray(Image.open(io.BytesIO(result.jpeg)))
+    assert img[250, 350, 0] > 200 and img[50, 50, 1] > 100  # red quadrant bottom right, green elsewhere
+
+
+def test_heic_photos_convert_with_their_rotation(tmp_path):
+    pytest.importorskip("pillow_heif")
+    exif = Image.Exif()
+    exif[0x0112] = 6  # stored 96x64, displayed 64x96
+    stored = np.zeros((64, 96, 3), np.uint8)
+    stored[:32, :32] = 255  # top-left of the stored frame: top-right once displayed
+    path = tmp_path / "IMG_0001.HEIC"
+    Image.fromarray(stored).save(path, format="HEIF", exif=exif.tobytes(), quality=95)
+    assert read_displayed_size(path) == ((64, 96), "")
+    result = convert_image(ImageJob(1, str(path), 64, 96))
+    assert result.ok, result.reason
+    img = np.asarray(Image.open(io.BytesIO(result.jpeg)))
+    assert img.shape == (96, 64, 3)
+    bright = np.argwhere(img.mean(axis=2) > 128)
+    assert bright[:, 0].max() < 40 and bright[:, 1].min() > 24  # top right
+
+
+def test_heic_without_the_plugin_says_what_to_install(tmp_path):
+    path = tmp_path / "IMG_0002.HEIC"
+    path.write_bytes(b"\x00\x00\x00\x18ftypheic\x00\x00\x00\x00mif1heic" + bytes(64))
+    code = ("import sys; sys.modules['pillow_heif'] = None\n"
+            "from edge_trash.tfrecords.images import ImageJob, convert_image\n"
+            f"print(convert_image(ImageJob(1, {str(path)!r}, 10, 10)).reason)\n")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.strip()
+    assert out == (f"HEIC/HEIF photo, which Pillow cannot decode without a plug-in: {path}; pip install "
+                   "pillow-heif (edge-trash then reads it; Python >= 3.10) or convert it to JPEG")
+
+
+def test_unreadable_heic_with_the_plugin_is_called_corrupt(tmp_path):
+    pytest.importorskip("pillow_heif")
+    path = tmp_path / "broken.heic"
+    path.write_bytes(b"\x00\x00\x00\x18ftypheic\x00\x00\x00\x00mif1heic" + bytes(64))
+    reason = convert_image(ImageJob(1, str(path), 10, 10)).reason
+    assert reason == f"corrupt or unsupported HEIC/HEIF file (pillow-heif cannot read it): {path}"
+
+
+# ----------------------------------------------------------------------------- CLI defaults
+
+
+def test_cli_defaults_to_the_annotation_folder_and_every_cpu(tmp_path, monkeypatch):
+    from click.testing import CliRunner
+
+    import edge_trash.tfrecords.build as build_module
+    from edge_trash.cli import cli
+
+    root = tmp_path / "train"  # a Roboflow export: _annotations.coco.json beside the images
+    _jpeg(root / "a.jpg", (64, 48))
+    ann = root / "_annotations.coco.json"
+    ann.write_text(json.dumps({"images": [{"id": 0, "file_name": "a.jpg", "width": 64, "height": 48}],
+                               "annotations": [{"id": 0, "image_id": 0, "category_id": 1, "bbox": [1, 1, 9, 9]}],
+                               "categories": [{"id": 0, "name": "trash", "supercategory": "none"},
+                                              {"id": 1, "name": "can", "supercategory": "trash"}]}))
+    seen = {}
+    real = build_module.build_tfrecords
+
+    def spy(options, progress=False):
+        seen["workers"], seen["images"] = options.workers, options.images
+        return real(options, progress)
+
+    monkeypatch.setattr(build_module, "build_tfrecords", spy)
+    monkeypatch.setattr("os.sched_getaffinity", lambda pid: {0, 1, 2}, raising=False)
+    result = CliRunner().invoke(cli, ["build-tfrecords", "--annotations", str(ann), "--out", str(tmp_path / "out"),
+                                      "--quiet", "--val-fraction", "0", "--test-fraction", "0"])
+    assert result.exit_code == 0, result.output
+    assert seen == {"workers": 3, "images": root}
+    assert f"images: reading file_name entries under {root} (the annotation file's folder" in result.output
+    assert (tmp_path / "out" / "labels.txt").read_text() == "can\n"
