@@ -248,3 +248,89 @@ def test_cli_defaults_to_the_annotation_folder_and_every_cpu(tmp_path, monkeypat
     assert seen == {"workers": 3, "images": root}
     assert f"images: reading file_name entries under {root} (the annotation file's folder" in result.output
     assert (tmp_path / "out" / "labels.txt").read_text() == "can\n"
+
+
+# ----------------------------------------------------------------------------- the same picture twice
+
+
+def test_the_same_picture_under_two_entries_is_reported_with_its_splits(tmp_path):
+    from edge_trash.tfrecords.build_cli import summarize
+
+    root = tmp_path / "img"
+    for name, colour in (("a.jpg", (200, 0, 0)), ("b.jpg", (0, 200, 0)), ("c.jpg", (0, 0, 200)),
+                         ("d.jpg", (200, 200, 0))):
+        _jpeg(root / name, (64, 48), colour)
+    (root / "b_copy.jpg").write_bytes((root / "b.jpg").read_bytes())
+    files = ["a.jpg", "a.jpg", "b.jpg", "b_copy.jpg", "c.jpg", "d.jpg"]
+    coco = {"images": [{"id": i, "file_name": f, "width": 64, "height": 48} for i, f in enumerate(files, start=1)],
+            "annotations": [{"id": i, "image_id": i, "category_id": 1, "bbox": [2, 2, 30, 30]} for i in range(1, 7)],
+            "categories": [{"id": 1, "name": "can"}]}
+    ann = tmp_path / "ann.json"
+    ann.write_text(json.dumps(coco))
+    out = tmp_path / "out"
+    report = build_tfrecords(BuildOptions(annotations=ann, images=root, out=out, val_fraction=0.5,
+                                          test_fraction=0, workers=2))
+    split_of = {i: s for s, ids in json.loads((out / "splits.json").read_text())["splits"].items() for i in ids}
+    groups = sorted(report["duplicate_images"], key=lambda g: g["image_ids"])
+    assert [g["image_ids"] for g in groups] == [[1, 2], [3, 4]]
+    assert groups[1]["file_names"] == ["b.jpg", "b_copy.jpg"]
+    for g in groups:
+        assert g["splits"] == sorted({split_of[i] for i in g["image_ids"]})
+    leaks = sum(1 for g in groups if len(g["splits"]) > 1)
+    line = [ln for ln in summarize(report, out, 1.0).splitlines() if ln.startswith("warning:")]
+    expected = "warning: 2 pictures appear under more than one image entry"
+    if leaks:
+        expected += f", {leaks} of them in more than one split (held-out scores are inflated: remove the copies " \
+                    "from the annotations)"
+    assert line == [expected + " (see duplicate_images in report.json)"]
+
+
+# ----------------------------------------------------------------------------- boxes from masks
+
+
+def test_annotations_without_bbox_take_it_from_their_segmentation(tmp_path):
+    from pycocotools import mask as mask_utils
+
+    from edge_trash.tfrecords.coco import load_coco
+
+    mask = np.zeros((48, 64), np.uint8, order="F")
+    mask[10:30, 20:50] = 1  # rows 10..29, columns 20..49
+    rle = mask_utils.encode(mask)
+    rle["counts"] = rle["counts"].decode("ascii")
+    anns = [
+        {"id": 1, "image_id": 1, "category_id": 1,
+         "segmentation": [[5, 6, 25, 6, 25, 16, 5, 16], [30, 2, 31, 3, 30, 4]]},
+        {"id": 2, "image_id": 1, "category_id": 1, "segmentation": rle},
+        {"id": 3, "image_id": 1, "category_id": 1, "segmentation": [[1, 2, 3]]},  # no polygon left
+        {"id": 4, "image_id": 1, "category_id": 1, "segmentation": {"counts": "@@@", "size": "x"}},
+        {"id": 5, "image_id": 1, "category_id": 1, "bbox": [1, 1, 4, 4], "segmentation": [[0, 0, 60, 0, 60, 40]]},
+    ]
+    ann = tmp_path / "ann.json"
+    ann.write_text(json.dumps({"images": [{"id": 1, "file_name": "a.jpg", "width": 64, "height": 48}],
+                               "annotations": anns, "categories": [{"id": 1, "name": "can"}]}))
+    data = load_coco(ann)
+    assert [(b.source_id, (b.x, b.y, b.w, b.h)) for b in data.boxes] == [
+        (1, (5.0, 2.0, 26.0, 14.0)), (2, (20.0, 10.0, 30.0, 20.0)), (5, (1.0, 1.0, 4.0, 4.0))]
+    assert data.boxes_from_segmentation == 2
+    reasons = {r.record_id: r.reason for r in data.rejected_boxes}
+    assert reasons[3] == "no 'bbox', and its 'segmentation' holds no polygon or mask to take one from"
+    assert reasons[4].startswith("no 'bbox', and its 'segmentation' cannot be read: ")
+
+
+def test_ids_and_sizes_written_as_digit_strings_are_read_as_numbers(tmp_path):
+    from edge_trash.tfrecords.coco import load_coco
+
+    ann = tmp_path / "ann.json"
+    ann.write_text(json.dumps({
+        "images": [{"id": "7", "file_name": "a.jpg", "width": "64", "height": 48},
+                   {"id": "IMG_0008", "file_name": "b.jpg", "width": 64, "height": 48}],
+        "annotations": [{"id": "1", "image_id": "7", "category_id": " 2 ", "bbox": [1, 2, 10, 10]},
+                        {"id": 2, "image_id": 7.0, "category_id": 2, "bbox": [3, 4, 10, 10]},
+                        {"id": 3, "image_id": "IMG_0008", "category_id": 2, "bbox": [3, 4, 10, 10]}],
+        "categories": [{"id": "2", "name": "can"}]}))
+    data = load_coco(ann)
+    assert [(im.id, im.width, im.height) for im in data.images] == [(7, 64, 48)]
+    assert [(b.image_id, b.category_id, b.x, b.y) for b in data.boxes] == [(7, 2, 1.0, 2.0), (7, 2, 3.0, 4.0)]
+    assert [(r.record_id, r.reason) for r in data.rejected_images] == [
+        ("images[1]", "'id' must be an integer, got 'IMG_0008'")]
+    assert [(r.record_id, r.reason) for r in data.rejected_boxes] == [(3, "its image was skipped")]

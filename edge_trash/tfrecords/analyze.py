@@ -196,6 +196,7 @@ def annotation_problems(dataset: CocoDataset) -> Dict[str, Any]:
         # past the image = kept after clipping + dropped because nothing was left inside
         "boxes_past_image": dataset.boxes_clipped + kinds.get("outside_image", 0),
         "boxes_clipped": dataset.boxes_clipped,
+        "boxes_from_segmentation": dataset.boxes_from_segmentation,
         "duplicate_annotation_ids": dataset.duplicate_annotation_ids,
         "images_rejected": _rejected_rows(dataset.rejected_images),
         "image_sizes_read_from_files": sorted(dataset.size_notes),
@@ -688,6 +689,7 @@ def render_report(stats: Dict[str, Any], sections: List[Tuple[str, Dict[str, Any
             rows = [[k.replace("_", " "), n] for k, n in p["boxes_rejected_by_kind"].items() if n]
             rows += [["boxes past the image (clipped + outside)", p["boxes_past_image"]],
                      ["boxes clipped to the image (kept)", p["boxes_clipped"]],
+                     ["boxes taken from the segmentation (no bbox)", p["boxes_from_segmentation"]],
                      ["duplicate annotation ids", len(p["duplicate_annotation_ids"])],
                      ["rejected image entries", len(p["images_rejected"])],
                      ["image sizes read from the files", len(p["image_sizes_read_from_files"])],

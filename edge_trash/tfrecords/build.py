@@ -9,6 +9,7 @@ leaves a half-written shard; the same inputs and seed give byte-identical output
 
 from __future__ import annotations
 
+import hashlib
 import json
 import math
 import os
@@ -220,6 +221,7 @@ def build_tfrecords(options: BuildOptions, progress: bool = False) -> Dict[str, 
     class_boxes = [0] * len(names)
     image_notes: List[Dict[str, Any]] = []
     boxes_written = 0
+    same_pixels: Dict[str, List[Tuple[int, str]]] = {}  # sha256 of the stored JPEG -> (image id, split)
     try:
         for (split, pos), result in zip(where, _progress(_iter_results(jobs, options.workers), len(jobs), progress)):
             im = images_by_id[result.image_id]
@@ -247,6 +249,7 @@ def build_tfrecords(options: BuildOptions, progress: bool = False) -> Dict[str, 
                     label=target, text=names[target - 1], is_crowd=box.iscrowd,
                     area=round(box.w * sx * box.h * sy, 3)))
                 class_boxes[target - 1] += 1
+            same_pixels.setdefault(hashlib.sha256(result.jpeg or b"").hexdigest(), []).append((im.id, split))
             record = make_example_bytes(result.jpeg or b"", result.width, result.height, im.file_name, str(im.id),
                                         objects)
             writers[split].write(pos, record)
@@ -266,6 +269,10 @@ def build_tfrecords(options: BuildOptions, progress: bool = False) -> Dict[str, 
     for name in stale_shards:
         (out / name).unlink()
 
+    duplicate_images = sorted(({"image_ids": [i for i, _ in sorted(group)],
+                                "file_names": [images_by_id[i].file_name for i, _ in sorted(group)],
+                                "splits": sorted({sp for _, sp in group})}
+                               for group in same_pixels.values() if len(group) > 1), key=lambda g: g["image_ids"])
     shards = [{"file": f, "records": w.records[i], "bytes": (out / f).stat().st_size}
               for w in writers.values() for i, f in enumerate(w.files)]
     images_written = sum(s["images"] for s in split_stats.values())
@@ -284,8 +291,11 @@ def build_tfrecords(options: BuildOptions, progress: bool = False) -> Dict[str, 
         "boxes_written": boxes_written,
         "boxes_dropped": boxes_dropped,
         "boxes_clipped": dataset.boxes_clipped,
+        "boxes_from_segmentation": dataset.boxes_from_segmentation,
         "duplicate_annotation_ids": dataset.duplicate_annotation_ids,
         "image_sizes_read_from_files": sorted(dataset.size_notes),
+        # the same picture under several image entries; across splits it inflates held-out scores
+        "duplicate_images": duplicate_images,
         "background_images": sum(1 for ids in split_ids.values() for i in ids if not boxes_of[i]),
         "splits": split_stats,
         "classes": [{"id": i + 1, "name": n, "boxes": class_boxes[i]} for i, n in enumerate(names)],

@@ -47,8 +47,14 @@ def summarize(report: Dict[str, Any], out: Path, seconds: float) -> str:
         if items:
             counts = Counter(_reason_kind(i["reason"]) for i in items)
             lines.append(f"{title} by reason: " + "; ".join(f"{n}x {r}" for r, n in counts.most_common(6)))
+    if report.get("duplicate_images"):
+        groups = report["duplicate_images"]
+        leaks = sum(1 for g in groups if len(g["splits"]) > 1)
+        lines.append(f"warning: {len(groups)} pictures appear under more than one image entry"
+                     + (f", {leaks} of them in more than one split (held-out scores are inflated: remove the "
+                        "copies from the annotations)" if leaks else "") + " (see duplicate_images in report.json)")
     if report["image_notes"]:
-        lines.append(f"images adjusted (EXIF, colour mode, size mismatch): {len(report['image_notes'])} "
+        lines.append(f"images adjusted (EXIF, colour mode, size, path): {len(report['image_notes'])} "
                      "(see image_notes in report.json)")
     mb = report["bytes_written"] / 1e6
     lines.append(f"build-tfrecords: wrote {len(report['shards'])} shards ({mb:.1f} MB), labels.txt, "
@@ -85,10 +91,10 @@ def summarize(report: Dict[str, Any], out: Path, seconds: float) -> str:
 @click.option("--seed", default=0, show_default=True, type=int, help="Split seed; same seed, same bytes.")
 @click.option("--strict", is_flag=True, help="Exit non-zero when any image or box was skipped.")
 @click.option("--quiet", is_flag=True, help="No progress bar.")
-def build_tfrecords(annotations: Path, images: Optional[Path], out: Path, class_map: Optional[Path], supercategories: bool,
-                    min_instances: int, rare: str, val_fraction: float, test_fraction: float, folds: int,
-                    max_size: int, max_pixels: int, quality: int, shard_size: int, workers: Optional[int], seed: int,
-                    strict: bool, quiet: bool) -> None:
+def build_tfrecords(annotations: Path, images: Optional[Path], out: Path, class_map: Optional[Path],
+                    supercategories: bool, min_instances: int, rare: str, val_fraction: float, test_fraction: float,
+                    folds: int, max_size: int, max_pixels: int, quality: int, shard_size: int,
+                    workers: Optional[int], seed: int, strict: bool, quiet: bool) -> None:
     """Convert a COCO detection dataset into validated, sharded TFRecords.
 
     Writes train/val/test shards, labels.txt, label_map.pbtxt, splits.json and

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import math
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Dict, List, Optional, Tuple
@@ -80,6 +81,7 @@ class CocoDataset:
     rejected_boxes: List[Rejected] = field(default_factory=list)
     boxes_total: int = 0
     boxes_clipped: int = 0
+    boxes_from_segmentation: int = 0  # annotations without 'bbox' whose box came from their mask
     duplicate_annotation_ids: List[Any] = field(default_factory=list)
     # image id -> what was done when the JSON had no usable width/height (read from the file)
     size_notes: Dict[int, str] = field(default_factory=dict)
@@ -92,12 +94,22 @@ class CocoDataset:
         return out
 
 
+_DIGITS = re.compile(r"\s*-?[0-9]+\s*")
+
+
 def _is_int(value: Any) -> bool:
+    """An integer, an integral float (``3.0``) or a string of digits (``"3"``, as some exporters write ids)."""
     if isinstance(value, bool):
         return False
     if isinstance(value, int):
         return True
+    if isinstance(value, str):
+        return _DIGITS.fullmatch(value) is not None
     return isinstance(value, float) and math.isfinite(value) and value.is_integer()
+
+
+def _id_text(value: Any) -> str:
+    return str(int(value)) if _is_int(value) else str(value).strip()
 
 
 def _read_json(path: Path) -> Dict[str, Any]:
@@ -192,10 +204,44 @@ def _parse_images(raw: List[Any], size_of: Optional[SizeReader] = None
     return images, rejected, size_notes
 
 
+def bbox_from_segmentation(segmentation: Any) -> Optional[List[float]]:
+    """``[x, y, w, h]`` around a COCO polygon list or RLE mask, or None when it holds no shape."""
+    if isinstance(segmentation, list):
+        xs: List[float] = []
+        ys: List[float] = []
+        for poly in segmentation:
+            if not isinstance(poly, list) or len(poly) < 6 or len(poly) % 2:
+                continue
+            if not all(isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v) for v in poly):
+                continue
+            xs.extend(float(v) for v in poly[0::2])
+            ys.extend(float(v) for v in poly[1::2])
+        if not xs:
+            return None
+        return [min(xs), min(ys), max(xs) - min(xs), max(ys) - min(ys)]
+    if isinstance(segmentation, dict) and "counts" in segmentation and "size" in segmentation:
+        from pycocotools import mask as mask_utils
+
+        rle = segmentation
+        if isinstance(rle["counts"], list):  # uncompressed RLE (iscrowd regions)
+            h, w = rle["size"]
+            rle = mask_utils.frPyObjects(rle, h, w)
+        box = [float(v) for v in mask_utils.toBbox(rle)]
+        return box if box[2] > 0 and box[3] > 0 else None
+    return None
+
+
 def _parse_box(ann: Dict[str, Any], image: ImageRecord) -> Tuple[Optional[Tuple[float, float, float, float]],
                                                                  bool, str]:
     """Validate and clip one bbox; returns ``(box, clipped, reason_if_rejected)``."""
     bbox = ann.get("bbox")
+    if bbox is None and ann.get("segmentation"):
+        try:
+            bbox = bbox_from_segmentation(ann["segmentation"])
+        except Exception as exc:  # a malformed RLE must not stop the file
+            return None, False, f"no 'bbox', and its 'segmentation' cannot be read: {exc}"
+        if bbox is None:
+            return None, False, "no 'bbox', and its 'segmentation' holds no polygon or mask to take one from"
     if not isinstance(bbox, (list, tuple)) or len(bbox) != 4:
         return None, False, f"'bbox' must be a list [x, y, width, height], got {bbox!r}"
     if not all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in bbox):
@@ -233,12 +279,14 @@ def load_coco(path: "str | Path", size_of: Optional[SizeReader] = None) -> CocoD
     cat_ids = {c.id for c in categories}
     images, rejected_images, size_notes = _parse_images(data["images"], size_of)
     by_id = {im.id: im for im in images}
-    rejected_ids = {r.record_id for r in rejected_images if isinstance(r.record_id, int)}
+    # ids of rejected image entries, as text: "7" for 7, 7.0 and "7"; "IMG_1" for "IMG_1"
+    rejected_ids = {_id_text(r.image_id) for r in rejected_images if r.image_id is not None}
 
     boxes: List[BoxRecord] = []
     rejected_boxes: List[Rejected] = []
     id_count: Dict[Any, int] = {}
     clipped_count = 0
+    from_segmentation = 0
     for i, ann in enumerate(data["annotations"]):
         if not isinstance(ann, dict):
             rejected_boxes.append(Rejected("annotation", f"annotations[{i}]", None,
@@ -248,7 +296,7 @@ def load_coco(path: "str | Path", size_of: Optional[SizeReader] = None) -> CocoD
         key = aid if isinstance(aid, (int, str)) and not isinstance(aid, bool) else f"annotations[{i}]"
         id_count[key] = id_count.get(key, 0) + 1
         if not _is_int(iid) or int(iid) not in by_id:
-            why = ("its image was skipped" if _is_int(iid) and int(iid) in rejected_ids
+            why = ("its image was skipped" if iid is not None and _id_text(iid) in rejected_ids
                    else f"unknown image_id {iid!r} (no entry in 'images')")
             rejected_boxes.append(Rejected("annotation", key, iid, why))
             continue
@@ -262,6 +310,7 @@ def load_coco(path: "str | Path", size_of: Optional[SizeReader] = None) -> CocoD
             rejected_boxes.append(Rejected("annotation", key, iid, reason))
             continue
         clipped_count += int(clipped)
+        from_segmentation += int(ann.get("bbox") is None)
         crowd = ann.get("iscrowd", 0)
         boxes.append(BoxRecord(annotation_id=0, source_id=key, image_id=image.id, category_id=int(cid),
                                x=box[0], y=box[1], w=box[2], h=box[3],
@@ -272,4 +321,5 @@ def load_coco(path: "str | Path", size_of: Optional[SizeReader] = None) -> CocoD
     return CocoDataset(path=path, categories=categories, images=images, boxes=boxes,
                        rejected_images=rejected_images, rejected_boxes=rejected_boxes,
                        boxes_total=len(data["annotations"]), boxes_clipped=clipped_count,
+                       boxes_from_segmentation=from_segmentation,
                        duplicate_annotation_ids=duplicates, size_notes=size_notes)
