@@ -334,3 +334,22 @@ def test_ids_and_sizes_written_as_digit_strings_are_read_as_numbers(tmp_path):
     assert [(r.record_id, r.reason) for r in data.rejected_images] == [
         ("images[1]", "'id' must be an integer, got 'IMG_0008'")]
     assert [(r.record_id, r.reason) for r in data.rejected_boxes] == [(3, "its image was skipped")]
+
+
+def test_analyze_reads_heic_and_mpo_photos(tmp_path):
+    pytest.importorskip("pillow_heif")
+    from edge_trash.tfrecords.analyze import analyze
+
+    root = tmp_path / "img"
+    root.mkdir()
+    Image.new("RGB", (96, 64), (250, 250, 250)).save(root / "a.heic", format="HEIF", quality=95)
+    frame = Image.new("RGB", (96, 64), (10, 10, 10))
+    frame.save(root / "b.jpg", format="MPO", save_all=True, append_images=[frame.resize((48, 32))])
+    ann = tmp_path / "ann.json"
+    ann.write_text(json.dumps({"images": [{"id": 1, "file_name": "a.heic", "width": 96, "height": 64},
+                                          {"id": 2, "file_name": "b.jpg", "width": 96, "height": 64}],
+                               "annotations": [], "categories": [{"id": 1, "name": "can"}]}))
+    stats = analyze(annotations=ann, images=root, out=tmp_path / "a", plots=False)
+    brightness = stats["annotations"]["brightness"]
+    assert brightness["unreadable"] == []
+    assert [d["image_id"] for d in brightness["dark"]] == [2]

@@ -110,10 +110,10 @@ def mean_luma(data: bytes) -> float:
     JPEGs are decoded at 1/8 scale straight to grayscale (Pillow's draft mode),
     which costs a few milliseconds even for a 12 MP photo.
     """
-    from PIL import Image, ImageStat
+    from PIL import Image, ImageStat, JpegImagePlugin
 
     img = Image.open(io.BytesIO(data))
-    if img.format == "JPEG":
+    if isinstance(img, JpegImagePlugin.JpegImageFile):  # MPO phone photos too
         img.draft("L", (max(1, img.width // 8), max(1, img.height // 8)))
     img.load()
     if img.mode not in ("L", "RGB"):
@@ -126,6 +126,8 @@ def mean_luma(data: bytes) -> float:
 def _read_luma(path: Path) -> Tuple[Optional[float], str]:
     from PIL import Image, UnidentifiedImageError
 
+    from edge_trash.tfrecords.images import unidentified_reason  # also lets Pillow open HEIC photos
+
     try:
         data = path.read_bytes()
     except FileNotFoundError:
@@ -137,7 +139,7 @@ def _read_luma(path: Path) -> Tuple[Optional[float], str]:
     try:
         return mean_luma(data), ""
     except UnidentifiedImageError:
-        return None, f"not an image Pillow can decode: {path}"
+        return None, unidentified_reason(path, data[:16])
     except Image.DecompressionBombError as exc:
         return None, f"refused as a decompression bomb: {exc}"
     except (OSError, SyntaxError, ValueError) as exc:

@@ -71,7 +71,7 @@ class ImageResult:
         return self.jpeg is not None
 
 
-def _unidentified_reason(path: "str | Path", head: bytes) -> str:
+def unidentified_reason(path: "str | Path", head: bytes) -> str:
     """Why Pillow recognised no image format in a file, with the fix where there is one."""
     if head[4:8] == b"ftyp" and head[8:12] in HEIF_BRANDS:
         if HEIF_SUPPORTED:
@@ -107,7 +107,7 @@ def read_displayed_size(path: "str | Path") -> Tuple[Optional[Tuple[int, int]], 
         return None, f"file not found: {path}"
     except UnidentifiedImageError:
         with open(path, "rb") as fh:
-            return None, _unidentified_reason(path, fh.read(16))
+            return None, unidentified_reason(path, fh.read(16))
     except (OSError, SyntaxError, ValueError, Image.DecompressionBombError) as exc:
         return None, f"cannot open {path}: {exc}"
     return ((stored[1], stored[0]) if orientation in ROTATES_90 else stored), ""
@@ -167,7 +167,7 @@ def convert_image(job: ImageJob) -> ImageResult:
         result.reason = f"refused as a decompression bomb: {exc}"
         return result
     except UnidentifiedImageError:
-        result.reason = _unidentified_reason(path, data[:16])
+        result.reason = unidentified_reason(path, data[:16])
         return result
     except OSError as exc:
         result.reason = f"cannot open {path}: {exc}"
