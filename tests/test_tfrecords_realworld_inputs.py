@@ -237,7 +237,7 @@ def test_cli_defaults_to_the_annotation_folder_and_every_cpu(tmp_path, monkeypat
     real = build_module.build_tfrecords
 
     def spy(options, progress=False):
-        seen["workers"], seen["images"] = options.workers, options.images
+        seen["workers"], seen["images"] = options.workers, options.image_dirs()
         return real(options, progress)
 
     monkeypatch.setattr(build_module, "build_tfrecords", spy)
@@ -245,7 +245,7 @@ def test_cli_defaults_to_the_annotation_folder_and_every_cpu(tmp_path, monkeypat
     result = CliRunner().invoke(cli, ["build-tfrecords", "--annotations", str(ann), "--out", str(tmp_path / "out"),
                                       "--quiet", "--val-fraction", "0", "--test-fraction", "0"])
     assert result.exit_code == 0, result.output
-    assert seen == {"workers": 3, "images": root}
+    assert seen == {"workers": 3, "images": [root]}
     assert f"images: reading file_name entries under {root} (the annotation file's folder" in result.output
     assert (tmp_path / "out" / "labels.txt").read_text() == "can\n"
 
@@ -353,3 +353,138 @@ def test_analyze_reads_heic_and_mpo_photos(tmp_path):
     brightness = stats["annotations"]["brightness"]
     assert brightness["unreadable"] == []
     assert [d["image_id"] for d in brightness["dark"]] == [2]
+
+
+# ----------------------------------------------------------------------------- several files (Roboflow)
+
+
+def _roboflow_export(root: Path) -> dict:
+    """train/valid/test folders, each with _annotations.coco.json numbered from 0 and a placeholder class."""
+    colours = {"bottle": (20, 200, 20), "can": (200, 20, 20), "cup": (20, 20, 200)}
+    layout = {  # folder: (categories in that file's order, [(file, class of its one box)])
+        "train": (["bottle", "can"], [("img_0.jpg", "bottle"), ("img_1.jpg", "can"), ("img_2.jpg", "bottle")]),
+        "valid": (["can", "bottle"], [("img_0.jpg", "can"), ("img_1.jpg", "bottle")]),
+        "test": (["bottle", "can", "cup"], [("img_0.jpg", "cup")]),
+    }
+    for folder, (names, images) in layout.items():
+        cats = [{"id": 0, "name": "litter", "supercategory": "none"}]
+        cats += [{"id": i, "name": n, "supercategory": "litter"} for i, n in enumerate(names, start=1)]
+        cat_id = {c["name"]: c["id"] for c in cats}
+        coco = {"images": [], "annotations": [], "categories": cats}
+        for i, (file_name, cls) in enumerate(images):
+            _jpeg(root / folder / file_name, (64, 48), colours[cls])
+            coco["images"].append({"id": i, "file_name": file_name, "width": 64, "height": 48})
+            coco["annotations"].append({"id": i, "image_id": i, "category_id": cat_id[cls], "bbox": [8, 8, 32, 24],
+                                        "area": 768, "iscrowd": 0, "segmentation": []})
+        (root / folder / "_annotations.coco.json").write_text(json.dumps(coco))
+    return {folder: [cls for _, cls in images] for folder, (_, images) in layout.items()}
+
+
+def test_a_roboflow_export_merges_by_class_name_and_keeps_its_splits(tmp_path):
+    from click.testing import CliRunner
+
+    from edge_trash.cli import cli
+
+    root = tmp_path / "export"
+    truth = _roboflow_export(root)
+    files = [root / f / "_annotations.coco.json" for f in ("train", "valid", "test")]
+    out = tmp_path / "out"
+    args = ["build-tfrecords", "--out", str(out), "--quiet", "--keep-splits", "--workers", "1"]
+    for f in files:
+        args += ["--annotations", str(f)]
+    result = CliRunner().invoke(cli, args)
+    assert result.exit_code == 0, result.output
+    report = json.loads((out / "report.json").read_text())
+    assert [(s["file"], s["image_id_offset"], s["annotation_id_offset"], s["split_in_name"], s["images_dir"])
+            for s in report["sources"]] == [(str(f), 10 * k, 10 * k, split, str(f.parent))
+                                            for k, (f, split) in enumerate(zip(files, ("train", "val", "test")))]
+    assert report["duplicate_annotation_ids"] == [] and report["images_skipped"] == []
+    assert (out / "labels.txt").read_text().splitlines() == ["bottle", "can", "cup"]
+    assert report["classes_unused"] == ["litter"]
+    splits = json.loads((out / "splits.json").read_text())["splits"]
+    assert {k: sorted(v) for k, v in splits.items()} == {"train": [0, 1, 2], "val": [10, 11], "test": [20]}
+    # Every record carries the class of its own file's category id, and its own folder's pixels.
+    seen = {}
+    for ex in _examples(out):
+        f = ex.features.feature
+        iid = int(f["image/source_id"].bytes_list.value[0])
+        img = np.asarray(Image.open(io.BytesIO(f["image/encoded"].bytes_list.value[0]))).reshape(-1, 3).mean(0)
+        seen[iid] = (f["image/object/class/text"].bytes_list.value[0].decode(), "rgb"[int(np.argmax(img))])
+    colour = {"bottle": "g", "can": "r", "cup": "b"}
+    expected = {10 * k + i: (cls, colour[cls]) for k, folder in enumerate(("train", "valid", "test"))
+                for i, cls in enumerate(truth[folder])}
+    assert seen == expected
+
+
+def test_merged_files_get_a_new_stratified_split_without_keep_splits(tmp_path):
+    root = tmp_path / "export"
+    _roboflow_export(root)
+    files = [root / f / "_annotations.coco.json" for f in ("train", "valid", "test")]
+    report = build_tfrecords(BuildOptions(annotations=files, images=None, out=tmp_path / "out",
+                                          val_fraction=0.3, test_fraction=0))
+    assert report["images_written"] == 6 and report["boxes_written"] == 6
+    splits = json.loads((tmp_path / "out" / "splits.json").read_text())["splits"]
+    assert sorted(i for ids in splits.values() for i in ids) == [0, 1, 2, 10, 11, 20]
+    assert set(splits) == {"train", "val"}
+
+
+def test_keep_splits_needs_a_split_in_each_name_and_merge_errors_name_their_file(tmp_path):
+    from edge_trash.tfrecords.build import BuildError
+    from edge_trash.tfrecords.coco import CocoFormatError
+
+    root = tmp_path / "export"
+    _roboflow_export(root)
+    other = tmp_path / "extra" / "more.json"
+    other.parent.mkdir()
+    other.write_text((root / "test" / "_annotations.coco.json").read_text())
+    files = [root / "train" / "_annotations.coco.json", other]
+    with pytest.raises(BuildError, match=rf"--keep-splits: cannot tell the split of {other} from its name or "
+                                         r"folder \(put 'train', 'valid' or 'test' in it\)"):
+        build_tfrecords(BuildOptions(annotations=files, images=None, out=tmp_path / "o1", keep_splits=True))
+    broken = tmp_path / "valid" / "instances_val2017.json"
+    broken.parent.mkdir()
+    broken.write_text(json.dumps({"images": [], "annotations": [], "categories": [{"id": 1}]}))
+    with pytest.raises(CocoFormatError, match=rf"^{broken}: categories\[0\]\.name: expected a non-empty string"):
+        build_tfrecords(BuildOptions(annotations=[files[0], broken], images=None, out=tmp_path / "o2"))
+    with pytest.raises(BuildError, match="give one --images folder for all 2 --annotations files, or one per file"):
+        build_tfrecords(BuildOptions(annotations=files, images=[root, root, root], out=tmp_path / "o3"))
+
+
+def test_a_category_id_a_later_file_does_not_define_is_not_taken_from_another_file(tmp_path):
+    from edge_trash.tfrecords.coco import load_coco_files
+
+    first, second = tmp_path / "a.json", tmp_path / "b.json"
+    first.write_text(json.dumps({"images": [{"id": 1, "file_name": "a.jpg", "width": 9, "height": 9}],
+                                 "annotations": [], "categories": [{"id": 7, "name": "can"}]}))
+    second.write_text(json.dumps({"images": [{"id": 2, "file_name": "b.jpg", "width": 9, "height": 9}],
+                                  "annotations": [{"id": 1, "image_id": 2, "category_id": 7, "bbox": [1, 1, 5, 5]},
+                                                  {"id": 2, "image_id": 2, "category_id": 1, "bbox": [1, 1, 5, 5]}],
+                                  "categories": [{"id": 1, "name": "cup"}]}))
+    data = load_coco_files([first, second])
+    assert [(c.id, c.name) for c in data.categories] == [(7, "can"), (8, "cup")]
+    assert [(b.source_id, b.category_id) for b in data.boxes] == [(2, 8)]
+    assert [r.reason for r in data.rejected_boxes] == [
+        f"unknown category_id '7 (not in the categories of {second})' (not in 'categories')"]
+
+
+def test_split_names_are_read_from_files_and_folders():
+    from edge_trash.tfrecords.coco_merge import split_in_name
+
+    cases = {"export/train/_annotations.coco.json": "train", "export/valid/_annotations.coco.json": "val",
+             "coco/instances_val2017.json": "val", "data/test.json": "test", "x/validation/a.json": "val",
+             "annotations/annotations.json": None, "contest/a.json": None, "trainee/labels.json": None}
+    assert {p: split_in_name(Path(p)) for p in cases} == cases
+
+
+def test_analyze_reads_several_annotation_files_as_one(tmp_path):
+    from edge_trash.tfrecords.analyze import analyze
+
+    root = tmp_path / "export"
+    _roboflow_export(root)
+    files = [root / f / "_annotations.coco.json" for f in ("train", "valid", "test")]
+    stats = analyze(annotations=files, images=[f.parent for f in files], out=tmp_path / "a", plots=False)
+    ann = stats["annotations"]
+    assert ann["images"] == 6 and ann["boxes"] == 6
+    assert [s["image_id_offset"] for s in ann["sources"]] == [0, 10, 20]
+    assert ann["brightness"]["unreadable"] == []
+    assert {c["name"]: c["instances"] for c in ann["classes"]} == {"litter": 0, "bottle": 3, "can": 2, "cup": 1}

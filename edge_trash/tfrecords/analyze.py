@@ -29,7 +29,7 @@ from typing import Any, Dict, Iterable, Iterator, List, Optional, Sequence, Tupl
 
 from edge_trash.tfrecords import feature_keys as K
 from edge_trash.tfrecords.build import SHARD_RE
-from edge_trash.tfrecords.coco import CocoDataset, Rejected, load_coco
+from edge_trash.tfrecords.coco import CocoDataset, Rejected, load_coco_files
 
 SPLIT_ORDER = ("train", "val", "test")
 STATS_VERSION = 1
@@ -209,19 +209,19 @@ def annotation_problems(dataset: CocoDataset) -> Dict[str, Any]:
     }
 
 
-def _json_source(dataset: CocoDataset, images_dir: Optional[Path], progress: bool) -> Source:
+def _json_source(dataset: CocoDataset, image_dirs: Optional[List[Path]], progress: bool) -> Source:
     names = {c.id: c.name for c in dataset.categories}
     images = [ImageEntry(im.id, im.file_name, im.width, im.height) for im in dataset.images]
     boxes = [BoxEntry(b.image_id, names[b.category_id], b.w, b.h) for b in dataset.boxes]
     source = Source("annotations", "original image pixels (the JSON width/height)", images, boxes,
                     [c.name for c in dataset.categories])
-    if images_dir is not None:
+    if image_dirs:
         from edge_trash.tfrecords.image_paths import ImagePaths
 
-        paths = ImagePaths(images_dir)
+        paths = [ImagePaths(d) for d in image_dirs]
         source.luma = {}
         for im in _progress(dataset.images, "analyze images", progress):
-            value, reason = _read_luma(paths.resolve(im.file_name)[0])
+            value, reason = _read_luma(paths[im.source].resolve(im.file_name)[0])
             if value is None:
                 source.unreadable.append({"image_id": im.id, "file_name": im.file_name, "reason": reason})
             else:
@@ -642,8 +642,11 @@ def render_report(stats: Dict[str, Any], sections: List[Tuple[str, Dict[str, Any
     th = stats["thresholds"]
     lines = ["# Dataset analysis", ""]
     src = stats["inputs"]
-    lines += [f"- annotations: `{src['annotations']}`" if src["annotations"] else "- annotations: not given",
-              f"- images: `{src['images']}`" if src["images"] else "- images: not read (brightness not measured)",
+    def shown(value: Any) -> str:
+        return ", ".join(f"`{v}`" for v in value) if isinstance(value, list) else f"`{value}`"
+
+    lines += [f"- annotations: {shown(src['annotations'])}" if src["annotations"] else "- annotations: not given",
+              f"- images: {shown(src['images'])}" if src["images"] else "- images: not read (brightness not measured)",
               f"- tfrecords: `{src['tfrecords']}`" if src["tfrecords"] else "- tfrecords: not given", ""]
     lines += ["## Flags", ""]
     if stats["flags"]:
@@ -702,7 +705,21 @@ def render_report(stats: Dict[str, Any], sections: List[Tuple[str, Dict[str, Any
     return "\n".join(lines)
 
 
-def analyze(annotations: "Optional[os.PathLike | str]" = None, images: "Optional[os.PathLike | str]" = None,
+def _as_paths(value: Any) -> List[Path]:
+    """None, one path or several, as a list of paths."""
+    if value is None:
+        return []
+    if isinstance(value, (str, os.PathLike)):
+        return [Path(value)]
+    return [Path(v) for v in value]
+
+
+def _shown_paths(paths: List[Path]) -> "str | List[str] | None":
+    return None if not paths else str(paths[0]) if len(paths) == 1 else [str(p) for p in paths]
+
+
+def analyze(annotations: "Optional[os.PathLike | str | Sequence[os.PathLike | str]]" = None,
+            images: "Optional[os.PathLike | str | Sequence[os.PathLike | str]]" = None,
             tfrecords: "Optional[os.PathLike | str]" = None, *, out: "os.PathLike | str",
             thresholds: Optional[Thresholds] = None, plots: bool = True,
             progress: bool = False) -> Dict[str, Any]:
@@ -720,16 +737,22 @@ def analyze(annotations: "Optional[os.PathLike | str]" = None, images: "Optional
         raise AnalyzeError("--images needs --annotations (image file names come from the JSON)")
     if annotations is None and tfrecords is None:
         raise AnalyzeError("give --annotations A.json, --tfrecords DIR, or both")
-    if images is not None and not Path(images).is_dir():
-        raise AnalyzeError(f"--images {images}: not a directory")
+    ann_files, image_dirs = _as_paths(annotations), _as_paths(images)
+    if image_dirs and len(image_dirs) not in (1, len(ann_files)):
+        raise AnalyzeError(f"give one --images folder for all {len(ann_files)} --annotations files, or one per "
+                           f"file in the same order (got {len(image_dirs)})")
+    for folder in image_dirs:
+        if not folder.is_dir():
+            raise AnalyzeError(f"--images {folder}: not a directory")
+    if len(image_dirs) == 1:
+        image_dirs = image_dirs * len(ann_files)
     shards = find_shards(Path(tfrecords)) if tfrecords is not None else {}
     out_dir = Path(out)
     out_dir.mkdir(parents=True, exist_ok=True)
 
     stats: Dict[str, Any] = {
         "version": STATS_VERSION,
-        "inputs": {"annotations": str(annotations) if annotations is not None else None,
-                   "images": str(images) if images is not None else None,
+        "inputs": {"annotations": _shown_paths(ann_files), "images": _shown_paths(_as_paths(images)),
                    "tfrecords": str(tfrecords) if tfrecords is not None else None},
         "thresholds": asdict(th),
         "flags": [],
@@ -751,17 +774,18 @@ def analyze(annotations: "Optional[os.PathLike | str]" = None, images: "Optional
         sections.append((source.name, s, names))
         return s
 
-    if annotations is not None:
+    if ann_files:
         size_of = None
-        if images is not None:
+        if image_dirs:
             from edge_trash.tfrecords.image_paths import ImagePaths
             from edge_trash.tfrecords.images import read_displayed_size
 
-            image_paths = ImagePaths(images)
-            size_of = lambda name: read_displayed_size(image_paths.resolve(name)[0])  # noqa: E731
-        dataset = load_coco(annotations, size_of=size_of)
-        source = _json_source(dataset, Path(images) if images is not None else None, progress)
-        stats["annotations"] = {"file": str(annotations), "categories": len(dataset.categories),
+            image_paths = [ImagePaths(d) for d in image_dirs]
+            size_of = lambda name, k: read_displayed_size(image_paths[k].resolve(name)[0])  # noqa: E731
+        dataset = load_coco_files(ann_files, size_of=size_of)
+        source = _json_source(dataset, image_dirs or None, progress)
+        stats["annotations"] = {"file": _shown_paths(ann_files), "categories": len(dataset.categories),
+                                "sources": [src.as_report() for src in dataset.sources],
                                 **finish(source, annotation_problems(dataset))}
     if shards:
         root = Path(tfrecords)  # type: ignore[arg-type]

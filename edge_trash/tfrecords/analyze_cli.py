@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import time
 from pathlib import Path
-from typing import Any, Dict, List, Optional
+from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 import click
 
@@ -32,19 +32,21 @@ def summarize(stats: Dict[str, Any], out: Path, seconds: float) -> str:
     return "\n".join(lines)
 
 
-def next_command(annotations: Optional[Path], images: Optional[Path], tfrecords: Optional[Path]) -> str:
+def next_command(annotations: Sequence[Path], images: Sequence[Path], tfrecords: Optional[Path]) -> str:
     """The command a user runs after looking at the report."""
     if tfrecords is not None:
         return f"next: edge-trash train --data {tfrecords} --out runs/ssd"
-    if images is not None:
-        return f"next: edge-trash build-tfrecords --annotations {annotations} --images {images} --out data/"
-    return f"next: edge-trash build-tfrecords --annotations {annotations} --images IMAGES_DIR --out data/"
+    given = " ".join(f"--annotations {a}" for a in annotations)
+    folders = " ".join(f"--images {d}" for d in images) or "--images IMAGES_DIR"
+    return f"next: edge-trash build-tfrecords {given} {folders} --out data/"
 
 
 @click.command("analyze")
-@click.option("--annotations", type=click.Path(dir_okay=False, path_type=Path), help="COCO annotation JSON.")
-@click.option("--images", type=click.Path(file_okay=False, path_type=Path),
-              help="Folder the JSON file_name entries are relative to (adds brightness and unreadable files).")
+@click.option("--annotations", multiple=True, type=click.Path(dir_okay=False, path_type=Path),
+              help="COCO annotation JSON; repeat it to analyse several as one (merged as build-tfrecords does).")
+@click.option("--images", multiple=True, type=click.Path(file_okay=False, path_type=Path),
+              help="Folder the JSON file_name entries are relative to (adds brightness and unreadable files): "
+                   "once for all files, or once per --annotations.")
 @click.option("--tfrecords", type=click.Path(file_okay=False, path_type=Path),
               help="The --out folder of build-tfrecords: analyse each split as stored.")
 @click.option("--out", required=True, type=click.Path(file_okay=False, path_type=Path),
@@ -55,7 +57,7 @@ def next_command(annotations: Optional[Path], images: Optional[Path], tfrecords:
               help="Flag images whose mean luma (0-255) is below this.")
 @click.option("--no-plots", is_flag=True, help="Skip the PNG plots (faster on huge datasets).")
 @click.option("--quiet", is_flag=True, help="No progress bar.")
-def analyze(annotations: Optional[Path], images: Optional[Path], tfrecords: Optional[Path], out: Path,
+def analyze(annotations: Tuple[Path, ...], images: Tuple[Path, ...], tfrecords: Optional[Path], out: Path,
             rare_instances: int, dark_luma: float, no_plots: bool, quiet: bool) -> None:
     """Report class balance, box sizes and image problems of a dataset.
 
@@ -65,9 +67,9 @@ def analyze(annotations: Optional[Path], images: Optional[Path], tfrecords: Opti
     annotation problems (NaN/Infinity boxes, boxes past the image, unknown
     ids, duplicate ids, unused categories, images without boxes).
     """
-    if images is not None and annotations is None:
+    if images and not annotations:
         raise click.UsageError("--images needs --annotations (the image file names come from the JSON)")
-    if annotations is None and tfrecords is None:
+    if not annotations and tfrecords is None:
         raise click.UsageError("give --annotations A.json, --tfrecords DIR, or both")
     from edge_trash.tfrecords.analyze import AnalyzeError, Thresholds
     from edge_trash.tfrecords.analyze import analyze as run_analysis
@@ -75,7 +77,7 @@ def analyze(annotations: Optional[Path], images: Optional[Path], tfrecords: Opti
 
     start = time.monotonic()
     try:
-        stats = run_analysis(annotations, images, tfrecords, out=out,
+        stats = run_analysis(list(annotations) or None, list(images) or None, tfrecords, out=out,
                              thresholds=Thresholds(rare_instances=rare_instances, dark_luma=dark_luma),
                              plots=not no_plots, progress=not quiet)
     except (AnalyzeError, CocoFormatError) as exc:

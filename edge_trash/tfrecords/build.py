@@ -16,13 +16,13 @@ import os
 import re
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any, Dict, Iterable, Iterator, List, Optional, Tuple
+from typing import Any, Dict, Iterable, Iterator, List, Optional, Sequence, Tuple
 
 from edge_trash.tfrecords.class_map import build_class_mapping, label_map_pbtxt, read_class_map
-from edge_trash.tfrecords.coco import CocoDataset, load_coco
+from edge_trash.tfrecords.coco import CocoDataset, load_coco_files
 from edge_trash.tfrecords.image_paths import ImagePaths
 from edge_trash.tfrecords.images import ImageJob, ImageResult, convert_image, read_displayed_size
-from edge_trash.tfrecords.splits import assign_folds, assign_splits
+from edge_trash.tfrecords.splits import assign_folds, assign_splits, shuffled
 from edge_trash.tfrecords.tf_example import ObjectBox, make_example_bytes
 from edge_trash.tfrecords.tfrecord_file import TFRecordWriter
 
@@ -37,8 +37,8 @@ class BuildError(ValueError):
 class BuildOptions:
     """Options of ``edge-trash build-tfrecords`` (see ``--help`` for each)."""
 
-    annotations: Path
-    images: Path
+    annotations: "Path | Sequence[Path]"  # several files are merged (a Roboflow export's train/valid/test)
+    images: "Optional[Path | Sequence[Path]]"  # one folder for all, one per file, or None: each file's folder
     out: Path
     class_map: Optional[Path] = None
     supercategories: bool = False
@@ -54,11 +54,36 @@ class BuildOptions:
     workers: int = 1
     seed: int = 0
     strict: bool = False
+    keep_splits: bool = False  # each file's split from its name or folder instead of a new split
+
+    def annotation_files(self) -> List[Path]:
+        """The annotation files, as a list."""
+        if isinstance(self.annotations, (str, os.PathLike)):
+            return [Path(self.annotations)]
+        return [Path(p) for p in self.annotations]
+
+    def image_dirs(self) -> List[Path]:
+        """The images folder of each annotation file, in the same order."""
+        files = self.annotation_files()
+        if self.images is None:
+            return [f.parent for f in files]
+        if isinstance(self.images, (str, os.PathLike)):
+            return [Path(self.images)] * len(files)
+        dirs = [Path(d) for d in self.images]
+        if len(dirs) == 1:
+            return dirs * len(files)
+        if len(dirs) != len(files):
+            raise BuildError(f"give one --images folder for all {len(files)} --annotations files, or one per "
+                             f"file in the same order (got {len(dirs)})")
+        return dirs
 
     def validate(self) -> None:
         """Reject bad combinations with a message naming the option."""
-        if not Path(self.images).is_dir():
-            raise BuildError(f"--images {self.images}: not a directory")
+        for folder in dict.fromkeys(self.image_dirs()):
+            if not folder.is_dir():
+                raise BuildError(f"--images {folder}: not a directory")
+        if self.keep_splits and self.folds:
+            raise BuildError("--keep-splits and --folds do not combine: the files already fix the splits")
         if self.max_size < 32:
             raise BuildError(f"--max-size must be at least 32 px, got {self.max_size}")
         if not 1 <= self.quality <= 100:
@@ -138,12 +163,22 @@ class _ShardWriter:
 def _plan(dataset: CocoDataset, options: BuildOptions, target_of: Dict[int, Optional[int]]
           ) -> Tuple[List[Tuple[str, List[int]]], Dict[str, Any]]:
     classes_of: Dict[int, set] = {im.id: set() for im in dataset.images}
+    source_of = {im.id: im.source for im in dataset.images}
     for box in dataset.boxes:
         t = target_of.get(box.category_id)
         if t is not None:
             classes_of[box.image_id].add(t)
     ids = [im.id for im in dataset.images]
-    if options.folds:
+    if options.keep_splits:
+        unnamed = [str(src.path) for src in dataset.sources if src.split is None]
+        if unnamed:
+            raise BuildError(f"--keep-splits: cannot tell the split of {', '.join(unnamed)} from its name or "
+                             "folder (put 'train', 'valid' or 'test' in it), or leave --keep-splits out for a "
+                             "new stratified split")
+        split_of_source = [src.split for src in dataset.sources]
+        kept = {name: [i for i in ids if split_of_source[source_of[i]] == name] for name in ("train", "val", "test")}
+        plan = [(name, shuffled(members, options.seed)) for name, members in kept.items()]
+    elif options.folds:
         held = assign_splits(ids, classes_of, 0.0, options.test_fraction, options.seed)
         rest = held["train"]
         folds = assign_folds(rest, classes_of, options.folds, options.seed)
@@ -178,13 +213,15 @@ def _progress(iterable: Iterable[ImageResult], total: int, enabled: bool) -> Ite
 def build_tfrecords(options: BuildOptions, progress: bool = False) -> Dict[str, Any]:
     """Convert the dataset; returns the report (also written to ``OUT/report.json``)."""
     options.validate()
-    paths = ImagePaths(options.images)
-    dataset = load_coco(options.annotations, size_of=lambda name: read_displayed_size(paths.resolve(name)[0]))
+    paths = [ImagePaths(folder) for folder in options.image_dirs()]
+    dataset = load_coco_files(options.annotation_files(),
+                              size_of=lambda name, k: read_displayed_size(paths[k].resolve(name)[0]))
     class_map = read_class_map(options.class_map) if options.class_map else None
     mapping = build_class_mapping(dataset.categories, dataset.boxes, class_map, options.supercategories,
                                   options.min_instances, options.rare)
     if not mapping.names:
-        raise BuildError(f"{options.annotations}: no class has a usable box after validation and mapping; "
+        given = ", ".join(map(str, options.annotation_files()))
+        raise BuildError(f"{given}: no class has a usable box after validation and mapping; "
                          "nothing to train on")
     names = mapping.names
     images_by_id = {im.id: im for im in dataset.images}
@@ -208,7 +245,7 @@ def build_tfrecords(options: BuildOptions, progress: bool = False) -> Dict[str, 
     for split, members in plan:
         for pos, iid in enumerate(members):
             im = images_by_id[iid]
-            path, path_note = paths.resolve(im.file_name)
+            path, path_note = paths[im.source].resolve(im.file_name)
             if path_note:
                 notes_of.setdefault(iid, []).append(path_note)
             jobs.append(ImageJob(iid, str(path), im.width, im.height,
@@ -281,9 +318,12 @@ def build_tfrecords(options: BuildOptions, progress: bool = False) -> Dict[str, 
     _write_atomic(out / "splits.json", _json_bytes({
         "seed": options.seed, "folds": options.folds,
         "splits": {split: ids for split, ids in split_ids.items()}}))
-    opts = {k: (str(v) if isinstance(v, Path) else v) for k, v in asdict(options).items()}
+    opts = {k: (str(v) if isinstance(v, Path) else [str(p) for p in v] if isinstance(v, (list, tuple)) else v)
+            for k, v in asdict(options).items()}
+    files = options.annotation_files()
     report: Dict[str, Any] = {
-        "annotations": str(options.annotations),
+        "annotations": str(files[0]) if len(files) == 1 else [str(f) for f in files],
+        "sources": [dict(src.as_report(), images_dir=str(d)) for src, d in zip(dataset.sources, options.image_dirs())],
         "images_total": len(dataset.images) + len(dataset.rejected_images),
         "images_written": images_written,
         "images_skipped": images_skipped,

@@ -6,7 +6,7 @@ import os
 import time
 from collections import Counter
 from pathlib import Path
-from typing import Any, Dict, Optional
+from typing import Any, Dict, Optional, Tuple
 
 import click
 
@@ -63,11 +63,16 @@ def summarize(report: Dict[str, Any], out: Path, seconds: float) -> str:
 
 
 @click.command("build-tfrecords")
-@click.option("--annotations", required=True, type=click.Path(dir_okay=False, path_type=Path),
-              help="COCO annotation JSON.")
-@click.option("--images", type=click.Path(file_okay=False, path_type=Path),
-              help="Folder the file_name entries are relative to.  [default: the annotation file's folder, "
-                   "as in TACO and Roboflow exports]")
+@click.option("--annotations", required=True, multiple=True, type=click.Path(dir_okay=False, path_type=Path),
+              help="COCO annotation JSON; repeat it to merge several (a Roboflow export's train, valid and "
+                   "test: categories matched by name).")
+@click.option("--images", multiple=True, type=click.Path(file_okay=False, path_type=Path),
+              help="Folder the file_name entries are relative to: once for all files, or once per "
+                   "--annotations in the same order.  [default: each annotation file's folder, as in TACO and "
+                   "Roboflow exports]")
+@click.option("--keep-splits", is_flag=True,
+              help="Keep the split each annotation file's name or folder gives (train, valid, test) instead of "
+                   "a new stratified split; --val-fraction and --test-fraction are then unused.")
 @click.option("--out", required=True, type=click.Path(file_okay=False, path_type=Path), help="Output folder.")
 @click.option("--class-map", type=click.Path(dir_okay=False, path_type=Path),
               help="CSV 'source_name,target_name' (TACO map_*.csv) or YAML mapping.")
@@ -91,10 +96,11 @@ def summarize(report: Dict[str, Any], out: Path, seconds: float) -> str:
 @click.option("--seed", default=0, show_default=True, type=int, help="Split seed; same seed, same bytes.")
 @click.option("--strict", is_flag=True, help="Exit non-zero when any image or box was skipped.")
 @click.option("--quiet", is_flag=True, help="No progress bar.")
-def build_tfrecords(annotations: Path, images: Optional[Path], out: Path, class_map: Optional[Path],
-                    supercategories: bool, min_instances: int, rare: str, val_fraction: float, test_fraction: float,
-                    folds: int, max_size: int, max_pixels: int, quality: int, shard_size: int,
-                    workers: Optional[int], seed: int, strict: bool, quiet: bool) -> None:
+def build_tfrecords(annotations: Tuple[Path, ...], images: Tuple[Path, ...], keep_splits: bool, out: Path,
+                    class_map: Optional[Path], supercategories: bool, min_instances: int, rare: str,
+                    val_fraction: float, test_fraction: float, folds: int, max_size: int, max_pixels: int,
+                    quality: int, shard_size: int, workers: Optional[int], seed: int, strict: bool,
+                    quiet: bool) -> None:
     """Convert a COCO detection dataset into validated, sharded TFRecords.
 
     Writes train/val/test shards, labels.txt, label_map.pbtxt, splits.json and
@@ -107,13 +113,14 @@ def build_tfrecords(annotations: Path, images: Optional[Path], out: Path, class_
     from edge_trash.tfrecords.class_map import ClassMapError
     from edge_trash.tfrecords.coco import CocoFormatError
 
-    if images is None:
-        images = annotations.parent
-        click.echo(f"images: reading file_name entries under {images} (the annotation file's folder; "
+    if not images:
+        folders = ", ".join(dict.fromkeys(str(a.parent) for a in annotations))
+        click.echo(f"images: reading file_name entries under {folders} (the annotation file's folder; "
                    "--images changes it)")
     workers = workers or usable_cpus()
-    options = BuildOptions(annotations=annotations, images=images, out=out, class_map=class_map,
-                           supercategories=supercategories, min_instances=min_instances, rare=rare,
+    options = BuildOptions(annotations=list(annotations), images=list(images) or None, out=out,
+                           keep_splits=keep_splits, class_map=class_map, supercategories=supercategories,
+                           min_instances=min_instances, rare=rare,
                            val_fraction=val_fraction, test_fraction=test_fraction, folds=folds, max_size=max_size,
                            max_pixels=max_pixels, quality=quality, shard_size=shard_size, workers=workers,
                            seed=seed, strict=strict)
@@ -130,5 +137,6 @@ def build_tfrecords(annotations: Path, images: Optional[Path], out: Path, class_
         click.echo(f"--strict: {len(report['images_skipped'])} images and {len(report['boxes_dropped'])} boxes "
                    "were skipped; see report.json", err=True)
         raise SystemExit(EXIT_STRICT)
-    click.echo(f"next: edge-trash analyze --annotations {annotations} --tfrecords {out} --out {out / 'analysis'}"
+    given = " ".join(f"--annotations {a}" for a in annotations)
+    click.echo(f"next: edge-trash analyze {given} --tfrecords {out} --out {out / 'analysis'}"
                f"  |  edge-trash train --data {out} --out runs/ssd")

@@ -13,10 +13,11 @@ import math
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Dict, List, Optional, Tuple
+from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 
-# Reads an image's displayed size from its file: ``((width, height), "")`` or ``(None, reason)``.
-SizeReader = Callable[[str], Tuple[Optional[Tuple[int, int]], str]]
+# Reads an image's displayed size from its file, given its file_name and the index of the
+# annotation file it came from: ``((width, height), "")`` or ``(None, reason)``.
+SizeReader = Callable[[str, int], Tuple[Optional[Tuple[int, int]], str]]
 
 
 class CocoFormatError(ValueError):
@@ -40,6 +41,7 @@ class ImageRecord:
     file_name: str
     width: int
     height: int
+    source: int = 0  # index of the annotation file it came from (several --annotations)
 
 
 @dataclass
@@ -85,6 +87,7 @@ class CocoDataset:
     duplicate_annotation_ids: List[Any] = field(default_factory=list)
     # image id -> what was done when the JSON had no usable width/height (read from the file)
     size_notes: Dict[int, str] = field(default_factory=dict)
+    sources: List[Any] = field(default_factory=list)  # coco_merge.MergedSource, one per annotation file
 
     def boxes_by_image(self) -> Dict[int, List[BoxRecord]]:
         """Boxes grouped by image id (every image present, possibly with an empty list)."""
@@ -97,8 +100,9 @@ class CocoDataset:
 _DIGITS = re.compile(r"\s*-?[0-9]+\s*")
 
 
-def _is_int(value: Any) -> bool:
-    """An integer, an integral float (``3.0``) or a string of digits (``"3"``, as some exporters write ids)."""
+def is_integral(value: Any) -> bool:
+    """Whether ``value`` is an id or size we read as an integer: an integer, an integral
+    float (``3.0``) or a string of digits (``"3"``, as some exporters write ids)."""
     if isinstance(value, bool):
         return False
     if isinstance(value, int):
@@ -109,7 +113,7 @@ def _is_int(value: Any) -> bool:
 
 
 def _id_text(value: Any) -> str:
-    return str(int(value)) if _is_int(value) else str(value).strip()
+    return str(int(value)) if is_integral(value) else str(value).strip()
 
 
 def _read_json(path: Path) -> Dict[str, Any]:
@@ -144,7 +148,7 @@ def _parse_categories(path: Path, raw: List[Any]) -> List[Category]:
         where = f"{path}: categories[{i}]"
         if not isinstance(c, dict):
             raise CocoFormatError(f"{where}: expected an object with 'id' and 'name', got {c!r}")
-        if "id" not in c or not _is_int(c["id"]):
+        if "id" not in c or not is_integral(c["id"]):
             raise CocoFormatError(f"{where}.id: expected an integer, got {c.get('id')!r}")
         if not isinstance(c.get("name"), str) or not c["name"].strip():
             raise CocoFormatError(f"{where}.name: expected a non-empty string, got {c.get('name')!r}")
@@ -161,7 +165,7 @@ def _parse_categories(path: Path, raw: List[Any]) -> List[Category]:
     return cats
 
 
-def _parse_images(raw: List[Any], size_of: Optional[SizeReader] = None
+def _parse_images(raw: List[Any], size_of: Optional[SizeReader] = None, sources: Optional[List[int]] = None
                   ) -> Tuple[List[ImageRecord], List[Rejected], Dict[int, str]]:
     images: List[ImageRecord] = []
     rejected: List[Rejected] = []
@@ -172,7 +176,7 @@ def _parse_images(raw: List[Any], size_of: Optional[SizeReader] = None
             rejected.append(Rejected("image", f"images[{i}]", None, f"not an object: {im!r}"[:200]))
             continue
         iid, name = im.get("id"), im.get("file_name")
-        if not _is_int(iid):
+        if not is_integral(iid):
             rejected.append(Rejected("image", f"images[{i}]", iid, f"'id' must be an integer, got {iid!r}",
                                      name if isinstance(name, str) else None))
             continue
@@ -185,14 +189,14 @@ def _parse_images(raw: List[Any], size_of: Optional[SizeReader] = None
             rejected.append(Rejected("image", iid, iid, f"'file_name' must be a non-empty string, got {name!r}"))
             continue
         w, h = im.get("width"), im.get("height")
-        if not (_is_int(w) and _is_int(h) and int(w) > 0 and int(h) > 0):
+        if not (is_integral(w) and is_integral(h) and int(w) > 0 and int(h) > 0):
             given = "missing" if w is None and h is None else f"{w!r} x {h!r}"
             if size_of is None:
                 rejected.append(Rejected("image", iid, iid, f"'width'/'height' must be positive integers, got "
                                          f"{given}: fix them in the JSON, or give the images folder so they are "
                                          "read from the file", name))
                 continue
-            size, why = size_of(name)
+            size, why = size_of(name, sources[i] if sources else 0)
             if size is None:
                 rejected.append(Rejected("image", iid, iid, f"'width'/'height' are {given} in the JSON and the "
                                          f"size cannot be read from the file: {why}", name))
@@ -200,7 +204,7 @@ def _parse_images(raw: List[Any], size_of: Optional[SizeReader] = None
             w, h = size
             size_notes[iid] = f"'width'/'height' are {given} in the JSON: used {w}x{h} read from the file"
         seen.add(iid)
-        images.append(ImageRecord(iid, name, int(w), int(h)))
+        images.append(ImageRecord(iid, name, int(w), int(h), sources[i] if sources else 0))
     return images, rejected, size_notes
 
 
@@ -261,23 +265,39 @@ def _parse_box(ann: Dict[str, Any], image: ImageRecord) -> Tuple[Optional[Tuple[
 
 
 def load_coco(path: "str | Path", size_of: Optional[SizeReader] = None) -> CocoDataset:
-    """Read and validate a COCO detection file.
+    """Read and validate a COCO detection file (see :func:`load_coco_files`)."""
+    return load_coco_files([path], size_of)
 
-    ``size_of`` (given the ``file_name``) supplies an image's displayed size when the
-    JSON's ``width``/``height`` are missing or unusable; without it such images are
-    rejected with that reason.
 
-    Raises :class:`CocoFormatError` when the file as a whole is unusable. Bad
+def load_coco_files(paths: "Sequence[str | Path]", size_of: Optional[SizeReader] = None) -> CocoDataset:
+    """Read, validate and (when there are several) merge COCO detection files.
+
+    ``size_of`` (given the ``file_name`` and the index of its file) supplies an image's
+    displayed size when the JSON's ``width``/``height`` are missing or unusable;
+    without it such images are rejected with that reason. Several files are merged by
+    :func:`~edge_trash.tfrecords.coco_merge.merge_coco` (categories by name, clashing
+    ids shifted by a recorded offset).
+
+    Raises :class:`CocoFormatError` when a file as a whole is unusable. Bad
     images and annotations are listed in ``rejected_images`` / ``rejected_boxes``.
     Boxes are clipped to their image; annotation ids are renumbered 1..N in file
     order, and ids the file used more than once are listed in
     ``duplicate_annotation_ids`` (those records are all kept).
     """
-    path = Path(path)
-    data = _read_json(path)
+    from edge_trash.tfrecords.coco_merge import merge_coco
+
+    if not paths:
+        raise CocoFormatError("no annotation file given")
+    files = []
+    for p in paths:
+        data = _read_json(Path(p))
+        _parse_categories(Path(p), data["categories"])  # each file's own errors name that file
+        files.append((Path(p), data))
+    data, image_source, sources = merge_coco(files)
+    path = Path(paths[0])
     categories = _parse_categories(path, data["categories"])
     cat_ids = {c.id for c in categories}
-    images, rejected_images, size_notes = _parse_images(data["images"], size_of)
+    images, rejected_images, size_notes = _parse_images(data["images"], size_of, image_source)
     by_id = {im.id: im for im in images}
     # ids of rejected image entries, as text: "7" for 7, 7.0 and "7"; "IMG_1" for "IMG_1"
     rejected_ids = {_id_text(r.image_id) for r in rejected_images if r.image_id is not None}
@@ -295,12 +315,12 @@ def load_coco(path: "str | Path", size_of: Optional[SizeReader] = None) -> CocoD
         aid, iid, cid = ann.get("id"), ann.get("image_id"), ann.get("category_id")
         key = aid if isinstance(aid, (int, str)) and not isinstance(aid, bool) else f"annotations[{i}]"
         id_count[key] = id_count.get(key, 0) + 1
-        if not _is_int(iid) or int(iid) not in by_id:
+        if not is_integral(iid) or int(iid) not in by_id:
             why = ("its image was skipped" if iid is not None and _id_text(iid) in rejected_ids
                    else f"unknown image_id {iid!r} (no entry in 'images')")
             rejected_boxes.append(Rejected("annotation", key, iid, why))
             continue
-        if not _is_int(cid) or int(cid) not in cat_ids:
+        if not is_integral(cid) or int(cid) not in cat_ids:
             rejected_boxes.append(Rejected("annotation", key, iid,
                                            f"unknown category_id {cid!r} (not in 'categories')"))
             continue
@@ -322,4 +342,4 @@ def load_coco(path: "str | Path", size_of: Optional[SizeReader] = None) -> CocoD
                        rejected_images=rejected_images, rejected_boxes=rejected_boxes,
                        boxes_total=len(data["annotations"]), boxes_clipped=clipped_count,
                        boxes_from_segmentation=from_segmentation,
-                       duplicate_annotation_ids=duplicates, size_notes=size_notes)
+                       duplicate_annotation_ids=duplicates, size_notes=size_notes, sources=sources)

@@ -12,7 +12,8 @@ import random
 from typing import Dict, List, Mapping, Sequence, Set
 
 
-def _shuffled(ids: Sequence[int], seed: int) -> List[int]:
+def shuffled(ids: Sequence[int], seed: int) -> List[int]:
+    """The ids in a seeded random order (the same for the same ids and seed)."""
     order = sorted(ids)
     random.Random(seed).shuffle(order)
     return order
@@ -34,7 +35,7 @@ def assign_splits(image_ids: Sequence[int], image_classes: Mapping[int, Set[int]
             raise ValueError(f"{name} must be in [0, 1), got {frac}")
     if val_fraction + test_fraction >= 1.0:
         raise ValueError(f"--val-fraction + --test-fraction must be below 1, got {val_fraction + test_fraction}")
-    order = _shuffled(image_ids, seed)
+    order = shuffled(image_ids, seed)
     n = len(order)
     targets = {"test": round(n * test_fraction), "val": round(n * val_fraction)}
     if test_fraction > 0 and n >= 3:
@@ -78,7 +79,7 @@ def assign_folds(image_ids: Sequence[int], image_classes: Mapping[int, Set[int]]
         raise ValueError(f"--folds must be at least 2, got {folds}")
     if folds > len(image_ids):
         raise ValueError(f"--folds {folds} is more than the {len(image_ids)} usable images")
-    order = _shuffled(image_ids, seed)
+    order = shuffled(image_ids, seed)
     out: List[List[int]] = [[] for _ in range(folds)]
     placed: Set[int] = set()
 
