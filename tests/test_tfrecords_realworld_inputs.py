@@ -38,7 +38,7 @@ def _jpeg(path: Path, size, color=(200, 40, 40)) -> None:
 
 def test_image_paths_find_files_the_way_exports_name_them(tmp_path):
     root = tmp_path / "data"
-    for rel in ("batch_1/000006.jpg", "batch_2/000006.jpg", "Batch_3/IMG_1.JPG", "plain.jpg"):
+    for rel in ("batch_1/000006.jpg", "batch_2/000006.jpg", "Batch_3/IMG_1.JPG", "plain.jpg", "my photo.jpg"):
         _jpeg(root / rel, (8, 8))
     paths = ImagePaths(root)
 
@@ -50,6 +50,7 @@ def test_image_paths_find_files_the_way_exports_name_them(tmp_path):
         "data/batch_1/000006.jpg": "batch_1/000006.jpg",  # the folder --images already names
         "batch_3/img_1.jpg": "Batch_3/IMG_1.JPG",  # case differs in folder and file
         "./images/plain.JPG": "plain.jpg",  # a folder that does not exist, then the case
+        "/data/upload/my%20photo.jpg": "my photo.jpg",  # URL-escaped by a web annotation tool
     }
     for file_name, expected in cases.items():
         path, note = paths.resolve(file_name)

@@ -3,8 +3,8 @@
 COCO files from other machines name their images in ways a plain ``images_dir /
 file_name`` misses: Windows separators (``batch_1\\000006.jpg``), absolute paths from
 the annotator's disk (``/home/ann/TACO/data/batch_1/000006.jpg``), a folder that is
-already part of ``--images`` (``images/0001.jpg`` with ``--images data/images``) or a
-different case (``.JPG``). :class:`ImagePaths` tries, in order: the name as given; then
+already part of ``--images`` (``images/0001.jpg`` with ``--images data/images``), a
+different case (``.JPG``) or URL escapes (``my%20photo.jpg``, from web annotation tools). :class:`ImagePaths` tries, in order: the name as given; then
 each shorter tail of its path (longest first, so ``batch_1/000006.jpg`` is preferred to
 a bare ``000006.jpg`` and two sub-folders holding the same file name stay apart); each
 candidate exactly, then case-insensitively. The first file found wins, with a note
@@ -17,6 +17,7 @@ import os
 import re
 from pathlib import Path
 from typing import Dict, List, Optional, Tuple
+from urllib.parse import unquote
 
 _DRIVE = re.compile(r"^[A-Za-z]:$")
 
@@ -72,10 +73,13 @@ class ImagePaths:
         direct = self.images_dir / file_name
         if direct.is_file():
             return direct, None
-        parts = _parts(file_name)
-        for start in range(len(parts)):
-            found = self._find(parts[start:])
-            if found is not None:
-                used = found.relative_to(self.images_dir).as_posix()
-                return found, f"file_name {file_name!r} not found as given; read {used!r} under the images folder"
+        unquoted = unquote(file_name)
+        for name in (file_name, unquoted) if unquoted != file_name else (file_name,):
+            parts = _parts(name)
+            for start in range(len(parts)):
+                found = self._find(parts[start:])
+                if found is not None:
+                    used = found.relative_to(self.images_dir).as_posix()
+                    return found, (f"file_name {file_name!r} not found as given; read {used!r} under the "
+                                   "images folder")
         return direct, None
