@@ -489,3 +489,59 @@ def test_analyze_reads_several_annotation_files_as_one(tmp_path):
     assert [s["image_id_offset"] for s in ann["sources"]] == [0, 10, 20]
     assert ann["brightness"]["unreadable"] == []
     assert {c["name"]: c["instances"] for c in ann["classes"]} == {"litter": 0, "bottle": 3, "can": 2, "cup": 1}
+
+
+def test_the_summary_counts_alike_reasons_together(tmp_path):
+    from edge_trash.tfrecords.build_cli import summarize
+
+    root = tmp_path / "img"
+    _jpeg(root / "a.jpg", (64, 48))
+    _jpeg(root / "b.jpg", (40, 40))
+    anns = [{"id": 1, "image_id": 1, "category_id": 1, "bbox": [100, 5, 5, 5]},
+            {"id": 2, "image_id": 1, "category_id": 1, "bbox": [5, 300.5, 7, 7]},
+            {"id": 3, "image_id": 1, "category_id": 1, "bbox": [float("nan"), 1, 2, 2]},
+            {"id": 4, "image_id": 1, "category_id": 1, "bbox": [1, 1, 20, 20]},
+            {"id": 5, "image_id": 2, "category_id": 1, "bbox": [1, 1, 20, 20]},
+            {"id": 6, "image_id": 3, "category_id": 1, "bbox": [1, 1, 20, 20]}]
+    images = [{"id": 1, "file_name": "a.jpg", "width": 64, "height": 48},
+              {"id": 2, "file_name": "b.jpg", "width": 80, "height": 30}]
+    ann = tmp_path / "ann.json"
+    ann.write_text(json.dumps({"images": images, "annotations": anns, "categories": [{"id": 1, "name": "can"}]}))
+    report = build_tfrecords(BuildOptions(annotations=ann, images=root, out=tmp_path / "out",
+                                          val_fraction=0, test_fraction=0))
+    lines = summarize(report, tmp_path / "out", 1.0).splitlines()
+    assert "skipped images by reason: 1x decoded size … does not match the JSON size …" in lines
+    assert ("dropped boxes by reason: 2x 'bbox' … lies outside the … image; 1x 'bbox' has NaN or Infinity; "
+            "1x unknown image_id …; 1x its image was skipped") in lines
+
+
+def test_analyze_predicts_which_size_mismatches_build_skips(tmp_path):
+    from edge_trash.tfrecords.analyze import analyze
+
+    root = tmp_path / "img"
+    _jpeg(root / "ok.jpg", (120, 80))
+    _jpeg(root / "half.jpg", (60, 40))  # JSON 120x80: same aspect, boxes scaled
+    _jpeg(root / "square.jpg", (80, 80))  # JSON 120x80: skipped
+    _exif_rotated_jpeg(root / "rot.jpg", (120, 80), orientation=6)  # JSON gives the stored 120x80
+    names = ["ok.jpg", "half.jpg", "square.jpg", "rot.jpg"]
+    ann = tmp_path / "ann.json"
+    ann.write_text(json.dumps({
+        "images": [{"id": i, "file_name": n, "width": 120, "height": 80} for i, n in enumerate(names, start=1)],
+        "annotations": [{"id": i, "image_id": i, "category_id": 1, "bbox": [5, 5, 30, 30]} for i in range(1, 5)],
+        "categories": [{"id": 1, "name": "can"}]}))
+    stats = analyze(annotations=ann, images=root, out=tmp_path / "a", plots=False)
+    found = stats["annotations"]["image_sizes"]["json_mismatch"]
+    mismatch = {m["image_id"]: (m["build_skips"], m["what"]) for m in found}
+    assert mismatch == {
+        2: (False, "decoded 60x40 but JSON says 120x80 (same aspect ratio): boxes scaled to the decoded image"),
+        3: (True, "decoded size 80x80 does not match the JSON size 120x80 (nor its aspect ratio): fix width/height "
+                  "in the annotation file or the image"),
+        4: (False, "JSON size 120x80 matches the stored pixels, not the EXIF-rotated picture: EXIF orientation 6 "
+                   "ignored")}
+    flags = {f["kind"]: f["items"] for f in stats["flags"]}
+    assert flags["size_mismatch_skipped"] == [3] and flags["size_mismatch_adjusted"] == [2, 4]
+    report = build_tfrecords(BuildOptions(annotations=ann, images=root, out=tmp_path / "out",
+                                          val_fraction=0, test_fraction=0))
+    assert [(s["image_id"], s["reason"]) for s in report["images_skipped"]] == [(3, mismatch[3][1])]
+    notes = {n["image_id"]: n["notes"][0] for n in report["image_notes"]}
+    assert notes == {2: mismatch[2][1], 4: mismatch[4][1]}

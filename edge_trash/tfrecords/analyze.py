@@ -99,6 +99,8 @@ class Source:
     class_names: List[str]  # in the source's own order
     luma: Optional[Dict[Any, float]] = None  # image id -> mean luma, when images were read
     unreadable: List[Dict[str, Any]] = field(default_factory=list)
+    # files whose size differs from their JSON entry (annotations with images only): what build does
+    size_mismatch: Optional[List[Dict[str, Any]]] = None
 
 
 # ----------------------------------------------------------------------------- brightness
@@ -218,14 +220,23 @@ def _json_source(dataset: CocoDataset, image_dirs: Optional[List[Path]], progres
     if image_dirs:
         from edge_trash.tfrecords.image_paths import ImagePaths
 
+        from edge_trash.tfrecords.images import match_json_size, read_size_and_orientation
+
         paths = [ImagePaths(d) for d in image_dirs]
-        source.luma = {}
+        source.luma, source.size_mismatch = {}, []
         for im in _progress(dataset.images, "analyze images", progress):
-            value, reason = _read_luma(paths[im.source].resolve(im.file_name)[0])
+            path = paths[im.source].resolve(im.file_name)[0]
+            value, reason = _read_luma(path)
             if value is None:
                 source.unreadable.append({"image_id": im.id, "file_name": im.file_name, "reason": reason})
-            else:
-                source.luma[im.id] = value
+                continue
+            source.luma[im.id] = value
+            found, _ = read_size_and_orientation(path)
+            if found is not None:
+                _, note, skip = match_json_size(found[0], found[1], (im.width, im.height))
+                if note or skip:
+                    source.size_mismatch.append({"image_id": im.id, "file_name": im.file_name,
+                                                 "build_skips": bool(skip), "what": skip or note})
     return source
 
 
@@ -411,6 +422,8 @@ def describe(source: Source, th: Thresholds) -> Dict[str, Any]:
     }
     if source.luma is not None:
         stats["brightness"] = brightness_stats(source.images, source.luma, source.unreadable, th)
+    if source.size_mismatch is not None:
+        stats["image_sizes"]["json_mismatch"] = source.size_mismatch
     return stats
 
 
@@ -492,6 +505,17 @@ def find_flags(where: str, stats: Dict[str, Any], th: Thresholds,
         add("unreadable_images", [u["image_id"] for u in bright["unreadable"]],
             f"{len(bright['unreadable'])} images cannot be read: "
             + _examples([u["reason"] for u in bright["unreadable"]], 3))
+    mismatch = stats["image_sizes"].get("json_mismatch") or []
+    skipped = [m for m in mismatch if m["build_skips"]]
+    if skipped:
+        add("size_mismatch_skipped", [m["image_id"] for m in skipped],
+            f"{len(skipped)} image files do not have the size (nor the aspect ratio) their JSON entry gives; "
+            "build-tfrecords will skip them: " + _examples([f"{m['file_name']}: {m['what']}" for m in skipped], 3))
+    if len(mismatch) > len(skipped):
+        adjusted = [m for m in mismatch if not m["build_skips"]]
+        add("size_mismatch_adjusted", [m["image_id"] for m in adjusted],
+            f"{len(adjusted)} image files differ in size from their JSON entry in a way build-tfrecords can "
+            "follow: " + _examples([f"{m['file_name']}: {m['what']}" for m in adjusted], 3))
     outliers = stats["image_sizes"]["outliers"]
     if outliers:
         add("image_size_outliers", [o["image_id"] for o in outliers],
@@ -682,7 +706,9 @@ def render_report(stats: Dict[str, Any], sections: List[Tuple[str, Dict[str, Any
             lines += [f"... and {len(sizes['distinct']) - 10} more sizes.", ""]
         lines += [f"Aspect ratio (width/height): median {_fmt(a['median'], 2)}, range {_fmt(a['min'], 2)}-"
                   f"{_fmt(a['max'], 2)}; landscape {a['landscape']}, portrait {a['portrait']}, square {a['square']}. "
-                  f"Size outliers: {len(sizes['outliers'])}.", ""]
+                  f"Size outliers: {len(sizes['outliers'])}."
+                  + (f" Files whose size differs from the JSON: {len(sizes['json_mismatch'])}."
+                     if "json_mismatch" in sizes else ""), ""]
         if s["brightness"]:
             m = s["brightness"]["mean_luma"]
             lines += [f"Brightness (mean luma of {s['brightness']['measured']} images): median {_fmt(m['median'])}, "

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 import time
 from collections import Counter
 from pathlib import Path
@@ -22,8 +23,11 @@ def usable_cpus() -> int:
         return os.cpu_count() or 1
 
 
-def _reason_kind(reason: str) -> str:
-    return reason.split(":")[0].split(" (")[0][:70]
+def reason_kind(reason: str) -> str:
+    """A skip or drop reason without its particulars (values, sizes, paths), to count alike ones together."""
+    kind = reason.split(": ")[0].split(" (")[0]
+    kind = re.sub(r"\[[^\]]*\]|-?\d+(?:\.\d+)?(?:x\d+)?", "…", kind)
+    return re.sub(r"\s+", " ", kind).strip()[:70]
 
 
 def summarize(report: Dict[str, Any], out: Path, seconds: float) -> str:
@@ -45,7 +49,7 @@ def summarize(report: Dict[str, Any], out: Path, seconds: float) -> str:
         lines.append(f"duplicate annotation ids (kept, renumbered): {len(report['duplicate_annotation_ids'])}")
     for title, items in (("skipped images", report["images_skipped"]), ("dropped boxes", report["boxes_dropped"])):
         if items:
-            counts = Counter(_reason_kind(i["reason"]) for i in items)
+            counts = Counter(reason_kind(i["reason"]) for i in items)
             lines.append(f"{title} by reason: " + "; ".join(f"{n}x {r}" for r, n in counts.most_common(6)))
     if report.get("duplicate_images"):
         groups = report["duplicate_images"]

@@ -4,11 +4,12 @@ COCO files from other machines name their images in ways a plain ``images_dir /
 file_name`` misses: Windows separators (``batch_1\\000006.jpg``), absolute paths from
 the annotator's disk (``/home/ann/TACO/data/batch_1/000006.jpg``), a folder that is
 already part of ``--images`` (``images/0001.jpg`` with ``--images data/images``), a
-different case (``.JPG``) or URL escapes (``my%20photo.jpg``, from web annotation tools). :class:`ImagePaths` tries, in order: the name as given; then
-each shorter tail of its path (longest first, so ``batch_1/000006.jpg`` is preferred to
-a bare ``000006.jpg`` and two sub-folders holding the same file name stay apart); each
-candidate exactly, then case-insensitively. The first file found wins, with a note
-saying how it was found.
+different case (``.JPG``) or URL escapes (``my%20photo.jpg``, from web annotation
+tools). :class:`ImagePaths` tries, in order: the name as given; then each shorter tail
+of its path (longest first, so ``batch_1/000006.jpg`` is preferred to a bare
+``000006.jpg`` and two sub-folders holding the same file name stay apart), each
+candidate exactly, then case-insensitively; then the same for the URL-unescaped name.
+The first file found wins, with a note saying how it was found.
 """
 
 from __future__ import annotations

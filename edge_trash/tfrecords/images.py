@@ -94,15 +94,39 @@ def _exif_orientation(img: Image.Image, notes: List[str]) -> int:
     return orientation
 
 
-def read_displayed_size(path: "str | Path") -> Tuple[Optional[Tuple[int, int]], str]:
-    """``((width, height), "")`` of the picture as displayed (EXIF rotation applied), read
-    from the header alone; ``(None, reason)`` when the file cannot be opened."""
+def match_json_size(stored: Tuple[int, int], orientation: int, json_size: Tuple[int, int]
+                    ) -> Tuple[bool, str, str]:
+    """How a file's pixels relate to the size its JSON entry gives: ``(apply_exif, note, reason)``.
+
+    ``reason`` is set when the image cannot be used (different size and aspect ratio);
+    ``note`` says what was done otherwise when the sizes differ: the EXIF rotation
+    ignored because the JSON describes the stored pixels, or boxes scaled to a
+    same-aspect image.
+    """
+    displayed = (stored[1], stored[0]) if orientation in ROTATES_90 else stored
+    if displayed == json_size:
+        return True, "", ""
+    jw, jh = json_size
+    if stored == json_size and orientation in ROTATES_90:
+        return False, (f"JSON size {jw}x{jh} matches the stored pixels, not the EXIF-rotated picture: EXIF "
+                       f"orientation {orientation} ignored"), ""
+    if _same_aspect(displayed, json_size):
+        return True, (f"decoded {displayed[0]}x{displayed[1]} but JSON says {jw}x{jh} (same aspect ratio): boxes "
+                      "scaled to the decoded image"), ""
+    if orientation in ROTATES_90 and _same_aspect(stored, json_size):
+        return False, (f"decoded {stored[0]}x{stored[1]} (stored) but JSON says {jw}x{jh} (same aspect ratio as "
+                       f"the stored pixels): EXIF orientation {orientation} ignored, boxes scaled"), ""
+    return True, "", (f"decoded size {displayed[0]}x{displayed[1]} does not match the JSON size {jw}x{jh} (nor "
+                      "its aspect ratio): fix width/height in the annotation file or the image")
+
+
+def read_size_and_orientation(path: "str | Path") -> Tuple[Optional[Tuple[Tuple[int, int], int]], str]:
+    """``((stored_size, exif_orientation), "")`` from the header alone, or ``(None, reason)``."""
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", Image.DecompressionBombWarning)
             with Image.open(path) as img:
-                stored = img.size
-                orientation = _exif_orientation(img, [])
+                return (img.size, _exif_orientation(img, [])), ""
     except FileNotFoundError:
         return None, f"file not found: {path}"
     except UnidentifiedImageError:
@@ -110,6 +134,15 @@ def read_displayed_size(path: "str | Path") -> Tuple[Optional[Tuple[int, int]], 
             return None, unidentified_reason(path, fh.read(16))
     except (OSError, SyntaxError, ValueError, Image.DecompressionBombError) as exc:
         return None, f"cannot open {path}: {exc}"
+
+
+def read_displayed_size(path: "str | Path") -> Tuple[Optional[Tuple[int, int]], str]:
+    """``((width, height), "")`` of the picture as displayed (EXIF rotation applied), read
+    from the header alone; ``(None, reason)`` when the file cannot be opened."""
+    found, reason = read_size_and_orientation(path)
+    if found is None:
+        return None, reason
+    stored, orientation = found
     return ((stored[1], stored[0]) if orientation in ROTATES_90 else stored), ""
 
 
@@ -182,26 +215,12 @@ def convert_image(job: ImageJob) -> ImageResult:
     displayed = (stored[1], stored[0]) if orientation in ROTATES_90 else stored
     json_size = (job.json_width, job.json_height)
 
-    apply_exif = True
-    if displayed == json_size:
-        pass
-    elif stored == json_size and orientation in ROTATES_90:
-        apply_exif = False
-        result.notes.append(f"JSON size {json_size[0]}x{json_size[1]} matches the stored pixels, not the "
-                            f"EXIF-rotated picture: EXIF orientation {orientation} ignored")
-    elif _same_aspect(displayed, json_size):
-        result.notes.append(f"decoded {displayed[0]}x{displayed[1]} but JSON says {json_size[0]}x{json_size[1]} "
-                            "(same aspect ratio): boxes scaled to the decoded image")
-    elif orientation in ROTATES_90 and _same_aspect(stored, json_size):
-        apply_exif = False
-        result.notes.append(f"decoded {stored[0]}x{stored[1]} (stored) but JSON says {json_size[0]}x{json_size[1]} "
-                            f"(same aspect ratio as the stored pixels): EXIF orientation {orientation} ignored, "
-                            "boxes scaled")
-    else:
-        result.reason = (f"decoded size {displayed[0]}x{displayed[1]} does not match the JSON size "
-                         f"{json_size[0]}x{json_size[1]} (nor its aspect ratio): fix width/height in the "
-                         "annotation file or the image")
+    apply_exif, note, reason = match_json_size(stored, orientation, json_size)
+    if reason:
+        result.reason = reason
         return result
+    if note:
+        result.notes.append(note)
     if orientation != 1 and apply_exif:
         result.notes.append(f"applied EXIF orientation {orientation}")
 
