@@ -135,7 +135,13 @@ def build_tfrecords(annotations: Tuple[Path, ...], images: Tuple[Path, ...], kee
         raise click.ClickException(str(exc))
     click.echo(summarize(report, out, time.monotonic() - start))
     if report["images_written"] == 0:
-        click.echo("error: no image could be converted; see images_skipped in report.json", err=True)
+        missing = sum(1 for i in report["images_skipped"] if i["reason"].startswith("file not found"))
+        if missing and missing == len(report["images_skipped"]):
+            folders = ", ".join(dict.fromkeys(src["images_dir"] for src in report["sources"]))
+            click.echo(f"error: none of the {missing} image files was found under {folders}: give --images, the "
+                       "folder the file_name entries are relative to", err=True)
+        else:
+            click.echo("error: no image could be converted; see images_skipped in report.json", err=True)
         raise SystemExit(EXIT_NOTHING_WRITTEN)
     if strict and (report["images_skipped"] or report["boxes_dropped"]):
         click.echo(f"--strict: {len(report['images_skipped'])} images and {len(report['boxes_dropped'])} boxes "
