@@ -9,6 +9,11 @@ boxes each output keeps per image id, and how our conversion scales from 1 to
 ``--workers`` processes. Ratios are against the baseline measured in the same run.
 
     python benchmarks/bench_tfrecords.py [--out bench-output/tfrecords.json] [--num-images 200] [--quick]
+    python benchmarks/bench_tfrecords.py --scaling 1,2,4,8,16 [--out bench-output/tfrecords_scaling.json]
+
+``--scaling`` runs our converter alone (no TensorFlow needed) with each number of
+workers and compares each against one worker in the same run: how far a bigger machine
+takes it. Every run's output must be byte-identical to the one-worker run.
 """
 
 from __future__ import annotations
@@ -261,6 +266,46 @@ def run(num_images: int, workers: int, work: Path) -> Dict[str, Any]:
     return result
 
 
+def run_scaling(num_images: int, worker_counts: Sequence[int], work: Path) -> Dict[str, Any]:
+    """Our converter alone at each worker count, against 1 worker in the same run; outputs compared."""
+    import hashlib
+
+    print(f"making {num_images} phone-size JPEGs in {work} ...", flush=True)
+    data = work / "data"
+    dataset = make_dataset(data, num_images, max(worker_counts))
+    ann, images = data / "annotations.json", data / "images"
+    startup = min(_run([sys.executable, "-c", "import edge_trash.cli, edge_trash.tfrecords.build"], "import")
+                  for _ in range(3))
+    rows: List[Dict[str, Any]] = []
+    digests = set()
+    for w in sorted(set(worker_counts) | {1}):
+        out = work / f"ours_{w}"
+        print(f"edge-trash build-tfrecords --workers {w} ...", flush=True)
+        seconds = _run([sys.executable, "-m", "edge_trash", "build-tfrecords", "--annotations", str(ann),
+                        "--images", str(images), "--out", str(out), "--workers", str(w), "--quiet"],
+                       "edge-trash build-tfrecords")
+        digests.add(hashlib.sha256(b"".join(f.read_bytes() for f in _tfrecord_files(out))).hexdigest())
+        rows.append({"workers": w, "convert_s": round(seconds, 2), "images_per_s": round(num_images / seconds, 2),
+                     "images_per_s_without_startup": _rate(num_images, _net(seconds, startup))})
+    base = rows[0]["convert_s"]
+    for row in rows:
+        row["speedup_vs_1_worker"] = round(base / row["convert_s"], 2)
+        row["efficiency"] = round(row["speedup_vs_1_worker"] / row["workers"], 2)
+    return {"benchmark": "tfrecords_scaling", "config": {"num_images": num_images, "workers": list(worker_counts)},
+            "dataset": dataset, "startup_s": round(startup, 2), "scaling": rows,
+            "outputs_identical": len(digests) == 1, "targets": {"outputs_identical": len(digests) == 1}}
+
+
+def report_scaling(result: Dict[str, Any]) -> None:
+    """Print the scaling table."""
+    print_table(f"edge-trash build-tfrecords scaling, {result['dataset']['images']} phone JPEGs "
+                f"({result['dataset']['bytes'] / MB:.0f} MB), {os.cpu_count()} CPUs; start-up "
+                f"{result['startup_s']:.2f}s; outputs identical: {result['outputs_identical']}",
+                ["workers", "convert s", "images/s", "images/s w/o start-up", "speedup vs 1", "efficiency"],
+                [[r["workers"], r["convert_s"], r["images_per_s"], r["images_per_s_without_startup"],
+                  r["speedup_vs_1_worker"], r["efficiency"]] for r in result["scaling"]])
+
+
 def report(result: Dict[str, Any]) -> None:
     """Print the tables."""
     mg, ours, r = result["model_garden"], result["ours"], result["ratios"]
@@ -301,21 +346,35 @@ def main(argv: "Sequence[str] | None" = None) -> int:
                         help="processes for both converters; ours also runs with 1 to show scaling")
     parser.add_argument("--keep", metavar="DIR", help="work in DIR and keep the photos and outputs")
     parser.add_argument("--check", action="store_true", help="exit 1 when a target is missed")
+    parser.add_argument("--scaling", metavar="N,N,...",
+                        help="only our converter, with each of these worker counts (no Model Garden, no TensorFlow)")
     args = parser.parse_args(argv)
     num_images = 12 if args.quick else args.num_images
     if num_images < 1 or args.workers < 1:
         parser.error("--num-images and --workers must be at least 1")
+    counts: List[int] = []
+    if args.scaling:
+        try:
+            counts = [int(v) for v in args.scaling.split(",") if v.strip()]
+        except ValueError:
+            parser.error(f"--scaling {args.scaling!r}: give worker counts like 1,2,4,8")
+        if not counts or min(counts) < 1:
+            parser.error("--scaling: every worker count must be at least 1")
+
+    def measure(work: Path) -> Dict[str, Any]:
+        return run_scaling(num_images, counts, work) if counts else run(num_images, args.workers, work)
+
     if args.keep:
         work = Path(args.keep)
         if work.exists() and any(work.iterdir()):
             parser.error(f"--keep {work}: not empty; give a new or empty folder")
         work.mkdir(parents=True, exist_ok=True)
-        result = run(num_images, args.workers, work)
+        result = measure(work)
     else:
         with tempfile.TemporaryDirectory(prefix="bench_tfrecords_") as tmp:
-            result = run(num_images, args.workers, Path(tmp))
+            result = measure(Path(tmp))
     result["quick"] = bool(args.quick)
-    report(result)
+    (report_scaling if counts else report)(result)
     path = write_json(args.out, result)
     print(f"\nbench_tfrecords: wrote {path}")
     return 1 if args.check and not all(result["targets"].values()) else 0
