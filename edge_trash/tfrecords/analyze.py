@@ -125,7 +125,8 @@ def mean_luma(data: bytes) -> float:
     return float(ImageStat.Stat(img).mean[0])
 
 
-def _read_luma(path: Path) -> Tuple[Optional[float], str]:
+def _read_luma(path: Path) -> Tuple[Optional[float], str, bytes]:
+    """``(mean luma, "", file bytes)``, or ``(None, reason, b"")`` for a file that cannot be read."""
     from PIL import Image, UnidentifiedImageError
 
     from edge_trash.tfrecords.images import unidentified_reason  # also lets Pillow open HEIC photos
@@ -133,19 +134,19 @@ def _read_luma(path: Path) -> Tuple[Optional[float], str]:
     try:
         data = path.read_bytes()
     except FileNotFoundError:
-        return None, f"file not found: {path}"
+        return None, f"file not found: {path}", b""
     except OSError as exc:
-        return None, f"cannot read {path}: {exc.strerror or exc}"
+        return None, f"cannot read {path}: {exc.strerror or exc}", b""
     if not data:
-        return None, f"empty file (0 bytes): {path}"
+        return None, f"empty file (0 bytes): {path}", b""
     try:
-        return mean_luma(data), ""
+        return mean_luma(data), "", data
     except UnidentifiedImageError:
-        return None, unidentified_reason(path, data[:16])
+        return None, unidentified_reason(path, data[:16]), b""
     except Image.DecompressionBombError as exc:
-        return None, f"refused as a decompression bomb: {exc}"
+        return None, f"refused as a decompression bomb: {exc}", b""
     except (OSError, SyntaxError, ValueError) as exc:
-        return None, f"truncated or corrupt image data in {path}: {exc}"
+        return None, f"truncated or corrupt image data in {path}: {exc}", b""
 
 
 def _progress(items: Iterable[Any], desc: str, enabled: bool, total: Optional[int] = None) -> Iterable[Any]:
@@ -225,13 +226,12 @@ def _json_source(dataset: CocoDataset, image_dirs: Optional[List[Path]], progres
         paths = [ImagePaths(d) for d in image_dirs]
         source.luma, source.size_mismatch = {}, []
         for im in _progress(dataset.images, "analyze images", progress):
-            path = paths[im.source].resolve(im.file_name)[0]
-            value, reason = _read_luma(path)
+            value, reason, data = _read_luma(paths[im.source].resolve(im.file_name)[0])
             if value is None:
                 source.unreadable.append({"image_id": im.id, "file_name": im.file_name, "reason": reason})
                 continue
             source.luma[im.id] = value
-            found, _ = read_size_and_orientation(path)
+            found, _ = read_size_and_orientation(io.BytesIO(data))  # the header, from the bytes read once
             if found is not None:
                 _, note, skip = match_json_size(found[0], found[1], (im.width, im.height))
                 if note or skip:

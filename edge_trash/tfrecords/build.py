@@ -286,9 +286,10 @@ def build_tfrecords(options: BuildOptions, progress: bool = False) -> Dict[str, 
                     label=target, text=names[target - 1], is_crowd=box.iscrowd,
                     area=round(box.w * sx * box.h * sy, 3)))
                 class_boxes[target - 1] += 1
-            same_pixels.setdefault(hashlib.sha256(result.jpeg or b"").hexdigest(), []).append((im.id, split))
+            digest = hashlib.sha256(result.jpeg or b"").hexdigest()  # image/key/sha256, and duplicate pictures
+            same_pixels.setdefault(digest, []).append((im.id, split))
             record = make_example_bytes(result.jpeg or b"", result.width, result.height, im.file_name, str(im.id),
-                                        objects)
+                                        objects, sha256_hex=digest)
             writers[split].write(pos, record)
             split_stats[split]["images"] += 1
             split_stats[split]["boxes"] += len(objects)

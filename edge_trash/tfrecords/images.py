@@ -16,7 +16,7 @@ import os
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import List, Optional, Tuple
+from typing import BinaryIO, List, Optional, Tuple
 
 import numpy as np
 from PIL import Image, ImageFile, JpegImagePlugin, UnidentifiedImageError
@@ -120,8 +120,10 @@ def match_json_size(stored: Tuple[int, int], orientation: int, json_size: Tuple[
                       "its aspect ratio): fix width/height in the annotation file or the image")
 
 
-def read_size_and_orientation(path: "str | Path") -> Tuple[Optional[Tuple[Tuple[int, int], int]], str]:
-    """``((stored_size, exif_orientation), "")`` from the header alone, or ``(None, reason)``."""
+def read_size_and_orientation(path: "str | Path | BinaryIO"
+                              ) -> Tuple[Optional[Tuple[Tuple[int, int], int]], str]:
+    """``((stored_size, exif_orientation), "")`` from the header alone (of a file, or of
+    bytes already read), or ``(None, reason)``."""
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", Image.DecompressionBombWarning)
@@ -130,6 +132,8 @@ def read_size_and_orientation(path: "str | Path") -> Tuple[Optional[Tuple[Tuple[
     except FileNotFoundError:
         return None, f"file not found: {path}"
     except UnidentifiedImageError:
+        if not isinstance(path, (str, os.PathLike)):
+            return None, "not an image Pillow can decode"
         with open(path, "rb") as fh:
             return None, unidentified_reason(path, fh.read(16))
     except (OSError, SyntaxError, ValueError, Image.DecompressionBombError) as exc:

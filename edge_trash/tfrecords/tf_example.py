@@ -22,7 +22,7 @@ from __future__ import annotations
 import hashlib
 import struct
 from dataclasses import dataclass
-from typing import Dict, Sequence, Tuple, Union
+from typing import Dict, Optional, Sequence, Tuple, Union
 
 from edge_trash.tfrecords import feature_keys as K
 
@@ -87,8 +87,11 @@ def serialize_example(features: Dict[str, FeatureValue]) -> bytes:
 
 
 def make_example_bytes(jpeg: bytes, width: int, height: int, filename: str, source_id: str,
-                       objects: Sequence[ObjectBox]) -> bytes:
-    """Serialise one record deterministically (same input, same bytes)."""
+                       objects: Sequence[ObjectBox], sha256_hex: Optional[str] = None) -> bytes:
+    """Serialise one record deterministically (same input, same bytes).
+
+    ``sha256_hex`` is the JPEG's digest when the caller already has it (else computed).
+    """
     feature: Dict[str, FeatureValue] = {
         K.ENCODED: (BYTES, [jpeg]),
         K.FORMAT: (BYTES, [b"jpeg"]),
@@ -96,7 +99,7 @@ def make_example_bytes(jpeg: bytes, width: int, height: int, filename: str, sour
         K.WIDTH: (INT64, [width]),
         K.FILENAME: (BYTES, [filename.encode("utf-8")]),
         K.SOURCE_ID: (BYTES, [source_id.encode("utf-8")]),
-        K.KEY_SHA256: (BYTES, [hashlib.sha256(jpeg).hexdigest().encode("ascii")]),
+        K.KEY_SHA256: (BYTES, [(sha256_hex or hashlib.sha256(jpeg).hexdigest()).encode("ascii")]),
         K.BBOX_XMIN: (FLOAT, [o.xmin for o in objects]),
         K.BBOX_YMIN: (FLOAT, [o.ymin for o in objects]),
         K.BBOX_XMAX: (FLOAT, [o.xmax for o in objects]),
