@@ -75,7 +75,7 @@ def _offsets(id_lists: List[List[int]]) -> List[int]:
     if not clash:
         return [0] * len(id_lists)
     largest = max((abs(i) for ids in id_lists for i in ids), default=0)
-    step = 10 ** len(str(largest + 1))
+    step = 10 ** len(str(largest))  # the power of ten above every id: 0..9 -> 10, 0..4130 -> 10000
     return [k * step for k in range(len(id_lists))]
 
 
