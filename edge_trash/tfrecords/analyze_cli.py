@@ -45,8 +45,8 @@ def next_command(annotations: Sequence[Path], images: Sequence[Path], tfrecords:
 @click.option("--annotations", multiple=True, type=click.Path(dir_okay=False, path_type=Path),
               help="COCO annotation JSON; repeat it to analyse several as one (merged as build-tfrecords does).")
 @click.option("--images", multiple=True, type=click.Path(file_okay=False, path_type=Path),
-              help="Folder the JSON file_name entries are relative to (adds brightness and unreadable files): "
-                   "once for all files, or once per --annotations.")
+              help="Folder the JSON file_name entries are relative to (adds brightness, unreadable files and "
+                   "size mismatches): once for all files, or once per --annotations.")
 @click.option("--tfrecords", type=click.Path(file_okay=False, path_type=Path),
               help="The --out folder of build-tfrecords: analyse each split as stored.")
 @click.option("--out", required=True, type=click.Path(file_okay=False, path_type=Path),
@@ -61,7 +61,8 @@ def analyze(annotations: Tuple[Path, ...], images: Tuple[Path, ...], tfrecords: 
             rare_instances: int, dark_luma: float, no_plots: bool, quiet: bool) -> None:
     """Report class balance, box sizes and image problems of a dataset.
 
-    Give --annotations (with --images to also measure brightness), --tfrecords,
+    Give --annotations (with --images to also read the files: brightness,
+    unreadable files, files whose size differs from the JSON), --tfrecords,
     or both. Writes report.md, stats.json and PNG plots into OUT and flags
     long-tail classes, tiny objects, dark images, outlier image sizes and
     annotation problems (NaN/Infinity boxes, boxes past the image, unknown
