@@ -42,24 +42,25 @@ def assign_splits(image_ids: Sequence[int], image_classes: Mapping[int, Set[int]
         targets["test"] = max(1, targets["test"])
     if val_fraction > 0 and n >= 2:
         targets["val"] = max(1, targets["val"])
+    images_of: Dict[int, List[int]] = {}  # class -> its images, in ``order``
+    for iid in order:
+        for c in image_classes.get(iid, ()):
+            images_of.setdefault(c, []).append(iid)
     assigned: Dict[int, str] = {}
     held: Dict[str, List[int]] = {"test": [], "val": []}
     # A class needs one image left for training plus one per held-out split it appears in.
     for split, min_images in (("val", 2), ("test", 3)):
         if targets[split] == 0:
             continue
-        pool = [i for i in order if i not in assigned]
+        covered: Set[int] = set()  # classes that already have an image in this split
         for c in _rarest_first(image_classes, order):
-            have = sum(1 for i in held[split] if c in image_classes.get(i, ()))
-            total = sum(1 for i in order if c in image_classes.get(i, ()))
-            if have or total < min_images or len(held[split]) >= targets[split]:
+            if c in covered or len(images_of[c]) < min_images or len(held[split]) >= targets[split]:
                 continue
-            free = [i for i in pool if i not in assigned and c in image_classes.get(i, ())]
-            # keep at least one image of the class in train
-            in_train = [i for i in order if i not in assigned and c in image_classes.get(i, ())]
-            if free and len(in_train) >= 2:
+            free = [i for i in images_of[c] if i not in assigned]
+            if len(free) >= 2:  # keep at least one image of the class in train
                 assigned[free[0]] = split
                 held[split].append(free[0])
+                covered.update(image_classes.get(free[0], ()))
     for split in ("val", "test"):
         for iid in order:
             if len(held[split]) >= targets[split]:
@@ -86,9 +87,13 @@ def assign_folds(image_ids: Sequence[int], image_classes: Mapping[int, Set[int]]
     def smallest() -> int:
         return min(range(folds), key=lambda k: (len(out[k]), k))
 
+    images_of: Dict[int, List[int]] = {}  # class -> its images, in ``order``
+    for iid in order:
+        for c in image_classes.get(iid, ()):
+            images_of.setdefault(c, []).append(iid)
     class_count: List[Dict[int, int]] = [{} for _ in range(folds)]
     for c in _rarest_first(image_classes, order):
-        members = [i for i in order if i not in placed and c in image_classes.get(i, ())]
+        members = [i for i in images_of[c] if i not in placed]
         # deal the images of this class to the folds that hold fewest of it
         for iid in members:
             k = min(range(folds), key=lambda k: (class_count[k].get(c, 0), len(out[k]), k))
