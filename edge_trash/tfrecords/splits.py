@@ -19,12 +19,18 @@ def shuffled(ids: Sequence[int], seed: int) -> List[int]:
     return order
 
 
-def _rarest_first(image_classes: Mapping[int, Set[int]], pool: Sequence[int]) -> List[int]:
-    counts: Dict[int, int] = {}
-    for iid in pool:
+def _images_by_class(order: Sequence[int], image_classes: Mapping[int, Set[int]]) -> Dict[int, List[int]]:
+    """Class -> its images, in ``order``."""
+    images_of: Dict[int, List[int]] = {}
+    for iid in order:
         for c in image_classes.get(iid, ()):
-            counts[c] = counts.get(c, 0) + 1
-    return sorted(counts, key=lambda c: (counts[c], c))
+            images_of.setdefault(c, []).append(iid)
+    return images_of
+
+
+def _rarest_first(images_of: Mapping[int, List[int]]) -> List[int]:
+    """Classes by how few images hold them (ties by class id)."""
+    return sorted(images_of, key=lambda c: (len(images_of[c]), c))
 
 
 def assign_splits(image_ids: Sequence[int], image_classes: Mapping[int, Set[int]], val_fraction: float,
@@ -42,10 +48,7 @@ def assign_splits(image_ids: Sequence[int], image_classes: Mapping[int, Set[int]
         targets["test"] = max(1, targets["test"])
     if val_fraction > 0 and n >= 2:
         targets["val"] = max(1, targets["val"])
-    images_of: Dict[int, List[int]] = {}  # class -> its images, in ``order``
-    for iid in order:
-        for c in image_classes.get(iid, ()):
-            images_of.setdefault(c, []).append(iid)
+    images_of = _images_by_class(order, image_classes)
     assigned: Dict[int, str] = {}
     held: Dict[str, List[int]] = {"test": [], "val": []}
     # A class needs one image left for training plus one per held-out split it appears in.
@@ -53,7 +56,7 @@ def assign_splits(image_ids: Sequence[int], image_classes: Mapping[int, Set[int]
         if targets[split] == 0:
             continue
         covered: Set[int] = set()  # classes that already have an image in this split
-        for c in _rarest_first(image_classes, order):
+        for c in _rarest_first(images_of):
             if c in covered or len(images_of[c]) < min_images or len(held[split]) >= targets[split]:
                 continue
             free = [i for i in images_of[c] if i not in assigned]
@@ -87,12 +90,9 @@ def assign_folds(image_ids: Sequence[int], image_classes: Mapping[int, Set[int]]
     def smallest() -> int:
         return min(range(folds), key=lambda k: (len(out[k]), k))
 
-    images_of: Dict[int, List[int]] = {}  # class -> its images, in ``order``
-    for iid in order:
-        for c in image_classes.get(iid, ()):
-            images_of.setdefault(c, []).append(iid)
+    images_of = _images_by_class(order, image_classes)
     class_count: List[Dict[int, int]] = [{} for _ in range(folds)]
-    for c in _rarest_first(image_classes, order):
+    for c in _rarest_first(images_of):
         members = [i for i in images_of[c] if i not in placed]
         # deal the images of this class to the folds that hold fewest of it
         for iid in members:
