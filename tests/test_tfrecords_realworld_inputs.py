@@ -545,3 +545,116 @@ def test_analyze_predicts_which_size_mismatches_build_skips(tmp_path):
     assert [(s["image_id"], s["reason"]) for s in report["images_skipped"]] == [(3, mismatch[3][1])]
     notes = {n["image_id"]: n["notes"][0] for n in report["image_notes"]}
     assert notes == {2: mismatch[2][1], 4: mismatch[4][1]}
+
+
+# ----------------------------------------------------------------------------- names, encodings, scale
+
+
+def test_file_names_in_the_other_unicode_form_are_found(tmp_path):
+    import unicodedata
+
+    root = tmp_path / "data"
+    nfd_dir, nfd_file = unicodedata.normalize("NFD", "Müll"), unicodedata.normalize("NFD", "café.jpg")
+    _jpeg(root / nfd_dir / nfd_file, (8, 8))  # as unpacked from a macOS archive
+    _jpeg(root / unicodedata.normalize("NFC", "crème.jpg"), (8, 8))
+    paths = ImagePaths(root)
+
+    nfc_name = unicodedata.normalize("NFC", "Müll/café.jpg")  # as a web tool or Linux writes it
+    assert nfc_name != f"{nfd_dir}/{nfd_file}"
+    path, note = paths.resolve(nfc_name)
+    assert path == root / nfd_dir / nfd_file
+    assert note == (f"file_name {nfc_name!r} not found as given; read {nfd_dir + '/' + nfd_file!r} (the same "
+                    "letters, one of them in Unicode NFD form as macOS writes names) under the images folder")
+    nfd_name = unicodedata.normalize("NFD", "CRÈME.JPG")  # the other way round, and the case differs
+    assert paths.resolve(nfd_name)[0] == root / unicodedata.normalize("NFC", "crème.jpg")
+
+
+def test_class_names_with_line_breaks_keep_labels_txt_one_class_per_line(tmp_path):
+    root = tmp_path / "img"
+    for name in ("a.jpg", "b.jpg", "c.jpg"):
+        _jpeg(root / name, (64, 48))
+    coco = {"images": [{"id": i, "file_name": n, "width": 64, "height": 48} for i, n in enumerate("abc", 1)
+                       for n in [n + ".jpg"]],
+            "annotations": [{"id": i, "image_id": i, "category_id": i, "bbox": [4, 4, 20, 20]} for i in (1, 2, 3)],
+            "categories": [{"id": 1, "name": "glass\nbottle"}, {"id": 2, "name": " can\t(alu) "},
+                           {"id": 3, "name": "paper\r\n cup\x00"}]}
+    ann = tmp_path / "ann.json"
+    ann.write_text(json.dumps(coco))
+    out = tmp_path / "out"
+    report = build_tfrecords(BuildOptions(annotations=ann, images=root, out=out, val_fraction=0, test_fraction=0))
+    names = ["glass bottle", "can (alu)", "paper cup"]
+    assert [c["name"] for c in report["classes"]] == names
+    assert (out / "labels.txt").read_text(encoding="utf-8") == "glass bottle\ncan (alu)\npaper cup\n"
+    texts = sorted(o.decode() for ex in _examples(out) for o in ex.features.feature["image/object/class/text"]
+                   .bytes_list.value)
+    assert texts == sorted(names)
+    # A class map names them the way a person types them.
+    cmap = tmp_path / "map.csv"
+    cmap.write_text("glass bottle,bottle\ncan (alu),can\n\"paper\ncup\",cup\n")
+    report = build_tfrecords(BuildOptions(annotations=ann, images=root, out=out, class_map=cmap,
+                                          val_fraction=0, test_fraction=0))
+    assert [(c["name"], c["boxes"]) for c in report["classes"]] == [("bottle", 1), ("can", 1), ("cup", 1)]
+
+
+def test_classes_that_differ_only_in_case_or_spacing_are_flagged(tmp_path):
+    from edge_trash.tfrecords.analyze import analyze
+    from edge_trash.tfrecords.build_cli import summarize
+
+    root = tmp_path / "img"
+    for name in ("a.jpg", "b.jpg", "c.jpg", "d.jpg"):
+        _jpeg(root / name, (64, 48))
+    cats = [{"id": 1, "name": "Plastic bag"}, {"id": 2, "name": "plastic-bag"}, {"id": 3, "name": "can"},
+            {"id": 4, "name": "can"}]  # 3 and 4: the same name twice, merged into one class
+    coco = {"images": [{"id": i, "file_name": f"{n}.jpg", "width": 64, "height": 48} for i, n in enumerate("abcd", 1)],
+            "annotations": [{"id": i, "image_id": i, "category_id": i, "bbox": [4, 4, 20, 20]} for i in (1, 2, 3, 4)],
+            "categories": cats}
+    ann = tmp_path / "ann.json"
+    ann.write_text(json.dumps(coco))
+    report = build_tfrecords(BuildOptions(annotations=ann, images=root, out=tmp_path / "out",
+                                          val_fraction=0, test_fraction=0))
+    assert [(c["name"], c["boxes"]) for c in report["classes"]] == [("Plastic bag", 1), ("plastic-bag", 1),
+                                                                      ("can", 2)]
+    assert report["similar_class_names"] == [["Plastic bag", "plastic-bag"]]
+    assert ("warning: classes 'Plastic bag' / 'plastic-bag' differ only in case or spacing; if they are one class, "
+            "merge them with a --class-map listing every class, with the rows 'plastic-bag,Plastic bag'"
+            ) in summarize(report, tmp_path / "out", 1.0).splitlines()
+
+    stats = analyze(ann, out=tmp_path / "analysis", plots=False)
+    flags = [f for f in stats["flags"] if f["kind"] == "similar_class_names"]
+    assert [f["items"] for f in flags] == [["Plastic bag", "plastic-bag"]]
+    assert "'plastic-bag,Plastic bag'" in flags[0]["message"]
+
+
+@pytest.mark.parametrize("encode", ["utf-8-sig", "utf-16", "gzip"])
+def test_annotation_files_in_other_encodings_and_gzipped_are_read(tmp_path, encode):
+    import gzip
+
+    root = tmp_path / "img"
+    _jpeg(root / "é.jpg", (64, 48))
+    text = json.dumps({"images": [{"id": 1, "file_name": "é.jpg", "width": 64, "height": 48}],
+                       "annotations": [{"id": 1, "image_id": 1, "category_id": 1, "bbox": [4, 4, 20, 20]}],
+                       "categories": [{"id": 1, "name": "bouteille à lait"}]}, ensure_ascii=False)
+    ann = tmp_path / ("ann.json.gz" if encode == "gzip" else "ann.json")
+    ann.write_bytes(gzip.compress(text.encode("utf-8")) if encode == "gzip" else text.encode(encode))
+    report = build_tfrecords(BuildOptions(annotations=ann, images=root, out=tmp_path / "out",
+                                          val_fraction=0, test_fraction=0))
+    assert (report["images_written"], report["boxes_written"]) == (1, 1)
+    assert report["classes"][0]["name"] == "bouteille à lait"
+
+
+def test_unreadable_annotation_bytes_name_the_file_and_the_fix(tmp_path):
+    from edge_trash.tfrecords.coco import CocoFormatError, load_coco
+
+    latin = tmp_path / "latin1.json"
+    latin.write_bytes('{"images": [], "annotations": [], "categories": [{"id": 1, "name": "bouteille à"}]}'
+                      .encode("latin-1"))
+    with pytest.raises(CocoFormatError, match=r"latin1\.json: cannot read the file as UTF-8 text .*save it as "
+                                               r"UTF-8 JSON"):
+        load_coco(latin)
+    cut = tmp_path / "cut.json.gz"
+    import gzip
+
+    cut.write_bytes(gzip.compress(b'{"images": []}' * 100)[:30])
+    with pytest.raises(CocoFormatError, match=r"cut\.json\.gz: a gzip file that cannot be unpacked .*is the "
+                                              r"download complete\?"):
+        load_coco(cut)

@@ -28,6 +28,7 @@ from pathlib import Path
 from typing import Any, Dict, Iterable, Iterator, List, Optional, Sequence, Tuple
 
 from edge_trash.tfrecords import feature_keys as K
+from edge_trash.tfrecords.class_map import merge_rows, similar_names
 from edge_trash.tfrecords.build import SHARD_RE
 from edge_trash.tfrecords.coco import CocoDataset, Rejected, load_coco_files
 
@@ -206,6 +207,8 @@ def annotation_problems(dataset: CocoDataset) -> Dict[str, Any]:
         "images_rejected": _rejected_rows(dataset.rejected_images),
         "image_sizes_read_from_files": sorted(dataset.size_notes),
         "unused_categories": [c.name for c in dataset.categories if c.id not in used],
+        "similar_class_names": similar_names(list(dict.fromkeys(c.name for c in dataset.categories
+                                                                 if c.id in used))),
         "images_without_boxes": len(no_boxes),
         "image_ids_without_boxes": no_boxes,
         "rejected_boxes": _rejected_rows(dataset.rejected_boxes),
@@ -543,6 +546,10 @@ def find_flags(where: str, stats: Dict[str, Any], th: Thresholds,
             add("duplicate_annotation_ids", list(problems["duplicate_annotation_ids"]),
                 f"{len(problems['duplicate_annotation_ids'])} annotation ids are used more than once: "
                 + _examples(problems["duplicate_annotation_ids"]))
+        for group in problems.get("similar_class_names", []):
+            add("similar_class_names", list(group),
+                f"classes {' / '.join(repr(n) for n in group)} differ only in case or spacing: if they are one "
+                f"class, merge them with a --class-map listing every class, with the rows {merge_rows(group)}")
         if problems["unused_categories"]:
             add("unused_categories", list(problems["unused_categories"]),
                 f"{len(problems['unused_categories'])} categories have no usable box: "

@@ -8,6 +8,8 @@ from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 import click
 
+from edge_trash.tfrecords.build_cli import announce_big_annotations
+
 
 def summarize(stats: Dict[str, Any], out: Path, seconds: float) -> str:
     """The short summary printed at the end of ``analyze``."""
@@ -77,6 +79,8 @@ def analyze(annotations: Tuple[Path, ...], images: Tuple[Path, ...], tfrecords: 
     from edge_trash.tfrecords.coco import CocoFormatError
 
     start = time.monotonic()
+    if not quiet:
+        announce_big_annotations(annotations)
     try:
         stats = run_analysis(list(annotations) or None, list(images) or None, tfrecords, out=out,
                              thresholds=Thresholds(rare_instances=rare_instances, dark_luma=dark_luma),

@@ -23,6 +23,17 @@ def usable_cpus() -> int:
         return os.cpu_count() or 1
 
 
+BIG_ANNOTATIONS_BYTES = 50_000_000  # about 2 s of JSON parsing: say what the wait is for
+
+
+def announce_big_annotations(paths: Tuple[Path, ...]) -> None:
+    """Say on stderr that a large annotation set is being read (COCO's 450 MB take ~15 s, with no bar)."""
+    sizes = [p.stat().st_size for p in paths if p.is_file()]
+    if sum(sizes) >= BIG_ANNOTATIONS_BYTES:
+        click.echo(f"reading {sum(sizes) / 1e6:.0f} MB of annotations ({', '.join(map(str, paths))}): about "
+                   f"{sum(sizes) / 25e6:.0f} s ...", err=True)
+
+
 def reason_kind(reason: str) -> str:
     """A skip or drop reason without its particulars (values, sizes, paths), to count alike ones together."""
     kind = reason.split(": ")[0].split(" (")[0]
@@ -45,6 +56,12 @@ def summarize(report: Dict[str, Any], out: Path, seconds: float) -> str:
                        ("class_map_unknown_sources", "named by the class map but absent")):
         if report.get(key):
             lines.append(f"classes {label}: {', '.join(report[key])}")
+    for group in report.get("similar_class_names", []):
+        from edge_trash.tfrecords.class_map import merge_rows
+
+        lines.append(f"warning: classes {' / '.join(repr(n) for n in group)} differ only in case or spacing; if "
+                     f"they are one class, merge them with a --class-map listing every class, with the rows "
+                     f"{merge_rows(group)}")
     if report["duplicate_annotation_ids"]:
         lines.append(f"duplicate annotation ids (kept, renumbered): {len(report['duplicate_annotation_ids'])}")
     for title, items in (("skipped images", report["images_skipped"]), ("dropped boxes", report["boxes_dropped"])):
@@ -129,6 +146,8 @@ def build_tfrecords(annotations: Tuple[Path, ...], images: Tuple[Path, ...], kee
                            max_pixels=max_pixels, quality=quality, shard_size=shard_size, workers=workers,
                            seed=seed, strict=strict)
     start = time.monotonic()
+    if not quiet:
+        announce_big_annotations(annotations)
     try:
         report = build(options, progress=not quiet)
     except (CocoFormatError, ClassMapError, BuildError) as exc:

@@ -10,12 +10,13 @@ into ``other`` or drops them.
 from __future__ import annotations
 
 import csv
+import re
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Dict, List, Optional, Sequence
 
-from edge_trash.tfrecords.coco import BoxRecord, Category
+from edge_trash.tfrecords.coco import BoxRecord, Category, clean_name
 
 OTHER = "other"
 RARE_POLICIES = ("other", "drop")
@@ -36,6 +37,7 @@ class ClassMapping:
     folded_into_other: List[str] = field(default_factory=list)
     dropped_rare: List[str] = field(default_factory=list)
     map_unknown_sources: List[str] = field(default_factory=list)  # map rows naming no category
+    similar: List[List[str]] = field(default_factory=list)  # kept names that differ only in case or spacing
 
     def as_report(self) -> Dict[str, object]:
         """The mapping facts that go into report.json."""
@@ -44,7 +46,26 @@ class ClassMapping:
             "classes_folded_into_other": self.folded_into_other,
             "classes_dropped_rare": self.dropped_rare,
             "class_map_unknown_sources": self.map_unknown_sources,
+            "similar_class_names": self.similar,
         }
+
+
+_SPACING = re.compile(r"[\s_\-]+")
+
+
+def similar_names(names: Sequence[str]) -> List[List[str]]:
+    """Groups of two or more ``names`` that differ only in case, spaces, ``-`` or ``_``
+    (``Bottle`` / ``bottle``, ``plastic-bag`` / ``Plastic bag``): usually one class typed
+    two ways by different annotators, which then compete for the same objects."""
+    groups: Dict[str, List[str]] = {}
+    for name in names:
+        groups.setdefault(_SPACING.sub("", clean_name(name).casefold()), []).append(name)
+    return [g for g in groups.values() if len(g) > 1]
+
+
+def merge_rows(group: Sequence[str]) -> str:
+    """The ``--class-map`` CSV rows that merge ``group`` into its first name."""
+    return "; ".join(f"'{n},{group[0]}'" for n in group[1:])
 
 
 def read_class_map(path: "str | Path") -> Dict[str, Optional[str]]:
@@ -70,7 +91,7 @@ def read_class_map(path: "str | Path") -> Dict[str, Optional[str]]:
         for src, dst in data.items():
             if dst is not None and not isinstance(dst, str):
                 raise ClassMapError(f"{path}: key '{src}': the target must be a class name or empty, got {dst!r}")
-            mapping[str(src).strip()] = dst.strip() if isinstance(dst, str) and dst.strip() else None
+            mapping[clean_name(str(src))] = clean_name(dst) if isinstance(dst, str) and clean_name(dst) else None
         return mapping
     with path.open(newline="", encoding="utf-8-sig") as f:
         for lineno, row in enumerate(csv.reader(f), start=1):
@@ -78,7 +99,7 @@ def read_class_map(path: "str | Path") -> Dict[str, Optional[str]]:
                 continue
             if len(row) != 2:
                 raise ClassMapError(f"{path}:{lineno}: expected 2 columns 'source_name,target_name', got {row!r}")
-            src, dst = row[0].strip(), row[1].strip()
+            src, dst = clean_name(row[0]), clean_name(row[1])
             if lineno == 1 and src.lower() in ("source_name", "source", "taco_name", "name"):
                 continue  # header
             if src in mapping and mapping[src] != (dst or None):
@@ -161,7 +182,8 @@ def build_class_mapping(categories: Sequence[Category], boxes: Sequence[BoxRecor
     ids = {name: i + 1 for i, name in enumerate(kept)}
     target_of = {cid: (ids.get(t) if t is not None else None) for cid, t in target_name.items()}
     return ClassMapping(names=kept, target_of_category=target_of, drop_reasons=drop_reasons, unused=unused,
-                        folded_into_other=folded, dropped_rare=dropped, map_unknown_sources=unknown)
+                        folded_into_other=folded, dropped_rare=dropped, map_unknown_sources=unknown,
+                        similar=similar_names(kept))
 
 
 def label_map_pbtxt(names: Sequence[str]) -> str:

@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import math
 import re
+import unicodedata
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
@@ -18,6 +19,16 @@ from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 # Reads an image's displayed size from its file, given its file_name and the index of the
 # annotation file it came from: ``((width, height), "")`` or ``(None, reason)``.
 SizeReader = Callable[[str, int], Tuple[Optional[Tuple[int, int]], str]]
+
+
+def clean_name(text: str) -> str:
+    """A class name as we store it: Unicode NFC, control characters removed, runs of
+    whitespace (tabs, line breaks) as one space, no leading or trailing space.
+    ``labels.txt`` holds one name per line, so a line break inside a name would shift
+    every later class id on the device."""
+    text = unicodedata.normalize("NFC", text)
+    text = "".join(" " if unicodedata.category(ch) == "Cc" else ch for ch in text)
+    return " ".join(text.split())
 
 
 class CocoFormatError(ValueError):
@@ -112,17 +123,46 @@ def is_integral(value: Any) -> bool:
     return isinstance(value, float) and math.isfinite(value) and value.is_integer()
 
 
+def _as_int(value: Any) -> Optional[int]:
+    """``int(value)`` when :func:`is_integral`, else None (fast for plain ints)."""
+    if type(value) is int:
+        return value
+    return int(value) if is_integral(value) else None
+
+
 def _id_text(value: Any) -> str:
     return str(int(value)) if is_integral(value) else str(value).strip()
 
 
-def _read_json(path: Path) -> Dict[str, Any]:
+def read_json_text(path: Path) -> str:
+    """The text of an annotation file as exporters write it: UTF-8 with or without a
+    byte-order mark, UTF-16 with one (PowerShell's ``>``), or any of these gzipped
+    (``.json.gz``)."""
     try:
-        text = path.read_text(encoding="utf-8-sig")
+        raw = path.read_bytes()
     except FileNotFoundError:
         raise CocoFormatError(f"{path}: file not found (give the COCO annotation JSON with --annotations)")
-    except (OSError, UnicodeDecodeError) as exc:
-        raise CocoFormatError(f"{path}: cannot read the file as UTF-8 text: {exc}")
+    except OSError as exc:
+        raise CocoFormatError(f"{path}: cannot read the file: {exc}")
+    if raw[:2] == b"\x1f\x8b":
+        import gzip
+        import zlib
+
+        try:
+            raw = gzip.decompress(raw)
+        except (OSError, EOFError, zlib.error) as exc:
+            raise CocoFormatError(f"{path}: a gzip file that cannot be unpacked ({exc}); is the download complete?")
+    encoding = "utf-16" if raw[:2] in (b"\xff\xfe", b"\xfe\xff") else "utf-8-sig"
+    try:
+        return raw.decode(encoding)
+    except UnicodeDecodeError as exc:
+        raise CocoFormatError(f"{path}: cannot read the file as {'UTF-16' if encoding == 'utf-16' else 'UTF-8'} "
+                              f"text ({exc}); save it "
+                              "as UTF-8 JSON")
+
+
+def _read_json(path: Path) -> Dict[str, Any]:
+    text = read_json_text(path)
     try:
         data = json.loads(text)  # Python's json accepts the bare NaN / Infinity tokens TACO uses
     except json.JSONDecodeError as exc:
@@ -150,16 +190,16 @@ def _parse_categories(path: Path, raw: List[Any]) -> List[Category]:
             raise CocoFormatError(f"{where}: expected an object with 'id' and 'name', got {c!r}")
         if "id" not in c or not is_integral(c["id"]):
             raise CocoFormatError(f"{where}.id: expected an integer, got {c.get('id')!r}")
-        if not isinstance(c.get("name"), str) or not c["name"].strip():
+        if not isinstance(c.get("name"), str) or not clean_name(c["name"]):
             raise CocoFormatError(f"{where}.name: expected a non-empty string, got {c.get('name')!r}")
         cid = int(c["id"])
         if cid in seen:
             raise CocoFormatError(f"{where}.id: id {cid} is used twice ('{seen[cid]}' and '{c['name']}'); "
                                   "category ids must be unique")
         seen[cid] = c["name"]
-        sup = c.get("supercategory")
-        cats.append(Category(cid, c["name"].strip(), sup.strip() if isinstance(sup, str) and sup.strip()
-                             else c["name"].strip()))
+        name, sup = clean_name(c["name"]), c.get("supercategory")
+        sup = clean_name(sup) if isinstance(sup, str) else ""
+        cats.append(Category(cid, name, sup or name))
     if not cats:
         raise CocoFormatError(f"{path}: 'categories' is empty; at least one category is needed")
     return cats
@@ -235,6 +275,9 @@ def bbox_from_segmentation(segmentation: Any) -> Optional[List[float]]:
     return None
 
 
+_NUMBER = (int, float)  # exact types: JSON numbers; True/False are not numbers
+
+
 def _parse_box(ann: Dict[str, Any], image: ImageRecord) -> Tuple[Optional[Tuple[float, float, float, float]],
                                                                  bool, str]:
     """Validate and clip one bbox; returns ``(box, clipped, reason_if_rejected)``."""
@@ -248,11 +291,12 @@ def _parse_box(ann: Dict[str, Any], image: ImageRecord) -> Tuple[Optional[Tuple[
             return None, False, "no 'bbox', and its 'segmentation' holds no polygon or mask to take one from"
     if not isinstance(bbox, (list, tuple)) or len(bbox) != 4:
         return None, False, f"'bbox' must be a list [x, y, width, height], got {bbox!r}"
-    if not all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in bbox):
-        return None, False, f"'bbox' values must be numbers, got {bbox!r}"
-    if not all(math.isfinite(v) for v in bbox):
+    x, y, w, h = bbox
+    if not (type(x) in _NUMBER and type(y) in _NUMBER and type(w) in _NUMBER and type(h) in _NUMBER):
+        return None, False, f"'bbox' values must be numbers, got {bbox!r}"  # (a bool is not a number here)
+    if not (math.isfinite(x) and math.isfinite(y) and math.isfinite(w) and math.isfinite(h)):
         return None, False, f"'bbox' has NaN or Infinity: {bbox!r}"
-    x, y, w, h = (float(v) for v in bbox)
+    x, y, w, h = float(x), float(y), float(w), float(h)
     if w <= 0 or h <= 0:
         return None, False, f"'bbox' has zero or negative size: {bbox!r}"
     x0, y0 = max(0.0, x), max(0.0, y)
@@ -315,16 +359,17 @@ def load_coco_files(paths: "Sequence[str | Path]", size_of: Optional[SizeReader]
         aid, iid, cid = ann.get("id"), ann.get("image_id"), ann.get("category_id")
         key = aid if isinstance(aid, (int, str)) and not isinstance(aid, bool) else f"annotations[{i}]"
         id_count[key] = id_count.get(key, 0) + 1
-        if not is_integral(iid) or int(iid) not in by_id:
+        image = by_id.get(_as_int(iid))  # type: ignore[arg-type]
+        if image is None:
             why = ("its image was skipped" if iid is not None and _id_text(iid) in rejected_ids
                    else f"unknown image_id {iid!r} (no entry in 'images')")
             rejected_boxes.append(Rejected("annotation", key, iid, why))
             continue
-        if not is_integral(cid) or int(cid) not in cat_ids:
+        cid = _as_int(cid)
+        if cid not in cat_ids:
             rejected_boxes.append(Rejected("annotation", key, iid,
-                                           f"unknown category_id {cid!r} (not in 'categories')"))
+                                           f"unknown category_id {ann.get('category_id')!r} (not in 'categories')"))
             continue
-        image = by_id[int(iid)]
         box, clipped, reason = _parse_box(ann, image)
         if box is None:
             rejected_boxes.append(Rejected("annotation", key, iid, reason))
@@ -332,7 +377,7 @@ def load_coco_files(paths: "Sequence[str | Path]", size_of: Optional[SizeReader]
         clipped_count += int(clipped)
         from_segmentation += int(ann.get("bbox") is None)
         crowd = ann.get("iscrowd", 0)
-        boxes.append(BoxRecord(annotation_id=0, source_id=key, image_id=image.id, category_id=int(cid),
+        boxes.append(BoxRecord(annotation_id=0, source_id=key, image_id=image.id, category_id=cid,
                                x=box[0], y=box[1], w=box[2], h=box[3],
                                iscrowd=1 if crowd in (1, True, "1") else 0, clipped=clipped))
     for n, box in enumerate(boxes, start=1):

@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Dict, List, Optional, Sequence, Tuple
 
-from edge_trash.tfrecords.coco import is_integral
+from edge_trash.tfrecords.coco import clean_name, is_integral
 
 _SPLIT_WORDS = {"train": "train", "training": "train", "val": "val", "valid": "val", "validation": "val",
                 "dev": "val", "test": "test", "testing": "test"}
@@ -104,7 +104,7 @@ def merge_coco(files: Sequence[Tuple[Path, Dict[str, Any]]]
     id_of_name: Dict[str, Any] = {}
     for c in files[0][1]["categories"]:
         categories.append(c)
-        id_of_name.setdefault(str(c.get("name", "")).strip(), c.get("id"))
+        id_of_name.setdefault(clean_name(str(c.get("name", ""))), c.get("id"))
     next_id = max((i for i in (_as_int(c.get("id")) for c in categories) if i is not None), default=0) + 1
 
     images: List[Any] = []
@@ -115,7 +115,7 @@ def merge_coco(files: Sequence[Tuple[Path, Dict[str, Any]]]
         remap: Dict[Any, Any] = {}
         if k > 0:
             for c in data["categories"]:
-                name = str(c.get("name", "")).strip()
+                name = clean_name(str(c.get("name", "")))
                 if name not in id_of_name:
                     id_of_name[name] = next_id
                     categories.append({**c, "id": next_id})

@@ -4,23 +4,32 @@ COCO files from other machines name their images in ways a plain ``images_dir /
 file_name`` misses: Windows separators (``batch_1\\000006.jpg``), absolute paths from
 the annotator's disk (``/home/ann/TACO/data/batch_1/000006.jpg``), a folder that is
 already part of ``--images`` (``images/0001.jpg`` with ``--images data/images``), a
-different case (``.JPG``) or URL escapes (``my%20photo.jpg``, from web annotation
-tools). :class:`ImagePaths` tries, in order: the name as given; then each shorter tail
-of its path (longest first, so ``batch_1/000006.jpg`` is preferred to a bare
-``000006.jpg`` and two sub-folders holding the same file name stay apart), each
-candidate exactly, then case-insensitively; then the same for the URL-unescaped name.
-The first file found wins, with a note saying how it was found.
+different case (``.JPG``), URL escapes (``my%20photo.jpg``, from web annotation
+tools) or accented letters in the other Unicode form (``café.jpg`` typed on Linux or
+Windows is NFC; the same name unpacked from a macOS archive is NFD, ``e`` plus a
+combining accent: the two look alike and compare unequal). :class:`ImagePaths` tries,
+in order: the name as given; then each shorter tail of its path (longest first, so
+``batch_1/000006.jpg`` is preferred to a bare ``000006.jpg`` and two sub-folders
+holding the same file name stay apart), each candidate exactly, then ignoring case and
+Unicode form; then the same for the URL-unescaped name. The first file found wins,
+with a note saying how it was found.
 """
 
 from __future__ import annotations
 
 import os
 import re
+import unicodedata
 from pathlib import Path
 from typing import Dict, List, Optional, Tuple
 from urllib.parse import unquote
 
 _DRIVE = re.compile(r"^[A-Za-z]:$")
+
+
+def _loose(name: str) -> str:
+    """``name`` compared without case or Unicode form (NFC and NFD spellings match)."""
+    return unicodedata.normalize("NFC", name).casefold()
 
 
 def _parts(file_name: str) -> List[str]:
@@ -46,8 +55,8 @@ class ImagePaths:
                 self._listings[folder] = None
             else:
                 listing: Dict[str, str] = {}
-                for name in names:  # sorted: the same pick on every run when only case differs
-                    listing.setdefault(name.lower(), name)
+                for name in names:  # sorted: the same pick on every run when only case or form differs
+                    listing.setdefault(_loose(name), name)
                 self._listings[folder] = listing
         return self._listings[folder]
 
@@ -56,15 +65,15 @@ class ImagePaths:
         if path.is_file():
             return path
         folder = self.images_dir
-        for i, part in enumerate(parts):  # case-insensitive, one level at a time
+        for i, part in enumerate(parts):  # ignoring case and Unicode form, one level at a time
             exact = folder / part
             if (exact.is_dir() if i < len(parts) - 1 else exact.is_file()):
                 folder = exact
                 continue
             listing = self._lower_listing(folder)
-            if listing is None or part.lower() not in listing:
+            if listing is None or _loose(part) not in listing:
                 return None
-            folder = folder / listing[part.lower()]
+            folder = folder / listing[_loose(part)]
         return folder if folder.is_file() else None
 
     def resolve(self, file_name: str) -> Tuple[Path, Optional[str]]:
@@ -81,6 +90,9 @@ class ImagePaths:
                 found = self._find(parts[start:])
                 if found is not None:
                     used = found.relative_to(self.images_dir).as_posix()
-                    return found, (f"file_name {file_name!r} not found as given; read {used!r} under the "
-                                   "images folder")
+                    form = ""
+                    if any(unicodedata.normalize("NFC", t) != t for t in (used, file_name)):  # they look alike
+                        form = " (the same letters, one of them in Unicode NFD form as macOS writes names)"
+                    return found, (f"file_name {file_name!r} not found as given; read {used!r}{form} under "
+                                   "the images folder")
         return direct, None

@@ -588,7 +588,9 @@ def format_metrics_table(metrics: Mapping[str, Any],
 
 def load_coco_json(path: os.PathLike, what: str) -> Any:
     """Read a COCO JSON file (ground truth or results) with an error naming the flag and file."""
+    from edge_trash.tfrecords.coco import CocoFormatError, read_json_text
+
     try:
-        return json.loads(Path(path).read_text(encoding="utf-8"))
-    except (OSError, json.JSONDecodeError) as exc:
+        return json.loads(read_json_text(Path(path)))  # UTF-8 with or without BOM, UTF-16, gzipped
+    except (CocoFormatError, json.JSONDecodeError) as exc:
         raise EvaluationError(f"{what} {path}: cannot read COCO JSON ({exc})") from exc
