@@ -658,3 +658,83 @@ def test_unreadable_annotation_bytes_name_the_file_and_the_fix(tmp_path):
     with pytest.raises(CocoFormatError, match=r"cut\.json\.gz: a gzip file that cannot be unpacked .*is the "
                                               r"download complete\?"):
         load_coco(cut)
+
+
+# ----------------------------------------------------------------------------- colour profiles
+
+# sRGB's colorants adapted to D50, as ICC matrix/TRC profiles store them.
+_SRGB_RED, _SRGB_GREEN, _SRGB_BLUE = (0.4361, 0.2225, 0.0139), (0.3851, 0.7169, 0.0971), (0.1431, 0.0606, 0.7141)
+
+
+def _icc_rgb_profile(name: str, red, green, blue, gamma: float = 2.2) -> bytes:
+    """A minimal ICC v2 RGB matrix/TRC display profile (what phones and cameras embed)."""
+    import struct
+
+    def s15(v: float) -> bytes:
+        return struct.pack(">i", round(v * 65536))
+
+    def xyz(v) -> bytes:
+        return b"XYZ \0\0\0\0" + b"".join(s15(c) for c in v)
+
+    ascii_name = name.encode("ascii") + b"\0"
+    desc = (b"desc\0\0\0\0" + struct.pack(">I", len(ascii_name)) + ascii_name + b"\0" * 8 + b"\0\0\0" + b"\0" * 67)
+    curve = b"curv\0\0\0\0" + struct.pack(">IH", 1, round(gamma * 256)) + b"\0\0"
+    tags = [(b"desc", desc), (b"wtpt", xyz((0.9642, 1.0, 0.8249))), (b"rXYZ", xyz(red)), (b"gXYZ", xyz(green)),
+            (b"bXYZ", xyz(blue)), (b"rTRC", curve), (b"gTRC", curve), (b"bTRC", curve),
+            (b"cprt", b"text\0\0\0\0no copyright\0")]
+    offset, table, body = 128 + 4 + 12 * len(tags), b"", b""
+    for sig, data in tags:
+        data += b"\0" * (-len(data) % 4)
+        table += sig + struct.pack(">II", offset + len(body), len(data))
+        body += data
+    size = offset + len(body)
+    header = (struct.pack(">I", size) + b"lcms" + bytes([2, 0x10, 0, 0]) + b"mntrRGB XYZ " + struct.pack(">6H", 2026, 1, 1, 0, 0, 0)
+              + b"acsp" + b"\0" * 24 + struct.pack(">I", 0) + s15(0.9642) + s15(1.0) + s15(0.8249) + b"\0" * 48)
+    assert len(header) == 128
+    return header + struct.pack(">I", len(tags)) + table + body
+
+
+def test_photos_tagged_with_another_colour_profile_are_stored_as_srgb(tmp_path):
+    from PIL import ImageCms
+
+    # Red and green colorants swapped: a file whose stored (255, 0, 0) is sRGB's pure green.
+    swapped = _icc_rgb_profile("Swapped RG", _SRGB_GREEN, _SRGB_RED, _SRGB_BLUE)
+    srgb = ImageCms.ImageCmsProfile(ImageCms.createProfile("sRGB")).tobytes()
+    pixels = np.zeros((60, 80, 3), np.uint8)
+    pixels[:, :40] = (255, 0, 0)
+    pixels[:, 40:] = (0, 0, 255)
+    jobs = {}
+    for name, icc, size in (("tagged.jpg", swapped, 40), ("tagged_small.jpg", swapped, 640),
+                            ("srgb_small.jpg", srgb, 640), ("plain_small.jpg", None, 640)):
+        path = tmp_path / name
+        Image.fromarray(pixels).save(path, format="JPEG", quality=95, **({"icc_profile": icc} if icc else {}))
+        jobs[name] = convert_image(ImageJob(1, str(path), 80, 60, max_size=size))
+
+    for name in ("tagged.jpg", "tagged_small.jpg"):  # shrunk, and at its own size (not passed through)
+        result = jobs[name]
+        assert result.notes == ["converted colours from the embedded profile 'Swapped RG' to sRGB"], name
+        out = np.asarray(Image.open(io.BytesIO(result.jpeg)).convert("RGB"), dtype=int)
+        h, w = out.shape[:2]
+        left, right = out[h // 2, w // 4], out[h // 2, 3 * w // 4]
+        assert left[1] > 220 and left[0] < 40 and left[2] < 40, (name, left)  # green, as the profile says
+        assert right[2] > 220 and right[0] < 40 and right[1] < 40, (name, right)  # blue stays blue
+        assert "icc_profile" not in Image.open(io.BytesIO(result.jpeg)).info  # the pixels are sRGB now
+
+    # sRGB-tagged and untagged JPEGs at their own size are stored byte for byte.
+    for name in ("srgb_small.jpg", "plain_small.jpg"):
+        assert jobs[name].notes == [] and jobs[name].jpeg == (tmp_path / name).read_bytes(), name
+    # One transform per profile in a worker, not one per photo.
+    from edge_trash.tfrecords import images
+
+    assert sum(1 for key in images._transforms if key[1] == "RGB") == 2  # the swapped profile and sRGB
+
+
+def test_a_broken_colour_profile_is_noted_and_the_photo_kept(tmp_path):
+    path = tmp_path / "broken_icc.jpg"
+    Image.new("RGB", (80, 60), (200, 40, 40)).save(path, format="JPEG", icc_profile=b"not a profile" * 20)
+    result = convert_image(ImageJob(1, str(path), 80, 60, max_size=40))
+    assert result.ok
+    assert len(result.notes) == 1 and result.notes[0].startswith("embedded colour profile is unreadable (")
+    assert result.notes[0].endswith("); colours used as sRGB")
+    out = np.asarray(Image.open(io.BytesIO(result.jpeg)).convert("RGB"), dtype=int)
+    assert abs(out[15, 20] - (200, 40, 40)).max() < 12

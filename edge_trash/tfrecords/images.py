@@ -3,7 +3,13 @@
 Order of work: read the header, check the size against the JSON and the pixel
 limit, let the JPEG decoder downscale while decoding (``draft``: 1/2, 1/4 or 1/8,
 much faster on 8 MP photos), apply the EXIF orientation, convert the colour mode to
-RGB, shrink (area averaging) so the long side is at most ``max_size`` and encode as JPEG.
+RGB, shrink (area averaging) so the long side is at most ``max_size``, convert the
+colours to sRGB when an RGB file embeds another colour profile (iPhones tag their
+photos Display P3, cameras Adobe RGB), and encode as JPEG.
+
+The stored JPEG has no colour profile: its pixels are sRGB, what ``tf.io.decode_jpeg``
+and the device's camera pipeline assume. Left unconverted, a Display P3 photo's red
+reads as a duller red, so the model would learn colours the camera never shows it.
 
 JSON ``width``/``height`` are the displayed size. The output image always shows the
 frame the annotations were drawn on, so boxes normalised by the JSON size stay valid.
@@ -11,12 +17,13 @@ frame the annotations were drawn on, so boxes normalised by the JSON size stay v
 
 from __future__ import annotations
 
+import hashlib
 import io
 import os
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import BinaryIO, List, Optional, Tuple
+from typing import Any, BinaryIO, Dict, List, Optional, Tuple
 
 import numpy as np
 from PIL import Image, ImageFile, JpegImagePlugin, UnidentifiedImageError
@@ -154,6 +161,43 @@ def _same_aspect(a: Tuple[int, int], b: Tuple[int, int]) -> bool:
     return abs(a[0] * b[1] - a[1] * b[0]) <= ASPECT_TOLERANCE * a[0] * b[1]
 
 
+_SRGB_NAMES = ("srgb", "iec61966-2.1", "iec 61966-2.1", "iec61966-2-1")
+_transforms: Dict[Tuple[bytes, str], Tuple[Optional[Any], str]] = {}  # per worker: one build per profile
+
+
+def colour_transform(icc: bytes, mode: str) -> Tuple[Optional[Any], str]:
+    """``(transform, note)`` for an image of ``mode`` that embeds the profile ``icc``.
+
+    ``transform`` (an ``ImageCms`` transform to sRGB) is None when the profile is
+    sRGB already or cannot be used; the note then says why (empty for sRGB).
+    Transforms are cached per profile, so a dataset shot on one phone builds one.
+    """
+    key = (hashlib.sha1(icc).digest(), mode)
+    if key not in _transforms:
+        _transforms[key] = _build_colour_transform(icc, mode)
+    return _transforms[key]
+
+
+def _build_colour_transform(icc: bytes, mode: str) -> Tuple[Optional[Any], str]:
+    try:
+        from PIL import ImageCms
+    except ImportError:  # a Pillow built without littlecms
+        return None, "embedded colour profile ignored: this Pillow has no ImageCms (littlecms)"
+    try:
+        profile = ImageCms.ImageCmsProfile(io.BytesIO(icc))
+        name = (ImageCms.getProfileDescription(profile) or "").strip() or "unnamed"
+    except (OSError, ImageCms.PyCMSError) as exc:
+        return None, f"embedded colour profile is unreadable ({exc}); colours used as sRGB"
+    if any(tag in name.lower() for tag in _SRGB_NAMES):
+        return None, ""
+    try:
+        transform = ImageCms.buildTransform(profile, ImageCms.createProfile("sRGB"), mode, "RGB",
+                                            renderingIntent=ImageCms.Intent.RELATIVE_COLORIMETRIC)
+    except ImageCms.PyCMSError as exc:
+        return None, f"embedded colour profile '{name}' does not fit a {mode} image ({exc}); colours used as sRGB"
+    return transform, f"converted colours from the embedded profile '{name}' to sRGB"
+
+
 def _to_rgb(img: Image.Image, notes: List[str]) -> Image.Image:
     mode = img.mode
     if mode == "RGB":
@@ -233,8 +277,14 @@ def convert_image(job: ImageJob) -> ImageResult:
     out_size = (max(1, round(frame[0] * scale)), max(1, round(frame[1] * scale)))
     rotate = apply_exif and orientation in ROTATES_90
 
+    transform, colour_note = None, ""
+    icc = img.info.get("icc_profile")
+    if icc and img.mode == "RGB":
+        transform, colour_note = colour_transform(icc, img.mode)
+        if colour_note:
+            result.notes.append(colour_note)
     unchanged = (img.format == "JPEG" and img.mode == "RGB" and out_size == frame
-                 and (orientation == 1 or not apply_exif))
+                 and (orientation == 1 or not apply_exif) and transform is None)
     if unchanged:
         try:
             img.load()  # detect truncation before trusting the bytes
@@ -263,6 +313,10 @@ def convert_image(job: ImageJob) -> ImageResult:
         # Area averaging (OpenCV's INTER_AREA): anti-aliased at any shrink factor, and 30%
         # faster than Pillow's BILINEAR on what the decoder's 1/2..1/8 scaling leaves.
         img = img.resize(out_size, Image.Resampling.BOX)
+    if transform is not None:  # after the shrink: the fewest pixels to transform
+        from PIL import ImageCms
+
+        img = ImageCms.applyTransform(img, transform)
     buf = io.BytesIO()
     img.save(buf, format="JPEG", quality=job.quality)
     result.jpeg, (result.width, result.height) = buf.getvalue(), out_size
