@@ -375,3 +375,38 @@ def test_splits_are_stratified_and_folds_cover_every_image(sample_dataset, sampl
     assert sum(sizes) == rep["images_written"] and max(sizes) - min(sizes) <= 2
     assert sorted(p.name for p in (tmp_path / "folds").glob("*.tfrecord")) == [
         "fold0-00000-of-00001.tfrecord", "fold1-00000-of-00001.tfrecord", "fold2-00000-of-00001.tfrecord"]
+
+
+def test_a_full_disk_gets_one_clear_error_and_no_half_written_shard(sample_dataset, tmp_path, monkeypatch):
+    import errno
+
+    from click.testing import CliRunner
+
+    from edge_trash.cli import cli
+    from edge_trash.tfrecords import tfrecord_file
+
+    real_write, real_close = tfrecord_file.TFRecordWriter.write, tfrecord_file.TFRecordWriter.close
+    calls = {"n": 0}
+
+    def filling_up(self, record):
+        calls["n"] += 1
+        if calls["n"] >= 7:  # as a real write does: no file name in the error
+            raise OSError(errno.ENOSPC, "No space left on device")
+        return real_write(self, record)
+
+    def close_on_full_disk(self):
+        real_close(self)
+        if calls["n"] >= 7:  # flushing the buffered tail fails too
+            raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(tfrecord_file.TFRecordWriter, "write", filling_up)
+    monkeypatch.setattr(tfrecord_file.TFRecordWriter, "close", close_on_full_disk)
+    out = tmp_path / "out"
+    result = CliRunner().invoke(cli, ["build-tfrecords", "--annotations", str(sample_dataset.annotations),
+                                      "--images", str(sample_dataset.images), "--out", str(out),
+                                      "--shard-size", "4", "--workers", "1", "--quiet"])
+    assert result.exit_code == 1
+    assert "Traceback" not in result.output
+    assert "No space left on device. Shards are renamed into place only when complete" in result.output
+    assert f"cannot write {out}" in result.output
+    assert not list(out.glob(".*.tmp")) and not (out / "report.json").exists()

@@ -14,10 +14,10 @@ from __future__ import annotations
 
 import json
 import os
-import tempfile
 from pathlib import Path
 from typing import Any, Dict, List, Tuple
 
+from edge_trash.atomic_files import write_text_atomic
 from edge_trash.models.config import SSDConfig
 
 CONFIG_JSON = "config.json"
@@ -31,21 +31,6 @@ LOGS = "logs"
 
 class RunDirError(ValueError):
     """A run directory is missing a file or holds an inconsistent one."""
-
-
-def write_text_atomic(path: Path, text: str) -> None:
-    """Write ``text`` to ``path`` through a temporary file and ``os.replace``."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            f.write(text)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
 
 
 def write_json_atomic(path: Path, data: Any) -> None:

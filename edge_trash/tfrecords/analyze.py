@@ -27,6 +27,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Dict, Iterable, Iterator, List, Optional, Sequence, Tuple
 
+from edge_trash.atomic_files import write_bytes_atomic as _write_atomic
 from edge_trash.tfrecords import feature_keys as K
 from edge_trash.tfrecords.class_map import merge_rows, similar_names
 from edge_trash.tfrecords.build import SHARD_RE
@@ -561,12 +562,6 @@ def find_flags(where: str, stats: Dict[str, Any], th: Thresholds,
 
 
 # ----------------------------------------------------------------------------- output
-
-
-def _write_atomic(path: Path, data: bytes) -> None:
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_bytes(data)
-    os.replace(tmp, path)
 
 
 def _slug(name: str) -> str:

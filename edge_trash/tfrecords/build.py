@@ -18,6 +18,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, Dict, Iterable, Iterator, List, Optional, Sequence, Tuple
 
+from edge_trash.atomic_files import write_bytes_atomic as _write_atomic
 from edge_trash.tfrecords.class_map import build_class_mapping, label_map_pbtxt, read_class_map
 from edge_trash.tfrecords.coco import CocoDataset, load_coco_files
 from edge_trash.tfrecords.image_paths import ImagePaths
@@ -101,12 +102,6 @@ def shard_name(split: str, index: int, count: int) -> str:
     return f"{split}-{index:05d}-of-{count:05d}.tfrecord"
 
 
-def _write_atomic(path: Path, data: bytes) -> None:
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_bytes(data)
-    os.replace(tmp, path)
-
-
 def _json_bytes(obj: Any) -> bytes:
     return (json.dumps(obj, indent=2, sort_keys=False, allow_nan=False) + "\n").encode("utf-8")
 
@@ -155,7 +150,10 @@ class _ShardWriter:
     def abort(self) -> None:
         """Drop the shard in progress (used when the run fails)."""
         if self.writer is not None and self.tmp is not None:
-            self.writer.close()
+            try:
+                self.writer.close()
+            except OSError:  # a full disk fails the final flush too; the file goes either way
+                pass
             self.tmp.unlink(missing_ok=True)
             self.writer = None
 

@@ -28,6 +28,8 @@ from typing import Callable, Dict, List, Optional, Tuple
 import numpy as np
 from PIL import Image, ImageDraw, ImageFilter
 
+from edge_trash.atomic_files import write_bytes_atomic as _write_atomic
+
 # (name, supercategory, share of items): long-tailed like TACO.
 CLASSES: Tuple[Tuple[str, str, float], ...] = (
     ("bottle", "Bottle", 0.30),
@@ -268,13 +270,6 @@ def _exif_rotated_jpeg(img: Image.Image, orientation: int) -> bytes:
     exif = Image.Exif()
     exif[0x0112] = orientation
     return _jpeg_bytes(stored, exif=exif.tobytes())
-
-
-def _write_atomic(path: Path, data: bytes) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_bytes(data)
-    os.replace(tmp, path)
 
 
 def write_sample_dataset(out_dir: os.PathLike, num_images: int = 200, seed: int = 0,
