@@ -738,3 +738,61 @@ def test_a_broken_colour_profile_is_noted_and_the_photo_kept(tmp_path):
     assert result.notes[0].endswith("); colours used as sRGB")
     out = np.asarray(Image.open(io.BytesIO(result.jpeg)).convert("RGB"), dtype=int)
     assert abs(out[15, 20] - (200, 40, 40)).max() < 12
+
+
+# ----------------------------------------------------------------------------- boxes written the wrong way
+
+
+def _boxes_file(tmp_path: Path, boxes, name: str = "ann.json") -> Path:
+    coco = {"images": [{"id": 1, "file_name": "a.jpg", "width": 200, "height": 150}],
+            "annotations": [{"id": i, "image_id": 1, "category_id": 1, "bbox": b} for i, b in enumerate(boxes, 1)],
+            "categories": [{"id": 1, "name": "can"}]}
+    ann = tmp_path / name
+    ann.write_text(json.dumps(coco))
+    return ann
+
+
+def test_boxes_written_as_corners_are_flagged_and_right_ones_are_not(tmp_path):
+    from edge_trash.tfrecords.analyze import analyze
+    from edge_trash.tfrecords.build_cli import summarize
+    from edge_trash.tfrecords.coco import load_coco
+
+    _jpeg(tmp_path / "a.jpg", (200, 150))
+    rng = np.random.default_rng(3)
+    corners = []
+    for _ in range(40):  # objects spread over the image, written [x1, y1, x2, y2]
+        x1, y1 = rng.uniform(0, 150), rng.uniform(0, 110)
+        corners.append([round(x1, 1), round(y1, 1), round(x1 + rng.uniform(8, 45), 1),
+                        round(y1 + rng.uniform(8, 35), 1)])
+    as_coco = [[x1, y1, round(x2 - x1, 1), round(y2 - y1, 1)] for x1, y1, x2, y2 in corners]
+
+    wrong, right = _boxes_file(tmp_path, corners, "wrong.json"), _boxes_file(tmp_path, as_coco, "right.json")
+    assert load_coco(right).bbox_format_warning() is None
+    dataset = load_coco(wrong)
+    warning = dataset.bbox_format_warning()
+    assert warning == (f"{dataset.boxes_clipped} of 40 boxes run past their image, yet 40 read as [x1, y1, x2, y2] "
+                       "corners inside it: the file's 'bbox' is probably written as corners, not COCO's [x, y, width, "
+                       "height]. Convert it (width = x2 - x1, height = y2 - y1) and run again, or every box is "
+                       "trained too large")
+    assert dataset.boxes_clipped >= 8  # the check needs a fifth clipped
+
+    report = build_tfrecords(BuildOptions(annotations=wrong, images=tmp_path, out=tmp_path / "out",
+                                          val_fraction=0, test_fraction=0))
+    assert report["bbox_format_warning"] == warning
+    assert f"warning: {warning}" in summarize(report, tmp_path / "out", 1.0).splitlines()
+    stats = analyze(wrong, out=tmp_path / "analysis", plots=False)
+    assert [f["message"] for f in stats["flags"] if f["kind"] == "bbox_format"] == [warning]
+    assert not [f for f in analyze(right, out=tmp_path / "a2", plots=False)["flags"] if f["kind"] == "bbox_format"]
+
+
+def test_normalised_boxes_get_their_own_reason_and_numbers_as_text_are_read(tmp_path):
+    from edge_trash.tfrecords.coco import load_coco
+
+    dataset = load_coco(_boxes_file(tmp_path, [[0.1, 0.2, 0.3, 0.25], ["12.5", "20", "30", " 40 "], ["a", 1, 2, 3],
+                                               [True, 1, 2, 3]]))
+    assert [(b.x, b.y, b.w, b.h) for b in dataset.boxes] == [(12.5, 20.0, 30.0, 40.0)]
+    assert [r.reason for r in dataset.rejected_boxes] == [
+        "'bbox' [0.1, 0.2, 0.3, 0.25] looks normalised to 0..1: COCO boxes are in pixels (multiply x and width by "
+        "the image width 200, y and height by its height 150)",
+        "'bbox' values must be numbers, got ['a', 1, 2, 3]",
+        "'bbox' values must be numbers, got [True, 1, 2, 3]"]

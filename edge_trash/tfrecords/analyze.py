@@ -204,6 +204,7 @@ def annotation_problems(dataset: CocoDataset) -> Dict[str, Any]:
         "boxes_past_image": dataset.boxes_clipped + kinds.get("outside_image", 0),
         "boxes_clipped": dataset.boxes_clipped,
         "boxes_from_segmentation": dataset.boxes_from_segmentation,
+        "bbox_format_warning": dataset.bbox_format_warning(),
         "duplicate_annotation_ids": dataset.duplicate_annotation_ids,
         "images_rejected": _rejected_rows(dataset.rejected_images),
         "image_sizes_read_from_files": sorted(dataset.size_notes),
@@ -532,6 +533,8 @@ def find_flags(where: str, stats: Dict[str, Any], th: Thresholds,
         if problems["boxes_rejected"]:
             add("rejected_boxes", [r["record_id"] for r in problems["rejected_boxes"]],
                 f"{problems['boxes_rejected']} of {problems['boxes_in_file']} boxes are unusable: " + ", ".join(parts))
+        if problems.get("bbox_format_warning"):
+            add("bbox_format", [], problems["bbox_format_warning"])
         if problems["boxes_clipped"]:
             add("clipped_boxes", [], f"{problems['boxes_clipped']} boxes run past their image and are clipped to it")
             flags[-1]["count"] = problems["boxes_clipped"]

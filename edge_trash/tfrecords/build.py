@@ -331,6 +331,7 @@ def build_tfrecords(options: BuildOptions, progress: bool = False) -> Dict[str, 
         "boxes_dropped": boxes_dropped,
         "boxes_clipped": dataset.boxes_clipped,
         "boxes_from_segmentation": dataset.boxes_from_segmentation,
+        "bbox_format_warning": dataset.bbox_format_warning(),
         "duplicate_annotation_ids": dataset.duplicate_annotation_ids,
         "image_sizes_read_from_files": sorted(dataset.size_notes),
         # the same picture under several image entries; across splits it inflates held-out scores

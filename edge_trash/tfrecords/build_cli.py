@@ -56,6 +56,8 @@ def summarize(report: Dict[str, Any], out: Path, seconds: float) -> str:
                        ("class_map_unknown_sources", "named by the class map but absent")):
         if report.get(key):
             lines.append(f"classes {label}: {', '.join(report[key])}")
+    if report.get("bbox_format_warning"):
+        lines.append(f"warning: {report['bbox_format_warning']}")
     for group in report.get("similar_class_names", []):
         from edge_trash.tfrecords.class_map import merge_rows
 

@@ -99,6 +99,20 @@ class CocoDataset:
     # image id -> what was done when the JSON had no usable width/height (read from the file)
     size_notes: Dict[int, str] = field(default_factory=dict)
     sources: List[Any] = field(default_factory=list)  # coco_merge.MergedSource, one per annotation file
+    boxes_read_as_corners: int = 0  # kept boxes whose 4 numbers also read as a valid [x1, y1, x2, y2]
+
+    def bbox_format_warning(self) -> Optional[str]:
+        """A warning when the boxes look written as ``[x1, y1, x2, y2]`` instead of COCO's
+        ``[x, y, width, height]``: many run past their image (the far corner read as a
+        size), while nearly all read as corners inside it. None when they look right."""
+        n = len(self.boxes) - self.boxes_from_segmentation
+        if n < CORNER_CHECK_MIN_BOXES or self.boxes_clipped < CORNER_CHECK_CLIPPED * n \
+                or self.boxes_read_as_corners < CORNER_CHECK_AS_CORNERS * n:
+            return None
+        return (f"{self.boxes_clipped} of {n} boxes run past their image, yet {self.boxes_read_as_corners} read as "
+                "[x1, y1, x2, y2] corners inside it: the file's 'bbox' is probably written as corners, not COCO's "
+                "[x, y, width, height]. Convert it (width = x2 - x1, height = y2 - y1) and run again, or every "
+                "box is trained too large")
 
     def boxes_by_image(self) -> Dict[int, List[BoxRecord]]:
         """Boxes grouped by image id (every image present, possibly with an empty list)."""
@@ -109,6 +123,8 @@ class CocoDataset:
 
 
 _DIGITS = re.compile(r"\s*-?[0-9]+\s*")
+# bbox_format_warning: at least this many boxes, this share clipped, this share valid as corners
+CORNER_CHECK_MIN_BOXES, CORNER_CHECK_CLIPPED, CORNER_CHECK_AS_CORNERS = 20, 0.2, 0.9
 
 
 def is_integral(value: Any) -> bool:
@@ -293,12 +309,20 @@ def _parse_box(ann: Dict[str, Any], image: ImageRecord) -> Tuple[Optional[Tuple[
         return None, False, f"'bbox' must be a list [x, y, width, height], got {bbox!r}"
     x, y, w, h = bbox
     if not (type(x) in _NUMBER and type(y) in _NUMBER and type(w) in _NUMBER and type(h) in _NUMBER):
-        return None, False, f"'bbox' values must be numbers, got {bbox!r}"  # (a bool is not a number here)
+        try:  # numbers written as text ("12.5"), as some spreadsheet-made files have them
+            x, y, w, h = (float(v) if type(v) is str else v for v in bbox)
+        except ValueError:
+            return None, False, f"'bbox' values must be numbers, got {bbox!r}"
+        if not all(type(v) in _NUMBER for v in (x, y, w, h)):  # (a bool is not a number here)
+            return None, False, f"'bbox' values must be numbers, got {bbox!r}"
     if not (math.isfinite(x) and math.isfinite(y) and math.isfinite(w) and math.isfinite(h)):
         return None, False, f"'bbox' has NaN or Infinity: {bbox!r}"
     x, y, w, h = float(x), float(y), float(w), float(h)
     if w <= 0 or h <= 0:
         return None, False, f"'bbox' has zero or negative size: {bbox!r}"
+    if max(x + w, y + h) <= 1.0 and min(image.width, image.height) > 2:
+        return None, False, (f"'bbox' {bbox!r} looks normalised to 0..1: COCO boxes are in pixels (multiply x and "
+                             f"width by the image width {image.width}, y and height by its height {image.height})")
     x0, y0 = max(0.0, x), max(0.0, y)
     x1, y1 = min(float(image.width), x + w), min(float(image.height), y + h)
     clipped = (x0, y0, x1, y1) != (x, y, x + w, y + h)
@@ -351,6 +375,7 @@ def load_coco_files(paths: "Sequence[str | Path]", size_of: Optional[SizeReader]
     id_count: Dict[Any, int] = {}
     clipped_count = 0
     from_segmentation = 0
+    as_corners = 0
     for i, ann in enumerate(data["annotations"]):
         if not isinstance(ann, dict):
             rejected_boxes.append(Rejected("annotation", f"annotations[{i}]", None,
@@ -375,7 +400,10 @@ def load_coco_files(paths: "Sequence[str | Path]", size_of: Optional[SizeReader]
             rejected_boxes.append(Rejected("annotation", key, iid, reason))
             continue
         clipped_count += int(clipped)
-        from_segmentation += int(ann.get("bbox") is None)
+        raw = ann.get("bbox")
+        from_segmentation += int(raw is None)
+        if raw is not None and all(type(v) in _NUMBER for v in raw):  # x2 > x1, y2 > y1 inside: corners too?
+            as_corners += int(raw[0] < raw[2] <= image.width and raw[1] < raw[3] <= image.height)
         crowd = ann.get("iscrowd", 0)
         boxes.append(BoxRecord(annotation_id=0, source_id=key, image_id=image.id, category_id=cid,
                                x=box[0], y=box[1], w=box[2], h=box[3],
@@ -387,4 +415,5 @@ def load_coco_files(paths: "Sequence[str | Path]", size_of: Optional[SizeReader]
                        rejected_images=rejected_images, rejected_boxes=rejected_boxes,
                        boxes_total=len(data["annotations"]), boxes_clipped=clipped_count,
                        boxes_from_segmentation=from_segmentation,
-                       duplicate_annotation_ids=duplicates, size_notes=size_notes, sources=sources)
+                       duplicate_annotation_ids=duplicates, size_notes=size_notes, sources=sources,
+                       boxes_read_as_corners=as_corners)
