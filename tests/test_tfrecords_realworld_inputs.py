@@ -796,3 +796,52 @@ def test_normalised_boxes_get_their_own_reason_and_numbers_as_text_are_read(tmp_
         "the image width 200, y and height by its height 150)",
         "'bbox' values must be numbers, got ['a', 1, 2, 3]",
         "'bbox' values must be numbers, got [True, 1, 2, 3]"]
+
+
+def test_bare_file_names_are_found_in_sub_folders_when_unambiguous(tmp_path):
+    from edge_trash.tfrecords.analyze import analyze
+
+    root = tmp_path / "data"
+    _jpeg(root / "batch_1" / "IMG_0001.jpg", (64, 48))
+    _jpeg(root / "batch_2" / "deep" / "IMG_0002.JPG", (64, 48), color=(40, 40, 200))
+    _jpeg(root / "batch_1" / "000006.jpg", (64, 48))
+    _jpeg(root / "batch_2" / "000006.jpg", (64, 48))
+    paths = ImagePaths(root)
+    assert paths.resolve("IMG_0001.jpg") == (root / "batch_1/IMG_0001.jpg", (
+        "file_name 'IMG_0001.jpg' not found as given; read 'batch_1/IMG_0001.jpg', the only file of that name "
+        "under the images folder"))
+    assert paths.resolve("img_0002.jpg")[0] == root / "batch_2/deep/IMG_0002.JPG"
+    assert paths.resolve("000006.jpg") == (root / "000006.jpg", (
+        "2 files under the images folder have its name ('batch_1/000006.jpg', 'batch_2/000006.jpg'): write the "
+        "sub-folder into file_name, or give --images as the folder it is relative to"))
+    # A folder in file_name is never swapped for another folder's file of the same name.
+    assert paths.resolve("batch_9/IMG_0001.jpg") == (root / "batch_9/IMG_0001.jpg", None)
+    assert paths.resolve("nothing.jpg") == (root / "nothing.jpg", None)
+
+    coco = {"images": [{"id": 1, "file_name": "IMG_0001.jpg", "width": 64, "height": 48},
+                       {"id": 2, "file_name": "000006.jpg", "width": 64, "height": 48}],
+            "annotations": [{"id": i, "image_id": i, "category_id": 1, "bbox": [4, 4, 20, 20]} for i in (1, 2)],
+            "categories": [{"id": 1, "name": "can"}]}
+    ann = tmp_path / "ann.json"
+    ann.write_text(json.dumps(coco))
+    report = build_tfrecords(BuildOptions(annotations=ann, images=root, out=tmp_path / "out",
+                                          val_fraction=0, test_fraction=0))
+    assert report["images_written"] == 1
+    [skipped] = report["images_skipped"]
+    assert skipped["reason"] == (f"file not found: {root / '000006.jpg'}; 2 files under the images folder have its "
+                                 "name ('batch_1/000006.jpg', 'batch_2/000006.jpg'): write the sub-folder into "
+                                 "file_name, or give --images as the folder it is relative to")
+    stats = analyze(ann, root, out=tmp_path / "analysis", plots=False)  # analyze says the same
+    assert [u["reason"] for u in stats["annotations"]["brightness"]["unreadable"]] == [skipped["reason"]]
+
+
+def test_the_name_search_stops_at_its_limit_and_says_so(tmp_path, monkeypatch):
+    from edge_trash.tfrecords import image_paths
+
+    monkeypatch.setattr(image_paths, "TREE_INDEX_LIMIT", 3)
+    for i in range(6):
+        _jpeg(tmp_path / f"d{i}" / f"{i}.jpg", (8, 8))
+    path, note = ImagePaths(tmp_path).resolve("5.jpg")
+    assert path == tmp_path / "5.jpg"
+    assert note == ("only the first 3 files under the images folder were searched by name: is --images the "
+                    "dataset's folder?")

@@ -231,8 +231,10 @@ def _json_source(dataset: CocoDataset, image_dirs: Optional[List[Path]], progres
         paths = [ImagePaths(d) for d in image_dirs]
         source.luma, source.size_mismatch = {}, []
         for im in _progress(dataset.images, "analyze images", progress):
-            value, reason, data = _read_luma(paths[im.source].resolve(im.file_name)[0])
+            path, path_note = paths[im.source].resolve(im.file_name)
+            value, reason, data = _read_luma(path)
             if value is None:
+                reason = f"{reason}; {path_note}" if path_note else reason
                 source.unreadable.append({"image_id": im.id, "file_name": im.file_name, "reason": reason})
                 continue
             source.luma[im.id] = value

@@ -240,12 +240,14 @@ def build_tfrecords(options: BuildOptions, progress: bool = False) -> Dict[str, 
     jobs: List[ImageJob] = []
     where: List[Tuple[str, int]] = []
     notes_of: Dict[int, List[str]] = {iid: [note] for iid, note in dataset.size_notes.items()}
+    path_notes: Dict[int, str] = {}  # how the file was looked for; part of the reason when it is skipped
     for split, members in plan:
         for pos, iid in enumerate(members):
             im = images_by_id[iid]
             path, path_note = paths[im.source].resolve(im.file_name)
             if path_note:
                 notes_of.setdefault(iid, []).append(path_note)
+                path_notes[iid] = path_note
             jobs.append(ImageJob(iid, str(path), im.width, im.height,
                                  options.max_size, options.max_pixels, options.quality))
             where.append((split, pos))
@@ -261,10 +263,11 @@ def build_tfrecords(options: BuildOptions, progress: bool = False) -> Dict[str, 
         for (split, pos), result in zip(where, _progress(_iter_results(jobs, options.workers), len(jobs), progress)):
             im = images_by_id[result.image_id]
             if not result.ok:
-                images_skipped.append({"image_id": im.id, "file_name": im.file_name, "reason": result.reason})
+                reason = f"{result.reason}; {path_notes[im.id]}" if im.id in path_notes else result.reason
+                images_skipped.append({"image_id": im.id, "file_name": im.file_name, "reason": reason})
                 for box in boxes_of[im.id]:
                     boxes_dropped.append({"annotation_id": box.source_id, "image_id": im.id,
-                                          "reason": f"its image was skipped: {result.reason}"})
+                                          "reason": f"its image was skipped: {reason}"})
                 continue
             notes = notes_of.get(im.id, []) + result.notes
             if notes:

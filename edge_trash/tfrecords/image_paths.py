@@ -11,8 +11,12 @@ combining accent: the two look alike and compare unequal). :class:`ImagePaths` t
 in order: the name as given; then each shorter tail of its path (longest first, so
 ``batch_1/000006.jpg`` is preferred to a bare ``000006.jpg`` and two sub-folders
 holding the same file name stay apart), each candidate exactly, then ignoring case and
-Unicode form; then the same for the URL-unescaped name. The first file found wins,
-with a note saying how it was found.
+Unicode form; then the same for the URL-unescaped name. Last, a bare file name (no
+folder in it) found nowhere is looked up in every sub-folder (a flat export's
+``file_name`` with the photos still in ``batch_1/``, ``batch_2/``...): used when
+exactly one file has that name, otherwise the note lists the candidates. A name with
+a folder is never matched to a file of that name in another folder. The first
+file found wins, with a note saying how it was found.
 """
 
 from __future__ import annotations
@@ -25,6 +29,7 @@ from typing import Dict, List, Optional, Tuple
 from urllib.parse import unquote
 
 _DRIVE = re.compile(r"^[A-Za-z]:$")
+TREE_INDEX_LIMIT = 500_000  # files indexed by name under --images (a mistaken --images / stops there)
 
 
 def _loose(name: str) -> str:
@@ -46,6 +51,23 @@ class ImagePaths:
     def __init__(self, images_dir: "str | Path") -> None:
         self.images_dir = Path(images_dir)
         self._listings: Dict[Path, Optional[Dict[str, str]]] = {}
+        self._by_name: Optional[Dict[str, List[str]]] = None  # loose file name -> relative paths
+        self._index_complete = True
+
+    def _name_index(self) -> Dict[str, List[str]]:
+        """Every file under the images folder by its loose name (built on the first miss)."""
+        if self._by_name is None:
+            self._by_name, count = {}, 0
+            for folder, dirs, files in os.walk(self.images_dir):
+                dirs.sort()
+                rel = Path(folder).relative_to(self.images_dir)
+                for name in sorted(files):
+                    self._by_name.setdefault(_loose(name), []).append((rel / name).as_posix())
+                    count += 1
+                if count >= TREE_INDEX_LIMIT:
+                    self._index_complete = False
+                    break
+        return self._by_name
 
     def _lower_listing(self, folder: Path) -> Optional[Dict[str, str]]:
         if folder not in self._listings:
@@ -79,7 +101,8 @@ class ImagePaths:
     def resolve(self, file_name: str) -> Tuple[Path, Optional[str]]:
         """``(path, note)``: the file to read and, when it was not ``images_dir/file_name``
         itself, a note saying what was used. A file found nowhere returns the plain path
-        (reading it then reports "file not found") and no note."""
+        (reading it then reports "file not found") and a note only when it helps (several
+        files of that name in sub-folders)."""
         direct = self.images_dir / file_name
         if direct.is_file():
             return direct, None
@@ -95,4 +118,19 @@ class ImagePaths:
                         form = " (the same letters, one of them in Unicode NFD form as macOS writes names)"
                     return found, (f"file_name {file_name!r} not found as given; read {used!r}{form} under "
                                    "the images folder")
+        parts = _parts(unquoted)
+        if len(parts) != 1:  # "batch_9/000006.jpg" is not whichever 000006.jpg exists elsewhere
+            return direct, None
+        candidates = self._name_index().get(_loose(parts[0]), [])
+        if len(candidates) == 1:
+            return self.images_dir / candidates[0], (f"file_name {file_name!r} not found as given; read "
+                                                     f"{candidates[0]!r}, the only file of that name under the "
+                                                     "images folder")
+        if candidates:
+            shown = ", ".join(repr(c) for c in candidates[:4]) + (", ..." if len(candidates) > 4 else "")
+            return direct, (f"{len(candidates)} files under the images folder have its name ({shown}): write "
+                            "the sub-folder into file_name, or give --images as the folder it is relative to")
+        if not self._index_complete:
+            return direct, (f"only the first {TREE_INDEX_LIMIT:,} files under the images folder were searched "
+                            "by name: is --images the dataset's folder?")
         return direct, None
