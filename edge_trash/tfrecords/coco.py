@@ -173,8 +173,7 @@ def read_json_text(path: Path) -> str:
         return raw.decode(encoding)
     except UnicodeDecodeError as exc:
         raise CocoFormatError(f"{path}: cannot read the file as {'UTF-16' if encoding == 'utf-16' else 'UTF-8'} "
-                              f"text ({exc}); save it "
-                              "as UTF-8 JSON")
+                              f"text ({exc}); save it as UTF-8 JSON")
 
 
 def _read_json(path: Path) -> Dict[str, Any]:
@@ -320,7 +319,7 @@ def _parse_box(ann: Dict[str, Any], image: ImageRecord) -> Tuple[Optional[Tuple[
     x, y, w, h = float(x), float(y), float(w), float(h)
     if w <= 0 or h <= 0:
         return None, False, f"'bbox' has zero or negative size: {bbox!r}"
-    if max(x + w, y + h) <= 1.0 and min(image.width, image.height) > 2:
+    if max(x + w, y + h) <= 1.0 and min(w, h) < 1.0 and min(image.width, image.height) > 2:
         return None, False, (f"'bbox' {bbox!r} looks normalised to 0..1: COCO boxes are in pixels (multiply x and "
                              f"width by the image width {image.width}, y and height by its height {image.height})")
     x0, y0 = max(0.0, x), max(0.0, y)
