@@ -305,6 +305,15 @@ def test_real_subprocess_never_imports_tensorflow_without_tfrecords(sample_datas
     assert (tmp_path / "report.md").is_file() and "next: edge-trash build-tfrecords" in proc.stdout
 
 
+def test_any_number_of_workers_gives_the_same_statistics(sample_dataset, sample_analysis, tmp_path):
+    _, one = sample_analysis  # one process
+    two = analyze(sample_dataset.annotations, sample_dataset.images, out=tmp_path, workers=2)
+    assert one["annotations"]["brightness"]["unreadable"]  # the sample's broken files are in both
+    assert {k: v for k, v in two.items() if k != "seconds"} == {k: v for k, v in one.items() if k != "seconds"}
+    with pytest.raises(AnalyzeError, match="--workers must be at least 1, got 0"):
+        analyze(sample_dataset.annotations, sample_dataset.images, out=tmp_path, workers=0)
+
+
 def test_outlier_sizes_and_their_reasons():
     images = [ImageEntry(i, f"{i}.jpg", 4000, 3000) for i in range(5)]
     images += [ImageEntry(10, "big.jpg", 8000, 6000), ImageEntry(11, "pano.jpg", 3000, 1000),

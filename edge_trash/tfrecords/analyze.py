@@ -217,7 +217,32 @@ def annotation_problems(dataset: CocoDataset) -> Dict[str, Any]:
     }
 
 
-def _json_source(dataset: CocoDataset, image_dirs: Optional[List[Path]], progress: bool) -> Source:
+def image_facts(path: str) -> Tuple[Optional[float], str, Optional[Tuple[Tuple[int, int], int]]]:
+    """``(mean luma, reason, (stored size, EXIF orientation))`` of one image file; runs in
+    worker processes, so it reads the file once and returns only small values."""
+    from edge_trash.tfrecords.images import read_size_and_orientation
+
+    value, reason, data = _read_luma(Path(path))
+    if value is None:
+        return None, reason, None
+    found, _ = read_size_and_orientation(io.BytesIO(data))  # the header, from the bytes read once
+    return value, "", found
+
+
+def _iter_image_facts(paths: List[str], workers: int
+                      ) -> Iterator[Tuple[Optional[float], str, Optional[Tuple[Tuple[int, int], int]]]]:
+    if workers <= 1 or len(paths) < 2:
+        yield from map(image_facts, paths)
+        return
+    import multiprocessing
+
+    ctx = multiprocessing.get_context("spawn")  # as build-tfrecords: never fork TensorFlow's threads
+    with ctx.Pool(processes=min(workers, len(paths))) as pool:
+        yield from pool.imap(image_facts, paths, chunksize=4)
+
+
+def _json_source(dataset: CocoDataset, image_dirs: Optional[List[Path]], progress: bool,
+                 workers: int = 1) -> Source:
     names = {c.id: c.name for c in dataset.categories}
     images = [ImageEntry(im.id, im.file_name, im.width, im.height) for im in dataset.images]
     boxes = [BoxEntry(b.image_id, names[b.category_id], b.w, b.h) for b in dataset.boxes]
@@ -226,19 +251,19 @@ def _json_source(dataset: CocoDataset, image_dirs: Optional[List[Path]], progres
     if image_dirs:
         from edge_trash.tfrecords.image_paths import ImagePaths
 
-        from edge_trash.tfrecords.images import match_json_size, read_size_and_orientation
+        from edge_trash.tfrecords.images import match_json_size
 
         paths = [ImagePaths(d) for d in image_dirs]
         source.luma, source.size_mismatch = {}, []
-        for im in _progress(dataset.images, "analyze images", progress):
-            path, path_note = paths[im.source].resolve(im.file_name)
-            value, reason, data = _read_luma(path)
+        resolved = [paths[im.source].resolve(im.file_name) for im in dataset.images]
+        facts = _iter_image_facts([str(path) for path, _ in resolved], workers)
+        for im, (_, path_note), (value, reason, found) in zip(
+                dataset.images, resolved, _progress(facts, "analyze images", progress, len(dataset.images))):
             if value is None:
                 reason = f"{reason}; {path_note}" if path_note else reason
                 source.unreadable.append({"image_id": im.id, "file_name": im.file_name, "reason": reason})
                 continue
             source.luma[im.id] = value
-            found, _ = read_size_and_orientation(io.BytesIO(data))  # the header, from the bytes read once
             if found is not None:
                 _, note, skip = match_json_size(found[0], found[1], (im.width, im.height))
                 if note or skip:
@@ -755,8 +780,10 @@ def analyze(annotations: "Optional[os.PathLike | str | Sequence[os.PathLike | st
             images: "Optional[os.PathLike | str | Sequence[os.PathLike | str]]" = None,
             tfrecords: "Optional[os.PathLike | str]" = None, *, out: "os.PathLike | str",
             thresholds: Optional[Thresholds] = None, plots: bool = True,
-            progress: bool = False) -> Dict[str, Any]:
+            progress: bool = False, workers: int = 1) -> Dict[str, Any]:
     """Analyse a COCO file (with its images if given) and/or a build's TFRecords.
+
+    ``workers`` processes read the images (the statistics are the same with any number).
 
     Writes ``OUT/stats.json``, ``OUT/report.md`` and PNG plots; returns the stats
     (the content of ``stats.json``). Raises :class:`AnalyzeError` for a bad option
@@ -770,6 +797,8 @@ def analyze(annotations: "Optional[os.PathLike | str | Sequence[os.PathLike | st
         raise AnalyzeError("--images needs --annotations (image file names come from the JSON)")
     if annotations is None and tfrecords is None:
         raise AnalyzeError("give --annotations A.json, --tfrecords DIR, or both")
+    if workers < 1:
+        raise AnalyzeError(f"--workers must be at least 1, got {workers}")
     ann_files, image_dirs = _as_paths(annotations), _as_paths(images)
     if image_dirs and len(image_dirs) not in (1, len(ann_files)):
         raise AnalyzeError(f"give one --images folder for all {len(ann_files)} --annotations files, or one per "
@@ -816,7 +845,7 @@ def analyze(annotations: "Optional[os.PathLike | str | Sequence[os.PathLike | st
             image_paths = [ImagePaths(d) for d in image_dirs]
             size_of = lambda name, k: read_displayed_size(image_paths[k].resolve(name)[0])  # noqa: E731
         dataset = load_coco_files(ann_files, size_of=size_of)
-        source = _json_source(dataset, image_dirs or None, progress)
+        source = _json_source(dataset, image_dirs or None, progress, workers)
         stats["annotations"] = {"file": _shown_paths(ann_files), "categories": len(dataset.categories),
                                 "sources": [src.as_report() for src in dataset.sources],
                                 **finish(source, annotation_problems(dataset))}
