@@ -410,3 +410,21 @@ def test_a_full_disk_gets_one_clear_error_and_no_half_written_shard(sample_datas
     assert "No space left on device. Shards are renamed into place only when complete" in result.output
     assert f"cannot write {out}" in result.output
     assert not list(out.glob(".*.tmp")) and not (out / "report.json").exists()
+
+
+def test_a_large_annotation_file_is_announced_before_the_silent_read(sample_dataset, tmp_path, monkeypatch):
+    from click.testing import CliRunner
+
+    from edge_trash.cli import cli
+    from edge_trash.tfrecords import build_cli
+
+    size = sample_dataset.annotations.stat().st_size
+    args = ["build-tfrecords", "--annotations", str(sample_dataset.annotations), "--images",
+            str(sample_dataset.images), "--out", str(tmp_path / "out"), "--workers", "1"]
+    monkeypatch.setattr(build_cli, "BIG_ANNOTATIONS_BYTES", size + 1)
+    assert "of annotations" not in CliRunner().invoke(cli, args).stderr
+    monkeypatch.setattr(build_cli, "BIG_ANNOTATIONS_BYTES", size)
+    result = CliRunner().invoke(cli, args)
+    assert result.exit_code == 0
+    assert f"reading {size / 1e6:.0f} MB of annotations ({sample_dataset.annotations}): about 0 s ..." \
+        in result.stderr
