@@ -1,6 +1,5 @@
 """Each actuator against a fake device, and the scheduler's retry / fail-safe / no-double protocol."""
 
-import threading
 import time
 
 import pytest

@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 
 from edge_trash.edge_runtime.__main__ import main
-from edge_trash.edge_runtime.health import Stats, SystemdNotifier, percentile
+from edge_trash.edge_runtime.health import SystemdNotifier, percentile
 from edge_trash.edge_runtime.service import build_service
 from edge_trash.edge_runtime.sources import FrameCapture, FrameSource
 from runtime_fixtures import (q, FakeInterpreter, conveyor_frame, conveyor_items, make_bundle, make_fake_loader,

@@ -10,7 +10,7 @@ import logging
 import os
 import threading
 import time
-from typing import Callable, Dict, List, Optional, Tuple
+from typing import Callable, Dict, Optional
 
 LOG = logging.getLogger(__name__)
 

@@ -7,7 +7,7 @@ JPEG encoding happens later, in the web server's thread, and only when a page as
 
 import collections
 import threading
-from typing import Dict, List, Optional, Sequence, Tuple
+from typing import Dict, Optional, Sequence, Tuple
 
 import numpy as np
 

@@ -23,7 +23,7 @@ import os
 import re
 import sqlite3
 import time
-from typing import Callable, Dict, List, Mapping, NamedTuple, Optional, Tuple
+from typing import Callable, Dict, List, Mapping, NamedTuple, Optional
 from urllib.parse import parse_qs, quote, urlsplit
 
 WEB_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), "web")

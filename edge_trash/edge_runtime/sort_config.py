@@ -9,7 +9,7 @@ Every validation error names the key.
 import json
 import os
 import re
-from typing import Dict, List, Optional, Sequence
+from typing import Dict, Optional, Sequence
 
 from edge_trash.edge_runtime.operator_page import is_loopback
 from edge_trash.edge_runtime.tracker import MODES

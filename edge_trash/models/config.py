@@ -7,7 +7,7 @@ so no module copies a threshold or a scale of its own.
 from __future__ import annotations
 
 import dataclasses
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, Dict, List, Tuple
 
 HEADS = ("ssd", "ssdlite")

@@ -5,7 +5,6 @@ Nothing is downloaded. ``imagenet`` looks the Keras file up in ``~/.keras/models
 
 from __future__ import annotations
 
-import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import List, Optional

@@ -192,7 +192,6 @@ def export_saved_model(model, config: SSDConfig, out_dir: Path) -> Path:
 
 def train(options: TrainOptions) -> TrainResult:
     """Run (or resume) training; see the module docstring. Returns a ``TrainResult``."""
-    import numpy as np
     import tensorflow as tf
     import tf_keras as keras
     from tqdm import tqdm
