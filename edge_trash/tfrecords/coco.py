@@ -139,8 +139,9 @@ def is_integral(value: Any) -> bool:
     return isinstance(value, float) and math.isfinite(value) and value.is_integer()
 
 
-def _as_int(value: Any) -> Optional[int]:
-    """``int(value)`` when :func:`is_integral`, else None (fast for plain ints)."""
+def as_int(value: Any) -> Optional[int]:
+    """An id as an integer (3, 3.0 and "3" alike) when :func:`is_integral`, else None
+    (fast for plain ints)."""
     if type(value) is int:
         return value
     return int(value) if is_integral(value) else None
@@ -383,13 +384,13 @@ def load_coco_files(paths: "Sequence[str | Path]", size_of: Optional[SizeReader]
         aid, iid, cid = ann.get("id"), ann.get("image_id"), ann.get("category_id")
         key = aid if isinstance(aid, (int, str)) and not isinstance(aid, bool) else f"annotations[{i}]"
         id_count[key] = id_count.get(key, 0) + 1
-        image = by_id.get(_as_int(iid))  # type: ignore[arg-type]
+        image = by_id.get(as_int(iid))  # type: ignore[arg-type]
         if image is None:
             why = ("its image was skipped" if iid is not None and _id_text(iid) in rejected_ids
                    else f"unknown image_id {iid!r} (no entry in 'images')")
             rejected_boxes.append(Rejected("annotation", key, iid, why))
             continue
-        cid = _as_int(cid)
+        cid = as_int(cid)
         if cid not in cat_ids:
             rejected_boxes.append(Rejected("annotation", key, iid,
                                            f"unknown category_id {ann.get('category_id')!r} (not in 'categories')"))

@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Dict, List, Optional, Sequence, Tuple
 
-from edge_trash.tfrecords.coco import clean_name, is_integral
+from edge_trash.tfrecords.coco import as_int, clean_name
 
 _SPLIT_WORDS = {"train": "train", "training": "train", "val": "val", "valid": "val", "validation": "val",
                 "dev": "val", "test": "test", "testing": "test"}
@@ -52,13 +52,8 @@ def split_in_name(path: Path) -> Optional[str]:
     return None
 
 
-def _as_int(value: Any) -> Optional[int]:
-    """An id as an integer (3, 3.0 and "3" alike), or None when it is not one."""
-    return int(value) if is_integral(value) else None
-
-
 def _int_ids(records: List[Any]) -> List[int]:
-    ids = (_as_int(r.get("id")) if isinstance(r, dict) else None for r in records)
+    ids = (as_int(r.get("id")) if isinstance(r, dict) else None for r in records)
     return [i for i in ids if i is not None]
 
 
@@ -80,7 +75,7 @@ def _offsets(id_lists: List[List[int]]) -> List[int]:
 
 
 def _shift(value: Any, offset: int) -> Any:
-    number = _as_int(value)
+    number = as_int(value)
     if offset == 0 or number is None:
         return value  # unmoved, or not an id we can move: reported as it stands
     return number + offset
@@ -105,7 +100,7 @@ def merge_coco(files: Sequence[Tuple[Path, Dict[str, Any]]]
     for c in files[0][1]["categories"]:
         categories.append(c)
         id_of_name.setdefault(clean_name(str(c.get("name", ""))), c.get("id"))
-    next_id = max((i for i in (_as_int(c.get("id")) for c in categories) if i is not None), default=0) + 1
+    next_id = max((i for i in (as_int(c.get("id")) for c in categories) if i is not None), default=0) + 1
 
     images: List[Any] = []
     annotations: List[Any] = []
@@ -139,5 +134,5 @@ def merge_coco(files: Sequence[Tuple[Path, Dict[str, Any]]]
 
 def _key(value: Any) -> Any:
     """A category id as a dict key: 3, 3.0 and "3" are the same id."""
-    number = _as_int(value)
+    number = as_int(value)
     return value if number is None else number
