@@ -32,6 +32,7 @@ from edge_trash.tfrecords import feature_keys as K
 from edge_trash.tfrecords.class_map import merge_rows, similar_names
 from edge_trash.tfrecords.build import SHARD_RE
 from edge_trash.tfrecords.coco import CocoDataset, Rejected, load_coco_files
+from edge_trash.tfrecords.workers import ordered_map
 
 SPLIT_ORDER = ("train", "val", "test")
 STATS_VERSION = 1
@@ -229,18 +230,6 @@ def image_facts(path: str) -> Tuple[Optional[float], str, Optional[Tuple[Tuple[i
     return value, "", found
 
 
-def _iter_image_facts(paths: List[str], workers: int
-                      ) -> Iterator[Tuple[Optional[float], str, Optional[Tuple[Tuple[int, int], int]]]]:
-    if workers <= 1 or len(paths) < 2:
-        yield from map(image_facts, paths)
-        return
-    import multiprocessing
-
-    ctx = multiprocessing.get_context("spawn")  # as build-tfrecords: never fork TensorFlow's threads
-    with ctx.Pool(processes=min(workers, len(paths))) as pool:
-        yield from pool.imap(image_facts, paths, chunksize=4)
-
-
 def _json_source(dataset: CocoDataset, image_dirs: Optional[List[Path]], progress: bool,
                  workers: int = 1) -> Source:
     names = {c.id: c.name for c in dataset.categories}
@@ -256,7 +245,7 @@ def _json_source(dataset: CocoDataset, image_dirs: Optional[List[Path]], progres
         paths = [ImagePaths(d) for d in image_dirs]
         source.luma, source.size_mismatch = {}, []
         resolved = [paths[im.source].resolve(im.file_name) for im in dataset.images]
-        facts = _iter_image_facts([str(path) for path, _ in resolved], workers)
+        facts = ordered_map(image_facts, [str(path) for path, _ in resolved], workers, chunksize=4)
         for im, (_, path_note), (value, reason, found) in zip(
                 dataset.images, resolved, _progress(facts, "analyze images", progress, len(dataset.images))):
             if value is None:

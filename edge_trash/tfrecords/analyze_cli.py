@@ -8,7 +8,8 @@ from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 import click
 
-from edge_trash.tfrecords.build_cli import announce_big_annotations, usable_cpus
+from edge_trash.tfrecords.build_cli import announce_big_annotations
+from edge_trash.tfrecords.workers import usable_cpus
 
 
 def summarize(stats: Dict[str, Any], out: Path, seconds: float) -> str:

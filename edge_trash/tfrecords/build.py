@@ -16,7 +16,7 @@ import os
 import re
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any, Dict, Iterable, Iterator, List, Optional, Sequence, Tuple
+from typing import Any, Dict, Iterable, List, Optional, Sequence, Tuple
 
 from edge_trash.atomic_files import write_bytes_atomic as _write_atomic
 from edge_trash.tfrecords.class_map import build_class_mapping, label_map_pbtxt, read_class_map
@@ -26,6 +26,7 @@ from edge_trash.tfrecords.images import ImageJob, ImageResult, convert_image, re
 from edge_trash.tfrecords.splits import assign_folds, assign_splits, shuffled
 from edge_trash.tfrecords.tf_example import ObjectBox, make_example_bytes
 from edge_trash.tfrecords.tfrecord_file import TFRecordWriter
+from edge_trash.tfrecords.workers import ordered_map
 
 SHARD_RE = re.compile(r"^(train|val|test|fold\d+)-\d{5}-of-\d{5}\.tfrecord$")
 
@@ -188,18 +189,6 @@ def _plan(dataset: CocoDataset, options: BuildOptions, target_of: Dict[int, Opti
     return plan, classes_of
 
 
-def _iter_results(jobs: List[ImageJob], workers: int) -> Iterator[ImageResult]:
-    if workers <= 1 or len(jobs) < 2:
-        for job in jobs:
-            yield convert_image(job)
-        return
-    import multiprocessing
-
-    ctx = multiprocessing.get_context("spawn")  # never fork a process that may hold TensorFlow threads
-    with ctx.Pool(processes=workers) as pool:
-        yield from pool.imap(convert_image, jobs, chunksize=2)
-
-
 def _progress(iterable: Iterable[ImageResult], total: int, enabled: bool) -> Iterable[ImageResult]:
     if not enabled:
         return iterable
@@ -260,7 +249,7 @@ def build_tfrecords(options: BuildOptions, progress: bool = False) -> Dict[str, 
     boxes_written = 0
     same_pixels: Dict[str, List[Tuple[int, str]]] = {}  # sha256 of the stored JPEG -> (image id, split)
     try:
-        for (split, pos), result in zip(where, _progress(_iter_results(jobs, options.workers), len(jobs), progress)):
+        for (split, pos), result in zip(where, _progress(ordered_map(convert_image, jobs, options.workers), len(jobs), progress)):
             im = images_by_id[result.image_id]
             if not result.ok:
                 reason = f"{result.reason}; {path_notes[im.id]}" if im.id in path_notes else result.reason

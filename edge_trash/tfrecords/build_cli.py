@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 import re
 import time
 from collections import Counter
@@ -11,16 +10,10 @@ from typing import Any, Dict, Optional, Tuple
 
 import click
 
+from edge_trash.tfrecords.workers import usable_cpus
+
 EXIT_NOTHING_WRITTEN = 1
 EXIT_STRICT = 4
-
-
-def usable_cpus() -> int:
-    """CPUs this process may run on (a container's or ``taskset``'s limit, not the host's count)."""
-    try:
-        return max(1, len(os.sched_getaffinity(0)))
-    except (AttributeError, OSError):  # not on Linux
-        return os.cpu_count() or 1
 
 
 BIG_ANNOTATIONS_BYTES = 50_000_000  # about 2 s of JSON parsing: say what the wait is for

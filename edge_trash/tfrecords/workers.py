@@ -1,0 +1,35 @@
+"""Run one function over many items in worker processes, results in input order.
+
+``build-tfrecords`` decodes photos and ``analyze`` measures them this way. Workers are
+spawned, never forked: the caller may hold TensorFlow's threads, which a fork copies in
+a broken state. With one worker (or one item) everything runs in this process.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Callable, Iterator, Sequence, TypeVar
+
+T = TypeVar("T")
+R = TypeVar("R")
+
+
+def usable_cpus() -> int:
+    """CPUs this process may run on (a container's or ``taskset``'s limit, not the host's count)."""
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except (AttributeError, OSError):  # not on Linux
+        return os.cpu_count() or 1
+
+
+def ordered_map(func: Callable[[T], R], items: Sequence[T], workers: int, chunksize: int = 2) -> Iterator[R]:
+    """``func(item)`` for each item, in order, computed by up to ``workers`` processes
+    (``func`` must be a module-level function: it is pickled by name)."""
+    if workers <= 1 or len(items) < 2:
+        yield from map(func, items)
+        return
+    import multiprocessing
+
+    ctx = multiprocessing.get_context("spawn")
+    with ctx.Pool(processes=min(workers, len(items))) as pool:
+        yield from pool.imap(func, items, chunksize=chunksize)
