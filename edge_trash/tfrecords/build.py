@@ -228,14 +228,12 @@ def build_tfrecords(options: BuildOptions, progress: bool = False) -> Dict[str, 
 
     jobs: List[ImageJob] = []
     where: List[Tuple[str, int]] = []
-    notes_of: Dict[int, List[str]] = {iid: [note] for iid, note in dataset.size_notes.items()}
-    path_notes: Dict[int, str] = {}  # how the file was looked for; part of the reason when it is skipped
+    path_notes: Dict[int, str] = {}  # how the file was found; part of the reason when it is skipped
     for split, members in plan:
         for pos, iid in enumerate(members):
             im = images_by_id[iid]
             path, path_note = paths[im.source].resolve(im.file_name)
             if path_note:
-                notes_of.setdefault(iid, []).append(path_note)
                 path_notes[iid] = path_note
             jobs.append(ImageJob(iid, str(path), im.width, im.height,
                                  options.max_size, options.max_pixels, options.quality))
@@ -258,7 +256,7 @@ def build_tfrecords(options: BuildOptions, progress: bool = False) -> Dict[str, 
                     boxes_dropped.append({"annotation_id": box.source_id, "image_id": im.id,
                                           "reason": f"its image was skipped: {reason}"})
                 continue
-            notes = notes_of.get(im.id, []) + result.notes
+            notes = [n for n in (dataset.size_notes.get(im.id), path_notes.get(im.id)) if n] + result.notes
             if notes:
                 image_notes.append({"image_id": im.id, "file_name": im.file_name, "notes": notes})
             objects: List[ObjectBox] = []
