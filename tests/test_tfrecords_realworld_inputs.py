@@ -694,8 +694,12 @@ def _icc_rgb_profile(name: str, red, green, blue, gamma: float = 2.2) -> bytes:
     return header + struct.pack(">I", len(tags)) + table + body
 
 
-def test_photos_tagged_with_another_colour_profile_are_stored_as_srgb(tmp_path):
+def test_photos_tagged_with_another_colour_profile_are_stored_as_srgb(tmp_path, monkeypatch):
     from PIL import ImageCms
+
+    from edge_trash.tfrecords import images
+
+    monkeypatch.setattr(images, "_transforms", {})  # count only this test's profiles
 
     # Red and green colorants swapped: a file whose stored (255, 0, 0) is sRGB's pure green.
     swapped = _icc_rgb_profile("Swapped RG", _SRGB_GREEN, _SRGB_RED, _SRGB_BLUE)
@@ -724,8 +728,6 @@ def test_photos_tagged_with_another_colour_profile_are_stored_as_srgb(tmp_path):
     for name in ("srgb_small.jpg", "plain_small.jpg"):
         assert jobs[name].notes == [] and jobs[name].jpeg == (tmp_path / name).read_bytes(), name
     # One transform per profile in a worker, not one per photo.
-    from edge_trash.tfrecords import images
-
     assert sum(1 for key in images._transforms if key[1] == "RGB") == 2  # the swapped profile and sRGB
 
 

@@ -17,7 +17,6 @@ frame the annotations were drawn on, so boxes normalised by the JSON size stay v
 
 from __future__ import annotations
 
-import hashlib
 import io
 import os
 import warnings
@@ -172,7 +171,7 @@ def colour_transform(icc: bytes, mode: str) -> Tuple[Optional[Any], str]:
     sRGB already or cannot be used; the note then says why (empty for sRGB).
     Transforms are cached per profile, so a dataset shot on one phone builds one.
     """
-    key = (hashlib.sha1(icc).digest(), mode)
+    key = (icc, mode)
     if key not in _transforms:
         _transforms[key] = _build_colour_transform(icc, mode)
     return _transforms[key]
