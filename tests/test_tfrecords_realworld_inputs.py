@@ -622,7 +622,9 @@ def test_classes_that_differ_only_in_case_or_spacing_are_flagged(tmp_path):
     stats = analyze(ann, out=tmp_path / "analysis", plots=False)
     flags = [f for f in stats["flags"] if f["kind"] == "similar_class_names"]
     assert [f["items"] for f in flags] == [["Plastic bag", "plastic-bag"]]
-    assert "'plastic-bag,Plastic bag'" in flags[0]["message"]
+    assert flags[0]["message"] == ("classes 'Plastic bag' / 'plastic-bag' differ only in case or spacing; if they are "
+                                   "one class, merge them with a --class-map listing every class, with the rows "
+                                   "'plastic-bag,Plastic bag'")
 
 
 @pytest.mark.parametrize("encode", ["utf-8-sig", "utf-16", "gzip"])

@@ -29,7 +29,7 @@ from typing import Any, Dict, Iterable, Iterator, List, Optional, Sequence, Tupl
 
 from edge_trash.atomic_files import write_bytes_atomic as _write_atomic
 from edge_trash.tfrecords import feature_keys as K
-from edge_trash.tfrecords.class_map import merge_rows, similar_names
+from edge_trash.tfrecords.class_map import similar_names, similar_names_warning
 from edge_trash.tfrecords.build import SHARD_RE
 from edge_trash.tfrecords.coco import CocoDataset, Rejected, load_coco_files
 from edge_trash.tfrecords.workers import ordered_map
@@ -567,9 +567,7 @@ def find_flags(where: str, stats: Dict[str, Any], th: Thresholds,
                 f"{len(problems['duplicate_annotation_ids'])} annotation ids are used more than once: "
                 + _examples(problems["duplicate_annotation_ids"]))
         for group in problems.get("similar_class_names", []):
-            add("similar_class_names", list(group),
-                f"classes {' / '.join(repr(n) for n in group)} differ only in case or spacing: if they are one "
-                f"class, merge them with a --class-map listing every class, with the rows {merge_rows(group)}")
+            add("similar_class_names", list(group), similar_names_warning(group))
         if problems["unused_categories"]:
             add("unused_categories", list(problems["unused_categories"]),
                 f"{len(problems['unused_categories'])} categories have no usable box: "

@@ -51,12 +51,10 @@ def summarize(report: Dict[str, Any], out: Path, seconds: float) -> str:
             lines.append(f"classes {label}: {', '.join(report[key])}")
     if report.get("bbox_format_warning"):
         lines.append(f"warning: {report['bbox_format_warning']}")
-    for group in report.get("similar_class_names", []):
-        from edge_trash.tfrecords.class_map import merge_rows
+    if report.get("similar_class_names"):
+        from edge_trash.tfrecords.class_map import similar_names_warning
 
-        lines.append(f"warning: classes {' / '.join(repr(n) for n in group)} differ only in case or spacing; if "
-                     f"they are one class, merge them with a --class-map listing every class, with the rows "
-                     f"{merge_rows(group)}")
+        lines += [f"warning: {similar_names_warning(group)}" for group in report["similar_class_names"]]
     if report["duplicate_annotation_ids"]:
         lines.append(f"duplicate annotation ids (kept, renumbered): {len(report['duplicate_annotation_ids'])}")
     for title, items in (("skipped images", report["images_skipped"]), ("dropped boxes", report["boxes_dropped"])):

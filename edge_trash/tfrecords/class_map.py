@@ -63,9 +63,12 @@ def similar_names(names: Sequence[str]) -> List[List[str]]:
     return [g for g in groups.values() if len(g) > 1]
 
 
-def merge_rows(group: Sequence[str]) -> str:
-    """The ``--class-map`` CSV rows that merge ``group`` into its first name."""
-    return "; ".join(f"'{n},{group[0]}'" for n in group[1:])
+def similar_names_warning(group: Sequence[str]) -> str:
+    """What to tell the user about one :func:`similar_names` group, with the
+    ``--class-map`` CSV rows that merge it into its first name."""
+    rows = "; ".join(f"'{n},{group[0]}'" for n in group[1:])
+    return (f"classes {' / '.join(repr(n) for n in group)} differ only in case or spacing; if they are one class, "
+            f"merge them with a --class-map listing every class, with the rows {rows}")
 
 
 def read_class_map(path: "str | Path") -> Dict[str, Optional[str]]:
