@@ -76,6 +76,13 @@ def test_class_map_errors_name_file_and_line(tmp_path):
         read_class_map(bad)
     with pytest.raises(ClassMapError, match="class map not found"):
         read_class_map(tmp_path / "nope.csv")
+    excel = tmp_path / "excel.csv"  # saved by Excel on Windows: CP-1252, not UTF-8
+    excel.write_bytes("Papier,papier à recycler\n".encode("cp1252"))
+    with pytest.raises(ClassMapError, match=r"excel\.csv: cannot read the class map \(.*\); save it as UTF-8 text"):
+        read_class_map(excel)
+    # Excel's UTF-8 (with a byte-order mark) and a quoted name across a line break read as the names mean.
+    excel.write_bytes("\ufeffsource,target\nPapier,papier à recycler\n\"glass\nbottle\",glass\n".encode("utf-8"))
+    assert read_class_map(excel) == {"Papier": "papier à recycler", "glass bottle": "glass"}
     with pytest.raises(ClassMapError, match="either --class-map or --supercategories"):
         build_class_mapping(CATS, [], {"a": "b"}, supercategories=True)
 

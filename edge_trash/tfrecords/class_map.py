@@ -10,6 +10,7 @@ into ``other`` or drops them.
 from __future__ import annotations
 
 import csv
+import io
 import re
 from collections import Counter
 from dataclasses import dataclass, field
@@ -81,12 +82,16 @@ def read_class_map(path: "str | Path") -> Dict[str, Optional[str]]:
     path = Path(path)
     if not path.is_file():
         raise ClassMapError(f"{path}: class map not found (give a CSV 'source_name,target_name' or a YAML mapping)")
+    try:
+        text = path.read_text(encoding="utf-8-sig")  # Excel writes a byte-order mark
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ClassMapError(f"{path}: cannot read the class map ({exc}); save it as UTF-8 text")
     mapping: Dict[str, Optional[str]] = {}
     if path.suffix.lower() in (".yaml", ".yml"):
         import yaml
 
         try:
-            data = yaml.safe_load(path.read_text(encoding="utf-8"))
+            data = yaml.safe_load(text)
         except yaml.YAMLError as exc:
             raise ClassMapError(f"{path}: not valid YAML: {exc}")
         if not isinstance(data, dict):
@@ -96,7 +101,7 @@ def read_class_map(path: "str | Path") -> Dict[str, Optional[str]]:
                 raise ClassMapError(f"{path}: key '{src}': the target must be a class name or empty, got {dst!r}")
             mapping[clean_name(str(src))] = clean_name(dst) if isinstance(dst, str) and clean_name(dst) else None
         return mapping
-    with path.open(newline="", encoding="utf-8-sig") as f:
+    with io.StringIO(text, newline="") as f:  # newline="": a quoted name may hold a line break
         for lineno, row in enumerate(csv.reader(f), start=1):
             if not row or all(not c.strip() for c in row) or row[0].lstrip().startswith("#"):
                 continue
