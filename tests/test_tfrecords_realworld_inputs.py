@@ -33,6 +33,16 @@ def _jpeg(path: Path, size, color=(200, 40, 40)) -> None:
     Image.new("RGB", size, color).save(path, format="JPEG", quality=95)
 
 
+def _one_can_per_image(ann: Path, file_names, size=(64, 48)) -> Path:
+    """A COCO file: image i+1 is ``file_names[i]`` (``size``) with one 'can' box."""
+    ids = range(1, len(file_names) + 1)
+    ann.write_text(json.dumps({
+        "images": [{"id": i, "file_name": n, "width": size[0], "height": size[1]} for i, n in zip(ids, file_names)],
+        "annotations": [{"id": i, "image_id": i, "category_id": 1, "bbox": [4, 4, 20, 20]} for i in ids],
+        "categories": [{"id": 1, "name": "can"}]}))
+    return ann
+
+
 # ----------------------------------------------------------------------------- file_name resolution
 
 
@@ -67,13 +77,8 @@ def test_build_reads_windows_and_foreign_paths_and_says_so(tmp_path):
     root = tmp_path / "data"
     _jpeg(root / "batch_1" / "a.jpg", (64, 48))
     _jpeg(root / "batch_2" / "a.jpg", (64, 48), color=(40, 40, 200))
-    coco = {"images": [{"id": 1, "file_name": "batch_1\\a.jpg", "width": 64, "height": 48},
-                       {"id": 2, "file_name": "D:\\labels\\data\\batch_2\\A.JPG", "width": 64, "height": 48},
-                       {"id": 3, "file_name": "batch_3/a.jpg", "width": 64, "height": 48}],
-            "annotations": [{"id": i, "image_id": i, "category_id": 1, "bbox": [4, 4, 20, 20]} for i in (1, 2, 3)],
-            "categories": [{"id": 1, "name": "can"}]}
-    ann = root / "ann.json"
-    ann.write_text(json.dumps(coco))
+    ann = _one_can_per_image(root / "ann.json", ["batch_1\\a.jpg", "D:\\labels\\data\\batch_2\\A.JPG",
+                                                 "batch_3/a.jpg"])
     report = build_tfrecords(BuildOptions(annotations=ann, images=root, out=tmp_path / "out",
                                           val_fraction=0, test_fraction=0))
     assert report["images_written"] == 2
@@ -822,12 +827,7 @@ def test_bare_file_names_are_found_in_sub_folders_when_unambiguous(tmp_path):
     assert paths.resolve("batch_9/IMG_0001.jpg") == (root / "batch_9/IMG_0001.jpg", None)
     assert paths.resolve("nothing.jpg") == (root / "nothing.jpg", None)
 
-    coco = {"images": [{"id": 1, "file_name": "IMG_0001.jpg", "width": 64, "height": 48},
-                       {"id": 2, "file_name": "000006.jpg", "width": 64, "height": 48}],
-            "annotations": [{"id": i, "image_id": i, "category_id": 1, "bbox": [4, 4, 20, 20]} for i in (1, 2)],
-            "categories": [{"id": 1, "name": "can"}]}
-    ann = tmp_path / "ann.json"
-    ann.write_text(json.dumps(coco))
+    ann = _one_can_per_image(tmp_path / "ann.json", ["IMG_0001.jpg", "000006.jpg"])
     report = build_tfrecords(BuildOptions(annotations=ann, images=root, out=tmp_path / "out",
                                           val_fraction=0, test_fraction=0))
     assert report["images_written"] == 1

@@ -69,7 +69,7 @@ class ImagePaths:
                     break
         return self._by_name
 
-    def _lower_listing(self, folder: Path) -> Optional[Dict[str, str]]:
+    def _loose_listing(self, folder: Path) -> Optional[Dict[str, str]]:
         if folder not in self._listings:
             try:
                 names = sorted(os.listdir(folder))
@@ -92,7 +92,7 @@ class ImagePaths:
             if (exact.is_dir() if i < len(parts) - 1 else exact.is_file()):
                 folder = exact
                 continue
-            listing = self._lower_listing(folder)
+            listing = self._loose_listing(folder)
             if listing is None or _loose(part) not in listing:
                 return None
             folder = folder / listing[_loose(part)]
