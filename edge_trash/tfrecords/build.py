@@ -247,7 +247,8 @@ def build_tfrecords(options: BuildOptions, progress: bool = False) -> Dict[str, 
     boxes_written = 0
     same_pixels: Dict[str, List[Tuple[int, str]]] = {}  # sha256 of the stored JPEG -> (image id, split)
     try:
-        for (split, pos), result in zip(where, _progress(ordered_map(convert_image, jobs, options.workers), len(jobs), progress)):
+        results = _progress(ordered_map(convert_image, jobs, options.workers), len(jobs), progress)
+        for (split, pos), result in zip(where, results):
             im = images_by_id[result.image_id]
             if not result.ok:
                 reason = f"{result.reason}; {path_notes[im.id]}" if im.id in path_notes else result.reason
