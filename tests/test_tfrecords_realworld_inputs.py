@@ -849,3 +849,61 @@ def test_the_name_search_stops_at_its_limit_and_says_so(tmp_path, monkeypatch):
     assert path == tmp_path / "5.jpg"
     assert note == ("only the first 3 files under the images folder were searched by name: is --images the "
                     "dataset's folder?")
+
+
+def test_names_with_folders_are_found_below_an_images_folder_given_too_high(tmp_path):
+    # TACO's layout with --images at the dataset root instead of data/: file_name "batch_1/000006.jpg".
+    root = tmp_path / "TACO"
+    _jpeg(root / "data" / "batch_1" / "000006.jpg", (64, 48))
+    _jpeg(root / "data" / "batch_2" / "000006.jpg", (64, 48))
+    _jpeg(root / "old" / "000007.jpg", (64, 48))
+    _jpeg(root / "a" / "batch_3" / "000008.jpg", (64, 48))
+    _jpeg(root / "b" / "batch_3" / "000008.jpg", (64, 48))
+    _jpeg(root / "x" / "data" / "batch_4" / "000009.jpg", (64, 48))
+    _jpeg(root / "y" / "batch_4" / "000009.jpg", (64, 48))
+    paths = ImagePaths(root)
+    assert paths.resolve("batch_2/000006.jpg") == (root / "data/batch_2/000006.jpg", (
+        "file_name 'batch_2/000006.jpg' not found as given; read 'data/batch_2/000006.jpg', the only file under the "
+        "images folder whose path ends in 'batch_2/000006.jpg': --images is probably a folder above the one "
+        "file_name is relative to"))
+    assert paths.resolve("BATCH_1\\000006.JPG")[0] == root / "data/batch_1/000006.jpg"  # Windows, other case
+    # The innermost folder must match: batch_9/000006.jpg and new/000007.jpg are other photos.
+    assert paths.resolve("batch_9/000006.jpg") == (root / "batch_9/000006.jpg", None)
+    assert paths.resolve("new/000007.jpg") == (root / "new/000007.jpg", None)
+    # Two equally good matches: neither is guessed.
+    assert paths.resolve("batch_3/000008.jpg") == (root / "batch_3/000008.jpg", (
+        "2 files under the images folder end in 'batch_3/000008.jpg' ('a/batch_3/000008.jpg', "
+        "'b/batch_3/000008.jpg'): write the sub-folder into file_name, or give --images as the folder it is "
+        "relative to"))
+    # The file that matches more of the given folders wins.
+    assert paths.resolve("/home/ann/data/batch_4/000009.jpg")[0] == root / "x/data/batch_4/000009.jpg"
+
+    ann = _one_can_per_image(tmp_path / "ann.json", ["batch_1/000006.jpg", "batch_2/000006.jpg"])
+    report = build_tfrecords(BuildOptions(annotations=ann, images=root, out=tmp_path / "out",
+                                          val_fraction=0, test_fraction=0))
+    assert (report["images_written"], report["images_skipped"]) == (2, [])
+
+
+def test_nothing_to_train_on_says_why_the_records_were_left_out(tmp_path):
+    from edge_trash.tfrecords.build import BuildError
+
+    ann = tmp_path / "ann.json"
+    ann.write_text(json.dumps({  # text ids the file's own annotations use: every image entry is refused
+        "images": [{"id": f"img_{i}", "file_name": f"{i}.jpg", "width": 64, "height": 48} for i in (1, 2)],
+        "annotations": [{"id": i, "image_id": f"img_{i}", "category_id": 1, "bbox": [4, 4, 20, 20]} for i in (1, 2)],
+        "categories": [{"id": 1, "name": "can"}]}))
+    with pytest.raises(BuildError) as err:
+        build_tfrecords(BuildOptions(annotations=ann, images=tmp_path, out=tmp_path / "out"))
+    assert str(err.value) == (
+        f"{ann}: no class has a usable box after validation and mapping; nothing to train on: 2 of 2 image entries "
+        "left out (2x 'id' must be an integer, got 'img_…'; the first, images[0]: 'id' must be an integer, got "
+        "'img_1'); 2 of 2 boxes left out (2x its image was skipped; the first, 1: its image was skipped)")
+
+    class_map = tmp_path / "map.csv"  # a map that names none of the file's classes
+    class_map.write_text("bottle,bottle\n")
+    _one_can_per_image(ann, ["1.jpg"])
+    with pytest.raises(BuildError) as err:
+        build_tfrecords(BuildOptions(annotations=ann, images=tmp_path, out=tmp_path / "out", class_map=class_map))
+    assert str(err.value) == (f"{ann}: no class has a usable box after validation and mapping; nothing to train "
+                              "on: every class was dropped by the class mapping (category 'can' is not in the class "
+                              "map)")

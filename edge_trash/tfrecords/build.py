@@ -14,6 +14,7 @@ import json
 import math
 import os
 import re
+from collections import Counter
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, Dict, Iterable, List, Optional, Sequence, Tuple
@@ -33,6 +34,36 @@ SHARD_RE = re.compile(r"^(train|val|test|fold\d+)-\d{5}-of-\d{5}\.tfrecord$")
 
 class BuildError(ValueError):
     """The build cannot start (bad option or unusable input); the message says what to fix."""
+
+
+def reason_kind(reason: str) -> str:
+    """A skip or drop reason without its particulars (values, sizes, paths), to count alike ones together."""
+    kind = reason.split(": ")[0].split(" (")[0]
+    kind = re.sub(r"\[[^\]]*\]|-?\d+(?:\.\d+)?(?:x\d+)?", "…", kind)
+    return re.sub(r"\s+", " ", kind).strip()[:70]
+
+
+def reasons_by_kind(reasons: Sequence[str], top: int = 6) -> str:
+    """``"20x file not found; 3x 'bbox' has zero or negative size"``: the commonest kinds of reason."""
+    counts = Counter(reason_kind(r) for r in reasons)
+    return "; ".join(f"{n}x {kind}" for kind, n in counts.most_common(top))
+
+
+def _nothing_to_train_on(given: str, dataset: CocoDataset, drop_reasons: Dict[int, str]) -> BuildError:
+    """The error when no box survives, with why the records were left out (the report is never written)."""
+    why = []
+    for what, rejected, total in (("image entries", dataset.rejected_images, len(dataset.rejected_images)
+                                   + len(dataset.images)),
+                                  ("boxes", dataset.rejected_boxes, dataset.boxes_total)):
+        if rejected:
+            first = rejected[0]
+            why.append(f"{len(rejected)} of {total} {what} left out ({reasons_by_kind([r.reason for r in rejected], 3)}"
+                       f"; the first, {first.record_id}: {first.reason})")
+    if dataset.boxes and drop_reasons:
+        why.append("every class was dropped by the class mapping (" + "; ".join(
+            dict.fromkeys(drop_reasons.values())) + ")")
+    return BuildError(f"{given}: no class has a usable box after validation and mapping; nothing to train on"
+                      + (": " + "; ".join(why) if why else ""))
 
 
 @dataclass
@@ -208,8 +239,7 @@ def build_tfrecords(options: BuildOptions, progress: bool = False) -> Dict[str, 
                                   options.min_instances, options.rare)
     if not mapping.names:
         given = ", ".join(map(str, options.annotation_files()))
-        raise BuildError(f"{given}: no class has a usable box after validation and mapping; "
-                         "nothing to train on")
+        raise _nothing_to_train_on(given, dataset, mapping.drop_reasons)
     names = mapping.names
     images_by_id = {im.id: im for im in dataset.images}
     plan, _ = _plan(dataset, options, mapping.target_of_category)

@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-import re
 import time
-from collections import Counter
 from pathlib import Path
 from typing import Any, Dict, Optional, Tuple
 
@@ -27,15 +25,10 @@ def announce_big_annotations(paths: Tuple[Path, ...]) -> None:
                    f"{sum(sizes) / 25e6:.0f} s ...", err=True)
 
 
-def reason_kind(reason: str) -> str:
-    """A skip or drop reason without its particulars (values, sizes, paths), to count alike ones together."""
-    kind = reason.split(": ")[0].split(" (")[0]
-    kind = re.sub(r"\[[^\]]*\]|-?\d+(?:\.\d+)?(?:x\d+)?", "…", kind)
-    return re.sub(r"\s+", " ", kind).strip()[:70]
-
-
 def summarize(report: Dict[str, Any], out: Path, seconds: float) -> str:
     """The human summary printed at the end of a build."""
+    from edge_trash.tfrecords.build import reasons_by_kind
+
     lines = []
     splits = ", ".join(f"{name} {s['images']} images / {s['boxes']} boxes" for name, s in report["splits"].items())
     lines.append(f"images: {report['images_written']} written, {len(report['images_skipped'])} skipped "
@@ -59,8 +52,7 @@ def summarize(report: Dict[str, Any], out: Path, seconds: float) -> str:
         lines.append(f"duplicate annotation ids (kept, renumbered): {len(report['duplicate_annotation_ids'])}")
     for title, items in (("skipped images", report["images_skipped"]), ("dropped boxes", report["boxes_dropped"])):
         if items:
-            counts = Counter(reason_kind(i["reason"]) for i in items)
-            lines.append(f"{title} by reason: " + "; ".join(f"{n}x {r}" for r, n in counts.most_common(6)))
+            lines.append(f"{title} by reason: " + reasons_by_kind([i["reason"] for i in items]))
     if report.get("duplicate_images"):
         groups = report["duplicate_images"]
         leaks = sum(1 for g in groups if len(g["splits"]) > 1)

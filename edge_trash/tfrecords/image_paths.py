@@ -11,12 +11,14 @@ combining accent: the two look alike and compare unequal). :class:`ImagePaths` t
 in order: the name as given; then each shorter tail of its path (longest first, so
 ``batch_1/000006.jpg`` is preferred to a bare ``000006.jpg`` and two sub-folders
 holding the same file name stay apart), each candidate exactly, then ignoring case and
-Unicode form; then the same for the URL-unescaped name. Last, a bare file name (no
-folder in it) found nowhere is looked up in every sub-folder (a flat export's
-``file_name`` with the photos still in ``batch_1/``, ``batch_2/``...): used when
-exactly one file has that name, otherwise the note lists the candidates. A name with
-a folder is never matched to a file of that name in another folder. The first
-file found wins, with a note saying how it was found.
+Unicode form; then the same for the URL-unescaped name. Last, a name found nowhere is
+looked up in every sub-folder: a bare file name (a flat export's ``file_name`` with
+the photos still in ``batch_1/``, ``batch_2/``...) by its name, a name with folders
+by its innermost folder and name (``batch_1/000006.jpg`` when ``--images`` is the
+dataset folder above ``images/batch_1/``), preferring the files that match the most
+of its folders. It is used when exactly one file matches, otherwise the note lists
+the candidates. A name with a folder is never matched to a file of that name in
+another folder. The first file found wins, with a note saying how it was found.
 """
 
 from __future__ import annotations
@@ -98,6 +100,22 @@ class ImagePaths:
             folder = folder / listing[_loose(part)]
         return folder if folder.is_file() else None
 
+    def _deeper(self, parts: List[str]) -> List[str]:
+        """Files anywhere under the images folder that end in ``parts``' file name and,
+        when ``parts`` has folders, in at least its innermost folder: those ending in the
+        most of ``parts`` (ignoring case and Unicode form)."""
+        want = [_loose(p) for p in reversed(parts)]
+        best, found = 0, []
+        for rel in self._name_index().get(want[0], []):
+            have = [_loose(p) for p in reversed(rel.split("/"))]
+            n = next((i for i, (a, b) in enumerate(zip(want, have)) if a != b), min(len(want), len(have)))
+            if n < min(len(want), 2) or n < best:
+                continue
+            if n > best:
+                best, found = n, []
+            found.append(rel)
+        return found
+
     def resolve(self, file_name: str) -> Tuple[Path, Optional[str]]:
         """``(path, note)``: the file to read and, when it was not ``images_dir/file_name``
         itself, a note saying what was used. A file found nowhere returns the plain path
@@ -119,16 +137,21 @@ class ImagePaths:
                     return found, (f"file_name {file_name!r} not found as given; read {used!r}{form} under "
                                    "the images folder")
         parts = _parts(unquoted)
-        if len(parts) != 1:  # "batch_9/000006.jpg" is not whichever 000006.jpg exists elsewhere
+        if not parts:
             return direct, None
-        candidates = self._name_index().get(_loose(parts[0]), [])
+        candidates = self._deeper(parts)
         if len(candidates) == 1:
+            if len(parts) == 1:
+                how = "the only file of that name under the images folder"
+            else:  # the whole folder chain matched, deeper down
+                how = (f"the only file under the images folder whose path ends in {'/'.join(parts[-2:])!r}: "
+                       "--images is probably a folder above the one file_name is relative to")
             return self.images_dir / candidates[0], (f"file_name {file_name!r} not found as given; read "
-                                                     f"{candidates[0]!r}, the only file of that name under the "
-                                                     "images folder")
+                                                     f"{candidates[0]!r}, {how}")
         if candidates:
             shown = ", ".join(repr(c) for c in candidates[:4]) + (", ..." if len(candidates) > 4 else "")
-            return direct, (f"{len(candidates)} files under the images folder have its name ({shown}): write "
+            what = "have its name" if len(parts) == 1 else f"end in {'/'.join(parts[-2:])!r}"
+            return direct, (f"{len(candidates)} files under the images folder {what} ({shown}): write "
                             "the sub-folder into file_name, or give --images as the folder it is relative to")
         if not self._index_complete:
             return direct, (f"only the first {TREE_INDEX_LIMIT:,} files under the images folder were searched "
