@@ -907,3 +907,31 @@ def test_nothing_to_train_on_says_why_the_records_were_left_out(tmp_path):
     assert str(err.value) == (f"{ann}: no class has a usable box after validation and mapping; nothing to train "
                               "on: every class was dropped by the class mapping (category 'can' is not in the class "
                               "map)")
+
+
+def test_ids_json_cannot_hold_are_reported_not_a_crash_after_the_shards(tmp_path):
+    # Python's json reads bare NaN/Infinity; report.json (strict JSON) must still list those records.
+    from edge_trash.tfrecords.analyze import analyze
+
+    root = tmp_path / "export"
+    _roboflow_export(root)
+    train, valid = root / "train" / "_annotations.coco.json", root / "valid" / "_annotations.coco.json"
+    coco = json.loads(train.read_text())
+    coco["images"][0]["id"] = float("nan")
+    coco["annotations"][1]["image_id"] = float("inf")
+    train.write_text(json.dumps(coco))
+    coco = json.loads(valid.read_text())
+    coco["annotations"][0]["category_id"] = [2]  # a list where an id belongs, in the second file of a merge
+    valid.write_text(json.dumps(coco))
+    report = build_tfrecords(BuildOptions(annotations=[train, valid], images=None, out=tmp_path / "out"))
+    written = json.loads((tmp_path / "out" / "report.json").read_text())
+    assert written["images_written"] == 4 and report["images_written"] == 4  # of 6
+    assert [(s["image_id"], s["reason"]) for s in written["images_skipped"]] == [
+        ("nan", "'id' must be an integer, got nan")]
+    assert [(d["annotation_id"], d["image_id"], d["reason"]) for d in written["boxes_dropped"]] == [
+        (0, 0, "unknown image_id 0 (no entry in 'images')"),  # the image entry whose id was NaN
+        (1, "inf", "unknown image_id inf (no entry in 'images')"),
+        (10, 10, f"unknown category_id '[2] (not in the categories of {valid})' (not in 'categories')")]
+    stats = analyze([train, valid], None, out=tmp_path / "analysis", plots=False)
+    assert json.loads((tmp_path / "analysis" / "stats.json").read_text())["annotations"]["images"] == \
+        stats["annotations"]["images"]

@@ -81,6 +81,21 @@ class Rejected:
     reason: str
     file_name: Optional[str] = None
 
+    def __post_init__(self) -> None:
+        self.record_id, self.image_id = _reportable(self.record_id), _reportable(self.image_id)
+
+
+def _reportable(value: Any) -> Any:
+    """An id as the file gave it, or its ``repr`` when JSON cannot hold it (``NaN``,
+    ``Infinity``), so that report.json can list the record."""
+    if value is None or type(value) in (int, str):
+        return value
+    try:
+        json.dumps(value, allow_nan=False)
+    except (TypeError, ValueError):
+        return repr(value)
+    return value
+
 
 @dataclass
 class CocoDataset:

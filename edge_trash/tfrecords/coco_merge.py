@@ -133,6 +133,9 @@ def merge_coco(files: Sequence[Tuple[Path, Dict[str, Any]]]
 
 
 def _key(value: Any) -> Any:
-    """A category id as a dict key: 3, 3.0 and "3" are the same id."""
+    """A category id as a dict key: 3, 3.0 and "3" are the same id; a list or object
+    (no id at all) is keyed by its text."""
     number = as_int(value)
-    return value if number is None else number
+    if number is not None:
+        return number
+    return value if isinstance(value, (str, float, type(None))) else repr(value)
