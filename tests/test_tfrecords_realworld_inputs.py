@@ -335,11 +335,12 @@ def test_ids_and_sizes_written_as_digit_strings_are_read_as_numbers(tmp_path):
                         {"id": 3, "image_id": "IMG_0008", "category_id": 2, "bbox": [3, 4, 10, 10]}],
         "categories": [{"id": "2", "name": "can"}]}))
     data = load_coco(ann)
-    assert [(im.id, im.width, im.height) for im in data.images] == [(7, 64, 48)]
-    assert [(b.image_id, b.category_id, b.x, b.y) for b in data.boxes] == [(7, 2, 1.0, 2.0), (7, 2, 3.0, 4.0)]
-    assert [(r.record_id, r.reason) for r in data.rejected_images] == [
-        ("images[1]", "'id' must be an integer, got 'IMG_0008'")]
-    assert [(r.record_id, r.reason) for r in data.rejected_boxes] == [(3, "its image was skipped")]
+    # "IMG_0008" is no number: it is numbered after the largest numeric id (see the text-id test below).
+    assert [(im.id, im.width, im.height) for im in data.images] == [(7, 64, 48), (8, 64, 48)]
+    assert [(b.image_id, b.category_id, b.x, b.y) for b in data.boxes] == [
+        (7, 2, 1.0, 2.0), (7, 2, 3.0, 4.0), (8, 2, 3.0, 4.0)]
+    assert data.text_image_ids == {"IMG_0008": 8}
+    assert data.rejected_images == [] and data.rejected_boxes == []
 
 
 def test_analyze_reads_heic_and_mpo_photos(tmp_path):
@@ -888,16 +889,16 @@ def test_nothing_to_train_on_says_why_the_records_were_left_out(tmp_path):
     from edge_trash.tfrecords.build import BuildError
 
     ann = tmp_path / "ann.json"
-    ann.write_text(json.dumps({  # text ids the file's own annotations use: every image entry is refused
-        "images": [{"id": f"img_{i}", "file_name": f"{i}.jpg", "width": 64, "height": 48} for i in (1, 2)],
-        "annotations": [{"id": i, "image_id": f"img_{i}", "category_id": 1, "bbox": [4, 4, 20, 20]} for i in (1, 2)],
+    ann.write_text(json.dumps({  # fractional ids the file's own annotations use: every image entry is refused
+        "images": [{"id": i + 0.5, "file_name": f"{i}.jpg", "width": 64, "height": 48} for i in (1, 2)],
+        "annotations": [{"id": i, "image_id": i + 0.5, "category_id": 1, "bbox": [4, 4, 20, 20]} for i in (1, 2)],
         "categories": [{"id": 1, "name": "can"}]}))
     with pytest.raises(BuildError) as err:
         build_tfrecords(BuildOptions(annotations=ann, images=tmp_path, out=tmp_path / "out"))
     assert str(err.value) == (
         f"{ann}: no class has a usable box after validation and mapping; nothing to train on: 2 of 2 image entries "
-        "left out (2x 'id' must be an integer, got 'img_…'; the first, images[0]: 'id' must be an integer, got "
-        "'img_1'); 2 of 2 boxes left out (2x its image was skipped; the first, 1: its image was skipped)")
+        "left out (2x 'id' must be an integer, got …; the first, images[0]: 'id' must be an integer, got 1.5); 2 of "
+        "2 boxes left out (2x its image was skipped; the first, 1: its image was skipped)")
 
     class_map = tmp_path / "map.csv"  # a map that names none of the file's classes
     class_map.write_text("bottle,bottle\n")
@@ -935,3 +936,43 @@ def test_ids_json_cannot_hold_are_reported_not_a_crash_after_the_shards(tmp_path
     stats = analyze([train, valid], None, out=tmp_path / "analysis", plots=False)
     assert json.loads((tmp_path / "analysis" / "stats.json").read_text())["annotations"]["images"] == \
         stats["annotations"]["images"]
+
+
+def test_image_ids_written_as_text_are_numbered_after_the_numeric_ones(tmp_path):
+    # Open Images style hex ids, mixed with numeric ones; a text id used twice, and one whose entry is unusable.
+    from edge_trash.tfrecords.analyze import analyze
+    from edge_trash.tfrecords.build_cli import summarize
+
+    for name in ("a.jpg", "b.jpg", "c.jpg", "d.jpg"):
+        _jpeg(tmp_path / name, (64, 48))
+    ann = tmp_path / "ann.json"
+    ann.write_text(json.dumps({
+        "images": [{"id": "000a1249af2bc5f0", "file_name": "a.jpg", "width": 64, "height": 48},
+                   {"id": 7, "file_name": "b.jpg", "width": 64, "height": 48},
+                   {"id": " 0b3c ", "file_name": "c.jpg", "width": 64, "height": 48},
+                   {"id": "0b3c", "file_name": "d.jpg", "width": 64, "height": 48},
+                   {"id": "broken", "file_name": "", "width": 64, "height": 48}],
+        "annotations": [{"id": 1, "image_id": "000a1249af2bc5f0", "category_id": 1, "bbox": [4, 4, 20, 20]},
+                        {"id": 2, "image_id": 7, "category_id": 1, "bbox": [4, 4, 20, 20]},
+                        {"id": 3, "image_id": "0b3c", "category_id": 1, "bbox": [4, 4, 20, 20]},
+                        {"id": 4, "image_id": "broken", "category_id": 1, "bbox": [4, 4, 20, 20]},
+                        {"id": 5, "image_id": "nowhere", "category_id": 1, "bbox": [4, 4, 20, 20]}],
+        "categories": [{"id": 1, "name": "can"}]}))
+    report = build_tfrecords(BuildOptions(annotations=ann, images=tmp_path, out=tmp_path / "out",
+                                          val_fraction=0, test_fraction=0))
+    assert report["image_ids_numbered"] == 2
+    assert sorted(json.loads((tmp_path / "out" / "splits.json").read_text())["splits"]["train"]) == [7, 8, 9]
+    assert sorted((n["image_id"], n["file_name"], n["notes"][0]) for n in report["image_notes"]) == [
+        (8, "a.jpg", "image id '000a1249af2bc5f0' is text: numbered 8 (splits.json and image/source_id hold the "
+                     "number)"),
+        (9, "c.jpg", "image id '0b3c' is text: numbered 9 (splits.json and image/source_id hold the number)")]
+    assert [(s["image_id"], s["reason"]) for s in report["images_skipped"]] == [
+        ("0b3c", "duplicate image id: only the first entry is used"),
+        ("broken", "'file_name' must be a non-empty string, got ''")]
+    assert [(d["annotation_id"], d["reason"]) for d in report["boxes_dropped"]] == [
+        (4, "its image was skipped"), (5, "unknown image_id 'nowhere' (no entry in 'images')")]
+    assert {int(ex.features.feature["image/source_id"].bytes_list.value[0]) for ex in _examples(tmp_path / "out")} \
+        == {7, 8, 9}
+    assert "image ids written as text, numbered after the numeric ones: 2 " in summarize(report, tmp_path, 1.0)
+    stats = analyze(ann, None, out=tmp_path / "analysis", plots=False)
+    assert stats["annotations"]["problems"]["image_ids_as_text"] == 2

@@ -209,6 +209,7 @@ def annotation_problems(dataset: CocoDataset) -> Dict[str, Any]:
         "duplicate_annotation_ids": dataset.duplicate_annotation_ids,
         "images_rejected": _rejected_rows(dataset.rejected_images),
         "image_sizes_read_from_files": sorted(dataset.size_notes),
+        "image_ids_as_text": len(dataset.text_image_ids),
         "unused_categories": [c.name for c in dataset.categories if c.id not in used],
         "similar_class_names": similar_names(list(dict.fromkeys(c.name for c in dataset.categories
                                                                  if c.id in used))),
@@ -743,6 +744,7 @@ def render_report(stats: Dict[str, Any], sections: List[Tuple[str, Dict[str, Any
                      ["duplicate annotation ids", len(p["duplicate_annotation_ids"])],
                      ["rejected image entries", len(p["images_rejected"])],
                      ["image sizes read from the files", len(p["image_sizes_read_from_files"])],
+                     ["image ids written as text (numbered by build-tfrecords)", p["image_ids_as_text"]],
                      ["unused categories", len(p["unused_categories"])],
                      ["images without boxes", p["images_without_boxes"]]]
             lines += _table(["problem", "count"], rows)

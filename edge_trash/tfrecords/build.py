@@ -250,6 +250,7 @@ def build_tfrecords(options: BuildOptions, progress: bool = False) -> Dict[str, 
         {"image_id": r.image_id if r.image_id is not None else r.record_id, "file_name": r.file_name,
          "reason": r.reason} for r in dataset.rejected_images]
     boxes_of = dataset.boxes_by_image()
+    id_notes = dataset.id_notes()
 
     out = Path(options.out)
     out.mkdir(parents=True, exist_ok=True)
@@ -287,7 +288,8 @@ def build_tfrecords(options: BuildOptions, progress: bool = False) -> Dict[str, 
                     boxes_dropped.append({"annotation_id": box.source_id, "image_id": im.id,
                                           "reason": f"its image was skipped: {reason}"})
                 continue
-            notes = [n for n in (dataset.size_notes.get(im.id), path_notes.get(im.id)) if n] + result.notes
+            notes = [n for n in (id_notes.get(im.id), dataset.size_notes.get(im.id), path_notes.get(im.id))
+                     if n] + result.notes
             if notes:
                 image_notes.append({"image_id": im.id, "file_name": im.file_name, "notes": notes})
             objects: List[ObjectBox] = []
@@ -355,6 +357,7 @@ def build_tfrecords(options: BuildOptions, progress: bool = False) -> Dict[str, 
         "bbox_format_warning": dataset.bbox_format_warning(),
         "duplicate_annotation_ids": dataset.duplicate_annotation_ids,
         "image_sizes_read_from_files": sorted(dataset.size_notes),
+        "image_ids_numbered": len(dataset.text_image_ids),  # ids written as text; image_notes map them back
         # the same picture under several image entries; across splits it inflates held-out scores
         "duplicate_images": duplicate_images,
         "background_images": sum(1 for ids in split_ids.values() for i in ids if not boxes_of[i]),

@@ -48,6 +48,9 @@ def summarize(report: Dict[str, Any], out: Path, seconds: float) -> str:
         from edge_trash.tfrecords.class_map import similar_names_warning
 
         lines += [f"warning: {similar_names_warning(group)}" for group in report["similar_class_names"]]
+    if report.get("image_ids_numbered"):
+        lines.append(f"image ids written as text, numbered after the numeric ones: {report['image_ids_numbered']} "
+                     "(splits.json and image/source_id hold the numbers; image_notes map them back)")
     if report["duplicate_annotation_ids"]:
         lines.append(f"duplicate annotation ids (kept, renumbered): {len(report['duplicate_annotation_ids'])}")
     for title, items in (("skipped images", report["images_skipped"]), ("dropped boxes", report["boxes_dropped"])):
@@ -60,7 +63,7 @@ def summarize(report: Dict[str, Any], out: Path, seconds: float) -> str:
                      + (f", {leaks} of them in more than one split (held-out scores are inflated: remove the "
                         "copies from the annotations)" if leaks else "") + " (see duplicate_images in report.json)")
     if report["image_notes"]:
-        lines.append(f"images adjusted (EXIF, colour mode, size, path): {len(report['image_notes'])} "
+        lines.append(f"images adjusted (EXIF, colour mode, size, path, id): {len(report['image_notes'])} "
                      "(see image_notes in report.json)")
     mb = report["bytes_written"] / 1e6
     lines.append(f"build-tfrecords: wrote {len(report['shards'])} shards ({mb:.1f} MB), labels.txt, "

@@ -115,6 +115,12 @@ class CocoDataset:
     size_notes: Dict[int, str] = field(default_factory=dict)
     sources: List[Any] = field(default_factory=list)  # coco_merge.MergedSource, one per annotation file
     boxes_read_as_corners: int = 0  # kept boxes whose 4 numbers also read as a valid [x1, y1, x2, y2]
+    text_image_ids: Dict[str, int] = field(default_factory=dict)  # image ids written as text -> our number
+
+    def id_notes(self) -> Dict[int, str]:
+        """image id -> a note for each image whose id the file wrote as text."""
+        return {n: f"image id {t!r} is text: numbered {n} (splits.json and image/source_id hold the number)"
+                for t, n in self.text_image_ids.items()}
 
     def bbox_format_warning(self) -> Optional[str]:
         """A warning when the boxes look written as ``[x1, y1, x2, y2]`` instead of COCO's
@@ -236,47 +242,64 @@ def _parse_categories(path: Path, raw: List[Any]) -> List[Category]:
     return cats
 
 
+def _text_id(value: Any) -> Optional[str]:
+    """An image id written as text that is not a number (``"000a1249af2bc5f0"``), stripped; else None."""
+    if isinstance(value, str) and value.strip() and not is_integral(value):
+        return value.strip()
+    return None
+
+
 def _parse_images(raw: List[Any], size_of: Optional[SizeReader] = None, sources: Optional[List[int]] = None
-                  ) -> Tuple[List[ImageRecord], List[Rejected], Dict[int, str]]:
+                  ) -> Tuple[List[ImageRecord], List[Rejected], Dict[int, str], Dict[str, int]]:
+    """``(images, rejected, size_notes, text_ids)``. Ids written as text are numbered
+    after the largest numeric id, in file order (``text_ids``: text -> number)."""
     images: List[ImageRecord] = []
     rejected: List[Rejected] = []
     size_notes: Dict[int, str] = {}
+    text_ids: Dict[str, int] = {}
+    first_free = max((int(im["id"]) for im in raw if isinstance(im, dict) and is_integral(im.get("id"))),
+                     default=0) + 1
     seen: set = set()
     for i, im in enumerate(raw):
         if not isinstance(im, dict):
             rejected.append(Rejected("image", f"images[{i}]", None, f"not an object: {im!r}"[:200]))
             continue
         iid, name = im.get("id"), im.get("file_name")
-        if not is_integral(iid):
+        text = _text_id(iid)
+        if text is None and not is_integral(iid):
             rejected.append(Rejected("image", f"images[{i}]", iid, f"'id' must be an integer, got {iid!r}",
                                      name if isinstance(name, str) else None))
             continue
-        iid = int(iid)
-        if iid in seen:
-            rejected.append(Rejected("image", iid, iid, "duplicate image id: only the first entry is used",
+        shown = text if text is not None else int(iid)  # the id as reports name it
+        duplicate = text in text_ids if text is not None else shown in seen
+        if duplicate:
+            rejected.append(Rejected("image", shown, shown, "duplicate image id: only the first entry is used",
                                      name if isinstance(name, str) else None))
             continue
+        iid = first_free + len(text_ids) if text is not None else int(iid)
         if not isinstance(name, str) or not name.strip():
-            rejected.append(Rejected("image", iid, iid, f"'file_name' must be a non-empty string, got {name!r}"))
+            rejected.append(Rejected("image", shown, shown, f"'file_name' must be a non-empty string, got {name!r}"))
             continue
         w, h = im.get("width"), im.get("height")
         if not (is_integral(w) and is_integral(h) and int(w) > 0 and int(h) > 0):
             given = "missing" if w is None and h is None else f"{w!r} x {h!r}"
             if size_of is None:
-                rejected.append(Rejected("image", iid, iid, f"'width'/'height' must be positive integers, got "
+                rejected.append(Rejected("image", shown, shown, f"'width'/'height' must be positive integers, got "
                                          f"{given}: fix them in the JSON, or give the images folder so they are "
                                          "read from the file", name))
                 continue
             size, why = size_of(name, sources[i] if sources else 0)
             if size is None:
-                rejected.append(Rejected("image", iid, iid, f"'width'/'height' are {given} in the JSON and the "
+                rejected.append(Rejected("image", shown, shown, f"'width'/'height' are {given} in the JSON and the "
                                          f"size cannot be read from the file: {why}", name))
                 continue
             w, h = size
             size_notes[iid] = f"'width'/'height' are {given} in the JSON: used {w}x{h} read from the file"
         seen.add(iid)
+        if text is not None:
+            text_ids[text] = iid
         images.append(ImageRecord(iid, name, int(w), int(h), sources[i] if sources else 0))
-    return images, rejected, size_notes
+    return images, rejected, size_notes, text_ids
 
 
 def bbox_from_segmentation(segmentation: Any) -> Optional[List[float]]:
@@ -380,7 +403,7 @@ def load_coco_files(paths: "Sequence[str | Path]", size_of: Optional[SizeReader]
     path = Path(paths[0])
     categories = _parse_categories(path, data["categories"])
     cat_ids = {c.id for c in categories}
-    images, rejected_images, size_notes = _parse_images(data["images"], size_of, image_source)
+    images, rejected_images, size_notes, text_ids = _parse_images(data["images"], size_of, image_source)
     by_id = {im.id: im for im in images}
     # ids of rejected image entries, as text: "7" for 7, 7.0 and "7"; "IMG_1" for "IMG_1"
     rejected_ids = {_id_text(r.image_id) for r in rejected_images if r.image_id is not None}
@@ -400,6 +423,8 @@ def load_coco_files(paths: "Sequence[str | Path]", size_of: Optional[SizeReader]
         key = aid if isinstance(aid, (int, str)) and not isinstance(aid, bool) else f"annotations[{i}]"
         id_count[key] = id_count.get(key, 0) + 1
         image = by_id.get(as_int(iid))  # type: ignore[arg-type]
+        if image is None and text_ids and _text_id(iid) is not None:
+            image = by_id.get(text_ids.get(_text_id(iid), 0))
         if image is None:
             why = ("its image was skipped" if iid is not None and _id_text(iid) in rejected_ids
                    else f"unknown image_id {iid!r} (no entry in 'images')")
@@ -431,4 +456,4 @@ def load_coco_files(paths: "Sequence[str | Path]", size_of: Optional[SizeReader]
                        boxes_total=len(data["annotations"]), boxes_clipped=clipped_count,
                        boxes_from_segmentation=from_segmentation,
                        duplicate_annotation_ids=duplicates, size_notes=size_notes, sources=sources,
-                       boxes_read_as_corners=as_corners)
+                       boxes_read_as_corners=as_corners, text_image_ids=text_ids)
