@@ -260,6 +260,32 @@ def test_cli_reports_bad_file_without_traceback(tmp_path):
     assert "Traceback" not in result.output
 
 
+@pytest.mark.parametrize("options, message", [
+    (["--val-fraction", "0.6", "--test-fraction", "0.5"],
+     "--val-fraction 0.6 + --test-fraction 0.5 leave no image to train on: their sum must be below 1"),
+    (["--folds", "50", "--test-fraction", "0.5"],
+     "--folds 50: only 10 images are left for the folds after --test-fraction 0.5 (of 20 usable); give fewer folds"),
+])
+def test_split_options_that_cannot_be_met_get_one_clear_error(tmp_path, options, message):
+    from click.testing import CliRunner
+
+    from edge_trash.cli import cli
+
+    images = tmp_path / "img"
+    images.mkdir()
+    for i in range(20):
+        Image.new("RGB", (32, 24), (200, 40, 40)).save(images / f"{i}.jpg")
+    ann = tmp_path / "ann.json"
+    ann.write_text(json.dumps({
+        "images": [{"id": i, "file_name": f"{i}.jpg", "width": 32, "height": 24} for i in range(20)],
+        "annotations": [{"id": i, "image_id": i, "category_id": 1, "bbox": [2, 2, 10, 10]} for i in range(20)],
+        "categories": [{"id": 1, "name": "can"}]}))
+    result = CliRunner().invoke(cli, ["build-tfrecords", "--annotations", str(ann), "--images", str(images),
+                                      "--out", str(tmp_path / "out"), "--quiet", "--workers", "1", *options])
+    assert result.exit_code == 1 and "Traceback" not in result.output
+    assert result.output.strip() == f"Error: {message}"
+
+
 def test_exit_codes_nothing_written_and_strict(tmp_path, sample_dataset):
     from click.testing import CliRunner
 

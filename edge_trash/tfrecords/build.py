@@ -127,6 +127,12 @@ class BuildOptions:
             raise BuildError(f"--workers must be at least 1, got {self.workers}")
         if self.folds == 1 or self.folds < 0:
             raise BuildError(f"--folds must be 0 (off) or at least 2, got {self.folds}")
+        for name, fraction in (("--val-fraction", self.val_fraction), ("--test-fraction", self.test_fraction)):
+            if not 0.0 <= fraction < 1.0:
+                raise BuildError(f"{name} must be at least 0 and below 1, got {fraction}")
+        if not (self.keep_splits or self.folds) and self.val_fraction + self.test_fraction >= 1.0:
+            raise BuildError(f"--val-fraction {self.val_fraction} + --test-fraction {self.test_fraction} leave no "
+                             "image to train on: their sum must be below 1")
 
 
 def shard_name(split: str, index: int, count: int) -> str:
@@ -211,6 +217,9 @@ def _plan(dataset: CocoDataset, options: BuildOptions, target_of: Dict[int, Opti
     elif options.folds:
         held = assign_splits(ids, classes_of, 0.0, options.test_fraction, options.seed)
         rest = held["train"]
+        if options.folds > len(rest):
+            raise BuildError(f"--folds {options.folds}: only {len(rest)} images are left for the folds after "
+                             f"--test-fraction {options.test_fraction} (of {len(ids)} usable); give fewer folds")
         folds = assign_folds(rest, classes_of, options.folds, options.seed)
         plan = [(f"fold{k}", fold) for k, fold in enumerate(folds)] + [("test", held["test"])]
     else:
