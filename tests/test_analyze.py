@@ -335,3 +335,30 @@ def test_long_tail_is_judged_on_train_and_missing_classes_on_held_out_splits():
         flags = {f["kind"]: f for f in find_flags(where, stats, Thresholds())}
         assert set(flags) == kinds
         assert flags.popitem()[1]["items"] == (["cup"] if where == "tfrecords/val" else ["can"])
+
+
+def test_records_from_other_tools_with_empty_or_repeated_fields_are_reported_not_a_crash(tmp_path):
+    import tensorflow as tf
+
+    def feature(**kw):
+        return {k: (tf.train.Feature(int64_list=tf.train.Int64List(value=v)) if isinstance(v[0] if v else 0, int)
+                    else tf.train.Feature(bytes_list=tf.train.BytesList(value=v))) for k, v in kw.items()}
+
+    buf = io.BytesIO()
+    Image.new("RGB", (64, 48), (200, 200, 200)).save(buf, format="JPEG")
+    records = [  # a width written twice; a record whose image/encoded list is empty
+        feature(**{"image/width": [64, 99], "image/height": [48], "image/encoded": [buf.getvalue()],
+                   "image/source_id": [b"1"]}),
+        feature(**{"image/width": [64], "image/height": [48], "image/encoded": [], "image/source_id": [b"2"]})]
+    folder = tmp_path / "records"
+    folder.mkdir()
+    with tf.io.TFRecordWriter(str(folder / "train-00000-of-00001.tfrecord")) as writer:
+        for f in records:
+            writer.write(tf.train.Example(features=tf.train.Features(feature=f)).SerializeToString())
+    stats = analyze(tfrecords=folder, out=tmp_path / "out", plots=False)
+    split = stats["tfrecords"]["splits"]["train"]
+    assert split["images"] == 2
+    assert split["image_sizes"]["distinct"] == [{"width": 64, "height": 48, "images": 2}]  # the first width
+    assert [u["image_id"] for u in split["brightness"]["unreadable"]] == ["2"]
+    assert split["brightness"]["unreadable"][0]["reason"].startswith(
+        "train-00000-of-00001.tfrecord record 1: stored image cannot be decoded: ")

@@ -323,7 +323,7 @@ def _record_source(split: str, files: List[Path], label_names: List[str], read_i
     for path, n, raw in _progress(_iter_records(files), f"analyze {split}", progress, total):
         feature = tf.train.Example.FromString(raw).features.feature
         where = f"{path.name} record {n}"
-        (width,), (height,) = ints(feature, K.WIDTH) or [0], ints(feature, K.HEIGHT) or [0]
+        width, height = (ints(feature, K.WIDTH) or [0])[0], (ints(feature, K.HEIGHT) or [0])[0]
         if width <= 0 or height <= 0:
             raise AnalyzeError(f"{where}: missing or bad {K.WIDTH}/{K.HEIGHT}; build the TFRecords again")
         source_id = (texts(feature, K.SOURCE_ID) or [f"{path.name}:{n}"])[0]
@@ -345,7 +345,8 @@ def _record_source(split: str, files: List[Path], label_names: List[str], read_i
                 seen_names.append(name)
             source.boxes.append(BoxEntry(source_id, name, (xmax[i] - xmin[i]) * width, (ymax[i] - ymin[i]) * height))
         if read_images and source.luma is not None:
-            encoded = feature[K.ENCODED].bytes_list.value[0] if K.ENCODED in feature else b""
+            stored = feature[K.ENCODED].bytes_list.value if K.ENCODED in feature else []
+            encoded = stored[0] if stored else b""
             try:
                 source.luma[source_id] = mean_luma(encoded)
             except Exception as exc:  # report every undecodable record, whatever Pillow raises
