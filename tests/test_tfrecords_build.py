@@ -231,8 +231,8 @@ def test_colour_modes_are_converted_to_rgb(tmp_path):
     ("[]", "the top level must be a JSON object"),
     ('{"images": [], "annotations": []}', "missing the top-level key 'categories'"),
     ('{"images": {}, "annotations": [], "categories": []}', "'images' must be a list, got dict"),
-    ('{"images": [], "annotations": [], "categories": [{"id": "x", "name": "a"}]}',
-     "categories[0].id: expected an integer, got 'x'"),
+    ('{"images": [], "annotations": [], "categories": [{"id": 1.5, "name": "a"}]}',
+     "categories[0].id: expected an integer, got 1.5"),
     ('{"images": [], "annotations": [], "categories": [{"id": 1}]}',
      "categories[0].name: expected a non-empty string"),
 ])

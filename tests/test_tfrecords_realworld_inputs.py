@@ -976,3 +976,35 @@ def test_image_ids_written_as_text_are_numbered_after_the_numeric_ones(tmp_path)
     assert "image ids written as text, numbered after the numeric ones: 2 " in summarize(report, tmp_path, 1.0)
     stats = analyze(ann, None, out=tmp_path / "analysis", plots=False)
     assert stats["annotations"]["problems"]["image_ids_as_text"] == 2
+
+
+def test_category_ids_written_as_text_are_matched_by_that_text(tmp_path):
+    from edge_trash.tfrecords.coco import CocoFormatError, load_coco, load_coco_files
+
+    ann = tmp_path / "ann.json"
+    coco = {"images": [{"id": 1, "file_name": "a.jpg", "width": 64, "height": 48}],
+            "annotations": [{"id": 1, "image_id": 1, "category_id": "can", "bbox": [1, 1, 9, 9]},
+                            {"id": 2, "image_id": 1, "category_id": 4, "bbox": [2, 2, 9, 9]},
+                            {"id": 3, "image_id": 1, "category_id": " cup ", "bbox": [3, 3, 9, 9]},
+                            {"id": 4, "image_id": 1, "category_id": "lid", "bbox": [4, 4, 9, 9]}],
+            "categories": [{"id": "can", "name": "Can"}, {"id": 4, "name": "bottle"}, {"id": "cup", "name": "cup"}]}
+    ann.write_text(json.dumps(coco))
+    data = load_coco(ann)
+    assert [(c.id, c.name, c.text_id) for c in data.categories] == [(5, "Can", "can"), (4, "bottle", None),
+                                                                     (6, "cup", "cup")]
+    assert [(b.source_id, b.category_id) for b in data.boxes] == [(1, 5), (2, 4), (3, 6)]
+    assert [(r.record_id, r.reason) for r in data.rejected_boxes] == [
+        (4, "unknown category_id 'lid' (not in 'categories')")]
+    # A second file of a merge names the same classes by other ids: matched by name as always.
+    other = tmp_path / "valid" / "ann.json"
+    other.parent.mkdir()
+    other.write_text(json.dumps({
+        "images": [{"id": 1, "file_name": "b.jpg", "width": 64, "height": 48}],
+        "annotations": [{"id": 1, "image_id": 1, "category_id": "c1", "bbox": [1, 1, 9, 9]}],
+        "categories": [{"id": "c1", "name": "cup"}]}))
+    merged = load_coco_files([ann, other])
+    assert [(b.image_id, b.category_id) for b in merged.boxes][-1] == (11, 6)
+    coco["categories"].append({"id": "can", "name": "tin"})
+    ann.write_text(json.dumps(coco))
+    with pytest.raises(CocoFormatError, match=r"categories\[3\]\.id: id 'can' is used twice \('Can' and 'tin'\)"):
+        load_coco(ann)

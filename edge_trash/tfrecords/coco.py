@@ -42,6 +42,7 @@ class Category:
     id: int
     name: str
     supercategory: str
+    text_id: Optional[str] = None  # the id as the file wrote it when that was text, not a number
 
 
 @dataclass(frozen=True)
@@ -218,35 +219,43 @@ def _read_json(path: Path) -> Dict[str, Any]:
     return data
 
 
+def _text_id(value: Any) -> Optional[str]:
+    """An id written as text that is not a number (``"000a1249af2bc5f0"``), stripped; else None."""
+    if isinstance(value, str) and value.strip() and not is_integral(value):
+        return value.strip()
+    return None
+
+
 def _parse_categories(path: Path, raw: List[Any]) -> List[Category]:
+    """The file's categories; ids written as text (``"can"``) are numbered after the
+    largest numeric id, in file order (the text is kept in ``text_id``)."""
     cats: List[Category] = []
-    seen: Dict[int, str] = {}
+    seen: Dict[Any, str] = {}
+    first_free = max((int(c["id"]) for c in raw if isinstance(c, dict) and is_integral(c.get("id"))),
+                     default=0) + 1
+    numbered = 0
     for i, c in enumerate(raw):
         where = f"{path}: categories[{i}]"
         if not isinstance(c, dict):
             raise CocoFormatError(f"{where}: expected an object with 'id' and 'name', got {c!r}")
-        if "id" not in c or not is_integral(c["id"]):
+        text = _text_id(c.get("id"))
+        if text is None and ("id" not in c or not is_integral(c["id"])):
             raise CocoFormatError(f"{where}.id: expected an integer, got {c.get('id')!r}")
         if not isinstance(c.get("name"), str) or not clean_name(c["name"]):
             raise CocoFormatError(f"{where}.name: expected a non-empty string, got {c.get('name')!r}")
-        cid = int(c["id"])
-        if cid in seen:
-            raise CocoFormatError(f"{where}.id: id {cid} is used twice ('{seen[cid]}' and '{c['name']}'); "
+        key: Any = text if text is not None else int(c["id"])
+        if key in seen:
+            raise CocoFormatError(f"{where}.id: id {key!r} is used twice ('{seen[key]}' and '{c['name']}'); "
                                   "category ids must be unique")
-        seen[cid] = c["name"]
+        seen[key] = c["name"]
         name, sup = clean_name(c["name"]), c.get("supercategory")
         sup = clean_name(sup) if isinstance(sup, str) else ""
-        cats.append(Category(cid, name, sup or name))
+        if text is not None:
+            key, numbered = first_free + numbered, numbered + 1
+        cats.append(Category(key, name, sup or name, text))
     if not cats:
         raise CocoFormatError(f"{path}: 'categories' is empty; at least one category is needed")
     return cats
-
-
-def _text_id(value: Any) -> Optional[str]:
-    """An image id written as text that is not a number (``"000a1249af2bc5f0"``), stripped; else None."""
-    if isinstance(value, str) and value.strip() and not is_integral(value):
-        return value.strip()
-    return None
 
 
 def _parse_images(raw: List[Any], size_of: Optional[SizeReader] = None, sources: Optional[List[int]] = None
@@ -403,6 +412,7 @@ def load_coco_files(paths: "Sequence[str | Path]", size_of: Optional[SizeReader]
     path = Path(paths[0])
     categories = _parse_categories(path, data["categories"])
     cat_ids = {c.id for c in categories}
+    text_cat_ids = {c.text_id: c.id for c in categories if c.text_id is not None}
     images, rejected_images, size_notes, text_ids = _parse_images(data["images"], size_of, image_source)
     by_id = {im.id: im for im in images}
     # ids of rejected image entries, as text: "7" for 7, 7.0 and "7"; "IMG_1" for "IMG_1"
@@ -430,7 +440,7 @@ def load_coco_files(paths: "Sequence[str | Path]", size_of: Optional[SizeReader]
                    else f"unknown image_id {iid!r} (no entry in 'images')")
             rejected_boxes.append(Rejected("annotation", key, iid, why))
             continue
-        cid = as_int(cid)
+        cid = as_int(cid) if _text_id(cid) is None else text_cat_ids.get(_text_id(cid))
         if cid not in cat_ids:
             rejected_boxes.append(Rejected("annotation", key, iid,
                                            f"unknown category_id {ann.get('category_id')!r} (not in 'categories')"))
