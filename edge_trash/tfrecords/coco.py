@@ -226,13 +226,18 @@ def _text_id(value: Any) -> Optional[str]:
     return None
 
 
+def _first_free_id(records: List[Any]) -> int:
+    """The number after the largest numeric ``id`` among ``records`` (1 when there is none):
+    where ids written as text start."""
+    return max((int(r["id"]) for r in records if isinstance(r, dict) and is_integral(r.get("id"))), default=0) + 1
+
+
 def _parse_categories(path: Path, raw: List[Any]) -> List[Category]:
     """The file's categories; ids written as text (``"can"``) are numbered after the
     largest numeric id, in file order (the text is kept in ``text_id``)."""
     cats: List[Category] = []
     seen: Dict[Any, str] = {}
-    first_free = max((int(c["id"]) for c in raw if isinstance(c, dict) and is_integral(c.get("id"))),
-                     default=0) + 1
+    first_free = _first_free_id(raw)
     numbered = 0
     for i, c in enumerate(raw):
         where = f"{path}: categories[{i}]"
@@ -266,8 +271,7 @@ def _parse_images(raw: List[Any], size_of: Optional[SizeReader] = None, sources:
     rejected: List[Rejected] = []
     size_notes: Dict[int, str] = {}
     text_ids: Dict[str, int] = {}
-    first_free = max((int(im["id"]) for im in raw if isinstance(im, dict) and is_integral(im.get("id"))),
-                     default=0) + 1
+    first_free = _first_free_id(raw)
     seen: set = set()
     for i, im in enumerate(raw):
         if not isinstance(im, dict):
