@@ -143,7 +143,7 @@ class ImagePaths:
         if len(candidates) == 1:
             if len(parts) == 1:
                 how = "the only file of that name under the images folder"
-            else:  # the whole folder chain matched, deeper down
+            else:  # its innermost folder and name (at least) matched, deeper down
                 how = (f"the only file under the images folder whose path ends in {'/'.join(parts[-2:])!r}: "
                        "--images is probably a folder above the one file_name is relative to")
             return self.images_dir / candidates[0], (f"file_name {file_name!r} not found as given; read "
