@@ -19,7 +19,6 @@ import io
 import json
 import math
 import os
-import re
 import statistics
 import time
 from collections import Counter
@@ -30,6 +29,7 @@ from typing import Any, Dict, Iterable, Iterator, List, Optional, Sequence, Tupl
 from edge_trash.atomic_files import write_bytes_atomic as _write_atomic
 from edge_trash.tfrecords import feature_keys as K
 from edge_trash.tfrecords.class_map import similar_names, similar_names_warning
+from edge_trash.tfrecords.analyze_report import render_report, write_plots
 from edge_trash.tfrecords.build import SHARD_RE
 from edge_trash.tfrecords.coco import CocoDataset, Rejected, load_coco_files
 from edge_trash.tfrecords.workers import ordered_map
@@ -580,177 +580,7 @@ def find_flags(where: str, stats: Dict[str, Any], th: Thresholds,
     return flags
 
 
-# ----------------------------------------------------------------------------- output
-
-
-def _slug(name: str) -> str:
-    return re.sub(r"[^A-Za-z0-9]+", "_", name).strip("_")
-
-
-def write_plots(name: str, stats: Dict[str, Any], sqrt_areas: Sequence[float], th: Thresholds,
-                out: Path) -> List[str]:
-    """Write the PNG plots of one source into ``out``; returns their file names.
-
-    ``sqrt_areas`` are the square roots of the box areas, for the box-size histogram.
-    """
-    import matplotlib
-
-    matplotlib.use("Agg")
-    from matplotlib import pyplot as plt
-
-    slug = _slug(name)
-    written: List[str] = []
-
-    def save(fig: Any, suffix: str) -> None:
-        buf = io.BytesIO()
-        fig.tight_layout()
-        fig.savefig(buf, format="png", dpi=90)
-        plt.close(fig)
-        file_name = f"{slug}_{suffix}.png"
-        _write_atomic(out / file_name, buf.getvalue())
-        written.append(file_name)
-
-    classes = sorted(stats["classes"], key=lambda c: c["instances"])
-    fig, ax = plt.subplots(figsize=(7, max(2.5, 0.22 * len(classes) + 1)))
-    colors = ["tab:red" if c["instances"] < th.rare_instances else "tab:blue" for c in classes]
-    ax.barh([c["name"] for c in classes], [c["instances"] for c in classes], color=colors)
-    ax.axvline(th.rare_instances, color="tab:red", linestyle="--", linewidth=1,
-               label=f"long tail (< {th.rare_instances})")
-    used = [c["instances"] for c in classes if c["instances"] > 0]
-    if used and max(used) > 50 * min(used):
-        ax.set_xscale("symlog")
-    ax.set_xlabel("instances")
-    ax.set_title(f"{name}: instances per class")
-    ax.legend(loc="lower right", fontsize=8)
-    ax.tick_params(axis="y", labelsize=7)
-    save(fig, "classes")
-
-    hist = stats["boxes_per_image"]["histogram"]
-    fig, ax = plt.subplots(figsize=(6, 3))
-    ax.bar([int(k) for k in hist], list(hist.values()), color="tab:blue")
-    ax.set_xlabel("boxes in the image")
-    ax.set_ylabel("images")
-    ax.set_title(f"{name}: boxes per image")
-    save(fig, "boxes_per_image")
-
-    sq = list(sqrt_areas)
-    fig, ax = plt.subplots(figsize=(6, 3))
-    if sq:
-        positive = [max(v, 0.5) for v in sq]
-        bins = [10 ** (k / 20) for k in range(int(math.floor(20 * math.log10(min(positive)))),
-                                                int(math.ceil(20 * math.log10(max(positive)))) + 2)]
-        ax.hist(positive, bins=bins, color="tab:blue")
-        ax.set_xscale("log")
-    for edge, label in ((math.sqrt(th.small_area), "small | medium"), (math.sqrt(th.medium_area), "medium | large")):
-        ax.axvline(edge, color="tab:red", linestyle="--", linewidth=1)
-        ax.text(edge, 0.92, f" {label}", color="tab:red", fontsize=7, transform=ax.get_xaxis_transform())
-    ax.set_xlabel("sqrt(box area) in " + stats["frame"].split(" (")[0])
-    ax.set_ylabel("boxes")
-    ax.set_title(f"{name}: box sizes")
-    save(fig, "box_sizes")
-
-    dims = stats["image_sizes"]["distinct"]
-    fig, ax = plt.subplots(figsize=(5, 4))
-    if dims:
-        ax.scatter([d["width"] for d in dims], [d["height"] for d in dims],
-                   s=[20 + 180 * d["images"] / max(x["images"] for x in dims) for d in dims], alpha=0.6)
-    ax.set_xlabel("width (px)")
-    ax.set_ylabel("height (px)")
-    ax.set_title(f"{name}: image sizes")
-    save(fig, "image_sizes")
-
-    bright = stats.get("brightness")
-    if bright and bright["per_image"]:
-        fig, ax = plt.subplots(figsize=(6, 3))
-        ax.hist(list(bright["per_image"].values()), bins=[4 * k for k in range(65)], color="tab:blue")
-        ax.axvline(th.dark_luma, color="tab:red", linestyle="--", linewidth=1, label=f"dark (< {th.dark_luma:g})")
-        ax.set_xlabel("mean luma (0-255)")
-        ax.set_ylabel("images")
-        ax.set_title(f"{name}: brightness")
-        ax.legend(fontsize=8)
-        save(fig, "brightness")
-    return written
-
-
-def _table(header: Sequence[str], rows: Iterable[Sequence[Any]]) -> List[str]:
-    lines = ["| " + " | ".join(header) + " |", "|" + "|".join("---" for _ in header) + "|"]
-    lines += ["| " + " | ".join(str(v) for v in row) + " |" for row in rows]
-    return lines + [""]
-
-
-def _fmt(value: Optional[float], digits: int = 1) -> str:
-    return "-" if value is None else f"{value:,.{digits}f}"
-
-
-def render_report(stats: Dict[str, Any], sections: List[Tuple[str, Dict[str, Any], List[str]]]) -> str:
-    """``report.md``: flags first, then one section per ``(name, stats, plot files)`` with tables and plots."""
-    th = stats["thresholds"]
-    lines = ["# Dataset analysis", ""]
-    src = stats["inputs"]
-    def shown(value: Any) -> str:
-        return ", ".join(f"`{v}`" for v in value) if isinstance(value, list) else f"`{value}`"
-
-    lines += [f"- annotations: {shown(src['annotations'])}" if src["annotations"] else "- annotations: not given",
-              f"- images: {shown(src['images'])}" if src["images"] else "- images: not read (brightness not measured)",
-              f"- tfrecords: `{src['tfrecords']}`" if src["tfrecords"] else "- tfrecords: not given", ""]
-    lines += ["## Flags", ""]
-    if stats["flags"]:
-        lines += [f"- **{f['kind'].replace('_', ' ')}** ({f['where']}): {f['message']}" for f in stats["flags"]]
-    else:
-        lines.append("None.")
-    lines.append("")
-    if stats.get("tfrecords") and len(stats["tfrecords"]["splits"]) > 1:
-        splits = stats["tfrecords"]["splits"]
-        names: List[str] = []
-        for s in splits.values():
-            names += [c["name"] for c in s["classes"] if c["name"] not in names]
-        counts = {split: {c["name"]: c["instances"] for c in s["classes"]} for split, s in splits.items()}
-        lines += ["## Classes per split (TFRecords)", ""]
-        lines += _table(["class"] + list(splits), [[n] + [counts[s].get(n, 0) for s in splits] for n in names])
-    for name, s, plots in sections:
-        lines += [f"## {name}", "", f"{s['images']} images, {s['boxes']} boxes. Box sizes in {s['frame']}.", ""]
-        lines += _table(["class", "instances", "share", "images", "small", "medium", "large", "tiny"],
-                        [[c["name"] + (" (long tail)" if 0 < c["instances"] < th["rare_instances"] else ""),
-                          c["instances"], f"{c['share']:.1%}", c["images"], c["small"], c["medium"], c["large"],
-                          c["tiny"]] for c in sorted(s["classes"], key=lambda c: -c["instances"])])
-        b, z = s["boxes_per_image"], s["box_sizes"]
-        lines += [f"Boxes per image: median {_fmt(b['median'])}, mean {_fmt(b['mean'], 2)}, max {_fmt(b['max'], 0)}; "
-                  f"images without boxes: {b['histogram'].get('0', 0)}.", "",
-                  f"Box sizes (COCO, area < {th['small_area']:g} / < {th['medium_area']:g} px): small {z['small']}, "
-                  f"medium {z['medium']}, large {z['large']}; tiny (small or a side < {th['tiny_relative_side']:.0%} "
-                  f"of the image): {z['tiny']} ({z['tiny_share']:.1%}); median sqrt(area) "
-                  f"{_fmt(z['sqrt_area_px']['median'])} px.", ""]
-        sizes, a = s["image_sizes"], s["aspect_ratios"]
-        lines += _table(["width x height", "images"], [[f"{d['width']} x {d['height']}", d["images"]]
-                                                       for d in sizes["distinct"][:10]])
-        if len(sizes["distinct"]) > 10:
-            lines += [f"... and {len(sizes['distinct']) - 10} more sizes.", ""]
-        lines += [f"Aspect ratio (width/height): median {_fmt(a['median'], 2)}, range {_fmt(a['min'], 2)}-"
-                  f"{_fmt(a['max'], 2)}; landscape {a['landscape']}, portrait {a['portrait']}, square {a['square']}. "
-                  f"Size outliers: {len(sizes['outliers'])}."
-                  + (f" Files whose size differs from the JSON: {len(sizes['json_mismatch'])}."
-                     if "json_mismatch" in sizes else ""), ""]
-        if s["brightness"]:
-            m = s["brightness"]["mean_luma"]
-            lines += [f"Brightness (mean luma of {s['brightness']['measured']} images): median {_fmt(m['median'])}, "
-                      f"range {_fmt(m['min'])}-{_fmt(m['max'])}; dark (< {th['dark_luma']:g}): "
-                      f"{len(s['brightness']['dark'])}; unreadable: {len(s['brightness']['unreadable'])}.", ""]
-        if s.get("problems"):
-            p = s["problems"]
-            lines += ["Annotation problems:", ""]
-            rows = [[k.replace("_", " "), n] for k, n in p["boxes_rejected_by_kind"].items() if n]
-            rows += [["boxes past the image (clipped + outside)", p["boxes_past_image"]],
-                     ["boxes clipped to the image (kept)", p["boxes_clipped"]],
-                     ["boxes taken from the segmentation (no bbox)", p["boxes_from_segmentation"]],
-                     ["duplicate annotation ids", len(p["duplicate_annotation_ids"])],
-                     ["rejected image entries", len(p["images_rejected"])],
-                     ["image sizes read from the files", len(p["image_sizes_read_from_files"])],
-                     ["image ids written as text (numbered by build-tfrecords)", p["image_ids_as_text"]],
-                     ["unused categories", len(p["unused_categories"])],
-                     ["images without boxes", p["images_without_boxes"]]]
-            lines += _table(["problem", "count"], rows)
-        lines += [f"![{Path(p).stem}]({p})" for p in plots] + [""]
-    return "\n".join(lines)
+# ----------------------------------------------------------------------------- entry point
 
 
 def _as_paths(value: Any) -> List[Path]:
