@@ -1,8 +1,10 @@
-"""The TensorFlow-free record writer: byte-identical to TensorFlow's own Example and TFRecord output."""
+"""The TensorFlow-free record writer and reader: byte-identical to TensorFlow's own Example and TFRecord
+output, and reading back exactly what TensorFlow reads."""
 
 from __future__ import annotations
 
 import json
+import struct
 import subprocess
 import sys
 from pathlib import Path
@@ -10,8 +12,9 @@ from pathlib import Path
 import pytest
 
 from edge_trash.tfrecords import feature_keys as K
-from edge_trash.tfrecords.tf_example import BYTES, FLOAT, INT64, ObjectBox, make_example_bytes, serialize_example
-from edge_trash.tfrecords.tfrecord_file import TFRecordWriter, masked_crc32c
+from edge_trash.tfrecords.tf_example import (BYTES, FLOAT, INT64, ObjectBox, make_example_bytes, parse_example,
+                                             serialize_example)
+from edge_trash.tfrecords.tfrecord_file import TFRecordCorruptError, TFRecordWriter, masked_crc32c, read_records
 
 tf = pytest.importorskip("tensorflow")
 
@@ -91,6 +94,7 @@ def test_tfrecord_file_equals_tensorflows_and_reads_back(tmp_path: Path):
             writer.write(r)
     assert ours.read_bytes() == theirs.read_bytes()
     assert [r.numpy() for r in tf.data.TFRecordDataset(str(ours))] == records
+    assert list(read_records(theirs)) == records  # our reader on TensorFlow's file
     closed = TFRecordWriter(tmp_path / "c.tfrecord")
     closed.close()
     closed.close()
@@ -108,3 +112,64 @@ def test_build_never_imports_tensorflow(tmp_path: Path, sample_dataset):
     assert proc.returncode == 0, proc.stderr[-2000:]
     result = json.loads(proc.stdout.strip().splitlines()[-1])
     assert result == {"tf": False, "written": sample_dataset.num_images - 4}
+
+
+def test_reader_stops_at_a_damaged_record_and_names_its_offset(tmp_path: Path):
+    path = tmp_path / "a.tfrecord"
+    with TFRecordWriter(path) as writer:
+        for r in (b"first", b"second", b"third"):
+            writer.write(r)
+    good = path.read_bytes()  # records at bytes 0, 21 (12 + 5 + 4) and 43 (21 + 12 + 6 + 4)
+    cases = {
+        "the data of the record at byte 21 fails its checksum": good[:21 + 12] + b"S" + good[21 + 13:],
+        "the length of the record at byte 21 fails its checksum": good[:21] + b"\xff" + good[22:],
+        "the file ends inside the record at byte 43": good[:-2],
+        "the file ends inside the header of the record at byte 43": good[:43 + 5],
+    }
+    for message, damaged in cases.items():
+        path.write_bytes(damaged)
+        seen = []
+        with pytest.raises(TFRecordCorruptError, match=message):
+            for record in read_records(path):
+                seen.append(record)
+        assert seen == [b"first", b"second"][: 1 if "21" in message else 2]
+        if "header" in message:  # TensorFlow silently reads a file cut inside a header as complete
+            assert [r.numpy() for r in tf.data.TFRecordDataset(str(path))] == seen
+            continue
+        with pytest.raises(tf.errors.DataLossError):  # TensorFlow refuses the same files
+            list(tf.data.TFRecordDataset(str(path)))
+
+
+def _tf_features(raw: bytes):
+    """What TensorFlow parses from ``raw``, as parse_example's ``{key: (kind, values)}``."""
+    out = {}
+    for key, feature in tf.train.Example.FromString(raw).features.feature.items():
+        kind = feature.WhichOneof("kind") or ""
+        out[key] = (kind.replace("_list", ""), list(getattr(feature, kind).value) if kind else [])
+    return out
+
+
+def test_parse_example_reads_what_tensorflow_reads():
+    values = [0, 1, 127, 128, 2**31, 2**63 - 1, -1, -(2**63)]
+    built = [
+        make_example_bytes(b"\xff\xd8jpeg" * 5000, 4032, 3024, "batch_1/000001.JPG", "123", OBJECTS),
+        serialize_example({"z": (INT64, values), "a": (FLOAT, [-0.0, 1e-38, 3.4e38]), "\u00e9": (BYTES, [b"", b"\xff"]),
+                           "empty_bytes": (BYTES, []), "empty_int": (INT64, [])}),
+        tf.train.Example(features=tf.train.Features(feature={"unset": tf.train.Feature()})).SerializeToString(),
+        b"",
+    ]
+    # Unpacked lists (proto2 writers), fields out of order and an unknown field (number 9, skipped):
+    # Example{features{feature{key "k" value{int64_list{1, -2 unpacked}}}, feature{key "f" value{float_list{0.5}}}}}
+    int_list = b"\x08\x01" + b"\x08" + bytes([0xFE] + [0xFF] * 8 + [0x01])
+    float_list = b"\x0d" + struct.pack("<f", 0.5)
+    entry_k = b"\x12" + bytes([len(int_list) + 2]) + b"\x1a" + bytes([len(int_list)]) + int_list + b"\x0a\x01k"
+    entry_f = b"\x0a\x01f\x12" + bytes([len(float_list) + 2]) + b"\x12" + bytes([len(float_list)]) + float_list
+    features = (b"\x0a" + bytes([len(entry_k)]) + entry_k + b"\x48\x07" + b"\x0a" + bytes([len(entry_f)]) + entry_f)
+    built.append(b"\x0a" + bytes([len(features)]) + features)
+    for raw in built:
+        assert parse_example(raw) == _tf_features(raw)
+    assert parse_example(built[-1]) == {"k": ("int64", [1, -2]), "f": ("float", [0.5])}
+    assert parse_example(built[2]) == {"unset": ("", [])}
+    for broken in (b"\x0a\x05abc", b"\x0b", b"\x0a\x03\x0a\x01\xff"):
+        with pytest.raises(ValueError):
+            parse_example(broken)

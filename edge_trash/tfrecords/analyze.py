@@ -9,8 +9,8 @@ input: long-tail classes, tiny objects, dark images, outlier image sizes, and
 
 Box areas are measured in the pixels of the image the boxes were drawn on: the
 ORIGINAL image for the JSON, the ENCODED (shrunk) image for TFRecords. The
-result goes to ``OUT/stats.json``, ``OUT/report.md`` and PNG plots; TensorFlow is
-imported only to read TFRecords.
+result goes to ``OUT/stats.json``, ``OUT/report.md`` and PNG plots. TensorFlow is
+never imported: TFRecords are read and parsed by ``tfrecord_file`` and ``tf_example``.
 """
 
 from __future__ import annotations
@@ -32,6 +32,8 @@ from edge_trash.tfrecords.class_map import similar_names, similar_names_warning
 from edge_trash.tfrecords.analyze_report import render_report, write_plots
 from edge_trash.tfrecords.build import SHARD_RE
 from edge_trash.tfrecords.coco import CocoDataset, Rejected, load_coco_files
+from edge_trash.tfrecords.tf_example import parse_example
+from edge_trash.tfrecords.tfrecord_file import TFRecordCorruptError, read_records
 from edge_trash.tfrecords.workers import ordered_map
 
 SPLIT_ORDER = ("train", "val", "test")
@@ -293,36 +295,38 @@ def _planned_records(tfrecords: Path) -> Dict[str, int]:
 
 
 def _iter_records(files: List[Path]) -> Iterator[Tuple[Path, int, bytes]]:
-    import tensorflow as tf
-
     for path in files:
         try:
-            for n, raw in enumerate(tf.data.TFRecordDataset(str(path))):
-                yield path, n, raw.numpy()
-        except tf.errors.DataLossError as exc:
-            raise AnalyzeError(f"{path}: corrupt TFRecord ({exc.message.splitlines()[0]}); "
-                               "build the TFRecords again") from None
+            for n, raw in enumerate(read_records(path)):
+                yield path, n, raw
+        except TFRecordCorruptError as exc:
+            raise AnalyzeError(f"{path}: corrupt TFRecord ({exc}); build the TFRecords again") from None
 
 
 def _record_source(split: str, files: List[Path], label_names: List[str], read_images: bool,
                    progress: bool, total: Optional[int] = None) -> Source:
-    import tensorflow as tf
+    def values(feature: Dict[str, Tuple[str, list]], key: str, kind: str) -> list:
+        found_kind, found = feature.get(key, ("", []))
+        return found if found_kind == kind else []
 
-    def ints(feature: Any, key: str) -> List[int]:
-        return list(feature[key].int64_list.value) if key in feature else []
+    def ints(feature: Dict[str, Tuple[str, list]], key: str) -> List[int]:
+        return values(feature, key, "int64")
 
-    def floats(feature: Any, key: str) -> List[float]:
-        return list(feature[key].float_list.value) if key in feature else []
+    def floats(feature: Dict[str, Tuple[str, list]], key: str) -> List[float]:
+        return values(feature, key, "float")
 
-    def texts(feature: Any, key: str) -> List[str]:
-        return [v.decode("utf-8", "replace") for v in feature[key].bytes_list.value] if key in feature else []
+    def texts(feature: Dict[str, Tuple[str, list]], key: str) -> List[str]:
+        return [v.decode("utf-8", "replace") for v in values(feature, key, "bytes")]
 
     source = Source(f"tfrecords/{split}", "encoded image pixels (as stored in the records, after --max-size)",
                     [], [], list(label_names), {} if read_images else None)
     seen_names: List[str] = []
     for path, n, raw in _progress(_iter_records(files), f"analyze {split}", progress, total):
-        feature = tf.train.Example.FromString(raw).features.feature
         where = f"{path.name} record {n}"
+        try:
+            feature = parse_example(raw)
+        except ValueError as exc:
+            raise AnalyzeError(f"{where}: not a tf.train.Example ({exc}); build the TFRecords again") from None
         width, height = (ints(feature, K.WIDTH) or [0])[0], (ints(feature, K.HEIGHT) or [0])[0]
         if width <= 0 or height <= 0:
             raise AnalyzeError(f"{where}: missing or bad {K.WIDTH}/{K.HEIGHT}; build the TFRecords again")
@@ -345,7 +349,7 @@ def _record_source(split: str, files: List[Path], label_names: List[str], read_i
                 seen_names.append(name)
             source.boxes.append(BoxEntry(source_id, name, (xmax[i] - xmin[i]) * width, (ymax[i] - ymin[i]) * height))
         if read_images and source.luma is not None:
-            stored = feature[K.ENCODED].bytes_list.value if K.ENCODED in feature else []
+            stored = values(feature, K.ENCODED, "bytes")
             encoded = stored[0] if stored else b""
             try:
                 source.luma[source_id] = mean_luma(encoded)

@@ -1,4 +1,4 @@
-"""Write TFRecord files without TensorFlow (``tf.io.TFRecordWriter``'s format, byte for byte).
+"""Write and read TFRecord files without TensorFlow (``tf.io.TFRecordWriter``'s format, byte for byte).
 
 Each record is framed as TensorFlow's ``core/lib/io/record_writer.cc`` frames it::
 
@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import struct
 from pathlib import Path
-from typing import BinaryIO, Optional, Union
+from typing import BinaryIO, Iterator, Optional, Union
 
 HEADER = struct.Struct("<QI")  # record length, masked CRC32C of the length
 FOOTER = struct.Struct("<I")  # masked CRC32C of the data
@@ -62,3 +62,33 @@ class TFRecordWriter:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+
+class TFRecordCorruptError(ValueError):
+    """A TFRecord file whose framing or checksums are wrong (cut off, or changed on disk);
+    the message gives the byte offset of the record."""
+
+
+def read_records(path: Union[str, Path]) -> Iterator[bytes]:
+    """Each record of an uncompressed TFRecord file, in order, with both checksums
+    verified (what ``tf.data.TFRecordDataset`` yields). Raises
+    :class:`TFRecordCorruptError` at the first bad record; the ones before it are yielded."""
+    with open(path, "rb") as fh:
+        offset = 0
+        while True:
+            header = fh.read(HEADER.size)
+            if not header:
+                return
+            if len(header) < HEADER.size:
+                raise TFRecordCorruptError(f"the file ends inside the header of the record at byte {offset}")
+            length, length_crc = HEADER.unpack(header)
+            if masked_crc32c(header[:8]) != length_crc:
+                raise TFRecordCorruptError(f"the length of the record at byte {offset} fails its checksum")
+            data = fh.read(length)
+            footer = fh.read(FOOTER.size)
+            if len(data) < length or len(footer) < FOOTER.size:
+                raise TFRecordCorruptError(f"the file ends inside the record at byte {offset}")
+            if masked_crc32c(data) != FOOTER.unpack(footer)[0]:
+                raise TFRecordCorruptError(f"the data of the record at byte {offset} fails its checksum")
+            yield data
+            offset += HEADER.size + length + FOOTER.size
