@@ -47,3 +47,14 @@ def test_sample_data_then_build_through_a_real_subprocess(tmp_path):
     assert f"images: {report['images_written']} written, 4 skipped of 20" in proc.stdout
     assert "next: edge-trash analyze" in proc.stdout
     assert "Traceback" not in proc.stderr
+
+
+def test_sample_data_refuses_a_negative_seed_with_a_usage_error(tmp_path):
+    from click.testing import CliRunner
+
+    from edge_trash.cli import cli
+
+    result = CliRunner().invoke(cli, ["sample-data", "--out", str(tmp_path / "s"), "--seed", "-1"])
+    assert result.exit_code == 2
+    assert "Invalid value for '--seed': -1 is not in the range x>=0." in result.output
+    assert not (tmp_path / "s").exists()

@@ -13,7 +13,7 @@ import click
               help="Folder to write annotations.json and images/ into.")
 @click.option("--num-images", default=200, show_default=True, type=click.IntRange(min=20),
               help="How many images to draw.")
-@click.option("--seed", default=0, show_default=True, type=int, help="Same seed, same bytes.")
+@click.option("--seed", default=0, show_default=True, type=click.IntRange(min=0), help="Same seed, same bytes.")
 @click.option("--clean", is_flag=True, help="Leave out the deliberately broken files and records.")
 def sample_data(out: Path, num_images: int, seed: int, clean: bool) -> None:
     """Write the built-in sample dataset: synthetic litter photos with COCO boxes.
