@@ -38,3 +38,18 @@ def write_bytes_atomic(path: Union[str, Path], data: bytes) -> None:
 def write_text_atomic(path: Union[str, Path], text: str) -> None:
     """:func:`write_bytes_atomic` for UTF-8 text."""
     write_bytes_atomic(path, text.encode("utf-8"))
+
+
+def os_error_message(exc: OSError, out: Union[str, Path]) -> str:
+    """One line for an ``OSError`` a command hit: ``cannot write`` when the file is under
+    its output folder ``out`` (a full disk, a read-only or vanished folder, with the fix),
+    ``cannot read`` otherwise."""
+    where = Path(exc.filename) if exc.filename else Path(out)
+    reason = exc.strerror or str(exc)
+    try:
+        writing = where.resolve() == Path(out).resolve() or Path(out).resolve() in where.resolve().parents
+    except OSError:
+        writing = True
+    if writing:
+        return f"cannot write {where}: {reason}; free space or choose another --out, and run again"
+    return f"cannot read {where}: {reason}"

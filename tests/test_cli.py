@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import subprocess
 import sys
 import time
@@ -58,3 +59,19 @@ def test_sample_data_refuses_a_negative_seed_with_a_usage_error(tmp_path):
     assert result.exit_code == 2
     assert "Invalid value for '--seed': -1 is not in the range x>=0." in result.output
     assert not (tmp_path / "s").exists()
+
+
+def test_an_output_folder_that_cannot_be_made_is_one_error_not_a_traceback(tmp_path, sample_dataset):
+    from click.testing import CliRunner
+
+    from edge_trash.cli import cli
+
+    blocker = tmp_path / "a_file"
+    blocker.write_text("")
+    out = blocker / "sub"  # cannot be created: its parent is a file
+    for args in (["sample-data", "--num-images", "20"],
+                 ["analyze", "--annotations", str(sample_dataset.annotations), "--no-plots", "--quiet"]):
+        result = CliRunner().invoke(cli, args + ["--out", str(out)])
+        assert result.exit_code == 1 and "Traceback" not in result.output
+        assert re.fullmatch(rf"Error: cannot write {re.escape(str(out))}(/images)?: Not a directory; free space or "
+                            r"choose another --out, and run again", result.output.strip()), result.output

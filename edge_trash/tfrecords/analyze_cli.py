@@ -90,5 +90,9 @@ def analyze(annotations: Tuple[Path, ...], images: Tuple[Path, ...], tfrecords: 
                              plots=not no_plots, progress=not quiet, workers=workers or usable_cpus())
     except (AnalyzeError, CocoFormatError) as exc:
         raise click.ClickException(str(exc))
+    except OSError as exc:
+        from edge_trash.atomic_files import os_error_message
+
+        raise click.ClickException(os_error_message(exc, out))
     click.echo(summarize(stats, out, time.monotonic() - start))
     click.echo(next_command(annotations, images, tfrecords))

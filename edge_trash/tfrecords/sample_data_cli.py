@@ -25,7 +25,12 @@ def sample_data(out: Path, num_images: int, seed: int, clean: bool) -> None:
     from edge_trash.tfrecords.sample_data import write_sample_dataset
 
     start = time.monotonic()
-    ds = write_sample_dataset(out, num_images=num_images, seed=seed, with_problems=not clean)
+    try:
+        ds = write_sample_dataset(out, num_images=num_images, seed=seed, with_problems=not clean)
+    except OSError as exc:
+        from edge_trash.atomic_files import os_error_message
+
+        raise click.ClickException(os_error_message(exc, out))
     size = sum(p.stat().st_size for p in ds.root.rglob("*") if p.is_file())
     click.echo(f"sample-data: wrote {ds.num_images} images and {ds.annotations} ({size / 1e6:.1f} MB) "
                f"in {time.monotonic() - start:.1f}s")
