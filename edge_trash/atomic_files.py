@@ -41,15 +41,16 @@ def write_text_atomic(path: Union[str, Path], text: str) -> None:
 
 
 def os_error_message(exc: OSError, out: Union[str, Path]) -> str:
-    """One line for an ``OSError`` a command hit: ``cannot write`` when the file is under
-    its output folder ``out`` (a full disk, a read-only or vanished folder, with the fix),
-    ``cannot read`` otherwise."""
-    where = Path(exc.filename) if exc.filename else Path(out)
+    """One line for an ``OSError`` a command hit: ``cannot write`` when the file is its
+    output ``out``, under it or a hidden temporary beside it (a full disk, a read-only
+    or vanished folder), with the fix; ``cannot read`` for any other file; the error's
+    own text when it names no file (one our code raised with its own message)."""
+    if not exc.filename:
+        return str(exc)
+    where, out = Path(exc.filename).absolute(), Path(out).absolute()
+    writing = (where == out or out in where.parents
+               or (where.parent == out.parent and where.name.startswith(f".{out.name}")))
     reason = exc.strerror or str(exc)
-    try:
-        writing = where.resolve() == Path(out).resolve() or Path(out).resolve() in where.resolve().parents
-    except OSError:
-        writing = True
     if writing:
-        return f"cannot write {where}: {reason}; free space or choose another --out, and run again"
-    return f"cannot read {where}: {reason}"
+        return f"cannot write {exc.filename}: {reason}; free space or choose another --out, and run again"
+    return f"cannot read {exc.filename}: {reason}"

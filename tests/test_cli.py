@@ -75,3 +75,36 @@ def test_an_output_folder_that_cannot_be_made_is_one_error_not_a_traceback(tmp_p
         assert result.exit_code == 1 and "Traceback" not in result.output
         assert re.fullmatch(rf"Error: cannot write {re.escape(str(out))}(/images)?: Not a directory; free space or "
                             r"choose another --out, and run again", result.output.strip()), result.output
+
+
+def test_os_error_message_tells_writing_from_reading(tmp_path):
+    from edge_trash.atomic_files import os_error_message
+
+    out = tmp_path / "bundle"
+    full = OSError(28, "No space left on device", str(out / "model.tflite"))
+    assert os_error_message(full, out) == (f"cannot write {out / 'model.tflite'}: No space left on device; free "
+                                           "space or choose another --out, and run again")
+    beside = FileNotFoundError(2, "No such file or directory", str(tmp_path / ".bundle.partial-x1"))
+    assert os_error_message(beside, out).startswith(f"cannot write {tmp_path / '.bundle.partial-x1'}: ")
+    missing = FileNotFoundError(2, "No such file or directory", str(tmp_path / "runs" / "weights.h5"))
+    assert os_error_message(missing, out) == f"cannot read {tmp_path / 'runs' / 'weights.h5'}: No such file or directory"
+    assert os_error_message(FileNotFoundError("no saved_model in runs/ssd"), out) == "no saved_model in runs/ssd"
+
+
+def test_train_and_evaluate_with_an_out_that_cannot_be_made_fail_at_once(tmp_path, sample_build):
+    from click.testing import CliRunner
+
+    from edge_trash.cli import cli
+
+    blocker = tmp_path / "a_file"
+    blocker.write_text("")
+    gt = tmp_path / "gt.json"
+    gt.write_text(json.dumps({"images": [{"id": 1, "width": 10, "height": 10}], "annotations": [],
+                              "categories": [{"id": 1, "name": "can"}]}))
+    for args in (["train", "--data", str(sample_build[0]), "--out", str(blocker / "run"), "--steps", "1",
+                  "--config", "demo", "--no-progress"],
+                 ["evaluate", "--detections", str(gt), "--annotations", str(gt), "--out", str(blocker / "m.json")]):
+        result = CliRunner().invoke(cli, args)
+        assert result.exit_code == 1 and "Traceback" not in result.output, result.output
+        assert re.search(rf"Error: cannot write {re.escape(str(blocker))}\S*: (Not a directory|File exists); free "
+                         r"space or choose another --out, and run again", result.output), result.output

@@ -50,8 +50,12 @@ def export(model: str, data: str, out: str, edgetpu: bool, compiler: str, calibr
                             allow_cpu_ops=allow_cpu_ops, seed=seed, parity=not skip_parity)
     try:
         result = export_bundle(options, log=lambda line: click.echo(f"export: {line}", err=True))
-    except (ValueError, FileNotFoundError) as exc:
+    except ValueError as exc:
         raise click.ClickException(str(exc)) from exc
+    except OSError as exc:  # a model or data path that is not there, an --out that cannot be written
+        from edge_trash.atomic_files import os_error_message
+
+        raise click.ClickException(os_error_message(exc, out)) from exc
     for warning in result.warnings:
         click.echo(f"warning: {warning}", err=True)
     parity = result.parity or {}

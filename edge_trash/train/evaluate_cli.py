@@ -65,6 +65,12 @@ def evaluate(model_path: Optional[Path], data_dir: Optional[Path], split: str,
     elif detections_path is None or annotations_path is None:
         raise click.UsageError("give --model MODEL --data TFRECORDS, or --detections DETS.json "
                                "--annotations GT.json")
+    from edge_trash.atomic_files import os_error_message
+
+    try:  # before the evaluation, not after it: an --out that cannot be written fails at once
+        out.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise click.ClickException(os_error_message(exc, out.parent)) from None
     images = None
     try:
         if model_path is not None:
@@ -111,10 +117,13 @@ def evaluate(model_path: Optional[Path], data_dir: Optional[Path], split: str,
                                        "matrix": matrix.tolist()}
     seconds = time.monotonic() - start
     result: Dict[str, Any] = dict(source, **metrics, seconds=round(seconds, 2))
-    _write_json(out, result)
-    if save_detections is not None:
-        _write_json(save_detections, detections)
-        written.append(save_detections)
+    try:
+        _write_json(out, result)
+        if save_detections is not None:
+            _write_json(save_detections, detections)
+            written.append(save_detections)
+    except OSError as exc:
+        raise click.ClickException(os_error_message(exc, out.parent)) from None
     click.echo(ev.format_metrics_table(metrics, ev.instances_per_class(gt)))
     size = out.stat().st_size
     click.echo(f"evaluate: wrote {out} ({size} B) and {len(written) - 1} more file(s) for "

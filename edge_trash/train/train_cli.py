@@ -88,6 +88,10 @@ def train(data_dir: Path, out_dir: Path, config: Optional[str], steps: Optional[
         raise click.BadParameter(str(exc), param_hint="--init") from None
     except (TrainError, RunDirError) as exc:
         raise click.UsageError(str(exc)) from None
+    except OSError as exc:  # an --out that cannot be written, a file that vanished
+        from edge_trash.atomic_files import os_error_message
+
+        raise click.ClickException(os_error_message(exc, out_dir)) from None
     best = result.best_metrics
     size = _dir_size_mb(out_dir / "saved_model") if (out_dir / "saved_model").exists() else 0.0
     click.echo(
