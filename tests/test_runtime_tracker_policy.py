@@ -141,6 +141,14 @@ def test_yaml_syntax_error_names_the_line(tmp_path):
     ({"actuator": {"type": "laser"}}, "actuator.type: 'laser' is not one of simulated, gpio, pwm, serial"),
     ({"hard_examples": {"band": [0.8, 0.2]}}, "hard_examples.band: expected \\[low, high\\]"),
     ({"colour": 1}, "colour: unknown key"),
+    # found by fuzzing sort.yaml: a section or value of the wrong type was an AttributeError / ValueError
+    ({"tracker": [1, 2]}, "sort.yaml: tracker: expected a mapping of keys, got \\[1, 2\\]"),
+    ({"health": "on"}, "health: expected a mapping of keys, got 'on'"),
+    ({"trigger_line": 0.5}, "trigger_line: expected a mapping of keys, got 0.5"),
+    ({"hard_examples": True}, "hard_examples: expected a mapping of keys, got True"),
+    ({"actuator": {"type": "gpio", "retries": float("nan")}}, "actuator.retries: expected a number, got nan"),
+    ({"log": {"path": 5}}, "log.path: expected a text, got 5"),
+    ({"hard_examples": {"dir": ["a"]}}, "hard_examples.dir: expected a text, got \\['a'\\]"),
 ])
 def test_config_errors_name_the_key(overrides, message):
     with pytest.raises(ConfigError, match=message):

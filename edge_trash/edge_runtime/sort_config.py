@@ -7,6 +7,7 @@ Every validation error names the key.
 """
 
 import json
+import math
 import os
 import re
 from typing import Dict, Optional, Sequence
@@ -34,11 +35,25 @@ class SortConfig:
     def _err(self, key: str, problem: str) -> ConfigError:
         return ConfigError("%s: %s: %s" % (self.source, key, problem))
 
+    def _section(self, key: str) -> Dict:
+        """The mapping under ``key`` ({} when absent or empty); anything else is an error."""
+        value = self.raw.get(key) or {}
+        if not isinstance(value, dict):
+            raise self._err(key, "expected a mapping of keys, got %r" % (value,))
+        return value
+
+    def _text(self, section: str, key: str, default: Optional[str]) -> Optional[str]:
+        """A text value of ``section`` (a path or host name), or ``default`` when absent."""
+        value = self._section(section).get(key, default)
+        if value is not None and not isinstance(value, str):
+            raise self._err("%s.%s" % (section, key), "expected a text, got %r" % (value,))
+        return value
+
     def _number(self, key: str, default, lo=None, hi=None, integer=False, section=None):
-        table = self.raw if section is None else self.raw.get(section) or {}
+        table = self.raw if section is None else self._section(section)
         name = key if section is None else "%s.%s" % (section, key)
         value = table.get(key, default)
-        if isinstance(value, bool) or not isinstance(value, (int, float)):
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
             raise self._err(name, "expected a number, got %r" % (value,))
         if integer and int(value) != value:
             raise self._err(name, "expected an integer, got %r" % (value,))
@@ -84,9 +99,7 @@ class SortConfig:
         self.score_threshold = self._number("score_threshold", 0.3, 0.0, 1.0)
         self.travel_delay_s = self._number("travel_delay_s", 0.0, 0.0, 60.0)
         self.stable_frames = self._number("stable_frames", 5, 1, 10000, integer=True)
-        trigger = raw.get("trigger_line") or {}
-        if not isinstance(trigger, dict):
-            raise self._err("trigger_line", "expected a mapping with axis, position, direction")
+        trigger = self._section("trigger_line")
         self.trigger_axis = trigger.get("axis", "x")
         if self.trigger_axis not in ("x", "y"):
             raise self._err("trigger_line.axis", "%r is not 'x' or 'y'" % (self.trigger_axis,))
@@ -107,8 +120,8 @@ class SortConfig:
                 self.actuator.get("type") if isinstance(self.actuator, dict) else self.actuator, ", ".join(ACTUATOR_TYPES)))
         self.actuator_retries = self._number("retries", 2, 0, 100, integer=True, section="actuator")
         self.actuator_retry_delay_s = self._number("retry_delay_s", 0.05, 0.0, 10.0, section="actuator")
-        hard = raw.get("hard_examples") or {}
-        self.hard_dir = hard.get("dir")
+        hard = self._section("hard_examples")
+        self.hard_dir = self._text("hard_examples", "dir", None)
         band = hard.get("band", [0.3, 0.6])
         if (not isinstance(band, list) or len(band) != 2 or not all(isinstance(v, (int, float)) for v in band)
                 or not 0 <= band[0] <= band[1] <= 1):
@@ -117,12 +130,11 @@ class SortConfig:
         self.hard_min_agreement = self._number("min_agreement", 0.8, 0.0, 1.0, section="hard_examples")
         self.hard_quota_mb = self._number("quota_mb", 200, 0, 1e6, section="hard_examples")
         self.hard_min_interval_s = self._number("min_interval_s", 1.0, 0.0, 1e6, section="hard_examples")
-        log = raw.get("log") or {}
-        self.log_path = log.get("path")
+        self.log_path = self._text("log", "path", None)
         self.log_max_frame_rows = self._number("max_frame_rows", 1000000, 1000, 1e9, integer=True, section="log")
         self.log_max_event_rows = self._number("max_event_rows", 100000, 100, 1e9, integer=True, section="log")
-        health = raw.get("health") or {}
-        self.health_host = health.get("host", "127.0.0.1")
+        health = self._section("health")
+        self.health_host = self._text("health", "host", "127.0.0.1")
         self.health_port = self._number("port", 8321, 0, 65535, integer=True, section="health")
         self.health_enabled = bool(health.get("enabled", True))
         token = os.environ.get("EDGE_TRASH_TOKEN") or health.get("token")
