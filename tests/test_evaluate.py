@@ -105,10 +105,41 @@ def test_no_detections_scores_zero_not_an_error():
     ({"image_id": 1, "category_id": 1, "bbox": [0, 0, 1], "score": 1.0},
      "detection #1: bbox .* is not 4 finite numbers"),
     ({"image_id": 1, "category_id": 1, "bbox": [0, 0, 1, 1]}, r"detection #1: missing \['score'\]"),
+    # found by fuzzing: each was a TypeError inside pycocotools or our preparation
+    ({"image_id": [1], "category_id": 1, "bbox": [0, 0, 1, 1], "score": 1.0},
+     r"detection #1: image_id \[1\] is not in the ground truth"),
+    ({"image_id": 1, "category_id": 1, "bbox": [0, 0, {}, 1], "score": 1.0},
+     r"detection #1: bbox \[0, 0, \{\}, 1\] is not 4 finite numbers"),
+    ({"image_id": 1, "category_id": 1, "bbox": [0, 0, 1, 1], "score": [1]},
+     r"detection #1: score \[1\] is not a finite number"),
+    (3, "detection #1 is not an object: 3"),
 ])
 def test_bad_detections_are_named(det, match):
     with pytest.raises(EvaluationError, match=match):
         coco_metrics(_gt(), [det])
+
+
+@pytest.mark.parametrize("change, match", [
+    (lambda gt: gt["images"][1].pop("id"), r"ground truth: images\[1\] needs 'id'"),
+    (lambda gt: gt["categories"][0].update(name=7), r"ground truth: categories\[0\] needs 'id' and 'name'"),
+    (lambda gt: gt["annotations"][0].pop("bbox"), r"ground truth: annotation #1: bbox None is not 4 finite"),
+    (lambda gt: gt["annotations"][1].update(image_id=[2]), r"annotation #2 refers to unknown image_id \[2\]"),
+    (lambda gt: gt["annotations"][1].update(category_id={}), r"annotation #2: category_id \{\} is not an id"),
+    (lambda gt: gt["annotations"].append(None), r"ground truth: annotation #3 is not an object: None"),
+])
+def test_bad_ground_truth_records_are_named(change, match):
+    gt = _gt()
+    change(gt)
+    with pytest.raises(EvaluationError, match=match):
+        coco_metrics(gt, [])
+
+
+def test_ground_truth_area_and_iscrowd_are_filled_when_unusable():
+    gt = _gt()
+    gt["annotations"][0].update(area=None, iscrowd="yes")
+    gt["annotations"][1].update(area=float("nan"))
+    ev = run_cocoeval(gt, [])
+    assert [(a["area"], a["iscrowd"]) for a in ev.cocoGt.dataset["annotations"]] == [(900.0, 0), (900.0, 0)]
 
 
 def test_confusion_matrix_by_hand():

@@ -332,23 +332,59 @@ def gt_from_tfrecords(data_dir: os.PathLike, split: str = "val") -> Tuple[Dict[s
 # --------------------------------------------------------------------------- COCO metrics
 
 
+def _id(value: Any) -> bool:
+    """Whether ``value`` can be a COCO id (an integer or a text; not a bool, float, list or object)."""
+    return isinstance(value, (int, str)) and not isinstance(value, bool)
+
+
+def _box(value: Any) -> Optional[List[float]]:
+    """``[x, y, w, h]`` as 4 finite floats, or None when ``value`` is not that."""
+    if not isinstance(value, (list, tuple)) or len(value) != 4:
+        return None
+    if not all(isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v) for v in value):
+        return None
+    return [float(v) for v in value]
+
+
+def _number(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+
+
 def _prepare_gt(gt_coco: Mapping[str, Any]) -> Dict[str, Any]:
     """A copy with annotation ids renumbered 1..N (pycocotools treats id 0 as 'unmatched' and
     keys annotations by id, so duplicates or zeros silently corrupt matching), area and
-    iscrowd filled in."""
+    iscrowd filled in. A record pycocotools cannot use raises :class:`EvaluationError`
+    naming it (evaluation never guesses what the ground truth meant)."""
+    if not isinstance(gt_coco, Mapping):
+        raise EvaluationError("ground truth: expected a COCO dataset object with 'images', 'annotations' "
+                              "and 'categories'")
     for key in ("images", "annotations", "categories"):
         if not isinstance(gt_coco.get(key), list):
             raise EvaluationError(f"ground truth: missing the {key!r} list of a COCO dataset")
+    for key, needs in (("images", ("id",)), ("categories", ("id", "name"))):
+        for i, rec in enumerate(gt_coco[key]):
+            if not isinstance(rec, Mapping) or not _id(rec.get("id")) or (
+                    "name" in needs and not isinstance(rec.get("name"), str)):
+                raise EvaluationError(f"ground truth: {key}[{i}] needs {' and '.join(repr(n) for n in needs)} "
+                                      f"(an integer id{', a text name' if 'name' in needs else ''}), got "
+                                      f"{str(rec)[:120]}")
     image_ids = {im["id"] for im in gt_coco["images"]}
     annotations = []
     for n, ann in enumerate(gt_coco["annotations"], start=1):
-        bbox = [float(v) for v in ann["bbox"]]
-        if ann["image_id"] not in image_ids:
-            raise EvaluationError(f"ground truth: annotation #{n} refers to unknown image_id "
-                                  f"{ann['image_id']!r}")
+        where = f"ground truth: annotation #{n}"
+        if not isinstance(ann, Mapping):
+            raise EvaluationError(f"{where} is not an object: {str(ann)[:120]}")
+        bbox = _box(ann.get("bbox"))
+        if bbox is None:
+            raise EvaluationError(f"{where}: bbox {ann.get('bbox')!r} is not 4 finite numbers [x, y, w, h]")
+        if not _id(ann.get("image_id")) or ann["image_id"] not in image_ids:
+            raise EvaluationError(f"{where} refers to unknown image_id {ann.get('image_id')!r}")
+        if not _id(ann.get("category_id")):
+            raise EvaluationError(f"{where}: category_id {ann.get('category_id')!r} is not an id")
         fixed = dict(ann, id=n, bbox=bbox)
-        fixed.setdefault("area", bbox[2] * bbox[3])
-        fixed.setdefault("iscrowd", 0)
+        if not _number(fixed.get("area")):
+            fixed["area"] = bbox[2] * bbox[3]
+        fixed["iscrowd"] = 1 if fixed.get("iscrowd") in (1, True) else 0
         fixed.pop("segmentation", None)
         annotations.append(fixed)
     return {"images": [dict(im) for im in gt_coco["images"]], "annotations": annotations,
@@ -361,19 +397,23 @@ def _prepare_detections(gt: Mapping[str, Any], detections: Sequence[Mapping[str,
     cat_ids = {c["id"] for c in gt["categories"]}
     out = []
     for n, det in enumerate(detections, start=1):
+        if not isinstance(det, Mapping):
+            raise EvaluationError(f"detection #{n} is not an object: {str(det)[:120]}")
         missing = [k for k in ("image_id", "category_id", "bbox", "score") if k not in det]
         if missing:
             raise EvaluationError(f"detection #{n}: missing {missing} (COCO results format: "
                                   "image_id, category_id, bbox [x, y, w, h] pixels, score)")
-        if det["image_id"] not in image_ids:
+        if not _id(det["image_id"]) or det["image_id"] not in image_ids:
             raise EvaluationError(f"detection #{n}: image_id {det['image_id']!r} is not in the "
                                   "ground truth; evaluate against the same split")
-        if det["category_id"] not in cat_ids:
+        if not _id(det["category_id"]) or det["category_id"] not in cat_ids:
             raise EvaluationError(f"detection #{n}: category_id {det['category_id']!r} not in "
-                                  f"the ground truth categories {sorted(cat_ids)}")
-        bbox = [float(v) for v in det["bbox"]]
-        if len(bbox) != 4 or not all(math.isfinite(v) for v in bbox):
+                                  f"the ground truth categories {sorted(cat_ids, key=str)}")
+        bbox = _box(det["bbox"])
+        if bbox is None:
             raise EvaluationError(f"detection #{n}: bbox {det['bbox']!r} is not 4 finite numbers")
+        if not _number(det["score"]):
+            raise EvaluationError(f"detection #{n}: score {det['score']!r} is not a finite number")
         out.append({"id": n, "image_id": det["image_id"], "category_id": det["category_id"],
                     "bbox": bbox, "area": bbox[2] * bbox[3], "score": float(det["score"]),
                     "iscrowd": 0})
