@@ -261,3 +261,13 @@ def test_multi_worker_strategy_two_workers_on_loopback(tmp_path):
     import tensorflow as tf
 
     assert tf.train.latest_checkpoint(str(run / "checkpoints")).endswith("ckpt-4")
+
+
+@pytest.mark.skipif(bool(os.environ.get("TPU_NAME")) or os.path.exists("/dev/accel0"),
+                    reason="a TPU may be reachable here")
+def test_tpu_strategy_without_a_tpu_says_what_to_do():
+    from edge_trash.train.trainer import TrainError, make_strategy
+
+    with pytest.raises(TrainError, match=r"--strategy tpu: no TPU to connect to \(.+\); run on a Cloud TPU VM, or "
+                                         r"set TPU_NAME"):
+        make_strategy("tpu")

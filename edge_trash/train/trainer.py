@@ -77,9 +77,13 @@ def make_strategy(name: str):
     if name == "multi_worker":
         return tf.distribute.MultiWorkerMirroredStrategy()
     if name == "tpu":
-        resolver = tf.distribute.cluster_resolver.TPUClusterResolver()
-        tf.config.experimental_connect_to_cluster(resolver)
-        tf.tpu.experimental.initialize_tpu_system(resolver)
+        try:
+            resolver = tf.distribute.cluster_resolver.TPUClusterResolver()
+            tf.config.experimental_connect_to_cluster(resolver)
+            tf.tpu.experimental.initialize_tpu_system(resolver)
+        except (ValueError, RuntimeError, OSError, tf.errors.OpError) as exc:  # OSError: metadata server lookups
+            raise TrainError(f"--strategy tpu: no TPU to connect to ({exc}); run on a Cloud TPU VM, or set "
+                             "TPU_NAME to the TPU's name or grpc:// address") from None
         return tf.distribute.TPUStrategy(resolver)
     gpus = tf.config.list_logical_devices("GPU")
     if name == "auto":
