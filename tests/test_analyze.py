@@ -367,3 +367,29 @@ def test_records_from_other_tools_with_empty_or_repeated_fields_are_reported_not
     assert [u["image_id"] for u in split["brightness"]["unreadable"]] == ["2"]
     assert split["brightness"]["unreadable"][0]["reason"].startswith(
         "train-00000-of-00001.tfrecord record 1: stored image cannot be decoded: ")
+
+
+def test_records_written_by_model_gardens_converter_are_read_without_tensorflow(tmp_path):
+    pytest.importorskip("official")
+    images = tmp_path / "images"
+    images.mkdir()
+    coco = {"images": [], "annotations": [], "categories": [{"id": 1, "name": "can"}, {"id": 2, "name": "cup"}]}
+    for i in range(1, 4):
+        Image.new("RGB", (64, 48), (40 * i, 90, 90)).save(images / f"{i}.jpg")
+        coco["images"].append({"id": i, "file_name": f"{i}.jpg", "width": 64, "height": 48})
+        for k in range(i):  # image i holds i boxes
+            coco["annotations"].append({"id": len(coco["annotations"]) + 1, "image_id": i, "category_id": 1 + k % 2,
+                                        "bbox": [2 + 10 * k, 4, 8, 8], "area": 64, "iscrowd": 0})
+    ann = tmp_path / "ann.json"
+    ann.write_text(json.dumps(coco))
+    records = tmp_path / "records"
+    records.mkdir()
+    proc = subprocess.run([sys.executable, "-m", "official.vision.data.create_coco_tf_record", f"--image_dir={images}",
+                           f"--object_annotations_file={ann}", f"--output_file_prefix={records / 'train'}",
+                           "--num_shards=1"], capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    stats = analyze(tfrecords=records, out=tmp_path / "out", plots=False)
+    train = stats["tfrecords"]["splits"]["train"]
+    assert (train["images"], train["boxes"]) == (3, 6)
+    assert {c["name"]: c["instances"] for c in train["classes"]} == {"can": 4, "cup": 2}
+    assert train["brightness"]["unreadable"] == []
