@@ -437,14 +437,16 @@ def load_coco_files(paths: "Sequence[str | Path]", size_of: Optional[SizeReader]
         key = aid if isinstance(aid, (int, str)) and not isinstance(aid, bool) else f"annotations[{i}]"
         id_count[key] = id_count.get(key, 0) + 1
         image = by_id.get(as_int(iid))  # type: ignore[arg-type]
-        if image is None and text_ids and _text_id(iid) is not None:
-            image = by_id.get(text_ids.get(_text_id(iid), 0))
+        text = _text_id(iid) if image is None and text_ids else None
+        if text is not None:
+            image = by_id.get(text_ids.get(text))  # type: ignore[arg-type]
         if image is None:
             why = ("its image was skipped" if iid is not None and _id_text(iid) in rejected_ids
                    else f"unknown image_id {iid!r} (no entry in 'images')")
             rejected_boxes.append(Rejected("annotation", key, iid, why))
             continue
-        cid = as_int(cid) if _text_id(cid) is None else text_cat_ids.get(_text_id(cid))
+        text = _text_id(cid) if text_cat_ids else None  # the fast path skips it for files with numeric ids
+        cid = as_int(cid) if text is None else text_cat_ids.get(text)
         if cid not in cat_ids:
             rejected_boxes.append(Rejected("annotation", key, iid,
                                            f"unknown category_id {ann.get('category_id')!r} (not in 'categories')"))
