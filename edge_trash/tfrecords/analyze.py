@@ -612,7 +612,7 @@ def analyze(annotations: "Optional[os.PathLike | str | Sequence[os.PathLike | st
     Writes ``OUT/stats.json``, ``OUT/report.md`` and PNG plots; returns the stats
     (the content of ``stats.json``). Raises :class:`AnalyzeError` for a bad option
     and :class:`~edge_trash.tfrecords.coco.CocoFormatError` for an unreadable JSON.
-    TensorFlow is imported only when ``tfrecords`` is given.
+    TensorFlow is never imported (records are read by ``tfrecord_file`` and ``tf_example``).
     """
     start = time.monotonic()
     th = thresholds or Thresholds()
