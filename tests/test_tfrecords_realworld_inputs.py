@@ -1008,3 +1008,22 @@ def test_category_ids_written_as_text_are_matched_by_that_text(tmp_path):
     ann.write_text(json.dumps(coco))
     with pytest.raises(CocoFormatError, match=r"categories\[3\]\.id: id 'can' is used twice \('Can' and 'tin'\)"):
         load_coco(ann)
+
+
+def test_text_image_ids_shared_by_merged_files_keep_each_box_on_its_own_files_image(tmp_path):
+    from edge_trash.tfrecords.coco import load_coco_files
+
+    files = []
+    for split, box in (("train", [1, 1, 9, 9]), ("valid", [20, 20, 9, 9])):
+        ann = tmp_path / split / "_annotations.coco.json"
+        ann.parent.mkdir()
+        ann.write_text(json.dumps({
+            "images": [{"id": "img_1", "file_name": "a.jpg", "width": 64, "height": 48}],
+            "annotations": [{"id": 1, "image_id": "img_1", "category_id": 1, "bbox": box}],
+            "categories": [{"id": 1, "name": "can"}]}))
+        files.append(ann)
+    data = load_coco_files(files)
+    assert data.rejected_images == [] and data.rejected_boxes == []
+    assert data.text_image_ids == {"img_1": 1, f"img_1 (from {files[1]})": 2}
+    assert [(im.id, im.source) for im in data.images] == [(1, 0), (2, 1)]
+    assert [(b.image_id, b.x) for b in data.boxes] == [(1, 1.0), (2, 20.0)]

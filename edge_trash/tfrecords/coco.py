@@ -219,7 +219,7 @@ def _read_json(path: Path) -> Dict[str, Any]:
     return data
 
 
-def _text_id(value: Any) -> Optional[str]:
+def text_id(value: Any) -> Optional[str]:
     """An id written as text that is not a number (``"000a1249af2bc5f0"``), stripped; else None."""
     if isinstance(value, str) and value.strip() and not is_integral(value):
         return value.strip()
@@ -243,7 +243,7 @@ def _parse_categories(path: Path, raw: List[Any]) -> List[Category]:
         where = f"{path}: categories[{i}]"
         if not isinstance(c, dict):
             raise CocoFormatError(f"{where}: expected an object with 'id' and 'name', got {c!r}")
-        text = _text_id(c.get("id"))
+        text = text_id(c.get("id"))
         if text is None and ("id" not in c or not is_integral(c["id"])):
             raise CocoFormatError(f"{where}.id: expected an integer, got {c.get('id')!r}")
         if not isinstance(c.get("name"), str) or not clean_name(c["name"]):
@@ -278,7 +278,7 @@ def _parse_images(raw: List[Any], size_of: Optional[SizeReader] = None, sources:
             rejected.append(Rejected("image", f"images[{i}]", None, f"not an object: {im!r}"[:200]))
             continue
         iid, name = im.get("id"), im.get("file_name")
-        text = _text_id(iid)
+        text = text_id(iid)
         if text is None and not is_integral(iid):
             rejected.append(Rejected("image", f"images[{i}]", iid, f"'id' must be an integer, got {iid!r}",
                                      name if isinstance(name, str) else None))
@@ -437,7 +437,7 @@ def load_coco_files(paths: "Sequence[str | Path]", size_of: Optional[SizeReader]
         key = aid if isinstance(aid, (int, str)) and not isinstance(aid, bool) else f"annotations[{i}]"
         id_count[key] = id_count.get(key, 0) + 1
         image = by_id.get(as_int(iid))  # type: ignore[arg-type]
-        text = _text_id(iid) if image is None and text_ids else None
+        text = text_id(iid) if image is None and text_ids else None
         if text is not None:
             image = by_id.get(text_ids.get(text))  # type: ignore[arg-type]
         if image is None:
@@ -445,7 +445,7 @@ def load_coco_files(paths: "Sequence[str | Path]", size_of: Optional[SizeReader]
                    else f"unknown image_id {iid!r} (no entry in 'images')")
             rejected_boxes.append(Rejected("annotation", key, iid, why))
             continue
-        text = _text_id(cid) if text_cat_ids else None  # the fast path skips it for files with numeric ids
+        text = text_id(cid) if text_cat_ids else None  # the fast path skips it for files with numeric ids
         cid = as_int(cid) if text is None else text_cat_ids.get(text)
         if cid not in cat_ids:
             rejected_boxes.append(Rejected("annotation", key, iid,

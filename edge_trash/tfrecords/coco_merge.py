@@ -5,7 +5,10 @@ Categories are matched by name: the first file keeps its ids, a name first seen 
 later file gets the next free id. Image and annotation ids are kept when no two files
 share one; when they do (Roboflow numbers every file from 0), each later file's ids are
 shifted by a round offset (10000, 20000... whatever clears the largest id) that
-``MergedSource`` records, so an id in a report leads back to its file.
+``MergedSource`` records, so an id in a report leads back to its file. Image ids
+written as text that two files share (``img_1`` in train and in valid) get
+`` (from PATH)`` appended in every later file, so each box stays with its own file's
+image.
 
 A file's split is read from its name or its folder (``train``, ``valid``/``val``,
 ``test``) for ``--keep-splits``.
@@ -18,7 +21,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Dict, List, Optional, Sequence, Tuple
 
-from edge_trash.tfrecords.coco import as_int, clean_name
+from edge_trash.tfrecords.coco import as_int, clean_name, text_id
 
 _SPLIT_WORDS = {"train": "train", "training": "train", "val": "val", "valid": "val", "validation": "val",
                 "dev": "val", "test": "test", "testing": "test"}
@@ -74,11 +77,26 @@ def _offsets(id_lists: List[List[int]]) -> List[int]:
     return [k * step for k in range(len(id_lists))]
 
 
-def _shift(value: Any, offset: int) -> Any:
+def _shift(value: Any, offset: int, text_suffix: str = "") -> Any:
+    """An image or annotation id moved apart from the other files' ids: a number by
+    ``offset``, a text id (when the files' text ids clash) by ``text_suffix``."""
+    if text_suffix and text_id(value) is not None:
+        return f"{text_id(value)} {text_suffix}"
     number = as_int(value)
     if offset == 0 or number is None:
         return value  # unmoved, or not an id we can move: reported as it stands
     return number + offset
+
+
+def _text_ids_clash(files: Sequence[Tuple[Path, Dict[str, Any]]]) -> bool:
+    """Whether two files use the same image id written as text (``img_1`` in train and valid)."""
+    seen: set = set()
+    for _, data in files:
+        texts = {text_id(im.get("id")) for im in data["images"] if isinstance(im, dict)} - {None}
+        if texts & seen:
+            return True
+        seen |= texts
+    return False
 
 
 def merge_coco(files: Sequence[Tuple[Path, Dict[str, Any]]]
@@ -94,6 +112,7 @@ def merge_coco(files: Sequence[Tuple[Path, Dict[str, Any]]]
                                                               split=split_in_name(path))]
     image_offsets = _offsets([_int_ids(data["images"]) for _, data in files])
     ann_offsets = _offsets([_int_ids(data["annotations"]) for _, data in files])
+    text_clash = _text_ids_clash(files)
 
     categories: List[Dict[str, Any]] = []
     id_of_name: Dict[str, Any] = {}
@@ -116,13 +135,15 @@ def merge_coco(files: Sequence[Tuple[Path, Dict[str, Any]]]
                     categories.append({**c, "id": next_id})
                     next_id += 1
                 remap[_key(c.get("id"))] = id_of_name[name]
+        suffix = f"(from {path})" if text_clash and k > 0 else ""
         for im in data["images"]:
-            images.append({**im, "id": _shift(im.get("id"), image_offsets[k])} if isinstance(im, dict) else im)
+            images.append({**im, "id": _shift(im.get("id"), image_offsets[k], suffix)} if isinstance(im, dict)
+                          else im)
             image_source.append(k)
         for ann in data["annotations"]:
             if isinstance(ann, dict):
                 ann = {**ann, "id": _shift(ann.get("id"), ann_offsets[k]),
-                       "image_id": _shift(ann.get("image_id"), image_offsets[k])}
+                       "image_id": _shift(ann.get("image_id"), image_offsets[k], suffix)}
                 if k > 0:  # an id its own file does not define must not land on another file's class
                     cid = ann.get("category_id")
                     ann["category_id"] = remap.get(_key(cid), f"{cid} (not in the categories of {path})")
