@@ -329,6 +329,9 @@ def test_outlier_sizes_and_their_reasons():
                        12: "short side 300 px < 320"}
     assert stats["image_sizes"]["median_pixels"] == 12_000_000
     assert stats["image_sizes"]["distinct"][0] == {"width": 4000, "height": 3000, "images": 5}
+    flag = {f["kind"]: f for f in find_flags("annotations", stats, Thresholds())}["image_size_outliers"]
+    assert flag["message"].startswith("3 images have an outlier size or aspect ratio (the median image has "
+                                      "12,000,000 pixels): big.jpg 8000x6000 (4.0x the median pixel count)")
 
 
 def test_long_tail_is_judged_on_train_and_missing_classes_on_held_out_splits():
