@@ -251,6 +251,14 @@ def test_mean_luma_of_a_flat_image(mode, fmt):
     assert abs(mean_luma(buf.getvalue()) - 100) <= 1.5
 
 
+def test_mean_luma_of_16_bit_and_float_images_matches_what_build_writes():
+    # 100/255 of full scale in each: build-tfrecords scales these ranges to 8 bits, so the luma is 100
+    for arr in (np.full((48, 64), 100 * 257, np.uint16), np.full((48, 64), 100 / 255, np.float32)):
+        buf = io.BytesIO()
+        Image.fromarray(arr).save(buf, format="TIFF")
+        assert abs(mean_luma(buf.getvalue()) - 100) <= 1
+
+
 def test_library_errors_name_the_option(tmp_path):
     with pytest.raises(AnalyzeError, match="--annotations A.json, --tfrecords DIR"):
         analyze(out=tmp_path)

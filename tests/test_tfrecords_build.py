@@ -205,25 +205,36 @@ def test_colour_modes_are_converted_to_rgb(tmp_path):
     Image.new("P", (64, 48), 3).save(imgs / "pal.png")
     Image.new("RGBA", (64, 48), (255, 0, 0, 128)).save(imgs / "rgba.png")
     Image.new("CMYK", (64, 48), (0, 255, 255, 0)).save(imgs / "cmyk.jpg")
-    names = ["a16.png", "pal.png", "rgba.png", "cmyk.jpg"]
+    Image.fromarray(np.full((48, 64), 0.8, np.float32)).save(imgs / "float.tif")  # values 0-1
+    frames = [Image.new("RGB", (64, 48), (0, 0, 255)), Image.new("RGB", (64, 48), (255, 255, 0))]
+    frames[0].save(imgs / "anim.gif", save_all=True, append_images=frames[1:])
+    names = ["a16.png", "pal.png", "rgba.png", "cmyk.jpg", "float.tif", "anim.gif"]
     images = [{"id": i + 1, "file_name": n, "width": 64, "height": 48} for i, n in enumerate(names)]
-    anns = [{"id": i + 1, "image_id": i + 1, "category_id": 1, "bbox": [1, 1, 20, 20]} for i in range(4)]
+    anns = [{"id": i + 1, "image_id": i + 1, "category_id": 1, "bbox": [1, 1, 20, 20]} for i in range(len(names))]
     out = tmp_path / "out"
     report = build_tfrecords(BuildOptions(annotations=_tiny_coco(tmp_path, images, anns), images=imgs, out=out,
                                           val_fraction=0, test_fraction=0))
-    assert report["images_written"] == 4
+    assert report["images_written"] == len(names)
     notes = {n["image_id"]: " ".join(n["notes"]) for n in report["image_notes"]}
-    assert "16-bit" in notes[1] and "palette" in notes[2] and "RGBA" in notes[3] and "CMYK" in notes[4]
+    assert notes[1] == "converted I;16 (values 0-65535) to 8-bit RGB"
+    assert "palette" in notes[2] and "RGBA" in notes[3] and "CMYK" in notes[4]
+    assert notes[5] == "converted F (values 0-1) to 8-bit RGB"
+    assert notes[6].startswith("2 frames (an animation or multi-page file): the first was used")
     import tensorflow as tf
 
     for rec in _all_records(out, "train"):
         ex = tf.train.Example.FromString(rec)
         decoded = Image.open(io.BytesIO(ex.features.feature["image/encoded"].bytes_list.value[0]))
         assert decoded.mode == "RGB" and decoded.format == "JPEG"
-        if ex.features.feature["image/source_id"].bytes_list.value[0] == b"1":
-            arr = np.asarray(decoded).astype(int)
+        arr = np.asarray(decoded).astype(int)
+        source_id = ex.features.feature["image/source_id"].bytes_list.value[0]
+        if source_id == b"1":
             # 16-bit ramp keeps its range: the brightest corner is far above the darkest
             assert arr[-1, -1].mean() - arr[0, 0].mean() > 20
+        elif source_id == b"5":  # 0.8 of full scale stays 0.8 (it was black: 0.8 of 255 rounds to 0)
+            assert abs(arr.mean() - 204) < 3
+        elif source_id == b"6":  # the first frame, blue
+            assert arr[..., 2].mean() > 200 and arr[..., 0].mean() < 50
 
 
 @pytest.mark.parametrize("content,message", [

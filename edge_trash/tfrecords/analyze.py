@@ -123,8 +123,10 @@ def mean_luma(data: bytes) -> float:
     if isinstance(img, JpegImagePlugin.JpegImageFile):  # MPO phone photos too
         img.draft("L", (max(1, img.width // 8), max(1, img.height // 8)))
     img.load()
-    if img.mode not in ("L", "RGB"):
-        img = img.convert("RGBA").convert("RGB") if "A" in img.getbands() else img.convert("RGB")
+    if img.mode not in ("L", "RGB"):  # the same conversion build-tfrecords makes
+        from edge_trash.tfrecords.images import to_rgb
+
+        img = to_rgb(img, [])
     if img.mode != "L":
         img = img.convert("L")
     return float(ImageStat.Stat(img).mean[0])

@@ -197,15 +197,27 @@ def _build_colour_transform(icc: bytes, mode: str) -> Tuple[Optional[Any], str]:
     return transform, f"converted colours from the embedded profile '{name}' to sRGB"
 
 
-def _to_rgb(img: Image.Image, notes: List[str]) -> Image.Image:
+def _value_range(mode: str, largest: float) -> float:
+    """The top of the range a 16-bit, 32-bit or floating-point image's values live in:
+    1 for floating-point images in 0-1, else 255, 65535 or, beyond that, the largest value."""
+    if mode == "F" and largest <= 1.0:
+        return 1.0
+    if largest <= 255 and not mode.startswith("I;16"):
+        return 255.0
+    return 65535.0 if largest <= 65535 else largest
+
+
+def to_rgb(img: Image.Image, notes: List[str]) -> Image.Image:
+    """``img`` as 8-bit RGB: 16-bit, 32-bit and floating-point values scaled from their range,
+    transparency flattened onto grey; what was done is appended to ``notes``."""
     mode = img.mode
     if mode == "RGB":
         return img
     if mode in ("I;16", "I;16B", "I;16L", "I", "F"):
-        arr = np.asarray(img, dtype=np.float64)
-        top = 65535.0 if mode.startswith("I;16") or arr.max() > 255 else 255.0
+        arr = np.nan_to_num(np.asarray(img, dtype=np.float64), nan=0.0, posinf=0.0, neginf=0.0)
+        top = _value_range(mode, float(arr.max()) if arr.size else 0.0)
         arr = np.clip(arr * (255.0 / top), 0, 255).astype(np.uint8)
-        notes.append(f"converted {mode} ({'16' if top > 255 else '8'}-bit) to 8-bit RGB")
+        notes.append(f"converted {mode} (values 0-{top:g}) to 8-bit RGB")
         return Image.fromarray(arr).convert("RGB")
     if mode == "P":
         img = img.convert("RGBA" if "transparency" in img.info else "RGB")
@@ -258,6 +270,9 @@ def convert_image(job: ImageJob) -> ImageResult:
         result.reason = (f"refused as a decompression bomb: {stored[0]}x{stored[1]} = {stored[0] * stored[1]:,} "
                          f"pixels, more than --max-pixels {job.max_pixels:,}")
         return result
+    frames = getattr(img, "n_frames", 1)
+    if frames > 1 and img.format != "MPO":  # an MPO's second frame is the phone's depth map or preview
+        result.notes.append(f"{frames} frames (an animation or multi-page file): the first was used")
     orientation = _exif_orientation(img, result.notes)
     displayed = (stored[1], stored[0]) if orientation in ROTATES_90 else stored
     json_size = (job.json_width, job.json_height)
@@ -307,7 +322,7 @@ def convert_image(job: ImageJob) -> ImageResult:
                   6: Image.Transpose.ROTATE_270, 7: Image.Transpose.TRANSVERSE,
                   8: Image.Transpose.ROTATE_90}[orientation]
         img = img.transpose(method)
-    img = _to_rgb(img, result.notes)
+    img = to_rgb(img, result.notes)
     if img.size != out_size:
         # Area averaging (OpenCV's INTER_AREA): anti-aliased at any shrink factor, and 30%
         # faster than Pillow's BILINEAR on what the decoder's 1/2..1/8 scaling leaves.
