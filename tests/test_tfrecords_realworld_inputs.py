@@ -951,7 +951,8 @@ def test_image_ids_written_as_text_are_numbered_after_the_numeric_ones(tmp_path)
                    {"id": 7, "file_name": "b.jpg", "width": 64, "height": 48},
                    {"id": " 0b3c ", "file_name": "c.jpg", "width": 64, "height": 48},
                    {"id": "0b3c", "file_name": "d.jpg", "width": 64, "height": 48},
-                   {"id": "broken", "file_name": "", "width": 64, "height": 48}],
+                   {"id": "broken", "file_name": "", "width": 64, "height": 48},
+                   {"id": 7, "file_name": "b.jpg", "width": 64, "height": 48}],
         "annotations": [{"id": 1, "image_id": "000a1249af2bc5f0", "category_id": 1, "bbox": [4, 4, 20, 20]},
                         {"id": 2, "image_id": 7, "category_id": 1, "bbox": [4, 4, 20, 20]},
                         {"id": 3, "image_id": "0b3c", "category_id": 1, "bbox": [4, 4, 20, 20]},
@@ -967,8 +968,10 @@ def test_image_ids_written_as_text_are_numbered_after_the_numeric_ones(tmp_path)
                      "number)"),
         (9, "c.jpg", "image id '0b3c' is text: numbered 9 (splits.json and image/source_id hold the number)")]
     assert [(s["image_id"], s["reason"]) for s in report["images_skipped"]] == [
-        ("0b3c", "duplicate image id: only the first entry is used"),
-        ("broken", "'file_name' must be a non-empty string, got ''")]
+        ("0b3c", "duplicate image id: only the first entry ('c.jpg') is used, and every box with this image_id is "
+                 "placed on it; if this entry's boxes are on 'd.jpg', give it an id of its own"),
+        ("broken", "'file_name' must be a non-empty string, got ''"),
+        (7, "duplicate image id: the same entry twice, the first is used")]
     assert [(d["annotation_id"], d["reason"]) for d in report["boxes_dropped"]] == [
         (4, "its image was skipped"), (5, "unknown image_id 'nowhere' (no entry in 'images')")]
     assert {int(ex.features.feature["image/source_id"].bytes_list.value[0]) for ex in _examples(tmp_path / "out")} \

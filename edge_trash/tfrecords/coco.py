@@ -273,6 +273,7 @@ def _parse_images(raw: List[Any], size_of: Optional[SizeReader] = None, sources:
     text_ids: Dict[str, int] = {}
     first_free = _first_free_id(raw)
     seen: set = set()
+    first_names: Dict[Any, Any] = {}
     for i, im in enumerate(raw):
         if not isinstance(im, dict):
             rejected.append(Rejected("image", f"images[{i}]", None, f"not an object: {im!r}"[:200]))
@@ -286,7 +287,7 @@ def _parse_images(raw: List[Any], size_of: Optional[SizeReader] = None, sources:
         shown = text if text is not None else int(iid)  # the id as reports name it
         duplicate = text in text_ids if text is not None else shown in seen
         if duplicate:
-            rejected.append(Rejected("image", shown, shown, "duplicate image id: only the first entry is used",
+            rejected.append(Rejected("image", shown, shown, _duplicate_image_reason(first_names.get(shown), name),
                                      name if isinstance(name, str) else None))
             continue
         iid = first_free + len(text_ids) if text is not None else int(iid)
@@ -309,6 +310,7 @@ def _parse_images(raw: List[Any], size_of: Optional[SizeReader] = None, sources:
             w, h = size
             size_notes[iid] = f"'width'/'height' are {given} in the JSON: used {w}x{h} read from the file"
         seen.add(iid)
+        first_names[shown] = name
         if text is not None:
             text_ids[text] = iid
         images.append(ImageRecord(iid, name, int(w), int(h), sources[i] if sources else 0))
@@ -381,6 +383,13 @@ def _parse_box(ann: Dict[str, Any], image: ImageRecord) -> Tuple[Optional[Tuple[
         return None, clipped, (f"'bbox' {bbox!r} lies outside the {image.width}x{image.height} image "
                                "(less than 1 px left after clipping)")
     return (x0, y0, x1 - x0, y1 - y0), clipped, ""
+
+
+def _duplicate_image_reason(first: Any, name: Any) -> str:
+    if first == name:
+        return "duplicate image id: the same entry twice, the first is used"
+    return (f"duplicate image id: only the first entry ({first!r}) is used, and every box with this image_id is "
+            f"placed on it; if this entry's boxes are on {name!r}, give it an id of its own")
 
 
 def load_coco(path: "str | Path", size_of: Optional[SizeReader] = None) -> CocoDataset:
