@@ -1030,3 +1030,30 @@ def test_text_image_ids_shared_by_merged_files_keep_each_box_on_its_own_files_im
     assert data.text_image_ids == {"img_1": 1, f"img_1 (from {files[1]})": 2}
     assert [(im.id, im.source) for im in data.images] == [(1, 0), (2, 1)]
     assert [(b.image_id, b.x) for b in data.boxes] == [(1, 1.0), (2, 20.0)]
+
+
+def test_categories_sharing_a_name_become_one_class_and_the_summary_says_so(tmp_path):
+    from edge_trash.tfrecords.build_cli import summarize
+
+    for name in ("a.jpg", "b.jpg"):
+        _jpeg(tmp_path / name, (64, 48))
+    ann = tmp_path / "ann.json"
+    ann.write_text(json.dumps({
+        "images": [{"id": 1, "file_name": "a.jpg", "width": 64, "height": 48},
+                   {"id": 2, "file_name": "b.jpg", "width": 64, "height": 48}],
+        "annotations": [{"id": 1, "image_id": 1, "category_id": 3, "bbox": [1, 1, 9, 9]},
+                        {"id": 2, "image_id": 2, "category_id": 4, "bbox": [1, 1, 9, 9]},
+                        {"id": 3, "image_id": 2, "category_id": 1, "bbox": [20, 20, 9, 9]}],
+        "categories": [{"id": 1, "name": "can"}, {"id": 3, "name": "cup"}, {"id": 4, "name": "cup"}]}))
+    report = build_tfrecords(BuildOptions(annotations=ann, images=tmp_path, out=tmp_path / "out",
+                                          val_fraction=0, test_fraction=0))
+    assert report["classes"] == [{"id": 1, "name": "can", "boxes": 1}, {"id": 2, "name": "cup", "boxes": 2}]
+    assert report["categories_merged_by_name"] == [{"name": "cup", "category_ids": [3, 4]}]
+    assert "note: categories 3, 4 share the name 'cup' and became one class" in summarize(report, tmp_path, 1.0)
+    labels = sorted(int(v) for ex in _examples(tmp_path / "out")
+                    for v in ex.features.feature["image/object/class/label"].int64_list.value)
+    assert labels == [1, 2, 2]
+    # with --supercategories the names do not decide the classes, so nothing is reported
+    report = build_tfrecords(BuildOptions(annotations=ann, images=tmp_path, out=tmp_path / "out2",
+                                          val_fraction=0, test_fraction=0, supercategories=True))
+    assert report["categories_merged_by_name"] == []

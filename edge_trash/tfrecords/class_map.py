@@ -39,6 +39,7 @@ class ClassMapping:
     dropped_rare: List[str] = field(default_factory=list)
     map_unknown_sources: List[str] = field(default_factory=list)  # map rows naming no category
     similar: List[List[str]] = field(default_factory=list)  # kept names that differ only in case or spacing
+    merged_by_name: List[Dict[str, object]] = field(default_factory=list)  # {name, category_ids} sharing a name
 
     def as_report(self) -> Dict[str, object]:
         """The mapping facts that go into report.json."""
@@ -48,6 +49,7 @@ class ClassMapping:
             "classes_dropped_rare": self.dropped_rare,
             "class_map_unknown_sources": self.map_unknown_sources,
             "similar_class_names": self.similar,
+            "categories_merged_by_name": self.merged_by_name,
         }
 
 
@@ -130,6 +132,7 @@ def build_class_mapping(categories: Sequence[Category], boxes: Sequence[BoxRecor
     if min_instances < 0:
         raise ClassMapError(f"--min-instances must be >= 0, got {min_instances}")
     cats = sorted(categories, key=lambda c: c.id)
+    merged: List[Dict[str, object]] = []
     target_name: Dict[int, Optional[str]] = {}
     drop_reasons: Dict[int, str] = {}
     unknown: List[str] = []
@@ -160,6 +163,7 @@ def build_class_mapping(categories: Sequence[Category], boxes: Sequence[BoxRecor
         for c in cats:
             target_name[c.id] = c.name
         order = list(dict.fromkeys(c.name for c in cats))
+        merged = _categories_sharing_a_name(cats)
 
     counts: Counter = Counter()
     for b in boxes:
@@ -191,7 +195,16 @@ def build_class_mapping(categories: Sequence[Category], boxes: Sequence[BoxRecor
     target_of = {cid: (ids.get(t) if t is not None else None) for cid, t in target_name.items()}
     return ClassMapping(names=kept, target_of_category=target_of, drop_reasons=drop_reasons, unused=unused,
                         folded_into_other=folded, dropped_rare=dropped, map_unknown_sources=unknown,
-                        similar=similar_names(kept))
+                        similar=similar_names(kept), merged_by_name=merged)
+
+
+def _categories_sharing_a_name(cats: Sequence[Category]) -> List[Dict[str, object]]:
+    """``{name, category_ids}`` for each name that two or more categories carry (one file's
+    list holding 'cup' as ids 3 and 4): they become one class, as they would by name in a merge."""
+    ids: Dict[str, List[object]] = {}
+    for c in cats:
+        ids.setdefault(c.name, []).append(c.text_id if c.text_id is not None else c.id)
+    return [{"name": name, "category_ids": found} for name, found in ids.items() if len(found) > 1]
 
 
 def label_map_pbtxt(names: Sequence[str]) -> str:
