@@ -86,6 +86,9 @@ def main() -> None:
     if click is None:
         _missing_host_deps(ImportError("No module named 'click'"))
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # keep TensorFlow's start-up chatter off the terminal
+    for stream in (sys.stdout, sys.stderr):  # a file name read from disk may hold bytes that were not UTF-8
+        if hasattr(stream, "reconfigure"):
+            stream.reconfigure(errors="backslashreplace")
     cli()
 
 

@@ -1057,3 +1057,60 @@ def test_categories_sharing_a_name_become_one_class_and_the_summary_says_so(tmp_
     report = build_tfrecords(BuildOptions(annotations=ann, images=tmp_path, out=tmp_path / "out2",
                                           val_fraction=0, test_fraction=0, supercategories=True))
     assert report["categories_merged_by_name"] == []
+
+
+def test_file_names_not_in_utf8_on_disk_or_escaped_in_the_json_are_found_and_stored_readable(tmp_path):
+    # A zip made on Windows, unpacked by unzip: 'café' in Latin-1 and 'Müll' in cp437 bytes on disk.
+    # JSON written by Python from such a listing escapes the odd byte ('caf\udce9'); a lone '\ud800'
+    # names no file at all; class names with escapes must still leave labels.txt valid UTF-8.
+    import os
+
+    from edge_trash.tfrecords.analyze import analyze
+
+    folder = tmp_path / "img"
+    for name, raw in (("café.jpg", "café.jpg".encode("latin-1")), ("Müll.jpg", "Müll.jpg".encode("cp437")),
+                      ("tea.jpg", "t\xe9a.jpg".encode("latin-1"))):
+        _jpeg(folder / "x.jpg", (64, 48), (200, 40, 40) if name != "tea.jpg" else (40, 40, 200))
+        os.rename(folder / "x.jpg", os.fsencode(folder) + b"/" + raw)
+    ann = tmp_path / "ann.json"
+    ann.write_text(json.dumps({  # json.dumps writes the lone surrogates as \udce9 and \ud800 escapes
+        "images": [{"id": 1, "file_name": "café.jpg", "width": 64, "height": 48},
+                   {"id": 2, "file_name": "Müll.jpg", "width": 64, "height": 48},
+                   {"id": 3, "file_name": "t\udce9a.jpg", "width": 64, "height": 48},
+                   {"id": 4, "file_name": "z\ud800.jpg", "width": 64, "height": 48}],
+        "annotations": [{"id": i, "image_id": i, "category_id": 1 if i < 3 else 2, "bbox": [1, 1, 9, 9]}
+                        for i in (1, 2, 3, 4)],
+        "categories": [{"id": 1, "name": "can"}, {"id": 2, "name": "caf\udce9 lid \ud800"}]}))
+    out = tmp_path / "out"
+    report = build_tfrecords(BuildOptions(annotations=ann, images=folder, out=out, val_fraction=0, test_fraction=0))
+    assert report["images_written"] == 3
+    assert report["images_skipped"] == [{
+        "image_id": 4, "file_name": "z\ud800.jpg",
+        "reason": "'file_name' 'z\\ud800.jpg' holds an escaped lone surrogate, which no file name can: write the "
+                  "name in the JSON as it is on disk"}]
+    notes = {n["image_id"]: n["notes"][0] for n in report["image_notes"] if n["image_id"] in (1, 2)}
+    assert notes[1] == ("file_name 'café.jpg' not found as given; read 'caf\\udce9.jpg' (its name on disk is not "
+                        "UTF-8 but a legacy encoding such as cp437 or cp1252, as zips made on Windows store names; "
+                        "'unzip -O cp437' or convmv renames such files) under the images folder")
+    assert notes[2].startswith("file_name 'Müll.jpg' not found as given; read 'M\\udc81ll.jpg' (its name")
+    assert (out / "labels.txt").read_text(encoding="utf-8") == "can\ncafé lid \\ud800\n"
+    records = {int(ex.features.feature["image/source_id"].bytes_list.value[0]): ex for ex in _examples(out)}
+    assert records[3].features.feature["image/filename"].bytes_list.value[0].decode("utf-8") == "téa.jpg"
+    blue = np.asarray(Image.open(io.BytesIO(records[3].features.feature["image/encoded"].bytes_list.value[0])))
+    assert blue[..., 2].mean() > 150  # the escaped name opened the file it names, not another
+    stats = analyze(ann, folder, out=tmp_path / "analysis", plots=False)
+    luma = {k: round(v) for k, v in stats["annotations"]["brightness"]["per_image"].items()}
+    assert luma == {"1": 88, "2": 88, "3": 58}  # red, red, blue: each name read its own file
+    assert "t\\udce9a.jpg" in (tmp_path / "analysis" / "report.md").read_text(encoding="utf-8")
+
+
+def test_the_cli_prints_names_with_undecodable_bytes_on_a_strict_utf8_terminal(tmp_path):
+    ann = tmp_path / "ann.json"  # a 64x48 image is a size outlier, so the flag prints its file_name
+    ann.write_text(json.dumps({"images": [{"id": 1, "file_name": "caf\udce9.jpg", "width": 64, "height": 48}],
+                               "annotations": [], "categories": [{"id": 1, "name": "can"}]}))
+    env = {**__import__("os").environ, "PYTHONIOENCODING": "utf-8:strict"}
+    run = subprocess.run([sys.executable, "-m", "edge_trash", "analyze", "--annotations", str(ann),
+                          "--out", str(tmp_path / "a")], capture_output=True, text=True, env=env,
+                         encoding="utf-8", errors="replace")
+    assert run.returncode == 0, run.stderr
+    assert "caf\\udce9.jpg 64x48 (short side 48 px < 320)" in run.stdout

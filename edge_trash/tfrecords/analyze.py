@@ -692,5 +692,6 @@ def analyze(annotations: "Optional[os.PathLike | str | Sequence[os.PathLike | st
     stats["seconds"] = _r(time.monotonic() - start, 2)
     _write_atomic(out_dir / "stats.json",
                   (json.dumps(stats, indent=1, allow_nan=False, default=str) + "\n").encode("utf-8"))
-    _write_atomic(out_dir / "report.md", report.encode("utf-8"))
+    # backslashreplace: a file name listed from disk may hold bytes that were not UTF-8
+    _write_atomic(out_dir / "report.md", report.encode("utf-8", "backslashreplace"))
     return stats

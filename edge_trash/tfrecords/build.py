@@ -21,7 +21,7 @@ from typing import Any, Dict, Iterable, List, Optional, Sequence, Tuple
 
 from edge_trash.atomic_files import write_bytes_atomic as _write_atomic
 from edge_trash.tfrecords.class_map import build_class_mapping, label_map_pbtxt, read_class_map
-from edge_trash.tfrecords.coco import CocoDataset, load_coco_files
+from edge_trash.tfrecords.coco import CocoDataset, load_coco_files, readable_text
 from edge_trash.tfrecords.image_paths import ImagePaths
 from edge_trash.tfrecords.images import ImageJob, ImageResult, convert_image, read_displayed_size
 from edge_trash.tfrecords.splits import assign_folds, assign_splits, shuffled
@@ -318,8 +318,8 @@ def build_tfrecords(options: BuildOptions, progress: bool = False) -> Dict[str, 
                 class_boxes[target - 1] += 1
             digest = hashlib.sha256(result.jpeg or b"").hexdigest()  # image/key/sha256, and duplicate pictures
             same_pixels.setdefault(digest, []).append((im.id, split))
-            record = make_example_bytes(result.jpeg or b"", result.width, result.height, im.file_name, str(im.id),
-                                        objects, sha256_hex=digest)
+            record = make_example_bytes(result.jpeg or b"", result.width, result.height,
+                                        readable_text(im.file_name), str(im.id), objects, sha256_hex=digest)
             writers[split].write(pos, record)
             split_stats[split]["images"] += 1
             split_stats[split]["boxes"] += len(objects)

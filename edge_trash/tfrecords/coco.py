@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import math
+import os
 import re
 import unicodedata
 from dataclasses import dataclass, field
@@ -21,12 +22,41 @@ from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 SizeReader = Callable[[str, int], Tuple[Optional[Tuple[int, int]], str]]
 
 
+_ESCAPED_BYTES = re.compile("[\udc80-\udcff]+")  # Python's escapes of bytes that were not UTF-8
+
+
+def _decode_escaped(match: "re.Match[str]") -> str:
+    raw = match.group().encode("utf-8", "surrogateescape")
+    for encoding in ("utf-8", "cp1252"):
+        try:
+            return raw.decode(encoding)
+        except UnicodeDecodeError:
+            continue
+    return raw.decode("latin-1")
+
+
+def readable_text(text: str) -> str:
+    """``text`` as valid Unicode, which UTF-8 files can hold.
+
+    JSON may escape lone surrogates (``"caf\\udce9"``): Python writes them so for file names
+    whose bytes were not UTF-8 (``os.listdir`` gives ``café`` stored in Latin-1 as
+    ``caf\\udce9``). Those bytes are decoded as UTF-8, else cp1252, else Latin-1 (``café``);
+    any other lone surrogate is written out as its escape (``\\ud800``)."""
+    try:
+        text.encode("utf-8")
+        return text
+    except UnicodeEncodeError:
+        text = _ESCAPED_BYTES.sub(_decode_escaped, text)
+    return text.encode("utf-8", "backslashreplace").decode("utf-8")
+
+
 def clean_name(text: str) -> str:
     """A class name as we store it: Unicode NFC, control characters removed, runs of
-    whitespace (tabs, line breaks) as one space, no leading or trailing space.
+    whitespace (tabs, line breaks) as one space, no leading or trailing space, lone
+    surrogates decoded (:func:`readable_text`).
     ``labels.txt`` holds one name per line, so a line break inside a name would shift
     every later class id on the device."""
-    text = unicodedata.normalize("NFC", text)
+    text = unicodedata.normalize("NFC", readable_text(text))
     text = "".join(" " if unicodedata.category(ch) == "Cc" else ch for ch in text)
     return " ".join(text.split())
 
@@ -294,6 +324,10 @@ def _parse_images(raw: List[Any], size_of: Optional[SizeReader] = None, sources:
         if not isinstance(name, str) or not name.strip():
             rejected.append(Rejected("image", shown, shown, f"'file_name' must be a non-empty string, got {name!r}"))
             continue
+        if not _nameable(name):
+            rejected.append(Rejected("image", shown, shown, f"'file_name' {name!r} holds an escaped lone surrogate, "
+                                     "which no file name can: write the name in the JSON as it is on disk", name))
+            continue
         w, h = im.get("width"), im.get("height")
         if not (is_integral(w) and is_integral(h) and int(w) > 0 and int(h) > 0):
             given = "missing" if w is None and h is None else f"{w!r} x {h!r}"
@@ -383,6 +417,16 @@ def _parse_box(ann: Dict[str, Any], image: ImageRecord) -> Tuple[Optional[Tuple[
         return None, clipped, (f"'bbox' {bbox!r} lies outside the {image.width}x{image.height} image "
                                "(less than 1 px left after clipping)")
     return (x0, y0, x1 - x0, y1 - y0), clipped, ""
+
+
+def _nameable(file_name: str) -> bool:
+    """Whether the operating system can name ``file_name`` (a lone ``\\ud800`` cannot be
+    written as bytes; ``\\udce9``, Python's escape of a non-UTF-8 byte, can)."""
+    try:
+        os.fsencode(file_name)
+        return True
+    except UnicodeEncodeError:
+        return False
 
 
 def _duplicate_image_reason(first: Any, name: Any) -> str:

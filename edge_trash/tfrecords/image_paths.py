@@ -5,13 +5,15 @@ file_name`` misses: Windows separators (``batch_1\\000006.jpg``), absolute paths
 the annotator's disk (``/home/ann/TACO/data/batch_1/000006.jpg``), a folder that is
 already part of ``--images`` (``images/0001.jpg`` with ``--images data/images``), a
 different case (``.JPG``), URL escapes (``my%20photo.jpg``, from web annotation
-tools) or accented letters in the other Unicode form (``café.jpg`` typed on Linux or
+tools), accented letters in the other Unicode form (``café.jpg`` typed on Linux or
 Windows is NFC; the same name unpacked from a macOS archive is NFD, ``e`` plus a
-combining accent: the two look alike and compare unequal). :class:`ImagePaths` tries,
+combining accent: the two look alike and compare unequal) or, on disk, in a legacy
+encoding (a zip made on Windows stores ``café`` in cp437 or cp1252, and ``unzip`` writes
+those bytes, which are not UTF-8). :class:`ImagePaths` tries,
 in order: the name as given; then each shorter tail of its path (longest first, so
 ``batch_1/000006.jpg`` is preferred to a bare ``000006.jpg`` and two sub-folders
-holding the same file name stay apart), each candidate exactly, then ignoring case and
-Unicode form; then the same for the URL-unescaped name. Last, a name found nowhere is
+holding the same file name stay apart), each candidate exactly, then ignoring case,
+Unicode form and legacy encoding; then the same for the URL-unescaped name. Last, a name found nowhere is
 looked up in every sub-folder: a bare file name (a flat export's ``file_name`` with
 the photos still in ``batch_1/``, ``batch_2/``...) by its name, a name with folders
 by its innermost folder and name (``batch_1/000006.jpg`` when ``--images`` is the
@@ -39,6 +41,34 @@ def _loose(name: str) -> str:
     return unicodedata.normalize("NFC", name).casefold()
 
 
+# How archive tools name files when they are not UTF-8: a zip made on Windows stores the
+# DOS code page (cp437) or the ANSI one (cp1252) and ``unzip`` writes those bytes as they are.
+_LEGACY_ENCODINGS = ("cp1252", "cp437", "latin-1")
+
+
+def _legacy_spellings(name: str) -> List[str]:
+    """What a file name that is not valid UTF-8 on disk (``café`` stored as Latin-1 bytes,
+    which Python lists as ``caf\\udce9``) says in each legacy encoding; empty for UTF-8 names."""
+    try:
+        name.encode("utf-8")
+        return []
+    except UnicodeEncodeError:
+        raw = os.fsencode(name)
+    spellings = []
+    for encoding in _LEGACY_ENCODINGS:
+        try:
+            text = raw.decode(encoding)
+        except UnicodeDecodeError:
+            continue
+        if text not in spellings:
+            spellings.append(text)
+    return spellings
+
+
+def _not_utf8(path: str) -> bool:
+    return bool(_legacy_spellings(path))
+
+
 def _parts(file_name: str) -> List[str]:
     """The path components of ``file_name``, with either separator and no drive or dots."""
     parts = [p for p in file_name.replace("\\", "/").split("/") if p not in ("", ".")]
@@ -64,7 +94,8 @@ class ImagePaths:
                 dirs.sort()
                 rel = Path(folder).relative_to(self.images_dir)
                 for name in sorted(files):
-                    self._by_name.setdefault(_loose(name), []).append((rel / name).as_posix())
+                    for spelling in [name] + _legacy_spellings(name):
+                        self._by_name.setdefault(_loose(spelling), []).append((rel / name).as_posix())
                     count += 1
                 if count >= TREE_INDEX_LIMIT:
                     self._index_complete = False
@@ -81,6 +112,9 @@ class ImagePaths:
                 listing: Dict[str, str] = {}
                 for name in names:  # sorted: the same pick on every run when only case or form differs
                     listing.setdefault(_loose(name), name)
+                for name in names:  # after every real name, so none of those is shadowed
+                    for spelling in _legacy_spellings(name):
+                        listing.setdefault(_loose(spelling), name)
                 self._listings[folder] = listing
         return self._listings[folder]
 
@@ -132,7 +166,10 @@ class ImagePaths:
                 if found is not None:
                     used = found.relative_to(self.images_dir).as_posix()
                     form = ""
-                    if any(unicodedata.normalize("NFC", t) != t for t in (used, file_name)):  # they look alike
+                    if _not_utf8(used):
+                        form = (" (its name on disk is not UTF-8 but a legacy encoding such as cp437 or cp1252, "
+                                "as zips made on Windows store names; 'unzip -O cp437' or convmv renames such files)")
+                    elif any(unicodedata.normalize("NFC", t) != t for t in (used, file_name)):  # they look alike
                         form = " (the same letters, one of them in Unicode NFD form as macOS writes names)"
                     return found, (f"file_name {file_name!r} not found as given; read {used!r}{form} under "
                                    "the images folder")
