@@ -1114,3 +1114,37 @@ def test_the_cli_prints_names_with_undecodable_bytes_on_a_strict_utf8_terminal(t
                          encoding="utf-8", errors="replace")
     assert run.returncode == 0, run.stderr
     assert "caf\\udce9.jpg 64x48 (short side 48 px < 320)" in run.stdout
+
+
+def test_lfs_pointers_saved_web_pages_and_unfetched_links_say_how_to_get_the_picture(tmp_path):
+    import os
+
+    from edge_trash.tfrecords.analyze import analyze
+
+    folder = tmp_path / "img"
+    _jpeg(folder / "good.jpg", (64, 48))
+    (folder / "lfs.jpg").write_bytes(b"version https://git-lfs.github.com/spec/v1\noid sha256:" + b"0" * 64
+                                     + b"\nsize 3402114\n")
+    (folder / "page.jpg").write_bytes(b"\n<!DOCTYPE html><html><body>This photo is no longer available</body>")
+    os.symlink("../.git/annex/objects/Xy/Zw/SHA256E-s1--abc.jpg/SHA256E-s1--abc.jpg", folder / "annex.jpg")
+    os.symlink("/nowhere/dvc-cache/ab/cdef", folder / "link.jpg")
+    names = ["good.jpg", "lfs.jpg", "page.jpg", "annex.jpg", "link.jpg"]
+    ann = _one_can_per_image(tmp_path / "ann.json", names)
+    report = build_tfrecords(BuildOptions(annotations=ann, images=folder, out=tmp_path / "out",
+                                          val_fraction=0, test_fraction=0))
+    reasons = {s["file_name"]: s["reason"] for s in report["images_skipped"]}
+    expected = {
+        "lfs.jpg": f"a Git LFS pointer, not the picture: {folder / 'lfs.jpg'}; run 'git lfs pull' in the dataset's "
+                   "repository (cloned without Git LFS, or with GIT_LFS_SKIP_SMUDGE)",
+        "page.jpg": f"a web page (HTML/XML), not a picture: {folder / 'page.jpg'}; probably a failed download (an "
+                    "error or login page saved under the image's name): download it again",
+        "annex.jpg": f"broken symbolic link: {folder / 'annex.jpg'} points to ../.git/annex/objects/Xy/Zw/"
+                     "SHA256E-s1--abc.jpg/SHA256E-s1--abc.jpg, which does not exist (a git-annex file whose "
+                     "content is not here: run 'git annex get')",
+        "link.jpg": f"broken symbolic link: {folder / 'link.jpg'} points to /nowhere/dvc-cache/ab/cdef, which does "
+                    "not exist (a DVC or git-annex dataset not fetched? run 'dvc pull' or 'git annex get')"}
+    assert reasons == expected
+    assert report["images_written"] == 1
+    stats = analyze(ann, folder, out=tmp_path / "analysis", plots=False)
+    unreadable = {u["file_name"]: u["reason"] for u in stats["annotations"]["brightness"]["unreadable"]}
+    assert unreadable == expected

@@ -136,12 +136,13 @@ def _read_luma(path: Path) -> Tuple[Optional[float], str, bytes]:
     """``(mean luma, "", file bytes)``, or ``(None, reason, b"")`` for a file that cannot be read."""
     from PIL import Image, UnidentifiedImageError
 
-    from edge_trash.tfrecords.images import unidentified_reason  # also lets Pillow open HEIC photos
+    from edge_trash.tfrecords.images import (HEAD_BYTES, missing_file_reason,  # also lets Pillow open HEIC
+                                             unidentified_reason)
 
     try:
         data = path.read_bytes()
     except FileNotFoundError:
-        return None, f"file not found: {path}", b""
+        return None, missing_file_reason(path), b""
     except OSError as exc:
         return None, f"cannot read {path}: {exc.strerror or exc}", b""
     if not data:
@@ -149,7 +150,7 @@ def _read_luma(path: Path) -> Tuple[Optional[float], str, bytes]:
     try:
         return mean_luma(data), "", data
     except UnidentifiedImageError:
-        return None, unidentified_reason(path, data[:16]), b""
+        return None, unidentified_reason(path, data[:HEAD_BYTES]), b""
     except Image.DecompressionBombError as exc:
         return None, f"refused as a decompression bomb: {exc}", b""
     except (OSError, SyntaxError, ValueError) as exc:

@@ -156,7 +156,7 @@ class ImagePaths:
         (reading it then reports "file not found") and a note only when it helps (several
         files of that name in sub-folders)."""
         direct = self.images_dir / file_name
-        if direct.is_file():
+        if direct.is_file() or direct.is_symlink():  # a broken link: the name is right, its content is not here
             return direct, None
         unquoted = unquote(file_name)
         for name in (file_name, unquoted) if unquoted != file_name else (file_name,):

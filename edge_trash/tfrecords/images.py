@@ -77,14 +77,37 @@ class ImageResult:
         return self.jpeg is not None
 
 
+HEAD_BYTES = 64  # what unidentified_reason needs of a file's start
+
+
 def unidentified_reason(path: "str | Path", head: bytes) -> str:
-    """Why Pillow recognised no image format in a file, with the fix where there is one."""
+    """Why Pillow recognised no image format in a file (``head``: its first bytes), with the
+    fix where there is one: HEIC without its plug-in, a Git LFS pointer, a saved web page."""
     if head[4:8] == b"ftyp" and head[8:12] in HEIF_BRANDS:
         if HEIF_SUPPORTED:
             return f"corrupt or unsupported HEIC/HEIF file (pillow-heif cannot read it): {path}"
         return (f"HEIC/HEIF photo, which Pillow cannot decode without a plug-in: {path}; pip install "
                 "pillow-heif (edge-trash then reads it; Python >= 3.10) or convert it to JPEG")
+    if head.startswith(b"version https://git-lfs"):
+        return (f"a Git LFS pointer, not the picture: {path}; run 'git lfs pull' in the dataset's repository "
+                "(cloned without Git LFS, or with GIT_LFS_SKIP_SMUDGE)")
+    start = head.lstrip(b"\xef\xbb\xbf \t\r\n").lower()
+    if start.startswith((b"<!doctype html", b"<html", b"<?xml", b"{", b"<head")):
+        what = "a JSON document" if start.startswith(b"{") else "a web page (HTML/XML)"
+        return (f"{what}, not a picture: {path}; probably a failed download (an error or login page saved "
+                "under the image's name): download it again")
     return f"not an image Pillow can decode: {path}"
+
+
+def missing_file_reason(path: "str | Path") -> str:
+    """Why a file cannot be found: missing, or a symbolic link whose target is not there
+    (git-annex and DVC keep datasets as links to content fetched separately)."""
+    if os.path.islink(path):
+        target = os.readlink(path)
+        store = (" (a git-annex file whose content is not here: run 'git annex get')" if ".git/annex/" in target
+                 else " (a DVC or git-annex dataset not fetched? run 'dvc pull' or 'git annex get')")
+        return f"broken symbolic link: {path} points to {target}, which does not exist{store}"
+    return f"file not found: {path}"
 
 
 def _exif_orientation(img: Image.Image, notes: List[str]) -> int:
@@ -136,12 +159,12 @@ def read_size_and_orientation(path: "str | Path | BinaryIO"
             with Image.open(path) as img:
                 return (img.size, _exif_orientation(img, [])), ""
     except FileNotFoundError:
-        return None, f"file not found: {path}"
+        return None, missing_file_reason(path)
     except UnidentifiedImageError:
         if not isinstance(path, (str, os.PathLike)):
             return None, "not an image Pillow can decode"
         with open(path, "rb") as fh:
-            return None, unidentified_reason(path, fh.read(16))
+            return None, unidentified_reason(path, fh.read(HEAD_BYTES))
     except (OSError, SyntaxError, ValueError, Image.DecompressionBombError) as exc:
         return None, f"cannot open {path}: {exc}"
 
@@ -241,7 +264,7 @@ def convert_image(job: ImageJob) -> ImageResult:
     try:
         size_on_disk = path.stat().st_size
     except FileNotFoundError:
-        result.reason = f"file not found: {path}"
+        result.reason = missing_file_reason(path)
         return result
     except OSError as exc:
         result.reason = f"cannot read {path}: {exc.strerror or exc}"
@@ -259,7 +282,7 @@ def convert_image(job: ImageJob) -> ImageResult:
         result.reason = f"refused as a decompression bomb: {exc}"
         return result
     except UnidentifiedImageError:
-        result.reason = unidentified_reason(path, data[:16])
+        result.reason = unidentified_reason(path, data[:HEAD_BYTES])
         return result
     except OSError as exc:
         result.reason = f"cannot open {path}: {exc}"
