@@ -1053,6 +1053,11 @@ def test_categories_sharing_a_name_become_one_class_and_the_summary_says_so(tmp_
     labels = sorted(int(v) for ex in _examples(tmp_path / "out")
                     for v in ex.features.feature["image/object/class/label"].int64_list.value)
     assert labels == [1, 2, 2]
+    from edge_trash.tfrecords.analyze import analyze
+
+    stats = analyze(ann, None, out=tmp_path / "analysis", plots=False)
+    flag = next(f for f in stats["flags"] if f["kind"] == "categories_sharing_a_name")
+    assert flag["message"] == "categories 3, 4 share the name 'cup': build-tfrecords makes them one class"
     # with --supercategories the names do not decide the classes, so nothing is reported
     report = build_tfrecords(BuildOptions(annotations=ann, images=tmp_path, out=tmp_path / "out2",
                                           val_fraction=0, test_fraction=0, supercategories=True))

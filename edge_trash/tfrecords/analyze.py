@@ -28,7 +28,7 @@ from typing import Any, Dict, Iterable, Iterator, List, Optional, Sequence, Tupl
 
 from edge_trash.atomic_files import write_bytes_atomic as _write_atomic
 from edge_trash.tfrecords import feature_keys as K
-from edge_trash.tfrecords.class_map import similar_names, similar_names_warning
+from edge_trash.tfrecords.class_map import categories_sharing_a_name, similar_names, similar_names_warning
 from edge_trash.tfrecords.analyze_report import render_report, write_plots
 from edge_trash.tfrecords.build import SHARD_RE
 from edge_trash.tfrecords.coco import CocoDataset, Rejected, load_coco_files
@@ -216,6 +216,7 @@ def annotation_problems(dataset: CocoDataset) -> Dict[str, Any]:
         "image_sizes_read_from_files": sorted(dataset.size_notes),
         "image_ids_as_text": len(dataset.text_image_ids),
         "unused_categories": [c.name for c in dataset.categories if c.id not in used],
+        "categories_sharing_a_name": categories_sharing_a_name(dataset.categories),
         "similar_class_names": similar_names(list(dict.fromkeys(c.name for c in dataset.categories
                                                                  if c.id in used))),
         "images_without_boxes": len(no_boxes),
@@ -576,6 +577,10 @@ def find_flags(where: str, stats: Dict[str, Any], th: Thresholds,
             add("duplicate_annotation_ids", list(problems["duplicate_annotation_ids"]),
                 f"{len(problems['duplicate_annotation_ids'])} annotation ids are used more than once: "
                 + _examples(problems["duplicate_annotation_ids"]))
+        for group in problems.get("categories_sharing_a_name", []):
+            ids = group["category_ids"]
+            add("categories_sharing_a_name", list(ids), f"categories {', '.join(str(i) for i in ids)} share the "
+                f"name '{group['name']}': build-tfrecords makes them one class")
         for group in problems.get("similar_class_names", []):
             add("similar_class_names", list(group), similar_names_warning(group))
         if problems["unused_categories"]:

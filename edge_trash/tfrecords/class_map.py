@@ -163,7 +163,7 @@ def build_class_mapping(categories: Sequence[Category], boxes: Sequence[BoxRecor
         for c in cats:
             target_name[c.id] = c.name
         order = list(dict.fromkeys(c.name for c in cats))
-        merged = _categories_sharing_a_name(cats)
+        merged = categories_sharing_a_name(cats)
 
     counts: Counter = Counter()
     for b in boxes:
@@ -198,11 +198,11 @@ def build_class_mapping(categories: Sequence[Category], boxes: Sequence[BoxRecor
                         similar=similar_names(kept), merged_by_name=merged)
 
 
-def _categories_sharing_a_name(cats: Sequence[Category]) -> List[Dict[str, object]]:
+def categories_sharing_a_name(cats: Sequence[Category]) -> List[Dict[str, object]]:
     """``{name, category_ids}`` for each name that two or more categories carry (one file's
     list holding 'cup' as ids 3 and 4): they become one class, as they would by name in a merge."""
     ids: Dict[str, List[object]] = {}
-    for c in cats:
+    for c in sorted(cats, key=lambda c: c.id):
         ids.setdefault(c.name, []).append(c.text_id if c.text_id is not None else c.id)
     return [{"name": name, "category_ids": found} for name, found in ids.items() if len(found) > 1]
 
