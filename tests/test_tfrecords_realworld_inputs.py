@@ -310,17 +310,26 @@ def test_annotations_without_bbox_take_it_from_their_segmentation(tmp_path):
         {"id": 3, "image_id": 1, "category_id": 1, "segmentation": [[1, 2, 3]]},  # no polygon left
         {"id": 4, "image_id": 1, "category_id": 1, "segmentation": {"counts": "@@@", "size": "x"}},
         {"id": 5, "image_id": 1, "category_id": 1, "bbox": [1, 1, 4, 4], "segmentation": [[0, 0, 60, 0, 60, 40]]},
+        # placeholders some mask-first tools write: the polygon gives the box
+        {"id": 6, "image_id": 1, "category_id": 1, "bbox": [0, 0, 0, 0], "segmentation": [[2, 3, 12, 3, 12, 9]]},
+        {"id": 7, "image_id": 1, "category_id": 1, "bbox": [], "segmentation": [[2, 3, 12, 3, 12, 9]]},
+        {"id": 8, "image_id": 1, "category_id": 1, "bbox": [0, 0, 0, 0], "segmentation": []},  # nothing to use
+        {"id": 9, "image_id": 1, "category_id": 1, "bbox": [0, 0, 0, 0], "segmentation": [[1, 2, 3]]},
     ]
     ann = tmp_path / "ann.json"
     ann.write_text(json.dumps({"images": [{"id": 1, "file_name": "a.jpg", "width": 64, "height": 48}],
                                "annotations": anns, "categories": [{"id": 1, "name": "can"}]}))
     data = load_coco(ann)
     assert [(b.source_id, (b.x, b.y, b.w, b.h)) for b in data.boxes] == [
-        (1, (5.0, 2.0, 26.0, 14.0)), (2, (20.0, 10.0, 30.0, 20.0)), (5, (1.0, 1.0, 4.0, 4.0))]
-    assert data.boxes_from_segmentation == 2
+        (1, (5.0, 2.0, 26.0, 14.0)), (2, (20.0, 10.0, 30.0, 20.0)), (5, (1.0, 1.0, 4.0, 4.0)),
+        (6, (2.0, 3.0, 10.0, 6.0)), (7, (2.0, 3.0, 10.0, 6.0))]
+    assert data.boxes_from_segmentation == 4
     reasons = {r.record_id: r.reason for r in data.rejected_boxes}
     assert reasons[3] == "no 'bbox', and its 'segmentation' holds no polygon or mask to take one from"
     assert reasons[4].startswith("no 'bbox', and its 'segmentation' cannot be read: ")
+    assert reasons[8] == "'bbox' has zero or negative size: [0, 0, 0, 0]"
+    assert reasons[9] == ("'bbox' [0, 0, 0, 0] is a placeholder, and its 'segmentation' holds no polygon or mask "
+                          "to take one from")
 
 
 def test_ids_and_sizes_written_as_digit_strings_are_read_as_numbers(tmp_path):

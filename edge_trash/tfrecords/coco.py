@@ -140,7 +140,7 @@ class CocoDataset:
     rejected_boxes: List[Rejected] = field(default_factory=list)
     boxes_total: int = 0
     boxes_clipped: int = 0
-    boxes_from_segmentation: int = 0  # annotations without 'bbox' whose box came from their mask
+    boxes_from_segmentation: int = 0  # no 'bbox' (or [] or [0, 0, 0, 0]): the box came from the mask
     duplicate_annotation_ids: List[Any] = field(default_factory=list)
     # image id -> what was done when the JSON had no usable width/height (read from the file)
     size_notes: Dict[int, str] = field(default_factory=dict)
@@ -385,13 +385,14 @@ def _parse_box(ann: Dict[str, Any], image: ImageRecord) -> Tuple[Optional[Tuple[
                                                                  bool, str]:
     """Validate and clip one bbox; returns ``(box, clipped, reason_if_rejected)``."""
     bbox = ann.get("bbox")
-    if bbox is None and ann.get("segmentation"):
+    if _placeholder_bbox(bbox) and ann.get("segmentation"):
+        given = "no 'bbox'" if bbox is None else f"'bbox' {bbox!r} is a placeholder"
         try:
             bbox = bbox_from_segmentation(ann["segmentation"])
         except Exception as exc:  # a malformed RLE must not stop the file
-            return None, False, f"no 'bbox', and its 'segmentation' cannot be read: {exc}"
+            return None, False, f"{given}, and its 'segmentation' cannot be read: {exc}"
         if bbox is None:
-            return None, False, "no 'bbox', and its 'segmentation' holds no polygon or mask to take one from"
+            return None, False, f"{given}, and its 'segmentation' holds no polygon or mask to take one from"
     if not isinstance(bbox, (list, tuple)) or len(bbox) != 4:
         return None, False, f"'bbox' must be a list [x, y, width, height], got {bbox!r}"
     x, y, w, h = bbox
@@ -417,6 +418,13 @@ def _parse_box(ann: Dict[str, Any], image: ImageRecord) -> Tuple[Optional[Tuple[
         return None, clipped, (f"'bbox' {bbox!r} lies outside the {image.width}x{image.height} image "
                                "(less than 1 px left after clipping)")
     return (x0, y0, x1 - x0, y1 - y0), clipped, ""
+
+
+def _placeholder_bbox(bbox: Any) -> bool:
+    """No box at all: missing, ``[]`` or ``[0, 0, 0, 0]`` (what some mask-first tools write),
+    so a segmentation, when there is one, gives the box."""
+    return bbox is None or (isinstance(bbox, list) and (not bbox or (
+        len(bbox) == 4 and all(type(v) in _NUMBER and v == 0 for v in bbox))))
 
 
 def _nameable(file_name: str) -> bool:
@@ -510,8 +518,9 @@ def load_coco_files(paths: "Sequence[str | Path]", size_of: Optional[SizeReader]
             continue
         clipped_count += int(clipped)
         raw = ann.get("bbox")
-        from_segmentation += int(raw is None)
-        if raw is not None and all(type(v) in _NUMBER for v in raw):  # x2 > x1, y2 > y1 inside: corners too?
+        if _placeholder_bbox(raw):  # its box came from the segmentation
+            from_segmentation += 1
+        elif all(type(v) in _NUMBER for v in raw):  # x2 > x1, y2 > y1 inside: corners too?
             as_corners += int(raw[0] < raw[2] <= image.width and raw[1] < raw[3] <= image.height)
         crowd = ann.get("iscrowd", 0)
         boxes.append(BoxRecord(annotation_id=0, source_id=key, image_id=image.id, category_id=cid,
