@@ -538,11 +538,12 @@ def test_analyze_predicts_which_size_mismatches_build_skips(tmp_path):
     _jpeg(root / "half.jpg", (60, 40))  # JSON 120x80: same aspect, boxes scaled
     _jpeg(root / "square.jpg", (80, 80))  # JSON 120x80: skipped
     _exif_rotated_jpeg(root / "rot.jpg", (120, 80), orientation=6)  # JSON gives the stored 120x80
-    names = ["ok.jpg", "half.jpg", "square.jpg", "rot.jpg"]
+    _jpeg(root / "stripped.jpg", (80, 120))  # annotated upright through EXIF, then the tag was stripped
+    names = ["ok.jpg", "half.jpg", "square.jpg", "rot.jpg", "stripped.jpg"]
     ann = tmp_path / "ann.json"
     ann.write_text(json.dumps({
         "images": [{"id": i, "file_name": n, "width": 120, "height": 80} for i, n in enumerate(names, start=1)],
-        "annotations": [{"id": i, "image_id": i, "category_id": 1, "bbox": [5, 5, 30, 30]} for i in range(1, 5)],
+        "annotations": [{"id": i, "image_id": i, "category_id": 1, "bbox": [5, 5, 30, 30]} for i in range(1, 6)],
         "categories": [{"id": 1, "name": "can"}]}))
     stats = analyze(annotations=ann, images=root, out=tmp_path / "a", plots=False)
     found = stats["annotations"]["image_sizes"]["json_mismatch"]
@@ -552,12 +553,17 @@ def test_analyze_predicts_which_size_mismatches_build_skips(tmp_path):
         3: (True, "decoded size 80x80 does not match the JSON size 120x80 (nor its aspect ratio): fix width/height "
                   "in the annotation file or the image"),
         4: (False, "JSON size 120x80 matches the stored pixels, not the EXIF-rotated picture: EXIF orientation 6 "
-                   "ignored")}
+                   "ignored"),
+        5: (True, "decoded size 80x120 is the JSON size 120x80 turned a quarter turn, and the file has no EXIF "
+                  "rotation: it was probably annotated while its EXIF tag turned it, and the tag was lost when the "
+                  "file was re-saved or stripped; which way it turned cannot be told from the pixels: use the "
+                  "original photo, or rotate this one upright to 120x80")}
     flags = {f["kind"]: f["items"] for f in stats["flags"]}
-    assert flags["size_mismatch_skipped"] == [3] and flags["size_mismatch_adjusted"] == [2, 4]
+    assert flags["size_mismatch_skipped"] == [3, 5] and flags["size_mismatch_adjusted"] == [2, 4]
     report = build_tfrecords(BuildOptions(annotations=ann, images=root, out=tmp_path / "out",
                                           val_fraction=0, test_fraction=0))
-    assert [(s["image_id"], s["reason"]) for s in report["images_skipped"]] == [(3, mismatch[3][1])]
+    assert [(s["image_id"], s["reason"]) for s in report["images_skipped"]] == [
+        (3, mismatch[3][1]), (5, mismatch[5][1])]
     notes = {n["image_id"]: n["notes"][0] for n in report["image_notes"]}
     assert notes == {2: mismatch[2][1], 4: mismatch[4][1]}
 

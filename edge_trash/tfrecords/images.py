@@ -145,6 +145,12 @@ def match_json_size(stored: Tuple[int, int], orientation: int, json_size: Tuple[
     if orientation in ROTATES_90 and _same_aspect(stored, json_size):
         return False, (f"decoded {stored[0]}x{stored[1]} (stored) but JSON says {jw}x{jh} (same aspect ratio as "
                        f"the stored pixels): EXIF orientation {orientation} ignored, boxes scaled"), ""
+    if orientation not in ROTATES_90 and _same_aspect((displayed[1], displayed[0]), json_size):
+        return True, "", (f"decoded size {displayed[0]}x{displayed[1]} is the JSON size {jw}x{jh} turned a quarter "
+                          "turn, and the file has no EXIF rotation: it was probably annotated while its EXIF tag "
+                          "turned it, and the tag was lost when the file was re-saved or stripped; which way it "
+                          "turned cannot be told from the pixels: use the original photo, or rotate this one "
+                          f"upright to {jw}x{jh}")
     return True, "", (f"decoded size {displayed[0]}x{displayed[1]} does not match the JSON size {jw}x{jh} (nor "
                       "its aspect ratio): fix width/height in the annotation file or the image")
 
