@@ -1097,17 +1097,21 @@ def test_file_names_not_in_utf8_on_disk_or_escaped_in_the_json_are_found_and_sto
         "images": [{"id": 1, "file_name": "café.jpg", "width": 64, "height": 48},
                    {"id": 2, "file_name": "Müll.jpg", "width": 64, "height": 48},
                    {"id": 3, "file_name": "t\udce9a.jpg", "width": 64, "height": 48},
-                   {"id": 4, "file_name": "z\ud800.jpg", "width": 64, "height": 48}],
+                   {"id": 4, "file_name": "z\ud800.jpg", "width": 64, "height": 48},
+                   {"id": 5, "file_name": "a\u0000.jpg", "width": 64, "height": 48}],
         "annotations": [{"id": i, "image_id": i, "category_id": 1 if i < 3 else 2, "bbox": [1, 1, 9, 9]}
-                        for i in (1, 2, 3, 4)],
+                        for i in (1, 2, 3, 4, 5)],
         "categories": [{"id": 1, "name": "can"}, {"id": 2, "name": "caf\udce9 lid \ud800"}]}))
     out = tmp_path / "out"
     report = build_tfrecords(BuildOptions(annotations=ann, images=folder, out=out, val_fraction=0, test_fraction=0))
     assert report["images_written"] == 3
-    assert report["images_skipped"] == [{
-        "image_id": 4, "file_name": "z\ud800.jpg",
-        "reason": "'file_name' 'z\\ud800.jpg' holds an escaped lone surrogate, which no file name can: write the "
-                  "name in the JSON as it is on disk"}]
+    assert report["images_skipped"] == [
+        {"image_id": 4, "file_name": "z\ud800.jpg",
+         "reason": "'file_name' 'z\\ud800.jpg' holds an escaped lone surrogate, which no file name can: write the "
+                   "name in the JSON as it is on disk"},
+        {"image_id": 5, "file_name": "a\x00.jpg",
+         "reason": "'file_name' 'a\\x00.jpg' holds a NUL character (\\u0000), which no file name can: write the "
+                   "name in the JSON as it is on disk"}]
     notes = {n["image_id"]: n["notes"][0] for n in report["image_notes"] if n["image_id"] in (1, 2)}
     assert notes[1] == ("file_name 'café.jpg' not found as given; read 'caf\\udce9.jpg' (its name on disk is not "
                         "UTF-8 but a legacy encoding such as cp437 or cp1252, as zips made on Windows store names; "

@@ -324,9 +324,10 @@ def _parse_images(raw: List[Any], size_of: Optional[SizeReader] = None, sources:
         if not isinstance(name, str) or not name.strip():
             rejected.append(Rejected("image", shown, shown, f"'file_name' must be a non-empty string, got {name!r}"))
             continue
-        if not _nameable(name):
-            rejected.append(Rejected("image", shown, shown, f"'file_name' {name!r} holds an escaped lone surrogate, "
-                                     "which no file name can: write the name in the JSON as it is on disk", name))
+        unnameable = _unnameable(name)
+        if unnameable:
+            rejected.append(Rejected("image", shown, shown, f"'file_name' {name!r} holds {unnameable}, which no "
+                                     "file name can: write the name in the JSON as it is on disk", name))
             continue
         w, h = im.get("width"), im.get("height")
         if not (is_integral(w) and is_integral(h) and int(w) > 0 and int(h) > 0):
@@ -427,14 +428,16 @@ def _placeholder_bbox(bbox: Any) -> bool:
         len(bbox) == 4 and all(type(v) in _NUMBER and v == 0 for v in bbox))))
 
 
-def _nameable(file_name: str) -> bool:
-    """Whether the operating system can name ``file_name`` (a lone ``\\ud800`` cannot be
-    written as bytes; ``\\udce9``, Python's escape of a non-UTF-8 byte, can)."""
+def _unnameable(file_name: str) -> str:
+    """What in ``file_name`` no file system can name ("" when nothing): a NUL character, or
+    a lone ``\\ud800`` (``\\udce9``, Python's escape of a non-UTF-8 byte, is a byte on disk)."""
+    if "\0" in file_name:
+        return "a NUL character (\\u0000)"
     try:
         os.fsencode(file_name)
-        return True
+        return ""
     except UnicodeEncodeError:
-        return False
+        return "an escaped lone surrogate"
 
 
 def _duplicate_image_reason(first: Any, name: Any) -> str:
