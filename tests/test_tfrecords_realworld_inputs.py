@@ -1172,3 +1172,35 @@ def test_lfs_pointers_saved_web_pages_and_unfetched_links_say_how_to_get_the_pic
     stats = analyze(ann, folder, out=tmp_path / "analysis", plots=False)
     unreadable = {u["file_name"]: u["reason"] for u in stats["annotations"]["brightness"]["unreadable"]}
     assert unreadable == expected
+
+
+def test_cvat_rotated_boxes_become_the_upright_box_around_them(tmp_path):
+    # CVAT's COCO export writes a rotated rectangle as its box before rotation plus attributes.rotation
+    # (degrees, about the centre); read as a plain box it would be trained in the wrong place.
+    from edge_trash.tfrecords.analyze import analyze
+    from edge_trash.tfrecords.build_cli import summarize
+    from edge_trash.tfrecords.coco import load_coco
+
+    _jpeg(tmp_path / "a.jpg", (100, 60))
+    anns = [{"id": k, "image_id": 1, "category_id": 1, "bbox": [20, 20, 40, 10], "segmentation": [],
+             "attributes": {"occluded": False, "rotation": r}}
+            for k, r in ((1, 30.0), (2, -30), (3, 0.0), (4, 180.0), (5, "45.0"), (6, 90))]
+    anns.append({"id": 7, "image_id": 1, "category_id": 1, "bbox": [20, 20, 40, 10], "attributes": "none"})
+    ann = tmp_path / "ann.json"
+    ann.write_text(json.dumps({"images": [{"id": 1, "file_name": "a.jpg", "width": 100, "height": 60}],
+                               "annotations": anns, "categories": [{"id": 1, "name": "straw"}]}))
+    data = load_coco(ann)
+    got = {b.source_id: tuple(round(v, 2) for v in (b.x, b.y, b.w, b.h)) for b in data.boxes}
+    assert got == {1: (20.18, 10.67, 39.64, 28.66), 2: (20.18, 10.67, 39.64, 28.66),  # either way: the same box
+                   3: (20.0, 20.0, 40.0, 10.0), 4: (20.0, 20.0, 40.0, 10.0), 5: (22.32, 7.32, 35.36, 35.36),
+                   6: (35.0, 5.0, 10.0, 40.0), 7: (20.0, 20.0, 40.0, 10.0)}
+    assert data.boxes_rotated == 4
+    report = build_tfrecords(BuildOptions(annotations=ann, images=tmp_path, out=tmp_path / "out",
+                                          val_fraction=0, test_fraction=0))
+    assert report["boxes_rotated"] == 4 and report["boxes_written"] == 7
+    assert ("rotated boxes (CVAT's attributes.rotation): 4, each kept as the upright box around it (COCO and the "
+            "detector have no angle)") in summarize(report, tmp_path, 1.0)
+    ex = _examples(tmp_path / "out")[0]
+    assert ex.features.feature["image/object/bbox/ymin"].float_list.value[0] == pytest.approx(10.67 / 60, abs=1e-3)
+    stats = analyze(ann, None, out=tmp_path / "analysis", plots=False)
+    assert stats["annotations"]["problems"]["boxes_rotated"] == 4

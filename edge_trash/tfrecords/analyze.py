@@ -210,6 +210,7 @@ def annotation_problems(dataset: CocoDataset) -> Dict[str, Any]:
         "boxes_past_image": dataset.boxes_clipped + kinds.get("outside_image", 0),
         "boxes_clipped": dataset.boxes_clipped,
         "boxes_from_segmentation": dataset.boxes_from_segmentation,
+        "boxes_rotated": dataset.boxes_rotated,
         "bbox_format_warning": dataset.bbox_format_warning(),
         "duplicate_annotation_ids": dataset.duplicate_annotation_ids,
         "images_rejected": _rejected_rows(dataset.rejected_images),

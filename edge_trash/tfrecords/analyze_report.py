@@ -173,7 +173,10 @@ def render_report(stats: Dict[str, Any], sections: List[Tuple[str, Dict[str, Any
             rows = [[k.replace("_", " "), n] for k, n in p["boxes_rejected_by_kind"].items() if n]
             rows += [["boxes past the image (clipped + outside)", p["boxes_past_image"]],
                      ["boxes clipped to the image (kept)", p["boxes_clipped"]],
-                     ["boxes taken from the segmentation (no bbox, or [] or [0, 0, 0, 0])", p["boxes_from_segmentation"]],
+                     ["boxes taken from the segmentation (no bbox, or [] or [0, 0, 0, 0])",
+                      p["boxes_from_segmentation"]],
+                     ["rotated boxes (attributes.rotation), kept as the upright box around them",
+                      p["boxes_rotated"]],
                      ["duplicate annotation ids", len(p["duplicate_annotation_ids"])],
                      ["rejected image entries", len(p["images_rejected"])],
                      ["image sizes read from the files", len(p["image_sizes_read_from_files"])],

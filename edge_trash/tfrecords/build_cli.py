@@ -42,6 +42,9 @@ def summarize(report: Dict[str, Any], out: Path, seconds: float) -> str:
                        ("class_map_unknown_sources", "named by the class map but absent")):
         if report.get(key):
             lines.append(f"classes {label}: {', '.join(report[key])}")
+    if report.get("boxes_rotated"):
+        lines.append(f"rotated boxes (CVAT's attributes.rotation): {report['boxes_rotated']}, each kept as the "
+                     "upright box around it (COCO and the detector have no angle)")
     for group in report.get("categories_merged_by_name", []):
         lines.append(f"note: categories {', '.join(str(i) for i in group['category_ids'])} share the name "
                      f"'{group['name']}' and became one class")

@@ -141,6 +141,7 @@ class CocoDataset:
     boxes_total: int = 0
     boxes_clipped: int = 0
     boxes_from_segmentation: int = 0  # no 'bbox' (or [] or [0, 0, 0, 0]): the box came from the mask
+    boxes_rotated: int = 0  # CVAT's rotated boxes ('attributes.rotation'), kept as the upright box around them
     duplicate_annotation_ids: List[Any] = field(default_factory=list)
     # image id -> what was done when the JSON had no usable width/height (read from the file)
     size_notes: Dict[int, str] = field(default_factory=dict)
@@ -409,6 +410,9 @@ def _parse_box(ann: Dict[str, Any], image: ImageRecord) -> Tuple[Optional[Tuple[
     x, y, w, h = float(x), float(y), float(w), float(h)
     if w <= 0 or h <= 0:
         return None, False, f"'bbox' has zero or negative size: {bbox!r}"
+    angle = box_rotation(ann)
+    if angle:
+        x, y, w, h = upright_box(x, y, w, h, angle)
     if max(x + w, y + h) <= 1.0 and min(w, h) < 1.0 and min(image.width, image.height) > 2:
         return None, False, (f"'bbox' {bbox!r} looks normalised to 0..1: COCO boxes are in pixels (multiply x and "
                              f"width by the image width {image.width}, y and height by its height {image.height})")
@@ -419,6 +423,32 @@ def _parse_box(ann: Dict[str, Any], image: ImageRecord) -> Tuple[Optional[Tuple[
         return None, clipped, (f"'bbox' {bbox!r} lies outside the {image.width}x{image.height} image "
                                "(less than 1 px left after clipping)")
     return (x0, y0, x1 - x0, y1 - y0), clipped, ""
+
+
+def box_rotation(ann: Dict[str, Any]) -> float:
+    """The angle in degrees of a rotated box (CVAT writes it as ``attributes.rotation``
+    beside the box before rotation, since COCO has no angle); 0 when there is none or
+    it leaves the upright box unchanged (a multiple of 180)."""
+    attributes = ann.get("attributes")
+    if not isinstance(attributes, dict):
+        return 0.0
+    angle = attributes.get("rotation")
+    if type(angle) is str:
+        try:
+            angle = float(angle)
+        except ValueError:
+            return 0.0
+    if type(angle) not in _NUMBER or not math.isfinite(angle) or angle % 180 == 0:
+        return 0.0
+    return float(angle)
+
+
+def upright_box(x: float, y: float, w: float, h: float, degrees: float) -> Tuple[float, float, float, float]:
+    """``[x, y, w, h]`` of the upright box around the box ``x, y, w, h`` turned ``degrees``
+    about its centre (either way: the enclosing box is the same)."""
+    c, s = abs(math.cos(math.radians(degrees))), abs(math.sin(math.radians(degrees)))
+    width, height = w * c + h * s, w * s + h * c
+    return x + (w - width) / 2, y + (h - height) / 2, width, height
 
 
 def _placeholder_bbox(bbox: Any) -> bool:
@@ -491,6 +521,7 @@ def load_coco_files(paths: "Sequence[str | Path]", size_of: Optional[SizeReader]
     id_count: Dict[Any, int] = {}
     clipped_count = 0
     from_segmentation = 0
+    rotated = 0
     as_corners = 0
     for i, ann in enumerate(data["annotations"]):
         if not isinstance(ann, dict):
@@ -520,6 +551,7 @@ def load_coco_files(paths: "Sequence[str | Path]", size_of: Optional[SizeReader]
             rejected_boxes.append(Rejected("annotation", key, iid, reason))
             continue
         clipped_count += int(clipped)
+        rotated += int(bool(box_rotation(ann)))
         raw = ann.get("bbox")
         if _placeholder_bbox(raw):  # its box came from the segmentation
             from_segmentation += 1
@@ -535,6 +567,6 @@ def load_coco_files(paths: "Sequence[str | Path]", size_of: Optional[SizeReader]
     return CocoDataset(path=path, categories=categories, images=images, boxes=boxes,
                        rejected_images=rejected_images, rejected_boxes=rejected_boxes,
                        boxes_total=len(data["annotations"]), boxes_clipped=clipped_count,
-                       boxes_from_segmentation=from_segmentation,
+                       boxes_from_segmentation=from_segmentation, boxes_rotated=rotated,
                        duplicate_annotation_ids=duplicates, size_notes=size_notes, sources=sources,
                        boxes_read_as_corners=as_corners, text_image_ids=text_ids)
