@@ -1186,6 +1186,7 @@ def test_cvat_rotated_boxes_become_the_upright_box_around_them(tmp_path):
              "attributes": {"occluded": False, "rotation": r}}
             for k, r in ((1, 30.0), (2, -30), (3, 0.0), (4, 180.0), (5, "45.0"), (6, 90))]
     anns.append({"id": 7, "image_id": 1, "category_id": 1, "bbox": [20, 20, 40, 10], "attributes": "none"})
+    anns.append({"id": 8, "image_id": 1, "category_id": 1, "bbox": [20, 20, 40, 10, 0.5]})  # another tool's angle
     ann = tmp_path / "ann.json"
     ann.write_text(json.dumps({"images": [{"id": 1, "file_name": "a.jpg", "width": 100, "height": 60}],
                                "annotations": anns, "categories": [{"id": 1, "name": "straw"}]}))
@@ -1195,6 +1196,10 @@ def test_cvat_rotated_boxes_become_the_upright_box_around_them(tmp_path):
                    3: (20.0, 20.0, 40.0, 10.0), 4: (20.0, 20.0, 40.0, 10.0), 5: (22.32, 7.32, 35.36, 35.36),
                    6: (35.0, 5.0, 10.0, 40.0), 7: (20.0, 20.0, 40.0, 10.0)}
     assert data.boxes_rotated == 4
+    assert [r.reason for r in data.rejected_boxes] == [
+        "'bbox' has 5 values, [20, 20, 40, 10, 0.5]: a rotated box [x, y, width, height, angle]? Its angle's unit "
+        "and centre are not standard: export the boxes upright, as polygons, or with CVAT's attributes.rotation "
+        "(read here)"]
     report = build_tfrecords(BuildOptions(annotations=ann, images=tmp_path, out=tmp_path / "out",
                                           val_fraction=0, test_fraction=0))
     assert report["boxes_rotated"] == 4 and report["boxes_written"] == 7

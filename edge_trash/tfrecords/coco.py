@@ -395,6 +395,10 @@ def _parse_box(ann: Dict[str, Any], image: ImageRecord) -> Tuple[Optional[Tuple[
             return None, False, f"{given}, and its 'segmentation' cannot be read: {exc}"
         if bbox is None:
             return None, False, f"{given}, and its 'segmentation' holds no polygon or mask to take one from"
+    if isinstance(bbox, (list, tuple)) and len(bbox) == 5:
+        return None, False, (f"'bbox' has 5 values, {bbox!r}: a rotated box [x, y, width, height, angle]? Its "
+                             "angle's unit and centre are not standard: export the boxes upright, as polygons, or "
+                             "with CVAT's attributes.rotation (read here)")
     if not isinstance(bbox, (list, tuple)) or len(bbox) != 4:
         return None, False, f"'bbox' must be a list [x, y, width, height], got {bbox!r}"
     x, y, w, h = bbox
