@@ -73,6 +73,31 @@ def test_image_paths_find_files_the_way_exports_name_them(tmp_path):
     assert paths.resolve("batch_9/nope.jpg") == (root / "batch_9/nope.jpg", None)
 
 
+def test_photos_renamed_by_annotation_tools_are_found_under_their_original_names(tmp_path):
+    # The user has the original photos and only the tool's JSON, which names the renamed uploads.
+    root = tmp_path / "photos"
+    for rel in ("site_a/IMG_0001.JPG", "site_a/beach.png", "can.jpg", "x/dup.jpg", "y/dup.jpg"):
+        _jpeg(root / rel, (8, 8))
+    paths = ImagePaths(root)
+    ls = "Label Studio (it prefixes uploads with 8 hex digits and '-')"
+    rf = "Roboflow (it renames 'NAME.EXT' to 'NAME_EXT.rf.<hash>.jpg')"
+    cases = {
+        "images\\cb0618f6-can.jpg": ("can.jpg", ls),
+        "..\\..\\label-studio\\media\\upload\\4\\90fbb0c7-IMG_0001.JPG": ("site_a/IMG_0001.JPG", ls),
+        "IMG_0001_JPG.rf.0123456789abcdef0123456789abcdef.jpg": ("site_a/IMG_0001.JPG", rf),
+        "site_a/beach_png.rf.fedcba9876543210fedcba9876543210.jpg": ("site_a/beach.png", rf),
+    }
+    for file_name, (expected, tool) in cases.items():
+        assert paths.resolve(file_name) == (root / expected, f"file_name {file_name!r} not found as given; read "
+                                                             f"{expected!r}, its name before {tool} renamed it")
+    # two originals of that name, or no tool's pattern: not found, as before
+    assert paths.resolve("cb0618f6-dup.jpg")[0] == root / "cb0618f6-dup.jpg"
+    assert paths.resolve("cb0618f6-dup.jpg")[1] == (
+        f"2 files under the images folder have the name 'dup.jpg' it had before {ls} renamed it ('x/dup.jpg', "
+        "'y/dup.jpg'): give --images as the folder of the right one")
+    assert paths.resolve("cb0618g6-can.jpg") == (root / "cb0618g6-can.jpg", None)
+
+
 def test_build_reads_windows_and_foreign_paths_and_says_so(tmp_path):
     root = tmp_path / "data"
     _jpeg(root / "batch_1" / "a.jpg", (64, 48))

@@ -20,7 +20,10 @@ by its innermost folder and name (``batch_1/000006.jpg`` when ``--images`` is th
 dataset folder above ``images/batch_1/``), preferring the files that match the most
 of its folders. It is used when exactly one file matches, otherwise the note lists
 the candidates. A name with a folder is never matched to a file of that name in
-another folder. The first file found wins, with a note saying how it was found.
+another folder. Last of all, a name an annotation tool gave the upload (Label Studio's
+``cb0618f6-IMG_1.jpg``, Roboflow's ``IMG_1_jpg.rf.<hash>.jpg``) is looked up under the
+photo's original name, for users who kept the originals and exported only the JSON.
+The first file found wins, with a note saying how it was found.
 """
 
 from __future__ import annotations
@@ -34,6 +37,15 @@ from urllib.parse import unquote
 
 _DRIVE = re.compile(r"^[A-Za-z]:$")
 TREE_INDEX_LIMIT = 500_000  # files indexed by name under --images (a mistaken --images / stops there)
+
+
+# Names annotation tools give uploaded photos, as (pattern, tool); the groups joined by "."
+# are the original name.
+_EXPORT_RENAMES = (
+    (re.compile(r"^[0-9a-f]{8}-(.+)$"), "Label Studio (it prefixes uploads with 8 hex digits and '-')"),
+    (re.compile(r"^(.+)_([A-Za-z0-9]{2,5})\.rf\.[0-9a-f]{32}\.\w+$"),
+     "Roboflow (it renames 'NAME.EXT' to 'NAME_EXT.rf.<hash>.jpg')"),
+)
 
 
 def _loose(name: str) -> str:
@@ -150,6 +162,27 @@ class ImagePaths:
             found.append(rel)
         return found
 
+    def _before_export_rename(self, file_name: str, parts: List[str]) -> Optional[Tuple[Path, str]]:
+        """The photo under the name it had before an annotation tool renamed it (Label Studio's
+        ``cb0618f6-IMG_1.jpg``, Roboflow's ``IMG_1_jpg.rf.<32 hex>.jpg``), when exactly one file
+        under the images folder has that name; with the note saying so."""
+        for pattern, tool in _EXPORT_RENAMES:
+            match = pattern.match(parts[-1])
+            if match is None:
+                continue
+            original = ".".join(g for g in match.groups() if g)
+            found = self._find(parts[:-1] + [original])
+            rel = [found.relative_to(self.images_dir).as_posix()] if found is not None else self._deeper([original])
+            if len(rel) == 1:
+                return self.images_dir / rel[0], (f"file_name {file_name!r} not found as given; read {rel[0]!r}, "
+                                                  f"its name before {tool} renamed it")
+            if rel:
+                shown = ", ".join(repr(r) for r in rel[:4]) + (", ..." if len(rel) > 4 else "")
+                return self.images_dir / file_name, (
+                    f"{len(rel)} files under the images folder have the name {original!r} it had before {tool} "
+                    f"renamed it ({shown}): give --images as the folder of the right one")
+        return None
+
     def resolve(self, file_name: str) -> Tuple[Path, Optional[str]]:
         """``(path, note)``: the file to read and, when it was not ``images_dir/file_name``
         itself, a note saying what was used. A file found nowhere returns the plain path
@@ -185,6 +218,10 @@ class ImagePaths:
                        "--images is probably a folder above the one file_name is relative to")
             return self.images_dir / candidates[0], (f"file_name {file_name!r} not found as given; read "
                                                      f"{candidates[0]!r}, {how}")
+        if not candidates:
+            renamed = self._before_export_rename(file_name, parts)
+            if renamed is not None:
+                return renamed
         if candidates:
             shown = ", ".join(repr(c) for c in candidates[:4]) + (", ..." if len(candidates) > 4 else "")
             what = "have its name" if len(parts) == 1 else f"end in {'/'.join(parts[-2:])!r}"
