@@ -1234,3 +1234,30 @@ def test_cvat_rotated_boxes_become_the_upright_box_around_them(tmp_path):
     assert ex.features.feature["image/object/bbox/ymin"].float_list.value[0] == pytest.approx(10.67 / 60, abs=1e-3)
     stats = analyze(ann, None, out=tmp_path / "analysis", plots=False)
     assert stats["annotations"]["problems"]["boxes_rotated"] == 4
+
+
+@pytest.mark.parametrize("name,content,what", [
+    ("voc.xml", "<annotation><filename>a.jpg</filename><object><name>can</name></object></annotation>",
+     "a Pascal VOC XML file"),
+    ("data.yaml", "train: ../train/images\nval: ../valid/images\nnc: 2\nnames: ['can', 'cup']\n",
+     "a YOLO dataset YAML (its labels are .txt files beside the images)"),
+    ("a.txt", "0 0.5 0.5 0.2 0.25\n1 0.1 0.2 0.05 0.05\n",
+     "a YOLO label file (class x_center y_center width height per line)"),
+    ("boxes.csv", "filename,width,height,class,xmin,ymin,xmax,ymax\na.jpg,64,48,can,1,1,20,20\n",
+     "a CSV of boxes (filename, ..., xmin, ymin, xmax, ymax)"),
+    ("tasks.json", '[{"id": 1, "data": {"image": "/data/upload/1/a.jpg"}, "annotations": []}]',
+     "a Label Studio JSON export (a list of tasks)"),
+    ("a.json", '{"version": "5.0.1", "flags": {}, "shapes": [], "imagePath": "a.jpg"}',
+     "a LabelMe JSON file (one per image)"),
+    ("via.json", '{"a.jpg123": {"filename": "a.jpg", "size": 123, "regions": []}}',
+     "a VGG Image Annotator (VIA) project"),
+])
+def test_annotation_files_in_other_tools_formats_are_named(tmp_path, name, content, what):
+    from edge_trash.tfrecords.coco import CocoFormatError, load_coco
+
+    path = tmp_path / name
+    path.write_text(content)
+    with pytest.raises(CocoFormatError) as err:
+        load_coco(path)
+    assert str(err.value) == (f"{path}: {what}, not COCO JSON. Export the annotations as COCO JSON (CVAT: "
+                              "'COCO 1.0'; Label Studio, Roboflow: 'COCO'), or convert them, and give that file")

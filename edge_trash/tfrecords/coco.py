@@ -235,9 +235,15 @@ def _read_json(path: Path) -> Dict[str, Any]:
     try:
         data = json.loads(text)  # Python's json accepts the bare NaN / Infinity tokens TACO uses
     except json.JSONDecodeError as exc:
+        other = _other_text_format(text)
+        if other:
+            raise CocoFormatError(f"{path}: {other}, not COCO JSON. {_EXPORT_COCO}") from None
         raise CocoFormatError(
             f"{path}: not valid JSON at line {exc.lineno}, column {exc.colno}: {exc.msg}. "
             "Export the annotations again in COCO JSON format.")
+    other = _other_json_format(data)
+    if other:
+        raise CocoFormatError(f"{path}: {other}, not COCO JSON. {_EXPORT_COCO}")
     if not isinstance(data, dict):
         raise CocoFormatError(f"{path}: the top level must be a JSON object with 'images', "
                               f"'annotations' and 'categories', got {type(data).__name__}")
@@ -248,6 +254,41 @@ def _read_json(path: Path) -> Dict[str, Any]:
         if not isinstance(data[key], list):
             raise CocoFormatError(f"{path}: '{key}' must be a list, got {type(data[key]).__name__}")
     return data
+
+
+_EXPORT_COCO = ("Export the annotations as COCO JSON (CVAT: 'COCO 1.0'; Label Studio, Roboflow: 'COCO'), or "
+                "convert them, and give that file")
+_YOLO_LINE = re.compile(r"^\s*\d+(\s+-?\d*\.?\d+(e-?\d+)?){4,}\s*$")
+
+
+def _other_text_format(text: str) -> str:
+    """What a file that is not JSON is, when it is another annotation format ("" otherwise)."""
+    head = text[:4096]
+    lines = [ln for ln in head.splitlines() if ln.strip()][:5]
+    if "<annotation" in head:
+        return "a Pascal VOC XML file"
+    if re.search(r"^names\s*:", head, re.M) and re.search(r"^(nc|train|val)\s*:", head, re.M):
+        return "a YOLO dataset YAML (its labels are .txt files beside the images)"
+    if lines and all(_YOLO_LINE.match(ln) for ln in lines):
+        return "a YOLO label file (class x_center y_center width height per line)"
+    first = lines[0].lower() if lines else ""
+    if "," in first and ("xmin" in first or "x_min" in first) and "filename" in first.replace("_", ""):
+        return "a CSV of boxes (filename, ..., xmin, ymin, xmax, ymax)"
+    return ""
+
+
+def _other_json_format(data: Any) -> str:
+    """What a JSON document that is not COCO is, when it is another tool's format ("" otherwise)."""
+    if isinstance(data, list) and data and isinstance(data[0], dict) and "data" in data[0] \
+            and ("annotations" in data[0] or "predictions" in data[0] or "id" in data[0]):
+        return "a Label Studio JSON export (a list of tasks)"
+    if isinstance(data, dict):
+        if "shapes" in data and "imagePath" in data:
+            return "a LabelMe JSON file (one per image)"
+        if "_via_img_metadata" in data or (data and all(isinstance(v, dict) and "regions" in v
+                                                        for v in list(data.values())[:5])):
+            return "a VGG Image Annotator (VIA) project"
+    return ""
 
 
 def text_id(value: Any) -> Optional[str]:
