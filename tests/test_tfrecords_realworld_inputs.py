@@ -1261,3 +1261,13 @@ def test_annotation_files_in_other_tools_formats_are_named(tmp_path, name, conte
         load_coco(path)
     assert str(err.value) == (f"{path}: {what}, not COCO JSON. Export the annotations as COCO JSON (CVAT: "
                               "'COCO 1.0'; Label Studio, Roboflow: 'COCO'), or convert them, and give that file")
+
+
+def test_readable_text_decodes_escaped_bytes_as_utf8_then_cp1252_then_latin1():
+    from edge_trash.tfrecords.name_encodings import readable_text
+
+    assert readable_text("caf\udcc3\udca9") == "café"  # UTF-8 bytes escaped one by one
+    assert readable_text("caf\udce9") == "café"  # cp1252
+    assert readable_text("\udc81x") == "\x81x"  # undefined in cp1252: Latin-1
+    assert readable_text("a\ud800b\udce9") == "a\\ud800bé"  # a surrogate no byte explains stays visible
+    assert readable_text("plain é") == "plain é"

@@ -21,7 +21,8 @@ from typing import Any, Dict, Iterable, List, Optional, Sequence, Tuple
 
 from edge_trash.atomic_files import write_bytes_atomic as _write_atomic
 from edge_trash.tfrecords.class_map import build_class_mapping, label_map_pbtxt, read_class_map
-from edge_trash.tfrecords.coco import CocoDataset, load_coco_files, readable_text
+from edge_trash.tfrecords.coco import CocoDataset, load_coco_files
+from edge_trash.tfrecords.name_encodings import readable_text
 from edge_trash.tfrecords.image_paths import ImagePaths
 from edge_trash.tfrecords.images import ImageJob, ImageResult, convert_image, read_displayed_size
 from edge_trash.tfrecords.splits import assign_folds, assign_splits, shuffled

@@ -10,44 +10,18 @@ from __future__ import annotations
 
 import json
 import math
-import os
 import re
 import unicodedata
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 
+from edge_trash.tfrecords.name_encodings import readable_text, unnameable_reason
+from edge_trash.tfrecords.other_formats import EXPORT_COCO, other_json_format, other_text_format
+
 # Reads an image's displayed size from its file, given its file_name and the index of the
 # annotation file it came from: ``((width, height), "")`` or ``(None, reason)``.
 SizeReader = Callable[[str, int], Tuple[Optional[Tuple[int, int]], str]]
-
-
-_ESCAPED_BYTES = re.compile("[\udc80-\udcff]+")  # Python's escapes of bytes that were not UTF-8
-
-
-def _decode_escaped(match: "re.Match[str]") -> str:
-    raw = match.group().encode("utf-8", "surrogateescape")
-    for encoding in ("utf-8", "cp1252"):
-        try:
-            return raw.decode(encoding)
-        except UnicodeDecodeError:
-            continue
-    return raw.decode("latin-1")
-
-
-def readable_text(text: str) -> str:
-    """``text`` as valid Unicode, which UTF-8 files can hold.
-
-    JSON may escape lone surrogates (``"caf\\udce9"``): Python writes them so for file names
-    whose bytes were not UTF-8 (``os.listdir`` gives ``café`` stored in Latin-1 as
-    ``caf\\udce9``). Those bytes are decoded as UTF-8, else cp1252, else Latin-1 (``café``);
-    any other lone surrogate is written out as its escape (``\\ud800``)."""
-    try:
-        text.encode("utf-8")
-        return text
-    except UnicodeEncodeError:
-        text = _ESCAPED_BYTES.sub(_decode_escaped, text)
-    return text.encode("utf-8", "backslashreplace").decode("utf-8")
 
 
 def clean_name(text: str) -> str:
@@ -235,15 +209,15 @@ def _read_json(path: Path) -> Dict[str, Any]:
     try:
         data = json.loads(text)  # Python's json accepts the bare NaN / Infinity tokens TACO uses
     except json.JSONDecodeError as exc:
-        other = _other_text_format(text)
+        other = other_text_format(text)
         if other:
-            raise CocoFormatError(f"{path}: {other}, not COCO JSON. {_EXPORT_COCO}") from None
+            raise CocoFormatError(f"{path}: {other}, not COCO JSON. {EXPORT_COCO}") from None
         raise CocoFormatError(
             f"{path}: not valid JSON at line {exc.lineno}, column {exc.colno}: {exc.msg}. "
             "Export the annotations again in COCO JSON format.")
-    other = _other_json_format(data)
+    other = other_json_format(data)
     if other:
-        raise CocoFormatError(f"{path}: {other}, not COCO JSON. {_EXPORT_COCO}")
+        raise CocoFormatError(f"{path}: {other}, not COCO JSON. {EXPORT_COCO}")
     if not isinstance(data, dict):
         raise CocoFormatError(f"{path}: the top level must be a JSON object with 'images', "
                               f"'annotations' and 'categories', got {type(data).__name__}")
@@ -254,41 +228,6 @@ def _read_json(path: Path) -> Dict[str, Any]:
         if not isinstance(data[key], list):
             raise CocoFormatError(f"{path}: '{key}' must be a list, got {type(data[key]).__name__}")
     return data
-
-
-_EXPORT_COCO = ("Export the annotations as COCO JSON (CVAT: 'COCO 1.0'; Label Studio, Roboflow: 'COCO'), or "
-                "convert them, and give that file")
-_YOLO_LINE = re.compile(r"^\s*\d+(\s+-?\d*\.?\d+(e-?\d+)?){4,}\s*$")
-
-
-def _other_text_format(text: str) -> str:
-    """What a file that is not JSON is, when it is another annotation format ("" otherwise)."""
-    head = text[:4096]
-    lines = [ln for ln in head.splitlines() if ln.strip()][:5]
-    if "<annotation" in head:
-        return "a Pascal VOC XML file"
-    if re.search(r"^names\s*:", head, re.M) and re.search(r"^(nc|train|val)\s*:", head, re.M):
-        return "a YOLO dataset YAML (its labels are .txt files beside the images)"
-    if lines and all(_YOLO_LINE.match(ln) for ln in lines):
-        return "a YOLO label file (class x_center y_center width height per line)"
-    first = lines[0].lower() if lines else ""
-    if "," in first and ("xmin" in first or "x_min" in first) and "filename" in first.replace("_", ""):
-        return "a CSV of boxes (filename, ..., xmin, ymin, xmax, ymax)"
-    return ""
-
-
-def _other_json_format(data: Any) -> str:
-    """What a JSON document that is not COCO is, when it is another tool's format ("" otherwise)."""
-    if isinstance(data, list) and data and isinstance(data[0], dict) and "data" in data[0] \
-            and ("annotations" in data[0] or "predictions" in data[0] or "id" in data[0]):
-        return "a Label Studio JSON export (a list of tasks)"
-    if isinstance(data, dict):
-        if "shapes" in data and "imagePath" in data:
-            return "a LabelMe JSON file (one per image)"
-        if "_via_img_metadata" in data or (data and all(isinstance(v, dict) and "regions" in v
-                                                        for v in list(data.values())[:5])):
-            return "a VGG Image Annotator (VIA) project"
-    return ""
 
 
 def text_id(value: Any) -> Optional[str]:
@@ -366,7 +305,7 @@ def _parse_images(raw: List[Any], size_of: Optional[SizeReader] = None, sources:
         if not isinstance(name, str) or not name.strip():
             rejected.append(Rejected("image", shown, shown, f"'file_name' must be a non-empty string, got {name!r}"))
             continue
-        unnameable = _unnameable(name)
+        unnameable = unnameable_reason(name)
         if unnameable:
             rejected.append(Rejected("image", shown, shown, f"'file_name' {name!r} holds {unnameable}, which no "
                                      "file name can: write the name in the JSON as it is on disk", name))
@@ -501,18 +440,6 @@ def _placeholder_bbox(bbox: Any) -> bool:
     so a segmentation, when there is one, gives the box."""
     return bbox is None or (isinstance(bbox, list) and (not bbox or (
         len(bbox) == 4 and all(type(v) in _NUMBER and v == 0 for v in bbox))))
-
-
-def _unnameable(file_name: str) -> str:
-    """What in ``file_name`` no file system can name ("" when nothing): a NUL character, or
-    a lone ``\\ud800`` (``\\udce9``, Python's escape of a non-UTF-8 byte, is a byte on disk)."""
-    if "\0" in file_name:
-        return "a NUL character (\\u0000)"
-    try:
-        os.fsencode(file_name)
-        return ""
-    except UnicodeEncodeError:
-        return "an escaped lone surrogate"
 
 
 def _duplicate_image_reason(first: Any, name: Any) -> str:

@@ -35,6 +35,8 @@ from pathlib import Path
 from typing import Dict, List, Optional, Tuple
 from urllib.parse import unquote
 
+from edge_trash.tfrecords.name_encodings import legacy_spellings, not_utf8
+
 _DRIVE = re.compile(r"^[A-Za-z]:$")
 TREE_INDEX_LIMIT = 500_000  # files indexed by name under --images (a mistaken --images / stops there)
 
@@ -51,34 +53,6 @@ _EXPORT_RENAMES = (
 def _loose(name: str) -> str:
     """``name`` compared without case or Unicode form (NFC and NFD spellings match)."""
     return unicodedata.normalize("NFC", name).casefold()
-
-
-# How archive tools name files when they are not UTF-8: a zip made on Windows stores the
-# DOS code page (cp437) or the ANSI one (cp1252) and ``unzip`` writes those bytes as they are.
-_LEGACY_ENCODINGS = ("cp1252", "cp437", "latin-1")
-
-
-def _legacy_spellings(name: str) -> List[str]:
-    """What a file name that is not valid UTF-8 on disk (``café`` stored as Latin-1 bytes,
-    which Python lists as ``caf\\udce9``) says in each legacy encoding; empty for UTF-8 names."""
-    try:
-        name.encode("utf-8")
-        return []
-    except UnicodeEncodeError:
-        raw = os.fsencode(name)
-    spellings = []
-    for encoding in _LEGACY_ENCODINGS:
-        try:
-            text = raw.decode(encoding)
-        except UnicodeDecodeError:
-            continue
-        if text not in spellings:
-            spellings.append(text)
-    return spellings
-
-
-def _not_utf8(path: str) -> bool:
-    return bool(_legacy_spellings(path))
 
 
 def _parts(file_name: str) -> List[str]:
@@ -106,7 +80,7 @@ class ImagePaths:
                 dirs.sort()
                 rel = Path(folder).relative_to(self.images_dir)
                 for name in sorted(files):
-                    for spelling in [name] + _legacy_spellings(name):
+                    for spelling in [name] + legacy_spellings(name):
                         self._by_name.setdefault(_loose(spelling), []).append((rel / name).as_posix())
                     count += 1
                 if count >= TREE_INDEX_LIMIT:
@@ -125,7 +99,7 @@ class ImagePaths:
                 for name in names:  # sorted: the same pick on every run when only case or form differs
                     listing.setdefault(_loose(name), name)
                 for name in names:  # after every real name, so none of those is shadowed
-                    for spelling in _legacy_spellings(name):
+                    for spelling in legacy_spellings(name):
                         listing.setdefault(_loose(spelling), name)
                 self._listings[folder] = listing
         return self._listings[folder]
@@ -199,7 +173,7 @@ class ImagePaths:
                 if found is not None:
                     used = found.relative_to(self.images_dir).as_posix()
                     form = ""
-                    if _not_utf8(used):
+                    if not_utf8(used):
                         form = (" (its name on disk is not UTF-8 but a legacy encoding such as cp437 or cp1252, "
                                 "as zips made on Windows store names; 'unzip -O cp437' or convmv renames such files)")
                     elif any(unicodedata.normalize("NFC", t) != t for t in (used, file_name)):  # they look alike
