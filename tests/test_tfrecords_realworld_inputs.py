@@ -1271,3 +1271,24 @@ def test_readable_text_decodes_escaped_bytes_as_utf8_then_cp1252_then_latin1():
     assert readable_text("\udc81x") == "\x81x"  # undefined in cp1252: Latin-1
     assert readable_text("a\ud800b\udce9") == "a\\ud800bé"  # a surrogate no byte explains stays visible
     assert readable_text("plain é") == "plain é"
+
+
+def test_a_zip_archive_or_a_photo_given_as_annotations_says_what_to_give(tmp_path):
+    import zipfile
+
+    from edge_trash.tfrecords.coco import CocoFormatError, load_coco
+
+    archive = tmp_path / "export.zip"
+    with zipfile.ZipFile(archive, "w") as z:
+        z.writestr("train/_annotations.coco.json", "{}")
+        z.writestr("train/a.jpg", b"\xff\xd8\xff")
+    photo = tmp_path / "a.jpg"
+    _jpeg(photo, (8, 8))
+    for path, message in (
+            (archive, "a zip archive (holding train/_annotations.coco.json): unpack it and give the COCO JSON "
+                      "inside with --annotations, and its image folder with --images"),
+            (photo, "a JPEG image, not an annotation file: give the COCO JSON with --annotations and the photos' "
+                    "folder with --images")):
+        with pytest.raises(CocoFormatError) as err:
+            load_coco(path)
+        assert str(err.value) == f"{path}: {message}"

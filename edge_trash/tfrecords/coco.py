@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 
 from edge_trash.tfrecords.name_encodings import readable_text, unnameable_reason
-from edge_trash.tfrecords.other_formats import EXPORT_COCO, other_json_format, other_text_format
+from edge_trash.tfrecords.other_formats import EXPORT_COCO, other_binary_format, other_json_format, other_text_format
 
 # Reads an image's displayed size from its file, given its file_name and the index of the
 # annotation file it came from: ``((width, height), "")`` or ``(None, reason)``.
@@ -196,6 +196,9 @@ def read_json_text(path: Path) -> str:
             raw = gzip.decompress(raw)
         except (OSError, EOFError, zlib.error) as exc:
             raise CocoFormatError(f"{path}: a gzip file that cannot be unpacked ({exc}); is the download complete?")
+    binary = other_binary_format(path, raw)
+    if binary:
+        raise CocoFormatError(f"{path}: {binary}")
     encoding = "utf-16" if raw[:2] in (b"\xff\xfe", b"\xfe\xff") else "utf-8-sig"
     try:
         return raw.decode(encoding)

@@ -4,6 +4,8 @@ names the format and the export to choose instead of a JSON parser's complaint."
 from __future__ import annotations
 
 import re
+import zipfile
+from pathlib import Path
 from typing import Any
 
 EXPORT_COCO = ("Export the annotations as COCO JSON (CVAT: 'COCO 1.0'; Label Studio, Roboflow: 'COCO'), or "
@@ -38,4 +40,27 @@ def other_json_format(data: Any) -> str:
         if "_via_img_metadata" in data or (data and all(isinstance(v, dict) and "regions" in v
                                                         for v in list(data.values())[:5])):
             return "a VGG Image Annotator (VIA) project"
+    return ""
+
+
+_IMAGE_MAGIC = ((b"\xff\xd8\xff", "a JPEG image"), (b"\x89PNG", "a PNG image"), (b"RIFF", "a RIFF (WebP) file"),
+                (b"GIF8", "a GIF image"), (b"II*\x00", "a TIFF image"), (b"MM\x00*", "a TIFF image"))
+
+
+def other_binary_format(path: Path, raw: bytes) -> str:
+    """What to say of a binary file given as the annotation file ("" when it may be text):
+    a zip archive (with the JSON files inside it to unpack), or an image."""
+    if raw[:4] == b"PK\x03\x04":
+        try:
+            with zipfile.ZipFile(path) as archive:
+                inside = [n for n in archive.namelist() if n.lower().endswith(".json")]
+        except (zipfile.BadZipFile, OSError) as exc:
+            return f"a zip archive that cannot be opened ({exc}); is the download complete?"
+        listed = ", ".join(inside[:5]) + (", ..." if len(inside) > 5 else "") if inside else "no .json file"
+        return (f"a zip archive (holding {listed}): unpack it and give the COCO JSON inside with --annotations, "
+                "and its image folder with --images")
+    for magic, what in _IMAGE_MAGIC:
+        if raw.startswith(magic):
+            return f"{what}, not an annotation file: give the COCO JSON with --annotations and the photos' folder " \
+                   "with --images"
     return ""
