@@ -22,7 +22,9 @@ of its folders. It is used when exactly one file matches, otherwise the note lis
 the candidates. A name with a folder is never matched to a file of that name in
 another folder. Last of all, a name an annotation tool gave the upload (Label Studio's
 ``cb0618f6-IMG_1.jpg``, Roboflow's ``IMG_1_jpg.rf.<hash>.jpg``) is looked up under the
-photo's original name, for users who kept the originals and exported only the JSON.
+photo's original name, for users who kept the originals and exported only the JSON;
+then the one image file of that name with another image extension (``.HEIC`` photos
+converted to ``.jpg`` after annotation, or a file_name written without an extension).
 The first file found wins, with a note saying how it was found.
 """
 
@@ -38,6 +40,8 @@ from urllib.parse import unquote
 from edge_trash.tfrecords.name_encodings import legacy_spellings, not_utf8
 
 _DRIVE = re.compile(r"^[A-Za-z]:$")
+IMAGE_SUFFIXES = (".jpg", ".jpeg", ".jpe", ".png", ".bmp", ".tif", ".tiff", ".webp", ".heic", ".heif", ".gif",
+                  ".mpo")
 TREE_INDEX_LIMIT = 500_000  # files indexed by name under --images (a mistaken --images / stops there)
 
 
@@ -55,6 +59,23 @@ def _loose(name: str) -> str:
     return unicodedata.normalize("NFC", name).casefold()
 
 
+def _most_folders_matched(parts: List[str], rels: List[str]) -> List[str]:
+    """Of ``rels`` (paths whose file already matches ``parts[-1]``), those whose folders end
+    in the most of ``parts``' folders (ignoring case and Unicode form); when ``parts`` has
+    folders, at least the innermost must match."""
+    want = [_loose(p) for p in reversed(parts[:-1])]
+    best, found = 0, []
+    for rel in rels:
+        have = [_loose(p) for p in reversed(rel.split("/")[:-1])]
+        n = next((i for i, (a, b) in enumerate(zip(want, have)) if a != b), min(len(want), len(have)))
+        if n < min(len(want), 1) or n < best:
+            continue
+        if n > best:
+            best, found = n, []
+        found.append(rel)
+    return found
+
+
 def _parts(file_name: str) -> List[str]:
     """The path components of ``file_name``, with either separator and no drive or dots."""
     parts = [p for p in file_name.replace("\\", "/").split("/") if p not in ("", ".")]
@@ -70,6 +91,7 @@ class ImagePaths:
         self.images_dir = Path(images_dir)
         self._listings: Dict[Path, Optional[Dict[str, str]]] = {}
         self._by_name: Optional[Dict[str, List[str]]] = None  # loose file name -> relative paths
+        self._by_stem: Optional[Dict[str, List[str]]] = None  # loose name without extension -> relative paths
         self._index_complete = True
 
     def _name_index(self) -> Dict[str, List[str]]:
@@ -124,17 +146,32 @@ class ImagePaths:
         """Files anywhere under the images folder that end in ``parts``' file name and,
         when ``parts`` has folders, in at least its innermost folder: those ending in the
         most of ``parts`` (ignoring case and Unicode form)."""
-        want = [_loose(p) for p in reversed(parts)]
-        best, found = 0, []
-        for rel in self._name_index().get(want[0], []):
-            have = [_loose(p) for p in reversed(rel.split("/"))]
-            n = next((i for i, (a, b) in enumerate(zip(want, have)) if a != b), min(len(want), len(have)))
-            if n < min(len(want), 2) or n < best:
-                continue
-            if n > best:
-                best, found = n, []
-            found.append(rel)
-        return found
+        return _most_folders_matched(parts, self._name_index().get(_loose(parts[-1]), []))
+
+    def _stem_index(self) -> Dict[str, List[str]]:
+        """Image files under the images folder by their loose name without the extension."""
+        if self._by_stem is None:
+            self._by_stem = {}
+            for key, rels in self._name_index().items():
+                stem, dot, suffix = key.rpartition(".")
+                if dot and "." + suffix in IMAGE_SUFFIXES:
+                    self._by_stem.setdefault(stem, []).extend(rels)
+        return self._by_stem
+
+    def _other_extension(self, file_name: str, parts: List[str]) -> Optional[Tuple[Path, str]]:
+        """The one image file with ``parts``' name and another image extension (``.HEIC``
+        photos converted to ``.jpg``, ``.png`` to ``.jpg`` after annotation, or a file_name
+        written without one), matched by folders as :meth:`_deeper` does; with the note."""
+        last = _loose(parts[-1])
+        stem, dot, suffix = last.rpartition(".")
+        if not dot or "." + suffix not in IMAGE_SUFFIXES:
+            stem = last  # no extension, or a dot that is part of the name
+        found = _most_folders_matched(parts, self._stem_index().get(stem, []))
+        if len(found) != 1:
+            return None
+        return self.images_dir / found[0], (f"file_name {file_name!r} not found as given; read {found[0]!r}, the "
+                                            "only image file with that name and another extension (converted "
+                                            "after annotation?)")
 
     def _before_export_rename(self, file_name: str, parts: List[str]) -> Optional[Tuple[Path, str]]:
         """The photo under the name it had before an annotation tool renamed it (Label Studio's
@@ -193,7 +230,7 @@ class ImagePaths:
             return self.images_dir / candidates[0], (f"file_name {file_name!r} not found as given; read "
                                                      f"{candidates[0]!r}, {how}")
         if not candidates:
-            renamed = self._before_export_rename(file_name, parts)
+            renamed = self._before_export_rename(file_name, parts) or self._other_extension(file_name, parts)
             if renamed is not None:
                 return renamed
         if candidates:
