@@ -78,8 +78,15 @@ def test_class_map_errors_name_file_and_line(tmp_path):
         read_class_map(tmp_path / "nope.csv")
     excel = tmp_path / "excel.csv"  # saved by Excel on Windows: CP-1252, not UTF-8
     excel.write_bytes("Papier,papier à recycler\n".encode("cp1252"))
+    assert read_class_map(excel) == {"Papier": "papier à recycler"}
+    excel.write_bytes(b"Papier,papier \x81\x8d\xe0\n")  # bytes neither UTF-8 nor Windows-1252 define
     with pytest.raises(ClassMapError, match=r"excel\.csv: cannot read the class map \(.*\); save it as UTF-8 text"):
         read_class_map(excel)
+    # European Excel separates with ';' (the comma is its decimal mark); TSV with tabs
+    excel.write_bytes("taco_name;target_class\nBottle cap;Other\nGlass bottle;Bottle\n".encode("cp1252"))
+    assert read_class_map(excel) == {"Bottle cap": "Other", "Glass bottle": "Bottle"}
+    excel.write_text("Bottle cap\tOther\n# a comment, with a comma\nGlass bottle\tBottle\n")
+    assert read_class_map(excel) == {"Bottle cap": "Other", "Glass bottle": "Bottle"}
     # Excel's UTF-8 (with a byte-order mark) and a quoted name across a line break read as the names mean.
     excel.write_bytes("\ufeffsource,target\nPapier,papier à recycler\n\"glass\nbottle\",glass\n".encode("utf-8"))
     assert read_class_map(excel) == {"Papier": "papier à recycler", "glass bottle": "glass"}

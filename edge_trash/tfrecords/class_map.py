@@ -74,20 +74,39 @@ def similar_names_warning(group: Sequence[str]) -> str:
             f"merge them with a --class-map listing every class, with the rows {rows}")
 
 
+def _csv_delimiter(text: str) -> str:
+    """``,``, or the ``;`` Excel writes where the decimal mark is a comma, or a tab, when the
+    first row that is not a comment holds that one and no comma."""
+    first = next((ln for ln in text.splitlines() if ln.strip() and not ln.lstrip().startswith("#")), "")
+    if "," not in first:
+        for other in (";", "\t"):
+            if other in first:
+                return other
+    return ","
+
+
 def read_class_map(path: "str | Path") -> Dict[str, Optional[str]]:
     """Read ``source_name -> target_name`` from a CSV (TACO's ``map_*.csv``) or YAML file.
 
     CSV rows are ``source_name,target_name`` (a header row naming no class is
-    skipped); YAML is a mapping of source name to target name, where an empty
+    skipped; ``;`` or a tab may separate them instead, as European Excel and TSV files do;
+    UTF-8, else Windows-1252 as Excel saves CSV on Windows); YAML is a mapping of source name to target name, where an empty
     target drops the class.
     """
     path = Path(path)
     if not path.is_file():
         raise ClassMapError(f"{path}: class map not found (give a CSV 'source_name,target_name' or a YAML mapping)")
     try:
-        text = path.read_text(encoding="utf-8-sig")  # Excel writes a byte-order mark
-    except (OSError, UnicodeDecodeError) as exc:
-        raise ClassMapError(f"{path}: cannot read the class map ({exc}); save it as UTF-8 text")
+        raw = path.read_bytes()
+    except OSError as exc:
+        raise ClassMapError(f"{path}: cannot read the class map ({exc})")
+    try:
+        text = raw.decode("utf-8-sig")  # Excel writes a byte-order mark
+    except UnicodeDecodeError as exc:
+        try:  # Excel on Windows saves "CSV (Comma delimited)" in its ANSI code page
+            text = raw.decode("cp1252")
+        except UnicodeDecodeError:
+            raise ClassMapError(f"{path}: cannot read the class map ({exc}); save it as UTF-8 text")
     mapping: Dict[str, Optional[str]] = {}
     if path.suffix.lower() in (".yaml", ".yml"):
         import yaml
@@ -104,7 +123,7 @@ def read_class_map(path: "str | Path") -> Dict[str, Optional[str]]:
             mapping[clean_name(str(src))] = clean_name(dst) if isinstance(dst, str) and clean_name(dst) else None
         return mapping
     with io.StringIO(text, newline="") as f:  # newline="": a quoted name may hold a line break
-        for lineno, row in enumerate(csv.reader(f), start=1):
+        for lineno, row in enumerate(csv.reader(f, delimiter=_csv_delimiter(text)), start=1):
             if not row or all(not c.strip() for c in row) or row[0].lstrip().startswith("#"):
                 continue
             if len(row) != 2:
