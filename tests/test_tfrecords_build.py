@@ -237,6 +237,22 @@ def test_colour_modes_are_converted_to_rgb(tmp_path):
             assert arr[..., 2].mean() > 200 and arr[..., 0].mean() < 50
 
 
+def test_a_multi_page_file_whose_frames_cannot_be_counted_still_converts(tmp_path, monkeypatch):
+    # Found by fuzzing: a damaged TIFF raised TypeError from Pillow's n_frames, outside every handler.
+    from PIL import TiffImagePlugin
+
+    from edge_trash.tfrecords.images import ImageJob, convert_image
+
+    def broken(self):
+        raise TypeError("Missing dimensions")
+
+    monkeypatch.setattr(TiffImagePlugin.TiffImageFile, "n_frames", property(broken))
+    Image.new("RGB", (64, 48), (0, 0, 255)).save(tmp_path / "a.tif")
+    result = convert_image(ImageJob(1, str(tmp_path / "a.tif"), 64, 48, 640, 10**8, 90))
+    assert result.reason == "" and (result.width, result.height) == (64, 48)
+    assert not any("frames" in n for n in result.notes)
+
+
 @pytest.mark.parametrize("content,message", [
     ("{not json", "not valid JSON at line 1"),
     ("[]", "the top level must be a JSON object"),

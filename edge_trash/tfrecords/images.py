@@ -299,7 +299,14 @@ def convert_image(job: ImageJob) -> ImageResult:
         result.reason = (f"refused as a decompression bomb: {stored[0]}x{stored[1]} = {stored[0] * stored[1]:,} "
                          f"pixels, more than --max-pixels {job.max_pixels:,}")
         return result
-    frames = getattr(img, "n_frames", 1)
+    try:  # counting a TIFF's or GIF's frames reads their headers, which may be damaged
+        frames = getattr(img, "n_frames", 1)
+    except Exception:  # noqa: BLE001 - the first frame is what is used either way
+        frames = 1
+        try:
+            img.seek(0)
+        except Exception:  # noqa: BLE001 - decoding then reports the damage
+            pass
     if frames > 1 and img.format != "MPO":  # an MPO's second frame is the phone's depth map or preview
         result.notes.append(f"{frames} frames (an animation or multi-page file): the first was used")
     orientation = _exif_orientation(img, result.notes)
