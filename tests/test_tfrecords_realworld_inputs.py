@@ -100,19 +100,22 @@ def test_photos_renamed_by_annotation_tools_are_found_under_their_original_names
 
 def test_a_photo_with_another_image_extension_is_found_when_it_is_the_only_one(tmp_path):
     root = tmp_path / "photos"
-    for rel in ("IMG_0001.jpg", "b1/scan.png", "b2/scan.png", "b1/pano.JPEG", "notes.txt", "c/IMG_9.jpg"):
+    for rel in ("IMG_0001.jpg", "b1/scan.png", "b2/scan.png", "b1/pano.JPEG", "notes.txt", "c/IMG_9.jpg",
+                "masks/IMG_5.png", "d/two.jpg", "d/two.png"):
         _jpeg(root / rel, (8, 8))
     paths = ImagePaths(root)
-    note = "the only image file with that name and another extension (converted after annotation?)"
+    note = "the only image file beside it with that name and another extension (converted after annotation?)"
     cases = {"IMG_0001.HEIC": "IMG_0001.jpg",  # iPhone photos converted to JPEG after annotation
              "IMG_0001": "IMG_0001.jpg",  # file_name written without an extension
              "b2/scan.jpg": "b2/scan.png",  # the folder tells the two scans apart
-             "pano.jpg": "b1/pano.JPEG",
-             "x/c/IMG_9.png": "c/IMG_9.jpg"}
+             "b1/PANO.jpg": "b1/pano.JPEG",
+             "x/c/IMG_9.png": "c/IMG_9.jpg"}  # a folder --images already names, as for any name
     for file_name, expected in cases.items():
         assert paths.resolve(file_name) == (root / expected,
                                             f"file_name {file_name!r} not found as given; read {expected!r}, {note}")
-    for missing in ("scan.jpg", "notes.jpg", "d/IMG_9.png"):  # two scans; not an image; another folder
+    # Not found: the two scans are in sub-folders, a text file is no image, IMG_9 is in another folder, a mask
+    # of the photo's name must never stand in for it, and two images of that name leave the choice unknowable.
+    for missing in ("scan.jpg", "notes.jpg", "d/IMG_9.png", "IMG_5.jpg", "d/two.webp"):
         assert paths.resolve(missing)[0] == root / missing
 
 

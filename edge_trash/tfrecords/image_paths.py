@@ -23,8 +23,9 @@ the candidates. A name with a folder is never matched to a file of that name in
 another folder. Last of all, a name an annotation tool gave the upload (Label Studio's
 ``cb0618f6-IMG_1.jpg``, Roboflow's ``IMG_1_jpg.rf.<hash>.jpg``) is looked up under the
 photo's original name, for users who kept the originals and exported only the JSON;
-then the one image file of that name with another image extension (``.HEIC`` photos
-converted to ``.jpg`` after annotation, or a file_name written without an extension).
+then the one image file beside it of that name with another image extension (``.HEIC``
+photos converted to ``.jpg`` after annotation, or a file_name written without an
+extension), in that folder only, so a mask of the same name elsewhere never stands in.
 The first file found wins, with a note saying how it was found.
 """
 
@@ -91,7 +92,6 @@ class ImagePaths:
         self.images_dir = Path(images_dir)
         self._listings: Dict[Path, Optional[Dict[str, str]]] = {}
         self._by_name: Optional[Dict[str, List[str]]] = None  # loose file name -> relative paths
-        self._by_stem: Optional[Dict[str, List[str]]] = None  # loose name without extension -> relative paths
         self._index_complete = True
 
     def _name_index(self) -> Dict[str, List[str]]:
@@ -126,21 +126,26 @@ class ImagePaths:
                 self._listings[folder] = listing
         return self._listings[folder]
 
-    def _find(self, parts: List[str]) -> Optional[Path]:
+    def _find(self, parts: List[str], folder_wanted: bool = False) -> Optional[Path]:
+        """The file (or with ``folder_wanted`` the folder) ``parts`` names under the images
+        folder, exactly or else ignoring case, Unicode form and legacy encoding."""
+        def right_kind(p: Path) -> bool:
+            return p.is_dir() if folder_wanted else p.is_file()
+
         path = self.images_dir.joinpath(*parts)
-        if path.is_file():
+        if right_kind(path):
             return path
         folder = self.images_dir
-        for i, part in enumerate(parts):  # ignoring case and Unicode form, one level at a time
+        for i, part in enumerate(parts):  # one level at a time
             exact = folder / part
-            if (exact.is_dir() if i < len(parts) - 1 else exact.is_file()):
+            if (exact.is_dir() if i < len(parts) - 1 else right_kind(exact)):
                 folder = exact
                 continue
             listing = self._loose_listing(folder)
             if listing is None or _loose(part) not in listing:
                 return None
             folder = folder / listing[_loose(part)]
-        return folder if folder.is_file() else None
+        return folder if right_kind(folder) else None
 
     def _deeper(self, parts: List[str]) -> List[str]:
         """Files anywhere under the images folder that end in ``parts``' file name and,
@@ -148,30 +153,30 @@ class ImagePaths:
         most of ``parts`` (ignoring case and Unicode form)."""
         return _most_folders_matched(parts, self._name_index().get(_loose(parts[-1]), []))
 
-    def _stem_index(self) -> Dict[str, List[str]]:
-        """Image files under the images folder by their loose name without the extension."""
-        if self._by_stem is None:
-            self._by_stem = {}
-            for key, rels in self._name_index().items():
-                stem, dot, suffix = key.rpartition(".")
-                if dot and "." + suffix in IMAGE_SUFFIXES:
-                    self._by_stem.setdefault(stem, []).extend(rels)
-        return self._by_stem
-
     def _other_extension(self, file_name: str, parts: List[str]) -> Optional[Tuple[Path, str]]:
-        """The one image file with ``parts``' name and another image extension (``.HEIC``
-        photos converted to ``.jpg``, ``.png`` to ``.jpg`` after annotation, or a file_name
-        written without one), matched by folders as :meth:`_deeper` does; with the note."""
+        """The one image file beside where ``parts`` points, with its name and another image
+        extension (``.HEIC`` photos converted to ``.jpg``, ``.png`` to ``.jpg`` after annotation,
+        or a file_name written without one), with the note. Only in that folder: a mask or a
+        preview of the same name elsewhere (``masks/IMG_1.png``) must never stand in for it."""
         last = _loose(parts[-1])
         stem, dot, suffix = last.rpartition(".")
         if not dot or "." + suffix not in IMAGE_SUFFIXES:
             stem = last  # no extension, or a dot that is part of the name
-        found = _most_folders_matched(parts, self._stem_index().get(stem, []))
-        if len(found) != 1:
-            return None
-        return self.images_dir / found[0], (f"file_name {file_name!r} not found as given; read {found[0]!r}, the "
-                                            "only image file with that name and another extension (converted "
-                                            "after annotation?)")
+        for start in range(len(parts)):  # the folder as given, then each shorter tail of it
+            folder = self._find(parts[start:-1], folder_wanted=True) if parts[start:-1] else self.images_dir
+            listing = self._loose_listing(folder) if folder is not None else None
+            if not listing:
+                continue
+            found = [name for key, name in listing.items()
+                     if key.rpartition(".")[0] == stem and "." + key.rpartition(".")[2] in IMAGE_SUFFIXES]
+            if len(found) == 1 and (folder / found[0]).is_file():
+                used = (folder / found[0]).relative_to(self.images_dir).as_posix()
+                return folder / found[0], (f"file_name {file_name!r} not found as given; read {used!r}, the only "
+                                           "image file beside it with that name and another extension "
+                                           "(converted after annotation?)")
+            if found:
+                return None  # IMG_1.jpg and IMG_1.png both there: which one is unknowable
+        return None
 
     def _before_export_rename(self, file_name: str, parts: List[str]) -> Optional[Tuple[Path, str]]:
         """The photo under the name it had before an annotation tool renamed it (Label Studio's
