@@ -1313,3 +1313,26 @@ def test_a_zip_archive_or_a_photo_given_as_annotations_says_what_to_give(tmp_pat
         with pytest.raises(CocoFormatError) as err:
             load_coco(path)
         assert str(err.value) == f"{path}: {message}"
+
+
+def test_the_summary_counts_image_adjustments_by_kind(tmp_path):
+    from edge_trash.tfrecords.build_cli import summarize
+
+    root = tmp_path / "img"
+    _exif_rotated_jpeg(root / "r1.jpg", (64, 48), orientation=6)  # displayed 48x64
+    _exif_rotated_jpeg(root / "r2.jpg", (64, 48), orientation=8)
+    Image.new("P", (64, 48), 3).save(root / "pal.png")
+    _jpeg(root / "sub" / "deep.jpg", (64, 48))  # a bare file_name found in a sub-folder
+    _jpeg(root / "half.jpg", (32, 24))  # JSON says 64x48: same aspect, boxes scaled
+    entries = [("r1.jpg", 48, 64), ("r2.jpg", 48, 64), ("pal.png", 64, 48), ("deep.jpg", 64, 48), ("half.jpg", 64, 48)]
+    ann = tmp_path / "ann.json"
+    ann.write_text(json.dumps({
+        "images": [{"id": i, "file_name": n, "width": w, "height": h} for i, (n, w, h) in enumerate(entries, 1)],
+        "annotations": [{"id": i, "image_id": i, "category_id": 1, "bbox": [2, 2, 10, 10]} for i in range(1, 6)],
+        "categories": [{"id": 1, "name": "can"}]}))
+    report = build_tfrecords(BuildOptions(annotations=ann, images=root, out=tmp_path / "out",
+                                          val_fraction=0, test_fraction=0))
+    line = next(ln for ln in summarize(report, tmp_path, 1.0).splitlines() if ln.startswith("images adjusted"))
+    assert line == ("images adjusted: 5 (2x EXIF orientation applied or ignored; 1x colour mode converted to RGB; "
+                    "1x found under another path or name; 1x size differs from the JSON; see image_notes in "
+                    "report.json)")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+from collections import Counter
 from pathlib import Path
 from typing import Any, Dict, Optional, Tuple
 
@@ -23,6 +24,23 @@ def announce_big_annotations(paths: Tuple[Path, ...]) -> None:
     if sum(sizes) >= BIG_ANNOTATIONS_BYTES:
         click.echo(f"reading {sum(sizes) / 1e6:.0f} MB of annotations ({', '.join(map(str, paths))}): about "
                    f"{sum(sizes) / 25e6:.0f} s ...", err=True)
+
+
+# What each kind of image note says, by a phrase it contains (the first match wins).
+_NOTE_KINDS = (
+    ("not found as given", "found under another path or name"),
+    ("JSON says", "size differs from the JSON"), ("JSON size", "size differs from the JSON"),
+    ("in the JSON: used", "size read from the file"),
+    ("EXIF", "EXIF orientation applied or ignored"),
+    ("profile", "colour profile converted or ignored"),
+    ("transparency", "colour mode converted to RGB"), ("to RGB", "colour mode converted to RGB"),
+    ("to 8-bit RGB", "colour mode converted to RGB"), ("frames", "first frame of an animation used"),
+    ("is text: numbered", "text image id numbered"),
+)
+
+
+def _note_kind(note: str) -> str:
+    return next((kind for phrase, kind in _NOTE_KINDS if phrase in note), "other")
 
 
 def summarize(report: Dict[str, Any], out: Path, seconds: float) -> str:
@@ -69,8 +87,10 @@ def summarize(report: Dict[str, Any], out: Path, seconds: float) -> str:
                      + (f", {leaks} of them in more than one split (held-out scores are inflated: remove the "
                         "copies from the annotations)" if leaks else "") + " (see duplicate_images in report.json)")
     if report["image_notes"]:
-        lines.append(f"images adjusted (EXIF, colour mode, size, path, id): {len(report['image_notes'])} "
-                     "(see image_notes in report.json)")
+        kinds = Counter(_note_kind(n) for entry in report["image_notes"] for n in entry["notes"])
+        commonest = sorted(kinds.items(), key=lambda kind_n: (-kind_n[1], kind_n[0]))[:6]
+        lines.append(f"images adjusted: {len(report['image_notes'])} ("
+                     + "; ".join(f"{n}x {kind}" for kind, n in commonest) + "; see image_notes in report.json)")
     mb = report["bytes_written"] / 1e6
     lines.append(f"build-tfrecords: wrote {len(report['shards'])} shards ({mb:.1f} MB), labels.txt, "
                  f"label_map.pbtxt, splits.json, report.json to {out} in {seconds:.1f}s")
