@@ -940,10 +940,24 @@ def test_names_with_folders_are_found_below_an_images_folder_given_too_high(tmp_
     # The file that matches more of the given folders wins.
     assert paths.resolve("/home/ann/data/batch_4/000009.jpg")[0] == root / "x/data/batch_4/000009.jpg"
 
-    ann = _one_can_per_image(tmp_path / "ann.json", ["batch_1/000006.jpg", "batch_2/000006.jpg"])
+    assert paths.folder_above("batch_2/000006.jpg", root / "data/batch_2/000006.jpg") == root / "data"
+    assert paths.folder_above("000006.jpg", root / "data/batch_2/000006.jpg") == root / "data/batch_2"
+    assert paths.folder_above("batch_2/000006.jpg", root / "batch_2/000006.jpg") is None  # found where it says
+    assert paths.folder_above("img.jpg", root / "data/batch_2/000006.jpg") is None  # another name
+
+    from edge_trash.tfrecords.build_cli import summarize
+
+    ann = _one_can_per_image(tmp_path / "ann.json", ["batch_1/000006.jpg", "batch_2/000006.jpg", "old/000007.jpg"])
     report = build_tfrecords(BuildOptions(annotations=ann, images=root, out=tmp_path / "out",
                                           val_fraction=0, test_fraction=0))
-    assert (report["images_written"], report["images_skipped"]) == (2, [])
+    assert (report["images_written"], report["images_skipped"]) == (3, [])
+    assert report["images_folder_hint"] == {"folder": str(root / "data"), "images": 2}
+    assert (f"hint: 2 images were found under {root / 'data'}, the folder their file_name is relative to: give "
+            f"--images {root / 'data'} to spare the search") in summarize(report, tmp_path, 1.0)
+    plain = _one_can_per_image(tmp_path / "ann2.json", ["old/000007.jpg"])
+    report = build_tfrecords(BuildOptions(annotations=plain, images=root, out=tmp_path / "out2",
+                                          val_fraction=0, test_fraction=0))
+    assert report["images_folder_hint"] is None  # every image found where its file_name says
 
 
 def test_nothing_to_train_on_says_why_the_records_were_left_out(tmp_path):

@@ -37,6 +37,15 @@ class BuildError(ValueError):
     """The build cannot start (bad option or unusable input); the message says what to fix."""
 
 
+def _images_folder_hint(found_deeper: Counter, images: int) -> Optional[Dict[str, Any]]:
+    """``{folder, images}`` when at least half of the images were found one or more folders
+    below ``--images`` in the same folder: the ``--images`` that spares the search."""
+    if not found_deeper:
+        return None
+    folder, n = found_deeper.most_common(1)[0]
+    return {"folder": folder, "images": n} if 2 * n >= images else None
+
+
 def reason_kind(reason: str) -> str:
     """A skip or drop reason without its particulars (values, sizes, paths), to count alike ones together."""
     kind = reason.split(": ")[0].split(" (")[0]
@@ -270,12 +279,16 @@ def build_tfrecords(options: BuildOptions, progress: bool = False) -> Dict[str, 
     jobs: List[ImageJob] = []
     where: List[Tuple[str, int]] = []
     path_notes: Dict[int, str] = {}  # how the file was found; part of the reason when it is skipped
+    found_deeper: Counter = Counter()  # the folder file_name is relative to, when below --images
     for split, members in plan:
         for pos, iid in enumerate(members):
             im = images_by_id[iid]
             path, path_note = paths[im.source].resolve(im.file_name)
             if path_note:
                 path_notes[iid] = path_note
+                deeper = paths[im.source].folder_above(im.file_name, path)
+                if deeper is not None:
+                    found_deeper[str(deeper)] += 1
             jobs.append(ImageJob(iid, str(path), im.width, im.height,
                                  options.max_size, options.max_pixels, options.quality))
             where.append((split, pos))
@@ -376,6 +389,7 @@ def build_tfrecords(options: BuildOptions, progress: bool = False) -> Dict[str, 
         "classes": [{"id": i + 1, "name": n, "boxes": class_boxes[i]} for i, n in enumerate(names)],
         **mapping.as_report(),
         "image_notes": image_notes,
+        "images_folder_hint": _images_folder_hint(found_deeper, len(jobs)),
         "shards": shards,
         "bytes_written": sum(s["bytes"] for s in shards),
         "stale_shards_removed": stale_shards,

@@ -91,6 +91,10 @@ def summarize(report: Dict[str, Any], out: Path, seconds: float) -> str:
         commonest = sorted(kinds.items(), key=lambda kind_n: (-kind_n[1], kind_n[0]))[:6]
         lines.append(f"images adjusted: {len(report['image_notes'])} ("
                      + "; ".join(f"{n}x {kind}" for kind, n in commonest) + "; see image_notes in report.json)")
+    hint = report.get("images_folder_hint")
+    if hint:
+        lines.append(f"hint: {hint['images']} images were found under {hint['folder']}, the folder their file_name "
+                     f"is relative to: give --images {hint['folder']} to spare the search")
     mb = report["bytes_written"] / 1e6
     lines.append(f"build-tfrecords: wrote {len(report['shards'])} shards ({mb:.1f} MB), labels.txt, "
                  f"label_map.pbtxt, splits.json, report.json to {out} in {seconds:.1f}s")

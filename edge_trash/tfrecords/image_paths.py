@@ -199,6 +199,21 @@ class ImagePaths:
                     f"renamed it ({shown}): give --images as the folder of the right one")
         return None
 
+    def folder_above(self, file_name: str, path: Path) -> Optional[Path]:
+        """The folder ``file_name`` is relative to, when ``path`` (where it was found) is
+        that name one or more folders below the images folder (an ``--images`` given too
+        high); None otherwise."""
+        try:
+            rel = path.relative_to(self.images_dir).parts
+        except ValueError:
+            return None
+        parts = _parts(file_name)
+        if not parts or len(rel) <= len(parts):
+            return None
+        if [_loose(p) for p in rel[-len(parts):]] != [_loose(p) for p in parts]:
+            return None
+        return self.images_dir.joinpath(*rel[:-len(parts)])
+
     def resolve(self, file_name: str) -> Tuple[Path, Optional[str]]:
         """``(path, note)``: the file to read and, when it was not ``images_dir/file_name``
         itself, a note saying what was used. A file found nowhere returns the plain path
