@@ -1247,6 +1247,9 @@ def test_cvat_rotated_boxes_become_the_upright_box_around_them(tmp_path):
             for k, r in ((1, 30.0), (2, -30), (3, 0.0), (4, 180.0), (5, "45.0"), (6, 90))]
     anns.append({"id": 7, "image_id": 1, "category_id": 1, "bbox": [20, 20, 40, 10], "attributes": "none"})
     anns.append({"id": 8, "image_id": 1, "category_id": 1, "bbox": [20, 20, 40, 10, 0.5]})  # another tool's angle
+    # a placeholder bbox beside a polygon: the polygon's box is upright already, whatever the attribute says
+    anns.append({"id": 9, "image_id": 1, "category_id": 1, "bbox": [0, 0, 0, 0], "attributes": {"rotation": 30},
+                 "segmentation": [[2, 3, 12, 3, 12, 9]]})
     ann = tmp_path / "ann.json"
     ann.write_text(json.dumps({"images": [{"id": 1, "file_name": "a.jpg", "width": 100, "height": 60}],
                                "annotations": anns, "categories": [{"id": 1, "name": "straw"}]}))
@@ -1254,15 +1257,15 @@ def test_cvat_rotated_boxes_become_the_upright_box_around_them(tmp_path):
     got = {b.source_id: tuple(round(v, 2) for v in (b.x, b.y, b.w, b.h)) for b in data.boxes}
     assert got == {1: (20.18, 10.67, 39.64, 28.66), 2: (20.18, 10.67, 39.64, 28.66),  # either way: the same box
                    3: (20.0, 20.0, 40.0, 10.0), 4: (20.0, 20.0, 40.0, 10.0), 5: (22.32, 7.32, 35.36, 35.36),
-                   6: (35.0, 5.0, 10.0, 40.0), 7: (20.0, 20.0, 40.0, 10.0)}
-    assert data.boxes_rotated == 4
+                   6: (35.0, 5.0, 10.0, 40.0), 7: (20.0, 20.0, 40.0, 10.0), 9: (2.0, 3.0, 10.0, 6.0)}
+    assert (data.boxes_rotated, data.boxes_from_segmentation) == (4, 1)
     assert [r.reason for r in data.rejected_boxes] == [
         "'bbox' has 5 values, [20, 20, 40, 10, 0.5]: a rotated box [x, y, width, height, angle]? Its angle's unit "
         "and centre are not standard: export the boxes upright, as polygons, or with CVAT's attributes.rotation "
         "(read here)"]
     report = build_tfrecords(BuildOptions(annotations=ann, images=tmp_path, out=tmp_path / "out",
                                           val_fraction=0, test_fraction=0))
-    assert report["boxes_rotated"] == 4 and report["boxes_written"] == 7
+    assert report["boxes_rotated"] == 4 and report["boxes_written"] == 8
     assert ("rotated boxes (CVAT's attributes.rotation): 4, each kept as the upright box around it (COCO and the "
             "detector have no angle)") in summarize(report, tmp_path, 1.0)
     ex = _examples(tmp_path / "out")[0]

@@ -88,10 +88,10 @@ def _csv_delimiter(text: str) -> str:
 def read_class_map(path: "str | Path") -> Dict[str, Optional[str]]:
     """Read ``source_name -> target_name`` from a CSV (TACO's ``map_*.csv``) or YAML file.
 
-    CSV rows are ``source_name,target_name`` (a header row naming no class is
-    skipped; ``;`` or a tab may separate them instead, as European Excel and TSV files do;
-    UTF-8, else Windows-1252 as Excel saves CSV on Windows); YAML is a mapping of source name to target name, where an empty
-    target drops the class.
+    CSV rows are ``source_name,target_name`` (a header row naming no class is skipped;
+    ``;`` or a tab may separate them instead, as European Excel and TSV files do; the
+    text is UTF-8, else Windows-1252 as Excel saves CSV on Windows); YAML is a mapping
+    of source name to target name, where an empty target drops the class.
     """
     path = Path(path)
     if not path.is_file():

@@ -366,50 +366,56 @@ def bbox_from_segmentation(segmentation: Any) -> Optional[List[float]]:
 _NUMBER = (int, float)  # exact types: JSON numbers; True/False are not numbers
 
 
-def _parse_box(ann: Dict[str, Any], image: ImageRecord) -> Tuple[Optional[Tuple[float, float, float, float]],
-                                                                 bool, str]:
-    """Validate and clip one bbox; returns ``(box, clipped, reason_if_rejected)``."""
+def _parse_box(ann: Dict[str, Any], image: ImageRecord
+               ) -> Tuple[Optional[Tuple[float, float, float, float]], bool, str, str]:
+    """Validate and clip one bbox; returns ``(box, clipped, reason_if_rejected, origin)``,
+    ``origin`` being ``"bbox"``, ``"rotated"`` (a CVAT rotated box, made upright) or
+    ``"segmentation"`` (no usable bbox: taken from the mask)."""
     bbox = ann.get("bbox")
+    origin = "bbox"
     if _placeholder_bbox(bbox) and ann.get("segmentation"):
+        origin = "segmentation"
         given = "no 'bbox'" if bbox is None else f"'bbox' {bbox!r} is a placeholder"
         try:
             bbox = bbox_from_segmentation(ann["segmentation"])
         except Exception as exc:  # a malformed RLE must not stop the file
-            return None, False, f"{given}, and its 'segmentation' cannot be read: {exc}"
+            return None, False, f"{given}, and its 'segmentation' cannot be read: {exc}", origin
         if bbox is None:
-            return None, False, f"{given}, and its 'segmentation' holds no polygon or mask to take one from"
+            return None, False, f"{given}, and its 'segmentation' holds no polygon or mask to take one from", origin
     if isinstance(bbox, (list, tuple)) and len(bbox) == 5:
         return None, False, (f"'bbox' has 5 values, {bbox!r}: a rotated box [x, y, width, height, angle]? Its "
                              "angle's unit and centre are not standard: export the boxes upright, as polygons, or "
-                             "with CVAT's attributes.rotation (read here)")
+                             "with CVAT's attributes.rotation (read here)"), origin
     if not isinstance(bbox, (list, tuple)) or len(bbox) != 4:
-        return None, False, f"'bbox' must be a list [x, y, width, height], got {bbox!r}"
+        return None, False, f"'bbox' must be a list [x, y, width, height], got {bbox!r}", origin
     x, y, w, h = bbox
     if not (type(x) in _NUMBER and type(y) in _NUMBER and type(w) in _NUMBER and type(h) in _NUMBER):
         try:  # numbers written as text ("12.5"), as some spreadsheet-made files have them
             x, y, w, h = (float(v) if type(v) is str else v for v in bbox)
         except ValueError:
-            return None, False, f"'bbox' values must be numbers, got {bbox!r}"
+            return None, False, f"'bbox' values must be numbers, got {bbox!r}", origin
         if not all(type(v) in _NUMBER for v in (x, y, w, h)):  # (a bool is not a number here)
-            return None, False, f"'bbox' values must be numbers, got {bbox!r}"
+            return None, False, f"'bbox' values must be numbers, got {bbox!r}", origin
     if not (math.isfinite(x) and math.isfinite(y) and math.isfinite(w) and math.isfinite(h)):
-        return None, False, f"'bbox' has NaN or Infinity: {bbox!r}"
+        return None, False, f"'bbox' has NaN or Infinity: {bbox!r}", origin
     x, y, w, h = float(x), float(y), float(w), float(h)
     if w <= 0 or h <= 0:
-        return None, False, f"'bbox' has zero or negative size: {bbox!r}"
-    angle = box_rotation(ann)
+        return None, False, f"'bbox' has zero or negative size: {bbox!r}", origin
+    angle = box_rotation(ann) if origin == "bbox" else 0.0  # a mask's box is upright already
     if angle:
         x, y, w, h = upright_box(x, y, w, h, angle)
+        origin = "rotated"
     if max(x + w, y + h) <= 1.0 and min(w, h) < 1.0 and min(image.width, image.height) > 2:
-        return None, False, (f"'bbox' {bbox!r} looks normalised to 0..1: COCO boxes are in pixels (multiply x and "
-                             f"width by the image width {image.width}, y and height by its height {image.height})")
+        return None, False, (f"'bbox' {bbox!r} looks normalised to 0..1: COCO boxes are in pixels (multiply x "
+                             f"and width by the image width {image.width}, y and height by its height "
+                             f"{image.height})"), origin
     x0, y0 = max(0.0, x), max(0.0, y)
     x1, y1 = min(float(image.width), x + w), min(float(image.height), y + h)
     clipped = (x0, y0, x1, y1) != (x, y, x + w, y + h)
     if x1 - x0 < 1.0 or y1 - y0 < 1.0:
         return None, clipped, (f"'bbox' {bbox!r} lies outside the {image.width}x{image.height} image "
-                               "(less than 1 px left after clipping)")
-    return (x0, y0, x1 - x0, y1 - y0), clipped, ""
+                               "(less than 1 px left after clipping)"), origin
+    return (x0, y0, x1 - x0, y1 - y0), clipped, "", origin
 
 
 def box_rotation(ann: Dict[str, Any]) -> float:
@@ -521,16 +527,15 @@ def load_coco_files(paths: "Sequence[str | Path]", size_of: Optional[SizeReader]
             rejected_boxes.append(Rejected("annotation", key, iid,
                                            f"unknown category_id {ann.get('category_id')!r} (not in 'categories')"))
             continue
-        box, clipped, reason = _parse_box(ann, image)
+        box, clipped, reason, origin = _parse_box(ann, image)
         if box is None:
             rejected_boxes.append(Rejected("annotation", key, iid, reason))
             continue
         clipped_count += int(clipped)
-        rotated += int(bool(box_rotation(ann)))
+        rotated += int(origin == "rotated")
+        from_segmentation += int(origin == "segmentation")
         raw = ann.get("bbox")
-        if _placeholder_bbox(raw):  # its box came from the segmentation
-            from_segmentation += 1
-        elif all(type(v) in _NUMBER for v in raw):  # x2 > x1, y2 > y1 inside: corners too?
+        if origin != "segmentation" and all(type(v) in _NUMBER for v in raw):  # x2 > x1, y2 > y1 inside: corners?
             as_corners += int(raw[0] < raw[2] <= image.width and raw[1] < raw[3] <= image.height)
         crowd = ann.get("iscrowd", 0)
         boxes.append(BoxRecord(annotation_id=0, source_id=key, image_id=image.id, category_id=cid,
