@@ -220,6 +220,11 @@ def test_colour_modes_are_converted_to_rgb(tmp_path):
     assert "palette" in notes[2] and "RGBA" in notes[3] and "CMYK" in notes[4]
     assert notes[5] == "converted F (values 0-1) to 8-bit RGB"
     assert notes[6].startswith("2 frames (an animation or multi-page file): the first was used")
+    from edge_trash.tfrecords.build_cli import _note_kind  # the summary counts each of these notes by kind
+
+    kinds = {n["image_id"]: [_note_kind(t) for t in n["notes"]] for n in report["image_notes"]}
+    assert kinds == {i: ["colour mode converted to RGB"] for i in range(1, 6)} | {
+        6: ["first frame of an animation used", "colour mode converted to RGB"]}
     import tensorflow as tf
 
     for rec in _all_records(out, "train"):

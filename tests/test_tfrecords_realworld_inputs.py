@@ -14,6 +14,7 @@ import pytest
 from PIL import Image, JpegImagePlugin
 
 from edge_trash.tfrecords.build import BuildOptions, build_tfrecords
+from edge_trash.tfrecords.build_cli import _note_kind
 from edge_trash.tfrecords.image_paths import ImagePaths
 from edge_trash.tfrecords.images import ImageJob, convert_image, read_displayed_size
 
@@ -786,6 +787,7 @@ def test_photos_tagged_with_another_colour_profile_are_stored_as_srgb(tmp_path, 
     for name in ("tagged.jpg", "tagged_small.jpg"):  # shrunk, and at its own size (not passed through)
         result = jobs[name]
         assert result.notes == ["converted colours from the embedded profile 'Swapped RG' to sRGB"], name
+        assert _note_kind(result.notes[0]) == "colour profile converted or ignored"
         out = np.asarray(Image.open(io.BytesIO(result.jpeg)).convert("RGB"), dtype=int)
         h, w = out.shape[:2]
         left, right = out[h // 2, w // 4], out[h // 2, 3 * w // 4]

@@ -33,8 +33,8 @@ _NOTE_KINDS = (
     ("in the JSON: used", "size read from the file"),
     ("EXIF", "EXIF orientation applied or ignored"),
     ("profile", "colour profile converted or ignored"),
-    ("transparency", "colour mode converted to RGB"), ("to RGB", "colour mode converted to RGB"),
-    ("to 8-bit RGB", "colour mode converted to RGB"), ("frames", "first frame of an animation used"),
+    ("transparency", "colour mode converted to RGB"), ("RGB", "colour mode converted to RGB"),
+    ("frames", "first frame of an animation used"),
     ("is text: numbered", "text image id numbered"),
 )
 

@@ -80,8 +80,9 @@ def _offsets(id_lists: List[List[int]]) -> List[int]:
 def _shift(value: Any, offset: int, text_suffix: str = "") -> Any:
     """An image or annotation id moved apart from the other files' ids: a number by
     ``offset``, a text id (when the files' text ids clash) by ``text_suffix``."""
-    if text_suffix and text_id(value) is not None:
-        return f"{text_id(value)} {text_suffix}"
+    text = text_id(value) if text_suffix else None
+    if text is not None:
+        return f"{text} {text_suffix}"
     number = as_int(value)
     if offset == 0 or number is None:
         return value  # unmoved, or not an id we can move: reported as it stands

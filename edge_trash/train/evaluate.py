@@ -337,17 +337,16 @@ def _id(value: Any) -> bool:
     return isinstance(value, (int, str)) and not isinstance(value, bool)
 
 
+def _number(value: Any) -> bool:
+    """Whether ``value`` is a finite int or float (not a bool)."""
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+
+
 def _box(value: Any) -> Optional[List[float]]:
     """``[x, y, w, h]`` as 4 finite floats, or None when ``value`` is not that."""
-    if not isinstance(value, (list, tuple)) or len(value) != 4:
-        return None
-    if not all(isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v) for v in value):
+    if not isinstance(value, (list, tuple)) or len(value) != 4 or not all(_number(v) for v in value):
         return None
     return [float(v) for v in value]
-
-
-def _number(value: Any) -> bool:
-    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
 
 
 def _prepare_gt(gt_coco: Mapping[str, Any]) -> Dict[str, Any]:
