@@ -4,29 +4,29 @@ COCO files from other machines name their images in ways a plain ``images_dir /
 file_name`` misses: Windows separators (``batch_1\\000006.jpg``), absolute paths from
 the annotator's disk (``/home/ann/TACO/data/batch_1/000006.jpg``), a folder that is
 already part of ``--images`` (``images/0001.jpg`` with ``--images data/images``), a
-different case (``.JPG``), URL escapes (``my%20photo.jpg``, from web annotation
-tools), accented letters in the other Unicode form (``café.jpg`` typed on Linux or
-Windows is NFC; the same name unpacked from a macOS archive is NFD, ``e`` plus a
-combining accent: the two look alike and compare unequal) or, on disk, in a legacy
-encoding (a zip made on Windows stores ``café`` in cp437 or cp1252, and ``unzip`` writes
-those bytes, which are not UTF-8). :class:`ImagePaths` tries,
-in order: the name as given; then each shorter tail of its path (longest first, so
-``batch_1/000006.jpg`` is preferred to a bare ``000006.jpg`` and two sub-folders
-holding the same file name stay apart), each candidate exactly, then ignoring case,
-Unicode form and legacy encoding; then the same for the URL-unescaped name. Last, a name found nowhere is
-looked up in every sub-folder: a bare file name (a flat export's ``file_name`` with
-the photos still in ``batch_1/``, ``batch_2/``...) by its name, a name with folders
-by its innermost folder and name (``batch_1/000006.jpg`` when ``--images`` is the
-dataset folder above ``images/batch_1/``), preferring the files that match the most
-of its folders. It is used when exactly one file matches, otherwise the note lists
-the candidates. A name with a folder is never matched to a file of that name in
-another folder. Last of all, a name an annotation tool gave the upload (Label Studio's
-``cb0618f6-IMG_1.jpg``, Roboflow's ``IMG_1_jpg.rf.<hash>.jpg``) is looked up under the
-photo's original name, for users who kept the originals and exported only the JSON;
-then the one image file beside it of that name with another image extension (``.HEIC``
-photos converted to ``.jpg`` after annotation, or a file_name written without an
-extension), in that folder only, so a mask of the same name elsewhere never stands in.
-The first file found wins, with a note saying how it was found.
+different case (``.JPG``), URL escapes (``my%20photo.jpg``, from web annotation tools),
+accented letters in the other Unicode form (``café.jpg`` typed on Linux or Windows is
+NFC; the same name unpacked from a macOS archive is NFD, ``e`` plus a combining accent:
+the two look alike and compare unequal) or, on disk, in a legacy encoding (a zip made on
+Windows stores ``café`` in cp437 or cp1252, and ``unzip`` writes those bytes, which are
+not UTF-8). :class:`ImagePaths` tries, in order: the name as given; then each shorter
+tail of its path (longest first, so ``batch_1/000006.jpg`` is preferred to a bare
+``000006.jpg`` and two sub-folders holding the same file name stay apart), each
+candidate exactly, then ignoring case, Unicode form and legacy encoding; then the same
+for the URL-unescaped name. Last, a name found nowhere is looked up in every sub-folder:
+a bare file name (a flat export's ``file_name`` with the photos still in ``batch_1/``,
+``batch_2/``...) by its name, a name with folders by its innermost folder and name
+(``batch_1/000006.jpg`` when ``--images`` is the dataset folder above
+``images/batch_1/``), preferring the files that match the most of its folders. It is
+used when exactly one file matches, otherwise the note lists the candidates. A name with
+a folder is never matched to a file of that name in another folder. Last of all, a name
+an annotation tool gave the upload (Label Studio's ``cb0618f6-IMG_1.jpg``, Roboflow's
+``IMG_1_jpg.rf.<hash>.jpg``) is looked up under the photo's original name, for users who
+kept the originals and exported only the JSON; then the one image file beside it of that
+name with another image extension (``.HEIC`` photos converted to ``.jpg`` after
+annotation, or a file_name written without an extension), in that folder only, so a mask
+of the same name elsewhere never stands in. The first file found wins, with a note
+saying how it was found.
 """
 
 from __future__ import annotations
@@ -60,23 +60,6 @@ def _loose(name: str) -> str:
     return unicodedata.normalize("NFC", name).casefold()
 
 
-def _most_folders_matched(parts: List[str], rels: List[str]) -> List[str]:
-    """Of ``rels`` (paths whose file already matches ``parts[-1]``), those whose folders end
-    in the most of ``parts``' folders (ignoring case and Unicode form); when ``parts`` has
-    folders, at least the innermost must match."""
-    want = [_loose(p) for p in reversed(parts[:-1])]
-    best, found = 0, []
-    for rel in rels:
-        have = [_loose(p) for p in reversed(rel.split("/")[:-1])]
-        n = next((i for i, (a, b) in enumerate(zip(want, have)) if a != b), min(len(want), len(have)))
-        if n < min(len(want), 1) or n < best:
-            continue
-        if n > best:
-            best, found = n, []
-        found.append(rel)
-    return found
-
-
 def _parts(file_name: str) -> List[str]:
     """The path components of ``file_name``, with either separator and no drive or dots."""
     parts = [p for p in file_name.replace("\\", "/").split("/") if p not in ("", ".")]
@@ -91,6 +74,7 @@ class ImagePaths:
     def __init__(self, images_dir: "str | Path") -> None:
         self.images_dir = Path(images_dir)
         self._listings: Dict[Path, Optional[Dict[str, str]]] = {}
+        self._stems: Dict[Path, Dict[str, List[str]]] = {}  # folder -> loose stem -> image file names
         self._by_name: Optional[Dict[str, List[str]]] = None  # loose file name -> relative paths
         self._index_complete = True
 
@@ -151,7 +135,28 @@ class ImagePaths:
         """Files anywhere under the images folder that end in ``parts``' file name and,
         when ``parts`` has folders, in at least its innermost folder: those ending in the
         most of ``parts`` (ignoring case and Unicode form)."""
-        return _most_folders_matched(parts, self._name_index().get(_loose(parts[-1]), []))
+        want = [_loose(p) for p in reversed(parts)]
+        best, found = 0, []
+        for rel in self._name_index().get(want[0], []):
+            have = [_loose(p) for p in reversed(rel.split("/"))]
+            n = next((i for i, (a, b) in enumerate(zip(want, have)) if a != b), min(len(want), len(have)))
+            if n < min(len(want), 2) or n < best:
+                continue
+            if n > best:
+                best, found = n, []
+            found.append(rel)
+        return found
+
+    def _image_stems(self, folder: Path, listing: Dict[str, str]) -> Dict[str, List[str]]:
+        """The image files of ``folder`` by their loose name without the extension (cached)."""
+        if folder not in self._stems:
+            stems: Dict[str, List[str]] = {}
+            for key, name in listing.items():
+                stem, dot, suffix = key.rpartition(".")
+                if dot and "." + suffix in IMAGE_SUFFIXES and name not in stems.get(stem, []):
+                    stems.setdefault(stem, []).append(name)
+            self._stems[folder] = stems
+        return self._stems[folder]
 
     def _other_extension(self, file_name: str, parts: List[str]) -> Optional[Tuple[Path, str]]:
         """The one image file beside where ``parts`` points, with its name and another image
@@ -167,8 +172,7 @@ class ImagePaths:
             listing = self._loose_listing(folder) if folder is not None else None
             if not listing:
                 continue
-            found = [name for key, name in listing.items()
-                     if key.rpartition(".")[0] == stem and "." + key.rpartition(".")[2] in IMAGE_SUFFIXES]
+            found = self._image_stems(folder, listing).get(stem, [])
             if len(found) == 1 and (folder / found[0]).is_file():
                 used = (folder / found[0]).relative_to(self.images_dir).as_posix()
                 return folder / found[0], (f"file_name {file_name!r} not found as given; read {used!r}, the only "
