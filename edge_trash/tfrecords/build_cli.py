@@ -114,7 +114,8 @@ def summarize(report: Dict[str, Any], out: Path, seconds: float) -> str:
                    "a new stratified split; --val-fraction and --test-fraction are then unused.")
 @click.option("--out", required=True, type=click.Path(file_okay=False, path_type=Path), help="Output folder.")
 @click.option("--class-map", type=click.Path(dir_okay=False, path_type=Path),
-              help="CSV 'source_name,target_name' (TACO map_*.csv) or YAML mapping.")
+              help="CSV 'source_name,target_name' (TACO map_*.csv; ';' or tab separated and Excel's "
+                   "Windows-1252 CSV read too) or YAML mapping.")
 @click.option("--supercategories", is_flag=True, help="Train on the COCO supercategories.")
 @click.option("--min-instances", default=1, show_default=True, type=click.IntRange(min=0),
               help="Classes with fewer boxes are folded into 'other' or dropped (--rare).")
