@@ -338,7 +338,7 @@ def test_outlier_sizes_and_their_reasons():
     assert stats["image_sizes"]["median_pixels"] == 12_000_000
     assert stats["image_sizes"]["distinct"][0] == {"width": 4000, "height": 3000, "images": 5}
     flag = {f["kind"]: f for f in find_flags("annotations", stats, Thresholds())}["image_size_outliers"]
-    assert flag["message"].startswith("3 images have an outlier size or aspect ratio (the median image has "
+    assert flag["message"].startswith("3 of 8 images have an outlier size or aspect ratio (the median image has "
                                       "12,000,000 pixels): big.jpg 8000x6000 (4.0x the median pixel count)")
 
 

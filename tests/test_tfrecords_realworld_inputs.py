@@ -331,7 +331,7 @@ def test_the_same_picture_under_two_entries_is_reported_with_its_splits(tmp_path
         assert g["splits"] == sorted({split_of[i] for i in g["image_ids"]})
     leaks = sum(1 for g in groups if len(g["splits"]) > 1)
     line = [ln for ln in summarize(report, out, 1.0).splitlines() if ln.startswith("warning:")]
-    expected = "warning: 2 pictures appear under more than one image entry"
+    expected = "warning: 2 pictures appear under more than one image entry (4 entries)"
     if leaks:
         expected += f", {leaks} of them in more than one split (held-out scores are inflated: remove the copies " \
                     "from the annotations)"
@@ -1355,3 +1355,25 @@ def test_the_summary_counts_image_adjustments_by_kind(tmp_path):
     assert line == ("images adjusted: 5 (2x EXIF orientation applied or ignored; 1x colour mode converted to RGB; "
                     "1x found under another path or name; 1x size differs from the JSON; see image_notes in "
                     "report.json)")
+
+
+def test_the_summary_lists_few_classes_in_id_order_and_many_by_their_extremes(tmp_path):
+    from edge_trash.tfrecords.build_cli import summarize
+
+    root = tmp_path / "img"
+    _jpeg(root / "a.jpg", (64, 48))
+
+    def build(n_classes, name):
+        anns = [{"id": c * 100 + k + 1, "image_id": 1, "category_id": c, "bbox": [1, 1, 9, 9]}
+                for c in range(1, n_classes + 1) for k in range(c if c != 3 else 20)]
+        ann = tmp_path / f"{name}.json"
+        ann.write_text(json.dumps({"images": [{"id": 1, "file_name": "a.jpg", "width": 64, "height": 48}],
+                                   "annotations": anns,
+                                   "categories": [{"id": c, "name": f"c{c}"} for c in range(1, n_classes + 1)]}))
+        report = build_tfrecords(BuildOptions(annotations=ann, images=root, out=tmp_path / name,
+                                              val_fraction=0, test_fraction=0))
+        return next(ln for ln in summarize(report, tmp_path, 1.0).splitlines() if ln.startswith("classes ("))
+
+    assert build(3, "few") == "classes (3): c1 1, c2 2, c3 20"
+    assert build(14, "many") == ("classes (14): most boxes c3 20, c14 14, c13 13, c12 12, c11 11, c10 10; "
+                                 "fewest c7 7, c6 6, c5 5, c4 4, c2 2, c1 1 (all in report.json)")

@@ -551,7 +551,8 @@ def find_flags(where: str, stats: Dict[str, Any], th: Thresholds,
     outliers = stats["image_sizes"]["outliers"]
     if outliers:
         add("image_size_outliers", [o["image_id"] for o in outliers],
-            f"{len(outliers)} images have an outlier size or aspect ratio (the median image has "
+            f"{len(outliers)} of {sum(d['images'] for d in stats['image_sizes']['distinct'])} images have an "
+            "outlier size or aspect ratio (the median image has "
             f"{stats['image_sizes']['median_pixels']:,.0f} pixels): "
             + _examples([f"{o['file_name'] or o['image_id']} {o['width']}x{o['height']} ({o['reason']})"
                          for o in outliers], 3))

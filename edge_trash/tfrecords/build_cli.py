@@ -5,7 +5,7 @@ from __future__ import annotations
 import time
 from collections import Counter
 from pathlib import Path
-from typing import Any, Dict, Optional, Tuple
+from typing import Any, Dict, List, Optional, Tuple
 
 import click
 
@@ -43,6 +43,19 @@ def _note_kind(note: str) -> str:
     return next((kind for phrase, kind in _NOTE_KINDS if phrase in note), "other")
 
 
+def _classes_line(classes: List[Dict[str, Any]], shown: int = 12) -> str:
+    """All classes in id order, or, with many, the `shown` // 2 with the most and the fewest boxes."""
+    def listed(items: List[Dict[str, Any]]) -> str:
+        return ", ".join(f"{c['name']} {c['boxes']}" for c in items)
+
+    if len(classes) <= shown:
+        return f"classes ({len(classes)}): {listed(classes)}"
+    by_boxes = sorted(classes, key=lambda c: (-c["boxes"], c["id"]))
+    half = shown // 2
+    return (f"classes ({len(classes)}): most boxes {listed(by_boxes[:half])}; fewest {listed(by_boxes[-half:])} "
+            "(all in report.json)")
+
+
 def summarize(report: Dict[str, Any], out: Path, seconds: float) -> str:
     """The human summary printed at the end of a build."""
     from edge_trash.tfrecords.build import reasons_by_kind
@@ -53,8 +66,7 @@ def summarize(report: Dict[str, Any], out: Path, seconds: float) -> str:
                  f"of {report['images_total']}; boxes: {report['boxes_written']} written, "
                  f"{len(report['boxes_dropped'])} dropped, {report['boxes_clipped']} clipped of {report['boxes_total']}")
     lines.append(f"splits: {splits}")
-    lines.append(f"classes ({len(report['classes'])}): " + ", ".join(
-        f"{c['name']} {c['boxes']}" for c in report["classes"]))
+    lines.append(_classes_line(report["classes"]))
     for key, label in (("classes_folded_into_other", "folded into 'other'"),
                        ("classes_dropped_rare", "dropped as rare"), ("classes_unused", "without boxes (left out)"),
                        ("class_map_unknown_sources", "named by the class map but absent")):
@@ -83,7 +95,9 @@ def summarize(report: Dict[str, Any], out: Path, seconds: float) -> str:
     if report.get("duplicate_images"):
         groups = report["duplicate_images"]
         leaks = sum(1 for g in groups if len(g["splits"]) > 1)
-        lines.append(f"warning: {len(groups)} pictures appear under more than one image entry"
+        entries = sum(len(g["image_ids"]) for g in groups)
+        lines.append(f"warning: {len(groups)} {'picture appears' if len(groups) == 1 else 'pictures appear'} "
+                     f"under more than one image entry ({entries} entries)"
                      + (f", {leaks} of them in more than one split (held-out scores are inflated: remove the "
                         "copies from the annotations)" if leaks else "") + " (see duplicate_images in report.json)")
     if report["image_notes"]:
