@@ -62,6 +62,11 @@ def test_image_paths_find_files_the_way_exports_name_them(tmp_path):
         "batch_3/img_1.jpg": "Batch_3/IMG_1.JPG",  # case differs in folder and file
         "./images/plain.JPG": "plain.jpg",  # a folder that does not exist, then the case
         "/data/upload/my%20photo.jpg": "my photo.jpg",  # URL-escaped by a web annotation tool
+        "https://b.s3.amazonaws.com/batch_1/000006.jpg?X-Amz-Signature=ab%2F": "batch_1/000006.jpg",  # signed URL
+        "s3://bucket/TACO/data/batch_2/000006.jpg": "batch_2/000006.jpg",  # cloud storage
+        "/data/local-files/?d=TACO/data/Batch_3/IMG_1.JPG": "Batch_3/IMG_1.JPG",  # Label Studio's local storage
+        "http://localhost:8080/data/local-files/?d=photos%2Fmy%20photo.jpg": "my photo.jpg",  # ... with its host
+        " plain.jpg\n": "plain.jpg",  # blanks around the name (a spreadsheet's cell)
     }
     for file_name, expected in cases.items():
         path, note = paths.resolve(file_name)

@@ -5,6 +5,8 @@ file_name`` misses: Windows separators (``batch_1\\000006.jpg``), absolute paths
 the annotator's disk (``/home/ann/TACO/data/batch_1/000006.jpg``), a folder that is
 already part of ``--images`` (``images/0001.jpg`` with ``--images data/images``), a
 different case (``.JPG``), URL escapes (``my%20photo.jpg``, from web annotation tools),
+URLs (``https://host/images/a.jpg?raw=true``, ``s3://bucket/a.jpg``, Label Studio's
+``/data/local-files/?d=photos/a.jpg``), blanks around the name,
 accented letters in the other Unicode form (``café.jpg`` typed on Linux or Windows is
 NFC; the same name unpacked from a macOS archive is NFD, ``e`` plus a combining accent:
 the two look alike and compare unequal) or, on disk, in a legacy encoding (a zip made on
@@ -13,13 +15,14 @@ not UTF-8). :class:`ImagePaths` tries, in order: the name as given; then each sh
 tail of its path (longest first, so ``batch_1/000006.jpg`` is preferred to a bare
 ``000006.jpg`` and two sub-folders holding the same file name stay apart), each
 candidate exactly, then ignoring case, Unicode form and legacy encoding; then the same
-for the URL-unescaped name. Last, a name found nowhere is looked up in every sub-folder:
-a bare file name (a flat export's ``file_name`` with the photos still in ``batch_1/``,
-``batch_2/``...) by its name, a name with folders by its innermost folder and name
-(``batch_1/000006.jpg`` when ``--images`` is the dataset folder above
-``images/batch_1/``), preferring the files that match the most of its folders. It is
-used when exactly one file matches, otherwise the note lists the candidates. A name with
-a folder is never matched to a file of that name in another folder. Last of all, a name
+for the URL-unescaped name and for the path a URL holds. Last, a name found nowhere is
+looked up in every sub-folder: a bare file name (a flat export's ``file_name`` with the
+photos still in ``batch_1/``, ``batch_2/``...) by its name, a name with folders by its
+innermost folder and name (``batch_1/000006.jpg`` when ``--images`` is the dataset
+folder above ``images/batch_1/``), preferring the files that match the most of its
+folders. It is used when exactly one file matches, otherwise the note lists the
+candidates. A name with a folder is never matched to a file of that name in another
+folder. Last of all, a name
 an annotation tool gave the upload (Label Studio's ``cb0618f6-IMG_1.jpg``, Roboflow's
 ``IMG_1_jpg.rf.<hash>.jpg``) is looked up under the photo's original name, for users who
 kept the originals and exported only the JSON; then the one image file beside it of that
@@ -36,11 +39,12 @@ import re
 import unicodedata
 from pathlib import Path
 from typing import Dict, List, Optional, Tuple
-from urllib.parse import unquote
+from urllib.parse import unquote, urlsplit
 
 from edge_trash.tfrecords.name_encodings import legacy_spellings, not_utf8
 
 _DRIVE = re.compile(r"^[A-Za-z]:$")
+_URL = re.compile(r"^[A-Za-z][A-Za-z0-9+.-]*://")
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".jpe", ".png", ".bmp", ".tif", ".tiff", ".webp", ".heic", ".heif", ".gif",
                   ".mpo")
 TREE_INDEX_LIMIT = 500_000  # files indexed by name under --images (a mistaken --images / stops there)
@@ -66,6 +70,18 @@ def _parts(file_name: str) -> List[str]:
     if parts and _DRIVE.match(parts[0]):
         parts = parts[1:]
     return parts
+
+
+def _cleaned(file_name: str) -> str:
+    """``file_name`` as a path: URL-unescaped, without surrounding blanks, and for a URL its
+    path alone (``https://host/images/a.jpg?raw=true`` and ``s3://bucket/images/a.jpg`` are
+    ``images/a.jpg`` below a folder; Label Studio's local storage ``/data/local-files/?d=``
+    names the file in its ``d`` parameter)."""
+    if "?d=" in file_name:
+        return unquote(file_name.split("?d=", 1)[1].split("&", 1)[0]).strip()
+    if _URL.match(file_name.strip()):
+        return unquote(urlsplit(file_name.strip()).path).strip()
+    return unquote(file_name).strip()
 
 
 class ImagePaths:
@@ -226,8 +242,8 @@ class ImagePaths:
         direct = self.images_dir / file_name
         if direct.is_file() or direct.is_symlink():  # a broken link: the name is right, its content is not here
             return direct, None
-        unquoted = unquote(file_name)
-        for name in (file_name, unquoted) if unquoted != file_name else (file_name,):
+        cleaned = _cleaned(file_name)
+        for name in dict.fromkeys((file_name, unquote(file_name), cleaned)):  # each spelling once, in order
             parts = _parts(name)
             for start in range(len(parts)):
                 found = self._find(parts[start:])
@@ -241,7 +257,7 @@ class ImagePaths:
                         form = " (the same letters, one of them in Unicode NFD form as macOS writes names)"
                     return found, (f"file_name {file_name!r} not found as given; read {used!r}{form} under "
                                    "the images folder")
-        parts = _parts(unquoted)
+        parts = _parts(cleaned)
         if not parts:
             return direct, None
         candidates = self._deeper(parts)
