@@ -7,6 +7,7 @@ import io
 import json
 import subprocess
 import sys
+import zipfile
 from pathlib import Path
 
 import numpy as np
@@ -1382,3 +1383,32 @@ def test_the_summary_lists_few_classes_in_id_order_and_many_by_their_extremes(tm
     assert build(3, "few") == "classes (3): c1 1, c2 2, c3 20"
     assert build(14, "many") == ("classes (14): most boxes c3 20, c14 14, c13 13, c12 12, c11 11, c10 10; "
                                  "fewest c7 7, c6 6, c5 5, c4 4, c2 2, c1 1 (all in report.json)")
+
+
+@pytest.mark.parametrize("command", ["build-tfrecords", "analyze"])
+def test_an_images_option_that_is_not_a_folder_says_what_it_is(tmp_path, command):
+    from click.testing import CliRunner
+
+    from edge_trash.cli import cli
+
+    ann = _one_can_per_image(tmp_path / "ann.json", ["a.jpg"])
+    zipped = tmp_path / "photos.download"  # a zip by its bytes, whatever its name
+    with zipfile.ZipFile(zipped, "w") as archive:
+        archive.writestr("images/a.jpg", b"")
+    (tmp_path / "photos.tar.gz").write_bytes(b"\x1f\x8b")
+    (tmp_path / "notes.txt").write_text("x")
+    expected = {
+        zipped: f"an archive, not a folder: unpack it (unzip {zipped} -d DIR) and give the folder of the photos",
+        tmp_path / "photos.tar.gz": f"an archive, not a folder: unpack it (tar -xzf {tmp_path / 'photos.tar.gz'} "
+                                    "-C DIR) and give the folder of the photos",
+        ann: "a file, not a folder (the annotations go to --annotations; --images takes the folder the file_name "
+             "entries are relative to)",
+        tmp_path / "notes.txt": "a file, not a folder: give the folder the file_name entries are relative to",
+        tmp_path / "nowhere": "no such folder (give the folder the file_name entries are relative to)",
+    }
+    for images, message in expected.items():
+        result = CliRunner().invoke(cli, [command, "--annotations", str(ann), "--images", str(images),
+                                          "--out", str(tmp_path / "out"), "--quiet"])
+        assert result.exit_code == 1, result.output
+        assert result.output.splitlines()[-1] == f"Error: --images {images}: {message}"
+    assert not (tmp_path / "out" / "report.json").exists()

@@ -32,6 +32,7 @@ from edge_trash.tfrecords.class_map import categories_sharing_a_name, similar_na
 from edge_trash.tfrecords.analyze_report import render_report, write_plots
 from edge_trash.tfrecords.build import SHARD_RE
 from edge_trash.tfrecords.coco import CocoDataset, Rejected, load_coco_files
+from edge_trash.tfrecords.other_formats import images_folder_problem
 from edge_trash.tfrecords.tf_example import parse_example
 from edge_trash.tfrecords.tfrecord_file import TFRecordCorruptError, read_records
 from edge_trash.tfrecords.workers import ordered_map
@@ -639,8 +640,9 @@ def analyze(annotations: "Optional[os.PathLike | str | Sequence[os.PathLike | st
         raise AnalyzeError(f"give one --images folder for all {len(ann_files)} --annotations files, or one per "
                            f"file in the same order (got {len(image_dirs)})")
     for folder in image_dirs:
-        if not folder.is_dir():
-            raise AnalyzeError(f"--images {folder}: not a directory")
+        problem = images_folder_problem(folder)
+        if problem:
+            raise AnalyzeError(problem)
     if len(image_dirs) == 1:
         image_dirs = image_dirs * len(ann_files)
     shards = find_shards(Path(tfrecords)) if tfrecords is not None else {}

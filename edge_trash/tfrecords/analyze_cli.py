@@ -47,7 +47,7 @@ def next_command(annotations: Sequence[Path], images: Sequence[Path], tfrecords:
 @click.command("analyze")
 @click.option("--annotations", multiple=True, type=click.Path(dir_okay=False, path_type=Path),
               help="COCO annotation JSON; repeat it to analyse several as one (merged as build-tfrecords does).")
-@click.option("--images", multiple=True, type=click.Path(file_okay=False, path_type=Path),
+@click.option("--images", multiple=True, type=click.Path(path_type=Path),
               help="Folder the JSON file_name entries are relative to (adds brightness, unreadable files and "
                    "size mismatches): once for all files, or once per --annotations.")
 @click.option("--tfrecords", type=click.Path(file_okay=False, path_type=Path),

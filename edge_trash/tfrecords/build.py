@@ -25,6 +25,7 @@ from edge_trash.tfrecords.coco import CocoDataset, load_coco_files
 from edge_trash.tfrecords.name_encodings import readable_text
 from edge_trash.tfrecords.image_paths import ImagePaths
 from edge_trash.tfrecords.images import ImageJob, ImageResult, convert_image, read_displayed_size
+from edge_trash.tfrecords.other_formats import images_folder_problem
 from edge_trash.tfrecords.splits import assign_folds, assign_splits, shuffled
 from edge_trash.tfrecords.tf_example import ObjectBox, make_example_bytes
 from edge_trash.tfrecords.tfrecord_file import TFRecordWriter
@@ -123,8 +124,9 @@ class BuildOptions:
     def validate(self) -> None:
         """Reject bad combinations with a message naming the option."""
         for folder in dict.fromkeys(self.image_dirs()):
-            if not folder.is_dir():
-                raise BuildError(f"--images {folder}: not a directory")
+            problem = images_folder_problem(folder)
+            if problem:
+                raise BuildError(problem)
         if self.keep_splits and self.folds:
             raise BuildError("--keep-splits and --folds do not combine: the files already fix the splits")
         if self.max_size < 32:

@@ -119,7 +119,7 @@ def summarize(report: Dict[str, Any], out: Path, seconds: float) -> str:
 @click.option("--annotations", required=True, multiple=True, type=click.Path(dir_okay=False, path_type=Path),
               help="COCO annotation JSON; repeat it to merge several (a Roboflow export's train, valid and "
                    "test: categories matched by name).")
-@click.option("--images", multiple=True, type=click.Path(file_okay=False, path_type=Path),
+@click.option("--images", multiple=True, type=click.Path(path_type=Path),
               help="Folder the file_name entries are relative to: once for all files, or once per "
                    "--annotations in the same order.  [default: each annotation file's folder, as in TACO and "
                    "Roboflow exports]")

@@ -64,3 +64,30 @@ def other_binary_format(path: Path, raw: bytes) -> str:
             return f"{what}, not an annotation file: give the COCO JSON with --annotations and the photos' folder " \
                    "with --images"
     return ""
+
+
+_ARCHIVES = ((".tar.gz", "tar -xzf {p} -C DIR"), (".tgz", "tar -xzf {p} -C DIR"), (".tar", "tar -xf {p} -C DIR"),
+             (".zip", "unzip {p} -d DIR"), (".7z", "7z x {p} -oDIR"), (".rar", "unrar x {p} DIR/"))
+
+
+def images_folder_problem(folder: Path) -> str:
+    """Why ``folder`` given as ``--images`` is not a folder of photos ("" when it is one):
+    missing, an archive still to unpack, the annotation file, or another file."""
+    if folder.is_dir():
+        return ""
+    if not folder.exists():
+        return f"--images {folder}: no such folder (give the folder the file_name entries are relative to)"
+    name = folder.name.lower()
+    try:
+        with open(folder, "rb") as f:
+            zipped = f.read(4) == b"PK\x03\x04"
+    except OSError:
+        zipped = False
+    for suffix, unpack in _ARCHIVES:
+        if name.endswith(suffix) or (zipped and suffix == ".zip"):
+            return (f"--images {folder}: an archive, not a folder: unpack it ({unpack.format(p=folder)}) and give "
+                    "the folder of the photos")
+    if name.endswith(".json"):
+        return (f"--images {folder}: a file, not a folder (the annotations go to --annotations; --images takes the "
+                "folder the file_name entries are relative to)")
+    return f"--images {folder}: a file, not a folder: give the folder the file_name entries are relative to"
