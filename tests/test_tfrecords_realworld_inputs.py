@@ -1412,3 +1412,24 @@ def test_an_images_option_that_is_not_a_folder_says_what_it_is(tmp_path, command
         assert result.exit_code == 1, result.output
         assert result.output.splitlines()[-1] == f"Error: --images {images}: {message}"
     assert not (tmp_path / "out" / "report.json").exists()
+
+
+@pytest.mark.parametrize("command", ["build-tfrecords", "analyze"])
+def test_an_annotations_folder_lists_the_json_files_in_it(tmp_path, command):
+    from click.testing import CliRunner
+
+    from edge_trash.cli import cli
+
+    export = tmp_path / "export"
+    for split in ("train", "valid"):
+        (export / split).mkdir(parents=True)
+        _one_can_per_image(export / split / "_annotations.coco.json", [])
+    (tmp_path / "empty").mkdir()
+    for folder, held in ((export, "it holds train/_annotations.coco.json, valid/_annotations.coco.json"),
+                         (tmp_path / "empty", "it holds no .json file (nor do its sub-folders)")):
+        result = CliRunner().invoke(cli, [command, "--annotations", str(folder), "--out", str(tmp_path / "out"),
+                                          "--quiet"])
+        assert result.exit_code == 1, result.output
+        assert result.output.splitlines() == [
+            f"Error: {folder}: a folder, not an annotation file; {held}: give the COCO JSON with --annotations "
+            "(repeat it to merge several, such as a Roboflow export's train, valid and test)"]

@@ -45,7 +45,7 @@ def next_command(annotations: Sequence[Path], images: Sequence[Path], tfrecords:
 
 
 @click.command("analyze")
-@click.option("--annotations", multiple=True, type=click.Path(dir_okay=False, path_type=Path),
+@click.option("--annotations", multiple=True, type=click.Path(path_type=Path),
               help="COCO annotation JSON; repeat it to analyse several as one (merged as build-tfrecords does).")
 @click.option("--images", multiple=True, type=click.Path(path_type=Path),
               help="Folder the JSON file_name entries are relative to (adds brightness, unreadable files and "

@@ -116,7 +116,7 @@ def summarize(report: Dict[str, Any], out: Path, seconds: float) -> str:
 
 
 @click.command("build-tfrecords")
-@click.option("--annotations", required=True, multiple=True, type=click.Path(dir_okay=False, path_type=Path),
+@click.option("--annotations", required=True, multiple=True, type=click.Path(path_type=Path),
               help="COCO annotation JSON; repeat it to merge several (a Roboflow export's train, valid and "
                    "test: categories matched by name).")
 @click.option("--images", multiple=True, type=click.Path(path_type=Path),
@@ -167,7 +167,7 @@ def build_tfrecords(annotations: Tuple[Path, ...], images: Tuple[Path, ...], kee
     from edge_trash.tfrecords.class_map import ClassMapError
     from edge_trash.tfrecords.coco import CocoFormatError
 
-    if not images:
+    if not images and all(a.is_file() for a in annotations):
         folders = ", ".join(dict.fromkeys(str(a.parent) for a in annotations))
         click.echo(f"images: reading file_name entries under {folders} (the annotation file's folder; "
                    "--images changes it)")

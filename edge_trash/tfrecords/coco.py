@@ -186,6 +186,13 @@ def read_json_text(path: Path) -> str:
         raw = path.read_bytes()
     except FileNotFoundError:
         raise CocoFormatError(f"{path}: file not found (give the COCO annotation JSON with --annotations)")
+    except IsADirectoryError:
+        inside = sorted(p.relative_to(path).as_posix() for p in [*path.glob("*.json"), *path.glob("*/*.json")])
+        listed = (f"it holds {', '.join(inside[:6])}{', ...' if len(inside) > 6 else ''}" if inside
+                  else "it holds no .json file (nor do its sub-folders)")
+        raise CocoFormatError(f"{path}: a folder, not an annotation file; {listed}: give the COCO JSON with "
+                              "--annotations (repeat it to merge several, such as a Roboflow export's train, valid "
+                              "and test)")
     except OSError as exc:
         raise CocoFormatError(f"{path}: cannot read the file: {exc}")
     if raw[:2] == b"\x1f\x8b":
