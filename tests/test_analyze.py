@@ -404,3 +404,16 @@ def test_records_written_by_model_gardens_converter_are_read_without_tensorflow(
     assert (train["images"], train["boxes"]) == (3, 6)
     assert {c["name"]: c["instances"] for c in train["classes"]} == {"can": 4, "cup": 2}
     assert train["brightness"]["unreadable"] == []
+
+
+def test_the_next_command_keeps_the_default_images_folder_and_never_writes_into_the_dataset(tmp_path, monkeypatch):
+    from edge_trash.tfrecords.analyze_cli import next_command
+
+    monkeypatch.chdir(tmp_path)
+    assert next_command([Path("photos/ann.json")], [], None) == (
+        "next: edge-trash build-tfrecords --annotations photos/ann.json --out data/")
+    assert next_command([Path("data/ann.json")], [], None) == (
+        "next: edge-trash build-tfrecords --annotations data/ann.json --out tfrecords/")
+    assert next_command([Path("a.json")], [Path("data")], None) == (
+        "next: edge-trash build-tfrecords --annotations a.json --images data --out tfrecords/")
+    assert next_command([Path("a.json")], [], Path("built")) == "next: edge-trash train --data built --out runs/ssd"

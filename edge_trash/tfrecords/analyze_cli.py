@@ -39,9 +39,10 @@ def next_command(annotations: Sequence[Path], images: Sequence[Path], tfrecords:
     """The command a user runs after looking at the report."""
     if tfrecords is not None:
         return f"next: edge-trash train --data {tfrecords} --out runs/ssd"
-    given = " ".join(f"--annotations {a}" for a in annotations)
-    folders = " ".join(f"--images {d}" for d in images) or "--images IMAGES_DIR"
-    return f"next: edge-trash build-tfrecords {given} {folders} --out data/"
+    given = " ".join([f"--annotations {a}" for a in annotations] + [f"--images {d}" for d in images])
+    dataset_folders = {Path(p).resolve() for p in [*images, *(Path(a).parent for a in annotations)]}
+    out = "tfrecords/" if Path("data").resolve() in dataset_folders else "data/"  # never into the photos' folder
+    return f"next: edge-trash build-tfrecords {given} --out {out}"
 
 
 @click.command("analyze")
