@@ -543,3 +543,27 @@ def test_cli_subprocess_json_without_tensorflow():
         "assert 'tensorflow' not in sys.modules, 'inspect imported TensorFlow'\n")
     proc = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, timeout=120, check=False)
     assert proc.returncode == 0, proc.stderr
+
+
+@needs_shared
+def test_cli_takes_a_bundle_folder_and_prefers_its_compiled_model(tmp_path):
+    from edge_trash.cli import cli
+
+    bundle = tmp_path / "bundle"
+    bundle.mkdir()
+    (bundle / "model_int8.tflite").write_bytes((MODELS / "mobilenet_v1_0.25_128_quant.tflite").read_bytes())
+    runner = CliRunner()
+    result = runner.invoke(cli, ["inspect", str(bundle)])
+    assert result.exit_code == 0, result.output
+    assert result.output.splitlines()[-1].startswith("model_int8.tflite: 31 of 31 ops on the Edge TPU")
+    (bundle / "model_int8_edgetpu.tflite").write_bytes(SSD_SEGMENT.read_bytes())
+    result = runner.invoke(cli, ["inspect", str(bundle), "--json"])
+    assert (json.loads(result.output)["compiled"], json.loads(result.output)["cpu_ops"]) == (True, 3)
+    (bundle / "model_int8.tflite").rename(bundle / "a.tflite")
+    (bundle / "model_int8_edgetpu.tflite").rename(bundle / "b.tflite")
+    result = runner.invoke(cli, ["inspect", str(bundle)])
+    assert result.exit_code == 2
+    assert result.output.splitlines()[-1] == (f"Error: Invalid value for MODEL: {bundle} holds several models "
+                                              "(a.tflite, b.tflite): name one")
+    result = runner.invoke(cli, ["inspect", str(tmp_path)])
+    assert result.output.splitlines()[-1] == f"Error: Invalid value for MODEL: {tmp_path} holds no .tflite file"

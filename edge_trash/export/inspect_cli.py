@@ -7,15 +7,32 @@ when the command runs. TensorFlow is never imported.
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import click
 
 
+def model_in(path: Path) -> Path:
+    """``path`` itself, or for a folder (a bundle) its compiled ``*_edgetpu.tflite`` or else its
+    one ``.tflite``; a folder with none or several raises ``click.BadParameter`` listing them."""
+    if not path.is_dir():
+        return path
+    models = sorted(path.glob("*.tflite"))
+    compiled = [m for m in models if m.name.endswith("_edgetpu.tflite")]
+    for choice in (compiled, models):
+        if len(choice) == 1:
+            return choice[0]
+    listed = ", ".join(m.name for m in (compiled or models))
+    raise click.BadParameter(f"{path} holds {f'several models ({listed}): name one' if listed else 'no .tflite file'}",
+                             param_hint="MODEL")
+
+
 @click.command("inspect")
-@click.argument("model", type=click.Path(exists=True, dir_okay=False, readable=True))
+@click.argument("model", type=click.Path(exists=True, readable=True, path_type=Path))
 @click.option("--json", "as_json", is_flag=True, help="Print the report as JSON instead of a table.")
-def inspect_cmd(model: str, as_json: bool) -> None:
-    """Predict what the Edge TPU compiler 16 does with MODEL (a .tflite file).
+def inspect_cmd(model: Path, as_json: bool) -> None:
+    """Predict what the Edge TPU compiler 16 does with MODEL (a .tflite file, or a bundle folder:
+    its compiled model, else its one .tflite).
 
     Lists every op in execution order with its version, tensors and quantization, and whether it
     runs on the Edge TPU or the CPU, and why. For a compiled *_edgetpu.tflite it shows which ops
@@ -25,6 +42,7 @@ def inspect_cmd(model: str, as_json: bool) -> None:
     from edge_trash.export.compat import format_table, inspect_tflite, summary_line
     from edge_trash.export.tflite_model import TfliteFormatError
 
+    model = model_in(model)
     try:
         report = inspect_tflite(model)
     except TfliteFormatError as exc:
