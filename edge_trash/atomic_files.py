@@ -7,6 +7,7 @@ removed. Host side only: the device runtime keeps its own Python 3.7 copy.
 
 from __future__ import annotations
 
+import errno
 import os
 import tempfile
 from pathlib import Path
@@ -40,12 +41,19 @@ def write_text_atomic(path: Union[str, Path], text: str) -> None:
     write_bytes_atomic(path, text.encode("utf-8"))
 
 
+_WRITE_ONLY_ERRORS = {errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EFBIG}
+
+
 def os_error_message(exc: OSError, out: Union[str, Path]) -> str:
     """One line for an ``OSError`` a command hit: ``cannot write`` when the file is its
     output ``out``, under it or a hidden temporary beside it (a full disk, a read-only
     or vanished folder), with the fix; ``cannot read`` for any other file; the error's
-    own text when it names no file (one our code raised with its own message)."""
+    own text when it names no file (one our code raised with its own message), unless it
+    is one only writing raises (a full disk or quota, a read-only file system: a ``write``
+    names no file), which names ``out``."""
     if not exc.filename:
+        if exc.errno in _WRITE_ONLY_ERRORS:
+            return f"cannot write into {out}: {exc.strerror}; free space or choose another --out, and run again"
         return str(exc)
     where, out = Path(exc.filename).absolute(), Path(out).absolute()
     writing = (where == out or out in where.parents

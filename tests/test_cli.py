@@ -89,6 +89,10 @@ def test_os_error_message_tells_writing_from_reading(tmp_path):
     missing = FileNotFoundError(2, "No such file or directory", str(tmp_path / "runs" / "weights.h5"))
     assert os_error_message(missing, out) == f"cannot read {tmp_path / 'runs' / 'weights.h5'}: No such file or directory"
     assert os_error_message(FileNotFoundError("no saved_model in runs/ssd"), out) == "no saved_model in runs/ssd"
+    # A write() on a full disk names no file: the message names the output folder.
+    assert os_error_message(OSError(28, "No space left on device"), out) == (
+        f"cannot write into {out}: No space left on device; free space or choose another --out, and run again")
+    assert os_error_message(OSError(5, "Input/output error"), out) == "[Errno 5] Input/output error"
 
 
 def test_train_and_evaluate_with_an_out_that_cannot_be_made_fail_at_once(tmp_path, sample_build):
