@@ -266,7 +266,10 @@ def test_a_multi_page_file_whose_frames_cannot_be_counted_still_converts(tmp_pat
     ('{"images": [], "annotations": [], "categories": [{"id": 1.5, "name": "a"}]}',
      "categories[0].id: expected an integer, got 1.5"),
     ('{"images": [], "annotations": [], "categories": [{"id": 1}]}',
-     "categories[0].name: expected a non-empty string"),
+     "categories[0].name: expected a non-empty string, got None; give the category a name, or remove it when no "
+     "annotation uses it"),
+    ('{"images": [], "annotations": [], "categories": [{"id": 1, "name": true}]}',
+     "categories[0].name: expected a non-empty string, got True"),
 ])
 def test_bad_annotation_files_get_one_clear_error(tmp_path, content, message):
     path = tmp_path / "bad.json"

@@ -1096,6 +1096,15 @@ def test_category_ids_written_as_text_are_matched_by_that_text(tmp_path):
         load_coco(ann)
 
 
+def test_category_names_written_as_numbers_are_read_as_their_digits(tmp_path):
+    from edge_trash.tfrecords.coco import load_coco
+
+    ann = tmp_path / "ann.json"
+    ann.write_text(json.dumps({"images": [], "annotations": [],
+                               "categories": [{"id": 1, "name": 0}, {"id": 2, "name": 7.0}, {"id": 3, "name": "07"}]}))
+    assert [c.name for c in load_coco(ann).categories] == ["0", "7", "07"]
+
+
 def test_text_image_ids_shared_by_merged_files_keep_each_box_on_its_own_files_image(tmp_path):
     from edge_trash.tfrecords.coco import load_coco_files
 

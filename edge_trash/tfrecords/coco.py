@@ -267,8 +267,11 @@ def _parse_categories(path: Path, raw: List[Any]) -> List[Category]:
         text = text_id(c.get("id"))
         if text is None and ("id" not in c or not is_integral(c["id"])):
             raise CocoFormatError(f"{where}.id: expected an integer, got {c.get('id')!r}")
+        if not isinstance(c.get("name"), str) and is_integral(c.get("name")):  # "name": 5 (YOLO class indices)
+            c = {**c, "name": str(int(c["name"]))}
         if not isinstance(c.get("name"), str) or not clean_name(c["name"]):
-            raise CocoFormatError(f"{where}.name: expected a non-empty string, got {c.get('name')!r}")
+            raise CocoFormatError(f"{where}.name: expected a non-empty string, got {c.get('name')!r}; give the "
+                                  "category a name, or remove it when no annotation uses it")
         key: Any = text if text is not None else int(c["id"])
         if key in seen:
             raise CocoFormatError(f"{where}.id: id {key!r} is used twice ('{seen[key]}' and '{c['name']}'); "
