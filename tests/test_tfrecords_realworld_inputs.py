@@ -68,6 +68,7 @@ def test_image_paths_find_files_the_way_exports_name_them(tmp_path):
         "/data/local-files/?d=TACO/data/Batch_3/IMG_1.JPG": "Batch_3/IMG_1.JPG",  # Label Studio's local storage
         "http://localhost:8080/data/local-files/?d=photos%2Fmy%20photo.jpg": "my photo.jpg",  # ... with its host
         " plain.jpg\n": "plain.jpg",  # blanks around the name (a spreadsheet's cell)
+        "http://[host/plain.jpg": "plain.jpg",  # a URL Python's parser rejects
     }
     for file_name, expected in cases.items():
         path, note = paths.resolve(file_name)

@@ -79,8 +79,13 @@ def _cleaned(file_name: str) -> str:
     names the file in its ``d`` parameter)."""
     if "?d=" in file_name:
         return unquote(file_name.split("?d=", 1)[1].split("&", 1)[0]).strip()
-    if _URL.match(file_name.strip()):
-        return unquote(urlsplit(file_name.strip()).path).strip()
+    name = file_name.strip()
+    if _URL.match(name):
+        try:
+            path = urlsplit(name).path
+        except ValueError:  # a malformed host ("http://[x/a.jpg"): what follows is still a path
+            path = name.split("://", 1)[1].split("?", 1)[0]
+        return unquote(path).strip()
     return unquote(file_name).strip()
 
 
