@@ -6,23 +6,22 @@ the annotator's disk (``/home/ann/TACO/data/batch_1/000006.jpg``), a folder that
 already part of ``--images`` (``images/0001.jpg`` with ``--images data/images``), a
 different case (``.JPG``), URL escapes (``my%20photo.jpg``, from web annotation tools),
 URLs (``https://host/images/a.jpg?raw=true``, ``s3://bucket/a.jpg``, Label Studio's
-``/data/local-files/?d=photos/a.jpg``), blanks around the name,
-accented letters in the other Unicode form (``café.jpg`` typed on Linux or Windows is
-NFC; the same name unpacked from a macOS archive is NFD, ``e`` plus a combining accent:
-the two look alike and compare unequal) or, on disk, in a legacy encoding (a zip made on
-Windows stores ``café`` in cp437 or cp1252, and ``unzip`` writes those bytes, which are
-not UTF-8). :class:`ImagePaths` tries, in order: the name as given; then each shorter
-tail of its path (longest first, so ``batch_1/000006.jpg`` is preferred to a bare
-``000006.jpg`` and two sub-folders holding the same file name stay apart), each
-candidate exactly, then ignoring case, Unicode form and legacy encoding; then the same
-for the URL-unescaped name and for the path a URL holds. Last, a name found nowhere is
-looked up in every sub-folder: a bare file name (a flat export's ``file_name`` with the
-photos still in ``batch_1/``, ``batch_2/``...) by its name, a name with folders by its
-innermost folder and name (``batch_1/000006.jpg`` when ``--images`` is the dataset
-folder above ``images/batch_1/``), preferring the files that match the most of its
-folders. It is used when exactly one file matches, otherwise the note lists the
-candidates. A name with a folder is never matched to a file of that name in another
-folder. Last of all, a name
+``/data/local-files/?d=photos/a.jpg``), blanks around the name, accented letters in the
+other Unicode form (``café.jpg`` typed on Linux or Windows is NFC; the same name
+unpacked from a macOS archive is NFD, ``e`` plus a combining accent: the two look alike
+and compare unequal) or, on disk, in a legacy encoding (a zip made on Windows stores
+``café`` in cp437 or cp1252, and ``unzip`` writes those bytes, which are not UTF-8).
+:class:`ImagePaths` tries, in order: the name as given; then each shorter tail of its
+path (longest first, so ``batch_1/000006.jpg`` is preferred to a bare ``000006.jpg`` and
+two sub-folders holding the same file name stay apart), each candidate exactly, then
+ignoring case, Unicode form and legacy encoding; then the same for the URL-unescaped
+name and for the path a URL holds. Last, a name found nowhere is looked up in every
+sub-folder: a bare file name (a flat export's ``file_name`` with the photos still in
+``batch_1/``, ``batch_2/``...) by its name, a name with folders by its innermost folder
+and name (``batch_1/000006.jpg`` when ``--images`` is the dataset folder above
+``images/batch_1/``), preferring the files that match the most of its folders. It is
+used when exactly one file matches, otherwise the note lists the candidates. A name with
+a folder is never matched to a file of that name in another folder. Last of all, a name
 an annotation tool gave the upload (Label Studio's ``cb0618f6-IMG_1.jpg``, Roboflow's
 ``IMG_1_jpg.rf.<hash>.jpg``) is looked up under the photo's original name, for users who
 kept the originals and exported only the JSON; then the one image file beside it of that

@@ -1,5 +1,6 @@
 """Recognise annotation files of other tools given where COCO JSON belongs, so the error
-names the format and the export to choose instead of a JSON parser's complaint."""
+names the format and the export to choose instead of a JSON parser's complaint; and say
+what an ``--images`` that is not a folder is (an archive to unpack, the JSON itself)."""
 
 from __future__ import annotations
 
