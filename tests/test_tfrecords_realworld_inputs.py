@@ -1307,6 +1307,23 @@ def test_cvat_rotated_boxes_become_the_upright_box_around_them(tmp_path):
      "a LabelMe JSON file (one per image)"),
     ("via.json", '{"a.jpg123": {"filename": "a.jpg", "size": 123, "regions": []}}',
      "a VGG Image Annotator (VIA) project"),
+    ("min.json", '[{"image": "/data/upload/1/a.jpg", "id": 1, "label": [], "annotator": 1, "annotation_id": 2}]',
+     "a Label Studio JSON-MIN export"),
+    ("results.json", '[{"image_id": 1, "category_id": 2, "bbox": [1, 2, 3, 4], "score": 0.9}]',
+     "a COCO results file (a model's detections with scores; give the dataset's own annotation file)"),
+    ("createml.json", '[{"image": "a.jpg", "annotations": [{"label": "can", "coordinates": {"x": 5}}]}]',
+     "a Create ML JSON file"),
+    ("labelbox.json", '[{"ID": "ck1", "Labeled Data": "https://x/a.jpg", "Label": {"objects": []}}]',
+     "a Labelbox export"),
+    ("export.ndjson", '{"data_row": {"id": "a"}, "projects": {}}\n{"data_row": {"id": "b"}, "projects": {}}\n',
+     "a JSON Lines file, one JSON object per line (Labelbox's NDJSON export)"),
+    ("lines.json", '{"a": 1}\n{"a": 2}\n', "a JSON Lines file, one JSON object per line"),
+    ("ann.json", '{"description": "", "tags": [], "size": {"height": 4, "width": 5}, "objects": []}',
+     "a Supervisely annotation (one per image)"),
+    ("panoptic.json", '{"images": [], "categories": [], "annotations": [{"image_id": 1, "file_name": "a.png", '
+                      '"segments_info": [{"id": 1, "category_id": 1, "bbox": [1, 2, 3, 4]}]}]}',
+     "a COCO panoptic file (its boxes are in segments_info; panopticapi's converters/"
+     "panoptic2detection_coco_format.py writes COCO detection JSON from it)"),
 ])
 def test_annotation_files_in_other_tools_formats_are_named(tmp_path, name, content, what):
     from edge_trash.tfrecords.coco import CocoFormatError, load_coco

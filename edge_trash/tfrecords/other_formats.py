@@ -27,17 +27,36 @@ def other_text_format(text: str) -> str:
     first = lines[0].lower() if lines else ""
     if "," in first and ("xmin" in first or "x_min" in first) and "filename" in first.replace("_", ""):
         return "a CSV of boxes (filename, ..., xmin, ymin, xmax, ymax)"
+    if len(lines) > 1 and all(ln.lstrip().startswith("{") and ln.rstrip().endswith("}") for ln in lines):
+        labelbox = " (Labelbox's NDJSON export)" if '"data_row"' in head else ""
+        return f"a JSON Lines file, one JSON object per line{labelbox}"
     return ""
 
 
 def other_json_format(data: Any) -> str:
     """What a JSON document that is not COCO is, when it is another tool's format ("" otherwise)."""
-    if isinstance(data, list) and data and isinstance(data[0], dict) and "data" in data[0] \
-            and ("annotations" in data[0] or "predictions" in data[0] or "id" in data[0]):
-        return "a Label Studio JSON export (a list of tasks)"
+    first = data[0] if isinstance(data, list) and data and isinstance(data[0], dict) else None
+    if first is not None:
+        if "data" in first and ("annotations" in first or "predictions" in first or "id" in first):
+            return "a Label Studio JSON export (a list of tasks)"
+        if "annotation_id" in first and "annotator" in first:
+            return "a Label Studio JSON-MIN export"
+        if {"image_id", "category_id", "score"} <= first.keys():
+            return ("a COCO results file (a model's detections with scores; give the dataset's own annotation "
+                    "file)")
+        if "image" in first and isinstance(first.get("annotations"), list):
+            return "a Create ML JSON file"
+        if "Labeled Data" in first or "data_row" in first:
+            return "a Labelbox export"
     if isinstance(data, dict):
         if "shapes" in data and "imagePath" in data:
             return "a LabelMe JSON file (one per image)"
+        if "objects" in data and isinstance(data.get("size"), dict):
+            return "a Supervisely annotation (one per image)"
+        anns = data.get("annotations")
+        if isinstance(anns, list) and anns and isinstance(anns[0], dict) and "segments_info" in anns[0]:
+            return ("a COCO panoptic file (its boxes are in segments_info; panopticapi's "
+                    "converters/panoptic2detection_coco_format.py writes COCO detection JSON from it)")
         if "_via_img_metadata" in data or (data and all(isinstance(v, dict) and "regions" in v
                                                         for v in list(data.values())[:5])):
             return "a VGG Image Annotator (VIA) project"
