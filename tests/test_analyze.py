@@ -417,3 +417,28 @@ def test_the_next_command_keeps_the_default_images_folder_and_never_writes_into_
     assert next_command([Path("a.json")], [Path("data")], None) == (
         "next: edge-trash build-tfrecords --annotations a.json --images data --out tfrecords/")
     assert next_command([Path("a.json")], [], Path("built")) == "next: edge-trash train --data built --out runs/ssd"
+
+
+def test_flags_agree_with_a_count_of_one_and_say_when_no_image_was_found(tmp_path):
+    ann = tmp_path / "ann.json"
+    ann.write_text(json.dumps({
+        "images": [{"id": 1, "file_name": "a.jpg", "width": 64, "height": 48},
+                   {"id": 2, "file_name": "b.jpg", "width": 64, "height": 48}],
+        "annotations": [{"id": 1, "image_id": 1, "category_id": 1, "bbox": [50, 2, 30, 30]},
+                        {"id": 1, "image_id": 1, "category_id": 1, "bbox": [1, 1, 9, 9]}],
+        "categories": [{"id": 1, "name": "can"}, {"id": 2, "name": "cup"}]}))
+    (tmp_path / "photos").mkdir()
+    stats = analyze(ann, tmp_path / "photos", out=tmp_path / "a", plots=False)
+    messages = {f["kind"]: f["message"] for f in stats["flags"]}
+    assert messages["long_tail_classes"].startswith("1 class has fewer than 20 instances: can (2);")
+    assert messages["clipped_boxes"] == "1 box runs past its image and is clipped to it"
+    assert messages["duplicate_annotation_ids"] == "1 annotation id is used more than once: 1"
+    assert messages["unused_categories"] == "1 category has no usable box: cup"
+    assert messages["images_without_boxes"] == "1 image has no usable box (background images)"
+    assert messages["unreadable_images"] == (
+        f"none of the 2 image files was found: give --images as the folder the file_name entries are relative to "
+        f"(file not found: {tmp_path / 'photos' / 'a.jpg'}, file not found: {tmp_path / 'photos' / 'b.jpg'})")
+    Image.new("RGB", (64, 48)).save(tmp_path / "photos" / "a.jpg")
+    stats = analyze(ann, tmp_path / "photos", out=tmp_path / "a", plots=False)
+    assert _flag(stats, "unreadable_images")["message"] == (
+        f"1 image cannot be read: file not found: {tmp_path / 'photos' / 'b.jpg'}")

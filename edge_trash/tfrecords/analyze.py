@@ -497,6 +497,11 @@ def brightness_stats(images: List[ImageEntry], luma: Dict[Any, float], unreadabl
     }
 
 
+def _n(count: int, one: str, many: str) -> str:
+    """``count`` with the words that agree with it: ``_n(1, "class has", "classes have")``."""
+    return f"{count} {one if count == 1 else many}"
+
+
 def _examples(items: Sequence[Any], limit: int = 5) -> str:
     shown = ", ".join(str(i) for i in items[:limit])
     return shown + (f" and {len(items) - limit} more" if len(items) > limit else "")
@@ -515,11 +520,11 @@ def find_flags(where: str, stats: Dict[str, Any], th: Thresholds,
                   key=lambda c: c["instances"])
     missing = [c["name"] for c in stats["classes"] if c["instances"] == 0]
     if held_out and missing:  # a class absent from an evaluation split cannot be scored there
-        add("classes_missing", missing, f"{len(missing)} classes have no box in this split: "
+        add("classes_missing", missing, f"{_n(len(missing), 'class has', 'classes have')} no box in this split: "
             + _examples(missing, 8) + "; their AP cannot be measured on this split (collect more, or merge classes)")
     if rare and not held_out:  # small counts in val/test are expected; the tail matters where the model learns
         add("long_tail_classes", [c["name"] for c in rare],
-            f"{len(rare)} classes have fewer than {th.rare_instances} instances: "
+            f"{_n(len(rare), 'class has', 'classes have')} fewer than {th.rare_instances} instances: "
             + _examples([f"{c['name']} ({c['instances']})" for c in rare], 8)
             + "; merge them (--class-map), fold them into 'other' (--min-instances) or collect more")
     sizes = stats["box_sizes"]
@@ -531,29 +536,35 @@ def find_flags(where: str, stats: Dict[str, Any], th: Thresholds,
     bright = stats.get("brightness")
     if bright and bright["dark"]:
         add("dark_images", [d["image_id"] for d in bright["dark"]],
-            f"{len(bright['dark'])} images have a mean luma below {th.dark_luma:g}/255: "
+            f"{_n(len(bright['dark']), 'image has', 'images have')} a mean luma below {th.dark_luma:g}/255: "
             + _examples([f"{d['file_name'] or d['image_id']} ({d['mean_luma']:.0f})" for d in bright["dark"]])
             + "; check exposure, or brighten them in augmentation")
     if bright and bright["unreadable"]:
-        add("unreadable_images", [u["image_id"] for u in bright["unreadable"]],
-            f"{len(bright['unreadable'])} images cannot be read: "
-            + _examples([u["reason"] for u in bright["unreadable"]], 3))
+        unreadable = bright["unreadable"]
+        none_found = (len(unreadable) == stats["images"]
+                      and all(u["reason"].startswith("file not found") for u in unreadable))
+        add("unreadable_images", [u["image_id"] for u in unreadable],
+            (f"none of the {stats['images']} image files was found: give --images as the folder the file_name "
+             "entries are relative to (" if none_found
+             else f"{_n(len(unreadable), 'image cannot', 'images cannot')} be read: ")
+            + _examples([u["reason"] for u in unreadable], 3) + (")" if none_found else ""))
     mismatch = stats["image_sizes"].get("json_mismatch") or []
     skipped = [m for m in mismatch if m["build_skips"]]
     if skipped:
         add("size_mismatch_skipped", [m["image_id"] for m in skipped],
-            f"{len(skipped)} image files do not have the size (nor the aspect ratio) their JSON entry gives; "
+            f"{_n(len(skipped), 'image file does', 'image files do')} not have the size (nor the aspect ratio) their JSON "
+            "entry gives; "
             "build-tfrecords will skip them: " + _examples([f"{m['file_name']}: {m['what']}" for m in skipped], 3))
     if len(mismatch) > len(skipped):
         adjusted = [m for m in mismatch if not m["build_skips"]]
         add("size_mismatch_adjusted", [m["image_id"] for m in adjusted],
-            f"{len(adjusted)} image files differ in size from their JSON entry in a way build-tfrecords can "
+            f"{_n(len(adjusted), 'image file differs', 'image files differ')} in size from their JSON entry in a way build-tfrecords can "
             "follow: " + _examples([f"{m['file_name']}: {m['what']}" for m in adjusted], 3))
     outliers = stats["image_sizes"]["outliers"]
     if outliers:
         add("image_size_outliers", [o["image_id"] for o in outliers],
-            f"{len(outliers)} of {sum(d['images'] for d in stats['image_sizes']['distinct'])} images have an "
-            "outlier size or aspect ratio (the median image has "
+            f"{len(outliers)} of {_n(sum(d['images'] for d in stats['image_sizes']['distinct']), 'image', 'images')} "
+            f"{'has' if len(outliers) == 1 else 'have'} an outlier size or aspect ratio (the median image has "
             f"{stats['image_sizes']['median_pixels']:,.0f} pixels): "
             + _examples([f"{o['file_name'] or o['image_id']} {o['width']}x{o['height']} ({o['reason']})"
                          for o in outliers], 3))
@@ -562,23 +573,27 @@ def find_flags(where: str, stats: Dict[str, Any], th: Thresholds,
         parts = [f"{n} {k.replace('_', ' ')}" for k, n in kinds.items() if n]
         if problems["boxes_rejected"]:
             add("rejected_boxes", [r["record_id"] for r in problems["rejected_boxes"]],
-                f"{problems['boxes_rejected']} of {problems['boxes_in_file']} boxes are unusable: " + ", ".join(parts))
+                f"{problems['boxes_rejected']} of {problems['boxes_in_file']} boxes "
+                f"{'is' if problems['boxes_rejected'] == 1 else 'are'} unusable: " + ", ".join(parts))
         if problems.get("bbox_format_warning"):
             add("bbox_format", [], problems["bbox_format_warning"])
         if problems["boxes_clipped"]:
-            add("clipped_boxes", [], f"{problems['boxes_clipped']} boxes run past their image and are clipped to it")
+            add("clipped_boxes", [], _n(problems["boxes_clipped"], "box runs past its image and is", "boxes run past their image and are")
+                + " clipped to it")
             flags[-1]["count"] = problems["boxes_clipped"]
         if problems["images_rejected"]:
             add("rejected_images", [r["record_id"] for r in problems["images_rejected"]],
-                f"{len(problems['images_rejected'])} image entries are unusable: "
+                f"{_n(len(problems['images_rejected']), 'image entry is', 'image entries are')} unusable: "
                 + _examples([r["reason"] for r in problems["images_rejected"]], 3))
         if problems["image_sizes_read_from_files"]:
             add("image_sizes_read_from_files", list(problems["image_sizes_read_from_files"]),
-                f"{len(problems['image_sizes_read_from_files'])} image entries have no usable width/height: "
+                f"{_n(len(problems['image_sizes_read_from_files']), 'image entry has', 'image entries have')} no usable "
+                "width/height: "
                 "their sizes were read from the image files (fix the JSON to match)")
         if problems["duplicate_annotation_ids"]:
             add("duplicate_annotation_ids", list(problems["duplicate_annotation_ids"]),
-                f"{len(problems['duplicate_annotation_ids'])} annotation ids are used more than once: "
+                f"{_n(len(problems['duplicate_annotation_ids']), 'annotation id is', 'annotation ids are')} used more than "
+                "once: "
                 + _examples(problems["duplicate_annotation_ids"]))
         for group in problems.get("categories_sharing_a_name", []):
             ids = group["category_ids"]
@@ -588,11 +603,11 @@ def find_flags(where: str, stats: Dict[str, Any], th: Thresholds,
             add("similar_class_names", list(group), similar_names_warning(group))
         if problems["unused_categories"]:
             add("unused_categories", list(problems["unused_categories"]),
-                f"{len(problems['unused_categories'])} categories have no usable box: "
+                f"{_n(len(problems['unused_categories']), 'category has', 'categories have')} no usable box: "
                 + _examples(problems["unused_categories"], 8))
         if problems["images_without_boxes"]:
             add("images_without_boxes", list(problems["image_ids_without_boxes"]),
-                f"{problems['images_without_boxes']} images have no usable box (background images)")
+                f"{_n(problems['images_without_boxes'], 'image has', 'images have')} no usable box (background images)")
     return flags
 
 
