@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import io
 import json
+import re
 import subprocess
 import sys
 import zipfile
@@ -1460,3 +1461,18 @@ def test_an_annotations_folder_lists_the_json_files_in_it(tmp_path, command):
         assert result.output.splitlines() == [
             f"Error: {folder}: a folder, not an annotation file; {held}: give the COCO JSON with --annotations "
             "(repeat it to merge several, such as a Roboflow export's train, valid and test)"]
+
+
+def test_an_annotation_file_given_twice_is_refused_before_its_images_count_double(tmp_path):
+    from edge_trash.tfrecords.coco import CocoFormatError, load_coco_files
+
+    ann = _one_can_per_image(tmp_path / "ann.json", ["a.jpg"])
+    with pytest.raises(CocoFormatError) as err:
+        load_coco_files([ann, ann])
+    assert str(err.value) == (f"{ann}: given twice as --annotations; give each file once, or its images would be "
+                              "counted twice")
+    again = tmp_path / "x" / ".." / "ann.json"
+    (tmp_path / "x").mkdir()
+    with pytest.raises(CocoFormatError, match=rf"^{re.escape(str(again))}: given twice as --annotations \(also as "
+                                              rf"{re.escape(str(ann))}\);"):
+        load_coco_files([ann, again])
