@@ -49,7 +49,7 @@ def test_min_instances_folds_rare_classes_into_other_or_drops_them():
     m = build_class_mapping(CATS, boxes, min_instances=3, rare="drop")
     assert m.names == ["Bottle cap", "Plastic bottle"]
     assert m.target_of_category[1] is None
-    assert m.drop_reasons[3] == "class 'Drink can' has only 1 boxes (fewer than --min-instances 3; --rare drop)"
+    assert m.drop_reasons[3] == "class 'Drink can' has only 1 box (fewer than --min-instances 3; --rare drop)"
 
 
 def test_csv_and_yaml_class_maps(tmp_path):
@@ -67,6 +67,12 @@ def test_csv_and_yaml_class_maps(tmp_path):
     assert m.names == ["bottle", "can"]
     assert m.target_of_category[0] is None
     assert "mapped to nothing" in m.drop_reasons[0]
+    # A map keyed by category ids: the categories it misses say so.
+    yaml_path.write_text("1: bottle\n2: bottle\n")
+    m = build_class_mapping(CATS, _boxes({0: 3, 1: 2, 2: 5, 3: 1}), read_class_map(yaml_path))
+    assert m.drop_reasons[1] == (f"category '{CATS[1].name}' is not in the class map (its keys are category names; "
+                                 "its key '1' is this category's id)")
+    assert m.drop_reasons[0] == f"category '{CATS[0].name}' is not in the class map"
 
 
 def test_class_map_errors_name_file_and_line(tmp_path):

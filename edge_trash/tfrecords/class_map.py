@@ -168,7 +168,9 @@ def build_class_mapping(categories: Sequence[Category], boxes: Sequence[BoxRecor
                 dst = next(v for k, v in class_map.items() if k.lower() == c.name.lower())
             else:
                 target_name[c.id] = None
-                drop_reasons[c.id] = f"category '{c.name}' is not in the class map"
+                drop_reasons[c.id] = f"category '{c.name}' is not in the class map" + (
+                    f" (its keys are category names; its key '{c.id}' is this category's id)"
+                    if str(c.id) in unknown else "")
                 continue
             target_name[c.id] = dst
             if dst is None:
@@ -207,7 +209,7 @@ def build_class_mapping(categories: Sequence[Category], boxes: Sequence[BoxRecor
         dropped = rare_names
         for cid, t in target_name.items():
             if t in rare_names:
-                drop_reasons[cid] = (f"class '{t}' has only {counts[t]} boxes "
+                drop_reasons[cid] = (f"class '{t}' has only {counts[t]} box{'' if counts[t] == 1 else 'es'} "
                                      f"(fewer than --min-instances {min_instances}; --rare drop)")
                 target_name[cid] = None
     ids = {name: i + 1 for i, name in enumerate(kept)}
