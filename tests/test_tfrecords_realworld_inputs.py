@@ -1406,7 +1406,10 @@ def test_the_summary_lists_few_classes_in_id_order_and_many_by_their_extremes(tm
                                    "categories": [{"id": c, "name": f"c{c}"} for c in range(1, n_classes + 1)]}))
         report = build_tfrecords(BuildOptions(annotations=ann, images=root, out=tmp_path / name,
                                               val_fraction=0, test_fraction=0))
-        return next(ln for ln in summarize(report, tmp_path, 1.0).splitlines() if ln.startswith("classes ("))
+        lines = summarize(report, tmp_path, 1.0).splitlines()
+        assert lines[1] == f"splits: train 1 image / {len(anns)} boxes"
+        assert lines[-1].startswith("build-tfrecords: wrote 1 shard (")
+        return next(ln for ln in lines if ln.startswith("classes ("))
 
     assert build(3, "few") == "classes (3): c1 1, c2 2, c3 20"
     assert build(14, "many") == ("classes (14): most boxes c3 20, c14 14, c13 13, c12 12, c11 11, c10 10; "

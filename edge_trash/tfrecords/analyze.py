@@ -30,7 +30,7 @@ from edge_trash.atomic_files import write_bytes_atomic as _write_atomic
 from edge_trash.tfrecords import feature_keys as K
 from edge_trash.tfrecords.class_map import categories_sharing_a_name, similar_names, similar_names_warning
 from edge_trash.tfrecords.analyze_report import render_report, write_plots
-from edge_trash.tfrecords.build import SHARD_RE
+from edge_trash.tfrecords.build import SHARD_RE, counted as _n
 from edge_trash.tfrecords.coco import CocoDataset, Rejected, load_coco_files
 from edge_trash.tfrecords.other_formats import images_folder_problem
 from edge_trash.tfrecords.tf_example import parse_example
@@ -495,11 +495,6 @@ def brightness_stats(images: List[ImageEntry], luma: Dict[Any, float], unreadabl
         "unreadable": unreadable,
         "per_image": {str(k): _r(v, 2) for k, v in luma.items()},
     }
-
-
-def _n(count: int, one: str, many: str) -> str:
-    """``count`` with the words that agree with it: ``_n(1, "class has", "classes have")``."""
-    return f"{count} {one if count == 1 else many}"
 
 
 def _examples(items: Sequence[Any], limit: int = 5) -> str:

@@ -23,8 +23,9 @@ def summarize(stats: Dict[str, Any], out: Path, seconds: float) -> str:
                      f"{p['boxes_clipped']}, images without boxes: {p['images_without_boxes']}")
     tfr = stats.get("tfrecords")
     if tfr:
-        lines.append("tfrecords: " + ", ".join(f"{split} {s['images']} images / {s['boxes']} boxes"
-                                               for split, s in tfr["splits"].items()))
+        from edge_trash.tfrecords.build import split_counts
+
+        lines.append("tfrecords: " + split_counts(tfr["splits"]))
     flags = stats["flags"]
     lines.append(f"flags ({len(flags)}):" if flags else "flags: none")
     for flag in flags:

@@ -54,6 +54,17 @@ def reason_kind(reason: str) -> str:
     return re.sub(r"\s+", " ", kind).strip()[:70]
 
 
+def counted(count: int, one: str, many: str) -> str:
+    """``count`` with the words that agree with it: ``counted(1, "class has", "classes have")``."""
+    return f"{count} {one if count == 1 else many}"
+
+
+def split_counts(splits: Dict[str, Dict[str, int]]) -> str:
+    """``"train 30 images / 95 boxes, val 1 image / 2 boxes"`` for ``{split: {images, boxes}}``."""
+    return ", ".join(f"{name} {counted(s['images'], 'image', 'images')} / {counted(s['boxes'], 'box', 'boxes')}"
+                     for name, s in splits.items())
+
+
 def reasons_by_kind(reasons: Sequence[str], top: int = 6) -> str:
     """``"20x file not found; 3x 'bbox' has zero or negative size"``: the commonest kinds of reason."""
     counts = Counter(reason_kind(r) for r in reasons)

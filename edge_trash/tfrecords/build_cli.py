@@ -58,14 +58,13 @@ def _classes_line(classes: List[Dict[str, Any]], shown: int = 12) -> str:
 
 def summarize(report: Dict[str, Any], out: Path, seconds: float) -> str:
     """The human summary printed at the end of a build."""
-    from edge_trash.tfrecords.build import reasons_by_kind
+    from edge_trash.tfrecords.build import counted, reasons_by_kind, split_counts
 
     lines = []
-    splits = ", ".join(f"{name} {s['images']} images / {s['boxes']} boxes" for name, s in report["splits"].items())
     lines.append(f"images: {report['images_written']} written, {len(report['images_skipped'])} skipped "
                  f"of {report['images_total']}; boxes: {report['boxes_written']} written, "
                  f"{len(report['boxes_dropped'])} dropped, {report['boxes_clipped']} clipped of {report['boxes_total']}")
-    lines.append(f"splits: {splits}")
+    lines.append(f"splits: {split_counts(report['splits'])}")
     lines.append(_classes_line(report["classes"]))
     for key, label in (("classes_folded_into_other", "folded into 'other'"),
                        ("classes_dropped_rare", "dropped as rare"), ("classes_unused", "without boxes (left out)"),
@@ -110,7 +109,7 @@ def summarize(report: Dict[str, Any], out: Path, seconds: float) -> str:
         lines.append(f"hint: {hint['images']} images were found under {hint['folder']}, the folder their file_name "
                      f"is relative to: give --images {hint['folder']} to spare the search")
     mb = report["bytes_written"] / 1e6
-    lines.append(f"build-tfrecords: wrote {len(report['shards'])} shards ({mb:.1f} MB), labels.txt, "
+    lines.append(f"build-tfrecords: wrote {counted(len(report['shards']), 'shard', 'shards')} ({mb:.1f} MB), labels.txt, "
                  f"label_map.pbtxt, splits.json, report.json to {out} in {seconds:.1f}s")
     return "\n".join(lines)
 
