@@ -1479,3 +1479,17 @@ def test_an_annotation_file_given_twice_is_refused_before_its_images_count_doubl
     with pytest.raises(CocoFormatError, match=rf"^{re.escape(str(again))}: given twice as --annotations \(also as "
                                               rf"{re.escape(str(ann))}\);"):
         load_coco_files([ann, again])
+
+
+def test_the_sub_folder_search_follows_linked_folders_once_and_survives_a_link_loop(tmp_path):
+    storage = tmp_path / "storage" / "batch_7"
+    _jpeg(storage / "000042.jpg", (8, 8))
+    root = tmp_path / "data"
+    root.mkdir()
+    (root / "batch_7").symlink_to(storage, target_is_directory=True)  # photos kept on another disk
+    (root / "loop").mkdir()
+    (root / "loop" / "back").symlink_to(root, target_is_directory=True)
+    path, note = ImagePaths(root).resolve("000042.jpg")
+    assert path == root / "batch_7" / "000042.jpg"
+    assert note == ("file_name '000042.jpg' not found as given; read 'batch_7/000042.jpg', the only file of that "
+                    "name under the images folder")

@@ -16,7 +16,7 @@ path (longest first, so ``batch_1/000006.jpg`` is preferred to a bare ``000006.j
 two sub-folders holding the same file name stay apart), each candidate exactly, then
 ignoring case, Unicode form and legacy encoding; then the same for the URL-unescaped
 name and for the path a URL holds. Last, a name found nowhere is looked up in every
-sub-folder: a bare file name (a flat export's ``file_name`` with the photos still in
+sub-folder (linked folders followed, each once): a bare file name (a flat export's ``file_name`` with the photos still in
 ``batch_1/``, ``batch_2/``...) by its name, a name with folders by its innermost folder
 and name (``batch_1/000006.jpg`` when ``--images`` is the dataset folder above
 ``images/batch_1/``), preferring the files that match the most of its folders. It is
@@ -102,7 +102,17 @@ class ImagePaths:
         """Every file under the images folder by its loose name (built on the first miss)."""
         if self._by_name is None:
             self._by_name, count = {}, 0
-            for folder, dirs, files in os.walk(self.images_dir):
+            seen_dirs = set()  # (device, inode): linked folders are followed, each once (a link loop ends)
+            for folder, dirs, files in os.walk(self.images_dir, followlinks=True):
+                try:
+                    st = os.stat(folder)
+                except OSError:
+                    dirs[:] = []
+                    continue
+                if (st.st_dev, st.st_ino) in seen_dirs:
+                    dirs[:] = []
+                    continue
+                seen_dirs.add((st.st_dev, st.st_ino))
                 dirs.sort()
                 rel = Path(folder).relative_to(self.images_dir)
                 for name in sorted(files):
