@@ -16,19 +16,19 @@ path (longest first, so ``batch_1/000006.jpg`` is preferred to a bare ``000006.j
 two sub-folders holding the same file name stay apart), each candidate exactly, then
 ignoring case, Unicode form and legacy encoding; then the same for the URL-unescaped
 name and for the path a URL holds. Last, a name found nowhere is looked up in every
-sub-folder (linked folders followed, each once): a bare file name (a flat export's ``file_name`` with the photos still in
-``batch_1/``, ``batch_2/``...) by its name, a name with folders by its innermost folder
-and name (``batch_1/000006.jpg`` when ``--images`` is the dataset folder above
-``images/batch_1/``), preferring the files that match the most of its folders. It is
-used when exactly one file matches, otherwise the note lists the candidates. A name with
-a folder is never matched to a file of that name in another folder. Last of all, a name
-an annotation tool gave the upload (Label Studio's ``cb0618f6-IMG_1.jpg``, Roboflow's
-``IMG_1_jpg.rf.<hash>.jpg``) is looked up under the photo's original name, for users who
-kept the originals and exported only the JSON; then the one image file beside it of that
-name with another image extension (``.HEIC`` photos converted to ``.jpg`` after
-annotation, or a file_name written without an extension), in that folder only, so a mask
-of the same name elsewhere never stands in. The first file found wins, with a note
-saying how it was found.
+sub-folder (linked folders followed, each once): a bare file name (a flat export's
+``file_name`` with the photos still in ``batch_1/``, ``batch_2/``...) by its name, a
+name with folders by its innermost folder and name (``batch_1/000006.jpg`` when
+``--images`` is the dataset folder above ``images/batch_1/``), preferring the files that
+match the most of its folders. It is used when exactly one file matches, otherwise the
+note lists the candidates. A name with a folder is never matched to a file of that name
+in another folder. Last of all, a name an annotation tool gave the upload (Label
+Studio's ``cb0618f6-IMG_1.jpg``, Roboflow's ``IMG_1_jpg.rf.<hash>.jpg``) is looked up
+under the photo's original name, for users who kept the originals and exported only the
+JSON; then the one image file beside it of that name with another image extension
+(``.HEIC`` photos converted to ``.jpg`` after annotation, or a file_name written without
+an extension), in that folder only, so a mask of the same name elsewhere never stands
+in. The first file found wins, with a note saying how it was found.
 """
 
 from __future__ import annotations
