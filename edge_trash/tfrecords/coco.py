@@ -492,13 +492,14 @@ def load_coco_files(paths: "Sequence[str | Path]", size_of: Optional[SizeReader]
 
     if not paths:
         raise CocoFormatError("no annotation file given")
-    seen: Dict[Path, Path] = {}  # resolved -> as given
+    given: Dict[Path, Path] = {}  # resolved -> as first given
     for p in map(Path, paths):
-        first = seen.setdefault(p.resolve(), p)
-        if first is not p:
+        first = given.get(p.resolve())
+        if first is not None:
             also = "" if first == p else f" (also as {first})"
             raise CocoFormatError(f"{p}: given twice as --annotations{also}; give each file once, or its images "
                                   "would be counted twice")
+        given[p.resolve()] = p
     files = []
     for p in paths:
         data = _read_json(Path(p))
