@@ -489,3 +489,29 @@ def test_a_large_annotation_file_is_announced_before_the_silent_read(sample_data
     assert result.exit_code == 0
     assert f"reading {size / 1e6:.0f} MB of annotations ({sample_dataset.annotations}): about 0 s ..." \
         in result.stderr
+
+
+@pytest.mark.parametrize("seed", range(40))
+def test_no_class_is_held_out_without_a_training_image(seed):
+    """A long tail of classes with one to three images each: whatever the seed, every class in val or test
+    also has an image in train (the random fill used to take a rare class's last one), and val is not empty."""
+    import random
+
+    from edge_trash.tfrecords.splits import assign_splits
+
+    rng = random.Random(seed)
+    image_classes = {i: {rng.choice(range(12))} | ({rng.randrange(12, 40)} if rng.random() < 0.5 else set())
+                     for i in range(60)}
+    splits = assign_splits(list(image_classes), image_classes, 0.2, 0.15, seed)
+    assert sorted(splits["train"] + splits["val"] + splits["test"]) == list(range(60))
+    learned = set().union(*(image_classes[i] for i in splits["train"]))
+    held_out = set().union(*(image_classes[i] for i in splits["val"] + splits["test"]))
+    assert held_out <= learned
+    assert splits["val"] and splits["test"]
+
+
+def test_one_class_per_image_still_gets_a_val_image():
+    from edge_trash.tfrecords.splits import assign_splits
+
+    splits = assign_splits(list(range(10)), {i: {i} for i in range(10)}, 0.2, 0.0, 0)
+    assert len(splits["val"]) == 1 and len(splits["train"]) == 9 and splits["test"] == []

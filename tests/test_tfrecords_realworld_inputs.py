@@ -474,6 +474,12 @@ def test_a_roboflow_export_merges_by_class_name_and_keeps_its_splits(tmp_path):
     assert report["classes_unused"] == ["litter"]
     splits = json.loads((out / "splits.json").read_text())["splits"]
     assert {k: sorted(v) for k, v in splits.items()} == {"train": [0, 1, 2], "val": [10, 11], "test": [20]}
+    # the export's one cup is in its test file: kept there, and the summary says the model cannot learn it
+    assert report["classes_not_in_train"] == ["cup"]
+    assert [c["boxes_by_split"] for c in report["classes"]] == [
+        {"train": 2, "val": 1, "test": 0}, {"train": 1, "val": 1, "test": 0}, {"train": 0, "val": 0, "test": 1}]
+    assert ("warning: 1 class has no box in train, so the model cannot learn it: cup (only in the given val/test "
+            "files)\n") in result.output
     # Every record carries the class of its own file's category id, and its own folder's pixels.
     seen = {}
     for ex in _examples(out):
@@ -1141,7 +1147,8 @@ def test_categories_sharing_a_name_become_one_class_and_the_summary_says_so(tmp_
         "categories": [{"id": 1, "name": "can"}, {"id": 3, "name": "cup"}, {"id": 4, "name": "cup"}]}))
     report = build_tfrecords(BuildOptions(annotations=ann, images=tmp_path, out=tmp_path / "out",
                                           val_fraction=0, test_fraction=0))
-    assert report["classes"] == [{"id": 1, "name": "can", "boxes": 1}, {"id": 2, "name": "cup", "boxes": 2}]
+    assert report["classes"] == [{"id": 1, "name": "can", "boxes": 1, "boxes_by_split": {"train": 1}},
+                                 {"id": 2, "name": "cup", "boxes": 2, "boxes_by_split": {"train": 2}}]
     assert report["categories_merged_by_name"] == [{"name": "cup", "category_ids": [3, 4]}]
     assert "note: categories 3, 4 share the name 'cup' and became one class" in summarize(report, tmp_path, 1.0)
     labels = sorted(int(v) for ex in _examples(tmp_path / "out")
@@ -1493,3 +1500,31 @@ def test_the_sub_folder_search_follows_linked_folders_once_and_survives_a_link_l
     assert path == root / "batch_7" / "000042.jpg"
     assert note == ("file_name '000042.jpg' not found as given; read 'batch_7/000042.jpg', the only file of that "
                     "name under the images folder")
+
+
+def test_missing_photos_take_no_place_in_the_splits_and_unlearnable_classes_are_named(tmp_path):
+    """Splits are planned over the photos that are there: with half of them missing, val still gets its
+    fraction of the written images, and a class whose only photo is missing is named in the summary."""
+    from edge_trash.tfrecords.build_cli import summarize
+
+    images, annotations = [], []
+    for i in range(1, 41):
+        images.append({"id": i, "file_name": f"{i}.jpg", "width": 64, "height": 48})
+        annotations.append({"id": i, "image_id": i, "category_id": 1 if i < 40 else 2, "bbox": [4, 4, 20, 20]})
+        if i % 2 or i == 40:  # the odd ones and the only cup are missing
+            continue
+        _jpeg(tmp_path / "img" / f"{i}.jpg", (64, 48))
+    ann = tmp_path / "ann.json"
+    ann.write_text(json.dumps({"images": images, "annotations": annotations,
+                               "categories": [{"id": 1, "name": "can"}, {"id": 2, "name": "cup"}]}))
+    out = tmp_path / "out"
+    report = build_tfrecords(BuildOptions(annotations=ann, images=tmp_path / "img", out=out,
+                                          val_fraction=0.25, test_fraction=0.1, workers=1))
+    assert report["images_written"] == 19 and len(report["images_skipped"]) == 21
+    assert {k: v["images"] for k, v in report["splits"].items()} == {"train": 12, "val": 5, "test": 2}
+    assert report["classes_not_in_train"] == ["cup"]
+    assert report["classes"][1] == {"id": 2, "name": "cup", "boxes": 0,
+                                    "boxes_by_split": {"train": 0, "val": 0, "test": 0}}
+    assert f"file not found: {tmp_path / 'img' / '40.jpg'}" in {s["reason"] for s in report["images_skipped"]}
+    assert ("warning: 1 class has no box in train, so the model cannot learn it: cup (every image with one was "
+            "skipped: see images_skipped in report.json)") in summarize(report, out, 1.0).splitlines()

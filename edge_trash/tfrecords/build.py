@@ -17,14 +17,15 @@ import re
 from collections import Counter
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any, Dict, Iterable, List, Optional, Sequence, Tuple
+from typing import Any, Dict, Iterable, List, Optional, Sequence, Set, Tuple
 
 from edge_trash.atomic_files import write_bytes_atomic as _write_atomic
 from edge_trash.tfrecords.class_map import build_class_mapping, label_map_pbtxt, read_class_map
 from edge_trash.tfrecords.coco import CocoDataset, load_coco_files
 from edge_trash.tfrecords.name_encodings import readable_text
 from edge_trash.tfrecords.image_paths import ImagePaths
-from edge_trash.tfrecords.images import ImageJob, ImageResult, convert_image, read_displayed_size
+from edge_trash.tfrecords.images import (ImageJob, ImageResult, convert_image, missing_file_reason,
+                                         read_displayed_size)
 from edge_trash.tfrecords.other_formats import images_folder_problem
 from edge_trash.tfrecords.splits import assign_folds, assign_splits, shuffled
 from edge_trash.tfrecords.tf_example import ObjectBox, make_example_bytes
@@ -219,15 +220,17 @@ class _ShardWriter:
             self.writer = None
 
 
-def _plan(dataset: CocoDataset, options: BuildOptions, target_of: Dict[int, Optional[int]]
+def _plan(dataset: CocoDataset, options: BuildOptions, target_of: Dict[int, Optional[int]], found: Set[int]
           ) -> Tuple[List[Tuple[str, List[int]]], Dict[str, Any]]:
+    """``[(split, image ids)]`` for the images whose file was ``found``: a missing file takes no place
+    in val or test, nor a rare class's training image."""
     classes_of: Dict[int, set] = {im.id: set() for im in dataset.images}
     source_of = {im.id: im.source for im in dataset.images}
     for box in dataset.boxes:
         t = target_of.get(box.category_id)
         if t is not None:
             classes_of[box.image_id].add(t)
-    ids = [im.id for im in dataset.images]
+    ids = [im.id for im in dataset.images if im.id in found]
     if options.keep_splits:
         unnamed = [str(src.path) for src in dataset.sources if src.split is None]
         if unnamed:
@@ -274,7 +277,10 @@ def build_tfrecords(options: BuildOptions, progress: bool = False) -> Dict[str, 
         raise _nothing_to_train_on(given, dataset, mapping.drop_reasons)
     names = mapping.names
     images_by_id = {im.id: im for im in dataset.images}
-    plan, _ = _plan(dataset, options, mapping.target_of_category)
+    located = {im.id: paths[im.source].resolve(im.file_name) for im in dataset.images}
+    # a broken link is missing too (its content was never fetched); a folder or a bad file is read for its reason
+    found = {iid for iid, (path, _) in located.items() if os.path.exists(path)}
+    plan, _ = _plan(dataset, options, mapping.target_of_category, found)
 
     boxes_dropped: List[Dict[str, Any]] = [
         {"annotation_id": r.record_id, "image_id": r.image_id, "reason": r.reason} for r in dataset.rejected_boxes]
@@ -289,20 +295,32 @@ def build_tfrecords(options: BuildOptions, progress: bool = False) -> Dict[str, 
     for stale in out.glob(".*.tmp"):
         stale.unlink()
 
-    jobs: List[ImageJob] = []
-    where: List[Tuple[str, int]] = []
     path_notes: Dict[int, str] = {}  # how the file was found; part of the reason when it is skipped
     found_deeper: Counter = Counter()  # the folder file_name is relative to, when below --images
+    for im in dataset.images:
+        path, path_note = located[im.id]
+        if path_note:
+            path_notes[im.id] = path_note
+            deeper = paths[im.source].folder_above(im.file_name, path) if im.id in found else None
+            if deeper is not None:
+                found_deeper[str(deeper)] += 1
+
+    def skip(im: Any, reason: str) -> None:
+        reason = f"{reason}; {path_notes[im.id]}" if im.id in path_notes else reason
+        images_skipped.append({"image_id": im.id, "file_name": im.file_name, "reason": reason})
+        for box in boxes_of[im.id]:
+            boxes_dropped.append({"annotation_id": box.source_id, "image_id": im.id,
+                                  "reason": f"its image was skipped: {reason}"})
+
+    for im in dataset.images:
+        if im.id not in found:
+            skip(im, missing_file_reason(located[im.id][0]))
+    jobs: List[ImageJob] = []
+    where: List[Tuple[str, int]] = []
     for split, members in plan:
         for pos, iid in enumerate(members):
             im = images_by_id[iid]
-            path, path_note = paths[im.source].resolve(im.file_name)
-            if path_note:
-                path_notes[iid] = path_note
-                deeper = paths[im.source].folder_above(im.file_name, path)
-                if deeper is not None:
-                    found_deeper[str(deeper)] += 1
-            jobs.append(ImageJob(iid, str(path), im.width, im.height,
+            jobs.append(ImageJob(iid, str(located[iid][0]), im.width, im.height,
                                  options.max_size, options.max_pixels, options.quality))
             where.append((split, pos))
 
@@ -310,6 +328,7 @@ def build_tfrecords(options: BuildOptions, progress: bool = False) -> Dict[str, 
     split_stats = {split: {"images": 0, "boxes": 0} for split, _ in plan}
     split_ids: Dict[str, List[int]] = {split: [] for split, _ in plan}
     class_boxes = [0] * len(names)
+    split_class_boxes = {split: [0] * len(names) for split, _ in plan}
     image_notes: List[Dict[str, Any]] = []
     boxes_written = 0
     same_pixels: Dict[str, List[Tuple[int, str]]] = {}  # sha256 of the stored JPEG -> (image id, split)
@@ -318,11 +337,7 @@ def build_tfrecords(options: BuildOptions, progress: bool = False) -> Dict[str, 
         for (split, pos), result in zip(where, results):
             im = images_by_id[result.image_id]
             if not result.ok:
-                reason = f"{result.reason}; {path_notes[im.id]}" if im.id in path_notes else result.reason
-                images_skipped.append({"image_id": im.id, "file_name": im.file_name, "reason": reason})
-                for box in boxes_of[im.id]:
-                    boxes_dropped.append({"annotation_id": box.source_id, "image_id": im.id,
-                                          "reason": f"its image was skipped: {reason}"})
+                skip(im, result.reason)
                 continue
             notes = [n for n in (id_notes.get(im.id), dataset.size_notes.get(im.id), path_notes.get(im.id))
                      if n] + result.notes
@@ -343,6 +358,7 @@ def build_tfrecords(options: BuildOptions, progress: bool = False) -> Dict[str, 
                     label=target, text=names[target - 1], is_crowd=box.iscrowd,
                     area=round(box.w * sx * box.h * sy, 3)))
                 class_boxes[target - 1] += 1
+                split_class_boxes[split][target - 1] += 1
             digest = hashlib.sha256(result.jpeg or b"").hexdigest()  # image/key/sha256, and duplicate pictures
             same_pixels.setdefault(digest, []).append((im.id, split))
             record = make_example_bytes(result.jpeg or b"", result.width, result.height,
@@ -399,10 +415,15 @@ def build_tfrecords(options: BuildOptions, progress: bool = False) -> Dict[str, 
         "duplicate_images": duplicate_images,
         "background_images": sum(1 for ids in split_ids.values() for i in ids if not boxes_of[i]),
         "splits": split_stats,
-        "classes": [{"id": i + 1, "name": n, "boxes": class_boxes[i]} for i, n in enumerate(names)],
+        "classes": [{"id": i + 1, "name": n, "boxes": class_boxes[i],
+                     "boxes_by_split": {split: counts[i] for split, counts in split_class_boxes.items()}}
+                    for i, n in enumerate(names)],
+        # classes the model cannot learn: no box in train (with folds: none at all)
+        "classes_not_in_train": [n for i, n in enumerate(names)
+                                 if not split_class_boxes.get("train", class_boxes)[i]],
         **mapping.as_report(),
         "image_notes": image_notes,
-        "images_folder_hint": _images_folder_hint(found_deeper, len(jobs)),
+        "images_folder_hint": _images_folder_hint(found_deeper, len(dataset.images)),
         "shards": shards,
         "bytes_written": sum(s["bytes"] for s in shards),
         "stale_shards_removed": stale_shards,

@@ -56,6 +56,29 @@ def _classes_line(classes: List[Dict[str, Any]], shown: int = 12) -> str:
             "(all in report.json)")
 
 
+def _not_in_train_warning(report: Dict[str, Any]) -> str:
+    """The classes with no box in train, each with why: all its images skipped, or held out only."""
+    from edge_trash.tfrecords.build import counted
+
+    boxes = {c["name"]: c["boxes"] for c in report["classes"]}
+    missing = report["classes_not_in_train"]
+    skipped = [n for n in missing if not boxes[n]]
+    held = [n for n in missing if boxes[n]]
+    def names(items: List[str], shown: int = 8) -> str:
+        more = f" and {len(items) - shown} more" if len(items) > shown else ""
+        return ", ".join(items[:shown]) + more
+
+    why = []
+    if skipped:
+        why.append(f"{names(skipped)} (every image with one was skipped: see images_skipped in report.json)")
+    if held:
+        why.append(f"{names(held)} (only in " + ("the given val/test files" if report["options"].get(
+            "keep_splits") else "val/test") + ")")
+    return (f"warning: {counted(len(missing), 'class has', 'classes have')} no box in train, so the model "
+            f"cannot learn {'it' if len(missing) == 1 else 'them'}: " + "; ".join(why)
+            + (" (all in classes_not_in_train in report.json)" if len(missing) > 8 else ""))
+
+
 def summarize(report: Dict[str, Any], out: Path, seconds: float) -> str:
     """The human summary printed at the end of a build."""
     from edge_trash.tfrecords.build import counted, reasons_by_kind, split_counts
@@ -71,6 +94,8 @@ def summarize(report: Dict[str, Any], out: Path, seconds: float) -> str:
                        ("class_map_unknown_sources", "named by the class map but absent")):
         if report.get(key):
             lines.append(f"classes {label}: {', '.join(report[key])}")
+    if report.get("classes_not_in_train"):
+        lines.append(_not_in_train_warning(report))
     if report.get("boxes_rotated"):
         lines.append(f"rotated boxes (CVAT's attributes.rotation): {report['boxes_rotated']}, each kept as the "
                      "upright box around it (COCO and the detector have no angle)")

@@ -2,8 +2,9 @@
 
 Stratified means: every class with enough images (2 for val, 3 for val and test)
 has at least one image in val (and test), the rarest classes served first; the
-remaining places are filled in a seeded random order. The same ids, labels and
-seed always give the same split.
+remaining places are filled in a seeded random order. No image moves to val or
+test if it holds the last training image of one of its classes, so every class is
+learned. The same ids, labels and seed always give the same split.
 """
 
 from __future__ import annotations
@@ -49,8 +50,20 @@ def assign_splits(image_ids: Sequence[int], image_classes: Mapping[int, Set[int]
     if val_fraction > 0 and n >= 2:
         targets["val"] = max(1, targets["val"])
     images_of = _images_by_class(order, image_classes)
+    left = {c: len(members) for c, members in images_of.items()}  # images of each class still in train
     assigned: Dict[int, str] = {}
     held: Dict[str, List[int]] = {"test": [], "val": []}
+
+    def hold(iid: int, split: str, force: bool = False) -> bool:
+        """Move ``iid`` to ``split`` unless that takes the last training image of one of its classes."""
+        if iid in assigned or not force and any(left[c] < 2 for c in image_classes.get(iid, ())):
+            return False
+        assigned[iid] = split
+        held[split].append(iid)
+        for c in image_classes.get(iid, ()):
+            left[c] -= 1
+        return True
+
     # A class needs one image left for training plus one per held-out split it appears in.
     for split, min_images in (("val", 2), ("test", 3)):
         if targets[split] == 0:
@@ -59,18 +72,21 @@ def assign_splits(image_ids: Sequence[int], image_classes: Mapping[int, Set[int]
         for c in _rarest_first(images_of):
             if c in covered or len(images_of[c]) < min_images or len(held[split]) >= targets[split]:
                 continue
-            free = [i for i in images_of[c] if i not in assigned]
-            if len(free) >= 2:  # keep at least one image of the class in train
-                assigned[free[0]] = split
-                held[split].append(free[0])
-                covered.update(image_classes.get(free[0], ()))
+            for iid in images_of[c]:
+                if hold(iid, split):
+                    covered.update(image_classes.get(iid, ()))
+                    break
+    # The rest of each held-out split in the seeded order; no class loses its last training image, so a
+    # class seen in val or test is always also learned. A split may come out smaller than its fraction,
+    # but not empty: when every image left holds a class's last one (one class per image), the first is taken.
     for split in ("val", "test"):
         for iid in order:
             if len(held[split]) >= targets[split]:
                 break
-            if iid not in assigned:
-                assigned[iid] = split
-                held[split].append(iid)
+            hold(iid, split)
+        free = [i for i in order if i not in assigned]
+        if targets[split] and not held[split] and len(free) >= 2:  # and train keeps one
+            hold(free[0], split, force=True)
     train = [i for i in order if i not in assigned]
     return {"train": train, "val": [i for i in order if assigned.get(i) == "val"],
             "test": [i for i in order if assigned.get(i) == "test"]}
