@@ -27,6 +27,7 @@ from edge_trash.tfrecords.image_paths import ImagePaths
 from edge_trash.tfrecords.images import (ImageJob, ImageResult, convert_image, missing_file_reason,
                                          read_displayed_size)
 from edge_trash.tfrecords.other_formats import images_folder_problem
+from edge_trash.tfrecords.split_units import SPLIT_BY, SplitUnits, split_units
 from edge_trash.tfrecords.splits import assign_folds, assign_splits, shuffled
 from edge_trash.tfrecords.tf_example import ObjectBox, make_example_bytes
 from edge_trash.tfrecords.tfrecord_file import TFRecordWriter
@@ -111,6 +112,7 @@ class BuildOptions:
     seed: int = 0
     strict: bool = False
     keep_splits: bool = False  # each file's split from its name or folder instead of a new split
+    split_by: str = "auto"  # what moves between splits as one: see split_units
 
     def annotation_files(self) -> List[Path]:
         """The annotation files, as a list."""
@@ -139,6 +141,8 @@ class BuildOptions:
             problem = images_folder_problem(folder)
             if problem:
                 raise BuildError(problem)
+        if self.split_by not in SPLIT_BY:
+            raise BuildError(f"--split-by must be one of {', '.join(SPLIT_BY)}, got {self.split_by!r}")
         if self.keep_splits and self.folds:
             raise BuildError("--keep-splits and --folds do not combine: the files already fix the splits")
         if self.max_size < 32:
@@ -221,9 +225,9 @@ class _ShardWriter:
 
 
 def _plan(dataset: CocoDataset, options: BuildOptions, target_of: Dict[int, Optional[int]], found: Set[int]
-          ) -> Tuple[List[Tuple[str, List[int]]], Dict[str, Any]]:
-    """``[(split, image ids)]`` for the images whose file was ``found``: a missing file takes no place
-    in val or test, nor a rare class's training image."""
+          ) -> Tuple[List[Tuple[str, List[int]]], Optional[SplitUnits]]:
+    """``[(split, image ids)]`` for the images whose file was ``found`` (a missing file takes no place
+    in val or test, nor a rare class's training image), and the units a new split kept together."""
     classes_of: Dict[int, set] = {im.id: set() for im in dataset.images}
     source_of = {im.id: im.source for im in dataset.images}
     for box in dataset.boxes:
@@ -240,19 +244,25 @@ def _plan(dataset: CocoDataset, options: BuildOptions, target_of: Dict[int, Opti
         split_of_source = [src.split for src in dataset.sources]
         kept = {name: [i for i in ids if split_of_source[source_of[i]] == name] for name in ("train", "val", "test")}
         plan = [(name, shuffled(members, options.seed)) for name, members in kept.items()]
-    elif options.folds:
-        held = assign_splits(ids, classes_of, 0.0, options.test_fraction, options.seed)
+        return [(name, members) for name, members in plan if members or name == "train"], None
+    by_id = {im.id: im for im in dataset.images}
+    units = split_units([(i, by_id[i].source, by_id[i].file_name) for i in ids], options.split_by)
+    if options.split_by == "folder" and units.units < 2 and len(ids) > 1:
+        raise BuildError("--split-by folder: every image is in the same folder, so nothing could be held out; "
+                         "leave --split-by out (auto) or give --split-by image")
+    if options.folds:
+        held = assign_splits(ids, classes_of, 0.0, options.test_fraction, options.seed, units.unit_of)
         rest = held["train"]
         if options.folds > len(rest):
             raise BuildError(f"--folds {options.folds}: only {len(rest)} images are left for the folds after "
                              f"--test-fraction {options.test_fraction} (of {len(ids)} usable); give fewer folds")
-        folds = assign_folds(rest, classes_of, options.folds, options.seed)
+        folds = assign_folds(rest, classes_of, options.folds, options.seed, units.unit_of)
         plan = [(f"fold{k}", fold) for k, fold in enumerate(folds)] + [("test", held["test"])]
     else:
-        splits = assign_splits(ids, classes_of, options.val_fraction, options.test_fraction, options.seed)
+        splits = assign_splits(ids, classes_of, options.val_fraction, options.test_fraction, options.seed,
+                               units.unit_of)
         plan = [(name, splits[name]) for name in ("train", "val", "test")]
-    plan = [(name, members) for name, members in plan if members or name == "train"]
-    return plan, classes_of
+    return [(name, members) for name, members in plan if members or name == "train"], units
 
 
 def _progress(iterable: Iterable[ImageResult], total: int, enabled: bool) -> Iterable[ImageResult]:
@@ -280,7 +290,7 @@ def build_tfrecords(options: BuildOptions, progress: bool = False) -> Dict[str, 
     located = {im.id: paths[im.source].resolve(im.file_name) for im in dataset.images}
     # a broken link is missing too (its content was never fetched); a folder or a bad file is read for its reason
     found = {iid for iid, (path, _) in located.items() if os.path.exists(path)}
-    plan, _ = _plan(dataset, options, mapping.target_of_category, found)
+    plan, units = _plan(dataset, options, mapping.target_of_category, found)
 
     boxes_dropped: List[Dict[str, Any]] = [
         {"annotation_id": r.record_id, "image_id": r.image_id, "reason": r.reason} for r in dataset.rejected_boxes]
@@ -415,6 +425,7 @@ def build_tfrecords(options: BuildOptions, progress: bool = False) -> Dict[str, 
         "duplicate_images": duplicate_images,
         "background_images": sum(1 for ids in split_ids.values() for i in ids if not boxes_of[i]),
         "splits": split_stats,
+        "split_units": units.as_report() if units else None,  # images kept in one split together
         "classes": [{"id": i + 1, "name": n, "boxes": class_boxes[i],
                      "boxes_by_split": {split: counts[i] for split, counts in split_class_boxes.items()}}
                     for i, n in enumerate(names)],

@@ -88,6 +88,11 @@ def summarize(report: Dict[str, Any], out: Path, seconds: float) -> str:
                  f"of {report['images_total']}; boxes: {report['boxes_written']} written, "
                  f"{len(report['boxes_dropped'])} dropped, {report['boxes_clipped']} clipped of {report['boxes_total']}")
     lines.append(f"splits: {split_counts(report['splits'])}")
+    from edge_trash.tfrecords.split_units import summary_line
+
+    units = summary_line(report.get("split_units"))
+    if units:
+        lines.append(units)
     lines.append(_classes_line(report["classes"]))
     for key, label in (("classes_folded_into_other", "folded into 'other'"),
                        ("classes_dropped_rare", "dropped as rare"), ("classes_unused", "without boxes (left out)"),
@@ -160,6 +165,11 @@ def summarize(report: Dict[str, Any], out: Path, seconds: float) -> str:
 @click.option("--rare", type=click.Choice(["other", "drop"]), default="other", show_default=True)
 @click.option("--val-fraction", default=0.15, show_default=True, type=click.FloatRange(0, 1, max_open=True))
 @click.option("--test-fraction", default=0.1, show_default=True, type=click.FloatRange(0, 1, max_open=True))
+@click.option("--split-by", type=click.Choice(["auto", "image", "folder"]), default="auto", show_default=True,
+              help="What moves between splits as one. auto: runs of consecutive video frames (file names with "
+                   "'frame' and a number: vid_2_frame0001.jpg), so no val frame has a near copy in train, and "
+                   "each other image alone; image: every image alone; folder: each folder of file_name (one "
+                   "recording session per folder).")
 @click.option("--folds", default=0, show_default=True, type=click.IntRange(min=0),
               help="Write K stratified folds (fold0..foldK-1) instead of train/val.")
 @click.option("--max-size", default=640, show_default=True, type=click.IntRange(min=32),
@@ -176,7 +186,7 @@ def summarize(report: Dict[str, Any], out: Path, seconds: float) -> str:
 @click.option("--quiet", is_flag=True, help="No progress bar.")
 def build_tfrecords(annotations: Tuple[Path, ...], images: Tuple[Path, ...], keep_splits: bool, out: Path,
                     class_map: Optional[Path], supercategories: bool, min_instances: int, rare: str,
-                    val_fraction: float, test_fraction: float, folds: int, max_size: int, max_pixels: int,
+                    val_fraction: float, test_fraction: float, split_by: str, folds: int, max_size: int, max_pixels: int,
                     quality: int, shard_size: int, workers: Optional[int], seed: int, strict: bool,
                     quiet: bool) -> None:
     """Convert a COCO detection dataset into validated, sharded TFRecords.
@@ -199,7 +209,7 @@ def build_tfrecords(annotations: Tuple[Path, ...], images: Tuple[Path, ...], kee
     options = BuildOptions(annotations=list(annotations), images=list(images) or None, out=out,
                            keep_splits=keep_splits, class_map=class_map, supercategories=supercategories,
                            min_instances=min_instances, rare=rare,
-                           val_fraction=val_fraction, test_fraction=test_fraction, folds=folds, max_size=max_size,
+                           val_fraction=val_fraction, test_fraction=test_fraction, split_by=split_by, folds=folds, max_size=max_size,
                            max_pixels=max_pixels, quality=quality, shard_size=shard_size, workers=workers,
                            seed=seed, strict=strict)
     start = time.monotonic()

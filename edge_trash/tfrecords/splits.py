@@ -5,12 +5,16 @@ has at least one image in val (and test), the rarest classes served first; the
 remaining places are filled in a seeded random order. No image moves to val or
 test if it holds the last training image of one of its classes, so every class is
 learned. The same ids, labels and seed always give the same split.
+
+Images that must stay together (runs of video frames, see ``split_units``) are
+given as ``unit_of``: a unit moves as one, and split sizes count its images.
 """
 
 from __future__ import annotations
 
 import random
-from typing import Dict, List, Mapping, Sequence, Set
+from collections import Counter
+from typing import Dict, Hashable, List, Mapping, Optional, Sequence, Set
 
 
 def shuffled(ids: Sequence[int], seed: int) -> List[int]:
@@ -20,23 +24,31 @@ def shuffled(ids: Sequence[int], seed: int) -> List[int]:
     return order
 
 
-def _images_by_class(order: Sequence[int], image_classes: Mapping[int, Set[int]]) -> Dict[int, List[int]]:
-    """Class -> its images, in ``order``."""
-    images_of: Dict[int, List[int]] = {}
-    for iid in order:
-        for c in image_classes.get(iid, ()):
-            images_of.setdefault(c, []).append(iid)
-    return images_of
+class _Units:
+    """The images of each unit in the seeded order, and how many images of each class a unit holds."""
 
+    def __init__(self, order: Sequence[int], image_classes: Mapping[int, Set[int]],
+                 unit_of: Optional[Mapping[int, Hashable]]) -> None:
+        self.members: Dict[Hashable, List[int]] = {}
+        for iid in order:  # units in the order their first image comes
+            self.members.setdefault(unit_of.get(iid, iid) if unit_of else iid, []).append(iid)
+        self.classes = {u: Counter(c for iid in ids for c in image_classes.get(iid, ()))
+                        for u, ids in self.members.items()}
+        self.of_class: Dict[int, List[Hashable]] = {}  # class -> the units that hold it, in order
+        for u, counts in self.classes.items():
+            for c in counts:
+                self.of_class.setdefault(c, []).append(u)
 
-def _rarest_first(images_of: Mapping[int, List[int]]) -> List[int]:
-    """Classes by how few images hold them (ties by class id)."""
-    return sorted(images_of, key=lambda c: (len(images_of[c]), c))
+    def rarest_first(self) -> List[int]:
+        """Classes by how few units hold them (ties by class id)."""
+        return sorted(self.of_class, key=lambda c: (len(self.of_class[c]), c))
 
 
 def assign_splits(image_ids: Sequence[int], image_classes: Mapping[int, Set[int]], val_fraction: float,
-                  test_fraction: float, seed: int) -> Dict[str, List[int]]:
-    """Split image ids into ``train``, ``val`` and ``test`` (each list in a seeded random order)."""
+                  test_fraction: float, seed: int, unit_of: Optional[Mapping[int, Hashable]] = None
+                  ) -> Dict[str, List[int]]:
+    """Split image ids into ``train``, ``val`` and ``test`` (each list in a seeded random order);
+    the images of one ``unit_of`` value land in the same split."""
     for name, frac in (("--val-fraction", val_fraction), ("--test-fraction", test_fraction)):
         if not 0.0 <= frac < 1.0:
             raise ValueError(f"{name} must be in [0, 1), got {frac}")
@@ -49,76 +61,79 @@ def assign_splits(image_ids: Sequence[int], image_classes: Mapping[int, Set[int]
         targets["test"] = max(1, targets["test"])
     if val_fraction > 0 and n >= 2:
         targets["val"] = max(1, targets["val"])
-    images_of = _images_by_class(order, image_classes)
-    left = {c: len(members) for c, members in images_of.items()}  # images of each class still in train
-    assigned: Dict[int, str] = {}
-    held: Dict[str, List[int]] = {"test": [], "val": []}
+    units = _Units(order, image_classes, unit_of)
+    left = Counter(c for iid in order for c in image_classes.get(iid, ()))  # images of each class in train
+    assigned: Dict[Hashable, str] = {}
+    held = {"test": 0, "val": 0}  # images held out
 
-    def hold(iid: int, split: str, force: bool = False) -> bool:
-        """Move ``iid`` to ``split`` unless that takes the last training image of one of its classes."""
-        if iid in assigned or not force and any(left[c] < 2 for c in image_classes.get(iid, ())):
+    def hold(u: Hashable, split: str, force: bool = False) -> bool:
+        """Move unit ``u`` to ``split`` unless that takes the last training image of one of its classes
+        or overshoots the split's size by more than it would fall short without it."""
+        size = len(units.members[u])
+        if u in assigned or not force and (2 * held[split] + size > 2 * targets[split] or any(
+                left[c] <= k for c, k in units.classes[u].items())):
             return False
-        assigned[iid] = split
-        held[split].append(iid)
-        for c in image_classes.get(iid, ()):
-            left[c] -= 1
+        assigned[u] = split
+        held[split] += size
+        left.subtract(units.classes[u])
         return True
 
-    # A class needs one image left for training plus one per held-out split it appears in.
-    for split, min_images in (("val", 2), ("test", 3)):
+    # A class needs one unit left for training plus one per held-out split it appears in.
+    for split, min_units in (("val", 2), ("test", 3)):
         if targets[split] == 0:
             continue
         covered: Set[int] = set()  # classes that already have an image in this split
-        for c in _rarest_first(images_of):
-            if c in covered or len(images_of[c]) < min_images or len(held[split]) >= targets[split]:
+        for c in units.rarest_first():
+            if c in covered or len(units.of_class[c]) < min_units or held[split] >= targets[split]:
                 continue
-            for iid in images_of[c]:
-                if hold(iid, split):
-                    covered.update(image_classes.get(iid, ()))
+            for u in units.of_class[c]:
+                if hold(u, split):
+                    covered.update(units.classes[u])
                     break
     # The rest of each held-out split in the seeded order; no class loses its last training image, so a
     # class seen in val or test is always also learned. A split may come out smaller than its fraction,
-    # but not empty: when every image left holds a class's last one (one class per image), the first is taken.
+    # but not empty: when every unit left holds a class's last one (one class per image), the first is taken.
     for split in ("val", "test"):
-        for iid in order:
-            if len(held[split]) >= targets[split]:
+        for u in units.members:
+            if held[split] >= targets[split]:
                 break
-            hold(iid, split)
-        free = [i for i in order if i not in assigned]
+            hold(u, split)
+        free = [u for u in units.members if u not in assigned]
         if targets[split] and not held[split] and len(free) >= 2:  # and train keeps one
             hold(free[0], split, force=True)
-    train = [i for i in order if i not in assigned]
-    return {"train": train, "val": [i for i in order if assigned.get(i) == "val"],
-            "test": [i for i in order if assigned.get(i) == "test"]}
+    split_of = {iid: assigned.get(u, "train") for u, ids in units.members.items() for iid in ids}
+    return {name: [i for i in order if split_of[i] == name] for name in ("train", "val", "test")}
 
 
 def assign_folds(image_ids: Sequence[int], image_classes: Mapping[int, Set[int]], folds: int,
-                 seed: int) -> List[List[int]]:
-    """Deal image ids into ``folds`` folds, rarest class first, so each class spreads evenly."""
+                 seed: int, unit_of: Optional[Mapping[int, Hashable]] = None) -> List[List[int]]:
+    """Deal image ids into ``folds`` folds, rarest class first, so each class spreads evenly; the
+    images of one ``unit_of`` value land in the same fold."""
     if folds < 2:
         raise ValueError(f"--folds must be at least 2, got {folds}")
     if folds > len(image_ids):
         raise ValueError(f"--folds {folds} is more than the {len(image_ids)} usable images")
     order = shuffled(image_ids, seed)
+    units = _Units(order, image_classes, unit_of)
+    fold_of: Dict[Hashable, int] = {}
+    sizes = [0] * folds
+    class_count: List[Counter] = [Counter() for _ in range(folds)]
+
+    def place(u: Hashable, k: int) -> None:
+        fold_of[u] = k
+        sizes[k] += len(units.members[u])
+        class_count[k].update(units.classes[u])
+
+    for c in units.rarest_first():
+        # deal the units of this class to the folds that hold fewest of it
+        for u in units.of_class[c]:
+            if u not in fold_of:
+                place(u, min(range(folds), key=lambda k: (class_count[k][c], sizes[k], k)))
+    for u in units.members:
+        if u not in fold_of:
+            place(u, min(range(folds), key=lambda k: (sizes[k], k)))
     out: List[List[int]] = [[] for _ in range(folds)]
-    placed: Set[int] = set()
-
-    def smallest() -> int:
-        return min(range(folds), key=lambda k: (len(out[k]), k))
-
-    images_of = _images_by_class(order, image_classes)
-    class_count: List[Dict[int, int]] = [{} for _ in range(folds)]
-    for c in _rarest_first(images_of):
-        members = [i for i in images_of[c] if i not in placed]
-        # deal the images of this class to the folds that hold fewest of it
-        for iid in members:
-            k = min(range(folds), key=lambda k: (class_count[k].get(c, 0), len(out[k]), k))
-            out[k].append(iid)
-            placed.add(iid)
-            for cls in image_classes.get(iid, ()):
-                class_count[k][cls] = class_count[k].get(cls, 0) + 1
-    for iid in order:
-        if iid not in placed:
-            out[smallest()].append(iid)
-            placed.add(iid)
-    return out
+    for u, ids in units.members.items():
+        out[fold_of[u]].extend(ids)
+    order_of = {iid: pos for pos, iid in enumerate(order)}
+    return [sorted(fold, key=order_of.__getitem__) for fold in out]

@@ -1,0 +1,114 @@
+"""Which images move between train, val and test together: runs of video frames, or folders.
+
+Frames next to each other in a video are near copies of one another. With one of them in train and
+its neighbour in val, the val score measures how well the model remembers, early stopping and the
+int8 parity check trust it, and the sorter disappoints on the belt. Datasets in this field are often
+video frames (TrashCan's ``vid_000002_frame0000001.jpg``, ZeroWaste's ``01_frame_001440.PNG``, CVAT's
+``frame_000123.PNG`` from a video task, a user's own conveyor recordings), so ``auto`` recognises a
+file name that says ``frame`` and a number, and keeps runs of consecutive frames of one video in one
+split: whole videos when there are enough of them, else each video cut into runs so that there are
+about ``RUNS`` units to split. Other images stay units of their own. ``folder`` makes every folder of
+``file_name`` one unit (one recording session per folder); ``image`` splits image by image.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+from pathlib import PurePosixPath
+from typing import Any, Dict, Hashable, List, Optional, Sequence, Tuple
+
+SPLIT_BY = ("auto", "image", "folder")
+RUNS = 40  # units to aim for when a few long videos are cut into runs of consecutive frames
+_FRAME_NAME = re.compile(r"^(?P<video>.*?)[ _.\-]*frames?[ _.\-]*(?P<number>\d+)$", re.IGNORECASE)
+_FRAMES_FOLDER = re.compile(r"(^|[^a-z])frames?($|[^a-z])", re.IGNORECASE)
+_ROBOFLOW_SUFFIX = re.compile(r"_(jpe?g|png|bmp|webp|tiff?)\.rf\.[0-9a-f]{8,}$", re.IGNORECASE)
+
+
+def video_frame(file_name: str) -> Optional[Tuple[str, int]]:
+    """``(video, frame number)`` when ``file_name`` names a video frame (``vid_2_frame0001.jpg``,
+    ``01_frame_001440.PNG``, ``clip3/frame_000123.png``, ``clip3_frames/000123.jpg``; a Roboflow
+    ``_jpg.rf.<hash>`` suffix is ignored), else None. The video is the folder and what precedes
+    ``frame`` in the name."""
+    path = PurePosixPath(file_name.replace("\\", "/"))
+    stem = _ROBOFLOW_SUFFIX.sub("", path.stem)
+    if stem.isdigit() and _FRAMES_FOLDER.search(path.parent.name):  # ffmpeg into clip1_frames/000123.jpg
+        return str(path.parent), int(stem)
+    match = _FRAME_NAME.match(stem)
+    if match is None:
+        return None
+    return str(path.parent / match["video"]), int(match["number"])
+
+
+@dataclass
+class SplitUnits:
+    """``unit_of`` maps an image id to the unit it moves with (ids not in it move alone)."""
+
+    split_by: str
+    unit_of: Dict[int, Hashable] = field(default_factory=dict)
+    videos: int = 0  # videos recognised (auto)
+    frames: int = 0  # images recognised as frames of them
+    units: int = 0  # runs, videos or folders that hold them
+    example: str = ""  # one recognised file_name, for the summary
+
+    def as_report(self) -> Dict[str, Any]:
+        """The ``split_units`` entry of report.json."""
+        return {"split_by": self.split_by, "videos": self.videos, "frames": self.frames, "units": self.units,
+                "example": self.example}
+
+
+def summary_line(entry: Optional[Dict[str, Any]]) -> str:
+    """One line for the build summary from report.json's ``split_units``, or "" when every image
+    was split on its own."""
+    if not entry:
+        return ""
+    if entry["split_by"] == "folder":
+        return f"splits by folder: {entry['units']} folders, each in one split (--split-by folder)"
+    if not entry["frames"]:
+        return ""
+    videos = f"{entry['videos']} {'video' if entry['videos'] == 1 else 'videos'}"
+    kept = "whole videos" if entry["units"] == entry["videos"] else f"{entry['units']} runs of consecutive frames"
+    return (f"note: {entry['frames']} images are frames of {videos} (file names like {entry['example']!r}): split "
+            f"as {kept}, so no val or test frame has a near copy next to it in train; --split-by image splits "
+            "them one by one")
+
+
+def _runs(frames: Dict[str, List[Tuple[int, int]]], runs: int) -> Dict[int, Hashable]:
+    """Image id -> unit: whole videos when there are ``runs`` or more, else each video cut into runs
+    of consecutive frames, about ``runs`` in all, in proportion to each video's length."""
+    total = sum(len(f) for f in frames.values())
+    unit_of: Dict[int, Hashable] = {}
+    for video, items in frames.items():
+        items.sort()
+        pieces = 1 if len(frames) >= runs else max(1, min(len(items), round(runs * len(items) / total)))
+        for k, (_, iid) in enumerate(items):
+            unit_of[iid] = ("frames", video, k * pieces // len(items))
+    return unit_of
+
+
+def split_units(images: Sequence[Tuple[int, int, str]], split_by: str, runs: int = RUNS) -> SplitUnits:
+    """The units of ``images`` (``(image id, annotation file index, file_name)``) for ``split_by``."""
+    if split_by not in SPLIT_BY:
+        raise ValueError(f"--split-by must be one of {', '.join(SPLIT_BY)}, got {split_by!r}")
+    result = SplitUnits(split_by)
+    if split_by == "image":
+        return result
+    if split_by == "folder":
+        result.unit_of = {iid: ("folder", source, str(PurePosixPath(name.replace("\\", "/")).parent))
+                          for iid, source, name in images}
+        result.units = len(set(result.unit_of.values()))
+        return result
+    frames: Dict[str, List[Tuple[int, int]]] = {}
+    names = {}
+    for iid, source, name in images:
+        found = video_frame(name)
+        if found is not None:
+            frames.setdefault(f"{source}:{found[0]}", []).append((found[1], iid))
+            names[iid] = name
+    frames = {video: items for video, items in frames.items() if len(items) > 1}  # a lone frame moves alone
+    if frames:
+        result.example = names[next(iter(frames.values()))[0][1]]
+        result.unit_of = _runs(frames, runs)
+        result.videos, result.frames = len(frames), len(result.unit_of)
+        result.units = len(set(result.unit_of.values()))
+    return result

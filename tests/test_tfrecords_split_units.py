@@ -1,0 +1,149 @@
+"""Video frames and folders move between splits as one (split_units + assign_splits/assign_folds)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+from PIL import Image
+
+from edge_trash.tfrecords.build import BuildError, BuildOptions, build_tfrecords
+from edge_trash.tfrecords.split_units import split_units, summary_line, video_frame
+from edge_trash.tfrecords.splits import assign_folds, assign_splits
+
+
+@pytest.mark.parametrize("name,expected", [
+    ("vid_000002_frame0000001.jpg", ("vid_000002", 1)),  # TrashCan
+    ("01_frame_001440.PNG", ("01", 1440)),  # ZeroWaste
+    ("frame_000123.PNG", (".", 123)),  # CVAT, a video task
+    ("clip3/Frame-12.jpg", ("clip3", 12)),
+    ("clip3\\frame 12.jpg", ("clip3", 12)),
+    ("clip3_frames/000123.jpg", ("clip3_frames", 123)),  # ffmpeg -i clip3.mp4 clip3_frames/%06d.jpg
+    ("vid_000002_frame0000001_jpg.rf.8c7b1e3d2f4a5b6c7d8e9f0a1b2c3d4e.jpg", ("vid_000002", 1)),  # Roboflow
+    ("batch_1/000006.jpg", None),  # TACO: numbered photos, not frames
+    ("IMG_1234.jpg", None),
+    ("frameworks/0001.jpg", None),
+    ("picture frame.jpg", None),
+])
+def test_video_frames_are_recognised_by_name(name, expected):
+    assert video_frame(name) == expected
+
+
+def _frames(videos: int, frames: int):
+    """``(image id, source, file_name)`` for ``videos`` videos of ``frames`` frames, ids from 1."""
+    return [(v * frames + f + 1, 0, f"vid_{v}_frame{f:05d}.jpg") for v in range(videos) for f in range(frames)]
+
+
+def test_a_few_long_videos_are_cut_into_runs_and_many_videos_stay_whole():
+    few = split_units(_frames(2, 100) + [(1000, 0, "IMG_1.jpg"), (1001, 0, "lone_frame7.jpg")], "auto")
+    assert (few.videos, few.frames, few.units) == (2, 200, 40)
+    assert 1000 not in few.unit_of and 1001 not in few.unit_of  # a photo and a video's only frame move alone
+    runs = {}
+    for iid, unit in few.unit_of.items():
+        runs.setdefault(unit, []).append(iid)
+    assert sorted(len(r) for r in runs.values()) == [5] * 40
+    assert all(max(r) - min(r) == 4 for r in runs.values())  # consecutive frames
+    many = split_units(_frames(50, 4), "auto")
+    assert (many.videos, many.frames, many.units) == (50, 200, 50)
+    assert split_units(_frames(2, 10), "image").unit_of == {}
+    assert summary_line(few.as_report()) == (
+        "note: 200 images are frames of 2 videos (file names like 'vid_0_frame00000.jpg'): split as 40 runs of "
+        "consecutive frames, so no val or test frame has a near copy next to it in train; --split-by image "
+        "splits them one by one")
+    assert summary_line(split_units([(1, 0, "a.jpg")], "auto").as_report()) == ""
+
+
+def test_same_named_frames_of_two_annotation_files_are_two_videos():
+    """CVAT names every video task's frames frame_000000.PNG..: two exported tasks are two videos."""
+    units = split_units([(1, 0, "frame_000000.PNG"), (2, 0, "frame_000001.PNG"),
+                         (3, 1, "frame_000000.PNG"), (4, 1, "frame_000001.PNG")], "auto")
+    assert units.videos == 2 and units.unit_of[1] != units.unit_of[3]
+
+
+def _leaks(split, neighbours):
+    """Held-out images with a neighbouring frame in train."""
+    train = set(split["train"])
+    return sum(1 for name in ("val", "test") for i in split[name] if neighbours[i] & train)
+
+
+@pytest.mark.parametrize("seed", range(5))
+def test_runs_stay_in_one_split_and_fewer_held_out_frames_sit_next_to_training_ones(seed):
+    images = _frames(3, 120)
+    classes = {iid: {iid % 3} for iid, _, _ in images}
+    units = split_units(images, "auto")
+    neighbours = {iid: {iid - 1, iid + 1} for iid, _, _ in images}  # ids run along each video
+    by_unit = assign_splits([i for i, _, _ in images], classes, 0.15, 0.1, seed, units.unit_of)
+    by_image = assign_splits([i for i, _, _ in images], classes, 0.15, 0.1, seed)
+    split_of = {i: name for name, ids in by_unit.items() for i in ids}
+    assert all(len({split_of[i] for i, u in units.unit_of.items() if u == unit}) == 1
+               for unit in set(units.unit_of.values()))
+    assert len(by_unit["val"]) == pytest.approx(54, abs=9) and len(by_unit["test"]) == pytest.approx(36, abs=9)
+    # a held-out run of 9 frames touches train at its two ends at most; frame by frame, most held-out frames do
+    assert _leaks(by_unit, neighbours) <= 2 * (len(by_unit["val"]) + len(by_unit["test"])) // 9 + 2
+    assert _leaks(by_image, neighbours) > 3 * _leaks(by_unit, neighbours)
+
+
+def test_folds_keep_units_together_and_stay_balanced():
+    images = _frames(4, 30)
+    units = split_units(images, "auto")
+    folds = assign_folds([i for i, _, _ in images], {i: {0} for i, _, _ in images}, 4, 0, units.unit_of)
+    fold_of = {i: k for k, ids in enumerate(folds) for i in ids}
+    for unit in set(units.unit_of.values()):
+        assert len({fold_of[i] for i, u in units.unit_of.items() if u == unit}) == 1
+    assert sorted(fold_of) == [i for i, _, _ in images]
+    assert max(map(len, folds)) - min(map(len, folds)) <= 3  # runs of 3 frames
+
+
+def _video_dataset(root: Path, names) -> Path:
+    images, annotations = [], []
+    for i, name in enumerate(names, start=1):
+        (root / name).parent.mkdir(parents=True, exist_ok=True)
+        Image.new("RGB", (32, 24), (i % 250, 90, 120)).save(root / name, format="JPEG")
+        images.append({"id": i, "file_name": name, "width": 32, "height": 24})
+        annotations.append({"id": i, "image_id": i, "category_id": 1, "bbox": [2, 2, 10, 10]})
+    ann = root / "ann.json"
+    ann.write_text(json.dumps({"images": images, "annotations": annotations,
+                               "categories": [{"id": 1, "name": "can"}]}))
+    return ann
+
+
+def test_build_keeps_runs_of_frames_together_and_says_so(tmp_path):
+    from click.testing import CliRunner
+
+    from edge_trash.cli import cli
+
+    ann = _video_dataset(tmp_path, [f"belt/run{v}_frame_{f:04d}.jpg" for v in range(2) for f in range(40)])
+    out = tmp_path / "out"
+    result = CliRunner().invoke(cli, ["build-tfrecords", "--annotations", str(ann), "--out", str(out), "--quiet",
+                                      "--workers", "1"])
+    assert result.exit_code == 0, result.output
+    report = json.loads((out / "report.json").read_text())
+    assert report["split_units"] == {"split_by": "auto", "videos": 2, "frames": 80, "units": 40,
+                                     "example": "belt/run0_frame_0000.jpg"}
+    assert "note: 80 images are frames of 2 videos (file names like 'belt/run0_frame_0000.jpg'): split as 40 " \
+           "runs of consecutive frames" in result.output
+    splits = json.loads((out / "splits.json").read_text())["splits"]
+    split_of = {i: name for name, ids in splits.items() for i in ids}
+    assert all(split_of[i] == split_of[i + 1] for i in range(1, 80, 2))  # runs of two frames: 1-2, 3-4, ..
+    image_by_image = build_tfrecords(BuildOptions(annotations=ann, images=tmp_path, out=tmp_path / "each",
+                                                  split_by="image"))
+    assert image_by_image["split_units"]["frames"] == 0
+
+
+def test_split_by_folder_keeps_each_folder_in_one_split_and_needs_two(tmp_path):
+    ann = _video_dataset(tmp_path, [f"session{s}/IMG_{i}.jpg" for s in range(6) for i in range(5)])
+    report = build_tfrecords(BuildOptions(annotations=ann, images=tmp_path, out=tmp_path / "out",
+                                          split_by="folder", val_fraction=0.2, test_fraction=0.1))
+    assert report["split_units"]["units"] == 6
+    splits = json.loads((tmp_path / "out" / "splits.json").read_text())["splits"]
+    coco = json.loads(ann.read_text())
+    folder = {im["id"]: im["file_name"].split("/")[0] for im in coco["images"]}
+    assert {k: len(v) for k, v in splits.items()} == {"train": 20, "val": 5, "test": 5}
+    for ids in splits.values():
+        for other in splits.values():
+            assert ids is other or not {folder[i] for i in ids} & {folder[i] for i in other}
+    flat = _video_dataset(tmp_path / "flat", [f"IMG_{i}.jpg" for i in range(5)])
+    with pytest.raises(BuildError, match="--split-by folder: every image is in the same folder"):
+        build_tfrecords(BuildOptions(annotations=flat, images=tmp_path / "flat", out=tmp_path / "o2",
+                                     split_by="folder"))
