@@ -9,7 +9,8 @@ import pytest
 from PIL import Image
 
 from edge_trash.tfrecords.build import BuildError, BuildOptions, build_tfrecords
-from edge_trash.tfrecords.split_units import split_units, summary_line, video_frame
+from edge_trash.tfrecords.build_cli import summarize
+from edge_trash.tfrecords.split_units import frames_next_to_train, split_units, summary_line, video_frame
 from edge_trash.tfrecords.splits import assign_folds, assign_splits
 
 
@@ -36,21 +37,24 @@ def _frames(videos: int, frames: int):
 
 
 def test_a_few_long_videos_are_cut_into_runs_and_many_videos_stay_whole():
-    few = split_units(_frames(2, 100) + [(1000, 0, "IMG_1.jpg"), (1001, 0, "lone_frame7.jpg")], "auto")
-    assert (few.videos, few.frames, few.units) == (2, 200, 40)
+    few = split_units(_frames(2, 400) + [(1000, 0, "IMG_1.jpg"), (1001, 0, "lone_frame7.jpg")], "auto")
+    assert (few.videos, few.frames, few.units) == (2, 800, 40)
     assert 1000 not in few.unit_of and 1001 not in few.unit_of  # a photo and a video's only frame move alone
     runs = {}
     for iid, unit in few.unit_of.items():
         runs.setdefault(unit, []).append(iid)
-    assert sorted(len(r) for r in runs.values()) == [5] * 40
-    assert all(max(r) - min(r) == 4 for r in runs.values())  # consecutive frames
+    assert sorted(len(r) for r in runs.values()) == [20] * 40
+    assert all(max(r) - min(r) == 19 for r in runs.values())  # consecutive frames
     many = split_units(_frames(50, 4), "auto")
     assert (many.videos, many.frames, many.units) == (50, 200, 50)
     assert split_units(_frames(2, 10), "image").unit_of == {}
     assert summary_line(few.as_report()) == (
-        "note: 200 images are frames of 2 videos (file names like 'vid_0_frame00000.jpg'): split as 40 runs of "
-        "consecutive frames, so no val or test frame has a near copy next to it in train; --split-by image "
-        "splits them one by one")
+        "note: 800 images are frames of 2 videos (file names like 'vid_0_frame00000.jpg'), split as 40 runs of "
+        "consecutive frames, not frame by frame (--split-by image)")
+    assert summary_line(many.as_report(), {"held_out_frames": 48, "next_to_train": 0, "example": ""}) == (
+        "note: 200 images are frames of 50 videos (file names like 'vid_0_frame00000.jpg'), split as whole "
+        "videos, not frame by frame (--split-by image): only 0 of 48 val/test frames sit next to a training "
+        "frame (a near copy), where runs meet")
     assert summary_line(split_units([(1, 0, "a.jpg")], "auto").as_report()) == ""
 
 
@@ -99,7 +103,7 @@ def _video_dataset(root: Path, names) -> Path:
     images, annotations = [], []
     for i, name in enumerate(names, start=1):
         (root / name).parent.mkdir(parents=True, exist_ok=True)
-        Image.new("RGB", (32, 24), (i % 250, 90, 120)).save(root / name, format="JPEG")
+        Image.new("RGB", (32, 24), (i * 3 % 256, i * 7 % 256, 120)).save(root / name, format="JPEG")
         images.append({"id": i, "file_name": name, "width": 32, "height": 24})
         annotations.append({"id": i, "image_id": i, "category_id": 1, "bbox": [2, 2, 10, 10]})
     ann = root / "ann.json"
@@ -119,16 +123,61 @@ def test_build_keeps_runs_of_frames_together_and_says_so(tmp_path):
                                       "--workers", "1"])
     assert result.exit_code == 0, result.output
     report = json.loads((out / "report.json").read_text())
-    assert report["split_units"] == {"split_by": "auto", "videos": 2, "frames": 80, "units": 40,
-                                     "example": "belt/run0_frame_0000.jpg"}
-    assert "note: 80 images are frames of 2 videos (file names like 'belt/run0_frame_0000.jpg'): split as 40 " \
-           "runs of consecutive frames" in result.output
+    assert report["split_units"] == {"split_by": "auto", "videos": 2, "frames": 80, "units": 8,
+                                     "example": "belt/run0_frame_0000.jpg"}  # runs of 10 frames at least
+    near = report["frames_next_to_train"]
+    assert near["held_out_frames"] == len(splits_of(out)["val"]) + len(splits_of(out)["test"])
+    assert (f"note: 80 images are frames of 2 videos (file names like 'belt/run0_frame_0000.jpg'), split as 8 "
+            f"runs of consecutive frames, not frame by frame (--split-by image): only {near['next_to_train']} of "
+            f"{near['held_out_frames']} val/test frames sit next to a training frame") in result.output
+    assert "warning" not in result.output
     splits = json.loads((out / "splits.json").read_text())["splits"]
     split_of = {i: name for name, ids in splits.items() for i in ids}
-    assert all(split_of[i] == split_of[i + 1] for i in range(1, 80, 2))  # runs of two frames: 1-2, 3-4, ..
+    assert all(len({split_of[i] for i in range(k, k + 10)}) == 1 for k in range(1, 80, 10))  # 1-10, 11-20, ..
+    assert near["next_to_train"] <= 2 * near["held_out_frames"] // 10  # a held-out run's two ends at most
     image_by_image = build_tfrecords(BuildOptions(annotations=ann, images=tmp_path, out=tmp_path / "each",
                                                   split_by="image"))
     assert image_by_image["split_units"]["frames"] == 0
+    each = image_by_image["frames_next_to_train"]
+    assert each["next_to_train"] > 3 * near["next_to_train"]
+    assert (f"warning: {each['next_to_train']} of {each['held_out_frames']} val/test video frames sit next to a "
+            f"frame of the same video in train (e.g. {each['example']!r}): near copies, so held-out scores are "
+            "inflated; leave --split-by out to split whole runs of frames") in summarize(image_by_image, out, 1.0)
+
+
+def splits_of(out: Path):
+    return json.loads((out / "splits.json").read_text())["splits"]
+
+
+def test_frames_next_to_train_counts_held_out_frames_with_a_training_neighbour():
+    images = [(i, 0, f"v_frame{i}.jpg") for i in range(1, 9)] + [(20, 1, "other_frame1.jpg"), (21, 1, "IMG_2.jpg")]
+    split_of = {1: "train", 2: "val", 3: "val", 4: "val", 5: "train", 6: "test", 7: "test", 8: "test",
+                20: "val", 21: "val"}
+    assert frames_next_to_train(images, split_of) == {"held_out_frames": 7, "next_to_train": 3,
+                                                      "example": "v_frame2.jpg"}  # 2, 4 and 6; a lone frame
+    # frames missing from the split (skipped files) are left out: 3 and 8 now neighbour the training frame 5
+    del split_of[4], split_of[6], split_of[7]
+    assert frames_next_to_train(images, split_of) == {"held_out_frames": 4, "next_to_train": 3,
+                                                      "example": "v_frame2.jpg"}  # 2, 3 and 8
+
+
+def test_keep_splits_warns_when_the_given_split_put_neighbouring_frames_apart(tmp_path):
+    """A Roboflow export of video frames: its random split puts most valid frames next to train ones."""
+    from click.testing import CliRunner
+
+    from edge_trash.cli import cli
+
+    files = []
+    for folder, frames in (("train", [0, 1, 3, 4, 6, 7, 9]), ("valid", [2, 5, 8])):
+        names = [f"vid_1_frame{f:03d}_jpg.rf.{f:032x}.jpg" for f in frames]
+        files.append(_video_dataset(tmp_path / folder, names))
+    result = CliRunner().invoke(cli, ["build-tfrecords", "--annotations", str(files[0]), "--annotations",
+                                      str(files[1]), "--keep-splits", "--out", str(tmp_path / "out"), "--quiet",
+                                      "--workers", "1"])
+    assert result.exit_code == 0, result.output
+    assert ("warning: 3 of 3 val/test video frames sit next to a frame of the same video in train (e.g. "
+            "'vid_1_frame002_jpg.rf.00000000000000000000000000000002.jpg'): near copies, so held-out scores are "
+            "inflated; leave --keep-splits out to split whole runs of frames") in result.output
 
 
 def test_split_by_folder_keeps_each_folder_in_one_split_and_needs_two(tmp_path):

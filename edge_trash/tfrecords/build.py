@@ -27,7 +27,7 @@ from edge_trash.tfrecords.image_paths import ImagePaths
 from edge_trash.tfrecords.images import (ImageJob, ImageResult, convert_image, missing_file_reason,
                                          read_displayed_size)
 from edge_trash.tfrecords.other_formats import images_folder_problem
-from edge_trash.tfrecords.split_units import SPLIT_BY, SplitUnits, split_units
+from edge_trash.tfrecords.split_units import SPLIT_BY, SplitUnits, frames_next_to_train, split_units
 from edge_trash.tfrecords.splits import assign_folds, assign_splits, shuffled
 from edge_trash.tfrecords.tf_example import ObjectBox, make_example_bytes
 from edge_trash.tfrecords.tfrecord_file import TFRecordWriter
@@ -426,6 +426,10 @@ def build_tfrecords(options: BuildOptions, progress: bool = False) -> Dict[str, 
         "background_images": sum(1 for ids in split_ids.values() for i in ids if not boxes_of[i]),
         "splits": split_stats,
         "split_units": units.as_report() if units else None,  # images kept in one split together
+        # val/test frames with a neighbouring frame in train: near copies that inflate held-out scores
+        "frames_next_to_train": frames_next_to_train(
+            [(im.id, im.source, im.file_name) for im in dataset.images],
+            {iid: split for split, ids in split_ids.items() for iid in ids}),
         "classes": [{"id": i + 1, "name": n, "boxes": class_boxes[i],
                      "boxes_by_split": {split: counts[i] for split, counts in split_class_boxes.items()}}
                     for i, n in enumerate(names)],

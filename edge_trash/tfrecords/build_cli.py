@@ -90,9 +90,17 @@ def summarize(report: Dict[str, Any], out: Path, seconds: float) -> str:
     lines.append(f"splits: {split_counts(report['splits'])}")
     from edge_trash.tfrecords.split_units import summary_line
 
-    units = summary_line(report.get("split_units"))
+    near = report.get("frames_next_to_train") or {}
+    units = summary_line(report.get("split_units"), near)
     if units:
         lines.append(units)
+    options = report["options"]
+    chosen = ("leave --keep-splits out" if options.get("keep_splits")
+              else "leave --split-by out" if options.get("split_by") == "image" else "")
+    if chosen and near.get("next_to_train", 0) * 10 >= near.get("held_out_frames", 0) > 0:
+        lines.append(f"warning: {near['next_to_train']} of {near['held_out_frames']} val/test video frames sit next "
+                     f"to a frame of the same video in train (e.g. {near['example']!r}): near copies, so held-out "
+                     f"scores are inflated; {chosen} to split whole runs of frames")
     lines.append(_classes_line(report["classes"]))
     for key, label in (("classes_folded_into_other", "folded into 'other'"),
                        ("classes_dropped_rare", "dropped as rare"), ("classes_unused", "without boxes (left out)"),

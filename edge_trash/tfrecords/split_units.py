@@ -6,8 +6,8 @@ int8 parity check trust it, and the sorter disappoints on the belt. Datasets in 
 video frames (TrashCan's ``vid_000002_frame0000001.jpg``, ZeroWaste's ``01_frame_001440.PNG``, CVAT's
 ``frame_000123.PNG`` from a video task, a user's own conveyor recordings), so ``auto`` recognises a
 file name that says ``frame`` and a number, and keeps runs of consecutive frames of one video in one
-split: whole videos when there are enough of them, else each video cut into runs so that there are
-about ``RUNS`` units to split. Other images stay units of their own. ``folder`` makes every folder of
+split: whole videos when there are enough of them, else each video cut into runs of at least
+``MIN_RUN`` frames so that there are about ``RUNS`` units to split. Other images stay units of their own. ``folder`` makes every folder of
 ``file_name`` one unit (one recording session per folder); ``image`` splits image by image.
 """
 
@@ -20,6 +20,7 @@ from typing import Any, Dict, Hashable, List, Optional, Sequence, Tuple
 
 SPLIT_BY = ("auto", "image", "folder")
 RUNS = 40  # units to aim for when a few long videos are cut into runs of consecutive frames
+MIN_RUN = 10  # frames in a run at least: a held-out run touches train at its two ends only
 _FRAME_NAME = re.compile(r"^(?P<video>.*?)[ _.\-]*frames?[ _.\-]*(?P<number>\d+)$", re.IGNORECASE)
 _FRAMES_FOLDER = re.compile(r"(^|[^a-z])frames?($|[^a-z])", re.IGNORECASE)
 _ROBOFLOW_SUFFIX = re.compile(r"_(jpe?g|png|bmp|webp|tiff?)\.rf\.[0-9a-f]{8,}$", re.IGNORECASE)
@@ -57,9 +58,9 @@ class SplitUnits:
                 "example": self.example}
 
 
-def summary_line(entry: Optional[Dict[str, Any]]) -> str:
-    """One line for the build summary from report.json's ``split_units``, or "" when every image
-    was split on its own."""
+def summary_line(entry: Optional[Dict[str, Any]], near: Optional[Dict[str, Any]] = None) -> str:
+    """One line for the build summary from report.json's ``split_units`` (and ``frames_next_to_train``),
+    or "" when every image was split on its own."""
     if not entry:
         return ""
     if entry["split_by"] == "folder":
@@ -68,19 +69,23 @@ def summary_line(entry: Optional[Dict[str, Any]]) -> str:
         return ""
     videos = f"{entry['videos']} {'video' if entry['videos'] == 1 else 'videos'}"
     kept = "whole videos" if entry["units"] == entry["videos"] else f"{entry['units']} runs of consecutive frames"
-    return (f"note: {entry['frames']} images are frames of {videos} (file names like {entry['example']!r}): split "
-            f"as {kept}, so no val or test frame has a near copy next to it in train; --split-by image splits "
-            "them one by one")
+    touching = ""
+    if near and near["held_out_frames"]:
+        touching = (f": only {near['next_to_train']} of {near['held_out_frames']} val/test frames sit next to a "
+                    "training frame (a near copy), where runs meet")
+    return (f"note: {entry['frames']} images are frames of {videos} (file names like {entry['example']!r}), split "
+            f"as {kept}, not frame by frame (--split-by image){touching}")
 
 
 def _runs(frames: Dict[str, List[Tuple[int, int]]], runs: int) -> Dict[int, Hashable]:
     """Image id -> unit: whole videos when there are ``runs`` or more, else each video cut into runs
-    of consecutive frames, about ``runs`` in all, in proportion to each video's length."""
+    of consecutive frames, about ``runs`` in all, in proportion to each video's length, and none
+    shorter than ``MIN_RUN`` frames (a short video stays whole)."""
     total = sum(len(f) for f in frames.values())
     unit_of: Dict[int, Hashable] = {}
     for video, items in frames.items():
         items.sort()
-        pieces = 1 if len(frames) >= runs else max(1, min(len(items), round(runs * len(items) / total)))
+        pieces = 1 if len(frames) >= runs else max(1, min(len(items) // MIN_RUN, round(runs * len(items) / total)))
         for k, (_, iid) in enumerate(items):
             unit_of[iid] = ("frames", video, k * pieces // len(items))
     return unit_of
@@ -112,3 +117,28 @@ def split_units(images: Sequence[Tuple[int, int, str]], split_by: str, runs: int
         result.videos, result.frames = len(frames), len(result.unit_of)
         result.units = len(set(result.unit_of.values()))
     return result
+
+
+def frames_next_to_train(images: Sequence[Tuple[int, int, str]], split_of: Dict[int, str]) -> Dict[str, Any]:
+    """How many val/test video frames have a neighbouring frame of the same video in train: near copies
+    that inflate held-out scores (a split made frame by frame, as a Roboflow export's is). Frames are
+    matched by name across annotation files, since an export's train and valid files share videos."""
+    videos: Dict[str, List[Tuple[int, int]]] = {}
+    names = {}
+    for iid, _, name in images:
+        found = video_frame(name)
+        if found is not None and iid in split_of:
+            videos.setdefault(found[0], []).append((found[1], iid))
+            names[iid] = name
+    held = near = 0
+    example = ""
+    for items in videos.values():
+        items.sort()
+        for k, (_, iid) in enumerate(items):
+            if split_of[iid] == "train":
+                continue
+            held += 1
+            if any(split_of[items[j][1]] == "train" for j in (k - 1, k + 1) if 0 <= j < len(items)):
+                near += 1
+                example = example or names[iid]
+    return {"held_out_frames": held, "next_to_train": near, "example": example}
