@@ -196,3 +196,31 @@ def test_split_by_folder_keeps_each_folder_in_one_split_and_needs_two(tmp_path):
     with pytest.raises(BuildError, match="--split-by folder: every image is in the same folder"):
         build_tfrecords(BuildOptions(annotations=flat, images=tmp_path / "flat", out=tmp_path / "o2",
                                      split_by="folder"))
+
+
+def test_analyze_flags_frames_split_one_by_one_in_records_and_in_an_exports_files(tmp_path):
+    from edge_trash.tfrecords.analyze import analyze
+
+    ann = _video_dataset(tmp_path / "video", [f"vid_1_frame{f:03d}.jpg" for f in range(60)])
+    for split_by in ("image", "auto"):
+        build_tfrecords(BuildOptions(annotations=ann, images=tmp_path / "video", out=tmp_path / split_by,
+                                     split_by=split_by))
+    stats = analyze(tfrecords=tmp_path / "image", out=tmp_path / "an_image", plots=False)
+    flags = [f for f in stats["flags"] if f["kind"] == "frames_next_to_train"]
+    near = stats["tfrecords"]["frames_next_to_train"]
+    assert near == json.loads((tmp_path / "image" / "report.json").read_text())["frames_next_to_train"]
+    assert [f["message"] for f in flags] == [
+        f"{near['next_to_train']} of {near['held_out_frames']} val/test video frames sit next to a frame of the same "
+        f"video in train (e.g. {near['example']!r}): near copies, so held-out scores are inflated; rebuild with "
+        "build-tfrecords (--split-by auto splits whole runs of frames)"]
+    stats = analyze(tfrecords=tmp_path / "auto", out=tmp_path / "an_auto", plots=False)
+    assert not [f for f in stats["flags"] if f["kind"] == "frames_next_to_train"]  # 6 runs of 10: 1 in val
+
+    files = []
+    for folder, frames in (("train", [0, 1, 3, 4, 6, 7, 9]), ("valid", [2, 5, 8])):
+        files.append(_video_dataset(tmp_path / "export" / folder, [f"v_frame{f}.jpg" for f in frames]))
+    stats = analyze(annotations=files, out=tmp_path / "an_export", plots=False)
+    assert stats["annotations"]["frames_next_to_train"] == {"held_out_frames": 3, "next_to_train": 3,
+                                                            "example": "v_frame2.jpg"}
+    assert [f["message"].split("; ")[-1] for f in stats["flags"] if f["kind"] == "frames_next_to_train"] == [
+        "build-tfrecords without --keep-splits splits whole runs of frames"]

@@ -88,7 +88,7 @@ def summarize(report: Dict[str, Any], out: Path, seconds: float) -> str:
                  f"of {report['images_total']}; boxes: {report['boxes_written']} written, "
                  f"{len(report['boxes_dropped'])} dropped, {report['boxes_clipped']} clipped of {report['boxes_total']}")
     lines.append(f"splits: {split_counts(report['splits'])}")
-    from edge_trash.tfrecords.split_units import summary_line
+    from edge_trash.tfrecords.split_units import split_frame_by_frame, summary_line
 
     near = report.get("frames_next_to_train") or {}
     units = summary_line(report.get("split_units"), near)
@@ -97,7 +97,7 @@ def summarize(report: Dict[str, Any], out: Path, seconds: float) -> str:
     options = report["options"]
     chosen = ("leave --keep-splits out" if options.get("keep_splits")
               else "leave --split-by out" if options.get("split_by") == "image" else "")
-    if chosen and near.get("next_to_train", 0) * 10 >= near.get("held_out_frames", 0) > 0:
+    if chosen and split_frame_by_frame(near):
         lines.append(f"warning: {near['next_to_train']} of {near['held_out_frames']} val/test video frames sit next "
                      f"to a frame of the same video in train (e.g. {near['example']!r}): near copies, so held-out "
                      f"scores are inflated; {chosen} to split whole runs of frames")

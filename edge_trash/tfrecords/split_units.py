@@ -142,3 +142,9 @@ def frames_next_to_train(images: Sequence[Tuple[int, int, str]], split_of: Dict[
                 near += 1
                 example = example or names[iid]
     return {"held_out_frames": held, "next_to_train": near, "example": example}
+
+
+def split_frame_by_frame(near: Dict[str, Any]) -> bool:
+    """Whether ``frames_next_to_train`` shows a split made frame by frame: half or more of the held-out
+    frames beside a training one (runs of ``MIN_RUN`` frames or more touch train at two ends at most)."""
+    return 2 * near.get("next_to_train", 0) >= near.get("held_out_frames", 0) > 0
