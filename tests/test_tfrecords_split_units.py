@@ -224,3 +224,19 @@ def test_analyze_flags_frames_split_one_by_one_in_records_and_in_an_exports_file
                                                             "example": "v_frame2.jpg"}
     assert [f["message"].split("; ")[-1] for f in stats["flags"] if f["kind"] == "frames_next_to_train"] == [
         "build-tfrecords without --keep-splits splits whole runs of frames"]
+
+
+def test_video_id_and_frame_id_in_the_json_come_before_the_name(tmp_path):
+    """COCO-VID / TAO / MOT converters name frames freely (000001.jpg) and say the video in the entry."""
+    ann = _video_dataset(tmp_path, [f"seq{v}/{f:06d}.jpg" for v in range(2) for f in range(30)])
+    coco = json.loads(ann.read_text())
+    for im in coco["images"]:
+        im["video_id"], im["frame_index"] = int(im["file_name"][3]) + 7, int(im["file_name"][5:11])
+    coco["images"][0]["frame_index"] = "x"  # not a number: the image id orders it
+    ann.write_text(json.dumps(coco))
+    report = build_tfrecords(BuildOptions(annotations=ann, images=tmp_path, out=tmp_path / "out"))
+    assert report["split_units"] == {"split_by": "auto", "videos": 2, "frames": 60, "units": 6,
+                                     "example": "seq0/000000.jpg"}
+    splits = splits_of(tmp_path / "out")
+    split_of = {i: name for name, ids in splits.items() for i in ids}
+    assert all(len({split_of[i] for i in range(k, k + 10)}) == 1 for k in range(1, 60, 10))

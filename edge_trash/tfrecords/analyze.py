@@ -714,7 +714,7 @@ def analyze(annotations: "Optional[os.PathLike | str | Sequence[os.PathLike | st
                                 **finish(source, annotation_problems(dataset))}
         split_names = [src.split for src in dataset.sources]
         if "train" in split_names and None not in split_names and len(set(split_names)) > 1:  # an export's splits
-            near, flags = frames_flag("annotations", [(im.id, im.source, im.file_name) for im in dataset.images],
+            near, flags = frames_flag("annotations", [(im.id, im.source, im.file_name, im.video) for im in dataset.images],
                                       {im.id: split_names[im.source] for im in dataset.images},
                                       "build-tfrecords without --keep-splits splits whole runs of frames")
             stats["annotations"]["frames_next_to_train"] = near

@@ -246,7 +246,7 @@ def _plan(dataset: CocoDataset, options: BuildOptions, target_of: Dict[int, Opti
         plan = [(name, shuffled(members, options.seed)) for name, members in kept.items()]
         return [(name, members) for name, members in plan if members or name == "train"], None
     by_id = {im.id: im for im in dataset.images}
-    units = split_units([(i, by_id[i].source, by_id[i].file_name) for i in ids], options.split_by)
+    units = split_units([(i, by_id[i].source, by_id[i].file_name, by_id[i].video) for i in ids], options.split_by)
     if options.split_by == "folder" and units.units < 2 and len(ids) > 1:
         raise BuildError("--split-by folder: every image is in the same folder, so nothing could be held out; "
                          "leave --split-by out (auto) or give --split-by image")
@@ -428,7 +428,7 @@ def build_tfrecords(options: BuildOptions, progress: bool = False) -> Dict[str, 
         "split_units": units.as_report() if units else None,  # images kept in one split together
         # val/test frames with a neighbouring frame in train: near copies that inflate held-out scores
         "frames_next_to_train": frames_next_to_train(
-            [(im.id, im.source, im.file_name) for im in dataset.images],
+            [(im.id, im.source, im.file_name, im.video) for im in dataset.images],
             {iid: split for split, ids in split_ids.items() for iid in ids}),
         "classes": [{"id": i + 1, "name": n, "boxes": class_boxes[i],
                      "boxes_by_split": {split: counts[i] for split, counts in split_class_boxes.items()}}

@@ -58,6 +58,20 @@ class ImageRecord:
     width: int
     height: int
     source: int = 0  # index of the annotation file it came from (several --annotations)
+    video: Optional[Tuple[str, int]] = None  # (video_id, frame number) when the entry says (COCO-VID, TAO, MOT)
+
+
+VIDEO_FRAME_KEYS = ("frame_id", "frame_index", "frame_number", "frame")
+
+
+def video_of_entry(entry: Dict[str, Any], image_id: int) -> Optional[Tuple[str, int]]:
+    """``(video, frame number)`` from an image entry's ``video_id`` and ``frame_id`` (or ``frame_index``,
+    as TAO writes it; without one, the image id orders the frames), else None."""
+    video = entry.get("video_id")
+    if video is None or isinstance(video, (dict, list)):
+        return None
+    frame = next((entry[k] for k in VIDEO_FRAME_KEYS if is_integral(entry.get(k))), image_id)
+    return str(video), int(frame)
 
 
 @dataclass
@@ -342,7 +356,7 @@ def _parse_images(raw: List[Any], size_of: Optional[SizeReader] = None, sources:
         first_names[shown] = name
         if text is not None:
             text_ids[text] = iid
-        images.append(ImageRecord(iid, name, int(w), int(h), sources[i] if sources else 0))
+        images.append(ImageRecord(iid, name, int(w), int(h), sources[i] if sources else 0, video_of_entry(im, iid)))
     return images, rejected, size_notes, text_ids
 
 

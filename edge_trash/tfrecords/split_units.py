@@ -4,11 +4,13 @@ Frames next to each other in a video are near copies of one another. With one of
 its neighbour in val, the val score measures how well the model remembers, early stopping and the
 int8 parity check trust it, and the sorter disappoints on the belt. Datasets in this field are often
 video frames (TrashCan's ``vid_000002_frame0000001.jpg``, ZeroWaste's ``01_frame_001440.PNG``, CVAT's
-``frame_000123.PNG`` from a video task, a user's own conveyor recordings), so ``auto`` recognises a
-file name that says ``frame`` and a number, and keeps runs of consecutive frames of one video in one
-split: whole videos when there are enough of them, else each video cut into runs of at least
-``MIN_RUN`` frames so that there are about ``RUNS`` units to split. Other images stay units of their own. ``folder`` makes every folder of
-``file_name`` one unit (one recording session per folder); ``image`` splits image by image.
+``frame_000123.PNG`` from a video task, a user's own conveyor recordings), so ``auto`` takes the
+image entry's ``video_id`` and ``frame_id`` (as COCO-VID, TAO and MOT converters write them) or
+recognises a file name that says ``frame`` and a number, and keeps runs of consecutive frames of one
+video in one split: whole videos when there are enough of them, else each video cut into runs of at
+least ``MIN_RUN`` frames so that there are about ``RUNS`` units to split. Other images stay units of
+their own. ``folder`` makes every folder of ``file_name`` one unit (one recording session per
+folder); ``image`` splits image by image.
 """
 
 from __future__ import annotations
@@ -39,6 +41,15 @@ def video_frame(file_name: str) -> Optional[Tuple[str, int]]:
     if match is None:
         return None
     return str(path.parent / match["video"]), int(match["number"])
+
+
+Entry = Tuple[Any, ...]  # (image id, annotation file index, file_name[, (video, frame) from the JSON])
+
+
+def _frame(entry: Entry) -> Optional[Tuple[str, int]]:
+    """The entry's ``(video, frame)``: the JSON's ``video_id``/``frame_id`` when given, else from the name."""
+    given = entry[3] if len(entry) > 3 else None
+    return (f"video_id {given[0]}", given[1]) if given is not None else video_frame(entry[2])
 
 
 @dataclass
@@ -91,8 +102,9 @@ def _runs(frames: Dict[str, List[Tuple[int, int]]], runs: int) -> Dict[int, Hash
     return unit_of
 
 
-def split_units(images: Sequence[Tuple[int, int, str]], split_by: str, runs: int = RUNS) -> SplitUnits:
-    """The units of ``images`` (``(image id, annotation file index, file_name)``) for ``split_by``."""
+def split_units(images: Sequence[Entry], split_by: str, runs: int = RUNS) -> SplitUnits:
+    """The units of ``images`` (``(image id, annotation file index, file_name[, (video, frame)])``)
+    for ``split_by``."""
     if split_by not in SPLIT_BY:
         raise ValueError(f"--split-by must be one of {', '.join(SPLIT_BY)}, got {split_by!r}")
     result = SplitUnits(split_by)
@@ -100,16 +112,16 @@ def split_units(images: Sequence[Tuple[int, int, str]], split_by: str, runs: int
         return result
     if split_by == "folder":
         result.unit_of = {iid: ("folder", source, str(PurePosixPath(name.replace("\\", "/")).parent))
-                          for iid, source, name in images}
+                          for iid, source, name, *_ in images}
         result.units = len(set(result.unit_of.values()))
         return result
     frames: Dict[str, List[Tuple[int, int]]] = {}
     names = {}
-    for iid, source, name in images:
-        found = video_frame(name)
+    for entry in images:
+        found = _frame(entry)
         if found is not None:
-            frames.setdefault(f"{source}:{found[0]}", []).append((found[1], iid))
-            names[iid] = name
+            frames.setdefault(f"{entry[1]}:{found[0]}", []).append((found[1], entry[0]))
+            names[entry[0]] = entry[2]
     frames = {video: items for video, items in frames.items() if len(items) > 1}  # a lone frame moves alone
     if frames:
         result.example = names[next(iter(frames.values()))[0][1]]
@@ -119,17 +131,17 @@ def split_units(images: Sequence[Tuple[int, int, str]], split_by: str, runs: int
     return result
 
 
-def frames_next_to_train(images: Sequence[Tuple[int, int, str]], split_of: Dict[int, str]) -> Dict[str, Any]:
+def frames_next_to_train(images: Sequence[Entry], split_of: Dict[Any, str]) -> Dict[str, Any]:
     """How many val/test video frames have a neighbouring frame of the same video in train: near copies
     that inflate held-out scores (a split made frame by frame, as a Roboflow export's is). Frames are
     matched by name across annotation files, since an export's train and valid files share videos."""
     videos: Dict[str, List[Tuple[int, int]]] = {}
     names = {}
-    for iid, _, name in images:
-        found = video_frame(name)
-        if found is not None and iid in split_of:
-            videos.setdefault(found[0], []).append((found[1], iid))
-            names[iid] = name
+    for entry in images:
+        found = _frame(entry)
+        if found is not None and entry[0] in split_of:
+            videos.setdefault(found[0], []).append((found[1], entry[0]))
+            names[entry[0]] = entry[2]
     held = near = 0
     example = ""
     for items in videos.values():
