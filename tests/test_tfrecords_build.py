@@ -515,3 +515,13 @@ def test_one_class_per_image_still_gets_a_val_image():
 
     splits = assign_splits(list(range(10)), {i: {i} for i in range(10)}, 0.2, 0.0, 0)
     assert len(splits["val"]) == 1 and len(splits["train"]) == 9 and splits["test"] == []
+
+
+def test_when_val_must_take_a_last_image_it_takes_the_one_costing_fewest_classes():
+    from edge_trash.tfrecords.splits import assign_splits
+
+    image_classes = {0: {1, 2}, 1: {3}, 2: {4, 5, 6}, 3: {7}}  # every class in one image only
+    for seed in range(10):
+        splits = assign_splits(list(image_classes), image_classes, 0.25, 0.25, seed)
+        assert splits["val"] in ([1], [3])  # one class lost from train, not two or three
+        assert splits["test"] == []  # test is not forced: training does not need one

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import random
 from collections import Counter
-from typing import Dict, Hashable, List, Mapping, Optional, Sequence, Set
+from typing import Dict, Hashable, List, Mapping, Optional, Sequence, Set, Tuple
 
 
 def shuffled(ids: Sequence[int], seed: int) -> List[int]:
@@ -91,16 +91,22 @@ def assign_splits(image_ids: Sequence[int], image_classes: Mapping[int, Set[int]
                     covered.update(units.classes[u])
                     break
     # The rest of each held-out split in the seeded order; no class loses its last training image, so a
-    # class seen in val or test is always also learned. A split may come out smaller than its fraction,
-    # but not empty: when every unit left holds a class's last one (one class per image), the first is taken.
+    # class seen in val or test is always also learned. A split may come out smaller than its fraction.
     for split in ("val", "test"):
         for u in units.members:
             if held[split] >= targets[split]:
                 break
             hold(u, split)
-        free = [u for u in units.members if u not in assigned]
-        if targets[split] and not held[split] and len(free) >= 2:  # and train keeps one
-            hold(free[0], split, force=True)
+    # Training needs a val image: when every unit left holds a class's last one (one class per image), val
+    # takes the unit that costs train the fewest classes, then the smallest, then the first.
+    free = [u for u in units.members if u not in assigned]
+    if targets["val"] and not held["val"] and len(free) >= 2:  # and train keeps one
+
+        def cost(pos_u: Tuple[int, Hashable]) -> Tuple[int, int, int]:
+            pos, u = pos_u
+            return sum(1 for c, k in units.classes[u].items() if left[c] <= k), len(units.members[u]), pos
+
+        hold(min(enumerate(free), key=cost)[1], "val", force=True)
     split_of = {iid: assigned.get(u, "train") for u, ids in units.members.items() for iid in ids}
     return {name: [i for i in order if split_of[i] == name] for name in ("train", "val", "test")}
 
