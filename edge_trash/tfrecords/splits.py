@@ -4,7 +4,8 @@ Stratified means: every class with enough images (2 for val, 3 for val and test)
 has at least one image in val (and test), the rarest classes served first; the
 remaining places are filled in a seeded random order. No image moves to val or
 test if it holds the last training image of one of its classes, so every class is
-learned. The same ids, labels and seed always give the same split.
+learned (unless that would leave val empty: then val takes the image costing train
+the fewest classes). The same ids, labels and seed always give the same split.
 
 Images that must stay together (runs of video frames, see ``split_units``) are
 given as ``unit_of``: a unit moves as one, and split sizes count its images.
