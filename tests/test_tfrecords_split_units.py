@@ -124,7 +124,7 @@ def test_build_keeps_runs_of_frames_together_and_says_so(tmp_path):
     assert result.exit_code == 0, result.output
     report = json.loads((out / "report.json").read_text())
     assert report["split_units"] == {"split_by": "auto", "videos": 2, "frames": 80, "units": 8,
-                                     "example": "belt/run0_frame_0000.jpg"}  # runs of 10 frames at least
+                                     "example": "belt/run0_frame_0000.jpg", "same_files": 0}  # runs of 10+
     near = report["frames_next_to_train"]
     assert near["held_out_frames"] == len(splits_of(out)["val"]) + len(splits_of(out)["test"])
     assert (f"note: 80 images are frames of 2 videos (file names like 'belt/run0_frame_0000.jpg'), split as 8 "
@@ -236,7 +236,48 @@ def test_video_id_and_frame_id_in_the_json_come_before_the_name(tmp_path):
     ann.write_text(json.dumps(coco))
     report = build_tfrecords(BuildOptions(annotations=ann, images=tmp_path, out=tmp_path / "out"))
     assert report["split_units"] == {"split_by": "auto", "videos": 2, "frames": 60, "units": 6,
-                                     "example": "seq0/000000.jpg"}
+                                     "example": "seq0/000000.jpg", "same_files": 0}
     splits = splits_of(tmp_path / "out")
     split_of = {i: name for name, ids in splits.items() for i in ids}
     assert all(len({split_of[i] for i in range(k, k + 10)}) == 1 for k in range(1, 60, 10))
+
+
+def test_identical_files_are_found_by_size_then_bytes(tmp_path):
+    from edge_trash.tfrecords.split_units import identical_files
+
+    body = bytes(range(256)) * 400  # 100 KiB: the first 64 KiB agree, the ends do not
+    files = {1: body, 2: body[:-1] + b"x", 3: body, 4: b"short", 5: body[:-1] + b"x"}
+    for iid, data in files.items():
+        (tmp_path / f"{iid}.bin").write_bytes(data)
+    paths = {iid: str(tmp_path / f"{iid}.bin") for iid in files}
+    paths[6] = paths[4]  # two entries naming one file
+    paths[7] = str(tmp_path / "missing.bin")
+    assert identical_files(paths) == [[1, 3], [2, 5], [4, 6]]
+
+
+@pytest.mark.parametrize("split_by", ["auto", "image"])
+def test_copies_of_one_photo_land_in_one_split(tmp_path, split_by):
+    names = [f"IMG_{i}.jpg" for i in range(1, 31)]
+    ann = _video_dataset(tmp_path, names)
+    for copy in ("IMG_7.jpg", "IMG_13.jpg", "IMG_29.jpg"):
+        (tmp_path / copy).write_bytes((tmp_path / "IMG_1.jpg").read_bytes())
+    coco = json.loads(ann.read_text())
+    coco["images"][2]["file_name"] = "IMG_2.jpg"  # entries 2 and 3 name one file
+    ann.write_text(json.dumps(coco))
+    for seed in range(4):
+        out = tmp_path / f"out{seed}"
+        report = build_tfrecords(BuildOptions(annotations=ann, images=tmp_path, out=out, val_fraction=0.3,
+                                              test_fraction=0.2, seed=seed, split_by=split_by))
+        assert report["split_units"]["same_files"] == 2
+        split_of = {i: name for name, ids in splits_of(out).items() for i in ids}
+        assert len({split_of[i] for i in (1, 7, 13, 29)}) == 1 and split_of[2] == split_of[3]
+        assert [g["splits"] for g in report["duplicate_images"]] == [[split_of[1]], [split_of[2]]]
+
+
+def test_a_copy_that_bridges_two_runs_joins_them():
+    units = split_units(_frames(2, 20) + [(100, 0, "IMG_1.jpg"), (101, 0, "IMG_2.jpg")], "auto")
+    assert units.units == 4  # runs of 10: ids 1-10, 11-20 (video 0), 21-30, 31-40 (video 1)
+    units.join([[1, 21, 100]])  # frame 0 of each video and a photo hold the same bytes
+    joined = {i for i, u in units.unit_of.items() if u == units.unit_of[1]}
+    assert joined == set(range(1, 11)) | set(range(21, 31)) | {100}
+    assert len(set(units.unit_of.values())) == 3 and 101 not in units.unit_of and units.same_files == 1

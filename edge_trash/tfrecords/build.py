@@ -17,7 +17,7 @@ import re
 from collections import Counter
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any, Dict, Iterable, List, Optional, Sequence, Set, Tuple
+from typing import Any, Dict, Iterable, List, Optional, Sequence, Tuple
 
 from edge_trash.atomic_files import write_bytes_atomic as _write_atomic
 from edge_trash.tfrecords.class_map import build_class_mapping, label_map_pbtxt, read_class_map
@@ -27,7 +27,7 @@ from edge_trash.tfrecords.image_paths import ImagePaths
 from edge_trash.tfrecords.images import (ImageJob, ImageResult, convert_image, missing_file_reason,
                                          read_displayed_size)
 from edge_trash.tfrecords.other_formats import images_folder_problem
-from edge_trash.tfrecords.split_units import SPLIT_BY, SplitUnits, frames_next_to_train, split_units
+from edge_trash.tfrecords.split_units import SPLIT_BY, SplitUnits, frames_next_to_train, identical_files, split_units
 from edge_trash.tfrecords.splits import assign_folds, assign_splits, shuffled
 from edge_trash.tfrecords.tf_example import ObjectBox, make_example_bytes
 from edge_trash.tfrecords.tfrecord_file import TFRecordWriter
@@ -224,10 +224,11 @@ class _ShardWriter:
             self.writer = None
 
 
-def _plan(dataset: CocoDataset, options: BuildOptions, target_of: Dict[int, Optional[int]], found: Set[int]
-          ) -> Tuple[List[Tuple[str, List[int]]], Optional[SplitUnits]]:
+def _plan(dataset: CocoDataset, options: BuildOptions, target_of: Dict[int, Optional[int]],
+          found: Dict[int, Path]) -> Tuple[List[Tuple[str, List[int]]], Optional[SplitUnits]]:
     """``[(split, image ids)]`` for the images whose file was ``found`` (a missing file takes no place
-    in val or test, nor a rare class's training image), and the units a new split kept together."""
+    in val or test, nor a rare class's training image), and the units a new split kept together:
+    runs of video frames (``--split-by``) and copies of one file."""
     classes_of: Dict[int, set] = {im.id: set() for im in dataset.images}
     source_of = {im.id: im.source for im in dataset.images}
     for box in dataset.boxes:
@@ -247,6 +248,7 @@ def _plan(dataset: CocoDataset, options: BuildOptions, target_of: Dict[int, Opti
         return [(name, members) for name, members in plan if members or name == "train"], None
     by_id = {im.id: im for im in dataset.images}
     units = split_units([(i, by_id[i].source, by_id[i].file_name, by_id[i].video) for i in ids], options.split_by)
+    units.join(identical_files({i: str(found[i]) for i in ids}))
     if options.split_by == "folder" and units.units < 2 and len(ids) > 1:
         raise BuildError("--split-by folder: every image is in the same folder, so nothing could be held out; "
                          "leave --split-by out (auto) or give --split-by image")
@@ -289,7 +291,7 @@ def build_tfrecords(options: BuildOptions, progress: bool = False) -> Dict[str, 
     images_by_id = {im.id: im for im in dataset.images}
     located = {im.id: paths[im.source].resolve(im.file_name) for im in dataset.images}
     # a broken link is missing too (its content was never fetched); a folder or a bad file is read for its reason
-    found = {iid for iid, (path, _) in located.items() if os.path.exists(path)}
+    found = {iid: path for iid, (path, _) in located.items() if os.path.exists(path)}
     plan, units = _plan(dataset, options, mapping.target_of_category, found)
 
     boxes_dropped: List[Dict[str, Any]] = [

@@ -15,10 +15,12 @@ folder); ``image`` splits image by image.
 
 from __future__ import annotations
 
+import hashlib
+import os
 import re
 from dataclasses import dataclass, field
 from pathlib import PurePosixPath
-from typing import Any, Dict, Hashable, List, Optional, Sequence, Tuple
+from typing import Any, Dict, Hashable, List, Mapping, Optional, Sequence, Tuple
 
 SPLIT_BY = ("auto", "image", "folder")
 RUNS = 40  # units to aim for when a few long videos are cut into runs of consecutive frames
@@ -62,11 +64,25 @@ class SplitUnits:
     frames: int = 0  # images recognised as frames of them
     units: int = 0  # runs, videos or folders that hold them
     example: str = ""  # one recognised file_name, for the summary
+    same_files: int = 0  # groups of entries whose files hold the same bytes, each kept in one split
 
     def as_report(self) -> Dict[str, Any]:
         """The ``split_units`` entry of report.json."""
         return {"split_by": self.split_by, "videos": self.videos, "frames": self.frames, "units": self.units,
-                "example": self.example}
+                "example": self.example, "same_files": self.same_files}
+
+    def join(self, groups: Sequence[Sequence[int]]) -> None:
+        """Keep each group of image ids (copies of one file) in one split, with the units its members
+        are in (a copy that bridges two runs of frames joins them)."""
+        for group in groups:
+            joined = [self.unit_of[i] for i in group if i in self.unit_of]
+            unit = joined[0] if joined else ("same file", group[0])
+            for other in set(joined) - {unit}:
+                for iid in [k for k, u in self.unit_of.items() if u == other]:
+                    self.unit_of[iid] = unit
+            for iid in group:
+                self.unit_of[iid] = unit
+        self.same_files = len(groups)
 
 
 def summary_line(entry: Optional[Dict[str, Any]], near: Optional[Dict[str, Any]] = None) -> str:
@@ -160,3 +176,45 @@ def split_frame_by_frame(near: Dict[str, Any]) -> bool:
     """Whether ``frames_next_to_train`` shows a split made frame by frame: half or more of the held-out
     frames beside a training one (runs of ``MIN_RUN`` frames or more touch train at two ends at most)."""
     return 2 * near.get("next_to_train", 0) >= near.get("held_out_frames", 0) > 0
+
+
+def _digest(path: str, limit: Optional[int] = None) -> bytes:
+    """BLAKE2b of the file's first ``limit`` bytes (all of it without one)."""
+    h = hashlib.blake2b(digest_size=20)
+    with open(path, "rb") as f:
+        if limit is not None:
+            h.update(f.read(limit))
+        else:
+            for chunk in iter(lambda: f.read(1 << 20), b""):
+                h.update(chunk)
+    return h.digest()
+
+
+def identical_files(paths: Mapping[int, str]) -> List[List[int]]:
+    """Groups of image ids whose files hold the same bytes: a photo copied under two names, or one file
+    named by two entries. Only files of equal size are read (their first 64 KiB, then all of those
+    that still agree), so a set of photos of distinct sizes costs one ``stat`` each."""
+    by_size: Dict[int, List[int]] = {}
+    for iid, path in paths.items():
+        try:
+            by_size.setdefault(os.stat(path).st_size, []).append(iid)
+        except OSError:  # unreadable: its conversion says why
+            continue
+    groups: List[List[int]] = []
+    for ids in by_size.values():
+        candidates = [ids]
+        for limit in (1 << 16, None):
+            narrowed = []
+            for members in candidates:
+                if len(members) < 2:
+                    continue
+                by_digest: Dict[bytes, List[int]] = {}
+                for iid in members:
+                    try:
+                        by_digest.setdefault(_digest(paths[iid], limit), []).append(iid)
+                    except OSError:
+                        continue
+                narrowed += [m for m in by_digest.values() if len(m) > 1]
+            candidates = narrowed
+        groups += candidates
+    return sorted(sorted(g) for g in groups)
