@@ -300,6 +300,8 @@ def test_cli_reports_bad_file_without_traceback(tmp_path):
      "--val-fraction 0.6 + --test-fraction 0.5 leave no image to train on: their sum must be below 1"),
     (["--folds", "50", "--test-fraction", "0.5"],
      "--folds 50: only 10 images are left for the folds after --test-fraction 0.5 (of 20 usable); give fewer folds"),
+    (["--keep-splits", "--split-by", "folder"],
+     "--keep-splits and --split-by folder do not combine: the files already fix the splits"),
 ])
 def test_split_options_that_cannot_be_met_get_one_clear_error(tmp_path, options, message):
     from click.testing import CliRunner
@@ -308,8 +310,8 @@ def test_split_options_that_cannot_be_met_get_one_clear_error(tmp_path, options,
 
     images = tmp_path / "img"
     images.mkdir()
-    for i in range(20):
-        Image.new("RGB", (32, 24), (200, 40, 40)).save(images / f"{i}.jpg")
+    for i in range(20):  # distinct pictures: copies of one file would move between splits as one
+        Image.new("RGB", (32, 24), (200, 10 * i, 40)).save(images / f"{i}.jpg")
     ann = tmp_path / "ann.json"
     ann.write_text(json.dumps({
         "images": [{"id": i, "file_name": f"{i}.jpg", "width": 32, "height": 24} for i in range(20)],

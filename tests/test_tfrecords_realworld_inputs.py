@@ -1513,7 +1513,7 @@ def test_missing_photos_take_no_place_in_the_splits_and_unlearnable_classes_are_
         annotations.append({"id": i, "image_id": i, "category_id": 1 if i < 40 else 2, "bbox": [4, 4, 20, 20]})
         if i % 2 or i == 40:  # the odd ones and the only cup are missing
             continue
-        _jpeg(tmp_path / "img" / f"{i}.jpg", (64, 48))
+        _jpeg(tmp_path / "img" / f"{i}.jpg", (64, 48), (6 * i, 40, 40))  # distinct: copies move as one
     ann = tmp_path / "ann.json"
     ann.write_text(json.dumps({"images": images, "annotations": annotations,
                                "categories": [{"id": 1, "name": "can"}, {"id": 2, "name": "cup"}]}))

@@ -143,6 +143,9 @@ class BuildOptions:
                 raise BuildError(problem)
         if self.split_by not in SPLIT_BY:
             raise BuildError(f"--split-by must be one of {', '.join(SPLIT_BY)}, got {self.split_by!r}")
+        if self.keep_splits and self.split_by != "auto":
+            raise BuildError(f"--keep-splits and --split-by {self.split_by} do not combine: the files already fix "
+                             "the splits")
         if self.keep_splits and self.folds:
             raise BuildError("--keep-splits and --folds do not combine: the files already fix the splits")
         if self.max_size < 32:
