@@ -626,16 +626,13 @@ def frames_flag(where: str, images: Sequence[Tuple[Any, int, str]], split_of: Di
                 fix: str) -> Tuple[Dict[str, Any], List[Dict[str, Any]]]:
     """``(frames_next_to_train, flags)`` for images of several splits: a flag when half or more of the
     val/test video frames have a neighbouring frame in train (near copies inflate held-out scores)."""
-    from edge_trash.tfrecords.split_units import frames_next_to_train, split_frame_by_frame
+    from edge_trash.tfrecords.split_units import frames_leak_message, frames_next_to_train, split_frame_by_frame
 
     near = frames_next_to_train(images, split_of)
     if not split_frame_by_frame(near):
         return near, []
-    message = (f"{near['next_to_train']} of {near['held_out_frames']} val/test video frames sit next to a frame of "
-               f"the same video in train (e.g. {near['example']!r}): near copies, so held-out scores are inflated; "
-               f"{fix}")
     return near, [{"kind": "frames_next_to_train", "where": where, "count": near["next_to_train"],
-                   "message": message, "items": [near["example"]]}]
+                   "message": frames_leak_message(near, fix), "items": [near["example"]]}]
 
 
 def analyze(annotations: "Optional[os.PathLike | str | Sequence[os.PathLike | str]]" = None,
@@ -714,8 +711,8 @@ def analyze(annotations: "Optional[os.PathLike | str | Sequence[os.PathLike | st
                                 **finish(source, annotation_problems(dataset))}
         split_names = [src.split for src in dataset.sources]
         if "train" in split_names and None not in split_names and len(set(split_names)) > 1:  # an export's splits
-            near, flags = frames_flag("annotations", [(im.id, im.source, im.file_name, im.video) for im in dataset.images],
-                                      {im.id: split_names[im.source] for im in dataset.images},
+            entries = [(im.id, im.source, im.file_name, im.video) for im in dataset.images]
+            near, flags = frames_flag("annotations", entries, {im.id: split_names[im.source] for im in dataset.images},
                                       "build-tfrecords without --keep-splits splits whole runs of frames")
             stats["annotations"]["frames_next_to_train"] = near
             stats["flags"].extend(flags)
@@ -726,17 +723,17 @@ def analyze(annotations: "Optional[os.PathLike | str | Sequence[os.PathLike | st
             if labels_file.is_file() else []
         stats["tfrecords"] = {"dir": str(root), "labels": labels, "splits": {}}
         planned = _planned_records(root)
-        entries: List[Tuple[Any, int, str]] = []
+        records: List[Tuple[Any, int, str]] = []  # (position, 0, file name) of every record
         split_of: Dict[Any, str] = {}
         for split, files in shards.items():
             total = sum(planned[f.name] for f in files) if all(f.name in planned for f in files) else None
             source = _record_source(split, files, labels, read_images=True, progress=progress, total=total)
             stats["tfrecords"]["splits"][split] = {"shards": [f.name for f in files], **finish(source)}
             for im in source.images:
-                split_of[len(entries)] = split
-                entries.append((len(entries), 0, im.file_name))
+                split_of[len(records)] = split
+                records.append((len(records), 0, im.file_name))
         if "train" in shards and len(shards) > 1:
-            near, flags = frames_flag("tfrecords", entries, split_of,
+            near, flags = frames_flag("tfrecords", records, split_of,
                                       "rebuild with build-tfrecords (--split-by auto splits whole runs of frames)")
             stats["tfrecords"]["frames_next_to_train"] = near
             stats["flags"].extend(flags)

@@ -27,7 +27,8 @@ from edge_trash.tfrecords.image_paths import ImagePaths
 from edge_trash.tfrecords.images import (ImageJob, ImageResult, convert_image, missing_file_reason,
                                          read_displayed_size)
 from edge_trash.tfrecords.other_formats import images_folder_problem
-from edge_trash.tfrecords.split_units import SPLIT_BY, SplitUnits, frames_next_to_train, identical_files, split_units
+from edge_trash.tfrecords.split_units import (SPLIT_BY, SplitUnits, frames_next_to_train, identical_files,
+                                              split_units)
 from edge_trash.tfrecords.splits import assign_folds, assign_splits, shuffled
 from edge_trash.tfrecords.tf_example import ObjectBox, make_example_bytes
 from edge_trash.tfrecords.tfrecord_file import TFRecordWriter
@@ -250,7 +251,8 @@ def _plan(dataset: CocoDataset, options: BuildOptions, target_of: Dict[int, Opti
         plan = [(name, shuffled(members, options.seed)) for name, members in kept.items()]
         return [(name, members) for name, members in plan if members or name == "train"], None
     by_id = {im.id: im for im in dataset.images}
-    units = split_units([(i, by_id[i].source, by_id[i].file_name, by_id[i].video) for i in ids], options.split_by)
+    units = split_units([(i, by_id[i].source, by_id[i].file_name, by_id[i].video) for i in ids],
+                        options.split_by)
     units.join(identical_files({i: str(found[i]) for i in ids}))
     if options.split_by == "folder" and units.units < 2 and len(ids) > 1:
         raise BuildError("--split-by folder: every image is in the same folder, so nothing could be held out; "

@@ -64,6 +64,7 @@ def _not_in_train_warning(report: Dict[str, Any]) -> str:
     missing = report["classes_not_in_train"]
     skipped = [n for n in missing if not boxes[n]]
     held = [n for n in missing if boxes[n]]
+
     def names(items: List[str], shown: int = 8) -> str:
         more = f" and {len(items) - shown} more" if len(items) > shown else ""
         return ", ".join(items[:shown]) + more
@@ -82,14 +83,13 @@ def _not_in_train_warning(report: Dict[str, Any]) -> str:
 def summarize(report: Dict[str, Any], out: Path, seconds: float) -> str:
     """The human summary printed at the end of a build."""
     from edge_trash.tfrecords.build import counted, reasons_by_kind, split_counts
+    from edge_trash.tfrecords.split_units import frames_leak_message, split_frame_by_frame, summary_line
 
     lines = []
     lines.append(f"images: {report['images_written']} written, {len(report['images_skipped'])} skipped "
                  f"of {report['images_total']}; boxes: {report['boxes_written']} written, "
                  f"{len(report['boxes_dropped'])} dropped, {report['boxes_clipped']} clipped of {report['boxes_total']}")
     lines.append(f"splits: {split_counts(report['splits'])}")
-    from edge_trash.tfrecords.split_units import split_frame_by_frame, summary_line
-
     near = report.get("frames_next_to_train") or {}
     units = summary_line(report.get("split_units"), near)
     if units:
@@ -98,9 +98,7 @@ def summarize(report: Dict[str, Any], out: Path, seconds: float) -> str:
     chosen = ("leave --keep-splits out" if options.get("keep_splits")
               else "leave --split-by out" if options.get("split_by") == "image" else "")
     if chosen and split_frame_by_frame(near):
-        lines.append(f"warning: {near['next_to_train']} of {near['held_out_frames']} val/test video frames sit next "
-                     f"to a frame of the same video in train (e.g. {near['example']!r}): near copies, so held-out "
-                     f"scores are inflated; {chosen} to split whole runs of frames")
+        lines.append(f"warning: {frames_leak_message(near, chosen + ' to split whole runs of frames')}")
     lines.append(_classes_line(report["classes"]))
     for key, label in (("classes_folded_into_other", "folded into 'other'"),
                        ("classes_dropped_rare", "dropped as rare"), ("classes_unused", "without boxes (left out)"),
@@ -194,8 +192,8 @@ def summarize(report: Dict[str, Any], out: Path, seconds: float) -> str:
 @click.option("--quiet", is_flag=True, help="No progress bar.")
 def build_tfrecords(annotations: Tuple[Path, ...], images: Tuple[Path, ...], keep_splits: bool, out: Path,
                     class_map: Optional[Path], supercategories: bool, min_instances: int, rare: str,
-                    val_fraction: float, test_fraction: float, split_by: str, folds: int, max_size: int, max_pixels: int,
-                    quality: int, shard_size: int, workers: Optional[int], seed: int, strict: bool,
+                    val_fraction: float, test_fraction: float, split_by: str, folds: int, max_size: int,
+                    max_pixels: int, quality: int, shard_size: int, workers: Optional[int], seed: int, strict: bool,
                     quiet: bool) -> None:
     """Convert a COCO detection dataset into validated, sharded TFRecords.
 
@@ -217,9 +215,9 @@ def build_tfrecords(annotations: Tuple[Path, ...], images: Tuple[Path, ...], kee
     options = BuildOptions(annotations=list(annotations), images=list(images) or None, out=out,
                            keep_splits=keep_splits, class_map=class_map, supercategories=supercategories,
                            min_instances=min_instances, rare=rare,
-                           val_fraction=val_fraction, test_fraction=test_fraction, split_by=split_by, folds=folds, max_size=max_size,
-                           max_pixels=max_pixels, quality=quality, shard_size=shard_size, workers=workers,
-                           seed=seed, strict=strict)
+                           val_fraction=val_fraction, test_fraction=test_fraction, split_by=split_by, folds=folds,
+                           max_size=max_size, max_pixels=max_pixels, quality=quality, shard_size=shard_size,
+                           workers=workers, seed=seed, strict=strict)
     start = time.monotonic()
     if not quiet:
         announce_big_annotations(annotations)

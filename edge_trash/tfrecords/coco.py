@@ -356,7 +356,8 @@ def _parse_images(raw: List[Any], size_of: Optional[SizeReader] = None, sources:
         first_names[shown] = name
         if text is not None:
             text_ids[text] = iid
-        images.append(ImageRecord(iid, name, int(w), int(h), sources[i] if sources else 0, video_of_entry(im, iid)))
+        images.append(ImageRecord(iid, name, int(w), int(h), sources[i] if sources else 0,
+                                  video_of_entry(im, iid)))
     return images, rejected, size_notes, text_ids
 
 

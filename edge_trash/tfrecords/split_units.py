@@ -172,6 +172,12 @@ def frames_next_to_train(images: Sequence[Entry], split_of: Dict[Any, str]) -> D
     return {"held_out_frames": held, "next_to_train": near, "example": example}
 
 
+def frames_leak_message(near: Dict[str, Any], fix: str) -> str:
+    """What ``frames_next_to_train`` means for held-out scores, ending with ``fix``."""
+    return (f"{near['next_to_train']} of {near['held_out_frames']} val/test video frames sit next to a frame of the "
+            f"same video in train (e.g. {near['example']!r}): near copies, so held-out scores are inflated; {fix}")
+
+
 def split_frame_by_frame(near: Dict[str, Any]) -> bool:
     """Whether ``frames_next_to_train`` shows a split made frame by frame: half or more of the held-out
     frames beside a training one (runs of ``MIN_RUN`` frames or more touch train at two ends at most)."""
