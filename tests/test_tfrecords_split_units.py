@@ -53,16 +53,17 @@ def test_a_few_long_videos_are_cut_into_runs_and_many_videos_stay_whole():
         "consecutive frames, not frame by frame (--split-by image)")
     assert summary_line(many.as_report(), {"held_out_frames": 48, "next_to_train": 0, "example": ""}) == (
         "note: 200 images are frames of 50 videos (file names like 'vid_0_frame00000.jpg'), split as whole "
-        "videos, not frame by frame (--split-by image): only 0 of 48 val/test frames sit next to a training "
-        "frame (a near copy), where runs meet")
+        "videos, not frame by frame (--split-by image): no val/test frame sits next to a training frame (a near "
+        "copy)")
     assert summary_line(split_units([(1, 0, "a.jpg")], "auto").as_report()) == ""
 
 
-def test_same_named_frames_of_two_annotation_files_are_two_videos():
-    """CVAT names every video task's frames frame_000000.PNG..: two exported tasks are two videos."""
-    units = split_units([(1, 0, "frame_000000.PNG"), (2, 0, "frame_000001.PNG"),
-                         (3, 1, "frame_000000.PNG"), (4, 1, "frame_000001.PNG")], "auto")
-    assert units.videos == 2 and units.unit_of[1] != units.unit_of[3]
+def test_a_video_split_across_two_annotation_files_is_one_video():
+    """A dataset's train and val files may hold frames of one video: they must not be held apart (two
+    CVAT tasks whose frames share names are joined too, which only makes the runs coarser)."""
+    units = split_units([(1, 0, "vid_3_frame1.jpg"), (2, 0, "vid_3_frame2.jpg"),
+                         (3, 1, "vid_3_frame3.jpg"), (4, 1, "vid_3_frame4.jpg")], "auto")
+    assert units.videos == 1 and len({units.unit_of[i] for i in range(1, 5)}) == 1
 
 
 def _leaks(split, neighbours):

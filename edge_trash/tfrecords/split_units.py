@@ -97,7 +97,9 @@ def summary_line(entry: Optional[Dict[str, Any]], near: Optional[Dict[str, Any]]
     videos = f"{entry['videos']} {'video' if entry['videos'] == 1 else 'videos'}"
     kept = "whole videos" if entry["units"] == entry["videos"] else f"{entry['units']} runs of consecutive frames"
     touching = ""
-    if near and near["held_out_frames"]:
+    if near and near["held_out_frames"] and not near["next_to_train"]:
+        touching = ": no val/test frame sits next to a training frame (a near copy)"
+    elif near and near["held_out_frames"]:
         touching = (f": only {near['next_to_train']} of {near['held_out_frames']} val/test frames sit next to a "
                     "training frame (a near copy), where runs meet")
     return (f"note: {entry['frames']} images are frames of {videos} (file names like {entry['example']!r}), split "
@@ -136,7 +138,9 @@ def split_units(images: Sequence[Entry], split_by: str, runs: int = RUNS) -> Spl
     for entry in images:
         found = _frame(entry)
         if found is not None:
-            frames.setdefault(f"{entry[1]}:{found[0]}", []).append((found[1], entry[0]))
+            # one video across annotation files: a dataset's train and val files may share a video, and
+            # joining two that only share a name (CVAT's frame_000000.PNG per task) just makes coarser runs
+            frames.setdefault(found[0], []).append((found[1], entry[0]))
             names[entry[0]] = entry[2]
     frames = {video: items for video, items in frames.items() if len(items) > 1}  # a lone frame moves alone
     if frames:
