@@ -112,12 +112,28 @@ def _runs(frames: Dict[str, List[Tuple[int, int]]], runs: int) -> Dict[int, Hash
     shorter than ``MIN_RUN`` frames (a short video stays whole)."""
     total = sum(len(f) for f in frames.values())
     unit_of: Dict[int, Hashable] = {}
-    for video, items in frames.items():
-        items.sort()
+    for video, items in frames.items():  # each in frame order
         pieces = 1 if len(frames) >= runs else max(1, min(len(items) // MIN_RUN, round(runs * len(items) / total)))
         for k, (_, iid) in enumerate(items):
             unit_of[iid] = ("frames", video, k * pieces // len(items))
     return unit_of
+
+
+def _videos(images: Sequence[Entry]) -> Tuple[Dict[str, List[Tuple[int, Any]]], Dict[Any, str]]:
+    """``({video: [(frame number, image id)] in frame order}, {image id: file_name})`` for the entries
+    that are video frames. A video is one across annotation files: a dataset's train and val files may
+    share it, and joining two that only share a name (CVAT's frame_000000.PNG per task) just makes
+    coarser runs."""
+    videos: Dict[str, List[Tuple[int, Any]]] = {}
+    names: Dict[Any, str] = {}
+    for entry in images:
+        found = _frame(entry)
+        if found is not None:
+            videos.setdefault(found[0], []).append((found[1], entry[0]))
+            names[entry[0]] = entry[2]
+    for items in videos.values():
+        items.sort()
+    return videos, names
 
 
 def split_units(images: Sequence[Entry], split_by: str, runs: int = RUNS) -> SplitUnits:
@@ -133,15 +149,7 @@ def split_units(images: Sequence[Entry], split_by: str, runs: int = RUNS) -> Spl
                           for iid, source, name, *_ in images}
         result.units = len(set(result.unit_of.values()))
         return result
-    frames: Dict[str, List[Tuple[int, int]]] = {}
-    names = {}
-    for entry in images:
-        found = _frame(entry)
-        if found is not None:
-            # one video across annotation files: a dataset's train and val files may share a video, and
-            # joining two that only share a name (CVAT's frame_000000.PNG per task) just makes coarser runs
-            frames.setdefault(found[0], []).append((found[1], entry[0]))
-            names[entry[0]] = entry[2]
+    frames, names = _videos(images)
     frames = {video: items for video, items in frames.items() if len(items) > 1}  # a lone frame moves alone
     if frames:
         result.example = names[next(iter(frames.values()))[0][1]]
@@ -155,17 +163,10 @@ def frames_next_to_train(images: Sequence[Entry], split_of: Dict[Any, str]) -> D
     """How many val/test video frames have a neighbouring frame of the same video in train: near copies
     that inflate held-out scores (a split made frame by frame, as a Roboflow export's is). Frames are
     matched by name across annotation files, since an export's train and valid files share videos."""
-    videos: Dict[str, List[Tuple[int, int]]] = {}
-    names = {}
-    for entry in images:
-        found = _frame(entry)
-        if found is not None and entry[0] in split_of:
-            videos.setdefault(found[0], []).append((found[1], entry[0]))
-            names[entry[0]] = entry[2]
+    videos, names = _videos([entry for entry in images if entry[0] in split_of])
     held = near = 0
     example = ""
     for items in videos.values():
-        items.sort()
         for k, (_, iid) in enumerate(items):
             if split_of[iid] == "train":
                 continue
