@@ -30,7 +30,7 @@ from edge_trash.atomic_files import write_bytes_atomic as _write_atomic
 from edge_trash.tfrecords import feature_keys as K
 from edge_trash.tfrecords.class_map import categories_sharing_a_name, similar_names, similar_names_warning
 from edge_trash.tfrecords.analyze_report import render_report, write_plots
-from edge_trash.tfrecords.build import SHARD_RE, counted as _n
+from edge_trash.tfrecords.build import SHARD_RE, counted as _n, examples as _examples
 from edge_trash.tfrecords.coco import CocoDataset, Rejected, load_coco_files
 from edge_trash.tfrecords.other_formats import images_folder_problem
 from edge_trash.tfrecords.tf_example import parse_example
@@ -496,10 +496,6 @@ def brightness_stats(images: List[ImageEntry], luma: Dict[Any, float], unreadabl
         "per_image": {str(k): _r(v, 2) for k, v in luma.items()},
     }
 
-
-def _examples(items: Sequence[Any], limit: int = 5) -> str:
-    shown = ", ".join(str(i) for i in items[:limit])
-    return shown + (f" and {len(items) - limit} more" if len(items) > limit else "")
 
 
 def find_flags(where: str, stats: Dict[str, Any], th: Thresholds,

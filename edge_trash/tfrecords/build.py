@@ -62,6 +62,12 @@ def counted(count: int, one: str, many: str) -> str:
     return f"{count} {one if count == 1 else many}"
 
 
+def examples(items: Sequence[Any], limit: int = 5) -> str:
+    """The first ``limit`` items and how many more: ``"a, b, c and 4 more"``."""
+    shown = ", ".join(str(i) for i in items[:limit])
+    return shown + (f" and {len(items) - limit} more" if len(items) > limit else "")
+
+
 def split_counts(splits: Dict[str, Dict[str, int]]) -> str:
     """``"train 30 images / 95 boxes, val 1 image / 2 boxes"`` for ``{split: {images, boxes}}``."""
     return ", ".join(f"{name} {counted(s['images'], 'image', 'images')} / {counted(s['boxes'], 'box', 'boxes')}"

@@ -58,22 +58,17 @@ def _classes_line(classes: List[Dict[str, Any]], shown: int = 12) -> str:
 
 def _not_in_train_warning(report: Dict[str, Any]) -> str:
     """The classes with no box in train, each with why: all its images skipped, or held out only."""
-    from edge_trash.tfrecords.build import counted
+    from edge_trash.tfrecords.build import counted, examples
 
     boxes = {c["name"]: c["boxes"] for c in report["classes"]}
     missing = report["classes_not_in_train"]
     skipped = [n for n in missing if not boxes[n]]
     held = [n for n in missing if boxes[n]]
-
-    def names(items: List[str], shown: int = 8) -> str:
-        more = f" and {len(items) - shown} more" if len(items) > shown else ""
-        return ", ".join(items[:shown]) + more
-
     why = []
     if skipped:
-        why.append(f"{names(skipped)} (every image with one was skipped: see images_skipped in report.json)")
+        why.append(f"{examples(skipped, 8)} (every image with one was skipped: see images_skipped in report.json)")
     if held:
-        why.append(f"{names(held)} (only in " + ("the given val/test files" if report["options"].get(
+        why.append(f"{examples(held, 8)} (only in " + ("the given val/test files" if report["options"].get(
             "keep_splits") else "val/test") + ")")
     return (f"warning: {counted(len(missing), 'class has', 'classes have')} no box in train, so the model "
             f"cannot learn {'it' if len(missing) == 1 else 'them'}: " + "; ".join(why)
