@@ -250,10 +250,10 @@ def test_identical_files_are_found_by_size_then_bytes(tmp_path):
     files = {1: body, 2: body[:-1] + b"x", 3: body, 4: b"short", 5: body[:-1] + b"x"}
     for iid, data in files.items():
         (tmp_path / f"{iid}.bin").write_bytes(data)
-    paths = {iid: str(tmp_path / f"{iid}.bin") for iid in files}
-    paths[6] = paths[4]  # two entries naming one file
-    paths[7] = str(tmp_path / "missing.bin")
-    assert identical_files(paths) == [[1, 3], [2, 5], [4, 6]]
+    sized = {iid: (str(tmp_path / f"{iid}.bin"), len(data)) for iid, data in files.items()}
+    sized[6] = sized[4]  # two entries naming one file
+    sized[7] = (str(tmp_path / "gone.bin"), len(body))  # removed since its size was read: skipped
+    assert identical_files(sized) == [[1, 3], [2, 5], [4, 6]]
 
 
 @pytest.mark.parametrize("split_by", ["auto", "image"])

@@ -234,11 +234,23 @@ class _ShardWriter:
             self.writer = None
 
 
+def _sizes_of_found(located: Dict[int, Tuple[Path, Optional[str]]]) -> Dict[int, Tuple[Path, int]]:
+    """``{image id: (path, size)}`` for the files that are there, one ``stat`` each. A broken link is
+    missing too (its content was never fetched); a folder or a bad file is read for its reason."""
+    found = {}
+    for iid, (path, _) in located.items():
+        try:
+            found[iid] = (path, os.stat(path).st_size)
+        except (OSError, ValueError):  # ValueError: a NUL in the name
+            continue
+    return found
+
+
 def _plan(dataset: CocoDataset, options: BuildOptions, target_of: Dict[int, Optional[int]],
-          found: Dict[int, Path]) -> Tuple[List[Tuple[str, List[int]]], Optional[SplitUnits]]:
-    """``[(split, image ids)]`` for the images whose file was ``found`` (a missing file takes no place
-    in val or test, nor a rare class's training image), and the units a new split kept together:
-    runs of video frames (``--split-by``) and copies of one file."""
+          found: Dict[int, Tuple[Path, int]]) -> Tuple[List[Tuple[str, List[int]]], Optional[SplitUnits]]:
+    """``[(split, image ids)]`` for the images whose file was ``found`` (``{id: (path, size)}``; a
+    missing file takes no place in val or test, nor a rare class's training image), and the units a
+    new split kept together: runs of video frames (``--split-by``) and copies of one file."""
     classes_of: Dict[int, set] = {im.id: set() for im in dataset.images}
     source_of = {im.id: im.source for im in dataset.images}
     for box in dataset.boxes:
@@ -259,7 +271,7 @@ def _plan(dataset: CocoDataset, options: BuildOptions, target_of: Dict[int, Opti
     by_id = {im.id: im for im in dataset.images}
     units = split_units([(i, by_id[i].source, by_id[i].file_name, by_id[i].video) for i in ids],
                         options.split_by)
-    units.join(identical_files({i: str(found[i]) for i in ids}))
+    units.join(identical_files({i: (str(found[i][0]), found[i][1]) for i in ids}))
     if options.split_by == "folder" and units.units < 2 and len(ids) > 1:
         raise BuildError("--split-by folder: every image is in the same folder, so nothing could be held out; "
                          "leave --split-by out (auto) or give --split-by image")
@@ -301,8 +313,7 @@ def build_tfrecords(options: BuildOptions, progress: bool = False) -> Dict[str, 
     names = mapping.names
     images_by_id = {im.id: im for im in dataset.images}
     located = {im.id: paths[im.source].resolve(im.file_name) for im in dataset.images}
-    # a broken link is missing too (its content was never fetched); a folder or a bad file is read for its reason
-    found = {iid: path for iid, (path, _) in located.items() if os.path.exists(path)}
+    found = _sizes_of_found(located)
     plan, units = _plan(dataset, options, mapping.target_of_category, found)
 
     boxes_dropped: List[Dict[str, Any]] = [

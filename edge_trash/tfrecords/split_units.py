@@ -16,7 +16,6 @@ folder); ``image`` splits image by image.
 from __future__ import annotations
 
 import hashlib
-import os
 import re
 from dataclasses import dataclass, field
 from pathlib import PurePosixPath
@@ -201,16 +200,14 @@ def _digest(path: str, limit: Optional[int] = None) -> bytes:
     return h.digest()
 
 
-def identical_files(paths: Mapping[int, str]) -> List[List[int]]:
-    """Groups of image ids whose files hold the same bytes: a photo copied under two names, or one file
-    named by two entries. Only files of equal size are read (their first 64 KiB, then all of those
-    that still agree), so a set of photos of distinct sizes costs one ``stat`` each."""
+def identical_files(files: Mapping[int, Tuple[str, int]]) -> List[List[int]]:
+    """Groups of image ids whose files (``{image id: (path, size in bytes)}``) hold the same bytes: a
+    photo copied under two names, or one file named by two entries. Only files of equal size are read
+    (their first 64 KiB, then all of those that still agree), so photos of distinct sizes cost nothing."""
     by_size: Dict[int, List[int]] = {}
-    for iid, path in paths.items():
-        try:
-            by_size.setdefault(os.stat(path).st_size, []).append(iid)
-        except OSError:  # unreadable: its conversion says why
-            continue
+    for iid, (_, size) in files.items():
+        by_size.setdefault(size, []).append(iid)
+    paths = {iid: path for iid, (path, _) in files.items()}
     groups: List[List[int]] = []
     for ids in by_size.values():
         candidates = [ids]
@@ -223,7 +220,7 @@ def identical_files(paths: Mapping[int, str]) -> List[List[int]]:
                 for iid in members:
                     try:
                         by_digest.setdefault(_digest(paths[iid], limit), []).append(iid)
-                    except OSError:
+                    except OSError:  # unreadable: its conversion says why
                         continue
                 narrowed += [m for m in by_digest.values() if len(m) > 1]
             candidates = narrowed
