@@ -543,14 +543,14 @@ def find_flags(where: str, stats: Dict[str, Any], th: Thresholds,
     skipped = [m for m in mismatch if m["build_skips"]]
     if skipped:
         add("size_mismatch_skipped", [m["image_id"] for m in skipped],
-            f"{_n(len(skipped), 'image file does', 'image files do')} not have the size (nor the aspect ratio) their JSON "
-            "entry gives; "
-            "build-tfrecords will skip them: " + _examples([f"{m['file_name']}: {m['what']}" for m in skipped], 3))
+            f"{_n(len(skipped), 'image file does', 'image files do')} not have the size (nor the aspect ratio) "
+            "their JSON entry gives; build-tfrecords will skip them: "
+            + _examples([f"{m['file_name']}: {m['what']}" for m in skipped], 3))
     if len(mismatch) > len(skipped):
         adjusted = [m for m in mismatch if not m["build_skips"]]
         add("size_mismatch_adjusted", [m["image_id"] for m in adjusted],
-            f"{_n(len(adjusted), 'image file differs', 'image files differ')} in size from their JSON entry in a way build-tfrecords can "
-            "follow: " + _examples([f"{m['file_name']}: {m['what']}" for m in adjusted], 3))
+            f"{_n(len(adjusted), 'image file differs', 'image files differ')} in size from their JSON entry in "
+            "a way build-tfrecords can follow: " + _examples([f"{m['file_name']}: {m['what']}" for m in adjusted], 3))
     outliers = stats["image_sizes"]["outliers"]
     if outliers:
         add("image_size_outliers", [o["image_id"] for o in outliers],
@@ -569,8 +569,8 @@ def find_flags(where: str, stats: Dict[str, Any], th: Thresholds,
         if problems.get("bbox_format_warning"):
             add("bbox_format", [], problems["bbox_format_warning"])
         if problems["boxes_clipped"]:
-            add("clipped_boxes", [], _n(problems["boxes_clipped"], "box runs past its image and is", "boxes run past their image and are")
-                + " clipped to it")
+            add("clipped_boxes", [], _n(problems["boxes_clipped"], "box runs past its image and is",
+                                        "boxes run past their image and are") + " clipped to it")
             flags[-1]["count"] = problems["boxes_clipped"]
         if problems["images_rejected"]:
             add("rejected_images", [r["record_id"] for r in problems["images_rejected"]],
@@ -578,13 +578,12 @@ def find_flags(where: str, stats: Dict[str, Any], th: Thresholds,
                 + _examples([r["reason"] for r in problems["images_rejected"]], 3))
         if problems["image_sizes_read_from_files"]:
             add("image_sizes_read_from_files", list(problems["image_sizes_read_from_files"]),
-                f"{_n(len(problems['image_sizes_read_from_files']), 'image entry has', 'image entries have')} no usable "
-                "width/height: "
-                "their sizes were read from the image files (fix the JSON to match)")
+                _n(len(problems["image_sizes_read_from_files"]), "image entry has", "image entries have")
+                + " no usable width/height: their sizes were read from the image files (fix the JSON to match)")
         if problems["duplicate_annotation_ids"]:
             add("duplicate_annotation_ids", list(problems["duplicate_annotation_ids"]),
-                f"{_n(len(problems['duplicate_annotation_ids']), 'annotation id is', 'annotation ids are')} used more than "
-                "once: "
+                _n(len(problems["duplicate_annotation_ids"]), "annotation id is", "annotation ids are")
+                + " used more than once: "
                 + _examples(problems["duplicate_annotation_ids"]))
         for group in problems.get("categories_sharing_a_name", []):
             ids = group["category_ids"]

@@ -140,8 +140,8 @@ def summarize(report: Dict[str, Any], out: Path, seconds: float) -> str:
         lines.append(f"hint: {hint['images']} images were found under {hint['folder']}, the folder their file_name "
                      f"is relative to: give --images {hint['folder']} to spare the search")
     mb = report["bytes_written"] / 1e6
-    lines.append(f"build-tfrecords: wrote {counted(len(report['shards']), 'shard', 'shards')} ({mb:.1f} MB), labels.txt, "
-                 f"label_map.pbtxt, splits.json, report.json to {out} in {seconds:.1f}s")
+    lines.append(f"build-tfrecords: wrote {counted(len(report['shards']), 'shard', 'shards')} ({mb:.1f} MB), "
+                 f"labels.txt, label_map.pbtxt, splits.json, report.json to {out} in {seconds:.1f}s")
     return "\n".join(lines)
 
 
