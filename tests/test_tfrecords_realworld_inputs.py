@@ -152,6 +152,108 @@ def test_build_reads_windows_and_foreign_paths_and_says_so(tmp_path):
     assert colours == {1: "red", 2: "blue"}
 
 
+def test_a_name_in_several_split_folders_is_read_from_the_annotation_files_split(tmp_path):
+    root = tmp_path / "ds"
+    for rel in ("train/1.jpg", "val/1.jpg", "val2017/2.jpg", "train2017/2.jpg", "trainval/3.jpg", "val/3.jpg",
+                "train/4.jpg", "extra/5.jpg", "val/5.jpg", "test/6.jpg"):
+        _jpeg(root / rel, (64, 48))
+    paths = ImagePaths(root)
+    assert paths.resolve("1.jpg")[0] == root / "1.jpg"  # no split said: two candidates, found nowhere
+    assert "2 files under the images folder have its name" in paths.resolve("1.jpg")[1]
+    for name, split, used in (("1.jpg", "train", "train/1.jpg"), ("1.jpg", "val", "val/1.jpg"),
+                              ("2.jpg", "val", "val2017/2.jpg"), ("2.jpg", "train", "train2017/2.jpg"),
+                              ("3.jpg", "val", "val/3.jpg"), ("5.jpg", "val", "val/5.jpg")):
+        path, note = paths.resolve(name, split)
+        assert path == root / used, (name, split)
+        assert note == (f"file_name {name!r} not found as given; read {used!r}, of the 2 files of that name under "
+                        f"the images folder the one in the folder of this annotation file's split ({split})")
+    # in no split's folder ('trainval' says neither; 'extra' nothing): the one left when the split's is not there
+    assert paths.resolve("3.jpg", "train")[0] == root / "trainval/3.jpg"
+    assert paths.resolve("5.jpg", "train")[0] == root / "extra/5.jpg"
+    # the only file of that name is another split's: another photo that reuses the name, not this one
+    for name, split, there in (("4.jpg", "val", "'train/4.jpg'"), ("6.jpg", "train", "'test/6.jpg'")):
+        path, note = paths.resolve(name, split)
+        assert path == root / name
+        assert note == (f"the only file of that name under the images folder ({there}) is in another split's "
+                        f"folder, while this annotation file is for {split}: probably another photo of the same "
+                        "name (datasets that number each split from 1 reuse names); if it is this one, write its "
+                        "sub-folder into file_name")
+    assert paths.resolve("4.jpg")[0] == root / "train/4.jpg"  # a file that says no split: as before
+    assert paths.resolve("train/1.jpg", "val")[0] == root / "train/1.jpg"  # a folder written out is what it says
+
+
+def test_coco_layout_builds_each_split_from_its_own_folder(tmp_path):
+    """COCO's layout (and TrashCan's, and any dataset numbering each split from 1): the JSON files
+    in ``annotations/``, the photos in ``train/`` and ``val/`` beside it, the same names in both."""
+    from click.testing import CliRunner
+
+    from edge_trash.cli import cli
+    from edge_trash.tfrecords.image_paths import default_images_folder
+
+    root = tmp_path / "ds"
+    red, blue = (220, 30, 30), (30, 30, 220)
+    for i in range(6):
+        _jpeg(root / "train" / f"{i:06d}.jpg", (64, 48), red)
+    for i in range(3):
+        _jpeg(root / "val" / f"{i:06d}.jpg", (64, 48), blue)
+    (root / "annotations").mkdir()
+    train = _one_can_per_image(root / "annotations" / "instances_train.json", [f"{i:06d}.jpg" for i in range(6)])
+    val = _one_can_per_image(root / "annotations" / "instances_val.json", [f"{i:06d}.jpg" for i in range(4)])
+    assert default_images_folder(train) == (root, "the folder above annotations/, which holds only annotation "
+                                                  "files (COCO's layout)")
+    out = tmp_path / "out"
+    result = CliRunner().invoke(cli, ["build-tfrecords", "--annotations", str(train), "--annotations", str(val),
+                                      "--out", str(out), "--keep-splits", "--quiet", "--workers", "1"])
+    assert result.exit_code == 0, result.output
+    assert (f"images: reading file_name entries under {root} (the folder above annotations/, which holds only "
+            "annotation files (COCO's layout)); --images changes it") in result.output
+    assert (f"hint: 9 images were found in the folders their file_name is relative to, below --images: give "
+            f"--images {root / 'train'} --images {root / 'val'} (one per --annotations, in order) to spare the "
+            "search") in result.output
+    report = json.loads((out / "report.json").read_text())
+    assert report["images_folder_hint"] == {"folders": [str(root / "train"), str(root / "val")], "images": 9}
+    assert report["splits"]["train"]["images"] == 6 and report["splits"]["val"]["images"] == 3
+    # val's 000003.jpg exists only in train/: another photo, not read in its place
+    [skipped] = report["images_skipped"]
+    assert skipped["file_name"] == "000003.jpg"
+    assert "('train/000003.jpg') is in another split's folder, while this annotation file is for val" in skipped["reason"]
+    import tensorflow as tf
+
+    for split, colour in (("train", red), ("val", blue)):
+        for shard in sorted(out.glob(f"{split}-*.tfrecord")):
+            for ex in _read_records(shard):
+                pixels = tf.io.decode_jpeg(ex.features.feature["image/encoded"].bytes_list.value[0]).numpy()
+                assert np.abs(pixels.reshape(-1, 3).mean(axis=0) - colour).max() < 8, split
+    # the hint's --images, one per file, finds every photo where its file_name says
+    again = CliRunner().invoke(cli, ["build-tfrecords", "--annotations", str(train), "--annotations", str(val),
+                                     "--images", str(root / "train"), "--images", str(root / "val"),
+                                     "--out", str(tmp_path / "out2"), "--keep-splits", "--quiet", "--workers", "1"])
+    assert again.exit_code == 0, again.output
+    assert "hint:" not in again.output and "images adjusted" not in again.output
+
+
+def test_the_default_images_folder_is_the_json_folder_unless_it_holds_annotations_alone(tmp_path):
+    from edge_trash.tfrecords.image_paths import default_images_folder
+
+    coco = tmp_path / "coco" / "annotations" / "instances_val2017.json"
+    coco.parent.mkdir(parents=True)
+    coco.write_text("{}")
+    (coco.parent / "instances_train2017.json").write_text("{}")
+    assert default_images_folder(coco)[0] == tmp_path / "coco"
+    with_photo = tmp_path / "flat" / "annotations" / "a.json"  # the photos sit beside the JSON
+    _jpeg(with_photo.parent / "1.JPG", (8, 8))
+    with_photo.write_text("{}")
+    assert default_images_folder(with_photo) == (with_photo.parent, "the annotation file's folder")
+    with_folder = tmp_path / "nested" / "labels" / "a.json"  # a sub-folder: possibly the photos
+    (with_folder.parent / "batch_1").mkdir(parents=True)
+    with_folder.write_text("{}")
+    assert default_images_folder(with_folder)[0] == with_folder.parent
+    taco = tmp_path / "TACO" / "data" / "annotations.json"  # not an annotations folder: its own
+    taco.parent.mkdir(parents=True)
+    taco.write_text("{}")
+    assert default_images_folder(taco)[0] == taco.parent
+
+
 # ----------------------------------------------------------------------------- sizes missing from the JSON
 
 
@@ -545,7 +647,7 @@ def test_a_category_id_a_later_file_does_not_define_is_not_taken_from_another_fi
 
 
 def test_split_names_are_read_from_files_and_folders():
-    from edge_trash.tfrecords.coco_merge import split_in_name
+    from edge_trash.tfrecords.split_names import split_in_name
 
     cases = {"export/train/_annotations.coco.json": "train", "export/valid/_annotations.coco.json": "val",
              "coco/instances_val2017.json": "val", "data/test.json": "test", "x/validation/a.json": "val",
@@ -967,7 +1069,7 @@ def test_names_with_folders_are_found_below_an_images_folder_given_too_high(tmp_
     report = build_tfrecords(BuildOptions(annotations=ann, images=root, out=tmp_path / "out",
                                           val_fraction=0, test_fraction=0))
     assert (report["images_written"], report["images_skipped"]) == (3, [])
-    assert report["images_folder_hint"] == {"folder": str(root / "data"), "images": 2}
+    assert report["images_folder_hint"] == {"folders": [str(root / "data")], "images": 2}
     assert (f"hint: 2 images were found under {root / 'data'}, the folder their file_name is relative to: give "
             f"--images {root / 'data'} to spare the search") in summarize(report, tmp_path, 1.0)
     plain = _one_can_per_image(tmp_path / "ann2.json", ["old/000007.jpg"])

@@ -32,6 +32,7 @@ from edge_trash.tfrecords.class_map import categories_sharing_a_name, similar_na
 from edge_trash.tfrecords.analyze_report import render_report, write_plots
 from edge_trash.tfrecords.build import SHARD_RE, counted as _n, examples as _examples
 from edge_trash.tfrecords.coco import CocoDataset, Rejected, load_coco_files
+from edge_trash.tfrecords.image_paths import SourceImages, source_images
 from edge_trash.tfrecords.other_formats import images_folder_problem
 from edge_trash.tfrecords.tf_example import parse_example
 from edge_trash.tfrecords.tfrecord_file import TFRecordCorruptError, read_records
@@ -239,19 +240,16 @@ def image_facts(path: str) -> Tuple[Optional[float], str, Optional[Tuple[Tuple[i
     return value, "", found
 
 
-def _json_source(dataset: CocoDataset, image_dirs: Optional[List[Path]], progress: bool,
+def _json_source(dataset: CocoDataset, paths: Optional[List[SourceImages]], progress: bool,
                  workers: int = 1) -> Source:
     names = {c.id: c.name for c in dataset.categories}
     images = [ImageEntry(im.id, im.file_name, im.width, im.height) for im in dataset.images]
     boxes = [BoxEntry(b.image_id, names[b.category_id], b.w, b.h) for b in dataset.boxes]
     source = Source("annotations", "original image pixels (the JSON width/height)", images, boxes,
                     [c.name for c in dataset.categories])
-    if image_dirs:
-        from edge_trash.tfrecords.image_paths import ImagePaths
-
+    if paths:
         from edge_trash.tfrecords.images import match_json_size
 
-        paths = [ImagePaths(d) for d in image_dirs]
         source.luma, source.size_mismatch = {}, []
         resolved = [paths[im.source].resolve(im.file_name) for im in dataset.images]
         facts = ordered_map(image_facts, [str(path) for path, _ in resolved], workers, chunksize=4)
@@ -692,15 +690,14 @@ def analyze(annotations: "Optional[os.PathLike | str | Sequence[os.PathLike | st
         return s
 
     if ann_files:
-        size_of = None
+        size_of, paths = None, None
         if image_dirs:
-            from edge_trash.tfrecords.image_paths import ImagePaths
             from edge_trash.tfrecords.images import read_displayed_size
 
-            image_paths = [ImagePaths(d) for d in image_dirs]
-            size_of = lambda name, k: read_displayed_size(image_paths[k].resolve(name)[0])  # noqa: E731
+            paths = source_images(image_dirs, ann_files)
+            size_of = lambda name, k: read_displayed_size(paths[k].resolve(name)[0])  # noqa: E731
         dataset = load_coco_files(ann_files, size_of=size_of)
-        source = _json_source(dataset, image_dirs or None, progress, workers)
+        source = _json_source(dataset, paths, progress, workers)
         stats["annotations"] = {"file": _shown_paths(ann_files), "categories": len(dataset.categories),
                                 "sources": [src.as_report() for src in dataset.sources],
                                 **finish(source, annotation_problems(dataset))}

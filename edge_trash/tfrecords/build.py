@@ -23,7 +23,7 @@ from edge_trash.atomic_files import write_bytes_atomic as _write_atomic
 from edge_trash.tfrecords.class_map import build_class_mapping, label_map_pbtxt, read_class_map
 from edge_trash.tfrecords.coco import CocoDataset, load_coco_files
 from edge_trash.tfrecords.name_encodings import readable_text
-from edge_trash.tfrecords.image_paths import ImagePaths
+from edge_trash.tfrecords.image_paths import default_images_folder, source_images
 from edge_trash.tfrecords.images import (ImageJob, ImageResult, convert_image, missing_file_reason,
                                          read_displayed_size)
 from edge_trash.tfrecords.other_formats import images_folder_problem
@@ -41,13 +41,20 @@ class BuildError(ValueError):
     """The build cannot start (bad option or unusable input); the message says what to fix."""
 
 
-def _images_folder_hint(found_deeper: Counter, images: int) -> Optional[Dict[str, Any]]:
-    """``{folder, images}`` when at least half of the images were found one or more folders
-    below ``--images`` in the same folder: the ``--images`` that spares the search."""
-    if not found_deeper:
-        return None
-    folder, n = found_deeper.most_common(1)[0]
-    return {"folder": folder, "images": n} if 2 * n >= images else None
+def _images_folder_hint(found_deeper: Counter, images_of_source: Counter,
+                        image_dirs: List[Path]) -> Optional[Dict[str, Any]]:
+    """``{folders, images}`` when, for an annotation file, at least half of its images were found
+    in one folder below its ``--images``: the ``--images`` per annotation file (in order; its own
+    where nothing better was found) that spares the search, and how many images that covers."""
+    folders, covered = [], 0
+    for k, given in enumerate(image_dirs):
+        best = max(((n, folder) for (source, folder), n in found_deeper.items() if source == k), default=None)
+        if best is not None and 2 * best[0] >= images_of_source[k]:
+            folders.append(best[1])
+            covered += best[0]
+        else:
+            folders.append(str(given))
+    return {"folders": folders, "images": covered} if covered else None
 
 
 def reason_kind(reason: str) -> str:
@@ -131,7 +138,7 @@ class BuildOptions:
         """The images folder of each annotation file, in the same order."""
         files = self.annotation_files()
         if self.images is None:
-            return [f.parent for f in files]
+            return [default_images_folder(f)[0] for f in files]
         if isinstance(self.images, (str, os.PathLike)):
             return [Path(self.images)] * len(files)
         dirs = [Path(d) for d in self.images]
@@ -301,7 +308,7 @@ def _progress(iterable: Iterable[ImageResult], total: int, enabled: bool) -> Ite
 def build_tfrecords(options: BuildOptions, progress: bool = False) -> Dict[str, Any]:
     """Convert the dataset; returns the report (also written to ``OUT/report.json``)."""
     options.validate()
-    paths = [ImagePaths(folder) for folder in options.image_dirs()]
+    paths = source_images(options.image_dirs(), options.annotation_files())
     dataset = load_coco_files(options.annotation_files(),
                               size_of=lambda name, k: read_displayed_size(paths[k].resolve(name)[0]))
     class_map = read_class_map(options.class_map) if options.class_map else None
@@ -330,14 +337,14 @@ def build_tfrecords(options: BuildOptions, progress: bool = False) -> Dict[str, 
         stale.unlink()
 
     path_notes: Dict[int, str] = {}  # how the file was found; part of the reason when it is skipped
-    found_deeper: Counter = Counter()  # the folder file_name is relative to, when below --images
+    found_deeper: Counter = Counter()  # (source, the folder file_name is relative to), when below --images
     for im in dataset.images:
         path, path_note = located[im.id]
         if path_note:
             path_notes[im.id] = path_note
             deeper = paths[im.source].folder_above(im.file_name, path) if im.id in found else None
             if deeper is not None:
-                found_deeper[str(deeper)] += 1
+                found_deeper[im.source, str(deeper)] += 1
 
     def skip(im: Any, reason: str) -> None:
         reason = f"{reason}; {path_notes[im.id]}" if im.id in path_notes else reason
@@ -462,7 +469,8 @@ def build_tfrecords(options: BuildOptions, progress: bool = False) -> Dict[str, 
                                  if not split_class_boxes.get("train", class_boxes)[i]],
         **mapping.as_report(),
         "image_notes": image_notes,
-        "images_folder_hint": _images_folder_hint(found_deeper, len(dataset.images)),
+        "images_folder_hint": _images_folder_hint(found_deeper, Counter(im.source for im in dataset.images),
+                                                  options.image_dirs()),
         "shards": shards,
         "bytes_written": sum(s["bytes"] for s in shards),
         "stale_shards_removed": stale_shards,

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import shlex
 import time
 from collections import Counter
 from pathlib import Path
@@ -137,8 +138,14 @@ def summarize(report: Dict[str, Any], out: Path, seconds: float) -> str:
                      + "; ".join(f"{n}x {kind}" for kind, n in commonest) + "; see image_notes in report.json)")
     hint = report.get("images_folder_hint")
     if hint:
-        lines.append(f"hint: {hint['images']} images were found under {hint['folder']}, the folder their file_name "
-                     f"is relative to: give --images {hint['folder']} to spare the search")
+        folders = list(dict.fromkeys(hint["folders"]))
+        if len(folders) == 1:
+            lines.append(f"hint: {hint['images']} images were found under {folders[0]}, the folder their file_name "
+                         f"is relative to: give --images {shlex.quote(folders[0])} to spare the search")
+        else:
+            lines.append(f"hint: {hint['images']} images were found in the folders their file_name is relative to, "
+                         "below --images: give " + " ".join(f"--images {shlex.quote(f)}" for f in hint["folders"])
+                         + " (one per --annotations, in order) to spare the search")
     mb = report["bytes_written"] / 1e6
     lines.append(f"build-tfrecords: wrote {counted(len(report['shards']), 'shard', 'shards')} ({mb:.1f} MB), "
                  f"labels.txt, label_map.pbtxt, splits.json, report.json to {out} in {seconds:.1f}s")
@@ -152,7 +159,8 @@ def summarize(report: Dict[str, Any], out: Path, seconds: float) -> str:
 @click.option("--images", multiple=True, type=click.Path(path_type=Path),
               help="Folder the file_name entries are relative to: once for all files, or once per "
                    "--annotations in the same order.  [default: each annotation file's folder, as in TACO and "
-                   "Roboflow exports]")
+                   "Roboflow exports, or the folder above an 'annotations' folder of JSON files alone, as in "
+                   "COCO]")
 @click.option("--keep-splits", is_flag=True,
               help="Keep the split each annotation file's name or folder gives (train, valid, test) instead of "
                    "a new stratified split; --val-fraction and --test-fraction are then unused.")
@@ -204,9 +212,11 @@ def build_tfrecords(annotations: Tuple[Path, ...], images: Tuple[Path, ...], kee
     from edge_trash.tfrecords.coco import CocoFormatError
 
     if not images and all(a.is_file() for a in annotations):
-        folders = ", ".join(dict.fromkeys(str(a.parent) for a in annotations))
-        click.echo(f"images: reading file_name entries under {folders} (the annotation file's folder; "
-                   "--images changes it)")
+        from edge_trash.tfrecords.image_paths import default_images_folder
+
+        folders = dict.fromkeys(default_images_folder(a) for a in annotations)
+        click.echo("images: reading file_name entries under " + ", ".join(f"{folder} ({why})" for folder, why in folders)
+                   + "; --images changes it")
     workers = workers or usable_cpus()
     options = BuildOptions(annotations=list(annotations), images=list(images) or None, out=out,
                            keep_splits=keep_splits, class_map=class_map, supercategories=supercategories,

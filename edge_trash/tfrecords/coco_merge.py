@@ -16,16 +16,12 @@ A file's split is read from its name or its folder (``train``, ``valid``/``val``
 
 from __future__ import annotations
 
-import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 from edge_trash.tfrecords.coco import as_int, clean_name, text_id
-
-_SPLIT_WORDS = {"train": "train", "training": "train", "val": "val", "valid": "val", "validation": "val",
-                "dev": "val", "test": "test", "testing": "test"}
-_SPLIT_RE = re.compile(r"(?<![a-z])(" + "|".join(sorted(_SPLIT_WORDS, key=len, reverse=True)) + r")(?![a-z])")
+from edge_trash.tfrecords.split_names import split_in_name
 
 
 @dataclass
@@ -44,15 +40,6 @@ class MergedSource:
         return {"file": str(self.path), "images": self.images, "annotations": self.annotations,
                 "image_id_offset": self.image_id_offset, "annotation_id_offset": self.annotation_id_offset,
                 "split_in_name": self.split}
-
-
-def split_in_name(path: Path) -> Optional[str]:
-    """``train``/``val``/``test`` when the file's name (first) or its folder's says so."""
-    for text in (path.stem, path.parent.name):
-        match = _SPLIT_RE.search(text.lower())
-        if match:
-            return _SPLIT_WORDS[match.group(1)]
-    return None
 
 
 def _int_ids(records: List[Any]) -> List[int]:

@@ -37,10 +37,11 @@ import os
 import re
 import unicodedata
 from pathlib import Path
-from typing import Dict, List, Optional, Tuple
+from typing import Dict, List, Optional, Sequence, Tuple
 from urllib.parse import unquote, urlsplit
 
 from edge_trash.tfrecords.name_encodings import legacy_spellings, not_utf8
+from edge_trash.tfrecords.split_names import split_in_name, split_word
 
 _DRIVE = re.compile(r"^[A-Za-z]:$")
 _URL = re.compile(r"^[A-Za-z][A-Za-z0-9+.-]*://")
@@ -69,6 +70,29 @@ def _parts(file_name: str) -> List[str]:
     if parts and _DRIVE.match(parts[0]):
         parts = parts[1:]
     return parts
+
+
+def _split_of(rel: str) -> Optional[str]:
+    """The split named by the innermost folder of ``rel`` that names one (``val2017/a.jpg``: val)."""
+    for folder in reversed(rel.split("/")[:-1]):
+        split = split_word(folder)
+        if split:
+            return split
+    return None
+
+
+def _in_split(candidates: List[str], split: Optional[str]) -> Tuple[List[str], List[str]]:
+    """``(usable, elsewhere)``: of files found by name in sub-folders, those in a folder of the
+    annotation file's ``split`` when any is (``train/1.jpg`` for ``instances_train.json``, not
+    ``val/1.jpg``), else those in no split's folder; ``elsewhere``: the ones left out for being in
+    another split's folder (datasets that number each split from 1 reuse names across splits)."""
+    if split is None:
+        return candidates, []
+    same = [c for c in candidates if _split_of(c) == split]
+    if same:
+        return same, []
+    return ([c for c in candidates if _split_of(c) is None],
+            [c for c in candidates if _split_of(c) is not None])
 
 
 def _cleaned(file_name: str) -> str:
@@ -248,11 +272,13 @@ class ImagePaths:
             return None
         return self.images_dir.joinpath(*rel[:-len(parts)])
 
-    def resolve(self, file_name: str) -> Tuple[Path, Optional[str]]:
+    def resolve(self, file_name: str, split: Optional[str] = None) -> Tuple[Path, Optional[str]]:
         """``(path, note)``: the file to read and, when it was not ``images_dir/file_name``
         itself, a note saying what was used. A file found nowhere returns the plain path
         (reading it then reports "file not found") and a note only when it helps (several
-        files of that name in sub-folders)."""
+        files of that name in sub-folders). ``split``: what the annotation file's name says
+        (``instances_val2017.json``); a name searched for in sub-folders is then read from
+        that split's folder, and never from another split's."""
         direct = self.images_dir / file_name
         if direct.is_file() or direct.is_symlink():  # a broken link: the name is right, its content is not here
             return direct, None
@@ -274,7 +300,13 @@ class ImagePaths:
         parts = _parts(cleaned)
         if not parts:
             return direct, None
-        candidates = self._deeper(parts)
+        everywhere = self._deeper(parts)
+        candidates, elsewhere = _in_split(everywhere, split)
+        if len(candidates) == 1 and len(everywhere) > 1:
+            return self.images_dir / candidates[0], (
+                f"file_name {file_name!r} not found as given; read {candidates[0]!r}, of the "
+                f"{len(everywhere)} files of that name under the images folder the one in the folder of this "
+                f"annotation file's split ({split})")
         if len(candidates) == 1:
             if len(parts) == 1:
                 how = "the only file of that name under the images folder"
@@ -283,6 +315,14 @@ class ImagePaths:
                        "--images is probably a folder above the one file_name is relative to")
             return self.images_dir / candidates[0], (f"file_name {file_name!r} not found as given; read "
                                                      f"{candidates[0]!r}, {how}")
+        if elsewhere and not candidates:
+            shown = ", ".join(repr(c) for c in elsewhere[:4]) + (", ..." if len(elsewhere) > 4 else "")
+            which = "the only file" if len(elsewhere) == 1 else f"all {len(elsewhere)} files"
+            return direct, (f"{which} of that name under the images folder ({shown}) "
+                            f"{'is' if len(elsewhere) == 1 else 'are'} in another split's folder, while "
+                            f"this annotation file is for {split}: probably another photo of the same name "
+                            "(datasets that number each split from 1 reuse names); if it is this one, write its "
+                            "sub-folder into file_name")
         if not candidates:
             renamed = self._before_export_rename(file_name, parts) or self._other_extension(file_name, parts)
             if renamed is not None:
@@ -296,3 +336,49 @@ class ImagePaths:
             return direct, (f"only the first {TREE_INDEX_LIMIT:,} files under the images folder were searched "
                             "by name: is --images the dataset's folder?")
         return direct, None
+
+
+
+class SourceImages:
+    """The images of one annotation file: its folder's :class:`ImagePaths` and the split its
+    name or folder says (``instances_val2017.json``: val), which :meth:`resolve` passes on."""
+
+    def __init__(self, paths: ImagePaths, split: Optional[str]) -> None:
+        self.paths, self.split = paths, split
+
+    def resolve(self, file_name: str) -> Tuple[Path, Optional[str]]:
+        """:meth:`ImagePaths.resolve` with this file's split."""
+        return self.paths.resolve(file_name, self.split)
+
+    def folder_above(self, file_name: str, path: Path) -> Optional[Path]:
+        """:meth:`ImagePaths.folder_above`."""
+        return self.paths.folder_above(file_name, path)
+
+
+def source_images(image_dirs: Sequence[Path], annotation_files: Sequence[Path]) -> List[SourceImages]:
+    """One :class:`SourceImages` per annotation file, in order. Files sharing an images folder
+    share its :class:`ImagePaths`, so the folder is searched once."""
+    by_folder: Dict[Path, ImagePaths] = {}
+    return [SourceImages(by_folder.setdefault(Path(folder), ImagePaths(folder)), split_in_name(Path(annotations)))
+            for folder, annotations in zip(image_dirs, annotation_files)]
+
+
+_ANNOTATION_FOLDERS = {"annotations", "annotation", "anns", "labels"}
+
+
+def default_images_folder(annotation_file: Path) -> Tuple[Path, str]:
+    """``(folder, why)``: where an annotation file's ``file_name`` entries are relative to when
+    ``--images`` is not given. Its own folder (TACO's ``data/annotations.json``, Roboflow's
+    ``train/_annotations.coco.json``), except a folder named ``annotations`` (or ``labels``)
+    holding no image and no sub-folder: then the one above it, as COCO, LVIS and UAVVaste lay
+    out ``annotations/instances_val2017.json`` beside ``val2017/``."""
+    folder = Path(annotation_file).parent
+    if folder.name.casefold() in _ANNOTATION_FOLDERS:
+        try:
+            entries = list(os.scandir(folder))
+        except OSError:
+            entries = []
+        if entries and not any(e.is_dir() or e.name.casefold().endswith(IMAGE_SUFFIXES) for e in entries):
+            return folder.parent, (f"the folder above {folder.name}/, which holds only annotation files (COCO's "
+                                   "layout)")
+    return folder, "the annotation file's folder"
