@@ -1174,6 +1174,38 @@ def test_image_ids_written_as_text_are_numbered_after_the_numeric_ones(tmp_path)
     assert stats["annotations"]["problems"]["image_ids_as_text"] == 2
 
 
+def test_an_entry_without_file_name_is_read_from_its_coco_url_path(tmp_path):
+    """LVIS writes no file_name, only ``coco_url``; its images sit in COCO's train2017/ and val2017/."""
+    _jpeg(tmp_path / "coco" / "val2017" / "000000000139.jpg", (64, 48))
+    _jpeg(tmp_path / "coco" / "train2017" / "000000000009.jpg", (64, 48), (20, 200, 20))
+    ann = tmp_path / "coco" / "annotations" / "lvis_v1_val.json"
+    ann.parent.mkdir()
+    ann.write_text(json.dumps({
+        "images": [{"id": 139, "coco_url": "http://images.cocodataset.org/val2017/000000000139.jpg",
+                    "width": 64, "height": 48, "neg_category_ids": [], "not_exhaustive_category_ids": []},
+                   {"id": 9, "coco_url": "http://images.cocodataset.org/train2017/000000000009.jpg",
+                    "width": 64, "height": 48},
+                   {"id": 5, "width": 64, "height": 48}],
+        "annotations": [{"id": i, "image_id": im, "category_id": 1, "bbox": [4, 4, 20, 20]}
+                        for i, im in enumerate((139, 9, 5), start=1)],
+        "categories": [{"id": 1, "name": "bottle", "synonyms": ["bottle"], "frequency": "f"}]}))
+    report = build_tfrecords(BuildOptions(annotations=ann, images=None, out=tmp_path / "out",
+                                          val_fraction=0, test_fraction=0))
+    assert report["images_written"] == 2
+    assert sorted((n["image_id"], n["file_name"], n["notes"][0]) for n in report["image_notes"]) == [
+        (9, "train2017/000000000009.jpg", "no 'file_name': read 'train2017/000000000009.jpg', the path of its "
+                                          "'coco_url' (LVIS writes no file_name; COCO's folders hold each photo at "
+                                          "that path)"),
+        (139, "val2017/000000000139.jpg", "no 'file_name': read 'val2017/000000000139.jpg', the path of its "
+                                          "'coco_url' (LVIS writes no file_name; COCO's folders hold each photo at "
+                                          "that path)")]
+    assert [(s["image_id"], s["reason"]) for s in report["images_skipped"]] == [
+        (5, "'file_name' is missing (and no 'coco_url' gives one): write each image's file name, relative to the "
+            "images folder, into the JSON")]
+    names = sorted(ex.features.feature["image/filename"].bytes_list.value[0] for ex in _examples(tmp_path / "out"))
+    assert names == [b"train2017/000000000009.jpg", b"val2017/000000000139.jpg"]
+
+
 def test_category_ids_written_as_text_are_matched_by_that_text(tmp_path):
     from edge_trash.tfrecords.coco import CocoFormatError, load_coco, load_coco_files
 

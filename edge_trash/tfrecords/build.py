@@ -380,8 +380,8 @@ def build_tfrecords(options: BuildOptions, progress: bool = False) -> Dict[str, 
             if not result.ok:
                 skip(im, result.reason)
                 continue
-            notes = [n for n in (id_notes.get(im.id), dataset.size_notes.get(im.id), path_notes.get(im.id))
-                     if n] + result.notes
+            notes = [n for n in (id_notes.get(im.id), dataset.name_notes.get(im.id), dataset.size_notes.get(im.id),
+                                 path_notes.get(im.id)) if n] + result.notes
             if notes:
                 image_notes.append({"image_id": im.id, "file_name": im.file_name, "notes": notes})
             objects: List[ObjectBox] = []

@@ -15,6 +15,7 @@ import unicodedata
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
+from urllib.parse import unquote, urlsplit
 
 from edge_trash.tfrecords.name_encodings import readable_text, unnameable_reason
 from edge_trash.tfrecords.other_formats import EXPORT_COCO, other_binary_format, other_json_format, other_text_format
@@ -133,6 +134,8 @@ class CocoDataset:
     duplicate_annotation_ids: List[Any] = field(default_factory=list)
     # image id -> what was done when the JSON had no usable width/height (read from the file)
     size_notes: Dict[int, str] = field(default_factory=dict)
+    # image id -> where its file name came from when the entry had no 'file_name' (LVIS: its 'coco_url')
+    name_notes: Dict[int, str] = field(default_factory=dict)
     sources: List[Any] = field(default_factory=list)  # coco_merge.MergedSource, one per annotation file
     boxes_read_as_corners: int = 0  # kept boxes whose 4 numbers also read as a valid [x1, y1, x2, y2]
     text_image_ids: Dict[str, int] = field(default_factory=dict)  # image ids written as text -> our number
@@ -301,13 +304,30 @@ def _parse_categories(path: Path, raw: List[Any]) -> List[Category]:
     return cats
 
 
+def _name_from_url(im: Dict[str, Any]) -> Optional[str]:
+    """The file name an entry without ``file_name`` gives in its ``coco_url`` (LVIS writes
+    ``http://images.cocodataset.org/val2017/000000397133.jpg`` and no file_name): the URL's path,
+    ``val2017/000000397133.jpg``, which is where COCO's own folders hold that photo."""
+    url = im.get("coco_url")
+    if not isinstance(url, str) or "://" not in url:
+        return None
+    try:
+        path = urlsplit(url.strip()).path
+    except ValueError:
+        return None
+    path = unquote(path).strip("/")
+    return path or None
+
+
 def _parse_images(raw: List[Any], size_of: Optional[SizeReader] = None, sources: Optional[List[int]] = None
-                  ) -> Tuple[List[ImageRecord], List[Rejected], Dict[int, str], Dict[str, int]]:
-    """``(images, rejected, size_notes, text_ids)``. Ids written as text are numbered
-    after the largest numeric id, in file order (``text_ids``: text -> number)."""
+                  ) -> Tuple[List[ImageRecord], List[Rejected], Dict[int, str], Dict[str, int], Dict[int, str]]:
+    """``(images, rejected, size_notes, text_ids, name_notes)``. Ids written as text are numbered
+    after the largest numeric id, in file order (``text_ids``: text -> number); an entry without
+    ``file_name`` takes its ``coco_url``'s path (``name_notes`` say so)."""
     images: List[ImageRecord] = []
     rejected: List[Rejected] = []
     size_notes: Dict[int, str] = {}
+    name_notes: Dict[int, str] = {}
     text_ids: Dict[str, int] = {}
     first_free = _first_free_id(raw)
     seen: set = set()
@@ -329,6 +349,14 @@ def _parse_images(raw: List[Any], size_of: Optional[SizeReader] = None, sources:
                                      name if isinstance(name, str) else None))
             continue
         iid = first_free + len(text_ids) if text is not None else int(iid)
+        if name is None and _name_from_url(im):
+            name = _name_from_url(im)
+            name_notes[iid] = (f"no 'file_name': read {name!r}, the path of its 'coco_url' (LVIS writes no "
+                               "file_name; COCO's folders hold each photo at that path)")
+        if name is None:
+            rejected.append(Rejected("image", shown, shown, "'file_name' is missing (and no 'coco_url' gives one): "
+                                     "write each image's file name, relative to the images folder, into the JSON"))
+            continue
         if not isinstance(name, str) or not name.strip():
             rejected.append(Rejected("image", shown, shown, f"'file_name' must be a non-empty string, got {name!r}"))
             continue
@@ -358,7 +386,7 @@ def _parse_images(raw: List[Any], size_of: Optional[SizeReader] = None, sources:
             text_ids[text] = iid
         images.append(ImageRecord(iid, name, int(w), int(h), sources[i] if sources else 0,
                                   video_of_entry(im, iid)))
-    return images, rejected, size_notes, text_ids
+    return images, rejected, size_notes, text_ids, name_notes
 
 
 def bbox_from_segmentation(segmentation: Any) -> Optional[List[float]]:
@@ -525,7 +553,7 @@ def load_coco_files(paths: "Sequence[str | Path]", size_of: Optional[SizeReader]
     categories = _parse_categories(path, data["categories"])
     cat_ids = {c.id for c in categories}
     text_cat_ids = {c.text_id: c.id for c in categories if c.text_id is not None}
-    images, rejected_images, size_notes, text_ids = _parse_images(data["images"], size_of, image_source)
+    images, rejected_images, size_notes, text_ids, name_notes = _parse_images(data["images"], size_of, image_source)
     by_id = {im.id: im for im in images}
     # ids of rejected image entries, as text: "7" for 7, 7.0 and "7"; "IMG_1" for "IMG_1"
     rejected_ids = {_id_text(r.image_id) for r in rejected_images if r.image_id is not None}
@@ -581,5 +609,6 @@ def load_coco_files(paths: "Sequence[str | Path]", size_of: Optional[SizeReader]
                        rejected_images=rejected_images, rejected_boxes=rejected_boxes,
                        boxes_total=len(data["annotations"]), boxes_clipped=clipped_count,
                        boxes_from_segmentation=from_segmentation, boxes_rotated=rotated,
-                       duplicate_annotation_ids=duplicates, size_notes=size_notes, sources=sources,
+                       duplicate_annotation_ids=duplicates, size_notes=size_notes, name_notes=name_notes,
+                       sources=sources,
                        boxes_read_as_corners=as_corners, text_image_ids=text_ids)
