@@ -180,6 +180,9 @@ def test_a_name_in_several_split_folders_is_read_from_the_annotation_files_split
                         "sub-folder into file_name")
     assert paths.resolve("4.jpg")[0] == root / "train/4.jpg"  # a file that says no split: as before
     assert paths.resolve("train/1.jpg", "val")[0] == root / "train/1.jpg"  # a folder written out is what it says
+    # no folder named for the file's split: the folder names are not a split layout (a test.json of one's own)
+    _jpeg(tmp_path / "own" / "training_images" / "7.jpg", (64, 48))
+    assert ImagePaths(tmp_path / "own").resolve("7.jpg", "test")[0] == tmp_path / "own" / "training_images/7.jpg"
 
 
 def test_coco_layout_builds_each_split_from_its_own_folder(tmp_path):

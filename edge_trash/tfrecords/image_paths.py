@@ -81,12 +81,14 @@ def _split_of(rel: str) -> Optional[str]:
     return None
 
 
-def _in_split(candidates: List[str], split: Optional[str]) -> Tuple[List[str], List[str]]:
+def _in_split(candidates: List[str], split: Optional[str], folder_splits: set) -> Tuple[List[str], List[str]]:
     """``(usable, elsewhere)``: of files found by name in sub-folders, those in a folder of the
     annotation file's ``split`` when any is (``train/1.jpg`` for ``instances_train.json``, not
     ``val/1.jpg``), else those in no split's folder; ``elsewhere``: the ones left out for being in
-    another split's folder (datasets that number each split from 1 reuse names across splits)."""
-    if split is None:
+    another split's folder (datasets that number each split from 1 reuse names across splits).
+    Only when some sub-folder is named for ``split`` (``folder_splits``): a ``test.json`` beside
+    photos in ``training_images/`` alone is not a dataset split into folders."""
+    if split is None or split not in folder_splits:
         return candidates, []
     same = [c for c in candidates if _split_of(c) == split]
     if same:
@@ -121,6 +123,7 @@ class ImagePaths:
         self._stems: Dict[Path, Dict[str, List[str]]] = {}  # folder -> loose stem -> image file names
         self._by_name: Optional[Dict[str, List[str]]] = None  # loose file name -> relative paths
         self._index_complete = True
+        self._folder_splits: set = set()  # the splits sub-folders name (val2017/: val), from the index
 
     def _name_index(self) -> Dict[str, List[str]]:
         """Every file under the images folder by its loose name (built on the first miss)."""
@@ -139,6 +142,7 @@ class ImagePaths:
                 seen_dirs.add((st.st_dev, st.st_ino))
                 dirs.sort()
                 rel = Path(folder).relative_to(self.images_dir)
+                self._folder_splits.add(_split_of(f"{rel.as_posix()}/-"))
                 for name in sorted(files):
                     for spelling in [name] + legacy_spellings(name):
                         self._by_name.setdefault(_loose(spelling), []).append((rel / name).as_posix())
@@ -301,7 +305,7 @@ class ImagePaths:
         if not parts:
             return direct, None
         everywhere = self._deeper(parts)
-        candidates, elsewhere = _in_split(everywhere, split)
+        candidates, elsewhere = _in_split(everywhere, split, self._folder_splits)
         if len(candidates) == 1 and len(everywhere) > 1:
             return self.images_dir / candidates[0], (
                 f"file_name {file_name!r} not found as given; read {candidates[0]!r}, of the "
