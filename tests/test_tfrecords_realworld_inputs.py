@@ -160,6 +160,13 @@ def test_a_name_in_several_split_folders_is_read_from_the_annotation_files_split
     paths = ImagePaths(root)
     assert paths.resolve("1.jpg")[0] == root / "1.jpg"  # no split said: two candidates, found nowhere
     assert "2 files under the images folder have its name" in paths.resolve("1.jpg")[1]
+    from edge_trash.tfrecords.build import reason_kind
+
+    assert reason_kind(f"file not found: {root / '1.jpg'}; {paths.resolve('1.jpg')[1]}") == \
+        "file not found (its name is in several sub-folders)"  # the summary's count
+    assert reason_kind(f"file not found: {root / '4.jpg'}; {paths.resolve('4.jpg', 'val')[1]}") == \
+        "file not found (only in another split's folder)"
+    assert reason_kind(f"file not found: {root / '9.jpg'}") == "file not found"
     for name, split, used in (("1.jpg", "train", "train/1.jpg"), ("1.jpg", "val", "val/1.jpg"),
                               ("2.jpg", "val", "val2017/2.jpg"), ("2.jpg", "train", "train2017/2.jpg"),
                               ("3.jpg", "val", "val/3.jpg"), ("5.jpg", "val", "val/5.jpg")):
@@ -213,6 +220,7 @@ def test_coco_layout_builds_each_split_from_its_own_folder(tmp_path):
     assert (f"hint: 9 images were found in the folders their file_name is relative to, below --images: give "
             f"--images {root / 'train'} --images {root / 'val'} (one per --annotations, in order) to spare the "
             "search") in result.output
+    assert "skipped images by reason: 1x file not found (only in another split's folder)" in result.output
     report = json.loads((out / "report.json").read_text())
     assert report["images_folder_hint"] == {"folders": [str(root / "train"), str(root / "val")], "images": 9}
     assert report["splits"]["train"]["images"] == 6 and report["splits"]["val"]["images"] == 3

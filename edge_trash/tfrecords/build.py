@@ -57,9 +57,20 @@ def _images_folder_hint(found_deeper: Counter, images_of_source: Counter,
     return {"folders": folders, "images": covered} if covered else None
 
 
+# Why a file_name was not found, when the search says (see ImagePaths.resolve), for the summary's count.
+_NOT_FOUND_WHY = ((re.compile(r"files under the images folder (?:have its name|end in)"),
+                   "its name is in several sub-folders"),
+                  (re.compile(r"in another split's folder, while this annotation file is for"),
+                   "only in another split's folder"))
+
+
 def reason_kind(reason: str) -> str:
     """A skip or drop reason without its particulars (values, sizes, paths), to count alike ones together."""
     kind = reason.split(": ")[0].split(" (")[0]
+    if kind == "file not found":
+        why = next((why for pattern, why in _NOT_FOUND_WHY if pattern.search(reason)), None)
+        if why:
+            return f"{kind} ({why})"
     kind = re.sub(r"\[[^\]]*\]|-?\d+(?:\.\d+)?(?:x\d+)?", "…", kind)
     return re.sub(r"\s+", " ", kind).strip()[:70]
 
