@@ -349,10 +349,11 @@ def _parse_images(raw: List[Any], size_of: Optional[SizeReader] = None, sources:
                                      name if isinstance(name, str) else None))
             continue
         iid = first_free + len(text_ids) if text is not None else int(iid)
-        if name is None and _name_from_url(im):
+        if name is None:
             name = _name_from_url(im)
-            name_notes[iid] = (f"no 'file_name': read {name!r}, the path of its 'coco_url' (LVIS writes no "
-                               "file_name; COCO's folders hold each photo at that path)")
+            if name is not None:
+                name_notes[iid] = (f"no 'file_name': read {name!r}, the path of its 'coco_url' (LVIS writes no "
+                                   "file_name; COCO's folders hold each photo at that path)")
         if name is None:
             rejected.append(Rejected("image", shown, shown, "'file_name' is missing (and no 'coco_url' gives one): "
                                      "write each image's file name, relative to the images folder, into the JSON"))
