@@ -191,6 +191,33 @@ def test_report_plots_and_stats_are_written(sample_analysis):
     assert not list(out.glob(".*.tmp"))
 
 
+def test_the_classes_plot_of_a_thousand_classes_shows_the_fewest_and_the_most(tmp_path):
+    """LVIS-sized class lists (1203 classes): one bar each made a PNG 24,000 px tall (6000 classes: 119,000 px,
+    43 s); the plot shows the 30 with the fewest and the 30 with the most instances, stats.json has them all."""
+    from edge_trash.tfrecords.analyze_report import PLOT_CLASSES, plotted_classes
+
+    n = 1203
+    ann = tmp_path / "lvis_like.json"
+    ann.write_text(json.dumps({
+        "images": [{"id": 1, "file_name": "a.jpg", "width": 640, "height": 480}],
+        "annotations": [{"id": k, "image_id": 1, "category_id": c, "bbox": [1, 1, 20, 20]}
+                        for k, c in enumerate((c for c in range(1, n + 1) for _ in range(1 + c % 7)), start=1)],
+        "categories": [{"id": c, "name": f"class_{c:04d}"} for c in range(1, n + 1)]}))
+    stats = analyze(ann, out=tmp_path / "out")
+    assert len(stats["annotations"]["classes"]) == n
+    png = Image.open(tmp_path / "out" / "annotations_classes.png")
+    one_bar = 0.22 * 90  # inches per bar at the plot's 90 dpi
+    assert png.height < (PLOT_CLASSES + 1) * one_bar + 400 < n * one_bar / 10
+    bars, shown = plotted_classes(stats["annotations"]["classes"])
+    by_count = sorted(stats["annotations"]["classes"], key=lambda c: c["instances"])
+    assert [b["name"] for b in bars] == ([c["name"] for c in by_count[:30]] + ["(1143 more)"]
+                                         + [c["name"] for c in by_count[-30:]])
+    assert {b["instances"] for b in bars[:30]} == {1} and {b["instances"] for b in bars[-30:]} == {7}
+    assert shown == "1203 classes: the 30 with the fewest and most (all in stats.json)"
+    few = stats["annotations"]["classes"][:PLOT_CLASSES]
+    assert plotted_classes(few) == (sorted(few, key=lambda c: c["instances"]), "")  # up to 60: every class
+
+
 def test_thresholds_change_the_flags(sample_dataset, tmp_path):
     stats = analyze(sample_dataset.annotations, sample_dataset.images, out=tmp_path, plots=False,
                     thresholds=Thresholds(dark_luma=0, rare_instances=0))

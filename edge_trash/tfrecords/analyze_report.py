@@ -15,6 +15,22 @@ if TYPE_CHECKING:
     from edge_trash.tfrecords.analyze import Thresholds
 
 
+PLOT_CLASSES = 60  # bars in the classes plot; more classes show the fewest and the most
+
+
+def plotted_classes(classes: Sequence[Dict[str, Any]]) -> Tuple[List[Dict[str, Any]], str]:
+    """``(bars, what is shown)``: the classes by instances, fewest first; past ``PLOT_CLASSES`` (LVIS
+    has 1203: one bar each would be a picture 24,000 px tall) the half with the fewest and the half
+    with the most, a ``(N more)`` bar of 0 between them, and a line saying so."""
+    ordered = sorted(classes, key=lambda c: c["instances"])
+    if len(ordered) <= PLOT_CLASSES:
+        return ordered, ""
+    half = PLOT_CLASSES // 2
+    gap = {"name": f"({len(ordered) - 2 * half} more)", "instances": 0}
+    return (ordered[:half] + [gap] + ordered[-half:],
+            f"{len(ordered)} classes: the {half} with the fewest and most (all in stats.json)")
+
+
 def _slug(name: str) -> str:
     return re.sub(r"[^A-Za-z0-9]+", "_", name).strip("_")
 
@@ -42,17 +58,19 @@ def write_plots(name: str, stats: Dict[str, Any], sqrt_areas: Sequence[float], t
         _write_atomic(out / file_name, buf.getvalue())
         written.append(file_name)
 
-    classes = sorted(stats["classes"], key=lambda c: c["instances"])
+    classes, shown = plotted_classes(stats["classes"])
+    title = f"{name}: instances per class" + (f"\n{shown}" if shown else "")
     fig, ax = plt.subplots(figsize=(7, max(2.5, 0.22 * len(classes) + 1)))
     colors = ["tab:red" if c["instances"] < th.rare_instances else "tab:blue" for c in classes]
-    ax.barh([c["name"] for c in classes], [c["instances"] for c in classes], color=colors)
+    ax.barh(range(len(classes)), [c["instances"] for c in classes], color=colors,
+            tick_label=[c["name"] for c in classes])
     ax.axvline(th.rare_instances, color="tab:red", linestyle="--", linewidth=1,
                label=f"long tail (< {th.rare_instances})")
     used = [c["instances"] for c in classes if c["instances"] > 0]
     if used and max(used) > 50 * min(used):
         ax.set_xscale("symlog")
     ax.set_xlabel("instances")
-    ax.set_title(f"{name}: instances per class")
+    ax.set_title(title)
     ax.legend(loc="lower right", fontsize=8)
     ax.tick_params(axis="y", labelsize=7)
     save(fig, "classes")
