@@ -527,3 +527,21 @@ def test_when_val_must_take_a_last_image_it_takes_the_one_costing_fewest_classes
         splits = assign_splits(list(image_classes), image_classes, 0.25, 0.25, seed)
         assert splits["val"] in ([1], [3])  # one class lost from train, not two or three
         assert splits["test"] == []  # test is not forced: training does not need one
+
+
+def test_a_long_list_of_unused_classes_is_cut_short_in_the_summary(tmp_path):
+    """LVIS lists 1203 classes, hundreds without a box in a subset: the summary named every one on one line."""
+    from edge_trash.tfrecords.build_cli import summarize
+
+    _solid_jpeg(tmp_path / "a.jpg", (64, 48))
+    cats = [{"id": 1, "name": "can"}] + [{"id": i, "name": f"unused_{i:02d}"} for i in range(2, 22)]
+    ann = _tiny_coco(tmp_path, [{"id": 1, "file_name": "a.jpg", "width": 64, "height": 48}],
+                     [{"id": 1, "image_id": 1, "category_id": 1, "bbox": [2, 2, 20, 20]}], cats)
+    report = build_tfrecords(BuildOptions(annotations=ann, images=tmp_path, out=tmp_path / "out",
+                                          val_fraction=0, test_fraction=0))
+    assert report["classes_unused"] == [f"unused_{i:02d}" for i in range(2, 22)]
+    text = summarize(report, tmp_path / "out", 1.0)
+    assert ("classes without boxes (left out): " + ", ".join(f"unused_{i:02d}" for i in range(2, 14))
+            + " and 8 more (all in classes_unused in report.json)\n") in text
+    few = dict(report, classes_unused=["unused_02", "unused_03"])
+    assert "classes without boxes (left out): unused_02, unused_03\n" in summarize(few, tmp_path / "out", 1.0)

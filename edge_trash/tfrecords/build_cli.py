@@ -78,7 +78,7 @@ def _not_in_train_warning(report: Dict[str, Any]) -> str:
 
 def summarize(report: Dict[str, Any], out: Path, seconds: float) -> str:
     """The human summary printed at the end of a build."""
-    from edge_trash.tfrecords.build import counted, reasons_by_kind, split_counts
+    from edge_trash.tfrecords.build import counted, examples, reasons_by_kind, split_counts
     from edge_trash.tfrecords.split_units import frames_leak_message, split_frame_by_frame, summary_line
 
     lines = []
@@ -100,7 +100,8 @@ def summarize(report: Dict[str, Any], out: Path, seconds: float) -> str:
                        ("classes_dropped_rare", "dropped as rare"), ("classes_unused", "without boxes (left out)"),
                        ("class_map_unknown_sources", "named by the class map but absent")):
         if report.get(key):
-            lines.append(f"classes {label}: {', '.join(report[key])}")
+            lines.append(f"classes {label}: {examples(report[key], 12)}"
+                         + (f" (all in {key} in report.json)" if len(report[key]) > 12 else ""))
     if report.get("classes_not_in_train"):
         lines.append(_not_in_train_warning(report))
     if report.get("boxes_rotated"):
