@@ -218,6 +218,80 @@ def test_the_classes_plot_of_a_thousand_classes_shows_the_fewest_and_the_most(tm
     assert plotted_classes(few) == (sorted(few, key=lambda c: c["instances"]), "")  # up to 60: every class
 
 
+def _copies_export(tmp_path):
+    """An export's train and val files where val's b.jpg is a byte copy of train's a.jpg."""
+    folder = tmp_path / "photos"
+    folder.mkdir()
+    for name, colour in (("a.jpg", (200, 30, 30)), ("c.jpg", (30, 200, 30)), ("d.jpg", (30, 30, 200)),
+                         ("e.jpg", (200, 200, 30))):
+        Image.new("RGB", (64, 48), colour).save(folder / name, quality=95)
+    (folder / "b.jpg").write_bytes((folder / "a.jpg").read_bytes())
+    files = []
+    for split, names, first in (("train", ["a.jpg", "c.jpg", "e.jpg"], 1), ("val", ["b.jpg", "d.jpg"], 11)):
+        path = tmp_path / f"instances_{split}.json"
+        ids = range(first, first + len(names))
+        path.write_text(json.dumps({
+            "images": [{"id": i, "file_name": n, "width": 64, "height": 48} for i, n in zip(ids, names)],
+            "annotations": [{"id": i, "image_id": i, "category_id": 1, "bbox": [4, 4, 20, 20]} for i in ids],
+            "categories": [{"id": 1, "name": "can"}]}))
+        files.append(path)
+    return files, folder
+
+
+def test_analyze_flags_one_picture_under_two_entries_and_in_two_splits(tmp_path):
+    from edge_trash.tfrecords.build import BuildOptions, build_tfrecords
+
+    files, folder = _copies_export(tmp_path)
+    stats = analyze(files, folder, out=tmp_path / "a1", plots=False)
+    assert stats["annotations"]["duplicate_images"] == [{"image_ids": [1, 11], "file_names": ["a.jpg", "b.jpg"]}]
+    flag = _flag(stats, "duplicate_images")
+    assert flag["message"] == ("1 picture appears under more than one image entry (2 entries): a.jpg = b.jpg; 1 of "
+                               "them in more than one split file (a --keep-splits build scores val/test on pictures "
+                               "it trained on: remove the copies); build-tfrecords keeps the copies of one picture "
+                               "in one split")
+    assert flag["items"] == [[1, 11]]
+    # the records of a --keep-splits build hold the copy in train and in val: flagged from image/key/sha256
+    kept = tmp_path / "kept"
+    build_tfrecords(BuildOptions(annotations=files, images=folder, out=kept, keep_splits=True))
+    stats = analyze(tfrecords=kept, out=tmp_path / "a2", plots=False)
+    assert stats["tfrecords"]["pictures_in_several_splits"] == 1
+    flag = _flag(stats, "pictures_in_several_splits", "tfrecords")
+    assert flag["message"] == ("1 picture is stored in more than one split: a.jpg (train) = b.jpg (val); val/test "
+                               "scores count pictures the model trained on: remove the copies, or build without "
+                               "--keep-splits (copies of one picture stay in one split)")
+    # a new split keeps the copies together: nothing to flag
+    fresh = tmp_path / "fresh"
+    build_tfrecords(BuildOptions(annotations=files, images=folder, out=fresh, val_fraction=0.4, test_fraction=0))
+    stats = analyze(tfrecords=fresh, out=tmp_path / "a3", plots=False)
+    assert stats["tfrecords"]["pictures_in_several_splits"] == 0
+    assert _flag(stats, "pictures_in_several_splits", "tfrecords") is None
+    # one file, no copies: no flag, an empty list
+    stats = analyze(files[0], folder, out=tmp_path / "a4", plots=False)
+    assert stats["annotations"]["duplicate_images"] == [] and _flag(stats, "duplicate_images") is None
+
+
+def test_records_without_a_sha256_key_are_matched_by_their_stored_bytes(tmp_path):
+    """Other converters may leave image/key/sha256 out: the stored picture's own hash stands in."""
+    from edge_trash.tfrecords import feature_keys as K
+    from edge_trash.tfrecords.tf_example import BYTES, INT64, serialize_example
+    from edge_trash.tfrecords.tfrecord_file import TFRecordWriter
+
+    photo = io.BytesIO()
+    Image.new("RGB", (32, 24), (90, 120, 150)).save(photo, format="JPEG")
+    other = io.BytesIO()
+    Image.new("RGB", (32, 24), (10, 20, 30)).save(other, format="JPEG")
+    for split, pictures in (("train", [("x.jpg", photo), ("y.jpg", other)]), ("val", [("z.jpg", photo)])):
+        with TFRecordWriter(tmp_path / f"{split}-00000-of-00001.tfrecord") as writer:
+            for n, (name, data) in enumerate(pictures):
+                writer.write(serialize_example({
+                    K.ENCODED: (BYTES, [data.getvalue()]), K.FILENAME: (BYTES, [name.encode()]),
+                    K.SOURCE_ID: (BYTES, [f"{split}{n}".encode()]), K.WIDTH: (INT64, [32]),
+                    K.HEIGHT: (INT64, [24])}))
+    stats = analyze(tfrecords=tmp_path, out=tmp_path / "out", plots=False)
+    assert stats["tfrecords"]["pictures_in_several_splits"] == 1
+    assert _flag(stats, "pictures_in_several_splits", "tfrecords")["items"] == [["x.jpg", "z.jpg"]]
+
+
 def test_thresholds_change_the_flags(sample_dataset, tmp_path):
     stats = analyze(sample_dataset.annotations, sample_dataset.images, out=tmp_path, plots=False,
                     thresholds=Thresholds(dark_luma=0, rare_instances=0))

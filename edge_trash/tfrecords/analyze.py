@@ -15,6 +15,7 @@ never imported: TFRecords are read and parsed by ``tfrecord_file`` and ``tf_exam
 
 from __future__ import annotations
 
+import hashlib
 import io
 import json
 import math
@@ -34,6 +35,7 @@ from edge_trash.tfrecords.build import SHARD_RE, counted as _n, examples as _exa
 from edge_trash.tfrecords.coco import CocoDataset, Rejected, load_coco_files
 from edge_trash.tfrecords.image_paths import SourceImages, source_images
 from edge_trash.tfrecords.other_formats import images_folder_problem
+from edge_trash.tfrecords.split_units import identical_files
 from edge_trash.tfrecords.tf_example import parse_example
 from edge_trash.tfrecords.tfrecord_file import TFRecordCorruptError, read_records
 from edge_trash.tfrecords.workers import ordered_map
@@ -108,6 +110,10 @@ class Source:
     unreadable: List[Dict[str, Any]] = field(default_factory=list)
     # files whose size differs from their JSON entry (annotations with images only): what build does
     size_mismatch: Optional[List[Dict[str, Any]]] = None
+    # the same picture more than once: groups of image ids (annotations with images: identical files)
+    copies: List[List[Any]] = field(default_factory=list)
+    # (file name, image/key/sha256) of each record (TFRecords): the same key is the same stored picture
+    picture_keys: List[Tuple[str, str]] = field(default_factory=list)
 
 
 # ----------------------------------------------------------------------------- brightness
@@ -265,7 +271,20 @@ def _json_source(dataset: CocoDataset, paths: Optional[List[SourceImages]], prog
                 if note or skip:
                     source.size_mismatch.append({"image_id": im.id, "file_name": im.file_name,
                                                  "build_skips": bool(skip), "what": skip or note})
+        source.copies = identical_files(_sizes(
+            {im.id: path for im, (path, _) in zip(dataset.images, resolved) if im.id in source.luma}))
     return source
+
+
+def _sizes(paths: Dict[Any, Path]) -> Dict[Any, Tuple[str, int]]:
+    """``{image id: (path, size in bytes)}`` of the files that are there."""
+    sizes = {}
+    for iid, path in paths.items():
+        try:
+            sizes[iid] = (str(path), os.stat(path).st_size)
+        except (OSError, ValueError):
+            continue
+    return sizes
 
 
 def find_shards(tfrecords: Path) -> Dict[str, List[Path]]:
@@ -337,6 +356,11 @@ def _record_source(split: str, files: List[Path], label_names: List[str], read_i
         source_id = (texts(feature, K.SOURCE_ID) or [f"{path.name}:{n}"])[0]
         file_name = (texts(feature, K.FILENAME) or [""])[0]
         source.images.append(ImageEntry(source_id, file_name, width, height))
+        stored = values(feature, K.ENCODED, "bytes")
+        encoded = stored[0] if stored else b""
+        key = (texts(feature, K.KEY_SHA256) or [hashlib.sha256(encoded).hexdigest() if encoded else ""])[0]
+        if key:
+            source.picture_keys.append((file_name or source_id, key))
         xmin, ymin = floats(feature, K.BBOX_XMIN), floats(feature, K.BBOX_YMIN)
         xmax, ymax = floats(feature, K.BBOX_XMAX), floats(feature, K.BBOX_YMAX)
         labels, text = ints(feature, K.CLASS_LABEL), texts(feature, K.CLASS_TEXT)
@@ -353,8 +377,6 @@ def _record_source(split: str, files: List[Path], label_names: List[str], read_i
                 seen_names.append(name)
             source.boxes.append(BoxEntry(source_id, name, (xmax[i] - xmin[i]) * width, (ymax[i] - ymin[i]) * height))
         if read_images and source.luma is not None:
-            stored = values(feature, K.ENCODED, "bytes")
-            encoded = stored[0] if stored else b""
             try:
                 source.luma[source_id] = mean_luma(encoded)
             except Exception as exc:  # report every undecodable record, whatever Pillow raises
@@ -628,6 +650,44 @@ def frames_flag(where: str, images: Sequence[Tuple[Any, int, str]], split_of: Di
                    "message": frames_leak_message(near, fix), "items": [near["example"]]}]
 
 
+def copies_flag(dataset: CocoDataset, copies: List[List[Any]]) -> List[Dict[str, Any]]:
+    """A flag for pictures named by more than one image entry (identical files), saying how many sit in
+    more than one of an export's split files (a --keep-splits build would score val/test on copies)."""
+    if not copies:
+        return []
+    by_id = {im.id: im for im in dataset.images}
+    split_of_source = [src.split for src in dataset.sources]
+    across = [g for g in copies if len({split_of_source[by_id[i].source] for i in g}) > 1
+              and None not in {split_of_source[by_id[i].source] for i in g}]
+    shown = [" = ".join(by_id[i].file_name for i in g[:3]) + (" = ..." if len(g) > 3 else "") for g in copies]
+    return [{"kind": "duplicate_images", "where": "annotations", "count": len(copies),
+             "message": f"{_n(len(copies), 'picture appears', 'pictures appear')} under more than one image entry "
+                        f"({sum(len(g) for g in copies)} entries): {_examples(shown, 4)}"
+                        + (f"; {len(across)} of them in more than one split file (a --keep-splits build scores "
+                           "val/test on pictures it trained on: remove the copies)" if across else "")
+                        + "; build-tfrecords keeps the copies of one picture in one split",
+             "items": [list(g) for g in copies]}]
+
+
+def pictures_across_splits(pictures: Dict[str, List[Tuple[str, str]]]) -> Tuple[int, List[Dict[str, Any]]]:
+    """``(count, flags)`` for records of several splits holding the same stored picture (equal
+    ``image/key/sha256``): val/test scores then count pictures the model trained on."""
+    by_key: Dict[str, List[Tuple[str, str]]] = {}
+    for split, keys in pictures.items():
+        for name, key in keys:
+            by_key.setdefault(key, []).append((split, name))
+    shared = [entries for entries in by_key.values() if len({split for split, _ in entries}) > 1]
+    if not shared:
+        return 0, []
+    shown = [" = ".join(f"{name} ({split})" for split, name in entries[:3]) for entries in shared]
+    return len(shared), [{
+        "kind": "pictures_in_several_splits", "where": "tfrecords", "count": len(shared),
+        "message": f"{_n(len(shared), 'picture is', 'pictures are')} stored in more than one split: "
+                   f"{_examples(shown, 3)}; val/test scores count pictures the model trained on: remove the "
+                   "copies, or build without --keep-splits (copies of one picture stay in one split)",
+        "items": [[name for _, name in entries] for entries in shared]}]
+
+
 def analyze(annotations: "Optional[os.PathLike | str | Sequence[os.PathLike | str]]" = None,
             images: "Optional[os.PathLike | str | Sequence[os.PathLike | str]]" = None,
             tfrecords: "Optional[os.PathLike | str]" = None, *, out: "os.PathLike | str",
@@ -701,6 +761,11 @@ def analyze(annotations: "Optional[os.PathLike | str | Sequence[os.PathLike | st
         stats["annotations"] = {"file": _shown_paths(ann_files), "categories": len(dataset.categories),
                                 "sources": [src.as_report() for src in dataset.sources],
                                 **finish(source, annotation_problems(dataset))}
+        if paths:
+            names = {im.id: im.file_name for im in dataset.images}
+            stats["annotations"]["duplicate_images"] = [{"image_ids": list(g), "file_names": [names[i] for i in g]}
+                                                        for g in source.copies]
+            stats["flags"].extend(copies_flag(dataset, source.copies))
         split_names = [src.split for src in dataset.sources]
         if "train" in split_names and None not in split_names and len(set(split_names)) > 1:  # an export's splits
             entries = [(im.id, im.source, im.file_name, im.video) for im in dataset.images]
@@ -717,13 +782,18 @@ def analyze(annotations: "Optional[os.PathLike | str | Sequence[os.PathLike | st
         planned = _planned_records(root)
         records: List[Tuple[Any, int, str]] = []  # (position, 0, file name) of every record
         split_of: Dict[Any, str] = {}
+        pictures: Dict[str, List[Tuple[str, str]]] = {}
         for split, files in shards.items():
             total = sum(planned[f.name] for f in files) if all(f.name in planned for f in files) else None
             source = _record_source(split, files, labels, read_images=True, progress=progress, total=total)
             stats["tfrecords"]["splits"][split] = {"shards": [f.name for f in files], **finish(source)}
+            pictures[split] = source.picture_keys
             for im in source.images:
                 split_of[len(records)] = split
                 records.append((len(records), 0, im.file_name))
+        shared, flags = pictures_across_splits(pictures)
+        stats["tfrecords"]["pictures_in_several_splits"] = shared
+        stats["flags"].extend(flags)
         if "train" in shards and len(shards) > 1:
             near, flags = frames_flag("tfrecords", records, split_of,
                                       "rebuild with build-tfrecords (--split-by auto splits whole runs of frames)")
