@@ -10,7 +10,8 @@ from PIL import Image
 
 from edge_trash.tfrecords.build import BuildError, BuildOptions, build_tfrecords
 from edge_trash.tfrecords.build_cli import summarize
-from edge_trash.tfrecords.split_units import frames_next_to_train, split_units, summary_line, video_frame
+from edge_trash.tfrecords.split_units import (frames_next_to_train, roboflow_original, split_units, summary_line,
+                                             variants_across_splits, video_frame)
 from edge_trash.tfrecords.splits import assign_folds, assign_splits
 
 
@@ -125,7 +126,8 @@ def test_build_keeps_runs_of_frames_together_and_says_so(tmp_path):
     assert result.exit_code == 0, result.output
     report = json.loads((out / "report.json").read_text())
     assert report["split_units"] == {"split_by": "auto", "videos": 2, "frames": 80, "units": 8,
-                                     "example": "belt/run0_frame_0000.jpg", "same_files": 0}  # runs of 10+
+                                     "example": "belt/run0_frame_0000.jpg", "same_files": 0, "variants": 0,
+                                     "variant_photos": 0, "variant_example": ""}  # runs of 10+
     near = report["frames_next_to_train"]
     assert near["held_out_frames"] == len(splits_of(out)["val"]) + len(splits_of(out)["test"])
     assert (f"note: 80 images are frames of 2 videos (file names like 'belt/run0_frame_0000.jpg'), split as 8 "
@@ -237,7 +239,8 @@ def test_video_id_and_frame_id_in_the_json_come_before_the_name(tmp_path):
     ann.write_text(json.dumps(coco))
     report = build_tfrecords(BuildOptions(annotations=ann, images=tmp_path, out=tmp_path / "out"))
     assert report["split_units"] == {"split_by": "auto", "videos": 2, "frames": 60, "units": 6,
-                                     "example": "seq0/000000.jpg", "same_files": 0}
+                                     "example": "seq0/000000.jpg", "same_files": 0, "variants": 0,
+                                     "variant_photos": 0, "variant_example": ""}
     splits = splits_of(tmp_path / "out")
     split_of = {i: name for name, ids in splits.items() for i in ids}
     assert all(len({split_of[i] for i in range(k, k + 10)}) == 1 for k in range(1, 60, 10))
@@ -282,3 +285,86 @@ def test_a_copy_that_bridges_two_runs_joins_them():
     joined = {i for i, u in units.unit_of.items() if u == units.unit_of[1]}
     assert joined == set(range(1, 11)) | set(range(21, 31)) | {100}
     assert len(set(units.unit_of.values())) == 3 and 101 not in units.unit_of and units.same_files == 1
+
+
+# ----------------------------------------------------------------------------- Roboflow's augmented variants
+
+H1, H2, H3 = "0123456789abcdef0123456789abcdef", "fedcba9876543210fedcba9876543210", "00112233445566778899aabbccddeeff"
+
+
+@pytest.mark.parametrize("name,expected", [
+    (f"IMG_1_jpg.rf.{H1}.jpg", "img_1.jpg"),
+    (f"train/IMG_1_JPG.rf.{H2}.jpg", "img_1.jpg"),  # a variant in another folder: the same photo
+    (f"bottle_2.5L_png.rf.{H3}.jpg", "bottle_2.5l.png"),
+    ("IMG_1.jpg", None),
+    ("IMG_1_jpg.rf.not-hex.jpg", None),
+    (f"IMG_1_txt.rf.{H1}.jpg", None),
+])
+def test_roboflow_originals_are_read_from_the_export_name(name, expected):
+    assert roboflow_original(name) == expected
+
+
+def test_a_photos_augmented_variants_are_one_unit():
+    images = [(1, 0, f"a_jpg.rf.{H1}.jpg"), (2, 0, f"a_jpg.rf.{H2}.jpg"), (3, 1, f"valid/A_jpg.rf.{H3}.jpg"),
+              (4, 0, f"b_png.rf.{H1}.jpg"), (5, 0, f"b_png.rf.{H2}.jpg"), (6, 0, f"c_jpg.rf.{H1}.jpg"),
+              (7, 0, "IMG_9.jpg"), (8, 0, f"clip_frame_0001_jpg.rf.{H1}.jpg"), (9, 0, f"clip_frame_0002_jpg.rf.{H1}.jpg")]
+    units = split_units(images, "auto")
+    assert units.unit_of[1] == units.unit_of[2] == units.unit_of[3] != units.unit_of[4] == units.unit_of[5]
+    assert 6 not in units.unit_of and 7 not in units.unit_of  # one variant, a plain photo: alone
+    assert units.unit_of[8] == units.unit_of[9] and units.frames == 2  # frames: in their run, not as variants
+    assert (units.variants, units.variant_photos, units.variant_example) == (5, 2, f"a_jpg.rf.{H1}.jpg")
+    assert split_units(images, "image").unit_of == {}
+    assert summary_line(split_units(images[:7], "auto").as_report()) == (
+        f"note: 5 images are Roboflow variants of 2 photos (augmented copies, file names like 'a_jpg.rf.{H1}.jpg'), "
+        "each photo's variants kept in one split")
+    split_of = {1: "train", 2: "train", 3: "val", 4: "train", 5: "train", 6: "test"}
+    assert variants_across_splits([(i, name) for i, _, name in images], split_of) == {
+        "photos": 1, "example": f"a_jpg.rf.{H1}.jpg"}
+
+
+def _augmented_export(root: Path, photos: int, copies: int) -> Path:
+    """A Roboflow export made with augmentation: each photo ``copies`` times (not the same bytes)."""
+    hashes = [f"{k:032x}" for k in range(copies)]
+    return _video_dataset(root, [f"IMG_{p}_jpg.rf.{hashes[c]}.jpg" for p in range(photos) for c in range(copies)])
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_build_keeps_a_photos_variants_in_one_split_and_analyze_flags_records_that_do_not(tmp_path, seed):
+    from edge_trash.tfrecords.analyze import analyze
+
+    ann = _augmented_export(tmp_path / "export", 20, 3)
+    report = build_tfrecords(BuildOptions(annotations=ann, images=tmp_path / "export", out=tmp_path / "auto",
+                                          val_fraction=0.2, test_fraction=0.2, seed=seed))
+    assert (report["split_units"]["variants"], report["split_units"]["variant_photos"]) == (60, 20)
+    split_of = {i: name for name, ids in splits_of(tmp_path / "auto").items() for i in ids}
+    assert all(len({split_of[3 * p + c + 1] for c in range(3)}) == 1 for p in range(20))
+    assert len({split_of[i] for i in split_of}) == 3  # and still a val and a test split
+    assert ("note: 60 images are Roboflow variants of 20 photos (augmented copies, file names like "
+            "'IMG_0_jpg.rf.00000000000000000000000000000000.jpg'), each photo's variants kept in one split"
+            ) in summarize(report, tmp_path / "auto", 1.0)
+    stats = analyze(tfrecords=tmp_path / "auto", out=tmp_path / "an_auto", plots=False)
+    assert stats["tfrecords"]["variants_in_several_splits"] == {"photos": 0, "example": ""}
+    each = build_tfrecords(BuildOptions(annotations=ann, images=tmp_path / "export", out=tmp_path / "each",
+                                        val_fraction=0.2, test_fraction=0.2, seed=seed, split_by="image"))
+    assert each["split_units"]["variants"] == 0
+    stats = analyze(tfrecords=tmp_path / "each", out=tmp_path / "an_each", plots=False)
+    found = stats["tfrecords"]["variants_in_several_splits"]
+    split_of = {i: name for name, ids in splits_of(tmp_path / "each").items() for i in ids}
+    assert found["photos"] == sum(len({split_of[3 * p + c + 1] for c in range(3)}) > 1 for p in range(20)) > 0
+    [flag] = [f for f in stats["flags"] if f["kind"] == "variants_in_several_splits"]
+    assert flag["message"] == (
+        f"{found['photos']} photos have Roboflow variants (augmented copies) in more than one split (e.g. "
+        f"{found['example']!r}): val/test scores count flipped or recoloured copies of training photos; rebuild "
+        "with build-tfrecords (--split-by auto keeps a photo's variants in one split)")
+
+
+def test_analyze_flags_a_photos_variants_in_two_of_an_exports_split_files(tmp_path):
+    from edge_trash.tfrecords.analyze import analyze
+
+    train = _video_dataset(tmp_path / "train", [f"IMG_1_jpg.rf.{H1}.jpg", f"IMG_1_jpg.rf.{H2}.jpg",
+                                                f"IMG_2_jpg.rf.{H1}.jpg"])
+    valid = _video_dataset(tmp_path / "valid", [f"IMG_1_jpg.rf.{H3}.jpg", f"IMG_3_jpg.rf.{H1}.jpg"])
+    stats = analyze(annotations=[train, valid], out=tmp_path / "an", plots=False)
+    assert stats["annotations"]["variants_in_several_splits"] == {"photos": 1, "example": f"IMG_1_jpg.rf.{H1}.jpg"}
+    [flag] = [f for f in stats["flags"] if f["kind"] == "variants_in_several_splits"]
+    assert flag["message"].endswith("; build-tfrecords without --keep-splits keeps a photo's variants in one split")

@@ -650,6 +650,22 @@ def frames_flag(where: str, images: Sequence[Tuple[Any, int, str]], split_of: Di
                    "message": frames_leak_message(near, fix), "items": [near["example"]]}]
 
 
+def variants_flag(where: str, names: Sequence[Tuple[Any, str]], split_of: Dict[Any, str],
+                  fix: str) -> Tuple[Dict[str, Any], List[Dict[str, Any]]]:
+    """``(variants_in_several_splits, flags)``: a flag when a photo's Roboflow variants (augmented
+    copies, ``IMG_1_jpg.rf.<hash>.jpg``) sit in more than one split."""
+    from edge_trash.tfrecords.split_units import variants_across_splits
+
+    found = variants_across_splits(names, split_of)
+    if not found["photos"]:
+        return found, []
+    return found, [{"kind": "variants_in_several_splits", "where": where, "count": found["photos"],
+                    "message": f"{_n(found['photos'], 'photo has', 'photos have')} Roboflow variants (augmented "
+                               f"copies) in more than one split (e.g. {found['example']!r}): val/test scores count "
+                               f"flipped or recoloured copies of training photos; {fix}",
+                    "items": [found["example"]]}]
+
+
 def copies_flag(dataset: CocoDataset, copies: List[List[Any]]) -> List[Dict[str, Any]]:
     """A flag for pictures named by more than one image entry (identical files), saying how many sit in
     more than one of an export's split files (a --keep-splits build would score val/test on copies)."""
@@ -769,9 +785,14 @@ def analyze(annotations: "Optional[os.PathLike | str | Sequence[os.PathLike | st
         split_names = [src.split for src in dataset.sources]
         if "train" in split_names and None not in split_names and len(set(split_names)) > 1:  # an export's splits
             entries = [(im.id, im.source, im.file_name, im.video) for im in dataset.images]
-            near, flags = frames_flag("annotations", entries, {im.id: split_names[im.source] for im in dataset.images},
+            split_of = {im.id: split_names[im.source] for im in dataset.images}
+            near, flags = frames_flag("annotations", entries, split_of,
                                       "build-tfrecords without --keep-splits splits whole runs of frames")
             stats["annotations"]["frames_next_to_train"] = near
+            stats["flags"].extend(flags)
+            found, flags = variants_flag("annotations", [(im.id, im.file_name) for im in dataset.images], split_of,
+                                         "build-tfrecords without --keep-splits keeps a photo's variants in one split")
+            stats["annotations"]["variants_in_several_splits"] = found
             stats["flags"].extend(flags)
     if shards:
         root = Path(tfrecords)  # type: ignore[arg-type]
@@ -798,6 +819,11 @@ def analyze(annotations: "Optional[os.PathLike | str | Sequence[os.PathLike | st
             near, flags = frames_flag("tfrecords", records, split_of,
                                       "rebuild with build-tfrecords (--split-by auto splits whole runs of frames)")
             stats["tfrecords"]["frames_next_to_train"] = near
+            stats["flags"].extend(flags)
+            found, flags = variants_flag("tfrecords", [(pos, name) for pos, _, name in records], split_of,
+                                         "rebuild with build-tfrecords (--split-by auto keeps a photo's variants "
+                                         "in one split)")
+            stats["tfrecords"]["variants_in_several_splits"] = found
             stats["flags"].extend(flags)
 
     report = render_report(stats, sections)

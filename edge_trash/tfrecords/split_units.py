@@ -8,8 +8,9 @@ video frames (TrashCan's ``vid_000002_frame0000001.jpg``, ZeroWaste's ``01_frame
 image entry's ``video_id`` and ``frame_id`` (as COCO-VID, TAO and MOT converters write them) or
 recognises a file name that says ``frame`` and a number, and keeps runs of consecutive frames of one
 video in one split: whole videos when there are enough of them, else each video cut into runs of at
-least ``MIN_RUN`` frames so that there are about ``RUNS`` units to split. Other images stay units of
-their own. ``folder`` makes every folder of ``file_name`` one unit (one recording session per
+least ``MIN_RUN`` frames so that there are about ``RUNS`` units to split. A Roboflow export made with
+augmentation holds each training photo several times (``IMG_1_jpg.rf.<hash>.jpg``, flipped or
+recoloured): ``auto`` keeps a photo's variants together too. Other images stay units of their own. ``folder`` makes every folder of ``file_name`` one unit (one recording session per
 folder); ``image`` splits image by image.
 """
 
@@ -27,6 +28,16 @@ MIN_RUN = 10  # frames in a run at least: a held-out run touches train at its tw
 _FRAME_NAME = re.compile(r"^(?P<video>.*?)[ _.\-]*frames?[ _.\-]*(?P<number>\d+)$", re.IGNORECASE)
 _FRAMES_FOLDER = re.compile(r"(^|[^a-z])frames?($|[^a-z])", re.IGNORECASE)
 _ROBOFLOW_SUFFIX = re.compile(r"_(jpe?g|png|bmp|webp|tiff?)\.rf\.[0-9a-f]{8,}$", re.IGNORECASE)
+_ROBOFLOW_NAME = re.compile(r"^(?P<stem>.+)_(?P<ext>jpe?g|png|bmp|webp|tiff?|heic)\.rf\.[0-9a-f]{8,}$",
+                            re.IGNORECASE)
+
+
+def roboflow_original(file_name: str) -> Optional[str]:
+    """The photo a Roboflow export's file was made from, without case (``IMG_1_jpg.rf.<hash>.jpg``:
+    ``img_1.jpg``), else None. An export with augmentation writes each training photo several
+    times, flipped, rotated or recoloured, under one such name and different hashes."""
+    match = _ROBOFLOW_NAME.match(PurePosixPath(file_name.replace("\\", "/")).stem)
+    return f"{match['stem']}.{match['ext']}".casefold() if match else None
 
 
 def video_frame(file_name: str) -> Optional[Tuple[str, int]]:
@@ -64,11 +75,15 @@ class SplitUnits:
     units: int = 0  # runs, videos or folders that hold them
     example: str = ""  # one recognised file_name, for the summary
     same_files: int = 0  # groups of entries whose files hold the same bytes, each kept in one split
+    variants: int = 0  # images that are Roboflow variants (augmented copies) of a photo with others (auto)
+    variant_photos: int = 0  # the photos they were made from, each kept in one split
+    variant_example: str = ""
 
     def as_report(self) -> Dict[str, Any]:
         """The ``split_units`` entry of report.json."""
         return {"split_by": self.split_by, "videos": self.videos, "frames": self.frames, "units": self.units,
-                "example": self.example, "same_files": self.same_files}
+                "example": self.example, "same_files": self.same_files, "variants": self.variants,
+                "variant_photos": self.variant_photos, "variant_example": self.variant_example}
 
     def join(self, groups: Sequence[Sequence[int]]) -> None:
         """Keep each group of image ids (copies of one file) in one split, with the units its members
@@ -91,8 +106,13 @@ def summary_line(entry: Optional[Dict[str, Any]], near: Optional[Dict[str, Any]]
         return ""
     if entry["split_by"] == "folder":
         return f"splits by folder: {entry['units']} folders, each in one split (--split-by folder)"
+    variants = ""
+    if entry.get("variant_photos"):
+        variants = (f"note: {entry['variants']} images are Roboflow variants of {entry['variant_photos']} photos "
+                    f"(augmented copies, file names like {entry['variant_example']!r}), each photo's variants kept in "
+                    "one split")
     if not entry["frames"]:
-        return ""
+        return variants
     videos = f"{entry['videos']} {'video' if entry['videos'] == 1 else 'videos'}"
     kept = "whole videos" if entry["units"] == entry["videos"] else f"{entry['units']} runs of consecutive frames"
     touching = ""
@@ -102,7 +122,7 @@ def summary_line(entry: Optional[Dict[str, Any]], near: Optional[Dict[str, Any]]
         touching = (f": only {near['next_to_train']} of {near['held_out_frames']} val/test frames sit next to a "
                     "training frame (a near copy), where runs meet")
     return (f"note: {entry['frames']} images are frames of {videos} (file names like {entry['example']!r}), split "
-            f"as {kept}, not frame by frame (--split-by image){touching}")
+            f"as {kept}, not frame by frame (--split-by image){touching}" + (f"\n{variants}" if variants else ""))
 
 
 def _runs(frames: Dict[str, List[Tuple[int, int]]], runs: int) -> Dict[int, Hashable]:
@@ -155,7 +175,32 @@ def split_units(images: Sequence[Entry], split_by: str, runs: int = RUNS) -> Spl
         result.unit_of = _runs(frames, runs)
         result.videos, result.frames = len(frames), len(result.unit_of)
         result.units = len(set(result.unit_of.values()))
+    variants: Dict[str, List[Entry]] = {}
+    for entry in images:
+        original = roboflow_original(entry[2]) if entry[0] not in result.unit_of else None
+        if original is not None:
+            variants.setdefault(original, []).append(entry)
+    for original, entries in variants.items():
+        if len(entries) > 1:  # augmented copies of one photo: one unit
+            result.unit_of.update((entry[0], ("variants", original)) for entry in entries)
+            result.variants += len(entries)
+            result.variant_photos += 1
+            result.variant_example = result.variant_example or entries[0][2]
     return result
+
+
+def variants_across_splits(names: Sequence[Tuple[Any, str]], split_of: Dict[Any, str]) -> Dict[str, Any]:
+    """How many photos have Roboflow variants (``names``: ``(id, file_name)``) in more than one split:
+    a flipped or recoloured copy of a training photo in val/test inflates its score."""
+    splits: Dict[str, set] = {}
+    example: Dict[str, str] = {}
+    for iid, name in names:
+        original = roboflow_original(name)
+        if original is not None and iid in split_of:
+            splits.setdefault(original, set()).add(split_of[iid])
+            example.setdefault(original, name)
+    shared = [original for original, found in splits.items() if len(found) > 1]
+    return {"photos": len(shared), "example": example[shared[0]] if shared else ""}
 
 
 def frames_next_to_train(images: Sequence[Entry], split_of: Dict[Any, str]) -> Dict[str, Any]:
