@@ -344,11 +344,18 @@ def test_build_keeps_a_photos_variants_in_one_split_and_analyze_flags_records_th
             ) in summarize(report, tmp_path / "auto", 1.0)
     stats = analyze(tfrecords=tmp_path / "auto", out=tmp_path / "an_auto", plots=False)
     assert stats["tfrecords"]["variants_in_several_splits"] == {"photos": 0, "example": ""}
+    assert report["variants_in_several_splits"] == {"photos": 0, "example": ""}
+    assert "Roboflow variants (augmented copies) in more than one split" not in summarize(report, tmp_path, 1.0)
     each = build_tfrecords(BuildOptions(annotations=ann, images=tmp_path / "export", out=tmp_path / "each",
                                         val_fraction=0.2, test_fraction=0.2, seed=seed, split_by="image"))
     assert each["split_units"]["variants"] == 0
+    assert (f"warning: {each['variants_in_several_splits']['photos']} photos have Roboflow variants (augmented "
+            f"copies) in more than one split (e.g. {each['variants_in_several_splits']['example']!r}): val/test "
+            "scores count flipped or recoloured copies of training photos; leave --split-by out to keep each "
+            "photo's variants in one split") in summarize(each, tmp_path, 1.0)
     stats = analyze(tfrecords=tmp_path / "each", out=tmp_path / "an_each", plots=False)
     found = stats["tfrecords"]["variants_in_several_splits"]
+    assert found["photos"] == each["variants_in_several_splits"]["photos"]  # analyze of the records agrees
     split_of = {i: name for name, ids in splits_of(tmp_path / "each").items() for i in ids}
     assert found["photos"] == sum(len({split_of[3 * p + c + 1] for c in range(3)}) > 1 for p in range(20)) > 0
     [flag] = [f for f in stats["flags"] if f["kind"] == "variants_in_several_splits"]

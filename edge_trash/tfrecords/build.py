@@ -28,7 +28,7 @@ from edge_trash.tfrecords.images import (ImageJob, ImageResult, convert_image, m
                                          read_displayed_size)
 from edge_trash.tfrecords.other_formats import images_folder_problem
 from edge_trash.tfrecords.split_units import (SPLIT_BY, SplitUnits, frames_next_to_train, identical_files,
-                                              split_units)
+                                              split_units, variants_across_splits)
 from edge_trash.tfrecords.splits import assign_folds, assign_splits, shuffled
 from edge_trash.tfrecords.tf_example import ObjectBox, make_example_bytes
 from edge_trash.tfrecords.tfrecord_file import TFRecordWriter
@@ -447,6 +447,7 @@ def build_tfrecords(options: BuildOptions, progress: bool = False) -> Dict[str, 
     opts = {k: (str(v) if isinstance(v, Path) else [str(p) for p in v] if isinstance(v, (list, tuple)) else v)
             for k, v in asdict(options).items()}
     files = options.annotation_files()
+    split_of_written = {iid: split for split, ids in split_ids.items() for iid in ids}
     report: Dict[str, Any] = {
         "annotations": str(files[0]) if len(files) == 1 else [str(f) for f in files],
         "sources": [dict(src.as_report(), images_dir=str(d)) for src, d in zip(dataset.sources, options.image_dirs())],
@@ -470,8 +471,10 @@ def build_tfrecords(options: BuildOptions, progress: bool = False) -> Dict[str, 
         "split_units": units.as_report() if units else None,  # images kept in one split together
         # val/test frames with a neighbouring frame in train: near copies that inflate held-out scores
         "frames_next_to_train": frames_next_to_train(
-            [(im.id, im.source, im.file_name, im.video) for im in dataset.images],
-            {iid: split for split, ids in split_ids.items() for iid in ids}),
+            [(im.id, im.source, im.file_name, im.video) for im in dataset.images], split_of_written),
+        # photos whose Roboflow variants (augmented copies) sit in more than one split
+        "variants_in_several_splits": variants_across_splits([(im.id, im.file_name) for im in dataset.images],
+                                                             split_of_written),
         "classes": [{"id": i + 1, "name": n, "boxes": class_boxes[i],
                      "boxes_by_split": {split: counts[i] for split, counts in split_class_boxes.items()}}
                     for i, n in enumerate(names)],

@@ -95,6 +95,12 @@ def summarize(report: Dict[str, Any], out: Path, seconds: float) -> str:
               else "leave --split-by out" if options.get("split_by") == "image" else "")
     if chosen and split_frame_by_frame(near):
         lines.append(f"warning: {frames_leak_message(near, chosen + ' to split whole runs of frames')}")
+    variants = report.get("variants_in_several_splits") or {}
+    if variants.get("photos"):
+        lines.append(f"warning: {counted(variants['photos'], 'photo has', 'photos have')} Roboflow variants "
+                     f"(augmented copies) in more than one split (e.g. {variants['example']!r}): val/test scores "
+                     "count flipped or recoloured copies of training photos"
+                     + (f"; {chosen} to keep each photo's variants in one split" if chosen else ""))
     lines.append(_classes_line(report["classes"]))
     for key, label in (("classes_folded_into_other", "folded into 'other'"),
                        ("classes_dropped_rare", "dropped as rare"), ("classes_unused", "without boxes (left out)"),
