@@ -23,7 +23,12 @@ from edge_trash.tfrecords.splits import assign_folds, assign_splits
     ("clip3\\frame 12.jpg", ("clip3", 12)),
     ("clip3_frames/000123.jpg", ("clip3_frames", 123)),  # ffmpeg -i clip3.mp4 clip3_frames/%06d.jpg
     ("vid_000002_frame0000001_jpg.rf.8c7b1e3d2f4a5b6c7d8e9f0a1b2c3d4e.jpg", ("vid_000002", 1)),  # Roboflow
+    ("belt_mp4-12_jpg.rf.8c7b1e3d2f4a5b6c7d8e9f0a1b2c3d4e.jpg", ("belt", 12)),  # Roboflow, an uploaded video
+    ("train/DJI_0042_MOV-0003_jpg.rf.8c7b1e3d2f4a5b6c7d8e9f0a1b2c3d4e.jpg", ("train/DJI_0042", 3)),
+    ("clip_avi-7.png", ("clip", 7)),
     ("batch_1/000006.jpg", None),  # TACO: numbered photos, not frames
+    ("IMG_20190301-1.jpg", None),
+    ("report_mp4.jpg", None),
     ("IMG_1234.jpg", None),
     ("frameworks/0001.jpg", None),
     ("picture frame.jpg", None),

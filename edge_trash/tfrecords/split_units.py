@@ -27,6 +27,9 @@ RUNS = 40  # units to aim for when a few long videos are cut into runs of consec
 MIN_RUN = 10  # frames in a run at least: a held-out run touches train at its two ends only
 _FRAME_NAME = re.compile(r"^(?P<video>.*?)[ _.\-]*frames?[ _.\-]*(?P<number>\d+)$", re.IGNORECASE)
 _FRAMES_FOLDER = re.compile(r"(^|[^a-z])frames?($|[^a-z])", re.IGNORECASE)
+# Roboflow's frames of an uploaded video: "belt_mp4-12" ("belt.mp4", frame 12), before its _jpg.rf.<hash>
+_VIDEO_FILE_FRAME = re.compile(r"^(?P<video>.+)_(?:mp4|mov|avi|mkv|webm|m4v|wmv|mpe?g|3gp)-(?P<number>\d+)$",
+                               re.IGNORECASE)
 _ROBOFLOW_SUFFIX = re.compile(r"_(jpe?g|png|bmp|webp|tiff?)\.rf\.[0-9a-f]{8,}$", re.IGNORECASE)
 _ROBOFLOW_NAME = re.compile(r"^(?P<stem>.+)_(?P<ext>jpe?g|png|bmp|webp|tiff?|heic)\.rf\.[0-9a-f]{8,}$",
                             re.IGNORECASE)
@@ -42,14 +45,15 @@ def roboflow_original(file_name: str) -> Optional[str]:
 
 def video_frame(file_name: str) -> Optional[Tuple[str, int]]:
     """``(video, frame number)`` when ``file_name`` names a video frame (``vid_2_frame0001.jpg``,
-    ``01_frame_001440.PNG``, ``clip3/frame_000123.png``, ``clip3_frames/000123.jpg``; a Roboflow
+    ``01_frame_001440.PNG``, ``clip3/frame_000123.png``, ``clip3_frames/000123.jpg``, Roboflow's
+    ``belt_mp4-12_jpg.rf.<hash>.jpg`` for frame 12 of an uploaded ``belt.mp4``; a Roboflow
     ``_jpg.rf.<hash>`` suffix is ignored), else None. The video is the folder and what precedes
-    ``frame`` in the name."""
+    ``frame`` (or the video's extension) in the name."""
     path = PurePosixPath(file_name.replace("\\", "/"))
     stem = _ROBOFLOW_SUFFIX.sub("", path.stem)
     if stem.isdigit() and _FRAMES_FOLDER.search(path.parent.name):  # ffmpeg into clip1_frames/000123.jpg
         return str(path.parent), int(stem)
-    match = _FRAME_NAME.match(stem)
+    match = _FRAME_NAME.match(stem) or _VIDEO_FILE_FRAME.match(stem)
     if match is None:
         return None
     return str(path.parent / match["video"]), int(match["number"])
