@@ -35,7 +35,7 @@ from edge_trash.tfrecords.build import SHARD_RE, counted as _n, examples as _exa
 from edge_trash.tfrecords.coco import CocoDataset, Rejected, load_coco_files
 from edge_trash.tfrecords.image_paths import SourceImages, source_images
 from edge_trash.tfrecords.other_formats import images_folder_problem
-from edge_trash.tfrecords.split_units import identical_files
+from edge_trash.tfrecords.split_units import identical_files, variants_across_splits, variants_leak_message
 from edge_trash.tfrecords.tf_example import parse_example
 from edge_trash.tfrecords.tfrecord_file import TFRecordCorruptError, read_records
 from edge_trash.tfrecords.workers import ordered_map
@@ -654,16 +654,11 @@ def variants_flag(where: str, names: Sequence[Tuple[Any, str]], split_of: Dict[A
                   fix: str) -> Tuple[Dict[str, Any], List[Dict[str, Any]]]:
     """``(variants_in_several_splits, flags)``: a flag when a photo's Roboflow variants (augmented
     copies, ``IMG_1_jpg.rf.<hash>.jpg``) sit in more than one split."""
-    from edge_trash.tfrecords.split_units import variants_across_splits
-
     found = variants_across_splits(names, split_of)
     if not found["photos"]:
         return found, []
     return found, [{"kind": "variants_in_several_splits", "where": where, "count": found["photos"],
-                    "message": f"{_n(found['photos'], 'photo has', 'photos have')} Roboflow variants (augmented "
-                               f"copies) in more than one split (e.g. {found['example']!r}): val/test scores count "
-                               f"flipped or recoloured copies of training photos; {fix}",
-                    "items": [found["example"]]}]
+                    "message": variants_leak_message(found, fix), "items": [found["example"]]}]
 
 
 def copies_flag(dataset: CocoDataset, copies: List[List[Any]]) -> List[Dict[str, Any]]:
@@ -673,8 +668,8 @@ def copies_flag(dataset: CocoDataset, copies: List[List[Any]]) -> List[Dict[str,
         return []
     by_id = {im.id: im for im in dataset.images}
     split_of_source = [src.split for src in dataset.sources]
-    across = [g for g in copies if len({split_of_source[by_id[i].source] for i in g}) > 1
-              and None not in {split_of_source[by_id[i].source] for i in g}]
+    splits_of = [{split_of_source[by_id[i].source] for i in g} for g in copies]
+    across = [found for found in splits_of if len(found) > 1 and None not in found]
     shown = [" = ".join(by_id[i].file_name for i in g[:3]) + (" = ..." if len(g) > 3 else "") for g in copies]
     return [{"kind": "duplicate_images", "where": "annotations", "count": len(copies),
              "message": f"{_n(len(copies), 'picture appears', 'pictures appear')} under more than one image entry "

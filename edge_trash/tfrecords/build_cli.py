@@ -79,7 +79,8 @@ def _not_in_train_warning(report: Dict[str, Any]) -> str:
 def summarize(report: Dict[str, Any], out: Path, seconds: float) -> str:
     """The human summary printed at the end of a build."""
     from edge_trash.tfrecords.build import counted, examples, reasons_by_kind, split_counts
-    from edge_trash.tfrecords.split_units import frames_leak_message, split_frame_by_frame, summary_line
+    from edge_trash.tfrecords.split_units import (frames_leak_message, split_frame_by_frame, summary_line,
+                                                  variants_leak_message)
 
     lines = []
     lines.append(f"images: {report['images_written']} written, {len(report['images_skipped'])} skipped "
@@ -97,10 +98,8 @@ def summarize(report: Dict[str, Any], out: Path, seconds: float) -> str:
         lines.append(f"warning: {frames_leak_message(near, chosen + ' to split whole runs of frames')}")
     variants = report.get("variants_in_several_splits") or {}
     if variants.get("photos"):
-        lines.append(f"warning: {counted(variants['photos'], 'photo has', 'photos have')} Roboflow variants "
-                     f"(augmented copies) in more than one split (e.g. {variants['example']!r}): val/test scores "
-                     "count flipped or recoloured copies of training photos"
-                     + (f"; {chosen} to keep each photo's variants in one split" if chosen else ""))
+        lines.append("warning: " + variants_leak_message(
+            variants, f"{chosen} to keep each photo's variants in one split" if chosen else ""))
     lines.append(_classes_line(report["classes"]))
     for key, label in (("classes_folded_into_other", "folded into 'other'"),
                        ("classes_dropped_rare", "dropped as rare"), ("classes_unused", "without boxes (left out)"),

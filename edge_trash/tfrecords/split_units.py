@@ -225,6 +225,14 @@ def frames_next_to_train(images: Sequence[Entry], split_of: Dict[Any, str]) -> D
     return {"held_out_frames": held, "next_to_train": near, "example": example}
 
 
+def variants_leak_message(found: Dict[str, Any], fix: str) -> str:
+    """What ``variants_across_splits`` means for held-out scores, ending with ``fix`` when given."""
+    photos = found["photos"]
+    return (f"{photos} {'photo has' if photos == 1 else 'photos have'} Roboflow variants (augmented copies) in more "
+            f"than one split (e.g. {found['example']!r}): val/test scores count flipped or recoloured copies of "
+            "training photos" + (f"; {fix}" if fix else ""))
+
+
 def frames_leak_message(near: Dict[str, Any], fix: str) -> str:
     """What ``frames_next_to_train`` means for held-out scores, ending with ``fix``."""
     return (f"{near['next_to_train']} of {near['held_out_frames']} val/test video frames sit next to a frame of the "
