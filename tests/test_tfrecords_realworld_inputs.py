@@ -210,13 +210,13 @@ def test_coco_layout_builds_each_split_from_its_own_folder(tmp_path):
     train = _one_can_per_image(root / "annotations" / "instances_train.json", [f"{i:06d}.jpg" for i in range(6)])
     val = _one_can_per_image(root / "annotations" / "instances_val.json", [f"{i:06d}.jpg" for i in range(4)])
     assert default_images_folder(train) == (root, "the folder above annotations/, which holds only annotation "
-                                                  "files (COCO's layout)")
+                                                  "files, as COCO lays datasets out")
     out = tmp_path / "out"
     result = CliRunner().invoke(cli, ["build-tfrecords", "--annotations", str(train), "--annotations", str(val),
                                       "--out", str(out), "--keep-splits", "--quiet", "--workers", "1"])
     assert result.exit_code == 0, result.output
     assert (f"images: reading file_name entries under {root} (the folder above annotations/, which holds only "
-            "annotation files (COCO's layout)); --images changes it") in result.output
+            "annotation files, as COCO lays datasets out); --images changes it") in result.output
     assert (f"hint: 9 images were found in the folders their file_name is relative to, below --images: give "
             f"--images {root / 'train'} --images {root / 'val'} (one per --annotations, in order) to spare the "
             "search") in result.output

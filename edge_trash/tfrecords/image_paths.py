@@ -383,6 +383,6 @@ def default_images_folder(annotation_file: Path) -> Tuple[Path, str]:
         except OSError:
             entries = []
         if entries and not any(e.is_dir() or e.name.casefold().endswith(IMAGE_SUFFIXES) for e in entries):
-            return folder.parent, (f"the folder above {folder.name}/, which holds only annotation files (COCO's "
-                                   "layout)")
+            return folder.parent, (f"the folder above {folder.name}/, which holds only annotation files, as "
+                                   "COCO lays datasets out")
     return folder, "the annotation file's folder"
