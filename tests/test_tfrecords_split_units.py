@@ -10,8 +10,8 @@ from PIL import Image
 
 from edge_trash.tfrecords.build import BuildError, BuildOptions, build_tfrecords
 from edge_trash.tfrecords.build_cli import summarize
-from edge_trash.tfrecords.split_units import (frames_next_to_train, roboflow_original, split_units, summary_line,
-                                             variants_across_splits, video_frame)
+from edge_trash.tfrecords.split_units import (MAX_VARIANTS, frames_next_to_train, roboflow_original, split_units,
+                                             summary_line, variants_across_splits, video_frame)
 from edge_trash.tfrecords.splits import assign_folds, assign_splits
 
 
@@ -132,7 +132,7 @@ def test_build_keeps_runs_of_frames_together_and_says_so(tmp_path):
     report = json.loads((out / "report.json").read_text())
     assert report["split_units"] == {"split_by": "auto", "videos": 2, "frames": 80, "units": 8,
                                      "example": "belt/run0_frame_0000.jpg", "same_files": 0, "variants": 0,
-                                     "variant_photos": 0, "variant_example": ""}  # runs of 10+
+                                     "variant_photos": 0, "variant_example": "", "generic_names": 0}  # runs of 10+
     near = report["frames_next_to_train"]
     assert near["held_out_frames"] == len(splits_of(out)["val"]) + len(splits_of(out)["test"])
     assert (f"note: 80 images are frames of 2 videos (file names like 'belt/run0_frame_0000.jpg'), split as 8 "
@@ -245,7 +245,7 @@ def test_video_id_and_frame_id_in_the_json_come_before_the_name(tmp_path):
     report = build_tfrecords(BuildOptions(annotations=ann, images=tmp_path, out=tmp_path / "out"))
     assert report["split_units"] == {"split_by": "auto", "videos": 2, "frames": 60, "units": 6,
                                      "example": "seq0/000000.jpg", "same_files": 0, "variants": 0,
-                                     "variant_photos": 0, "variant_example": ""}
+                                     "variant_photos": 0, "variant_example": "", "generic_names": 0}
     splits = splits_of(tmp_path / "out")
     split_of = {i: name for name, ids in splits.items() for i in ids}
     assert all(len({split_of[i] for i in range(k, k + 10)}) == 1 for k in range(1, 60, 10))
@@ -322,6 +322,18 @@ def test_a_photos_augmented_variants_are_one_unit():
     assert summary_line(split_units(images[:7], "auto").as_report()) == (
         f"note: 5 images are Roboflow variants of 2 photos (augmented copies, file names like 'a_jpg.rf.{H1}.jpg'), "
         "each photo's variants kept in one split")
+    # a name on more files than augmentation makes of one photo: many photos uploaded as image.jpg
+    generic = [(100 + k, 0, f"image_jpg.rf.{k:032x}.jpg") for k in range(MAX_VARIANTS + 1)]
+    units = split_units(images[:7] + generic, "auto")
+    assert not any(100 + k in units.unit_of for k in range(MAX_VARIANTS + 1))
+    assert (units.variants, units.variant_photos, units.generic_names) == (5, 2, 1)
+    assert summary_line(units.as_report()).splitlines()[1] == (
+        "note: 1 original name is shared by more than 20 Roboflow files each: photos uploaded under one name "
+        "(image.jpg), not variants of one photo, so split one by one")
+    assert split_units(generic[:MAX_VARIANTS], "auto").variant_photos == 1  # up to 20: variants
+    spread = {100 + k: ("train", "val")[k % 2] for k in range(MAX_VARIANTS + 1)}
+    assert variants_across_splits([(i, name) for i, _, name in generic], spread)["photos"] == 0  # not variants
+    assert variants_across_splits([(i, name) for i, _, name in generic[:3]], spread)["photos"] == 1
     split_of = {1: "train", 2: "train", 3: "val", 4: "train", 5: "train", 6: "test"}
     assert variants_across_splits([(i, name) for i, _, name in images], split_of) == {
         "photos": 1, "example": f"a_jpg.rf.{H1}.jpg"}

@@ -24,6 +24,9 @@ from typing import Any, Dict, Hashable, List, Mapping, Optional, Sequence, Tuple
 
 SPLIT_BY = ("auto", "image", "folder")
 RUNS = 40  # units to aim for when a few long videos are cut into runs of consecutive frames
+# more files of one original name than an augmented export makes of one photo (usually 2-5): photos
+# uploaded under one generic name (image.jpg from phones), not variants, so they are split one by one
+MAX_VARIANTS = 20
 MIN_RUN = 10  # frames in a run at least: a held-out run touches train at its two ends only
 _FRAME_NAME = re.compile(r"^(?P<video>.*?)[ _.\-]*frames?[ _.\-]*(?P<number>\d+)$", re.IGNORECASE)
 _FRAMES_FOLDER = re.compile(r"(^|[^a-z])frames?($|[^a-z])", re.IGNORECASE)
@@ -82,12 +85,14 @@ class SplitUnits:
     variants: int = 0  # images that are Roboflow variants (augmented copies) of a photo with others (auto)
     variant_photos: int = 0  # the photos they were made from, each kept in one split
     variant_example: str = ""
+    generic_names: int = 0  # original names shared by more than MAX_VARIANTS images: split one by one
 
     def as_report(self) -> Dict[str, Any]:
         """The ``split_units`` entry of report.json."""
         return {"split_by": self.split_by, "videos": self.videos, "frames": self.frames, "units": self.units,
                 "example": self.example, "same_files": self.same_files, "variants": self.variants,
-                "variant_photos": self.variant_photos, "variant_example": self.variant_example}
+                "variant_photos": self.variant_photos, "variant_example": self.variant_example,
+                "generic_names": self.generic_names}
 
     def join(self, groups: Sequence[Sequence[int]]) -> None:
         """Keep each group of image ids (copies of one file) in one split, with the units its members
@@ -115,6 +120,11 @@ def summary_line(entry: Optional[Dict[str, Any]], near: Optional[Dict[str, Any]]
         variants = (f"note: {entry['variants']} images are Roboflow variants of {entry['variant_photos']} photos "
                     f"(augmented copies, file names like {entry['variant_example']!r}), each photo's variants kept in "
                     "one split")
+    if entry.get("generic_names"):
+        variants += ("\n" if variants else "") + (
+            f"note: {entry['generic_names']} original {'name is' if entry['generic_names'] == 1 else 'names are'} "
+            f"shared by more than {MAX_VARIANTS} Roboflow files each: photos uploaded under one name (image.jpg), "
+            "not variants of one photo, so split one by one")
     if not entry["frames"]:
         return variants
     videos = f"{entry['videos']} {'video' if entry['videos'] == 1 else 'videos'}"
@@ -185,7 +195,9 @@ def split_units(images: Sequence[Entry], split_by: str, runs: int = RUNS) -> Spl
         if original is not None:
             variants.setdefault(original, []).append(entry)
     for original, entries in variants.items():
-        if len(entries) > 1:  # augmented copies of one photo: one unit
+        if len(entries) > MAX_VARIANTS:
+            result.generic_names += 1
+        elif len(entries) > 1:  # augmented copies of one photo: one unit
             result.unit_of.update((entry[0], ("variants", original)) for entry in entries)
             result.variants += len(entries)
             result.variant_photos += 1
@@ -195,15 +207,16 @@ def split_units(images: Sequence[Entry], split_by: str, runs: int = RUNS) -> Spl
 
 def variants_across_splits(names: Sequence[Tuple[Any, str]], split_of: Dict[Any, str]) -> Dict[str, Any]:
     """How many photos have Roboflow variants (``names``: ``(id, file_name)``) in more than one split:
-    a flipped or recoloured copy of a training photo in val/test inflates its score."""
-    splits: Dict[str, set] = {}
+    a flipped or recoloured copy of a training photo in val/test inflates its score. A name on more
+    than ``MAX_VARIANTS`` files is photos uploaded under one name, not variants."""
+    splits: Dict[str, List[str]] = {}
     example: Dict[str, str] = {}
     for iid, name in names:
         original = roboflow_original(name)
         if original is not None and iid in split_of:
-            splits.setdefault(original, set()).add(split_of[iid])
+            splits.setdefault(original, []).append(split_of[iid])
             example.setdefault(original, name)
-    shared = [original for original, found in splits.items() if len(found) > 1]
+    shared = [original for original, found in splits.items() if len(set(found)) > 1 and len(found) <= MAX_VARIANTS]
     return {"photos": len(shared), "example": example[shared[0]] if shared else ""}
 
 
