@@ -107,6 +107,31 @@ def test_photos_renamed_by_annotation_tools_are_found_under_their_original_names
     assert paths.resolve("cb0618g6-can.jpg") == (root / "cb0618g6-can.jpg", None)
 
 
+def test_augmented_variants_are_not_drawn_on_their_original_photo(tmp_path):
+    """A Roboflow export made with augmentation names each training photo several times; with only the JSON
+    and the originals, every variant's boxes (for its flipped or rotated copy) would land on the original."""
+    from edge_trash.tfrecords.build_cli import summarize
+
+    for name in ("IMG_1.jpg", "IMG_2.jpg", "cb.jpg"):
+        _jpeg(tmp_path / "photos" / name, (64, 48))
+    h = [f"{k:032x}" for k in range(3)]
+    names = [f"IMG_1_jpg.rf.{h[0]}.jpg", f"IMG_1_jpg.rf.{h[1]}.jpg", f"IMG_1_jpg.rf.{h[2]}.jpg",
+             f"IMG_2_jpg.rf.{h[0]}.jpg", "cb0618f6-cb.jpg", "90fbb0c7-cb.jpg"]
+    ann = _one_can_per_image(tmp_path / "ann.json", names)
+    report = build_tfrecords(BuildOptions(annotations=ann, images=tmp_path / "photos", out=tmp_path / "out",
+                                          val_fraction=0, test_fraction=0))
+    skipped = {s["image_id"]: s["reason"] for s in report["images_skipped"]}
+    assert sorted(skipped) == [1, 2, 3]  # IMG_2's single entry is only renamed; Label Studio does not augment
+    assert skipped[1] == (
+        "augmented variant of a photo found only under its original name: 3 image entries reach IMG_1.jpg that way, "
+        "copies the tool flipped, rotated or cropped whose boxes do not fit the original; export the images with "
+        f"the JSON; file_name 'IMG_1_jpg.rf.{h[0]}.jpg' not found as given; read 'IMG_1.jpg', its name before "
+        "Roboflow (it renames 'NAME.EXT' to 'NAME_EXT.rf.<hash>.jpg') renamed it")
+    assert report["images_written"] == 3
+    assert ("skipped images by reason: 3x augmented variant of a photo found only under its original name"
+            in summarize(report, tmp_path / "out", 1.0))
+
+
 def test_a_photo_with_another_image_extension_is_found_when_it_is_the_only_one(tmp_path):
     root = tmp_path / "photos"
     for rel in ("IMG_0001.jpg", "b1/scan.png", "b2/scan.png", "b1/pano.JPEG", "notes.txt", "c/IMG_9.jpg",

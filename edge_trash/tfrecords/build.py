@@ -23,12 +23,12 @@ from edge_trash.atomic_files import write_bytes_atomic as _write_atomic
 from edge_trash.tfrecords.class_map import build_class_mapping, label_map_pbtxt, read_class_map
 from edge_trash.tfrecords.coco import CocoDataset, load_coco_files
 from edge_trash.tfrecords.name_encodings import readable_text
-from edge_trash.tfrecords.image_paths import default_images_folder, source_images
+from edge_trash.tfrecords.image_paths import default_images_folder, found_under_original_name, source_images
 from edge_trash.tfrecords.images import (ImageJob, ImageResult, convert_image, missing_file_reason,
                                          read_displayed_size)
 from edge_trash.tfrecords.other_formats import images_folder_problem
 from edge_trash.tfrecords.split_units import (SPLIT_BY, SplitUnits, frames_next_to_train, identical_files,
-                                              split_units, variants_across_splits)
+                                              roboflow_original, split_units, variants_across_splits)
 from edge_trash.tfrecords.splits import assign_folds, assign_splits, shuffled
 from edge_trash.tfrecords.tf_example import ObjectBox, make_example_bytes
 from edge_trash.tfrecords.tfrecord_file import TFRecordWriter
@@ -264,6 +264,22 @@ def _sizes_of_found(located: Dict[int, Tuple[Path, Optional[str]]]) -> Dict[int,
     return found
 
 
+def _variants_of_one_original(images: Sequence[Any], located: Dict[int, Tuple[Path, Optional[str]]]
+                              ) -> Dict[int, str]:
+    """``{image id: skip reason}`` for Roboflow entries that reach one photo only under the name it had
+    before Roboflow renamed it, several entries to one photo: the augmented variants an export makes
+    (flipped, rotated, cropped), whose boxes belong to those copies, not to the original."""
+    by_path: Dict[Path, List[int]] = {}
+    for im in images:
+        path, note = located[im.id]
+        if found_under_original_name(note) and roboflow_original(im.file_name):
+            by_path.setdefault(path, []).append(im.id)
+    return {iid: (f"augmented variant of a photo found only under its original name: {len(ids)} image entries "
+                  f"reach {path.name} that way, copies the tool flipped, rotated or cropped whose boxes do not fit "
+                  "the original; export the images with the JSON")
+            for path, ids in by_path.items() if len(ids) > 1 for iid in ids}
+
+
 def _plan(dataset: CocoDataset, options: BuildOptions, target_of: Dict[int, Optional[int]],
           found: Dict[int, Tuple[Path, int]]) -> Tuple[List[Tuple[str, List[int]]], Optional[SplitUnits]]:
     """``[(split, image ids)]`` for the images whose file was ``found`` (``{id: (path, size)}``; a
@@ -331,7 +347,8 @@ def build_tfrecords(options: BuildOptions, progress: bool = False) -> Dict[str, 
     names = mapping.names
     images_by_id = {im.id: im for im in dataset.images}
     located = {im.id: paths[im.source].resolve(im.file_name) for im in dataset.images}
-    found = _sizes_of_found(located)
+    variants = _variants_of_one_original(dataset.images, located)
+    found = {iid: v for iid, v in _sizes_of_found(located).items() if iid not in variants}
     plan, units = _plan(dataset, options, mapping.target_of_category, found)
 
     boxes_dropped: List[Dict[str, Any]] = [
@@ -365,7 +382,9 @@ def build_tfrecords(options: BuildOptions, progress: bool = False) -> Dict[str, 
                                   "reason": f"its image was skipped: {reason}"})
 
     for im in dataset.images:
-        if im.id not in found:
+        if im.id in variants:
+            skip(im, variants[im.id])
+        elif im.id not in found:
             skip(im, missing_file_reason(located[im.id][0]))
     jobs: List[ImageJob] = []
     where: List[Tuple[str, int]] = []

@@ -59,6 +59,15 @@ _EXPORT_RENAMES = (
 )
 
 
+_BEFORE_RENAME = "its name before "  # in the note of a photo found under its name before a tool renamed it
+
+
+def found_under_original_name(note: Optional[str]) -> bool:
+    """Whether :meth:`ImagePaths.resolve`'s ``note`` says the photo was read under the name it had
+    before an annotation tool renamed the upload (so the JSON's entry may describe an edited copy)."""
+    return bool(note) and "not found as given; read " in note and f", {_BEFORE_RENAME}" in note
+
+
 def _loose(name: str) -> str:
     """``name`` compared without case or Unicode form (NFC and NFD spellings match)."""
     return unicodedata.normalize("NFC", name).casefold()
@@ -253,7 +262,7 @@ class ImagePaths:
             rel = [found.relative_to(self.images_dir).as_posix()] if found is not None else self._deeper([original])
             if len(rel) == 1:
                 return self.images_dir / rel[0], (f"file_name {file_name!r} not found as given; read {rel[0]!r}, "
-                                                  f"its name before {tool} renamed it")
+                                                  f"{_BEFORE_RENAME}{tool} renamed it")
             if rel:
                 shown = ", ".join(repr(r) for r in rel[:4]) + (", ..." if len(rel) > 4 else "")
                 return self.images_dir / file_name, (
