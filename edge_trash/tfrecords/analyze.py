@@ -31,7 +31,7 @@ from edge_trash.atomic_files import write_bytes_atomic as _write_atomic
 from edge_trash.tfrecords import feature_keys as K
 from edge_trash.tfrecords.class_map import categories_sharing_a_name, similar_names, similar_names_warning
 from edge_trash.tfrecords.analyze_report import render_report, write_plots
-from edge_trash.tfrecords.build import SHARD_RE, counted as _n, examples as _examples
+from edge_trash.tfrecords.build import SHARD_RE, counted as _n, examples as _examples, sizes_of_found
 from edge_trash.tfrecords.coco import CocoDataset, Rejected, load_coco_files
 from edge_trash.tfrecords.image_paths import SourceImages, source_images
 from edge_trash.tfrecords.other_formats import images_folder_problem
@@ -271,20 +271,9 @@ def _json_source(dataset: CocoDataset, paths: Optional[List[SourceImages]], prog
                 if note or skip:
                     source.size_mismatch.append({"image_id": im.id, "file_name": im.file_name,
                                                  "build_skips": bool(skip), "what": skip or note})
-        source.copies = identical_files(_sizes(
-            {im.id: path for im, (path, _) in zip(dataset.images, resolved) if im.id in source.luma}))
+        found = sizes_of_found({im.id: at for im, at in zip(dataset.images, resolved) if im.id in source.luma})
+        source.copies = identical_files({iid: (str(path), size) for iid, (path, size) in found.items()})
     return source
-
-
-def _sizes(paths: Dict[Any, Path]) -> Dict[Any, Tuple[str, int]]:
-    """``{image id: (path, size in bytes)}`` of the files that are there."""
-    sizes = {}
-    for iid, path in paths.items():
-        try:
-            sizes[iid] = (str(path), os.stat(path).st_size)
-        except (OSError, ValueError):
-            continue
-    return sizes
 
 
 def find_shards(tfrecords: Path) -> Dict[str, List[Path]]:

@@ -252,7 +252,7 @@ class _ShardWriter:
             self.writer = None
 
 
-def _sizes_of_found(located: Dict[int, Tuple[Path, Optional[str]]]) -> Dict[int, Tuple[Path, int]]:
+def sizes_of_found(located: Dict[int, Tuple[Path, Optional[str]]]) -> Dict[int, Tuple[Path, int]]:
     """``{image id: (path, size)}`` for the files that are there, one ``stat`` each. A broken link is
     missing too (its content was never fetched); a folder or a bad file is read for its reason."""
     found = {}
@@ -348,7 +348,7 @@ def build_tfrecords(options: BuildOptions, progress: bool = False) -> Dict[str, 
     images_by_id = {im.id: im for im in dataset.images}
     located = {im.id: paths[im.source].resolve(im.file_name) for im in dataset.images}
     variants = _variants_of_one_original(dataset.images, located)
-    found = {iid: v for iid, v in _sizes_of_found(located).items() if iid not in variants}
+    found = {iid: v for iid, v in sizes_of_found(located).items() if iid not in variants}
     plan, units = _plan(dataset, options, mapping.target_of_category, found)
 
     boxes_dropped: List[Dict[str, Any]] = [
