@@ -23,7 +23,7 @@ from edge_trash.atomic_files import write_bytes_atomic as _write_atomic
 from edge_trash.tfrecords.class_map import build_class_mapping, label_map_pbtxt, read_class_map
 from edge_trash.tfrecords.coco import CocoDataset, load_coco_files
 from edge_trash.tfrecords.name_encodings import readable_text
-from edge_trash.tfrecords.image_paths import default_images_folder, found_under_original_name, source_images
+from edge_trash.tfrecords.image_paths import SourceImages, default_images_folder, source_images
 from edge_trash.tfrecords.images import (ImageJob, ImageResult, convert_image, missing_file_reason,
                                          read_displayed_size)
 from edge_trash.tfrecords.other_formats import images_folder_problem
@@ -264,16 +264,15 @@ def sizes_of_found(located: Dict[int, Tuple[Path, Optional[str]]]) -> Dict[int, 
     return found
 
 
-def _variants_of_one_original(images: Sequence[Any], located: Dict[int, Tuple[Path, Optional[str]]]
-                              ) -> Dict[int, str]:
+def _variants_of_one_original(images: Sequence[Any], located: Dict[int, Tuple[Path, Optional[str]]],
+                              paths: List[SourceImages]) -> Dict[int, str]:
     """``{image id: skip reason}`` for Roboflow entries that reach one photo only under the name it had
     before Roboflow renamed it, several entries to one photo: the augmented variants an export makes
     (flipped, rotated, cropped), whose boxes belong to those copies, not to the original."""
     by_path: Dict[Path, List[int]] = {}
     for im in images:
-        path, note = located[im.id]
-        if found_under_original_name(note) and roboflow_original(im.file_name):
-            by_path.setdefault(path, []).append(im.id)
+        if paths[im.source].found_under_original_name(im.file_name) and roboflow_original(im.file_name):
+            by_path.setdefault(located[im.id][0], []).append(im.id)
     return {iid: (f"augmented variant of a photo found only under its original name: {len(ids)} image entries "
                   f"reach {path.name} that way, copies the tool flipped, rotated or cropped whose boxes do not fit "
                   "the original; export the images with the JSON")
@@ -347,7 +346,7 @@ def build_tfrecords(options: BuildOptions, progress: bool = False) -> Dict[str, 
     names = mapping.names
     images_by_id = {im.id: im for im in dataset.images}
     located = {im.id: paths[im.source].resolve(im.file_name) for im in dataset.images}
-    variants = _variants_of_one_original(dataset.images, located)
+    variants = _variants_of_one_original(dataset.images, located, paths)
     found = {iid: v for iid, v in sizes_of_found(located).items() if iid not in variants}
     plan, units = _plan(dataset, options, mapping.target_of_category, found)
 

@@ -59,15 +59,6 @@ _EXPORT_RENAMES = (
 )
 
 
-_BEFORE_RENAME = "its name before "  # in the note of a photo found under its name before a tool renamed it
-
-
-def found_under_original_name(note: Optional[str]) -> bool:
-    """Whether :meth:`ImagePaths.resolve`'s ``note`` says the photo was read under the name it had
-    before an annotation tool renamed the upload (so the JSON's entry may describe an edited copy)."""
-    return bool(note) and "not found as given; read " in note and f", {_BEFORE_RENAME}" in note
-
-
 def _loose(name: str) -> str:
     """``name`` compared without case or Unicode form (NFC and NFD spellings match)."""
     return unicodedata.normalize("NFC", name).casefold()
@@ -133,6 +124,7 @@ class ImagePaths:
         self._by_name: Optional[Dict[str, List[str]]] = None  # loose file name -> relative paths
         self._index_complete = True
         self._folder_splits: set = set()  # the splits sub-folders name (val2017/: val), from the index
+        self.under_original_name: set = set()  # file_names read under the name before a tool renamed the upload
 
     def _name_index(self) -> Dict[str, List[str]]:
         """Every file under the images folder by its loose name (built on the first miss)."""
@@ -261,8 +253,9 @@ class ImagePaths:
             found = self._find(parts[:-1] + [original])
             rel = [found.relative_to(self.images_dir).as_posix()] if found is not None else self._deeper([original])
             if len(rel) == 1:
+                self.under_original_name.add(file_name)
                 return self.images_dir / rel[0], (f"file_name {file_name!r} not found as given; read {rel[0]!r}, "
-                                                  f"{_BEFORE_RENAME}{tool} renamed it")
+                                                  f"its name before {tool} renamed it")
             if rel:
                 shown = ", ".join(repr(r) for r in rel[:4]) + (", ..." if len(rel) > 4 else "")
                 return self.images_dir / file_name, (
@@ -366,6 +359,11 @@ class SourceImages:
     def folder_above(self, file_name: str, path: Path) -> Optional[Path]:
         """:meth:`ImagePaths.folder_above`."""
         return self.paths.folder_above(file_name, path)
+
+    def found_under_original_name(self, file_name: str) -> bool:
+        """Whether :meth:`resolve` read ``file_name``'s photo under the name it had before an annotation
+        tool renamed the upload (so the entry may describe an edited copy of it)."""
+        return file_name in self.paths.under_original_name
 
 
 def source_images(image_dirs: Sequence[Path], annotation_files: Sequence[Path]) -> List[SourceImages]:
