@@ -50,8 +50,8 @@ def next_command(annotations: Sequence[Path], images: Sequence[Path], tfrecords:
 @click.option("--annotations", multiple=True, type=click.Path(path_type=Path),
               help="COCO annotation JSON; repeat it to analyse several as one (merged as build-tfrecords does).")
 @click.option("--images", multiple=True, type=click.Path(path_type=Path),
-              help="Folder the JSON file_name entries are relative to (adds brightness, unreadable files and "
-                   "size mismatches): once for all files, or once per --annotations.")
+              help="Folder the JSON file_name entries are relative to (adds brightness, unreadable files, "
+                   "size mismatches and copies of one picture): once for all files, or once per --annotations.")
 @click.option("--tfrecords", type=click.Path(file_okay=False, path_type=Path),
               help="The --out folder of build-tfrecords: analyse each split as stored.")
 @click.option("--out", required=True, type=click.Path(file_okay=False, path_type=Path),
@@ -69,11 +69,13 @@ def analyze(annotations: Tuple[Path, ...], images: Tuple[Path, ...], tfrecords: 
     """Report class balance, box sizes and image problems of a dataset.
 
     Give --annotations (with --images to also read the files: brightness,
-    unreadable files, files whose size differs from the JSON), --tfrecords,
-    or both. Writes report.md, stats.json and PNG plots into OUT and flags
-    long-tail classes, tiny objects, dark images, outlier image sizes and
-    annotation problems (NaN/Infinity boxes, boxes past the image, unknown
-    ids, duplicate ids, unused categories, images without boxes).
+    unreadable files, files whose size differs from the JSON, one picture
+    under several entries), --tfrecords, or both. Writes report.md, stats.json
+    and PNG plots into OUT and flags long-tail classes, tiny objects, dark
+    images, outlier image sizes, annotation problems (NaN/Infinity boxes,
+    boxes past the image, unknown ids, duplicate ids, unused categories,
+    images without boxes) and leaks between splits (one picture, neighbouring
+    video frames or a photo's Roboflow variants in train and val/test).
     """
     if images and not annotations:
         raise click.UsageError("--images needs --annotations (the image file names come from the JSON)")
