@@ -641,6 +641,27 @@ def test_merged_files_get_a_new_stratified_split_without_keep_splits(tmp_path):
     splits = json.loads((tmp_path / "out" / "splits.json").read_text())["splits"]
     assert sorted(i for ids in splits.values() for i in ids) == [0, 1, 2, 10, 11, 20]
     assert set(splits) == {"train", "val"}
+    # The summary says the dataset's own splits were not kept, and how to keep them.
+    from edge_trash.tfrecords.build_cli import summarize
+
+    lines = summarize(report, tmp_path / "out", 1.0).splitlines()
+    assert lines[2] == ("note: the annotation files name their splits (train, val, test); their images were pooled "
+                        "and split anew (stratified by class); --keep-splits keeps the dataset's own splits (to "
+                        "compare with results published on them)")
+    other = tmp_path / "extra" / "more.json"
+    other.parent.mkdir()
+    other.write_text(files[2].read_text())
+    report = build_tfrecords(BuildOptions(annotations=[*files[:2], other], images=None, out=tmp_path / "o2",
+                                          folds=2))
+    assert ("note: the annotation files name their splits (train, val); their images were pooled and split into "
+            "folds; to keep a dataset's own splits, give every file a split word in its name or folder and "
+            "--keep-splits") in summarize(report, tmp_path / "o2", 1.0).splitlines()
+    report = build_tfrecords(BuildOptions(annotations=[files[0], other], images=None, out=tmp_path / "o5"))
+    assert "note: the annotation files" not in summarize(report, tmp_path / "o5", 1.0)  # only 'train' is named
+    report = build_tfrecords(BuildOptions(annotations=files, images=None, out=tmp_path / "o3", keep_splits=True))
+    assert "note: the annotation files" not in summarize(report, tmp_path / "o3", 1.0)
+    report = build_tfrecords(BuildOptions(annotations=[other], images=None, out=tmp_path / "o4"))
+    assert "note: the annotation files" not in summarize(report, tmp_path / "o4", 1.0)
 
 
 def test_keep_splits_needs_a_split_in_each_name_and_merge_errors_name_their_file(tmp_path):

@@ -475,20 +475,29 @@ def image_size_stats(images: List[ImageEntry], th: Thresholds) -> Dict[str, Any]
     median_pixels = statistics.median(pixels) if pixels else 0
     outliers = []
     for im in images:
-        reasons = []
+        reasons = {}
         if median_pixels and im.width * im.height > th.large_pixels_factor * median_pixels:
-            reasons.append(f"{im.width * im.height / median_pixels:.1f}x the median pixel count")
+            reasons["large"] = f"{im.width * im.height / median_pixels:.1f}x the median pixel count"
         if min(im.width, im.height) < th.min_short_side:
-            reasons.append(f"short side {min(im.width, im.height)} px < {th.min_short_side}")
+            reasons["small"] = f"short side {min(im.width, im.height)} px < {th.min_short_side}"
         ratio = max(im.width, im.height) / min(im.width, im.height)
         if ratio > th.max_aspect:
-            reasons.append(f"aspect {ratio:.2f}:1 > {th.max_aspect}:1")
+            reasons["aspect"] = f"aspect {ratio:.2f}:1 > {th.max_aspect}:1"
         if reasons:
             outliers.append({"image_id": im.image_id, "file_name": im.file_name, "width": im.width,
-                             "height": im.height, "reason": "; ".join(reasons)})
+                             "height": im.height, "reason": "; ".join(reasons.values()), "kinds": list(reasons)})
     dims = Counter((im.width, im.height) for im in images)
     return {"distinct": [{"width": w, "height": h, "images": n} for (w, h), n in dims.most_common()],
             "median_pixels": median_pixels, "outliers": outliers}
+
+
+def _outlier_kinds(outliers: List[Dict[str, Any]], th: Thresholds) -> str:
+    """How many outliers are large, small or oddly shaped: ``"2 over 3x the median pixel count, 1 ..."``."""
+    counts = Counter(kind for o in outliers for kind in o["kinds"])
+    words = {"large": f"over {th.large_pixels_factor:g}x the median pixel count",
+             "small": f"with a short side under the model input's {th.min_short_side} px (upscaled, so soft)",
+             "aspect": f"with an aspect ratio over {th.max_aspect:g}:1"}
+    return ", ".join(f"{counts[kind]} {words[kind]}" for kind in words if counts[kind])
 
 
 def brightness_stats(images: List[ImageEntry], luma: Dict[Any, float], unreadable: List[Dict[str, Any]],
@@ -565,7 +574,7 @@ def find_flags(where: str, stats: Dict[str, Any], th: Thresholds,
         add("image_size_outliers", [o["image_id"] for o in outliers],
             f"{len(outliers)} of {_n(sum(d['images'] for d in stats['image_sizes']['distinct']), 'image', 'images')} "
             f"{'has' if len(outliers) == 1 else 'have'} an outlier size or aspect ratio (the median image has "
-            f"{stats['image_sizes']['median_pixels']:,.0f} pixels): "
+            f"{stats['image_sizes']['median_pixels']:,.0f} pixels; {_outlier_kinds(outliers, th)}): "
             + _examples([f"{o['file_name'] or o['image_id']} {o['width']}x{o['height']} ({o['reason']})"
                          for o in outliers], 3))
     if problems:

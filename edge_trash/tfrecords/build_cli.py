@@ -76,6 +76,23 @@ def _not_in_train_warning(report: Dict[str, Any]) -> str:
             + (" (all in classes_not_in_train in report.json)" if len(missing) > 8 else ""))
 
 
+def _resplit_note(report: Dict[str, Any]) -> str:
+    """A note when the annotation files name their splits (a dataset's official train/val/test) and the
+    build split them anew: scores on the new val are not comparable with results published on the old one.
+    Nothing when fewer than two splits are named (a lone ``instances_train2017.json`` is simply split)."""
+    options = report["options"]
+    named = [(src["split_in_name"], src["file"]) for src in report.get("sources", []) if src.get("split_in_name")]
+    if options.get("keep_splits") or len({split for split, _ in named}) < 2:
+        return ""  # one file named 'train' alone has no other split to keep
+    given = ", ".join(sorted({split for split, _ in named}, key=("train", "val", "test").index))
+    how = "split into folds" if options.get("folds") else "split anew (stratified by class)"
+    if len(named) < len(report["sources"]):
+        keep = "; to keep a dataset's own splits, give every file a split word in its name or folder and --keep-splits"
+    else:
+        keep = "; --keep-splits keeps the dataset's own splits (to compare with results published on them)"
+    return f"note: the annotation files name their splits ({given}); their images were pooled and {how}" + keep
+
+
 def summarize(report: Dict[str, Any], out: Path, seconds: float) -> str:
     """The human summary printed at the end of a build."""
     from edge_trash.tfrecords.build import counted, examples, reasons_by_kind, split_counts
@@ -87,6 +104,9 @@ def summarize(report: Dict[str, Any], out: Path, seconds: float) -> str:
                  f"of {report['images_total']}; boxes: {report['boxes_written']} written, "
                  f"{len(report['boxes_dropped'])} dropped, {report['boxes_clipped']} clipped of {report['boxes_total']}")
     lines.append(f"splits: {split_counts(report['splits'])}")
+    resplit = _resplit_note(report)
+    if resplit:
+        lines.append(resplit)
     near = report.get("frames_next_to_train") or {}
     units = summary_line(report.get("split_units"), near)
     if units:
