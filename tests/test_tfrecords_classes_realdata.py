@@ -46,10 +46,49 @@ def test_min_instances_folds_rare_classes_into_other_or_drops_them():
     assert m.names == ["Bottle cap", "Plastic bottle", "other"]
     assert m.target_of_category[1] == m.target_of_category[3] == 3
     assert m.folded_into_other == ["Glass bottle", "Drink can"]
+    assert (m.other_class, m.other_from_source) == ("other", False)
+    # A dataset with its own 'Other' class: the rare ones join it under its spelling, and the summary says so.
+    cats = CATS + [Category(9, "Other", "Other")]
+    m = build_class_mapping(cats, boxes + _boxes({9: 1}), min_instances=3, rare="other")
+    assert m.names == ["Bottle cap", "Plastic bottle", "Other"]
+    assert m.target_of_category[1] == m.target_of_category[3] == m.target_of_category[9] == 3
+    assert m.as_report()["other_class"] == "Other" and m.as_report()["other_class_from_source"] is True
     m = build_class_mapping(CATS, boxes, min_instances=3, rare="drop")
+    assert (m.other_class, m.folded_into_other) == ("", [])
     assert m.names == ["Bottle cap", "Plastic bottle"]
     assert m.target_of_category[1] is None
     assert m.drop_reasons[3] == "class 'Drink can' has only 1 box (fewer than --min-instances 3; --rare drop)"
+
+
+def test_the_summary_names_the_datasets_own_other_class_the_rare_ones_joined(sample_dataset, tmp_path):
+    from edge_trash.tfrecords.build_cli import summarize
+
+    from collections import Counter
+
+    from edge_trash.tfrecords.coco import load_coco_files
+
+    dataset = load_coco_files([sample_dataset.annotations])  # --min-instances counts the annotation file's boxes
+    name_of = {c.id: c.name for c in dataset.categories}
+    counts = sorted((n, name) for name, n in Counter(name_of[b.category_id] for b in dataset.boxes).items())
+    (fewest, rarest), (second, _), commonest = counts[0], counts[1], counts[-1][1]
+    assert fewest < second  # so --min-instances fewest+1 folds the rarest class alone
+    opts = dict(images=sample_dataset.images, min_instances=fewest + 1, seed=0)
+    report = build_tfrecords(BuildOptions(annotations=sample_dataset.annotations, out=tmp_path / "o1", **opts))
+    assert report["other_class"] == "other" and report["other_class_from_source"] is False
+    assert f"classes folded into 'other': {rarest}" in summarize(report, tmp_path / "o1", 1.0).splitlines()
+    coco = json.loads(sample_dataset.annotations.read_text())
+    for c in coco["categories"]:
+        c["name"] = "OTHER" if c["name"] == commonest else c["name"]
+    (tmp_path / "a.json").write_text(json.dumps(coco))
+    report = build_tfrecords(BuildOptions(annotations=tmp_path / "a.json", out=tmp_path / "o2", **opts))
+    assert report["other_class"] == "OTHER" and report["other_class_from_source"] is True
+    assert report["classes_folded_into_other"] == [rarest]
+    plain = build_tfrecords(BuildOptions(annotations=sample_dataset.annotations, out=tmp_path / "o0",
+                                         images=sample_dataset.images, seed=0))
+    written = {c["name"]: c["boxes"] for c in plain["classes"]}
+    assert {c["name"]: c["boxes"] for c in report["classes"]}["OTHER"] == written[rarest] + written[commonest]
+    assert (f"classes folded into 'OTHER' (the dataset's own class of that name, which they joined): {rarest}"
+            ) in summarize(report, tmp_path / "o2", 1.0).splitlines()
 
 
 def test_csv_and_yaml_class_maps(tmp_path):

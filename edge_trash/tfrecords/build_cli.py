@@ -121,7 +121,10 @@ def summarize(report: Dict[str, Any], out: Path, seconds: float) -> str:
         lines.append("warning: " + variants_leak_message(
             variants, f"{chosen} to keep each photo's variants in one split" if chosen else ""))
     lines.append(_classes_line(report["classes"]))
-    for key, label in (("classes_folded_into_other", "folded into 'other'"),
+    folded_into = (f"folded into '{report.get('other_class') or 'other'}'"
+                   + (" (the dataset's own class of that name, which they joined)"
+                      if report.get("other_class_from_source") else ""))
+    for key, label in (("classes_folded_into_other", folded_into),
                        ("classes_dropped_rare", "dropped as rare"), ("classes_unused", "without boxes (left out)"),
                        ("class_map_unknown_sources", "named by the class map but absent")):
         if report.get(key):
@@ -196,7 +199,8 @@ def summarize(report: Dict[str, Any], out: Path, seconds: float) -> str:
                    "Windows-1252 CSV read too) or YAML mapping.")
 @click.option("--supercategories", is_flag=True, help="Train on the COCO supercategories.")
 @click.option("--min-instances", default=1, show_default=True, type=click.IntRange(min=0),
-              help="Classes with fewer boxes are folded into 'other' or dropped (--rare).")
+              help="Classes with fewer valid boxes in the annotation files (as analyze counts them) are folded "
+                   "into 'other' (or a class of that name the dataset has) or dropped (--rare).")
 @click.option("--rare", type=click.Choice(["other", "drop"]), default="other", show_default=True)
 @click.option("--val-fraction", default=0.15, show_default=True, type=click.FloatRange(0, 1, max_open=True))
 @click.option("--test-fraction", default=0.1, show_default=True, type=click.FloatRange(0, 1, max_open=True))

@@ -36,6 +36,8 @@ class ClassMapping:
     drop_reasons: Dict[int, str] = field(default_factory=dict)  # source category id -> why dropped
     unused: List[str] = field(default_factory=list)  # target classes with no box
     folded_into_other: List[str] = field(default_factory=list)
+    other_class: str = ""  # the class the rare ones were folded into, with the source's spelling when it had one
+    other_from_source: bool = False  # the source already had a class of that name: the rare ones joined it
     dropped_rare: List[str] = field(default_factory=list)
     map_unknown_sources: List[str] = field(default_factory=list)  # map rows naming no category
     similar: List[List[str]] = field(default_factory=list)  # kept names that differ only in case or spacing
@@ -46,6 +48,8 @@ class ClassMapping:
         return {
             "classes_unused": self.unused,
             "classes_folded_into_other": self.folded_into_other,
+            "other_class": self.other_class,
+            "other_class_from_source": self.other_from_source,
             "classes_dropped_rare": self.dropped_rare,
             "class_map_unknown_sources": self.map_unknown_sources,
             "similar_class_names": self.similar,
@@ -196,10 +200,12 @@ def build_class_mapping(categories: Sequence[Category], boxes: Sequence[BoxRecor
     kept = [t for t in order if counts[t] > 0 and t not in rare_names]
     folded: List[str] = []
     dropped: List[str] = []
+    other_name, other_from_source = "", False
     if rare_names and rare == "other":
         folded = rare_names
-        other_name = next((t for t in kept if t.lower() == OTHER), None)
-        if other_name is None:
+        other_name = next((t for t in kept if t.lower() == OTHER), "")
+        other_from_source = bool(other_name)
+        if not other_name:
             other_name = OTHER
             kept.append(other_name)
         for cid, t in target_name.items():
@@ -215,7 +221,8 @@ def build_class_mapping(categories: Sequence[Category], boxes: Sequence[BoxRecor
     ids = {name: i + 1 for i, name in enumerate(kept)}
     target_of = {cid: (ids.get(t) if t is not None else None) for cid, t in target_name.items()}
     return ClassMapping(names=kept, target_of_category=target_of, drop_reasons=drop_reasons, unused=unused,
-                        folded_into_other=folded, dropped_rare=dropped, map_unknown_sources=unknown,
+                        folded_into_other=folded, other_class=other_name, other_from_source=other_from_source,
+                        dropped_rare=dropped, map_unknown_sources=unknown,
                         similar=similar_names(kept), merged_by_name=merged)
 
 
