@@ -491,12 +491,12 @@ def image_size_stats(images: List[ImageEntry], th: Thresholds) -> Dict[str, Any]
             "median_pixels": median_pixels, "outliers": outliers}
 
 
-def _outlier_kinds(outliers: List[Dict[str, Any]], th: Thresholds) -> str:
-    """How many outliers are large, small or oddly shaped: ``"2 over 3x the median pixel count, 1 ..."``."""
+def _outlier_kinds(outliers: List[Dict[str, Any]], median_pixels: float, th: Thresholds) -> str:
+    """How many outliers are large, small or elongated: ``"2 over 3x the median's 12,000,000 pixels, 1 ..."``."""
     counts = Counter(kind for o in outliers for kind in o["kinds"])
-    words = {"large": f"over {th.large_pixels_factor:g}x the median pixel count",
-             "small": f"with a short side under the model input's {th.min_short_side} px (upscaled, so soft)",
-             "aspect": f"with an aspect ratio over {th.max_aspect:g}:1"}
+    words = {"large": f"over {th.large_pixels_factor:g}x the median's {median_pixels:,.0f} pixels",
+             "small": f"under {th.min_short_side} px on the short side",
+             "aspect": f"more elongated than {th.max_aspect:g}:1"}
     return ", ".join(f"{counts[kind]} {words[kind]}" for kind in words if counts[kind])
 
 
@@ -573,8 +573,8 @@ def find_flags(where: str, stats: Dict[str, Any], th: Thresholds,
     if outliers:
         add("image_size_outliers", [o["image_id"] for o in outliers],
             f"{len(outliers)} of {_n(sum(d['images'] for d in stats['image_sizes']['distinct']), 'image', 'images')} "
-            f"{'has' if len(outliers) == 1 else 'have'} an outlier size or aspect ratio (the median image has "
-            f"{stats['image_sizes']['median_pixels']:,.0f} pixels; {_outlier_kinds(outliers, th)}): "
+            f"{'has' if len(outliers) == 1 else 'have'} an outlier size or aspect ratio "
+            f"({_outlier_kinds(outliers, stats['image_sizes']['median_pixels'], th)}): "
             + _examples([f"{o['file_name'] or o['image_id']} {o['width']}x{o['height']} ({o['reason']})"
                          for o in outliers], 3))
     if problems:
