@@ -525,7 +525,21 @@ def test_the_next_command_keeps_the_default_images_folder_and_never_writes_into_
         "next: edge-trash build-tfrecords --annotations data/ann.json --out tfrecords/")
     assert next_command([Path("a.json")], [Path("data")], None) == (
         "next: edge-trash build-tfrecords --annotations a.json --images data --out tfrecords/")
+    built = tmp_path / "built"
+    built.mkdir()
+    for split in ("train", "val"):
+        (built / f"{split}-00000-of-00001.tfrecord").write_bytes(b"x")
     assert next_command([Path("a.json")], [], Path("built")) == "next: edge-trash train --data built --out runs/ssd"
+    (built / "val-00000-of-00001.tfrecord").write_bytes(b"")  # an empty val split: train would refuse it
+    assert next_command([Path("a.json")], [], Path("built")) == (
+        "next: these records lack the train or val images edge-trash train needs; rebuild them (build-tfrecords' "
+        "summary says which)")
+    for k in range(3):
+        (built / f"fold{k}-00000-of-00001.tfrecord").write_bytes(b"x")
+    for split in ("train", "val"):
+        (built / f"{split}-00000-of-00001.tfrecord").unlink()
+    assert next_command([Path("a.json")], [], Path("built")) == (
+        "next: edge-trash train --data built --fold 0 --out runs/ssd-fold0 (one run per fold: --fold 0 .. 2)")
 
 
 def test_flags_agree_with_a_count_of_one_and_say_when_no_image_was_found(tmp_path):

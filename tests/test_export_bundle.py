@@ -195,6 +195,15 @@ def test_options_name_the_bad_flag(tmp_path):
     with pytest.raises(ValueError, match="--out .* is not an edge-trash bundle"):
         ExportOptions(**{**base, "out": str(tmp_path / "other")}).validate()
     ExportOptions(**base).validate()
+    for k in range(3):  # a --folds build has no train split to calibrate on, nor val to check int8 on
+        (tmp_path / "data" / f"fold{k}-00000-of-00001.tfrecord").write_bytes(b"x")
+    with pytest.raises(ValueError) as err:
+        ExportOptions(**base).validate()
+    assert str(err.value) == (f"--data {tmp_path / 'data'}: a build-tfrecords --folds folder (fold0..fold2), while "
+                              "export calibrates on a train split and checks int8 against float on val: give a build "
+                              "of the same classes without --folds as --data")
+    (tmp_path / "data" / "train-00000-of-00001.tfrecord").write_bytes(b"x")
+    ExportOptions(**base).validate()
 
 
 def test_copy_device_runtime_copies_the_service_files(tmp_path):

@@ -664,6 +664,41 @@ def test_merged_files_get_a_new_stratified_split_without_keep_splits(tmp_path):
     assert "note: the annotation files" not in summarize(report, tmp_path / "o4", 1.0)
 
 
+def test_the_summary_says_when_records_cannot_train_and_next_names_the_train_command_they_allow(tmp_path):
+    from click.testing import CliRunner
+
+    from edge_trash.cli import cli
+
+    root = tmp_path / "export"
+    _roboflow_export(root)
+    files = {f: root / f / "_annotations.coco.json" for f in ("train", "valid", "test")}
+
+    def build(out, *args, files_=("train", "valid", "test")):
+        cmd = ["build-tfrecords", "--out", str(tmp_path / out), "--workers", "1", *args]
+        for f in files_:
+            cmd += ["--annotations", str(files[f])]
+        result = CliRunner().invoke(cli, cmd)
+        assert result.exit_code == 0, result.output
+        lines = result.output.splitlines()
+        return lines + [line for line in lines if line.startswith("next: ")]  # lines[-1]: the next command
+
+    lines = build("held", "--keep-splits", files_=("valid", "test"))
+    assert ("warning: no training images (none of the annotation files is a train split: give one too), so "
+            "`edge-trash train` cannot use these records; `edge-trash evaluate` can") in lines
+    assert lines[-1] == (f"next: edge-trash analyze --annotations {files['valid']} --annotations {files['test']} "
+                         f"--tfrecords {tmp_path / 'held'} --out {tmp_path / 'held' / 'analysis'}")
+    lines = build("noval", "--val-fraction", "0", "--test-fraction", "0")
+    assert ("warning: no val split, which `edge-trash train` needs to keep its best checkpoint: rebuild with "
+            "--val-fraction above 0") in lines
+    assert "edge-trash train" not in lines[-1]
+    lines = build("folds", "--folds", "2", "--test-fraction", "0")
+    assert not [line for line in lines if line.startswith("warning: no")]
+    assert lines[-1].endswith(f"  |  edge-trash train --data {tmp_path / 'folds'} --fold 0 --out runs/ssd-fold0 "
+                              "(one run per fold: --fold 0 .. 1)")
+    lines = build("plain", "--val-fraction", "0.3", "--test-fraction", "0")
+    assert lines[-1].endswith(f"  |  edge-trash train --data {tmp_path / 'plain'} --out runs/ssd")
+
+
 def test_keep_splits_needs_a_split_in_each_name_and_merge_errors_name_their_file(tmp_path):
     from edge_trash.tfrecords.build import BuildError
     from edge_trash.tfrecords.coco import CocoFormatError

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
 from pathlib import Path
@@ -82,3 +83,37 @@ def test_train_on_toy_data_then_refuse_to_overwrite(tmp_path):
     assert list((run / "logs" / "train").iterdir())
     again = _run("--data", str(data), "--out", str(run), "--config", str(config), "--steps", "3")
     assert again.exit_code == 2 and "already holds a run" in again.output
+
+
+@pytest.mark.slow
+def test_a_folds_build_trains_with_fold_and_folders_that_cannot_train_fail_before_the_model(tmp_path):
+    sys.path.insert(0, str(Path(__file__).parent))
+    from test_train_loop import write_toy_data
+
+    data = write_toy_data(tmp_path / "data", splits=("fold0", "fold1", "fold2"))
+    config = tmp_path / "toy.yaml"
+    config.write_text("preset: demo\nmodel: {input_size: 128}\n"
+                      "train: {batch_size: 4, warmup_steps: 1, eval_every: 2, augment: null}\n")
+    args = ["--data", str(data), "--config", str(config), "--steps", "2", "--init", "scratch", "--no-progress"]
+    result = _run(*args, "--out", str(tmp_path / "nofold"))
+    assert result.exit_code == 2
+    assert "holds 3 folds (fold0..fold2, from build-tfrecords --folds) and no train split: pass --fold K" in \
+        " ".join(result.output.split())
+    assert not (tmp_path / "nofold").exists()
+    run = tmp_path / "fold1"
+    result = _run(*args, "--out", str(run), "--fold", "1")
+    assert result.exit_code == 0, result.output
+    assert "best fold1 (trained on fold0+fold2) AP" in result.output
+    assert "Next: a run for each other fold (--fold K, each with its own --out)" in result.output
+    metrics = json.loads((run / "metrics.json").read_text())
+    assert (metrics["trained_on"], metrics["validated_on"]) == ("fold0+fold2", "fold1")
+    assert metrics["best"]["num_images"] == 4  # fold1's records alone
+    assert json.loads((run / "config.json").read_text())["train"]["fold"] == 1
+    again = _run(*args, "--out", str(run), "--resume", "--fold", "2")
+    assert again.exit_code == 2 and "--fold cannot change" in again.output
+    (data / "fold0-00000-of-00001.tfrecord").write_bytes(b"")
+    (data / "fold2-00000-of-00001.tfrecord").write_bytes(b"")
+    result = _run(*args, "--out", str(tmp_path / "empty"), "--fold", "1")
+    assert result.exit_code == 2
+    assert f"--data {data}: no training images (the train shards hold no record); rebuild the folds" in \
+        " ".join(result.output.split())

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import dataclasses
 import enum
+import glob
 import json
 import os
 import shutil
@@ -75,6 +76,13 @@ class ExportOptions:
             raise ValueError(f"--model {self.model}: not a directory; pass the --out of `edge-trash train`")
         if not os.path.isdir(self.data):
             raise ValueError(f"--data {self.data}: not a directory; pass the --out of `edge-trash build-tfrecords`")
+        from edge_trash.tfrecords.split_layout import folds_in
+
+        folds = folds_in(self.data)
+        if folds and not glob.glob(os.path.join(glob.escape(self.data), "train-*.tfrecord")):
+            raise ValueError(f"--data {self.data}: a build-tfrecords --folds folder (fold{folds[0]}..fold{folds[-1]}), "
+                             "while export calibrates on a train split and checks int8 against float on val: "
+                             "give a build of the same classes without --folds as --data")
         if self.calibration_images < 1:
             raise ValueError(f"--calibration-images must be >= 1, got {self.calibration_images}")
         if self.max_ap_drop < 0:

@@ -39,7 +39,11 @@ def summarize(stats: Dict[str, Any], out: Path, seconds: float) -> str:
 def next_command(annotations: Sequence[Path], images: Sequence[Path], tfrecords: Optional[Path]) -> str:
     """The command a user runs after looking at the report."""
     if tfrecords is not None:
-        return f"next: edge-trash train --data {tfrecords} --out runs/ssd"
+        from edge_trash.tfrecords.split_layout import train_command
+
+        train = train_command(tfrecords)
+        return (f"next: {train}" if train else "next: these records lack the train or val images edge-trash "
+                "train needs; rebuild them (build-tfrecords' summary says which)")
     given = " ".join([f"--annotations {a}" for a in annotations] + [f"--images {d}" for d in images])
     dataset_folders = {Path(p).resolve() for p in [*images, *(Path(a).parent for a in annotations)]}
     out = "tfrecords/" if Path("data").resolve() in dataset_folders else "data/"  # never into the photos' folder

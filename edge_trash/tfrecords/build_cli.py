@@ -104,6 +104,9 @@ def summarize(report: Dict[str, Any], out: Path, seconds: float) -> str:
                  f"of {report['images_total']}; boxes: {report['boxes_written']} written, "
                  f"{len(report['boxes_dropped'])} dropped, {report['boxes_clipped']} clipped of {report['boxes_total']}")
     lines.append(f"splits: {split_counts(report['splits'])}")
+    untrainable = _untrainable_warning(report)
+    if untrainable:
+        lines.append(untrainable)
     resplit = _resplit_note(report)
     if resplit:
         lines.append(resplit)
@@ -211,7 +214,8 @@ def summarize(report: Dict[str, Any], out: Path, seconds: float) -> str:
                    "variants (IMG_1_jpg.rf.<hash>.jpg), and each other image alone; image: every image alone; folder: each folder of file_name (one recording session "
                    "per folder).")
 @click.option("--folds", default=0, show_default=True, type=click.IntRange(min=0),
-              help="Write K stratified folds (fold0..foldK-1) instead of train/val.")
+              help="Write K stratified folds (fold0..foldK-1) instead of train/val; `edge-trash train --fold k` "
+                   "trains on the others and validates on fold k.")
 @click.option("--max-size", default=640, show_default=True, type=click.IntRange(min=32),
               help="Shrink so the long side is at most this many pixels.")
 @click.option("--max-pixels", default=150_000_000, show_default=True, type=click.IntRange(min=1),
@@ -281,5 +285,24 @@ def build_tfrecords(annotations: Tuple[Path, ...], images: Tuple[Path, ...], kee
                    "were skipped; see report.json", err=True)
         raise SystemExit(EXIT_STRICT)
     given = " ".join(f"--annotations {a}" for a in annotations)
+    from edge_trash.tfrecords.split_layout import train_command
+
+    train = train_command(out)
     click.echo(f"next: edge-trash analyze {given} --tfrecords {out} --out {out / 'analysis'}"
-               f"  |  edge-trash train --data {out} --out runs/ssd")
+               + (f"  |  {train}" if train else ""))
+
+
+def _untrainable_warning(report: Dict[str, Any]) -> str:
+    """Why ``edge-trash train`` cannot use these records: no train images, or no val split."""
+    splits, options = report["splits"], report["options"]
+    if options.get("folds"):
+        return ""
+    if not splits.get("train", {}).get("images"):
+        return ("warning: no training images (" + ("none of the annotation files is a train split: give one "
+                "too" if options.get("keep_splits") else "every image went to val/test") + "), so "
+                "`edge-trash train` cannot use these records; `edge-trash evaluate` can")
+    if not splits.get("val", {}).get("images"):
+        return ("warning: no val split, which `edge-trash train` needs to keep its best checkpoint: "
+                + ("give a val annotation file too" if options.get("keep_splits") else
+                   "rebuild with --val-fraction above 0"))
+    return ""

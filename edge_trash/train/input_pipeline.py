@@ -35,16 +35,20 @@ DEFAULT_MAX_BOXES = 100
 
 
 def split_files(data_dir: os.PathLike, split: str) -> List[Path]:
-    """The shards of ``split`` in ``data_dir`` (``{split}-NNNNN-of-NNNNN.tfrecord``), sorted."""
+    """The shards of ``split`` in ``data_dir`` (``{split}-NNNNN-of-NNNNN.tfrecord``), sorted;
+    ``split`` may join several with ``+`` (``fold0+fold2``: the folds a ``--fold 1`` run trains on)."""
     root = Path(data_dir)
     if not root.is_dir():
         raise FileNotFoundError(f"--data {root}: not a folder; build it with "
                                 "`edge-trash build-tfrecords --out DIR`")
-    files = sorted(root.glob(f"{split}-*.tfrecord"))
-    if not files:
-        found = sorted({p.name.split("-")[0] for p in root.glob("*.tfrecord")})
-        raise FileNotFoundError(f"{root}: no {split}-*.tfrecord shards (splits found: "
-                                f"{found or 'none'}); pass --split one of those or rebuild")
+    files: List[Path] = []
+    for part in split.split("+"):
+        found = sorted(root.glob(f"{part}-*.tfrecord"))
+        if not found:
+            names = sorted({p.name.split("-")[0] for p in root.glob("*.tfrecord")})
+            raise FileNotFoundError(f"{root}: no {part}-*.tfrecord shards (splits found: "
+                                    f"{names or 'none'}); pass --split one of those or rebuild")
+        files += found
     return files
 
 

@@ -8,7 +8,7 @@ from typing import Optional
 
 import click
 
-RESUME_FIXED = ("config", "batch_size", "input_size", "init", "mixed_precision")
+RESUME_FIXED = ("config", "batch_size", "input_size", "init", "mixed_precision", "fold")
 
 
 def _dir_size_mb(path: Path) -> float:
@@ -18,7 +18,8 @@ def _dir_size_mb(path: Path) -> float:
 @click.command("train")
 @click.option("--data", "data_dir", required=True,
               type=click.Path(exists=True, file_okay=False, path_type=Path),
-              help="TFRecord directory written by build-tfrecords (train-*, val-*, labels.txt).")
+              help="TFRecord directory written by build-tfrecords (train-*, val-*, labels.txt; or fold0-*.. "
+                   "with --fold).")
 @click.option("--out", "out_dir", required=True, type=click.Path(file_okay=False, path_type=Path),
               help="Run directory to create (or to continue with --resume).")
 @click.option("--config", "config", default=None, metavar="FILE|PRESET",
@@ -32,6 +33,9 @@ def _dir_size_mb(path: Path) -> float:
               help="Keras MobileNetV2 ImageNet .h5 (also looked up in ~/.keras/models), "
                    "'imagenet' (that file for the configured width), a previous run directory "
                    "(new classes: the class head is rebuilt), or 'scratch' (poor accuracy).")
+@click.option("--fold", type=click.IntRange(min=0), default=None,
+              help="For a build-tfrecords --folds K folder: train on every other fold and validate on this "
+                   "one (one run per fold, each with its own --out).")
 @click.option("--resume", is_flag=True, help="Continue RUN_DIR after a stop, same step, "
                                              "schedule and data order.")
 @click.option("--strategy", type=click.Choice(["auto", "mirrored", "multi_worker", "tpu"]),
@@ -43,7 +47,7 @@ def _dir_size_mb(path: Path) -> float:
 @click.option("--no-progress", is_flag=True, help="No progress bar (logs only).")
 def train(data_dir: Path, out_dir: Path, config: Optional[str], steps: Optional[int],
           batch_size: Optional[int], input_size: Optional[int], init: Optional[str],
-          resume: bool, strategy: Optional[str], mixed_precision: Optional[bool],
+          fold: Optional[int], resume: bool, strategy: Optional[str], mixed_precision: Optional[bool],
           no_progress: bool) -> None:
     """Train SSD MobileNet v2 on TFRecords from build-tfrecords; write a run directory."""
     from edge_trash.models.init_weights import InitError
@@ -53,7 +57,7 @@ def train(data_dir: Path, out_dir: Path, config: Optional[str], steps: Optional[
     from edge_trash.train.trainer import train as run_training
 
     given = {"config": config, "batch_size": batch_size, "input_size": input_size, "init": init,
-             "mixed_precision": mixed_precision}
+             "mixed_precision": mixed_precision, "fold": fold}
     if resume:
         fixed = [f"--{k.replace('_', '-')}" for k in RESUME_FIXED if given[k] is not None]
         if fixed:
@@ -64,7 +68,7 @@ def train(data_dir: Path, out_dir: Path, config: Optional[str], steps: Optional[
     except ValueError as exc:
         raise click.BadParameter(str(exc), param_hint="--config") from None
     changes = {k: v for k, v in (("steps", steps), ("batch_size", batch_size), ("init", init),
-                                 ("strategy", strategy), ("mixed_precision", mixed_precision))
+                                 ("strategy", strategy), ("mixed_precision", mixed_precision), ("fold", fold))
                if v is not None}
     try:
         train_cfg = train_cfg.replace(**changes)
@@ -94,10 +98,16 @@ def train(data_dir: Path, out_dir: Path, config: Optional[str], steps: Optional[
         raise click.ClickException(os_error_message(exc, out_dir)) from None
     best = result.best_metrics
     size = _dir_size_mb(out_dir / "saved_model") if (out_dir / "saved_model").exists() else 0.0
+    on = "val" if result.val_split == "val" else f"{result.val_split} (trained on {result.train_split})"
+    if result.val_split == "val":
+        after = f"Next: edge-trash export --model {out_dir} --data {data_dir} --out bundle/ --edgetpu"
+    else:
+        after = ("Next: a run for each other fold (--fold K, each with its own --out), then compare their "
+                 "best AP in RUN/metrics.json; for the model to deploy, build-tfrecords without --folds, "
+                 "train on that and export it")
     click.echo(
         f"Trained {result.step} steps in {time.monotonic() - started:.0f} s "
         f"({result.images_per_second:.1f} images/s{', stopped early' if result.stopped_early else ''}): "
-        f"best val AP {best.get('AP', float('nan')):.3f}, AP50 {best.get('AP50', float('nan')):.3f} "
+        f"best {on} AP {best.get('AP', float('nan')):.3f}, AP50 {best.get('AP50', float('nan')):.3f} "
         f"at step {result.best_step}. Wrote {out_dir} (saved_model/ {size:.1f} MB, "
-        f"model.weights.h5, metrics.json).\n"
-        f"Next: edge-trash export --model {out_dir} --data {data_dir} --out bundle/ --edgetpu")
+        f"model.weights.h5, metrics.json).\n{after}")

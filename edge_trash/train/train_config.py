@@ -52,6 +52,7 @@ class TrainConfig:
     balance: Union[str, Dict[str, Any], None] = None  # input pipeline balance config
     init: str = "imagenet"  # Keras .h5 path, 'imagenet', a run dir, or 'scratch'
     strategy: str = "auto"
+    fold: Optional[int] = None  # a --folds build: train on the other folds, validate on this one
 
     def validate(self) -> "TrainConfig":
         """Raise ``ValueError`` naming the bad ``train.*`` key; return self."""
@@ -78,6 +79,8 @@ class TrainConfig:
                 raise ValueError(f"train.{name}: got {getattr(self, name)}, expected >= 0")
         if self.early_stopping_patience < 0 or self.eval_max_images < 0:
             raise ValueError("train.early_stopping_patience and train.eval_max_images must be >= 0")
+        if self.fold is not None and (type(self.fold) is not int or self.fold < 0):
+            raise ValueError(f"train.fold: got {self.fold!r}, expected a fold number >= 0 or null")
         return self
 
     def loss_config(self) -> LossConfig:

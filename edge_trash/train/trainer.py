@@ -1,4 +1,5 @@
-"""The SSD training loop: strategy-agnostic (tf.distribute), resumable, evaluated on val.
+"""The SSD training loop: strategy-agnostic (tf.distribute), resumable, evaluated on val
+(or, for a ``--folds`` build, on the fold ``train.fold`` names while training on the others).
 
 ``train(TrainOptions(...)) -> TrainResult`` writes a run directory (see
 ``edge_trash.models.run_dir``). Under ``MultiWorkerMirroredStrategy`` every worker runs
@@ -25,6 +26,7 @@ from typing import Any, Callable, Dict, List, Optional
 
 from edge_trash.models import run_dir as rd
 from edge_trash.models.config import SSDConfig
+from edge_trash.tfrecords.split_layout import DataSplitError, training_splits
 from edge_trash.train.train_config import TrainConfig
 
 log = logging.getLogger(__name__)
@@ -65,6 +67,8 @@ class TrainResult:
     images_per_second: float
     losses: List[float] = field(default_factory=list)  # total loss of each step run here
     first_step: int = 0  # step number of losses[0] is first_step + 1
+    train_split: str = "train"  # the shards trained on: "train", or the other folds ("fold0+fold2")
+    val_split: str = "val"  # the shards the best checkpoint was chosen on: "val" or "fold1"
 
 
 def make_strategy(name: str):
@@ -214,6 +218,13 @@ def train(options: TrainOptions) -> TrainResult:
     # Where this worker writes: the run directory (chief), or a scratch folder removed at the end.
     work = out if is_chief else out / f".worker-{strategy.cluster_resolver.task_id}"
     model_cfg, train_cfg = _prepare_run_dir(options, class_names, is_chief)
+    if options.dataset_fn is None:
+        try:
+            train_split, val_split = training_splits(data_dir, train_cfg.fold)
+        except DataSplitError as exc:
+            raise TrainError(str(exc)) from None
+    else:
+        train_split, val_split = "train", "val"
     if not is_chief:
         work.mkdir(parents=True, exist_ok=True)
     init_source = None if options.resume else resolve_init(train_cfg.init, model_cfg)
@@ -258,12 +269,12 @@ def train(options: TrainOptions) -> TrainResult:
 
     # Data: restart the epoch the step falls in and skip the batches already used.
     target_fn = make_target_fn(model_cfg)
-    probe, per_epoch = dataset_fn("train", train_cfg.batch_size, True, train_cfg.seed, target_fn, 0)
+    probe, per_epoch = dataset_fn(train_split, train_cfg.batch_size, True, train_cfg.seed, target_fn, 0)
     del probe
     per_epoch = per_epoch or 0
     epoch = start_step // per_epoch if per_epoch else 0
     skip = start_step - epoch * per_epoch if per_epoch else start_step
-    train_ds, _ = dataset_fn("train", train_cfg.batch_size, True, train_cfg.seed, target_fn, epoch)
+    train_ds, _ = dataset_fn(train_split, train_cfg.batch_size, True, train_cfg.seed, target_fn, epoch)
     train_ds = train_ds.repeat().skip(skip)
     # Records come from an index, not files: each worker keeps its share of the batches.
     shard = tf.data.Options()
@@ -316,7 +327,7 @@ def train(options: TrainOptions) -> TrainResult:
         writer = val_writer = tf.summary.create_noop_writer()
 
     def run_eval(step: int) -> Dict[str, Any]:
-        val_ds, _ = dataset_fn("val", train_cfg.batch_size, False, train_cfg.seed, None, 0)
+        val_ds, _ = dataset_fn(val_split, train_cfg.batch_size, False, train_cfg.seed, None, 0)
         metrics = evaluate_model(predict_fn, val_ds, model_cfg, class_names,
                                  train_cfg.eval_max_images)
         with val_writer.as_default(step=step):
@@ -339,7 +350,8 @@ def train(options: TrainOptions) -> TrainResult:
         best = next((h for h in history if h["step"] == int(best_step.numpy())), {})
         rd.write_json_atomic(metrics_path, {
             "step": step, "finished": done, "best_step": int(best_step.numpy()),
-            "best": best, "final": history[-1] if history else {}, "history": history, **extra})
+            "best": best, "final": history[-1] if history else {}, "history": history,
+            "trained_on": train_split, "validated_on": val_split, **extra})
 
     losses: List[float] = []
     stopped_early = False
@@ -374,7 +386,7 @@ def train(options: TrainOptions) -> TrainResult:
             if step % train_cfg.eval_every == 0 or step == train_cfg.steps:
                 final_metrics = run_eval(step)
                 evaluated = True
-                bar.write(f"step {step}: val AP {final_metrics['AP']:.3f} "
+                bar.write(f"step {step}: {val_split} AP {final_metrics['AP']:.3f} "
                           f"AP50 {final_metrics['AP50']:.3f} (best AP {float(best_ap.numpy()):.3f} "
                           f"at step {int(best_step.numpy())})")
             patience = train_cfg.early_stopping_patience
@@ -405,4 +417,5 @@ def train(options: TrainOptions) -> TrainResult:
         shutil.rmtree(work, ignore_errors=True)
     return TrainResult(run_dir=out, step=step, best_step=int(best_step.numpy()), best_metrics=best,
                        final_metrics=final_metrics, stopped_early=stopped_early, seconds=seconds,
-                       images_per_second=images_per_second, losses=losses, first_step=start_step)
+                       images_per_second=images_per_second, losses=losses, first_step=start_step,
+                       train_split=train_split, val_split=val_split)

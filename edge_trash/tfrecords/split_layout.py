@@ -1,0 +1,94 @@
+"""Which shards of a ``build-tfrecords`` folder a run trains and validates on (``edge-trash
+train`` asks before it builds the model; build and analyze print the command it allows).
+
+A plain build has ``train-*`` and ``val-*`` shards. A ``--folds K`` build has ``fold0-*`` ..
+``fold{K-1}-*`` (and ``test-*``) instead: ``--fold k`` trains on every fold but ``k`` and
+validates on fold ``k``. A split spec is one split name or several joined by ``+``
+(``fold0+fold2``); ``edge_trash.train.input_pipeline.split_files`` reads either.
+
+Everything here is checked before the model is built, so a folder that cannot train (no
+train images, no val split, folds without ``--fold``) fails at once, naming the fix, rather
+than in a traceback from the input pipeline or after the first training interval.
+"""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+from typing import List, Optional, Tuple
+
+_FOLD_SHARD = re.compile(r"^fold(\d+)-\d+-of-\d+\.tfrecord$")
+
+
+class DataSplitError(ValueError):
+    """The data folder cannot give the splits a run needs; the message says what to do."""
+
+
+def folds_in(data_dir: Path) -> List[int]:
+    """The fold numbers a ``--folds`` build wrote into ``data_dir`` (``[0, 1, 2]``), sorted."""
+    found = (_FOLD_SHARD.match(p.name) for p in Path(data_dir).glob("fold*-*.tfrecord"))
+    return sorted({int(m.group(1)) for m in found if m})
+
+
+def _has_records(data_dir: Path, spec: str) -> Optional[bool]:
+    """None when a split of ``spec`` has no shard; else whether any shard holds a record
+    (a TFRecord file has no header of its own, so a shard with any byte holds one)."""
+    sizes = []
+    for split in spec.split("+"):
+        shards = list(Path(data_dir).glob(f"{split}-*-of-*.tfrecord"))
+        if not shards:
+            return None
+        sizes += [p.stat().st_size for p in shards]
+    return any(sizes)
+
+
+def training_splits(data_dir: Path, fold: Optional[int] = None) -> Tuple[str, str]:
+    """``(train spec, val spec)`` for a run on ``data_dir``; ``DataSplitError`` naming the fix
+    when the folder lacks them or one of them holds no record."""
+    data_dir = Path(data_dir)
+    folds = folds_in(data_dir)
+    if fold is None:
+        if folds and not list(data_dir.glob("train-*.tfrecord")):
+            raise DataSplitError(
+                f"--data {data_dir}: holds {len(folds)} folds (fold{folds[0]}..fold{folds[-1]}, from build-tfrecords "
+                f"--folds) and no train split: pass --fold K to train on the other folds and validate on fold K "
+                f"(one run per fold: --fold {folds[0]} .. --fold {folds[-1]})")
+        train, val = "train", "val"
+    else:
+        if not folds:
+            raise DataSplitError(f"--fold {fold}: --data {data_dir} holds no folds; build it with "
+                                 "`edge-trash build-tfrecords --folds K`, or leave --fold out to use its train/val")
+        if fold not in folds:
+            raise DataSplitError(f"--fold {fold}: --data {data_dir} holds folds {', '.join(map(str, folds))}")
+        if len(folds) < 2:
+            raise DataSplitError(f"--fold {fold}: --data {data_dir} holds one fold, so none is left to train on; "
+                                 "build with --folds 2 or more")
+        train, val = "+".join(f"fold{k}" for k in folds if k != fold), f"fold{fold}"
+    has_train, has_val = _has_records(data_dir, train), _has_records(data_dir, val)
+    if not has_train:
+        raise DataSplitError(
+            f"--data {data_dir}: no training images (" + ("no train-*.tfrecord shards" if has_train is None else
+                                                          "the train shards hold no record") + "); "
+            + ("rebuild the folds" if fold is not None else "with --keep-splits, give a train annotation file "
+               "too, or rebuild without --keep-splits for a new split"))
+    if not has_val:
+        raise DataSplitError(
+            f"--data {data_dir}: no validation images (" + ("no val-*.tfrecord shards" if has_val is None else
+                                                            "the val shards hold no record") + "); training keeps "
+            "the checkpoint with the best val AP: rebuild with --val-fraction above 0 (with --keep-splits, give a "
+            "val annotation file too)")
+    return train, val
+
+
+def train_command(data_dir: Path) -> str:
+    """The ``edge-trash train`` command the shards in ``data_dir`` allow, or "" when they lack
+    training or validation images (the build's summary says why)."""
+    folds = folds_in(data_dir)
+    try:
+        training_splits(data_dir, folds[0] if folds else None)
+    except DataSplitError:
+        return ""
+    if folds:
+        return (f"edge-trash train --data {data_dir} --fold {folds[0]} --out runs/ssd-fold{folds[0]} "
+                f"(one run per fold: --fold {folds[0]} .. {folds[-1]})")
+    return f"edge-trash train --data {data_dir} --out runs/ssd"
