@@ -53,6 +53,7 @@ def test_a_folds_build_trains_on_the_other_folds(tmp_path):
     (dict(val=9), None, "--data {d}: no training images (no train-*.tfrecord shards)"),
     (dict(fold0=0, fold1=9, fold2=0), 1, "--data {d}: no training images (the train shards hold no record); "
                                           "rebuild the folds"),
+    (dict(), None, "--data {d}: no .tfrecord shards; pass the --out folder of `edge-trash build-tfrecords`"),
     (dict(train=9), None, "--data {d}: no validation images (no val-*.tfrecord shards); training keeps the "
                           "checkpoint with the best val AP: rebuild with --val-fraction above 0 (with --keep-splits, "
                           "give a val annotation file too)"),

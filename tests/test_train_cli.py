@@ -54,6 +54,12 @@ def test_bad_flags_name_the_flag(tmp_path, args, message):
 
 def test_missing_init_file_is_a_flag_error_and_leaves_no_run(tmp_path):
     (tmp_path / "labels.txt").write_text("a\nb\n")
+    result = _run("--data", str(tmp_path), "--out", str(tmp_path / "run"), "--config", "demo")
+    assert result.exit_code == 2  # the data is checked first
+    assert f"--data {tmp_path}: no .tfrecord shards; pass the --out folder of `edge-trash build-tfrecords`" in \
+        " ".join(result.output.split())
+    for split in ("train", "val"):
+        (tmp_path / f"{split}-00000-of-00001.tfrecord").write_bytes(b"x")
     result = _run("--data", str(tmp_path), "--out", str(tmp_path / "run"), "--config", "demo",
                   "--init", str(tmp_path / "missing.h5"))
     assert result.exit_code == 2

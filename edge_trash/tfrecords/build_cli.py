@@ -76,17 +76,34 @@ def _not_in_train_warning(report: Dict[str, Any]) -> str:
             + (" (all in classes_not_in_train in report.json)" if len(missing) > 8 else ""))
 
 
+def _untrainable_warning(report: Dict[str, Any]) -> str:
+    """Why ``edge-trash train`` cannot use these records: no train images, or no val split."""
+    splits, options = report["splits"], report["options"]
+    if options.get("folds"):
+        return ""
+    if not splits.get("train", {}).get("images"):
+        return ("warning: no training images (" + ("none of the annotation files is a train split: give one "
+                "too" if options.get("keep_splits") else "every image went to val/test") + "), so "
+                "`edge-trash train` cannot use these records; `edge-trash evaluate` can")
+    if not splits.get("val", {}).get("images"):
+        return ("warning: no val split, which `edge-trash train` needs to keep its best checkpoint: "
+                + ("give a val annotation file too" if options.get("keep_splits") else
+                   "rebuild with --val-fraction above 0"))
+    return ""
+
+
 def _resplit_note(report: Dict[str, Any]) -> str:
     """A note when the annotation files name their splits (a dataset's official train/val/test) and the
     build split them anew: scores on the new val are not comparable with results published on the old one.
     Nothing when fewer than two splits are named (a lone ``instances_train2017.json`` is simply split)."""
     options = report["options"]
-    named = [(src["split_in_name"], src["file"]) for src in report.get("sources", []) if src.get("split_in_name")]
-    if options.get("keep_splits") or len({split for split, _ in named}) < 2:
+    named = [src.get("split_in_name") for src in report.get("sources", [])]
+    splits = sorted({split for split in named if split}, key=("train", "val", "test").index)
+    if options.get("keep_splits") or len(splits) < 2:
         return ""  # one file named 'train' alone has no other split to keep
-    given = ", ".join(sorted({split for split, _ in named}, key=("train", "val", "test").index))
+    given = ", ".join(splits)
     how = "split into folds" if options.get("folds") else "split anew (stratified by class)"
-    if len(named) < len(report["sources"]):
+    if None in named:
         keep = "; to keep a dataset's own splits, give every file a split word in its name or folder and --keep-splits"
     else:
         keep = "; --keep-splits keeps the dataset's own splits (to compare with results published on them)"
@@ -291,18 +308,3 @@ def build_tfrecords(annotations: Tuple[Path, ...], images: Tuple[Path, ...], kee
     click.echo(f"next: edge-trash analyze {given} --tfrecords {out} --out {out / 'analysis'}"
                + (f"  |  {train}" if train else ""))
 
-
-def _untrainable_warning(report: Dict[str, Any]) -> str:
-    """Why ``edge-trash train`` cannot use these records: no train images, or no val split."""
-    splits, options = report["splits"], report["options"]
-    if options.get("folds"):
-        return ""
-    if not splits.get("train", {}).get("images"):
-        return ("warning: no training images (" + ("none of the annotation files is a train split: give one "
-                "too" if options.get("keep_splits") else "every image went to val/test") + "), so "
-                "`edge-trash train` cannot use these records; `edge-trash evaluate` can")
-    if not splits.get("val", {}).get("images"):
-        return ("warning: no val split, which `edge-trash train` needs to keep its best checkpoint: "
-                + ("give a val annotation file too" if options.get("keep_splits") else
-                   "rebuild with --val-fraction above 0"))
-    return ""

@@ -46,6 +46,9 @@ def training_splits(data_dir: Path, fold: Optional[int] = None) -> Tuple[str, st
     """``(train spec, val spec)`` for a run on ``data_dir``; ``DataSplitError`` naming the fix
     when the folder lacks them or one of them holds no record."""
     data_dir = Path(data_dir)
+    if not any(data_dir.glob("*.tfrecord")):
+        raise DataSplitError(f"--data {data_dir}: no .tfrecord shards; pass the --out folder of "
+                             "`edge-trash build-tfrecords`")
     folds = folds_in(data_dir)
     if fold is None:
         if folds and not list(data_dir.glob("train-*.tfrecord")):
