@@ -98,10 +98,10 @@ def train(data_dir: Path, out_dir: Path, config: Optional[str], steps: Optional[
         raise click.ClickException(os_error_message(exc, out_dir)) from None
     best = result.best_metrics
     size = _dir_size_mb(out_dir / "saved_model") if (out_dir / "saved_model").exists() else 0.0
-    on = "val" if result.val_split == "val" else f"{result.val_split} (trained on {result.train_split})"
     if result.val_split == "val":
-        after = f"Next: edge-trash export --model {out_dir} --data {data_dir} --out bundle/ --edgetpu"
-    else:
+        on, after = "val", f"Next: edge-trash export --model {out_dir} --data {data_dir} --out bundle/ --edgetpu"
+    else:  # one fold of a cross-validation
+        on = f"{result.val_split} (trained on {result.train_split})"
         after = ("Next: a run for each other fold (--fold K, each with its own --out), then compare their "
                  "best AP in RUN/metrics.json; for the model to deploy, build-tfrecords without --folds, "
                  "train on that and export it")
