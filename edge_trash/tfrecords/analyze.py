@@ -31,7 +31,8 @@ from edge_trash.atomic_files import write_bytes_atomic as _write_atomic
 from edge_trash.tfrecords import feature_keys as K
 from edge_trash.tfrecords.class_map import categories_sharing_a_name, similar_names, similar_names_warning
 from edge_trash.tfrecords.analyze_report import render_report, write_plots
-from edge_trash.tfrecords.build import SHARD_RE, counted as _n, examples as _examples, sizes_of_found
+from edge_trash.tfrecords.build import counted as _n, examples as _examples, sizes_of_found
+from edge_trash.tfrecords.split_layout import SHARD_RE
 from edge_trash.tfrecords.coco import CocoDataset, Rejected, load_coco_files
 from edge_trash.tfrecords.image_paths import SourceImages, source_images
 from edge_trash.tfrecords.other_formats import images_folder_problem

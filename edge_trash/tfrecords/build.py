@@ -23,18 +23,17 @@ from edge_trash.atomic_files import write_bytes_atomic as _write_atomic
 from edge_trash.tfrecords.class_map import build_class_mapping, label_map_pbtxt, read_class_map
 from edge_trash.tfrecords.coco import CocoDataset, load_coco_files
 from edge_trash.tfrecords.name_encodings import readable_text
-from edge_trash.tfrecords.image_paths import SourceImages, default_images_folder, source_images
+from edge_trash.tfrecords.image_paths import NOT_FOUND_WHY, SourceImages, default_images_folder, source_images
 from edge_trash.tfrecords.images import (ImageJob, ImageResult, convert_image, missing_file_reason,
                                          read_displayed_size)
 from edge_trash.tfrecords.other_formats import images_folder_problem
+from edge_trash.tfrecords.split_layout import SHARD_RE
 from edge_trash.tfrecords.split_units import (SPLIT_BY, SplitUnits, frames_next_to_train, identical_files,
                                               roboflow_original, split_units, variants_across_splits)
 from edge_trash.tfrecords.splits import assign_folds, assign_splits, shuffled
 from edge_trash.tfrecords.tf_example import ObjectBox, make_example_bytes
 from edge_trash.tfrecords.tfrecord_file import TFRecordWriter
 from edge_trash.tfrecords.workers import ordered_map
-
-SHARD_RE = re.compile(r"^(train|val|test|fold\d+)-\d{5}-of-\d{5}\.tfrecord$")
 
 
 class BuildError(ValueError):
@@ -57,18 +56,11 @@ def _images_folder_hint(found_deeper: Counter, images_of_source: Counter,
     return {"folders": folders, "images": covered} if covered else None
 
 
-# Why a file_name was not found, when the search says (see ImagePaths.resolve), for the summary's count.
-_NOT_FOUND_WHY = ((re.compile(r"files under the images folder (?:have its name|end in)"),
-                   "its name is in several sub-folders"),
-                  (re.compile(r"in another split's folder, while this annotation file is for"),
-                   "only in another split's folder"))
-
-
 def reason_kind(reason: str) -> str:
     """A skip or drop reason without its particulars (values, sizes, paths), to count alike ones together."""
     kind = reason.split(": ")[0].split(" (")[0]
     if kind == "file not found":
-        why = next((why for pattern, why in _NOT_FOUND_WHY if pattern.search(reason)), None)
+        why = next((why for phrase, why in NOT_FOUND_WHY if phrase in reason), None)
         if why:
             return f"{kind} ({why})"
     kind = re.sub(r"\[[^\]]*\]|-?\d+(?:\.\d+)?(?:x\d+)?", "…", kind)

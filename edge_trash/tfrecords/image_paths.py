@@ -72,6 +72,13 @@ def _parts(file_name: str) -> List[str]:
     return parts
 
 
+# Phrases of resolve()'s notes on a name it would not read, each with the kind the build's summary counts
+# ("file not found (its name is in several sub-folders)"): the notes are written with these, so they match.
+_SEVERAL = "write the sub-folder into file_name, or give --images as the folder it is relative to"
+_OTHER_SPLIT = "in another split's folder, while this annotation file is for"
+NOT_FOUND_WHY = ((_SEVERAL, "its name is in several sub-folders"), (_OTHER_SPLIT, "only in another split's folder"))
+
+
 def _split_of(rel: str) -> Optional[str]:
     """The split named by the innermost folder of ``rel`` that names one (``val2017/a.jpg``: val)."""
     for folder in reversed(rel.split("/")[:-1]):
@@ -325,8 +332,7 @@ class ImagePaths:
             shown = ", ".join(repr(c) for c in elsewhere[:4]) + (", ..." if len(elsewhere) > 4 else "")
             which = "the only file" if len(elsewhere) == 1 else f"all {len(elsewhere)} files"
             return direct, (f"{which} of that name under the images folder ({shown}) "
-                            f"{'is' if len(elsewhere) == 1 else 'are'} in another split's folder, while "
-                            f"this annotation file is for {split}: probably another photo of the same name "
+                            f"{'is' if len(elsewhere) == 1 else 'are'} {_OTHER_SPLIT} {split}: probably another photo of the same name "
                             "(datasets that number each split from 1 reuse names); if it is this one, write its "
                             "sub-folder into file_name")
         if not candidates:
@@ -336,13 +342,11 @@ class ImagePaths:
         if candidates:
             shown = ", ".join(repr(c) for c in candidates[:4]) + (", ..." if len(candidates) > 4 else "")
             what = "have its name" if len(parts) == 1 else f"end in {'/'.join(parts[-2:])!r}"
-            return direct, (f"{len(candidates)} files under the images folder {what} ({shown}): write "
-                            "the sub-folder into file_name, or give --images as the folder it is relative to")
+            return direct, f"{len(candidates)} files under the images folder {what} ({shown}): {_SEVERAL}"
         if not self._index_complete:
             return direct, (f"only the first {TREE_INDEX_LIMIT:,} files under the images folder were searched "
                             "by name: is --images the dataset's folder?")
         return direct, None
-
 
 
 class SourceImages:

@@ -17,7 +17,8 @@ import re
 from pathlib import Path
 from typing import List, Optional, Tuple
 
-_FOLD_SHARD = re.compile(r"^fold(\d+)-\d+-of-\d+\.tfrecord$")
+# A shard build-tfrecords writes: {split}-{index:05d}-of-{count:05d}.tfrecord
+SHARD_RE = re.compile(r"^(train|val|test|fold\d+)-\d{5}-of-\d{5}\.tfrecord$")
 
 
 class DataSplitError(ValueError):
@@ -26,8 +27,8 @@ class DataSplitError(ValueError):
 
 def folds_in(data_dir: Path) -> List[int]:
     """The fold numbers a ``--folds`` build wrote into ``data_dir`` (``[0, 1, 2]``), sorted."""
-    found = (_FOLD_SHARD.match(p.name) for p in Path(data_dir).glob("fold*-*.tfrecord"))
-    return sorted({int(m.group(1)) for m in found if m})
+    found = (SHARD_RE.match(p.name) for p in Path(data_dir).glob("fold*-*.tfrecord"))
+    return sorted({int(m.group(1)[len("fold"):]) for m in found if m})
 
 
 def _has_records(data_dir: Path, spec: str) -> Optional[bool]:
