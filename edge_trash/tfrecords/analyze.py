@@ -32,10 +32,10 @@ from edge_trash.tfrecords import feature_keys as K
 from edge_trash.tfrecords.class_map import categories_sharing_a_name, similar_names, similar_names_warning
 from edge_trash.tfrecords.analyze_report import render_report, write_plots
 from edge_trash.tfrecords.build import counted as _n, examples as _examples, sizes_of_found
-from edge_trash.tfrecords.split_layout import SHARD_RE
 from edge_trash.tfrecords.coco import CocoDataset, Rejected, load_coco_files
 from edge_trash.tfrecords.image_paths import SourceImages, source_images
 from edge_trash.tfrecords.other_formats import images_folder_problem
+from edge_trash.tfrecords.split_layout import SHARD_RE
 from edge_trash.tfrecords.split_units import identical_files, variants_across_splits, variants_leak_message
 from edge_trash.tfrecords.tf_example import parse_example
 from edge_trash.tfrecords.tfrecord_file import TFRecordCorruptError, read_records
@@ -514,7 +514,6 @@ def brightness_stats(images: List[ImageEntry], luma: Dict[Any, float], unreadabl
         "unreadable": unreadable,
         "per_image": {str(k): _r(v, 2) for k, v in luma.items()},
     }
-
 
 
 def find_flags(where: str, stats: Dict[str, Any], th: Thresholds,

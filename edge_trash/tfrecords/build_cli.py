@@ -228,8 +228,8 @@ def summarize(report: Dict[str, Any], out: Path, seconds: float) -> str:
               help="What moves between splits as one (copies of one file always do). auto: runs of consecutive "
                    "video frames (video_id/frame_id in the JSON, or 'frame' and a number in the file name: "
                    "vid_2_frame0001.jpg), so val frames touch train only where runs meet, a Roboflow photo's augmented "
-                   "variants (IMG_1_jpg.rf.<hash>.jpg), and each other image alone; image: every image alone; folder: each folder of file_name (one recording session "
-                   "per folder).")
+                   "variants (IMG_1_jpg.rf.<hash>.jpg), and each other image alone; image: every image alone; "
+                   "folder: each folder of file_name (one recording session per folder).")
 @click.option("--folds", default=0, show_default=True, type=click.IntRange(min=0),
               help="Write K stratified folds (fold0..foldK-1) instead of train/val; `edge-trash train --fold k` "
                    "trains on the others and validates on fold k.")

@@ -10,8 +10,9 @@ recognises a file name that says ``frame`` and a number, and keeps runs of conse
 video in one split: whole videos when there are enough of them, else each video cut into runs of at
 least ``MIN_RUN`` frames so that there are about ``RUNS`` units to split. A Roboflow export made with
 augmentation holds each training photo several times (``IMG_1_jpg.rf.<hash>.jpg``, flipped or
-recoloured): ``auto`` keeps a photo's variants together too. Other images stay units of their own. ``folder`` makes every folder of ``file_name`` one unit (one recording session per
-folder); ``image`` splits image by image.
+recoloured): ``auto`` keeps a photo's variants together too. Other images stay units of their own.
+``folder`` makes every folder of ``file_name`` one unit (one recording session per folder); ``image``
+splits image by image.
 """
 
 from __future__ import annotations
@@ -33,7 +34,6 @@ _FRAMES_FOLDER = re.compile(r"(^|[^a-z])frames?($|[^a-z])", re.IGNORECASE)
 # Roboflow's frames of an uploaded video: "belt_mp4-12" ("belt.mp4", frame 12), before its _jpg.rf.<hash>
 _VIDEO_FILE_FRAME = re.compile(r"^(?P<video>.+)_(?:mp4|mov|avi|mkv|webm|m4v|wmv|mpe?g|3gp)-(?P<number>\d+)$",
                                re.IGNORECASE)
-_ROBOFLOW_SUFFIX = re.compile(r"_(jpe?g|png|bmp|webp|tiff?)\.rf\.[0-9a-f]{8,}$", re.IGNORECASE)
 _ROBOFLOW_NAME = re.compile(r"^(?P<stem>.+)_(?P<ext>jpe?g|png|bmp|webp|tiff?|heic)\.rf\.[0-9a-f]{8,}$",
                             re.IGNORECASE)
 
@@ -53,7 +53,8 @@ def video_frame(file_name: str) -> Optional[Tuple[str, int]]:
     ``_jpg.rf.<hash>`` suffix is ignored), else None. The video is the folder and what precedes
     ``frame`` (or the video's extension) in the name."""
     path = PurePosixPath(file_name.replace("\\", "/"))
-    stem = _ROBOFLOW_SUFFIX.sub("", path.stem)
+    roboflow = _ROBOFLOW_NAME.match(path.stem)
+    stem = roboflow["stem"] if roboflow else path.stem
     if stem.isdigit() and _FRAMES_FOLDER.search(path.parent.name):  # ffmpeg into clip1_frames/000123.jpg
         return str(path.parent), int(stem)
     match = _FRAME_NAME.match(stem) or _VIDEO_FILE_FRAME.match(stem)
