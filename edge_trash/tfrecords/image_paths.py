@@ -332,9 +332,9 @@ class ImagePaths:
             shown = ", ".join(repr(c) for c in elsewhere[:4]) + (", ..." if len(elsewhere) > 4 else "")
             which = "the only file" if len(elsewhere) == 1 else f"all {len(elsewhere)} files"
             return direct, (f"{which} of that name under the images folder ({shown}) "
-                            f"{'is' if len(elsewhere) == 1 else 'are'} {_OTHER_SPLIT} {split}: probably another photo of the same name "
-                            "(datasets that number each split from 1 reuse names); if it is this one, write its "
-                            "sub-folder into file_name")
+                            f"{'is' if len(elsewhere) == 1 else 'are'} {_OTHER_SPLIT} {split}: probably another "
+                            "photo of the same name (datasets that number each split from 1 reuse names); if it is "
+                            "this one, write its sub-folder into file_name")
         if not candidates:
             renamed = self._before_export_rename(file_name, parts) or self._other_extension(file_name, parts)
             if renamed is not None:
