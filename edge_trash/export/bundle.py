@@ -31,6 +31,7 @@ from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 
 from edge_trash.export import calibration as calibration_lib
 from edge_trash.export.parity import DEFAULT_MAX_AP_DROP, LATENCY_RUNS
+from edge_trash.tfrecords.split_layout import folds_in
 
 CPU_MODEL = "model_int8.tflite"
 EDGETPU_MODEL = "model_int8_edgetpu.tflite"
@@ -76,8 +77,6 @@ class ExportOptions:
             raise ValueError(f"--model {self.model}: not a directory; pass the --out of `edge-trash train`")
         if not os.path.isdir(self.data):
             raise ValueError(f"--data {self.data}: not a directory; pass the --out of `edge-trash build-tfrecords`")
-        from edge_trash.tfrecords.split_layout import folds_in
-
         folds = folds_in(self.data)
         if folds and not glob.glob(os.path.join(glob.escape(self.data), "train-*.tfrecord")):
             raise ValueError(f"--data {self.data}: a build-tfrecords --folds folder (fold{folds[0]}..fold{folds[-1]}), "
