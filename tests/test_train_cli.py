@@ -28,7 +28,7 @@ def test_help_lists_flags_and_does_not_import_tensorflow():
         capture_output=True, text=True, cwd=REPO, timeout=120)
     assert proc.returncode == 0, proc.stderr
     for flag in ("--data", "--out", "--config", "--steps", "--batch-size", "--input-size",
-                 "--init", "--resume", "--strategy", "--mixed-precision"):
+                 "--init", "--fold", "--resume", "--strategy", "--mixed-precision"):
         assert flag in proc.stdout
     assert proc.stdout.strip().endswith("TF False")
 
