@@ -141,3 +141,40 @@ def test_model_mode_with_a_real_tflite_renders_and_round_trips(tmp_path):
                           cwd=REPO, capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr
     assert json.loads(again.read_text())["AP"] == pytest.approx(metrics["AP"])
+
+
+def _run_dir(path: Path, fold=None, trained_on=None) -> Path:
+    path.mkdir(parents=True)
+    (path / "config.json").write_text(json.dumps({"model": {}, "train": {"fold": fold}}))
+    (path / "saved_model").mkdir()
+    (path / "saved_model" / "saved_model.pb").write_bytes(b"")
+    if trained_on is not None:
+        (path / "metrics.json").write_text(json.dumps({"trained_on": trained_on}))
+    return path
+
+
+def test_the_split_defaults_to_the_fold_a_run_validated_on_and_notes_a_learned_one(tmp_path):
+    from edge_trash.train.evaluate_cli import split_for_run
+
+    plain = _run_dir(tmp_path / "plain", trained_on="train")
+    fold = _run_dir(tmp_path / "fold2", fold=2, trained_on="fold0+fold1")
+    tflite = tmp_path / "model.tflite"
+    tflite.write_bytes(b"")
+    assert split_for_run(tflite, None) == ("val", [])
+    assert split_for_run(tflite, "train") == ("train", [])  # no run to know what it learned
+    assert split_for_run(plain, None) == ("val", [])
+    assert split_for_run(plain / "saved_model", "test") == ("test", [])
+    split, notes = split_for_run(plain / "saved_model", "train")
+    assert split == "train"
+    assert notes == [f"note: {plain} was trained on train: scores on images it learned measure "
+                     "memory, not how it does on new photos"]
+    assert split_for_run(fold, None) == ("fold2", [
+        f"note: evaluating on fold2, the fold {fold} was validated on (train --fold 2); --split "
+        "chooses another"])
+    split, notes = split_for_run(fold, "fold1+fold2")
+    assert split == "fold1+fold2" and len(notes) == 1
+    assert notes[0].startswith(f"note: {fold} was trained on fold1: ")
+    # a run from before metrics.json said what it trained on: a plain run learned "train"
+    old = _run_dir(tmp_path / "old")
+    assert split_for_run(old, "train")[1][0].startswith(f"note: {old} was trained on train: ")
+    assert split_for_run(_run_dir(tmp_path / "oldfold", fold=0), "fold1") == ("fold1", [])

@@ -115,6 +115,19 @@ def test_a_folds_build_trains_with_fold_and_folders_that_cannot_train_fail_befor
     assert (metrics["trained_on"], metrics["validated_on"]) == ("fold0+fold2", "fold1")
     assert metrics["best"]["num_images"] == 4  # fold1's records alone
     assert json.loads((run / "config.json").read_text())["train"]["fold"] == 1
+    # evaluate takes the fold the run validated on, and says when a split is one it learned
+    evaluated = CliRunner().invoke(cli, ["evaluate", "--model", str(run), "--data", str(data),
+                                         "--out", str(tmp_path / "eval.json")])
+    assert evaluated.exit_code == 0, evaluated.output
+    assert f"note: evaluating on fold1, the fold {run} was validated on (train --fold 1)" in evaluated.output
+    scored = json.loads((tmp_path / "eval.json").read_text())
+    assert (scored["split"], scored["num_images"]) == ("fold1", 4)
+    evaluated = CliRunner().invoke(cli, ["evaluate", "--model", str(run / "saved_model"), "--data", str(data),
+                                         "--split", "fold0+fold1", "--out", str(tmp_path / "eval0.json")])
+    assert evaluated.exit_code == 0, evaluated.output
+    assert f"note: {run} was trained on fold0: scores on images it learned measure memory" in evaluated.output
+    assert "evaluating on" not in evaluated.output
+    assert json.loads((tmp_path / "eval0.json").read_text())["num_images"] == 8
     again = _run(*args, "--out", str(run), "--resume", "--fold", "2")
     assert again.exit_code == 2 and "--fold cannot change" in again.output
     (data / "fold0-00000-of-00001.tfrecord").write_bytes(b"")

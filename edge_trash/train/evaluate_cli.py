@@ -13,7 +13,7 @@ from __future__ import annotations
 import json
 import time
 from pathlib import Path
-from typing import Any, Dict, Optional
+from typing import Any, Dict, List, Optional, Tuple
 
 import click
 
@@ -24,12 +24,61 @@ def _write_json(path: Path, data: Any) -> None:
     write_text_atomic(path, json.dumps(data, indent=2) + "\n")
 
 
+def _run_dir_of(model_path: Path) -> Optional[Path]:
+    """The ``edge-trash train`` run a model comes from: the folder itself or, for its
+    ``saved_model/``, the folder above (None for a .tflite or a foreign model)."""
+    if (model_path / "config.json").is_file():
+        return model_path
+    if (model_path / "saved_model.pb").is_file() and (model_path.parent / "config.json").is_file():
+        return model_path.parent
+    return None
+
+
+def _read_json_object(path: Path) -> Dict[str, Any]:
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return {}
+    return data if isinstance(data, dict) else {}
+
+
+def split_for_run(model_path: Path, split: Optional[str]) -> Tuple[str, List[str]]:
+    """The split to evaluate on and notes for the user.
+
+    Without ``--split``: the fold a ``train --fold K`` run validated on (``foldK``), else
+    ``val``. A split the run was trained on gets a note that its scores measure memory.
+    """
+    run = _run_dir_of(model_path)
+    notes: List[str] = []
+    if run is None:
+        return split or "val", notes
+    train = _read_json_object(run / "config.json").get("train")
+    fold = train.get("fold") if isinstance(train, dict) else None
+    if split is None:
+        if type(fold) is int and fold >= 0:
+            split = f"fold{fold}"
+            notes.append(f"note: evaluating on {split}, the fold {run} was validated on "
+                         f"(train --fold {fold}); --split chooses another")
+        else:
+            split = "val"
+    trained = str(_read_json_object(run / "metrics.json").get("trained_on") or "").split("+")
+    if type(fold) is not int and trained == [""]:
+        trained = ["train"]
+    seen = [part for part in split.split("+") if part in trained]
+    if seen:
+        notes.append(f"note: {run} was trained on {'+'.join(seen)}: scores on images it learned "
+                     "measure memory, not how it does on new photos")
+    return split, notes
+
+
 @click.command("evaluate")
 @click.option("--model", "model_path", type=click.Path(exists=True, path_type=Path),
               help="RUN_DIR, SavedModel folder, or .tflite (float, int8, Edge TPU with a TPU).")
 @click.option("--data", "data_dir", type=click.Path(exists=True, file_okay=False, path_type=Path),
               help="TFRecord folder written by build-tfrecords.")
-@click.option("--split", default="val", show_default=True, help="Split to evaluate.")
+@click.option("--split", default=None,
+              help="Split to evaluate (val, test, train, foldK; joined with +).  [default: val, or "
+                   "for a `train --fold K` run the fold K it validated on]")
 @click.option("--detections", "detections_path",
               type=click.Path(exists=True, dir_okay=False, path_type=Path),
               help="COCO results JSON (instead of --model).")
@@ -48,7 +97,7 @@ def _write_json(path: Path, data: Any) -> None:
 @click.option("--score-threshold", default=0.3, show_default=True,
               type=click.FloatRange(0.0, 1.0),
               help="Minimum score of boxes drawn by --render and counted in the confusion matrix.")
-def evaluate(model_path: Optional[Path], data_dir: Optional[Path], split: str,
+def evaluate(model_path: Optional[Path], data_dir: Optional[Path], split: Optional[str],
              detections_path: Optional[Path], annotations_path: Optional[Path], out: Path,
              render: int, max_images: Optional[int], save_detections: Optional[Path],
              score_threshold: float) -> None:
@@ -74,6 +123,9 @@ def evaluate(model_path: Optional[Path], data_dir: Optional[Path], split: str,
     images = None
     try:
         if model_path is not None:
+            split, notes = split_for_run(model_path, split)
+            for note in notes:
+                click.echo(note, err=True)
             detector = ev.load_detector(model_path)
             gt, images = ev.first_images(*ev.gt_from_tfrecords(data_dir, split), max_images)
 
