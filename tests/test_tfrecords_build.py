@@ -545,3 +545,62 @@ def test_a_long_list_of_unused_classes_is_cut_short_in_the_summary(tmp_path):
             + " and 8 more (all in classes_unused in report.json)\n") in text
     few = dict(report, classes_unused=["unused_02", "unused_03"])
     assert "classes without boxes (left out): unused_02, unused_03\n" in summarize(few, tmp_path / "out", 1.0)
+
+
+def test_an_image_whose_every_box_is_unusable_is_left_out_not_trained_as_background(tmp_path):
+    """TACO's unofficial file has 7 photos whose every box is off the image or Infinity: written
+    without boxes they would teach the model that their litter is background."""
+    from edge_trash.tfrecords.analyze import analyze
+
+    imgs = tmp_path / "img"
+    for name in ("ok.jpg", "bad.jpg", "empty.jpg", "mixed.jpg"):
+        _solid_jpeg(imgs / name, (200, 100))
+    images = [{"id": i + 1, "file_name": n, "width": 200, "height": 100}
+              for i, n in enumerate(("ok.jpg", "bad.jpg", "empty.jpg", "mixed.jpg"))]
+    anns = [{"id": 1, "image_id": 1, "category_id": 1, "bbox": [10, 10, 50, 50]},
+            {"id": 2, "image_id": 2, "category_id": 1, "bbox": [9000, 10, 50, 50]},  # off the image
+            {"id": 3, "image_id": 2, "category_id": 1, "bbox": [math.inf, math.inf, -math.inf, -math.inf]},
+            {"id": 4, "image_id": 4, "category_id": 1, "bbox": [9000, 10, 50, 50]},
+            {"id": 5, "image_id": 4, "category_id": 1, "bbox": [20, 20, 30, 30]}]
+    ann = _tiny_coco(tmp_path, images, anns)
+    report = build_tfrecords(BuildOptions(annotations=ann, images=imgs, out=tmp_path / "out",
+                                          val_fraction=0, test_fraction=0))
+    assert _reasons(report, "images_skipped", "image_id") == {2: (
+        "every box was dropped (2 annotations, each in boxes_dropped with why): written without them, the "
+        "objects in it would be trained as background; fix the boxes to keep it")}
+    assert sorted(_reasons(report, "boxes_dropped", "annotation_id")) == [2, 3, 4]
+    assert report["images_written"] == 3 and report["boxes_written"] == 2
+    assert report["background_images"] == 1  # empty.jpg, which has no annotation at all
+    assert report["splits"]["train"] == {"images": 3, "boxes": 2}
+
+    stats = analyze(ann, imgs, out=tmp_path / "a", plots=False)
+    flags = {f["kind"]: f for f in stats["flags"]}
+    assert flags["images_without_boxes"]["items"] == [3]
+    assert flags["images_every_box_dropped"]["message"] == (
+        "1 image has annotations but not one usable box: build-tfrecords leaves them out (written without boxes, "
+        "the objects in them would be trained as background): image ids 2")
+
+
+def test_rounding_past_the_edge_is_not_clipping_and_reasons_say_what_is_wrong(tmp_path):
+    """Label Studio stores boxes in percent: an edge box ends 6e-14 px past the image."""
+    imgs = tmp_path / "img"
+    _solid_jpeg(imgs / "a.jpg", (300, 300))
+    edge = [150.0, 99.99999999999999, 150.0, 200.00000000000006]  # y + h = 300.00000000000006
+    anns = [{"id": 1, "image_id": 1, "category_id": 1, "bbox": edge, "iscrowd": "true"},
+            {"id": 2, "image_id": 1, "category_id": 1, "bbox": [100, 100, 0.6, 20]},  # inside, too thin
+            {"id": 3, "image_id": 1, "category_id": 1, "bbox": [299.5, 100, 20, 20]},  # 0.5 px left inside
+            {"id": 4, "image_id": 1, "category_id": 1, "bbox": [400, 100, 20, 20]},  # wholly outside
+            {"id": 5, "image_id": 1, "category_id": 1, "bbox": [10, 10, 20, 20.5], "iscrowd": "no"},
+            {"id": 6, "image_id": 1, "category_id": 1, "bbox": [10, 10, 20, 20], "iscrowd": "maybe"},
+            {"id": 7, "image_id": 1, "category_id": 1, "bbox": [-0.01, 10, 20, 20], "iscrowd": True}]
+    ann = _tiny_coco(tmp_path, [{"id": 1, "file_name": "a.jpg", "width": 300, "height": 300}], anns)
+    dataset = load_coco(ann)
+    assert dataset.boxes_clipped == 1  # only 7, a hundredth of a pixel past the left edge
+    assert [b.iscrowd for b in dataset.boxes] == [1, 0, 0, 1]
+    assert dataset.iscrowd_not_understood == [6]
+    assert {r.record_id: r.reason for r in dataset.rejected_boxes} == {
+        2: "'bbox' [100, 100, 0.6, 20] is less than a pixel wide: too small to learn from",
+        3: "'bbox' [299.5, 100, 20, 20] lies outside the 300x300 image (less than 1 px left after clipping)",
+        4: "'bbox' [400, 100, 20, 20] lies outside the 300x300 image"}
+    edge_box = dataset.boxes[0]
+    assert (edge_box.y + edge_box.h, edge_box.clipped) == (300.0, False)  # still clamped to the image

@@ -164,7 +164,20 @@ def test_real_annotation_files_convert(tmp_path, name, class_map):
     _write_scaled_images(coco, tmp_path / "img", ids)
     report = build_tfrecords(BuildOptions(annotations=src, images=tmp_path / "img", out=tmp_path / "out",
                                           class_map=SHARED / "data" / "coco" / class_map if class_map else None))
-    assert report["images_written"] == len(ids)
+    sizes = {im["id"]: (im["width"], im["height"]) for im in coco["images"]}
+
+    def usable(a):
+        x, y, w, h = a["bbox"]
+        width, height = sizes[a["image_id"]]
+        return all(math.isfinite(v) for v in a["bbox"]) and min(width, x + w) - max(0, x) >= 1 \
+            and min(height, y + h) - max(0, y) >= 1
+
+    annotated = {a["image_id"] for a in coco["annotations"]}
+    every_box_unusable = sorted(annotated - {a["image_id"] for a in coco["annotations"] if usable(a)})
+    left_out = [i for i in ids if i in every_box_unusable]  # annotated, no usable box: not background
+    assert report["images_written"] == len(ids) - len(left_out)
+    assert sorted(s["image_id"] for s in report["images_skipped"] if s["reason"].startswith("every box")) == \
+        every_box_unusable
     assert report["images_total"] == len(coco["images"])
     assert report["boxes_total"] == len(coco["annotations"])
     assert report["boxes_total"] == report["boxes_written"] + len(report["boxes_dropped"])
@@ -177,7 +190,8 @@ def test_real_annotation_files_convert(tmp_path, name, class_map):
         assert names == ["rubbish"]  # source id 0 becomes our id 1
     if name.startswith("taco"):
         assert len(nonfinite) == 15
-        assert len({n["image_id"] for n in report["image_notes"]}) == len(ids)  # all scaled 1/8
+        assert len({n["image_id"] for n in report["image_notes"]}) == len(ids) - len(left_out)  # all scaled 1/8
+        assert len(every_box_unusable) == 7 and len(left_out) == 1
     if class_map:
         assert len(report["class_map_unknown_sources"]) == 4
         assert len(names) <= 10

@@ -183,6 +183,7 @@ PROBLEM_KINDS: Tuple[Tuple[str, str], ...] = (
     # (key in stats, substring of load_coco's reason)
     ("nan_or_infinity", "NaN or Infinity"),
     ("outside_image", "lies outside"),
+    ("under_a_pixel", "less than a pixel"),
     ("zero_or_negative_size", "zero or negative size"),
     ("unknown_category", "unknown category_id"),
     ("unknown_image", "unknown image_id"),
@@ -207,7 +208,8 @@ def annotation_problems(dataset: CocoDataset) -> Dict[str, Any]:
     kinds = Counter(_problem_kind(r.reason) for r in dataset.rejected_boxes)
     used = {b.category_id for b in dataset.boxes}
     with_boxes = {b.image_id for b in dataset.boxes}
-    no_boxes = [im.id for im in dataset.images if im.id not in with_boxes]
+    every_box_dropped = dataset.images_with_every_box_dropped
+    no_boxes = [im.id for im in dataset.images if im.id not in with_boxes and im.id not in every_box_dropped]
     boxes_by_kind = {key: kinds.get(key, 0) for key, _ in PROBLEM_KINDS}
     boxes_by_kind["malformed_bbox"] = kinds.get("malformed_bbox", 0)
     return {
@@ -229,8 +231,11 @@ def annotation_problems(dataset: CocoDataset) -> Dict[str, Any]:
         "categories_sharing_a_name": categories_sharing_a_name(dataset.categories),
         "similar_class_names": similar_names(list(dict.fromkeys(c.name for c in dataset.categories
                                                                  if c.id in used))),
-        "images_without_boxes": len(no_boxes),
+        "images_without_boxes": len(no_boxes),  # no annotation at all: background examples
         "image_ids_without_boxes": no_boxes,
+        # annotated, but every box unusable: build-tfrecords leaves them out
+        "image_ids_every_box_dropped": sorted(every_box_dropped),
+        "iscrowd_not_understood": dataset.iscrowd_not_understood,
         "rejected_boxes": _rejected_rows(dataset.rejected_boxes),
     }
 
@@ -615,7 +620,17 @@ def find_flags(where: str, stats: Dict[str, Any], th: Thresholds,
                 + _examples(problems["unused_categories"], 8))
         if problems["images_without_boxes"]:
             add("images_without_boxes", list(problems["image_ids_without_boxes"]),
-                f"{_n(problems['images_without_boxes'], 'image has', 'images have')} no usable box (background images)")
+                f"{_n(problems['images_without_boxes'], 'image has', 'images have')} no annotation (background images)")
+        dropped_all = problems.get("image_ids_every_box_dropped", [])
+        if dropped_all:
+            add("images_every_box_dropped", list(dropped_all),
+                f"{_n(len(dropped_all), 'image has', 'images have')} annotations but not one usable box: "
+                "build-tfrecords leaves them out (written without boxes, the objects in them would be trained as "
+                "background): image ids " + _examples(dropped_all))
+        if problems.get("iscrowd_not_understood"):
+            odd = problems["iscrowd_not_understood"]
+            add("iscrowd_not_understood", list(odd), f"{_n(len(odd), 'annotation has', 'annotations have')} an "
+                "'iscrowd' that is neither 0 nor 1 (read as 0, not crowd): annotation ids " + _examples(odd))
     return flags
 
 

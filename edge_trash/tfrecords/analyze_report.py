@@ -200,7 +200,9 @@ def render_report(stats: Dict[str, Any], sections: List[Tuple[str, Dict[str, Any
                      ["image sizes read from the files", len(p["image_sizes_read_from_files"])],
                      ["image ids written as text (numbered by build-tfrecords)", p["image_ids_as_text"]],
                      ["unused categories", len(p["unused_categories"])],
-                     ["images without boxes", p["images_without_boxes"]]]
+                     ["images without annotations (background)", p["images_without_boxes"]],
+                     ["images whose every box is unusable (left out)",
+                      len(p.get("image_ids_every_box_dropped", []))]]
             lines += _table(["problem", "count"], rows)
         lines += [f"![{Path(p).stem}]({p})" for p in plots] + [""]
     return "\n".join(lines)

@@ -67,6 +67,12 @@ def reason_kind(reason: str) -> str:
     return re.sub(r"\s+", " ", kind).strip()[:70]
 
 
+def every_box_dropped_reason(count: int) -> str:
+    """Why an image whose annotations were all dropped is left out rather than kept as background."""
+    return (f"every box was dropped ({counted(count, 'annotation', 'annotations')}, each in boxes_dropped with why): "
+            "written without them, the objects in it would be trained as background; fix the boxes to keep it")
+
+
 def counted(count: int, one: str, many: str) -> str:
     """``count`` with the words that agree with it: ``counted(1, "class has", "classes have")``."""
     return f"{count} {one if count == 1 else many}"
@@ -338,8 +344,9 @@ def build_tfrecords(options: BuildOptions, progress: bool = False) -> Dict[str, 
     names = mapping.names
     images_by_id = {im.id: im for im in dataset.images}
     located = {im.id: paths[im.source].resolve(im.file_name) for im in dataset.images}
-    variants = _variants_of_one_original(dataset.images, located, paths)
-    found = {iid: v for iid, v in sizes_of_found(located).items() if iid not in variants}
+    unusable = _variants_of_one_original(dataset.images, located, paths)  # image id -> why it is left out
+    unusable.update({iid: every_box_dropped_reason(n) for iid, n in dataset.images_with_every_box_dropped.items()})
+    found = {iid: v for iid, v in sizes_of_found(located).items() if iid not in unusable}
     plan, units = _plan(dataset, options, mapping.target_of_category, found)
 
     boxes_dropped: List[Dict[str, Any]] = [
@@ -373,8 +380,8 @@ def build_tfrecords(options: BuildOptions, progress: bool = False) -> Dict[str, 
                                   "reason": f"its image was skipped: {reason}"})
 
     for im in dataset.images:
-        if im.id in variants:
-            skip(im, variants[im.id])
+        if im.id in unusable:
+            skip(im, unusable[im.id])
         elif im.id not in found:
             skip(im, missing_file_reason(located[im.id][0]))
     jobs: List[ImageJob] = []
@@ -472,6 +479,7 @@ def build_tfrecords(options: BuildOptions, progress: bool = False) -> Dict[str, 
         "boxes_rotated": dataset.boxes_rotated,
         "bbox_format_warning": dataset.bbox_format_warning(),
         "duplicate_annotation_ids": dataset.duplicate_annotation_ids,
+        "iscrowd_not_understood": dataset.iscrowd_not_understood,  # annotation ids, read as not crowd
         "image_sizes_read_from_files": sorted(dataset.size_notes),
         "image_ids_numbered": len(dataset.text_image_ids),  # ids written as text; image_notes map them back
         # the same picture under several image entries; across splits it inflates held-out scores

@@ -169,6 +169,10 @@ def summarize(report: Dict[str, Any], out: Path, seconds: float) -> str:
                      "(splits.json and image/source_id hold the numbers; image_notes map them back)")
     if report["duplicate_annotation_ids"]:
         lines.append(f"duplicate annotation ids (kept, renumbered): {len(report['duplicate_annotation_ids'])}")
+    if report.get("iscrowd_not_understood"):
+        odd = report["iscrowd_not_understood"]
+        lines.append(f"warning: {counted(len(odd), 'annotation has', 'annotations have')} an 'iscrowd' that is "
+                     f"neither 0 nor 1, read as 0 (not crowd): annotation ids {examples(odd)}")
     for title, items in (("skipped images", report["images_skipped"]), ("dropped boxes", report["boxes_dropped"])):
         if items:
             lines.append(f"{title} by reason: " + reasons_by_kind([i["reason"] for i in items]))

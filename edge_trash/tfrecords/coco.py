@@ -12,6 +12,7 @@ import json
 import math
 import re
 import unicodedata
+from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
@@ -139,6 +140,9 @@ class CocoDataset:
     sources: List[Any] = field(default_factory=list)  # coco_merge.MergedSource, one per annotation file
     boxes_read_as_corners: int = 0  # kept boxes whose 4 numbers also read as a valid [x1, y1, x2, y2]
     text_image_ids: Dict[str, int] = field(default_factory=dict)  # image ids written as text -> our number
+    # image id -> how many annotations it had, all dropped as unusable: not a background example
+    images_with_every_box_dropped: Dict[int, int] = field(default_factory=dict)
+    iscrowd_not_understood: List[Any] = field(default_factory=list)  # annotation ids; their boxes read as not crowd
 
     def id_notes(self) -> Dict[int, str]:
         """image id -> a note for each image whose id the file wrote as text."""
@@ -169,6 +173,7 @@ class CocoDataset:
 _DIGITS = re.compile(r"\s*-?[0-9]+\s*")
 # bbox_format_warning: at least this many boxes, this share clipped, this share valid as corners
 CORNER_CHECK_MIN_BOXES, CORNER_CHECK_CLIPPED, CORNER_CHECK_AS_CORNERS = 20, 0.2, 0.9
+CLIP_TOLERANCE_PX = 1e-3  # a box past its image by no more than this is rounding, not counted as clipped
 
 
 def is_integral(value: Any) -> bool:
@@ -465,11 +470,26 @@ def _parse_box(ann: Dict[str, Any], image: ImageRecord
                              f"{image.height})"), origin
     x0, y0 = max(0.0, x), max(0.0, y)
     x1, y1 = min(float(image.width), x + w), min(float(image.height), y + h)
-    clipped = (x0, y0, x1, y1) != (x, y, x + w, y + h)
+    # past the image by more than rounding (Label Studio's percentages end 1e-13 px past the edge)
+    clipped = min(x, y) < -CLIP_TOLERANCE_PX or x + w > image.width + CLIP_TOLERANCE_PX \
+        or y + h > image.height + CLIP_TOLERANCE_PX
     if x1 - x0 < 1.0 or y1 - y0 < 1.0:
-        return None, clipped, (f"'bbox' {bbox!r} lies outside the {image.width}x{image.height} image "
-                               "(less than 1 px left after clipping)"), origin
+        if min(w, h) < 1.0 and x1 > x0 and y1 > y0:
+            return None, clipped, (f"'bbox' {bbox!r} is less than a pixel {'wide' if w < 1.0 else 'high'}: too "
+                                   "small to learn from"), origin
+        left = "" if x1 <= x0 or y1 <= y0 else " (less than 1 px left after clipping)"
+        return None, clipped, f"'bbox' {bbox!r} lies outside the {image.width}x{image.height} image{left}", origin
     return (x0, y0, x1 - x0, y1 - y0), clipped, "", origin
+
+
+def crowd_flag(value: Any) -> Optional[int]:
+    """``iscrowd`` as 0 or 1: a number, a bool, or those written as text (``"1"``, ``"true"``);
+    None for a value that says neither."""
+    if isinstance(value, str):
+        value = {"1": 1, "true": 1, "yes": 1, "0": 0, "false": 0, "no": 0, "": 0}.get(value.strip().lower(), value)
+    if value is None or value in (0, 1):  # (True == 1 and False == 0)
+        return int(bool(value))
+    return None
 
 
 def box_rotation(ann: Dict[str, Any]) -> float:
@@ -566,6 +586,8 @@ def load_coco_files(paths: "Sequence[str | Path]", size_of: Optional[SizeReader]
     from_segmentation = 0
     rotated = 0
     as_corners = 0
+    odd_crowd: List[Any] = []  # annotation ids whose iscrowd says neither 0 nor 1 (read as 0)
+    dropped_of_image: Counter = Counter()  # image id -> its annotations dropped as unusable
     for i, ann in enumerate(data["annotations"]):
         if not isinstance(ann, dict):
             rejected_boxes.append(Rejected("annotation", f"annotations[{i}]", None,
@@ -588,10 +610,12 @@ def load_coco_files(paths: "Sequence[str | Path]", size_of: Optional[SizeReader]
         if cid not in cat_ids:
             rejected_boxes.append(Rejected("annotation", key, iid,
                                            f"unknown category_id {ann.get('category_id')!r} (not in 'categories')"))
+            dropped_of_image[image.id] += 1
             continue
         box, clipped, reason, origin = _parse_box(ann, image)
         if box is None:
             rejected_boxes.append(Rejected("annotation", key, iid, reason))
+            dropped_of_image[image.id] += 1
             continue
         clipped_count += int(clipped)
         rotated += int(origin == "rotated")
@@ -599,12 +623,14 @@ def load_coco_files(paths: "Sequence[str | Path]", size_of: Optional[SizeReader]
         raw = ann.get("bbox")
         if origin != "segmentation" and all(type(v) in _NUMBER for v in raw):  # x2 > x1, y2 > y1 inside: corners?
             as_corners += int(raw[0] < raw[2] <= image.width and raw[1] < raw[3] <= image.height)
-        crowd = ann.get("iscrowd", 0)
+        crowd = crowd_flag(ann.get("iscrowd"))
+        if crowd is None:
+            odd_crowd.append(key)
         boxes.append(BoxRecord(annotation_id=0, source_id=key, image_id=image.id, category_id=cid,
-                               x=box[0], y=box[1], w=box[2], h=box[3],
-                               iscrowd=1 if crowd in (1, True, "1") else 0, clipped=clipped))
+                               x=box[0], y=box[1], w=box[2], h=box[3], iscrowd=crowd or 0, clipped=clipped))
     for n, box in enumerate(boxes, start=1):
         box.annotation_id = n
+    with_box = {box.image_id for box in boxes}
     duplicates = sorted((k for k, n in id_count.items() if n > 1), key=str)
     return CocoDataset(path=path, categories=categories, images=images, boxes=boxes,
                        rejected_images=rejected_images, rejected_boxes=rejected_boxes,
@@ -612,4 +638,6 @@ def load_coco_files(paths: "Sequence[str | Path]", size_of: Optional[SizeReader]
                        boxes_from_segmentation=from_segmentation, boxes_rotated=rotated,
                        duplicate_annotation_ids=duplicates, size_notes=size_notes, name_notes=name_notes,
                        sources=sources,
-                       boxes_read_as_corners=as_corners, text_image_ids=text_ids)
+                       boxes_read_as_corners=as_corners, text_image_ids=text_ids,
+                       images_with_every_box_dropped={i: n for i, n in dropped_of_image.items() if i not in with_box},
+                       iscrowd_not_understood=odd_crowd)
