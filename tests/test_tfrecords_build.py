@@ -371,25 +371,39 @@ def test_same_inputs_give_identical_bytes_with_any_worker_count(sample_dataset, 
 def test_interrupted_run_leaves_no_half_written_shard(sample_dataset, tmp_path, monkeypatch):
     import edge_trash.tfrecords.build as build_mod
 
-    real = build_mod.convert_image
-    calls = {"n": 0}
+    opts = dict(annotations=sample_dataset.annotations, images=sample_dataset.images, shard_size=4, seed=0)
+    build_tfrecords(BuildOptions(out=tmp_path / "before", **opts))
+    before = {p.name: p.read_bytes() for p in (tmp_path / "before").iterdir()}
+    real_convert, real_read = build_mod.convert_image, build_mod._RecordSpool.read
+    calls = {"convert": 0, "read": 0}
 
-    def dying(job):
-        calls["n"] += 1
-        if calls["n"] == 13:
+    def dying_convert(job):
+        calls["convert"] += 1
+        if calls["convert"] == 13:
             raise KeyboardInterrupt("simulated Ctrl-C")
-        return real(job)
+        return real_convert(job)
 
-    monkeypatch.setattr(build_mod, "convert_image", dying)
+    def dying_read(self, place):
+        calls["read"] += 1
+        if calls["read"] == 13:
+            raise KeyboardInterrupt("simulated Ctrl-C")
+        return real_read(self, place)
+
+    # Ctrl-C while converting: nothing is written yet, so the folder still holds the earlier build whole
+    monkeypatch.setattr(build_mod, "convert_image", dying_convert)
+    with pytest.raises(KeyboardInterrupt):
+        build_tfrecords(BuildOptions(out=tmp_path / "before", **dict(opts, seed=1)))
+    assert {p.name: p.read_bytes() for p in (tmp_path / "before").iterdir()} == before  # no spool left either
+    monkeypatch.setattr(build_mod, "convert_image", real_convert)
+    # Ctrl-C while writing the shards: those finished are whole, none half-written, no report
+    monkeypatch.setattr(build_mod._RecordSpool, "read", dying_read)
     out = tmp_path / "out"
     with pytest.raises(KeyboardInterrupt):
-        build_tfrecords(BuildOptions(annotations=sample_dataset.annotations, images=sample_dataset.images,
-                                     out=out, shard_size=4, seed=0))
-    assert not list(out.glob(".*.tmp")), "temporary shard left behind"
+        build_tfrecords(BuildOptions(out=out, **opts))
+    assert not list(out.glob(".*.tmp")), "temporary shard or spool left behind"
     shards = sorted(out.glob("*.tfrecord"))
-    assert shards, "the shards finished before the interruption are kept"
-    for shard in shards:  # every shard that exists is complete and readable
-        assert len(_records(shard)) >= 1
+    counts = [len(_records(shard)) for shard in shards]  # every shard that exists is complete and readable
+    assert counts == [counts[0]] * len(shards) and len(shards) >= 2 and sum(counts) <= 12, counts
     assert not (out / "report.json").exists()
 
 
@@ -604,3 +618,47 @@ def test_rounding_past_the_edge_is_not_clipping_and_reasons_say_what_is_wrong(tm
         4: "'bbox' [400, 100, 20, 20] lies outside the 300x300 image"}
     edge_box = dataset.boxes[0]
     assert (edge_box.y + edge_box.h, edge_box.clipped) == (300.0, False)  # still clamped to the image
+
+
+def test_the_split_is_drawn_over_the_photos_that_convert(tmp_path):
+    """A truncated photo takes no place in val, nor counts as a class's training image: the rare
+    class's one readable photo stays in train whatever the seed, and every class is in val."""
+    imgs = tmp_path / "img"
+    names = [f"{i}.jpg" for i in range(12)]
+    for i, name in enumerate(names):
+        _solid_jpeg(imgs / name, (64, 48), (20 * i, 90, 120))  # distinct files: copies stay in one split
+    good = (imgs / "0.jpg").read_bytes()
+    (imgs / "0.jpg").write_bytes(good[:len(good) // 2])  # truncated: found, but it cannot be decoded
+    images = [{"id": i, "file_name": n, "width": 64, "height": 48} for i, n in enumerate(names)]
+    anns = [{"id": i, "image_id": i, "category_id": 2 if i < 2 else 1, "bbox": [4, 4, 20, 20]} for i in range(12)]
+    ann = _tiny_coco(tmp_path, images, anns, [{"id": 1, "name": "can"}, {"id": 2, "name": "rare"}])
+    for seed in range(6):
+        report = build_tfrecords(BuildOptions(annotations=ann, images=imgs, out=tmp_path / f"s{seed}", seed=seed,
+                                              val_fraction=0.3, test_fraction=0))
+        assert [s["image_id"] for s in report["images_skipped"]] == [0]
+        by_split = {c["name"]: c["boxes_by_split"] for c in report["classes"]}
+        assert by_split["rare"] == {"train": 1, "val": 0}, seed
+        assert report["splits"]["val"]["images"] == 3 and by_split["can"]["val"] == 3
+        assert sum(s["images"] for s in report["splits"].values()) == 11
+
+
+def test_background_images_count_records_whose_boxes_the_class_map_dropped(tmp_path):
+    imgs = tmp_path / "img"
+    for i in range(4):
+        _solid_jpeg(imgs / f"{i}.jpg", (64, 48))
+    images = [{"id": i, "file_name": f"{i}.jpg", "width": 64, "height": 48} for i in range(4)]
+    anns = [{"id": 1, "image_id": 0, "category_id": 1, "bbox": [4, 4, 20, 20]},
+            {"id": 2, "image_id": 1, "category_id": 2, "bbox": [4, 4, 20, 20]},
+            {"id": 3, "image_id": 2, "category_id": 2, "bbox": [4, 4, 20, 20]}]  # image 3: no annotation
+    ann = _tiny_coco(tmp_path, images, anns, [{"id": 1, "name": "can"}, {"id": 2, "name": "cup"}])
+    class_map = tmp_path / "map.csv"
+    class_map.write_text("can,can\ncup,\n")  # an empty target drops the class
+    report = build_tfrecords(BuildOptions(annotations=ann, images=imgs, out=tmp_path / "out", class_map=class_map,
+                                          val_fraction=0, test_fraction=0))
+    assert report["background_images"] == 3  # images 1 and 2 lost their only box to the map; 3 had none
+    records = _all_records(tmp_path / "out", "train")
+    import tensorflow as tf
+
+    empty = sum(1 for r in records
+                if not tf.train.Example.FromString(r).features.feature["image/object/class/label"].int64_list.value)
+    assert (len(records), empty) == (4, 3)

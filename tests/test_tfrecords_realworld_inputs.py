@@ -697,6 +697,12 @@ def test_the_summary_says_when_records_cannot_train_and_next_names_the_train_com
                               "(one run per fold: --fold 0 .. 1)")
     lines = build("plain", "--val-fraction", "0.3", "--test-fraction", "0")
     assert lines[-1].endswith(f"  |  edge-trash train --data {tmp_path / 'plain'} --out runs/ssd")
+    valid = json.loads(files["valid"].read_text())
+    files["valid"].write_text(json.dumps(dict(valid, annotations=[])))  # val photos with no box
+    lines = build("valempty", "--keep-splits")
+    assert (f"warning: the val split holds {len(valid['images'])} images and not one box, so no AP can be measured "
+            "on it and `edge-trash train` cannot choose its best checkpoint: give a val annotation file with "
+            "boxes") in lines
 
 
 def test_keep_splits_needs_a_split_in_each_name_and_merge_errors_name_their_file(tmp_path):

@@ -250,6 +250,76 @@ class _ShardWriter:
             self.writer = None
 
 
+class _RecordSpool:
+    """Records kept in a hidden temp file in OUT until the split is known (removed on exit)."""
+
+    def __init__(self, out: Path) -> None:
+        self.path = out / ".records.spool.tmp"
+
+    def __enter__(self) -> "_RecordSpool":
+        self.file = open(self.path, "w+b")
+        self.size = 0
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.file.close()
+        self.path.unlink(missing_ok=True)
+
+    def append(self, record: bytes) -> Tuple[int, int]:
+        """Store ``record``; returns its ``(offset, length)``."""
+        self.file.write(record)
+        self.size += len(record)
+        return self.size - len(record), len(record)
+
+    def read(self, place: Tuple[int, int]) -> bytes:
+        """The record stored at ``place``."""
+        self.file.seek(place[0])
+        data = self.file.read(place[1])
+        self.file.seek(self.size)  # appends continue at the end
+        return data
+
+
+@dataclass
+class _Written:
+    """What :func:`_write_splits` wrote, per split."""
+
+    shards: List[Dict[str, Any]]  # {file, records, bytes}
+    stats: Dict[str, Dict[str, int]]  # split -> {images, boxes}
+    ids: Dict[str, List[int]]  # split -> image ids in record order
+    class_boxes: Dict[str, List[int]]  # split -> boxes per class (index = class id - 1)
+    same_pixels: Dict[str, List[Tuple[int, str]]]  # sha256 of the stored JPEG -> [(image id, split)]
+
+
+def _write_splits(out: Path, plan: List[Tuple[str, List[int]]],
+                  converted: Dict[int, Tuple[Tuple[int, int], List[int], str]], spool: _RecordSpool,
+                  shard_size: int, classes: int) -> _Written:
+    """Write each split's shards in plan order from the spooled records (``converted``: image id ->
+    (spool place, class labels, sha256)); a failure leaves no half-written shard."""
+    written = _Written([], {}, {}, {}, {})
+    writers = {split: _ShardWriter(out, split, len(members), shard_size) for split, members in plan}
+    try:
+        for split, members in plan:
+            stats = written.stats[split] = {"images": 0, "boxes": 0}
+            counts = written.class_boxes[split] = [0] * classes
+            written.ids[split] = list(members)
+            for pos, iid in enumerate(members):
+                place, labels, digest = converted[iid]
+                writers[split].write(pos, spool.read(place))
+                written.same_pixels.setdefault(digest, []).append((iid, split))
+                for label in labels:
+                    counts[label - 1] += 1
+                stats["images"] += 1
+                stats["boxes"] += len(labels)
+            writers[split].finish()
+    except BaseException:
+        for writer in writers.values():
+            writer.abort()
+        raise
+    written.shards = [{"file": f, "records": w.records[i], "bytes": (out / f).stat().st_size}
+                      for w in writers.values() for i, f in enumerate(w.files)]
+    return written
+
+
 def sizes_of_found(located: Dict[int, Tuple[Path, Optional[str]]]) -> Dict[int, Tuple[Path, int]]:
     """``{image id: (path, size)}`` for the files that are there, one ``stat`` each. A broken link is
     missing too (its content was never fetched); a folder or a bad file is read for its reason."""
@@ -321,6 +391,26 @@ def _plan(dataset: CocoDataset, options: BuildOptions, target_of: Dict[int, Opti
     return [(name, members) for name, members in plan if members or name == "train"], units
 
 
+def _objects(im: Any, boxes: Sequence[Any], result: ImageResult, mapping: Any,
+             boxes_dropped: List[Dict[str, Any]]) -> List[ObjectBox]:
+    """The record's objects: an image's boxes in their target classes, normalised (the stored area in
+    pixels of the shrunk image); boxes whose class the mapping drops go to ``boxes_dropped``."""
+    objects: List[ObjectBox] = []
+    sx, sy = result.width / im.width, result.height / im.height
+    for box in boxes:
+        target = mapping.target_of_category.get(box.category_id)
+        if target is None:
+            boxes_dropped.append({"annotation_id": box.source_id, "image_id": im.id,
+                                  "reason": mapping.drop_reasons.get(box.category_id, "its class has no boxes left")})
+            continue
+        objects.append(ObjectBox(
+            xmin=box.x / im.width, ymin=box.y / im.height,
+            xmax=(box.x + box.w) / im.width, ymax=(box.y + box.h) / im.height,
+            label=target, text=mapping.names[target - 1], is_crowd=box.iscrowd,
+            area=round(box.w * sx * box.h * sy, 3)))
+    return objects
+
+
 def _progress(iterable: Iterable[ImageResult], total: int, enabled: bool) -> Iterable[ImageResult]:
     if not enabled:
         return iterable
@@ -384,78 +474,47 @@ def build_tfrecords(options: BuildOptions, progress: bool = False) -> Dict[str, 
             skip(im, unusable[im.id])
         elif im.id not in found:
             skip(im, missing_file_reason(located[im.id][0]))
-    jobs: List[ImageJob] = []
-    where: List[Tuple[str, int]] = []
-    for split, members in plan:
-        for pos, iid in enumerate(members):
-            im = images_by_id[iid]
-            jobs.append(ImageJob(iid, str(located[iid][0]), im.width, im.height,
-                                 options.max_size, options.max_pixels, options.quality))
-            where.append((split, pos))
-
-    writers = {split: _ShardWriter(out, split, len(members), options.shard_size) for split, members in plan}
-    split_stats = {split: {"images": 0, "boxes": 0} for split, _ in plan}
-    split_ids: Dict[str, List[int]] = {split: [] for split, _ in plan}
-    class_boxes = [0] * len(names)
-    split_class_boxes = {split: [0] * len(names) for split, _ in plan}
+    # Every photo is converted before the split is final: one that turns out unreadable must take no place in
+    # val or test, nor a rare class's only training image. Records wait in a spool (about the output's size).
+    jobs = [ImageJob(im.id, str(found[im.id][0]), im.width, im.height, options.max_size, options.max_pixels,
+                     options.quality) for im in dataset.images if im.id in found]
+    converted: Dict[int, Tuple[Tuple[int, int], List[int], str]] = {}  # id -> (spool place, labels, sha256)
     image_notes: List[Dict[str, Any]] = []
-    boxes_written = 0
-    same_pixels: Dict[str, List[Tuple[int, str]]] = {}  # sha256 of the stored JPEG -> (image id, split)
-    try:
-        results = _progress(ordered_map(convert_image, jobs, options.workers), len(jobs), progress)
-        for (split, pos), result in zip(where, results):
+    with _RecordSpool(out) as spool:
+        for result in _progress(ordered_map(convert_image, jobs, options.workers), len(jobs), progress):
             im = images_by_id[result.image_id]
             if not result.ok:
                 skip(im, result.reason)
                 continue
-            notes = [n for n in (id_notes.get(im.id), dataset.name_notes.get(im.id), dataset.size_notes.get(im.id),
-                                 path_notes.get(im.id)) if n] + result.notes
+            notes = [n for n in (id_notes.get(im.id), dataset.name_notes.get(im.id),
+                                 dataset.size_notes.get(im.id), path_notes.get(im.id)) if n] + result.notes
             if notes:
                 image_notes.append({"image_id": im.id, "file_name": im.file_name, "notes": notes})
-            objects: List[ObjectBox] = []
-            sx, sy = result.width / im.width, result.height / im.height
-            for box in boxes_of[im.id]:
-                target = mapping.target_of_category.get(box.category_id)
-                if target is None:
-                    boxes_dropped.append({"annotation_id": box.source_id, "image_id": im.id,
-                                          "reason": mapping.drop_reasons.get(
-                                              box.category_id, "its class has no boxes left")})
-                    continue
-                objects.append(ObjectBox(
-                    xmin=box.x / im.width, ymin=box.y / im.height,
-                    xmax=(box.x + box.w) / im.width, ymax=(box.y + box.h) / im.height,
-                    label=target, text=names[target - 1], is_crowd=box.iscrowd,
-                    area=round(box.w * sx * box.h * sy, 3)))
-                class_boxes[target - 1] += 1
-                split_class_boxes[split][target - 1] += 1
+            objects = _objects(im, boxes_of[im.id], result, mapping, boxes_dropped)
             digest = hashlib.sha256(result.jpeg or b"").hexdigest()  # image/key/sha256, and duplicate pictures
-            same_pixels.setdefault(digest, []).append((im.id, split))
             record = make_example_bytes(result.jpeg or b"", result.width, result.height,
                                         readable_text(im.file_name), str(im.id), objects, sha256_hex=digest)
-            writers[split].write(pos, record)
-            split_stats[split]["images"] += 1
-            split_stats[split]["boxes"] += len(objects)
-            split_ids[split].append(im.id)
-            boxes_written += len(objects)
-        for writer in writers.values():
-            writer.finish()
-    except BaseException:
-        for writer in writers.values():
-            writer.abort()
-        raise
+            converted[im.id] = (spool.append(record), [o.label for o in objects], digest)
+        if len(converted) < len(found):  # a file that could not be read: split the others anew
+            plan, units = _plan(dataset, options, mapping.target_of_category,
+                                {iid: v for iid, v in found.items() if iid in converted})
+        written = _write_splits(out, plan, converted, spool, options.shard_size, len(names))
 
-    written = {f for w in writers.values() for f in w.files}
-    stale_shards = sorted(p.name for p in out.iterdir() if SHARD_RE.match(p.name) and p.name not in written)
+    split_stats, split_ids, split_class_boxes = written.stats, written.ids, written.class_boxes
+    class_boxes = [sum(counts[i] for counts in split_class_boxes.values()) for i in range(len(names))]
+    files = {shard["file"] for shard in written.shards}
+    stale_shards = sorted(p.name for p in out.iterdir() if SHARD_RE.match(p.name) and p.name not in files)
     for name in stale_shards:
         (out / name).unlink()
 
     duplicate_images = sorted(({"image_ids": [i for i, _ in sorted(group)],
                                 "file_names": [images_by_id[i].file_name for i, _ in sorted(group)],
                                 "splits": sorted({sp for _, sp in group})}
-                               for group in same_pixels.values() if len(group) > 1), key=lambda g: g["image_ids"])
-    shards = [{"file": f, "records": w.records[i], "bytes": (out / f).stat().st_size}
-              for w in writers.values() for i, f in enumerate(w.files)]
+                               for group in written.same_pixels.values() if len(group) > 1),
+                              key=lambda g: g["image_ids"])
+    shards = written.shards
     images_written = sum(s["images"] for s in split_stats.values())
+    boxes_written = sum(s["boxes"] for s in split_stats.values())
     _write_atomic(out / "labels.txt", ("\n".join(names) + "\n").encode("utf-8"))
     _write_atomic(out / "label_map.pbtxt", label_map_pbtxt(names).encode("utf-8"))
     _write_atomic(out / "splits.json", _json_bytes({
@@ -463,10 +522,10 @@ def build_tfrecords(options: BuildOptions, progress: bool = False) -> Dict[str, 
         "splits": {split: ids for split, ids in split_ids.items()}}))
     opts = {k: (str(v) if isinstance(v, Path) else [str(p) for p in v] if isinstance(v, (list, tuple)) else v)
             for k, v in asdict(options).items()}
-    files = options.annotation_files()
+    annotation_files = options.annotation_files()
     split_of_written = {iid: split for split, ids in split_ids.items() for iid in ids}
     report: Dict[str, Any] = {
-        "annotations": str(files[0]) if len(files) == 1 else [str(f) for f in files],
+        "annotations": str(annotation_files[0]) if len(annotation_files) == 1 else [str(f) for f in annotation_files],
         "sources": [dict(src.as_report(), images_dir=str(d)) for src, d in zip(dataset.sources, options.image_dirs())],
         "images_total": len(dataset.images) + len(dataset.rejected_images),
         "images_written": images_written,
@@ -484,7 +543,8 @@ def build_tfrecords(options: BuildOptions, progress: bool = False) -> Dict[str, 
         "image_ids_numbered": len(dataset.text_image_ids),  # ids written as text; image_notes map them back
         # the same picture under several image entries; across splits it inflates held-out scores
         "duplicate_images": duplicate_images,
-        "background_images": sum(1 for ids in split_ids.values() for i in ids if not boxes_of[i]),
+        # records with no box: images without annotations, and those whose boxes the class mapping dropped
+        "background_images": sum(1 for ids in split_ids.values() for i in ids if not converted[i][1]),
         "splits": split_stats,
         "split_units": units.as_report() if units else None,  # images kept in one split together
         # val/test frames with a neighbouring frame in train: near copies that inflate held-out scores

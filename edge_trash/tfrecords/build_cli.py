@@ -89,6 +89,11 @@ def _untrainable_warning(report: Dict[str, Any]) -> str:
         return ("warning: no val split, which `edge-trash train` needs to keep its best checkpoint: "
                 + ("give a val annotation file too" if options.get("keep_splits") else
                    "rebuild with --val-fraction above 0"))
+    if not splits["val"].get("boxes"):
+        return (f"warning: the val split holds {splits['val']['images']} images and not one box, so no AP can be "
+                "measured on it and `edge-trash train` cannot choose its best checkpoint: "
+                + ("give a val annotation file with boxes" if options.get("keep_splits") else
+                   "rebuild with a larger --val-fraction or more annotated images"))
     return ""
 
 
