@@ -569,3 +569,32 @@ def test_flags_agree_with_a_count_of_one_and_say_when_no_image_was_found(tmp_pat
     stats = analyze(ann, tmp_path / "photos", out=tmp_path / "a", plots=False)
     assert _flag(stats, "unreadable_images")["message"] == (
         f"1 image cannot be read: file not found: {tmp_path / 'photos' / 'b.jpg'}")
+
+
+def test_a_folds_build_is_flagged_for_its_long_tail_over_all_folds(sample_dataset, tmp_path):
+    """Each fold is held out once, so no fold alone gets the flag; the folds together do."""
+    from edge_trash.tfrecords.build import BuildOptions, build_tfrecords
+
+    out = tmp_path / "folds"
+    report = build_tfrecords(BuildOptions(annotations=sample_dataset.annotations, images=sample_dataset.images,
+                                          out=out, folds=3, test_fraction=0))
+    stats = analyze(tfrecords=out, out=tmp_path / "a", plots=False)
+    tails = [f for f in stats["flags"] if f["kind"] == "long_tail_classes"]
+    assert [f["where"] for f in tails] == ["tfrecords/fold0..fold2"]
+    boxes = {c["name"]: c["boxes"] for c in report["classes"]}  # what the folds hold, by the build's count
+    rare = [n for n, k in boxes.items() if 0 < k < 20]
+    assert sorted(tails[0]["items"]) == sorted(rare) and rare
+    rarest = min(rare, key=boxes.__getitem__)
+    assert f"{rarest} ({boxes[rarest]})" in tails[0]["message"]
+
+
+def test_a_class_used_under_one_of_its_category_ids_is_not_called_unused(tmp_path):
+    ann = tmp_path / "ann.json"
+    ann.write_text(json.dumps({
+        "images": [{"id": 1, "file_name": "a.jpg", "width": 64, "height": 48}],
+        "annotations": [{"id": 1, "image_id": 1, "category_id": 3, "bbox": [1, 1, 9, 9]}],
+        "categories": [{"id": 0, "name": "litter-objects"}, {"id": 3, "name": "cup"}, {"id": 7, "name": "cup"},
+                       {"id": 8, "name": "lid"}, {"id": 9, "name": "lid"}]}))
+    stats = analyze(ann, None, out=tmp_path / "a", plots=False)
+    assert stats["annotations"]["problems"]["unused_categories"] == ["litter-objects", "lid"]
+    assert _flag(stats, "unused_categories")["message"] == "2 categories have no usable box: litter-objects, lid"

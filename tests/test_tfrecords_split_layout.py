@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import pytest
@@ -64,3 +65,42 @@ def test_folders_that_cannot_train_say_what_to_do(tmp_path, shards, fold, messag
     with pytest.raises(DataSplitError) as err:
         training_splits(data, fold)
     assert message.format(d=data) in str(err.value)
+
+
+def test_more_folds_than_groups_is_refused_and_an_empty_test_split_is_said(tmp_path):
+    """--split-by folder with two folders cannot make five folds (three would be empty)."""
+    from PIL import Image
+
+    from edge_trash.tfrecords.build import BuildError, BuildOptions, build_tfrecords
+    from edge_trash.tfrecords.build_cli import summarize
+
+    images, anns = [], []
+    for i in range(8):
+        name = f"{'ab'[i % 2]}/{i}.jpg"
+        (tmp_path / name).parent.mkdir(exist_ok=True)
+        Image.new("RGB", (32, 24), (30 * i, 60, 90)).save(tmp_path / name)
+        images.append({"id": i, "file_name": name, "width": 32, "height": 24})
+        anns.append({"id": i, "image_id": i, "category_id": 1, "bbox": [2, 2, 10, 10]})
+    ann = tmp_path / "ann.json"
+    ann.write_text(json.dumps({"images": images, "annotations": anns, "categories": [{"id": 1, "name": "can"}]}))
+    opts = dict(annotations=ann, images=tmp_path, split_by="folder")
+    with pytest.raises(BuildError) as err:
+        build_tfrecords(BuildOptions(out=tmp_path / "o5", folds=5, **opts))
+    assert str(err.value) == ("--folds 5: the 8 images left for the folds form only 2 groups that each stay in one "
+                              "fold (--split-by folder keeps each folder of file_name in one); give --folds 2 or fewer")
+    assert not (tmp_path / "o5").exists()  # refused before any photo is converted
+    report = build_tfrecords(BuildOptions(out=tmp_path / "o2", folds=2, **opts))
+    assert sorted(report["splits"]) == ["fold0", "fold1"]  # 2 folders: no third one for a test split
+    assert ("note: --test-fraction 0.1 held out no image (too few images, or groups that move as one, to spare "
+            "one): there is no test split, and `edge-trash evaluate` scores val") in \
+        summarize(report, tmp_path / "o2", 1.0).splitlines()
+    report = build_tfrecords(BuildOptions(out=tmp_path / "o0", folds=2, test_fraction=0, **opts))
+    assert "--test-fraction" not in summarize(report, tmp_path / "o0", 1.0)
+
+
+def test_an_empty_fold_names_the_fix_for_folds(tmp_path):
+    for k in range(3):
+        (tmp_path / f"fold{k}-00000-of-00001.tfrecord").write_bytes(b"" if k == 1 else b"x")
+    with pytest.raises(DataSplitError) as err:
+        training_splits(tmp_path, 1)
+    assert str(err.value) == f"--fold 1: fold1 of --data {tmp_path} holds no record; rebuild with fewer --folds"

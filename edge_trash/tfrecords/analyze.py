@@ -207,6 +207,7 @@ def annotation_problems(dataset: CocoDataset) -> Dict[str, Any]:
     """The records ``load_coco`` rejected or repaired, counted by kind."""
     kinds = Counter(_problem_kind(r.reason) for r in dataset.rejected_boxes)
     used = {b.category_id for b in dataset.boxes}
+    used_names = {c.name for c in dataset.categories if c.id in used}
     with_boxes = {b.image_id for b in dataset.boxes}
     every_box_dropped = dataset.images_with_every_box_dropped
     no_boxes = [im.id for im in dataset.images if im.id not in with_boxes and im.id not in every_box_dropped]
@@ -227,7 +228,8 @@ def annotation_problems(dataset: CocoDataset) -> Dict[str, Any]:
         "images_rejected": _rejected_rows(dataset.rejected_images),
         "image_sizes_read_from_files": sorted(dataset.size_notes),
         "image_ids_as_text": len(dataset.text_image_ids),
-        "unused_categories": [c.name for c in dataset.categories if c.id not in used],
+        # by name: categories sharing a name are one class, used when any of them has a box
+        "unused_categories": list(dict.fromkeys(c.name for c in dataset.categories if c.name not in used_names)),
         "categories_sharing_a_name": categories_sharing_a_name(dataset.categories),
         "similar_class_names": similar_names(list(dict.fromkeys(c.name for c in dataset.categories
                                                                  if c.id in used))),
@@ -521,6 +523,17 @@ def brightness_stats(images: List[ImageEntry], luma: Dict[Any, float], unreadabl
     }
 
 
+def long_tail_flags(where: str, classes: Sequence[Dict[str, Any]], th: Thresholds) -> List[Dict[str, Any]]:
+    """The ``long_tail_classes`` flag (a list of one, or empty) for ``classes`` (``{name, instances}``)."""
+    rare = sorted((c for c in classes if 0 < c["instances"] < th.rare_instances), key=lambda c: c["instances"])
+    if not rare:
+        return []
+    return [{"kind": "long_tail_classes", "where": where, "count": len(rare), "items": [c["name"] for c in rare],
+             "message": f"{_n(len(rare), 'class has', 'classes have')} fewer than {th.rare_instances} instances: "
+             + _examples([f"{c['name']} ({c['instances']})" for c in rare], 8)
+             + "; merge them (--class-map), fold them into 'other' (--min-instances) or collect more"}]
+
+
 def find_flags(where: str, stats: Dict[str, Any], th: Thresholds,
                problems: Optional[Dict[str, Any]] = None) -> List[Dict[str, Any]]:
     """The warnings for one source: each ``{"kind", "where", "count", "message", "items"}``."""
@@ -530,17 +543,12 @@ def find_flags(where: str, stats: Dict[str, Any], th: Thresholds,
         flags.append({"kind": kind, "where": where, "count": len(items), "message": message, "items": items})
 
     held_out = where.startswith("tfrecords/") and where != "tfrecords/train"
-    rare = sorted((c for c in stats["classes"] if 0 < c["instances"] < th.rare_instances),
-                  key=lambda c: c["instances"])
     missing = [c["name"] for c in stats["classes"] if c["instances"] == 0]
     if held_out and missing:  # a class absent from an evaluation split cannot be scored there
         add("classes_missing", missing, f"{_n(len(missing), 'class has', 'classes have')} no box in this split: "
             + _examples(missing, 8) + "; their AP cannot be measured on this split (collect more, or merge classes)")
-    if rare and not held_out:  # small counts in val/test are expected; the tail matters where the model learns
-        add("long_tail_classes", [c["name"] for c in rare],
-            f"{_n(len(rare), 'class has', 'classes have')} fewer than {th.rare_instances} instances: "
-            + _examples([f"{c['name']} ({c['instances']})" for c in rare], 8)
-            + "; merge them (--class-map), fold them into 'other' (--min-instances) or collect more")
+    if not held_out:  # small counts in val/test are expected; the tail matters where the model learns
+        flags += long_tail_flags(where, stats["classes"], th)
     sizes = stats["box_sizes"]
     if stats["boxes"] and sizes["tiny_share"] >= th.tiny_share:
         add("tiny_objects", [], f"{sizes['tiny_share']:.1%} of boxes are tiny (area < {th.small_area:g} px or a side "
@@ -820,6 +828,13 @@ def analyze(annotations: "Optional[os.PathLike | str | Sequence[os.PathLike | st
             for im in source.images:
                 split_of[len(records)] = split
                 records.append((len(records), 0, im.file_name))
+        folds = [split for split in shards if split.startswith("fold")]
+        if folds:  # each fold is held out by one run and trained on by the others: the tail of them all
+            counts: Counter = Counter()
+            for split in folds:
+                counts.update({c["name"]: c["instances"] for c in stats["tfrecords"]["splits"][split]["classes"]})
+            stats["flags"].extend(long_tail_flags(f"tfrecords/{folds[0]}..{folds[-1]}",
+                                                  [{"name": n, "instances": k} for n, k in counts.items()], th))
         shared, flags = pictures_across_splits(pictures)
         stats["tfrecords"]["pictures_in_several_splits"] = shared
         stats["flags"].extend(flags)

@@ -382,6 +382,13 @@ def _plan(dataset: CocoDataset, options: BuildOptions, target_of: Dict[int, Opti
         if options.folds > len(rest):
             raise BuildError(f"--folds {options.folds}: only {len(rest)} images are left for the folds after "
                              f"--test-fraction {options.test_fraction} (of {len(ids)} usable); give fewer folds")
+        groups = len({units.unit_of.get(i, ("image", i)) for i in rest})
+        if options.folds > groups:
+            what = ("--split-by folder keeps each folder of file_name in one" if options.split_by == "folder" else
+                    "runs of video frames, copies of one file and a photo's variants each move as one; "
+                    "--split-by image moves every image alone")
+            raise BuildError(f"--folds {options.folds}: the {len(rest)} images left for the folds form only {groups} "
+                             f"groups that each stay in one fold ({what}); give --folds {groups} or fewer")
         folds = assign_folds(rest, classes_of, options.folds, options.seed, units.unit_of)
         plan = [(f"fold{k}", fold) for k, fold in enumerate(folds)] + [("test", held["test"])]
     else:

@@ -132,6 +132,10 @@ def summarize(report: Dict[str, Any], out: Path, seconds: float) -> str:
     resplit = _resplit_note(report)
     if resplit:
         lines.append(resplit)
+    held = report["options"].get("test_fraction")
+    if held and not report["options"].get("keep_splits") and not report["splits"].get("test", {}).get("images"):
+        lines.append(f"note: --test-fraction {held} held out no image (too few images, or groups that move as one, "
+                     "to spare one): there is no test split, and `edge-trash evaluate` scores val")
     near = report.get("frames_next_to_train") or {}
     units = summary_line(report.get("split_units"), near)
     if units:

@@ -75,6 +75,9 @@ def training_splits(data_dir: Path, fold: Optional[int] = None) -> Tuple[str, st
                                                           "the train shards hold no record") + "); "
             + ("rebuild the folds" if fold is not None else "with --keep-splits, give a train annotation file "
                "too, or rebuild without --keep-splits for a new split"))
+    if not has_val and fold is not None:
+        raise DataSplitError(f"--fold {fold}: fold{fold} of --data {data_dir} holds no record; rebuild with fewer "
+                             "--folds")
     if not has_val:
         raise DataSplitError(
             f"--data {data_dir}: no validation images (" + ("no val-*.tfrecord shards" if has_val is None else
