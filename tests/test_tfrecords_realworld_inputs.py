@@ -1303,6 +1303,17 @@ def test_an_entry_without_file_name_is_read_from_its_coco_url_path(tmp_path):
             "images folder, into the JSON")]
     names = sorted(ex.features.feature["image/filename"].bytes_list.value[0] for ex in _examples(tmp_path / "out"))
     assert names == [b"train2017/000000000009.jpg", b"val2017/000000000139.jpg"]
+    # --images one folder too high (Detectron2's datasets/): the split in the path, not the file's name, decides
+    report = build_tfrecords(BuildOptions(annotations=ann, images=tmp_path, out=tmp_path / "high",
+                                          val_fraction=0, test_fraction=0))
+    assert report["images_written"] == 2
+    assert sorted((n["image_id"], n["notes"][1]) for n in report["image_notes"]) == [
+        (9, "file_name 'train2017/000000000009.jpg' not found as given; read 'coco/train2017/000000000009.jpg', the "
+            "only file under the images folder whose path ends in 'train2017/000000000009.jpg': --images is probably "
+            "a folder above the one file_name is relative to"),
+        (139, "file_name 'val2017/000000000139.jpg' not found as given; read 'coco/val2017/000000000139.jpg', the "
+              "only file under the images folder whose path ends in 'val2017/000000000139.jpg': --images is probably "
+              "a folder above the one file_name is relative to")]
 
 
 def test_category_ids_written_as_text_are_matched_by_that_text(tmp_path):

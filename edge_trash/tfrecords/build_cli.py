@@ -37,6 +37,7 @@ _NOTE_KINDS = (
     ("transparency", "colour mode converted to RGB"), ("RGB", "colour mode converted to RGB"),
     ("frames", "first frame of an animation used"),
     ("is text: numbered", "text image id numbered"),
+    ("no 'file_name': read", "file name taken from coco_url"),
 )
 
 

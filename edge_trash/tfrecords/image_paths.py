@@ -314,7 +314,9 @@ class ImagePaths:
         if not parts:
             return direct, None
         everywhere = self._deeper(parts)
-        candidates, elsewhere = _in_split(everywhere, split, self._folder_splits)
+        # a file_name whose own folder names a split (LVIS val's 'train2017/...') is read from that split's folder
+        named = _split_of("/".join(parts)) if len(parts) > 1 else None
+        candidates, elsewhere = _in_split(everywhere, named or split, self._folder_splits)
         if len(candidates) == 1 and len(everywhere) > 1:
             return self.images_dir / candidates[0], (
                 f"file_name {file_name!r} not found as given; read {candidates[0]!r}, of the "
