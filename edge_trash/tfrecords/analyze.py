@@ -145,17 +145,15 @@ def _read_luma(path: Path) -> Tuple[Optional[float], str, bytes]:
     """``(mean luma, "", file bytes)``, or ``(None, reason, b"")`` for a file that cannot be read."""
     from PIL import Image, UnidentifiedImageError
 
-    from edge_trash.tfrecords.images import (HEAD_BYTES, missing_file_reason,  # also lets Pillow open HEIC
-                                             unidentified_reason)
+    from edge_trash.tfrecords.images import HEAD_BYTES, file_reason, unidentified_reason  # (lets Pillow open HEIC)
 
+    reason = file_reason(path)  # missing, a link loop, a named pipe (reading it would block), empty
+    if reason:
+        return None, reason, b""
     try:
         data = path.read_bytes()
-    except FileNotFoundError:
-        return None, missing_file_reason(path), b""
     except OSError as exc:
         return None, f"cannot read {path}: {exc.strerror or exc}", b""
-    if not data:
-        return None, f"empty file (0 bytes): {path}", b""
     try:
         return mean_luma(data), "", data
     except UnidentifiedImageError:

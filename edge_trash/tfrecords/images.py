@@ -4,8 +4,12 @@ Order of work: read the header, check the size against the JSON and the pixel
 limit, let the JPEG decoder downscale while decoding (``draft``: 1/2, 1/4 or 1/8,
 much faster on 8 MP photos), apply the EXIF orientation, convert the colour mode to
 RGB, shrink (area averaging) so the long side is at most ``max_size``, convert the
-colours to sRGB when an RGB file embeds another colour profile (iPhones tag their
-photos Display P3, cameras Adobe RGB), and encode as JPEG.
+colours to sRGB when an RGB, RGBA or palette file embeds another colour profile
+(iPhones tag their photos Display P3, cameras Adobe RGB), and encode as JPEG. A
+baseline or progressive JPEG that needs none of this is stored byte for byte.
+
+Pillow itself orients a TIFF by its Orientation tag as it loads it (and, since Pillow
+11, reports the upright size at open); every other format is oriented here.
 
 The stored JPEG has no colour profile: its pixels are sRGB, what ``tf.io.decode_jpeg``
 and the device's camera pipeline assume. Left unconverted, a Display P3 photo's red
@@ -17,15 +21,18 @@ frame the annotations were drawn on, so boxes normalised by the JSON size stay v
 
 from __future__ import annotations
 
+import errno
 import io
 import os
+import stat
 import warnings
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, BinaryIO, Dict, List, Optional, Tuple
+from typing import Any, BinaryIO, Dict, Iterator, List, Optional, Tuple
 
 import numpy as np
-from PIL import Image, ImageFile, JpegImagePlugin, UnidentifiedImageError
+from PIL import Image, ImageFile, JpegImagePlugin, TiffImagePlugin, UnidentifiedImageError
 
 ImageFile.LOAD_TRUNCATED_IMAGES = False  # a truncated file is skipped, never half-grey
 
@@ -43,6 +50,13 @@ def _register_heif() -> bool:
 HEIF_SUPPORTED = _register_heif()
 EXIF_ORIENTATION = 0x0112
 ROTATES_90 = (5, 6, 7, 8)  # orientations that swap width and height
+ORIENT = {2: Image.Transpose.FLIP_LEFT_RIGHT, 3: Image.Transpose.ROTATE_180, 4: Image.Transpose.FLIP_TOP_BOTTOM,
+          5: Image.Transpose.TRANSPOSE, 6: Image.Transpose.ROTATE_270, 7: Image.Transpose.TRANSVERSE,
+          8: Image.Transpose.ROTATE_90}  # stored pixels -> displayed picture
+UNORIENT = {**ORIENT, 6: Image.Transpose.ROTATE_90, 8: Image.Transpose.ROTATE_270}  # displayed -> stored
+# Start-of-frame markers of the JPEGs stored unchanged: baseline, extended and progressive Huffman-coded DCT,
+# which every JPEG reader decodes. TensorFlow cannot decode lossless JPEG (SOF3); those are re-encoded.
+PASS_THROUGH_SOF = (0xC0, 0xC1, 0xC2)
 ASPECT_TOLERANCE = 0.01
 # HEIF-family brands in an ISO-BMFF 'ftyp' box (iPhone and recent Android photos).
 HEIF_BRANDS = (b"heic", b"heix", b"heim", b"heis", b"hevc", b"hevx", b"mif1", b"msf1", b"avif")
@@ -100,14 +114,89 @@ def unidentified_reason(path: "str | Path", head: bytes) -> str:
 
 
 def missing_file_reason(path: "str | Path") -> str:
-    """Why a file cannot be found: missing, or a symbolic link whose target is not there
-    (git-annex and DVC keep datasets as links to content fetched separately)."""
+    """Why a file cannot be found: missing, a symbolic link whose target is not there
+    (git-annex and DVC keep datasets as links to content fetched separately), or links
+    that lead round in a loop."""
+    try:
+        os.stat(path)
+    except OSError as exc:
+        if exc.errno == errno.ELOOP:
+            via = f" (it points to {os.readlink(path)})" if os.path.islink(path) else ""
+            return (f"symbolic link loop: {path}{via} leads through links back to itself, never to a file; "
+                    "point the link at the picture")
+    except ValueError:  # a NUL in the name
+        pass
     if os.path.islink(path):
         target = os.readlink(path)
         store = (" (a git-annex file whose content is not here: run 'git annex get')" if ".git/annex/" in target
                  else " (a DVC or git-annex dataset not fetched? run 'dvc pull' or 'git annex get')")
         return f"broken symbolic link: {path} points to {target}, which does not exist{store}"
     return f"file not found: {path}"
+
+
+def file_reason(path: "str | Path") -> str:
+    """Why ``path`` cannot be read as a picture, from one ``stat``: missing, a link loop, not a
+    regular file (a named pipe would block the reader forever), unreadable or empty; "" if it can."""
+    try:
+        info = os.stat(path)
+    except (FileNotFoundError, NotADirectoryError):
+        return missing_file_reason(path)
+    except OSError as exc:
+        return missing_file_reason(path) if exc.errno == errno.ELOOP else f"cannot read {path}: {exc.strerror or exc}"
+    if not stat.S_ISREG(info.st_mode):
+        kind = ("a folder" if stat.S_ISDIR(info.st_mode) else "a named pipe (FIFO)" if stat.S_ISFIFO(info.st_mode)
+                else "a socket" if stat.S_ISSOCK(info.st_mode) else "a device")
+        return f"not a regular file but {kind}: {path}; put the picture file there"
+    if info.st_size == 0:
+        return f"empty file (0 bytes): {path}"
+    return ""
+
+
+@contextmanager
+def pillow_pixel_limit(max_pixels: Optional[int]) -> Iterator[None]:
+    """Within, Pillow's own decompression-bomb limit refuses nothing ``max_pixels`` allows.
+
+    Pillow refuses more than 2 * ``Image.MAX_IMAGE_PIXELS`` (178,956,970) pixels by itself,
+    before ``--max-pixels`` is checked; its limit is raised to fit ``max_pixels`` (it still
+    stops a GIF frame that grows the canvas past it), never lowered. None lifts it, for
+    reading a header whose size the caller checks. Its warning is silenced.
+    """
+    saved = Image.MAX_IMAGE_PIXELS
+    if max_pixels is None or saved is None:
+        Image.MAX_IMAGE_PIXELS = None
+    else:
+        Image.MAX_IMAGE_PIXELS = max(saved, -(-max_pixels // 2))
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+            yield
+    finally:
+        Image.MAX_IMAGE_PIXELS = saved
+
+
+def _stored_size(img: Image.Image, orientation: int) -> Tuple[int, int]:
+    """The size of the pixels as stored: Pillow (11 and later) reports the upright size of a
+    TIFF its Orientation tag turns a quarter; the TIFF's own width and length tags keep the stored one."""
+    if isinstance(img, TiffImagePlugin.TiffImageFile) and orientation in ROTATES_90:
+        return img.tag_v2[TiffImagePlugin.IMAGEWIDTH], img.tag_v2[TiffImagePlugin.IMAGELENGTH]
+    return img.size
+
+
+def _sof_marker(data: bytes) -> Optional[int]:
+    """The start-of-frame marker (0xC0..0xCF, which says how a JPEG is coded) found by walking
+    the segment headers of JPEG ``data``; None when there is none before the scan."""
+    at = 2  # after SOI
+    while at + 4 <= len(data) and data[at] == 0xFF:
+        marker = data[at + 1]
+        if marker == 0xFF:  # a fill byte
+            at += 1
+        elif 0xC0 <= marker <= 0xCF and marker not in (0xC4, 0xC8, 0xCC):  # DHT, JPG and DAC are not frames
+            return marker
+        elif marker in (0xD9, 0xDA):  # end of image, start of scan
+            return None
+        else:
+            at += 2 + int.from_bytes(data[at + 2:at + 4], "big")
+    return None
 
 
 def _exif_orientation(img: Image.Image, notes: List[str]) -> int:
@@ -158,12 +247,16 @@ def match_json_size(stored: Tuple[int, int], orientation: int, json_size: Tuple[
 def read_size_and_orientation(path: "str | Path | BinaryIO"
                               ) -> Tuple[Optional[Tuple[Tuple[int, int], int]], str]:
     """``((stored_size, exif_orientation), "")`` from the header alone (of a file, or of
-    bytes already read), or ``(None, reason)``."""
+    bytes already read), or ``(None, reason)``. Pillow's pixel limit does not apply:
+    ``--max-pixels`` is checked when the image is converted."""
+    if isinstance(path, (str, os.PathLike)):
+        reason = file_reason(path)
+        if reason:
+            return None, reason
     try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
-            with Image.open(path) as img:
-                return (img.size, _exif_orientation(img, [])), ""
+        with pillow_pixel_limit(None), Image.open(path) as img:
+            orientation = _exif_orientation(img, [])
+            return (_stored_size(img, orientation), orientation), ""
     except FileNotFoundError:
         return None, missing_file_reason(path)
     except UnidentifiedImageError:
@@ -171,7 +264,7 @@ def read_size_and_orientation(path: "str | Path | BinaryIO"
             return None, "not an image Pillow can decode"
         with open(path, "rb") as fh:
             return None, unidentified_reason(path, fh.read(HEAD_BYTES))
-    except (OSError, SyntaxError, ValueError, Image.DecompressionBombError) as exc:
+    except (OSError, SyntaxError, ValueError) as exc:
         return None, f"cannot open {path}: {exc}"
 
 
@@ -265,28 +358,21 @@ def to_rgb(img: Image.Image, notes: List[str]) -> Image.Image:
 
 def convert_image(job: ImageJob) -> ImageResult:
     """Convert one image; never raises for a bad file (the reason is in the result)."""
+    with pillow_pixel_limit(job.max_pixels):  # --max-pixels rules, not Pillow's own limit
+        return _convert(job)
+
+
+def _convert(job: ImageJob) -> ImageResult:
     result = ImageResult(job.image_id)
     path = Path(job.path)
-    try:
-        size_on_disk = path.stat().st_size
-    except FileNotFoundError:
-        result.reason = missing_file_reason(path)
-        return result
-    except OSError as exc:
-        result.reason = f"cannot read {path}: {exc.strerror or exc}"
-        return result
-    if size_on_disk == 0:
-        result.reason = f"empty file (0 bytes): {path}"
+    result.reason = file_reason(path)  # never open a named pipe: it would block
+    if result.reason:
         return result
     try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
-            with open(path, "rb") as fh:
-                data = fh.read()
+        with open(path, "rb") as fh:
+            data = fh.read()
+        with pillow_pixel_limit(None):  # the header only: the check below refuses with --max-pixels
             img = Image.open(io.BytesIO(data))
-    except Image.DecompressionBombError as exc:
-        result.reason = f"refused as a decompression bomb: {exc}"
-        return result
     except UnidentifiedImageError:
         result.reason = unidentified_reason(path, data[:HEAD_BYTES])
         return result
@@ -294,9 +380,9 @@ def convert_image(job: ImageJob) -> ImageResult:
         result.reason = f"cannot open {path}: {exc}"
         return result
 
-    stored = img.size
-    if stored[0] * stored[1] > job.max_pixels:
-        result.reason = (f"refused as a decompression bomb: {stored[0]}x{stored[1]} = {stored[0] * stored[1]:,} "
+    width, height = img.size
+    if width * height > job.max_pixels:
+        result.reason = (f"refused as a decompression bomb: {width}x{height} = {width * height:,} "
                          f"pixels, more than --max-pixels {job.max_pixels:,}")
         return result
     try:  # counting a TIFF's or GIF's frames reads their headers, which may be damaged
@@ -310,6 +396,7 @@ def convert_image(job: ImageJob) -> ImageResult:
     if frames > 1 and img.format != "MPO":  # an MPO's second frame is the phone's depth map or preview
         result.notes.append(f"{frames} frames (an animation or multi-page file): the first was used")
     orientation = _exif_orientation(img, result.notes)
+    stored = _stored_size(img, orientation)
     displayed = (stored[1], stored[0]) if orientation in ROTATES_90 else stored
     json_size = (job.json_width, job.json_height)
 
@@ -329,12 +416,13 @@ def convert_image(job: ImageJob) -> ImageResult:
 
     transform, colour_note = None, ""
     icc = img.info.get("icc_profile")
-    if icc and img.mode == "RGB":
-        transform, colour_note = colour_transform(icc, img.mode)
+    if icc and img.mode in ("RGB", "RGBA", "RGBa", "RGBX", "P", "PA"):  # RGB values, or a palette of them
+        transform, colour_note = colour_transform(icc, "RGB")  # applied after to_rgb
         if colour_note:
             result.notes.append(colour_note)
     unchanged = (img.format == "JPEG" and img.mode == "RGB" and out_size == frame
-                 and (orientation == 1 or not apply_exif) and transform is None)
+                 and (orientation == 1 or not apply_exif) and transform is None
+                 and _sof_marker(data) in PASS_THROUGH_SOF)
     if unchanged:
         try:
             img.load()  # detect truncation before trusting the bytes
@@ -349,15 +437,15 @@ def convert_image(job: ImageJob) -> ImageResult:
         if isinstance(img, JpegImagePlugin.JpegImageFile) and out_size != frame:
             img.draft(None, (out_size[1], out_size[0]) if rotate else out_size)
         img.load()
+    except Image.DecompressionBombError as exc:  # not an OSError; the header passed, so hardly ever
+        result.reason = f"refused as a decompression bomb: {path}, more than --max-pixels {job.max_pixels:,} ({exc})"
+        return result
     except (OSError, SyntaxError, ValueError) as exc:
         result.reason = f"truncated or corrupt image data: {exc}"
         return result
-    if apply_exif and orientation != 1:
-        method = {2: Image.Transpose.FLIP_LEFT_RIGHT, 3: Image.Transpose.ROTATE_180,
-                  4: Image.Transpose.FLIP_TOP_BOTTOM, 5: Image.Transpose.TRANSPOSE,
-                  6: Image.Transpose.ROTATE_270, 7: Image.Transpose.TRANSVERSE,
-                  8: Image.Transpose.ROTATE_90}[orientation]
-        img = img.transpose(method)
+    oriented = isinstance(img, TiffImagePlugin.TiffImageFile)  # Pillow turned a TIFF upright as it loaded it
+    if orientation != 1 and apply_exif != oriented:
+        img = img.transpose(ORIENT[orientation] if apply_exif else UNORIENT[orientation])
     img = to_rgb(img, result.notes)
     if img.size != out_size:
         # Area averaging (OpenCV's INTER_AREA): anti-aliased at any shrink factor, and 30%
