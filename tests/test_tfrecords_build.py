@@ -344,6 +344,29 @@ def test_exit_codes_nothing_written_and_strict(tmp_path, sample_dataset):
     assert result.exit_code == 4, result.output
     assert "--strict: 4 images and" in result.output
     assert "next: edge-trash analyze" not in result.output
+    # boxes the options drop (an empty class-map target, --rare drop) are no reason to fail --strict
+    good = _tiny_coco(tmp_path, [{"id": i, "file_name": f"{i}.jpg", "width": 64, "height": 48} for i in range(3)],
+                      [{"id": i, "image_id": i, "category_id": 1 + i % 2, "bbox": [1, 1, 9, 9]} for i in range(3)],
+                      [{"id": 1, "name": "can"}, {"id": 2, "name": "cup"}])
+    for i in range(3):
+        _solid_jpeg(imgs / f"{i}.jpg", (64, 48), (40 * i, 90, 90))
+    class_map = tmp_path / "map.csv"
+    class_map.write_text("can,can\ncup,\n")
+    for args, dropped in ((["--class-map", str(class_map)], 1), (["--min-instances", "2", "--rare", "drop"], 1),
+                          (["--class-map", str(class_map), "--min-instances", "3", "--rare", "drop"], None)):
+        out = tmp_path / f"strict{len(args)}"
+        result = runner.invoke(cli, ["build-tfrecords", "--annotations", str(good), "--images", str(imgs),
+                                     "--out", str(out), "--quiet", "--strict", *args])
+        if dropped is None:  # every class dropped: nothing to train on
+            assert result.exit_code == 1 and "nothing to train on" in result.output
+            continue
+        assert result.exit_code == 0, result.output
+        report = json.loads((out / "report.json").read_text())
+        assert [d["as_asked"] for d in report["boxes_dropped"]] == [True] * dropped
+    class_map.write_text("can,can\n")  # cup left out of the map: perhaps an oversight, so --strict fails
+    result = runner.invoke(cli, ["build-tfrecords", "--annotations", str(good), "--images", str(imgs),
+                                 "--out", str(tmp_path / "unmapped"), "--quiet", "--strict", "--class-map", str(class_map)])
+    assert result.exit_code == 4 and "--strict: 0 images and 1 boxes were skipped" in result.output
 
 
 def test_same_inputs_give_identical_bytes_with_any_worker_count(sample_dataset, sample_build, tmp_path):
@@ -555,10 +578,10 @@ def test_a_long_list_of_unused_classes_is_cut_short_in_the_summary(tmp_path):
                                           val_fraction=0, test_fraction=0))
     assert report["classes_unused"] == [f"unused_{i:02d}" for i in range(2, 22)]
     text = summarize(report, tmp_path / "out", 1.0)
-    assert ("classes without boxes (left out): " + ", ".join(f"unused_{i:02d}" for i in range(2, 14))
+    assert ("classes without boxes (left out): " + ", ".join(f"'unused_{i:02d}'" for i in range(2, 14))
             + " and 8 more (all in classes_unused in report.json)\n") in text
-    few = dict(report, classes_unused=["unused_02", "unused_03"])
-    assert "classes without boxes (left out): unused_02, unused_03\n" in summarize(few, tmp_path / "out", 1.0)
+    few = dict(report, classes_unused=["unused_02", "none"])  # Roboflow's placeholder's supercategory
+    assert "classes without boxes (left out): 'unused_02', 'none'\n" in summarize(few, tmp_path / "out", 1.0)
 
 
 def test_an_image_whose_every_box_is_unusable_is_left_out_not_trained_as_background(tmp_path):

@@ -75,7 +75,7 @@ def test_the_summary_names_the_datasets_own_other_class_the_rare_ones_joined(sam
     opts = dict(images=sample_dataset.images, min_instances=fewest + 1, seed=0)
     report = build_tfrecords(BuildOptions(annotations=sample_dataset.annotations, out=tmp_path / "o1", **opts))
     assert report["other_class"] == "other" and report["other_class_from_source"] is False
-    assert f"classes folded into 'other': {rarest}" in summarize(report, tmp_path / "o1", 1.0).splitlines()
+    assert f"classes folded into 'other': '{rarest}'" in summarize(report, tmp_path / "o1", 1.0).splitlines()
     coco = json.loads(sample_dataset.annotations.read_text())
     for c in coco["categories"]:
         c["name"] = "OTHER" if c["name"] == commonest else c["name"]
@@ -87,7 +87,7 @@ def test_the_summary_names_the_datasets_own_other_class_the_rare_ones_joined(sam
                                          images=sample_dataset.images, seed=0))
     written = {c["name"]: c["boxes"] for c in plain["classes"]}
     assert {c["name"]: c["boxes"] for c in report["classes"]}["OTHER"] == written[rarest] + written[commonest]
-    assert (f"classes folded into 'OTHER' (the dataset's own class of that name, which they joined): {rarest}"
+    assert (f"classes folded into 'OTHER' (the dataset's own class of that name, which they joined): '{rarest}'"
             ) in summarize(report, tmp_path / "o2", 1.0).splitlines()
 
 

@@ -697,6 +697,11 @@ def test_the_summary_says_when_records_cannot_train_and_next_names_the_train_com
                               "(one run per fold: --fold 0 .. 1)")
     lines = build("plain", "--val-fraction", "0.3", "--test-fraction", "0")
     assert lines[-1].endswith(f"  |  edge-trash train --data {tmp_path / 'plain'} --out runs/ssd")
+    lines = build("super", "--supercategories")  # Roboflow: the project name is every class's supercategory
+    assert [line for line in lines if "supercategor" in line] == [
+        "warning: --supercategories: every class with boxes has the supercategory 'litter' (Roboflow writes the "
+        "project name there), so 3 classes became one: leave --supercategories out to train them apart"]
+    assert "classes without boxes (left out): 'none'" in lines
     valid = json.loads(files["valid"].read_text())
     files["valid"].write_text(json.dumps(dict(valid, annotations=[])))  # val photos with no box
     lines = build("valempty", "--keep-splits")

@@ -409,6 +409,8 @@ def _objects(im: Any, boxes: Sequence[Any], result: ImageResult, mapping: Any,
         if target is None:
             boxes_dropped.append({"annotation_id": box.source_id, "image_id": im.id,
                                   "reason": mapping.drop_reasons.get(box.category_id, "its class has no boxes left")})
+            if box.category_id in mapping.dropped_as_asked:
+                boxes_dropped[-1]["as_asked"] = True  # an empty class-map target or --rare drop: not bad data
             continue
         objects.append(ObjectBox(
             xmin=box.x / im.width, ymin=box.y / im.height,

@@ -157,8 +157,8 @@ def summarize(report: Dict[str, Any], out: Path, seconds: float) -> str:
     for key, label in (("classes_folded_into_other", folded_into),
                        ("classes_dropped_rare", "dropped as rare"), ("classes_unused", "without boxes (left out)"),
                        ("class_map_unknown_sources", "named by the class map but absent")):
-        if report.get(key):
-            lines.append(f"classes {label}: {examples(report[key], 12)}"
+        if report.get(key):  # quoted: a class named 'none' must not read as "no class"
+            lines.append(f"classes {label}: {examples([repr(n) for n in report[key]], 12)}"
                          + (f" (all in {key} in report.json)" if len(report[key]) > 12 else ""))
     if report.get("classes_not_in_train"):
         lines.append(_not_in_train_warning(report))
@@ -170,6 +170,8 @@ def summarize(report: Dict[str, Any], out: Path, seconds: float) -> str:
                      f"'{group['name']}' and became one class")
     if report.get("bbox_format_warning"):
         lines.append(f"warning: {report['bbox_format_warning']}")
+    if report.get("supercategories_warning"):
+        lines.append(f"warning: {report['supercategories_warning']}")
     if report.get("similar_class_names"):
         from edge_trash.tfrecords.class_map import similar_names_warning
 
@@ -311,9 +313,10 @@ def build_tfrecords(annotations: Tuple[Path, ...], images: Tuple[Path, ...], kee
         else:
             click.echo("error: no image could be converted; see images_skipped in report.json", err=True)
         raise SystemExit(EXIT_NOTHING_WRITTEN)
-    if strict and (report["images_skipped"] or report["boxes_dropped"]):
-        click.echo(f"--strict: {len(report['images_skipped'])} images and {len(report['boxes_dropped'])} boxes "
-                   "were skipped; see report.json", err=True)
+    bad_boxes = [d for d in report["boxes_dropped"] if not d.get("as_asked")]  # not those the options drop
+    if strict and (report["images_skipped"] or bad_boxes):
+        click.echo(f"--strict: {len(report['images_skipped'])} images and {len(bad_boxes)} boxes were skipped; see "
+                   "report.json", err=True)
         raise SystemExit(EXIT_STRICT)
     given = " ".join(f"--annotations {a}" for a in annotations)
     from edge_trash.tfrecords.split_layout import train_command

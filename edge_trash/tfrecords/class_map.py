@@ -15,7 +15,7 @@ import re
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Dict, List, Optional, Sequence
+from typing import Dict, List, Optional, Sequence, Set
 
 from edge_trash.tfrecords.coco import BoxRecord, Category, clean_name
 
@@ -42,6 +42,8 @@ class ClassMapping:
     map_unknown_sources: List[str] = field(default_factory=list)  # map rows naming no category
     similar: List[List[str]] = field(default_factory=list)  # kept names that differ only in case or spacing
     merged_by_name: List[Dict[str, object]] = field(default_factory=list)  # {name, category_ids} sharing a name
+    supercategories_warning: str = ""  # --supercategories made one class of several; "" when not
+    dropped_as_asked: Set[int] = field(default_factory=set)  # category ids dropped by the user's choice
 
     def as_report(self) -> Dict[str, object]:
         """The mapping facts that go into report.json."""
@@ -54,6 +56,7 @@ class ClassMapping:
             "class_map_unknown_sources": self.map_unknown_sources,
             "similar_class_names": self.similar,
             "categories_merged_by_name": self.merged_by_name,
+            "supercategories_warning": self.supercategories_warning,
         }
 
 
@@ -78,10 +81,15 @@ def similar_names_warning(group: Sequence[str]) -> str:
             f"merge them with a --class-map listing every class, with the rows {rows}")
 
 
+_QUOTED = re.compile(r'"[^"]*(?:"|$)')  # a quoted field (a doubled "" inside splits it in two: still quoted)
+
+
 def _csv_delimiter(text: str) -> str:
     """``,``, or the ``;`` Excel writes where the decimal mark is a comma, or a tab, when the
-    first row that is not a comment holds that one and no comma."""
+    first row that is not a comment holds that one and no comma outside double quotes
+    (``bottle;"glass, plastic"`` is ``;``-separated)."""
     first = next((ln for ln in text.splitlines() if ln.strip() and not ln.lstrip().startswith("#")), "")
+    first = _QUOTED.sub("", first)
     if "," not in first:
         for other in (";", "\t"):
             if other in first:
@@ -126,6 +134,7 @@ def read_class_map(path: "str | Path") -> Dict[str, Optional[str]]:
                 raise ClassMapError(f"{path}: key '{src}': the target must be a class name or empty, got {dst!r}")
             mapping[clean_name(str(src))] = clean_name(dst) if isinstance(dst, str) and clean_name(dst) else None
         return mapping
+    first_row = True
     with io.StringIO(text, newline="") as f:  # newline="": a quoted name may hold a line break
         for lineno, row in enumerate(csv.reader(f, delimiter=_csv_delimiter(text)), start=1):
             if not row or all(not c.strip() for c in row) or row[0].lstrip().startswith("#"):
@@ -133,8 +142,10 @@ def read_class_map(path: "str | Path") -> Dict[str, Optional[str]]:
             if len(row) != 2:
                 raise ClassMapError(f"{path}:{lineno}: expected 2 columns 'source_name,target_name', got {row!r}")
             src, dst = clean_name(row[0]), clean_name(row[1])
-            if lineno == 1 and src.lower() in ("source_name", "source", "taco_name", "name"):
-                continue  # header
+            is_header = first_row and src.lower() in ("source_name", "source", "taco_name", "name")
+            first_row = False
+            if is_header:  # the header is the first row that is neither blank nor a comment
+                continue
             if src in mapping and mapping[src] != (dst or None):
                 raise ClassMapError(f"{path}:{lineno}: '{src}' is mapped twice ('{mapping[src]}' and '{dst}')")
             mapping[src] = dst or None
@@ -158,6 +169,7 @@ def build_class_mapping(categories: Sequence[Category], boxes: Sequence[BoxRecor
     merged: List[Dict[str, object]] = []
     target_name: Dict[int, Optional[str]] = {}
     drop_reasons: Dict[int, str] = {}
+    asked: Set[int] = set()  # dropped by an empty class-map target or --rare drop
     unknown: List[str] = []
     if class_map is not None:
         by_name = {c.name: c for c in cats}
@@ -179,6 +191,7 @@ def build_class_mapping(categories: Sequence[Category], boxes: Sequence[BoxRecor
             target_name[c.id] = dst
             if dst is None:
                 drop_reasons[c.id] = f"category '{c.name}' is mapped to nothing in the class map"
+                asked.add(c.id)
         order = [t for t in dict.fromkeys(class_map.values()) if t is not None]
     elif supercategories:
         for c in cats:
@@ -196,7 +209,8 @@ def build_class_mapping(categories: Sequence[Category], boxes: Sequence[BoxRecor
         if t is not None:
             counts[t] += 1
     unused = [t for t in order if counts[t] == 0]
-    rare_names = [t for t in order if 0 < counts[t] < min_instances and t.lower() != OTHER]
+    # With --rare other a rare class named 'other' is where the rare ones go, not one of them.
+    rare_names = [t for t in order if 0 < counts[t] < min_instances and not (rare == "other" and t.lower() == OTHER)]
     kept = [t for t in order if counts[t] > 0 and t not in rare_names]
     folded: List[str] = []
     dropped: List[str] = []
@@ -218,12 +232,31 @@ def build_class_mapping(categories: Sequence[Category], boxes: Sequence[BoxRecor
                 drop_reasons[cid] = (f"class '{t}' has only {counts[t]} box{'' if counts[t] == 1 else 'es'} "
                                      f"(fewer than --min-instances {min_instances}; --rare drop)")
                 target_name[cid] = None
+                asked.add(cid)
     ids = {name: i + 1 for i, name in enumerate(kept)}
     target_of = {cid: (ids.get(t) if t is not None else None) for cid, t in target_name.items()}
     return ClassMapping(names=kept, target_of_category=target_of, drop_reasons=drop_reasons, unused=unused,
                         folded_into_other=folded, other_class=other_name, other_from_source=other_from_source,
                         dropped_rare=dropped, map_unknown_sources=unknown,
-                        similar=similar_names(kept), merged_by_name=merged)
+                        similar=similar_names(kept), merged_by_name=merged, dropped_as_asked=asked,
+                        supercategories_warning=_one_supercategory_warning(cats, boxes, order, counts)
+                        if supercategories else "")
+
+
+def _one_supercategory_warning(cats: Sequence[Category], boxes: Sequence[BoxRecord], order: Sequence[str],
+                               counts: Counter) -> str:
+    """What to tell the user when ``--supercategories`` made one class of two or more classes
+    with boxes (Roboflow writes the project name as every class's supercategory); else ``""``."""
+    with_boxes = [t for t in order if counts[t] > 0]
+    name_of = {c.id: c.name for c in cats}
+    sources = {name_of[b.category_id] for b in boxes if b.category_id in name_of}
+    if len(with_boxes) != 1 or len(sources) < 2:
+        return ""
+    sup = with_boxes[0]
+    roboflow = any(c.name == sup and c.name not in sources for c in cats)  # its category-0 placeholder
+    return (f"--supercategories: every class with boxes has the supercategory '{sup}'"
+            + (" (Roboflow writes the project name there)" if roboflow else "")
+            + f", so {len(sources)} classes became one: leave --supercategories out to train them apart")
 
 
 def categories_sharing_a_name(cats: Sequence[Category]) -> List[Dict[str, object]]:

@@ -1,0 +1,68 @@
+"""Class maps and --supercategories / --rare on the files people actually have: a class the
+dataset names 'other', a commented CSV, European Excel's ';' with quoted commas, Roboflow exports."""
+
+from __future__ import annotations
+
+from edge_trash.tfrecords.class_map import build_class_mapping, read_class_map
+from edge_trash.tfrecords.coco import BoxRecord, Category
+
+CATS = [Category(0, "Bottle cap", "Cap"), Category(1, "Glass bottle", "Bottle"),
+        Category(2, "Plastic bottle", "Bottle"), Category(3, "Drink can", "Can"), Category(7, "Unused", "None")]
+
+
+def _boxes(counts):
+    return [BoxRecord(0, k, 1, cid, 0, 0, 5, 5, 0) for cid, n in counts.items() for k in range(n)]
+
+
+def test_with_rare_drop_a_rare_class_named_other_is_dropped_like_the_rest():
+    cats = CATS + [Category(9, "Other", "Other")]
+    boxes = _boxes({0: 3, 1: 2, 2: 5, 3: 1, 9: 1})
+    m = build_class_mapping(cats, boxes, min_instances=3, rare="drop")
+    assert m.names == ["Bottle cap", "Plastic bottle"]
+    assert m.dropped_rare == ["Glass bottle", "Drink can", "Other"]
+    assert m.target_of_category[9] is None
+    assert m.drop_reasons[9] == "class 'Other' has only 1 box (fewer than --min-instances 3; --rare drop)"
+    # --rare other: the dataset's rare 'Other' is the class the rare ones join, not one of them
+    m = build_class_mapping(cats, boxes, min_instances=3, rare="other")
+    assert m.names == ["Bottle cap", "Plastic bottle", "Other"]
+    assert (m.folded_into_other, m.other_class, m.other_from_source) == (["Glass bottle", "Drink can"], "Other", True)
+
+
+def test_a_csv_header_after_comments_and_blank_lines_is_a_header(tmp_path):
+    path = tmp_path / "map.csv"
+    path.write_text("# my map\n\nsource_name,target_name\nBottle cap,Other\n")
+    assert read_class_map(path) == {"Bottle cap": "Other"}
+    # only the first row can be the header: a class named 'name' further down is a class
+    path.write_text("# my map\nBottle cap,Other\nname,label\n")
+    assert read_class_map(path) == {"Bottle cap": "Other", "name": "label"}
+
+
+def test_separators_inside_quotes_do_not_decide_the_csv_separator(tmp_path):
+    path = tmp_path / "map.csv"
+    path.write_text('bottle;"glass, plastic"\ncan;metal\n')  # European Excel: ';', quoting a name with a comma
+    assert read_class_map(path) == {"bottle": "glass, plastic", "can": "metal"}
+    path.write_text('bottle;"glass, plastic"\ncan;"metal, tin"\n')
+    assert read_class_map(path) == {"bottle": "glass, plastic", "can": "metal, tin"}
+    path.write_text('"bottle; glass",glass\ncan,metal\n')  # and a ';' quoted in a comma-separated map
+    assert read_class_map(path) == {"bottle; glass": "glass", "can": "metal"}
+    path.write_text('bottle\t"glass, plastic"\ncan\tmetal\n')
+    assert read_class_map(path) == {"bottle": "glass, plastic", "can": "metal"}
+
+
+def test_supercategories_that_make_one_class_of_several_say_so():
+    # Roboflow: the project name is every class's supercategory; its category 0 placeholder has 'none'
+    cats = [Category(0, "trash-4Xm2", "none"), Category(1, "bottle", "trash-4Xm2"),
+            Category(2, "can", "trash-4Xm2"), Category(3, "paper", "trash-4Xm2")]
+    m = build_class_mapping(cats, _boxes({1: 4, 2: 3, 3: 2}), supercategories=True)
+    assert (m.names, m.unused) == (["trash-4Xm2"], ["none"])
+    assert m.as_report()["supercategories_warning"] == (
+        "--supercategories: every class with boxes has the supercategory 'trash-4Xm2' (Roboflow writes the "
+        "project name there), so 3 classes became one: leave --supercategories out to train them apart")
+    m = build_class_mapping(CATS, _boxes({1: 2, 2: 5}), supercategories=True)  # not Roboflow's layout
+    assert m.supercategories_warning == (
+        "--supercategories: every class with boxes has the supercategory 'Bottle', so 2 classes became one: "
+        "leave --supercategories out to train them apart")
+    # nothing to say: several supercategories, one class with boxes, or no --supercategories
+    assert build_class_mapping(CATS, _boxes({0: 3, 1: 2, 2: 5}), supercategories=True).supercategories_warning == ""
+    assert build_class_mapping(cats, _boxes({1: 4}), supercategories=True).supercategories_warning == ""
+    assert build_class_mapping(cats, _boxes({1: 4, 2: 3})).as_report()["supercategories_warning"] == ""
