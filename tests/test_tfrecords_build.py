@@ -685,3 +685,73 @@ def test_background_images_count_records_whose_boxes_the_class_map_dropped(tmp_p
     empty = sum(1 for r in records
                 if not tf.train.Example.FromString(r).features.feature["image/object/class/label"].int64_list.value)
     assert (len(records), empty) == (4, 3)
+
+
+def _lfs_pointer(path: Path) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    import hashlib
+
+    oid = hashlib.sha256(str(path).encode()).hexdigest()  # distinct pointers: copies of one would stay together
+    path.write_text(f"version https://git-lfs.github.com/spec/v1\noid sha256:{oid}\nsize 123456\n")
+
+
+def test_when_the_photos_that_convert_cannot_be_split_as_asked_the_report_still_says_why(tmp_path):
+    """Folder B holds Git LFS pointers, not photos: with --split-by folder one folder is left, which
+    cannot be split; the build keeps its first split without them and reports the pointers."""
+    from edge_trash.tfrecords.build_cli import summarize
+
+    imgs = tmp_path / "img"
+    images = []
+    for i in range(6):
+        name = f"{'AB'[i // 3]}/{i}.jpg"
+        if i < 3:
+            _solid_jpeg(imgs / name, (64, 48), (40 * i, 90, 90))
+        else:
+            _lfs_pointer(imgs / name)
+        images.append({"id": i, "file_name": name, "width": 64, "height": 48})
+    anns = [{"id": i, "image_id": i, "category_id": 1, "bbox": [4, 4, 20, 20]} for i in range(6)]
+    ann = _tiny_coco(tmp_path, images, anns)
+    report = build_tfrecords(BuildOptions(annotations=ann, images=imgs, out=tmp_path / "out", split_by="folder"))
+    assert sorted(s["image_id"] for s in report["images_skipped"]) == [3, 4, 5]
+    assert all("Git LFS pointer" in s["reason"] for s in report["images_skipped"])
+    assert report["images_written"] == 3 and (tmp_path / "out" / "report.json").is_file()
+    assert sum(s["images"] for s in report["splits"].values()) == 3  # the first split, without folder B
+    held_out_a = dict(report, splits={"train": {"images": 0, "boxes": 0}, "val": {"images": 3, "boxes": 3}})
+    assert ("warning: no training images (every image went to val/test; 3 images were skipped, see below), so "
+            "`edge-trash train` cannot use these records; `edge-trash evaluate` can") in \
+        summarize(held_out_a, tmp_path / "out", 1.0).splitlines()
+    for i in range(3):
+        _lfs_pointer(imgs / f"A/{i}.jpg")
+    report = build_tfrecords(BuildOptions(annotations=ann, images=imgs, out=tmp_path / "none", folds=2))
+    assert report["images_written"] == 0 and len(report["images_skipped"]) == 6  # the CLI then exits 1
+
+
+def test_a_named_pipe_beside_an_empty_file_never_blocks_the_build(tmp_path):
+    """Copies of one file are found by reading files of equal size: a pipe and an empty file are both
+    'size 0', and opening the pipe would block for ever."""
+    import os
+    import threading
+
+    if not hasattr(os, "mkfifo"):
+        pytest.skip("no named pipes here")
+    imgs = tmp_path / "img"
+    _solid_jpeg(imgs / "a.jpg", (64, 48))
+    (imgs / "empty.jpg").write_bytes(b"")
+    (imgs / "empty2.jpg").write_bytes(b"")
+    os.mkfifo(imgs / "pipe.jpg")
+    names = ["a.jpg", "empty.jpg", "empty2.jpg", "pipe.jpg"]
+    images = [{"id": i, "file_name": n, "width": 64, "height": 48} for i, n in enumerate(names)]
+    anns = [{"id": i, "image_id": i, "category_id": 1, "bbox": [4, 4, 20, 20]} for i in range(4)]
+    ann = _tiny_coco(tmp_path, images, anns)
+    box: list = []
+    worker = threading.Thread(daemon=True, target=lambda: box.append(build_tfrecords(BuildOptions(
+        annotations=ann, images=imgs, out=tmp_path / "out", val_fraction=0, test_fraction=0))))
+    worker.start()
+    worker.join(timeout=20)
+    if not box:
+        with open(os.open(imgs / "pipe.jpg", os.O_RDWR), "wb"):  # unblock the reader
+            pass
+    assert box, "build-tfrecords blocked on the named pipe"
+    assert _reasons(box[0], "images_skipped", "image_id") == {
+        1: f"empty file (0 bytes): {imgs / 'empty.jpg'}", 2: f"empty file (0 bytes): {imgs / 'empty2.jpg'}",
+        3: f"not a regular file but a named pipe (FIFO): {imgs / 'pipe.jpg'}; put the picture file there"}

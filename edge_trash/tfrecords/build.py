@@ -14,6 +14,7 @@ import json
 import math
 import os
 import re
+import stat
 from collections import Counter
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -24,8 +25,7 @@ from edge_trash.tfrecords.class_map import build_class_mapping, label_map_pbtxt,
 from edge_trash.tfrecords.coco import CocoDataset, load_coco_files
 from edge_trash.tfrecords.name_encodings import readable_text
 from edge_trash.tfrecords.image_paths import NOT_FOUND_WHY, SourceImages, default_images_folder, source_images
-from edge_trash.tfrecords.images import (ImageJob, ImageResult, convert_image, missing_file_reason,
-                                         read_displayed_size)
+from edge_trash.tfrecords.images import ImageJob, ImageResult, convert_image, file_reason, read_displayed_size
 from edge_trash.tfrecords.other_formats import images_folder_problem
 from edge_trash.tfrecords.split_layout import SHARD_RE
 from edge_trash.tfrecords.split_units import (SPLIT_BY, SplitUnits, frames_next_to_train, identical_files,
@@ -321,14 +321,17 @@ def _write_splits(out: Path, plan: List[Tuple[str, List[int]]],
 
 
 def sizes_of_found(located: Dict[int, Tuple[Path, Optional[str]]]) -> Dict[int, Tuple[Path, int]]:
-    """``{image id: (path, size)}`` for the files that are there, one ``stat`` each. A broken link is
-    missing too (its content was never fetched); a folder or a bad file is read for its reason."""
+    """``{image id: (path, size)}`` for the regular, non-empty files that are there, one ``stat`` each.
+    A broken link is missing too (its content was never fetched); a folder or a named pipe (which
+    would block whoever opens it) is left out, as is an empty file: ``file_reason`` says why."""
     found = {}
     for iid, (path, _) in located.items():
         try:
-            found[iid] = (path, os.stat(path).st_size)
+            info = os.stat(path)
         except (OSError, ValueError):  # ValueError: a NUL in the name
             continue
+        if stat.S_ISREG(info.st_mode) and info.st_size:
+            found[iid] = (path, info.st_size)
     return found
 
 
@@ -348,10 +351,12 @@ def _variants_of_one_original(images: Sequence[Any], located: Dict[int, Tuple[Pa
 
 
 def _plan(dataset: CocoDataset, options: BuildOptions, target_of: Dict[int, Optional[int]],
-          found: Dict[int, Tuple[Path, int]]) -> Tuple[List[Tuple[str, List[int]]], Optional[SplitUnits]]:
+          found: Dict[int, Tuple[Path, int]], copies: List[List[int]]
+          ) -> Tuple[List[Tuple[str, List[int]]], Optional[SplitUnits]]:
     """``[(split, image ids)]`` for the images whose file was ``found`` (``{id: (path, size)}``; a
     missing file takes no place in val or test, nor a rare class's training image), and the units a
-    new split kept together: runs of video frames (``--split-by``) and copies of one file."""
+    new split kept together: runs of video frames (``--split-by``) and ``copies`` of one file (groups
+    of ids, :func:`identical_files`; members not in ``found`` are left out)."""
     classes_of: Dict[int, set] = {im.id: set() for im in dataset.images}
     source_of = {im.id: im.source for im in dataset.images}
     for box in dataset.boxes:
@@ -372,7 +377,7 @@ def _plan(dataset: CocoDataset, options: BuildOptions, target_of: Dict[int, Opti
     by_id = {im.id: im for im in dataset.images}
     units = split_units([(i, by_id[i].source, by_id[i].file_name, by_id[i].video) for i in ids],
                         options.split_by)
-    units.join(identical_files({i: (str(found[i][0]), found[i][1]) for i in ids}))
+    units.join([kept for kept in ([i for i in group if i in found] for group in copies) if len(kept) > 1])
     if options.split_by == "folder" and units.units < 2 and len(ids) > 1:
         raise BuildError("--split-by folder: every image is in the same folder, so nothing could be held out; "
                          "leave --split-by out (auto) or give --split-by image")
@@ -396,6 +401,22 @@ def _plan(dataset: CocoDataset, options: BuildOptions, target_of: Dict[int, Opti
                                units.unit_of)
         plan = [(name, splits[name]) for name in ("train", "val", "test")]
     return [(name, members) for name, members in plan if members or name == "train"], units
+
+
+def _plan_again(dataset: CocoDataset, options: BuildOptions, target_of: Dict[int, Optional[int]],
+                plan: List[Tuple[str, List[int]]], units: Optional[SplitUnits],
+                converted: Dict[int, Tuple[Path, int]], copies: List[List[int]]
+                ) -> Tuple[List[Tuple[str, List[int]]], Optional[SplitUnits]]:
+    """The split drawn anew over the images that ``converted``; when they cannot be split as asked (too
+    few left for the folds, one folder left with --split-by folder, none at all), the first ``plan``
+    without the others, so the report still says which files failed and why."""
+    if converted:
+        try:
+            return _plan(dataset, options, target_of, converted, copies)
+        except BuildError:
+            pass
+    kept = [(name, [i for i in members if i in converted]) for name, members in plan]
+    return [(name, members) for name, members in kept if members or name == "train"], units
 
 
 def _objects(im: Any, boxes: Sequence[Any], result: ImageResult, mapping: Any,
@@ -446,7 +467,8 @@ def build_tfrecords(options: BuildOptions, progress: bool = False) -> Dict[str, 
     unusable = _variants_of_one_original(dataset.images, located, paths)  # image id -> why it is left out
     unusable.update({iid: every_box_dropped_reason(n) for iid, n in dataset.images_with_every_box_dropped.items()})
     found = {iid: v for iid, v in sizes_of_found(located).items() if iid not in unusable}
-    plan, units = _plan(dataset, options, mapping.target_of_category, found)
+    copies = [] if options.keep_splits else identical_files({i: (str(p), size) for i, (p, size) in found.items()})
+    plan, units = _plan(dataset, options, mapping.target_of_category, found, copies)
 
     boxes_dropped: List[Dict[str, Any]] = [
         {"annotation_id": r.record_id, "image_id": r.image_id, "reason": r.reason} for r in dataset.rejected_boxes]
@@ -482,7 +504,7 @@ def build_tfrecords(options: BuildOptions, progress: bool = False) -> Dict[str, 
         if im.id in unusable:
             skip(im, unusable[im.id])
         elif im.id not in found:
-            skip(im, missing_file_reason(located[im.id][0]))
+            skip(im, file_reason(located[im.id][0]))
     # Every photo is converted before the split is final: one that turns out unreadable must take no place in
     # val or test, nor a rare class's only training image. Records wait in a spool (about the output's size).
     jobs = [ImageJob(im.id, str(found[im.id][0]), im.width, im.height, options.max_size, options.max_pixels,
@@ -505,8 +527,8 @@ def build_tfrecords(options: BuildOptions, progress: bool = False) -> Dict[str, 
                                         readable_text(im.file_name), str(im.id), objects, sha256_hex=digest)
             converted[im.id] = (spool.append(record), [o.label for o in objects], digest)
         if len(converted) < len(found):  # a file that could not be read: split the others anew
-            plan, units = _plan(dataset, options, mapping.target_of_category,
-                                {iid: v for iid, v in found.items() if iid in converted})
+            plan, units = _plan_again(dataset, options, mapping.target_of_category, plan, units,
+                                      {iid: v for iid, v in found.items() if iid in converted}, copies)
         written = _write_splits(out, plan, converted, spool, options.shard_size, len(names))
 
     split_stats, split_ids, split_class_boxes = written.stats, written.ids, written.class_boxes

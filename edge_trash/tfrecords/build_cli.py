@@ -79,19 +79,25 @@ def _not_in_train_warning(report: Dict[str, Any]) -> str:
 
 def _untrainable_warning(report: Dict[str, Any]) -> str:
     """Why ``edge-trash train`` cannot use these records: no train images, or no val split."""
+    from edge_trash.tfrecords.build import counted
+
     splits, options = report["splits"], report["options"]
     if options.get("folds"):
         return ""
     if not splits.get("train", {}).get("images"):
-        return ("warning: no training images (" + ("none of the annotation files is a train split: give one "
-                "too" if options.get("keep_splits") else "every image went to val/test") + "), so "
-                "`edge-trash train` cannot use these records; `edge-trash evaluate` can")
+        failed = sum(1 for s in report["images_skipped"] if not s["reason"].startswith("file not found"))
+        why = ("none of the annotation files is a train split: give one too" if options.get("keep_splits")
+               else "every image went to val/test" + (f"; {counted(failed, 'image was', 'images were')} skipped, "
+                                                      "see below" if failed else ""))
+        return (f"warning: no training images ({why}), so `edge-trash train` cannot use these records; "
+                "`edge-trash evaluate` can")
     if not splits.get("val", {}).get("images"):
         return ("warning: no val split, which `edge-trash train` needs to keep its best checkpoint: "
                 + ("give a val annotation file too" if options.get("keep_splits") else
                    "rebuild with --val-fraction above 0"))
     if not splits["val"].get("boxes"):
-        return (f"warning: the val split holds {splits['val']['images']} images and not one box, so no AP can be "
+        return (f"warning: the val split holds {counted(splits['val']['images'], 'image', 'images')} and not one box, "
+                "so no AP can be "
                 "measured on it and `edge-trash train` cannot choose its best checkpoint: "
                 + ("give a val annotation file with boxes" if options.get("keep_splits") else
                    "rebuild with a larger --val-fraction or more annotated images"))
@@ -136,7 +142,8 @@ def summarize(report: Dict[str, Any], out: Path, seconds: float) -> str:
     held = report["options"].get("test_fraction")
     if held and not report["options"].get("keep_splits") and not report["splits"].get("test", {}).get("images"):
         lines.append(f"note: --test-fraction {held} held out no image (too few images, or groups that move as one, "
-                     "to spare one): there is no test split, and `edge-trash evaluate` scores val")
+                     "to spare one): there is no test split" + ("" if report["options"].get("folds") else
+                                                               ", and `edge-trash evaluate` scores val"))
     near = report.get("frames_next_to_train") or {}
     units = summary_line(report.get("split_units"), near)
     if units:

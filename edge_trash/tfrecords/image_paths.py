@@ -293,7 +293,8 @@ class ImagePaths:
         (``instances_val2017.json``); a name searched for in sub-folders is then read from
         that split's folder, and never from another split's."""
         direct = self.images_dir / file_name
-        if direct.is_file() or direct.is_symlink():  # a broken link: the name is right, its content is not here
+        # a broken link: the name is right, its content is not here; a named pipe: the name is right, not its kind
+        if direct.is_file() or direct.is_symlink() or (direct.exists() and not direct.is_dir()):
             return direct, None
         cleaned = _cleaned(file_name)
         for name in dict.fromkeys((file_name, unquote(file_name), cleaned)):  # each spelling once, in order
@@ -320,8 +321,8 @@ class ImagePaths:
         if len(candidates) == 1 and len(everywhere) > 1:
             return self.images_dir / candidates[0], (
                 f"file_name {file_name!r} not found as given; read {candidates[0]!r}, of the "
-                f"{len(everywhere)} files of that name under the images folder the one in the folder of this "
-                f"annotation file's split ({split})")
+                f"{len(everywhere)} files of that name under the images folder the one in the folder of "
+                + (f"the split its file_name names ({named})" if named else f"this annotation file's split ({split})"))
         if len(candidates) == 1:
             if len(parts) == 1:
                 how = "the only file of that name under the images folder"
