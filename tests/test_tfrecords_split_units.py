@@ -65,11 +65,24 @@ def test_a_few_long_videos_are_cut_into_runs_and_many_videos_stay_whole():
 
 
 def test_a_video_split_across_two_annotation_files_is_one_video():
-    """A dataset's train and val files may hold frames of one video: they must not be held apart (two
-    CVAT tasks whose frames share names are joined too, which only makes the runs coarser)."""
+    """A dataset's train and val files may hold frames of one video: they must not be held apart."""
     units = split_units([(1, 0, "vid_3_frame1.jpg"), (2, 0, "vid_3_frame2.jpg"),
                          (3, 1, "vid_3_frame3.jpg"), (4, 1, "vid_3_frame4.jpg")], "auto")
     assert units.videos == 1 and len({units.unit_of[i] for i in range(1, 5)}) == 1
+
+
+def test_two_files_that_both_have_frame_0_are_two_videos():
+    """A CVAT project names every task's frames frame_000000.PNG...: its Train and Validation files are two
+    videos, so its own split puts no val frame beside a training one (one video cannot hold frame 0 twice)."""
+    cvat = [(i, i // 10, f"frame_{i % 10:06d}.PNG") for i in range(20)]
+    assert split_units(cvat, "auto").videos == 2
+    given = {i: "train" if i < 10 else "val" for i in range(20)}
+    assert frames_next_to_train(cvat, given)["next_to_train"] == 0
+    # a Roboflow export deals one video's frames to its files: frame numbers do not repeat, one video
+    dealt = [(i, i % 2, f"belt_mp4-{i}_jpg.rf.{i:032x}.jpg") for i in range(20)]
+    assert split_units(dealt, "auto").videos == 1
+    assert frames_next_to_train(dealt, {i: "train" if i % 2 == 0 else "val" for i in range(20)}) == {
+        "held_out_frames": 10, "next_to_train": 10, "example": f"belt_mp4-1_jpg.rf.{1:032x}.jpg"}
 
 
 def _leaks(split, neighbours):

@@ -815,17 +815,18 @@ def analyze(annotations: "Optional[os.PathLike | str | Sequence[os.PathLike | st
             if labels_file.is_file() else []
         stats["tfrecords"] = {"dir": str(root), "labels": labels, "splits": {}}
         planned = _planned_records(root)
-        records: List[Tuple[Any, int, str]] = []  # (position, 0, file name) of every record
+        # (position, split index, file name) of every record: a frame number in two splits is two videos
+        records: List[Tuple[Any, int, str]] = []
         split_of: Dict[Any, str] = {}
         pictures: Dict[str, List[Tuple[str, str]]] = {}
-        for split, files in shards.items():
+        for index, (split, files) in enumerate(shards.items()):
             total = sum(planned[f.name] for f in files) if all(f.name in planned for f in files) else None
             source = _record_source(split, files, labels, read_images=True, progress=progress, total=total)
             stats["tfrecords"]["splits"][split] = {"shards": [f.name for f in files], **finish(source)}
             pictures[split] = source.picture_keys
             for im in source.images:
                 split_of[len(records)] = split
-                records.append((len(records), 0, im.file_name))
+                records.append((len(records), index, im.file_name))
         folds = [split for split in shards if split.startswith("fold")]
         if folds:  # each fold is held out by one run and trained on by the others: the tail of them all
             counts: Counter = Counter()

@@ -155,16 +155,24 @@ def _runs(frames: Dict[str, List[Tuple[int, int]]], runs: int) -> Dict[int, Hash
 
 def _videos(images: Sequence[Entry]) -> Tuple[Dict[str, List[Tuple[int, Any]]], Dict[Any, str]]:
     """``({video: [(frame number, image id)] in frame order}, {image id: file_name})`` for the entries
-    that are video frames. A video is one across annotation files: a dataset's train and val files may
-    share it, and joining two that only share a name (CVAT's frame_000000.PNG per task) just makes
-    coarser runs."""
-    videos: Dict[str, List[Tuple[int, Any]]] = {}
+    that are video frames. A video is one across annotation files (a Roboflow export deals one video's
+    frames to its train, valid and test files), unless a frame number comes in two of them: then each
+    file's frames are a video of their own (a CVAT project names every task's frames frame_000000.PNG)."""
+    found: Dict[str, List[Tuple[int, Any, Any]]] = {}  # video -> (frame number, image id, annotation file)
     names: Dict[Any, str] = {}
     for entry in images:
-        found = _frame(entry)
-        if found is not None:
-            videos.setdefault(found[0], []).append((found[1], entry[0]))
+        frame = _frame(entry)
+        if frame is not None:
+            found.setdefault(frame[0], []).append((frame[1], entry[0], entry[1]))
             names[entry[0]] = entry[2]
+    videos: Dict[str, List[Tuple[int, Any]]] = {}
+    for video, items in found.items():
+        files_of: Dict[int, set] = {}
+        for number, _, source in items:
+            files_of.setdefault(number, set()).add(source)
+        apart = any(len(files) > 1 for files in files_of.values())
+        for number, iid, source in items:
+            videos.setdefault(f"{video} (annotation file {source + 1})" if apart else video, []).append((number, iid))
     for items in videos.values():
         items.sort()
     return videos, names
