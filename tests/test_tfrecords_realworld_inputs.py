@@ -686,6 +686,7 @@ def test_the_summary_says_when_records_cannot_train_and_next_names_the_train_com
     assert ("warning: no training images (none of the annotation files is a train split: give one too), so "
             "`edge-trash train` cannot use these records; `edge-trash evaluate` can") in lines
     assert lines[-1] == (f"next: edge-trash analyze --annotations {files['valid']} --annotations {files['test']} "
+                         f"--images {files['valid'].parent} --images {files['test'].parent} "  # the folders read
                          f"--tfrecords {tmp_path / 'held'} --out {tmp_path / 'held' / 'analysis'}")
     lines = build("noval", "--val-fraction", "0", "--test-fraction", "0")
     assert ("warning: no val split, which `edge-trash train` needs to keep its best checkpoint: rebuild with "
@@ -754,8 +755,33 @@ def test_split_names_are_read_from_files_and_folders():
 
     cases = {"export/train/_annotations.coco.json": "train", "export/valid/_annotations.coco.json": "val",
              "coco/instances_val2017.json": "val", "data/test.json": "test", "x/validation/a.json": "val",
-             "annotations/annotations.json": None, "contest/a.json": None, "trainee/labels.json": None}
+             "annotations/annotations.json": None, "contest/a.json": None, "trainee/labels.json": None,
+             # Supervisely's export to COCO: the split is the folder above annotations/
+             "project/train/annotations/instances.json": "train", "project/val/annotations/instances.json": "val",
+             "project/test/labels/x.json": "test", "project/test/other/x.json": None}
     assert {p: split_in_name(Path(p)) for p in cases} == cases
+
+
+def test_a_mask_of_the_same_name_does_not_make_the_photo_ambiguous(tmp_path):
+    """ZeroWaste-f as released: train/labels.json, photos in train/data/, masks of the same names in
+    train/sem_seg/; a name in two photo folders stays ambiguous."""
+    _jpeg(tmp_path / "train" / "data" / "01_frame_000010.PNG", (64, 48), (200, 20, 20))
+    _jpeg(tmp_path / "train" / "sem_seg" / "01_frame_000010.PNG", (64, 48), (1, 1, 1))
+    _jpeg(tmp_path / "train" / "data" / "01_frame_000020.PNG", (64, 48), (200, 20, 20))
+    _jpeg(tmp_path / "train" / "other" / "01_frame_000020.PNG", (64, 48), (1, 1, 1))
+    ann = tmp_path / "train" / "labels.json"
+    ann.write_text(json.dumps({
+        "images": [{"id": i, "file_name": f"01_frame_0000{k}.PNG", "width": 64, "height": 48}
+                   for i, k in ((1, 10), (2, 20))],
+        "annotations": [{"id": i, "image_id": i, "category_id": 1, "bbox": [4, 4, 20, 20]} for i in (1, 2)],
+        "categories": [{"id": 1, "name": "metal"}]}))
+    report = build_tfrecords(BuildOptions(annotations=ann, images=None, out=tmp_path / "out",
+                                          val_fraction=0, test_fraction=0))
+    assert report["image_notes"][0]["notes"] == [
+        "file_name '01_frame_000010.PNG' not found as given; read 'data/01_frame_000010.PNG', the one file of that "
+        "name under the images folder outside a mask folder (not 'sem_seg/01_frame_000010.PNG')"]
+    assert [s["image_id"] for s in report["images_skipped"]] == [2]
+    assert "2 files under the images folder have its name" in report["images_skipped"][0]["reason"]
 
 
 def test_analyze_reads_several_annotation_files_as_one(tmp_path):

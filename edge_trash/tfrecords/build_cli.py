@@ -133,14 +133,16 @@ def summarize(report: Dict[str, Any], out: Path, seconds: float) -> str:
                  f"of {report['images_total']}; boxes: {report['boxes_written']} written, "
                  f"{len(report['boxes_dropped'])} dropped, {report['boxes_clipped']} clipped of {report['boxes_total']}")
     lines.append(f"splits: {split_counts(report['splits'])}")
-    untrainable = _untrainable_warning(report)
+    written = report["images_written"] > 0  # else the CLI's error says why, and split notes would mislead
+    untrainable = _untrainable_warning(report) if written else ""
     if untrainable:
         lines.append(untrainable)
     resplit = _resplit_note(report)
     if resplit:
         lines.append(resplit)
     held = report["options"].get("test_fraction")
-    if held and not report["options"].get("keep_splits") and not report["splits"].get("test", {}).get("images"):
+    if written and held and not report["options"].get("keep_splits") and \
+            not report["splits"].get("test", {}).get("images"):
         lines.append(f"note: --test-fraction {held} held out no image (too few images, or groups that move as one, "
                      "to spare one): there is no test split" + ("" if report["options"].get("folds") else
                                                                ", and `edge-trash evaluate` scores val"))
@@ -325,7 +327,10 @@ def build_tfrecords(annotations: Tuple[Path, ...], images: Tuple[Path, ...], kee
         click.echo(f"--strict: {len(report['images_skipped'])} images and {len(bad_boxes)} boxes were skipped; see "
                    "report.json", err=True)
         raise SystemExit(EXIT_STRICT)
-    given = " ".join(f"--annotations {a}" for a in annotations)
+    folders = [src["images_dir"] for src in report["sources"]]  # the folders the build read: analyze reads them too
+    folders = folders[:1] if len(set(folders)) == 1 else folders
+    given = " ".join([f"--annotations {shlex.quote(str(a))}" for a in annotations]
+                     + [f"--images {shlex.quote(f)}" for f in folders])
     from edge_trash.tfrecords.split_layout import train_command
 
     train = train_command(out)

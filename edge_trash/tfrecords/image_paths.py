@@ -41,7 +41,7 @@ from typing import Dict, List, Optional, Sequence, Tuple
 from urllib.parse import unquote, urlsplit
 
 from edge_trash.tfrecords.name_encodings import legacy_spellings, not_utf8
-from edge_trash.tfrecords.split_names import split_in_name, split_word
+from edge_trash.tfrecords.split_names import ANNOTATION_FOLDERS, split_in_name, split_word
 
 _DRIVE = re.compile(r"^[A-Za-z]:$")
 _URL = re.compile(r"^[A-Za-z][A-Za-z0-9+.-]*://")
@@ -86,6 +86,16 @@ def _split_of(rel: str) -> Optional[str]:
         if split:
             return split
     return None
+
+
+# folders of masks, labels or depth maps that datasets keep beside their photos under the same names
+_MASK_FOLDER = re.compile(r"^(sem[_-]?seg\w*|masks?|\w*segmentation\w*|seg|gt|ground[_-]?truth|annotations?|labels?|"
+                          r"depths?|instance[_-]?ids?|panoptic\w*)$", re.IGNORECASE)
+
+
+def _in_mask_folder(rel: str) -> bool:
+    """Whether a file found by name sits in a folder of masks (``train/sem_seg/01_frame_0001.PNG``)."""
+    return any(_MASK_FOLDER.match(folder) for folder in rel.split("/")[:-1])
 
 
 def _in_split(candidates: List[str], split: Optional[str], folder_splits: set) -> Tuple[List[str], List[str]]:
@@ -342,6 +352,12 @@ class ImagePaths:
             renamed = self._before_export_rename(file_name, parts) or self._other_extension(file_name, parts)
             if renamed is not None:
                 return renamed
+        pictures = [c for c in candidates if not _in_mask_folder(c)]
+        if len(candidates) > 1 and len(pictures) == 1:  # ZeroWaste: train/data/x.PNG and its mask train/sem_seg/x.PNG
+            others = ", ".join(repr(c) for c in candidates if c != pictures[0])
+            return self.images_dir / pictures[0], (
+                f"file_name {file_name!r} not found as given; read {pictures[0]!r}, the one file of that name under "
+                f"the images folder outside a mask folder (not {others})")
         if candidates:
             shown = ", ".join(repr(c) for c in candidates[:4]) + (", ..." if len(candidates) > 4 else "")
             what = "have its name" if len(parts) == 1 else f"end in {'/'.join(parts[-2:])!r}"
@@ -381,9 +397,6 @@ def source_images(image_dirs: Sequence[Path], annotation_files: Sequence[Path]) 
             for folder, annotations in zip(image_dirs, annotation_files)]
 
 
-_ANNOTATION_FOLDERS = {"annotations", "annotation", "anns", "labels"}
-
-
 def default_images_folder(annotation_file: Path) -> Tuple[Path, str]:
     """``(folder, why)``: where an annotation file's ``file_name`` entries are relative to when
     ``--images`` is not given. Its own folder (TACO's ``data/annotations.json``, Roboflow's
@@ -391,7 +404,7 @@ def default_images_folder(annotation_file: Path) -> Tuple[Path, str]:
     holding no image and no sub-folder: then the one above it, as COCO, LVIS and UAVVaste lay
     out ``annotations/instances_val2017.json`` beside ``val2017/``."""
     folder = Path(annotation_file).parent
-    if folder.name.casefold() in _ANNOTATION_FOLDERS:
+    if folder.name.casefold() in ANNOTATION_FOLDERS:
         try:
             entries = list(os.scandir(folder))
         except OSError:

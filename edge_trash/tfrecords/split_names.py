@@ -21,9 +21,18 @@ def split_word(text: str) -> Optional[str]:
     return _SPLIT_WORDS[match.group(1)] if match else None
 
 
+# folders that hold annotation files alone: the images, and the split, are then the folder above (COCO's
+# annotations/instances_val2017.json, Supervisely's train/annotations/instances.json)
+ANNOTATION_FOLDERS = frozenset({"annotations", "annotation", "anns", "ann", "labels"})
+
+
 def split_in_name(path: Path) -> Optional[str]:
-    """``train``/``val``/``test`` when the file's name (first) or its folder's says so."""
-    for text in (path.stem, path.parent.name):
+    """``train``/``val``/``test`` when the file's name (first) or its folder's says so, or for a file in
+    an ``annotations`` folder, the folder above it."""
+    texts = [path.stem, path.parent.name]
+    if path.parent.name.casefold() in ANNOTATION_FOLDERS:
+        texts.append(path.parent.parent.name)
+    for text in texts:
         split = split_word(text)
         if split:
             return split
