@@ -337,9 +337,12 @@ def test_exit_codes_nothing_written_and_strict(tmp_path, sample_dataset):
                                  "--out", str(tmp_path / "o1"), "--quiet"])
     assert result.exit_code == 1, result.output
     assert "1 skipped of 1" in result.output
-    assert (f"error: none of the 1 image files was found under {imgs}: give --images, the folder the file_name "
-            "entries are relative to") in result.output
+    assert (f"error: none of the 1 image files was found under {imgs}: check --images: it must be the folder the "
+            "file_name entries are relative to (the first is 'gone.jpg')") in " ".join(result.output.split())
     assert "warning: no training images" not in result.output and "--test-fraction" not in result.output
+    result = runner.invoke(cli, ["build-tfrecords", "--annotations", str(ann), "--out", str(tmp_path / "o0"), "--quiet"])
+    assert (f"error: none of the 1 image files was found under {tmp_path}: give --images, the folder the file_name "
+            "entries are relative to (the first is 'gone.jpg')") in " ".join(result.output.split())
     result = runner.invoke(cli, ["build-tfrecords", "--annotations", str(sample_dataset.annotations), "--images",
                                  str(sample_dataset.images), "--out", str(tmp_path / "o2"), "--quiet", "--strict"])
     assert result.exit_code == 4, result.output

@@ -762,6 +762,23 @@ def test_split_names_are_read_from_files_and_folders():
     assert {p: split_in_name(Path(p)) for p in cases} == cases
 
 
+def test_a_copy_with_flattened_folders_is_read(tmp_path):
+    """A Kaggle re-upload of TACO: data/batch_1_000006.jpg while the JSON says batch_1/000006.jpg."""
+    for batch, colour in ((1, (200, 20, 20)), (2, (20, 20, 200))):
+        _jpeg(tmp_path / "data" / f"batch_{batch}_000006.jpg", (64, 48), colour)
+    ann = tmp_path / "annotations.json"
+    ann.write_text(json.dumps({
+        "images": [{"id": b, "file_name": f"batch_{b}/000006.jpg", "width": 64, "height": 48} for b in (1, 2)],
+        "annotations": [{"id": b, "image_id": b, "category_id": 1, "bbox": [4, 4, 20, 20]} for b in (1, 2)],
+        "categories": [{"id": 1, "name": "can"}]}))
+    report = build_tfrecords(BuildOptions(annotations=ann, images=tmp_path / "data", out=tmp_path / "out",
+                                          val_fraction=0, test_fraction=0))
+    assert report["images_written"] == 2
+    assert [n["notes"] for n in report["image_notes"]] == [[
+        f"file_name 'batch_{b}/000006.jpg' not found as given; read 'batch_{b}_000006.jpg', its folders joined to "
+        "its name with '_' (a copy with flattened folders)"] for b in (1, 2)]
+
+
 def test_a_mask_of_the_same_name_does_not_make_the_photo_ambiguous(tmp_path):
     """ZeroWaste-f as released: train/labels.json, photos in train/data/, masks of the same names in
     train/sem_seg/; a name in two photo folders stays ambiguous."""

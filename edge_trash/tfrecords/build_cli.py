@@ -317,8 +317,10 @@ def build_tfrecords(annotations: Tuple[Path, ...], images: Tuple[Path, ...], kee
         missing = sum(1 for i in report["images_skipped"] if i["reason"].startswith("file not found"))
         if missing and missing == len(report["images_skipped"]):
             folders = ", ".join(dict.fromkeys(src["images_dir"] for src in report["sources"]))
-            click.echo(f"error: none of the {missing} image files was found under {folders}: give --images, the "
-                       "folder the file_name entries are relative to", err=True)
+            first = report["images_skipped"][0]["file_name"]
+            fix = ("check --images: it must be" if images else "give --images,")
+            click.echo(f"error: none of the {missing} image files was found under {folders}: {fix} the folder the "
+                       f"file_name entries are relative to (the first is {first!r})", err=True)
         else:
             click.echo("error: no image could be converted; see images_skipped in report.json", err=True)
         raise SystemExit(EXIT_NOTHING_WRITTEN)

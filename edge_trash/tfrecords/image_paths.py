@@ -223,6 +223,17 @@ class ImagePaths:
             found.append(rel)
         return found
 
+    def _flattened(self, file_name: str, parts: List[str]) -> Optional[Tuple[Path, str]]:
+        """``batch_1/000006.jpg`` as the one file named ``batch_1_000006.jpg`` (a copy of the dataset with
+        its folders flattened into the names, as Kaggle re-uploads of TACO have it), with the note."""
+        if len(parts) < 2:
+            return None
+        flat = self._deeper(["_".join(parts)])
+        if len(flat) != 1:
+            return None
+        return self.images_dir / flat[0], (f"file_name {file_name!r} not found as given; read {flat[0]!r}, its "
+                                           "folders joined to its name with '_' (a copy with flattened folders)")
+
     def _image_stems(self, folder: Path, listing: Dict[str, str]) -> Dict[str, List[str]]:
         """The image files of ``folder`` by their loose name without the extension (cached)."""
         if folder not in self._stems:
@@ -349,7 +360,8 @@ class ImagePaths:
                             "photo of the same name (datasets that number each split from 1 reuse names); if it is "
                             "this one, write its sub-folder into file_name")
         if not candidates:
-            renamed = self._before_export_rename(file_name, parts) or self._other_extension(file_name, parts)
+            renamed = (self._before_export_rename(file_name, parts) or self._other_extension(file_name, parts)
+                       or self._flattened(file_name, parts))
             if renamed is not None:
                 return renamed
         pictures = [c for c in candidates if not _in_mask_folder(c)]
