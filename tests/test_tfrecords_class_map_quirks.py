@@ -66,3 +66,47 @@ def test_supercategories_that_make_one_class_of_several_say_so():
     assert build_class_mapping(CATS, _boxes({0: 3, 1: 2, 2: 5}), supercategories=True).supercategories_warning == ""
     assert build_class_mapping(cats, _boxes({1: 4}), supercategories=True).supercategories_warning == ""
     assert build_class_mapping(cats, _boxes({1: 4, 2: 3})).as_report()["supercategories_warning"] == ""
+
+
+def test_invisible_characters_do_not_make_a_second_class_that_prints_alike(tmp_path):
+    import json
+
+    from edge_trash.tfrecords.coco import clean_name, load_coco
+
+    assert [clean_name(n) for n in ("\u200bPlastic", "\ufeffCan", "Glass\u200e", "soft\u00adplastic")] == \
+        ["Plastic", "Can", "Glass", "softplastic"]
+    assert clean_name("\U0001F469\u200d\U0001F52C") == "\U0001F469\u200d\U0001F52C"  # an emoji sequence keeps its joiner
+    ann = tmp_path / "ann.json"
+    ann.write_text(json.dumps({"images": [], "annotations": [],
+                               "categories": [{"id": 1, "name": "Plastic"}, {"id": 2, "name": "\u200bPlastic"}]}))
+    assert [c.name for c in load_coco(ann).categories] == ["Plastic", "Plastic"]  # one class, merged by name
+
+
+def test_yaml_keys_yaml_reads_as_words_are_refused_with_the_fix(tmp_path):
+    import pytest
+
+    from edge_trash.tfrecords.class_map import ClassMapError
+
+    path = tmp_path / "map.yaml"
+    for key, read in (("no", False), ("null", None), ("~", None), ("yes", True)):
+        path.write_text(f"can: metal\n{key}: other\n")
+        with pytest.raises(ClassMapError) as err:
+            read_class_map(path)
+        assert str(err.value) == (f"{path}: key {read!r}: YAML reads this key as {read!r}, not as a class name; "
+                                  "quote it (\"no\": ...)")
+    path.write_text("can: no\n")
+    with pytest.raises(ClassMapError, match="the target must be a class name or empty, got False; quote it if it "):
+        read_class_map(path)
+    path.write_text('"no": metal\n"null": other\n')
+    assert read_class_map(path) == {"no": "metal", "null": "other"}
+
+
+def test_the_rows_suggested_for_similar_names_read_back_as_a_class_map(tmp_path):
+    from edge_trash.tfrecords.class_map import similar_names_warning
+
+    warning = similar_names_warning(["Glass, broken", "glass, broken", 'the "cap"'])
+    rows = warning.split("with the rows ")[1].split("; ")
+    assert rows == ["'\"glass, broken\",\"Glass, broken\"'", "'\"the \"\"cap\"\"\",\"Glass, broken\"'"]
+    path = tmp_path / "map.csv"
+    path.write_text("\n".join(row[1:-1] for row in rows) + "\n")
+    assert read_class_map(path) == {"glass, broken": "Glass, broken", 'the "cap"': "Glass, broken"}

@@ -73,10 +73,17 @@ def similar_names(names: Sequence[str]) -> List[List[str]]:
     return [g for g in groups.values() if len(g) > 1]
 
 
+def _csv_row(source: str, target: str) -> str:
+    """One class-map CSV row, quoted as the CSV reader needs it (``"glass, broken",Glass``)."""
+    out = io.StringIO()
+    csv.writer(out, lineterminator="").writerow([source, target])
+    return f"'{out.getvalue()}'"
+
+
 def similar_names_warning(group: Sequence[str]) -> str:
     """What to tell the user about one :func:`similar_names` group, with the
     ``--class-map`` CSV rows that merge it into its first name."""
-    rows = "; ".join(f"'{n},{group[0]}'" for n in group[1:])
+    rows = "; ".join(_csv_row(n, group[0]) for n in group[1:])
     return (f"classes {' / '.join(repr(n) for n in group)} differ only in case or spacing; if they are one class, "
             f"merge them with a --class-map listing every class, with the rows {rows}")
 
@@ -130,8 +137,13 @@ def read_class_map(path: "str | Path") -> Dict[str, Optional[str]]:
         if not isinstance(data, dict):
             raise ClassMapError(f"{path}: expected a mapping 'source name: target name', got {type(data).__name__}")
         for src, dst in data.items():
+            if src is None or isinstance(src, bool):  # null, ~, yes, no, on, off: YAML's words, not names
+                raise ClassMapError(f"{path}: key {src!r}: YAML reads this key as {src!r}, not as a class name; quote "
+                                    "it (\"no\": ...)")
             if dst is not None and not isinstance(dst, str):
-                raise ClassMapError(f"{path}: key '{src}': the target must be a class name or empty, got {dst!r}")
+                raise ClassMapError(f"{path}: key '{src}': the target must be a class name or empty, got {dst!r}"
+                                    + ("; quote it if it is a class name" if isinstance(dst, (bool, int, float))
+                                       else ""))
             mapping[clean_name(str(src))] = clean_name(dst) if isinstance(dst, str) and clean_name(dst) else None
         return mapping
     first_row = True

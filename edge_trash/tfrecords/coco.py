@@ -29,12 +29,18 @@ SizeReader = Callable[[str, int], Tuple[Optional[Tuple[int, int]], str]]
 def clean_name(text: str) -> str:
     """A class name as we store it: Unicode NFC, control characters removed, runs of
     whitespace (tabs, line breaks) as one space, no leading or trailing space, lone
-    surrogates decoded (:func:`readable_text`).
+    surrogates decoded (:func:`readable_text`), invisible format characters removed (a
+    zero-width space, a byte-order mark, a left-to-right mark: 'Can' and '\ufeffCan' would
+    be two classes that print alike; the joiner inside an emoji sequence stays).
     ``labels.txt`` holds one name per line, so a line break inside a name would shift
     every later class id on the device."""
     text = unicodedata.normalize("NFC", readable_text(text))
-    text = "".join(" " if unicodedata.category(ch) == "Cc" else ch for ch in text)
+    text = "".join(" " if unicodedata.category(ch) == "Cc" else "" if unicodedata.category(ch) == "Cf"
+                   and ch != ZERO_WIDTH_JOINER else ch for ch in text)
     return " ".join(text.split())
+
+
+ZERO_WIDTH_JOINER = "\u200d"  # joins emoji into one (a format character that is part of the name)
 
 
 class CocoFormatError(ValueError):
