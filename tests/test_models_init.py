@@ -100,3 +100,71 @@ def test_previous_run_carries_backbone_and_box_head_rebuilds_class_head(tmp_path
     other_width = CONFIG.replace(width_multiplier=0.5)
     with pytest.raises(InitError, match=r"model\.width_multiplier is 0\.35 there but 0\.5 here"):
         initialise(build_ssd(other_width), resolve_init(str(run), other_width), other_width)
+
+
+def _run_dir(tmp_path, cfg, labels):
+    """A run directory as `train` writes it: config.json, labels.txt and the weights of a fresh model."""
+    from edge_trash.models import run_dir as rd
+    from edge_trash.models.ssd import build_ssd
+
+    model = build_ssd(cfg)
+    run = tmp_path / "run"
+    run.mkdir()
+    rd.write_json_atomic(run / rd.CONFIG_JSON, {"model": cfg.to_dict(), "train": {}})
+    rd.write_text_atomic(run / rd.LABELS_TXT, "\n".join(labels) + "\n")
+    model.save_weights(str(run / rd.WEIGHTS_H5))
+    return run, model
+
+
+@pytest.mark.slow
+def test_previous_run_with_as_many_classes_but_other_names_rebuilds_or_reorders_the_class_head(tmp_path):
+    from edge_trash.models.ssd import build_ssd
+
+    cfg = CONFIG.replace(num_classes=3)
+    run, old = _run_dir(tmp_path, cfg, ["bottle", "can", "carton"])
+    heads = [layer.name for layer in old.layers if layer.name.startswith("class_head_") and
+             layer.name[len("class_head_"):].isdigit()]
+    assert heads == [f"class_head_{level}" for level in range(6)]
+
+    # Same count, other classes: the class heads start afresh, everything else carries over.
+    new = build_ssd(cfg)
+    fresh = [w.copy() for w in new.get_layer("class_head_2").get_weights()]
+    assert not np.array_equal(fresh[0], old.get_layer("class_head_2").get_weights()[0])
+    note = initialise(new, resolve_init(str(run), cfg), cfg, ["bottle", "glass", "carton"])
+    assert note == (f"weights from run {run}; rebuilt for the new classes (the data's classes differ from the "
+                    "run's labels.txt (new 'glass'; gone 'can')): " + ", ".join(heads))
+    for got, want in zip(new.get_layer("class_head_2").get_weights(), fresh):
+        np.testing.assert_array_equal(got, want)
+    for name in ("backbone", "box_head_3", "class_head_2_depthwise"):
+        for got, want in zip(new.get_layer(name).get_weights(), old.get_layer(name).get_weights()):
+            np.testing.assert_array_equal(got, want)
+
+    # The same classes in another order: each class keeps its own weights, in the new order.
+    new = build_ssd(cfg)
+    note = initialise(new, resolve_init(str(run), cfg), cfg, ["carton", "bottle", "can"])
+    assert note == (f"weights from run {run}; the same classes in another order: class heads reordered to the "
+                    "data's class order: " + ", ".join(heads))
+    image = np.random.default_rng(0).uniform(0, 255, (1, 128, 128, 3)).astype(np.float32)
+    old_boxes, old_logits = (t.numpy() for t in old(image, training=False))
+    new_boxes, new_logits = (t.numpy() for t in new(image, training=False))
+    np.testing.assert_array_equal(new_boxes, old_boxes)
+    np.testing.assert_allclose(new_logits, old_logits[..., [0, 3, 1, 2]], rtol=0, atol=1e-5)
+    kernel_old, bias_old = old.get_layer("class_head_0").get_weights()
+    kernel_new, bias_new = new.get_layer("class_head_0").get_weights()
+    anchors = bias_old.shape[0] // 4
+    order = [a * 4 + c for a in range(anchors) for c in (0, 3, 1, 2)]
+    np.testing.assert_array_equal(kernel_new, kernel_old[..., order])
+    np.testing.assert_array_equal(bias_new, bias_old[order])
+
+    # The same classes in the same order: every weight carries over.
+    new = build_ssd(cfg)
+    assert initialise(new, resolve_init(str(run), cfg), cfg, ["bottle", "can", "carton"]) == \
+        f"all weights from run {run}"
+    for got, want in zip(new.get_weights(), old.get_weights()):
+        np.testing.assert_array_equal(got, want)
+
+    # A run without labels.txt: its classes cannot be compared, so the class heads start afresh.
+    (run / "labels.txt").unlink()
+    note = initialise(build_ssd(cfg), resolve_init(str(run), cfg), cfg, ["bottle", "can", "carton"])
+    assert note == (f"weights from run {run}; rebuilt for the new classes (the run's classes are unknown "
+                    f"({run / 'labels.txt'}: labels file not found)): " + ", ".join(heads))

@@ -14,6 +14,11 @@ from typing import Callable, Dict, Optional
 
 LOG = logging.getLogger(__name__)
 
+SERIAL_COMMAND = "BIN {bin}\n"
+# What a serial command line is sent as. ASCII unless sort.yaml's actuator.serial.encoding says the
+# controller reads UTF-8; sort.yaml's check refuses a bin the chosen encoding cannot send.
+SERIAL_ENCODINGS = ("ascii", "utf-8")
+
 
 class ActuatorError(Exception):
     """An actuator could not move an item to a bin."""
@@ -171,13 +176,16 @@ class PwmServoActuator(Actuator):
 
 
 class SerialActuator(Actuator):
-    """Sends ``command.format(bin=..., ref=...)`` on a serial port (pyserial) and, when ``ack`` is
-    set, requires a reply line starting with it."""
+    """Sends ``command.format(bin=..., ref=...)`` on a serial port (pyserial), encoded as
+    ``encoding`` (ASCII by default), and, when ``ack`` is set, requires a reply line starting with it."""
 
-    def __init__(self, port: str, baudrate: int = 115200, command: str = "BIN {bin}\n",
-                 ack: Optional[str] = None, timeout_s: float = 0.5, serial_class=None):
+    def __init__(self, port: str, baudrate: int = 115200, command: str = SERIAL_COMMAND,
+                 ack: Optional[str] = None, timeout_s: float = 0.5, serial_class=None, encoding: str = "ascii"):
+        if encoding not in SERIAL_ENCODINGS:
+            raise ActuatorError("actuator.serial.encoding: %r is not one of %s"
+                                % (encoding, ", ".join(SERIAL_ENCODINGS)))
         self.port, self.baudrate, self.command = port, int(baudrate), command
-        self.ack, self.timeout_s = ack, timeout_s
+        self.ack, self.timeout_s, self.encoding = ack, timeout_s, encoding
         self.serial_class = serial_class
         self.conn = None
 
@@ -196,10 +204,10 @@ class SerialActuator(Actuator):
     def actuate(self, bin_name: str, ref: Optional[int] = None) -> None:
         line = self.command.format(bin=bin_name, ref=ref)
         try:
-            self.conn.write(line.encode("ascii"))
+            self.conn.write(line.encode(self.encoding))
             self.conn.flush()
             if self.ack:
-                reply = self.conn.readline().decode("ascii", "replace").strip()
+                reply = self.conn.readline().decode(self.encoding, "replace").strip()
                 if not reply.startswith(self.ack):
                     raise ActuatorError("serial %s: expected a reply starting with %r to %r, got %r"
                                         % (self.port, self.ack, line.strip(), reply))
@@ -234,8 +242,9 @@ def build_actuator(spec: Dict, device_classes: Optional[Dict] = None) -> Actuato
         ser = spec.get("serial") or {}
         if "port" not in ser:
             raise ActuatorError("actuator.serial.port: name the serial device, e.g. /dev/ttyUSB0")
-        return SerialActuator(ser["port"], ser.get("baudrate", 115200), ser.get("command", "BIN {bin}\n"),
-                              ser.get("ack"), float(ser.get("timeout_s", 0.5)), classes.get("serial"))
+        return SerialActuator(ser["port"], ser.get("baudrate", 115200), ser.get("command", SERIAL_COMMAND),
+                              ser.get("ack"), float(ser.get("timeout_s", 0.5)), classes.get("serial"),
+                              ser.get("encoding", "ascii"))
     raise ActuatorError("actuator.type %r is not one of simulated, gpio, pwm, serial" % (kind,))
 
 

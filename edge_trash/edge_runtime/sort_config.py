@@ -3,15 +3,20 @@
 ``sort.yaml`` is loaded with PyYAML when it is importable; otherwise JSON syntax (YAML is a
 superset of JSON) with ``#`` comment lines is accepted, which is exactly the format of the
 template ``default_sort_config`` writes, so a fresh bundle loads with the standard library alone.
-Every validation error names the key.
+The template is UTF-8 with class names written as themselves (``quote_text``; an emoji as a JSON
+escape pair, for PyYAML before 5.1: Mendel's Debian buster ships 3.13), and a name too long for a
+YAML implicit key behind YAML's ``? `` (which the fallback drops): both loaders read every name
+back exactly. Every validation error names the key.
 """
 
 import json
 import math
 import os
 import re
+import unicodedata
 from typing import Dict, Optional, Sequence
 
+from edge_trash.edge_runtime.actuators import SERIAL_COMMAND, SERIAL_ENCODINGS
 from edge_trash.edge_runtime.operator_page import is_loopback
 from edge_trash.edge_runtime.tracker import MODES
 
@@ -60,6 +65,39 @@ class SortConfig:
         if (lo is not None and value < lo) or (hi is not None and value > hi):
             raise self._err(name, "%r is outside [%s, %s]" % (value, lo, hi))
         return int(value) if integer else float(value)
+
+    def _check_serial(self, sent_bins) -> None:
+        """The serial actuator sends ``command`` with each bin name in it as ``encoding`` (ASCII by
+        default): a bin it cannot send would fail every time, item after item going to the fail-safe
+        bin, so it is refused here, naming the bin and the fix."""
+        serial = self.actuator.get("serial") or {}
+        if not isinstance(serial, dict):
+            raise self._err("actuator.serial", "expected a mapping of keys, got %r" % (serial,))
+        encoding = serial.get("encoding", "ascii")
+        if encoding not in SERIAL_ENCODINGS:
+            raise self._err("actuator.serial.encoding",
+                            "%r is not one of %s" % (encoding, ", ".join(SERIAL_ENCODINGS)))
+        command = serial.get("command", SERIAL_COMMAND)
+        if not isinstance(command, str):
+            raise self._err("actuator.serial.command", "expected a text, got %r" % (command,))
+        for bin_name in sent_bins:
+            try:
+                line = command.format(bin=bin_name, ref=0)
+            except (KeyError, IndexError, ValueError) as exc:
+                raise self._err("actuator.serial.command", "%r cannot be filled in (%s: %s); it may use {bin} and "
+                                                           "{ref}, and {{ }} for literal braces"
+                                % (command, type(exc).__name__, exc))
+            try:
+                line.encode(encoding)
+            except UnicodeEncodeError:
+                if encoding == "ascii" and not any(ord(ch) > 127 for ch in command):
+                    folded = _ascii_fold(bin_name)
+                    raise self._err("actuator.serial", "bin %r cannot be sent: the serial actuator sends ASCII; "
+                                                       "rename the bin in classes and bins to an ASCII name%s, or "
+                                                       "set actuator.serial.encoding to \"utf-8\" if the "
+                                                       "controller reads UTF-8"
+                                    % (bin_name, " (e.g. %r)" % folded if folded else ""))
+                raise self._err("actuator.serial.command", "%r cannot be sent as %s" % (line, encoding))
 
     def _validate(self) -> None:
         raw = self.raw
@@ -118,6 +156,8 @@ class SortConfig:
         if not isinstance(self.actuator, dict) or self.actuator.get("type") not in ACTUATOR_TYPES:
             raise self._err("actuator.type", "%r is not one of %s" % (
                 self.actuator.get("type") if isinstance(self.actuator, dict) else self.actuator, ", ".join(ACTUATOR_TYPES)))
+        if self.actuator["type"] == "serial":
+            self._check_serial(sorted(set(classes.values()) | {self.reject_bin, self.fail_safe_bin}))
         self.actuator_retries = self._number("retries", 2, 0, 100, integer=True, section="actuator")
         self.actuator_retry_delay_s = self._number("retry_delay_s", 0.05, 0.0, 10.0, section="actuator")
         hard = self._section("hard_examples")
@@ -149,23 +189,51 @@ class SortConfig:
         self.unmapped = unmapped
 
 
+def _ascii_fold(name: str) -> str:
+    """``name`` without accents (NFKD, non-ASCII dropped): a suggestion for an ASCII bin name."""
+    folded = unicodedata.normalize("NFKD", name).encode("ascii", "ignore").decode("ascii")
+    return " ".join(folded.split())
+
+
 def _strip_comments(text: str) -> str:
-    """Remove YAML ``#`` comments outside JSON strings (for the no-PyYAML fallback)."""
+    """The no-PyYAML fallback's view of a YAML flow document as JSON: ``#`` comments outside strings
+    are removed, and so is YAML's explicit-key indicator ``? `` (which the template writes before a
+    class name too long for an implicit key; JSON never has a ``?`` outside a string)."""
     out = []
     for line in text.splitlines():
-        in_string, escaped, cut = False, False, len(line)
+        in_string, escaped, cut, explicit = False, False, len(line), []
         for i, ch in enumerate(line):
             if escaped:
                 escaped = False
-            elif ch == "\\":
+            elif ch == "\\" and in_string:
                 escaped = True
             elif ch == '"':
                 in_string = not in_string
             elif ch == "#" and not in_string and (i == 0 or line[i - 1] in " \t"):
                 cut = i
                 break
-        out.append(line[:cut])
+            elif ch == "?" and not in_string and line[i + 1:i + 2] in ("", " ", "\t"):
+                explicit.append(i)
+        chars = list(line[:cut])
+        for i in explicit:
+            chars[i] = " "
+        out.append("".join(chars))
     return "\n".join(out)
+
+
+def _join_surrogate_pairs(value):
+    """PyYAML reads a ``\\uD83E\\uDD64`` escape pair (JSON's way to write a character above U+FFFF,
+    as ``json.dumps`` does) as two lone surrogates where JSON reads one character: join them, so a
+    sort.yaml reads the same with and without PyYAML."""
+    if isinstance(value, str):
+        if any("\ud800" <= ch <= "\udfff" for ch in value):
+            return value.encode("utf-16-le", "surrogatepass").decode("utf-16-le", "surrogatepass")
+        return value
+    if isinstance(value, dict):
+        return {_join_surrogate_pairs(k): _join_surrogate_pairs(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_join_surrogate_pairs(v) for v in value]
+    return value
 
 
 def parse_config_text(text: str, source: str, yaml_module=None, use_yaml: bool = True) -> Dict:
@@ -177,11 +245,17 @@ def parse_config_text(text: str, source: str, yaml_module=None, use_yaml: bool =
             yaml_module = None
     if yaml_module is not None:
         try:
-            return yaml_module.safe_load(text) or {}
+            return _join_surrogate_pairs(yaml_module.safe_load(text) or {})
         except yaml_module.YAMLError as exc:
             mark = getattr(exc, "problem_mark", None)
-            where = " line %d column %d" % (mark.line + 1, mark.column + 1) if mark is not None else ""
-            raise ConfigError("%s:%s: not valid YAML: %s" % (source, where, getattr(exc, "problem", exc)))
+            where = ": line %d column %d" % (mark.line + 1, mark.column + 1) if mark is not None else ""
+            hint = ""
+            character = getattr(exc, "character", None)  # a ReaderError: a character PyYAML cannot read
+            if isinstance(character, int) and character > 0xFFFF:
+                hint = (" (PyYAML before 5.1 reads no character above U+FFFF written as itself: write it as "
+                        "a JSON escape pair, \"\\u%04x\\u%04x\" for this one, as export does)"
+                        % (0xD800 + ((character - 0x10000) >> 10), 0xDC00 + ((character - 0x10000) & 0x3FF)))
+            raise ConfigError("%s%s: not valid YAML: %s%s" % (source, where, getattr(exc, "problem", exc), hint))
     try:
         return json.loads(_strip_comments(text))
     except ValueError as exc:
@@ -202,16 +276,58 @@ def load_sort_config(path: str, labels: Sequence[str], yaml_module=None, use_yam
     return SortConfig(parse_config_text(text, path, yaml_module, use_yaml), labels, path)
 
 
+def _needs_escape(ch: str) -> bool:
+    """Characters the template writes as ``\\uXXXX``: C0/C1 controls and DEL, YAML's line breaks
+    (U+0085, U+2028, U+2029: PyYAML would fold them into a space inside a quoted string), the byte
+    order mark, surrogates and the non-characters U+FFFE/U+FFFF (which PyYAML refuses to read)."""
+    code = ord(ch)
+    return (code < 0x20 or 0x7F <= code <= 0x9F or code in (0x2028, 0x2029, 0xFEFF, 0xFFFE, 0xFFFF)
+            or 0xD800 <= code <= 0xDFFF)
+
+
+def quote_text(text: str) -> str:
+    """``text`` as a double-quoted string that JSON, PyYAML 5.1+ and PyYAML 3.13 (Debian buster's
+    python3-yaml, under Mendel) read back identically through ``parse_config_text``: UTF-8 characters of
+    the BMP as themselves (accents, CJK), ``"`` and ``\\`` escaped, the characters of ``_needs_escape``
+    as ``\\uXXXX``, and characters above U+FFFF (an emoji) as JSON's surrogate-pair escape
+    ``\\ud83e\\udd64``: PyYAML before 5.1 refuses them written as themselves, and the pair that
+    PyYAML reads as two surrogates is joined again by ``parse_config_text``."""
+    out = ['"']
+    for ch in text:
+        code = ord(ch)
+        if ch == '"' or ch == "\\":
+            out.append("\\" + ch)
+        elif code > 0xFFFF:
+            code -= 0x10000
+            out.append("\\u%04x\\u%04x" % (0xD800 + (code >> 10), 0xDC00 + (code & 0x3FF)))
+        elif _needs_escape(ch):
+            out.append("\\u%04x" % code)
+        else:
+            out.append(ch)
+    out.append('"')
+    return "".join(out)
+
+
+# YAML limits an implicit key to 1024 characters (PyYAML counts from the opening quote to the ':'); a
+# longer quoted class name is written with YAML's explicit-key indicator, ``? "name": "bin"``, which the
+# no-PyYAML fallback reads too (it drops the ``? ``).
+MAX_IMPLICIT_KEY = 1000
+
+
+def _mapping_entry(key: str, value: str) -> str:
+    quoted = quote_text(key)
+    return "%s%s: %s" % ("? " if len(quoted) > MAX_IMPLICIT_KEY else "", quoted, quote_text(value))
+
+
 def default_sort_config(class_names: Sequence[str], bins: Optional[Dict[str, str]] = None) -> str:
     """A commented sort.yaml template mapping every class to a bin (its own name unless ``bins``
-    says otherwise). It is JSON with ``#`` comment lines: valid YAML, and loadable without PyYAML."""
+    says otherwise). It is JSON with ``#`` comment lines (UTF-8, names written as themselves): valid
+    YAML, and loadable without PyYAML; every name reads back exactly with either loader."""
     bins = dict(bins or {})
     mapping = {name: bins.get(name, name) for name in class_names}
     all_bins = sorted(set(mapping.values()) | {"reject"})
-    q = json.dumps
-
-    def table(d):
-        return ", ".join("%s: %s" % (q(k), q(v)) for k, v in d.items())
+    q = quote_text
+    classes = [_mapping_entry(k, v) for k, v in mapping.items()]
 
     lines = [
         "# edge-trash sort policy. YAML; kept in JSON syntax so the device can read it without PyYAML.",
@@ -220,7 +336,9 @@ def default_sort_config(class_names: Sequence[str], bins: Optional[Dict[str, str
         "  # conveyor: decide when an item's centre crosses trigger_line; platform: after stable_frames.",
         '  "mode": "conveyor",',
         "  # Every class of the model -> the bin it goes to. Unmapped classes go to reject_bin.",
-        '  "classes": {%s},' % table(mapping),
+        '  "classes": {',
+    ] + ["    %s%s" % (entry, "," if i < len(classes) - 1 else "") for i, entry in enumerate(classes)] + [
+        "  },",
         '  "bins": [%s],' % ", ".join(q(b) for b in all_bins),
         "  # Items whose voted confidence is below min_confidence go to reject_bin.",
         '  "reject_bin": "reject",',
@@ -240,7 +358,8 @@ def default_sort_config(class_names: Sequence[str], bins: Optional[Dict[str, str
         '  #   "gpio": {"plastic": {"chip": "/dev/gpiochip2", "line": 13}}, "pulse_s": 0.1',
         "  # pwm example (pin 32): \"pwm\": {\"chip\": 0, \"channel\": 0, \"frequency_hz\": 50,",
         '  #   "positions": {"plastic": 0.05, "reject": 0.10}}; serial: "serial": {"port": "/dev/ttyUSB0",',
-        '  #   "baudrate": 115200, "command": "BIN {bin}\\n", "ack": "OK"}',
+        '  #   "baudrate": 115200, "command": "BIN {bin}\\n", "ack": "OK", "encoding": "ascii"}: the bin',
+        '  #   names go out in ASCII, so give them ASCII names (or "encoding": "utf-8" if the controller reads it).',
         '  "actuator": {"type": "simulated", "retries": 2, "retry_delay_s": 0.05},',
         "  # Frames worth relabeling: best score inside band, or track votes that disagree.",
         '  "hard_examples": {"dir": "/var/lib/edge-trash/hard-examples", "band": [0.3, 0.6],',

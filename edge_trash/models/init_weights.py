@@ -5,9 +5,10 @@ Nothing is downloaded. ``imagenet`` looks the Keras file up in ``~/.keras/models
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from pathlib import Path
-from typing import List, Optional
+from typing import List, Optional, Sequence, Tuple
 
 from edge_trash.models.config import SSDConfig
 
@@ -106,11 +107,64 @@ def load_backbone_h5(model, path: Path, config: SSDConfig) -> int:
     return len(wanted)
 
 
-def load_from_run(model, run_dir: Path, config: SSDConfig) -> List[str]:
-    """Copy weights from a previous run: every layer whose shapes match (backbone, extra
-    layers, box heads; class heads too when the class count is the same).
+def _is_class_head(name: str) -> bool:
+    """The layers whose output channels are (anchor, class) pairs: ``class_head_<level>`` (SSDLite's
+    ``class_head_<level>_depthwise`` in front of it does not depend on the classes)."""
+    return re.fullmatch(r"class_head_\d+", name) is not None
 
-    Returns the names of the layers left freshly initialised (the rebuilt class heads).
+
+def _compare_classes(run_dir: Path, class_names: Optional[Sequence[str]]):
+    """How the run's classes relate to the data's: ``("same"|"reorder"|"rebuild", order, why)``.
+
+    ``order[k]`` is the run's class index (1-based; 0 = background) of the data's class ``k``
+    (``k`` = 0 for background) when the classes are the same set in another order.
+    """
+    from edge_trash.models.run_dir import LABELS_TXT, RunDirError, read_labels
+
+    if class_names is None:
+        return "same", None, ""
+    try:
+        old_names = read_labels(Path(run_dir) / LABELS_TXT)
+    except RunDirError as exc:
+        return "rebuild", None, f"the run's classes are unknown ({exc})"
+    new_names = list(class_names)
+    if old_names == new_names:
+        return "same", None, ""
+    if sorted(old_names) == sorted(new_names) and len(set(new_names)) == len(new_names):
+        return "reorder", [0] + [old_names.index(n) + 1 for n in new_names], ""
+    added = [n for n in new_names if n not in old_names]
+    gone = [n for n in old_names if n not in new_names]
+    parts = []
+    if added:
+        parts.append("new " + ", ".join(repr(n) for n in added[:5]) + (" ..." if len(added) > 5 else ""))
+    if gone:
+        parts.append("gone " + ", ".join(repr(n) for n in gone[:5]) + (" ..." if len(gone) > 5 else ""))
+    return "rebuild", None, "the data's classes differ from the run's labels.txt (" + "; ".join(parts) + ")"
+
+
+def _reorder_channels(weights, num_outputs: int, order: List[int]):
+    """Permute the (anchor, class) output channels of a class-head conv's ``[kernel, bias]``."""
+    import numpy as np
+
+    per_anchor = len(order)
+    anchors = num_outputs // per_anchor
+    index = np.array([a * per_anchor + c for a in range(anchors) for c in order])
+    return [w[..., index] for w in weights]
+
+
+def load_from_run(model, run_dir: Path, config: SSDConfig,
+                  class_names: Optional[Sequence[str]] = None) -> Tuple[List[str], str, str]:
+    """Copy weights from a previous run: every layer whose shapes match (backbone, extra
+    layers, box heads; class heads too when the classes are the same).
+
+    With ``class_names`` (the data's labels), the class heads are carried over only when the run's
+    labels.txt lists the same classes in the same order; the same classes in another order have
+    their output channels reordered to the data's order; other classes (even as many) leave the
+    class heads freshly initialised. Without ``class_names`` a class head is carried over when its
+    shape matches.
+
+    Returns ``(layers, action, why)``: the class-head layers ``action`` ("rebuilt" or
+    "reordered") applied to, and why they were rebuilt when the class count alone does not say.
     """
     from edge_trash.models.run_dir import WEIGHTS_H5, read_run_config
     from edge_trash.models.ssd import build_ssd
@@ -125,28 +179,44 @@ def load_from_run(model, run_dir: Path, config: SSDConfig) -> List[str]:
     weights = Path(run_dir) / WEIGHTS_H5
     if not weights.is_file():
         raise InitError(f"--init {run_dir}: {weights} not found (the run never evaluated)")
+    verdict, order, why = _compare_classes(run_dir, class_names)
+    if old_config.num_classes != config.num_classes:
+        verdict, why = "rebuild", ""  # the shapes differ: the class count says it all
     old = build_ssd(old_config.replace(input_size=config.input_size))
     old.load_weights(str(weights))
-    rebuilt = []
+    rebuilt, reordered = [], []
     for layer in model.layers:
         if not layer.weights:
             continue
         source = old.get_layer(layer.name)
-        if [w.shape for w in source.weights] == [w.shape for w in layer.weights]:
-            layer.set_weights(source.get_weights())
-        else:
+        if _is_class_head(layer.name) and verdict == "rebuild":
             rebuilt.append(layer.name)
-    return rebuilt
+        elif [w.shape for w in source.weights] != [w.shape for w in layer.weights]:
+            rebuilt.append(layer.name)
+        elif _is_class_head(layer.name) and verdict == "reorder":
+            layer.set_weights(_reorder_channels(source.get_weights(), layer.weights[0].shape[-1], order))
+            reordered.append(layer.name)
+        else:
+            layer.set_weights(source.get_weights())
+    if reordered:
+        return reordered, "reordered", ""
+    return rebuilt, "rebuilt", why if rebuilt else ""
 
 
-def initialise(model, source: InitSource, config: SSDConfig) -> str:
-    """Apply ``source`` to a freshly built model; return a one-line description."""
+def initialise(model, source: InitSource, config: SSDConfig,
+               class_names: Optional[Sequence[str]] = None) -> str:
+    """Apply ``source`` to a freshly built model; return a one-line description. ``class_names``
+    (the data's labels) decide, for a previous run, whether its class heads carry over."""
     if source.kind == SCRATCH:
         return "random initialisation (--init scratch): expect poor accuracy on real data"
     if source.kind == "keras_h5":
         n = load_backbone_h5(model, source.path, config)
         return f"backbone from {source.path} ({n} layers)"
-    rebuilt = load_from_run(model, source.path, config)
-    if rebuilt:
-        return f"weights from run {source.path}; rebuilt for the new classes: {', '.join(rebuilt)}"
+    layers, action, why = load_from_run(model, source.path, config, class_names)
+    if action == "reordered":
+        return (f"weights from run {source.path}; the same classes in another order: class heads "
+                f"reordered to the data's class order: {', '.join(layers)}")
+    if layers:
+        because = f" ({why})" if why else ""
+        return f"weights from run {source.path}; rebuilt for the new classes{because}: {', '.join(layers)}"
     return f"all weights from run {source.path}"

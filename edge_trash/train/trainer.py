@@ -258,9 +258,9 @@ def train(options: TrainOptions) -> TrainResult:
         init_note = f"resumed from {latest}"
     elif options.resume:
         init_note = "resumed before the first checkpoint: " + initialise(
-            model, resolve_init(train_cfg.init, model_cfg), model_cfg)
+            model, resolve_init(train_cfg.init, model_cfg), model_cfg, class_names)
     else:
-        init_note = initialise(model, init_source, model_cfg)
+        init_note = initialise(model, init_source, model_cfg, class_names)
         # Written only once the weights loaded, so a bad --init leaves no half-made run.
         if is_chief:
             _write_run_config(out, model_cfg, train_cfg, class_names)
