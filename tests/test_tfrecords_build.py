@@ -340,7 +340,8 @@ def test_exit_codes_nothing_written_and_strict(tmp_path, sample_dataset):
     assert (f"error: none of the 1 image files was found under {imgs}: check --images: it must be the folder the "
             "file_name entries are relative to (the first is 'gone.jpg')") in " ".join(result.output.split())
     assert "warning: no training images" not in result.output and "--test-fraction" not in result.output
-    result = runner.invoke(cli, ["build-tfrecords", "--annotations", str(ann), "--out", str(tmp_path / "o0"), "--quiet"])
+    result = runner.invoke(cli, ["build-tfrecords", "--annotations", str(ann), "--out", str(tmp_path / "o0"),
+                                 "--quiet"])
     assert (f"error: none of the 1 image files was found under {tmp_path}: give --images, the folder the file_name "
             "entries are relative to (the first is 'gone.jpg')") in " ".join(result.output.split())
     result = runner.invoke(cli, ["build-tfrecords", "--annotations", str(sample_dataset.annotations), "--images",
@@ -369,7 +370,8 @@ def test_exit_codes_nothing_written_and_strict(tmp_path, sample_dataset):
         assert [d["as_asked"] for d in report["boxes_dropped"]] == [True] * dropped
     class_map.write_text("can,can\n")  # cup left out of the map: perhaps an oversight, so --strict fails
     result = runner.invoke(cli, ["build-tfrecords", "--annotations", str(good), "--images", str(imgs),
-                                 "--out", str(tmp_path / "unmapped"), "--quiet", "--strict", "--class-map", str(class_map)])
+                                 "--out", str(tmp_path / "unmapped"), "--quiet", "--strict", "--class-map",
+                                 str(class_map)])
     assert result.exit_code == 4 and "--strict: 0 images and 1 boxes were skipped" in result.output
 
 

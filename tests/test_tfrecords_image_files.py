@@ -16,7 +16,7 @@ import pytest
 from PIL import Image
 
 from edge_trash.tfrecords.build import BuildOptions, build_tfrecords
-from edge_trash.tfrecords.images import (ImageJob, convert_image, match_json_size, missing_file_reason,
+from edge_trash.tfrecords.images import (ImageJob, convert_image, file_reason, match_json_size, missing_file_reason,
                                          read_displayed_size, read_size_and_orientation)
 
 # ----------------------------------------------------------------------------- helpers
@@ -299,6 +299,8 @@ def test_header_reads_and_conversion_never_open_a_named_pipe(tmp_path):
     finally:
         with open(os.open(pipe, os.O_RDWR), "wb"):
             pass
+    assert file_reason(f"{tmp_path}/a\x00.jpg") == (
+        f"file not found: '{tmp_path}/a\\x00.jpg' (its name holds a NUL character)")
     empty = tmp_path / "empty.jpg"
     empty.write_bytes(b"")
     assert read_displayed_size(empty) == (None, f"empty file (0 bytes): {empty}")

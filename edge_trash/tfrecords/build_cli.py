@@ -268,7 +268,9 @@ def summarize(report: Dict[str, Any], out: Path, seconds: float) -> str:
 @click.option("--workers", type=click.IntRange(min=1),
               help="Decoding processes; the output is the same with any number.  [default: one per CPU]")
 @click.option("--seed", default=0, show_default=True, type=int, help="Split seed; same seed, same bytes.")
-@click.option("--strict", is_flag=True, help="Exit non-zero when any image or box was skipped.")
+@click.option("--strict", is_flag=True,
+              help="Exit non-zero (4) when any image or box was skipped (not the boxes an empty class-map target "
+                   "or --rare drop asks to drop).")
 @click.option("--quiet", is_flag=True, help="No progress bar.")
 def build_tfrecords(annotations: Tuple[Path, ...], images: Tuple[Path, ...], keep_splits: bool, out: Path,
                     class_map: Optional[Path], supercategories: bool, min_instances: int, rare: str,

@@ -143,6 +143,8 @@ def file_reason(path: "str | Path") -> str:
         return missing_file_reason(path)
     except OSError as exc:
         return missing_file_reason(path) if exc.errno == errno.ELOOP else f"cannot read {path}: {exc.strerror or exc}"
+    except ValueError:  # a NUL in the name: no file can have it
+        return f"file not found: {path!r} (its name holds a NUL character)"
     if not stat.S_ISREG(info.st_mode):
         kind = ("a folder" if stat.S_ISDIR(info.st_mode) else "a named pipe (FIFO)" if stat.S_ISFIFO(info.st_mode)
                 else "a socket" if stat.S_ISSOCK(info.st_mode) else "a device")
