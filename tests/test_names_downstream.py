@@ -14,6 +14,7 @@ from edge_trash.edge_runtime.service import build_service
 from edge_trash.edge_runtime.sort_config import (ConfigError, SortConfig, default_sort_config, load_sort_config,
                                                  parse_config_text, quote_text)
 from runtime_fixtures import make_bundle, make_fake_loader, q, write_conveyor_frames
+from test_runtime_actuators import FakeSerial
 
 EMOJI = "Plastic bottle \U0001F964"
 CJK_LONG = "\u5851\u6599\u74f6" * 57  # 171 characters: over 1024 as \uXXXX escapes
@@ -124,23 +125,6 @@ def test_the_service_runs_its_own_template_with_such_names(tmp_path, monkeypatch
     assert q(db, "SELECT COUNT(*) FROM faults") == [(0,)]
 
 
-class FakeSerial:
-    def __init__(self, *args, **kwargs):
-        self.sent = []
-
-    def write(self, data):
-        self.sent.append(data)
-
-    def flush(self):
-        pass
-
-    def readline(self):
-        return b"OK\n"
-
-    def close(self):
-        pass
-
-
 def _serial_config(labels, **serial):
     raw = parse_config_text(default_sort_config(labels), "sort.yaml")
     raw["actuator"] = {"type": "serial", "serial": dict({"port": "/dev/ttyUSB0"}, **serial)}
@@ -192,6 +176,7 @@ def test_serial_with_utf8_encoding_sends_every_bin():
     cfg = _serial_config(labels, encoding="utf-8", ack="OK")
     actuator = build_actuator(cfg.actuator, {"serial": FakeSerial})
     actuator.open()
+    actuator.conn.replies = [b"OK\n"] * 3
 
     class Journal:
         done = []
@@ -207,7 +192,7 @@ def test_serial_with_utf8_encoding_sends_every_bin():
                                    on_fault=lambda kind, message, ref: faults.append(message))
     for ref, class_id in enumerate(sorted(cfg.class_to_bin), 1):
         scheduler._fire(ref, cfg.class_to_bin[class_id], 0.0)
-    assert actuator.conn.sent == [b"BIN Plastique \xc3\xa0 usage unique\n", b"BIN Pappe\n",
+    assert actuator.conn.written == [b"BIN Plastique \xc3\xa0 usage unique\n", b"BIN Pappe\n",
                                   b"BIN \xe5\xa1\x91\xe6\x96\x99\xe7\x93\xb6\n"]
     assert Journal.done == [(1, labels[0], "actuated"), (2, "Pappe", "actuated"), (3, labels[2], "actuated")]
     assert faults == []
