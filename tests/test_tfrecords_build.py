@@ -647,6 +647,16 @@ def test_rounding_past_the_edge_is_not_clipping_and_reasons_say_what_is_wrong(tm
         4: "'bbox' [400, 100, 20, 20] lies outside the 300x300 image"}
     edge_box = dataset.boxes[0]
     assert (edge_box.y + edge_box.h, edge_box.clipped) == (300.0, False)  # still clamped to the image
+    from edge_trash.tfrecords.analyze import analyze
+    from edge_trash.tfrecords.build_cli import summarize
+
+    said = "1 annotation has an 'iscrowd' that is neither 0 nor 1, read as 0 (not crowd): annotation ids 6"
+    report = build_tfrecords(BuildOptions(annotations=ann, images=imgs, out=tmp_path / "out", val_fraction=0,
+                                          test_fraction=0))
+    assert report["iscrowd_not_understood"] == [6] and report["boxes_clipped"] == 1
+    assert f"warning: {said}" in summarize(report, tmp_path / "out", 1.0).splitlines()
+    flags = {f["kind"]: f for f in analyze(ann, imgs, out=tmp_path / "a", plots=False)["flags"]}
+    assert (flags["iscrowd_not_understood"]["message"], flags["iscrowd_not_understood"]["items"]) == (said, [6])
 
 
 def test_the_split_is_drawn_over_the_photos_that_convert(tmp_path):

@@ -31,7 +31,7 @@ from edge_trash.atomic_files import write_bytes_atomic as _write_atomic
 from edge_trash.tfrecords import feature_keys as K
 from edge_trash.tfrecords.class_map import categories_sharing_a_name, similar_names, similar_names_warning
 from edge_trash.tfrecords.analyze_report import render_report, write_plots
-from edge_trash.tfrecords.build import counted as _n, examples as _examples, sizes_of_found
+from edge_trash.tfrecords.build import counted as _n, examples as _examples, iscrowd_message, sizes_of_found
 from edge_trash.tfrecords.coco import CocoDataset, Rejected, load_coco_files
 from edge_trash.tfrecords.image_paths import SourceImages, source_images
 from edge_trash.tfrecords.other_formats import images_folder_problem
@@ -635,8 +635,7 @@ def find_flags(where: str, stats: Dict[str, Any], th: Thresholds,
                 "background): image ids " + _examples(dropped_all))
         if problems.get("iscrowd_not_understood"):
             odd = problems["iscrowd_not_understood"]
-            add("iscrowd_not_understood", list(odd), f"{_n(len(odd), 'annotation has', 'annotations have')} an "
-                "'iscrowd' that is neither 0 nor 1 (read as 0, not crowd): annotation ids " + _examples(odd))
+            add("iscrowd_not_understood", list(odd), iscrowd_message(odd))
     return flags
 
 

@@ -73,6 +73,12 @@ def every_box_dropped_reason(count: int) -> str:
             "written without them, the objects in it would be trained as background; fix the boxes to keep it")
 
 
+def iscrowd_message(annotation_ids: Sequence[Any]) -> str:
+    """What the build summary and ``analyze`` say about annotations whose ``iscrowd`` was not understood."""
+    return (f"{counted(len(annotation_ids), 'annotation has', 'annotations have')} an 'iscrowd' that is neither 0 "
+            f"nor 1, read as 0 (not crowd): annotation ids {examples(annotation_ids)}")
+
+
 def counted(count: int, one: str, many: str) -> str:
     """``count`` with the words that agree with it: ``counted(1, "class has", "classes have")``."""
     return f"{count} {one if count == 1 else many}"
@@ -272,11 +278,9 @@ class _RecordSpool:
         return self.size - len(record), len(record)
 
     def read(self, place: Tuple[int, int]) -> bytes:
-        """The record stored at ``place``."""
+        """The record stored at ``place`` (once every record is appended)."""
         self.file.seek(place[0])
-        data = self.file.read(place[1])
-        self.file.seek(self.size)  # appends continue at the end
-        return data
+        return self.file.read(place[1])
 
 
 @dataclass

@@ -97,8 +97,7 @@ def _untrainable_warning(report: Dict[str, Any]) -> str:
                    "rebuild with --val-fraction above 0"))
     if not splits["val"].get("boxes"):
         return (f"warning: the val split holds {counted(splits['val']['images'], 'image', 'images')} and not one box, "
-                "so no AP can be "
-                "measured on it and `edge-trash train` cannot choose its best checkpoint: "
+                "so no AP can be measured on it and `edge-trash train` cannot choose its best checkpoint: "
                 + ("give a val annotation file with boxes" if options.get("keep_splits") else
                    "rebuild with a larger --val-fraction or more annotated images"))
     return ""
@@ -124,7 +123,7 @@ def _resplit_note(report: Dict[str, Any]) -> str:
 
 def summarize(report: Dict[str, Any], out: Path, seconds: float) -> str:
     """The human summary printed at the end of a build."""
-    from edge_trash.tfrecords.build import counted, examples, reasons_by_kind, split_counts
+    from edge_trash.tfrecords.build import counted, examples, iscrowd_message, reasons_by_kind, split_counts
     from edge_trash.tfrecords.split_units import (frames_leak_message, split_frame_by_frame, summary_line,
                                                   variants_leak_message)
 
@@ -191,9 +190,7 @@ def summarize(report: Dict[str, Any], out: Path, seconds: float) -> str:
     if report["duplicate_annotation_ids"]:
         lines.append(f"duplicate annotation ids (kept, renumbered): {len(report['duplicate_annotation_ids'])}")
     if report.get("iscrowd_not_understood"):
-        odd = report["iscrowd_not_understood"]
-        lines.append(f"warning: {counted(len(odd), 'annotation has', 'annotations have')} an 'iscrowd' that is "
-                     f"neither 0 nor 1, read as 0 (not crowd): annotation ids {examples(odd)}")
+        lines.append(f"warning: {iscrowd_message(report['iscrowd_not_understood'])}")
     for title, items in (("skipped images", report["images_skipped"]), ("dropped boxes", report["boxes_dropped"])):
         if items:
             lines.append(f"{title} by reason: " + reasons_by_kind([i["reason"] for i in items]))

@@ -312,7 +312,8 @@ class ImagePaths:
         (reading it then reports "file not found") and a note only when it helps (several
         files of that name in sub-folders). ``split``: what the annotation file's name says
         (``instances_val2017.json``); a name searched for in sub-folders is then read from
-        that split's folder, and never from another split's."""
+        that split's folder, and never from another split's, unless ``file_name``'s own folder
+        names that split (LVIS val's ``train2017/...``)."""
         direct = self.images_dir / file_name
         # a broken link: the name is right, its content is not here; a named pipe: the name is right, not its kind
         if direct.is_file() or direct.is_symlink() or (direct.exists() and not direct.is_dir()):

@@ -32,7 +32,8 @@ def _dir_size_mb(path: Path) -> float:
 @click.option("--init", "init", default=None, metavar="PATH|imagenet|scratch",
               help="Keras MobileNetV2 ImageNet .h5 (also looked up in ~/.keras/models), "
                    "'imagenet' (that file for the configured width), a previous run directory "
-                   "(new classes: the class head is rebuilt), or 'scratch' (poor accuracy).")
+                   "(its class head kept for the same classes, reordered for the same ones in another order, "
+                   "rebuilt for others, as metrics.json's init says), or 'scratch' (poor accuracy).")
 @click.option("--fold", type=click.IntRange(min=0), default=None,
               help="For a build-tfrecords --folds K folder: train on every other fold and validate on this "
                    "one (one run per fold, each with its own --out).")
