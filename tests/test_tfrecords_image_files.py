@@ -149,6 +149,40 @@ def test_max_pixels_above_pillows_own_limit_governs(tmp_path, monkeypatch, fmt):
     assert Image.MAX_IMAGE_PIXELS == 1_000  # restored after each call
 
 
+@pytest.mark.parametrize("fmt", ["JPEG", "TIFF"])
+def test_analyze_reads_brightness_under_max_pixels_as_build_does(tmp_path, monkeypatch, fmt):
+    # analyze --images kept Pillow's own limit: a drone mosaic build-tfrecords --max-pixels accepts was
+    # "unreadable" in the report, and one over --max-pixels was read although the build refuses it.
+    from click.testing import CliRunner
+
+    from edge_trash.cli import cli
+
+    monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 1_000)  # Pillow refuses above 2,000
+    images = tmp_path / "images"
+    images.mkdir()
+    Image.new("RGB", (60, 40), (100, 100, 100)).save(images / f"ortho.{fmt.lower()}", format=fmt)
+    coco = {"images": [{"id": 1, "file_name": f"ortho.{fmt.lower()}", "width": 60, "height": 40}],
+            "annotations": [{"id": 1, "image_id": 1, "category_id": 1, "bbox": [5, 5, 20, 10]}],
+            "categories": [{"id": 1, "name": "can"}]}
+    ann = tmp_path / "a.json"
+    ann.write_text(json.dumps(coco))
+
+    def analyze(max_pixels: int) -> dict:
+        result = CliRunner().invoke(cli, ["analyze", "--annotations", str(ann), "--images", str(images), "--out",
+                                           str(tmp_path / "an"), "--max-pixels", str(max_pixels), "--quiet",
+                                           "--no-plots", "--workers", "1"])
+        assert result.exit_code == 0, result.output
+        return json.loads((tmp_path / "an" / "stats.json").read_text())["annotations"]
+
+    allowed = analyze(10_000)
+    assert allowed["brightness"]["unreadable"] == [] and allowed["brightness"]["measured"] == 1
+    assert allowed["brightness"]["per_image"]["1"] == pytest.approx(100, abs=1)
+    refused = analyze(2_000)
+    assert [r["reason"] for r in refused["brightness"]["unreadable"]] == [
+        "refused as a decompression bomb: 60x40 = 2,400 pixels, more than --max-pixels 2,000"]
+    assert Image.MAX_IMAGE_PIXELS == 1_000  # restored
+
+
 def test_pillows_pixel_limit_is_raised_for_max_pixels_never_lowered(monkeypatch):
     from edge_trash.tfrecords.images import pillow_pixel_limit
 
@@ -295,7 +329,7 @@ def test_header_reads_and_conversion_never_open_a_named_pipe(tmp_path):
         assert _returns_without_hanging(lambda: convert_image(ImageJob(1, str(pipe), 60, 40)).reason) == expected
         from edge_trash.tfrecords.analyze import image_facts  # analyze's brightness read, in its workers
 
-        assert _returns_without_hanging(lambda: image_facts(str(pipe))) == (None, expected, None)
+        assert _returns_without_hanging(lambda: image_facts((str(pipe), 10 ** 8))) == (None, expected, None)
     finally:
         with open(os.open(pipe, os.O_RDWR), "wb"):
             pass

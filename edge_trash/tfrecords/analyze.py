@@ -34,6 +34,7 @@ from edge_trash.tfrecords.analyze_report import render_report, write_plots
 from edge_trash.tfrecords.build import counted as _n, examples as _examples, iscrowd_message, sizes_of_found
 from edge_trash.tfrecords.coco import CocoDataset, Rejected, load_coco_files
 from edge_trash.tfrecords.image_paths import SourceImages, source_images
+from edge_trash.tfrecords.images import DEFAULT_MAX_PIXELS, bomb_reason, pillow_pixel_limit
 from edge_trash.tfrecords.other_formats import images_folder_problem
 from edge_trash.tfrecords.split_layout import SHARD_RE
 from edge_trash.tfrecords.split_units import identical_files, variants_across_splits, variants_leak_message
@@ -120,18 +121,25 @@ class Source:
 # ----------------------------------------------------------------------------- brightness
 
 
-def mean_luma(data: bytes) -> float:
+def mean_luma(data: bytes, max_pixels: int = DEFAULT_MAX_PIXELS) -> float:
     """Mean luma (ITU-R 601 Y, 0..255) of an encoded image.
 
     JPEGs are decoded at 1/8 scale straight to grayscale (Pillow's draft mode),
-    which costs a few milliseconds even for a 12 MP photo.
+    which costs a few milliseconds even for a 12 MP photo. An image of more than
+    ``max_pixels`` raises ``Image.DecompressionBombError``, as build-tfrecords
+    refuses it (Pillow's own 179 MP limit is raised to fit, never lowered).
     """
     from PIL import Image, ImageStat, JpegImagePlugin
 
-    img = Image.open(io.BytesIO(data))
+    with pillow_pixel_limit(None):  # the header only: checked against max_pixels below
+        img = Image.open(io.BytesIO(data))
+    reason = bomb_reason(img.size, max_pixels)
+    if reason:
+        raise Image.DecompressionBombError(reason)
     if isinstance(img, JpegImagePlugin.JpegImageFile):  # MPO phone photos too
         img.draft("L", (max(1, img.width // 8), max(1, img.height // 8)))
-    img.load()
+    with pillow_pixel_limit(max_pixels):
+        img.load()
     if img.mode not in ("L", "RGB"):  # the same conversion build-tfrecords makes
         from edge_trash.tfrecords.images import to_rgb
 
@@ -141,7 +149,7 @@ def mean_luma(data: bytes) -> float:
     return float(ImageStat.Stat(img).mean[0])
 
 
-def _read_luma(path: Path) -> Tuple[Optional[float], str, bytes]:
+def _read_luma(path: Path, max_pixels: int = DEFAULT_MAX_PIXELS) -> Tuple[Optional[float], str, bytes]:
     """``(mean luma, "", file bytes)``, or ``(None, reason, b"")`` for a file that cannot be read."""
     from PIL import Image, UnidentifiedImageError
 
@@ -155,11 +163,12 @@ def _read_luma(path: Path) -> Tuple[Optional[float], str, bytes]:
     except OSError as exc:
         return None, f"cannot read {path}: {exc.strerror or exc}", b""
     try:
-        return mean_luma(data), "", data
+        return mean_luma(data, max_pixels), "", data
     except UnidentifiedImageError:
         return None, unidentified_reason(path, data[:HEAD_BYTES]), b""
     except Image.DecompressionBombError as exc:
-        return None, f"refused as a decompression bomb: {exc}", b""
+        message = str(exc)
+        return None, message if message.startswith("refused") else f"refused as a decompression bomb: {exc}", b""
     except (OSError, SyntaxError, ValueError) as exc:
         return None, f"truncated or corrupt image data in {path}: {exc}", b""
 
@@ -240,12 +249,13 @@ def annotation_problems(dataset: CocoDataset) -> Dict[str, Any]:
     }
 
 
-def image_facts(path: str) -> Tuple[Optional[float], str, Optional[Tuple[Tuple[int, int], int]]]:
-    """``(mean luma, reason, (stored size, EXIF orientation))`` of one image file; runs in
-    worker processes, so it reads the file once and returns only small values."""
+def image_facts(job: Tuple[str, int]) -> Tuple[Optional[float], str, Optional[Tuple[Tuple[int, int], int]]]:
+    """``(mean luma, reason, (stored size, EXIF orientation))`` of one image file (``job`` is its
+    path and --max-pixels); runs in worker processes, so it reads the file once and returns only
+    small values."""
     from edge_trash.tfrecords.images import read_size_and_orientation
 
-    value, reason, data = _read_luma(Path(path))
+    value, reason, data = _read_luma(Path(job[0]), job[1])
     if value is None:
         return None, reason, None
     found, _ = read_size_and_orientation(io.BytesIO(data))  # the header, from the bytes read once
@@ -253,7 +263,7 @@ def image_facts(path: str) -> Tuple[Optional[float], str, Optional[Tuple[Tuple[i
 
 
 def _json_source(dataset: CocoDataset, paths: Optional[List[SourceImages]], progress: bool,
-                 workers: int = 1) -> Source:
+                 workers: int = 1, max_pixels: int = DEFAULT_MAX_PIXELS) -> Source:
     names = {c.id: c.name for c in dataset.categories}
     images = [ImageEntry(im.id, im.file_name, im.width, im.height) for im in dataset.images]
     boxes = [BoxEntry(b.image_id, names[b.category_id], b.w, b.h) for b in dataset.boxes]
@@ -264,7 +274,7 @@ def _json_source(dataset: CocoDataset, paths: Optional[List[SourceImages]], prog
 
         source.luma, source.size_mismatch = {}, []
         resolved = [paths[im.source].resolve(im.file_name) for im in dataset.images]
-        facts = ordered_map(image_facts, [str(path) for path, _ in resolved], workers, chunksize=4)
+        facts = ordered_map(image_facts, [(str(path), max_pixels) for path, _ in resolved], workers, chunksize=4)
         for im, (_, path_note), (value, reason, found) in zip(
                 dataset.images, resolved, _progress(facts, "analyze images", progress, len(dataset.images))):
             if value is None:
@@ -721,10 +731,11 @@ def analyze(annotations: "Optional[os.PathLike | str | Sequence[os.PathLike | st
             images: "Optional[os.PathLike | str | Sequence[os.PathLike | str]]" = None,
             tfrecords: "Optional[os.PathLike | str]" = None, *, out: "os.PathLike | str",
             thresholds: Optional[Thresholds] = None, plots: bool = True,
-            progress: bool = False, workers: int = 1) -> Dict[str, Any]:
+            progress: bool = False, workers: int = 1, max_pixels: int = DEFAULT_MAX_PIXELS) -> Dict[str, Any]:
     """Analyse a COCO file (with its images if given) and/or a build's TFRecords.
 
-    ``workers`` processes read the images (the statistics are the same with any number).
+    ``workers`` processes read the images (the statistics are the same with any number);
+    an image of more than ``max_pixels`` is unreadable here as build-tfrecords refuses it.
 
     Writes ``OUT/stats.json``, ``OUT/report.md`` and PNG plots; returns the stats
     (the content of ``stats.json``). Raises :class:`AnalyzeError` for a bad option
@@ -786,7 +797,7 @@ def analyze(annotations: "Optional[os.PathLike | str | Sequence[os.PathLike | st
             paths = source_images(image_dirs, ann_files)
             size_of = lambda name, k: read_displayed_size(paths[k].resolve(name)[0])  # noqa: E731
         dataset = load_coco_files(ann_files, size_of=size_of)
-        source = _json_source(dataset, paths, progress, workers)
+        source = _json_source(dataset, paths, progress, workers, max_pixels)
         stats["annotations"] = {"file": _shown_paths(ann_files), "categories": len(dataset.categories),
                                 "sources": [src.as_report() for src in dataset.sources],
                                 **finish(source, annotation_problems(dataset))}

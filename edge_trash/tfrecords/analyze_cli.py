@@ -64,12 +64,15 @@ def next_command(annotations: Sequence[Path], images: Sequence[Path], tfrecords:
               help="Flag classes with fewer instances than this.")
 @click.option("--dark-luma", default=50.0, show_default=True, type=click.FloatRange(0, 255),
               help="Flag images whose mean luma (0-255) is below this.")
+@click.option("--max-pixels", default=150_000_000, show_default=True, type=click.IntRange(min=1),
+              help="Refuse images with more pixels (decompression bombs), as build-tfrecords --max-pixels does.")
 @click.option("--no-plots", is_flag=True, help="Skip the PNG plots (faster on huge datasets).")
 @click.option("--workers", type=click.IntRange(min=1),
               help="Processes reading the images; the report is the same with any number.  [default: one per CPU]")
 @click.option("--quiet", is_flag=True, help="No progress bar.")
 def analyze(annotations: Tuple[Path, ...], images: Tuple[Path, ...], tfrecords: Optional[Path], out: Path,
-            rare_instances: int, dark_luma: float, no_plots: bool, workers: Optional[int], quiet: bool) -> None:
+            rare_instances: int, dark_luma: float, max_pixels: int, no_plots: bool, workers: Optional[int],
+            quiet: bool) -> None:
     """Report class balance, box sizes and image problems of a dataset.
 
     Give --annotations (with --images to also read the files: brightness,
@@ -95,7 +98,8 @@ def analyze(annotations: Tuple[Path, ...], images: Tuple[Path, ...], tfrecords: 
     try:
         stats = run_analysis(list(annotations) or None, list(images) or None, tfrecords, out=out,
                              thresholds=Thresholds(rare_instances=rare_instances, dark_luma=dark_luma),
-                             plots=not no_plots, progress=not quiet, workers=workers or usable_cpus())
+                             plots=not no_plots, progress=not quiet, workers=workers or usable_cpus(),
+                             max_pixels=max_pixels)
     except (AnalyzeError, CocoFormatError) as exc:
         raise click.ClickException(str(exc))
     except OSError as exc:

@@ -25,7 +25,8 @@ from edge_trash.tfrecords.class_map import build_class_mapping, label_map_pbtxt,
 from edge_trash.tfrecords.coco import CocoDataset, load_coco_files
 from edge_trash.tfrecords.name_encodings import readable_text
 from edge_trash.tfrecords.image_paths import NOT_FOUND_WHY, SourceImages, default_images_folder, source_images
-from edge_trash.tfrecords.images import ImageJob, ImageResult, convert_image, file_reason, read_displayed_size
+from edge_trash.tfrecords.images import (DEFAULT_MAX_PIXELS, ImageJob, ImageResult, convert_image, file_reason,
+                                         read_displayed_size)
 from edge_trash.tfrecords.other_formats import images_folder_problem
 from edge_trash.tfrecords.split_layout import SHARD_RE
 from edge_trash.tfrecords.split_units import (SPLIT_BY, SplitUnits, frames_next_to_train, identical_files,
@@ -134,7 +135,7 @@ class BuildOptions:
     test_fraction: float = 0.1
     folds: int = 0
     max_size: int = 640
-    max_pixels: int = 150_000_000
+    max_pixels: int = DEFAULT_MAX_PIXELS
     quality: int = 90
     shard_size: int = 256
     workers: int = 1

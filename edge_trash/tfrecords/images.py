@@ -60,6 +60,8 @@ PASS_THROUGH_SOF = (0xC0, 0xC1, 0xC2)
 ASPECT_TOLERANCE = 0.01
 # HEIF-family brands in an ISO-BMFF 'ftyp' box (iPhone and recent Android photos).
 HEIF_BRANDS = (b"heic", b"heix", b"heim", b"heis", b"hevc", b"hevx", b"mif1", b"msf1", b"avif")
+# --max-pixels' default (build-tfrecords and analyze): a 100 MP drone mosaic passes, a bomb does not.
+DEFAULT_MAX_PIXELS = 150_000_000
 
 
 @dataclass(frozen=True)
@@ -71,7 +73,7 @@ class ImageJob:
     json_width: int
     json_height: int
     max_size: int = 640
-    max_pixels: int = 150_000_000
+    max_pixels: int = DEFAULT_MAX_PIXELS
     quality: int = 90
 
 
@@ -174,6 +176,15 @@ def pillow_pixel_limit(max_pixels: Optional[int]) -> Iterator[None]:
             yield
     finally:
         Image.MAX_IMAGE_PIXELS = saved
+
+
+def bomb_reason(size: Tuple[int, int], max_pixels: int) -> str:
+    """Why an image of ``size`` (width, height) is refused under ``--max-pixels``, or ""."""
+    width, height = size
+    if width * height <= max_pixels:
+        return ""
+    return (f"refused as a decompression bomb: {width}x{height} = {width * height:,} pixels, "
+            f"more than --max-pixels {max_pixels:,}")
 
 
 def _stored_size(img: Image.Image, orientation: int) -> Tuple[int, int]:
@@ -382,10 +393,8 @@ def _convert(job: ImageJob) -> ImageResult:
         result.reason = f"cannot open {path}: {exc}"
         return result
 
-    width, height = img.size
-    if width * height > job.max_pixels:
-        result.reason = (f"refused as a decompression bomb: {width}x{height} = {width * height:,} "
-                         f"pixels, more than --max-pixels {job.max_pixels:,}")
+    result.reason = bomb_reason(img.size, job.max_pixels)
+    if result.reason:
         return result
     try:  # counting a TIFF's or GIF's frames reads their headers, which may be damaged
         frames = getattr(img, "n_frames", 1)
