@@ -155,6 +155,23 @@ def test_confusion_matrix_by_hand():
     assert matrix.tolist() == [[0, 1, 1], [0, 0, 0], [1, 0, 0]]
 
 
+def test_confusion_labels_never_repeat_a_class_name(tmp_path, monkeypatch):
+    # A dataset with a class named "background" got two rows of that name in confusion_matrix.png.
+    from edge_trash.train import render
+    from edge_trash.train.evaluate import confusion_labels
+
+    assert confusion_labels(["can", "cup"]) == (["can", "cup", "background"], ["can", "cup", "missed"])
+    assert confusion_labels(["background", "(background)", "missed"]) == (
+        ["background", "(background)", "missed", "((background))"],
+        ["background", "(background)", "missed", "(missed)"])
+    drawn = {}
+    monkeypatch.setattr(render, "_save_figure", lambda fig, path: drawn.update(
+        rows=[t.get_text() for t in fig.axes[0].get_yticklabels()],
+        cols=[t.get_text() for t in fig.axes[0].get_xticklabels()]) or path)
+    render.plot_confusion_matrix(np.zeros((3, 3), int), ["background", "can"], tmp_path / "m.png")
+    assert drawn == {"rows": ["background", "can", "(background)"], "cols": ["background", "can", "missed"]}
+
+
 def test_precision_recall_curve_is_the_interpolated_precision():
     from edge_trash.train.evaluate import precision_recall_curves
 

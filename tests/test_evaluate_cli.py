@@ -119,6 +119,8 @@ def test_model_mode_with_a_real_tflite_renders_and_round_trips(tmp_path):
     assert metrics["AP"] == pytest.approx(1.0) and metrics["num_detections"] == 2  # count obeyed
     assert metrics["split"] == "val" and metrics["model"] == str(model)
     assert metrics["confusion_matrix"]["matrix"] == [[2, 0, 0], [0, 0, 0], [0, 0, 0]]
+    assert metrics["confusion_matrix"]["row_labels"] == ["bottle", "can", "background"]
+    assert metrics["confusion_matrix"]["column_labels"] == ["bottle", "can", "missed"]
     for name in ("render_val_100.png", "render_val_101.png", "precision_recall.png",
                  "confusion_matrix.png"):
         png = out.parent / name

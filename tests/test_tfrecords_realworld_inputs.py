@@ -1715,6 +1715,19 @@ def test_the_summary_lists_few_classes_in_id_order_and_many_by_their_extremes(tm
                                  "fewest c7 7, c6 6, c5 5, c4 4, c2 2, c1 1 (all in report.json)")
 
 
+@pytest.mark.parametrize("name, shown", [
+    ("Glass bottle", "Glass bottle"), ("c1", "c1"), ("Plastique à usage unique", "Plastique à usage unique"),
+    ("Glass, broken", "'Glass, broken'"), ("a;b", "'a;b'"), ("Bottle 2", "'Bottle 2'"), ("cap ", "'cap '"),
+    ("it's", '"it\'s"'), ("tab\there", "'tab\\there'"), ("", "''")])
+def test_summary_class_list_quotes_names_a_reader_would_split_wrongly(name, shown):
+    # "classes (2): Glass, broken 3, can 1" read as three classes; "Bottle 2 5" as a count of 2 or 5.
+    from edge_trash.tfrecords.build_cli import _classes_line, listed_name
+
+    assert listed_name(name) == shown
+    assert _classes_line([{"id": 1, "name": name, "boxes": 3}, {"id": 2, "name": "can", "boxes": 1}]) == (
+        f"classes (2): {shown} 3, can 1")
+
+
 @pytest.mark.parametrize("command", ["build-tfrecords", "analyze"])
 def test_an_images_option_that_is_not_a_folder_says_what_it_is(tmp_path, command):
     from click.testing import CliRunner

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import shlex
 import time
 from collections import Counter
@@ -45,10 +46,19 @@ def _note_kind(note: str) -> str:
     return next((kind for phrase, kind in _NOTE_KINDS if phrase in note), "other")
 
 
+_NEEDS_QUOTES = re.compile(r"[,;'\"]|^\s|\s$|\s\d+$|^$")
+
+
+def listed_name(name: str) -> str:
+    """``name`` as written in a ``name count, name count`` list: quoted (repr) where it holds a comma,
+    semicolon or quote, ends in a number or space, or has a character that does not print."""
+    return repr(name) if _NEEDS_QUOTES.search(name) or not name.isprintable() else name
+
+
 def _classes_line(classes: List[Dict[str, Any]], shown: int = 12) -> str:
     """All classes in id order, or, with many, the `shown` // 2 with the most and the fewest boxes."""
     def listed(items: List[Dict[str, Any]]) -> str:
-        return ", ".join(f"{c['name']} {c['boxes']}" for c in items)
+        return ", ".join(f"{listed_name(c['name'])} {c['boxes']}" for c in items)
 
     if len(classes) <= shown:
         return f"classes ({len(classes)}): {listed(classes)}"

@@ -535,6 +535,17 @@ def confusion_matrix(gt_coco: Mapping[str, Any], detections: Sequence[Mapping[st
     return matrix, [cat["name"] for cat in cats]
 
 
+def confusion_labels(class_names: Sequence[str]) -> Tuple[List[str], List[str]]:
+    """Row and column labels of :func:`confusion_matrix`: the classes plus ``background`` (rows)
+    and ``missed`` (columns), bracketed (``(background)``) where a class already has that name."""
+    def extra(label: str) -> str:
+        while label in class_names:
+            label = f"({label})"
+        return label
+
+    return list(class_names) + [extra("background")], list(class_names) + [extra("missed")]
+
+
 # --------------------------------------------------------------------------- running
 
 

@@ -164,9 +164,10 @@ def evaluate(model_path: Optional[Path], data_dir: Optional[Path], split: Option
                                                 folder / "precision_recall.png"))
         matrix, names = ev.confusion_matrix(gt, detections, score_threshold=score_threshold)
         written.append(rd.plot_confusion_matrix(matrix, names, folder / "confusion_matrix.png"))
+        row_labels, column_labels = ev.confusion_labels(names)
         metrics["confusion_matrix"] = {"classes": names, "rows": "true + background",
-                                       "columns": "predicted + missed",
-                                       "matrix": matrix.tolist()}
+                                       "columns": "predicted + missed", "row_labels": row_labels,
+                                       "column_labels": column_labels, "matrix": matrix.tolist()}
     seconds = time.monotonic() - start
     result: Dict[str, Any] = dict(source, **metrics, seconds=round(seconds, 2))
     try:

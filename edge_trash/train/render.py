@@ -109,8 +109,9 @@ def plot_confusion_matrix(matrix: np.ndarray, class_names: Sequence[str], path: 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    rows = list(class_names) + ["background"]
-    cols = list(class_names) + ["missed"]
+    from edge_trash.train.evaluate import confusion_labels
+
+    rows, cols = confusion_labels(class_names)
     size = 1.2 + 0.6 * len(cols)
     fig, ax = plt.subplots(figsize=(size + 1.5, size))
     image = ax.imshow(matrix, cmap="Blues")
