@@ -424,16 +424,64 @@ def test_interrupted_run_leaves_no_half_written_shard(sample_dataset, tmp_path, 
         build_tfrecords(BuildOptions(out=tmp_path / "before", **dict(opts, seed=1)))
     assert {p.name: p.read_bytes() for p in (tmp_path / "before").iterdir()} == before  # no spool left either
     monkeypatch.setattr(build_mod, "convert_image", real_convert)
-    # Ctrl-C while writing the shards: those finished are whole, none half-written, no report
+    # Ctrl-C while writing the shards (3 of them written): the earlier build is still whole, not a mix of the
+    # new train shards and the old val, test and report
     monkeypatch.setattr(build_mod._RecordSpool, "read", dying_read)
-    out = tmp_path / "out"
+    with pytest.raises(KeyboardInterrupt):
+        build_tfrecords(BuildOptions(out=tmp_path / "before", **dict(opts, seed=1)))
+    assert {p.name: p.read_bytes() for p in (tmp_path / "before").iterdir()} == before  # no temporary file left
+    out, calls["read"] = tmp_path / "out", 0
     with pytest.raises(KeyboardInterrupt):
         build_tfrecords(BuildOptions(out=out, **opts))
-    assert not list(out.glob(".*.tmp")), "temporary shard or spool left behind"
-    shards = sorted(out.glob("*.tfrecord"))
-    counts = [len(_records(shard)) for shard in shards]  # every shard that exists is complete and readable
-    assert counts == [counts[0]] * len(shards) and len(shards) >= 2 and sum(counts) <= 12, counts
-    assert not (out / "report.json").exists()
+    assert list(out.iterdir()) == []  # into an empty folder: nothing at all
+    monkeypatch.setattr(build_mod._RecordSpool, "read", real_read)
+    build_tfrecords(BuildOptions(out=out, **opts))
+    assert {p.name: p.read_bytes() for p in out.iterdir()} == {
+        name: data.replace(str(tmp_path / "before").encode(), str(out).encode()) if name == "report.json" else data
+        for name, data in before.items()}
+
+
+@pytest.mark.parametrize("failing", ["shard", "labels.txt", "report.json"])
+def test_a_full_disk_leaves_the_earlier_build_as_it_was(sample_dataset, tmp_path, monkeypatch, failing):
+    # A full disk while writing the second shard, labels.txt or the report: before, the shards already written
+    # replaced the earlier build's, which lost its report (or kept one describing other shards).
+    import errno
+
+    import edge_trash.tfrecords.build as build_mod
+    from edge_trash.atomic_files import os_error_message
+
+    out = tmp_path / "out"
+    opts = dict(annotations=sample_dataset.annotations, images=sample_dataset.images, out=out, shard_size=4)
+    build_tfrecords(BuildOptions(seed=0, **opts))
+    before = {p.name: p.read_bytes() for p in out.iterdir()}
+    full = OSError(errno.ENOSPC, "No space left on device")
+    if failing == "shard":
+        real_write, written = build_mod.TFRecordWriter.write, []
+
+        def write(self, record):
+            written.append(record)
+            if len(written) == 5:
+                raise full
+            real_write(self, record)
+
+        monkeypatch.setattr(build_mod.TFRecordWriter, "write", write)
+    else:
+        real_write_bytes = Path.write_bytes
+
+        def write_bytes(self, data):
+            if self.name == f".{failing}.tmp":
+                real_write_bytes(self, data[:10])
+                raise OSError(errno.ENOSPC, "No space left on device", str(self))
+            return real_write_bytes(self, data)
+
+        monkeypatch.setattr(Path, "write_bytes", write_bytes)
+    with pytest.raises(OSError) as caught:
+        build_tfrecords(BuildOptions(seed=1, **opts))
+    assert {p.name: p.read_bytes() for p in out.iterdir()} == before
+    if failing != "shard":
+        assert os_error_message(caught.value, out) == (
+            f"cannot write {out / ('.' + failing + '.tmp')}: No space left on device; free space or choose "
+            "another --out, and run again")
 
 
 def test_stale_shards_of_an_earlier_run_are_removed(sample_dataset, tmp_path):
@@ -513,9 +561,11 @@ def test_a_full_disk_gets_one_clear_error_and_no_half_written_shard(sample_datas
                                       "--shard-size", "4", "--workers", "1", "--quiet"])
     assert result.exit_code == 1
     assert "Traceback" not in result.output
-    assert "No space left on device. Shards are renamed into place only when complete" in result.output
-    assert f"cannot write {out}" in result.output
-    assert not list(out.glob(".*.tmp")) and not (out / "report.json").exists()
+    assert result.output == (f"Error: cannot write {out}: No space left on device. Nothing in {out} was changed "
+                             "(the new files are renamed into place together, once all are complete); a build "
+                             "needs free space of about twice its output while it runs: free space or choose "
+                             "another --out and run again\n")
+    assert list(out.iterdir()) == []
 
 
 def test_a_large_annotation_file_is_announced_before_the_silent_read(sample_dataset, tmp_path, monkeypatch):

@@ -2,9 +2,10 @@
 
 Every image and box of the source either reaches a record or is listed in
 ``report.json`` with its reason: ``boxes_total == boxes_written + len(boxes_dropped)``
-and ``images_total == images_written + len(images_skipped)``. Shards are written to
-a hidden temporary file and renamed when complete, so an interrupted run never
-leaves a half-written shard; the same inputs and seed give byte-identical outputs.
+and ``images_total == images_written + len(images_skipped)``. Every output is written
+to a hidden temporary file, and they are renamed into place together once all are
+complete, so a run that fails (a full disk, Ctrl-C) leaves OUT's earlier build as it
+was and no half-written shard; the same inputs and seed give byte-identical outputs.
 """
 
 from __future__ import annotations
@@ -20,7 +21,6 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, Dict, Iterable, List, Optional, Sequence, Tuple
 
-from edge_trash.atomic_files import write_bytes_atomic as _write_atomic
 from edge_trash.tfrecords.class_map import build_class_mapping, label_map_pbtxt, read_class_map
 from edge_trash.tfrecords.coco import CocoDataset, load_coco_files
 from edge_trash.tfrecords.name_encodings import readable_text
@@ -205,11 +205,41 @@ def _json_bytes(obj: Any) -> bytes:
     return (json.dumps(obj, indent=2, sort_keys=False, allow_nan=False) + "\n").encode("utf-8")
 
 
-class _ShardWriter:
-    """Writes one split's shards, each to a hidden temp file renamed when complete."""
+class _StagedFiles:
+    """Outputs written under hidden temporary names (``.NAME.tmp`` in OUT) and renamed into place
+    together by :meth:`commit`; :meth:`discard` removes them instead, leaving OUT as it was."""
 
-    def __init__(self, out: Path, split: str, planned: int, shard_size: int) -> None:
-        self.out, self.split = out, split
+    def __init__(self) -> None:
+        self.pairs: List[Tuple[Path, Path]] = []  # (temporary file, final path)
+
+    def add(self, tmp: Path, final: Path) -> None:
+        """Take over ``tmp``, complete, to become ``final``."""
+        self.pairs.append((tmp, final))
+
+    def write(self, final: Path, data: bytes) -> None:
+        """Write ``data`` for ``final``."""
+        tmp = final.parent / f".{final.name}.tmp"
+        self.add(tmp, final)
+        tmp.write_bytes(data)
+
+    def commit(self) -> None:
+        """Rename every file into place (renaming needs no disk space)."""
+        for tmp, final in self.pairs:
+            os.replace(tmp, final)
+        self.pairs = []
+
+    def discard(self) -> None:
+        """Remove every temporary file."""
+        for tmp, _ in self.pairs:
+            tmp.unlink(missing_ok=True)
+        self.pairs = []
+
+
+class _ShardWriter:
+    """Writes one split's shards, each to a hidden temp file handed to ``staged`` when complete."""
+
+    def __init__(self, out: Path, split: str, planned: int, shard_size: int, staged: _StagedFiles) -> None:
+        self.out, self.split, self.staged = out, split, staged
         self.count = max(1, math.ceil(planned / shard_size))
         self.per_shard = max(1, math.ceil(planned / self.count))
         self.current = -1
@@ -217,6 +247,7 @@ class _ShardWriter:
         self.tmp: Optional[Path] = None
         self.records: List[int] = [0] * self.count
         self.files: List[str] = []
+        self.sizes: List[int] = []
 
     def _open(self, index: int) -> None:
         while self.current < index:
@@ -230,8 +261,9 @@ class _ShardWriter:
         if self.writer is not None and self.tmp is not None:
             self.writer.close()
             final = self.out / shard_name(self.split, self.current, self.count)
-            os.replace(self.tmp, final)
+            self.staged.add(self.tmp, final)
             self.files.append(final.name)
+            self.sizes.append(self.tmp.stat().st_size)
             self.writer, self.tmp = None, None
 
     def write(self, position: int, record: bytes) -> None:
@@ -297,11 +329,11 @@ class _Written:
 
 def _write_splits(out: Path, plan: List[Tuple[str, List[int]]],
                   converted: Dict[int, Tuple[Tuple[int, int], List[int], str]], spool: _RecordSpool,
-                  shard_size: int, classes: int) -> _Written:
+                  shard_size: int, classes: int, staged: _StagedFiles) -> _Written:
     """Write each split's shards in plan order from the spooled records (``converted``: image id ->
-    (spool place, class labels, sha256)); a failure leaves no half-written shard."""
+    (spool place, class labels, sha256)) into ``staged``; a failure leaves no half-written shard."""
     written = _Written([], {}, {}, {}, {})
-    writers = {split: _ShardWriter(out, split, len(members), shard_size) for split, members in plan}
+    writers = {split: _ShardWriter(out, split, len(members), shard_size, staged) for split, members in plan}
     try:
         for split, members in plan:
             stats = written.stats[split] = {"images": 0, "boxes": 0}
@@ -320,7 +352,7 @@ def _write_splits(out: Path, plan: List[Tuple[str, List[int]]],
         for writer in writers.values():
             writer.abort()
         raise
-    written.shards = [{"file": f, "records": w.records[i], "bytes": (out / f).stat().st_size}
+    written.shards = [{"file": f, "records": w.records[i], "bytes": w.sizes[i]}
                       for w in writers.values() for i, f in enumerate(w.files)]
     return written
 
@@ -516,93 +548,101 @@ def build_tfrecords(options: BuildOptions, progress: bool = False) -> Dict[str, 
                      options.quality) for im in dataset.images if im.id in found]
     converted: Dict[int, Tuple[Tuple[int, int], List[int], str]] = {}  # id -> (spool place, labels, sha256)
     image_notes: List[Dict[str, Any]] = []
-    with _RecordSpool(out) as spool:
-        for result in _progress(ordered_map(convert_image, jobs, options.workers), len(jobs), progress):
-            im = images_by_id[result.image_id]
-            if not result.ok:
-                skip(im, result.reason)
-                continue
-            notes = [n for n in (id_notes.get(im.id), dataset.name_notes.get(im.id),
-                                 dataset.size_notes.get(im.id), path_notes.get(im.id)) if n] + result.notes
-            if notes:
-                image_notes.append({"image_id": im.id, "file_name": im.file_name, "notes": notes})
-            objects = _objects(im, boxes_of[im.id], result, mapping, boxes_dropped)
-            digest = hashlib.sha256(result.jpeg or b"").hexdigest()  # image/key/sha256, and duplicate pictures
-            record = make_example_bytes(result.jpeg or b"", result.width, result.height,
-                                        readable_text(im.file_name), str(im.id), objects, sha256_hex=digest)
-            converted[im.id] = (spool.append(record), [o.label for o in objects], digest)
-        if len(converted) < len(found):  # a file that could not be read: split the others anew
-            plan, units = _plan_again(dataset, options, mapping.target_of_category, plan, units,
-                                      {iid: v for iid, v in found.items() if iid in converted}, copies)
-        written = _write_splits(out, plan, converted, spool, options.shard_size, len(names))
+    staged = _StagedFiles()  # renamed into place together: a failure leaves the earlier build as it was
+    try:
+        with _RecordSpool(out) as spool:
+            for result in _progress(ordered_map(convert_image, jobs, options.workers), len(jobs), progress):
+                im = images_by_id[result.image_id]
+                if not result.ok:
+                    skip(im, result.reason)
+                    continue
+                notes = [n for n in (id_notes.get(im.id), dataset.name_notes.get(im.id),
+                                     dataset.size_notes.get(im.id), path_notes.get(im.id)) if n] + result.notes
+                if notes:
+                    image_notes.append({"image_id": im.id, "file_name": im.file_name, "notes": notes})
+                objects = _objects(im, boxes_of[im.id], result, mapping, boxes_dropped)
+                digest = hashlib.sha256(result.jpeg or b"").hexdigest()  # image/key/sha256, and duplicate pictures
+                record = make_example_bytes(result.jpeg or b"", result.width, result.height,
+                                            readable_text(im.file_name), str(im.id), objects, sha256_hex=digest)
+                converted[im.id] = (spool.append(record), [o.label for o in objects], digest)
+            if len(converted) < len(found):  # a file that could not be read: split the others anew
+                plan, units = _plan_again(dataset, options, mapping.target_of_category, plan, units,
+                                          {iid: v for iid, v in found.items() if iid in converted}, copies)
+            written = _write_splits(out, plan, converted, spool, options.shard_size, len(names), staged)
 
-    split_stats, split_ids, split_class_boxes = written.stats, written.ids, written.class_boxes
-    class_boxes = [sum(counts[i] for counts in split_class_boxes.values()) for i in range(len(names))]
-    files = {shard["file"] for shard in written.shards}
-    stale_shards = sorted(p.name for p in out.iterdir() if SHARD_RE.match(p.name) and p.name not in files)
+        split_stats, split_ids, split_class_boxes = written.stats, written.ids, written.class_boxes
+        class_boxes = [sum(counts[i] for counts in split_class_boxes.values()) for i in range(len(names))]
+        files = {shard["file"] for shard in written.shards}
+        stale_shards = sorted(p.name for p in out.iterdir() if SHARD_RE.match(p.name) and p.name not in files)
+
+        duplicate_images = sorted(({"image_ids": [i for i, _ in sorted(group)],
+                                    "file_names": [images_by_id[i].file_name for i, _ in sorted(group)],
+                                    "splits": sorted({sp for _, sp in group})}
+                                   for group in written.same_pixels.values() if len(group) > 1),
+                                  key=lambda g: g["image_ids"])
+        shards = written.shards
+        images_written = sum(s["images"] for s in split_stats.values())
+        boxes_written = sum(s["boxes"] for s in split_stats.values())
+        staged.write(out / "labels.txt", ("\n".join(names) + "\n").encode("utf-8"))
+        staged.write(out / "label_map.pbtxt", label_map_pbtxt(names).encode("utf-8"))
+        staged.write(out / "splits.json", _json_bytes({
+            "seed": options.seed, "folds": options.folds,
+            "splits": {split: ids for split, ids in split_ids.items()}}))
+        opts = {k: (str(v) if isinstance(v, Path) else [str(p) for p in v] if isinstance(v, (list, tuple)) else v)
+                for k, v in asdict(options).items()}
+        annotation_files = options.annotation_files()
+        split_of_written = {iid: split for split, ids in split_ids.items() for iid in ids}
+        report: Dict[str, Any] = {
+            "annotations": (str(annotation_files[0]) if len(annotation_files) == 1
+                            else [str(f) for f in annotation_files]),
+            "sources": [dict(src.as_report(), images_dir=str(d))
+                        for src, d in zip(dataset.sources, options.image_dirs())],
+            "images_total": len(dataset.images) + len(dataset.rejected_images),
+            "images_written": images_written,
+            "images_skipped": images_skipped,
+            "boxes_total": dataset.boxes_total,
+            "boxes_written": boxes_written,
+            "boxes_dropped": boxes_dropped,
+            "boxes_clipped": dataset.boxes_clipped,
+            "boxes_from_segmentation": dataset.boxes_from_segmentation,
+            "boxes_rotated": dataset.boxes_rotated,
+            "bbox_format_warning": dataset.bbox_format_warning(),
+            "duplicate_annotation_ids": dataset.duplicate_annotation_ids,
+            "iscrowd_not_understood": dataset.iscrowd_not_understood,  # annotation ids, read as not crowd
+            "image_sizes_read_from_files": sorted(dataset.size_notes),
+            "image_ids_numbered": len(dataset.text_image_ids),  # ids written as text; image_notes map them back
+            # the same picture under several image entries; across splits it inflates held-out scores
+            "duplicate_images": duplicate_images,
+            # records with no box: images without annotations, and those whose boxes the class mapping dropped
+            "background_images": sum(1 for ids in split_ids.values() for i in ids if not converted[i][1]),
+            "splits": split_stats,
+            "split_units": units.as_report() if units else None,  # images kept in one split together
+            # val/test frames with a neighbouring frame in train: near copies that inflate held-out scores
+            "frames_next_to_train": frames_next_to_train(
+                [(im.id, im.source, im.file_name, im.video) for im in dataset.images], split_of_written),
+            # photos whose Roboflow variants (augmented copies) sit in more than one split
+            "variants_in_several_splits": variants_across_splits([(im.id, im.file_name) for im in dataset.images],
+                                                                 split_of_written),
+            "classes": [{"id": i + 1, "name": n, "boxes": class_boxes[i],
+                         "boxes_by_split": {split: counts[i] for split, counts in split_class_boxes.items()}}
+                        for i, n in enumerate(names)],
+            # classes the model cannot learn: no box in train (with folds: none at all)
+            "classes_not_in_train": [n for i, n in enumerate(names)
+                                     if not split_class_boxes.get("train", class_boxes)[i]],
+            **mapping.as_report(),
+            "image_notes": image_notes,
+            "images_folder_hint": _images_folder_hint(found_deeper, Counter(im.source for im in dataset.images),
+                                                      options.image_dirs()),
+            "shards": shards,
+            "bytes_written": sum(s["bytes"] for s in shards),
+            "stale_shards_removed": stale_shards,
+            "options": opts,
+        }
+        staged.write(out / "report.json", _json_bytes(report))
+    except BaseException:
+        staged.discard()
+        raise
+    staged.commit()
     for name in stale_shards:
         (out / name).unlink()
-
-    duplicate_images = sorted(({"image_ids": [i for i, _ in sorted(group)],
-                                "file_names": [images_by_id[i].file_name for i, _ in sorted(group)],
-                                "splits": sorted({sp for _, sp in group})}
-                               for group in written.same_pixels.values() if len(group) > 1),
-                              key=lambda g: g["image_ids"])
-    shards = written.shards
-    images_written = sum(s["images"] for s in split_stats.values())
-    boxes_written = sum(s["boxes"] for s in split_stats.values())
-    _write_atomic(out / "labels.txt", ("\n".join(names) + "\n").encode("utf-8"))
-    _write_atomic(out / "label_map.pbtxt", label_map_pbtxt(names).encode("utf-8"))
-    _write_atomic(out / "splits.json", _json_bytes({
-        "seed": options.seed, "folds": options.folds,
-        "splits": {split: ids for split, ids in split_ids.items()}}))
-    opts = {k: (str(v) if isinstance(v, Path) else [str(p) for p in v] if isinstance(v, (list, tuple)) else v)
-            for k, v in asdict(options).items()}
-    annotation_files = options.annotation_files()
-    split_of_written = {iid: split for split, ids in split_ids.items() for iid in ids}
-    report: Dict[str, Any] = {
-        "annotations": str(annotation_files[0]) if len(annotation_files) == 1 else [str(f) for f in annotation_files],
-        "sources": [dict(src.as_report(), images_dir=str(d)) for src, d in zip(dataset.sources, options.image_dirs())],
-        "images_total": len(dataset.images) + len(dataset.rejected_images),
-        "images_written": images_written,
-        "images_skipped": images_skipped,
-        "boxes_total": dataset.boxes_total,
-        "boxes_written": boxes_written,
-        "boxes_dropped": boxes_dropped,
-        "boxes_clipped": dataset.boxes_clipped,
-        "boxes_from_segmentation": dataset.boxes_from_segmentation,
-        "boxes_rotated": dataset.boxes_rotated,
-        "bbox_format_warning": dataset.bbox_format_warning(),
-        "duplicate_annotation_ids": dataset.duplicate_annotation_ids,
-        "iscrowd_not_understood": dataset.iscrowd_not_understood,  # annotation ids, read as not crowd
-        "image_sizes_read_from_files": sorted(dataset.size_notes),
-        "image_ids_numbered": len(dataset.text_image_ids),  # ids written as text; image_notes map them back
-        # the same picture under several image entries; across splits it inflates held-out scores
-        "duplicate_images": duplicate_images,
-        # records with no box: images without annotations, and those whose boxes the class mapping dropped
-        "background_images": sum(1 for ids in split_ids.values() for i in ids if not converted[i][1]),
-        "splits": split_stats,
-        "split_units": units.as_report() if units else None,  # images kept in one split together
-        # val/test frames with a neighbouring frame in train: near copies that inflate held-out scores
-        "frames_next_to_train": frames_next_to_train(
-            [(im.id, im.source, im.file_name, im.video) for im in dataset.images], split_of_written),
-        # photos whose Roboflow variants (augmented copies) sit in more than one split
-        "variants_in_several_splits": variants_across_splits([(im.id, im.file_name) for im in dataset.images],
-                                                             split_of_written),
-        "classes": [{"id": i + 1, "name": n, "boxes": class_boxes[i],
-                     "boxes_by_split": {split: counts[i] for split, counts in split_class_boxes.items()}}
-                    for i, n in enumerate(names)],
-        # classes the model cannot learn: no box in train (with folds: none at all)
-        "classes_not_in_train": [n for i, n in enumerate(names)
-                                 if not split_class_boxes.get("train", class_boxes)[i]],
-        **mapping.as_report(),
-        "image_notes": image_notes,
-        "images_folder_hint": _images_folder_hint(found_deeper, Counter(im.source for im in dataset.images),
-                                                  options.image_dirs()),
-        "shards": shards,
-        "bytes_written": sum(s["bytes"] for s in shards),
-        "stale_shards_removed": stale_shards,
-        "options": opts,
-    }
-    _write_atomic(out / "report.json", _json_bytes(report))
     return report

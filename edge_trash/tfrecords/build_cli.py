@@ -318,9 +318,10 @@ def build_tfrecords(annotations: Tuple[Path, ...], images: Tuple[Path, ...], kee
         raise click.ClickException(str(exc))
     except OSError as exc:  # the output side: a full disk, a read-only or vanished folder
         where = exc.filename or out
-        raise click.ClickException(f"cannot write {where}: {exc.strerror or exc}. Shards are renamed into place "
-                                   f"only when complete, so {out} holds no half-written one; free space or "
-                                   "choose another --out and run again")
+        raise click.ClickException(f"cannot write {where}: {exc.strerror or exc}. Nothing in {out} was changed "
+                                   "(the new files are renamed into place together, once all are complete); a "
+                                   "build needs free space of about twice its output while it runs: free space "
+                                   "or choose another --out and run again")
     click.echo(summarize(report, out, time.monotonic() - start))
     if report["images_written"] == 0:
         missing = sum(1 for i in report["images_skipped"] if i["reason"].startswith("file not found"))
