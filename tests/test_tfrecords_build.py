@@ -821,3 +821,43 @@ def test_a_named_pipe_beside_an_empty_file_never_blocks_the_build(tmp_path):
     assert _reasons(box[0], "images_skipped", "image_id") == {
         1: f"empty file (0 bytes): {imgs / 'empty.jpg'}", 2: f"empty file (0 bytes): {imgs / 'empty2.jpg'}",
         3: f"not a regular file but a named pipe (FIFO): {imgs / 'pipe.jpg'}; put the picture file there"}
+
+
+def test_a_second_build_into_the_same_folder_is_refused_while_the_first_runs(sample_dataset, tmp_path):
+    # Two builds into one --out (a command started twice): the second deleted the first's spool and temporary
+    # shards as stale, and their renames mixed two splits' shards in one folder.
+    import subprocess
+    import sys
+
+    from click.testing import CliRunner
+
+    from edge_trash.cli import cli
+    from edge_trash.tfrecords.build import BuildError
+
+    out = tmp_path / "out"
+    opts = dict(annotations=sample_dataset.annotations, images=sample_dataset.images, out=out, seed=0)
+    build_tfrecords(BuildOptions(**opts))
+    before = {p.name: p.read_bytes() for p in out.iterdir()}
+    assert ".build-tfrecords.lock" not in before  # removed when a build ends
+    holder = subprocess.Popen([sys.executable, "-c", (
+        "import fcntl, os, sys, time\n"
+        f"f = open({str(out / '.build-tfrecords.lock')!r}, 'a+'); fcntl.flock(f, fcntl.LOCK_EX)\n"
+        "f.write(str(os.getpid())); f.flush(); print('locked', flush=True); time.sleep(60)\n")],
+        stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout.readline() == "locked\n"
+        message = (f"another build-tfrecords (process {holder.pid}) is writing into {out}: wait for it to finish, "
+                   "or choose another --out")
+        with pytest.raises(BuildError) as caught:
+            build_tfrecords(BuildOptions(**dict(opts, seed=1)))
+        assert str(caught.value) == message
+        result = CliRunner().invoke(cli, ["build-tfrecords", "--annotations", str(sample_dataset.annotations),
+                                          "--images", str(sample_dataset.images), "--out", str(out), "--quiet"])
+        assert (result.exit_code, result.output) == (1, f"Error: {message}\n")
+        assert {p.name: p.read_bytes() for p in out.iterdir() if p.name != ".build-tfrecords.lock"} == before
+    finally:
+        holder.kill()
+        holder.wait()
+    build_tfrecords(BuildOptions(**dict(opts, seed=1)))  # the holder is gone (killed): the lock went with it
+    assert not (out / ".build-tfrecords.lock").exists()
+    assert json.loads((out / "report.json").read_text())["options"]["seed"] == 1

@@ -486,8 +486,58 @@ def _progress(iterable: Iterable[ImageResult], total: int, enabled: bool) -> Ite
     return tqdm(iterable, total=total, unit="img", desc="build-tfrecords", dynamic_ncols=True)
 
 
+class _OutLock:
+    """One build at a time in an output folder: a second one would delete the first's temporary
+    files as stale and rename its own over them. An advisory lock on ``OUT/.build-tfrecords.lock``
+    (none where ``fcntl`` is missing, on Windows); released, and the file removed, when the build ends."""
+
+    NAME = ".build-tfrecords.lock"
+
+    def __init__(self, out: Path) -> None:
+        self.path = out / self.NAME
+        self.file: Optional[Any] = None
+
+    def take(self) -> None:
+        """Lock OUT (it exists), or raise :class:`BuildError` naming the process that holds it."""
+        try:
+            import fcntl
+        except ImportError:
+            return
+        handle = open(self.path, "a+")
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            handle.seek(0)
+            holder = handle.read().strip()
+            handle.close()
+            raise BuildError(f"another build-tfrecords{f' (process {holder})' if holder.isdigit() else ''} is "
+                             f"writing into {self.path.parent}: wait for it to finish, or choose another --out")
+        handle.truncate(0)
+        handle.write(str(os.getpid()))
+        handle.flush()
+        self.file = handle
+
+    def release(self) -> None:
+        """Remove the lock file and unlock."""
+        if self.file is not None:
+            self.path.unlink(missing_ok=True)
+            self.file.close()
+            self.file = None
+
+
 def build_tfrecords(options: BuildOptions, progress: bool = False) -> Dict[str, Any]:
-    """Convert the dataset; returns the report (also written to ``OUT/report.json``)."""
+    """Convert the dataset; returns the report (also written to ``OUT/report.json``).
+
+    Raises :class:`BuildError` when the build cannot start (another build is writing into OUT too).
+    """
+    lock = _OutLock(Path(options.out))
+    try:
+        return _build(options, progress, lock)
+    finally:
+        lock.release()
+
+
+def _build(options: BuildOptions, progress: bool, lock: _OutLock) -> Dict[str, Any]:
     options.validate()
     paths = source_images(options.image_dirs(), options.annotation_files())
     dataset = load_coco_files(options.annotation_files(),
@@ -517,7 +567,8 @@ def build_tfrecords(options: BuildOptions, progress: bool = False) -> Dict[str, 
 
     out = Path(options.out)
     out.mkdir(parents=True, exist_ok=True)
-    for stale in out.glob(".*.tmp"):
+    lock.take()
+    for stale in out.glob(".*.tmp"):  # left by a run that was killed
         stale.unlink()
 
     path_notes: Dict[int, str] = {}  # how the file was found; part of the reason when it is skipped
