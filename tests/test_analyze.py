@@ -195,6 +195,40 @@ def test_report_plots_and_stats_are_written(sample_analysis):
     assert not list(out.glob(".*.tmp"))
 
 
+def test_report_md_words_match_the_numbers(tmp_path):
+    # report.md said "images without boxes: 1" where the summary said 0 (the image whose every box is unusable,
+    # which the build leaves out), "images: not read (brightness not measured)" above the brightness of the
+    # records, "area < 1024 px" for an area; the dark flag rounded 49.5 to "(50)" under "below 50".
+    images = tmp_path / "img"
+    images.mkdir()
+    dim = np.full((30, 40, 3), 49, np.uint8)
+    dim[:, 20:] = 50  # mean 49.5: below 50, "50" when rounded
+    Image.fromarray(dim).save(images / "dim.png")
+    Image.new("RGB", (40, 30), (200, 200, 200)).save(images / "lit.png")
+    coco = {"images": [{"id": 1, "file_name": "dim.png", "width": 40, "height": 30},
+                       {"id": 2, "file_name": "lit.png", "width": 40, "height": 30}],
+            "annotations": [{"id": 1, "image_id": 1, "category_id": 1, "bbox": [2, 2, 10, 10]},
+                            {"id": 2, "image_id": 2, "category_id": 1, "bbox": [90, 90, 10, 10]}],
+            "categories": [{"id": 1, "name": "can"}]}
+    ann = tmp_path / "a.json"
+    ann.write_text(json.dumps(coco))
+    stats = analyze(ann, images, out=tmp_path / "an", plots=False)
+    luma = stats["annotations"]["brightness"]["per_image"]["1"]
+    assert luma == 49.5 and stats["annotations"]["problems"]["images_without_boxes"] == 0
+    report = (tmp_path / "an" / "report.md").read_text()
+    assert "images without boxes: 0, and 1 more whose every box is unusable (build-tfrecords leaves them out)." in report
+    assert "Box sizes by box area (w x h; COCO's size classes: small < 1024 px², medium < 9216 px²;" in report
+    assert "1 image has a mean luma below 50/255: dim.png (49.5);" in report
+    built = tmp_path / "tfr"
+    from edge_trash.tfrecords.build import BuildOptions, build_tfrecords
+
+    build_tfrecords(BuildOptions(annotations=ann, images=images, out=built, val_fraction=0, test_fraction=0))
+    analyze(tfrecords=built, out=tmp_path / "an2", plots=False)
+    report = (tmp_path / "an2" / "report.md").read_text()
+    assert "- images: not read (brightness measured on the pictures stored in the TFRecords)" in report
+    assert "Brightness (mean luma of 1 image" in report and "images without boxes: 0." in report
+
+
 def test_the_classes_plot_of_a_thousand_classes_shows_the_fewest_and_the_most(tmp_path):
     """LVIS-sized class lists (1203 classes): one bar each made a PNG 24,000 px tall (6000 classes: 119,000 px,
     43 s); the plot shows the 30 with the fewest and the 30 with the most instances, stats.json has them all."""
@@ -354,6 +388,29 @@ def test_mean_luma_of_a_flat_image(mode, fmt):
     buf = io.BytesIO()
     img.save(buf, format=fmt)
     assert abs(mean_luma(buf.getvalue()) - 100) <= 1.5
+
+
+@pytest.mark.parametrize("size", [(401, 401), (546, 417), (9, 17), (640, 480)])
+def test_mean_luma_weighs_the_partial_edge_blocks_by_the_pixels_they_stand_for(size):
+    # At 1/8 scale a 401 px photo decodes to 51 px, the last standing for one column: counted as a whole one, a
+    # dark photo (43) with a white 1 px edge read 51.2 and escaped the dark flag (< 50).
+    width, height = size
+    arr = np.full((height, width, 3), 43, np.uint8)
+    arr[:, -1] = arr[-1, :] = 255
+    buf = io.BytesIO()
+    Image.fromarray(arr).save(buf, format="JPEG", quality=100)
+    decoded = np.asarray(Image.open(io.BytesIO(buf.getvalue())).convert("L"), dtype=float).mean()
+    assert mean_luma(buf.getvalue()) == pytest.approx(decoded, abs=0.3)
+
+
+def test_covered_pixels_of_each_scaled_pixel():
+    from edge_trash.tfrecords.analyze import _covered
+
+    assert _covered(401, 51).tolist() == [8.0] * 50 + [1.0]
+    assert _covered(9, 2).tolist() == [8.0, 1.0]  # 1/8 scale, though ceil(9 / 2) = 5
+    assert _covered(30, 8).tolist() == [4.0] * 7 + [2.0]
+    assert _covered(640, 640).tolist() == [1.0] * 640
+    assert _covered(10, 4).tolist() == [2.5] * 4  # no DCT scale gives 4: alike
 
 
 def test_mean_luma_of_16_bit_and_float_images_matches_what_build_writes():

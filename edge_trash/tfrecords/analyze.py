@@ -125,15 +125,19 @@ def mean_luma(data: bytes, max_pixels: int = DEFAULT_MAX_PIXELS) -> float:
     """Mean luma (ITU-R 601 Y, 0..255) of an encoded image.
 
     JPEGs are decoded at 1/8 scale straight to grayscale (Pillow's draft mode),
-    which costs a few milliseconds even for a 12 MP photo. An image of more than
-    ``max_pixels`` raises ``Image.DecompressionBombError``, as build-tfrecords
-    refuses it (Pillow's own 179 MP limit is raised to fit, never lowered).
+    which costs a few milliseconds even for a 12 MP photo; each pixel of the small
+    picture is weighted by the pixels it stands for (one at the edge of a 401 px wide
+    photo stands for one column, not eight). An image of more than ``max_pixels``
+    raises ``Image.DecompressionBombError``, as build-tfrecords refuses it (Pillow's
+    own 179 MP limit is raised to fit, never lowered).
     """
-    from PIL import Image, ImageStat, JpegImagePlugin
+    import numpy as np
+    from PIL import Image, JpegImagePlugin
 
     with pillow_pixel_limit(None):  # the header only: checked against max_pixels below
         img = Image.open(io.BytesIO(data))
-    reason = bomb_reason(img.size, max_pixels)
+    full = img.size
+    reason = bomb_reason(full, max_pixels)
     if reason:
         raise Image.DecompressionBombError(reason)
     if isinstance(img, JpegImagePlugin.JpegImageFile):  # MPO phone photos too
@@ -146,7 +150,23 @@ def mean_luma(data: bytes, max_pixels: int = DEFAULT_MAX_PIXELS) -> float:
         img = to_rgb(img, [])
     if img.mode != "L":
         img = img.convert("L")
-    return float(ImageStat.Stat(img).mean[0])
+    luma = np.asarray(img, dtype=np.float64)
+    rows, cols = _covered(full[1], img.height), _covered(full[0], img.width)
+    return float(rows @ luma @ cols / (full[0] * full[1]))
+
+
+def _covered(full: int, scaled: int) -> Any:
+    """How many of ``full`` pixels each of ``scaled`` decoded pixels stands for (a numpy vector): a
+    JPEG decoded at 1/k scale (k = 1, 2, 4 or 8) gives ``ceil(full / k)`` pixels, each for k of the
+    original but the last, which stands for the rest."""
+    import numpy as np
+
+    k = next((k for k in (1, 2, 4, 8) if -(-full // k) == scaled), None)
+    if k is None:  # not a DCT scale: every pixel alike
+        return np.full(scaled, full / scaled)
+    weights = np.full(scaled, float(k))
+    weights[-1] = full - k * (scaled - 1)
+    return weights
 
 
 def _read_luma(path: Path, max_pixels: int = DEFAULT_MAX_PIXELS) -> Tuple[Optional[float], str, bytes]:
@@ -559,7 +579,7 @@ def find_flags(where: str, stats: Dict[str, Any], th: Thresholds,
         flags += long_tail_flags(where, stats["classes"], th)
     sizes = stats["box_sizes"]
     if stats["boxes"] and sizes["tiny_share"] >= th.tiny_share:
-        add("tiny_objects", [], f"{sizes['tiny_share']:.1%} of boxes are tiny (area < {th.small_area:g} px or a side "
+        add("tiny_objects", [], f"{sizes['tiny_share']:.1%} of boxes are tiny (area < {th.small_area:g} px² or a side "
             f"< {th.tiny_relative_side:.0%} of the image, in {stats['frame'].split(' (')[0]}); at a 320x320 input "
             "they are a few pixels wide")
         flags[-1]["count"] = sizes["tiny"]
@@ -567,7 +587,7 @@ def find_flags(where: str, stats: Dict[str, Any], th: Thresholds,
     if bright and bright["dark"]:
         add("dark_images", [d["image_id"] for d in bright["dark"]],
             f"{_n(len(bright['dark']), 'image has', 'images have')} a mean luma below {th.dark_luma:g}/255: "
-            + _examples([f"{d['file_name'] or d['image_id']} ({d['mean_luma']:.0f})" for d in bright["dark"]])
+            + _examples([f"{d['file_name'] or d['image_id']} ({d['mean_luma']:.1f})" for d in bright["dark"]])
             + "; check exposure, or brighten them in augmentation")
     if bright and bright["unreadable"]:
         unreadable = bright["unreadable"]

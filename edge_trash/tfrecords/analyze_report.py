@@ -132,6 +132,18 @@ def _fmt(value: Optional[float], digits: int = 1) -> str:
     return "-" if value is None else f"{value:,.{digits}f}"
 
 
+def _without_boxes(s: Dict[str, Any]) -> str:
+    """The images with no box: in an annotation file, those with no annotation (background
+    examples) apart from those whose every box is unusable (the build leaves them out)."""
+    problems = s.get("problems")
+    if problems is None:  # records: a record with no box is a background example
+        return f"images without boxes: {s['boxes_per_image']['histogram'].get('0', 0)}"
+    dropped = len(problems.get("image_ids_every_box_dropped", []))
+    return (f"images without boxes: {problems['images_without_boxes']}"
+            + (f", and {dropped} more whose every box is unusable (build-tfrecords leaves them out)" if dropped
+               else ""))
+
+
 def render_report(stats: Dict[str, Any], sections: List[Tuple[str, Dict[str, Any], List[str]]]) -> str:
     """``report.md``: flags first, then one section per ``(name, stats, plot files)`` with tables and plots."""
     th = stats["thresholds"]
@@ -141,7 +153,9 @@ def render_report(stats: Dict[str, Any], sections: List[Tuple[str, Dict[str, Any
         return ", ".join(f"`{v}`" for v in value) if isinstance(value, list) else f"`{value}`"
 
     lines += [f"- annotations: {shown(src['annotations'])}" if src["annotations"] else "- annotations: not given",
-              f"- images: {shown(src['images'])}" if src["images"] else "- images: not read (brightness not measured)",
+              f"- images: {shown(src['images'])}" if src["images"] else
+              "- images: not read (brightness measured on the pictures stored in the TFRecords)" if src["tfrecords"]
+              else "- images: not read (brightness not measured)",
               f"- tfrecords: `{src['tfrecords']}`" if src["tfrecords"] else "- tfrecords: not given", ""]
     lines += ["## Flags", ""]
     if stats["flags"]:
@@ -165,11 +179,12 @@ def render_report(stats: Dict[str, Any], sections: List[Tuple[str, Dict[str, Any
                           c["tiny"]] for c in sorted(s["classes"], key=lambda c: -c["instances"])])
         b, z = s["boxes_per_image"], s["box_sizes"]
         lines += [f"Boxes per image: median {_fmt(b['median'])}, mean {_fmt(b['mean'], 2)}, max {_fmt(b['max'], 0)}; "
-                  f"images without boxes: {b['histogram'].get('0', 0)}.", "",
-                  f"Box sizes (COCO, area < {th['small_area']:g} / < {th['medium_area']:g} px): small {z['small']}, "
-                  f"medium {z['medium']}, large {z['large']}; tiny (small or a side < {th['tiny_relative_side']:.0%} "
-                  f"of the image): {z['tiny']} ({z['tiny_share']:.1%}); median sqrt(area) "
-                  f"{_fmt(z['sqrt_area_px']['median'])} px.", ""]
+                  f"{_without_boxes(s)}.", "",
+                  f"Box sizes by box area (w x h; COCO's size classes: small < {th['small_area']:g} px², medium < "
+                  f"{th['medium_area']:g} px²; COCO's own evaluator sorts by the annotation's `area`, a mask's area "
+                  f"where there is one): small {z['small']}, medium {z['medium']}, large {z['large']}; tiny (small "
+                  f"or a side < {th['tiny_relative_side']:.0%} of the image): {z['tiny']} ({z['tiny_share']:.1%}); "
+                  f"median sqrt(area) {_fmt(z['sqrt_area_px']['median'])} px.", ""]
         sizes, a = s["image_sizes"], s["aspect_ratios"]
         lines += _table(["width x height", "images"], [[f"{d['width']} x {d['height']}", d["images"]]
                                                        for d in sizes["distinct"][:10]])
