@@ -8,6 +8,7 @@ shown in the command list (so listing commands imports nothing).
 
 from __future__ import annotations
 
+import errno
 import importlib
 import os
 import sys
@@ -89,7 +90,13 @@ def main() -> None:
     for stream in (sys.stdout, sys.stderr):  # a file name read from disk may hold bytes that were not UTF-8
         if hasattr(stream, "reconfigure"):
             stream.reconfigure(errors="backslashreplace")
-    cli()
+    try:
+        cli()
+    except OSError as exc:  # stdout itself cannot be written (> /dev/full, a full disk): no traceback
+        if exc.filename is not None or exc.errno not in (errno.ENOSPC, errno.EDQUOT, errno.EIO):
+            raise
+        sys.stderr.write(f"edge-trash: cannot write the output: {exc.strerror}\n")
+        raise SystemExit(1) from None
 
 
 if __name__ == "__main__":

@@ -562,9 +562,9 @@ def test_a_full_disk_gets_one_clear_error_and_no_half_written_shard(sample_datas
     assert result.exit_code == 1
     assert "Traceback" not in result.output
     assert result.output == (f"Error: cannot write {out}: No space left on device. Nothing in {out} was changed "
-                             "(the new files are renamed into place together, once all are complete); a build "
-                             "needs free space of about twice its output while it runs: free space or choose "
-                             "another --out and run again\n")
+                             "(the new files are renamed into place together, once all are complete); free space "
+                             "(a build needs about twice its output while it runs) or choose another --out, and run "
+                             "again\n")
     assert list(out.iterdir()) == []
 
 

@@ -124,12 +124,17 @@ class ExportResult:
     def next_command(self) -> str:
         """The command to run next (copy to the board, or compile by hand)."""
         if self.exit_code == ExitCode.NOT_COMPILED:
-            return (f"edgetpu_compiler --out_dir {self.bundle_dir} --show_operations "
-                    f"{os.path.join(self.bundle_dir, CPU_MODEL)} on an x86-64 Linux machine, then rerun this "
-                    f"export with --compiler PATH so the manifest covers {EDGETPU_MODEL} (the bundle already "
+            from edge_trash.terminal import shell_word
+
+            return (f"edgetpu_compiler --out_dir {shell_word(self.bundle_dir)} --show_operations "
+                    f"{shell_word(os.path.join(self.bundle_dir, CPU_MODEL))} on an x86-64 Linux machine, then "
+                    f"rerun this export with --compiler PATH so the manifest covers {EDGETPU_MODEL} (the bundle already "
                     "runs on the CPU as it is)")
         if self.manifest_written:
-            return f"mdt push {self.bundle_dir} /home/mendel/  (or scp -r {self.bundle_dir} mendel@BOARD:)"
+            from edge_trash.terminal import shell_word
+
+            bundle = shell_word(self.bundle_dir)
+            return f"mdt push {bundle} /home/mendel/  (or scp -r {bundle} mendel@BOARD:)"
         return "fix the problem above and rerun the export"
 
 

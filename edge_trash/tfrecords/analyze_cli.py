@@ -8,8 +8,9 @@ from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 import click
 
+from edge_trash.terminal import stop_on_sigterm
 from edge_trash.tfrecords.build_cli import announce_big_annotations
-from edge_trash.tfrecords.workers import usable_cpus
+from edge_trash.tfrecords.workers import worker_count
 
 
 def summarize(stats: Dict[str, Any], out: Path, seconds: float) -> str:
@@ -29,7 +30,9 @@ def summarize(stats: Dict[str, Any], out: Path, seconds: float) -> str:
     flags = stats["flags"]
     lines.append(f"flags ({len(flags)}):" if flags else "flags: none")
     for flag in flags:
-        message = flag["message"] if len(flag["message"]) <= 160 else flag["message"][:157] + "..."
+        message = "".join(c if c.isprintable() else c.encode("unicode_escape", "backslashreplace").decode("ascii")
+                          for c in flag["message"])  # a file name's line break or tab stays on one line
+        message = message if len(message) <= 160 else message[:157] + "..."
         lines.append(f"  [{flag['where']}] {flag['kind']}: {message}")
     plots = sum(len(s["plots"]) for s in [ann] + list((tfr or {}).get("splits", {}).values()) if s)
     lines.append(f"analyze: wrote report.md, stats.json and {plots} plots to {out} in {seconds:.1f}s")
@@ -44,7 +47,10 @@ def next_command(annotations: Sequence[Path], images: Sequence[Path], tfrecords:
         train = train_command(tfrecords)
         return (f"next: {train}" if train else "next: these records lack the train or val images edge-trash "
                 "train needs; rebuild them (build-tfrecords' summary says which)")
-    given = " ".join([f"--annotations {a}" for a in annotations] + [f"--images {d}" for d in images])
+    from edge_trash.terminal import shell_word
+
+    given = " ".join([f"--annotations {shell_word(a)}" for a in annotations]
+                     + [f"--images {shell_word(d)}" for d in images])
     dataset_folders = {Path(p).resolve() for p in [*images, *(Path(a).parent for a in annotations)]}
     out = "tfrecords/" if Path("data").resolve() in dataset_folders else "data/"  # never into the photos' folder
     return f"next: edge-trash build-tfrecords {given} --out {out}"
@@ -93,12 +99,16 @@ def analyze(annotations: Tuple[Path, ...], images: Tuple[Path, ...], tfrecords: 
     from edge_trash.tfrecords.coco import CocoFormatError
 
     start = time.monotonic()
+    stop_on_sigterm()  # kill, timeout, docker stop: end the workers as after Ctrl-C
+    processes, note = worker_count(workers)
+    if note:
+        click.echo(note, err=True)
     if not quiet:
         announce_big_annotations(annotations)
     try:
         stats = run_analysis(list(annotations) or None, list(images) or None, tfrecords, out=out,
                              thresholds=Thresholds(rare_instances=rare_instances, dark_luma=dark_luma),
-                             plots=not no_plots, progress=not quiet, workers=workers or usable_cpus(),
+                             plots=not no_plots, progress=not quiet, workers=processes,
                              max_pixels=max_pixels)
     except (AnalyzeError, CocoFormatError) as exc:
         raise click.ClickException(str(exc))

@@ -59,6 +59,11 @@ def _images_folder_hint(found_deeper: Counter, images_of_source: Counter,
 
 def reason_kind(reason: str) -> str:
     """A skip or drop reason without its particulars (values, sizes, paths), to count alike ones together."""
+    if reason.startswith(("cannot read ", "cannot open ")):  # "cannot read PATH: Permission denied"
+        verb, _, why = reason.partition(": ")
+        verb = " ".join(verb.split(" ")[:2])
+        why = re.sub(r"\[Errno \d+\] ", "", why.split(";")[0]).split(":")[0].strip()
+        return f"{verb} ({why[:50]})" if why else verb
     kind = reason.split(": ")[0].split(" (")[0]
     if kind == "file not found":
         why = next((why for phrase, why in NOT_FOUND_WHY if phrase in reason), None)
@@ -481,9 +486,23 @@ def _objects(im: Any, boxes: Sequence[Any], result: ImageResult, mapping: Any,
 def _progress(iterable: Iterable[ImageResult], total: int, enabled: bool) -> Iterable[ImageResult]:
     if not enabled:
         return iterable
-    from tqdm import tqdm
+    from edge_trash.terminal import progress_bar
 
-    return tqdm(iterable, total=total, unit="img", desc="build-tfrecords", dynamic_ncols=True)
+    return progress_bar(iterable, total=total, unit="img", desc="build-tfrecords")
+
+
+def foreign_shards(out: Path) -> List[str]:
+    """Shard-named files in ``out`` that the ``report.json`` there (an earlier build's) does not
+    list: another tool's records (Model Garden's converter names its shards alike), which a build
+    must not delete as its own stale ones."""
+    shards = sorted(p.name for p in out.iterdir() if SHARD_RE.match(p.name))
+    if not shards:
+        return []
+    try:
+        listed = {s["file"] for s in json.loads((out / "report.json").read_text(encoding="utf-8"))["shards"]}
+    except (OSError, ValueError, KeyError, TypeError):  # none, unreadable, or not ours
+        listed = set()
+    return [name for name in shards if name not in listed]
 
 
 class _OutLock:
@@ -506,12 +525,16 @@ class _OutLock:
         handle = open(self.path, "a+")
         try:
             fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except OSError:
+        except BlockingIOError:  # EWOULDBLOCK: another process holds it
             handle.seek(0)
             holder = handle.read().strip()
             handle.close()
             raise BuildError(f"another build-tfrecords{f' (process {holder})' if holder.isdigit() else ''} is "
                              f"writing into {self.path.parent}: wait for it to finish, or choose another --out")
+        except OSError:  # a file system without locks (ENOLCK: NFS without lockd, some FUSE and SMB mounts)
+            handle.close()
+            self.path.unlink(missing_ok=True)
+            return
         handle.truncate(0)
         handle.write(str(os.getpid()))
         handle.flush()
@@ -568,6 +591,11 @@ def _build(options: BuildOptions, progress: bool, lock: _OutLock) -> Dict[str, A
     out = Path(options.out)
     out.mkdir(parents=True, exist_ok=True)
     lock.take()
+    foreign = foreign_shards(out)
+    if foreign:
+        raise BuildError(f"--out {out} holds TFRecords no build-tfrecords report there lists ({examples(foreign, 3)}): "
+                         "another tool's, or a build whose report.json is gone; this build would replace or delete "
+                         "them: move them away, or choose another --out")
     for stale in out.glob(".*.tmp"):  # left by a run that was killed
         stale.unlink()
 
@@ -640,7 +668,7 @@ def _build(options: BuildOptions, progress: bool, lock: _OutLock) -> Dict[str, A
             "seed": options.seed, "folds": options.folds,
             "splits": {split: ids for split, ids in split_ids.items()}}))
         opts = {k: (str(v) if isinstance(v, Path) else [str(p) for p in v] if isinstance(v, (list, tuple)) else v)
-                for k, v in asdict(options).items()}
+                for k, v in asdict(options).items() if k != "workers"}  # the output is the same with any number
         annotation_files = options.annotation_files()
         split_of_written = {iid: split for split, ids in split_ids.items() for iid in ids}
         report: Dict[str, Any] = {

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import re
-import shlex
 import time
 from collections import Counter
 from pathlib import Path
@@ -11,7 +10,8 @@ from typing import Any, Dict, List, Optional, Tuple
 
 import click
 
-from edge_trash.tfrecords.workers import usable_cpus
+from edge_trash.terminal import shell_word, stop_on_sigterm
+from edge_trash.tfrecords.workers import worker_count
 
 EXIT_NOTHING_WRITTEN = 1
 EXIT_STRICT = 4
@@ -20,9 +20,35 @@ EXIT_STRICT = 4
 BIG_ANNOTATIONS_BYTES = 50_000_000  # about 2 s of JSON parsing: say what the wait is for
 
 
+def build_os_error(exc: OSError, out: Path) -> str:
+    """One line for an ``OSError`` that stopped a build: reading an input (said as such), or writing
+    into ``out`` (a full disk, a read-only folder), which changed nothing there, with the fix."""
+    import errno
+
+    from edge_trash.atomic_files import os_error_message
+
+    message = os_error_message(exc, out)
+    if not message.startswith("cannot write"):
+        return message
+    full = exc.errno in (errno.ENOSPC, errno.EDQUOT, errno.EFBIG)
+    fix = ("free space (a build needs about twice its output while it runs) or choose another --out" if full
+           else "choose another --out")
+    return (f"cannot write {exc.filename or out}: {exc.strerror or exc}. Nothing in {out} was changed (the new "
+            f"files are renamed into place together, once all are complete); {fix}, and run again")
+
+
+def _file_size(path: Path) -> Optional[int]:
+    """The size of a regular file; None for anything else or one that cannot be looked at (the
+    annotation reader then says why: not found, a folder, permission denied, a name too long)."""
+    try:
+        return path.stat().st_size if path.is_file() else None
+    except (OSError, ValueError):
+        return None
+
+
 def announce_big_annotations(paths: Tuple[Path, ...]) -> None:
     """Say on stderr that a large annotation set is being read (a 314 MB COCO-size file takes ~12 s, with no bar)."""
-    sizes = [p.stat().st_size for p in paths if p.is_file()]
+    sizes = [size for size in map(_file_size, paths) if size is not None]
     if sum(sizes) >= BIG_ANNOTATIONS_BYTES:
         click.echo(f"reading {sum(sizes) / 1e6:.0f} MB of annotations ({', '.join(map(str, paths))}): about "
                    f"{sum(sizes) / 25e6:.0f} s ...", err=True)
@@ -222,14 +248,16 @@ def summarize(report: Dict[str, Any], out: Path, seconds: float) -> str:
         folders = list(dict.fromkeys(hint["folders"]))
         if len(folders) == 1:
             lines.append(f"hint: {hint['images']} images were found under {folders[0]}, the folder their file_name "
-                         f"is relative to: give --images {shlex.quote(folders[0])} to spare the search")
+                         f"is relative to: give --images {shell_word(folders[0])} to spare the search")
         else:
             lines.append(f"hint: {hint['images']} images were found in the folders their file_name is relative to, "
-                         "below --images: give " + " ".join(f"--images {shlex.quote(f)}" for f in hint["folders"])
+                         "below --images: give " + " ".join(f"--images {shell_word(f)}" for f in hint["folders"])
                          + " (one per --annotations, in order) to spare the search")
     mb = report["bytes_written"] / 1e6
+    stale = report.get("stale_shards_removed") or []
+    replaced = f", replacing the earlier build there ({len(stale)} of its shards removed)" if stale else ""
     lines.append(f"build-tfrecords: wrote {counted(len(report['shards']), 'shard', 'shards')} ({mb:.1f} MB), "
-                 f"labels.txt, label_map.pbtxt, splits.json, report.json to {out} in {seconds:.1f}s")
+                 f"labels.txt, label_map.pbtxt, splits.json, report.json to {out}{replaced} in {seconds:.1f}s")
     return "\n".join(lines)
 
 
@@ -296,13 +324,15 @@ def build_tfrecords(annotations: Tuple[Path, ...], images: Tuple[Path, ...], kee
     from edge_trash.tfrecords.class_map import ClassMapError
     from edge_trash.tfrecords.coco import CocoFormatError
 
-    if not images and all(a.is_file() for a in annotations):
+    if not images and all(_file_size(a) is not None for a in annotations):
         from edge_trash.tfrecords.image_paths import default_images_folder
 
         folders = dict.fromkeys(default_images_folder(a) for a in annotations)
         click.echo("images: reading file_name entries under " + ", ".join(f"{folder} ({why})" for folder, why in folders)
                    + "; --images changes it")
-    workers = workers or usable_cpus()
+    workers, note = worker_count(workers)
+    if note:
+        click.echo(note, err=True)
     options = BuildOptions(annotations=list(annotations), images=list(images) or None, out=out,
                            keep_splits=keep_splits, class_map=class_map, supercategories=supercategories,
                            min_instances=min_instances, rare=rare,
@@ -310,18 +340,15 @@ def build_tfrecords(annotations: Tuple[Path, ...], images: Tuple[Path, ...], kee
                            max_size=max_size, max_pixels=max_pixels, quality=quality, shard_size=shard_size,
                            workers=workers, seed=seed, strict=strict)
     start = time.monotonic()
+    stop_on_sigterm()  # kill, timeout, docker stop: clean up as after Ctrl-C
     if not quiet:
         announce_big_annotations(annotations)
     try:
         report = build(options, progress=not quiet)
     except (CocoFormatError, ClassMapError, BuildError) as exc:
         raise click.ClickException(str(exc))
-    except OSError as exc:  # the output side: a full disk, a read-only or vanished folder
-        where = exc.filename or out
-        raise click.ClickException(f"cannot write {where}: {exc.strerror or exc}. Nothing in {out} was changed "
-                                   "(the new files are renamed into place together, once all are complete); a "
-                                   "build needs free space of about twice its output while it runs: free space "
-                                   "or choose another --out and run again")
+    except OSError as exc:
+        raise click.ClickException(build_os_error(exc, out))
     click.echo(summarize(report, out, time.monotonic() - start))
     if report["images_written"] == 0:
         missing = sum(1 for i in report["images_skipped"] if i["reason"].startswith("file not found"))
@@ -341,11 +368,11 @@ def build_tfrecords(annotations: Tuple[Path, ...], images: Tuple[Path, ...], kee
         raise SystemExit(EXIT_STRICT)
     folders = [src["images_dir"] for src in report["sources"]]  # the folders the build read: analyze reads them too
     folders = folders[:1] if len(set(folders)) == 1 else folders
-    given = " ".join([f"--annotations {shlex.quote(str(a))}" for a in annotations]
-                     + [f"--images {shlex.quote(f)}" for f in folders])
+    given = " ".join([f"--annotations {shell_word(a)}" for a in annotations]
+                     + [f"--images {shell_word(f)}" for f in folders])
     from edge_trash.tfrecords.split_layout import train_command
 
     train = train_command(out)
-    click.echo(f"next: edge-trash analyze {given} --tfrecords {out} --out {out / 'analysis'}"
+    click.echo(f"next: edge-trash analyze {given} --tfrecords {shell_word(out)} --out {shell_word(out / 'analysis')}"
                + (f"  |  {train}" if train else ""))
 

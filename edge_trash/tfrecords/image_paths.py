@@ -40,7 +40,7 @@ from pathlib import Path
 from typing import Dict, List, Optional, Sequence, Tuple
 from urllib.parse import unquote, urlsplit
 
-from edge_trash.tfrecords.name_encodings import legacy_spellings, not_utf8
+from edge_trash.tfrecords.name_encodings import disk_spelling, legacy_spellings, not_utf8
 from edge_trash.tfrecords.split_names import ANNOTATION_FOLDERS, split_in_name, split_word
 
 _DRIVE = re.compile(r"^[A-Za-z]:$")
@@ -307,6 +307,15 @@ class ImagePaths:
         return self.images_dir.joinpath(*rel[:-len(parts)])
 
     def resolve(self, file_name: str, split: Optional[str] = None) -> Tuple[Path, Optional[str]]:
+        """:meth:`find`, where a folder that cannot be entered or a name too long for the file
+        system gives the plain path, whose reading then says why, not an error for the whole run."""
+        name = disk_spelling(file_name)
+        try:
+            return self.find(name, split)
+        except (OSError, ValueError):  # PermissionError, ENAMETOOLONG; ValueError: a NUL, an unencodable name
+            return self.images_dir / name, None
+
+    def find(self, file_name: str, split: Optional[str] = None) -> Tuple[Path, Optional[str]]:
         """``(path, note)``: the file to read and, when it was not ``images_dir/file_name``
         itself, a note saying what was used. A file found nowhere returns the plain path
         (reading it then reports "file not found") and a note only when it helps (several

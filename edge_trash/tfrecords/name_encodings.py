@@ -9,8 +9,10 @@ which names no file system can hold at all.
 
 from __future__ import annotations
 
+import codecs
 import os
 import re
+import sys
 from typing import List
 
 # How archive tools name files when they are not UTF-8: a zip made on Windows stores the
@@ -70,13 +72,28 @@ def readable_text(text: str) -> str:
     return text.encode("utf-8", "backslashreplace").decode("utf-8")
 
 
+def disk_spelling(file_name: str) -> str:
+    """``file_name`` as Python's file functions spell the file whose name is its UTF-8 bytes.
+
+    The same string where Python's file system encoding is UTF-8 (nearly everywhere); under a
+    legacy locale (``LANG=en_US.ISO-8859-1``, or ``LC_ALL=C`` with ``PYTHONUTF8=0``) ``café``
+    would otherwise be looked up as Latin-1 bytes and ``Фото`` could not be looked up at all,
+    while the files, unpacked or copied from anywhere today, are named in UTF-8."""
+    if codecs.lookup(sys.getfilesystemencoding()).name == "utf-8":
+        return file_name
+    try:
+        return os.fsdecode(file_name.encode("utf-8", "surrogateescape"))
+    except UnicodeError:  # a lone surrogate that stands for no byte: unnameable_reason says so
+        return file_name
+
+
 def unnameable_reason(file_name: str) -> str:
     """What in ``file_name`` no file system can name ("" when nothing): a NUL character, or
     a lone ``\\ud800`` (``\\udce9``, Python's escape of a non-UTF-8 byte, is a byte on disk)."""
     if "\0" in file_name:
         return "a NUL character (\\u0000)"
     try:
-        os.fsencode(file_name)
+        os.fsencode(disk_spelling(file_name))
         return ""
     except UnicodeEncodeError:
         return "an escaped lone surrogate"

@@ -34,5 +34,7 @@ def sample_data(out: Path, num_images: int, seed: int, clean: bool) -> None:
     size = sum(p.stat().st_size for p in ds.root.rglob("*") if p.is_file())
     click.echo(f"sample-data: wrote {ds.num_images} images and {ds.annotations} ({size / 1e6:.1f} MB) "
                f"in {time.monotonic() - start:.1f}s")
-    click.echo(f"next: edge-trash build-tfrecords --annotations {ds.annotations} --images {ds.images} "
-               f"--out {ds.root / 'tfrecords'}")
+    from edge_trash.terminal import shell_word
+
+    click.echo(f"next: edge-trash build-tfrecords --annotations {shell_word(ds.annotations)} --images "
+               f"{shell_word(ds.images)} --out {shell_word(ds.root / 'tfrecords')}")

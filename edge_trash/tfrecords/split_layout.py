@@ -17,6 +17,8 @@ import re
 from pathlib import Path
 from typing import List, Optional, Tuple
 
+from edge_trash.terminal import shell_word
+
 # A shard build-tfrecords writes: {split}-{index:05d}-of-{count:05d}.tfrecord
 SHARD_RE = re.compile(r"^(train|val|test|fold\d+)-\d{5}-of-\d{5}\.tfrecord$")
 
@@ -96,6 +98,6 @@ def train_command(data_dir: Path) -> str:
     except DataSplitError:
         return ""
     if folds:
-        return (f"edge-trash train --data {data_dir} --fold {folds[0]} --out runs/ssd-fold{folds[0]} "
+        return (f"edge-trash train --data {shell_word(data_dir)} --fold {folds[0]} --out runs/ssd-fold{folds[0]} "
                 f"(one run per fold: --fold {folds[0]} .. {folds[-1]})")
-    return f"edge-trash train --data {data_dir} --out runs/ssd"
+    return f"edge-trash train --data {shell_word(data_dir)} --out runs/ssd"

@@ -183,5 +183,7 @@ def evaluate(model_path: Optional[Path], data_dir: Optional[Path], split: Option
                f"{metrics['num_images']} images in {seconds:.1f} s: AP {metrics['AP']:.3f}, "
                f"AP50 {metrics['AP50']:.3f}")
     if model_path is not None and not str(model_path).endswith(".tflite"):
-        click.echo(f"next: edge-trash export --model {model_path} --data {data_dir} "
-                   f"--out {out.parent / 'bundle'} --edgetpu")
+        from edge_trash.terminal import shell_word
+
+        click.echo(f"next: edge-trash export --model {shell_word(model_path)} --data {shell_word(data_dir)} "
+                   f"--out {shell_word(out.parent / 'bundle')} --edgetpu")

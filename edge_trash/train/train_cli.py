@@ -100,7 +100,10 @@ def train(data_dir: Path, out_dir: Path, config: Optional[str], steps: Optional[
     best = result.best_metrics
     size = _dir_size_mb(out_dir / "saved_model") if (out_dir / "saved_model").exists() else 0.0
     if result.val_split == "val":
-        on, after = "val", f"Next: edge-trash export --model {out_dir} --data {data_dir} --out bundle/ --edgetpu"
+        from edge_trash.terminal import shell_word
+
+        on, after = "val", (f"Next: edge-trash export --model {shell_word(out_dir)} --data {shell_word(data_dir)} "
+                            "--out bundle/ --edgetpu")
     else:  # one fold of a cross-validation
         on = f"{result.val_split} (trained on {result.train_split})"
         after = ("Next: a run for each other fold (--fold K, each with its own --out), then compare their "

@@ -202,7 +202,7 @@ def train(options: TrainOptions) -> TrainResult:
     """Run (or resume) training; see the module docstring. Returns a ``TrainResult``."""
     import tensorflow as tf
     import tf_keras as keras
-    from tqdm import tqdm
+    from edge_trash.terminal import progress_bar
 
     from edge_trash.models.init_weights import initialise, resolve_init
     from edge_trash.models.losses import detection_loss
@@ -358,8 +358,8 @@ def train(options: TrainOptions) -> TrainResult:
     final_metrics: Dict[str, Any] = {}
     step = start_step
     started = time.monotonic()
-    bar = tqdm(total=train_cfg.steps, initial=start_step, disable=not (options.progress and is_chief),
-               unit="step", dynamic_ncols=True, desc="train")
+    bar = progress_bar(total=train_cfg.steps, initial=start_step, disable=not (options.progress and is_chief),
+                       unit="step", desc="train")
     try:
         while step < train_cfg.steps:
             logs = {k: float(v) for k, v in train_step(iterator).items()}

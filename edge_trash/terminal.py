@@ -1,0 +1,55 @@
+"""How host commands behave towards the terminal and the signals they get.
+
+Progress bars fit where stderr goes: drawn as usual on a terminal, one line at most every
+30 seconds in a log file (a CI job's), none when stderr is closed. SIGTERM (``kill``,
+``timeout``, ``docker stop``, a cancelled CI job) stops a command as Ctrl-C does, so it
+cleans up after itself: temporary files removed, worker processes ended.
+"""
+
+from __future__ import annotations
+
+import signal
+import sys
+import threading
+from typing import Any, Dict, Iterable, Optional
+
+LOG_INTERVAL_S = 30.0  # how often a bar writes into a file that is not a terminal
+
+
+def progress_options() -> Dict[str, Any]:
+    """``tqdm`` keyword arguments for where stderr goes."""
+    stream = sys.stderr
+    if stream is None:  # closed (2>&-) or a windowless program
+        return {"disable": True}
+    try:
+        on_terminal = stream.isatty()
+    except (AttributeError, ValueError):  # a replaced or closed stream
+        on_terminal = False
+    return {} if on_terminal else {"mininterval": LOG_INTERVAL_S}
+
+
+def progress_bar(iterable: Optional[Iterable[Any]] = None, disable: bool = False, **kwargs: Any) -> Any:
+    """A ``tqdm`` bar over ``iterable`` (``total=`` without one) that fits where stderr goes."""
+    from tqdm import tqdm
+
+    options = dict(kwargs, dynamic_ncols=True, **progress_options())
+    options["disable"] = disable or options.get("disable", False)
+    return tqdm(iterable, **options)
+
+
+def _interrupt(signum: int, frame: Any) -> None:
+    raise KeyboardInterrupt(f"signal {signum}")
+
+
+def stop_on_sigterm() -> None:
+    """From now on, SIGTERM raises ``KeyboardInterrupt`` as Ctrl-C does (main thread only)."""
+    if threading.current_thread() is threading.main_thread():
+        signal.signal(signal.SIGTERM, _interrupt)
+
+
+def shell_word(value: Any) -> str:
+    """``value`` (a path) as one word of a shell command a user copies: quoted where it has
+    spaces or other characters the shell would read (``'my data/annotations.json'``)."""
+    import shlex
+
+    return shlex.quote(str(value))

@@ -1,0 +1,269 @@
+"""build-tfrecords and analyze under the conditions of the machine they run on: folders that cannot be
+entered, names too long for the file system, a legacy locale, file systems without locks, SIGTERM, a
+closed stderr, a log file for a terminal, paths with spaces, more --workers than CPUs, and another
+tool's records in --out."""
+
+from __future__ import annotations
+
+import errno
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner
+from PIL import Image
+
+from edge_trash.cli import cli
+from edge_trash.tfrecords.build import BuildError, BuildOptions, build_tfrecords
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def _dataset(root: Path, file_names, size=(64, 48)) -> Path:
+    """Photos ``file_names`` under ``root/images`` (those that a file system can name), one 'can' box each."""
+    images = root / "images"
+    for k, name in enumerate(file_names):
+        path = images / name
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            Image.new("RGB", size, (200, 40, 5 * k)).save(path, format="JPEG")  # no two alike: copies share a split
+        except OSError:  # a name too long to create: it stays missing
+            pass
+    ids = range(1, len(file_names) + 1)
+    ann = root / "annotations.json"
+    ann.write_text(json.dumps({
+        "images": [{"id": i, "file_name": n, "width": size[0], "height": size[1]} for i, n in zip(ids, file_names)],
+        "annotations": [{"id": i, "image_id": i, "category_id": 1, "bbox": [4, 4, 20, 20]} for i in ids],
+        "categories": [{"id": 1, "name": "can"}]}, ensure_ascii=False), encoding="utf-8")
+    return ann
+
+
+def _run(args, **kwargs):
+    return CliRunner().invoke(cli, [str(a) for a in args], **kwargs)
+
+
+# ----------------------------------------------------------------------------- inputs that cannot be looked at
+
+def test_a_file_name_too_long_for_the_file_system_skips_that_image_only(tmp_path):
+    # "batch_1/aaaa...(300).jpg": is_file() raised ENAMETOOLONG, and the whole build stopped with "cannot write
+    # ... free space or choose another --out"; analyze stopped too.
+    long_name = "batch_1/" + "a" * 300 + ".jpg"
+    ann = _dataset(tmp_path, ["batch_1/1.jpg", long_name, "batch_1/2.jpg"])
+    result = _run(["build-tfrecords", "--annotations", ann, "--images", tmp_path / "images", "--out", tmp_path / "out",
+                   "--quiet", "--val-fraction", "0", "--test-fraction", "0"])
+    assert result.exit_code == 0, result.output
+    report = json.loads((tmp_path / "out" / "report.json").read_text())
+    assert report["images_written"] == 2
+    assert [s["reason"] for s in report["images_skipped"]] == [
+        f"cannot read {tmp_path / 'images' / long_name}: File name too long"]
+    assert "skipped images by reason: 1x cannot read (File name too long)" in result.output
+    result = _run(["analyze", "--annotations", ann, "--images", tmp_path / "images", "--out", tmp_path / "an",
+                   "--quiet", "--no-plots"])
+    assert result.exit_code == 0, result.output
+    stats = json.loads((tmp_path / "an" / "stats.json").read_text())
+    assert [u["image_id"] for u in stats["annotations"]["brightness"]["unreadable"]] == [2]
+
+
+def test_a_folder_that_cannot_be_entered_is_a_reason_not_the_end_of_the_build(tmp_path, monkeypatch):
+    # Python 3.11's Path.is_file() raises PermissionError inside a folder without x permission (root ignores
+    # permissions, so the file system's answer is played here).
+    from edge_trash.tfrecords.build_cli import build_os_error
+    from edge_trash.tfrecords.image_paths import ImagePaths
+
+    locked = tmp_path / "images" / "locked"
+    real_is_file = Path.is_file
+
+    def is_file(self):
+        if locked in self.parents:
+            raise PermissionError(errno.EACCES, "Permission denied", str(self))
+        return real_is_file(self)
+
+    monkeypatch.setattr(Path, "is_file", is_file)
+    paths = ImagePaths(tmp_path / "images")
+    assert paths.resolve("locked/1.jpg") == (locked / "1.jpg", None)
+    assert build_os_error(PermissionError(errno.EACCES, "Permission denied", str(locked / "1.jpg")),
+                          tmp_path / "out") == f"cannot read {locked / '1.jpg'}: Permission denied"
+    assert build_os_error(OSError(errno.EROFS, "Read-only file system", str(tmp_path / "out" / "x")),
+                          tmp_path / "out") == (
+        f"cannot write {tmp_path / 'out' / 'x'}: Read-only file system. Nothing in {tmp_path / 'out'} was changed "
+        "(the new files are renamed into place together, once all are complete); choose another --out, and run "
+        "again")
+
+
+@pytest.mark.parametrize("command", ["build-tfrecords", "analyze"])
+def test_an_annotation_file_that_cannot_be_looked_at_gets_a_message(tmp_path, command, monkeypatch):
+    # The "reading N MB of annotations" check ran stat() outside any try: a traceback.
+    ann = tmp_path / ("a" * 300 + ".json")
+    result = _run([command, "--annotations", ann, "--out", tmp_path / "out"])
+    assert result.exit_code == 1 and "Traceback" not in result.output
+    assert result.output.startswith(f"Error: {ann}: ") and "File name too long" in result.output
+
+
+def test_names_in_utf8_are_found_under_a_legacy_locale(tmp_path):
+    # With Python's file system encoding ASCII (LC_ALL=C, PYTHONUTF8=0) or Latin-1, 'Фото/3.jpg' was "an escaped
+    # lone surrogate" and 'café/1.jpg' "file not found", although both are on disk, named in UTF-8.
+    ann = _dataset(tmp_path, ["café/1.jpg", "Фото/3.jpg", "plain/2.jpg"])
+    code = ("import json, sys\n"
+            "from edge_trash.tfrecords.build import BuildOptions, build_tfrecords\n"
+            f"r = build_tfrecords(BuildOptions(annotations={str(ann)!r}, images={str(tmp_path / 'images')!r}, "
+            f"out={str(tmp_path / 'out')!r}, val_fraction=0, test_fraction=0))\n"
+            "print(sys.getfilesystemencoding(), r['images_written'], json.dumps(r['images_skipped']))\n")
+    env = dict(os.environ, LC_ALL="C", LANG="C", PYTHONUTF8="0", PYTHONCOERCECLOCALE="0")
+    done = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, cwd=REPO)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.split(" ", 2)[1:] == ["3", "[]\n"]
+    assert done.stdout.split(" ")[0] in ("ascii", "utf-8")  # utf-8 where the interpreter forces UTF-8 mode
+
+
+# ----------------------------------------------------------------------------- --out
+
+def test_a_file_system_without_locks_still_builds(tmp_path, monkeypatch):
+    # NFS without lockd answers flock with ENOLCK: every build was refused as "another build-tfrecords is writing".
+    import fcntl
+
+    def no_locks(handle, operation):
+        raise OSError(errno.ENOLCK, "No locks available")
+
+    monkeypatch.setattr(fcntl, "flock", no_locks)
+    ann = _dataset(tmp_path, ["1.jpg", "2.jpg"])
+    report = build_tfrecords(BuildOptions(annotations=ann, images=tmp_path / "images", out=tmp_path / "out",
+                                          val_fraction=0, test_fraction=0))
+    assert report["images_written"] == 2
+    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == [
+        "label_map.pbtxt", "labels.txt", "report.json", "splits.json", "train-00000-of-00001.tfrecord"]
+
+
+def test_another_tools_records_in_out_are_never_deleted(tmp_path):
+    # Model Garden's converter names its shards train-00000-of-00004.tfrecord too: a build into their folder
+    # deleted them as "stale", said only in report.json.
+    ann = _dataset(tmp_path, ["1.jpg", "2.jpg"])
+    out = tmp_path / "data"
+    out.mkdir()
+    theirs = {f"train-0000{i}-of-00004.tfrecord": os.urandom(100) for i in range(4)}
+    for name, data in theirs.items():
+        (out / name).write_bytes(data)
+    options = BuildOptions(annotations=ann, images=tmp_path / "images", out=out, val_fraction=0, test_fraction=0)
+    with pytest.raises(BuildError) as caught:
+        build_tfrecords(options)
+    assert str(caught.value) == (
+        f"--out {out} holds TFRecords no build-tfrecords report there lists (train-00000-of-00004.tfrecord, "
+        "train-00001-of-00004.tfrecord, train-00002-of-00004.tfrecord and 1 more): another tool's, or a build whose "
+        "report.json is gone; this build would replace or delete them: move them away, or choose another --out")
+    assert {p.name: p.read_bytes() for p in out.iterdir()} == theirs
+    # our own earlier build is replaced, and the summary says so
+    mine = tmp_path / "mine"
+    build_tfrecords(BuildOptions(**dict(vars(options), out=mine, shard_size=1)))
+    result = _run(["build-tfrecords", "--annotations", ann, "--images", tmp_path / "images", "--out", mine,
+                   "--quiet", "--val-fraction", "0", "--test-fraction", "0"])
+    assert result.exit_code == 0, result.output
+    assert f"to {mine}, replacing the earlier build there (2 of its shards removed) in " in result.output
+    assert sorted(p.name for p in mine.glob("*.tfrecord")) == ["train-00000-of-00001.tfrecord"]
+
+
+def test_next_commands_quote_paths_with_spaces(tmp_path):
+    # "--tfrecords my out --out my out/analysis | edge-trash train --data my out": pasted, the wrong command.
+    root = tmp_path / "my data"
+    ann = _dataset(root, [f"{i}.jpg" for i in range(8)])
+    out = tmp_path / "my out"
+    result = _run(["build-tfrecords", "--annotations", ann, "--images", root / "images", "--out", out, "--quiet",
+                   "--val-fraction", "0.25", "--test-fraction", "0"])
+    assert result.exit_code == 0, result.output
+    assert result.output.splitlines()[-1] == (
+        f"next: edge-trash analyze --annotations '{ann}' --images '{root / 'images'}' --tfrecords '{out}' "
+        f"--out '{out / 'analysis'}'  |  edge-trash train --data '{out}' --out runs/ssd")
+    result = _run(["analyze", "--annotations", ann, "--images", root / "images", "--out", tmp_path / "an", "--quiet",
+                   "--no-plots"])
+    assert result.output.splitlines()[-1] == (
+        f"next: edge-trash build-tfrecords --annotations '{ann}' --images '{root / 'images'}' --out data/")
+
+
+def test_more_workers_than_cpus_are_cut_to_the_cpus(monkeypatch):
+    # --workers 64 on two CPUs: 65 processes, 10x slower and 2.7 GB.
+    import multiprocessing
+
+    from edge_trash.tfrecords import workers
+
+    monkeypatch.setattr(os, "sched_getaffinity", lambda pid: {0, 1}, raising=False)
+    assert workers.worker_count(None) == (2, "")
+    assert workers.worker_count(2) == (2, "")
+    assert workers.worker_count(64) == (2, "note: --workers 64: this process may use 2 CPUs, so 2 workers (each "
+                                           "more only adds its start-up time and memory)")
+    monkeypatch.setattr(os, "sched_getaffinity", lambda pid: {0}, raising=False)
+    monkeypatch.setattr(multiprocessing, "get_context", lambda kind: pytest.fail("a pool on one CPU"))
+    assert list(workers.ordered_map(abs, [-1, -2, -3], 64)) == [1, 2, 3]
+
+
+# ----------------------------------------------------------------------------- the terminal and signals
+
+def test_progress_bars_fit_where_stderr_goes(monkeypatch):
+    # stderr closed (2>&-): tqdm raised inside the build, which exited 1 with no message anywhere; in a CI log the
+    # bar wrote ten updates a second.
+    import io
+
+    from edge_trash import terminal
+
+    class Terminal(io.StringIO):
+        def isatty(self):
+            return True
+
+    monkeypatch.setattr(sys, "stderr", None)
+    assert terminal.progress_options() == {"disable": True}
+    assert terminal.progress_bar(range(3), total=3).disable
+    monkeypatch.setattr(sys, "stderr", io.StringIO())
+    assert terminal.progress_options() == {"mininterval": 30.0}
+    monkeypatch.setattr(sys, "stderr", Terminal())
+    assert terminal.progress_options() == {}
+    assert terminal.progress_bar(total=3, disable=True).disable
+
+
+def test_sigterm_cleans_up_as_ctrl_c_does(tmp_path):
+    # kill / timeout / docker stop mid-build: the spool (the size of the output) and the lock stayed in --out,
+    # and the workers wrote BrokenPipeError tracebacks.
+    ann = _dataset(tmp_path, [f"{i}.jpg" for i in range(40)])
+    out = tmp_path / "out"
+    code = ("import sys, time\n"
+            "import edge_trash.tfrecords.build as b\n"
+            "real = b.convert_image\n"
+            "def slow(job):\n"
+            "    time.sleep(0.1)\n"
+            "    return real(job)\n"
+            "b.convert_image = slow\n"
+            "from edge_trash.cli import main\n"
+            f"sys.argv = ['edge-trash', 'build-tfrecords', '--annotations', {str(ann)!r}, '--images', "
+            f"{str(tmp_path / 'images')!r}, '--out', {str(out)!r}, '--workers', '1', '--quiet']\n"
+            "main()\n")
+    proc = subprocess.Popen([sys.executable, "-c", code], cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            text=True)
+    deadline = time.monotonic() + 60
+    while not (out / ".records.spool.tmp").exists() and time.monotonic() < deadline:
+        time.sleep(0.05)
+    time.sleep(0.3)
+    proc.send_signal(signal.SIGTERM)
+    stdout, stderr = proc.communicate(timeout=60)
+    assert proc.returncode == 1 and "Aborted!" in stderr and "Traceback" not in stderr, stderr
+    assert list(out.iterdir()) == []
+
+
+def test_a_full_stdout_is_a_message_not_a_traceback(tmp_path):
+    if not Path("/dev/full").exists():
+        pytest.skip("no /dev/full")
+    with open("/dev/full", "w") as full:
+        done = subprocess.run([sys.executable, "-m", "edge_trash", "sample-data", "--out", str(tmp_path / "s"),
+                               "--num-images", "20"], stdout=full, stderr=subprocess.PIPE, text=True, cwd=REPO)
+    assert (done.returncode, done.stderr) == (1, "edge-trash: cannot write the output: No space left on device\n")
+
+
+def test_analyze_flags_keep_a_file_names_line_break_on_one_line():
+    # A file name with a line break split its flag over two lines of the summary.
+    from edge_trash.tfrecords.analyze_cli import summarize
+
+    stats = {"annotations": None, "tfrecords": None, "flags": [
+        {"where": "annotations", "kind": "dark_images", "message": "1 image: a\nb.jpg (3.0), caf\udce9\t.jpg"}]}
+    assert summarize(stats, Path("o"), 1.0).splitlines() == [
+        "flags (1):", "  [annotations] dark_images: 1 image: a\\nb.jpg (3.0), caf\\udce9\\t.jpg",
+        "analyze: wrote report.md, stats.json and 0 plots to o in 1.0s"]
