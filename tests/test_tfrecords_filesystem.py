@@ -165,6 +165,16 @@ def test_another_tools_records_in_out_are_never_deleted(tmp_path):
     assert sorted(p.name for p in mine.glob("*.tfrecord")) == ["train-00000-of-00001.tfrecord"]
 
 
+def test_an_out_link_to_nothing_is_named_as_such(tmp_path):
+    # "cannot write out: File exists ... choose another --out": mkdir on a link whose folder is gone.
+    ann = _dataset(tmp_path, ["1.jpg"])
+    (tmp_path / "out").symlink_to(tmp_path / "gone")
+    result = _run(["build-tfrecords", "--annotations", ann, "--images", tmp_path / "images", "--out", tmp_path / "out"])
+    assert (result.exit_code, result.output) == (1, (
+        f"Error: --out {tmp_path / 'out'} is a symbolic link to {tmp_path / 'gone'}, which does not exist: create "
+        "that folder, or choose another --out\n"))
+
+
 def test_next_commands_quote_paths_with_spaces(tmp_path):
     # "--tfrecords my out --out my out/analysis | edge-trash train --data my out": pasted, the wrong command.
     root = tmp_path / "my data"

@@ -199,6 +199,10 @@ class BuildOptions:
         if not (self.keep_splits or self.folds) and self.val_fraction + self.test_fraction >= 1.0:
             raise BuildError(f"--val-fraction {self.val_fraction} + --test-fraction {self.test_fraction} leave no "
                              "image to train on: their sum must be below 1")
+        out = Path(self.out)
+        if out.is_symlink() and not out.exists():
+            raise BuildError(f"--out {out} is a symbolic link to {os.readlink(out)}, which does not exist: create "
+                             "that folder, or choose another --out")
 
 
 def shard_name(split: str, index: int, count: int) -> str:
