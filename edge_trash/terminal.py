@@ -37,8 +37,18 @@ def progress_bar(iterable: Optional[Iterable[Any]] = None, disable: bool = False
     return tqdm(iterable, **options)
 
 
+_received: list = []  # the signal that stopped the command, if one did
+
+
 def _interrupt(signum: int, frame: Any) -> None:
+    _received.append(signum)
     raise KeyboardInterrupt(f"signal {signum}")
+
+
+def exit_status_of_signal() -> Optional[int]:
+    """128 + the signal that stopped the command (143 for SIGTERM), as a shell reports a process the
+    signal killed; None when no signal did."""
+    return 128 + _received[0] if _received else None
 
 
 def stop_on_sigterm() -> None:

@@ -563,8 +563,8 @@ def test_a_full_disk_gets_one_clear_error_and_no_half_written_shard(sample_datas
     assert "Traceback" not in result.output
     assert result.output == (f"Error: cannot write {out}: No space left on device. Nothing in {out} was changed "
                              "(the new files are renamed into place together, once all are complete); free space "
-                             "(a build needs about twice its output while it runs) or choose another --out, and run "
-                             "again\n")
+                             "(a build needs about twice its output while it runs, three times when it replaces an "
+                             "earlier build) or choose another --out, and run again\n")
     assert list(out.iterdir()) == []
 
 

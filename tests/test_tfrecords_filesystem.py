@@ -255,7 +255,7 @@ def test_sigterm_cleans_up_as_ctrl_c_does(tmp_path):
     time.sleep(0.3)
     proc.send_signal(signal.SIGTERM)
     stdout, stderr = proc.communicate(timeout=60)
-    assert proc.returncode == 1 and "Aborted!" in stderr and "Traceback" not in stderr, stderr
+    assert proc.returncode == 143 and "Aborted!" in stderr and "Traceback" not in stderr, stderr
     assert list(out.iterdir()) == []
 
 
@@ -277,3 +277,105 @@ def test_analyze_flags_keep_a_file_names_line_break_on_one_line():
     assert summarize(stats, Path("o"), 1.0).splitlines() == [
         "flags (1):", "  [annotations] dark_images: 1 image: a\\nb.jpg (3.0), caf\\udce9\\t.jpg",
         "analyze: wrote report.md, stats.json and 0 plots to o in 1.0s"]
+
+
+# ----------------------------------------------------------------------------- moving a build into place
+
+def test_a_rename_that_fails_midway_is_said_refused_by_training_and_finished_by_the_next_build(tmp_path,
+                                                                                               monkeypatch):
+    # A rename can fail too (a full directory): the commit stopped after two new shards, beside the earlier build's
+    # five and its report; the CLI said "Nothing in out was changed", the next build refused the folder as another
+    # tool's, and training read both builds' train shards.
+    import edge_trash.tfrecords.build as build_mod
+    from edge_trash.tfrecords.split_layout import DataSplitError, training_splits
+
+    ann = _dataset(tmp_path, [f"{i}.jpg" for i in range(12)])
+    out = tmp_path / "out"
+    options = dict(annotations=ann, images=tmp_path / "images", out=out, test_fraction=0, val_fraction=0.25)
+    build_tfrecords(BuildOptions(shard_size=2, **options))
+    real_replace, calls = os.replace, []
+
+    def replace(src, dst):
+        calls.append(dst)
+        if len(calls) == 3:
+            raise OSError(errno.ENOSPC, "No space left on device")
+        real_replace(src, dst)
+
+    monkeypatch.setattr(build_mod.os, "replace", replace)
+    result = _run(["build-tfrecords", "--annotations", ann, "--images", tmp_path / "images", "--out", out,
+                   "--quiet", "--val-fraction", "0.25", "--test-fraction", "0", "--shard-size", "4"])
+    assert (result.exit_code, result.output) == (1, (
+        f"Error: the new build was only partly moved into {out} (No space left on device): run the same command "
+        "again to finish it; until then training refuses the folder\n"))
+    assert not [p.name for p in out.iterdir() if p.name.endswith(".tmp")]
+    with pytest.raises(DataSplitError, match="failed while moving its files into place"):
+        training_splits(out)
+    monkeypatch.setattr(build_mod.os, "replace", real_replace)
+    report = build_tfrecords(BuildOptions(shard_size=4, **options))  # not refused as another tool's shards
+    assert sorted(p.name for p in out.glob("*.tfrecord")) == sorted(s["file"] for s in report["shards"])
+    assert not (out / ".build-tfrecords.commit.json").exists() and training_splits(out) == ("train", "val")
+
+
+def test_ctrl_c_and_sigterm_wait_while_files_are_renamed():
+    from edge_trash.tfrecords.build import _signals_held
+
+    seen = []
+    with pytest.raises(KeyboardInterrupt):
+        with _signals_held():
+            os.kill(os.getpid(), signal.SIGINT)
+            time.sleep(0.05)
+            seen.append("renamed")  # still running: the signal waits
+    assert seen == ["renamed"]
+
+
+def test_the_lock_of_a_removed_lock_file_is_not_taken(tmp_path):
+    # A opened the lock file, B finished and removed it, C made a new one: A's flock on the removed file succeeded
+    # and A and C both ran, each deleting the other's temp files as stale.
+    import fcntl
+
+    from edge_trash.tfrecords.build import _OutLock
+
+    first = _OutLock(tmp_path)
+    first.take()
+    early = open(tmp_path / ".build-tfrecords.lock", "a+")  # another build opens the file, then waits
+    first.release()  # the file is removed and unlocked
+    third = _OutLock(tmp_path)
+    third.take()  # a new file, locked
+    fcntl.flock(early, fcntl.LOCK_EX | fcntl.LOCK_NB)  # the removed one can be locked ...
+    with pytest.raises(BuildError, match=f"another build-tfrecords \\(process {os.getpid()}\\) is writing"):
+        _OutLock(tmp_path).take()  # ... but a build checks it locked the file that is there
+    early.close()
+    third.release()
+
+
+def test_only_our_own_temp_files_are_cleaned_from_out(tmp_path):
+    # --out may be a folder with other files: every hidden *.tmp in it was deleted as a killed build's leftover.
+    ann = _dataset(tmp_path, ["1.jpg", "2.jpg"])
+    out = tmp_path / "images"  # the photos' own folder
+    (out / ".editor-autosave.tmp").write_text("keep")
+    (out / ".train-00000-of-00001.tfrecord.tmp").write_text("ours, from a killed build")
+    (out / ".records.spool.tmp").write_text("ours too")
+    build_tfrecords(BuildOptions(annotations=ann, images=out, out=out, val_fraction=0, test_fraction=0))
+    assert sorted(p.name for p in out.iterdir() if p.name.startswith(".")) == [".editor-autosave.tmp"]
+
+
+def test_a_containers_cpu_quota_limits_the_workers(tmp_path, monkeypatch):
+    from edge_trash.tfrecords import workers
+
+    monkeypatch.setattr(os, "sched_getaffinity", lambda pid: set(range(64)), raising=False)
+    quota = tmp_path / "cpu.max"
+    monkeypatch.setattr(workers, "CGROUP_CPU_MAX", str(quota))
+    for text, cpus in (("200000 100000\n", 2), ("150000 100000\n", 2), ("50000 100000\n", 1), ("max 100000\n", 64)):
+        quota.write_text(text)
+        assert workers.usable_cpus() == cpus, text
+    quota.unlink()
+    assert workers.usable_cpus() == 64
+
+
+def test_the_clis_max_pixels_default_is_the_librarys():
+    from edge_trash.tfrecords.analyze_cli import analyze
+    from edge_trash.tfrecords.build_cli import build_tfrecords as build_command
+    from edge_trash.tfrecords.images import DEFAULT_MAX_PIXELS
+
+    for command in (analyze, build_command):
+        assert next(p.default for p in command.params if p.name == "max_pixels") == DEFAULT_MAX_PIXELS

@@ -133,7 +133,7 @@ def mean_luma(data: bytes, max_pixels: int = DEFAULT_MAX_PIXELS) -> float:
     own 179 MP limit is raised to fit, never lowered).
     """
     import numpy as np
-    from PIL import Image, JpegImagePlugin
+    from PIL import Image, ImageStat, JpegImagePlugin
 
     with pillow_pixel_limit(None):  # the header only: checked against max_pixels below
         img = Image.open(io.BytesIO(data))
@@ -151,7 +151,9 @@ def mean_luma(data: bytes, max_pixels: int = DEFAULT_MAX_PIXELS) -> float:
         img = to_rgb(img, [])
     if img.mode != "L":
         img = img.convert("L")
-    luma = np.asarray(img, dtype=np.float64)
+    if img.size == full:  # decoded whole (PNG, TIFF, a small JPEG): every pixel stands for one
+        return float(ImageStat.Stat(img).mean[0])
+    luma = np.asarray(img, dtype=np.float64)  # small: 1/8 of each side
     rows, cols = _covered(full[1], img.height), _covered(full[0], img.width)
     return float(rows @ luma @ cols / (full[0] * full[1]))
 

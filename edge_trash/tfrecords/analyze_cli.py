@@ -74,7 +74,8 @@ def next_command(annotations: Sequence[Path], images: Sequence[Path], tfrecords:
               help="Refuse images with more pixels (decompression bombs), as build-tfrecords --max-pixels does.")
 @click.option("--no-plots", is_flag=True, help="Skip the PNG plots (faster on huge datasets).")
 @click.option("--workers", type=click.IntRange(min=1),
-              help="Processes reading the images; the report is the same with any number.  [default: one per CPU]")
+              help="Processes reading the images (at most one per usable CPU); the report is the same with any "
+                   "number.  [default: one per CPU]")
 @click.option("--quiet", is_flag=True, help="No progress bar.")
 def analyze(annotations: Tuple[Path, ...], images: Tuple[Path, ...], tfrecords: Optional[Path], out: Path,
             rare_instances: int, dark_luma: float, max_pixels: int, no_plots: bool, workers: Optional[int],

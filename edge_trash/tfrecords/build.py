@@ -17,18 +17,19 @@ import os
 import re
 import stat
 from collections import Counter
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any, Dict, Iterable, List, Optional, Sequence, Tuple
+from typing import Any, Dict, Iterable, Iterator, List, Optional, Sequence, Tuple
 
 from edge_trash.tfrecords.class_map import build_class_mapping, label_map_pbtxt, read_class_map
 from edge_trash.tfrecords.coco import CocoDataset, load_coco_files
-from edge_trash.tfrecords.name_encodings import readable_text
+from edge_trash.tfrecords.name_encodings import disk_spelling, readable_text
 from edge_trash.tfrecords.image_paths import NOT_FOUND_WHY, SourceImages, default_images_folder, source_images
 from edge_trash.tfrecords.images import (DEFAULT_MAX_PIXELS, ImageJob, ImageResult, convert_image, file_reason,
                                          read_displayed_size)
 from edge_trash.tfrecords.other_formats import images_folder_problem
-from edge_trash.tfrecords.split_layout import SHARD_RE
+from edge_trash.tfrecords.split_layout import COMMIT_JOURNAL, SHARD_RE
 from edge_trash.tfrecords.split_units import (SPLIT_BY, SplitUnits, frames_next_to_train, identical_files,
                                               roboflow_original, split_units, variants_across_splits)
 from edge_trash.tfrecords.splits import assign_folds, assign_splits, shuffled
@@ -214,6 +215,33 @@ def _json_bytes(obj: Any) -> bytes:
     return (json.dumps(obj, indent=2, sort_keys=False, allow_nan=False) + "\n").encode("utf-8")
 
 
+# The temporary files a build writes into OUT: the spool and each output's ".NAME.tmp".
+OUR_TEMP_RE = re.compile(r"^\.(records\.spool|(train|val|test|fold\d+)-\d{5}-of-\d{5}\.tfrecord|labels\.txt|"
+                         r"label_map\.pbtxt|splits\.json|report\.json)\.tmp$")
+
+
+@contextmanager
+def _signals_held() -> Iterator[None]:
+    """Within, SIGINT and SIGTERM wait: each is noted and delivered on leaving, so a rename loop is
+    never cut short (Python runs signal handlers in the main thread, whichever thread the signal hits)."""
+    import signal
+    import threading
+
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    received: List[int] = []
+    previous = {sig: signal.signal(sig, lambda signum, frame: received.append(signum))
+                for sig in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        yield
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+    if received:
+        signal.raise_signal(received[0])  # now, to the handler that was there (Ctrl-C: KeyboardInterrupt)
+
+
 class _StagedFiles:
     """Outputs written under hidden temporary names (``.NAME.tmp`` in OUT) and renamed into place
     together by :meth:`commit`; :meth:`discard` removes them instead, leaving OUT as it was."""
@@ -231,11 +259,29 @@ class _StagedFiles:
         self.add(tmp, final)
         tmp.write_bytes(data)
 
-    def commit(self) -> None:
-        """Rename every file into place (renaming needs no disk space)."""
-        for tmp, final in self.pairs:
-            os.replace(tmp, final)
-        self.pairs = []
+    def commit(self, out: Path, stale: Sequence[str]) -> None:
+        """Rename every file into place and remove the ``stale`` shards of an earlier build.
+
+        Ctrl-C and SIGTERM wait until it is done. A rename that fails midway (a full directory)
+        leaves ``COMMIT_JOURNAL`` naming the new and stale files: training refuses the folder,
+        the next build counts them as its own, and the error says to run the build again."""
+        journal = out / COMMIT_JOURNAL
+        try:
+            journal.write_text(json.dumps({"new": [final.name for _, final in self.pairs], "stale": list(stale)}))
+        except BaseException:
+            journal.unlink(missing_ok=True)
+            raise
+        with _signals_held():
+            try:
+                for tmp, final in self.pairs:
+                    os.replace(tmp, final)
+                for name in stale:
+                    (out / name).unlink(missing_ok=True)
+            except OSError as exc:
+                raise BuildError(f"the new build was only partly moved into {out} ({exc.strerror or exc}): run "
+                                 "the same command again to finish it; until then training refuses the folder") from exc
+            journal.unlink()
+            self.pairs = []
 
     def discard(self) -> None:
         """Remove every temporary file."""
@@ -388,7 +434,7 @@ def _variants_of_one_original(images: Sequence[Any], located: Dict[int, Tuple[Pa
     (flipped, rotated, cropped), whose boxes belong to those copies, not to the original."""
     by_path: Dict[Path, List[int]] = {}
     for im in images:
-        if paths[im.source].found_under_original_name(im.file_name) and roboflow_original(im.file_name):
+        if paths[im.source].found_under_original_name(disk_spelling(im.file_name)) and roboflow_original(im.file_name):
             by_path.setdefault(located[im.id][0], []).append(im.id)
     return {iid: (f"augmented variant of a photo found only under its original name: {len(ids)} image entries "
                   f"reach {path.name} that way, copies the tool flipped, rotated or cropped whose boxes do not fit "
@@ -506,6 +552,11 @@ def foreign_shards(out: Path) -> List[str]:
         listed = {s["file"] for s in json.loads((out / "report.json").read_text(encoding="utf-8"))["shards"]}
     except (OSError, ValueError, KeyError, TypeError):  # none, unreadable, or not ours
         listed = set()
+    try:  # a build that failed while moving its files into place: its new and stale shards are ours
+        journal = json.loads((out / COMMIT_JOURNAL).read_text(encoding="utf-8"))
+        listed |= set(journal["new"]) | set(journal["stale"])
+    except (OSError, ValueError, KeyError, TypeError):
+        pass
     return [name for name in shards if name not in listed]
 
 
@@ -526,19 +577,25 @@ class _OutLock:
             import fcntl
         except ImportError:
             return
-        handle = open(self.path, "a+")
-        try:
-            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:  # EWOULDBLOCK: another process holds it
-            handle.seek(0)
-            holder = handle.read().strip()
-            handle.close()
-            raise BuildError(f"another build-tfrecords{f' (process {holder})' if holder.isdigit() else ''} is "
-                             f"writing into {self.path.parent}: wait for it to finish, or choose another --out")
-        except OSError:  # a file system without locks (ENOLCK: NFS without lockd, some FUSE and SMB mounts)
-            handle.close()
-            self.path.unlink(missing_ok=True)
-            return
+        while True:
+            handle = open(self.path, "a+")
+            try:
+                fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                if os.fstat(handle.fileno()).st_ino == os.stat(self.path).st_ino:
+                    break
+            except FileNotFoundError:
+                pass
+            except BlockingIOError:  # EWOULDBLOCK: another process holds it
+                handle.seek(0)
+                holder = handle.read().strip()
+                handle.close()
+                raise BuildError(f"another build-tfrecords{f' (process {holder})' if holder.isdigit() else ''} is "
+                                 f"writing into {self.path.parent}: wait for it to finish, or choose another --out")
+            except OSError:  # a file system without locks (ENOLCK: NFS without lockd, some FUSE and SMB mounts)
+                handle.close()
+                self.path.unlink(missing_ok=True)
+                return
+            handle.close()  # its holder removed the file as we opened it: lock the one there now
         handle.truncate(0)
         handle.write(str(os.getpid()))
         handle.flush()
@@ -600,8 +657,9 @@ def _build(options: BuildOptions, progress: bool, lock: _OutLock) -> Dict[str, A
         raise BuildError(f"--out {out} holds TFRecords no build-tfrecords report there lists ({examples(foreign, 3)}): "
                          "another tool's, or a build whose report.json is gone; this build would replace or delete "
                          "them: move them away, or choose another --out")
-    for stale in out.glob(".*.tmp"):  # left by a run that was killed
-        stale.unlink()
+    for stale in out.iterdir():  # left by a run that was killed (our names only: OUT may hold other files)
+        if OUR_TEMP_RE.match(stale.name):
+            stale.unlink()
 
     path_notes: Dict[int, str] = {}  # how the file was found; part of the reason when it is skipped
     found_deeper: Counter = Counter()  # (source, the folder file_name is relative to), when below --images
@@ -609,7 +667,7 @@ def _build(options: BuildOptions, progress: bool, lock: _OutLock) -> Dict[str, A
         path, path_note = located[im.id]
         if path_note:
             path_notes[im.id] = path_note
-            deeper = paths[im.source].folder_above(im.file_name, path) if im.id in found else None
+            deeper = paths[im.source].folder_above(disk_spelling(im.file_name), path) if im.id in found else None
             if deeper is not None:
                 found_deeper[im.source, str(deeper)] += 1
 
@@ -725,7 +783,9 @@ def _build(options: BuildOptions, progress: bool, lock: _OutLock) -> Dict[str, A
     except BaseException:
         staged.discard()
         raise
-    staged.commit()
-    for name in stale_shards:
-        (out / name).unlink()
+    try:
+        staged.commit(out, stale_shards)
+    except BaseException:
+        staged.discard()  # what was not moved into place
+        raise
     return report

@@ -31,8 +31,8 @@ def build_os_error(exc: OSError, out: Path) -> str:
     if not message.startswith("cannot write"):
         return message
     full = exc.errno in (errno.ENOSPC, errno.EDQUOT, errno.EFBIG)
-    fix = ("free space (a build needs about twice its output while it runs) or choose another --out" if full
-           else "choose another --out")
+    fix = ("free space (a build needs about twice its output while it runs, three times when it replaces an "
+            "earlier build) or choose another --out" if full else "choose another --out")
     return (f"cannot write {exc.filename or out}: {exc.strerror or exc}. Nothing in {out} was changed (the new "
             f"files are renamed into place together, once all are complete); {fix}, and run again")
 
@@ -301,7 +301,8 @@ def summarize(report: Dict[str, Any], out: Path, seconds: float) -> str:
 @click.option("--shard-size", default=256, show_default=True, type=click.IntRange(min=1),
               help="Images per shard (about).")
 @click.option("--workers", type=click.IntRange(min=1),
-              help="Decoding processes; the output is the same with any number.  [default: one per CPU]")
+              help="Decoding processes (at most one per usable CPU); the output is the same with any number.  "
+                   "[default: one per CPU]")
 @click.option("--seed", default=0, show_default=True, type=int, help="Split seed; same seed, same bytes.")
 @click.option("--strict", is_flag=True,
               help="Exit non-zero (4) when any image or box was skipped (not the boxes an empty class-map target "

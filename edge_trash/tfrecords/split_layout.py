@@ -21,6 +21,8 @@ from edge_trash.terminal import shell_word
 
 # A shard build-tfrecords writes: {split}-{index:05d}-of-{count:05d}.tfrecord
 SHARD_RE = re.compile(r"^(train|val|test|fold\d+)-\d{5}-of-\d{5}\.tfrecord$")
+# Written while a build renames its files into place; left only by one that failed midway.
+COMMIT_JOURNAL = ".build-tfrecords.commit.json"
 
 
 class DataSplitError(ValueError):
@@ -49,6 +51,9 @@ def training_splits(data_dir: Path, fold: Optional[int] = None) -> Tuple[str, st
     """``(train spec, val spec)`` for a run on ``data_dir``; ``DataSplitError`` naming the fix
     when the folder lacks them or one of them holds no record."""
     data_dir = Path(data_dir)
+    if (data_dir / COMMIT_JOURNAL).exists():
+        raise DataSplitError(f"--data {data_dir}: a build-tfrecords failed while moving its files into place, so "
+                             "the folder holds shards of two builds: run that build again to finish it")
     if not any(data_dir.glob("*.tfrecord")):
         raise DataSplitError(f"--data {data_dir}: no .tfrecord shards; pass the --out folder of "
                              "`edge-trash build-tfrecords`")

@@ -14,12 +14,24 @@ T = TypeVar("T")
 R = TypeVar("R")
 
 
+CGROUP_CPU_MAX = "/sys/fs/cgroup/cpu.max"  # cgroup v2: "QUOTA PERIOD" or "max PERIOD"
+
+
 def usable_cpus() -> int:
-    """CPUs this process may run on (a container's or ``taskset``'s limit, not the host's count)."""
+    """CPUs this process may run on: ``taskset``'s or a container's CPU set, and a container's CPU
+    quota (``docker run --cpus 2`` on a 64-core host is 2), not the host's count."""
     try:
-        return max(1, len(os.sched_getaffinity(0)))
+        cpus = max(1, len(os.sched_getaffinity(0)))
     except (AttributeError, OSError):  # not on Linux
-        return os.cpu_count() or 1
+        cpus = os.cpu_count() or 1
+    try:
+        with open(CGROUP_CPU_MAX, encoding="ascii") as fh:
+            quota, period = fh.read().split()[:2]
+        if quota != "max":
+            cpus = min(cpus, max(1, -(-int(quota) // int(period))))
+    except (OSError, ValueError):  # no cgroup v2 here, or a format we do not know
+        pass
+    return cpus
 
 
 def worker_count(asked: Optional[int]) -> Tuple[int, str]:
