@@ -118,6 +118,12 @@ def test_names_in_utf8_are_found_under_a_legacy_locale(tmp_path):
     assert done.returncode == 0, done.stderr
     assert done.stdout.split(" ", 2)[1:] == ["3", "[]\n"]
     assert done.stdout.split(" ")[0] in ("ascii", "utf-8")  # utf-8 where the interpreter forces UTF-8 mode
+    # --images one folder too high: the hint names the folder file_name is relative to (found as spelt on disk)
+    code = code.replace(repr(str(tmp_path / "images")), repr(str(tmp_path))).replace(
+        "r['images_written']", "r['images_written'], r['images_folder_hint']['folders']")
+    done = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, cwd=REPO)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.split(" ", 1)[1] == f"3 {[str(tmp_path / 'images')]} []\n"
 
 
 # ----------------------------------------------------------------------------- --out

@@ -24,7 +24,7 @@ from typing import Any, Dict, Iterable, Iterator, List, Optional, Sequence, Tupl
 
 from edge_trash.tfrecords.class_map import build_class_mapping, label_map_pbtxt, read_class_map
 from edge_trash.tfrecords.coco import CocoDataset, load_coco_files
-from edge_trash.tfrecords.name_encodings import disk_spelling, readable_text
+from edge_trash.tfrecords.name_encodings import readable_text
 from edge_trash.tfrecords.image_paths import NOT_FOUND_WHY, SourceImages, default_images_folder, source_images
 from edge_trash.tfrecords.images import (DEFAULT_MAX_PIXELS, ImageJob, ImageResult, convert_image, file_reason,
                                          read_displayed_size)
@@ -434,7 +434,7 @@ def _variants_of_one_original(images: Sequence[Any], located: Dict[int, Tuple[Pa
     (flipped, rotated, cropped), whose boxes belong to those copies, not to the original."""
     by_path: Dict[Path, List[int]] = {}
     for im in images:
-        if paths[im.source].found_under_original_name(disk_spelling(im.file_name)) and roboflow_original(im.file_name):
+        if paths[im.source].found_under_original_name(im.file_name) and roboflow_original(im.file_name):
             by_path.setdefault(located[im.id][0], []).append(im.id)
     return {iid: (f"augmented variant of a photo found only under its original name: {len(ids)} image entries "
                   f"reach {path.name} that way, copies the tool flipped, rotated or cropped whose boxes do not fit "
@@ -667,7 +667,7 @@ def _build(options: BuildOptions, progress: bool, lock: _OutLock) -> Dict[str, A
         path, path_note = located[im.id]
         if path_note:
             path_notes[im.id] = path_note
-            deeper = paths[im.source].folder_above(disk_spelling(im.file_name), path) if im.id in found else None
+            deeper = paths[im.source].folder_above(im.file_name, path) if im.id in found else None
             if deeper is not None:
                 found_deeper[im.source, str(deeper)] += 1
 

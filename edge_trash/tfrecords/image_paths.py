@@ -295,6 +295,7 @@ class ImagePaths:
         """The folder ``file_name`` is relative to, when ``path`` (where it was found) is
         that name one or more folders below the images folder (an ``--images`` given too
         high); None otherwise."""
+        file_name = disk_spelling(file_name)  # as resolve looked it up
         try:
             rel = path.relative_to(self.images_dir).parts
         except ValueError:
@@ -408,7 +409,7 @@ class SourceImages:
     def found_under_original_name(self, file_name: str) -> bool:
         """Whether :meth:`resolve` read ``file_name``'s photo under the name it had before an annotation
         tool renamed the upload (so the entry may describe an edited copy of it)."""
-        return file_name in self.paths.under_original_name
+        return disk_spelling(file_name) in self.paths.under_original_name  # as resolve stored it
 
 
 def source_images(image_dirs: Sequence[Path], annotation_files: Sequence[Path]) -> List[SourceImages]:
