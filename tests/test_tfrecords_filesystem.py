@@ -393,3 +393,19 @@ def test_the_clis_max_pixels_default_is_the_librarys():
 
     for command in (analyze, build_command):
         assert next(p.default for p in command.params if p.name == "max_pixels") == DEFAULT_MAX_PIXELS
+
+
+def test_reasons_are_counted_by_kind_whatever_the_path_holds():
+    # A folder named "2024: beach" once made "cannot read (beach/1.jpg)" a kind of its own in the summary.
+    from edge_trash.tfrecords.build import reasons_by_kind
+
+    reasons = ["cannot read /d/2024: beach/1.jpg: Permission denied",
+               "cannot read /d/plain/2.jpg: Permission denied",
+               "cannot read /d/a; b: c/3.jpg: Permission denied; file_name 'x: 3.jpg' not found as given; read 'a'",
+               "cannot open /d/2024: beach/4.jpg: [Errno 13] Permission denied: '/d/2024: beach/4.jpg'",
+               "cannot open /d/2024: beach/5.jpg: image file is truncated (3 bytes not processed)",
+               "cannot open /d/6.jpg: image file is truncated (41 bytes not processed)",
+               "cannot read /d/7: x.jpg: [Errno 5] Input/output error: '/d/7: x.jpg'"]
+    assert reasons_by_kind(reasons) == ("3x cannot read (Permission denied); 2x cannot open (image file is truncated "
+                                        "(… bytes not processed)); 1x cannot open (Permission denied); "
+                                        "1x cannot read (Input/output error)")

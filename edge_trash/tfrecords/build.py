@@ -61,9 +61,11 @@ def _images_folder_hint(found_deeper: Counter, images_of_source: Counter,
 def reason_kind(reason: str) -> str:
     """A skip or drop reason without its particulars (values, sizes, paths), to count alike ones together."""
     if reason.startswith(("cannot read ", "cannot open ")):  # "cannot read PATH: Permission denied"
-        verb, _, why = reason.partition(": ")
-        verb = " ".join(verb.split(" ")[:2])
-        why = re.sub(r"\[Errno \d+\] ", "", why.split(";")[0]).split(":")[0].strip()
+        verb = " ".join(reason.split(" ")[:2])
+        said = reason.split("; file_name ")[0]  # without the note of a file found under another name
+        errno_said = re.search(r"\[Errno \d+\] ([^:;]*)", said)  # OSError's own words: the path may hold ": "
+        why = errno_said.group(1) if errno_said else said.rpartition(": ")[2]
+        why = re.sub(r"-?\d+(?:\.\d+)?", "…", why).strip()
         return f"{verb} ({why[:50]})" if why else verb
     kind = reason.split(": ")[0].split(" (")[0]
     if kind == "file not found":
