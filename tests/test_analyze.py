@@ -655,3 +655,107 @@ def test_a_class_used_under_one_of_its_category_ids_is_not_called_unused(tmp_pat
     stats = analyze(ann, None, out=tmp_path / "a", plots=False)
     assert stats["annotations"]["problems"]["unused_categories"] == ["litter-objects", "lid"]
     assert _flag(stats, "unused_categories")["message"] == "2 categories have no usable box: litter-objects, lid"
+
+
+def _table_cells(markdown: str):
+    """Every table row of ``markdown`` as parsed by a CommonMark + GFM-tables parser: a list of cells,
+    each ``(text, kinds of inline tokens)``; text that shows literally has only ``text`` tokens."""
+    from markdown_it import MarkdownIt
+
+    rows, row = [], None
+    for token in MarkdownIt("commonmark").enable("table").parse(markdown):
+        if token.type == "tr_open":
+            row = []
+        elif token.type == "inline" and row is not None:
+            row.append(("".join(c.content for c in token.children), {c.type for c in token.children}))
+        elif token.type == "tr_close":
+            rows.append(row)
+            row = None
+    return rows
+
+
+def test_report_md_shows_class_names_literally(tmp_path):
+    """A class named "can|bottle" split its row in every table of report.md (train 4 showed as "bottle", the
+    last count lost); "*x*" turned italic, "<b>" passed as HTML, "[l](u)" became a link."""
+    names = ["can|bottle", "*bold*", "<b>html</b>", "[link](http://x)", "`tick`", "trailing|", "a_b_c", "x & y"]
+    ann = tmp_path / "odd names.json"
+    ann.write_text(json.dumps({
+        "images": [{"id": i, "file_name": f"{i}.jpg", "width": 640, "height": 480} for i in range(1, 4)],
+        "annotations": [{"id": 10 * c + i, "image_id": i, "category_id": c, "bbox": [5 * c, 5, 30, 30]}
+                        for c in range(1, len(names) + 1) for i in range(1, 4)],
+        "categories": [{"id": c, "name": n} for c, n in enumerate(names, start=1)]}))
+    analyze(ann, out=tmp_path / "out")
+    report = (tmp_path / "out" / "report.md").read_text()
+    rows = _table_cells(report)
+    class_rows = [r for r in rows if len(r) == 8 and r[0][0] != "class"]  # the class table
+    assert sorted(r[0][0] for r in class_rows) == sorted(f"{n} (long tail)" for n in names)
+    assert all(kinds <= {"text"} for r in class_rows for _, kinds in r)  # no emphasis, HTML, link or code
+    assert all([text for text, _ in r[1:4]] == ["3", "12.5%", "3"] for r in class_rows)
+    flag = next(line for line in report.splitlines() if line.startswith("- **long tail classes**"))
+    from markdown_it import MarkdownIt
+
+    html = MarkdownIt("commonmark").render(flag)
+    assert "can|bottle" in html and "*bold*" in html and "&lt;b&gt;html&lt;/b&gt;" in html
+    assert "<a " not in html and "<code>" not in html and html.count("<strong>") == 1
+    title = next(line for line in report.splitlines() if line.startswith("- annotations:"))
+    assert MarkdownIt("commonmark").render(title).count("<code>") == 1 and "odd names.json</code>" in \
+        MarkdownIt("commonmark").render(title)
+
+
+def test_md_code_fences_a_path_holding_backticks():
+    from markdown_it import MarkdownIt
+
+    from edge_trash.tfrecords.analyze_report import md_code
+
+    for path in ("a`b/c.json", "``x``", "`lead", "plain/a.json"):
+        html = MarkdownIt("commonmark").renderInline(md_code(path))
+        assert html == "<code>" + path.replace("&", "&amp;").replace("<", "&lt;") + "</code>", path
+
+
+def test_the_boxes_per_image_plot_shows_nine_images_beside_one_of_2000_boxes(tmp_path):
+    """One image of 2000 boxes beside nine of one: bars 0.8 wide on an axis of 2000 were drawn less than a pixel
+    wide, so the plot was empty; counts are grouped into at most 60 bars."""
+    from edge_trash.tfrecords.analyze_report import BOX_COUNT_BARS, boxes_per_image_bars
+
+    ann = tmp_path / "crowded.json"
+    boxes = [(1, k) for k in range(2000)] + [(i, 0) for i in range(2, 11)]
+    ann.write_text(json.dumps({
+        "images": [{"id": i, "file_name": f"{i}.jpg", "width": 4000, "height": 3000} for i in range(1, 11)],
+        "annotations": [{"id": n, "image_id": i, "category_id": 1, "bbox": [k % 60 * 60, k // 60 * 60, 40, 40]}
+                        for n, (i, k) in enumerate(boxes, start=1)],
+        "categories": [{"id": 1, "name": "butt"}]}))
+    stats = analyze(ann, out=tmp_path / "out")
+    assert stats["annotations"]["boxes_per_image"]["histogram"] == {"1": 9, "2000": 1}
+    assert boxes_per_image_bars({"1": 9, "2000": 1}) == ([0, 1972], [9, 1], 34)
+    assert boxes_per_image_bars({"0": 3, "1": 9, "59": 1}) == ([0, 1, 59], [3, 9, 1], 1)  # up to 60: one per count
+    assert boxes_per_image_bars({"0": 3, "60": 2}) == ([0, 60], [3, 2], 2)
+    assert boxes_per_image_bars({}) == ([], [], 1)
+    assert len(boxes_per_image_bars({str(k): 1 for k in range(500)})[0]) <= BOX_COUNT_BARS
+    pixels = np.asarray(Image.open(tmp_path / "out" / "annotations_boxes_per_image.png").convert("RGB")).astype(int)
+    blue = (np.abs(pixels - [31, 119, 180]).sum(axis=2) < 30)  # matplotlib's tab:blue
+    assert blue.sum() > 1000  # the bar of nine images, at least 1000 px of the 486x270 plot
+
+
+def test_long_and_emoji_class_names_are_cut_in_the_plot_without_warnings(tmp_path):
+    """LVIS-length names were cut off at the plot's left edge (the title at its right), with matplotlib's
+    "Tight layout not applied" and one "Glyph ... missing" warning per emoji on stderr."""
+    import warnings
+
+    from edge_trash.tfrecords.analyze_report import TICK_LABEL_CHARS, tick_label
+
+    names = [f"peeler_(tool_for_fruit_and_vegetables)_{k:02d}_and_more_words" for k in range(70)] + ["🥤 cup 瓶"]
+    ann = tmp_path / "lvis_names.json"
+    ann.write_text(json.dumps({
+        "images": [{"id": 1, "file_name": "a.jpg", "width": 640, "height": 480}],
+        "annotations": [{"id": c, "image_id": 1, "category_id": c, "bbox": [1, 1, 20, 20]}
+                        for c in range(1, len(names) + 1)],
+        "categories": [{"id": c, "name": n} for c, n in enumerate(names, start=1)]}))
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        stats = analyze(ann, out=tmp_path / "out")
+    assert [str(w.message) for w in caught if "Glyph" in str(w.message) or "ight layout" in str(w.message)] == []
+    assert [c["name"] for c in stats["annotations"]["classes"]] == names  # whole in stats.json
+    assert tick_label(names[0]) == names[0][:TICK_LABEL_CHARS - 1] + "…" and len(tick_label(names[0])) == 40
+    assert tick_label("can") == "can" and tick_label("x" * 40) == "x" * 40
+    png = Image.open(tmp_path / "out" / "annotations_classes.png")
+    assert png.width > 7 * 90  # grown to hold the labels and the title, not cut at 7 inches

@@ -6,6 +6,7 @@ from __future__ import annotations
 import io
 import math
 import re
+import warnings
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Dict, Iterable, List, Optional, Sequence, Tuple
 
@@ -31,6 +32,33 @@ def plotted_classes(classes: Sequence[Dict[str, Any]]) -> Tuple[List[Dict[str, A
             f"{len(ordered)} classes: the {half} with the fewest and most (all in stats.json)")
 
 
+TICK_LABEL_CHARS = 40  # longer class names are cut with "…" in the plots (LVIS names run to 40 and more)
+
+
+def tick_label(name: str) -> str:
+    """A class name short enough to label a bar: cut to ``TICK_LABEL_CHARS`` with "…" (whole in stats.json)."""
+    return name if len(name) <= TICK_LABEL_CHARS else name[:TICK_LABEL_CHARS - 1] + "…"
+
+
+BOX_COUNT_BARS = 60  # at most this many bars in the boxes-per-image plot
+
+
+def boxes_per_image_bars(histogram: Dict[str, int]) -> Tuple[List[int], List[int], int]:
+    """``(bar starts, images per bar, boxes per bar)`` for the boxes-per-image plot: one bar per count
+    up to ``BOX_COUNT_BARS``; past it, bars of several counts, so that one image of 2000 boxes beside
+    nine of one box does not shrink every bar to less than a pixel."""
+    counts = {int(k): n for k, n in histogram.items()}
+    if not counts:
+        return [], [], 1
+    width = max(1, math.ceil((max(counts) + 1) / BOX_COUNT_BARS))
+    bars: Dict[int, int] = {}
+    for count, images in counts.items():
+        start = count - count % width
+        bars[start] = bars.get(start, 0) + images
+    starts = sorted(bars)
+    return starts, [bars[s] for s in starts], width
+
+
 def _slug(name: str) -> str:
     return re.sub(r"[^A-Za-z0-9]+", "_", name).strip("_")
 
@@ -51,8 +79,11 @@ def write_plots(name: str, stats: Dict[str, Any], sqrt_areas: Sequence[float], t
 
     def save(fig: Any, suffix: str) -> None:
         buf = io.BytesIO()
-        fig.tight_layout()
-        fig.savefig(buf, format="png", dpi=90)
+        with warnings.catch_warnings():  # emoji and CJK names: DejaVu Sans has no glyph for them
+            warnings.filterwarnings("ignore", message=r"Glyph \d+ .*missing from")
+            warnings.filterwarnings("ignore", message="Tight layout not applied")
+            fig.tight_layout()
+            fig.savefig(buf, format="png", dpi=90, bbox_inches="tight")  # never cut a label or the title
         plt.close(fig)
         file_name = f"{slug}_{suffix}.png"
         _write_atomic(out / file_name, buf.getvalue())
@@ -63,7 +94,7 @@ def write_plots(name: str, stats: Dict[str, Any], sqrt_areas: Sequence[float], t
     fig, ax = plt.subplots(figsize=(7, max(2.5, 0.22 * len(classes) + 1)))
     colors = ["tab:red" if c["instances"] < th.rare_instances else "tab:blue" for c in classes]
     ax.barh(range(len(classes)), [c["instances"] for c in classes], color=colors,
-            tick_label=[c["name"] for c in classes])
+            tick_label=[tick_label(c["name"]) for c in classes])
     ax.axvline(th.rare_instances, color="tab:red", linestyle="--", linewidth=1,
                label=f"long tail (< {th.rare_instances})")
     used = [c["instances"] for c in classes if c["instances"] > 0]
@@ -75,10 +106,10 @@ def write_plots(name: str, stats: Dict[str, Any], sqrt_areas: Sequence[float], t
     ax.tick_params(axis="y", labelsize=7)
     save(fig, "classes")
 
-    hist = stats["boxes_per_image"]["histogram"]
+    starts, heights, width = boxes_per_image_bars(stats["boxes_per_image"]["histogram"])
     fig, ax = plt.subplots(figsize=(6, 3))
-    ax.bar([int(k) for k in hist], list(hist.values()), color="tab:blue")
-    ax.set_xlabel("boxes in the image")
+    ax.bar(starts, heights, width=0.8 * width, align="edge" if width > 1 else "center", color="tab:blue")
+    ax.set_xlabel("boxes in the image" + (f" (bars of {width})" if width > 1 else ""))
     ax.set_ylabel("images")
     ax.set_title(f"{name}: boxes per image")
     save(fig, "boxes_per_image")
@@ -122,9 +153,28 @@ def write_plots(name: str, stats: Dict[str, Any], sqrt_areas: Sequence[float], t
     return written
 
 
+_MARKDOWN_SPECIAL = re.compile(r"([\\`*_\[\]<>|~&])")
+
+
+def md_text(text: Any) -> str:
+    """``text`` as Markdown shows it literally: a class named ``can|bottle`` would split a table
+    row in two, ``*x*`` turn italic and ``<b>`` pass as HTML; their special characters are escaped."""
+    return _MARKDOWN_SPECIAL.sub(r"\\\1", str(text))
+
+
+def md_code(text: Any) -> str:
+    """``text`` as a Markdown code span, fenced by more backticks than it holds (a path may hold one);
+    a ``|`` is escaped, as a table cell or not (GFM splits cells before it reads code spans)."""
+    text = str(text)
+    fence = "`" * (max((len(run) for run in re.findall("`+", text)), default=0) + 1)
+    pad = " " if text.startswith("`") or text.endswith("`") else ""
+    return f"{fence}{pad}{text}{pad}{fence}".replace("|", "\\|")
+
+
 def _table(header: Sequence[str], rows: Iterable[Sequence[Any]]) -> List[str]:
+    """A Markdown table; every cell is shown literally (see :func:`md_text`)."""
     lines = ["| " + " | ".join(header) + " |", "|" + "|".join("---" for _ in header) + "|"]
-    lines += ["| " + " | ".join(str(v) for v in row) + " |" for row in rows]
+    lines += ["| " + " | ".join(md_text(v) for v in row) + " |" for row in rows]
     return lines + [""]
 
 
@@ -150,16 +200,17 @@ def render_report(stats: Dict[str, Any], sections: List[Tuple[str, Dict[str, Any
     lines = ["# Dataset analysis", ""]
     src = stats["inputs"]
     def shown(value: Any) -> str:
-        return ", ".join(f"`{v}`" for v in value) if isinstance(value, list) else f"`{value}`"
+        return ", ".join(md_code(v) for v in value) if isinstance(value, list) else md_code(value)
 
     lines += [f"- annotations: {shown(src['annotations'])}" if src["annotations"] else "- annotations: not given",
               f"- images: {shown(src['images'])}" if src["images"] else
               "- images: not read (brightness measured on the pictures stored in the TFRecords)" if src["tfrecords"]
               else "- images: not read (brightness not measured)",
-              f"- tfrecords: `{src['tfrecords']}`" if src["tfrecords"] else "- tfrecords: not given", ""]
+              f"- tfrecords: {md_code(src['tfrecords'])}" if src["tfrecords"] else "- tfrecords: not given", ""]
     lines += ["## Flags", ""]
     if stats["flags"]:
-        lines += [f"- **{f['kind'].replace('_', ' ')}** ({f['where']}): {f['message']}" for f in stats["flags"]]
+        lines += [f"- **{f['kind'].replace('_', ' ')}** ({md_text(f['where'])}): {md_text(f['message'])}"
+                  for f in stats["flags"]]
     else:
         lines.append("None.")
     lines.append("")
