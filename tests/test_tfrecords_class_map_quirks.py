@@ -111,3 +111,52 @@ def test_the_rows_suggested_for_similar_names_read_back_as_a_class_map(tmp_path)
     path = tmp_path / "map.csv"
     path.write_text("\n".join(row[1:-1] for row in rows) + "\n")
     assert read_class_map(path) == {"glass, broken": "Glass, broken", 'the "cap"': "Glass, broken"}
+
+
+def test_class_names_other_label_readers_take_for_an_index_are_warned(tmp_path):
+    """pycoral's read_label_file reads a labels.txt line "6 pack rings" as class 6 "pack rings" (classes 0 and 3
+    of this build would have no name) and Frigate fails on the file; the build now says so."""
+    import json
+    import re as _re
+
+    from click.testing import CliRunner
+    from PIL import Image
+
+    from edge_trash.cli import cli
+    from edge_trash.tfrecords.class_map import names_read_as_indices
+
+    names = ["6 pack rings", "can", "500 ml bottle", "2:glass", "7up can"]
+    images = tmp_path / "images"
+    images.mkdir()
+    Image.new("RGB", (64, 48), (90, 90, 90)).save(images / "1.jpg")
+    ann = tmp_path / "a.json"
+    ann.write_text(json.dumps({
+        "images": [{"id": 1, "file_name": "1.jpg", "width": 64, "height": 48}],
+        "annotations": [{"id": c, "image_id": 1, "category_id": c, "bbox": [2 * c, 2, 10, 10]} for c in range(1, 6)],
+        "categories": [{"id": c, "name": n} for c, n in enumerate(names, start=1)]}))
+    result = CliRunner().invoke(cli, ["build-tfrecords", "--annotations", str(ann), "--images", str(images),
+                                      "--out", str(tmp_path / "out"), "--val-fraction", "0", "--test-fraction", "0"])
+    assert result.exit_code == 0, result.output
+    assert ("warning: class names '6 pack rings', '500 ml bottle', '2:glass' begin with a number: pycoral's "
+            "read_label_file (Coral's examples) and Frigate read a leading number in labels.txt as the class index, "
+            "so they would show wrong names (edge-trash's own device service reads it line by line and is not "
+            "affected); to use those tools, rename with a --class-map row such as '6 pack rings,NEW NAME'"
+            ) in result.output
+    report = json.loads((tmp_path / "out" / "report.json").read_text())
+    assert report["class_names_read_as_indices"] == ["6 pack rings", "500 ml bottle", "2:glass"]
+
+    def pycoral_read_label_file(text):  # pycoral.utils.dataset.read_label_file, as published
+        ret = {}
+        for row_number, content in enumerate(text.splitlines(True)):
+            pair = _re.split(r"[:\s]+", content.strip(), maxsplit=1)
+            if len(pair) == 2 and pair[0].strip().isdigit():
+                ret[int(pair[0])] = pair[1].strip()
+            else:
+                ret[row_number] = content.strip()
+        return ret
+
+    read = pycoral_read_label_file((tmp_path / "out" / "labels.txt").read_text())
+    misread = {n for k, n in enumerate(names) if read.get(k) != n}
+    assert misread == set(report["class_names_read_as_indices"])  # the warning names exactly those
+    assert names_read_as_indices(["7", "can"]) == ["7"]  # Frigate: a first line that is a number
+    assert names_read_as_indices(["can", "7up can", "3D print"]) == []

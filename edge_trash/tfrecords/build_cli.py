@@ -220,6 +220,10 @@ def summarize(report: Dict[str, Any], out: Path, seconds: float) -> str:
         from edge_trash.tfrecords.class_map import similar_names_warning
 
         lines += [f"warning: {similar_names_warning(group)}" for group in report["similar_class_names"]]
+    if report.get("class_names_read_as_indices"):
+        from edge_trash.tfrecords.class_map import read_as_indices_warning
+
+        lines.append(f"warning: {read_as_indices_warning(report['class_names_read_as_indices'])}")
     if report.get("image_ids_numbered"):
         lines.append(f"image ids written as text, numbered after the numeric ones: {report['image_ids_numbered']} "
                      "(splits.json and image/source_id hold the numbers; image_notes map them back)")

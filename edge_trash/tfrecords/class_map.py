@@ -41,6 +41,7 @@ class ClassMapping:
     dropped_rare: List[str] = field(default_factory=list)
     map_unknown_sources: List[str] = field(default_factory=list)  # map rows naming no category
     similar: List[List[str]] = field(default_factory=list)  # kept names that differ only in case or spacing
+    read_as_indices: List[str] = field(default_factory=list)  # names other label readers take for an index
     merged_by_name: List[Dict[str, object]] = field(default_factory=list)  # {name, category_ids} sharing a name
     supercategories_warning: str = ""  # --supercategories made one class of several; "" when not
     dropped_as_asked: Set[int] = field(default_factory=set)  # category ids dropped by the user's choice
@@ -55,6 +56,7 @@ class ClassMapping:
             "classes_dropped_rare": self.dropped_rare,
             "class_map_unknown_sources": self.map_unknown_sources,
             "similar_class_names": self.similar,
+            "class_names_read_as_indices": self.read_as_indices,
             "categories_merged_by_name": self.merged_by_name,
             "supercategories_warning": self.supercategories_warning,
         }
@@ -86,6 +88,29 @@ def similar_names_warning(group: Sequence[str]) -> str:
     rows = "; ".join(_csv_row(n, group[0]) for n in group[1:])
     return (f"classes {' / '.join(repr(n) for n in group)} differ only in case or spacing; if they are one class, "
             f"merge them with a --class-map listing every class, with the rows {rows}")
+
+
+_LEADING_INDEX = re.compile(r"\d+[:\s]+\S")  # pycoral's read_label_file: an "N name" or "N: name" line
+
+
+def names_read_as_indices(names: Sequence[str]) -> List[str]:
+    """The ``names`` that label readers other than ours would take apart in ``labels.txt``:
+    pycoral's ``read_label_file`` (used by Coral's examples) reads a line ``6 pack rings`` as
+    class 6 named ``pack rings``; Frigate reads the whole file as ``index name`` lines when the
+    first line starts with a number, and fails on the others."""
+    found = [n for n in names if _LEADING_INDEX.match(n)]
+    if names and names[0].split(" ", 1)[0].isdigit() and names[0] not in found:
+        found.insert(0, names[0])
+    return found
+
+
+def read_as_indices_warning(names: Sequence[str]) -> str:
+    """What the build summary says about :func:`names_read_as_indices`."""
+    return (f"{'class name' if len(names) == 1 else 'class names'} {', '.join(repr(n) for n in names)} "
+            f"{'begins' if len(names) == 1 else 'begin'} with a number: pycoral's read_label_file (Coral's "
+            "examples) and Frigate read a leading number in labels.txt as the class index, so they would show "
+            "wrong names (edge-trash's own device service reads it line by line and is not affected); to use "
+            f"those tools, rename with a --class-map row such as {_csv_row(names[0], 'NEW NAME')}")
 
 
 _QUOTED = re.compile(r'"[^"]*(?:"|$)')  # a quoted field (a doubled "" inside splits it in two: still quoted)
@@ -250,7 +275,8 @@ def build_class_mapping(categories: Sequence[Category], boxes: Sequence[BoxRecor
     return ClassMapping(names=kept, target_of_category=target_of, drop_reasons=drop_reasons, unused=unused,
                         folded_into_other=folded, other_class=other_name, other_from_source=other_from_source,
                         dropped_rare=dropped, map_unknown_sources=unknown,
-                        similar=similar_names(kept), merged_by_name=merged, dropped_as_asked=asked,
+                        similar=similar_names(kept), read_as_indices=names_read_as_indices(kept),
+                        merged_by_name=merged, dropped_as_asked=asked,
                         supercategories_warning=_one_supercategory_warning(cats, boxes, order, counts)
                         if supercategories else "")
 
