@@ -458,6 +458,7 @@ def _plan(dataset: CocoDataset, options: BuildOptions, target_of: Dict[int, Opti
         if t is not None:
             classes_of[box.image_id].add(t)
     ids = [im.id for im in dataset.images if im.id in found]
+    names = {im.id: im.file_name for im in dataset.images}  # each image's place in the seeded order
     if options.keep_splits:
         unnamed = [str(src.path) for src in dataset.sources if src.split is None]
         if unnamed:
@@ -466,7 +467,7 @@ def _plan(dataset: CocoDataset, options: BuildOptions, target_of: Dict[int, Opti
                              "new stratified split")
         split_of_source = [src.split for src in dataset.sources]
         kept = {name: [i for i in ids if split_of_source[source_of[i]] == name] for name in ("train", "val", "test")}
-        plan = [(name, shuffled(members, options.seed)) for name, members in kept.items()]
+        plan = [(name, shuffled(members, options.seed, names)) for name, members in kept.items()]
         return [(name, members) for name, members in plan if members or name == "train"], None
     by_id = {im.id: im for im in dataset.images}
     units = split_units([(i, by_id[i].source, by_id[i].file_name, by_id[i].video) for i in ids],
@@ -476,7 +477,7 @@ def _plan(dataset: CocoDataset, options: BuildOptions, target_of: Dict[int, Opti
         raise BuildError("--split-by folder: every image is in the same folder, so nothing could be held out; "
                          "leave --split-by out (auto) or give --split-by image")
     if options.folds:
-        held = assign_splits(ids, classes_of, 0.0, options.test_fraction, options.seed, units.unit_of)
+        held = assign_splits(ids, classes_of, 0.0, options.test_fraction, options.seed, units.unit_of, names)
         rest = held["train"]
         if options.folds > len(rest):
             raise BuildError(f"--folds {options.folds}: only {len(rest)} images are left for the folds after "
@@ -488,11 +489,11 @@ def _plan(dataset: CocoDataset, options: BuildOptions, target_of: Dict[int, Opti
                     "--split-by image moves every image alone")
             raise BuildError(f"--folds {options.folds}: the {len(rest)} images left for the folds form only {groups} "
                              f"groups that each stay in one fold ({what}); give --folds {groups} or fewer")
-        folds = assign_folds(rest, classes_of, options.folds, options.seed, units.unit_of)
+        folds = assign_folds(rest, classes_of, options.folds, options.seed, units.unit_of, names)
         plan = [(f"fold{k}", fold) for k, fold in enumerate(folds)] + [("test", held["test"])]
     else:
         splits = assign_splits(ids, classes_of, options.val_fraction, options.test_fraction, options.seed,
-                               units.unit_of)
+                               units.unit_of, names)
         plan = [(name, splits[name]) for name in ("train", "val", "test")]
     return [(name, members) for name, members in plan if members or name == "train"], units
 

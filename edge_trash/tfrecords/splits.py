@@ -2,7 +2,8 @@
 
 Stratified means: every class with enough images (2 for val, 3 for val and test)
 has at least one image in val (and test), the rarest classes served first; the
-remaining places are filled in a seeded random order. No image moves to val or
+remaining places are filled in a seeded order of the images' file names that a
+rebuild of a grown or shrunk dataset keeps (see ``shuffled``). No image moves to val or
 test if it holds the last training image of one of its classes, so every class is
 learned (unless that would leave val empty: then val takes the image costing train
 the fewest classes). The same ids, labels and seed always give the same split.
@@ -13,16 +14,23 @@ given as ``unit_of``: a unit moves as one, and split sizes count its images.
 
 from __future__ import annotations
 
-import random
+import hashlib
 from collections import Counter
 from typing import Dict, Hashable, List, Mapping, Optional, Sequence, Set, Tuple
 
 
-def shuffled(ids: Sequence[int], seed: int) -> List[int]:
-    """The ids in a seeded random order (the same for the same ids and seed)."""
-    order = sorted(ids)
-    random.Random(seed).shuffle(order)
-    return order
+def shuffled(ids: Sequence[int], seed: int, keys: Optional[Mapping[int, str]] = None) -> List[int]:
+    """The ids in a seeded random order that each id keeps whatever other ids there are: sorted by a
+    seeded hash of the id's key (``keys[id]``, the image's file name; the id itself without one), ties
+    by id. Adding, removing or losing a few images moves no other image in the order, so a rebuild of
+    a grown dataset keeps its earlier val and test images held out (a shuffle of the whole list gave
+    every image a new place: one missing file of TACO's 3,831 moved 644 of 956 held-out images)."""
+    return sorted(ids, key=lambda iid: (_digest(seed, iid, keys), iid))
+
+
+def _digest(seed: int, iid: int, keys: Optional[Mapping[int, str]]) -> bytes:
+    key = str(iid) if keys is None else keys[iid]
+    return hashlib.blake2b(f"{seed}\0{key}".encode("utf-8", "surrogatepass"), digest_size=8).digest()
 
 
 class _Units:
@@ -46,16 +54,19 @@ class _Units:
 
 
 def assign_splits(image_ids: Sequence[int], image_classes: Mapping[int, Set[int]], val_fraction: float,
-                  test_fraction: float, seed: int, unit_of: Optional[Mapping[int, Hashable]] = None
-                  ) -> Dict[str, List[int]]:
-    """Split image ids into ``train``, ``val`` and ``test`` (each list in a seeded random order);
-    the images of one ``unit_of`` value land in the same split."""
+                  test_fraction: float, seed: int, unit_of: Optional[Mapping[int, Hashable]] = None,
+                  keys: Optional[Mapping[int, str]] = None) -> Dict[str, List[int]]:
+    """Split image ids into ``train``, ``val`` and ``test`` (each list in the seeded order of
+    :func:`shuffled` over ``keys``); the images of one ``unit_of`` value land in the same split.
+
+    Val is taken from the front of that order and test from its back, so raising one fraction moves
+    images from train into that split alone, and a grown dataset keeps its earlier held-out images."""
     for name, frac in (("--val-fraction", val_fraction), ("--test-fraction", test_fraction)):
         if not 0.0 <= frac < 1.0:
             raise ValueError(f"{name} must be in [0, 1), got {frac}")
     if val_fraction + test_fraction >= 1.0:
         raise ValueError(f"--val-fraction + --test-fraction must be below 1, got {val_fraction + test_fraction}")
-    order = shuffled(image_ids, seed)
+    order = shuffled(image_ids, seed, keys)
     n = len(order)
     targets = {"test": round(n * test_fraction), "val": round(n * val_fraction)}
     if test_fraction > 0 and n >= 3:
@@ -87,14 +98,15 @@ def assign_splits(image_ids: Sequence[int], image_classes: Mapping[int, Set[int]
         for c in units.rarest_first():
             if c in covered or len(units.of_class[c]) < min_units or held[split] >= targets[split]:
                 continue
-            for u in units.of_class[c]:
+            for u in (units.of_class[c] if split == "val" else reversed(units.of_class[c])):
                 if hold(u, split):
                     covered.update(units.classes[u])
                     break
-    # The rest of each held-out split in the seeded order; no class loses its last training image, so a
-    # class seen in val or test is always also learned. A split may come out smaller than its fraction.
+    # The rest of each held-out split in the seeded order (test from its end); no class loses its last
+    # training image, so a class seen in val or test is always also learned. A split may come out smaller
+    # than its fraction.
     for split in ("val", "test"):
-        for u in units.members:
+        for u in (units.members if split == "val" else reversed(list(units.members))):
             if held[split] >= targets[split]:
                 break
             hold(u, split)
@@ -113,14 +125,15 @@ def assign_splits(image_ids: Sequence[int], image_classes: Mapping[int, Set[int]
 
 
 def assign_folds(image_ids: Sequence[int], image_classes: Mapping[int, Set[int]], folds: int,
-                 seed: int, unit_of: Optional[Mapping[int, Hashable]] = None) -> List[List[int]]:
+                 seed: int, unit_of: Optional[Mapping[int, Hashable]] = None,
+                 keys: Optional[Mapping[int, str]] = None) -> List[List[int]]:
     """Deal image ids into ``folds`` folds, rarest class first, so each class spreads evenly; the
     images of one ``unit_of`` value land in the same fold."""
     if folds < 2:
         raise ValueError(f"--folds must be at least 2, got {folds}")
     if folds > len(image_ids):
         raise ValueError(f"--folds {folds} is more than the {len(image_ids)} usable images")
-    order = shuffled(image_ids, seed)
+    order = shuffled(image_ids, seed, keys)
     units = _Units(order, image_classes, unit_of)
     fold_of: Dict[Hashable, int] = {}
     sizes = [0] * folds
@@ -131,11 +144,21 @@ def assign_folds(image_ids: Sequence[int], image_classes: Mapping[int, Set[int]]
         sizes[k] += len(units.members[u])
         class_count[k].update(units.classes[u])
 
+    # Each unit has a home fold from the hash of its first image's key: among the folds that hold the
+    # fewest of a class, a unit goes home unless that fold is already fuller than the smallest by the
+    # unit or by 5% of a fold, so a grown dataset keeps most images in their earlier fold.
+    home = {u: int.from_bytes(_digest(seed, ids[0], keys), "big") % folds for u, ids in units.members.items()}
+    slack = len(order) / folds / 20
+
+    def crowded(k: int, u: Hashable) -> bool:
+        return sizes[k] - min(sizes) >= max(len(units.members[u]), slack)
+
     for c in units.rarest_first():
         # deal the units of this class to the folds that hold fewest of it
         for u in units.of_class[c]:
             if u not in fold_of:
-                place(u, min(range(folds), key=lambda k: (class_count[k][c], sizes[k], k)))
+                place(u, min(range(folds), key=lambda k: (class_count[k][c], crowded(k, u), k != home[u],
+                                                          sizes[k], k)))
     for u in units.members:
         if u not in fold_of:
             place(u, min(range(folds), key=lambda k: (sizes[k], k)))
