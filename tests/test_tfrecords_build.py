@@ -951,3 +951,28 @@ def test_rebuilds_keep_the_split_by_file_name(tmp_path):
     again = split_names(tmp_path / "one_missing", files)
     assert set(again["val"] + again["test"]) == set(base["val"] + base["test"])
     assert set(again["train"]) == set(base["train"]) - {gone}
+
+
+def test_the_order_of_the_annotations_list_does_not_change_the_records(tmp_path):
+    """A re-export that only reorders `annotations` (or `images`) gave every shard other bytes: the objects of
+    a record came in file order."""
+    import random
+
+    folder = tmp_path / "photos"
+    coco = {"images": [], "annotations": [], "categories": [{"id": c, "name": f"c{c}"} for c in range(1, 4)]}
+    for i in range(1, 13):
+        _solid_jpeg(folder / f"{i}.jpg", (64, 48), (10 * i, 90, 90))
+        coco["images"].append({"id": i, "file_name": f"{i}.jpg", "width": 64, "height": 48})
+        for k in range(3):
+            coco["annotations"].append({"id": 100 * k + i, "image_id": i, "category_id": 1 + (i + k) % 3,
+                                        "bbox": [2 + 5 * k, 3, 10, 10]})
+    coco["annotations"].append(dict(coco["annotations"][0], bbox=[40, 20, 8, 8]))  # a duplicate id
+    outputs = []
+    for n, order in enumerate((lambda x: x, lambda x: x[::-1], lambda x: random.Random(5).sample(x, len(x)))):
+        ann = tmp_path / f"a{n}.json"
+        ann.write_text(json.dumps(dict(coco, annotations=order(coco["annotations"]), images=order(coco["images"]))))
+        out = tmp_path / f"out{n}"
+        build_tfrecords(BuildOptions(annotations=ann, images=folder, out=out, workers=1))
+        outputs.append({p.name: p.read_bytes() for p in sorted(out.iterdir()) if p.suffix != ".json"
+                        or p.name == "splits.json"})
+    assert len(outputs[0]) >= 5 and outputs[1] == outputs[0] and outputs[2] == outputs[0]

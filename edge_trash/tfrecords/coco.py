@@ -169,11 +169,22 @@ class CocoDataset:
                 "box is trained too large")
 
     def boxes_by_image(self) -> Dict[int, List[BoxRecord]]:
-        """Boxes grouped by image id (every image present, possibly with an empty list)."""
+        """Boxes grouped by image id (every image present, possibly with an empty list), each image's
+        in the order of their ids as the file gave them, then category and place: the same boxes make
+        the same record bytes whatever the order of the file's ``annotations`` list."""
         out: Dict[int, List[BoxRecord]] = {im.id: [] for im in self.images}
         for box in self.boxes:
             out[box.image_id].append(box)
+        for boxes in out.values():
+            boxes.sort(key=_box_order)
         return out
+
+
+def _box_order(box: BoxRecord) -> Tuple[Any, ...]:
+    given = box.source_id
+    number = isinstance(given, (int, float)) and not isinstance(given, bool) and math.isfinite(given)
+    return ((0, given, "") if number else (1, 0, str(given))) + (box.category_id, box.x, box.y, box.w, box.h,
+                                                                 box.iscrowd)
 
 
 _DIGITS = re.compile(r"\s*-?[0-9]+\s*")
