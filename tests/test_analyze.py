@@ -759,3 +759,27 @@ def test_long_and_emoji_class_names_are_cut_in_the_plot_without_warnings(tmp_pat
     assert tick_label("can") == "can" and tick_label("x" * 40) == "x" * 40
     png = Image.open(tmp_path / "out" / "annotations_classes.png")
     assert png.width > 7 * 90  # grown to hold the labels and the title, not cut at 7 inches
+
+
+def test_plots_of_an_earlier_analysis_that_this_one_did_not_draw_are_removed(tmp_path):
+    """A build with --folds analysed, rebuilt without, analysed again into the same folder: the fifteen fold
+    plots stayed beside a report.md that no longer showed them."""
+    ann = tmp_path / "a.json"
+    ann.write_text(json.dumps({
+        "images": [{"id": 1, "file_name": "a.jpg", "width": 64, "height": 48}],
+        "annotations": [{"id": 1, "image_id": 1, "category_id": 1, "bbox": [1, 1, 20, 20]}],
+        "categories": [{"id": 1, "name": "can"}]}))
+    out = tmp_path / "analysis"
+    out.mkdir()
+    for name in ("tfrecords_fold0_classes.png", "tfrecords_fold1_box_sizes.png", "annotations_brightness.png",
+                 "my_classes.png", "photo.png", "tfrecords_fold0_classes.png.bak"):
+        (out / name).write_bytes(PNG_MAGIC)
+    stats = analyze(ann, out=out)
+    drawn = stats["annotations"]["plots"]
+    assert sorted(drawn) == ["annotations_box_sizes.png", "annotations_boxes_per_image.png",
+                             "annotations_classes.png", "annotations_image_sizes.png"]
+    assert sorted(p.name for p in out.iterdir()) == sorted(
+        drawn + ["my_classes.png", "photo.png", "tfrecords_fold0_classes.png.bak", "report.md", "stats.json"])
+    analyze(ann, out=out, plots=False)
+    assert sorted(p.name for p in out.iterdir()) == sorted(
+        ["my_classes.png", "photo.png", "tfrecords_fold0_classes.png.bak", "report.md", "stats.json"])

@@ -31,7 +31,7 @@ from typing import Any, Dict, Iterable, Iterator, List, Optional, Sequence, Tupl
 from edge_trash.atomic_files import write_bytes_atomic as _write_atomic
 from edge_trash.tfrecords import feature_keys as K
 from edge_trash.tfrecords.class_map import categories_sharing_a_name, similar_names, similar_names_warning
-from edge_trash.tfrecords.analyze_report import render_report, write_plots
+from edge_trash.tfrecords.analyze_report import remove_stale_plots, render_report, write_plots
 from edge_trash.tfrecords.build import counted as _n, examples as _examples, iscrowd_message, sizes_of_found
 from edge_trash.tfrecords.coco import CocoDataset, Rejected, load_coco_files
 from edge_trash.tfrecords.image_paths import SourceImages, source_images
@@ -889,4 +889,5 @@ def analyze(annotations: "Optional[os.PathLike | str | Sequence[os.PathLike | st
                   (json.dumps(stats, indent=1, allow_nan=False, default=str) + "\n").encode("utf-8"))
     # backslashreplace: a file name listed from disk may hold bytes that were not UTF-8
     _write_atomic(out_dir / "report.md", report.encode("utf-8", "backslashreplace"))
+    remove_stale_plots(out_dir, [name for _, _, names in sections for name in names])
     return stats

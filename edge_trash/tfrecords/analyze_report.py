@@ -59,6 +59,22 @@ def boxes_per_image_bars(histogram: Dict[str, int]) -> Tuple[List[int], List[int
     return starts, [bars[s] for s in starts], width
 
 
+PLOT_FILE = re.compile(r"(annotations|tfrecords_[A-Za-z0-9_]+)_(classes|boxes_per_image|box_sizes|image_sizes|"
+                       r"brightness)\.png")  # the names write_plots gives
+
+
+def remove_stale_plots(out: Path, written: Sequence[str]) -> List[str]:
+    """Remove the plots an earlier ``analyze`` wrote into ``out`` that this one did not (the fold plots
+    of a build since rebuilt without ``--folds``), so the folder holds what report.md shows; returns
+    their names. Only file names ``write_plots`` gives are touched."""
+    removed = []
+    for path in sorted(out.glob("*.png")):
+        if PLOT_FILE.fullmatch(path.name) and path.name not in written and path.is_file():
+            path.unlink()
+            removed.append(path.name)
+    return removed
+
+
 def _slug(name: str) -> str:
     return re.sub(r"[^A-Za-z0-9]+", "_", name).strip("_")
 
