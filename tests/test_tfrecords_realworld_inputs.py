@@ -957,17 +957,23 @@ def test_classes_that_differ_only_in_case_or_spacing_are_flagged(tmp_path):
                                    "'plastic-bag,Plastic bag'")
 
 
-@pytest.mark.parametrize("encode", ["utf-8-sig", "utf-16", "gzip"])
+@pytest.mark.parametrize("encode", ["utf-8-sig", "utf-16", "gzip", "xz", "bzip2"])
 def test_annotation_files_in_other_encodings_and_gzipped_are_read(tmp_path, encode):
+    import bz2
     import gzip
+    import lzma
+
+    packers = {"gzip": (".json.gz", gzip.compress), "xz": (".json.xz", lzma.compress), "bzip2": (".json.bz2",
+                                                                                                 bz2.compress)}
 
     root = tmp_path / "img"
     _jpeg(root / "é.jpg", (64, 48))
     text = json.dumps({"images": [{"id": 1, "file_name": "é.jpg", "width": 64, "height": 48}],
                        "annotations": [{"id": 1, "image_id": 1, "category_id": 1, "bbox": [4, 4, 20, 20]}],
                        "categories": [{"id": 1, "name": "bouteille à lait"}]}, ensure_ascii=False)
-    ann = tmp_path / ("ann.json.gz" if encode == "gzip" else "ann.json")
-    ann.write_bytes(gzip.compress(text.encode("utf-8")) if encode == "gzip" else text.encode(encode))
+    suffix, pack = packers.get(encode, (".json", None))
+    ann = tmp_path / f"ann{suffix}"  # xz and bzip2 were "cannot read the file as UTF-8 text ...; save it as UTF-8"
+    ann.write_bytes(pack(text.encode("utf-8")) if pack else text.encode(encode))
     report = build_tfrecords(BuildOptions(annotations=ann, images=root, out=tmp_path / "out",
                                           val_fraction=0, test_fraction=0))
     assert (report["images_written"], report["boxes_written"]) == (1, 1)
@@ -1657,7 +1663,31 @@ def test_a_zip_archive_or_a_photo_given_as_annotations_says_what_to_give(tmp_pat
         z.writestr("train/a.jpg", b"\xff\xd8\xff")
     photo = tmp_path / "a.jpg"
     _jpeg(photo, (8, 8))
-    for path, message in (
+    import io
+    import tarfile
+
+    tars = {}
+    for name, mode in (("export.tar", "w"), ("export.tar.gz", "w:gz"), ("export.tar.xz", "w:xz")):
+        tars[name] = tmp_path / name
+        with tarfile.open(tars[name], mode) as t:
+            data = b"{}"
+            info = tarfile.TarInfo("annotations/instances_train2017.json")
+            info.size = len(data)
+            t.addfile(info, io.BytesIO(data))
+    (tmp_path / "export.7z").write_bytes(b"7z\xbc\xaf\x27\x1c" + bytes(40))
+    (tmp_path / "cvat.xml").write_text('<?xml version="1.0" encoding="utf-8"?>\n<annotations>\n  <version>1.1'
+                                       '</version>\n  <meta>\n    <task><id>3</id></task>\n  </meta>\n</annotations>')
+    tar_says = ("a tar archive (holding annotations/instances_train2017.json): unpack it (tar -x{}f {} -C DIR) and "
+                "give the COCO JSON inside with --annotations, and its image folder with --images")
+    for path, message in (  # a tar file was "not valid JSON at line 1, column 1 ... export again"
+            (tars["export.tar"], tar_says.format("", tars["export.tar"])),
+            (tars["export.tar.gz"], tar_says.format("a", tars["export.tar.gz"])),
+            (tars["export.tar.xz"], tar_says.format("a", tars["export.tar.xz"])),
+            (tmp_path / "export.7z", f"a 7z archive: unpack it (7z x {tmp_path / 'export.7z'} -oDIR) and give the "
+                                     "COCO JSON inside with --annotations, and its image folder with --images"),
+            (tmp_path / "cvat.xml", "a CVAT XML export ('CVAT for images 1.1'), not COCO JSON. Export the "
+                                    "annotations as COCO JSON (CVAT: 'COCO 1.0'; Label Studio, Roboflow: 'COCO'), or "
+                                    "convert them, and give that file"),
             (archive, "a zip archive (holding train/_annotations.coco.json): unpack it and give the COCO JSON "
                       "inside with --annotations, and its image folder with --images"),
             (photo, "a JPEG image, not an annotation file: give the COCO JSON with --annotations and the photos' "

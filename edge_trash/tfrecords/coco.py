@@ -219,8 +219,8 @@ def _id_text(value: Any) -> str:
 
 def read_json_text(path: Path) -> str:
     """The text of an annotation file as exporters write it: UTF-8 with or without a
-    byte-order mark, UTF-16 with one (PowerShell's ``>``), or any of these gzipped
-    (``.json.gz``)."""
+    byte-order mark, UTF-16 with one (PowerShell's ``>``), or any of these compressed with gzip,
+    xz or bzip2 (``.json.gz``, ``.json.xz``, ``.json.bz2``)."""
     try:
         raw = path.read_bytes()
     except FileNotFoundError:
@@ -234,15 +234,19 @@ def read_json_text(path: Path) -> str:
                               "and test)")
     except OSError as exc:
         raise CocoFormatError(f"{path}: cannot read the file: {exc}")
-    if raw[:2] == b"\x1f\x8b":
-        import gzip
-        import zlib
+    packed = raw
+    for magic, kind, module in ((b"\x1f\x8b", "gzip", "gzip"), (b"\xfd7zXZ\x00", "xz", "lzma"),
+                                (b"BZh", "bzip2", "bz2")):
+        if raw.startswith(magic):
+            import importlib
 
-        try:
-            raw = gzip.decompress(raw)
-        except (OSError, EOFError, zlib.error) as exc:
-            raise CocoFormatError(f"{path}: a gzip file that cannot be unpacked ({exc}); is the download complete?")
-    binary = other_binary_format(path, raw)
+            try:
+                raw = importlib.import_module(module).decompress(raw)
+            except Exception as exc:  # noqa: BLE001 - each module has its own error (zlib.error, LZMAError, ...)
+                raise CocoFormatError(f"{path}: a {kind} file that cannot be unpacked ({exc}); is the download "
+                                      "complete?")
+            break
+    binary = other_binary_format(path, raw, packed is not raw)
     if binary:
         raise CocoFormatError(f"{path}: {binary}")
     encoding = "utf-16" if raw[:2] in (b"\xff\xfe", b"\xfe\xff") else "utf-8-sig"

@@ -18,6 +18,8 @@ def other_text_format(text: str) -> str:
     """What a file that is not JSON is, when it is another annotation format ("" otherwise)."""
     head = text[:4096]
     lines = [ln for ln in head.splitlines() if ln.strip()][:5]
+    if "<annotations" in head and "<meta" in head:
+        return "a CVAT XML export ('CVAT for images 1.1')"
     if "<annotation" in head:
         return "a Pascal VOC XML file"
     if re.search(r"^names\s*:", head, re.M) and re.search(r"^(nc|train|val)\s*:", head, re.M):
@@ -67,9 +69,27 @@ _IMAGE_MAGIC = ((b"\xff\xd8\xff", "a JPEG image"), (b"\x89PNG", "a PNG image"), 
                 (b"GIF8", "a GIF image"), (b"II*\x00", "a TIFF image"), (b"MM\x00*", "a TIFF image"))
 
 
-def other_binary_format(path: Path, raw: bytes) -> str:
-    """What to say of a binary file given as the annotation file ("" when it may be text):
-    a zip archive (with the JSON files inside it to unpack), or an image."""
+def other_binary_format(path: Path, raw: bytes, unpacked: bool = False) -> str:
+    """What to say of a binary file given as the annotation file ("" when it may be text): a zip
+    or tar archive (with the JSON files inside it to unpack; ``raw`` is a ``.tar.gz`` already
+    ``unpacked`` from gzip, xz or bzip2), a 7z or RAR archive, or an image."""
+    if raw[257:262] == b"ustar":  # a tar file's header
+        import io
+        import tarfile
+
+        try:
+            with tarfile.open(fileobj=io.BytesIO(raw)) as archive:
+                inside = [n for n in archive.getnames() if n.lower().endswith(".json")]
+        except (tarfile.TarError, OSError, EOFError) as exc:
+            return f"a tar archive that cannot be read ({exc}); is the download complete?"
+        listed = ", ".join(inside[:5]) + (", ..." if len(inside) > 5 else "") if inside else "no .json file"
+        return (f"a tar archive (holding {listed}): unpack it (tar -x{'a' if unpacked else ''}f {path} -C DIR) and "
+                "give the COCO JSON inside with --annotations, and its image folder with --images")
+    for magic, what, unpack in ((b"7z\xbc\xaf\x27\x1c", "a 7z archive", f"7z x {path} -oDIR"),
+                                (b"Rar!\x1a\x07", "a RAR archive", f"unrar x {path} DIR/")):
+        if raw.startswith(magic):
+            return (f"{what}: unpack it ({unpack}) and give the COCO JSON inside with --annotations, and its image "
+                    "folder with --images")
     if raw[:4] == b"PK\x03\x04":
         try:
             with zipfile.ZipFile(path) as archive:
