@@ -1863,3 +1863,45 @@ def test_missing_photos_take_no_place_in_the_splits_and_unlearnable_classes_are_
     assert f"file not found: {tmp_path / 'img' / '40.jpg'}" in {s["reason"] for s in report["images_skipped"]}
     assert ("warning: 1 class has no box in train, so the model cannot learn it: cup (every image with one was "
             "skipped: see images_skipped in report.json)") in summarize(report, out, 1.0).splitlines()
+
+
+def test_ignore_regions_are_crowd_and_scored_annotations_are_said(tmp_path):
+    """`"ignore": 1` regions (CityPersons, VisDrone, TinyPerson conversions) were written as ordinary objects, and a
+    COCO dict of a model's detections with their `score` (detect-waste's OpenLitterMap pseudo-labels, FiftyOne
+    prediction exports) was trained as ground truth without a word."""
+    from click.testing import CliRunner
+
+    from edge_trash.cli import cli
+    from edge_trash.tfrecords.analyze import analyze
+
+    root = tmp_path / "img"
+    anns = []
+    for i in range(1, 5):
+        _jpeg(root / f"{i}.jpg", (320, 240))
+        for k, (score, ignore) in enumerate(((0.91, 0), (0.12, 1), (0.03, "true"))):
+            anns.append({"id": 10 * i + k, "image_id": i, "category_id": 1, "bbox": [10 + 90 * k, 20, 60, 60],
+                         "iscrowd": 0, "score": score, "ignore": ignore})
+    anns.append({"id": 99, "image_id": 4, "category_id": 1, "bbox": [5, 150, 40, 40], "ignore": 0})  # Label Studio
+    ann = tmp_path / "olm_pseudo.json"
+    ann.write_text(json.dumps({"images": [{"id": i, "file_name": f"{i}.jpg", "width": 320, "height": 240}
+                                          for i in range(1, 5)],
+                               "annotations": anns, "categories": [{"id": 1, "name": "litter"}]}))
+    result = CliRunner().invoke(cli, ["build-tfrecords", "--annotations", str(ann), "--images", str(root), "--out",
+                                      str(tmp_path / "out"), "--val-fraction", "0", "--test-fraction", "0"])
+    assert result.exit_code == 0, result.output
+    assert ("note: 8 annotations are marked \"ignore\": 1 (a region not to learn from), written with is_crowd 1 as "
+            "COCO's evaluator and Model Garden's training read it: annotation ids 11, 12, 21, 22, 31 and 3 more"
+            ) in result.output
+    assert ("warning: 12 annotations carry a 'score' (0.03 to 0.91, median 0.12), as a model's predictions do "
+            "(pseudo-labels, a results file inside a COCO dict): they are trained as ground truth; if they are "
+            "predictions, keep only the confident ones in the file (or review them) before training") in result.output
+    report = json.loads((tmp_path / "out" / "report.json").read_text())
+    assert report["ignored_as_crowd"] == [11, 12, 21, 22, 31, 32, 41, 42]
+    assert report["annotations_with_score"] == {"count": 12, "min": 0.03, "median": 0.12, "max": 0.91}
+    crowd = {int(ex.features.feature["image/source_id"].bytes_list.value[0]):
+             list(ex.features.feature["image/object/is_crowd"].int64_list.value) for ex in _examples(tmp_path / "out")}
+    assert crowd == {1: [0, 1, 1], 2: [0, 1, 1], 3: [0, 1, 1], 4: [0, 1, 1, 0]}
+    stats = analyze(ann, None, out=tmp_path / "analysis", plots=False)
+    kinds = {f["kind"]: f for f in stats["flags"]}
+    assert kinds["ignored_as_crowd"]["count"] == 8 and kinds["annotations_with_score"]["count"] == 12
+    assert stats["annotations"]["problems"]["annotations_with_score"]["median"] == 0.12

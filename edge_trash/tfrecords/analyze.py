@@ -32,7 +32,8 @@ from edge_trash.atomic_files import write_bytes_atomic as _write_atomic
 from edge_trash.tfrecords import feature_keys as K
 from edge_trash.tfrecords.class_map import categories_sharing_a_name, similar_names, similar_names_warning
 from edge_trash.tfrecords.analyze_report import remove_stale_plots, render_report, write_plots
-from edge_trash.tfrecords.build import counted as _n, examples as _examples, iscrowd_message, sizes_of_found
+from edge_trash.tfrecords.build import (counted as _n, examples as _examples, ignored_message, iscrowd_message,
+                                        score_message, score_summary, sizes_of_found)
 from edge_trash.tfrecords.coco import CocoDataset, Rejected, load_coco_files
 from edge_trash.tfrecords.image_paths import SourceImages, source_images
 from edge_trash.tfrecords.images import DEFAULT_MAX_PIXELS, bomb_reason, pillow_pixel_limit
@@ -268,6 +269,8 @@ def annotation_problems(dataset: CocoDataset) -> Dict[str, Any]:
         # annotated, but every box unusable: build-tfrecords leaves them out
         "image_ids_every_box_dropped": sorted(every_box_dropped),
         "iscrowd_not_understood": dataset.iscrowd_not_understood,
+        "ignored_as_crowd": dataset.ignored_as_crowd,
+        "annotations_with_score": score_summary(dataset.scores),
         "rejected_boxes": _rejected_rows(dataset.rejected_boxes),
     }
 
@@ -570,8 +573,9 @@ def find_flags(where: str, stats: Dict[str, Any], th: Thresholds,
     """The warnings for one source: each ``{"kind", "where", "count", "message", "items"}``."""
     flags: List[Dict[str, Any]] = []
 
-    def add(kind: str, items: List[Any], message: str) -> None:
-        flags.append({"kind": kind, "where": where, "count": len(items), "message": message, "items": items})
+    def add(kind: str, items: List[Any], message: str, count: Optional[int] = None) -> None:
+        flags.append({"kind": kind, "where": where, "count": len(items) if count is None else count,
+                      "message": message, "items": items})
 
     held_out = where.startswith("tfrecords/") and where != "tfrecords/train"
     missing = [c["name"] for c in stats["classes"] if c["instances"] == 0]
@@ -669,6 +673,11 @@ def find_flags(where: str, stats: Dict[str, Any], th: Thresholds,
         if problems.get("iscrowd_not_understood"):
             odd = problems["iscrowd_not_understood"]
             add("iscrowd_not_understood", list(odd), iscrowd_message(odd))
+        if problems.get("ignored_as_crowd"):
+            add("ignored_as_crowd", list(problems["ignored_as_crowd"]), ignored_message(problems["ignored_as_crowd"]))
+        scored = problems.get("annotations_with_score")
+        if scored:
+            add("annotations_with_score", [], score_message(scored), scored["count"])
     return flags
 
 

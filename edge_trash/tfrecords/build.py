@@ -88,6 +88,32 @@ def iscrowd_message(annotation_ids: Sequence[Any]) -> str:
             f"nor 1, read as 0 (not crowd): annotation ids {examples(annotation_ids)}")
 
 
+def ignored_message(annotation_ids: Sequence[Any]) -> str:
+    """What the build summary and ``analyze`` say about annotations marked ``"ignore": 1``."""
+    return (f"{counted(len(annotation_ids), 'annotation is', 'annotations are')} marked \"ignore\": 1 (a region "
+            "not to learn from), written with is_crowd 1 as COCO's evaluator and Model Garden's training read it: "
+            f"annotation ids {examples(annotation_ids)}")
+
+
+def score_summary(scores: Sequence[float]) -> Optional[Dict[str, Any]]:
+    """``{count, min, median, max}`` of the annotations' ``score`` values (None without any)."""
+    if not scores:
+        return None
+    ordered = sorted(scores)
+    mid = len(ordered) // 2
+    median = ordered[mid] if len(ordered) % 2 else (ordered[mid - 1] + ordered[mid]) / 2
+    return {"count": len(ordered), "min": round(ordered[0], 4), "median": round(median, 4),
+            "max": round(ordered[-1], 4)}
+
+
+def score_message(summary: Dict[str, Any]) -> str:
+    """What the build summary and ``analyze`` say about annotations that carry a ``score``."""
+    return (f"{counted(summary['count'], 'annotation carries', 'annotations carry')} a 'score' ({summary['min']:g} to "
+            f"{summary['max']:g}, median {summary['median']:g}), as a model's predictions do (pseudo-labels, a "
+            "results file inside a COCO dict): they are trained as ground truth; if they are predictions, keep "
+            "only the confident ones in the file (or review them) before training")
+
+
 def counted(count: int, one: str, many: str) -> str:
     """``count`` with the words that agree with it: ``counted(1, "class has", "classes have")``."""
     return f"{count} {one if count == 1 else many}"
@@ -753,6 +779,8 @@ def _build(options: BuildOptions, progress: bool, lock: _OutLock) -> Dict[str, A
             "bbox_format_warning": dataset.bbox_format_warning(),
             "duplicate_annotation_ids": dataset.duplicate_annotation_ids,
             "iscrowd_not_understood": dataset.iscrowd_not_understood,  # annotation ids, read as not crowd
+            "ignored_as_crowd": dataset.ignored_as_crowd,  # annotation ids with "ignore": 1, written as crowd
+            "annotations_with_score": score_summary(dataset.scores),  # predictions used as labels?
             "image_sizes_read_from_files": sorted(dataset.size_notes),
             "image_ids_numbered": len(dataset.text_image_ids),  # ids written as text; image_notes map them back
             # the same picture under several image entries; across splits it inflates held-out scores

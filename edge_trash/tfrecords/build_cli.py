@@ -159,7 +159,8 @@ def _resplit_note(report: Dict[str, Any]) -> str:
 
 def summarize(report: Dict[str, Any], out: Path, seconds: float) -> str:
     """The human summary printed at the end of a build."""
-    from edge_trash.tfrecords.build import counted, examples, iscrowd_message, reasons_by_kind, split_counts
+    from edge_trash.tfrecords.build import (counted, examples, ignored_message, iscrowd_message, reasons_by_kind,
+                                            score_message, split_counts)
     from edge_trash.tfrecords.split_units import (frames_leak_message, split_frame_by_frame, summary_line,
                                                   variants_leak_message)
 
@@ -231,6 +232,10 @@ def summarize(report: Dict[str, Any], out: Path, seconds: float) -> str:
         lines.append(f"duplicate annotation ids (kept, renumbered): {len(report['duplicate_annotation_ids'])}")
     if report.get("iscrowd_not_understood"):
         lines.append(f"warning: {iscrowd_message(report['iscrowd_not_understood'])}")
+    if report.get("ignored_as_crowd"):
+        lines.append(f"note: {ignored_message(report['ignored_as_crowd'])}")
+    if report.get("annotations_with_score"):
+        lines.append(f"warning: {score_message(report['annotations_with_score'])}")
     for title, items in (("skipped images", report["images_skipped"]), ("dropped boxes", report["boxes_dropped"])):
         if items:
             lines.append(f"{title} by reason: " + reasons_by_kind([i["reason"] for i in items]))

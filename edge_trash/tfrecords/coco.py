@@ -149,6 +149,8 @@ class CocoDataset:
     # image id -> how many annotations it had, all dropped as unusable: not a background example
     images_with_every_box_dropped: Dict[int, int] = field(default_factory=dict)
     iscrowd_not_understood: List[Any] = field(default_factory=list)  # annotation ids; their boxes read as not crowd
+    ignored_as_crowd: List[Any] = field(default_factory=list)  # annotation ids with "ignore": 1, carried as crowd
+    scores: List[float] = field(default_factory=list)  # the 'score' of each kept box that has one (predictions?)
 
     def id_notes(self) -> Dict[int, str]:
         """image id -> a note for each image whose id the file wrote as text."""
@@ -608,6 +610,8 @@ def load_coco_files(paths: "Sequence[str | Path]", size_of: Optional[SizeReader]
     rotated = 0
     as_corners = 0
     odd_crowd: List[Any] = []  # annotation ids whose iscrowd says neither 0 nor 1 (read as 0)
+    ignored: List[Any] = []  # annotation ids marked "ignore": 1 (CityPersons, VisDrone, TinyPerson conversions)
+    scores: List[float] = []  # a model's confidence, on annotations that are predictions (pseudo-labels)
     dropped_of_image: Counter = Counter()  # image id -> its annotations dropped as unusable
     for i, ann in enumerate(data["annotations"]):
         if not isinstance(ann, dict):
@@ -647,6 +651,12 @@ def load_coco_files(paths: "Sequence[str | Path]", size_of: Optional[SizeReader]
         crowd = crowd_flag(ann.get("iscrowd"))
         if crowd is None:
             odd_crowd.append(key)
+        if crowd != 1 and "ignore" in ann and crowd_flag(ann["ignore"]) == 1:  # a region not to learn from
+            crowd = 1
+            ignored.append(key)
+        score = ann.get("score")
+        if type(score) in _NUMBER and math.isfinite(score):
+            scores.append(float(score))
         boxes.append(BoxRecord(annotation_id=0, source_id=key, image_id=image.id, category_id=cid,
                                x=box[0], y=box[1], w=box[2], h=box[3], iscrowd=crowd or 0, clipped=clipped))
     for n, box in enumerate(boxes, start=1):
@@ -661,4 +671,4 @@ def load_coco_files(paths: "Sequence[str | Path]", size_of: Optional[SizeReader]
                        sources=sources,
                        boxes_read_as_corners=as_corners, text_image_ids=text_ids,
                        images_with_every_box_dropped={i: n for i, n in dropped_of_image.items() if i not in with_box},
-                       iscrowd_not_understood=odd_crowd)
+                       iscrowd_not_understood=odd_crowd, ignored_as_crowd=ignored, scores=scores)
