@@ -28,10 +28,11 @@ def image_pixels(index: int, height: int, width: int) -> np.ndarray:
 
 
 def write_split(root: Path, split: str = "train", images=IMAGES, class_names=CLASS_NAMES,
-                shards: int = 2, first_id: int = 100) -> List[bytes]:
+                shards: int = 2, first_id: int = 100, crowd=None) -> List[bytes]:
     """Write ``images`` as ``{split}-0000k-of-0000n.tfrecord`` + labels.txt; return the JPEGs.
 
     Shards hold consecutive blocks, so the split's record order is the order of ``images``.
+    ``crowd``: ``{image index: is_crowd flags}`` (default: none is crowd).
     """
     import tensorflow as tf
     from PIL import Image
@@ -70,7 +71,7 @@ def write_split(root: Path, split: str = "train", images=IMAGES, class_names=CLA
                     keys.CLASS_LABEL: il(classes),
                     keys.CLASS_TEXT: bl([(class_names[c - 1] if c <= len(class_names) else "?").encode()
                                          for c in classes]),
-                    keys.IS_CROWD: il([0] * len(classes)), keys.AREA: fl(area),
+                    keys.IS_CROWD: il((crowd or {}).get(i, [0] * len(classes))), keys.AREA: fl(area),
                 }
                 example = tf.train.Example(features=tf.train.Features(feature=feature))
                 writer.write(example.SerializeToString())
@@ -218,3 +219,43 @@ def test_bad_class_id_names_the_record(tmp_path):
     write_split(tmp_path, "train", images=[(20, 20, [[0.1, 0.1, 0.5, 0.5]], [7])], shards=1)
     with pytest.raises(ValueError, match=r"record 0 \(source_id 100\) has class ids \[7\] outside 1..3"):
         load_split(tmp_path, "train")
+
+
+@pytest.mark.slow
+def test_crowd_boxes_are_left_out_of_training_and_marked_for_evaluation(tmp_path):
+    """A crowd box (COCO's iscrowd, or an "ignore": 1 region the data stage writes as crowd) was trained as an
+    object and counted by the class balancing; Model Garden skips it in training and COCO evaluation ignores
+    what is detected inside it."""
+    import tensorflow as tf
+
+    from edge_trash.train.input_pipeline import load_split, make_dataset
+    from edge_trash.train.validation import evaluate_model
+
+    images = [(48, 64, [[0.1, 0.1, 0.4, 0.4], [0.5, 0.5, 0.9, 0.9]], [1, 2]),
+              (48, 64, [[0.2, 0.2, 0.8, 0.8]], [3])]
+    write_split(tmp_path, "train", images=images, shards=1, crowd={0: [0, 1], 1: [1]})
+    assert load_split(tmp_path, "train").labels == [[1], []]  # what the balancing counts
+
+    def target_fn(image, boxes, classes):
+        return {"n": tf.shape(classes)[0], "sum": tf.reduce_sum(classes)}
+
+    ds = make_dataset(tmp_path, "train", 2, 16, None, None, 0, True, target_fn=target_fn, steps=3)
+    seen = {(int(n), int(c)) for _, t in _batches(ds, 3) for n, c in zip(t["n"].numpy(), t["sum"].numpy())}
+    assert seen <= {(1, 1), (0, 0)} and (1, 1) in seen
+    (_, labels), = list(make_dataset(tmp_path, "train", 2, 16, None, None, 0, False, max_boxes=3))
+    assert labels["classes"].numpy().tolist() == [[1, -2, 0], [-3, 0, 0]]
+    assert labels["num_boxes"].numpy().tolist() == [2, 1]
+
+    def predict(batch):  # finds the one ordinary box exactly, nothing in the crowd regions
+        n = batch.shape[0]
+        boxes = np.zeros((n, 1, 4), np.float32)
+        boxes[0, 0] = [0.1, 0.1, 0.4, 0.4]
+        return {"boxes": tf.constant(boxes), "classes": tf.zeros((n, 1), tf.int32),
+                "scores": tf.constant([[0.9]] + [[0.0]] * (n - 1), tf.float32),
+                "num_detections": tf.constant([1] + [0] * (n - 1), tf.int32)}
+
+    from edge_trash.models.config import SSDConfig
+
+    metrics = evaluate_model(predict, make_dataset(tmp_path, "train", 2, 16, None, None, 0, False),
+                             SSDConfig(input_size=16, num_classes=3), ["bottle", "can", "cup"])
+    assert metrics["AP50"] == pytest.approx(1.0)  # the crowd classes have no box to find: not counted as misses

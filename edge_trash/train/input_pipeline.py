@@ -172,6 +172,7 @@ def _load_split_cached(stamp: Tuple[Tuple[str, int, int], ...],
         example = tf.train.Example.FromString(index.read(i))
         feature = example.features.feature
         ids = [int(v) for v in feature[keys.CLASS_LABEL].int64_list.value]
+        crowd = list(feature[keys.IS_CROWD].int64_list.value)
         bad = [c for c in ids if not 1 <= c <= len(names)]
         if bad:
             source = feature[keys.SOURCE_ID].bytes_list.value
@@ -179,7 +180,7 @@ def _load_split_cached(stamp: Tuple[Tuple[str, int, int], ...],
                 f"{index.location(i)[0]}: record {i} (source_id "
                 f"{source[0].decode() if source else '?'}) has class ids {bad} outside "
                 f"1..{len(names)} of labels.txt; rebuild the TFRecords")
-        labels.append(ids)
+        labels.append([c for k, c in enumerate(ids) if k >= len(crowd) or not crowd[k]])  # what training learns
     return SplitData(files=files, index=index, labels=labels, class_names=list(names))
 
 
@@ -197,8 +198,9 @@ def steps_per_epoch(sampler: BalancedSampler, batch_size: int) -> int:
     return max(1, int(round(sampler.expected_epoch_size())) // batch_size)
 
 
-def parse_example(serialized: Any) -> Tuple[Any, Any, Any]:
-    """Decode one serialized example: (uint8 image [H,W,3], float32 boxes [K,4] yxyx, int32 [K])."""
+def parse_example(serialized: Any) -> Tuple[Any, Any, Any, Any]:
+    """Decode one serialized example: (uint8 image [H,W,3], float32 boxes [K,4] yxyx, int32 classes [K],
+    bool crowd [K]) (``image/object/is_crowd``; a record without it has no crowd box)."""
     import tensorflow as tf
 
     spec = {
@@ -208,6 +210,7 @@ def parse_example(serialized: Any) -> Tuple[Any, Any, Any]:
         keys.BBOX_YMAX: tf.io.VarLenFeature(tf.float32),
         keys.BBOX_XMAX: tf.io.VarLenFeature(tf.float32),
         keys.CLASS_LABEL: tf.io.VarLenFeature(tf.int64),
+        keys.IS_CROWD: tf.io.VarLenFeature(tf.int64),
     }
     parsed = tf.io.parse_single_example(serialized, spec)
     image = tf.io.decode_image(parsed[keys.ENCODED], channels=3, expand_animations=False)
@@ -215,7 +218,9 @@ def parse_example(serialized: Any) -> Tuple[Any, Any, Any]:
     boxes = tf.stack([tf.sparse.to_dense(parsed[k]) for k in
                       (keys.BBOX_YMIN, keys.BBOX_XMIN, keys.BBOX_YMAX, keys.BBOX_XMAX)], axis=-1)
     classes = tf.cast(tf.sparse.to_dense(parsed[keys.CLASS_LABEL]), tf.int32)
-    return image, tf.reshape(boxes, [-1, 4]), classes
+    flags = tf.concat([tf.sparse.to_dense(parsed[keys.IS_CROWD]), tf.zeros_like(classes, tf.int64)], 0)
+    crowd = tf.not_equal(flags[:tf.size(classes)], 0)  # missing flags: not crowd
+    return image, tf.reshape(boxes, [-1, 4]), classes, crowd
 
 
 def make_dataset(data_dir: os.PathLike, split: str, batch_size: int, input_size: int,
@@ -235,8 +240,10 @@ def make_dataset(data_dir: os.PathLike, split: str, batch_size: int, input_size:
 
     ``training=True``: augmentation (``augment_config``; None = none) and class balancing
     (``balance_config``; None = none), endless stream of epochs from ``epoch``, each of
-    ``steps`` (default :func:`steps_per_epoch`) full batches. ``training=False``: one pass
-    in record order, no augmentation, last batch may be partial.
+    ``steps`` (default :func:`steps_per_epoch`) full batches; crowd boxes (``is_crowd``) are
+    left out, as Model Garden's training skips them. ``training=False``: one pass in record
+    order, no augmentation, last batch may be partial; a crowd box's class is negative
+    (``-c``), for an evaluation that ignores what is detected inside it.
     """
     import tensorflow as tf
 
@@ -284,7 +291,12 @@ def make_dataset(data_dir: os.PathLike, split: str, batch_size: int, input_size:
 
     def load(i: Any, sample_seed: Any) -> Tuple[Any, Any, Any]:
         serialized = tf.numpy_function(read, [i], tf.string, stateful=False)
-        image, boxes, classes = parse_example(tf.reshape(serialized, []))
+        image, boxes, classes, crowd = parse_example(tf.reshape(serialized, []))
+        if training:  # a crowd box (COCO's iscrowd) is a region not to learn from, as Model Garden skips it
+            keep = tf.logical_not(crowd)
+            boxes, classes = tf.boolean_mask(boxes, keep), tf.boolean_mask(classes, keep)
+        else:  # kept for evaluation, which ignores detections inside it: marked by a negative class
+            classes = tf.where(crowd, -classes, classes)
         image, boxes, classes = tf.numpy_function(
             apply, [image, boxes, classes, sample_seed], (tf.uint8, tf.float32, tf.int32),
             stateful=False)

@@ -95,13 +95,13 @@ def evaluate_model(predict_fn, dataset: Iterable, config: SSDConfig, class_names
             image_id += 1
             images_out.append({"id": image_id, "width": int(size), "height": int(size)})
             for box, cls in zip(gt_boxes[b], gt_classes[b]):
-                if cls <= 0:
+                if cls == 0:  # padding
                     continue
                 x, y = box[1] * size, box[0] * size
                 w, h = (box[3] - box[1]) * size, (box[2] - box[0]) * size
-                annotations.append({"id": len(annotations) + 1, "image_id": image_id,
-                                    "category_id": int(cls), "bbox": [float(x), float(y), float(w), float(h)],
-                                    "area": float(w * h), "iscrowd": 0})
+                annotations.append({"id": len(annotations) + 1, "image_id": image_id,  # cls < 0: a crowd box
+                                    "category_id": abs(int(cls)), "bbox": [float(x), float(y), float(w), float(h)],
+                                    "area": float(w * h), "iscrowd": int(cls < 0)})
             for k in range(int(counts[b])):
                 box = boxes[b, k]
                 detections.append({
