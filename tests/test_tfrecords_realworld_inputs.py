@@ -525,6 +525,28 @@ def test_annotations_without_bbox_take_it_from_their_segmentation(tmp_path):
                           "to take one from")
 
 
+def test_segmentations_in_the_shapes_converters_write_give_their_box(tmp_path):
+    """A flat polygon, numbers as text and [x, y] pairs (labelme and shapely conversions) were dropped as
+    "holds no polygon or mask" although each holds one."""
+    from edge_trash.tfrecords.coco import load_coco
+
+    shapes = {1: [10, 10, 50, 10, 50, 40],  # one flat polygon, not nested
+              2: [["10", "10", "50", "10", "50", "40"]],  # numbers as text, as 'bbox' may have them
+              3: [[10, 10], [50, 10], [50, 40]],  # one polygon of [x, y] pairs
+              4: [[[10, 10], [50, 10], [50, 40]], [[55, 20], [60, 20], [60, 44]]],  # polygons of pairs
+              5: [[1, 2], [3, 4]],  # two pairs: no polygon
+              6: [["a", "10", "50", "10", "50", "40"]]}  # not a number
+    anns = [{"id": k, "image_id": 1, "category_id": 1, "segmentation": seg} for k, seg in shapes.items()]
+    ann = tmp_path / "ann.json"
+    ann.write_text(json.dumps({"images": [{"id": 1, "file_name": "a.jpg", "width": 64, "height": 48}],
+                               "annotations": anns, "categories": [{"id": 1, "name": "can"}]}))
+    data = load_coco(ann)
+    assert [(b.source_id, (b.x, b.y, b.w, b.h)) for b in data.boxes] == [
+        (1, (10.0, 10.0, 40.0, 30.0)), (2, (10.0, 10.0, 40.0, 30.0)), (3, (10.0, 10.0, 40.0, 30.0)),
+        (4, (10.0, 10.0, 50.0, 34.0))]
+    assert sorted(r.record_id for r in data.rejected_boxes) == [5, 6]
+
+
 def test_ids_and_sizes_written_as_digit_strings_are_read_as_numbers(tmp_path):
     from edge_trash.tfrecords.coco import load_coco
 

@@ -418,18 +418,51 @@ def _parse_images(raw: List[Any], size_of: Optional[SizeReader] = None, sources:
     return images, rejected, size_notes, text_ids, name_notes
 
 
+_NUMBER = (int, float)  # exact types: JSON numbers; True/False are not numbers
+
+
+def _coordinate(value: Any) -> Optional[float]:
+    """A polygon coordinate: a finite JSON number, or one written as text (``"12.5"``)."""
+    if isinstance(value, str):
+        try:
+            value = float(value)
+        except ValueError:
+            return None
+    if type(value) not in _NUMBER or not math.isfinite(value):
+        return None
+    return float(value)
+
+
+def _is_pair(value: Any) -> bool:
+    return isinstance(value, list) and len(value) == 2 and not any(isinstance(v, (list, dict)) for v in value)
+
+
+def _polygons(segmentation: List[Any]) -> List[Any]:
+    """The polygons of a segmentation list as COCO nests them (``[[x1, y1, x2, y2, ...], ...]``), also
+    from the shapes converters write: one flat ``[x1, y1, ...]``, or ``[x, y]`` pairs (one polygon
+    ``[[x1, y1], [x2, y2], ...]`` or several ``[[[x1, y1], ...], ...]``)."""
+    if segmentation and not any(isinstance(v, (list, dict)) for v in segmentation):
+        return [segmentation]  # one flat polygon
+    if len(segmentation) >= 3 and all(_is_pair(v) for v in segmentation):
+        return [[c for pair in segmentation for c in pair]]
+    return [[c for pair in poly for c in pair] if isinstance(poly, list) and len(poly) >= 3
+            and all(_is_pair(v) for v in poly) else poly for poly in segmentation]
+
+
 def bbox_from_segmentation(segmentation: Any) -> Optional[List[float]]:
-    """``[x, y, w, h]`` around a COCO polygon list or RLE mask, or None when it holds no shape."""
+    """``[x, y, w, h]`` around a COCO polygon list or RLE mask, or None when it holds no shape
+    (see :func:`_polygons` for the polygon shapes read)."""
     if isinstance(segmentation, list):
         xs: List[float] = []
         ys: List[float] = []
-        for poly in segmentation:
+        for poly in _polygons(segmentation):
             if not isinstance(poly, list) or len(poly) < 6 or len(poly) % 2:
                 continue
-            if not all(isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v) for v in poly):
+            values = [_coordinate(v) for v in poly]
+            if None in values:
                 continue
-            xs.extend(float(v) for v in poly[0::2])
-            ys.extend(float(v) for v in poly[1::2])
+            xs.extend(values[0::2])  # type: ignore[arg-type]
+            ys.extend(values[1::2])  # type: ignore[arg-type]
         if not xs:
             return None
         return [min(xs), min(ys), max(xs) - min(xs), max(ys) - min(ys)]
@@ -443,9 +476,6 @@ def bbox_from_segmentation(segmentation: Any) -> Optional[List[float]]:
         box = [float(v) for v in mask_utils.toBbox(rle)]
         return box if box[2] > 0 and box[3] > 0 else None
     return None
-
-
-_NUMBER = (int, float)  # exact types: JSON numbers; True/False are not numbers
 
 
 def _parse_box(ann: Dict[str, Any], image: ImageRecord
