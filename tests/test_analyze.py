@@ -450,6 +450,8 @@ def test_cli_through_clirunner(sample_dataset, tmp_path):
 @pytest.mark.parametrize("args,message", [
     ([], "give --annotations A.json, --tfrecords DIR, or both"),
     (["--images", "."], "--images needs --annotations"),
+    (["--tfrecords", "a", "--tfrecords", "b"], "--tfrecords given 2 times: analyze reads one build; to compare builds, "
+                                               "run analyze once for each, with its own --out"),  # kept the last
 ])
 def test_cli_usage_errors(tmp_path, args, message):
     result = CliRunner().invoke(cli, ["analyze", "--out", str(tmp_path)] + args)
@@ -783,3 +785,20 @@ def test_plots_of_an_earlier_analysis_that_this_one_did_not_draw_are_removed(tmp
     analyze(ann, out=out, plots=False)
     assert sorted(p.name for p in out.iterdir()) == sorted(
         ["my_classes.png", "photo.png", "tfrecords_fold0_classes.png.bak", "report.md", "stats.json"])
+
+
+def test_the_summary_agrees_with_one_and_names_no_build_when_no_box_is_usable(tmp_path):
+    """"annotations: 1 images, 1 boxes ... 1 categories"; and a file without one usable box was sent on to
+    build-tfrecords, which then stopped with "no class has a usable box"."""
+    ann = tmp_path / "a.json"
+    ann.write_text(json.dumps({
+        "images": [{"id": 1, "file_name": "a.jpg", "width": 64, "height": 48}],
+        "annotations": [{"id": 1, "image_id": 1, "category_id": 1, "bbox": [1, 1, 0, 0]}],
+        "categories": [{"id": 1, "name": "can"}]}))
+    result = CliRunner().invoke(cli, ["analyze", "--annotations", str(ann), "--out", str(tmp_path / "out"),
+                                      "--no-plots", "--quiet"])
+    assert result.exit_code == 0, result.output
+    assert "annotations: 1 image, 1 box (0 usable), 1 category; rejected boxes: 1" in result.output
+    assert result.output.rstrip().splitlines()[-1] == (
+        "next: fix the annotations first: not one box in them is usable (report.md says why), and build-tfrecords "
+        "needs at least one")

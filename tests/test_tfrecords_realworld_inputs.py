@@ -547,6 +547,21 @@ def test_segmentations_in_the_shapes_converters_write_give_their_box(tmp_path):
     assert sorted(r.record_id for r in data.rejected_boxes) == [5, 6]
 
 
+def test_a_box_too_thin_to_add_to_its_x_is_called_thin_not_outside(tmp_path):
+    from edge_trash.tfrecords.coco import load_coco
+
+    anns = [{"id": 1, "image_id": 1, "category_id": 1, "bbox": [10, 10, 1e-300, 20]},
+            {"id": 2, "image_id": 1, "category_id": 1, "bbox": [10, 10, 20, 1e-300]},
+            {"id": 3, "image_id": 1, "category_id": 1, "bbox": [400, 10, 1e-300, 20]}]
+    ann = tmp_path / "ann.json"
+    ann.write_text(json.dumps({"images": [{"id": 1, "file_name": "a.jpg", "width": 320, "height": 240}],
+                               "annotations": anns, "categories": [{"id": 1, "name": "can"}]}))
+    reasons = {r.record_id: r.reason for r in load_coco(ann).rejected_boxes}
+    assert reasons == {1: "'bbox' [10, 10, 1e-300, 20] is less than a pixel wide: too small to learn from",
+                       2: "'bbox' [10, 10, 20, 1e-300] is less than a pixel high: too small to learn from",
+                       3: "'bbox' [400, 10, 1e-300, 20] lies outside the 320x240 image"}
+
+
 def test_ids_and_sizes_written_as_digit_strings_are_read_as_numbers(tmp_path):
     from edge_trash.tfrecords.coco import load_coco
 

@@ -15,16 +15,18 @@ from edge_trash.tfrecords.workers import worker_count
 
 def summarize(stats: Dict[str, Any], out: Path, seconds: float) -> str:
     """The short summary printed at the end of ``analyze``."""
+    from edge_trash.tfrecords.build import counted, split_counts
+
     lines: List[str] = []
     ann = stats.get("annotations")
     if ann:
         p = ann["problems"]
-        lines.append(f"annotations: {ann['images']} images, {p['boxes_in_file']} boxes ({ann['boxes']} usable), "
-                     f"{ann['categories']} categories; rejected boxes: {p['boxes_rejected']}, clipped: "
-                     f"{p['boxes_clipped']}, images without boxes: {p['images_without_boxes']}")
+        lines.append(f"annotations: {counted(ann['images'], 'image', 'images')}, "
+                     f"{counted(p['boxes_in_file'], 'box', 'boxes')} ({ann['boxes']} usable), "
+                     f"{counted(ann['categories'], 'category', 'categories')}; rejected boxes: {p['boxes_rejected']}, "
+                     f"clipped: {p['boxes_clipped']}, images without boxes: {p['images_without_boxes']}")
     tfr = stats.get("tfrecords")
     if tfr:
-        from edge_trash.tfrecords.build import split_counts
 
         lines.append("tfrecords: " + split_counts(tfr["splits"]))
     flags = stats["flags"]
@@ -39,8 +41,13 @@ def summarize(stats: Dict[str, Any], out: Path, seconds: float) -> str:
     return "\n".join(lines)
 
 
-def next_command(annotations: Sequence[Path], images: Sequence[Path], tfrecords: Optional[Path]) -> str:
-    """The command a user runs after looking at the report."""
+def next_command(annotations: Sequence[Path], images: Sequence[Path], tfrecords: Optional[Path],
+                 usable_boxes: Optional[int] = None) -> str:
+    """The command a user runs after looking at the report (``usable_boxes``: the annotations' boxes
+    build-tfrecords could use; with none, the annotations need fixing first)."""
+    if tfrecords is None and usable_boxes == 0:
+        return ("next: fix the annotations first: not one box in them is usable (report.md says why), and "
+                "build-tfrecords needs at least one")
     if tfrecords is not None:
         from edge_trash.tfrecords.split_layout import train_command
 
@@ -62,7 +69,7 @@ def next_command(annotations: Sequence[Path], images: Sequence[Path], tfrecords:
 @click.option("--images", multiple=True, type=click.Path(path_type=Path),
               help="Folder the JSON file_name entries are relative to (adds brightness, unreadable files, "
                    "size mismatches and copies of one picture): once for all files, or once per --annotations.")
-@click.option("--tfrecords", type=click.Path(file_okay=False, path_type=Path),
+@click.option("--tfrecords", "tfrecords_given", multiple=True, type=click.Path(file_okay=False, path_type=Path),
               help="The --out folder of build-tfrecords: analyse each split as stored.")
 @click.option("--out", required=True, type=click.Path(file_okay=False, path_type=Path),
               help="Folder for report.md, stats.json and the plots.")
@@ -77,7 +84,7 @@ def next_command(annotations: Sequence[Path], images: Sequence[Path], tfrecords:
               help="Processes reading the images (at most one per usable CPU); the report is the same with any "
                    "number.  [default: one per CPU]")
 @click.option("--quiet", is_flag=True, help="No progress bar.")
-def analyze(annotations: Tuple[Path, ...], images: Tuple[Path, ...], tfrecords: Optional[Path], out: Path,
+def analyze(annotations: Tuple[Path, ...], images: Tuple[Path, ...], tfrecords_given: Tuple[Path, ...], out: Path,
             rare_instances: int, dark_luma: float, max_pixels: int, no_plots: bool, workers: Optional[int],
             quiet: bool) -> None:
     """Report class balance, box sizes and image problems of a dataset.
@@ -91,6 +98,10 @@ def analyze(annotations: Tuple[Path, ...], images: Tuple[Path, ...], tfrecords: 
     images without boxes) and leaks between splits (one picture, neighbouring
     video frames or a photo's Roboflow variants in train and val/test).
     """
+    if len(tfrecords_given) > 1:  # click would keep the last one silently
+        raise click.UsageError(f"--tfrecords given {len(tfrecords_given)} times: analyze reads one build; to compare "
+                               "builds, run analyze once for each, with its own --out")
+    tfrecords = tfrecords_given[0] if tfrecords_given else None
     if images and not annotations:
         raise click.UsageError("--images needs --annotations (the image file names come from the JSON)")
     if not annotations and tfrecords is None:
@@ -118,4 +129,4 @@ def analyze(annotations: Tuple[Path, ...], images: Tuple[Path, ...], tfrecords: 
 
         raise click.ClickException(os_error_message(exc, out))
     click.echo(summarize(stats, out, time.monotonic() - start))
-    click.echo(next_command(annotations, images, tfrecords))
+    click.echo(next_command(annotations, images, tfrecords, (stats.get("annotations") or {}).get("boxes")))

@@ -527,7 +527,7 @@ def _parse_box(ann: Dict[str, Any], image: ImageRecord
     clipped = min(x, y) < -CLIP_TOLERANCE_PX or x + w > image.width + CLIP_TOLERANCE_PX \
         or y + h > image.height + CLIP_TOLERANCE_PX
     if x1 - x0 < 1.0 or y1 - y0 < 1.0:
-        if min(w, h) < 1.0 and x1 > x0 and y1 > y0:
+        if min(w, h) < 1.0 and x1 >= x0 and y1 >= y0:  # (x + 1e-300 is x: a width that vanishes in the sum)
             return None, clipped, (f"'bbox' {bbox!r} is less than a pixel {'wide' if w < 1.0 else 'high'}: too "
                                    "small to learn from"), origin
         left = "" if x1 <= x0 or y1 <= y0 else " (less than 1 px left after clipping)"
