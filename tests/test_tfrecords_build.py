@@ -976,3 +976,53 @@ def test_the_order_of_the_annotations_list_does_not_change_the_records(tmp_path)
         outputs.append({p.name: p.read_bytes() for p in sorted(out.iterdir()) if p.suffix != ".json"
                         or p.name == "splits.json"})
     assert len(outputs[0]) >= 5 and outputs[1] == outputs[0] and outputs[2] == outputs[0]
+
+
+def test_a_rebuild_says_how_the_split_moved_from_the_earlier_build(tmp_path):
+    """Nothing told a user that a rebuild put earlier val/test images into train (or the reverse); the summary
+    and report.json now compare with the splits.json the earlier build left in --out."""
+    from click.testing import CliRunner
+
+    from edge_trash.cli import cli
+    from edge_trash.tfrecords.splits import split_changes
+
+    folder = tmp_path / "photos"
+    coco = {"images": [], "annotations": [], "categories": [{"id": 1, "name": "can"}, {"id": 2, "name": "cup"}]}
+    for i in range(1, 41):
+        _solid_jpeg(folder / f"{i}.jpg", (64, 48), (5 * i, 80, 80))
+        coco["images"].append({"id": i, "file_name": f"{i}.jpg", "width": 64, "height": 48})
+        coco["annotations"].append({"id": i, "image_id": i, "category_id": 1 + i % 2, "bbox": [4, 4, 20, 20]})
+    ann = tmp_path / "a.json"
+    ann.write_text(json.dumps(coco))
+    out = tmp_path / "data"
+
+    def build(*args):
+        result = CliRunner().invoke(cli, ["build-tfrecords", "--annotations", str(ann), "--images", str(folder),
+                                          "--out", str(out), "--workers", "1", "--quiet", *args])
+        assert result.exit_code == 0, result.output
+        return result.output, json.loads((out / "report.json").read_text())
+
+    output, report = build()
+    assert report["split_changes"] is None and "earlier build here" not in output
+    splits = json.loads((out / "splits.json").read_text())
+    assert splits["file_names"] == {s: [f"{i}.jpg" for i in ids] for s, ids in splits["splits"].items()}
+    output, report = build()
+    assert report["split_changes"] == {"matched_by": "file_name", "earlier_held_out": 10, "held_out_now_in_train": 0,
+                                       "earlier_train": 30, "train_now_held_out": 0}
+    assert ("note: the earlier build here had 10 of these images in val/test and 30 in training (matched by "
+            "file_name): each is where it was") in output
+    output, report = build("--seed", "7")
+    changes = report["split_changes"]
+    assert changes["held_out_now_in_train"] == changes["train_now_held_out"] > 0  # sizes kept: as many each way
+    assert (f"{changes['train_now_held_out']} of its training images are in val/test now: a model trained on the "
+            "earlier build (or fine-tuned from one with --init) has seen them, which inflates its scores on this "
+            f"build's val/test; {changes['held_out_now_in_train']} of its val/test images are in training now "
+            "(another --seed, --val-fraction, --test-fraction, --folds or class map moves many)") in output
+    # An earlier build's splits.json without file names (an older version) is compared by image id.
+    old = {"seed": 0, "folds": 0, "splits": {"train": [1, 2, 3], "val": [4], "test": [5]}}
+    assert split_changes(old, {"train": ["a"], "val": ["b"]}, {"train": [4, 1], "val": [2, 3, 5]}) == {
+        "matched_by": "image id", "earlier_held_out": 2, "held_out_now_in_train": 1, "earlier_train": 3,
+        "train_now_held_out": 2}
+    assert split_changes({}, {"train": ["a"]}, {"train": [1]}) is None
+    assert split_changes({"splits": "x"}, {"train": ["a"]}, {"train": [1]}) is None
+    assert split_changes({"file_names": {"val": ["z.jpg"]}}, {"train": ["a"]}, {"train": [1]}) is None  # none shared

@@ -32,7 +32,7 @@ from edge_trash.tfrecords.other_formats import images_folder_problem
 from edge_trash.tfrecords.split_layout import COMMIT_JOURNAL, SHARD_RE
 from edge_trash.tfrecords.split_units import (SPLIT_BY, SplitUnits, frames_next_to_train, identical_files,
                                               roboflow_original, split_units, variants_across_splits)
-from edge_trash.tfrecords.splits import assign_folds, assign_splits, shuffled
+from edge_trash.tfrecords.splits import assign_folds, assign_splits, shuffled, split_changes
 from edge_trash.tfrecords.tf_example import ObjectBox, make_example_bytes
 from edge_trash.tfrecords.tfrecord_file import TFRecordWriter
 from edge_trash.tfrecords.workers import ordered_map
@@ -470,6 +470,15 @@ def _variants_of_one_original(images: Sequence[Any], located: Dict[int, Tuple[Pa
             for path, ids in by_path.items() if len(ids) > 1 for iid in ids}
 
 
+def _earlier_splits(out: Path) -> Dict[str, Any]:
+    """The ``splits.json`` an earlier build left in ``out`` ({} when there is none or it is unreadable)."""
+    try:
+        earlier = json.loads((out / "splits.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return {}
+    return earlier if isinstance(earlier, dict) else {}
+
+
 def _plan(dataset: CocoDataset, options: BuildOptions, target_of: Dict[int, Optional[int]],
           found: Dict[int, Tuple[Path, int]], copies: List[List[int]]
           ) -> Tuple[List[Tuple[str, List[int]]], Optional[SplitUnits]]:
@@ -755,9 +764,12 @@ def _build(options: BuildOptions, progress: bool, lock: _OutLock) -> Dict[str, A
         boxes_written = sum(s["boxes"] for s in split_stats.values())
         staged.write(out / "labels.txt", ("\n".join(names) + "\n").encode("utf-8"))
         staged.write(out / "label_map.pbtxt", label_map_pbtxt(names).encode("utf-8"))
+        split_names = {split: [images_by_id[i].file_name for i in ids] for split, ids in split_ids.items()}
+        changes = split_changes(_earlier_splits(out), split_names, split_ids)
         staged.write(out / "splits.json", _json_bytes({
             "seed": options.seed, "folds": options.folds,
-            "splits": {split: ids for split, ids in split_ids.items()}}))
+            "splits": {split: ids for split, ids in split_ids.items()},
+            "file_names": split_names}))  # to compare splits across builds whose ids differ
         opts = {k: (str(v) if isinstance(v, Path) else [str(p) for p in v] if isinstance(v, (list, tuple)) else v)
                 for k, v in asdict(options).items() if k != "workers"}  # the output is the same with any number
         annotation_files = options.annotation_files()
@@ -808,6 +820,8 @@ def _build(options: BuildOptions, progress: bool, lock: _OutLock) -> Dict[str, A
             "shards": shards,
             "bytes_written": sum(s["bytes"] for s in shards),
             "stale_shards_removed": stale_shards,
+            # the earlier build in --out against this one: its val/test images now in train and the reverse
+            "split_changes": changes,
             "options": opts,
         }
         staged.write(out / "report.json", _json_bytes(report))

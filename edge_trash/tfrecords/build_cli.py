@@ -262,12 +262,34 @@ def summarize(report: Dict[str, Any], out: Path, seconds: float) -> str:
             lines.append(f"hint: {hint['images']} images were found in the folders their file_name is relative to, "
                          "below --images: give " + " ".join(f"--images {shell_word(f)}" for f in hint["folders"])
                          + " (one per --annotations, in order) to spare the search")
+    changes = report.get("split_changes")
+    if changes:
+        lines.append(split_changes_line(changes))
     mb = report["bytes_written"] / 1e6
     stale = report.get("stale_shards_removed") or []
     replaced = f", replacing the earlier build there ({len(stale)} of its shards removed)" if stale else ""
     lines.append(f"build-tfrecords: wrote {counted(len(report['shards']), 'shard', 'shards')} ({mb:.1f} MB), "
                  f"labels.txt, label_map.pbtxt, splits.json, report.json to {out}{replaced} in {seconds:.1f}s")
     return "\n".join(lines)
+
+
+def split_changes_line(changes: Dict[str, Any]) -> str:
+    """The summary's line on how the split moved from the earlier build in ``--out``."""
+    moved, seen = changes["held_out_now_in_train"], changes["train_now_held_out"]
+    said = (f"the earlier build here had {changes['earlier_held_out']} of these images in val/test and "
+            f"{changes['earlier_train']} in training (matched by {changes['matched_by']})")
+    if not moved and not seen:
+        return f"note: {said}: each is where it was"
+    parts = []
+    if seen:
+        parts.append(f"{seen} of its training images are in val/test now: a model trained on the earlier build (or "
+                     "fine-tuned from one with --init) has seen them, which inflates its scores on this build's "
+                     "val/test")
+    if moved:
+        parts.append(f"{moved} of its val/test images are in training now")
+    many = moved + seen > 0.1 * max(1, changes["earlier_held_out"])
+    return (f"warning: {said}; " + "; ".join(parts)
+            + (" (another --seed, --val-fraction, --test-fraction, --folds or class map moves many)" if many else ""))
 
 
 @click.command("build-tfrecords")

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import hashlib
 from collections import Counter
-from typing import Dict, Hashable, List, Mapping, Optional, Sequence, Set, Tuple
+from typing import Any, Dict, Hashable, List, Mapping, Optional, Sequence, Set, Tuple
 
 
 def shuffled(ids: Sequence[int], seed: int, keys: Optional[Mapping[int, str]] = None) -> List[int]:
@@ -167,3 +167,32 @@ def assign_folds(image_ids: Sequence[int], image_classes: Mapping[int, Set[int]]
         out[fold_of[u]].extend(ids)
     order_of = {iid: pos for pos, iid in enumerate(order)}
     return [sorted(fold, key=order_of.__getitem__) for fold in out]
+
+
+HELD_OUT = ("val", "test")  # the splits a model is scored on; train and folds are trained on
+
+
+def split_changes(earlier: Mapping[str, Any], names: Mapping[str, Sequence[str]],
+                  ids: Mapping[str, Sequence[int]]) -> Optional[Dict[str, Any]]:
+    """How this build's split differs from the ``earlier`` build's (its ``splits.json``) for the
+    images both hold, matched by ``file_name`` when the earlier file lists them, else by image id:
+    ``{matched_by, earlier_held_out, held_out_now_in_train, earlier_train, train_now_held_out}``
+    (val and test are held out). None when the two share no image or the earlier file is not one
+    of ours."""
+    before = earlier.get("file_names") if isinstance(earlier.get("file_names"), dict) else earlier.get("splits")
+    if not isinstance(before, dict) or not all(isinstance(v, list) for v in before.values()):
+        return None
+    by_name = before is earlier.get("file_names")
+    now = names if by_name else ids
+    split_now = {key: split for split, keys in now.items() for key in keys}
+    split_before = {key: split for split, keys in before.items() for key in keys
+                    if isinstance(key, (str, int)) and key in split_now}
+    if not split_before:
+        return None
+    held_before = [k for k, s in split_before.items() if s in HELD_OUT]
+    train_before = [k for k, s in split_before.items() if s not in HELD_OUT]
+    return {"matched_by": "file_name" if by_name else "image id",
+            "earlier_held_out": len(held_before),
+            "held_out_now_in_train": sum(split_now[k] not in HELD_OUT for k in held_before),
+            "earlier_train": len(train_before),
+            "train_now_held_out": sum(split_now[k] in HELD_OUT for k in train_before)}
