@@ -861,6 +861,12 @@ def test_a_second_build_into_the_same_folder_is_refused_while_the_first_runs(sam
     build_tfrecords(BuildOptions(**dict(opts, seed=1)))  # the holder is gone (killed): the lock went with it
     assert not (out / ".build-tfrecords.lock").exists()
     assert json.loads((out / "report.json").read_text())["options"]["seed"] == 1
+    from PIL import __version__ as pillow
+    from PIL import features
+
+    assert json.loads((out / "report.json").read_text())["software"] == {
+        "edge-trash": "0.1.0", "Pillow": pillow, "libjpeg-turbo": features.version("libjpeg_turbo"),
+        "littlecms2": features.version("littlecms2")}
 
 
 def _long_tail(n, seed=3):

@@ -160,3 +160,10 @@ def test_class_names_other_label_readers_take_for_an_index_are_warned(tmp_path):
     assert misread == set(report["class_names_read_as_indices"])  # the warning names exactly those
     assert names_read_as_indices(["7", "can"]) == ["7"]  # Frigate: a first line that is a number
     assert names_read_as_indices(["can", "7up can", "3D print"]) == []
+
+
+def test_full_width_spellings_are_flagged_as_similar_names():
+    from edge_trash.tfrecords.class_map import similar_names
+
+    assert similar_names(["ｃａｎ", "can", "Ｂｏｔｔｌｅ", "bottle", "ﬁlm", "film", "cup"]) == [
+        ["ｃａｎ", "can"], ["Ｂｏｔｔｌｅ", "bottle"], ["ﬁlm", "film"]]

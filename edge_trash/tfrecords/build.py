@@ -470,6 +470,18 @@ def _variants_of_one_original(images: Sequence[Any], located: Dict[int, Tuple[Pa
             for path, ids in by_path.items() if len(ids) > 1 for iid in ids}
 
 
+def software_versions() -> Dict[str, Optional[str]]:
+    """The versions that decide the bytes a build writes: ours, and Pillow's with the JPEG codec that
+    re-encodes shrunk photos and the colour engine that converts their profiles to sRGB."""
+    from PIL import __version__ as pillow
+    from PIL import features
+
+    from edge_trash import __version__
+
+    return {"edge-trash": __version__, "Pillow": pillow, "libjpeg-turbo": features.version("libjpeg_turbo"),
+            "littlecms2": features.version("littlecms2")}
+
+
 def _earlier_splits(out: Path) -> Dict[str, Any]:
     """The ``splits.json`` an earlier build left in ``out`` ({} when there is none or it is unreadable)."""
     try:
@@ -823,6 +835,7 @@ def _build(options: BuildOptions, progress: bool, lock: _OutLock) -> Dict[str, A
             # the earlier build in --out against this one: its val/test images now in train and the reverse
             "split_changes": changes,
             "options": opts,
+            "software": software_versions(),  # a rebuild months later gives the same bytes with the same ones
         }
         staged.write(out / "report.json", _json_bytes(report))
     except BaseException:

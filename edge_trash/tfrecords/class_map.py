@@ -12,6 +12,7 @@ from __future__ import annotations
 import csv
 import io
 import re
+import unicodedata
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -67,11 +68,12 @@ _SPACING = re.compile(r"[\s_\-]+")
 
 def similar_names(names: Sequence[str]) -> List[List[str]]:
     """Groups of two or more ``names`` that differ only in case, spaces, ``-`` or ``_``
-    (``Bottle`` / ``bottle``, ``plastic-bag`` / ``Plastic bag``): usually one class typed
+    (``Bottle`` / ``bottle``, ``plastic-bag`` / ``Plastic bag``, a CJK keyboard's full-width
+    ``ｃａｎ`` / ``can``): usually one class typed
     two ways by different annotators, which then compete for the same objects."""
     groups: Dict[str, List[str]] = {}
     for name in names:
-        groups.setdefault(_SPACING.sub("", clean_name(name).casefold()), []).append(name)
+        groups.setdefault(_SPACING.sub("", unicodedata.normalize("NFKC", clean_name(name)).casefold()), []).append(name)
     return [g for g in groups.values() if len(g) > 1]
 
 
