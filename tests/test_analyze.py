@@ -709,7 +709,7 @@ def test_md_code_fences_a_path_holding_backticks():
 
     from edge_trash.tfrecords.analyze_report import md_code
 
-    for path in ("a`b/c.json", "``x``", "`lead", "plain/a.json"):
+    for path in ("a`b/c.json", "``x``", "`lead", "plain/a.json", "a|b.json", "c:\\data\\a.json"):
         html = MarkdownIt("commonmark").renderInline(md_code(path))
         assert html == "<code>" + path.replace("&", "&amp;").replace("<", "&lt;") + "</code>", path
 

@@ -1714,12 +1714,16 @@ def test_a_zip_archive_or_a_photo_given_as_annotations_says_what_to_give(tmp_pat
     (tmp_path / "export.7z").write_bytes(b"7z\xbc\xaf\x27\x1c" + bytes(40))
     (tmp_path / "cvat.xml").write_text('<?xml version="1.0" encoding="utf-8"?>\n<annotations>\n  <version>1.1'
                                        '</version>\n  <meta>\n    <task><id>3</id></task>\n  </meta>\n</annotations>')
-    tar_says = ("a tar archive (holding annotations/instances_train2017.json): unpack it (tar -x{}f {} -C DIR) and "
+    tar_says = ("a tar archive (holding annotations/instances_train2017.json): unpack it (tar -xf {} -C DIR) and "
                 "give the COCO JSON inside with --annotations, and its image folder with --images")
+    (tmp_path / "my export.rar").write_bytes(b"Rar!\x1a\x07\x01\x00" + bytes(40))
     for path, message in (  # a tar file was "not valid JSON at line 1, column 1 ... export again"
-            (tars["export.tar"], tar_says.format("", tars["export.tar"])),
-            (tars["export.tar.gz"], tar_says.format("a", tars["export.tar.gz"])),
-            (tars["export.tar.xz"], tar_says.format("a", tars["export.tar.xz"])),
+            (tars["export.tar"], tar_says.format(tars["export.tar"])),
+            (tars["export.tar.gz"], tar_says.format(tars["export.tar.gz"])),  # GNU tar and bsdtar detect it
+            (tars["export.tar.xz"], tar_says.format(tars["export.tar.xz"])),
+            (tmp_path / "my export.rar", f"a RAR archive: unpack it (unrar x '{tmp_path / 'my export.rar'}' DIR/) "
+                                         "and give the COCO JSON inside with --annotations, and its image folder "
+                                         "with --images"),
             (tmp_path / "export.7z", f"a 7z archive: unpack it (7z x {tmp_path / 'export.7z'} -oDIR) and give the "
                                      "COCO JSON inside with --annotations, and its image folder with --images"),
             (tmp_path / "cvat.xml", "a CVAT XML export ('CVAT for images 1.1'), not COCO JSON. Export the "
@@ -1919,6 +1923,8 @@ def test_ignore_regions_are_crowd_and_scored_annotations_are_said(tmp_path):
             anns.append({"id": 10 * i + k, "image_id": i, "category_id": 1, "bbox": [10 + 90 * k, 20, 60, 60],
                          "iscrowd": 0, "score": score, "ignore": ignore})
     anns.append({"id": 99, "image_id": 4, "category_id": 1, "bbox": [5, 150, 40, 40], "ignore": 0})  # Label Studio
+    anns.append({"id": 98, "image_id": 4, "category_id": 1, "bbox": [60, 150, 40, 40], "iscrowd": 2})  # odd alone
+    anns.append({"id": 97, "image_id": 4, "category_id": 1, "bbox": [110, 150, 40, 40], "iscrowd": 2, "ignore": 1})
     ann = tmp_path / "olm_pseudo.json"
     ann.write_text(json.dumps({"images": [{"id": i, "file_name": f"{i}.jpg", "width": 320, "height": 240}
                                           for i in range(1, 5)],
@@ -1926,19 +1932,20 @@ def test_ignore_regions_are_crowd_and_scored_annotations_are_said(tmp_path):
     result = CliRunner().invoke(cli, ["build-tfrecords", "--annotations", str(ann), "--images", str(root), "--out",
                                       str(tmp_path / "out"), "--val-fraction", "0", "--test-fraction", "0"])
     assert result.exit_code == 0, result.output
-    assert ("note: 8 annotations are marked \"ignore\": 1 (a region not to learn from), written with is_crowd 1 as "
-            "COCO's evaluator and Model Garden's training read it: annotation ids 11, 12, 21, 22, 31 and 3 more"
+    assert ("note: 9 annotations are marked \"ignore\": 1 (a region not to learn from), written with is_crowd 1 as "
+            "COCO's evaluator and Model Garden's training read it: annotation ids 11, 12, 21, 22, 31 and 4 more"
             ) in result.output
     assert ("warning: 12 annotations carry a 'score' (0.03 to 0.91, median 0.12), as a model's predictions do "
             "(pseudo-labels, a results file inside a COCO dict): they are trained as ground truth; if they are "
             "predictions, keep only the confident ones in the file (or review them) before training") in result.output
     report = json.loads((tmp_path / "out" / "report.json").read_text())
-    assert report["ignored_as_crowd"] == [11, 12, 21, 22, 31, 32, 41, 42]
+    assert report["ignored_as_crowd"] == [11, 12, 21, 22, 31, 32, 41, 42, 97]
+    assert report["iscrowd_not_understood"] == [98]  # 97's iscrowd 2 is not called "read as 0": it is crowd
     assert report["annotations_with_score"] == {"count": 12, "min": 0.03, "median": 0.12, "max": 0.91}
     crowd = {int(ex.features.feature["image/source_id"].bytes_list.value[0]):
              list(ex.features.feature["image/object/is_crowd"].int64_list.value) for ex in _examples(tmp_path / "out")}
-    assert crowd == {1: [0, 1, 1], 2: [0, 1, 1], 3: [0, 1, 1], 4: [0, 1, 1, 0]}
+    assert crowd == {1: [0, 1, 1], 2: [0, 1, 1], 3: [0, 1, 1], 4: [0, 1, 1, 1, 0, 0]}  # ids 40-42, 97, 98, 99
     stats = analyze(ann, None, out=tmp_path / "analysis", plots=False)
     kinds = {f["kind"]: f for f in stats["flags"]}
-    assert kinds["ignored_as_crowd"]["count"] == 8 and kinds["annotations_with_score"]["count"] == 12
+    assert kinds["ignored_as_crowd"]["count"] == 9 and kinds["annotations_with_score"]["count"] == 12
     assert stats["annotations"]["problems"]["annotations_with_score"]["median"] == 0.12

@@ -27,7 +27,6 @@ def summarize(stats: Dict[str, Any], out: Path, seconds: float) -> str:
                      f"clipped: {p['boxes_clipped']}, images without boxes: {p['images_without_boxes']}")
     tfr = stats.get("tfrecords")
     if tfr:
-
         lines.append("tfrecords: " + split_counts(tfr["splits"]))
     flags = stats["flags"]
     lines.append(f"flags ({len(flags)}):" if flags else "flags: none")

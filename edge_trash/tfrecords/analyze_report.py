@@ -179,12 +179,12 @@ def md_text(text: Any) -> str:
 
 
 def md_code(text: Any) -> str:
-    """``text`` as a Markdown code span, fenced by more backticks than it holds (a path may hold one);
-    a ``|`` is escaped, as a table cell or not (GFM splits cells before it reads code spans)."""
+    """``text`` as a Markdown code span, fenced by more backticks than it holds (a path may hold one).
+    For text outside tables: inside a code span a backslash is shown as it is, so nothing is escaped."""
     text = str(text)
     fence = "`" * (max((len(run) for run in re.findall("`+", text)), default=0) + 1)
     pad = " " if text.startswith("`") or text.endswith("`") else ""
-    return f"{fence}{pad}{text}{pad}{fence}".replace("|", "\\|")
+    return f"{fence}{pad}{text}{pad}{fence}"
 
 
 def _table(header: Sequence[str], rows: Iterable[Sequence[Any]]) -> List[str]:

@@ -16,6 +16,7 @@ import math
 import os
 import re
 import stat
+import statistics
 from collections import Counter
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass
@@ -99,11 +100,8 @@ def score_summary(scores: Sequence[float]) -> Optional[Dict[str, Any]]:
     """``{count, min, median, max}`` of the annotations' ``score`` values (None without any)."""
     if not scores:
         return None
-    ordered = sorted(scores)
-    mid = len(ordered) // 2
-    median = ordered[mid] if len(ordered) % 2 else (ordered[mid - 1] + ordered[mid]) / 2
-    return {"count": len(ordered), "min": round(ordered[0], 4), "median": round(median, 4),
-            "max": round(ordered[-1], 4)}
+    return {"count": len(scores), "min": round(min(scores), 4), "median": round(statistics.median(scores), 4),
+            "max": round(max(scores), 4)}
 
 
 def score_message(summary: Dict[str, Any]) -> str:

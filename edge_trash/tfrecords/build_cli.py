@@ -275,19 +275,22 @@ def summarize(report: Dict[str, Any], out: Path, seconds: float) -> str:
 
 def split_changes_line(changes: Dict[str, Any]) -> str:
     """The summary's line on how the split moved from the earlier build in ``--out``."""
-    moved, seen = changes["held_out_now_in_train"], changes["train_now_held_out"]
+    moved, seen, refolded = changes["held_out_now_in_train"], changes["train_now_held_out"], changes["fold_changed"]
     said = (f"the earlier build here had {changes['earlier_held_out']} of these images in val/test and "
             f"{changes['earlier_train']} in training (matched by {changes['matched_by']})")
-    if not moved and not seen:
+    if not moved and not seen and not refolded:
         return f"note: {said}: each is where it was"
     parts = []
+    if refolded:
+        parts.append(f"{refolded} of its images are in another fold now (cross-validation scores are not "
+                     "comparable with the earlier build's)")
     if seen:
         parts.append(f"{seen} of its training images are in val/test now: a model trained on the earlier build (or "
                      "fine-tuned from one with --init) has seen them, which inflates its scores on this build's "
                      "val/test")
     if moved:
         parts.append(f"{moved} of its val/test images are in training now")
-    many = moved + seen > 0.1 * max(1, changes["earlier_held_out"])
+    many = moved + seen > 0.1 * max(1, changes["earlier_held_out"]) or refolded > 0.1 * changes["earlier_train"]
     return (f"warning: {said}; " + "; ".join(parts)
             + (" (another --seed, --val-fraction, --test-fraction, --folds or class map moves many)" if many else ""))
 

@@ -92,18 +92,15 @@ def similar_names_warning(group: Sequence[str]) -> str:
             f"merge them with a --class-map listing every class, with the rows {rows}")
 
 
-_LEADING_INDEX = re.compile(r"\d+[:\s]+\S")  # pycoral's read_label_file: an "N name" or "N: name" line
+_LEADING_INDEX = re.compile(r"\d+[:\s]")  # pycoral's read_label_file: an "N name", "N: name" or "N:" line
 
 
 def names_read_as_indices(names: Sequence[str]) -> List[str]:
     """The ``names`` that label readers other than ours would take apart in ``labels.txt``:
     pycoral's ``read_label_file`` (used by Coral's examples) reads a line ``6 pack rings`` as
     class 6 named ``pack rings``; Frigate reads the whole file as ``index name`` lines when the
-    first line starts with a number, and fails on the others."""
-    found = [n for n in names if _LEADING_INDEX.match(n)]
-    if names and names[0].split(" ", 1)[0].isdigit() and names[0] not in found:
-        found.insert(0, names[0])
-    return found
+    first line is one, and fails on the others. A name that is a number alone is read whole."""
+    return [n for n in names if _LEADING_INDEX.match(n)]
 
 
 def read_as_indices_warning(names: Sequence[str]) -> str:

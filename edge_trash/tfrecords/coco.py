@@ -182,11 +182,19 @@ class CocoDataset:
         return out
 
 
+_POSITION_KEY = re.compile(r"annotations\[\d+\]")  # the key of an annotation without an id: its place
+
+
 def _box_order(box: BoxRecord) -> Tuple[Any, ...]:
     given = box.source_id
     number = isinstance(given, (int, float)) and not isinstance(given, bool) and math.isfinite(given)
-    return ((0, given, "") if number else (1, 0, str(given))) + (box.category_id, box.x, box.y, box.w, box.h,
-                                                                 box.iscrowd)
+    if number:
+        first: Tuple[Any, ...] = (0, given, "")
+    elif isinstance(given, str) and _POSITION_KEY.fullmatch(given):
+        first = (2, 0, "")  # no id: ordered by what the box is, not where the file put it
+    else:
+        first = (1, 0, str(given))
+    return first + (box.category_id, box.x, box.y, box.w, box.h, box.iscrowd)
 
 
 _DIGITS = re.compile(r"\s*-?[0-9]+\s*")
@@ -236,7 +244,6 @@ def read_json_text(path: Path) -> str:
                               "and test)")
     except OSError as exc:
         raise CocoFormatError(f"{path}: cannot read the file: {exc}")
-    packed = raw
     for magic, kind, module in ((b"\x1f\x8b", "gzip", "gzip"), (b"\xfd7zXZ\x00", "xz", "lzma"),
                                 (b"BZh", "bzip2", "bz2")):
         if raw.startswith(magic):
@@ -248,7 +255,7 @@ def read_json_text(path: Path) -> str:
                 raise CocoFormatError(f"{path}: a {kind} file that cannot be unpacked ({exc}); is the download "
                                       "complete?")
             break
-    binary = other_binary_format(path, raw, packed is not raw)
+    binary = other_binary_format(path, raw)
     if binary:
         raise CocoFormatError(f"{path}: {binary}")
     encoding = "utf-16" if raw[:2] in (b"\xff\xfe", b"\xfe\xff") else "utf-8-sig"
@@ -679,11 +686,11 @@ def load_coco_files(paths: "Sequence[str | Path]", size_of: Optional[SizeReader]
         if origin != "segmentation" and all(type(v) in _NUMBER for v in raw):  # x2 > x1, y2 > y1 inside: corners?
             as_corners += int(raw[0] < raw[2] <= image.width and raw[1] < raw[3] <= image.height)
         crowd = crowd_flag(ann.get("iscrowd"))
-        if crowd is None:
-            odd_crowd.append(key)
         if crowd != 1 and "ignore" in ann and crowd_flag(ann["ignore"]) == 1:  # a region not to learn from
             crowd = 1
             ignored.append(key)
+        elif crowd is None:
+            odd_crowd.append(key)
         score = ann.get("score")
         if type(score) in _NUMBER and math.isfinite(score):
             scores.append(float(score))

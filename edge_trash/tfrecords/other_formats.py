@@ -9,6 +9,8 @@ import zipfile
 from pathlib import Path
 from typing import Any
 
+from edge_trash.terminal import shell_word
+
 EXPORT_COCO = ("Export the annotations as COCO JSON (CVAT: 'COCO 1.0'; Label Studio, Roboflow: 'COCO'), or "
                "convert them, and give that file")
 _YOLO_LINE = re.compile(r"^\s*\d+(\s+-?\d*\.?\d+(e-?\d+)?){4,}\s*$")
@@ -69,10 +71,10 @@ _IMAGE_MAGIC = ((b"\xff\xd8\xff", "a JPEG image"), (b"\x89PNG", "a PNG image"), 
                 (b"GIF8", "a GIF image"), (b"II*\x00", "a TIFF image"), (b"MM\x00*", "a TIFF image"))
 
 
-def other_binary_format(path: Path, raw: bytes, unpacked: bool = False) -> str:
+def other_binary_format(path: Path, raw: bytes) -> str:
     """What to say of a binary file given as the annotation file ("" when it may be text): a zip
-    or tar archive (with the JSON files inside it to unpack; ``raw`` is a ``.tar.gz`` already
-    ``unpacked`` from gzip, xz or bzip2), a 7z or RAR archive, or an image."""
+    or tar archive (with the JSON files inside it to unpack; ``raw`` of a ``.tar.gz`` is already
+    unpacked from gzip, xz or bzip2: ``tar -xf`` unpacks any of them), a 7z or RAR archive, or an image."""
     if raw[257:262] == b"ustar":  # a tar file's header
         import io
         import tarfile
@@ -83,10 +85,10 @@ def other_binary_format(path: Path, raw: bytes, unpacked: bool = False) -> str:
         except (tarfile.TarError, OSError, EOFError) as exc:
             return f"a tar archive that cannot be read ({exc}); is the download complete?"
         listed = ", ".join(inside[:5]) + (", ..." if len(inside) > 5 else "") if inside else "no .json file"
-        return (f"a tar archive (holding {listed}): unpack it (tar -x{'a' if unpacked else ''}f {path} -C DIR) and "
-                "give the COCO JSON inside with --annotations, and its image folder with --images")
-    for magic, what, unpack in ((b"7z\xbc\xaf\x27\x1c", "a 7z archive", f"7z x {path} -oDIR"),
-                                (b"Rar!\x1a\x07", "a RAR archive", f"unrar x {path} DIR/")):
+        return (f"a tar archive (holding {listed}): unpack it (tar -xf {shell_word(path)} -C DIR) and give the "
+                "COCO JSON inside with --annotations, and its image folder with --images")
+    for magic, what, unpack in ((b"7z\xbc\xaf\x27\x1c", "a 7z archive", f"7z x {shell_word(path)} -oDIR"),
+                                (b"Rar!\x1a\x07", "a RAR archive", f"unrar x {shell_word(path)} DIR/")):
         if raw.startswith(magic):
             return (f"{what}: unpack it ({unpack}) and give the COCO JSON inside with --annotations, and its image "
                     "folder with --images")

@@ -128,7 +128,9 @@ def assign_folds(image_ids: Sequence[int], image_classes: Mapping[int, Set[int]]
                  seed: int, unit_of: Optional[Mapping[int, Hashable]] = None,
                  keys: Optional[Mapping[int, str]] = None) -> List[List[int]]:
     """Deal image ids into ``folds`` folds, rarest class first, so each class spreads evenly; the
-    images of one ``unit_of`` value land in the same fold."""
+    images of one ``unit_of`` value land in the same fold. Among the folds a unit may take, it takes
+    its home fold (from the hash of its first image's key), so a grown dataset keeps most images
+    where they were."""
     if folds < 2:
         raise ValueError(f"--folds must be at least 2, got {folds}")
     if folds > len(image_ids):
@@ -159,9 +161,9 @@ def assign_folds(image_ids: Sequence[int], image_classes: Mapping[int, Set[int]]
             if u not in fold_of:
                 place(u, min(range(folds), key=lambda k: (class_count[k][c], crowded(k, u), k != home[u],
                                                           sizes[k], k)))
-    for u in units.members:
+    for u in units.members:  # images with no class: home unless that fold is crowded, then the smallest
         if u not in fold_of:
-            place(u, min(range(folds), key=lambda k: (sizes[k], k)))
+            place(u, min(range(folds), key=lambda k: (crowded(k, u), k != home[u], sizes[k], k)))
     out: List[List[int]] = [[] for _ in range(folds)]
     for u, ids in units.members.items():
         out[fold_of[u]].extend(ids)
@@ -175,24 +177,39 @@ HELD_OUT = ("val", "test")  # the splits a model is scored on; train and folds a
 def split_changes(earlier: Mapping[str, Any], names: Mapping[str, Sequence[str]],
                   ids: Mapping[str, Sequence[int]]) -> Optional[Dict[str, Any]]:
     """How this build's split differs from the ``earlier`` build's (its ``splits.json``) for the
-    images both hold, matched by ``file_name`` when the earlier file lists them, else by image id:
-    ``{matched_by, earlier_held_out, held_out_now_in_train, earlier_train, train_now_held_out}``
-    (val and test are held out). None when the two share no image or the earlier file is not one
-    of ours."""
+    images both hold, matched by ``file_name`` when the earlier file lists them, else by image id
+    (two images of one name, from two annotation files, are counted as a pair):
+    ``{matched_by, earlier_held_out, held_out_now_in_train, earlier_train, train_now_held_out,
+    fold_changed}`` (val and test are held out; ``fold_changed`` counts images of a ``--folds``
+    build in another fold now). None when the two share no image or the file is not one of ours."""
     before = earlier.get("file_names") if isinstance(earlier.get("file_names"), dict) else earlier.get("splits")
     if not isinstance(before, dict) or not all(isinstance(v, list) for v in before.values()):
         return None
     by_name = before is earlier.get("file_names")
     now = names if by_name else ids
-    split_now = {key: split for split, keys in now.items() for key in keys}
-    split_before = {key: split for split, keys in before.items() for key in keys
-                    if isinstance(key, (str, int)) and key in split_now}
-    if not split_before:
+
+    def splits_of(listing: Mapping[str, Sequence[Any]]) -> Dict[Any, Counter]:
+        out: Dict[Any, Counter] = {}
+        for split, keys in listing.items():
+            for key in keys:
+                if isinstance(key, (str, int)):
+                    out.setdefault(key, Counter())[split] += 1
+        return out
+
+    was, is_now = splits_of(before), splits_of(now)
+    shared = [key for key in was if key in is_now]
+    if not shared:
         return None
-    held_before = [k for k, s in split_before.items() if s in HELD_OUT]
-    train_before = [k for k, s in split_before.items() if s not in HELD_OUT]
+    counts = Counter()
+    for key in shared:
+        a, b = was[key], is_now[key]
+        held_a, held_b = sum(a[s] for s in HELD_OUT), sum(b[s] for s in HELD_OUT)
+        counts["earlier_held_out"] += held_a
+        counts["earlier_train"] += sum(a.values()) - held_a
+        counts["held_out_now_in_train"] += max(0, held_a - held_b)
+        counts["train_now_held_out"] += max(0, held_b - held_a)
+        left_fold = sum(max(0, n - b[s]) for s, n in a.items() if s.startswith("fold"))
+        counts["fold_changed"] += max(0, left_fold - max(0, held_b - held_a))  # not those now in test
     return {"matched_by": "file_name" if by_name else "image id",
-            "earlier_held_out": len(held_before),
-            "held_out_now_in_train": sum(split_now[k] not in HELD_OUT for k in held_before),
-            "earlier_train": len(train_before),
-            "train_now_held_out": sum(split_now[k] in HELD_OUT for k in train_before)}
+            **{k: counts[k] for k in ("earlier_held_out", "held_out_now_in_train", "earlier_train",
+                                      "train_now_held_out", "fold_changed")}}
