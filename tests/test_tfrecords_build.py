@@ -1055,3 +1055,21 @@ def test_a_rebuild_says_how_the_split_moved_from_the_earlier_build(tmp_path):
     assert split_changes({}, {"train": ["a"]}, {"train": [1]}) is None
     assert split_changes({"splits": "x"}, {"train": ["a"]}, {"train": [1]}) is None
     assert split_changes({"file_names": {"val": ["z.jpg"]}}, {"train": ["a"]}, {"train": [1]}) is None  # none shared
+
+
+def test_a_roboflow_re_export_with_new_hashes_keeps_the_split():
+    """Roboflow names files IMG_1_jpg.rf.<hash>.jpg, and a re-export may give new hashes: the photo's own name
+    places it, so the split and the comparison with the earlier build survive the rename."""
+    from edge_trash.tfrecords.splits import assign_splits, split_changes, split_key
+
+    assert split_key("IMG_0001_jpg.rf.3f2a1b9c8d7e6f50.jpg") == "img_0001.jpg"
+    assert split_key("batch_1/000001.jpg") == "batch_1/000001.jpg"
+    classes = _long_tail(300)
+    first = {i: f"IMG_{i:04d}_jpg.rf.{i * 7919:012x}.jpg" for i in classes}
+    again = {i: f"IMG_{i:04d}_jpg.rf.{i * 104729 + 5:012x}.jpg" for i in classes}
+    a = assign_splits(list(classes), classes, 0.15, 0.1, 0, keys={i: split_key(n) for i, n in first.items()})
+    b = assign_splits(list(classes), classes, 0.15, 0.1, 0, keys={i: split_key(n) for i, n in again.items()})
+    assert a == b
+    earlier = {"file_names": {s: [first[i] for i in ids] for s, ids in a.items()}}
+    changes = split_changes(earlier, {s: [again[i] for i in ids] for s, ids in b.items()}, b)
+    assert changes["earlier_held_out"] == len(a["val"]) + len(a["test"]) and changes["held_out_now_in_train"] == 0

@@ -33,7 +33,7 @@ from edge_trash.tfrecords.other_formats import images_folder_problem
 from edge_trash.tfrecords.split_layout import COMMIT_JOURNAL, SHARD_RE
 from edge_trash.tfrecords.split_units import (SPLIT_BY, SplitUnits, frames_next_to_train, identical_files,
                                               roboflow_original, split_units, variants_across_splits)
-from edge_trash.tfrecords.splits import assign_folds, assign_splits, shuffled, split_changes
+from edge_trash.tfrecords.splits import assign_folds, assign_splits, shuffled, split_changes, split_key
 from edge_trash.tfrecords.tf_example import ObjectBox, make_example_bytes
 from edge_trash.tfrecords.tfrecord_file import TFRecordWriter
 from edge_trash.tfrecords.workers import ordered_map
@@ -503,7 +503,9 @@ def _plan(dataset: CocoDataset, options: BuildOptions, target_of: Dict[int, Opti
         if t is not None:
             classes_of[box.image_id].add(t)
     ids = [im.id for im in dataset.images if im.id in found]
-    names = {im.id: im.file_name for im in dataset.images}  # each image's place in the seeded order
+    # each image's place in the seeded order: by its photo's name (a Roboflow re-export's new hashes change
+    # nothing), but by its own name when asked to move every image alone
+    names = {im.id: im.file_name if options.split_by == "image" else split_key(im.file_name) for im in dataset.images}
     if options.keep_splits:
         unnamed = [str(src.path) for src in dataset.sources if src.split is None]
         if unnamed:

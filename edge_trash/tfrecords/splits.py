@@ -18,6 +18,15 @@ import hashlib
 from collections import Counter
 from typing import Any, Dict, Hashable, List, Mapping, Optional, Sequence, Set, Tuple
 
+from edge_trash.tfrecords.split_units import roboflow_original
+
+
+def split_key(file_name: str) -> str:
+    """What places an image in the seeded order: its ``file_name``, or for a Roboflow export's
+    ``IMG_1_jpg.rf.<hash>.jpg`` the photo's own name (``img_1.jpg``), which a re-export keeps while
+    the hash may change."""
+    return roboflow_original(file_name) or file_name
+
 
 def shuffled(ids: Sequence[int], seed: int, keys: Optional[Mapping[int, str]] = None) -> List[int]:
     """The ids in a seeded random order that each id keeps whatever other ids there are: sorted by a
@@ -193,6 +202,7 @@ def split_changes(earlier: Mapping[str, Any], names: Mapping[str, Sequence[str]]
         for split, keys in listing.items():
             for key in keys:
                 if isinstance(key, (str, int)):
+                    key = split_key(key) if isinstance(key, str) else key  # a Roboflow re-export's new hash
                     out.setdefault(key, Counter())[split] += 1
         return out
 
