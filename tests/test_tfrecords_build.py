@@ -911,7 +911,7 @@ def test_a_grown_or_shrunk_dataset_keeps_its_held_out_images_out_of_train():
 
 def test_a_grown_dataset_keeps_most_images_in_their_fold():
     """Dealt by class with no home, 756 of TACO's 3,824 images kept their fold after 5% more photos (chance: one
-    in five); a unit now goes to its hash's fold wherever that holds no more of the class than another."""
+    in five); a unit now goes to its hash's fold unless that holds more of the class than another by a margin."""
     from edge_trash.tfrecords.splits import assign_folds
 
     classes = {**_long_tail(1000), **{i: set() for i in range(1000, 1300)}}  # and 300 background images
@@ -921,14 +921,16 @@ def test_a_grown_dataset_keeps_most_images_in_their_fold():
     again = assign_folds(list(grown), grown, 5, 0, keys={**keys, **{i: f"n{i}.jpg" for i in range(2000, 2050)}})
     fold_of = {i: k for k, fold in enumerate(again) for i in fold}
     kept = sum(fold_of[i] == k for k, fold in enumerate(base) for i in fold if i < 1000)
-    assert kept > 0.4 * 1000, kept  # chance: 200
+    assert kept > 0.7 * 1000, kept  # chance: 200; dealt by class alone: 460
     kept = sum(fold_of[i] == k for k, fold in enumerate(base) for i in fold if i >= 1000)
     assert kept > 0.8 * 300, kept  # background images go home (they were dealt by size alone: 4 of 300 kept)
     sizes = [len(f) for f in base]
     assert max(sizes) - min(sizes) <= 0.1 * 260, sizes
     for c in {c for cs in classes.values() for c in cs}:  # each class still spread over the folds
         per_fold = [sum(c in classes[i] for i in fold) for fold in base]
-        assert max(per_fold) - min(per_fold) <= 1, (c, per_fold)
+        images = sum(per_fold)  # a rare class exactly, a common one within a margin of sqrt(images per fold)
+        margin = int(math.sqrt(images / 5)) if images >= 10 else 0
+        assert max(per_fold) - min(per_fold) <= margin + 1, (c, per_fold)
 
 
 def test_rebuilds_keep_the_split_by_file_name(tmp_path):
@@ -995,66 +997,95 @@ def test_a_rebuild_says_how_the_split_moved_from_the_earlier_build(tmp_path):
     from click.testing import CliRunner
 
     from edge_trash.cli import cli
-    from edge_trash.tfrecords.splits import split_changes
 
     folder = tmp_path / "photos"
     coco = {"images": [], "annotations": [], "categories": [{"id": 1, "name": "can"}, {"id": 2, "name": "cup"}]}
     for i in range(1, 41):
-        _solid_jpeg(folder / f"{i}.jpg", (64, 48), (5 * i, 80, 80))
-        coco["images"].append({"id": i, "file_name": f"{i}.jpg", "width": 64, "height": 48})
+        _solid_jpeg(folder / "sub" / f"{i}.jpg", (64, 48), (5 * i, 80, 80))
+        coco["images"].append({"id": i, "file_name": f"sub/{i}.jpg", "width": 64, "height": 48})
         coco["annotations"].append({"id": i, "image_id": i, "category_id": 1 + i % 2, "bbox": [4, 4, 20, 20]})
     ann = tmp_path / "a.json"
     ann.write_text(json.dumps(coco))
     out = tmp_path / "data"
 
-    def build(*args):
-        result = CliRunner().invoke(cli, ["build-tfrecords", "--annotations", str(ann), "--images", str(folder),
-                                          "--out", str(out), "--workers", "1", "--quiet", *args])
+    def build(*args, coco_file=ann):
+        result = CliRunner().invoke(cli, ["build-tfrecords", "--annotations", str(coco_file), "--images",
+                                          str(folder), "--out", str(out), "--workers", "1", "--quiet", *args])
         assert result.exit_code == 0, result.output
         return result.output, json.loads((out / "report.json").read_text())
 
     output, report = build()
-    assert report["split_changes"] is None and "earlier build here" not in output
+    assert report["split_changes"] is None and "earlier build" not in output
     splits = json.loads((out / "splits.json").read_text())
-    assert splits["file_names"] == {s: [f"{i}.jpg" for i in ids] for s, ids in splits["splits"].items()}
+    assert splits["file_names"] == {s: [f"sub/{i}.jpg" for i in ids] for s, ids in splits["splits"].items()}
     output, report = build()
-    assert report["split_changes"] == {"matched_by": "file_name", "earlier_held_out": 10, "held_out_now_in_train": 0,
-                                       "earlier_train": 30, "train_now_held_out": 0, "fold_changed": 0}
-    assert ("note: the earlier build here had 10 of these images in val/test and 30 in training (matched by "
-            "file_name): each is where it was") in output
+    assert report["split_changes"] == {"earlier_images": 40, "earlier_folds": 0, "matched": 40, "earlier_held_out": 10,
+                                       "held_out_now_in_train": 0, "earlier_train": 30, "train_now_held_out": 0,
+                                       "fold_changed": 0}
+    assert ("note: the earlier build here: 40 of its 40 images are in this one, each in the split it was in"
+            ) in output
+    # The same photos spelled otherwise in the JSON (case, Windows separators, "./"): the same files, the same split.
+    respelled = tmp_path / "respelled.json"
+    respelled.write_text(json.dumps(dict(coco, images=[
+        dict(im, file_name=[f"SUB/{im['id']}.JPG", f"sub\\{im['id']}.jpg", f"./sub/{im['id']}.jpg"][im["id"] % 3])
+        for im in coco["images"]])))
+    output, report = build(coco_file=respelled)
+    assert report["split_changes"]["matched"] == 40 and "each in the split it was in" in output
+    assert json.loads((out / "splits.json").read_text())["splits"] == splits["splits"]
     output, report = build("--seed", "7")
     changes = report["split_changes"]
     assert changes["held_out_now_in_train"] == changes["train_now_held_out"] > 0  # sizes kept: as many each way
     assert (f"{changes['train_now_held_out']} of its training images are in val/test now: a model trained on the "
             "earlier build (or fine-tuned from one with --init) has seen them, which inflates its scores on this "
             f"build's val/test; {changes['held_out_now_in_train']} of its val/test images are in training now "
-            "(another --seed, --val-fraction, --test-fraction, --folds or class map moves many)") in output
-    # An earlier build's splits.json without file names (an older version) is compared by image id.
-    old = {"seed": 0, "folds": 0, "splits": {"train": [1, 2, 3], "val": [4], "test": [5]}}
-    assert split_changes(old, {"train": ["a"], "val": ["b"]}, {"train": [4, 1], "val": [2, 3, 5]}) == {
-        "matched_by": "image id", "earlier_held_out": 2, "held_out_now_in_train": 1, "earlier_train": 3,
-        "train_now_held_out": 2, "fold_changed": 0}
-    # Folds swapped whole: nothing left val or test, yet every image is in another fold.
-    folds = {"file_names": {"fold0": ["a", "b"], "fold1": ["c"], "test": ["d"]}}
-    assert split_changes(folds, {"fold0": ["c"], "fold1": ["a", "b"], "test": ["d"]}, {})["fold_changed"] == 3
-    assert split_changes(folds, {"fold0": ["a"], "fold1": ["c"], "test": ["d", "b"]}, {}) == {
-        "matched_by": "file_name", "earlier_held_out": 1, "held_out_now_in_train": 0, "earlier_train": 3,
-        "train_now_held_out": 1, "fold_changed": 0}  # b went to test: said once
-    # Two images of one name (one from each of two annotation files) in train and val: counted as two.
-    pair = {"file_names": {"train": ["0001.jpg"], "val": ["0001.jpg"]}}
-    assert split_changes(pair, {"train": ["0001.jpg", "0001.jpg"]}, {}) == {
-        "matched_by": "file_name", "earlier_held_out": 1, "held_out_now_in_train": 1, "earlier_train": 1,
-        "train_now_held_out": 0, "fold_changed": 0}
-    from edge_trash.tfrecords.build_cli import split_changes_line
+            "(a changed --seed, fraction, --folds, --keep-splits or class map, or renamed files, moves many)") in output
+    output, report = build("--folds", "3")
+    assert "; it had no folds; " in output and report["split_changes"]["fold_changed"] == 0
+    output, report = build("--folds", "3", "--seed", "4")
+    assert report["split_changes"]["fold_changed"] > 0 and " in another fold now " in output
+    output, report = build()
+    assert "; it was split into 3 folds; " in output
+    # An earlier splits.json that cannot be compared is said, never a traceback.
+    for content, why in (('{"seed": 0, "folds": 0, "splits": {"train": [1]}}',
+                          "it lists no file names (written by an older edge-trash)"),
+                         ("[" * 100000 + "]" * 100000, "cannot read it (RecursionError)"),
+                         ("", "cannot read it (JSONDecodeError)"), ("[1]", "it is not a JSON object"),
+                         ('{"file_names": {"train": ["elsewhere/1.jpg"]}}', None)):
+        (out / "splits.json").write_text(content)
+        output, report = build()
+        said = (f"the earlier build's splits.json was not compared: {why}" if why else
+                "the earlier build here holds none of these files (by name): its split cannot be compared")
+        assert report["split_changes"] == {"not_compared": said} and f"note: {said}" in output
+    (out / "splits.json").unlink()
+    (out / "splits.json").mkdir()
+    result = CliRunner().invoke(cli, ["build-tfrecords", "--annotations", str(ann), "--images", str(folder), "--out",
+                                      str(out), "--quiet"])
+    assert result.exit_code != 0 and (f"--out {out}: splits.json there is a folder, where the build writes a file: "
+                                      "move it away, or choose another --out") in result.output
 
-    assert split_changes_line({"matched_by": "file_name", "earlier_held_out": 10, "held_out_now_in_train": 0,
-                               "earlier_train": 30, "train_now_held_out": 0, "fold_changed": 12}) == (
-        "warning: the earlier build here had 10 of these images in val/test and 30 in training (matched by "
-        "file_name); 12 of its images are in another fold now (cross-validation scores are not comparable with the "
-        "earlier build's) (another --seed, --val-fraction, --test-fraction, --folds or class map moves many)")
-    assert split_changes({}, {"train": ["a"]}, {"train": [1]}) is None
-    assert split_changes({"splits": "x"}, {"train": ["a"]}, {"train": [1]}) is None
-    assert split_changes({"file_names": {"val": ["z.jpg"]}}, {"train": ["a"]}, {"train": [1]}) is None  # none shared
+
+def test_split_changes_counts_pairs_and_files_in_two_folders_apart():
+    from edge_trash.tfrecords.build_cli import split_changes_line
+    from edge_trash.tfrecords.splits import split_changes
+
+    # Two annotation files' photos of one name, in two folders: two files, each compared with itself.
+    earlier = {"folds": 0, "file_names": {"train": ["A/0001.jpg", "B/0002.jpg"], "val": ["B/0001.jpg"]}}
+    assert split_changes(earlier, {"train": ["B/0001.jpg", "B/0002.jpg"], "val": ["A/0001.jpg"]}) == {
+        "earlier_images": 3, "earlier_folds": 0, "matched": 3, "earlier_held_out": 1, "held_out_now_in_train": 1,
+        "earlier_train": 2, "train_now_held_out": 1, "fold_changed": 0}
+    # Folds swapped whole: nothing left val or test, yet every image is in another fold.
+    folds = {"folds": 2, "file_names": {"fold0": ["a", "b"], "fold1": ["c"], "test": ["d"]}}
+    assert split_changes(folds, {"fold0": ["c"], "fold1": ["a", "b"], "test": ["d"]}, 2)["fold_changed"] == 3
+    assert split_changes(folds, {"fold0": ["a"], "fold1": ["c"], "test": ["d", "b"]}, 2) == {
+        "earlier_images": 4, "earlier_folds": 2, "matched": 4, "earlier_held_out": 1, "held_out_now_in_train": 0,
+        "earlier_train": 3, "train_now_held_out": 1, "fold_changed": 0}  # b went to test: said once
+    assert split_changes(None, {"train": ["a"]}) is None
+    assert split_changes_line({"earlier_images": 10, "earlier_folds": 0, "matched": 9, "earlier_held_out": 3,
+                               "held_out_now_in_train": 1, "earlier_train": 6, "train_now_held_out": 0,
+                               "fold_changed": 0}) == (
+        "warning: the earlier build here: 9 of its 10 images are in this one (1 renamed, removed or not found now); "
+        "1 of its val/test images is in training now (a changed --seed, fraction, --folds, --keep-splits or class "
+        "map, or renamed files, moves many)")
 
 
 def test_a_roboflow_re_export_with_new_hashes_keeps_the_split():
@@ -1071,5 +1102,5 @@ def test_a_roboflow_re_export_with_new_hashes_keeps_the_split():
     b = assign_splits(list(classes), classes, 0.15, 0.1, 0, keys={i: split_key(n) for i, n in again.items()})
     assert a == b
     earlier = {"file_names": {s: [first[i] for i in ids] for s, ids in a.items()}}
-    changes = split_changes(earlier, {s: [again[i] for i in ids] for s, ids in b.items()}, b)
+    changes = split_changes(earlier, {s: [again[i] for i in ids] for s, ids in b.items()})
     assert changes["earlier_held_out"] == len(a["val"]) + len(a["test"]) and changes["held_out_now_in_train"] == 0

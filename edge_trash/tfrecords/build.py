@@ -237,6 +237,9 @@ def shard_name(split: str, index: int, count: int) -> str:
     return f"{split}-{index:05d}-of-{count:05d}.tfrecord"
 
 
+OUTPUT_FILES = ("labels.txt", "label_map.pbtxt", "splits.json", "report.json")  # beside the shards
+
+
 def _json_bytes(obj: Any) -> bytes:
     return (json.dumps(obj, indent=2, sort_keys=False, allow_nan=False) + "\n").encode("utf-8")
 
@@ -480,13 +483,26 @@ def software_versions() -> Dict[str, Optional[str]]:
             "littlecms2": features.version("littlecms2")}
 
 
-def _earlier_splits(out: Path) -> Dict[str, Any]:
-    """The ``splits.json`` an earlier build left in ``out`` ({} when there is none or it is unreadable)."""
+def found_names(found: Dict[int, Tuple[Path, int]], options: BuildOptions) -> Dict[int, str]:
+    """Each found image's file as a path relative to the folder that holds every ``--images``
+    folder: the same for every spelling of one ``file_name`` that reaches it (case, separators, a
+    URL or another machine's prefix) and wherever the dataset is copied; two annotation files'
+    photos of one name in two folders stay apart."""
+    root = os.path.commonpath([os.path.abspath(d) for d in options.image_dirs()])
+    return {iid: Path(os.path.relpath(os.path.abspath(path), root)).as_posix() for iid, (path, _) in found.items()}
+
+
+def _earlier_splits(out: Path) -> Optional[Dict[str, Any]]:
+    """The ``splits.json`` an earlier build left in ``out``: None when there is none,
+    ``{"unreadable": why}`` when it cannot be read as one."""
+    path = out / "splits.json"
+    if not path.exists():
+        return None
     try:
-        earlier = json.loads((out / "splits.json").read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        return {}
-    return earlier if isinstance(earlier, dict) else {}
+        earlier = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError, RecursionError) as exc:
+        return {"unreadable": f"cannot read it ({type(exc).__name__})"}
+    return earlier if isinstance(earlier, dict) else {"unreadable": "it is not a JSON object"}
 
 
 def _plan(dataset: CocoDataset, options: BuildOptions, target_of: Dict[int, Optional[int]],
@@ -503,9 +519,10 @@ def _plan(dataset: CocoDataset, options: BuildOptions, target_of: Dict[int, Opti
         if t is not None:
             classes_of[box.image_id].add(t)
     ids = [im.id for im in dataset.images if im.id in found]
-    # each image's place in the seeded order: by its photo's name (a Roboflow re-export's new hashes change
-    # nothing), but by its own name when asked to move every image alone
-    names = {im.id: im.file_name if options.split_by == "image" else split_key(im.file_name) for im in dataset.images}
+    # each image's place in the seeded order: the file it was read from (however the JSON spells it), its
+    # photo's name for a Roboflow export unless asked to move every image alone
+    names = {iid: split_key(name, photo=options.split_by != "image")
+             for iid, name in found_names(found, options).items()}
     if options.keep_splits:
         unnamed = [str(src.path) for src in dataset.sources if src.split is None]
         if unnamed:
@@ -707,6 +724,11 @@ def _build(options: BuildOptions, progress: bool, lock: _OutLock) -> Dict[str, A
         raise BuildError(f"--out {out} holds TFRecords no build-tfrecords report there lists ({examples(foreign, 3)}): "
                          "another tool's, or a build whose report.json is gone; this build would replace or delete "
                          "them: move them away, or choose another --out")
+    in_the_way = [name for name in OUTPUT_FILES if (out / name).is_dir()]
+    if in_the_way:
+        one = len(in_the_way) == 1
+        raise BuildError(f"--out {out}: {', '.join(in_the_way)} there {'is a folder' if one else 'are folders'}, "
+                         f"where the build writes a file: move {'it' if one else 'them'} away, or choose another --out")
     for stale in out.iterdir():  # left by a run that was killed (our names only: OUT may hold other files)
         if OUR_TEMP_RE.match(stale.name):
             stale.unlink()
@@ -776,12 +798,13 @@ def _build(options: BuildOptions, progress: bool, lock: _OutLock) -> Dict[str, A
         boxes_written = sum(s["boxes"] for s in split_stats.values())
         staged.write(out / "labels.txt", ("\n".join(names) + "\n").encode("utf-8"))
         staged.write(out / "label_map.pbtxt", label_map_pbtxt(names).encode("utf-8"))
-        split_names = {split: [images_by_id[i].file_name for i in ids] for split, ids in split_ids.items()}
-        changes = split_changes(_earlier_splits(out), split_names, split_ids)
+        read_as = found_names(found, options)
+        split_names = {split: [read_as[i] for i in ids] for split, ids in split_ids.items()}
+        changes = split_changes(_earlier_splits(out), split_names, options.folds)
         staged.write(out / "splits.json", _json_bytes({
             "seed": options.seed, "folds": options.folds,
             "splits": {split: ids for split, ids in split_ids.items()},
-            "file_names": split_names}))  # to compare splits across builds whose ids differ
+            "file_names": split_names}))  # the files read, to compare splits across builds whose ids differ
         opts = {k: (str(v) if isinstance(v, Path) else [str(p) for p in v] if isinstance(v, (list, tuple)) else v)
                 for k, v in asdict(options).items() if k != "workers"}  # the output is the same with any number
         annotation_files = options.annotation_files()

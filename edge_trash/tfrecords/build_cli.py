@@ -264,7 +264,7 @@ def summarize(report: Dict[str, Any], out: Path, seconds: float) -> str:
                          + " (one per --annotations, in order) to spare the search")
     changes = report.get("split_changes")
     if changes:
-        lines.append(split_changes_line(changes))
+        lines.append(split_changes_line(changes, (report.get("options") or {}).get("folds") or 0))
     mb = report["bytes_written"] / 1e6
     stale = report.get("stale_shards_removed") or []
     replaced = f", replacing the earlier build there ({len(stale)} of its shards removed)" if stale else ""
@@ -273,26 +273,37 @@ def summarize(report: Dict[str, Any], out: Path, seconds: float) -> str:
     return "\n".join(lines)
 
 
-def split_changes_line(changes: Dict[str, Any]) -> str:
-    """The summary's line on how the split moved from the earlier build in ``--out``."""
+def split_changes_line(changes: Dict[str, Any], folds: int = 0) -> str:
+    """The summary's line on how the split moved from the earlier build in ``--out`` (``folds``:
+    this build's ``--folds``)."""
+    from edge_trash.tfrecords.build import counted
+
+    if "not_compared" in changes:
+        return f"note: {changes['not_compared']}"
+    matched, total = changes["matched"], changes["earlier_images"]
+    said = f"the earlier build here: {matched} of its {counted(total, 'image is', 'images are')} in this one"
+    if matched < total:
+        said += f" ({total - matched} renamed, removed or not found now)"
     moved, seen, refolded = changes["held_out_now_in_train"], changes["train_now_held_out"], changes["fold_changed"]
-    said = (f"the earlier build here had {changes['earlier_held_out']} of these images in val/test and "
-            f"{changes['earlier_train']} in training (matched by {changes['matched_by']})")
-    if not moved and not seen and not refolded:
-        return f"note: {said}: each is where it was"
+    earlier_folds = changes.get("earlier_folds") or 0
     parts = []
+    if earlier_folds != folds:
+        parts.append(f"it was split into {earlier_folds} folds" if earlier_folds else "it had no folds")
     if refolded:
-        parts.append(f"{refolded} of its images are in another fold now (cross-validation scores are not "
-                     "comparable with the earlier build's)")
+        parts.append(f"{counted(refolded, 'image is', 'images are')} in another fold now (cross-validation scores "
+                     "are not comparable with the earlier build's)")
     if seen:
-        parts.append(f"{seen} of its training images are in val/test now: a model trained on the earlier build (or "
-                     "fine-tuned from one with --init) has seen them, which inflates its scores on this build's "
-                     "val/test")
+        parts.append(f"{counted(seen, 'of its training images is', 'of its training images are')} in val/test now: "
+                     "a model trained on the earlier build (or fine-tuned from one with --init) has seen them, which "
+                     "inflates its scores on this build's val/test")
     if moved:
-        parts.append(f"{moved} of its val/test images are in training now")
-    many = moved + seen > 0.1 * max(1, changes["earlier_held_out"]) or refolded > 0.1 * changes["earlier_train"]
+        parts.append(f"{counted(moved, 'of its val/test images is', 'of its val/test images are')} in training now")
+    if not parts:
+        return f"note: {said}, each in the split it was in"
+    many = moved + seen > 0.25 * max(1, changes["earlier_held_out"]) or refolded > 0.25 * changes["earlier_train"]
     return (f"warning: {said}; " + "; ".join(parts)
-            + (" (another --seed, --val-fraction, --test-fraction, --folds or class map moves many)" if many else ""))
+            + (" (a changed --seed, fraction, --folds, --keep-splits or class map, or renamed files, moves many)"
+               if many else ""))
 
 
 @click.command("build-tfrecords")

@@ -15,17 +15,26 @@ given as ``unit_of``: a unit moves as one, and split sizes count its images.
 from __future__ import annotations
 
 import hashlib
+import math
+import unicodedata
 from collections import Counter
 from typing import Any, Dict, Hashable, List, Mapping, Optional, Sequence, Set, Tuple
 
 from edge_trash.tfrecords.split_units import roboflow_original
 
 
-def split_key(file_name: str) -> str:
-    """What places an image in the seeded order: its ``file_name``, or for a Roboflow export's
-    ``IMG_1_jpg.rf.<hash>.jpg`` the photo's own name (``img_1.jpg``), which a re-export keeps while
-    the hash may change."""
-    return roboflow_original(file_name) or file_name
+def split_key(file_name: str, photo: bool = True) -> str:
+    """What places an image in the seeded order and matches it with an earlier build: its file's
+    path (as :func:`~edge_trash.tfrecords.build.found_names` gives it) in one case, Unicode form and
+    separator; with ``photo``, a Roboflow export's ``IMG_1_jpg.rf.<hash>.jpg`` as the photo's own
+    name (``img_1.jpg``), which a re-export keeps while the hash may change."""
+    name = unicodedata.normalize("NFC", file_name.replace("\\", "/")).casefold()
+    if photo:
+        folder, _, base = name.rpartition("/")
+        original = roboflow_original(base)
+        if original:
+            name = f"{folder}/{original}" if folder else original
+    return name
 
 
 def shuffled(ids: Sequence[int], seed: int, keys: Optional[Mapping[int, str]] = None) -> List[int]:
@@ -165,11 +174,15 @@ def assign_folds(image_ids: Sequence[int], image_classes: Mapping[int, Set[int]]
         return sizes[k] - min(sizes) >= max(len(units.members[u]), slack)
 
     for c in units.rarest_first():
-        # deal the units of this class to the folds that hold fewest of it
+        # deal the units of this class to the folds that hold fewest of it, within a margin that grows with
+        # the class (none for a class of fewer than two units per fold: those must spread)
+        held = len(units.of_class[c])
+        margin = int(math.sqrt(held / folds)) if held >= 2 * folds else 0
         for u in units.of_class[c]:
             if u not in fold_of:
-                place(u, min(range(folds), key=lambda k: (class_count[k][c], crowded(k, u), k != home[u],
-                                                          sizes[k], k)))
+                fewest = min(class_count[k][c] for k in range(folds))
+                place(u, min(range(folds), key=lambda k: (class_count[k][c] > fewest + margin, crowded(k, u),
+                                                          k != home[u], class_count[k][c], sizes[k], k)))
     for u in units.members:  # images with no class: home unless that fold is crowded, then the smallest
         if u not in fold_of:
             place(u, min(range(folds), key=lambda k: (crowded(k, u), k != home[u], sizes[k], k)))
@@ -183,43 +196,47 @@ def assign_folds(image_ids: Sequence[int], image_classes: Mapping[int, Set[int]]
 HELD_OUT = ("val", "test")  # the splits a model is scored on; train and folds are trained on
 
 
-def split_changes(earlier: Mapping[str, Any], names: Mapping[str, Sequence[str]],
-                  ids: Mapping[str, Sequence[int]]) -> Optional[Dict[str, Any]]:
-    """How this build's split differs from the ``earlier`` build's (its ``splits.json``) for the
-    images both hold, matched by ``file_name`` when the earlier file lists them, else by image id
-    (two images of one name, from two annotation files, are counted as a pair):
-    ``{matched_by, earlier_held_out, held_out_now_in_train, earlier_train, train_now_held_out,
-    fold_changed}`` (val and test are held out; ``fold_changed`` counts images of a ``--folds``
-    build in another fold now). None when the two share no image or the file is not one of ours."""
-    before = earlier.get("file_names") if isinstance(earlier.get("file_names"), dict) else earlier.get("splits")
-    if not isinstance(before, dict) or not all(isinstance(v, list) for v in before.values()):
+def split_changes(earlier: Optional[Mapping[str, Any]], names: Mapping[str, Sequence[str]],
+                  folds: int = 0) -> Optional[Dict[str, Any]]:
+    """How this build's split (``names``: the files of each split) differs from the ``earlier``
+    build's ``splits.json`` (None when there was none), matching files by :func:`split_key`:
+    ``{earlier_images, matched, earlier_held_out, held_out_now_in_train, earlier_train,
+    train_now_held_out, fold_changed, earlier_folds}`` (val and test are held out; ``fold_changed``
+    counts images in another fold of a build with as many folds), or ``{"not_compared": why}``."""
+    if earlier is None:
         return None
-    by_name = before is earlier.get("file_names")
-    now = names if by_name else ids
+    before = earlier.get("file_names")
+    if not isinstance(before, dict) or not all(isinstance(v, list) for v in before.values()):
+        why = earlier.get("unreadable") or ("it lists no file names (written by an older edge-trash)"
+                                           if "splits" in earlier else "it is not one of ours")
+        return {"not_compared": f"the earlier build's splits.json was not compared: {why}"}
 
-    def splits_of(listing: Mapping[str, Sequence[Any]]) -> Dict[Any, Counter]:
-        out: Dict[Any, Counter] = {}
+    def splits_of(listing: Mapping[str, Sequence[Any]]) -> Dict[str, Counter]:
+        out: Dict[str, Counter] = {}
         for split, keys in listing.items():
             for key in keys:
-                if isinstance(key, (str, int)):
-                    key = split_key(key) if isinstance(key, str) else key  # a Roboflow re-export's new hash
-                    out.setdefault(key, Counter())[split] += 1
+                if isinstance(key, str):
+                    out.setdefault(split_key(key), Counter())[split] += 1
         return out
 
-    was, is_now = splits_of(before), splits_of(now)
+    was, is_now = splits_of(before), splits_of(names)
     shared = [key for key in was if key in is_now]
     if not shared:
-        return None
-    counts = Counter()
+        return {"not_compared": "the earlier build here holds none of these files (by name): its split cannot be "
+                                "compared"}
+    earlier_folds = earlier.get("folds") if type(earlier.get("folds")) is int else 0
+    counts: Counter = Counter()
     for key in shared:
         a, b = was[key], is_now[key]
         held_a, held_b = sum(a[s] for s in HELD_OUT), sum(b[s] for s in HELD_OUT)
+        counts["matched"] += min(sum(a.values()), sum(b.values()))
         counts["earlier_held_out"] += held_a
         counts["earlier_train"] += sum(a.values()) - held_a
         counts["held_out_now_in_train"] += max(0, held_a - held_b)
         counts["train_now_held_out"] += max(0, held_b - held_a)
-        left_fold = sum(max(0, n - b[s]) for s, n in a.items() if s.startswith("fold"))
-        counts["fold_changed"] += max(0, left_fold - max(0, held_b - held_a))  # not those now in test
-    return {"matched_by": "file_name" if by_name else "image id",
-            **{k: counts[k] for k in ("earlier_held_out", "held_out_now_in_train", "earlier_train",
+        if earlier_folds == folds:
+            left_fold = sum(max(0, n - b[s]) for s, n in a.items() if s.startswith("fold"))
+            counts["fold_changed"] += max(0, left_fold - max(0, held_b - held_a))  # not those now in test
+    return {"earlier_images": sum(sum(c.values()) for c in was.values()), "earlier_folds": earlier_folds,
+            **{k: counts[k] for k in ("matched", "earlier_held_out", "held_out_now_in_train", "earlier_train",
                                       "train_now_held_out", "fold_changed")}}
