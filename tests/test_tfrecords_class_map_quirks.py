@@ -158,6 +158,10 @@ def test_class_names_other_label_readers_take_for_an_index_are_warned(tmp_path):
     read = pycoral_read_label_file((tmp_path / "out" / "labels.txt").read_text())
     misread = {n for k, n in enumerate(names) if read.get(k) != n}
     assert misread == set(report["class_names_read_as_indices"])  # the warning names exactly those
+    from edge_trash.tfrecords.analyze import analyze
+
+    flags = {f["kind"]: f for f in analyze(ann, out=tmp_path / "analysis", plots=False)["flags"]}
+    assert flags["class_names_read_as_indices"]["items"] == ["6 pack rings", "500 ml bottle", "2:glass"]
     assert names_read_as_indices(["7", "can", "6:"]) == ["6:"]  # "7" is read whole; "6:" as class 6 named ""
     assert names_read_as_indices(["can", "7up can", "3D print"]) == []
 

@@ -30,7 +30,8 @@ from typing import Any, Dict, Iterable, Iterator, List, Optional, Sequence, Tupl
 
 from edge_trash.atomic_files import write_bytes_atomic as _write_atomic
 from edge_trash.tfrecords import feature_keys as K
-from edge_trash.tfrecords.class_map import categories_sharing_a_name, similar_names, similar_names_warning
+from edge_trash.tfrecords.class_map import (categories_sharing_a_name, names_read_as_indices, read_as_indices_warning,
+                                            similar_names, similar_names_warning)
 from edge_trash.tfrecords.analyze_report import remove_stale_plots, render_report, write_plots
 from edge_trash.tfrecords.build import (counted as _n, examples as _examples, ignored_message, iscrowd_message,
                                         score_message, score_summary, sizes_of_found)
@@ -264,6 +265,8 @@ def annotation_problems(dataset: CocoDataset) -> Dict[str, Any]:
         "categories_sharing_a_name": categories_sharing_a_name(dataset.categories),
         "similar_class_names": similar_names(list(dict.fromkeys(c.name for c in dataset.categories
                                                                  if c.id in used))),
+        "class_names_read_as_indices": names_read_as_indices(list(dict.fromkeys(c.name for c in dataset.categories
+                                                                                 if c.id in used))),
         "images_without_boxes": len(no_boxes),  # no annotation at all: background examples
         "image_ids_without_boxes": no_boxes,
         # annotated, but every box unusable: build-tfrecords leaves them out
@@ -657,6 +660,9 @@ def find_flags(where: str, stats: Dict[str, Any], th: Thresholds,
                 f"name '{group['name']}': build-tfrecords makes them one class")
         for group in problems.get("similar_class_names", []):
             add("similar_class_names", list(group), similar_names_warning(group))
+        if problems.get("class_names_read_as_indices"):
+            names = problems["class_names_read_as_indices"]
+            add("class_names_read_as_indices", list(names), read_as_indices_warning(names))
         if problems["unused_categories"]:
             add("unused_categories", list(problems["unused_categories"]),
                 f"{_n(len(problems['unused_categories']), 'category has', 'categories have')} no usable box: "
