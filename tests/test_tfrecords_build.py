@@ -926,6 +926,16 @@ def test_a_grown_dataset_keeps_most_images_in_their_fold():
     assert kept > 0.8 * 300, kept  # background images go home (they were dealt by size alone: 4 of 300 kept)
     sizes = [len(f) for f in base]
     assert max(sizes) - min(sizes) <= 0.1 * 260, sizes
+    import random
+
+    for trial in range(300):  # images of several classes: the margin never keeps a class out of a fold
+        rng = random.Random(trial)
+        n, kinds = rng.randint(20, 80), rng.randint(2, 8)
+        mixed = {i: set(rng.sample(range(kinds), min(rng.choice([1, 1, 2, 3]), kinds))) for i in range(n)}
+        dealt = assign_folds(list(mixed), mixed, 5, 0, keys={i: f"img{rng.getrandbits(32)}_{i}.jpg" for i in mixed})
+        for c in range(kinds):
+            if sum(c in cs for cs in mixed.values()) >= 10:  # two images per fold (fewer: dealt without a margin)
+                assert all(any(c in mixed[i] for i in fold) for fold in dealt), (trial, c)
     for c in {c for cs in classes.values() for c in cs}:  # each class still spread over the folds
         per_fold = [sum(c in classes[i] for i in fold) for fold in base]
         images = sum(per_fold)  # a rare class exactly, a common one within a margin of sqrt(images per fold)
@@ -1080,12 +1090,52 @@ def test_split_changes_counts_pairs_and_files_in_two_folders_apart():
         "earlier_images": 4, "earlier_folds": 2, "matched": 4, "earlier_held_out": 1, "held_out_now_in_train": 0,
         "earlier_train": 3, "train_now_held_out": 1, "fold_changed": 0}  # b went to test: said once
     assert split_changes(None, {"train": ["a"]}) is None
+    assert split_changes_line({"earlier_images": 10, "earlier_folds": 0, "matched": 1, "earlier_held_out": 0,
+                               "held_out_now_in_train": 0, "earlier_train": 1, "train_now_held_out": 0,
+                               "fold_changed": 0}) == ("note: the earlier build here: 1 of its 10 images is in this one "
+                                                       "(9 renamed, removed or not found now), each in the split it "
+                                                       "was in")
     assert split_changes_line({"earlier_images": 10, "earlier_folds": 0, "matched": 9, "earlier_held_out": 3,
                                "held_out_now_in_train": 1, "earlier_train": 6, "train_now_held_out": 0,
                                "fold_changed": 0}) == (
         "warning: the earlier build here: 9 of its 10 images are in this one (1 renamed, removed or not found now); "
         "1 of its val/test images is in training now (a changed --seed, fraction, --folds, --keep-splits or class "
         "map, or renamed files, moves many)")
+
+
+def test_a_second_images_folder_keeps_the_first_ones_split_and_photos_of_one_name_stay_apart(tmp_path):
+    """Keys were paths under the folder holding every --images folder: adding a second folder turned 1.jpg into
+    A/1.jpg, so the split moved and the rebuild could not compare; and photos uploaded under one generic Roboflow
+    name were placed as one block (all in val, or none)."""
+    from edge_trash.tfrecords.splits import assign_splits, split_keys
+
+    files = []
+    for part in ("A", "B"):
+        coco = {"images": [], "annotations": [], "categories": [{"id": 1, "name": "can"}, {"id": 2, "name": "cup"}]}
+        for i in range(1, 31):
+            _solid_jpeg(tmp_path / "ds" / part / f"{i}.jpg", (64, 48), (4 * i, 90, 40 if part == "A" else 160))
+            coco["images"].append({"id": i, "file_name": f"{i}.jpg", "width": 64, "height": 48})
+            coco["annotations"].append({"id": i, "image_id": i, "category_id": 1 + i % 2, "bbox": [4, 4, 20, 20]})
+        files.append(tmp_path / "ds" / part / "coco.json")
+        files[-1].write_text(json.dumps(coco))
+    alone = tmp_path / "out"
+    build_tfrecords(BuildOptions(annotations=files[0], images=None, out=alone, workers=1))
+    before = json.loads((alone / "splits.json").read_text())["file_names"]
+    report = build_tfrecords(BuildOptions(annotations=files, images=None, out=alone, workers=1))
+    after = json.loads((alone / "splits.json").read_text())["file_names"]
+    assert sorted(after["val"] + after["test"] + after["train"])[:4] == ["1.jpg", "1.jpg", "10.jpg", "10.jpg"]
+    changes = report["split_changes"]  # B's photos of the same names are counted as pairs, A's found again
+    assert (changes["earlier_images"], changes["matched"], changes["held_out_now_in_train"]) == (30, 30, 0)
+    assert set(before["val"] + before["test"]) <= set(after["val"] + after["test"])
+    # Photos uploaded as image.jpg (more than 20 Roboflow files of one name) are placed one by one.
+    read_as = {i: f"image_jpg.rf.{i:032x}.jpg" if i < 100 else f"{i}.jpg" for i in range(1000)}
+    keys = split_keys(read_as)
+    assert len(set(keys.values())) == 1000 and keys[5] == f"image_jpg.rf.{5:032x}.jpg"
+    assert split_keys({1: "IMG_1_jpg.rf.ab12cd34.jpg", 2: "IMG_1_jpg.rf.ffee0011.jpg"}) == {1: "img_1.jpg", 2: "img_1.jpg"}
+    classes = {i: {i % 3} for i in range(1000)}
+    for seed in range(4):
+        val = assign_splits(list(classes), classes, 0.15, 0.1, seed, keys=keys)["val"]
+        assert 3 <= sum(i < 100 for i in val) <= 35, seed  # about 15 of the 100, not 0 or 100
 
 
 def test_a_roboflow_re_export_with_new_hashes_keeps_the_split():

@@ -33,7 +33,7 @@ from edge_trash.tfrecords.other_formats import images_folder_problem
 from edge_trash.tfrecords.split_layout import COMMIT_JOURNAL, SHARD_RE
 from edge_trash.tfrecords.split_units import (SPLIT_BY, SplitUnits, frames_next_to_train, identical_files,
                                               roboflow_original, split_units, variants_across_splits)
-from edge_trash.tfrecords.splits import assign_folds, assign_splits, shuffled, split_changes, split_key
+from edge_trash.tfrecords.splits import assign_folds, assign_splits, shuffled, split_changes, split_keys
 from edge_trash.tfrecords.tf_example import ObjectBox, make_example_bytes
 from edge_trash.tfrecords.tfrecord_file import TFRecordWriter
 from edge_trash.tfrecords.workers import ordered_map
@@ -483,13 +483,21 @@ def software_versions() -> Dict[str, Optional[str]]:
             "littlecms2": features.version("littlecms2")}
 
 
-def found_names(found: Dict[int, Tuple[Path, int]], options: BuildOptions) -> Dict[int, str]:
-    """Each found image's file as a path relative to the folder that holds every ``--images``
-    folder: the same for every spelling of one ``file_name`` that reaches it (case, separators, a
-    URL or another machine's prefix) and wherever the dataset is copied; two annotation files'
-    photos of one name in two folders stay apart."""
-    root = os.path.commonpath([os.path.abspath(d) for d in options.image_dirs()])
-    return {iid: Path(os.path.relpath(os.path.abspath(path), root)).as_posix() for iid, (path, _) in found.items()}
+def found_names(dataset: CocoDataset, found: Dict[int, Tuple[Path, int]], options: BuildOptions) -> Dict[int, str]:
+    """Each found image's file as a path relative to its own ``--images`` folder: the same for
+    every spelling of one ``file_name`` that reaches it (case, separators, a URL or another
+    machine's prefix), wherever the dataset is copied and whatever other folders are given. Two
+    annotation files' photos of one name (TrashCan's ``train/`` and ``val/``) share it: they sit
+    side by side in the seeded order and are counted as a pair when builds are compared."""
+    dirs = [os.path.abspath(d) for d in options.image_dirs()]
+    source_of = {im.id: im.source for im in dataset.images}
+    names: Dict[int, str] = {}
+    for iid, (path, _) in found.items():
+        try:
+            names[iid] = Path(os.path.relpath(os.path.abspath(path), dirs[source_of[iid]])).as_posix()
+        except ValueError:  # another drive (Windows)
+            names[iid] = Path(path).as_posix()
+    return names
 
 
 def _earlier_splits(out: Path) -> Optional[Dict[str, Any]]:
@@ -521,8 +529,7 @@ def _plan(dataset: CocoDataset, options: BuildOptions, target_of: Dict[int, Opti
     ids = [im.id for im in dataset.images if im.id in found]
     # each image's place in the seeded order: the file it was read from (however the JSON spells it), its
     # photo's name for a Roboflow export unless asked to move every image alone
-    names = {iid: split_key(name, photo=options.split_by != "image")
-             for iid, name in found_names(found, options).items()}
+    names = split_keys(found_names(dataset, found, options), photos=options.split_by != "image")
     if options.keep_splits:
         unnamed = [str(src.path) for src in dataset.sources if src.split is None]
         if unnamed:
@@ -798,7 +805,7 @@ def _build(options: BuildOptions, progress: bool, lock: _OutLock) -> Dict[str, A
         boxes_written = sum(s["boxes"] for s in split_stats.values())
         staged.write(out / "labels.txt", ("\n".join(names) + "\n").encode("utf-8"))
         staged.write(out / "label_map.pbtxt", label_map_pbtxt(names).encode("utf-8"))
-        read_as = found_names(found, options)
+        read_as = found_names(dataset, found, options)
         split_names = {split: [read_as[i] for i in ids] for split, ids in split_ids.items()}
         changes = split_changes(_earlier_splits(out), split_names, options.folds)
         staged.write(out / "splits.json", _json_bytes({

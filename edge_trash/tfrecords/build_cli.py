@@ -281,7 +281,7 @@ def split_changes_line(changes: Dict[str, Any], folds: int = 0) -> str:
     if "not_compared" in changes:
         return f"note: {changes['not_compared']}"
     matched, total = changes["matched"], changes["earlier_images"]
-    said = f"the earlier build here: {matched} of its {counted(total, 'image is', 'images are')} in this one"
+    said = f"the earlier build here: {matched} of its {counted(total, 'image', 'images')} {'is' if matched == 1 else 'are'} in this one"
     if matched < total:
         said += f" ({total - matched} renamed, removed or not found now)"
     moved, seen, refolded = changes["held_out_now_in_train"], changes["train_now_held_out"], changes["fold_changed"]

@@ -18,9 +18,10 @@ import hashlib
 import math
 import unicodedata
 from collections import Counter
+from pathlib import PurePosixPath
 from typing import Any, Dict, Hashable, List, Mapping, Optional, Sequence, Set, Tuple
 
-from edge_trash.tfrecords.split_units import roboflow_original
+from edge_trash.tfrecords.split_units import MAX_VARIANTS, roboflow_original
 
 
 def split_key(file_name: str, photo: bool = True) -> str:
@@ -31,10 +32,20 @@ def split_key(file_name: str, photo: bool = True) -> str:
     name = unicodedata.normalize("NFC", file_name.replace("\\", "/")).casefold()
     if photo:
         folder, _, base = name.rpartition("/")
-        original = roboflow_original(base)
+        original = roboflow_original(base)  # (already in one case)
         if original:
             name = f"{folder}/{original}" if folder else original
     return name
+
+
+def split_keys(read_as: Mapping[int, str], photos: bool = True) -> Dict[int, str]:
+    """:func:`split_key` of each image's file; with ``photos`` a Roboflow file is keyed by its photo,
+    unless more than ``MAX_VARIANTS`` files share that photo's name (photos uploaded under one
+    generic name, such as ``image.jpg``, which ``split_units`` splits one by one)."""
+    original = {iid: roboflow_original(PurePosixPath(name).name) for iid, name in read_as.items()}
+    shared = Counter(o for o in original.values() if o)
+    return {iid: split_key(name, photo=photos and shared[original[iid]] <= MAX_VARIANTS)
+            for iid, name in read_as.items()}
 
 
 def shuffled(ids: Sequence[int], seed: int, keys: Optional[Mapping[int, str]] = None) -> List[int]:
@@ -175,13 +186,14 @@ def assign_folds(image_ids: Sequence[int], image_classes: Mapping[int, Set[int]]
 
     for c in units.rarest_first():
         # deal the units of this class to the folds that hold fewest of it, within a margin that grows with
-        # the class (none for a class of fewer than two units per fold: those must spread)
+        # the class once every fold holds it (none for a class of fewer than two units per fold)
         held = len(units.of_class[c])
         margin = int(math.sqrt(held / folds)) if held >= 2 * folds else 0
         for u in units.of_class[c]:
             if u not in fold_of:
                 fewest = min(class_count[k][c] for k in range(folds))
-                place(u, min(range(folds), key=lambda k: (class_count[k][c] > fewest + margin, crowded(k, u),
+                room = fewest + margin if fewest else 0  # every fold gets the class before any margin
+                place(u, min(range(folds), key=lambda k: (class_count[k][c] > room, crowded(k, u),
                                                           k != home[u], class_count[k][c], sizes[k], k)))
     for u in units.members:  # images with no class: home unless that fold is crowded, then the smallest
         if u not in fold_of:
