@@ -140,7 +140,8 @@ def test_class_names_other_label_readers_take_for_an_index_are_warned(tmp_path):
     assert ("warning: class names '6 pack rings', '500 ml bottle', '2:glass' begin with a number: pycoral's "
             "read_label_file (Coral's examples) and Frigate read a leading number in labels.txt as the class index, "
             "so they would show wrong names (edge-trash's own device service reads it line by line and is not "
-            "affected); to use those tools, rename with a --class-map row such as '6 pack rings,NEW NAME'"
+            "affected); to use those tools, rename them with a --class-map listing every class (a class it leaves "
+            "out is dropped), with rows such as '6 pack rings,NEW NAME'"
             ) in result.output
     report = json.loads((tmp_path / "out" / "report.json").read_text())
     assert report["class_names_read_as_indices"] == ["6 pack rings", "500 ml bottle", "2:glass"]

@@ -409,3 +409,13 @@ def test_reasons_are_counted_by_kind_whatever_the_path_holds():
     assert reasons_by_kind(reasons) == ("3x cannot read (Permission denied); 2x cannot open (image file is truncated "
                                         "(… bytes not processed)); 1x cannot open (Permission denied); "
                                         "1x cannot read (Input/output error)")
+
+
+def test_a_long_reason_kind_is_cut_between_words():
+    """A reason kind cut mid-phrase at 70 characters ("... and the file ") is cut between words."""
+    from edge_trash.tfrecords.build import reason_kind
+
+    kind = reason_kind("decoded size 100x75 is the JSON size 75x100 turned a quarter turn, and the file has no EXIF "
+                       "orientation tag: was it stripped after annotation?")
+    assert kind == "decoded size … is the JSON size … turned a quarter turn, and the file …"
+    assert reason_kind("file is empty (0 bytes)") == "file is empty"

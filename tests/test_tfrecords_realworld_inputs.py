@@ -1935,7 +1935,7 @@ def test_ignore_regions_are_crowd_and_scored_annotations_are_said(tmp_path):
     assert ("note: 9 annotations are marked \"ignore\": 1 (a region not to learn from), written with is_crowd 1 as "
             "COCO's evaluator and Model Garden's training read it: annotation ids 11, 12, 21, 22, 31 and 4 more"
             ) in result.output
-    assert ("warning: 12 annotations carry a 'score' (0.03 to 0.91, median 0.12), as a model's predictions do "
+    assert ("warning: 12 usable annotations carry a 'score' (0.03 to 0.91, median 0.12), as a model's predictions do "
             "(pseudo-labels, a results file inside a COCO dict): they are trained as ground truth; if they are "
             "predictions, keep only the confident ones in the file (or review them) before training") in result.output
     report = json.loads((tmp_path / "out" / "report.json").read_text())

@@ -541,8 +541,9 @@ def _outlier_kinds(outliers: List[Dict[str, Any]], median_pixels: float, th: Thr
     counts = Counter(kind for o in outliers for kind in o["kinds"])
     words = {"large": f"over {th.large_pixels_factor:g}x the median's {median_pixels:,.0f} pixels",
              "small": f"under {th.min_short_side} px on the short side",
-             "aspect": f"more elongated than {th.max_aspect:g}:1"}
-    return ", ".join(f"{counts[kind]} {words[kind]}" for kind in words if counts[kind])
+             "aspect": f"with an aspect ratio above {th.max_aspect:g}:1"}
+    said = ", ".join(f"{counts[kind]} {words[kind]}" for kind in words if counts[kind])
+    return said + ("; an image may be both" if sum(counts.values()) > len(outliers) else "")
 
 
 def brightness_stats(images: List[ImageEntry], luma: Dict[Any, float], unreadable: List[Dict[str, Any]],

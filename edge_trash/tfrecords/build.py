@@ -73,8 +73,8 @@ def reason_kind(reason: str) -> str:
         why = next((why for phrase, why in NOT_FOUND_WHY if phrase in reason), None)
         if why:
             return f"{kind} ({why})"
-    kind = re.sub(r"\[[^\]]*\]|-?\d+(?:\.\d+)?(?:x\d+)?", "…", kind)
-    return re.sub(r"\s+", " ", kind).strip()[:70]
+    kind = re.sub(r"\s+", " ", re.sub(r"\[[^\]]*\]|-?\d+(?:\.\d+)?(?:x\d+)?", "…", kind)).strip()
+    return kind if len(kind) <= 70 else kind[:70].rsplit(" ", 1)[0] + " …"  # cut between words
 
 
 def every_box_dropped_reason(count: int) -> str:
@@ -106,7 +106,8 @@ def score_summary(scores: Sequence[float]) -> Optional[Dict[str, Any]]:
 
 def score_message(summary: Dict[str, Any]) -> str:
     """What the build summary and ``analyze`` say about annotations that carry a ``score``."""
-    return (f"{counted(summary['count'], 'annotation carries', 'annotations carry')} a 'score' ({summary['min']:g} to "
+    carry = counted(summary["count"], "usable annotation carries", "usable annotations carry")
+    return (f"{carry} a 'score' ({summary['min']:g} to "
             f"{summary['max']:g}, median {summary['median']:g}), as a model's predictions do (pseudo-labels, a "
             "results file inside a COCO dict): they are trained as ground truth; if they are predictions, keep "
             "only the confident ones in the file (or review them) before training")

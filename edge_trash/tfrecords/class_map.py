@@ -109,7 +109,8 @@ def read_as_indices_warning(names: Sequence[str]) -> str:
             f"{'begins' if len(names) == 1 else 'begin'} with a number: pycoral's read_label_file (Coral's "
             "examples) and Frigate read a leading number in labels.txt as the class index, so they would show "
             "wrong names (edge-trash's own device service reads it line by line and is not affected); to use "
-            f"those tools, rename with a --class-map row such as {_csv_row(names[0], 'NEW NAME')}")
+            "those tools, rename them with a --class-map listing every class (a class it leaves out is dropped), "
+            f"with rows such as {_csv_row(names[0], 'NEW NAME')}")
 
 
 _QUOTED = re.compile(r'"[^"]*(?:"|$)')  # a quoted field (a doubled "" inside splits it in two: still quoted)
