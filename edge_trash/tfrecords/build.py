@@ -246,8 +246,8 @@ def _json_bytes(obj: Any) -> bytes:
 
 
 # The temporary files a build writes into OUT: the spool and each output's ".NAME.tmp".
-OUR_TEMP_RE = re.compile(r"^\.(records\.spool|(train|val|test|fold\d+)-\d{5}-of-\d{5}\.tfrecord|labels\.txt|"
-                         r"label_map\.pbtxt|splits\.json|report\.json)\.tmp$")
+OUR_TEMP_RE = re.compile(r"^\.(records\.spool|(train|val|test|fold\d+)-\d{5}-of-\d{5}\.tfrecord|"
+                         + "|".join(re.escape(name) for name in OUTPUT_FILES) + r")\.tmp$")
 
 
 @contextmanager
@@ -515,12 +515,13 @@ def _earlier_splits(out: Path) -> Optional[Dict[str, Any]]:
 
 
 def _plan(dataset: CocoDataset, options: BuildOptions, target_of: Dict[int, Optional[int]],
-          found: Dict[int, Tuple[Path, int]], copies: List[List[int]]
+          found: Dict[int, Tuple[Path, int]], copies: List[List[int]], read_as: Dict[int, str]
           ) -> Tuple[List[Tuple[str, List[int]]], Optional[SplitUnits]]:
     """``[(split, image ids)]`` for the images whose file was ``found`` (``{id: (path, size)}``; a
     missing file takes no place in val or test, nor a rare class's training image), and the units a
     new split kept together: runs of video frames (``--split-by``) and ``copies`` of one file (groups
-    of ids, :func:`identical_files`; members not in ``found`` are left out)."""
+    of ids, :func:`identical_files`; members not in ``found`` are left out). ``read_as`` is
+    :func:`found_names` of every found image: their places in the seeded order."""
     classes_of: Dict[int, set] = {im.id: set() for im in dataset.images}
     source_of = {im.id: im.source for im in dataset.images}
     for box in dataset.boxes:
@@ -530,7 +531,7 @@ def _plan(dataset: CocoDataset, options: BuildOptions, target_of: Dict[int, Opti
     ids = [im.id for im in dataset.images if im.id in found]
     # each image's place in the seeded order: the file it was read from (however the JSON spells it), its
     # photo's name for a Roboflow export unless asked to move every image alone
-    names = split_keys(found_names(dataset, found, options), photos=options.split_by != "image")
+    names = split_keys(read_as, photos=options.split_by != "image")
     if options.keep_splits:
         unnamed = [str(src.path) for src in dataset.sources if src.split is None]
         if unnamed:
@@ -572,14 +573,14 @@ def _plan(dataset: CocoDataset, options: BuildOptions, target_of: Dict[int, Opti
 
 def _plan_again(dataset: CocoDataset, options: BuildOptions, target_of: Dict[int, Optional[int]],
                 plan: List[Tuple[str, List[int]]], units: Optional[SplitUnits],
-                converted: Dict[int, Tuple[Path, int]], copies: List[List[int]]
+                converted: Dict[int, Tuple[Path, int]], copies: List[List[int]], read_as: Dict[int, str]
                 ) -> Tuple[List[Tuple[str, List[int]]], Optional[SplitUnits]]:
     """The split drawn anew over the images that ``converted``; when they cannot be split as asked (too
     few left for the folds, one folder left with --split-by folder, none at all), the first ``plan``
     without the others, so the report still says which files failed and why."""
     if converted:
         try:
-            return _plan(dataset, options, target_of, converted, copies)
+            return _plan(dataset, options, target_of, converted, copies, read_as)
         except BuildError:
             pass
     kept = [(name, [i for i in members if i in converted]) for name, members in plan]
@@ -714,7 +715,8 @@ def _build(options: BuildOptions, progress: bool, lock: _OutLock) -> Dict[str, A
     unusable.update({iid: every_box_dropped_reason(n) for iid, n in dataset.images_with_every_box_dropped.items()})
     found = {iid: v for iid, v in sizes_of_found(located).items() if iid not in unusable}
     copies = [] if options.keep_splits else identical_files({i: (str(p), size) for i, (p, size) in found.items()})
-    plan, units = _plan(dataset, options, mapping.target_of_category, found, copies)
+    read_as = found_names(dataset, found, options)  # each found file's path under its --images folder
+    plan, units = _plan(dataset, options, mapping.target_of_category, found, copies, read_as)
 
     boxes_dropped: List[Dict[str, Any]] = [
         {"annotation_id": r.record_id, "image_id": r.image_id, "reason": r.reason} for r in dataset.rejected_boxes]
@@ -788,7 +790,8 @@ def _build(options: BuildOptions, progress: bool, lock: _OutLock) -> Dict[str, A
                 converted[im.id] = (spool.append(record), [o.label for o in objects], digest)
             if len(converted) < len(found):  # a file that could not be read: split the others anew
                 plan, units = _plan_again(dataset, options, mapping.target_of_category, plan, units,
-                                          {iid: v for iid, v in found.items() if iid in converted}, copies)
+                                          {iid: v for iid, v in found.items() if iid in converted}, copies,
+                                          read_as)
             written = _write_splits(out, plan, converted, spool, options.shard_size, len(names), staged)
 
         split_stats, split_ids, split_class_boxes = written.stats, written.ids, written.class_boxes
@@ -806,7 +809,6 @@ def _build(options: BuildOptions, progress: bool, lock: _OutLock) -> Dict[str, A
         boxes_written = sum(s["boxes"] for s in split_stats.values())
         staged.write(out / "labels.txt", ("\n".join(names) + "\n").encode("utf-8"))
         staged.write(out / "label_map.pbtxt", label_map_pbtxt(names).encode("utf-8"))
-        read_as = found_names(dataset, found, options)
         split_names = {split: [read_as[i] for i in ids] for split, ids in split_ids.items()}
         changes = split_changes(_earlier_splits(out), split_names, options.folds)
         staged.write(out / "splits.json", _json_bytes({
