@@ -1154,3 +1154,25 @@ def test_a_roboflow_re_export_with_new_hashes_keeps_the_split():
     earlier = {"file_names": {s: [first[i] for i in ids] for s, ids in a.items()}}
     changes = split_changes(earlier, {s: [again[i] for i in ids] for s, ids in b.items()})
     assert changes["earlier_held_out"] == len(a["val"]) + len(a["test"]) and changes["held_out_now_in_train"] == 0
+
+
+def test_a_copy_of_the_dataset_elsewhere_gives_the_same_bytes(tmp_path):
+    """The README promises the same output from any folder (report.json aside: it records the paths given);
+    splits.json now lists files, relative to each --images folder."""
+    import shutil
+
+    first = tmp_path / "here" / "ds"
+    coco = {"images": [], "annotations": [], "categories": [{"id": 1, "name": "can"}, {"id": 2, "name": "cup"}]}
+    for i in range(1, 21):
+        _solid_jpeg(first / "img" / f"{i}.jpg", (64, 48), (9 * i, 70, 70))
+        coco["images"].append({"id": i, "file_name": f"img/{i}.jpg", "width": 64, "height": 48})
+        coco["annotations"].append({"id": i, "image_id": i, "category_id": 1 + i % 2, "bbox": [3, 3, 20, 20]})
+    (first / "a.json").write_text(json.dumps(coco))
+    second = tmp_path / "elsewhere" / "deeper" / "ds"
+    shutil.copytree(first, second)
+    outputs = []
+    for ds, out in ((first, tmp_path / "o1"), (second, tmp_path / "x" / "o2")):
+        build_tfrecords(BuildOptions(annotations=ds / "a.json", images=ds, out=out, workers=1))
+        outputs.append({p.name: p.read_bytes() for p in sorted(out.iterdir()) if p.name != "report.json"})
+    assert len(outputs[0]) >= 6 and outputs[0] == outputs[1]
+    assert b'"img/1.jpg"' in outputs[0]["splits.json"]
