@@ -348,7 +348,9 @@ def split_changes_line(changes: Dict[str, Any], folds: int = 0) -> str:
 @click.option("--workers", type=click.IntRange(min=1),
               help="Decoding processes (at most one per usable CPU); the output is the same with any number.  "
                    "[default: one per CPU]")
-@click.option("--seed", default=0, show_default=True, type=int, help="Split seed; same seed, same bytes.")
+@click.option("--seed", default=0, show_default=True, type=int,
+              help="Split seed; same seed, same bytes. Each image's place is a seeded hash of its file, so a rebuild "
+                   "after adding or removing photos leaves nearly all others in their split (and says so).")
 @click.option("--strict", is_flag=True,
               help="Exit non-zero (4) when any image or box was skipped (not the boxes an empty class-map target "
                    "or --rare drop asks to drop).")
