@@ -975,6 +975,85 @@ def test_rebuilds_keep_the_split_by_file_name(tmp_path):
     assert set(again["train"]) == set(base["train"]) - {gone}
 
 
+def test_a_photo_holding_most_of_a_class_boxes_stays_in_train(tmp_path):
+    """The split counted images, not boxes: TACO's one photo of 14 batteries (of 22) went to val, leaving 6
+    battery boxes to train on. A held-out image may not leave a class under half its share of boxes in train."""
+    folder = tmp_path / "photos"
+    coco = {"images": [], "annotations": [], "categories": [{"id": 1, "name": "battery"}, {"id": 2, "name": "can"}]}
+    for i in range(20):
+        name = f"battery{i:02d}.jpg" if i < 10 else f"can{i:02d}.jpg"
+        _solid_jpeg(folder / name, (64, 48), (10 * i, 100, 150))
+        coco["images"].append({"id": i, "file_name": name, "width": 64, "height": 48})
+        for k in range(20 if i == 0 else 1):  # battery00.jpg: a pile of 20 batteries
+            coco["annotations"].append({"id": len(coco["annotations"]), "image_id": i, "category_id": 1 + (i >= 10),
+                                        "bbox": [1 + 3 * (k % 10), 1 + 20 * (k // 10), 2, 2]})
+    (tmp_path / "a.json").write_text(json.dumps(coco))
+    report = build_tfrecords(BuildOptions(annotations=tmp_path / "a.json", images=folder, out=tmp_path / "out",
+                                          val_fraction=0.2, test_fraction=0.0, workers=1))
+    splits = json.loads((tmp_path / "out" / "splits.json").read_text())["splits"]
+    assert 0 in splits["train"] and len(splits["val"]) == 4  # seed 0 put the pile first in val before
+    battery = {c["name"]: c for c in report["classes"]}["battery"]
+    val_batteries = sum(1 for i in splits["val"] if 1 <= i < 10)
+    assert report["splits"]["val"]["boxes"] == 4 and battery["boxes"] == 29 and val_batteries >= 1
+
+
+def test_only_classes_of_a_few_images_keep_under_half_their_share_of_boxes_in_train():
+    """Random long tails with one to fifteen boxes per image: a class's boxes in train fall under half their
+    share only for a class of at most five images, whose val and test places need them (134 classes across
+    these 30 datasets when images were counted, not boxes; 25 now)."""
+    import random
+
+    from edge_trash.tfrecords.splits import assign_splits
+
+    short = {"boxes": 0, "images": 0}
+    for seed in range(30):
+        rng = random.Random(seed)
+        classes = _long_tail(300, seed=seed)
+        boxes = {i: {c: 1 + int(rng.expovariate(0.4)) % 15 for c in cls} for i, cls in classes.items()}
+        for counted, extra in (("boxes", {"image_boxes": boxes}), ("images", {})):
+            splits = assign_splits(list(classes), classes, 0.15, 0.1, seed, **extra)
+            for c in set().union(*classes.values()):
+                total = sum(b.get(c, 0) for b in boxes.values())
+                if sum(boxes[i].get(c, 0) for i in splits["train"]) < total * 0.75 / 2:
+                    short[counted] += 1
+                    if counted == "boxes":
+                        assert sum(1 for cls in classes.values() if c in cls) <= 5, (seed, c)
+    assert short == {"boxes": 25, "images": 134}
+    # Without box counts, an image counts as one box of each of its classes: the split is the image split.
+    ones = {i: {c: 1 for c in cls} for i, cls in classes.items()}
+    assert assign_splits(list(classes), classes, 0.15, 0.1, 0, image_boxes=ones) == \
+        assign_splits(list(classes), classes, 0.15, 0.1, 0)
+
+
+def test_taco_battery_photo_stays_in_train():
+    """TACO's real annotation file: its photo of 14 batteries stays in train, and every class whose images allow
+    it keeps at least half its share of boxes there."""
+    import math
+    from collections import Counter
+
+    from edge_trash.tfrecords.splits import assign_splits
+
+    src = Path(__file__).resolve().parents[2] / "shared" / "data" / "coco" / "taco_unofficial.json"
+    if not src.exists():
+        pytest.skip(f"{src} not present")
+    coco = json.loads(src.read_text())
+    classes = {im["id"]: set() for im in coco["images"]}
+    boxes = {im["id"]: Counter() for im in coco["images"]}
+    for a in coco["annotations"]:
+        if all(math.isfinite(v) for v in a["bbox"]):
+            classes[a["image_id"]].add(a["category_id"])
+            boxes[a["image_id"]][a["category_id"]] += 1
+    keys = {im["id"]: im["file_name"] for im in coco["images"]}
+    splits = assign_splits(list(classes), classes, 0.15, 0.1, 0, keys=keys, image_boxes=boxes)
+    battery = next(c["id"] for c in coco["categories"] if c["name"] == "Battery")
+    pile = max(classes, key=lambda i: boxes[i][battery])
+    assert boxes[pile][battery] == 14 and pile in splits["train"]
+    assert sum(boxes[i][battery] for i in splits["train"]) >= 19  # of 22; 6 before
+    short = [c for c in set().union(*classes.values())
+             if sum(boxes[i][c] for i in splits["train"]) < sum(b[c] for b in boxes.values()) * 0.75 / 2]
+    assert short == []
+
+
 def test_the_order_of_the_annotations_list_does_not_change_the_records(tmp_path):
     """A re-export that only reorders `annotations` (or `images`) gave every shard other bytes: the objects of
     a record came in file order."""

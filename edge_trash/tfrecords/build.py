@@ -523,11 +523,14 @@ def _plan(dataset: CocoDataset, options: BuildOptions, target_of: Dict[int, Opti
     of ids, :func:`identical_files`; members not in ``found`` are left out). ``read_as`` is
     :func:`found_names` of every found image: their places in the seeded order."""
     classes_of: Dict[int, set] = {im.id: set() for im in dataset.images}
+    boxes_of: Dict[int, Counter] = {im.id: Counter() for im in dataset.images}  # the boxes training sees
     source_of = {im.id: im.source for im in dataset.images}
     for box in dataset.boxes:
         t = target_of.get(box.category_id)
         if t is not None:
             classes_of[box.image_id].add(t)
+            if not box.iscrowd:
+                boxes_of[box.image_id][t] += 1
     ids = [im.id for im in dataset.images if im.id in found]
     # each image's place in the seeded order: the file it was read from (however the JSON spells it), its
     # photo's name for a Roboflow export unless asked to move every image alone
@@ -550,7 +553,8 @@ def _plan(dataset: CocoDataset, options: BuildOptions, target_of: Dict[int, Opti
         raise BuildError("--split-by folder: every image is in the same folder, so nothing could be held out; "
                          "leave --split-by out (auto) or give --split-by image")
     if options.folds:
-        held = assign_splits(ids, classes_of, 0.0, options.test_fraction, options.seed, units.unit_of, names)
+        held = assign_splits(ids, classes_of, 0.0, options.test_fraction, options.seed, units.unit_of, names,
+                             boxes_of)
         rest = held["train"]
         if options.folds > len(rest):
             raise BuildError(f"--folds {options.folds}: only {len(rest)} images are left for the folds after "
@@ -566,7 +570,7 @@ def _plan(dataset: CocoDataset, options: BuildOptions, target_of: Dict[int, Opti
         plan = [(f"fold{k}", fold) for k, fold in enumerate(folds)] + [("test", held["test"])]
     else:
         splits = assign_splits(ids, classes_of, options.val_fraction, options.test_fraction, options.seed,
-                               units.unit_of, names)
+                               units.unit_of, names, boxes_of)
         plan = [(name, splits[name]) for name in ("train", "val", "test")]
     return [(name, members) for name, members in plan if members or name == "train"], units
 

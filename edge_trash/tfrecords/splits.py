@@ -6,7 +6,10 @@ remaining places are filled in a seeded order of the images' file names that a
 rebuild of a grown or shrunk dataset keeps (see ``shuffled``). No image moves to val or
 test if it holds the last training image of one of its classes, so every class is
 learned (unless that would leave val empty: then val takes the image costing train
-the fewest classes). The same ids, labels and seed always give the same split.
+the fewest classes), nor if it would leave a class fewer than half its share of boxes
+in train (one photo of 14 batteries among 22 stays in train), unless no other image
+can give a rare class its place in val or test. The same ids, labels and seed always
+give the same split.
 
 Images that must stay together (runs of video frames, see ``split_units``) are
 given as ``unit_of``: a unit moves as one, and split sizes count its images.
@@ -68,12 +71,19 @@ class _Units:
     """The images of each unit in the seeded order, and how many images of each class a unit holds."""
 
     def __init__(self, order: Sequence[int], image_classes: Mapping[int, Set[int]],
-                 unit_of: Optional[Mapping[int, Hashable]]) -> None:
+                 unit_of: Optional[Mapping[int, Hashable]],
+                 image_boxes: Optional[Mapping[int, Mapping[int, int]]] = None) -> None:
         self.members: Dict[Hashable, List[int]] = {}
         for iid in order:  # units in the order their first image comes
             self.members.setdefault(unit_of.get(iid, iid) if unit_of else iid, []).append(iid)
         self.classes = {u: Counter(c for iid in ids for c in image_classes.get(iid, ()))
                         for u, ids in self.members.items()}
+        # boxes of each class a unit holds (one per image holding it when box counts are not given)
+        self.boxes = self.classes if image_boxes is None else {u: Counter() for u in self.members}
+        if image_boxes is not None:
+            for u, ids in self.members.items():
+                for iid in ids:
+                    self.boxes[u].update(image_boxes.get(iid, {}))
         self.of_class: Dict[int, List[Hashable]] = {}  # class -> the units that hold it, in order
         for u, counts in self.classes.items():
             for c in counts:
@@ -86,12 +96,15 @@ class _Units:
 
 def assign_splits(image_ids: Sequence[int], image_classes: Mapping[int, Set[int]], val_fraction: float,
                   test_fraction: float, seed: int, unit_of: Optional[Mapping[int, Hashable]] = None,
-                  keys: Optional[Mapping[int, str]] = None) -> Dict[str, List[int]]:
+                  keys: Optional[Mapping[int, str]] = None,
+                  image_boxes: Optional[Mapping[int, Mapping[int, int]]] = None) -> Dict[str, List[int]]:
     """Split image ids into ``train``, ``val`` and ``test`` (each list in the seeded order of
     :func:`shuffled` over ``keys``); the images of one ``unit_of`` value land in the same split.
 
     Val is taken from the front of that order and test from its back, so raising one fraction moves
-    images from train into that split alone, and a grown dataset keeps its earlier held-out images."""
+    images from train into that split alone, and a grown dataset keeps its earlier held-out images.
+    ``image_boxes`` (image -> class -> boxes) keeps at least half of each class's share of boxes in train
+    (without it, each image counts as one box of each of its classes)."""
     for name, frac in (("--val-fraction", val_fraction), ("--test-fraction", test_fraction)):
         if not 0.0 <= frac < 1.0:
             raise ValueError(f"{name} must be in [0, 1), got {frac}")
@@ -104,21 +117,28 @@ def assign_splits(image_ids: Sequence[int], image_classes: Mapping[int, Set[int]
         targets["test"] = max(1, targets["test"])
     if val_fraction > 0 and n >= 2:
         targets["val"] = max(1, targets["val"])
-    units = _Units(order, image_classes, unit_of)
+    units = _Units(order, image_classes, unit_of, image_boxes)
     left = Counter(c for iid in order for c in image_classes.get(iid, ()))  # images of each class in train
+    boxes_left: Counter = Counter()  # boxes of each class in train
+    for counts in units.boxes.values():
+        boxes_left.update(counts)
+    floor = {c: n * (1.0 - val_fraction - test_fraction) / 2 for c, n in boxes_left.items()}
     assigned: Dict[Hashable, str] = {}
     held = {"test": 0, "val": 0}  # images held out
 
-    def hold(u: Hashable, split: str, force: bool = False) -> bool:
-        """Move unit ``u`` to ``split`` unless that takes the last training image of one of its classes
-        or overshoots the split's size by more than it would fall short without it."""
+    def hold(u: Hashable, split: str, force: bool = False, boxes: bool = True) -> bool:
+        """Move unit ``u`` to ``split`` unless that takes the last training image of one of its classes,
+        leaves one of them under half its share of boxes in train (unless not ``boxes``) or overshoots the
+        split's size by more than it would fall short without it."""
         size = len(units.members[u])
         if u in assigned or not force and (2 * held[split] + size > 2 * targets[split] or any(
-                left[c] <= k for c, k in units.classes[u].items())):
+                left[c] <= k for c, k in units.classes[u].items()) or boxes and any(
+                boxes_left[c] - k < floor[c] for c, k in units.boxes[u].items())):
             return False
         assigned[u] = split
         held[split] += size
         left.subtract(units.classes[u])
+        boxes_left.subtract(units.boxes[u])
         return True
 
     # A class needs one unit left for training plus one per held-out split it appears in.
@@ -129,10 +149,12 @@ def assign_splits(image_ids: Sequence[int], image_classes: Mapping[int, Set[int]
         for c in units.rarest_first():
             if c in covered or len(units.of_class[c]) < min_units or held[split] >= targets[split]:
                 continue
-            for u in (units.of_class[c] if split == "val" else reversed(units.of_class[c])):
-                if hold(u, split):
-                    covered.update(units.classes[u])
-                    break
+            candidates = units.of_class[c] if split == "val" else units.of_class[c][::-1]
+            # the first unit that keeps train's share of boxes, else the first that keeps an image
+            u = next((u for u in candidates if hold(u, split)), None) or next(
+                (u for u in candidates if hold(u, split, boxes=False)), None)
+            if u is not None:
+                covered.update(units.classes[u])
     # The rest of each held-out split in the seeded order (test from its end); no class loses its last
     # training image, so a class seen in val or test is always also learned. A split may come out smaller
     # than its fraction.
