@@ -375,6 +375,32 @@ def test_exit_codes_nothing_written_and_strict(tmp_path, sample_dataset):
     assert result.exit_code == 4 and "--strict: 0 images and 1 boxes were skipped" in result.output
 
 
+def test_a_build_that_converts_nothing_leaves_the_earlier_build_as_it_was(tmp_path, sample_dataset, sample_build):
+    """A mistyped --images (a folder without the photos) replaced a good build by one empty shard, then said
+    'error: none of the files was found'. With nothing converted, an earlier build in --out is left alone."""
+    import shutil
+
+    from click.testing import CliRunner
+
+    from edge_trash.cli import cli
+
+    out = tmp_path / "b"
+    shutil.copytree(sample_build[0], out)
+    before = {p.name: p.read_bytes() for p in out.iterdir()}
+    (tmp_path / "empty").mkdir()
+    result = CliRunner().invoke(cli, ["build-tfrecords", "--annotations", str(sample_dataset.annotations),
+                                      "--images", str(tmp_path / "empty"), "--out", str(out), "--quiet"])
+    assert result.exit_code == 1, result.output
+    assert {p.name: p.read_bytes() for p in out.iterdir()} == before
+    text = " ".join(result.output.split())
+    assert f"build-tfrecords: no image converted, so nothing was written: the earlier build in {out} is as it " \
+           "was" in text
+    assert "error: none of the" in text and "no box in train" not in text and "replacing" not in text
+    result = CliRunner().invoke(cli, ["build-tfrecords", "--annotations", str(sample_dataset.annotations),
+                                      "--images", str(tmp_path / "empty"), "--out", str(tmp_path / "new"), "--quiet"])
+    assert result.exit_code == 1 and (tmp_path / "new" / "report.json").exists()  # the reasons, in a new folder
+
+
 def test_same_inputs_give_identical_bytes_with_any_worker_count(sample_dataset, sample_build, tmp_path):
     out1, _ = sample_build
     build_tfrecords(BuildOptions(annotations=sample_dataset.annotations, images=sample_dataset.images,

@@ -874,6 +874,10 @@ def _build(options: BuildOptions, progress: bool, lock: _OutLock) -> Dict[str, A
             "options": opts,
             "software": software_versions(),  # a rebuild months later gives the same bytes with the same ones
         }
+        if not converted and any(SHARD_RE.match(p.name) or p.name in OUTPUT_FILES for p in out.iterdir()):
+            # nothing converted (a mistyped --images): an earlier build here stays as it was, not replaced by none
+            staged.discard()
+            return {**report, "earlier_build_kept": True}
         staged.write(out / "report.json", _json_bytes(report))
     except BaseException:
         staged.discard()

@@ -205,7 +205,7 @@ def summarize(report: Dict[str, Any], out: Path, seconds: float) -> str:
         if report.get(key):  # quoted: a class named 'none' must not read as "no class"
             lines.append(f"classes {label}: {examples([repr(n) for n in report[key]], 12)}"
                          + (f" (all in {key} in report.json)" if len(report[key]) > 12 else ""))
-    if report.get("classes_not_in_train"):
+    if report.get("classes_not_in_train") and report["images_written"]:  # with none, the error says why
         lines.append(_not_in_train_warning(report))
     if report.get("boxes_rotated"):
         lines.append(f"rotated boxes (CVAT's attributes.rotation): {report['boxes_rotated']}, each kept as the "
@@ -262,6 +262,10 @@ def summarize(report: Dict[str, Any], out: Path, seconds: float) -> str:
             lines.append(f"hint: {hint['images']} images were found in the folders their file_name is relative to, "
                          "below --images: give " + " ".join(f"--images {shell_word(f)}" for f in hint["folders"])
                          + " (one per --annotations, in order) to spare the search")
+    if report.get("earlier_build_kept"):
+        lines.append(f"build-tfrecords: no image converted, so nothing was written: the earlier build in {out} is "
+                     "as it was")
+        return "\n".join(lines)
     changes = report.get("split_changes")
     if changes:
         lines.append(split_changes_line(changes, (report.get("options") or {}).get("folds") or 0))
@@ -406,6 +410,8 @@ def build_tfrecords(annotations: Tuple[Path, ...], images: Tuple[Path, ...], kee
             fix = ("check --images: it must be" if images else "give --images,")
             click.echo(f"error: none of the {missing} image files was found under {folders}: {fix} the folder the "
                        f"file_name entries are relative to (the first is {first!r})", err=True)
+        elif report.get("earlier_build_kept"):
+            click.echo("error: no image could be converted (the reasons are above)", err=True)
         else:
             click.echo("error: no image could be converted; see images_skipped in report.json", err=True)
         raise SystemExit(EXIT_NOTHING_WRITTEN)
