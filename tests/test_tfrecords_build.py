@@ -1023,6 +1023,39 @@ def test_a_photo_holding_most_of_a_class_boxes_stays_in_train(tmp_path):
     assert report["splits"]["val"]["boxes"] == 4 and battery["boxes"] == 29 and val_batteries >= 1
 
 
+def test_classes_that_val_is_too_small_to_hold_are_named(tmp_path):
+    """Ten classes of four single-class photos and a val of 6 images: four classes had no val image and nothing
+    said so, although the README promised each class of two images one."""
+    from click.testing import CliRunner
+
+    from edge_trash.cli import cli
+
+    coco = {"images": [], "annotations": [], "categories": [{"id": c, "name": f"c{c}"} for c in range(1, 11)]}
+    for i in range(40):
+        _solid_jpeg(tmp_path / "img" / f"{i}.jpg", (64, 48), (5 * i, 90, 90))
+        coco["images"].append({"id": i, "file_name": f"{i}.jpg", "width": 64, "height": 48})
+        coco["annotations"].append({"id": i, "image_id": i, "category_id": 1 + i % 10, "bbox": [2, 2, 10, 10]})
+    (tmp_path / "a.json").write_text(json.dumps(coco))
+
+    def build(out, *args):
+        result = CliRunner().invoke(cli, ["build-tfrecords", "--annotations", str(tmp_path / "a.json"), "--images",
+                                          str(tmp_path / "img"), "--out", str(tmp_path / out), "--quiet", *args])
+        assert result.exit_code == 0, result.output
+        report = json.loads((tmp_path / out / "report.json").read_text())
+        return " ".join(result.output.split()), report
+
+    text, report = build("small")
+    missing = [c["name"] for c in report["classes"] if not c["boxes_by_split"].get("val")]
+    assert report["classes_not_in_val"] == missing and len(missing) == 4
+    assert (f"warning: 4 classes of two images or more have no box in val, so their AP cannot be measured: "
+            f"{', '.join(missing)} (val holds 6 images, too few for every class: a larger --val-fraction gives them "
+            "one; all in classes_not_in_val in report.json)") in text
+    text, report = build("larger", "--val-fraction", "0.25")
+    assert report["classes_not_in_val"] == [] and "no box in val" not in text
+    text, report = build("folds", "--folds", "4")
+    assert report["classes_not_in_val"] == []
+
+
 def test_only_classes_of_a_few_images_keep_under_half_their_share_of_boxes_in_train():
     """Random long tails with one to fifteen boxes per image: a class's boxes in train fall under half their
     share only for a class of at most five images, whose val and test places need them (134 classes across

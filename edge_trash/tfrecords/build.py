@@ -21,7 +21,7 @@ from collections import Counter
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any, Dict, Iterable, Iterator, List, Optional, Sequence, Tuple
+from typing import Any, Dict, Iterable, Iterator, List, Mapping, Optional, Sequence, Tuple
 
 from edge_trash.tfrecords.class_map import build_class_mapping, label_map_pbtxt, read_class_map
 from edge_trash.tfrecords.coco import CocoDataset, load_coco_files
@@ -130,10 +130,14 @@ def split_counts(splits: Dict[str, Dict[str, int]]) -> str:
                      for name, s in splits.items())
 
 
-def reasons_by_kind(reasons: Sequence[str], top: int = 6) -> str:
-    """``"20x file not found; 3x 'bbox' has zero or negative size"``: the commonest kinds of reason."""
-    counts = Counter(reason_kind(r) for r in reasons)
-    return "; ".join(f"{n}x {kind}" for kind, n in counts.most_common(top))
+def reasons_by_kind(reasons: Sequence[str], top: int = 6, where: str = "") -> str:
+    """``"20x file not found; 3x 'bbox' has zero or negative size"``: the commonest kinds of reason, and how
+    many more kinds (and records) there are, to be read ``where`` (``"in report.json"``)."""
+    counts = Counter(reason_kind(r) for r in reasons).most_common()
+    shown = "; ".join(f"{n}x {kind}" for kind, n in counts[:top])
+    rest = counts[top:]
+    return shown + (f"; {counted(len(rest), 'more kind', 'more kinds')} ({sum(n for _, n in rest)}x)"
+                    f"{' ' + where if where else ''}" if rest else "")
 
 
 def _nothing_to_train_on(given: str, dataset: CocoDataset, drop_reasons: Dict[int, str]) -> BuildError:
@@ -591,6 +595,17 @@ def _plan_again(dataset: CocoDataset, options: BuildOptions, target_of: Dict[int
     return [(name, members) for name, members in kept if members or name == "train"], units
 
 
+def _classes_not_in_val(names: Sequence[str], options: BuildOptions, split_ids: Mapping[str, Sequence[int]],
+                        split_class_boxes: Mapping[str, Sequence[int]],
+                        converted: Mapping[int, Tuple[Any, List[int], str]]) -> List[str]:
+    """The classes written in two images or more with no box in val (none with --folds, or without a val)."""
+    if options.folds or not (options.val_fraction if not options.keep_splits else split_ids.get("val")):
+        return []
+    images = Counter(label for ids in split_ids.values() for i in ids for label in set(converted[i][1]))
+    in_val = split_class_boxes.get("val", [0] * len(names))
+    return [n for i, n in enumerate(names) if images[i + 1] >= 2 and not in_val[i]]
+
+
 def _objects(im: Any, boxes: Sequence[Any], result: ImageResult, mapping: Any,
              boxes_dropped: List[Dict[str, Any]]) -> List[ObjectBox]:
     """The record's objects: an image's boxes in their target classes, normalised (the stored area in
@@ -862,6 +877,8 @@ def _build(options: BuildOptions, progress: bool, lock: _OutLock) -> Dict[str, A
             # classes the model cannot learn: no box in train (with folds: none at all)
             "classes_not_in_train": [n for i, n in enumerate(names)
                                      if not split_class_boxes.get("train", class_boxes)[i]],
+            # classes of two images or more that val cannot score: val too small for every class, or given so
+            "classes_not_in_val": _classes_not_in_val(names, options, split_ids, split_class_boxes, converted),
             **mapping.as_report(),
             "image_notes": image_notes,
             "images_folder_hint": _images_folder_hint(found_deeper, Counter(im.source for im in dataset.images),

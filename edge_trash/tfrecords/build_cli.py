@@ -94,6 +94,20 @@ def _classes_line(classes: List[Dict[str, Any]], shown: int = 12) -> str:
             "(all in report.json)")
 
 
+def _not_in_val_warning(report: Dict[str, Any]) -> str:
+    """The classes of two images or more that val cannot score, with the fix."""
+    from edge_trash.tfrecords.build import counted, examples
+
+    missing = report["classes_not_in_val"]
+    val = report["splits"].get("val", {}).get("images", 0)
+    fix = ("the given val file holds none" if report["options"].get("keep_splits") else
+           f"val holds {counted(val, 'image', 'images')}, too few for every class: a larger --val-fraction gives "
+           "them one")
+    return (f"warning: {counted(len(missing), 'class', 'classes')} of two images or more "
+            f"{'has no box in val, so its' if len(missing) == 1 else 'have no box in val, so their'} AP cannot be measured: "
+            f"{examples(missing, 8)} ({fix}; all in classes_not_in_val in report.json)")
+
+
 def _not_in_train_warning(report: Dict[str, Any]) -> str:
     """The classes with no box in train, each with why: all its images skipped, or held out only."""
     from edge_trash.tfrecords.build import counted, examples
@@ -207,6 +221,8 @@ def summarize(report: Dict[str, Any], out: Path, seconds: float) -> str:
                          + (f" (all in {key} in report.json)" if len(report[key]) > 12 else ""))
     if report.get("classes_not_in_train") and report["images_written"]:  # with none, the error says why
         lines.append(_not_in_train_warning(report))
+    if report.get("classes_not_in_val"):
+        lines.append(_not_in_val_warning(report))
     if report.get("boxes_rotated"):
         lines.append(f"rotated boxes (CVAT's attributes.rotation): {report['boxes_rotated']}, each kept as the "
                      "upright box around it (COCO and the detector have no angle)")
@@ -236,9 +252,10 @@ def summarize(report: Dict[str, Any], out: Path, seconds: float) -> str:
         lines.append(f"note: {ignored_message(report['ignored_as_crowd'])}")
     if report.get("annotations_with_score"):
         lines.append(f"warning: {score_message(report['annotations_with_score'])}")
-    for title, items in (("skipped images", report["images_skipped"]), ("dropped boxes", report["boxes_dropped"])):
-        if items:
-            lines.append(f"{title} by reason: " + reasons_by_kind([i["reason"] for i in items]))
+    for title, key in (("skipped images", "images_skipped"), ("dropped boxes", "boxes_dropped")):
+        if report[key]:
+            lines.append(f"{title} by reason: " + reasons_by_kind([i["reason"] for i in report[key]],
+                                                                  where=f"in {key} in report.json"))
     if report.get("duplicate_images"):
         groups = report["duplicate_images"]
         leaks = sum(1 for g in groups if len(g["splits"]) > 1)
