@@ -40,6 +40,15 @@ def test_sample_data_then_build_through_a_real_subprocess(tmp_path):
                           capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr
     assert "next: edge-trash build-tfrecords" in proc.stdout
+    images = tmp_path / "s" / "images"
+    listed = [images / im["file_name"] for im in json.loads((tmp_path / "s" / "annotations.json").read_text())["images"]]
+    size = sum(p.stat().st_size for p in listed if p.exists())
+    assert f"sample-data: wrote 20 images ({size / 1e6:.1f} MB) to {images} and " in proc.stdout
+    (images / "stray.bin").write_bytes(b"x" * 3_000_000)  # a file of the user's: not counted as written
+    again = subprocess.run(exe + ["sample-data", "--out", str(tmp_path / "s"), "--num-images", "20"],
+                           capture_output=True, text=True, timeout=300)
+    assert f"sample-data: wrote 20 images ({size / 1e6:.1f} MB) to {images} and " in again.stdout
+    (images / "stray.bin").unlink()
     proc = subprocess.run(exe + ["build-tfrecords", "--annotations", str(tmp_path / "s" / "annotations.json"),
                                  "--images", str(tmp_path / "s" / "images"), "--out", str(tmp_path / "t"),
                                  "--quiet"], capture_output=True, text=True, timeout=300)
