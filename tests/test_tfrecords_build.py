@@ -610,6 +610,15 @@ def test_a_large_annotation_file_is_announced_before_the_silent_read(sample_data
     assert result.exit_code == 0
     assert f"reading {size / 1e6:.0f} MB of annotations ({sample_dataset.annotations}): about 0 s ..." \
         in result.stderr
+    # gzip-packed, the JSON's own size counts (a 61 MB file packed to 15 MB was not announced)
+    import gzip
+
+    packed = tmp_path / "annotations.json.gz"
+    packed.write_bytes(gzip.compress(sample_dataset.annotations.read_bytes()))
+    assert packed.stat().st_size < size
+    result = CliRunner().invoke(cli, ["build-tfrecords", "--annotations", str(packed), *args[3:]])
+    assert result.exit_code == 0
+    assert f"reading {size / 1e6:.0f} MB of annotations ({packed}): about 0 s ..." in result.stderr
 
 
 @pytest.mark.parametrize("seed", range(40))

@@ -37,18 +37,27 @@ def build_os_error(exc: OSError, out: Path) -> str:
             f"files are renamed into place together, once all are complete); {fix}, and run again")
 
 
-def _file_size(path: Path) -> Optional[int]:
-    """The size of a regular file; None for anything else or one that cannot be looked at (the
-    annotation reader then says why: not found, a folder, permission denied, a name too long)."""
+def _json_size(path: Path) -> Optional[int]:
+    """The size of the JSON in a regular file, unpacked (gzip says it in its last four bytes; xz and bzip2 are
+    taken as a tenth of it); None for anything else or one that cannot be looked at (the annotation reader
+    then says why: not found, a folder, permission denied, a name too long)."""
     try:
-        return path.stat().st_size if path.is_file() else None
+        if not path.is_file():
+            return None
+        size = path.stat().st_size
+        with path.open("rb") as f:
+            magic = f.read(6)
+            if magic.startswith(b"\x1f\x8b") and size >= 18:
+                f.seek(-4, 2)
+                return max(size, int.from_bytes(f.read(4), "little"))  # modulo 4 GiB
+        return size * 10 if magic.startswith((b"\xfd7zXZ\x00", b"BZh")) else size
     except (OSError, ValueError):
         return None
 
 
 def announce_big_annotations(paths: Tuple[Path, ...]) -> None:
     """Say on stderr that a large annotation set is being read (a 314 MB COCO-size file takes ~12 s, with no bar)."""
-    sizes = [size for size in map(_file_size, paths) if size is not None]
+    sizes = [size for size in map(_json_size, paths) if size is not None]
     if sum(sizes) >= BIG_ANNOTATIONS_BYTES:
         click.echo(f"reading {sum(sizes) / 1e6:.0f} MB of annotations ({', '.join(map(str, paths))}): about "
                    f"{sum(sizes) / 25e6:.0f} s ...", err=True)
@@ -393,7 +402,7 @@ def build_tfrecords(annotations: Tuple[Path, ...], images: Tuple[Path, ...], kee
     from edge_trash.tfrecords.class_map import ClassMapError
     from edge_trash.tfrecords.coco import CocoFormatError
 
-    if not images and all(_file_size(a) is not None for a in annotations):
+    if not images and all(_json_size(a) is not None for a in annotations):
         from edge_trash.tfrecords.image_paths import default_images_folder
 
         folders = dict.fromkeys(default_images_folder(a) for a in annotations)
