@@ -126,6 +126,42 @@ def test_names_in_utf8_are_found_under_a_legacy_locale(tmp_path):
     assert done.stdout.split(" ", 1)[1] == f"3 {[str(tmp_path / 'images')]} []\n"
 
 
+def test_macos_and_windows_zip_names_are_found_alike_under_a_legacy_locale(tmp_path):
+    """Under LC_ALL=C without UTF-8 mode, a name stored in NFD (macOS) and one in cp1252 (a Windows zip) were
+    "file not found" although found under a UTF-8 locale, and the notes printed escaped bytes: the same build now
+    gives the same records, split and notes under both."""
+    import unicodedata
+
+    ann = _dataset(tmp_path, ["crème.jpg", "café2.jpg", "plain.jpg", "other.jpg"])
+    images = tmp_path / "images"
+    os.rename(os.fsencode(images / "crème.jpg"), os.path.join(os.fsencode(images),
+                                                                unicodedata.normalize("NFD", "crème.jpg").encode()))
+    os.rename(os.fsencode(images / "café2.jpg"), os.path.join(os.fsencode(images), "café2.jpg".encode("cp1252")))
+    code = ("import json, sys\n"
+            "from edge_trash.tfrecords.build import BuildOptions, build_tfrecords\n"
+            f"r = build_tfrecords(BuildOptions(annotations={str(ann)!r}, images={str(images)!r}, "
+            "out=sys.argv[1], val_fraction=0.25, test_fraction=0.25))\n"
+            "print(json.dumps([r['images_written'], r['image_notes']]))\n")
+    runs = []
+    for name, env in (("utf8", dict(os.environ, LC_ALL="C.UTF-8")),
+                      ("legacy", dict(os.environ, LC_ALL="C", LANG="C", PYTHONUTF8="0", PYTHONCOERCECLOCALE="0"))):
+        done = subprocess.run([sys.executable, "-c", code, str(tmp_path / name)], env=env, capture_output=True,
+                              text=True, cwd=REPO)
+        assert done.returncode == 0, done.stderr
+        runs.append(json.loads(done.stdout))
+    assert runs[0] == runs[1]
+    written, notes = runs[0]
+    assert written == 4
+    assert [n["notes"][0].split(" under ")[0] for n in notes] == [
+        f"file_name 'crème.jpg' not found as given; read {unicodedata.normalize('NFD', 'crème.jpg')!r} (the same "
+        "letters, one of them in Unicode NFD form as macOS writes names)",
+        "file_name 'café2.jpg' not found as given; read 'caf\\udce92.jpg' (its name on disk is not UTF-8 but a legacy "
+        "encoding such as cp437 or cp1252, as zips made on Windows store names; 'unzip -O cp437' or convmv renames "
+        "such files)"]
+    for f in ("splits.json", "train-00000-of-00001.tfrecord", "val-00000-of-00001.tfrecord"):
+        assert (tmp_path / "utf8" / f).read_bytes() == (tmp_path / "legacy" / f).read_bytes()
+
+
 # ----------------------------------------------------------------------------- --out
 
 def test_a_file_system_without_locks_still_builds(tmp_path, monkeypatch):

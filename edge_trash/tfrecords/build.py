@@ -25,7 +25,7 @@ from typing import Any, Dict, Iterable, Iterator, List, Mapping, Optional, Seque
 
 from edge_trash.tfrecords.class_map import build_class_mapping, label_map_pbtxt, read_class_map
 from edge_trash.tfrecords.coco import CocoDataset, load_coco_files
-from edge_trash.tfrecords.name_encodings import readable_text
+from edge_trash.tfrecords.name_encodings import readable_text, utf8_text
 from edge_trash.tfrecords.image_paths import NOT_FOUND_WHY, SourceImages, default_images_folder, source_images
 from edge_trash.tfrecords.images import (DEFAULT_MAX_PIXELS, ImageJob, ImageResult, convert_image, file_reason,
                                          read_displayed_size)
@@ -499,7 +499,7 @@ def found_names(dataset: CocoDataset, found: Dict[int, Tuple[Path, int]], option
     names: Dict[int, str] = {}
     for iid, (path, _) in found.items():
         try:
-            names[iid] = Path(os.path.relpath(os.path.abspath(path), dirs[source_of[iid]])).as_posix()
+            names[iid] = utf8_text(Path(os.path.relpath(os.path.abspath(path), dirs[source_of[iid]])).as_posix())
         except ValueError:  # another drive (Windows)
             names[iid] = Path(path).as_posix()
     return names

@@ -40,7 +40,7 @@ from pathlib import Path
 from typing import Dict, List, Optional, Sequence, Tuple
 from urllib.parse import unquote, urlsplit
 
-from edge_trash.tfrecords.name_encodings import disk_spelling, legacy_spellings, not_utf8
+from edge_trash.tfrecords.name_encodings import disk_spelling, legacy_spellings, not_utf8, utf8_text
 from edge_trash.tfrecords.split_names import ANNOTATION_FOLDERS, split_in_name, split_word
 
 _DRIVE = re.compile(r"^[A-Za-z]:$")
@@ -60,8 +60,9 @@ _EXPORT_RENAMES = (
 
 
 def _loose(name: str) -> str:
-    """``name`` compared without case or Unicode form (NFC and NFD spellings match)."""
-    return unicodedata.normalize("NFC", name).casefold()
+    """``name`` compared without case or Unicode form (NFC and NFD spellings match), its UTF-8 bytes read as
+    text where a legacy locale lists them escaped (``LC_ALL=C`` without UTF-8 mode)."""
+    return unicodedata.normalize("NFC", utf8_text(name)).casefold()
 
 
 def _parts(file_name: str) -> List[str]:
@@ -339,10 +340,10 @@ class ImagePaths:
                     if not_utf8(used):
                         form = (" (its name on disk is not UTF-8 but a legacy encoding such as cp437 or cp1252, "
                                 "as zips made on Windows store names; 'unzip -O cp437' or convmv renames such files)")
-                    elif any(unicodedata.normalize("NFC", t) != t for t in (used, file_name)):  # they look alike
+                    elif any(unicodedata.normalize("NFC", t) != t for t in map(utf8_text, (used, file_name))):
                         form = " (the same letters, one of them in Unicode NFD form as macOS writes names)"
-                    return found, (f"file_name {file_name!r} not found as given; read {used!r}{form} under "
-                                   "the images folder")
+                    return found, (f"file_name {utf8_text(file_name)!r} not found as given; read {utf8_text(used)!r}"
+                                   f"{form} under the images folder")
         parts = _parts(cleaned)
         if not parts:
             return direct, None

@@ -20,11 +20,24 @@ from typing import List
 _LEGACY_ENCODINGS = ("cp1252", "cp437", "latin-1")
 
 
+def utf8_text(name: str) -> str:
+    """``name`` with the UTF-8 bytes a legacy locale lists escaped (``LC_ALL=C`` without UTF-8 mode lists
+    ``café`` as ``caf\\udcc3\\udca9``) read as the text they are; a name whose bytes are not UTF-8 as it is."""
+    try:
+        name.encode("utf-8")
+        return name
+    except UnicodeEncodeError:
+        try:
+            return name.encode("utf-8", "surrogateescape").decode("utf-8")
+        except UnicodeError:
+            return name
+
+
 def legacy_spellings(name: str) -> List[str]:
     """What a file name that is not valid UTF-8 on disk (``café`` stored as Latin-1 bytes,
     which Python lists as ``caf\\udce9``) says in each legacy encoding; empty for UTF-8 names."""
     try:
-        name.encode("utf-8")
+        utf8_text(name).encode("utf-8")
         return []
     except UnicodeEncodeError:
         raw = os.fsencode(name)
