@@ -1660,6 +1660,9 @@ def test_cvat_rotated_boxes_become_the_upright_box_around_them(tmp_path):
      "a Labelbox export"),
     ("export.ndjson", '{"data_row": {"id": "a"}, "projects": {}}\n{"data_row": {"id": "b"}, "projects": {}}\n',
      "a JSON Lines file, one JSON object per line (Labelbox's NDJSON export)"),
+    ("one.ndjson", '{"data_row": {"id": "a"}, "projects": {}}\n', "a Labelbox export"),  # one image: a JSON dict
+    ("task.xml", '<?xml version="1.0"?>\n<annotations>\n  <image id="0" name="a.jpg" width="5" height="4">\n'
+                 '  </image>\n</annotations>', "a CVAT XML export ('CVAT for images 1.1')"),  # without <meta>
     ("lines.json", '{"a": 1}\n{"a": 2}\n', "a JSON Lines file, one JSON object per line"),
     ("ann.json", '{"description": "", "tags": [], "size": {"height": 4, "width": 5}, "objects": []}',
      "a Supervisely annotation (one per image)"),

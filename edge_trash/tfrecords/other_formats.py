@@ -20,7 +20,7 @@ def other_text_format(text: str) -> str:
     """What a file that is not JSON is, when it is another annotation format ("" otherwise)."""
     head = text[:4096]
     lines = [ln for ln in head.splitlines() if ln.strip()][:5]
-    if "<annotations" in head and "<meta" in head:
+    if re.search(r"<annotations[\s>]", head):  # Pascal VOC's root is <annotation>
         return "a CVAT XML export ('CVAT for images 1.1')"
     if "<annotation" in head:
         return "a Pascal VOC XML file"
@@ -53,6 +53,8 @@ def other_json_format(data: Any) -> str:
         if "Labeled Data" in first or "data_row" in first:
             return "a Labelbox export"
     if isinstance(data, dict):
+        if "data_row" in data or "Labeled Data" in data:  # an NDJSON export of one image
+            return "a Labelbox export"
         if "shapes" in data and "imagePath" in data:
             return "a LabelMe JSON file (one per image)"
         if "objects" in data and isinstance(data.get("size"), dict):
