@@ -356,9 +356,14 @@ def split_changes_line(changes: Dict[str, Any], folds: int = 0) -> str:
 @click.option("--min-instances", default=1, show_default=True, type=click.IntRange(min=0),
               help="Classes with fewer valid boxes in the annotation files (as analyze counts them) are folded "
                    "into 'other' (or a class of that name the dataset has) or dropped (--rare).")
-@click.option("--rare", type=click.Choice(["other", "drop"]), default="other", show_default=True)
-@click.option("--val-fraction", default=0.15, show_default=True, type=click.FloatRange(0, 1, max_open=True))
-@click.option("--test-fraction", default=0.1, show_default=True, type=click.FloatRange(0, 1, max_open=True))
+@click.option("--rare", type=click.Choice(["other", "drop"]), default="other", show_default=True,
+              help="What --min-instances does with a rarer class: fold it into 'other', or drop its boxes (its "
+                   "images stay, as background where nothing else is in them).")
+@click.option("--val-fraction", default=0.15, show_default=True, type=click.FloatRange(0, 1, max_open=True),
+              help="Share of images held out to validate on, stratified: every class with two images gets one "
+                   "while val has room (a class it cannot hold is named).")
+@click.option("--test-fraction", default=0.1, show_default=True, type=click.FloatRange(0, 1, max_open=True),
+              help="Share of images held out for the final test (with --folds too).")
 @click.option("--split-by", type=click.Choice(["auto", "image", "folder"]), default="auto", show_default=True,
               help="What moves between splits as one (copies of one file always do). auto: runs of consecutive "
                    "video frames (video_id/frame_id in the JSON, or 'frame' and a number in the file name: "
@@ -366,8 +371,9 @@ def split_changes_line(changes: Dict[str, Any], folds: int = 0) -> str:
                    "variants (IMG_1_jpg.rf.<hash>.jpg), and each other image alone; image: every image alone; "
                    "folder: each folder of file_name (one recording session per folder).")
 @click.option("--folds", default=0, show_default=True, type=click.IntRange(min=0),
-              help="Write K stratified folds (fold0..foldK-1) instead of train/val; `edge-trash train --fold k` "
-                   "trains on the others and validates on fold k.")
+              help="0 (off) or K >= 2: write K stratified folds (fold0..foldK-1) instead of train/val (and test, "
+                   "from --test-fraction; --val-fraction is unused); `edge-trash train --fold k` trains on the others "
+                   "and validates on fold k.")
 @click.option("--max-size", default=640, show_default=True, type=click.IntRange(min=32),
               help="Shrink so the long side is at most this many pixels.")
 @click.option("--max-pixels", default=150_000_000, show_default=True, type=click.IntRange(min=1),
@@ -383,7 +389,7 @@ def split_changes_line(changes: Dict[str, Any], folds: int = 0) -> str:
                    "after adding or removing photos leaves nearly all others in their split (and says so).")
 @click.option("--strict", is_flag=True,
               help="Exit non-zero (4) when any image or box was skipped (not the boxes an empty class-map target "
-                   "or --rare drop asks to drop).")
+                   "or --rare drop asks to drop); the build is still written.")
 @click.option("--quiet", is_flag=True, help="No progress bar.")
 def build_tfrecords(annotations: Tuple[Path, ...], images: Tuple[Path, ...], keep_splits: bool, out: Path,
                     class_map: Optional[Path], supercategories: bool, min_instances: int, rare: str,
@@ -394,8 +400,9 @@ def build_tfrecords(annotations: Tuple[Path, ...], images: Tuple[Path, ...], kee
 
     Writes train/val/test shards, labels.txt, label_map.pbtxt, splits.json and
     report.json into OUT. Bad images and boxes are skipped and reported with
-    their reason; the exit code is non-zero only when nothing usable came out
-    (1) or with --strict when anything was skipped (4).
+    their reason. Exit code: 0 when anything usable came out; 1 when no image
+    converted (an earlier build in OUT is left as it was) or on an error; 2 for
+    a bad option; 4 with --strict when anything was skipped.
     """
     from edge_trash.tfrecords.build import BuildError, BuildOptions
     from edge_trash.tfrecords.build import build_tfrecords as build
