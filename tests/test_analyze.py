@@ -514,15 +514,27 @@ def test_outlier_sizes_and_their_reasons():
                                       "above 2.5:1; an image may be both): 0.jpg 300x100")  # 9 kinds, 5 images
 
 
-def test_long_tail_is_judged_on_train_and_missing_classes_on_held_out_splits():
+def _flags_of(where):
+    """The flags of three images with one 'can' each, in a source whose classes are can and cup."""
     images = [ImageEntry(str(i), f"{i}.jpg", 640, 480) for i in range(3)]
     boxes = [BoxEntry(str(i), "can", 100, 100) for i in range(3)]
-    for where, kinds in (("tfrecords/train", {"long_tail_classes"}), ("tfrecords/val", {"classes_missing"}),
-                         ("annotations", {"long_tail_classes"})):
-        stats = describe(Source(where, "px", images, boxes, ["can", "cup"]), Thresholds())
-        flags = {f["kind"]: f for f in find_flags(where, stats, Thresholds())}
+    stats = describe(Source(where, "px", images, boxes, ["can", "cup"]), Thresholds())
+    return {f["kind"]: f for f in find_flags(where, stats, Thresholds())}
+
+
+def test_long_tail_is_judged_on_train_and_missing_classes_on_every_split_of_the_records():
+    for where, kinds in (("tfrecords/train", {"long_tail_classes", "classes_missing"}),
+                         ("tfrecords/val", {"classes_missing"}), ("annotations", {"long_tail_classes"})):
+        flags = _flags_of(where)
         assert set(flags) == kinds
-        assert flags.popitem()[1]["items"] == (["cup"] if where == "tfrecords/val" else ["can"])
+        if "long_tail_classes" in flags:
+            assert flags["long_tail_classes"]["items"] == ["can"]
+        if "classes_missing" in flags:
+            assert flags["classes_missing"]["items"] == ["cup"]
+    # a class labels.txt names and train lacks: the model never sees one (it was not flagged at all)
+    assert _flags_of("tfrecords/train")["classes_missing"]["message"] == (
+        "1 class has no box in train, so the model cannot learn it: cup (collect more, merge or drop them with a "
+        "--class-map, and rebuild)")
 
 
 def test_records_from_other_tools_with_empty_or_repeated_fields_are_reported_not_a_crash(tmp_path):
@@ -595,8 +607,8 @@ def test_the_next_command_keeps_the_default_images_folder_and_never_writes_into_
     assert next_command([Path("a.json")], [], Path("built")) == "next: edge-trash train --data built --out runs/ssd"
     (built / "val-00000-of-00001.tfrecord").write_bytes(b"")  # an empty val split: train would refuse it
     assert next_command([Path("a.json")], [], Path("built")) == (
-        "next: these records lack the train or val images edge-trash train needs; rebuild them (build-tfrecords' "
-        "summary says which)")
+        "next: these records lack the train or val images (or boxes) edge-trash train needs; rebuild them "
+        "(build-tfrecords' summary says which)")
     for k in range(3):
         (built / f"fold{k}-00000-of-00001.tfrecord").write_bytes(b"x")
     for split in ("train", "val"):
@@ -802,3 +814,17 @@ def test_the_summary_agrees_with_one_and_names_no_build_when_no_box_is_usable(tm
     assert result.output.rstrip().splitlines()[-1] == (
         "next: fix the annotations first: not one box in them is usable (report.md says why), and build-tfrecords "
         "needs at least one")
+
+
+@pytest.mark.parametrize("encoding", ["utf-16", "utf-8-sig"])
+def test_a_labels_txt_saved_by_windows_tools_is_read(sample_build, tmp_path, encoding):
+    """A labels.txt rewritten by PowerShell's > (UTF-16) crashed analyze --tfrecords with UnicodeDecodeError; one
+    with a byte-order mark named the first class '\\ufeffbottle'."""
+    import shutil
+
+    data = tmp_path / "data"
+    shutil.copytree(sample_build[0], data)
+    names = (data / "labels.txt").read_text().split("\n")[:-1]
+    (data / "labels.txt").write_bytes("\r\n".join(names).encode(encoding))
+    stats = analyze(tfrecords=data, out=tmp_path / "out", plots=False)
+    assert stats["tfrecords"]["labels"] == names

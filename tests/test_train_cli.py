@@ -60,7 +60,13 @@ def test_missing_init_file_is_a_flag_error_and_leaves_no_run(tmp_path):
         " ".join(result.output.split())
     for split in ("train", "val"):
         (tmp_path / f"{split}-00000-of-00001.tfrecord").write_bytes(b"x")
-    result = _run("--data", str(tmp_path), "--out", str(tmp_path / "run"), "--config", "demo",
+    result = _run("--data", str(tmp_path), "--out", str(tmp_path / "run"), "--config", "demo")
+    assert result.exit_code == 2 and "train-00000-of-00001.tfrecord: truncated record header at byte 0" in result.output
+    sys.path.insert(0, str(Path(__file__).parent))
+    from test_train_foreign_records import GOOD, _data
+
+    data = _data(tmp_path / "data", GOOD, GOOD, names=["bottle", "can", "cup"])
+    result = _run("--data", str(data), "--out", str(tmp_path / "run"), "--config", "demo",
                   "--init", str(tmp_path / "missing.h5"))
     assert result.exit_code == 2
     assert "Invalid value for --init: --init " in result.output
@@ -83,6 +89,13 @@ def test_train_on_toy_data_then_refuse_to_overwrite(tmp_path):
     assert result.exit_code == 0, result.output
     assert "Trained 3 steps in" in result.output
     assert f"Next: edge-trash export --model {run} --data {data}" in result.output
+    # the README promises the instances per class before and after balancing: the table and metrics.json
+    balance = json.loads((run / "metrics.json").read_text())["class_balance"]
+    labels = (data / "labels.txt").read_text().split()
+    assert list(balance["before"]) == labels and sum(balance["before"].values()) > 0
+    from edge_trash.train.balancing import format_balance_table
+
+    assert format_balance_table(balance) in result.output
     for name in ("config.json", "labels.txt", "model.weights.h5", "metrics.json",
                  "saved_model/saved_model.pb", "checkpoints/checkpoint"):
         assert (run / name).exists(), name

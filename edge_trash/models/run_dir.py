@@ -43,7 +43,12 @@ def read_labels(path: Path) -> List[str]:
     path = Path(path)
     if not path.is_file():
         raise RunDirError(f"{path}: labels file not found")
-    names = [line.strip() for line in path.read_text(encoding="utf-8").splitlines()]
+    raw = path.read_bytes()
+    try:  # as editors write it: UTF-8 with or without a byte-order mark, or UTF-16 with one (PowerShell's >)
+        text = raw.decode("utf-16" if raw[:2] in (b"\xff\xfe", b"\xfe\xff") else "utf-8-sig")
+    except UnicodeDecodeError as exc:
+        raise RunDirError(f"{path}: cannot read it as UTF-8 text ({exc}); save it as UTF-8") from None
+    names = [line.strip() for line in text.splitlines()]
     while names and not names[-1]:
         names.pop()
     if not names or any(not n for n in names):

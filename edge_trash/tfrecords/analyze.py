@@ -586,6 +586,10 @@ def find_flags(where: str, stats: Dict[str, Any], th: Thresholds,
     if held_out and missing:  # a class absent from an evaluation split cannot be scored there
         add("classes_missing", missing, f"{_n(len(missing), 'class has', 'classes have')} no box in this split: "
             + _examples(missing, 8) + "; their AP cannot be measured on this split (collect more, or merge classes)")
+    if where == "tfrecords/train" and missing:  # labels.txt names them, training never sees one
+        add("classes_missing", missing, f"{_n(len(missing), 'class has', 'classes have')} no box in train, so the "
+            f"model cannot learn {'it' if len(missing) == 1 else 'them'}: " + _examples(missing, 8)
+            + " (collect more, merge or drop them with a --class-map, and rebuild)")
     if not held_out:  # small counts in val/test are expected; the tail matters where the model learns
         flags += long_tail_flags(where, stats["classes"], th)
     sizes = stats["box_sizes"]
@@ -862,8 +866,9 @@ def analyze(annotations: "Optional[os.PathLike | str | Sequence[os.PathLike | st
     if shards:
         root = Path(tfrecords)  # type: ignore[arg-type]
         labels_file = root / "labels.txt"
-        labels = [ln.strip() for ln in labels_file.read_text(encoding="utf-8").splitlines() if ln.strip()] \
-            if labels_file.is_file() else []
+        raw = labels_file.read_bytes() if labels_file.is_file() else b""  # UTF-8, with a BOM, or UTF-16 (PowerShell)
+        text = raw.decode("utf-16" if raw[:2] in (b"\xff\xfe", b"\xfe\xff") else "utf-8-sig", "replace")
+        labels = [ln.strip() for ln in text.splitlines() if ln.strip()]
         stats["tfrecords"] = {"dir": str(root), "labels": labels, "splits": {}}
         planned = _planned_records(root)
         # (position, split index, file name) of every record: a frame number in two splits is two videos

@@ -41,18 +41,19 @@ def summarize(stats: Dict[str, Any], out: Path, seconds: float) -> str:
 
 
 def next_command(annotations: Sequence[Path], images: Sequence[Path], tfrecords: Optional[Path],
-                 usable_boxes: Optional[int] = None) -> str:
+                 usable_boxes: Optional[int] = None, split_boxes: Optional[Dict[str, int]] = None) -> str:
     """The command a user runs after looking at the report (``usable_boxes``: the annotations' boxes
-    build-tfrecords could use; with none, the annotations need fixing first)."""
+    build-tfrecords could use; with none, the annotations need fixing first; ``split_boxes``: the boxes of
+    each split of ``tfrecords``)."""
     if tfrecords is None and usable_boxes == 0:
         return ("next: fix the annotations first: not one box in them is usable (report.md says why), and "
                 "build-tfrecords needs at least one")
     if tfrecords is not None:
         from edge_trash.tfrecords.split_layout import train_command
 
-        train = train_command(tfrecords)
-        return (f"next: {train}" if train else "next: these records lack the train or val images edge-trash "
-                "train needs; rebuild them (build-tfrecords' summary says which)")
+        train = train_command(tfrecords, split_boxes)
+        return (f"next: {train}" if train else "next: these records lack the train or val images (or boxes) "
+                "edge-trash train needs; rebuild them (build-tfrecords' summary says which)")
     from edge_trash.terminal import shell_word
 
     given = " ".join([f"--annotations {shell_word(a)}" for a in annotations]
@@ -128,4 +129,6 @@ def analyze(annotations: Tuple[Path, ...], images: Tuple[Path, ...], tfrecords_g
 
         raise click.ClickException(os_error_message(exc, out))
     click.echo(summarize(stats, out, time.monotonic() - start))
-    click.echo(next_command(annotations, images, tfrecords, (stats.get("annotations") or {}).get("boxes")))
+    split_boxes = {name: split["boxes"] for name, split in (stats.get("tfrecords") or {}).get("splits", {}).items()}
+    click.echo(next_command(annotations, images, tfrecords, (stats.get("annotations") or {}).get("boxes"),
+                            split_boxes if tfrecords is not None else None))

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import re
 from pathlib import Path
-from typing import List, Optional, Tuple
+from typing import List, Mapping, Optional, Tuple
 
 from edge_trash.terminal import shell_word
 
@@ -94,13 +94,16 @@ def training_splits(data_dir: Path, fold: Optional[int] = None) -> Tuple[str, st
     return train, val
 
 
-def train_command(data_dir: Path) -> str:
+def train_command(data_dir: Path, boxes: Optional[Mapping[str, int]] = None) -> str:
     """The ``edge-trash train`` command the shards in ``data_dir`` allow, or "" when they lack
-    training or validation images (the build's summary says why)."""
+    training or validation images, or (``boxes``: each split's box count) boxes (the build's summary
+    says why)."""
     folds = folds_in(data_dir)
     try:
-        training_splits(data_dir, folds[0] if folds else None)
+        specs = training_splits(data_dir, folds[0] if folds else None)
     except DataSplitError:
+        return ""
+    if boxes is not None and not all(sum(boxes.get(s, 0) for s in spec.split("+")) for spec in specs):
         return ""
     if folds:
         return (f"edge-trash train --data {shell_word(data_dir)} --fold {folds[0]} --out runs/ssd-fold{folds[0]} "

@@ -168,20 +168,71 @@ def _load_split_cached(stamp: Tuple[Tuple[str, int, int], ...],
     files = [Path(s[0]) for s in stamp]
     index = TFRecordIndex(files)
     labels: List[List[int]] = []
+    texts: Dict[int, Dict[str, int]] = {}  # class id -> the class/text records give it, and how often
+    first_text: Dict[Tuple[int, str], str] = {}  # (id, text) -> the first record that says so
     for i in range(len(index)):
         example = tf.train.Example.FromString(index.read(i))
         feature = example.features.feature
         ids = [int(v) for v in feature[keys.CLASS_LABEL].int64_list.value]
         crowd = list(feature[keys.IS_CROWD].int64_list.value)
-        bad = [c for c in ids if not 1 <= c <= len(names)]
-        if bad:
-            source = feature[keys.SOURCE_ID].bytes_list.value
-            raise ValueError(
-                f"{index.location(i)[0]}: record {i} (source_id "
-                f"{source[0].decode() if source else '?'}) has class ids {bad} outside "
-                f"1..{len(names)} of labels.txt; rebuild the TFRecords")
+        _check_record(feature, ids, len(names), lambda: _record_name(index, i, feature))
+        for c, text in zip(ids, feature[keys.CLASS_TEXT].bytes_list.value):
+            said = text.decode("utf-8", "replace").strip()
+            texts.setdefault(c, {}).setdefault(said, 0)
+            texts[c][said] += 1
+            first_text.setdefault((c, said), _record_name(index, i, feature))
         labels.append([c for k, c in enumerate(ids) if k >= len(crowd) or not crowd[k]])  # what training learns
+    _check_class_texts(texts, first_text, names)
     return SplitData(files=files, index=index, labels=labels, class_names=list(names))
+
+
+class RecordError(ValueError):
+    """A record that training cannot read as the TF Object Detection API schema says; the message names it."""
+
+
+def _record_name(index: TFRecordIndex, i: int, feature: Any) -> str:
+    source = feature[keys.SOURCE_ID].bytes_list.value
+    return f"{index.location(i)[0]}: record {i} (source_id {source[0].decode('utf-8', 'replace') if source else '?'})"
+
+
+_SCHEMA = ("boxes normalised to [0, 1] (xmin <= xmax, ymin <= ymax) and class ids 1..N in the order of labels.txt "
+           "(0 is background), as `edge-trash build-tfrecords` writes them")
+
+
+def _check_record(feature: Any, ids: List[int], num_classes: int, name: Callable[[], str]) -> None:
+    """Refuse a record whose class ids or boxes are not what the schema says (another tool's records: pixel
+    boxes, 0-based ids, box lists of other lengths)."""
+    bad = [c for c in ids if not 1 <= c <= num_classes]
+    if bad:
+        raise RecordError(f"{name()} has class ids {bad} outside 1..{num_classes} of labels.txt; records need "
+                          f"{_SCHEMA}: rebuild the TFRecords, or write labels.txt with one name per class id")
+    box = [list(feature[k].float_list.value) for k in (keys.BBOX_YMIN, keys.BBOX_XMIN, keys.BBOX_YMAX, keys.BBOX_XMAX)]
+    lengths = {len(v) for v in box}
+    if lengths != {len(ids)}:
+        raise RecordError(f"{name()} has {len(ids)} class ids and box lists of {sorted(lengths)} values "
+                          f"(ymin, xmin, ymax, xmax); records need one class id per box: rebuild the TFRecords")
+    for k, (ymin, xmin, ymax, xmax) in enumerate(zip(*box)):
+        if not (-1e-3 <= ymin <= ymax <= 1 + 1e-3 and -1e-3 <= xmin <= xmax <= 1 + 1e-3):
+            looks = " (pixels?)" if max(ymax, xmax) > 1 + 1e-3 else ""
+            raise RecordError(f"{name()}: box {k} is [ymin, xmin, ymax, xmax] = "
+                              f"{[round(v, 4) for v in (ymin, xmin, ymax, xmax)]}{looks}; records need {_SCHEMA}")
+
+
+def _check_class_texts(texts: Dict[int, Dict[str, int]], first: Dict[Tuple[int, str], str],
+                       names: Sequence[str]) -> None:
+    """Refuse records whose ``class/text`` names another class than labels.txt gives their id: a labels.txt
+    written by hand in another order would train every class under another's name."""
+    wrong = sorted((c, said) for c, seen in texts.items() for said in seen if said and said != names[c - 1])
+    if not wrong:
+        return
+    c, said = wrong[0]
+    implied = {c: max(seen, key=seen.get) for c, seen in texts.items() if any(seen)}
+    lines = [implied.get(k, names[k - 1]) for k in range(1, len(names) + 1)]
+    hint = (f"; the records' own names give labels.txt: {', '.join(lines)}"
+            if all(len([t for t in seen if t]) == 1 for seen in texts.values()) else "")
+    raise RecordError(f"{first[(c, said)]} names class id {c} {said!r}, but line {c} of labels.txt says "
+                      f"{names[c - 1]!r} ({len(wrong)} such pairs of id and name): labels.txt must list the classes "
+                      f"in id order{hint}")
 
 
 def make_sampler(data_dir: os.PathLike, split: str, balance_config: BalanceConfig,

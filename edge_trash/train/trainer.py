@@ -22,7 +22,7 @@ import shutil
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Dict, List, Optional
+from typing import Any, Callable, Dict, List, Optional, Tuple
 
 from edge_trash.models import run_dir as rd
 from edge_trash.models.config import SSDConfig
@@ -99,6 +99,17 @@ def make_strategy(name: str):
     raise TrainError(f"--strategy: got {name!r}, expected auto, mirrored, multi_worker or tpu")
 
 
+def balance_config(train: TrainConfig) -> Any:
+    """The ``BalanceConfig`` of ``train.balance`` (None when it is unset)."""
+    from edge_trash.train.balancing import BalanceConfig
+
+    if train.balance is None:
+        return None
+    if isinstance(train.balance, dict):
+        return BalanceConfig.from_dict(train.balance)
+    return BalanceConfig(method=str(train.balance)).validate()
+
+
 def default_dataset_fn(data_dir: Path, model: SSDConfig, train: TrainConfig) -> DatasetFn:
     """Datasets from ``edge_trash.train.input_pipeline.make_dataset`` for this config."""
     from edge_trash.train import input_pipeline
@@ -111,12 +122,7 @@ def default_dataset_fn(data_dir: Path, model: SSDConfig, train: TrainConfig) -> 
         augment = AugmentConfig.from_dict(train.augment, name="train.augment").validate()
     else:
         augment = get_augment_config(str(train.augment))
-    if train.balance is None:
-        balance = None
-    elif isinstance(train.balance, dict):
-        balance = BalanceConfig.from_dict(train.balance)
-    else:
-        balance = BalanceConfig(method=str(train.balance)).validate()
+    balance = balance_config(train)
 
     def dataset_fn(split: str, batch_size: int, training: bool, seed: int,
                    target_fn: Optional[Callable] = None, epoch: int = 0):
@@ -198,6 +204,23 @@ def export_saved_model(model, config: SSDConfig, out_dir: Path) -> Path:
     return target
 
 
+def checked_splits(data_dir: Path, fold: Optional[int]) -> Tuple[str, str]:
+    """``(train spec, val spec)`` of ``data_dir`` once every record of both reads as the schema says and
+    each holds a box; :class:`TrainError` with the fix otherwise."""
+    from edge_trash.train import input_pipeline
+
+    try:
+        train_split, val_split = training_splits(data_dir, fold)
+        splits = [(spec, input_pipeline.load_split(data_dir, spec)) for spec in (train_split, val_split)]
+    except (DataSplitError, ValueError) as exc:
+        raise TrainError(str(exc)) from None
+    for (spec, data), role in zip(splits, ("train on", "keep the checkpoint with the best val AP by")):
+        if not any(data.labels):
+            raise TrainError(f"--data {data_dir}: the {spec} split holds {len(data.labels)} records and no box (but "
+                             f"crowd boxes), so there is nothing to {role}: rebuild with boxes in it")
+    return train_split, val_split
+
+
 def train(options: TrainOptions) -> TrainResult:
     """Run (or resume) training; see the module docstring. Returns a ``TrainResult``."""
     import tensorflow as tf
@@ -212,17 +235,19 @@ def train(options: TrainOptions) -> TrainResult:
     from edge_trash.train.validation import evaluate_model, make_predict_fn
 
     data_dir, out = Path(options.data_dir), Path(options.out_dir)
-    class_names = rd.read_labels(data_dir / "labels.txt")
+    if not (data_dir / rd.LABELS_TXT).is_file():
+        beside = " (the label_map.pbtxt there names them: list its names in id order)" if (
+            data_dir / "label_map.pbtxt").is_file() else ""
+        raise TrainError(f"--data {data_dir}: no labels.txt; `edge-trash build-tfrecords` writes it beside the "
+                         f"records: one class name per line, line k for class id k{beside}")
+    class_names = rd.read_labels(data_dir / rd.LABELS_TXT)
     strategy = make_strategy(options.train.strategy)
     is_chief = bool(strategy.extended.should_checkpoint)
     # Where this worker writes: the run directory (chief), or a scratch folder removed at the end.
     work = out if is_chief else out / f".worker-{strategy.cluster_resolver.task_id}"
     model_cfg, train_cfg = _prepare_run_dir(options, class_names, is_chief)
-    if options.dataset_fn is None:
-        try:
-            train_split, val_split = training_splits(data_dir, train_cfg.fold)
-        except DataSplitError as exc:
-            raise TrainError(str(exc)) from None
+    if options.dataset_fn is None:  # before the run folder is written: a refused run leaves nothing to resume
+        train_split, val_split = checked_splits(data_dir, train_cfg.fold)
     else:
         train_split, val_split = "train", "val"
     if not is_chief:
@@ -351,7 +376,8 @@ def train(options: TrainOptions) -> TrainResult:
         rd.write_json_atomic(metrics_path, {
             "step": step, "finished": done, "best_step": int(best_step.numpy()),
             "best": best, "final": history[-1] if history else {}, "history": history,
-            "trained_on": train_split, "validated_on": val_split, **extra})
+            "trained_on": train_split, "validated_on": val_split,
+            **({"class_balance": balance_report} if balance_report else {}), **extra})
 
     losses: List[float] = []
     stopped_early = False
@@ -360,6 +386,15 @@ def train(options: TrainOptions) -> TrainResult:
     started = time.monotonic()
     bar = progress_bar(total=train_cfg.steps, initial=start_step, disable=not (options.progress and is_chief),
                        unit="step", desc="train")
+    balance_report: Dict[str, Any] = {}
+    if options.dataset_fn is None and is_chief:  # the instances per class the sampler gives, as the README says
+        from edge_trash.train import input_pipeline
+        from edge_trash.train.balancing import BalanceConfig, format_balance_table
+
+        sampler = input_pipeline.make_sampler(data_dir, train_split, balance_config(train_cfg) or BalanceConfig(),
+                                              train_cfg.seed)
+        balance_report = sampler.report(class_names, epoch)
+        bar.write(format_balance_table(balance_report))
     try:
         while step < train_cfg.steps:
             logs = {k: float(v) for k, v in train_step(iterator).items()}

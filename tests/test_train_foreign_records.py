@@ -1,0 +1,123 @@
+"""Records that other tools wrote (Model Garden's converter, the TF Object Detection API's scripts, a hand-written
+labels.txt) reach ``edge-trash train`` and ``evaluate``: what the schema does not allow is refused before the model
+is built, naming the record and the fix, and a run folder is left only by a run that starts."""
+
+from __future__ import annotations
+
+import io
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner
+from PIL import Image
+
+from edge_trash.cli import cli
+from edge_trash.tfrecords.tf_example import ObjectBox, make_example_bytes
+from edge_trash.tfrecords.tfrecord_file import TFRecordWriter
+
+NAMES = ["bottle", "can", "cup"]
+
+
+def _jpeg() -> bytes:
+    buf = io.BytesIO()
+    Image.new("RGB", (32, 24), (90, 120, 30)).save(buf, format="JPEG")
+    return buf.getvalue()
+
+
+def _box(label: int, text: str = "", box=(0.1, 0.2, 0.5, 0.6)) -> ObjectBox:
+    xmin, ymin, xmax, ymax = box
+    return ObjectBox(xmin=xmin, ymin=ymin, xmax=xmax, ymax=ymax, label=label, text=text or NAMES[label - 1],
+                     is_crowd=0, area=10.0)
+
+
+def _data(root: Path, train, val, names=NAMES, labels: bool = True) -> Path:
+    """``train``/``val``: lists of records, each a list of objects."""
+    root.mkdir(parents=True)
+    jpeg = _jpeg()
+    for split, records in (("train", train), ("val", val)):
+        with TFRecordWriter(root / f"{split}-00000-of-00001.tfrecord") as w:
+            for i, objects in enumerate(records):
+                w.write(make_example_bytes(jpeg, 32, 24, f"{split}{i}.jpg", f"{split}{i}", objects))
+    if labels:
+        (root / "labels.txt").write_text("\n".join(names) + "\n")
+    return root
+
+
+def _train(data: Path, out: Path):
+    return CliRunner().invoke(cli, ["train", "--data", str(data), "--out", str(out), "--steps", "2",
+                                    "--batch-size", "2", "--input-size", "128", "--no-progress"])
+
+
+GOOD = [[_box(1)], [_box(2)], [_box(3)]]
+
+
+@pytest.mark.parametrize("train,val,names,message", [
+    # Model Garden's converter with labels.txt written from the categories in file order (a placeholder first)
+    (GOOD, GOOD, ["litter-objects", "bottle", "can"],
+     "names class id 1 'bottle', but line 1 of labels.txt says 'litter-objects' (3 such pairs of id and name): "
+     "labels.txt must list the classes in id order; the records' own names give labels.txt: bottle, can, cup"),
+    (GOOD, [[_box(1, box=(10, 20, 50, 60))]], NAMES,  # boxes in pixels
+     "val-00000-of-00001.tfrecord: record 0 (source_id val0): box 0 is [ymin, xmin, ymax, xmax] = "
+     "[20.0, 10.0, 60.0, 50.0] (pixels?); records need boxes normalised to [0, 1]"),
+    ([[_box(1, box=(0.1, 0.6, 0.5, 0.2))]], GOOD, NAMES,  # ymin > ymax
+     "train-00000-of-00001.tfrecord: record 0 (source_id train0): box 0 is [ymin, xmin, ymax, xmax] = "
+     "[0.6, 0.1, 0.2, 0.5]; records need boxes normalised"),
+    ([[_box(1)], [ObjectBox(0.1, 0.1, 0.2, 0.2, 0, "bottle", 0, 1.0)]], GOOD, NAMES,  # 0-based ids
+     "record 1 (source_id train1) has class ids [0] outside 1..3 of labels.txt; records need boxes normalised to "
+     "[0, 1] (xmin <= xmax, ymin <= ymax) and class ids 1..N in the order of labels.txt (0 is background)"),
+    (GOOD, [[], []], NAMES,  # val records without a box: no AP to keep the best checkpoint by
+     "the val split holds 2 records and no box (but crowd boxes), so there is nothing to keep the checkpoint with "
+     "the best val AP by: rebuild with boxes in it"),
+    ([[], []], GOOD, NAMES,
+     "the train split holds 2 records and no box (but crowd boxes), so there is nothing to train on"),
+])
+def test_records_training_cannot_use_are_refused_before_the_run_starts(tmp_path, train, val, names, message):
+    data = _data(tmp_path / "data", train, val, names)
+    result = _train(data, tmp_path / "run")
+    assert result.exit_code == 2, result.output
+    assert message in " ".join(result.output.split())
+    assert "Traceback" not in result.output
+    assert not (tmp_path / "run").exists()  # nothing that a rerun would have to --resume
+
+
+def test_box_lists_of_another_length_than_the_labels_are_refused(tmp_path):
+    data = _data(tmp_path / "data", GOOD, GOOD)
+    from edge_trash.train.input_pipeline import RecordError, load_split
+
+    import tensorflow as tf
+
+    ex = tf.train.Example.FromString(make_example_bytes(_jpeg(), 32, 24, "x.jpg", "7", [_box(1)]))
+    ex.features.feature["image/object/class/label"].int64_list.value.append(2)  # one label more than boxes
+    with TFRecordWriter(data / "val-00000-of-00001.tfrecord") as w:
+        w.write(ex.SerializeToString())
+    with pytest.raises(RecordError, match=r"record 0 \(source_id 7\) has 2 class ids and box lists of \[1\] values"):
+        load_split(data, "val")
+
+
+def test_evaluate_refuses_the_same_records_without_a_traceback(tmp_path):
+    data = _data(tmp_path / "data", GOOD, [[_box(1, box=(10, 20, 50, 60))]])
+    result = CliRunner().invoke(cli, ["evaluate", "--model", str(tmp_path / "nothing"), "--data", str(data)])
+    assert result.exit_code != 0 and "Traceback" not in result.output
+
+
+def test_a_missing_labels_txt_says_how_to_write_it(tmp_path):
+    data = _data(tmp_path / "data", GOOD, GOOD, labels=False)
+    (data / "label_map.pbtxt").write_text('item { id: 1 name: "bottle" }\n')
+    result = _train(data, tmp_path / "run")
+    assert result.exit_code == 2
+    assert (f"--data {data}: no labels.txt; `edge-trash build-tfrecords` writes it beside the records: one class "
+            "name per line, line k for class id k (the label_map.pbtxt there names them: list its names in id "
+            "order)") in " ".join(result.output.split())
+
+
+@pytest.mark.parametrize("encoding", ["utf-8-sig", "utf-16"])
+def test_labels_txt_saved_by_windows_editors_reads_as_utf8(tmp_path, encoding):
+    """PowerShell's > writes UTF-16, Notepad once wrote a byte-order mark: a crash, or the class '\\ufeffbottle'."""
+    from edge_trash.models.run_dir import RunDirError, read_labels
+
+    path = tmp_path / "labels.txt"
+    path.write_bytes("bottle\r\ncan\r\n".encode(encoding))
+    assert read_labels(path) == ["bottle", "can"]
+    path.write_bytes(b"bo\xe9\xfftle\n")  # neither UTF-8 nor with a UTF-16 mark
+    with pytest.raises(RunDirError, match="cannot read it as UTF-8 text .*; save it as UTF-8"):
+        read_labels(path)
