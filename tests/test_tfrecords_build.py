@@ -1065,6 +1065,87 @@ def test_classes_that_val_is_too_small_to_hold_are_named(tmp_path):
     assert report["classes_not_in_val"] == []
 
 
+def test_no_train_command_is_offered_when_val_holds_no_box(tmp_path):
+    """One photo with a box among nine background ones: val got two background images, and the build still
+    printed 'edge-trash train', whose run then found no AP to keep a checkpoint by."""
+    from click.testing import CliRunner
+
+    from edge_trash.cli import cli
+
+    coco = {"images": [], "annotations": [{"id": 1, "image_id": 0, "category_id": 1, "bbox": [2, 2, 10, 10]}],
+            "categories": [{"id": 1, "name": "can"}]}
+    for i in range(10):
+        _solid_jpeg(tmp_path / "img" / f"{i}.jpg", (64, 48), (20 * i, 90, 90))
+        coco["images"].append({"id": i, "file_name": f"{i}.jpg", "width": 64, "height": 48})
+    (tmp_path / "a.json").write_text(json.dumps(coco))
+    result = CliRunner().invoke(cli, ["build-tfrecords", "--annotations", str(tmp_path / "a.json"), "--images",
+                                      str(tmp_path / "img"), "--out", str(tmp_path / "out"), "--quiet"])
+    assert result.exit_code == 0, result.output
+    report = json.loads((tmp_path / "out" / "report.json").read_text())
+    assert report["splits"]["val"] == {"images": 2, "boxes": 0}
+    next_line = next(line for line in result.output.splitlines() if line.startswith("next: "))
+    assert next_line.startswith("next: edge-trash analyze") and "edge-trash train --data" not in next_line
+    result = CliRunner().invoke(cli, ["analyze", "--tfrecords", str(tmp_path / "out"), "--out", str(tmp_path / "an")])
+    assert "next: these records lack the train or val images (or boxes) edge-trash train needs" in \
+        " ".join(result.output.split())
+
+
+def test_folds_left_empty_by_files_that_fail_to_convert_are_said(tmp_path):
+    """--folds 5 over six photos, three of them undecodable: folds 2..4 were written without a word (with the three
+    files missing instead, the build refuses --folds 5 before converting)."""
+    from click.testing import CliRunner
+
+    from edge_trash.cli import cli
+
+    coco = {"images": [], "annotations": [], "categories": [{"id": 1, "name": "can"}]}
+    for i in range(6):
+        path = tmp_path / "img" / f"a{i}.jpg"
+        if i < 3:
+            _solid_jpeg(path, (100, 80), (30 * i, 50, 50))
+        else:
+            path.write_bytes(b"\xff\xd8\xff\xe0 not a jpeg %d" % i)  # no two alike: copies share a fold
+        coco["images"].append({"id": i + 1, "file_name": path.name, "width": 100, "height": 80})
+        coco["annotations"].append({"id": i + 1, "image_id": i + 1, "category_id": 1, "bbox": [10, 10, 30, 20]})
+    (tmp_path / "a.json").write_text(json.dumps(coco))
+    result = CliRunner().invoke(cli, ["build-tfrecords", "--annotations", str(tmp_path / "a.json"), "--images",
+                                      str(tmp_path / "img"), "--out", str(tmp_path / "out"), "--folds", "5",
+                                      "--test-fraction", "0", "--workers", "1", "--quiet"])
+    assert result.exit_code == 0, result.output
+    report = json.loads((tmp_path / "out" / "report.json").read_text())
+    written = sorted(report["splits"])
+    assert len(written) == 3
+    assert (f"warning: --folds 5 asked, but only 3 folds hold images ({', '.join(written)}): too few images "
+            "converted for 5 (see images_skipped in report.json); rebuild with --folds 3 or fewer for folds numbered "
+            "from 0") in " ".join(result.output.split())
+
+
+def test_boxes_the_shrink_leaves_under_a_pixel_are_counted(tmp_path):
+    """A 2000x1500 photo shrunk to 640: a 2x2 box is stored 0.64 px wide, a 3x400 one 0.96 px wide, without a word
+    (the under-a-pixel rule was applied in source pixels only)."""
+    from click.testing import CliRunner
+
+    from edge_trash.cli import cli
+
+    _solid_jpeg(tmp_path / "img" / "big.jpg", (2000, 1500), (90, 50, 50))
+    _solid_jpeg(tmp_path / "img" / "small.jpg", (200, 150), (50, 90, 50))
+    boxes = [(1, [100, 100, 2, 2]), (1, [1000, 1000, 3, 400]), (1, [10, 10, 40, 40]), (2, [1, 1, 2, 2])]
+    (tmp_path / "a.json").write_text(json.dumps({
+        "images": [{"id": 1, "file_name": "big.jpg", "width": 2000, "height": 1500},
+                   {"id": 2, "file_name": "small.jpg", "width": 200, "height": 150}],
+        "annotations": [{"id": k, "image_id": i, "category_id": 1, "bbox": b} for k, (i, b) in enumerate(boxes)],
+        "categories": [{"id": 1, "name": "can"}]}))
+    result = CliRunner().invoke(cli, ["build-tfrecords", "--annotations", str(tmp_path / "a.json"), "--images",
+                                      str(tmp_path / "img"), "--out", str(tmp_path / "out"), "--quiet",
+                                      "--val-fraction", "0", "--test-fraction", "0"])
+    assert result.exit_code == 0, result.output
+    report = json.loads((tmp_path / "out" / "report.json").read_text())
+    assert report["boxes_written"] == 4  # kept: the annotation is right, the size is the user's choice
+    assert report["boxes_under_a_stored_pixel"] == {"boxes": 2, "image_ids": [1]}
+    assert ("note: 2 boxes are under one pixel wide or high in the stored images (the shrink to --max-size 640 made "
+            "them so; 1 image: boxes_under_a_stored_pixel in report.json): kept, though too small for a detector to "
+            "see; a larger --max-size keeps them") in " ".join(result.output.split())
+
+
 def test_only_classes_of_a_few_images_keep_under_half_their_share_of_boxes_in_train():
     """Random long tails with one to fifteen boxes per image: a class's boxes in train fall under half their
     share only for a class of at most five images, whose val and test places need them (134 classes across

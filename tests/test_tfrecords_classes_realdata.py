@@ -137,6 +137,13 @@ def test_class_map_errors_name_file_and_line(tmp_path):
     assert read_class_map(excel) == {"Papier": "papier à recycler", "glass bottle": "glass"}
     with pytest.raises(ClassMapError, match="either --class-map or --supercategories"):
         build_class_mapping(CATS, [], {"a": "b"}, supercategories=True)
+    # a key twice in YAML: PyYAML kept the last without a word, where the same CSV rows are refused
+    twice = tmp_path / "map.yaml"
+    twice.write_text("can: metal\nbottle: plastic\ncan: plastic\n")
+    with pytest.raises(ClassMapError, match=r"map\.yaml:3: 'can' is mapped twice \('metal' and 'plastic'\)"):
+        read_class_map(twice)
+    twice.write_text("can: metal\nbottle:\n  plastic\n")  # one key each: read as before
+    assert read_class_map(twice) == {"can": "metal", "bottle": "plastic"}
 
 
 def _write_scaled_images(coco: dict, images_dir: Path, ids, scale: int = 8) -> None:

@@ -1246,6 +1246,17 @@ def test_names_with_folders_are_found_below_an_images_folder_given_too_high(tmp_
         "relative to"))
     # The file that matches more of the given folders wins.
     assert paths.resolve("/home/ann/data/batch_4/000009.jpg")[0] == root / "x/data/batch_4/000009.jpg"
+    # Another machine's absolute path whose folders are nowhere here: found by its name when that is unique (it was
+    # "file not found" unless its last folder happened to exist under --images); a relative one still is not.
+    _jpeg(root / "z" / "only_one.jpg", (64, 48))
+    paths = ImagePaths(root)  # its index of names is built once
+    for absolute in ("/home/someone/photos/only_one.jpg", "C:\\Users\\Ann\\Pictures\\only_one.jpg"):
+        assert paths.resolve(absolute) == (root / "z/only_one.jpg", (
+            f"file_name {absolute!r} not found as given; read 'z/only_one.jpg', the only file of that name under the "
+            "images folder"))
+    assert paths.resolve("photos/only_one.jpg") == (root / "photos/only_one.jpg", None)
+    assert paths.resolve("/home/someone/photos/000006.jpg")[1].startswith("2 files under the images folder have "
+                                                                          "its name")
 
     assert paths.folder_above("batch_2/000006.jpg", root / "data/batch_2/000006.jpg") == root / "data"
     assert paths.folder_above("000006.jpg", root / "data/batch_2/000006.jpg") == root / "data/batch_2"
@@ -1362,6 +1373,29 @@ def test_image_ids_written_as_text_are_numbered_after_the_numeric_ones(tmp_path)
     assert "image ids written as text, numbered after the numeric ones: 2 " in summarize(report, tmp_path, 1.0)
     stats = analyze(ann, None, out=tmp_path / "analysis", plots=False)
     assert stats["annotations"]["problems"]["image_ids_as_text"] == 2
+
+
+def test_image_ids_beyond_64_bits_are_numbered_like_text_ids(tmp_path):
+    """Ids 2**63 and 10**30 were written as image/source_id unchanged; Model Garden reads it as an int64 and failed
+    on those records. They are numbered after the numeric ids, as text ids are."""
+    for k in range(4):
+        _jpeg(tmp_path / f"a{k}.jpg", (64, 48), (40 * k, 50, 50))
+    ids = [2 ** 63, 10 ** 30, 7, "8"]
+    ann = tmp_path / "ann.json"
+    ann.write_text(json.dumps({
+        "images": [{"id": i, "file_name": f"a{k}.jpg", "width": 64, "height": 48} for k, i in enumerate(ids)],
+        "annotations": [{"id": k, "image_id": i, "category_id": 1, "bbox": [4, 4, 20, 20]} for k, i in enumerate(ids)],
+        "categories": [{"id": 1, "name": "can"}]}))
+    report = build_tfrecords(BuildOptions(annotations=ann, images=tmp_path, out=tmp_path / "out",
+                                          val_fraction=0, test_fraction=0))
+    assert report["boxes_written"] == 4 and report["image_ids_numbered"] == 2
+    assert sorted((n["image_id"], n["notes"][0]) for n in report["image_notes"]) == [
+        (9, f"image id '{2 ** 63}' is beyond 64-bit integers: numbered 9 (splits.json and image/source_id hold the "
+            "number)"),
+        (10, f"image id '{10 ** 30}' is beyond 64-bit integers: numbered 10 (splits.json and image/source_id hold "
+             "the number)")]
+    assert {int(ex.features.feature["image/source_id"].bytes_list.value[0]) for ex in _examples(tmp_path / "out")} \
+        == {7, 8, 9, 10}
 
 
 def test_an_entry_without_file_name_is_read_from_its_coco_url_path(tmp_path):

@@ -790,6 +790,7 @@ def _build(options: BuildOptions, progress: bool, lock: _OutLock) -> Dict[str, A
                      options.quality) for im in dataset.images if im.id in found]
     converted: Dict[int, Tuple[Tuple[int, int], List[int], str]] = {}  # id -> (spool place, labels, sha256)
     image_notes: List[Dict[str, Any]] = []
+    subpixel: List[int] = []  # images with a box under one stored pixel wide or high (shrunk to --max-size)
     staged = _StagedFiles()  # renamed into place together: a failure leaves the earlier build as it was
     try:
         with _RecordSpool(out) as spool:
@@ -803,6 +804,8 @@ def _build(options: BuildOptions, progress: bool, lock: _OutLock) -> Dict[str, A
                 if notes:
                     image_notes.append({"image_id": im.id, "file_name": im.file_name, "notes": notes})
                 objects = _objects(im, boxes_of[im.id], result, mapping, boxes_dropped)
+                subpixel += [im.id] * sum(1 for o in objects if min((o.xmax - o.xmin) * result.width,
+                                                                    (o.ymax - o.ymin) * result.height) < 1)
                 digest = hashlib.sha256(result.jpeg or b"").hexdigest()  # image/key/sha256, and duplicate pictures
                 record = make_example_bytes(result.jpeg or b"", result.width, result.height,
                                             readable_text(im.file_name), str(im.id), objects, sha256_hex=digest)
@@ -852,6 +855,8 @@ def _build(options: BuildOptions, progress: bool, lock: _OutLock) -> Dict[str, A
             "boxes_clipped": dataset.boxes_clipped,
             "boxes_from_segmentation": dataset.boxes_from_segmentation,
             "boxes_rotated": dataset.boxes_rotated,
+            # boxes kept that the shrink to --max-size left under one pixel wide or high: no detector sees them
+            "boxes_under_a_stored_pixel": {"boxes": len(subpixel), "image_ids": sorted(set(subpixel), key=str)},
             "bbox_format_warning": dataset.bbox_format_warning(),
             "duplicate_annotation_ids": dataset.duplicate_annotation_ids,
             "iscrowd_not_understood": dataset.iscrowd_not_understood,  # annotation ids, read as not crowd

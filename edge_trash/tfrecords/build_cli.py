@@ -232,6 +232,18 @@ def summarize(report: Dict[str, Any], out: Path, seconds: float) -> str:
         lines.append(_not_in_train_warning(report))
     if report.get("classes_not_in_val"):
         lines.append(_not_in_val_warning(report))
+    tiny = report.get("boxes_under_a_stored_pixel") or {}
+    if tiny.get("boxes"):
+        lines.append(f"note: {counted(tiny['boxes'], 'box is', 'boxes are')} under one pixel wide or high in the "
+                     f"stored images (the shrink to --max-size {report['options']['max_size']} made them so; "
+                     f"{counted(len(tiny['image_ids']), 'image', 'images')}: boxes_under_a_stored_pixel in "
+                     "report.json): kept, though too small for a detector to see; a larger --max-size keeps them")
+    folds = report["options"].get("folds") or 0
+    written = [name for name in report["splits"] if name.startswith("fold")]
+    if folds and report["images_written"] and len(written) < folds:  # files found unreadable while converting
+        lines.append(f"warning: --folds {folds} asked, but only {len(written)} folds hold images ({', '.join(written)}):"
+                     f" too few images converted for {folds} (see images_skipped in report.json); rebuild with "
+                     f"--folds {len(written)} or fewer for folds numbered from 0")
     if report.get("boxes_rotated"):
         lines.append(f"rotated boxes (CVAT's attributes.rotation): {report['boxes_rotated']}, each kept as the "
                      "upright box around it (COCO and the detector have no angle)")
@@ -402,7 +414,7 @@ def build_tfrecords(annotations: Tuple[Path, ...], images: Tuple[Path, ...], kee
     report.json into OUT. Bad images and boxes are skipped and reported with
     their reason. Exit code: 0 when anything usable came out; 1 when no image
     converted (an earlier build in OUT is left as it was) or on an error; 2 for
-    a bad option; 4 with --strict when anything was skipped.
+    an option value out of its range; 4 with --strict when anything was skipped.
     """
     from edge_trash.tfrecords.build import BuildError, BuildOptions
     from edge_trash.tfrecords.build import build_tfrecords as build
@@ -459,7 +471,7 @@ def build_tfrecords(annotations: Tuple[Path, ...], images: Tuple[Path, ...], kee
                      + [f"--images {shell_word(f)}" for f in folders])
     from edge_trash.tfrecords.split_layout import train_command
 
-    train = train_command(out)
+    train = train_command(out, {name: split["boxes"] for name, split in report["splits"].items()})
     click.echo(f"next: edge-trash analyze {given} --tfrecords {shell_word(out)} --out {shell_word(out / 'analysis')}"
                + (f"  |  {train}" if train else ""))
 

@@ -16,7 +16,7 @@ import unicodedata
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Dict, List, Optional, Sequence, Set
+from typing import Any, Dict, List, Optional, Sequence, Set
 
 from edge_trash.tfrecords.coco import BoxRecord, Category, clean_name
 
@@ -155,8 +155,21 @@ def read_class_map(path: "str | Path") -> Dict[str, Optional[str]]:
     if path.suffix.lower() in (".yaml", ".yml"):
         import yaml
 
+        class _NoRepeatedKeys(yaml.SafeLoader):
+            """YAML keeps the last of two equal keys without a word; a class map must not."""
+
+            def construct_mapping(self, node: Any, deep: bool = False) -> Any:
+                seen: Dict[Any, Any] = {}
+                for key_node, value_node in node.value:
+                    key = self.construct_object(key_node, deep=deep)
+                    if key in seen:
+                        raise ClassMapError(f"{path}:{key_node.start_mark.line + 1}: '{key}' is mapped twice "
+                                            f"('{seen[key]}' and '{self.construct_object(value_node, deep=deep)}')")
+                    seen[key] = self.construct_object(value_node, deep=deep)
+                return super().construct_mapping(node, deep=deep)
+
         try:
-            data = yaml.safe_load(text)
+            data = yaml.load(text, Loader=_NoRepeatedKeys)  # noqa: S506 - a SafeLoader
         except yaml.YAMLError as exc:
             raise ClassMapError(f"{path}: not valid YAML: {exc}")
         if not isinstance(data, dict):

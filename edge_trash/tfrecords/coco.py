@@ -154,7 +154,8 @@ class CocoDataset:
 
     def id_notes(self) -> Dict[int, str]:
         """image id -> a note for each image whose id the file wrote as text."""
-        return {n: f"image id {t!r} is text: numbered {n} (splits.json and image/source_id hold the number)"
+        return {n: f"image id {t!r} is {'beyond 64-bit integers' if is_integral(t) else 'text'}: numbered {n} "
+                   "(splits.json and image/source_id hold the number)"
                 for t, n in self.text_image_ids.items()}
 
     def bbox_format_warning(self) -> Optional[str]:
@@ -293,16 +294,20 @@ def _read_json(path: Path) -> Dict[str, Any]:
 
 
 def text_id(value: Any) -> Optional[str]:
-    """An id written as text that is not a number (``"000a1249af2bc5f0"``), stripped; else None."""
+    """An id written as text that is not a number (``"000a1249af2bc5f0"``), stripped, or a number beyond
+    64-bit integers (Model Garden reads ``image/source_id`` as an int64), as text; else None."""
     if isinstance(value, str) and value.strip() and not is_integral(value):
         return value.strip()
+    if is_integral(value) and not -2 ** 63 <= int(value) < 2 ** 63:
+        return str(int(value))
     return None
 
 
 def _first_free_id(records: List[Any]) -> int:
     """The number after the largest numeric ``id`` among ``records`` (1 when there is none):
     where ids written as text start."""
-    return max((int(r["id"]) for r in records if isinstance(r, dict) and is_integral(r.get("id"))), default=0) + 1
+    return max((int(r["id"]) for r in records if isinstance(r, dict) and is_integral(r.get("id"))
+                and text_id(r["id"]) is None), default=0) + 1
 
 
 def _parse_categories(path: Path, raw: List[Any]) -> List[Category]:

@@ -348,6 +348,10 @@ class ImagePaths:
         if not parts:
             return direct, None
         everywhere = self._deeper(parts)
+        if not everywhere and len(parts) > 1 and re.match(r"^([/\\]|[A-Za-z]:[/\\])", cleaned):
+            # another machine's absolute path ('/home/someone/data/a0.jpg'): its folders say nothing here
+            parts = parts[-1:]
+            everywhere = self._deeper(parts)
         # a file_name whose own folder names a split (LVIS val's 'train2017/...') is read from that split's folder
         named = _split_of("/".join(parts)) if len(parts) > 1 else None
         candidates, elsewhere = _in_split(everywhere, named or split, self._folder_splits)
