@@ -54,8 +54,9 @@ GOOD = [[_box(1)], [_box(2)], [_box(3)]]
 @pytest.mark.parametrize("train,val,names,message", [
     # Model Garden's converter with labels.txt written from the categories in file order (a placeholder first)
     (GOOD, GOOD, ["litter-objects", "bottle", "can"],
-     "names class id 1 'bottle', but line 1 of labels.txt says 'litter-objects' (3 such pairs of id and name): "
-     "labels.txt must list the classes in id order; the records' own names give labels.txt: bottle, can, cup"),
+     "names class id 1 'bottle', which is line 2 of labels.txt, not line 1 ('litter-objects'; 2 such pairs of id "
+     "and name): labels.txt must list the classes in id order; the records' own names give labels.txt: bottle, can, "
+     "cup"),
     (GOOD, [[_box(1, box=(10, 20, 50, 60))]], NAMES,  # boxes in pixels
      "val-00000-of-00001.tfrecord: record 0 (source_id val0): box 0 is [ymin, xmin, ymax, xmax] = "
      "[20.0, 10.0, 60.0, 50.0] (pixels?); records need boxes normalised to [0, 1]"),
@@ -66,10 +67,10 @@ GOOD = [[_box(1)], [_box(2)], [_box(3)]]
      "record 1 (source_id train1) has class ids [0] outside 1..3 of labels.txt; records need boxes normalised to "
      "[0, 1] (xmin <= xmax, ymin <= ymax) and class ids 1..N in the order of labels.txt (0 is background)"),
     (GOOD, [[], []], NAMES,  # val records without a box: no AP to keep the best checkpoint by
-     "the val split holds 2 records and no box (but crowd boxes), so there is nothing to keep the checkpoint with "
-     "the best val AP by: rebuild with boxes in it"),
+     "the val split holds 2 records and no box other than crowd boxes, so there is nothing to keep the checkpoint "
+     "with the best val AP by: rebuild with boxes in it"),
     ([[], []], GOOD, NAMES,
-     "the train split holds 2 records and no box (but crowd boxes), so there is nothing to train on"),
+     "the train split holds 2 records and no box other than crowd boxes, so there is nothing to train on"),
 ])
 def test_records_training_cannot_use_are_refused_before_the_run_starts(tmp_path, train, val, names, message):
     data = _data(tmp_path / "data", train, val, names)
@@ -94,10 +95,29 @@ def test_box_lists_of_another_length_than_the_labels_are_refused(tmp_path):
         load_split(data, "val")
 
 
-def test_evaluate_refuses_the_same_records_without_a_traceback(tmp_path):
+def test_evaluate_reads_the_records_through_the_same_checks(tmp_path):
+    from edge_trash.train.evaluate import gt_from_tfrecords
+    from edge_trash.train.input_pipeline import RecordError
+
     data = _data(tmp_path / "data", GOOD, [[_box(1, box=(10, 20, 50, 60))]])
-    result = CliRunner().invoke(cli, ["evaluate", "--model", str(tmp_path / "nothing"), "--data", str(data)])
-    assert result.exit_code != 0 and "Traceback" not in result.output
+    with pytest.raises(RecordError, match=r"val-00000-of-00001.tfrecord: record 0 \(source_id val0\): box 0 is "):
+        gt_from_tfrecords(data, "val")
+    gt, images = gt_from_tfrecords(data, "train")
+    assert len(images) == 3 and len(gt["annotations"]) == 3
+
+
+def test_labels_renamed_for_display_or_boxes_a_little_past_the_edge_still_train(tmp_path):
+    """Only a text that is another line's name is refused (labels.txt in another order); 'Bottle' for 'bottle',
+    a name in NFD, a display name, or a box within 1% past the edge (clipped in training) are read."""
+    from edge_trash.train.input_pipeline import load_split
+
+    data = _data(tmp_path / "data", [[_box(1, box=(-0.005, 0.2, 0.5, 1.004))], [_box(2)], [_box(3)]], GOOD,
+                 names=["Bottle", "cane\u0301", "paper cup"])  # 'can' in the records: 'cane' is no line's name
+    assert [len(labels) for labels in load_split(data, "train").labels] == [1, 1, 1]
+    (data / "labels.txt").write_text("can\nbottle\ncup\n")  # two lines swapped
+    with pytest.raises(ValueError, match="names class id 1 'bottle', which is line 2 of labels.txt, not line 1 "
+                                         r"\('can'; 2 such pairs of id and name\)"):
+        load_split(data, "val")
 
 
 def test_a_missing_labels_txt_says_how_to_write_it(tmp_path):
@@ -118,6 +138,12 @@ def test_labels_txt_saved_by_windows_editors_reads_as_utf8(tmp_path, encoding):
     path = tmp_path / "labels.txt"
     path.write_bytes("bottle\r\ncan\r\n".encode(encoding))
     assert read_labels(path) == ["bottle", "can"]
+    # train and evaluate read the data's labels.txt the same way (the records' class check saw '\ufeffbottle')
+    from edge_trash.train.input_pipeline import load_split
+
+    data = _data(tmp_path / "data", GOOD, GOOD)
+    (data / "labels.txt").write_bytes("\n".join(NAMES).encode(encoding))
+    assert load_split(data, "train").class_names == NAMES
     path.write_bytes(b"bo\xe9\xfftle\n")  # neither UTF-8 nor with a UTF-16 mark
     with pytest.raises(RunDirError, match="cannot read it as UTF-8 text .*; save it as UTF-8"):
         read_labels(path)

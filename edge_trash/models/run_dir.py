@@ -38,17 +38,22 @@ def write_json_atomic(path: Path, data: Any) -> None:
     write_text_atomic(path, json.dumps(data, indent=2, sort_keys=False) + "\n")
 
 
+def labels_text(path: Path) -> str:
+    """The text of a ``labels.txt`` as editors write it: UTF-8 with or without a byte-order mark, or UTF-16
+    with one (PowerShell's ``>``); :class:`RunDirError` naming the file for anything else."""
+    raw = Path(path).read_bytes()
+    try:
+        return raw.decode("utf-16" if raw[:2] in (b"\xff\xfe", b"\xfe\xff") else "utf-8-sig")
+    except UnicodeDecodeError as exc:
+        raise RunDirError(f"{path}: cannot read it as UTF-8 text ({exc}); save it as UTF-8") from None
+
+
 def read_labels(path: Path) -> List[str]:
     """Class names from a ``labels.txt`` (one per line, blank lines at the end ignored)."""
     path = Path(path)
     if not path.is_file():
         raise RunDirError(f"{path}: labels file not found")
-    raw = path.read_bytes()
-    try:  # as editors write it: UTF-8 with or without a byte-order mark, or UTF-16 with one (PowerShell's >)
-        text = raw.decode("utf-16" if raw[:2] in (b"\xff\xfe", b"\xfe\xff") else "utf-8-sig")
-    except UnicodeDecodeError as exc:
-        raise RunDirError(f"{path}: cannot read it as UTF-8 text ({exc}); save it as UTF-8") from None
-    names = [line.strip() for line in text.splitlines()]
+    names = [line.strip() for line in labels_text(path).splitlines()]
     while names and not names[-1]:
         names.pop()
     if not names or any(not n for n in names):

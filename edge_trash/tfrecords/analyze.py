@@ -866,8 +866,12 @@ def analyze(annotations: "Optional[os.PathLike | str | Sequence[os.PathLike | st
     if shards:
         root = Path(tfrecords)  # type: ignore[arg-type]
         labels_file = root / "labels.txt"
-        raw = labels_file.read_bytes() if labels_file.is_file() else b""  # UTF-8, with a BOM, or UTF-16 (PowerShell)
-        text = raw.decode("utf-16" if raw[:2] in (b"\xff\xfe", b"\xfe\xff") else "utf-8-sig", "replace")
+        from edge_trash.models.run_dir import RunDirError, labels_text  # UTF-8, with a BOM, or UTF-16
+
+        try:
+            text = labels_text(labels_file) if labels_file.is_file() else ""
+        except RunDirError as exc:
+            raise AnalyzeError(str(exc)) from None
         labels = [ln.strip() for ln in text.splitlines() if ln.strip()]
         stats["tfrecords"] = {"dir": str(root), "labels": labels, "splits": {}}
         planned = _planned_records(root)

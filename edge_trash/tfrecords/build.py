@@ -856,7 +856,7 @@ def _build(options: BuildOptions, progress: bool, lock: _OutLock) -> Dict[str, A
             "boxes_from_segmentation": dataset.boxes_from_segmentation,
             "boxes_rotated": dataset.boxes_rotated,
             # boxes kept that the shrink to --max-size left under one pixel wide or high: no detector sees them
-            "boxes_under_a_stored_pixel": {"boxes": len(subpixel), "image_ids": sorted(set(subpixel), key=str)},
+            "boxes_under_a_stored_pixel": {"boxes": len(subpixel), "image_ids": sorted(set(subpixel))},
             "bbox_format_warning": dataset.bbox_format_warning(),
             "duplicate_annotation_ids": dataset.duplicate_annotation_ids,
             "iscrowd_not_understood": dataset.iscrowd_not_understood,  # annotation ids, read as not crowd

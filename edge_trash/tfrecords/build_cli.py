@@ -110,8 +110,8 @@ def _not_in_val_warning(report: Dict[str, Any]) -> str:
     missing = report["classes_not_in_val"]
     val = report["splits"].get("val", {}).get("images", 0)
     fix = ("the given val file holds none" if report["options"].get("keep_splits") else
-           f"val holds {counted(val, 'image', 'images')}, too few for every class: a larger --val-fraction gives "
-           "them one")
+           f"val holds {counted(val, 'image', 'images')}: a larger --val-fraction gives them one, unless their "
+           "images must stay in train, as a class's last training image or a run of video frames with one does")
     return (f"warning: {counted(len(missing), 'class', 'classes')} of two images or more "
             f"{'has no box in val, so its' if len(missing) == 1 else 'have no box in val, so their'} AP cannot be measured: "
             f"{examples(missing, 8)} ({fix}; all in classes_not_in_val in report.json)")
@@ -241,9 +241,11 @@ def summarize(report: Dict[str, Any], out: Path, seconds: float) -> str:
     folds = report["options"].get("folds") or 0
     written = [name for name in report["splits"] if name.startswith("fold")]
     if folds and report["images_written"] and len(written) < folds:  # files found unreadable while converting
-        lines.append(f"warning: --folds {folds} asked, but only {len(written)} folds hold images ({', '.join(written)}):"
-                     f" too few images converted for {folds} (see images_skipped in report.json); rebuild with "
-                     f"--folds {len(written)} or fewer for folds numbered from 0")
+        fix = (f"--folds {len(written)} or fewer for folds numbered from 0" if len(written) >= 2 else
+               "--folds 0 for a train/val split")
+        lines.append(f"warning: --folds {folds} asked, but only {counted(len(written), 'fold holds', 'folds hold')} "
+                     f"images ({', '.join(written)}): too few images converted for {folds} (see images_skipped in "
+                     f"report.json); rebuild with {fix}")
     if report.get("boxes_rotated"):
         lines.append(f"rotated boxes (CVAT's attributes.rotation): {report['boxes_rotated']}, each kept as the "
                      "upright box around it (COCO and the detector have no angle)")
@@ -275,8 +277,8 @@ def summarize(report: Dict[str, Any], out: Path, seconds: float) -> str:
         lines.append(f"warning: {score_message(report['annotations_with_score'])}")
     for title, key in (("skipped images", "images_skipped"), ("dropped boxes", "boxes_dropped")):
         if report[key]:
-            lines.append(f"{title} by reason: " + reasons_by_kind([i["reason"] for i in report[key]],
-                                                                  where=f"in {key} in report.json"))
+            where = "" if report.get("earlier_build_kept") else f"in {key} in report.json"  # none written
+            lines.append(f"{title} by reason: " + reasons_by_kind([i["reason"] for i in report[key]], where=where))
     if report.get("duplicate_images"):
         groups = report["duplicate_images"]
         leaks = sum(1 for g in groups if len(g["splits"]) > 1)

@@ -96,8 +96,8 @@ def training_splits(data_dir: Path, fold: Optional[int] = None) -> Tuple[str, st
 
 def train_command(data_dir: Path, boxes: Optional[Mapping[str, int]] = None) -> str:
     """The ``edge-trash train`` command the shards in ``data_dir`` allow, or "" when they lack
-    training or validation images, or (``boxes``: each split's box count) boxes (the build's summary
-    says why)."""
+    training or validation images, or boxes where ``boxes`` gives each split's box count (the build's
+    summary says why)."""
     folds = folds_in(data_dir)
     try:
         specs = training_splits(data_dir, folds[0] if folds else None)

@@ -150,9 +150,11 @@ def assign_splits(image_ids: Sequence[int], image_classes: Mapping[int, Set[int]
             if c in covered or len(units.of_class[c]) < min_units or held[split] >= targets[split]:
                 continue
             candidates = units.of_class[c] if split == "val" else units.of_class[c][::-1]
-            # the first unit that keeps train's share of boxes, else the first that keeps an image
-            u = next((u for u in candidates if hold(u, split)), None) or next(
-                (u for u in candidates if hold(u, split, boxes=False)), None)
+            # the first unit that keeps train's share of boxes, else the first that keeps an image (a unit may
+            # be the image id 0: compared with None, not by truth)
+            u = next((u for u in candidates if hold(u, split)), None)
+            if u is None:
+                u = next((u for u in candidates if hold(u, split, boxes=False)), None)
             if u is not None:
                 covered.update(units.classes[u])
     # The rest of each held-out split in the seeded order (test from its end); no class loses its last

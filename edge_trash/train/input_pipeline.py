@@ -54,9 +54,11 @@ def split_files(data_dir: os.PathLike, split: str) -> List[Path]:
 
 def read_class_names(data_dir: os.PathLike) -> List[str]:
     """Class names from ``labels.txt`` (line k = class id k + 1)."""
+    from edge_trash.models.run_dir import labels_text
+
     path = Path(data_dir) / "labels.txt"
     try:
-        names = [line.strip() for line in path.read_text(encoding="utf-8").splitlines()]
+        names = [line.strip() for line in labels_text(path).splitlines()]
     except OSError as exc:
         raise FileNotFoundError(f"{path}: cannot read the class names ({exc}); it is written "
                                 "by `edge-trash build-tfrecords`") from exc
@@ -180,7 +182,8 @@ def _load_split_cached(stamp: Tuple[Tuple[str, int, int], ...],
             said = text.decode("utf-8", "replace").strip()
             texts.setdefault(c, {}).setdefault(said, 0)
             texts[c][said] += 1
-            first_text.setdefault((c, said), _record_name(index, i, feature))
+            if (c, said) not in first_text:
+                first_text[(c, said)] = _record_name(index, i, feature)
         labels.append([c for k, c in enumerate(ids) if k >= len(crowd) or not crowd[k]])  # what training learns
     _check_class_texts(texts, first_text, names)
     return SplitData(files=files, index=index, labels=labels, class_names=list(names))
@@ -211,28 +214,38 @@ def _check_record(feature: Any, ids: List[int], num_classes: int, name: Callable
     if lengths != {len(ids)}:
         raise RecordError(f"{name()} has {len(ids)} class ids and box lists of {sorted(lengths)} values "
                           f"(ymin, xmin, ymax, xmax); records need one class id per box: rebuild the TFRecords")
-    for k, (ymin, xmin, ymax, xmax) in enumerate(zip(*box)):
-        if not (-1e-3 <= ymin <= ymax <= 1 + 1e-3 and -1e-3 <= xmin <= xmax <= 1 + 1e-3):
-            looks = " (pixels?)" if max(ymax, xmax) > 1 + 1e-3 else ""
+    for k, (ymin, xmin, ymax, xmax) in enumerate(zip(*box)):  # a little past an edge is clipped in training
+        if not (-0.01 <= ymin <= ymax <= 1.01 and -0.01 <= xmin <= xmax <= 1.01):
+            looks = " (pixels?)" if max(ymax, xmax) > 1.01 else ""
             raise RecordError(f"{name()}: box {k} is [ymin, xmin, ymax, xmax] = "
                               f"{[round(v, 4) for v in (ymin, xmin, ymax, xmax)]}{looks}; records need {_SCHEMA}")
 
 
+def _loose_name(name: str) -> str:
+    import unicodedata
+
+    return unicodedata.normalize("NFC", name).casefold()
+
+
 def _check_class_texts(texts: Dict[int, Dict[str, int]], first: Dict[Tuple[int, str], str],
                        names: Sequence[str]) -> None:
-    """Refuse records whose ``class/text`` names another class than labels.txt gives their id: a labels.txt
-    written by hand in another order would train every class under another's name."""
-    wrong = sorted((c, said) for c, seen in texts.items() for said in seen if said and said != names[c - 1])
+    """Refuse records whose ``class/text`` is the name another line of labels.txt gives (ignoring case and
+    Unicode form): a labels.txt written in another order would train every class under another's name. Other
+    texts (a class renamed in labels.txt for display) are let be."""
+    line_of = {_loose_name(n): k for k, n in enumerate(names, start=1)}
+    wrong = sorted((c, said) for c, seen in texts.items() for said in seen
+                   if line_of.get(_loose_name(said), c) != c)
     if not wrong:
         return
     c, said = wrong[0]
-    implied = {c: max(seen, key=seen.get) for c, seen in texts.items() if any(seen)}
+    implied = {c: max((t for t in seen if t), key=seen.get) for c, seen in texts.items() if any(seen)}
     lines = [implied.get(k, names[k - 1]) for k in range(1, len(names) + 1)]
     hint = (f"; the records' own names give labels.txt: {', '.join(lines)}"
             if all(len([t for t in seen if t]) == 1 for seen in texts.values()) else "")
-    raise RecordError(f"{first[(c, said)]} names class id {c} {said!r}, but line {c} of labels.txt says "
-                      f"{names[c - 1]!r} ({len(wrong)} such pairs of id and name): labels.txt must list the classes "
-                      f"in id order{hint}")
+    pairs = "1 such pair" if len(wrong) == 1 else f"{len(wrong)} such pairs"
+    raise RecordError(f"{first[(c, said)]} names class id {c} {said!r}, which is line {line_of[_loose_name(said)]} "
+                      f"of labels.txt, not line {c} ({names[c - 1]!r}; {pairs} of id and name): labels.txt must list "
+                      f"the classes in id order{hint}")
 
 
 def make_sampler(data_dir: os.PathLike, split: str, balance_config: BalanceConfig,

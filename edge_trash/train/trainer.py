@@ -216,8 +216,8 @@ def checked_splits(data_dir: Path, fold: Optional[int]) -> Tuple[str, str]:
         raise TrainError(str(exc)) from None
     for (spec, data), role in zip(splits, ("train on", "keep the checkpoint with the best val AP by")):
         if not any(data.labels):
-            raise TrainError(f"--data {data_dir}: the {spec} split holds {len(data.labels)} records and no box (but "
-                             f"crowd boxes), so there is nothing to {role}: rebuild with boxes in it")
+            raise TrainError(f"--data {data_dir}: the {spec} split holds {len(data.labels)} records and no box other "
+                             f"than crowd boxes, so there is nothing to {role}: rebuild with boxes in it")
     return train_split, val_split
 
 
