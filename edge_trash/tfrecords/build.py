@@ -17,6 +17,7 @@ import os
 import re
 import stat
 import statistics
+import sys
 from collections import Counter
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass
@@ -242,6 +243,7 @@ def shard_name(split: str, index: int, count: int) -> str:
     return f"{split}-{index:05d}-of-{count:05d}.tfrecord"
 
 
+BIG_DATASET_IMAGES = 20_000  # from here the steps before the progress bar take seconds: each is announced
 OUTPUT_FILES = ("labels.txt", "label_map.pbtxt", "splits.json", "report.json")  # beside the shards
 
 
@@ -729,12 +731,17 @@ def _build(options: BuildOptions, progress: bool, lock: _OutLock) -> Dict[str, A
         raise _nothing_to_train_on(given, dataset, mapping.drop_reasons)
     names = mapping.names
     images_by_id = {im.id: im for im in dataset.images}
+    say = progress and len(dataset.images) >= BIG_DATASET_IMAGES and sys.stderr is not None  # seconds before the bar
+    if say:
+        print(f"build-tfrecords: finding the {len(dataset.images):,} image files ...", file=sys.stderr, flush=True)
     located = {im.id: paths[im.source].resolve(im.file_name) for im in dataset.images}
     unusable = _variants_of_one_original(dataset.images, located, paths)  # image id -> why it is left out
     unusable.update({iid: every_box_dropped_reason(n) for iid, n in dataset.images_with_every_box_dropped.items()})
     found = {iid: v for iid, v in sizes_of_found(located).items() if iid not in unusable}
     copies = [] if options.keep_splits else identical_files({i: (str(p), size) for i, (p, size) in found.items()})
     read_as = found_names(dataset, found, options)  # each found file's path under its --images folder
+    if say:
+        print(f"build-tfrecords: {len(found):,} found; drawing the split ...", file=sys.stderr, flush=True)
     plan, units = _plan(dataset, options, mapping.target_of_category, found, copies, read_as)
 
     boxes_dropped: List[Dict[str, Any]] = [
@@ -777,7 +784,7 @@ def _build(options: BuildOptions, progress: bool, lock: _OutLock) -> Dict[str, A
         images_skipped.append({"image_id": im.id, "file_name": im.file_name, "reason": reason})
         for box in boxes_of[im.id]:
             boxes_dropped.append({"annotation_id": box.source_id, "image_id": im.id,
-                                  "reason": f"its image was skipped: {reason}"})
+                                  "reason": "its image was skipped"})  # why: in images_skipped
 
     for im in dataset.images:
         if im.id in unusable:
@@ -804,8 +811,10 @@ def _build(options: BuildOptions, progress: bool, lock: _OutLock) -> Dict[str, A
                 if notes:
                     image_notes.append({"image_id": im.id, "file_name": im.file_name, "notes": notes})
                 objects = _objects(im, boxes_of[im.id], result, mapping, boxes_dropped)
-                subpixel += [im.id] * sum(1 for o in objects if min((o.xmax - o.xmin) * result.width,
-                                                                    (o.ymax - o.ymin) * result.height) < 1)
+                if max(im.width, im.height) > options.max_size <= max(result.width, result.height) + 1:
+                    # shrunk to --max-size (not a file smaller than its JSON size): boxes the shrink made tiny
+                    subpixel += [im.id] * sum(1 for o in objects if min((o.xmax - o.xmin) * result.width,
+                                                                        (o.ymax - o.ymin) * result.height) < 1 - 1e-6)
                 digest = hashlib.sha256(result.jpeg or b"").hexdigest()  # image/key/sha256, and duplicate pictures
                 record = make_example_bytes(result.jpeg or b"", result.width, result.height,
                                             readable_text(im.file_name), str(im.id), objects, sha256_hex=digest)

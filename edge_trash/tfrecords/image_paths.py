@@ -140,6 +140,10 @@ class ImagePaths:
         self._listings: Dict[Path, Optional[Dict[str, str]]] = {}
         self._stems: Dict[Path, Dict[str, List[str]]] = {}  # folder -> loose stem -> image file names
         self._by_name: Optional[Dict[str, List[str]]] = None  # loose file name -> relative paths
+        # (loose file name, loose folder it is in) -> relative paths: a name many folders share (each video's
+        # 000001.jpg) is looked up with its folder, not compared with every file of that name
+        self._by_tail: Dict[Tuple[str, str], List[str]] = {}
+        self._loose_parts: Dict[str, List[str]] = {}  # relative path -> its loose parts, innermost first
         self._index_complete = True
         self._folder_splits: set = set()  # the splits sub-folders name (val2017/: val), from the index
         self.under_original_name: set = set()  # file_names read under the name before a tool renamed the upload
@@ -164,7 +168,10 @@ class ImagePaths:
                 self._folder_splits.add(_split_of(f"{rel.as_posix()}/-"))
                 for name in sorted(files):
                     for spelling in [name] + legacy_spellings(name):
-                        self._by_name.setdefault(_loose(spelling), []).append((rel / name).as_posix())
+                        path = (rel / name).as_posix()
+                        self._by_name.setdefault(_loose(spelling), []).append(path)
+                        if rel.parts:
+                            self._by_tail.setdefault((_loose(spelling), _loose(rel.parts[-1])), []).append(path)
                     count += 1
                 if count >= TREE_INDEX_LIMIT:
                     self._index_complete = False
@@ -214,8 +221,11 @@ class ImagePaths:
         most of ``parts`` (ignoring case and Unicode form)."""
         want = [_loose(p) for p in reversed(parts)]
         best, found = 0, []
-        for rel in self._name_index().get(want[0], []):
-            have = [_loose(p) for p in reversed(rel.split("/"))]
+        index = self._name_index()
+        for rel in index.get(want[0], []) if len(want) == 1 else self._by_tail.get((want[0], want[1]), []):
+            have = self._loose_parts.get(rel)
+            if have is None:
+                have = self._loose_parts[rel] = [_loose(p) for p in reversed(rel.split("/"))]
             n = next((i for i, (a, b) in enumerate(zip(want, have)) if a != b), min(len(want), len(have)))
             if n < min(len(want), 2) or n < best:
                 continue
