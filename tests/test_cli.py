@@ -41,7 +41,8 @@ def test_sample_data_then_build_through_a_real_subprocess(tmp_path):
     assert proc.returncode == 0, proc.stderr
     assert "next: edge-trash build-tfrecords" in proc.stdout
     images = tmp_path / "s" / "images"
-    listed = [images / im["file_name"] for im in json.loads((tmp_path / "s" / "annotations.json").read_text())["images"]]
+    entries = json.loads((tmp_path / "s" / "annotations.json").read_text())["images"]
+    listed = [images / im["file_name"] for im in entries]
     size = sum(p.stat().st_size for p in listed if p.exists())
     assert f"sample-data: wrote 20 images ({size / 1e6:.1f} MB) to {images} and " in proc.stdout
     (images / "stray.bin").write_bytes(b"x" * 3_000_000)  # a file of the user's: not counted as written

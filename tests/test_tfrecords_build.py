@@ -1375,7 +1375,8 @@ def test_a_second_images_folder_keeps_the_first_ones_split_and_photos_of_one_nam
     read_as = {i: f"image_jpg.rf.{i:032x}.jpg" if i < 100 else f"{i}.jpg" for i in range(1000)}
     keys = split_keys(read_as)
     assert len(set(keys.values())) == 1000 and keys[5] == f"image_jpg.rf.{5:032x}.jpg"
-    assert split_keys({1: "IMG_1_jpg.rf.ab12cd34.jpg", 2: "IMG_1_jpg.rf.ffee0011.jpg"}) == {1: "img_1.jpg", 2: "img_1.jpg"}
+    assert split_keys({1: "IMG_1_jpg.rf.ab12cd34.jpg", 2: "IMG_1_jpg.rf.ffee0011.jpg"}) == \
+        {1: "img_1.jpg", 2: "img_1.jpg"}
     classes = {i: {i % 3} for i in range(1000)}
     for seed in range(4):
         val = assign_splits(list(classes), classes, 0.15, 0.1, seed, keys=keys)["val"]

@@ -811,8 +811,9 @@ def _build(options: BuildOptions, progress: bool, lock: _OutLock) -> Dict[str, A
                 if notes:
                     image_notes.append({"image_id": im.id, "file_name": im.file_name, "notes": notes})
                 objects = _objects(im, boxes_of[im.id], result, mapping, boxes_dropped)
-                if max(im.width, im.height) > options.max_size <= max(result.width, result.height) + 1:
-                    # shrunk to --max-size (not a file smaller than its JSON size): boxes the shrink made tiny
+                shrunk = max(im.width, im.height) > options.max_size and \
+                    max(result.width, result.height) >= options.max_size - 1  # not a file smaller than its JSON size
+                if shrunk:  # boxes the shrink to --max-size made tiny
                     subpixel += [im.id] * sum(1 for o in objects if min((o.xmax - o.xmin) * result.width,
                                                                         (o.ymax - o.ymin) * result.height) < 1 - 1e-6)
                 digest = hashlib.sha256(result.jpeg or b"").hexdigest()  # image/key/sha256, and duplicate pictures

@@ -41,16 +41,19 @@ def _json_size(path: Path) -> Optional[int]:
     """The size of the JSON in a regular file, unpacked (gzip says it in its last four bytes; xz and bzip2 are
     taken as a tenth of it); None for anything else or one that cannot be looked at (the annotation reader
     then says why: not found, a folder, permission denied, a name too long)."""
+    from edge_trash.tfrecords.coco import PACKED
+
     try:
         if not path.is_file():
             return None
         size = path.stat().st_size
         with path.open("rb") as f:
-            magic = f.read(6)
-            if magic.startswith(b"\x1f\x8b") and size >= 18:
+            head = f.read(6)
+            kind = next((kind for magic, kind, _ in PACKED if head.startswith(magic)), None)
+            if kind == "gzip" and size >= 18:
                 f.seek(-4, 2)
                 return max(size, int.from_bytes(f.read(4), "little"))  # modulo 4 GiB
-        return size * 10 if magic.startswith((b"\xfd7zXZ\x00", b"BZh")) else size
+        return size * 10 if kind else size
     except (OSError, ValueError):
         return None
 
@@ -113,7 +116,8 @@ def _not_in_val_warning(report: Dict[str, Any]) -> str:
            f"val holds {counted(val, 'image', 'images')}: a larger --val-fraction gives them one, unless their "
            "images must stay in train, as a class's last training image or a run of video frames with one does")
     return (f"warning: {counted(len(missing), 'class', 'classes')} of two images or more "
-            f"{'has no box in val, so its' if len(missing) == 1 else 'have no box in val, so their'} AP cannot be measured: "
+            f"{'has no box in val, so its' if len(missing) == 1 else 'have no box in val, so their'} AP cannot be "
+            "measured: "
             f"{examples(missing, 8)} ({fix}; all in classes_not_in_val in report.json)")
 
 
@@ -325,7 +329,8 @@ def split_changes_line(changes: Dict[str, Any], folds: int = 0) -> str:
     if "not_compared" in changes:
         return f"note: {changes['not_compared']}"
     matched, total = changes["matched"], changes["earlier_images"]
-    said = f"the earlier build here: {matched} of its {counted(total, 'image', 'images')} {'is' if matched == 1 else 'are'} in this one"
+    said = (f"the earlier build here: {matched} of its {counted(total, 'image', 'images')} "
+            f"{'is' if matched == 1 else 'are'} in this one")
     if matched < total:
         said += f" ({total - matched} renamed, removed or not found now)"
     moved, seen, refolded = changes["held_out_now_in_train"], changes["train_now_held_out"], changes["fold_changed"]

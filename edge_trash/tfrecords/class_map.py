@@ -159,14 +159,15 @@ def read_class_map(path: "str | Path") -> Dict[str, Optional[str]]:
             """YAML keeps the last of two equal keys without a word; a class map must not."""
 
             def construct_mapping(self, node: Any, deep: bool = False) -> Any:
-                seen: Dict[Any, Any] = {}
+                mapping = super().construct_mapping(node, deep=deep)
+                first: Dict[Any, Any] = {}  # key -> its first value's node
                 for key_node, value_node in node.value:
-                    key = self.construct_object(key_node, deep=deep)
-                    if key in seen:
+                    key = self.construct_object(key_node)
+                    if key in first:
                         raise ClassMapError(f"{path}:{key_node.start_mark.line + 1}: '{key}' is mapped twice "
-                                            f"('{seen[key]}' and '{self.construct_object(value_node, deep=deep)}')")
-                    seen[key] = self.construct_object(value_node, deep=deep)
-                return super().construct_mapping(node, deep=deep)
+                                            f"('{self.construct_object(first[key])}' and '{mapping[key]}')")
+                    first[key] = value_node
+                return mapping
 
         try:
             data = yaml.load(text, Loader=_NoRepeatedKeys)  # noqa: S506 - a SafeLoader

@@ -228,6 +228,10 @@ def _id_text(value: Any) -> str:
     return str(int(value)) if is_integral(value) else str(value).strip()
 
 
+# The compressions an annotation file may come in: (its first bytes, its name, the module that unpacks it).
+PACKED = ((b"\x1f\x8b", "gzip", "gzip"), (b"\xfd7zXZ\x00", "xz", "lzma"), (b"BZh", "bzip2", "bz2"))
+
+
 def read_json_text(path: Path) -> str:
     """The text of an annotation file as exporters write it: UTF-8 with or without a
     byte-order mark, UTF-16 with one (PowerShell's ``>``), or any of these compressed with gzip,
@@ -245,8 +249,7 @@ def read_json_text(path: Path) -> str:
                               "and test)")
     except OSError as exc:
         raise CocoFormatError(f"{path}: cannot read the file: {exc}")
-    for magic, kind, module in ((b"\x1f\x8b", "gzip", "gzip"), (b"\xfd7zXZ\x00", "xz", "lzma"),
-                                (b"BZh", "bzip2", "bz2")):
+    for magic, kind, module in PACKED:
         if raw.startswith(magic):
             import importlib
 

@@ -44,6 +44,7 @@ from edge_trash.tfrecords.name_encodings import disk_spelling, legacy_spellings,
 from edge_trash.tfrecords.split_names import ANNOTATION_FOLDERS, split_in_name, split_word
 
 _DRIVE = re.compile(r"^[A-Za-z]:$")
+_ABSOLUTE = re.compile(r"^([/\\]|[A-Za-z]:[/\\])")  # a path from the root: /home/..., C:\...
 _URL = re.compile(r"^[A-Za-z][A-Za-z0-9+.-]*://")
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".jpe", ".png", ".bmp", ".tif", ".tiff", ".webp", ".heic", ".heif", ".gif",
                   ".mpo")
@@ -358,7 +359,7 @@ class ImagePaths:
         if not parts:
             return direct, None
         everywhere = self._deeper(parts)
-        if not everywhere and len(parts) > 1 and re.match(r"^([/\\]|[A-Za-z]:[/\\])", cleaned):
+        if not everywhere and len(parts) > 1 and _ABSOLUTE.match(cleaned):
             # another machine's absolute path ('/home/someone/data/a0.jpg'): its folders say nothing here
             parts = parts[-1:]
             everywhere = self._deeper(parts)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import time
 from pathlib import Path
 
@@ -31,8 +32,6 @@ def sample_data(out: Path, num_images: int, seed: int, clean: bool) -> None:
         from edge_trash.atomic_files import os_error_message
 
         raise click.ClickException(os_error_message(exc, out))
-    import json
-
     listed = {ds.images / im["file_name"] for im in json.loads(ds.annotations.read_text())["images"]}
     size = sum(p.stat().st_size for p in listed if p.is_file())  # not what else the folder holds
     click.echo(f"sample-data: wrote {ds.num_images} images ({size / 1e6:.1f} MB) to {ds.images} and "

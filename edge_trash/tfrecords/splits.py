@@ -79,8 +79,9 @@ class _Units:
         self.classes = {u: Counter(c for iid in ids for c in image_classes.get(iid, ()))
                         for u, ids in self.members.items()}
         # boxes of each class a unit holds (one per image holding it when box counts are not given)
-        self.boxes = self.classes if image_boxes is None else {u: Counter() for u in self.members}
+        self.boxes = self.classes
         if image_boxes is not None:
+            self.boxes = {u: Counter() for u in self.members}
             for u, ids in self.members.items():
                 for iid in ids:
                     self.boxes[u].update(image_boxes.get(iid, {}))

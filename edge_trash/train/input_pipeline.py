@@ -20,6 +20,8 @@ from __future__ import annotations
 import functools
 import os
 import threading
+import unicodedata
+from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
@@ -170,7 +172,7 @@ def _load_split_cached(stamp: Tuple[Tuple[str, int, int], ...],
     files = [Path(s[0]) for s in stamp]
     index = TFRecordIndex(files)
     labels: List[List[int]] = []
-    texts: Dict[int, Dict[str, int]] = {}  # class id -> the class/text records give it, and how often
+    texts: Dict[int, Counter] = {}  # class id -> the class/text records give it, and how often
     first_text: Dict[Tuple[int, str], str] = {}  # (id, text) -> the first record that says so
     for i in range(len(index)):
         example = tf.train.Example.FromString(index.read(i))
@@ -180,8 +182,7 @@ def _load_split_cached(stamp: Tuple[Tuple[str, int, int], ...],
         _check_record(feature, ids, len(names), lambda: _record_name(index, i, feature))
         for c, text in zip(ids, feature[keys.CLASS_TEXT].bytes_list.value):
             said = text.decode("utf-8", "replace").strip()
-            texts.setdefault(c, {}).setdefault(said, 0)
-            texts[c][said] += 1
+            texts.setdefault(c, Counter())[said] += 1
             if (c, said) not in first_text:
                 first_text[(c, said)] = _record_name(index, i, feature)
         labels.append([c for k, c in enumerate(ids) if k >= len(crowd) or not crowd[k]])  # what training learns
@@ -222,12 +223,10 @@ def _check_record(feature: Any, ids: List[int], num_classes: int, name: Callable
 
 
 def _loose_name(name: str) -> str:
-    import unicodedata
-
     return unicodedata.normalize("NFC", name).casefold()
 
 
-def _check_class_texts(texts: Dict[int, Dict[str, int]], first: Dict[Tuple[int, str], str],
+def _check_class_texts(texts: Dict[int, Counter], first: Dict[Tuple[int, str], str],
                        names: Sequence[str]) -> None:
     """Refuse records whose ``class/text`` is the name another line of labels.txt gives (ignoring case and
     Unicode form): a labels.txt written in another order would train every class under another's name. Other

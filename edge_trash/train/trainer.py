@@ -22,12 +22,15 @@ import shutil
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Dict, List, Optional, Tuple
+from typing import TYPE_CHECKING, Any, Callable, Dict, List, Optional, Tuple
 
 from edge_trash.models import run_dir as rd
 from edge_trash.models.config import SSDConfig
 from edge_trash.tfrecords.split_layout import DataSplitError, training_splits
 from edge_trash.train.train_config import TrainConfig
+
+if TYPE_CHECKING:
+    from edge_trash.train.balancing import BalanceConfig
 
 log = logging.getLogger(__name__)
 
@@ -99,12 +102,12 @@ def make_strategy(name: str):
     raise TrainError(f"--strategy: got {name!r}, expected auto, mirrored, multi_worker or tpu")
 
 
-def balance_config(train: TrainConfig) -> Any:
-    """The ``BalanceConfig`` of ``train.balance`` (None when it is unset)."""
+def balance_config(train: TrainConfig) -> BalanceConfig:
+    """The ``BalanceConfig`` of ``train.balance`` (method ``none`` when it is unset)."""
     from edge_trash.train.balancing import BalanceConfig
 
     if train.balance is None:
-        return None
+        return BalanceConfig()
     if isinstance(train.balance, dict):
         return BalanceConfig.from_dict(train.balance)
     return BalanceConfig(method=str(train.balance)).validate()
@@ -114,7 +117,6 @@ def default_dataset_fn(data_dir: Path, model: SSDConfig, train: TrainConfig) -> 
     """Datasets from ``edge_trash.train.input_pipeline.make_dataset`` for this config."""
     from edge_trash.train import input_pipeline
     from edge_trash.train.augment import AugmentConfig, get_augment_config
-    from edge_trash.train.balancing import BalanceConfig
 
     if train.augment is None:
         augment = None
@@ -128,7 +130,7 @@ def default_dataset_fn(data_dir: Path, model: SSDConfig, train: TrainConfig) -> 
                    target_fn: Optional[Callable] = None, epoch: int = 0):
         per_epoch = None
         if training:
-            sampler = input_pipeline.make_sampler(data_dir, split, balance or BalanceConfig(), seed)
+            sampler = input_pipeline.make_sampler(data_dir, split, balance, seed)
             per_epoch = input_pipeline.steps_per_epoch(sampler, batch_size)
         wrapped = None
         if target_fn is not None:
@@ -389,10 +391,9 @@ def train(options: TrainOptions) -> TrainResult:
     balance_report: Dict[str, Any] = {}
     if options.dataset_fn is None and is_chief:  # the instances per class the sampler gives, as the README says
         from edge_trash.train import input_pipeline
-        from edge_trash.train.balancing import BalanceConfig, format_balance_table
+        from edge_trash.train.balancing import format_balance_table
 
-        sampler = input_pipeline.make_sampler(data_dir, train_split, balance_config(train_cfg) or BalanceConfig(),
-                                              train_cfg.seed)
+        sampler = input_pipeline.make_sampler(data_dir, train_split, balance_config(train_cfg), train_cfg.seed)
         balance_report = sampler.report(class_names, epoch)
         bar.write(format_balance_table(balance_report))
     try:
