@@ -828,3 +828,20 @@ def test_a_labels_txt_saved_by_windows_tools_is_read(sample_build, tmp_path, enc
     (data / "labels.txt").write_bytes("\r\n".join(names).encode(encoding))
     stats = analyze(tfrecords=data, out=tmp_path / "out", plots=False)
     assert stats["tfrecords"]["labels"] == names
+
+
+def test_a_coco_size_dataset_says_it_is_finding_its_files_before_the_bar(sample_dataset, tmp_path, monkeypatch):
+    """At COCO's size the image files take seconds to find before the first bar: said, as the build says it."""
+    from edge_trash.cli import cli
+    from edge_trash.tfrecords import analyze as analyze_module
+
+    args = ["analyze", "--annotations", str(sample_dataset.annotations), "--images", str(sample_dataset.images),
+            "--no-plots", "--workers", "1"]
+    entries = len(json.loads(sample_dataset.annotations.read_text())["images"])
+    result = CliRunner().invoke(cli, args + ["--out", str(tmp_path / "small")])
+    assert result.exit_code == 0 and "image files" not in result.stderr
+    monkeypatch.setattr(analyze_module, "BIG_DATASET_IMAGES", entries)
+    result = CliRunner().invoke(cli, args + ["--out", str(tmp_path / "big")])
+    assert result.exit_code == 0
+    said = result.stderr.index(f"analyze: finding the {entries:,} image files ...\n")
+    assert said < result.stderr.index(f"0/{entries} [")  # before the bar, whose total is every entry

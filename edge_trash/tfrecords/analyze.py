@@ -33,8 +33,8 @@ from edge_trash.tfrecords import feature_keys as K
 from edge_trash.tfrecords.class_map import (categories_sharing_a_name, names_read_as_indices, read_as_indices_warning,
                                             similar_names, similar_names_warning)
 from edge_trash.tfrecords.analyze_report import remove_stale_plots, render_report, write_plots
-from edge_trash.tfrecords.build import (counted as _n, examples as _examples, ignored_message, iscrowd_message,
-                                        score_message, score_summary, sizes_of_found)
+from edge_trash.tfrecords.build import (BIG_DATASET_IMAGES, counted as _n, examples as _examples, ignored_message,
+                                        iscrowd_message, score_message, score_summary, sizes_of_found)
 from edge_trash.tfrecords.coco import CocoDataset, Rejected, load_coco_files
 from edge_trash.tfrecords.image_paths import SourceImages, source_images
 from edge_trash.tfrecords.images import DEFAULT_MAX_PIXELS, bomb_reason, pillow_pixel_limit
@@ -302,6 +302,8 @@ def _json_source(dataset: CocoDataset, paths: Optional[List[SourceImages]], prog
         from edge_trash.tfrecords.images import match_json_size
 
         source.luma, source.size_mismatch = {}, []
+        if progress and len(dataset.images) >= BIG_DATASET_IMAGES and sys.stderr is not None:  # seconds, no bar
+            print(f"analyze: finding the {len(dataset.images):,} image files ...", file=sys.stderr, flush=True)
         resolved = [paths[im.source].resolve(im.file_name) for im in dataset.images]
         facts = ordered_map(image_facts, [(str(path), max_pixels) for path, _ in resolved], workers, chunksize=4)
         for im, (_, path_note), (value, reason, found) in zip(
