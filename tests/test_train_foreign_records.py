@@ -122,12 +122,100 @@ def test_labels_renamed_for_display_or_boxes_a_little_past_the_edge_still_train(
 
 def test_a_missing_labels_txt_says_how_to_write_it(tmp_path):
     data = _data(tmp_path / "data", GOOD, GOOD, labels=False)
-    (data / "label_map.pbtxt").write_text('item { id: 1 name: "bottle" }\n')
+    (data / "label_map.pbtxt").write_text('item { id: 2 name: "can" }\nitem { id: 1 name: "bottle" }\n')
     result = _train(data, tmp_path / "run")
     assert result.exit_code == 2
     assert (f"--data {data}: no labels.txt; `edge-trash build-tfrecords` writes it beside the records: one class "
-            "name per line, line k for class id k (the label_map.pbtxt there names them: list its names in id "
-            "order)") in " ".join(result.output.split())
+            f"name per line, line k for class id k; the label_map.pbtxt there names them: printf '%s\\n' bottle can > "
+            f"{data}/labels.txt") in " ".join(result.output.split())
+    (data / "label_map.pbtxt").write_text('item { id: 2 name: "can" }\n')  # no id 1: the names cannot be lines
+    result = _train(data, tmp_path / "run")
+    assert result.exit_code == 2 and not (tmp_path / "run").exists()
+    assert ("line k for class id k (the label_map.pbtxt there names them: list its names in id order)"
+            in " ".join(result.output.split()))
+
+
+ROBOFLOW_LABEL_MAP = "".join(f'item {{\n    name: "{n}",\n    id: {i},\n    display_name: "{n}"\n}}\n'
+                             for i, n in enumerate(NAMES, 1))
+
+
+def test_roboflow_tfrecord_export_is_named_with_the_commands_that_read_it(tmp_path):
+    """Roboflow's TFRecord export (train/, valid/, test/, each with litter.tfrecord and litter_label_map.pbtxt) was
+    refused with "no labels.txt", or "no shards named like ...": nothing said what the folder held."""
+    import subprocess
+
+    from edge_trash.tfrecords.split_layout import training_splits
+    from edge_trash.train.input_pipeline import load_split, read_class_names
+
+    built = _data(tmp_path / "ours", GOOD, GOOD[:2])
+    rb = tmp_path / "rb"
+    for ours, theirs in (("train", "train"), ("val", "valid"), ("val", "test")):
+        (rb / theirs).mkdir(parents=True)
+        (rb / theirs / "litter.tfrecord").write_bytes((built / f"{ours}-00000-of-00001.tfrecord").read_bytes())
+        (rb / theirs / "litter_label_map.pbtxt").write_text(ROBOFLOW_LABEL_MAP)
+    commands = [f"  ln -s train/litter.tfrecord {rb}/train-00000-of-00001.tfrecord",
+                f"  ln -s valid/litter.tfrecord {rb}/val-00000-of-00001.tfrecord",
+                f"  ln -s test/litter.tfrecord {rb}/test-00000-of-00001.tfrecord",
+                f"  printf '%s\\n' bottle can cup > {rb}/labels.txt"]
+    expected = "\n".join([
+        f"--data {rb}: no shards named like 'train-00000-of-00001.tfrecord'; it holds TFRecords laid out as "
+        "Roboflow's TFRecord export lays them (a folder per split): test/litter.tfrecord, train/litter.tfrecord, "
+        "valid/litter.tfrecord. Exporting the dataset as COCO JSON for `edge-trash build-tfrecords` checks every box "
+        "and shrinks the photos; to read these records as they are, give them the names edge-trash reads:",
+        *commands])
+    result = _train(rb, tmp_path / "run")
+    assert result.exit_code == 2 and not (tmp_path / "run").exists()
+    assert expected in result.output
+    result = CliRunner().invoke(cli, ["analyze", "--tfrecords", str(rb), "--out", str(tmp_path / "an")])
+    assert result.exit_code == 1 and expected.replace("--data", "--tfrecords", 1) in result.output
+    subprocess.run(["bash", "-c", "\n".join(commands)], check=True)  # what the user copies
+    assert training_splits(rb) == ("train", "val")
+    assert read_class_names(rb) == NAMES
+    assert [len(labels) for labels in load_split(rb, "val").labels] == [1, 1]
+    result = CliRunner().invoke(cli, ["analyze", "--tfrecords", str(rb), "--out", str(tmp_path / "an"), "--no-plots"])
+    assert result.exit_code == 0 and "train 3 images / 3 boxes, val 2 images / 2 boxes, test 2 images / 2 boxes" \
+        in result.output
+
+
+def test_tf_object_detection_api_record_names_and_a_label_map_with_gaps(tmp_path):
+    from edge_trash.tfrecords.split_layout import DataSplitError, training_splits
+    from edge_trash.train.input_pipeline import split_files
+
+    built = _data(tmp_path / "ours", GOOD, GOOD)
+    data = tmp_path / "od"
+    data.mkdir()
+    record = (built / "train-00000-of-00001.tfrecord").read_bytes()
+    for name in ("coco_train.record-00000-of-00002", "coco_train.record-00001-of-00002", "eval.record",
+                 "mine.tfrecord"):
+        (data / name).write_bytes(record)
+    (data / "label_map.pbtxt").write_text("item { id: 1 name: 'bottle' }\nitem { id: 3 name: 'cup' }\n")
+    expected = "\n".join([
+        f"--data {data}: no shards named like 'train-00000-of-00001.tfrecord'; it holds TFRecords named as the TF "
+        "Object Detection API's scripts name them: coco_train.record-00000-of-00002, "
+        "coco_train.record-00001-of-00002, eval.record, mine.tfrecord. Exporting the dataset as COCO JSON for "
+        "`edge-trash build-tfrecords` checks every box and shrinks the photos; to read these records as they are, "
+        "give them the names edge-trash reads:",
+        f"  ln -s coco_train.record-00000-of-00002 {data}/train-00000-of-00002.tfrecord",
+        f"  ln -s coco_train.record-00001-of-00002 {data}/train-00001-of-00002.tfrecord",
+        f"  ln -s eval.record {data}/val-00000-of-00001.tfrecord",
+        "  (and name each of mine.tfrecord train-, val- or test-NNNNN-of-NNNNN.tfrecord by the split it holds)",
+        f"  and write {data}/labels.txt: one class name per line, line k naming the records' class id k (as "
+        "label_map.pbtxt does)"])
+    with pytest.raises(DataSplitError) as err:
+        training_splits(data)
+    assert str(err.value) == expected
+    with pytest.raises(FileNotFoundError) as err:
+        split_files(data, "val")  # what evaluate and the export's calibration read
+    assert str(err.value) == expected
+
+
+def test_label_map_names_read_what_label_map_pbtxt_writes():
+    from edge_trash.tfrecords.class_map import label_map_names, label_map_pbtxt
+
+    names = ["bottle", "it's", "back\\slash", "Flasche\u0301", "a } b"]
+    assert label_map_names(label_map_pbtxt(names)) == dict(enumerate(names, 1))
+    assert label_map_names(ROBOFLOW_LABEL_MAP) == {1: "bottle", 2: "can", 3: "cup"}
+    assert label_map_names('item { id: 4 display_name: "Can" } item { name: "x" } item { id: 2 }') == {4: "Can"}
 
 
 @pytest.mark.parametrize("encoding", ["utf-8-sig", "utf-16"])

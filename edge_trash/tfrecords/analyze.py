@@ -38,7 +38,7 @@ from edge_trash.tfrecords.build import (BIG_DATASET_IMAGES, counted as _n, examp
 from edge_trash.tfrecords.coco import CocoDataset, Rejected, load_coco_files
 from edge_trash.tfrecords.image_paths import SourceImages, source_images
 from edge_trash.tfrecords.images import DEFAULT_MAX_PIXELS, bomb_reason, pillow_pixel_limit
-from edge_trash.tfrecords.other_formats import images_folder_problem
+from edge_trash.tfrecords.other_formats import images_folder_problem, other_record_layout
 from edge_trash.tfrecords.split_layout import SHARD_RE
 from edge_trash.tfrecords.split_units import identical_files, variants_across_splits, variants_leak_message
 from edge_trash.tfrecords.tf_example import parse_example
@@ -333,6 +333,9 @@ def find_shards(tfrecords: Path) -> Dict[str, List[Path]]:
         if match:
             found.setdefault(match.group(1), []).append(path)
     if not found:
+        other = other_record_layout(tfrecords, "--tfrecords")
+        if other:
+            raise AnalyzeError(other)
         raise AnalyzeError(f"--tfrecords {tfrecords}: no shards named like 'train-00000-of-00001.tfrecord'; "
                            "run edge-trash build-tfrecords --out into this folder first")
 

@@ -320,6 +320,24 @@ def categories_sharing_a_name(cats: Sequence[Category]) -> List[Dict[str, object
     return [{"name": name, "category_ids": found} for name, found in ids.items() if len(found) > 1]
 
 
+_LABEL_MAP_ITEM = re.compile(r"\bitem\s*\{((?:[^{}'\"]|'(?:\\.|[^'\\])*'|\"(?:\\.|[^\"\\])*\")*)\}", re.S)
+_LABEL_MAP_FIELD = re.compile(r"\b(id|name|display_name)\s*:\s*(-?\d+|'(?:\\.|[^'\\])*'|\"(?:\\.|[^\"\\])*\")")
+_ESCAPES = {"n": "\n", "t": "\t", "r": "\r"}
+
+
+def label_map_names(text: str) -> Dict[int, str]:
+    """``{id: name}`` of a TF Object Detection API ``label_map.pbtxt`` (``item { id: 1 name: 'can' }``, fields
+    in any order, either quote; ``display_name`` where an item has no ``name``); items without both are left
+    out."""
+    found: Dict[int, str] = {}
+    for item in _LABEL_MAP_ITEM.finditer(text):
+        fields = {key: value for key, value in _LABEL_MAP_FIELD.findall(item.group(1))}
+        quoted = fields.get("name") or fields.get("display_name")
+        if "id" in fields and quoted and quoted[0] in "'\"":
+            found[int(fields["id"])] = re.sub(r"\\(.)", lambda m: _ESCAPES.get(m.group(1), m.group(1)), quoted[1:-1])
+    return found
+
+
 def label_map_pbtxt(names: Sequence[str]) -> str:
     """The TF Object Detection API ``label_map.pbtxt`` text for ``names`` (ids from 1)."""
     items = []

@@ -135,3 +135,87 @@ def images_folder_problem(folder: Path) -> str:
         return (f"--images {folder}: a file, not a folder (the annotations go to --annotations; --images takes the "
                 "folder the file_name entries are relative to)")
     return f"--images {folder}: a file, not a folder: give the folder the file_name entries are relative to"
+
+
+# A TFRecord file as other tools name it: litter.tfrecord, train.record, coco_train.record-00000-of-00100.
+_RECORD_FILE = re.compile(r"\.(tfrecords?|records?)(-\d{5}-of-\d{5})?$|-\d{5}-of-\d{5}$", re.I)
+_SPLIT_WORDS = {"train": "train", "training": "train", "val": "val", "valid": "val", "validation": "val",
+                "eval": "val", "dev": "val", "test": "test", "testing": "test"}
+
+
+def _split_word(name: str) -> "str | None":
+    return next((_SPLIT_WORDS[w] for w in re.split(r"[^a-z]+", name.lower()) if w in _SPLIT_WORDS), None)
+
+
+def other_record_layout(folder: Path, flag: str) -> str:
+    """What ``folder`` (given as ``flag``) holds when its TFRecords are not named as ``build-tfrecords``
+    names them (Roboflow's export: a folder per split; the TF Object Detection API's ``train.record``), with
+    the commands that let edge-trash read them as they are; "" when it holds no such file."""
+    from edge_trash.tfrecords.split_layout import SHARD_RE
+
+    if not folder.is_dir():
+        return ""
+    places = [folder] + sorted(p for p in folder.iterdir() if p.is_dir())
+    files = [f for place in places for f in sorted(place.iterdir())
+             if f.is_file() and _RECORD_FILE.search(f.name) and not (place == folder and SHARD_RE.match(f.name))]
+    if not files:
+        return ""
+    by_split: "dict[str, list[Path]]" = {}
+    unknown = []
+    for f in files:
+        split = (_split_word(f.parent.name) if f.parent != folder else None) or _split_word(f.stem)
+        (by_split.setdefault(split, []) if split else unknown).append(f)
+    seen = [f.relative_to(folder).as_posix() for f in files]
+    kind = ("laid out as Roboflow's TFRecord export lays them (a folder per split)" if any(
+        f.parent != folder for f in files) and any(folder.glob("*/*_label_map.pbtxt"))
+        else "named as the TF Object Detection API's scripts name them" if any(".record" in f.name.lower()
+                                                                                for f in files)
+        else "under other names")
+    lines = [f"{flag} {folder}: no shards named like 'train-00000-of-00001.tfrecord'; it holds TFRecords {kind}: "
+             f"{', '.join(seen[:6])}{', ...' if len(seen) > 6 else ''}. Exporting the dataset as COCO JSON "
+             "for `edge-trash build-tfrecords` checks every box and shrinks the photos; to read these records as "
+             "they are, give them the names edge-trash reads:"]
+    for split in ("train", "val", "test"):
+        for k, f in enumerate(by_split.get(split, [])):
+            link = folder / f"{split}-{k:05d}-of-{len(by_split[split]):05d}.tfrecord"
+            lines.append(f"  ln -s {shell_word(f.relative_to(folder).as_posix())} {shell_word(link)}")
+    if unknown:
+        lines.append(f"  (and name each of {', '.join(f.relative_to(folder).as_posix() for f in unknown)} "
+                     "train-, val- or test-NNNNN-of-NNNNN.tfrecord by the split it holds)")
+    if not (folder / "labels.txt").is_file():
+        maps = sorted(folder.glob("*.pbtxt")) + sorted(folder.glob("*/*.pbtxt"))
+        command = labels_txt_command(folder, maps[0]) if maps else ""
+        lines.append(f"  {command}" if command else
+                     f"  and write {folder / 'labels.txt'}: one class name per line, line k naming the records' "
+                     f"class id k{f' (as {maps[0].relative_to(folder).as_posix()} does)' if maps else ''}")
+    if "val" not in by_split:
+        lines.append("  (training needs a val split too: records of photos it does not train on)")
+    return "\n".join(lines)
+
+
+def labels_txt_command(folder: Path, label_map: Path) -> str:
+    """The shell command that writes ``folder/labels.txt`` from a ``label_map.pbtxt`` whose ids run 1..N (""
+    for one with other ids, or none)."""
+    from edge_trash.tfrecords.class_map import label_map_names
+
+    try:
+        names = label_map_names(label_map.read_text(encoding="utf-8", errors="replace"))
+    except OSError:
+        return ""
+    if not names or sorted(names) != list(range(1, len(names) + 1)):
+        return ""
+    return f"printf '%s\\n' {' '.join(shell_word(names[i]) for i in sorted(names))} > {shell_word(folder / 'labels.txt')}"
+
+
+def missing_labels_txt(data_dir: Path) -> str:
+    """Why ``--data`` cannot train without ``labels.txt``, and how to write it: from the label map beside the
+    records, or (another tool's layout) with the names edge-trash reads."""
+    other = other_record_layout(data_dir, "--data")
+    if other and not any(data_dir.glob("*-of-*.tfrecord")):
+        return other
+    label_map = data_dir / "label_map.pbtxt"
+    command = labels_txt_command(data_dir, label_map) if label_map.is_file() else ""
+    beside = (f"; the label_map.pbtxt there names them: {command}" if command else
+              " (the label_map.pbtxt there names them: list its names in id order)" if label_map.is_file() else "")
+    return (f"--data {data_dir}: no labels.txt; `edge-trash build-tfrecords` writes it beside the records: one class "
+            f"name per line, line k for class id k{beside}")

@@ -54,6 +54,12 @@ def training_splits(data_dir: Path, fold: Optional[int] = None) -> Tuple[str, st
     if (data_dir / COMMIT_JOURNAL).exists():
         raise DataSplitError(f"--data {data_dir}: a build-tfrecords failed while moving its files into place, so "
                              "the folder holds shards of two builds: run that build again to finish it")
+    if not any(SHARD_RE.match(p.name) for p in data_dir.glob("*.tfrecord")):
+        from edge_trash.tfrecords.other_formats import other_record_layout
+
+        other = other_record_layout(data_dir, "--data")
+        if other:
+            raise DataSplitError(other)
     if not any(data_dir.glob("*.tfrecord")):
         raise DataSplitError(f"--data {data_dir}: no .tfrecord shards; pass the --out folder of "
                              "`edge-trash build-tfrecords`")

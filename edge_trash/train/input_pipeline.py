@@ -47,6 +47,11 @@ def split_files(data_dir: os.PathLike, split: str) -> List[Path]:
     for part in split.split("+"):
         found = sorted(root.glob(f"{part}-*.tfrecord"))
         if not found:
+            from edge_trash.tfrecords.other_formats import other_record_layout
+
+            other = other_record_layout(root, "--data")
+            if other:
+                raise FileNotFoundError(other)
             names = sorted({p.name.split("-")[0] for p in root.glob("*.tfrecord")})
             raise FileNotFoundError(f"{root}: no {part}-*.tfrecord shards (splits found: "
                                     f"{names or 'none'}); pass --split one of those or rebuild")

@@ -238,10 +238,9 @@ def train(options: TrainOptions) -> TrainResult:
 
     data_dir, out = Path(options.data_dir), Path(options.out_dir)
     if not (data_dir / rd.LABELS_TXT).is_file():
-        beside = " (the label_map.pbtxt there names them: list its names in id order)" if (
-            data_dir / "label_map.pbtxt").is_file() else ""
-        raise TrainError(f"--data {data_dir}: no labels.txt; `edge-trash build-tfrecords` writes it beside the "
-                         f"records: one class name per line, line k for class id k{beside}")
+        from edge_trash.tfrecords.other_formats import missing_labels_txt
+
+        raise TrainError(missing_labels_txt(data_dir))
     class_names = rd.read_labels(data_dir / rd.LABELS_TXT)
     strategy = make_strategy(options.train.strategy)
     is_chief = bool(strategy.extended.should_checkpoint)
