@@ -330,6 +330,31 @@ def test_records_without_a_sha256_key_are_matched_by_their_stored_bytes(tmp_path
     assert _flag(stats, "pictures_in_several_splits", "tfrecords")["items"] == [["x.jpg", "z.jpg"]]
 
 
+def test_records_without_width_and_height_take_them_from_the_stored_image(tmp_path):
+    """Training reads records without image/width and image/height (it decodes the image); analyze refused them."""
+    from edge_trash.tfrecords import feature_keys as K
+    from edge_trash.tfrecords.tf_example import BYTES, FLOAT, INT64, serialize_example
+    from edge_trash.tfrecords.tfrecord_file import TFRecordWriter
+
+    photo = io.BytesIO()
+    Image.new("RGB", (40, 30), (90, 120, 150)).save(photo, format="JPEG")
+    box = {K.BBOX_XMIN: (FLOAT, [0.25]), K.BBOX_YMIN: (FLOAT, [0.5]), K.BBOX_XMAX: (FLOAT, [0.75]),
+           K.BBOX_YMAX: (FLOAT, [1.0]), K.CLASS_LABEL: (INT64, [1])}
+    (tmp_path / "labels.txt").write_text("can\n")
+    for split in ("train", "val"):
+        with TFRecordWriter(tmp_path / f"{split}-00000-of-00001.tfrecord") as writer:
+            writer.write(serialize_example({K.ENCODED: (BYTES, [photo.getvalue()]), **box}))
+    stats = analyze(tfrecords=tmp_path, out=tmp_path / "out", plots=False)
+    train = stats["tfrecords"]["splits"]["train"]
+    assert train["image_sizes"]["distinct"] == [{"width": 40, "height": 30, "images": 1}]
+    assert train["box_sizes"]["sqrt_area_px"]["median"] == round(math.sqrt(20 * 15), 4)  # 0.5 x 0.5 of 40x30
+    with TFRecordWriter(tmp_path / "val-00000-of-00001.tfrecord") as writer:  # nothing to take them from
+        writer.write(serialize_example({K.ENCODED: (BYTES, [b"not an image"]), **box}))
+    with pytest.raises(AnalyzeError, match=r"^val-00000-of-00001.tfrecord record 0: missing or bad image/width/"
+                                           r"image/height, and no readable image/encoded to take them from; "):
+        analyze(tfrecords=tmp_path, out=tmp_path / "out", plots=False)
+
+
 def test_thresholds_change_the_flags(sample_dataset, tmp_path):
     stats = analyze(sample_dataset.annotations, sample_dataset.images, out=tmp_path, plots=False,
                     thresholds=Thresholds(dark_luma=0, rare_instances=0))

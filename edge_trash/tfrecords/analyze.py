@@ -365,6 +365,18 @@ def _iter_records(files: List[Path]) -> Iterator[Tuple[Path, int, bytes]]:
             raise AnalyzeError(f"{path}: corrupt TFRecord ({exc}); build the TFRecords again") from None
 
 
+def _stored_size(encoded: bytes) -> Tuple[int, int]:
+    """``(width, height)`` of an encoded image from its header, as a decoder returns its pixels (no EXIF
+    rotation: training's ``decode_image`` applies none); ``(0, 0)`` when it cannot be read."""
+    from PIL import Image
+
+    try:
+        with Image.open(io.BytesIO(encoded)) as img:
+            return img.size
+    except Exception:  # noqa: BLE001 - whatever Pillow raises for bytes that are no image
+        return 0, 0
+
+
 def _record_source(split: str, files: List[Path], label_names: List[str], read_images: bool,
                    progress: bool, total: Optional[int] = None) -> Source:
     def values(feature: Dict[str, Tuple[str, list]], key: str, kind: str) -> list:
@@ -389,14 +401,17 @@ def _record_source(split: str, files: List[Path], label_names: List[str], read_i
             feature = parse_example(raw)
         except ValueError as exc:
             raise AnalyzeError(f"{where}: not a tf.train.Example ({exc}); build the TFRecords again") from None
+        stored = values(feature, K.ENCODED, "bytes")
+        encoded = stored[0] if stored else b""
         width, height = (ints(feature, K.WIDTH) or [0])[0], (ints(feature, K.HEIGHT) or [0])[0]
-        if width <= 0 or height <= 0:
-            raise AnalyzeError(f"{where}: missing or bad {K.WIDTH}/{K.HEIGHT}; build the TFRecords again")
+        if width <= 0 or height <= 0:  # optional for training (it decodes the image): the stored image's header
+            width, height = _stored_size(encoded)
+            if width <= 0:
+                raise AnalyzeError(f"{where}: missing or bad {K.WIDTH}/{K.HEIGHT}, and no readable {K.ENCODED} to "
+                                   "take them from; build the TFRecords again")
         source_id = (texts(feature, K.SOURCE_ID) or [f"{path.name}:{n}"])[0]
         file_name = (texts(feature, K.FILENAME) or [""])[0]
         source.images.append(ImageEntry(source_id, file_name, width, height))
-        stored = values(feature, K.ENCODED, "bytes")
-        encoded = stored[0] if stored else b""
         key = (texts(feature, K.KEY_SHA256) or [hashlib.sha256(encoded).hexdigest() if encoded else ""])[0]
         if key:
             source.picture_keys.append((file_name or source_id, key))
