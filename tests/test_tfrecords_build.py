@@ -715,7 +715,7 @@ def test_an_image_whose_every_box_is_unusable_is_left_out_not_trained_as_backgro
     assert sorted(_reasons(report, "boxes_dropped", "annotation_id")) == [2, 3, 4]
     assert report["images_written"] == 3 and report["boxes_written"] == 2
     assert report["background_images"] == 1  # empty.jpg, which has no annotation at all
-    assert report["splits"]["train"] == {"images": 3, "boxes": 2}
+    assert report["splits"]["train"] == {"images": 3, "boxes": 2, "crowd_boxes": 0}
 
     stats = analyze(ann, imgs, out=tmp_path / "a", plots=False)
     flags = {f["kind"]: f for f in stats["flags"]}
@@ -1099,7 +1099,7 @@ def test_no_train_command_is_offered_when_val_holds_no_box(tmp_path):
                                       str(tmp_path / "img"), "--out", str(tmp_path / "out"), "--quiet"])
     assert result.exit_code == 0, result.output
     report = json.loads((tmp_path / "out" / "report.json").read_text())
-    assert report["splits"]["val"] == {"images": 2, "boxes": 0}
+    assert report["splits"]["val"] == {"images": 2, "boxes": 0, "crowd_boxes": 0}
     next_line = next(line for line in result.output.splitlines() if line.startswith("next: "))
     assert next_line.startswith("next: edge-trash analyze") and "edge-trash train --data" not in next_line
     result = CliRunner().invoke(cli, ["analyze", "--tfrecords", str(tmp_path / "out"), "--out", str(tmp_path / "an")])
@@ -1436,3 +1436,48 @@ def test_an_image_id_of_zero_is_held_out_like_any_other():
             got = assign_splits(list(classes), classes, 0.1, 0.0, seed, keys=keys)
             splits.append({name: sorted(i - base for i in ids) for name, ids in got.items()})
         assert splits[0] == splits[1], seed
+
+
+def test_crowd_regions_count_for_no_class_or_split_that_training_and_ap_need(tmp_path):
+    """Training and COCO's AP leave crowd regions (iscrowd 1) out: a class with only crowd boxes in train was not
+    called unlearnable, a val of crowd boxes alone got a `train` command that then refused to run."""
+    from click.testing import CliRunner
+
+    from edge_trash.cli import cli
+
+    imgs = tmp_path / "img"
+    cats = [{"id": 1, "name": "can"}, {"id": 2, "name": "tarp"}]
+    for split, n in (("train", 4), ("val", 2)):
+        images = [{"id": 10 * (split == "val") + i, "file_name": f"{split}{i}.jpg", "width": 64, "height": 48}
+                  for i in range(n)]
+        for im in images:
+            _solid_jpeg(imgs / im["file_name"], (64, 48), (20 * im["id"], 90, 90))
+        anns = [{"id": 100 + im["id"] * 2 + k, "image_id": im["id"], "category_id": 1 + k, "bbox": [4, 4, 20, 20],
+                 "iscrowd": int(split == "val" or k == 1)} for im in images for k in range(2)]
+        (tmp_path / f"{split}.json").write_text(json.dumps({"images": images, "annotations": anns,
+                                                            "categories": cats}))
+    out = tmp_path / "out"
+    result = CliRunner().invoke(cli, ["build-tfrecords", "--annotations", str(tmp_path / "train.json"),
+                                      "--annotations", str(tmp_path / "val.json"), "--images", str(imgs),
+                                      "--out", str(out), "--keep-splits", "--workers", "1", "--quiet"])
+    assert result.exit_code == 0, result.output
+    report = json.loads((out / "report.json").read_text())
+    assert report["splits"] == {"train": {"images": 4, "boxes": 8, "crowd_boxes": 4},
+                                "val": {"images": 2, "boxes": 4, "crowd_boxes": 4}}
+    assert [(c["name"], c["boxes"], c["crowd_boxes"]) for c in report["classes"]] == [("can", 6, 2), ("tarp", 6, 6)]
+    assert report["classes_not_in_train"] == ["tarp"]
+    assert report["classes_not_in_val"] == ["can"]  # tarp has no box to score anywhere
+    said = " ".join(result.output.split())
+    assert "splits: train 4 images / 8 boxes (4 crowd), val 2 images / 4 boxes (4 crowd)" in said
+    assert ("warning: 1 class has no box in train, so the model cannot learn it: tarp (only crowd regions, iscrowd 1, "
+            "which training leaves out)") in said
+    assert ("warning: the val split holds 2 images and not one box other than 4 crowd regions, so no AP can be "
+            "measured on it") in said
+    assert said.endswith("--out " + str(out / "analysis"))  # no `edge-trash train` offered: it would refuse
+    result = CliRunner().invoke(cli, ["analyze", "--tfrecords", str(out), "--out", str(tmp_path / "an"), "--no-plots"])
+    stats = json.loads((tmp_path / "an" / "stats.json").read_text())["tfrecords"]["splits"]
+    assert (stats["train"]["crowd_boxes"], stats["val"]["crowd_boxes"]) == (4, 4)
+    said = " ".join(result.output.split())
+    assert ("[tfrecords/train] classes_missing: 1 class has no box other than crowd regions in train, so the model "
+            "cannot learn it: tarp") in said
+    assert "next: these records lack the train or val images (or boxes) edge-trash train needs" in said

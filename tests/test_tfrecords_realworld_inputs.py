@@ -1547,8 +1547,8 @@ def test_categories_sharing_a_name_become_one_class_and_the_summary_says_so(tmp_
         "categories": [{"id": 1, "name": "can"}, {"id": 3, "name": "cup"}, {"id": 4, "name": "cup"}]}))
     report = build_tfrecords(BuildOptions(annotations=ann, images=tmp_path, out=tmp_path / "out",
                                           val_fraction=0, test_fraction=0))
-    assert report["classes"] == [{"id": 1, "name": "can", "boxes": 1, "boxes_by_split": {"train": 1}},
-                                 {"id": 2, "name": "cup", "boxes": 2, "boxes_by_split": {"train": 2}}]
+    assert report["classes"] == [{"id": 1, "name": "can", "boxes": 1, "boxes_by_split": {"train": 1}, "crowd_boxes": 0},
+                                 {"id": 2, "name": "cup", "boxes": 2, "boxes_by_split": {"train": 2}, "crowd_boxes": 0}]
     assert report["categories_merged_by_name"] == [{"name": "cup", "category_ids": [3, 4]}]
     assert "note: categories 3, 4 share the name 'cup' and became one class" in summarize(report, tmp_path, 1.0)
     labels = sorted(int(v) for ex in _examples(tmp_path / "out")
@@ -1968,7 +1968,7 @@ def test_missing_photos_take_no_place_in_the_splits_and_unlearnable_classes_are_
     assert {k: v["images"] for k, v in report["splits"].items()} == {"train": 12, "val": 5, "test": 2}
     assert report["classes_not_in_train"] == ["cup"]
     assert report["classes"][1] == {"id": 2, "name": "cup", "boxes": 0,
-                                    "boxes_by_split": {"train": 0, "val": 0, "test": 0}}
+                                    "boxes_by_split": {"train": 0, "val": 0, "test": 0}, "crowd_boxes": 0}
     assert f"file not found: {tmp_path / 'img' / '40.jpg'}" in {s["reason"] for s in report["images_skipped"]}
     assert ("warning: 1 class has no box in train, so the model cannot learn it: cup (every image with one was "
             "skipped: see images_skipped in report.json)") in summarize(report, out, 1.0).splitlines()

@@ -100,6 +100,7 @@ class BoxEntry:
     class_name: str
     width: float
     height: float
+    crowd: bool = False  # a crowd region (iscrowd 1): training and COCO's AP leave it out
 
 
 @dataclass
@@ -295,7 +296,7 @@ def _json_source(dataset: CocoDataset, paths: Optional[List[SourceImages]], prog
                  workers: int = 1, max_pixels: int = DEFAULT_MAX_PIXELS) -> Source:
     names = {c.id: c.name for c in dataset.categories}
     images = [ImageEntry(im.id, im.file_name, im.width, im.height) for im in dataset.images]
-    boxes = [BoxEntry(b.image_id, names[b.category_id], b.w, b.h) for b in dataset.boxes]
+    boxes = [BoxEntry(b.image_id, names[b.category_id], b.w, b.h, bool(b.iscrowd)) for b in dataset.boxes]
     source = Source("annotations", "original image pixels (the JSON width/height)", images, boxes,
                     [c.name for c in dataset.categories])
     if paths:
@@ -417,7 +418,7 @@ def _record_source(split: str, files: List[Path], label_names: List[str], read_i
             source.picture_keys.append((file_name or source_id, key))
         xmin, ymin = floats(feature, K.BBOX_XMIN), floats(feature, K.BBOX_YMIN)
         xmax, ymax = floats(feature, K.BBOX_XMAX), floats(feature, K.BBOX_YMAX)
-        labels, text = ints(feature, K.CLASS_LABEL), texts(feature, K.CLASS_TEXT)
+        labels, text, crowd = ints(feature, K.CLASS_LABEL), texts(feature, K.CLASS_TEXT), ints(feature, K.IS_CROWD)
         if not len(xmin) == len(ymin) == len(xmax) == len(ymax) == len(labels):
             raise AnalyzeError(f"{where}: box lists of different lengths; build the TFRecords again")
         for i in range(len(xmin)):
@@ -429,7 +430,8 @@ def _record_source(split: str, files: List[Path], label_names: List[str], read_i
                 name = f"label {labels[i]}"
             if name not in source.class_names and name not in seen_names:
                 seen_names.append(name)
-            source.boxes.append(BoxEntry(source_id, name, (xmax[i] - xmin[i]) * width, (ymax[i] - ymin[i]) * height))
+            source.boxes.append(BoxEntry(source_id, name, (xmax[i] - xmin[i]) * width, (ymax[i] - ymin[i]) * height,
+                                         i < len(crowd) and crowd[i] == 1))
         if read_images and source.luma is not None:
             try:
                 source.luma[source_id] = mean_luma(encoded)
@@ -477,7 +479,7 @@ def describe(source: Source, th: Thresholds) -> Dict[str, Any]:
     by_id = {im.image_id: im for im in source.images}
     names = list(source.class_names)
     per_class: Dict[str, Dict[str, Any]] = {
-        n: {"name": n, "instances": 0, "images": set(), "small": 0, "medium": 0, "large": 0, "tiny": 0}
+        n: {"name": n, "instances": 0, "images": set(), "small": 0, "medium": 0, "large": 0, "tiny": 0, "crowd": 0}
         for n in names}
     per_image = Counter()
     sizes = {"small": 0, "medium": 0, "large": 0}
@@ -486,10 +488,11 @@ def describe(source: Source, th: Thresholds) -> Dict[str, Any]:
     for box in source.boxes:
         image = by_id[box.image_id]
         row = per_class.setdefault(box.class_name, {"name": box.class_name, "instances": 0, "images": set(),
-                                                    "small": 0, "medium": 0, "large": 0, "tiny": 0})
+                                                    "small": 0, "medium": 0, "large": 0, "tiny": 0, "crowd": 0})
         area = box.width * box.height
         bucket = size_class(area, th)
         row["instances"] += 1
+        row["crowd"] += box.crowd
         row["images"].add(box.image_id)
         row[bucket] += 1
         sizes[bucket] += 1
@@ -510,6 +513,7 @@ def describe(source: Source, th: Thresholds) -> Dict[str, Any]:
         "frame": source.frame,
         "images": len(source.images),
         "boxes": len(source.boxes),
+        "crowd_boxes": sum(c["crowd"] for c in classes),  # training and COCO's AP leave them out
         "classes": classes,
         "boxes_per_image": {**_summary(counts), "histogram": {str(k): histogram[k] for k in sorted(histogram)}},
         "box_sizes": {
@@ -602,12 +606,16 @@ def find_flags(where: str, stats: Dict[str, Any], th: Thresholds,
                       "message": message, "items": items})
 
     held_out = where.startswith("tfrecords/") and where != "tfrecords/train"
-    missing = [c["name"] for c in stats["classes"] if c["instances"] == 0]
+    missing = [c["name"] for c in stats["classes"] if c["instances"] == c["crowd"]]  # crowd regions count for none
+    if any(c["crowd"] for c in stats["classes"] if c["name"] in missing):
+        missing_what = f"{_n(len(missing), 'class has', 'classes have')} no box other than crowd regions"
+    else:
+        missing_what = f"{_n(len(missing), 'class has', 'classes have')} no box"
     if held_out and missing:  # a class absent from an evaluation split cannot be scored there
-        add("classes_missing", missing, f"{_n(len(missing), 'class has', 'classes have')} no box in this split: "
+        add("classes_missing", missing, f"{missing_what} in this split: "
             + _examples(missing, 8) + "; their AP cannot be measured on this split (collect more, or merge classes)")
     if where == "tfrecords/train" and missing:  # labels.txt names them, training never sees one
-        add("classes_missing", missing, f"{_n(len(missing), 'class has', 'classes have')} no box in train, so the "
+        add("classes_missing", missing, f"{missing_what} in train, so the "
             f"model cannot learn {'it' if len(missing) == 1 else 'them'}: " + _examples(missing, 8)
             + " (collect more, merge or drop them with a --class-map, and rebuild)")
     if not held_out:  # small counts in val/test are expected; the tail matters where the model learns

@@ -129,6 +129,7 @@ def analyze(annotations: Tuple[Path, ...], images: Tuple[Path, ...], tfrecords_g
 
         raise click.ClickException(os_error_message(exc, out))
     click.echo(summarize(stats, out, time.monotonic() - start))
-    split_boxes = {name: split["boxes"] for name, split in (stats.get("tfrecords") or {}).get("splits", {}).items()}
+    split_boxes = {name: split["boxes"] - split["crowd_boxes"]  # training leaves crowd regions out
+                   for name, split in (stats.get("tfrecords") or {}).get("splits", {}).items()}
     click.echo(next_command(annotations, images, tfrecords, (stats.get("annotations") or {}).get("boxes"),
                             split_boxes if tfrecords is not None else None))

@@ -22,7 +22,7 @@ from collections import Counter
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any, Dict, Iterable, Iterator, List, Mapping, Optional, Sequence, Tuple
+from typing import Any, Dict, Iterable, Iterator, List, Mapping, NamedTuple, Optional, Sequence, Tuple
 
 from edge_trash.tfrecords.class_map import build_class_mapping, label_map_pbtxt, read_class_map
 from edge_trash.tfrecords.coco import CocoDataset, load_coco_files
@@ -126,9 +126,10 @@ def examples(items: Sequence[Any], limit: int = 5) -> str:
 
 
 def split_counts(splits: Dict[str, Dict[str, int]]) -> str:
-    """``"train 30 images / 95 boxes, val 1 image / 2 boxes"`` for ``{split: {images, boxes}}``."""
+    """``"train 30 images / 95 boxes (2 crowd), val 1 image / 2 boxes"`` for ``{split: {images, boxes,
+    crowd_boxes}}``."""
     return ", ".join(f"{name} {counted(s['images'], 'image', 'images')} / {counted(s['boxes'], 'box', 'boxes')}"
-                     for name, s in splits.items())
+                     + (f" ({s['crowd_boxes']} crowd)" if s.get("crowd_boxes") else "") for name, s in splits.items())
 
 
 def reasons_by_kind(reasons: Sequence[str], top: int = 6, where: str = "") -> str:
@@ -407,37 +408,50 @@ class _RecordSpool:
         return self.file.read(place[1])
 
 
+class _Converted(NamedTuple):
+    """One converted image, its record waiting in the spool."""
+
+    place: Tuple[int, int]  # in the spool
+    labels: List[int]  # each box's class
+    learnable: List[int]  # the classes of the boxes that are not crowd regions
+    sha256: str  # of the stored JPEG
+
+
 @dataclass
 class _Written:
     """What :func:`_write_splits` wrote, per split."""
 
     shards: List[Dict[str, Any]]  # {file, records, bytes}
-    stats: Dict[str, Dict[str, int]]  # split -> {images, boxes}
+    stats: Dict[str, Dict[str, int]]  # split -> {images, boxes, crowd_boxes}
     ids: Dict[str, List[int]]  # split -> image ids in record order
     class_boxes: Dict[str, List[int]]  # split -> boxes per class (index = class id - 1)
+    learnable: Dict[str, List[int]]  # split -> boxes per class that are not crowd regions (training's, COCO AP's)
     same_pixels: Dict[str, List[Tuple[int, str]]]  # sha256 of the stored JPEG -> [(image id, split)]
 
 
-def _write_splits(out: Path, plan: List[Tuple[str, List[int]]],
-                  converted: Dict[int, Tuple[Tuple[int, int], List[int], str]], spool: _RecordSpool,
+def _write_splits(out: Path, plan: List[Tuple[str, List[int]]], converted: Dict[int, _Converted], spool: _RecordSpool,
                   shard_size: int, classes: int, staged: _StagedFiles) -> _Written:
     """Write each split's shards in plan order from the spooled records (``converted``: image id ->
-    (spool place, class labels, sha256)) into ``staged``; a failure leaves no half-written shard."""
-    written = _Written([], {}, {}, {}, {})
+    :class:`_Converted`) into ``staged``; a failure leaves no half-written shard."""
+    written = _Written([], {}, {}, {}, {}, {})
     writers = {split: _ShardWriter(out, split, len(members), shard_size, staged) for split, members in plan}
     try:
         for split, members in plan:
-            stats = written.stats[split] = {"images": 0, "boxes": 0}
+            stats = written.stats[split] = {"images": 0, "boxes": 0, "crowd_boxes": 0}
             counts = written.class_boxes[split] = [0] * classes
+            learnable = written.learnable[split] = [0] * classes
             written.ids[split] = list(members)
             for pos, iid in enumerate(members):
-                place, labels, digest = converted[iid]
-                writers[split].write(pos, spool.read(place))
-                written.same_pixels.setdefault(digest, []).append((iid, split))
-                for label in labels:
+                record = converted[iid]
+                writers[split].write(pos, spool.read(record.place))
+                written.same_pixels.setdefault(record.sha256, []).append((iid, split))
+                for label in record.labels:
                     counts[label - 1] += 1
+                for label in record.learnable:
+                    learnable[label - 1] += 1
                 stats["images"] += 1
-                stats["boxes"] += len(labels)
+                stats["boxes"] += len(record.labels)
+                stats["crowd_boxes"] += len(record.labels) - len(record.learnable)
             writers[split].finish()
     except BaseException:
         for writer in writers.values():
@@ -598,13 +612,13 @@ def _plan_again(dataset: CocoDataset, options: BuildOptions, target_of: Dict[int
 
 
 def _classes_not_in_val(names: Sequence[str], options: BuildOptions, split_ids: Mapping[str, Sequence[int]],
-                        split_class_boxes: Mapping[str, Sequence[int]],
-                        converted: Mapping[int, Tuple[Any, List[int], str]]) -> List[str]:
-    """The classes written in two images or more with no box in val (none with --folds, or without a val)."""
+                        learnable: Mapping[str, Sequence[int]], converted: Mapping[int, _Converted]) -> List[str]:
+    """The classes of two images or more with no box in val (none with --folds, or without a val); crowd
+    regions count for neither (COCO's AP leaves them out)."""
     if options.folds or not (options.val_fraction if not options.keep_splits else split_ids.get("val")):
         return []
-    images = Counter(label for ids in split_ids.values() for i in ids for label in set(converted[i][1]))
-    in_val = split_class_boxes.get("val", [0] * len(names))
+    images = Counter(label for ids in split_ids.values() for i in ids for label in set(converted[i].learnable))
+    in_val = learnable.get("val", [0] * len(names))
     return [n for i, n in enumerate(names) if images[i + 1] >= 2 and not in_val[i]]
 
 
@@ -795,7 +809,7 @@ def _build(options: BuildOptions, progress: bool, lock: _OutLock) -> Dict[str, A
     # val or test, nor a rare class's only training image. Records wait in a spool (about the output's size).
     jobs = [ImageJob(im.id, str(found[im.id][0]), im.width, im.height, options.max_size, options.max_pixels,
                      options.quality) for im in dataset.images if im.id in found]
-    converted: Dict[int, Tuple[Tuple[int, int], List[int], str]] = {}  # id -> (spool place, labels, sha256)
+    converted: Dict[int, _Converted] = {}
     image_notes: List[Dict[str, Any]] = []
     subpixel: List[int] = []  # images with a box under one stored pixel wide or high (shrunk to --max-size)
     staged = _StagedFiles()  # renamed into place together: a failure leaves the earlier build as it was
@@ -819,7 +833,8 @@ def _build(options: BuildOptions, progress: bool, lock: _OutLock) -> Dict[str, A
                 digest = hashlib.sha256(result.jpeg or b"").hexdigest()  # image/key/sha256, and duplicate pictures
                 record = make_example_bytes(result.jpeg or b"", result.width, result.height,
                                             readable_text(im.file_name), str(im.id), objects, sha256_hex=digest)
-                converted[im.id] = (spool.append(record), [o.label for o in objects], digest)
+                converted[im.id] = _Converted(spool.append(record), [o.label for o in objects],
+                                              [o.label for o in objects if not o.is_crowd], digest)
             if len(converted) < len(found):  # a file that could not be read: split the others anew
                 plan, units = _plan_again(dataset, options, mapping.target_of_category, plan, units,
                                           {iid: v for iid, v in found.items() if iid in converted}, copies,
@@ -828,6 +843,7 @@ def _build(options: BuildOptions, progress: bool, lock: _OutLock) -> Dict[str, A
 
         split_stats, split_ids, split_class_boxes = written.stats, written.ids, written.class_boxes
         class_boxes = [sum(counts[i] for counts in split_class_boxes.values()) for i in range(len(names))]
+        learnable = [sum(counts[i] for counts in written.learnable.values()) for i in range(len(names))]
         files = {shard["file"] for shard in written.shards}
         stale_shards = sorted(p.name for p in out.iterdir() if SHARD_RE.match(p.name) and p.name not in files)
 
@@ -877,7 +893,7 @@ def _build(options: BuildOptions, progress: bool, lock: _OutLock) -> Dict[str, A
             # the same picture under several image entries; across splits it inflates held-out scores
             "duplicate_images": duplicate_images,
             # records with no box: images without annotations, and those whose boxes the class mapping dropped
-            "background_images": sum(1 for ids in split_ids.values() for i in ids if not converted[i][1]),
+            "background_images": sum(1 for ids in split_ids.values() for i in ids if not converted[i].labels),
             "splits": split_stats,
             "split_units": units.as_report() if units else None,  # images kept in one split together
             # val/test frames with a neighbouring frame in train: near copies that inflate held-out scores
@@ -887,13 +903,14 @@ def _build(options: BuildOptions, progress: bool, lock: _OutLock) -> Dict[str, A
             "variants_in_several_splits": variants_across_splits([(im.id, im.file_name) for im in dataset.images],
                                                                  split_of_written),
             "classes": [{"id": i + 1, "name": n, "boxes": class_boxes[i],
-                         "boxes_by_split": {split: counts[i] for split, counts in split_class_boxes.items()}}
+                         "boxes_by_split": {split: counts[i] for split, counts in split_class_boxes.items()},
+                         "crowd_boxes": class_boxes[i] - learnable[i]}
                         for i, n in enumerate(names)],
-            # classes the model cannot learn: no box in train (with folds: none at all)
+            # classes the model cannot learn: no box in train other than crowd regions (with folds: none at all)
             "classes_not_in_train": [n for i, n in enumerate(names)
-                                     if not split_class_boxes.get("train", class_boxes)[i]],
+                                     if not written.learnable.get("train", learnable)[i]],
             # classes of two images or more that val cannot score: val too small for every class, or given so
-            "classes_not_in_val": _classes_not_in_val(names, options, split_ids, split_class_boxes, converted),
+            "classes_not_in_val": _classes_not_in_val(names, options, split_ids, written.learnable, converted),
             **mapping.as_report(),
             "image_notes": image_notes,
             "images_folder_hint": _images_folder_hint(found_deeper, Counter(im.source for im in dataset.images),

@@ -126,12 +126,16 @@ def _not_in_train_warning(report: Dict[str, Any]) -> str:
     from edge_trash.tfrecords.build import counted, examples
 
     boxes = {c["name"]: c["boxes"] for c in report["classes"]}
+    crowd = {c["name"]: c.get("crowd_boxes", 0) for c in report["classes"]}
     missing = report["classes_not_in_train"]
     skipped = [n for n in missing if not boxes[n]]
-    held = [n for n in missing if boxes[n]]
+    crowds = [n for n in missing if boxes[n] and crowd[n] == boxes[n]]
+    held = [n for n in missing if boxes[n] > crowd[n]]
     why = []
     if skipped:
         why.append(f"{examples(skipped, 8)} (every image with one was skipped: see images_skipped in report.json)")
+    if crowds:
+        why.append(f"{examples(crowds, 8)} (only crowd regions, iscrowd 1, which training leaves out)")
     if held:
         why.append(f"{examples(held, 8)} (only in " + ("the given val/test files" if report["options"].get(
             "keep_splits") else "val/test") + ")")
@@ -158,8 +162,10 @@ def _untrainable_warning(report: Dict[str, Any]) -> str:
         return ("warning: no val split, which `edge-trash train` needs to keep its best checkpoint: "
                 + ("give a val annotation file too" if options.get("keep_splits") else
                    "rebuild with --val-fraction above 0"))
-    if not splits["val"].get("boxes"):
-        return (f"warning: the val split holds {counted(splits['val']['images'], 'image', 'images')} and not one box, "
+    val = splits["val"]
+    if val["boxes"] == val["crowd_boxes"]:  # COCO's AP leaves crowd regions out
+        crowd = f" other than {counted(val['crowd_boxes'], 'crowd region', 'crowd regions')}" if val["boxes"] else ""
+        return (f"warning: the val split holds {counted(val['images'], 'image', 'images')} and not one box{crowd}, "
                 "so no AP can be measured on it and `edge-trash train` cannot choose its best checkpoint: "
                 + ("give a val annotation file with boxes" if options.get("keep_splits") else
                    "rebuild with a larger --val-fraction or more annotated images"))
@@ -478,7 +484,8 @@ def build_tfrecords(annotations: Tuple[Path, ...], images: Tuple[Path, ...], kee
                      + [f"--images {shell_word(f)}" for f in folders])
     from edge_trash.tfrecords.split_layout import train_command
 
-    train = train_command(out, {name: split["boxes"] for name, split in report["splits"].items()})
+    train = train_command(out, {name: split["boxes"] - split["crowd_boxes"]  # training leaves crowd regions out
+                                for name, split in report["splits"].items()})
     click.echo(f"next: edge-trash analyze {given} --tfrecords {shell_word(out)} --out {shell_word(out / 'analysis')}"
                + (f"  |  {train}" if train else ""))
 

@@ -150,14 +150,13 @@ def _split_word(name: str) -> "str | None":
 def other_record_layout(folder: Path, flag: str) -> str:
     """What ``folder`` (given as ``flag``) holds when its TFRecords are not named as ``build-tfrecords``
     names them (Roboflow's export: a folder per split; the TF Object Detection API's ``train.record``), with
-    the commands that let edge-trash read them as they are; "" when it holds no such file."""
+    the commands that let edge-trash read them as they are; "" when it holds no such file, or shards of ours."""
     from edge_trash.tfrecords.split_layout import SHARD_RE
 
-    if not folder.is_dir():
+    if not folder.is_dir() or any(SHARD_RE.match(p.name) for p in folder.iterdir()):
         return ""
     places = [folder] + sorted(p for p in folder.iterdir() if p.is_dir())
-    files = [f for place in places for f in sorted(place.iterdir())
-             if f.is_file() and _RECORD_FILE.search(f.name) and not (place == folder and SHARD_RE.match(f.name))]
+    files = [f for place in places for f in sorted(place.iterdir()) if f.is_file() and _RECORD_FILE.search(f.name)]
     if not files:
         return ""
     by_split: "dict[str, list[Path]]" = {}
@@ -211,7 +210,7 @@ def missing_labels_txt(data_dir: Path) -> str:
     """Why ``--data`` cannot train without ``labels.txt``, and how to write it: from the label map beside the
     records, or (another tool's layout) with the names edge-trash reads."""
     other = other_record_layout(data_dir, "--data")
-    if other and not any(data_dir.glob("*-of-*.tfrecord")):
+    if other:
         return other
     label_map = data_dir / "label_map.pbtxt"
     command = labels_txt_command(data_dir, label_map) if label_map.is_file() else ""

@@ -54,12 +54,11 @@ def training_splits(data_dir: Path, fold: Optional[int] = None) -> Tuple[str, st
     if (data_dir / COMMIT_JOURNAL).exists():
         raise DataSplitError(f"--data {data_dir}: a build-tfrecords failed while moving its files into place, so "
                              "the folder holds shards of two builds: run that build again to finish it")
-    if not any(SHARD_RE.match(p.name) for p in data_dir.glob("*.tfrecord")):
-        from edge_trash.tfrecords.other_formats import other_record_layout
+    from edge_trash.tfrecords.other_formats import other_record_layout
 
-        other = other_record_layout(data_dir, "--data")
-        if other:
-            raise DataSplitError(other)
+    other = other_record_layout(data_dir, "--data")
+    if other:
+        raise DataSplitError(other)
     if not any(data_dir.glob("*.tfrecord")):
         raise DataSplitError(f"--data {data_dir}: no .tfrecord shards; pass the --out folder of "
                              "`edge-trash build-tfrecords`")
@@ -102,8 +101,8 @@ def training_splits(data_dir: Path, fold: Optional[int] = None) -> Tuple[str, st
 
 def train_command(data_dir: Path, boxes: Optional[Mapping[str, int]] = None) -> str:
     """The ``edge-trash train`` command the shards in ``data_dir`` allow, or "" when they lack
-    training or validation images, or boxes where ``boxes`` gives each split's box count (the build's
-    summary says why)."""
+    training or validation images, or boxes where ``boxes`` gives each split's count of boxes other than crowd
+    regions (the build's summary says why)."""
     folds = folds_in(data_dir)
     try:
         specs = training_splits(data_dir, folds[0] if folds else None)
