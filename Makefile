@@ -21,7 +21,7 @@ demo: $(STAMP)
 
 test: $(STAMP)
 	@bash scripts/ensure_chromium.sh
-	$(PY) -m pytest -q -p no:cacheprovider
+	$(PY) -m pytest -q -p no:cacheprovider --durations=15
 
 bench: $(STAMP)
 	PATH="$(CURDIR)/$(VENV)/bin:$$PATH" bash scripts/bench.sh
