@@ -1989,7 +1989,7 @@ def test_ignore_regions_are_crowd_and_scored_annotations_are_said(tmp_path):
         _jpeg(root / f"{i}.jpg", (320, 240))
         for k, (score, ignore) in enumerate(((0.91, 0), (0.12, 1), (0.03, "true"))):
             anns.append({"id": 10 * i + k, "image_id": i, "category_id": 1, "bbox": [10 + 90 * k, 20, 60, 60],
-                         "iscrowd": 0, "score": score, "ignore": ignore})
+                         "iscrowd": 0, "score": score if i < 4 else str(score), "ignore": ignore})  # text too
     anns.append({"id": 99, "image_id": 4, "category_id": 1, "bbox": [5, 150, 40, 40], "ignore": 0})  # Label Studio
     anns.append({"id": 98, "image_id": 4, "category_id": 1, "bbox": [60, 150, 40, 40], "iscrowd": 2})  # odd alone
     anns.append({"id": 97, "image_id": 4, "category_id": 1, "bbox": [110, 150, 40, 40], "iscrowd": 2, "ignore": 1})

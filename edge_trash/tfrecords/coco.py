@@ -709,8 +709,10 @@ def load_coco_files(paths: "Sequence[str | Path]", size_of: Optional[SizeReader]
         elif crowd is None:
             odd_crowd.append(key)
         score = ann.get("score")
-        if type(score) in _NUMBER and math.isfinite(score):
-            scores.append(float(score))
+        if score is not None:
+            score = _coordinate(score)  # a number, or one written as text ("0.87"), as some exporters write it
+            if score is not None:
+                scores.append(score)
         boxes.append(BoxRecord(annotation_id=0, source_id=key, image_id=image.id, category_id=cid,
                                x=box[0], y=box[1], w=box[2], h=box[3], iscrowd=crowd or 0, clipped=clipped))
     for n, box in enumerate(boxes, start=1):
