@@ -1386,24 +1386,27 @@ def test_image_ids_written_as_text_are_numbered_after_the_numeric_ones(tmp_path)
         "categories": [{"id": 1, "name": "can"}]}))
     report = build_tfrecords(BuildOptions(annotations=ann, images=tmp_path, out=tmp_path / "out",
                                           val_fraction=0, test_fraction=0))
-    assert report["image_ids_numbered"] == 2
-    assert sorted(json.loads((tmp_path / "out" / "splits.json").read_text())["splits"]["train"]) == [7, 8, 9]
+    assert report["image_ids_numbered"] == 1
+    assert sorted(json.loads((tmp_path / "out" / "splits.json").read_text())["splits"]["train"]) == [7, 8]
     assert sorted((n["image_id"], n["file_name"], n["notes"][0]) for n in report["image_notes"]) == [
         (8, "a.jpg", "image id '000a1249af2bc5f0' is text: numbered 8 (splits.json and image/source_id hold the "
-                     "number)"),
-        (9, "c.jpg", "image id '0b3c' is text: numbered 9 (splits.json and image/source_id hold the number)")]
-    assert [(s["image_id"], s["reason"]) for s in report["images_skipped"]] == [
-        ("0b3c", "duplicate image id: only the first entry ('c.jpg') is used, and every box with this image_id is "
-                 "placed on it; if this entry's boxes are on 'd.jpg', give it an id of its own"),
-        ("broken", "'file_name' must be a non-empty string, got ''"),
-        (7, "duplicate image id: the same entry twice, the first is used")]
+                     "number)")]
+    # ' 0b3c ' and '0b3c' name two files: box 3 could be on either, so neither image is written (it was put on c.jpg)
+    shared = ("duplicate image id: 2 different files ('c.jpg', 'd.jpg') have this id, so which of them each box with "
+              "it is on cannot be told, and none is written; give each image its own id (two COCO files joined into "
+              "one? give each as its own --annotations: clashing ids are renumbered)")
+    assert [(s["image_id"], s["file_name"], s["reason"]) for s in report["images_skipped"]] == [
+        ("0b3c", "c.jpg", shared), ("0b3c", "d.jpg", shared),
+        ("broken", None, "'file_name' must be a non-empty string, got ''"),
+        (7, "b.jpg", "duplicate image id: the same entry twice, the first is used")]
     assert [(d["annotation_id"], d["reason"]) for d in report["boxes_dropped"]] == [
-        (4, "its image was skipped"), (5, "unknown image_id 'nowhere' (no entry in 'images')")]
+        (3, "its image was skipped"), (4, "its image was skipped"),
+        (5, "unknown image_id 'nowhere' (no entry in 'images')")]
     assert {int(ex.features.feature["image/source_id"].bytes_list.value[0]) for ex in _examples(tmp_path / "out")} \
-        == {7, 8, 9}
-    assert "image ids written as text, numbered after the numeric ones: 2 " in summarize(report, tmp_path, 1.0)
+        == {7, 8}
+    assert "image ids written as text, numbered after the numeric ones: 1 " in summarize(report, tmp_path, 1.0)
     stats = analyze(ann, None, out=tmp_path / "analysis", plots=False)
-    assert stats["annotations"]["problems"]["image_ids_as_text"] == 2
+    assert stats["annotations"]["problems"]["image_ids_as_text"] == 1
 
 
 def test_image_ids_beyond_64_bits_are_numbered_like_text_ids(tmp_path):
@@ -2017,3 +2020,42 @@ def test_ignore_regions_are_crowd_and_scored_annotations_are_said(tmp_path):
     kinds = {f["kind"]: f for f in stats["flags"]}
     assert kinds["ignored_as_crowd"]["count"] == 9 and kinds["annotations_with_score"]["count"] == 12
     assert stats["annotations"]["problems"]["annotations_with_score"]["median"] == 0.12
+
+
+def test_an_image_id_given_to_two_files_writes_neither_rather_than_boxes_on_the_wrong_photo(tmp_path):
+    """Two COCO files joined by hand (a Kaggle upload) number images and boxes from 1 in both: every box was put on
+    the first file's image with its id, so the second file's boxes were trained on the wrong photos."""
+    from click.testing import CliRunner
+
+    from edge_trash.cli import cli
+
+    images, anns = [], []
+    for prefix in ("a", "b"):
+        for i in range(1, 4):
+            _jpeg(tmp_path / "img" / f"{prefix}_{i}.jpg", (64, 48))
+            images.append({"id": i, "file_name": f"{prefix}_{i}.jpg", "width": 64, "height": 48})
+            anns.append({"id": i, "image_id": i, "category_id": 1, "bbox": [4, 4, 20, 20]})
+    _jpeg(tmp_path / "img" / "c.jpg", (64, 48))
+    images += [{"id": 4, "file_name": "c.jpg", "width": 64, "height": 48},
+               {"id": 4, "file_name": "./c.jpg", "width": 64, "height": 48}]  # the same file twice: kept once
+    anns.append({"id": 9, "image_id": 4, "category_id": 1, "bbox": [8, 8, 20, 20]})
+    ann = tmp_path / "joined.json"
+    ann.write_text(json.dumps({"images": images, "annotations": anns, "categories": [{"id": 1, "name": "can"}]}))
+    out = tmp_path / "out"
+    result = CliRunner().invoke(cli, ["build-tfrecords", "--annotations", str(ann), "--images", str(tmp_path / "img"),
+                                      "--out", str(out), "--val-fraction", "0", "--test-fraction", "0"])
+    assert result.exit_code == 0, result.output
+    report = json.loads((out / "report.json").read_text())
+    assert (report["images_written"], report["boxes_written"]) == (1, 1)
+    assert sorted((s["image_id"], s["file_name"]) for s in report["images_skipped"]) == [
+        (1, "a_1.jpg"), (1, "b_1.jpg"), (2, "a_2.jpg"), (2, "b_2.jpg"), (3, "a_3.jpg"), (3, "b_3.jpg"), (4, "./c.jpg")]
+    assert sorted(d["annotation_id"] for d in report["boxes_dropped"]) == [1, 1, 2, 2, 3, 3]  # as the file has them
+    assert report["image_ids_of_several_files"] == [1, 2, 3]
+    assert ("warning: 3 image ids are each given to different files (1, 2, 3; two COCO files joined into one?): which "
+            "photo each of their boxes is on cannot be told, so none of those images is written "
+            "(image_ids_of_several_files in report.json); give each image its own id, or each file as its own "
+            "--annotations (clashing ids are renumbered)") in " ".join(result.output.split())
+    assert [s["reason"] for s in report["images_skipped"] if s["file_name"] == "b_3.jpg"] == [
+        "duplicate image id: 2 different files ('a_3.jpg', 'b_3.jpg') have this id, so which of them each box with it "
+        "is on cannot be told, and none is written; give each image its own id (two COCO files joined into one? give "
+        "each as its own --annotations: clashing ids are renumbered)"]

@@ -885,6 +885,7 @@ def _build(options: BuildOptions, progress: bool, lock: _OutLock) -> Dict[str, A
             "boxes_under_a_stored_pixel": {"boxes": len(subpixel), "image_ids": sorted(set(subpixel))},
             "bbox_format_warning": dataset.bbox_format_warning(),
             "duplicate_annotation_ids": dataset.duplicate_annotation_ids,
+            "image_ids_of_several_files": dataset.image_ids_of_several_files,  # none of their images written
             "iscrowd_not_understood": dataset.iscrowd_not_understood,  # annotation ids, read as not crowd
             "ignored_as_crowd": dataset.ignored_as_crowd,  # annotation ids with "ignore": 1, written as crowd
             "annotations_with_score": score_summary(dataset.scores),  # predictions used as labels?

@@ -277,6 +277,12 @@ def summarize(report: Dict[str, Any], out: Path, seconds: float) -> str:
     if report.get("image_ids_numbered"):
         lines.append(f"image ids written as text, numbered after the numeric ones: {report['image_ids_numbered']} "
                      "(splits.json and image/source_id hold the numbers; image_notes map them back)")
+    if report.get("image_ids_of_several_files"):
+        shared = report["image_ids_of_several_files"]
+        lines.append(f"warning: {counted(len(shared), 'image id is', 'image ids are')} each given to different files "
+                     f"({examples(shared)}; two COCO files joined into one?): which photo each of their boxes is on "
+                     "cannot be told, so none of those images is written (image_ids_of_several_files in report.json); "
+                     "give each image its own id, or each file as its own --annotations (clashing ids are renumbered)")
     if report["duplicate_annotation_ids"]:
         lines.append(f"duplicate annotation ids (kept, renumbered): {len(report['duplicate_annotation_ids'])}")
     if report.get("iscrowd_not_understood"):

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import math
+import posixpath
 import re
 import unicodedata
 from collections import Counter
@@ -139,6 +140,8 @@ class CocoDataset:
     boxes_from_segmentation: int = 0  # no 'bbox' (or [] or [0, 0, 0, 0]): the box came from the mask
     boxes_rotated: int = 0  # CVAT's rotated boxes ('attributes.rotation'), kept as the upright box around them
     duplicate_annotation_ids: List[Any] = field(default_factory=list)
+    # image ids that entries give to different files: none of those images is written (a box's photo is unknown)
+    image_ids_of_several_files: List[Any] = field(default_factory=list)
     # image id -> what was done when the JSON had no usable width/height (read from the file)
     size_notes: Dict[int, str] = field(default_factory=dict)
     # image id -> where its file name came from when the entry had no 'file_name' (LVIS: its 'coco_url')
@@ -371,11 +374,13 @@ def _name_from_url(im: Dict[str, Any]) -> Optional[str]:
     return path or None
 
 
-def _parse_images(raw: List[Any], size_of: Optional[SizeReader] = None, sources: Optional[List[int]] = None
+def _parse_images(raw: List[Any], size_of: Optional[SizeReader] = None, sources: Optional[List[int]] = None,
+                  shared: Optional[Dict[Any, str]] = None
                   ) -> Tuple[List[ImageRecord], List[Rejected], Dict[int, str], Dict[str, int], Dict[int, str]]:
     """``(images, rejected, size_notes, text_ids, name_notes)``. Ids written as text are numbered
     after the largest numeric id, in file order (``text_ids``: text -> number); an entry without
-    ``file_name`` takes its ``coco_url``'s path (``name_notes`` say so)."""
+    ``file_name`` takes its ``coco_url``'s path (``name_notes`` say so); entries with an id of ``shared``
+    (``{id: reason}``) are rejected."""
     images: List[ImageRecord] = []
     rejected: List[Rejected] = []
     size_notes: Dict[int, str] = {}
@@ -383,7 +388,7 @@ def _parse_images(raw: List[Any], size_of: Optional[SizeReader] = None, sources:
     text_ids: Dict[str, int] = {}
     first_free = _first_free_id(raw)
     seen: set = set()
-    first_names: Dict[Any, Any] = {}
+    shared = shared or {}  # ids of several files (see _ids_of_several_files): each with its reason
     for i, im in enumerate(raw):
         if not isinstance(im, dict):
             rejected.append(Rejected("image", f"images[{i}]", None, f"not an object: {im!r}"[:200]))
@@ -395,10 +400,13 @@ def _parse_images(raw: List[Any], size_of: Optional[SizeReader] = None, sources:
                                      name if isinstance(name, str) else None))
             continue
         shown = text if text is not None else int(iid)  # the id as reports name it
+        if shown in shared:
+            rejected.append(Rejected("image", shown, shown, shared[shown], name if isinstance(name, str) else None))
+            continue
         duplicate = text in text_ids if text is not None else shown in seen
         if duplicate:
-            rejected.append(Rejected("image", shown, shown, _duplicate_image_reason(first_names.get(shown), name),
-                                     name if isinstance(name, str) else None))
+            rejected.append(Rejected("image", shown, shown, "duplicate image id: the same entry twice, the first is "
+                                     "used", name if isinstance(name, str) else None))
             continue
         iid = first_free + len(text_ids) if text is not None else int(iid)
         if name is None:
@@ -434,7 +442,6 @@ def _parse_images(raw: List[Any], size_of: Optional[SizeReader] = None, sources:
             w, h = size
             size_notes[iid] = f"'width'/'height' are {given} in the JSON: used {w}x{h} read from the file"
         seen.add(iid)
-        first_names[shown] = name
         if text is not None:
             text_ids[text] = iid
         images.append(ImageRecord(iid, name, int(w), int(h), sources[i] if sources else 0,
@@ -602,11 +609,32 @@ def _placeholder_bbox(bbox: Any) -> bool:
         len(bbox) == 4 and all(type(v) in _NUMBER and v == 0 for v in bbox))))
 
 
-def _duplicate_image_reason(first: Any, name: Any) -> str:
-    if first == name:
-        return "duplicate image id: the same entry twice, the first is used"
-    return (f"duplicate image id: only the first entry ({first!r}) is used, and every box with this image_id is "
-            f"placed on it; if this entry's boxes are on {name!r}, give it an id of its own")
+def _file_key(name: Any) -> Any:
+    """A ``file_name`` as a path to compare (``./a.jpg``, ``a.jpg`` and ``sub\\..\\a.jpg`` alike)."""
+    return posixpath.normpath(name.replace("\\", "/")) if isinstance(name, str) else name
+
+
+def _ids_of_several_files(raw: List[Any]) -> Dict[Any, str]:
+    """Image ids (as reports name them) that entries give to different files, each with the reason none of
+    them is written: a box with that id cannot be placed (two COCO files joined by hand number both from 1)."""
+    names: Dict[Any, List[Any]] = {}
+    for im in raw:
+        if isinstance(im, dict):
+            iid = im.get("id")
+            text = text_id(iid)
+            key = text if text is not None else int(iid) if is_integral(iid) else None
+            if key is not None:
+                names.setdefault(key, []).append(im.get("file_name"))
+    shared = {}
+    for key, given in names.items():
+        files = list(dict.fromkeys(_file_key(n) for n in given))
+        if len(given) > 1 and len(files) > 1:
+            shown = ", ".join(repr(n) for n in files[:3]) + (f" and {len(files) - 3} more" if len(files) > 3 else "")
+            shared[key] = (f"duplicate image id: {len(files)} different files ({shown}) have this id, so which of them "
+                           "each box with it is on cannot be told, and none is written; give each image its own id "
+                           "(two COCO files joined into one? give each as its own --annotations: clashing ids are "
+                           "renumbered)")
+    return shared
 
 
 def load_coco(path: "str | Path", size_of: Optional[SizeReader] = None) -> CocoDataset:
@@ -651,7 +679,9 @@ def load_coco_files(paths: "Sequence[str | Path]", size_of: Optional[SizeReader]
     categories = _parse_categories(path, data["categories"])
     cat_ids = {c.id for c in categories}
     text_cat_ids = {c.text_id: c.id for c in categories if c.text_id is not None}
-    images, rejected_images, size_notes, text_ids, name_notes = _parse_images(data["images"], size_of, image_source)
+    shared = _ids_of_several_files(data["images"])
+    images, rejected_images, size_notes, text_ids, name_notes = _parse_images(data["images"], size_of, image_source,
+                                                                              shared)
     by_id = {im.id: im for im in images}
     # ids of rejected image entries, as text: "7" for 7, 7.0 and "7"; "IMG_1" for "IMG_1"
     rejected_ids = {_id_text(r.image_id) for r in rejected_images if r.image_id is not None}
@@ -723,7 +753,8 @@ def load_coco_files(paths: "Sequence[str | Path]", size_of: Optional[SizeReader]
                        rejected_images=rejected_images, rejected_boxes=rejected_boxes,
                        boxes_total=len(data["annotations"]), boxes_clipped=clipped_count,
                        boxes_from_segmentation=from_segmentation, boxes_rotated=rotated,
-                       duplicate_annotation_ids=duplicates, size_notes=size_notes, name_notes=name_notes,
+                       duplicate_annotation_ids=duplicates, image_ids_of_several_files=sorted(shared, key=str),
+                       size_notes=size_notes, name_notes=name_notes,
                        sources=sources,
                        boxes_read_as_corners=as_corners, text_image_ids=text_ids,
                        images_with_every_box_dropped={i: n for i, n in dropped_of_image.items() if i not in with_box},
