@@ -2059,3 +2059,52 @@ def test_an_image_id_given_to_two_files_writes_neither_rather_than_boxes_on_the_
         "duplicate image id: 2 different files ('a_3.jpg', 'b_3.jpg') have this id, so which of them each box with it "
         "is on cannot be told, and none is written; give each image its own id (two COCO files joined into one? give "
         "each as its own --annotations: clashing ids are renumbered)"]
+
+
+def test_class_ids_numbered_from_0_against_categories_from_1_are_named_with_the_fix(tmp_path):
+    """A YOLO-to-COCO script that numbers the categories 1..N but writes each box's YOLO class (0..N-1): the boxes of
+    class 0 were dropped as "unknown category_id" and every other box written as the class before its own, silently."""
+    import subprocess
+
+    from click.testing import CliRunner
+
+    from edge_trash.cli import cli
+    from edge_trash.tfrecords.analyze import analyze
+
+    names = ["AluCan", "Glass", "HDPEM", "PET"]
+    images, anns = [], []
+    for i in range(12):
+        _jpeg(tmp_path / "img" / f"{i}.jpg", (64, 48), (20 * i, 90, 90))
+        images.append({"id": i, "file_name": f"{i}.jpg", "width": 64, "height": 48})
+        anns.append({"id": i, "image_id": i, "category_id": i % 4, "bbox": [4, 4, 20, 20]})  # the YOLO class
+    ann = tmp_path / "annotations.json"
+    ann.write_text(json.dumps({"images": images, "annotations": anns,
+                               "categories": [{"id": k + 1, "name": n} for k, n in enumerate(names)]}))
+    args = ["--images", str(tmp_path / "img"), "--val-fraction", "0", "--test-fraction", "0"]
+    result = CliRunner().invoke(cli, ["build-tfrecords", "--annotations", str(ann), "--out", str(tmp_path / "o1"),
+                                      *args])
+    assert result.exit_code == 0, result.output
+    fixed = tmp_path / "annotations_ids_from_1.json"
+    fix = ("python -c \"import json, sys; d = json.load(open(sys.argv[1])); [a.update(category_id=a['category_id'] + "
+           "1) for a in d['annotations']]; json.dump(d, open(sys.argv[2], 'w'))\" " f"{ann} {fixed}")
+    said = ("the annotations seem to number their classes from 0 and the categories from 1 (a YOLO conversion?): 3 "
+            "annotations use category_id 0, which no category has, and none uses 4 ('PET'); read as they are, every "
+            "other box is written as the class listed just before its own (a 'Glass' box as 'AluCan'). If so, add 1 "
+            f"to each annotation's category_id ({fix}) and build again")
+    assert f"warning: {said}" in result.output.splitlines()
+    report = json.loads((tmp_path / "o1" / "report.json").read_text())
+    assert report["unknown_category_ids"] == {"0": 3} and report["category_ids_warning"] == said
+    stats = analyze(ann, None, out=tmp_path / "a1", plots=False)
+    assert [f["message"] for f in stats["flags"] if f["kind"] == "category_ids_from_0"] == [said]
+    subprocess.run(fix.replace("python", sys.executable, 1), shell=True, check=True)  # what the user copies
+    result = CliRunner().invoke(cli, ["build-tfrecords", "--annotations", str(fixed), "--out", str(tmp_path / "o2"),
+                                      *args])
+    report = json.loads((tmp_path / "o2" / "report.json").read_text())
+    assert report["category_ids_warning"] is None and report["boxes_written"] == 12
+    assert [(c["name"], c["boxes"]) for c in report["classes"]] == [(n, 3) for n in names]
+    # ids 0..3 with categories 0..3 are read as they are; so is one stray id 0 when class N has boxes
+    for cats, ids in ((range(4), [i % 4 for i in range(12)]), (range(1, 5), [0] + [1 + i % 4 for i in range(11)])):
+        ann.write_text(json.dumps({"images": images, "categories": [{"id": k, "name": f"c{k}"} for k in cats],
+                                   "annotations": [dict(a, category_id=c) for a, c in zip(anns, ids)]}))
+        stats = analyze(ann, None, out=tmp_path / "a2", plots=False)
+        assert stats["annotations"]["problems"]["category_ids_warning"] is None

@@ -884,6 +884,8 @@ def _build(options: BuildOptions, progress: bool, lock: _OutLock) -> Dict[str, A
             # boxes kept that the shrink to --max-size left under one pixel wide or high: no detector sees them
             "boxes_under_a_stored_pixel": {"boxes": len(subpixel), "image_ids": sorted(set(subpixel))},
             "bbox_format_warning": dataset.bbox_format_warning(),
+            "unknown_category_ids": {str(k): n for k, n in dataset.unknown_category_ids.items()},  # -> annotations
+            "category_ids_warning": dataset.category_ids_warning(),
             "duplicate_annotation_ids": dataset.duplicate_annotation_ids,
             "image_ids_of_several_files": dataset.image_ids_of_several_files,  # none of their images written
             "iscrowd_not_understood": dataset.iscrowd_not_understood,  # annotation ids, read as not crowd

@@ -142,6 +142,8 @@ class CocoDataset:
     duplicate_annotation_ids: List[Any] = field(default_factory=list)
     # image ids that entries give to different files: none of those images is written (a box's photo is unknown)
     image_ids_of_several_files: List[Any] = field(default_factory=list)
+    # category_id values of annotations that no category has -> how many annotations use each
+    unknown_category_ids: Dict[Any, int] = field(default_factory=dict)
     # image id -> what was done when the JSON had no usable width/height (read from the file)
     size_notes: Dict[int, str] = field(default_factory=dict)
     # image id -> where its file name came from when the entry had no 'file_name' (LVIS: its 'coco_url')
@@ -173,6 +175,29 @@ class CocoDataset:
                 "[x1, y1, x2, y2] corners inside it: the file's 'bbox' is probably written as corners, not COCO's "
                 "[x, y, width, height]. Convert it (width = x2 - x1, height = y2 - y1) and run again, or every "
                 "box is trained too large")
+
+    def category_ids_warning(self) -> Optional[str]:
+        """A warning when the annotations number their classes from 0 and the categories from 1 (a YOLO
+        conversion): id 0 is in no category, the categories are 1..N, and no annotation uses N. Read as they
+        are, the boxes of id 0 are dropped and every other box takes the class listed before its own."""
+        ids = sorted(c.id for c in self.categories)
+        used = {b.category_id for b in self.boxes}
+        n = len(ids)
+        if n < 2 or ids != list(range(1, n + 1)) or not self.unknown_category_ids.get(0) or n in used or \
+                set(self.unknown_category_ids) != {0}:
+            return None
+        names = {c.id: c.name for c in self.categories}
+        paths = [str(src.path) for src in self.sources] or [str(self.path)]
+        from edge_trash.terminal import shell_word
+
+        fix = ("python -c \"import json, sys; d = json.load(open(sys.argv[1])); [a.update(category_id=a['category_id'] + 1) "
+               "for a in d['annotations']]; json.dump(d, open(sys.argv[2], 'w'))\" "
+               f"{shell_word(paths[0])} {shell_word(str(Path(paths[0]).with_suffix('')) + '_ids_from_1.json')}")
+        return (f"the annotations seem to number their classes from 0 and the categories from 1 (a YOLO conversion?): "
+                f"{self.unknown_category_ids[0]} annotations use category_id 0, which no category has, and none uses "
+                f"{n} ({names[n]!r}); read as they are, every other box is written as the class listed just before "
+                f"its own (a {names[2]!r} box as {names[1]!r}). If so, add 1 to each annotation's category_id"
+                + (f" ({fix})" if len(paths) == 1 else f" in each of {', '.join(paths)}") + " and build again")
 
     def boxes_by_image(self) -> Dict[int, List[BoxRecord]]:
         """Boxes grouped by image id (every image present, possibly with an empty list), each image's
@@ -697,6 +722,7 @@ def load_coco_files(paths: "Sequence[str | Path]", size_of: Optional[SizeReader]
     ignored: List[Any] = []  # annotation ids marked "ignore": 1 (CityPersons, VisDrone, TinyPerson conversions)
     scores: List[float] = []  # a model's confidence, on annotations that are predictions (pseudo-labels)
     dropped_of_image: Counter = Counter()  # image id -> its annotations dropped as unusable
+    unknown_cats: Counter = Counter()  # a category_id no category has -> its annotations
     for i, ann in enumerate(data["annotations"]):
         if not isinstance(ann, dict):
             rejected_boxes.append(Rejected("annotation", f"annotations[{i}]", None,
@@ -717,6 +743,7 @@ def load_coco_files(paths: "Sequence[str | Path]", size_of: Optional[SizeReader]
         text = text_id(cid) if text_cat_ids else None  # the fast path skips it for files with numeric ids
         cid = as_int(cid) if text is None else text_cat_ids.get(text)
         if cid not in cat_ids:
+            unknown_cats[cid if cid is not None else repr(ann.get("category_id"))] += 1
             rejected_boxes.append(Rejected("annotation", key, iid,
                                            f"unknown category_id {ann.get('category_id')!r} (not in 'categories')"))
             dropped_of_image[image.id] += 1
@@ -754,6 +781,7 @@ def load_coco_files(paths: "Sequence[str | Path]", size_of: Optional[SizeReader]
                        boxes_total=len(data["annotations"]), boxes_clipped=clipped_count,
                        boxes_from_segmentation=from_segmentation, boxes_rotated=rotated,
                        duplicate_annotation_ids=duplicates, image_ids_of_several_files=sorted(shared, key=str),
+                       unknown_category_ids=dict(unknown_cats),
                        size_notes=size_notes, name_notes=name_notes,
                        sources=sources,
                        boxes_read_as_corners=as_corners, text_image_ids=text_ids,
