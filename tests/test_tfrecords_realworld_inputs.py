@@ -2108,3 +2108,32 @@ def test_class_ids_numbered_from_0_against_categories_from_1_are_named_with_the_
                                    "annotations": [dict(a, category_id=c) for a, c in zip(anns, ids)]}))
         stats = analyze(ann, None, out=tmp_path / "a2", plots=False)
         assert stats["annotations"]["problems"]["category_ids_warning"] is None
+
+
+def test_an_annotation_file_without_one_annotation_is_said_to_become_background(tmp_path):
+    """Unlabelled frames (ZeroWaste-s ships them with "annotations": []) merged with a labelled split: every one was
+    written as background, so the litter in them was trained as not litter, and no line of the summary said so."""
+    from click.testing import CliRunner
+
+    from edge_trash.cli import cli
+
+    (tmp_path / "train").mkdir()
+    labelled = _one_can_per_image(tmp_path / "train" / "labels.json", [f"{i}.jpg" for i in range(6)])
+    for i in range(6):
+        _jpeg(tmp_path / "train" / f"{i}.jpg", (64, 48), (30 * i, 90, 90))
+        _jpeg(tmp_path / "unlabelled" / f"u{i}.jpg", (64, 48), (90, 30 * i, 90))
+    unlabelled = tmp_path / "unlabelled" / "labels.json"
+    unlabelled.write_text(json.dumps({"images": [{"id": i, "file_name": f"u{i}.jpg", "width": 64, "height": 48}
+                                                 for i in range(4)],
+                                      "annotations": [], "categories": [{"id": 1, "name": "can"}]}))
+    result = CliRunner().invoke(cli, ["build-tfrecords", "--annotations", str(labelled), "--annotations",
+                                      str(unlabelled), "--out", str(tmp_path / "out"), "--val-fraction", "0.2",
+                                      "--test-fraction", "0"])
+    assert result.exit_code == 0, result.output
+    lines = result.output.splitlines()
+    assert "background images (no box: the model learns from them what is not an object): 4" in lines
+    assert (f"warning: {unlabelled} has 4 images and not one annotation: they are written as background, so any "
+            "object in them is trained as not an object; if they are unlabelled, leave the file out") in lines
+    result = CliRunner().invoke(cli, ["build-tfrecords", "--annotations", str(labelled), "--out",
+                                      str(tmp_path / "out2")])
+    assert result.exit_code == 0 and "background" not in result.output
