@@ -13,6 +13,7 @@ from edge_trash.terminal import shell_word
 
 EXPORT_COCO = ("Export the annotations as COCO JSON (CVAT: 'COCO 1.0'; Label Studio, Roboflow: 'COCO'), or "
                "convert them, and give that file")
+_IMAGE_NAME = re.compile(r"\.(jpe?g|png|bmp|tiff?|webp|heic)\s*\"?\s*$", re.I)  # a CSV row's first cell
 _YOLO_LINE = re.compile(r"^\s*\d+(\s+-?\d*\.?\d+(e-?\d+)?){4,}\s*$")
 
 
@@ -29,8 +30,13 @@ def other_text_format(text: str) -> str:
     if lines and all(_YOLO_LINE.match(ln) for ln in lines):
         return "a YOLO label file (class x_center y_center width height per line)"
     first = lines[0].lower() if lines else ""
-    if "," in first and ("xmin" in first or "x_min" in first) and "filename" in first.replace("_", ""):
+    if "," in first and re.search(r"\bx_?(min|max)\b|\bx1\b", first) and re.search(r"file|image|img|path|name", first):
         return "a CSV of boxes (filename, ..., xmin, ymin, xmax, ymax)"
+    rows = [ln.split(",") for ln in lines]
+    if rows and all(len(r) >= 5 and _IMAGE_NAME.search(r[0]) for r in rows):
+        return "a CSV of boxes without a header line (filename, ..., xmin, ymin, xmax, ymax)"
+    if len(rows) > 1 and all(len(r) >= 3 for r in rows) and not first.lstrip().startswith(("{", "[")):
+        return "a CSV file (comma-separated values)"
     if len(lines) > 1 and all(ln.lstrip().startswith("{") and ln.rstrip().endswith("}") for ln in lines):
         labelbox = " (Labelbox's NDJSON export)" if '"data_row"' in head else ""
         return f"a JSON Lines file, one JSON object per line{labelbox}"
