@@ -78,16 +78,17 @@ def test_the_summary_names_the_datasets_own_other_class_the_rare_ones_joined(sam
     assert f"classes folded into 'other': '{rarest}'" in summarize(report, tmp_path / "o1", 1.0).splitlines()
     coco = json.loads(sample_dataset.annotations.read_text())
     for c in coco["categories"]:
-        c["name"] = "OTHER" if c["name"] == commonest else c["name"]
+        c["name"] = "Others" if c["name"] == commonest else c["name"]  # BePLi's catch-all: not a second 'other'
     (tmp_path / "a.json").write_text(json.dumps(coco))
     report = build_tfrecords(BuildOptions(annotations=tmp_path / "a.json", out=tmp_path / "o2", **opts))
-    assert report["other_class"] == "OTHER" and report["other_class_from_source"] is True
+    assert report["other_class"] == "Others" and report["other_class_from_source"] is True
     assert report["classes_folded_into_other"] == [rarest]
     plain = build_tfrecords(BuildOptions(annotations=sample_dataset.annotations, out=tmp_path / "o0",
                                          images=sample_dataset.images, seed=0))
     written = {c["name"]: c["boxes"] for c in plain["classes"]}
-    assert {c["name"]: c["boxes"] for c in report["classes"]}["OTHER"] == written[rarest] + written[commonest]
-    assert (f"classes folded into 'OTHER' (the dataset's own class of that name, which they joined): '{rarest}'"
+    assert {c["name"]: c["boxes"] for c in report["classes"]}["Others"] == written[rarest] + written[commonest]
+    assert "other" not in (tmp_path / "o2" / "labels.txt").read_text().splitlines()  # no second catch-all
+    assert (f"classes folded into 'Others' (the dataset's own class for everything else, which they joined): '{rarest}'"
             ) in summarize(report, tmp_path / "o2", 1.0).splitlines()
 
 

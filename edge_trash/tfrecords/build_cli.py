@@ -230,7 +230,7 @@ def summarize(report: Dict[str, Any], out: Path, seconds: float) -> str:
             variants, f"{chosen} to keep each photo's variants in one split" if chosen else ""))
     lines.append(_classes_line(report["classes"]))
     folded_into = (f"folded into '{report.get('other_class') or 'other'}'"
-                   + (" (the dataset's own class of that name, which they joined)"
+                   + (" (the dataset's own class for everything else, which they joined)"
                       if report.get("other_class_from_source") else ""))
     for key, label in (("classes_folded_into_other", folded_into),
                        ("classes_dropped_rare", "dropped as rare"), ("classes_unused", "without boxes (left out)"),

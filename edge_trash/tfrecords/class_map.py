@@ -21,6 +21,7 @@ from typing import Any, Dict, List, Optional, Sequence, Set
 from edge_trash.tfrecords.coco import BoxRecord, Category, clean_name
 
 OTHER = "other"
+CATCH_ALL = ("other", "others", "misc", "miscellaneous")  # a dataset's own class for everything else (any case)
 RARE_POLICIES = ("other", "drop")
 
 
@@ -260,15 +261,16 @@ def build_class_mapping(categories: Sequence[Category], boxes: Sequence[BoxRecor
         if t is not None:
             counts[t] += 1
     unused = [t for t in order if counts[t] == 0]
-    # With --rare other a rare class named 'other' is where the rare ones go, not one of them.
-    rare_names = [t for t in order if 0 < counts[t] < min_instances and not (rare == "other" and t.lower() == OTHER)]
+    # With --rare other a rare class named 'other' (or 'others', 'misc') is where the rare ones go, not one of them.
+    rare_names = [t for t in order if 0 < counts[t] < min_instances
+                  and not (rare == "other" and t.strip().lower() in CATCH_ALL)]
     kept = [t for t in order if counts[t] > 0 and t not in rare_names]
     folded: List[str] = []
     dropped: List[str] = []
     other_name, other_from_source = "", False
     if rare_names and rare == "other":
         folded = rare_names
-        other_name = next((t for t in kept if t.lower() == OTHER), "")
+        other_name = next((t for t in kept if t.strip().lower() in CATCH_ALL), "")
         other_from_source = bool(other_name)
         if not other_name:
             other_name = OTHER
