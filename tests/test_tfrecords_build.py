@@ -404,7 +404,36 @@ def test_a_build_that_converts_nothing_leaves_the_earlier_build_as_it_was(tmp_pa
     assert "error: none of the" in text and "no box in train" not in text and "replacing" not in text
     result = CliRunner().invoke(cli, ["build-tfrecords", "--annotations", str(sample_dataset.annotations),
                                       "--images", str(tmp_path / "empty"), "--out", str(tmp_path / "new"), "--quiet"])
-    assert result.exit_code == 1 and (tmp_path / "new" / "report.json").exists()  # the reasons, in a new folder
+    assert result.exit_code == 1  # a new folder gets the reasons alone: no empty shard, no "wrote 1 shard"
+    assert sorted(p.name for p in (tmp_path / "new").iterdir()) == ["report.json"]
+    assert json.loads((tmp_path / "new" / "report.json").read_text())["shards"] == []
+    assert (f"build-tfrecords: no image converted, so only report.json (the reasons) was written to {tmp_path / 'new'}"
+            in " ".join(result.output.split()))
+
+
+def test_names_each_in_two_sub_folders_are_not_called_missing(tmp_path):
+    """MJU-Waste keeps each photo's depth map under the same name in another folder: every image was skipped as
+    ambiguous, then the error said "none of the 3 image files was found" (each was found twice)."""
+    from click.testing import CliRunner
+
+    from edge_trash.cli import cli
+
+    for folder in ("RGB", "Depth16"):
+        for i in range(3):
+            _solid_jpeg(tmp_path / "data" / folder / f"{i}.jpg", (64, 48))
+    ann = _tiny_coco(tmp_path, [{"id": i, "file_name": f"{i}.jpg", "width": 64, "height": 48} for i in range(3)],
+                     [{"id": i, "image_id": i, "category_id": 1, "bbox": [4, 4, 20, 20]} for i in range(3)])
+    result = CliRunner().invoke(cli, ["build-tfrecords", "--annotations", str(ann), "--images", str(tmp_path / "data"),
+                                      "--out", str(tmp_path / "out"), "--quiet"])
+    assert result.exit_code == 1
+    assert ("error: none of the 3 image files could be told apart from another file of its name (each is in several "
+            f"sub-folders): give the folder the file_name entries are relative to, one of --images "
+            f"{tmp_path / 'data' / 'Depth16'} --images {tmp_path / 'data' / 'RGB'}") in " ".join(result.output.split())
+    # a folder of depth maps (MJU-Waste's DepthImages) is passed over as mask folders are: the photos are read
+    (tmp_path / "data" / "Depth16").rename(tmp_path / "data" / "DepthImages")
+    result = CliRunner().invoke(cli, ["build-tfrecords", "--annotations", str(ann), "--images", str(tmp_path / "data"),
+                                      "--out", str(tmp_path / "out"), "--quiet", "--val-fraction", "0"])
+    assert result.exit_code == 0 and "images: 3 written, 0 skipped of 3" in result.output
 
 
 def test_same_inputs_give_identical_bytes_with_any_worker_count(sample_dataset, sample_build, tmp_path):

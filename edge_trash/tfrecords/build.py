@@ -24,6 +24,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, Dict, Iterable, Iterator, List, Mapping, NamedTuple, Optional, Sequence, Tuple
 
+from edge_trash.atomic_files import write_bytes_atomic
 from edge_trash.tfrecords.class_map import build_class_mapping, label_map_pbtxt, read_class_map
 from edge_trash.tfrecords.coco import CocoDataset, load_coco_files
 from edge_trash.tfrecords.name_encodings import readable_text, utf8_text
@@ -926,10 +927,13 @@ def _build(options: BuildOptions, progress: bool, lock: _OutLock) -> Dict[str, A
             "options": opts,
             "software": software_versions(),  # a rebuild months later gives the same bytes with the same ones
         }
-        if not converted and any(SHARD_RE.match(p.name) or p.name in OUTPUT_FILES for p in out.iterdir()):
-            # nothing converted (a mistyped --images): an earlier build here stays as it was, not replaced by none
+        if not converted:  # a mistyped --images: no empty shard; an earlier build here stays as it was
             staged.discard()
-            return {**report, "earlier_build_kept": True}
+            if any(SHARD_RE.match(p.name) or p.name in OUTPUT_FILES for p in out.iterdir()):
+                return {**report, "earlier_build_kept": True}
+            report = {**report, "shards": [], "bytes_written": 0, "only_report_written": True}  # the reasons
+            write_bytes_atomic(out / "report.json", _json_bytes(report))
+            return report
         staged.write(out / "report.json", _json_bytes(report))
     except BaseException:
         staged.discard()

@@ -92,7 +92,7 @@ def _split_of(rel: str) -> Optional[str]:
 
 # folders of masks, labels or depth maps that datasets keep beside their photos under the same names
 _MASK_FOLDER = re.compile(r"^(sem[_-]?seg\w*|masks?|\w*segmentation\w*|seg|gt|ground[_-]?truth|annotations?|labels?|"
-                          r"depths?|instance[_-]?ids?|panoptic\w*)$", re.IGNORECASE)
+                          r"depths?|depth[_-]?(images?|maps?)|instance[_-]?ids?|panoptic\w*)$", re.IGNORECASE)
 
 
 def _in_mask_folder(rel: str) -> bool:
