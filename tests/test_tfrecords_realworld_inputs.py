@@ -2143,3 +2143,42 @@ def test_an_annotation_file_without_one_annotation_is_said_to_become_background(
     result = CliRunner().invoke(cli, ["build-tfrecords", "--annotations", str(labelled), "--out",
                                       str(tmp_path / "out2")])
     assert result.exit_code == 0 and "background" not in result.output
+
+
+@pytest.mark.parametrize("how", ["field", "folder"])
+def test_one_annotation_file_naming_each_images_split_keeps_them_with_keep_splits(tmp_path, how):
+    """One COCO file for every split, each entry's split in a 'split' field or its file_name's folder: --keep-splits
+    refused, advising a split word in the file's name, which then put val and test into train."""
+    from click.testing import CliRunner
+
+    from edge_trash.cli import cli
+
+    tmp_path = tmp_path / "ds"  # pytest's folder name holds 'test', a split word
+    images, anns = [], []
+    for i, split in enumerate(["train"] * 6 + ["valid"] * 3 + ["test"] * 3):
+        name = f"{i}.jpg" if how == "field" else f"images/{split}/{i}.jpg"
+        _jpeg(tmp_path / name, (64, 48), (20 * i, 90, 90))
+        images.append({"id": i, "file_name": name, "width": 64, "height": 48, **({"split": split} if how == "field"
+                                                                                   else {})})
+        anns.append({"id": i, "image_id": i, "category_id": 1, "bbox": [4, 4, 20, 20]})
+    ann = tmp_path / "annotations.json"
+    ann.write_text(json.dumps({"images": images, "annotations": anns, "categories": [{"id": 1, "name": "can"}]}))
+    args = ["build-tfrecords", "--annotations", str(ann), "--images", str(tmp_path)]
+    result = CliRunner().invoke(cli, [*args, "--out", str(tmp_path / "kept"), "--keep-splits"])
+    assert result.exit_code == 0, result.output
+    splits = json.loads((tmp_path / "kept" / "splits.json").read_text())["splits"]
+    assert {k: sorted(v) for k, v in splits.items()} == {"train": [0, 1, 2, 3, 4, 5], "val": [6, 7, 8],
+                                                         "test": [9, 10, 11]}
+    result = CliRunner().invoke(cli, [*args, "--out", str(tmp_path / "new")])
+    assert ("note: the annotations name their images' splits (train, val, test); their images were pooled and split "
+            "anew (stratified by class); --keep-splits keeps the dataset's own splits (to compare with results "
+            "published on them)") in result.output.splitlines()
+    images[0].pop("split", None)
+    images[0]["file_name"] = "0.jpg"
+    _jpeg(tmp_path / "0.jpg", (64, 48))
+    ann.write_text(json.dumps({"images": images, "annotations": anns, "categories": [{"id": 1, "name": "can"}]}))
+    result = CliRunner().invoke(cli, [*args, "--out", str(tmp_path / "mixed"), "--keep-splits"])
+    assert result.exit_code == 1 and (
+        f"--keep-splits: cannot tell the split of {ann} from its name or folder (put 'train', 'valid' or 'test' in "
+        "it), nor of each of its images (a 'split' field, or a split folder in file_name), or leave --keep-splits out "
+        "for a new stratified split") in " ".join(result.output.split())

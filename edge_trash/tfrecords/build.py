@@ -545,7 +545,6 @@ def _plan(dataset: CocoDataset, options: BuildOptions, target_of: Dict[int, Opti
     :func:`found_names` of every found image: their places in the seeded order."""
     classes_of: Dict[int, set] = {im.id: set() for im in dataset.images}
     boxes_of: Dict[int, Counter] = {im.id: Counter() for im in dataset.images}  # the boxes training sees
-    source_of = {im.id: im.source for im in dataset.images}
     for box in dataset.boxes:
         t = target_of.get(box.category_id)
         if t is not None:
@@ -557,13 +556,15 @@ def _plan(dataset: CocoDataset, options: BuildOptions, target_of: Dict[int, Opti
     # photo's name for a Roboflow export unless asked to move every image alone
     names = split_keys(read_as, photos=options.split_by != "image")
     if options.keep_splits:
-        unnamed = [str(src.path) for src in dataset.sources if src.split is None]
+        split_of = {im.id: im.split or dataset.sources[im.source].split for im in dataset.images}  # the entry's first
+        unnamed = [str(src.path) for k, src in enumerate(dataset.sources)
+                   if any(split_of[im.id] is None for im in dataset.images if im.source == k)]
         if unnamed:
             raise BuildError(f"--keep-splits: cannot tell the split of {', '.join(unnamed)} from its name or "
-                             "folder (put 'train', 'valid' or 'test' in it), or leave --keep-splits out for a "
-                             "new stratified split")
-        split_of_source = [src.split for src in dataset.sources]
-        kept = {name: [i for i in ids if split_of_source[source_of[i]] == name] for name in ("train", "val", "test")}
+                             "folder (put 'train', 'valid' or 'test' in it), nor of each of its images (a 'split' "
+                             "field, or a split folder in file_name), or leave --keep-splits out for a new stratified "
+                             "split")
+        kept = {name: [i for i in ids if split_of[i] == name] for name in ("train", "val", "test")}
         plan = [(name, shuffled(members, options.seed, names)) for name, members in kept.items()]
         return [(name, members) for name, members in plan if members or name == "train"], None
     by_id = {im.id: im for im in dataset.images}
@@ -889,6 +890,9 @@ def _build(options: BuildOptions, progress: bool, lock: _OutLock) -> Dict[str, A
             "category_ids_warning": dataset.category_ids_warning(),
             "duplicate_annotation_ids": dataset.duplicate_annotation_ids,
             "image_ids_of_several_files": dataset.image_ids_of_several_files,  # none of their images written
+            # images by the split their entry names; 'unnamed': neither it nor its file's name says one
+            "splits_named_per_image": dict(Counter(im.split or "unnamed" for im in dataset.images
+                                                   if im.split or not dataset.sources[im.source].split)),
             "iscrowd_not_understood": dataset.iscrowd_not_understood,  # annotation ids, read as not crowd
             "ignored_as_crowd": dataset.ignored_as_crowd,  # annotation ids with "ignore": 1, written as crowd
             "annotations_with_score": score_summary(dataset.scores),  # predictions used as labels?

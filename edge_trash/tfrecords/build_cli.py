@@ -195,16 +195,19 @@ def _resplit_note(report: Dict[str, Any]) -> str:
     Nothing when fewer than two splits are named (a lone ``instances_train2017.json`` is simply split)."""
     options = report["options"]
     named = [src.get("split_in_name") for src in report.get("sources", [])]
-    splits = sorted({split for split in named if split}, key=("train", "val", "test").index)
+    per_image = dict(report.get("splits_named_per_image") or {})
+    unnamed = per_image.pop("unnamed", 0)  # images whose file and entry name no split
+    splits = sorted({split for split in named if split} | set(per_image), key=("train", "val", "test").index)
     if options.get("keep_splits") or len(splits) < 2:
         return ""  # one file named 'train' alone has no other split to keep
     given = ", ".join(splits)
     how = "split into folds" if options.get("folds") else "split anew (stratified by class)"
-    if None in named:
+    if unnamed:
         keep = "; to keep a dataset's own splits, give every file a split word in its name or folder and --keep-splits"
     else:
         keep = "; --keep-splits keeps the dataset's own splits (to compare with results published on them)"
-    return f"note: the annotation files name their splits ({given}); their images were pooled and {how}" + keep
+    whose = "the annotations name their images' splits" if per_image else "the annotation files name their splits"
+    return f"note: {whose} ({given}); their images were pooled and {how}" + keep
 
 
 def summarize(report: Dict[str, Any], out: Path, seconds: float) -> str:
@@ -406,8 +409,9 @@ def split_changes_line(changes: Dict[str, Any], folds: int = 0) -> str:
                    "Roboflow exports, or the folder above an 'annotations' folder of JSON files alone, as in "
                    "COCO]")
 @click.option("--keep-splits", is_flag=True,
-              help="Keep the split each annotation file's name or folder gives (train, valid, test) instead of "
-                   "a new stratified split; --val-fraction and --test-fraction are then unused.")
+              help="Keep the split each image entry names (a 'split' field, or a train/valid/test folder in its "
+                   "file_name), else its annotation file's name or folder, instead of a new stratified split; "
+                   "--val-fraction and --test-fraction are then unused.")
 @click.option("--out", required=True, type=click.Path(file_okay=False, path_type=Path), help="Output folder.")
 @click.option("--class-map", type=click.Path(dir_okay=False, path_type=Path),
               help="CSV 'source_name,target_name' (TACO map_*.csv; ';' or tab separated and Excel's "
