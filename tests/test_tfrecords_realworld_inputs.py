@@ -1833,9 +1833,12 @@ def test_the_summary_counts_image_adjustments_by_kind(tmp_path):
     report = build_tfrecords(BuildOptions(annotations=ann, images=root, out=tmp_path / "out",
                                           val_fraction=0, test_fraction=0))
     line = next(ln for ln in summarize(report, tmp_path, 1.0).splitlines() if ln.startswith("images adjusted"))
-    assert line == ("images adjusted: 5 (2x EXIF orientation applied or ignored; 1x colour mode converted to RGB; "
+    assert line == ("images adjusted: 5 (2x EXIF orientation applied; 1x colour mode converted to RGB; "
                     "1x found under another path or name; 1x size differs from the JSON; see image_notes in "
                     "report.json)")
+    assert [_note_kind(n) for n in ("applied EXIF orientation 6", "invalid EXIF orientation 9 ignored",
+                                    "unreadable EXIF block ignored")] == [
+        "EXIF orientation applied", "EXIF orientation ignored", "EXIF orientation ignored"]  # which of the two
 
 
 def test_the_summary_lists_few_classes_in_id_order_and_many_by_their_extremes(tmp_path):

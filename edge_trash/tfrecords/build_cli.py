@@ -71,7 +71,7 @@ _NOTE_KINDS = (
     ("not found as given", "found under another path or name"),
     ("JSON says", "size differs from the JSON"), ("JSON size", "size differs from the JSON"),
     ("in the JSON: used", "size read from the file"),
-    ("EXIF", "EXIF orientation applied or ignored"),
+    ("applied EXIF orientation", "EXIF orientation applied"), ("EXIF", "EXIF orientation ignored"),
     ("profile", "colour profile converted or ignored"),
     ("transparency", "colour mode converted to RGB"), ("RGB", "colour mode converted to RGB"),
     ("frames", "first frame of an animation used"),
