@@ -203,8 +203,9 @@ class CocoDataset:
         paths = [str(src.path) for src in self.sources] or [str(self.path)]
         from edge_trash.terminal import shell_word
 
-        fix = ("python -c \"import json, sys; d = json.load(open(sys.argv[1])); [a.update(category_id=a['category_id'] + 1) "
-               "for a in d['annotations']]; json.dump(d, open(sys.argv[2], 'w'))\" "
+        fix = ("python -c \"import json, sys; d = json.load(open(sys.argv[1])); "
+               "[a.update(category_id=a['category_id'] + 1) for a in d['annotations']]; "
+               "json.dump(d, open(sys.argv[2], 'w'))\" "
                f"{shell_word(paths[0])} {shell_word(str(Path(paths[0]).with_suffix('')) + '_ids_from_1.json')}")
         return (f"the annotations seem to number their classes from 0 and the categories from 1 (a YOLO conversion?): "
                 f"{self.unknown_category_ids[0]} annotations use category_id 0, which no category has, and none uses "

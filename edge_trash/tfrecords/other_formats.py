@@ -145,12 +145,6 @@ def images_folder_problem(folder: Path) -> str:
 
 # A TFRecord file as other tools name it: litter.tfrecord, train.record, coco_train.record-00000-of-00100.
 _RECORD_FILE = re.compile(r"\.(tfrecords?|records?)(-\d{5}-of-\d{5})?$|-\d{5}-of-\d{5}$", re.I)
-_SPLIT_WORDS = {"train": "train", "training": "train", "val": "val", "valid": "val", "validation": "val",
-                "eval": "val", "dev": "val", "test": "test", "testing": "test"}
-
-
-def _split_word(name: str) -> "str | None":
-    return next((_SPLIT_WORDS[w] for w in re.split(r"[^a-z]+", name.lower()) if w in _SPLIT_WORDS), None)
 
 
 def other_record_layout(folder: Path, flag: str) -> str:
@@ -158,6 +152,7 @@ def other_record_layout(folder: Path, flag: str) -> str:
     names them (Roboflow's export: a folder per split; the TF Object Detection API's ``train.record``), with
     the commands that let edge-trash read them as they are; "" when it holds no such file, or shards of ours."""
     from edge_trash.tfrecords.split_layout import SHARD_RE
+    from edge_trash.tfrecords.split_names import split_word
 
     if not folder.is_dir() or any(SHARD_RE.match(p.name) for p in folder.iterdir()):
         return ""
@@ -168,7 +163,7 @@ def other_record_layout(folder: Path, flag: str) -> str:
     by_split: "dict[str, list[Path]]" = {}
     unknown = []
     for f in files:
-        split = (_split_word(f.parent.name) if f.parent != folder else None) or _split_word(f.stem)
+        split = (split_word(f.parent.name) if f.parent != folder else None) or split_word(f.stem)
         (by_split.setdefault(split, []) if split else unknown).append(f)
     seen = [f.relative_to(folder).as_posix() for f in files]
     kind = ("laid out as Roboflow's TFRecord export lays them (a folder per split)" if any(
@@ -209,7 +204,8 @@ def labels_txt_command(folder: Path, label_map: Path) -> str:
         return ""
     if not names or sorted(names) != list(range(1, len(names) + 1)):
         return ""
-    return f"printf '%s\\n' {' '.join(shell_word(names[i]) for i in sorted(names))} > {shell_word(folder / 'labels.txt')}"
+    words = " ".join(shell_word(names[i]) for i in sorted(names))
+    return f"printf '%s\\n' {words} > {shell_word(folder / 'labels.txt')}"
 
 
 def missing_labels_txt(data_dir: Path) -> str:

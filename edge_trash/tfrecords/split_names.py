@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Optional
 
 _SPLIT_WORDS = {"train": "train", "training": "train", "val": "val", "valid": "val", "validation": "val",
-                "dev": "val", "test": "test", "testing": "test"}
+                "dev": "val", "eval": "val", "test": "test", "testing": "test"}
 _SPLIT_RE = re.compile(r"(?<![a-z])(" + "|".join(sorted(_SPLIT_WORDS, key=len, reverse=True)) + r")(?![a-z])")
 
 
