@@ -24,6 +24,7 @@ import statistics
 import sys
 import time
 from collections import Counter
+from contextlib import closing
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Dict, Iterable, Iterator, List, Optional, Sequence, Tuple
@@ -308,19 +309,20 @@ def _json_source(dataset: CocoDataset, paths: Optional[List[SourceImages]], prog
         if progress and len(dataset.images) >= BIG_DATASET_IMAGES and sys.stderr is not None:  # seconds, no bar
             print(f"analyze: finding the {len(dataset.images):,} image files ...", file=sys.stderr, flush=True)
         resolved = [paths[im.source].resolve(im.file_name) for im in dataset.images]
-        facts = ordered_map(image_facts, [(str(path), max_pixels) for path, _ in resolved], workers, chunksize=4)
-        for im, (_, path_note), (value, reason, found) in zip(
-                dataset.images, resolved, _progress(facts, "analyze images", progress, len(dataset.images))):
-            if value is None:
-                reason = f"{reason}; {path_note}" if path_note else reason
-                source.unreadable.append({"image_id": im.id, "file_name": im.file_name, "reason": reason})
-                continue
-            source.luma[im.id] = value
-            if found is not None:
-                _, note, skip = match_json_size(found[0], found[1], (im.width, im.height))
-                if note or skip:
-                    source.size_mismatch.append({"image_id": im.id, "file_name": im.file_name,
-                                                 "build_skips": bool(skip), "what": skip or note})
+        jobs = [(str(path), max_pixels) for path, _ in resolved]
+        with closing(ordered_map(image_facts, jobs, workers, chunksize=4)) as facts:  # an exception stops the workers
+            for im, (_, path_note), (value, reason, found) in zip(
+                    dataset.images, resolved, _progress(facts, "analyze images", progress, len(dataset.images))):
+                if value is None:
+                    reason = f"{reason}; {path_note}" if path_note else reason
+                    source.unreadable.append({"image_id": im.id, "file_name": im.file_name, "reason": reason})
+                    continue
+                source.luma[im.id] = value
+                if found is not None:
+                    _, note, skip = match_json_size(found[0], found[1], (im.width, im.height))
+                    if note or skip:
+                        source.size_mismatch.append({"image_id": im.id, "file_name": im.file_name,
+                                                     "build_skips": bool(skip), "what": skip or note})
         found = sizes_of_found({im.id: at for im, at in zip(dataset.images, resolved) if im.id in source.luma})
         source.copies = identical_files({iid: (str(path), size) for iid, (path, size) in found.items()})
     return source

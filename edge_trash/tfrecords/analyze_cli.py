@@ -10,7 +10,7 @@ import click
 
 from edge_trash.terminal import stop_on_sigterm
 from edge_trash.tfrecords.build_cli import announce_big_annotations
-from edge_trash.tfrecords.workers import worker_count
+from edge_trash.tfrecords.workers import WorkerLost, worker_count
 
 
 def summarize(stats: Dict[str, Any], out: Path, seconds: float) -> str:
@@ -124,6 +124,8 @@ def analyze(annotations: Tuple[Path, ...], images: Tuple[Path, ...], tfrecords_g
                              max_pixels=max_pixels)
     except (AnalyzeError, CocoFormatError) as exc:
         raise click.ClickException(str(exc))
+    except WorkerLost as exc:
+        raise click.ClickException(f"{exc}; nothing was written to {out}")
     except OSError as exc:
         from edge_trash.atomic_files import os_error_message
 

@@ -19,7 +19,7 @@ import stat
 import statistics
 import sys
 from collections import Counter
-from contextlib import contextmanager
+from contextlib import closing, contextmanager
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, Dict, Iterable, Iterator, List, Mapping, NamedTuple, Optional, Sequence, Tuple
@@ -816,8 +816,9 @@ def _build(options: BuildOptions, progress: bool, lock: _OutLock) -> Dict[str, A
     subpixel: List[int] = []  # images with a box under one stored pixel wide or high (shrunk to --max-size)
     staged = _StagedFiles()  # renamed into place together: a failure leaves the earlier build as it was
     try:
-        with _RecordSpool(out) as spool:
-            for result in _progress(ordered_map(convert_image, jobs, options.workers), len(jobs), progress):
+        # closed on any exception: the workers stop at once (an interrupted build must not finish every photo)
+        with _RecordSpool(out) as spool, closing(ordered_map(convert_image, jobs, options.workers)) as converting:
+            for result in _progress(converting, len(jobs), progress):
                 im = images_by_id[result.image_id]
                 if not result.ok:
                     skip(im, result.reason)

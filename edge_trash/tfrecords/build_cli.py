@@ -11,7 +11,7 @@ from typing import Any, Dict, List, Optional, Tuple
 import click
 
 from edge_trash.terminal import shell_word, stop_on_sigterm
-from edge_trash.tfrecords.workers import worker_count
+from edge_trash.tfrecords.workers import WorkerLost, worker_count
 
 EXIT_NOTHING_WRITTEN = 1
 EXIT_STRICT = 4
@@ -496,6 +496,8 @@ def build_tfrecords(annotations: Tuple[Path, ...], images: Tuple[Path, ...], kee
         report = build(options, progress=not quiet)
     except (CocoFormatError, ClassMapError, BuildError) as exc:
         raise click.ClickException(str(exc))
+    except WorkerLost as exc:
+        raise click.ClickException(f"{exc}; nothing was written: {out} is as it was")
     except OSError as exc:
         raise click.ClickException(build_os_error(exc, out))
     click.echo(summarize(report, out, time.monotonic() - start))
