@@ -5,6 +5,7 @@ from __future__ import annotations
 import io
 import json
 import math
+import os
 import re
 from pathlib import Path
 
@@ -1510,3 +1511,90 @@ def test_crowd_regions_count_for_no_class_or_split_that_training_and_ap_need(tmp
     assert ("[tfrecords/train] classes_missing: 1 class has no box other than crowd regions in train, so the model "
             "cannot learn it: tarp") in said
     assert "next: these records lack the train or val images (or boxes) edge-trash train needs" in said
+
+
+def test_a_build_stopped_while_moving_its_files_is_finished_by_the_next_one(sample_dataset, sample_build, tmp_path,
+                                                                           monkeypatch):
+    """A build killed (or failing) midway through its renames left shards of two builds; the next build deleted the
+    files still waiting to be moved and, converting nothing, said the earlier build was "as it was"."""
+    import shutil
+
+    from click.testing import CliRunner
+
+    from edge_trash.cli import cli
+    from edge_trash.tfrecords import build as build_module
+    from edge_trash.tfrecords.split_layout import COMMIT_JOURNAL
+
+    args = ["build-tfrecords", "--annotations", str(sample_dataset.annotations), "--workers", "1", "--quiet",
+            "--shard-size", "8"]  # as sample_build
+    out = tmp_path / "out"
+    assert CliRunner().invoke(cli, [*args, "--images", str(sample_dataset.images), "--out", str(out),
+                                    "--folds", "3"]).exit_code == 0
+    replace, moved = os.replace, []
+
+    def fail_at_the_third(src, dst):
+        if str(src).endswith(".tmp"):
+            moved.append(src)
+            if len(moved) == 3:
+                raise OSError(5, "Input/output error")
+        return replace(src, dst)
+
+    monkeypatch.setattr(build_module.os, "replace", fail_at_the_third)
+    result = CliRunner().invoke(cli, [*args, "--images", str(sample_dataset.images), "--out", str(out)])
+    monkeypatch.setattr(build_module.os, "replace", replace)
+    assert result.exit_code == 1 and "only partly moved" in result.output and (out / COMMIT_JOURNAL).exists()
+    waiting = sorted(p.name for p in out.glob(".*.tmp"))
+    assert waiting and any(p.name.startswith("fold") for p in out.iterdir())  # two builds side by side
+    broken = tmp_path / "broken"
+    shutil.copytree(out, broken)
+    (tmp_path / "empty").mkdir()
+    result = CliRunner().invoke(cli, [*args, "--images", str(tmp_path / "empty"), "--out", str(out)])
+    assert result.exit_code == 1
+    said = " ".join(result.output.split())
+    assert (f"note: {out} held a build stopped while moving its files into place: it was finished first" in said
+            and f"the earlier build in {out} is as it was" in said)
+    plain = sample_build[0]  # the same command, never interrupted
+    assert {p.name: p.read_bytes() for p in out.iterdir() if p.name != "report.json"} == \
+        {p.name: p.read_bytes() for p in plain.iterdir() if p.name != "report.json" and p.is_file()}
+    (broken / waiting[0]).unlink()  # a file the move needs is gone: the folder cannot be finished
+    result = CliRunner().invoke(cli, [*args, "--images", str(tmp_path / "empty"), "--out", str(broken)])
+    assert (f"{broken} still holds a build stopped while moving its files into place, some of them gone: training "
+            "refuses it until a build there completes") in " ".join(result.output.split())
+    assert (broken / COMMIT_JOURNAL).exists()
+
+
+def test_a_stop_while_the_files_are_moved_into_place_says_the_build_is_complete(sample_dataset, tmp_path,
+                                                                               monkeypatch):
+    """A Ctrl-C during the renames was held until they were done, then raised: "Aborted!" and exit 1 over a build
+    that was complete in --out, the earlier one gone."""
+    import signal
+
+    from edge_trash.tfrecords import build as build_module
+    from edge_trash.tfrecords.build import BuildOptions, build_tfrecords
+    from edge_trash.tfrecords.build_cli import summarize
+
+    replace, moved = os.replace, []
+
+    def ctrl_c_at_the_second(src, dst):
+        if str(src).endswith(".tmp"):
+            moved.append(src)
+            if len(moved) == 2:
+                signal.raise_signal(signal.SIGINT)
+        return replace(src, dst)
+
+    monkeypatch.setattr(build_module.os, "replace", ctrl_c_at_the_second)
+    out = tmp_path / "out"
+    report = build_tfrecords(BuildOptions(annotations=sample_dataset.annotations, images=sample_dataset.images,
+                                          out=out, workers=1))  # no KeyboardInterrupt: the build is whole
+    assert len(moved) > 2 and report["interrupted_after_writing"] is True
+    assert sorted(p.name for p in out.iterdir()) == sorted([s["file"] for s in report["shards"]] + [
+        "label_map.pbtxt", "labels.txt", "report.json", "splits.json"])
+    assert (f"note: the stop (Ctrl-C or SIGTERM) came while the files were moved into place: the build is complete "
+            f"in {out}, as above") in summarize(report, out, 1.0).splitlines()
+    # a Ctrl-C before the move still stops the build, leaving --out as it was
+    monkeypatch.setattr(build_module, "make_example_bytes", lambda *a, **k: signal.raise_signal(signal.SIGINT))
+    before = {p.name: p.read_bytes() for p in out.iterdir()}
+    with pytest.raises(KeyboardInterrupt):
+        build_tfrecords(BuildOptions(annotations=sample_dataset.annotations, images=sample_dataset.images, out=out,
+                                     workers=1, seed=5))
+    assert {p.name: p.read_bytes() for p in out.iterdir()} == before

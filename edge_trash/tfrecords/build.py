@@ -259,24 +259,25 @@ OUR_TEMP_RE = re.compile(r"^\.(records\.spool|(train|val|test|fold\d+)-\d{5}-of-
 
 
 @contextmanager
-def _signals_held() -> Iterator[None]:
-    """Within, SIGINT and SIGTERM wait: each is noted and delivered on leaving, so a rename loop is
-    never cut short (Python runs signal handlers in the main thread, whichever thread the signal hits)."""
+def _signals_held(deliver: bool = True) -> Iterator[List[int]]:
+    """Within, SIGINT and SIGTERM wait: each is noted (in the list yielded) and delivered on leaving, so a
+    rename loop is never cut short (Python runs signal handlers in the main thread, whichever thread the
+    signal hits); with ``deliver`` False it is only noted: the work it would have stopped is already done."""
     import signal
     import threading
 
-    if threading.current_thread() is not threading.main_thread():
-        yield
-        return
     received: List[int] = []
+    if threading.current_thread() is not threading.main_thread():
+        yield received
+        return
     previous = {sig: signal.signal(sig, lambda signum, frame: received.append(signum))
                 for sig in (signal.SIGINT, signal.SIGTERM)}
     try:
-        yield
+        yield received
     finally:
         for sig, handler in previous.items():
             signal.signal(sig, handler)
-    if received:
+    if received and deliver:
         signal.raise_signal(received[0])  # now, to the handler that was there (Ctrl-C: KeyboardInterrupt)
 
 
@@ -286,6 +287,7 @@ class _StagedFiles:
 
     def __init__(self) -> None:
         self.pairs: List[Tuple[Path, Path]] = []  # (temporary file, final path)
+        self.interrupted = False  # a Ctrl-C or SIGTERM came while the files were moved into place
 
     def add(self, tmp: Path, final: Path) -> None:
         """Take over ``tmp``, complete, to become ``final``."""
@@ -301,25 +303,29 @@ class _StagedFiles:
         """Rename every file into place and remove the ``stale`` shards of an earlier build.
 
         Ctrl-C and SIGTERM wait until it is done. A rename that fails midway (a full directory)
-        leaves ``COMMIT_JOURNAL`` naming the new and stale files: training refuses the folder,
-        the next build counts them as its own, and the error says to run the build again."""
+        leaves ``COMMIT_JOURNAL`` naming the new and stale files, and the files not yet moved:
+        training refuses the folder, the next build first finishes the move
+        (:func:`finish_interrupted_commit`), and the error says to run the build again."""
         journal = out / COMMIT_JOURNAL
         try:
-            journal.write_text(json.dumps({"new": [final.name for _, final in self.pairs], "stale": list(stale)}))
+            journal.write_text(json.dumps({"new": [final.name for _, final in self.pairs], "stale": list(stale),
+                                           "sizes": [tmp.stat().st_size for tmp, _ in self.pairs]}))
         except BaseException:
             journal.unlink(missing_ok=True)
             raise
-        with _signals_held():
+        with _signals_held(deliver=False) as received:  # once all is moved, there is nothing left to stop
             try:
                 for tmp, final in self.pairs:
                     os.replace(tmp, final)
                 for name in stale:
                     (out / name).unlink(missing_ok=True)
             except OSError as exc:
+                self.pairs = []  # the files not moved stay for the next build to move first (the journal names them)
                 raise BuildError(f"the new build was only partly moved into {out} ({exc.strerror or exc}): run "
                                  "the same command again to finish it; until then training refuses the folder") from exc
             journal.unlink()
             self.pairs = []
+        self.interrupted = bool(received)
 
     def discard(self) -> None:
         """Remove every temporary file."""
@@ -654,6 +660,35 @@ def _progress(iterable: Iterable[ImageResult], total: int, enabled: bool) -> Ite
     return progress_bar(iterable, total=total, unit="img", desc="build-tfrecords")
 
 
+def finish_interrupted_commit(out: Path) -> str:
+    """Finish moving into place a build that was stopped while it renamed its files (``COMMIT_JOURNAL`` left:
+    a ``kill -9``, a power cut, a full directory), before anything here deletes its waiting files: ``"finished"``
+    when every new file was there to move (``out`` then holds that build, whole), ``"unfinished"`` when some
+    were gone (the folder stays refused by training until a build completes), ``""`` with no journal."""
+    journal = out / COMMIT_JOURNAL
+    try:
+        listed = json.loads(journal.read_text(encoding="utf-8"))
+        new, stale, sizes = [str(n) for n in listed["new"]], [str(n) for n in listed["stale"]], listed["sizes"]
+    except FileNotFoundError:
+        return ""
+    except (OSError, ValueError, KeyError, TypeError):
+        return "unfinished"
+    waiting = [(out / f".{name}.tmp").is_file() for name in new]
+    moved = waiting.index(True) if True in waiting else len(new)  # renamed in order: those before the first waiting
+    places = [out / name for name in new[:moved]] + [out / f".{name}.tmp" for name in new[moved:]]
+    if not all(waiting[moved:]) or len(sizes) != len(new) or any(
+            not p.is_file() or p.stat().st_size != size for p, size in zip(places, sizes)):
+        return "unfinished"  # a file gone, or an earlier build's where this one's belongs
+    with _signals_held():
+        for name in new:
+            if (out / f".{name}.tmp").is_file():
+                os.replace(out / f".{name}.tmp", out / name)
+        for name in stale:
+            (out / name).unlink(missing_ok=True)
+        journal.unlink()
+    return "finished"
+
+
 def foreign_shards(out: Path) -> List[str]:
     """Shard-named files in ``out`` that the ``report.json`` there (an earlier build's) does not
     list: another tool's records (Model Garden's converter names its shards alike), which a build
@@ -776,6 +811,7 @@ def _build(options: BuildOptions, progress: bool, lock: _OutLock) -> Dict[str, A
         raise BuildError(f"--out {out} holds TFRecords no build-tfrecords report there lists ({examples(foreign, 3)}): "
                          "another tool's, or a build whose report.json is gone; this build would replace or delete "
                          "them: move them away, or choose another --out")
+    interrupted = finish_interrupted_commit(out)
     in_the_way = [name for name in OUTPUT_FILES if (out / name).is_dir()]
     if in_the_way:
         one = len(in_the_way) == 1
@@ -927,6 +963,8 @@ def _build(options: BuildOptions, progress: bool, lock: _OutLock) -> Dict[str, A
             "shards": shards,
             "bytes_written": sum(s["bytes"] for s in shards),
             "stale_shards_removed": stale_shards,
+            # a build stopped here while moving its files into place: "finished" first, or "unfinished" (files gone)
+            "interrupted_build": interrupted,
             # the earlier build in --out against this one: its val/test images now in train and the reverse
             "split_changes": changes,
             "options": opts,
@@ -948,4 +986,6 @@ def _build(options: BuildOptions, progress: bool, lock: _OutLock) -> Dict[str, A
     except BaseException:
         staged.discard()  # what was not moved into place
         raise
+    if staged.interrupted:  # the build is whole in OUT: said, rather than "Aborted!" over a complete build
+        return {**report, "interrupted_after_writing": True}
     return report

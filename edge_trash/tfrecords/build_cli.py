@@ -347,6 +347,13 @@ def summarize(report: Dict[str, Any], out: Path, seconds: float) -> str:
             lines.append(f"hint: {hint['images']} images were found in the folders their file_name is relative to, "
                          "below --images: give " + " ".join(f"--images {shell_word(f)}" for f in hint["folders"])
                          + " (one per --annotations, in order) to spare the search")
+    if report.get("interrupted_build") == "finished":
+        lines.append(f"note: {out} held a build stopped while moving its files into place: it was finished first")
+    if report.get("earlier_build_kept") and report.get("interrupted_build") == "unfinished":
+        lines.append(f"build-tfrecords: no image converted, so nothing was written; {out} still holds a build "
+                     "stopped while moving its files into place, some of them gone: training refuses it until a "
+                     "build there completes")
+        return "\n".join(lines)
     if report.get("earlier_build_kept"):
         lines.append(f"build-tfrecords: no image converted, so nothing was written: the earlier build in {out} is "
                      "as it was")
@@ -362,6 +369,9 @@ def summarize(report: Dict[str, Any], out: Path, seconds: float) -> str:
     replaced = f", replacing the earlier build there ({len(stale)} of its shards removed)" if stale else ""
     lines.append(f"build-tfrecords: wrote {counted(len(report['shards']), 'shard', 'shards')} ({mb:.1f} MB), "
                  f"labels.txt, label_map.pbtxt, splits.json, report.json to {out}{replaced} in {seconds:.1f}s")
+    if report.get("interrupted_after_writing"):
+        lines.append("note: the stop (Ctrl-C or SIGTERM) came while the files were moved into place: the build is "
+                     f"complete in {out}, as above")
     return "\n".join(lines)
 
 
