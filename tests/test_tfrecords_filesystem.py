@@ -8,6 +8,7 @@ from __future__ import annotations
 import errno
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -353,8 +354,14 @@ def test_a_rename_that_fails_midway_is_said_refused_by_training_and_finished_by_
     # the files not yet moved wait for the next build to move them first (not deleted: it would be left half done)
     assert sorted(p.name for p in out.iterdir() if p.name.endswith(".tmp")) == sorted(
         f".{name}.tmp" for name in journal["new"][2:])
-    with pytest.raises(DataSplitError, match="failed while moving its files into place"):
+    with pytest.raises(DataSplitError, match="was stopped while moving its files into place"):
         training_splits(out)
+    from edge_trash.tfrecords.analyze import AnalyzeError, analyze
+
+    with pytest.raises(AnalyzeError, match=f"^--tfrecords {re.escape(str(out))}: a build-tfrecords was stopped while "
+                                           "moving its files into place, so the folder holds shards of two builds: "
+                                           r"run that build again \(it finishes the move first\)$"):
+        analyze(tfrecords=out, out=tmp_path / "analysis", plots=False)  # it read both builds' shards as one
     monkeypatch.setattr(build_mod.os, "replace", real_replace)
     report = build_tfrecords(BuildOptions(shard_size=4, **options))  # not refused as another tool's shards
     assert sorted(p.name for p in out.glob("*.tfrecord")) == sorted(s["file"] for s in report["shards"])
@@ -463,3 +470,27 @@ def test_a_long_reason_kind_is_cut_between_words():
                        "orientation tag: was it stripped after annotation?")
     assert kind == "decoded size … is the JSON size … turned a quarter turn, and the file …"
     assert reason_kind("file is empty (0 bytes)") == "file is empty"
+
+
+def test_records_a_build_is_writing_are_not_read_until_it_ends(tmp_path):
+    """analyze --tfrecords read a folder while a build was renaming its files into place (some old, some new)."""
+    from edge_trash.tfrecords.analyze import AnalyzeError, analyze
+    from edge_trash.tfrecords.build import _OutLock
+    from edge_trash.tfrecords.split_layout import DataSplitError, training_splits
+
+    ann = _dataset(tmp_path, [f"{i}.jpg" for i in range(8)])
+    out = tmp_path / "out"
+    build_tfrecords(BuildOptions(annotations=ann, images=tmp_path / "images", out=out, test_fraction=0,
+                                 val_fraction=0.25))
+    lock = _OutLock(out)
+    lock.take()  # as a running build holds it
+    try:
+        with pytest.raises(AnalyzeError, match=f"^--tfrecords {re.escape(str(out))}: a build-tfrecords is writing "
+                                               "there now: wait for it to finish$"):
+            analyze(tfrecords=out, out=tmp_path / "analysis", plots=False)
+        with pytest.raises(DataSplitError, match="a build-tfrecords is writing there now"):
+            training_splits(out)
+    finally:
+        lock.release()
+    assert training_splits(out) == ("train", "val")
+    assert analyze(tfrecords=out, out=tmp_path / "analysis", plots=False)["tfrecords"]["splits"]["train"]["images"]

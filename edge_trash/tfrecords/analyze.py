@@ -40,7 +40,7 @@ from edge_trash.tfrecords.coco import CocoDataset, Rejected, load_coco_files
 from edge_trash.tfrecords.image_paths import SourceImages, source_images
 from edge_trash.tfrecords.images import DEFAULT_MAX_PIXELS, bomb_reason, pillow_pixel_limit
 from edge_trash.tfrecords.other_formats import images_folder_problem, other_record_layout
-from edge_trash.tfrecords.split_layout import SHARD_RE
+from edge_trash.tfrecords.split_layout import SHARD_RE, unfinished_build
 from edge_trash.tfrecords.split_units import identical_files, variants_across_splits, variants_leak_message
 from edge_trash.tfrecords.tf_example import parse_example
 from edge_trash.tfrecords.tfrecord_file import TFRecordCorruptError, read_records
@@ -332,6 +332,9 @@ def find_shards(tfrecords: Path) -> Dict[str, List[Path]]:
     """Shards of a build folder grouped by split, in split order (train, val, test, fold0...)."""
     if not tfrecords.is_dir():
         raise AnalyzeError(f"--tfrecords {tfrecords}: not a directory (give the --out folder of build-tfrecords)")
+    unfinished = unfinished_build(tfrecords, "--tfrecords")
+    if unfinished:
+        raise AnalyzeError(unfinished)
     found: Dict[str, List[Path]] = {}
     for path in sorted(tfrecords.iterdir()):
         match = SHARD_RE.match(path.name)

@@ -32,7 +32,7 @@ from edge_trash.tfrecords.image_paths import NOT_FOUND_WHY, SourceImages, defaul
 from edge_trash.tfrecords.images import (DEFAULT_MAX_PIXELS, ImageJob, ImageResult, convert_image, file_reason,
                                          read_displayed_size)
 from edge_trash.tfrecords.other_formats import images_folder_problem
-from edge_trash.tfrecords.split_layout import COMMIT_JOURNAL, SHARD_RE
+from edge_trash.tfrecords.split_layout import BUILD_LOCK, COMMIT_JOURNAL, SHARD_RE
 from edge_trash.tfrecords.split_units import (SPLIT_BY, SplitUnits, frames_next_to_train, identical_files,
                                               roboflow_original, split_units, variants_across_splits)
 from edge_trash.tfrecords.splits import assign_folds, assign_splits, shuffled, split_changes, split_keys
@@ -713,7 +713,7 @@ class _OutLock:
     files as stale and rename its own over them. An advisory lock on ``OUT/.build-tfrecords.lock``
     (none where ``fcntl`` is missing, on Windows); released, and the file removed, when the build ends."""
 
-    NAME = ".build-tfrecords.lock"
+    NAME = BUILD_LOCK
 
     def __init__(self, out: Path) -> None:
         self.path = out / self.NAME

@@ -23,6 +23,26 @@ from edge_trash.terminal import shell_word
 SHARD_RE = re.compile(r"^(train|val|test|fold\d+)-\d{5}-of-\d{5}\.tfrecord$")
 # Written while a build renames its files into place; left only by one that failed midway.
 COMMIT_JOURNAL = ".build-tfrecords.commit.json"
+BUILD_LOCK = ".build-tfrecords.lock"  # held (flock) by a build while it runs
+
+
+def unfinished_build(data_dir: Path, flag: str = "--data") -> str:
+    """Why the records in ``data_dir`` must not be read now ("" when they may): a build-tfrecords is writing
+    there (it holds its lock), or one was stopped while moving its files into place (its journal is left), so
+    the folder holds shards of two builds."""
+    if (data_dir / COMMIT_JOURNAL).exists():
+        return (f"{flag} {data_dir}: a build-tfrecords was stopped while moving its files into place, so the folder "
+                "holds shards of two builds: run that build again (it finishes the move first)")
+    try:
+        import fcntl
+
+        with open(data_dir / BUILD_LOCK, "rb") as handle:
+            fcntl.flock(handle, fcntl.LOCK_SH | fcntl.LOCK_NB)
+    except BlockingIOError:
+        return f"{flag} {data_dir}: a build-tfrecords is writing there now: wait for it to finish"
+    except (ImportError, OSError):  # no lock file (no build running), or no locks here (Windows, some mounts)
+        pass
+    return ""
 
 
 class DataSplitError(ValueError):
@@ -51,9 +71,9 @@ def training_splits(data_dir: Path, fold: Optional[int] = None) -> Tuple[str, st
     """``(train spec, val spec)`` for a run on ``data_dir``; ``DataSplitError`` naming the fix
     when the folder lacks them or one of them holds no record."""
     data_dir = Path(data_dir)
-    if (data_dir / COMMIT_JOURNAL).exists():
-        raise DataSplitError(f"--data {data_dir}: a build-tfrecords failed while moving its files into place, so "
-                             "the folder holds shards of two builds: run that build again to finish it")
+    unfinished = unfinished_build(data_dir)
+    if unfinished:
+        raise DataSplitError(unfinished)
     from edge_trash.tfrecords.other_formats import other_record_layout
 
     other = other_record_layout(data_dir, "--data")
