@@ -94,6 +94,12 @@ def test_a_folder_that_cannot_be_entered_is_a_reason_not_the_end_of_the_build(tm
         f"cannot write {tmp_path / 'out' / 'x'}: Read-only file system. Nothing in {tmp_path / 'out'} was changed "
         "(the new files are renamed into place together, once all are complete); choose another --out, and run "
         "again")
+    # a file-size limit (FAT32, ulimit -f) hit the spool of a small build: not a full disk ("free space" misled)
+    assert build_os_error(OSError(errno.EFBIG, "File too large", str(tmp_path / "out" / ".records.spool.tmp")),
+                          tmp_path / "out").endswith(
+        "; a file may not grow that large here (a FAT32 drive holds files under 4 GiB; `ulimit -f` sets a limit): "
+        "the records wait in one temp file about the output's size, so choose an --out on another file system, and "
+        "run again")
 
 
 @pytest.mark.parametrize("command", ["build-tfrecords", "analyze"])

@@ -30,9 +30,12 @@ def build_os_error(exc: OSError, out: Path) -> str:
     message = os_error_message(exc, out)
     if not message.startswith("cannot write"):
         return message
-    full = exc.errno in (errno.ENOSPC, errno.EDQUOT, errno.EFBIG)
+    full = exc.errno in (errno.ENOSPC, errno.EDQUOT)
     fix = ("free space (a build needs about twice its output while it runs, three times when it replaces an "
-            "earlier build) or choose another --out" if full else "choose another --out")
+           "earlier build) or choose another --out" if full else
+           "a file may not grow that large here (a FAT32 drive holds files under 4 GiB; `ulimit -f` sets a limit): the "
+           "records wait in one temp file about the output's size, so choose an --out on another file system"
+           if exc.errno == errno.EFBIG else "choose another --out")
     return (f"cannot write {exc.filename or out}: {exc.strerror or exc}. Nothing in {out} was changed (the new "
             f"files are renamed into place together, once all are complete); {fix}, and run again")
 
