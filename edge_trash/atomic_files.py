@@ -10,8 +10,9 @@ from __future__ import annotations
 import errno
 import os
 import tempfile
+from contextlib import contextmanager
 from pathlib import Path
-from typing import Union
+from typing import Dict, Iterator, List, Sequence, Union
 
 
 def _umask() -> int:
@@ -39,6 +40,55 @@ def write_bytes_atomic(path: Union[str, Path], data: bytes) -> None:
 def write_text_atomic(path: Union[str, Path], text: str) -> None:
     """:func:`write_bytes_atomic` for UTF-8 text."""
     write_bytes_atomic(path, text.encode("utf-8"))
+
+
+@contextmanager
+def signals_held(deliver: bool = True) -> Iterator[List[int]]:
+    """Within, SIGINT and SIGTERM wait: each is noted (in the list yielded) and delivered on leaving, so a
+    rename loop is never cut short (Python runs signal handlers in the main thread, whichever thread the
+    signal hits); with ``deliver`` False it is only noted: the work it would have stopped is already done."""
+    import signal
+    import threading
+
+    received: List[int] = []
+    if threading.current_thread() is not threading.main_thread():
+        yield received
+        return
+    previous = {sig: signal.signal(sig, lambda signum, frame: received.append(signum))
+                for sig in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        yield received
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+    if received and deliver:
+        signal.raise_signal(received[0])  # now, to the handler that was there (Ctrl-C: KeyboardInterrupt)
+
+
+def write_files_together(folder: Union[str, Path], files: Dict[str, bytes], remove: Sequence[str] = ()) -> None:
+    """Write ``files`` (name -> bytes) into ``folder`` as one set: each under a hidden temporary name first, then
+    all renamed into place (and ``remove`` deleted) with Ctrl-C and SIGTERM held, so an interrupted run leaves
+    the earlier set whole, never new files beside old ones; on a failure before the renames, the temporary files
+    are removed."""
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    written: List[Path] = []
+    try:
+        for name, data in files.items():
+            fd, tmp = tempfile.mkstemp(dir=folder, prefix=f".{name}.", suffix=".tmp")
+            written.append(Path(tmp))
+            with os.fdopen(fd, "wb") as f:
+                f.write(data)
+            os.chmod(tmp, 0o666 & ~_umask())
+    except BaseException:
+        for tmp in written:
+            tmp.unlink(missing_ok=True)
+        raise
+    with signals_held():
+        for tmp, name in zip(written, files):
+            os.replace(tmp, folder / name)
+        for name in remove:
+            (folder / name).unlink(missing_ok=True)
 
 
 _WRITE_ONLY_ERRORS = {errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EFBIG}

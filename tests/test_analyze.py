@@ -870,3 +870,26 @@ def test_a_coco_size_dataset_says_it_is_finding_its_files_before_the_bar(sample_
     assert result.exit_code == 0
     said = result.stderr.index(f"analyze: finding the {entries:,} image files ...\n")
     assert said < result.stderr.index(f"0/{entries} [")  # before the bar, whose total is every entry
+
+
+def test_an_interrupted_analyze_leaves_the_earlier_report_and_plots_together(sample_dataset, tmp_path, monkeypatch):
+    """A Ctrl-C after the plots were drawn left the new dataset's plots beside the old report.md and stats.json."""
+    from edge_trash.tfrecords import analyze as analyze_module
+
+    out = tmp_path / "analysis"
+    analyze(sample_dataset.annotations, sample_dataset.images, out=out)
+    before = {p.name: p.read_bytes() for p in out.iterdir()}
+    assert any(name.endswith(".png") for name in before)
+
+    def interrupted(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    coco = json.loads(sample_dataset.annotations.read_text())
+    for c in coco["categories"]:
+        c["name"] = f"renamed {c['name']}"  # another dataset: every plot differs
+    other = tmp_path / "other.json"
+    other.write_text(json.dumps(coco))
+    monkeypatch.setattr(analyze_module, "render_report", interrupted)  # after every plot is drawn
+    with pytest.raises(KeyboardInterrupt):
+        analyze(other, sample_dataset.images, out=out)
+    assert {p.name: p.read_bytes() for p in out.iterdir()} == before  # no new plot, no temporary file

@@ -375,7 +375,7 @@ def test_a_rename_that_fails_midway_is_said_refused_by_training_and_finished_by_
 
 
 def test_ctrl_c_and_sigterm_wait_while_files_are_renamed():
-    from edge_trash.tfrecords.build import _signals_held
+    from edge_trash.atomic_files import signals_held as _signals_held
 
     seen = []
     before = signal.signal(signal.SIGINT, signal.default_int_handler)  # Ctrl-C as a command gets it

@@ -29,11 +29,11 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Dict, Iterable, Iterator, List, Optional, Sequence, Tuple
 
-from edge_trash.atomic_files import write_bytes_atomic as _write_atomic
+from edge_trash.atomic_files import write_files_together
 from edge_trash.tfrecords import feature_keys as K
 from edge_trash.tfrecords.class_map import (categories_sharing_a_name, names_read_as_indices, read_as_indices_warning,
                                             similar_names, similar_names_warning)
-from edge_trash.tfrecords.analyze_report import remove_stale_plots, render_report, write_plots
+from edge_trash.tfrecords.analyze_report import draw_plots, render_report, stale_plots
 from edge_trash.tfrecords.build import (BIG_DATASET_IMAGES, counted as _n, examples as _examples, ignored_message,
                                         iscrowd_message, score_message, score_summary, sizes_of_found)
 from edge_trash.tfrecords.coco import CocoDataset, Rejected, load_coco_files
@@ -855,6 +855,7 @@ def analyze(annotations: "Optional[os.PathLike | str | Sequence[os.PathLike | st
         "tfrecords": None,
     }
     sections: List[Tuple[str, Dict[str, Any], List[str]]] = []
+    pngs: Dict[str, bytes] = {}  # the plots, written with stats.json and report.md at the end
 
     def finish(source: Source, problems: Optional[Dict[str, Any]] = None) -> Dict[str, Any]:
         s = describe(source, th)
@@ -866,7 +867,9 @@ def analyze(annotations: "Optional[os.PathLike | str | Sequence[os.PathLike | st
             if progress and sys.stderr is not None:  # a second or more per source, after its bar has finished
                 print(f"analyze: drawing the plots of {source.name} ...", file=sys.stderr, flush=True)
             sqrt_areas = [math.sqrt(max(0.0, b.width * b.height)) for b in source.boxes]
-            names = write_plots(source.name, s, sqrt_areas, th, out_dir)
+            drawn = draw_plots(source.name, s, sqrt_areas, th)
+            pngs.update(drawn)
+            names = list(drawn)
         s["plots"] = names
         sections.append((source.name, s, names))
         return s
@@ -947,9 +950,10 @@ def analyze(annotations: "Optional[os.PathLike | str | Sequence[os.PathLike | st
 
     report = render_report(stats, sections)
     stats["seconds"] = _r(time.monotonic() - start, 2)
-    _write_atomic(out_dir / "stats.json",
-                  (json.dumps(stats, indent=1, allow_nan=False, default=str) + "\n").encode("utf-8"))
-    # backslashreplace: a file name listed from disk may hold bytes that were not UTF-8
-    _write_atomic(out_dir / "report.md", report.encode("utf-8", "backslashreplace"))
-    remove_stale_plots(out_dir, [name for _, _, names in sections for name in names])
+    # one set: an interrupted run leaves the earlier report, stats and plots together, not new plots beside them
+    # (backslashreplace: a file name listed from disk may hold bytes that were not UTF-8)
+    write_files_together(out_dir, {**pngs, "stats.json": (json.dumps(stats, indent=1, allow_nan=False, default=str)
+                                                          + "\n").encode("utf-8"),
+                                   "report.md": report.encode("utf-8", "backslashreplace")},
+                         remove=stale_plots(out_dir, list(pngs)))
     return stats

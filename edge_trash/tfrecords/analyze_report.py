@@ -10,7 +10,6 @@ import warnings
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Dict, Iterable, List, Optional, Sequence, Tuple
 
-from edge_trash.atomic_files import write_bytes_atomic as _write_atomic
 
 if TYPE_CHECKING:
     from edge_trash.tfrecords.analyze import Thresholds
@@ -60,28 +59,23 @@ def boxes_per_image_bars(histogram: Dict[str, int]) -> Tuple[List[int], List[int
 
 
 PLOT_FILE = re.compile(r"(annotations|tfrecords_[A-Za-z0-9_]+)_(classes|boxes_per_image|box_sizes|image_sizes|"
-                       r"brightness)\.png")  # the names write_plots gives
+                       r"brightness)\.png")  # the names draw_plots gives
 
 
-def remove_stale_plots(out: Path, written: Sequence[str]) -> List[str]:
-    """Remove the plots an earlier ``analyze`` wrote into ``out`` that this one did not (the fold plots
-    of a build since rebuilt without ``--folds``), so the folder holds what report.md shows; returns
-    their names. Only file names ``write_plots`` gives are touched."""
-    removed = []
-    for path in sorted(out.glob("*.png")):
-        if PLOT_FILE.fullmatch(path.name) and path.name not in written and path.is_file():
-            path.unlink()
-            removed.append(path.name)
-    return removed
+def stale_plots(out: Path, written: Sequence[str]) -> List[str]:
+    """The plots an earlier ``analyze`` wrote into ``out`` that this one does not (the fold plots of a build
+    since rebuilt without ``--folds``), to remove so the folder holds what report.md shows. Only file names
+    ``draw_plots`` gives are named."""
+    return [path.name for path in sorted(out.glob("*.png"))
+            if PLOT_FILE.fullmatch(path.name) and path.name not in written and path.is_file()]
 
 
 def _slug(name: str) -> str:
     return re.sub(r"[^A-Za-z0-9]+", "_", name).strip("_")
 
 
-def write_plots(name: str, stats: Dict[str, Any], sqrt_areas: Sequence[float], th: Thresholds,
-                out: Path) -> List[str]:
-    """Write the PNG plots of one source into ``out``; returns their file names.
+def draw_plots(name: str, stats: Dict[str, Any], sqrt_areas: Sequence[float], th: Thresholds) -> Dict[str, bytes]:
+    """The PNG plots of one source: ``{file name: PNG bytes}``, written by the caller with the rest.
 
     ``sqrt_areas`` are the square roots of the box areas, for the box-size histogram.
     """
@@ -91,7 +85,7 @@ def write_plots(name: str, stats: Dict[str, Any], sqrt_areas: Sequence[float], t
     from matplotlib import pyplot as plt
 
     slug = _slug(name)
-    written: List[str] = []
+    written: Dict[str, bytes] = {}
 
     def save(fig: Any, suffix: str) -> None:
         buf = io.BytesIO()
@@ -101,9 +95,7 @@ def write_plots(name: str, stats: Dict[str, Any], sqrt_areas: Sequence[float], t
             fig.tight_layout()
             fig.savefig(buf, format="png", dpi=90, bbox_inches="tight")  # never cut a label or the title
         plt.close(fig)
-        file_name = f"{slug}_{suffix}.png"
-        _write_atomic(out / file_name, buf.getvalue())
-        written.append(file_name)
+        written[f"{slug}_{suffix}.png"] = buf.getvalue()
 
     classes, shown = plotted_classes(stats["classes"])
     title = f"{name}: instances per class" + (f"\n{shown}" if shown else "")

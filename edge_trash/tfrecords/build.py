@@ -19,12 +19,12 @@ import stat
 import statistics
 import sys
 from collections import Counter
-from contextlib import closing, contextmanager
+from contextlib import closing
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, Dict, Iterable, Iterator, List, Mapping, NamedTuple, Optional, Sequence, Tuple
 
-from edge_trash.atomic_files import write_bytes_atomic
+from edge_trash.atomic_files import signals_held, write_bytes_atomic
 from edge_trash.tfrecords.class_map import build_class_mapping, label_map_pbtxt, read_class_map
 from edge_trash.tfrecords.coco import CocoDataset, load_coco_files
 from edge_trash.tfrecords.name_encodings import readable_text, utf8_text
@@ -258,29 +258,6 @@ OUR_TEMP_RE = re.compile(r"^\.(records\.spool|(train|val|test|fold\d+)-\d{5}-of-
                          + "|".join(re.escape(name) for name in OUTPUT_FILES) + r")\.tmp$")
 
 
-@contextmanager
-def _signals_held(deliver: bool = True) -> Iterator[List[int]]:
-    """Within, SIGINT and SIGTERM wait: each is noted (in the list yielded) and delivered on leaving, so a
-    rename loop is never cut short (Python runs signal handlers in the main thread, whichever thread the
-    signal hits); with ``deliver`` False it is only noted: the work it would have stopped is already done."""
-    import signal
-    import threading
-
-    received: List[int] = []
-    if threading.current_thread() is not threading.main_thread():
-        yield received
-        return
-    previous = {sig: signal.signal(sig, lambda signum, frame: received.append(signum))
-                for sig in (signal.SIGINT, signal.SIGTERM)}
-    try:
-        yield received
-    finally:
-        for sig, handler in previous.items():
-            signal.signal(sig, handler)
-    if received and deliver:
-        signal.raise_signal(received[0])  # now, to the handler that was there (Ctrl-C: KeyboardInterrupt)
-
-
 class _StagedFiles:
     """Outputs written under hidden temporary names (``.NAME.tmp`` in OUT) and renamed into place
     together by :meth:`commit`; :meth:`discard` removes them instead, leaving OUT as it was."""
@@ -313,7 +290,7 @@ class _StagedFiles:
         except BaseException:
             journal.unlink(missing_ok=True)
             raise
-        with _signals_held(deliver=False) as received:  # once all is moved, there is nothing left to stop
+        with signals_held(deliver=False) as received:  # once all is moved, there is nothing left to stop
             try:
                 for tmp, final in self.pairs:
                     os.replace(tmp, final)
@@ -679,7 +656,7 @@ def finish_interrupted_commit(out: Path) -> str:
     if not all(waiting[moved:]) or len(sizes) != len(new) or any(
             not p.is_file() or p.stat().st_size != size for p, size in zip(places, sizes)):
         return "unfinished"  # a file gone, or an earlier build's where this one's belongs
-    with _signals_held():
+    with signals_held():
         for name in new:
             if (out / f".{name}.tmp").is_file():
                 os.replace(out / f".{name}.tmp", out / name)
