@@ -2185,3 +2185,27 @@ def test_one_annotation_file_naming_each_images_split_keeps_them_with_keep_split
         f"--keep-splits: cannot tell the split of {ann} from its name or folder (put 'train', 'valid' or 'test' in "
         "it), nor of each of its images (a 'split' field, or a split folder in file_name), or leave --keep-splits out "
         "for a new stratified split") in " ".join(result.output.split())
+
+
+def test_the_split_an_annotation_file_names_wins_over_folders_in_its_file_names(tmp_path):
+    """Per-image splits are for a file that names none: train.json and val.json whose photos sit in 'field_test/'
+    went to test, and LVIS's val (photos in COCO's train2017/ and val2017/ by coco_url) into train."""
+    from edge_trash.tfrecords.coco import load_coco_files
+
+    for split, ids in (("train", range(0, 6)), ("val", range(6, 9))):
+        for i in ids:
+            _jpeg(tmp_path / "field_test" / f"{i}.jpg", (64, 48), (20 * i, 90, 90))
+        (tmp_path / f"{split}.json").write_text(json.dumps({
+            "images": [{"id": i, "file_name": f"field_test/{i}.jpg", "width": 64, "height": 48} for i in ids],
+            "annotations": [{"id": i, "image_id": i, "category_id": 1, "bbox": [4, 4, 20, 20]} for i in ids],
+            "categories": [{"id": 1, "name": "can"}]}))
+    report = build_tfrecords(BuildOptions(annotations=[tmp_path / "train.json", tmp_path / "val.json"],
+                                          images=tmp_path, out=tmp_path / "out", keep_splits=True))
+    splits = json.loads((tmp_path / "out" / "splits.json").read_text())["splits"]
+    assert {k: sorted(v) for k, v in splits.items()} == {"train": [0, 1, 2, 3, 4, 5], "val": [6, 7, 8]}
+    assert report["splits_named_per_image"] == {}
+    lvis = tmp_path / "lvis_v1_val.json"  # no file_name: its coco_url's path, COCO's train2017/ folder, is no split
+    lvis.write_text(json.dumps({"images": [{"id": 1, "coco_url": "http://images.cocodataset.org/train2017/1.jpg",
+                                            "width": 64, "height": 48}],
+                                "annotations": [], "categories": [{"id": 1, "name": "can"}]}))
+    assert [im.split for im in load_coco_files([lvis]).images] == [None]

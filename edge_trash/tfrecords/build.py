@@ -539,7 +539,7 @@ def _plan(dataset: CocoDataset, options: BuildOptions, target_of: Dict[int, Opti
     # photo's name for a Roboflow export unless asked to move every image alone
     names = split_keys(read_as, photos=options.split_by != "image")
     if options.keep_splits:
-        split_of = {im.id: im.split or dataset.sources[im.source].split for im in dataset.images}  # the entry's first
+        split_of = {im.id: dataset.sources[im.source].split or im.split for im in dataset.images}  # the file's first
         unnamed = [str(src.path) for k, src in enumerate(dataset.sources)
                    if any(split_of[im.id] is None for im in dataset.images if im.source == k)]
         if unnamed:
@@ -904,9 +904,9 @@ def _build(options: BuildOptions, progress: bool, lock: _OutLock) -> Dict[str, A
             "category_ids_warning": dataset.category_ids_warning(),
             "duplicate_annotation_ids": dataset.duplicate_annotation_ids,
             "image_ids_of_several_files": dataset.image_ids_of_several_files,  # none of their images written
-            # images by the split their entry names; 'unnamed': neither it nor its file's name says one
+            # images of files whose name says no split, by the split their entry names ('unnamed': none)
             "splits_named_per_image": dict(Counter(im.split or "unnamed" for im in dataset.images
-                                                   if im.split or not dataset.sources[im.source].split)),
+                                                   if not dataset.sources[im.source].split)),
             "iscrowd_not_understood": dataset.iscrowd_not_understood,  # annotation ids, read as not crowd
             "ignored_as_crowd": dataset.ignored_as_crowd,  # annotation ids with "ignore": 1, written as crowd
             "annotations_with_score": score_summary(dataset.scores),  # predictions used as labels?

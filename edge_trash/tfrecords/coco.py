@@ -69,18 +69,19 @@ class ImageRecord:
     source: int = 0  # index of the annotation file it came from (several --annotations)
     video: Optional[Tuple[str, int]] = None  # (video_id, frame number) when the entry says (COCO-VID, TAO, MOT)
     split: Optional[str] = None  # train/val/test when the entry says: a 'split' field, or a split folder in file_name
+    # (used by --keep-splits only for files whose own name names no split)
 
 
-def split_of_entry(entry: Dict[str, Any], file_name: str) -> Optional[str]:
-    """The split an image entry names: its ``split`` field (``"valid"``), else a folder of its ``file_name``
-    that is a split word (``images/train/a.jpg``, ``val2017/b.jpg``); None when it names none."""
-    from edge_trash.tfrecords.split_names import split_word
+def split_of_entry(entry: Dict[str, Any]) -> Optional[str]:
+    """The split an image entry names: its ``split`` field (``"valid"``), else the innermost folder of its own
+    ``file_name`` that is a split word (``images/train/a.jpg``, ``val2017/b.jpg``; not a ``coco_url``'s path:
+    LVIS draws both its splits from COCO's folders); None when it names none."""
+    from edge_trash.tfrecords.split_names import split_of_path, split_word
 
-    given = entry.get("split")
+    given, name = entry.get("split"), entry.get("file_name")
     if isinstance(given, str) and given.strip():
         return split_word(given)
-    folders = file_name.replace("\\", "/").split("/")[:-1]
-    return next((s for s in map(split_word, folders) if s), None)
+    return split_of_path(name) if isinstance(name, str) else None
 
 
 VIDEO_FRAME_KEYS = ("frame_id", "frame_index", "frame_number", "frame")
@@ -484,7 +485,7 @@ def _parse_images(raw: List[Any], size_of: Optional[SizeReader] = None, sources:
         if text is not None:
             text_ids[text] = iid
         images.append(ImageRecord(iid, name, int(w), int(h), sources[i] if sources else 0,
-                                  video_of_entry(im, iid), split_of_entry(im, name)))
+                                  video_of_entry(im, iid), split_of_entry(im)))
     return images, rejected, size_notes, text_ids, name_notes
 
 

@@ -41,7 +41,7 @@ from typing import Dict, List, Optional, Sequence, Tuple
 from urllib.parse import unquote, urlsplit
 
 from edge_trash.tfrecords.name_encodings import disk_spelling, legacy_spellings, not_utf8, utf8_text
-from edge_trash.tfrecords.split_names import ANNOTATION_FOLDERS, split_in_name, split_word
+from edge_trash.tfrecords.split_names import ANNOTATION_FOLDERS, split_in_name, split_of_path
 
 _DRIVE = re.compile(r"^[A-Za-z]:$")
 _ABSOLUTE = re.compile(r"^([/\\]|[A-Za-z]:[/\\])")  # a path from the root: /home/..., C:\...
@@ -81,15 +81,6 @@ _OTHER_SPLIT = "in another split's folder, while this annotation file is for"
 NOT_FOUND_WHY = ((_SEVERAL, "its name is in several sub-folders"), (_OTHER_SPLIT, "only in another split's folder"))
 
 
-def _split_of(rel: str) -> Optional[str]:
-    """The split named by the innermost folder of ``rel`` that names one (``val2017/a.jpg``: val)."""
-    for folder in reversed(rel.split("/")[:-1]):
-        split = split_word(folder)
-        if split:
-            return split
-    return None
-
-
 # folders of masks, labels or depth maps that datasets keep beside their photos under the same names
 _MASK_FOLDER = re.compile(r"^(sem[_-]?seg\w*|masks?|\w*segmentation\w*|seg|gt|ground[_-]?truth|annotations?|labels?|"
                           r"depths?|depth[_-]?(images?|maps?)|instance[_-]?ids?|panoptic\w*)$", re.IGNORECASE)
@@ -109,11 +100,11 @@ def _in_split(candidates: List[str], split: Optional[str], folder_splits: set) -
     photos in ``training_images/`` alone is not a dataset split into folders."""
     if split is None or split not in folder_splits:
         return candidates, []
-    same = [c for c in candidates if _split_of(c) == split]
+    same = [c for c in candidates if split_of_path(c) == split]
     if same:
         return same, []
-    return ([c for c in candidates if _split_of(c) is None],
-            [c for c in candidates if _split_of(c) is not None])
+    return ([c for c in candidates if split_of_path(c) is None],
+            [c for c in candidates if split_of_path(c) is not None])
 
 
 def _cleaned(file_name: str) -> str:
@@ -166,7 +157,7 @@ class ImagePaths:
                 seen_dirs.add((st.st_dev, st.st_ino))
                 dirs.sort()
                 rel = Path(folder).relative_to(self.images_dir)
-                self._folder_splits.add(_split_of(f"{rel.as_posix()}/-"))
+                self._folder_splits.add(split_of_path(f"{rel.as_posix()}/-"))
                 for name in sorted(files):
                     for spelling in [name] + legacy_spellings(name):
                         path = (rel / name).as_posix()
@@ -364,7 +355,7 @@ class ImagePaths:
             parts = parts[-1:]
             everywhere = self._deeper(parts)
         # a file_name whose own folder names a split (LVIS val's 'train2017/...') is read from that split's folder
-        named = _split_of("/".join(parts)) if len(parts) > 1 else None
+        named = split_of_path("/".join(parts)) if len(parts) > 1 else None
         candidates, elsewhere = _in_split(everywhere, named or split, self._folder_splits)
         if len(candidates) == 1 and len(everywhere) > 1:
             return self.images_dir / candidates[0], (

@@ -21,6 +21,15 @@ def split_word(text: str) -> Optional[str]:
     return _SPLIT_WORDS[match.group(1)] if match else None
 
 
+def split_of_path(rel: str) -> Optional[str]:
+    """The split named by the innermost folder of ``rel`` that names one (``val2017/a.jpg``: val)."""
+    for folder in reversed(rel.replace("\\", "/").split("/")[:-1]):
+        split = split_word(folder)
+        if split:
+            return split
+    return None
+
+
 # folders that hold annotation files alone: the images, and the split, are then the folder above (COCO's
 # annotations/instances_val2017.json, Supervisely's train/annotations/instances.json)
 ANNOTATION_FOLDERS = frozenset({"annotations", "annotation", "anns", "ann", "labels"})
