@@ -2111,10 +2111,14 @@ def test_class_ids_numbered_from_0_against_categories_from_1_are_named_with_the_
     report = json.loads((tmp_path / "o2" / "report.json").read_text())
     assert report["category_ids_warning"] is None and report["boxes_written"] == 12
     assert [(c["name"], c["boxes"]) for c in report["classes"]] == [(n, 3) for n in names]
-    # ids 0..3 with categories 0..3 are read as they are; so is one stray id 0 when class N has boxes
-    for cats, ids in ((range(4), [i % 4 for i in range(12)]), (range(1, 5), [0] + [1 + i % 4 for i in range(11)])):
+    # ids 0..3 with categories 0..3 are read as they are; so is a stray id 0 when class N has boxes, or a stray one
+    # beside a class not labelled yet (the fix would shift every correct label)
+    stray = [0, 0] + [1 + i % 3 for i in range(30)]  # two 0s against classes of 10 boxes, class 4 unused
+    for cats, ids in ((range(4), [i % 4 for i in range(12)]), (range(1, 5), [0] + [1 + i % 4 for i in range(11)]),
+                      (range(1, 5), stray)):
         ann.write_text(json.dumps({"images": images, "categories": [{"id": k, "name": f"c{k}"} for k in cats],
-                                   "annotations": [dict(a, category_id=c) for a, c in zip(anns, ids)]}))
+                                   "annotations": [{"id": k, "image_id": k % 12, "category_id": c,
+                                                    "bbox": [4, 4, 20, 20]} for k, c in enumerate(ids)]}))
         stats = analyze(ann, None, out=tmp_path / "a2", plots=False)
         assert stats["annotations"]["problems"]["category_ids_warning"] is None
 

@@ -195,10 +195,13 @@ class CocoDataset:
         conversion): id 0 is in no category, the categories are 1..N, and no annotation uses N. Read as they
         are, the boxes of id 0 are dropped and every other box takes the class listed before its own."""
         ids = sorted(c.id for c in self.categories)
-        used = {b.category_id for b in self.boxes}
+        used = Counter(b.category_id for b in self.boxes)
         n = len(ids)
-        if n < 2 or ids != list(range(1, n + 1)) or not self.unknown_category_ids.get(0) or n in used or \
-                set(self.unknown_category_ids) != {0}:
+        zero = self.unknown_category_ids.get(0, 0)
+        # every id 1..N-1 in use, N in none, and id 0 used about as often as the rarest class: a stray label 0 or
+        # two beside a class not labelled yet is not a shifted file (the fix would shift every correct label)
+        if n < 2 or ids != list(range(1, n + 1)) or set(self.unknown_category_ids) != {0} or n in used or \
+                set(used) != set(range(1, n)) or zero < 2 or 2 * zero < min(used.values()):
             return None
         names = {c.id: c.name for c in self.categories}
         paths = [str(src.path) for src in self.sources] or [str(self.path)]
@@ -209,9 +212,9 @@ class CocoDataset:
                "json.dump(d, open(sys.argv[2], 'w'))\" "
                f"{shell_word(paths[0])} {shell_word(str(Path(paths[0]).with_suffix('')) + '_ids_from_1.json')}")
         return (f"the annotations seem to number their classes from 0 and the categories from 1 (a YOLO conversion?): "
-                f"{self.unknown_category_ids[0]} annotations use category_id 0, which no category has, and none uses "
-                f"{n} ({names[n]!r}); read as they are, every other box is written as the class listed just before "
-                f"its own (a {names[2]!r} box as {names[1]!r}). If so, add 1 to each annotation's category_id"
+                f"{zero} annotations use category_id 0, which no category has, and none uses {n} ({names[n]!r}); "
+                f"read as they are, every other box is written as the class listed just before its own (a "
+                f"{names[2]!r} box as {names[1]!r}). If so, add 1 to each annotation's category_id"
                 + (f" ({fix})" if len(paths) == 1 else f" in each of {', '.join(paths)}") + " and build again")
 
     def boxes_by_image(self) -> Dict[int, List[BoxRecord]]:
