@@ -68,8 +68,8 @@ def signals_held(deliver: bool = True) -> Iterator[List[int]]:
 def write_files_together(folder: Union[str, Path], files: Dict[str, bytes], remove: Sequence[str] = ()) -> None:
     """Write ``files`` (name -> bytes) into ``folder`` as one set: each under a hidden temporary name first, then
     all renamed into place (and ``remove`` deleted) with Ctrl-C and SIGTERM held, so an interrupted run leaves
-    the earlier set whole, never new files beside old ones; on a failure before the renames, the temporary files
-    are removed."""
+    the earlier set whole, never new files beside old ones. A failure removes the temporary files; only a
+    rename that fails midway (a full or vanished folder) leaves a mixed set, with the error raised."""
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
     written: List[Path] = []
@@ -85,8 +85,13 @@ def write_files_together(folder: Union[str, Path], files: Dict[str, bytes], remo
             tmp.unlink(missing_ok=True)
         raise
     with signals_held():
-        for tmp, name in zip(written, files):
-            os.replace(tmp, folder / name)
+        try:
+            for tmp, name in zip(written, files):
+                os.replace(tmp, folder / name)
+        except BaseException:  # a rename failed midway: the files not moved go (the set is then mixed: said)
+            for tmp in written:
+                tmp.unlink(missing_ok=True)
+            raise
         for name in remove:
             (folder / name).unlink(missing_ok=True)
 

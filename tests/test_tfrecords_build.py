@@ -408,6 +408,12 @@ def test_a_build_that_converts_nothing_leaves_the_earlier_build_as_it_was(tmp_pa
     assert result.exit_code == 1  # a new folder gets the reasons alone: no empty shard, no "wrote 1 shard"
     assert sorted(p.name for p in (tmp_path / "new").iterdir()) == ["report.json"]
     assert json.loads((tmp_path / "new" / "report.json").read_text())["shards"] == []
+    other = tmp_path / "other.json"  # a second failed run there: its reasons replace the first's
+    other.write_text(sample_dataset.annotations.read_text().replace("batch_1/", "batch_9/"))
+    result = CliRunner().invoke(cli, ["build-tfrecords", "--annotations", str(other), "--images",
+                                      str(tmp_path / "empty"), "--out", str(tmp_path / "new"), "--quiet"])
+    assert "only report.json (the reasons) was written" in " ".join(result.output.split())
+    assert "batch_9/" in (tmp_path / "new" / "report.json").read_text()
     assert (f"build-tfrecords: no image converted, so only report.json (the reasons) was written to {tmp_path / 'new'}"
             in " ".join(result.output.split()))
 

@@ -500,3 +500,22 @@ def test_records_a_build_is_writing_are_not_read_until_it_ends(tmp_path):
         lock.release()
     assert training_splits(out) == ("train", "val")
     assert analyze(tfrecords=out, out=tmp_path / "analysis", plots=False)["tfrecords"]["splits"]["train"]["images"]
+
+
+def test_files_written_together_leave_no_temporary_file_when_a_rename_fails(tmp_path, monkeypatch):
+    from edge_trash import atomic_files
+
+    (tmp_path / "stats.json").write_text("old")
+    replace, calls = os.replace, []
+
+    def fail_second(src, dst):
+        calls.append(dst)
+        if len(calls) == 2:
+            raise OSError(errno.ENOSPC, "No space left on device")
+        replace(src, dst)
+
+    monkeypatch.setattr(atomic_files.os, "replace", fail_second)
+    with pytest.raises(OSError):
+        atomic_files.write_files_together(tmp_path, {"a.png": b"a", "stats.json": b"new", "report.md": b"r"})
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["a.png", "stats.json"]  # no .tmp left behind
+    assert (tmp_path / "stats.json").read_text() == "old"

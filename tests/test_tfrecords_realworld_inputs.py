@@ -1703,6 +1703,13 @@ def test_cvat_rotated_boxes_become_the_upright_box_around_them(tmp_path):
     assert stats["annotations"]["problems"]["boxes_rotated"] == 4
 
 
+def test_a_cut_off_coco_file_is_not_called_a_csv():
+    from edge_trash.tfrecords.other_formats import other_text_format
+
+    cut = '{"images": [{"id": 1, "file_name": "a.jpg"}], "annotations": [{"attributes": {"x1": 3, "name": "a"}, '
+    assert other_text_format(cut) == "" and other_text_format(cut.replace(", ", ",\n")) == ""
+
+
 @pytest.mark.parametrize("name,content,what", [
     ("voc.xml", "<annotation><filename>a.jpg</filename><object><name>can</name></object></annotation>",
      "a Pascal VOC XML file"),
@@ -2144,9 +2151,23 @@ def test_an_annotation_file_without_one_annotation_is_said_to_become_background(
                                       "--test-fraction", "0"])
     assert result.exit_code == 0, result.output
     lines = result.output.splitlines()
-    assert "background images (no box: the model learns from them what is not an object): 4" in lines
+    by_split = json.loads((tmp_path / "out" / "report.json").read_text())["background_images_by_split"]
+    assert sum(by_split.values()) == 4 and by_split["train"] and by_split.get("val")
+    assert (f"background images (no box): {by_split['train']} the model learns from (what is not an object); "
+            f"{by_split['val']} in val/test (any detection on them counts as a false positive)") in lines
     assert (f"warning: {unlabelled} has 4 images and not one annotation: they are written as background, so any "
             "object in them is trained as not an object; if they are unlabelled, leave the file out") in lines
+    test_file = tmp_path / "test" / "labels.json"  # kept as the test split: never trained on
+    test_file.parent.mkdir()
+    test_file.write_text(unlabelled.read_text().replace('"u', '"../unlabelled/u'))
+    result = CliRunner().invoke(cli, ["build-tfrecords", "--annotations", str(labelled), "--annotations",
+                                      str(test_file), "--out", str(tmp_path / "kept"), "--keep-splits"])
+    assert result.exit_code == 0, result.output
+    lines = result.output.splitlines()
+    assert "background images (no box): 4 in val/test (any detection on them counts as a false positive)" in lines
+    assert (f"warning: {test_file} has 4 images and not one annotation: they are kept as val/test images without "
+            "objects, so any detection on them counts as a false positive; if they are unlabelled, leave the file "
+            "out") in lines
     result = CliRunner().invoke(cli, ["build-tfrecords", "--annotations", str(labelled), "--out",
                                       str(tmp_path / "out2")])
     assert result.exit_code == 0 and "background" not in result.output

@@ -216,6 +216,7 @@ def test_label_map_names_read_what_label_map_pbtxt_writes():
     assert label_map_names(label_map_pbtxt(names)) == dict(enumerate(names, 1))
     assert label_map_names(ROBOFLOW_LABEL_MAP) == {1: "bottle", 2: "can", 3: "cup"}
     assert label_map_names('item { id: 4 display_name: "Can" } item { name: "x" } item { id: 2 }') == {4: "Can"}
+    assert label_map_names("item { id: 1 name: '/m/01g317' display_name: 'person' }") == {1: "person"}  # Open Images
 
 
 @pytest.mark.parametrize("encoding", ["utf-8-sig", "utf-16"])

@@ -916,6 +916,8 @@ def _build(options: BuildOptions, progress: bool, lock: _OutLock) -> Dict[str, A
             "duplicate_images": duplicate_images,
             # records with no box: images without annotations, and those whose boxes the class mapping dropped
             "background_images": sum(1 for ids in split_ids.values() for i in ids if not converted[i].labels),
+            "background_images_by_split": {split: sum(1 for i in ids if not converted[i].labels)
+                                           for split, ids in split_ids.items()},
             "splits": split_stats,
             "split_units": units.as_report() if units else None,  # images kept in one split together
             # val/test frames with a neighbouring frame in train: near copies that inflate held-out scores
@@ -949,7 +951,8 @@ def _build(options: BuildOptions, progress: bool, lock: _OutLock) -> Dict[str, A
         }
         if not converted:  # a mistyped --images: no empty shard; an earlier build here stays as it was
             staged.discard()
-            if any(SHARD_RE.match(p.name) or p.name in OUTPUT_FILES for p in out.iterdir()):
+            if any(SHARD_RE.match(p.name) or p.name in OUTPUT_FILES and p.name != "report.json"
+                   for p in out.iterdir()):  # not the reasons alone an earlier failed run left: they are replaced
                 return {**report, "earlier_build_kept": True}
             report = {**report, "shards": [], "bytes_written": 0, "only_report_written": True}  # the reasons
             write_bytes_atomic(out / "report.json", _json_bytes(report))

@@ -301,14 +301,21 @@ def summarize(report: Dict[str, Any], out: Path, seconds: float) -> str:
     if report.get("image_ids_numbered"):
         lines.append(f"image ids written as text, numbered after the numeric ones: {report['image_ids_numbered']} "
                      "(splits.json and image/source_id hold the numbers; image_notes map them back)")
-    if report.get("background_images"):
-        lines.append(f"background images (no box: the model learns from them what is not an object): "
-                     f"{report['background_images']}")
+    background = report.get("background_images_by_split") or {}
+    learned = sum(n for split, n in background.items() if split == "train" or split.startswith("fold"))
+    held = sum(background.values()) - learned
+    if learned or held:
+        lines.append("background images (no box): " + "; ".join(
+            ([f"{learned} the model learns from (what is not an object)"] if learned else [])
+            + ([f"{held} in val/test (any detection on them counts as a false positive)"] if held else [])))
+    held_out = ("val", "test") if report["options"].get("keep_splits") else ()
     unannotated = [src for src in report["sources"] if src["images"] and not src["annotations"]]
     if unannotated and len(report["sources"]) > 1:
         lines += [f"warning: {src['file']} has {counted(src['images'], 'image', 'images')} and not one annotation: "
-                  "they are written as background, so any object in them is trained as not an object; if they are "
-                  "unlabelled, leave the file out" for src in unannotated]
+                  + ("they are kept as val/test images without objects, so any detection on them counts as a false "
+                     "positive" if src.get("split_in_name") in held_out else
+                     "they are written as background, so any object in them is trained as not an object")
+                  + "; if they are unlabelled, leave the file out" for src in unannotated]
     if report.get("image_ids_of_several_files"):
         shared = report["image_ids_of_several_files"]
         lines.append(f"warning: {counted(len(shared), 'image id is', 'image ids are')} each given to different files "

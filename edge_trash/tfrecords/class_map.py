@@ -329,12 +329,12 @@ _ESCAPES = {"n": "\n", "t": "\t", "r": "\r"}
 
 def label_map_names(text: str) -> Dict[int, str]:
     """``{id: name}`` of a TF Object Detection API ``label_map.pbtxt`` (``item { id: 1 name: 'can' }``, fields
-    in any order, either quote; ``display_name`` where an item has no ``name``); items without both are left
-    out."""
+    in any order, either quote; an item's ``display_name`` where it has one, as the TF Object Detection API shows
+    classes: Open Images' ``name`` is a code); items without an id and a name are left out."""
     found: Dict[int, str] = {}
     for item in _LABEL_MAP_ITEM.finditer(text):
         fields = {key: value for key, value in _LABEL_MAP_FIELD.findall(item.group(1))}
-        quoted = fields.get("name") or fields.get("display_name")
+        quoted = fields.get("display_name") or fields.get("name")  # Open Images: name '/m/01g317', display 'person'
         if "id" in fields and quoted and quoted[0] in "'\"":
             found[int(fields["id"])] = re.sub(r"\\(.)", lambda m: _ESCAPES.get(m.group(1), m.group(1)), quoted[1:-1])
     return found

@@ -30,12 +30,14 @@ def other_text_format(text: str) -> str:
     if lines and all(_YOLO_LINE.match(ln) for ln in lines):
         return "a YOLO label file (class x_center y_center width height per line)"
     first = lines[0].lower() if lines else ""
+    if first.lstrip().startswith(("{", "[")):  # broken JSON, or JSON Lines: never a CSV
+        first = ""
     if "," in first and re.search(r"\bx_?(min|max)\b|\bx1\b", first) and re.search(r"file|image|img|path|name", first):
         return "a CSV of boxes (filename, ..., xmin, ymin, xmax, ymax)"
-    rows = [ln.split(",") for ln in lines]
+    rows = [ln.split(",") for ln in lines] if first else []
     if rows and all(len(r) >= 5 and _IMAGE_NAME.search(r[0]) for r in rows):
         return "a CSV of boxes without a header line (filename, ..., xmin, ymin, xmax, ymax)"
-    if len(rows) > 1 and all(len(r) >= 3 for r in rows) and not first.lstrip().startswith(("{", "[")):
+    if first and len(rows) > 1 and all(len(r) >= 3 for r in rows):
         return "a CSV file (comma-separated values)"
     if len(lines) > 1 and all(ln.lstrip().startswith("{") and ln.rstrip().endswith("}") for ln in lines):
         labelbox = " (Labelbox's NDJSON export)" if '"data_row"' in head else ""

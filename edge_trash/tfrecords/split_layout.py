@@ -30,9 +30,6 @@ def unfinished_build(data_dir: Path, flag: str = "--data") -> str:
     """Why the records in ``data_dir`` must not be read now ("" when they may): a build-tfrecords is writing
     there (it holds its lock), or one was stopped while moving its files into place (its journal is left), so
     the folder holds shards of two builds."""
-    if (data_dir / COMMIT_JOURNAL).exists():
-        return (f"{flag} {data_dir}: a build-tfrecords was stopped while moving its files into place, so the folder "
-                "holds shards of two builds: run that build again (it finishes the move first)")
     try:
         import fcntl
 
@@ -42,6 +39,9 @@ def unfinished_build(data_dir: Path, flag: str = "--data") -> str:
         return f"{flag} {data_dir}: a build-tfrecords is writing there now: wait for it to finish"
     except (ImportError, OSError):  # no lock file (no build running), or no locks here (Windows, some mounts)
         pass
+    if (data_dir / COMMIT_JOURNAL).exists():
+        return (f"{flag} {data_dir}: a build-tfrecords was stopped while moving its files into place, so the folder "
+                "holds shards of two builds: run that build again (it finishes the move first)")
     return ""
 
 
