@@ -24,6 +24,20 @@ def _run(code: str) -> subprocess.Popen:
                             env=env, start_new_session=True)
 
 
+def _session(sid: int) -> list:
+    """The live processes of session ``sid`` (the caller's, started with start_new_session): workers, the
+    resource tracker."""
+    found = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        if int(fields[3]) == sid and fields[0] != "Z":  # state, ppid, pgrp, session
+            found.append(int(stat.parent.name))
+    return found
+
+
 def _alive(pid: int) -> bool:
     try:
         state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
@@ -58,9 +72,9 @@ def test_workers_end_with_a_caller_killed_with_sigkill():
     assert pids and os.getpid() not in pids
     proc.wait(timeout=30)
     deadline = time.monotonic() + 10
-    while any(map(_alive, pids)) and time.monotonic() < deadline:
+    while _session(proc.pid) and time.monotonic() < deadline:
         time.sleep(0.1)
-    assert not any(map(_alive, pids))
+    assert not any(map(_alive, pids)) and _session(proc.pid) == []  # a worker started late too, and the tracker
 
 
 @pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM])

@@ -70,7 +70,7 @@ def ordered_map(func: Callable[[T], R], items: Sequence[T], workers: int, chunks
     from concurrent.futures.process import BrokenProcessPool
 
     pool = ProcessPoolExecutor(max_workers=min(workers, len(items)), mp_context=multiprocessing.get_context("spawn"),
-                               initializer=_worker_start)
+                               initializer=_worker_start, initargs=(os.getpid(),))
     try:
         yield from pool.map(func, items, chunksize=chunksize)
     except BrokenProcessPool:
@@ -83,7 +83,7 @@ def ordered_map(func: Callable[[T], R], items: Sequence[T], workers: int, chunks
         pool.shutdown(wait=True, cancel_futures=True)
 
 
-def _worker_start() -> None:
+def _worker_start(caller: int) -> None:
     """In each worker: leave Ctrl-C and SIGTERM (sent to the whole process group by a terminal or systemd) to
     the caller, which stops the workers, and die with the caller (Linux's ``PR_SET_PDEATHSIG``): a worker
     orphaned by a ``kill -9`` of the caller would otherwise wait forever."""
@@ -97,3 +97,5 @@ def _worker_start() -> None:
         ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGKILL)  # 1: PR_SET_PDEATHSIG
     except (OSError, AttributeError):  # not Linux
         pass
+    if os.getppid() != caller:  # the caller died before the line above: nothing would end this worker
+        os._exit(1)
