@@ -84,7 +84,7 @@ def write_files_together(folder: Union[str, Path], files: Dict[str, bytes], remo
         for tmp in written:
             tmp.unlink(missing_ok=True)
         raise
-    with signals_held():
+    with signals_held(deliver=False):  # once all is moved the run's work is done: a stop then ends nothing
         try:
             for tmp, name in zip(written, files):
                 os.replace(tmp, folder / name)

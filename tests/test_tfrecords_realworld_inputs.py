@@ -2052,8 +2052,9 @@ def test_an_image_id_given_to_two_files_writes_neither_rather_than_boxes_on_the_
             images.append({"id": i, "file_name": f"{prefix}_{i}.jpg", "width": 64, "height": 48})
             anns.append({"id": i, "image_id": i, "category_id": 1, "bbox": [4, 4, 20, 20]})
     _jpeg(tmp_path / "img" / "c.jpg", (64, 48))
-    images += [{"id": 4, "file_name": "c.jpg", "width": 64, "height": 48},
-               {"id": 4, "file_name": "./c.jpg", "width": 64, "height": 48}]  # the same file twice: kept once
+    images += [{"id": 4, "file_name": "c.jpg", "width": 64, "height": 48},  # the same file spelled three ways
+               {"id": 4, "file_name": "./c.jpg", "width": 64, "height": 48},  # (kept once)
+               {"id": 4, "file_name": "/content/drive/MyDrive/data/img/C.JPG", "width": 64, "height": 48}]
     anns.append({"id": 9, "image_id": 4, "category_id": 1, "bbox": [8, 8, 20, 20]})
     ann = tmp_path / "joined.json"
     ann.write_text(json.dumps({"images": images, "annotations": anns, "categories": [{"id": 1, "name": "can"}]}))
@@ -2064,7 +2065,8 @@ def test_an_image_id_given_to_two_files_writes_neither_rather_than_boxes_on_the_
     report = json.loads((out / "report.json").read_text())
     assert (report["images_written"], report["boxes_written"]) == (1, 1)
     assert sorted((s["image_id"], s["file_name"]) for s in report["images_skipped"]) == [
-        (1, "a_1.jpg"), (1, "b_1.jpg"), (2, "a_2.jpg"), (2, "b_2.jpg"), (3, "a_3.jpg"), (3, "b_3.jpg"), (4, "./c.jpg")]
+        (1, "a_1.jpg"), (1, "b_1.jpg"), (2, "a_2.jpg"), (2, "b_2.jpg"), (3, "a_3.jpg"), (3, "b_3.jpg"), (4, "./c.jpg"),
+        (4, "/content/drive/MyDrive/data/img/C.JPG")]
     assert sorted(d["annotation_id"] for d in report["boxes_dropped"]) == [1, 1, 2, 2, 3, 3]  # as the file has them
     assert report["image_ids_of_several_files"] == [1, 2, 3]
     assert ("warning: 3 image ids are each given to different files (1, 2, 3; two COCO files joined into one?): which "
@@ -2234,3 +2236,9 @@ def test_the_split_an_annotation_file_names_wins_over_folders_in_its_file_names(
                                             "width": 64, "height": 48}],
                                 "annotations": [], "categories": [{"id": 1, "name": "can"}]}))
     assert [im.split for im in load_coco_files([lvis]).images] == [None]
+    from edge_trash.tfrecords.coco import split_of_entry  # a folder is a split only by that word alone
+
+    assert [split_of_entry({"file_name": n}) for n in ("images/train/a.jpg", "val2017/b.jpg", "Valid/c.jpg",
+                                                       "test_site/d.jpg", "training_day/e.jpg", "f.jpg")] == [
+        "train", "val", "val", None, None, None]
+    assert split_of_entry({"file_name": "train/a.jpg", "split": "valid"}) == "val"  # the field first

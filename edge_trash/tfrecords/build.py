@@ -71,6 +71,8 @@ def reason_kind(reason: str) -> str:
         why = re.sub(r"-?\d+(?:\.\d+)?", "…", why).strip()
         return f"{verb} ({why[:50]})" if why else verb
     kind = reason.split(": ")[0].split(" (")[0]
+    if kind.startswith("unknown category_id "):  # the id itself says what is wrong (0: a 0-based file?)
+        return kind[:70]
     if kind == "file not found":
         why = next((why for phrase, why in NOT_FOUND_WHY if phrase in reason), None)
         if why:

@@ -74,14 +74,14 @@ class ImageRecord:
 
 def split_of_entry(entry: Dict[str, Any]) -> Optional[str]:
     """The split an image entry names: its ``split`` field (``"valid"``), else the innermost folder of its own
-    ``file_name`` that is a split word (``images/train/a.jpg``, ``val2017/b.jpg``; not a ``coco_url``'s path:
-    LVIS draws both its splits from COCO's folders); None when it names none."""
+    ``file_name`` named by a split word alone (``images/train/a.jpg``, ``val2017/b.jpg``; not ``test_site/``,
+    nor a ``coco_url``'s path: LVIS draws both its splits from COCO's folders); None when it names none."""
     from edge_trash.tfrecords.split_names import split_of_path, split_word
 
     given, name = entry.get("split"), entry.get("file_name")
     if isinstance(given, str) and given.strip():
         return split_word(given)
-    return split_of_path(name) if isinstance(name, str) else None
+    return split_of_path(name, whole=True) if isinstance(name, str) else None
 
 
 VIDEO_FRAME_KEYS = ("frame_id", "frame_index", "frame_number", "frame")
@@ -653,8 +653,18 @@ def _placeholder_bbox(bbox: Any) -> bool:
 
 
 def _file_key(name: Any) -> Any:
-    """A ``file_name`` as a path to compare (``./a.jpg``, ``a.jpg`` and ``sub\\..\\a.jpg`` alike)."""
-    return posixpath.normpath(name.replace("\\", "/")) if isinstance(name, str) else name
+    """A ``file_name`` as a path to compare (``./a.jpg``, ``a.jpg`` and ``sub\\..\\a.jpg`` alike; any case)."""
+    return posixpath.normpath(name.replace("\\", "/")).lower() if isinstance(name, str) else name
+
+
+def _same_file(a: Any, b: Any) -> bool:
+    """Whether two spellings of a ``file_name`` name one file: equal as paths, or one the other's tail
+    (``a.jpg``, ``images/a.jpg`` and ``/content/drive/data/images/a.jpg``); ``train/1.jpg`` and ``val/1.jpg``
+    are two."""
+    a, b = _file_key(a), _file_key(b)
+    if not (isinstance(a, str) and isinstance(b, str)):
+        return a == b
+    return a == b or a.endswith("/" + b) or b.endswith("/" + a)
 
 
 def _ids_of_several_files(raw: List[Any]) -> Dict[Any, str]:
@@ -670,8 +680,11 @@ def _ids_of_several_files(raw: List[Any]) -> Dict[Any, str]:
                 names.setdefault(key, []).append(im.get("file_name"))
     shared = {}
     for key, given in names.items():
-        files = list(dict.fromkeys(_file_key(n) for n in given))
-        if len(given) > 1 and len(files) > 1:
+        files: List[Any] = []
+        for name in given:  # one spelling of each file
+            if not any(_same_file(name, seen) for seen in files):
+                files.append(name)
+        if len(files) > 1:
             shown = ", ".join(repr(n) for n in files[:3]) + (f" and {len(files) - 3} more" if len(files) > 3 else "")
             shared[key] = (f"duplicate image id: {len(files)} different files ({shown}) have this id, so which of them "
                            "each box with it is on cannot be told, and none is written; give each image its own id "
@@ -798,7 +811,8 @@ def load_coco_files(paths: "Sequence[str | Path]", size_of: Optional[SizeReader]
                        rejected_images=rejected_images, rejected_boxes=rejected_boxes,
                        boxes_total=len(data["annotations"]), boxes_clipped=clipped_count,
                        boxes_from_segmentation=from_segmentation, boxes_rotated=rotated,
-                       duplicate_annotation_ids=duplicates, image_ids_of_several_files=sorted(shared, key=str),
+                       duplicate_annotation_ids=duplicates,
+                       image_ids_of_several_files=sorted(shared, key=lambda v: (isinstance(v, str), str(v).zfill(20))),
                        unknown_category_ids=dict(unknown_cats),
                        size_notes=size_notes, name_notes=name_notes,
                        sources=sources,

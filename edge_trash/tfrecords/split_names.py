@@ -21,10 +21,16 @@ def split_word(text: str) -> Optional[str]:
     return _SPLIT_WORDS[match.group(1)] if match else None
 
 
-def split_of_path(rel: str) -> Optional[str]:
-    """The split named by the innermost folder of ``rel`` that names one (``val2017/a.jpg``: val)."""
+_SPLIT_FOLDER = re.compile(r"^(" + "|".join(_SPLIT_WORDS) + r")\d*$")  # a folder that is a split alone: val2017
+
+
+def split_of_path(rel: str, whole: bool = False) -> Optional[str]:
+    """The split named by the innermost folder of ``rel`` that names one (``val2017/a.jpg``: val); with
+    ``whole``, only by a folder whose name is the split word alone (``train/``, ``val2017/``; not ``test_site/``
+    or ``training_day/``)."""
     for folder in reversed(rel.replace("\\", "/").split("/")[:-1]):
-        split = split_word(folder)
+        alone = _SPLIT_FOLDER.match(folder.lower())
+        split = (_SPLIT_WORDS[alone.group(1)] if alone else None) if whole else split_word(folder)
         if split:
             return split
     return None
