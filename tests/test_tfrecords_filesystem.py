@@ -330,6 +330,19 @@ def test_analyze_flags_keep_a_file_names_line_break_on_one_line():
 
 # ----------------------------------------------------------------------------- moving a build into place
 
+def _full_disk_at(n: int):
+    """An ``os.replace`` whose ``n``-th call fails as on a full disk."""
+    real_replace, calls = os.replace, []
+
+    def replace(src, dst):
+        calls.append(dst)
+        if len(calls) == n:
+            raise OSError(errno.ENOSPC, "No space left on device")
+        real_replace(src, dst)
+
+    return replace
+
+
 def test_a_rename_that_fails_midway_is_said_refused_by_training_and_finished_by_the_next_build(tmp_path,
                                                                                                monkeypatch):
     # A rename can fail too (a full directory): the commit stopped after two new shards, beside the earlier build's
@@ -342,13 +355,8 @@ def test_a_rename_that_fails_midway_is_said_refused_by_training_and_finished_by_
     out = tmp_path / "out"
     options = dict(annotations=ann, images=tmp_path / "images", out=out, test_fraction=0, val_fraction=0.25)
     build_tfrecords(BuildOptions(shard_size=2, **options))
-    real_replace, calls = os.replace, []
-
-    def replace(src, dst):
-        calls.append(dst)
-        if len(calls) == 3:
-            raise OSError(errno.ENOSPC, "No space left on device")
-        real_replace(src, dst)
+    real_replace = os.replace
+    replace = _full_disk_at(3)
 
     monkeypatch.setattr(build_mod.os, "replace", replace)
     result = _run(["build-tfrecords", "--annotations", ann, "--images", tmp_path / "images", "--out", out,
@@ -506,15 +514,7 @@ def test_files_written_together_leave_no_temporary_file_when_a_rename_fails(tmp_
     from edge_trash import atomic_files
 
     (tmp_path / "stats.json").write_text("old")
-    replace, calls = os.replace, []
-
-    def fail_second(src, dst):
-        calls.append(dst)
-        if len(calls) == 2:
-            raise OSError(errno.ENOSPC, "No space left on device")
-        replace(src, dst)
-
-    monkeypatch.setattr(atomic_files.os, "replace", fail_second)
+    monkeypatch.setattr(atomic_files.os, "replace", _full_disk_at(2))
     with pytest.raises(OSError):
         atomic_files.write_files_together(tmp_path, {"a.png": b"a", "stats.json": b"new", "report.md": b"r"})
     assert sorted(p.name for p in tmp_path.iterdir()) == ["a.png", "stats.json"]  # no .tmp left behind
