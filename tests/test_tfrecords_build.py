@@ -1600,7 +1600,11 @@ def test_a_stop_while_the_files_are_moved_into_place_says_the_build_is_complete(
     # a Ctrl-C before the move still stops the build, leaving --out as it was
     monkeypatch.setattr(build_module, "make_example_bytes", lambda *a, **k: signal.raise_signal(signal.SIGINT))
     before = {p.name: p.read_bytes() for p in out.iterdir()}
-    with pytest.raises(KeyboardInterrupt):
-        build_tfrecords(BuildOptions(annotations=sample_dataset.annotations, images=sample_dataset.images, out=out,
-                                     workers=1, seed=5))
+    handler = signal.signal(signal.SIGINT, signal.default_int_handler)  # as from a terminal (not a background job)
+    try:
+        with pytest.raises(KeyboardInterrupt):
+            build_tfrecords(BuildOptions(annotations=sample_dataset.annotations, images=sample_dataset.images,
+                                         out=out, workers=1, seed=5))
+    finally:
+        signal.signal(signal.SIGINT, handler)
     assert {p.name: p.read_bytes() for p in out.iterdir()} == before
