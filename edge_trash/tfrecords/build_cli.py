@@ -429,9 +429,10 @@ def split_changes_line(changes: Dict[str, Any], folds: int = 0) -> str:
                    "Roboflow exports, or the folder above an 'annotations' folder of JSON files alone, as in "
                    "COCO]")
 @click.option("--keep-splits", is_flag=True,
-              help="Keep the split each image entry names (a 'split' field, or a train/valid/test folder in its "
-                   "file_name), else its annotation file's name or folder, instead of a new stratified split; "
-                   "--val-fraction and --test-fraction are then unused.")
+              help="Keep the split each annotation file's name or folder gives (train, valid, test), or for a file "
+                   "naming none, each image entry's (a 'split' field, or a train/valid/test folder in its "
+                   "file_name), instead of a new stratified split; --val-fraction and --test-fraction are then "
+                   "unused.")
 @click.option("--out", required=True, type=click.Path(file_okay=False, path_type=Path), help="Output folder.")
 @click.option("--class-map", type=click.Path(dir_okay=False, path_type=Path),
               help="CSV 'source_name,target_name' (TACO map_*.csv; ';' or tab separated and Excel's "
