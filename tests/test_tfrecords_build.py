@@ -436,6 +436,11 @@ def test_names_each_in_two_sub_folders_are_not_called_missing(tmp_path):
     assert ("error: none of the 3 image files could be told apart from another file of its name (each is in several "
             f"sub-folders): give the folder the file_name entries are relative to, one of --images "
             f"{tmp_path / 'data' / 'Depth16'} --images {tmp_path / 'data' / 'RGB'}") in " ".join(result.output.split())
+    report = json.loads((tmp_path / "out" / "report.json").read_text())
+    assert report["folders_sharing_names"] == [str(tmp_path / "data" / "Depth16"), str(tmp_path / "data" / "RGB")]
+    from edge_trash.tfrecords.image_paths import folders_of_several
+
+    assert folders_of_several("file_name 'a.jpg' not found as given; read 'b/a.jpg'") == []  # another note
     # a folder of depth maps (MJU-Waste's DepthImages) is passed over as mask folders are: the photos are read
     (tmp_path / "data" / "Depth16").rename(tmp_path / "data" / "DepthImages")
     result = CliRunner().invoke(cli, ["build-tfrecords", "--annotations", str(ann), "--images", str(tmp_path / "data"),

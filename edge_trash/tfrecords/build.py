@@ -28,7 +28,8 @@ from edge_trash.atomic_files import signals_held, write_bytes_atomic
 from edge_trash.tfrecords.class_map import build_class_mapping, label_map_pbtxt, read_class_map
 from edge_trash.tfrecords.coco import CocoDataset, load_coco_files
 from edge_trash.tfrecords.name_encodings import readable_text, utf8_text
-from edge_trash.tfrecords.image_paths import NOT_FOUND_WHY, SourceImages, default_images_folder, source_images
+from edge_trash.tfrecords.image_paths import (NOT_FOUND_WHY, SourceImages, default_images_folder, folders_of_several,
+                                              source_images)
 from edge_trash.tfrecords.images import (DEFAULT_MAX_PIXELS, ImageJob, ImageResult, convert_image, file_reason,
                                          read_displayed_size)
 from edge_trash.tfrecords.other_formats import images_folder_problem
@@ -802,10 +803,14 @@ def _build(options: BuildOptions, progress: bool, lock: _OutLock) -> Dict[str, A
 
     path_notes: Dict[int, str] = {}  # how the file was found; part of the reason when it is skipped
     found_deeper: Counter = Counter()  # (source, the folder file_name is relative to), when below --images
+    several: Counter = Counter()  # the folders a name not read was in, each of several (MJU-Waste's RGB and depth)
+    image_dirs = options.image_dirs()
     for im in dataset.images:
         path, path_note = located[im.id]
         if path_note:
             path_notes[im.id] = path_note
+            several.update(str(image_dirs[im.source] / folder)
+                           for folder in folders_of_several(path_note))
             deeper = paths[im.source].folder_above(im.file_name, path) if im.id in found else None
             if deeper is not None:
                 found_deeper[im.source, str(deeper)] += 1
@@ -862,6 +867,7 @@ def _build(options: BuildOptions, progress: bool, lock: _OutLock) -> Dict[str, A
         split_stats, split_ids, split_class_boxes = written.stats, written.ids, written.class_boxes
         class_boxes = [sum(counts[i] for counts in split_class_boxes.values()) for i in range(len(names))]
         learnable = [sum(counts[i] for counts in written.learnable.values()) for i in range(len(names))]
+        background = {split: sum(1 for i in ids if not converted[i].labels) for split, ids in split_ids.items()}
         files = {shard["file"] for shard in written.shards}
         stale_shards = sorted(p.name for p in out.iterdir() if SHARD_RE.match(p.name) and p.name not in files)
 
@@ -917,9 +923,8 @@ def _build(options: BuildOptions, progress: bool, lock: _OutLock) -> Dict[str, A
             # the same picture under several image entries; across splits it inflates held-out scores
             "duplicate_images": duplicate_images,
             # records with no box: images without annotations, and those whose boxes the class mapping dropped
-            "background_images": sum(1 for ids in split_ids.values() for i in ids if not converted[i].labels),
-            "background_images_by_split": {split: sum(1 for i in ids if not converted[i].labels)
-                                           for split, ids in split_ids.items()},
+            "background_images": sum(background.values()),
+            "background_images_by_split": background,
             "splits": split_stats,
             "split_units": units.as_report() if units else None,  # images kept in one split together
             # val/test frames with a neighbouring frame in train: near copies that inflate held-out scores
@@ -939,6 +944,8 @@ def _build(options: BuildOptions, progress: bool, lock: _OutLock) -> Dict[str, A
             "classes_not_in_val": _classes_not_in_val(names, options, split_ids, written.learnable, converted),
             **mapping.as_report(),
             "image_notes": image_notes,
+            # folders below --images a name not read was in, each among several: the --images to choose from
+            "folders_sharing_names": sorted(several),
             "images_folder_hint": _images_folder_hint(found_deeper, Counter(im.source for im in dataset.images),
                                                       options.image_dirs()),
             "shards": shards,

@@ -147,23 +147,6 @@ def _not_in_train_warning(report: Dict[str, Any]) -> str:
             + (" (all in classes_not_in_train in report.json)" if len(missing) > 8 else ""))
 
 
-def _sub_folders_of_each_name(skipped: List[Dict[str, Any]]) -> List[str]:
-    """When every skipped image's name is in several sub-folders of its images folder (MJU-Waste's JPEGImages/ and
-    DepthImages/), those folders, from the first image's reason; else []."""
-    from edge_trash.tfrecords.build import reason_kind
-
-    several = "file not found (its name is in several sub-folders)"
-    if not skipped or any(reason_kind(s["reason"]) != several for s in skipped):
-        return []
-    first = skipped[0]
-    found = re.match(r"file not found: (.*?); \d+ files under the images folder (?:have its name|end in '[^']*') "
-                     r"\((.*)\): write the sub-folder", first["reason"])
-    if not found or not found.group(1).endswith(str(first["file_name"])):
-        return []
-    root = Path(found.group(1)[:-len(first["file_name"])] or ".")  # the images folder the name was looked up in
-    return list(dict.fromkeys(str(root / Path(rel).parent) for rel in re.findall(r"'([^']+)'", found.group(2))))
-
-
 def _untrainable_warning(report: Dict[str, Any]) -> str:
     """Why ``edge-trash train`` cannot use these records: no train images, or no val split."""
     from edge_trash.tfrecords.build import counted
@@ -524,8 +507,11 @@ def build_tfrecords(annotations: Tuple[Path, ...], images: Tuple[Path, ...], kee
     click.echo(summarize(report, out, time.monotonic() - start))
     if report["images_written"] == 0:
         missing = sum(1 for i in report["images_skipped"] if i["reason"].startswith("file not found"))
-        places = _sub_folders_of_each_name(report["images_skipped"])
-        if missing and missing == len(report["images_skipped"]) and places:
+        from edge_trash.tfrecords.image_paths import NOT_FOUND_WHY
+
+        places = report.get("folders_sharing_names") or []  # each name in several of them: not read
+        several = [i for i in report["images_skipped"] if i["reason"].endswith(NOT_FOUND_WHY[0][0])]
+        if missing and missing == len(report["images_skipped"]) == len(several) and places:
             click.echo(f"error: none of the {missing} image files could be told apart from another file of its name "
                        f"(each is in several sub-folders): give the folder the file_name entries are relative to, one "
                        f"of {' '.join(f'--images {shell_word(p)}' for p in places)}", err=True)

@@ -34,6 +34,7 @@ in. The first file found wins, with a note saying how it was found.
 from __future__ import annotations
 
 import os
+import posixpath
 import re
 import unicodedata
 from pathlib import Path
@@ -79,6 +80,17 @@ def _parts(file_name: str) -> List[str]:
 _SEVERAL = "write the sub-folder into file_name, or give --images as the folder it is relative to"
 _OTHER_SPLIT = "in another split's folder, while this annotation file is for"
 NOT_FOUND_WHY = ((_SEVERAL, "its name is in several sub-folders"), (_OTHER_SPLIT, "only in another split's folder"))
+_SEVERAL_NOTE = re.compile(r"^\d+ files under the images folder (?:have its name|end in '[^']*') \((.*)\): "
+                           + re.escape(_SEVERAL) + "$")
+
+
+def folders_of_several(note: Optional[str]) -> List[str]:
+    """The sub-folders of the images folder (``JPEGImages``, ``DepthImages``) that :meth:`ImagePaths.resolve`'s
+    note names when a file's name is in several of them (the file then not read); [] for any other note."""
+    found = _SEVERAL_NOTE.match(note or "")
+    if not found:
+        return []
+    return list(dict.fromkeys(posixpath.dirname(rel) for rel in re.findall(r"'([^']+)'", found.group(1))))
 
 
 # folders of masks, labels or depth maps that datasets keep beside their photos under the same names
