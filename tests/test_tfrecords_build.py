@@ -641,6 +641,43 @@ def test_a_full_disk_gets_one_clear_error_and_no_half_written_shard(sample_datas
     assert list(out.iterdir()) == []
 
 
+def test_the_announced_read_time_counts_objects_as_well_as_bytes(tmp_path):
+    """A box-only file reads at under half the bytes per second of a polygon file (many small objects): its
+    estimate is higher for the same size, the same packed or not; a cut-off packed file gets none."""
+    import gzip
+    import lzma
+    import random
+
+    from edge_trash.tfrecords.build_cli import json_read_estimate
+
+    rng = random.Random(0)
+    images = [{"id": i, "file_name": f"{i:06d}.jpg", "width": 4000, "height": 3000} for i in range(2000)]
+
+    def write(name: str, boxes: int, points: int) -> Path:
+        annotations = [{"id": j, "image_id": j % 2000, "category_id": 1, "iscrowd": 0, "area": 100.0,
+                        "bbox": [rng.uniform(0, 3000), rng.uniform(0, 2000), 50.0, 60.0],
+                        "segmentation": [[round(rng.uniform(0, 3000), 1) for _ in range(points)]] if points else []}
+                       for j in range(boxes)]
+        path = tmp_path / name
+        path.write_text(json.dumps({"images": images, "annotations": annotations,
+                                    "categories": [{"id": 1, "name": "can"}]}))
+        return path
+
+    box_only, polygons = write("boxes.json", 20000, 0), write("polygons.json", 2400, 150)
+    (box_size, box_seconds), (polygon_size, polygon_seconds) = map(json_read_estimate, (box_only, polygons))
+    assert (box_size, polygon_size) == (box_only.stat().st_size, polygons.stat().st_size)
+    assert 0.8 < box_size / polygon_size < 1.25
+    assert box_seconds / box_size > 2 * polygon_seconds / polygon_size
+    assert polygon_seconds == pytest.approx(polygon_size / 25e6)
+    packed = tmp_path / "boxes.json.gz"
+    packed.write_bytes(gzip.compress(box_only.read_bytes()))
+    assert json_read_estimate(packed)[0] == box_size
+    assert json_read_estimate(packed)[1] == pytest.approx(box_seconds, rel=0.25)  # sampled from its start
+    cut = tmp_path / "cut.json.xz"
+    cut.write_bytes(lzma.compress(box_only.read_bytes())[:500])
+    assert json_read_estimate(cut) is None
+
+
 def test_a_large_annotation_file_is_announced_before_the_silent_read(sample_dataset, tmp_path, monkeypatch):
     from click.testing import CliRunner
 
