@@ -501,7 +501,7 @@ def build_tfrecords(annotations: Tuple[Path, ...], images: Tuple[Path, ...], kee
     from edge_trash.tfrecords.class_map import ClassMapError
     from edge_trash.tfrecords.coco import CocoFormatError
 
-    if not images and all(_json_size(a) is not None for a in annotations):
+    if not images and all(json_read_estimate(a) is not None for a in annotations):
         from edge_trash.tfrecords.image_paths import default_images_folder
 
         folders = dict.fromkeys(default_images_folder(a) for a in annotations)
