@@ -82,16 +82,19 @@ def test_workers_end_with_a_caller_killed_with_sigkill():
 def test_ctrl_c_or_sigterm_to_the_process_group_ends_the_run_after_the_items_in_hand(sig):
     """A Ctrl-C (SIGINT to the terminal's whole process group) hung about one build in four in Pool.terminate; the
     work not started must not be done either (20 items of 2 s on two workers: 20 s)."""
-    proc = _run("import signal, worker_probe\n"
+    proc = _run("import contextlib, signal, worker_probe\n"
                 "signal.signal(signal.SIGINT, signal.default_int_handler)\n"  # as from a terminal (a background job
                 # of a script, as CI may run the tests, starts with Ctrl-C ignored)
                 "from edge_trash.terminal import stop_on_sigterm\n"
                 "from edge_trash.tfrecords.workers import ordered_map\n"
                 "stop_on_sigterm()\n"
-                "results = ordered_map(worker_probe.pid_then_sleep, list(range(20)), 2, chunksize=1)\n"
-                "print(next(results), next(results), flush=True)\n"
-                "for _ in results:\n"
-                "    pass\n"
+                # closed as the callers close it: a stop that lands in the caller's own code, between two results,
+                # stops the workers too (unclosed, the pool's exit handler would run every item)
+                "with contextlib.closing(ordered_map(worker_probe.pid_then_sleep, list(range(20)), 2,\n"
+                "                                    chunksize=1)) as results:\n"
+                "    print(next(results), next(results), flush=True)\n"
+                "    for _ in results:\n"
+                "        pass\n"
                 "print('finished every item', flush=True)\n")
     pids = {int(p) for p in proc.stdout.readline().split()}
     start = time.monotonic()
@@ -100,3 +103,36 @@ def test_ctrl_c_or_sigterm_to_the_process_group_ends_the_run_after_the_items_in_
     assert proc.returncode != 0 and "finished every item" not in out and "KeyboardInterrupt" in err
     assert time.monotonic() - start < 10
     assert not any(map(_alive, pids))
+
+
+def _spawned_workers(sid: int) -> int:
+    found = 0
+    for pid in _session(sid):
+        try:
+            found += b"spawn_main" in Path(f"/proc/{pid}/cmdline").read_bytes()
+        except OSError:
+            pass
+    return found
+
+
+@pytest.mark.timeout(120)
+@pytest.mark.parametrize("delay", [0.0, 0.03, 0.06, 0.09, 0.12])
+def test_ctrl_c_while_the_workers_start_prints_no_worker_traceback(delay):
+    """A Ctrl-C that reached the workers before their start-up code had Ctrl-C ignored printed a KeyboardInterrupt
+    traceback from each (22 of 25 Ctrl-Cs sent 0.16-0.40 s after the start of a two-worker run): sent at moments
+    of the workers' start-up, it ends the run without one."""
+    proc = _run("import signal, worker_probe\n"
+                "signal.signal(signal.SIGINT, signal.default_int_handler)\n"
+                "from edge_trash.tfrecords.workers import ordered_map\n"
+                "try:\n"
+                "    for _ in ordered_map(worker_probe.nap, list(range(40)), 2, chunksize=1):\n"
+                "        pass\n"
+                "except KeyboardInterrupt:\n"
+                "    print('interrupted', flush=True)\n")
+    deadline = time.monotonic() + 30
+    while _spawned_workers(proc.pid) < 2 and time.monotonic() < deadline:  # both workers just spawned
+        time.sleep(0.002)
+    time.sleep(delay)
+    os.killpg(proc.pid, signal.SIGINT)
+    out, err = proc.communicate(timeout=60)
+    assert out == "interrupted\n" and "Traceback" not in err, err

@@ -20,3 +20,9 @@ def pid_then_sleep(x: int) -> int:
     if x >= 2:
         time.sleep(2.0)
     return os.getpid()
+
+
+def nap(x: int) -> int:
+    """``x`` after a fifth of a second."""
+    time.sleep(0.2)
+    return x

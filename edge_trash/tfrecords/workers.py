@@ -66,13 +66,23 @@ def ordered_map(func: Callable[[T], R], items: Sequence[T], workers: int, chunks
         yield from map(func, items)
         return
     import multiprocessing
+    import signal
     from concurrent.futures import ProcessPoolExecutor
     from concurrent.futures.process import BrokenProcessPool
 
     pool = ProcessPoolExecutor(max_workers=min(workers, len(items)), mp_context=multiprocessing.get_context("spawn"),
                                initializer=_worker_start, initargs=(os.getpid(),))
     try:
-        yield from pool.map(func, items, chunksize=chunksize)
+        # the workers start as map submits the items: each inherits Ctrl-C and SIGTERM blocked, until its start-up
+        # code has them ignored (one arriving before would print its KeyboardInterrupt traceback); here they wait
+        # the few milliseconds the submits take, then arrive
+        stops = {signal.SIGINT, signal.SIGTERM}
+        blocked = signal.pthread_sigmask(signal.SIG_BLOCK, stops)
+        try:
+            results = pool.map(func, items, chunksize=chunksize)
+        finally:
+            signal.pthread_sigmask(signal.SIG_SETMASK, blocked)
+        yield from results
     except BrokenProcessPool:
         for process in list((getattr(pool, "_processes", None) or {}).values()):  # the pool's SIGTERM is ignored
             process.kill()
@@ -91,6 +101,7 @@ def _worker_start(caller: int) -> None:
 
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGINT, signal.SIGTERM})  # blocked by the caller until now
     try:
         import ctypes
 
