@@ -2132,6 +2132,46 @@ def test_class_ids_numbered_from_0_against_categories_from_1_are_named_with_the_
         assert stats["annotations"]["problems"]["category_ids_warning"] is None
 
 
+def test_categories_numbered_from_0_against_class_ids_from_1_are_named_with_the_fix(tmp_path):
+    """The other way round (labelme2coco, FiftyOne and Detectron2 number the categories from 0; a box's class written
+    from 1): every box was written as the class listed after its own, the boxes of id N dropped, no warning."""
+    import subprocess
+
+    from click.testing import CliRunner
+
+    from edge_trash.cli import cli
+
+    names = ["bottle", "can", "bag", "cup"]
+    images, anns = [], []
+    for i in range(12):
+        _jpeg(tmp_path / "img" / f"{i}.jpg", (64, 48), (20 * i, 90, 90))
+        images.append({"id": i, "file_name": f"{i}.jpg", "width": 64, "height": 48})
+        anns.append({"id": i, "image_id": i, "category_id": i % 4 + 1, "bbox": [4, 4, 20, 20]})
+    ann = tmp_path / "annotations.json"
+    ann.write_text(json.dumps({"images": images, "annotations": anns,
+                               "categories": [{"id": k, "name": n} for k, n in enumerate(names)]}))
+    args = ["--images", str(tmp_path / "img"), "--val-fraction", "0", "--test-fraction", "0"]
+    result = CliRunner().invoke(cli, ["build-tfrecords", "--annotations", str(ann), "--out", str(tmp_path / "o1"),
+                                      *args])
+    assert result.exit_code == 0, result.output
+    fixed = tmp_path / "annotations_ids_from_0.json"
+    fix = ("python -c \"import json, sys; d = json.load(open(sys.argv[1])); [a.update(category_id=a['category_id'] - "
+           "1) for a in d['annotations']]; json.dump(d, open(sys.argv[2], 'w'))\" " f"{ann} {fixed}")
+    said = ("the categories seem to number their classes from 0 and the annotations from 1: 3 annotations use "
+            "category_id 4, which no category has, and none uses 0 ('bottle'); read as they are, every other box is "
+            "written as the class listed just after its own (a 'bottle' box as 'can'). If so, take 1 from each "
+            f"annotation's category_id ({fix}) and build again")
+    assert f"warning: {said}" in result.output.splitlines()
+    report = json.loads((tmp_path / "o1" / "report.json").read_text())
+    assert report["unknown_category_ids"] == {"4": 3} and report["category_ids_warning"] == said
+    subprocess.run(fix.replace("python", sys.executable, 1), shell=True, check=True)  # what the user copies
+    result = CliRunner().invoke(cli, ["build-tfrecords", "--annotations", str(fixed), "--out", str(tmp_path / "o2"),
+                                      *args])
+    report = json.loads((tmp_path / "o2" / "report.json").read_text())
+    assert report["category_ids_warning"] is None and report["boxes_written"] == 12
+    assert [(c["name"], c["boxes"]) for c in report["classes"]] == [(n, 3) for n in names]
+
+
 def test_an_annotation_file_without_one_annotation_is_said_to_become_background(tmp_path):
     """Unlabelled frames (ZeroWaste-s ships them with "annotations": []) merged with a labelled split: every one was
     written as background, so the litter in them was trained as not litter, and no line of the summary said so."""

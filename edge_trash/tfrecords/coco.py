@@ -192,30 +192,47 @@ class CocoDataset:
 
     def category_ids_warning(self) -> Optional[str]:
         """A warning when the annotations number their classes from 0 and the categories from 1 (a YOLO
-        conversion): id 0 is in no category, the categories are 1..N, and no annotation uses N. Read as they
-        are, the boxes of id 0 are dropped and every other box takes the class listed before its own."""
+        conversion), or the other way round (categories from 0, as labelme2coco, FiftyOne and Detectron2 number
+        them, and annotations from 1): one end id is in no category, the other end's category has no annotation,
+        and every id between is used. Read as they are, the boxes of the unknown id are dropped and every other
+        box takes the class listed next to its own."""
         ids = sorted(c.id for c in self.categories)
         used = Counter(b.category_id for b in self.boxes)
         n = len(ids)
-        zero = self.unknown_category_ids.get(0, 0)
-        # every id 1..N-1 in use, N in none, and id 0 used about as often as the rarest class: a stray label 0 or
-        # two beside a class not labelled yet is not a shifted file (the fix would shift every correct label)
-        if n < 2 or ids != list(range(1, n + 1)) or set(self.unknown_category_ids) != {0} or n in used or \
-                set(used) != set(range(1, n)) or zero < 2 or 2 * zero < min(used.values()):
+        if n < 2 or len(self.unknown_category_ids) != 1:
+            return None
+        unknown, count = next(iter(self.unknown_category_ids.items()))
+        if ids == list(range(1, n + 1)) and unknown == 0:
+            shift, empty, inner = 1, n, range(1, n)  # annotations from 0: add 1
+        elif ids == list(range(n)) and unknown == n:
+            shift, empty, inner = -1, 0, range(1, n)  # annotations from 1: take 1 away
+        else:
+            return None
+        # every inner id in use, the empty end in none, and the unknown id used about as often as the rarest class:
+        # a stray label or two beside a class not labelled yet is not a shifted file (the fix would shift every
+        # correct label)
+        if empty in used or set(used) != set(inner) or count < 2 or 2 * count < min(used.values()):
             return None
         names = {c.id: c.name for c in self.categories}
         paths = [str(src.path) for src in self.sources] or [str(self.path)]
         from edge_trash.terminal import shell_word
 
+        change, suffix = ("add 1 to", "_ids_from_1") if shift > 0 else ("take 1 from", "_ids_from_0")
         fix = ("python -c \"import json, sys; d = json.load(open(sys.argv[1])); "
-               "[a.update(category_id=a['category_id'] + 1) for a in d['annotations']]; "
+               f"[a.update(category_id=a['category_id'] {'+' if shift > 0 else '-'} 1) for a in d['annotations']]; "
                "json.dump(d, open(sys.argv[2], 'w'))\" "
-               f"{shell_word(paths[0])} {shell_word(str(Path(paths[0]).with_suffix('')) + '_ids_from_1.json')}")
-        return (f"the annotations seem to number their classes from 0 and the categories from 1 (a YOLO conversion?): "
-                f"{zero} annotations use category_id 0, which no category has, and none uses {n} ({names[n]!r}); "
-                f"read as they are, every other box is written as the class listed just before its own (a "
-                f"{names[2]!r} box as {names[1]!r}). If so, add 1 to each annotation's category_id"
-                + (f" ({fix})" if len(paths) == 1 else f" in each of {', '.join(paths)}") + " and build again")
+               f"{shell_word(paths[0])} {shell_word(str(Path(paths[0]).with_suffix('')) + suffix + '.json')}")
+        if shift > 0:
+            seems = "the annotations seem to number their classes from 0 and the categories from 1 (a YOLO conversion?)"
+            example = f"(a {names[2]!r} box as {names[1]!r})"
+        else:
+            seems = "the categories seem to number their classes from 0 and the annotations from 1"
+            example = f"(a {names[0]!r} box as {names[1]!r})"
+        return (f"{seems}: {count} annotations use category_id {unknown}, which no category has, and none uses "
+                f"{empty} ({names[empty]!r}); read as they are, every other box is written as the class listed just "
+                f"{'before' if shift > 0 else 'after'} its own {example}. If so, {change} each annotation's "
+                "category_id" + (f" ({fix})" if len(paths) == 1 else f" in each of {', '.join(paths)}")
+                + " and build again")
 
     def boxes_by_image(self) -> Dict[int, List[BoxRecord]]:
         """Boxes grouped by image id (every image present, possibly with an empty list), each image's
