@@ -2172,6 +2172,63 @@ def test_categories_numbered_from_0_against_class_ids_from_1_are_named_with_the_
     assert [(c["name"], c["boxes"]) for c in report["classes"]] == [(n, 3) for n in names]
 
 
+def test_masks_cvat_exports_with_iscrowd_1_are_named_with_the_fix(tmp_path):
+    """CVAT (through Datumaro) writes every mask as uncompressed RLE with iscrowd 1, a crowd or one bottle alike:
+    the objects drawn as masks were carried as crowd regions, which training leaves out, with no word."""
+    import subprocess
+
+    from click.testing import CliRunner
+
+    from edge_trash.cli import cli
+    from edge_trash.tfrecords.analyze import analyze
+
+    images, anns = [], []
+    for i in range(6):
+        _jpeg(tmp_path / "images" / f"IMG_{i}.jpg", (64, 48), (30 * i, 90, 90))
+        images.append({"id": i + 1, "file_name": f"IMG_{i}.jpg", "width": 64, "height": 48, "license": 0,
+                       "flickr_url": "", "coco_url": "", "date_captured": 0})
+        anns.append({"id": 2 * i + 1, "image_id": i + 1, "category_id": 1, "iscrowd": 0, "area": 300.0,
+                     "segmentation": [[4, 4, 24, 4, 24, 19, 4, 19]], "bbox": [4, 4, 20, 15],
+                     "attributes": {"occluded": False}})
+        anns.append({"id": 2 * i + 2, "image_id": i + 1, "category_id": 1 + i % 2, "iscrowd": 1, "area": 200.0,
+                     "segmentation": {"counts": [30 * 48 + 10, 20, 28, 20, 64 * 48], "size": [48, 64]},
+                     "bbox": [30, 10, 10, 20], "attributes": {"occluded": False}})
+    ann = tmp_path / "instances_default.json"
+    ann.write_text(json.dumps({"licenses": [{"name": "", "id": 0, "url": ""}], "images": images,
+                               "annotations": anns, "categories": [{"id": 1, "name": "bottle", "supercategory": ""},
+                                                                   {"id": 2, "name": "can", "supercategory": ""}]}))
+    args = ["--images", str(tmp_path / "images"), "--val-fraction", "0", "--test-fraction", "0"]
+    result = CliRunner().invoke(cli, ["build-tfrecords", "--annotations", str(ann), "--out", str(tmp_path / "o1"),
+                                      *args])
+    assert result.exit_code == 0, result.output
+    fixed = tmp_path / "instances_default_masks_as_objects.json"
+    fix = ("python -c \"import json, sys; d = json.load(open(sys.argv[1])); [a.update(iscrowd=0) for a in "
+           "d['annotations'] if a.get('iscrowd') and isinstance(a.get('segmentation'), dict)]; json.dump(d, "
+           f"open(sys.argv[2], 'w'))\" {ann} {fixed}")
+    said = ("6 annotations are masks with iscrowd 1 (annotation ids 2, 4, 6, 8, 10 and 1 more), as CVAT exports "
+            "every mask, whether it covers a crowd or one object: training leaves crowd regions out, so these "
+            f"objects are not learned. If each is one object, set their iscrowd to 0 ({fix}) and build again; or "
+            "export from CVAT with polygons instead of masks")
+    assert f"warning: {said}" in result.output.splitlines()
+    report = json.loads((tmp_path / "o1" / "report.json").read_text())
+    assert report["crowd_masks_warning"] == said and report["splits"]["train"]["crowd_boxes"] == 6
+    stats = analyze(ann, None, out=tmp_path / "a1", plots=False)
+    assert [f["message"] for f in stats["flags"] if f["kind"] == "crowd_masks"] == [said]
+    subprocess.run(fix.replace("python", sys.executable, 1), shell=True, check=True)  # what the user copies
+    result = CliRunner().invoke(cli, ["build-tfrecords", "--annotations", str(fixed), "--out", str(tmp_path / "o2"),
+                                      *args])
+    report = json.loads((tmp_path / "o2" / "report.json").read_text())
+    assert report["crowd_masks_warning"] is None and report["splits"]["train"].get("crowd_boxes", 0) == 0
+    assert [(c["name"], c["boxes"]) for c in report["classes"]] == [("bottle", 9), ("can", 3)]
+    # COCO's own crowd regions (no CVAT attributes) are crowds
+    for a in anns:
+        del a["attributes"]
+    ann.write_text(json.dumps({"images": images, "annotations": anns,
+                               "categories": [{"id": 1, "name": "bottle"}, {"id": 2, "name": "can"}]}))
+    stats = analyze(ann, None, out=tmp_path / "a2", plots=False)
+    assert stats["annotations"]["problems"]["crowd_masks_warning"] is None
+
+
 def test_an_annotation_file_without_one_annotation_is_said_to_become_background(tmp_path):
     """Unlabelled frames (ZeroWaste-s ships them with "annotations": []) merged with a labelled split: every one was
     written as background, so the litter in them was trained as not litter, and no line of the summary said so."""

@@ -260,6 +260,7 @@ def annotation_problems(dataset: CocoDataset) -> Dict[str, Any]:
         "bbox_format_warning": dataset.bbox_format_warning(),
         "unknown_category_ids": {str(k): n for k, n in dataset.unknown_category_ids.items()},  # -> annotations
         "category_ids_warning": dataset.category_ids_warning(),
+        "crowd_masks_warning": dataset.crowd_masks_warning(),
         "duplicate_annotation_ids": dataset.duplicate_annotation_ids,
         "images_rejected": _rejected_rows(dataset.rejected_images),
         "image_sizes_read_from_files": sorted(dataset.size_notes),
@@ -679,6 +680,8 @@ def find_flags(where: str, stats: Dict[str, Any], th: Thresholds,
             add("bbox_format", [], problems["bbox_format_warning"])
         if problems.get("category_ids_warning"):
             add("category_ids_from_0", [], problems["category_ids_warning"])
+        if problems.get("crowd_masks_warning"):
+            add("crowd_masks", [], problems["crowd_masks_warning"])
         if problems["boxes_clipped"]:
             add("clipped_boxes", [], _n(problems["boxes_clipped"], "box runs past its image and is",
                                         "boxes run past their image and are") + " clipped to it")

@@ -910,6 +910,7 @@ def _build(options: BuildOptions, progress: bool, lock: _OutLock) -> Dict[str, A
             "bbox_format_warning": dataset.bbox_format_warning(),
             "unknown_category_ids": {str(k): n for k, n in dataset.unknown_category_ids.items()},  # -> annotations
             "category_ids_warning": dataset.category_ids_warning(),
+            "crowd_masks_warning": dataset.crowd_masks_warning(),
             "duplicate_annotation_ids": dataset.duplicate_annotation_ids,
             "image_ids_of_several_files": dataset.image_ids_of_several_files,  # none of their images written
             # images of files whose name says no split, by the split their entry names ('unnamed': none)

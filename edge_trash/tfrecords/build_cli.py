@@ -292,7 +292,7 @@ def summarize(report: Dict[str, Any], out: Path, seconds: float) -> str:
     for group in report.get("categories_merged_by_name", []):
         lines.append(f"note: categories {', '.join(str(i) for i in group['category_ids'])} share the name "
                      f"'{group['name']}' and became one class")
-    for key in ("bbox_format_warning", "category_ids_warning"):
+    for key in ("bbox_format_warning", "category_ids_warning", "crowd_masks_warning"):
         if report.get(key):
             lines.append(f"warning: {report[key]}")
     if report.get("supercategories_warning"):

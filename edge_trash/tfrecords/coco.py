@@ -170,6 +170,8 @@ class CocoDataset:
     iscrowd_not_understood: List[Any] = field(default_factory=list)  # annotation ids; their boxes read as not crowd
     ignored_as_crowd: List[Any] = field(default_factory=list)  # annotation ids with "ignore": 1, carried as crowd
     scores: List[float] = field(default_factory=list)  # the 'score' of each kept box that has one (predictions?)
+    # annotation ids of masks (RLE) with iscrowd 1 in a file with CVAT's per-annotation 'attributes'
+    crowd_masks: List[Any] = field(default_factory=list)
 
     def id_notes(self) -> Dict[int, str]:
         """image id -> a note for each image whose id the file wrote as text."""
@@ -233,6 +235,27 @@ class CocoDataset:
                 f"{'before' if shift > 0 else 'after'} its own {example}. If so, {change} each annotation's "
                 "category_id" + (f" ({fix})" if len(paths) == 1 else f" in each of {', '.join(paths)}")
                 + " and build again")
+
+    def crowd_masks_warning(self) -> Optional[str]:
+        """A warning when masks carry ``iscrowd`` 1 in a file with CVAT's ``attributes`` on its annotations: CVAT
+        (through Datumaro) exports every mask so, whether it covers a crowd or one object, and training leaves
+        crowd regions out, so the objects drawn as masks are not learned."""
+        if not self.crowd_masks:
+            return None
+        paths = [str(src.path) for src in self.sources] or [str(self.path)]
+        from edge_trash.terminal import shell_word
+
+        fix = ("python -c \"import json, sys; d = json.load(open(sys.argv[1])); "
+               "[a.update(iscrowd=0) for a in d['annotations'] if a.get('iscrowd') and "
+               "isinstance(a.get('segmentation'), dict)]; json.dump(d, open(sys.argv[2], 'w'))\" "
+               f"{shell_word(paths[0])} {shell_word(str(Path(paths[0]).with_suffix('')) + '_masks_as_objects.json')}")
+        n = len(self.crowd_masks)
+        ids = ", ".join(map(str, self.crowd_masks[:5])) + (f" and {n - 5} more" if n > 5 else "")
+        return (f"{n} {'annotation is a mask' if n == 1 else 'annotations are masks'} with iscrowd 1 "
+                f"(annotation ids {ids}), as CVAT exports every mask, whether it covers a crowd or one "
+                "object: training leaves crowd regions out, so these objects are not learned. If each is one object, "
+                "set their iscrowd to 0" + (f" ({fix})" if len(paths) == 1 else f" in each of {', '.join(paths)}")
+                + " and build again; or export from CVAT with polygons instead of masks")
 
     def boxes_by_image(self) -> Dict[int, List[BoxRecord]]:
         """Boxes grouped by image id (every image present, possibly with an empty list), each image's
@@ -333,11 +356,16 @@ def read_json_text(path: Path) -> str:
                               f"text ({exc}); save it as UTF-8 JSON")
 
 
+_RLE_MARK = "\0rle"  # set on an annotation whose dropped segmentation was a mask; no JSON key can clash
+
+
 def _without_unused_mask(obj: Dict[str, Any]) -> Dict[str, Any]:
     """An object as the JSON parser builds it, without a ``segmentation`` that a usable ``bbox`` makes
     unneeded: the polygons go as each annotation is parsed (they are most of a COCO file: 263 MB of
     75-point polygons took 1.6 GB as a tree, 0.5 GB this way, in half the time)."""
     if "segmentation" in obj and not _placeholder_bbox(obj.get("bbox")):
+        if isinstance(obj["segmentation"], dict):  # a mask (RLE): CVAT writes each with iscrowd 1, crowd or not
+            obj[_RLE_MARK] = True
         del obj["segmentation"]
     return obj
 
@@ -769,6 +797,7 @@ def load_coco_files(paths: "Sequence[str | Path]", size_of: Optional[SizeReader]
     odd_crowd: List[Any] = []  # annotation ids whose iscrowd says neither 0 nor 1 (read as 0)
     ignored: List[Any] = []  # annotation ids marked "ignore": 1 (CityPersons, VisDrone, TinyPerson conversions)
     scores: List[float] = []  # a model's confidence, on annotations that are predictions (pseudo-labels)
+    crowd_masks: List[Any] = []  # annotation ids of masks with iscrowd 1 and CVAT's 'attributes'
     dropped_of_image: Counter = Counter()  # image id -> its annotations dropped as unusable
     unknown_cats: Counter = Counter()  # a category_id no category has -> its annotations
     for i, ann in enumerate(data["annotations"]):
@@ -813,6 +842,9 @@ def load_coco_files(paths: "Sequence[str | Path]", size_of: Optional[SizeReader]
             ignored.append(key)
         elif crowd is None:
             odd_crowd.append(key)
+        if crowd == 1 and isinstance(ann.get("attributes"), dict) and \
+                (ann.get(_RLE_MARK) or isinstance(ann.get("segmentation"), dict)):
+            crowd_masks.append(key)  # CVAT's (Datumaro's) export: a mask drawn around one object reads as a crowd
         score = ann.get("score")
         if score is not None:
             score = _coordinate(score)  # a number, or one written as text ("0.87"), as some exporters write it
@@ -835,4 +867,5 @@ def load_coco_files(paths: "Sequence[str | Path]", size_of: Optional[SizeReader]
                        sources=sources,
                        boxes_read_as_corners=as_corners, text_image_ids=text_ids,
                        images_with_every_box_dropped={i: n for i, n in dropped_of_image.items() if i not in with_box},
-                       iscrowd_not_understood=odd_crowd, ignored_as_crowd=ignored, scores=scores)
+                       iscrowd_not_understood=odd_crowd, ignored_as_crowd=ignored, scores=scores,
+                       crowd_masks=crowd_masks)
