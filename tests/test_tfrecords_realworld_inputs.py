@@ -1197,14 +1197,27 @@ def test_boxes_written_as_corners_are_flagged_and_right_ones_are_not(tmp_path):
 def test_normalised_boxes_get_their_own_reason_and_numbers_as_text_are_read(tmp_path):
     from edge_trash.tfrecords.coco import load_coco
 
+    from edge_trash.tfrecords.analyze import annotation_problems
+    from edge_trash.tfrecords.build import reasons_by_kind
+
+    # Azure ML's export: normalised boxes, one of them the whole photo ([0, 0, 1, 1] was kept as a 1 px box)
     dataset = load_coco(_boxes_file(tmp_path, [[0.1, 0.2, 0.3, 0.25], ["12.5", "20", "30", " 40 "], ["a", 1, 2, 3],
-                                               [True, 1, 2, 3]]))
+                                               [True, 1, 2, 3], [0.0, 0.0, 1.0, 1.0], [90, 100, -80, -85]]))
     assert [(b.x, b.y, b.w, b.h) for b in dataset.boxes] == [(12.5, 20.0, 30.0, 40.0)]
-    assert [r.reason for r in dataset.rejected_boxes] == [
+    reasons = [r.reason for r in dataset.rejected_boxes]
+    assert reasons == [
         "'bbox' [0.1, 0.2, 0.3, 0.25] looks normalised to 0..1: COCO boxes are in pixels (multiply x and width by "
         "the image width 200, y and height by its height 150)",
         "'bbox' values must be numbers, got ['a', 1, 2, 3]",
-        "'bbox' values must be numbers, got [True, 1, 2, 3]"]
+        "'bbox' values must be numbers, got [True, 1, 2, 3]",
+        "'bbox' [0.0, 0.0, 1.0, 1.0] looks normalised to 0..1: COCO boxes are in pixels (multiply x and width by "
+        "the image width 200, y and height by its height 150)",
+        "'bbox' has zero or negative size: [90, 100, -80, -85]; drawn from its right or bottom edge? COCO's form of "
+        "it is [x + width, y + height, -width, -height] with the negative ones"]
+    # the summary's kinds keep "0..1" (it read "…..…"), analyze names them (it called them malformed)
+    assert reasons_by_kind(reasons) == ("2x 'bbox' … looks normalised to 0..1; 2x 'bbox' values must be numbers, got …; "
+                                        "1x 'bbox' has zero or negative size")
+    assert annotation_problems(dataset)["boxes_rejected_by_kind"]["normalised"] == 2
 
 
 def test_bare_file_names_are_found_in_sub_folders_when_unambiguous(tmp_path):

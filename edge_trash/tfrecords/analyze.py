@@ -219,6 +219,7 @@ PROBLEM_KINDS: Tuple[Tuple[str, str], ...] = (
     ("outside_image", "lies outside"),
     ("under_a_pixel", "less than a pixel"),
     ("zero_or_negative_size", "zero or negative size"),
+    ("normalised", "looks normalised"),
     ("unknown_category", "unknown category_id"),
     ("unknown_image", "unknown image_id"),
     ("image_rejected", "its image was skipped"),

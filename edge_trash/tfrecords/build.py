@@ -78,7 +78,7 @@ def reason_kind(reason: str) -> str:
         why = next((why for phrase, why in NOT_FOUND_WHY if phrase in reason), None)
         if why:
             return f"{kind} ({why})"
-    kind = re.sub(r"\s+", " ", re.sub(r"\[[^\]]*\]|-?\d+(?:\.\d+)?(?:x\d+)?", "…", kind)).strip()
+    kind = re.sub(r"\s+", " ", re.sub(r"\[[^\]]*\]|(?<!\.)-?\d+(?:\.\d+)?(?:x\d+)?(?!\.\.)", "…", kind)).strip()  # 0..1 kept
     return kind if len(kind) <= 70 else kind[:70].rsplit(" ", 1)[0] + " …"  # cut between words
 
 

@@ -631,12 +631,14 @@ def _parse_box(ann: Dict[str, Any], image: ImageRecord
         return None, False, f"'bbox' has NaN or Infinity: {bbox!r}", origin
     x, y, w, h = float(x), float(y), float(w), float(h)
     if w <= 0 or h <= 0:
-        return None, False, f"'bbox' has zero or negative size: {bbox!r}", origin
+        drawn_back = ("; drawn from its right or bottom edge? COCO's form of it is [x + width, y + height, -width, "
+                      "-height] with the negative ones" if min(w, h) < 0 and max(w, h) != 0 else "")
+        return None, False, f"'bbox' has zero or negative size: {bbox!r}{drawn_back}", origin
     angle = box_rotation(ann) if origin == "bbox" else 0.0  # a mask's box is upright already
     if angle:
         x, y, w, h = upright_box(x, y, w, h, angle)
         origin = "rotated"
-    if max(x + w, y + h) <= 1.0 and min(w, h) < 1.0 and min(image.width, image.height) > 2:
+    if max(x + w, y + h) <= 1.0 and min(image.width, image.height) > 2:  # [0, 0, 1, 1] too: the whole photo
         return None, False, (f"'bbox' {bbox!r} looks normalised to 0..1: COCO boxes are in pixels (multiply x "
                              f"and width by the image width {image.width}, y and height by its height "
                              f"{image.height})"), origin
