@@ -1194,6 +1194,41 @@ def test_boxes_written_as_corners_are_flagged_and_right_ones_are_not(tmp_path):
     assert not [f for f in analyze(right, out=tmp_path / "a2", plots=False)["flags"] if f["kind"] == "bbox_format"]
 
 
+def test_few_boxes_written_as_corners_are_told_by_their_area_or_bbox_mode(tmp_path):
+    """16 boxes written [x1, y1, x2, y2] in the top-left of their images, none past the edge: no warning, as the
+    check needed 20 boxes and a fifth clipped; the converter's own 'area' (or Detectron2's "bbox_mode": 0) says."""
+    from edge_trash.tfrecords.coco import load_coco
+
+    rng = np.random.default_rng(5)
+    corners = []
+    for _ in range(16):
+        x1, y1 = rng.uniform(0, 60), rng.uniform(0, 40)
+        corners.append([round(x1, 1), round(y1, 1), round(x1 + rng.uniform(8, 40), 1), round(y1 + rng.uniform(8, 30), 1)])
+
+    def with_fields(name: str, **fields) -> Path:
+        path = _boxes_file(tmp_path, corners, name)
+        coco = json.loads(path.read_text())
+        for ann, (x1, y1, x2, y2) in zip(coco["annotations"], corners):
+            ann.update({k: f(x1, y1, x2, y2) for k, f in fields.items()})
+        path.write_text(json.dumps(coco))
+        return path
+
+    tail = (", not COCO's [x, y, width, height]. Convert it (width = x2 - x1, height = y2 - y1) and run again, or "
+            "every box is trained too large")
+    dataset = load_coco(with_fields("area.json", area=lambda x1, y1, x2, y2: round((x2 - x1) * (y2 - y1), 2)))
+    assert dataset.boxes_clipped == 0 and dataset.bbox_format_warning() == (
+        "16 of 16 boxes have an 'area' of (x2 - x1) x (y2 - y1) with their 4 numbers read as [x1, y1, x2, y2] "
+        "corners, not width x height: the file's 'bbox' is probably written as corners" + tail)
+    assert load_coco(with_fields("mode.json", bbox_mode=lambda *_: 0)).bbox_format_warning() == (
+        "16 of 16 annotations say \"bbox_mode\": 0, Detectron2's XYXY_ABS: their 'bbox' is written as [x1, y1, x2, "
+        "y2] corners" + tail)
+    # the same numbers as COCO boxes whose area is width x height, or a polygon's, or Detectron2's XYWH_ABS: no word
+    for name, fields in (("size.json", {"area": lambda x1, y1, x2, y2: x2 * y2}),
+                         ("polygon.json", {"area": lambda x1, y1, x2, y2: round(0.7 * x2 * y2, 1)}),
+                         ("xywh.json", {"bbox_mode": lambda *_: 1}), ("none.json", {})):
+        assert load_coco(with_fields(name, **fields)).bbox_format_warning() is None, name
+
+
 def test_normalised_boxes_get_their_own_reason_and_numbers_as_text_are_read(tmp_path):
     from edge_trash.tfrecords.coco import load_coco
 

@@ -164,6 +164,8 @@ class CocoDataset:
     name_notes: Dict[int, str] = field(default_factory=dict)
     sources: List[Any] = field(default_factory=list)  # coco_merge.MergedSource, one per annotation file
     boxes_read_as_corners: int = 0  # kept boxes whose 4 numbers also read as a valid [x1, y1, x2, y2]
+    areas_of_corners: int = 0  # kept boxes whose 'area' is (x2 - x1)(y2 - y1) of them read as corners, not w x h
+    boxes_marked_as_corners: int = 0  # kept boxes whose annotation says "bbox_mode": 0 (Detectron2's XYXY_ABS)
     text_image_ids: Dict[str, int] = field(default_factory=dict)  # image ids written as text -> our number
     # image id -> how many annotations it had, all dropped as unusable: not a background example
     images_with_every_box_dropped: Dict[int, int] = field(default_factory=dict)
@@ -184,13 +186,21 @@ class CocoDataset:
         ``[x, y, width, height]``: many run past their image (the far corner read as a
         size), while nearly all read as corners inside it. None when they look right."""
         n = len(self.boxes) - self.boxes_from_segmentation
-        if n < CORNER_CHECK_MIN_BOXES or self.boxes_clipped < CORNER_CHECK_CLIPPED * n \
-                or self.boxes_read_as_corners < CORNER_CHECK_AS_CORNERS * n:
+        if self.boxes_marked_as_corners:
+            said = (f"{self.boxes_marked_as_corners} of {n} annotations say \"bbox_mode\": 0, Detectron2's XYXY_ABS: "
+                    "their 'bbox' is written as [x1, y1, x2, y2] corners")
+        elif n >= AREA_CHECK_MIN_BOXES and self.areas_of_corners >= CORNER_CHECK_AS_CORNERS * n:
+            said = (f"{self.areas_of_corners} of {n} boxes have an 'area' of (x2 - x1) x (y2 - y1) with their 4 "
+                    "numbers read as [x1, y1, x2, y2] corners, not width x height: the file's 'bbox' is probably "
+                    "written as corners")
+        elif n >= CORNER_CHECK_MIN_BOXES and self.boxes_clipped >= CORNER_CHECK_CLIPPED * n \
+                and self.boxes_read_as_corners >= CORNER_CHECK_AS_CORNERS * n:
+            said = (f"{self.boxes_clipped} of {n} boxes run past their image, yet {self.boxes_read_as_corners} read "
+                    "as [x1, y1, x2, y2] corners inside it: the file's 'bbox' is probably written as corners")
+        else:
             return None
-        return (f"{self.boxes_clipped} of {n} boxes run past their image, yet {self.boxes_read_as_corners} read as "
-                "[x1, y1, x2, y2] corners inside it: the file's 'bbox' is probably written as corners, not COCO's "
-                "[x, y, width, height]. Convert it (width = x2 - x1, height = y2 - y1) and run again, or every "
-                "box is trained too large")
+        return (said + ", not COCO's [x, y, width, height]. Convert it (width = x2 - x1, height = y2 - y1) and run "
+                "again, or every box is trained too large")
 
     def category_ids_warning(self) -> Optional[str]:
         """A warning when the annotations number their classes from 0 and the categories from 1 (a YOLO
@@ -287,6 +297,7 @@ def _box_order(box: BoxRecord) -> Tuple[Any, ...]:
 _DIGITS = re.compile(r"\s*-?[0-9]+\s*")
 # bbox_format_warning: at least this many boxes, this share clipped, this share valid as corners
 CORNER_CHECK_MIN_BOXES, CORNER_CHECK_CLIPPED, CORNER_CHECK_AS_CORNERS = 20, 0.2, 0.9
+AREA_CHECK_MIN_BOXES = 5  # boxes whose 'area' tells corners from a size: the evidence is per box
 CLIP_TOLERANCE_PX = 1e-3  # a box past its image by no more than this is rounding, not counted as clipped
 
 
@@ -796,6 +807,8 @@ def load_coco_files(paths: "Sequence[str | Path]", size_of: Optional[SizeReader]
     from_segmentation = 0
     rotated = 0
     as_corners = 0
+    areas_of_corners = 0
+    marked_as_corners = 0
     odd_crowd: List[Any] = []  # annotation ids whose iscrowd says neither 0 nor 1 (read as 0)
     ignored: List[Any] = []  # annotation ids marked "ignore": 1 (CityPersons, VisDrone, TinyPerson conversions)
     scores: List[float] = []  # a model's confidence, on annotations that are predictions (pseudo-labels)
@@ -837,7 +850,14 @@ def load_coco_files(paths: "Sequence[str | Path]", size_of: Optional[SizeReader]
         from_segmentation += int(origin == "segmentation")
         raw = ann.get("bbox")
         if origin != "segmentation" and all(type(v) in _NUMBER for v in raw):  # x2 > x1, y2 > y1 inside: corners?
-            as_corners += int(raw[0] < raw[2] <= image.width and raw[1] < raw[3] <= image.height)
+            corners = raw[0] < raw[2] <= image.width and raw[1] < raw[3] <= image.height
+            as_corners += int(corners)
+            area = ann.get("area")
+            if corners and type(area) in _NUMBER and area > 0:  # the converter's own area, of the box it meant
+                corner_area, size_area = (raw[2] - raw[0]) * (raw[3] - raw[1]), raw[2] * raw[3]
+                areas_of_corners += int(abs(area - corner_area) <= 0.001 * area + 0.5
+                                        and abs(area - size_area) > 0.01 * area)
+            marked_as_corners += int(ann.get("bbox_mode") == 0)
         crowd = crowd_flag(ann.get("iscrowd"))
         if crowd != 1 and "ignore" in ann and crowd_flag(ann["ignore"]) == 1:  # a region not to learn from
             crowd = 1
@@ -867,7 +887,8 @@ def load_coco_files(paths: "Sequence[str | Path]", size_of: Optional[SizeReader]
                        unknown_category_ids=dict(unknown_cats),
                        size_notes=size_notes, name_notes=name_notes,
                        sources=sources,
-                       boxes_read_as_corners=as_corners, text_image_ids=text_ids,
+                       boxes_read_as_corners=as_corners, areas_of_corners=areas_of_corners,
+                       boxes_marked_as_corners=marked_as_corners, text_image_ids=text_ids,
                        images_with_every_box_dropped={i: n for i, n in dropped_of_image.items() if i not in with_box},
                        iscrowd_not_understood=odd_crowd, ignored_as_crowd=ignored, scores=scores,
                        crowd_masks=crowd_masks)
