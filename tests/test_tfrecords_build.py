@@ -1351,9 +1351,9 @@ def test_a_rebuild_says_how_the_split_moved_from_the_earlier_build(tmp_path):
     splits = json.loads((out / "splits.json").read_text())
     assert splits["file_names"] == {s: [f"sub/{i}.jpg" for i in ids] for s, ids in splits["splits"].items()}
     output, report = build()
-    assert report["split_changes"] == {"earlier_images": 40, "earlier_folds": 0, "matched": 40, "earlier_held_out": 10,
-                                       "held_out_now_in_train": 0, "earlier_train": 30, "train_now_held_out": 0,
-                                       "fold_changed": 0}
+    assert report["split_changes"] == {"earlier_images": 40, "earlier_folds": 0, "matched": 40,
+                                       "matched_by_picture": 0, "earlier_held_out": 10, "held_out_now_in_train": 0,
+                                       "earlier_train": 30, "train_now_held_out": 0, "fold_changed": 0}
     assert ("note: the earlier build here: 40 of its 40 images are in this one, each in the split it was in"
             ) in output
     # The same photos spelled otherwise in the JSON (case, Windows separators, "./"): the same files, the same split.
@@ -1386,8 +1386,35 @@ def test_a_rebuild_says_how_the_split_moved_from_the_earlier_build(tmp_path):
         (out / "splits.json").write_text(content)
         output, report = build()
         said = (f"the earlier build's splits.json was not compared: {why}" if why else
-                "the earlier build here holds none of these files (by name): its split cannot be compared")
-        assert report["split_changes"] == {"not_compared": said} and f"note: {said}" in output
+                "the earlier build here holds none of these files (by name, nor by picture): its split cannot be "
+                "compared")
+        assert report["split_changes"] == {"not_compared": said, **({} if why else {"warning": True})}
+        assert f"{'note' if why else 'warning'}: {said}" in output
+    # A splits.json lost in a copy beside the records: a reshuffle was silent (30 of 40 held-out images moved)
+    (out / "splits.json").unlink()
+    output, report = build("--seed", "3")
+    said = ("the earlier build here has no splits.json (deleted, or not copied with its records): whether its val/test "
+            "images are in training now cannot be told")
+    assert report["split_changes"] == {"not_compared": said, "warning": True} and f"warning: {said}" in output
+    # The images folder's sub-folder renamed (or the files flattened into one folder): found by their picture
+    # (the seeded order hashes the path, so a renamed folder moves its files: the count of those moved was 3, not 16)
+    build()
+    before = json.loads((out / "splits.json").read_text())
+    (folder / "sub").rename(folder / "renamed")
+    moved = tmp_path / "moved.json"
+    moved.write_text(json.dumps(dict(coco, images=[dict(im, file_name=f"renamed/{im['id']}.jpg")
+                                                   for im in coco["images"]])))
+    output, report = build(coco_file=moved)
+    after = json.loads((out / "splits.json").read_text())  # the image ids are the same in both: recount by them
+    was_held, now_held = ({i for split in ("val", "test") for i in listing["splits"].get(split, [])}
+                          for listing in (before, after))
+    assert report["split_changes"] == {"earlier_images": 40, "earlier_folds": 0, "matched": 40,
+                                       "matched_by_picture": 40, "earlier_held_out": 10,
+                                       "held_out_now_in_train": len(was_held - now_held), "earlier_train": 30,
+                                       "train_now_held_out": len(now_held - was_held), "fold_changed": 0}
+    assert report["split_changes"]["held_out_now_in_train"] > 0
+    assert "the earlier build here: 40 of its 40 images are in this one (40 found by their picture under another " \
+           "name); " in output
     (out / "splits.json").unlink()
     (out / "splits.json").mkdir()
     result = CliRunner().invoke(cli, ["build-tfrecords", "--annotations", str(ann), "--images", str(folder), "--out",
@@ -1403,13 +1430,13 @@ def test_split_changes_counts_pairs_and_files_in_two_folders_apart():
     # Two annotation files' photos of one name, in two folders: two files, each compared with itself.
     earlier = {"folds": 0, "file_names": {"train": ["A/0001.jpg", "B/0002.jpg"], "val": ["B/0001.jpg"]}}
     assert split_changes(earlier, {"train": ["B/0001.jpg", "B/0002.jpg"], "val": ["A/0001.jpg"]}) == {
-        "earlier_images": 3, "earlier_folds": 0, "matched": 3, "earlier_held_out": 1, "held_out_now_in_train": 1,
+        "earlier_images": 3, "earlier_folds": 0, "matched": 3, "matched_by_picture": 0, "earlier_held_out": 1, "held_out_now_in_train": 1,
         "earlier_train": 2, "train_now_held_out": 1, "fold_changed": 0}
     # Folds swapped whole: nothing left val or test, yet every image is in another fold.
     folds = {"folds": 2, "file_names": {"fold0": ["a", "b"], "fold1": ["c"], "test": ["d"]}}
     assert split_changes(folds, {"fold0": ["c"], "fold1": ["a", "b"], "test": ["d"]}, 2)["fold_changed"] == 3
     assert split_changes(folds, {"fold0": ["a"], "fold1": ["c"], "test": ["d", "b"]}, 2) == {
-        "earlier_images": 4, "earlier_folds": 2, "matched": 4, "earlier_held_out": 1, "held_out_now_in_train": 0,
+        "earlier_images": 4, "earlier_folds": 2, "matched": 4, "matched_by_picture": 0, "earlier_held_out": 1, "held_out_now_in_train": 0,
         "earlier_train": 3, "train_now_held_out": 1, "fold_changed": 0}  # b went to test: said once
     assert split_changes(None, {"train": ["a"]}) is None
     assert split_changes_line({"earlier_images": 10, "earlier_folds": 0, "matched": 1, "earlier_held_out": 0,

@@ -508,11 +508,16 @@ def found_names(dataset: CocoDataset, found: Dict[int, Tuple[Path, int]], option
     return names
 
 
+PICTURE_HASH_CHARS = 16  # of each stored JPEG's sha256 in splits.json: 64 bits tell a dataset's pictures apart
+
+
 def _earlier_splits(out: Path) -> Optional[Dict[str, Any]]:
-    """The ``splits.json`` an earlier build left in ``out``: None when there is none,
-    ``{"unreadable": why}`` when it cannot be read as one."""
+    """The ``splits.json`` an earlier build left in ``out``: None when there is no earlier build,
+    ``{"unreadable": why}`` when it cannot be read as one, or there is none beside the build's files."""
     path = out / "splits.json"
     if not path.exists():
+        if (out / "report.json").exists() or any(SHARD_RE.match(p.name) for p in out.iterdir()):
+            return {"missing": True}
         return None
     try:
         earlier = json.loads(path.read_text(encoding="utf-8"))
@@ -882,11 +887,14 @@ def _build(options: BuildOptions, progress: bool, lock: _OutLock) -> Dict[str, A
         staged.write(out / "labels.txt", ("\n".join(names) + "\n").encode("utf-8"))
         staged.write(out / "label_map.pbtxt", label_map_pbtxt(names).encode("utf-8"))
         split_names = {split: [read_as[i] for i in ids] for split, ids in split_ids.items()}
-        changes = split_changes(_earlier_splits(out), split_names, options.folds)
+        # the stored pictures, to match the files of a renamed folder or a flattened copy with the earlier build's
+        pictures = {split: [converted[i].sha256[:PICTURE_HASH_CHARS] for i in ids] for split, ids in split_ids.items()}
+        changes = split_changes(_earlier_splits(out), split_names, options.folds, pictures)
         staged.write(out / "splits.json", _json_bytes({
             "seed": options.seed, "folds": options.folds,
             "splits": {split: ids for split, ids in split_ids.items()},
-            "file_names": split_names}))  # the files read, to compare splits across builds whose ids differ
+            "file_names": split_names,  # the files read, to compare splits across builds whose ids differ
+            "pictures": pictures}))
         opts = {k: (str(v) if isinstance(v, Path) else [str(p) for p in v] if isinstance(v, (list, tuple)) else v)
                 for k, v in asdict(options).items() if k != "workers"}  # the output is the same with any number
         annotation_files = options.annotation_files()

@@ -398,12 +398,15 @@ def split_changes_line(changes: Dict[str, Any], folds: int = 0) -> str:
     from edge_trash.tfrecords.build import counted
 
     if "not_compared" in changes:
-        return f"note: {changes['not_compared']}"
+        return f"{'warning' if changes.get('warning') else 'note'}: {changes['not_compared']}"
     matched, total = changes["matched"], changes["earlier_images"]
     said = (f"the earlier build here: {matched} of its {counted(total, 'image', 'images')} "
             f"{'is' if matched == 1 else 'are'} in this one")
-    if matched < total:
-        said += f" ({total - matched} renamed, removed or not found now)"
+    moved_files = changes.get("matched_by_picture") or 0
+    if moved_files or matched < total:
+        said += " (" + "; ".join(([f"{moved_files} found by their picture under another name"] if moved_files else [])
+                                 + ([f"{total - matched} renamed, removed or not found now"] if matched < total
+                                    else [])) + ")"
     moved, seen, refolded = changes["held_out_now_in_train"], changes["train_now_held_out"], changes["fold_changed"]
     earlier_folds = changes.get("earlier_folds") or 0
     parts = []

@@ -237,14 +237,21 @@ HELD_OUT = ("val", "test")  # the splits a model is scored on; train and folds a
 
 
 def split_changes(earlier: Optional[Mapping[str, Any]], names: Mapping[str, Sequence[str]],
-                  folds: int = 0) -> Optional[Dict[str, Any]]:
+                  folds: int = 0, pictures: Optional[Mapping[str, Sequence[str]]] = None) -> Optional[Dict[str, Any]]:
     """How this build's split (``names``: the files of each split) differs from the ``earlier``
-    build's ``splits.json`` (None when there was none), matching files by :func:`split_key`:
-    ``{earlier_images, matched, earlier_held_out, held_out_now_in_train, earlier_train,
+    build's ``splits.json`` (None when there was none), matching files by :func:`split_key`, then
+    those left by their stored picture (``pictures``: a hash of each file's stored JPEG, in the order of
+    ``names``, as splits.json keeps them), so a renamed folder or a flattened copy is matched:
+    ``{earlier_images, matched, matched_by_picture, earlier_held_out, held_out_now_in_train, earlier_train,
     train_now_held_out, fold_changed, earlier_folds}`` (val and test are held out; ``fold_changed``
-    counts images in another fold of a build with as many folds), or ``{"not_compared": why}``."""
+    counts images in another fold of a build with as many folds), or ``{"not_compared": why}`` (with
+    ``"warning": True`` when the earlier build's splits.json is gone, or none of its files is in this one)."""
     if earlier is None:
         return None
+    if earlier.get("missing"):
+        return {"not_compared": "the earlier build here has no splits.json (deleted, or not copied with its "
+                                "records): whether its val/test images are in training now cannot be told",
+                "warning": True}
     before = earlier.get("file_names")
     if not isinstance(before, dict) or not all(isinstance(v, list) for v in before.values()):
         why = earlier.get("unreadable") or ("it lists no file names (written by an older edge-trash)"
@@ -259,11 +266,26 @@ def split_changes(earlier: Optional[Mapping[str, Any]], names: Mapping[str, Sequ
                     out.setdefault(split_key(key), Counter())[split] += 1
         return out
 
+    def by_picture(listing: Mapping[str, Sequence[Any]], hashes: Any, named: Mapping[str, Any]
+                   ) -> Dict[str, Counter]:  # the files whose name the other build lacks, keyed by picture
+        out: Dict[str, Counter] = {}
+        for split, keys in listing.items():
+            held = hashes.get(split) if isinstance(hashes, dict) else None
+            for key, picture in zip(keys, held if isinstance(held, list) else []):
+                if isinstance(key, str) and isinstance(picture, str) and split_key(key) not in named:
+                    out.setdefault("\0" + picture, Counter())[split] += 1  # (no file name holds a NUL)
+        return out
+
     was, is_now = splits_of(before), splits_of(names)
+    earlier_images = sum(sum(c.values()) for c in was.values())
+    if pictures is not None:
+        was_pictures = by_picture(before, earlier.get("pictures"), is_now)
+        is_now.update(by_picture(names, pictures, was))
+        was.update(was_pictures)
     shared = [key for key in was if key in is_now]
     if not shared:
-        return {"not_compared": "the earlier build here holds none of these files (by name): its split cannot be "
-                                "compared"}
+        return {"not_compared": "the earlier build here holds none of these files (by name, nor by picture): its "
+                                "split cannot be compared", "warning": True}
     earlier_folds = earlier.get("folds") if type(earlier.get("folds")) is int else 0
     counts: Counter = Counter()
     for key in shared:
@@ -277,6 +299,7 @@ def split_changes(earlier: Optional[Mapping[str, Any]], names: Mapping[str, Sequ
         if earlier_folds == folds:
             left_fold = sum(max(0, n - b[s]) for s, n in a.items() if s.startswith("fold"))
             counts["fold_changed"] += max(0, left_fold - max(0, held_b - held_a))  # not those now in test
-    return {"earlier_images": sum(sum(c.values()) for c in was.values()), "earlier_folds": earlier_folds,
-            **{k: counts[k] for k in ("matched", "earlier_held_out", "held_out_now_in_train", "earlier_train",
-                                      "train_now_held_out", "fold_changed")}}
+        counts["matched_by_picture"] += min(sum(a.values()), sum(b.values())) if key.startswith("\0") else 0
+    return {"earlier_images": earlier_images, "earlier_folds": earlier_folds,
+            **{k: counts[k] for k in ("matched", "matched_by_picture", "earlier_held_out", "held_out_now_in_train",
+                                      "earlier_train", "train_now_held_out", "fold_changed")}}
