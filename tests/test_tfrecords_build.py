@@ -1423,6 +1423,44 @@ def test_a_rebuild_says_how_the_split_moved_from_the_earlier_build(tmp_path):
                                       "move it away, or choose another --out") in result.output
 
 
+def test_a_rebuild_with_other_classes_says_its_models_no_longer_match(tmp_path):
+    """A rebuild with a class map that merged two classes said only "each in the split it was in": nothing told
+    that runs and bundles trained on the earlier build no longer match its labels.txt."""
+    from click.testing import CliRunner
+
+    from edge_trash.cli import cli
+
+    coco = {"images": [], "annotations": [], "categories": [{"id": k, "name": n} for k, n in
+                                                            enumerate(["bottle", "can", "cup"], 1)]}
+    for i in range(1, 13):
+        _solid_jpeg(tmp_path / "photos" / f"{i}.jpg", (64, 48), (9 * i, 80, 80))
+        coco["images"].append({"id": i, "file_name": f"{i}.jpg", "width": 64, "height": 48})
+        coco["annotations"].append({"id": i, "image_id": i, "category_id": 1 + i % 3, "bbox": [4, 4, 20, 20]})
+    ann = tmp_path / "a.json"
+    ann.write_text(json.dumps(coco))
+    (tmp_path / "merge.csv").write_text("bottle,container\ncan,container\ncup,cup\n")
+    (tmp_path / "order.csv").write_text("cup,cup\nbottle,bottle\ncan,can\n")
+
+    def build(*args):
+        result = CliRunner().invoke(cli, ["build-tfrecords", "--annotations", str(ann), "--images",
+                                          str(tmp_path / "photos"), "--out", str(tmp_path / "data"), "--quiet", *args])
+        assert result.exit_code == 0, result.output
+        return result.output, json.loads((tmp_path / "data" / "report.json").read_text())["classes_changed"]
+
+    assert build()[1] is None  # the first build: nothing earlier to compare
+    output, changed = build()
+    assert changed is None and "other classes" not in output
+    output, changed = build("--class-map", str(tmp_path / "merge.csv"))
+    assert changed == {"earlier": ["bottle", "can", "cup"], "now": ["container", "cup"]}
+    assert ("warning: the earlier build here had other classes (3, now 2; 2 gone: bottle, can; 1 new: container): "
+            "a model or bundle trained on it does not match this build's labels.txt; train on this one (train --init "
+            "RUN starts from such a model's weights)") in output.splitlines()
+    build()
+    output, changed = build("--class-map", str(tmp_path / "order.csv"))
+    assert changed == {"earlier": ["bottle", "can", "cup"], "now": ["cup", "bottle", "can"]}
+    assert "other classes (3, now 3; the same names in another order)" in output
+
+
 def test_split_changes_counts_pairs_and_files_in_two_folders_apart():
     from edge_trash.tfrecords.build_cli import split_changes_line
     from edge_trash.tfrecords.splits import split_changes

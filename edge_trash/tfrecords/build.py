@@ -508,6 +508,14 @@ def found_names(dataset: CocoDataset, found: Dict[int, Tuple[Path, int]], option
     return names
 
 
+def _earlier_class_names(out: Path) -> Optional[List[str]]:
+    """The class names of the build in ``out`` (its ``labels.txt``), None when there is none or it cannot be read."""
+    try:
+        return (out / "labels.txt").read_text(encoding="utf-8").splitlines()
+    except (OSError, ValueError):
+        return None
+
+
 PICTURE_HASH_CHARS = 16  # of each stored JPEG's sha256 in splits.json: 64 bits tell a dataset's pictures apart
 
 
@@ -890,6 +898,7 @@ def _build(options: BuildOptions, progress: bool, lock: _OutLock) -> Dict[str, A
         # the stored pictures, to match the files of a renamed folder or a flattened copy with the earlier build's
         pictures = {split: [converted[i].sha256[:PICTURE_HASH_CHARS] for i in ids] for split, ids in split_ids.items()}
         changes = split_changes(_earlier_splits(out), split_names, options.folds, pictures)
+        earlier_names = _earlier_class_names(out)
         staged.write(out / "splits.json", _json_bytes({
             "seed": options.seed, "folds": options.folds,
             "splits": {split: ids for split, ids in split_ids.items()},
@@ -964,6 +973,9 @@ def _build(options: BuildOptions, progress: bool, lock: _OutLock) -> Dict[str, A
             "interrupted_build": interrupted,
             # the earlier build in --out against this one: its val/test images now in train and the reverse
             "split_changes": changes,
+            # the classes of the build this one replaced, when they differ: its models and bundles no longer match
+            "classes_changed": ({"earlier": earlier_names, "now": names}
+                                if earlier_names is not None and earlier_names != names else None),
             "options": opts,
             "software": software_versions(),  # a rebuild months later gives the same bytes with the same ones
         }

@@ -381,6 +381,8 @@ def summarize(report: Dict[str, Any], out: Path, seconds: float) -> str:
     changes = report.get("split_changes")
     if changes:
         lines.append(split_changes_line(changes, (report.get("options") or {}).get("folds") or 0))
+    if report.get("classes_changed"):
+        lines.append(classes_changed_line(report["classes_changed"]))
     mb = report["bytes_written"] / 1e6
     stale = report.get("stale_shards_removed") or []
     replaced = f", replacing the earlier build there ({len(stale)} of its shards removed)" if stale else ""
@@ -390,6 +392,23 @@ def summarize(report: Dict[str, Any], out: Path, seconds: float) -> str:
         lines.append("note: the stop (Ctrl-C or SIGTERM) came while the files were moved into place: the build is "
                      f"complete in {out}, as above")
     return "\n".join(lines)
+
+
+def classes_changed_line(changed: Dict[str, List[str]]) -> str:
+    """The summary's warning that the build replaced in ``--out`` had other classes."""
+    from edge_trash.tfrecords.build import examples
+
+    earlier, now = changed["earlier"], changed["now"]
+    gone, new = [n for n in earlier if n not in now], [n for n in now if n not in earlier]
+    parts = []
+    if gone:
+        parts.append(f"{len(gone)} gone: {examples(gone)}")
+    if new:
+        parts.append(f"{len(new)} new: {examples(new)}")
+    what = "; ".join(parts) or "the same names in another order"
+    return (f"warning: the earlier build here had other classes ({len(earlier)}, now {len(now)}; {what}): a model "
+            "or bundle trained on it does not match this build's labels.txt; train on this one (train --init RUN "
+            "starts from such a model's weights)")
 
 
 def split_changes_line(changes: Dict[str, Any], folds: int = 0) -> str:
