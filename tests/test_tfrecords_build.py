@@ -1152,7 +1152,8 @@ def test_classes_that_val_is_too_small_to_hold_are_named(tmp_path):
     assert report["classes_not_in_val"] == missing and len(missing) == 4
     assert (f"warning: 4 classes of two images or more have no box in val, so their AP cannot be measured: "
             f"{', '.join(missing)} (val holds 6 images: a larger --val-fraction gives them one, unless their images "
-            "must stay in train, as a class's last training image or a run of video frames with one does; all in "
+            "must stay in train, as a class's last training image or a run of video frames or copies of one picture with "
+            "one does; all in "
             "classes_not_in_val in report.json)") in text
     text, report = build("larger", "--val-fraction", "0.25")
     assert report["classes_not_in_val"] == [] and "no box in val" not in text
@@ -1421,6 +1422,37 @@ def test_a_rebuild_says_how_the_split_moved_from_the_earlier_build(tmp_path):
                                       str(out), "--quiet"])
     assert result.exit_code != 0 and (f"--out {out}: splits.json there is a folder, where the build writes a file: "
                                       "move it away, or choose another --out") in result.output
+
+
+def test_a_class_held_out_because_every_group_held_a_last_picture_says_so(tmp_path):
+    """Two classes, each photographed once and copied three times (copies of one picture move as one): val needs
+    an image, so one class's copies all went to val and the warning said only "(only in val/test)", as if a
+    fraction could fix it, and the other class's "a larger --val-fraction gives them one" could not either."""
+    from click.testing import CliRunner
+
+    from edge_trash.cli import cli
+
+    coco = {"images": [], "annotations": [], "categories": [{"id": 1, "name": "bottle"}, {"id": 2, "name": "battery"}]}
+    for c, colour in ((1, (200, 0, 0)), (2, (0, 0, 200))):
+        for k in range(3):
+            _solid_jpeg(tmp_path / "photos" / f"c{c}_{k}.jpg", (64, 48), colour)  # byte-identical copies
+            iid = 3 * c + k
+            coco["images"].append({"id": iid, "file_name": f"c{c}_{k}.jpg", "width": 64, "height": 48})
+            coco["annotations"].append({"id": iid, "image_id": iid, "category_id": c, "bbox": [4, 4, 20, 20]})
+    (tmp_path / "a.json").write_text(json.dumps(coco))
+    result = CliRunner().invoke(cli, ["build-tfrecords", "--annotations", str(tmp_path / "a.json"), "--images",
+                                      str(tmp_path / "photos"), "--out", str(tmp_path / "data"), "--quiet"])
+    assert result.exit_code == 0, result.output
+    report = json.loads((tmp_path / "data" / "report.json").read_text())
+    held, kept = report["classes_not_in_train"], report["classes_not_in_val"]
+    assert len(held) == 1 and len(kept) == 1 and set(held + kept) == {"bottle", "battery"}
+    assert report["splits"]["val"]["images"] == 3 and report["splits"]["train"]["images"] == 3
+    text = " ".join(result.output.split())
+    assert (f"warning: 1 class has no box in train, so the model cannot learn it: {held[0]} (only in val/test: val "
+            "needed an image and each image or group that moves as one (copies of one picture, a run of video "
+            "frames) held a class's last training picture; add other photos of it)") in text
+    assert ("as a class's last training image or a run of video frames or copies of one picture with one does; "
+            "all in classes_not_in_val in report.json)") in text
 
 
 def test_a_rebuild_with_other_classes_says_its_models_no_longer_match(tmp_path):

@@ -141,7 +141,8 @@ def _not_in_val_warning(report: Dict[str, Any]) -> str:
     val = report["splits"].get("val", {}).get("images", 0)
     fix = ("the given val file holds none" if report["options"].get("keep_splits") else
            f"val holds {counted(val, 'image', 'images')}: a larger --val-fraction gives them one, unless their "
-           "images must stay in train, as a class's last training image or a run of video frames with one does")
+           "images must stay in train, as a class's last training image or a run of video frames or copies of one "
+           "picture with one does")
     return (f"warning: {counted(len(missing), 'class', 'classes')} of two images or more "
             f"{'has no box in val, so its' if len(missing) == 1 else 'have no box in val, so their'} AP cannot be "
             "measured: "
@@ -164,8 +165,11 @@ def _not_in_train_warning(report: Dict[str, Any]) -> str:
     if crowds:
         why.append(f"{examples(crowds, 8)} (only crowd regions, iscrowd 1, which training leaves out)")
     if held:
-        why.append(f"{examples(held, 8)} (only in " + ("the given val/test files" if report["options"].get(
-            "keep_splits") else "val/test") + ")")
+        why.append(f"{examples(held, 8)} (only in " + (
+            "the given val/test files" if report["options"].get("keep_splits") else
+            "val/test: val needed an image and each image or group that moves as one (copies of one picture, a run "
+            "of video frames) held a class's last training picture; add other photos of "
+            + ("it" if len(held) == 1 else "each")) + ")")
     return (f"warning: {counted(len(missing), 'class has', 'classes have')} no box in train, so the model "
             f"cannot learn {'it' if len(missing) == 1 else 'them'}: " + "; ".join(why)
             + (" (all in classes_not_in_train in report.json)" if len(missing) > 8 else ""))
