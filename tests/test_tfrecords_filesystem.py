@@ -519,3 +519,33 @@ def test_files_written_together_leave_no_temporary_file_when_a_rename_fails(tmp_
         atomic_files.write_files_together(tmp_path, {"a.png": b"a", "stats.json": b"new", "report.md": b"r"})
     assert sorted(p.name for p in tmp_path.iterdir()) == ["a.png", "stats.json"]  # no .tmp left behind
     assert (tmp_path / "stats.json").read_text() == "old"
+
+
+def test_a_name_two_files_match_only_ignoring_case_is_not_guessed(tmp_path):
+    """'Img_1.jpg' beside IMG_1.jpg and img_1.jpg (a case-sensitive disk): the first by sort order was read
+    silently, perhaps another photo under these boxes; now neither, with both named and the fix."""
+    from edge_trash.tfrecords.build import reason_kind
+    from edge_trash.tfrecords.image_paths import ImagePaths
+
+    images = tmp_path / "images"
+    (images / "sub").mkdir(parents=True)
+    for name, colour in (("IMG_1.jpg", (200, 0, 0)), ("img_1.jpg", (0, 0, 200)), ("sub/Only.jpg", (0, 200, 0))):
+        Image.new("RGB", (32, 24), colour).save(images / name)
+    paths = ImagePaths(images)
+    assert paths.resolve("IMG_1.jpg") == (images / "IMG_1.jpg", None)  # the exact name is always read
+    assert paths.resolve("Img_1.jpg") == (images / "Img_1.jpg", (
+        "2 files under the images folder differ from it only in case or Unicode form ('IMG_1.jpg', 'img_1.jpg'): "
+        "which one it means is unknowable; write file_name as that file's exact name, or rename the other"))
+    assert paths.resolve("SUB/only.JPG")[0] == images / "sub" / "Only.jpg"  # one match ignoring case: read
+    coco = {"images": [{"id": 1, "file_name": "Img_1.jpg", "width": 32, "height": 24},
+                       {"id": 2, "file_name": "sub/only.jpg", "width": 32, "height": 24}],
+            "annotations": [{"id": k, "image_id": k, "category_id": 1, "bbox": [2, 2, 8, 8]} for k in (1, 2)],
+            "categories": [{"id": 1, "name": "can"}]}
+    (tmp_path / "a.json").write_text(json.dumps(coco))
+    report = build_tfrecords(BuildOptions(annotations=tmp_path / "a.json", images=images, out=tmp_path / "out",
+                                          val_fraction=0, test_fraction=0))
+    assert report["images_written"] == 1
+    assert [s["image_id"] for s in report["images_skipped"]] == [1]
+    assert report["images_skipped"][0]["reason"].startswith(f"file not found: {images / 'Img_1.jpg'}; 2 files")
+    assert reason_kind(report["images_skipped"][0]["reason"]) == (
+        "file not found (several files differ from it only in case)")

@@ -132,6 +132,28 @@ def test_augmented_variants_are_not_drawn_on_their_original_photo(tmp_path):
             in summarize(report, tmp_path / "out", 1.0))
 
 
+def test_originals_of_a_resized_export_are_told_to_use_the_exports_images(tmp_path):
+    """A Roboflow export resized to 640x640 (Resize: stretch) read with the original 4:3 photos: each was skipped
+    with "fix width/height in the annotation file or the image", which would draw 640x640 boxes on the photo."""
+    from edge_trash.tfrecords.build import RESIZED_EXPORT_FIX
+
+    _jpeg(tmp_path / "photos" / "IMG_1.jpg", (400, 300))
+    _jpeg(tmp_path / "photos" / "IMG_2.jpg", (400, 300))  # under its own name: the plain fix stands
+    name = f"IMG_1_jpg.rf.{7:032x}.jpg"
+    ann = _one_can_per_image(tmp_path / "ann.json", [name, "IMG_2.jpg"], size=(640, 640))
+    report = build_tfrecords(BuildOptions(annotations=ann, images=tmp_path / "photos", out=tmp_path / "out",
+                                          val_fraction=0, test_fraction=0))
+    skipped = {s["image_id"]: s["reason"] for s in report["images_skipped"]}
+    assert skipped[1] == (
+        "decoded size 400x300 does not match the JSON size 640x640 (nor its aspect ratio): read under its name "
+        "before the annotation tool renamed the upload, this is the original photo, and the export resized or "
+        "cropped it (Roboflow's Resize or Static Crop preprocessing): its boxes fit the export's images; give "
+        f"--images as the folder of the images that came with the export; file_name {name!r} not found as given; "
+        "read 'IMG_1.jpg', its name before Roboflow (it renames 'NAME.EXT' to 'NAME_EXT.rf.<hash>.jpg') renamed it")
+    assert skipped[2].endswith("(nor its aspect ratio): fix width/height in the annotation file or the image")
+    assert RESIZED_EXPORT_FIX not in skipped[2]
+
+
 def test_a_photo_with_another_image_extension_is_found_when_it_is_the_only_one(tmp_path):
     root = tmp_path / "photos"
     for rel in ("IMG_0001.jpg", "b1/scan.png", "b2/scan.png", "b1/pano.JPEG", "notes.txt", "c/IMG_9.jpg",

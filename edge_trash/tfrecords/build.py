@@ -30,8 +30,8 @@ from edge_trash.tfrecords.coco import CocoDataset, load_coco_files
 from edge_trash.tfrecords.name_encodings import readable_text, utf8_text
 from edge_trash.tfrecords.image_paths import (NOT_FOUND_WHY, SourceImages, default_images_folder, folders_of_several,
                                               source_images)
-from edge_trash.tfrecords.images import (DEFAULT_MAX_PIXELS, ImageJob, ImageResult, convert_image, file_reason,
-                                         read_displayed_size)
+from edge_trash.tfrecords.images import (DEFAULT_MAX_PIXELS, MISMATCH_FIX, ImageJob, ImageResult, convert_image,
+                                         file_reason, read_displayed_size)
 from edge_trash.tfrecords.other_formats import images_folder_problem
 from edge_trash.tfrecords.split_layout import BUILD_LOCK, COMMIT_JOURNAL, SHARD_RE
 from edge_trash.tfrecords.split_units import (SPLIT_BY, SplitUnits, frames_next_to_train, identical_files,
@@ -464,6 +464,13 @@ def sizes_of_found(located: Dict[int, Tuple[Path, Optional[str]]]) -> Dict[int, 
     return found
 
 
+# the end of images.match_json_size's reason for a file of another size and aspect ratio than its JSON entry's,
+# and what it says instead for a photo read under the name it had before an annotation tool renamed the upload
+RESIZED_EXPORT_FIX = ("read under its name before the annotation tool renamed the upload, this is the original photo, "
+                      "and the export resized or cropped it (Roboflow's Resize or Static Crop preprocessing): its boxes "
+                      "fit the export's images; give --images as the folder of the images that came with the export")
+
+
 def _variants_of_one_original(images: Sequence[Any], located: Dict[int, Tuple[Path, Optional[str]]],
                               paths: List[SourceImages]) -> Dict[int, str]:
     """``{image id: skip reason}`` for Roboflow entries that reach one photo only under the name it had
@@ -829,6 +836,9 @@ def _build(options: BuildOptions, progress: bool, lock: _OutLock) -> Dict[str, A
                 found_deeper[im.source, str(deeper)] += 1
 
     def skip(im: Any, reason: str) -> None:
+        if reason.endswith(MISMATCH_FIX) and paths[im.source].found_under_original_name(im.file_name):
+            # the original photo, not the upload the export resized (Roboflow's Resize or Static Crop)
+            reason = reason[:-len(MISMATCH_FIX)] + RESIZED_EXPORT_FIX
         reason = f"{reason}; {path_notes[im.id]}" if im.id in path_notes else reason
         images_skipped.append({"image_id": im.id, "file_name": im.file_name, "reason": reason})
         for box in boxes_of[im.id]:

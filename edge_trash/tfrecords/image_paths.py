@@ -79,7 +79,14 @@ def _parts(file_name: str) -> List[str]:
 # ("file not found (its name is in several sub-folders)"): the notes are written with these, so they match.
 _SEVERAL = "write the sub-folder into file_name, or give --images as the folder it is relative to"
 _OTHER_SPLIT = "in another split's folder, while this annotation file is for"
-NOT_FOUND_WHY = ((_SEVERAL, "its name is in several sub-folders"), (_OTHER_SPLIT, "only in another split's folder"))
+_CASE_TIE = "differ from it only in case or Unicode form"
+NOT_FOUND_WHY = ((_SEVERAL, "its name is in several sub-folders"), (_OTHER_SPLIT, "only in another split's folder"),
+                 (_CASE_TIE, "several files differ from it only in case"))
+
+
+class _Tied(Exception):
+    """A name found only ignoring case or Unicode form where several files match it so (``IMG_1.jpg`` and
+    ``img_1.jpg`` for ``Img_1.jpg``): which one it means is unknowable. ``args[0]``: their relative paths."""
 _SEVERAL_NOTE = re.compile(r"^\d+ files under the images folder (?:have its name|end in '[^']*') \((.*)\): "
                            + re.escape(_SEVERAL) + "$")
 
@@ -142,6 +149,7 @@ class ImagePaths:
     def __init__(self, images_dir: "str | Path") -> None:
         self.images_dir = Path(images_dir)
         self._listings: Dict[Path, Optional[Dict[str, str]]] = {}
+        self._ties: Dict[Path, Dict[str, List[str]]] = {}  # folder -> loose name -> its real names, when several
         self._stems: Dict[Path, Dict[str, List[str]]] = {}  # folder -> loose stem -> image file names
         self._by_name: Optional[Dict[str, List[str]]] = None  # loose file name -> relative paths
         # (loose file name, loose folder it is in) -> relative paths: a name many folders share (each video's
@@ -190,8 +198,11 @@ class ImagePaths:
                 self._listings[folder] = None
             else:
                 listing: Dict[str, str] = {}
-                for name in names:  # sorted: the same pick on every run when only case or form differs
+                spellings: Dict[str, List[str]] = {}
+                for name in names:
                     listing.setdefault(_loose(name), name)
+                    spellings.setdefault(_loose(name), []).append(name)
+                self._ties[folder] = {key: real for key, real in spellings.items() if len(real) > 1}
                 for name in names:  # after every real name, so none of those is shadowed
                     for spelling in legacy_spellings(name):
                         listing.setdefault(_loose(spelling), name)
@@ -216,6 +227,9 @@ class ImagePaths:
             listing = self._loose_listing(folder)
             if listing is None or _loose(part) not in listing:
                 return None
+            tied = self._ties[folder].get(_loose(part))
+            if tied:
+                raise _Tied([(folder / name).relative_to(self.images_dir).as_posix() for name in tied])
             folder = folder / listing[_loose(part)]
         return folder if right_kind(folder) else None
 
@@ -332,6 +346,18 @@ class ImagePaths:
             return self.images_dir / name, None
 
     def find(self, file_name: str, split: Optional[str] = None) -> Tuple[Path, Optional[str]]:
+        """:meth:`_find_file`, where a name that only case or Unicode form tells from several files is not read
+        (which one it means is unknowable: a guess could read another photo under its boxes), with a note naming
+        them."""
+        try:
+            return self._find_file(file_name, split)
+        except _Tied as tie:
+            shown = ", ".join(repr(utf8_text(t)) for t in tie.args[0][:4]) + (", ..." if len(tie.args[0]) > 4 else "")
+            return self.images_dir / file_name, (
+                f"{len(tie.args[0])} files under the images folder {_CASE_TIE} ({shown}): which one it means is "
+                "unknowable; write file_name as that file's exact name, or rename the other")
+
+    def _find_file(self, file_name: str, split: Optional[str] = None) -> Tuple[Path, Optional[str]]:
         """``(path, note)``: the file to read and, when it was not ``images_dir/file_name``
         itself, a note saying what was used. A file found nowhere returns the plain path
         (reading it then reports "file not found") and a note only when it helps (several

@@ -225,6 +225,9 @@ def _exif_orientation(img: Image.Image, notes: List[str]) -> int:
     return orientation
 
 
+MISMATCH_FIX = "fix width/height in the annotation file or the image"  # a size and aspect ratio unlike the JSON's
+
+
 def match_json_size(stored: Tuple[int, int], orientation: int, json_size: Tuple[int, int]
                     ) -> Tuple[bool, str, str]:
     """How a file's pixels relate to the size its JSON entry gives: ``(apply_exif, note, reason)``.
@@ -254,7 +257,7 @@ def match_json_size(stored: Tuple[int, int], orientation: int, json_size: Tuple[
                           "turned cannot be told from the pixels: use the original photo, or rotate this one "
                           f"upright to {jw}x{jh}")
     return True, "", (f"decoded size {displayed[0]}x{displayed[1]} does not match the JSON size {jw}x{jh} (nor "
-                      "its aspect ratio): fix width/height in the annotation file or the image")
+                      f"its aspect ratio): {MISMATCH_FIX}")
 
 
 def read_size_and_orientation(path: "str | Path | BinaryIO"
