@@ -1815,6 +1815,23 @@ def test_a_cut_off_coco_file_is_not_called_a_csv():
     ("task.xml", '<?xml version="1.0"?>\n<annotations>\n  <image id="0" name="a.jpg" width="5" height="4">\n'
                  '  </image>\n</annotations>', "a CVAT XML export ('CVAT for images 1.1')"),  # without <meta>
     ("lines.json", '{"a": 1}\n{"a": 2}\n', "a JSON Lines file, one JSON object per line"),
+    ("vertex.jsonl", '{"imageGcsUri": "gs://b/a.jpg", "boundingBoxAnnotations": []}\n'
+                     '{"imageGcsUri": "gs://b/b.jpg", "boundingBoxAnnotations": []}\n',
+     "a JSON Lines file, one JSON object per line (a Vertex AI image object detection import file)"),
+    ("one.jsonl", '{"imageGcsUri": "gs://b/a.jpg", "boundingBoxAnnotations": []}\n',
+     "a Vertex AI image object detection import file (JSON Lines)"),
+    ("output.manifest", '{"source-ref": "s3://b/a.jpg", "job": {"annotations": []}}\n'
+                        '{"source-ref": "s3://b/b.jpg", "job": {"annotations": []}}\n',
+     "a JSON Lines file, one JSON object per line (a SageMaker Ground Truth output manifest)"),
+    ("d2.json", '[{"file_name": "a.jpg", "image_id": 1, "height": 4, "width": 5, '
+                '"annotations": [{"bbox": [1, 1, 2, 2], "bbox_mode": 1, "category_id": 0}]}]',
+     "a Detectron2 dataset list (a dict per image; detectron2.data.datasets.coco.convert_to_coco_json writes COCO JSON "
+     "from a registered dataset)"),
+    ("mmdet2.json", '[{"filename": "a.jpg", "width": 5, "height": 4, "ann": {"bboxes": [[1, 1, 3, 3]], '
+                    '"labels": [0]}}]',
+     "an MMDetection 2.x middle-format list (filename, ann.bboxes, ann.labels per image)"),
+    ("mmdet3.json", '{"metainfo": {"classes": ["can"]}, "data_list": [{"img_path": "a.jpg", "instances": []}]}',
+     "an MMDetection 3.x annotation file (metainfo, data_list)"),
     ("ann.json", '{"description": "", "tags": [], "size": {"height": 4, "width": 5}, "objects": []}',
      "a Supervisely annotation (one per image)"),
     ("panoptic.json", '{"images": [], "categories": [], "annotations": [{"image_id": 1, "file_name": "a.png", '

@@ -17,6 +17,12 @@ _IMAGE_NAME = re.compile(r"\.(jpe?g|png|bmp|tiff?|webp|heic)\s*\"?\s*$", re.I)  
 _YOLO_LINE = re.compile(r"^\s*\d+(\s+-?\d*\.?\d+(e-?\d+)?){4,}\s*$")
 
 
+# JSON Lines exports, each told by a key its lines hold
+_JSON_LINES_TOOLS = (('"data_row"', "Labelbox's NDJSON export"),
+                     ('"imageGcsUri"', "a Vertex AI image object detection import file"),
+                     ('"source-ref"', "a SageMaker Ground Truth output manifest"))
+
+
 def other_text_format(text: str) -> str:
     """What a file that is not JSON is, when it is another annotation format ("" otherwise)."""
     head = text[:4096]
@@ -40,8 +46,8 @@ def other_text_format(text: str) -> str:
     if first and len(rows) > 1 and all(len(r) >= 3 for r in rows):
         return "a CSV file (comma-separated values)"
     if len(lines) > 1 and all(ln.lstrip().startswith("{") and ln.rstrip().endswith("}") for ln in lines):
-        labelbox = " (Labelbox's NDJSON export)" if '"data_row"' in head else ""
-        return f"a JSON Lines file, one JSON object per line{labelbox}"
+        tool = next((f" ({name})" for mark, name in _JSON_LINES_TOOLS if mark in head), "")
+        return f"a JSON Lines file, one JSON object per line{tool}"
     return ""
 
 
@@ -58,11 +64,22 @@ def other_json_format(data: Any) -> str:
                     "file)")
         if "image" in first and isinstance(first.get("annotations"), list):
             return "a Create ML JSON file"
+        if "file_name" in first and isinstance(first.get("annotations"), list):
+            return ("a Detectron2 dataset list (a dict per image; detectron2.data.datasets.coco.convert_to_coco_json "
+                    "writes COCO JSON from a registered dataset)")
+        if "filename" in first and isinstance(first.get("ann"), dict):
+            return "an MMDetection 2.x middle-format list (filename, ann.bboxes, ann.labels per image)"
         if "Labeled Data" in first or "data_row" in first:
             return "a Labelbox export"
     if isinstance(data, dict):
         if "data_row" in data or "Labeled Data" in data:  # an NDJSON export of one image
             return "a Labelbox export"
+        if "imageGcsUri" in data:  # JSON Lines of one image
+            return "a Vertex AI image object detection import file (JSON Lines)"
+        if "source-ref" in data:
+            return "a SageMaker Ground Truth output manifest (JSON Lines)"
+        if "data_list" in data and "metainfo" in data:
+            return "an MMDetection 3.x annotation file (metainfo, data_list)"
         if "shapes" in data and "imagePath" in data:
             return "a LabelMe JSON file (one per image)"
         if "objects" in data and isinstance(data.get("size"), dict):
