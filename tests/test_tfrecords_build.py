@@ -1424,6 +1424,36 @@ def test_a_rebuild_says_how_the_split_moved_from_the_earlier_build(tmp_path):
                                       "move it away, or choose another --out") in result.output
 
 
+def test_a_split_far_larger_than_its_fraction_says_why(tmp_path):
+    """Two videos of 12 frames (CVAT's video export): val took a whole video, 50% of the images where 15% was
+    asked, and the summary said only the split's size."""
+    from click.testing import CliRunner
+
+    from edge_trash.cli import cli
+
+    coco = {"images": [], "annotations": [], "categories": [{"id": 1, "name": "can"}]}
+    for v in (1, 2):
+        for f in range(12):
+            iid = 12 * v + f
+            _solid_jpeg(tmp_path / "frames" / f"v{v}_{f:06d}.jpg", (64, 48), (10 * f, 20 * v, 80))
+            coco["images"].append({"id": iid, "file_name": f"v{v}_{f:06d}.jpg", "width": 64, "height": 48,
+                                   "video_id": v, "frame_id": f})
+            coco["annotations"].append({"id": iid, "image_id": iid, "category_id": 1, "bbox": [4, 4, 20, 20]})
+    (tmp_path / "a.json").write_text(json.dumps(coco))
+
+    def build(*args):
+        result = CliRunner().invoke(cli, ["build-tfrecords", "--annotations", str(tmp_path / "a.json"), "--images",
+                                          str(tmp_path / "frames"), "--out", str(tmp_path / "out"), "--quiet", *args])
+        assert result.exit_code == 0, result.output
+        return result.output.splitlines()
+
+    assert ("note: val holds 12 of the 24 images (50%), far more than --val-fraction 0.15 asks: images move in "
+            "groups that stay in one split (runs of video frames, copies of one picture, a photo's variants) and a "
+            "whole group was the smallest that could go; more videos or photos bring it nearer (see split_units in "
+            "report.json)") in build()
+    assert not [line for line in build("--split-by", "image") if "far more than" in line]  # 4 of 24 frames: as asked
+
+
 def test_a_class_held_out_because_every_group_held_a_last_picture_says_so(tmp_path):
     """Two classes, each photographed once and copied three times (copies of one picture move as one): val needs
     an image, so one class's copies all went to val and the warning said only "(only in val/test)", as if a

@@ -224,6 +224,28 @@ def _resplit_note(report: Dict[str, Any]) -> str:
     return f"note: {whose} ({given}); their images were pooled and {how}" + keep
 
 
+def _oversized_split_note(report: Dict[str, Any]) -> str:
+    """A note when val or test holds far more of the images than its fraction asks (at least twice as many
+    images and 10 points more): they move in groups (runs of video frames, copies of one picture) and the split
+    took a whole one. "" otherwise."""
+    options = report["options"]
+    if options.get("keep_splits") or options.get("folds"):
+        return ""
+    total = sum(s.get("images", 0) for s in report["splits"].values())
+    notes = []
+    for split in ("val", "test"):
+        asked = options.get(f"{split}_fraction") or 0
+        got = report["splits"].get(split, {}).get("images", 0)
+        if asked and total and got >= 2 * max(1, round(total * asked)) and got / total >= asked + 0.1:
+            notes.append(f"{split} holds {got} of the {total} images ({got / total:.0%}), far more than "
+                         f"--{split}-fraction {asked} asks")
+    if not notes:
+        return ""
+    return (f"note: {'; '.join(notes)}: images move in groups that stay in one split (runs of video frames, copies "
+            "of one picture, a photo's variants) and a whole group was the smallest that could go; more videos or "
+            "photos bring it nearer (see split_units in report.json)")
+
+
 def summarize(report: Dict[str, Any], out: Path, seconds: float) -> str:
     """The human summary printed at the end of a build."""
     from edge_trash.tfrecords.build import (counted, examples, ignored_message, iscrowd_message, reasons_by_kind,
@@ -249,6 +271,9 @@ def summarize(report: Dict[str, Any], out: Path, seconds: float) -> str:
         lines.append(f"note: --test-fraction {held} held out no image (too few images, or groups that move as one, "
                      "to spare one): there is no test split" + ("" if report["options"].get("folds") else
                                                                ", and `edge-trash evaluate` scores val"))
+    oversized = _oversized_split_note(report) if written else ""
+    if oversized:
+        lines.append(oversized)
     near = report.get("frames_next_to_train") or {}
     units = summary_line(report.get("split_units"), near)
     if units:
