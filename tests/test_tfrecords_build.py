@@ -1424,6 +1424,41 @@ def test_a_rebuild_says_how_the_split_moved_from_the_earlier_build(tmp_path):
                                       "move it away, or choose another --out") in result.output
 
 
+def test_a_rebuild_says_when_an_analysis_in_out_describes_the_earlier_build(tmp_path):
+    """analyze's report in OUT/analysis stayed after a rebuild changed the records, and nothing said that it
+    now describes a build that is gone."""
+    from click.testing import CliRunner
+
+    from edge_trash.cli import cli
+    from edge_trash.tfrecords.analyze import analyze
+
+    coco = {"images": [], "annotations": [], "categories": [{"id": 1, "name": "can"}, {"id": 2, "name": "cup"}]}
+    for i in range(1, 21):
+        _solid_jpeg(tmp_path / "photos" / f"{i}.jpg", (64, 48), (9 * i, 80, 80))
+        coco["images"].append({"id": i, "file_name": f"{i}.jpg", "width": 64, "height": 48})
+        coco["annotations"].append({"id": i, "image_id": i, "category_id": 1 + i % 2, "bbox": [4, 4, 20, 20]})
+    (tmp_path / "a.json").write_text(json.dumps(coco))
+    data = tmp_path / "data"
+
+    def build(*args):
+        result = CliRunner().invoke(cli, ["build-tfrecords", "--annotations", str(tmp_path / "a.json"), "--images",
+                                          str(tmp_path / "photos"), "--out", str(data), "--quiet", *args])
+        assert result.exit_code == 0, result.output
+        return result.output, json.loads((data / "report.json").read_text())["stale_analysis"]
+
+    build()
+    analyze(None, None, tfrecords=data, out=data / "analysis", plots=False)
+    (data / "notes").mkdir()  # a folder of the user's own: never named
+    output, stale = build()  # the same records: the report still holds
+    assert stale == [] and "analyze's report" not in output
+    output, stale = build("--val-fraction", "0.3")
+    assert stale == ["analysis"]
+    assert (f"note: {data / 'analysis'} holds analyze's report on the earlier build here: run edge-trash analyze "
+            "again with --out there to bring it up to date") in output.splitlines()
+    analyze(None, None, tfrecords=data, out=data / "analysis", plots=False)
+    assert build("--val-fraction", "0.3")[1] == []
+
+
 def test_a_split_far_larger_than_its_fraction_says_why(tmp_path):
     """Two videos of 12 frames (CVAT's video export): val took a whole video, 50% of the images where 15% was
     asked, and the summary said only the split's size."""

@@ -917,7 +917,9 @@ def analyze(annotations: "Optional[os.PathLike | str | Sequence[os.PathLike | st
         except RunDirError as exc:
             raise AnalyzeError(str(exc)) from None
         labels = [ln.strip() for ln in text.splitlines() if ln.strip()]
-        stats["tfrecords"] = {"dir": str(root), "labels": labels, "splits": {}}
+        stats["tfrecords"] = {"dir": str(root), "labels": labels, "splits": {},
+                              # what a later build into that folder compares to tell this report stale
+                              "shard_bytes": {f.name: f.stat().st_size for files in shards.values() for f in files}}
         planned = _planned_records(root)
         # (position, split index, file name) of every record: a frame number in two splits is two videos
         records: List[Tuple[Any, int, str]] = []

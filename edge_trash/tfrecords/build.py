@@ -515,6 +515,30 @@ def found_names(dataset: CocoDataset, found: Dict[int, Tuple[Path, int]], option
     return names
 
 
+def stale_analyses(out: Path, shards: Sequence[Mapping[str, Any]]) -> List[str]:
+    """The folders directly in ``out`` where ``edge-trash analyze`` reported on records other than ``shards``
+    (``{file, bytes}``: this build's): its ``stats.json`` lists other shards or sizes (names alone, from an
+    analyze before it kept sizes), so its report describes an earlier build."""
+    now = {s["file"]: s["bytes"] for s in shards}
+    stale = []
+    try:
+        folders = sorted(p for p in out.iterdir() if p.is_dir() and (p / "stats.json").is_file())
+    except OSError:
+        return []
+    for folder in folders:
+        try:
+            seen = json.loads((folder / "stats.json").read_text(encoding="utf-8")).get("tfrecords") or {}
+        except (OSError, ValueError, AttributeError):
+            continue
+        if not seen:
+            continue  # a report on annotations alone
+        sizes = seen.get("shard_bytes")
+        names = sorted(f for split in (seen.get("splits") or {}).values() for f in split.get("shards", []))
+        if (sizes if sizes is not None else names) != (now if sizes is not None else sorted(now)):
+            stale.append(folder.name)
+    return stale
+
+
 def _earlier_class_names(out: Path) -> Optional[List[str]]:
     """The class names of the build in ``out`` (its ``labels.txt``), None when there is none or it cannot be read."""
     try:
@@ -977,6 +1001,8 @@ def _build(options: BuildOptions, progress: bool, lock: _OutLock) -> Dict[str, A
             "images_folder_hint": _images_folder_hint(found_deeper, Counter(im.source for im in dataset.images),
                                                       options.image_dirs()),
             "shards": shards,
+            # folders in OUT where analyze reported on other records (the build this one replaced)
+            "stale_analysis": stale_analyses(out, shards),
             "bytes_written": sum(s["bytes"] for s in shards),
             "stale_shards_removed": stale_shards,
             # a build stopped here while moving its files into place: "finished" first, or "unfinished" (files gone)

@@ -412,6 +412,11 @@ def summarize(report: Dict[str, Any], out: Path, seconds: float) -> str:
         lines.append(split_changes_line(changes, (report.get("options") or {}).get("folds") or 0))
     if report.get("classes_changed"):
         lines.append(classes_changed_line(report["classes_changed"]))
+    stale_reports = report.get("stale_analysis") or []
+    if stale_reports:
+        lines.append(f"note: {', '.join(str(out / name) for name in stale_reports)} "
+                     f"{'holds' if len(stale_reports) == 1 else 'hold'} analyze's report on the earlier build here: "
+                     "run edge-trash analyze again with --out there to bring it up to date")
     mb = report["bytes_written"] / 1e6
     stale = report.get("stale_shards_removed") or []
     replaced = f", replacing the earlier build there ({len(stale)} of its shards removed)" if stale else ""
