@@ -176,6 +176,20 @@ def _solid_jpeg(path: Path, size, color=(120, 120, 120), fmt="JPEG", mode="RGB")
     Image.new(mode, size, color if mode == "RGB" else 0).save(path, format=fmt)
 
 
+def _cans_and_cups(ann: Path, root: Path, folder: str = "", count: int = 20, names=("can", "cup")) -> None:
+    """``count`` photos under ``root`` (``folder`` + ``1.jpg``..), photo i of one box of class
+    ``names[i % len(names)]``, and their COCO file ``ann``."""
+    coco = {"images": [], "annotations": [],
+            "categories": [{"id": k, "name": n} for k, n in enumerate(names, 1)]}
+    for i in range(1, count + 1):
+        _solid_jpeg(root / f"{folder}{i}.jpg", (64, 48), (200 * i // count, 70, 70))
+        coco["images"].append({"id": i, "file_name": f"{folder}{i}.jpg", "width": 64, "height": 48})
+        coco["annotations"].append({"id": i, "image_id": i, "category_id": 1 + i % len(names),
+                                    "bbox": [3, 3, 20, 20]})
+    ann.parent.mkdir(parents=True, exist_ok=True)
+    ann.write_text(json.dumps(coco))
+
+
 def test_size_mismatch_decompression_bomb_and_scaled_image(tmp_path):
     imgs = tmp_path / "img"
     _solid_jpeg(imgs / "ok.jpg", (200, 100))
@@ -1332,13 +1346,9 @@ def test_a_rebuild_says_how_the_split_moved_from_the_earlier_build(tmp_path):
     from edge_trash.cli import cli
 
     folder = tmp_path / "photos"
-    coco = {"images": [], "annotations": [], "categories": [{"id": 1, "name": "can"}, {"id": 2, "name": "cup"}]}
-    for i in range(1, 41):
-        _solid_jpeg(folder / "sub" / f"{i}.jpg", (64, 48), (5 * i, 80, 80))
-        coco["images"].append({"id": i, "file_name": f"sub/{i}.jpg", "width": 64, "height": 48})
-        coco["annotations"].append({"id": i, "image_id": i, "category_id": 1 + i % 2, "bbox": [4, 4, 20, 20]})
     ann = tmp_path / "a.json"
-    ann.write_text(json.dumps(coco))
+    _cans_and_cups(ann, folder, "sub/", count=40)
+    coco = json.loads(ann.read_text())
     out = tmp_path / "data"
 
     def build(*args, coco_file=ann):
@@ -1432,12 +1442,7 @@ def test_a_rebuild_says_when_an_analysis_in_out_describes_the_earlier_build(tmp_
     from edge_trash.cli import cli
     from edge_trash.tfrecords.analyze import analyze
 
-    coco = {"images": [], "annotations": [], "categories": [{"id": 1, "name": "can"}, {"id": 2, "name": "cup"}]}
-    for i in range(1, 21):
-        _solid_jpeg(tmp_path / "photos" / f"{i}.jpg", (64, 48), (9 * i, 80, 80))
-        coco["images"].append({"id": i, "file_name": f"{i}.jpg", "width": 64, "height": 48})
-        coco["annotations"].append({"id": i, "image_id": i, "category_id": 1 + i % 2, "bbox": [4, 4, 20, 20]})
-    (tmp_path / "a.json").write_text(json.dumps(coco))
+    _cans_and_cups(tmp_path / "a.json", tmp_path / "photos")
     data = tmp_path / "data"
 
     def build(*args):
@@ -1527,14 +1532,8 @@ def test_a_rebuild_with_other_classes_says_its_models_no_longer_match(tmp_path):
 
     from edge_trash.cli import cli
 
-    coco = {"images": [], "annotations": [], "categories": [{"id": k, "name": n} for k, n in
-                                                            enumerate(["bottle", "can", "cup"], 1)]}
-    for i in range(1, 13):
-        _solid_jpeg(tmp_path / "photos" / f"{i}.jpg", (64, 48), (9 * i, 80, 80))
-        coco["images"].append({"id": i, "file_name": f"{i}.jpg", "width": 64, "height": 48})
-        coco["annotations"].append({"id": i, "image_id": i, "category_id": 1 + i % 3, "bbox": [4, 4, 20, 20]})
     ann = tmp_path / "a.json"
-    ann.write_text(json.dumps(coco))
+    _cans_and_cups(ann, tmp_path / "photos", count=12, names=("bottle", "can", "cup"))
     (tmp_path / "merge.csv").write_text("bottle,container\ncan,container\ncup,cup\n")
     (tmp_path / "order.csv").write_text("cup,cup\nbottle,bottle\ncan,can\n")
 
@@ -1647,12 +1646,7 @@ def test_a_copy_of_the_dataset_elsewhere_gives_the_same_bytes(tmp_path):
     import shutil
 
     first = tmp_path / "here" / "ds"
-    coco = {"images": [], "annotations": [], "categories": [{"id": 1, "name": "can"}, {"id": 2, "name": "cup"}]}
-    for i in range(1, 21):
-        _solid_jpeg(first / "img" / f"{i}.jpg", (64, 48), (9 * i, 70, 70))
-        coco["images"].append({"id": i, "file_name": f"img/{i}.jpg", "width": 64, "height": 48})
-        coco["annotations"].append({"id": i, "image_id": i, "category_id": 1 + i % 2, "bbox": [3, 3, 20, 20]})
-    (first / "a.json").write_text(json.dumps(coco))
+    _cans_and_cups(first / "a.json", first, "img/")
     second = tmp_path / "elsewhere" / "deeper" / "ds"
     shutil.copytree(first, second)
     outputs = []

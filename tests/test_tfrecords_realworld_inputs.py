@@ -2166,6 +2166,28 @@ def test_an_image_id_given_to_two_files_writes_neither_rather_than_boxes_on_the_
         "each as its own --annotations: clashing ids are renumbered)"]
 
 
+def _build_with_shifted_ids(tmp_path: Path, names, boxes_from: int, categories_from: int):
+    """``(ann, args, result)``: 12 photos, box i of class ``names[i % 4]`` written as id ``i % 4 + boxes_from``
+    while the categories are numbered from ``categories_from``, built into ``tmp_path / "o1"`` with ``args``."""
+    from click.testing import CliRunner
+
+    from edge_trash.cli import cli
+
+    images, anns = [], []
+    for i in range(12):
+        _jpeg(tmp_path / "img" / f"{i}.jpg", (64, 48), (20 * i, 90, 90))
+        images.append({"id": i, "file_name": f"{i}.jpg", "width": 64, "height": 48})
+        anns.append({"id": i, "image_id": i, "category_id": i % 4 + boxes_from, "bbox": [4, 4, 20, 20]})
+    ann = tmp_path / "annotations.json"
+    ann.write_text(json.dumps({"images": images, "annotations": anns,
+                               "categories": [{"id": k + categories_from, "name": n} for k, n in enumerate(names)]}))
+    args = ["--images", str(tmp_path / "img"), "--val-fraction", "0", "--test-fraction", "0"]
+    result = CliRunner().invoke(cli, ["build-tfrecords", "--annotations", str(ann), "--out", str(tmp_path / "o1"),
+                                      *args])
+    assert result.exit_code == 0, result.output
+    return ann, args, result
+
+
 def test_class_ids_numbered_from_0_against_categories_from_1_are_named_with_the_fix(tmp_path):
     """A YOLO-to-COCO script that numbers the categories 1..N but writes each box's YOLO class (0..N-1): the boxes of
     class 0 were dropped as "unknown category_id" and every other box written as the class before its own, silently."""
@@ -2177,18 +2199,7 @@ def test_class_ids_numbered_from_0_against_categories_from_1_are_named_with_the_
     from edge_trash.tfrecords.analyze import analyze
 
     names = ["AluCan", "Glass", "HDPEM", "PET"]
-    images, anns = [], []
-    for i in range(12):
-        _jpeg(tmp_path / "img" / f"{i}.jpg", (64, 48), (20 * i, 90, 90))
-        images.append({"id": i, "file_name": f"{i}.jpg", "width": 64, "height": 48})
-        anns.append({"id": i, "image_id": i, "category_id": i % 4, "bbox": [4, 4, 20, 20]})  # the YOLO class
-    ann = tmp_path / "annotations.json"
-    ann.write_text(json.dumps({"images": images, "annotations": anns,
-                               "categories": [{"id": k + 1, "name": n} for k, n in enumerate(names)]}))
-    args = ["--images", str(tmp_path / "img"), "--val-fraction", "0", "--test-fraction", "0"]
-    result = CliRunner().invoke(cli, ["build-tfrecords", "--annotations", str(ann), "--out", str(tmp_path / "o1"),
-                                      *args])
-    assert result.exit_code == 0, result.output
+    ann, args, result = _build_with_shifted_ids(tmp_path, names, boxes_from=0, categories_from=1)  # the YOLO class
     fixed = tmp_path / "annotations_ids_from_1.json"
     fix = ("python -c \"import json, sys; d = json.load(open(sys.argv[1])); [a.update(category_id=a['category_id'] + "
            "1) for a in d['annotations']]; json.dump(d, open(sys.argv[2], 'w'))\" " f"{ann} {fixed}")
@@ -2210,6 +2221,7 @@ def test_class_ids_numbered_from_0_against_categories_from_1_are_named_with_the_
     # ids 0..3 with categories 0..3 are read as they are; so is a stray id 0 when class N has boxes, or a stray one
     # beside a class not labelled yet (the fix would shift every correct label)
     stray = [0, 0] + [1 + i % 3 for i in range(30)]  # two 0s against classes of 10 boxes, class 4 unused
+    images = json.loads(ann.read_text())["images"]
     for cats, ids in ((range(4), [i % 4 for i in range(12)]), (range(1, 5), [0] + [1 + i % 4 for i in range(11)]),
                       (range(1, 5), stray)):
         ann.write_text(json.dumps({"images": images, "categories": [{"id": k, "name": f"c{k}"} for k in cats],
@@ -2229,18 +2241,7 @@ def test_categories_numbered_from_0_against_class_ids_from_1_are_named_with_the_
     from edge_trash.cli import cli
 
     names = ["bottle", "can", "bag", "cup"]
-    images, anns = [], []
-    for i in range(12):
-        _jpeg(tmp_path / "img" / f"{i}.jpg", (64, 48), (20 * i, 90, 90))
-        images.append({"id": i, "file_name": f"{i}.jpg", "width": 64, "height": 48})
-        anns.append({"id": i, "image_id": i, "category_id": i % 4 + 1, "bbox": [4, 4, 20, 20]})
-    ann = tmp_path / "annotations.json"
-    ann.write_text(json.dumps({"images": images, "annotations": anns,
-                               "categories": [{"id": k, "name": n} for k, n in enumerate(names)]}))
-    args = ["--images", str(tmp_path / "img"), "--val-fraction", "0", "--test-fraction", "0"]
-    result = CliRunner().invoke(cli, ["build-tfrecords", "--annotations", str(ann), "--out", str(tmp_path / "o1"),
-                                      *args])
-    assert result.exit_code == 0, result.output
+    ann, args, result = _build_with_shifted_ids(tmp_path, names, boxes_from=1, categories_from=0)
     fixed = tmp_path / "annotations_ids_from_0.json"
     fix = ("python -c \"import json, sys; d = json.load(open(sys.argv[1])); [a.update(category_id=a['category_id'] - "
            "1) for a in d['annotations']]; json.dump(d, open(sys.argv[2], 'w'))\" " f"{ann} {fixed}")
