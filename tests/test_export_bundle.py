@@ -30,6 +30,8 @@ def _options(tmp_path, data_dir, **kw):
 
     run_dir = tmp_path / "run"
     run_dir.mkdir(exist_ok=True)
+    if not (run_dir / "labels.txt").exists():  # the run was trained on data_dir: export checks the two agree
+        (run_dir / "labels.txt").write_bytes((Path(data_dir) / "labels.txt").read_bytes())
     defaults = dict(model=str(run_dir), data=str(data_dir), out=str(tmp_path / "bundle"),
                     calibration_images=8, parity=False, latency_runs=3)
     defaults.update(kw)
@@ -187,6 +189,8 @@ def test_options_name_the_bad_flag(tmp_path):
     (tmp_path / "data").mkdir()
     (tmp_path / "other").mkdir()
     (tmp_path / "other" / "notes.txt").write_text("mine")
+    for folder in ("run", "data"):
+        (tmp_path / folder / "labels.txt").write_text("can\nbottle\n")
     base = dict(model=str(tmp_path / "run"), data=str(tmp_path / "data"), out=str(tmp_path / "b"))
     with pytest.raises(ValueError, match="--model .*not a directory"):
         ExportOptions(**{**base, "model": str(tmp_path / "missing")}).validate()

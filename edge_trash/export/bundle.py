@@ -31,6 +31,7 @@ from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 
 from edge_trash.export import calibration as calibration_lib
 from edge_trash.export.parity import DEFAULT_MAX_AP_DROP, LATENCY_RUNS
+from edge_trash.export.run_checks import check_run_classes
 from edge_trash.tfrecords.split_layout import folds_in
 
 CPU_MODEL = "model_int8.tflite"
@@ -72,7 +73,8 @@ class ExportOptions:
     latency_runs: int = LATENCY_RUNS
 
     def validate(self) -> None:
-        """Raise ValueError naming the flag that is wrong."""
+        """Raise ValueError naming the flag that is wrong, or the ``labels.txt`` of the run and the data when
+        they list other classes (see ``run_checks.check_run_classes``)."""
         if not os.path.isdir(self.model):
             raise ValueError(f"--model {self.model}: not a directory; pass the --out of `edge-trash train`")
         if not os.path.isdir(self.data):
@@ -82,6 +84,7 @@ class ExportOptions:
             raise ValueError(f"--data {self.data}: a build-tfrecords --folds folder (fold{folds[0]}..fold{folds[-1]}), "
                              "while export calibrates on a train split and checks int8 against float on val: "
                              "give a build of the same classes without --folds as --data")
+        check_run_classes(self.model, self.data)
         if self.calibration_images < 1:
             raise ValueError(f"--calibration-images must be >= 1, got {self.calibration_images}")
         if self.max_ap_drop < 0:

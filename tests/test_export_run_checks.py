@@ -1,0 +1,98 @@
+"""Export checks the run against its --data before converting: the classes of both labels.txt."""
+
+from __future__ import annotations
+
+import pytest
+
+from edge_trash.export.run_checks import class_differences
+
+
+@pytest.mark.parametrize("run, data, expected", [
+    (["can", "cup"], ["can", "cup"], []),
+    (["can", "cup", "lid"], ["can", "cup"], ["gone from the data: lid"]),
+    (["can", "cup"], ["can", "cup", "lid"], ["new in the data: lid"]),
+    (["can", "cup"], ["cup", "can"],
+     ["in another order: can (line 1 in the run, 2 in the data), cup (line 2 in the run, 1 in the data)"]),
+    # A class dropped from the middle moves the ones below it, yet their order is kept: not "reordered".
+    (["can", "cup", "lid"], ["can", "lid"], ["gone from the data: cup"]),
+    (["can", "cup", "lid"], ["lid", "paper", "can"],
+     ["gone from the data: cup", "new in the data: paper",
+      "in another order: can (line 1 in the run, 3 in the data), lid (line 3 in the run, 1 in the data)"]),
+    ([f"c{i}" for i in range(8)], [], ["gone from the data: c0, c1, c2, c3, c4 and 3 more"]),
+])
+def test_class_differences_table(run, data, expected):
+    run_before, data_before = list(run), list(data)
+    assert class_differences(run, data) == expected
+    assert (run, data) == (run_before, data_before)  # inputs untouched
+
+
+def _dirs(tmp_path, run_labels, data_labels):
+    run, data = tmp_path / "run", tmp_path / "data"
+    run.mkdir()
+    data.mkdir()
+    if run_labels is not None:
+        (run / "labels.txt").write_text(run_labels, encoding="utf-8")
+    if data_labels is not None:
+        (data / "labels.txt").write_text(data_labels, encoding="utf-8")
+    return run, data
+
+
+def _validate(tmp_path, run, data):
+    from edge_trash.export.bundle import ExportOptions
+
+    ExportOptions(model=str(run), data=str(data), out=str(tmp_path / "bundle")).validate()
+
+
+def test_validate_refuses_data_of_other_classes_naming_both_files_and_the_fix(tmp_path):
+    run, data = _dirs(tmp_path, "can\ncup\nlid\n", "cup\ncan\npaper\n")
+    with pytest.raises(ValueError) as err:
+        _validate(tmp_path, run, data)
+    assert str(err.value) == (
+        f"{data}/labels.txt does not list the classes the run was trained on ({run}/labels.txt): "
+        "gone from the data: lid; new in the data: paper; in another order: can (line 1 in the run, 2 in the data), "
+        "cup (line 2 in the run, 1 in the data). The int8 model would be calibrated and checked against float on "
+        "records whose class ids mean other classes. Export with the --data the run was trained on, or retrain on "
+        f"this data: edge-trash train --data {data} --out NEW_RUN --init {run}")
+
+
+def test_validate_accepts_the_same_classes_written_with_a_byte_order_mark(tmp_path):
+    run, data = _dirs(tmp_path, "can\ncup\n", None)
+    (data / "labels.txt").write_bytes("\ufeffcan\r\ncup\r\n".encode("utf-8"))  # Windows Notepad
+    _validate(tmp_path, run, data)
+
+
+def test_validate_refuses_data_without_labels_txt(tmp_path):
+    run, data = _dirs(tmp_path, "can\ncup\n", None)
+    (data / "label_map.pbtxt").write_text('item {\n  id: 1\n  name: "can"\n}\nitem {\n  id: 2\n  name: "cup"\n}\n')
+    with pytest.raises(ValueError) as err:
+        _validate(tmp_path, run, data)
+    assert str(err.value) == (
+        f"--data {data}: no labels.txt; `edge-trash build-tfrecords` writes it beside the records: one class name "
+        f"per line, line k for class id k; the label_map.pbtxt there names them: printf '%s\\n' can cup > "
+        f"{data}/labels.txt\nexport compares it with {run}/labels.txt before calibrating: give the --data the run "
+        "was trained on")
+
+
+def test_validate_refuses_a_run_without_labels_txt(tmp_path):
+    run, data = _dirs(tmp_path, None, "can\n")
+    with pytest.raises(ValueError) as err:
+        _validate(tmp_path, run, data)
+    assert str(err.value) == (f"--model {run}: no labels.txt, the classes the model predicts; pass the --out of "
+                              "`edge-trash train` (it copies labels.txt from its --data)")
+
+
+def test_cli_reports_the_mismatch_before_loading_tensorflow(tmp_path):
+    import subprocess
+    import sys
+
+    run, data = _dirs(tmp_path, "can\ncup\n", "can\n")
+    code = ("import sys; from click.testing import CliRunner; from edge_trash.cli import cli; "
+            f"r = CliRunner().invoke(cli, ['export', '--model', {str(run)!r}, '--data', {str(data)!r}, '--out', "
+            f"{str(tmp_path / 'bundle')!r}]); print(r.exit_code); print(r.output); "
+            "print('TF', 'tensorflow' in sys.modules)")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.splitlines()[0] == "1"
+    assert f"Error: {data}/labels.txt does not list the classes the run was trained on ({run}/labels.txt): " \
+           "gone from the data: cup. " in out
+    assert "TF False" in out
+    assert not (tmp_path / "bundle").exists()
