@@ -5,7 +5,8 @@ The bundle directory holds everything the Coral Dev Board needs::
     model_int8.tflite            int8, uint8 input, TFLite_Detection_PostProcess, outputs output_0..3
     model_int8_edgetpu.tflite    the same compiled by edgetpu_compiler (when a compiler ran)
     labels.txt                   line k = class k of the postprocess output (background excluded)
-    sort.yaml                    class -> bin template (edit on the device)
+    sort.yaml                    class -> bin template (edit on the device; an edited one is kept by a
+                                 re-export into the same folder, the new template then in sort.yaml.new)
     compat.json                  the Edge TPU compatibility prediction (``inspect``)
     parity.json                  float vs int8 AP/AP50, per-class drops, reproduced detections, latency
     edge_trash/                  the sort service code (edge_runtime) with its systemd unit and install.sh
@@ -30,6 +31,7 @@ import time
 from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 
 from edge_trash.export import calibration as calibration_lib
+from edge_trash.export import operator_config
 from edge_trash.export.parity import DEFAULT_MAX_AP_DROP, LATENCY_RUNS
 from edge_trash.export.run_checks import check_run_classes
 from edge_trash.tfrecords.split_layout import folds_in
@@ -109,6 +111,7 @@ class ExportResult:
     files: Dict[str, int]  # relative path (with "/") -> size in bytes, every file of the bundle
     seconds: float
     warnings: List[str] = dataclasses.field(default_factory=list)
+    notes: List[str] = dataclasses.field(default_factory=list)  # worth knowing, nothing to fix
     compat: Optional[Dict[str, Any]] = None
     parity: Optional[Dict[str, Any]] = None
     compile: Optional[Dict[str, Any]] = None
@@ -257,6 +260,7 @@ def export_bundle(options: ExportOptions, log: Callable[[str], None] = lambda _:
     staging = tempfile.mkdtemp(prefix=f".{os.path.basename(out)}.partial-", dir=os.path.dirname(out))
     os.chmod(staging, 0o755)
     warnings: List[str] = []
+    notes: List[str] = []
     try:
         log(f"loading {options.model}")
         keras_model, config, class_names, anchors = loader(options.model)
@@ -291,13 +295,29 @@ def export_bundle(options: ExportOptions, log: Callable[[str], None] = lambda _:
         def finish(code: ExitCode, message: str, manifest_fields: Optional[Dict[str, Any]] = None,
                    parity_report: Optional[Dict[str, Any]] = None,
                    compile_info: Optional[Dict[str, Any]] = None) -> ExportResult:
+            # An operator-edited sort.yaml of the bundle being replaced is kept, even by an export that
+            # stops at a gate: the template goes beside it as sort.yaml.new.
+            template_path = os.path.join(staging, SORT_CONFIG)
+            template = None
+            if os.path.exists(template_path):
+                with open(template_path, "rb") as f:
+                    template = f.read()
+            edited = operator_config.edited_sort_config(out, template)
             if manifest_fields is not None:
                 from edge_trash.edge_runtime.manifest import write_manifest
+                if template is not None:
+                    manifest_fields[operator_config.MANIFEST_FIELD] = {
+                        "template_sha256": operator_config.sha256_bytes(template),
+                        "operator_file_kept": edited is not None}
                 write_manifest(staging, manifest_fields)
+            if edited is not None:
+                kept = operator_config.keep_edited_sort_config(staging, out, edited, class_names)
+                notes.extend(kept.notes)
+                warnings.extend(kept.warnings)
             _replace_dir(staging, out)
             files = dict(files_in(out))
             return ExportResult(bundle_dir=out, exit_code=code, message=message, files=files,
-                                seconds=round(time.monotonic() - start, 1), warnings=warnings,
+                                seconds=round(time.monotonic() - start, 1), warnings=warnings, notes=notes,
                                 compat=gate.summary, parity=parity_report, compile=compile_info,
                                 calibration=calibration_info, manifest_written=manifest_fields is not None)
 

@@ -25,7 +25,8 @@ Exit codes:
 @click.option("--data", required=True, type=click.Path(exists=True, file_okay=False),
               help="TFRecord directory: train split for calibration, val split for parity.")
 @click.option("--out", required=True, type=click.Path(file_okay=False),
-              help="Bundle directory to create (an older bundle there is replaced).")
+              help="Bundle directory to create (an older bundle there is replaced; a sort.yaml edited there is "
+                   "kept, the new template written beside it as sort.yaml.new).")
 @click.option("--edgetpu/--no-edgetpu", default=False, show_default=True,
               help="Gate on Edge TPU compatibility and compile with edgetpu_compiler.")
 @click.option("--compiler", type=click.Path(dir_okay=False), default=None,
@@ -56,6 +57,8 @@ def export(model: str, data: str, out: str, edgetpu: bool, compiler: str, calibr
         from edge_trash.atomic_files import os_error_message
 
         raise click.ClickException(os_error_message(exc, out)) from exc
+    for note in result.notes:
+        click.echo(f"note: {note}", err=True)
     for warning in result.warnings:
         click.echo(f"warning: {warning}", err=True)
     parity = result.parity or {}
