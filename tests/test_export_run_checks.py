@@ -96,3 +96,59 @@ def test_cli_reports_the_mismatch_before_loading_tensorflow(tmp_path):
            "gone from the data: cup. " in out
     assert "TF False" in out
     assert not (tmp_path / "bundle").exists()
+
+
+def _run_with_metrics(tmp_path, metrics, train=None):
+    import json
+
+    run = tmp_path / "run"
+    run.mkdir(exist_ok=True)
+    if metrics is not None:
+        (run / "metrics.json").write_text(json.dumps(metrics))
+    (run / "config.json").write_text(json.dumps({"model": {}, "train": train or {"steps": 4000}}))
+    return run
+
+
+def test_training_state_reads_metrics_and_config(tmp_path):
+    from edge_trash.export.run_checks import training_state, unfinished_run_warning
+
+    run = _run_with_metrics(tmp_path, {"step": 1500, "finished": False, "best_step": 1000, "history": []})
+    state = training_state(str(run))
+    assert state == {"finished": False, "step": 1500, "steps": 4000, "best_step": 1000}
+    assert unfinished_run_warning(state, str(run), "data dir") == (
+        f"{run} has not finished training (metrics.json: step 1500 of 4000, finished false): this bundle holds its "
+        f"best weights so far, from step 1000; finish it with edge-trash train --data 'data dir' --out {run} "
+        "--resume, then export again")
+    finished = _run_with_metrics(tmp_path, {"step": 4000, "finished": True, "best_step": 3000})
+    assert training_state(str(finished))["finished"] is True
+    assert unfinished_run_warning(training_state(str(finished)), str(run), "d") is None
+    (run / "metrics.json").write_text("{not json")
+    assert training_state(str(run)) is None and unfinished_run_warning(None, str(run), "d") is None
+
+
+@pytest.mark.slow
+def test_export_of_an_unfinished_run_warns_and_records_it_in_the_manifest(tmp_path, sample_build, monkeypatch):
+    import json
+    from pathlib import Path
+
+    from export_helpers import TinyConfig, tiny_anchors, tiny_ssd
+
+    from edge_trash.export.bundle import ExitCode, ExportOptions, export_bundle
+
+    data_dir, _ = sample_build
+    names = (Path(data_dir) / "labels.txt").read_text().split()
+    run = _run_with_metrics(tmp_path, {"step": 1500, "finished": False, "best_step": 1000})
+    (run / "labels.txt").write_text("\n".join(names) + "\n")
+    monkeypatch.setenv("PATH", str(tmp_path))
+
+    def load(run_dir):
+        return tiny_ssd(len(names)), TinyConfig(num_classes=len(names)), names, tiny_anchors()
+
+    result = export_bundle(ExportOptions(model=str(run), data=str(data_dir), out=str(tmp_path / "bundle"),
+                                         calibration_images=4, parity=False, latency_runs=1), loader=load)
+    assert result.exit_code == ExitCode.OK
+    assert (f"{run} has not finished training (metrics.json: step 1500 of 4000, finished false): this bundle holds "
+            "its best weights so far, from step 1000; finish it with edge-trash train --data "
+            f"{data_dir} --out {run} --resume, then export again") in result.warnings
+    manifest = json.loads((tmp_path / "bundle" / "manifest.json").read_text())
+    assert manifest["training"] == {"finished": False, "step": 1500, "steps": 4000, "best_step": 1000}

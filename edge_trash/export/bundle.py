@@ -33,7 +33,7 @@ from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 from edge_trash.export import calibration as calibration_lib
 from edge_trash.export import operator_config
 from edge_trash.export.parity import DEFAULT_MAX_AP_DROP, LATENCY_RUNS
-from edge_trash.export.run_checks import check_run_classes
+from edge_trash.export import run_checks
 from edge_trash.tfrecords.split_layout import folds_in
 
 CPU_MODEL = "model_int8.tflite"
@@ -86,7 +86,7 @@ class ExportOptions:
             raise ValueError(f"--data {self.data}: a build-tfrecords --folds folder (fold{folds[0]}..fold{folds[-1]}), "
                              "while export calibrates on a train split and checks int8 against float on val: "
                              "give a build of the same classes without --folds as --data")
-        check_run_classes(self.model, self.data)
+        run_checks.check_run_classes(self.model, self.data)
         if self.calibration_images < 1:
             raise ValueError(f"--calibration-images must be >= 1, got {self.calibration_images}")
         if self.max_ap_drop < 0:
@@ -261,6 +261,10 @@ def export_bundle(options: ExportOptions, log: Callable[[str], None] = lambda _:
     os.chmod(staging, 0o755)
     warnings: List[str] = []
     notes: List[str] = []
+    training = run_checks.training_state(options.model)
+    unfinished = run_checks.unfinished_run_warning(training, options.model, options.data)
+    if unfinished:
+        warnings.append(unfinished)
     try:
         log(f"loading {options.model}")
         keras_model, config, class_names, anchors = loader(options.model)
@@ -376,6 +380,7 @@ def export_bundle(options: ExportOptions, log: Callable[[str], None] = lambda _:
                                                          "int8_cpu_latency_ms", "skipped") if k in parity_report},
             "calibration": calibration_info,
             "source_run": os.path.abspath(options.model),
+            "training": training,  # finished false: the weights of a run still training (or stopped early)
         }
         return finish(code, message, manifest_fields=fields, parity_report=parity_report, compile_info=compile_info)
     finally:

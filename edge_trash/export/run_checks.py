@@ -9,8 +9,9 @@ Only the standard library is imported here (``ExportOptions.validate`` runs befo
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
-from typing import List, Sequence
+from typing import Any, Dict, List, Optional, Sequence
 
 LABELS_TXT = "labels.txt"
 #: Reordered classes named in a message before it says "and N more".
@@ -79,3 +80,41 @@ def check_run_classes(run_dir: str, data_dir: str) -> List[str]:
             "whose class ids mean other classes. Export with the --data the run was trained on, or retrain on "
             f"this data: edge-trash train --data {shell_word(data_dir)} --out NEW_RUN --init {shell_word(run_dir)}")
     return run_names
+
+
+def training_state(run_dir: str) -> Optional[Dict[str, Any]]:
+    """How far training got, from ``RUN/metrics.json`` and ``RUN/config.json``: ``{"finished", "step",
+    "steps", "best_step"}`` (``steps``: the steps it was asked for; ``best_step``: where the exported
+    weights come from). None when the run has no readable metrics.json (not written by `edge-trash train`)."""
+    metrics = _json_object(Path(run_dir) / "metrics.json")
+    if not metrics or not isinstance(metrics.get("finished"), bool):
+        return None
+    train = _json_object(Path(run_dir) / "config.json").get("train")
+    steps = train.get("steps") if isinstance(train, dict) else None
+    return {"finished": metrics["finished"], "step": _int_or_none(metrics.get("step")),
+            "steps": _int_or_none(steps), "best_step": _int_or_none(metrics.get("best_step"))}
+
+
+def unfinished_run_warning(state: Optional[Dict[str, Any]], run_dir: str, data_dir: str) -> Optional[str]:
+    """The warning for a run whose training has not finished (None when it has, or cannot be told)."""
+    if not state or state["finished"]:
+        return None
+    from edge_trash.terminal import shell_word
+
+    of = f" of {state['steps']}" if state["steps"] is not None else ""
+    best = f", from step {state['best_step']}" if state["best_step"] is not None else ""
+    return (f"{run_dir} has not finished training (metrics.json: step {state['step']}{of}, finished false): this "
+            f"bundle holds its best weights so far{best}; finish it with edge-trash train --data "
+            f"{shell_word(data_dir)} --out {shell_word(run_dir)} --resume, then export again")
+
+
+def _json_object(path: Path) -> Dict[str, Any]:
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return {}
+    return data if isinstance(data, dict) else {}
+
+
+def _int_or_none(value: Any) -> Optional[int]:
+    return value if type(value) is int else None
