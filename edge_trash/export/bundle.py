@@ -340,7 +340,9 @@ def export_bundle(options: ExportOptions, log: Callable[[str], None] = lambda _:
                              "int8_cpu_latency_ms": measure_cpu_latency(cpu_path, runs=options.latency_runs)}
         parity_report["calibration"] = calibration_info
         _write_json(os.path.join(staging, PARITY), parity_report)
-        if not parity_report["passed"]:
+        if parity_report.get("not_applicable"):  # the float model found nothing: no pass, no failure
+            warnings.append(parity_report["not_applicable"])
+        if parity_report["passed"] is False:
             from edge_trash.export.parity import parity_advice
             return finish(ExitCode.PARITY_FAILED, parity_advice(parity_report), parity_report=parity_report)
 
@@ -376,8 +378,9 @@ def export_bundle(options: ExportOptions, log: Callable[[str], None] = lambda _:
             "versions": _versions(),
             "compat": gate.summary,
             "compile": compile_info,
-            "parity": {k: parity_report.get(k) for k in ("float", "int8", "drop_points", "reproduced",
-                                                         "int8_cpu_latency_ms", "skipped") if k in parity_report},
+            "parity": {k: parity_report.get(k) for k in ("float", "int8", "drop_points", "reproduced", "passed",
+                                                         "not_applicable", "int8_cpu_latency_ms", "skipped")
+                       if k in parity_report},
             "calibration": calibration_info,
             "source_run": os.path.abspath(options.model),
             "training": training,  # finished false: the weights of a run still training (or stopped early)
