@@ -104,8 +104,8 @@ def _loader(names, activation="relu6"):
     from export_helpers import TinyConfig, tiny_anchors, tiny_ssd
 
     def load(run_dir):
-        return tiny_ssd(len(names), planted_class=1, activation=activation), TinyConfig(num_classes=len(names)), names, \
-            tiny_anchors()
+        model = tiny_ssd(len(names), planted_class=1, activation=activation)
+        return model, TinyConfig(num_classes=len(names)), names, tiny_anchors()
     return load
 
 

@@ -152,3 +152,64 @@ def test_export_of_an_unfinished_run_warns_and_records_it_in_the_manifest(tmp_pa
             f"{data_dir} --out {run} --resume, then export again") in result.warnings
     manifest = json.loads((tmp_path / "bundle" / "manifest.json").read_text())
     assert manifest["training"] == {"finished": False, "step": 1500, "steps": 4000, "best_step": 1000}
+
+
+def test_classes_not_in_train_come_from_the_build_report(tmp_path):
+    import json
+
+    from edge_trash.export.run_checks import classes_not_in_train, not_learned_warning
+
+    data = tmp_path / "data"
+    data.mkdir()
+    assert classes_not_in_train(str(data), ["can", "cup"]) == []  # no report.json: nothing to say
+    (data / "report.json").write_text(json.dumps({"classes_not_in_train": ["lid", "cup"]}))
+    assert classes_not_in_train(str(data), ["can", "cup", "lid"]) == ["cup", "lid"]  # in label order
+    # an older report: per-class boxes by split
+    (data / "report.json").write_text(json.dumps({"classes": [
+        {"name": "can", "boxes_by_split": {"train": 4, "val": 1}},
+        {"name": "cup", "boxes_by_split": {"train": 0, "val": 2}}]}))
+    assert classes_not_in_train(str(data), ["can", "cup"]) == ["cup"]
+    assert not_learned_warning(str(data), []) is None
+    assert not_learned_warning(str(data), ["cup"]) == (
+        f"{data}/report.json: the train split holds no box of class cup: the model never learned it and will not "
+        "detect it on the device; add photos with such boxes and rebuild the records (then retrain), or leave the "
+        "class out with build-tfrecords --class-map")
+    assert not_learned_warning(str(data), ["cup", "lid"]) == (
+        f"{data}/report.json: the train split holds no box of classes cup, lid: the model never learned them and "
+        "will not detect them on the device; add photos with such boxes and rebuild the records (then retrain), or "
+        "leave the classes out with build-tfrecords --class-map")
+
+
+@pytest.mark.slow
+def test_export_warns_about_classes_without_a_train_box_and_records_them(tmp_path, sample_build, monkeypatch):
+    import json
+    import shutil
+    from pathlib import Path
+
+    from export_helpers import TinyConfig, tiny_anchors, tiny_ssd
+
+    from edge_trash.export.bundle import ExitCode, ExportOptions, export_bundle
+
+    built, _ = sample_build
+    data = tmp_path / "data"
+    shutil.copytree(built, data)
+    names = (data / "labels.txt").read_text().split()
+    report = json.loads((data / "report.json").read_text())
+    assert report["classes_not_in_train"] == []
+    report["classes_not_in_train"] = [names[-1]]  # as a build whose train split lost that class says
+    (data / "report.json").write_text(json.dumps(report))
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / "labels.txt").write_text("\n".join(names) + "\n")
+    monkeypatch.setenv("PATH", str(tmp_path))
+    result = export_bundle(ExportOptions(model=str(run), data=str(data), out=str(tmp_path / "bundle"),
+                                         calibration_images=4, parity=False, latency_runs=1),
+                           loader=lambda _: (tiny_ssd(len(names)), TinyConfig(num_classes=len(names)), names,
+                                             tiny_anchors()))
+    assert result.exit_code == ExitCode.OK
+    assert result.warnings[0] == (
+        f"{data}/report.json: the train split holds no box of class {names[-1]}: the model never learned it and "
+        "will not detect it on the device; add photos with such boxes and rebuild the records (then retrain), or "
+        "leave the class out with build-tfrecords --class-map")
+    manifest = json.loads((Path(result.bundle_dir) / "manifest.json").read_text())
+    assert manifest["classes_not_in_train"] == [names[-1]]

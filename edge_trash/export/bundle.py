@@ -272,6 +272,9 @@ def export_bundle(options: ExportOptions, log: Callable[[str], None] = lambda _:
         if len(class_names) != params.num_classes:
             raise ValueError(f"{options.model}: labels.txt has {len(class_names)} classes but the model config "
                              f"has num_classes={params.num_classes}; the run directory is inconsistent")
+        not_learned = run_checks.classes_not_in_train(options.data, class_names)
+        if not_learned:
+            warnings.append(run_checks.not_learned_warning(options.data, not_learned))
 
         log(f"calibrating on up to {options.calibration_images} train images from {options.data}")
         calib = calibration_lib.load_calibration_set(options.data, int(config.input_size),
@@ -384,6 +387,7 @@ def export_bundle(options: ExportOptions, log: Callable[[str], None] = lambda _:
             "calibration": calibration_info,
             "source_run": os.path.abspath(options.model),
             "training": training,  # finished false: the weights of a run still training (or stopped early)
+            "classes_not_in_train": not_learned,  # classes the model never saw a box of: it does not detect them
         }
         return finish(code, message, manifest_fields=fields, parity_report=parity_report, compile_info=compile_info)
     finally:

@@ -108,6 +108,30 @@ def unfinished_run_warning(state: Optional[Dict[str, Any]], run_dir: str, data_d
             f"{shell_word(data_dir)} --out {shell_word(run_dir)} --resume, then export again")
 
 
+def classes_not_in_train(data_dir: str, class_names: Sequence[str]) -> List[str]:
+    """The classes of ``class_names`` with no box to learn from in the train split of ``data_dir``, from its
+    ``report.json`` (``classes_not_in_train``, or each class's ``boxes_by_split`` in an older report); []
+    when the report is missing or says nothing."""
+    report = _json_object(Path(data_dir) / "report.json")
+    listed = report.get("classes_not_in_train")
+    if isinstance(listed, list):
+        missing = {str(n) for n in listed}
+    else:
+        missing = {str(c.get("name")) for c in report.get("classes") or [] if isinstance(c, dict)
+                   and isinstance(c.get("boxes_by_split"), dict) and c["boxes_by_split"].get("train", 1) == 0}
+    return [n for n in class_names if n in missing]
+
+
+def not_learned_warning(data_dir: str, names: Sequence[str]) -> Optional[str]:
+    """The warning for classes the model never saw a box of (None when there are none)."""
+    if not names:
+        return None
+    which, them = ("class", "it") if len(names) == 1 else ("classes", "them")
+    return (f"{Path(data_dir) / 'report.json'}: the train split holds no box of {which} {', '.join(names)}: the "
+            f"model never learned {them} and will not detect {them} on the device; add photos with such boxes and "
+            f"rebuild the records (then retrain), or leave the {which} out with build-tfrecords --class-map")
+
+
 def _json_object(path: Path) -> Dict[str, Any]:
     try:
         data = json.loads(path.read_text(encoding="utf-8"))
