@@ -180,3 +180,26 @@ def test_the_split_defaults_to_the_fold_a_run_validated_on_and_notes_a_learned_o
     old = _run_dir(tmp_path / "old")
     assert split_for_run(old, "train")[1][0].startswith(f"note: {old} was trained on train: ")
     assert split_for_run(_run_dir(tmp_path / "oldfold", fold=0), "fold1") == ("fold1", [])
+
+
+def test_a_run_stopped_before_its_first_evaluation_gets_its_own_message(tmp_path):
+    run = tmp_path / "run"
+    (run / "checkpoints").mkdir(parents=True)
+    (run / "config.json").write_text(json.dumps({"model": {}, "train": {"steps": 4000, "eval_every": 1000}}))
+    (run / "labels.txt").write_text("can\n")
+    (run / "checkpoints" / "checkpoint").write_text(
+        'model_checkpoint_path: "ckpt-600"\nall_model_checkpoint_paths: "ckpt-300"\n'
+        'all_model_checkpoint_paths: "ckpt-600"\n')
+    data = tmp_path / "data"
+    data.mkdir()
+    result = CliRunner().invoke(cli, ["evaluate", "--model", str(run), "--data", str(data), "--out",
+                                      str(tmp_path / "m.json")])
+    assert result.exit_code == 1
+    assert result.output.splitlines()[-1] == (
+        f"Error: --model {run}: no model.weights.h5 yet: a run writes its weights at its first evaluation on val "
+        "(every train.eval_every steps) and its latest checkpoint is from step 600; resume it until it evaluates: "
+        f"edge-trash train --data DATA --out {run} --resume (DATA: the --data it was trained on)")
+    (run / "checkpoints" / "checkpoint").unlink()
+    result = CliRunner().invoke(cli, ["evaluate", "--model", str(run), "--data", str(data), "--out",
+                                      str(tmp_path / "m.json")])
+    assert "and it has saved no checkpoint; resume it" in result.output

@@ -30,6 +30,8 @@ def _options(tmp_path, data_dir, **kw):
 
     run_dir = tmp_path / "run"
     run_dir.mkdir(exist_ok=True)
+    if not (run_dir / "labels.txt").exists():  # the run was trained on data_dir: export checks the two agree
+        (run_dir / "labels.txt").write_bytes((Path(data_dir) / "labels.txt").read_bytes())
     defaults = dict(model=str(run_dir), data=str(data_dir), out=str(tmp_path / "bundle"),
                     calibration_images=8, parity=False, latency_runs=3)
     defaults.update(kw)
@@ -187,6 +189,8 @@ def test_options_name_the_bad_flag(tmp_path):
     (tmp_path / "data").mkdir()
     (tmp_path / "other").mkdir()
     (tmp_path / "other" / "notes.txt").write_text("mine")
+    for folder in ("run", "data"):
+        (tmp_path / folder / "labels.txt").write_text("can\nbottle\n")
     base = dict(model=str(tmp_path / "run"), data=str(tmp_path / "data"), out=str(tmp_path / "b"))
     with pytest.raises(ValueError, match="--model .*not a directory"):
         ExportOptions(**{**base, "model": str(tmp_path / "missing")}).validate()
@@ -271,14 +275,17 @@ def test_cli_exports_a_real_run_in_a_subprocess(tmp_path, sample_build, real_run
         ["DEQUANTIZE", "DEQUANTIZE", "TFLite_Detection_PostProcess"]
     assert oct(os.stat(out / "model_int8.tflite").st_mode & 0o777) == "0o644"
     # Parity ran through the evaluation stage's code path on the val split (an untrained model
-    # detects nothing, so both APs are 0 and nothing is lost).
+    # detects nothing, so both APs are 0: not a pass, n/a, with a warning).
     parity = json.loads((out / "parity.json").read_text())
-    assert parity["split"] == "val" and parity["passed"] is True
+    assert parity["split"] == "val" and parity["passed"] is None
+    assert parity["not_applicable"].startswith("parity n/a: the float model found nothing on the ")
+    assert parity["reproduced"]["fraction"] is None
+    assert f"warning: {parity['not_applicable']}" in proc.stderr
     assert parity["float"]["AP50"] == parity["int8"]["AP50"] == 0.0 and parity["drop_points"]["AP50"] == 0.0
     assert sorted(parity["per_class"]) == sorted((Path(data_dir) / "labels.txt").read_text().split())
     assert parity["int8_cpu_latency_ms"]["runs"] == 50 and parity["int8_cpu_latency_ms"]["median_ms"] > 0
     assert manifest["parity"]["int8"] == parity["int8"]
-    assert "parity: AP50 float 0.0 int8 0.0 (drop 0.0 points)" in proc.stdout
+    assert "parity: n/a (AP50 float 0.0 int8 0.0); see the warning above" in proc.stdout
 
 
 @pytest.mark.slow

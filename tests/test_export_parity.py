@@ -33,7 +33,9 @@ def test_count_reproduced_needs_same_class_iou_and_one_to_one():
     assert count_reproduced(ref, ImageDetections.empty()) == (0, 3)
     result = reproduced_fraction({"a": ref, "b": ImageDetections.empty()}, {"a": cand}, min_score=0.0)
     assert result == {"fraction": 1 / 3, "matched": 1, "total": 3, "iou_threshold": 0.5, "min_score": 0.0}
-    assert reproduced_fraction({}, {})["fraction"] == 1.0
+    # nothing to reproduce is n/a, not "100% of 0"
+    assert reproduced_fraction({}, {}) == {"fraction": None, "matched": 0, "total": 0, "iou_threshold": 0.5,
+                                           "min_score": 0.3}
 
 
 def test_group_coco_detections_converts_xywh_to_corners():
@@ -59,6 +61,60 @@ def test_parity_report_drops_in_points_and_gate():
     advice = parity_advice(report)
     assert "3.00 points" in advice and "can (-5.0)" in advice and "--calibration-images" in advice
     assert parity_report(float_metrics, int8_metrics, reproduced, max_ap50_drop=3.0)["passed"] is True
+
+
+def test_parity_is_not_applicable_when_the_float_model_finds_nothing():
+    nothing = {"AP": 0.0, "AP50": 0.0, "per_class": {"can": 0.0}, "num_images": 12, "num_detections": 0}
+    reproduced = reproduced_fraction({}, {})
+    report = parity_report(nothing, dict(nothing), reproduced, max_ap50_drop=2.0)
+    assert report["passed"] is None and report["drop_points"] == {"AP": 0.0, "AP50": 0.0}
+    assert report["not_applicable"] == (
+        "parity n/a: the float model found nothing on the 12 images of the val split (no detection; AP50 0.0), so "
+        "there is nothing to compare the int8 model with and its accuracy is unchecked; is the model undertrained? "
+        "Check its val AP in the run's metrics.json, train longer, then export again")
+    faint = dict(nothing, num_detections=40, AP50=-1.0)  # pycocotools' -1: undefined
+    assert parity_report(faint, nothing, reproduced, split="test")["not_applicable"] == (
+        "parity n/a: the float model found nothing on the 12 images of the test split (40 detections, none scoring "
+        "0.3 or more; AP50 n/a), so there is nothing to compare the int8 model with and its accuracy is unchecked; "
+        "is the model undertrained? Check its val AP in the run's metrics.json, train longer, then export again")
+    # Low-scoring detections that still earn AP: the AP gate stands, only the reproduced share is n/a.
+    scoring = dict(nothing, AP50=0.2, num_detections=40)
+    report = parity_report(scoring, dict(scoring, AP50=0.1), reproduced, max_ap50_drop=2.0)
+    assert report["not_applicable"] is None and report["passed"] is False
+    assert parity_report(scoring, scoring, reproduced)["passed"] is True
+
+
+@pytest.mark.slow
+def test_export_warns_and_does_not_pass_when_parity_is_not_applicable(tmp_path, sample_build):
+    pytest.importorskip("tensorflow")
+    import json
+
+    from export_helpers import TinyConfig, tiny_anchors, tiny_ssd
+
+    from edge_trash.export.bundle import ExitCode, ExportOptions, export_bundle
+
+    data_dir, _ = sample_build
+    names = (Path(data_dir) / "labels.txt").read_text().split()
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / "labels.txt").write_text("\n".join(names) + "\n")
+    nothing = {"AP": 0.0, "AP50": 0.0, "per_class": {}, "num_images": 5, "num_detections": 0}
+
+    def blind_parity(options, int8_model):
+        return parity_report(nothing, nothing, reproduced_fraction({}, {}), options.max_ap_drop)
+
+    result = export_bundle(ExportOptions(model=str(run), data=str(data_dir), out=str(tmp_path / "bundle"),
+                                         calibration_images=4, parity=True, latency_runs=1),
+                           loader=lambda _: (tiny_ssd(len(names)), TinyConfig(num_classes=len(names)), names,
+                                             tiny_anchors()),
+                           parity_runner=blind_parity)
+    assert result.exit_code == ExitCode.OK
+    message = ("parity n/a: the float model found nothing on the 5 images of the val split (no detection; AP50 0.0), "
+               "so there is nothing to compare the int8 model with and its accuracy is unchecked; is the model "
+               "undertrained? Check its val AP in the run's metrics.json, train longer, then export again")
+    assert message in result.warnings
+    manifest = json.loads((tmp_path / "bundle" / "manifest.json").read_text())
+    assert manifest["parity"]["passed"] is None and manifest["parity"]["not_applicable"] == message
 
 
 def test_measure_cpu_latency_on_a_real_int8_model():

@@ -90,6 +90,27 @@ def test_health_endpoint_serves_status_json(tmp_path):
     assert body["pending_actuations"] == 0 and body["recent_faults"] == []
 
 
+def test_start_warns_about_classes_sort_yaml_leaves_unmapped_and_records_a_fault(tmp_path, caplog):
+    log_path = str(tmp_path / "ev.sqlite")
+    bundle = make_bundle(str(tmp_path / "bundle"), sort_overrides={"health": {"enabled": False},
+                                                                    "log": {"path": log_path}})
+    sort_yaml = os.path.join(bundle, "sort.yaml")
+    with open(sort_yaml) as f:
+        edited = dict(json.load(f), classes={"bottle": "bottle"})  # the operator mapped one class of three
+    with open(sort_yaml, "w") as f:
+        json.dump(edited, f)
+    write_conveyor_frames(str(tmp_path / "frames"), 5)
+    with caplog.at_level("WARNING", logger="edge_trash.edge_runtime.service"):
+        loop, cleanup = build_service(bundle, None, "dir:%s" % (tmp_path / "frames"),
+                                      interpreter_loader=make_fake_loader())
+        cleanup()
+    message = ("%s: classes has no bin for classes can, carton: items of them go to reject_bin \"reject\" until "
+               "they are added to classes in sort.yaml (e.g. \"can\": \"BIN\", BIN one of bins ['bottle', 'can', "
+               "'carton', 'reject']), then restart the service" % sort_yaml)
+    assert [r.getMessage() for r in caplog.records if r.levelname == "WARNING"] == [message]
+    assert q(log_path, "SELECT kind, message FROM faults") == [("sort_config", message)]
+
+
 class BurstSource(FrameSource):
     """A live source that produces frames as fast as it can."""
 

@@ -6,8 +6,8 @@ import pytest
 
 from edge_trash.edge_runtime.geometry import BBox, Detection
 from edge_trash.edge_runtime.policy import decide
-from edge_trash.edge_runtime.sort_config import (ConfigError, SortConfig, default_sort_config, load_sort_config,
-                                                 parse_config_text)
+from edge_trash.edge_runtime.sort_config import (ConfigError, SortConfig, class_mapping_gaps, default_sort_config,
+                                                 load_sort_config, mapping_gaps_warning, parse_config_text)
 from edge_trash.edge_runtime.tracker import IoUTracker, Track, TriggerLine
 
 LABELS = ["bottle", "can", "carton"]
@@ -99,6 +99,25 @@ def test_decide_reasons():
     assert (decide(weak, cfg).bin, decide(weak, cfg).reason) == ("reject", "low_confidence")
     unmapped = Track(3, det(2, 0.9, 0), 0, 0.0)
     assert (decide(unmapped, cfg).bin, decide(unmapped, cfg).reason) == ("reject", "unmapped")
+
+
+def test_class_mapping_gaps_name_the_unmapped_classes_their_bin_and_the_fix():
+    assert class_mapping_gaps(config()) == [] and mapping_gaps_warning(config()) is None
+    one = config(classes={"bottle": "plastic", "can": "metal"}, bins=["plastic", "metal", "reject"])
+    assert class_mapping_gaps(one) == ["carton"]
+    assert mapping_gaps_warning(one) == (
+        "sort.yaml: classes has no bin for class carton: items of it go to reject_bin \"reject\" until it is added "
+        "to classes in sort.yaml (e.g. \"carton\": \"BIN\", BIN one of bins ['plastic', 'metal', 'reject']), then "
+        "restart the service")
+    two = config(classes={"can": "metal"}, bins=["metal", "manual"], reject_bin="manual", fail_safe_bin="manual")
+    assert class_mapping_gaps(two) == ["bottle", "carton"]
+    assert class_mapping_gaps(two, ["carton", "can"]) == ["carton"]
+    assert mapping_gaps_warning(two) == (
+        "sort.yaml: classes has no bin for classes bottle, carton: items of them go to reject_bin \"manual\" until "
+        "they are added to classes in sort.yaml (e.g. \"bottle\": \"BIN\", BIN one of bins ['metal', 'manual']), "
+        "then restart the service")
+    # what the warning promises is what the policy does
+    assert decide(Track(1, det(0, 0.9, 0), 0, 0.0), two).bin == "manual"
 
 
 def test_default_template_maps_every_class_and_loads_without_pyyaml(tmp_path):

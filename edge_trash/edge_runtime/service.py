@@ -23,7 +23,7 @@ from edge_trash.edge_runtime.live_view import LiveView
 from edge_trash.edge_runtime.operator_page import OperatorPage
 from edge_trash.edge_runtime.policy import decide
 from edge_trash.edge_runtime.queue_export import build_queue_coco
-from edge_trash.edge_runtime.sort_config import ConfigError, SortConfig, load_sort_config
+from edge_trash.edge_runtime.sort_config import ConfigError, SortConfig, load_sort_config, mapping_gaps_warning
 from edge_trash.edge_runtime.sources import FrameCapture, FrameSource, open_source
 from edge_trash.edge_runtime.tracker import IoUTracker, TriggerLine
 
@@ -268,6 +268,10 @@ def build_service(bundle: str, config_path: Optional[str], source_spec: str, log
         resumable = log.recover()  # decisions the previous run left unfinished (after a crash)
         if loaded.warning:
             log.fault("accelerator", loaded.warning)
+        gaps = mapping_gaps_warning(config)
+        if gaps:  # a class sort.yaml leaves out (a retrained model's new class) is rejected item after item
+            LOG.warning("%s", gaps)
+            log.fault("sort_config", gaps)
         for ref, bin_name, due, t_first in resumable:
             scheduler.schedule(ref, bin_name, due, t_first)
         scheduler.start()

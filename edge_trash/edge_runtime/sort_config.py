@@ -14,7 +14,7 @@ import math
 import os
 import re
 import unicodedata
-from typing import Dict, Optional, Sequence
+from typing import Dict, List, Optional, Sequence
 
 from edge_trash.edge_runtime.actuators import SERIAL_COMMAND, SERIAL_ENCODINGS
 from edge_trash.edge_runtime.operator_page import is_loopback
@@ -187,6 +187,27 @@ class SortConfig:
                                            "operator page needs it, or keep 127.0.0.1" % (self.health_host,))
         unmapped = [n for n in self.labels if n not in classes]
         self.unmapped = unmapped
+
+
+def class_mapping_gaps(config: SortConfig, labels: Optional[Sequence[str]] = None) -> List[str]:
+    """The classes of ``labels`` (default: the model's, ``config.labels``) that ``config`` maps to no bin,
+    in label order. The policy sends an item of such a class to ``reject_bin`` (``unmapped``)."""
+    mapped = set(config.raw.get("classes") or {})
+    return [name for name in (config.labels if labels is None else labels) if name not in mapped]
+
+
+def mapping_gaps_warning(config: SortConfig, labels: Optional[Sequence[str]] = None) -> Optional[str]:
+    """The start-up warning for :func:`class_mapping_gaps` (None when every class has a bin): names the
+    classes, the bin their items go to meanwhile and the fix in sort.yaml."""
+    gaps = class_mapping_gaps(config, labels)
+    if not gaps:
+        return None
+    example = _mapping_entry(gaps[0], "BIN")
+    one = len(gaps) == 1
+    return ("%s: classes has no bin for %s %s: items of %s go to reject_bin %s until %s added to classes in "
+            "sort.yaml (e.g. %s, BIN one of bins %s), then restart the service"
+            % (config.source, "class" if one else "classes", ", ".join(gaps), "it" if one else "them",
+               quote_text(config.reject_bin), "it is" if one else "they are", example, config.bins))
 
 
 def _ascii_fold(name: str) -> str:

@@ -5,7 +5,8 @@ The bundle directory holds everything the Coral Dev Board needs::
     model_int8.tflite            int8, uint8 input, TFLite_Detection_PostProcess, outputs output_0..3
     model_int8_edgetpu.tflite    the same compiled by edgetpu_compiler (when a compiler ran)
     labels.txt                   line k = class k of the postprocess output (background excluded)
-    sort.yaml                    class -> bin template (edit on the device)
+    sort.yaml                    class -> bin template (edit on the device; an edited one is kept by a
+                                 re-export into the same folder, the new template then in sort.yaml.new)
     compat.json                  the Edge TPU compatibility prediction (``inspect``)
     parity.json                  float vs int8 AP/AP50, per-class drops, reproduced detections, latency
     edge_trash/                  the sort service code (edge_runtime) with its systemd unit and install.sh
@@ -30,7 +31,9 @@ import time
 from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 
 from edge_trash.export import calibration as calibration_lib
+from edge_trash.export import operator_config
 from edge_trash.export.parity import DEFAULT_MAX_AP_DROP, LATENCY_RUNS
+from edge_trash.export import run_checks
 from edge_trash.tfrecords.split_layout import folds_in
 
 CPU_MODEL = "model_int8.tflite"
@@ -72,7 +75,8 @@ class ExportOptions:
     latency_runs: int = LATENCY_RUNS
 
     def validate(self) -> None:
-        """Raise ValueError naming the flag that is wrong."""
+        """Raise ValueError naming the flag that is wrong, or the ``labels.txt`` of the run and the data when
+        they list other classes (see ``run_checks.check_run_classes``)."""
         if not os.path.isdir(self.model):
             raise ValueError(f"--model {self.model}: not a directory; pass the --out of `edge-trash train`")
         if not os.path.isdir(self.data):
@@ -82,6 +86,7 @@ class ExportOptions:
             raise ValueError(f"--data {self.data}: a build-tfrecords --folds folder (fold{folds[0]}..fold{folds[-1]}), "
                              "while export calibrates on a train split and checks int8 against float on val: "
                              "give a build of the same classes without --folds as --data")
+        run_checks.check_run_classes(self.model, self.data)
         if self.calibration_images < 1:
             raise ValueError(f"--calibration-images must be >= 1, got {self.calibration_images}")
         if self.max_ap_drop < 0:
@@ -106,6 +111,7 @@ class ExportResult:
     files: Dict[str, int]  # relative path (with "/") -> size in bytes, every file of the bundle
     seconds: float
     warnings: List[str] = dataclasses.field(default_factory=list)
+    notes: List[str] = dataclasses.field(default_factory=list)  # worth knowing, nothing to fix
     compat: Optional[Dict[str, Any]] = None
     parity: Optional[Dict[str, Any]] = None
     compile: Optional[Dict[str, Any]] = None
@@ -254,6 +260,11 @@ def export_bundle(options: ExportOptions, log: Callable[[str], None] = lambda _:
     staging = tempfile.mkdtemp(prefix=f".{os.path.basename(out)}.partial-", dir=os.path.dirname(out))
     os.chmod(staging, 0o755)
     warnings: List[str] = []
+    notes: List[str] = []
+    training = run_checks.training_state(options.model)
+    unfinished = run_checks.unfinished_run_warning(training, options.model, options.data)
+    if unfinished:
+        warnings.append(unfinished)
     try:
         log(f"loading {options.model}")
         keras_model, config, class_names, anchors = loader(options.model)
@@ -261,6 +272,9 @@ def export_bundle(options: ExportOptions, log: Callable[[str], None] = lambda _:
         if len(class_names) != params.num_classes:
             raise ValueError(f"{options.model}: labels.txt has {len(class_names)} classes but the model config "
                              f"has num_classes={params.num_classes}; the run directory is inconsistent")
+        not_learned = run_checks.classes_not_in_train(options.data, class_names)
+        if not_learned:
+            warnings.append(run_checks.not_learned_warning(options.data, not_learned))
 
         log(f"calibrating on up to {options.calibration_images} train images from {options.data}")
         calib = calibration_lib.load_calibration_set(options.data, int(config.input_size),
@@ -288,13 +302,29 @@ def export_bundle(options: ExportOptions, log: Callable[[str], None] = lambda _:
         def finish(code: ExitCode, message: str, manifest_fields: Optional[Dict[str, Any]] = None,
                    parity_report: Optional[Dict[str, Any]] = None,
                    compile_info: Optional[Dict[str, Any]] = None) -> ExportResult:
+            # An operator-edited sort.yaml of the bundle being replaced is kept, even by an export that
+            # stops at a gate: the template goes beside it as sort.yaml.new.
+            template_path = os.path.join(staging, SORT_CONFIG)
+            template = None
+            if os.path.exists(template_path):
+                with open(template_path, "rb") as f:
+                    template = f.read()
+            edited = operator_config.edited_sort_config(out, template)
             if manifest_fields is not None:
                 from edge_trash.edge_runtime.manifest import write_manifest
+                if template is not None:
+                    manifest_fields[operator_config.MANIFEST_FIELD] = {
+                        "template_sha256": operator_config.sha256_bytes(template),
+                        "operator_file_kept": edited is not None}
                 write_manifest(staging, manifest_fields)
+            if edited is not None:
+                kept = operator_config.keep_edited_sort_config(staging, out, edited, class_names)
+                notes.extend(kept.notes)
+                warnings.extend(kept.warnings)
             _replace_dir(staging, out)
             files = dict(files_in(out))
             return ExportResult(bundle_dir=out, exit_code=code, message=message, files=files,
-                                seconds=round(time.monotonic() - start, 1), warnings=warnings,
+                                seconds=round(time.monotonic() - start, 1), warnings=warnings, notes=notes,
                                 compat=gate.summary, parity=parity_report, compile=compile_info,
                                 calibration=calibration_info, manifest_written=manifest_fields is not None)
 
@@ -313,7 +343,9 @@ def export_bundle(options: ExportOptions, log: Callable[[str], None] = lambda _:
                              "int8_cpu_latency_ms": measure_cpu_latency(cpu_path, runs=options.latency_runs)}
         parity_report["calibration"] = calibration_info
         _write_json(os.path.join(staging, PARITY), parity_report)
-        if not parity_report["passed"]:
+        if parity_report.get("not_applicable"):  # the float model found nothing: no pass, no failure
+            warnings.append(parity_report["not_applicable"])
+        if parity_report["passed"] is False:
             from edge_trash.export.parity import parity_advice
             return finish(ExitCode.PARITY_FAILED, parity_advice(parity_report), parity_report=parity_report)
 
@@ -349,10 +381,13 @@ def export_bundle(options: ExportOptions, log: Callable[[str], None] = lambda _:
             "versions": _versions(),
             "compat": gate.summary,
             "compile": compile_info,
-            "parity": {k: parity_report.get(k) for k in ("float", "int8", "drop_points", "reproduced",
-                                                         "int8_cpu_latency_ms", "skipped") if k in parity_report},
+            "parity": {k: parity_report.get(k) for k in ("float", "int8", "drop_points", "reproduced", "passed",
+                                                         "not_applicable", "int8_cpu_latency_ms", "skipped")
+                       if k in parity_report},
             "calibration": calibration_info,
             "source_run": os.path.abspath(options.model),
+            "training": training,  # finished false: the weights of a run still training (or stopped early)
+            "classes_not_in_train": not_learned,  # classes the model never saw a box of: it does not detect them
         }
         return finish(code, message, manifest_fields=fields, parity_report=parity_report, compile_info=compile_info)
     finally:

@@ -25,7 +25,8 @@ Exit codes:
 @click.option("--data", required=True, type=click.Path(exists=True, file_okay=False),
               help="TFRecord directory: train split for calibration, val split for parity.")
 @click.option("--out", required=True, type=click.Path(file_okay=False),
-              help="Bundle directory to create (an older bundle there is replaced).")
+              help="Bundle directory to create (an older bundle there is replaced; a sort.yaml edited there is "
+                   "kept, the new template written beside it as sort.yaml.new).")
 @click.option("--edgetpu/--no-edgetpu", default=False, show_default=True,
               help="Gate on Edge TPU compatibility and compile with edgetpu_compiler.")
 @click.option("--compiler", type=click.Path(dir_okay=False), default=None,
@@ -56,13 +57,21 @@ def export(model: str, data: str, out: str, edgetpu: bool, compiler: str, calibr
         from edge_trash.atomic_files import os_error_message
 
         raise click.ClickException(os_error_message(exc, out)) from exc
+    for note in result.notes:
+        click.echo(f"note: {note}", err=True)
     for warning in result.warnings:
         click.echo(f"warning: {warning}", err=True)
     parity = result.parity or {}
-    if parity and not parity.get("skipped"):
+    if parity.get("not_applicable"):
+        click.echo(f"parity: n/a (AP50 float {parity['float']['AP50']} int8 {parity['int8']['AP50']}); see the "
+                   "warning above")
+    elif parity and not parity.get("skipped"):
+        reproduced = parity["reproduced"]
+        share = (f"int8 reproduces {100 * reproduced['fraction']:.1f}% of float detections"
+                 if reproduced.get("fraction") is not None else
+                 f"reproduced detections n/a (no float detection scoring {reproduced.get('min_score')} or more)")
         click.echo(f"parity: AP50 float {parity['float']['AP50']} int8 {parity['int8']['AP50']} "
-                   f"(drop {parity['drop_points']['AP50']} points), int8 reproduces "
-                   f"{100 * parity['reproduced']['fraction']:.1f}% of float detections")
+                   f"(drop {parity['drop_points']['AP50']} points), {share}")
     latency = parity.get("int8_cpu_latency_ms") if parity else None
     if latency:
         click.echo(f"int8 CPU latency: median {latency['median_ms']:.1f} ms over {latency['runs']} runs")

@@ -84,14 +84,14 @@ def reproduced_fraction(reference: Mapping[Any, ImageDetections], candidate: Map
     """Fraction of reference (float) detections the candidate (int8) reproduces, over all images.
 
     Returns ``{"fraction", "matched", "total", "iou_threshold", "min_score"}``; ``fraction`` is
-    1.0 when the reference has no detection at or above ``min_score``.
+    None (n/a, not "100% of 0") when the reference has no detection at or above ``min_score``.
     """
     matched = total = 0
     for key, ref in reference.items():
         m, t = count_reproduced(ref, candidate.get(key, ImageDetections.empty()), iou_threshold, min_score)
         matched += m
         total += t
-    return {"fraction": matched / total if total else 1.0, "matched": matched, "total": total,
+    return {"fraction": matched / total if total else None, "matched": matched, "total": total,
             "iou_threshold": iou_threshold, "min_score": min_score}
 
 
@@ -122,12 +122,34 @@ def _drop(before: Optional[float], after: Optional[float]) -> Optional[float]:
     return round(before - after, 3)
 
 
+def nothing_detected_warning(float_metrics: Mapping[str, Any], reproduced: Mapping[str, Any],
+                             split: str = "val") -> Optional[str]:
+    """Why parity cannot be judged when the float model found nothing on the parity images (no detection
+    at or above the match score, and no AP50), else None: int8 then "reproduces 100% of 0 detections" and
+    "loses 0 points" of an AP of 0, which says nothing about the int8 model."""
+    if reproduced.get("total"):
+        return None
+    ap50 = _points(float_metrics.get("AP50"))
+    if ap50:
+        return None
+    images = float_metrics.get("num_images")
+    detections = float_metrics.get("num_detections")
+    on = f"the {images} images of the {split} split" if images is not None else f"the {split} split"
+    found = (f"{detections} detections, none scoring {reproduced.get('min_score', DEFAULT_MATCH_MIN_SCORE)} or more"
+             if detections else "no detection")
+    return (f"parity n/a: the float model found nothing on {on} ({found}; AP50 {ap50 if ap50 is not None else 'n/a'}),"
+            " so there is nothing to compare the int8 model with and its accuracy is unchecked; is the model "
+            "undertrained? Check its val AP in the run's metrics.json, train longer, then export again")
+
+
 def parity_report(float_metrics: Mapping[str, Any], int8_metrics: Mapping[str, Any],
                   reproduced: Mapping[str, Any], max_ap50_drop: float = DEFAULT_MAX_AP_DROP,
-                  latency: Optional[Mapping[str, Any]] = None) -> Dict[str, Any]:
+                  latency: Optional[Mapping[str, Any]] = None, split: str = "val") -> Dict[str, Any]:
     """The content of ``parity.json``: AP/AP50 of both models in points, drops, per-class drops.
 
-    ``passed`` is False when the AP50 drop exceeds ``max_ap50_drop`` points.
+    ``passed`` is False when the AP50 drop exceeds ``max_ap50_drop`` points, and None (n/a) when the
+    float model found nothing on the parity images: ``not_applicable`` then says so
+    (:func:`nothing_detected_warning`).
     """
     f_ap, i_ap = _points(float_metrics.get("AP")), _points(int8_metrics.get("AP"))
     f_ap50, i_ap50 = _points(float_metrics.get("AP50")), _points(int8_metrics.get("AP50"))
@@ -138,6 +160,10 @@ def parity_report(float_metrics: Mapping[str, Any], int8_metrics: Mapping[str, A
         before, after = _points(float_classes.get(name)), _points(int8_classes.get(name))
         per_class[name] = {"float_AP": before, "int8_AP": after, "drop": _drop(before, after)}
     ap50_drop = _drop(f_ap50, i_ap50)
+    not_applicable = nothing_detected_warning(float_metrics, reproduced, split)
+    passed: Optional[bool] = ap50_drop is None or ap50_drop <= max_ap50_drop
+    if not_applicable and passed:
+        passed = None
     return {
         "float": {"AP": f_ap, "AP50": f_ap50},
         "int8": {"AP": i_ap, "AP50": i_ap50},
@@ -145,7 +171,8 @@ def parity_report(float_metrics: Mapping[str, Any], int8_metrics: Mapping[str, A
         "per_class": per_class,
         "reproduced": dict(reproduced),
         "max_ap50_drop": max_ap50_drop,
-        "passed": ap50_drop is None or ap50_drop <= max_ap50_drop,
+        "passed": passed,
+        "not_applicable": not_applicable,
         "int8_cpu_latency_ms": dict(latency) if latency else None,
     }
 
@@ -201,6 +228,6 @@ def evaluate_parity(float_model: str, int8_model: str, data_dir: str, split: str
     reproduced = reproduced_fraction(group_coco_detections(float_dets), group_coco_detections(int8_dets),
                                      min_score=match_min_score)
     latency = measure_cpu_latency(int8_model, runs=latency_runs)
-    report = parity_report(float_metrics, int8_metrics, reproduced, max_ap50_drop, latency)
+    report = parity_report(float_metrics, int8_metrics, reproduced, max_ap50_drop, latency, split)
     report["split"] = split
     return report

@@ -14,11 +14,13 @@ from __future__ import annotations
 
 import json
 import os
+import re
 from pathlib import Path
-from typing import Any, Dict, List, Tuple
+from typing import Any, Dict, List, Optional, Tuple
 
 from edge_trash.atomic_files import write_text_atomic
 from edge_trash.models.config import SSDConfig
+from edge_trash.terminal import shell_word
 
 CONFIG_JSON = "config.json"
 LABELS_TXT = "labels.txt"
@@ -88,8 +90,30 @@ def load_run(run_dir: os.PathLike) -> Tuple[Any, SSDConfig, List[str]]:
                           f"says num_classes={config.num_classes}")
     weights = run_dir / WEIGHTS_H5
     if not weights.is_file():
-        raise RunDirError(f"{weights}: not found; the run has not finished an evaluation yet "
-                          "(resume it with `edge-trash train --resume`)")
+        raise RunDirError(no_weights_message(run_dir))
     model = build_ssd(config)
     model.load_weights(str(weights))
     return model, config, class_names
+
+
+def latest_checkpoint_step(run_dir: os.PathLike) -> Optional[int]:
+    """The step of the latest checkpoint of a run (``ckpt-N`` in TensorFlow's text index
+    ``checkpoints/checkpoint``, read without TensorFlow); None when it has saved none."""
+    index = Path(run_dir) / CHECKPOINTS / "checkpoint"
+    try:
+        text = index.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError):
+        return None
+    match = re.search(r'^model_checkpoint_path:\s*"(?:.*[/\\])?ckpt-(\d+)"', text, re.M)
+    return int(match.group(1)) if match else None
+
+
+def no_weights_message(run_dir: os.PathLike) -> str:
+    """Why a run directory has no ``model.weights.h5`` (training writes it at its first evaluation on val,
+    the best so far at each one after) and what to do: resume it, naming the step it saved last."""
+    run_dir = Path(run_dir)
+    step = latest_checkpoint_step(run_dir)
+    saved = (f"its latest checkpoint is from step {step}" if step is not None else "it has saved no checkpoint")
+    return (f"{run_dir}: no {WEIGHTS_H5} yet: a run writes its weights at its first evaluation on val (every "
+            f"train.eval_every steps) and {saved}; resume it until it evaluates: edge-trash train --data DATA "
+            f"--out {shell_word(run_dir)} --resume (DATA: the --data it was trained on)")

@@ -226,6 +226,10 @@ def load_detector(path: os.PathLike) -> Detector:
 
         model, config, class_names = load_run(path)
         return KerasDetector(model, config, class_names)
+    if (path / "config.json").is_file() and not (path / "saved_model.pb").is_file():
+        from edge_trash.models.run_dir import no_weights_message  # a run stopped before its first evaluation
+
+        raise EvaluationError(f"--model {no_weights_message(path)}")
     if (path / "saved_model.pb").is_file():
         config_dir = _find_config_dir(path)
         if config_dir is None:
