@@ -530,6 +530,8 @@ def test_annotations_without_bbox_take_it_from_their_segmentation(tmp_path):
         {"id": 7, "image_id": 1, "category_id": 1, "bbox": [], "segmentation": [[2, 3, 12, 3, 12, 9]]},
         {"id": 8, "image_id": 1, "category_id": 1, "bbox": [0, 0, 0, 0], "segmentation": []},  # nothing to use
         {"id": 9, "image_id": 1, "category_id": 1, "bbox": [0, 0, 0, 0], "segmentation": [[1, 2, 3]]},
+        {"id": 10, "image_id": 1, "category_id": 1, "segmentation": []},  # neither a box nor a shape
+        {"id": 11, "image_id": 1, "category_id": 1, "bbox": None},
     ]
     ann = tmp_path / "ann.json"
     ann.write_text(json.dumps({"images": [{"id": 1, "file_name": "a.jpg", "width": 64, "height": 48}],
@@ -545,6 +547,8 @@ def test_annotations_without_bbox_take_it_from_their_segmentation(tmp_path):
     assert reasons[8] == "'bbox' has zero or negative size: [0, 0, 0, 0]"
     assert reasons[9] == ("'bbox' [0, 0, 0, 0] is a placeholder, and its 'segmentation' holds no polygon or mask "
                           "to take one from")
+    assert reasons[10] == reasons[11] == ("no 'bbox' [x, y, width, height] and no 'segmentation' to take one from: "
+                                          "give the annotation its box in pixels")
 
 
 def test_segmentations_in_the_shapes_converters_write_give_their_box(tmp_path):

@@ -628,6 +628,9 @@ def _parse_box(ann: Dict[str, Any], image: ImageRecord
         return None, False, (f"'bbox' has 5 values, {bbox!r}: a rotated box [x, y, width, height, angle]? Its "
                              "angle's unit and centre are not standard: export the boxes upright, as polygons, or "
                              "with CVAT's attributes.rotation (read here)"), origin
+    if bbox is None:  # no key, or null, and no segmentation either
+        return None, False, ("no 'bbox' [x, y, width, height] and no 'segmentation' to take one from: give the "
+                             "annotation its box in pixels"), origin
     if not isinstance(bbox, (list, tuple)) or len(bbox) != 4:
         return None, False, f"'bbox' must be a list [x, y, width, height], got {bbox!r}", origin
     x, y, w, h = bbox
