@@ -63,3 +63,20 @@ def shell_word(value: Any) -> str:
     import shlex
 
     return shlex.quote(str(value))
+
+
+def plural(n: int, word: str, many: Optional[str] = None) -> str:
+    """``n`` and ``word`` in the number that agrees with it: ``plural(1, "class")`` is ``"1 class"``,
+    ``plural(2, "class")`` ``"2 classes"``, ``plural(3, "image")`` ``"3 images"``; ``many`` gives a plural
+    the English rules below miss (``plural(2, "shelf", "shelves")``). Only the last word is made plural
+    (``plural(2, "other image")`` is ``"2 other images"``)."""
+    if n == 1:
+        return f"{n} {word}"
+    if many is None:
+        if word.endswith(("s", "x", "z", "ch", "sh")):
+            many = word + "es"
+        elif word.endswith("y") and word[-2:-1] not in ("a", "e", "i", "o", "u", ""):
+            many = word[:-1] + "ies"
+        else:
+            many = word + "s"
+    return f"{n} {many}"

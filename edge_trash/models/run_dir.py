@@ -3,6 +3,8 @@
 RUN_DIR/
   config.json        {"model": SSDConfig dict, "train": TrainConfig dict, ...}
   labels.txt         class names, line k = class id k + 1 (copied from the TFRecords)
+  data.json          the data trained on: --data, fold, labels, each split's images and shards
+                     (edge_trash.train.data_record; train --resume checks --data against it)
   model.weights.h5   best weights (by validation AP)
   saved_model/       SavedModel with raw outputs (box_encodings, class_logits)
   checkpoints/       tf.train.Checkpoint files (model, optimizer, step, data iterator)

@@ -27,6 +27,7 @@ from typing import TYPE_CHECKING, Any, Callable, Dict, List, Optional, Tuple
 from edge_trash.models import run_dir as rd
 from edge_trash.models.config import SSDConfig
 from edge_trash.tfrecords.split_layout import DataSplitError, training_splits
+from edge_trash.train.data_record import data_record, write_data_record
 from edge_trash.train.train_config import TrainConfig
 
 if TYPE_CHECKING:
@@ -69,6 +70,7 @@ class TrainResult:
     seconds: float
     images_per_second: float
     losses: List[float] = field(default_factory=list)  # total loss of each step run here
+    notes: List[str] = field(default_factory=list)  # said before training (a resume whose data cannot be checked)
     first_step: int = 0  # step number of losses[0] is first_step + 1
     train_split: str = "train"  # the shards trained on: "train", or the other folds ("fold0+fold2")
     val_split: str = "val"  # the shards the best checkpoint was chosen on: "val" or "fold1"
@@ -158,10 +160,6 @@ def _prepare_run_dir(options: TrainOptions, class_names: List[str], is_chief: bo
         train = TrainConfig.from_dict(saved["train"])
         # The settings a resume may change: the step count and the strategy (another machine).
         train = train.replace(steps=options.train.steps, strategy=options.train.strategy).validate()
-        if rd.read_labels(out / rd.LABELS_TXT) != class_names:
-            raise TrainError(f"--resume: {out / rd.LABELS_TXT} differs from the data's labels.txt; "
-                             "the classes changed: start a new run with --init "
-                             f"{out} to carry the weights over")
         return model, train
     if config_path.exists() and is_chief:
         raise TrainError(f"--out {out}: already holds a run ({config_path}); pass --resume to "
@@ -204,6 +202,23 @@ def export_saved_model(model, config: SSDConfig, out_dir: Path) -> Path:
     shutil.rmtree(target, ignore_errors=True)
     os.replace(tmp, target)
     return target
+
+
+def resume_data_notes(run_dir: Path, data_dir: Path, data: Dict[str, Any]) -> List[str]:
+    """Before a resume: :class:`TrainError` when ``data`` (:func:`~edge_trash.train.data_record.data_record` of
+    ``--data``) holds other classes or images than the run's ``data.json`` records; the notes to print (a run
+    without ``data.json`` is checked by its ``labels.txt`` alone, saying so)."""
+    from edge_trash.train.data_record import no_record_note, read_data_record, resume_data_problem
+
+    recorded = read_data_record(run_dir)
+    notes = []
+    if recorded is None:
+        recorded = {"labels": rd.read_labels(Path(run_dir) / rd.LABELS_TXT), "splits": {}}
+        notes.append(no_record_note(run_dir))
+    problem = resume_data_problem(run_dir, data_dir, recorded, data)
+    if problem:
+        raise TrainError(problem)
+    return notes
 
 
 def checked_splits(data_dir: Path, fold: Optional[int]) -> Tuple[str, str]:
@@ -251,6 +266,8 @@ def train(options: TrainOptions) -> TrainResult:
         train_split, val_split = checked_splits(data_dir, train_cfg.fold)
     else:
         train_split, val_split = "train", "val"
+    data = data_record(data_dir, train_split, val_split, train_cfg.fold, class_names)
+    notes = resume_data_notes(out, data_dir, data) if options.resume else []
     if not is_chief:
         work.mkdir(parents=True, exist_ok=True)
     init_source = None if options.resume else resolve_init(train_cfg.init, model_cfg)
@@ -290,6 +307,7 @@ def train(options: TrainOptions) -> TrainResult:
         # Written only once the weights loaded, so a bad --init leaves no half-made run.
         if is_chief:
             _write_run_config(out, model_cfg, train_cfg, class_names)
+            write_data_record(out, data)
     log.info("init: %s", init_note)
     start_step = int(optimizer.iterations.numpy())
 
@@ -388,6 +406,9 @@ def train(options: TrainOptions) -> TrainResult:
     bar = progress_bar(total=train_cfg.steps, initial=start_step, disable=not (options.progress and is_chief),
                        unit="step", desc="train")
     balance_report: Dict[str, Any] = {}
+    if is_chief:
+        for note in notes:
+            bar.write(f"note: {note}")
     if options.dataset_fn is None and is_chief:  # the instances per class the sampler gives, as the README says
         from edge_trash.train import input_pipeline
         from edge_trash.train.balancing import format_balance_table
@@ -452,5 +473,5 @@ def train(options: TrainOptions) -> TrainResult:
         shutil.rmtree(work, ignore_errors=True)
     return TrainResult(run_dir=out, step=step, best_step=int(best_step.numpy()), best_metrics=best,
                        final_metrics=final_metrics, stopped_early=stopped_early, seconds=seconds,
-                       images_per_second=images_per_second, losses=losses, first_step=start_step,
+                       images_per_second=images_per_second, losses=losses, notes=notes, first_step=start_step,
                        train_split=train_split, val_split=val_split)
