@@ -201,3 +201,49 @@ def test_a_run_records_its_data_and_resume_refuses_other_data(tmp_path):
     assert (f"note: {run} has no data.json (made by an older edge-trash): whether --data holds the images it was "
             "trained on cannot be checked; only its labels.txt was compared") in " ".join(result.output.split())
     assert "Trained 3 steps" in result.output
+
+
+def _stopped_run(tmp_path, reached: int, steps: int = 16, warmup: int = 10):
+    """A run folder as `train` leaves it after saving a checkpoint at step ``reached`` (no weights needed:
+    the step checks come before the model is built)."""
+    sys.path.insert(0, str(Path(__file__).parent))
+    from test_train_loop import toy_configs, write_toy_data
+
+    from edge_trash.train.data_record import data_record, write_data_record
+
+    data = write_toy_data(tmp_path / "data")
+    model, train = toy_configs(steps=steps, warmup_steps=warmup)
+    run = tmp_path / "run"
+    (run / "checkpoints").mkdir(parents=True)
+    (run / "config.json").write_text(json.dumps({"model": model.replace(num_classes=2).to_dict(),
+                                                 "train": train.to_dict()}))
+    (run / "labels.txt").write_text("square\nbar\n")
+    (run / "checkpoints" / "checkpoint").write_text(f'model_checkpoint_path: "ckpt-{reached}"\n'
+                                                    f'all_model_checkpoint_paths: "ckpt-{reached}"\n')
+    write_data_record(run, data_record(data, "train", "val", None, ["square", "bar"]))
+    return data, run
+
+
+@pytest.mark.parametrize("reached, args, message", [
+    (16, ["--steps", "16"], "--resume: {run} already reached step 16 and finished; --steps 16 leaves nothing to "
+                            "train: give --steps 17 or more to train on, or use the run as it is (edge-trash "
+                            "evaluate --model {run} ...)"),
+    (12, ["--steps", "8"], "--resume: {run} already reached step 12 of the 16 it was started for; --steps 8 leaves "
+                           "nothing to train: give --steps 13 or more"),
+    (16, [], "--resume: {run} already reached step 16 and finished; without --steps it trains to the 16 it was "
+             "started for, and leaves nothing to train: give --steps 17 or more"),
+    (4, ["--steps", "7"], "--resume: --steps 7 ends inside the warm-up of {run} (10 steps, where the learning rate "
+                          "still rises to its peak): give --steps 11 or more"),
+    (4, ["--steps", "3"], "--resume: {run} already reached step 4 of the 16 it was started for; --steps 3 leaves "
+                          "nothing to train: give --steps 11 or more"),
+])
+def test_resume_to_a_step_the_run_reached_or_inside_its_warmup_is_refused(tmp_path, reached, args, message):
+    """--steps at or below the step reached trained nothing and marked the run finished (or, below the warm-up,
+    crashed in TrainConfig.validate); without --steps a resume trained to the default preset's 20000."""
+    data, run = _stopped_run(tmp_path, reached)
+    before = sorted(p.name for p in run.rglob("*"))
+    result = _run("--data", str(data), "--out", str(run), "--resume", "--no-progress", *args)
+    assert result.exit_code == 2, result.output
+    assert "Traceback" not in result.output
+    assert message.format(run=run) in " ".join(result.output.split())
+    assert sorted(p.name for p in run.rglob("*")) == before

@@ -88,6 +88,7 @@ def train(data_dir: Path, out_dir: Path, config: Optional[str], steps: Optional[
     try:
         result = run_training(TrainOptions(data_dir=data_dir, out_dir=out_dir, model=model_cfg,
                                            train=train_cfg, resume=resume,
+                                           keep_run_steps=resume and steps is None,
                                            progress=not no_progress))
     except InitError as exc:
         raise click.BadParameter(str(exc), param_hint="--init") from None

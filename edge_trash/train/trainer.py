@@ -27,6 +27,7 @@ from typing import TYPE_CHECKING, Any, Callable, Dict, List, Optional, Tuple
 from edge_trash.models import run_dir as rd
 from edge_trash.models.config import SSDConfig
 from edge_trash.tfrecords.split_layout import DataSplitError, training_splits
+from edge_trash.terminal import shell_word
 from edge_trash.train.data_record import data_record, write_data_record
 from edge_trash.train.train_config import TrainConfig
 
@@ -52,6 +53,7 @@ class TrainOptions:
     model: SSDConfig
     train: TrainConfig
     resume: bool = False
+    keep_run_steps: bool = False  # with resume: train to the run's own train.steps, not train.steps here
     progress: bool = True
     dataset_fn: Optional[DatasetFn] = None  # default: edge_trash.train.input_pipeline
     on_step: Optional[Callable[[int, Dict[str, float]], None]] = None  # called after each step
@@ -159,7 +161,11 @@ def _prepare_run_dir(options: TrainOptions, class_names: List[str], is_chief: bo
         model = SSDConfig.from_dict(saved["model"])
         train = TrainConfig.from_dict(saved["train"])
         # The settings a resume may change: the step count and the strategy (another machine).
-        train = train.replace(steps=options.train.steps, strategy=options.train.strategy).validate()
+        steps = train.steps if options.keep_run_steps else options.train.steps
+        problem = resume_steps_problem(out, steps, train.steps, train.warmup_steps, options.keep_run_steps)
+        if problem:
+            raise TrainError(problem)
+        train = train.replace(steps=steps, strategy=options.train.strategy).validate()
         return model, train
     if config_path.exists() and is_chief:
         raise TrainError(f"--out {out}: already holds a run ({config_path}); pass --resume to "
@@ -167,6 +173,25 @@ def _prepare_run_dir(options: TrainOptions, class_names: List[str], is_chief: bo
     model = options.model.replace(num_classes=len(class_names)).validate()
     train = options.train.validate()
     return model, train
+
+
+def resume_steps_problem(run_dir: Path, steps: int, run_steps: int, warmup_steps: int, kept: bool = False) -> str:
+    """Why ``train --resume`` of ``run_dir`` to ``steps`` cannot train ("" when it can): the run's latest
+    checkpoint already reached that step (it did nothing and called the run trained), or ``steps`` ends inside
+    its warm-up (the schedule needs steps past it). ``run_steps`` is the step count the run was started for;
+    ``kept``: no ``--steps`` was given, so ``steps`` is that count."""
+    reached = rd.latest_checkpoint_step(run_dir)
+    least = max(reached or 0, warmup_steps) + 1
+    asked = f"--steps {steps}" if not kept else f"without --steps it trains to the {steps} it was started for, and"
+    if reached is not None and steps <= reached:
+        done = " and finished" if reached >= run_steps else f" of the {run_steps} it was started for"
+        return (f"--resume: {run_dir} already reached step {reached}{done}; {asked} leaves nothing to train: give "
+                f"--steps {least} or more to train on, or use the run as it is (edge-trash evaluate --model "
+                f"{shell_word(run_dir)} ...)")
+    if steps <= warmup_steps:
+        return (f"--resume: {asked} ends inside the warm-up of {run_dir} ({warmup_steps} steps, where the learning "
+                f"rate still rises to its peak): give --steps {least} or more")
+    return ""
 
 
 def _write_run_config(out: Path, model: SSDConfig, train: TrainConfig, class_names: List[str]) -> None:
