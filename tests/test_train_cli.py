@@ -88,7 +88,8 @@ def test_train_on_toy_data_then_refuse_to_overwrite(tmp_path):
                   "--init", "scratch", "--no-progress")
     assert result.exit_code == 0, result.output
     assert "Trained 3 steps in" in result.output
-    assert f"Next: edge-trash export --model {run} --data {data}" in result.output
+    assert ("metrics.json). init: random initialisation (--init scratch): expect poor accuracy on real data.\n"
+            f"Next: edge-trash export --model {run} --data {data}") in result.output
     # the README promises the instances per class before and after balancing: the table and metrics.json
     balance = json.loads((run / "metrics.json").read_text())["class_balance"]
     labels = (data / "labels.txt").read_text().split()
@@ -200,7 +201,16 @@ def test_a_run_records_its_data_and_resume_refuses_other_data(tmp_path):
     assert result.exit_code == 0, result.output
     assert (f"note: {run} has no data.json (made by an older edge-trash): whether --data holds the images it was "
             "trained on cannot be checked; only its labels.txt was compared") in " ".join(result.output.split())
-    assert "Trained 3 steps" in result.output
+    assert ("Trained to step 3 (1 step after resuming at step 2) in" in result.output)
+    assert (f"init: resumed from {run}/checkpoints/ckpt-2; the run started from random initialisation (--init "
+            "scratch): expect poor accuracy on real data.") in " ".join(result.output.split())
+    assert json.loads((run / "metrics.json").read_text())["init"] == \
+        "random initialisation (--init scratch): expect poor accuracy on real data"
+    # a new run from this one: its summary says the class head was kept
+    result = _run("--data", str(data), "--out", str(tmp_path / "tuned"), "--config", str(config), "--steps", "1",
+                  "--init", str(run), "--no-progress")
+    assert result.exit_code == 0, result.output
+    assert f"metrics.json). init: all weights from run {run}.\nNext:" in result.output
 
 
 def _stopped_run(tmp_path, reached: int, steps: int = 16, warmup: int = 10):

@@ -73,6 +73,7 @@ class TrainResult:
     images_per_second: float
     losses: List[float] = field(default_factory=list)  # total loss of each step run here
     notes: List[str] = field(default_factory=list)  # said before training (a resume whose data cannot be checked)
+    init: str = ""  # the weights the model started from (initialise's line; a resume names its checkpoint)
     first_step: int = 0  # step number of losses[0] is first_step + 1
     train_split: str = "train"  # the shards trained on: "train", or the other folds ("fold0+fold2")
     val_split: str = "val"  # the shards the best checkpoint was chosen on: "val" or "fold1"
@@ -200,6 +201,15 @@ def _write_run_config(out: Path, model: SSDConfig, train: TrainConfig, class_nam
     rd.write_json_atomic(out / rd.CONFIG_JSON, {"model": model.to_dict(), "train": train.to_dict()})
 
 
+def _recorded_init(run_dir: Path) -> str:
+    """What a run's weights started from, as its ``metrics.json`` says ("" when it says nothing)."""
+    try:
+        init = json.loads((Path(run_dir) / rd.METRICS_JSON).read_text(encoding="utf-8")).get("init")
+    except (OSError, ValueError, AttributeError):
+        return ""
+    return init if isinstance(init, str) else ""
+
+
 def _save_weights_atomic(model, path: Path) -> None:
     tmp = path.with_name(f".tmp.{path.name}")  # same suffix: tf_keras picks the format by it
     model.save_weights(str(tmp))
@@ -321,9 +331,11 @@ def train(options: TrainOptions) -> TrainResult:
     manager = tf.train.CheckpointManager(checkpoint, str(work / rd.CHECKPOINTS),
                                          max_to_keep=train_cfg.keep_checkpoints)
     latest = tf.train.latest_checkpoint(str(out / rd.CHECKPOINTS)) if options.resume else None
+    started_from = ""
     if latest:
         checkpoint.restore(latest).expect_partial()
-        init_note = f"resumed from {latest}"
+        started_from = _recorded_init(out)
+        init_note = f"resumed from {latest}" + (f"; the run started from {started_from}" if started_from else "")
     elif options.resume:
         init_note = "resumed before the first checkpoint: " + initialise(
             model, resolve_init(train_cfg.init, model_cfg), model_cfg, class_names)
@@ -334,6 +346,7 @@ def train(options: TrainOptions) -> TrainResult:
             _write_run_config(out, model_cfg, train_cfg, class_names)
             write_data_record(out, data)
     log.info("init: %s", init_note)
+    recorded_init = started_from if latest and started_from else init_note  # metrics.json: what the run started from
     start_step = int(optimizer.iterations.numpy())
 
     # Data: restart the epoch the step falls in and skip the batches already used.
@@ -420,7 +433,7 @@ def train(options: TrainOptions) -> TrainResult:
         rd.write_json_atomic(metrics_path, {
             "step": step, "finished": done, "best_step": int(best_step.numpy()),
             "best": best, "final": history[-1] if history else {}, "history": history,
-            "trained_on": train_split, "validated_on": val_split,
+            "trained_on": train_split, "validated_on": val_split, "init": recorded_init,
             **({"class_balance": balance_report} if balance_report else {}), **extra})
 
     losses: List[float] = []
@@ -493,10 +506,11 @@ def train(options: TrainOptions) -> TrainResult:
     best = next((h for h in history if h["step"] == int(best_step.numpy())), {})
     write_metrics(step, True, {"stopped_early": stopped_early, "train_seconds": round(seconds, 1),
                                "images_per_second": round(images_per_second, 2),
-                               "saved_model_step": int(best_step.numpy()), "init": init_note})
+                               "saved_model_step": int(best_step.numpy())})
     if not is_chief:
         shutil.rmtree(work, ignore_errors=True)
     return TrainResult(run_dir=out, step=step, best_step=int(best_step.numpy()), best_metrics=best,
                        final_metrics=final_metrics, stopped_early=stopped_early, seconds=seconds,
-                       images_per_second=images_per_second, losses=losses, notes=notes, first_step=start_step,
+                       images_per_second=images_per_second, losses=losses, notes=notes, init=init_note,
+                       first_step=start_step,
                        train_split=train_split, val_split=val_split)
