@@ -80,3 +80,21 @@ def plural(n: int, word: str, many: Optional[str] = None) -> str:
         else:
             many = word + "s"
     return f"{n} {many}"
+
+
+def display_width(text: str) -> int:
+    """The terminal columns ``text`` takes: 2 for each wide or full-width character (CJK, most emoji), 0 for a
+    combining mark or zero-width character (``é`` written as ``e`` + U+0301 takes one), 1 for the rest."""
+    import unicodedata
+
+    width = 0
+    for ch in text:
+        if unicodedata.combining(ch) or unicodedata.category(ch) in ("Mn", "Me", "Cf"):
+            continue
+        width += 2 if unicodedata.east_asian_width(ch) in ("W", "F") else 1
+    return width
+
+
+def pad_right(text: str, width: int) -> str:
+    """``text`` followed by the spaces that make it ``width`` terminal columns wide (:func:`display_width`)."""
+    return text + " " * max(0, width - display_width(text))

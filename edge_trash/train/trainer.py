@@ -27,7 +27,7 @@ from typing import TYPE_CHECKING, Any, Callable, Dict, List, Optional, Tuple
 from edge_trash.models import run_dir as rd
 from edge_trash.models.config import SSDConfig
 from edge_trash.tfrecords.split_layout import DataSplitError, training_splits
-from edge_trash.terminal import shell_word
+from edge_trash.terminal import plural, shell_word
 from edge_trash.train.data_record import data_record, write_data_record
 from edge_trash.train.train_config import TrainConfig
 
@@ -190,7 +190,7 @@ def resume_steps_problem(run_dir: Path, steps: int, run_steps: int, warmup_steps
                 f"--steps {least} or more to train on, or use the run as it is (edge-trash evaluate --model "
                 f"{shell_word(run_dir)} ...)")
     if steps <= warmup_steps:
-        return (f"--resume: {asked} ends inside the warm-up of {run_dir} ({warmup_steps} steps, where the learning "
+        return (f"--resume: {asked} ends inside the warm-up of {run_dir} ({plural(warmup_steps, 'step')}, where the learning "
                 f"rate still rises to its peak): give --steps {least} or more")
     return ""
 
@@ -268,7 +268,7 @@ def checked_splits(data_dir: Path, fold: Optional[int]) -> Tuple[str, str]:
         raise TrainError(str(exc)) from None
     for (spec, data), role in zip(splits, ("train on", "keep the checkpoint with the best val AP by")):
         if not any(data.labels):
-            raise TrainError(f"--data {data_dir}: the {spec} split holds {len(data.labels)} records and no box other "
+            raise TrainError(f"--data {data_dir}: the {spec} split holds {plural(len(data.labels), 'record')} and no box other "
                              f"than crowd boxes, so there is nothing to {role}: rebuild with boxes in it")
     return train_split, val_split
 
@@ -486,7 +486,7 @@ def train(options: TrainOptions) -> TrainResult:
             patience = train_cfg.early_stopping_patience
             if evaluated and patience and int(evals_without_gain.numpy()) >= patience:
                 stopped_early = True
-                bar.write(f"early stopping at step {step}: no AP gain in {patience} evaluations")
+                bar.write(f"early stopping at step {step}: no AP gain in {plural(patience, 'evaluation')}")
             if step % train_cfg.checkpoint_every == 0 or evaluated or step == train_cfg.steps:
                 manager.save(checkpoint_number=step)
                 write_metrics(step, False, {})
