@@ -257,3 +257,19 @@ def test_resume_to_a_step_the_run_reached_or_inside_its_warmup_is_refused(tmp_pa
     assert "Traceback" not in result.output
     assert message.format(run=run) in " ".join(result.output.split())
     assert sorted(p.name for p in run.rglob("*")) == before
+
+
+def test_resume_on_data_with_fewer_classes_names_the_run_data_before_reading_records(tmp_path):
+    """Records whose ids run past the new labels.txt were refused record by record ('class ids [2] outside 1..1'),
+    hiding that the --data is not the run's."""
+    import shutil
+
+    data, run = _stopped_run(tmp_path, reached=4)
+    other = tmp_path / "other"
+    shutil.copytree(data, other)
+    (other / "labels.txt").write_text("square\n")
+    result = _run("--data", str(other), "--out", str(run), "--resume", "--no-progress")
+    assert result.exit_code == 2, result.output
+    assert (f"--resume: --data {other} is not the data {run} was trained on (--data {data}, as {run}/data.json "
+            "records): labels.txt has 1 class, the run was trained on 2 (gone: bar). Resume with") in \
+        " ".join(result.output.split())

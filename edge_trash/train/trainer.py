@@ -297,12 +297,17 @@ def train(options: TrainOptions) -> TrainResult:
     # Where this worker writes: the run directory (chief), or a scratch folder removed at the end.
     work = out if is_chief else out / f".worker-{strategy.cluster_resolver.task_id}"
     model_cfg, train_cfg = _prepare_run_dir(options, class_names, is_chief)
-    if options.dataset_fn is None:  # before the run folder is written: a refused run leaves nothing to resume
-        train_split, val_split = checked_splits(data_dir, train_cfg.fold)
-    else:
-        train_split, val_split = "train", "val"
+    train_split, val_split = "train", "val"
+    if options.dataset_fn is None:
+        try:
+            train_split, val_split = training_splits(data_dir, train_cfg.fold)
+        except DataSplitError as exc:
+            raise TrainError(str(exc)) from None
     data = data_record(data_dir, train_split, val_split, train_cfg.fold, class_names)
+    # other data than the run's is named as such before its records are read (they may not fit the run's labels)
     notes = resume_data_notes(out, data_dir, data) if options.resume else []
+    if options.dataset_fn is None:  # before the run folder is written: a refused run leaves nothing to resume
+        checked_splits(data_dir, train_cfg.fold)
     if not is_chief:
         work.mkdir(parents=True, exist_ok=True)
     init_source = None if options.resume else resolve_init(train_cfg.init, model_cfg)
