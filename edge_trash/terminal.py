@@ -63,3 +63,38 @@ def shell_word(value: Any) -> str:
     import shlex
 
     return shlex.quote(str(value))
+
+
+def plural(n: int, word: str, many: Optional[str] = None) -> str:
+    """``n`` and ``word`` in the number that agrees with it: ``plural(1, "class")`` is ``"1 class"``,
+    ``plural(2, "class")`` ``"2 classes"``, ``plural(3, "image")`` ``"3 images"``; ``many`` gives a plural
+    the English rules below miss (``plural(2, "shelf", "shelves")``). Only the last word is made plural
+    (``plural(2, "other image")`` is ``"2 other images"``)."""
+    if n == 1:
+        return f"{n} {word}"
+    if many is None:
+        if word.endswith(("s", "x", "z", "ch", "sh")):
+            many = word + "es"
+        elif word.endswith("y") and word[-2:-1] not in ("a", "e", "i", "o", "u", ""):
+            many = word[:-1] + "ies"
+        else:
+            many = word + "s"
+    return f"{n} {many}"
+
+
+def display_width(text: str) -> int:
+    """The terminal columns ``text`` takes: 2 for each wide or full-width character (CJK, most emoji), 0 for a
+    combining mark or zero-width character (``é`` written as ``e`` + U+0301 takes one), 1 for the rest."""
+    import unicodedata
+
+    width = 0
+    for ch in text:
+        if unicodedata.combining(ch) or unicodedata.category(ch) in ("Mn", "Me", "Cf"):
+            continue
+        width += 2 if unicodedata.east_asian_width(ch) in ("W", "F") else 1
+    return width
+
+
+def pad_right(text: str, width: int) -> str:
+    """``text`` followed by the spaces that make it ``width`` terminal columns wide (:func:`display_width`)."""
+    return text + " " * max(0, width - display_width(text))

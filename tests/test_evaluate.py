@@ -342,3 +342,22 @@ def test_edgetpu_model_without_a_tpu_says_what_to_do_instead():
     with pytest.raises(EvaluationError, match="needs an attached Edge TPU and libedgetpu.so.1 .*"
                                               "evaluate the int8 .tflite it was compiled from"):
         TFLiteDetector(compiled)
+
+
+def test_metrics_table_aligns_long_wide_and_decomposed_class_names():
+    """Columns were padded by characters: a CJK name (two columns a character) or an accent written apart (none)
+    pushed its row's numbers off the header's."""
+    from edge_trash.terminal import display_width
+
+    long_name = "Other plastic bottle cap (screw-on, any colour)"
+    m = {"per_class": {"can": 0.5, long_name: 0.25, "塑料瓶": -1.0, "cafe\u0301": 0.125},
+         **{k: 0.0 for k in ("AP", "AP50", "AP75", "APs", "APm", "APl")}}
+    lines = format_metrics_table(m, {"can": 2, long_name: 13, "塑料瓶": 0, "cafe\u0301": 1}).splitlines()
+    width = len(long_name)
+    assert lines[0] == "class" + " " * (width - 5) + "   boxes      AP"
+    assert lines[1] == "can" + " " * (width - 3) + "       2   0.500"
+    assert lines[2] == long_name + "      13   0.250"
+    assert lines[3] == "塑料瓶" + " " * (width - 6) + "       0     n/a"
+    assert lines[4] == "cafe\u0301" + " " * (width - 4) + "       1   0.125"
+    assert {display_width(line) for line in lines[:5]} == {width + 16}
+    assert display_width("🥤 cup") == 6 and display_width("cafe\u0301") == 4

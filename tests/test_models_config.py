@@ -124,3 +124,15 @@ def test_lr_schedule_warmup_then_cosine():
     # Half-way through the cosine: floor + (peak - floor) / 2.
     assert float(lr(600)) == pytest.approx(0.01 + 0.09 / 2, rel=1e-4)
     assert float(lr(1100)) == pytest.approx(0.01, rel=1e-4)
+
+
+@pytest.mark.parametrize("labels, said", [("can\n", "1 class"), ("can\ncup\nlid\n", "3 classes")])
+def test_a_run_whose_labels_and_config_disagree_counts_its_classes_in_words(tmp_path, labels, said):
+    """'labels.txt: 1 classes but config.json says num_classes=2' read wrong; the count now agrees with its noun."""
+    from edge_trash.models.run_dir import RunDirError, load_run
+
+    (tmp_path / "config.json").write_text(json.dumps({"model": get_preset("demo").replace(num_classes=2).to_dict()}))
+    (tmp_path / "labels.txt").write_text(labels)
+    with pytest.raises(RunDirError) as err:
+        load_run(tmp_path)
+    assert str(err.value) == f"{tmp_path}/labels.txt: {said} but config.json says num_classes=2"

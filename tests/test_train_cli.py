@@ -88,7 +88,8 @@ def test_train_on_toy_data_then_refuse_to_overwrite(tmp_path):
                   "--init", "scratch", "--no-progress")
     assert result.exit_code == 0, result.output
     assert "Trained 3 steps in" in result.output
-    assert f"Next: edge-trash export --model {run} --data {data}" in result.output
+    assert ("metrics.json). init: random initialisation (--init scratch): expect poor accuracy on real data.\n"
+            f"Next: edge-trash export --model {run} --data {data}") in result.output
     # the README promises the instances per class before and after balancing: the table and metrics.json
     balance = json.loads((run / "metrics.json").read_text())["class_balance"]
     labels = (data / "labels.txt").read_text().split()
@@ -148,4 +149,127 @@ def test_a_folds_build_trains_with_fold_and_folders_that_cannot_train_fail_befor
     result = _run(*args, "--out", str(tmp_path / "empty"), "--fold", "1")
     assert result.exit_code == 2
     assert f"--data {data}: no training images (the train shards hold no record); rebuild the folds" in \
+        " ".join(result.output.split())
+
+
+@pytest.mark.slow
+def test_a_run_records_its_data_and_resume_refuses_other_data(tmp_path):
+    """data.json holds the --data, fold, labels, each split's images and shards; a resume on other classes or
+    other val images is refused before the model is built, naming both folders; a run without data.json (an
+    older edge-trash) resumes with a note."""
+    import shutil
+
+    sys.path.insert(0, str(Path(__file__).parent))
+    from test_train_loop import write_toy_data
+
+    data = write_toy_data(tmp_path / "data")
+    listing = {"train": ["1.jpg", "2.jpg", "3.jpg", "4.jpg"], "val": ["1.jpg", "2.jpg", "3.jpg", "4.jpg"]}
+    (data / "splits.json").write_text(json.dumps({"seed": 0, "folds": 0, "file_names": listing}))
+    config = tmp_path / "toy.yaml"
+    config.write_text("preset: demo\nmodel: {input_size: 128}\n"
+                      "train: {batch_size: 4, warmup_steps: 1, eval_every: 2, augment: null}\n")
+    run = tmp_path / "run"
+    result = _run("--data", str(data), "--out", str(run), "--config", str(config), "--steps", "2",
+                  "--init", "scratch", "--no-progress")
+    assert result.exit_code == 0, result.output
+    record = json.loads((run / "data.json").read_text())
+    shard = {"name": "val-00000-of-00001.tfrecord", "bytes": (data / "val-00000-of-00001.tfrecord").stat().st_size}
+    assert (record["data"], record["fold"], record["labels"]) == (str(data), None, ["square", "bar"])
+    assert record["splits"]["val"] == {"split": "val", "images": listing["val"], "shards": [shard]}
+    assert record["splits"]["train"]["images"] == listing["train"]
+
+    other = tmp_path / "other"
+    shutil.copytree(data, other)
+    (other / "labels.txt").write_text("square\nbar\nlid\n")
+    result = _run("--data", str(other), "--out", str(run), "--resume", "--steps", "4", "--no-progress")
+    assert result.exit_code == 2
+    said = " ".join(result.output.split())
+    assert (f"--resume: --data {other} is not the data {run} was trained on (--data {data}, as {run}/data.json "
+            "records): labels.txt has 3 classes, the run was trained on 2 (not in the run: lid). Resume with the data "
+            f"it was trained on (--data {data}), start a new run with another --out, or fine-tune this run on the new "
+            f"data: edge-trash train --data {other} --out NEW_RUN --init {run}") in said
+    (other / "labels.txt").write_text("square\nbar\n")
+    (other / "splits.json").write_text(json.dumps({"file_names": {**listing, "val": ["1.jpg", "5.jpg", "6.jpg"]}}))
+    result = _run("--data", str(other), "--out", str(run), "--resume", "--steps", "4", "--no-progress")
+    assert result.exit_code == 2
+    assert "records): val holds 2 other images and lacks 3 of the run's 4 images. Resume with" in \
+        " ".join(result.output.split())
+    assert json.loads((run / "metrics.json").read_text())["step"] == 2  # nothing trained
+
+    (run / "data.json").unlink()  # as an older edge-trash left it
+    result = _run("--data", str(data), "--out", str(run), "--resume", "--steps", "3", "--no-progress")
+    assert result.exit_code == 0, result.output
+    assert (f"note: {run} has no data.json (made by an older edge-trash): whether --data holds the images it was "
+            "trained on cannot be checked; only its labels.txt was compared") in " ".join(result.output.split())
+    assert ("Trained to step 3 (1 step after resuming at step 2) in" in result.output)
+    assert (f"init: resumed from {run}/checkpoints/ckpt-2; the run started from random initialisation (--init "
+            "scratch): expect poor accuracy on real data.") in " ".join(result.output.split())
+    assert json.loads((run / "metrics.json").read_text())["init"] == \
+        "random initialisation (--init scratch): expect poor accuracy on real data"
+    # a new run from this one: its summary says the class head was kept
+    result = _run("--data", str(data), "--out", str(tmp_path / "tuned"), "--config", str(config), "--steps", "1",
+                  "--init", str(run), "--no-progress")
+    assert result.exit_code == 0, result.output
+    assert f"metrics.json). init: all weights from run {run}.\nNext:" in result.output
+
+
+def _stopped_run(tmp_path, reached: int, steps: int = 16, warmup: int = 10):
+    """A run folder as `train` leaves it after saving a checkpoint at step ``reached`` (no weights needed:
+    the step checks come before the model is built)."""
+    sys.path.insert(0, str(Path(__file__).parent))
+    from test_train_loop import toy_configs, write_toy_data
+
+    from edge_trash.train.data_record import data_record, write_data_record
+
+    data = write_toy_data(tmp_path / "data")
+    model, train = toy_configs(steps=steps, warmup_steps=warmup)
+    run = tmp_path / "run"
+    (run / "checkpoints").mkdir(parents=True)
+    (run / "config.json").write_text(json.dumps({"model": model.replace(num_classes=2).to_dict(),
+                                                 "train": train.to_dict()}))
+    (run / "labels.txt").write_text("square\nbar\n")
+    (run / "checkpoints" / "checkpoint").write_text(f'model_checkpoint_path: "ckpt-{reached}"\n'
+                                                    f'all_model_checkpoint_paths: "ckpt-{reached}"\n')
+    write_data_record(run, data_record(data, "train", "val", None, ["square", "bar"]))
+    return data, run
+
+
+@pytest.mark.parametrize("reached, args, message", [
+    (16, ["--steps", "16"], "--resume: {run} already reached step 16 and finished; --steps 16 leaves nothing to "
+                            "train: give --steps 17 or more to train on, or use the run as it is (edge-trash "
+                            "evaluate --model {run} ...)"),
+    (12, ["--steps", "8"], "--resume: {run} already reached step 12 of the 16 it was started for; --steps 8 leaves "
+                           "nothing to train: give --steps 13 or more"),
+    (16, [], "--resume: {run} already reached step 16 and finished; without --steps it trains to the 16 it was "
+             "started for, and leaves nothing to train: give --steps 17 or more"),
+    (4, ["--steps", "7"], "--resume: --steps 7 ends inside the warm-up of {run} (10 steps, where the learning rate "
+                          "still rises to its peak): give --steps 11 or more"),
+    (4, ["--steps", "3"], "--resume: {run} already reached step 4 of the 16 it was started for; --steps 3 leaves "
+                          "nothing to train: give --steps 11 or more"),
+])
+def test_resume_to_a_step_the_run_reached_or_inside_its_warmup_is_refused(tmp_path, reached, args, message):
+    """--steps at or below the step reached trained nothing and marked the run finished (or, below the warm-up,
+    crashed in TrainConfig.validate); without --steps a resume trained to the default preset's 20000."""
+    data, run = _stopped_run(tmp_path, reached)
+    before = sorted(p.name for p in run.rglob("*"))
+    result = _run("--data", str(data), "--out", str(run), "--resume", "--no-progress", *args)
+    assert result.exit_code == 2, result.output
+    assert "Traceback" not in result.output
+    assert message.format(run=run) in " ".join(result.output.split())
+    assert sorted(p.name for p in run.rglob("*")) == before
+
+
+def test_resume_on_data_with_fewer_classes_names_the_run_data_before_reading_records(tmp_path):
+    """Records whose ids run past the new labels.txt were refused record by record ('class ids [2] outside 1..1'),
+    hiding that the --data is not the run's."""
+    import shutil
+
+    data, run = _stopped_run(tmp_path, reached=4)
+    other = tmp_path / "other"
+    shutil.copytree(data, other)
+    (other / "labels.txt").write_text("square\n")
+    result = _run("--data", str(other), "--out", str(run), "--resume", "--no-progress")
+    assert result.exit_code == 2, result.output
+    assert (f"--resume: --data {other} is not the data {run} was trained on (--data {data}, as {run}/data.json "
+            "records): labels.txt has 1 class, the run was trained on 2 (gone: bar). Resume with") in \
         " ".join(result.output.split())

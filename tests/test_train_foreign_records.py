@@ -64,7 +64,13 @@ GOOD = [[_box(1)], [_box(2)], [_box(3)]]
      "train-00000-of-00001.tfrecord: record 0 (source_id train0): box 0 is [ymin, xmin, ymax, xmax] = "
      "[0.6, 0.1, 0.2, 0.5]; records need boxes normalised"),
     ([[_box(1)], [ObjectBox(0.1, 0.1, 0.2, 0.2, 0, "bottle", 0, 1.0)]], GOOD, NAMES,  # 0-based ids
-     "record 1 (source_id train1) has class ids [0] outside 1..3 of labels.txt; records need boxes normalised to "
+     "train-00000-of-00001.tfrecord: record 1 (source_id train1) has class id 0, as 1 of the split's 2 records do "
+     "(ids run 0..1, labels.txt has 3 classes): the records number their classes from 0, but 0 is background in the "
+     "schema edge-trash reads (class ids 1..N, line k of labels.txt names id k), so each class would train under the "
+     "name of the line before its own and the first not at all: rebuild the records from the dataset's COCO JSON "
+     "with `edge-trash build-tfrecords`, or write them with every image/object/class/label 1 higher"),
+    ([[_box(1)], [_box(4, text="cup")]], GOOD, NAMES,  # an id past labels.txt
+     "record 1 (source_id train1) has class ids [4] outside 1..3 of labels.txt; records need boxes normalised to "
      "[0, 1] (xmin <= xmax, ymin <= ymax) and class ids 1..N in the order of labels.txt (0 is background)"),
     (GOOD, [[], []], NAMES,  # val records without a box: no AP to keep the best checkpoint by
      "the val split holds 2 records and no box other than crowd boxes, so there is nothing to keep the checkpoint "
@@ -236,3 +242,81 @@ def test_labels_txt_saved_by_windows_editors_reads_as_utf8(tmp_path, encoding):
     path.write_bytes(b"bo\xe9\xfftle\n")  # neither UTF-8 nor with a UTF-16 mark
     with pytest.raises(RunDirError, match="cannot read it as UTF-8 text .*; save it as UTF-8"):
         read_labels(path)
+
+
+ZERO_BASED = [[_box(1, text="can")], [ObjectBox(0.1, 0.1, 0.2, 0.2, 0, "bottle", 0, 1.0)],
+              [ObjectBox(0.1, 0.1, 0.2, 0.2, 0, "bottle", 0, 1.0), _box(2, text="cup")]]
+
+
+def test_records_numbered_from_0_are_refused_naming_the_shard_after_reading_the_split(tmp_path):
+    """A converter that numbers classes from 0 (a YOLO conversion): id 0 is background here, so every class would
+    train under the previous line's name; the message counts the records and gives the fix."""
+    data = _data(tmp_path / "data", GOOD, ZERO_BASED)
+    result = _train(data, tmp_path / "run")
+    assert result.exit_code == 2, result.output
+    assert (f"{data}/val-00000-of-00001.tfrecord: record 1 (source_id val1) has class id 0, as 2 of the split's 3 "
+            "records do (ids run 0..2, labels.txt has 3 classes): the records number their classes from 0") in \
+        " ".join(result.output.split())
+    assert not (tmp_path / "run").exists()
+
+
+@pytest.mark.parametrize("first", ["background", "__background__", "???", "Background "])
+def test_a_labels_txt_with_a_background_first_line_is_refused(tmp_path, first):
+    data = _data(tmp_path / "data", GOOD, GOOD, names=[first] + NAMES)
+    result = _train(data, tmp_path / "run")
+    assert result.exit_code == 2, result.output
+    assert (f"{data}/labels.txt: its first line is {first.strip()!r}, a background entry as other tools write one "
+            "for class id 0; edge-trash's labels.txt lists the classes alone (line k names class id k, and id 0, "
+            "background, has no line), so every class would train under the name of the line before its own: drop "
+            f"that line (sed -i 1d {data}/labels.txt), or rebuild the records with `edge-trash build-tfrecords`") in \
+        " ".join(result.output.split())
+    assert not (tmp_path / "run").exists()
+
+
+def test_background_line_problem_only_for_a_background_first_line(tmp_path):
+    from edge_trash.tfrecords.other_formats import background_line_problem
+
+    path = tmp_path / "labels.txt"
+    assert background_line_problem(NAMES, path) == ""
+    assert background_line_problem([], path) == ""
+    assert background_line_problem(["bottle", "background"], path) == ""  # a class some dataset has, not first
+    assert background_line_problem(["__BACKGROUND__", "bottle"], path).startswith(
+        f"{path}: its first line is '__BACKGROUND__', a background entry")
+
+
+def test_analyze_flags_records_numbered_from_0_and_a_background_line(tmp_path):
+    import json
+
+    data = _data(tmp_path / "data", GOOD, ZERO_BASED, names=["???"] + NAMES)
+    result = CliRunner().invoke(cli, ["analyze", "--tfrecords", str(data), "--out", str(tmp_path / "an"),
+                                      "--no-plots"])
+    assert result.exit_code == 0, result.output
+    flags = json.loads((tmp_path / "an" / "stats.json").read_text())["flags"]
+    found = {f["kind"]: f for f in flags if f["kind"] in ("class_ids_from_0", "labels_background_line")}
+    assert found["labels_background_line"]["where"] == "tfrecords"
+    assert found["labels_background_line"]["items"] == ["???"]
+    assert found["labels_background_line"]["message"].startswith(f"{data}/labels.txt: its first line is '???', a "
+                                                                 "background entry")
+    zero = found["class_ids_from_0"]
+    assert (zero["where"], zero["count"]) == ("tfrecords/val", 2)
+    assert zero["message"] == (
+        f"{data}/val-00000-of-00001.tfrecord: record 1 (source_id val1) has class id 0, as 2 of the split's 3 "
+        "records do (ids run 0..2, labels.txt has 4 classes): the records number their classes from 0, but 0 is "
+        "background in the schema edge-trash reads (class ids 1..N, line k of labels.txt names id k), so each class "
+        "would train under the name of the line before its own and the first not at all: rebuild the records from "
+        "the dataset's COCO JSON with `edge-trash build-tfrecords`, or write them with every "
+        "image/object/class/label 1 higher")
+    assert [f["kind"] for f in flags].count("class_ids_from_0") == 1  # train is numbered from 1
+    report = (tmp_path / "an" / "report.md").read_text()
+    assert "- **class ids from 0** (tfrecords/val): " in report
+    assert "- **labels background line** (tfrecords): " in report
+
+
+def test_a_label_map_background_item_takes_no_line_of_labels_txt(tmp_path):
+    from edge_trash.tfrecords.other_formats import labels_txt_command
+
+    label_map = tmp_path / "label_map.pbtxt"
+    label_map.write_text("item { id: 0 name: 'background' }\nitem { id: 1 name: 'bottle' }\nitem { id: 2 name: 'can' }\n")
+    assert labels_txt_command(tmp_path, label_map) == f"printf '%s\\n' bottle can > {tmp_path}/labels.txt"
+    label_map.write_text("item { id: 1 name: '???' }\nitem { id: 2 name: 'can' }\n")  # background as id 1
+    assert labels_txt_command(tmp_path, label_map) == ""

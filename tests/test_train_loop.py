@@ -130,10 +130,13 @@ def test_resume_after_kill_repeats_the_uninterrupted_loss_curve(tmp_path):
     np.testing.assert_allclose(resumed.losses, straight.losses[9:], rtol=2e-3)
     # A different data position would give different losses: the check can fail.
     assert not np.allclose(straight.losses[8:15], straight.losses[9:16], rtol=2e-3)
-    # Resuming a finished run with the same step count does nothing more.
-    again = train(TrainOptions(data_dir=data, out_dir=tmp_path / "b", model=model, train=cfg,
-                               progress=False, resume=True))
-    assert again.losses == [] and again.step == 16
+    # Resuming a finished run with the same step count did nothing and called it trained: now refused.
+    from edge_trash.train.trainer import TrainError
+
+    with pytest.raises(TrainError, match=f"--resume: {tmp_path / 'b'} already reached step 16 and finished; "
+                                         "--steps 16 leaves nothing to train: give --steps 17 or more"):
+        train(TrainOptions(data_dir=data, out_dir=tmp_path / "b", model=model, train=cfg, progress=False,
+                           resume=True))
 
 
 MIRRORED_SCRIPT = textwrap.dedent("""

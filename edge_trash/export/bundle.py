@@ -34,6 +34,7 @@ from edge_trash.export import calibration as calibration_lib
 from edge_trash.export import operator_config
 from edge_trash.export.parity import DEFAULT_MAX_AP_DROP, LATENCY_RUNS
 from edge_trash.export import run_checks
+from edge_trash.terminal import plural
 from edge_trash.tfrecords.split_layout import folds_in
 
 CPU_MODEL = "model_int8.tflite"
@@ -270,7 +271,7 @@ def export_bundle(options: ExportOptions, log: Callable[[str], None] = lambda _:
         keras_model, config, class_names, anchors = loader(options.model)
         params = postprocess_params_from_config(config)
         if len(class_names) != params.num_classes:
-            raise ValueError(f"{options.model}: labels.txt has {len(class_names)} classes but the model config "
+            raise ValueError(f"{options.model}: labels.txt has {plural(len(class_names), 'class')} but the model config "
                              f"has num_classes={params.num_classes}; the run directory is inconsistent")
         not_learned = run_checks.classes_not_in_train(options.data, class_names)
         if not_learned:
@@ -399,7 +400,7 @@ def summary_line(result: ExportResult) -> str:
     """The one line the CLI ends with: what was written, where, how big, how long, what next."""
     size_mb = result.total_bytes() / 1e6
     status = "exported" if result.ok else f"export stopped (exit {int(result.exit_code)})"
-    return (f"{status}: {len(result.files)} files, {size_mb:.2f} MB in {result.bundle_dir} "
+    return (f"{status}: {plural(len(result.files), 'file')}, {size_mb:.2f} MB in {result.bundle_dir} "
             f"in {result.seconds:.0f} s; next: {result.next_command()}")
 
 

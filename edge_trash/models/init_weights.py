@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import List, Optional, Sequence, Tuple
 
 from edge_trash.models.config import SSDConfig
+from edge_trash.terminal import plural
 
 SCRATCH = "scratch"
 IMAGENET = "imagenet"
@@ -211,7 +212,7 @@ def initialise(model, source: InitSource, config: SSDConfig,
         return "random initialisation (--init scratch): expect poor accuracy on real data"
     if source.kind == "keras_h5":
         n = load_backbone_h5(model, source.path, config)
-        return f"backbone from {source.path} ({n} layers)"
+        return f"backbone from {source.path} ({plural(n, 'layer')})"
     layers, action, why = load_from_run(model, source.path, config, class_names)
     if action == "reordered":
         return (f"weights from run {source.path}; the same classes in another order: class heads "

@@ -3,6 +3,8 @@
 RUN_DIR/
   config.json        {"model": SSDConfig dict, "train": TrainConfig dict, ...}
   labels.txt         class names, line k = class id k + 1 (copied from the TFRecords)
+  data.json          the data trained on: --data, fold, labels, each split's images and shards
+                     (edge_trash.train.data_record; train --resume checks --data against it)
   model.weights.h5   best weights (by validation AP)
   saved_model/       SavedModel with raw outputs (box_encodings, class_logits)
   checkpoints/       tf.train.Checkpoint files (model, optimizer, step, data iterator)
@@ -20,7 +22,7 @@ from typing import Any, Dict, List, Optional, Tuple
 
 from edge_trash.atomic_files import write_text_atomic
 from edge_trash.models.config import SSDConfig
-from edge_trash.terminal import shell_word
+from edge_trash.terminal import plural, shell_word
 
 CONFIG_JSON = "config.json"
 LABELS_TXT = "labels.txt"
@@ -86,7 +88,7 @@ def load_run(run_dir: os.PathLike) -> Tuple[Any, SSDConfig, List[str]]:
     config = SSDConfig.from_dict(read_run_config(run_dir)["model"]).validate()
     class_names = read_labels(run_dir / LABELS_TXT)
     if len(class_names) != config.num_classes:
-        raise RunDirError(f"{run_dir / LABELS_TXT}: {len(class_names)} classes but config.json "
+        raise RunDirError(f"{run_dir / LABELS_TXT}: {plural(len(class_names), 'class')} but config.json "
                           f"says num_classes={config.num_classes}")
     weights = run_dir / WEIGHTS_H5
     if not weights.is_file():

@@ -39,7 +39,8 @@ from edge_trash.tfrecords.build import (BIG_DATASET_IMAGES, counted as _n, examp
 from edge_trash.tfrecords.coco import CocoDataset, Rejected, load_coco_files
 from edge_trash.tfrecords.image_paths import SourceImages, source_images
 from edge_trash.tfrecords.images import DEFAULT_MAX_PIXELS, bomb_reason, pillow_pixel_limit
-from edge_trash.tfrecords.other_formats import images_folder_problem, other_record_layout
+from edge_trash.tfrecords.other_formats import (background_line_problem, class_ids_from_0_problem,
+                                                 images_folder_problem, other_record_layout)
 from edge_trash.tfrecords.split_layout import SHARD_RE, unfinished_build
 from edge_trash.tfrecords.split_units import identical_files, variants_across_splits, variants_leak_message
 from edge_trash.tfrecords.tf_example import parse_example
@@ -121,6 +122,8 @@ class Source:
     copies: List[List[Any]] = field(default_factory=list)
     # (file name, image/key/sha256) of each record (TFRecords): the same key is the same stored picture
     picture_keys: List[Tuple[str, str]] = field(default_factory=list)
+    # records holding class id 0 (TFRecords numbered from 0): {"records", "first", "highest"}; None when none
+    zero_ids: Optional[Dict[str, Any]] = None
 
 
 # ----------------------------------------------------------------------------- brightness
@@ -405,6 +408,7 @@ def _record_source(split: str, files: List[Path], label_names: List[str], read_i
     source = Source(f"tfrecords/{split}", "encoded image pixels (as stored in the records, after --max-size)",
                     [], [], list(label_names), {} if read_images else None)
     seen_names: List[str] = []
+    highest = 0  # the largest class id
     for path, n, raw in _progress(_iter_records(files), f"analyze {split}", progress, total):
         where = f"{path.name} record {n}"
         try:
@@ -430,6 +434,11 @@ def _record_source(split: str, files: List[Path], label_names: List[str], read_i
         labels, text, crowd = ints(feature, K.CLASS_LABEL), texts(feature, K.CLASS_TEXT), ints(feature, K.IS_CROWD)
         if not len(xmin) == len(ymin) == len(xmax) == len(ymax) == len(labels):
             raise AnalyzeError(f"{where}: box lists of different lengths; build the TFRecords again")
+        if 0 in labels:
+            if source.zero_ids is None:
+                source.zero_ids = {"records": 0, "first": f"{path}: record {n} (source_id {source_id})", "highest": 0}
+            source.zero_ids["records"] += 1
+        highest = max([highest, *labels])
         for i in range(len(xmin)):
             if text and i < len(text):
                 name = text[i]
@@ -448,6 +457,8 @@ def _record_source(split: str, files: List[Path], label_names: List[str], read_i
                 source.unreadable.append({"image_id": source_id, "file_name": file_name,
                                           "reason": f"{where}: stored image cannot be decoded: {exc}"})
     source.class_names.extend(seen_names)
+    if source.zero_ids is not None:
+        source.zero_ids["highest"] = highest
     return source
 
 
@@ -917,6 +928,10 @@ def analyze(annotations: "Optional[os.PathLike | str | Sequence[os.PathLike | st
         except RunDirError as exc:
             raise AnalyzeError(str(exc)) from None
         labels = [ln.strip() for ln in text.splitlines() if ln.strip()]
+        background = background_line_problem(labels, labels_file)
+        if background:
+            stats["flags"].append({"kind": "labels_background_line", "where": "tfrecords", "count": 1,
+                                   "message": background, "items": [labels[0]]})
         stats["tfrecords"] = {"dir": str(root), "labels": labels, "splits": {},
                               # what a later build into that folder compares to tell this report stale
                               "shard_bytes": {f.name: f.stat().st_size for files in shards.values() for f in files}}
@@ -929,6 +944,13 @@ def analyze(annotations: "Optional[os.PathLike | str | Sequence[os.PathLike | st
             total = sum(planned[f.name] for f in files) if all(f.name in planned for f in files) else None
             source = _record_source(split, files, labels, read_images=True, progress=progress, total=total)
             stats["tfrecords"]["splits"][split] = {"shards": [f.name for f in files], **finish(source)}
+            if source.zero_ids is not None:
+                zero = source.zero_ids
+                stats["flags"].append({
+                    "kind": "class_ids_from_0", "where": source.name, "count": zero["records"],
+                    "message": class_ids_from_0_problem(zero["first"], zero["records"], len(source.images),
+                                                        zero["highest"], len(labels)),
+                    "items": [zero["first"]]})
             pictures[split] = source.picture_keys
             for im in source.images:
                 split_of[len(records)] = split

@@ -7,9 +7,9 @@ from __future__ import annotations
 import re
 import zipfile
 from pathlib import Path
-from typing import Any
+from typing import Any, Sequence
 
-from edge_trash.terminal import shell_word
+from edge_trash.terminal import plural, shell_word
 
 EXPORT_COCO = ("Export the annotations as COCO JSON (CVAT: 'COCO 1.0'; Label Studio, Roboflow: 'COCO'), or "
                "convert them, and give that file")
@@ -213,15 +213,17 @@ def other_record_layout(folder: Path, flag: str) -> str:
 
 
 def labels_txt_command(folder: Path, label_map: Path) -> str:
-    """The shell command that writes ``folder/labels.txt`` from a ``label_map.pbtxt`` whose ids run 1..N (""
-    for one with other ids, or none)."""
+    """The shell command that writes ``folder/labels.txt`` from a ``label_map.pbtxt`` whose ids run 1..N (an item
+    ``id: 0`` named background is left out: "" for one with other ids, id 1 named background, or none)."""
     from edge_trash.tfrecords.class_map import label_map_names
 
     try:
         names = label_map_names(label_map.read_text(encoding="utf-8", errors="replace"))
     except OSError:
         return ""
-    if not names or sorted(names) != list(range(1, len(names) + 1)):
+    if 0 in names and is_background_name(names[0]):  # id 0 is background here too: it takes no line
+        del names[0]
+    if not names or sorted(names) != list(range(1, len(names) + 1)) or is_background_name(names[1]):
         return ""
     words = " ".join(shell_word(names[i]) for i in sorted(names))
     return f"printf '%s\\n' {words} > {shell_word(folder / 'labels.txt')}"
@@ -239,3 +241,38 @@ def missing_labels_txt(data_dir: Path) -> str:
               " (the label_map.pbtxt there names them: list its names in id order)" if label_map.is_file() else "")
     return (f"--data {data_dir}: no labels.txt; `edge-trash build-tfrecords` writes it beside the records: one class "
             f"name per line, line k for class id k{beside}")
+
+
+# First lines other tools give a label file for class id 0 (TFLite's COCO labels: '???'; Detectron2, torchvision:
+# '__background__'); edge-trash's labels.txt has no line for it.
+BACKGROUND_NAMES = ("background", "__background__", "???", "__bg__")
+
+
+def is_background_name(name: str) -> bool:
+    """Whether ``name`` is how other tools name class id 0, background (``background``, ``__background__``,
+    ``???``; any case)."""
+    return name.strip().casefold() in BACKGROUND_NAMES
+
+
+def background_line_problem(names: Sequence[str], path: Path) -> str:
+    """Why a label file (``labels.txt``, or the names of a label map in id order) whose first entry is a
+    background entry cannot train ("" when it is not one): line k names class id k, so every class would train
+    under the name of the line before its own; with the fix."""
+    if not names or not is_background_name(names[0]):
+        return ""
+    return (f"{path}: its first line is {names[0].strip()!r}, a background entry as other tools write one for class "
+            f"id 0; edge-trash's labels.txt lists the classes alone (line k names class id k, and id 0, background, "
+            f"has no line), so every class would train under the name of the line before its own: drop that line "
+            f"(sed -i 1d {shell_word(path)}), or rebuild the records with `edge-trash build-tfrecords`")
+
+
+def class_ids_from_0_problem(first: str, records: int, total: int, highest: int, num_classes: int) -> str:
+    """Why records that hold class id 0 (``image/object/class/label``: a converter that numbers classes from 0)
+    cannot train: edge-trash reads 0 as background. ``first`` names the first record that holds it; ``records``
+    of ``total`` hold one; ``highest`` is the largest id seen; ``num_classes`` the lines of labels.txt."""
+    return (f"{first} has class id 0, as {records} of the split's {plural(total, 'record')} do (ids run 0..{highest}, "
+            f"labels.txt has {plural(num_classes, 'class')}): the records number their classes from 0, but 0 is "
+            "background in the schema edge-trash reads (class ids 1..N, line k of labels.txt names id k), so each "
+            "class would train under the name of the line before its own and the first not at all: rebuild the "
+            "records from the dataset's COCO JSON with `edge-trash build-tfrecords`, or write them with every "
+            "image/object/class/label 1 higher")

@@ -18,10 +18,12 @@ given as ``unit_of``: a unit moves as one, and split sizes count its images.
 from __future__ import annotations
 
 import hashlib
+import json
 import math
+import os
 import unicodedata
 from collections import Counter
-from pathlib import PurePosixPath
+from pathlib import Path, PurePosixPath
 from typing import Any, Dict, Hashable, List, Mapping, Optional, Sequence, Set, Tuple
 
 from edge_trash.tfrecords.split_units import MAX_VARIANTS, roboflow_original
@@ -303,3 +305,34 @@ def split_changes(earlier: Optional[Mapping[str, Any]], names: Mapping[str, Sequ
     return {"earlier_images": earlier_images, "earlier_folds": earlier_folds,
             **{k: counts[k] for k in ("matched", "matched_by_picture", "earlier_held_out", "held_out_now_in_train",
                                       "earlier_train", "train_now_held_out", "fold_changed")}}
+
+
+def read_splits_json(path: "os.PathLike[str] | str") -> Optional[Dict[str, Any]]:
+    """The ``splits.json`` a build wrote (``{"seed", "folds", "splits", "file_names", "pictures"}``); None when
+    there is none (another tool's records); ``ValueError`` naming the file when it is not a JSON object."""
+    path = Path(path)
+    if not path.is_file():
+        return None
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, ValueError, RecursionError) as exc:
+        raise ValueError(f"{path}: cannot read it as JSON ({exc})") from None
+    if not isinstance(data, dict):
+        raise ValueError(f"{path}: expected a JSON object, got {type(data).__name__}")
+    return data
+
+
+def split_listing(splits_json: Optional[Mapping[str, Any]], spec: str) -> Optional[List[str]]:
+    """The image files of split ``spec`` (one split, or several joined by ``+``: ``fold0+fold2``) as
+    ``splits.json`` lists them, in its order; None when it lists none for one of them (no splits.json, or one
+    written by an older edge-trash without ``file_names``)."""
+    names = splits_json.get("file_names") if splits_json else None
+    if not isinstance(names, dict):
+        return None
+    listing: List[str] = []
+    for split in spec.split("+"):
+        files = names.get(split)
+        if not isinstance(files, list) or not all(isinstance(f, str) for f in files):
+            return None
+        listing += files
+    return listing

@@ -23,6 +23,8 @@ from typing import Any, Dict, Mapping, Optional, Sequence
 
 import numpy as np
 
+from edge_trash.terminal import plural
+
 METHODS = ("none", "repeat_factor", "min_per_class")
 
 # Independent random streams per (seed, epoch); the last word names the stream.
@@ -241,7 +243,7 @@ class BalancedSampler:
         """
         if len(class_names) != self.num_classes:
             raise ValueError(f"class_names: got {len(class_names)} names for "
-                             f"{self.num_classes} classes")
+                             f"{plural(self.num_classes, 'class')}")
         plan = self.epoch_plan(epoch)
         before = self._per_image.sum(axis=0)
         after = np.bincount(plan.indices, minlength=self.num_images) @ self._per_image

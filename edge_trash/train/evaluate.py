@@ -628,13 +628,16 @@ def instances_per_class(gt_coco: Mapping[str, Any]) -> Dict[str, int]:
 def format_metrics_table(metrics: Mapping[str, Any],
                          instances: Optional[Mapping[str, int]] = None) -> str:
     """Per-class AP table followed by the summary metrics, for the terminal."""
+    from edge_trash.terminal import display_width, pad_right
+
     per_class = metrics.get("per_class", {})
-    width = max([len("class")] + [len(n) for n in per_class])
-    lines = [f"{'class':<{width}}  {'boxes':>6}  {'AP':>6}"]
+    # columns, not characters: a CJK name or an emoji takes two per character, an accent written apart none
+    width = max([len("class")] + [display_width(n) for n in per_class])
+    lines = [f"{pad_right('class', width)}  {'boxes':>6}  {'AP':>6}"]
     for name, ap in per_class.items():
         count = f"{instances[name]:>6d}" if instances and name in instances else f"{'-':>6}"
         shown = f"{ap:6.3f}" if ap >= 0 else f"{'n/a':>6}"
-        lines.append(f"{name:<{width}}  {count}  {shown}")
+        lines.append(f"{pad_right(name, width)}  {count}  {shown}")
     lines.append("  ".join(f"{k} {metrics[k]:.3f}" for k in METRIC_KEYS[:6] if k in metrics))
     lines.append("  ".join(f"{k} {metrics[k]:.3f}" for k in METRIC_KEYS[6:] if k in metrics))
     return "\n".join(lines)

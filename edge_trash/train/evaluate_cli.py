@@ -18,6 +18,7 @@ from typing import Any, Dict, List, Optional, Tuple
 import click
 
 from edge_trash.atomic_files import write_text_atomic
+from edge_trash.terminal import plural
 
 
 def _write_json(path: Path, data: Any) -> None:
@@ -131,7 +132,7 @@ def evaluate(model_path: Optional[Path], data_dir: Optional[Path], split: Option
 
             def progress(n: int, total: int) -> None:
                 if n == total or n % 50 == 0:
-                    click.echo(f"  {n}/{total} images", err=True)
+                    click.echo(f"  {n}/{plural(total, 'image')}", err=True)
 
             metrics, detections = ev.evaluate_on_images(detector, gt, images, progress)
             source = {"model": str(model_path), "data": str(data_dir), "split": split}
@@ -179,8 +180,8 @@ def evaluate(model_path: Optional[Path], data_dir: Optional[Path], split: Option
         raise click.ClickException(os_error_message(exc, out.parent)) from None
     click.echo(ev.format_metrics_table(metrics, ev.instances_per_class(gt)))
     size = out.stat().st_size
-    click.echo(f"evaluate: wrote {out} ({size} B) and {len(written) - 1} more file(s) for "
-               f"{metrics['num_images']} images in {seconds:.1f} s: AP {metrics['AP']:.3f}, "
+    click.echo(f"evaluate: wrote {out} ({size} B) and {plural(len(written) - 1, 'more file')} for "
+               f"{plural(metrics['num_images'], 'image')} in {seconds:.1f} s: AP {metrics['AP']:.3f}, "
                f"AP50 {metrics['AP50']:.3f}")
     if model_path is not None and not str(model_path).endswith(".tflite"):
         from edge_trash.terminal import shell_word

@@ -164,8 +164,13 @@ def _file_stamp(files: Sequence[Path]) -> Tuple[Tuple[str, int, int], ...]:
 
 def load_split(data_dir: os.PathLike, split: str) -> SplitData:
     """Index the shards of ``split`` and read every record's class ids (cached per process)."""
+    from edge_trash.tfrecords.other_formats import background_line_problem
+
     files = split_files(data_dir, split)
     names = read_class_names(data_dir)
+    problem = background_line_problem(names, Path(data_dir) / "labels.txt")
+    if problem:
+        raise RecordError(problem)
     return _load_split_cached(_file_stamp(files), tuple(names))
 
 
@@ -179,18 +184,27 @@ def _load_split_cached(stamp: Tuple[Tuple[str, int, int], ...],
     labels: List[List[int]] = []
     texts: Dict[int, Counter] = {}  # class id -> the class/text records give it, and how often
     first_text: Dict[Tuple[int, str], str] = {}  # (id, text) -> the first record that says so
+    zero: List[str] = []  # the records holding class id 0 (the first by name: ids numbered from 0)
+    highest = 0
     for i in range(len(index)):
         example = tf.train.Example.FromString(index.read(i))
         feature = example.features.feature
         ids = [int(v) for v in feature[keys.CLASS_LABEL].int64_list.value]
         crowd = list(feature[keys.IS_CROWD].int64_list.value)
         _check_record(feature, ids, len(names), lambda: _record_name(index, i, feature))
+        if 0 in ids:
+            zero.append(_record_name(index, i, feature) if not zero else "")
+        highest = max([highest, *ids])
         for c, text in zip(ids, feature[keys.CLASS_TEXT].bytes_list.value):
             said = text.decode("utf-8", "replace").strip()
             texts.setdefault(c, Counter())[said] += 1
             if (c, said) not in first_text:
                 first_text[(c, said)] = _record_name(index, i, feature)
         labels.append([c for k, c in enumerate(ids) if k >= len(crowd) or not crowd[k]])  # what training learns
+    if zero:
+        from edge_trash.tfrecords.other_formats import class_ids_from_0_problem
+
+        raise RecordError(class_ids_from_0_problem(zero[0], len(zero), len(index), highest, len(names)))
     _check_class_texts(texts, first_text, names)
     return SplitData(files=files, index=index, labels=labels, class_names=list(names))
 
@@ -211,7 +225,7 @@ _SCHEMA = ("boxes normalised to [0, 1] (xmin <= xmax, ymin <= ymax) and class id
 def _check_record(feature: Any, ids: List[int], num_classes: int, name: Callable[[], str]) -> None:
     """Refuse a record whose class ids or boxes are not what the schema says (another tool's records: pixel
     boxes, 0-based ids, box lists of other lengths)."""
-    bad = [c for c in ids if not 1 <= c <= num_classes]
+    bad = [c for c in ids if not 0 <= c <= num_classes]  # 0: the split is refused once all its ids are read
     if bad:
         raise RecordError(f"{name()} has class ids {bad} outside 1..{num_classes} of labels.txt; records need "
                           f"{_SCHEMA}: rebuild the TFRecords, or write labels.txt with one name per class id")

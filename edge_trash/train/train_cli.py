@@ -88,6 +88,7 @@ def train(data_dir: Path, out_dir: Path, config: Optional[str], steps: Optional[
     try:
         result = run_training(TrainOptions(data_dir=data_dir, out_dir=out_dir, model=model_cfg,
                                            train=train_cfg, resume=resume,
+                                           keep_run_steps=resume and steps is None,
                                            progress=not no_progress))
     except InitError as exc:
         raise click.BadParameter(str(exc), param_hint="--init") from None
@@ -109,9 +110,14 @@ def train(data_dir: Path, out_dir: Path, config: Optional[str], steps: Optional[
         after = ("Next: a run for each other fold (--fold K, each with its own --out), then compare their "
                  "best AP in RUN/metrics.json; for the model to deploy, build-tfrecords without --folds, "
                  "train on that and export it")
+    from edge_trash.terminal import plural
+
+    trained = (f"Trained {plural(result.step, 'step')}" if not result.first_step else
+               f"Trained to step {result.step} ({plural(result.step - result.first_step, 'step')} after resuming at "
+               f"step {result.first_step})")
     click.echo(
-        f"Trained {result.step} steps in {time.monotonic() - started:.0f} s "
+        f"{trained} in {time.monotonic() - started:.0f} s "
         f"({result.images_per_second:.1f} images/s{', stopped early' if result.stopped_early else ''}): "
         f"best {on} AP {best.get('AP', float('nan')):.3f}, AP50 {best.get('AP50', float('nan')):.3f} "
         f"at step {result.best_step}. Wrote {out_dir} (saved_model/ {size:.1f} MB, "
-        f"model.weights.h5, metrics.json).\n{after}")
+        f"model.weights.h5, metrics.json). init: {result.init}.\n{after}")

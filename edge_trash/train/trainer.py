@@ -27,6 +27,8 @@ from typing import TYPE_CHECKING, Any, Callable, Dict, List, Optional, Tuple
 from edge_trash.models import run_dir as rd
 from edge_trash.models.config import SSDConfig
 from edge_trash.tfrecords.split_layout import DataSplitError, training_splits
+from edge_trash.terminal import plural, shell_word
+from edge_trash.train.data_record import data_record, write_data_record
 from edge_trash.train.train_config import TrainConfig
 
 if TYPE_CHECKING:
@@ -51,6 +53,7 @@ class TrainOptions:
     model: SSDConfig
     train: TrainConfig
     resume: bool = False
+    keep_run_steps: bool = False  # with resume: train to the run's own train.steps, not train.steps here
     progress: bool = True
     dataset_fn: Optional[DatasetFn] = None  # default: edge_trash.train.input_pipeline
     on_step: Optional[Callable[[int, Dict[str, float]], None]] = None  # called after each step
@@ -69,6 +72,8 @@ class TrainResult:
     seconds: float
     images_per_second: float
     losses: List[float] = field(default_factory=list)  # total loss of each step run here
+    notes: List[str] = field(default_factory=list)  # said before training (a resume whose data cannot be checked)
+    init: str = ""  # the weights the model started from (initialise's line; a resume names its checkpoint)
     first_step: int = 0  # step number of losses[0] is first_step + 1
     train_split: str = "train"  # the shards trained on: "train", or the other folds ("fold0+fold2")
     val_split: str = "val"  # the shards the best checkpoint was chosen on: "val" or "fold1"
@@ -157,11 +162,11 @@ def _prepare_run_dir(options: TrainOptions, class_names: List[str], is_chief: bo
         model = SSDConfig.from_dict(saved["model"])
         train = TrainConfig.from_dict(saved["train"])
         # The settings a resume may change: the step count and the strategy (another machine).
-        train = train.replace(steps=options.train.steps, strategy=options.train.strategy).validate()
-        if rd.read_labels(out / rd.LABELS_TXT) != class_names:
-            raise TrainError(f"--resume: {out / rd.LABELS_TXT} differs from the data's labels.txt; "
-                             "the classes changed: start a new run with --init "
-                             f"{out} to carry the weights over")
+        steps = train.steps if options.keep_run_steps else options.train.steps
+        problem = resume_steps_problem(out, steps, train.steps, train.warmup_steps, options.keep_run_steps)
+        if problem:
+            raise TrainError(problem)
+        train = train.replace(steps=steps, strategy=options.train.strategy).validate()
         return model, train
     if config_path.exists() and is_chief:
         raise TrainError(f"--out {out}: already holds a run ({config_path}); pass --resume to "
@@ -171,10 +176,38 @@ def _prepare_run_dir(options: TrainOptions, class_names: List[str], is_chief: bo
     return model, train
 
 
+def resume_steps_problem(run_dir: Path, steps: int, run_steps: int, warmup_steps: int, kept: bool = False) -> str:
+    """Why ``train --resume`` of ``run_dir`` to ``steps`` cannot train ("" when it can): the run's latest
+    checkpoint already reached that step (it did nothing and called the run trained), or ``steps`` ends inside
+    its warm-up (the schedule needs steps past it). ``run_steps`` is the step count the run was started for;
+    ``kept``: no ``--steps`` was given, so ``steps`` is that count."""
+    reached = rd.latest_checkpoint_step(run_dir)
+    least = max(reached or 0, warmup_steps) + 1
+    asked = f"--steps {steps}" if not kept else f"without --steps it trains to the {steps} it was started for, and"
+    if reached is not None and steps <= reached:
+        done = " and finished" if reached >= run_steps else f" of the {run_steps} it was started for"
+        return (f"--resume: {run_dir} already reached step {reached}{done}; {asked} leaves nothing to train: give "
+                f"--steps {least} or more to train on, or use the run as it is (edge-trash evaluate --model "
+                f"{shell_word(run_dir)} ...)")
+    if steps <= warmup_steps:
+        return (f"--resume: {asked} ends inside the warm-up of {run_dir} ({plural(warmup_steps, 'step')}, where the learning "
+                f"rate still rises to its peak): give --steps {least} or more")
+    return ""
+
+
 def _write_run_config(out: Path, model: SSDConfig, train: TrainConfig, class_names: List[str]) -> None:
     out.mkdir(parents=True, exist_ok=True)
     rd.write_text_atomic(out / rd.LABELS_TXT, "\n".join(class_names) + "\n")
     rd.write_json_atomic(out / rd.CONFIG_JSON, {"model": model.to_dict(), "train": train.to_dict()})
+
+
+def _recorded_init(run_dir: Path) -> str:
+    """What a run's weights started from, as its ``metrics.json`` says ("" when it says nothing)."""
+    try:
+        init = json.loads((Path(run_dir) / rd.METRICS_JSON).read_text(encoding="utf-8")).get("init")
+    except (OSError, ValueError, AttributeError):
+        return ""
+    return init if isinstance(init, str) else ""
 
 
 def _save_weights_atomic(model, path: Path) -> None:
@@ -206,6 +239,23 @@ def export_saved_model(model, config: SSDConfig, out_dir: Path) -> Path:
     return target
 
 
+def resume_data_notes(run_dir: Path, data_dir: Path, data: Dict[str, Any]) -> List[str]:
+    """Before a resume: :class:`TrainError` when ``data`` (:func:`~edge_trash.train.data_record.data_record` of
+    ``--data``) holds other classes or images than the run's ``data.json`` records; the notes to print (a run
+    without ``data.json`` is checked by its ``labels.txt`` alone, saying so)."""
+    from edge_trash.train.data_record import no_record_note, read_data_record, resume_data_problem
+
+    recorded = read_data_record(run_dir)
+    notes = []
+    if recorded is None:
+        recorded = {"labels": rd.read_labels(Path(run_dir) / rd.LABELS_TXT), "splits": {}}
+        notes.append(no_record_note(run_dir))
+    problem = resume_data_problem(run_dir, data_dir, recorded, data)
+    if problem:
+        raise TrainError(problem)
+    return notes
+
+
 def checked_splits(data_dir: Path, fold: Optional[int]) -> Tuple[str, str]:
     """``(train spec, val spec)`` of ``data_dir`` once every record of both reads as the schema says and
     each holds a box; :class:`TrainError` with the fix otherwise."""
@@ -218,7 +268,7 @@ def checked_splits(data_dir: Path, fold: Optional[int]) -> Tuple[str, str]:
         raise TrainError(str(exc)) from None
     for (spec, data), role in zip(splits, ("train on", "keep the checkpoint with the best val AP by")):
         if not any(data.labels):
-            raise TrainError(f"--data {data_dir}: the {spec} split holds {len(data.labels)} records and no box other "
+            raise TrainError(f"--data {data_dir}: the {spec} split holds {plural(len(data.labels), 'record')} and no box other "
                              f"than crowd boxes, so there is nothing to {role}: rebuild with boxes in it")
     return train_split, val_split
 
@@ -247,10 +297,17 @@ def train(options: TrainOptions) -> TrainResult:
     # Where this worker writes: the run directory (chief), or a scratch folder removed at the end.
     work = out if is_chief else out / f".worker-{strategy.cluster_resolver.task_id}"
     model_cfg, train_cfg = _prepare_run_dir(options, class_names, is_chief)
+    train_split, val_split = "train", "val"
+    if options.dataset_fn is None:
+        try:
+            train_split, val_split = training_splits(data_dir, train_cfg.fold)
+        except DataSplitError as exc:
+            raise TrainError(str(exc)) from None
+    data = data_record(data_dir, train_split, val_split, train_cfg.fold, class_names)
+    # other data than the run's is named as such before its records are read (they may not fit the run's labels)
+    notes = resume_data_notes(out, data_dir, data) if options.resume else []
     if options.dataset_fn is None:  # before the run folder is written: a refused run leaves nothing to resume
-        train_split, val_split = checked_splits(data_dir, train_cfg.fold)
-    else:
-        train_split, val_split = "train", "val"
+        checked_splits(data_dir, train_cfg.fold)
     if not is_chief:
         work.mkdir(parents=True, exist_ok=True)
     init_source = None if options.resume else resolve_init(train_cfg.init, model_cfg)
@@ -279,9 +336,11 @@ def train(options: TrainOptions) -> TrainResult:
     manager = tf.train.CheckpointManager(checkpoint, str(work / rd.CHECKPOINTS),
                                          max_to_keep=train_cfg.keep_checkpoints)
     latest = tf.train.latest_checkpoint(str(out / rd.CHECKPOINTS)) if options.resume else None
+    started_from = ""
     if latest:
         checkpoint.restore(latest).expect_partial()
-        init_note = f"resumed from {latest}"
+        started_from = _recorded_init(out)
+        init_note = f"resumed from {latest}" + (f"; the run started from {started_from}" if started_from else "")
     elif options.resume:
         init_note = "resumed before the first checkpoint: " + initialise(
             model, resolve_init(train_cfg.init, model_cfg), model_cfg, class_names)
@@ -290,7 +349,9 @@ def train(options: TrainOptions) -> TrainResult:
         # Written only once the weights loaded, so a bad --init leaves no half-made run.
         if is_chief:
             _write_run_config(out, model_cfg, train_cfg, class_names)
+            write_data_record(out, data)
     log.info("init: %s", init_note)
+    recorded_init = started_from if latest and started_from else init_note  # metrics.json: what the run started from
     start_step = int(optimizer.iterations.numpy())
 
     # Data: restart the epoch the step falls in and skip the batches already used.
@@ -377,7 +438,7 @@ def train(options: TrainOptions) -> TrainResult:
         rd.write_json_atomic(metrics_path, {
             "step": step, "finished": done, "best_step": int(best_step.numpy()),
             "best": best, "final": history[-1] if history else {}, "history": history,
-            "trained_on": train_split, "validated_on": val_split,
+            "trained_on": train_split, "validated_on": val_split, "init": recorded_init,
             **({"class_balance": balance_report} if balance_report else {}), **extra})
 
     losses: List[float] = []
@@ -388,6 +449,9 @@ def train(options: TrainOptions) -> TrainResult:
     bar = progress_bar(total=train_cfg.steps, initial=start_step, disable=not (options.progress and is_chief),
                        unit="step", desc="train")
     balance_report: Dict[str, Any] = {}
+    if is_chief:
+        for note in notes:
+            bar.write(f"note: {note}")
     if options.dataset_fn is None and is_chief:  # the instances per class the sampler gives, as the README says
         from edge_trash.train import input_pipeline
         from edge_trash.train.balancing import format_balance_table
@@ -427,7 +491,7 @@ def train(options: TrainOptions) -> TrainResult:
             patience = train_cfg.early_stopping_patience
             if evaluated and patience and int(evals_without_gain.numpy()) >= patience:
                 stopped_early = True
-                bar.write(f"early stopping at step {step}: no AP gain in {patience} evaluations")
+                bar.write(f"early stopping at step {step}: no AP gain in {plural(patience, 'evaluation')}")
             if step % train_cfg.checkpoint_every == 0 or evaluated or step == train_cfg.steps:
                 manager.save(checkpoint_number=step)
                 write_metrics(step, False, {})
@@ -447,10 +511,11 @@ def train(options: TrainOptions) -> TrainResult:
     best = next((h for h in history if h["step"] == int(best_step.numpy())), {})
     write_metrics(step, True, {"stopped_early": stopped_early, "train_seconds": round(seconds, 1),
                                "images_per_second": round(images_per_second, 2),
-                               "saved_model_step": int(best_step.numpy()), "init": init_note})
+                               "saved_model_step": int(best_step.numpy())})
     if not is_chief:
         shutil.rmtree(work, ignore_errors=True)
     return TrainResult(run_dir=out, step=step, best_step=int(best_step.numpy()), best_metrics=best,
                        final_metrics=final_metrics, stopped_early=stopped_early, seconds=seconds,
-                       images_per_second=images_per_second, losses=losses, first_step=start_step,
+                       images_per_second=images_per_second, losses=losses, notes=notes, init=init_note,
+                       first_step=start_step,
                        train_split=train_split, val_split=val_split)
