@@ -160,4 +160,5 @@ def test_reexport_keeps_the_edited_sort_yaml_even_through_a_failed_gate(tmp_path
                                "stopped before writing a template)")
     # ... and the next export still takes it for the operator's.
     fixed = export_bundle(ExportOptions(**options), loader=_loader(names))
+    assert fixed.exit_code == ExitCode.OK
     assert (bundle / "sort.yaml").read_bytes() == edited and (bundle / "sort.yaml.new").read_bytes() == template
