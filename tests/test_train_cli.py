@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -75,11 +76,13 @@ def test_missing_init_file_is_a_flag_error_and_leaves_no_run(tmp_path):
 
 
 @pytest.mark.slow
-def test_train_on_toy_data_then_refuse_to_overwrite(tmp_path):
+def test_train_on_toy_data_records_its_data_and_refuses_to_overwrite_or_resume_on_other_data(tmp_path):
     sys.path.insert(0, str(Path(__file__).parent))
     from test_train_loop import write_toy_data
 
     data = write_toy_data(tmp_path / "data")
+    listing = {"train": ["1.jpg", "2.jpg", "3.jpg", "4.jpg"], "val": ["1.jpg", "2.jpg", "3.jpg", "4.jpg"]}
+    (data / "splits.json").write_text(json.dumps({"seed": 0, "folds": 0, "file_names": listing}))
     config = tmp_path / "toy.yaml"
     config.write_text("preset: demo\nmodel: {input_size: 128}\n"
                       "train: {batch_size: 4, warmup_steps: 1, eval_every: 3, augment: null}\n")
@@ -103,6 +106,43 @@ def test_train_on_toy_data_then_refuse_to_overwrite(tmp_path):
     assert list((run / "logs" / "train").iterdir())
     again = _run("--data", str(data), "--out", str(run), "--config", str(config), "--steps", "3")
     assert again.exit_code == 2 and "already holds a run" in again.output
+
+    # data.json holds the --data, fold, labels, each split's images and shards
+    record = json.loads((run / "data.json").read_text())
+    shard = {"name": "val-00000-of-00001.tfrecord", "bytes": (data / "val-00000-of-00001.tfrecord").stat().st_size}
+    assert (record["data"], record["fold"], record["labels"]) == (str(data), None, ["square", "bar"])
+    assert record["splits"]["val"] == {"split": "val", "images": listing["val"], "shards": [shard]}
+    assert record["splits"]["train"]["images"] == listing["train"]
+    # a resume on other classes or other val images is refused before the model is built, naming both folders
+    other = tmp_path / "other"
+    shutil.copytree(data, other)
+    (other / "labels.txt").write_text("square\nbar\nlid\n")
+    result = _run("--data", str(other), "--out", str(run), "--resume", "--steps", "4", "--no-progress")
+    assert result.exit_code == 2
+    said = " ".join(result.output.split())
+    assert (f"--resume: --data {other} is not the data {run} was trained on (--data {data}, as {run}/data.json "
+            "records): labels.txt has 3 classes, the run was trained on 2 (not in the run: lid). Resume with the data "
+            f"it was trained on (--data {data}), start a new run with another --out, or fine-tune this run on the new "
+            f"data: edge-trash train --data {other} --out NEW_RUN --init {run}") in said
+    (other / "labels.txt").write_text("square\nbar\n")
+    (other / "splits.json").write_text(json.dumps({"file_names": {**listing, "val": ["1.jpg", "5.jpg", "6.jpg"]}}))
+    result = _run("--data", str(other), "--out", str(run), "--resume", "--steps", "4", "--no-progress")
+    assert result.exit_code == 2
+    assert "records): val holds 2 other images and lacks 3 of the run's 4 images. Resume with" in \
+        " ".join(result.output.split())
+    assert json.loads((run / "metrics.json").read_text())["step"] == 3  # nothing trained
+    # a run without data.json (an older edge-trash) resumes with a note; its init line names the checkpoint
+    (run / "data.json").unlink()
+    result = _run("--data", str(data), "--out", str(run), "--resume", "--steps", "4", "--no-progress")
+    assert result.exit_code == 0, result.output
+    said = " ".join(result.output.split())
+    assert (f"note: {run} has no data.json (made by an older edge-trash): whether --data holds the images it was "
+            "trained on cannot be checked; only its labels.txt was compared") in said
+    assert "Trained to step 4 (1 step after resuming at step 3) in" in result.output
+    assert (f"init: resumed from {run}/checkpoints/ckpt-3; the run started from random initialisation (--init "
+            "scratch): expect poor accuracy on real data.") in said
+    assert json.loads((run / "metrics.json").read_text())["init"] == \
+        "random initialisation (--init scratch): expect poor accuracy on real data"
 
 
 @pytest.mark.slow
@@ -150,67 +190,6 @@ def test_a_folds_build_trains_with_fold_and_folders_that_cannot_train_fail_befor
     assert result.exit_code == 2
     assert f"--data {data}: no training images (the train shards hold no record); rebuild the folds" in \
         " ".join(result.output.split())
-
-
-@pytest.mark.slow
-def test_a_run_records_its_data_and_resume_refuses_other_data(tmp_path):
-    """data.json holds the --data, fold, labels, each split's images and shards; a resume on other classes or
-    other val images is refused before the model is built, naming both folders; a run without data.json (an
-    older edge-trash) resumes with a note."""
-    import shutil
-
-    sys.path.insert(0, str(Path(__file__).parent))
-    from test_train_loop import write_toy_data
-
-    data = write_toy_data(tmp_path / "data")
-    listing = {"train": ["1.jpg", "2.jpg", "3.jpg", "4.jpg"], "val": ["1.jpg", "2.jpg", "3.jpg", "4.jpg"]}
-    (data / "splits.json").write_text(json.dumps({"seed": 0, "folds": 0, "file_names": listing}))
-    config = tmp_path / "toy.yaml"
-    config.write_text("preset: demo\nmodel: {input_size: 128}\n"
-                      "train: {batch_size: 4, warmup_steps: 1, eval_every: 2, augment: null}\n")
-    run = tmp_path / "run"
-    result = _run("--data", str(data), "--out", str(run), "--config", str(config), "--steps", "2",
-                  "--init", "scratch", "--no-progress")
-    assert result.exit_code == 0, result.output
-    record = json.loads((run / "data.json").read_text())
-    shard = {"name": "val-00000-of-00001.tfrecord", "bytes": (data / "val-00000-of-00001.tfrecord").stat().st_size}
-    assert (record["data"], record["fold"], record["labels"]) == (str(data), None, ["square", "bar"])
-    assert record["splits"]["val"] == {"split": "val", "images": listing["val"], "shards": [shard]}
-    assert record["splits"]["train"]["images"] == listing["train"]
-
-    other = tmp_path / "other"
-    shutil.copytree(data, other)
-    (other / "labels.txt").write_text("square\nbar\nlid\n")
-    result = _run("--data", str(other), "--out", str(run), "--resume", "--steps", "4", "--no-progress")
-    assert result.exit_code == 2
-    said = " ".join(result.output.split())
-    assert (f"--resume: --data {other} is not the data {run} was trained on (--data {data}, as {run}/data.json "
-            "records): labels.txt has 3 classes, the run was trained on 2 (not in the run: lid). Resume with the data "
-            f"it was trained on (--data {data}), start a new run with another --out, or fine-tune this run on the new "
-            f"data: edge-trash train --data {other} --out NEW_RUN --init {run}") in said
-    (other / "labels.txt").write_text("square\nbar\n")
-    (other / "splits.json").write_text(json.dumps({"file_names": {**listing, "val": ["1.jpg", "5.jpg", "6.jpg"]}}))
-    result = _run("--data", str(other), "--out", str(run), "--resume", "--steps", "4", "--no-progress")
-    assert result.exit_code == 2
-    assert "records): val holds 2 other images and lacks 3 of the run's 4 images. Resume with" in \
-        " ".join(result.output.split())
-    assert json.loads((run / "metrics.json").read_text())["step"] == 2  # nothing trained
-
-    (run / "data.json").unlink()  # as an older edge-trash left it
-    result = _run("--data", str(data), "--out", str(run), "--resume", "--steps", "3", "--no-progress")
-    assert result.exit_code == 0, result.output
-    assert (f"note: {run} has no data.json (made by an older edge-trash): whether --data holds the images it was "
-            "trained on cannot be checked; only its labels.txt was compared") in " ".join(result.output.split())
-    assert ("Trained to step 3 (1 step after resuming at step 2) in" in result.output)
-    assert (f"init: resumed from {run}/checkpoints/ckpt-2; the run started from random initialisation (--init "
-            "scratch): expect poor accuracy on real data.") in " ".join(result.output.split())
-    assert json.loads((run / "metrics.json").read_text())["init"] == \
-        "random initialisation (--init scratch): expect poor accuracy on real data"
-    # a new run from this one: its summary says the class head was kept
-    result = _run("--data", str(data), "--out", str(tmp_path / "tuned"), "--config", str(config), "--steps", "1",
-                  "--init", str(run), "--no-progress")
-    assert result.exit_code == 0, result.output
-    assert f"metrics.json). init: all weights from run {run}.\nNext:" in result.output
 
 
 def _stopped_run(tmp_path, reached: int, steps: int = 16, warmup: int = 10):

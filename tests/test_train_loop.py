@@ -257,8 +257,8 @@ def test_multi_worker_strategy_two_workers_on_loopback(tmp_path):
     assert len(chief["losses"]) == 4 and all(np.isfinite(chief["losses"]))
     np.testing.assert_allclose(chief["losses"], other["losses"], rtol=1e-6)
     run = tmp_path / "run"
-    assert sorted(p.name for p in run.iterdir()) == ["checkpoints", "config.json", "labels.txt", "logs",
-                                                     "metrics.json", "model.weights.h5", "saved_model"]
+    assert sorted(p.name for p in run.iterdir()) == ["checkpoints", "config.json", "data.json", "labels.txt",
+                                                     "logs", "metrics.json", "model.weights.h5", "saved_model"]
     metrics = json.loads((run / "metrics.json").read_text())
     assert metrics["finished"] and metrics["step"] == 4 and [h["step"] for h in metrics["history"]] == [4]
     import tensorflow as tf
