@@ -34,7 +34,11 @@ def progress_bar(iterable: Optional[Iterable[Any]] = None, disable: bool = False
 
     options = dict(kwargs, dynamic_ncols=True, **progress_options())
     options["disable"] = disable or options.get("disable", False)
-    return tqdm(iterable, **options)
+    bar = tqdm(iterable, **options)
+    if "mininterval" in options:  # a log file: a new postfix waits for the next timed redraw, as counts do
+        set_postfix = bar.set_postfix
+        bar.set_postfix = lambda *args, refresh=False, **values: set_postfix(*args, refresh=refresh, **values)
+    return bar
 
 
 _received: list = []  # the signal that stopped the command, if one did

@@ -273,8 +273,17 @@ def test_progress_bars_fit_where_stderr_goes(monkeypatch):
     monkeypatch.setattr(sys, "stderr", None)
     assert terminal.progress_options() == {"disable": True}
     assert terminal.progress_bar(range(3), total=3).disable
-    monkeypatch.setattr(sys, "stderr", io.StringIO())
+    log = io.StringIO()
+    monkeypatch.setattr(sys, "stderr", log)
     assert terminal.progress_options() == {"mininterval": 30.0}
+    # train's bar sets its loss every few steps: each set_postfix redrew it, 2400 draws in a demo log
+    bar = terminal.progress_bar(total=100, desc="train")
+    for step in range(100):
+        bar.update(1)
+        bar.set_postfix(loss=f"{1 / (step + 1):.3f}")
+    assert log.getvalue().count("train:") == 1  # the first draw only, until 30 s pass
+    bar.close()
+    assert log.getvalue().count("train:") == 2 and "100/100" in log.getvalue() and "loss=0.010" in log.getvalue()
     monkeypatch.setattr(sys, "stderr", Terminal())
     assert terminal.progress_options() == {}
     assert terminal.progress_bar(total=3, disable=True).disable
