@@ -182,6 +182,37 @@ def test_the_split_defaults_to_the_fold_a_run_validated_on_and_notes_a_learned_o
     assert split_for_run(_run_dir(tmp_path / "oldfold", fold=0), "fold1") == ("fold1", [])
 
 
+def test_a_val_of_another_build_holding_images_the_run_learned_gets_a_note(tmp_path):
+    # a rebuild with another seed moves photos between splits under the same names: its "val" held what the run
+    # was trained on, and evaluate reported the inflated AP without a word
+    from edge_trash.train.data_record import write_data_record
+    from edge_trash.train.evaluate_cli import split_for_run
+
+    run = _run_dir(tmp_path / "run", trained_on="train")
+    first, rebuilt = tmp_path / "data", tmp_path / "rebuilt"
+    write_data_record(run, {"version": 1, "data": str(first), "fold": None, "labels": ["can"],
+                            "splits": {"train": {"split": "train", "images": ["a.jpg", "b.jpg", "c.jpg", "d.jpg",
+                                                                              "e.jpg"], "shards": []},
+                                       "val": {"split": "val", "images": ["f.jpg"], "shards": []}}})
+    first.mkdir()
+    (first / "splits.json").write_text(json.dumps({"file_names": {"train": ["a.jpg"], "val": ["f.jpg"]}}))
+    rebuilt.mkdir()
+    (rebuilt / "splits.json").write_text(json.dumps(
+        {"file_names": {"train": ["f.jpg"], "val": ["b.jpg", "g.jpg", "d.jpg", "a.jpg", "e.jpg"]}}))
+    assert split_for_run(run, None, first) == ("val", [])
+    assert split_for_run(run, None, rebuilt) == ("val", [
+        f"note: 4 of the 5 images in val of {rebuilt} were in the train split {run} learned from (its data.json: "
+        f"--data {first}): b.jpg, d.jpg, a.jpg and 1 more. Their scores measure memory; evaluate on the data the run was "
+        "trained on, or train on this build"])
+    # the split named as trained on says so once; records without a listing, or a run without data.json: no note
+    assert split_for_run(run, "train", rebuilt)[1] == [
+        f"note: {run} was trained on train: scores on images it learned measure memory, not how it does on new photos"]
+    (tmp_path / "foreign").mkdir()
+    assert split_for_run(run, None, tmp_path / "foreign") == ("val", [])
+    (run / "data.json").unlink()
+    assert split_for_run(run, None, rebuilt) == ("val", [])
+
+
 def test_a_run_stopped_before_its_first_evaluation_gets_its_own_message(tmp_path):
     run = tmp_path / "run"
     (run / "checkpoints").mkdir(parents=True)

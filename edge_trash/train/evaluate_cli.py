@@ -43,11 +43,42 @@ def _read_json_object(path: Path) -> Dict[str, Any]:
     return data if isinstance(data, dict) else {}
 
 
-def split_for_run(model_path: Path, split: Optional[str]) -> Tuple[str, List[str]]:
+def _learned_images_note(run: Path, data_dir: Path, split: str) -> Optional[str]:
+    """A note when images of ``split`` in ``data_dir`` (as its splits.json lists them) are among those the run
+    was trained on (as its data.json lists them): a rebuild with another seed or fraction moves photos between
+    splits under the same names, so a "val" can hold what the run learned."""
+    from edge_trash.train.data_record import read_data_record
+    from edge_trash.tfrecords.splits import read_splits_json, split_listing
+
+    record = read_data_record(run)
+    train = record["splits"].get("train") if record else None
+    learned = train.get("images") if isinstance(train, dict) else None
+    if not isinstance(learned, list):
+        return None  # an older run, or records another tool wrote: nothing to compare
+    try:
+        evaluated = split_listing(read_splits_json(Path(data_dir) / "splits.json"), split)
+    except ValueError:
+        return None
+    if not evaluated:
+        return None
+    seen = set(learned)
+    overlap = [name for name in evaluated if name in seen]
+    if not overlap:
+        return None
+    shown = ", ".join(overlap[:3]) + (f" and {len(overlap) - 3} more" if len(overlap) > 3 else "")
+    return (f"note: {len(overlap)} of the {plural(len(evaluated), 'image')} in {split} of {data_dir} were in the "
+            f"train split {run} learned from (its data.json: --data {record.get('data')}): {shown}. Their scores "
+            "measure memory; evaluate on the data the run was trained on, or train on this build")
+
+
+def split_for_run(model_path: Path, split: Optional[str],
+                  data_dir: Optional[Path] = None) -> Tuple[str, List[str]]:
     """The split to evaluate on and notes for the user.
 
     Without ``--split``: the fold a ``train --fold K`` run validated on (``foldK``), else
-    ``val``. A split the run was trained on gets a note that its scores measure memory.
+    ``val``. A split the run was trained on gets a note that its scores measure memory; so does a
+    split of ``data_dir`` holding images the run's data.json lists as trained on (another build of
+    the same photos, split otherwise).
     """
     run = _run_dir_of(model_path)
     notes: List[str] = []
@@ -69,6 +100,10 @@ def split_for_run(model_path: Path, split: Optional[str]) -> Tuple[str, List[str
     if seen:
         notes.append(f"note: {run} was trained on {'+'.join(seen)}: scores on images it learned "
                      "measure memory, not how it does on new photos")
+    elif data_dir is not None:
+        learned = _learned_images_note(run, data_dir, split)
+        if learned:
+            notes.append(learned)
     return split, notes
 
 
@@ -124,7 +159,7 @@ def evaluate(model_path: Optional[Path], data_dir: Optional[Path], split: Option
     images = None
     try:
         if model_path is not None:
-            split, notes = split_for_run(model_path, split)
+            split, notes = split_for_run(model_path, split, data_dir)
             for note in notes:
                 click.echo(note, err=True)
             detector = ev.load_detector(model_path)
