@@ -393,7 +393,7 @@ def test_exit_codes_nothing_written_and_strict(tmp_path, sample_dataset):
     result = runner.invoke(cli, ["build-tfrecords", "--annotations", str(good), "--images", str(imgs),
                                  "--out", str(tmp_path / "unmapped"), "--quiet", "--strict", "--class-map",
                                  str(class_map)])
-    assert result.exit_code == 4 and "--strict: 0 images and 1 boxes were skipped" in result.output
+    assert result.exit_code == 4 and "--strict: 0 images and 1 box were skipped" in result.output
 
 
 def test_a_build_that_converts_nothing_leaves_the_earlier_build_as_it_was(tmp_path, sample_dataset, sample_build):

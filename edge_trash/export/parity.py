@@ -13,6 +13,8 @@ from typing import Any, Dict, Iterable, List, Mapping, Optional, Tuple
 
 import numpy as np
 
+from edge_trash.terminal import plural
+
 DEFAULT_MAX_AP_DROP = 2.0  # AP50 points
 LATENCY_RUNS = 50
 MATCH_IOU = 0.5
@@ -134,7 +136,7 @@ def nothing_detected_warning(float_metrics: Mapping[str, Any], reproduced: Mappi
         return None
     images = float_metrics.get("num_images")
     detections = float_metrics.get("num_detections")
-    on = f"the {images} images of the {split} split" if images is not None else f"the {split} split"
+    on = f"the {plural(images, 'image')} of the {split} split" if images is not None else f"the {split} split"
     found = (f"{detections} detections, none scoring {reproduced.get('min_score', DEFAULT_MATCH_MIN_SCORE)} or more"
              if detections else "no detection")
     return (f"parity n/a: the float model found nothing on {on} ({found}; AP50 {ap50 if ap50 is not None else 'n/a'}),"

@@ -10,7 +10,7 @@ from typing import Any, Dict, List, Optional, Tuple
 
 import click
 
-from edge_trash.terminal import shell_word, stop_on_sigterm
+from edge_trash.terminal import plural, shell_word, stop_on_sigterm
 from edge_trash.tfrecords.workers import WorkerLost, worker_count
 
 EXIT_NOTHING_WRITTEN = 1
@@ -386,11 +386,12 @@ def summarize(report: Dict[str, Any], out: Path, seconds: float) -> str:
     hint = report.get("images_folder_hint")
     if hint:
         folders = list(dict.fromkeys(hint["folders"]))
+        found = f"{plural(hint['images'], 'image')} {'was' if hint['images'] == 1 else 'were'} found"
         if len(folders) == 1:
-            lines.append(f"hint: {hint['images']} images were found under {folders[0]}, the folder their file_name "
+            lines.append(f"hint: {found} under {folders[0]}, the folder their file_name "
                          f"is relative to: give --images {shell_word(folders[0])} to spare the search")
         else:
-            lines.append(f"hint: {hint['images']} images were found in the folders their file_name is relative to, "
+            lines.append(f"hint: {found} in the folders their file_name is relative to, "
                          "below --images: give " + " ".join(f"--images {shell_word(f)}" for f in hint["folders"])
                          + " (one per --annotations, in order) to spare the search")
     if report.get("interrupted_build") == "finished":
@@ -608,7 +609,8 @@ def build_tfrecords(annotations: Tuple[Path, ...], images: Tuple[Path, ...], kee
         raise SystemExit(EXIT_NOTHING_WRITTEN)
     bad_boxes = [d for d in report["boxes_dropped"] if not d.get("as_asked")]  # not those the options drop
     if strict and (report["images_skipped"] or bad_boxes):
-        click.echo(f"--strict: {len(report['images_skipped'])} images and {len(bad_boxes)} boxes were skipped; see "
+        click.echo(f"--strict: {plural(len(report['images_skipped']), 'image')} and {plural(len(bad_boxes), 'box')} were "
+                   "skipped; see "
                    "report.json", err=True)
         raise SystemExit(EXIT_STRICT)
     folders = [src["images_dir"] for src in report["sources"]]  # the folders the build read: analyze reads them too
