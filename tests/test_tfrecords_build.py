@@ -1392,7 +1392,7 @@ def test_a_rebuild_says_how_the_split_moved_from_the_earlier_build(tmp_path):
     for content, why in (('{"seed": 0, "folds": 0, "splits": {"train": [1]}}',
                           "it lists no file names (written by an older edge-trash)"),
                          ("[" * 100000 + "]" * 100000, "cannot read it (RecursionError)"),
-                         ("", "cannot read it (JSONDecodeError)"), ("[1]", "it is not a JSON object"),
+                         ("", "cannot read it (JSONDecodeError)"), ("[1]", "expected a JSON object, got list"),
                          ('{"file_names": {"train": ["elsewhere/1.jpg"]}}', None)):
         (out / "splits.json").write_text(content)
         output, report = build()

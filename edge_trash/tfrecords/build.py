@@ -36,7 +36,8 @@ from edge_trash.tfrecords.other_formats import images_folder_problem
 from edge_trash.tfrecords.split_layout import BUILD_LOCK, COMMIT_JOURNAL, SHARD_RE
 from edge_trash.tfrecords.split_units import (SPLIT_BY, SplitUnits, frames_next_to_train, identical_files,
                                               roboflow_original, split_units, variants_across_splits)
-from edge_trash.tfrecords.splits import assign_folds, assign_splits, shuffled, split_changes, split_keys
+from edge_trash.tfrecords.splits import (SplitsJsonError, assign_folds, assign_splits, read_splits_json, shuffled,
+                                         split_changes, split_keys)
 from edge_trash.tfrecords.tf_example import ObjectBox, make_example_bytes
 from edge_trash.tfrecords.tfrecord_file import TFRecordWriter
 from edge_trash.tfrecords.workers import ordered_map
@@ -559,10 +560,9 @@ def _earlier_splits(out: Path) -> Optional[Dict[str, Any]]:
             return {"missing": True}
         return None
     try:
-        earlier = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, ValueError, RecursionError) as exc:
-        return {"unreadable": f"cannot read it ({type(exc).__name__})"}
-    return earlier if isinstance(earlier, dict) else {"unreadable": "it is not a JSON object"}
+        return read_splits_json(path)
+    except SplitsJsonError as exc:
+        return {"unreadable": exc.why}
 
 
 def _plan(dataset: CocoDataset, options: BuildOptions, target_of: Dict[int, Optional[int]],

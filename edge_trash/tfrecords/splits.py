@@ -307,18 +307,27 @@ def split_changes(earlier: Optional[Mapping[str, Any]], names: Mapping[str, Sequ
                                       "earlier_train", "train_now_held_out", "fold_changed")}}
 
 
+class SplitsJsonError(ValueError):
+    """A ``splits.json`` that cannot be read as one; ``why`` is the reason without the file's name."""
+
+    def __init__(self, path: Path, why: str) -> None:
+        super().__init__(f"{path}: {why}")
+        self.why = why
+
+
 def read_splits_json(path: "os.PathLike[str] | str") -> Optional[Dict[str, Any]]:
     """The ``splits.json`` a build wrote (``{"seed", "folds", "splits", "file_names", "pictures"}``); None when
-    there is none (another tool's records); ``ValueError`` naming the file when it is not a JSON object."""
+    there is none (another tool's records); :class:`SplitsJsonError` naming the file when it is not a JSON
+    object."""
     path = Path(path)
     if not path.is_file():
         return None
     try:
         data = json.loads(path.read_text(encoding="utf-8"))
     except (OSError, UnicodeDecodeError, ValueError, RecursionError) as exc:
-        raise ValueError(f"{path}: cannot read it as JSON ({exc})") from None
+        raise SplitsJsonError(path, f"cannot read it ({type(exc).__name__})") from None
     if not isinstance(data, dict):
-        raise ValueError(f"{path}: expected a JSON object, got {type(data).__name__}")
+        raise SplitsJsonError(path, f"expected a JSON object, got {type(data).__name__}")
     return data
 
 
