@@ -271,8 +271,8 @@ def export_bundle(options: ExportOptions, log: Callable[[str], None] = lambda _:
         keras_model, config, class_names, anchors = loader(options.model)
         params = postprocess_params_from_config(config)
         if len(class_names) != params.num_classes:
-            raise ValueError(f"{options.model}: labels.txt has {plural(len(class_names), 'class')} but the model config "
-                             f"has num_classes={params.num_classes}; the run directory is inconsistent")
+            raise ValueError(f"{options.model}: labels.txt has {plural(len(class_names), 'class')} but the model "
+                             f"config has num_classes={params.num_classes}; the run directory is inconsistent")
         not_learned = run_checks.classes_not_in_train(options.data, class_names)
         if not_learned:
             warnings.append(run_checks.not_learned_warning(options.data, not_learned))

@@ -233,7 +233,8 @@ def render_report(stats: Dict[str, Any], sections: List[Tuple[str, Dict[str, Any
         lines += ["## Classes per split (TFRecords)", ""]
         lines += _table(["class"] + list(splits), [[n] + [counts[s].get(n, 0) for s in splits] for n in names])
     for name, s, plots in sections:
-        lines += [f"## {name}", "", f"{plural(s['images'], 'image')}, {plural(s['boxes'], 'box')}. Box sizes in {s['frame']}.", ""]
+        counts = f"{plural(s['images'], 'image')}, {plural(s['boxes'], 'box')}"
+        lines += [f"## {name}", "", f"{counts}. Box sizes in {s['frame']}.", ""]
         lines += _table(["class", "instances", "share", "images", "small", "medium", "large", "tiny"],
                         [[c["name"] + (" (long tail)" if 0 < c["instances"] < th["rare_instances"] else ""),
                           c["instances"], f"{c['share']:.1%}", c["images"], c["small"], c["medium"], c["large"],

@@ -609,9 +609,8 @@ def build_tfrecords(annotations: Tuple[Path, ...], images: Tuple[Path, ...], kee
         raise SystemExit(EXIT_NOTHING_WRITTEN)
     bad_boxes = [d for d in report["boxes_dropped"] if not d.get("as_asked")]  # not those the options drop
     if strict and (report["images_skipped"] or bad_boxes):
-        click.echo(f"--strict: {plural(len(report['images_skipped']), 'image')} and {plural(len(bad_boxes), 'box')} were "
-                   "skipped; see "
-                   "report.json", err=True)
+        skipped = f"{plural(len(report['images_skipped']), 'image')} and {plural(len(bad_boxes), 'box')}"
+        click.echo(f"--strict: {skipped} were skipped; see report.json", err=True)
         raise SystemExit(EXIT_STRICT)
     folders = [src["images_dir"] for src in report["sources"]]  # the folders the build read: analyze reads them too
     folders = folders[:1] if len(set(folders)) == 1 else folders

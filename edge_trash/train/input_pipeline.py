@@ -184,16 +184,16 @@ def _load_split_cached(stamp: Tuple[Tuple[str, int, int], ...],
     labels: List[List[int]] = []
     texts: Dict[int, Counter] = {}  # class id -> the class/text records give it, and how often
     first_text: Dict[Tuple[int, str], str] = {}  # (id, text) -> the first record that says so
-    zero: List[str] = []  # the records holding class id 0 (the first by name: ids numbered from 0)
-    highest = 0
+    zero_first, zero_records, highest = "", 0, 0  # the first record holding class id 0, how many do, the top id
     for i in range(len(index)):
         example = tf.train.Example.FromString(index.read(i))
         feature = example.features.feature
         ids = [int(v) for v in feature[keys.CLASS_LABEL].int64_list.value]
         crowd = list(feature[keys.IS_CROWD].int64_list.value)
         _check_record(feature, ids, len(names), lambda: _record_name(index, i, feature))
-        if 0 in ids:
-            zero.append(_record_name(index, i, feature) if not zero else "")
+        if 0 in ids:  # ids numbered from 0: refused once the whole split is counted
+            zero_first = zero_first or _record_name(index, i, feature)
+            zero_records += 1
         highest = max([highest, *ids])
         for c, text in zip(ids, feature[keys.CLASS_TEXT].bytes_list.value):
             said = text.decode("utf-8", "replace").strip()
@@ -201,10 +201,10 @@ def _load_split_cached(stamp: Tuple[Tuple[str, int, int], ...],
             if (c, said) not in first_text:
                 first_text[(c, said)] = _record_name(index, i, feature)
         labels.append([c for k, c in enumerate(ids) if k >= len(crowd) or not crowd[k]])  # what training learns
-    if zero:
+    if zero_records:
         from edge_trash.tfrecords.other_formats import class_ids_from_0_problem
 
-        raise RecordError(class_ids_from_0_problem(zero[0], len(zero), len(index), highest, len(names)))
+        raise RecordError(class_ids_from_0_problem(zero_first, zero_records, len(index), highest, len(names)))
     _check_class_texts(texts, first_text, names)
     return SplitData(files=files, index=index, labels=labels, class_names=list(names))
 

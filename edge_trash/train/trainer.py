@@ -28,7 +28,8 @@ from edge_trash.models import run_dir as rd
 from edge_trash.models.config import SSDConfig
 from edge_trash.tfrecords.split_layout import DataSplitError, training_splits
 from edge_trash.terminal import plural, shell_word
-from edge_trash.train.data_record import data_record, write_data_record
+from edge_trash.train.data_record import (data_record, no_record_note, read_data_record, resume_data_problem,
+                                          write_data_record)
 from edge_trash.train.train_config import TrainConfig
 
 if TYPE_CHECKING:
@@ -190,8 +191,8 @@ def resume_steps_problem(run_dir: Path, steps: int, run_steps: int, warmup_steps
                 f"--steps {least} or more to train on, or use the run as it is (edge-trash evaluate --model "
                 f"{shell_word(run_dir)} ...)")
     if steps <= warmup_steps:
-        return (f"--resume: {asked} ends inside the warm-up of {run_dir} ({plural(warmup_steps, 'step')}, where the learning "
-                f"rate still rises to its peak): give --steps {least} or more")
+        return (f"--resume: {asked} ends inside the warm-up of {run_dir} ({plural(warmup_steps, 'step')}, where the "
+                f"learning rate still rises to its peak): give --steps {least} or more")
     return ""
 
 
@@ -243,8 +244,6 @@ def resume_data_notes(run_dir: Path, data_dir: Path, data: Dict[str, Any]) -> Li
     """Before a resume: :class:`TrainError` when ``data`` (:func:`~edge_trash.train.data_record.data_record` of
     ``--data``) holds other classes or images than the run's ``data.json`` records; the notes to print (a run
     without ``data.json`` is checked by its ``labels.txt`` alone, saying so)."""
-    from edge_trash.train.data_record import no_record_note, read_data_record, resume_data_problem
-
     recorded = read_data_record(run_dir)
     notes = []
     if recorded is None:
@@ -268,8 +267,8 @@ def checked_splits(data_dir: Path, fold: Optional[int]) -> Tuple[str, str]:
         raise TrainError(str(exc)) from None
     for (spec, data), role in zip(splits, ("train on", "keep the checkpoint with the best val AP by")):
         if not any(data.labels):
-            raise TrainError(f"--data {data_dir}: the {spec} split holds {plural(len(data.labels), 'record')} and no box other "
-                             f"than crowd boxes, so there is nothing to {role}: rebuild with boxes in it")
+            raise TrainError(f"--data {data_dir}: the {spec} split holds {plural(len(data.labels), 'record')} and no "
+                             f"box other than crowd boxes, so there is nothing to {role}: rebuild with boxes in it")
     return train_split, val_split
 
 
