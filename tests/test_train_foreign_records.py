@@ -316,7 +316,8 @@ def test_a_label_map_background_item_takes_no_line_of_labels_txt(tmp_path):
     from edge_trash.tfrecords.other_formats import labels_txt_command
 
     label_map = tmp_path / "label_map.pbtxt"
-    label_map.write_text("item { id: 0 name: 'background' }\nitem { id: 1 name: 'bottle' }\nitem { id: 2 name: 'can' }\n")
+    label_map.write_text("item { id: 0 name: 'background' }\nitem { id: 1 name: 'bottle' }\n"
+                         "item { id: 2 name: 'can' }\n")
     assert labels_txt_command(tmp_path, label_map) == f"printf '%s\\n' bottle can > {tmp_path}/labels.txt"
     label_map.write_text("item { id: 1 name: '???' }\nitem { id: 2 name: 'can' }\n")  # background as id 1
     assert labels_txt_command(tmp_path, label_map) == ""

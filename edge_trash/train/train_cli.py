@@ -25,7 +25,9 @@ def _dir_size_mb(path: Path) -> float:
 @click.option("--config", "config", default=None, metavar="FILE|PRESET",
               help="YAML/JSON file with 'model' and 'train' sections, or a preset: "
                    "ssd_mobilenet_v2_320 (default), ssdlite_mobilenet_v2_320, demo.")
-@click.option("--steps", type=click.IntRange(min=1), default=None, help="Training steps.")
+@click.option("--steps", type=click.IntRange(min=1), default=None,
+              help="Training steps (with --resume: the new total, past the step the run reached; without it the "
+                   "run's own count).")
 @click.option("--batch-size", type=click.IntRange(min=1), default=None, help="Global batch size.")
 @click.option("--input-size", type=click.IntRange(min=1), default=None,
               help="Model input size in pixels (multiple of 32, 224..416 typical).")
@@ -37,8 +39,8 @@ def _dir_size_mb(path: Path) -> float:
 @click.option("--fold", type=click.IntRange(min=0), default=None,
               help="For a build-tfrecords --folds K folder: train on every other fold and validate on this "
                    "one (one run per fold, each with its own --out).")
-@click.option("--resume", is_flag=True, help="Continue RUN_DIR after a stop, same step, "
-                                             "schedule and data order.")
+@click.option("--resume", is_flag=True, help="Continue RUN_DIR after a stop, same step, schedule and data "
+                                             "order, on the data it was trained on (RUN_DIR/data.json).")
 @click.option("--strategy", type=click.Choice(["auto", "mirrored", "multi_worker", "tpu"]),
               default=None, help="tf.distribute strategy (auto: Mirrored over several GPUs; multi_worker: "
                    "one process per worker with TF_CONFIG set, all with the same --out, which "
