@@ -22,7 +22,7 @@ import shutil
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Callable, Dict, List, Optional, Tuple
+from typing import TYPE_CHECKING, Any, Callable, Dict, List, Optional
 
 from edge_trash.models import run_dir as rd
 from edge_trash.models.config import SSDConfig
@@ -255,21 +255,19 @@ def resume_data_notes(run_dir: Path, data_dir: Path, data: Dict[str, Any]) -> Li
     return notes
 
 
-def checked_splits(data_dir: Path, fold: Optional[int]) -> Tuple[str, str]:
-    """``(train spec, val spec)`` of ``data_dir`` once every record of both reads as the schema says and
-    each holds a box; :class:`TrainError` with the fix otherwise."""
+def check_splits(data_dir: Path, train_split: str, val_split: str) -> None:
+    """Return once every record of the train and val specs (:func:`training_splits` of ``data_dir``) reads as
+    the schema says and each split holds a box; :class:`TrainError` with the fix otherwise."""
     from edge_trash.train import input_pipeline
 
     try:
-        train_split, val_split = training_splits(data_dir, fold)
         splits = [(spec, input_pipeline.load_split(data_dir, spec)) for spec in (train_split, val_split)]
-    except (DataSplitError, ValueError) as exc:
+    except ValueError as exc:
         raise TrainError(str(exc)) from None
     for (spec, data), role in zip(splits, ("train on", "keep the checkpoint with the best val AP by")):
         if not any(data.labels):
             raise TrainError(f"--data {data_dir}: the {spec} split holds {plural(len(data.labels), 'record')} and no "
                              f"box other than crowd boxes, so there is nothing to {role}: rebuild with boxes in it")
-    return train_split, val_split
 
 
 def train(options: TrainOptions) -> TrainResult:
@@ -306,7 +304,7 @@ def train(options: TrainOptions) -> TrainResult:
     # other data than the run's is named as such before its records are read (they may not fit the run's labels)
     notes = resume_data_notes(out, data_dir, data) if options.resume else []
     if options.dataset_fn is None:  # before the run folder is written: a refused run leaves nothing to resume
-        checked_splits(data_dir, train_cfg.fold)
+        check_splits(data_dir, train_split, val_split)
     if not is_chief:
         work.mkdir(parents=True, exist_ok=True)
     init_source = None if options.resume else resolve_init(train_cfg.init, model_cfg)
