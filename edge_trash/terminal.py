@@ -11,7 +11,7 @@ from __future__ import annotations
 import signal
 import sys
 import threading
-from typing import Any, Dict, Iterable, Optional
+from typing import Any, Dict, Iterable, Optional, Sequence
 
 LOG_INTERVAL_S = 30.0  # how often a bar writes into a file that is not a terminal
 
@@ -69,13 +69,16 @@ def shell_word(value: Any) -> str:
     return shlex.quote(str(value))
 
 
+def counted(count: int, one: str, many: str) -> str:
+    """``count`` with the words that agree with it: ``counted(1, "class has", "classes have")``."""
+    return f"{count} {one if count == 1 else many}"
+
+
 def plural(n: int, word: str, many: Optional[str] = None) -> str:
     """``n`` and ``word`` in the number that agrees with it: ``plural(1, "class")`` is ``"1 class"``,
     ``plural(2, "class")`` ``"2 classes"``, ``plural(3, "image")`` ``"3 images"``; ``many`` gives a plural
     the English rules below miss (``plural(2, "shelf", "shelves")``). Only the last word is made plural
-    (``plural(2, "other image")`` is ``"2 other images"``)."""
-    if n == 1:
-        return f"{n} {word}"
+    (``plural(2, "other image")`` is ``"2 other images"``); :func:`counted` takes both forms (verbs too)."""
     if many is None:
         if word.endswith(("s", "x", "z", "ch", "sh")):
             many = word + "es"
@@ -83,7 +86,13 @@ def plural(n: int, word: str, many: Optional[str] = None) -> str:
             many = word[:-1] + "ies"
         else:
             many = word + "s"
-    return f"{n} {many}"
+    return counted(n, word, many)
+
+
+def examples(items: Sequence[Any], limit: int = 5) -> str:
+    """The first ``limit`` items and how many more: ``"a, b, c and 4 more"``."""
+    shown = ", ".join(str(i) for i in items[:limit])
+    return shown + (f" and {len(items) - limit} more" if len(items) > limit else "")
 
 
 def display_width(text: str) -> int:

@@ -25,6 +25,7 @@ from pathlib import Path
 from typing import Any, Dict, Iterable, List, Mapping, NamedTuple, Optional, Sequence, Tuple
 
 from edge_trash.atomic_files import signals_held, write_bytes_atomic
+from edge_trash.terminal import counted, examples  # (also imported from here by the CLIs and analyze)
 from edge_trash.tfrecords.class_map import build_class_mapping, label_map_pbtxt, read_class_map
 from edge_trash.tfrecords.coco import CocoDataset, load_coco_files
 from edge_trash.tfrecords.name_encodings import readable_text, utf8_text
@@ -117,17 +118,6 @@ def score_message(summary: Dict[str, Any]) -> str:
             f"{summary['max']:g}, median {summary['median']:g}), as a model's predictions do (pseudo-labels, a "
             "results file inside a COCO dict): they are trained as ground truth; if they are predictions, keep "
             "only the confident ones in the file (or review them) before training")
-
-
-def counted(count: int, one: str, many: str) -> str:
-    """``count`` with the words that agree with it: ``counted(1, "class has", "classes have")``."""
-    return f"{count} {one if count == 1 else many}"
-
-
-def examples(items: Sequence[Any], limit: int = 5) -> str:
-    """The first ``limit`` items and how many more: ``"a, b, c and 4 more"``."""
-    shown = ", ".join(str(i) for i in items[:limit])
-    return shown + (f" and {len(items) - limit} more" if len(items) > limit else "")
 
 
 def split_counts(splits: Dict[str, Dict[str, int]]) -> str:

@@ -18,7 +18,7 @@ from typing import Any, Dict, List, Optional, Tuple
 import click
 
 from edge_trash.atomic_files import write_text_atomic
-from edge_trash.terminal import plural
+from edge_trash.terminal import examples, plural
 
 
 def _write_json(path: Path, data: Any) -> None:
@@ -65,10 +65,9 @@ def _learned_images_note(run: Path, data_dir: Path, split: str) -> Optional[str]
     overlap = [name for name in evaluated if name in seen]
     if not overlap:
         return None
-    shown = ", ".join(overlap[:3]) + (f" and {len(overlap) - 3} more" if len(overlap) > 3 else "")
     return (f"note: {len(overlap)} of the {plural(len(evaluated), 'image')} in {split} of {data_dir} were in the "
-            f"train split {run} learned from (its data.json: --data {record.get('data')}): {shown}. Their scores "
-            "measure memory; evaluate on the data the run was trained on, or train on this build")
+            f"train split {run} learned from (its data.json: --data {record.get('data')}): {examples(overlap, 3)}. "
+            "Their scores measure memory; evaluate on the data the run was trained on, or train on this build")
 
 
 def split_for_run(model_path: Path, split: Optional[str],
