@@ -181,7 +181,8 @@ def test_classes_not_in_train_come_from_the_build_report(tmp_path):
 
 
 @pytest.mark.slow
-def test_export_warns_about_classes_without_a_train_box_and_records_them(tmp_path, sample_build, monkeypatch):
+def test_export_warns_about_classes_without_a_train_box_and_notes_learned_parity_images(tmp_path, sample_build,
+                                                                                        monkeypatch):
     import json
     import shutil
     from pathlib import Path
@@ -189,6 +190,8 @@ def test_export_warns_about_classes_without_a_train_box_and_records_them(tmp_pat
     from export_helpers import TinyConfig, tiny_anchors, tiny_ssd
 
     from edge_trash.export.bundle import ExitCode, ExportOptions, export_bundle
+    from edge_trash.tfrecords.splits import read_splits_json, split_listing
+    from edge_trash.train.data_record import write_data_record
 
     built, _ = sample_build
     data = tmp_path / "data"
@@ -201,15 +204,49 @@ def test_export_warns_about_classes_without_a_train_box_and_records_them(tmp_pat
     run = tmp_path / "run"
     run.mkdir()
     (run / "labels.txt").write_text("\n".join(names) + "\n")
+    # The run learned three of this build's val images (its data.json; a --fold run exported with a build without
+    # --folds does): the parity scores get a note and parity.json the count. (One export checks both, for time.)
+    val = split_listing(read_splits_json(data / "splits.json"), "val")
+    write_data_record(run, {"version": 1, "data": str(tmp_path / "other build"), "fold": 1, "labels": names,
+                            "splits": {"train": {"split": "fold0+fold2", "images": ["x.jpg"] + val[:3],
+                                                 "shards": []}}})
     monkeypatch.setenv("PATH", str(tmp_path))
+    scored = {"passed": True, "float": {"AP50": 0.61}, "int8": {"AP50": 0.6}, "drop_points": {"AP50": 1.0}}
     result = export_bundle(ExportOptions(model=str(run), data=str(data), out=str(tmp_path / "bundle"),
-                                         calibration_images=4, parity=False, latency_runs=1),
+                                         calibration_images=4, latency_runs=1),
                            loader=lambda _: (tiny_ssd(len(names)), TinyConfig(num_classes=len(names)), names,
-                                             tiny_anchors()))
+                                             tiny_anchors()),
+                           parity_runner=lambda options, model: dict(scored))
     assert result.exit_code == ExitCode.OK
+    assert result.notes == [
+        f"3 of the {len(val)} images in val of {data}, where float and int8 are compared, were in the train split "
+        f"{run} learned from (its data.json: --data {tmp_path / 'other build'}): {', '.join(val[:3])}. Both AP50s "
+        "read high on them (the int8 drop against float still holds); for held-out AP50s export with --data "
+        f"'{tmp_path / 'other build'}'"]
+    assert json.loads((tmp_path / "bundle" / "parity.json").read_text())["split_images_trained_on"] == 3
     assert result.warnings[0] == (
         f"{data}/report.json: the train split holds no box of class {names[-1]}: the model never learned it and "
         "will not detect it on the device; add photos with such boxes and rebuild the records (then retrain), or "
         "leave the class out with build-tfrecords --class-map")
     manifest = json.loads((Path(result.bundle_dir) / "manifest.json").read_text())
     assert manifest["classes_not_in_train"] == [names[-1]]
+
+
+def test_learned_parity_note_needs_the_runs_data_json_and_the_datas_listing(tmp_path):
+    import json
+
+    from edge_trash.export.run_checks import learned_parity_note
+    from edge_trash.train.data_record import write_data_record
+
+    run, data = _dirs(tmp_path, "can\n", "can\n")
+    assert learned_parity_note(str(run), str(data), "val") == (None, 0)  # a run from before data.json
+    write_data_record(run, {"version": 1, "data": "/d", "fold": None, "labels": ["can"],
+                            "splits": {"train": {"split": "train", "images": ["a.jpg", "b.jpg"], "shards": []}}})
+    assert learned_parity_note(str(run), str(data), "val") == (None, 0)  # records without splits.json
+    (data / "splits.json").write_text(json.dumps({"file_names": {"train": ["a.jpg"], "val": ["c.jpg", "d.jpg"]}}))
+    assert learned_parity_note(str(run), str(data), "val") == (None, 0)  # val held out from the run
+    (data / "splits.json").write_text(json.dumps({"file_names": {"train": ["c.jpg"], "val": ["b.jpg", "d.jpg"]}}))
+    assert learned_parity_note(str(run), str(data), "val") == (
+        f"1 of the 2 images in val of {data}, where float and int8 are compared, was in the train split {run} "
+        "learned from (its data.json: --data /d): b.jpg. Both AP50s read high on them (the int8 drop against float "
+        "still holds); for held-out AP50s export with --data /d", 1)

@@ -337,7 +337,11 @@ def export_bundle(options: ExportOptions, log: Callable[[str], None] = lambda _:
         parity_report: Dict[str, Any]
         if options.parity:
             log(f"evaluating float and int8 models on the {options.parity_split} split")
+            learned_note, learned = run_checks.learned_parity_note(options.model, options.data, options.parity_split)
             parity_report = parity_runner(options, cpu_path)
+            if learned_note:
+                notes.append(learned_note)
+                parity_report["split_images_trained_on"] = learned
         else:
             from edge_trash.export.parity import measure_cpu_latency
             parity_report = {"skipped": True, "passed": True,

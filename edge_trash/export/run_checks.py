@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Any, Dict, List, Optional, Sequence
+from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 LABELS_TXT = "labels.txt"
 #: Reordered classes named in a message before it says "and N more".
@@ -130,6 +130,27 @@ def not_learned_warning(data_dir: str, names: Sequence[str]) -> Optional[str]:
     return (f"{Path(data_dir) / 'report.json'}: the train split holds no box of {which} {', '.join(names)}: the "
             f"model never learned {them} and will not detect {them} on the device; add photos with such boxes and "
             f"rebuild the records (then retrain), or leave the {which} out with build-tfrecords --class-map")
+
+
+def learned_parity_note(run_dir: str, data_dir: str, split: str) -> Tuple[Optional[str], int]:
+    """The note for a parity split holding images the run was trained on, and how many it holds ((None, 0)
+    when none, or nothing to compare: see :func:`edge_trash.train.data_record.learned_images`).
+
+    A ``train --fold K`` run exported with a build of the same photos without ``--folds``, or a run exported
+    with a rebuild under another seed, scores float and int8 partly on images it learned.
+    """
+    from edge_trash.terminal import examples, plural, shell_word
+    from edge_trash.train.data_record import learned_images
+
+    learned = learned_images(Path(run_dir), Path(data_dir), split)
+    if learned is None:
+        return None, 0
+    count = len(learned.names)
+    trained_data = shell_word(learned.data) if learned.data else "DATA (the data it was trained on)"
+    return (f"{count} of the {plural(learned.split_images, 'image')} in {split} of {data_dir}, where float and int8 "
+            f"are compared, {'was' if count == 1 else 'were'} in the train split {run_dir} learned from (its "
+            f"data.json: --data {learned.data}): {examples(learned.names, 3)}. Both AP50s read high on them (the "
+            f"int8 drop against float still holds); for held-out AP50s export with --data {trained_data}"), count
 
 
 def _json_object(path: Path) -> Dict[str, Any]:

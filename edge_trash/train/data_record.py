@@ -21,7 +21,7 @@ import json
 import os
 from collections import Counter
 from pathlib import Path
-from typing import Any, Dict, List, Mapping, Optional, Sequence
+from typing import Any, Dict, List, Mapping, NamedTuple, Optional, Sequence
 
 from edge_trash.atomic_files import write_text_atomic
 from edge_trash.terminal import plural, shell_word
@@ -144,3 +144,39 @@ def no_record_note(run_dir: Path) -> str:
     """The note for resuming a run with no ``data.json`` (an older edge-trash made it)."""
     return (f"{run_dir} has no {DATA_JSON} (made by an older edge-trash): whether --data holds the images it was "
             "trained on cannot be checked; only its labels.txt was compared")
+
+
+class LearnedImages(NamedTuple):
+    """Images of a split that a run was trained on: ``names`` (in the split's order), of ``split_images``,
+    learned from ``data`` (the run's ``--data``, as its data.json records it)."""
+
+    names: List[str]
+    split_images: int
+    data: Optional[str]
+
+
+def learned_images(run_dir: Path, data_dir: Path, split: str) -> Optional[LearnedImages]:
+    """The images of ``split`` in ``data_dir`` (as its splits.json lists them) that ``run_dir`` was trained on
+    (as its data.json lists its train split); None when there are none or nothing to compare.
+
+    A rebuild of the same photos with another seed or fraction moves them between splits under the same
+    names, so the "val" of another build can hold what the run learned. A run without data.json (an older
+    edge-trash), or records without a splits.json listing (another tool's), give None.
+    """
+    record = read_data_record(run_dir)
+    train = record["splits"].get("train") if record else None
+    learned = train.get("images") if isinstance(train, dict) else None
+    if not isinstance(learned, list):
+        return None
+    try:
+        listed = split_listing(read_splits_json(Path(data_dir) / "splits.json"), split)
+    except ValueError:
+        return None
+    if not listed:
+        return None
+    seen = set(name for name in learned if isinstance(name, str))
+    overlap = [name for name in listed if name in seen]
+    if not overlap:
+        return None
+    data = record.get("data") if record else None
+    return LearnedImages(overlap, len(listed), data if isinstance(data, str) else None)

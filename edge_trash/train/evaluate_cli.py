@@ -44,30 +44,18 @@ def _read_json_object(path: Path) -> Dict[str, Any]:
 
 
 def _learned_images_note(run: Path, data_dir: Path, split: str) -> Optional[str]:
-    """A note when images of ``split`` in ``data_dir`` (as its splits.json lists them) are among those the run
-    was trained on (as its data.json lists them): a rebuild with another seed or fraction moves photos between
-    splits under the same names, so a "val" can hold what the run learned."""
-    from edge_trash.train.data_record import read_data_record
-    from edge_trash.tfrecords.splits import read_splits_json, split_listing
+    """A note when images of ``split`` in ``data_dir`` are among those the run was trained on (see
+    :func:`edge_trash.train.data_record.learned_images`)."""
+    from edge_trash.train.data_record import learned_images
 
-    record = read_data_record(run)
-    train = record["splits"].get("train") if record else None
-    learned = train.get("images") if isinstance(train, dict) else None
-    if not isinstance(learned, list):
-        return None  # an older run, or records another tool wrote: nothing to compare
-    try:
-        evaluated = split_listing(read_splits_json(Path(data_dir) / "splits.json"), split)
-    except ValueError:
+    learned = learned_images(run, data_dir, split)
+    if learned is None:
         return None
-    if not evaluated:
-        return None
-    seen = set(learned)
-    overlap = [name for name in evaluated if name in seen]
-    if not overlap:
-        return None
-    return (f"note: {len(overlap)} of the {plural(len(evaluated), 'image')} in {split} of {data_dir} were in the "
-            f"train split {run} learned from (its data.json: --data {record.get('data')}): {examples(overlap, 3)}. "
-            "Their scores measure memory; evaluate on the data the run was trained on, or train on this build")
+    count = len(learned.names)
+    return (f"note: {count} of the {plural(learned.split_images, 'image')} in {split} of {data_dir} "
+            f"{'was' if count == 1 else 'were'} in the train split {run} learned from (its data.json: --data "
+            f"{learned.data}): {examples(learned.names, 3)}. Their scores measure memory; evaluate on the data the "
+            "run was trained on, or train on this build")
 
 
 def split_for_run(model_path: Path, split: Optional[str],
