@@ -52,8 +52,9 @@ def test_sample_data_then_build_through_a_real_subprocess(tmp_path):
     (images / "stray.bin").unlink()
     proc = subprocess.run(exe + ["build-tfrecords", "--annotations", str(tmp_path / "s" / "annotations.json"),
                                  "--images", str(tmp_path / "s" / "images"), "--out", str(tmp_path / "t"),
-                                 "--quiet"], capture_output=True, text=True, timeout=300)
+                                 "--no-progress"], capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr
+    assert "img/s" not in proc.stderr  # --no-progress (train's name for build's --quiet): no bar
     report = json.loads((tmp_path / "t" / "report.json").read_text())
     assert f"images: {report['images_written']} written, 4 skipped of 20" in proc.stdout
     assert "next: edge-trash analyze" in proc.stdout

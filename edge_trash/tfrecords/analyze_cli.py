@@ -83,7 +83,8 @@ def next_command(annotations: Sequence[Path], images: Sequence[Path], tfrecords:
 @click.option("--workers", type=click.IntRange(min=1),
               help="Processes reading the images (at most one per usable CPU); the report is the same with any "
                    "number.  [default: one per CPU]")
-@click.option("--quiet", is_flag=True, help="No progress bar.")
+@click.option("--quiet", "--no-progress", "quiet", is_flag=True,
+              help="No progress bar (as train --no-progress).")
 def analyze(annotations: Tuple[Path, ...], images: Tuple[Path, ...], tfrecords_given: Tuple[Path, ...], out: Path,
             rare_instances: int, dark_luma: float, max_pixels: int, no_plots: bool, workers: Optional[int],
             quiet: bool) -> None:

@@ -539,7 +539,8 @@ def split_changes_line(changes: Dict[str, Any], folds: int = 0) -> str:
 @click.option("--strict", is_flag=True,
               help="Exit non-zero (4) when any image or box was skipped (not the boxes an empty class-map target "
                    "or --rare drop asks to drop); the build is still written.")
-@click.option("--quiet", is_flag=True, help="No progress bar.")
+@click.option("--quiet", "--no-progress", "quiet", is_flag=True,
+              help="No progress bar (as train --no-progress).")
 def build_tfrecords(annotations: Tuple[Path, ...], images: Tuple[Path, ...], keep_splits: bool, out: Path,
                     class_map: Optional[Path], supercategories: bool, min_instances: int, rare: str,
                     val_fraction: float, test_fraction: float, split_by: str, folds: int, max_size: int,
