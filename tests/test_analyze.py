@@ -195,7 +195,7 @@ def test_report_plots_and_stats_are_written(sample_analysis):
     assert not list(out.glob(".*.tmp"))
 
 
-def test_report_md_words_match_the_numbers(tmp_path):
+def test_report_md_words_match_the_numbers(tmp_path, capsys):
     # report.md said "images without boxes: 1" where the summary said 0 (the image whose every box is unusable,
     # which the build leaves out), "images: not read (brightness not measured)" above the brightness of the
     # records, "area < 1024 px" for an area; the dark flag rounded 49.5 to "(50)" under "below 50".
@@ -212,7 +212,8 @@ def test_report_md_words_match_the_numbers(tmp_path):
             "categories": [{"id": 1, "name": "can"}]}
     ann = tmp_path / "a.json"
     ann.write_text(json.dumps(coco))
-    stats = analyze(ann, images, out=tmp_path / "an", plots=False)
+    stats = analyze(ann, images, out=tmp_path / "an", plots=False, progress=True)
+    assert "analyze images: 100%|██████████| 2/2 " in capsys.readouterr().err  # the bar closed at 1/2 (50%)
     luma = stats["annotations"]["brightness"]["per_image"]["1"]
     assert luma == 49.5 and stats["annotations"]["problems"]["images_without_boxes"] == 0
     report = (tmp_path / "an" / "report.md").read_text()

@@ -316,8 +316,10 @@ def _json_source(dataset: CocoDataset, paths: Optional[List[SourceImages]], prog
         resolved = [paths[im.source].resolve(im.file_name) for im in dataset.images]
         jobs = [(str(path), max_pixels) for path, _ in resolved]
         with closing(ordered_map(image_facts, jobs, workers, chunksize=4)) as facts:  # an exception stops the workers
-            for im, (_, path_note), (value, reason, found) in zip(
-                    dataset.images, resolved, _progress(facts, "analyze images", progress, len(dataset.images))):
+            # the bar first: zip stops at the first exhausted iterable, and a bar not asked for its next item
+            # after its last one never counts that item (it closed at 1499/1500)
+            for (value, reason, found), im, (_, path_note) in zip(
+                    _progress(facts, "analyze images", progress, len(dataset.images)), dataset.images, resolved):
                 if value is None:
                     reason = f"{reason}; {path_note}" if path_note else reason
                     source.unreadable.append({"image_id": im.id, "file_name": im.file_name, "reason": reason})
