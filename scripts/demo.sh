@@ -45,7 +45,7 @@ python - "$OUT/bundle/parity.json" <<'PY'
 import json, sys
 p = json.load(open(sys.argv[1]))
 print("parity (val): float AP50 %.1f, int8 AP50 %.1f, drop %.1f points (gate %g); int8 "
-      "reproduces %.0f%% of float detections; int8 CPU latency %.1f ms (median of %d)"
+      "reproduces %.1f%% of float detections; int8 CPU latency %.1f ms (median of %d)"
       % (p["float"]["AP50"], p["int8"]["AP50"], p["drop_points"]["AP50"], p["max_ap50_drop"],
          100 * p["reproduced"]["fraction"], p["int8_cpu_latency_ms"]["median_ms"], p["int8_cpu_latency_ms"]["runs"]))
 PY

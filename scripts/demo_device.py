@@ -75,12 +75,19 @@ def main() -> int:
     if rc != 0:
         print("the sort service failed (exit %d)" % rc, file=sys.stderr)
         return rc
-    score = score_replay(log_path, str(rec.truth))
+    score = score_replay(log_path, str(rec.truth), class_bins=config["classes"])
     with open(os.path.join(args.out, "replay_score.json"), "w") as f:
         json.dump(score, f, indent=1)
     print("per-bin counts: " + ", ".join("%s %d" % kv for kv in sorted(score["per_bin"].items())))
-    print("decision accuracy: %d of %d items sorted into the right class (%.0f%%); %d missed, %d extra decisions"
-          % (score["correct"], score["items"], 100 * score["accuracy"], len(score["missed"]), score["extra_decisions"]))
+    extra = score["extra_decisions"]
+    elsewhere = ", ".join(
+        ("%d below min_confidence %g went to %s" % (n, config["min_confidence"], config["reject_bin"])
+         if reason == "low_confidence" else "%d elsewhere (%s)" % (n, reason))
+        for reason, n in sorted(score["right_class_other_bin"].items()))
+    print("decision accuracy: %d of %d items classified right (%.0f%%), %d of them into their class's bin%s; "
+          "%d missed, %d extra decision%s"
+          % (score["correct"], score["items"], 100 * score["accuracy"], score["in_class_bin"],
+             " (%s)" % elsewhere if elsewhere else "", len(score["missed"]), extra, "" if extra == 1 else "s"))
     if summary:
         print("service: %d frames processed, %d dropped, %.1f fps, inference p50 %.1f ms, %s"
               % (summary["counters"].get("processed", 0), summary.get("dropped_frames", 0), summary.get("fps", 0.0),

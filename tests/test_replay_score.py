@@ -9,10 +9,10 @@ from edge_trash.edge_runtime.eventlog import EventLog
 from edge_trash.edge_runtime.replay_score import score_replay
 
 
-def _row(seq, label, bin_name):
+def _row(seq, label, bin_name, reason="class"):
     t = time.time()
     return {"track_id": seq, "seq": seq, "t_first": t, "t_decided": t, "class_id": 0, "label": label, "score": 0.9,
-            "agreement": 1.0, "votes": {}, "bin": bin_name, "reason": "mapped", "bbox": [0, 0, 1, 1], "due": t}
+            "agreement": 1.0, "votes": {}, "bin": bin_name, "reason": reason, "bbox": [0, 0, 1, 1], "due": t}
 
 
 def test_score_matches_nearest_decision_and_counts_misses_and_extras(tmp_path):
@@ -51,3 +51,21 @@ def test_conveyor_recording_truth_matches_the_frames(tmp_path):
         before = np.asarray(Image.open(rec.frames_dir / "000000.jpg").convert("RGB")).astype(int)
         assert not (np.abs(before[40:-40, truth["width"] // 2 - 3: truth["width"] // 2 + 3]
                            - np.median(before[40:-40], axis=(0, 1))).sum(axis=2) > 120).any()
+
+
+def test_with_the_configs_bins_right_classes_sent_elsewhere_are_counted_by_reason(tmp_path):
+    # a weak model names the class right yet below min_confidence: "15 of 24 sorted into the right class" was
+    # printed while 6 reached their bins
+    truth = {"items": [{"item": i, "class": c, "crossing_frame": 10 * (i + 1)}
+                       for i, c in enumerate(["can", "can", "cup", "cup"])]}
+    (tmp_path / "truth.json").write_text(json.dumps(truth))
+    log = EventLog(str(tmp_path / "e.sqlite"))
+    log.start_run("dir:x", "cpu", 0)
+    log.record_decisions([_row(10, "can", "metal"), _row(20, "can", "reject", "low_confidence"),
+                          _row(30, "cup", "reject", "low_confidence"), _row(40, "can", "metal")])
+    log.close()
+    s = score_replay(str(tmp_path / "e.sqlite"), str(tmp_path / "truth.json"),
+                     class_bins={"can": "metal", "cup": "paper"})
+    assert s["correct"] == 3 and s["in_class_bin"] == 1 and s["right_class_other_bin"] == {"low_confidence": 2}
+    assert [m["reason"] for m in s["matches"]] == ["class", "low_confidence", "low_confidence", "class"]
+    assert "in_class_bin" not in score_replay(str(tmp_path / "e.sqlite"), str(tmp_path / "truth.json"))
