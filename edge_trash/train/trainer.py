@@ -446,6 +446,7 @@ def train(options: TrainOptions) -> TrainResult:
     bar = progress_bar(total=train_cfg.steps, initial=start_step, disable=not (options.progress and is_chief),
                        unit="step", desc="train")
     balance_report: Dict[str, Any] = {}
+    postfix: Dict[str, str] = {}  # loss, lr and the best val AP so far, as the bar shows them
     if is_chief:
         for note in notes:
             bar.write(f"note: {note}")
@@ -470,8 +471,9 @@ def train(options: TrainOptions) -> TrainResult:
                 if callable(lr_value):
                     lr_value = lr_value(optimizer.iterations - 1)
                 lr = float(tf.convert_to_tensor(lr_value).numpy())
-                bar.set_postfix(loss=f"{logs['loss']:.3f}", lr=f"{lr:.2e}",
-                                ap=f"{max(float(best_ap.numpy()), 0):.3f}")
+                postfix.update(loss=f"{logs['loss']:.3f}", lr=f"{lr:.2e}",
+                               ap=f"{max(float(best_ap.numpy()), 0):.3f}")
+                bar.set_postfix(postfix)
                 with writer.as_default(step=step):
                     for key, value in logs.items():
                         tf.summary.scalar(f"train/{key}", value)
@@ -482,6 +484,8 @@ def train(options: TrainOptions) -> TrainResult:
             if step % train_cfg.eval_every == 0 or step == train_cfg.steps:
                 final_metrics = run_eval(step)
                 evaluated = True
+                postfix["ap"] = f"{max(float(best_ap.numpy()), 0):.3f}"  # the bar's last draw shows the best AP
+                bar.set_postfix(postfix)
                 bar.write(f"step {step}: {val_split} AP {final_metrics['AP']:.3f} "
                           f"AP50 {final_metrics['AP50']:.3f} (best AP {float(best_ap.numpy()):.3f} "
                           f"at step {int(best_step.numpy())})")
