@@ -92,7 +92,7 @@ def test_train_on_toy_data_records_its_data_and_refuses_to_overwrite_or_resume_o
     assert result.exit_code == 0, result.output
     assert "Trained 3 steps in" in result.output
     assert ("metrics.json). init: random initialisation (--init scratch): expect poor accuracy on real data.\n"
-            f"Next: edge-trash export --model {run} --data {data}") in result.output
+            f"next: edge-trash export --model {run} --data {data}") in result.output
     # the README promises the instances per class before and after balancing: the table and metrics.json
     balance = json.loads((run / "metrics.json").read_text())["class_balance"]
     labels = (data / "labels.txt").read_text().split()
@@ -164,7 +164,7 @@ def test_a_folds_build_trains_with_fold_and_folders_that_cannot_train_fail_befor
     result = _run(*args, "--out", str(run), "--fold", "1")
     assert result.exit_code == 0, result.output
     assert "best fold1 (trained on fold0+fold2) AP" in result.output
-    assert "Next: a run for each other fold (--fold K, each with its own --out)" in result.output
+    assert "next: a run for each other fold (--fold K, each with its own --out)" in result.output
     metrics = json.loads((run / "metrics.json").read_text())
     assert (metrics["trained_on"], metrics["validated_on"]) == ("fold0+fold2", "fold1")
     assert metrics["best"]["num_images"] == 4  # fold1's records alone

@@ -209,4 +209,4 @@ def evaluate(model_path: Optional[Path], data_dir: Optional[Path], split: Option
         from edge_trash.terminal import shell_word
 
         click.echo(f"next: edge-trash export --model {shell_word(model_path)} --data {shell_word(data_dir)} "
-                   f"--out {shell_word(out.parent / 'bundle')} --edgetpu")
+                   "--out bundle/ --edgetpu")  # as train's summary says

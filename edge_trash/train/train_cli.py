@@ -105,11 +105,11 @@ def train(data_dir: Path, out_dir: Path, config: Optional[str], steps: Optional[
     if result.val_split == "val":
         from edge_trash.terminal import shell_word
 
-        on, after = "val", (f"Next: edge-trash export --model {shell_word(out_dir)} --data {shell_word(data_dir)} "
+        on, after = "val", (f"next: edge-trash export --model {shell_word(out_dir)} --data {shell_word(data_dir)} "
                             "--out bundle/ --edgetpu")
     else:  # one fold of a cross-validation
         on = f"{result.val_split} (trained on {result.train_split})"
-        after = ("Next: a run for each other fold (--fold K, each with its own --out), then compare their "
+        after = ("next: a run for each other fold (--fold K, each with its own --out), then compare their "
                  "best AP in RUN/metrics.json; for the model to deploy, build-tfrecords without --folds, "
                  "train on that and export it")
     from edge_trash.terminal import plural
