@@ -8,7 +8,7 @@ Each item is matched to the unmatched decision nearest its crossing frame (withi
 
 import json
 import sqlite3
-from typing import Dict, List, Mapping, Optional
+from typing import Dict, Mapping, Optional
 
 
 def score_replay(log_path: str, truth_path: str, tolerance: int = 6, first_seq: int = 0,
