@@ -202,7 +202,8 @@ def evaluate(model_path: Optional[Path], data_dir: Optional[Path], split: Option
         raise click.ClickException(os_error_message(exc, out.parent)) from None
     click.echo(ev.format_metrics_table(metrics, ev.instances_per_class(gt)))
     size = out.stat().st_size
-    click.echo(f"evaluate: wrote {out} ({size} B) and {plural(len(written) - 1, 'more file')} for "
+    more = f" and {plural(len(written) - 1, 'more file')}" if len(written) > 1 else ""
+    click.echo(f"evaluate: wrote {out} ({size} B){more} for "
                f"{plural(metrics['num_images'], 'image')} in {seconds:.1f} s: AP {metrics['AP']:.3f}, "
                f"AP50 {metrics['AP50']:.3f}")
     if model_path is not None and not str(model_path).endswith(".tflite"):
