@@ -1383,6 +1383,28 @@ def test_names_with_folders_are_found_below_an_images_folder_given_too_high(tmp_
     assert report["images_folder_hint"] is None  # every image found where its file_name says
 
 
+def test_following_the_images_hint_keeps_the_split(tmp_path):
+    # The hint says "give --images DATA to spare the search"; the split was drawn from paths under --images, so
+    # following it put other photos in val and test (5 of 5 val images changed in a sample build)
+    root = tmp_path / "root"
+    names = [f"batch_{i % 3}/{i:06d}.jpg" for i in range(24)]
+    for i, name in enumerate(names):
+        _jpeg(root / "data" / name, (64, 48), color=(10 * i, 40, 40))
+    ann = _one_can_per_image(tmp_path / "ann.json", names)
+    listings = []
+    for n, images in enumerate((root, root / "data")):
+        out = tmp_path / f"out{n}"
+        report = build_tfrecords(BuildOptions(annotations=ann, images=images, out=out, val_fraction=0.25,
+                                              test_fraction=0.25))
+        assert report["images_written"] == 24
+        assert report["images_folder_hint"] == ({"folders": [str(root / "data")], "images": 24} if n == 0 else None)
+        listings.append(json.loads((out / "splits.json").read_text())["file_names"])
+    assert listings[0] == listings[1]
+    assert sorted(listings[0]["train"] + listings[0]["val"] + listings[0]["test"]) == sorted(names)
+    assert sorted(p.read_bytes() for p in (tmp_path / "out0").glob("*.tfrecord")) == \
+        sorted(p.read_bytes() for p in (tmp_path / "out1").glob("*.tfrecord"))
+
+
 def test_nothing_to_train_on_says_why_the_records_were_left_out(tmp_path):
     from edge_trash.tfrecords.build import BuildError
 

@@ -489,18 +489,27 @@ def software_versions() -> Dict[str, Optional[str]]:
             "littlecms2": features.version("littlecms2")}
 
 
-def found_names(dataset: CocoDataset, found: Dict[int, Tuple[Path, int]], options: BuildOptions) -> Dict[int, str]:
-    """Each found image's file as a path relative to its own ``--images`` folder: the same for
-    every spelling of one ``file_name`` that reaches it (case, separators, a URL or another
-    machine's prefix), wherever the dataset is copied and whatever other folders are given. Two
-    annotation files' photos of one name (TrashCan's ``train/`` and ``val/``) share it: they sit
-    side by side in the seeded order and are counted as a pair when builds are compared."""
+def found_names(dataset: CocoDataset, found: Dict[int, Tuple[Path, int]], options: BuildOptions,
+                paths: Optional[Sequence[Any]] = None) -> Dict[int, str]:
+    """Each found image's file as a path relative to its own ``--images`` folder, or, for one found that
+    ``file_name`` one or more folders below it (an ``--images`` given too high; ``paths``, the
+    :class:`~edge_trash.tfrecords.image_paths.SourceImages` of each annotation file, tell), to the folder
+    ``file_name`` is relative to: the same for every spelling of one ``file_name`` that reaches it (case,
+    separators, a URL or another machine's prefix), wherever the dataset is copied, whatever other folders are
+    given, and whether ``--images`` is the folder the build's hint names or one above it. Two annotation files'
+    photos of one name (TrashCan's ``train/`` and ``val/``) share it: they sit side by side in the seeded order
+    and are counted as a pair when builds are compared."""
     dirs = [os.path.abspath(d) for d in options.image_dirs()]
-    source_of = {im.id: im.source for im in dataset.images}
+    images_by_id = {im.id: im for im in dataset.images}
     names: Dict[int, str] = {}
     for iid, (path, _) in found.items():
+        im = images_by_id[iid]
+        base = dirs[im.source]
+        deeper = paths[im.source].folder_above(im.file_name, path) if paths is not None else None
+        if deeper is not None:  # the hint's --images: the same name whichever of the two is given
+            base = os.path.abspath(deeper)
         try:
-            names[iid] = utf8_text(Path(os.path.relpath(os.path.abspath(path), dirs[source_of[iid]])).as_posix())
+            names[iid] = utf8_text(Path(os.path.relpath(os.path.abspath(path), base)).as_posix())
         except ValueError:  # another drive (Windows)
             names[iid] = Path(path).as_posix()
     return names
@@ -804,7 +813,7 @@ def _build(options: BuildOptions, progress: bool, lock: _OutLock) -> Dict[str, A
     unusable.update({iid: every_box_dropped_reason(n) for iid, n in dataset.images_with_every_box_dropped.items()})
     found = {iid: v for iid, v in sizes_of_found(located).items() if iid not in unusable}
     copies = [] if options.keep_splits else identical_files({i: (str(p), size) for i, (p, size) in found.items()})
-    read_as = found_names(dataset, found, options)  # each found file's path under its --images folder
+    read_as = found_names(dataset, found, options, paths)  # each found file's path under its (hinted) --images
     if say:
         print(f"build-tfrecords: {len(found):,} found; drawing the split ...", file=sys.stderr, flush=True)
     plan, units = _plan(dataset, options, mapping.target_of_category, found, copies, read_as)
