@@ -234,3 +234,12 @@ def test_a_run_stopped_before_its_first_evaluation_gets_its_own_message(tmp_path
     result = CliRunner().invoke(cli, ["evaluate", "--model", str(run), "--data", str(data), "--out",
                                       str(tmp_path / "m.json")])
     assert "and it has saved no checkpoint; resume it" in result.output
+    # a run whose data.json records its --data: the resume command names it
+    from edge_trash.train.data_record import write_data_record
+
+    write_data_record(run, {"version": 1, "data": str(tmp_path / "my data"), "fold": None, "labels": ["can"],
+                            "splits": {}})
+    result = CliRunner().invoke(cli, ["evaluate", "--model", str(run), "--data", str(data), "--out",
+                                      str(tmp_path / "m.json")])
+    assert result.output.splitlines()[-1].endswith(
+        f"resume it until it evaluates: edge-trash train --data '{tmp_path / 'my data'}' --out {run} --resume")

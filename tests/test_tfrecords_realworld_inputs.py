@@ -1403,6 +1403,16 @@ def test_following_the_images_hint_keeps_the_split(tmp_path):
     assert sorted(listings[0]["train"] + listings[0]["val"] + listings[0]["test"]) == sorted(names)
     assert sorted(p.read_bytes() for p in (tmp_path / "out0").glob("*.tfrecord")) == \
         sorted(p.read_bytes() for p in (tmp_path / "out1").glob("*.tfrecord"))
+    # and the next command (analyze) reads the folder the hint names, as the build was told to
+    from click.testing import CliRunner
+
+    from edge_trash.cli import cli
+
+    result = CliRunner().invoke(cli, ["build-tfrecords", "--annotations", str(ann), "--images", str(root), "--out",
+                                      str(tmp_path / "out2"), "--quiet"])
+    assert result.exit_code == 0, result.output
+    assert (f"next: edge-trash analyze --annotations {ann} --images {root / 'data'} --tfrecords "
+            f"{tmp_path / 'out2'} ") in result.output
 
 
 def test_nothing_to_train_on_says_why_the_records_were_left_out(tmp_path):

@@ -116,6 +116,11 @@ def no_weights_message(run_dir: os.PathLike) -> str:
     run_dir = Path(run_dir)
     step = latest_checkpoint_step(run_dir)
     saved = (f"its latest checkpoint is from step {step}" if step is not None else "it has saved no checkpoint")
+    from edge_trash.train.data_record import read_data_record
+
+    record = read_data_record(run_dir)  # the --data it was trained on, when its data.json says
+    data = record.get("data") if record else None
+    data, what = (shell_word(data), "") if isinstance(data, str) else ("DATA", " (DATA: the --data it was trained on)")
     return (f"{run_dir}: no {WEIGHTS_H5} yet: a run writes its weights at its first evaluation on val (every "
-            f"train.eval_every steps) and {saved}; resume it until it evaluates: edge-trash train --data DATA "
-            f"--out {shell_word(run_dir)} --resume (DATA: the --data it was trained on)")
+            f"train.eval_every steps) and {saved}; resume it until it evaluates: edge-trash train --data {data} "
+            f"--out {shell_word(run_dir)} --resume{what}")

@@ -614,6 +614,9 @@ def build_tfrecords(annotations: Tuple[Path, ...], images: Tuple[Path, ...], kee
         click.echo(f"--strict: {skipped} were skipped; see report.json", err=True)
         raise SystemExit(EXIT_STRICT)
     folders = [src["images_dir"] for src in report["sources"]]  # the folders the build read: analyze reads them too
+    hint = report.get("images_folder_hint")
+    if hint and len(hint.get("folders") or []) == len(folders):
+        folders = list(hint["folders"])  # the --images the hint above names: analyze is spared the search too
     folders = folders[:1] if len(set(folders)) == 1 else folders
     given = " ".join([f"--annotations {shell_word(a)}" for a in annotations]
                      + [f"--images {shell_word(f)}" for f in folders])

@@ -206,8 +206,9 @@ def evaluate(model_path: Optional[Path], data_dir: Optional[Path], split: Option
     click.echo(f"evaluate: wrote {out} ({size} B){more} for "
                f"{plural(metrics['num_images'], 'image')} in {seconds:.1f} s: AP {metrics['AP']:.3f}, "
                f"AP50 {metrics['AP50']:.3f}")
-    if model_path is not None and not str(model_path).endswith(".tflite"):
+    run = _run_dir_of(model_path) if model_path is not None else None
+    if run is not None:  # export takes a run folder (RUN/saved_model/ given here: the run above it)
         from edge_trash.terminal import shell_word
 
-        click.echo(f"next: edge-trash export --model {shell_word(model_path)} --data {shell_word(data_dir)} "
+        click.echo(f"next: edge-trash export --model {shell_word(run)} --data {shell_word(data_dir)} "
                    "--out bundle/ --edgetpu")  # as train's summary says
