@@ -339,7 +339,9 @@ def report(result: Dict[str, Any]) -> None:
 def main(argv: "Sequence[str] | None" = None) -> int:
     """Entry point; the exit code is 1 only with --check when a target is missed."""
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--out", default="bench-output/tfrecords.json", help="JSON result file")
+    parser.add_argument("--out", default=None,
+                        help="JSON result file [default: bench-output/tfrecords.json, with --scaling "
+                             "bench-output/tfrecords_scaling.json]")
     parser.add_argument("--num-images", type=int, default=200)
     parser.add_argument("--quick", action="store_true", help="smoke run: 12 images")
     parser.add_argument("--workers", type=int, default=min(2, os.cpu_count() or 1),
@@ -375,7 +377,7 @@ def main(argv: "Sequence[str] | None" = None) -> int:
             result = measure(Path(tmp))
     result["quick"] = bool(args.quick)
     (report_scaling if counts else report)(result)
-    path = write_json(args.out, result)
+    path = write_json(args.out or f"bench-output/tfrecords{'_scaling' if counts else ''}.json", result)
     print(f"\nbench_tfrecords: wrote {path}")
     return 1 if args.check and not all(result["targets"].values()) else 0
 

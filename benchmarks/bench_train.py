@@ -154,7 +154,7 @@ def _sample_data(tmp: Path) -> Path:
 
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--out", type=Path, required=True, help="JSON file to write")
+    parser.add_argument("--out", type=Path, default=Path("bench-output/train.json"), help="JSON file to write")
     parser.add_argument("--input-size", type=int, default=320)
     parser.add_argument("--batch-size", type=int, default=8)
     parser.add_argument("--width", type=float, default=1.0)

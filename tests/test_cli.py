@@ -123,3 +123,24 @@ def test_train_and_evaluate_with_an_out_that_cannot_be_made_fail_at_once(tmp_pat
         assert result.exit_code == 1 and "Traceback" not in result.output, result.output
         assert re.search(rf"Error: cannot write {re.escape(str(blocker))}\S*: (Not a directory|File exists); free "
                          r"space or choose another --out, and run again", result.output), result.output
+
+
+def test_option_values_out_of_range_are_usage_errors_before_anything_runs(tmp_path):
+    # --folds 1 was an error of the build (exit 1) although --help promises 2 for a value out of range, and
+    # --input-size showed the range [x>=1] while 128..640 is what the model takes
+    from click.testing import CliRunner
+
+    from edge_trash.cli import cli
+
+    ann = tmp_path / "a.json"
+    ann.write_text('{"images": [], "annotations": [], "categories": []}')
+    result = CliRunner().invoke(cli, ["build-tfrecords", "--annotations", str(ann), "--out", str(tmp_path / "o"),
+                                      "--folds", "1"])
+    assert result.exit_code == 2 and not (tmp_path / "o").exists()
+    assert result.output.splitlines()[-1] == ("Error: Invalid value for '--folds': 0 (off) or at least 2, got 1: one "
+                                              "fold leaves nothing to validate on")
+    result = CliRunner().invoke(cli, ["train", "--data", str(tmp_path), "--out", str(tmp_path / "r"),
+                                      "--input-size", "100"])
+    assert result.exit_code == 2 and not (tmp_path / "r").exists()
+    assert result.output.splitlines()[-1] == "Error: Invalid value for '--input-size': 100 is not in the range " \
+                                             "128<=x<=640."

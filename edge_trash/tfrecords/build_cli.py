@@ -483,6 +483,12 @@ def split_changes_line(changes: Dict[str, Any], folds: int = 0) -> str:
                if many else ""))
 
 
+def _folds_value(ctx: click.Context, param: click.Parameter, value: int) -> int:
+    if value == 1:  # a usage error (exit 2), as the values IntRange refuses are
+        raise click.BadParameter("0 (off) or at least 2, got 1: one fold leaves nothing to validate on")
+    return value
+
+
 @click.command("build-tfrecords")
 @click.option("--annotations", required=True, multiple=True, type=click.Path(path_type=Path),
               help="COCO annotation JSON; repeat it to merge several (a Roboflow export's train, valid and "
@@ -519,7 +525,7 @@ def split_changes_line(changes: Dict[str, Any], folds: int = 0) -> str:
                    "vid_2_frame0001.jpg), so val frames touch train only where runs meet, a Roboflow photo's augmented "
                    "variants (IMG_1_jpg.rf.<hash>.jpg), and each other image alone; image: every image alone; "
                    "folder: each folder of file_name (one recording session per folder).")
-@click.option("--folds", default=0, show_default=True, type=click.IntRange(min=0),
+@click.option("--folds", default=0, show_default=True, type=click.IntRange(min=0), callback=_folds_value,
               help="0 (off) or K >= 2: write K stratified folds (fold0..foldK-1) instead of train/val (and test, "
                    "from --test-fraction; --val-fraction is unused); `edge-trash train --fold k` trains on the others "
                    "and validates on fold k.")
@@ -551,8 +557,10 @@ def build_tfrecords(annotations: Tuple[Path, ...], images: Tuple[Path, ...], kee
     Writes train/val/test shards, labels.txt, label_map.pbtxt, splits.json and
     report.json into OUT. Bad images and boxes are skipped and reported with
     their reason. Exit code: 0 when anything usable came out; 1 when no image
-    converted (an earlier build in OUT is left as it was) or on an error; 2 for
-    an option value out of its range; 4 with --strict when anything was skipped.
+    converted (an earlier build in OUT is left as it was) or on an error (options
+    that do not combine, such as fractions summing to 1 or more, among them); 2 for
+    an option value out of its range (--folds 1 too); 4 with --strict when anything
+    was skipped.
     """
     from edge_trash.tfrecords.build import BuildError, BuildOptions
     from edge_trash.tfrecords.build import build_tfrecords as build

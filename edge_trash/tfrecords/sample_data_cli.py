@@ -15,13 +15,14 @@ import click
 @click.option("--num-images", default=200, show_default=True, type=click.IntRange(min=20),
               help="How many images to draw.")
 @click.option("--seed", default=0, show_default=True, type=click.IntRange(min=0), help="Same seed, same bytes.")
-@click.option("--clean", is_flag=True, help="Leave out the deliberately broken files and records.")
+@click.option("--clean", is_flag=True, help="Leave out the deliberately broken files and records and the "
+                                            "EXIF-rotated photos (the unused placeholder category stays).")
 def sample_data(out: Path, num_images: int, seed: int, clean: bool) -> None:
     """Write the built-in sample dataset: synthetic litter photos with COCO boxes.
 
     Bottles, cans, cups, cartons, wrappers and cigarette butts on conveyor belts,
-    ground and dark scenes, long-tailed like TACO, with a few EXIF-rotated photos
-    and (unless --clean) a few broken files and records a converter must survive.
+    ground and dark scenes, long-tailed like TACO, with (unless --clean) a few
+    EXIF-rotated photos, broken files and records a converter must survive.
     """
     from edge_trash.tfrecords.sample_data import write_sample_dataset
 

@@ -8,6 +8,8 @@ from typing import Optional
 
 import click
 
+from edge_trash.models.config import INPUT_STRIDE, MAX_INPUT_SIZE, MIN_INPUT_SIZE  # (stdlib only: no TensorFlow)
+
 RESUME_FIXED = ("config", "batch_size", "input_size", "init", "mixed_precision", "fold")
 
 
@@ -29,8 +31,8 @@ def _dir_size_mb(path: Path) -> float:
               help="Training steps (with --resume: the new total, past the step the run reached; without it the "
                    "run's own count).")
 @click.option("--batch-size", type=click.IntRange(min=1), default=None, help="Global batch size.")
-@click.option("--input-size", type=click.IntRange(min=1), default=None,
-              help="Model input size in pixels (multiple of 32, 224..416 typical).")
+@click.option("--input-size", type=click.IntRange(MIN_INPUT_SIZE, MAX_INPUT_SIZE), default=None,
+              help=f"Model input size in pixels (a multiple of {INPUT_STRIDE}; 224..416 for real use).")
 @click.option("--init", "init", default=None, metavar="PATH|imagenet|scratch",
               help="Keras MobileNetV2 ImageNet .h5 (also looked up in ~/.keras/models), "
                    "'imagenet' (that file for the configured width), a previous run directory "
