@@ -1385,34 +1385,36 @@ def test_names_with_folders_are_found_below_an_images_folder_given_too_high(tmp_
 
 def test_following_the_images_hint_keeps_the_split(tmp_path):
     # The hint says "give --images DATA to spare the search"; the split was drawn from paths under --images, so
-    # following it put other photos in val and test (5 of 5 val images changed in a sample build)
+    # following it put other photos in val and test (5 of 5 val images changed in a sample build). Photos named
+    # "data/batch_k/N.jpg" under root/: --images root/.. (too high, found by the search), root (as named) and
+    # root/data (too low, found by name) give one split and the same bytes.
     root = tmp_path / "root"
-    names = [f"batch_{i % 3}/{i:06d}.jpg" for i in range(24)]
+    names = [f"data/batch_{i % 3}/{i:06d}.jpg" for i in range(24)]
     for i, name in enumerate(names):
-        _jpeg(root / "data" / name, (64, 48), color=(10 * i, 40, 40))
+        _jpeg(root / name, (64, 48), color=(10 * i, 40, 40))
     ann = _one_can_per_image(tmp_path / "ann.json", names)
     listings = []
-    for n, images in enumerate((root, root / "data")):
+    for n, images in enumerate((tmp_path, root, root / "data")):
         out = tmp_path / f"out{n}"
         report = build_tfrecords(BuildOptions(annotations=ann, images=images, out=out, val_fraction=0.25,
                                               test_fraction=0.25))
         assert report["images_written"] == 24
-        assert report["images_folder_hint"] == ({"folders": [str(root / "data")], "images": 24} if n == 0 else None)
+        assert report["images_folder_hint"] == ({"folders": [str(root)], "images": 24} if n == 0 else None)
         listings.append(json.loads((out / "splits.json").read_text())["file_names"])
-    assert listings[0] == listings[1]
+    assert listings[0] == listings[1] == listings[2]
     assert sorted(listings[0]["train"] + listings[0]["val"] + listings[0]["test"]) == sorted(names)
-    assert sorted(p.read_bytes() for p in (tmp_path / "out0").glob("*.tfrecord")) == \
-        sorted(p.read_bytes() for p in (tmp_path / "out1").glob("*.tfrecord"))
+    shards = [sorted(p.read_bytes() for p in (tmp_path / f"out{n}").glob("*.tfrecord")) for n in range(3)]
+    assert shards[0] == shards[1] == shards[2]
     # and the next command (analyze) reads the folder the hint names, as the build was told to
     from click.testing import CliRunner
 
     from edge_trash.cli import cli
 
-    result = CliRunner().invoke(cli, ["build-tfrecords", "--annotations", str(ann), "--images", str(root), "--out",
-                                      str(tmp_path / "out2"), "--quiet"])
+    result = CliRunner().invoke(cli, ["build-tfrecords", "--annotations", str(ann), "--images", str(tmp_path),
+                                      "--out", str(tmp_path / "out3"), "--quiet"])
     assert result.exit_code == 0, result.output
-    assert (f"next: edge-trash analyze --annotations {ann} --images {root / 'data'} --tfrecords "
-            f"{tmp_path / 'out2'} ") in result.output
+    assert (f"next: edge-trash analyze --annotations {ann} --images {root} --tfrecords "
+            f"{tmp_path / 'out3'} ") in result.output
 
 
 def test_nothing_to_train_on_says_why_the_records_were_left_out(tmp_path):

@@ -491,12 +491,13 @@ def software_versions() -> Dict[str, Optional[str]]:
 
 def found_names(dataset: CocoDataset, found: Dict[int, Tuple[Path, int]], options: BuildOptions,
                 paths: Optional[Sequence[Any]] = None) -> Dict[int, str]:
-    """Each found image's file as a path relative to its own ``--images`` folder, or, for one found that
-    ``file_name`` one or more folders below it (an ``--images`` given too high; ``paths``, the
-    :class:`~edge_trash.tfrecords.image_paths.SourceImages` of each annotation file, tell), to the folder
-    ``file_name`` is relative to: the same for every spelling of one ``file_name`` that reaches it (case,
-    separators, a URL or another machine's prefix), wherever the dataset is copied, whatever other folders are
-    given, and whether ``--images`` is the folder the build's hint names or one above it. Two annotation files'
+    """Each found image's file as a relative path: ``file_name`` itself, spelled as on disk, when it is a
+    relative path the file was found under (``paths``, the
+    :class:`~edge_trash.tfrecords.image_paths.SourceImages` of each annotation file, tell), whether ``--images``
+    is the folder it is relative to, one above it (as the build's hint then says) or one inside it; else the path
+    under the folder ``file_name`` is relative to when found below ``--images``, or under ``--images``. So it is
+    the same for every spelling of one ``file_name`` that reaches it (case, separators, a URL or another
+    machine's prefix), wherever the dataset is copied and whatever other folders are given. Two annotation files'
     photos of one name (TrashCan's ``train/`` and ``val/``) share it: they sit side by side in the seeded order
     and are counted as a pair when builds are compared."""
     dirs = [os.path.abspath(d) for d in options.image_dirs()]
@@ -504,9 +505,13 @@ def found_names(dataset: CocoDataset, found: Dict[int, Tuple[Path, int]], option
     names: Dict[int, str] = {}
     for iid, (path, _) in found.items():
         im = images_by_id[iid]
+        spelled = paths[im.source].spelled_by_name(im.file_name, path) if paths is not None else None
+        if spelled is not None:
+            names[iid] = utf8_text(spelled)
+            continue
         base = dirs[im.source]
         deeper = paths[im.source].folder_above(im.file_name, path) if paths is not None else None
-        if deeper is not None:  # the hint's --images: the same name whichever of the two is given
+        if deeper is not None:  # another machine's prefix, found below --images
             base = os.path.abspath(deeper)
         try:
             names[iid] = utf8_text(Path(os.path.relpath(os.path.abspath(path), base)).as_posix())

@@ -336,6 +336,22 @@ class ImagePaths:
             return None
         return self.images_dir.joinpath(*rel[:-len(parts)])
 
+    def spelled_by_name(self, file_name: str, path: Path) -> Optional[str]:
+        """The last components of ``path`` (where ``file_name`` was found) that spell ``file_name``, joined by
+        ``/`` as they are on disk, when ``file_name`` is a relative path (no root, drive, URL or ``..``) whose
+        every component matches them, case and Unicode form aside; None otherwise. The same whether
+        ``--images`` is the folder ``file_name`` is relative to, one above it or one inside it."""
+        name = disk_spelling(file_name)
+        if name.startswith(("/", "\\")) or "://" in name:
+            return None
+        raw = [p for p in name.replace("\\", "/").split("/") if p not in ("", ".")]
+        if not raw or _DRIVE.match(raw[0]) or ".." in raw:
+            return None
+        tail = Path(os.path.abspath(path)).parts[-len(raw):]
+        if len(tail) < len(raw) or [_loose(p) for p in tail] != [_loose(p) for p in raw]:
+            return None
+        return "/".join(tail)
+
     def resolve(self, file_name: str, split: Optional[str] = None) -> Tuple[Path, Optional[str]]:
         """:meth:`find`, where a folder that cannot be entered or a name too long for the file
         system gives the plain path, whose reading then says why, not an error for the whole run."""
@@ -450,6 +466,10 @@ class SourceImages:
     def folder_above(self, file_name: str, path: Path) -> Optional[Path]:
         """:meth:`ImagePaths.folder_above`."""
         return self.paths.folder_above(file_name, path)
+
+    def spelled_by_name(self, file_name: str, path: Path) -> Optional[str]:
+        """:meth:`ImagePaths.spelled_by_name`."""
+        return self.paths.spelled_by_name(file_name, path)
 
     def found_under_original_name(self, file_name: str) -> bool:
         """Whether :meth:`resolve` read ``file_name``'s photo under the name it had before an annotation
