@@ -209,6 +209,18 @@ def test_a_val_of_another_build_holding_images_the_run_learned_gets_a_note(tmp_p
         f"note: {run} was trained on train: scores on images it learned measure memory, not how it does on new photos"]
     (tmp_path / "foreign").mkdir()
     assert split_for_run(run, None, tmp_path / "foreign") == ("val", [])
+    # where both list the stored pictures, those decide: another photo under a learned name (per-split folders
+    # numbering their files alike) is not counted, one of the learned photos under another name is
+    record = json.loads((run / "data.json").read_text())
+    record["splits"]["train"]["pictures"] = ["pa", "pb", "pc", "pd", "pe"]
+    write_data_record(run, record)
+    (rebuilt / "splits.json").write_text(json.dumps(
+        {"file_names": {"train": ["f.jpg"], "val": ["b.jpg", "g.jpg", "d.jpg", "a.jpg", "e.jpg"]},
+         "pictures": {"train": ["pf"], "val": ["other b", "pc", "other d", "pa", "other e"]}}))
+    assert split_for_run(run, None, rebuilt)[1] == [
+        f"note: 2 of the 5 images in val of {rebuilt} were in the train split {run} learned from (its data.json: "
+        f"--data {first}): g.jpg, a.jpg. Their scores measure memory; evaluate on the data the run was trained on, "
+        "or train on this build"]
     (run / "data.json").unlink()
     assert split_for_run(run, None, rebuilt) == ("val", [])
 

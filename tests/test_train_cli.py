@@ -111,7 +111,7 @@ def test_train_on_toy_data_records_its_data_and_refuses_to_overwrite_or_resume_o
     record = json.loads((run / "data.json").read_text())
     shard = {"name": "val-00000-of-00001.tfrecord", "bytes": (data / "val-00000-of-00001.tfrecord").stat().st_size}
     assert (record["data"], record["fold"], record["labels"]) == (str(data), None, ["square", "bar"])
-    assert record["splits"]["val"] == {"split": "val", "images": listing["val"], "shards": [shard]}
+    assert record["splits"]["val"] == {"split": "val", "images": listing["val"], "pictures": None, "shards": [shard]}
     assert record["splits"]["train"]["images"] == listing["train"]
     # a resume on other classes or other val images is refused before the model is built, naming both folders
     other = tmp_path / "other"

@@ -34,9 +34,9 @@ def test_the_record_lists_path_fold_labels_images_and_shards(tmp_path):
     record = data_record(data, "train", "val", None, NAMES)
     assert record == {
         "version": 1, "data": os.path.abspath(data), "fold": None, "labels": NAMES,
-        "splits": {"train": {"split": "train", "images": ["a.jpg", "b.jpg", "c.jpg"],
+        "splits": {"train": {"split": "train", "images": ["a.jpg", "b.jpg", "c.jpg"], "pictures": None,
                              "shards": [{"name": "train-00000-of-00001.tfrecord", "bytes": 10}]},
-                   "val": {"split": "val", "images": ["d.jpg", "e.jpg"],
+                   "val": {"split": "val", "images": ["d.jpg", "e.jpg"], "pictures": None,
                            "shards": [{"name": "val-00000-of-00001.tfrecord", "bytes": 10}]}}}
     run = tmp_path / "run"
     assert write_data_record(run, record) == run / "data.json"
@@ -51,10 +51,13 @@ def test_a_fold_run_lists_the_folds_it_reads_and_records_without_splits_json_lis
     for k in range(3):
         (root / f"fold{k}-00000-of-00001.tfrecord").write_bytes(b"y" * (k + 1))
     (root / "splits.json").write_text(json.dumps({"folds": 3, "file_names": {"fold0": ["a"], "fold1": ["b"],
-                                                                             "fold2": ["c", "d"]}}))
+                                                                             "fold2": ["c", "d"]},
+                                                  "pictures": {"fold0": ["1a"], "fold1": ["1b"],
+                                                               "fold2": ["1c", "1d"]}}))
     record = data_record(root, "fold0+fold2", "fold1", 1, NAMES)
     assert record["fold"] == 1
-    assert record["splits"]["train"] == {"split": "fold0+fold2", "images": ["a", "c", "d"], "shards": [
+    assert record["splits"]["train"] == {"split": "fold0+fold2", "images": ["a", "c", "d"],
+                                         "pictures": ["1a", "1c", "1d"], "shards": [
         {"name": "fold0-00000-of-00001.tfrecord", "bytes": 1}, {"name": "fold2-00000-of-00001.tfrecord", "bytes": 3}]}
     assert record["splits"]["val"]["images"] == ["b"]
     foreign = _data(tmp_path / "foreign", splits_json=False)
@@ -68,6 +71,17 @@ def test_splits_json_listing():
     assert split_listing(listed, "val") is None  # not a list
     assert split_listing({"splits": {"train": [1]}}, "train") is None  # an older build: ids, no file names
     assert split_listing(None, "train") is None
+
+
+def test_splits_json_pictures_are_listed_only_one_per_file():
+    from edge_trash.tfrecords.splits import split_pictures
+
+    listed = {"file_names": {"fold0": ["a.jpg"], "fold2": ["c.jpg", "b.jpg"]},
+              "pictures": {"fold0": ["aa"], "fold2": ["cc", "bb"]}}
+    assert split_pictures(listed, "fold0+fold2") == ["aa", "cc", "bb"]
+    assert split_pictures(dict(listed, pictures={"fold0": ["aa"], "fold2": ["cc"]}), "fold2") is None  # one short
+    assert split_pictures({"file_names": listed["file_names"]}, "fold0") is None  # an older build: no pictures
+    assert split_pictures(None, "fold0") is None
 
 
 def test_read_splits_json(tmp_path):

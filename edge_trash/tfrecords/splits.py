@@ -331,6 +331,22 @@ def read_splits_json(path: "os.PathLike[str] | str") -> Optional[Dict[str, Any]]
     return data
 
 
+def split_pictures(splits_json: Optional[Mapping[str, Any]], spec: str) -> Optional[List[str]]:
+    """The stored pictures' hashes of split ``spec`` as ``splits.json`` lists them (``pictures``, in the order of
+    its ``file_names``); None when it lists none for one of the splits, or not one per file."""
+    pictures = splits_json.get("pictures") if splits_json else None
+    names = split_listing(splits_json, spec)
+    if not isinstance(pictures, dict) or names is None:
+        return None
+    listing: List[str] = []
+    for split in spec.split("+"):
+        hashes = pictures.get(split)
+        if not isinstance(hashes, list) or not all(isinstance(h, str) for h in hashes):
+            return None
+        listing += hashes
+    return listing if len(listing) == len(names) else None
+
+
 def split_listing(splits_json: Optional[Mapping[str, Any]], spec: str) -> Optional[List[str]]:
     """The image files of split ``spec`` (one split, or several joined by ``+``: ``fold0+fold2``) as
     ``splits.json`` lists them, in its order; None when it lists none for one of them (no splits.json, or one

@@ -25,7 +25,7 @@ from typing import Any, Dict, List, Mapping, NamedTuple, Optional, Sequence
 
 from edge_trash.atomic_files import write_text_atomic
 from edge_trash.terminal import plural, shell_word
-from edge_trash.tfrecords.splits import read_splits_json, split_listing
+from edge_trash.tfrecords.splits import read_splits_json, split_listing, split_pictures
 
 DATA_JSON = "data.json"
 VERSION = 1
@@ -40,8 +40,8 @@ def shard_files(data_dir: Path, spec: str) -> List[Path]:
 def data_record(data_dir: Path, train_split: str, val_split: str, fold: Optional[int],
                 labels: Sequence[str]) -> Dict[str, Any]:
     """The ``data.json`` of a run on ``data_dir``: its absolute path, the fold, the class names, and for the
-    train and val roles the split read, the images ``splits.json`` lists for it (None without one) and the
-    shards (name and size in bytes)."""
+    train and val roles the split read, the images ``splits.json`` lists for it and their stored pictures' hashes
+    (None without them) and the shards (name and size in bytes)."""
     data_dir = Path(data_dir)
     try:
         listed = read_splits_json(data_dir / "splits.json")
@@ -49,7 +49,7 @@ def data_record(data_dir: Path, train_split: str, val_split: str, fold: Optional
         listed = None
     splits = {}
     for role, spec in zip(ROLES, (train_split, val_split)):
-        splits[role] = {"split": spec, "images": split_listing(listed, spec),
+        splits[role] = {"split": spec, "images": split_listing(listed, spec), "pictures": split_pictures(listed, spec),
                         "shards": [{"name": f.name, "bytes": f.stat().st_size} for f in shard_files(data_dir, spec)]}
     return {"version": VERSION, "data": os.path.abspath(data_dir), "fold": fold, "labels": list(labels),
             "splits": splits}
@@ -160,8 +160,10 @@ def learned_images(run_dir: Path, data_dir: Path, split: str) -> Optional[Learne
     (as its data.json lists its train split); None when there are none or nothing to compare.
 
     A rebuild of the same photos with another seed or fraction moves them between splits under the same
-    names, so the "val" of another build can hold what the run learned. A run without data.json (an older
-    edge-trash), or records without a splits.json listing (another tool's), give None.
+    names, so the "val" of another build can hold what the run learned. Where both list the stored pictures'
+    hashes, those decide (a photo under another name is found, and another photo under a learned name, as
+    per-split folders that number their files alike give, is not); else the names do. A run without data.json
+    (an older edge-trash), or records without a splits.json listing (another tool's), give None.
     """
     record = read_data_record(run_dir)
     train = record["splits"].get("train") if record else None
@@ -169,13 +171,20 @@ def learned_images(run_dir: Path, data_dir: Path, split: str) -> Optional[Learne
     if not isinstance(learned, list):
         return None
     try:
-        listed = split_listing(read_splits_json(Path(data_dir) / "splits.json"), split)
+        splits_json = read_splits_json(Path(data_dir) / "splits.json")
     except ValueError:
         return None
+    listed = split_listing(splits_json, split)
     if not listed:
         return None
-    seen = set(name for name in learned if isinstance(name, str))
-    overlap = [name for name in listed if name in seen]
+    learned_pictures = train.get("pictures") if isinstance(train, dict) else None
+    pictures = split_pictures(splits_json, split)
+    if isinstance(learned_pictures, list) and pictures is not None:
+        seen = set(h for h in learned_pictures if isinstance(h, str))
+        overlap = [name for name, picture in zip(listed, pictures) if picture in seen]
+    else:
+        seen = set(name for name in learned if isinstance(name, str))
+        overlap = [name for name in listed if name in seen]
     if not overlap:
         return None
     data = record.get("data") if record else None
