@@ -331,33 +331,31 @@ def read_splits_json(path: "os.PathLike[str] | str") -> Optional[Dict[str, Any]]
     return data
 
 
-def split_pictures(splits_json: Optional[Mapping[str, Any]], spec: str) -> Optional[List[str]]:
-    """The stored pictures' hashes of split ``spec`` as ``splits.json`` lists them (``pictures``, in the order of
-    its ``file_names``); None when it lists none for one of the splits, or not one per file."""
-    pictures = splits_json.get("pictures") if splits_json else None
-    names = split_listing(splits_json, spec)
-    if not isinstance(pictures, dict) or names is None:
+def _per_split(splits_json: Optional[Mapping[str, Any]], key: str, spec: str) -> Optional[List[str]]:
+    """``splits_json[key]``'s lists of the splits of ``spec`` joined in order; None when one is missing or is not
+    a list of strings."""
+    table = splits_json.get(key) if splits_json else None
+    if not isinstance(table, dict):
         return None
     listing: List[str] = []
     for split in spec.split("+"):
-        hashes = pictures.get(split)
-        if not isinstance(hashes, list) or not all(isinstance(h, str) for h in hashes):
+        items = table.get(split)
+        if not isinstance(items, list) or not all(isinstance(item, str) for item in items):
             return None
-        listing += hashes
-    return listing if len(listing) == len(names) else None
+        listing += items
+    return listing
+
+
+def split_pictures(splits_json: Optional[Mapping[str, Any]], spec: str) -> Optional[List[str]]:
+    """The stored pictures' hashes of split ``spec`` as ``splits.json`` lists them (``pictures``, in the order of
+    its ``file_names``); None when it lists none for one of the splits, or not one per file."""
+    pictures = _per_split(splits_json, "pictures", spec)
+    names = split_listing(splits_json, spec)
+    return pictures if pictures is not None and names is not None and len(pictures) == len(names) else None
 
 
 def split_listing(splits_json: Optional[Mapping[str, Any]], spec: str) -> Optional[List[str]]:
     """The image files of split ``spec`` (one split, or several joined by ``+``: ``fold0+fold2``) as
     ``splits.json`` lists them, in its order; None when it lists none for one of them (no splits.json, or one
     written by an older edge-trash without ``file_names``)."""
-    names = splits_json.get("file_names") if splits_json else None
-    if not isinstance(names, dict):
-        return None
-    listing: List[str] = []
-    for split in spec.split("+"):
-        files = names.get(split)
-        if not isinstance(files, list) or not all(isinstance(f, str) for f in files):
-            return None
-        listing += files
-    return listing
+    return _per_split(splits_json, "file_names", spec)
