@@ -22,6 +22,7 @@ sys.path.insert(0, REPO)
 
 from edge_trash.edge_runtime.replay_score import score_replay  # noqa: E402
 from edge_trash.edge_runtime.sort_config import parse_config_text  # noqa: E402
+from edge_trash.terminal import plural  # noqa: E402
 from edge_trash.tfrecords.sample_data import write_conveyor_frames  # noqa: E402
 
 
@@ -79,15 +80,15 @@ def main() -> int:
     with open(os.path.join(args.out, "replay_score.json"), "w") as f:
         json.dump(score, f, indent=1)
     print("per-bin counts: " + ", ".join("%s %d" % kv for kv in sorted(score["per_bin"].items())))
-    extra = score["extra_decisions"]
     elsewhere = ", ".join(
         ("%d below min_confidence %g went to %s" % (n, config["min_confidence"], config["reject_bin"])
          if reason == "low_confidence" else "%d elsewhere (%s)" % (n, reason))
         for reason, n in sorted(score["right_class_other_bin"].items()))
     print("decision accuracy: %d of %d items classified right (%.0f%%), %d of them into their class's bin%s; "
-          "%d missed, %d extra decision%s"
+          "%d missed, %s"
           % (score["correct"], score["items"], 100 * score["accuracy"], score["in_class_bin"],
-             " (%s)" % elsewhere if elsewhere else "", len(score["missed"]), extra, "" if extra == 1 else "s"))
+             " (%s)" % elsewhere if elsewhere else "", len(score["missed"]),
+             plural(score["extra_decisions"], "extra decision")))
     if summary:
         print("service: %d frames processed, %d dropped, %.1f fps, inference p50 %.1f ms, %s"
               % (summary["counters"].get("processed", 0), summary.get("dropped_frames", 0), summary.get("fps", 0.0),

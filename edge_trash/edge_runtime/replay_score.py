@@ -60,7 +60,8 @@ def score_replay(log_path: str, truth_path: str, tolerance: int = 6, first_seq: 
         other = {}  # type: Dict[str, int]
         for m in right:
             if m["bin"] != class_bins.get(m["class"]):
-                other[m["reason"] or "unknown"] = other.get(m["reason"] or "unknown", 0) + 1
+                reason = m["reason"] or "unknown"
+                other[reason] = other.get(reason, 0) + 1
         result["in_class_bin"] = len(right) - sum(other.values())
         result["right_class_other_bin"] = other
     return result

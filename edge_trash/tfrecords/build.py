@@ -511,7 +511,7 @@ def found_names(dataset: CocoDataset, found: Dict[int, Tuple[Path, int]], option
             continue
         base = dirs[im.source]
         deeper = paths[im.source].folder_above(im.file_name, path) if paths is not None else None
-        if deeper is not None:  # another machine's prefix, found below --images
+        if deeper is not None:  # a rooted file_name ("/images/x.jpg") found below --images
             base = os.path.abspath(deeper)
         try:
             names[iid] = utf8_text(Path(os.path.relpath(os.path.abspath(path), base)).as_posix())

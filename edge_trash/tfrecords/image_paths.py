@@ -342,13 +342,13 @@ class ImagePaths:
         every component matches them, case and Unicode form aside; None otherwise. The same whether
         ``--images`` is the folder ``file_name`` is relative to, one above it or one inside it."""
         name = disk_spelling(file_name)
-        if name.startswith(("/", "\\")) or "://" in name:
+        if name.startswith(("/", "\\")) or "://" in name or _DRIVE.match(name.replace("\\", "/").split("/")[0]):
             return None
-        raw = [p for p in name.replace("\\", "/").split("/") if p not in ("", ".")]
-        if not raw or _DRIVE.match(raw[0]) or ".." in raw:
+        parts = _parts(name)
+        if not parts or ".." in parts:
             return None
-        tail = Path(os.path.abspath(path)).parts[-len(raw):]
-        if len(tail) < len(raw) or [_loose(p) for p in tail] != [_loose(p) for p in raw]:
+        tail = Path(os.path.abspath(path)).parts[-len(parts):]
+        if len(tail) < len(parts) or [_loose(p) for p in tail] != [_loose(p) for p in parts]:
             return None
         return "/".join(tail)
 
