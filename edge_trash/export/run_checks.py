@@ -139,18 +139,16 @@ def learned_parity_note(run_dir: str, data_dir: str, split: str) -> Tuple[Option
     A ``train --fold K`` run exported with a build of the same photos without ``--folds``, or a run exported
     with a rebuild under another seed, scores float and int8 partly on images it learned.
     """
-    from edge_trash.terminal import examples, plural, shell_word
+    from edge_trash.terminal import shell_word
     from edge_trash.train.data_record import learned_images
 
     learned = learned_images(Path(run_dir), Path(data_dir), split)
     if learned is None:
         return None, 0
-    count = len(learned.names)
     trained_data = shell_word(learned.data) if learned.data else "DATA (the data it was trained on)"
-    return (f"{count} of the {plural(learned.split_images, 'image')} in {split} of {data_dir}, where float and int8 "
-            f"are compared, {'was' if count == 1 else 'were'} in the train split {run_dir} learned from (its "
-            f"data.json: --data {learned.data}): {examples(learned.names, 3)}. Both AP50s read high on them (the "
-            f"int8 drop against float still holds); for held-out AP50s export with --data {trained_data}"), count
+    return (learned.sentence(run_dir, data_dir, split, ", where float and int8 are compared,") + ". Both AP50s "
+            "read high on them (the int8 drop against float still holds); for held-out AP50s export with --data "
+            f"{trained_data}"), len(learned.names)
 
 
 def _json_object(path: Path) -> Dict[str, Any]:

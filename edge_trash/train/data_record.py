@@ -24,7 +24,7 @@ from pathlib import Path
 from typing import Any, Dict, List, Mapping, NamedTuple, Optional, Sequence
 
 from edge_trash.atomic_files import write_text_atomic
-from edge_trash.terminal import plural, shell_word
+from edge_trash.terminal import examples, plural, shell_word
 from edge_trash.tfrecords.splits import read_splits_json, split_listing, split_pictures
 
 DATA_JSON = "data.json"
@@ -153,6 +153,14 @@ class LearnedImages(NamedTuple):
     names: List[str]
     split_images: int
     data: Optional[str]
+
+    def sentence(self, run_dir: Path, data_dir: Path, split: str, where: str = "") -> str:
+        """``"2 of the 5 images in val of DATA{where} were in the train split RUN learned from (its data.json:
+        --data D): a.jpg, b.jpg"``: what evaluate's and export's notes say first."""
+        count = len(self.names)
+        return (f"{count} of the {plural(self.split_images, 'image')} in {split} of {data_dir}{where} "
+                f"{'was' if count == 1 else 'were'} in the train split {run_dir} learned from (its data.json: "
+                f"--data {self.data}): {examples(self.names, 3)}")
 
 
 def learned_images(run_dir: Path, data_dir: Path, split: str) -> Optional[LearnedImages]:

@@ -18,7 +18,7 @@ from typing import Any, Dict, List, Optional, Tuple
 import click
 
 from edge_trash.atomic_files import write_text_atomic
-from edge_trash.terminal import examples, plural
+from edge_trash.terminal import plural
 
 
 def _write_json(path: Path, data: Any) -> None:
@@ -51,11 +51,8 @@ def _learned_images_note(run: Path, data_dir: Path, split: str) -> Optional[str]
     learned = learned_images(run, data_dir, split)
     if learned is None:
         return None
-    count = len(learned.names)
-    return (f"note: {count} of the {plural(learned.split_images, 'image')} in {split} of {data_dir} "
-            f"{'was' if count == 1 else 'were'} in the train split {run} learned from (its data.json: --data "
-            f"{learned.data}): {examples(learned.names, 3)}. Their scores measure memory; evaluate on the data the "
-            "run was trained on, or train on this build")
+    return (f"note: {learned.sentence(run, data_dir, split)}. Their scores measure memory; evaluate on the data "
+            "the run was trained on, or train on this build")
 
 
 def split_for_run(model_path: Path, split: Optional[str],
