@@ -151,6 +151,7 @@ def test_no_compiler_exits_3_and_says_how_to_compile_which_file(tmp_path, sample
     assert manifest["edgetpu_model"] is None and "model_int8_edgetpu.tflite" not in manifest["files"]
     parity = json.loads(Path(result.bundle_dir, "parity.json").read_text())
     assert parity["skipped"] is True and parity["int8_cpu_latency_ms"]["runs"] == 3
+    assert parity["passed"] is None and manifest["parity"]["passed"] is None  # not checked is not a pass
 
 
 @pytest.mark.slow

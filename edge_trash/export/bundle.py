@@ -344,7 +344,7 @@ def export_bundle(options: ExportOptions, log: Callable[[str], None] = lambda _:
                 parity_report["split_images_trained_on"] = learned
         else:
             from edge_trash.export.parity import measure_cpu_latency
-            parity_report = {"skipped": True, "passed": True,
+            parity_report = {"skipped": True, "passed": None,  # not checked: neither a pass nor a failure
                              "int8_cpu_latency_ms": measure_cpu_latency(cpu_path, runs=options.latency_runs)}
         parity_report["calibration"] = calibration_info
         _write_json(os.path.join(staging, PARITY), parity_report)

@@ -39,8 +39,8 @@ Exit codes:
               help="Warn instead of failing when ops other than the final DEQUANTIZE/postprocess "
                    "would run on the CPU.")
 @click.option("--skip-parity", is_flag=True, default=False,
-              help="Do not evaluate float vs int8 (parity.json then holds skipped: true, the calibration "
-                   "record and the CPU latency).")
+              help="Do not evaluate float vs int8 (parity.json then holds skipped: true, passed: null, the "
+                   "calibration record and the CPU latency).")
 @click.option("--seed", type=int, default=0, show_default=True, help="Seed of the calibration image pick.")
 def export(model: str, data: str, out: str, edgetpu: bool, compiler: str, calibration_images: int,
            max_ap_drop: float, allow_cpu_ops: bool, skip_parity: bool, seed: int) -> None:
