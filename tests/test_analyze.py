@@ -97,6 +97,15 @@ def test_taco_without_images_counts_nan_infinity_and_boxes_past_the_image(tmp_pa
     rare = _flag(stats, "long_tail_classes")
     assert set(rare["items"]) == {n for n, k in got.items() if 0 < k < 20}
     assert stats["tfrecords"] is None and stats["annotations"]["brightness"] is None
+    # every rejected box names its photo, and the flag shows the first ones: the user can open them
+    files = {im["id"]: im["file_name"] for im in raw["images"]}
+    assert [(r["record_id"], r["file_name"]) for r in p["rejected_boxes"]] == [
+        (r["record_id"], files[r["image_id"]]) for r in p["rejected_boxes"]]
+    first = p["rejected_boxes"][0]
+    assert f"(annotation {first['record_id']} on {first['file_name']}, " in _flag(stats, "rejected_boxes")["message"]
+    dropped_all = p["image_ids_every_box_dropped"]
+    assert len(dropped_all) == 7 and p["files_every_box_dropped"] == [files[i] for i in dropped_all]
+    assert files[dropped_all[0]] in _flag(stats, "images_every_box_dropped")["message"]
 
 
 @pytest.mark.skipif(not UAVVASTE.is_file(), reason=f"{UAVVASTE} not present")
@@ -160,6 +169,12 @@ def test_sample_dark_scenes_and_unreadable_files_are_found(sample_dataset, sampl
     assert all(abs(measured[str(i)] - v) < 1.5 for i, v in luma.items())
     assert {u["image_id"] for u in stats["annotations"]["brightness"]["unreadable"]} == broken
     assert set(_flag(stats, "unreadable_images")["items"]) == broken
+    # the usable boxes on those files: build-tfrecords skips them with their image, and the summary says so
+    on_broken = sum(1 for a in _valid_annotations(raw) if a["image_id"] in broken)
+    assert stats["annotations"]["boxes_on_unreadable_images"] == on_broken > 0
+    from edge_trash.tfrecords.analyze_cli import summarize
+
+    assert f"usable, {on_broken} of them on images that cannot be read)" in summarize(stats, Path("o"), 1.0)
 
 
 def test_sample_annotation_problems(sample_dataset, sample_analysis):
@@ -388,6 +403,11 @@ def test_tfrecord_mode_per_split_matches_the_build_report(sample_dataset, sample
     dark_records = {int(d["image_id"]) for s in splits.values() for d in s["brightness"]["dark"]}
     assert dark_records == dark_json & written and dark_records
     assert _flag(stats, "long_tail_classes", "tfrecords/val") is None  # the tail is judged on train only
+    assert _flag(stats, "tiny_objects", "tfrecords/val") is None
+    report_md = (tmp_path / "report.md").read_text()
+    sections = {part.split("\n", 1)[0]: part for part in report_md.split("\n## ")}
+    assert "(long tail)" in sections["tfrecords/train"]  # the 30-image sample's train has rare classes
+    assert "(long tail)" not in sections["tfrecords/val"] + sections["tfrecords/test"]
     assert {p for s in splits for p in splits[s]["plots"]} <= {f.name for f in tmp_path.glob("*.png")}
     assert "## Classes per split (TFRecords)" in (tmp_path / "report.md").read_text()
 
@@ -467,7 +487,8 @@ def test_cli_through_clirunner(sample_dataset, tmp_path):
     stats = json.loads((out / "stats.json").read_text())
     assert f"annotations: {stats['annotations']['images']} images" in result.output
     assert "long_tail_classes: " in result.output and "dark_images: " in result.output
-    assert f"analyze: wrote report.md, stats.json and 0 plots to {out}" in result.output
+    size = (out / "report.md").stat().st_size + (out / "stats.json").stat().st_size
+    assert f"analyze: wrote report.md, stats.json and 0 plots ({size / 1e3:.0f} kB) to {out}" in result.output
     assert result.output.rstrip().splitlines()[-1] == (
         f"next: edge-trash build-tfrecords --annotations {sample_dataset.annotations} "
         f"--images {sample_dataset.images} --out data/")
@@ -620,8 +641,16 @@ def test_the_next_command_keeps_the_default_images_folder_and_never_writes_into_
     from edge_trash.tfrecords.analyze_cli import next_command
 
     monkeypatch.chdir(tmp_path)
+    for folder in ("photos", "data"):
+        (tmp_path / folder).mkdir()
+        (tmp_path / folder / "1.jpg").write_bytes(b"x")
     assert next_command([Path("photos/ann.json")], [], None) == (
         "next: edge-trash build-tfrecords --annotations photos/ann.json --out data/")
+    (tmp_path / "jsons").mkdir()  # the JSON copied away from its photos: the default folder would find none
+    (tmp_path / "jsons" / "notes.csv").write_text("a,b\n")
+    assert next_command([Path("jsons/ann.json")], [], None) == (
+        "next: edge-trash build-tfrecords --annotations jsons/ann.json --images IMAGES --out data/ (IMAGES: the "
+        "folder the file_name entries are relative to; jsons holds no image)")
     assert next_command([Path("data/ann.json")], [], None) == (
         "next: edge-trash build-tfrecords --annotations data/ann.json --out tfrecords/")
     assert next_command([Path("a.json")], [Path("data")], None) == (
@@ -666,6 +695,30 @@ def test_flags_agree_with_a_count_of_one_and_say_when_no_image_was_found(tmp_pat
     stats = analyze(ann, tmp_path / "photos", out=tmp_path / "a", plots=False)
     assert _flag(stats, "unreadable_images")["message"] == (
         f"1 image cannot be read: file not found: {tmp_path / 'photos' / 'b.jpg'}")
+
+
+def test_tiny_objects_and_mostly_tiny_classes_are_judged_where_the_model_learns():
+    # A 111-box val split with 6% tiny boxes was the only tiny warning a user saw, while cigarette, 75% tiny
+    # in train, got none: held-out splits are not judged, and a mostly tiny class gets its own flag.
+    images = [ImageEntry(str(i), f"{i}.jpg", 640, 480) for i in range(10)]
+    boxes = ([BoxEntry(str(i % 10), "can", 100, 100) for i in range(40)]
+             + [BoxEntry(str(i), "cigarette", 12, 20) for i in range(6)]  # tiny: area 240 px²
+             + [BoxEntry("0", "cigarette", 60, 40)])  # 6 of 7 tiny
+    flags = {}
+    for where in ("annotations", "tfrecords/train", "tfrecords/val"):
+        stats = describe(Source(where, "px", images, boxes, ["can", "cigarette"]), Thresholds())
+        assert stats["box_sizes"]["tiny"] == 6
+        flags[where] = {f["kind"]: f for f in find_flags(where, stats, Thresholds(rare_instances=0))}
+    assert set(flags["annotations"]) == set(flags["tfrecords/train"]) == {"tiny_objects", "tiny_classes"}
+    assert flags["tfrecords/val"] == {}
+    tiny = flags["annotations"]["tiny_classes"]
+    assert tiny["items"] == ["cigarette"] and tiny["message"].startswith(
+        "1 class has 50% or more of its boxes tiny (area < 1024 px² or a side < 2% of the image, in px): "
+        "cigarette (6 of 7); expect a low AP")
+    assert flags["annotations"]["tiny_objects"]["count"] == 6
+    few = boxes[:40] + boxes[40:44]  # 4 tiny boxes: too few to judge a class by
+    stats = describe(Source("annotations", "px", images, few, ["can", "cigarette"]), Thresholds())
+    assert "tiny_classes" not in {f["kind"] for f in find_flags("annotations", stats, Thresholds())}
 
 
 def test_a_folds_build_is_flagged_for_its_long_tail_over_all_folds(sample_dataset, tmp_path):

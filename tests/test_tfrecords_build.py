@@ -814,7 +814,7 @@ def test_an_image_whose_every_box_is_unusable_is_left_out_not_trained_as_backgro
     assert flags["images_without_boxes"]["items"] == [3]
     assert flags["images_every_box_dropped"]["message"] == (
         "1 image has annotations but not one usable box: build-tfrecords leaves them out (written without boxes, "
-        "the objects in them would be trained as background): image ids 2")
+        "the objects in them would be trained as background): bad.jpg")
 
 
 def test_rounding_past_the_edge_is_not_clipping_and_reasons_say_what_is_wrong(tmp_path):

@@ -334,7 +334,7 @@ def test_analyze_flags_keep_a_file_names_line_break_on_one_line():
         {"where": "annotations", "kind": "dark_images", "message": "1 image: a\nb.jpg (3.0), caf\udce9\t.jpg"}]}
     assert summarize(stats, Path("o"), 1.0).splitlines() == [
         "flags (1):", "  [annotations] dark_images: 1 image: a\\nb.jpg (3.0), caf\\udce9\\t.jpg",
-        "analyze: wrote report.md, stats.json and 0 plots to o in 1.0s"]
+        "analyze: wrote report.md, stats.json and 0 plots (0 kB) to o in 1.0s"]
 
 
 # ----------------------------------------------------------------------------- moving a build into place

@@ -1276,7 +1276,7 @@ def test_normalised_boxes_get_their_own_reason_and_numbers_as_text_are_read(tmp_
         "'bbox' has zero or negative size: [90, 100, -80, -85]; drawn from its right or bottom edge? COCO's form of "
         "it is [x + width, y + height, -width, -height] with the negative ones"]
     # the summary's kinds keep "0..1" (it read "…..…"), analyze names them (it called them malformed)
-    assert reasons_by_kind(reasons) == ("2x 'bbox' … looks normalised to 0..1; 2x 'bbox' values must be numbers, got …; "
+    assert reasons_by_kind(reasons) == ("2x 'bbox' … looks normalised to 0..1; 2x 'bbox' values must be numbers; "
                                         "1x 'bbox' has zero or negative size")
     assert annotation_problems(dataset)["boxes_rejected_by_kind"]["normalised"] == 2
 
@@ -1429,7 +1429,7 @@ def test_nothing_to_train_on_says_why_the_records_were_left_out(tmp_path):
         build_tfrecords(BuildOptions(annotations=ann, images=tmp_path, out=tmp_path / "out"))
     assert str(err.value) == (
         f"{ann}: no class has a usable box after validation and mapping; nothing to train on: 2 of 2 image entries "
-        "left out (2x 'id' must be an integer, got …; the first, images[0]: 'id' must be an integer, got 1.5); 2 of "
+        "left out (2x 'id' must be an integer; the first, images[0]: 'id' must be an integer, got 1.5); 2 of "
         "2 boxes left out (2x its image was skipped; the first, 1: its image was skipped)")
 
     class_map = tmp_path / "map.csv"  # a map that names none of the file's classes
@@ -2465,3 +2465,213 @@ def test_the_split_an_annotation_file_names_wins_over_folders_in_its_file_names(
                                                        "test_site/d.jpg", "training_day/e.jpg", "f.jpg")] == [
         "train", "val", "val", None, None, None]
     assert split_of_entry({"file_name": "train/a.jpg", "split": "valid"}) == "val"  # the field first
+
+
+# ----------------------------------------------------------------------------- hand-made and odd exports
+
+
+def _cli(args):
+    from click.testing import CliRunner
+
+    from edge_trash.cli import cli
+
+    return CliRunner().invoke(cli, args)
+
+
+def test_a_malformed_bbox_beside_a_usable_polygon_takes_the_polygons_box_and_says_so(tmp_path):
+    # [10, 10, 50], text, nested or an object as 'bbox' dropped the annotation although its polygon held the box.
+    from edge_trash.tfrecords.coco import load_coco
+
+    polygon = [[10, 10, 50, 10, 50, 40, 10, 40]]
+    bboxes = {1: [10, 10, 50], 2: "10 10 50 40", 3: [[10, 10, 40, 30]], 4: {"x": 10}, 5: [10, 10, 40, 30, 15]}
+    anns = [{"id": k, "image_id": 1, "category_id": 1, "bbox": b, "segmentation": polygon} for k, b in bboxes.items()]
+    anns.append({"id": 6, "image_id": 1, "category_id": 1, "bbox": [10, 10, 50]})  # no polygon: still dropped
+    anns.append({"id": 7, "image_id": 1, "category_id": 1, "bbox": ["1", "2", "30", "20"], "segmentation": polygon})
+    ann = tmp_path / "ann.json"
+    ann.write_text(json.dumps({"images": [{"id": 1, "file_name": "a.jpg", "width": 64, "height": 48}],
+                               "annotations": anns, "categories": [{"id": 1, "name": "can"}]}))
+    data = load_coco(ann)
+    assert [(b.source_id, (b.x, b.y, b.w, b.h)) for b in data.boxes] == (
+        [(k, (10.0, 10.0, 40.0, 30.0)) for k in range(1, 6)] + [(7, (1.0, 2.0, 30.0, 20.0))])  # text numbers: read
+    assert data.bbox_unreadable_boxed_from_mask == [1, 2, 3, 4, 5] and data.boxes_from_segmentation == 5
+    assert [(r.record_id, r.reason) for r in data.rejected_boxes] == [
+        (6, "'bbox' must be a list [x, y, width, height], got [10, 10, 50]")]
+    from edge_trash.tfrecords.build import reason_kind  # the summary counts them as one kind, whatever they hold
+
+    assert {reason_kind(f"'bbox' must be a list [x, y, width, height], got {b!r}") for b in bboxes.values()} == {
+        "'bbox' must be a list …"}
+    assert reason_kind("'bbox' has 5 values, [10, 10, 40, 30, 15]: a rotated box") == "'bbox' has … values"
+    _jpeg(tmp_path / "a.jpg", (64, 48))
+    result = _cli(["build-tfrecords", "--annotations", str(ann), "--out", str(tmp_path / "out"), "--quiet"])
+    assert ("note: 5 annotations have a 'bbox' that is not [x, y, width, height] (too few or many values, text, an "
+            "object): the box around their segmentation was used instead (annotation ids 1, 2, 3, 4, 5)"
+            in result.output)
+    report = json.loads((tmp_path / "out" / "report.json").read_text())
+    assert report["bbox_unreadable_boxed_from_mask"] == [1, 2, 3, 4, 5] and report["boxes_written"] == 6
+
+
+def test_a_mask_whose_size_is_not_the_images_height_and_width_is_dropped_with_why(tmp_path):
+    # size [400, 300] on a 400x300 image (COCO's order is [height, width]) gave a wrong box, silently.
+    from pycocotools import mask as mask_utils
+
+    from edge_trash.tfrecords.coco import load_coco
+
+    def rle(height, width):
+        mask = np.zeros((height, width), np.uint8, order="F")
+        mask[50:100, 100:250] = 1
+        encoded = mask_utils.encode(mask)
+        return {"counts": encoded["counts"].decode("ascii"), "size": [height, width]}
+
+    swapped = rle(400, 300)  # encoded as if the 400x300 image were 300 wide
+    anns = [{"id": 1, "image_id": 1, "category_id": 1, "segmentation": rle(300, 400)},
+            {"id": 2, "image_id": 1, "category_id": 1, "segmentation": swapped},
+            {"id": 3, "image_id": 1, "category_id": 1, "segmentation": rle(150, 400)}]
+    ann = tmp_path / "ann.json"
+    ann.write_text(json.dumps({"images": [{"id": 1, "file_name": "a.jpg", "width": 400, "height": 300}],
+                               "annotations": anns, "categories": [{"id": 1, "name": "can"}]}))
+    data = load_coco(ann)
+    assert [(b.source_id, (b.x, b.y, b.w, b.h)) for b in data.boxes] == [(1, (100.0, 50.0, 150.0, 50.0))]
+    assert [(r.record_id, r.reason) for r in data.rejected_boxes] == [
+        (2, "no 'bbox', and its mask's 'size' [400, 300] is [width, height] of the 400x300 image, where COCO's RLE "
+            "takes [height, width]: the box read from it would be wrong; export the masks again"),
+        (3, "no 'bbox', and its mask's 'size' [150, 400] is not the image's [height, width], [300, 400]: a box read "
+            "from it would be in other pixels; export the masks again at the image's size")]
+
+
+def test_two_exports_joined_by_hand_keep_each_repeated_category_once(tmp_path):
+    # Concatenating two COCO files' lists repeats every category: that stopped the build with "id 1 is used twice".
+    from edge_trash.tfrecords.coco import CocoFormatError, load_coco
+
+    cats = [{"id": 1, "name": "bottle", "supercategory": "Bottle"}, {"id": 2, "name": "can", "supercategory": "Can"}]
+    ann = _one_can_per_image(tmp_path / "joined.json", ["1.jpg", "2.jpg"])
+    raw = json.loads(ann.read_text())
+    raw["categories"] = cats + [dict(c) for c in cats]
+    ann.write_text(json.dumps(raw))
+    data = load_coco(ann)
+    assert [(c.id, c.name) for c in data.categories] == [(1, "bottle"), (2, "can")]
+    assert data.repeated_categories == [1, 2]
+    for name in ("1.jpg", "2.jpg"):
+        _jpeg(tmp_path / name, (64, 48))
+    result = _cli(["build-tfrecords", "--annotations", str(ann), "--out", str(tmp_path / "out"), "--quiet",
+                   "--val-fraction", "0.5", "--test-fraction", "0"])
+    assert result.exit_code == 0, result.output
+    assert ("note: 2 categories are listed twice alike (id, name and supercategory; two exports joined by hand?), "
+            "each kept once: ids 1, 2") in result.output
+    raw["categories"][3] = {"id": 2, "name": "tin", "supercategory": "Can"}  # the same id, another class: an error
+    ann.write_text(json.dumps(raw))
+    with pytest.raises(CocoFormatError, match=r"categories\[3\]\.id: id 2 is used twice \('can' and 'tin'\)"):
+        load_coco(ann)
+
+
+def test_a_name_saved_with_its_percent_escape_is_found_in_a_sub_folder(tmp_path):
+    # wget saves 'beach%20litter.jpg' under that very name; the sub-folder search only tried 'beach litter.jpg'.
+    root = tmp_path / "data"
+    for rel in ("images/beach%20litter.jpg", "images/with space.jpg"):
+        _jpeg(root / rel, (8, 8))
+    paths = ImagePaths(root)
+    assert paths.resolve("beach%20litter.jpg") == (
+        root / "images/beach%20litter.jpg",
+        "file_name 'beach%20litter.jpg' not found as given; read 'images/beach%20litter.jpg', the only file of that "
+        "name under the images folder")
+    assert paths.resolve("with%20space.jpg")[0] == root / "images/with space.jpg"  # the escaped form still wins
+
+
+@pytest.mark.parametrize("content,message", [
+    (b"", "the file is empty (an export or download that did not finish?); export the annotations again in COCO "
+          "JSON format"),
+    (b"  \n", "the file is empty"),
+    (b'{"images": [{"id": ' + b"9" * 5000 + b"}]}",
+     "cannot be read: Exceeds the limit (4300 digits) for integer string conversion: value has 5000 digits (a "
+     "number of thousands of digits); fix that value in the file"),
+    (b"[" * 100_000, "nested too deeply to read (about a thousand '[' or '{' inside each other): not a COCO file"),
+])
+def test_empty_huge_number_and_deeply_nested_files_get_one_line_not_a_traceback(tmp_path, content, message):
+    from edge_trash.tfrecords.coco import CocoFormatError, load_coco
+
+    ann = tmp_path / "ann.json"
+    ann.write_bytes(content)
+    with pytest.raises(CocoFormatError) as err:
+        load_coco(ann)
+    assert str(err.value).startswith(f"{ann}: {message}")
+    result = _cli(["analyze", "--annotations", str(ann), "--out", str(tmp_path / "a"), "--quiet"])
+    assert result.exit_code == 1 and f"{ann}: {message}" in result.output and "Traceback" not in result.output
+
+
+def test_an_export_without_annotations_says_its_annotations_list_is_empty(tmp_path):
+    from edge_trash.tfrecords.build import BuildError
+
+    ann = _one_can_per_image(tmp_path / "ann.json", ["1.jpg", "2.jpg"])
+    raw = json.loads(ann.read_text())
+    raw["annotations"] = []
+    ann.write_text(json.dumps(raw))
+    with pytest.raises(BuildError) as err:
+        build_tfrecords(BuildOptions(annotations=ann, images=tmp_path, out=tmp_path / "out"))
+    assert str(err.value) == (
+        f"{ann}: no class has a usable box after validation and mapping; nothing to train on: its 'annotations' "
+        "list is empty (2 image entries and no box): export the annotations again with their boxes (an export of "
+        "images alone?)")
+
+
+def test_16_bit_images_using_a_narrow_band_of_values_keep_their_contrast(tmp_path):
+    # 12-bit sensor data (0-4095) was stored as 0-15 and thermal counts (7000-9000) as 27-35: nearly flat.
+    from edge_trash.tfrecords.build_cli import _note_kind
+    from edge_trash.tfrecords.images import to_rgb
+
+    ramp = np.arange(64 * 48, dtype=np.float64).reshape(48, 64) / (64 * 48 - 1)
+    cases = {"12-bit": (ramp * 4095, 0, 4095, "6.2%"), "thermal": (7000 + ramp * 2000, 7000, 9000, "3.1%"),
+             "16-bit": (ramp * 65535, None, None, None)}
+    for name, (values, low, high, share) in cases.items():
+        img = Image.fromarray(values.round().astype(np.uint16))
+        img.save(tmp_path / f"{name}.png")
+        notes = []
+        with Image.open(tmp_path / f"{name}.png") as read:
+            out = np.asarray(to_rgb(read, notes))
+        assert (out.min(), out.max()) == (0, 255), name  # each keeps the full 8-bit range
+        mode = Image.open(tmp_path / f"{name}.png").mode
+        if low is None:
+            assert notes == [f"converted {mode} (values 0-65535) to 8-bit RGB"]
+            continue
+        assert notes == [f"stretched {mode} values {low}-{high} to 8-bit RGB 0-255: they use {share} of 0-65535 "
+                         "(12-bit sensor or thermal data?), which scaled as 16 bits would be nearly flat"]
+        assert _note_kind(notes[0]) == "narrow 16-bit values stretched to 0-255"
+    assert _note_kind("image id '123456789012345678901234' is beyond 64-bit integers: numbered 3 (splits.json "
+                      "and image/source_id hold the number)") == "image id beyond 64 bits numbered"
+
+
+def test_width_and_height_swapped_in_the_json_are_told_apart_from_a_lost_exif_tag(tmp_path):
+    # A converter that wrote width, height = img.shape[:2]: every photo was skipped as a lost EXIF tag, and the
+    # advice (rotate the photos) would have put every box wrong. Its boxes run past the JSON's size, inside the file.
+    from edge_trash.tfrecords.analyze import analyze
+
+    names = ["swapped.jpg", "lost_tag.jpg", "all_outside.jpg"]
+    for name in names:
+        _jpeg(tmp_path / name, (640, 480))
+    ann = tmp_path / "ann.json"
+    ann.write_text(json.dumps({
+        "images": [{"id": i + 1, "file_name": n, "width": 480, "height": 640} for i, n in enumerate(names)],
+        "annotations": [{"id": 1, "image_id": 1, "category_id": 1, "bbox": [504.8, 12.2, 80, 80]},  # past x 480
+                        {"id": 2, "image_id": 1, "category_id": 1, "bbox": [10, 10, 80, 80]},
+                        {"id": 3, "image_id": 2, "category_id": 1, "bbox": [10, 500, 80, 80]},  # fits 480x640
+                        {"id": 4, "image_id": 3, "category_id": 1, "bbox": [500, 10, 80, 80]},  # outside 480x640
+                        {"id": 5, "image_id": 4, "category_id": 1, "bbox": [10, 10, 80, 80]}],
+        "categories": [{"id": 1, "name": "can"}]}))
+    raw = json.loads(ann.read_text())  # one good image, so that the build writes something
+    raw["images"].append({"id": 4, "file_name": "good.jpg", "width": 640, "height": 480})
+    ann.write_text(json.dumps(raw))
+    _jpeg(tmp_path / "good.jpg", (640, 480))
+    report = build_tfrecords(BuildOptions(annotations=ann, images=tmp_path, out=tmp_path / "out", val_fraction=0,
+                                          test_fraction=0))
+    reasons = {s["file_name"]: s["reason"] for s in report["images_skipped"]}
+    assert reasons["swapped.jpg"] == (
+        "its file is the JSON's 480x640 turned a quarter turn, and its boxes reach x 584.8, y 92.2: past the JSON's "
+        "size, inside the turned one. The JSON's width and height look swapped (a converter that wrote the height as "
+        "the width?): swap them in the JSON and run again (the boxes past the JSON's size were clipped or dropped "
+        "against it)")
+    assert "and the file has no EXIF rotation: it was probably annotated" in reasons["lost_tag.jpg"]
+    assert reasons["all_outside.jpg"].endswith(
+        "(they reach x 580, y 90: past the JSON's 480x640, inside it turned a quarter turn: are its width and height "
+        "swapped?)")
+    stats = analyze(annotations=ann, images=tmp_path, out=tmp_path / "a", plots=False)
+    predicted = {m["file_name"]: m["what"] for m in stats["annotations"]["image_sizes"]["json_mismatch"]}
+    assert predicted["swapped.jpg"] == reasons["swapped.jpg"]
+    assert predicted["lost_tag.jpg"] == reasons["lost_tag.jpg"]

@@ -33,7 +33,7 @@ from edge_trash.atomic_files import write_files_together
 from edge_trash.tfrecords import feature_keys as K
 from edge_trash.tfrecords.class_map import (categories_sharing_a_name, names_read_as_indices, read_as_indices_warning,
                                             similar_names, similar_names_warning)
-from edge_trash.tfrecords.analyze_report import draw_plots, render_report, stale_plots
+from edge_trash.tfrecords.analyze_report import draw_plots, held_out, render_report, stale_plots
 from edge_trash.tfrecords.build import (BIG_DATASET_IMAGES, counted as _n, examples as _examples, ignored_message,
                                         iscrowd_message, score_message, score_summary, sizes_of_found)
 from edge_trash.tfrecords.coco import CocoDataset, Rejected, load_coco_files
@@ -64,6 +64,8 @@ class Thresholds:
     medium_area: float = 96.0 ** 2  # COCO "medium": below this, else "large"
     tiny_relative_side: float = 0.02  # box side below 2% of the image side is tiny too
     tiny_share: float = 0.05  # flag tiny objects when at least this share of boxes is tiny
+    tiny_class_share: float = 0.5  # flag a class when at least this share of its boxes is tiny ...
+    tiny_class_boxes: int = 5  # ... and it has at least this many boxes
     # 50 separates underexposed photos (sample "dark" scenes: 15-26) from normally lit dark
     # conveyor belts (sample: 54-70); the field's usual 60 would flag plain belts.
     dark_luma: float = 50.0
@@ -280,6 +282,10 @@ def annotation_problems(dataset: CocoDataset) -> Dict[str, Any]:
         "image_ids_without_boxes": no_boxes,
         # annotated, but every box unusable: build-tfrecords leaves them out
         "image_ids_every_box_dropped": sorted(every_box_dropped),
+        "repeated_categories_note": dataset.repeated_categories_note(),
+        "bbox_from_mask_note": dataset.bbox_from_mask_note(),
+        "files_every_box_dropped": [im.file_name for im in sorted(dataset.images, key=lambda im: im.id)
+                                    if im.id in every_box_dropped],
         "iscrowd_not_understood": dataset.iscrowd_not_understood,
         "ignored_as_crowd": dataset.ignored_as_crowd,
         "annotations_with_score": score_summary(dataset.scores),
@@ -308,7 +314,7 @@ def _json_source(dataset: CocoDataset, paths: Optional[List[SourceImages]], prog
     source = Source("annotations", "original image pixels (the JSON width/height)", images, boxes,
                     [c.name for c in dataset.categories])
     if paths:
-        from edge_trash.tfrecords.images import match_json_size
+        from edge_trash.tfrecords.images import NO_EXIF_TURN, match_json_size
 
         source.luma, source.size_mismatch = {}, []
         if progress and len(dataset.images) >= BIG_DATASET_IMAGES and sys.stderr is not None:  # seconds, no bar
@@ -327,6 +333,8 @@ def _json_source(dataset: CocoDataset, paths: Optional[List[SourceImages]], prog
                 source.luma[im.id] = value
                 if found is not None:
                     _, note, skip = match_json_size(found[0], found[1], (im.width, im.height))
+                    if NO_EXIF_TURN in skip:  # its boxes may say the JSON's width and height are swapped
+                        skip = dataset.swapped_size_reason(im) or skip
                     if note or skip:
                         source.size_mismatch.append({"image_id": im.id, "file_name": im.file_name,
                                                      "build_skips": bool(skip), "what": skip or note})
@@ -555,6 +563,8 @@ def describe(source: Source, th: Thresholds) -> Dict[str, Any]:
     }
     if source.luma is not None:
         stats["brightness"] = brightness_stats(source.images, source.luma, source.unreadable, th)
+        unread = {u["image_id"] for u in source.unreadable}  # build-tfrecords skips these images and their boxes
+        stats["boxes_on_unreadable_images"] = sum(per_image.get(i, 0) for i in unread)
     if source.size_mismatch is not None:
         stats["image_sizes"]["json_mismatch"] = source.size_mismatch
     return stats
@@ -627,27 +637,38 @@ def find_flags(where: str, stats: Dict[str, Any], th: Thresholds,
         flags.append({"kind": kind, "where": where, "count": len(items) if count is None else count,
                       "message": message, "items": items})
 
-    held_out = where.startswith("tfrecords/") and where != "tfrecords/train"
+    held = held_out(where)
     missing = [c["name"] for c in stats["classes"] if c["instances"] == c["crowd"]]  # crowd regions count for none
     if any(c["crowd"] for c in stats["classes"] if c["name"] in missing):
         missing_what = f"{_n(len(missing), 'class has', 'classes have')} no box other than crowd regions"
     else:
         missing_what = f"{_n(len(missing), 'class has', 'classes have')} no box"
-    if held_out and missing:  # a class absent from an evaluation split cannot be scored there
+    if held and missing:  # a class absent from an evaluation split cannot be scored there
         add("classes_missing", missing, f"{missing_what} in this split: "
             + _examples(missing, 8) + "; their AP cannot be measured on this split (collect more, or merge classes)")
     if where == "tfrecords/train" and missing:  # labels.txt names them, training never sees one
         add("classes_missing", missing, f"{missing_what} in train, so the "
             f"model cannot learn {'it' if len(missing) == 1 else 'them'}: " + _examples(missing, 8)
             + " (collect more, merge or drop them with a --class-map, and rebuild)")
-    if not held_out:  # small counts in val/test are expected; the tail matters where the model learns
+    if not held:  # small counts in val/test are expected; the tail matters where the model learns
         flags += long_tail_flags(where, stats["classes"], th)
     sizes = stats["box_sizes"]
-    if stats["boxes"] and sizes["tiny_share"] >= th.tiny_share:
-        add("tiny_objects", [], f"{sizes['tiny_share']:.1%} of boxes are tiny (area < {th.small_area:g} px² or a side "
-            f"< {th.tiny_relative_side:.0%} of the image, in {stats['frame'].split(' (')[0]}); at a 320x320 input "
+    tiny_what = (f"area < {th.small_area:g} px² or a side < {th.tiny_relative_side:.0%} of the image, in "
+                 f"{stats['frame'].split(' (')[0]}")
+    if not held and stats["boxes"] and sizes["tiny_share"] >= th.tiny_share:  # a held-out split's share is noise
+        add("tiny_objects", [], f"{sizes['tiny_share']:.1%} of boxes are tiny ({tiny_what}); at a 320x320 input "
             "they are a few pixels wide")
         flags[-1]["count"] = sizes["tiny"]
+    tiny_classes = sorted((c for c in stats["classes"]
+                           if c["instances"] >= th.tiny_class_boxes and c["tiny"] >= th.tiny_class_share * c["instances"]),
+                          key=lambda c: (-c["tiny"] / c["instances"], c["name"]))
+    if not held and tiny_classes:  # cigarette butts: a class a 320x320 input barely resolves
+        add("tiny_classes", [c["name"] for c in tiny_classes],
+            f"{_n(len(tiny_classes), 'class has', 'classes have')} {th.tiny_class_share:.0%} or more of its boxes "
+            f"tiny ({tiny_what}): "
+            + _examples([f"{c['name']} ({c['tiny']} of {c['instances']})" for c in tiny_classes], 8)
+            + "; expect a low AP for them at a 320x320 input (a larger train --input-size, such as 416, sees "
+            "them wider; or photograph them closer)")
     bright = stats.get("brightness")
     if bright and bright["dark"]:
         add("dark_images", [d["image_id"] for d in bright["dark"]],
@@ -689,11 +710,17 @@ def find_flags(where: str, stats: Dict[str, Any], th: Thresholds,
         if problems["boxes_rejected"]:
             add("rejected_boxes", [r["record_id"] for r in problems["rejected_boxes"]],
                 f"{problems['boxes_rejected']} of {problems['boxes_in_file']} boxes "
-                f"{'is' if problems['boxes_rejected'] == 1 else 'are'} unusable: " + ", ".join(parts))
+                f"{'is' if problems['boxes_rejected'] == 1 else 'are'} unusable: " + ", ".join(parts) + " ("
+                + _examples([f"annotation {r['record_id']}" + (f" on {r['file_name']}" if r["file_name"] else "")
+                             for r in problems["rejected_boxes"]], 3) + "; each with its reason in stats.json)")
         if problems.get("bbox_format_warning"):
             add("bbox_format", [], problems["bbox_format_warning"])
         if problems.get("category_ids_warning"):
             add("category_ids_from_0", [], problems["category_ids_warning"])
+        if problems.get("repeated_categories_note"):
+            add("repeated_categories", [], problems["repeated_categories_note"])
+        if problems.get("bbox_from_mask_note"):
+            add("bbox_from_segmentation", [], problems["bbox_from_mask_note"])
         if problems.get("crowd_masks_warning"):
             add("crowd_masks", [], problems["crowd_masks_warning"])
         if problems["boxes_clipped"]:
@@ -734,7 +761,8 @@ def find_flags(where: str, stats: Dict[str, Any], th: Thresholds,
             add("images_every_box_dropped", list(dropped_all),
                 f"{_n(len(dropped_all), 'image has', 'images have')} annotations but not one usable box: "
                 "build-tfrecords leaves them out (written without boxes, the objects in them would be trained as "
-                "background): image ids " + _examples(dropped_all))
+                "background): " + _examples(problems.get("files_every_box_dropped") or
+                                             [f"image id {i}" for i in dropped_all]))
         if problems.get("iscrowd_not_understood"):
             odd = problems["iscrowd_not_understood"]
             add("iscrowd_not_understood", list(odd), iscrowd_message(odd))

@@ -21,8 +21,10 @@ def summarize(stats: Dict[str, Any], out: Path, seconds: float) -> str:
     ann = stats.get("annotations")
     if ann:
         p = ann["problems"]
+        unread = ann.get("boxes_on_unreadable_images")
+        on_unread = f", {unread} of them on images that cannot be read" if unread else ""
         lines.append(f"annotations: {counted(ann['images'], 'image', 'images')}, "
-                     f"{counted(p['boxes_in_file'], 'box', 'boxes')} ({ann['boxes']} usable), "
+                     f"{counted(p['boxes_in_file'], 'box', 'boxes')} ({ann['boxes']} usable{on_unread}), "
                      f"{counted(ann['categories'], 'category', 'categories')}; rejected boxes: {p['boxes_rejected']}, "
                      f"clipped: {p['boxes_clipped']}, images without boxes: {p['images_without_boxes']}")
     tfr = stats.get("tfrecords")
@@ -35,8 +37,10 @@ def summarize(stats: Dict[str, Any], out: Path, seconds: float) -> str:
                           for c in flag["message"])  # a file name's line break or tab stays on one line
         message = message if len(message) <= 160 else message[:157] + "..."
         lines.append(f"  [{flag['where']}] {flag['kind']}: {message}")
-    plots = sum(len(s["plots"]) for s in [ann] + list((tfr or {}).get("splits", {}).values()) if s)
-    lines.append(f"analyze: wrote report.md, stats.json and {plots} plots to {out} in {seconds:.1f}s")
+    plots = [name for s in [ann] + list((tfr or {}).get("splits", {}).values()) if s for name in s["plots"]]
+    size = sum((out / name).stat().st_size for name in ["report.md", "stats.json", *plots] if (out / name).is_file())
+    shown = f"{size / 1e6:.1f} MB" if size >= 1e6 else f"{size / 1e3:.0f} kB"
+    lines.append(f"analyze: wrote report.md, stats.json and {len(plots)} plots ({shown}) to {out} in {seconds:.1f}s")
     return "\n".join(lines)
 
 
@@ -56,10 +60,18 @@ def next_command(annotations: Sequence[Path], images: Sequence[Path], tfrecords:
                 "edge-trash train needs; rebuild them (build-tfrecords' summary says which)")
     from edge_trash.terminal import shell_word
 
+    from edge_trash.tfrecords.image_paths import default_images_folder, holds_no_image
+
     given = " ".join([f"--annotations {shell_word(a)}" for a in annotations]
                      + [f"--images {shell_word(d)}" for d in images])
     dataset_folders = {Path(p).resolve() for p in [*images, *(Path(a).parent for a in annotations)]}
     out = "tfrecords/" if Path("data").resolve() in dataset_folders else "data/"  # never into the photos' folder
+    if not images:  # the build's default folder: a copy of the JSON alone has no photo beside it
+        empty = [default_images_folder(Path(a))[0] for a in annotations]
+        empty = [str(f) for f in dict.fromkeys(empty) if holds_no_image(f)]
+        if empty:
+            return (f"next: edge-trash build-tfrecords {given} --images IMAGES --out {out} (IMAGES: the folder the "
+                    f"file_name entries are relative to; {' and '.join(empty)} holds no image)")
     return f"next: edge-trash build-tfrecords {given} --out {out}"
 
 

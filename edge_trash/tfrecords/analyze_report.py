@@ -17,6 +17,13 @@ if TYPE_CHECKING:
     from edge_trash.tfrecords.analyze import Thresholds
 
 
+def held_out(where: str) -> bool:
+    """Whether the source ``where`` names is a held-out split of a build (val, test, a fold): small
+    counts there are expected, so the long-tail and tiny-object flags and marks judge the data the
+    model learns from (the annotations, train) instead."""
+    return where.startswith("tfrecords/") and where != "tfrecords/train"
+
+
 PLOT_CLASSES = 60  # bars in the classes plot; more classes show the fewest and the most
 
 
@@ -102,17 +109,20 @@ def draw_plots(name: str, stats: Dict[str, Any], sqrt_areas: Sequence[float], th
     classes, shown = plotted_classes(stats["classes"])
     title = f"{name}: instances per class" + (f"\n{shown}" if shown else "")
     fig, ax = plt.subplots(figsize=(7, max(2.5, 0.22 * len(classes) + 1)))
-    colors = ["tab:red" if c["instances"] < th.rare_instances else "tab:blue" for c in classes]
+    tail = not held_out(name)  # a held-out split's small counts are expected: no long-tail marks there
+    colors = ["tab:red" if tail and 0 < c["instances"] < th.rare_instances else "tab:blue" for c in classes]
     ax.barh(range(len(classes)), [c["instances"] for c in classes], color=colors,
             tick_label=[tick_label(c["name"]) for c in classes])
-    ax.axvline(th.rare_instances, color="tab:red", linestyle="--", linewidth=1,
-               label=f"long tail (< {th.rare_instances})")
+    if tail:
+        ax.axvline(th.rare_instances, color="tab:red", linestyle="--", linewidth=1,
+                   label=f"long tail (< {th.rare_instances})")
     used = [c["instances"] for c in classes if c["instances"] > 0]
     if used and max(used) > 50 * min(used):
         ax.set_xscale("symlog")
     ax.set_xlabel("instances")
     ax.set_title(title)
-    ax.legend(loc="lower right", fontsize=8)
+    if tail:
+        ax.legend(loc="lower right", fontsize=8)
     ax.tick_params(axis="y", labelsize=7)
     save(fig, "classes")
 
@@ -236,7 +246,8 @@ def render_report(stats: Dict[str, Any], sections: List[Tuple[str, Dict[str, Any
         counts = f"{plural(s['images'], 'image')}, {plural(s['boxes'], 'box')}"
         lines += [f"## {name}", "", f"{counts}. Box sizes in {s['frame']}.", ""]
         lines += _table(["class", "instances", "share", "images", "small", "medium", "large", "tiny"],
-                        [[c["name"] + (" (long tail)" if 0 < c["instances"] < th["rare_instances"] else ""),
+                        [[c["name"] + (" (long tail)" if not held_out(name) and 0 < c["instances"] < th["rare_instances"]
+                                       else ""),
                           c["instances"], f"{c['share']:.1%}", c["images"], c["small"], c["medium"], c["large"],
                           c["tiny"]] for c in sorted(s["classes"], key=lambda c: -c["instances"])])
         b, z = s["boxes_per_image"], s["box_sizes"]

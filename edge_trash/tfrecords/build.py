@@ -31,8 +31,8 @@ from edge_trash.tfrecords.coco import CocoDataset, load_coco_files
 from edge_trash.tfrecords.name_encodings import readable_text, utf8_text
 from edge_trash.tfrecords.image_paths import (NOT_FOUND_WHY, SourceImages, default_images_folder, folders_of_several,
                                               source_images)
-from edge_trash.tfrecords.images import (DEFAULT_MAX_PIXELS, MISMATCH_FIX, ImageJob, ImageResult, convert_image,
-                                         file_reason, read_displayed_size)
+from edge_trash.tfrecords.images import (DEFAULT_MAX_PIXELS, MISMATCH_FIX, NO_EXIF_TURN, ImageJob, ImageResult,
+                                         convert_image, file_reason, read_displayed_size)
 from edge_trash.tfrecords.other_formats import images_folder_problem
 from edge_trash.tfrecords.split_layout import BUILD_LOCK, COMMIT_JOURNAL, SHARD_RE
 from edge_trash.tfrecords.split_units import (SPLIT_BY, SplitUnits, frames_next_to_train, identical_files,
@@ -73,7 +73,7 @@ def reason_kind(reason: str) -> str:
         why = errno_said.group(1) if errno_said else said.rpartition(": ")[2]
         why = re.sub(r"-?\d+(?:\.\d+)?", "…", why).strip()
         return f"{verb} ({why[:50]})" if why else verb
-    kind = reason.split(": ")[0].split(" (")[0]
+    kind = reason.split(": ")[0].split(" (")[0].split(", got ")[0]  # not the values the file gave
     if kind.startswith("unknown category_id "):  # the id itself says what is wrong (0: a 0-based file?)
         return kind[:70]
     if kind == "file not found":
@@ -81,6 +81,7 @@ def reason_kind(reason: str) -> str:
         if why:
             return f"{kind} ({why})"
     kind = re.sub(r"\s+", " ", re.sub(r"\[[^\]]*\]|(?<!\.)-?\d+(?:\.\d+)?(?:x\d+)?(?!\.\.)", "…", kind)).strip()  # 0..1 kept
+    kind = re.sub(r", …$", "", kind)  # "'bbox' has 5 values, [...]": the box itself says nothing of the kind
     return kind if len(kind) <= 70 else kind[:70].rsplit(" ", 1)[0] + " …"  # cut between words
 
 
@@ -150,6 +151,9 @@ def _nothing_to_train_on(given: str, dataset: CocoDataset, drop_reasons: Dict[in
     if dataset.boxes and drop_reasons:
         why.append("every class was dropped by the class mapping (" + "; ".join(
             dict.fromkeys(drop_reasons.values())) + ")")
+    if not dataset.boxes_total:
+        why.append(f"its 'annotations' list is empty ({counted(len(dataset.images), 'image entry', 'image entries')}"
+                   " and no box): export the annotations again with their boxes (an export of images alone?)")
     return BuildError(f"{given}: no class has a usable box after validation and mapping; nothing to train on"
                       + (": " + "; ".join(why) if why else ""))
 
@@ -667,7 +671,7 @@ def _objects(im: Any, boxes: Sequence[Any], result: ImageResult, mapping: Any,
     for box in boxes:
         target = mapping.target_of_category.get(box.category_id)
         if target is None:
-            boxes_dropped.append({"annotation_id": box.source_id, "image_id": im.id,
+            boxes_dropped.append({"annotation_id": box.source_id, "image_id": im.id, "file_name": im.file_name,
                                   "reason": mapping.drop_reasons.get(box.category_id, "its class has no boxes left")})
             if box.category_id in mapping.dropped_as_asked:
                 boxes_dropped[-1]["as_asked"] = True  # an empty class-map target or --rare drop: not bad data
@@ -815,7 +819,13 @@ def _build(options: BuildOptions, progress: bool, lock: _OutLock) -> Dict[str, A
         print(f"build-tfrecords: finding the {len(dataset.images):,} image files ...", file=sys.stderr, flush=True)
     located = {im.id: paths[im.source].resolve(im.file_name) for im in dataset.images}
     unusable = _variants_of_one_original(dataset.images, located, paths)  # image id -> why it is left out
-    unusable.update({iid: every_box_dropped_reason(n) for iid, n in dataset.images_with_every_box_dropped.items()})
+    for iid, n in dataset.images_with_every_box_dropped.items():
+        unusable[iid] = every_box_dropped_reason(n)
+        im = images_by_id[iid]
+        reach = dataset.reach_inside_turned(im)
+        if reach is not None:  # dropped as outside an image whose JSON width and height may be swapped
+            unusable[iid] += (f" (they reach x {reach[0]:g}, y {reach[1]:g}: past the JSON's {im.width}x{im.height}, "
+                              "inside it turned a quarter turn: are its width and height swapped?)")
     found = {iid: v for iid, v in sizes_of_found(located).items() if iid not in unusable}
     copies = [] if options.keep_splits else identical_files({i: (str(p), size) for i, (p, size) in found.items()})
     read_as = found_names(dataset, found, options, paths)  # each found file's path under its (hinted) --images
@@ -824,7 +834,8 @@ def _build(options: BuildOptions, progress: bool, lock: _OutLock) -> Dict[str, A
     plan, units = _plan(dataset, options, mapping.target_of_category, found, copies, read_as)
 
     boxes_dropped: List[Dict[str, Any]] = [
-        {"annotation_id": r.record_id, "image_id": r.image_id, "reason": r.reason} for r in dataset.rejected_boxes]
+        {"annotation_id": r.record_id, "image_id": r.image_id, "file_name": r.file_name, "reason": r.reason}
+        for r in dataset.rejected_boxes]
     images_skipped: List[Dict[str, Any]] = [
         {"image_id": r.image_id if r.image_id is not None else r.record_id, "file_name": r.file_name,
          "reason": r.reason} for r in dataset.rejected_images]
@@ -864,13 +875,16 @@ def _build(options: BuildOptions, progress: bool, lock: _OutLock) -> Dict[str, A
                 found_deeper[im.source, str(deeper)] += 1
 
     def skip(im: Any, reason: str) -> None:
+        swapped = dataset.swapped_size_reason(im) if NO_EXIF_TURN in reason else None
+        if swapped:  # not a lost EXIF tag (rotating the photo would put every box wrong): the JSON's size
+            reason = swapped
         if reason.endswith(MISMATCH_FIX) and paths[im.source].found_under_original_name(im.file_name):
             # the original photo, not the upload the export resized (Roboflow's Resize or Static Crop)
             reason = reason[:-len(MISMATCH_FIX)] + RESIZED_EXPORT_FIX
         reason = f"{reason}; {path_notes[im.id]}" if im.id in path_notes else reason
         images_skipped.append({"image_id": im.id, "file_name": im.file_name, "reason": reason})
         for box in boxes_of[im.id]:
-            boxes_dropped.append({"annotation_id": box.source_id, "image_id": im.id,
+            boxes_dropped.append({"annotation_id": box.source_id, "image_id": im.id, "file_name": im.file_name,
                                   "reason": "its image was skipped"})  # why: in images_skipped
 
     for im in dataset.images:
@@ -965,6 +979,8 @@ def _build(options: BuildOptions, progress: bool, lock: _OutLock) -> Dict[str, A
             "bbox_format_warning": dataset.bbox_format_warning(),
             "unknown_category_ids": {str(k): n for k, n in dataset.unknown_category_ids.items()},  # -> annotations
             "category_ids_warning": dataset.category_ids_warning(),
+            "repeated_categories": dataset.repeated_categories,  # ids listed twice alike, each kept once
+            "bbox_unreadable_boxed_from_mask": dataset.bbox_unreadable_boxed_from_mask,  # annotation ids
             "crowd_masks_warning": dataset.crowd_masks_warning(),
             "duplicate_annotation_ids": dataset.duplicate_annotation_ids,
             "image_ids_of_several_files": dataset.image_ids_of_several_files,  # none of their images written

@@ -100,9 +100,11 @@ _NOTE_KINDS = (
     ("in the JSON: used", "size read from the file"),
     ("applied EXIF orientation", "EXIF orientation applied"), ("EXIF", "EXIF orientation ignored"),
     ("profile", "colour profile converted or ignored"),
+    ("stretched", "narrow 16-bit values stretched to 0-255"),
     ("transparency", "colour mode converted to RGB"), ("RGB", "colour mode converted to RGB"),
     ("frames", "first frame of an animation used"),
     ("is text: numbered", "text image id numbered"),
+    ("beyond 64-bit integers: numbered", "image id beyond 64 bits numbered"),
     ("no 'file_name': read", "file name taken from coco_url"),
 )
 
@@ -318,6 +320,14 @@ def summarize(report: Dict[str, Any], out: Path, seconds: float) -> str:
     if report.get("boxes_rotated"):
         lines.append(f"rotated boxes (CVAT's attributes.rotation): {report['boxes_rotated']}, each kept as the "
                      "upright box around it (COCO and the detector have no angle)")
+    if report.get("repeated_categories"):
+        from edge_trash.tfrecords.coco import repeated_categories_note
+
+        lines.append(f"note: {repeated_categories_note(report['repeated_categories'])}")
+    if report.get("bbox_unreadable_boxed_from_mask"):
+        from edge_trash.tfrecords.coco import bbox_from_mask_note
+
+        lines.append(f"note: {bbox_from_mask_note(report['bbox_unreadable_boxed_from_mask'])}")
     for group in report.get("categories_merged_by_name", []):
         lines.append(f"note: categories {', '.join(str(i) for i in group['category_ids'])} share the name "
                      f"'{group['name']}' and became one class")

@@ -139,6 +139,27 @@ def _reportable(value: Any) -> Any:
     return value
 
 
+def repeated_categories_note(ids: Sequence[Any]) -> Optional[str]:
+    """The note on categories listed twice alike (``ids``), or None when there are none."""
+    if not ids:
+        return None
+    from edge_trash.terminal import examples
+
+    return (f"{len(ids)} {'category is' if len(ids) == 1 else 'categories are'} listed twice alike (id, name and "
+            f"supercategory; two exports joined by hand?), each kept once: ids {examples(list(ids))}")
+
+
+def bbox_from_mask_note(ids: Sequence[Any]) -> Optional[str]:
+    """The note on annotations (``ids``) whose 'bbox' could not be read, boxed from their segmentation."""
+    if not ids:
+        return None
+    from edge_trash.terminal import examples
+
+    return (f"{len(ids)} {'annotation has' if len(ids) == 1 else 'annotations have'} a 'bbox' that is not "
+            "[x, y, width, height] (too few or many values, text, an object): the box around "
+            f"{'its' if len(ids) == 1 else 'their'} segmentation was used instead (annotation ids {examples(list(ids))})")
+
+
 @dataclass
 class CocoDataset:
     """The usable content of an annotation file plus everything that was left out."""
@@ -174,6 +195,43 @@ class CocoDataset:
     scores: List[float] = field(default_factory=list)  # the 'score' of each kept box that has one (predictions?)
     # annotation ids of masks (RLE) with iscrowd 1 in a file with CVAT's per-annotation 'attributes'
     crowd_masks: List[Any] = field(default_factory=list)
+    # ids of categories given twice alike (two exports joined by hand): each kept once
+    repeated_categories: List[Any] = field(default_factory=list)
+    # annotation ids whose 'bbox' is not [x, y, width, height] ([10, 10, 50], text): the box came from the mask
+    bbox_unreadable_boxed_from_mask: List[Any] = field(default_factory=list)
+    # image id -> (right, bottom): the furthest its boxes that run past the JSON's size reach, before clipping
+    boxes_reach_past: Dict[int, Tuple[float, float]] = field(default_factory=dict)
+
+    def reach_inside_turned(self, image: ImageRecord) -> Optional[Tuple[float, float]]:
+        """How far right and down ``image``'s boxes reach when some run past its JSON size yet all fit inside
+        that size turned a quarter turn (its width and height swapped?); else None."""
+        reach = self.boxes_reach_past.get(image.id)
+        if reach is None or image.width == image.height:
+            return None
+        if reach[0] > image.height + CLIP_TOLERANCE_PX or reach[1] > image.width + CLIP_TOLERANCE_PX:
+            return None  # past the turned size too: not a swap
+        return reach
+
+    def swapped_size_reason(self, image: ImageRecord) -> Optional[str]:
+        """The reason to skip ``image`` when its file is its JSON size turned a quarter turn and its boxes say
+        the JSON's width and height are swapped: they run past the JSON's size and fit inside the file's. None
+        when they do not say so (the photo may have lost its EXIF rotation instead)."""
+        reach = self.reach_inside_turned(image)
+        if reach is None:
+            return None
+        right, bottom = reach
+        return (f"its file is the JSON's {image.width}x{image.height} turned a quarter turn, and its boxes reach "
+                f"x {right:g}, y {bottom:g}: past the JSON's size, inside the turned one. The JSON's width and height "
+                "look swapped (a converter that wrote the height as the width?): swap them in the JSON and run again "
+                "(the boxes past the JSON's size were clipped or dropped against it)")
+
+    def bbox_from_mask_note(self) -> Optional[str]:
+        """A note when boxes were taken from the segmentation because their 'bbox' could not be read."""
+        return bbox_from_mask_note(self.bbox_unreadable_boxed_from_mask)
+
+    def repeated_categories_note(self) -> Optional[str]:
+        """A note when the file lists categories twice alike, else None."""
+        return repeated_categories_note(self.repeated_categories)
 
     def id_notes(self) -> Dict[int, str]:
         """image id -> a note for each image whose id the file wrote as text."""
@@ -374,7 +432,7 @@ def _without_unused_mask(obj: Dict[str, Any]) -> Dict[str, Any]:
     """An object as the JSON parser builds it, without a ``segmentation`` that a usable ``bbox`` makes
     unneeded: the polygons go as each annotation is parsed (they are most of a COCO file: 263 MB of
     75-point polygons took 1.6 GB as a tree, 0.5 GB this way, in half the time)."""
-    if "segmentation" in obj and not _placeholder_bbox(obj.get("bbox")):
+    if "segmentation" in obj and not _placeholder_bbox(obj.get("bbox")) and not _malformed_bbox(obj.get("bbox")):
         if isinstance(obj["segmentation"], dict):  # a mask (RLE): CVAT writes each with iscrowd 1, crowd or not
             obj[_RLE_MARK] = True
         del obj["segmentation"]
@@ -383,8 +441,14 @@ def _without_unused_mask(obj: Dict[str, Any]) -> Dict[str, Any]:
 
 def _read_json(path: Path) -> Dict[str, Any]:
     text = read_json_text(path)
+    if not text.strip():
+        raise CocoFormatError(f"{path}: the file is empty (an export or download that did not finish?); export "
+                              "the annotations again in COCO JSON format")
     try:  # Python's json accepts the bare NaN / Infinity tokens TACO uses
         data = json.loads(text, object_hook=_without_unused_mask)
+    except RecursionError:
+        raise CocoFormatError(f"{path}: nested too deeply to read (about a thousand '[' or '{{' inside each other): "
+                              "not a COCO file; export the annotations again in COCO JSON format") from None
     except json.JSONDecodeError as exc:
         other = other_text_format(text)
         if other:
@@ -392,6 +456,9 @@ def _read_json(path: Path) -> Dict[str, Any]:
         raise CocoFormatError(
             f"{path}: not valid JSON at line {exc.lineno}, column {exc.colno}: {exc.msg}. "
             "Export the annotations again in COCO JSON format.")
+    except ValueError as exc:  # an integer of more than 4300 digits (Python's limit on int("..."))
+        raise CocoFormatError(f"{path}: cannot be read: {exc.args[0].split(';')[0]} (a number of thousands of "
+                              "digits); fix that value in the file") from None
     other = other_json_format(data)
     if other:
         raise CocoFormatError(f"{path}: {other}, not COCO JSON. {EXPORT_COCO}")
@@ -424,11 +491,14 @@ def _first_free_id(records: List[Any]) -> int:
                 and text_id(r["id"]) is None), default=0) + 1
 
 
-def _parse_categories(path: Path, raw: List[Any]) -> List[Category]:
+def _parse_categories(path: Path, raw: List[Any], repeats: Optional[List[Any]] = None) -> List[Category]:
     """The file's categories; ids written as text (``"can"``) are numbered after the
-    largest numeric id, in file order (the text is kept in ``text_id``)."""
+    largest numeric id, in file order (the text is kept in ``text_id``). A category given
+    again with its id, name and supercategory (two exports joined by hand) is kept once, its
+    id added to ``repeats``; an id given again with another name is an error."""
     cats: List[Category] = []
     seen: Dict[Any, str] = {}
+    first: Dict[Any, Tuple[str, Any]] = {}
     first_free = _first_free_id(raw)
     numbered = 0
     for i, c in enumerate(raw):
@@ -444,10 +514,15 @@ def _parse_categories(path: Path, raw: List[Any]) -> List[Category]:
             raise CocoFormatError(f"{where}.name: expected a non-empty string, got {c.get('name')!r}; give the "
                                   "category a name, or remove it when no annotation uses it")
         key: Any = text if text is not None else int(c["id"])
+        if key in seen and first[key] == (clean_name(c["name"]), c.get("supercategory")):
+            if repeats is not None:
+                repeats.append(c["id"])
+            continue
         if key in seen:
             raise CocoFormatError(f"{where}.id: id {key!r} is used twice ('{seen[key]}' and '{c['name']}'); "
                                   "category ids must be unique")
         seen[key] = c["name"]
+        first[key] = (clean_name(c["name"]), c.get("supercategory"))
         name, sup = clean_name(c["name"]), c.get("supercategory")
         sup = clean_name(sup) if isinstance(sup, str) else ""
         if text is not None:
@@ -608,6 +683,21 @@ def bbox_from_segmentation(segmentation: Any) -> Optional[List[float]]:
     return None
 
 
+def _mask_size_mismatch(segmentation: Any, image: ImageRecord) -> Optional[str]:
+    """Why a mask (RLE) cannot give this image's box: its ``size`` is not the image's ``[height, width]``
+    (written as ``[width, height]``, or of another resolution); None for a polygon or a mask that fits."""
+    if not isinstance(segmentation, dict) or not isinstance(segmentation.get("size"), (list, tuple)):
+        return None
+    size = list(segmentation["size"])
+    if size == [image.height, image.width]:
+        return None
+    if size == [image.width, image.height]:
+        return (f"its mask's 'size' {size!r} is [width, height] of the {image.width}x{image.height} image, where "
+                "COCO's RLE takes [height, width]: the box read from it would be wrong; export the masks again")
+    return (f"its mask's 'size' {size!r} is not the image's [height, width], [{image.height}, {image.width}]: a box "
+            "read from it would be in other pixels; export the masks again at the image's size")
+
+
 def _parse_box(ann: Dict[str, Any], image: ImageRecord
                ) -> Tuple[Optional[Tuple[float, float, float, float]], bool, str, str]:
     """Validate and clip one bbox; returns ``(box, clipped, reason_if_rejected, origin)``,
@@ -615,9 +705,14 @@ def _parse_box(ann: Dict[str, Any], image: ImageRecord
     ``"segmentation"`` (no usable bbox: taken from the mask)."""
     bbox = ann.get("bbox")
     origin = "bbox"
-    if _placeholder_bbox(bbox) and ann.get("segmentation"):
+    unreadable = _malformed_bbox(bbox)
+    if (unreadable or _placeholder_bbox(bbox)) and ann.get("segmentation"):
         origin = "segmentation"
-        given = "no 'bbox'" if bbox is None else f"'bbox' {bbox!r} is a placeholder"
+        given = ("no 'bbox'" if bbox is None else f"'bbox' {bbox!r} is not [x, y, width, height]" if unreadable
+                 else f"'bbox' {bbox!r} is a placeholder")
+        mismatch = _mask_size_mismatch(ann["segmentation"], image)
+        if mismatch:
+            return None, False, f"{given}, and {mismatch}", origin
         try:
             bbox = bbox_from_segmentation(ann["segmentation"])
         except Exception as exc:  # a malformed RLE must not stop the file
@@ -713,6 +808,26 @@ def _placeholder_bbox(bbox: Any) -> bool:
         len(bbox) == 4 and all(type(v) in _NUMBER and v == 0 for v in bbox))))
 
 
+def _malformed_bbox(bbox: Any) -> bool:
+    """A ``bbox`` given but not as ``[x, y, width, height]`` numbers (nor numbers as text), nor a
+    placeholder: ``[10, 10, 50]``, ``"10 10 50 40"``, ``{"x": ...}``, a 5-value rotated box; a
+    segmentation, when there is one, then gives the box."""
+    if bbox is None or _placeholder_bbox(bbox):
+        return False
+    if not isinstance(bbox, list) or len(bbox) != 4:
+        return True
+    for v in bbox:
+        if type(v) in _NUMBER:
+            continue
+        if type(v) is not str:
+            return True
+        try:
+            float(v)
+        except ValueError:
+            return True
+    return False
+
+
 def _file_key(name: Any) -> Any:
     """A ``file_name`` as a path to compare (``./a.jpg``, ``a.jpg`` and ``sub\\..\\a.jpg`` alike; any case)."""
     return posixpath.normpath(name.replace("\\", "/")).lower() if isinstance(name, str) else name
@@ -793,7 +908,8 @@ def load_coco_files(paths: "Sequence[str | Path]", size_of: Optional[SizeReader]
         files.append((Path(p), data))
     data, image_source, sources = merge_coco(files)
     path = Path(paths[0])
-    categories = _parse_categories(path, data["categories"])
+    repeated_categories: List[Any] = []
+    categories = _parse_categories(path, data["categories"], repeated_categories)
     cat_ids = {c.id for c in categories}
     text_cat_ids = {c.text_id: c.id for c in categories if c.text_id is not None}
     shared = _ids_of_several_files(data["images"])
@@ -802,6 +918,7 @@ def load_coco_files(paths: "Sequence[str | Path]", size_of: Optional[SizeReader]
     by_id = {im.id: im for im in images}
     # ids of rejected image entries, as text: "7" for 7, 7.0 and "7"; "IMG_1" for "IMG_1"
     rejected_ids = {_id_text(r.image_id) for r in rejected_images if r.image_id is not None}
+    rejected_names = {_id_text(r.image_id): r.file_name for r in rejected_images if r.image_id is not None}
 
     boxes: List[BoxRecord] = []
     rejected_boxes: List[Rejected] = []
@@ -816,6 +933,8 @@ def load_coco_files(paths: "Sequence[str | Path]", size_of: Optional[SizeReader]
     ignored: List[Any] = []  # annotation ids marked "ignore": 1 (CityPersons, VisDrone, TinyPerson conversions)
     scores: List[float] = []  # a model's confidence, on annotations that are predictions (pseudo-labels)
     crowd_masks: List[Any] = []  # annotation ids of masks with iscrowd 1 and CVAT's 'attributes'
+    bbox_from_mask: List[Any] = []  # annotation ids whose 'bbox' is not [x, y, w, h]: boxed from the segmentation
+    reach_past: Dict[int, Tuple[float, float]] = {}  # image id -> how far right and down its boxes past it reach
     dropped_of_image: Counter = Counter()  # image id -> its annotations dropped as unusable
     unknown_cats: Counter = Counter()  # a category_id no category has -> its annotations
     for i, ann in enumerate(data["annotations"]):
@@ -831,27 +950,37 @@ def load_coco_files(paths: "Sequence[str | Path]", size_of: Optional[SizeReader]
         if text is not None:
             image = by_id.get(text_ids.get(text))  # type: ignore[arg-type]
         if image is None:
-            why = ("its image was skipped" if iid is not None and _id_text(iid) in rejected_ids
-                   else f"unknown image_id {iid!r} (no entry in 'images')")
-            rejected_boxes.append(Rejected("annotation", key, iid, why))
+            skipped = iid is not None and _id_text(iid) in rejected_ids
+            why = "its image was skipped" if skipped else f"unknown image_id {iid!r} (no entry in 'images')"
+            rejected_boxes.append(Rejected("annotation", key, iid, why,
+                                           rejected_names.get(_id_text(iid)) if skipped else None))
             continue
         text = text_id(cid) if text_cat_ids else None  # the fast path skips it for files with numeric ids
         cid = as_int(cid) if text is None else text_cat_ids.get(text)
         if cid not in cat_ids:
             unknown_cats[cid if cid is not None else repr(ann.get("category_id"))] += 1
             rejected_boxes.append(Rejected("annotation", key, iid,
-                                           f"unknown category_id {ann.get('category_id')!r} (not in 'categories')"))
+                                           f"unknown category_id {ann.get('category_id')!r} (not in 'categories')",
+                                           image.file_name))
             dropped_of_image[image.id] += 1
             continue
         box, clipped, reason, origin = _parse_box(ann, image)
+        raw = ann.get("bbox")
+        if (clipped or box is None) and origin == "bbox" and isinstance(raw, list) and len(raw) == 4 \
+                and all(type(v) in _NUMBER and math.isfinite(v) for v in raw) and raw[2] > 0 and raw[3] > 0:
+            right, bottom = raw[0] + raw[2], raw[1] + raw[3]
+            if right > image.width + CLIP_TOLERANCE_PX or bottom > image.height + CLIP_TOLERANCE_PX:
+                had = reach_past.get(image.id, (0.0, 0.0))
+                reach_past[image.id] = (max(had[0], right), max(had[1], bottom))
         if box is None:
-            rejected_boxes.append(Rejected("annotation", key, iid, reason))
+            rejected_boxes.append(Rejected("annotation", key, iid, reason, image.file_name))
             dropped_of_image[image.id] += 1
             continue
         clipped_count += int(clipped)
         rotated += int(origin == "rotated")
         from_segmentation += int(origin == "segmentation")
-        raw = ann.get("bbox")
+        if origin == "segmentation" and _malformed_bbox(ann.get("bbox")):
+            bbox_from_mask.append(key)
         if origin != "segmentation" and all(type(v) in _NUMBER for v in raw):  # x2 > x1, y2 > y1 inside: corners?
             corners = raw[0] < raw[2] <= image.width and raw[1] < raw[3] <= image.height
             as_corners += int(corners)
@@ -884,6 +1013,8 @@ def load_coco_files(paths: "Sequence[str | Path]", size_of: Optional[SizeReader]
     return CocoDataset(path=path, categories=categories, images=images, boxes=boxes,
                        rejected_images=rejected_images, rejected_boxes=rejected_boxes,
                        boxes_total=len(data["annotations"]), boxes_clipped=clipped_count,
+                       repeated_categories=repeated_categories, bbox_unreadable_boxed_from_mask=bbox_from_mask,
+                       boxes_reach_past=reach_past,
                        boxes_from_segmentation=from_segmentation, boxes_rotated=rotated,
                        duplicate_annotation_ids=duplicates,
                        image_ids_of_several_files=sorted(shared, key=lambda v: (isinstance(v, str), str(v).zfill(20))),

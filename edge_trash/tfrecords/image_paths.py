@@ -404,6 +404,11 @@ class ImagePaths:
         if not parts:
             return direct, None
         everywhere = self._deeper(parts)
+        literal = _parts(file_name.strip())
+        if not everywhere and literal and literal != parts:  # a name kept with its '%20' on disk, as wget saves it
+            found = self._deeper(literal)
+            if found:
+                parts, everywhere = literal, found
         if not everywhere and len(parts) > 1 and _ABSOLUTE.match(cleaned):
             # another machine's absolute path ('/home/someone/data/a0.jpg'): its folders say nothing here
             parts = parts[-1:]
@@ -483,6 +488,16 @@ def source_images(image_dirs: Sequence[Path], annotation_files: Sequence[Path]) 
     by_folder: Dict[Path, ImagePaths] = {}
     return [SourceImages(by_folder.setdefault(Path(folder), ImagePaths(folder)), split_in_name(Path(annotations)))
             for folder, annotations in zip(image_dirs, annotation_files)]
+
+
+def holds_no_image(folder: Path) -> bool:
+    """Whether ``folder`` surely holds none of a dataset's images: it has no image file and no
+    sub-folder (a folder of annotation files alone, such as one the JSON was copied into)."""
+    try:
+        entries = list(os.scandir(folder))
+    except OSError:
+        return True
+    return not any(e.is_dir() or e.name.casefold().endswith(IMAGE_SUFFIXES) for e in entries)
 
 
 def default_images_folder(annotation_file: Path) -> Tuple[Path, str]:

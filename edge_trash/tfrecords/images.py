@@ -252,7 +252,7 @@ def match_json_size(stored: Tuple[int, int], orientation: int, json_size: Tuple[
                        f"the stored pixels): EXIF orientation {orientation} ignored, boxes scaled"), ""
     if orientation not in ROTATES_90 and _same_aspect((displayed[1], displayed[0]), json_size):
         return True, "", (f"decoded size {displayed[0]}x{displayed[1]} is the JSON size {jw}x{jh} turned a quarter "
-                          "turn, and the file has no EXIF rotation: it was probably annotated while its EXIF tag "
+                          f"turn, {NO_EXIF_TURN}: it was probably annotated while its EXIF tag "
                           "turned it, and the tag was lost when the file was re-saved or stripped; which way it "
                           "turned cannot be told from the pixels: use the original photo, or rotate this one "
                           f"upright to {jw}x{jh}")
@@ -335,6 +335,10 @@ def _build_colour_transform(icc: bytes, mode: str) -> Tuple[Optional[Any], str]:
     return transform, f"converted colours from the embedded profile '{name}' to sRGB"
 
 
+NO_EXIF_TURN = "and the file has no EXIF rotation"  # in the reason for a file its JSON size turned a quarter turn
+NARROW_16_BIT = 1 / 8  # 16-bit values spanning less of 0-65535 than this are stretched from their own range
+
+
 def _value_range(mode: str, largest: float) -> float:
     """The top of the range a 16-bit, 32-bit or floating-point image's values live in:
     1 for floating-point images in 0-1, else 255, 65535 or, beyond that, the largest value."""
@@ -353,7 +357,16 @@ def to_rgb(img: Image.Image, notes: List[str]) -> Image.Image:
         return img
     if mode in ("I;16", "I;16B", "I;16L", "I", "F"):
         arr = np.nan_to_num(np.asarray(img, dtype=np.float64), nan=0.0, posinf=0.0, neginf=0.0)
-        top = _value_range(mode, float(arr.max()) if arr.size else 0.0)
+        low, high = (float(arr.min()), float(arr.max())) if arr.size else (0.0, 0.0)
+        top = _value_range(mode, high)
+        if mode != "F" and top == 65535.0 and 0 < high - low < top * NARROW_16_BIT:
+            # 12-bit sensor data (0-4095) or thermal counts (7000-9000): scaled from 0-65535 they
+            # would be stored nearly black or flat grey; their own range keeps their contrast
+            arr = np.clip((arr - low) * (255.0 / (high - low)), 0, 255).astype(np.uint8)
+            notes.append(f"stretched {mode} values {low:g}-{high:g} to 8-bit RGB 0-255: they use "
+                         f"{(high - low) / top:.1%} of 0-65535 (12-bit sensor or thermal data?), which scaled as "
+                         "16 bits would be nearly flat")
+            return Image.fromarray(arr).convert("RGB")
         arr = np.clip(arr * (255.0 / top), 0, 255).astype(np.uint8)
         notes.append(f"converted {mode} (values 0-{top:g}) to 8-bit RGB")
         return Image.fromarray(arr).convert("RGB")

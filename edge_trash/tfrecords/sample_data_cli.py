@@ -21,7 +21,9 @@ def sample_data(out: Path, num_images: int, seed: int, clean: bool) -> None:
     """Write the built-in sample dataset: synthetic litter photos with COCO boxes.
 
     Bottles, cans, cups, cartons, wrappers and cigarette butts on conveyor belts,
-    ground and dark scenes, long-tailed like TACO, with (unless --clean) a few
+    ground and dark scenes, unbalanced as TACO is (5 bottles per cigarette
+    butt; only a small --num-images has classes under analyze's long-tail line
+    of 20), with (unless --clean) a few
     EXIF-rotated photos, broken files and records a converter must survive.
     """
     from edge_trash.tfrecords.sample_data import write_sample_dataset
