@@ -1441,6 +1441,15 @@ def test_nothing_to_train_on_says_why_the_records_were_left_out(tmp_path):
                               "on: every class was dropped by the class mapping (category 'can' is not in the class "
                               "map)")
 
+    raw = json.loads(ann.read_text())  # an export of the images alone
+    raw["annotations"] = []
+    ann.write_text(json.dumps(raw))
+    with pytest.raises(BuildError) as err:
+        build_tfrecords(BuildOptions(annotations=ann, images=tmp_path, out=tmp_path / "out"))
+    assert str(err.value).endswith(
+        "nothing to train on: its 'annotations' list is empty (1 image entry and no box): export the annotations "
+        "again with their boxes (an export of images alone?)")
+
 
 def test_ids_json_cannot_hold_are_reported_not_a_crash_after_the_shards(tmp_path):
     # Python's json reads bare NaN/Infinity; report.json (strict JSON) must still list those records.
@@ -2595,21 +2604,6 @@ def test_empty_huge_number_and_deeply_nested_files_get_one_line_not_a_traceback(
     assert str(err.value).startswith(f"{ann}: {message}")
     result = _cli(["analyze", "--annotations", str(ann), "--out", str(tmp_path / "a"), "--quiet"])
     assert result.exit_code == 1 and f"{ann}: {message}" in result.output and "Traceback" not in result.output
-
-
-def test_an_export_without_annotations_says_its_annotations_list_is_empty(tmp_path):
-    from edge_trash.tfrecords.build import BuildError
-
-    ann = _one_can_per_image(tmp_path / "ann.json", ["1.jpg", "2.jpg"])
-    raw = json.loads(ann.read_text())
-    raw["annotations"] = []
-    ann.write_text(json.dumps(raw))
-    with pytest.raises(BuildError) as err:
-        build_tfrecords(BuildOptions(annotations=ann, images=tmp_path, out=tmp_path / "out"))
-    assert str(err.value) == (
-        f"{ann}: no class has a usable box after validation and mapping; nothing to train on: its 'annotations' "
-        "list is empty (2 image entries and no box): export the annotations again with their boxes (an export of "
-        "images alone?)")
 
 
 def test_16_bit_images_using_a_narrow_band_of_values_keep_their_contrast(tmp_path):
