@@ -59,7 +59,6 @@ def next_command(annotations: Sequence[Path], images: Sequence[Path], tfrecords:
         return (f"next: {train}" if train else "next: these records lack the train or val images (or boxes) "
                 "edge-trash train needs; rebuild them (build-tfrecords' summary says which)")
     from edge_trash.terminal import shell_word
-
     from edge_trash.tfrecords.image_paths import default_images_folder, holds_no_image
 
     given = " ".join([f"--annotations {shell_word(a)}" for a in annotations]

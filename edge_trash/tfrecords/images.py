@@ -225,6 +225,7 @@ def _exif_orientation(img: Image.Image, notes: List[str]) -> int:
     return orientation
 
 
+NO_EXIF_TURN = "and the file has no EXIF rotation"  # in the reason for a file its JSON size turned a quarter turn
 MISMATCH_FIX = "fix width/height in the annotation file or the image"  # a size and aspect ratio unlike the JSON's
 
 
@@ -335,7 +336,6 @@ def _build_colour_transform(icc: bytes, mode: str) -> Tuple[Optional[Any], str]:
     return transform, f"converted colours from the embedded profile '{name}' to sRGB"
 
 
-NO_EXIF_TURN = "and the file has no EXIF rotation"  # in the reason for a file its JSON size turned a quarter turn
 NARROW_16_BIT = 1 / 8  # 16-bit values spanning less of 0-65535 than this are stretched from their own range
 
 
