@@ -738,6 +738,29 @@ def test_a_folds_build_is_flagged_for_its_long_tail_over_all_folds(sample_datase
     assert f"{rarest} ({boxes[rarest]})" in tails[0]["message"]
 
 
+def test_a_folds_build_is_flagged_for_its_mostly_tiny_classes_over_all_folds(tmp_path):
+    from edge_trash.tfrecords.build import BuildOptions, build_tfrecords
+
+    images = tmp_path / "images"
+    images.mkdir()
+    for i in range(12):
+        Image.new("RGB", (200, 200), (90 + 10 * i, 90, 90)).save(images / f"{i}.jpg")  # no two files alike
+    ann = tmp_path / "ann.json"
+    ann.write_text(json.dumps({
+        "images": [{"id": i + 1, "file_name": f"{i}.jpg", "width": 200, "height": 200} for i in range(12)],
+        "annotations": [{"id": 2 * i + k + 1, "image_id": i + 1, "category_id": k + 1,
+                         "bbox": [10, 10, 100, 100] if k == 0 else [150, 150, 10, 10]}
+                        for i in range(12) for k in range(2)],
+        "categories": [{"id": 1, "name": "can"}, {"id": 2, "name": "butt"}]}))
+    build_tfrecords(BuildOptions(annotations=ann, images=images, out=tmp_path / "folds", folds=3, test_fraction=0))
+    stats = analyze(tfrecords=tmp_path / "folds", out=tmp_path / "a", plots=False)
+    flagged = [f for f in stats["flags"] if f["kind"] in ("tiny_classes", "tiny_objects")]
+    # no fold alone is judged (each is held out by one run); the folds together are, as for the long tail
+    assert [(f["where"], f["kind"], f["items"]) for f in flagged] == [("tfrecords/fold0..fold2", "tiny_classes",
+                                                                       ["butt"])]
+    assert "butt (12 of 12)" in flagged[0]["message"]
+
+
 def test_a_class_used_under_one_of_its_category_ids_is_not_called_unused(tmp_path):
     ann = tmp_path / "ann.json"
     ann.write_text(json.dumps({

@@ -628,6 +628,28 @@ def long_tail_flags(where: str, classes: Sequence[Dict[str, Any]], th: Threshold
              + "; merge them (--class-map), fold them into 'other' (--min-instances) or collect more"}]
 
 
+def _tiny_what(th: Thresholds, frame: str) -> str:
+    return (f"area < {th.small_area:g} px² or a side < {th.tiny_relative_side:.0%} of the image, in "
+            f"{frame.split(' (')[0]}")
+
+
+def tiny_class_flags(where: str, classes: Sequence[Dict[str, Any]], th: Thresholds,
+                     frame: str) -> List[Dict[str, Any]]:
+    """The ``tiny_classes`` flag (a list of one, or empty) for ``classes`` (``{name, instances, tiny}``):
+    those with at least ``tiny_class_boxes`` boxes, ``tiny_class_share`` of them tiny."""
+    tiny = sorted((c for c in classes
+                   if c["instances"] >= th.tiny_class_boxes and c["tiny"] >= th.tiny_class_share * c["instances"]),
+                  key=lambda c: (-c["tiny"] / c["instances"], c["name"]))
+    if not tiny:
+        return []
+    return [{"kind": "tiny_classes", "where": where, "count": len(tiny), "items": [c["name"] for c in tiny],
+             "message": f"{_n(len(tiny), 'class has', 'classes have')} {th.tiny_class_share:.0%} or more of its "
+             f"boxes tiny ({_tiny_what(th, frame)}): "
+             + _examples([f"{c['name']} ({c['tiny']} of {c['instances']})" for c in tiny], 8)
+             + "; expect a low AP for them at a 320x320 input (a larger train --input-size, such as 416, sees "
+             "them wider; or photograph them closer)"}]
+
+
 def find_flags(where: str, stats: Dict[str, Any], th: Thresholds,
                problems: Optional[Dict[str, Any]] = None) -> List[Dict[str, Any]]:
     """The warnings for one source: each ``{"kind", "where", "count", "message", "items"}``."""
@@ -653,22 +675,12 @@ def find_flags(where: str, stats: Dict[str, Any], th: Thresholds,
     if not held:  # small counts in val/test are expected; the tail matters where the model learns
         flags += long_tail_flags(where, stats["classes"], th)
     sizes = stats["box_sizes"]
-    tiny_what = (f"area < {th.small_area:g} px² or a side < {th.tiny_relative_side:.0%} of the image, in "
-                 f"{stats['frame'].split(' (')[0]}")
     if not held and stats["boxes"] and sizes["tiny_share"] >= th.tiny_share:  # a held-out split's share is noise
-        add("tiny_objects", [], f"{sizes['tiny_share']:.1%} of boxes are tiny ({tiny_what}); at a 320x320 input "
-            "they are a few pixels wide")
+        add("tiny_objects", [], f"{sizes['tiny_share']:.1%} of boxes are tiny ({_tiny_what(th, stats['frame'])}); "
+            "at a 320x320 input they are a few pixels wide")
         flags[-1]["count"] = sizes["tiny"]
-    tiny_classes = sorted((c for c in stats["classes"]
-                           if c["instances"] >= th.tiny_class_boxes and c["tiny"] >= th.tiny_class_share * c["instances"]),
-                          key=lambda c: (-c["tiny"] / c["instances"], c["name"]))
-    if not held and tiny_classes:  # cigarette butts: a class a 320x320 input barely resolves
-        add("tiny_classes", [c["name"] for c in tiny_classes],
-            f"{_n(len(tiny_classes), 'class has', 'classes have')} {th.tiny_class_share:.0%} or more of its boxes "
-            f"tiny ({tiny_what}): "
-            + _examples([f"{c['name']} ({c['tiny']} of {c['instances']})" for c in tiny_classes], 8)
-            + "; expect a low AP for them at a 320x320 input (a larger train --input-size, such as 416, sees "
-            "them wider; or photograph them closer)")
+    if not held:  # cigarette butts: a class a 320x320 input barely resolves
+        flags += tiny_class_flags(where, stats["classes"], th, stats["frame"])
     bright = stats.get("brightness")
     if bright and bright["dark"]:
         add("dark_images", [d["image_id"] for d in bright["dark"]],
@@ -990,8 +1002,14 @@ def analyze(annotations: "Optional[os.PathLike | str | Sequence[os.PathLike | st
             counts: Counter = Counter()
             for split in folds:
                 counts.update({c["name"]: c["instances"] for c in stats["tfrecords"]["splits"][split]["classes"]})
-            stats["flags"].extend(long_tail_flags(f"tfrecords/{folds[0]}..{folds[-1]}",
-                                                  [{"name": n, "instances": k} for n, k in counts.items()], th))
+            tiny: Counter = Counter()
+            for split in folds:
+                tiny.update({c["name"]: c["tiny"] for c in stats["tfrecords"]["splits"][split]["classes"]})
+            where = f"tfrecords/{folds[0]}..{folds[-1]}"
+            stats["flags"].extend(long_tail_flags(where, [{"name": n, "instances": k} for n, k in counts.items()], th))
+            stats["flags"].extend(tiny_class_flags(where, [{"name": n, "instances": k, "tiny": tiny[n]}
+                                                           for n, k in counts.items()], th,
+                                                   stats["tfrecords"]["splits"][folds[0]]["frame"]))
         shared, flags = pictures_across_splits(pictures)
         stats["tfrecords"]["pictures_in_several_splits"] = shared
         stats["flags"].extend(flags)
