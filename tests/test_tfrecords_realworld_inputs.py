@@ -2669,3 +2669,32 @@ def test_width_and_height_swapped_in_the_json_are_told_apart_from_a_lost_exif_ta
     predicted = {m["file_name"]: m["what"] for m in stats["annotations"]["image_sizes"]["json_mismatch"]}
     assert predicted["swapped.jpg"] == reasons["swapped.jpg"]
     assert predicted["lost_tag.jpg"] == reasons["lost_tag.jpg"]
+
+
+def test_a_file_whose_every_box_is_a_crowd_region_is_told_how_to_make_them_objects(tmp_path):
+    # Masks exported with iscrowd 1 by a tool other than CVAT: a warning with no fix, and nothing learnable.
+    import shlex
+
+    ann = _one_can_per_image(tmp_path / "ann.json", [f"{i}.jpg" for i in range(6)])
+    raw = json.loads(ann.read_text())
+    for a in raw["annotations"]:
+        a["iscrowd"] = 1
+    ann.write_text(json.dumps(raw))
+    for i in range(6):
+        _jpeg(tmp_path / f"{i}.jpg", (64, 48), (40 * i, 40, 40))
+    result = _cli(["build-tfrecords", "--annotations", str(ann), "--out", str(tmp_path / "out"), "--quiet"])
+    fixed = tmp_path / "ann_as_objects.json"
+    fix = ("python -c \"import json, sys; d = json.load(open(sys.argv[1])); [a.update(iscrowd=0) for a in "
+           "d['annotations'] if a.get('iscrowd')]; json.dump(d, open(sys.argv[2], 'w'))\" "
+           f"{ann} {fixed}")
+    assert ("warning: every one of the 6 usable boxes is a crowd region (iscrowd 1): training and COCO's AP leave "
+            "crowd regions out, so nothing would be learned. If each is one object, as an export that marks every "
+            f"mask so writes them, set iscrowd to 0 ({fix}) and build again") in result.output
+    command = shlex.split(fix)
+    subprocess.run([sys.executable, *command[1:]], check=True)  # the command as printed does what it says
+    assert {a["iscrowd"] for a in json.loads(fixed.read_text())["annotations"]} == {0}
+    raw["annotations"][0]["iscrowd"] = 0  # one object among crowd regions: a real crowd, no warning
+    ann.write_text(json.dumps(raw))
+    from edge_trash.tfrecords.coco import load_coco
+
+    assert load_coco(ann).crowd_masks_warning() is None

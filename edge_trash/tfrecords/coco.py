@@ -307,22 +307,33 @@ class CocoDataset:
     def crowd_masks_warning(self) -> Optional[str]:
         """A warning when masks carry ``iscrowd`` 1 in a file with CVAT's ``attributes`` on its annotations: CVAT
         (through Datumaro) exports every mask so, whether it covers a crowd or one object, and training leaves
-        crowd regions out, so the objects drawn as masks are not learned."""
-        if not self.crowd_masks:
-            return None
+        crowd regions out, so the objects drawn as masks are not learned. Without CVAT's marks, the same warning
+        when every usable box (two or more) is a crowd region, as other tools' mask exports give."""
         paths = [str(src.path) for src in self.sources] or [str(self.path)]
         from edge_trash.terminal import shell_word
 
-        fix = ("python -c \"import json, sys; d = json.load(open(sys.argv[1])); "
-               "[a.update(iscrowd=0) for a in d['annotations'] if a.get('iscrowd') and "
-               "isinstance(a.get('segmentation'), dict)]; json.dump(d, open(sys.argv[2], 'w'))\" "
-               f"{shell_word(paths[0])} {shell_word(str(Path(paths[0]).with_suffix('')) + '_masks_as_objects.json')}")
+        def fix(which: str, suffix: str) -> str:  # the command that sets iscrowd 0 on the annotations `which` keeps
+            return ("python -c \"import json, sys; d = json.load(open(sys.argv[1])); "
+                    f"[a.update(iscrowd=0) for a in d['annotations'] if a.get('iscrowd'){which}]; "
+                    "json.dump(d, open(sys.argv[2], 'w'))\" "
+                    f"{shell_word(paths[0])} {shell_word(str(Path(paths[0]).with_suffix('')) + suffix)}")
+
+        if not self.crowd_masks:
+            if len(self.boxes) < 2 or not all(b.iscrowd for b in self.boxes):
+                return None
+            # every box a crowd region: an export that marks each object so (masks from a tool other than CVAT)
+            every = fix("", "_as_objects.json")
+            return (f"every one of the {len(self.boxes)} usable boxes is a crowd region (iscrowd 1): training and "
+                    "COCO's AP leave crowd regions out, so nothing would be learned. If each is one object, as an "
+                    "export that marks every mask so writes them, set iscrowd to 0"
+                    + (f" ({every})" if len(paths) == 1 else f" in each of {', '.join(paths)}") + " and build again")
+        masks = fix(" and isinstance(a.get('segmentation'), dict)", "_masks_as_objects.json")
         n = len(self.crowd_masks)
         ids = ", ".join(map(str, self.crowd_masks[:5])) + (f" and {n - 5} more" if n > 5 else "")
         return (f"{n} {'annotation is a mask' if n == 1 else 'annotations are masks'} with iscrowd 1 "
                 f"(annotation ids {ids}), as CVAT exports every mask, whether it covers a crowd or one "
                 "object: training leaves crowd regions out, so these objects are not learned. If each is one object, "
-                "set their iscrowd to 0" + (f" ({fix})" if len(paths) == 1 else f" in each of {', '.join(paths)}")
+                "set their iscrowd to 0" + (f" ({masks})" if len(paths) == 1 else f" in each of {', '.join(paths)}")
                 + " and build again; or export from CVAT with polygons instead of masks")
 
     def boxes_by_image(self) -> Dict[int, List[BoxRecord]]:
