@@ -443,7 +443,7 @@ def _without_unused_mask(obj: Dict[str, Any]) -> Dict[str, Any]:
     """An object as the JSON parser builds it, without a ``segmentation`` that a usable ``bbox`` makes
     unneeded: the polygons go as each annotation is parsed (they are most of a COCO file: 263 MB of
     75-point polygons took 1.6 GB as a tree, 0.5 GB this way, in half the time)."""
-    if "segmentation" in obj and not _placeholder_bbox(obj.get("bbox")) and not _malformed_bbox(obj.get("bbox")):
+    if "segmentation" in obj and not _needs_segmentation(obj.get("bbox")):
         if isinstance(obj["segmentation"], dict):  # a mask (RLE): CVAT writes each with iscrowd 1, crowd or not
             obj[_RLE_MARK] = True
         del obj["segmentation"]
@@ -716,11 +716,10 @@ def _parse_box(ann: Dict[str, Any], image: ImageRecord
     ``"segmentation"`` (no usable bbox: taken from the mask)."""
     bbox = ann.get("bbox")
     origin = "bbox"
-    unreadable = _malformed_bbox(bbox)
-    if (unreadable or _placeholder_bbox(bbox)) and ann.get("segmentation"):
+    if ann.get("segmentation") and _needs_segmentation(bbox):
         origin = "segmentation"
-        given = ("no 'bbox'" if bbox is None else f"'bbox' {bbox!r} is not [x, y, width, height]" if unreadable
-                 else f"'bbox' {bbox!r} is a placeholder")
+        given = ("no 'bbox'" if bbox is None else f"'bbox' {bbox!r} is a placeholder" if _placeholder_bbox(bbox)
+                 else f"'bbox' {bbox!r} is not [x, y, width, height]")
         mismatch = _mask_size_mismatch(ann["segmentation"], image)
         if mismatch:
             return None, False, f"{given}, and {mismatch}", origin
@@ -837,6 +836,17 @@ def _malformed_bbox(bbox: Any) -> bool:
         except ValueError:
             return True
     return False
+
+
+def _needs_segmentation(bbox: Any) -> bool:
+    """Whether a segmentation has to give the box: ``bbox`` is a placeholder or malformed (see
+    :func:`_placeholder_bbox` and :func:`_malformed_bbox`); four numbers, nearly every box, decided first,
+    as the JSON reader asks it of every annotation."""
+    if type(bbox) is list and len(bbox) == 4:
+        x, y, w, h = bbox
+        if type(x) in _NUMBER and type(y) in _NUMBER and type(w) in _NUMBER and type(h) in _NUMBER:
+            return x == 0 and y == 0 and w == 0 and h == 0
+    return _placeholder_bbox(bbox) or _malformed_bbox(bbox)
 
 
 def _file_key(name: Any) -> Any:
@@ -990,7 +1000,7 @@ def load_coco_files(paths: "Sequence[str | Path]", size_of: Optional[SizeReader]
         clipped_count += int(clipped)
         rotated += int(origin == "rotated")
         from_segmentation += int(origin == "segmentation")
-        if origin == "segmentation" and _malformed_bbox(ann.get("bbox")):
+        if origin == "segmentation" and _malformed_bbox(raw):
             bbox_from_mask.append(key)
         if origin != "segmentation" and all(type(v) in _NUMBER for v in raw):  # x2 > x1, y2 > y1 inside: corners?
             corners = raw[0] < raw[2] <= image.width and raw[1] < raw[3] <= image.height
