@@ -112,7 +112,8 @@ PRESETS: Dict[str, Tuple[str, TrainConfig]] = {
     "ssdlite_mobilenet_v2_320": ("ssdlite_mobilenet_v2_320", TrainConfig()),
     # make demo: from scratch on the 1500-image sample data, 2 idle CPU cores, about 7 minutes
     # (val AP50 0.500 in 365 s on 2026-11-30, 0.523 on 2026-12-01, 0.507 in 374 s on 2026-12-02, the same in
-    # two runs of one commit: the code changed in between; 0.515 on the earlier split that planned the missing
+    # two runs of one commit: the code changed in between; 0.482 in 830 s from the same TFRecords on a slower AMD
+    # EPYC without AVX-512, whose kernels round otherwise; 0.515 on the earlier split that planned the missing
     # file too). Measured on that data with the same compute, 900
     # steps of 16: AP50 0.44; 1200 of 16: 0.47; more updates of fewer images learn faster from
     # scratch. The light preset: the default one costs 13% more time for the same AP here.
