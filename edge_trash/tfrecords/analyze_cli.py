@@ -104,8 +104,9 @@ def analyze(annotations: Tuple[Path, ...], images: Tuple[Path, ...], tfrecords_g
     Give --annotations (with --images to also read the files: brightness,
     unreadable files, files whose size differs from the JSON, one picture
     under several entries), --tfrecords, or both. Writes report.md, stats.json
-    and PNG plots into OUT and flags long-tail classes, tiny objects, dark
-    images, outlier image sizes, annotation problems (NaN/Infinity boxes,
+    and PNG plots into OUT and flags long-tail classes, tiny objects (and
+    classes mostly of them), dark images, outlier image sizes, annotation
+    problems (NaN/Infinity boxes,
     boxes past the image, unknown ids, duplicate ids, unused categories,
     images without boxes) and leaks between splits (one picture, neighbouring
     video frames or a photo's Roboflow variants in train and val/test).
