@@ -8,6 +8,7 @@ turns the directory into COCO for relabeling.
 """
 
 import collections
+import importlib.util
 import json
 import os
 import tempfile
@@ -52,11 +53,7 @@ class HardExampleQueue:
         if not os.path.isdir(directory):
             os.makedirs(directory)
         if use_pillow is None:
-            try:
-                import PIL.Image  # noqa: F401  optional
-                use_pillow = True
-            except ImportError:
-                use_pillow = False
+            use_pillow = importlib.util.find_spec("PIL") is not None  # optional: PNG crops when present
         self.use_pillow = use_pillow
         _atomic_write(os.path.join(directory, LABELS_FILE), json.dumps(list(labels)).encode("utf-8"))
         self._entries = self._scan()  # [(name stem, bytes)] oldest first
