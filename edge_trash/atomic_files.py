@@ -12,7 +12,7 @@ import os
 import tempfile
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Dict, Iterator, List, Sequence, Union
+from typing import Dict, Iterator, List, Optional, Sequence, Union
 
 
 def _umask() -> int:
@@ -99,6 +99,16 @@ def write_files_together(folder: Union[str, Path], files: Dict[str, bytes], remo
 _WRITE_ONLY_ERRORS = {errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EFBIG}
 
 
+def _write_fix(code: Optional[int]) -> str:
+    """What to do about an error writing the output: free space for a full disk, a writable folder for a
+    permission or a read-only file system ("free space" there sent users looking for space they had)."""
+    if code in (errno.EACCES, errno.EPERM, errno.EROFS):
+        return "choose an --out you can write to, or let this user write there"
+    if code in (errno.ENOSPC, errno.EDQUOT):
+        return "free space or choose another --out"
+    return "choose another --out"
+
+
 def os_error_message(exc: OSError, out: Union[str, Path]) -> str:
     """One line for an ``OSError`` a command hit: ``cannot write`` when the file is its
     output ``out``, under it or a hidden temporary beside it (a full disk, a read-only
@@ -108,12 +118,12 @@ def os_error_message(exc: OSError, out: Union[str, Path]) -> str:
     names no file), which names ``out``."""
     if not exc.filename:
         if exc.errno in _WRITE_ONLY_ERRORS:
-            return f"cannot write into {out}: {exc.strerror}; free space or choose another --out, and run again"
+            return f"cannot write into {out}: {exc.strerror}; {_write_fix(exc.errno)}, and run again"
         return str(exc)
     where, out = Path(exc.filename).absolute(), Path(out).absolute()
     writing = (where == out or out in where.parents
                or (where.parent == out.parent and where.name.startswith(f".{out.name}")))
     reason = exc.strerror or str(exc)
     if writing:
-        return f"cannot write {exc.filename}: {reason}; free space or choose another --out, and run again"
+        return f"cannot write {exc.filename}: {reason}; {_write_fix(exc.errno)}, and run again"
     return f"cannot read {exc.filename}: {reason}"

@@ -324,6 +324,25 @@ def test_analyze_flags_one_picture_under_two_entries_and_in_two_splits(tmp_path)
     assert stats["annotations"]["duplicate_images"] == [] and _flag(stats, "duplicate_images") is None
 
 
+def test_a_picture_in_several_splits_is_shown_with_its_splits_and_the_fix_the_build_allows():
+    # The example showed three train copies of a picture whose val copies were the point, and told a build without
+    # --keep-splits to build without --keep-splits: its copies were files that differ (one photo at two sizes)
+    # until the shrink made them alike.
+    from edge_trash.tfrecords.analyze import pictures_across_splits
+
+    pictures = {"train": [("9.jpg", "k"), ("11.jpg", "k"), ("10.jpg", "k"), ("1.jpg", "x")],
+                "val": [("7.jpg", "k"), ("5.jpg", "k")]}
+    count, flags = pictures_across_splits(pictures, keep_splits=False)
+    assert count == 1 and flags[0]["items"] == [["9.jpg", "11.jpg", "10.jpg", "7.jpg", "5.jpg"]]
+    assert flags[0]["message"] == (
+        "1 picture is stored in more than one split: 9.jpg (train) = 7.jpg (val) = 11.jpg (train) = ...; val/test "
+        "scores count pictures the model trained on: remove the copies (files that differ, such as one photo at two "
+        "sizes, came out alike only once shrunk, so the build could not keep them in one split)")
+    for keep in (True, None):
+        assert pictures_across_splits(pictures, keep)[1][0]["message"].endswith(
+            "remove the copies, or build without --keep-splits (copies of one picture stay in one split)")
+
+
 def test_records_without_a_sha256_key_are_matched_by_their_stored_bytes(tmp_path):
     """Other converters may leave image/key/sha256 out: the stored picture's own hash stands in."""
     from edge_trash.tfrecords import feature_keys as K

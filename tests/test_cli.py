@@ -84,7 +84,7 @@ def test_an_output_folder_that_cannot_be_made_is_one_error_not_a_traceback(tmp_p
                  ["analyze", "--annotations", str(sample_dataset.annotations), "--no-plots", "--quiet"]):
         result = CliRunner().invoke(cli, args + ["--out", str(out)])
         assert result.exit_code == 1 and "Traceback" not in result.output
-        assert re.fullmatch(rf"Error: cannot write {re.escape(str(out))}(/images)?: Not a directory; free space or "
+        assert re.fullmatch(rf"Error: cannot write {re.escape(str(out))}(/images)?: Not a directory; "
                             r"choose another --out, and run again", result.output.strip()), result.output
 
 
@@ -104,6 +104,11 @@ def test_os_error_message_tells_writing_from_reading(tmp_path):
     assert os_error_message(OSError(28, "No space left on device"), out) == (
         f"cannot write into {out}: No space left on device; free space or choose another --out, and run again")
     assert os_error_message(OSError(5, "Input/output error"), out) == "[Errno 5] Input/output error"
+    # A folder this user may not write to is no full disk ("free space" sent users looking for space they had).
+    for code, said in ((1, "Operation not permitted"), (13, "Permission denied"), (30, "Read-only file system")):
+        assert os_error_message(OSError(code, said, str(out / "report.md")), out) == (
+            f"cannot write {out / 'report.md'}: {said}; choose an --out you can write to, or let this user write "
+            "there, and run again")
 
 
 def test_train_and_evaluate_with_an_out_that_cannot_be_made_fail_at_once(tmp_path, sample_build):
@@ -121,8 +126,8 @@ def test_train_and_evaluate_with_an_out_that_cannot_be_made_fail_at_once(tmp_pat
                  ["evaluate", "--detections", str(gt), "--annotations", str(gt), "--out", str(blocker / "m.json")]):
         result = CliRunner().invoke(cli, args)
         assert result.exit_code == 1 and "Traceback" not in result.output, result.output
-        assert re.search(rf"Error: cannot write {re.escape(str(blocker))}\S*: (Not a directory|File exists); free "
-                         r"space or choose another --out, and run again", result.output), result.output
+        assert re.search(rf"Error: cannot write {re.escape(str(blocker))}\S*: (Not a directory|File exists); "
+                         r"choose another --out, and run again", result.output), result.output
 
 
 def test_option_values_out_of_range_are_usage_errors_before_anything_runs(tmp_path):

@@ -1462,6 +1462,10 @@ def test_a_rebuild_says_when_an_analysis_in_out_describes_the_earlier_build(tmp_
             "again with --out there to bring it up to date") in output.splitlines()
     analyze(None, None, tfrecords=data, out=data / "analysis", plots=False)
     assert build("--val-fraction", "0.3")[1] == []
+    # classes renamed to names of the same length: every shard keeps its size, the report's classes are gone
+    (tmp_path / "map.csv").write_text("can,tin\ncup,mug\n")
+    output, stale = build("--val-fraction", "0.3", "--class-map", str(tmp_path / "map.csv"))
+    assert stale == ["analysis"] and "holds analyze's report on the earlier build here" in output
 
 
 def test_a_split_far_larger_than_its_fraction_says_why(tmp_path):

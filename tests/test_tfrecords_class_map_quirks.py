@@ -28,6 +28,34 @@ def test_with_rare_drop_a_rare_class_named_other_is_dropped_like_the_rest():
     assert (m.folded_into_other, m.other_class, m.other_from_source) == (["Glass bottle", "Drink can"], "Other", True)
 
 
+def test_with_rare_other_an_empty_source_class_named_other_is_the_fold_target_not_left_out():
+    # The summary said "classes without boxes (left out): 'other'" while labels.txt held 'other', the class the
+    # rare ones were folded into (report.json: classes_unused ['other']).
+    cats = CATS + [Category(9, "other", "Other")]
+    m = build_class_mapping(cats, _boxes({0: 3, 1: 2, 2: 5, 3: 1}), min_instances=3, rare="other")
+    assert m.names == ["Bottle cap", "Plastic bottle", "other"]
+    assert (m.folded_into_other, m.other_class, m.other_from_source) == (["Glass bottle", "Drink can"], "other", False)
+    assert m.unused == ["Unused"]
+    assert m.target_of_category[9] == 3 and m.target_of_category[1] == 3
+
+
+def test_class_map_keys_differing_only_in_case_are_refused_unless_each_names_a_category():
+    import pytest
+
+    from edge_trash.tfrecords.class_map import ClassMapError
+
+    boxes = _boxes({0: 3, 1: 2, 2: 5, 3: 1})
+    with pytest.raises(ClassMapError) as err:  # 'Drink Can' matched nothing: 'metal' showed only as "without boxes"
+        build_class_mapping(CATS, boxes, {"Drink Can": "metal", "drink can": "can", "Bottle cap": "cap"})
+    assert str(err.value) == (
+        "the class map has 'Drink Can' -> 'metal' and 'drink can' -> 'can', which differ only in case: category "
+        "names match a key ignoring case when none matches exactly, so one of them maps nothing; keep one row per "
+        "category")
+    assert build_class_mapping(CATS, boxes, {"Drink Can": "can", "drink can": "can"}).names == ["can"]  # alike
+    cats = CATS + [Category(8, "drink can", "Can")]  # two categories that differ in case: each row is used
+    assert build_class_mapping(cats, boxes + _boxes({8: 1}), {"Drink can": "a", "drink can": "b"}).names == ["a", "b"]
+
+
 def test_a_csv_header_after_comments_and_blank_lines_is_a_header(tmp_path):
     path = tmp_path / "map.csv"
     path.write_text("# my map\n\nsource_name,target_name\nBottle cap,Other\n")

@@ -214,6 +214,36 @@ def test_another_tools_records_in_out_are_never_deleted(tmp_path):
     assert sorted(p.name for p in mine.glob("*.tfrecord")) == ["train-00000-of-00001.tfrecord"]
 
 
+def test_a_datasets_own_labels_and_reports_in_out_are_never_replaced(tmp_path):
+    # Shards of another tool were kept, but the four files a build writes beside them were replaced silently when
+    # --out was a dataset's folder holding its own labels.txt, splits.json, report.json and label_map.pbtxt.
+    ann = _dataset(tmp_path, ["1.jpg", "2.jpg"])
+    out = tmp_path / "ds"
+    out.mkdir()
+    theirs = {"labels.txt": b"my precious class list\n", "splits.json": b"{}", "report.json": b'{"mine": 1}',
+              "label_map.pbtxt": b"item {}"}
+    for name, data in theirs.items():
+        (out / name).write_bytes(data)
+    options = BuildOptions(annotations=ann, images=tmp_path / "images", out=out, val_fraction=0, test_fraction=0)
+    with pytest.raises(BuildError) as caught:
+        build_tfrecords(options)
+    assert str(caught.value) == (
+        f"--out {out} holds labels.txt, label_map.pbtxt, splits.json and report.json, with no build-tfrecords "
+        "report.json beside them: another tool's files, or a build's whose report.json is gone; this build would "
+        "replace them: move them away, or choose another --out")
+    assert {p.name: p.read_bytes() for p in out.iterdir()} == theirs
+    (out / "report.json").unlink()
+    with pytest.raises(BuildError, match=r"holds labels\.txt, label_map\.pbtxt and splits\.json, with no"):
+        build_tfrecords(options)
+    # a build's own outputs are replaced by the next build, as before
+    for name in theirs:
+        (out / name).unlink(missing_ok=True)
+    assert build_tfrecords(options)["images_written"] == 2
+    (out / "labels.txt").write_text("edited\n")
+    assert build_tfrecords(options)["images_written"] == 2
+    assert (out / "labels.txt").read_text() == "can\n"
+
+
 def test_an_out_link_to_nothing_is_named_as_such(tmp_path):
     # "cannot write out: File exists ... choose another --out": mkdir on a link whose folder is gone.
     ann = _dataset(tmp_path, ["1.jpg"])

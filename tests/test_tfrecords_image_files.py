@@ -120,6 +120,29 @@ def test_a_tiff_orientation_tag_is_applied_once_and_the_box_lands_on_the_drawn_o
         assert f"used {WIDTH}x{HEIGHT} read from the file" in notes[name][0]
 
 
+def test_an_xmp_orientation_without_exif_is_not_applied(tmp_path):
+    # Pillow's getexif() fills in Orientation from an XMP tiff:Orientation when EXIF has none; browsers, and the
+    # web tools that drew the boxes, show such a photo as stored. A square one was turned under its boxes, with
+    # the note "applied EXIF orientation 6". A real EXIF tag beside the XMP one still wins.
+    xmp = (b'<x:xmpmeta xmlns:x="adobe:ns:meta/"><rdf:RDF xmlns:rdf="http://www.w3.org/1999/02/22-rdf-syntax-ns#">'
+           b'<rdf:Description xmlns:tiff="http://ns.adobe.com/tiff/1.0/" tiff:Orientation="6"/></rdf:RDF>'
+           b'</x:xmpmeta>')
+    (tmp_path / "img").mkdir()
+    box = (4, 8, 20, 12)
+    _picture((64, 64), box).save(tmp_path / "img" / "xmp.jpg", quality=95, xmp=xmp)
+    exif = Image.Exif()
+    exif[0x0112] = 3
+    _picture((64, 64), box).transpose(TO_STORED[3]).save(tmp_path / "img" / "both.jpg", quality=95, xmp=xmp,
+                                                            exif=exif)
+    report = _build(tmp_path, [("xmp.jpg", 64, 64, box), ("both.jpg", 64, 64, box)])
+    notes = {n["file_name"]: n["notes"] for n in report["image_notes"]}
+    assert "xmp.jpg" not in notes and notes["both.jpg"] == ["applied EXIF orientation 3"]
+    for name, (pixels, (xmin, ymin, xmax, ymax)) in _records(tmp_path / "out").items():
+        x0, y0, x1, y1 = _bright_extent(pixels)
+        assert (x0, y0, x1, y1) == (4, 8, 24, 20), name
+        assert np.allclose((xmin * 64, ymin * 64, xmax * 64, ymax * 64), (4, 8, 24, 20)), name
+
+
 @pytest.mark.parametrize("orientation", [5, 6, 7, 8])
 def test_a_quarter_turned_tiff_header_gives_the_stored_size_and_its_orientation(tmp_path, orientation):
     # analyze compares these with the JSON size; it said "EXIF orientation ignored" for a correct JSON.

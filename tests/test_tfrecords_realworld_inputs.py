@@ -70,6 +70,8 @@ def test_image_paths_find_files_the_way_exports_name_them(tmp_path):
         "http://localhost:8080/data/local-files/?d=photos%2Fmy%20photo.jpg": "my photo.jpg",  # ... with its host
         " plain.jpg\n": "plain.jpg",  # blanks around the name (a spreadsheet's cell)
         "http://[host/plain.jpg": "plain.jpg",  # a URL Python's parser rejects
+        "plain.jpg?raw=1": "plain.jpg",  # a URL's path and query without its host
+        "batch_2/000006.jpg?dl=0&x=a/b": "batch_2/000006.jpg",
     }
     for file_name, expected in cases.items():
         path, note = paths.resolve(file_name)
@@ -173,6 +175,14 @@ def test_a_photo_with_another_image_extension_is_found_when_it_is_the_only_one(t
     # of the photo's name must never stand in for it, and two images of that name leave the choice unknowable.
     for missing in ("scan.jpg", "notes.jpg", "d/IMG_9.png", "IMG_5.jpg", "d/two.webp"):
         assert paths.resolve(missing)[0] == root / missing
+    # A one-channel PNG beside a missing JPEG is its label mask (0 and 1 values), not the photo converted: it was
+    # read, and the boxes trained on a black picture.
+    for mode in ("L", "P", "I;16"):
+        (root / "e").mkdir(exist_ok=True)
+        Image.new(mode, (8, 8)).save(root / "e" / f"frame_{mode[0]}.png")
+        assert ImagePaths(root).resolve(f"e/frame_{mode[0]}.jpg") == (root / f"e/frame_{mode[0]}.jpg", (
+            f"the only image file beside it with that name, 'e/frame_{mode[0]}.png', has one channel (a label "
+            "mask, not the photo?): not read in its place"))
 
 
 def test_build_reads_windows_and_foreign_paths_and_says_so(tmp_path):
@@ -1383,6 +1393,86 @@ def test_names_with_folders_are_found_below_an_images_folder_given_too_high(tmp_
     assert report["images_folder_hint"] is None  # every image found where its file_name says
 
 
+def test_a_missing_photo_is_never_read_from_another_photo_of_its_name(tmp_path):
+    # An audit found three ways a missing file read another photo under the entry's boxes: a name with a folder fell
+    # back to a top-level file of its name while another folder held one too; another machine's absolute path read
+    # the only file of its name in another batch (TACO numbers each batch_N/ from 1: a partial download); and a
+    # date-prefixed name ('20230115-IMG_0001.jpg', 8 digits are 8 hex digits) was taken for a Label Studio upload
+    # and its "original" read from another day's folder.
+    from edge_trash.tfrecords.build_cli import summarize
+
+    root = tmp_path / "data"
+    colors = {"000001.jpg": (250, 0, 0), "batch_2/000001.jpg": (0, 250, 0), "batch_2/000006.jpg": (0, 0, 250),
+              "day1/IMG_0001.jpg": (250, 250, 0), "z/only_one.jpg": (0, 250, 250)}
+    for rel, color in colors.items():
+        _jpeg(root / rel, (64, 48), color)
+    paths = ImagePaths(root)
+    # a bare top-level name stands for a name with folders only when no other file has its name
+    assert paths.resolve("batch_1/000001.jpg") == (root / "batch_1/000001.jpg", None)
+    _jpeg(root / "top_only.jpg", (64, 48))
+    assert paths.resolve("batch_1/top_only.jpg")[0] == root / "top_only.jpg"  # unique: read, with its note
+    assert paths.resolve("batch_1/only_one.jpg") == (root / "batch_1/only_one.jpg", None)  # never another folder's
+    # ... or when the folder it drops is the images folder itself
+    _jpeg(tmp_path / "images" / "0001.jpg", (64, 48))
+    _jpeg(tmp_path / "images" / "sub" / "0001.jpg", (64, 48))
+    assert ImagePaths(tmp_path / "images").resolve("images/0001.jpg")[0] == tmp_path / "images/0001.jpg"
+    # the date prefix is no upload's; a real one looks for the original in the entry's own folder
+    assert paths.resolve("day2/20230115-IMG_0001.jpg") == (root / "day2/20230115-IMG_0001.jpg", None)
+    assert paths.resolve("day2/cb0618f6-IMG_0001.jpg") == (root / "day2/cb0618f6-IMG_0001.jpg", None)
+    assert paths.resolve("day1/cb0618f6-IMG_0001.jpg")[0] == root / "day1/IMG_0001.jpg"
+
+    names = ["000001.jpg", "batch_2/000001.jpg", "batch_2/000006.jpg", "batch_1/000001.jpg",
+             "/home/alice/TACO/data/batch_1/000006.jpg", "/home/alice/photos/only_one.jpg", "day1/IMG_0001.jpg",
+             "cb0618f6-IMG_0001.jpg"]
+    ann = _one_can_per_image(tmp_path / "ann.json", names)
+    report = build_tfrecords(BuildOptions(annotations=ann, images=root, out=tmp_path / "out", val_fraction=0,
+                                          test_fraction=0))
+    skipped = {s["file_name"]: s["reason"] for s in report["images_skipped"]}
+    assert skipped == {
+        "batch_1/000001.jpg": f"file not found: {root / 'batch_1/000001.jpg'}",
+        "/home/alice/TACO/data/batch_1/000006.jpg": (
+            "file not found: /home/alice/TACO/data/batch_1/000006.jpg; the one file of its name found, "
+            "'batch_2/000006.jpg', is the photo of image 3 ('batch_2/000006.jpg'): probably another photo of the "
+            "same name; if it is this one, write its path into file_name"),
+        "cb0618f6-IMG_0001.jpg": (  # a Label Studio upload whose original another entry names
+            f"file not found: {root / 'cb0618f6-IMG_0001.jpg'}; the one file of its name found, 'day1/IMG_0001.jpg', is "
+            "the photo of image 7 ('day1/IMG_0001.jpg'): probably another photo of the same name; if it is this "
+            "one, write its path into file_name")}
+    assert report["images_written"] == 5  # the top-level 000001.jpg, batch_2's two, only_one.jpg, day1's
+    assert "file not found (only another photo of that name)" in summarize(report, tmp_path, 1.0)
+    # Without the entry that names it, a batch_2/ file is still another batch's photo: the annotation file names
+    # batch_2/ for other photos.
+    ann = _one_can_per_image(tmp_path / "ann2.json", ["batch_2/000001.jpg", "/home/alice/TACO/data/batch_1/000006.jpg"])
+    report = build_tfrecords(BuildOptions(annotations=ann, images=root, out=tmp_path / "out2", val_fraction=0,
+                                          test_fraction=0))
+    assert [s["reason"].split("; ")[1] for s in report["images_skipped"]] == [
+        "the one file of its name found, 'batch_2/000006.jpg', is in 'batch_2/', a folder the annotation file "
+        "names for other photos (datasets number the photos of each folder from 1): probably another photo of "
+        "the same name"]
+    # analyze leaves out the same ones
+    from edge_trash.tfrecords.analyze import analyze
+
+    stats = analyze(annotations=[ann], images=[root], out=tmp_path / "an", progress=False)
+    assert [u["reason"] for u in stats["annotations"]["brightness"]["unreadable"]] == [
+        s["reason"] for s in report["images_skipped"]]
+
+
+def test_a_file_name_out_of_the_images_folder_is_read_there_only_when_none_is_in_it(tmp_path):
+    # An absolute file_name that exists on this machine was read from there, with no note, while --images held
+    # the corrected copy; and '../x.jpg' was read from outside silently.
+    old, new = tmp_path / "absA", tmp_path / "absB"
+    _jpeg(old / "a.jpg", (64, 48), (250, 0, 0))
+    _jpeg(new / "a.jpg", (64, 48), (0, 250, 0))
+    _jpeg(tmp_path / "outside.jpg", (64, 48))
+    paths = ImagePaths(new)
+    assert paths.resolve(str(old / "a.jpg")) == (new / "a.jpg", (
+        f"file_name {str(old / 'a.jpg')!r} not found as given; read 'a.jpg' under the images folder"))
+    assert paths.resolve("../outside.jpg") == (new / "../outside.jpg", (
+        f"file_name '../outside.jpg' read from {str(new / '../outside.jpg')!r}, outside the images folder, where "
+        "it points: copy it under --images if another copy is meant"))
+    assert paths.resolve(str(new / "a.jpg")) == (new / "a.jpg", None)  # an absolute path inside it
+
+
 def test_following_the_images_hint_keeps_the_split(tmp_path):
     # The hint says "give --images DATA to spare the search"; the split was drawn from paths under --images, so
     # following it put other photos in val and test (5 of 5 val images changed in a sample build). Photos named
@@ -1514,7 +1604,7 @@ def test_image_ids_written_as_text_are_numbered_after_the_numeric_ones(tmp_path)
               "one? give each as its own --annotations: clashing ids are renumbered)")
     assert [(s["image_id"], s["file_name"], s["reason"]) for s in report["images_skipped"]] == [
         ("0b3c", "c.jpg", shared), ("0b3c", "d.jpg", shared),
-        ("broken", None, "'file_name' must be a non-empty string, got ''"),
+        ("broken", "", "'file_name' must be a non-empty string, got ''"),
         (7, "b.jpg", "duplicate image id: the same entry twice, the first is used")]
     assert [(d["annotation_id"], d["reason"]) for d in report["boxes_dropped"]] == [
         (3, "its image was skipped"), (4, "its image was skipped"),

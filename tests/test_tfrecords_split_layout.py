@@ -27,16 +27,74 @@ def test_a_plain_build_trains_on_train_and_validates_on_val(tmp_path):
 
 def test_a_folds_build_trains_on_the_other_folds(tmp_path):
     data = _shards(tmp_path, fold0=10, fold1=10, fold2=10, test=10)
+    (data / "fold1-00000-of-00001.tfrecord").rename(data / "fold1-00000-of-00002.tfrecord")
     (data / "fold1-00001-of-00002.tfrecord").write_bytes(b"x")  # a second shard of fold1
     (data / "fold9-notes.tfrecord").write_bytes(b"x")  # not a shard's name: no fold 9
     assert folds_in(data) == [0, 1, 2]
     assert training_splits(data, 1) == ("fold0+fold2", "fold1")
     assert training_splits(data, 0) == ("fold1+fold2", "fold0")
     assert [p.name for p in split_files(data, "fold1+fold2")] == [
-        "fold1-00000-of-00001.tfrecord", "fold1-00001-of-00002.tfrecord", "fold2-00000-of-00001.tfrecord"]
+        "fold1-00000-of-00002.tfrecord", "fold1-00001-of-00002.tfrecord", "fold2-00000-of-00001.tfrecord"]
     with pytest.raises(FileNotFoundError, match=r"no fold7-\*\.tfrecord shards \(splits found: \['fold0', 'fold1', "
                                                 r"'fold2', 'fold9', 'test'\]\)"):
         split_files(data, "fold0+fold7")
+
+
+def test_a_split_with_a_shard_missing_or_shards_of_two_builds_is_refused(tmp_path):
+    # analyze reported 110 of 147 train images as healthy with one of 4 shards not copied, and 183 with another
+    # build's shard copied in (36 records twice); training read them the same way.
+    from edge_trash.tfrecords.analyze import AnalyzeError, find_shards
+
+    data = _shards(tmp_path / "data", val=9)
+    for i in (0, 2, 3):
+        (data / f"train-0000{i}-of-00004.tfrecord").write_bytes(b"x")
+    missing = (f"--data {data}: 1 of the 4 train shards is missing (train-00001-of-00004.tfrecord): copy it from "
+               "the build's folder, or rebuild")
+    for check in (lambda: training_splits(data), lambda: split_files(data, "train")):
+        with pytest.raises((DataSplitError, FileNotFoundError)) as err:
+            check()
+        assert str(err.value) == missing
+    with pytest.raises(AnalyzeError) as err:
+        find_shards(data)
+    assert str(err.value) == missing.replace("--data", "--tfrecords")
+    (data / "train-00001-of-00004.tfrecord").write_bytes(b"x")
+    assert training_splits(data) == ("train", "val")
+    (data / "train-00000-of-00001.tfrecord").write_bytes(b"x")  # an earlier build's single shard
+    with pytest.raises(DataSplitError) as err:
+        training_splits(data)
+    assert str(err.value) == (
+        f"--data {data}: the train shards are of different builds: 1 numbered out of 1 "
+        "(train-00000-of-00001.tfrecord); 4 numbered out of 4 (train-00000-of-00004.tfrecord, ...); their records "
+        "would be read twice or mixed: rebuild into an empty --out, or remove the other build's shards")
+    (data / "train-00000-of-00001.tfrecord").unlink()
+    for i in range(2, 8):
+        (data / f"val-0000{i}-of-00009.tfrecord").write_bytes(b"x")
+    (data / "val-00000-of-00001.tfrecord").rename(data / "val-00000-of-00009.tfrecord")
+    with pytest.raises(AnalyzeError, match=r": 2 of the 9 val shards are missing \(val-00001-of-00009.tfrecord, "
+                                           r"val-00008-of-00009.tfrecord\): copy them from"):
+        find_shards(data)
+
+
+def test_shards_unlike_the_builds_report_are_refused(tmp_path, sample_dataset):
+    # A shard of another build copied over one of the same name (the same count of shards) is not told by the
+    # names: the build's report.json lists each shard's size.
+    from edge_trash.tfrecords.analyze import AnalyzeError, find_shards
+    from edge_trash.tfrecords.build import BuildOptions, build_tfrecords
+
+    out = tmp_path / "out"
+    build_tfrecords(BuildOptions(annotations=sample_dataset.annotations, images=sample_dataset.images, out=out,
+                                 shard_size=8))
+    assert training_splits(out) == ("train", "val") and set(find_shards(out)) == {"train", "val", "test"}
+    shard = sorted(out.glob("train-*.tfrecord"))[1]
+    size = shard.stat().st_size
+    shard.write_bytes(shard.read_bytes()[:100])
+    with pytest.raises(DataSplitError) as err:
+        training_splits(out)
+    assert str(err.value) == (
+        f"--data {out}: its shards are not the ones its report.json lists ({shard.name} is 100 "
+        f"bytes, listed {size:,}): another build's shards copied in? rebuild, or copy the build's folder whole")
+    with pytest.raises(AnalyzeError, match=f"^--tfrecords .*{shard.name} is 100 bytes"):
+        find_shards(out)
 
 
 @pytest.mark.parametrize("shards, fold, message", [

@@ -37,11 +37,11 @@ from edge_trash.tfrecords.analyze_report import draw_plots, held_out, render_rep
 from edge_trash.tfrecords.build import (BIG_DATASET_IMAGES, counted as _n, examples as _examples, ignored_message,
                                         iscrowd_message, score_message, score_summary, sizes_of_found)
 from edge_trash.tfrecords.coco import CocoDataset, Rejected, load_coco_files
-from edge_trash.tfrecords.image_paths import SourceImages, source_images
+from edge_trash.tfrecords.image_paths import SourceImages, other_photos_of_one_name, source_images
 from edge_trash.tfrecords.images import DEFAULT_MAX_PIXELS, bomb_reason, pillow_pixel_limit
 from edge_trash.tfrecords.other_formats import (background_line_problem, class_ids_from_0_problem,
                                                  images_folder_problem, other_record_layout)
-from edge_trash.tfrecords.split_layout import SHARD_RE, unfinished_build
+from edge_trash.tfrecords.split_layout import SHARD_RE, broken_shard_set, shards_unlike_report, unfinished_build
 from edge_trash.tfrecords.split_units import identical_files, variants_across_splits, variants_leak_message
 from edge_trash.tfrecords.tf_example import parse_example
 from edge_trash.tfrecords.tfrecord_file import TFRecordCorruptError, read_records
@@ -320,12 +320,16 @@ def _json_source(dataset: CocoDataset, paths: Optional[List[SourceImages]], prog
         if progress and len(dataset.images) >= BIG_DATASET_IMAGES and sys.stderr is not None:  # seconds, no bar
             print(f"analyze: finding the {len(dataset.images):,} image files ...", file=sys.stderr, flush=True)
         resolved = [paths[im.source].resolve(im.file_name) for im in dataset.images]
+        another = other_photos_of_one_name(dataset.images, {im.id: at for im, at in zip(dataset.images, resolved)},
+                                           paths)  # as the build leaves them out
         jobs = [(str(path), max_pixels) for path, _ in resolved]
         with closing(ordered_map(image_facts, jobs, workers, chunksize=4)) as facts:  # an exception stops the workers
             # the bar first: zip stops at the first exhausted iterable, and a bar not asked for its next item
             # after its last one never counts that item (it closed at 1499/1500)
             for (value, reason, found), im, (_, path_note) in zip(
                     _progress(facts, "analyze images", progress, len(dataset.images)), dataset.images, resolved):
+                if im.id in another:
+                    value, reason, path_note = None, another[im.id], None
                 if value is None:
                     reason = f"{reason}; {path_note}" if path_note else reason
                     source.unreadable.append({"image_id": im.id, "file_name": im.file_name, "reason": reason})
@@ -362,12 +366,28 @@ def find_shards(tfrecords: Path) -> Dict[str, List[Path]]:
         raise AnalyzeError(f"--tfrecords {tfrecords}: no shards named like 'train-00000-of-00001.tfrecord'; "
                            "run edge-trash build-tfrecords --out into this folder first")
 
+    for files in found.values():
+        broken = broken_shard_set(files, "--tfrecords")
+        if broken:
+            raise AnalyzeError(broken)
+    unlike = shards_unlike_report(tfrecords, "--tfrecords")
+    if unlike:
+        raise AnalyzeError(unlike)
+
     def order(split: str) -> Tuple[int, int]:
         if split in SPLIT_ORDER:
             return 0, SPLIT_ORDER.index(split)
         return 1, int(split[4:])
 
     return {split: found[split] for split in sorted(found, key=order)}
+
+
+def _built_keeping_splits(tfrecords: Path) -> Optional[bool]:
+    """Whether the build's ``report.json`` says it kept the annotation files' splits (None: no build's report)."""
+    try:
+        return bool(json.loads((tfrecords / "report.json").read_text(encoding="utf-8"))["options"]["keep_splits"])
+    except (OSError, ValueError, TypeError, KeyError):
+        return None
 
 
 def _planned_records(tfrecords: Path) -> Dict[str, int]:
@@ -845,9 +865,12 @@ def copies_flag(dataset: CocoDataset, copies: List[List[Any]]) -> List[Dict[str,
              "items": [list(g) for g in copies]}]
 
 
-def pictures_across_splits(pictures: Dict[str, List[Tuple[str, str]]]) -> Tuple[int, List[Dict[str, Any]]]:
+def pictures_across_splits(pictures: Dict[str, List[Tuple[str, str]]], keep_splits: Optional[bool] = None
+                           ) -> Tuple[int, List[Dict[str, Any]]]:
     """``(count, flags)`` for records of several splits holding the same stored picture (equal
-    ``image/key/sha256``): val/test scores then count pictures the model trained on."""
+    ``image/key/sha256``): val/test scores then count pictures the model trained on. ``keep_splits``: whether
+    the build kept the annotation files' splits (None: unknown, another converter's records); without it, the
+    copies were files that differ (one photo at two sizes) until the shrink made them alike."""
     by_key: Dict[str, List[Tuple[str, str]]] = {}
     for split, keys in pictures.items():
         for name, key in keys:
@@ -855,12 +878,19 @@ def pictures_across_splits(pictures: Dict[str, List[Tuple[str, str]]]) -> Tuple[
     shared = [entries for entries in by_key.values() if len({split for split, _ in entries}) > 1]
     if not shared:
         return 0, []
-    shown = [" = ".join(f"{name} ({split})" for split, name in entries[:3]) for entries in shared]
+    shown = []
+    for entries in shared:  # one of each split first: the example shows the splits it is in
+        firsts = list({split: (split, name) for split, name in reversed(entries)}.values())[::-1]
+        ordered = firsts + [e for e in entries if e not in firsts]
+        shown.append(" = ".join(f"{name} ({split})" for split, name in ordered[:3])
+                     + (" = ..." if len(entries) > 3 else ""))
+    fix = ("remove the copies (files that differ, such as one photo at two sizes, came out alike only once shrunk, "
+           "so the build could not keep them in one split)" if keep_splits is False else
+           "remove the copies, or build without --keep-splits (copies of one picture stay in one split)")
     return len(shared), [{
         "kind": "pictures_in_several_splits", "where": "tfrecords", "count": len(shared),
         "message": f"{_n(len(shared), 'picture is', 'pictures are')} stored in more than one split: "
-                   f"{_examples(shown, 3)}; val/test scores count pictures the model trained on: remove the "
-                   "copies, or build without --keep-splits (copies of one picture stay in one split)",
+                   f"{_examples(shown, 3)}; val/test scores count pictures the model trained on: {fix}",
         "items": [[name for _, name in entries] for entries in shared]}]
 
 
@@ -1010,7 +1040,7 @@ def analyze(annotations: "Optional[os.PathLike | str | Sequence[os.PathLike | st
             stats["flags"].extend(tiny_class_flags(where, [{"name": n, "instances": k, "tiny": tiny[n]}
                                                            for n, k in counts.items()], th,
                                                    stats["tfrecords"]["splits"][folds[0]]["frame"]))
-        shared, flags = pictures_across_splits(pictures)
+        shared, flags = pictures_across_splits(pictures, _built_keeping_splits(root))
         stats["tfrecords"]["pictures_in_several_splits"] = shared
         stats["flags"].extend(flags)
         if "train" in shards and len(shards) > 1:

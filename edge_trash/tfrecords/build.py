@@ -30,7 +30,7 @@ from edge_trash.tfrecords.class_map import build_class_mapping, label_map_pbtxt,
 from edge_trash.tfrecords.coco import CocoDataset, load_coco_files
 from edge_trash.tfrecords.name_encodings import readable_text, utf8_text
 from edge_trash.tfrecords.image_paths import (NOT_FOUND_WHY, SourceImages, default_images_folder, folders_of_several,
-                                              source_images)
+                                              other_photos_of_one_name, source_images)
 from edge_trash.tfrecords.images import (DEFAULT_MAX_PIXELS, MISMATCH_FIX, NO_EXIF_TURN, ImageJob, ImageResult,
                                          convert_image, file_reason, read_displayed_size)
 from edge_trash.tfrecords.other_formats import images_folder_problem
@@ -524,10 +524,12 @@ def found_names(dataset: CocoDataset, found: Dict[int, Tuple[Path, int]], option
     return names
 
 
-def stale_analyses(out: Path, shards: Sequence[Mapping[str, Any]]) -> List[str]:
+def stale_analyses(out: Path, shards: Sequence[Mapping[str, Any]], labels: Optional[Sequence[str]] = None
+                   ) -> List[str]:
     """The folders directly in ``out`` where ``edge-trash analyze`` reported on records other than ``shards``
-    (``{file, bytes}``: this build's): its ``stats.json`` lists other shards or sizes (names alone, from an
-    analyze before it kept sizes), so its report describes an earlier build."""
+    (``{file, bytes}``: this build's) or classes other than ``labels``: its ``stats.json`` lists other shards or
+    sizes (names alone, from an analyze before it kept sizes) or other class names (a class map that renamed
+    'Bottle' to 'bottle' keeps every shard's size), so its report describes an earlier build."""
     now = {s["file"]: s["bytes"] for s in shards}
     stale = []
     try:
@@ -543,7 +545,8 @@ def stale_analyses(out: Path, shards: Sequence[Mapping[str, Any]]) -> List[str]:
             continue  # a report on annotations alone
         sizes = seen.get("shard_bytes")
         names = sorted(f for split in (seen.get("splits") or {}).values() for f in split.get("shards", []))
-        if (sizes if sizes is not None else names) != (now if sizes is not None else sorted(now)):
+        if ((sizes if sizes is not None else names) != (now if sizes is not None else sorted(now))
+                or (labels is not None and seen.get("labels") is not None and list(seen["labels"]) != list(labels))):
             stale.append(folder.name)
     return stale
 
@@ -732,12 +735,35 @@ def foreign_shards(out: Path) -> List[str]:
         listed = {s["file"] for s in json.loads((out / "report.json").read_text(encoding="utf-8"))["shards"]}
     except (OSError, ValueError, KeyError, TypeError):  # none, unreadable, or not ours
         listed = set()
-    try:  # a build that failed while moving its files into place: its new and stale shards are ours
-        journal = json.loads((out / COMMIT_JOURNAL).read_text(encoding="utf-8"))
-        listed |= set(journal["new"]) | set(journal["stale"])
-    except (OSError, ValueError, KeyError, TypeError):
-        pass
+    listed |= _journal_names(out)  # a build that failed while moving its files into place: its files are ours
     return [name for name in shards if name not in listed]
+
+
+def _journal_names(out: Path) -> set:
+    """The new and stale files the journal of a build stopped while moving them into place lists (none without)."""
+    try:
+        journal = json.loads((out / COMMIT_JOURNAL).read_text(encoding="utf-8"))
+        return set(journal["new"]) | set(journal["stale"])
+    except (OSError, ValueError, KeyError, TypeError):
+        return set()
+
+
+def foreign_outputs(out: Path) -> List[str]:
+    """Files in ``out`` named like a build's (``labels.txt``, ``label_map.pbtxt``, ``splits.json``,
+    ``report.json``) that no build wrote, as far as can be told: all there are when the ``report.json`` there is
+    missing or not a build's, save those an interrupted build's journal lists. A dataset's own ``labels.txt``
+    must not be replaced by a build pointed at its folder."""
+    present = [name for name in OUTPUT_FILES if (out / name).is_file()]
+    if not present:
+        return []
+    try:
+        report = json.loads((out / "report.json").read_text(encoding="utf-8"))
+        if isinstance(report, dict) and "images_total" in report and isinstance(report.get("shards"), list):
+            return []
+    except (OSError, ValueError):
+        pass
+    listed = _journal_names(out)
+    return [name for name in present if name not in listed]
 
 
 class _OutLock:
@@ -819,6 +845,9 @@ def _build(options: BuildOptions, progress: bool, lock: _OutLock) -> Dict[str, A
         print(f"build-tfrecords: finding the {len(dataset.images):,} image files ...", file=sys.stderr, flush=True)
     located = {im.id: paths[im.source].resolve(im.file_name) for im in dataset.images}
     unusable = _variants_of_one_original(dataset.images, located, paths)  # image id -> why it is left out
+    for iid, why in other_photos_of_one_name(dataset.images, located, paths).items():
+        unusable.setdefault(iid, why)
+        located[iid] = (located[iid][0], None)  # the reason says where the search went
     for iid, n in dataset.images_with_every_box_dropped.items():
         unusable[iid] = every_box_dropped_reason(n)
         im = images_by_id[iid]
@@ -849,6 +878,12 @@ def _build(options: BuildOptions, progress: bool, lock: _OutLock) -> Dict[str, A
     if foreign:
         raise BuildError(f"--out {out} holds TFRecords no build-tfrecords report there lists ({examples(foreign, 3)}): "
                          "another tool's, or a build whose report.json is gone; this build would replace or delete "
+                         "them: move them away, or choose another --out")
+    theirs = foreign_outputs(out)
+    if theirs:
+        listed = " and ".join([", ".join(theirs[:-1]), theirs[-1]] if len(theirs) > 1 else theirs)
+        raise BuildError(f"--out {out} holds {listed}, with no build-tfrecords report.json beside them: "
+                         "another tool's files, or a build's whose report.json is gone; this build would replace "
                          "them: move them away, or choose another --out")
     interrupted = finish_interrupted_commit(out)
     in_the_way = [name for name in OUTPUT_FILES if (out / name).is_dir()]
@@ -1022,7 +1057,7 @@ def _build(options: BuildOptions, progress: bool, lock: _OutLock) -> Dict[str, A
                                                       options.image_dirs()),
             "shards": shards,
             # folders in OUT where analyze reported on other records (the build this one replaced)
-            "stale_analysis": stale_analyses(out, shards),
+            "stale_analysis": stale_analyses(out, shards, names),
             "bytes_written": sum(s["bytes"] for s in shards),
             "stale_shards_removed": stale_shards,
             # a build stopped here while moving its files into place: "finished" first, or "unfinished" (files gone)

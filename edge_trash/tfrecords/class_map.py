@@ -229,6 +229,15 @@ def build_class_mapping(categories: Sequence[Category], boxes: Sequence[BoxRecor
         for src in class_map:
             if src not in by_name and src.lower() not in by_lower:
                 unknown.append(src)
+        by_key_lower: Dict[str, List[str]] = {}
+        for src in class_map:
+            by_key_lower.setdefault(src.lower(), []).append(src)
+        for keys in by_key_lower.values():  # 'Bottle,plastic' and 'bottle,glass': one row was silently unused
+            if len({class_map[k] for k in keys}) > 1 and not all(k in by_name for k in keys):
+                said = " and ".join(f"'{k}' -> '{class_map[k]}'" for k in keys)
+                raise ClassMapError(f"the class map has {said}, which differ only in case: category names match "
+                                    "a key ignoring case when none matches exactly, so one of them maps nothing; "
+                                    "keep one row per category")
         for c in cats:
             if c.name in class_map:
                 dst = class_map[c.name]
@@ -278,6 +287,8 @@ def build_class_mapping(categories: Sequence[Category], boxes: Sequence[BoxRecor
         for cid, t in target_name.items():
             if t in rare_names:
                 target_name[cid] = other_name
+        if other_name in unused:  # a source class of that name without boxes: it is the trained fold target now
+            unused.remove(other_name)
     elif rare_names:
         dropped = rare_names
         for cid, t in target_name.items():

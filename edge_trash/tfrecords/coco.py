@@ -604,7 +604,8 @@ def _parse_images(raw: List[Any], size_of: Optional[SizeReader] = None, sources:
                                      "write each image's file name, relative to the images folder, into the JSON"))
             continue
         if not isinstance(name, str) or not name.strip():
-            rejected.append(Rejected("image", shown, shown, f"'file_name' must be a non-empty string, got {name!r}"))
+            rejected.append(Rejected("image", shown, shown, f"'file_name' must be a non-empty string, got {name!r}",
+                                     name if isinstance(name, str) else None))  # '' as given; 12345 in the reason
             continue
         unnameable = unnameable_reason(name)
         if unnameable:

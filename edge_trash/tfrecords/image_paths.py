@@ -38,7 +38,7 @@ import posixpath
 import re
 import unicodedata
 from pathlib import Path
-from typing import Dict, List, Optional, Sequence, Tuple
+from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple
 from urllib.parse import unquote, urlsplit
 
 from edge_trash.tfrecords.name_encodings import disk_spelling, legacy_spellings, not_utf8, utf8_text
@@ -47,6 +47,7 @@ from edge_trash.tfrecords.split_names import ANNOTATION_FOLDERS, split_in_name, 
 _DRIVE = re.compile(r"^[A-Za-z]:$")
 _ABSOLUTE = re.compile(r"^([/\\]|[A-Za-z]:[/\\])")  # a path from the root: /home/..., C:\...
 _URL = re.compile(r"^[A-Za-z][A-Za-z0-9+.-]*://")
+_QUERY = re.compile(r"^([^?]*\.[A-Za-z0-9]{2,5})\?.*$", re.DOTALL)
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".jpe", ".png", ".bmp", ".tif", ".tiff", ".webp", ".heic", ".heif", ".gif",
                   ".mpo")
 TREE_INDEX_LIMIT = 500_000  # files indexed by name under --images (a mistaken --images / stops there)
@@ -55,10 +56,35 @@ TREE_INDEX_LIMIT = 500_000  # files indexed by name under --images (a mistaken -
 # Names annotation tools give uploaded photos, as (pattern, tool); the groups joined by "."
 # are the original name.
 _EXPORT_RENAMES = (
-    (re.compile(r"^[0-9a-f]{8}-(.+)$"), "Label Studio (it prefixes uploads with 8 hex digits and '-')"),
+    # 8 hex digits, not a date ('20230115-IMG_0001.jpg' is a camera's or a person's name, not an upload's)
+    (re.compile(r"^(?!(?:19|20)\d\d(?:0[1-9]|1[0-2])(?:0[1-9]|[12]\d|3[01])-)[0-9a-f]{8}-(.+)$"),
+     "Label Studio (it prefixes uploads with 8 hex digits and '-')"),
     (re.compile(r"^(.+)_([A-Za-z0-9]{2,5})\.rf\.[0-9a-f]{32}\.\w+$"),
      "Roboflow (it renames 'NAME.EXT' to 'NAME_EXT.rf.<hash>.jpg')"),
 )
+
+
+_PHOTO_ONLY = (".jpg", ".jpeg", ".jpe", ".heic", ".heif")  # formats a camera writes, never a label mask
+
+
+def _one_channel(path: Path) -> bool:
+    """Whether ``path``'s header says one channel (grey, palette, 16-bit or bilevel): a segmentation mask or a
+    depth map kept beside a photo under its name, not the photo converted to another format."""
+    from PIL import Image
+
+    try:
+        with Image.open(path) as img:
+            return img.mode in ("1", "L", "P", "I", "F") or img.mode.startswith("I;")
+    except Exception:  # unreadable: the build says why when it reads it
+        return False
+
+
+def _upload_folder(folders: Sequence[str]) -> bool:
+    """Whether ``folders`` are an annotation tool's (Label Studio's upload folder ``data/upload/3``,
+    ``media/upload/3``, or the ``images`` folder of its COCO export), which say nothing of where the user keeps
+    the photo."""
+    return (any(f.casefold() in ("upload", "uploads") for f in folders[-2:])
+            or folders[-1].casefold() in ("images", "media"))
 
 
 def _loose(name: str) -> str:
@@ -80,8 +106,10 @@ def _parts(file_name: str) -> List[str]:
 _SEVERAL = "write the sub-folder into file_name, or give --images as the folder it is relative to"
 _OTHER_SPLIT = "in another split's folder, while this annotation file is for"
 _CASE_TIE = "differ from it only in case or Unicode form"
+_ANOTHER_PHOTO = "probably another photo of the same name"
 NOT_FOUND_WHY = ((_SEVERAL, "its name is in several sub-folders"), (_OTHER_SPLIT, "only in another split's folder"),
-                 (_CASE_TIE, "several files differ from it only in case"))
+                 (_CASE_TIE, "several files differ from it only in case"),
+                 (_ANOTHER_PHOTO, "only another photo of that name"))
 
 
 class _Tied(Exception):
@@ -140,7 +168,9 @@ def _cleaned(file_name: str) -> str:
         except ValueError:  # a malformed host ("http://[x/a.jpg"): what follows is still a path
             path = name.split("://", 1)[1].split("?", 1)[0]
         return unquote(path).strip()
-    return unquote(file_name).strip()
+    name = unquote(file_name).strip()
+    query = _QUERY.match(name)  # a URL's path and query without its host ('photos/a.jpg?raw=1')
+    return query.group(1) if query else name
 
 
 class ImagePaths:
@@ -233,6 +263,15 @@ class ImagePaths:
             folder = folder / listing[_loose(part)]
         return folder if right_kind(folder) else None
 
+    def _bare_name_stands_for(self, parts: List[str]) -> bool:
+        """Whether a file directly under the images folder named like ``parts``' last, a name with folders not
+        found with them, may be read for it: when its innermost folder is the images folder itself
+        (``images/0001.jpg`` with ``--images data/images``), or no other file under the images folder has its
+        name (with ``batch_2/000001.jpg`` there too, the top-level ``000001.jpg`` may be either)."""
+        if _loose(parts[-2]) == _loose(os.path.basename(os.path.abspath(self.images_dir))):
+            return True
+        return len(set(self._name_index().get(_loose(parts[-1]), []))) <= 1
+
     def _deeper(self, parts: List[str]) -> List[str]:
         """Files anywhere under the images folder that end in ``parts``' file name and,
         when ``parts`` has folders, in at least its innermost folder: those ending in the
@@ -283,14 +322,21 @@ class ImagePaths:
         stem, dot, suffix = last.rpartition(".")
         if not dot or "." + suffix not in IMAGE_SUFFIXES:
             stem = last  # no extension, or a dot that is part of the name
-        for start in range(len(parts)):  # the folder as given, then each shorter tail of it
+        for start in range(len(parts)):  # the folder as given, then each shorter tail of it that keeps its folder
+            if start and start == len(parts) - 1 and _loose(parts[-2]) != _loose(
+                    os.path.basename(os.path.abspath(self.images_dir))):
+                break  # 'batch_1/1.jpg' is not the images folder's '1.jpg' (nor its '1.png')
             folder = self._find(parts[start:-1], folder_wanted=True) if parts[start:-1] else self.images_dir
             listing = self._loose_listing(folder) if folder is not None else None
             if not listing:
                 continue
-            found = self._image_stems(folder, listing).get(stem, [])
+            found = [f for f in self._image_stems(folder, listing).get(stem, []) if _loose(f) != last]
             if len(found) == 1 and (folder / found[0]).is_file():
                 used = (folder / found[0]).relative_to(self.images_dir).as_posix()
+                if last.endswith(_PHOTO_ONLY) and _one_channel(folder / found[0]):
+                    return self.images_dir / file_name, (
+                        f"the only image file beside it with that name, {used!r}, has one channel (a label mask, "
+                        "not the photo?): not read in its place")
                 return folder / found[0], (f"file_name {file_name!r} not found as given; read {used!r}, the only "
                                            "image file beside it with that name and another extension "
                                            "(converted after annotation?)")
@@ -308,7 +354,11 @@ class ImagePaths:
                 continue
             original = ".".join(g for g in match.groups() if g)
             found = self._find(parts[:-1] + [original])
-            rel = [found.relative_to(self.images_dir).as_posix()] if found is not None else self._deeper([original])
+            # a name with folders of its own ('day2/...') is looked for in a folder of that name; one in the tool's
+            # upload folder ('/data/upload/3/...', whose folders are the tool's) or with none, anywhere
+            own = parts[:-1] if parts[:-1] and not _upload_folder(parts[:-1]) else []
+            rel = ([found.relative_to(self.images_dir).as_posix()] if found is not None
+                   else self._deeper(own[-1:] + [original]))
             if len(rel) == 1:
                 self.under_original_name.add(file_name)
                 return self.images_dir / rel[0], (f"file_name {file_name!r} not found as given; read {rel[0]!r}, "
@@ -384,11 +434,33 @@ class ImagePaths:
         direct = self.images_dir / file_name
         # a broken link: the name is right, its content is not here; a named pipe: the name is right, not its kind
         if direct.is_file() or direct.is_symlink() or (direct.exists() and not direct.is_dir()):
-            return direct, None
+            if not self._outside(file_name, direct):
+                return direct, None
+            # an absolute path or one up out of the folder: a copy under --images, the folder given, comes first
+            found, note = self._search(file_name, split)
+            if found != direct and found.is_file():
+                return found, note
+            return direct, (f"file_name {utf8_text(file_name)!r} read from {utf8_text(str(direct))!r}, outside the "
+                            "images folder, where it points: copy it under --images if another copy is meant")
+        return self._search(file_name, split)
+
+    def _outside(self, file_name: str, direct: Path) -> bool:
+        """Whether ``direct``, the path ``file_name`` gives under the images folder, is outside it (an absolute
+        path, or one with ``..``)."""
+        if not (os.path.isabs(file_name) or ".." in _parts(file_name)):
+            return False
+        top = os.path.abspath(self.images_dir)
+        return os.path.commonpath([os.path.abspath(direct), top]) != top
+
+    def _search(self, file_name: str, split: Optional[str]) -> Tuple[Path, Optional[str]]:
+        """:meth:`_find_file` for a name not found as given."""
+        direct = self.images_dir / file_name
         cleaned = _cleaned(file_name)
         for name in dict.fromkeys((file_name, unquote(file_name), cleaned)):  # each spelling once, in order
             parts = _parts(name)
             for start in range(len(parts)):
+                if ".." in parts[start:] or (start == len(parts) - 1 and start and not self._bare_name_stands_for(parts)):
+                    continue
                 found = self._find(parts[start:])
                 if found is not None:
                     used = found.relative_to(self.images_dir).as_posix()
@@ -480,6 +552,64 @@ class SourceImages:
         """Whether :meth:`resolve` read ``file_name``'s photo under the name it had before an annotation
         tool renamed the upload (so the entry may describe an edited copy of it)."""
         return disk_spelling(file_name) in self.paths.under_original_name  # as resolve stored it
+
+
+def _matched_less(file_name: str, path: Path) -> Tuple[bool, bool]:
+    """``(other name, other folder)``: whether ``path``, found for ``file_name``, has another name (the one before
+    an upload's rename, another extension, flattened folders) and whether it is in a folder other than the
+    innermost one ``file_name`` names (a name with a folder found by its name alone)."""
+    name = disk_spelling(file_name)
+    given = [_parts(n) for n in (name, _cleaned(name))]
+    spellings = {_loose(n) for n in [path.name] + legacy_spellings(path.name)}
+    other_name = not any(parts and _loose(parts[-1]) in spellings for parts in given)
+    folder = _loose(path.parent.name)
+    other_folder = all(len(parts) > 1 and _loose(parts[-2]) != folder for parts in given)
+    return other_name, other_folder
+
+
+def other_photos_of_one_name(images: Sequence[Any], located: Mapping[int, Tuple[Path, Optional[str]]],
+                             paths: Sequence[SourceImages]) -> Dict[int, str]:
+    """``{image id: why it is not read}`` for entries (``id``, ``file_name``, ``source``) that :meth:`SourceImages.
+    resolve` (``located``) found only by a search matching less than their path says (in another folder, or under
+    another name), where the file found is surely another photo: one another entry reaches by its own name and
+    folder, or one in a folder the annotation files name for other photos (TACO numbers each ``batch_N/`` from 1:
+    with ``batch_1/`` missing, ``batch_2/000006.jpg`` is the photo of the entry that names it, not of
+    ``batch_1/000006.jpg``). Reading it would train one photo under another's boxes."""
+    folders_named = set()
+    for im in images:
+        parts = _parts(_cleaned(disk_spelling(im.file_name)))
+        if len(parts) > 1:
+            folders_named.add(_loose(parts[-2]))
+    owner: Dict[Path, Any] = {}  # a file -> the first entry that reaches it by its own name and folder
+    weak = []
+    for im in images:
+        path, note = located[im.id]
+        other_name, other_folder = _matched_less(im.file_name, path) if note is not None else (False, False)
+        if other_name or other_folder:
+            weak.append((im, path, other_folder))
+        else:
+            owner.setdefault(path, im)
+    why: Dict[int, str] = {}
+    for im, path, other_folder in weak:
+        if not path.is_file():
+            continue
+        images_dir = paths[im.source].paths.images_dir
+        try:
+            rel = path.relative_to(images_dir).as_posix()
+        except ValueError:
+            rel = str(path)
+        first = owner.get(path)
+        if first is not None:
+            whose = f"is the photo of image {first.id} ({utf8_text(first.file_name)!r})"
+        elif other_folder and _loose(path.parent.name) in folders_named:
+            whose = (f"is in {path.parent.name + '/'!r}, a folder the annotation file names for other photos "
+                     "(datasets number the photos of each folder from 1)")
+        else:
+            continue
+        why[im.id] = (f"file not found: {images_dir / disk_spelling(im.file_name)}; the one file of its name found, "
+                      f"{utf8_text(rel)!r}, {whose}: {_ANOTHER_PHOTO}; if it is this one, write its path into "
+                      "file_name")
+    return why
 
 
 def source_images(image_dirs: Sequence[Path], annotation_files: Sequence[Path]) -> List[SourceImages]:

@@ -213,12 +213,17 @@ def _sof_marker(data: bytes) -> Optional[int]:
 
 
 def _exif_orientation(img: Image.Image, notes: List[str]) -> int:
-    """The EXIF orientation 1..8 (1 when absent, unreadable or invalid, with a note)."""
+    """The EXIF orientation 1..8 (1 when absent, unreadable or invalid, with a note). The EXIF block's alone:
+    Pillow also takes an XMP ``tiff:Orientation`` when EXIF has none, which browsers (and so the web annotation
+    tools that drew the boxes) ignore."""
+    xmp = {key: img.info.pop(key) for key in ("xmp", "XML:com.adobe.xmp") if key in img.info}
     try:
         orientation = int(img.getexif().get(EXIF_ORIENTATION, 1) or 1)
     except Exception:  # a broken EXIF block must not cost the image
         notes.append("unreadable EXIF block ignored")
         return 1
+    finally:
+        img.info.update(xmp)
     if orientation not in range(1, 9):
         notes.append(f"invalid EXIF orientation {orientation} ignored")
         return 1

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import re
 from pathlib import Path
-from typing import List, Mapping, Optional, Tuple
+from typing import Dict, List, Mapping, Optional, Sequence, Tuple
 
 from edge_trash.terminal import shell_word
 
@@ -24,6 +24,68 @@ SHARD_RE = re.compile(r"^(train|val|test|fold\d+)-\d{5}-of-\d{5}\.tfrecord$")
 # Written while a build renames its files into place; left only by one that failed midway.
 COMMIT_JOURNAL = ".build-tfrecords.commit.json"
 BUILD_LOCK = ".build-tfrecords.lock"  # held (flock) by a build while it runs
+
+
+_NUMBERED = re.compile(r"^(.+)-(\d{5})-of-(\d{5})\.tfrecord$")
+
+
+def broken_shard_set(files: Sequence[Path], flag: str = "--data") -> str:
+    """Why one split's shards ``files`` (``train-00001-of-00004.tfrecord`` ...) are not one whole set ("" when
+    they are, or are not numbered so): numbered out of different totals (two builds' shards in one folder, one
+    copied over the other: their records would be read twice or mixed), or some of the total missing (a copy that
+    left one out: its records would be missing without a word). Read from the names alone, so it holds for Model
+    Garden's converter's shards too."""
+    totals: Dict[int, List[str]] = {}
+    split = ""
+    for path in files:
+        found = _NUMBERED.match(path.name)
+        if found:
+            split = found.group(1)
+            totals.setdefault(int(found.group(3)), []).append(path.name)
+    if not totals:
+        return ""
+    folder = files[0].parent
+    if len(totals) > 1:
+        shown = "; ".join(f"{len(names)} numbered out of {total} ({names[0]}{', ...' if len(names) > 1 else ''})"
+                          for total, names in sorted(totals.items()))
+        return (f"{flag} {folder}: the {split} shards are of different builds: {shown}; their records would be "
+                "read twice or mixed: rebuild into an empty --out, or remove the other build's shards")
+    total, names = next(iter(totals.items()))
+    missing = [f"{split}-{i:05d}-of-{total:05d}.tfrecord" for i in range(total)
+               if f"{split}-{i:05d}-of-{total:05d}.tfrecord" not in names]
+    if missing:
+        shown = ", ".join(missing[:3]) + (f" and {len(missing) - 3} more" if len(missing) > 3 else "")
+        return (f"{flag} {folder}: {len(missing)} of the {total} {split} shards {'is' if len(missing) == 1 else 'are'} "
+                f"missing ({shown}): copy {'it' if len(missing) == 1 else 'them'} from the build's folder, or "
+                "rebuild")
+    return ""
+
+
+def shards_unlike_report(data_dir: Path, flag: str = "--data") -> str:
+    """Why the shards in ``data_dir`` are not the ones the build's ``report.json`` there lists ("" when they are,
+    or there is no build's report): a shard of another size (another build's, copied over this one's under the
+    same name) or one it does not list (another build's, left beside). Read from ``stat`` alone."""
+    import json
+
+    try:
+        listed = json.loads((data_dir / "report.json").read_text(encoding="utf-8"))["shards"]
+        sizes = {str(s["file"]): int(s["bytes"]) for s in listed}
+    except (OSError, ValueError, KeyError, TypeError):
+        return ""
+    other, unlisted = [], []
+    for path in sorted(data_dir.iterdir()):
+        if not SHARD_RE.match(path.name):
+            continue
+        if path.name not in sizes:
+            unlisted.append(path.name)
+        elif path.stat().st_size != sizes[path.name]:
+            other.append(f"{path.name} is {path.stat().st_size:,} bytes, listed {sizes[path.name]:,}")
+    if not (other or unlisted):
+        return ""
+    said = "; ".join(other[:2] + ([f"{', '.join(unlisted[:3])}{' ...' if len(unlisted) > 3 else ''} "
+                                   f"{'is' if len(unlisted) == 1 else 'are'} not listed"] if unlisted else []))
+    return (f"{flag} {data_dir}: its shards are not the ones its report.json lists ({said}): another build's "
+            "shards copied in? rebuild, or copy the build's folder whole")
 
 
 def unfinished_build(data_dir: Path, flag: str = "--data") -> str:
@@ -100,6 +162,13 @@ def training_splits(data_dir: Path, fold: Optional[int] = None) -> Tuple[str, st
             raise DataSplitError(f"--fold {fold}: --data {data_dir} holds one fold, so none is left to train on; "
                                  "build with --folds 2 or more")
         train, val = "+".join(f"fold{k}" for k in folds if k != fold), f"fold{fold}"
+    for part in f"{train}+{val}".split("+"):
+        broken = broken_shard_set(sorted(data_dir.glob(f"{part}-*.tfrecord")))
+        if broken:
+            raise DataSplitError(broken)
+    unlike = shards_unlike_report(data_dir)
+    if unlike:
+        raise DataSplitError(unlike)
     has_train, has_val = _has_records(data_dir, train), _has_records(data_dir, val)
     if not has_train:
         raise DataSplitError(

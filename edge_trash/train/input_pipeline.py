@@ -55,6 +55,11 @@ def split_files(data_dir: os.PathLike, split: str) -> List[Path]:
             names = sorted({p.name.split("-")[0] for p in root.glob("*.tfrecord")})
             raise FileNotFoundError(f"{root}: no {part}-*.tfrecord shards (splits found: "
                                     f"{names or 'none'}); pass --split one of those or rebuild")
+        from edge_trash.tfrecords.split_layout import broken_shard_set
+
+        broken = broken_shard_set(found)
+        if broken:
+            raise FileNotFoundError(broken)
         files += found
     return files
 
