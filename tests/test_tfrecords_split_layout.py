@@ -97,6 +97,20 @@ def test_shards_unlike_the_builds_report_are_refused(tmp_path, sample_dataset):
         find_shards(out)
 
 
+def test_the_train_command_of_folds_says_which_folds_hold_no_shard(tmp_path):
+    # "--fold 0 .. 197" was offered while fold94 and fold131 held no shard (every image of theirs unreadable):
+    # "--fold 94" then failed with "holds folds 0, 1, ...".
+    from edge_trash.tfrecords.split_layout import train_command
+
+    data = _shards(tmp_path / "d1", fold0=9, fold1=9, fold3=9, fold5=9)
+    assert train_command(data) == (f"edge-trash train --data {data} --fold 0 --out runs/ssd-fold0 (one run per "
+                                   "fold: --fold 0 .. 5; no folds 2, 4: they hold no shard)")
+    data = _shards(tmp_path / "d2", fold0=9, fold2=9)
+    assert train_command(data).endswith("(one run per fold: --fold 0 .. 2; no fold1: it holds no shard)")
+    data = _shards(tmp_path / "d3", fold0=9, fold1=9)
+    assert train_command(data).endswith("(one run per fold: --fold 0 .. 1)")
+
+
 @pytest.mark.parametrize("shards, fold, message", [
     (dict(fold0=9, fold1=9, fold2=9, test=9), None,
      "holds 3 folds (fold0..fold2, from build-tfrecords --folds) and no train split: pass --fold K to train on the "

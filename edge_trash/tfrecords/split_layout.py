@@ -200,6 +200,10 @@ def train_command(data_dir: Path, boxes: Optional[Mapping[str, int]] = None) -> 
     if boxes is not None and not all(sum(boxes.get(s, 0) for s in spec.split("+")) for spec in specs):
         return ""
     if folds:
+        gaps = sorted(set(range(folds[0], folds[-1] + 1)) - set(folds))  # folds whose every image was unreadable
+        without = (f"; no fold{gaps[0]}: it holds no shard" if len(gaps) == 1 else
+                   f"; no folds {', '.join(map(str, gaps[:5]))}{', ...' if len(gaps) > 5 else ''}: they hold no shard"
+                   if gaps else "")
         return (f"edge-trash train --data {shell_word(data_dir)} --fold {folds[0]} --out runs/ssd-fold{folds[0]} "
-                f"(one run per fold: --fold {folds[0]} .. {folds[-1]})")
+                f"(one run per fold: --fold {folds[0]} .. {folds[-1]}{without})")
     return f"edge-trash train --data {shell_word(data_dir)} --out runs/ssd"
