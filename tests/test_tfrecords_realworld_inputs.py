@@ -175,14 +175,24 @@ def test_a_photo_with_another_image_extension_is_found_when_it_is_the_only_one(t
     # of the photo's name must never stand in for it, and two images of that name leave the choice unknowable.
     for missing in ("scan.jpg", "notes.jpg", "d/IMG_9.png", "IMG_5.jpg", "d/two.webp"):
         assert paths.resolve(missing)[0] == root / missing
-    # A one-channel PNG beside a missing JPEG is its label mask (0 and 1 values), not the photo converted: it was
-    # read, and the boxes trained on a black picture.
-    for mode in ("L", "P", "I;16"):
-        (root / "e").mkdir(exist_ok=True)
-        Image.new(mode, (8, 8)).save(root / "e" / f"frame_{mode[0]}.png")
-        assert ImagePaths(root).resolve(f"e/frame_{mode[0]}.jpg") == (root / f"e/frame_{mode[0]}.jpg", (
-            f"the only image file beside it with that name, 'e/frame_{mode[0]}.png', has one channel (a label "
-            "mask, not the photo?): not read in its place"))
+    # A one-channel PNG of few values beside a missing JPEG is its label mask (class ids), or a 16-bit one its depth
+    # map, not the photo converted: it was read, and the boxes trained on a black picture. A grey photo (an X-ray
+    # or thermal PNG of many levels, a black-and-white JPEG) still stands in.
+    (root / "e").mkdir(exist_ok=True)
+    ramp = np.tile(np.arange(0, 256, 2, dtype=np.uint8), (8, 1))  # 128 grey levels
+    for name, picture in (("mask", Image.new("L", (8, 8))), ("palette", Image.new("P", (8, 8))),
+                          ("depth", Image.new("I;16", (8, 8))), ("xray", Image.fromarray(ramp, "L")),
+                          ("bw", Image.new("L", (8, 8)))):
+        picture.save(root / "e" / f"{name}.{'jpg' if name == 'bw' else 'png'}")
+    paths = ImagePaths(root)
+    for name in ("mask", "palette", "depth"):
+        assert paths.resolve(f"e/{name}.jpg") == (root / f"e/{name}.jpg", (
+            f"the only image file beside it with that name, 'e/{name}.png', is a label mask or depth map (one "
+            "channel, few values or 16-bit), not the photo: not read in its place"))
+    assert paths.resolve("e/xray.jpg")[0] == root / "e/xray.png"
+    assert paths.resolve("e/bw.HEIC")[0] == root / "e/bw.jpg"
+    # photos kept flat while file_name says 'train/': the only file of its stem stands in, as a same-named one does
+    assert paths.resolve("train/IMG_0001.HEIC")[0] == root / "IMG_0001.jpg"
 
 
 def test_build_reads_windows_and_foreign_paths_and_says_so(tmp_path):
@@ -1408,7 +1418,9 @@ def test_a_missing_photo_is_never_read_from_another_photo_of_its_name(tmp_path):
         _jpeg(root / rel, (64, 48), color)
     paths = ImagePaths(root)
     # a bare top-level name stands for a name with folders only when no other file has its name
-    assert paths.resolve("batch_1/000001.jpg") == (root / "batch_1/000001.jpg", None)
+    assert paths.resolve("batch_1/000001.jpg") == (root / "batch_1/000001.jpg", (
+        "'000001.jpg' at the top of the images folder has its name, and so does 'batch_2/000001.jpg': which one it "
+        "means is unknowable; write its path into file_name"))
     _jpeg(root / "top_only.jpg", (64, 48))
     assert paths.resolve("batch_1/top_only.jpg")[0] == root / "top_only.jpg"  # unique: read, with its note
     assert paths.resolve("batch_1/only_one.jpg") == (root / "batch_1/only_one.jpg", None)  # never another folder's
@@ -1429,15 +1441,19 @@ def test_a_missing_photo_is_never_read_from_another_photo_of_its_name(tmp_path):
                                           test_fraction=0))
     skipped = {s["file_name"]: s["reason"] for s in report["images_skipped"]}
     assert skipped == {
-        "batch_1/000001.jpg": f"file not found: {root / 'batch_1/000001.jpg'}",
+        "batch_1/000001.jpg": (
+            f"file not found: {root / 'batch_1/000001.jpg'}; '000001.jpg' at the top of the images folder has its "
+            "name, and so does 'batch_2/000001.jpg': which one it means is unknowable; write its path into "
+            "file_name"),
         "/home/alice/TACO/data/batch_1/000006.jpg": (
             "file not found: /home/alice/TACO/data/batch_1/000006.jpg; the one file of its name found, "
             "'batch_2/000006.jpg', is the photo of image 3 ('batch_2/000006.jpg'): probably another photo of the "
-            "same name; if it is this one, write its path into file_name"),
+            "same name (or this photo listed twice: then join its boxes to that entry); if it is this one, write its path "
+            "into file_name"),
         "cb0618f6-IMG_0001.jpg": (  # a Label Studio upload whose original another entry names
             f"file not found: {root / 'cb0618f6-IMG_0001.jpg'}; the one file of its name found, 'day1/IMG_0001.jpg', is "
-            "the photo of image 7 ('day1/IMG_0001.jpg'): probably another photo of the same name; if it is this "
-            "one, write its path into file_name")}
+            "the photo of image 7 ('day1/IMG_0001.jpg'): probably another photo of the same name (or this photo "
+            "listed twice: then join its boxes to that entry); if it is this one, write its path into file_name")}
     assert report["images_written"] == 5  # the top-level 000001.jpg, batch_2's two, only_one.jpg, day1's
     assert "file not found (only another photo of that name)" in summarize(report, tmp_path, 1.0)
     # Without the entry that names it, a batch_2/ file is still another batch's photo: the annotation file names
@@ -1455,21 +1471,38 @@ def test_a_missing_photo_is_never_read_from_another_photo_of_its_name(tmp_path):
     stats = analyze(annotations=[ann], images=[root], out=tmp_path / "an", progress=False)
     assert [u["reason"] for u in stats["annotations"]["brightness"]["unreadable"]] == [
         s["reason"] for s in report["images_skipped"]]
+    # Photos kept flat, the JSON naming train/0001.jpg and val/0001.jpg: both read the one 0001.jpg.
+    flat = tmp_path / "flat"
+    _jpeg(flat / "0001.jpg", (64, 48))
+    _jpeg(flat / "0002.jpg", (64, 48), (0, 0, 200))
+    ann = _one_can_per_image(tmp_path / "ann3.json", ["train/0001.jpg", "val/0001.jpg", "train/0002.jpg"])
+    report = build_tfrecords(BuildOptions(annotations=ann, images=flat, out=tmp_path / "out3", val_fraction=0,
+                                          test_fraction=0))
+    assert report["images_written"] == 1  # train/0002.jpg, the only file of its name
+    assert [s["reason"] for s in report["images_skipped"]] == [
+        f"file not found: {flat / name}; 2 entries in 2 folders ('train/0001.jpg', 'val/0001.jpg') reach only "
+        "'0001.jpg', the one file of their name: at most one is that photo, probably another photo of the same name "
+        "for the rest; write each one's path into its file_name" for name in ("train/0001.jpg", "val/0001.jpg")]
 
 
-def test_a_file_name_out_of_the_images_folder_is_read_there_only_when_none_is_in_it(tmp_path):
+def test_a_file_name_out_of_the_images_folder_is_read_there_unless_a_copy_with_its_folder_is_in_it(tmp_path):
     # An absolute file_name that exists on this machine was read from there, with no note, while --images held
-    # the corrected copy; and '../x.jpg' was read from outside silently.
+    # a copy.
     old, new = tmp_path / "absA", tmp_path / "absB"
     _jpeg(old / "a.jpg", (64, 48), (250, 0, 0))
     _jpeg(new / "a.jpg", (64, 48), (0, 250, 0))
     _jpeg(tmp_path / "outside.jpg", (64, 48))
+    _jpeg(new / "absA" / "b.jpg", (64, 48), (0, 250, 0))
+    _jpeg(old / "b.jpg", (64, 48), (250, 0, 0))
     paths = ImagePaths(new)
-    assert paths.resolve(str(old / "a.jpg")) == (new / "a.jpg", (
-        f"file_name {str(old / 'a.jpg')!r} not found as given; read 'a.jpg' under the images folder"))
-    assert paths.resolve("../outside.jpg") == (new / "../outside.jpg", (
-        f"file_name '../outside.jpg' read from {str(new / '../outside.jpg')!r}, outside the images folder, where "
-        "it points: copy it under --images if another copy is meant"))
+    # a copy under --images with its folder and name is read; a file of its name alone may be another photo: the
+    # path is read, and the note names the other
+    assert paths.resolve(str(old / "b.jpg")) == (new / "absA/b.jpg", (
+        f"file_name {str(old / 'b.jpg')!r} not found as given; read 'absA/b.jpg' under the images folder"))
+    assert paths.resolve(str(old / "a.jpg")) == (old / "a.jpg", (
+        f"file_name {str(old / 'a.jpg')!r} read where it points, outside the images folder; 'a.jpg' under it has "
+        "its name: if that copy is meant, write its path into file_name"))
+    assert paths.resolve("../outside.jpg") == (new / "../outside.jpg", None)  # as it says: nothing else of its name
     assert paths.resolve(str(new / "a.jpg")) == (new / "a.jpg", None)  # an absolute path inside it
 
 

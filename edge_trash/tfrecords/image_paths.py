@@ -67,14 +67,23 @@ _EXPORT_RENAMES = (
 _PHOTO_ONLY = (".jpg", ".jpeg", ".jpe", ".heic", ".heif")  # formats a camera writes, never a label mask
 
 
-def _one_channel(path: Path) -> bool:
-    """Whether ``path``'s header says one channel (grey, palette, 16-bit or bilevel): a segmentation mask or a
-    depth map kept beside a photo under its name, not the photo converted to another format."""
+MASK_LEVELS = 64  # a one-channel picture of this many values or fewer is a label mask (class ids), not a photo
+
+
+def _label_mask(path: Path) -> bool:
+    """Whether ``path`` is a segmentation mask or a depth map kept beside a photo under its name, not the photo
+    converted to another format: not a JPEG (masks are never stored lossy), one channel, and 16-bit or float
+    (depth) or of at most :data:`MASK_LEVELS` values (class ids; a grey X-ray or thermal photo has more)."""
     from PIL import Image
 
     try:
         with Image.open(path) as img:
-            return img.mode in ("1", "L", "P", "I", "F") or img.mode.startswith("I;")
+            if img.format == "JPEG" or img.mode not in ("1", "L", "P", "I", "F") and not img.mode.startswith("I;"):
+                return False
+            if img.mode not in ("1", "L", "P"):
+                return True
+            colors = img.getcolors(MASK_LEVELS)  # None past that many
+            return colors is not None
     except Exception:  # unreadable: the build says why when it reads it
         return False
 
@@ -325,7 +334,9 @@ class ImagePaths:
         for start in range(len(parts)):  # the folder as given, then each shorter tail of it that keeps its folder
             if start and start == len(parts) - 1 and _loose(parts[-2]) != _loose(
                     os.path.basename(os.path.abspath(self.images_dir))):
-                break  # 'batch_1/1.jpg' is not the images folder's '1.jpg' (nor its '1.png')
+                index = self._name_index()  # 'batch_1/1.jpg' is not the images folder's '1.png' while 'b/1.png' is
+                if sum(len(set(index.get(stem + suffix, []))) for suffix in IMAGE_SUFFIXES) > 1:
+                    break
             folder = self._find(parts[start:-1], folder_wanted=True) if parts[start:-1] else self.images_dir
             listing = self._loose_listing(folder) if folder is not None else None
             if not listing:
@@ -333,10 +344,10 @@ class ImagePaths:
             found = [f for f in self._image_stems(folder, listing).get(stem, []) if _loose(f) != last]
             if len(found) == 1 and (folder / found[0]).is_file():
                 used = (folder / found[0]).relative_to(self.images_dir).as_posix()
-                if last.endswith(_PHOTO_ONLY) and _one_channel(folder / found[0]):
+                if last.endswith(_PHOTO_ONLY) and _label_mask(folder / found[0]):
                     return self.images_dir / file_name, (
-                        f"the only image file beside it with that name, {used!r}, has one channel (a label mask, "
-                        "not the photo?): not read in its place")
+                        f"the only image file beside it with that name, {used!r}, is a label mask or depth map (one "
+                        "channel, few values or 16-bit), not the photo: not read in its place")
                 return folder / found[0], (f"file_name {file_name!r} not found as given; read {used!r}, the only "
                                            "image file beside it with that name and another extension "
                                            "(converted after annotation?)")
@@ -437,11 +448,16 @@ class ImagePaths:
             if not self._outside(file_name, direct):
                 return direct, None
             # an absolute path or one up out of the folder: a copy under --images, the folder given, comes first
+            # when it has the name and innermost folder too (not merely a file of its name: another photo)
             found, note = self._search(file_name, split)
             if found != direct and found.is_file():
-                return found, note
-            return direct, (f"file_name {utf8_text(file_name)!r} read from {utf8_text(str(direct))!r}, outside the "
-                            "images folder, where it points: copy it under --images if another copy is meant")
+                if not any(_matched_less(file_name, found)):
+                    return found, note
+                used = found.relative_to(self.images_dir).as_posix()
+                return direct, (f"file_name {utf8_text(file_name)!r} read where it points, outside the images "
+                                f"folder; {utf8_text(used)!r} under it has its name: if that copy is meant, write "
+                                "its path into file_name")
+            return direct, None
         return self._search(file_name, split)
 
     def _outside(self, file_name: str, direct: Path) -> bool:
@@ -456,10 +472,18 @@ class ImagePaths:
         """:meth:`_find_file` for a name not found as given."""
         direct = self.images_dir / file_name
         cleaned = _cleaned(file_name)
+        shared_name: List[str] = []  # the files of its bare name, when several made the bare name stand for none
         for name in dict.fromkeys((file_name, unquote(file_name), cleaned)):  # each spelling once, in order
             parts = _parts(name)
             for start in range(len(parts)):
-                if ".." in parts[start:] or (start == len(parts) - 1 and start and not self._bare_name_stands_for(parts)):
+                if ".." in parts[start:]:
+                    continue
+                if start == len(parts) - 1 and start and not self._bare_name_stands_for(parts):
+                    top = self._find(parts[-1:])  # read before as the top-level file of its name: say why not now
+                    if top is not None and not shared_name:
+                        shared_name = [top.relative_to(self.images_dir).as_posix()] + sorted(
+                            set(self._name_index().get(_loose(parts[-1]), [])) - {
+                                top.relative_to(self.images_dir).as_posix()})
                     continue
                 found = self._find(parts[start:])
                 if found is not None:
@@ -523,6 +547,11 @@ class ImagePaths:
             shown = ", ".join(repr(c) for c in candidates[:4]) + (", ..." if len(candidates) > 4 else "")
             what = "have its name" if len(parts) == 1 else f"end in {'/'.join(parts[-2:])!r}"
             return direct, f"{len(candidates)} files under the images folder {what} ({shown}): {_SEVERAL}"
+        if shared_name:
+            shown = ", ".join(repr(utf8_text(c)) for c in shared_name[1:4]) + (", ..." if len(shared_name) > 4 else "")
+            return direct, (f"{utf8_text(shared_name[0])!r} at the top of the images folder has its name, and so "
+                            f"{'does' if len(shared_name) == 2 else 'do'} {shown}: which one it means is unknowable; "
+                            "write its path into file_name")
         if not self._index_complete:
             return direct, (f"only the first {TREE_INDEX_LIMIT:,} files under the images folder were searched "
                             "by name: is --images the dataset's folder?")
@@ -590,8 +619,24 @@ def other_photos_of_one_name(images: Sequence[Any], located: Mapping[int, Tuple[
         else:
             owner.setdefault(path, im)
     why: Dict[int, str] = {}
+    # entries naming several folders that reach one file by its name alone ('train/0001.jpg' and 'val/0001.jpg',
+    # the photos kept flat): at most one of them is right, and which cannot be told
+    reached: Dict[Path, List[Any]] = {}
     for im, path, other_folder in weak:
-        if not path.is_file():
+        if other_folder:
+            reached.setdefault(path, []).append(im)
+    for path, ims in reached.items():
+        folders = {_loose(_parts(_cleaned(disk_spelling(im.file_name)))[-2]) for im in ims}
+        if len(folders) > 1 and path not in owner:
+            names = ", ".join(repr(utf8_text(im.file_name)) for im in ims[:3]) + (", ..." if len(ims) > 3 else "")
+            for im in ims:
+                images_dir = paths[im.source].paths.images_dir
+                why[im.id] = (f"file not found: {images_dir / disk_spelling(im.file_name)}; {len(ims)} entries in "
+                              f"{len(folders)} folders ({names}) reach only {utf8_text(path.name)!r}, the one file "
+                              f"of their name: at most one is that photo, {_ANOTHER_PHOTO} for the rest; write "
+                              "each one's path into its file_name")
+    for im, path, other_folder in weak:
+        if im.id in why or not path.is_file():
             continue
         images_dir = paths[im.source].paths.images_dir
         try:
@@ -601,14 +646,16 @@ def other_photos_of_one_name(images: Sequence[Any], located: Mapping[int, Tuple[
         first = owner.get(path)
         if first is not None:
             whose = f"is the photo of image {first.id} ({utf8_text(first.file_name)!r})"
+            twice = " (or this photo listed twice: then join its boxes to that entry)"
         elif other_folder and _loose(path.parent.name) in folders_named:
             whose = (f"is in {path.parent.name + '/'!r}, a folder the annotation file names for other photos "
                      "(datasets number the photos of each folder from 1)")
+            twice = ""
         else:
             continue
         why[im.id] = (f"file not found: {images_dir / disk_spelling(im.file_name)}; the one file of its name found, "
-                      f"{utf8_text(rel)!r}, {whose}: {_ANOTHER_PHOTO}; if it is this one, write its path into "
-                      "file_name")
+                      f"{utf8_text(rel)!r}, {whose}: {_ANOTHER_PHOTO}{twice}; if it is this one, write its path "
+                      "into file_name")
     return why
 
 
