@@ -28,7 +28,11 @@ under the photo's original name, for users who kept the originals and exported o
 JSON; then the one image file beside it of that name with another image extension
 (``.HEIC`` photos converted to ``.jpg`` after annotation, or a file_name written without
 an extension), in that folder only, so a mask of the same name elsewhere never stands
-in. The first file found wins, with a note saying how it was found.
+in. The first file found wins, with a note saying how it was found. A name with folders reads a file of its
+bare name at the top of the images folder only when no other file has that name, and an absolute or ``../``
+path that exists is read where it points unless a copy with its folder and name is under the images folder.
+Over a whole annotation file, :func:`other_photos_of_one_name` then leaves out what such searches found that is
+surely another photo (one another entry names, one in a folder the file names for other photos).
 """
 
 from __future__ import annotations
