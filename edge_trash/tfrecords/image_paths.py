@@ -202,6 +202,8 @@ class ImagePaths:
         self._index_complete = True
         self._folder_splits: set = set()  # the splits sub-folders name (val2017/: val), from the index
         self.under_original_name: set = set()  # file_names read under the name before a tool renamed the upload
+        # the images folder's own name, loosely: 'images/0001.jpg' with --images data/images names it
+        self._own_name = _loose(os.path.basename(os.path.abspath(self.images_dir)))
 
     def _name_index(self) -> Dict[str, List[str]]:
         """Every file under the images folder by its loose name (built on the first miss)."""
@@ -281,7 +283,7 @@ class ImagePaths:
         found with them, may be read for it: when its innermost folder is the images folder itself
         (``images/0001.jpg`` with ``--images data/images``), or no other file under the images folder has its
         name (with ``batch_2/000001.jpg`` there too, the top-level ``000001.jpg`` may be either)."""
-        if _loose(parts[-2]) == _loose(os.path.basename(os.path.abspath(self.images_dir))):
+        if _loose(parts[-2]) == self._own_name:
             return True
         return len(set(self._name_index().get(_loose(parts[-1]), []))) <= 1
 
@@ -336,8 +338,7 @@ class ImagePaths:
         if not dot or "." + suffix not in IMAGE_SUFFIXES:
             stem = last  # no extension, or a dot that is part of the name
         for start in range(len(parts)):  # the folder as given, then each shorter tail of it that keeps its folder
-            if start and start == len(parts) - 1 and _loose(parts[-2]) != _loose(
-                    os.path.basename(os.path.abspath(self.images_dir))):
+            if start and start == len(parts) - 1 and _loose(parts[-2]) != self._own_name:
                 index = self._name_index()  # 'batch_1/1.jpg' is not the images folder's '1.png' while 'b/1.png' is
                 if sum(len(set(index.get(stem + suffix, []))) for suffix in IMAGE_SUFFIXES) > 1:
                     break
