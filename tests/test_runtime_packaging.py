@@ -40,6 +40,18 @@ def test_device_cli_help_via_python_m():
     assert proc.returncode == 0 and "--bundle" in proc.stdout and "dir:PATH[?fps=N]" in proc.stdout
 
 
+def test_by_hand_command_runs_from_the_bundles_copy_of_the_runtime(tmp_path):
+    from edge_trash.export.bundle import copy_device_runtime
+    copy_device_runtime(str(tmp_path))  # what a bundle carries, with no package installed beside it
+    code = ("import sys, edge_trash.edge_runtime.__main__ as m; print(m.__file__); "
+            "sys.argv = ['edge-trash-device', 'run', '--bundle', '.', '--max-frames', '0']; sys.exit(m.main())")
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
+    proc = subprocess.run([sys.executable, "-I", "-c", "import sys; sys.path.insert(0, ''); " + code],
+                          capture_output=True, text=True, cwd=str(tmp_path), timeout=60, env=env)
+    assert proc.stdout.splitlines()[0] == str(tmp_path / "edge_trash" / "edge_runtime" / "__main__.py")
+    assert proc.returncode == 2 and "--max-frames must be >= 1, got 0" in proc.stderr
+
+
 NO_TF = """
 import json, sys, runtime_fixtures
 code = runtime_fixtures.run_fake_service(sys.argv[1:])

@@ -258,3 +258,25 @@ def test_cli_errors_exit_1_with_the_reason(tmp_path, capsys, setup, message):
 def test_cli_rejects_nonpositive_max_frames(capsys):
     assert main(["run", "--bundle", "x", "--max-frames", "0"]) == 2
     assert "--max-frames must be >= 1, got 0" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("key", ["log", "hard_examples"])
+def test_a_log_or_queue_folder_it_cannot_create_is_named_with_the_fix(tmp_path, capsys, key):
+    blocker = tmp_path / "blocker"  # a file where the folder should be (as a folder root owns would refuse)
+    blocker.write_text("")
+    log_path, hard_dir = str(tmp_path / "ev.sqlite"), str(tmp_path / "hard")
+    if key == "log":
+        log_path = str(blocker / "events.sqlite")
+    else:
+        hard_dir = str(blocker / "hard-examples")
+    bundle = make_bundle(str(tmp_path / "bundle"), sort_overrides={
+        "health": {"enabled": False}, "log": {"path": log_path}, "hard_examples": {"dir": hard_dir}})
+    code = main(["run", "--bundle", bundle, "--source", "dir:%s" % tmp_path], interpreter_loader=make_fake_loader())
+    what, path, setting, why = (
+        ("the event log", log_path, "--log, or log.path in sort.yaml", "File exists") if key == "log" else
+        ("the hard-example queue", hard_dir, "hard_examples.dir in sort.yaml", "Not a directory"))
+    assert code == 1
+    assert capsys.readouterr().err == (
+        "edge-trash-device: cannot open %s at %s (%s): run the service as a user that can write there "
+        "(install.sh makes /var/lib/edge-trash for its edge-trash user), or set %s to a folder this user can "
+        "write\n" % (what, path, why, setting))

@@ -8,6 +8,7 @@ the source ends, ``max_frames`` or SIGTERM, then finishes pending actuations and
 import logging
 import os
 import signal
+import sqlite3
 import threading
 import time
 from typing import Callable, Dict, List, Optional
@@ -28,6 +29,14 @@ from edge_trash.edge_runtime.sources import FrameCapture, FrameSource, open_sour
 from edge_trash.edge_runtime.tracker import IoUTracker, TriggerLine
 
 LOG = logging.getLogger(__name__)
+
+
+def _unwritable(what: str, path: str, setting: str, exc: BaseException) -> str:
+    """The message for a log or queue the service cannot create: the path, why, and the two fixes."""
+    reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
+    return ("cannot open %s at %s (%s): run the service as a user that can write there (install.sh makes "
+            "/var/lib/edge-trash for its edge-trash user), or set %s to a folder this user can write"
+            % (what, path, reason, setting))
 
 
 class Detector:
@@ -216,8 +225,12 @@ def build_service(bundle: str, config_path: Optional[str], source_spec: str, log
             closers.pop()()
 
     try:
-        log = EventLog(log_path or config.log_path or os.path.join(bundle, "events.sqlite"),
-                       max_frame_rows=config.log_max_frame_rows, max_event_rows=config.log_max_event_rows)
+        where = log_path or config.log_path or os.path.join(bundle, "events.sqlite")
+        try:
+            log = EventLog(where, max_frame_rows=config.log_max_frame_rows,
+                           max_event_rows=config.log_max_event_rows)
+        except (OSError, sqlite3.Error) as exc:
+            raise ConfigError(_unwritable("the event log", where, "--log, or log.path in sort.yaml", exc)) from None
         closers.append(log.close)
         start_seq = log.next_seq()
         tracker = IoUTracker(config.mode, TriggerLine(config.trigger_axis, config.trigger_position,
@@ -238,8 +251,12 @@ def build_service(bundle: str, config_path: Optional[str], source_spec: str, log
                                        config.actuator_retry_delay_s, on_fault, stats.actuated)
         hard = None
         if config.hard_dir:
-            hard = HardExampleQueue(config.hard_dir, labels, config.hard_band, config.hard_min_agreement,
-                                    int(config.hard_quota_mb * 1024 * 1024), config.hard_min_interval_s)
+            try:
+                hard = HardExampleQueue(config.hard_dir, labels, config.hard_band, config.hard_min_agreement,
+                                        int(config.hard_quota_mb * 1024 * 1024), config.hard_min_interval_s)
+            except OSError as exc:
+                raise ConfigError(_unwritable("the hard-example queue", config.hard_dir,
+                                              "hard_examples.dir in sort.yaml", exc)) from None
             hard.start_writer()
             closers.append(hard.close)
         server = None

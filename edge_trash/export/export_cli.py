@@ -13,13 +13,15 @@ import click
 @click.command(epilog="""\b
 Exit codes:
   0  bundle written (and compiled, with --edgetpu)
-  1  bad input (run directory, data directory, flags)
+  1  bad input found while exporting (not a run directory, labels that differ, a folds folder,
+     an --out that is not a bundle)
+  2  usage error (a missing option, a path that does not exist, a value out of range)
   3  --edgetpu but no edgetpu_compiler: everything else is written; the message says how to
      compile which file
   4  the model would not map to the Edge TPU (the op that blocks is named); --allow-cpu-ops
      makes this a warning
   5  int8 AP50 dropped more than --max-ap-drop points (see parity.json)
-  6  edgetpu_compiler ran and failed (its output is in the bundle's compat/compile notes)""")
+  6  edgetpu_compiler ran and failed (its errors are printed; a log it wrote is in the bundle)""")
 @click.option("--model", "model", required=True, type=click.Path(exists=True, file_okay=False),
               help="RUN_DIR written by `edge-trash train`.")
 @click.option("--data", required=True, type=click.Path(exists=True, file_okay=False),

@@ -37,12 +37,15 @@ def _dir_size_mb(path: Path) -> float:
               help="Keras MobileNetV2 ImageNet .h5 (also looked up in ~/.keras/models), "
                    "'imagenet' (that file for the configured width), a previous run directory "
                    "(its class head kept for the same classes, reordered for the same ones in another order, "
-                   "rebuilt for others, as metrics.json's init says), or 'scratch' (poor accuracy).")
+                   "rebuilt for others, as metrics.json's init says), or 'scratch' (poor accuracy). "
+                   "Default: the config's train.init, imagenet (the demo preset: scratch).")
 @click.option("--fold", type=click.IntRange(min=0), default=None,
               help="For a build-tfrecords --folds K folder: train on every other fold and validate on this "
                    "one (one run per fold, each with its own --out).")
 @click.option("--resume", is_flag=True, help="Continue RUN_DIR after a stop, same step, schedule and data "
-                                             "order, on the data it was trained on (RUN_DIR/data.json).")
+                                             "order, on the data it was trained on (RUN_DIR/data.json), "
+                                             "with RUN_DIR/config.json: only --steps and --strategy "
+                                             "can change.")
 @click.option("--strategy", type=click.Choice(["auto", "mirrored", "multi_worker", "tpu"]),
               default=None, help="tf.distribute strategy (auto: Mirrored over several GPUs; multi_worker: "
                    "one process per worker with TF_CONFIG set, all with the same --out, which "
