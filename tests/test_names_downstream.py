@@ -167,7 +167,8 @@ def test_serial_checks_the_reject_and_fail_safe_bins_and_the_command_too():
     raw.update(bins=["can", "reject", "\u5851"], actuator={"type": "serial", "serial": {"port": "/dev/ttyUSB0"}})
     assert SortConfig(raw, ["can"]).bins == ["can", "reject", "\u5851"]
     raw = parse_config_text(default_sort_config(["\u5851"]), "sort.yaml")
-    raw["actuator"] = {"type": "gpio", "gpio": {"\u5851": {"chip": "/dev/gpiochip2", "line": 13}}}
+    raw["actuator"] = {"type": "gpio", "gpio": {"\u5851": {"chip": "/dev/gpiochip2", "line": 13},
+                                                "reject": {"chip": "/dev/gpiochip2", "line": 14}}}
     assert SortConfig(raw, ["\u5851"]).class_to_bin == {0: "\u5851"}
 
 

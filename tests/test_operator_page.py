@@ -170,3 +170,110 @@ def test_page_assets_carry_the_token(page):
     body = _get(page, "/?token=s3cret/%2Bx").body
     assert b'static/app.js?token=s3cret%2F%2Bx"' in body and b'static/style.css?token=s3cret%2F%2Bx"' in body
     assert _get(page, "/static/app.js?token=s3cret%2F%2Bx").status == 200
+
+
+# ------------------------------------------------------------------ robustness (audit exp11)
+
+def test_a_foreign_sidecar_is_skipped_not_a_failed_queue(page, tmp_path):
+    queue = tmp_path / "queue"
+    (queue / "zzz.json").write_text(json.dumps({"file": 12, "best_score": 0.5}))  # used to be a TypeError
+    (queue / "zzy.json").write_text(json.dumps({"file": "a.jpg", "best_score": "high", "seq": 1}))
+    (queue / "zzx.json").write_text(json.dumps({"file": "a.jpg", "best_score": 0.1, "seq": "one"}))
+    (queue / "zzw.json").write_text(json.dumps({"file": "../secret.txt", "best_score": 0.1}))
+    r = _get(page, "/api/queue")
+    assert r.status == 200
+    assert [i["seq"] for i in json.loads(r.body)["items"]] == [7, 9, 5]
+
+
+def test_a_queue_image_evicted_after_the_check_is_404(page, monkeypatch):
+    from edge_trash.edge_runtime import operator_page
+    monkeypatch.setattr(operator_page.os.path, "isfile", lambda path: True)  # the quota evicts it right after
+    r = _get(page, "/api/queue/image/000000000099.jpg")
+    assert (r.status, json.loads(r.body)) == (404, {"error": "no such queue file"})
+
+
+def test_status_survives_files_vanishing_while_it_sums_sizes(page, monkeypatch):
+    from edge_trash.edge_runtime import operator_page
+    real = operator_page.os.path.getsize
+
+    def getsize(path):
+        if path.endswith((".jpg", "-wal")):
+            raise FileNotFoundError(2, "No such file or directory", path)
+        return real(path)
+    monkeypatch.setattr(operator_page.os.path, "getsize", getsize)
+    r = _get(page, "/api/status")
+    assert r.status == 200 and json.loads(r.body)["health"]["disk"]["log_bytes"] > 0
+
+
+def _http(address, raw, timeout=5.0):
+    import socket
+    s = socket.create_connection(address, timeout=timeout)
+    try:
+        s.sendall(raw)
+        data = b""
+        while True:
+            chunk = s.recv(65536)
+            if not chunk:
+                return data
+            data += chunk
+    finally:
+        s.close()
+
+
+def test_a_handler_exception_answers_500_json_and_logs_the_traceback_once(caplog, capfd):
+    from edge_trash.edge_runtime.health import HealthServer
+    from edge_trash.edge_runtime.operator_page import Response
+
+    def router(method, target, headers):
+        if target == "/boom":
+            raise TypeError("can only concatenate str (not \"int\") to str")
+        return Response(200, "application/json", b"{}", {})
+
+    server = HealthServer(lambda: {}, "127.0.0.1", 0, router=router)
+    server.start()
+    try:
+        with caplog.at_level("DEBUG", logger="edge_trash.edge_runtime.health"):
+            answers = [_http(server.address[:2], b"GET /boom HTTP/1.0\r\n\r\n") for _ in range(3)]
+            ok = _http(server.address[:2], b"GET /fine HTTP/1.0\r\n\r\n")
+    finally:
+        server.stop()
+    for answer in answers:
+        head, body = answer.split(b"\r\n\r\n", 1)
+        assert head.split(b"\r\n")[0] == b"HTTP/1.0 500 Internal Server Error"
+        assert json.loads(body) == {"error": "internal error; the traceback is in the service's log"}
+    assert ok.split(b"\r\n")[0] == b"HTTP/1.0 200 OK"
+    errors = [r for r in caplog.records if r.levelname == "ERROR"]
+    assert len(errors) == 1 and errors[0].exc_info is not None
+    assert errors[0].getMessage().startswith("operator page: GET /boom failed (TypeError: can only concatenate")
+    assert len([r for r in caplog.records if r.levelname == "DEBUG" and "failed again" in r.getMessage()]) == 2
+    assert "Traceback" not in capfd.readouterr().err
+
+
+def test_an_idle_connection_is_closed_by_the_server_within_the_timeout():
+    import socket
+    import threading
+    from edge_trash.edge_runtime.health import REQUEST_TIMEOUT_S, HealthServer
+    assert REQUEST_TIMEOUT_S == 10.0
+    server = HealthServer(lambda: {"ok": True}, "127.0.0.1", 0)
+    assert server.request_timeout_s == 10.0
+    server.request_timeout_s = 0.5
+    server.start()
+    try:
+        before = threading.active_count()
+        started = time.monotonic()
+        idle = [socket.create_connection(server.address[:2], timeout=5.0) for _ in range(4)]
+        while threading.active_count() < before + 4 and time.monotonic() - started < 2.0:
+            time.sleep(0.01)
+        assert threading.active_count() == before + 4  # one thread per connection while it waits
+        assert [s.recv(100) for s in idle] == [b""] * 4  # closed by the server, nothing sent
+        assert time.monotonic() - started < 3.0  # (without a timeout: recv waits the client's 5 s, then fails)
+        for s in idle:
+            s.close()
+        deadline = time.monotonic() + 3.0
+        while threading.active_count() > before and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert threading.active_count() == before
+        answer = _http(server.address[:2], b"GET /health HTTP/1.0\r\n\r\n")
+        assert answer.split(b"\r\n")[0] == b"HTTP/1.0 200 OK" and answer.endswith(b'{"ok": true}')
+    finally:
+        server.stop()

@@ -1,5 +1,8 @@
 """Each actuator against a fake device, and the scheduler's retry / fail-safe / no-double protocol."""
 
+import re
+import sqlite3
+import threading
 import time
 
 import pytest
@@ -171,7 +174,7 @@ def _run_scheduler(actuator, jobs, retries=2):
                                on_fault=lambda kind, msg, ref: faults.append((kind, ref, msg)))
     sched.start()
     for ref, bin_name, delay in jobs:
-        sched.schedule(ref, bin_name, time.time() + delay, time.time())
+        sched.schedule(ref, bin_name, time.monotonic() + delay, time.monotonic())
     sched.stop()
     return journal.events, faults
 
@@ -213,3 +216,99 @@ def test_simulated_journal_is_flushed_per_command(tmp_path):
     act.actuate("can", 4)
     assert path.read_text().split()[:2] == ["4", "can"]  # visible before close
     act.close()
+
+
+class BrokenJournal(Journal):
+    """An event log on a full disk: every write raises, as sqlite3 does."""
+
+    def mark_attempt(self, ref):
+        raise sqlite3.OperationalError("database or disk is full")
+
+    def mark_done(self, ref, bin_name, attempts, status):
+        raise sqlite3.OperationalError("database or disk is full")
+
+
+def test_a_journal_that_cannot_be_written_still_lets_every_item_move(caplog):
+    act = SimulatedActuator(fail_bins=["can"])
+
+    def on_fault(kind, message, ref):
+        raise sqlite3.OperationalError("database or disk is full")  # the fault cannot be recorded either
+
+    sched = ActuationScheduler(act, BrokenJournal(), "reject", retries=0, retry_delay_s=0.0, on_fault=on_fault)
+    sched.start()
+    now = time.monotonic()
+    for ref, bin_name in [(1, "bottle"), (2, "can"), (3, "carton")]:
+        sched.schedule(ref, bin_name, now + 0.01 * ref, now)
+    sched.stop()
+    assert [(b, r) for _, b, r in act.commands] == [("bottle", 1), ("reject", 2), ("carton", 3)]
+    assert sched.journal_errors == 6 and sched.stalled() is None and sched.pending() == 0
+    errors = [r.getMessage() for r in caplog.records if r.levelname == "ERROR"]
+    assert errors[0] == ("event log: mark_attempt(1,) failed (OperationalError: database or disk is full); "
+                         "actuations go on without their record (1 failed so far)")
+    assert any(m.startswith("bin 'can' failed after 1 attempts") and m.endswith(
+        "(and recording this fault failed: database or disk is full)") for m in errors)
+
+
+def test_a_conveyor_actuation_past_its_tolerance_is_not_fired_but_recorded_missed():
+    act, journal, faults = SimulatedActuator(), Journal(), []
+    sched = ActuationScheduler(act, journal, "reject", on_fault=lambda kind, msg, ref: faults.append((kind, ref, msg)),
+                               late_tolerance_s=0.5)
+    sched.start()
+    now = time.monotonic()
+    sched.schedule(7, "can", now - 2.0, now - 3.0)  # the actuator was busy: 2 s late, the item is gone
+    sched.schedule(8, "bottle", now - 0.2, now - 1.0)  # late within the tolerance: still fired
+    sched.stop()
+    assert [(b, r) for _, b, r in act.commands] == [("bottle", 8)]
+    assert journal.events == [("done", 7, None, 0, "missed"), ("attempt", 8), ("done", 8, "bottle", 1, "actuated")]
+    assert sched.missed == 1 and [(k, r) for k, r, _ in faults] == [("actuator", 7)]
+    assert re.match(r"decision 7 \(bin 'can'\) came up 2\.\d\d s after its due time, past the 0\.50 s tolerance "
+                    r"\(the actuator was busy or the service stalled\): not fired, the item has passed the gate "
+                    r"and moving now would divert the next one$", faults[0][2])
+    # on a platform (no tolerance) the item waits where it is: a late actuation still sorts it
+    act, journal = SimulatedActuator(), Journal()
+    sched = ActuationScheduler(act, journal, "reject")
+    sched.start()
+    sched.schedule(7, "can", time.monotonic() - 2.0, time.monotonic() - 3.0)
+    sched.stop()
+    assert [(b, r) for _, b, r in act.commands] == [("can", 7)]
+
+
+class TimedActuator(SimulatedActuator):
+    def actuate(self, bin_name, ref=None):
+        self.fired_at = time.monotonic()
+        super().actuate(bin_name, ref)
+
+
+def test_a_wall_clock_step_moves_no_actuation(monkeypatch):
+    act = TimedActuator()
+    sched = ActuationScheduler(act, Journal(), "reject", late_tolerance_s=0.5)
+    sched.start()
+    start = time.monotonic()
+    sched.schedule(1, "can", start + 0.3, start)
+    wall = time.time
+    monkeypatch.setattr(time, "time", lambda: wall() + 3600.0)  # NTP steps the clock an hour forward
+    sched.stop()
+    assert [(b, r) for _, b, r in act.commands] == [("can", 1)]
+    assert 0.3 <= act.fired_at - start < 1.0
+
+
+def test_a_hung_actuator_is_reported_as_stalled():
+    release = threading.Event()
+
+    class Hung(SimulatedActuator):
+        def actuate(self, bin_name, ref=None):
+            release.wait(10)
+
+    sched = ActuationScheduler(Hung(), Journal(), "reject")
+    sched.start()
+    now = time.monotonic()
+    sched.schedule(1, "can", now, now)
+    sched.schedule(2, "can", now + 0.01, now)
+    deadline = time.monotonic() + 5
+    while sched.stalled(limit_s=0.2) is None and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert re.match(r"one actuation has run for \d+ s \(the actuator does not answer\); 1 more wait$",
+                    sched.stalled(limit_s=0.2))
+    release.set()
+    sched.stop()
+    assert sched.stalled(limit_s=0.2) is None

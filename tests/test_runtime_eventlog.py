@@ -1,11 +1,12 @@
 """The SQLite event log: batching, crash recovery without double actuation, retention."""
 
+import os
 import sqlite3
 import time
 
 import pytest
 
-from edge_trash.edge_runtime.eventlog import EventLog
+from edge_trash.edge_runtime.eventlog import EventLog, is_corrupt
 
 
 def decision_row(seq, due, bin_name="can"):
@@ -68,3 +69,224 @@ def test_retention_bounds_the_frame_table(tmp_path):
     log.close()
     count, lo, hi = rows(path, "SELECT COUNT(*), MIN(seq), MAX(seq) FROM frames")[0]
     assert hi == 3199 and count <= 1500 and lo == hi - count + 1
+
+
+# -- a failing disk (full, I/O error, locked), simulated: no root or tmpfs needed ------------------
+
+class FlakyDisk:
+    """Stands in for the log's sqlite3 connection: while ``failing`` (a count, or True for ever) every
+    INSERT/UPDATE/DELETE raises ``database or disk is full`` before it runs, leaving the transaction
+    open the way SQLite does after a failed statement. Everything else passes through."""
+
+    def __init__(self, db):
+        self.db = db
+        self.failing = 0
+        self.refused = 0
+        self.calls = 0
+
+    def _check(self, sql):
+        self.calls += 1
+        if self.failing and sql.split(None, 1)[0].upper() in ("INSERT", "UPDATE", "DELETE"):
+            if self.failing is not True:
+                self.failing -= 1
+            self.refused += 1
+            raise sqlite3.OperationalError("database or disk is full")
+
+    def execute(self, sql, params=()):
+        self._check(sql)
+        return self.db.execute(sql, params)
+
+    def executemany(self, sql, seq_of_params):
+        self._check(sql)
+        return self.db.executemany(sql, seq_of_params)
+
+    def __getattr__(self, name):  # in_transaction, close, ...
+        return getattr(self.db, name)
+
+
+def flaky_log(path, **kwargs):
+    log = EventLog(path, **kwargs)
+    log._db = disk = FlakyDisk(log._db)
+    log.start_run("dir:x", "cpu", 0)
+    return log, disk
+
+
+def wait_for(condition, timeout=10.0):
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert time.monotonic() < deadline, "timed out"
+        time.sleep(0.01)
+
+
+def test_write_methods_roll_back_on_a_full_disk_and_work_once_space_returns(tmp_path):
+    path = str(tmp_path / "ev.sqlite")
+    log, disk = flaky_log(path, commit_every=1000, commit_interval_s=1000)
+    for seq in range(5):
+        log.frame(seq, "processed")
+    disk.failing = 1  # the decision INSERT fails after the 5 frame rows went in: the transaction stays open
+    disk_full = "database or disk is full"
+    with pytest.raises(sqlite3.OperationalError, match=disk_full):
+        log.record_decisions([decision_row(4, time.time() + 10)])
+    assert not log._db.in_transaction
+    assert len(log._frames) == 5  # back in the buffer, not lost
+    disk.failing = 2
+    with pytest.raises(sqlite3.OperationalError, match=disk_full):
+        log.fault("read_error", "frame 5 unreadable", 5)
+    with pytest.raises(sqlite3.OperationalError, match=disk_full):
+        log.undecided_track(7, 1, 4, 3, "lost", {})
+    assert not log._db.in_transaction and len(log._frames) == 5
+    (ref,) = log.record_decisions([decision_row(4, time.time() + 10)])  # space is back
+    assert rows(path, "SELECT COUNT(*), MIN(seq), MAX(seq) FROM frames") == [(5, 0, 4)]
+    disk.failing = 2
+    with pytest.raises(sqlite3.OperationalError, match=disk_full):
+        log.mark_attempt(ref)
+    with pytest.raises(sqlite3.OperationalError, match=disk_full):
+        log.mark_done(ref, "can", 1, "actuated")
+    assert not log._db.in_transaction
+    log.mark_attempt(ref)
+    log.mark_done(ref, "can", 1, "actuated")
+    log.fault("read_error", "frame 5 unreadable", 5)
+    log.undecided_track(7, 1, 4, 3, "lost", {})
+    log.close()
+    assert rows(path, "SELECT id, status, actuated_bin FROM decisions") == [(ref, "actuated", "can")]
+    assert rows(path, "SELECT kind, seq FROM faults") == [("read_error", 5)]
+    assert rows(path, "SELECT track_id, reason FROM tracks") == [(7, "lost")]
+
+
+def test_the_flusher_survives_a_full_disk_and_writes_the_rows_when_space_returns(tmp_path, caplog):
+    path = str(tmp_path / "ev.sqlite")
+    log, disk = flaky_log(path, commit_every=10, commit_interval_s=0.05)
+    disk.failing = True
+    log.start_flusher()
+    for seq in range(50):
+        log.frame(seq, "processed")
+    calls = disk.calls
+    log.maybe_commit()  # 50 >= 4 * commit_every, but the flusher runs: the main loop never touches SQLite
+    assert disk.calls == calls
+    wait_for(lambda: disk.refused >= 3)  # it retried (every commit_interval_s) instead of dying
+    assert log._flusher.is_alive()
+    assert len(log._frames) == 50 and rows(path, "SELECT COUNT(*) FROM frames") == [(0,)]
+    disk.failing = 0  # space is back
+    wait_for(lambda: rows(path, "SELECT COUNT(*) FROM frames") == [(50,)])
+    assert log._flusher.is_alive() and log._frames == [] and log.frames_lost == 0
+    for seq in range(50, 60):
+        log.frame(seq, "processed")
+    wait_for(lambda: rows(path, "SELECT COUNT(*), MAX(seq) FROM frames") == [(60, 59)])
+    log.close()
+    messages = [r.getMessage() for r in caplog.records if r.name == "edge_trash.edge_runtime.eventlog"]
+    assert len(messages) == 2, messages  # once when the streak began, once when it ended: not per retry
+    assert messages[0].startswith("event log %s: writing frame rows failed (OperationalError: database or disk "
+                                  "is full); " % path)
+    assert "free space on the disk holding %s" % path in messages[0]
+    assert messages[1].startswith("event log %s: writing works again after " % path)
+
+
+def test_rows_the_disk_refuses_are_bounded_the_oldest_dropped_counted_and_reported(tmp_path):
+    path = str(tmp_path / "ev.sqlite")
+    log, disk = flaky_log(path, commit_every=10, commit_interval_s=1000, max_buffered_rows=100)
+    disk.failing = True
+    for seq in range(250):
+        log.frame(seq, "processed")
+        if seq % 10 == 9:
+            with pytest.raises(sqlite3.OperationalError):
+                log.commit()
+    assert len(log._frames) == 100 and log.frames_lost == 150
+    assert [r[0] for r in log._frames] == list(range(150, 250))  # the newest kept, in order
+    disk.failing = 0
+    log.commit()
+    assert rows(path, "SELECT COUNT(*), MIN(seq), MAX(seq) FROM frames") == [(100, 150, 249)]
+    assert rows(path, "SELECT kind, message FROM faults") == [(
+        "event_log", "150 frame rows (seq 0..149) were dropped while %s could not be written (disk full or "
+                     "failing); the frames themselves were processed" % path)]
+    log.commit()  # reported once
+    assert rows(path, "SELECT COUNT(*) FROM faults") == [(1,)]
+    disk.failing = True
+    log.frame(250, "processed")
+    log.close()  # logs the loss instead of raising, and closes the connection
+    with pytest.raises(sqlite3.ProgrammingError):
+        log._db.execute("SELECT 1")
+
+
+def test_a_large_backlog_is_written_in_chunks_so_what_fits_is_kept(tmp_path):
+    path = str(tmp_path / "ev.sqlite")
+    log, disk = flaky_log(path, commit_every=10, commit_interval_s=1000, max_buffered_rows=1000)
+    for seq in range(35):
+        log.frame(seq, "processed")
+    real = disk._check
+    refuse_after = [2]  # the disk takes two 10-row transactions, then is full again
+
+    def check(sql):
+        if sql.startswith("INSERT INTO frames"):
+            if refuse_after[0] == 0:
+                raise sqlite3.OperationalError("database or disk is full")
+            refuse_after[0] -= 1
+        real(sql)
+    disk._check = check
+    with pytest.raises(sqlite3.OperationalError):
+        log.commit()
+    assert rows(path, "SELECT COUNT(*), MAX(seq) FROM frames") == [(20, 19)]
+    assert [r[0] for r in log._frames] == list(range(20, 35))
+    refuse_after[0] = 100
+    log.commit()
+    assert rows(path, "SELECT COUNT(*), MAX(seq) FROM frames") == [(35, 34)]
+
+
+def test_a_corrupt_log_is_moved_aside_and_a_new_one_started(tmp_path, monkeypatch, caplog):
+    path = str(tmp_path / "events.sqlite")
+    junk = b"this is not an SQLite file " * 400
+    for suffix in ("", "-wal", "-shm"):
+        with open(path + suffix, "wb") as f:
+            f.write(junk + suffix.encode())
+    monkeypatch.setattr(time, "strftime", lambda fmt, *a: "20240102-030405")
+    log = EventLog(path)
+    aside = path + ".corrupt-20240102-030405"
+    assert log.moved_aside == aside
+    for suffix in ("", "-wal"):  # kept byte for byte (the -shm is SQLite's scratch index: moved, rewritten)
+        with open(aside + suffix, "rb") as f:
+            assert f.read() == junk + suffix.encode()
+    log.start_run("dir:x", "cpu", log.next_seq())
+    log.fault("event_log", "moved aside")
+    log.close()
+    assert rows(path, "SELECT kind FROM faults") == [("event_log",)]
+    warnings = [r.getMessage() for r in caplog.records if r.name == "edge_trash.edge_runtime.eventlog"]
+    assert warnings == ["event log %s is corrupt (file is not a database): moved it to %s (kept for inspection) and "
+                        "started a new log at %s; delete the old one once it is no longer needed" % (path, aside, path)]
+    # corrupt again in the same second (a damaged header this time): a second name, nothing overwritten
+    with open(path, "r+b") as f:
+        f.write(b"\0" * 100)
+    log = EventLog(path)
+    assert log.moved_aside == aside + "-2"
+    assert log.next_seq() == 0 and EventLog(str(tmp_path / "fresh.sqlite")).moved_aside is None
+    log.close()
+    assert sorted(n for n in os.listdir(str(tmp_path)) if "corrupt" in n) == [
+        "events.sqlite.corrupt-20240102-030405", "events.sqlite.corrupt-20240102-030405-2",
+        "events.sqlite.corrupt-20240102-030405-shm", "events.sqlite.corrupt-20240102-030405-wal"]
+
+
+def test_permission_and_disk_errors_at_start_still_raise_and_move_nothing(tmp_path, monkeypatch):
+    folder = tmp_path / "is-a-folder.sqlite"  # cannot be opened (as a file without permission cannot)
+    folder.mkdir()
+    with pytest.raises(sqlite3.OperationalError, match="unable to open database file"):
+        EventLog(str(folder))
+    path = str(tmp_path / "ev.sqlite")
+    EventLog(path).close()
+
+    def disk_error(*args, **kwargs):
+        raise sqlite3.OperationalError("disk I/O error")
+    monkeypatch.setattr(sqlite3, "connect", disk_error)
+    with pytest.raises(sqlite3.OperationalError, match="disk I/O error"):
+        EventLog(path)
+    assert sorted(os.listdir(str(tmp_path))) == ["ev.sqlite", "is-a-folder.sqlite"]
+
+
+def test_is_corrupt_tells_damage_from_other_errors_on_every_python():
+    # Python < 3.11 (the board's 3.7) has no sqlite_errorcode: the exception class decides
+    assert is_corrupt(sqlite3.DatabaseError("file is not a database"))
+    assert not is_corrupt(sqlite3.OperationalError("database or disk is full"))
+    assert not is_corrupt(sqlite3.OperationalError("unable to open database file"))
+    full = sqlite3.OperationalError("database or disk is full")
+    full.sqlite_errorcode = 13  # SQLITE_FULL
+    assert not is_corrupt(full)
+    notadb = sqlite3.DatabaseError("file is not a database")
+    notadb.sqlite_errorcode = 26
+    assert is_corrupt(notadb)

@@ -26,6 +26,25 @@ def test_systemd_unit_restarts_on_failure_with_watchdog_and_valid_command():
     assert (args.command, args.source, args.bundle) == ("run", "camera:0", "/opt/edge-trash/bundle")
 
 
+def test_systemd_unit_never_gives_up_restarting():
+    """A camera unplugged for a minute makes the service exit again and again (the capture gives up after 30
+    failed reads); with a start limit (it was 10 starts in 300 s, RestartSec=2) systemd left the unit failed
+    for good, even after the camera came back. StartLimitIntervalSec=0 turns the limit off."""
+    unit = configparser.ConfigParser(strict=False, interpolation=None)
+    unit.optionxform = str
+    unit.read(os.path.join(RUNTIME, "edge-trash.service"))
+    assert unit["Unit"]["StartLimitIntervalSec"] == "0"
+    assert unit["Service"]["RestartSec"] == "5" and unit["Service"]["Restart"] == "on-failure"
+    # nothing else may bring a limit back: no burst, no older [Service] spelling, no action on hitting it
+    for section in ("Unit", "Service"):
+        for key in ("StartLimitBurst", "StartLimitInterval", "StartLimitAction"):
+            assert key not in unit[section], (section, key)
+    assert "StartLimitIntervalSec" not in unit["Service"]
+    with open(os.path.join(RUNTIME, "edge-trash.service")) as f:
+        text = f.read()
+    assert "never give up" in text.lower()  # the reason is written next to the setting
+
+
 def test_install_script_is_valid_sh_and_refuses_non_root_or_non_bundles(tmp_path):
     script = os.path.join(RUNTIME, "install.sh")
     assert subprocess.run(["sh", "-n", script]).returncode == 0

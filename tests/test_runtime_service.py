@@ -280,3 +280,114 @@ def test_a_log_or_queue_folder_it_cannot_create_is_named_with_the_fix(tmp_path, 
         "edge-trash-device: cannot open %s at %s (%s): run the service as a user that can write there "
         "(install.sh makes /var/lib/edge-trash for its edge-trash user), or set %s to a folder this user can "
         "write\n" % (what, path, why, setting))
+
+
+def test_decisions_the_log_cannot_record_still_move_their_items(tmp_path, caplog):
+    journal = str(tmp_path / "actuator.txt")
+    bundle = make_bundle(str(tmp_path / "bundle"), sort_overrides={
+        "travel_delay_s": 0.0, "health": {"enabled": False}, "log": {"path": str(tmp_path / "ev.sqlite")},
+        "actuator": {"type": "simulated", "journal": journal}})
+    items = write_conveyor_frames(str(tmp_path / "frames"), 120)
+    loop, cleanup = build_service(bundle, None, "dir:%s" % (tmp_path / "frames"), interpreter_loader=make_fake_loader())
+
+    def disk_full(rows):
+        raise sqlite3.OperationalError("database or disk is full")
+
+    loop.log.record_decisions = disk_full
+    t0 = time.time()
+    try:
+        summary = loop.run(threading.Event())
+    finally:
+        cleanup()
+    crossing = [i for i in items if i.crossing < 120]
+    with open(journal) as f:
+        moved = [line.split()[:2] for line in f]
+    assert len(crossing) > 2 and summary["decisions"] == len(crossing)
+    assert [int(ref) for ref, _ in moved] == [-(k + 1) for k in range(len(crossing))]
+    assert loop.log_errors == len(crossing) and summary["counters"]["log_errors"] == len(crossing)
+    errors = [r.getMessage() for r in caplog.records if r.levelname == "ERROR"]
+    assert errors == ["event log %s: disk_full failed: database or disk is full (1 failed writes so far); sorting "
+                      "goes on without the record: free space on its disk" % (tmp_path / "ev.sqlite")]
+    # the frames still reached the log, with wall-clock times although the loop runs on the monotonic clock
+    times = q(str(tmp_path / "ev.sqlite"), "SELECT MIN(t), MAX(t), COUNT(*) FROM frames")[0]
+    assert t0 - 1 <= times[0] <= times[1] <= time.time() and times[2] == 120
+
+
+def test_decision_times_in_the_log_are_wall_clock_times(tmp_path):
+    db = str(tmp_path / "ev.sqlite")
+    bundle = make_bundle(str(tmp_path / "bundle"), sort_overrides={
+        "travel_delay_s": 0.25, "health": {"enabled": False}, "log": {"path": db}})
+    write_conveyor_frames(str(tmp_path / "frames"), 60)
+    t0 = time.time()
+    loop, cleanup = build_service(bundle, None, "dir:%s" % (tmp_path / "frames"), interpreter_loader=make_fake_loader())
+    try:
+        loop.run(threading.Event())
+    finally:
+        cleanup()
+    rows = q(db, "SELECT t_first, t_decided, due, t_actuated, status FROM decisions")
+    assert rows and all(status == "actuated" for *_, status in rows)
+    for t_first, t_decided, due, t_actuated, _ in rows:
+        assert t0 - 1 <= t_first <= t_decided <= due <= t_actuated <= time.time()
+        assert due - t_decided <= 0.25 + 1e-6 and t_actuated - due < 0.2
+
+
+def test_stalled_actuations_stop_feeding_the_watchdog_and_are_a_fault(tmp_path):
+    from edge_trash.edge_runtime.health import Stats
+    from edge_trash.edge_runtime.service import SortLoop
+
+    class Scheduler:
+        problem = None
+
+        def stalled(self):
+            return self.problem
+
+    class Notifier:
+        pings = 0
+
+        def watchdog(self):
+            self.pings += 1
+
+    class Log:
+        path = "ev.sqlite"
+        faults = []
+
+        def fault(self, kind, message, seq=None, ref=None):
+            self.faults.append((kind, message))
+
+    scheduler, notifier, log = Scheduler(), Notifier(), Log()
+    loop = SortLoop(None, None, None, None, scheduler, log, Stats(), notifier=notifier)
+    loop._watchdog()
+    scheduler.problem = "the actuation thread has stopped"
+    loop._watchdog()
+    loop._watchdog()
+    assert notifier.pings == 1 and log.faults == [(
+        "actuator", "actuations stopped: the actuation thread has stopped; the watchdog is no longer fed, so "
+                    "systemd restarts the service")]
+    scheduler.problem = None
+    loop._watchdog()
+    assert notifier.pings == 2
+
+
+class FakeCapture:
+    def __init__(self, frames):
+        self.frames = list(frames)
+
+    def read(self):
+        return (True, self.frames.pop(0)) if self.frames else (False, None)
+
+
+def test_camera_frames_in_grey_or_bgra_become_rgb_and_other_shapes_a_read_error():
+    from edge_trash.edge_runtime.sources import FrameReadError, OpenCVSource
+    source = OpenCVSource(0, live=True)
+    bgr = np.zeros((2, 3, 3), np.uint8)
+    bgr[..., 0] = 10  # blue
+    bgra = np.concatenate([bgr, np.full((2, 3, 1), 255, np.uint8)], axis=2)
+    grey = np.full((2, 3), 7, np.uint8)
+    source.cap = FakeCapture([bgr, bgra, grey, np.zeros((2, 3, 2), np.uint8), np.zeros((2, 3, 3), np.float32)])
+    assert source.read()[..., 2].tolist() == [[10] * 3] * 2 and source.read().shape == (2, 3, 3)
+    assert source.read().tolist() == [[[7, 7, 7]] * 3] * 2
+    with pytest.raises(FrameReadError, match=r"camera:0: a frame of shape \(2, 3, 2\) and type uint8; the service "
+                                             r"takes height x width x 3 uint8 \(BGR, or BGRA\)"):
+        source.read()
+    with pytest.raises(FrameReadError, match=r"shape \(2, 3, 3\) and type float32"):
+        source.read()

@@ -50,7 +50,10 @@ def main(argv: Optional[List[str]] = None, interpreter_loader: Optional[Callable
     except (BundleError, ConfigError, InterpreterError, SourceError, ActuatorError, DecodeError) as exc:
         sys.stderr.write("edge-trash-device: %s\n" % exc)
         return 1
-    print(json.dumps(summary, sort_keys=True))
+    try:
+        print(json.dumps(summary, sort_keys=True))
+    except OSError:  # the terminal of a service run by hand is gone (SIGHUP): the log has the summary
+        pass
     return 1 if summary.get("source_error") else 0
 
 

@@ -248,6 +248,10 @@ def build_actuator(spec: Dict, device_classes: Optional[Dict] = None) -> Actuato
     raise ActuatorError("actuator.type %r is not one of simulated, gpio, pwm, serial" % (kind,))
 
 
+LATE_TOLERANCE_S = 0.5  # an actuation this late (conveyor) would move the gate under the next item
+STALL_S = 15.0  # one actuation (retries and fail-safe included) running longer than this is a hung device
+
+
 class ActuationScheduler:
     """Fires decisions at their due time in a worker thread.
 
@@ -255,11 +259,18 @@ class ActuationScheduler:
     made durable BEFORE the actuator moves; then ``mark_done(id, bin, attempts, status)``.
     Failures are retried ``retries`` times; then the fail-safe bin is tried and ``on_fault`` is
     called. ``journal`` is the event log (or any object with those two methods).
+
+    Times are on ``clock`` (monotonic by default: a wall-clock step from NTP moves no actuation).
+    With ``late_tolerance_s`` (conveyors), an actuation that comes up later than that after its due
+    time is not fired (the item has passed the gate; moving it now would divert the next item): it is
+    marked ``missed`` with a fault. A journal that cannot be written (disk full, database locked) is
+    logged and the item still moves: losing the record costs less than losing the item.
     """
 
     def __init__(self, actuator: Actuator, journal, fail_safe_bin: str, retries: int = 2,
                  retry_delay_s: float = 0.05, on_fault: Optional[Callable[[str, str, Optional[int]], None]] = None,
-                 on_actuated: Optional[Callable[[str, float], None]] = None):
+                 on_actuated: Optional[Callable[[str, float], None]] = None,
+                 late_tolerance_s: Optional[float] = None, clock: Callable[[], float] = time.monotonic):
         self.actuator = actuator
         self.journal = journal
         self.fail_safe_bin = fail_safe_bin
@@ -267,9 +278,15 @@ class ActuationScheduler:
         self.retry_delay_s = retry_delay_s
         self.on_fault = on_fault or (lambda kind, msg, ref: None)
         self.on_actuated = on_actuated or (lambda bin_name, latency: None)
+        self.late_tolerance_s = late_tolerance_s
+        self.clock = clock
+        self.journal_errors = 0  # journal writes that failed (the items still moved)
+        self.missed = 0  # actuations too late to fire
+        self._busy_since = None  # type: Optional[float]  clock() when the actuation in hand started
         self._heap = []  # type: List[Tuple[float, int, str, float]]
         self._cond = threading.Condition()
         self._stopping = False
+        self._stop_deadline = None  # type: Optional[float]
         self._thread = threading.Thread(target=self._run, name="actuation", daemon=True)
 
     def start(self) -> None:
@@ -277,7 +294,7 @@ class ActuationScheduler:
         self._thread.start()
 
     def schedule(self, ref: int, bin_name: str, due: float, first_seen: float) -> None:
-        """Fire ``bin_name`` for decision ``ref`` at wall time ``due``."""
+        """Fire ``bin_name`` for decision ``ref`` at ``due`` (on ``clock``; ``first_seen`` too)."""
         with self._cond:
             heapq.heappush(self._heap, (due, ref, bin_name, first_seen))
             self._cond.notify()
@@ -286,6 +303,16 @@ class ActuationScheduler:
         """Number of actuations not yet fired."""
         with self._cond:
             return len(self._heap)
+
+    def stalled(self, limit_s: float = STALL_S) -> Optional[str]:
+        """Why actuations have stopped (the thread ended, or one actuation has run over ``limit_s``), or None."""
+        if not self._thread.is_alive():
+            return None if self._stopping or self._thread.ident is None else "the actuation thread has stopped"
+        since = self._busy_since
+        if since is not None and self.clock() - since > limit_s:
+            return ("one actuation has run for %.0f s (the actuator does not answer); %d more wait"
+                    % (self.clock() - since, self.pending()))
+        return None
 
     def _run(self) -> None:
         while True:
@@ -296,15 +323,47 @@ class ActuationScheduler:
                             return
                         self._cond.wait(0.5)
                         continue
-                    wait = self._heap[0][0] - time.time()
+                    wait = self._heap[0][0] - self.clock()
                     if wait <= 0:
                         due, ref, bin_name, first_seen = heapq.heappop(self._heap)
                         break
                     self._cond.wait(min(wait, 0.5))
-            self._fire(ref, bin_name, first_seen)
+            self._busy_since = self.clock()
+            try:
+                late = self._busy_since - due
+                if self.late_tolerance_s is not None and late > self.late_tolerance_s:
+                    self._miss(ref, bin_name, late)
+                else:
+                    self._fire(ref, bin_name, first_seen)
+            except Exception:  # never let one item end the thread: the next ones must still move
+                LOG.exception("actuation of decision %s failed unexpectedly", ref)
+            finally:
+                self._busy_since = None
+
+    def _journal(self, method: str, *args) -> None:
+        try:
+            getattr(self.journal, method)(*args)
+        except Exception as exc:  # sqlite3.Error from a full disk or a locked database
+            self.journal_errors += 1
+            if self.journal_errors == 1 or self.journal_errors % 100 == 0:
+                LOG.error("event log: %s%r failed (%s: %s); actuations go on without their record (%d failed so "
+                          "far)", method, args, type(exc).__name__, exc, self.journal_errors)
+
+    def _fault(self, kind: str, message: str, ref: Optional[int]) -> None:
+        try:
+            self.on_fault(kind, message, ref)
+        except Exception as exc:
+            LOG.error("%s (and recording this fault failed: %s)", message, exc)
+
+    def _miss(self, ref: int, bin_name: str, late: float) -> None:
+        self.missed += 1
+        self._journal("mark_done", ref, None, 0, "missed")
+        self._fault("actuator", "decision %d (bin %r) came up %.2f s after its due time, past the %.2f s tolerance "
+                    "(the actuator was busy or the service stalled): not fired, the item has passed the gate "
+                    "and moving now would divert the next one" % (ref, bin_name, late, self.late_tolerance_s), ref)
 
     def _fire(self, ref: int, bin_name: str, first_seen: float) -> None:
-        self.journal.mark_attempt(ref)
+        self._journal("mark_attempt", ref)
         attempts, error = 0, None
         for attempt in range(self.retries + 1):
             attempts += 1
@@ -317,26 +376,30 @@ class ActuationScheduler:
                 if attempt < self.retries:
                     time.sleep(self.retry_delay_s)
         if error is None:
-            self.journal.mark_done(ref, bin_name, attempts, "actuated")
-            self.on_actuated(bin_name, (time.time() - first_seen) * 1000.0)
+            self._journal("mark_done", ref, bin_name, attempts, "actuated")
+            self.on_actuated(bin_name, (self.clock() - first_seen) * 1000.0)
             return
         message = "bin %r failed after %d attempts (%s); sending the item to fail-safe bin %r" % (
             bin_name, attempts, error, self.fail_safe_bin)
-        self.on_fault("actuator", message, ref)
+        self._fault("actuator", message, ref)
         if bin_name != self.fail_safe_bin:
             try:
                 self.actuator.actuate(self.fail_safe_bin, ref)
-                self.journal.mark_done(ref, self.fail_safe_bin, attempts + 1, "failsafe")
-                self.on_actuated(self.fail_safe_bin, (time.time() - first_seen) * 1000.0)
-                return
             except Exception as exc:
-                self.on_fault("actuator", "fail-safe bin %r failed too (%s)" % (self.fail_safe_bin, exc), ref)
-        self.journal.mark_done(ref, None, attempts + 1, "failed")
+                self._fault("actuator", "fail-safe bin %r failed too (%s)" % (self.fail_safe_bin, exc), ref)
+            else:
+                self._journal("mark_done", ref, self.fail_safe_bin, attempts + 1, "failsafe")
+                self.on_actuated(self.fail_safe_bin, (self.clock() - first_seen) * 1000.0)
+                return
+        self._journal("mark_done", ref, None, attempts + 1, "failed")
 
-    def stop(self, timeout: float = 30.0) -> None:
-        """Fire every pending actuation at its due time (items are still travelling), then stop."""
+    def stop(self, timeout: float = 15.0) -> None:
+        """Fire every pending actuation at its due time (items are still travelling), then stop. Waits
+        ``timeout`` seconds at most, counted from the first call: calling it again waits no longer."""
         with self._cond:
             self._stopping = True
+            if self._stop_deadline is None:
+                self._stop_deadline = self.clock() + timeout
             self._cond.notify()
         if self._thread.is_alive():
-            self._thread.join(timeout)
+            self._thread.join(max(0.0, self._stop_deadline - self.clock()))

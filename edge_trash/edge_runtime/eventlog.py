@@ -8,14 +8,22 @@ Decisions are written ``pending`` before they are scheduled, ``attempting`` (dur
 the actuator moves and ``actuated``/``failsafe``/``failed`` after; ``recover()`` at start-up
 turns ``attempting`` into ``unknown`` + a fault (never re-fired) and returns the ``pending``
 ones that may still be fired.
+
+A failing disk (full, I/O error) or a locked database never leaves the connection stuck in a
+transaction: every write rolls back and re-raises ``sqlite3.Error`` (the caller decides), and frame
+rows that could not be written go back to the front of the buffer, to be written once the disk has
+space again. The buffer is bounded (``max_buffered_rows``): beyond it the oldest rows are dropped,
+counted in ``frames_lost`` and reported as an ``event_log`` fault when writing works again. A log
+SQLite reports as corrupt at start-up is moved aside (``moved_aside``) and a fresh one started.
 """
 
 import json
+import logging
 import os
 import sqlite3
 import threading
 import time
-from typing import Dict, List, Optional, Tuple
+from typing import Callable, Dict, List, Optional, Tuple
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS runs (run_id INTEGER PRIMARY KEY AUTOINCREMENT, started REAL, pid INTEGER,
@@ -34,13 +42,92 @@ CREATE INDEX IF NOT EXISTS decisions_status ON decisions(status);
 CREATE INDEX IF NOT EXISTS decisions_t ON decisions(t_decided);  -- the operator page counts by time
 """
 FRAME_STATUSES = ("processed", "dropped", "read_error", "inference_error")
+INSERT_FRAMES = ("INSERT INTO frames (seq, run_id, t, status, detections, infer_ms, e2e_ms, note) "
+                 "VALUES (?,?,?,?,?,?,?,?)")
+SQLITE_CORRUPT, SQLITE_NOTADB = 11, 26  # primary result codes of a damaged file / not a database at all
+LOG = logging.getLogger(__name__)
+
+
+def is_corrupt(exc: BaseException) -> bool:
+    """Whether ``exc`` says the database file is damaged or not a database (not a permission, locking,
+    disk-full or I/O error, which Python raises as ``sqlite3.OperationalError``)."""
+    code = getattr(exc, "sqlite_errorcode", None)  # Python >= 3.11
+    if code is not None:
+        return code & 0xFF in (SQLITE_CORRUPT, SQLITE_NOTADB)
+    # Python < 3.11 (the board's 3.7): SQLITE_CORRUPT and SQLITE_NOTADB are the codes raised as the
+    # plain DatabaseError class; every permission / busy / full / I/O code is an OperationalError
+    return type(exc) is sqlite3.DatabaseError
+
+
+def _prepare(db: sqlite3.Connection) -> None:
+    """Set WAL mode, create the schema and read the frame index once (so a damaged file fails here,
+    at start-up)."""
+    db.execute("PRAGMA journal_mode=WAL")
+    db.execute("PRAGMA synchronous=NORMAL")  # WAL + NORMAL: committed data survives a process kill
+    db.executescript(SCHEMA)
+    db.execute("SELECT MAX(seq) FROM frames").fetchone()
+
+
+def open_database(path: str) -> Tuple[sqlite3.Connection, Optional[str]]:
+    """Open (or create) the log database at ``path``: (connection, None). When SQLite reports the file
+    as corrupt, it is moved aside with ``move_aside`` and a fresh database created: (connection, the
+    path it was moved to). Any other error (permissions, disk full, I/O) is raised unchanged."""
+    db = sqlite3.connect(path, check_same_thread=False, isolation_level=None)
+    try:
+        _prepare(db)
+        return db, None
+    except sqlite3.DatabaseError as exc:
+        if not is_corrupt(exc) or not os.path.isfile(path):
+            db.close()
+            raise  # the caller says how to fix it
+        try:
+            # moved BEFORE closing: SQLite deletes a -wal/-shm it finds unusable when the connection closes
+            aside = move_aside(path)
+        except OSError as move_exc:
+            db.close()
+            LOG.error("event log %s is corrupt (%s) and cannot be moved aside (%s): move or delete it (and its "
+                      "-wal/-shm files) by hand", path, exc, move_exc)
+            raise exc from None
+        db.close()
+        LOG.warning("event log %s is corrupt (%s): moved it to %s (kept for inspection) and started a new log "
+                    "at %s; delete the old one once it is no longer needed", path, exc, aside, path)
+    except BaseException:
+        db.close()
+        raise
+    db = sqlite3.connect(path, check_same_thread=False, isolation_level=None)
+    try:
+        _prepare(db)
+    except BaseException:
+        db.close()
+        raise
+    return db, aside
+
+
+def move_aside(path: str) -> str:
+    """Rename the database ``path`` (and its ``-wal``/``-shm``/``-journal`` files) to
+    ``path.corrupt-YYYYMMDD-HHMMSS`` (``-N`` appended when taken) in the same folder; returns the new path."""
+    stamp = time.strftime("%Y%m%d-%H%M%S")
+    aside, n = "%s.corrupt-%s" % (path, stamp), 1
+    while any(os.path.lexists(aside + suffix) for suffix in ("", "-wal", "-shm", "-journal")):
+        n += 1
+        aside = "%s.corrupt-%s-%d" % (path, stamp, n)
+    for suffix in ("", "-wal", "-shm", "-journal"):  # the main file first: a left-over -wal is never replayed
+        if os.path.lexists(path + suffix):
+            os.rename(path + suffix, aside + suffix)
+    return aside
 
 
 class EventLog:
-    """Thread-safe (one connection behind a lock) event log at ``path``."""
+    """Thread-safe (one connection behind a lock) event log at ``path``.
+
+    ``max_buffered_rows`` bounds the frame rows kept in memory while the disk cannot take them
+    (default ``min(max_frame_rows, 50 * commit_every)``). ``moved_aside`` is the path a corrupt log
+    was renamed to at start-up (None when the log opened normally); ``frames_lost`` counts frame
+    rows dropped from a full buffer."""
 
     def __init__(self, path: str, commit_every: int = 200, commit_interval_s: float = 1.0,
-                 max_frame_rows: int = 1000000, max_event_rows: int = 100000):
+                 max_frame_rows: int = 1000000, max_event_rows: int = 100000,
+                 max_buffered_rows: Optional[int] = None):
         directory = os.path.dirname(os.path.abspath(path))
         if not os.path.isdir(directory):
             os.makedirs(directory)
@@ -49,14 +136,17 @@ class EventLog:
         self.commit_interval_s = commit_interval_s
         self.max_frame_rows = max_frame_rows
         self.max_event_rows = max_event_rows
+        if max_buffered_rows is None:
+            max_buffered_rows = min(max_frame_rows, 50 * commit_every)
+        self.max_buffered_rows = max(1, commit_every, max_buffered_rows)
         self._lock = threading.RLock()  # the connection
         self._buf_lock = threading.Lock()  # the frame buffer only: the main loop never waits on SQLite
         self._flusher = None  # type: Optional[threading.Thread]
         self._closing = threading.Event()
-        self._db = sqlite3.connect(path, check_same_thread=False, isolation_level=None)
-        self._db.execute("PRAGMA journal_mode=WAL")
-        self._db.execute("PRAGMA synchronous=NORMAL")  # WAL + NORMAL: committed data survives a process kill
-        self._db.executescript(SCHEMA)
+        # a corrupt file is moved aside (``moved_aside`` says where: the service records a fault)
+        self._db, self.moved_aside = open_database(path)  # type: sqlite3.Connection, Optional[str]
+        self.frames_lost = 0  # frame rows dropped because the buffer was full while writing failed
+        self._lost = None  # type: Optional[List[int]]  # [count, first seq, last seq] not yet reported
         self._frames = []  # type: List[tuple]
         self._last_commit = time.monotonic()
         self._frames_since_prune = 0
@@ -73,10 +163,11 @@ class EventLog:
 
     def start_run(self, source: str, accelerator: str, first_seq: int) -> int:
         """Record a service start; returns the run id used on every later row."""
-        with self._lock:
-            cur = self._db.execute("INSERT INTO runs (started, pid, source, accelerator, first_seq) VALUES (?,?,?,?,?)",
-                                   (time.time(), os.getpid(), source, accelerator, first_seq))
-            self.run_id = cur.lastrowid
+        def work():
+            return self._db.execute("INSERT INTO runs (started, pid, source, accelerator, first_seq) "
+                                    "VALUES (?,?,?,?,?)", (time.time(), os.getpid(), source, accelerator,
+                                                           first_seq)).lastrowid
+        self.run_id = self._write(work, frames=False)
         return self.run_id
 
     def recover(self, late_tolerance_s: float = 0.5) -> List[Tuple[int, str, float, float]]:
@@ -84,8 +175,8 @@ class EventLog:
         whose due time + tolerance has passed -> ``missed`` + fault; returns the rest as
         (id, bin, due, t_first) to reschedule."""
         now = time.time()
-        with self._lock:
-            self._db.execute("BEGIN")
+
+        def work():
             rows = self._db.execute("SELECT id, status, bin, due, t_first FROM decisions "
                                     "WHERE status IN ('attempting', 'pending')").fetchall()
             resume = []
@@ -100,65 +191,164 @@ class EventLog:
                                        "has passed the actuator" % (ref, bin_name, now - due), None, ref)
                 else:
                     resume.append((ref, bin_name, due, t_first))
-            self._db.execute("COMMIT")
-        return resume
+            return resume
+        return self._write(work, frames=False)
 
     # -- frames ------------------------------------------------------------------------------
     def frame(self, seq: int, status: str, t: Optional[float] = None, detections: int = 0,
               infer_ms: Optional[float] = None, e2e_ms: Optional[float] = None, note: Optional[str] = None) -> None:
-        """Buffer one frame row (committed by ``maybe_commit``/``commit`` or the next decision)."""
+        """Buffer one frame row (committed by ``maybe_commit``/``commit`` or the next decision). Never
+        touches SQLite; a buffer full of rows the disk would not take drops its oldest row (counted)."""
         if status not in FRAME_STATUSES:
             raise ValueError("frame status %r is not one of %s" % (status, FRAME_STATUSES))
         row = (seq, self.run_id, time.time() if t is None else t, status, detections, infer_ms, e2e_ms, note)
         with self._buf_lock:
             self._frames.append(row)
+            if len(self._frames) > self.max_buffered_rows:
+                self._drop_oldest_locked(len(self._frames) - self.max_buffered_rows)
 
-    def _flush_frames_locked(self) -> None:
-        """Insert the buffered rows (caller holds ``_lock``; rows are taken in order, so the
-        committed frames stay a contiguous prefix)."""
+    def _drop_oldest_locked(self, n: int) -> None:
+        """Drop the ``n`` oldest buffered rows, counted (caller holds ``_buf_lock``)."""
+        dropped, self._frames = self._frames[:n], self._frames[n:]
+        first, last = dropped[0][0], dropped[-1][0]
+        if self._lost is None:
+            self._lost = [0, first, last]
+            LOG.error("event log %s: the disk has not taken frame rows for a while and %d are buffered; dropping "
+                      "the oldest (from seq %d) until writing works again: free space on the disk holding %s",
+                      self.path, self.max_buffered_rows, first, self.path)
+        self._lost = [self._lost[0] + len(dropped), min(self._lost[1], first), max(self._lost[2], last)]
+        self.frames_lost += len(dropped)
+
+    def _take_frames(self, limit: Optional[int] = None) -> Tuple[List[tuple], Optional[List[int]]]:
+        """Take the oldest ``limit`` buffered rows (all when None) and the unreported loss (if any)."""
         with self._buf_lock:
-            rows, self._frames = self._frames, []
-        if rows:
-            self._db.executemany("INSERT INTO frames (seq, run_id, t, status, detections, infer_ms, e2e_ms, note) "
-                                 "VALUES (?,?,?,?,?,?,?,?)", rows)
+            if limit is None or len(self._frames) <= limit:
+                rows, self._frames = self._frames, []
+            else:
+                rows, self._frames = self._frames[:limit], self._frames[limit:]
+            lost, self._lost = self._lost, None
+        return rows, lost
+
+    def _put_back_frames(self, rows: List[tuple], lost: Optional[List[int]]) -> None:
+        """Put rows that could not be written back in front of the buffer (bounded: the oldest go first)."""
+        with self._buf_lock:
+            if lost is not None:
+                self._lost = lost if self._lost is None else [
+                    lost[0] + self._lost[0], min(lost[1], self._lost[1]), max(lost[2], self._lost[2])]
+            if rows:
+                self._frames = rows + self._frames
+                if len(self._frames) > self.max_buffered_rows:
+                    self._drop_oldest_locked(len(self._frames) - self.max_buffered_rows)
+
+    def _rollback_locked(self) -> None:
+        """End a failed transaction so the connection takes the next write (caller holds ``_lock``)."""
+        if self._db.in_transaction:
+            try:
+                self._db.execute("ROLLBACK")
+            except sqlite3.Error:  # SQLite already rolled it back (e.g. after SQLITE_FULL)
+                pass
+
+    def _write(self, work: Optional[Callable[[], object]] = None, frames: bool = True,
+               limit: Optional[int] = None):
+        """Run ``work()`` in one transaction, with the buffered frame rows when ``frames`` (the oldest
+        ``limit`` of them, all when None); returns what ``work`` returns. On any error the transaction is
+        rolled back, the frame rows go back to the buffer and the error is re-raised (the connection
+        stays usable)."""
+        with self._lock:
+            rows, lost = self._take_frames(limit) if frames else ([], None)
+            try:
+                self._rollback_locked()  # never BEGIN inside a transaction an earlier failure left open
+                self._db.execute("BEGIN")
+                if rows:
+                    self._db.executemany(INSERT_FRAMES, rows)
+                if lost is not None:
+                    self._fault_locked("event_log", "%d frame rows (seq %d..%d) were dropped while %s could not be "
+                                       "written (disk full or failing); the frames themselves were processed"
+                                       % (lost[0], lost[1], lost[2], self.path), None, None)
+                result = work() if work is not None else None
+                self._db.execute("COMMIT")
+            except BaseException:
+                self._rollback_locked()
+                self._put_back_frames(rows, lost)
+                raise
             self._frames_since_prune += len(rows)
+            if frames:
+                self._last_commit = time.monotonic()
+        return result
 
     def commit(self) -> None:
-        """Write buffered frame rows now (and prune old rows when due)."""
+        """Write buffered frame rows now (and prune old rows when due). Raises ``sqlite3.Error`` when
+        the disk refuses them; the rows stay buffered for the next try. A large backlog (after the disk
+        refused rows for a while) is written in transactions of ``commit_every`` rows, oldest first, so
+        what fits on the disk is written even when the whole backlog does not fit."""
+        chunk = max(1, self.commit_every)
         with self._lock:
-            if self._frames:
-                self._db.execute("BEGIN")
-                self._flush_frames_locked()
-                self._db.execute("COMMIT")
+            for _ in range(-(-len(self._frames) // chunk) or 1):
+                if not self._frames and self._lost is None:
+                    break
+                self._write(limit=chunk)
+                self._maybe_prune_locked()
             self._last_commit = time.monotonic()
-            if self._frames_since_prune >= self._prune_every:
-                self._prune_locked()
+            self._maybe_prune_locked()
+
+    def _maybe_prune_locked(self) -> None:
+        """Prune when ``_prune_every`` rows were written since the last prune; a failure is logged and
+        retried after the next ``_prune_every`` rows (the frames themselves are committed)."""
+        if self._frames_since_prune < self._prune_every:
+            return
+        try:
+            self._write(self._prune_locked, frames=False)
+        except sqlite3.Error as exc:
+            self._frames_since_prune = 0
+            LOG.warning("event log %s: pruning old rows failed (%s); retried after the next %d rows: free space on "
+                        "its disk", self.path, exc, self._prune_every)
+        else:
+            self._frames_since_prune = 0
 
     def maybe_commit(self) -> None:
-        """Commit when enough rows or time have accumulated (a no-op while the background flusher
-        runs, unless the buffer is 4x over ``commit_every``)."""
-        pending = len(self._frames)
-        if self._flusher is not None and pending < 4 * self.commit_every:
+        """Commit when enough rows or time have accumulated; a no-op while the background flusher
+        runs (so the main loop never waits on SQLite)."""
+        flusher = self._flusher
+        if flusher is not None and flusher.is_alive():
             return
+        pending = len(self._frames)
         if pending >= self.commit_every or time.monotonic() - self._last_commit >= self.commit_interval_s:
             self.commit()
 
     def start_flusher(self) -> None:
         """Commit buffered frame rows from a background thread every ``commit_interval_s`` (or
-        sooner when ``commit_every`` rows are waiting), so the main loop never waits on SQLite."""
+        sooner when ``commit_every`` rows are waiting), so the main loop never waits on SQLite.
+        A failing write is logged once per streak of failures and retried every
+        ``commit_interval_s``; the thread keeps running until ``close()``."""
         def run():
+            failures = 0
+            retry_at = 0.0
             while not self._closing.wait(min(0.05, self.commit_interval_s)):
-                if len(self._frames) >= self.commit_every or \
-                        time.monotonic() - self._last_commit >= self.commit_interval_s:
+                now = time.monotonic()
+                if failures and now < retry_at:
+                    continue
+                if len(self._frames) >= self.commit_every or now - self._last_commit >= self.commit_interval_s:
                     try:
                         self.commit()
-                    except sqlite3.Error:  # closed under us at shutdown
-                        return
+                    except Exception as exc:  # disk full, I/O error, locked (or closed under us at shutdown)
+                        if self._closing.is_set():
+                            return
+                        if not failures:
+                            LOG.error("event log %s: writing frame rows failed (%s: %s); %d rows are kept in memory "
+                                      "(at most %d) and written when it works again: free space on the disk "
+                                      "holding %s", self.path, type(exc).__name__, exc, len(self._frames),
+                                      self.max_buffered_rows, self.path)
+                        failures += 1
+                        retry_at = now + self.commit_interval_s
+                        continue
+                    if failures:
+                        LOG.warning("event log %s: writing works again after %d failed tries (%d frame rows "
+                                    "dropped in all)", self.path, failures, self.frames_lost)
+                        failures = 0
         self._flusher = threading.Thread(target=run, name="eventlog-flush", daemon=True)
         self._flusher.start()
 
     def _prune_locked(self) -> None:
-        self._frames_since_prune = 0
         keep = self.max_frame_rows - self._prune_every
         self._db.execute("DELETE FROM frames WHERE seq < (SELECT MAX(seq) FROM frames) - ?", (keep - 1,))
         for table in ("faults", "tracks"):
@@ -172,10 +362,8 @@ class EventLog:
         """Insert decisions as ``pending`` together with all buffered frames, durably. Each row:
         track_id, seq, t_first, t_decided, class_id, label, score, agreement, votes, bin, reason,
         bbox, due. Returns their ids."""
-        ids = []
-        with self._lock:
-            self._db.execute("BEGIN")
-            self._flush_frames_locked()
+        def work():
+            ids = []
             for r in rows:
                 cur = self._db.execute(
                     "INSERT INTO decisions (run_id, track_id, seq, t_first, t_decided, class_id, label, score, "
@@ -184,22 +372,22 @@ class EventLog:
                      r["score"], r["agreement"], json.dumps(r["votes"], sort_keys=True), r["bin"], r["reason"],
                      json.dumps(r["bbox"]), r["due"]))
                 ids.append(cur.lastrowid)
-            self._db.execute("COMMIT")
-            self._last_commit = time.monotonic()
-        return ids
+            return ids
+        return self._write(work)
 
     def mark_attempt(self, ref: int) -> None:
-        """Durably mark decision ``ref`` as being actuated (before the actuator moves)."""
-        with self._lock:
-            self._db.execute("UPDATE decisions SET status='attempting' WHERE id=?", (ref,))
+        """Durably mark decision ``ref`` as being actuated (before the actuator moves). Raises
+        ``sqlite3.Error`` when the disk refuses it (the connection stays usable)."""
+        self._write(lambda: self._db.execute("UPDATE decisions SET status='attempting' WHERE id=?", (ref,)),
+                    frames=False)
 
     def mark_done(self, ref: int, actuated_bin: Optional[str], attempts: int, status: str) -> None:
-        """Record the actuation outcome of decision ``ref``."""
+        """Record the actuation outcome of decision ``ref``. Raises ``sqlite3.Error`` when the disk
+        refuses it (the connection stays usable)."""
         now = time.time()
-        with self._lock:
-            self._db.execute("UPDATE decisions SET status=?, actuated_bin=?, attempts=?, t_actuated=?, "
-                             "latency_ms=(? - t_first) * 1000.0 WHERE id=?",
-                             (status, actuated_bin, attempts, now, now, ref))
+        self._write(lambda: self._db.execute("UPDATE decisions SET status=?, actuated_bin=?, attempts=?, "
+                                             "t_actuated=?, latency_ms=(? - t_first) * 1000.0 WHERE id=?",
+                                             (status, actuated_bin, attempts, now, now, ref)), frames=False)
 
     # -- faults and undecided tracks ------------------------------------------------------------
     def _fault_locked(self, kind: str, message: str, seq: Optional[int], ref: Optional[int]) -> None:
@@ -207,21 +395,18 @@ class EventLog:
                          (self.run_id, time.time(), kind, message, seq, ref))
 
     def fault(self, kind: str, message: str, seq: Optional[int] = None, ref: Optional[int] = None) -> None:
-        """Record a fault durably (with all buffered frames)."""
-        with self._lock:
-            self._db.execute("BEGIN")
-            self._flush_frames_locked()
-            self._fault_locked(kind, message, seq, ref)
-            self._db.execute("COMMIT")
-            self._last_commit = time.monotonic()
+        """Record a fault durably (with all buffered frames). Raises ``sqlite3.Error`` when the disk
+        refuses it; the frame rows stay buffered and the connection usable."""
+        self._write(lambda: self._fault_locked(kind, message, seq, ref))
 
     def undecided_track(self, track_id: int, first_seq: int, last_seq: int, hits: int, reason: str,
                         votes: Dict) -> None:
-        """Record a track that ended without a decision (committed with the next batch)."""
-        with self._lock:
-            self._db.execute("INSERT INTO tracks (run_id, track_id, first_seq, last_seq, hits, reason, votes) "
-                             "VALUES (?,?,?,?,?,?,?)", (self.run_id, track_id, first_seq, last_seq, hits, reason,
-                                                        json.dumps(votes, sort_keys=True)))
+        """Record a track that ended without a decision (its own small transaction). Raises
+        ``sqlite3.Error`` when the disk refuses it (the connection stays usable)."""
+        self._write(lambda: self._db.execute(
+            "INSERT INTO tracks (run_id, track_id, first_seq, last_seq, hits, reason, votes) VALUES (?,?,?,?,?,?,?)",
+            (self.run_id, track_id, first_seq, last_seq, hits, reason, json.dumps(votes, sort_keys=True))),
+            frames=False)
 
     def recent_faults(self, limit: int = 10) -> List[Dict]:
         """The last ``limit`` faults, newest first."""
@@ -231,14 +416,20 @@ class EventLog:
         return [{"t": r[0], "kind": r[1], "message": r[2], "seq": r[3], "decision_id": r[4]} for r in rows]
 
     def close(self) -> None:
-        """Stop the flusher, flush buffered rows, checkpoint the WAL and close."""
+        """Stop the flusher, flush buffered rows, checkpoint the WAL and close. A disk that still
+        refuses the rows is logged (with how many rows are lost), never raised: the connection is
+        closed either way."""
         self._closing.set()
         if self._flusher is not None:
             self._flusher.join(5.0)
         with self._lock:
-            self.commit()
+            try:
+                self.commit()
+            except sqlite3.Error as exc:
+                LOG.error("event log %s: %d buffered frame rows could not be written at shutdown (%s) and are lost: "
+                          "free space on the disk holding it", self.path, len(self._frames), exc)
             try:
                 self._db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
-            except sqlite3.OperationalError:  # a reader holds the WAL; it is checkpointed later
+            except sqlite3.Error:  # a reader holds the WAL (or the disk is full); it is checkpointed later
                 pass
             self._db.close()

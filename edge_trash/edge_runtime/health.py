@@ -2,17 +2,52 @@
 
 import collections
 import json
+import logging
 import math
 import os
 import socket
+import sys
 import threading
 import time
+import traceback
 from typing import Callable, Dict, Optional
 
 try:
     from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 except ImportError:  # Python < 3.7
     from http.server import BaseHTTPRequestHandler, HTTPServer as ThreadingHTTPServer
+
+LOG = logging.getLogger(__name__)
+
+# Seconds a connection may sit idle (no request line, no headers, a client not reading the answer)
+# before the server closes it: each connection holds a thread, so idle ones must not pile up.
+REQUEST_TIMEOUT_S = 10.0
+INTERNAL_ERROR = json.dumps({"error": "internal error; the traceback is in the service's log"}).encode("utf-8")
+
+
+class _FailureLog:
+    """Logs the traceback of each distinct request failure (type and where it was raised) once, so a
+    page polling a broken route every second does not flood the journal; repeats go to debug."""
+
+    def __init__(self, limit: int = 64):
+        self._lock = threading.Lock()
+        self._seen = set()  # type: set
+        self._limit = limit
+
+    def log(self, what: str, exc: BaseException) -> None:
+        """Log ``exc`` (the exception being handled) for ``what`` (the request)."""
+        frames = traceback.extract_tb(exc.__traceback__)
+        where = (frames[-1].filename, frames[-1].lineno) if frames else ("", 0)
+        key = (type(exc).__name__,) + where
+        with self._lock:
+            first = key not in self._seen
+            if first and len(self._seen) < self._limit:
+                self._seen.add(key)
+        if first:
+            LOG.error("operator page: %s failed (%s: %s); answered 500. Traceback (logged once):", what,
+                      type(exc).__name__, exc, exc_info=(type(exc), exc, exc.__traceback__))
+        else:
+            LOG.debug("operator page: %s failed again (%s: %s)", what, type(exc).__name__, exc)
 
 
 def percentile(values, q: float) -> Optional[float]:
@@ -95,7 +130,12 @@ class HealthServer:
     """
 
     def __init__(self, status: Callable[[], Dict], host: str = "127.0.0.1", port: int = 8321,
-                 router: Optional[Callable] = None):
+                 router: Optional[Callable] = None, request_timeout_s: float = REQUEST_TIMEOUT_S):
+        # read by each new connection: an idle one is closed after this many seconds
+        self.request_timeout_s = request_timeout_s
+        failures = _FailureLog()
+        owner = self
+
         def health_only(method, target, headers):
             from edge_trash.edge_runtime.operator_page import Response
             if method != "GET" or target.split("?")[0] not in ("/", "/health"):
@@ -105,8 +145,17 @@ class HealthServer:
         route = router or health_only
 
         class Handler(BaseHTTPRequestHandler):
+            def setup(self):
+                self.timeout = owner.request_timeout_s  # the socket timeout StreamRequestHandler sets
+                BaseHTTPRequestHandler.setup(self)
+
             def _answer(self, method):
-                response = route(method, self.path, self.headers)
+                try:
+                    response = route(method, self.path, self.headers)
+                except Exception as exc:  # one broken request must not kill the connection unanswered
+                    failures.log("%s %s" % (method, self.path), exc)
+                    from edge_trash.edge_runtime.operator_page import Response
+                    response = Response(500, "application/json", INTERNAL_ERROR, {"Cache-Control": "no-store"})
                 self.send_response(response.status)
                 self.send_header("Content-Type", response.content_type)
                 self.send_header("Content-Length", str(len(response.body)))
@@ -130,8 +179,20 @@ class HealthServer:
             def log_message(self, fmt, *args):  # keep the journal quiet
                 pass
 
-        self.server = ThreadingHTTPServer((host, port), Handler)
-        self.server.daemon_threads = True
+        class Server(ThreadingHTTPServer):
+            daemon_threads = True
+            request_queue_size = 32  # listen backlog: a burst of page requests is not dropped at 5
+
+            def handle_error(self, request, client_address):
+                """An error outside the route (a client gone or too slow while answered): to the log, not
+                stderr; a vanished client is normal and only debug."""
+                exc = sys.exc_info()[1]
+                if isinstance(exc, (ConnectionError, socket.timeout)):
+                    LOG.debug("operator page: client %s: %s", client_address, exc)
+                elif exc is not None:
+                    failures.log("a request from %s" % (client_address[0],), exc)
+
+        self.server = Server((host, port), Handler)
         self.address = self.server.server_address
         self._thread = threading.Thread(target=self.server.serve_forever, name="health", daemon=True)
 

@@ -89,14 +89,31 @@ def default_jpeg_encoder():
         return None
 
 
+def _file_bytes(path: str) -> int:
+    """The size of ``path``, 0 when it is missing (a WAL file checkpointed away, an evicted example)."""
+    try:
+        return os.path.getsize(path)
+    except OSError:
+        return 0
+
+
 def _dir_bytes(path: Optional[str]) -> int:
     total = 0
     if path and os.path.isdir(path):
-        for name in os.listdir(path):
+        try:
+            names = os.listdir(path)
+        except OSError:
+            return 0
+        for name in names:
             full = os.path.join(path, name)
             if os.path.isfile(full):
-                total += os.path.getsize(full)
+                total += _file_bytes(full)
     return total
+
+
+def _number_or_none(value) -> bool:
+    """True for a JSON number (not a bool) or null: what a sidecar's ``best_score`` and ``seq`` may be."""
+    return value is None or (isinstance(value, (int, float)) and not isinstance(value, bool))
 
 
 def read_temperatures(root: str = "/sys/class") -> Dict[str, float]:
@@ -206,7 +223,7 @@ class OperatorPage:
         """Service status plus health facts for the page."""
         snap = dict(self.status())
         log_files = [self.log_path + suffix for suffix in ("", "-wal", "-shm")] if self.log_path else []
-        disk = {"log_bytes": sum(os.path.getsize(p) for p in log_files if os.path.exists(p)),
+        disk = {"log_bytes": sum(_file_bytes(p) for p in log_files),
                 "queue_bytes": _dir_bytes(self.queue_dir)}
         where = os.path.dirname(os.path.abspath(self.log_path)) if self.log_path else "/"
         try:
@@ -288,11 +305,14 @@ class OperatorPage:
                     rec = json.load(f)
             except (OSError, ValueError):
                 continue
-            if not isinstance(rec, dict) or "file" not in rec:
+            # a sidecar that is not ours (hand-edited, another version) is skipped, not a failed page
+            if (not isinstance(rec, dict) or not isinstance(rec.get("file"), str)
+                    or not QUEUE_FILE_RE.match(rec["file"]) or not _number_or_none(rec.get("best_score"))
+                    or not _number_or_none(rec.get("seq"))):
                 continue
             rec["image_url"] = "/api/queue/image/" + rec["file"]
             items.append(rec)
-        items.sort(key=lambda r: (float(r.get("best_score") or 0.0), r.get("seq", 0)))
+        items.sort(key=lambda r: (float(r.get("best_score") or 0.0), r.get("seq") or 0))
         return items
 
     def _queue_file(self, name: str) -> Response:
@@ -304,8 +324,14 @@ class OperatorPage:
             return _error(404, "no such queue file")
         ctype = "image/jpeg" if name.endswith((".jpg", ".jpeg")) else (
             "image/png" if name.endswith(".png") else "image/x-portable-pixmap")
-        with open(path, "rb") as f:
-            return Response(200, ctype, f.read(), {"Cache-Control": "max-age=3600"})
+        try:
+            with open(path, "rb") as f:
+                body = f.read()
+        except FileNotFoundError:  # evicted by the quota since the check above
+            return _error(404, "no such queue file")
+        except OSError as exc:
+            return _error(503, "cannot read the queue file right now: %s" % exc)
+        return Response(200, ctype, body, {"Cache-Control": "max-age=3600"})
 
     def _queue_coco(self) -> Response:
         if self.queue_to_coco is None or not self.queue_dir:

@@ -5,6 +5,7 @@
 the source ends, ``max_frames`` or SIGTERM, then finishes pending actuations and flushes the log.
 """
 
+import errno
 import logging
 import os
 import signal
@@ -14,7 +15,7 @@ import time
 from typing import Callable, Dict, List, Optional
 
 from edge_trash.edge_runtime import manifest as manifest_lib
-from edge_trash.edge_runtime.actuators import ActuationScheduler, build_actuator
+from edge_trash.edge_runtime.actuators import LATE_TOLERANCE_S, ActuationScheduler, build_actuator
 from edge_trash.edge_runtime.decode import one_box_per_item, OutputReader, Preprocessor, decode_detections
 from edge_trash.edge_runtime.eventlog import EventLog
 from edge_trash.edge_runtime.hard_examples import HardExampleQueue
@@ -34,6 +35,9 @@ LOG = logging.getLogger(__name__)
 def _unwritable(what: str, path: str, setting: str, exc: BaseException) -> str:
     """The message for a log or queue the service cannot create: the path, why, and the two fixes."""
     reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
+    if getattr(exc, "errno", None) == errno.ENOSPC or "full" in reason:
+        return ("cannot open %s at %s (%s): free space on its disk (`df -h %s`), or set %s to a folder on "
+                "another disk" % (what, path, reason, os.path.dirname(os.path.abspath(path)), setting))
     return ("cannot open %s at %s (%s): run the service as a user that can write there (install.sh makes "
             "/var/lib/edge-trash for its edge-trash user), or set %s to a folder this user can write"
             % (what, path, reason, setting))
@@ -74,7 +78,7 @@ class SortLoop:
     def __init__(self, capture: FrameCapture, detector: Detector, tracker: IoUTracker, config: SortConfig,
                  scheduler: ActuationScheduler, log: EventLog, stats: Stats,
                  hard_examples: Optional[HardExampleQueue] = None, notifier: Optional[SystemdNotifier] = None,
-                 clock: Callable[[], float] = time.time, live: Optional[LiveView] = None):
+                 clock: Callable[[], float] = time.monotonic, live: Optional[LiveView] = None):
         self.live = live  # the operator page's view: references and small crops only, never encoding
         self.capture = capture
         self.detector = detector
@@ -85,18 +89,40 @@ class SortLoop:
         self.stats = stats
         self.hard_examples = hard_examples
         self.notifier = notifier or SystemdNotifier({})
-        self.clock = clock
+        self.clock = clock  # the frames' clock (monotonic): the log gets wall times, see _wall
         self.decisions = 0
+        self.log_errors = 0  # event-log writes that failed (disk full, database locked): sorting went on
+        self._unlogged = 0  # decisions the log could not record, scheduled under refs -1, -2, ...
+        self._stall_reported = False
         self.health_address = None  # (host, port) when build_service started the endpoint
+
+    def _wall(self, t: float) -> float:
+        """Wall time (for the log and people) of ``t`` on the loop's monotonic clock."""
+        return t + (time.time() - self.clock())
+
+    def _logged(self, write: Callable, *args, **kwargs):
+        """``write(*args, **kwargs)`` on the event log; a failed write (sqlite3.Error: disk full, database
+        locked) is counted and logged, never raised: the sorting goes on without its record."""
+        try:
+            return write(*args, **kwargs)
+        except sqlite3.Error as exc:
+            self.log_errors += 1
+            self.stats.count("log_errors")
+            if self.log_errors == 1 or self.log_errors % 1000 == 0:
+                LOG.error("event log %s: %s failed: %s (%d failed writes so far); sorting goes on without "
+                          "the record: free space on its disk", self.log.path, getattr(write, "__name__", write),
+                          exc, self.log_errors)
+            return None
 
     def _log_dropped(self, seqs: List[int], note: str) -> None:
         for seq in seqs:
-            self.log.frame(seq, "dropped", note=note)
+            self._logged(self.log.frame, seq, "dropped", note=note)
         if seqs:
             self.stats.count("dropped", len(seqs))
 
     def _log_undecided(self, track, reason: str) -> None:
-        self.log.undecided_track(track.id, track.first_seq, track.last_seq, track.hits, reason, track.votes_dict())
+        self._logged(self.log.undecided_track, track.id, track.first_seq, track.last_seq, track.hits, reason,
+                     track.votes_dict())
         self.stats.count("undecided_" + reason)
         if reason == "passed_unsorted":
             # An item went past the trigger without a decision (first seen there, its track lost while it
@@ -105,22 +131,22 @@ class SortLoop:
             message = "track %d (%s, %d frames, seq %d..%d, last box %s) passed the trigger line without a " \
                       "decision" % (track.id, track.labels.get(track.leader), track.hits, track.first_seq,
                                     track.last_seq, [round(v, 1) for v in track.bbox])
-            self.log.fault("unsorted_item", message, track.first_seq)
+            self._logged(self.log.fault, "unsorted_item", message, track.first_seq)
 
     def _process(self, frame) -> None:
         start, cpu_start = time.perf_counter(), time.thread_time()
         if frame.error is not None:
-            self.log.frame(frame.seq, "read_error", t=frame.t, note=frame.error[:500])
+            self._logged(self.log.frame, frame.seq, "read_error", t=self._wall(frame.t), note=frame.error[:500])
             self.stats.count("read_error")
-            self.log.fault("read_error", frame.error, frame.seq)
+            self._logged(self.log.fault, "read_error", frame.error, frame.seq)
             return
         try:
             detections = self.detector.detect(frame.image, frame.prepared)
         except Exception as exc:  # a failed inference costs one frame, not the service
             message = "inference failed on frame %d: %s: %s" % (frame.seq, type(exc).__name__, exc)
-            self.log.frame(frame.seq, "inference_error", t=frame.t, note=message[:500])
+            self._logged(self.log.frame, frame.seq, "inference_error", t=self._wall(frame.t), note=message[:500])
             self.stats.count("inference_error")
-            self.log.fault("inference", message, frame.seq)
+            self._logged(self.log.fault, "inference", message, frame.seq)
             return
         infer_ms = self.detector.last_invoke_ms
         height, width = frame.image.shape[:2]
@@ -130,25 +156,30 @@ class SortLoop:
         for track, reason in update.expired:
             self._log_undecided(track, reason)
         now = self.clock()
-        rows, decisions = [], []
+        to_wall = time.time() - now  # monotonic -> wall, for the log rows
+        rows, decisions, due = [], [], []
         for track in update.ready:
             # the travel delay counts from when the item was ON the line (interpolated between frames,
             # so a late or dropped frame does not delay the actuator), never from before the decision
             base = min(track.crossed_t, now) if track.crossed_t is not None else now
             decision = decide(track, self.config)
             decisions.append(decision)
-            rows.append({"track_id": track.id, "seq": frame.seq, "t_first": track.first_t, "t_decided": now,
-                         "class_id": decision.class_id, "label": decision.label,
+            due.append((base + self.config.travel_delay_s, track.first_t))
+            rows.append({"track_id": track.id, "seq": frame.seq, "t_first": track.first_t + to_wall,
+                         "t_decided": now + to_wall, "class_id": decision.class_id, "label": decision.label,
                          "score": round(decision.confidence, 4), "agreement": round(decision.agreement, 4),
                          "votes": track.votes_dict(), "bin": decision.bin, "reason": decision.reason,
-                         "bbox": track.bbox.to_list(), "due": base + self.config.travel_delay_s})
+                         "bbox": track.bbox.to_list(), "due": base + self.config.travel_delay_s + to_wall})
         e2e_ms = (self.clock() - frame.t) * 1000.0
-        self.log.frame(frame.seq, "processed", t=frame.t, detections=len(detections), infer_ms=round(infer_ms, 3),
-                       e2e_ms=round(e2e_ms, 3))
+        self._logged(self.log.frame, frame.seq, "processed", t=frame.t + to_wall, detections=len(detections),
+                     infer_ms=round(infer_ms, 3), e2e_ms=round(e2e_ms, 3))
         if rows:
-            ids = self.log.record_decisions(rows)  # durable before anything moves
-            for ref, row in zip(ids, rows):
-                self.scheduler.schedule(ref, row["bin"], row["due"], row["t_first"])
+            ids = self._logged(self.log.record_decisions, rows)  # durable before anything moves
+            if ids is None:  # the log cannot take them: the items still move, under refs the log never had
+                ids = [-(self._unlogged + k + 1) for k in range(len(rows))]
+                self._unlogged += len(rows)
+            for ref, row, (at, first) in zip(ids, rows, due):
+                self.scheduler.schedule(ref, row["bin"], at, first)
                 if self.live is not None:
                     self.live.decided(ref, frame.image, row["bbox"])
             self.decisions += len(rows)
@@ -158,7 +189,7 @@ class SortLoop:
             if self.hard_examples.maybe_save(frame.image, frame.seq, detections,
                                              agreement if decisions else None):
                 self.stats.count("hard_examples")
-        self.log.maybe_commit()
+        self._logged(self.log.maybe_commit)
         work_ms = (time.perf_counter() - start) * 1000.0 - infer_ms
         # CPU time of this thread outside invoke(): the work itself, without waiting for a busy CPU
         work_cpu_ms = (time.thread_time() - cpu_start) * 1000.0 - self.detector.last_invoke_cpu_ms
@@ -171,7 +202,7 @@ class SortLoop:
         while not stop_event.is_set():
             frame, dropped = self.capture.get(0.2)
             self._log_dropped(dropped, "inference fell behind the camera")
-            self.notifier.watchdog()
+            self._watchdog()
             if frame is None:
                 if self.capture.done:
                     break
@@ -180,13 +211,28 @@ class SortLoop:
         self.notifier.notify("STOPPING=1")
         self._log_dropped(self.capture.stop(), "queued when the service stopped")
         if self.capture.error:
-            self.log.fault("source", self.capture.error)
+            self._logged(self.log.fault, "source", self.capture.error)
         for track, reason in self.tracker.flush():
             self._log_undecided(track, reason)
-        self.log.commit()
+        self._logged(self.log.commit)
         self.scheduler.stop()
-        self.log.commit()
+        self._logged(self.log.commit)
         return {"decisions": self.decisions, "source_error": self.capture.error, **self.stats.snapshot()}
+
+    def _watchdog(self) -> None:
+        """Ping systemd's watchdog unless actuations have stopped: then systemd restarts the service (the
+        log's pending decisions are recovered), and the fault says why."""
+        problem = self.scheduler.stalled()
+        if problem is None:
+            self._stall_reported = False
+            self.notifier.watchdog()
+            return
+        if not self._stall_reported:
+            self._stall_reported = True
+            self.stats.count("faults")
+            message = "actuations stopped: %s; the watchdog is no longer fed, so systemd restarts the service" % problem
+            LOG.error("%s", message)
+            self._logged(self.log.fault, "actuator", message)
 
 
 def build_service(bundle: str, config_path: Optional[str], source_spec: str, log_path: Optional[str] = None,
@@ -248,7 +294,10 @@ def build_service(bundle: str, config_path: Optional[str], source_spec: str, log
             log.fault(kind, message, None, ref)
 
         scheduler = ActuationScheduler(actuator, log, config.fail_safe_bin, config.actuator_retries,
-                                       config.actuator_retry_delay_s, on_fault, stats.actuated)
+                                       config.actuator_retry_delay_s, on_fault, stats.actuated,
+                                       # a live conveyor only: a replayed file's clock is not the belt's
+                                       late_tolerance_s=LATE_TOLERANCE_S if config.mode == "conveyor" and
+                                       source.live else None)
         hard = None
         if config.hard_dir:
             try:
@@ -266,6 +315,11 @@ def build_service(bundle: str, config_path: Optional[str], source_spec: str, log
                 snap = stats.snapshot()
                 snap["recent_faults"] = log.recent_faults(10)
                 snap["pending_actuations"] = scheduler.pending()
+                # what the service kept going through: late actuations not fired, records the disk refused
+                snap["actuations_missed_late"] = scheduler.missed
+                snap["log_frames_lost"] = log.frames_lost
+                if hard is not None:
+                    snap["hard_examples_failed"] = hard.failed
                 return snap
             live = LiveView({"axis": config.trigger_axis, "position": config.trigger_position,
                              "direction": config.trigger_direction}, loaded.accelerator)
@@ -282,6 +336,9 @@ def build_service(bundle: str, config_path: Optional[str], source_spec: str, log
             LOG.info("operator page at http://%s:%d/ (JSON status at /health)", *server.address[:2])
         # Nothing can fail from here on: record the run and start the background threads.
         log.start_run(source.description, loaded.accelerator, start_seq)
+        if getattr(log, "moved_aside", None):  # a corrupt log was kept aside and a fresh one started
+            log.fault("event_log", "%s could not be read (corrupt); it was moved to %s and a new log started"
+                      % (log.path, log.moved_aside))
         resumable = log.recover()  # decisions the previous run left unfinished (after a crash)
         if loaded.warning:
             log.fault("accelerator", loaded.warning)
@@ -289,8 +346,9 @@ def build_service(bundle: str, config_path: Optional[str], source_spec: str, log
         if gaps:  # a class sort.yaml leaves out (a retrained model's new class) is rejected item after item
             LOG.warning("%s", gaps)
             log.fault("sort_config", gaps)
+        to_monotonic = time.monotonic() - time.time()  # the log keeps wall times
         for ref, bin_name, due, t_first in resumable:
-            scheduler.schedule(ref, bin_name, due, t_first)
+            scheduler.schedule(ref, bin_name, due + to_monotonic, t_first + to_monotonic)
         scheduler.start()
         closers.insert(2, scheduler.stop)  # after log.close in the list: it stops before the log closes
         log.start_flusher()
@@ -306,14 +364,16 @@ def run_service(bundle: str, config_path: Optional[str] = None, source_spec: str
                 log_path: Optional[str] = None, max_frames: Optional[int] = None,
                 interpreter_loader: Optional[Callable] = None, device: Optional[str] = None,
                 health: bool = True) -> Dict:
-    """Run until the source ends, ``max_frames`` frames, or SIGTERM/SIGINT. Returns the summary."""
+    """Run until the source ends, ``max_frames`` frames, or SIGTERM/SIGINT/SIGHUP. Returns the summary."""
     stop = threading.Event()
 
     def on_signal(signum, _frame):
         LOG.info("signal %d: finishing pending actuations and flushing the log", signum)
         stop.set()
 
-    previous = {s: signal.signal(s, on_signal) for s in (signal.SIGTERM, signal.SIGINT)}
+    # SIGHUP too: a service started by hand whose terminal closes still fires what is pending
+    handled = [s for s in (signal.SIGTERM, signal.SIGINT, getattr(signal, "SIGHUP", None)) if s is not None]
+    previous = {s: signal.signal(s, on_signal) for s in handled}
     try:
         loop, cleanup = build_service(bundle, config_path, source_spec, log_path, max_frames,
                                       interpreter_loader, device, health)

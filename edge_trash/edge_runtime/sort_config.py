@@ -99,6 +99,72 @@ class SortConfig:
                                     % (bin_name, " (e.g. %r)" % folded if folded else ""))
                 raise self._err("actuator.serial.command", "%r cannot be sent as %s" % (line, encoding))
 
+    def _check_gpio(self, sent_bins) -> None:
+        """The gpio actuator pulses one line per bin (``actuator.gpio``: {bin: {"chip": ..., "line": ...}}):
+        a bin that can be sent (a class's bin, reject_bin, fail_safe_bin) without a line would fail every
+        time, item after item going to the fail-safe bin, so it is refused here, naming the bins and the fix;
+        every entry must be {"chip": a device path, "line": an integer >= 0}."""
+        lines = self.actuator.get("gpio")
+        if lines is None:
+            lines = {}
+        if not isinstance(lines, dict):
+            raise self._err("actuator.gpio", "expected a mapping bin -> {\"chip\": \"/dev/gpiochip2\", "
+                                             "\"line\": 13}, got %r" % (lines,))
+        missing = [b for b in sent_bins if b not in lines]
+        if missing:
+            raise self._err("actuator.gpio", "no line for %s %s: %s items could never be actuated and "
+                                             "would end in fail_safe_bin (or nowhere, for fail_safe_bin "
+                                             "itself); add %s to actuator.gpio (e.g. %s: {\"chip\": "
+                                             "\"/dev/gpiochip2\", \"line\": 13}), one line for each bin that "
+                                             "classes, reject_bin and fail_safe_bin name"
+                            % ("bin" if len(missing) == 1 else "bins", ", ".join(repr(b) for b in missing),
+                               "its" if len(missing) == 1 else "their", "it" if len(missing) == 1 else "them",
+                               quote_text(missing[0])))
+        for bin_name, spec in lines.items():  # the actuator opens every line it is given, at start
+            key = "actuator.gpio.%s" % (bin_name,)
+            if not isinstance(spec, dict):
+                raise self._err(key, "expected {\"chip\": \"/dev/gpiochip2\", \"line\": 13}, got %r" % (spec,))
+            if not isinstance(spec.get("chip"), str):
+                raise self._err(key + ".chip", "expected the GPIO chip's device path as a text (e.g. "
+                                               "\"/dev/gpiochip2\"), got %r" % (spec.get("chip"),))
+            line = spec.get("line")
+            if isinstance(line, bool) or not isinstance(line, (int, str)) or not str(line).isdigit():
+                raise self._err(key + ".line", "expected the line number on %s as an integer >= 0 (e.g. 13), "
+                                               "got %r" % (spec["chip"], line))
+
+    def _check_pwm(self, sent_bins) -> None:
+        """The pwm actuator moves a servo to a duty cycle per bin (``actuator.pwm.positions``: {bin: duty}):
+        a bin that can be sent without a position would fail every time, item after item going to the
+        fail-safe bin, so it is refused here, naming the bins and the fix; a duty cycle (and ``home``)
+        must be a number in [0, 1]."""
+        pwm = self.actuator.get("pwm")
+        if pwm is None:
+            pwm = {}
+        if not isinstance(pwm, dict):
+            raise self._err("actuator.pwm", "expected a mapping of keys, got %r" % (pwm,))
+        positions = pwm.get("positions")
+        if positions is None:
+            positions = {}
+        if not isinstance(positions, dict):
+            raise self._err("actuator.pwm.positions", "expected a mapping bin -> duty cycle in [0, 1], got %r"
+                            % (positions,))
+        missing = [b for b in sent_bins if b not in positions]
+        if missing:
+            raise self._err("actuator.pwm.positions", "no position for %s %s: %s items could never be "
+                                                      "actuated and would end in fail_safe_bin (or nowhere, for "
+                                                      "fail_safe_bin itself); add %s to actuator.pwm.positions "
+                                                      "(e.g. %s: 0.075, a duty cycle in [0, 1]), one for each bin "
+                                                      "that classes, reject_bin and fail_safe_bin name"
+                            % ("bin" if len(missing) == 1 else "bins", ", ".join(repr(b) for b in missing),
+                               "its" if len(missing) == 1 else "their", "it" if len(missing) == 1 else "them",
+                               quote_text(missing[0])))
+        checks = [("actuator.pwm.positions.%s" % name, duty) for name, duty in positions.items()]
+        if pwm.get("home") is not None:
+            checks.append(("actuator.pwm.home", pwm["home"]))
+        for key, duty in checks:
+            if isinstance(duty, bool) or not isinstance(duty, (int, float)) or not 0.0 <= duty <= 1.0:
+                raise self._err(key, "expected a duty cycle in [0, 1] (e.g. 0.075), got %r" % (duty,))
+
     def _validate(self) -> None:
         raw = self.raw
         if not isinstance(raw, dict):
@@ -145,9 +211,24 @@ class SortConfig:
         self.trigger_direction = trigger.get("direction", 1)
         if self.trigger_direction not in (1, -1):
             raise self._err("trigger_line.direction", "%r is not 1 or -1" % (self.trigger_direction,))
+        if self.mode == "conveyor" and self.trigger_position in (0.0, 1.0):
+            # an item's centre is always inside the frame, so it never crosses a line on the frame's edge
+            raise self._err("trigger_line.position", "%r is the edge of the frame: no item's centre ever crosses "
+                                                     "it, so no item would be decided; put the line inside the "
+                                                     "frame, e.g. 0.5" % (trigger.get("position"),))
         self.tracker_iou = self._number("iou_threshold", 0.2, 0.0, 1.0, section="tracker")
         self.tracker_max_distance = self._number("max_distance", 1.0, 0.0, 100.0, section="tracker")
-        self.tracker_max_age = self._number("max_age", 5, 0, 10000, integer=True, section="tracker")
+        if self.tracker_iou >= 1.0 and self.tracker_max_distance == 0.0:
+            raise self._err("tracker.iou_threshold", "1 together with tracker.max_distance 0 matches only "
+                                                     "pixel-identical boxes, so an item loses its track on every "
+                                                     "frame and is never decided; lower tracker.iou_threshold "
+                                                     "(default 0.2) or raise tracker.max_distance (default 1.0)")
+        max_age = self._section("tracker").get("max_age")
+        if max_age == 0 and not isinstance(max_age, bool):
+            raise self._err("tracker.max_age", "0 ends every track on the frame after it is seen, before its item "
+                                               "can be decided, so nothing would be sorted; set it to the frames "
+                                               "a track may go without a detection, at least 1 (default 5)")
+        self.tracker_max_age = self._number("max_age", 5, 1, 10000, integer=True, section="tracker")
         self.tracker_min_hits = self._number("min_hits", 3, 1, 10000, integer=True, section="tracker")
         self.resize = raw.get("resize", "stretch")
         if self.resize not in ("stretch", "letterbox"):
@@ -156,10 +237,15 @@ class SortConfig:
         if not isinstance(self.actuator, dict) or self.actuator.get("type") not in ACTUATOR_TYPES:
             raise self._err("actuator.type", "%r is not one of %s" % (
                 self.actuator.get("type") if isinstance(self.actuator, dict) else self.actuator, ", ".join(ACTUATOR_TYPES)))
+        sent_bins = sorted(set(classes.values()) | {self.reject_bin, self.fail_safe_bin})
         if self.actuator["type"] == "serial":
-            self._check_serial(sorted(set(classes.values()) | {self.reject_bin, self.fail_safe_bin}))
+            self._check_serial(sent_bins)
         self.actuator_retries = self._number("retries", 2, 0, 100, integer=True, section="actuator")
         self.actuator_retry_delay_s = self._number("retry_delay_s", 0.05, 0.0, 10.0, section="actuator")
+        if self.actuator["type"] == "gpio":
+            self._check_gpio(sent_bins)
+        elif self.actuator["type"] == "pwm":
+            self._check_pwm(sent_bins)
         hard = self._section("hard_examples")
         self.hard_dir = self._text("hard_examples", "dir", None)
         band = hard.get("band", [0.3, 0.6])
@@ -375,8 +461,11 @@ def default_sort_config(class_names: Sequence[str], bins: Optional[Dict[str, str
         '  "stable_frames": 5,',
         '  "tracker": {"iou_threshold": 0.2, "max_distance": 1.0, "max_age": 5, "min_hits": 3},',
         '  "resize": "stretch",',
-        "  # type: simulated | gpio | pwm | serial. gpio example (Dev Board pin 37):",
-        '  #   "gpio": {"plastic": {"chip": "/dev/gpiochip2", "line": 13}}, "pulse_s": 0.1',
+        "  # type: simulated | gpio | pwm | serial. gpio and pwm need an entry for every bin items can go to",
+        "  # (each bin of classes, reject_bin, fail_safe_bin). gpio example (plastic on Dev Board pin 37,",
+        "  # reject on another free pin of yours):",
+        '  #   "gpio": {"plastic": {"chip": "/dev/gpiochip2", "line": 13}, "reject": {"chip": "CHIP", "line": N}},',
+        '  #   "pulse_s": 0.1',
         "  # pwm example (pin 32): \"pwm\": {\"chip\": 0, \"channel\": 0, \"frequency_hz\": 50,",
         '  #   "positions": {"plastic": 0.05, "reject": 0.10}}; serial: "serial": {"port": "/dev/ttyUSB0",',
         '  #   "baudrate": 115200, "command": "BIN {bin}\\n", "ack": "OK", "encoding": "ascii"}: the bin',

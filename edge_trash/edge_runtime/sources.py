@@ -201,7 +201,13 @@ class OpenCVSource(FrameSource):
                 raise SourceError("%s: %d consecutive read failures; the camera is lost" % (self.description, self._errors))
             raise FrameReadError("%s: read failed (%d in a row)" % (self.description, self._errors))
         self._errors = 0
-        return bgr[:, :, ::-1]
+        if bgr.ndim == 2 and bgr.dtype == np.uint8:  # a GRAY8 pipeline, or CONVERT_RGB off: grey in all three
+            return np.repeat(bgr[:, :, None], 3, axis=2)
+        if bgr.ndim != 3 or bgr.shape[2] not in (3, 4) or bgr.dtype != np.uint8:
+            raise FrameReadError("%s: a frame of shape %s and type %s; the service takes height x width x 3 "
+                                 "uint8 (BGR, or BGRA); check the camera's pixel format or the gst: pipeline's "
+                                 "last caps (video/x-raw,format=BGR)" % (self.description, bgr.shape, bgr.dtype))
+        return bgr[:, :, 2::-1]  # BGR or BGRA -> RGB
 
     def close(self) -> None:
         if self.cap is not None:
@@ -240,7 +246,7 @@ class FrameCapture:
     """
 
     def __init__(self, source: FrameSource, start_seq: int = 0, queue_size: int = 2,
-                 max_frames: Optional[int] = None, clock: Callable[[], float] = time.time,
+                 max_frames: Optional[int] = None, clock: Callable[[], float] = time.monotonic,
                  prepare: Optional[Callable] = None):
         self.source = source
         self.prepare = prepare  # runs in the capture thread, overlapping the previous frame's inference

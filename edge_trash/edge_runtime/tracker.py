@@ -4,6 +4,10 @@ One decision per item: in ``conveyor`` mode when the track's centre crosses the 
 the direction of travel; in ``platform`` mode after ``stable_frames`` consecutive frames with the
 same leading class. Tracks that end without a decision are returned in ``expired`` with a reason
 (``too_brief`` when seen fewer than ``min_hits`` frames) so the caller logs them.
+
+In ``platform`` mode a decided track only takes detections of the class it was decided as: the
+actuator empties the platform, so a detection of another class where a decided item was is the next
+item, and it gets a track (and a decision) of its own instead of vanishing into the decided one.
 """
 
 from typing import Dict, List, Optional, Sequence, Tuple
@@ -13,6 +17,8 @@ import numpy as np
 from edge_trash.edge_runtime.geometry import BBox, Detection
 
 MODES = ("conveyor", "platform")
+# Platform mode: a decided track is preferred for a detection of its class overlapping it this much.
+OWN_IOU = 0.5
 
 
 class TriggerLine:
@@ -55,6 +61,7 @@ class Track:
         self.prev_t = t
         self.crossed_t = None  # type: Optional[float]  interpolated time the centre crossed the line
         self.decided = False
+        self.decided_class = None  # type: Optional[int]  the vote winner when the track was decided
         self.add(det, seq, t)
 
     def add(self, det: Detection, seq: int, t: float) -> None:
@@ -141,8 +148,18 @@ class IoUTracker:
         tc = (t[:, :2] + t[:, 2:]) / 2.0
         dc = (d[:, :2] + d[:, 2:]) / 2.0
         dist = np.sqrt(((tc[:, None, :] - dc[None, :, :]) ** 2).sum(-1)) / size[:, None]
-        ti, di = np.nonzero((iou >= self.iou_threshold) | (dist <= self.max_distance))
-        order = np.lexsort((dist[ti, di], -iou[ti, di]))
+        close = (iou >= self.iou_threshold) | (dist <= self.max_distance)
+        if self.mode == "platform":
+            close, own = self._platform_pairs(close, detections)
+            ti, di = np.nonzero(close)
+            # a decided item keeps its own class's detections at its place first, so a frame that misreads
+            # its class cannot hand them to a new track that would then be decided a second time; only
+            # where the boxes mostly overlap, so it never takes a neighbouring item's detection
+            own = own & (iou >= OWN_IOU)
+            order = np.lexsort((dist[ti, di], -iou[ti, di], ~own[ti, di]))
+        else:
+            ti, di = np.nonzero(close)
+            order = np.lexsort((dist[ti, di], -iou[ti, di]))
         used_t, used_d, matches = set(), set(), []
         for k in order:
             a, b = int(ti[k]), int(di[k])
@@ -151,6 +168,16 @@ class IoUTracker:
                 used_d.add(b)
                 matches.append((a, b))
         return matches
+
+    def _platform_pairs(self, close, detections: Sequence[Detection]):
+        """Platform mode: (``close`` without the pairs of a decided track and a detection of another class,
+        the pairs of a decided track and a detection of its own class). The actuator takes a decided item
+        off the platform, so another class at its place is the next item: it must start its own track."""
+        decided = np.array([tr.decided for tr in self.tracks], dtype=bool)
+        track_class = np.array([tr.decided_class if tr.decided_class is not None else -1 for tr in self.tracks])
+        det_class = np.array([det.class_id for det in detections])
+        same = track_class[:, None] == det_class[None, :]
+        return close & ~(decided[:, None] & ~same), decided[:, None] & same
 
     def update(self, detections: Sequence[Detection], seq: int, t: float, frame_w: int,
                frame_h: int) -> TrackerUpdate:
@@ -195,6 +222,7 @@ class IoUTracker:
                     out.ready.append(track)
         for track in out.ready:
             track.decided = True
+            track.decided_class = track.vote_winner()[0]
         return out
 
     def _why_undecided(self, track: Track) -> str:
