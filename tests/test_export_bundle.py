@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import sys
 from collections import Counter
 from pathlib import Path
@@ -87,6 +88,9 @@ def test_export_with_fake_compiler_writes_a_verified_bundle(tmp_path, sample_bui
     assert result.compile["edgetpu_ops"] == result.compat["edgetpu_ops"]
 
     manifest = verify_bundle(str(bundle), model_input={"shape": [1, 32, 32, 3], "dtype": "uint8"})
+    # install.sh copies the bundle as root and the service runs as edge-trash: every file readable by others
+    unreadable = [str(p.relative_to(bundle)) for p in bundle.rglob("*") if p.stat().st_mode & 0o044 != 0o044]
+    assert unreadable == []
     names = (Path(data_dir) / "labels.txt").read_text().split()
     assert manifest["class_names"] == names == manifest["labels"]
     assert manifest["output_names"] == ["output_0", "output_1", "output_2", "output_3"]
@@ -200,6 +204,17 @@ def test_options_name_the_bad_flag(tmp_path):
     with pytest.raises(ValueError, match="--out .* is not an edge-trash bundle"):
         ExportOptions(**{**base, "out": str(tmp_path / "other")}).validate()
     ExportOptions(**base).validate()
+    # a folder with a model_int8.tflite copied in is a bundle only when it holds nothing else
+    (tmp_path / "other" / "model_int8.tflite").write_bytes(b"model")
+    (tmp_path / "other" / "mydata").mkdir()
+    with pytest.raises(ValueError) as err:
+        ExportOptions(**{**base, "out": str(tmp_path / "other")}).validate()
+    assert str(err.value) == (f"--out {tmp_path / 'other'} holds what an export does not write: mydata/, notes.txt; "
+                              "export replaces the whole directory, so move them out first or choose another --out")
+    for name in ("notes.txt", "mydata"):
+        shutil.rmtree(tmp_path / "other" / name) if name == "mydata" else (tmp_path / "other" / name).unlink()
+    (tmp_path / "other" / "sort.yaml").write_text("{}")
+    ExportOptions(**{**base, "out": str(tmp_path / "other")}).validate()
     for k in range(3):  # a --folds build has no train split to calibrate on, nor val to check int8 on
         (tmp_path / "data" / f"fold{k}-00000-of-00001.tfrecord").write_bytes(b"x")
     with pytest.raises(ValueError) as err:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 
 import numpy as np
 import pytest
@@ -64,3 +65,21 @@ def test_load_calibration_set_uses_only_train_images(sample_build):
     assert len(calib.images_per_class) >= min(5, len(everything.images_per_class))
     with pytest.raises(ValueError, match="--calibration-images"):
         load_calibration_set(str(data_dir), 48, count=0)
+
+
+def test_calibration_refuses_shards_of_two_builds_or_a_set_with_one_missing(tmp_path):
+    from edge_trash.tfrecords.split_layout import broken_shard_set
+
+    for name in ("train-00000-of-00001.tfrecord", "train-00000-of-00003.tfrecord", "train-00001-of-00003.tfrecord",
+                 "train-00002-of-00003.tfrecord"):
+        (tmp_path / name).write_bytes(b"")
+    with pytest.raises(FileNotFoundError) as err:
+        split_files(str(tmp_path), "train")
+    assert str(err.value) == broken_shard_set(sorted(tmp_path.glob("train-*.tfrecord"))) != ""
+    (tmp_path / "train-00000-of-00001.tfrecord").unlink()
+    (tmp_path / "train-00001-of-00003.tfrecord").unlink()
+    with pytest.raises(FileNotFoundError, match="train-00001-of-00003"):
+        split_files(str(tmp_path), "train")
+    (tmp_path / "train-00001-of-00003.tfrecord").write_bytes(b"")
+    assert [os.path.basename(f) for f in split_files(str(tmp_path), "train")] == [
+        "train-00000-of-00003.tfrecord", "train-00001-of-00003.tfrecord", "train-00002-of-00003.tfrecord"]

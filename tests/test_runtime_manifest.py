@@ -34,6 +34,8 @@ def test_write_manifest_is_atomic_and_ignores_itself(bundle):
     write_manifest(bundle, {"x": 1})
     assert build_manifest(bundle, {"x": 1}) == first
     assert not [n for n in os.listdir(bundle) if n.startswith(".manifest-")]
+    # the installer copies the bundle as root; the service (user edge-trash) must still read the manifest
+    assert os.stat(os.path.join(bundle, "manifest.json")).st_mode & 0o777 == 0o644
 
 
 def test_tampered_model_is_named(bundle):

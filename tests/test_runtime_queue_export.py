@@ -78,6 +78,10 @@ def test_export_orders_least_confident_first_with_pre_annotations(tmp_path, use_
                       "iscrowd": 0, "score": 0.45, "pre_annotation": True}]
     assert sorted(os.listdir(str(tmp_path / "relabel_images"))) == [
         "000000000010.jpg", "000000000011.jpg", "000000000012.jpg"]
+    # files others can read: the queue is copied off the board as another user, relabel.json handed on
+    modes = {name: os.stat(str(tmp_path / "q" / name)).st_mode & 0o777 for name in os.listdir(str(tmp_path / "q"))}
+    assert set(modes.values()) == {0o644}, modes
+    assert os.stat(str(tmp_path / "relabel.json")).st_mode & 0o777 == 0o644
 
 
 def test_export_errors_name_the_queue(tmp_path):

@@ -40,6 +40,7 @@ def _atomic_write(path: str, data: bytes) -> None:
     try:
         with os.fdopen(fd, "wb") as f:
             f.write(data)
+        os.chmod(tmp, 0o644)  # mkstemp makes 0600: the operator copies the queue off the board as another user
         os.replace(tmp, path)
     except BaseException:
         _remove(tmp)

@@ -42,6 +42,10 @@ mv "$PREFIX/bundle.new" "$PREFIX/bundle"
 rm -rf "$PREFIX/edge_trash"
 cp -r "$PREFIX/bundle/edge_trash" "$PREFIX/edge_trash"
 [ -f /etc/edge-trash/sort.yaml ] || cp "$PREFIX/bundle/sort.yaml" /etc/edge-trash/sort.yaml
+# The service runs as edge-trash: whatever modes the copy brought (a umask of 077 where it was exported,
+# an scp), it must read the bundle, its code and the config.
+chmod -R a+rX "$PREFIX/bundle" "$PREFIX/edge_trash"
+chmod a+r /etc/edge-trash/sort.yaml
 chown -R edge-trash:edge-trash /var/lib/edge-trash
 
 # Check the bundle (hashes, labels, model input) before enabling the unit.

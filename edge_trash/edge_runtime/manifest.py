@@ -86,6 +86,7 @@ def write_manifest(bundle_dir: str, fields: Dict) -> Dict:
             f.write("\n")
             f.flush()
             os.fsync(f.fileno())
+        os.chmod(tmp, 0o644)  # mkstemp makes 0600: the service runs as another user (edge-trash) than the installer
         os.replace(tmp, os.path.join(bundle_dir, MANIFEST_NAME))
     except BaseException:
         if os.path.exists(tmp):

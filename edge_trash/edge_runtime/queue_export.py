@@ -90,7 +90,13 @@ def export_queue_as_coco(queue_dir: str, out_json: str, images_out: str) -> Dict
     if not os.path.isdir(directory):
         os.makedirs(directory)
     fd, tmp = tempfile.mkstemp(prefix=".relabel-", suffix=".json", dir=directory)
-    with os.fdopen(fd, "w", encoding="utf-8") as f:
-        json.dump(coco, f, indent=1)
-    os.replace(tmp, out_json)
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as f:
+            json.dump(coco, f, indent=1)
+        os.chmod(tmp, 0o644)  # mkstemp makes 0600; a file to hand to a labelling tool
+        os.replace(tmp, out_json)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
     return {"images": len(images), "annotations": len(annotations), "out": out_json, "images_out": images_out}

@@ -100,6 +100,12 @@ class ExportOptions:
             raise ValueError(
                 f"--out {self.out} exists and is not an edge-trash bundle (no {CPU_MODEL}); "
                 "choose a new or empty directory: export replaces the whole directory")
+        foreign = _not_written_by_export(self.out) if os.path.isdir(self.out) else []
+        if foreign:
+            shown = ", ".join(foreign[:5]) + (f" and {len(foreign) - 5} more" if len(foreign) > 5 else "")
+            raise ValueError(
+                f"--out {self.out} holds what an export does not write: {shown}; export replaces the whole "
+                "directory, so move them out first or choose another --out")
 
 
 @dataclasses.dataclass
@@ -147,6 +153,20 @@ class ExportResult:
 
 def _looks_like_bundle(path: str) -> bool:
     return any(os.path.exists(os.path.join(path, name)) for name in (CPU_MODEL, "manifest.json", COMPAT))
+
+
+# every name an export writes into a bundle (sort.yaml.new: the new template beside an edited sort.yaml)
+BUNDLE_NAMES = frozenset((CPU_MODEL, EDGETPU_MODEL, COMPILER_LOG, LABELS, SORT_CONFIG, "sort.yaml.new", COMPAT,
+                          PARITY, "manifest.json", RUNTIME_DIR))
+
+
+def _not_written_by_export(path: str) -> List[str]:
+    """The entries of a bundle folder an export did not write (a user's notes, an event log from running the
+    service there): replacing the folder would delete them. Folders end in '/'."""
+    if not _looks_like_bundle(path):
+        return []
+    return sorted(name + ("/" if os.path.isdir(os.path.join(path, name)) else "")
+                  for name in os.listdir(path) if name not in BUNDLE_NAMES)
 
 
 def _atomic_write_bytes(path: str, data: bytes) -> None:

@@ -45,6 +45,13 @@ def split_files(data_dir: str, split: str) -> List[str]:
         raise FileNotFoundError(
             f"no {split} TFRecords match {pattern}: pass the --out directory of "
             "`edge-trash build-tfrecords` as --data")
+    from pathlib import Path
+
+    from edge_trash.tfrecords.split_layout import broken_shard_set
+
+    broken = broken_shard_set([Path(f) for f in files])  # two builds' shards, or one left out of a copy
+    if broken:
+        raise FileNotFoundError(broken)
     return files
 
 
