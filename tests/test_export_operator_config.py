@@ -87,6 +87,7 @@ def test_keep_edited_sort_config_moves_the_template_aside_and_says_what_the_kept
     assert kept.warnings == [
         f"{out}/sort.yaml maps bottle, not classes of this model (its classes: can, cup, lid, paper): the sort "
         "service refuses to start until they are removed from classes"]
+    assert kept.blocks_service is True
 
 
 def test_keep_edited_sort_config_without_a_template_keeps_the_file_alone(tmp_path):
@@ -97,7 +98,18 @@ def test_keep_edited_sort_config_without_a_template_keeps_the_file_alone(tmp_pat
     assert sorted(p.name for p in staging.iterdir()) == ["sort.yaml"]
     assert kept.notes == [f"{out}/sort.yaml was edited after the last export: kept as it is (this export stopped "
                           "before writing a template)", f"{out}/sort.yaml maps every class of this model"]
-    assert kept.warnings == []
+    assert kept.warnings == [] and kept.blocks_service is False
+
+
+def test_the_next_command_says_to_fix_a_kept_sort_yaml_that_stops_the_service():
+    from edge_trash.export.bundle import ExitCode, ExportResult
+
+    result = ExportResult("out/bundle", ExitCode.OK, "", {}, 1.0, manifest_written=True)
+    push = "mdt push out/bundle /home/mendel/  (or scp -r out/bundle mendel@BOARD:)"
+    assert result.next_command() == push
+    result.sort_config_blocks = True
+    assert result.next_command() == ("fix out/bundle/sort.yaml as the warning says (or copy sort.yaml.new over it), "
+                                     "then " + push)
 
 
 def _loader(names, activation="relu6"):

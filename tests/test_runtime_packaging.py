@@ -90,3 +90,27 @@ def test_fast_full_run_imports_neither_tensorflow_nor_click(tmp_path):
                            "dir:%s" % (tmp_path / "frames")], env=env, capture_output=True, text=True, timeout=120)
     assert proc.returncode == 0, proc.stderr[-2000:]
     assert "HEAVY=[]" in proc.stdout
+
+
+def test_install_check_refuses_a_kept_sort_yaml_that_does_not_fit_the_new_model(tmp_path, capsys):
+    import json
+
+    from edge_trash.edge_runtime.install_check import check_install, main
+    from runtime_fixtures import make_bundle
+
+    bundle = make_bundle(str(tmp_path / "bundle"))  # classes bottle, can, carton
+    kept = tmp_path / "etc-sort.yaml"
+    kept.write_text(json.dumps({"classes": {"bottle": "bottle", "cup": "reject"}}))  # cup: the last model's class
+    assert check_install(bundle) is None and main([bundle]) == 0
+    problem = check_install(bundle, str(kept))
+    assert problem.startswith("%s (kept from the last install) does not fit this model: " % kept)
+    assert "classes.cup: not a class of this model" in problem
+    assert problem.endswith("edit it (the bundle's own sort.yaml is the template for this model), then run "
+                            "install.sh again; the running service is unchanged")
+    assert main([bundle, str(kept)]) == 1 and capsys.readouterr().err == "install.sh: %s\n" % problem
+    kept.write_text(json.dumps({"classes": {"bottle": "bottle", "can": "can"}}))
+    assert check_install(bundle, str(kept)) is None
+    with open(os.path.join(bundle, "labels.txt"), "a") as f:
+        f.write("cup\n")
+    assert "labels.txt does not match the manifest" in check_install(bundle, str(kept))
+    assert main([]) == 2

@@ -122,3 +122,22 @@ def test_exported_queue_round_trips_through_build_tfrecords(tmp_path):
         want.setdefault(ann["image_id"], []).append(
             (label, round(ann["bbox"][0] / image["width"], 3), round(ann["bbox"][1] / image["height"], 3)))
     assert got == {k: sorted(v) for k, v in want.items()}
+
+
+def test_export_refuses_an_output_inside_the_queue_and_says_when_the_queue_is_empty(tmp_path):
+    queue_dir = str(tmp_path / "q")
+    HardExampleQueue(queue_dir, LABELS)  # a fresh queue: labels.json only
+    result = CliRunner().invoke(cli, ["queue", "export", queue_dir, "--out", str(tmp_path / "relabel.json")])
+    assert result.exit_code == 0 and not os.path.exists(str(tmp_path / "relabel.json"))
+    assert result.output == ("queue export: %s holds no hard examples yet: nothing to relabel, nothing written (the "
+                             "device saves uncertain frames there while it sorts)\n" % queue_dir)
+    fill_queue(queue_dir, True)
+    inside = os.path.join(queue_dir, "relabel.json")
+    result = CliRunner().invoke(cli, ["queue", "export", queue_dir, "--out", inside])
+    assert result.exit_code == 2 and not os.path.exists(inside)
+    assert ("%s is inside the queue %s, where the next export would read it as a hard example; write it outside, "
+            "e.g. --out %s" % (inside, queue_dir, tmp_path / "relabel.json")) in " ".join(result.output.split())
+    result = CliRunner().invoke(cli, ["queue", "export", queue_dir, "--out", str(tmp_path / "r.json"),
+                                      "--images-out", os.path.join(queue_dir, "img")])
+    assert result.exit_code == 2 and "Invalid value for --images-out" in result.output
+    assert "e.g. --images-out %s" % (tmp_path / "relabel_images") in " ".join(result.output.split())

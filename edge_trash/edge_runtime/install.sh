@@ -28,6 +28,11 @@ if [ -n "$missing" ]; then
 fi
 python3 -c "import yaml" 2>/dev/null || echo "install.sh: note: PyYAML is absent; sort.yaml must stay in JSON syntax (sudo apt-get install python3-yaml to lift that)"
 
+# The new bundle, and the sort.yaml a previous install left in /etc, checked before the running service is touched.
+kept=""
+[ -f /etc/edge-trash/sort.yaml ] && kept=/etc/edge-trash/sort.yaml
+PYTHONPATH="$BUNDLE" python3 -m edge_trash.edge_runtime.install_check "$BUNDLE" $kept
+
 id edge-trash >/dev/null 2>&1 || useradd --system --no-create-home --shell /usr/sbin/nologin edge-trash
 for group in video plugdev gpio dialout; do
     getent group "$group" >/dev/null 2>&1 || groupadd --system "$group"

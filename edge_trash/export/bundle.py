@@ -124,6 +124,7 @@ class ExportResult:
     compile: Optional[Dict[str, Any]] = None
     calibration: Optional[Dict[str, Any]] = None
     manifest_written: bool = False
+    sort_config_blocks: bool = False  # the operator's kept sort.yaml stops the service: fix it before copying
 
     @property
     def ok(self) -> bool:
@@ -147,7 +148,11 @@ class ExportResult:
             from edge_trash.terminal import shell_word
 
             bundle = shell_word(self.bundle_dir)
-            return f"mdt push {bundle} /home/mendel/  (or scp -r {bundle} mendel@BOARD:)"
+            push = f"mdt push {bundle} /home/mendel/  (or scp -r {bundle} mendel@BOARD:)"
+            if self.sort_config_blocks:
+                return (f"fix {shell_word(os.path.join(self.bundle_dir, SORT_CONFIG))} as the warning says (or copy "
+                        f"sort.yaml.new over it), then {push}")
+            return push
         return "fix the problem above and rerun the export"
 
 
@@ -331,6 +336,7 @@ def export_bundle(options: ExportOptions, log: Callable[[str], None] = lambda _:
                 with open(template_path, "rb") as f:
                     template = f.read()
             edited = operator_config.edited_sort_config(out, template)
+            blocks = False
             if manifest_fields is not None:
                 from edge_trash.edge_runtime.manifest import write_manifest
                 if template is not None:
@@ -342,12 +348,14 @@ def export_bundle(options: ExportOptions, log: Callable[[str], None] = lambda _:
                 kept = operator_config.keep_edited_sort_config(staging, out, edited, class_names)
                 notes.extend(kept.notes)
                 warnings.extend(kept.warnings)
+                blocks = blocks or kept.blocks_service
             _replace_dir(staging, out)
             files = dict(files_in(out))
             return ExportResult(bundle_dir=out, exit_code=code, message=message, files=files,
                                 seconds=round(time.monotonic() - start, 1), warnings=warnings, notes=notes,
                                 compat=gate.summary, parity=parity_report, compile=compile_info,
-                                calibration=calibration_info, manifest_written=manifest_fields is not None)
+                                calibration=calibration_info, manifest_written=manifest_fields is not None,
+                                sort_config_blocks=blocks)
 
         if not gate.ok:
             if options.edgetpu and not options.allow_cpu_ops:
