@@ -327,3 +327,31 @@ def test_parity_failure_exits_5_with_advice_and_writes_parity_json(tmp_path, sam
     parity = json.loads((Path(result.bundle_dir) / "parity.json").read_text())
     assert parity["passed"] is False and parity["drop_points"]["AP50"] == 6.0
     assert not (Path(result.bundle_dir) / "manifest.json").exists()
+
+
+def test_a_sigterm_unwinds_the_export_like_ctrl_c(tmp_path, monkeypatch):
+    import signal
+    import time
+
+    from click.testing import CliRunner
+
+    from edge_trash.cli import cli
+
+    seen = []
+
+    def export_bundle(options, log):  # stands in for the real export, which removes its staging folder on unwind
+        try:
+            os.kill(os.getpid(), signal.SIGTERM)
+            time.sleep(5)
+        except KeyboardInterrupt:
+            seen.append("unwound")
+            raise
+
+    monkeypatch.setattr("edge_trash.export.bundle.export_bundle", export_bundle)
+    previous = signal.signal(signal.SIGTERM, lambda signum, frame: None)  # without the CLI's handler: ignored
+    try:
+        result = CliRunner().invoke(cli, ["export", "--model", str(tmp_path), "--data", str(tmp_path),
+                                          "--out", str(tmp_path / "bundle")])
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+    assert seen == ["unwound"] and result.exit_code != 0

@@ -48,7 +48,9 @@ def export(model: str, data: str, out: str, edgetpu: bool, compiler: str, calibr
            max_ap_drop: float, allow_cpu_ops: bool, skip_parity: bool, seed: int) -> None:
     """Quantize a trained run to int8, check and compile it for the Edge TPU, write the device bundle."""
     from edge_trash.export.bundle import ExportOptions, export_bundle, summary_line
+    from edge_trash.terminal import stop_on_sigterm
 
+    stop_on_sigterm()  # a `kill` unwinds like Ctrl-C: the half-built bundle (a hidden .OUT.partial-*) is removed
     options = ExportOptions(model=model, data=data, out=out, edgetpu=edgetpu, compiler=compiler,
                             calibration_images=calibration_images, max_ap_drop=max_ap_drop,
                             allow_cpu_ops=allow_cpu_ops, seed=seed, parity=not skip_parity)
