@@ -54,14 +54,16 @@ def test_bad_flags_name_the_flag(tmp_path, args, message):
 
 
 def test_missing_init_file_is_a_flag_error_and_leaves_no_run(tmp_path):
-    (tmp_path / "labels.txt").write_text("a\nb\n")
-    result = _run("--data", str(tmp_path), "--out", str(tmp_path / "run"), "--config", "demo")
+    bad = tmp_path / "bad"  # beside the run: an --out inside --data is refused before the data is read
+    bad.mkdir()
+    (bad / "labels.txt").write_text("a\nb\n")
+    result = _run("--data", str(bad), "--out", str(tmp_path / "run"), "--config", "demo")
     assert result.exit_code == 2  # the data is checked first
-    assert f"--data {tmp_path}: no .tfrecord shards; pass the --out folder of `edge-trash build-tfrecords`" in \
+    assert f"--data {bad}: no .tfrecord shards; pass the --out folder of `edge-trash build-tfrecords`" in \
         " ".join(result.output.split())
     for split in ("train", "val"):
-        (tmp_path / f"{split}-00000-of-00001.tfrecord").write_bytes(b"x")
-    result = _run("--data", str(tmp_path), "--out", str(tmp_path / "run"), "--config", "demo")
+        (bad / f"{split}-00000-of-00001.tfrecord").write_bytes(b"x")
+    result = _run("--data", str(bad), "--out", str(tmp_path / "run"), "--config", "demo")
     assert result.exit_code == 2 and "train-00000-of-00001.tfrecord: truncated record header at byte 0" in result.output
     sys.path.insert(0, str(Path(__file__).parent))
     from test_train_foreign_records import GOOD, _data
@@ -123,7 +125,15 @@ def test_train_on_toy_data_records_its_data_and_refuses_to_overwrite_or_resume_o
     assert (f"--resume: --data {other} is not the data {run} was trained on (--data {data}, as {run}/data.json "
             "records): labels.txt has 3 classes, the run was trained on 2 (not in the run: lid). Resume with the data "
             f"it was trained on (--data {data}), start a new run with another --out, or fine-tune this run on the new "
-            f"data: edge-trash train --data {other} --out NEW_RUN --init {run}") in said
+            f"data: edge-trash train --data {other} --out NEW_RUN --init {run} --config {run}/config.json") in said
+    # that command, typed: the run's own config (not the default preset's width) carries its weights over
+    command = said.split("fine-tune this run on the new data: ")[1].split()
+    tuned = tmp_path / "tuned"
+    result = _run(*[str(tuned) if w == "NEW_RUN" else w for w in command[2:]], "--no-progress")
+    assert result.exit_code == 0, result.output
+    assert (f"init: weights from run {run}; rebuilt for the new classes: class_head_0" in
+            " ".join(result.output.split()))
+    assert json.loads((tuned / "config.json").read_text())["model"]["input_size"] == 128
     (other / "labels.txt").write_text("square\nbar\n")
     (other / "splits.json").write_text(json.dumps({"file_names": {**listing, "val": ["1.jpg", "5.jpg", "6.jpg"]}}))
     result = _run("--data", str(other), "--out", str(run), "--resume", "--steps", "4", "--no-progress")
@@ -174,6 +184,10 @@ def test_a_folds_build_trains_with_fold_and_folders_that_cannot_train_fail_befor
                                          "--out", str(tmp_path / "eval.json")])
     assert evaluated.exit_code == 0, evaluated.output
     assert f"note: evaluating on fold1, the fold {run} was validated on (train --fold 1)" in evaluated.output
+    # export refuses a --folds folder: evaluate's next step is not an export command there
+    assert evaluated.output.splitlines()[-1].startswith(f"next: export takes a build without --folds ({data} holds "
+                                                        "folds and no train split")
+    assert "edge-trash export" not in evaluated.output
     scored = json.loads((tmp_path / "eval.json").read_text())
     assert (scored["split"], scored["num_images"]) == ("fold1", 4)
     evaluated = CliRunner().invoke(cli, ["evaluate", "--model", str(run / "saved_model"), "--data", str(data),

@@ -59,8 +59,8 @@ def check_run_classes(run_dir: str, data_dir: str) -> List[str]:
         (the message says what is gone, new or reordered, and the fix: the run's own ``--data``, or a
         retraining on this one).
     """
+    from edge_trash.models.init_weights import fine_tune_command
     from edge_trash.models.run_dir import read_labels
-    from edge_trash.terminal import shell_word
 
     run_labels, data_labels = Path(run_dir) / LABELS_TXT, Path(data_dir) / LABELS_TXT
     if not run_labels.is_file():
@@ -78,7 +78,7 @@ def check_run_classes(run_dir: str, data_dir: str) -> List[str]:
             f"{data_labels} does not list the classes the run was trained on ({run_labels}): "
             f"{'; '.join(differences)}. The int8 model would be calibrated and checked against float on records "
             "whose class ids mean other classes. Export with the --data the run was trained on, or retrain on "
-            f"this data: edge-trash train --data {shell_word(data_dir)} --out NEW_RUN --init {shell_word(run_dir)}")
+            f"this data: {fine_tune_command(Path(data_dir), Path(run_dir))}")
     return run_names
 
 

@@ -67,6 +67,23 @@ def resolve_init(init: str, config: SSDConfig) -> InitSource:
                     "Keras MobileNetV2 .h5, a previous run directory, 'imagenet' or 'scratch'")
 
 
+def fine_tune_command(data_dir: Path, run_dir: Path) -> str:
+    """The command that trains a new run on ``data_dir`` starting from the weights of ``run_dir``:
+    ``edge-trash train --data DATA --out NEW_RUN --init RUN --config RUN/config.json``.
+
+    ``--config RUN/config.json`` gives the new run that run's model (and train) settings, which ``--init RUN``
+    needs (:func:`load_from_run` refuses another width, head or anchors); it is left out when the run has no
+    config.json to name.
+    """
+    from edge_trash.models.run_dir import CONFIG_JSON
+    from edge_trash.terminal import shell_word
+
+    config = Path(run_dir) / CONFIG_JSON
+    with_config = f" --config {shell_word(config)}" if config.is_file() else ""
+    return (f"edge-trash train --data {shell_word(data_dir)} --out NEW_RUN --init {shell_word(run_dir)}"
+            f"{with_config}")
+
+
 def _h5_layer_names(path: Path) -> List[str]:
     import h5py
 
@@ -167,8 +184,9 @@ def load_from_run(model, run_dir: Path, config: SSDConfig,
     Returns ``(layers, action, why)``: the class-head layers ``action`` ("rebuilt" or
     "reordered") applied to, and why they were rebuilt when the class count alone does not say.
     """
-    from edge_trash.models.run_dir import WEIGHTS_H5, read_run_config
+    from edge_trash.models.run_dir import CONFIG_JSON, WEIGHTS_H5, read_run_config
     from edge_trash.models.ssd import build_ssd
+    from edge_trash.terminal import shell_word
 
     old_config = SSDConfig.from_dict(read_run_config(run_dir)["model"])
     for key in ("width_multiplier", "head", "extra_layer_depths", "aspect_ratios",
@@ -176,7 +194,8 @@ def load_from_run(model, run_dir: Path, config: SSDConfig,
         if getattr(old_config, key) != getattr(config, key):
             raise InitError(f"--init {run_dir}: model.{key} is {getattr(old_config, key)!r} there "
                             f"but {getattr(config, key)!r} here; they must match to carry "
-                            "weights over")
+                            f"weights over: add --config {shell_word(Path(run_dir) / CONFIG_JSON)} to train "
+                            "with that run's model settings")
     weights = Path(run_dir) / WEIGHTS_H5
     if not weights.is_file():
         raise InitError(f"--init {run_dir}: {weights} not found (the run never evaluated)")

@@ -175,6 +175,9 @@ def other_record_layout(folder: Path, flag: str) -> str:
 
     if not folder.is_dir() or any(SHARD_RE.match(p.name) for p in folder.iterdir()):
         return ""
+    builds = builds_inside(folder)
+    if builds:
+        return several_builds(folder, flag, builds)
     places = [folder] + sorted(p for p in folder.iterdir() if p.is_dir())
     files = [f for place in places for f in sorted(place.iterdir()) if f.is_file() and _RECORD_FILE.search(f.name)]
     if not files:
@@ -210,6 +213,35 @@ def other_record_layout(folder: Path, flag: str) -> str:
     if "val" not in by_split:
         lines.append("  (training needs a val split too: records of photos it does not train on)")
     return "\n".join(lines)
+
+
+def builds_inside(folder: Path) -> "list[Path]":
+    """The subfolders of ``folder`` that each hold a ``build-tfrecords`` output: shards named as it names them
+    (``train-00000-of-00001.tfrecord``, ``fold0-...``) and a ``labels.txt``, sorted by name."""
+    from edge_trash.tfrecords.split_layout import SHARD_RE
+
+    found = []
+    for sub in sorted(p for p in folder.iterdir() if p.is_dir()):
+        try:
+            if (sub / "labels.txt").is_file() and any(SHARD_RE.match(f.name) for f in sub.iterdir()):
+                found.append(sub)
+        except OSError:  # a subfolder this user cannot list is no build to name
+            continue
+    return found
+
+
+def several_builds(folder: Path, flag: str, builds: Sequence[Path]) -> str:
+    """What to say of a ``flag`` ``folder`` with no shards of its own whose subfolders ``builds`` are whole
+    ``build-tfrecords`` outputs: pass one of them. Linking their shards into ``folder`` would merge builds (the
+    same photos counted twice, one build's records under another's labels.txt)."""
+    from edge_trash.terminal import examples
+
+    names = [shell_word(b) for b in builds]
+    if len(builds) == 1:
+        return (f"{flag} {folder}: no shards of its own; it holds a build-tfrecords output in a subfolder (its "
+                f"shards and labels.txt): pass it as {flag}: {flag} {names[0]}")
+    return (f"{flag} {folder}: no shards of its own; this folder holds {len(builds)} builds of build-tfrecords, each "
+            f"in a subfolder with its own shards and labels.txt: pass one of them as {flag}: {examples(names, 8)}")
 
 
 def labels_txt_command(folder: Path, label_map: Path) -> str:

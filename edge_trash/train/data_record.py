@@ -128,6 +128,8 @@ def resume_data_problem(run_dir: Path, data_dir: Path, recorded: Mapping[str, An
                         current: Mapping[str, Any]) -> str:
     """Why ``train --resume`` of ``run_dir`` must not continue on ``data_dir`` ("" when it may): the
     differences of :func:`data_differences`, both folders, and the three ways on."""
+    from edge_trash.models.init_weights import fine_tune_command
+
     found = data_differences(recorded, current)
     if not found:
         return ""
@@ -136,8 +138,7 @@ def resume_data_problem(run_dir: Path, data_dir: Path, recorded: Mapping[str, An
               f"as its {Path(run_dir) / 'labels.txt'} says")
     return (f"--resume: --data {data_dir} is not the data {run_dir} was trained on ({source}): {'; '.join(found)}. "
             f"Resume with the data it was trained on{f' (--data {shell_word(was)})' if was else ''}, start a new run "
-            f"with another --out, or fine-tune this run on the new data: edge-trash train --data "
-            f"{shell_word(data_dir)} --out NEW_RUN --init {shell_word(run_dir)}")
+            f"with another --out, or fine-tune this run on the new data: {fine_tune_command(data_dir, run_dir)}")
 
 
 def no_record_note(run_dir: Path) -> str:

@@ -35,6 +35,66 @@ def _run_dir_of(model_path: Path) -> Optional[Path]:
     return None
 
 
+# What `train` writes into a run directory, and what reads each: an evaluate --out there would replace it.
+RUN_FILES = {
+    "config.json": "settings (train --resume, export and evaluate read them)",
+    "data.json": "record of the data it was trained on (train --resume checks --data against it)",
+    "metrics.json": "training record (train --resume, export's not-finished warning and evaluate's default fold "
+                    "read it)",
+    "labels.txt": "class list (export and evaluate read it)",
+    "model.weights.h5": "best weights (train --init RUN reads them)",
+}
+RUN_FOLDERS = {
+    "saved_model": "SavedModel (export and evaluate read it)",
+    "checkpoints": "checkpoints (train --resume continues from them)",
+    "logs": "TensorBoard logs",
+}
+
+
+def run_file_problem(path: Path, flag: str, instead: str) -> str:
+    """Why ``flag`` ``path`` must not be written ("" when it may): it is one of the files a run directory's
+    ``train`` wrote (config.json, data.json, metrics.json, labels.txt, model.weights.h5, or a path inside its
+    saved_model/, checkpoints/ or logs/), which evaluate would overwrite. ``instead`` names the file to suggest in
+    ``RUN/eval/`` (``val.json``)."""
+    path = Path(path)
+    run, what = None, ""
+    if (path.parent / "config.json").is_file() and (path.name in RUN_FILES or path.name in RUN_FOLDERS):
+        run = path.parent
+        what = f"{path.name} is its {RUN_FILES.get(path.name) or RUN_FOLDERS[path.name]}"
+    else:
+        for folder in path.parents:
+            if folder.name in RUN_FOLDERS and (folder.parent / "config.json").is_file():
+                run, what = folder.parent, f"{folder.name}/ holds its {RUN_FOLDERS[folder.name]}"
+                break
+    if run is None:
+        return ""
+    from edge_trash.terminal import shell_word
+
+    return (f"{flag} {path}: {run} is a training run and {what}; evaluate would overwrite it: write it "
+            f"elsewhere, e.g. {flag} {shell_word(run / 'eval' / instead)}")
+
+
+def folds_only(data_dir: Path) -> bool:
+    """Whether ``data_dir`` is a ``build-tfrecords --folds`` folder without a train split (export refuses it)."""
+    from edge_trash.tfrecords.split_layout import folds_in
+
+    return bool(folds_in(data_dir)) and not any(Path(data_dir).glob("train-*.tfrecord"))
+
+
+def next_step(run: Path, data_dir: Path) -> str:
+    """The ``next:`` line after evaluating run ``run`` on ``data_dir``, as train's summary says it: the export
+    command, or for a ``--folds`` folder (which export refuses) what to do instead."""
+    from edge_trash.terminal import shell_word
+
+    if folds_only(data_dir):
+        return (f"next: export takes a build without --folds ({data_dir} holds folds and no train split, while "
+                "export calibrates on a train split and checks int8 against float on val): compare the best AP of a "
+                "run for each fold (--fold K, each with its own --out); for the model to deploy, build-tfrecords "
+                "without --folds, train on that and export it")
+    # export takes a run folder (RUN/saved_model/ given to evaluate: the run above it)
+    return f"next: edge-trash export --model {shell_word(run)} --data {shell_word(data_dir)} --out bundle/ --edgetpu"
+
+
 def _read_json_object(path: Path) -> Dict[str, Any]:
     try:
         data = json.loads(path.read_text(encoding="utf-8"))
@@ -136,6 +196,14 @@ def evaluate(model_path: Optional[Path], data_dir: Optional[Path], split: Option
                                "--annotations GT.json")
     from edge_trash.atomic_files import os_error_message
 
+    scores_name = "metrics.json"
+    if model_path is not None:
+        scores_name = f"{split_for_run(model_path, split)[0].replace('+', '_')}.json"
+    for flag, path, instead in (("--out", out, scores_name), ("--save-detections", save_detections,
+                                                              "detections.json")):
+        problem = run_file_problem(path, flag, instead) if path is not None else ""
+        if problem:
+            raise click.UsageError(problem)
     try:  # before the evaluation, not after it: an --out that cannot be written fails at once
         out.parent.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
@@ -204,8 +272,5 @@ def evaluate(model_path: Optional[Path], data_dir: Optional[Path], split: Option
                f"{plural(metrics['num_images'], 'image')} in {seconds:.1f} s: AP {metrics['AP']:.3f}, "
                f"AP50 {metrics['AP50']:.3f}")
     run = _run_dir_of(model_path) if model_path is not None else None
-    if run is not None:  # export takes a run folder (RUN/saved_model/ given here: the run above it)
-        from edge_trash.terminal import shell_word
-
-        click.echo(f"next: edge-trash export --model {shell_word(run)} --data {shell_word(data_dir)} "
-                   "--out bundle/ --edgetpu")  # as train's summary says
+    if run is not None:
+        click.echo(next_step(run, data_dir))

@@ -17,6 +17,15 @@ def _dir_size_mb(path: Path) -> float:
     return sum(p.stat().st_size for p in path.rglob("*") if p.is_file()) / 1e6
 
 
+def is_run_config(config: Optional[str]) -> bool:
+    """Whether ``--config`` names a run's own ``RUN/config.json`` (beside the run's labels.txt), as the
+    ``--init RUN --config RUN/config.json`` commands edge-trash prints do."""
+    if not config:
+        return False
+    path = Path(config)
+    return path.name == "config.json" and path.is_file() and (path.parent / "labels.txt").is_file()
+
+
 @click.command("train")
 @click.option("--data", "data_dir", required=True,
               type=click.Path(exists=True, file_okay=False, path_type=Path),
@@ -25,8 +34,8 @@ def _dir_size_mb(path: Path) -> float:
 @click.option("--out", "out_dir", required=True, type=click.Path(file_okay=False, path_type=Path),
               help="Run directory to create (or to continue with --resume).")
 @click.option("--config", "config", default=None, metavar="FILE|PRESET",
-              help="YAML/JSON file with 'model' and 'train' sections, or a preset: "
-                   "ssd_mobilenet_v2_320 (default), ssdlite_mobilenet_v2_320, demo.")
+              help="YAML/JSON file with 'model' and 'train' sections (a run's RUN/config.json too: its settings, "
+                   "without its fold), or a preset: ssd_mobilenet_v2_320 (default), ssdlite_mobilenet_v2_320, demo.")
 @click.option("--steps", type=click.IntRange(min=1), default=None,
               help="Training steps (with --resume: the new total, past the step the run reached; without it the "
                    "run's own count).")
@@ -75,6 +84,11 @@ def train(data_dir: Path, out_dir: Path, config: Optional[str], steps: Optional[
         model_cfg, train_cfg = load_config(config)
     except ValueError as exc:
         raise click.BadParameter(str(exc), param_hint="--config") from None
+    if fold is None and train_cfg.fold is not None and is_run_config(config):
+        # the fold belongs to that run's --data (a --folds build), not to its settings: --fold picks one here
+        click.echo(f"note: --config {config}: that run validated on fold {train_cfg.fold} (train --fold "
+                   f"{train_cfg.fold}); this run does not, unless --fold says so", err=True)
+        train_cfg = train_cfg.replace(fold=None)
     changes = {k: v for k, v in (("steps", steps), ("batch_size", batch_size), ("init", init),
                                  ("strategy", strategy), ("mixed_precision", mixed_precision), ("fold", fold))
                if v is not None}

@@ -28,8 +28,8 @@ from edge_trash.models import run_dir as rd
 from edge_trash.models.config import SSDConfig
 from edge_trash.tfrecords.split_layout import DataSplitError, training_splits
 from edge_trash.terminal import plural, shell_word
-from edge_trash.train.data_record import (data_record, no_record_note, read_data_record, resume_data_problem,
-                                          write_data_record)
+from edge_trash.train.data_record import (DATA_JSON, data_record, no_record_note, read_data_record,
+                                          resume_data_problem, write_data_record)
 from edge_trash.train.train_config import TrainConfig
 
 if TYPE_CHECKING:
@@ -149,13 +149,69 @@ def default_dataset_fn(data_dir: Path, model: SSDConfig, train: TrainConfig) -> 
     return dataset_fn
 
 
+#: What ``train`` writes into a run directory (``edge_trash.models.run_dir`` and ``data_record``): an --out
+#: holding nothing else, and no config.json, is a run that stopped before its config was written.
+RUN_ENTRIES = (rd.CONFIG_JSON, rd.LABELS_TXT, DATA_JSON, rd.WEIGHTS_H5, rd.SAVED_MODEL, rd.CHECKPOINTS,
+               rd.METRICS_JSON, rd.LOGS)
+
+
+def _is_run_entry(name: str) -> bool:
+    """Whether ``name`` (an entry of an --out folder) is one a run writes: a file of :data:`RUN_ENTRIES`, or the
+    scratch names it writes through (``.worker-N``, ``.saved_model.tmp``, ``.tmp.model.weights.h5``, atomic
+    ``.NAME.*.tmp`` files); ``.DS_Store`` (macOS Finder) too."""
+    return (name in RUN_ENTRIES or name == ".DS_Store" or name.startswith((".worker-", ".tmp."))
+            or (name.startswith(".") and name.endswith(".tmp")))
+
+
+def out_dir_problem(data_dir: Path, out_dir: Path, resume: bool = False) -> str:
+    """Why ``--out`` cannot hold a new run of ``--data`` ("" when it can): the data folder itself, a folder inside
+    it, a folder the data lies in, or (not for ``resume``) a folder that is not empty and not a run directory
+    (no config.json) while it holds something a run does not write; the message names a few entries and the fix.
+
+    A run written into its data folder mixes with the records: a later ``build-tfrecords --out`` there replaces
+    the run's labels.txt, and export and evaluate then refuse the run.
+    """
+    data, out = Path(data_dir), Path(out_dir)
+    real_data, real_out = data.resolve(), out.resolve()
+    example = f"runs/{real_data.name or 'run'}"
+    if resume:
+        return ""
+    if real_out == real_data:
+        where = f"--out {out} is the --data folder"
+    elif real_data in real_out.parents:
+        where = f"--out {out} is inside --data {data}"
+    elif real_out in real_data.parents:
+        where = f"--data {data} is inside --out {out}"
+    else:
+        where = ""
+    if where:
+        return (f"{where}: the run's files (config.json, labels.txt, checkpoints/, ...) would lie among the "
+                f"records, and a later build-tfrecords --out there replaces the run's labels.txt: choose a new "
+                f"--out outside the data, e.g. --out {shell_word(example)}")
+    if not out.is_dir() or (out / rd.CONFIG_JSON).exists():
+        return ""  # a new folder, or a run (refused or resumed by _prepare_run_dir)
+    others = sorted(p.name + ("/" if p.is_dir() else "") for p in out.iterdir() if not _is_run_entry(p.name))
+    if not others:
+        return ""
+    from edge_trash.terminal import examples
+
+    return (f"--out {out}: not empty and not a run directory (no {rd.CONFIG_JSON}): it holds "
+            f"{plural(len(others), 'entry', 'entries')} a run does not write ({examples(others, 3)}), which the "
+            f"run's files would mix with: choose a new --out (a folder that does not exist yet, or an empty one), "
+            f"e.g. --out {shell_word(example)}")
+
+
 def _prepare_run_dir(options: TrainOptions, class_names: List[str], is_chief: bool = True) -> tuple:
     """Check the run directory; return the (model, train) configs to use.
 
-    Only the chief refuses an existing run: other workers start after it wrote config.json.
+    Only the chief refuses an existing run or an --out holding other files (:func:`out_dir_problem`): other
+    workers start after it wrote config.json.
     """
     out = Path(options.out_dir)
     config_path = out / rd.CONFIG_JSON
+    problem = out_dir_problem(options.data_dir, out, options.resume) if is_chief else ""
+    if problem:
+        raise TrainError(problem)
     if options.resume:
         if not config_path.is_file():
             raise TrainError(f"--resume: {config_path} not found; start a new run without --resume")
