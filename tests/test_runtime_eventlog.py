@@ -1,6 +1,7 @@
 """The SQLite event log: batching, crash recovery without double actuation, retention."""
 
 import os
+import re
 import sqlite3
 import time
 
@@ -57,6 +58,23 @@ def test_recover_never_refires_an_attempted_actuation(tmp_path):
     assert status == {attempted: "unknown", overdue: "missed", future: "pending", done: "actuated"}
     faults = rows(path, "SELECT kind, decision_id FROM faults ORDER BY id")
     assert faults == [("restart", attempted), ("restart", overdue)]
+
+
+def test_recover_does_not_fire_a_decision_due_further_ahead_than_any_can_be(tmp_path):
+    # the board restarted with its clock an hour behind (no clock battery, NTP not yet through): a decision
+    # due 1 s after it was made now looks due in an hour; its real time is unknown, so it is not fired
+    path = str(tmp_path / "ev.sqlite")
+    log = EventLog(path)
+    log.start_run("dir:x", "cpu", 0)
+    now = time.time()
+    behind, soon = log.record_decisions([decision_row(1, now + 3600), decision_row(2, now + 0.5)])
+    log2 = EventLog(path)
+    log2.start_run("dir:x", "cpu", log2.next_seq())
+    assert [r[0] for r in log2.recover(max_ahead_s=1.3)] == [soon]
+    assert dict(rows(path, "SELECT id, status FROM decisions")) == {behind: "missed", soon: "pending"}
+    (message,), = rows(path, "SELECT message FROM faults")
+    assert re.match(r"decision 1 \(bin 'can'\) is due 3600 s after the restart, later than any decision can be: the "
+                    r"clock went back since it was decided, so when it was due is unknown; not fired$", message)
 
 
 def test_retention_bounds_the_frame_table(tmp_path):

@@ -171,7 +171,8 @@ def _subprocess_env():
     return env
 
 
-def test_sigterm_fires_pending_actuations_and_flushes_the_log(tmp_path):
+@pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGHUP])
+def test_sigterm_fires_pending_actuations_and_flushes_the_log(tmp_path, signum):
     db, journal = str(tmp_path / "ev.sqlite"), str(tmp_path / "journal.txt")
     bundle = make_bundle(str(tmp_path / "bundle"), sort_overrides={
         "travel_delay_s": 1.5, "health": {"enabled": False}, "log": {"path": db},
@@ -182,7 +183,7 @@ def test_sigterm_fires_pending_actuations_and_flushes_the_log(tmp_path):
                              "--source", "dir:%s" % (tmp_path / "frames")], env=_subprocess_env(),
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE)
     wait_for(db, "SELECT COUNT(*) FROM decisions", 2)
-    proc.send_signal(signal.SIGTERM)
+    proc.send_signal(signum)
     out, err = proc.communicate(timeout=30)
     assert proc.returncode == 0, err.decode()
     statuses = q(db, "SELECT status, COUNT(*) FROM decisions GROUP BY status")
@@ -192,6 +193,23 @@ def test_sigterm_fires_pending_actuations_and_flushes_the_log(tmp_path):
     last = q(db, "SELECT MAX(seq), COUNT(*) FROM frames")[0]
     assert last[1] == last[0] + 1  # every frame up to the stop is in the log
     assert json.loads(out.decode().strip().splitlines()[-1])["decisions"] == len(fired)
+
+
+def test_a_service_under_nohup_keeps_running_through_sighup(tmp_path):
+    db = str(tmp_path / "ev.sqlite")
+    bundle = make_bundle(str(tmp_path / "bundle"), sort_overrides={
+        "travel_delay_s": 0.0, "health": {"enabled": False}, "log": {"path": db}})
+    write_conveyor_frames(str(tmp_path / "frames"), 150)
+    code = ("import runtime_fixtures, sys; sys.exit(runtime_fixtures.run_fake_service(sys.argv[1:], delay_s=0.01))")
+    proc = subprocess.Popen([sys.executable, "-c", code, "run", "--bundle", bundle,
+                             "--source", "dir:%s" % (tmp_path / "frames")], env=_subprocess_env(),
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            preexec_fn=lambda: signal.signal(signal.SIGHUP, signal.SIG_IGN))  # what nohup does
+    wait_for(db, "SELECT COUNT(*) FROM frames", 10)
+    proc.send_signal(signal.SIGHUP)
+    out, err = proc.communicate(timeout=60)
+    assert proc.returncode == 0, err.decode()
+    assert q(db, "SELECT COUNT(*) FROM frames") == [(150,)]  # it went on to the end of the recording
 
 
 class Int8InputFake(FakeInterpreter):

@@ -242,6 +242,25 @@ def test_platform_decided_item_keeps_its_detections_through_a_one_frame_class_fl
     assert [(t.id, t.hits) for t in tracker.tracks] == [(1, 17)]
 
 
+@pytest.mark.parametrize("stable, frames", [
+    (3, [0, 0, 0] + [1, 0, 0, 0] * 4),  # a hard item read as a can every fourth frame while it waits
+    (3, [0, 0, 0] + [1, 0] * 8),  # every other frame
+    (1, [0, 1, 0, 0, 1, 0, 1]),  # decided on first sight: one misread would be enough
+])
+def test_platform_decided_item_misread_again_and_again_is_not_decided_twice(stable, frames):
+    tracker = IoUTracker("platform", stable_frames=stable, max_age=5)
+    ready, _ = _platform_run(tracker, frames)
+    assert ready == [(stable - 1, "bottle")]
+
+
+def test_platform_next_item_put_down_at_once_is_decided_when_the_last_ones_track_expires():
+    # the bottle is swept off and a can put down in the next frame: the can waits until the bottle's track
+    # (no bottle seen since seq 5) expires after max_age frames, then is decided once
+    tracker = IoUTracker("platform", stable_frames=3, max_age=4)
+    ready, expired = _platform_run(tracker, [0] * 6 + [1] * 12)
+    assert ready == [(2, "bottle"), (10, "can")] and expired == []
+
+
 def test_conveyor_decided_track_still_takes_any_class():
     tracker = IoUTracker("conveyor", TriggerLine("x", 0.5, 1), max_age=2)
     ready = []

@@ -170,10 +170,14 @@ class EventLog:
         self.run_id = self._write(work, frames=False)
         return self.run_id
 
-    def recover(self, late_tolerance_s: float = 0.5) -> List[Tuple[int, str, float, float]]:
+    def recover(self, late_tolerance_s: float = 0.5,
+                max_ahead_s: Optional[float] = None) -> List[Tuple[int, str, float, float]]:
         """After a crash: ``attempting`` -> ``unknown`` + fault (never fired twice); ``pending``
-        whose due time + tolerance has passed -> ``missed`` + fault; returns the rest as
-        (id, bin, due, t_first) to reschedule."""
+        whose due time + tolerance has passed -> ``missed`` + fault; with ``max_ahead_s`` (the travel
+        delay plus the tolerance), a ``pending`` one due further ahead than any decision can be -> ``missed``
+        + fault too (the wall clock went back since: a board without a clock battery before NTP, and firing
+        it then would move the gate under another item); returns the rest as (id, bin, due, t_first) to
+        reschedule."""
         now = time.time()
 
         def work():
@@ -189,6 +193,11 @@ class EventLog:
                     self._db.execute("UPDATE decisions SET status='missed' WHERE id=?", (ref,))
                     self._fault_locked("restart", "decision %d (bin %r) was due %.2f s before the restart; the item "
                                        "has passed the actuator" % (ref, bin_name, now - due), None, ref)
+                elif max_ahead_s is not None and due - now > max_ahead_s:
+                    self._db.execute("UPDATE decisions SET status='missed' WHERE id=?", (ref,))
+                    self._fault_locked("restart", "decision %d (bin %r) is due %.0f s after the restart, later than any "
+                                       "decision can be: the clock went back since it was decided, so when it was "
+                                       "due is unknown; not fired" % (ref, bin_name, due - now), None, ref)
                 else:
                     resume.append((ref, bin_name, due, t_first))
             return resume

@@ -339,7 +339,8 @@ def build_service(bundle: str, config_path: Optional[str], source_spec: str, log
         if getattr(log, "moved_aside", None):  # a corrupt log was kept aside and a fresh one started
             log.fault("event_log", "%s could not be read (corrupt); it was moved to %s and a new log started"
                       % (log.path, log.moved_aside))
-        resumable = log.recover()  # decisions the previous run left unfinished (after a crash)
+        # decisions the previous run left unfinished (after a crash); none due later than a decision can be
+        resumable = log.recover(max_ahead_s=config.travel_delay_s + LATE_TOLERANCE_S)
         if loaded.warning:
             log.fault("accelerator", loaded.warning)
         gaps = mapping_gaps_warning(config)
@@ -371,8 +372,11 @@ def run_service(bundle: str, config_path: Optional[str] = None, source_spec: str
         LOG.info("signal %d: finishing pending actuations and flushing the log", signum)
         stop.set()
 
-    # SIGHUP too: a service started by hand whose terminal closes still fires what is pending
-    handled = [s for s in (signal.SIGTERM, signal.SIGINT, getattr(signal, "SIGHUP", None)) if s is not None]
+    # SIGHUP too: a service started by hand whose terminal closes still fires what is pending (unless it
+    # is ignored, as `nohup` does: then it keeps running, as asked)
+    hup = getattr(signal, "SIGHUP", None)
+    handled = [signal.SIGTERM, signal.SIGINT] + ([hup] if hup is not None and signal.getsignal(hup) is not
+                                                 signal.SIG_IGN else [])
     previous = {s: signal.signal(s, on_signal) for s in handled}
     try:
         loop, cleanup = build_service(bundle, config_path, source_spec, log_path, max_frames,

@@ -7,7 +7,9 @@ same leading class. Tracks that end without a decision are returned in ``expired
 
 In ``platform`` mode a decided track only takes detections of the class it was decided as: the
 actuator empties the platform, so a detection of another class where a decided item was is the next
-item, and it gets a track (and a decision) of its own instead of vanishing into the decided one.
+item, and it gets a track (and a decision) of its own instead of vanishing into the decided one. Such a
+track is decided only once the decided track at its place has expired (``max_age`` frames without its
+class there): until then it may be the decided item misread, which must not be sorted twice.
 """
 
 from typing import Dict, List, Optional, Sequence, Tuple
@@ -220,6 +222,12 @@ class IoUTracker:
                 out.matched.append((track, det))
                 if self.mode == "platform" and self.stable_frames <= 1:
                     out.ready.append(track)
+        if self.mode == "platform" and out.ready:
+            # A track on top of a decided one that is still seen (its item not yet taken off) waits: it is the
+            # same item misread in some frames, or the next item put down at once; either way it may be decided
+            # only once the decided track has expired, so no item is decided twice.
+            held = [d for d in self.tracks if d.decided]
+            out.ready = [tr for tr in out.ready if not any(BBox.iou(d.bbox, tr.bbox) >= OWN_IOU for d in held)]
         for track in out.ready:
             track.decided = True
             track.decided_class = track.vote_winner()[0]
