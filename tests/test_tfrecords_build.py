@@ -1554,7 +1554,7 @@ def test_a_rebuild_with_other_classes_says_its_models_no_longer_match(tmp_path):
     assert changed == {"earlier": ["bottle", "can", "cup"], "now": ["container", "cup"]}
     assert ("warning: the earlier build here had other classes (3, now 2; 2 gone: bottle, can; 1 new: container): "
             "a model or bundle trained on it does not match this build's labels.txt; train on this one (train --init "
-            "RUN starts from such a model's weights)") in output.splitlines()
+            "RUN --config RUN/config.json starts from such a model's weights)") in output.splitlines()
     build()
     output, changed = build("--class-map", str(tmp_path / "order.csv"))
     assert changed == {"earlier": ["bottle", "can", "cup"], "now": ["cup", "bottle", "can"]}

@@ -453,7 +453,7 @@ def classes_changed_line(changed: Dict[str, List[str]]) -> str:
     what = "; ".join(parts) or "the same names in another order"
     return (f"warning: the earlier build here had other classes ({len(earlier)}, now {len(now)}; {what}): a model "
             "or bundle trained on it does not match this build's labels.txt; train on this one (train --init RUN "
-            "starts from such a model's weights)")
+            "--config RUN/config.json starts from such a model's weights)")
 
 
 def split_changes_line(changes: Dict[str, Any], folds: int = 0) -> str:
