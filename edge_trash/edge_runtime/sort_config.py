@@ -112,14 +112,8 @@ class SortConfig:
                                              "\"line\": 13}, got %r" % (lines,))
         missing = [b for b in sent_bins if b not in lines]
         if missing:
-            raise self._err("actuator.gpio", "no line for %s %s: %s items could never be actuated and "
-                                             "would end in fail_safe_bin (or nowhere, for fail_safe_bin "
-                                             "itself); add %s to actuator.gpio (e.g. %s: {\"chip\": "
-                                             "\"/dev/gpiochip2\", \"line\": 13}), one line for each bin that "
-                                             "classes, reject_bin and fail_safe_bin name"
-                            % ("bin" if len(missing) == 1 else "bins", ", ".join(repr(b) for b in missing),
-                               "its" if len(missing) == 1 else "their", "it" if len(missing) == 1 else "them",
-                               quote_text(missing[0])))
+            raise self._no_output_for("actuator.gpio", "line", missing,
+                                      '{"chip": "/dev/gpiochip2", "line": 13}', "one line")
         for bin_name, spec in lines.items():  # the actuator opens every line it is given, at start
             key = "actuator.gpio.%s" % (bin_name,)
             if not isinstance(spec, dict):
@@ -131,6 +125,16 @@ class SortConfig:
             if isinstance(line, bool) or not isinstance(line, (int, str)) or not str(line).isdigit():
                 raise self._err(key + ".line", "expected the line number on %s as an integer >= 0 (e.g. 13), "
                                                "got %r" % (spec["chip"], line))
+
+    def _no_output_for(self, key: str, what: str, missing: List[str], example: str, each: str) -> "ConfigError":
+        """The error for bins that can be sent but have no ``what`` (line, position) under ``key``."""
+        one = len(missing) == 1
+        return self._err(key, "no %s for %s %s: %s items could never be actuated and would end in fail_safe_bin "
+                              "(or nowhere, for fail_safe_bin itself); add %s to %s (e.g. %s: %s), %s for each bin "
+                              "that classes, reject_bin and fail_safe_bin name"
+                         % (what, "bin" if one else "bins", ", ".join(repr(b) for b in missing),
+                            "its" if one else "their", "it" if one else "them", key, quote_text(missing[0]),
+                            example, each))
 
     def _check_pwm(self, sent_bins) -> None:
         """The pwm actuator moves a servo to a duty cycle per bin (``actuator.pwm.positions``: {bin: duty}):
@@ -150,14 +154,8 @@ class SortConfig:
                             % (positions,))
         missing = [b for b in sent_bins if b not in positions]
         if missing:
-            raise self._err("actuator.pwm.positions", "no position for %s %s: %s items could never be "
-                                                      "actuated and would end in fail_safe_bin (or nowhere, for "
-                                                      "fail_safe_bin itself); add %s to actuator.pwm.positions "
-                                                      "(e.g. %s: 0.075, a duty cycle in [0, 1]), one for each bin "
-                                                      "that classes, reject_bin and fail_safe_bin name"
-                            % ("bin" if len(missing) == 1 else "bins", ", ".join(repr(b) for b in missing),
-                               "its" if len(missing) == 1 else "their", "it" if len(missing) == 1 else "them",
-                               quote_text(missing[0])))
+            raise self._no_output_for("actuator.pwm.positions", "position", missing, "0.075, a duty cycle in [0, 1]",
+                                      "one")
         checks = [("actuator.pwm.positions.%s" % name, duty) for name, duty in positions.items()]
         if pwm.get("home") is not None:
             checks.append(("actuator.pwm.home", pwm["home"]))
