@@ -121,9 +121,14 @@ def test_export_with_fake_compiler_writes_a_verified_bundle(tmp_path, sample_bui
     with pytest.raises(BundleError, match="model_int8_edgetpu.tflite does not match the manifest"):
         verify_bundle(str(bundle))
 
-    # Exporting again replaces the bundle as a whole (no stale files are hashed or left over).
+    # Exporting again replaces the bundle as a whole (no stale files are hashed or left over): what an earlier
+    # export wrote is replaced; a file no export writes is the user's: refused, not deleted.
     # This time the compiler reports 2 more CPU ops than predicted: a warning, not a failure.
-    (bundle / "stale.txt").write_text("old")
+    (bundle / "notes.txt").write_text("mine")
+    with pytest.raises(ValueError, match="holds what an export does not write: notes.txt;"):
+        export_bundle(options, loader=_loader(data_dir))
+    (bundle / "notes.txt").unlink()
+    (bundle / "sort.yaml.new").write_text("old")  # an earlier export's template beside the edited sort.yaml
     stdout = Path(env["FAKE_EDGETPU_STDOUT"]).read_text()
     edgetpu_ops = result.compat["edgetpu_ops"]
     disagreeing = tmp_path / "disagreeing_stdout.txt"
@@ -131,7 +136,7 @@ def test_export_with_fake_compiler_writes_a_verified_bundle(tmp_path, sample_bui
                            .replace("run on CPU: 3", "run on CPU: 5"))
     monkeypatch.setenv("FAKE_EDGETPU_STDOUT", str(disagreeing))
     again = export_bundle(options, loader=_loader(data_dir))
-    assert again.exit_code == ExitCode.OK and not (bundle / "stale.txt").exists()
+    assert again.exit_code == ExitCode.OK and (bundle / "sort.yaml.new").read_text() != "old"
     assert f"Edge TPU ops: compiler {edgetpu_ops - 2}, predicted {edgetpu_ops}" in again.compile["disagreements"]
     assert any("differs from the prediction" in w and "CPU ops: compiler 5, predicted 3" in w
                for w in again.warnings)

@@ -28,7 +28,8 @@ Exit codes:
               help="TFRecord directory: train split for calibration, val split for parity.")
 @click.option("--out", required=True, type=click.Path(file_okay=False),
               help="Bundle directory to create (an older bundle there is replaced; a sort.yaml edited there is "
-                   "kept, the new template written beside it as sort.yaml.new).")
+                   "kept, the new template written beside it as sort.yaml.new; a folder holding files an export "
+                   "does not write is refused).")
 @click.option("--edgetpu/--no-edgetpu", default=False, show_default=True,
               help="Gate on Edge TPU compatibility and compile with edgetpu_compiler.")
 @click.option("--compiler", type=click.Path(dir_okay=False), default=None,
