@@ -317,6 +317,12 @@ def test_load_detector_rejects_what_it_cannot_evaluate(tmp_path):
         load_detector(tmp_path / "notes.txt")
     with pytest.raises(EvaluationError, match="neither a run directory"):
         load_detector(tmp_path)
+    (tmp_path / "bundle").mkdir()
+    (tmp_path / "bundle" / "model_int8.tflite").write_bytes(b"")
+    with pytest.raises(EvaluationError) as err:
+        load_detector(tmp_path / "bundle")
+    assert str(err.value) == (f"--model {tmp_path / 'bundle'}: an export bundle; evaluate one of its models: "
+                              f"--model {tmp_path / 'bundle' / 'model_int8.tflite'}")
     (tmp_path / "saved_model.pb").write_bytes(b"")
     with pytest.raises(EvaluationError, match="SavedModel without a config.json"):
         load_detector(tmp_path)

@@ -81,6 +81,17 @@ def test_validate_refuses_a_run_without_labels_txt(tmp_path):
                               "`edge-trash train` (it copies labels.txt from its --data)")
 
 
+def test_validate_names_the_run_a_model_folder_inside_it_belongs_to(tmp_path):
+    run, data = _dirs(tmp_path, "can\n", "can\n")
+    (run / "config.json").write_text("{}")
+    saved = run / "saved_model"
+    saved.mkdir()
+    with pytest.raises(ValueError) as err:
+        _validate(tmp_path, saved, data)
+    assert str(err.value) == (f"--model {saved} is inside the run {run.absolute()}: export reads the whole run (its "
+                              f"weights, config.json and labels.txt); pass --model {run.absolute()}")
+
+
 def test_cli_reports_the_mismatch_before_loading_tensorflow(tmp_path):
     import subprocess
     import sys

@@ -286,3 +286,39 @@ def test_a_folder_of_builds_says_pass_one_of_them(tmp_path):
     assert other_record_layout(one, "--tfrecords") == (
         f"--tfrecords {one}: no shards of its own; it holds a build-tfrecords output in a subfolder (its shards and "
         f"labels.txt): pass it as --tfrecords: --tfrecords {one}/tfrecords")
+
+
+def test_an_interrupted_train_says_how_to_go_on(tmp_path):
+    from edge_trash.train.train_cli import interrupted_message
+
+    data, out = tmp_path / "my data", tmp_path / "run"
+    assert interrupted_message(data, out) == (f"train: stopped before the run began: nothing in {out} to resume; run "
+                                              "the same command again")
+    out.mkdir()
+    (out / "config.json").write_text("{}")
+    assert interrupted_message(data, out) == (f"train: stopped; {out} has no checkpoint yet (it starts over): go on "
+                                              f"with edge-trash train --data '{data}' --out {out} --resume")
+    (out / "checkpoints").mkdir()
+    (out / "checkpoints" / "checkpoint").write_text('model_checkpoint_path: "ckpt-7"\n'
+                                                    'all_model_checkpoint_paths: "ckpt-7"\n')
+    assert interrupted_message(data, out).startswith(f"train: stopped; {out} keeps its checkpoint from step 7: ")
+
+
+def test_ctrl_c_in_train_prints_how_to_go_on_then_aborts(tmp_path, monkeypatch):
+    from click.testing import CliRunner
+
+    from edge_trash.cli import cli
+
+    def interrupted(options):
+        (options.out_dir).mkdir()
+        (options.out_dir / "config.json").write_text("{}")
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr("edge_trash.train.trainer.train", interrupted)
+    data = tmp_path / "data"
+    data.mkdir()
+    result = CliRunner().invoke(cli, ["train", "--data", str(data), "--out", str(tmp_path / "run"),
+                                      "--config", "demo"])
+    assert result.exit_code != 0
+    assert (f"train: stopped; {tmp_path / 'run'} has no checkpoint yet (it starts over): go on with edge-trash train "
+            f"--data {data} --out {tmp_path / 'run'} --resume") in result.stderr

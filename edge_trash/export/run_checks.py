@@ -64,6 +64,11 @@ def check_run_classes(run_dir: str, data_dir: str) -> List[str]:
 
     run_labels, data_labels = Path(run_dir) / LABELS_TXT, Path(data_dir) / LABELS_TXT
     if not run_labels.is_file():
+        run = next((p for p in Path(run_dir).absolute().parents if (p / "config.json").is_file()
+                    and (p / LABELS_TXT).is_file()), None)
+        if run is not None:  # RUN/saved_model, RUN/checkpoints: the run itself is what export reads
+            raise ValueError(f"--model {run_dir} is inside the run {run}: export reads the whole run (its "
+                             f"weights, config.json and labels.txt); pass --model {run}")
         raise ValueError(f"--model {run_dir}: no {LABELS_TXT}, the classes the model predicts; pass the --out of "
                          "`edge-trash train` (it copies labels.txt from its --data)")
     if not data_labels.is_file():

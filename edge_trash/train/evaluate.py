@@ -241,6 +241,11 @@ def load_detector(path: os.PathLike) -> Detector:
 
         config = SSDConfig.from_dict(read_run_config(config_dir)["model"]).validate()
         return SavedModelDetector(path, config, _labels_near(path))
+    models = [path / name for name in ("model_int8_edgetpu.tflite", "model_int8.tflite") if (path / name).is_file()]
+    if models:  # an export bundle: its models are files in it
+        choices = " or ".join(f"--model {m}" for m in models)
+        edgetpu = " (the _edgetpu one needs an Edge TPU on this machine)" if len(models) > 1 else ""
+        raise EvaluationError(f"--model {path}: an export bundle; evaluate one of its models: {choices}{edgetpu}")
     raise EvaluationError(
         f"--model {path}: neither a run directory (config.json + model.weights.h5), a SavedModel "
         "(saved_model.pb) nor a .tflite file")

@@ -106,11 +106,17 @@ def train(data_dir: Path, out_dir: Path, config: Optional[str], steps: Optional[
             raise click.BadParameter(str(exc), param_hint="--input-size") from None
 
     started = time.monotonic()
+    from edge_trash.terminal import stop_on_sigterm
+
+    stop_on_sigterm()  # a `kill` stops it like Ctrl-C, with the same word on how to go on
     try:
         result = run_training(TrainOptions(data_dir=data_dir, out_dir=out_dir, model=model_cfg,
                                            train=train_cfg, resume=resume,
                                            keep_run_steps=resume and steps is None,
                                            progress=not no_progress))
+    except KeyboardInterrupt:
+        click.echo(interrupted_message(data_dir, out_dir), err=True)
+        raise
     except InitError as exc:
         raise click.BadParameter(str(exc), param_hint="--init") from None
     except (TrainError, RunDirError) as exc:
@@ -142,3 +148,16 @@ def train(data_dir: Path, out_dir: Path, config: Optional[str], steps: Optional[
         f"best {on} AP {best.get('AP', float('nan')):.3f}, AP50 {best.get('AP50', float('nan')):.3f} "
         f"at step {result.best_step}. Wrote {out_dir} (saved_model/ {size:.1f} MB, "
         f"model.weights.h5, metrics.json). init: {result.init}.\n{after}")
+
+
+def interrupted_message(data_dir: Path, out_dir: Path) -> str:
+    """What ``train`` says when Ctrl-C or SIGTERM stops it: the last checkpoint and the command that goes on."""
+    from edge_trash.models.run_dir import latest_checkpoint_step
+    from edge_trash.terminal import shell_word
+
+    if not (out_dir / "config.json").is_file():
+        return f"train: stopped before the run began: nothing in {out_dir} to resume; run the same command again"
+    step = latest_checkpoint_step(out_dir)
+    kept = f"keeps its checkpoint from step {step}" if step is not None else "has no checkpoint yet (it starts over)"
+    return (f"train: stopped; {out_dir} {kept}: go on with edge-trash train --data {shell_word(data_dir)} "
+            f"--out {shell_word(out_dir)} --resume")
