@@ -10,7 +10,7 @@ import time
 import numpy as np
 import pytest
 
-from edge_trash.edge_runtime import hard_examples
+from edge_trash.edge_runtime import files, hard_examples
 from edge_trash.edge_runtime.geometry import BBox, Detection
 from edge_trash.edge_runtime.hard_examples import HardExampleQueue
 from edge_trash.edge_runtime.queue_export import build_queue_coco
@@ -82,7 +82,7 @@ def test_a_full_disk_costs_one_example_leaves_no_partial_files_and_the_writer_go
         q.maybe_save(IMAGE, seq, UNCERTAIN)
         wait_for(lambda: q.failed == seq - 1)
     assert q._writer.is_alive()
-    assert sorted(os.listdir(str(directory))) == names("000000000001") + ["labels.json"]  # no .tmp-, no orphan
+    assert sorted(os.listdir(str(directory))) == names("000000000001") + ["labels.json"]  # no temporary file, no orphan
     q.maybe_save(IMAGE, 5, UNCERTAIN)  # space is back
     wait_for(lambda: q.saved == 2)
     q.close()
@@ -103,7 +103,7 @@ def test_without_the_writer_a_failed_save_returns_none_instead_of_raising(tmp_pa
 
     def full_disk(*args, **kwargs):
         raise OSError(errno.ENOSPC, "No space left on device")
-    monkeypatch.setattr(hard_examples.tempfile, "mkstemp", full_disk)
+    monkeypatch.setattr(files.tempfile, "mkstemp", full_disk)
     assert q.maybe_save(IMAGE, 1, UNCERTAIN) is None
     assert (q.saved, q.failed, q.bytes_used) == (0, 1, 0)
     monkeypatch.undo()

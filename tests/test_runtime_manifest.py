@@ -33,7 +33,7 @@ def test_write_manifest_is_atomic_and_ignores_itself(bundle):
     first = build_manifest(bundle, {"x": 1})
     write_manifest(bundle, {"x": 1})
     assert build_manifest(bundle, {"x": 1}) == first
-    assert not [n for n in os.listdir(bundle) if n.startswith(".manifest-")]
+    assert not [n for n in os.listdir(bundle) if n.startswith(".")]  # no temporary file left
     # the installer copies the bundle as root; the service (user edge-trash) must still read the manifest
     assert os.stat(os.path.join(bundle, "manifest.json")).st_mode & 0o777 == 0o644
 
@@ -83,3 +83,33 @@ def test_input_shape_and_type_vs_model(bundle):
         verify_bundle(bundle, {"shape": [1, 320, 320, 3], "dtype": "uint8"})
     with pytest.raises(BundleError, match="input tensor is float32 but the manifest says input_dtype uint8"):
         verify_bundle(bundle, {"shape": [1, 64, 64, 3], "dtype": "float32"})
+
+
+
+def test_a_manifest_being_written_is_not_listed_and_a_failed_write_leaves_nothing(bundle, monkeypatch):
+    from edge_trash.edge_runtime import files
+
+    leftover = os.path.join(bundle, ".manifest.json.abc123.tmp")  # a writer killed before its rename
+    with open(leftover, "w") as f:
+        f.write("{")
+    assert sorted(build_manifest(bundle, {})["files"]) == ["labels.txt", "model_int8.tflite", "sort.yaml"]
+    os.unlink(leftover)
+
+    class FullDisk:
+        def __init__(self, fd, mode):
+            os.close(fd)
+
+        def __enter__(self):
+            return self
+
+        def __exit__(self, *exc):
+            return False
+
+        def write(self, data):
+            raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(files.os, "fdopen", FullDisk)
+    with pytest.raises(OSError, match="No space left"):
+        files.write_atomically(os.path.join(bundle, "x.json"), b"data")
+    monkeypatch.undo()
+    assert sorted(os.listdir(bundle)) == ["labels.txt", "manifest.json", "model_int8.tflite", "sort.yaml"]

@@ -19,7 +19,6 @@ import importlib.util
 import json
 import logging
 import os
-import tempfile
 import threading
 import time
 from typing import Optional, Sequence, Tuple
@@ -27,24 +26,12 @@ from typing import Optional, Sequence, Tuple
 import numpy as np
 
 from edge_trash.edge_runtime.geometry import Detection
+from edge_trash.edge_runtime.files import write_atomically
 
 LABELS_FILE = "labels.json"
 IMAGE_EXTENSIONS = (".jpg", ".ppm")  # what this queue writes
 FAILURE_LOG_INTERVAL_S = 60.0  # at most one warning a minute while saves keep failing
 LOG = logging.getLogger(__name__)
-
-
-def _atomic_write(path: str, data: bytes) -> None:
-    """Write ``data`` to ``path`` via a temporary file in the same folder (removed again on failure)."""
-    fd, tmp = tempfile.mkstemp(prefix=".tmp-", dir=os.path.dirname(path))
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-        os.chmod(tmp, 0o644)  # mkstemp makes 0600: the operator copies the queue off the board as another user
-        os.replace(tmp, path)
-    except BaseException:
-        _remove(tmp)
-        raise
 
 
 def _remove(path: str) -> None:
@@ -94,7 +81,7 @@ class HardExampleQueue:
         self._rescan()
 
     def _write_labels(self) -> None:
-        _atomic_write(os.path.join(self.directory, LABELS_FILE), json.dumps(self.labels).encode("utf-8"))
+        write_atomically(os.path.join(self.directory, LABELS_FILE), json.dumps(self.labels).encode("utf-8"))
 
     def _rescan(self) -> None:
         """Rebuild the bookkeeping from the folder: one entry per sidecar (with the bytes of every file
@@ -248,9 +235,9 @@ class HardExampleQueue:
         side = json.dumps(record, sort_keys=True).encode("utf-8")
         image_path = os.path.join(self.directory, image_name)
         sidecar = os.path.join(self.directory, stem + ".json")
-        _atomic_write(image_path, data)
+        write_atomically(image_path, data)
         try:
-            _atomic_write(sidecar, side)  # last: a sidecar always names a complete image
+            write_atomically(sidecar, side)  # last: a sidecar always names a complete image
         except BaseException:
             _remove(image_path)
             raise

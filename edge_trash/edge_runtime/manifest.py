@@ -11,8 +11,9 @@ reported in ``modified_config`` instead of failing verification.
 import hashlib
 import json
 import os
-import tempfile
 from typing import Dict, List, Optional
+
+from edge_trash.edge_runtime.files import is_temporary, write_atomically
 
 MANIFEST_NAME = "manifest.json"
 FORMAT = "edge-trash-bundle/1"
@@ -44,7 +45,7 @@ def _bundle_files(bundle_dir: str) -> List[str]:
         dirs.sort()
         for name in sorted(files):
             rel = os.path.relpath(os.path.join(root, name), bundle_dir).replace(os.sep, "/")
-            if rel != MANIFEST_NAME and not name.startswith(".manifest-"):
+            if rel != MANIFEST_NAME and not is_temporary(name):  # a manifest being written
                 names.append(rel)
     return names
 
@@ -79,19 +80,8 @@ def build_manifest(bundle_dir: str, fields: Dict) -> Dict:
 def write_manifest(bundle_dir: str, fields: Dict) -> Dict:
     """Build the manifest and write ``bundle_dir/manifest.json`` atomically. Returns it."""
     manifest = build_manifest(bundle_dir, fields)
-    fd, tmp = tempfile.mkstemp(prefix=".manifest-", suffix=".json", dir=bundle_dir)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            json.dump(manifest, f, indent=2, sort_keys=True)
-            f.write("\n")
-            f.flush()
-            os.fsync(f.fileno())
-        os.chmod(tmp, 0o644)  # mkstemp makes 0600: the service runs as another user (edge-trash) than the installer
-        os.replace(tmp, os.path.join(bundle_dir, MANIFEST_NAME))
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
+    write_atomically(os.path.join(bundle_dir, MANIFEST_NAME),
+                     (json.dumps(manifest, indent=2, sort_keys=True) + "\n").encode("utf-8"), durable=True)
     return manifest
 
 

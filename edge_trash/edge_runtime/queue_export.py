@@ -10,8 +10,9 @@ converted from PPM/NPY with Pillow otherwise), so the result feeds ``edge-trash 
 import json
 import os
 import shutil
-import tempfile
 from typing import Dict, List, Tuple
+
+from edge_trash.edge_runtime.files import write_atomically
 
 from edge_trash.edge_runtime.hard_examples import LABELS_FILE
 from edge_trash.edge_runtime.sources import read_image
@@ -89,14 +90,5 @@ def export_queue_as_coco(queue_dir: str, out_json: str, images_out: str) -> Dict
     directory = os.path.dirname(os.path.abspath(out_json))
     if not os.path.isdir(directory):
         os.makedirs(directory)
-    fd, tmp = tempfile.mkstemp(prefix=".relabel-", suffix=".json", dir=directory)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            json.dump(coco, f, indent=1)
-        os.chmod(tmp, 0o644)  # mkstemp makes 0600; a file to hand to a labelling tool
-        os.replace(tmp, out_json)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
+    write_atomically(out_json, json.dumps(coco, indent=1).encode("utf-8"))
     return {"images": len(images), "annotations": len(annotations), "out": out_json, "images_out": images_out}

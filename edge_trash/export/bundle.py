@@ -30,6 +30,8 @@ import tempfile
 import time
 from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 
+from edge_trash.edge_runtime.files import write_atomically
+
 from edge_trash.export import calibration as calibration_lib
 from edge_trash.export import operator_config
 from edge_trash.export.parity import DEFAULT_MAX_AP_DROP, LATENCY_RUNS
@@ -174,25 +176,12 @@ def _not_written_by_export(path: str) -> List[str]:
                   for name in os.listdir(path) if name not in BUNDLE_NAMES)
 
 
-def _atomic_write_bytes(path: str, data: bytes) -> None:
-    fd, tmp = tempfile.mkstemp(prefix=".tmp-", dir=os.path.dirname(path) or ".")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-        os.chmod(tmp, 0o644)  # mkstemp makes 0600; the device service may run as another user
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
-
-
 def _write_json(path: str, data: Any) -> None:
-    _atomic_write_bytes(path, (json.dumps(data, indent=2, sort_keys=True) + "\n").encode("utf-8"))
+    write_atomically(path, (json.dumps(data, indent=2, sort_keys=True) + "\n").encode("utf-8"))
 
 
 def _write_text(path: str, text: str) -> None:
-    _atomic_write_bytes(path, text.encode("utf-8"))
+    write_atomically(path, text.encode("utf-8"))
 
 
 def copy_device_runtime(bundle_dir: str) -> List[str]:
@@ -317,7 +306,7 @@ def export_bundle(options: ExportOptions, log: Callable[[str], None] = lambda _:
         if conversion.head_ranges is not None:
             calibration_info["head_ranges"] = conversion.head_ranges.to_dict()
         cpu_path = os.path.join(staging, CPU_MODEL)
-        _atomic_write_bytes(cpu_path, model_bytes)
+        write_atomically(cpu_path, model_bytes)
         _write_text(os.path.join(staging, LABELS), "".join(f"{name}\n" for name in class_names))
         io = summarize_io(model_bytes)
 
