@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import dataclasses
 import enum
-import glob
 import json
 import os
 import shutil
@@ -37,7 +36,7 @@ from edge_trash.export import operator_config
 from edge_trash.export.parity import DEFAULT_MAX_AP_DROP, LATENCY_RUNS
 from edge_trash.export import run_checks
 from edge_trash.terminal import plural
-from edge_trash.tfrecords.split_layout import folds_in
+from edge_trash.tfrecords.split_layout import folds_without_train
 
 CPU_MODEL = "model_int8.tflite"
 EDGETPU_MODEL = "model_int8_edgetpu.tflite"
@@ -84,8 +83,8 @@ class ExportOptions:
             raise ValueError(f"--model {self.model}: not a directory; pass the --out of `edge-trash train`")
         if not os.path.isdir(self.data):
             raise ValueError(f"--data {self.data}: not a directory; pass the --out of `edge-trash build-tfrecords`")
-        folds = folds_in(self.data)
-        if folds and not glob.glob(os.path.join(glob.escape(self.data), "train-*.tfrecord")):
+        folds = folds_without_train(self.data)
+        if folds:
             raise ValueError(f"--data {self.data}: a build-tfrecords --folds folder (fold{folds[0]}..fold{folds[-1]}), "
                              "while export calibrates on a train split and checks int8 against float on val: "
                              "give a build of the same classes without --folds as --data")

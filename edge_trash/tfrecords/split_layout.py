@@ -117,6 +117,13 @@ def folds_in(data_dir: Path) -> List[int]:
     return sorted({int(m.group(1)[len("fold"):]) for m in found if m})
 
 
+def folds_without_train(data_dir: Path) -> List[int]:
+    """The folds of a ``--folds`` build that has no train split (what train needs ``--fold K`` for, and export
+    and a plain train/val run cannot use); ``[]`` for any other folder."""
+    folds = folds_in(data_dir)
+    return folds if folds and not any(Path(data_dir).glob("train-*.tfrecord")) else []
+
+
 def _has_records(data_dir: Path, spec: str) -> Optional[bool]:
     """None when a split of ``spec`` has no shard; else whether any shard holds a record
     (a TFRecord file has no header of its own, so a shard with any byte holds one)."""
@@ -146,7 +153,7 @@ def training_splits(data_dir: Path, fold: Optional[int] = None) -> Tuple[str, st
                              "`edge-trash build-tfrecords`")
     folds = folds_in(data_dir)
     if fold is None:
-        if folds and not list(data_dir.glob("train-*.tfrecord")):
+        if folds_without_train(data_dir):
             raise DataSplitError(
                 f"--data {data_dir}: holds {len(folds)} folds (fold{folds[0]}..fold{folds[-1]}, from build-tfrecords "
                 f"--folds) and no train split: pass --fold K to train on the other folds and validate on fold K "

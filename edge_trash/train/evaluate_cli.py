@@ -74,19 +74,13 @@ def run_file_problem(path: Path, flag: str, instead: str) -> str:
             f"elsewhere, e.g. {flag} {shell_word(run / 'eval' / instead)}")
 
 
-def folds_only(data_dir: Path) -> bool:
-    """Whether ``data_dir`` is a ``build-tfrecords --folds`` folder without a train split (export refuses it)."""
-    from edge_trash.tfrecords.split_layout import folds_in
-
-    return bool(folds_in(data_dir)) and not any(Path(data_dir).glob("train-*.tfrecord"))
-
-
 def next_step(run: Path, data_dir: Path) -> str:
     """The ``next:`` line after evaluating run ``run`` on ``data_dir``, as train's summary says it: the export
     command, or for a ``--folds`` folder (which export refuses) what to do instead."""
     from edge_trash.terminal import shell_word
+    from edge_trash.tfrecords.split_layout import folds_without_train
 
-    if folds_only(data_dir):
+    if folds_without_train(data_dir):
         return (f"next: export takes a build without --folds ({data_dir} holds folds and no train split, while "
                 "export calibrates on a train split and checks int8 against float on val): compare the best AP of a "
                 "run for each fold (--fold K, each with its own --out); for the model to deploy, build-tfrecords "
