@@ -302,6 +302,9 @@ def test_an_interrupted_train_says_how_to_go_on(tmp_path):
     (out / "checkpoints" / "checkpoint").write_text('model_checkpoint_path: "ckpt-7"\n'
                                                     'all_model_checkpoint_paths: "ckpt-7"\n')
     assert interrupted_message(data, out).startswith(f"train: stopped; {out} keeps its checkpoint from step 7: ")
+    # a resume to a new count stopped on the way goes on to that count (without --steps: the run's first one)
+    assert interrupted_message(data, out, 300, "mirrored").endswith(
+        f"go on with edge-trash train --data '{data}' --out {out} --resume --steps 300 --strategy mirrored")
 
 
 def test_ctrl_c_in_train_prints_how_to_go_on_then_aborts(tmp_path, monkeypatch):

@@ -104,13 +104,14 @@ def unfinished_run_warning(state: Optional[Dict[str, Any]], run_dir: str, data_d
     """The warning for a run whose training has not finished (None when it has, or cannot be told)."""
     if not state or state["finished"]:
         return None
+    from edge_trash.models.run_dir import resume_command
     from edge_trash.terminal import shell_word
 
     of = f" of {state['steps']}" if state["steps"] is not None else ""
     best = f", from step {state['best_step']}" if state["best_step"] is not None else ""
     return (f"{run_dir} has not finished training (metrics.json: step {state['step']}{of}, finished false): this "
-            f"bundle holds its best weights so far{best}; finish it with edge-trash train --data "
-            f"{shell_word(data_dir)} --out {shell_word(run_dir)} --resume, then export again")
+            f"bundle holds its best weights so far{best}; finish it with "
+            f"{resume_command(shell_word(data_dir), run_dir)}, then export again")
 
 
 def classes_not_in_train(data_dir: str, class_names: Sequence[str]) -> List[str]:

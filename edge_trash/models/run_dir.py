@@ -110,6 +110,15 @@ def latest_checkpoint_step(run_dir: os.PathLike) -> Optional[int]:
     return int(match.group(1)) if match else None
 
 
+def resume_command(data_word: str, run_dir: os.PathLike, steps: Optional[int] = None,
+                   strategy: Optional[str] = None) -> str:
+    """``edge-trash train --data DATA --out RUN --resume [--steps N] [--strategy S]``: ``data_word`` as the shell
+    should read it (quoted by the caller, or a placeholder such as ``DATA``); ``steps`` the target a resumed run was
+    given (without it, resume trains to the run's own count)."""
+    more = (f" --steps {steps}" if steps is not None else "") + (f" --strategy {strategy}" if strategy else "")
+    return f"edge-trash train --data {data_word} --out {shell_word(run_dir)} --resume{more}"
+
+
 def no_weights_message(run_dir: os.PathLike) -> str:
     """Why a run directory has no ``model.weights.h5`` (training writes it at its first evaluation on val,
     the best so far at each one after) and what to do: resume it, naming the step it saved last."""
@@ -122,5 +131,4 @@ def no_weights_message(run_dir: os.PathLike) -> str:
     data = record.get("data") if record else None
     data, what = (shell_word(data), "") if isinstance(data, str) else ("DATA", " (DATA: the --data it was trained on)")
     return (f"{run_dir}: no {WEIGHTS_H5} yet: a run writes its weights at its first evaluation on val (every "
-            f"train.eval_every steps) and {saved}; resume it until it evaluates: edge-trash train --data {data} "
-            f"--out {shell_word(run_dir)} --resume{what}")
+            f"train.eval_every steps) and {saved}; resume it until it evaluates: {resume_command(data, run_dir)}{what}")

@@ -115,7 +115,7 @@ def train(data_dir: Path, out_dir: Path, config: Optional[str], steps: Optional[
                                            keep_run_steps=resume and steps is None,
                                            progress=not no_progress))
     except KeyboardInterrupt:
-        click.echo(interrupted_message(data_dir, out_dir), err=True)
+        click.echo(interrupted_message(data_dir, out_dir, steps, strategy), err=True)
         raise
     except InitError as exc:
         raise click.BadParameter(str(exc), param_hint="--init") from None
@@ -150,14 +150,16 @@ def train(data_dir: Path, out_dir: Path, config: Optional[str], steps: Optional[
         f"model.weights.h5, metrics.json). init: {result.init}.\n{after}")
 
 
-def interrupted_message(data_dir: Path, out_dir: Path) -> str:
-    """What ``train`` says when Ctrl-C or SIGTERM stops it: the last checkpoint and the command that goes on."""
-    from edge_trash.models.run_dir import latest_checkpoint_step
+def interrupted_message(data_dir: Path, out_dir: Path, steps: Optional[int] = None,
+                        strategy: Optional[str] = None) -> str:
+    """What ``train`` says when Ctrl-C or SIGTERM stops it: the last checkpoint and the command that goes on
+    (with the ``--steps`` and ``--strategy`` this command was given: a resume to a new count goes on to it)."""
+    from edge_trash.models.run_dir import latest_checkpoint_step, resume_command
     from edge_trash.terminal import shell_word
 
     if not (out_dir / "config.json").is_file():
         return f"train: stopped before the run began: nothing in {out_dir} to resume; run the same command again"
     step = latest_checkpoint_step(out_dir)
     kept = f"keeps its checkpoint from step {step}" if step is not None else "has no checkpoint yet (it starts over)"
-    return (f"train: stopped; {out_dir} {kept}: go on with edge-trash train --data {shell_word(data_dir)} "
-            f"--out {shell_word(out_dir)} --resume")
+    return (f"train: stopped; {out_dir} {kept}: go on with "
+            f"{resume_command(shell_word(data_dir), out_dir, steps, strategy)}")
