@@ -18,7 +18,7 @@ def queue() -> None:
               help="Folder for the JPEGs the COCO file names (default: OUT's folder/relabel_images).")
 def export(queue_dir: str, out: str, images_out: str) -> None:
     """Write QUEUE_DIR's frames as COCO, least confident first, detections as pre-annotations."""
-    from edge_trash.edge_runtime.queue_export import QueueError, build_queue_coco, export_queue_as_coco
+    from edge_trash.edge_runtime.queue_export import QueueError, export_queue_as_coco
 
     images_out = images_out or os.path.join(os.path.dirname(os.path.abspath(out)), "relabel_images")
     queue_real = os.path.realpath(queue_dir)
@@ -31,13 +31,13 @@ def export(queue_dir: str, out: str, images_out: str) -> None:
                 param_hint=flag)
     start = time.time()
     try:
-        if not build_queue_coco(queue_dir)[0]["images"]:
-            click.echo(f"queue export: {queue_dir} holds no hard examples yet: nothing to relabel, nothing written "
-                       "(the device saves uncertain frames there while it sorts)")
-            return
         summary = export_queue_as_coco(queue_dir, out, images_out)
     except QueueError as exc:
         raise click.BadParameter(str(exc), param_hint="QUEUE_DIR")
+    if not summary["images"]:
+        click.echo(f"queue export: {queue_dir} holds no hard examples yet: nothing to relabel, nothing written "
+                   "(the device saves uncertain frames there while it sorts)")
+        return
     click.echo("queue export: wrote %d images and %d pre-annotations to %s (images in %s) in %.1fs. Next: correct "
                "the boxes, then `edge-trash build-tfrecords --annotations %s --images %s --out DATA_DIR`"
                % (summary["images"], summary["annotations"], out, images_out, time.time() - start, out, images_out))

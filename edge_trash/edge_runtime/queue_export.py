@@ -75,8 +75,11 @@ def build_queue_coco(queue_dir: str) -> Tuple[Dict, List[Tuple[str, str]]]:
 
 
 def export_queue_as_coco(queue_dir: str, out_json: str, images_out: str) -> Dict:
-    """Write ``out_json`` (COCO) and the images into ``images_out``; returns a summary dict."""
+    """Write ``out_json`` (COCO) and the images into ``images_out``; returns a summary dict. An empty queue
+    writes nothing (``images`` 0)."""
     coco, files = build_queue_coco(queue_dir)
+    if not files:
+        return {"images": 0, "annotations": 0, "out": out_json, "images_out": images_out}
     if not os.path.isdir(images_out):
         os.makedirs(images_out)
     for src, file_name in files:
