@@ -8,6 +8,7 @@ python-periphery / pyserial, imported only when such an actuator is built.
 import heapq
 import logging
 import os
+import sqlite3
 import threading
 import time
 from typing import Callable, Dict, Optional
@@ -343,7 +344,7 @@ class ActuationScheduler:
     def _journal(self, method: str, *args) -> None:
         try:
             getattr(self.journal, method)(*args)
-        except Exception as exc:  # sqlite3.Error from a full disk or a locked database
+        except sqlite3.Error as exc:  # a full disk or a locked database (anything else is a bug: _run logs it)
             self.journal_errors += 1
             if self.journal_errors == 1 or self.journal_errors % 100 == 0:
                 LOG.error("event log: %s%r failed (%s: %s); actuations go on without their record (%d failed so "

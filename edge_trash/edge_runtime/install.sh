@@ -53,7 +53,7 @@ chmod -R a+rX "$PREFIX/bundle" "$PREFIX/edge_trash"
 chmod a+r /etc/edge-trash/sort.yaml
 chown -R edge-trash:edge-trash /var/lib/edge-trash
 
-# Check the bundle (hashes, labels, model input) before enabling the unit.
+# Check the installed copy (hashes, labels) before enabling the unit.
 PYTHONPATH="$PREFIX" python3 -c "from edge_trash.edge_runtime.manifest import verify_bundle; verify_bundle('$PREFIX/bundle')"
 
 install -m 0644 "$PREFIX/edge_trash/edge_runtime/edge-trash.service" "$UNIT"

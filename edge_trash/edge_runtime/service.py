@@ -2,7 +2,7 @@
 
 ``SortLoop`` receives every collaborator and a stop event (Frigate style), so tests pass fakes.
 ``build_service`` wires the real ones from a bundle and sort.yaml; ``run_service`` runs it until
-the source ends, ``max_frames`` or SIGTERM, then finishes pending actuations and flushes the log.
+the source ends, ``max_frames`` or SIGTERM/SIGINT/SIGHUP, then finishes pending actuations and flushes the log.
 """
 
 import errno
@@ -89,24 +89,23 @@ class SortLoop:
         self.stats = stats
         self.hard_examples = hard_examples
         self.notifier = notifier or SystemdNotifier({})
-        self.clock = clock  # the frames' clock (monotonic): the log gets wall times, see _wall
+        self.clock = clock  # the frames' clock (monotonic): the log gets wall times
         self.decisions = 0
-        self.log_errors = 0  # event-log writes that failed (disk full, database locked): sorting went on
-        self._unlogged = 0  # decisions the log could not record, scheduled under refs -1, -2, ...
         self._stall_reported = False
         self.health_address = None  # (host, port) when build_service started the endpoint
 
-    def _wall(self, t: float) -> float:
-        """Wall time (for the log and people) of ``t`` on the loop's monotonic clock."""
-        return t + (time.time() - self.clock())
+    @property
+    def log_errors(self) -> int:
+        """Event-log writes that failed (disk full, database locked) while the sorting went on."""
+        return self.stats.counters["log_errors"]
 
     def _logged(self, write: Callable, *args, **kwargs):
         """``write(*args, **kwargs)`` on the event log; a failed write (sqlite3.Error: disk full, database
-        locked) is counted and logged, never raised: the sorting goes on without its record."""
+        locked) is counted and logged, never raised: the sorting goes on without its record. (Frame rows need
+        no guard: ``log.frame`` only buffers them.)"""
         try:
             return write(*args, **kwargs)
         except sqlite3.Error as exc:
-            self.log_errors += 1
             self.stats.count("log_errors")
             if self.log_errors == 1 or self.log_errors % 1000 == 0:
                 LOG.error("event log %s: %s failed: %s (%d failed writes so far); sorting goes on without "
@@ -116,7 +115,7 @@ class SortLoop:
 
     def _log_dropped(self, seqs: List[int], note: str) -> None:
         for seq in seqs:
-            self._logged(self.log.frame, seq, "dropped", note=note)
+            self.log.frame(seq, "dropped", note=note)
         if seqs:
             self.stats.count("dropped", len(seqs))
 
@@ -135,8 +134,9 @@ class SortLoop:
 
     def _process(self, frame) -> None:
         start, cpu_start = time.perf_counter(), time.thread_time()
+        to_wall = time.time() - self.clock()  # the loop's monotonic clock -> wall time, for the log rows
         if frame.error is not None:
-            self._logged(self.log.frame, frame.seq, "read_error", t=self._wall(frame.t), note=frame.error[:500])
+            self.log.frame(frame.seq, "read_error", t=frame.t + to_wall, note=frame.error[:500])
             self.stats.count("read_error")
             self._logged(self.log.fault, "read_error", frame.error, frame.seq)
             return
@@ -144,7 +144,7 @@ class SortLoop:
             detections = self.detector.detect(frame.image, frame.prepared)
         except Exception as exc:  # a failed inference costs one frame, not the service
             message = "inference failed on frame %d: %s: %s" % (frame.seq, type(exc).__name__, exc)
-            self._logged(self.log.frame, frame.seq, "inference_error", t=self._wall(frame.t), note=message[:500])
+            self.log.frame(frame.seq, "inference_error", t=frame.t + to_wall, note=message[:500])
             self.stats.count("inference_error")
             self._logged(self.log.fault, "inference", message, frame.seq)
             return
@@ -155,31 +155,28 @@ class SortLoop:
             self.live.update(frame.seq, frame.image, update.matched)
         for track, reason in update.expired:
             self._log_undecided(track, reason)
-        now = self.clock()
-        to_wall = time.time() - now  # monotonic -> wall, for the log rows
-        rows, decisions, due = [], [], []
+        now = self.clock()  # the decision's time (after inference and tracking)
+        rows, decisions = [], []
         for track in update.ready:
             # the travel delay counts from when the item was ON the line (interpolated between frames,
             # so a late or dropped frame does not delay the actuator), never from before the decision
             base = min(track.crossed_t, now) if track.crossed_t is not None else now
             decision = decide(track, self.config)
             decisions.append(decision)
-            due.append((base + self.config.travel_delay_s, track.first_t))
             rows.append({"track_id": track.id, "seq": frame.seq, "t_first": track.first_t + to_wall,
                          "t_decided": now + to_wall, "class_id": decision.class_id, "label": decision.label,
                          "score": round(decision.confidence, 4), "agreement": round(decision.agreement, 4),
                          "votes": track.votes_dict(), "bin": decision.bin, "reason": decision.reason,
                          "bbox": track.bbox.to_list(), "due": base + self.config.travel_delay_s + to_wall})
         e2e_ms = (self.clock() - frame.t) * 1000.0
-        self._logged(self.log.frame, frame.seq, "processed", t=frame.t + to_wall, detections=len(detections),
-                     infer_ms=round(infer_ms, 3), e2e_ms=round(e2e_ms, 3))
+        self.log.frame(frame.seq, "processed", t=frame.t + to_wall, detections=len(detections),
+                       infer_ms=round(infer_ms, 3), e2e_ms=round(e2e_ms, 3))
         if rows:
             ids = self._logged(self.log.record_decisions, rows)  # durable before anything moves
             if ids is None:  # the log cannot take them: the items still move, under refs the log never had
-                ids = [-(self._unlogged + k + 1) for k in range(len(rows))]
-                self._unlogged += len(rows)
-            for ref, row, (at, first) in zip(ids, rows, due):
-                self.scheduler.schedule(ref, row["bin"], at, first)
+                ids = [-(self.decisions + k + 1) for k in range(len(rows))]
+            for ref, row in zip(ids, rows):  # the scheduler runs on the monotonic clock
+                self.scheduler.schedule(ref, row["bin"], row["due"] - to_wall, row["t_first"] - to_wall)
                 if self.live is not None:
                     self.live.decided(ref, frame.image, row["bbox"])
             self.decisions += len(rows)
@@ -230,7 +227,8 @@ class SortLoop:
         if not self._stall_reported:
             self._stall_reported = True
             self.stats.count("faults")
-            message = "actuations stopped: %s; the watchdog is no longer fed, so systemd restarts the service" % problem
+            message = ("actuations stopped: %s; the watchdog is no longer fed, so systemd restarts the service (run "
+                       "by hand: restart it)" % problem)
             LOG.error("%s", message)
             self._logged(self.log.fault, "actuator", message)
 
@@ -317,6 +315,7 @@ def build_service(bundle: str, config_path: Optional[str], source_spec: str, log
                 snap["pending_actuations"] = scheduler.pending()
                 # what the service kept going through: late actuations not fired, records the disk refused
                 snap["actuations_missed_late"] = scheduler.missed
+                snap["actuation_log_errors"] = scheduler.journal_errors
                 snap["log_frames_lost"] = log.frames_lost
                 if hard is not None:
                     snap["hard_examples_failed"] = hard.failed
@@ -336,11 +335,11 @@ def build_service(bundle: str, config_path: Optional[str], source_spec: str, log
             LOG.info("operator page at http://%s:%d/ (JSON status at /health)", *server.address[:2])
         # Nothing can fail from here on: record the run and start the background threads.
         log.start_run(source.description, loaded.accelerator, start_seq)
-        if getattr(log, "moved_aside", None):  # a corrupt log was kept aside and a fresh one started
+        if log.moved_aside:  # a corrupt log was kept aside and a fresh one started
             log.fault("event_log", "%s could not be read (corrupt); it was moved to %s and a new log started"
                       % (log.path, log.moved_aside))
         # decisions the previous run left unfinished (after a crash); none due later than a decision can be
-        resumable = log.recover(max_ahead_s=config.travel_delay_s + LATE_TOLERANCE_S)
+        resumable = log.recover(LATE_TOLERANCE_S, max_ahead_s=config.travel_delay_s + LATE_TOLERANCE_S)
         if loaded.warning:
             log.fault("accelerator", loaded.warning)
         gaps = mapping_gaps_warning(config)

@@ -122,7 +122,7 @@ class SortConfig:
                 raise self._err(key + ".chip", "expected the GPIO chip's device path as a text (e.g. "
                                                "\"/dev/gpiochip2\"), got %r" % (spec.get("chip"),))
             line = spec.get("line")
-            if isinstance(line, bool) or not isinstance(line, (int, str)) or not str(line).isdigit():
+            if isinstance(line, bool) or not isinstance(line, (int, str)) or not str(line).isdecimal():
                 raise self._err(key + ".line", "expected the line number on %s as an integer >= 0 (e.g. 13), "
                                                "got %r" % (spec["chip"], line))
 
