@@ -289,12 +289,15 @@ def test_permission_and_disk_errors_at_start_still_raise_and_move_nothing(tmp_pa
     path = str(tmp_path / "ev.sqlite")
     EventLog(path).close()
 
-    def disk_error(*args, **kwargs):
+    from edge_trash.edge_runtime import eventlog
+
+    def disk_error(db):  # the file opens, then reading it fails: not damage, so it must stay where it is
         raise sqlite3.OperationalError("disk I/O error")
-    monkeypatch.setattr(sqlite3, "connect", disk_error)
+    monkeypatch.setattr(eventlog, "_prepare", disk_error)
+    before = sorted(os.listdir(str(tmp_path)))
     with pytest.raises(sqlite3.OperationalError, match="disk I/O error"):
         EventLog(path)
-    assert sorted(os.listdir(str(tmp_path))) == ["ev.sqlite", "is-a-folder.sqlite"]
+    assert sorted(os.listdir(str(tmp_path))) == before and "ev.sqlite" in before
 
 
 def test_is_corrupt_tells_damage_from_other_errors_on_every_python():

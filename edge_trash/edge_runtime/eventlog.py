@@ -1,7 +1,8 @@
 """The event log: SQLite in WAL mode, durable across SIGKILL, size-bounded (stdlib only).
 
 Every frame sequence number gets exactly one row in ``frames`` (status ``processed``,
-``dropped``, ``read_error`` or ``inference_error``). Frame rows are buffered and committed in
+``dropped``, ``read_error`` or ``inference_error``), except rows dropped while the disk refused them
+(counted in ``frames_lost``, see below). Frame rows are buffered and committed in
 batches; a decision or fault commits the buffer in the same transaction, so after a crash the
 committed frames are always a contiguous prefix and ``next_seq()`` says where to resume.
 Decisions are written ``pending`` before they are scheduled, ``attempting`` (durably) before
@@ -218,7 +219,8 @@ class EventLog:
 
     def _drop_oldest_locked(self, n: int) -> None:
         """Drop the ``n`` oldest buffered rows, counted (caller holds ``_buf_lock``)."""
-        dropped, self._frames = self._frames[:n], self._frames[n:]
+        dropped = self._frames[:n]
+        del self._frames[:n]  # in place: called per frame while the disk refuses rows
         first, last = dropped[0][0], dropped[-1][0]
         if self._lost is None:
             self._lost = [0, first, last]
@@ -368,7 +370,7 @@ class EventLog:
 
     # -- decisions ----------------------------------------------------------------------------
     def record_decisions(self, rows: List[Dict]) -> List[int]:
-        """Insert decisions as ``pending`` together with all buffered frames, durably. Each row:
+        """Insert decisions as ``pending`` together with the buffered frames (the oldest ``commit_every``), durably. Each row:
         track_id, seq, t_first, t_decided, class_id, label, score, agreement, votes, bin, reason,
         bbox, due. Returns their ids."""
         def work():
@@ -382,7 +384,7 @@ class EventLog:
                      json.dumps(r["bbox"]), r["due"]))
                 ids.append(cur.lastrowid)
             return ids
-        return self._write(work)
+        return self._write(work, limit=self.commit_every)  # a backlog after an outage is the flusher's to write
 
     def mark_attempt(self, ref: int) -> None:
         """Durably mark decision ``ref`` as being actuated (before the actuator moves). Raises
@@ -404,9 +406,9 @@ class EventLog:
                          (self.run_id, time.time(), kind, message, seq, ref))
 
     def fault(self, kind: str, message: str, seq: Optional[int] = None, ref: Optional[int] = None) -> None:
-        """Record a fault durably (with all buffered frames). Raises ``sqlite3.Error`` when the disk
+        """Record a fault durably (with the oldest ``commit_every`` buffered frames). Raises ``sqlite3.Error`` when the disk
         refuses it; the frame rows stay buffered and the connection usable."""
-        self._write(lambda: self._fault_locked(kind, message, seq, ref))
+        self._write(lambda: self._fault_locked(kind, message, seq, ref), limit=self.commit_every)
 
     def undecided_track(self, track_id: int, first_seq: int, last_seq: int, hits: int, reason: str,
                         votes: Dict) -> None:

@@ -27,6 +27,7 @@ import numpy as np
 
 from edge_trash.edge_runtime.geometry import Detection
 from edge_trash.edge_runtime.files import write_atomically
+from edge_trash.edge_runtime.sources import ppm_bytes
 
 LABELS_FILE = "labels.json"
 IMAGE_EXTENSIONS = (".jpg", ".ppm")  # what this queue writes
@@ -224,10 +225,8 @@ class HardExampleQueue:
             buf = io.BytesIO()
             Image.fromarray(image).save(buf, format="JPEG", quality=92)
             image_name, data = stem + ".jpg", buf.getvalue()
-        else:  # binary PPM, as sources.write_ppm writes it
-            image_name = stem + ".ppm"
-            data = b"P6\n%d %d\n255\n" % (image.shape[1], image.shape[0]) + \
-                np.ascontiguousarray(image, np.uint8).tobytes()
+        else:  # binary PPM
+            image_name, data = stem + ".ppm", ppm_bytes(image)
         record = {"seq": seq, "t": now, "file": image_name, "width": int(image.shape[1]),
                   "height": int(image.shape[0]), "reason": reason,
                   "agreement": agreement, "best_score": max([d.score for d in detections] or [0.0]),

@@ -41,7 +41,9 @@ class _FailureLog:
         key = (type(exc).__name__,) + where
         with self._lock:
             first = key not in self._seen
-            if first and len(self._seen) < self._limit:
+            if first:
+                if len(self._seen) >= self._limit:  # bounded: start over rather than log every repeat in full
+                    self._seen.clear()
                 self._seen.add(key)
         if first:
             LOG.error("operator page: %s failed (%s: %s); answered 500. Traceback (logged once):", what,
@@ -131,10 +133,7 @@ class HealthServer:
 
     def __init__(self, status: Callable[[], Dict], host: str = "127.0.0.1", port: int = 8321,
                  router: Optional[Callable] = None, request_timeout_s: float = REQUEST_TIMEOUT_S):
-        # read by each new connection: an idle one is closed after this many seconds
-        self.request_timeout_s = request_timeout_s
         failures = _FailureLog()
-        owner = self
 
         def health_only(method, target, headers):
             from edge_trash.edge_runtime.operator_page import Response
@@ -145,9 +144,7 @@ class HealthServer:
         route = router or health_only
 
         class Handler(BaseHTTPRequestHandler):
-            def setup(self):
-                self.timeout = owner.request_timeout_s  # the socket timeout StreamRequestHandler sets
-                BaseHTTPRequestHandler.setup(self)
+            timeout = request_timeout_s  # StreamRequestHandler's socket timeout: an idle connection is closed
 
             def _answer(self, method):
                 try:

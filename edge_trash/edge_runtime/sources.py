@@ -85,11 +85,9 @@ def read_ppm(path: str) -> np.ndarray:
     return np.repeat(image, 3, axis=2) if channels == 1 else image
 
 
-def write_ppm(path: str, image: np.ndarray) -> None:
-    """Write HxWx3 uint8 as binary PPM."""
-    with open(path, "wb") as f:
-        f.write(b"P6\n%d %d\n255\n" % (image.shape[1], image.shape[0]))
-        f.write(np.ascontiguousarray(image, np.uint8).tobytes())
+def ppm_bytes(image: np.ndarray) -> bytes:
+    """HxWx3 uint8 as a binary PPM file's bytes (what ``read_image`` reads back without Pillow)."""
+    return b"P6\n%d %d\n255\n" % (image.shape[1], image.shape[0]) + np.ascontiguousarray(image, np.uint8).tobytes()
 
 
 def read_image(path: str) -> np.ndarray:
