@@ -101,8 +101,8 @@ def _run_dir(path: Path) -> Path:
 
 @pytest.mark.parametrize("flag, target, said", [
     ("--out", "metrics.json", "metrics.json is its training record (train --resume, export's not-finished warning "
-                              "and evaluate's default fold read it); evaluate would overwrite it: write it elsewhere, "
-                              "e.g. --out {run}/eval/val.json"),
+                              "and evaluate's note on splits it was trained on read it); evaluate would overwrite it: "
+                              "write it elsewhere, e.g. --out {run}/eval/val.json"),
     ("--out", "config.json", "config.json is its settings (train --resume, export and evaluate read them); evaluate "
                              "would overwrite it: write it elsewhere, e.g. --out {run}/eval/val.json"),
     ("--out", "saved_model/m.json", "saved_model/ holds its SavedModel (export and evaluate read it); evaluate would "

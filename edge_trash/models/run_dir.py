@@ -31,6 +31,22 @@ SAVED_MODEL = "saved_model"
 CHECKPOINTS = "checkpoints"
 METRICS_JSON = "metrics.json"
 LOGS = "logs"
+DATA_JSON = "data.json"  # written by edge_trash.train.data_record
+
+# What `train` writes into a run directory, and what reads each (a file of another command there would replace it)
+RUN_FILES = {
+    CONFIG_JSON: "settings (train --resume, export and evaluate read them)",
+    DATA_JSON: "record of the data it was trained on (train --resume checks --data against it)",
+    METRICS_JSON: "training record (train --resume, export's not-finished warning and evaluate's note on splits it "
+                  "was trained on read it)",
+    LABELS_TXT: "class list (export and evaluate read it)",
+    WEIGHTS_H5: "best weights (export, evaluate and train --init RUN read them)",
+}
+RUN_FOLDERS = {
+    SAVED_MODEL: "SavedModel (export and evaluate read it)",
+    CHECKPOINTS: "checkpoints (train --resume continues from them)",
+    LOGS: "TensorBoard logs",
+}
 
 
 class RunDirError(ValueError):

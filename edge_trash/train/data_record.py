@@ -27,7 +27,7 @@ from edge_trash.atomic_files import write_text_atomic
 from edge_trash.terminal import examples, plural, shell_word
 from edge_trash.tfrecords.splits import read_splits_json, split_listing, split_pictures
 
-DATA_JSON = "data.json"
+from edge_trash.models.run_dir import DATA_JSON  # the file's name, importable from here too
 VERSION = 1
 ROLES = ("train", "val")  # the shards a run learns from, and those its best checkpoint is chosen on
 

@@ -35,35 +35,21 @@ def _run_dir_of(model_path: Path) -> Optional[Path]:
     return None
 
 
-# What `train` writes into a run directory, and what reads each: an evaluate --out there would replace it.
-RUN_FILES = {
-    "config.json": "settings (train --resume, export and evaluate read them)",
-    "data.json": "record of the data it was trained on (train --resume checks --data against it)",
-    "metrics.json": "training record (train --resume, export's not-finished warning and evaluate's default fold "
-                    "read it)",
-    "labels.txt": "class list (export and evaluate read it)",
-    "model.weights.h5": "best weights (train --init RUN reads them)",
-}
-RUN_FOLDERS = {
-    "saved_model": "SavedModel (export and evaluate read it)",
-    "checkpoints": "checkpoints (train --resume continues from them)",
-    "logs": "TensorBoard logs",
-}
-
-
 def run_file_problem(path: Path, flag: str, instead: str) -> str:
     """Why ``flag`` ``path`` must not be written ("" when it may): it is one of the files a run directory's
     ``train`` wrote (config.json, data.json, metrics.json, labels.txt, model.weights.h5, or a path inside its
     saved_model/, checkpoints/ or logs/), which evaluate would overwrite. ``instead`` names the file to suggest in
     ``RUN/eval/`` (``val.json``)."""
+    from edge_trash.models.run_dir import CONFIG_JSON, RUN_FILES, RUN_FOLDERS
+
     path = Path(path)
     run, what = None, ""
-    if (path.parent / "config.json").is_file() and (path.name in RUN_FILES or path.name in RUN_FOLDERS):
+    if (path.parent / CONFIG_JSON).is_file() and (path.name in RUN_FILES or path.name in RUN_FOLDERS):
         run = path.parent
         what = f"{path.name} is its {RUN_FILES.get(path.name) or RUN_FOLDERS[path.name]}"
     else:
         for folder in path.parents:
-            if folder.name in RUN_FOLDERS and (folder.parent / "config.json").is_file():
+            if folder.name in RUN_FOLDERS and (folder.parent / CONFIG_JSON).is_file():
                 run, what = folder.parent, f"{folder.name}/ holds its {RUN_FOLDERS[folder.name]}"
                 break
     if run is None:
@@ -190,14 +176,12 @@ def evaluate(model_path: Optional[Path], data_dir: Optional[Path], split: Option
                                "--annotations GT.json")
     from edge_trash.atomic_files import os_error_message
 
-    scores_name = "metrics.json"
-    if model_path is not None:
-        scores_name = f"{split_for_run(model_path, split)[0].replace('+', '_')}.json"
-    for flag, path, instead in (("--out", out, scores_name), ("--save-detections", save_detections,
-                                                              "detections.json")):
-        problem = run_file_problem(path, flag, instead) if path is not None else ""
-        if problem:
-            raise click.UsageError(problem)
+    for flag, path, instead in (("--out", out, None), ("--save-detections", save_detections, "detections.json")):
+        if path is not None and run_file_problem(path, flag, "_"):
+            if instead is None:  # the file to suggest is named after the split the run is scored on
+                instead = ("metrics.json" if model_path is None else
+                           f"{split_for_run(model_path, split)[0].replace('+', '_')}.json")
+            raise click.UsageError(run_file_problem(path, flag, instead))
     try:  # before the evaluation, not after it: an --out that cannot be written fails at once
         out.parent.mkdir(parents=True, exist_ok=True)
     except OSError as exc:

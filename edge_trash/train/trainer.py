@@ -28,7 +28,7 @@ from edge_trash.models import run_dir as rd
 from edge_trash.models.config import SSDConfig
 from edge_trash.tfrecords.split_layout import DataSplitError, training_splits
 from edge_trash.terminal import plural, shell_word
-from edge_trash.train.data_record import (DATA_JSON, data_record, no_record_note, read_data_record,
+from edge_trash.train.data_record import (data_record, no_record_note, read_data_record,
                                           resume_data_problem, write_data_record)
 from edge_trash.train.train_config import TrainConfig
 
@@ -149,10 +149,9 @@ def default_dataset_fn(data_dir: Path, model: SSDConfig, train: TrainConfig) -> 
     return dataset_fn
 
 
-#: What ``train`` writes into a run directory (``edge_trash.models.run_dir`` and ``data_record``): an --out
-#: holding nothing else, and no config.json, is a run that stopped before its config was written.
-RUN_ENTRIES = (rd.CONFIG_JSON, rd.LABELS_TXT, DATA_JSON, rd.WEIGHTS_H5, rd.SAVED_MODEL, rd.CHECKPOINTS,
-               rd.METRICS_JSON, rd.LOGS)
+#: What ``train`` writes into a run directory: an --out holding nothing else, and no config.json, is a run that
+#: stopped before its config was written.
+RUN_ENTRIES = tuple(rd.RUN_FILES) + tuple(rd.RUN_FOLDERS)
 
 
 def _is_run_entry(name: str) -> bool:
@@ -171,11 +170,11 @@ def out_dir_problem(data_dir: Path, out_dir: Path, resume: bool = False) -> str:
     A run written into its data folder mixes with the records: a later ``build-tfrecords --out`` there replaces
     the run's labels.txt, and export and evaluate then refuse the run.
     """
+    if resume:
+        return ""
     data, out = Path(data_dir), Path(out_dir)
     real_data, real_out = data.resolve(), out.resolve()
     example = f"runs/{real_data.name or 'run'}"
-    if resume:
-        return ""
     if real_out == real_data:
         where = f"--out {out} is the --data folder"
     elif real_data in real_out.parents:
