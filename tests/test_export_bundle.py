@@ -121,14 +121,15 @@ def test_export_with_fake_compiler_writes_a_verified_bundle(tmp_path, sample_bui
     with pytest.raises(BundleError, match="model_int8_edgetpu.tflite does not match the manifest"):
         verify_bundle(str(bundle))
 
-    # Exporting again replaces the bundle as a whole (no stale files are hashed or left over): what an earlier
-    # export wrote is replaced; a file no export writes is the user's: refused, not deleted.
+    # Exporting again replaces the bundle as a whole (no stale files are hashed or left over: a file an older
+    # version's runtime had is gone); a file no export writes, at the top, is the user's: refused, not deleted.
     # This time the compiler reports 2 more CPU ops than predicted: a warning, not a failure.
     (bundle / "notes.txt").write_text("mine")
     with pytest.raises(ValueError, match="holds what an export does not write: notes.txt;"):
         export_bundle(options, loader=_loader(data_dir))
     (bundle / "notes.txt").unlink()
-    (bundle / "sort.yaml.new").write_text("old")  # an earlier export's template beside the edited sort.yaml
+    stale = bundle / "edge_trash" / "edge_runtime" / "removed_in_this_version.py"
+    stale.write_text("old")
     stdout = Path(env["FAKE_EDGETPU_STDOUT"]).read_text()
     edgetpu_ops = result.compat["edgetpu_ops"]
     disagreeing = tmp_path / "disagreeing_stdout.txt"
@@ -136,7 +137,7 @@ def test_export_with_fake_compiler_writes_a_verified_bundle(tmp_path, sample_bui
                            .replace("run on CPU: 3", "run on CPU: 5"))
     monkeypatch.setenv("FAKE_EDGETPU_STDOUT", str(disagreeing))
     again = export_bundle(options, loader=_loader(data_dir))
-    assert again.exit_code == ExitCode.OK and (bundle / "sort.yaml.new").read_text() != "old"
+    assert again.exit_code == ExitCode.OK and not stale.exists()
     assert f"Edge TPU ops: compiler {edgetpu_ops - 2}, predicted {edgetpu_ops}" in again.compile["disagreements"]
     assert any("differs from the prediction" in w and "CPU ops: compiler 5, predicted 3" in w
                for w in again.warnings)
@@ -219,6 +220,7 @@ def test_options_name_the_bad_flag(tmp_path):
     for name in ("notes.txt", "mydata"):
         shutil.rmtree(tmp_path / "other" / name) if name == "mydata" else (tmp_path / "other" / name).unlink()
     (tmp_path / "other" / "sort.yaml").write_text("{}")
+    (tmp_path / "other" / ".DS_Store").write_bytes(b"")  # the folder was shown in macOS's Finder
     ExportOptions(**{**base, "out": str(tmp_path / "other")}).validate()
     for k in range(3):  # a --folds build has no train split to calibrate on, nor val to check int8 on
         (tmp_path / "data" / f"fold{k}-00000-of-00001.tfrecord").write_bytes(b"x")

@@ -35,7 +35,7 @@ from edge_trash.export import calibration as calibration_lib
 from edge_trash.export import operator_config
 from edge_trash.export.parity import DEFAULT_MAX_AP_DROP, LATENCY_RUNS
 from edge_trash.export import run_checks
-from edge_trash.terminal import plural
+from edge_trash.terminal import examples, plural
 from edge_trash.tfrecords.split_layout import folds_without_train
 
 CPU_MODEL = "model_int8.tflite"
@@ -97,16 +97,9 @@ class ExportOptions:
             raise ValueError(f"latency_runs must be >= 1, got {self.latency_runs}")
         if os.path.abspath(self.out) in (os.path.abspath(self.model), os.path.abspath(self.data)):
             raise ValueError(f"--out {self.out} must differ from --model and --data")
-        if os.path.isdir(self.out) and os.listdir(self.out) and not _looks_like_bundle(self.out):
-            raise ValueError(
-                f"--out {self.out} exists and is not an edge-trash bundle (no {CPU_MODEL}); "
-                "choose a new or empty directory: export replaces the whole directory")
-        foreign = _not_written_by_export(self.out) if os.path.isdir(self.out) else []
-        if foreign:
-            shown = ", ".join(foreign[:5]) + (f" and {len(foreign) - 5} more" if len(foreign) > 5 else "")
-            raise ValueError(
-                f"--out {self.out} holds what an export does not write: {shown}; export replaces the whole "
-                "directory, so move them out first or choose another --out")
+        problem = out_problem(self.out)
+        if problem:
+            raise ValueError(problem)
 
 
 @dataclasses.dataclass
@@ -161,18 +154,28 @@ def _looks_like_bundle(path: str) -> bool:
     return any(os.path.exists(os.path.join(path, name)) for name in (CPU_MODEL, "manifest.json", COMPAT))
 
 
-# every name an export writes into a bundle (sort.yaml.new: the new template beside an edited sort.yaml)
-BUNDLE_NAMES = frozenset((CPU_MODEL, EDGETPU_MODEL, COMPILER_LOG, LABELS, SORT_CONFIG, "sort.yaml.new", COMPAT,
-                          PARITY, "manifest.json", RUNTIME_DIR))
+# every name an export writes into a bundle (sort.yaml.new: the new template beside an edited sort.yaml), and
+# what macOS's Finder leaves in a folder it showed
+BUNDLE_NAMES = frozenset((CPU_MODEL, EDGETPU_MODEL, COMPILER_LOG, LABELS, SORT_CONFIG, operator_config.NEW_TEMPLATE,
+                          COMPAT, PARITY, operator_config.MANIFEST, RUNTIME_DIR, ".DS_Store"))
 
 
-def _not_written_by_export(path: str) -> List[str]:
-    """The entries of a bundle folder an export did not write (a user's notes, an event log from running the
-    service there): replacing the folder would delete them. Folders end in '/'."""
-    if not _looks_like_bundle(path):
-        return []
-    return sorted(name + ("/" if os.path.isdir(os.path.join(path, name)) else "")
-                  for name in os.listdir(path) if name not in BUNDLE_NAMES)
+def out_problem(out: str) -> str:
+    """Why export must not replace ``out`` ("" when it may): a folder that is not a bundle, or a bundle holding
+    what an export does not write (a user's notes, an event log from running the service there), which
+    replacing the folder would delete."""
+    entries = os.listdir(out) if os.path.isdir(out) else []
+    if not entries:
+        return ""
+    if not _looks_like_bundle(out):
+        return (f"--out {out} exists and is not an edge-trash bundle (no {CPU_MODEL}); choose a new or empty "
+                "directory: export replaces the whole directory")
+    foreign = sorted(name + ("/" if os.path.isdir(os.path.join(out, name)) else "")
+                     for name in entries if name not in BUNDLE_NAMES)
+    if foreign:
+        return (f"--out {out} holds what an export does not write: {examples(foreign, 5)}; export replaces the "
+                "whole directory, so move them out first or choose another --out")
+    return ""
 
 
 def _write_json(path: str, data: Any) -> None:
@@ -215,13 +218,16 @@ def _versions() -> Dict[str, str]:
 
 def _replace_dir(staging: str, out: str) -> None:
     """Move the finished staging directory to ``out``, replacing an older bundle there."""
+    from edge_trash.atomic_files import signals_held
+
     out = os.path.abspath(out)
     old = None
-    if os.path.exists(out):
-        old = tempfile.mkdtemp(prefix=".old-bundle-", dir=os.path.dirname(out))
-        os.rmdir(old)
-        os.replace(out, old)
-    os.replace(staging, out)
+    with signals_held():  # a Ctrl-C or kill between the two renames would leave no bundle at out
+        if os.path.exists(out):
+            old = tempfile.mkdtemp(prefix=".old-bundle-", dir=os.path.dirname(out))
+            os.rmdir(old)
+            os.replace(out, old)
+        os.replace(staging, out)
     if old:
         shutil.rmtree(old, ignore_errors=True)
 
@@ -336,7 +342,7 @@ def export_bundle(options: ExportOptions, log: Callable[[str], None] = lambda _:
                 kept = operator_config.keep_edited_sort_config(staging, out, edited, class_names)
                 notes.extend(kept.notes)
                 warnings.extend(kept.warnings)
-                blocks = blocks or kept.blocks_service
+                blocks = kept.blocks_service
             _replace_dir(staging, out)
             files = dict(files_in(out))
             return ExportResult(bundle_dir=out, exit_code=code, message=message, files=files,

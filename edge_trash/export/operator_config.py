@@ -106,7 +106,11 @@ class KeptConfig:
 
     notes: List[str]
     warnings: List[str]
-    blocks_service: bool = False  # the kept file stops the sort service from starting (it must be fixed first)
+
+    @property
+    def blocks_service(self) -> bool:
+        """Whether the kept file stops the sort service from starting: every warning here says one that does."""
+        return bool(self.warnings)
 
 
 def keep_edited_sort_config(staging: str, bundle_dir: str, edited: bytes, class_names: Sequence[str]) -> KeptConfig:
@@ -133,7 +137,7 @@ def keep_edited_sort_config(staging: str, bundle_dir: str, edited: bytes, class_
     if check.error:
         warnings.append(f"the kept sort.yaml cannot be read, and the sort service refuses to start with it: "
                         f"{check.error}; fix it{f', or start again from {NEW_TEMPLATE}' if has_template else ''}")
-        return KeptConfig(notes, warnings, blocks_service=True)
+        return KeptConfig(notes, warnings)
     if check.unknown:
         warnings.append(f"{kept_path} maps {', '.join(check.unknown)}, not classes of this model (its classes: "
                         f"{', '.join(class_names)}): the sort service refuses to start until they are removed "
@@ -144,4 +148,4 @@ def keep_edited_sort_config(staging: str, bundle_dir: str, edited: bytes, class_
                      f"{f' (as {NEW_TEMPLATE} has them)' if has_template else ''}")
     if not check.unknown and not check.unmapped:
         notes.append(f"{kept_path} maps every class of this model")
-    return KeptConfig(notes, warnings, blocks_service=bool(check.unknown))
+    return KeptConfig(notes, warnings)
