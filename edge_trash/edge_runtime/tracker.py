@@ -63,7 +63,6 @@ class Track:
         self.prev_t = t
         self.crossed_t = None  # type: Optional[float]  interpolated time the centre crossed the line
         self.decided = False
-        self.decided_class = None  # type: Optional[int]  the vote winner when the track was decided
         self.add(det, seq, t)
 
     def add(self, det: Detection, seq: int, t: float) -> None:
@@ -152,13 +151,17 @@ class IoUTracker:
         dist = np.sqrt(((tc[:, None, :] - dc[None, :, :]) ** 2).sum(-1)) / size[:, None]
         close = (iou >= self.iou_threshold) | (dist <= self.max_distance)
         if self.mode == "platform":
-            close, own = self._platform_pairs(close, detections)
+            # The actuator takes a decided item off the platform, so another class at its place is the next item:
+            # a decided track keeps only detections of its class (its leader cannot change after the decision).
+            decided = np.array([tr.decided for tr in self.tracks], dtype=bool)
+            if decided.any():
+                leaders = np.array([-1 if tr.leader is None else tr.leader for tr in self.tracks])
+                close &= ~decided[:, None] | (leaders[:, None] == np.array([det.class_id for det in detections]))
             ti, di = np.nonzero(close)
-            # a decided item keeps its own class's detections at its place first, so a frame that misreads
-            # its class cannot hand them to a new track that would then be decided a second time; only
-            # where the boxes mostly overlap, so it never takes a neighbouring item's detection
-            own = own & (iou >= OWN_IOU)
-            order = np.lexsort((dist[ti, di], -iou[ti, di], ~own[ti, di]))
+            # ... and takes them first where the boxes mostly overlap, so a frame that misreads its class cannot
+            # hand its detections to a new track (never a neighbouring item's: only at its place)
+            own = decided[ti] & (iou[ti, di] >= OWN_IOU)
+            order = np.lexsort((dist[ti, di], -iou[ti, di], ~own))
         else:
             ti, di = np.nonzero(close)
             order = np.lexsort((dist[ti, di], -iou[ti, di]))
@@ -170,16 +173,6 @@ class IoUTracker:
                 used_d.add(b)
                 matches.append((a, b))
         return matches
-
-    def _platform_pairs(self, close, detections: Sequence[Detection]):
-        """Platform mode: (``close`` without the pairs of a decided track and a detection of another class,
-        the pairs of a decided track and a detection of its own class). The actuator takes a decided item
-        off the platform, so another class at its place is the next item: it must start its own track."""
-        decided = np.array([tr.decided for tr in self.tracks], dtype=bool)
-        track_class = np.array([tr.decided_class if tr.decided_class is not None else -1 for tr in self.tracks])
-        det_class = np.array([det.class_id for det in detections])
-        same = track_class[:, None] == det_class[None, :]
-        return close & ~(decided[:, None] & ~same), decided[:, None] & same
 
     def update(self, detections: Sequence[Detection], seq: int, t: float, frame_w: int,
                frame_h: int) -> TrackerUpdate:
@@ -230,7 +223,6 @@ class IoUTracker:
             out.ready = [tr for tr in out.ready if not any(BBox.iou(d.bbox, tr.bbox) >= OWN_IOU for d in held)]
         for track in out.ready:
             track.decided = True
-            track.decided_class = track.vote_winner()[0]
         return out
 
     def _why_undecided(self, track: Track) -> str:
