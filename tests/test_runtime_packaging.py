@@ -6,7 +6,7 @@ import shlex
 import subprocess
 import sys
 
-from edge_trash.edge_runtime.__main__ import build_parser
+from edge_trash.edge_runtime.__main__ import EXIT_CONFIG, build_parser
 
 RUNTIME = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "edge_trash", "edge_runtime")
 TESTS = os.path.dirname(os.path.abspath(__file__))
@@ -40,6 +40,16 @@ def test_systemd_unit_never_gives_up_restarting():
         for key in ("StartLimitBurst", "StartLimitInterval", "StartLimitAction"):
             assert key not in unit[section], (section, key)
     assert "StartLimitIntervalSec" not in unit["Service"]
+
+
+def test_systemd_unit_stops_on_a_configuration_error_only():
+    """A broken sort.yaml or bundle exits EXIT_CONFIG, which the unit does not restart (it failed every 5 s
+    forever); exit 1 (camera, TPU, disk, port) and the watchdog's kill still restart."""
+    unit = configparser.ConfigParser(strict=False, interpolation=None)
+    unit.optionxform = str
+    unit.read(os.path.join(RUNTIME, "edge-trash.service"))
+    assert unit["Service"]["RestartPreventExitStatus"].split() == [str(EXIT_CONFIG)]
+    assert "SuccessExitStatus" not in unit["Service"]  # 78 stays a failure: `systemctl status` shows it
 
 
 def test_install_script_is_valid_sh_and_refuses_non_root_or_non_bundles(tmp_path):

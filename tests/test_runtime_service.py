@@ -14,7 +14,7 @@ import urllib.request
 import numpy as np
 import pytest
 
-from edge_trash.edge_runtime.__main__ import main
+from edge_trash.edge_runtime.__main__ import EXIT_CONFIG, main
 from edge_trash.edge_runtime.health import SystemdNotifier, percentile
 from edge_trash.edge_runtime.service import build_service
 from edge_trash.edge_runtime.sources import FrameCapture, FrameSource
@@ -236,7 +236,7 @@ def test_models_breaking_the_contract_are_refused_at_start(tmp_path, capsys, fak
     write_conveyor_frames(str(tmp_path / "frames"), 3)
     code = main(["run", "--bundle", bundle, "--source", "dir:%s" % (tmp_path / "frames")],
                 interpreter_loader=make_fake_loader(fake))
-    assert code == 1 and message in capsys.readouterr().err
+    assert code == EXIT_CONFIG == 78 and message in capsys.readouterr().err
 
 
 def test_health_port_in_use_names_the_key(tmp_path, capsys):
@@ -253,12 +253,13 @@ def test_health_port_in_use_names_the_key(tmp_path, capsys):
     assert code == 1 and "health: cannot listen on 127.0.0.1:%d" % port in capsys.readouterr().err
 
 
-@pytest.mark.parametrize("setup, message", [
-    ("no_manifest", "manifest.json is missing"),
-    ("bad_config", "classes.bottel: not a class of this model"),
-    ("bad_source", "expected camera:N, gst:PIPELINE, dir:PATH or video:PATH"),
+@pytest.mark.parametrize("setup, message, status", [
+    ("no_manifest", "manifest.json is missing", 78),  # configuration: a restart cannot mend it
+    ("bad_config", "classes.bottel: not a class of this model", 78),
+    ("bad_source", "expected camera:N, gst:PIPELINE, dir:PATH or video:PATH", 1),
 ])
-def test_cli_errors_exit_1_with_the_reason(tmp_path, capsys, setup, message):
+def test_cli_errors_exit_with_the_reason(tmp_path, capsys, monkeypatch, setup, message, status):
+    monkeypatch.delenv("INVOCATION_ID", raising=False)
     bundle = make_bundle(str(tmp_path / "bundle"), sort_overrides={"health": {"enabled": False},
                                                                     "log": {"path": str(tmp_path / "ev.sqlite")}})
     source = "dir:%s" % tmp_path
@@ -270,8 +271,22 @@ def test_cli_errors_exit_1_with_the_reason(tmp_path, capsys, setup, message):
     else:
         source = "webcam"
     code = main(["run", "--bundle", bundle, "--source", source], interpreter_loader=make_fake_loader())
-    assert code == 1
-    assert message in capsys.readouterr().err
+    assert code == status
+    err = capsys.readouterr().err
+    assert message in err and "systemctl" not in err  # run by hand: no word of systemd
+
+
+def test_a_broken_sort_config_under_systemd_says_the_unit_stays_stopped(tmp_path, capsys, monkeypatch):
+    monkeypatch.setenv("INVOCATION_ID", "0123abcd")  # systemd sets it for the units it runs
+    bundle = make_bundle(str(tmp_path / "bundle"), sort_overrides={"health": {"enabled": False},
+                                                                    "log": {"path": str(tmp_path / "ev.sqlite")}})
+    with open(os.path.join(bundle, "sort.yaml"), "w") as f:
+        json.dump({"classes": {"bottel": "x"}}, f)
+    code = main(["run", "--bundle", bundle, "--source", "dir:%s" % tmp_path], interpreter_loader=make_fake_loader())
+    lines = capsys.readouterr().err.splitlines()
+    assert code == 78 and "classes.bottel: not a class of this model" in lines[0]
+    assert lines[1] == ("edge-trash-device: the service stays stopped until this is fixed (a restart cannot mend "
+                        "it); then: sudo systemctl restart edge-trash")
 
 
 def test_cli_rejects_nonpositive_max_frames(capsys):

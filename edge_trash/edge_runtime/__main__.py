@@ -3,8 +3,14 @@
 import argparse
 import json
 import logging
+import os
 import sys
 from typing import Callable, List, Optional
+
+# sysexits.h EX_CONFIG: the bundle or sort.yaml is wrong and a restart cannot mend it. The systemd unit names it
+# in RestartPreventExitStatus, so a broken sort.yaml leaves the service stopped with its reason, instead of
+# failing every 5 s forever. A missing camera or TPU, a full disk or a busy port exits 1 and is retried.
+EXIT_CONFIG = 78
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -26,13 +32,14 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Optional[List[str]] = None, interpreter_loader: Optional[Callable] = None) -> int:
-    """Entry point; returns the exit status (1 on a configuration or model error)."""
+    """Entry point; returns the exit status: 78 (``EXIT_CONFIG``) when the bundle or sort config is wrong, 1 when
+    hardware or a resource was missing at start (a restart may find it) or the source failed, 2 on usage."""
     from edge_trash.edge_runtime.actuators import ActuatorError
     from edge_trash.edge_runtime.decode import DecodeError
     from edge_trash.edge_runtime.interpreter import InterpreterError
     from edge_trash.edge_runtime.manifest import BundleError
     from edge_trash.edge_runtime.sort_config import ConfigError
-    from edge_trash.edge_runtime.service import run_service
+    from edge_trash.edge_runtime.service import ResourceError, run_service
     from edge_trash.edge_runtime.sources import SourceError
 
     args = build_parser().parse_args(argv)
@@ -47,7 +54,13 @@ def main(argv: Optional[List[str]] = None, interpreter_loader: Optional[Callable
     try:
         summary = run_service(args.bundle, args.config, args.source, args.log, args.max_frames,
                               interpreter_loader, args.device, health=not args.no_health)
-    except (BundleError, ConfigError, InterpreterError, SourceError, ActuatorError, DecodeError) as exc:
+    except (BundleError, ConfigError, DecodeError) as exc:
+        sys.stderr.write("edge-trash-device: %s\n" % exc)
+        if os.environ.get("INVOCATION_ID"):  # set by systemd for the units it runs
+            sys.stderr.write("edge-trash-device: the service stays stopped until this is fixed (a restart "
+                             "cannot mend it); then: sudo systemctl restart edge-trash\n")
+        return EXIT_CONFIG
+    except (InterpreterError, SourceError, ActuatorError, ResourceError) as exc:
         sys.stderr.write("edge-trash-device: %s\n" % exc)
         return 1
     try:

@@ -25,11 +25,16 @@ from edge_trash.edge_runtime.live_view import LiveView
 from edge_trash.edge_runtime.operator_page import OperatorPage
 from edge_trash.edge_runtime.policy import decide
 from edge_trash.edge_runtime.queue_export import build_queue_coco
-from edge_trash.edge_runtime.sort_config import ConfigError, SortConfig, load_sort_config, mapping_gaps_warning
+from edge_trash.edge_runtime.sort_config import SortConfig, load_sort_config, mapping_gaps_warning
 from edge_trash.edge_runtime.sources import FrameCapture, FrameSource, open_source
 from edge_trash.edge_runtime.tracker import IoUTracker, TriggerLine
 
 LOG = logging.getLogger(__name__)
+
+
+class ResourceError(Exception):
+    """A folder, disk or port the service could not get at start: unlike a configuration error, a restart
+    may find it there (space freed, the old process gone), so systemd keeps restarting on it."""
 
 
 def _unwritable(what: str, path: str, setting: str, exc: BaseException) -> str:
@@ -274,7 +279,7 @@ def build_service(bundle: str, config_path: Optional[str], source_spec: str, log
             log = EventLog(where, max_frame_rows=config.log_max_frame_rows,
                            max_event_rows=config.log_max_event_rows)
         except (OSError, sqlite3.Error) as exc:
-            raise ConfigError(_unwritable("the event log", where, "--log, or log.path in sort.yaml", exc)) from None
+            raise ResourceError(_unwritable("the event log", where, "--log, or log.path in sort.yaml", exc)) from None
         closers.append(log.close)
         start_seq = log.next_seq()
         tracker = IoUTracker(config.mode, TriggerLine(config.trigger_axis, config.trigger_position,
@@ -302,7 +307,7 @@ def build_service(bundle: str, config_path: Optional[str], source_spec: str, log
                 hard = HardExampleQueue(config.hard_dir, labels, config.hard_band, config.hard_min_agreement,
                                         int(config.hard_quota_mb * 1024 * 1024), config.hard_min_interval_s)
             except OSError as exc:
-                raise ConfigError(_unwritable("the hard-example queue", config.hard_dir,
+                raise ResourceError(_unwritable("the hard-example queue", config.hard_dir,
                                               "hard_examples.dir in sort.yaml", exc)) from None
             hard.start_writer()
             closers.append(hard.close)
@@ -327,7 +332,7 @@ def build_service(bundle: str, config_path: Optional[str], source_spec: str, log
             try:
                 server = HealthServer(status, config.health_host, config.health_port, router=page.handle)
             except OSError as exc:
-                raise ConfigError("%s: health: cannot listen on %s:%d (%s); choose another health.port or set "
+                raise ResourceError("%s: health: cannot listen on %s:%d (%s); choose another health.port or set "
                                   "health.enabled to false" % (config.source, config.health_host,
                                                                config.health_port, exc))
             server.start()
