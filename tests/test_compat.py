@@ -5,6 +5,7 @@ from __future__ import annotations
 import functools
 import json
 import os
+import shlex
 import subprocess
 import sys
 from collections import Counter
@@ -18,6 +19,7 @@ from click.testing import CliRunner
 from edge_trash.export import edgetpu_ops as rules
 from edge_trash.export.compat import (AFTER_CUT_REASON, STATUS_NOT_PARSED, STATUS_NOT_QUANTIZED,
                                       inspect_tflite, summary_line)
+from edge_trash.export.inspect_cli import next_step
 from edge_trash.export.tflite_model import OpInfo, Quantization, TensorInfo, TfliteModel
 
 REPO = Path(__file__).resolve().parents[1]
@@ -329,6 +331,11 @@ def test_single_cut_float_input_quantize_and_own_problems_after_the_cut():
     assert summary_line(report).startswith(
         "hand.tflite: 1 of 5 ops on the Edge TPU, 4 on the CPU; CPU from op 2 LEAKY_RELU "
         "(LEAKY_RELU is not an Edge TPU op); parameters ")
+    # inspect's next line: the command, and what keeps the ops from the cut on the CPU (not the leading QUANTIZE)
+    assert next_step(report, Path("/models/hand.tflite")) == (
+        "next: edgetpu_compiler --out_dir /models --show_operations /models/hand.tflite on an x86-64 Linux machine; "
+        "to move op 2 LEAKY_RELU and the 2 ops after it onto the Edge TPU: use ReLU/ReLU6 or PReLU with "
+        "shared_axes=[1,2]")
 
 
 def test_float_model_is_not_quantized_and_version_failure_wins():
@@ -338,11 +345,17 @@ def test_float_model_is_not_quantized_and_version_failure_wins():
     report = inspect_tflite(_model([op("CONV_2D", [image, w], [out], code=3)], [image]))
     assert report.compiler_can_parse and report.compiler_error == "Model not quantized"
     assert [(v.on_edgetpu, v.status) for v in report.ops] == [(False, STATUS_NOT_QUANTIZED)]
+    assert next_step(report, Path("/models/hand.tflite")) == (
+        "fix first: op 0 CONV_2D: a float tensor inside the graph means the op was not quantized: every op before "
+        "the postprocess must be int8 (check the representative dataset and TFLITE_BUILTINS_INT8)")
 
     report = inspect_tflite(_model([op("CONV_2D", [image, w], [out], code=3, version=6)], [image]))
     assert not report.compiler_can_parse
     assert report.compiler_error == "Didn't find op for builtin opcode 'CONV_2D' version '6'"
     assert report.ops[0].status == STATUS_NOT_PARSED and report.edgetpu_ops == 0
+    assert next_step(report, Path("/models/hand.tflite")).startswith(
+        "fix first: op 0 CONV_2D: the Edge TPU compiler 16 parses TFLite at TensorFlow 2.5 level; CONV_2D must "
+        "come out at a lower op version")
 
 
 # ---- real conversions with TensorFlow (small models) --------------------------------------------
@@ -505,8 +518,17 @@ def test_cli_json_and_table():
     result = runner.invoke(cli, ["inspect", str(MODELS / "deeplabv3_mnv2_dm05_pascal_quant.tflite")])
     assert result.exit_code == 0
     lines = result.output.splitlines()
-    assert lines[-1].startswith("deeplabv3_mnv2_dm05_pascal_quant.tflite: 64 of 72 ops on the Edge TPU, "
+    assert lines[-2].startswith("deeplabv3_mnv2_dm05_pascal_quant.tflite: 64 of 72 ops on the Edge TPU, "
                                 "8 on the CPU; CPU from op 64 RESIZE_BILINEAR")
+    model = MODELS / "deeplabv3_mnv2_dm05_pascal_quant.tflite"
+    assert lines[-1] == (
+        f"next: edgetpu_compiler --out_dir {shlex.quote(str(MODELS))} --show_operations {shlex.quote(str(model))} "
+        "on an x86-64 Linux machine; to move op 64 RESIZE_BILINEAR and the 7 ops after it onto the Edge TPU: change "
+        "or replace RESIZE_BILINEAR so it meets the Edge TPU's limits (the reason above; the supported ops and their "
+        "limits: https://coral.ai/docs/edgetpu/models-intro/)")
+    result = runner.invoke(cli, ["inspect", str(MODELS / "deeplabv3_mnv2_dm05_pascal_quant_edgetpu.tflite")])
+    assert result.output.splitlines()[-1] == ("next: nothing to compile; it runs with the Edge TPU delegate "
+                                              "(libedgetpu.so.1) where a TPU is present")
     assert any(line.split()[:5] == ["64", "RESIZE_BILINEAR", "1", "CPU", "RESIZE_BILINEAR"] for line in lines)
 
 
@@ -555,8 +577,18 @@ def test_cli_takes_a_bundle_folder_and_prefers_its_compiled_model(tmp_path):
     runner = CliRunner()
     result = runner.invoke(cli, ["inspect", str(bundle)])
     assert result.exit_code == 0, result.output
-    assert result.output.splitlines()[-1].startswith("model_int8.tflite: 31 of 31 ops on the Edge TPU")
+    assert result.output.splitlines()[-2].startswith("model_int8.tflite: 31 of 31 ops on the Edge TPU")
+    (bundle / "manifest.json").write_text("{}")  # an exported bundle: compile into it, then let export record it
+    model = bundle / "model_int8.tflite"
+    assert runner.invoke(cli, ["inspect", str(bundle)]).output.splitlines()[-1] == (
+        f"next: edgetpu_compiler --out_dir {shlex.quote(str(bundle))} --show_operations {shlex.quote(str(model))} on "
+        "an x86-64 Linux machine, then rerun the export with --compiler PATH so the bundle's manifest covers the "
+        "compiled model")
     (bundle / "model_int8_edgetpu.tflite").write_bytes(SSD_SEGMENT.read_bytes())
+    assert runner.invoke(cli, ["inspect", str(bundle)]).output.splitlines()[-1] == (
+        f"next: copy the bundle to the board: mdt push {shlex.quote(str(bundle))} /home/mendel/  (or scp -r "
+        f"{shlex.quote(str(bundle))} mendel@BOARD:)")
+    (bundle / "manifest.json").unlink()
     result = runner.invoke(cli, ["inspect", str(bundle), "--json"])
     assert (json.loads(result.output)["compiled"], json.loads(result.output)["cpu_ops"]) == (True, 3)
     (bundle / "model_int8.tflite").rename(bundle / "a.tflite")

@@ -110,6 +110,11 @@ def test_the_next_command_says_to_fix_a_kept_sort_yaml_that_stops_the_service():
     result.sort_config_blocks = True
     assert result.next_command() == ("fix out/bundle/sort.yaml as the warning says (or copy sort.yaml.new over it), "
                                      "then " + push)
+    result = ExportResult("my out/bundle", ExitCode.NOT_COMPILED, "", {}, 1.0, manifest_written=True)
+    assert result.next_command() == (
+        "edgetpu_compiler --out_dir 'my out/bundle' --show_operations 'my out/bundle/model_int8.tflite' on an x86-64 "
+        "Linux machine, then rerun this export with --compiler PATH so the manifest covers model_int8_edgetpu.tflite "
+        "(the bundle already runs on the CPU as it is)")
 
 
 def _loader(names, activation="relu6"):

@@ -132,22 +132,28 @@ class ExportResult:
     def next_command(self) -> str:
         """The command to run next (copy to the board, or compile by hand)."""
         if self.exit_code == ExitCode.NOT_COMPILED:
-            from edge_trash.terminal import shell_word
+            from edge_trash.export.compiler import compile_command
 
-            return (f"edgetpu_compiler --out_dir {shell_word(self.bundle_dir)} --show_operations "
-                    f"{shell_word(os.path.join(self.bundle_dir, CPU_MODEL))} on an x86-64 Linux machine, then "
-                    f"rerun this export with --compiler PATH so the manifest covers {EDGETPU_MODEL} (the bundle already "
-                    "runs on the CPU as it is)")
+            return (f"{compile_command(os.path.join(self.bundle_dir, CPU_MODEL), self.bundle_dir)} on an x86-64 "
+                    f"Linux machine, then rerun this export with --compiler PATH so the manifest covers {EDGETPU_MODEL} "
+                    "(the bundle already runs on the CPU as it is)")
         if self.manifest_written:
             from edge_trash.terminal import shell_word
 
-            bundle = shell_word(self.bundle_dir)
-            push = f"mdt push {bundle} /home/mendel/  (or scp -r {bundle} mendel@BOARD:)"
+            push = push_command(self.bundle_dir)
             if self.sort_config_blocks:
                 return (f"fix {shell_word(os.path.join(self.bundle_dir, SORT_CONFIG))} as the warning says (or copy "
                         f"sort.yaml.new over it), then {push}")
             return push
         return "fix the problem above and rerun the export"
+
+
+def push_command(bundle_dir: str) -> str:
+    """How to copy a bundle to the Dev Board (Mendel's mdt, or scp)."""
+    from edge_trash.terminal import shell_word
+
+    bundle = shell_word(bundle_dir)
+    return f"mdt push {bundle} /home/mendel/  (or scp -r {bundle} mendel@BOARD:)"
 
 
 def _looks_like_bundle(path: str) -> bool:

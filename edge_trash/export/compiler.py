@@ -152,12 +152,16 @@ def compare_with_prediction(report: CompatReport, result: CompilerResult) -> Lis
     return problems
 
 
-def compile_instructions(model_path: Union[str, os.PathLike], out_dir: Optional[str] = None) -> str:
-    """The message shown when no compiler is found: how to install it and the command for this model."""
+def compile_command(model_path: Union[str, os.PathLike], out_dir: Optional[str] = None) -> str:
+    """The compiler command line for this model, quoted for a shell (output beside it by default)."""
     model = Path(model_path)
     out = out_dir or str(model.parent)
-    command = " ".join(shlex.quote(a) for a in
-                       (COMPILER_NAME, "--out_dir", out, "--show_operations", str(model)))
+    return " ".join(shlex.quote(a) for a in (COMPILER_NAME, "--out_dir", out, "--show_operations", str(model)))
+
+
+def compile_instructions(model_path: Union[str, os.PathLike], out_dir: Optional[str] = None) -> str:
+    """The message shown when no compiler is found: how to install it and the command for this model."""
+    command = compile_command(model_path, out_dir)
     return (
         f"{COMPILER_NAME} was not found. It exists for x86-64 Linux only (no ARM build, so not on the "
         "Dev Board). On Debian/Ubuntu x86-64, install Coral's apt repository and the package "

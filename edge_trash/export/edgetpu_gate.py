@@ -40,21 +40,22 @@ class GateResult:
     summary: Dict[str, Any]  # the short form for the manifest
 
 
-def _fix_for(name: str, reason: str) -> str:
+def fix_for(name: str, reason: str) -> str:
+    """How to change the model so op ``name``, on the CPU for ``reason``, maps to the Edge TPU."""
     if "version" in reason.lower():
         return (f"the Edge TPU compiler 16 parses TFLite at TensorFlow 2.5 level; {name} must come out "
                 "at a lower op version: use plain full-int8 post-training quantization (no per-channel "
                 "QUANTIZE, no int16 activations, no grouped convolutions)")
-    if "float" in reason.lower():
+    if "float" in reason.lower() or "not quantized" in reason.lower():
         return ("a float tensor inside the graph means the op was not quantized: every op before the "
                 "postprocess must be int8 (check the representative dataset and TFLITE_BUILTINS_INT8)")
-    return _FIXES.get(name, f"replace {name} in the model with Edge TPU ops (see shared/edgetpu/README.md "
-                            "section 2)")
+    return _FIXES.get(name, f"change or replace {name} so it meets the Edge TPU's limits (the reason above; the "
+                            "supported ops and their limits: https://coral.ai/docs/edgetpu/models-intro/)")
 
 
 def _blocking_message(op: Any, reason: str, fix: Optional[str] = None) -> str:
     return (f"op {op.index} {op.name} (version {op.version}) blocks the Edge TPU: {reason}; "
-            f"fix: {fix or _fix_for(op.name, reason)}. Expected one Edge TPU subgraph followed only by "
+            f"fix: {fix or fix_for(op.name, reason)}. Expected one Edge TPU subgraph followed only by "
             f"DEQUANTIZE + {POSTPROCESS_OP_NAME} on the CPU; --allow-cpu-ops turns this into a warning")
 
 

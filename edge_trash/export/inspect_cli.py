@@ -52,3 +52,33 @@ def inspect_cmd(model: Path, as_json: bool) -> None:
         return
     click.echo(format_table(report))
     click.echo(summary_line(report))
+    click.echo(next_step(report, model))
+
+
+def next_step(report, model: Path) -> str:
+    """The line after the summary: copy a compiled bundle to the board, or the compiler command for this model
+    (with what keeps ops on the CPU), or what to fix first when the compiler would refuse it."""
+    from edge_trash.export.bundle import push_command
+    from edge_trash.export.compiler import compile_command
+    from edge_trash.export.edgetpu_gate import ALLOWED_CPU_TAIL, fix_for
+    from edge_trash.terminal import plural
+
+    in_bundle = (model.parent / "manifest.json").is_file()
+    if report.compiled:
+        if in_bundle:
+            return f"next: copy the bundle to the board: {push_command(str(model.parent))}"
+        return "next: nothing to compile; it runs with the Edge TPU delegate (libedgetpu.so.1) where a TPU is present"
+    cause = report.cut_op  # a leading QUANTIZE of a float input is no cut: the rest maps
+    if not report.compiler_can_parse or report.compiler_error:
+        cause = cause or report.first_cpu_op
+        if cause is None:
+            return f"fix first: the compiler would fail: {report.compiler_error}"
+        return f"fix first: op {cause.index} {cause.name}: {fix_for(cause.name, cause.reason)}"
+    step = f"next: {compile_command(model)} on an x86-64 Linux machine"
+    if in_bundle:
+        step += ", then rerun the export with --compiler PATH so the bundle's manifest covers the compiled model"
+    if cause is not None and cause.name not in ALLOWED_CPU_TAIL:
+        after = len(report.ops) - 1 - cause.index
+        step += (f"; to move op {cause.index} {cause.name} and the {plural(after, 'op')} after it onto the "
+                 f"Edge TPU: {fix_for(cause.name, cause.reason)}")
+    return step
