@@ -328,6 +328,21 @@ def test_load_detector_rejects_what_it_cannot_evaluate(tmp_path):
         load_detector(tmp_path)
 
 
+def test_a_tflite_file_that_is_not_a_model_is_named_with_what_is_wrong(tmp_path):
+    """TFLite's own words were the whole message: 'mmap of size 0 requested.The model allocation is null/empty'."""
+    from edge_trash.train.evaluate import load_detector
+
+    empty, junk = tmp_path / "empty.tflite", tmp_path / "junk.tflite"
+    empty.write_bytes(b"")
+    junk.write_bytes(b"PK\x03\x04" + bytes(60))  # a zip renamed
+    with pytest.raises(EvaluationError) as err:
+        load_detector(empty)
+    assert str(err.value) == (f"{empty}: not a TFLite model: expected the flatbuffer identifier 'TFL3' at bytes 4-8, "
+                              "found b''. Pass the .tflite file written by the TFLite converter.")
+    with pytest.raises(EvaluationError, match=r"junk.tflite: not a TFLite model: expected the flatbuffer identifier"):
+        load_detector(junk)
+
+
 # ai_edge_litert's Delegate.__del__ raises on a delegate that failed to load (its bug, not ours).
 @pytest.mark.filterwarnings("ignore::pytest.PytestUnraisableExceptionWarning")
 def test_edgetpu_model_without_a_tpu_says_what_to_do_instead():

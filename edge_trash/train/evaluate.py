@@ -143,8 +143,18 @@ class TFLiteDetector:
                     f"{path}: an Edge TPU-compiled model needs an attached Edge TPU and "
                     f"libedgetpu.so.1 ({exc}); evaluate the int8 .tflite it was compiled from "
                     "instead") from exc
-        self.interpreter = Interpreter(model_path=str(path), experimental_delegates=delegates,
-                                       num_threads=num_threads or 1)
+        try:
+            self.interpreter = Interpreter(model_path=str(path), experimental_delegates=delegates,
+                                           num_threads=num_threads or 1)
+        except (ValueError, RuntimeError) as exc:  # TFLite's own words: "mmap of size 0 requested", ...
+            from edge_trash.export.tflite_model import TfliteFormatError, read_tflite
+
+            try:
+                read_tflite(self.path)
+            except TfliteFormatError as why:  # names the file and what is wrong with it
+                raise EvaluationError(str(why)) from exc
+            raise EvaluationError(f"{path}: TFLite cannot load it ({exc}); pass a model `edge-trash export` "
+                                  "wrote (BUNDLE/model_int8.tflite)") from exc
         signatures = self.interpreter.get_signature_list()
         key = "serving_default" if "serving_default" in signatures else next(iter(signatures), None)
         outputs = list(signatures[key]["outputs"]) if key else []
