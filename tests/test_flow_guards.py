@@ -288,6 +288,49 @@ def test_a_folder_of_builds_says_pass_one_of_them(tmp_path):
         f"labels.txt): pass it as --tfrecords: --tfrecords {one}/tfrecords")
 
 
+def test_a_photo_folder_or_an_analyze_report_as_data_says_what_it_is(tmp_path, monkeypatch):
+    """--data given the dataset itself (photos and their COCO JSON) or analyze's report was answered "no
+    labels.txt" (train) or "no val-*.tfrecord shards" (evaluate), and a user who wrote a labels.txt met the next."""
+    from edge_trash.tfrecords.other_formats import not_records
+
+    monkeypatch.chdir(tmp_path)
+    for batch in ("batch_1", "batch_2"):  # the sample's layout: annotations.json, images/batch_N/*.jpg
+        (tmp_path / "sample" / "images" / batch).mkdir(parents=True)
+        (tmp_path / "sample" / "images" / batch / "0001.JPG").write_bytes(b"")
+    (tmp_path / "sample" / "annotations.json").write_text("{}")
+    build = ("Build records from them first: edge-trash build-tfrecords --annotations sample/annotations.json "
+             "--images sample/images --out records, then pass --data records")
+    for folder in ("sample", "sample/images"):  # the dataset folder, or its photo folder
+        expected = f"--data {folder}: no TFRecords; it holds photos and annotations (sample/annotations.json). {build}"
+        assert not_records(Path(folder), "--data") == expected
+    result = _train("--data", "sample", "--out", "run")
+    assert result.exit_code == 2 and "Error: --data sample: no TFRecords; it holds photos" in _said(result)
+    assert build in _said(result) and not (tmp_path / "run").exists()
+    from edge_trash.train.input_pipeline import split_files  # evaluate's and export's way to the records
+
+    with pytest.raises(FileNotFoundError, match=r"^--data sample/images: no TFRecords; it holds photos and "):
+        split_files("sample/images", "val")
+    # analyze --tfrecords also names the way to analyze the photos as they are
+    assert not_records(Path("sample"), "--tfrecords").endswith(
+        "then pass --tfrecords records (or analyze the photos as they are: edge-trash analyze --annotations "
+        "sample/annotations.json --images sample/images --out OUT)")
+    # one folder of photos, no JSON near it
+    assert not_records(Path("sample/images/batch_1"), "--data") == (
+        "--data sample/images/batch_1: no TFRecords; it holds photos (export their boxes as COCO JSON). Build records "
+        "from them first: edge-trash build-tfrecords --annotations ANNOTATIONS.json --images sample/images/batch_1 "
+        "--out records, then pass --data records")
+    report = tmp_path / "an"
+    report.mkdir()
+    for name in ("report.md", "stats.json", "annotations_classes.png"):
+        (report / name).write_text("")
+    result = _train("--data", "an", "--out", "run")
+    assert result.exit_code == 2 and _said(result).endswith(
+        "Error: --data an: a report of `edge-trash analyze` (report.md, stats.json), not records: pass the --out "
+        "folder of `edge-trash build-tfrecords`")
+    (tmp_path / "empty").mkdir()
+    assert not_records(tmp_path / "empty", "--data") == ""  # nothing to name: the generic answer stays
+
+
 def test_an_interrupted_train_says_how_to_go_on(tmp_path):
     from edge_trash.train.train_cli import interrupted_message
 

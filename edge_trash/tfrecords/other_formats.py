@@ -4,12 +4,13 @@ what an ``--images`` that is not a folder is (an archive to unpack, the JSON its
 
 from __future__ import annotations
 
+import os
 import re
 import zipfile
 from pathlib import Path
 from typing import Any, Sequence
 
-from edge_trash.terminal import plural, shell_word
+from edge_trash.terminal import examples, plural, shell_word
 
 EXPORT_COCO = ("Export the annotations as COCO JSON (CVAT: 'COCO 1.0'; Label Studio, Roboflow: 'COCO'), or "
                "convert them, and give that file")
@@ -181,7 +182,7 @@ def other_record_layout(folder: Path, flag: str) -> str:
     places = [folder] + sorted(p for p in folder.iterdir() if p.is_dir())
     files = [f for place in places for f in sorted(place.iterdir()) if f.is_file() and _RECORD_FILE.search(f.name)]
     if not files:
-        return ""
+        return not_records(folder, flag)
     by_split: "dict[str, list[Path]]" = {}
     unknown = []
     for f in files:
@@ -213,6 +214,56 @@ def other_record_layout(folder: Path, flag: str) -> str:
     if "val" not in by_split:
         lines.append("  (training needs a val split too: records of photos it does not train on)")
     return "\n".join(lines)
+
+
+def _holds_photos(folder: Path) -> bool:
+    from edge_trash.tfrecords.image_paths import IMAGE_SUFFIXES
+
+    try:
+        return any(e.name.casefold().endswith(IMAGE_SUFFIXES) and e.is_file() for e in os.scandir(folder))
+    except OSError:
+        return False
+
+
+def _subfolders(folders: "list[Path]") -> "list[Path]":
+    return sorted(p for f in folders for p in f.iterdir() if p.is_dir() and not p.name.startswith("."))
+
+
+def _photo_root(folder: Path) -> "Path | None":
+    """The folder to give ``--images`` for the photos in or up to two levels under ``folder`` (TACO:
+    ``data/batch_N/*.jpg``; the sample: ``images/batch_N/*.jpg``), or None when there are none."""
+    level = [folder]
+    for _ in range(3):
+        with_photos = [f for f in level if _holds_photos(f)]
+        if with_photos:
+            parents = {f.parent for f in with_photos}
+            return with_photos[0] if len(with_photos) == 1 else parents.pop() if len(parents) == 1 else folder
+        level = _subfolders(level)
+    return None
+
+
+def not_records(folder: Path, flag: str) -> str:
+    """What a folder with no TFRecords holds when a user passes it as ``flag`` by mistake: the report of
+    ``edge-trash analyze``, or photos (with their COCO JSON) not yet built, with the command that builds them;
+    "" for anything else."""
+    if (folder / "stats.json").is_file() and (folder / "report.md").is_file():
+        return (f"{flag} {folder}: a report of `edge-trash analyze` (report.md, stats.json), not records: pass the "
+                "--out folder of `edge-trash build-tfrecords`")
+    try:
+        images = _photo_root(folder)
+    except OSError:
+        return ""
+    if images is None:
+        return ""
+    found = sorted({p for place in (folder, folder.parent, images) for p in place.glob("*.json")})
+    annotations = shell_word(found[0]) if len(found) == 1 else "ANNOTATIONS.json"
+    which = (f" ({found[0]})" if len(found) == 1 else f" (one of {examples([str(p) for p in found], 4)})" if found
+             else " (export their boxes as COCO JSON)")
+    also = (f" (or analyze the photos as they are: edge-trash analyze --annotations {annotations} --images "
+            f"{shell_word(images)} --out OUT)" if flag == "--tfrecords" else "")
+    return (f"{flag} {folder}: no TFRecords; it holds photos{' and annotations' if found else ''}{which}. Build "
+            f"records from them first: edge-trash build-tfrecords --annotations {annotations} --images "
+            f"{shell_word(images)} --out records, then pass {flag} records{also}")
 
 
 def builds_inside(folder: Path) -> "list[Path]":
