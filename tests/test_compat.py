@@ -334,8 +334,27 @@ def test_single_cut_float_input_quantize_and_own_problems_after_the_cut():
     # inspect's next line: the command, and what keeps the ops from the cut on the CPU (not the leading QUANTIZE)
     assert next_step(report, Path("/models/hand.tflite")) == (
         "next: edgetpu_compiler --out_dir /models --show_operations /models/hand.tflite on an x86-64 Linux machine; "
-        "to move op 2 LEAKY_RELU and the 2 ops after it onto the Edge TPU: use ReLU/ReLU6 or PReLU with "
-        "shared_axes=[1,2]")
+        "to move op 2 LEAKY_RELU and the 1 op after it onto the Edge TPU: use ReLU/ReLU6 or PReLU with "
+        "shared_axes=[1,2]")  # the CONV_2D after it; the final DEQUANTIZE stays on the CPU anyway
+
+
+def test_inspect_names_a_dequantize_in_the_middle_as_the_cut_and_its_fix():
+    """Q -> CONV -> DEQUANTIZE (an output) -> CONV -> DEQUANTIZE: the early DEQUANTIZE cuts the graph; inspect's
+    next line said only the compiler command (it looked for the first op outside the CPU tail: none before)."""
+    image = tensor((1, 8, 8, 3), "float32", quantized=False, name="image")
+    q, c1, c2 = act(1, 8, 8, 3), act(1, 8, 8, 4), act(1, 8, 8, 4)
+    o1 = tensor((1, 8, 8, 4), "float32", quantized=False, name="o1")
+    o2 = tensor((1, 8, 8, 4), "float32", quantized=False, name="o2")
+    ops = [op("QUANTIZE", [image], [q]),
+           op("CONV_2D", [q, weights(4, 1, 1, 3), i32([0] * 4)], [c1]),
+           op("DEQUANTIZE", [c1], [o1]),
+           op("CONV_2D", [c1, weights(4, 1, 1, 4), i32([0] * 4)], [c2]),
+           op("DEQUANTIZE", [c2], [o2])]
+    report = inspect_tflite(_model(ops, [image]))
+    assert next_step(report, Path("/m/hand.tflite")) == (
+        "next: edgetpu_compiler --out_dir /m --show_operations /m/hand.tflite on an x86-64 Linux machine; to move the "
+        "1 op after op 2 DEQUANTIZE onto the Edge TPU: dequantize only the final model outputs (defer_cpu_tail "
+        "reorders them last)")
 
 
 def test_float_model_is_not_quantized_and_version_failure_wins():
@@ -568,7 +587,7 @@ def test_cli_subprocess_json_without_tensorflow():
 
 
 @needs_shared
-def test_cli_takes_a_bundle_folder_and_prefers_its_compiled_model(tmp_path):
+def test_cli_takes_a_bundle_folder_and_prefers_its_compiled_model(tmp_path, monkeypatch):
     from edge_trash.cli import cli
 
     bundle = tmp_path / "bundle"
@@ -586,8 +605,16 @@ def test_cli_takes_a_bundle_folder_and_prefers_its_compiled_model(tmp_path):
         "compiled model")
     (bundle / "model_int8_edgetpu.tflite").write_bytes(SSD_SEGMENT.read_bytes())
     assert runner.invoke(cli, ["inspect", str(bundle)]).output.splitlines()[-1] == (
-        f"next: copy the bundle to the board: mdt push {shlex.quote(str(bundle))} /home/mendel/  (or scp -r "
-        f"{shlex.quote(str(bundle))} mendel@BOARD:)")
+        f"next: {bundle}/manifest.json does not list model_int8_edgetpu.tflite, so the service cannot check it: rerun "
+        "the export with --edgetpu --compiler PATH where edgetpu_compiler is installed, then copy the bundle to the "
+        "board")  # compiled by hand after the export
+    (bundle / "manifest.json").write_text(json.dumps({"files": {"model_int8_edgetpu.tflite": {}}}))
+    push = (f"next: copy the bundle to the board: mdt push {shlex.quote(str(bundle))} /home/mendel/  (or scp -r "
+            f"{shlex.quote(str(bundle))} mendel@BOARD:)")
+    assert runner.invoke(cli, ["inspect", str(bundle)]).output.splitlines()[-1] == push
+    monkeypatch.chdir(bundle)  # `inspect .` in the bundle: the push names the folder, not "." (scp -r . copies its files)
+    assert runner.invoke(cli, ["inspect", "."]).output.splitlines()[-1] == push
+    monkeypatch.chdir(tmp_path)
     (bundle / "manifest.json").unlink()
     result = runner.invoke(cli, ["inspect", str(bundle), "--json"])
     assert (json.loads(result.output)["compiled"], json.loads(result.output)["cpu_ops"]) == (True, 3)

@@ -148,6 +148,16 @@ class ExportResult:
         return "fix the problem above and rerun the export"
 
 
+def covered_by_manifest(bundle_dir: str, name: str) -> bool:
+    """Whether the bundle's ``manifest.json`` lists ``name``: a file the service checks at start."""
+    from edge_trash.edge_runtime.manifest import BundleError, load_manifest
+
+    try:
+        return name in load_manifest(bundle_dir)["files"]
+    except BundleError:
+        return False
+
+
 def push_command(bundle_dir: str) -> str:
     """How to copy a bundle to the Dev Board (Mendel's mdt, or scp)."""
     from edge_trash.terminal import shell_word

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
-from typing import Any, Dict, Optional
+from typing import Any, Dict, Optional, Tuple
 
 from edge_trash.export.detection_tflite import POSTPROCESS_OP_NAME
 
@@ -53,10 +53,35 @@ def fix_for(name: str, reason: str) -> str:
                             "supported ops and their limits: https://coral.ai/docs/edgetpu/models-intro/)")
 
 
-def _blocking_message(op: Any, reason: str, fix: Optional[str] = None) -> str:
+def _blocking_message(op: Any, reason: str, fix: str) -> str:
     return (f"op {op.index} {op.name} (version {op.version}) blocks the Edge TPU: {reason}; "
-            f"fix: {fix or fix_for(op.name, reason)}. Expected one Edge TPU subgraph followed only by "
+            f"fix: {fix}. Expected one Edge TPU subgraph followed only by "
             f"DEQUANTIZE + {POSTPROCESS_OP_NAME} on the CPU; --allow-cpu-ops turns this into a warning")
+
+
+def blocker(report: Any, float_input_ok: bool = False) -> Optional[Tuple[Optional[Any], str, str]]:
+    """``(op, reason, fix)`` for what keeps a ``CompatReport`` from the SSD shape (one Edge TPU subgraph, then
+    only ``ALLOWED_CPU_TAIL``), or None when it has that shape. ``op`` is None when the compiler would fail
+    without naming an op (``reason`` is then its error). ``float_input_ok``: a QUANTIZE of a float model input in
+    front of the subgraph (no cut) is no blocker, as for any ``.tflite`` (the export's must take uint8)."""
+    cpu_ops = [op for op in report.ops if not op.on_edgetpu and not (
+        float_input_ok and op.name == "QUANTIZE" and (report.cut_index is None or op.index < report.cut_index))]
+    if not report.compiler_can_parse or report.compiler_error:
+        cause = report.cut_op or (cpu_ops[0] if cpu_ops else None)
+        if cause is None:
+            return None, f"the Edge TPU compiler would fail: {report.compiler_error}", ""
+        reason = cause.reason or str(report.compiler_error)
+        return cause, reason, fix_for(cause.name, reason)
+    stray = next((op for op in cpu_ops if op.name not in ALLOWED_CPU_TAIL), None)
+    if stray is None:
+        return None
+    cut = report.cut_op
+    if cut is not None and cut.name in ALLOWED_CPU_TAIL and cut.index < stray.index:
+        # A DEQUANTIZE in the middle cuts the graph: the ops after it fall to the CPU.
+        return cut, (f"it comes before {stray.name} (op {stray.index}) in execution order, so the single cut "
+                     "leaves the rest of the graph on the CPU"), \
+            "dequantize only the final model outputs (defer_cpu_tail reorders them last)"
+    return stray, stray.reason, fix_for(stray.name, stray.reason)
 
 
 def judge(report: Any) -> GateResult:
@@ -64,26 +89,11 @@ def judge(report: Any) -> GateResult:
     from edge_trash.export.compat import summary_line
 
     data = report.to_json_dict()
-    cpu_ops = [op for op in report.ops if not op.on_edgetpu]
+    found = blocker(report)
     message = ""
-    if not report.compiler_can_parse or report.compiler_error:
-        cause = report.cut_op or (cpu_ops[0] if cpu_ops else None)
-        if cause is None:
-            message = f"the Edge TPU compiler would fail: {report.compiler_error}"
-        else:
-            message = _blocking_message(cause, cause.reason or str(report.compiler_error))
-    else:
-        stray = next((op for op in cpu_ops if op.name not in ALLOWED_CPU_TAIL), None)
-        if stray is not None:
-            cut = report.cut_op
-            if cut is not None and cut.name in ALLOWED_CPU_TAIL and cut.index < stray.index:
-                # A DEQUANTIZE in the middle cuts the graph: the ops after it fall to the CPU.
-                message = _blocking_message(cut, (
-                    f"it comes before {stray.name} (op {stray.index}) in execution order, so the single "
-                    "cut leaves the rest of the graph on the CPU"),
-                    fix="dequantize only the final model outputs (defer_cpu_tail reorders them last)")
-            else:
-                message = _blocking_message(stray, stray.reason)
+    if found is not None:
+        op, reason, fix = found
+        message = reason if op is None else _blocking_message(op, reason, fix)
     ok = not message
     data["gate"] = {"ok": ok, "message": message, "allowed_cpu_tail": sorted(ALLOWED_CPU_TAIL),
                     "summary": summary_line(report)}

@@ -58,27 +58,32 @@ def inspect_cmd(model: Path, as_json: bool) -> None:
 def next_step(report, model: Path) -> str:
     """The line after the summary: copy a compiled bundle to the board, or the compiler command for this model
     (with what keeps ops on the CPU), or what to fix first when the compiler would refuse it."""
-    from edge_trash.export.bundle import push_command
+    from edge_trash.export.bundle import covered_by_manifest, push_command
     from edge_trash.export.compiler import compile_command
-    from edge_trash.export.edgetpu_gate import ALLOWED_CPU_TAIL, fix_for
+    from edge_trash.export.edgetpu_gate import ALLOWED_CPU_TAIL, blocker
     from edge_trash.terminal import plural
 
-    in_bundle = (model.parent / "manifest.json").is_file()
+    bundle = model.parent if model.parent.name not in ("", ".", "..") else model.parent.resolve()
+    in_bundle = (bundle / "manifest.json").is_file()
     if report.compiled:
-        if in_bundle:
-            return f"next: copy the bundle to the board: {push_command(str(model.parent))}"
+        if in_bundle and covered_by_manifest(str(bundle), model.name):
+            return f"next: copy the bundle to the board: {push_command(str(bundle))}"
+        if in_bundle:  # compiled by hand into the bundle after the export
+            return (f"next: {bundle}/manifest.json does not list {model.name}, so the service cannot check it: rerun "
+                    "the export with --edgetpu --compiler PATH where edgetpu_compiler is installed, then copy the "
+                    "bundle to the board")
         return "next: nothing to compile; it runs with the Edge TPU delegate (libedgetpu.so.1) where a TPU is present"
-    cause = report.cut_op  # a leading QUANTIZE of a float input is no cut: the rest maps
+    found = blocker(report, float_input_ok=True)
     if not report.compiler_can_parse or report.compiler_error:
-        cause = cause or report.first_cpu_op
-        if cause is None:
-            return f"fix first: the compiler would fail: {report.compiler_error}"
-        return f"fix first: op {cause.index} {cause.name}: {fix_for(cause.name, cause.reason)}"
+        op, reason, fix = found
+        return f"fix first: {reason}" if op is None else f"fix first: op {op.index} {op.name}: {fix}"
     step = f"next: {compile_command(model)} on an x86-64 Linux machine"
     if in_bundle:
         step += ", then rerun the export with --compiler PATH so the bundle's manifest covers the compiled model"
-    if cause is not None and cause.name not in ALLOWED_CPU_TAIL:
-        after = len(report.ops) - 1 - cause.index
-        step += (f"; to move op {cause.index} {cause.name} and the {plural(after, 'op')} after it onto the "
-                 f"Edge TPU: {fix_for(cause.name, cause.reason)}")
+    if found is not None:
+        op, _, fix = found
+        after = sum(1 for later in report.ops[op.index + 1:] if later.name not in ALLOWED_CPU_TAIL)
+        ops = (f"the {plural(after, 'op')} after op {op.index} {op.name}" if op.name in ALLOWED_CPU_TAIL else
+               f"op {op.index} {op.name}" + (f" and the {plural(after, 'op')} after it" if after else ""))
+        step += f"; to move {ops} onto the Edge TPU: {fix}"
     return step
