@@ -297,7 +297,9 @@ def test_a_photo_folder_or_an_analyze_report_as_data_says_what_it_is(tmp_path, m
     for batch in ("batch_1", "batch_2"):  # the sample's layout: annotations.json, images/batch_N/*.jpg
         (tmp_path / "sample" / "images" / batch).mkdir(parents=True)
         (tmp_path / "sample" / "images" / batch / "0001.JPG").write_bytes(b"")
-    (tmp_path / "sample" / "annotations.json").write_text("{}")
+    (tmp_path / "sample" / "annotations.json").write_text(json.dumps({"images": [{"id": 1, "file_name":
+                                                                                 "batch_1/0001.JPG"}]}))
+    (tmp_path / "package.json").write_text('{"name": "not COCO"}')  # beside --data, not a dataset's
     build = ("Build records from them first: edge-trash build-tfrecords --annotations sample/annotations.json "
              "--images sample/images --out records, then pass --data records")
     for folder in ("sample", "sample/images"):  # the dataset folder, or its photo folder
@@ -319,6 +321,17 @@ def test_a_photo_folder_or_an_analyze_report_as_data_says_what_it_is(tmp_path, m
         "--data sample/images/batch_1: no TFRecords; it holds photos (export their boxes as COCO JSON). Build records "
         "from them first: edge-trash build-tfrecords --annotations ANNOTATIONS.json --images sample/images/batch_1 "
         "--out records, then pass --data records")
+    # COCO's layout: annotations/instances_val2017.json beside val2017/ and train2017/
+    for split, photo in (("val2017", "0001.jpg"), ("train2017", "0002.jpg")):
+        (tmp_path / "coco" / split).mkdir(parents=True)
+        (tmp_path / "coco" / split / photo).write_bytes(b"")
+    (tmp_path / "coco" / "annotations").mkdir()
+    (tmp_path / "coco" / "annotations" / "instances_val2017.json").write_text(json.dumps(
+        {"info": {}, "images": [{"id": 7, "file_name": "0001.jpg"}]}))
+    assert not_records(Path("coco"), "--data") == (
+        "--data coco: no TFRecords; it holds photos and annotations (coco/annotations/instances_val2017.json). Build "
+        "records from them first: edge-trash build-tfrecords --annotations coco/annotations/instances_val2017.json "
+        "--images coco/val2017 --out records, then pass --data records")
     report = tmp_path / "an"
     report.mkdir()
     for name in ("report.md", "stats.json", "annotations_classes.png"):

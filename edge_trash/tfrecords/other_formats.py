@@ -4,6 +4,7 @@ what an ``--images`` that is not a folder is (an archive to unpack, the JSON its
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import zipfile
@@ -230,8 +231,8 @@ def _subfolders(folders: "list[Path]") -> "list[Path]":
 
 
 def _photo_root(folder: Path) -> "Path | None":
-    """The folder to give ``--images`` for the photos in or up to two levels under ``folder`` (TACO:
-    ``data/batch_N/*.jpg``; the sample: ``images/batch_N/*.jpg``), or None when there are none."""
+    """The folder holding the photos in or up to two levels under ``folder`` (TACO: ``data/batch_N/*.jpg``; the
+    sample: ``images/batch_N/*.jpg``; COCO: ``val2017/*.jpg``), or None when there are none."""
     level = [folder]
     for _ in range(3):
         with_photos = [f for f in level if _holds_photos(f)]
@@ -242,6 +243,54 @@ def _photo_root(folder: Path) -> "Path | None":
     return None
 
 
+_FILE_NAME = re.compile(rb'"file_name"\s*:\s*"((?:[^"\\]|\\.)*)"')
+
+
+def _coco_head(path: Path) -> "bytes | None":
+    """The first MiB of ``path`` when it reads as COCO JSON (it names ``images``), else None."""
+    try:
+        with open(path, "rb") as f:
+            head = f.read(1 << 20)
+    except OSError:
+        return None
+    return head if b'"images"' in head else None
+
+
+def _coco_near(folder: Path, photos: Path) -> "list[tuple[Path, bytes]]":
+    """COCO JSON files where datasets keep them: in ``folder``, the folder above it, the folders from ``folder``
+    down to the photos, and an ``annotations/`` folder beside the photos (COCO's layout)."""
+    places = [folder, folder.parent]
+    if photos != folder and folder in photos.parents:
+        places += [p for p in reversed(photos.parents) if folder in p.parents] + [photos]
+    places += [p / "annotations" for p in (folder, photos.parent)]
+    found = {}
+    for place in dict.fromkeys(places):
+        for path in sorted(place.glob("*.json"))[:50] if place.is_dir() else []:  # LabelMe: a JSON per photo
+            head = _coco_head(path)
+            if head is not None:
+                found[path] = head
+    return list(found.items())
+
+
+def _images_for(annotations: Path, head: bytes, folder: Path, photos: Path) -> Path:
+    """The ``--images`` folder for ``annotations``: where its first ``file_name`` exists (TACO's ``batch_1/x.jpg``
+    from ``data/``), else the photos' folder."""
+    from edge_trash.tfrecords.image_paths import default_images_folder
+
+    match = _FILE_NAME.search(head)
+    if match:
+        try:
+            name = json.loads(b'"' + match.group(1) + b'"')
+        except ValueError:
+            name = ""
+        candidates = [photos] + [p for p in photos.parents if p == folder or folder in p.parents]
+        candidates += [default_images_folder(annotations)[0]] + _subfolders([photos])  # COCO: val2017/
+        for place in candidates:
+            if name and (place / name).is_file():
+                return place
+    return photos
+
+
 def not_records(folder: Path, flag: str) -> str:
     """What a folder with no TFRecords holds when a user passes it as ``flag`` by mistake: the report of
     ``edge-trash analyze``, or photos (with their COCO JSON) not yet built, with the command that builds them;
@@ -250,15 +299,16 @@ def not_records(folder: Path, flag: str) -> str:
         return (f"{flag} {folder}: a report of `edge-trash analyze` (report.md, stats.json), not records: pass the "
                 "--out folder of `edge-trash build-tfrecords`")
     try:
-        images = _photo_root(folder)
+        photos = _photo_root(folder)
+        found = _coco_near(folder, photos) if photos is not None else []
     except OSError:
         return ""
-    if images is None:
+    if photos is None:
         return ""
-    found = sorted({p for place in (folder, folder.parent, images) for p in place.glob("*.json")})
-    annotations = shell_word(found[0]) if len(found) == 1 else "ANNOTATIONS.json"
-    which = (f" ({found[0]})" if len(found) == 1 else f" (one of {examples([str(p) for p in found], 4)})" if found
-             else " (export their boxes as COCO JSON)")
+    images = _images_for(found[0][0], found[0][1], folder, photos) if len(found) == 1 else photos
+    annotations = shell_word(found[0][0]) if len(found) == 1 else "ANNOTATIONS.json"
+    which = (f" ({found[0][0]})" if len(found) == 1 else
+             f" (one of {examples([str(p) for p, _ in found], 4)})" if found else " (export their boxes as COCO JSON)")
     also = (f" (or analyze the photos as they are: edge-trash analyze --annotations {annotations} --images "
             f"{shell_word(images)} --out OUT)" if flag == "--tfrecords" else "")
     return (f"{flag} {folder}: no TFRecords; it holds photos{' and annotations' if found else ''}{which}. Build "
