@@ -113,3 +113,18 @@ def test_a_manifest_being_written_is_not_listed_and_a_failed_write_leaves_nothin
         files.write_atomically(os.path.join(bundle, "x.json"), b"data")
     monkeypatch.undo()
     assert sorted(os.listdir(bundle)) == ["labels.txt", "manifest.json", "model_int8.tflite", "sort.yaml"]
+
+
+def test_a_bundle_file_the_service_cannot_read_is_named_with_the_fix(bundle, monkeypatch):
+    """An unreadable model (a bundle root copied with mode 0600) was a PermissionError traceback at start."""
+    from edge_trash.edge_runtime import manifest as manifest_lib
+
+    def refuse(path):
+        raise PermissionError(13, "Permission denied", path)
+
+    monkeypatch.setattr(manifest_lib, "_sha256", refuse)
+    with pytest.raises(BundleError) as info:
+        verify_bundle(bundle)
+    assert str(info.value) == (
+        "cannot read %s (Permission denied): make the bundle readable by the user the service runs as (sudo chmod -R "
+        "a+rX %s), or copy it again" % (os.path.join(bundle, "labels.txt"), bundle))

@@ -44,6 +44,33 @@ def test_percentile_nearest_rank():
     assert percentile([3.0], 99) == 3.0
 
 
+@pytest.mark.parametrize("clear_s", [0, 0.4])
+def test_platform_item_still_there_after_platform_clear_s_is_sorted_again(tmp_path, clear_s):
+    """A red item stays on the platform for 2 s (40 frames at 20 fps): a push that failed. With platform_clear_s
+    it is decided again each time it is still there after its actuation plus that long; with 0 (off) once."""
+    bundle = make_bundle(str(tmp_path / "bundle"), sort_overrides={
+        "mode": "platform", "stable_frames": 3, "travel_delay_s": 0.0, "platform_clear_s": clear_s,
+        "health": {"enabled": False}, "log": {"path": str(tmp_path / "ev.sqlite")}})
+    frame = np.zeros((32, 64, 3), np.uint8)
+    frame[12:20, 28:36, 0] = 255  # class 0, in the middle of the platform
+    os.makedirs(str(tmp_path / "frames"))
+    for t in range(40):
+        np.save(str(tmp_path / "frames" / ("%06d.npy" % t)), frame)
+    loop, cleanup = build_service(bundle, None, "dir:%s?fps=20" % (tmp_path / "frames"),
+                                  interpreter_loader=make_fake_loader())
+    try:
+        assert loop.tracker.clear_after_s == (clear_s or None)  # travel_delay_s 0 + platform_clear_s
+        summary = loop.run(threading.Event())
+    finally:
+        cleanup()
+    decisions = q(str(tmp_path / "ev.sqlite"), "SELECT COUNT(*) FROM decisions")[0][0]
+    cleared = summary["counters"].get("platform_not_cleared", 0)
+    if clear_s:  # decided at ~0.1 s, again at ~0.65, ~1.2, ~1.75 s (scheduling may shift one frame)
+        assert decisions >= 3 and cleared == decisions - 1
+    else:
+        assert decisions == 1 and cleared == 0
+
+
 def test_dir_replay_decides_each_crossing_item_once_and_serves_health(tmp_path):
     bundle = make_bundle(str(tmp_path / "bundle"), sort_overrides={
         "travel_delay_s": 0.0, "health": {"port": 0}, "log": {"path": str(tmp_path / "ev.sqlite")},
@@ -254,22 +281,41 @@ def test_health_port_in_use_names_the_key(tmp_path, capsys):
 
 
 @pytest.mark.parametrize("setup, message, status", [
-    ("no_manifest", "manifest.json is missing", 78),  # configuration: a restart cannot mend it
+    # configuration: a restart cannot mend it (78, and systemd leaves the unit stopped)
+    ("no_manifest", "manifest.json is missing", 78),
+    ("no_bundle", "manifest.json is missing", 78),
+    ("model_cut_short", "model_int8.tflite does not match the manifest", 78),  # a copy that stopped half-way
+    ("model_gone", "model_int8.tflite is listed in the manifest but missing from the bundle", 78),
     ("bad_config", "classes.bottel: not a class of this model", 78),
-    ("bad_source", "expected camera:N, gst:PIPELINE, dir:PATH or video:PATH", 1),
+    ("bad_source", "expected camera:N, gst:PIPELINE, dir:PATH or video:PATH", 78),
+    ("bad_fps", "fps=ten is not a frame rate", 78),
+    # what may come back: retried (1)
+    ("no_frames_folder", "is not a directory", 1),
 ])
 def test_cli_errors_exit_with_the_reason(tmp_path, capsys, monkeypatch, setup, message, status):
     monkeypatch.delenv("INVOCATION_ID", raising=False)
     bundle = make_bundle(str(tmp_path / "bundle"), sort_overrides={"health": {"enabled": False},
                                                                     "log": {"path": str(tmp_path / "ev.sqlite")}})
     source = "dir:%s" % tmp_path
+    model = os.path.join(bundle, "model_int8.tflite")
     if setup == "no_manifest":
         os.unlink(os.path.join(bundle, "manifest.json"))
+    elif setup == "no_bundle":
+        bundle = str(tmp_path / "not-there")
+    elif setup == "model_cut_short":
+        with open(model, "r+b") as f:
+            f.truncate(os.path.getsize(model) // 2)
+    elif setup == "model_gone":
+        os.unlink(model)
     elif setup == "bad_config":
         with open(os.path.join(bundle, "sort.yaml"), "w") as f:
             json.dump({"classes": {"bottel": "x"}}, f)
-    else:
+    elif setup == "bad_source":
         source = "webcam"
+    elif setup == "bad_fps":
+        source = "dir:%s?fps=ten" % tmp_path
+    else:
+        source = "dir:%s" % (tmp_path / "frames-not-mounted-yet")
     code = main(["run", "--bundle", bundle, "--source", source], interpreter_loader=make_fake_loader())
     assert code == status
     err = capsys.readouterr().err

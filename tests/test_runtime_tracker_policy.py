@@ -279,3 +279,50 @@ def test_platform_decided_item_never_takes_a_neighbouring_items_detection():
         dets = ([det(0, 0.9, 10)] if seq < 6 else []) + ([det(0, 0.9, 18)] if seq >= 5 else [])
         ready += [(seq, t.id) for t in tracker.update(dets, seq, float(seq), 100, 40).ready]
     assert ready == [(2, 1), (7, 2)]
+
+
+# platform_clear_s: an item still on the platform after its actuation is sorted again
+
+
+def test_platform_item_left_after_a_failed_push_is_decided_again_each_clear_time():
+    # decided at seq 2 (t = 2 s); clear_after_s 5: still seen there at t = 7, so a new track from seq 8, decided at
+    # 10; that one is seen at t = 15 and decided again at 18
+    tracker = IoUTracker("platform", stable_frames=3, max_age=5, clear_after_s=5.0)
+    ready, expired = _platform_run(tracker, [0] * 20)
+    assert ready == [(2, "bottle"), (10, "bottle"), (18, "bottle")] and expired == []
+    off = IoUTracker("platform", stable_frames=3, max_age=5)  # platform_clear_s 0: decided once, as before
+    assert _platform_run(off, [0] * 20)[0] == [(2, "bottle")]
+
+
+def test_platform_next_item_of_the_same_class_put_down_at_once_is_sorted():
+    # bottle 1 decided at seq 2 (t = 2 s) and pushed off after seq 4; bottle 2 put down at seq 7, within max_age
+    # (5) of the last sight of bottle 1: it joined the decided track and was never sorted. With clear_after_s 3
+    # the decided track, seen there again after t = 5, is cleared: bottle 2 gets a track and a decision of its own.
+    frames = [0] * 5 + [None] * 2 + [0] * 6 + [None] * 3
+    xs = [30] * 5 + [0] * 2 + [31] * 6 + [0] * 3
+    tracker = IoUTracker("platform", stable_frames=3, max_age=5, clear_after_s=3.0)
+    ready, cleared = [], []
+    for seq, cls in enumerate(frames):
+        update = tracker.update([] if cls is None else [det(cls, 0.9, xs[seq])], seq, float(seq), 100, 40)
+        ready += [(seq, t.id) for t in update.ready]
+        cleared += [(seq, t.id) for t in update.cleared]
+    assert ready == [(2, 1), (10, 2)]
+    assert cleared == [(8, 1)]  # seen there at seq 7, after t = 5: cleared on the next frame
+    off = IoUTracker("platform", stable_frames=3, max_age=5)
+    assert _platform_run(off, frames, xs)[0] == [(2, "bottle")]  # the loss this setting is for
+
+
+def test_platform_item_pushed_off_but_still_in_view_elsewhere_keeps_its_decided_track():
+    # after its decision the bottle slides 4 px a frame into a bin the camera also sees: it is no longer where it
+    # was decided, so it is not sorted again however long it stays in view
+    xs = [30] * 4 + list(range(34, 90, 4)) + [88] * 10
+    tracker = IoUTracker("platform", stable_frames=3, max_age=5, clear_after_s=5.0)  # moving off by then
+    ready, expired = _platform_run(tracker, [0] * len(xs), xs=xs)
+    assert ready == [(2, "bottle")] and expired == [] and len(tracker.tracks) == 1
+
+
+def test_platform_clear_s_is_read_and_checked():
+    assert config().platform_clear_s == 0.0
+    assert config(platform_clear_s=1.5).platform_clear_s == 1.5
+    with pytest.raises(ConfigError, match=r"platform_clear_s: -1 is outside \[0.0, 3600.0\]"):
+        config(platform_clear_s=-1)

@@ -7,9 +7,10 @@ import os
 import sys
 from typing import Callable, List, Optional
 
-# sysexits.h EX_CONFIG: the bundle or sort.yaml is wrong and a restart cannot mend it. The systemd unit names it
-# in RestartPreventExitStatus, so a broken sort.yaml leaves the service stopped with its reason, instead of
-# failing every 5 s forever. A missing camera or TPU, a full disk or a busy port exits 1 and is retried.
+# sysexits.h EX_CONFIG: the bundle, sort.yaml or --source is wrong and a restart cannot mend it. The systemd
+# unit names it in RestartPreventExitStatus, so a broken sort.yaml leaves the service stopped with its reason,
+# instead of failing every 5 s forever. A missing camera, a log folder it may not write, a full disk or a busy
+# port exits 1 and is retried (an Edge TPU missing at start is no exit: the CPU model runs, with a fault).
 EXIT_CONFIG = 78
 
 
@@ -40,7 +41,7 @@ def main(argv: Optional[List[str]] = None, interpreter_loader: Optional[Callable
     from edge_trash.edge_runtime.manifest import BundleError
     from edge_trash.edge_runtime.sort_config import ConfigError
     from edge_trash.edge_runtime.service import ResourceError, run_service
-    from edge_trash.edge_runtime.sources import SourceError
+    from edge_trash.edge_runtime.sources import SourceError, SourceSpecError
 
     args = build_parser().parse_args(argv)
     if args.command != "run":
@@ -54,7 +55,7 @@ def main(argv: Optional[List[str]] = None, interpreter_loader: Optional[Callable
     try:
         summary = run_service(args.bundle, args.config, args.source, args.log, args.max_frames,
                               interpreter_loader, args.device, health=not args.no_health)
-    except (BundleError, ConfigError, DecodeError) as exc:
+    except (BundleError, ConfigError, DecodeError, SourceSpecError) as exc:
         sys.stderr.write("edge-trash-device: %s\n" % exc)
         if os.environ.get("INVOCATION_ID"):  # set by systemd for the units it runs
             sys.stderr.write("edge-trash-device: the service stays stopped until this is fixed (a restart "

@@ -129,7 +129,7 @@ def load_interpreter(cpu_model: str, edgetpu_model: Optional[str] = None, device
                                "`edge-trash export`)." % cpu_model)
     try:
         interpreter = _make(module, cpu_model, None, num_threads)
-    except RuntimeError as exc:
+    except (RuntimeError, ValueError) as exc:  # ValueError: "not a valid Flatbuffer" (a file cut short)
         if "edgetpu-custom-op" in str(exc):
             raise InterpreterError(
                 "%s is compiled for the Edge TPU (it contains edgetpu-custom-op) and cannot run without "

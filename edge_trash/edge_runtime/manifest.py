@@ -85,6 +85,11 @@ def write_manifest(bundle_dir: str, fields: Dict) -> Dict:
     return manifest
 
 
+def _unreadable(path: str, bundle_dir: str, exc: OSError) -> str:
+    return ("cannot read %s (%s): make the bundle readable by the user the service runs as (sudo chmod -R a+rX %s), "
+            "or copy it again" % (path, exc.strerror or exc, bundle_dir))
+
+
 def load_manifest(bundle_dir: str) -> Dict:
     """Parse ``bundle_dir/manifest.json`` (BundleError when missing or not JSON)."""
     path = os.path.join(bundle_dir, MANIFEST_NAME)
@@ -96,6 +101,8 @@ def load_manifest(bundle_dir: str) -> Dict:
             manifest = json.load(f)
     except ValueError as exc:
         raise BundleError("%s is not valid JSON (%s); re-export the bundle" % (path, exc))
+    except OSError as exc:
+        raise BundleError(_unreadable(path, bundle_dir, exc))
     if not isinstance(manifest, dict) or not isinstance(manifest.get("files"), dict):
         raise BundleError("%s has no 'files' table; it was not written by write_manifest" % path)
     return manifest
@@ -122,8 +129,11 @@ def verify_bundle(bundle_dir: str, model_input: Optional[Dict] = None) -> Dict:
         if not os.path.exists(path):
             raise BundleError("%s is listed in the manifest but missing from the bundle; copy the whole "
                               "bundle again" % path)
-        size = os.path.getsize(path)
-        digest = _sha256(path)
+        try:
+            size = os.path.getsize(path)
+            digest = _sha256(path)
+        except OSError as exc:
+            raise BundleError(_unreadable(path, bundle_dir, exc))
         if size != entry.get("size") or digest != entry.get("sha256"):
             if rel in EDITABLE_FILES:
                 modified.append(rel)
@@ -141,15 +151,21 @@ def verify_bundle(bundle_dir: str, model_input: Optional[Dict] = None) -> Dict:
         raise BundleError("%s has %d lines but the model has %d classes (manifest num_classes)" % (
             os.path.join(bundle_dir, LABELS), len(labels), manifest["num_classes"]))
     if model_input is not None:
-        want_shape = manifest.get("input_shape")
-        if want_shape is not None and list(want_shape) != list(model_input["shape"]):
-            raise BundleError("the model's input tensor is %s but the manifest says input_shape %s; the "
-                              "manifest belongs to another model" % (list(model_input["shape"]), list(want_shape)))
-        want_dtype = manifest.get("input_dtype")
-        if want_dtype is not None and str(want_dtype) != str(model_input["dtype"]):
-            raise BundleError("the model's input tensor is %s but the manifest says input_dtype %s; export "
-                              "with a uint8 input" % (model_input["dtype"], want_dtype))
+        check_model_input(manifest, model_input)
     result = dict(manifest)
     result["modified_config"] = modified
     result["labels"] = labels
     return result
+
+
+def check_model_input(manifest: Dict, model_input: Dict) -> None:
+    """``BundleError`` when the loaded model's input tensor (``interpreter.describe_input``) is not the one the
+    manifest records: the model and the manifest come from different exports."""
+    want_shape = manifest.get("input_shape")
+    if want_shape is not None and list(want_shape) != list(model_input["shape"]):
+        raise BundleError("the model's input tensor is %s but the manifest says input_shape %s; the "
+                          "manifest belongs to another model" % (list(model_input["shape"]), list(want_shape)))
+    want_dtype = manifest.get("input_dtype")
+    if want_dtype is not None and str(want_dtype) != str(model_input["dtype"]):
+        raise BundleError("the model's input tensor is %s but the manifest says input_dtype %s; export "
+                          "with a uint8 input" % (model_input["dtype"], want_dtype))

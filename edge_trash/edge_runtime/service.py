@@ -160,6 +160,11 @@ class SortLoop:
             self.live.update(frame.seq, frame.image, update.matched)
         for track, reason in update.expired:
             self._log_undecided(track, reason)
+        for track in update.cleared:  # platform_clear_s: an item still there is decided again
+            self.stats.count("platform_not_cleared")
+            LOG.warning("track %d: still on the platform %.1f s after its actuation was due (a push that failed, or "
+                        "the next item of its class put down at once): it is decided again",
+                        track.id, self.config.platform_clear_s)
         now = self.clock()  # the decision's time (after inference and tracking)
         rows, decisions = [], []
         for track in update.ready:
@@ -248,7 +253,10 @@ def build_service(bundle: str, config_path: Optional[str], source_spec: str, log
     injected (tests); the default is ``interpreter.load_interpreter``. ``source`` (a
     ``FrameSource``) replaces ``source_spec`` when given (benchmarks, tests).
     """
-    labels = manifest_lib.read_labels(os.path.join(bundle, manifest_lib.LABELS))
+    # the bundle first (every file against its manifest): a half-copied model or labels.txt is named as such, a
+    # configuration error (exit 78), not met as a load failure
+    verified = manifest_lib.verify_bundle(bundle)
+    labels = verified["labels"]
     config = load_sort_config(config_path or os.path.join(bundle, manifest_lib.SORT_CONFIG), labels)
     loader = interpreter_loader or (lambda cpu, tpu, dev: load_interpreter(cpu, tpu, dev))
     loaded = loader(os.path.join(bundle, manifest_lib.CPU_MODEL), os.path.join(bundle, manifest_lib.EDGETPU_MODEL),
@@ -259,7 +267,7 @@ def build_service(bundle: str, config_path: Optional[str], source_spec: str, log
         raise manifest_lib.BundleError(
             "%s takes a %s %s input; the service feeds [1, H, W, 3] uint8 camera frames. Export the model with "
             "a uint8 input (`edge-trash export`, the default)" % (loaded.model_path, model_input["dtype"], shape))
-    verified = manifest_lib.verify_bundle(bundle, model_input)
+    manifest_lib.check_model_input(verified, model_input)
     for name in verified["modified_config"]:
         LOG.info("%s was edited after export (expected for sort.yaml)", name)
     stats = Stats()
@@ -285,7 +293,9 @@ def build_service(bundle: str, config_path: Optional[str], source_spec: str, log
         tracker = IoUTracker(config.mode, TriggerLine(config.trigger_axis, config.trigger_position,
                                                       config.trigger_direction),
                              config.tracker_iou, config.tracker_max_distance, config.tracker_max_age,
-                             config.tracker_min_hits, config.stable_frames)
+                             config.tracker_min_hits, config.stable_frames,
+                             clear_after_s=config.travel_delay_s + config.platform_clear_s
+                             if config.platform_clear_s else None)
         detector = Detector(loaded.interpreter, labels, config.score_threshold, config.resize)
         # Replayed files resume at the next unlogged frame; a camera just continues the numbering. The
         # capture thread also resizes each frame, overlapping the previous frame's invoke().

@@ -26,6 +26,10 @@ class SourceError(Exception):
     """The source cannot be opened or is lost."""
 
 
+class SourceSpecError(SourceError):
+    """The ``--source`` value itself is wrong: no restart can open it (the service exits 78)."""
+
+
 class Frame:
     """A captured frame: ``image`` is HxWx3 uint8 RGB, or None with ``error`` set. ``prepared``
     holds what the capture thread's ``prepare`` made of it (the model input), ``prep_ms`` its cost."""
@@ -227,12 +231,18 @@ def open_source(spec: str) -> FrameSource:
         for part in filter(None, query.split("&")):
             key, _, value = part.partition("=")
             if key != "fps":
-                raise SourceError("--source %s: unknown option %r (only fps=N)" % (spec, key))
-            fps = float(value)
+                raise SourceSpecError("--source %s: unknown option %r (only fps=N)" % (spec, key))
+            try:
+                fps = float(value)
+            except ValueError:
+                fps = -1.0
+            if not fps >= 0:  # also NaN
+                raise SourceSpecError("--source %s: fps=%s is not a frame rate; give a number >= 0 (0: as fast as "
+                                      "the loop runs)" % (spec, value))
         return DirectorySource(path, fps)
     if kind == "video":
         return OpenCVSource(rest, live=False)
-    raise SourceError("--source %r: expected camera:N, gst:PIPELINE, dir:PATH or video:PATH" % spec)
+    raise SourceSpecError("--source %r: expected camera:N, gst:PIPELINE, dir:PATH or video:PATH" % spec)
 
 
 class FrameCapture:
