@@ -127,3 +127,13 @@ def test_cpu_only_bundle_and_missing_cpu_model(models, tmp_path):
     with pytest.raises(InterpreterError, match="absent.tflite does not exist; the bundle is incomplete"):
         load_interpreter(str(tmp_path / "absent.tflite"), None,
                          import_module=importer({"tflite_runtime.interpreter": fake}))
+
+
+def test_a_cpu_model_the_runtime_cannot_parse_is_an_interpreter_error(models):
+    """TFLite raises ValueError for a flatbuffer cut short; it was a traceback at start."""
+    fake = FakeTflite(delegate_error=ValueError("Failed to load delegate from libedgetpu.so.1"),
+                      cpu_error=ValueError("Model provided has model identifier 'x', should be 'TFL3'"))
+    with pytest.raises(InterpreterError) as info:
+        load_interpreter(models[0], models[1], import_module=importer({"tflite_runtime.interpreter": fake}))
+    assert str(info.value) == ("%s failed to load: Model provided has model identifier 'x', should be 'TFL3'"
+                               % models[0])

@@ -160,11 +160,6 @@ class SortLoop:
             self.live.update(frame.seq, frame.image, update.matched)
         for track, reason in update.expired:
             self._log_undecided(track, reason)
-        for track in update.cleared:  # platform_clear_s: an item still there is decided again
-            self.stats.count("platform_not_cleared")
-            LOG.warning("track %d: still on the platform %.1f s after its actuation was due (a push that failed, or "
-                        "the next item of its class put down at once): it is decided again",
-                        track.id, self.config.platform_clear_s)
         now = self.clock()  # the decision's time (after inference and tracking)
         rows, decisions = [], []
         for track in update.ready:
@@ -293,9 +288,7 @@ def build_service(bundle: str, config_path: Optional[str], source_spec: str, log
         tracker = IoUTracker(config.mode, TriggerLine(config.trigger_axis, config.trigger_position,
                                                       config.trigger_direction),
                              config.tracker_iou, config.tracker_max_distance, config.tracker_max_age,
-                             config.tracker_min_hits, config.stable_frames,
-                             clear_after_s=config.travel_delay_s + config.platform_clear_s
-                             if config.platform_clear_s else None)
+                             config.tracker_min_hits, config.stable_frames)
         detector = Detector(loaded.interpreter, labels, config.score_threshold, config.resize)
         # Replayed files resume at the next unlogged frame; a camera just continues the numbering. The
         # capture thread also resizes each frame, overlapping the previous frame's invoke().

@@ -168,8 +168,7 @@ class SortConfig:
         if not isinstance(raw, dict):
             raise ConfigError("%s: the top level must be a mapping of keys, got %s" % (self.source, type(raw).__name__))
         known = {"mode", "classes", "bins", "reject_bin", "fail_safe_bin", "min_confidence", "score_threshold",
-                 "travel_delay_s", "trigger_line", "stable_frames", "platform_clear_s", "tracker", "actuator",
-                 "hard_examples",
+                 "travel_delay_s", "trigger_line", "stable_frames", "tracker", "actuator", "hard_examples",
                  "log", "health", "resize"}
         unknown = sorted(set(raw) - known)
         if unknown:
@@ -202,9 +201,6 @@ class SortConfig:
         self.score_threshold = self._number("score_threshold", 0.3, 0.0, 1.0)
         self.travel_delay_s = self._number("travel_delay_s", 0.0, 0.0, 60.0)
         self.stable_frames = self._number("stable_frames", 5, 1, 10000, integer=True)
-        # platform mode, 0 = off: seconds after an item's actuation by which the platform is clear; an item still
-        # seen where it was decided after that is decided again (a failed push, or the next one put down at once)
-        self.platform_clear_s = self._number("platform_clear_s", 0.0, 0.0, 3600.0)
         trigger = self._section("trigger_line")
         self.trigger_axis = trigger.get("axis", "x")
         if self.trigger_axis not in ("x", "y"):
@@ -461,9 +457,6 @@ def default_sort_config(class_names: Sequence[str], bins: Optional[Dict[str, str
         "  # axis x: a vertical line at position * frame width; direction 1 = items move towards +x.",
         '  "trigger_line": {"axis": "x", "position": 0.5, "direction": 1},',
         '  "stable_frames": 5,',
-        "  # platform: seconds after the actuation by which the item is off the platform; one still seen where it",
-        "  # was decided after that is sorted again (a failed push, or the next item put down at once). 0: off.",
-        '  "platform_clear_s": 0,',
         '  "tracker": {"iou_threshold": 0.2, "max_distance": 1.0, "max_age": 5, "min_hits": 3},',
         '  "resize": "stretch",',
         "  # type: simulated | gpio | pwm | serial. gpio and pwm need an entry for every bin items can go to",

@@ -10,11 +10,6 @@ actuator empties the platform, so a detection of another class where a decided i
 item, and it gets a track (and a decision) of its own instead of vanishing into the decided one. Such a
 track is decided only once the decided track at its place has expired (``max_age`` frames without its
 class there): until then it may be the decided item misread, which must not be sorted twice.
-
-With ``clear_after_s`` (sort.yaml's travel delay plus ``platform_clear_s``), a decided item still seen where it
-was decided that long after its decision is cleared from the tracker and decided again: the actuator's push
-failed, or the next item of the same class was put down before ``max_age`` frames showed an empty platform.
-(An item pushed on but still in view, somewhere else, keeps its decided track.)
 """
 
 from typing import Dict, List, Optional, Sequence, Tuple
@@ -68,8 +63,6 @@ class Track:
         self.prev_t = t
         self.crossed_t = None  # type: Optional[float]  interpolated time the centre crossed the line
         self.decided = False
-        self.decided_bbox = None  # type: Optional[BBox]  platform mode: where it was decided
-        self.clear_at = None  # type: Optional[float]  platform mode: decided again if still there by then
         self.add(det, seq, t)
 
     def add(self, det: Detection, seq: int, t: float) -> None:
@@ -118,7 +111,6 @@ class TrackerUpdate:
         self.ready = []  # type: List[Track]
         self.expired = []  # type: List[Tuple[Track, str]]
         self.matched = []  # type: List[Tuple[Track, Detection]]
-        self.cleared = []  # type: List[Track]  platform: decided items still there, handed to new tracks
 
 
 class IoUTracker:
@@ -126,7 +118,7 @@ class IoUTracker:
 
     def __init__(self, mode: str = "conveyor", trigger: Optional[TriggerLine] = None,
                  iou_threshold: float = 0.2, max_distance: float = 1.0, max_age: int = 5,
-                 min_hits: int = 3, stable_frames: int = 5, clear_after_s: Optional[float] = None):
+                 min_hits: int = 3, stable_frames: int = 5):
         if mode not in MODES:
             raise ValueError("mode must be one of %s, got %r" % (", ".join(MODES), mode))
         self.mode = mode
@@ -136,7 +128,6 @@ class IoUTracker:
         self.max_age = int(max_age)
         self.min_hits = int(min_hits)
         self.stable_frames = int(stable_frames)
-        self.clear_after_s = clear_after_s if mode == "platform" and clear_after_s else None
         self.tracks = []  # type: List[Track]
         self._next_id = 1
 
@@ -193,9 +184,6 @@ class IoUTracker:
             if seq - track.last_seq > self.max_age:
                 if not track.decided:
                     out.expired.append((track, self._why_undecided(track)))
-            elif track.clear_at is not None and track.last_t >= track.clear_at and \
-                    BBox.iou(track.bbox, track.decided_bbox) >= OWN_IOU:
-                out.cleared.append(track)  # seen where it was decided after it should be off: a new track
             else:
                 alive.append(track)
         self.tracks = alive
@@ -235,8 +223,6 @@ class IoUTracker:
             out.ready = [tr for tr in out.ready if not any(BBox.iou(d.bbox, tr.bbox) >= OWN_IOU for d in held)]
         for track in out.ready:
             track.decided = True
-            if self.clear_after_s is not None:
-                track.decided_bbox, track.clear_at = track.bbox, t + self.clear_after_s
         return out
 
     def _why_undecided(self, track: Track) -> str:
