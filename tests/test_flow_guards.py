@@ -344,6 +344,27 @@ def test_a_photo_folder_or_an_analyze_report_as_data_says_what_it_is(tmp_path, m
     assert not_records(tmp_path / "empty", "--data") == ""  # nothing to name: the generic answer stays
 
 
+def test_a_subfolder_this_user_cannot_list_is_passed_over(tmp_path, monkeypatch):
+    """--data at a disk's root: its lost+found (root's, mode 0700) was a PermissionError traceback."""
+    from edge_trash.tfrecords.other_formats import other_record_layout
+
+    (tmp_path / "lost+found").mkdir()
+    (tmp_path / "photos").mkdir()
+    (tmp_path / "photos" / "a.jpg").write_bytes(b"")
+    listing = Path.iterdir
+
+    def iterdir(self):
+        if self.name == "lost+found":
+            raise PermissionError(13, "Permission denied", str(self))
+        return listing(self)
+
+    monkeypatch.setattr(Path, "iterdir", iterdir)
+    assert other_record_layout(tmp_path, "--data") == (
+        f"--data {tmp_path}: no TFRecords; it holds photos (export their boxes as COCO JSON). Build records from "
+        f"them first: edge-trash build-tfrecords --annotations ANNOTATIONS.json --images {tmp_path}/photos --out "
+        "records, then pass --data records")
+
+
 def test_an_interrupted_train_says_how_to_go_on(tmp_path):
     from edge_trash.train.train_cli import interrupted_message
 

@@ -181,7 +181,7 @@ def other_record_layout(folder: Path, flag: str) -> str:
     if builds:
         return several_builds(folder, flag, builds)
     places = [folder] + sorted(p for p in folder.iterdir() if p.is_dir())
-    files = [f for place in places for f in sorted(place.iterdir()) if f.is_file() and _RECORD_FILE.search(f.name)]
+    files = [f for place in places for f in _listed(place) if f.is_file() and _RECORD_FILE.search(f.name)]
     if not files:
         return not_records(folder, flag)
     by_split: "dict[str, list[Path]]" = {}
@@ -217,6 +217,14 @@ def other_record_layout(folder: Path, flag: str) -> str:
     return "\n".join(lines)
 
 
+def _listed(folder: Path) -> "list[Path]":
+    """``folder``'s entries, sorted; none for a folder this user cannot list (``lost+found`` on a disk's root)."""
+    try:
+        return sorted(folder.iterdir())
+    except OSError:
+        return []
+
+
 def _holds_photos(folder: Path) -> bool:
     from edge_trash.tfrecords.image_paths import IMAGE_SUFFIXES
 
@@ -227,7 +235,7 @@ def _holds_photos(folder: Path) -> bool:
 
 
 def _subfolders(folders: "list[Path]") -> "list[Path]":
-    return sorted(p for f in folders for p in f.iterdir() if p.is_dir() and not p.name.startswith("."))
+    return sorted(p for f in folders for p in _listed(f) if p.is_dir() and not p.name.startswith("."))
 
 
 def _photo_root(folder: Path) -> "Path | None":
