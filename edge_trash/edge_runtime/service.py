@@ -311,7 +311,7 @@ def build_service(bundle: str, config_path: Optional[str], source_spec: str, log
                                         int(config.hard_quota_mb * 1024 * 1024), config.hard_min_interval_s)
             except OSError as exc:
                 raise ResourceError(_unwritable("the hard-example queue", config.hard_dir,
-                                              "hard_examples.dir in sort.yaml", exc)) from None
+                                                "hard_examples.dir in sort.yaml", exc)) from None
             hard.start_writer()
             closers.append(hard.close)
         server = None
@@ -336,8 +336,8 @@ def build_service(bundle: str, config_path: Optional[str], source_spec: str, log
                 server = HealthServer(status, config.health_host, config.health_port, router=page.handle)
             except OSError as exc:
                 raise ResourceError("%s: health: cannot listen on %s:%d (%s); choose another health.port or set "
-                                  "health.enabled to false" % (config.source, config.health_host,
-                                                               config.health_port, exc))
+                                    "health.enabled to false" % (config.source, config.health_host,
+                                                                 config.health_port, exc))
             server.start()
             closers.append(server.stop)
             LOG.info("operator page at http://%s:%d/ (JSON status at /health)", *server.address[:2])
