@@ -44,6 +44,31 @@ def test_percentile_nearest_rank():
     assert percentile([3.0], 99) == 3.0
 
 
+def test_a_compiled_model_the_manifest_does_not_list_runs_with_a_fault(tmp_path, caplog):
+    """A model_int8_edgetpu.tflite compiled by hand after the export ran with no check and no word of it."""
+    from edge_trash.edge_runtime.interpreter import LoadedInterpreter
+
+    bundle = make_bundle(str(tmp_path / "bundle"), sort_overrides={"health": {"enabled": False},
+                                                                    "log": {"path": str(tmp_path / "ev.sqlite")}})
+    compiled = os.path.join(bundle, "model_int8_edgetpu.tflite")
+    with open(compiled, "wb") as f:
+        f.write(b"compiled later")
+    write_conveyor_frames(str(tmp_path / "frames"), 2)
+
+    def on_the_tpu(cpu, tpu, device):
+        return LoadedInterpreter(FakeInterpreter(), "edgetpu", tpu, "fake")
+
+    loop, cleanup = build_service(bundle, None, "dir:%s" % (tmp_path / "frames"), interpreter_loader=on_the_tpu)
+    cleanup()
+    message = ("%s is not in the bundle's manifest (compiled after the export?), so nothing checked it: rerun "
+               "`edge-trash export --edgetpu --compiler PATH` so the manifest covers it" % compiled)
+    assert q(str(tmp_path / "ev.sqlite"), "SELECT kind, message FROM faults") == [("bundle", message)]
+    assert message in [r.getMessage() for r in caplog.records if r.levelname == "WARNING"]
+    loop, cleanup = build_service(bundle, None, "dir:%s" % (tmp_path / "frames"), interpreter_loader=make_fake_loader())
+    cleanup()  # the CPU model, in the manifest: no second fault
+    assert len(q(str(tmp_path / "ev.sqlite"), "SELECT kind FROM faults")) == 1
+
+
 def test_dir_replay_decides_each_crossing_item_once_and_serves_health(tmp_path):
     bundle = make_bundle(str(tmp_path / "bundle"), sort_overrides={
         "travel_delay_s": 0.0, "health": {"port": 0}, "log": {"path": str(tmp_path / "ev.sqlite")},

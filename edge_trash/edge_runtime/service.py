@@ -350,6 +350,12 @@ def build_service(bundle: str, config_path: Optional[str], source_spec: str, log
         resumable = log.recover(LATE_TOLERANCE_S, max_ahead_s=config.travel_delay_s + LATE_TOLERANCE_S)
         if loaded.warning:
             log.fault("accelerator", loaded.warning)
+        if os.path.basename(loaded.model_path) not in verified["files"]:  # compiled by hand after the export
+            unchecked = ("%s is not in the bundle's manifest (compiled after the export?), so nothing checked it: "
+                         "rerun `edge-trash export --edgetpu --compiler PATH` so the manifest covers it"
+                         % loaded.model_path)
+            LOG.warning("%s", unchecked)
+            log.fault("bundle", unchecked)
         gaps = mapping_gaps_warning(config)
         if gaps:  # a class sort.yaml leaves out (a retrained model's new class) is rejected item after item
             LOG.warning("%s", gaps)
