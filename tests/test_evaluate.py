@@ -6,6 +6,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from conftest import SHARED
 
 from edge_trash.train.evaluate import (EvaluationError, coco_metrics, confusion_matrix,
                                        evaluate_detector, format_metrics_table, run_cocoeval)
@@ -343,13 +344,34 @@ def test_a_tflite_file_that_is_not_a_model_is_named_with_what_is_wrong(tmp_path)
         load_detector(junk)
 
 
+def test_a_tflite_model_tflite_refuses_to_load_is_named_with_tflites_words_on_one_line(tmp_path):
+    """A well-formed flatbuffer the interpreter refuses (an op version newer than this TFLite)."""
+    from tensorflow.lite.tools import flatbuffer_utils
+
+    from edge_trash.train.evaluate import load_detector
+
+    source = SHARED / "edgetpu" / "models" / "mobilenet_v1_0.25_128_quant.tflite"
+    if not source.is_file():
+        pytest.skip(f"{source} not present")
+    model = flatbuffer_utils.read_model_from_bytearray(bytearray(source.read_bytes()))
+    softmax = next(c for c in model.operatorCodes if max(c.builtinCode, c.deprecatedBuiltinCode) == 25)
+    softmax.version = 99
+    newer = tmp_path / "newer.tflite"
+    newer.write_bytes(bytes(flatbuffer_utils.convert_object_to_bytearray(model)))
+    with pytest.raises(EvaluationError) as err:
+        load_detector(newer)
+    assert str(err.value) == (f"{newer}: TFLite cannot load it (Didn't find op for builtin opcode 'SOFTMAX' version "
+                              "'99'. An older version of this builtin might be supported. Are you using an old "
+                              "TFLite binary with a newer model? Registration failed.); pass a model "
+                              "`edge-trash export` wrote (BUNDLE/model_int8.tflite)")
+
+
 # ai_edge_litert's Delegate.__del__ raises on a delegate that failed to load (its bug, not ours).
 @pytest.mark.filterwarnings("ignore::pytest.PytestUnraisableExceptionWarning")
 def test_edgetpu_model_without_a_tpu_says_what_to_do_instead():
     from edge_trash.train.evaluate import TFLiteDetector
 
-    compiled = Path("/work/shared/edgetpu/models/"
-                    "ssd_mobilenet_v2_coco_quant_postprocess_segment_1_of_2_edgetpu.tflite")
+    compiled = SHARED / "edgetpu" / "models" / "ssd_mobilenet_v2_coco_quant_postprocess_segment_1_of_2_edgetpu.tflite"
     if not compiled.is_file():
         pytest.skip(f"{compiled} not present")
     try:

@@ -153,7 +153,8 @@ class TFLiteDetector:
                 read_tflite(self.path)
             except TfliteFormatError as why:  # names the file and what is wrong with it
                 raise EvaluationError(str(why)) from exc
-            raise EvaluationError(f"{path}: TFLite cannot load it ({exc}); pass a model `edge-trash export` "
+            said = " ".join(str(exc).split())  # TFLite's words run over lines ("...\nRegistration failed.\n")
+            raise EvaluationError(f"{path}: TFLite cannot load it ({said}); pass a model `edge-trash export` "
                                   "wrote (BUNDLE/model_int8.tflite)") from exc
         signatures = self.interpreter.get_signature_list()
         key = "serving_default" if "serving_default" in signatures else next(iter(signatures), None)
