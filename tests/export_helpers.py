@@ -95,6 +95,18 @@ def random_images(count: int, seed: int = 0, low: int = 0, high: int = 255) -> L
             for _ in range(count)]
 
 
+def with_op_version(tflite_bytes: bytes, builtin_code: int, version: int) -> bytes:
+    """The model with every op of ``builtin_code`` at ``version`` (99: newer than any TFLite, which then
+    refuses it with "Didn't find op for builtin opcode ... version '99'")."""
+    from tensorflow.lite.tools import flatbuffer_utils
+
+    model = flatbuffer_utils.read_model_from_bytearray(bytearray(tflite_bytes))
+    for code in model.operatorCodes:
+        if max(code.builtinCode, code.deprecatedBuiltinCode) == builtin_code:
+            code.version = version
+    return bytes(flatbuffer_utils.convert_object_to_bytearray(model))
+
+
 def fake_compiled_model(tflite_bytes: bytes) -> bytes:
     """What edgetpu_compiler makes of an SSD-shaped int8 model, structurally: the ops before the
     trailing DEQUANTIZE/postprocess replaced by one ``edgetpu-custom-op`` (for a replaying fake

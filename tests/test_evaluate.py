@@ -346,18 +346,15 @@ def test_a_tflite_file_that_is_not_a_model_is_named_with_what_is_wrong(tmp_path)
 
 def test_a_tflite_model_tflite_refuses_to_load_is_named_with_tflites_words_on_one_line(tmp_path):
     """A well-formed flatbuffer the interpreter refuses (an op version newer than this TFLite)."""
-    from tensorflow.lite.tools import flatbuffer_utils
+    from export_helpers import with_op_version
 
     from edge_trash.train.evaluate import load_detector
 
     source = SHARED / "edgetpu" / "models" / "mobilenet_v1_0.25_128_quant.tflite"
     if not source.is_file():
         pytest.skip(f"{source} not present")
-    model = flatbuffer_utils.read_model_from_bytearray(bytearray(source.read_bytes()))
-    softmax = next(c for c in model.operatorCodes if max(c.builtinCode, c.deprecatedBuiltinCode) == 25)
-    softmax.version = 99
     newer = tmp_path / "newer.tflite"
-    newer.write_bytes(bytes(flatbuffer_utils.convert_object_to_bytearray(model)))
+    newer.write_bytes(with_op_version(source.read_bytes(), 25, 99))  # SOFTMAX
     with pytest.raises(EvaluationError) as err:
         load_detector(newer)
     assert str(err.value) == (f"{newer}: TFLite cannot load it (Didn't find op for builtin opcode 'SOFTMAX' version "

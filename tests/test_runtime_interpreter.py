@@ -5,7 +5,7 @@ import types
 
 import pytest
 
-from edge_trash.edge_runtime.interpreter import InterpreterError, load_interpreter
+from edge_trash.edge_runtime.interpreter import InterpreterError, RuntimeMismatchError, load_interpreter
 
 
 class FakeTflite:
@@ -108,9 +108,46 @@ def test_runtime_too_old_says_how_to_update_or_recompile(models):
     fake = FakeTflite(tpu_error=RuntimeError(
         "Failed to prepare for TPU. Failed precondition: Package requires runtime version (14), which is newer "
         "than this runtime version (13).Node number 0 (EdgeTpuDelegateForCustomOp) failed to prepare."))
-    with pytest.raises(InterpreterError, match=r"too old for this model \(model needs runtime 14, installed 13\).*"
-                                               r"edgetpu_compiler -m 13"):
+    with pytest.raises(RuntimeMismatchError, match=r"too old for this model \(model needs runtime 14, installed "
+                                                   r"13\).*edgetpu_compiler -m 13"):
         load_interpreter(*models, import_module=importer({"tflite_runtime.interpreter": fake}))
+
+
+@pytest.mark.parametrize("on_tpu", [True, False])
+def test_an_op_newer_than_the_interpreter_says_to_update_it_or_export_again(models, on_tpu):
+    """Retrying cannot mend it (RuntimeMismatchError: the service exits 78); TFLite's words run over lines."""
+    said = ("Didn't find op for builtin opcode 'SOFTMAX' version '99'. An older version of this builtin might be "
+            "supported. Are you using an old TFLite binary with a newer model?\nRegistration failed.\n")
+    if on_tpu:
+        fake, model = FakeTflite(tpu_error=ValueError(said)), models[1]
+    else:
+        fake = FakeTflite(delegate_error=ValueError("Failed to load delegate from libedgetpu.so.1"),
+                          cpu_error=ValueError(said))
+        model = models[0]
+    with pytest.raises(RuntimeMismatchError) as info:
+        load_interpreter(*models, import_module=importer({"tflite_runtime.interpreter": fake}))
+    assert str(info.value) == (
+        "%s needs TFLite's SOFTMAX op at version 99, which this interpreter (tflite_runtime) does not have. "
+        "Update the interpreter (Coral Dev Board: `sudo apt-get update && sudo apt-get install "
+        "python3-tflite-runtime`; elsewhere: `pip install -U ai-edge-litert`), or on the host run "
+        "`edge-trash inspect %s` to see each op's version and export again. (Didn't find op for builtin opcode "
+        "'SOFTMAX' version '99'. An older version of this builtin might be supported. Are you using an old TFLite "
+        "binary with a newer model? Registration failed.)" % (model, model.rsplit("/", 1)[1]))
+
+
+def test_tflites_own_words_for_an_op_too_new_are_recognised(tmp_path):
+    """The real interpreter's message, not only the fake's copy of it."""
+    from conftest import SHARED
+    from export_helpers import with_op_version
+
+    source = SHARED / "edgetpu" / "models" / "mobilenet_v1_0.25_128_quant.tflite"
+    if not source.is_file():
+        pytest.skip("%s not present" % source)
+    newer = tmp_path / "model_int8.tflite"
+    newer.write_bytes(with_op_version(source.read_bytes(), 25, 99))  # SOFTMAX
+    with pytest.raises(RuntimeMismatchError, match=r"needs TFLite's SOFTMAX op at version 99, which this "
+                                                   r"interpreter \(ai_edge_litert\) does not have"):
+        load_interpreter(str(newer), None, use_edgetpu=False)
 
 
 def test_no_interpreter_package_says_exactly_what_to_install(models):

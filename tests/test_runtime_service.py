@@ -343,6 +343,25 @@ def test_cli_rejects_nonpositive_max_frames(capsys):
     assert "--max-frames must be >= 1, got 0" in capsys.readouterr().err
 
 
+@pytest.mark.parametrize("error, code", [("mismatch", EXIT_CONFIG), ("plain", 1)])
+def test_a_runtime_too_old_for_the_model_stays_stopped_another_load_failure_is_retried(tmp_path, capsys,
+                                                                                      monkeypatch, error, code):
+    from edge_trash.edge_runtime.interpreter import InterpreterError, RuntimeMismatchError
+
+    monkeypatch.setenv("INVOCATION_ID", "0123abcd")
+    raised = (RuntimeMismatchError("needs a newer runtime") if error == "mismatch"
+              else InterpreterError("failed to load on the TPU"))
+
+    def loader(cpu_model, edgetpu_model=None, device=None):
+        raise raised
+    bundle = make_bundle(str(tmp_path / "bundle"), sort_overrides={"health": {"enabled": False},
+                                                                    "log": {"path": str(tmp_path / "ev.sqlite")}})
+    assert main(["run", "--bundle", bundle, "--source", "dir:%s" % tmp_path], interpreter_loader=loader) == code
+    err = capsys.readouterr().err
+    assert err.startswith("edge-trash-device: %s\n" % raised)
+    assert ("the service stays stopped until this is fixed" in err) == (code == EXIT_CONFIG)
+
+
 @pytest.mark.parametrize("key", ["log", "hard_examples"])
 def test_a_log_or_queue_folder_it_cannot_create_is_named_with_the_fix(tmp_path, capsys, key):
     blocker = tmp_path / "blocker"  # a file where the folder should be (as a folder root owns would refuse)

@@ -2,7 +2,8 @@
 
 ``load_interpreter`` runs the Edge TPU model through the ``libedgetpu.so.1`` delegate when a TPU
 is present, otherwise the CPU int8 model with a loud warning and ``accelerator == 'cpu'``. Every
-known failure becomes an ``InterpreterError`` that says what to do. ``import_module`` is injected
+known failure becomes an ``InterpreterError`` that says what to do (a ``RuntimeMismatchError`` when
+the model needs a newer runtime than the device has, which a restart cannot mend). ``import_module`` is injected
 so tests can fake each failure without the packages.
 """
 
@@ -27,6 +28,11 @@ INSTALL_LIBEDGETPU = "`sudo apt-get install libedgetpu1-std` (Coral's apt reposi
 
 class InterpreterError(Exception):
     """The model cannot be run; the message says why and what to do."""
+
+
+class RuntimeMismatchError(InterpreterError):
+    """The model needs a newer Edge TPU runtime or TFLite interpreter than this device has: a restart cannot
+    mend it (the service exits 78, as for a broken bundle)."""
 
 
 class LoadedInterpreter:
@@ -78,6 +84,19 @@ def _runtime_too_old(message: str) -> Optional[str]:
             % (needed, have, have, message.strip()))
 
 
+def _ops_too_new(message: str, model_path: str, package: str) -> Optional[str]:
+    """What to do when the interpreter has no kernel for an op at the model's version, or None."""
+    match = re.search(r"Didn't find op for builtin opcode '([^']+)' version '(\d+)'", message)
+    if not match:
+        return None
+    return ("%s needs TFLite's %s op at version %s, which this interpreter (%s) does not have. Update the "
+            "interpreter (Coral Dev Board: `sudo apt-get update && sudo apt-get install python3-tflite-runtime`; "
+            "elsewhere: `pip install -U ai-edge-litert`), or on the host run `edge-trash inspect %s` to see "
+            "each op's version and export again. (%s)"
+            % (model_path, match.group(1), match.group(2), package, os.path.basename(model_path),
+               " ".join(message.split())))
+
+
 def _make(module, model_path: str, delegates, num_threads: Optional[int]):
     kwargs = {"model_path": model_path}
     if delegates:
@@ -119,9 +138,10 @@ def load_interpreter(cpu_model: str, edgetpu_model: Optional[str] = None, device
                 return LoadedInterpreter(_make(module, edgetpu_model, [delegate], num_threads),
                                          "edgetpu", edgetpu_model, package)
             except (RuntimeError, ValueError) as exc:
-                too_old = _runtime_too_old(str(exc))
-                raise InterpreterError(too_old or "The Edge TPU model %s failed to load on the TPU: %s"
-                                       % (edgetpu_model, exc))
+                too_old = _runtime_too_old(str(exc)) or _ops_too_new(str(exc), edgetpu_model, package)
+                if too_old:
+                    raise RuntimeMismatchError(too_old)
+                raise InterpreterError("The Edge TPU model %s failed to load on the TPU: %s" % (edgetpu_model, exc))
     elif use_edgetpu and edgetpu_model:
         warning = "The bundle has no Edge TPU model (%s)." % edgetpu_model
     if not os.path.exists(cpu_model):
@@ -135,6 +155,9 @@ def load_interpreter(cpu_model: str, edgetpu_model: Optional[str] = None, device
                 "%s is compiled for the Edge TPU (it contains edgetpu-custom-op) and cannot run without "
                 "the %s delegate. Connect the TPU, or point the service at the plain int8 model "
                 "(model_int8.tflite). (%s)" % (cpu_model, EDGETPU_LIBRARY, exc))
+        too_new = _ops_too_new(str(exc), cpu_model, package)
+        if too_new:
+            raise RuntimeMismatchError(too_new)
         raise InterpreterError("%s failed to load: %s" % (cpu_model, exc))
     if warning is not None:
         warning += " RUNNING ON THE CPU: expect 10-30x slower inference than on the Edge TPU."
