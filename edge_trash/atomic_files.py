@@ -99,6 +99,20 @@ def write_files_together(folder: Union[str, Path], files: Dict[str, bytes], remo
 _WRITE_ONLY_ERRORS = {errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EFBIG}
 
 
+def check_can_create(folder: Union[str, Path]) -> None:
+    """Raise the ``OSError`` (naming ``folder``) that making ``folder`` and writing into it would raise, without
+    making it: a file where a folder of its path should be, or a folder this user may not write in. A command
+    calls it before its long work and makes the folder only to write, so a failed run leaves none behind."""
+    folder = Path(folder)
+    existing = folder
+    while not existing.exists() and existing != existing.parent:
+        existing = existing.parent
+    if not existing.is_dir():
+        raise NotADirectoryError(errno.ENOTDIR, os.strerror(errno.ENOTDIR), str(folder))
+    if not os.access(existing, os.W_OK | os.X_OK):
+        raise PermissionError(errno.EACCES, os.strerror(errno.EACCES), str(folder))
+
+
 def _write_fix(code: Optional[int]) -> str:
     """What to do about an error writing the output: free space for a full disk, a writable folder for a
     permission or a read-only file system ("free space" there sent users looking for space they had)."""

@@ -530,6 +530,25 @@ def test_cli_bad_json_names_the_file(tmp_path):
     result = CliRunner().invoke(cli, ["analyze", "--annotations", str(bad), "--out", str(tmp_path / "o")])
     assert result.exit_code == 1
     assert f"{bad}: not valid JSON at line 1" in result.output and "Traceback" not in result.output
+    assert not (tmp_path / "o").exists()  # a run that fails leaves no empty --out behind
+
+
+def test_an_out_folder_it_cannot_make_is_named_before_the_work_and_none_is_left(tmp_path, monkeypatch):
+    from edge_trash.tfrecords.sample_data import write_sample_dataset
+
+    data = write_sample_dataset(tmp_path / "s", num_images=20, seed=0, with_problems=False)
+    args = ["analyze", "--annotations", str(data.annotations), "--no-plots", "--quiet", "--out"]
+    result = CliRunner().invoke(cli, args + [str(data.annotations / "report")])
+    assert result.exit_code == 1 and result.output == (
+        f"Error: cannot write {data.annotations / 'report'}: Not a directory; choose another --out, and run again\n")
+    read = []
+    monkeypatch.setattr("edge_trash.tfrecords.analyze.load_coco_files", lambda *a, **k: read.append(a))
+    monkeypatch.setattr("os.access", lambda path, mode: Path(path) != tmp_path)
+    result = CliRunner().invoke(cli, args + [str(tmp_path / "a" / "b")])
+    assert result.exit_code == 1 and result.output.startswith(
+        f"Error: cannot write {tmp_path / 'a' / 'b'}: Permission denied; choose an --out you can write to, or let "
+        "this user write there, and run again")
+    assert not read and not (tmp_path / "a").exists()
 
 
 def test_real_subprocess_never_imports_tensorflow(sample_dataset, sample_build, tmp_path):

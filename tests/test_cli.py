@@ -149,3 +149,16 @@ def test_option_values_out_of_range_are_usage_errors_before_anything_runs(tmp_pa
     assert result.exit_code == 2 and not (tmp_path / "r").exists()
     assert result.output.splitlines()[-1] == "Error: Invalid value for '--input-size': 100 is not in the range " \
                                              "128<=x<=640."
+
+
+def test_a_missing_annotation_file_is_named_before_its_images_folder(tmp_path):
+    """The images folder defaults to the file's own: '--images r: no such folder' named the wrong mistake."""
+    from click.testing import CliRunner
+
+    from edge_trash.cli import cli
+
+    ann = tmp_path / "r" / "annotations.json"
+    result = CliRunner().invoke(cli, ["build-tfrecords", "--annotations", str(ann), "--out", str(tmp_path / "o")])
+    assert result.exit_code == 1 and result.output == (
+        f"Error: {ann}: file not found (give the COCO annotation JSON with --annotations)\n")
+    assert not (tmp_path / "o").exists()

@@ -344,6 +344,41 @@ def test_a_photo_folder_or_an_analyze_report_as_data_says_what_it_is(tmp_path, m
     assert not_records(tmp_path / "empty", "--data") == ""  # nothing to name: the generic answer stays
 
 
+def test_a_run_or_a_bundle_given_as_data_is_named_not_read_as_records(tmp_path, monkeypatch):
+    """A run's checkpoints/ckpt-300.data-00000-of-00001 was taken for a shard under another name, with advice to
+    link it as train-00000-of-00001.tfrecord."""
+    from edge_trash.tfrecords.other_formats import other_record_layout
+
+    monkeypatch.chdir(tmp_path)
+    records = tmp_path / "my records"
+    records.mkdir()
+    (tmp_path / "run" / "checkpoints").mkdir(parents=True)
+    for name in ("config.json", "checkpoints/ckpt-300.data-00000-of-00001", "checkpoints/ckpt-300.index"):
+        (tmp_path / "run" / name).write_text("{}")
+    no_data_json = ("--data run: a training run of `edge-trash train`, not records: pass the --out folder of "
+                    "`edge-trash build-tfrecords`")
+    assert other_record_layout(Path("run"), "--data") == no_data_json
+    (tmp_path / "run" / "data.json").write_text(json.dumps({"version": 1, "data": str(records)}))
+    result = _train("--data", "run", "--out", "run2")
+    assert result.exit_code == 2 and _said(result).endswith(
+        f"Error: --data run: a training run of `edge-trash train`, not records: pass the --out folder of "
+        f"`edge-trash build-tfrecords` (this run trained on --data '{records}', as its data.json records)")
+    assert not (tmp_path / "run2").exists()
+    assert other_record_layout(Path("run"), "--tfrecords").startswith("--tfrecords run: a training run of ")
+    (tmp_path / "run" / "data.json").write_text(json.dumps({"data": str(tmp_path / "gone")}))
+    assert other_record_layout(Path("run"), "--data") == no_data_json  # records no longer there: not named
+    (tmp_path / "bundle").mkdir()
+    for name in ("manifest.json", "model_int8.tflite", "labels.txt"):
+        (tmp_path / "bundle" / name).write_text("")
+    assert other_record_layout(Path("bundle"), "--data") == (
+        "--data bundle: an export bundle (manifest.json, its .tflite models), not records: pass the --out folder "
+        "of `edge-trash build-tfrecords`")
+    # records under another name still are (a sharded name without TensorFlow's '.data' before it)
+    (tmp_path / "odd").mkdir()
+    (tmp_path / "odd" / "litter-00000-of-00001").write_text("")
+    assert "it holds TFRecords under other names: litter-00000-of-00001" in other_record_layout(Path("odd"), "--data")
+
+
 def test_a_subfolder_this_user_cannot_list_is_passed_over(tmp_path, monkeypatch):
     """--data at a disk's root: its lost+found (root's, mode 0700) was a PermissionError traceback."""
     from edge_trash.tfrecords.other_formats import other_record_layout

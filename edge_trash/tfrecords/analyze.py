@@ -29,7 +29,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Dict, Iterable, Iterator, List, Optional, Sequence, Tuple
 
-from edge_trash.atomic_files import write_files_together
+from edge_trash.atomic_files import check_can_create, write_files_together
 from edge_trash.tfrecords import feature_keys as K
 from edge_trash.tfrecords.class_map import (categories_sharing_a_name, names_read_as_indices, read_as_indices_warning,
                                             similar_names, similar_names_warning)
@@ -930,7 +930,7 @@ def analyze(annotations: "Optional[os.PathLike | str | Sequence[os.PathLike | st
         image_dirs = image_dirs * len(ann_files)
     shards = find_shards(Path(tfrecords)) if tfrecords is not None else {}
     out_dir = Path(out)
-    out_dir.mkdir(parents=True, exist_ok=True)
+    check_can_create(out_dir)  # made only when the report is written: a run that fails leaves no folder
 
     stats: Dict[str, Any] = {
         "version": STATS_VERSION,
@@ -1056,6 +1056,7 @@ def analyze(annotations: "Optional[os.PathLike | str | Sequence[os.PathLike | st
 
     report = render_report(stats, sections)
     stats["seconds"] = _r(time.monotonic() - start, 2)
+    out_dir.mkdir(parents=True, exist_ok=True)
     # one set: an interrupted run leaves the earlier report, stats and plots together, not new plots beside them
     # (backslashreplace: a file name listed from disk may hold bytes that were not UTF-8)
     write_files_together(out_dir, {**pngs, "stats.json": (json.dumps(stats, indent=1, allow_nan=False, default=str)

@@ -398,6 +398,11 @@ def _id_text(value: Any) -> str:
 PACKED = ((b"\x1f\x8b", "gzip", "gzip"), (b"\xfd7zXZ\x00", "xz", "lzma"), (b"BZh", "bzip2", "bz2"))
 
 
+def annotation_file_missing(path: Path) -> CocoFormatError:
+    """The error for an annotation file that is not there."""
+    return CocoFormatError(f"{path}: file not found (give the COCO annotation JSON with --annotations)")
+
+
 def read_json_text(path: Path) -> str:
     """The text of an annotation file as exporters write it: UTF-8 with or without a
     byte-order mark, UTF-16 with one (PowerShell's ``>``), or any of these compressed with gzip,
@@ -405,7 +410,7 @@ def read_json_text(path: Path) -> str:
     try:
         raw = path.read_bytes()
     except FileNotFoundError:
-        raise CocoFormatError(f"{path}: file not found (give the COCO annotation JSON with --annotations)")
+        raise annotation_file_missing(path)
     except IsADirectoryError:
         inside = sorted(p.relative_to(path).as_posix() for p in [*path.glob("*.json"), *path.glob("*/*.json")])
         listed = (f"it holds {', '.join(inside[:6])}{', ...' if len(inside) > 6 else ''}" if inside

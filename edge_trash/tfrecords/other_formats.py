@@ -130,11 +130,26 @@ def other_binary_format(path: Path, raw: bytes) -> str:
         listed = ", ".join(inside[:5]) + (", ..." if len(inside) > 5 else "") if inside else "no .json file"
         return (f"a zip archive (holding {listed}): unpack it and give the COCO JSON inside with --annotations, "
                 "and its image folder with --images")
+    if _is_tfrecord(raw):
+        return (f"a TFRecord file, not an annotation file: pass its folder with --tfrecords (analyze) or --data "
+                f"(train, evaluate, export); --annotations takes COCO JSON")
     for magic, what in _IMAGE_MAGIC:
         if raw.startswith(magic):
             return f"{what}, not an annotation file: give the COCO JSON with --annotations and the photos' folder " \
                    "with --images"
     return ""
+
+
+def _is_tfrecord(raw: bytes) -> bool:
+    """Whether ``raw`` starts as a TFRecord file does: a record's length (8 bytes) and its masked CRC32C."""
+    from edge_trash.tfrecords.tfrecord_file import masked_crc32c
+
+    if len(raw) < 16:
+        return False
+    try:
+        return masked_crc32c(raw[:8]) == int.from_bytes(raw[8:12], "little")
+    except ImportError:  # google-crc32c missing: the file is read as text and refused as such
+        return False
 
 
 _ARCHIVES = ((".tar.gz", "tar -xzf {p} -C DIR"), (".tgz", "tar -xzf {p} -C DIR"), (".tar", "tar -xf {p} -C DIR"),
@@ -164,8 +179,9 @@ def images_folder_problem(folder: Path) -> str:
     return f"--images {folder}: a file, not a folder: give the folder the file_name entries are relative to"
 
 
-# A TFRecord file as other tools name it: litter.tfrecord, train.record, coco_train.record-00000-of-00100.
-_RECORD_FILE = re.compile(r"\.(tfrecords?|records?)(-\d{5}-of-\d{5})?$|-\d{5}-of-\d{5}$", re.I)
+# A TFRecord file as other tools name it: litter.tfrecord, train.record, coco_train.record-00000-of-00100; not
+# TensorFlow's checkpoint variables (ckpt-300.data-00000-of-00001, variables.data-00000-of-00001).
+_RECORD_FILE = re.compile(r"\.(tfrecords?|records?)(-\d{5}-of-\d{5})?$|(?<!\.data)-\d{5}-of-\d{5}$", re.I)
 
 
 def other_record_layout(folder: Path, flag: str) -> str:
@@ -299,13 +315,36 @@ def _images_for(annotations: Path, head: bytes, folder: Path, photos: Path) -> P
     return photos
 
 
+def _run_or_bundle(folder: Path, flag: str) -> str:
+    """What to say of a training run or an export bundle given as ``flag``: the records it came from where its
+    ``data.json`` names them (a run's), else the folder to pass; "" for any other folder."""
+    from edge_trash.models.run_dir import CHECKPOINTS, CONFIG_JSON, DATA_JSON, WEIGHTS_H5
+
+    build = "pass the --out folder of `edge-trash build-tfrecords`"
+    if (folder / "manifest.json").is_file() and any(folder.glob("*.tflite")):
+        return f"{flag} {folder}: an export bundle (manifest.json, its .tflite models), not records: {build}"
+    if not (folder / CONFIG_JSON).is_file() or not any((folder / n).exists() for n in (DATA_JSON, WEIGHTS_H5,
+                                                                                       CHECKPOINTS)):
+        return ""
+    try:
+        data = json.loads((folder / DATA_JSON).read_text(encoding="utf-8")).get("data")
+    except (OSError, UnicodeDecodeError, ValueError, AttributeError):
+        data = None
+    trained = (f" (this run trained on {flag} {shell_word(data)}, as its {DATA_JSON} records)"
+               if isinstance(data, str) and Path(data).is_dir() else "")
+    return f"{flag} {folder}: a training run of `edge-trash train`, not records: {build}{trained}"
+
+
 def not_records(folder: Path, flag: str) -> str:
     """What a folder with no TFRecords holds when a user passes it as ``flag`` by mistake: the report of
-    ``edge-trash analyze``, or photos (with their COCO JSON) not yet built, with the command that builds them;
+    ``edge-trash analyze``, a training run or an export bundle, or photos (with their COCO JSON) not yet built, with the command that builds them;
     "" for anything else."""
     if (folder / "stats.json").is_file() and (folder / "report.md").is_file():
         return (f"{flag} {folder}: a report of `edge-trash analyze` (report.md, stats.json), not records: pass the "
                 "--out folder of `edge-trash build-tfrecords`")
+    run = _run_or_bundle(folder, flag)
+    if run:
+        return run
     try:
         photos = _photo_root(folder)
         found = _coco_near(folder, photos) if photos is not None else []
