@@ -57,8 +57,21 @@ def test_missing_file_and_missing_manifest(bundle, tmp_path):
     os.unlink(os.path.join(bundle, "labels.txt"))
     with pytest.raises(BundleError, match="labels.txt is listed in the manifest but missing"):
         verify_bundle(bundle)
-    with pytest.raises(BundleError, match="manifest.json is missing"):
-        verify_bundle(str(tmp_path))
+    empty = str(tmp_path / "empty")
+    os.mkdir(empty)
+    with pytest.raises(BundleError) as err:
+        verify_bundle(empty)
+    assert str(err.value) == ("%s/manifest.json is missing: %s is not an exported bundle (create one with "
+                              "`edge-trash export --model RUN --data DATA --out BUNDLE` and give --bundle BUNDLE)"
+                              % (empty, empty))
+    run = str(tmp_path / "run")  # a run folder of `edge-trash train`, given before its export
+    os.mkdir(run)
+    open(os.path.join(run, "config.json"), "w").close()
+    with pytest.raises(BundleError) as err:
+        verify_bundle(run)
+    assert str(err.value) == ("%s/manifest.json is missing: %s is a training run, not an exported bundle; export "
+                              "it (edge-trash export --model %s --data DATA --out BUNDLE) and give --bundle BUNDLE"
+                              % (run, run, run))
 
 
 def test_edited_sort_yaml_is_reported_not_fatal(bundle):

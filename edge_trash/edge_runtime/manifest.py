@@ -94,8 +94,12 @@ def load_manifest(bundle_dir: str) -> Dict:
     """Parse ``bundle_dir/manifest.json`` (BundleError when missing or not JSON)."""
     path = os.path.join(bundle_dir, MANIFEST_NAME)
     if not os.path.exists(path):
-        raise BundleError("%s is missing: %s is not an exported bundle (create one with `edge-trash "
-                          "export --out %s`)" % (path, bundle_dir, bundle_dir))
+        if os.path.isfile(os.path.join(bundle_dir, "config.json")):  # a run of `edge-trash train`, not its export
+            raise BundleError("%s is missing: %s is a training run, not an exported bundle; export it (edge-trash "
+                              "export --model %s --data DATA --out BUNDLE) and give --bundle BUNDLE"
+                              % (path, bundle_dir, bundle_dir))
+        raise BundleError("%s is missing: %s is not an exported bundle (create one with `edge-trash export "
+                          "--model RUN --data DATA --out BUNDLE` and give --bundle BUNDLE)" % (path, bundle_dir))
     try:
         with open(path, "r", encoding="utf-8") as f:
             manifest = json.load(f)
