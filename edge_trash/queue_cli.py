@@ -38,6 +38,13 @@ def export(queue_dir: str, out: str, images_out: str) -> None:
         click.echo(f"queue export: {queue_dir} holds no hard examples yet: nothing to relabel, nothing written "
                    "(the device saves uncertain frames there while it sorts)")
         return
-    click.echo("queue export: wrote %d images and %d pre-annotations to %s (images in %s) in %.1fs. Next: correct "
-               "the boxes, then `edge-trash build-tfrecords --annotations %s --images %s --out DATA_DIR`"
-               % (summary["images"], summary["annotations"], out, images_out, time.time() - start, out, images_out))
+    from edge_trash.terminal import plural, shell_word
+
+    click.echo(f"queue export: wrote {plural(summary['images'], 'image')} and "
+               f"{plural(summary['annotations'], 'pre-annotation')} to {out} (images in {images_out}) in "
+               f"{time.time() - start:.1f}s")
+    # built alone, a few frames hold only some classes: the new data would lack the others and the run's export
+    # would refuse it, so they go in with the data the model learned from
+    click.echo("next: correct the boxes, then build them with the data the model was trained on (on their own they "
+               "lack classes): edge-trash build-tfrecords --annotations TRAINED_ON.json --annotations "
+               f"{shell_word(out)} --images TRAINED_ON_IMAGES --images {shell_word(images_out)} --out DATA_DIR")

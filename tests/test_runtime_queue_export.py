@@ -69,7 +69,13 @@ def test_export_orders_least_confident_first_with_pre_annotations(tmp_path, use_
     fill_queue(str(tmp_path / "q"), use_pillow)
     result = CliRunner().invoke(cli, ["queue", "export", str(tmp_path / "q"), "--out", str(tmp_path / "relabel.json")])
     assert result.exit_code == 0, result.output
-    assert "wrote 3 images and 4 pre-annotations" in result.output and "edge-trash build-tfrecords" in result.output
+    said = result.output.splitlines()
+    assert said[0].startswith("queue export: wrote 3 images and 4 pre-annotations to %s (images in %s) in "
+                              % (tmp_path / "relabel.json", tmp_path / "relabel_images"))
+    assert said[1] == ("next: correct the boxes, then build them with the data the model was trained on (on their own "
+                       "they lack classes): edge-trash build-tfrecords --annotations TRAINED_ON.json --annotations "
+                       "%s --images TRAINED_ON_IMAGES --images %s --out DATA_DIR"
+                       % (tmp_path / "relabel.json", tmp_path / "relabel_images"))
     coco = json.load(open(str(tmp_path / "relabel.json")))
     assert [(im["id"], im["device_seq"]) for im in coco["images"]] == [(1, 12), (2, 11), (3, 10)]  # 0.45, 0.5, 0.55
     assert [c["name"] for c in coco["categories"]] == LABELS and coco["categories"][0]["id"] == 1
