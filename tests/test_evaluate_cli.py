@@ -101,8 +101,6 @@ def _tiny_detection_tflite(path: Path) -> None:
 def test_model_mode_with_a_real_tflite_renders_and_round_trips(tmp_path):
     from test_input_pipeline import write_split
 
-    from edge_trash.train.evaluate import gt_from_tfrecords
-
     box = [[0.25, 0.25, 0.75, 0.75]]
     data = tmp_path / "data"
     write_split(data, "val", images=[(48, 64, box, [1]), (40, 40, box, [1])],
@@ -133,16 +131,124 @@ def test_model_mode_with_a_real_tflite_renders_and_round_trips(tmp_path):
     saved = json.loads(dets.read_text())
     assert saved[0]["bbox"] == [16.0, 12.0, 32.0, 24.0] and saved[0]["category_id"] == 1
 
-    # The saved detections score the same through the --detections form, in a real subprocess.
-    gt, _ = gt_from_tfrecords(data, "val")
-    gt_path = tmp_path / "gt.json"
-    gt_path.write_text(json.dumps(gt))
+    # The saved detections and the ground truth beside them score the same through the --detections form, in a
+    # real subprocess.
+    gt_path = tmp_path / "eval" / "detections.ground_truth.json"
     again = tmp_path / "again.json"
     proc = subprocess.run([sys.executable, "-m", "edge_trash", "evaluate", "--detections", str(dets),
                            "--annotations", str(gt_path), "--out", str(again)],
                           cwd=REPO, capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr
-    assert json.loads(again.read_text())["AP"] == pytest.approx(metrics["AP"])
+    assert json.loads(again.read_text())["AP"] == metrics["AP"]
+
+
+class _ShapeDetector:
+    """A detector whose answer depends on the image's shape (h, w): normalized boxes, 1-based classes, scores."""
+
+    input_size = 32
+    class_names = ["bottle", "can"]
+    ANSWERS = {
+        (48, 64): ([[0.27, 0.24, 0.77, 0.74], [0.0, 0.0, 0.2, 0.2]], [1, 2], [0.9, 0.6]),
+        (40, 40): ([[0.12, 0.1, 0.45, 0.52], [0.5, 0.5, 0.9, 0.9]], [1, 1], [0.8, 0.7]),
+        (64, 32): ([[0.2, 0.3, 0.62, 0.88]], [2], [0.85]),
+    }
+
+    def detect(self, image):
+        boxes, classes, scores = self.ANSWERS[image.shape[:2]]
+        return np.array(boxes, np.float32), np.array(classes, np.int64), np.array(scores, np.float32)
+
+
+def test_saved_detections_with_the_ground_truth_beside_them_score_exactly_as_evaluate_did(tmp_path, monkeypatch):
+    # --save-detections wrote boxes in pixels of the stored (shrunk) images and labels.txt ids, "reusable with
+    # --detections", but nothing they pair with: against the dataset's source annotations AP was silently wrong
+    from test_input_pipeline import write_split
+
+    from edge_trash.train import evaluate as ev
+
+    data = tmp_path / "data"
+    write_split(data, "val", class_names=["bottle", "can"], shards=1, images=[
+        (48, 64, [[0.25, 0.25, 0.75, 0.75]], [1]),
+        (40, 40, [[0.1, 0.1, 0.5, 0.5], [0.5, 0.5, 0.9, 0.9]], [1, 2]),
+        (64, 32, [[0.2, 0.3, 0.6, 0.9]], [2])])
+    model = tmp_path / "model.tflite"
+    model.write_bytes(b"")
+    monkeypatch.setattr(ev, "load_detector", lambda path: _ShapeDetector())
+    out, dets = tmp_path / "eval" / "m.json", tmp_path / "eval" / "dets.json"
+    paired = tmp_path / "eval" / "dets.ground_truth.json"
+    result = CliRunner().invoke(cli, ["evaluate", "--model", str(model), "--data", str(data), "--out", str(out),
+                                      "--save-detections", str(dets)])
+    assert result.exit_code == 0, result.output
+    direct = json.loads(out.read_text())
+    assert 0.1 < direct["AP"] < 0.9 and direct["num_detections"] == 5  # neither trivial nor perfect
+    assert f"evaluate: wrote {out} ({out.stat().st_size} B) and 2 more files for 3 images in " in result.output
+    assert result.output.splitlines()[-1] == (
+        f"detections: {dets} pair with the ground truth written beside them, {paired} (boxes in pixels of the "
+        "stored images, labels.txt category ids; the source annotation file has neither); score them again with: "
+        f"edge-trash evaluate --detections {dets} --annotations {paired} --out metrics.json")
+    gt, _ = ev.gt_from_tfrecords(data, "val")
+    written = json.loads(paired.read_text())
+    assert {k: written[k] for k in ("images", "annotations", "categories")} == json.loads(json.dumps(gt))
+    assert written["info"]["model"] == str(model) and written["info"]["split"] == "val"
+
+    # the pair, given back: the very same numbers, and no warning
+    again = tmp_path / "again.json"
+    result = CliRunner().invoke(cli, ["evaluate", "--detections", str(dets), "--annotations", str(paired),
+                                      "--out", str(again)])
+    assert result.exit_code == 0, result.output
+    assert "warning" not in result.output
+    scored = json.loads(again.read_text())
+    for key in (*ev.METRIC_KEYS, "per_class", "num_images", "num_detections"):
+        assert scored[key] == direct[key], key
+    copy = tmp_path / "copy.json"  # a copy of the pair's ground truth is that ground truth
+    copy.write_text(paired.read_text())
+    result = CliRunner().invoke(cli, ["evaluate", "--detections", str(dets), "--annotations", str(copy),
+                                      "--out", str(again)])
+    assert result.exit_code == 0 and "warning" not in result.output
+    assert json.loads(again.read_text())["AP"] == direct["AP"]
+
+    # the source annotations (images twice as large before build-tfrecords shrank them): other AP, and a warning
+    source = json.loads(json.dumps(gt))
+    for image in source["images"]:
+        image.update(width=image["width"] * 2, height=image["height"] * 2)
+    for ann in source["annotations"]:
+        ann.update(bbox=[v * 2 for v in ann["bbox"]], area=ann["area"] * 4)
+    source_path = tmp_path / "annotations.json"
+    source_path.write_text(json.dumps(source))
+    warning = (f"warning: evaluate --save-detections wrote --detections {dets} with their ground truth beside them, "
+               f"{paired} (boxes in pixels of the stored images, labels.txt category ids); --annotations "
+               f"{source_path} is another, and scores against boxes of other pixels or category ids (a source "
+               f"annotation file) are wrong. For the scores evaluate reported, pass --annotations {paired}")
+    result = CliRunner().invoke(cli, ["evaluate", "--detections", str(dets), "--annotations", str(source_path),
+                                      "--out", str(again)])
+    assert result.exit_code == 0, result.output
+    assert result.output.splitlines()[0] == warning
+    assert json.loads(again.read_text())["AP"] < direct["AP"]
+
+    # a source file holding a box build-tfrecords dropped: the error names the file and the fix
+    source["annotations"].append({"id": 9, "image_id": source["images"][0]["id"], "category_id": 1,
+                                  "bbox": [float("nan"), 10.0, 20.0, 20.0]})
+    source_path.write_text(json.dumps(source))  # NaN, as Python's json writes it
+    result = CliRunner().invoke(cli, ["evaluate", "--detections", str(dets), "--annotations", str(source_path),
+                                      "--out", str(tmp_path / "nan.json")])
+    assert result.exit_code == 1
+    assert result.output.splitlines() == [warning, (
+        f"Error: --annotations {source_path}: annotation #5: bbox [nan, 10.0, 20.0, 20.0] is not 4 finite numbers "
+        "[x, y, w, h]: fix or drop that annotation. For detections `edge-trash evaluate --save-detections` wrote, "
+        "pass --annotations the .ground_truth.json file written beside them: a source annotation file is not their "
+        "ground truth (build-tfrecords drops such boxes, shrinks images to --max-size and numbers the categories as "
+        "labels.txt does)")]
+    assert not (tmp_path / "nan.json").exists()
+
+
+@pytest.mark.parametrize("save, what", [
+    ("m.json", "it"), ("m", "the ground truth beside it, {dir}/m.ground_truth.json,")])
+def test_saved_detections_or_their_ground_truth_may_not_overwrite_out(tmp_path, save, what):
+    out = tmp_path / ("m.ground_truth.json" if save == "m" else "m.json")
+    result = CliRunner().invoke(cli, ["evaluate", "--model", str(tmp_path), "--data", str(tmp_path), "--out",
+                                      str(out), "--save-detections", str(tmp_path / save)])
+    assert result.exit_code == 2
+    assert (f"--save-detections {tmp_path / save}: {what.format(dir=tmp_path)} would overwrite the --out file; "
+            "give them different names") in " ".join(result.output.split())
 
 
 def _run_dir(path: Path, fold=None, trained_on=None) -> Path:

@@ -31,6 +31,7 @@ METRIC_KEYS = ("AP", "AP50", "AP75", "APs", "APm", "APl",
                "AR1", "AR10", "AR100", "ARs", "ARm", "ARl")
 TFLITE_OUTPUTS = ("output_0", "output_1", "output_2", "output_3")  # count, scores, classes, boxes
 EDGETPU_CUSTOM_OP = b"edgetpu-custom-op"
+GROUND_TRUTH_SUFFIX = ".ground_truth.json"  # evaluate --save-detections DETS.json: DETS.ground_truth.json
 
 DetectResult = Tuple[np.ndarray, np.ndarray, np.ndarray]
 
@@ -369,33 +370,39 @@ def _box(value: Any) -> Optional[List[float]]:
     return [float(v) for v in value]
 
 
-def _prepare_gt(gt_coco: Mapping[str, Any]) -> Dict[str, Any]:
+def _prepare_gt(gt_coco: Mapping[str, Any], name: str = "ground truth") -> Dict[str, Any]:
     """A copy with annotation ids renumbered 1..N (pycocotools treats id 0 as 'unmatched' and
     keys annotations by id, so duplicates or zeros silently corrupt matching), area and
     iscrowd filled in. A record pycocotools cannot use raises :class:`EvaluationError`
-    naming it (evaluation never guesses what the ground truth meant)."""
+    naming it, after ``name`` (the flag and file at the CLI), and evaluation never guesses what
+    the ground truth meant."""
     if not isinstance(gt_coco, Mapping):
-        raise EvaluationError("ground truth: expected a COCO dataset object with 'images', 'annotations' "
+        raise EvaluationError(f"{name}: expected a COCO dataset object with 'images', 'annotations' "
                               "and 'categories'")
     for key in ("images", "annotations", "categories"):
         if not isinstance(gt_coco.get(key), list):
-            raise EvaluationError(f"ground truth: missing the {key!r} list of a COCO dataset")
+            raise EvaluationError(f"{name}: missing the {key!r} list of a COCO dataset")
     for key, needs in (("images", ("id",)), ("categories", ("id", "name"))):
         for i, rec in enumerate(gt_coco[key]):
             if not isinstance(rec, Mapping) or not _id(rec.get("id")) or (
                     "name" in needs and not isinstance(rec.get("name"), str)):
-                raise EvaluationError(f"ground truth: {key}[{i}] needs {' and '.join(repr(n) for n in needs)} "
+                raise EvaluationError(f"{name}: {key}[{i}] needs {' and '.join(repr(n) for n in needs)} "
                                       f"(an integer id{', a text name' if 'name' in needs else ''}), got "
                                       f"{str(rec)[:120]}")
     image_ids = {im["id"] for im in gt_coco["images"]}
     annotations = []
     for n, ann in enumerate(gt_coco["annotations"], start=1):
-        where = f"ground truth: annotation #{n}"
+        where = f"{name}: annotation #{n}"
         if not isinstance(ann, Mapping):
             raise EvaluationError(f"{where} is not an object: {str(ann)[:120]}")
         bbox = _box(ann.get("bbox"))
         if bbox is None:
-            raise EvaluationError(f"{where}: bbox {ann.get('bbox')!r} is not 4 finite numbers [x, y, w, h]")
+            raise EvaluationError(
+                f"{where}: bbox {ann.get('bbox')!r} is not 4 finite numbers [x, y, w, h]: fix or drop that "
+                "annotation. For detections `edge-trash evaluate --save-detections` wrote, pass --annotations the "
+                f"{GROUND_TRUTH_SUFFIX} file written beside them: a source annotation file is not their ground "
+                "truth (build-tfrecords drops such boxes, shrinks images to --max-size and numbers the categories "
+                "as labels.txt does)")
         if not _id(ann.get("image_id")) or ann["image_id"] not in image_ids:
             raise EvaluationError(f"{where} refers to unknown image_id {ann.get('image_id')!r}")
         if not _id(ann.get("category_id")):
@@ -439,12 +446,14 @@ def _prepare_detections(gt: Mapping[str, Any], detections: Sequence[Mapping[str,
     return out
 
 
-def run_cocoeval(gt_coco: Mapping[str, Any], detections: Sequence[Mapping[str, Any]]) -> Any:
-    """An evaluated, accumulated and summarized ``pycocotools`` ``COCOeval`` (stdout silenced)."""
+def run_cocoeval(gt_coco: Mapping[str, Any], detections: Sequence[Mapping[str, Any]], *,
+                 gt_name: str = "ground truth") -> Any:
+    """An evaluated, accumulated and summarized ``pycocotools`` ``COCOeval`` (stdout silenced).
+    ``gt_name`` begins the message of a ground truth that cannot be used (``--annotations GT.json``)."""
     from pycocotools.coco import COCO
     from pycocotools.cocoeval import COCOeval
 
-    gt_data = _prepare_gt(gt_coco)
+    gt_data = _prepare_gt(gt_coco, gt_name)
     dets = _prepare_detections(gt_data, detections)
     with contextlib.redirect_stdout(io.StringIO()):
         gt = COCO()
@@ -461,15 +470,15 @@ def run_cocoeval(gt_coco: Mapping[str, Any], detections: Sequence[Mapping[str, A
     return ev
 
 
-def coco_metrics(gt_coco: Mapping[str, Any], detections: Sequence[Mapping[str, Any]]
-                 ) -> Dict[str, Any]:
+def coco_metrics(gt_coco: Mapping[str, Any], detections: Sequence[Mapping[str, Any]], *,
+                 gt_name: str = "ground truth") -> Dict[str, Any]:
     """COCO box metrics as pycocotools reports them (fractions; -1 when undefined).
 
     ``detections``: COCO results (``image_id``, ``category_id``, ``bbox`` [x, y, w, h] in
     pixels, ``score``). Returns keys :data:`METRIC_KEYS` plus ``per_class`` {name: AP},
-    AP being -1 for a class without ground truth.
+    AP being -1 for a class without ground truth; ``gt_name`` as for :func:`run_cocoeval`.
     """
-    ev = run_cocoeval(gt_coco, detections)
+    ev = run_cocoeval(gt_coco, detections, gt_name=gt_name)
     metrics: Dict[str, Any] = {key: float(v) for key, v in zip(METRIC_KEYS, ev.stats)}
     metrics["per_class"] = per_class_ap(ev)
     return metrics
@@ -580,6 +589,25 @@ def detections_to_coco(image: EvalImage, result: DetectResult) -> List[Dict[str,
                               round((ymax - ymin) * image.height, 2)],
                      "score": round(float(score), 5)})
     return rows
+
+
+def paired_ground_truth_path(detections_path: os.PathLike) -> Path:
+    """Where ``evaluate --save-detections DETS.json`` writes the ground truth those detections pair with:
+    ``DETS.ground_truth.json`` beside them. Its boxes are in pixels of the images stored in the TFRecords and
+    its category ids those of labels.txt (1..C), as the detections' are; the dataset's source annotation file
+    has neither (build-tfrecords shrinks images to --max-size and numbers the classes anew)."""
+    path = Path(detections_path)
+    return path.with_name(f"{path.stem}{GROUND_TRUTH_SUFFIX}")
+
+
+def paired_ground_truth(gt_coco: Mapping[str, Any], source: Mapping[str, Any]) -> Dict[str, Any]:
+    """``gt_coco`` (from :func:`gt_from_tfrecords`) as the file :func:`paired_ground_truth_path` names, with a
+    COCO ``info`` saying what it is and where it comes from (``source``: model, data, split)."""
+    info = {"description": "ground truth of the detections beside it (evaluate --save-detections): boxes in "
+                           "pixels of the images stored in the TFRecords, category ids of labels.txt",
+            **{key: str(value) for key, value in source.items()}}
+    return {"info": info, "images": list(gt_coco["images"]), "annotations": list(gt_coco["annotations"]),
+            "categories": list(gt_coco["categories"])}
 
 
 def first_images(gt_coco: Mapping[str, Any], images: List[EvalImage], max_images: Optional[int]

@@ -75,6 +75,42 @@ def next_step(run: Path, data_dir: Path) -> str:
     return f"next: edge-trash export --model {shell_word(run)} --data {shell_word(data_dir)} --out bundle/ --edgetpu"
 
 
+def _same_path(a: Path, b: Path) -> bool:
+    return Path(a).resolve() == Path(b).resolve()
+
+
+def reuse_line(detections: Path, ground_truth: Path) -> str:
+    """What the summary says of ``--save-detections``: the pair it wrote and the command scoring it again."""
+    from edge_trash.terminal import shell_word
+
+    return (f"detections: {detections} pair with the ground truth written beside them, {ground_truth} (boxes in "
+            "pixels of the stored images, labels.txt category ids; the source annotation file has neither); "
+            f"score them again with: edge-trash evaluate --detections {shell_word(detections)} --annotations "
+            f"{shell_word(ground_truth)} --out metrics.json")
+
+
+def other_ground_truth_warning(detections: Path, annotations: Path, gt: Any) -> Optional[str]:
+    """A warning when ``detections`` were written by ``evaluate --save-detections`` (their ground truth lies
+    beside them) and ``annotations`` (read as ``gt``) is another ground truth: their AP against it pairs boxes
+    of other pixels or category ids and is silently wrong. None when it is that file or a copy of it."""
+    from edge_trash.train import evaluate as ev
+
+    paired = ev.paired_ground_truth_path(detections)
+    if not paired.is_file() or _same_path(paired, annotations):
+        return None
+    try:
+        if ev.load_coco_json(paired, "--annotations") == gt:
+            return None
+    except ev.EvaluationError:
+        return None  # not a ground truth evaluate wrote: nothing to compare with
+    from edge_trash.terminal import shell_word
+
+    return (f"warning: evaluate --save-detections wrote --detections {detections} with their ground truth beside "
+            f"them, {paired} (boxes in pixels of the stored images, labels.txt category ids); --annotations "
+            f"{annotations} is another, and scores against boxes of other pixels or category ids (a source "
+            f"annotation file) are wrong. For the scores evaluate reported, pass --annotations {shell_word(paired)}")
+
+
 def _read_json_object(path: Path) -> Dict[str, Any]:
     try:
         data = json.loads(path.read_text(encoding="utf-8"))
@@ -144,7 +180,8 @@ def split_for_run(model_path: Path, split: Optional[str],
               help="COCO results JSON (instead of --model).")
 @click.option("--annotations", "annotations_path",
               type=click.Path(exists=True, dir_okay=False, path_type=Path),
-              help="COCO ground-truth JSON (with --detections).")
+              help="COCO ground-truth JSON (with --detections); for detections --save-detections wrote, "
+                   "the DETS.ground_truth.json written beside them.")
 @click.option("--out", required=True, type=click.Path(dir_okay=False, path_type=Path),
               help="metrics.json to write; pictures go into its folder.")
 @click.option("--render", default=0, show_default=True, type=click.IntRange(min=0),
@@ -153,7 +190,10 @@ def split_for_run(model_path: Path, split: Optional[str],
 @click.option("--max-images", type=click.IntRange(min=1), default=None,
               help="Evaluate only the first N images of the split (a quick look).")
 @click.option("--save-detections", type=click.Path(dir_okay=False, path_type=Path), default=None,
-              help="Also write the detections (COCO results JSON), reusable with --detections.")
+              help="Also write the detections (COCO results JSON: boxes in pixels of the stored images, "
+                   "labels.txt category ids) and beside them, as DETS.ground_truth.json, the ground truth they "
+                   "pair with; reuse the two together: --detections DETS.json --annotations "
+                   "DETS.ground_truth.json.")
 @click.option("--score-threshold", default=0.3, show_default=True,
               type=click.FloatRange(0.0, 1.0),
               help="Minimum score of boxes drawn by --render and counted in the confusion matrix.")
@@ -182,6 +222,12 @@ def evaluate(model_path: Optional[Path], data_dir: Optional[Path], split: Option
                 instead = ("metrics.json" if model_path is None else
                            f"{split_for_run(model_path, split)[0].replace('+', '_')}.json")
             raise click.UsageError(run_file_problem(path, flag, instead))
+    paired_gt = ev.paired_ground_truth_path(save_detections) if save_detections is not None else None
+    if paired_gt is not None:
+        for path, what in ((save_detections, "it"), (paired_gt, f"the ground truth beside it, {paired_gt},")):
+            if _same_path(path, out):
+                raise click.UsageError(f"--save-detections {save_detections}: {what} would overwrite the --out "
+                                       "file; give them different names")
     try:  # before the evaluation, not after it: an --out that cannot be written fails at once
         out.parent.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
@@ -205,13 +251,16 @@ def evaluate(model_path: Optional[Path], data_dir: Optional[Path], split: Option
             if render:
                 raise click.UsageError("--render needs the images: use --model with --data")
             gt = ev.load_coco_json(annotations_path, "--annotations")
+            warning = other_ground_truth_warning(detections_path, annotations_path, gt)
+            if warning:
+                click.echo(warning, err=True)
             detections = ev.load_coco_json(detections_path, "--detections")
             if isinstance(detections, dict) and "annotations" in detections:
                 detections = detections["annotations"]
             if not isinstance(detections, list):
                 raise ev.EvaluationError(f"--detections {detections_path}: expected a list of "
                                          "COCO results (image_id, category_id, bbox, score)")
-            metrics = ev.coco_metrics(gt, detections)
+            metrics = ev.coco_metrics(gt, detections, gt_name=f"--annotations {annotations_path}")
             metrics["num_images"] = len(gt["images"])
             metrics["num_detections"] = len(detections)
             source = {"detections": str(detections_path), "annotations": str(annotations_path)}
@@ -240,7 +289,8 @@ def evaluate(model_path: Optional[Path], data_dir: Optional[Path], split: Option
         _write_json(out, result)
         if save_detections is not None:
             _write_json(save_detections, detections)
-            written.append(save_detections)
+            _write_json(paired_gt, ev.paired_ground_truth(gt, source))
+            written += [save_detections, paired_gt]
     except OSError as exc:
         raise click.ClickException(os_error_message(exc, out.parent)) from None
     click.echo(ev.format_metrics_table(metrics, ev.instances_per_class(gt)))
@@ -249,6 +299,8 @@ def evaluate(model_path: Optional[Path], data_dir: Optional[Path], split: Option
     click.echo(f"evaluate: wrote {out} ({size} B){more} for "
                f"{plural(metrics['num_images'], 'image')} in {seconds:.1f} s: AP {metrics['AP']:.3f}, "
                f"AP50 {metrics['AP50']:.3f}")
+    if save_detections is not None:
+        click.echo(reuse_line(save_detections, paired_gt))
     run = _run_dir_of(model_path) if model_path is not None else None
     if run is not None:
         click.echo(next_step(run, data_dir))
