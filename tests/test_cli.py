@@ -162,3 +162,26 @@ def test_a_missing_annotation_file_is_named_before_its_images_folder(tmp_path):
     assert result.exit_code == 1 and result.output == (
         f"Error: {ann}: file not found (give the COCO annotation JSON with --annotations)\n")
     assert not (tmp_path / "o").exists()
+
+
+def test_no_val_split_from_too_few_images_says_to_add_images_not_to_raise_the_fraction(tmp_path):
+    """One image at the default --val-fraction 0.15: 'rebuild with --val-fraction above 0' changed nothing."""
+    import json
+
+    from click.testing import CliRunner
+
+    from edge_trash.cli import cli
+    from edge_trash.tfrecords.sample_data import write_sample_dataset
+
+    data = write_sample_dataset(tmp_path / "s", num_images=20, seed=0, with_problems=False)
+    coco = json.loads(data.annotations.read_text())
+    first = coco["images"][0]
+    coco["images"] = [first]
+    coco["annotations"] = [a for a in coco["annotations"] if a["image_id"] == first["id"]]
+    one = tmp_path / "one.json"
+    one.write_text(json.dumps(coco))
+    result = CliRunner().invoke(cli, ["build-tfrecords", "--annotations", str(one), "--images", str(data.images),
+                                      "--out", str(tmp_path / "o"), "--quiet"])
+    assert result.exit_code == 0, result.output
+    assert ("warning: no val split, which `edge-trash train` needs to keep its best checkpoint: 1 image is too few "
+            "to hold one out at --val-fraction 0.15: add annotated images") in result.output.splitlines()

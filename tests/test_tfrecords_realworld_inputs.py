@@ -1540,6 +1540,115 @@ def test_following_the_images_hint_keeps_the_split(tmp_path):
             f"{tmp_path / 'out3'} ") in result.output
 
 
+def _batches(root: Path) -> None:
+    """The sample data's layout: ``root/images/batch_1/`` holds the odd photos, ``batch_2/`` the even ones."""
+    for i in range(1, 7):
+        _jpeg(root / "images" / f"batch_{2 - i % 2}" / f"{i:06d}.jpg", (64, 48), color=(30 * i, 40, 40))
+
+
+def test_images_given_too_deep_hints_the_folder_above(tmp_path):
+    # The sample data with --images S/images/batch_1 (one folder too deep): 'batch_2/000002.jpg' was "file not
+    # found: S/images/batch_1/batch_2/000002.jpg" with no hint, while --images too high gave one.
+    from click.testing import CliRunner
+
+    from edge_trash.cli import cli
+
+    root = tmp_path / "S"
+    _batches(root)
+    names = [f"batch_{2 - i % 2}/{i:06d}.jpg" for i in range(1, 7)] + ["batch_2/000008.jpg"]  # 000008: nowhere
+    ann = _one_can_per_image(tmp_path / "ann.json", names)
+    too_deep, out = root / "images" / "batch_1", tmp_path / "out"
+    result = CliRunner().invoke(cli, ["build-tfrecords", "--annotations", str(ann), "--images", str(too_deep),
+                                      "--out", str(out), "--quiet", "--workers", "1"])
+    assert result.exit_code == 0, result.output
+    assert f"hint: 3 of the 4 missing images are under {root / 'images'}: give --images {root / 'images'}\n" in (
+        result.output)
+    report = json.loads((out / "report.json").read_text())
+    assert report["images_folder_hint"] == {"folders": [str(root / "images")], "images": 3, "missing": 4}
+    # only hinted: nothing is read from the folder above (a file of that name there could be another photo)
+    assert report["images_written"] == 3
+    assert sorted(s["reason"] for s in report["images_skipped"]) == [
+        f"file not found: {too_deep / 'batch_2' / f'{i:06d}.jpg'}" for i in (2, 4, 6, 8)]
+    # the next command reads what the build read
+    assert f"next: edge-trash analyze --annotations {ann} --images {too_deep} --tfrecords {out} " in result.output
+
+    # two folders too deep, nothing found at all: the hint comes before the error
+    empty = too_deep / "empty"
+    empty.mkdir()
+    result = CliRunner().invoke(cli, ["build-tfrecords", "--annotations", str(ann), "--images", str(empty),
+                                      "--out", str(tmp_path / "out2"), "--quiet", "--workers", "1"])
+    assert result.exit_code != 0
+    assert f"hint: 6 of the 7 missing images are under {root / 'images'}: give --images {root / 'images'}\n" in (
+        result.output)
+    assert json.loads((tmp_path / "out2" / "report.json").read_text())["images_folder_hint"] == {
+        "folders": [str(root / "images")], "images": 6, "missing": 7}
+
+
+def test_no_images_folder_hint_when_nothing_is_missing_or_few_missing_are_above(tmp_path):
+    from click.testing import CliRunner
+
+    from edge_trash.cli import cli
+
+    root = tmp_path / "S"
+    _batches(root)
+    cases = [  # (file_names, --images)
+        ([f"batch_{2 - i % 2}/{i:06d}.jpg" for i in range(1, 7)], root / "images"),  # every image found
+        (["batch_1/000001.jpg", "batch_2/000009.jpg"], root / "images"),  # the missing one is above neither
+        # 1 of the 3 missing is above batch_1/: fewer than half, no hint
+        (["batch_1/000001.jpg", "batch_2/000002.jpg", "batch_2/000010.jpg", "batch_2/000012.jpg"],
+         root / "images" / "batch_1"),
+    ]
+    for n, (names, images) in enumerate(cases):
+        ann = _one_can_per_image(tmp_path / f"ann{n}.json", names)
+        out = tmp_path / f"out{n}"
+        result = CliRunner().invoke(cli, ["build-tfrecords", "--annotations", str(ann), "--images", str(images),
+                                          "--out", str(out), "--quiet", "--workers", "1"])
+        assert result.exit_code == 0, result.output
+        assert "hint:" not in result.output
+        report = json.loads((out / "report.json").read_text())
+        assert report["images_folder_hint"] is None
+        assert len(report["images_skipped"]) == [0, 1, 3][n]
+
+
+def test_missing_found_above_stats_only_the_missing_names_in_the_folders_above(tmp_path):
+    from edge_trash.tfrecords.image_paths import folders_above, missing_found_above
+
+    assert folders_above(Path("S/images/batch_1")) == [Path("S/images"), Path("S")]
+    assert folders_above(Path("batch_1")) == [Path("."), Path("..")]
+    assert folders_above(Path(".")) == [Path(".."), Path("../..")]
+    assert folders_above(Path("/a")) == [Path("/")]
+    assert folders_above(Path("/")) == []
+
+    root = tmp_path / "S"
+    _batches(root)
+    _jpeg(root / "batch_2" / "000002.jpg", (8, 8))  # the same relative name two folders up too: the nearer wins
+    deep = root / "images" / "batch_1"
+    assert missing_found_above(deep, ["batch_2/000002.jpg", "batch_2\\000004.jpg"]) == (root / "images", 2)
+    assert missing_found_above(deep / "x", ["batch_1/000001.jpg"]) == (root / "images", 1)  # two folders up
+    assert missing_found_above(deep, ["batch_2/000009.jpg"]) is None
+    assert missing_found_above(deep, []) is None
+    # a path from the root, a URL or '..' says nothing of where --images should be
+    for name in (str(root / "images" / "batch_2" / "000002.jpg"), "../batch_2/000002.jpg",
+                 "https://host/batch_2/000002.jpg"):
+        assert missing_found_above(deep, [name]) is None, name
+
+
+def test_the_too_deep_hint_line(tmp_path):
+    from edge_trash.tfrecords.build_cli import _folder_above_hint
+
+    cases = [  # (images, missing, folders) -> line
+        (25, 26, ["S/images"], "hint: 25 of the 26 missing images are under S/images: give --images S/images"),
+        (1, 3, ["S/images"], "hint: 1 of the 3 missing images is under S/images: give --images S/images"),
+        (4, 4, ["S/images"], "hint: all 4 missing images are under S/images: give --images S/images"),
+        (1, 1, ["my data"], "hint: the missing image is under my data: give --images 'my data'"),
+        (5, 6, ["S/a", "S/a"], "hint: 5 of the 6 missing images are under S/a: give --images S/a"),
+        (5, 6, ["S/a", "T"], "hint: 5 of the 6 missing images are in folders above --images: give --images S/a "
+                             "--images T (one per --annotations, in order)"),
+    ]
+    for images, missing, folders, line in cases:
+        assert _folder_above_hint({"folders": folders, "images": images, "missing": missing}) == line
+
+
 def test_nothing_to_train_on_says_why_the_records_were_left_out(tmp_path):
     from edge_trash.tfrecords.build import BuildError
 
@@ -2058,6 +2167,11 @@ def test_a_zip_archive_or_a_photo_given_as_annotations_says_what_to_give(tmp_pat
     tar_says = ("a tar archive (holding annotations/instances_train2017.json): unpack it (tar -xf {} -C DIR) and "
                 "give the COCO JSON inside with --annotations, and its image folder with --images")
     (tmp_path / "my export.rar").write_bytes(b"Rar!\x1a\x07\x01\x00" + bytes(40))
+    from edge_trash.tfrecords.tfrecord_file import TFRecordWriter
+
+    record = tmp_path / "train-00000-of-00001.tfrecord"
+    with TFRecordWriter(record) as writer:
+        writer.write(b"\xab" * 30)
     for path, message in (  # a tar file was "not valid JSON at line 1, column 1 ... export again"
             (tars["export.tar"], tar_says.format(tars["export.tar"])),
             (tars["export.tar.gz"], tar_says.format(tars["export.tar.gz"])),  # GNU tar and bsdtar detect it
@@ -2073,7 +2187,9 @@ def test_a_zip_archive_or_a_photo_given_as_annotations_says_what_to_give(tmp_pat
             (archive, "a zip archive (holding train/_annotations.coco.json): unpack it and give the COCO JSON "
                       "inside with --annotations, and its image folder with --images"),
             (photo, "a JPEG image, not an annotation file: give the COCO JSON with --annotations and the photos' "
-                    "folder with --images")):
+                    "folder with --images"),
+            (record, "a TFRecord file, not an annotation file: pass its folder with --tfrecords (analyze) or --data "
+                     "(train, evaluate, export); --annotations takes COCO JSON")):  # was "cannot read as UTF-8 text"
         with pytest.raises(CocoFormatError) as err:
             load_coco(path)
         assert str(err.value) == f"{path}: {message}"

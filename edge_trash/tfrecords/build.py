@@ -27,10 +27,10 @@ from typing import Any, Dict, Iterable, List, Mapping, NamedTuple, Optional, Seq
 from edge_trash.atomic_files import signals_held, write_bytes_atomic
 from edge_trash.terminal import counted, examples  # (also imported from here by the CLIs and analyze)
 from edge_trash.tfrecords.class_map import build_class_mapping, label_map_pbtxt, read_class_map
-from edge_trash.tfrecords.coco import CocoDataset, load_coco_files
+from edge_trash.tfrecords.coco import CocoDataset, annotation_file_missing, load_coco_files
 from edge_trash.tfrecords.name_encodings import readable_text, utf8_text
 from edge_trash.tfrecords.image_paths import (NOT_FOUND_WHY, SourceImages, default_images_folder, folders_of_several,
-                                              other_photos_of_one_name, source_images)
+                                              missing_found_above, other_photos_of_one_name, source_images)
 from edge_trash.tfrecords.images import (DEFAULT_MAX_PIXELS, MISMATCH_FIX, NO_EXIF_TURN, ImageJob, ImageResult,
                                          convert_image, file_reason, read_displayed_size)
 from edge_trash.tfrecords.other_formats import images_folder_problem
@@ -62,6 +62,25 @@ def _images_folder_hint(found_deeper: Counter, images_of_source: Counter,
         else:
             folders.append(str(given))
     return {"folders": folders, "images": covered} if covered else None
+
+
+def _images_folder_above_hint(missing: Mapping[int, Sequence[str]],
+                              image_dirs: List[Path]) -> Optional[Dict[str, Any]]:
+    """``{folders, images, missing}`` when, for an annotation file, at least half of the ``file_name`` entries not
+    found under its ``--images`` (``missing``: source -> those names) are files under a folder above it (an
+    ``--images`` given too deep, see :func:`~edge_trash.tfrecords.image_paths.missing_found_above`): that folder
+    per annotation file (in order; its own ``--images`` where not), how many missing images they hold, and how
+    many were missing in all. They were not read from there (it could be another photo of the same name)."""
+    folders, covered = [], 0
+    for k, given in enumerate(image_dirs):
+        names = missing.get(k, [])
+        above = missing_found_above(given, names) if names else None
+        if above is not None and 2 * above[1] >= len(names):
+            folders.append(str(above[0]))
+            covered += above[1]
+        else:
+            folders.append(str(given))
+    return {"folders": folders, "images": covered, "missing": sum(map(len, missing.values()))} if covered else None
 
 
 def reason_kind(reason: str) -> str:
@@ -205,6 +224,13 @@ class BuildOptions:
 
     def validate(self) -> None:
         """Reject bad combinations with a message naming the option."""
+        for path in self.annotation_files():  # named before the images folder, which defaults to the file's own
+            try:
+                path.stat()
+            except FileNotFoundError:
+                raise annotation_file_missing(path) from None
+            except OSError:  # a name too long, a folder this user may not enter: the reader names it
+                pass
         for folder in dict.fromkeys(self.image_dirs()):
             problem = images_folder_problem(folder)
             if problem:
@@ -922,11 +948,15 @@ def _build(options: BuildOptions, progress: bool, lock: _OutLock) -> Dict[str, A
             boxes_dropped.append({"annotation_id": box.source_id, "image_id": im.id, "file_name": im.file_name,
                                   "reason": "its image was skipped"})  # why: in images_skipped
 
+    missing: Dict[int, List[str]] = {}  # source -> the file_names not found under its --images
     for im in dataset.images:
         if im.id in unusable:
             skip(im, unusable[im.id])
         elif im.id not in found:
-            skip(im, file_reason(located[im.id][0]))
+            reason = file_reason(located[im.id][0])
+            if reason.startswith("file not found"):
+                missing.setdefault(im.source, []).append(im.file_name)
+            skip(im, reason)
     # Every photo is converted before the split is final: one that turns out unreadable must take no place in
     # val or test, nor a rare class's only training image. Records wait in a spool (about the output's size).
     jobs = [ImageJob(im.id, str(found[im.id][0]), im.width, im.height, options.max_size, options.max_pixels,
@@ -1053,8 +1083,10 @@ def _build(options: BuildOptions, progress: bool, lock: _OutLock) -> Dict[str, A
             "image_notes": image_notes,
             # folders below --images a name not read was in, each among several: the --images to choose from
             "folders_sharing_names": sorted(several),
-            "images_folder_hint": _images_folder_hint(found_deeper, Counter(im.source for im in dataset.images),
-                                                      options.image_dirs()),
+            # with "missing": the folder above --images most images not found are under; they were not read
+            "images_folder_hint": (_images_folder_hint(found_deeper, Counter(im.source for im in dataset.images),
+                                                       options.image_dirs())
+                                   or _images_folder_above_hint(missing, options.image_dirs())),
             "shards": shards,
             # folders in OUT where analyze reported on other records (the build this one replaced)
             "stale_analysis": stale_analyses(out, shards, names),

@@ -192,9 +192,12 @@ def _untrainable_warning(report: Dict[str, Any]) -> str:
         return (f"warning: no training images ({why}), so `edge-trash train` cannot use these records; "
                 "`edge-trash evaluate` can")
     if not splits.get("val", {}).get("images"):
+        fraction = options.get("val_fraction") or 0
         return ("warning: no val split, which `edge-trash train` needs to keep its best checkpoint: "
                 + ("give a val annotation file too" if options.get("keep_splits") else
-                   "rebuild with --val-fraction above 0"))
+                   "rebuild with --val-fraction above 0" if fraction <= 0 else
+                   f"{counted(report['images_written'], 'image is', 'images are')} too few to hold one out at "
+                   f"--val-fraction {fraction:g}: add annotated images"))
     val = splits["val"]
     if val["boxes"] == val["crowd_boxes"]:  # COCO's AP leaves crowd regions out
         crowd = f" other than {counted(val['crowd_boxes'], 'crowd region', 'crowd regions')}" if val["boxes"] else ""
@@ -246,6 +249,18 @@ def _oversized_split_note(report: Dict[str, Any]) -> str:
     return (f"note: {'; '.join(notes)}: images move in groups that stay in one split (runs of video frames, copies "
             "of one picture, a photo's variants) and a whole group was the smallest that could go; more videos or "
             "photos bring it nearer (see split_units in report.json)")
+
+
+def _folder_above_hint(hint: Dict[str, Any]) -> str:
+    """The summary's line for an ``images_folder_hint`` with ``missing``: ``--images`` given too deep."""
+    n, missing = hint["images"], hint["missing"]
+    which = ("the missing image is" if missing == 1 else f"all {missing} missing images are" if n == missing
+             else f"{n} of the {missing} missing images {'is' if n == 1 else 'are'}")
+    folders = list(dict.fromkeys(hint["folders"]))
+    if len(folders) == 1:
+        return f"hint: {which} under {folders[0]}: give --images {shell_word(folders[0])}"
+    return (f"hint: {which} in folders above --images: give "
+            + " ".join(f"--images {shell_word(f)}" for f in hint["folders"]) + " (one per --annotations, in order)")
 
 
 def summarize(report: Dict[str, Any], out: Path, seconds: float) -> str:
@@ -394,7 +409,9 @@ def summarize(report: Dict[str, Any], out: Path, seconds: float) -> str:
         lines.append(f"images adjusted: {len(report['image_notes'])} ("
                      + "; ".join(f"{n}x {kind}" for kind, n in commonest) + "; see image_notes in report.json)")
     hint = report.get("images_folder_hint")
-    if hint:
+    if hint and hint.get("missing"):  # --images too deep: names not found under it are files above it
+        lines.append(_folder_above_hint(hint))
+    elif hint:
         folders = list(dict.fromkeys(hint["folders"]))
         found = f"{plural(hint['images'], 'image')} {'was' if hint['images'] == 1 else 'were'} found"
         if len(folders) == 1:
@@ -633,7 +650,7 @@ def build_tfrecords(annotations: Tuple[Path, ...], images: Tuple[Path, ...], kee
         raise SystemExit(EXIT_STRICT)
     folders = [src["images_dir"] for src in report["sources"]]  # the folders the build read: analyze reads them too
     hint = report.get("images_folder_hint")
-    if hint and len(hint.get("folders") or []) == len(folders):
+    if hint and not hint.get("missing") and len(hint.get("folders") or []) == len(folders):
         folders = list(hint["folders"])  # the --images the hint above names: analyze is spared the search too
     folders = folders[:1] if len(set(folders)) == 1 else folders
     given = " ".join([f"--annotations {shell_word(a)}" for a in annotations]

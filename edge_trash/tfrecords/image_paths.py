@@ -672,6 +672,43 @@ def source_images(image_dirs: Sequence[Path], annotation_files: Sequence[Path]) 
             for folder, annotations in zip(image_dirs, annotation_files)]
 
 
+FOLDERS_ABOVE_CHECKED = 2  # how far above --images a name not found under it is looked for, by the build's hint
+
+
+def folders_above(images_dir: "str | Path") -> List[Path]:
+    """The folders up to :data:`FOLDERS_ABOVE_CHECKED` above ``images_dir``, nearest first, spelled from it as
+    given (``S/images/batch_1``: ``S/images``, ``S``; ``.``: ``..``, ``../..``); none above a root."""
+    folders: List[Path] = []
+    seen = {os.path.abspath(images_dir)}
+    for level in range(1, FOLDERS_ABOVE_CHECKED + 1):
+        folder = os.path.normpath(os.path.join(images_dir, *[os.pardir] * level))
+        if os.path.abspath(folder) in seen:
+            break
+        seen.add(os.path.abspath(folder))
+        folders.append(Path(folder))
+    return folders
+
+
+def missing_found_above(images_dir: "str | Path", file_names: Sequence[str]) -> Optional[Tuple[Path, int]]:
+    """``(folder, count)``: of :func:`folders_above` ``images_dir``, the one under which the most of
+    ``file_names`` (names not found under ``images_dir``) are files, the nearer on a tie, and how many; None
+    when none is. For a hint that ``--images`` is too deep (``S/images/batch_1`` for ``batch_2/000002.jpg``):
+    one ``stat`` per name and folder, no listing, and exact spelling only. A path from the root, a URL or one
+    with ``..`` says nothing of where ``--images`` should be and is not counted. Nothing is read from there."""
+    relative = []
+    for file_name in file_names:
+        name = disk_spelling(file_name)
+        parts = _parts(name)
+        if parts and ".." not in parts and not _ABSOLUTE.match(name) and not _URL.match(name):
+            relative.append(parts)
+    best: Optional[Tuple[Path, int]] = None
+    for folder in folders_above(images_dir) if relative else []:
+        count = sum(1 for parts in relative if os.path.isfile(folder.joinpath(*parts)))
+        if count and (best is None or count > best[1]):
+            best = (folder, count)
+    return best
+
+
 def holds_no_image(folder: Path) -> bool:
     """Whether ``folder`` surely holds none of a dataset's images: it has no image file and no
     sub-folder (a folder of annotation files alone, such as one the JSON was copied into)."""
