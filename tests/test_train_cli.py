@@ -53,7 +53,7 @@ def test_bad_flags_name_the_flag(tmp_path, args, message):
     assert message in " ".join(result.output.split())
 
 
-def test_missing_init_file_is_a_flag_error_and_leaves_no_run(tmp_path):
+def test_missing_init_file_is_a_flag_error_and_leaves_no_run(tmp_path, monkeypatch):
     bad = tmp_path / "bad"  # beside the run: an --out inside --data is refused before the data is read
     bad.mkdir()
     (bad / "labels.txt").write_text("a\nb\n")
@@ -75,6 +75,12 @@ def test_missing_init_file_is_a_flag_error_and_leaves_no_run(tmp_path):
     assert "Invalid value for --init: --init " in result.output
     assert "missing.h5: no such file or directory" in result.output
     assert not (tmp_path / "run" / "config.json").exists()
+    # --init not given: the config's imagenet is named as the config's, not as an --init the user typed
+    monkeypatch.setattr("edge_trash.models.init_weights.KERAS_CACHE", tmp_path / "keras")
+    result = _run("--data", str(data), "--out", str(tmp_path / "run"), "--steps", "2")
+    assert result.exit_code == 2 and result.output.splitlines()[-1].startswith(
+        "Error: Invalid value for --init (not given: the default config sets imagenet): --init imagenet: "
+        f"{tmp_path / 'keras'}/mobilenet_v2_weights_tf_dim_ordering_tf_kernels_1.0_224_no_top.h5 not found")
 
 
 @pytest.mark.slow
