@@ -288,7 +288,8 @@ def test_health_port_in_use_names_the_key(tmp_path, capsys):
     ("bad_source", "expected camera:N, gst:PIPELINE, dir:PATH or video:PATH", 78),
     ("bad_fps", "fps=ten is not a frame rate", 78),
     # what may come back: retried (1)
-    ("no_frames_folder", "is not a directory", 1),
+    ("no_frames_folder", "is not a directory: check --source dir:PATH (a folder of frames; a disk not mounted yet "
+                         "is retried under systemd)", 1),
 ])
 def test_cli_errors_exit_with_the_reason(tmp_path, capsys, monkeypatch, setup, message, status):
     monkeypatch.delenv("INVOCATION_ID", raising=False)

@@ -141,7 +141,8 @@ class DirectorySource(FrameSource):
 
     def open(self, start_index: int = 0) -> None:
         if not os.path.isdir(self.path):
-            raise SourceError("dir source %s is not a directory" % self.path)
+            raise SourceError("dir source %s is not a directory: check --source dir:PATH (a folder of frames; "
+                              "a disk not mounted yet is retried under systemd)" % self.path)
         self.files = sorted(f for f in os.listdir(self.path) if f.lower().endswith(IMAGE_EXTENSIONS))
         if not self.files:
             raise SourceError("dir source %s has no images (%s)" % (self.path, ", ".join(IMAGE_EXTENSIONS)))
