@@ -64,6 +64,7 @@ def test_a_compiled_model_the_manifest_does_not_list_runs_with_a_fault(tmp_path,
                "`edge-trash export --edgetpu --compiler PATH` so the manifest covers it" % compiled)
     assert q(str(tmp_path / "ev.sqlite"), "SELECT kind, message FROM faults") == [("bundle", message)]
     assert message in [r.getMessage() for r in caplog.records if r.levelname == "WARNING"]
+    assert loop.stats.snapshot()["counters"]["faults"] == 1  # the summary's count has the start's faults too
     loop, cleanup = build_service(bundle, None, "dir:%s" % (tmp_path / "frames"), interpreter_loader=make_fake_loader())
     cleanup()  # the CPU model, in the manifest: no second fault
     assert len(q(str(tmp_path / "ev.sqlite"), "SELECT kind FROM faults")) == 1

@@ -132,9 +132,9 @@ class SortLoop:
             # An item went past the trigger without a decision (first seen there, its track lost while it
             # crossed, or decided before a restart): the operator must know.
             self.stats.count("faults")
-            message = "track %d (%s, %d frames, seq %d..%d, last box %s) passed the trigger line without a " \
-                      "decision" % (track.id, track.labels.get(track.leader), track.hits, track.first_seq,
-                                    track.last_seq, [round(v, 1) for v in track.bbox])
+            message = "track %d (%s, %d frame%s, seq %d..%d, last box %s) passed the trigger line without a " \
+                      "decision" % (track.id, track.labels.get(track.leader), track.hits, "" if track.hits == 1 else "s",
+                                    track.first_seq, track.last_seq, [round(v, 1) for v in track.bbox])
             self._logged(self.log.fault, "unsorted_item", message, track.first_seq)
 
     def _process(self, frame) -> None:
@@ -344,22 +344,22 @@ def build_service(bundle: str, config_path: Optional[str], source_spec: str, log
         # Nothing can fail from here on: record the run and start the background threads.
         log.start_run(source.description, loaded.accelerator, start_seq)
         if log.moved_aside:  # a corrupt log was kept aside and a fresh one started
-            log.fault("event_log", "%s could not be read (corrupt); it was moved to %s and a new log started"
-                      % (log.path, log.moved_aside))
+            on_fault("event_log", "%s could not be read (corrupt); it was moved to %s and a new log started"
+                     % (log.path, log.moved_aside), None)
         # decisions the previous run left unfinished (after a crash); none due later than a decision can be
         resumable = log.recover(LATE_TOLERANCE_S, max_ahead_s=config.travel_delay_s + LATE_TOLERANCE_S)
         if loaded.warning:
-            log.fault("accelerator", loaded.warning)
+            on_fault("accelerator", loaded.warning, None)
         if os.path.basename(loaded.model_path) not in verified["files"]:  # compiled by hand after the export
             unchecked = ("%s is not in the bundle's manifest (compiled after the export?), so nothing checked it: "
                          "rerun `edge-trash export --edgetpu --compiler PATH` so the manifest covers it"
                          % loaded.model_path)
             LOG.warning("%s", unchecked)
-            log.fault("bundle", unchecked)
+            on_fault("bundle", unchecked, None)
         gaps = mapping_gaps_warning(config)
         if gaps:  # a class sort.yaml leaves out (a retrained model's new class) is rejected item after item
             LOG.warning("%s", gaps)
-            log.fault("sort_config", gaps)
+            on_fault("sort_config", gaps, None)
         to_monotonic = time.monotonic() - time.time()  # the log keeps wall times
         for ref, bin_name, due, t_first in resumable:
             scheduler.schedule(ref, bin_name, due + to_monotonic, t_first + to_monotonic)
