@@ -217,8 +217,11 @@ def test_options_name_the_bad_flag(tmp_path):
         ExportOptions(**{**base, "out": str(tmp_path / "other")}).validate()
     assert str(err.value) == (f"--out {tmp_path / 'other'} holds what an export does not write: mydata/, notes.txt; "
                               "export replaces the whole directory, so move them out first or choose another --out")
-    for name in ("notes.txt", "mydata"):
-        shutil.rmtree(tmp_path / "other" / name) if name == "mydata" else (tmp_path / "other" / name).unlink()
+    (tmp_path / "other" / "notes.txt").unlink()
+    with pytest.raises(ValueError, match=r"holds what an export does not write: mydata/; export replaces the whole "
+                                         r"directory, so move it out first or choose another --out$"):
+        ExportOptions(**{**base, "out": str(tmp_path / "other")}).validate()
+    shutil.rmtree(tmp_path / "other" / "mydata")
     (tmp_path / "other" / "sort.yaml").write_text("{}")
     (tmp_path / "other" / ".DS_Store").write_bytes(b"")  # the folder was shown in macOS's Finder
     ExportOptions(**{**base, "out": str(tmp_path / "other")}).validate()
@@ -308,7 +311,7 @@ def test_cli_exports_a_real_run_in_a_subprocess(tmp_path, sample_build, real_run
     assert sorted(parity["per_class"]) == sorted((Path(data_dir) / "labels.txt").read_text().split())
     assert parity["int8_cpu_latency_ms"]["runs"] == 50 and parity["int8_cpu_latency_ms"]["median_ms"] > 0
     assert manifest["parity"]["int8"] == parity["int8"]
-    assert "parity: n/a (AP50 float 0.0 int8 0.0); see the warning above" in proc.stdout
+    assert "parity: n/a (AP50 float 0.0% int8 0.0%); see the warning above" in proc.stdout
 
 
 @pytest.mark.slow

@@ -190,7 +190,7 @@ def out_problem(out: str) -> str:
                      for name in entries if name not in BUNDLE_NAMES)
     if foreign:
         return (f"--out {out} holds what an export does not write: {examples(foreign, 5)}; export replaces the "
-                "whole directory, so move them out first or choose another --out")
+                f"whole directory, so move {'it' if len(foreign) == 1 else 'them'} out first or choose another --out")
     return ""
 
 
