@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import shutil
 import subprocess
 import sys
@@ -99,6 +100,10 @@ def test_train_on_toy_data_records_its_data_and_refuses_to_overwrite_or_resume_o
                   "--init", "scratch", "--no-progress")
     assert result.exit_code == 0, result.output
     assert "Trained 3 steps in" in result.output
+    metrics = json.loads((run / "metrics.json").read_text())  # the rate is the loop's, and the loop's time is said
+    said = re.search(r"Trained 3 steps in (\d+) s \((\d+) s in the training loop at %.1f images/s, the rest "
+                     r"start-up and saving\): best val" % metrics["images_per_second"], result.output)
+    assert said and abs(int(said[2]) - metrics["train_seconds"]) <= 0.5 < int(said[1]) - int(said[2]), result.output
     assert ("metrics.json). init: random initialisation (--init scratch): expect poor accuracy on real data.\n"
             f"next: edge-trash export --model {run} --data {data}") in result.output
     # the README promises the instances per class before and after balancing: the table and metrics.json

@@ -145,8 +145,9 @@ def train(data_dir: Path, out_dir: Path, config: Optional[str], steps: Optional[
                f"Trained to step {result.step} ({plural(result.step - result.first_step, 'step')} after resuming at "
                f"step {result.first_step})")
     click.echo(
-        f"{trained} in {time.monotonic() - started:.0f} s "
-        f"({result.images_per_second:.1f} images/s{', stopped early' if result.stopped_early else ''}): "
+        f"{trained} in {time.monotonic() - started:.0f} s ({result.seconds:.0f} s in the training loop at "
+        f"{result.images_per_second:.1f} images/s, the rest start-up and saving"
+        f"{'; stopped early' if result.stopped_early else ''}): "
         f"best {on} AP {best.get('AP', float('nan')):.3f}, AP50 {best.get('AP50', float('nan')):.3f} "
         f"at step {result.best_step}. Wrote {out_dir} (saved_model/ {size:.1f} MB, "
         f"model.weights.h5, metrics.json). init: {result.init}.\n{after}")
