@@ -44,11 +44,11 @@ def test_sample_data_then_build_through_a_real_subprocess(tmp_path):
     entries = json.loads((tmp_path / "s" / "annotations.json").read_text())["images"]
     listed = [images / im["file_name"] for im in entries]
     size = sum(p.stat().st_size for p in listed if p.exists())
-    assert f"sample-data: wrote 20 images ({size / 1e6:.1f} MB) to {images} and " in proc.stdout
+    assert f"sample-data: wrote 19 images ({size / 1e6:.1f} MB) to {images} and " in proc.stdout  # 1 left out
     (images / "stray.bin").write_bytes(b"x" * 3_000_000)  # a file of the user's: not counted as written
     again = subprocess.run(exe + ["sample-data", "--out", str(tmp_path / "s"), "--num-images", "20"],
                            capture_output=True, text=True, timeout=300)
-    assert f"sample-data: wrote 20 images ({size / 1e6:.1f} MB) to {images} and " in again.stdout
+    assert f"sample-data: wrote 19 images ({size / 1e6:.1f} MB) to {images} and " in again.stdout
     (images / "stray.bin").unlink()
     proc = subprocess.run(exe + ["build-tfrecords", "--annotations", str(tmp_path / "s" / "annotations.json"),
                                  "--images", str(tmp_path / "s" / "images"), "--out", str(tmp_path / "t"),
@@ -59,6 +59,22 @@ def test_sample_data_then_build_through_a_real_subprocess(tmp_path):
     assert f"images: {report['images_written']} written, 4 skipped of 20" in proc.stdout
     assert "next: edge-trash analyze" in proc.stdout
     assert "Traceback" not in proc.stderr
+
+
+def test_sample_data_counts_the_files_it_wrote_and_names_the_one_left_out_on_purpose(tmp_path):
+    from click.testing import CliRunner
+
+    from edge_trash.cli import cli
+
+    result = CliRunner().invoke(cli, ["sample-data", "--out", str(tmp_path / "s"), "--num-images", "50"])
+    assert result.exit_code == 0, result.output
+    entries = json.loads((tmp_path / "s" / "annotations.json").read_text())["images"]
+    files = [tmp_path / "s" / "images" / im["file_name"] for im in entries]
+    written = [f for f in files if f.is_file()]
+    assert len(entries) - len(written) == 1  # the planted missing photo
+    assert re.fullmatch(r"sample-data: wrote 49 images \(%.1f MB\) to .* in [0-9.]+s; the JSON lists 1 more with no "
+                        r"file, on purpose" % (sum(f.stat().st_size for f in written) / 1e6),
+                        result.output.splitlines()[0])
 
 
 def test_sample_data_refuses_a_negative_seed_with_a_usage_error(tmp_path):

@@ -38,9 +38,12 @@ def sample_data(out: Path, num_images: int, seed: int, clean: bool) -> None:
     from edge_trash.terminal import plural, shell_word
 
     listed = {ds.images / im["file_name"] for im in json.loads(ds.annotations.read_text())["images"]}
-    size = sum(p.stat().st_size for p in listed if p.is_file())  # not what else the folder holds
-    click.echo(f"sample-data: wrote {plural(ds.num_images, 'image')} ({size / 1e6:.1f} MB) to {ds.images} and "
-               f"{ds.annotations} ({ds.annotations.stat().st_size / 1e3:.0f} KB) in {time.monotonic() - start:.1f}s")
+    files = [p for p in listed if p.is_file()]
+    size = sum(p.stat().st_size for p in files)  # not what else the folder holds
+    absent = ds.num_images - len(files)  # listed in the JSON and left out on purpose: a converter must say so
+    click.echo(f"sample-data: wrote {plural(len(files), 'image')} ({size / 1e6:.1f} MB) to {ds.images} and "
+               f"{ds.annotations} ({ds.annotations.stat().st_size / 1e3:.0f} KB) in {time.monotonic() - start:.1f}s"
+               + (f"; the JSON lists {absent} more with no file, on purpose" if absent else ""))
 
     click.echo(f"next: edge-trash build-tfrecords --annotations {shell_word(ds.annotations)} --images "
                f"{shell_word(ds.images)} --out {shell_word(ds.root / 'tfrecords')}")
