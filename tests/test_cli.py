@@ -201,3 +201,16 @@ def test_no_val_split_from_too_few_images_says_to_add_images_not_to_raise_the_fr
     assert result.exit_code == 0, result.output
     assert ("warning: no val split, which `edge-trash train` needs to keep its best checkpoint: 1 image is too few "
             "to hold one out at --val-fraction 0.15: add annotated images") in result.output.splitlines()
+
+
+def test_options_that_do_not_combine_are_said_before_what_the_build_would_read(tmp_path):
+    from click.testing import CliRunner
+
+    from edge_trash.cli import cli
+
+    ann = tmp_path / "annotations.json"
+    ann.write_text('{"images": [], "annotations": [], "categories": []}')
+    result = CliRunner().invoke(cli, ["build-tfrecords", "--annotations", str(ann), "--out", str(tmp_path / "o"),
+                                      "--val-fraction", "0.6", "--test-fraction", "0.5"])
+    assert result.exit_code == 1 and result.output == (  # no "images: reading file_name entries under ..." first
+        "Error: --val-fraction 0.6 + --test-fraction 0.5 leave no image to train on: their sum must be below 1\n")

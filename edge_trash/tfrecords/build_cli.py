@@ -594,21 +594,25 @@ def build_tfrecords(annotations: Tuple[Path, ...], images: Tuple[Path, ...], kee
     from edge_trash.tfrecords.class_map import ClassMapError
     from edge_trash.tfrecords.coco import CocoFormatError
 
-    if not images and all(json_read_estimate(a) is not None for a in annotations):
-        from edge_trash.tfrecords.image_paths import default_images_folder
-
-        folders = dict.fromkeys(default_images_folder(a) for a in annotations)
-        click.echo("images: reading file_name entries under " + ", ".join(f"{folder} ({why})" for folder, why in folders)
-                   + "; --images changes it")
     workers, note = worker_count(workers)
-    if note:
-        click.echo(note, err=True)
     options = BuildOptions(annotations=list(annotations), images=list(images) or None, out=out,
                            keep_splits=keep_splits, class_map=class_map, supercategories=supercategories,
                            min_instances=min_instances, rare=rare,
                            val_fraction=val_fraction, test_fraction=test_fraction, split_by=split_by, folds=folds,
                            max_size=max_size, max_pixels=max_pixels, quality=quality, shard_size=shard_size,
                            workers=workers, seed=seed, strict=strict)
+    try:  # options that do not combine are said before any line on what the build will read
+        options.validate()
+    except (CocoFormatError, BuildError) as exc:
+        raise click.ClickException(str(exc))
+    if not images and all(json_read_estimate(a) is not None for a in annotations):
+        from edge_trash.tfrecords.image_paths import default_images_folder
+
+        folders = dict.fromkeys(default_images_folder(a) for a in annotations)
+        click.echo("images: reading file_name entries under " + ", ".join(f"{folder} ({why})" for folder, why in folders)
+                   + "; --images changes it")
+    if note:
+        click.echo(note, err=True)
     start = time.monotonic()
     stop_on_sigterm()  # kill, timeout, docker stop: clean up as after Ctrl-C
     if not quiet:
