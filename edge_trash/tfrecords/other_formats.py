@@ -131,8 +131,8 @@ def other_binary_format(path: Path, raw: bytes) -> str:
         return (f"a zip archive (holding {listed}): unpack it and give the COCO JSON inside with --annotations, "
                 "and its image folder with --images")
     if _is_tfrecord(raw):
-        return (f"a TFRecord file, not an annotation file: pass its folder with --tfrecords (analyze) or --data "
-                f"(train, evaluate, export); --annotations takes COCO JSON")
+        return ("a TFRecord file, not an annotation file: pass its folder with --tfrecords (analyze) or --data "
+                "(train, evaluate, export); --annotations takes COCO JSON")
     for magic, what in _IMAGE_MAGIC:
         if raw.startswith(magic):
             return f"{what}, not an annotation file: give the COCO JSON with --annotations and the photos' folder " \
