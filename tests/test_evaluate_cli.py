@@ -223,6 +223,11 @@ def test_saved_detections_with_the_ground_truth_beside_them_score_exactly_as_eva
     assert result.exit_code == 0, result.output
     assert result.output.splitlines()[0] == warning
     assert json.loads(again.read_text())["AP"] < direct["AP"]
+    # saved again from --detections: no ground truth beside the copy (the given one is no pair of theirs)
+    result = CliRunner().invoke(cli, ["evaluate", "--detections", str(dets), "--annotations", str(source_path),
+                                      "--out", str(again), "--save-detections", str(tmp_path / "copied.json")])
+    assert result.exit_code == 0 and (tmp_path / "copied.json").is_file(), result.output
+    assert not (tmp_path / "copied.ground_truth.json").exists() and "pair with" not in result.output
 
     # a source file holding a box build-tfrecords dropped: the error names the file and the fix
     source["annotations"].append({"id": 9, "image_id": source["images"][0]["id"], "category_id": 1,

@@ -397,12 +397,13 @@ def _prepare_gt(gt_coco: Mapping[str, Any], name: str = "ground truth") -> Dict[
             raise EvaluationError(f"{where} is not an object: {str(ann)[:120]}")
         bbox = _box(ann.get("bbox"))
         if bbox is None:
-            raise EvaluationError(
-                f"{where}: bbox {ann.get('bbox')!r} is not 4 finite numbers [x, y, w, h]: fix or drop that "
-                "annotation. For detections `edge-trash evaluate --save-detections` wrote, pass --annotations the "
-                f"{GROUND_TRUTH_SUFFIX} file written beside them: a source annotation file is not their ground "
-                "truth (build-tfrecords drops such boxes, shrinks images to --max-size and numbers the categories "
-                "as labels.txt does)")
+            paired = ("" if not name.startswith("--annotations") else  # a file the user gave, not the records
+                      " For detections `edge-trash evaluate --save-detections` wrote, pass --annotations the "
+                      f"{GROUND_TRUTH_SUFFIX} file written beside them: a source annotation file is not their ground "
+                      "truth (build-tfrecords drops such boxes, shrinks images to --max-size and numbers the "
+                      "categories as labels.txt does)")
+            raise EvaluationError(f"{where}: bbox {ann.get('bbox')!r} is not 4 finite numbers [x, y, w, h]: fix or "
+                                  f"drop that annotation.{paired}")
         if not _id(ann.get("image_id")) or ann["image_id"] not in image_ids:
             raise EvaluationError(f"{where} refers to unknown image_id {ann.get('image_id')!r}")
         if not _id(ann.get("category_id")):

@@ -191,8 +191,8 @@ def split_for_run(model_path: Path, split: Optional[str],
               help="Evaluate only the first N images of the split (a quick look).")
 @click.option("--save-detections", type=click.Path(dir_okay=False, path_type=Path), default=None,
               help="Also write the detections (COCO results JSON: boxes in pixels of the stored images, "
-                   "labels.txt category ids) and beside them, as DETS.ground_truth.json, the ground truth they "
-                   "pair with; reuse the two together: --detections DETS.json --annotations "
+                   "labels.txt category ids) and, with --model, beside them, as DETS.ground_truth.json, the ground "
+                   "truth they pair with; reuse the two together: --detections DETS.json --annotations "
                    "DETS.ground_truth.json.")
 @click.option("--score-threshold", default=0.3, show_default=True,
               type=click.FloatRange(0.0, 1.0),
@@ -222,7 +222,10 @@ def evaluate(model_path: Optional[Path], data_dir: Optional[Path], split: Option
                 instead = ("metrics.json" if model_path is None else
                            f"{split_for_run(model_path, split)[0].replace('+', '_')}.json")
             raise click.UsageError(run_file_problem(path, flag, instead))
-    paired_gt = ev.paired_ground_truth_path(save_detections) if save_detections is not None else None
+    # the ground truth the detections pair with: the one built from the records (--model); with --detections the
+    # given one may be a source annotation file, which the pair would then pass off as theirs
+    paired_gt = (ev.paired_ground_truth_path(save_detections)
+                 if save_detections is not None and model_path is not None else None)
     if paired_gt is not None:
         for path, what in ((save_detections, "it"), (paired_gt, f"the ground truth beside it, {paired_gt},")):
             if _same_path(path, out):
@@ -289,8 +292,10 @@ def evaluate(model_path: Optional[Path], data_dir: Optional[Path], split: Option
         _write_json(out, result)
         if save_detections is not None:
             _write_json(save_detections, detections)
-            _write_json(paired_gt, ev.paired_ground_truth(gt, source))
-            written += [save_detections, paired_gt]
+            written.append(save_detections)
+            if paired_gt is not None:
+                _write_json(paired_gt, ev.paired_ground_truth(gt, source))
+                written.append(paired_gt)
     except OSError as exc:
         raise click.ClickException(os_error_message(exc, out.parent)) from None
     click.echo(ev.format_metrics_table(metrics, ev.instances_per_class(gt)))
@@ -299,7 +304,7 @@ def evaluate(model_path: Optional[Path], data_dir: Optional[Path], split: Option
     click.echo(f"evaluate: wrote {out} ({size} B){more} for "
                f"{plural(metrics['num_images'], 'image')} in {seconds:.1f} s: AP {metrics['AP']:.3f}, "
                f"AP50 {metrics['AP50']:.3f}")
-    if save_detections is not None:
+    if paired_gt is not None:
         click.echo(reuse_line(save_detections, paired_gt))
     run = _run_dir_of(model_path) if model_path is not None else None
     if run is not None:
