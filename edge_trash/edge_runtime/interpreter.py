@@ -89,11 +89,13 @@ def _ops_too_new(message: str, model_path: str, package: str) -> Optional[str]:
     match = re.search(r"Didn't find op for builtin opcode '([^']+)' version '(\d+)'", message)
     if not match:
         return None
-    return ("%s needs TFLite's %s op at version %s, which this interpreter (%s) does not have. Update the "
-            "interpreter (Coral Dev Board: `sudo apt-get update && sudo apt-get install python3-tflite-runtime`; "
-            "elsewhere: `pip install -U ai-edge-litert`), or on the host run `edge-trash inspect %s` to see "
-            "each op's version and export again. (%s)"
-            % (model_path, match.group(1), match.group(2), package, os.path.basename(model_path),
+    newer = ("on Python 3.9 or later, `pip uninstall tflite-runtime && pip install ai-edge-litert` (this service "
+             "prefers tflite_runtime when both are there)" if package == "tflite_runtime" else
+             "`pip install -U ai-edge-litert`")
+    return ("%s needs TFLite's %s op at version %s, which this interpreter (%s) does not have. Coral's packages read "
+            "ops at TensorFlow 2.5's versions: on the host, `edge-trash inspect BUNDLE/%s` names each op above "
+            "them (export --edgetpu exits 4 on such a model); or run a newer interpreter: %s. (%s)"
+            % (model_path, match.group(1), match.group(2), package, os.path.basename(model_path), newer,
                " ".join(message.split())))
 
 
