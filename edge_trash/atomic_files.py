@@ -104,6 +104,9 @@ def check_can_create(folder: Union[str, Path]) -> None:
     making it: a file where a folder of its path should be, or a folder this user may not write in. A command
     calls it before its long work and makes the folder only to write, so a failed run leaves none behind."""
     folder = Path(folder)
+    if folder.is_symlink() and not folder.exists():  # mkdir would refuse it, after the work
+        raise FileNotFoundError(errno.ENOENT, f"a symbolic link to {os.readlink(folder)}, which does not exist",
+                                str(folder))
     existing = folder
     while not existing.exists() and existing != existing.parent:
         existing = existing.parent

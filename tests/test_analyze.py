@@ -5,6 +5,7 @@ from __future__ import annotations
 import io
 import json
 import math
+import os
 import re
 import subprocess
 import sys
@@ -541,9 +542,14 @@ def test_an_out_folder_it_cannot_make_is_named_before_the_work_and_none_is_left(
     result = CliRunner().invoke(cli, args + [str(data.annotations / "report")])
     assert result.exit_code == 1 and result.output == (
         f"Error: cannot write {data.annotations / 'report'}: Not a directory; choose another --out, and run again\n")
+    (tmp_path / "gone").symlink_to(tmp_path / "nowhere")  # a link to a folder not there: mkdir would refuse it
+    result = CliRunner().invoke(cli, args + [str(tmp_path / "gone")])
+    assert result.exit_code == 1 and result.output.startswith(
+        f"Error: cannot write {tmp_path / 'gone'}: a symbolic link to {tmp_path / 'nowhere'}, which does not exist")
     read = []
     monkeypatch.setattr("edge_trash.tfrecords.analyze.load_coco_files", lambda *a, **k: read.append(a))
-    monkeypatch.setattr("os.access", lambda path, mode: Path(path) != tmp_path)
+    access = os.access
+    monkeypatch.setattr("os.access", lambda path, mode: Path(path) != tmp_path and access(path, mode))
     result = CliRunner().invoke(cli, args + [str(tmp_path / "a" / "b")])
     assert result.exit_code == 1 and result.output.startswith(
         f"Error: cannot write {tmp_path / 'a' / 'b'}: Permission denied; choose an --out you can write to, or let "

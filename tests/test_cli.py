@@ -44,11 +44,11 @@ def test_sample_data_then_build_through_a_real_subprocess(tmp_path):
     entries = json.loads((tmp_path / "s" / "annotations.json").read_text())["images"]
     listed = [images / im["file_name"] for im in entries]
     size = sum(p.stat().st_size for p in listed if p.exists())
-    assert f"sample-data: wrote 19 images ({size / 1e6:.1f} MB) to {images} and " in proc.stdout  # 1 left out
+    assert f"sample-data: wrote 19 image files ({size / 1e6:.1f} MB) to {images} and " in proc.stdout  # 1 left out
     (images / "stray.bin").write_bytes(b"x" * 3_000_000)  # a file of the user's: not counted as written
     again = subprocess.run(exe + ["sample-data", "--out", str(tmp_path / "s"), "--num-images", "20"],
                            capture_output=True, text=True, timeout=300)
-    assert f"sample-data: wrote 19 images ({size / 1e6:.1f} MB) to {images} and " in again.stdout
+    assert f"sample-data: wrote 19 image files ({size / 1e6:.1f} MB) to {images} and " in again.stdout
     (images / "stray.bin").unlink()
     proc = subprocess.run(exe + ["build-tfrecords", "--annotations", str(tmp_path / "s" / "annotations.json"),
                                  "--images", str(tmp_path / "s" / "images"), "--out", str(tmp_path / "t"),
@@ -72,8 +72,11 @@ def test_sample_data_counts_the_files_it_wrote_and_names_the_one_left_out_on_pur
     files = [tmp_path / "s" / "images" / im["file_name"] for im in entries]
     written = [f for f in files if f.is_file()]
     assert len(entries) - len(written) == 1  # the planted missing photo
-    assert re.fullmatch(r"sample-data: wrote 49 images \(%.1f MB\) to .* in [0-9.]+s; the JSON lists 1 more with no "
-                        r"file, on purpose" % (sum(f.stat().st_size for f in written) / 1e6),
+    assert re.fullmatch(r"sample-data: wrote 49 image files \(%.1f MB\) to .* in [0-9.]+s; on purpose \(--clean "
+                        r"leaves them out\), a few are broken and the JSON lists 1 more with no file"
+                        % (sum(f.stat().st_size for f in written) / 1e6), result.output.splitlines()[0])
+    result = CliRunner().invoke(cli, ["sample-data", "--out", str(tmp_path / "c"), "--num-images", "20", "--clean"])
+    assert re.fullmatch(r"sample-data: wrote 20 image files \([0-9.]+ MB\) to .* in [0-9.]+s",
                         result.output.splitlines()[0])
 
 
@@ -214,3 +217,17 @@ def test_options_that_do_not_combine_are_said_before_what_the_build_would_read(t
                                       "--val-fraction", "0.6", "--test-fraction", "0.5"])
     assert result.exit_code == 1 and result.output == (  # no "images: reading file_name entries under ..." first
         "Error: --val-fraction 0.6 + --test-fraction 0.5 leave no image to train on: their sum must be below 1\n")
+
+
+def test_no_val_split_from_frames_kept_together_also_names_split_by_image():
+    from edge_trash.tfrecords.build_cli import _untrainable_warning
+
+    report = {"options": {"val_fraction": 0.15}, "images_skipped": [], "images_written": 12,
+              "splits": {"train": {"images": 12, "boxes": 30, "crowd_boxes": 0}},
+              "split_units": {"frames": 12, "same_files": 0, "variants": 0}}
+    assert _untrainable_warning(report) == (
+        "warning: no val split, which `edge-trash train` needs to keep its best checkpoint: 12 images are too few to "
+        "hold one out at --val-fraction 0.15: add annotated images, or rebuild with --split-by image (frames, copies "
+        "or variants of one photo now move together; val may then hold near-copies of training images)")
+    report["split_units"]["frames"] = 0
+    assert _untrainable_warning(report).endswith("at --val-fraction 0.15: add annotated images")

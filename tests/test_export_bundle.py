@@ -365,3 +365,9 @@ def test_a_sigterm_unwinds_the_export_like_ctrl_c(tmp_path, monkeypatch):
     finally:
         signal.signal(signal.SIGTERM, previous)
     assert seen == ["unwound"] and result.exit_code != 0
+
+
+def test_parity_ap50_is_shown_as_percent_or_n_a():
+    from edge_trash.export.export_cli import _percent
+
+    assert (_percent(4.025), _percent(0.0), _percent(None)) == ("4.025%", "0.0%", "n/a")

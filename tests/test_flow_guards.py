@@ -362,7 +362,7 @@ def test_a_run_or_a_bundle_given_as_data_is_named_not_read_as_records(tmp_path, 
     result = _train("--data", "run", "--out", "run2")
     assert result.exit_code == 2 and _said(result).endswith(
         f"Error: --data run: a training run of `edge-trash train`, not records: pass the --out folder of "
-        f"`edge-trash build-tfrecords` (this run trained on --data '{records}', as its data.json records)")
+        f"`edge-trash build-tfrecords` (this run trained on '{records}', as its data.json records)")
     assert not (tmp_path / "run2").exists()
     assert other_record_layout(Path("run"), "--tfrecords").startswith("--tfrecords run: a training run of ")
     (tmp_path / "run" / "data.json").write_text(json.dumps({"data": str(tmp_path / "gone")}))

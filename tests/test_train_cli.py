@@ -80,7 +80,7 @@ def test_missing_init_file_is_a_flag_error_and_leaves_no_run(tmp_path, monkeypat
     monkeypatch.setattr("edge_trash.models.init_weights.KERAS_CACHE", tmp_path / "keras")
     result = _run("--data", str(data), "--out", str(tmp_path / "run"), "--steps", "2")
     assert result.exit_code == 2 and result.output.splitlines()[-1].startswith(
-        "Error: Invalid value for --init (not given: the default config sets imagenet): --init imagenet: "
+        "Error: Invalid value for --init (not given; the config's): --init imagenet: "
         f"{tmp_path / 'keras'}/mobilenet_v2_weights_tf_dim_ordering_tf_kernels_1.0_224_no_top.h5 not found")
 
 

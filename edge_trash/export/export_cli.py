@@ -10,6 +10,11 @@ import sys
 import click
 
 
+def _percent(ap50: "float | None") -> str:
+    """An AP50 of parity.json (points, None where pycocotools had none) as the summary shows it."""
+    return "n/a" if ap50 is None else f"{ap50}%"
+
+
 @click.command(epilog="""\b
 Exit codes:
   0  bundle written (and compiled, with --edgetpu)
@@ -69,14 +74,14 @@ def export(model: str, data: str, out: str, edgetpu: bool, compiler: str, calibr
         click.echo(f"warning: {warning}", err=True)
     parity = result.parity or {}
     if parity.get("not_applicable"):
-        click.echo(f"parity: n/a (AP50 float {parity['float']['AP50']}% int8 {parity['int8']['AP50']}%); see the "
-                   "warning above")
+        click.echo(f"parity: n/a (AP50 float {_percent(parity['float']['AP50'])} int8 "
+                   f"{_percent(parity['int8']['AP50'])}); see the warning above")
     elif parity and not parity.get("skipped"):
         reproduced = parity["reproduced"]
         share = (f"int8 reproduces {100 * reproduced['fraction']:.1f}% of float detections"
                  if reproduced.get("fraction") is not None else
                  f"reproduced detections n/a (no float detection scoring {reproduced.get('min_score')} or more)")
-        click.echo(f"parity: AP50 float {parity['float']['AP50']}% int8 {parity['int8']['AP50']}% "
+        click.echo(f"parity: AP50 float {_percent(parity['float']['AP50'])} int8 {_percent(parity['int8']['AP50'])} "
                    f"(drop {parity['drop_points']['AP50']} points), {share}")
     latency = parity.get("int8_cpu_latency_ms") if parity else None
     if latency:

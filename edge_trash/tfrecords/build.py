@@ -223,7 +223,9 @@ class BuildOptions:
         return dirs
 
     def validate(self) -> None:
-        """Reject bad combinations with a message naming the option."""
+        """Reject a missing annotation file (:class:`~edge_trash.tfrecords.coco.CocoFormatError`), an images
+        folder that is none and bad combinations of options (:class:`BuildError`), each with a message naming the
+        file or the option."""
         for path in self.annotation_files():  # named before the images folder, which defaults to the file's own
             try:
                 path.stat()

@@ -197,7 +197,11 @@ def _untrainable_warning(report: Dict[str, Any]) -> str:
                 + ("give a val annotation file too" if options.get("keep_splits") else
                    "rebuild with --val-fraction above 0" if fraction <= 0 else
                    f"{counted(report['images_written'], 'image is', 'images are')} too few to hold one out at "
-                   f"--val-fraction {fraction:g}: add annotated images"))
+                   f"--val-fraction {fraction:g}: add annotated images" + (
+                       ", or rebuild with --split-by image (frames, copies or variants of one photo now move "
+                       "together; val may then hold near-copies of training images)"
+                       if any((report.get("split_units") or {}).get(k) for k in ("frames", "same_files", "variants"))
+                       else "")))
     val = splits["val"]
     if val["boxes"] == val["crowd_boxes"]:  # COCO's AP leaves crowd regions out
         crowd = f" other than {counted(val['crowd_boxes'], 'crowd region', 'crowd regions')}" if val["boxes"] else ""
@@ -601,10 +605,12 @@ def build_tfrecords(annotations: Tuple[Path, ...], images: Tuple[Path, ...], kee
                            val_fraction=val_fraction, test_fraction=test_fraction, split_by=split_by, folds=folds,
                            max_size=max_size, max_pixels=max_pixels, quality=quality, shard_size=shard_size,
                            workers=workers, seed=seed, strict=strict)
-    try:  # options that do not combine are said before any line on what the build will read
+    try:  # options that do not combine are said before any line on what the build will read (build checks again)
         options.validate()
     except (CocoFormatError, BuildError) as exc:
         raise click.ClickException(str(exc))
+    except OSError as exc:  # a folder on the way this user may not enter
+        raise click.ClickException(build_os_error(exc, out))
     if not images and all(json_read_estimate(a) is not None for a in annotations):
         from edge_trash.tfrecords.image_paths import default_images_folder
 

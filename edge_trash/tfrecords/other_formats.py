@@ -141,13 +141,11 @@ def other_binary_format(path: Path, raw: bytes) -> str:
 
 
 def _is_tfrecord(raw: bytes) -> bool:
-    """Whether ``raw`` starts as a TFRecord file does: a record's length (8 bytes) and its masked CRC32C."""
-    from edge_trash.tfrecords.tfrecord_file import masked_crc32c
+    """Whether ``raw`` starts as a TFRecord file does (its first record's header)."""
+    from edge_trash.tfrecords.tfrecord_file import header_checks_out
 
-    if len(raw) < 16:
-        return False
     try:
-        return masked_crc32c(raw[:8]) == int.from_bytes(raw[8:12], "little")
+        return header_checks_out(raw)
     except ImportError:  # google-crc32c missing: the file is read as text and refused as such
         return False
 
@@ -330,7 +328,7 @@ def _run_or_bundle(folder: Path, flag: str) -> str:
         data = json.loads((folder / DATA_JSON).read_text(encoding="utf-8")).get("data")
     except (OSError, UnicodeDecodeError, ValueError, AttributeError):
         data = None
-    trained = (f" (this run trained on {flag} {shell_word(data)}, as its {DATA_JSON} records)"
+    trained = (f" (this run trained on {shell_word(data)}, as its {DATA_JSON} records)"
                if isinstance(data, str) and Path(data).is_dir() else "")
     return f"{flag} {folder}: a training run of `edge-trash train`, not records: {build}{trained}"
 

@@ -41,9 +41,11 @@ def sample_data(out: Path, num_images: int, seed: int, clean: bool) -> None:
     files = [p for p in listed if p.is_file()]
     size = sum(p.stat().st_size for p in files)  # not what else the folder holds
     absent = ds.num_images - len(files)  # listed in the JSON and left out on purpose: a converter must say so
-    click.echo(f"sample-data: wrote {plural(len(files), 'image')} ({size / 1e6:.1f} MB) to {ds.images} and "
+    planted = ("" if clean else "; on purpose (--clean leaves them out), a few are broken"
+               + (f" and the JSON lists {absent} more with no file" if absent else ""))
+    click.echo(f"sample-data: wrote {plural(len(files), 'image file')} ({size / 1e6:.1f} MB) to {ds.images} and "
                f"{ds.annotations} ({ds.annotations.stat().st_size / 1e3:.0f} KB) in {time.monotonic() - start:.1f}s"
-               + (f"; the JSON lists {absent} more with no file, on purpose" if absent else ""))
+               f"{planted}")
 
     click.echo(f"next: edge-trash build-tfrecords --annotations {shell_word(ds.annotations)} --images "
                f"{shell_word(ds.images)} --out {shell_word(ds.root / 'tfrecords')}")

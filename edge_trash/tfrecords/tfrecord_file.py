@@ -35,6 +35,15 @@ def masked_crc32c(data: bytes) -> int:
     return (((crc >> 15) | (crc << 17)) + _MASK_DELTA) & 0xFFFFFFFF
 
 
+def header_checks_out(head: bytes) -> bool:
+    """Whether ``head`` (a file's first bytes) starts as a TFRecord file does: a record's length and that
+    length's masked CRC32C (:data:`HEADER`), as :func:`read_records` checks them."""
+    if len(head) < HEADER.size:
+        return False
+    _, length_crc = HEADER.unpack(head[:HEADER.size])
+    return masked_crc32c(head[:8]) == length_crc
+
+
 class TFRecordWriter:
     """Append records to one TFRecord file (uncompressed), like ``tf.io.TFRecordWriter``."""
 
@@ -81,8 +90,8 @@ def read_records(path: Union[str, Path]) -> Iterator[bytes]:
                 return
             if len(header) < HEADER.size:
                 raise TFRecordCorruptError(f"the file ends inside the header of the record at byte {offset}")
-            length, length_crc = HEADER.unpack(header)
-            if masked_crc32c(header[:8]) != length_crc:
+            length, _ = HEADER.unpack(header)
+            if not header_checks_out(header):
                 raise TFRecordCorruptError(f"the length of the record at byte {offset} fails its checksum")
             data = fh.read(length)
             footer = fh.read(FOOTER.size)

@@ -117,9 +117,9 @@ def train(data_dir: Path, out_dir: Path, config: Optional[str], steps: Optional[
     except KeyboardInterrupt:
         click.echo(interrupted_message(data_dir, out_dir, steps, strategy), err=True)
         raise
-    except InitError as exc:  # not given, it is the config's, which the message names as if it were given
-        source = f"--config {config}" if config else "the default config"
-        hint = "--init" if init is not None else f"--init (not given: {source} sets {train_cfg.init})"
+    except InitError as exc:  # not given, it is the run's or the config's, which the message names as if given
+        whose = f"the run's, in {out_dir}/config.json" if resume else "the config's"
+        hint = "--init" if init is not None else f"--init (not given; {whose})"
         raise click.BadParameter(str(exc), param_hint=hint) from None
     except (TrainError, RunDirError) as exc:
         raise click.UsageError(str(exc)) from None
