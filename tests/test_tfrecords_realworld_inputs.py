@@ -1610,7 +1610,7 @@ def test_no_images_folder_hint_when_nothing_is_missing_or_few_missing_are_above(
         assert len(report["images_skipped"]) == [0, 1, 3][n]
 
 
-def test_missing_found_above_stats_only_the_missing_names_in_the_folders_above(tmp_path):
+def test_missing_found_above_stats_only_the_missing_names_in_the_folders_above(tmp_path, monkeypatch):
     from edge_trash.tfrecords.image_paths import folders_above, missing_found_above
 
     assert folders_above(Path("S/images/batch_1")) == [Path("S/images"), Path("S")]
@@ -1631,6 +1631,22 @@ def test_missing_found_above_stats_only_the_missing_names_in_the_folders_above(t
     for name in (str(root / "images" / "batch_2" / "000002.jpg"), "../batch_2/000002.jpg",
                  "https://host/batch_2/000002.jpg"):
         assert missing_found_above(deep, [name]) is None, name
+    # many names missing everywhere: a sample is looked for, not every name in every folder above
+    from edge_trash.tfrecords import image_paths
+
+    stats = []
+    real_isfile = image_paths.os.path.isfile
+
+    def counted_isfile(path):
+        stats.append(path)
+        return real_isfile(path)
+    monkeypatch.setattr(image_paths.os.path, "isfile", counted_isfile)
+    gone = [f"batch_9/{k:06d}.jpg" for k in range(5000)]
+    assert missing_found_above(deep, gone) is None and len(stats) == 2 * image_paths.MISSING_SAMPLED
+    stats.clear()  # found above: the sample, then every name in the folder chosen
+    names = ["batch_2/000002.jpg"] * 300 + gone[:100]
+    assert missing_found_above(deep, names) == (root / "images", 300)
+    assert len(stats) == 2 * image_paths.MISSING_SAMPLED + len(names)
 
 
 def test_the_too_deep_hint_line(tmp_path):

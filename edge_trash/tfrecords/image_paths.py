@@ -689,24 +689,34 @@ def folders_above(images_dir: "str | Path") -> List[Path]:
     return folders
 
 
+MISSING_SAMPLED = 200  # names looked for in each folder above --images before the hint is worth all of them
+
+
 def missing_found_above(images_dir: "str | Path", file_names: Sequence[str]) -> Optional[Tuple[Path, int]]:
     """``(folder, count)``: of :func:`folders_above` ``images_dir``, the one under which the most of
     ``file_names`` (names not found under ``images_dir``) are files, the nearer on a tie, and how many; None
-    when none is. For a hint that ``--images`` is too deep (``S/images/batch_1`` for ``batch_2/000002.jpg``):
-    one ``stat`` per name and folder, no listing, and exact spelling only. A path from the root, a URL or one
-    with ``..`` says nothing of where ``--images`` should be and is not counted. Nothing is read from there."""
+    when none is, or when not half of the first :data:`MISSING_SAMPLED` names are (the hint's threshold). For a
+    hint that ``--images`` is too deep (``S/images/batch_1`` for ``batch_2/000002.jpg``): one ``stat`` per
+    sampled name and folder, then one per name in the folder chosen, no listing (100,000 photos truly missing
+    cost 400 stats), and exact spelling only. A path from the root, a URL or one with ``..`` says nothing of
+    where ``--images`` should be and is not counted. Nothing is read from there."""
     relative = []
     for file_name in file_names:
         name = disk_spelling(file_name)
         parts = _parts(name)
         if parts and ".." not in parts and not _ABSOLUTE.match(name) and not _URL.match(name):
             relative.append(parts)
+    sample = relative[:MISSING_SAMPLED]
     best: Optional[Tuple[Path, int]] = None
     for folder in folders_above(images_dir) if relative else []:
-        count = sum(1 for parts in relative if os.path.isfile(folder.joinpath(*parts)))
+        count = sum(1 for parts in sample if os.path.isfile(folder.joinpath(*parts)))
         if count and (best is None or count > best[1]):
             best = (folder, count)
-    return best
+    if best is None or len(sample) == len(relative):
+        return best
+    if 2 * best[1] < len(sample):
+        return None
+    return best[0], sum(1 for parts in relative if os.path.isfile(best[0].joinpath(*parts)))
 
 
 def holds_no_image(folder: Path) -> bool:
