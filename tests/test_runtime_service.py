@@ -171,6 +171,34 @@ def test_live_source_drops_oldest_frames_and_accounts_for_all():
     assert seen == sorted(seen) and 499 in seen  # the newest frame survives, oldest are dropped
 
 
+def test_a_frame_is_timed_when_it_comes_not_before_the_read_waits_for_it():
+    """read() waits a frame period for the camera (or the replay's pace); timed before it, every frame was early by
+    that much and an item at 1 fps was declared 0.7 s late and not fired."""
+    now = [100.0]
+
+    class PacedSource(FrameSource):
+        live, description = True, "paced"
+
+        def __init__(self):
+            self.i = 0
+
+        def read(self):
+            if self.i == 3:
+                return None
+            self.i += 1
+            now[0] += 1.0  # one frame period passes inside read()
+            return np.zeros((4, 4, 3), np.uint8)
+    capture = FrameCapture(PacedSource(), clock=lambda: now[0], queue_size=5)
+    capture.start()
+    times = []
+    while not capture.done:
+        frame, _ = capture.get(0.5)
+        if frame is not None:
+            times.append(frame.t)
+    capture.stop()
+    assert times == [101.0, 102.0, 103.0]
+
+
 def test_sd_notify_ready_and_watchdog(tmp_path):
     path = str(tmp_path / "notify.sock")
     server = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)

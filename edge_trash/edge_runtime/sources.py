@@ -292,13 +292,16 @@ class FrameCapture:
             while not self._stop.is_set():
                 if self.max_frames is not None and count >= self.max_frames:
                     break
-                t = self.clock()
                 try:
                     image = self.source.read()
+                    # the frame's time is when it came: read() waits for the camera's next frame or the replay's
+                    # pace (taken before it, every time was early by up to a frame period: late actuations)
+                    t = self.clock()
                     if image is None:
                         break
                     frame = Frame(self.seq, t, image)
                 except FrameReadError as exc:
+                    t = self.clock()
                     frame = Frame(self.seq, t, None, str(exc))
                 if frame.image is not None and self.prepare is not None:
                     start = time.perf_counter()
