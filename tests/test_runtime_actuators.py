@@ -2,6 +2,7 @@
 
 import re
 import sqlite3
+import sys
 import threading
 import time
 
@@ -312,3 +313,20 @@ def test_a_hung_actuator_is_reported_as_stalled():
     release.set()
     sched.stop()
     assert sched.stalled(limit_s=0.2) is None
+
+
+@pytest.mark.parametrize("kind, spec, module, message", [
+    ("gpio", {"gpio": {"a": {"chip": "/dev/gpiochip0", "line": 6}}}, "periphery",
+     "the gpio actuator needs python-periphery: `pip3 install python-periphery`"),
+    ("serial", {"serial": {"port": "/dev/ttyUSB0"}}, "serial",
+     "the serial actuator needs pyserial: `sudo apt-get install python3-serial`"),
+])
+def test_a_missing_actuator_package_is_a_package_error(monkeypatch, kind, spec, module, message):
+    """A package no restart brings: the service exits 78 for it (ActuatorPackageError), not 1 every 5 s."""
+    from edge_trash.edge_runtime.actuators import ActuatorPackageError
+
+    monkeypatch.setitem(sys.modules, module, None)  # `import periphery` / `import serial` raise ImportError
+    actuator = build_actuator(dict(spec, type=kind))
+    with pytest.raises(ActuatorPackageError) as err:
+        actuator.open()
+    assert str(err.value) == message

@@ -121,3 +121,29 @@ def test_install_check_refuses_a_kept_sort_yaml_that_does_not_fit_the_new_model(
         f.write("cup\n")
     assert "labels.txt does not match the manifest" in check_install(bundle, str(kept))
     assert main([]) == 2
+
+
+def test_install_check_names_the_packages_the_unit_needs_and_the_board_lacks(tmp_path):
+    """The unit reads camera:0 through OpenCV and drives the configured actuator's package: missing at start,
+    they exit the service with 78; install.sh says so before it touches the running service."""
+    import json
+
+    from edge_trash.edge_runtime.install_check import check_install
+    from runtime_fixtures import make_bundle
+
+    bundle = make_bundle(str(tmp_path / "bundle"))  # a simulated actuator
+    assert check_install(bundle, installed=lambda module: module != "periphery") is None
+    assert check_install(bundle, installed=lambda module: module != "cv2") == (
+        "the service needs this package: install `sudo apt-get install python3-opencv` (cv2), then run install.sh "
+        "again (a restart would not bring it); the running service is unchanged")
+    with open(os.path.join(bundle, "sort.yaml")) as f:
+        config = json.load(f)
+    bins = sorted(set(config["classes"].values()) | {config.get("reject_bin", "reject")})
+    config["actuator"] = {"type": "gpio", "gpio": {name: {"chip": "/dev/gpiochip2", "line": 13 + k}
+                                                   for k, name in enumerate(bins)}}
+    kept = tmp_path / "etc-sort.yaml"
+    kept.write_text(json.dumps(config))
+    assert check_install(bundle, str(kept), installed=lambda module: False) == (
+        "the service needs these packages: install `sudo apt-get install python3-opencv` (cv2) and `pip3 install "
+        "python-periphery` (periphery), then run install.sh again (a restart would not bring them); the running "
+        "service is unchanged")

@@ -171,6 +171,16 @@ def test_live_source_drops_oldest_frames_and_accounts_for_all():
     assert seen == sorted(seen) and 499 in seen  # the newest frame survives, oldest are dropped
 
 
+def test_a_camera_without_opencv_installed_stays_stopped(tmp_path, capsys, monkeypatch):
+    """No restart installs OpenCV: exit 78 (the unit stays stopped with the fix), not 1 every 5 s."""
+    monkeypatch.setitem(sys.modules, "cv2", None)
+    monkeypatch.delenv("INVOCATION_ID", raising=False)
+    bundle = make_bundle(str(tmp_path / "bundle"), sort_overrides={"health": {"enabled": False},
+                                                                    "log": {"path": str(tmp_path / "ev.sqlite")}})
+    assert main(["run", "--bundle", bundle, "--source", "camera:0"], interpreter_loader=make_fake_loader()) == 78
+    assert "camera:0 needs OpenCV: `sudo apt-get install python3-opencv`" in capsys.readouterr().err
+
+
 def test_a_frame_is_timed_when_it_comes_not_before_the_read_waits_for_it():
     """read() waits a frame period for the camera (or the replay's pace); timed before it, every frame was early by
     that much and an item at 1 fps was declared 0.7 s late and not fired."""

@@ -33,10 +33,10 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Optional[List[str]] = None, interpreter_loader: Optional[Callable] = None) -> int:
-    """Entry point; returns the exit status: 78 (``EXIT_CONFIG``) when the bundle or sort config is wrong or the
-    model needs a newer runtime than the device has, 1 when hardware or a resource was missing at start (a
-    restart may find it) or the source failed, 2 on usage."""
-    from edge_trash.edge_runtime.actuators import ActuatorError
+    """Entry point; returns the exit status: 78 (``EXIT_CONFIG``) when the bundle or sort config is wrong, the model
+    needs a newer runtime than the device has or a package the source or actuator needs is missing, 1 when
+    hardware or a resource was missing at start (a restart may find it) or the source failed, 2 on usage."""
+    from edge_trash.edge_runtime.actuators import ActuatorError, ActuatorPackageError
     from edge_trash.edge_runtime.decode import DecodeError
     from edge_trash.edge_runtime.interpreter import InterpreterError, RuntimeMismatchError
     from edge_trash.edge_runtime.manifest import BundleError
@@ -56,7 +56,8 @@ def main(argv: Optional[List[str]] = None, interpreter_loader: Optional[Callable
     try:
         summary = run_service(args.bundle, args.config, args.source, args.log, args.max_frames,
                               interpreter_loader, args.device, health=not args.no_health)
-    except (BundleError, ConfigError, DecodeError, SourceSpecError, RuntimeMismatchError) as exc:
+    except (BundleError, ConfigError, DecodeError, SourceSpecError, RuntimeMismatchError,
+            ActuatorPackageError) as exc:
         sys.stderr.write("edge-trash-device: %s\n" % exc)
         if os.environ.get("INVOCATION_ID"):  # set by systemd for the units it runs
             sys.stderr.write("edge-trash-device: the service stays stopped until this is fixed (a restart "

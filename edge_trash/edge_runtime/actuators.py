@@ -25,6 +25,10 @@ class ActuatorError(Exception):
     """An actuator could not move an item to a bin."""
 
 
+class ActuatorPackageError(ActuatorError):
+    """The package an actuator needs is not installed: no restart brings it (the service exits 78)."""
+
+
 class Actuator:
     """Moves the item to ``bin_name``. ``ref`` identifies the decision (for logs/journals)."""
 
@@ -95,7 +99,7 @@ class GpioPulseActuator(Actuator):
             try:
                 from periphery import GPIO as cls
             except ImportError:
-                raise ActuatorError("the gpio actuator needs python-periphery: `pip3 install python-periphery`")
+                raise ActuatorPackageError("the gpio actuator needs python-periphery: `pip3 install python-periphery`")
         for bin_name, spec in self.lines.items():
             try:
                 self.gpios[bin_name] = cls(spec["chip"], int(spec["line"]), "out")
@@ -149,7 +153,7 @@ class PwmServoActuator(Actuator):
             try:
                 from periphery import PWM as cls
             except ImportError:
-                raise ActuatorError("the pwm actuator needs python-periphery: `pip3 install python-periphery`")
+                raise ActuatorPackageError("the pwm actuator needs python-periphery: `pip3 install python-periphery`")
         try:
             self.pwm = cls(self.chip, self.channel)
             self.pwm.frequency = self.frequency_hz
@@ -196,7 +200,7 @@ class SerialActuator(Actuator):
             try:
                 from serial import Serial as cls
             except ImportError:
-                raise ActuatorError("the serial actuator needs pyserial: `sudo apt-get install python3-serial`")
+                raise ActuatorPackageError("the serial actuator needs pyserial: `sudo apt-get install python3-serial`")
         try:
             self.conn = cls(self.port, self.baudrate, timeout=self.timeout_s)
         except Exception as exc:

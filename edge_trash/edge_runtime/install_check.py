@@ -1,14 +1,34 @@
 """``python3 -m edge_trash.edge_runtime.install_check BUNDLE [SORT_YAML]``: what install.sh checks before it
-touches the running service: the new bundle verifies (hashes, labels), and the sort.yaml a previous install
-left in /etc (the operator's, kept across installs) fits the new model's classes. Exit 0 when both hold, 1
-with the reason and the fix otherwise."""
+touches the running service: the new bundle verifies (hashes, labels), the sort.yaml a previous install
+left in /etc (the operator's, kept across installs) fits the new model's classes, and the packages the unit's
+camera and the configured actuator need are installed. Exit 0 when all hold, 1 with the reason and the fix
+otherwise."""
 
+import importlib.util
+import os
 import sys
-from typing import List, Optional
+from typing import Callable, List, Optional
+
+# What the installed unit needs beyond numpy and the interpreter: its --source camera:0 reads through OpenCV, and
+# each actuator type its own package (the module, and how to install it, as the service's own errors say).
+CAMERA_PACKAGE = ("cv2", "sudo apt-get install python3-opencv")
+ACTUATOR_PACKAGES = {"gpio": ("periphery", "pip3 install python-periphery"),
+                     "pwm": ("periphery", "pip3 install python-periphery"),
+                     "serial": ("serial", "sudo apt-get install python3-serial")}
 
 
-def check_install(bundle: str, kept_config: Optional[str] = None) -> Optional[str]:
-    """None when ``bundle`` verifies and ``kept_config`` (if given) loads against its labels; else why not."""
+def missing_packages(actuator_type: str, installed: Optional[Callable[[str], bool]] = None) -> List[str]:
+    """The install commands of the packages the unit needs (OpenCV for its camera, the ``actuator_type``'s
+    package) that this board lacks; ``installed`` (module name -> bool) is injected by tests."""
+    found = installed or (lambda name: importlib.util.find_spec(name) is not None)
+    needs = [CAMERA_PACKAGE] + ([ACTUATOR_PACKAGES[actuator_type]] if actuator_type in ACTUATOR_PACKAGES else [])
+    return ["`%s` (%s)" % (how, module) for module, how in needs if not found(module)]
+
+
+def check_install(bundle: str, kept_config: Optional[str] = None,
+                  installed: Optional[Callable[[str], bool]] = None) -> Optional[str]:
+    """None when ``bundle`` verifies, ``kept_config`` (if given) loads against its labels and the packages the
+    unit needs are installed (:func:`missing_packages`); else why not."""
     from edge_trash.edge_runtime.manifest import BundleError, verify_bundle
     from edge_trash.edge_runtime.sort_config import ConfigError, load_sort_config
 
@@ -16,13 +36,20 @@ def check_install(bundle: str, kept_config: Optional[str] = None) -> Optional[st
         labels = verify_bundle(bundle)["labels"]
     except BundleError as exc:
         return "%s; the running service is unchanged" % exc
-    if kept_config:
-        try:
-            load_sort_config(kept_config, labels)
-        except ConfigError as exc:
-            return ("%s (kept from the last install) does not fit this model: %s; edit it (the bundle's own "
-                    "sort.yaml is the template for this model), then run install.sh again; the running service "
-                    "is unchanged" % (kept_config, exc))
+    config = kept_config or os.path.join(bundle, "sort.yaml")
+    try:
+        actuator = load_sort_config(config, labels).actuator
+    except ConfigError as exc:
+        if not kept_config:  # the bundle's own: verify_bundle checked it, so only an option this board lacks
+            return "%s; the running service is unchanged" % exc
+        return ("%s (kept from the last install) does not fit this model: %s; edit it (the bundle's own "
+                "sort.yaml is the template for this model), then run install.sh again; the running service "
+                "is unchanged" % (kept_config, exc))
+    missing = missing_packages(str(actuator.get("type", "simulated")), installed)
+    if missing:
+        return ("the service needs %s: install %s, then run install.sh again (a restart would not bring %s); the "
+                "running service is unchanged" % ("these packages" if len(missing) > 1 else "this package",
+                                                  " and ".join(missing), "them" if len(missing) > 1 else "it"))
     return None
 
 

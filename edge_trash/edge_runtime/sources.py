@@ -27,7 +27,8 @@ class SourceError(Exception):
 
 
 class SourceSpecError(SourceError):
-    """The ``--source`` value itself is wrong: no restart can open it (the service exits 78)."""
+    """The ``--source`` value itself is wrong, or the package it needs is not installed: no restart can open it
+    (the service exits 78)."""
 
 
 class Frame:
@@ -180,7 +181,7 @@ class OpenCVSource(FrameSource):
         try:
             import cv2
         except ImportError:
-            raise SourceError("%s needs OpenCV: `sudo apt-get install python3-opencv`" % self.description)
+            raise SourceSpecError("%s needs OpenCV: `sudo apt-get install python3-opencv`" % self.description)
         if self.api == "gstreamer":
             self.cap = cv2.VideoCapture(self.target, cv2.CAP_GSTREAMER)
         else:
