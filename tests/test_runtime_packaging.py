@@ -147,3 +147,19 @@ def test_install_check_names_the_packages_the_unit_needs_and_the_board_lacks(tmp
         "the service needs these packages: install `sudo apt-get install python3-opencv` (cv2) and `pip3 install "
         "python-periphery` (periphery), then run install.sh again (a restart would not bring them); the running "
         "service is unchanged")
+
+
+def test_install_sh_makes_every_group_the_unit_asks_for_and_keeps_sort_yaml_from_other_users():
+    """A SupplementaryGroups entry the board lacks stops the unit from starting (216/GROUP); apex is the Dev
+    Board's Edge TPU. sort.yaml may hold health.token: readable by the service's group only."""
+    import re
+
+    unit = configparser.ConfigParser(strict=False, interpolation=None)
+    unit.optionxform = str
+    unit.read(os.path.join(RUNTIME, "edge-trash.service"))
+    groups = unit["Service"]["SupplementaryGroups"].split()
+    with open(os.path.join(RUNTIME, "install.sh")) as f:
+        script = f.read()
+    made = re.search(r"^for group in ([a-z ]+); do", script, re.M).group(1).split()
+    assert "apex" in groups and sorted(groups) == sorted(made)
+    assert "chmod 640 /etc/edge-trash/sort.yaml" in script and "a+r /etc/edge-trash/sort.yaml" not in script

@@ -34,7 +34,7 @@ kept=""
 PYTHONPATH="$BUNDLE" python3 -m edge_trash.edge_runtime.install_check "$BUNDLE" $kept
 
 id edge-trash >/dev/null 2>&1 || useradd --system --no-create-home --shell /usr/sbin/nologin edge-trash
-for group in video plugdev gpio dialout; do
+for group in video plugdev gpio dialout apex; do  # the unit's SupplementaryGroups
     getent group "$group" >/dev/null 2>&1 || groupadd --system "$group"
 done
 
@@ -50,7 +50,9 @@ cp -r "$PREFIX/bundle/edge_trash" "$PREFIX/edge_trash"
 # The service runs as edge-trash: whatever modes the copy brought (a umask of 077 where it was exported,
 # an scp), it must read the bundle, its code and the config.
 chmod -R a+rX "$PREFIX/bundle" "$PREFIX/edge_trash"
-chmod a+r /etc/edge-trash/sort.yaml
+# readable by the service's group, not every user: it may hold health.token
+chgrp edge-trash /etc/edge-trash/sort.yaml
+chmod 640 /etc/edge-trash/sort.yaml
 chown -R edge-trash:edge-trash /var/lib/edge-trash
 
 # Check the installed copy (hashes, labels) before enabling the unit.
