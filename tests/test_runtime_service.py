@@ -171,6 +171,21 @@ def test_live_source_drops_oldest_frames_and_accounts_for_all():
     assert seen == sorted(seen) and 499 in seen  # the newest frame survives, oldest are dropped
 
 
+def test_a_replay_into_the_log_of_an_earlier_one_says_it_has_nothing_left(tmp_path, caplog):
+    """A file source resumes after the log's last frame (a restart goes on with a replay): run again on the same
+    log, it processed nothing without a word."""
+    write_conveyor_frames(str(tmp_path / "frames"), 3)
+    bundle = make_bundle(str(tmp_path / "bundle"), sort_overrides={"health": {"enabled": False},
+                                                                    "log": {"path": str(tmp_path / "ev.sqlite")}})
+    argv = ["run", "--bundle", bundle, "--source", "dir:%s" % (tmp_path / "frames")]
+    assert main(argv, interpreter_loader=make_fake_loader()) == 0 and not [
+        r for r in caplog.records if "nothing left to replay" in r.getMessage()]
+    assert main(argv, interpreter_loader=make_fake_loader()) == 0
+    assert ("dir source %s: nothing left to replay: a file source resumes after the event log's last frame (2), "
+            "and it holds 3; to replay it again, give another --log" % (tmp_path / "frames")) in [
+        r.getMessage() for r in caplog.records if r.levelname == "WARNING"]
+
+
 def test_a_camera_without_opencv_installed_stays_stopped(tmp_path, capsys, monkeypatch):
     """No restart installs OpenCV: exit 78 (the unit stays stopped with the fix), not 1 every 5 s."""
     monkeypatch.setitem(sys.modules, "cv2", None)

@@ -8,12 +8,15 @@ replayed files apply back-pressure instead, unless paced with ``?fps=N`` (then t
 """
 
 import collections
+import logging
 import os
 import threading
 import time
 from typing import Callable, List, Optional
 
 import numpy as np
+
+LOG = logging.getLogger(__name__)
 
 IMAGE_EXTENSIONS = (".npy", ".ppm", ".pgm", ".jpg", ".jpeg", ".png", ".bmp")
 
@@ -147,6 +150,10 @@ class DirectorySource(FrameSource):
         self.files = sorted(f for f in os.listdir(self.path) if f.lower().endswith(IMAGE_EXTENSIONS))
         if not self.files:
             raise SourceError("dir source %s has no images (%s)" % (self.path, ", ".join(IMAGE_EXTENSIONS)))
+        if start_index >= len(self.files):  # a replay into the log of an earlier one (files: at least one)
+            LOG.warning("dir source %s: nothing left to replay: a file source resumes after the event log's last "
+                        "frame (%d), and it holds %d; to replay it again, give another --log", self.path,
+                        start_index - 1, len(self.files))
         self._i = start_index
         self._next_t = time.monotonic()
 
