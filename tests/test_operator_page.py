@@ -77,10 +77,28 @@ def test_page_and_static_assets_are_served(page):
 def test_counts_match_the_event_log(page):
     c = json.loads(_get(page, "/api/counts").body)
     # the fail-safe actuation counts where the item really went
-    assert c["per_bin"] == {"metal": 2, "reject": 1}
+    assert c["per_bin"] == {"metal": 2, "reject": 1} and c["last_hour"] == c["per_bin"]
     assert c["total"] == 3
     assert c["items_per_minute"] == pytest.approx(3 / 5.0)
     assert sum(h["items"] for h in c["per_hour"]) == 3
+
+
+def test_since_start_is_this_run_and_the_last_hour_the_boards_60_minutes(tmp_path):
+    """'Since start' counted every run the log kept; 'last hour' was the browser's clock hour (from hh:00)."""
+    log = EventLog(str(tmp_path / "events.sqlite"))
+    now = time.time()
+    log.start_run("dir:test", "cpu", 0)
+    first = log.record_decisions([_decision(1, "can", "metal", now - 7200), _decision(2, "can", "metal", now - 600)])
+    for ref in first:
+        log.mark_done(ref, "metal", 1, "actuated")
+    log.start_run("dir:test", "cpu", 10)  # the service restarted
+    again = log.record_decisions([_decision(3, "bottle", "plastic", now - 5)])
+    log.mark_done(again[0], "plastic", 1, "actuated")
+    log.close()
+    page = OperatorPage(lambda: {}, LiveView(trigger={"axis": "x", "position": 0.5}, accelerator="cpu"),
+                        str(tmp_path / "events.sqlite"), None)
+    c = json.loads(_get(page, "/api/counts").body)
+    assert c["per_bin"] == {"plastic": 1} and c["last_hour"] == {"metal": 1, "plastic": 1}
 
 
 def test_decisions_newest_first_with_votes_and_thumbnails(page):

@@ -6,7 +6,8 @@ Routes (all GET; nothing here changes the policy or drives an actuator):
 - ``/health`` and ``/api/status``: service status plus health (uptime, TPU, temperatures, disk)
 - ``/api/live``: tracks on the latest frame, trigger line, accelerator; ``/api/frame.jpg`` that frame
 - ``/api/decisions?limit=N``: the latest decisions from the event log; ``/api/thumb/<id>.jpg`` crops
-- ``/api/counts``: per bin since start and per hour (24 h), items per minute
+- ``/api/counts``: per bin since the service started, in the last 60 minutes and per hour (24 h), items per
+  minute
 - ``/api/queue``: the hard-example queue, least confident first; ``/api/queue/image/<file>`` an image;
   ``/api/queue.coco.json`` the queue as COCO (what ``edge-trash queue export`` writes)
 
@@ -272,15 +273,21 @@ class OperatorPage:
         return out
 
     def counts(self) -> Dict:
-        """Items per bin since start and per hour over the last day, and items per minute."""
+        """Items per bin since this service started (its run in the log; earlier runs' decisions stay in the log
+        but are not counted), in the last 60 minutes by the board's clock, and per hour over the last day; items
+        per minute."""
         conn = self._db()
         now = self.clock()
-        result = {"per_bin": {}, "per_hour": [], "items_per_minute": 0.0, "total": 0}
+        result = {"per_bin": {}, "last_hour": {}, "per_hour": [], "items_per_minute": 0.0, "total": 0}
         if conn is None:
             return result
         try:
-            for r in conn.execute("SELECT COALESCE(actuated_bin, bin) AS b, COUNT(*) AS n FROM decisions GROUP BY b"):
+            for r in conn.execute("SELECT COALESCE(actuated_bin, bin) AS b, COUNT(*) AS n FROM decisions "
+                                  "WHERE run_id = (SELECT MAX(run_id) FROM runs) GROUP BY b"):
                 result["per_bin"][r["b"]] = r["n"]
+            for r in conn.execute("SELECT COALESCE(actuated_bin, bin) AS b, COUNT(*) AS n FROM decisions "
+                                  "WHERE t_decided >= ? GROUP BY b", (now - 3600,)):
+                result["last_hour"][r["b"]] = r["n"]
             for r in conn.execute("SELECT CAST(t_decided / 3600 AS INTEGER) AS h, COALESCE(actuated_bin, bin) AS b, "
                                   "COUNT(*) AS n FROM decisions WHERE t_decided >= ? GROUP BY h, b ORDER BY h",
                                   (now - 24 * 3600,)):

@@ -83,14 +83,13 @@ async function refreshStatus() {
     warn.hidden = false;
     warn.textContent = "Running on the CPU, not the Edge TPU: " + (s.warning || "no Edge TPU in use") ;
   } else { warn.hidden = true; }
-  const hourStart = Math.floor(Date.now() / 3600000) * 3600;
-  const lastHour = {};
-  for (const h of c.per_hour) if (h.hour_start === hourStart) lastHour[h.bin] = h.items;
+  const lastHour = c.last_hour || {};  // the last 60 minutes by the board's clock, not the browser's
   const tbody = document.querySelector("#bins tbody");
   tbody.replaceChildren();
-  for (const bin of Object.keys(c.per_bin).sort()) {
+  for (const bin of [...new Set([...Object.keys(c.per_bin), ...Object.keys(lastHour)])].sort()) {
     const tr = el("tr", {"data-bin": bin});
-    tr.append(el("td", {}, bin), el("td", {"class": "count"}, String(c.per_bin[bin])), el("td", {}, String(lastHour[bin] || 0)));
+    tr.append(el("td", {}, bin), el("td", {"class": "count"}, String(c.per_bin[bin] || 0)),
+      el("td", {"class": "hour"}, String(lastHour[bin] || 0)));
     tbody.append(tr);
   }
   document.getElementById("ipm").textContent = c.items_per_minute.toFixed(1);
