@@ -433,10 +433,27 @@ def test_a_log_or_queue_folder_it_cannot_create_is_named_with_the_fix(tmp_path, 
         ("the event log", log_path, "--log, or log.path in sort.yaml", "File exists") if key == "log" else
         ("the hard-example queue", hard_dir, "hard_examples.dir in sort.yaml", "Not a directory"))
     assert code == 1
+    assert capsys.readouterr().err == (  # it said to run as a user that can write there: no user could
+        "edge-trash-device: cannot open %s at %s (%s): a file stands where a folder of that path should be; set %s "
+        "to a path whose folders are folders\n" % (what, path, why, setting))
+
+
+def test_a_queue_folder_this_user_may_not_make_says_to_run_as_one_that_can(tmp_path, capsys, monkeypatch):
+    import errno as errno_module
+
+    from edge_trash.edge_runtime import hard_examples
+
+    def refused(path, *args, **kwargs):
+        raise PermissionError(errno_module.EACCES, "Permission denied", path)
+    hard_dir = str(tmp_path / "hard")
+    bundle = make_bundle(str(tmp_path / "bundle"), sort_overrides={
+        "health": {"enabled": False}, "log": {"path": str(tmp_path / "ev.sqlite")}, "hard_examples": {"dir": hard_dir}})
+    monkeypatch.setattr(hard_examples.os, "makedirs", refused)  # as for a folder root owns (tests run as root)
+    assert main(["run", "--bundle", bundle, "--source", "dir:%s" % tmp_path], interpreter_loader=make_fake_loader()) == 1
     assert capsys.readouterr().err == (
-        "edge-trash-device: cannot open %s at %s (%s): run the service as a user that can write there "
-        "(install.sh makes /var/lib/edge-trash for its edge-trash user), or set %s to a folder this user can "
-        "write\n" % (what, path, why, setting))
+        "edge-trash-device: cannot open the hard-example queue at %s (Permission denied): run the service as a user "
+        "that can write there (install.sh makes /var/lib/edge-trash for its edge-trash user), or set "
+        "hard_examples.dir in sort.yaml to a folder this user can write\n" % hard_dir)
 
 
 def test_decisions_the_log_cannot_record_still_move_their_items(tmp_path, caplog):

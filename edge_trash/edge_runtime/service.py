@@ -43,6 +43,9 @@ def _unwritable(what: str, path: str, setting: str, exc: BaseException) -> str:
     if getattr(exc, "errno", None) == errno.ENOSPC or "full" in reason:
         return ("cannot open %s at %s (%s): free space on its disk (`df -h %s`), or set %s to a folder on "
                 "another disk" % (what, path, reason, os.path.dirname(os.path.abspath(path)), setting))
+    if getattr(exc, "errno", None) in (errno.EEXIST, errno.ENOTDIR):  # a file where a folder of the path goes
+        return ("cannot open %s at %s (%s): a file stands where a folder of that path should be; set %s to a "
+                "path whose folders are folders" % (what, path, reason, setting))
     return ("cannot open %s at %s (%s): run the service as a user that can write there (install.sh makes "
             "/var/lib/edge-trash for its edge-trash user), or set %s to a folder this user can write"
             % (what, path, reason, setting))
