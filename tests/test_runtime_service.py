@@ -186,6 +186,17 @@ def test_a_replay_into_the_log_of_an_earlier_one_says_it_has_nothing_left(tmp_pa
         r.getMessage() for r in caplog.records if r.levelname == "WARNING"]
 
 
+def test_a_bundle_without_its_sort_yaml_runs_with_a_config_given_elsewhere(tmp_path):
+    import shutil
+
+    bundle = make_bundle(str(tmp_path / "bundle"), sort_overrides={"health": {"enabled": False},
+                                                                    "log": {"path": str(tmp_path / "ev.sqlite")}})
+    shutil.move(os.path.join(bundle, "sort.yaml"), str(tmp_path / "sort.yaml"))  # as install.sh keeps it in /etc
+    write_conveyor_frames(str(tmp_path / "frames"), 2)
+    assert main(["run", "--bundle", bundle, "--config", str(tmp_path / "sort.yaml"), "--source",
+                 "dir:%s" % (tmp_path / "frames")], interpreter_loader=make_fake_loader()) == 0
+
+
 def test_a_camera_without_opencv_installed_stays_stopped(tmp_path, capsys, monkeypatch):
     """No restart installs OpenCV: exit 78 (the unit stays stopped with the fix), not 1 every 5 s."""
     monkeypatch.setitem(sys.modules, "cv2", None)

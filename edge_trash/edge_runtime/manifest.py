@@ -4,8 +4,8 @@ A bundle is a directory with ``model_int8.tflite``, optional ``model_int8_edgetp
 ``labels.txt`` (line k = class index k of the postprocess output, background excluded),
 ``sort.yaml`` and ``manifest.json``. The manifest records sha256 + size of every other file plus
 what the device must not guess (input shape/dtype, class names, output order, thresholds,
-versions). ``sort.yaml`` is meant to be edited on the device, so a changed ``sort.yaml`` is
-reported in ``modified_config`` instead of failing verification.
+versions). ``sort.yaml`` is meant to be edited on the device, so a changed ``sort.yaml`` (or one removed, when
+``--config`` names another) is reported in ``modified_config`` instead of failing verification.
 """
 
 import hashlib
@@ -131,6 +131,9 @@ def verify_bundle(bundle_dir: str, model_input: Optional[Dict] = None) -> Dict:
         entry = files[rel]
         path = os.path.join(bundle_dir, rel)
         if not os.path.exists(path):
+            if rel in EDITABLE_FILES:  # the operator's: a --config elsewhere replaces it (without one, its reader says)
+                modified.append(rel)
+                continue
             raise BundleError("%s is listed in the manifest but missing from the bundle; copy the whole "
                               "bundle again" % path)
         try:

@@ -267,7 +267,7 @@ def build_service(bundle: str, config_path: Optional[str], source_spec: str, log
             "a uint8 input (`edge-trash export`, the default)" % (loaded.model_path, model_input["dtype"], shape))
     manifest_lib.check_model_input(verified, model_input)
     for name in verified["modified_config"]:
-        LOG.info("%s was edited after export (expected for sort.yaml)", name)
+        LOG.info("%s was edited or removed after export (expected for sort.yaml)", name)
     stats = Stats()
     stats.accelerator, stats.warning = loaded.accelerator, loaded.warning
     source = source if source is not None else open_source(source_spec)
