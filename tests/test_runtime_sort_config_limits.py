@@ -1,5 +1,6 @@
-"""sort.yaml values the loader used to accept although the sort loop could then never work: refused at load,
-naming the key, what is wrong and the fix (and the neighbouring values that do work still load)."""
+"""sort.yaml values the loader used to accept although the sort loop could then never work, and keys and values it
+used to ignore or misread (a misspelt key, "false" in quotes, a tab, a decimal comma): refused at load, naming the
+key, what is wrong and the fix (and the neighbouring values that do work still load)."""
 
 import json
 import os
@@ -7,7 +8,8 @@ import os
 import pytest
 
 from edge_trash.edge_runtime.actuators import ActuationScheduler, build_actuator
-from edge_trash.edge_runtime.sort_config import ConfigError, SortConfig, default_sort_config, parse_config_text
+from edge_trash.edge_runtime.sort_config import (CONFIG_KEYS, ConfigError, SortConfig, default_sort_config,
+                                                 parse_config_text)
 
 LABELS = ["bottle", "can", "carton"]
 BINS = ["bottle", "can", "carton", "reject"]  # what default_sort_config(LABELS) sends
@@ -191,4 +193,176 @@ def test_the_service_refuses_a_gpio_config_without_a_line_before_opening_anythin
         "actuator": gpio(["bottle", "can", "reject"])})
     with pytest.raises(ConfigError, match="actuator.gpio: no line for bin 'carton'"):
         build_service(bundle, None, "dir:%s" % tmp_path, interpreter_loader=make_fake_loader())
+    assert not os.path.exists(str(tmp_path / "ev.sqlite"))
+
+
+# ------------------------------------------------------------------ keys nothing reads, booleans, tabs, decimal commas
+
+TOP_KEYS = ("actuator, bins, classes, fail_safe_bin, hard_examples, health, log, min_confidence, mode, reject_bin, "
+            "resize, score_threshold, stable_frames, tracker, travel_delay_s, trigger_line")
+
+
+@pytest.mark.parametrize("overrides, message", [
+    ({"health": {"host": "127.0.0.1", "prot": 8401}},
+     "sort.yaml: health.prot: unknown key (did you mean port?); valid keys are enabled, host, port, token"),
+    ({"hard_examples": {"folder": "/var/lib/edge-trash/hard-examples"}},
+     "sort.yaml: hard_examples.folder: unknown key; valid keys are band, dir, min_agreement, min_interval_s, "
+     "quota_mb"),
+    ({"actuator": {"type": "simulated", "retrys": 5}},
+     "sort.yaml: actuator.retrys: unknown key (did you mean retries?); valid keys are fail_bins, fail_every, gpio, "
+     "journal, pulse_s, pwm, retries, retry_delay_s, serial, type"),
+    ({"tracker": {"max_ages": 3}},
+     "sort.yaml: tracker.max_ages: unknown key (did you mean max_age?); valid keys are iou_threshold, max_age, "
+     "max_distance, min_hits"),
+    ({"trigger_line": {"axis": "x", "postion": 0.4}},
+     "sort.yaml: trigger_line.postion: unknown key (did you mean position?); valid keys are axis, direction, "
+     "position"),
+    ({"log": {"max_rows": 5000}},
+     "sort.yaml: log.max_rows: unknown key (did you mean max_frame_rows?); valid keys are max_event_rows, "
+     "max_frame_rows, path"),
+    ({"actuator": {"type": "serial", "serial": {"port": "/dev/ttyUSB0", "baud": 9600}}},
+     "sort.yaml: actuator.serial.baud: unknown key (did you mean baudrate?); valid keys are ack, baudrate, command, "
+     "encoding, port, timeout_s"),
+    ({"actuator": dict(pwm(BINS), pwm=dict(pwm(BINS)["pwm"], frequency=50))},
+     "sort.yaml: actuator.pwm.frequency: unknown key (did you mean frequency_hz?); valid keys are channel, chip, "
+     "frequency_hz, home, positions, settle_s"),
+    ({"actuator": gpio(BINS[:3], reject={"chip": "/dev/gpiochip2", "pin": 13})},
+     "sort.yaml: actuator.gpio.reject.pin: unknown key; valid keys are chip, line"),
+    ({"min_confidance": 0.4},
+     "sort.yaml: min_confidance: unknown key (did you mean min_confidence?); valid keys are " + TOP_KEYS),
+    ({"colour": 1}, "sort.yaml: colour: unknown key; valid keys are " + TOP_KEYS),
+])
+def test_a_misspelt_key_is_refused_naming_it_the_valid_keys_and_a_close_match(overrides, message):
+    assert refused(**overrides) == message
+
+
+def test_the_operators_own_names_are_keys_nobody_checks():
+    """classes, actuator.gpio and actuator.pwm.positions are keyed by class and bin names: any name loads,
+    even one that looks like a misspelt key."""
+    labels, bins = ["prot", "folder"], ["retrys", "dir", "reject"]
+    raw = {"classes": {"prot": "retrys", "folder": "dir"}, "bins": bins,
+           "actuator": {"type": "gpio", "gpio": {b: {"chip": "/dev/gpiochip2", "line": i} for i, b in enumerate(bins)}}}
+    assert SortConfig(raw, labels).class_to_bin == {0: "retrys", 1: "dir"}
+    raw["actuator"] = {"type": "pwm", "pwm": {"positions": {"retrys": 0.05, "dir": 0.06, "reject": 0.07}}}
+    assert sorted(SortConfig(raw, labels).actuator["pwm"]["positions"]) == ["dir", "reject", "retrys"]
+
+
+class Recording(dict):
+    """A mapping of sort.yaml that notes every key read from it (``get``, ``[]``, ``in``) under its name."""
+
+    def __init__(self, name, reads, items):
+        dict.__init__(self, items)
+        self.name, self.reads = name, reads
+
+    def _read(self, key):
+        self.reads.setdefault(self.name, set()).add(key)
+
+    def get(self, key, default=None):
+        self._read(key)
+        return dict.get(self, key, default)
+
+    def __getitem__(self, key):
+        self._read(key)
+        return dict.__getitem__(self, key)
+
+    def __contains__(self, key):
+        self._read(key)
+        return dict.__contains__(self, key)
+
+
+def test_config_keys_are_exactly_the_keys_the_loader_and_the_actuators_read(monkeypatch):
+    """Completeness: load a sort.yaml for each actuator type and build its actuator with every mapping recording
+    the keys read from it; the union must be CONFIG_KEYS, so a key read without being listed (it would be refused)
+    or listed without being read (a typo of it would pass) fails here."""
+    monkeypatch.delenv("EDGE_TRASH_TOKEN", raising=False)  # with it set, health.token is not read
+    reads = {}
+    entries = {b: Recording("actuator.gpio.*", reads, {"chip": "/dev/gpiochip2", "line": i})
+               for i, b in enumerate(BINS)}
+    actuators = [
+        {"type": "simulated"},
+        {"type": "gpio", "gpio": entries},
+        {"type": "pwm", "pwm": Recording("actuator.pwm", reads, pwm(BINS)["pwm"])},
+        {"type": "serial", "serial": Recording("actuator.serial", reads, {"port": "/dev/ttyUSB0"})},
+    ]
+    for actuator in actuators:
+        raw = json.loads(json.dumps(parse_config_text(default_sort_config(LABELS), "t")))
+        raw["actuator"] = actuator
+        raw = Recording("", reads, {key: Recording(key, reads, value) if key in CONFIG_KEYS else value
+                                    for key, value in raw.items()})
+        cfg = SortConfig(raw, LABELS)
+        build_actuator(cfg.actuator, {"gpio": object, "pwm": object, "serial": object})
+    assert {name: sorted(keys) for name, keys in reads.items()} == {
+        name: sorted(keys) for name, keys in CONFIG_KEYS.items()}
+
+
+@pytest.mark.parametrize("value", ["false", "no", "off", 0, 1, None, [False]])
+def test_health_enabled_takes_only_true_or_false(value):
+    assert refused(health={"enabled": value}) == (
+        "sort.yaml: health.enabled: expected true or false, without quotes, got %r" % (value,))
+
+
+def test_health_enabled_false_turns_the_page_off_with_either_loader():
+    assert config(health={"enabled": False}).health_enabled is False
+    assert config(health={"enabled": True}).health_enabled is True
+    assert config().health_enabled is True  # the default
+    text = default_sort_config(LABELS).replace('"health": {"host": "127.0.0.1", "port": 8321}',
+                                               '"health": {"host": "127.0.0.1", "port": 8321, "enabled": false}')
+    for use_yaml in (True, False):
+        assert SortConfig(parse_config_text(text, "t", use_yaml=use_yaml), LABELS).health_enabled is False
+    quoted = text.replace('"enabled": false', '"enabled": "false"')
+    with pytest.raises(ConfigError) as info:
+        SortConfig(parse_config_text(quoted, "sort.yaml", use_yaml=False), LABELS, "sort.yaml")
+    assert str(info.value) == "sort.yaml: health.enabled: expected true or false, without quotes, got 'false'"
+
+
+def yaml_error(text: str) -> str:
+    pytest.importorskip("yaml")
+    with pytest.raises(ConfigError) as info:
+        parse_config_text(text, "sort.yaml")
+    return str(info.value)
+
+
+def test_a_tab_in_yaml_is_named_with_the_fix():
+    assert yaml_error("mode: conveyor\nhealth:\n\tport: 8401\n") == (
+        "sort.yaml: line 3 column 1: not valid YAML: found character '\\t' that cannot start any token (a tab: "
+        "YAML indents with spaces, not tabs; replace it with spaces)")
+    assert yaml_error("mode:\tconveyor\n").endswith("(a tab: YAML indents with spaces, not tabs; replace it with "
+                                                    "spaces)")
+    # another syntax error gets no word about tabs
+    assert yaml_error("mode: conveyor\nclasses: [unclosed\n").startswith("sort.yaml: line 3 column 1: not valid YAML")
+    assert "tab" not in yaml_error("mode: conveyor\nclasses: [unclosed\n")
+
+
+def decimal_comma(old: str, new: str) -> str:
+    pytest.importorskip("yaml")
+    text = default_sort_config(LABELS)
+    assert old in text
+    with pytest.raises(ConfigError) as info:
+        SortConfig(parse_config_text(text.replace(old, new), "sort.yaml"), LABELS, "sort.yaml")
+    return str(info.value)
+
+
+def test_a_decimal_comma_is_named_with_the_key_before_it():
+    # YAML reads `"min_confidence": 0,5` as min_confidence 0 and a key 5
+    assert decimal_comma('"min_confidence": 0.5,', '"min_confidence": 0,5,') == (
+        "sort.yaml: 5: unknown key (from a decimal comma after min_confidence? write 0.5, not 0,5); valid keys "
+        "are " + TOP_KEYS)
+    assert decimal_comma('"min_agreement": 0.8,', '"min_agreement": 0,8,') == (
+        "sort.yaml: hard_examples.8: unknown key (from a decimal comma after min_agreement? write 0.8, not 0,8); "
+        "valid keys are band, dir, min_agreement, min_interval_s, quota_mb")
+    # a key of digits with no number before it
+    assert refused(tracker={"7": 1}) == (
+        "sort.yaml: tracker.7: unknown key (a number written with a decimal comma? write it with a point, e.g. "
+        "0.5); valid keys are iou_threshold, max_age, max_distance, min_hits")
+
+
+def test_the_service_refuses_a_misspelt_section_key_before_opening_anything(tmp_path):
+    from runtime_fixtures import make_bundle, make_fake_loader
+    from edge_trash.edge_runtime.service import build_service
+    bundle = make_bundle(str(tmp_path / "bundle"), sort_overrides={
+        "health": {"enabled": False, "prot": 8401}, "log": {"path": str(tmp_path / "ev.sqlite")}})
+    with pytest.raises(ConfigError) as info:
+        build_service(bundle, None, "dir:%s" % tmp_path, interpreter_loader=make_fake_loader())
+    assert str(info.value) == ("%s: health.prot: unknown key (did you mean port?); valid keys are enabled, host, "
+                               "port, token" % os.path.join(bundle, "sort.yaml"))
     assert not os.path.exists(str(tmp_path / "ev.sqlite"))

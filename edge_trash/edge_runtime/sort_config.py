@@ -6,9 +6,11 @@ template ``default_sort_config`` writes, so a fresh bundle loads with the standa
 The template is UTF-8 with class names written as themselves (``quote_text``; an emoji as a JSON
 escape pair, for PyYAML before 5.1: Mendel's Debian buster ships 3.13), and a name too long for a
 YAML implicit key behind YAML's ``? `` (which the fallback drops): both loaders read every name
-back exactly. Every validation error names the key.
+back exactly. Every validation error names the key; a key nothing reads (a misspelt one, which would
+leave its default in force) is refused by name, with the keys that are read there (``CONFIG_KEYS``).
 """
 
+import difflib
 import json
 import math
 import os
@@ -22,6 +24,27 @@ from edge_trash.edge_runtime.tracker import MODES
 
 ACTUATOR_TYPES = ("simulated", "gpio", "pwm", "serial")
 INSTALL_YAML = "sudo apt-get install python3-yaml"
+
+# The keys of each mapping of sort.yaml that something reads, in one place: any other key is refused, naming it
+# (a misspelt key would otherwise leave its default in force without a word). "" is the top level and
+# "actuator.gpio.*" each entry of actuator.gpio; the actuator's keys are those SortConfig reads and those
+# actuators.build_actuator reads (a test records what both read and compares). The mappings keyed by the
+# operator's own names (classes, actuator.gpio, actuator.pwm.positions) are not listed: any key there is theirs.
+CONFIG_KEYS = {
+    "": ("mode", "classes", "bins", "reject_bin", "fail_safe_bin", "min_confidence", "score_threshold",
+         "travel_delay_s", "trigger_line", "stable_frames", "tracker", "actuator", "hard_examples", "log",
+         "health", "resize"),
+    "trigger_line": ("axis", "position", "direction"),
+    "tracker": ("iou_threshold", "max_distance", "max_age", "min_hits"),
+    "actuator": ("type", "retries", "retry_delay_s", "journal", "fail_bins", "fail_every", "gpio", "pulse_s",
+                 "pwm", "serial"),
+    "actuator.gpio.*": ("chip", "line"),
+    "actuator.pwm": ("chip", "channel", "positions", "frequency_hz", "settle_s", "home"),
+    "actuator.serial": ("port", "baudrate", "command", "ack", "timeout_s", "encoding"),
+    "hard_examples": ("dir", "band", "min_agreement", "quota_mb", "min_interval_s"),
+    "log": ("path", "max_frame_rows", "max_event_rows"),
+    "health": ("host", "port", "enabled", "token"),
+}
 
 
 class ConfigError(Exception):
@@ -45,6 +68,33 @@ class SortConfig:
         value = self.raw.get(key) or {}
         if not isinstance(value, dict):
             raise self._err(key, "expected a mapping of keys, got %r" % (value,))
+        return value
+
+    def _check_keys(self, table: Dict, name: str = "", pattern: str = "") -> None:
+        """Refuse a key of ``table`` (the mapping at ``name``, "" for the top level) that ``CONFIG_KEYS[pattern]``
+        does not list, naming it, the valid keys and a close match; then the same for the listed mappings in it.
+        A value that is no mapping is left to the check of its key."""
+        valid = CONFIG_KEYS[pattern]
+        for key in table:
+            if key not in valid:
+                raise self._err(_dotted(name, key), "unknown key%s; valid keys are %s"
+                                % (_unknown_key_hint(table, key, valid), ", ".join(sorted(valid))))
+        for key, value in table.items():
+            child = _dotted(pattern, key)
+            if not isinstance(value, dict):
+                continue
+            if child in CONFIG_KEYS:
+                self._check_keys(value, _dotted(name, key), child)
+            elif child + ".*" in CONFIG_KEYS:
+                for entry_name, entry in value.items():
+                    if isinstance(entry, dict):
+                        self._check_keys(entry, _dotted(_dotted(name, key), entry_name), child + ".*")
+
+    def _flag(self, section: str, key: str, default: bool) -> bool:
+        """A boolean of ``section``: only YAML's true/false (a text such as "false" would read as true)."""
+        value = self._section(section).get(key, default)
+        if not isinstance(value, bool):
+            raise self._err("%s.%s" % (section, key), "expected true or false, without quotes, got %r" % (value,))
         return value
 
     def _text(self, section: str, key: str, default: Optional[str]) -> Optional[str]:
@@ -167,12 +217,7 @@ class SortConfig:
         raw = self.raw
         if not isinstance(raw, dict):
             raise ConfigError("%s: the top level must be a mapping of keys, got %s" % (self.source, type(raw).__name__))
-        known = {"mode", "classes", "bins", "reject_bin", "fail_safe_bin", "min_confidence", "score_threshold",
-                 "travel_delay_s", "trigger_line", "stable_frames", "tracker", "actuator", "hard_examples",
-                 "log", "health", "resize"}
-        unknown = sorted(set(raw) - known)
-        if unknown:
-            raise self._err(unknown[0], "unknown key; valid keys are %s" % ", ".join(sorted(known)))
+        self._check_keys(raw)
         self.mode = raw.get("mode", "conveyor")
         if self.mode not in MODES:
             raise self._err("mode", "%r is not one of %s" % (self.mode, ", ".join(MODES)))
@@ -260,7 +305,7 @@ class SortConfig:
         health = self._section("health")
         self.health_host = self._text("health", "host", "127.0.0.1")
         self.health_port = self._number("port", 8321, 0, 65535, integer=True, section="health")
-        self.health_enabled = bool(health.get("enabled", True))
+        self.health_enabled = self._flag("health", "enabled", True)
         token = os.environ.get("EDGE_TRASH_TOKEN") or health.get("token")
         if token is not None and (not isinstance(token, str) or len(token) < 8):
             raise self._err("health.token", "expected a string of at least 8 characters")
@@ -271,6 +316,27 @@ class SortConfig:
                                            "operator page needs it, or keep 127.0.0.1" % (self.health_host,))
         unmapped = [n for n in self.labels if n not in classes]
         self.unmapped = unmapped
+
+
+def _dotted(name: str, key) -> str:
+    """``key`` under ``name`` as an error names it: ``health.port`` (``key`` itself at the top level)."""
+    return "%s.%s" % (name, key) if name else str(key)
+
+
+def _unknown_key_hint(table: Dict, key, valid: Sequence[str]) -> str:
+    """What ``key``, unknown in ``table``, likely is: a close match of ``valid``; for a key of digits only, the
+    decimals of a number written with a comma (``"min_confidence": 0,5`` reads as min_confidence 0 and a key 5)."""
+    text = str(key)
+    if re.fullmatch(r"[0-9]+", text):
+        keys = list(table)
+        at = keys.index(key)
+        before = table[keys[at - 1]] if at else None
+        if isinstance(before, int) and not isinstance(before, bool):
+            return " (from a decimal comma after %s? write %s.%s, not %s,%s)" % (keys[at - 1], before, text, before,
+                                                                                 text)
+        return " (a number written with a decimal comma? write it with a point, e.g. 0.5)"
+    close = difflib.get_close_matches(text, valid, n=1)
+    return " (did you mean %s?)" % close[0] if close else ""
 
 
 def class_mapping_gaps(config: SortConfig, labels: Optional[Sequence[str]] = None) -> List[str]:
@@ -354,13 +420,16 @@ def parse_config_text(text: str, source: str, yaml_module=None, use_yaml: bool =
         except yaml_module.YAMLError as exc:
             mark = getattr(exc, "problem_mark", None)
             where = ": line %d column %d" % (mark.line + 1, mark.column + 1) if mark is not None else ""
+            problem = str(getattr(exc, "problem", exc))
             hint = ""
+            if "'\\t'" in problem:
+                hint = " (a tab: YAML indents with spaces, not tabs; replace it with spaces)"
             character = getattr(exc, "character", None)  # a ReaderError: a character PyYAML cannot read
             if isinstance(character, int) and character > 0xFFFF:
                 hint = (" (PyYAML before 5.1 reads no character above U+FFFF written as itself: write it as "
                         "a JSON escape pair, \"\\u%04x\\u%04x\" for this one, as export does)"
                         % (0xD800 + ((character - 0x10000) >> 10), 0xDC00 + ((character - 0x10000) & 0x3FF)))
-            raise ConfigError("%s%s: not valid YAML: %s%s" % (source, where, getattr(exc, "problem", exc), hint))
+            raise ConfigError("%s%s: not valid YAML: %s%s" % (source, where, problem, hint))
     try:
         return json.loads(_strip_comments(text))
     except ValueError as exc:
