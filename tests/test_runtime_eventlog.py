@@ -3,11 +3,17 @@
 import os
 import re
 import sqlite3
+import subprocess
+import sys
 import time
 
 import pytest
 
-from edge_trash.edge_runtime.eventlog import EventLog, is_corrupt
+from edge_trash.edge_runtime import eventlog
+from edge_trash.edge_runtime.eventlog import EventLog, LogInUseError, is_corrupt, write_error_fix
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+needs_flock = pytest.mark.skipif(eventlog.fcntl is None, reason="no fcntl (Windows): the log is not locked there")
 
 
 def decision_row(seq, due, bin_name="can"):
@@ -22,6 +28,17 @@ def rows(path, sql):
         return db.execute(sql).fetchall()
     finally:
         db.close()
+
+
+def killed(log):
+    """What SIGKILL leaves of ``log`` for the next process: its file (not closed, nothing flushed), and no
+    lock (the kernel drops a dead process's flock)."""
+    log._unlock()
+
+
+def in_use(path, pid):
+    return ("another edge-trash service (pid %d) is using the event log %s: stop it first (sudo systemctl stop "
+            "edge-trash), or give this one another --log" % (pid, path))
 
 
 def test_wal_mode_and_frames_committed_with_decisions(tmp_path):
@@ -49,7 +66,7 @@ def test_recover_never_refires_an_attempted_actuation(tmp_path):
     log.mark_attempt(attempted)
     log.mark_attempt(done)
     log.mark_done(done, "can", 1, "actuated")
-    # simulate SIGKILL: no close(); a new process opens the same file
+    killed(log)  # no close(); a new process opens the same file
     log2 = EventLog(path)
     log2.start_run("dir:x", "cpu", log2.next_seq())
     resumable = log2.recover()
@@ -68,6 +85,7 @@ def test_recover_does_not_fire_a_decision_due_further_ahead_than_any_can_be(tmp_
     log.start_run("dir:x", "cpu", 0)
     now = time.time()
     behind, soon = log.record_decisions([decision_row(1, now + 3600), decision_row(2, now + 0.5)])
+    killed(log)
     log2 = EventLog(path)
     log2.start_run("dir:x", "cpu", log2.next_seq())
     assert [r[0] for r in log2.recover(max_ahead_s=1.3)] == [soon]
@@ -311,3 +329,122 @@ def test_is_corrupt_tells_damage_from_other_errors_on_every_python():
     notadb = sqlite3.DatabaseError("file is not a database")
     notadb.sqlite_errorcode = 26
     assert is_corrupt(notadb)
+
+
+# -- one service per log: the lock -----------------------------------------------------------------
+
+@needs_flock
+def test_a_second_log_on_the_same_file_is_refused_while_the_first_is_open(tmp_path):
+    path = str(tmp_path / "events.sqlite")
+    first = EventLog(path)
+    first.start_run("camera:0", "cpu", 0)
+    with open(path + ".lock") as f:
+        assert f.read() == "%d\n" % os.getpid()
+    before = sorted(os.listdir(str(tmp_path)))
+    with pytest.raises(LogInUseError) as refused:
+        EventLog(path)
+    assert str(refused.value) == in_use(path, os.getpid())
+    assert sorted(os.listdir(str(tmp_path))) == before  # the refused one touched nothing (nor moved it aside)
+    first.frame(0, "processed")
+    first.close()
+    assert os.path.exists(path + ".lock")  # kept: the kernel's lock went with close()
+    second = EventLog(path)  # the same process, after the first closed (as a restart in-process does)
+    assert second.next_seq() == 1 and rows(path, "SELECT COUNT(*) FROM runs") == [(1,)]
+    second.close()
+    EventLog(path).close()  # and again: a closed log leaves nothing that blocks
+
+
+@needs_flock
+def test_a_lock_file_left_by_a_dead_process_does_not_block_a_restart(tmp_path):
+    path = str(tmp_path / "events.sqlite")
+    with open(path + ".lock", "w") as f:
+        f.write("999999999\n")  # a killed service's pid; no process holds the flock
+    log = EventLog(path)
+    with open(path + ".lock") as f:
+        assert f.read() == "%d\n" % os.getpid()  # the holder's pid replaces the dead one's
+    log.close()
+    # a real process killed while it holds the log: refused while it lives (named by its pid), free once killed
+    holder = subprocess.Popen(
+        [sys.executable, "-c", "import sys, time; from edge_trash.edge_runtime.eventlog import EventLog; "
+                               "log = EventLog(sys.argv[1]); print('open', flush=True); time.sleep(60)", path],
+        cwd=REPO, stdout=subprocess.PIPE, universal_newlines=True)
+    try:
+        assert holder.stdout.readline() == "open\n"
+        with pytest.raises(LogInUseError) as refused:
+            EventLog(path)
+        assert str(refused.value) == in_use(path, holder.pid)
+    finally:
+        holder.kill()
+        holder.wait(10)
+        holder.stdout.close()
+    EventLog(path).close()
+
+
+@needs_flock
+def test_a_corrupt_log_of_a_running_service_is_not_moved_aside_by_a_second_one(tmp_path, monkeypatch):
+    path = str(tmp_path / "events.sqlite")
+    monkeypatch.setattr(time, "strftime", lambda fmt, *a: "20240102-030405")
+    with open(path, "wb") as f:
+        f.write(b"this is not an SQLite file " * 400)
+    first = EventLog(path)  # moved aside; the lock file is not (it belongs to the log's path, not to its file)
+    assert first.moved_aside == path + ".corrupt-20240102-030405" and os.path.exists(path + ".lock")
+    with open(path, "r+b") as f:  # damaged under the running service
+        f.write(b"\0" * 100)
+    with pytest.raises(LogInUseError):
+        EventLog(path)
+    assert sorted(n for n in os.listdir(str(tmp_path)) if "corrupt" in n) == ["events.sqlite.corrupt-20240102-030405"]
+    first.close()
+
+
+def test_without_fcntl_the_log_opens_unlocked(tmp_path, monkeypatch):
+    monkeypatch.setattr(eventlog, "fcntl", None)  # as on Windows
+    path = str(tmp_path / "events.sqlite")
+    first = EventLog(path)
+    second = EventLog(path)
+    assert not os.path.exists(path + ".lock")
+    second.close()
+    first.close()
+
+
+@needs_flock
+def test_a_log_that_fails_to_open_releases_its_lock(tmp_path, monkeypatch):
+    path = str(tmp_path / "ev.sqlite")
+
+    def disk_error(db):
+        raise sqlite3.OperationalError("disk I/O error")
+    monkeypatch.setattr(eventlog, "_prepare", disk_error)
+    with pytest.raises(sqlite3.OperationalError, match="disk I/O error"):
+        EventLog(path)
+    monkeypatch.undo()
+    EventLog(path).close()  # not refused by the failed one
+
+
+def test_write_errors_say_free_space_only_for_a_full_or_failing_disk():
+    full, io = sqlite3.OperationalError("database or disk is full"), sqlite3.OperationalError("disk I/O error")
+    clash = sqlite3.IntegrityError("UNIQUE constraint failed: frames.seq")
+    locked = sqlite3.OperationalError("database is locked")
+    assert write_error_fix(full, "ev.sqlite") == write_error_fix(io, "ev.sqlite") == (
+        "free space on the disk holding ev.sqlite")
+    assert write_error_fix(clash, "ev.sqlite") == (
+        "ev.sqlite already holds these rows: another process writes the same log; stop it, or give this service "
+        "another --log")
+    assert write_error_fix(locked, "ev.sqlite") == "another process holds ev.sqlite locked (an open query?): close it"
+    coded = sqlite3.OperationalError("something else")
+    coded.sqlite_errorcode = 13 | (3 << 8)  # an extended SQLITE_FULL code (Python >= 3.11)
+    assert write_error_fix(coded, "ev.sqlite").startswith("free space")
+
+
+def test_frame_rows_another_writer_already_put_in_the_log_are_not_called_a_full_disk(tmp_path, caplog):
+    path = str(tmp_path / "ev.sqlite")
+    log = EventLog(path, commit_every=1000, commit_interval_s=1000)
+    log.start_run("dir:x", "cpu", 0)
+    db = sqlite3.connect(path)  # another writer, past the lock (as a second service was before it)
+    db.execute("INSERT INTO frames (seq, status) VALUES (0, 'processed')")
+    db.commit()
+    db.close()
+    log.frame(0, "processed")
+    log.close()
+    (message,) = [r.getMessage() for r in caplog.records if r.name == "edge_trash.edge_runtime.eventlog"]
+    assert message == ("event log %s: 1 buffered frame rows could not be written at shutdown (UNIQUE constraint "
+                       "failed: frames.seq) and are lost: %s already holds these rows: another process writes the "
+                       "same log; stop it, or give this service another --log" % (path, path))

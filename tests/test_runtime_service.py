@@ -576,3 +576,28 @@ def test_camera_frames_in_grey_or_bgra_become_rgb_and_other_shapes_a_read_error(
         source.read()
     with pytest.raises(FrameReadError, match=r"shape \(2, 3, 3\) and type float32"):
         source.read()
+
+
+def test_a_second_service_on_the_log_of_a_running_one_exits_1_and_says_which(tmp_path, capsys):
+    """Two services on one log (one started by hand while systemd's runs) would clash on frame numbers and drive
+    the same actuator: the second refuses to start, exit 1 (systemd retries: the other may stop)."""
+    from edge_trash.edge_runtime import eventlog
+
+    if eventlog.fcntl is None:
+        pytest.skip("no fcntl (Windows): the log is not locked there")
+    log_path = str(tmp_path / "ev.sqlite")
+    bundle = make_bundle(str(tmp_path / "bundle"), sort_overrides={"health": {"enabled": False},
+                                                                    "log": {"path": log_path}})
+    write_conveyor_frames(str(tmp_path / "frames"), 3)
+    argv = ["run", "--bundle", bundle, "--source", "dir:%s" % (tmp_path / "frames")]
+    _, cleanup = build_service(bundle, None, "dir:%s" % (tmp_path / "frames"), interpreter_loader=make_fake_loader())
+    try:
+        assert main(argv, interpreter_loader=make_fake_loader()) == 1
+        assert capsys.readouterr().err == (
+            "edge-trash-device: another edge-trash service (pid %d) is using the event log %s: stop it first (sudo "
+            "systemctl stop edge-trash), or give this one another --log\n" % (os.getpid(), log_path))
+    finally:
+        cleanup()
+    assert q(log_path, "SELECT COUNT(*) FROM runs") == [(1,)]  # the refused one wrote nothing
+    assert main(argv, interpreter_loader=make_fake_loader()) == 0  # the first stopped: it starts
+    assert q(log_path, "SELECT COUNT(*) FROM runs") == [(2,)]

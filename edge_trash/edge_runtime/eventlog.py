@@ -16,8 +16,15 @@ rows that could not be written go back to the front of the buffer, to be written
 space again. The buffer is bounded (``max_buffered_rows``): beyond it the oldest rows are dropped,
 counted in ``frames_lost`` and reported as an ``event_log`` fault when writing works again. A log
 SQLite reports as corrupt at start-up is moved aside (``moved_aside``) and a fresh one started.
+
+One process writes a log at a time: ``EventLog`` holds an exclusive ``flock`` on ``<log>.lock`` (with
+its pid) while it is open, so a second service on the same log (one started by hand while systemd's
+runs) refuses to start (``LogInUseError``) instead of clashing on frame numbers and driving the same
+actuator. The kernel drops the lock when the process dies, so a lock file left by a crash never blocks
+a restart. Without ``fcntl`` (Windows) the log is not locked.
 """
 
+import errno
 import json
 import logging
 import os
@@ -25,6 +32,11 @@ import sqlite3
 import threading
 import time
 from typing import Callable, Dict, List, Optional, Tuple
+
+try:
+    import fcntl
+except ImportError:  # Windows: no flock, the log is not locked
+    fcntl = None
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS runs (run_id INTEGER PRIMARY KEY AUTOINCREMENT, started REAL, pid INTEGER,
@@ -46,7 +58,88 @@ FRAME_STATUSES = ("processed", "dropped", "read_error", "inference_error")
 INSERT_FRAMES = ("INSERT INTO frames (seq, run_id, t, status, detections, infer_ms, e2e_ms, note) "
                  "VALUES (?,?,?,?,?,?,?,?)")
 SQLITE_CORRUPT, SQLITE_NOTADB = 11, 26  # primary result codes of a damaged file / not a database at all
+SQLITE_IOERR, SQLITE_FULL = 10, 13
 LOG = logging.getLogger(__name__)
+
+
+class LogInUseError(Exception):
+    """Another process (another service) holds the event log: a restart may find it stopped."""
+
+
+def lock_log(path: str) -> Optional[int]:
+    """Take the lock of the event log at ``path``: an exclusive non-blocking ``flock`` on ``path + ".lock"``,
+    which then holds this process's pid. Returns the descriptor to keep open while the log is (closing it
+    releases the lock), or None without ``fcntl`` (Windows) or on a file system that cannot lock. The lock
+    file is never deleted: the lock is the kernel's, which drops it when the process dies, so a file left by
+    a crash blocks nothing. Raises ``LogInUseError`` while another process holds it, ``OSError`` when the
+    lock file cannot be created (the folder's permissions: the log could not be either)."""
+    if fcntl is None:
+        return None
+    name = path + ".lock"
+    writable = True
+    try:
+        fd = os.open(name, os.O_RDWR | os.O_CREAT, 0o644)
+    except PermissionError as exc:
+        try:  # left by a service run as another user (root, by hand): a read-only descriptor locks as well
+            fd = os.open(name, os.O_RDONLY)
+        except OSError:
+            raise exc from None
+        writable = False
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError as exc:
+        try:
+            held = exc.errno in (errno.EWOULDBLOCK, errno.EAGAIN)
+            holder = _read_pid(fd) if held else None
+        finally:
+            os.close(fd)
+        if held:
+            raise LogInUseError("another edge-trash service %sis using the event log %s: stop it first (sudo "
+                                "systemctl stop edge-trash), or give this one another --log"
+                                % ("" if holder is None else "(pid %d) " % holder, path)) from None
+        LOG.warning("event log %s: cannot lock %s (%s); a second service on this log would not be refused",
+                    path, name, exc)
+        return None
+    if writable:
+        try:
+            os.ftruncate(fd, 0)
+            os.write(fd, ("%d\n" % os.getpid()).encode("ascii"))
+        except OSError:  # a full disk: the lock holds all the same, only its message lacks the pid
+            pass
+    return fd
+
+
+def _read_pid(fd: int) -> Optional[int]:
+    """The pid written in a lock file (None when it is empty or unreadable)."""
+    try:
+        os.lseek(fd, 0, os.SEEK_SET)
+        return int(os.read(fd, 32).decode("ascii").strip())
+    except (OSError, ValueError, UnicodeDecodeError):
+        return None
+
+
+def is_disk_error(exc: BaseException) -> bool:
+    """Whether a failed write is the disk's fault (full or failing), where freeing space may help."""
+    code = getattr(exc, "sqlite_errorcode", None)  # Python >= 3.11
+    if code is not None:
+        return code & 0xFF in (SQLITE_FULL, SQLITE_IOERR)
+    if getattr(exc, "errno", None) in (errno.ENOSPC, errno.EIO, getattr(errno, "EDQUOT", errno.ENOSPC)):
+        return True
+    text = str(exc)
+    return "disk is full" in text or "disk I/O error" in text
+
+
+def write_error_fix(exc: BaseException, path: str) -> str:
+    """What to do about a failed write to the log at ``path``: free space only for a full or failing disk
+    (a clash with rows already in the log or a lock is no full disk)."""
+    if is_disk_error(exc):
+        return "free space on the disk holding %s" % path
+    if isinstance(exc, sqlite3.IntegrityError):
+        return ("%s already holds these rows: another process writes the same log; stop it, or give this service "
+                "another --log" % path)
+    if "locked" in str(exc) or "busy" in str(exc):
+        return "another process holds %s locked (an open query?): close it" % path
+    return "check %s and the disk holding it" % path
 
 
 def is_corrupt(exc: BaseException) -> bool:
@@ -144,8 +237,16 @@ class EventLog:
         self._buf_lock = threading.Lock()  # the frame buffer only: the main loop never waits on SQLite
         self._flusher = None  # type: Optional[threading.Thread]
         self._closing = threading.Event()
-        # a corrupt file is moved aside (``moved_aside`` says where: the service records a fault)
-        self._db, self.moved_aside = open_database(path)  # type: sqlite3.Connection, Optional[str]
+        # before SQLite opens it: a second service never touches (nor moves aside) the log of a running one
+        self._lock_fd = lock_log(path)  # type: Optional[int]
+        try:
+            # a corrupt file is moved aside (``moved_aside`` says where: the service records a fault)
+            self._db, self.moved_aside = open_database(path)  # type: sqlite3.Connection, Optional[str]
+        except BaseException:
+            self._unlock()
+            raise
+        self._write_error = None  # type: Optional[BaseException]  # the last write that failed
+        self._lost_cause = None  # type: Optional[BaseException]  # the failure that made the buffer drop rows
         self.frames_lost = 0  # frame rows dropped because the buffer was full while writing failed
         self._lost = None  # type: Optional[List[int]]  # [count, first seq, last seq] not yet reported
         self._frames = []  # type: List[tuple]
@@ -224,9 +325,11 @@ class EventLog:
         first, last = dropped[0][0], dropped[-1][0]
         if self._lost is None:
             self._lost = [0, first, last]
-            LOG.error("event log %s: the disk has not taken frame rows for a while and %d are buffered; dropping "
-                      "the oldest (from seq %d) until writing works again: free space on the disk holding %s",
-                      self.path, self.max_buffered_rows, first, self.path)
+            cause = self._lost_cause = self._write_error
+            LOG.error("event log %s: frame rows have not been written for a while%s and %d are buffered; dropping "
+                      "the oldest (from seq %d) until writing works again: %s", self.path,
+                      "" if cause is None else " (%s: %s)" % (type(cause).__name__, cause), self.max_buffered_rows,
+                      first, "check the disk holding it" if cause is None else write_error_fix(cause, self.path))
         self._lost = [self._lost[0] + len(dropped), min(self._lost[1], first), max(self._lost[2], last)]
         self.frames_lost += len(dropped)
 
@@ -273,12 +376,16 @@ class EventLog:
                 if rows:
                     self._db.executemany(INSERT_FRAMES, rows)
                 if lost is not None:
+                    cause = self._lost_cause
                     self._fault_locked("event_log", "%d frame rows (seq %d..%d) were dropped while %s could not be "
-                                       "written (disk full or failing); the frames themselves were processed"
-                                       % (lost[0], lost[1], lost[2], self.path), None, None)
+                                       "written (%s); the frames themselves were processed"
+                                       % (lost[0], lost[1], lost[2], self.path, "disk full or failing"
+                                          if cause is None or is_disk_error(cause) else
+                                          "%s: %s" % (type(cause).__name__, cause)), None, None)
                 result = work() if work is not None else None
                 self._db.execute("COMMIT")
-            except BaseException:
+            except BaseException as exc:
+                self._write_error = exc
                 self._rollback_locked()
                 self._put_back_frames(rows, lost)
                 raise
@@ -311,8 +418,8 @@ class EventLog:
             self._write(self._prune_locked, frames=False)
         except sqlite3.Error as exc:
             self._frames_since_prune = 0
-            LOG.warning("event log %s: pruning old rows failed (%s); retried after the next %d rows: free space on "
-                        "its disk", self.path, exc, self._prune_every)
+            LOG.warning("event log %s: pruning old rows failed (%s); retried after the next %d rows: %s",
+                        self.path, exc, self._prune_every, write_error_fix(exc, self.path))
         else:
             self._frames_since_prune = 0
 
@@ -346,9 +453,9 @@ class EventLog:
                             return
                         if not failures:
                             LOG.error("event log %s: writing frame rows failed (%s: %s); %d rows are kept in memory "
-                                      "(at most %d) and written when it works again: free space on the disk "
-                                      "holding %s", self.path, type(exc).__name__, exc, len(self._frames),
-                                      self.max_buffered_rows, self.path)
+                                      "(at most %d) and written when it works again: %s", self.path,
+                                      type(exc).__name__, exc, len(self._frames), self.max_buffered_rows,
+                                      write_error_fix(exc, self.path))
                         failures += 1
                         retry_at = now + self.commit_interval_s
                         continue
@@ -426,10 +533,16 @@ class EventLog:
                                     (limit,)).fetchall()
         return [{"t": r[0], "kind": r[1], "message": r[2], "seq": r[3], "decision_id": r[4]} for r in rows]
 
+    def _unlock(self) -> None:
+        """Release the log's lock (once): another process may open the log from now on."""
+        fd, self._lock_fd = self._lock_fd, None
+        if fd is not None:
+            os.close(fd)  # closing the descriptor releases the flock; the file stays (see ``lock_log``)
+
     def close(self) -> None:
-        """Stop the flusher, flush buffered rows, checkpoint the WAL and close. A disk that still
-        refuses the rows is logged (with how many rows are lost), never raised: the connection is
-        closed either way."""
+        """Stop the flusher, flush buffered rows, checkpoint the WAL, close and release the lock. A disk
+        that still refuses the rows is logged (with how many rows are lost), never raised: the connection
+        is closed either way."""
         self._closing.set()
         if self._flusher is not None:
             self._flusher.join(5.0)
@@ -438,9 +551,12 @@ class EventLog:
                 self.commit()
             except sqlite3.Error as exc:
                 LOG.error("event log %s: %d buffered frame rows could not be written at shutdown (%s) and are lost: "
-                          "free space on the disk holding it", self.path, len(self._frames), exc)
+                          "%s", self.path, len(self._frames), exc, write_error_fix(exc, self.path))
             try:
                 self._db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
             except sqlite3.Error:  # a reader holds the WAL (or the disk is full); it is checkpointed later
                 pass
-            self._db.close()
+            try:
+                self._db.close()
+            finally:
+                self._unlock()

@@ -17,7 +17,7 @@ from typing import Callable, Dict, List, Optional
 from edge_trash.edge_runtime import manifest as manifest_lib
 from edge_trash.edge_runtime.actuators import LATE_TOLERANCE_S, ActuationScheduler, build_actuator
 from edge_trash.edge_runtime.decode import one_box_per_item, OutputReader, Preprocessor, decode_detections
-from edge_trash.edge_runtime.eventlog import EventLog
+from edge_trash.edge_runtime.eventlog import EventLog, LogInUseError
 from edge_trash.edge_runtime.hard_examples import HardExampleQueue
 from edge_trash.edge_runtime.health import HealthServer, Stats, SystemdNotifier
 from edge_trash.edge_runtime.interpreter import describe_input, load_interpreter
@@ -284,6 +284,8 @@ def build_service(bundle: str, config_path: Optional[str], source_spec: str, log
         try:
             log = EventLog(where, max_frame_rows=config.log_max_frame_rows,
                            max_event_rows=config.log_max_event_rows)
+        except LogInUseError as exc:  # another service runs on this log: exit 1, retried (it may stop)
+            raise ResourceError(str(exc)) from None
         except (OSError, sqlite3.Error) as exc:
             raise ResourceError(_unwritable("the event log", where, "--log, or log.path in sort.yaml", exc)) from None
         closers.append(log.close)
