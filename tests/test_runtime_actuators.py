@@ -317,7 +317,7 @@ def test_a_hung_actuator_is_reported_as_stalled():
 
 @pytest.mark.parametrize("kind, spec, module, message", [
     ("gpio", {"gpio": {"a": {"chip": "/dev/gpiochip0", "line": 6}}}, "periphery",
-     "the gpio actuator needs python-periphery: `pip3 install python-periphery`"),
+     "the gpio actuator needs python-periphery: `sudo pip3 install python-periphery`"),
     ("serial", {"serial": {"port": "/dev/ttyUSB0"}}, "serial",
      "the serial actuator needs pyserial: `sudo apt-get install python3-serial`"),
 ])

@@ -334,7 +334,8 @@ def test_is_corrupt_tells_damage_from_other_errors_on_every_python():
 # -- one service per log: the lock -----------------------------------------------------------------
 
 @needs_flock
-def test_a_second_log_on_the_same_file_is_refused_while_the_first_is_open(tmp_path):
+def test_a_second_log_on_the_same_file_is_refused_while_the_first_is_open(tmp_path, monkeypatch):
+    monkeypatch.delenv("INVOCATION_ID", raising=False)  # by hand, not under systemd
     path = str(tmp_path / "events.sqlite")
     first = EventLog(path)
     first.start_run("camera:0", "cpu", 0)
@@ -345,6 +346,14 @@ def test_a_second_log_on_the_same_file_is_refused_while_the_first_is_open(tmp_pa
         EventLog(path)
     assert str(refused.value) == in_use(path, os.getpid())
     assert sorted(os.listdir(str(tmp_path))) == before  # the refused one touched nothing (nor moved it aside)
+    # refused under systemd (the unit), the one holding the log was started by hand: systemctl stop would not stop it
+    monkeypatch.setenv("INVOCATION_ID", "0123abcd")
+    with pytest.raises(LogInUseError) as refused:
+        EventLog(path)
+    monkeypatch.delenv("INVOCATION_ID")
+    assert str(refused.value) == (
+        "another edge-trash service (pid %d) is using the event log %s: stop it first (sudo kill %d, the one "
+        "started by hand), or give this one another --log" % (os.getpid(), path, os.getpid()))
     first.frame(0, "processed")
     first.close()
     assert os.path.exists(path + ".lock")  # kept: the kernel's lock went with close()
@@ -352,6 +361,18 @@ def test_a_second_log_on_the_same_file_is_refused_while_the_first_is_open(tmp_pa
     assert second.next_seq() == 1 and rows(path, "SELECT COUNT(*) FROM runs") == [(1,)]
     second.close()
     EventLog(path).close()  # and again: a closed log leaves nothing that blocks
+
+
+@needs_flock
+def test_a_lock_file_made_under_a_strict_umask_stays_open_to_the_units_user(tmp_path):
+    """root by hand with umask 077 made it 0600: the unit's user could open it no more, and exited 1 forever."""
+    path = str(tmp_path / "events.sqlite")
+    before = os.umask(0o077)
+    try:
+        EventLog(path).close()
+    finally:
+        os.umask(before)
+    assert os.stat(path + ".lock").st_mode & 0o777 == 0o644
 
 
 @needs_flock

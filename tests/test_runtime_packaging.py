@@ -110,10 +110,10 @@ def test_install_check_refuses_a_kept_sort_yaml_that_does_not_fit_the_new_model(
     kept.write_text(json.dumps({"classes": {"bottle": "bottle", "cup": "reject"}}))  # cup: the last model's class
     assert check_install(bundle) is None and main([bundle]) == 0
     problem = check_install(bundle, str(kept))
-    assert problem.startswith("%s (kept from the last install) does not fit this model: " % kept)
+    assert problem.startswith("%s (kept from the last install) cannot be used with this bundle: " % kept)
     assert "classes.cup: not a class of this model" in problem
-    assert problem.endswith("edit it (the bundle's own sort.yaml is the template for this model), then run "
-                            "install.sh again; the running service is unchanged")
+    assert problem.endswith("edit it (the bundle's own sort.yaml is the template for this model and this version), "
+                            "then run install.sh again; the running service is unchanged")
     assert main([bundle, str(kept)]) == 1 and capsys.readouterr().err == "install.sh: %s\n" % problem
     kept.write_text(json.dumps({"classes": {"bottle": "bottle", "can": "can"}}))
     assert check_install(bundle, str(kept)) is None
@@ -144,9 +144,9 @@ def test_install_check_names_the_packages_the_unit_needs_and_the_board_lacks(tmp
     kept = tmp_path / "etc-sort.yaml"
     kept.write_text(json.dumps(config))
     assert check_install(bundle, str(kept), installed=lambda module: False) == (
-        "the service needs these packages: install `sudo apt-get install python3-opencv` (cv2) and `pip3 install "
-        "python-periphery` (periphery), then run install.sh again (a restart would not bring them); the running "
-        "service is unchanged")
+        "the service needs these packages: install `sudo apt-get install python3-opencv` (cv2) and `sudo pip3 "
+        "install python-periphery` (periphery), then run install.sh again (a restart would not bring them); the "
+        "running service is unchanged")
 
 
 def test_install_sh_makes_every_group_the_unit_asks_for_and_keeps_sort_yaml_from_other_users():

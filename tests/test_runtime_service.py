@@ -578,21 +578,29 @@ def test_camera_frames_in_grey_or_bgra_become_rgb_and_other_shapes_a_read_error(
         source.read()
 
 
-def test_a_second_service_on_the_log_of_a_running_one_exits_1_and_says_which(tmp_path, capsys):
+def test_a_second_service_on_the_log_of_a_running_one_exits_1_and_says_which(tmp_path, capsys, monkeypatch):
     """Two services on one log (one started by hand while systemd's runs) would clash on frame numbers and drive
     the same actuator: the second refuses to start, exit 1 (systemd retries: the other may stop)."""
     from edge_trash.edge_runtime import eventlog
 
     if eventlog.fcntl is None:
         pytest.skip("no fcntl (Windows): the log is not locked there")
+    monkeypatch.delenv("INVOCATION_ID", raising=False)  # by hand: the message says systemctl stop
     log_path = str(tmp_path / "ev.sqlite")
     bundle = make_bundle(str(tmp_path / "bundle"), sort_overrides={"health": {"enabled": False},
                                                                     "log": {"path": log_path}})
     write_conveyor_frames(str(tmp_path / "frames"), 3)
     argv = ["run", "--bundle", bundle, "--source", "dir:%s" % (tmp_path / "frames")]
     _, cleanup = build_service(bundle, None, "dir:%s" % (tmp_path / "frames"), interpreter_loader=make_fake_loader())
+    touched = []  # the refused one touches neither the model (the TPU) nor the actuator the first one drives
+
+    def loader(*args):
+        touched.append("model")
+        return make_fake_loader()(*args)
+    monkeypatch.setattr("edge_trash.edge_runtime.service.build_actuator", lambda spec: touched.append("actuator"))
     try:
-        assert main(argv, interpreter_loader=make_fake_loader()) == 1
+        assert main(argv, interpreter_loader=loader) == 1 and touched == []
+        monkeypatch.undo()
         assert capsys.readouterr().err == (
             "edge-trash-device: another edge-trash service (pid %d) is using the event log %s: stop it first (sudo "
             "systemctl stop edge-trash), or give this one another --log\n" % (os.getpid(), log_path))

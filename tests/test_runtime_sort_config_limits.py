@@ -295,10 +295,16 @@ def test_config_keys_are_exactly_the_keys_the_loader_and_the_actuators_read(monk
         name: sorted(keys) for name, keys in CONFIG_KEYS.items()}
 
 
-@pytest.mark.parametrize("value", ["false", "no", "off", 0, 1, None, [False]])
+@pytest.mark.parametrize("value", ["false", "no", "off", 0.0, 2, None, [False]])
 def test_health_enabled_takes_only_true_or_false(value):
     assert refused(health={"enabled": value}) == (
         "sort.yaml: health.enabled: expected true or false, without quotes, got %r" % (value,))
+
+
+def test_health_enabled_0_and_1_still_read_as_before():
+    """bool() took them before true/false were checked: a config of then keeps working."""
+    assert (config(health={"enabled": 0}).health_enabled, config(health={"enabled": 1}).health_enabled) == (
+        False, True)
 
 
 def test_health_enabled_false_turns_the_page_off_with_either_loader():
@@ -345,15 +351,16 @@ def decimal_comma(old: str, new: str) -> str:
 def test_a_decimal_comma_is_named_with_the_key_before_it():
     # YAML reads `"min_confidence": 0,5` as min_confidence 0 and a key 5
     assert decimal_comma('"min_confidence": 0.5,', '"min_confidence": 0,5,') == (
-        "sort.yaml: 5: unknown key (from a decimal comma after min_confidence? write 0.5, not 0,5); valid keys "
-        "are " + TOP_KEYS)
-    assert decimal_comma('"min_agreement": 0.8,', '"min_agreement": 0,8,') == (
-        "sort.yaml: hard_examples.8: unknown key (from a decimal comma after min_agreement? write 0.8, not 0,8); "
-        "valid keys are band, dir, min_agreement, min_interval_s, quota_mb")
-    # a key of digits with no number before it
+        "sort.yaml: 5: unknown key (a number written with a decimal comma after min_confidence? write it with a "
+        "point: 0.5, not 0,5); valid keys are " + TOP_KEYS)
+    # 0,05: YAML 1.1 reads 05 as octal 5, so the value is not computed (it said 'write 0.5')
+    assert decimal_comma('"min_agreement": 0.8,', '"min_agreement": 0,05,') == (
+        "sort.yaml: hard_examples.5: unknown key (a number written with a decimal comma after min_agreement? write "
+        "it with a point: 0.5, not 0,5); valid keys are band, dir, min_agreement, min_interval_s, quota_mb")
+    # a key of digits with no key before it
     assert refused(tracker={"7": 1}) == (
-        "sort.yaml: tracker.7: unknown key (a number written with a decimal comma? write it with a point, e.g. "
-        "0.5); valid keys are iou_threshold, max_age, max_distance, min_hits")
+        "sort.yaml: tracker.7: unknown key (a number written with a decimal comma? write it with a point: 0.5, not "
+        "0,5); valid keys are iou_threshold, max_age, max_distance, min_hits")
 
 
 def test_the_service_refuses_a_misspelt_section_key_before_opening_anything(tmp_path):

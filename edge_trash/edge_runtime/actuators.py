@@ -21,6 +21,11 @@ SERIAL_COMMAND = "BIN {bin}\n"
 SERIAL_ENCODINGS = ("ascii", "utf-8")
 
 
+# How to install what each actuator needs (its errors and install.sh's check say it)
+INSTALL_PERIPHERY = "sudo pip3 install python-periphery"
+INSTALL_PYSERIAL = "sudo apt-get install python3-serial"
+
+
 class ActuatorError(Exception):
     """An actuator could not move an item to a bin."""
 
@@ -99,7 +104,7 @@ class GpioPulseActuator(Actuator):
             try:
                 from periphery import GPIO as cls
             except ImportError:
-                raise ActuatorPackageError("the gpio actuator needs python-periphery: `pip3 install python-periphery`")
+                raise ActuatorPackageError("the gpio actuator needs python-periphery: `%s`" % INSTALL_PERIPHERY)
         for bin_name, spec in self.lines.items():
             try:
                 self.gpios[bin_name] = cls(spec["chip"], int(spec["line"]), "out")
@@ -153,7 +158,7 @@ class PwmServoActuator(Actuator):
             try:
                 from periphery import PWM as cls
             except ImportError:
-                raise ActuatorPackageError("the pwm actuator needs python-periphery: `pip3 install python-periphery`")
+                raise ActuatorPackageError("the pwm actuator needs python-periphery: `%s`" % INSTALL_PERIPHERY)
         try:
             self.pwm = cls(self.chip, self.channel)
             self.pwm.frequency = self.frequency_hz
@@ -200,7 +205,7 @@ class SerialActuator(Actuator):
             try:
                 from serial import Serial as cls
             except ImportError:
-                raise ActuatorPackageError("the serial actuator needs pyserial: `sudo apt-get install python3-serial`")
+                raise ActuatorPackageError("the serial actuator needs pyserial: `%s`" % INSTALL_PYSERIAL)
         try:
             self.conn = cls(self.port, self.baudrate, timeout=self.timeout_s)
         except Exception as exc:

@@ -94,14 +94,18 @@ def lock_log(path: str) -> Optional[int]:
         finally:
             os.close(fd)
         if held:
-            raise LogInUseError("another edge-trash service %sis using the event log %s: stop it first (sudo "
-                                "systemctl stop edge-trash), or give this one another --log"
-                                % ("" if holder is None else "(pid %d) " % holder, path)) from None
+            # under systemd the other one was started by hand: `systemctl stop` would stop only this unit
+            stop = ("sudo kill %d, the one started by hand" % holder if holder is not None else
+                    "the one started by hand") if os.environ.get("INVOCATION_ID") else "sudo systemctl stop edge-trash"
+            raise LogInUseError("another edge-trash service %sis using the event log %s: stop it first (%s), or "
+                                "give this one another --log"
+                                % ("" if holder is None else "(pid %d) " % holder, path, stop)) from None
         LOG.warning("event log %s: cannot lock %s (%s); a second service on this log would not be refused",
                     path, name, exc)
         return None
     if writable:
         try:
+            os.fchmod(fd, 0o644)  # whatever the umask of whoever made it (root by hand, 077): the unit's user opens it
             os.ftruncate(fd, 0)
             os.write(fd, ("%d\n" % os.getpid()).encode("ascii"))
         except OSError:  # a full disk: the lock holds all the same, only its message lacks the pid

@@ -9,12 +9,14 @@ import os
 import sys
 from typing import Callable, List, Optional
 
+from edge_trash.edge_runtime.actuators import INSTALL_PERIPHERY, INSTALL_PYSERIAL
+from edge_trash.edge_runtime.sources import INSTALL_OPENCV
+
 # What the installed unit needs beyond numpy and the interpreter: its --source camera:0 reads through OpenCV, and
 # each actuator type its own package (the module, and how to install it, as the service's own errors say).
-CAMERA_PACKAGE = ("cv2", "sudo apt-get install python3-opencv")
-ACTUATOR_PACKAGES = {"gpio": ("periphery", "pip3 install python-periphery"),
-                     "pwm": ("periphery", "pip3 install python-periphery"),
-                     "serial": ("serial", "sudo apt-get install python3-serial")}
+CAMERA_PACKAGE = ("cv2", INSTALL_OPENCV)
+ACTUATOR_PACKAGES = {"gpio": ("periphery", INSTALL_PERIPHERY), "pwm": ("periphery", INSTALL_PERIPHERY),
+                     "serial": ("serial", INSTALL_PYSERIAL)}
 
 
 def missing_packages(actuator_type: str, installed: Optional[Callable[[str], bool]] = None) -> List[str]:
@@ -40,11 +42,11 @@ def check_install(bundle: str, kept_config: Optional[str] = None,
     try:
         actuator = load_sort_config(config, labels).actuator
     except ConfigError as exc:
-        if not kept_config:  # the bundle's own: verify_bundle checked it, so only an option this board lacks
+        if not kept_config:  # the bundle's own (an operator's edit before the copy: sort.yaml has no hash check)
             return "%s; the running service is unchanged" % exc
-        return ("%s (kept from the last install) does not fit this model: %s; edit it (the bundle's own "
-                "sort.yaml is the template for this model), then run install.sh again; the running service "
-                "is unchanged" % (kept_config, exc))
+        return ("%s (kept from the last install) cannot be used with this bundle: %s; edit it (the bundle's own "
+                "sort.yaml is the template for this model and this version), then run install.sh again; the "
+                "running service is unchanged" % (kept_config, exc))
     missing = missing_packages(str(actuator.get("type", "simulated")), installed)
     if missing:
         return ("the service needs %s: install %s, then run install.sh again (a restart would not bring %s); the "

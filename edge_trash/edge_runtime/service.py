@@ -256,39 +256,43 @@ def build_service(bundle: str, config_path: Optional[str], source_spec: str, log
     verified = manifest_lib.verify_bundle(bundle)
     labels = verified["labels"]
     config = load_sort_config(config_path or os.path.join(bundle, manifest_lib.SORT_CONFIG), labels)
-    loader = interpreter_loader or (lambda cpu, tpu, dev: load_interpreter(cpu, tpu, dev))
-    loaded = loader(os.path.join(bundle, manifest_lib.CPU_MODEL), os.path.join(bundle, manifest_lib.EDGETPU_MODEL),
-                    device)
-    model_input = describe_input(loaded.interpreter)
-    shape = model_input["shape"]
-    if model_input["dtype"] != "uint8" or len(shape) != 4 or shape[0] != 1 or shape[3] != 3:
-        raise manifest_lib.BundleError(
-            "%s takes a %s %s input; the service feeds [1, H, W, 3] uint8 camera frames. Export the model with "
-            "a uint8 input (`edge-trash export`, the default)" % (loaded.model_path, model_input["dtype"], shape))
-    manifest_lib.check_model_input(verified, model_input)
-    for name in verified["modified_config"]:
-        LOG.info("%s was edited or removed after export (expected for sort.yaml)", name)
-    stats = Stats()
-    stats.accelerator, stats.warning = loaded.accelerator, loaded.warning
-    source = source if source is not None else open_source(source_spec)
-    actuator = build_actuator(config.actuator)
-    actuator.open()
-    closers = [actuator.close]  # undone in reverse order on failure or by cleanup()
+    # the log (and its lock) before the model, the camera and the actuator: a second service on the log of a
+    # running one stops here, before it touches the TPU, the camera or the actuator the first one drives
+    where = log_path or config.log_path or os.path.join(bundle, "events.sqlite")
+    try:
+        log = EventLog(where, max_frame_rows=config.log_max_frame_rows, max_event_rows=config.log_max_event_rows)
+    except LogInUseError as exc:  # another service runs on this log: exit 1, retried (it may stop)
+        raise ResourceError(str(exc)) from None
+    except (OSError, sqlite3.Error) as exc:  # the lock file beside the log named when it is the one refused
+        lock = getattr(exc, "filename", None)
+        raise ResourceError(_unwritable("the event log", lock if lock == where + ".lock" else where,
+                                        "--log, or log.path in sort.yaml", exc)) from None
+    closers = [log.close]  # undone in reverse order on failure or by cleanup()
 
     def cleanup():
         while closers:
             closers.pop()()
 
     try:
-        where = log_path or config.log_path or os.path.join(bundle, "events.sqlite")
-        try:
-            log = EventLog(where, max_frame_rows=config.log_max_frame_rows,
-                           max_event_rows=config.log_max_event_rows)
-        except LogInUseError as exc:  # another service runs on this log: exit 1, retried (it may stop)
-            raise ResourceError(str(exc)) from None
-        except (OSError, sqlite3.Error) as exc:
-            raise ResourceError(_unwritable("the event log", where, "--log, or log.path in sort.yaml", exc)) from None
-        closers.append(log.close)
+        loader = interpreter_loader or (lambda cpu, tpu, dev: load_interpreter(cpu, tpu, dev))
+        loaded = loader(os.path.join(bundle, manifest_lib.CPU_MODEL),
+                        os.path.join(bundle, manifest_lib.EDGETPU_MODEL), device)
+        model_input = describe_input(loaded.interpreter)
+        shape = model_input["shape"]
+        if model_input["dtype"] != "uint8" or len(shape) != 4 or shape[0] != 1 or shape[3] != 3:
+            raise manifest_lib.BundleError(
+                "%s takes a %s %s input; the service feeds [1, H, W, 3] uint8 camera frames. Export the model "
+                "with a uint8 input (`edge-trash export`, the default)" % (loaded.model_path, model_input["dtype"],
+                                                                          shape))
+        manifest_lib.check_model_input(verified, model_input)
+        for name in verified["modified_config"]:
+            LOG.info("%s was edited or removed after export (expected for sort.yaml)", name)
+        stats = Stats()
+        stats.accelerator, stats.warning = loaded.accelerator, loaded.warning
+        source = source if source is not None else open_source(source_spec)
+        actuator = build_actuator(config.actuator)
+        actuator.open()
+        closers.append(actuator.close)
         start_seq = log.next_seq()
         tracker = IoUTracker(config.mode, TriggerLine(config.trigger_axis, config.trigger_position,
                                                       config.trigger_direction),
@@ -369,7 +373,7 @@ def build_service(bundle: str, config_path: Optional[str], source_spec: str, log
         for ref, bin_name, due, t_first in resumable:
             scheduler.schedule(ref, bin_name, due + to_monotonic, t_first + to_monotonic)
         scheduler.start()
-        closers.insert(2, scheduler.stop)  # after log.close in the list: it stops before the log closes
+        closers.insert(2, scheduler.stop)  # after log.close and actuator.close: it stops before either closes
         log.start_flusher()
     except BaseException:
         cleanup()

@@ -93,9 +93,9 @@ class SortConfig:
     def _flag(self, section: str, key: str, default: bool) -> bool:
         """A boolean of ``section``: only YAML's true/false (a text such as "false" would read as true)."""
         value = self._section(section).get(key, default)
-        if not isinstance(value, bool):
-            raise self._err("%s.%s" % (section, key), "expected true or false, without quotes, got %r" % (value,))
-        return value
+        if value in (0, 1) and not isinstance(value, float):  # true/false, and 0/1 as configs before this check had
+            return bool(value)
+        raise self._err("%s.%s" % (section, key), "expected true or false, without quotes, got %r" % (value,))
 
     def _text(self, section: str, key: str, default: Optional[str]) -> Optional[str]:
         """A text value of ``section`` (a path or host name), or ``default`` when absent."""
@@ -325,16 +325,14 @@ def _dotted(name: str, key) -> str:
 
 def _unknown_key_hint(table: Dict, key, valid: Sequence[str]) -> str:
     """What ``key``, unknown in ``table``, likely is: a close match of ``valid``; for a key of digits only, the
-    decimals of a number written with a comma (``"min_confidence": 0,5`` reads as min_confidence 0 and a key 5)."""
+    decimals of a number written with a comma (``"min_confidence": 0,5`` reads as min_confidence 0 and a key 5),
+    named after the key before it."""
     text = str(key)
-    if re.fullmatch(r"[0-9]+", text):
+    if re.fullmatch(r"[0-9]+", text):  # its digits as written are gone: YAML 1.1 reads "05" as octal 5
         keys = list(table)
         at = keys.index(key)
-        before = table[keys[at - 1]] if at else None
-        if isinstance(before, int) and not isinstance(before, bool):
-            return " (from a decimal comma after %s? write %s.%s, not %s,%s)" % (keys[at - 1], before, text, before,
-                                                                                 text)
-        return " (a number written with a decimal comma? write it with a point, e.g. 0.5)"
+        after = " after %s" % keys[at - 1] if at else ""
+        return " (a number written with a decimal comma%s? write it with a point: 0.5, not 0,5)" % after
     close = difflib.get_close_matches(text, valid, n=1)
     return " (did you mean %s?)" % close[0] if close else ""
 

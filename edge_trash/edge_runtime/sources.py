@@ -17,6 +17,7 @@ from typing import Callable, List, Optional
 import numpy as np
 
 LOG = logging.getLogger(__name__)
+INSTALL_OPENCV = "sudo apt-get install python3-opencv"  # what camera: and video: sources read through
 
 IMAGE_EXTENSIONS = (".npy", ".ppm", ".pgm", ".jpg", ".jpeg", ".png", ".bmp")
 
@@ -188,7 +189,7 @@ class OpenCVSource(FrameSource):
         try:
             import cv2
         except ImportError:
-            raise SourceSpecError("%s needs OpenCV: `sudo apt-get install python3-opencv`" % self.description)
+            raise SourceSpecError("%s needs OpenCV: `%s`" % (self.description, INSTALL_OPENCV))
         if self.api == "gstreamer":
             self.cap = cv2.VideoCapture(self.target, cv2.CAP_GSTREAMER)
         else:

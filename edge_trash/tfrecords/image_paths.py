@@ -695,7 +695,8 @@ MISSING_SAMPLED = 200  # names looked for in each folder above --images before t
 def missing_found_above(images_dir: "str | Path", file_names: Sequence[str]) -> Optional[Tuple[Path, int]]:
     """``(folder, count)``: of :func:`folders_above` ``images_dir``, the one under which the most of
     ``file_names`` (names not found under ``images_dir``) are files, the nearer on a tie, and how many; None
-    when none is, or when not half of the first :data:`MISSING_SAMPLED` names are (the hint's threshold). For a
+    when none is, or when not half of :data:`MISSING_SAMPLED` names spread over the list are (the hint's
+    threshold). For a
     hint that ``--images`` is too deep (``S/images/batch_1`` for ``batch_2/000002.jpg``): one ``stat`` per
     sampled name and folder, then one per name in the folder chosen, no listing (100,000 photos truly missing
     cost 400 stats), and exact spelling only. A path from the root, a URL or one with ``..`` says nothing of
@@ -706,7 +707,7 @@ def missing_found_above(images_dir: "str | Path", file_names: Sequence[str]) -> 
         parts = _parts(name)
         if parts and ".." not in parts and not _ABSOLUTE.match(name) and not _URL.match(name):
             relative.append(parts)
-    sample = relative[:MISSING_SAMPLED]
+    sample = relative[::max(1, -(-len(relative) // MISSING_SAMPLED))]  # spread: a lost batch first is no reason
     best: Optional[Tuple[Path, int]] = None
     for folder in folders_above(images_dir) if relative else []:
         count = sum(1 for parts in sample if os.path.isfile(folder.joinpath(*parts)))
