@@ -460,7 +460,8 @@ def test_a_queue_folder_this_user_may_not_make_says_to_run_as_one_that_can(tmp_p
     bundle = make_bundle(str(tmp_path / "bundle"), sort_overrides={
         "health": {"enabled": False}, "log": {"path": str(tmp_path / "ev.sqlite")}, "hard_examples": {"dir": hard_dir}})
     monkeypatch.setattr(hard_examples.os, "makedirs", refused)  # as for a folder root owns (tests run as root)
-    assert main(["run", "--bundle", bundle, "--source", "dir:%s" % tmp_path], interpreter_loader=make_fake_loader()) == 1
+    argv = ["run", "--bundle", bundle, "--source", "dir:%s" % tmp_path]
+    assert main(argv, interpreter_loader=make_fake_loader()) == 1
     assert capsys.readouterr().err == (
         "edge-trash-device: cannot open the hard-example queue at %s (Permission denied): run the service as a user "
         "that can write there (install.sh makes /var/lib/edge-trash for its edge-trash user), or set "

@@ -1626,6 +1626,9 @@ def test_missing_found_above_stats_only_the_missing_names_in_the_folders_above(t
     assert missing_found_above(deep, ["batch_2/000002.jpg", "batch_2\\000004.jpg"]) == (root / "images", 2)
     assert missing_found_above(deep / "x", ["batch_1/000001.jpg"]) == (root / "images", 1)  # two folders up
     assert missing_found_above(deep, ["batch_2/000009.jpg"]) is None
+    # the hint's threshold: half the names not found or more
+    assert missing_found_above(deep, ["batch_2/000002.jpg", "batch_9/1.jpg"]) == (root / "images", 1)
+    assert missing_found_above(deep, ["batch_2/000002.jpg", "batch_9/1.jpg", "batch_9/2.jpg"]) is None
     assert missing_found_above(deep, []) is None
     # a path from the root, a URL or '..' says nothing of where --images should be
     for name in (str(root / "images" / "batch_2" / "000002.jpg"), "../batch_2/000002.jpg",

@@ -31,14 +31,14 @@ def check_install(bundle: str, kept_config: Optional[str] = None,
                   installed: Optional[Callable[[str], bool]] = None) -> Optional[str]:
     """None when ``bundle`` verifies, ``kept_config`` (if given) loads against its labels and the packages the
     unit needs are installed (:func:`missing_packages`); else why not."""
-    from edge_trash.edge_runtime.manifest import BundleError, verify_bundle
+    from edge_trash.edge_runtime.manifest import SORT_CONFIG, BundleError, verify_bundle
     from edge_trash.edge_runtime.sort_config import ConfigError, load_sort_config
 
     try:
         labels = verify_bundle(bundle)["labels"]
     except BundleError as exc:
         return "%s; the running service is unchanged" % exc
-    config = kept_config or os.path.join(bundle, "sort.yaml")
+    config = kept_config or os.path.join(bundle, SORT_CONFIG)
     try:
         actuator = load_sort_config(config, labels).actuator
     except ConfigError as exc:

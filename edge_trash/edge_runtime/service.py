@@ -17,7 +17,7 @@ from typing import Callable, Dict, List, Optional
 from edge_trash.edge_runtime import manifest as manifest_lib
 from edge_trash.edge_runtime.actuators import LATE_TOLERANCE_S, ActuationScheduler, build_actuator
 from edge_trash.edge_runtime.decode import one_box_per_item, OutputReader, Preprocessor, decode_detections
-from edge_trash.edge_runtime.eventlog import EventLog, LogInUseError
+from edge_trash.edge_runtime.eventlog import EventLog, LogInUseError, is_disk_error
 from edge_trash.edge_runtime.hard_examples import HardExampleQueue
 from edge_trash.edge_runtime.health import HealthServer, Stats, SystemdNotifier
 from edge_trash.edge_runtime.interpreter import describe_input, load_interpreter
@@ -40,7 +40,7 @@ class ResourceError(Exception):
 def _unwritable(what: str, path: str, setting: str, exc: BaseException) -> str:
     """The message for a log or queue the service cannot create: the path, why, and the two fixes."""
     reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
-    if getattr(exc, "errno", None) == errno.ENOSPC or "full" in reason:
+    if is_disk_error(exc):
         return ("cannot open %s at %s (%s): free space on its disk (`df -h %s`), or set %s to a folder on "
                 "another disk" % (what, path, reason, os.path.dirname(os.path.abspath(path)), setting))
     if getattr(exc, "errno", None) in (errno.EEXIST, errno.ENOTDIR):  # a file where a folder of the path goes
@@ -136,8 +136,9 @@ class SortLoop:
             # crossed, or decided before a restart): the operator must know.
             self.stats.count("faults")
             message = "track %d (%s, %d frame%s, seq %d..%d, last box %s) passed the trigger line without a " \
-                      "decision" % (track.id, track.labels.get(track.leader), track.hits, "" if track.hits == 1 else "s",
-                                    track.first_seq, track.last_seq, [round(v, 1) for v in track.bbox])
+                      "decision" % (track.id, track.labels.get(track.leader), track.hits,
+                                    "" if track.hits == 1 else "s", track.first_seq, track.last_seq,
+                                    [round(v, 1) for v in track.bbox])
             self._logged(self.log.fault, "unsorted_item", message, track.first_seq)
 
     def _process(self, frame) -> None:

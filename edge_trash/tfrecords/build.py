@@ -75,7 +75,7 @@ def _images_folder_above_hint(missing: Mapping[int, Sequence[str]],
     for k, given in enumerate(image_dirs):
         names = missing.get(k, [])
         above = missing_found_above(given, names) if names else None
-        if above is not None and 2 * above[1] >= len(names):
+        if above is not None:
             folders.append(str(above[0]))
             covered += above[1]
         else:

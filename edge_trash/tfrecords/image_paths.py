@@ -694,13 +694,12 @@ MISSING_SAMPLED = 200  # names looked for in each folder above --images before t
 
 def missing_found_above(images_dir: "str | Path", file_names: Sequence[str]) -> Optional[Tuple[Path, int]]:
     """``(folder, count)``: of :func:`folders_above` ``images_dir``, the one under which the most of
-    ``file_names`` (names not found under ``images_dir``) are files, the nearer on a tie, and how many; None
-    when none is, or when not half of :data:`MISSING_SAMPLED` names spread over the list are (the hint's
-    threshold). For a
-    hint that ``--images`` is too deep (``S/images/batch_1`` for ``batch_2/000002.jpg``): one ``stat`` per
-    sampled name and folder, then one per name in the folder chosen, no listing (100,000 photos truly missing
-    cost 400 stats), and exact spelling only. A path from the root, a URL or one with ``..`` says nothing of
-    where ``--images`` should be and is not counted. Nothing is read from there."""
+    ``file_names`` (names not found under ``images_dir``) are files, the nearer on a tie, and how many, when
+    that is half of ``file_names`` or more (the build's hint that ``--images`` is too deep: ``S/images/batch_1``
+    for ``batch_2/000002.jpg``); else None. :data:`MISSING_SAMPLED` names spread over the list are looked for
+    in each folder first, and all of them only in the folder chosen when half the sample is there: no listing,
+    and 100,000 photos truly missing cost 400 stats. Exact spelling only; a path from the root, a URL or one
+    with ``..`` says nothing of where ``--images`` should be and is not counted. Nothing is read from there."""
     relative = []
     for file_name in file_names:
         name = disk_spelling(file_name)
@@ -713,11 +712,11 @@ def missing_found_above(images_dir: "str | Path", file_names: Sequence[str]) -> 
         count = sum(1 for parts in sample if os.path.isfile(folder.joinpath(*parts)))
         if count and (best is None or count > best[1]):
             best = (folder, count)
-    if best is None or len(sample) == len(relative):
-        return best
-    if 2 * best[1] < len(sample):
+    if best is None or 2 * best[1] < len(sample):
         return None
-    return best[0], sum(1 for parts in relative if os.path.isfile(best[0].joinpath(*parts)))
+    if len(sample) < len(relative):
+        best = (best[0], sum(1 for parts in relative if os.path.isfile(best[0].joinpath(*parts))))
+    return best if 2 * best[1] >= len(file_names) else None
 
 
 def holds_no_image(folder: Path) -> bool:

@@ -335,7 +335,8 @@ def _run_or_bundle(folder: Path, flag: str) -> str:
 
 def not_records(folder: Path, flag: str) -> str:
     """What a folder with no TFRecords holds when a user passes it as ``flag`` by mistake: the report of
-    ``edge-trash analyze``, a training run or an export bundle, or photos (with their COCO JSON) not yet built, with the command that builds them;
+    ``edge-trash analyze``, a training run or an export bundle, or photos (with their COCO JSON) not yet built,
+    with the command that builds them;
     "" for anything else."""
     if (folder / "stats.json").is_file() and (folder / "report.md").is_file():
         return (f"{flag} {folder}: a report of `edge-trash analyze` (report.md, stats.json), not records: pass the "

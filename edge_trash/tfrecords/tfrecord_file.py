@@ -37,7 +37,8 @@ def masked_crc32c(data: bytes) -> int:
 
 def header_checks_out(head: bytes) -> bool:
     """Whether ``head`` (a file's first bytes) starts as a TFRecord file does: a record's length and that
-    length's masked CRC32C (:data:`HEADER`), as :func:`read_records` checks them."""
+    length's masked CRC32C (:data:`HEADER`), the check :func:`read_records` makes of each record (inline there:
+    it has the header unpacked already)."""
     if len(head) < HEADER.size:
         return False
     _, length_crc = HEADER.unpack(head[:HEADER.size])
@@ -90,8 +91,8 @@ def read_records(path: Union[str, Path]) -> Iterator[bytes]:
                 return
             if len(header) < HEADER.size:
                 raise TFRecordCorruptError(f"the file ends inside the header of the record at byte {offset}")
-            length, _ = HEADER.unpack(header)
-            if not header_checks_out(header):
+            length, length_crc = HEADER.unpack(header)
+            if masked_crc32c(header[:8]) != length_crc:
                 raise TFRecordCorruptError(f"the length of the record at byte {offset} fails its checksum")
             data = fh.read(length)
             footer = fh.read(FOOTER.size)
