@@ -402,6 +402,31 @@ def test_a_lock_file_left_by_a_dead_process_does_not_block_a_restart(tmp_path):
 
 
 @needs_flock
+def test_a_holder_that_could_not_write_its_pid_is_not_named_by_a_dead_ones(tmp_path, monkeypatch):
+    """A service that could open the lock file only read-only (made by another user) holds the lock without
+    writing its pid: the pid in the file is an earlier holder's, which the refusal must not name."""
+    monkeypatch.delenv("INVOCATION_ID", raising=False)
+    path = str(tmp_path / "events.sqlite")
+    with open(path + ".lock", "w") as f:
+        f.write("999999999\n")  # the earlier holder, gone
+    fd = os.open(path + ".lock", os.O_RDONLY)
+    try:
+        eventlog.fcntl.flock(fd, eventlog.fcntl.LOCK_EX | eventlog.fcntl.LOCK_NB)  # the read-only holder
+        with pytest.raises(LogInUseError) as refused:
+            EventLog(path)
+        assert str(refused.value) == (
+            "another edge-trash service is using the event log %s: stop it first (sudo systemctl stop "
+            "edge-trash), or give this one another --log" % path)
+        with open(path + ".lock", "w") as f:
+            f.write("%d\n" % os.getpid())  # a live pid is named
+        with pytest.raises(LogInUseError) as refused:
+            EventLog(path)
+        assert str(refused.value) == in_use(path, os.getpid())
+    finally:
+        os.close(fd)
+
+
+@needs_flock
 def test_a_corrupt_log_of_a_running_service_is_not_moved_aside_by_a_second_one(tmp_path, monkeypatch):
     path = str(tmp_path / "events.sqlite")
     monkeypatch.setattr(time, "strftime", lambda fmt, *a: "20240102-030405")

@@ -468,7 +468,10 @@ def test_a_queue_folder_this_user_may_not_make_says_to_run_as_one_that_can(tmp_p
         "hard_examples.dir in sort.yaml to a folder this user can write\n" % hard_dir)
 
 
-def test_decisions_the_log_cannot_record_still_move_their_items(tmp_path, caplog):
+@pytest.mark.parametrize("error, fix", [
+    ("database or disk is full", "free space on the disk holding {log}"),
+    ("database is locked", "another process holds {log} locked (an open query?): close it")])
+def test_decisions_the_log_cannot_record_still_move_their_items(tmp_path, caplog, error, fix):
     journal = str(tmp_path / "actuator.txt")
     bundle = make_bundle(str(tmp_path / "bundle"), sort_overrides={
         "travel_delay_s": 0.0, "health": {"enabled": False}, "log": {"path": str(tmp_path / "ev.sqlite")},
@@ -477,7 +480,7 @@ def test_decisions_the_log_cannot_record_still_move_their_items(tmp_path, caplog
     loop, cleanup = build_service(bundle, None, "dir:%s" % (tmp_path / "frames"), interpreter_loader=make_fake_loader())
 
     def disk_full(rows):
-        raise sqlite3.OperationalError("database or disk is full")
+        raise sqlite3.OperationalError(error)
 
     loop.log.record_decisions = disk_full
     t0 = time.time()
@@ -492,8 +495,9 @@ def test_decisions_the_log_cannot_record_still_move_their_items(tmp_path, caplog
     assert [int(ref) for ref, _ in moved] == [-(k + 1) for k in range(len(crossing))]
     assert loop.log_errors == len(crossing) and summary["counters"]["log_errors"] == len(crossing)
     errors = [r.getMessage() for r in caplog.records if r.levelname == "ERROR"]
-    assert errors == ["event log %s: disk_full failed: database or disk is full (1 failed writes so far); sorting "
-                      "goes on without the record: free space on its disk" % (tmp_path / "ev.sqlite")]
+    log = str(tmp_path / "ev.sqlite")
+    assert errors == ["event log %s: disk_full failed: %s (1 failed writes so far); sorting goes on without the "
+                      "record: %s" % (log, error, fix.format(log=log))]
     # the frames still reached the log, with wall-clock times although the loop runs on the monotonic clock
     times = q(str(tmp_path / "ev.sqlite"), "SELECT MIN(t), MAX(t), COUNT(*) FROM frames")[0]
     assert t0 - 1 <= times[0] <= times[1] <= time.time() and times[2] == 120

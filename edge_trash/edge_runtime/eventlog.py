@@ -114,12 +114,20 @@ def lock_log(path: str) -> Optional[int]:
 
 
 def _read_pid(fd: int) -> Optional[int]:
-    """The pid written in a lock file (None when it is empty or unreadable)."""
+    """The pid written in a lock file: None when it is empty or unreadable, or when no process has that pid
+    (a holder that could open the file only read-only leaves the pid of an earlier, dead holder there)."""
     try:
         os.lseek(fd, 0, os.SEEK_SET)
-        return int(os.read(fd, 32).decode("ascii").strip())
+        pid = int(os.read(fd, 32).decode("ascii").strip())
     except (OSError, ValueError, UnicodeDecodeError):
         return None
+    try:
+        os.kill(pid, 0)  # signal 0: no signal is sent, only whether the process exists is checked
+    except PermissionError:  # it exists, as another user (root, by hand)
+        pass
+    except (OSError, OverflowError):  # ProcessLookupError: gone
+        return None
+    return pid
 
 
 def is_disk_error(exc: BaseException) -> bool:

@@ -17,7 +17,7 @@ from typing import Callable, Dict, List, Optional
 from edge_trash.edge_runtime import manifest as manifest_lib
 from edge_trash.edge_runtime.actuators import LATE_TOLERANCE_S, ActuationScheduler, build_actuator
 from edge_trash.edge_runtime.decode import one_box_per_item, OutputReader, Preprocessor, decode_detections
-from edge_trash.edge_runtime.eventlog import EventLog, LogInUseError, is_disk_error
+from edge_trash.edge_runtime.eventlog import EventLog, LogInUseError, is_disk_error, write_error_fix
 from edge_trash.edge_runtime.hard_examples import HardExampleQueue
 from edge_trash.edge_runtime.health import HealthServer, Stats, SystemdNotifier
 from edge_trash.edge_runtime.interpreter import describe_input, load_interpreter
@@ -117,8 +117,8 @@ class SortLoop:
             self.stats.count("log_errors")
             if self.log_errors == 1 or self.log_errors % 1000 == 0:
                 LOG.error("event log %s: %s failed: %s (%d failed writes so far); sorting goes on without "
-                          "the record: free space on its disk", self.log.path, getattr(write, "__name__", write),
-                          exc, self.log_errors)
+                          "the record: %s", self.log.path, getattr(write, "__name__", write),
+                          exc, self.log_errors, write_error_fix(exc, self.log.path))
             return None
 
     def _log_dropped(self, seqs: List[int], note: str) -> None:
