@@ -90,11 +90,12 @@ def main() -> None:
     for stream in (sys.stdout, sys.stderr):  # a file name read from disk may hold bytes that were not UTF-8
         if hasattr(stream, "reconfigure"):
             stream.reconfigure(errors="backslashreplace")
-    from edge_trash.terminal import exit_status_of_signal
+    from edge_trash.terminal import exit_status_of_signal, note_ctrl_c
 
+    note_ctrl_c()
     try:
         cli()
-    except SystemExit as exc:  # "Aborted!" after a SIGTERM exits 143, as a killed process would
+    except SystemExit as exc:  # "Aborted!" after Ctrl-C exits 130, after a SIGTERM 143, as a killed process would
         raise SystemExit(exit_status_of_signal() or exc.code) from None
     except OSError as exc:  # stdout itself cannot be written (> /dev/full, a full disk): no traceback
         if exc.filename is not None or exc.errno not in (errno.ENOSPC, errno.EDQUOT, errno.EIO):

@@ -50,9 +50,17 @@ def _interrupt(signum: int, frame: Any) -> None:
 
 
 def exit_status_of_signal() -> Optional[int]:
-    """128 + the signal that stopped the command (143 for SIGTERM), as a shell reports a process the
-    signal killed; None when no signal did."""
+    """128 + the signal that stopped the command (130 for Ctrl-C, 143 for SIGTERM), as a shell reports a process
+    the signal killed; None when no signal did."""
     return 128 + _received[0] if _received else None
+
+
+def note_ctrl_c() -> None:
+    """From now on, Ctrl-C (SIGINT) still raises ``KeyboardInterrupt``, and is noted, so that the command exits 130
+    as a shell reports a process Ctrl-C stopped, not 1 as for an error (main thread, default handler only)."""
+    if (threading.current_thread() is threading.main_thread()
+            and signal.getsignal(signal.SIGINT) is signal.default_int_handler):
+        signal.signal(signal.SIGINT, _interrupt)
 
 
 def stop_on_sigterm() -> None:

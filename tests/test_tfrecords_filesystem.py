@@ -319,7 +319,9 @@ def test_progress_bars_fit_where_stderr_goes(monkeypatch):
     assert terminal.progress_bar(total=3, disable=True).disable
 
 
-def test_sigterm_cleans_up_as_ctrl_c_does(tmp_path):
+@pytest.mark.parametrize("stop, status", [(signal.SIGTERM, 143), (signal.SIGINT, 130)])
+def test_sigterm_cleans_up_as_ctrl_c_does(tmp_path, stop, status):
+    """Both exit 128 + the signal, as a shell reports a process it stopped (Ctrl-C exited 1, as an error does)."""
     # kill / timeout / docker stop mid-build: the spool (the size of the output) and the lock stayed in --out,
     # and the workers wrote BrokenPipeError tracebacks.
     ann = _dataset(tmp_path, [f"{i}.jpg" for i in range(40)])
@@ -341,9 +343,9 @@ def test_sigterm_cleans_up_as_ctrl_c_does(tmp_path):
     while not (out / ".records.spool.tmp").exists() and time.monotonic() < deadline:
         time.sleep(0.05)
     time.sleep(0.3)
-    proc.send_signal(signal.SIGTERM)
+    proc.send_signal(stop)
     stdout, stderr = proc.communicate(timeout=60)
-    assert proc.returncode == 143 and "Aborted!" in stderr and "Traceback" not in stderr, stderr
+    assert proc.returncode == status and "Aborted!" in stderr and "Traceback" not in stderr, stderr
     assert list(out.iterdir()) == []
 
 
