@@ -166,10 +166,16 @@ def test_max_boxes_truncates_and_target_fn_replaces_the_dict(data_dir):
 
     from edge_trash.train.input_pipeline import make_dataset
 
+    ds = make_dataset(data_dir, "train", 5, 16, None, None, 0, True, max_boxes=2, steps=1)
+    (_, target), = list(ds.take(1))  # training: one epoch of the 5 images, shuffled, each cut to 2 boxes
+    assert sorted(target["num_boxes"].numpy().tolist()) == [0, 1, 1, 2, 2]
+    assert target["classes"].shape == (5, 2)
+    # evaluation scores every ground-truth box (as `edge-trash evaluate` does): the padding grows to the most a
+    # record holds, so the 3-box image keeps its third box (validation in training cut it at max_boxes)
     ds = make_dataset(data_dir, "train", 5, 16, None, None, 0, False, max_boxes=2)
     (_, target), = list(ds)
-    assert target["num_boxes"].numpy().tolist() == [1, 2, 0, 2, 1]
-    assert target["classes"].numpy()[3].tolist() == [3, 3]
+    assert target["num_boxes"].numpy().tolist() == [1, 2, 0, 3, 1]
+    assert target["classes"].numpy()[3].tolist() == [3, 3, 1]
 
     def target_fn(image, boxes, classes):
         return {"n": tf.shape(classes)[0], "sum": tf.reduce_sum(classes),

@@ -263,6 +263,70 @@ def test_resume_to_a_step_the_run_reached_or_inside_its_warmup_is_refused(tmp_pa
     assert sorted(p.name for p in run.rglob("*")) == before
 
 
+@pytest.mark.parametrize("args, warmup, note", [
+    (["--steps", "501"], 12, "note: warm-up 12 steps: the config's 500 of 20000, scaled to --steps 501"),
+    (["--steps", "8000"], 200, "note: warm-up 200 steps: the config's 500 of 20000, scaled to --steps 8000"),
+    (["--steps", "30000"], 500, None),  # a longer run keeps the warm-up as it is
+    ([], 500, None),
+    (["--config", "demo", "--steps", "240"], 10, "note: warm-up 10 steps: the config's 100 of 2400, scaled to "
+                                                  "--steps 240"),
+])
+def test_a_shorter_run_keeps_the_warmup_share_of_its_schedule(tmp_path, monkeypatch, args, warmup, note):
+    """--steps 501 under the default preset kept its 500 warm-up steps (the whole run, then the cosine decay in one
+    step), while --steps 500 cut it to 50: the warm-up now scales with the steps below the config's count."""
+    from edge_trash.train import trainer
+
+    seen = []
+
+    def fake_train(options):
+        seen.append(options.train)
+        raise trainer.TrainError("stop here")
+
+    monkeypatch.setattr(trainer, "train", fake_train)
+    result = _run("--data", str(tmp_path), "--out", str(tmp_path / "run"), *args)
+    assert result.exit_code == 2 and "stop here" in result.output, result.output
+    assert seen[0].warmup_steps == warmup
+    assert (note in result.output) if note else ("warm-up" not in result.output)
+
+
+def test_a_resume_on_a_folds_folder_names_the_data_the_run_was_trained_on(tmp_path):
+    """A resume given a --folds build was told to pass --fold K, which a resume refuses: it is told which data
+    the run was trained on instead."""
+    data, run = _stopped_run(tmp_path, 12)
+    folds = tmp_path / "folds"
+    folds.mkdir()
+    for k, split in enumerate(("train", "val")):
+        shutil.copy(data / f"{split}-00000-of-00001.tfrecord", folds / f"fold{k}-00000-of-00001.tfrecord")
+    shutil.copy(data / "labels.txt", folds / "labels.txt")
+    result = _run("--data", str(folds), "--out", str(run), "--resume", "--no-progress")
+    assert result.exit_code == 2, result.output
+    assert " ".join(result.output.split()).endswith(
+        f"--resume: --data {folds} is not the data {run} was trained on (--data {data}, as {run}/data.json records), "
+        f"and cannot be trained on as it is. Resume with the data it was trained on (--data {data}), or start a new "
+        "run with another --out")
+    assert "--fold" not in result.output
+    # without a run's record of its data, the folder's own message stays
+    (run / "data.json").unlink()
+    result = _run("--data", str(folds), "--out", str(run), "--resume", "--no-progress")
+    assert result.exit_code == 2 and "pass --fold K" in result.output, result.output
+
+
+@pytest.mark.parametrize("finished, steps, refused", [
+    (False, 16, False),  # killed after its last checkpoint, before its SavedModel: the resume writes it
+    (True, 16, True),  # finished: nothing to do
+    (None, 16, True),  # no metrics.json: unknown, refused as before
+    (False, 12, True),  # a count below the step reached stays refused
+])
+def test_a_resume_finishes_a_run_stopped_after_its_last_step(tmp_path, finished, steps, refused):
+    from edge_trash.train.trainer import resume_steps_problem
+
+    data, run = _stopped_run(tmp_path, 16)
+    if finished is not None:
+        (run / "metrics.json").write_text(json.dumps({"step": 16, "finished": finished}))
+    problem = resume_steps_problem(run, steps, 16, 10)
+    assert bool(problem) == refused, problem
+
+
 def test_resume_on_data_with_fewer_classes_names_the_run_data_before_reading_records(tmp_path):
     """Records whose ids run past the new labels.txt were refused record by record ('class ids [2] outside 1..1'),
     hiding that the --data is not the run's."""

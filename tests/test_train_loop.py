@@ -141,6 +141,34 @@ def test_resume_after_kill_repeats_the_uninterrupted_loss_curve(tmp_path):
                            resume=True))
 
 
+@pytest.mark.slow
+def test_a_run_killed_while_saving_its_model_is_finished_by_a_resume(tmp_path, monkeypatch):
+    """Killed after its last checkpoint, before its SavedModel: ``--resume`` was refused ("already reached step
+    N and finished") while export said to resume it. Now the resume trains nothing and writes what is missing."""
+    from edge_trash.train import trainer
+    from edge_trash.train.trainer import TrainOptions, train
+
+    data = write_toy_data(tmp_path / "data")
+    model, cfg = toy_configs(steps=4, warmup_steps=1, checkpoint_every=2, eval_every=4)
+    saver = trainer.export_saved_model
+
+    def killed(*args, **kwargs):
+        raise _Killed("simulated kill while saving")
+
+    monkeypatch.setattr(trainer, "export_saved_model", killed)
+    with pytest.raises(_Killed):
+        train(TrainOptions(data_dir=data, out_dir=tmp_path / "run", model=model, train=cfg, progress=False))
+    metrics = json.loads((tmp_path / "run" / "metrics.json").read_text())
+    assert (metrics["step"], metrics["finished"]) == (4, False) and not (tmp_path / "run" / "saved_model").exists()
+    monkeypatch.setattr(trainer, "export_saved_model", saver)
+    resumed = train(TrainOptions(data_dir=data, out_dir=tmp_path / "run", model=model, train=cfg, progress=False,
+                                 resume=True, keep_run_steps=True))
+    assert (resumed.first_step, resumed.step, resumed.losses) == (4, 4, [])
+    metrics = json.loads((tmp_path / "run" / "metrics.json").read_text())
+    assert (metrics["step"], metrics["finished"]) == (4, True) and (tmp_path / "run" / "saved_model").is_dir()
+    assert [h["step"] for h in metrics["history"]] == [4]  # the evaluation before the kill is kept, not repeated
+
+
 MIRRORED_SCRIPT = textwrap.dedent("""
     import json, sys
     import tensorflow as tf
@@ -174,6 +202,40 @@ def test_mirrored_strategy_on_two_logical_cpus(tmp_path):
     assert len(losses) == 8 and all(np.isfinite(losses))
     assert losses[-1] < losses[0]
     assert (tmp_path / "run" / "saved_model" / "saved_model.pb").is_file()
+
+
+CLIP_SCRIPT = textwrap.dedent("""
+    import json
+    import tensorflow as tf
+    cpu = tf.config.list_physical_devices("CPU")[0]
+    tf.config.set_logical_device_configuration(
+        cpu, [tf.config.LogicalDeviceConfiguration(), tf.config.LogicalDeviceConfiguration()])
+    from edge_trash.train.schedule import build_optimizer
+    from edge_trash.train.train_config import TrainConfig
+    from edge_trash.train.trainer import apply_replica_gradients
+    config = TrainConfig(steps=10, warmup_steps=0, optimizer="sgd", momentum=0.0, learning_rate=1.0, clip_norm=1.0)
+    strategy = tf.distribute.MirroredStrategy(["/cpu:0", "/cpu:1"])
+    with strategy.scope():
+        weights = tf.Variable([0.0, 0.0])
+        optimizer = build_optimizer(config)
+
+    def replica_step():
+        first = tf.distribute.get_replica_context().replica_id_in_sync_group == 0
+        apply_replica_gradients(optimizer, [tf.where(first, [3.0, 0.0], [0.0, 4.0])], [weights], False)
+
+    tf.function(lambda: strategy.run(replica_step))()
+    print("RESULT " + json.dumps(weights.numpy().tolist()))
+""")
+
+
+def test_the_gradient_clip_acts_on_the_sum_over_replicas():
+    """Two replicas' shares (3, 0) and (0, 4) sum to (3, 4), norm 5: clipped to norm 1 that is (0.6, 0.8), the
+    step of one replica with the whole batch. A clip of each share first gave (0.71, 0.71)."""
+    proc = subprocess.run([sys.executable, "-c", CLIP_SCRIPT], capture_output=True, text=True, timeout=300,
+                          cwd=REPO, env=dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3"))
+    lines = [line for line in proc.stdout.splitlines() if line.startswith("RESULT ")]
+    assert proc.returncode == 0 and lines, proc.stderr[-3000:]
+    np.testing.assert_allclose(json.loads(lines[-1][len("RESULT "):]), [-0.6, -0.8], atol=1e-6)
 
 
 @pytest.mark.slow

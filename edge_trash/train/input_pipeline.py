@@ -155,12 +155,14 @@ def _scan(path: Path) -> List[Tuple[int, int]]:
 
 @dataclass
 class SplitData:
-    """A split's shards, its record index, the class ids of every record, and class names."""
+    """A split's shards, its record index, the class ids of every record (crowd boxes left out), the class
+    names, and the most boxes one record holds (crowd boxes included)."""
 
     files: List[Path]
     index: TFRecordIndex
     labels: List[List[int]]
     class_names: List[str]
+    most_boxes: int = 0
 
 
 def _file_stamp(files: Sequence[Path]) -> Tuple[Tuple[str, int, int], ...]:
@@ -187,6 +189,7 @@ def _load_split_cached(stamp: Tuple[Tuple[str, int, int], ...],
     files = [Path(s[0]) for s in stamp]
     index = TFRecordIndex(files)
     labels: List[List[int]] = []
+    most_boxes = 0
     texts: Dict[int, Counter] = {}  # class id -> the class/text records give it, and how often
     first_text: Dict[Tuple[int, str], str] = {}  # (id, text) -> the first record that says so
     zero_first, zero_records, highest = "", 0, 0  # the first record holding class id 0, how many do, the top id
@@ -206,12 +209,13 @@ def _load_split_cached(stamp: Tuple[Tuple[str, int, int], ...],
             if (c, said) not in first_text:
                 first_text[(c, said)] = _record_name(index, i, feature)
         labels.append([c for k, c in enumerate(ids) if k >= len(crowd) or not crowd[k]])  # what training learns
+        most_boxes = max(most_boxes, len(ids))
     if zero_records:
         from edge_trash.tfrecords.other_formats import class_ids_from_0_problem
 
         raise RecordError(class_ids_from_0_problem(zero_first, zero_records, len(index), highest, len(names)))
     _check_class_texts(texts, first_text, names)
-    return SplitData(files=files, index=index, labels=labels, class_names=list(names))
+    return SplitData(files=files, index=index, labels=labels, class_names=list(names), most_boxes=most_boxes)
 
 
 class RecordError(ValueError):
@@ -320,7 +324,8 @@ def make_dataset(data_dir: os.PathLike, split: str, batch_size: int, input_size:
 
     Yields ``(images float32 [B,S,S,3] in 0..255, {"boxes": float32 [B,M,4] normalized
     ymin,xmin,ymax,xmax, "classes": int32 [B,M] 1-based with 0 padding, "num_boxes": int32
-    [B]})`` with ``M = max_boxes`` (extra boxes beyond M are dropped), or, with
+    [B]})`` with ``M = max_boxes`` (extra boxes beyond M are dropped in training; for evaluation M grows to the
+    most boxes a record of the split holds), or, with
     ``target_fn``, ``(images, target_fn(image, boxes, classes))`` where ``target_fn`` gets one
     unbatched float32 image [S,S,3], its boxes [K,4] and classes [K] and must return tensors
     of fixed shape.
@@ -341,6 +346,8 @@ def make_dataset(data_dir: os.PathLike, split: str, batch_size: int, input_size:
     if max_boxes < 1:
         raise ValueError(f"max_boxes: got {max_boxes}, expected >= 1")
     data = load_split(data_dir, split)
+    if not training:  # evaluation scores every ground-truth box, as `edge-trash evaluate` does
+        max_boxes = max(max_boxes, data.most_boxes)
     parallel = num_parallel_calls or tf.data.AUTOTUNE
     augment = augment_config if (training and augment_config is not None) else AugmentConfig()
     augmenter = Augmenter(augment, input_size)

@@ -93,9 +93,15 @@ def train(data_dir: Path, out_dir: Path, config: Optional[str], steps: Optional[
                                  ("strategy", strategy), ("mixed_precision", mixed_precision), ("fold", fold))
                if v is not None}
     try:
+        config_steps, config_warmup = train_cfg.steps, train_cfg.warmup_steps
         train_cfg = train_cfg.replace(**changes)
-        if train_cfg.warmup_steps >= train_cfg.steps:
-            train_cfg = train_cfg.replace(warmup_steps=train_cfg.steps // 10)
+        if not resume and train_cfg.steps < config_steps and config_warmup:
+            from edge_trash.terminal import plural
+
+            # a shorter run keeps the warm-up's share of the config's schedule (500 of 20000 was all of --steps 501)
+            train_cfg = train_cfg.replace(warmup_steps=config_warmup * train_cfg.steps // config_steps)
+            click.echo(f"note: warm-up {plural(train_cfg.warmup_steps, 'step')}: the config's {config_warmup} of "
+                       f"{config_steps}, scaled to --steps {train_cfg.steps}", err=True)
         train_cfg.validate()
     except ValueError as exc:
         raise click.BadParameter(str(exc), param_hint="--steps/--batch-size/--config") from None
@@ -141,13 +147,18 @@ def train(data_dir: Path, out_dir: Path, config: Optional[str], steps: Optional[
                  "train on that and export it")
     from edge_trash.terminal import plural
 
-    trained = (f"Trained {plural(result.step, 'step')}" if not result.first_step else
-               f"Trained to step {result.step} ({plural(result.step - result.first_step, 'step')} after resuming at "
-               f"step {result.first_step})")
+    if result.first_step and result.step == result.first_step:  # stopped after its last step, before saving
+        trained = (f"Finished the run at step {result.step} in {time.monotonic() - started:.0f} s (no step was "
+                   f"left to train; its saved model was written)")
+    else:
+        trained = ((f"Trained {plural(result.step, 'step')}" if not result.first_step else
+                    f"Trained to step {result.step} ({plural(result.step - result.first_step, 'step')} after "
+                    f"resuming at step {result.first_step})") +
+                   f" in {time.monotonic() - started:.0f} s ({result.seconds:.0f} s in the training loop at "
+                   f"{result.images_per_second:.1f} images/s, the rest start-up and saving"
+                   f"{'; stopped early' if result.stopped_early else ''})")
     click.echo(
-        f"{trained} in {time.monotonic() - started:.0f} s ({result.seconds:.0f} s in the training loop at "
-        f"{result.images_per_second:.1f} images/s, the rest start-up and saving"
-        f"{'; stopped early' if result.stopped_early else ''}): "
+        f"{trained}: "
         f"best {on} AP {best.get('AP', float('nan')):.3f}, AP50 {best.get('AP50', float('nan')):.3f} "
         f"at step {result.best_step}. Wrote {out_dir} (saved_model/ {size:.1f} MB, "
         f"model.weights.h5, metrics.json). init: {result.init}.\n{after}")

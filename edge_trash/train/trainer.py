@@ -235,9 +235,13 @@ def _prepare_run_dir(options: TrainOptions, class_names: List[str], is_chief: bo
 def resume_steps_problem(run_dir: Path, steps: int, run_steps: int, warmup_steps: int, kept: bool = False) -> str:
     """Why ``train --resume`` of ``run_dir`` to ``steps`` cannot train ("" when it can): the run's latest
     checkpoint already reached that step (it did nothing and called the run trained), or ``steps`` ends inside
-    its warm-up (the schedule needs steps past it). ``run_steps`` is the step count the run was started for;
-    ``kept``: no ``--steps`` was given, so ``steps`` is that count."""
+    its warm-up (the schedule needs steps past it). A run stopped at ``steps`` after its last checkpoint but
+    before its SavedModel (``metrics.json`` says ``finished: false``) can: the resume trains nothing and writes
+    what the run lacks. ``run_steps`` is the step count the run was started for; ``kept``: no ``--steps`` was
+    given, so ``steps`` is that count."""
     reached = rd.latest_checkpoint_step(run_dir)
+    if reached is not None and steps == reached and _recorded(run_dir, "finished") is False:
+        return ""
     least = max(reached or 0, warmup_steps) + 1
     asked = f"--steps {steps}" if not kept else f"without --steps it trains to the {steps} it was started for, and"
     if reached is not None and steps <= reached:
@@ -257,12 +261,17 @@ def _write_run_config(out: Path, model: SSDConfig, train: TrainConfig, class_nam
     rd.write_json_atomic(out / rd.CONFIG_JSON, {"model": model.to_dict(), "train": train.to_dict()})
 
 
+def _recorded(run_dir: Path, key: str) -> Any:
+    """``key`` of a run's ``metrics.json`` (None when the file or the key is missing or unreadable)."""
+    try:
+        return json.loads((Path(run_dir) / rd.METRICS_JSON).read_text(encoding="utf-8")).get(key)
+    except (OSError, ValueError, AttributeError):
+        return None
+
+
 def _recorded_init(run_dir: Path) -> str:
     """What a run's weights started from, as its ``metrics.json`` says ("" when it says nothing)."""
-    try:
-        init = json.loads((Path(run_dir) / rd.METRICS_JSON).read_text(encoding="utf-8")).get("init")
-    except (OSError, ValueError, AttributeError):
-        return ""
+    init = _recorded(run_dir, "init")
     return init if isinstance(init, str) else ""
 
 
@@ -310,6 +319,19 @@ def resume_data_notes(run_dir: Path, data_dir: Path, data: Dict[str, Any]) -> Li
     return notes
 
 
+def other_data_for_resume(run_dir: Path, data_dir: Path) -> str:
+    """Why a resume cannot read ``data_dir`` as its data, when the run's ``data.json`` names another folder
+    (the folder's own fix, such as ``--fold``, cannot be given to a resume); "" otherwise."""
+    recorded = read_data_record(run_dir)
+    if not recorded or not isinstance(recorded.get("data"), str):
+        return ""
+    if Path(recorded["data"]).resolve() == Path(data_dir).resolve():
+        return ""
+    return (f"--resume: --data {data_dir} is not the data {run_dir} was trained on (--data {recorded['data']}, as "
+            f"{Path(run_dir) / rd.DATA_JSON} records), and cannot be trained on as it is. Resume with the data it was "
+            f"trained on (--data {shell_word(recorded['data'])}), or start a new run with another --out")
+
+
 def check_splits(data_dir: Path, train_split: str, val_split: str) -> None:
     """Return once every record of the train and val specs (:func:`training_splits` of ``data_dir``) reads as
     the schema says and each split holds a box; :class:`TrainError` with the fix otherwise."""
@@ -323,6 +345,16 @@ def check_splits(data_dir: Path, train_split: str, val_split: str) -> None:
         if not any(data.labels):
             raise TrainError(f"--data {data_dir}: the {spec} split holds {plural(len(data.labels), 'record')} and no "
                              f"box other than crowd boxes, so there is nothing to {role}: rebuild with boxes in it")
+
+
+def apply_replica_gradients(optimizer, grads, variables, mixed_precision: bool) -> None:
+    """One replica's share of a step's gradients into ``optimizer`` (in a replica context). ``train.clip_norm`` is
+    the optimizer's ``global_clipnorm`` (:func:`~edge_trash.train.schedule.build_optimizer`), which tf_keras applies
+    to the gradients summed over the replicas: a clip here would act on each replica's share, and so depend on
+    how many replicas there are."""
+    if mixed_precision:
+        grads = optimizer.get_unscaled_gradients(grads)
+    optimizer.apply_gradients(zip(grads, variables))
 
 
 def train(options: TrainOptions) -> TrainResult:
@@ -354,7 +386,7 @@ def train(options: TrainOptions) -> TrainResult:
         try:
             train_split, val_split = training_splits(data_dir, train_cfg.fold)
         except DataSplitError as exc:
-            raise TrainError(str(exc)) from None
+            raise TrainError((options.resume and other_data_for_resume(out, data_dir)) or str(exc)) from None
     data = data_record(data_dir, train_split, val_split, train_cfg.fold, class_names)
     # other data than the run's is named as such before its records are read (they may not fit the run's labels)
     notes = resume_data_notes(out, data_dir, data) if options.resume else []
@@ -436,12 +468,7 @@ def train(options: TrainOptions) -> TrainResult:
             if train_cfg.mixed_precision:
                 scaled = optimizer.get_scaled_loss(scaled)
         variables = model.trainable_variables
-        grads = tape.gradient(scaled, variables)
-        if train_cfg.mixed_precision:
-            grads = optimizer.get_unscaled_gradients(grads)
-        if train_cfg.clip_norm:
-            grads, _ = tf.clip_by_global_norm(grads, train_cfg.clip_norm)
-        optimizer.apply_gradients(zip(grads, variables))
+        apply_replica_gradients(optimizer, tape.gradient(scaled, variables), variables, train_cfg.mixed_precision)
         return {"loss": total / replicas, "cls_loss": parts["cls_loss"] / replicas,
                 "box_loss": parts["box_loss"] / replicas}
 
