@@ -47,6 +47,7 @@ def test_hand_computed_ap_with_one_tp_one_fp_one_miss():
     assert m["AR100"] == pytest.approx(0.4 * 0.5)  # recall 0.5 at 4 of 10 thresholds
     assert m["AR1"] == pytest.approx(0.2)
     assert m["per_class"] == {"can": pytest.approx(0.4 * 51 / POINTS), "cup": -1.0}
+    assert m["per_class_AP50"] == {"can": pytest.approx(51 / POINTS), "cup": -1.0}
 
 
 def test_hand_computed_ap_when_the_false_positive_ranks_first():

@@ -146,6 +146,85 @@ def test_export_with_fake_compiler_writes_a_verified_bundle(tmp_path, sample_bui
 
 
 @pytest.mark.slow
+def test_a_compiled_model_that_is_not_one_tpu_subgraph_fails_and_keeps_the_working_bundle(
+        tmp_path, sample_build, fake_compiler, monkeypatch):
+    """The compiler is the ground truth: a compile that leaves the model on the CPU (no edgetpu-custom-op in the
+    file) exited 0 with a warning, shipped it, and said "116 edgetpu-custom-op" (the predicted count). Now it
+    exits 4 unless --allow-cpu-ops, and a failed re-export keeps the working bundle in --out."""
+    from edge_trash.edge_runtime.manifest import verify_bundle
+    from edge_trash.export.bundle import ExitCode, export_bundle, summary_line
+
+    data_dir, _ = sample_build
+    exe, env = fake_compiler
+    for key, value in env.items():
+        monkeypatch.setenv(key, value)
+    options = _options(tmp_path, data_dir, edgetpu=True, compiler=str(exe))
+    good = export_bundle(options, loader=_loader(data_dir))
+    assert good.exit_code == ExitCode.OK
+    bundle = Path(good.bundle_dir)
+    before = {name: (bundle / name).read_bytes() for name in good.files}
+    uncompiled = tmp_path / "uncompiled.tflite"  # what a compiler that mapped nothing writes: the model unchanged
+    uncompiled.write_bytes((bundle / "model_int8.tflite").read_bytes())
+    monkeypatch.setenv("FAKE_EDGETPU_MODEL", str(uncompiled))
+    failed = export_bundle(options, loader=_loader(data_dir))
+    assert failed.exit_code == ExitCode.EDGETPU_INCOMPATIBLE == 4
+    assert failed.compile["status"] == "incompatible"
+    ops = failed.compile["compiled_cpu_ops"]
+    assert len(ops) == good.compat["edgetpu_ops"] + 3 and ops[-1] == "TFLite_Detection_PostProcess"
+    # (the fake prints the compiler's "Number of Edge TPU subgraphs: 1" of a good compile)
+    assert (f"compiled model_int8.tflite, but the compiled model holds 0 edgetpu-custom-op (1 Edge TPU subgraph, as "
+            f"the compiler says); {good.compat['edgetpu_ops']} other ops run on the CPU (") in failed.message
+    assert "expected 1, followed only by DEQUANTIZE and TFLite_Detection_PostProcess on the CPU" in failed.message
+    assert "--allow-cpu-ops ships it anyway" in failed.message
+    # the working bundle is as it was; the diagnostics are beside it, and the summary says where
+    assert {name: (bundle / name).read_bytes() for name in good.files} == before
+    verify_bundle(str(bundle))
+    failed_dir = Path(str(bundle) + ".failed")
+    assert failed.bundle_dir == str(failed_dir) and (failed_dir / "compat.json").is_file()
+    assert not (failed_dir / "manifest.json").exists()
+    assert failed.message.endswith(f"(the bundle in {bundle} is kept as it was; this export's model, compat.json and "
+                                   f"parity.json are in {failed_dir})")
+    assert "export stopped (exit 4): " in summary_line(failed) and str(failed_dir) in summary_line(failed)
+    # --allow-cpu-ops ships it with the warning; a passing export removes the out-of-date diagnostics
+    allowed = export_bundle(_options(tmp_path, data_dir, edgetpu=True, compiler=str(exe), allow_cpu_ops=True),
+                            loader=_loader(data_dir))
+    assert allowed.exit_code == ExitCode.OK and any("0 edgetpu-custom-op" in w for w in allowed.warnings)
+    assert verify_bundle(str(bundle))["compile"]["status"] == "incompatible"
+    assert not failed_dir.exists()
+    assert not [p for p in os.listdir(tmp_path) if ".partial-" in p or ".old-bundle-" in p]
+
+
+def test_a_compiler_that_says_nothing_is_named_as_such(tmp_path):
+    from edge_trash.export.edgetpu_gate import compile_model
+
+    exe = tmp_path / "silent"
+    exe.write_text("#!/bin/sh\nexit 0\n")
+    exe.chmod(0o755)
+    model = tmp_path / "model_int8.tflite"
+    model.write_bytes(b"not read by a compiler that does nothing")
+    info = compile_model(str(model), str(tmp_path), str(exe))
+    assert info["status"] == "failed"
+    assert info["message"].startswith("silent failed on model_int8.tflite: it printed nothing, exited 0 and wrote "
+                                      "no compiled model. Command: ")
+
+
+def test_compiled_shape_problem_names_what_runs_where():
+    from edge_trash.export.edgetpu_gate import compiled_shape_problem
+
+    tail = ["DEQUANTIZE", "DEQUANTIZE", "TFLite_Detection_PostProcess"]
+    assert compiled_shape_problem(1, tail, 1) == compiled_shape_problem(1, tail, None) == ""
+    assert compiled_shape_problem(2, tail, 2) == (
+        "the compiled model holds 2 edgetpu-custom-op: expected 1, followed only by DEQUANTIZE and "
+        "TFLite_Detection_PostProcess on the CPU")
+    assert compiled_shape_problem(1, ["CONV_2D"] * 40 + ["ADD", "LOGISTIC"] + tail, 1) == (
+        "the compiled model holds 1 edgetpu-custom-op; 42 other ops run on the CPU (CONV_2D x40, ADD, LOGISTIC): "
+        "expected 1, followed only by DEQUANTIZE and TFLite_Detection_PostProcess on the CPU")
+    assert compiled_shape_problem(0, tail, 0).startswith("the compiled model holds 0 edgetpu-custom-op:")
+    assert compiled_shape_problem(1, tail, 2).startswith(
+        "the compiled model holds 1 edgetpu-custom-op (2 Edge TPU subgraphs, as the compiler says):")
+
+
+@pytest.mark.slow
 def test_no_compiler_exits_3_and_says_how_to_compile_which_file(tmp_path, sample_build, monkeypatch):
     from edge_trash.edge_runtime.manifest import verify_bundle
     from edge_trash.export.bundle import ExitCode, export_bundle
@@ -193,7 +272,7 @@ def test_allow_cpu_ops_turns_the_gate_into_a_warning(tmp_path, sample_build, mon
     assert verify_bundle(result.bundle_dir)["compat"]["ok"] is False  # recorded for the device
 
 
-def test_options_name_the_bad_flag(tmp_path):
+def test_options_name_the_bad_flag(tmp_path, monkeypatch):
     from edge_trash.export.bundle import ExportOptions
 
     (tmp_path / "run").mkdir()
@@ -202,6 +281,8 @@ def test_options_name_the_bad_flag(tmp_path):
     (tmp_path / "other" / "notes.txt").write_text("mine")
     for folder in ("run", "data"):
         (tmp_path / folder / "labels.txt").write_text("can\nbottle\n")
+    for split in ("train", "val"):
+        (tmp_path / "data" / f"{split}-00000-of-00001.tfrecord").write_bytes(b"x")
     base = dict(model=str(tmp_path / "run"), data=str(tmp_path / "data"), out=str(tmp_path / "b"))
     with pytest.raises(ValueError, match="--model .*not a directory"):
         ExportOptions(**{**base, "model": str(tmp_path / "missing")}).validate()
@@ -225,6 +306,15 @@ def test_options_name_the_bad_flag(tmp_path):
     (tmp_path / "other" / "sort.yaml").write_text("{}")
     (tmp_path / "other" / ".DS_Store").write_bytes(b"")  # the folder was shown in macOS's Finder
     ExportOptions(**{**base, "out": str(tmp_path / "other")}).validate()
+    # a build without a val split was refused after calibration and conversion, advising a --split export lacks
+    (tmp_path / "data" / "val-00000-of-00001.tfrecord").unlink()
+    with pytest.raises(ValueError) as err:
+        ExportOptions(**base).validate()
+    assert str(err.value) == (f"--data {tmp_path / 'data'}: no val-*.tfrecord shards (splits found: train), and export "
+                              "checks int8 against float on it: rebuild --data with --val-fraction above 0, or pass "
+                              "--skip-parity to export without that check")
+    ExportOptions(**base, parity=False).validate()
+    (tmp_path / "data" / "train-00000-of-00001.tfrecord").unlink()
     for k in range(3):  # a --folds build has no train split to calibrate on, nor val to check int8 on
         (tmp_path / "data" / f"fold{k}-00000-of-00001.tfrecord").write_bytes(b"x")
     with pytest.raises(ValueError) as err:
@@ -232,8 +322,17 @@ def test_options_name_the_bad_flag(tmp_path):
     assert str(err.value) == (f"--data {tmp_path / 'data'}: a build-tfrecords --folds folder (fold0..fold2), while "
                               "export calibrates on a train split and checks int8 against float on val: give a build "
                               "of the same classes without --folds as --data")
-    (tmp_path / "data" / "train-00000-of-00001.tfrecord").write_bytes(b"x")
+    for split in ("train", "val"):
+        (tmp_path / "data" / f"{split}-00000-of-00001.tfrecord").write_bytes(b"x")
     ExportOptions(**base).validate()
+    # a mount point (a USB stick) cannot be replaced by a rename: said before the work, not after it
+    mounted = str(tmp_path / "b")
+    monkeypatch.setattr(os.path, "ismount", lambda path: path == mounted)
+    with pytest.raises(ValueError) as err:
+        ExportOptions(**base).validate()
+    assert str(err.value) == (f"--out {mounted}: a mount point (a USB stick, an SD card, a mounted volume), and export "
+                              "replaces the whole --out folder by a rename, which a mount point refuses: give a folder "
+                              f"inside it, e.g. --out {mounted}/bundle")
 
 
 def test_copy_device_runtime_copies_the_service_files(tmp_path):
@@ -257,6 +356,34 @@ def test_cli_help_lists_exit_codes_without_tensorflow():
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert "--edgetpu" in out and "--max-ap-drop" in out and "3  --edgetpu but no edgetpu_compiler" in out
     assert "TF False" in out
+
+
+def test_compiler_without_edgetpu_is_a_usage_error(tmp_path):
+    """--compiler alone exported a CPU-only bundle with exit 0, the compiler never run."""
+    from click.testing import CliRunner
+
+    from edge_trash.cli import cli
+
+    for folder in ("run", "data"):
+        (tmp_path / folder).mkdir()
+    result = CliRunner().invoke(cli, ["export", "--model", str(tmp_path / "run"), "--data", str(tmp_path / "data"),
+                                      "--out", str(tmp_path / "b"), "--compiler", "/opt/edgetpu_compiler"])
+    assert result.exit_code == 2 and not (tmp_path / "b").exists()
+    assert ("--compiler is used only with --edgetpu (which compiles the model and fails unless it maps to the Edge "
+            "TPU): add --edgetpu") in " ".join(result.output.split())
+
+
+def test_the_summary_says_when_a_bundle_runs_on_the_cpu_only():
+    from edge_trash.export.bundle import ExitCode, ExportResult, summary_line
+
+    def result(files):
+        return ExportResult(bundle_dir="b", exit_code=ExitCode.OK, message="", files=files, seconds=3.0,
+                            manifest_written=True)
+
+    assert summary_line(result({"model_int8.tflite": 10 ** 6})).startswith(
+        "exported for the CPU only (no Edge TPU model: --edgetpu compiles one): 1 file, 1.00 MB in b in 3 s; next: ")
+    assert summary_line(result({"model_int8.tflite": 10 ** 6, "model_int8_edgetpu.tflite": 10 ** 6})).startswith(
+        "exported: 2 files, 2.00 MB in b in 3 s; next: mdt push b ")
 
 
 @pytest.fixture(scope="module")

@@ -58,9 +58,15 @@ def test_load_calibration_set_uses_only_train_images(sample_build):
     assert set(calib.source_ids) <= train_ids
     assert all(img.shape == (48, 48, 3) and img.dtype == np.uint8 for img in calib.images)
     assert calib.available_images == len(splits["train"])
-    assert any("only 5 calibration images" in w for w in calib.warnings)  # below 100: warned
+    n = len(train_ids)
+    assert [w for w in calib.warnings if "only 5 calibration images" in w] == [  # below 100: warned
+        f"only 5 calibration images (of {n} in the train split; asked for 5): int8 ranges from fewer than 100 "
+        f"images can cost accuracy; a larger --calibration-images (the train split holds {n})"]
     everything = load_calibration_set(str(data_dir), 48, count=1000, seed=0)
     assert sorted(everything.source_ids) == sorted(train_ids)
+    # all of a small train split: a larger --calibration-images cannot help
+    assert n < 100 and everything.warnings[0].endswith("can cost accuracy; add training images (the train split "
+                                                       "holds no more)")
     # Stratified: each of the 5 picks adds a class not yet covered while classes remain.
     assert len(calib.images_per_class) >= min(5, len(everything.images_per_class))
     with pytest.raises(ValueError, match="--calibration-images"):

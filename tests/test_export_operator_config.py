@@ -169,13 +169,22 @@ def test_reexport_keeps_the_edited_sort_yaml_even_through_a_failed_gate(tmp_path
     assert checked["sort_config"] == {"template_sha256": _sha(template), "operator_file_kept": True}
     assert load_sort_config(str(bundle / "sort.yaml"), names).travel_delay_s == 1.4
 
-    # An export that stops at the Edge TPU gate replaces the bundle with its diagnostics, the edit included.
+    # An export that stops at the Edge TPU gate leaves this working bundle as it was, the edit included, and
+    # writes its diagnostics beside it.
+    before = {p.name: p.read_bytes() for p in bundle.iterdir() if p.is_file()}
     failed = export_bundle(ExportOptions(**options, edgetpu=True), loader=_loader(names, "leaky_relu"))
     assert failed.exit_code == ExitCode.EDGETPU_INCOMPATIBLE
+    assert {p.name: p.read_bytes() for p in bundle.iterdir() if p.is_file()} == before
+    verify_bundle(str(bundle))
+    assert failed.bundle_dir == f"{bundle}.failed" and (tmp_path / "bundle.failed" / "compat.json").is_file()
+    # ... and the next export still takes it for the operator's (and removes the failed one's diagnostics).
+    fixed = export_bundle(ExportOptions(**options), loader=_loader(names))
+    assert fixed.exit_code == ExitCode.OK and not (tmp_path / "bundle.failed").exists()
+    assert (bundle / "sort.yaml").read_bytes() == edited and (bundle / "sort.yaml.new").read_bytes() == template
+    # A gate that fails where no working bundle is (its manifest removed) writes there, keeping the edit.
+    (bundle / "manifest.json").unlink()
+    failed = export_bundle(ExportOptions(**options, edgetpu=True), loader=_loader(names, "leaky_relu"))
+    assert failed.bundle_dir == str(bundle) and not (tmp_path / "bundle.failed").exists()
     assert (bundle / "sort.yaml").read_bytes() == edited and not (bundle / "manifest.json").exists()
     assert failed.notes[0] == (f"{bundle}/sort.yaml was edited after the last export: kept as it is (this export "
                                "stopped before writing a template)")
-    # ... and the next export still takes it for the operator's.
-    fixed = export_bundle(ExportOptions(**options), loader=_loader(names))
-    assert fixed.exit_code == ExitCode.OK
-    assert (bundle / "sort.yaml").read_bytes() == edited and (bundle / "sort.yaml.new").read_bytes() == template

@@ -61,6 +61,13 @@ def test_parity_report_drops_in_points_and_gate():
     advice = parity_advice(report)
     assert "3.00 points" in advice and "can (-5.0)" in advice and "--calibration-images" in advice
     assert parity_report(float_metrics, int8_metrics, reproduced, max_ap50_drop=3.0)["passed"] is True
+    # with per-class AP50 (the gate's measure), the advice ranks classes by it, not by AP
+    float_metrics.update(per_class={"can": 0.5, "cup": 0.3}, per_class_AP50={"can": 0.6, "cup": 0.7})
+    int8_metrics.update(per_class={"can": 0.45, "cup": 0.29}, per_class_AP50={"can": 0.6, "cup": 0.62})
+    report = parity_report(float_metrics, int8_metrics, reproduced, max_ap50_drop=2.0)
+    assert report["per_class"]["cup"] == {"float_AP": 30.0, "int8_AP": 29.0, "drop": 1.0, "float_AP50": 70.0,
+                                          "int8_AP50": 62.0, "drop_AP50": 8.0}
+    assert "worst classes by AP50: cup (-8.0). " in parity_advice(report)
 
 
 def test_parity_is_not_applicable_when_the_float_model_finds_nothing():

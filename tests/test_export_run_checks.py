@@ -30,6 +30,8 @@ def _dirs(tmp_path, run_labels, data_labels):
     run, data = tmp_path / "run", tmp_path / "data"
     run.mkdir()
     data.mkdir()
+    for split in ("train", "val"):  # names only: validate checks that the splits export reads are there
+        (data / f"{split}-00000-of-00001.tfrecord").write_bytes(b"")
     if run_labels is not None:
         (run / "labels.txt").write_text(run_labels, encoding="utf-8")
     if data_labels is not None:

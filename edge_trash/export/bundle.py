@@ -14,8 +14,10 @@ The bundle directory holds everything the Coral Dev Board needs::
 
 The bundle is built in a sibling temporary directory and moved into place at the end, so a failed
 export never leaves a half-written bundle that looks complete. A gate that fails (Edge TPU
-compatibility, parity) still writes its diagnostics (model, compat.json, parity.json) but no
-manifest, so the device refuses the bundle.
+compatibility, parity, the compiler) still writes its diagnostics (model, compat.json, parity.json)
+but no manifest, so the device refuses them: into ``--out``, or, when ``--out`` holds a bundle that
+works (with its manifest), into ``OUT.failed`` beside it, leaving that bundle as it was (a later
+export that passes removes ``OUT.failed``).
 """
 
 from __future__ import annotations
@@ -89,6 +91,14 @@ class ExportOptions:
                              "while export calibrates on a train split and checks int8 against float on val: "
                              "give a build of the same classes without --folds as --data")
         run_checks.check_run_classes(self.model, self.data)
+        missing = split_missing(self.data, "train", "calibrates int8 on it",
+                                "rebuild --data with a train split")
+        if not missing and self.parity:
+            missing = split_missing(self.data, self.parity_split, "checks int8 against float on it",
+                                    "rebuild --data with --val-fraction above 0, or pass --skip-parity to export "
+                                    "without that check")
+        if missing:
+            raise ValueError(missing)
         if self.calibration_images < 1:
             raise ValueError(f"--calibration-images must be >= 1, got {self.calibration_images}")
         if self.max_ap_drop < 0:
@@ -97,9 +107,25 @@ class ExportOptions:
             raise ValueError(f"latency_runs must be >= 1, got {self.latency_runs}")
         if os.path.abspath(self.out) in (os.path.abspath(self.model), os.path.abspath(self.data)):
             raise ValueError(f"--out {self.out} must differ from --model and --data")
+        if os.path.ismount(self.out):
+            raise ValueError(f"--out {self.out}: a mount point (a USB stick, an SD card, a mounted volume), and export "
+                             f"replaces the whole --out folder by a rename, which a mount point refuses: give a folder "
+                             f"inside it, e.g. --out {os.path.join(self.out, 'bundle')}")
         problem = out_problem(self.out)
         if problem:
             raise ValueError(problem)
+
+
+def split_missing(data: str, split: str, why: str, fix: str) -> str:
+    """Why export cannot use the ``split`` of ``data`` ("" when it has shards): named before any work."""
+    import glob
+
+    if glob.glob(os.path.join(glob.escape(data), f"{split}-*.tfrecord")):
+        return ""
+    found = sorted({os.path.basename(p).split("-", 1)[0] for p in glob.glob(os.path.join(glob.escape(data),
+                                                                                         "*.tfrecord"))})
+    return (f"--data {data}: no {split}-*.tfrecord shards (splits found: {', '.join(found) or 'none'}), and export "
+            f"{why}: {fix}")
 
 
 @dataclasses.dataclass
@@ -248,6 +274,33 @@ def _replace_dir(staging: str, out: str) -> None:
         shutil.rmtree(old, ignore_errors=True)
 
 
+FAILED_SUFFIX = ".failed"
+
+
+def failed_dir(out: str) -> str:
+    """Where a failed export's diagnostics go when ``out`` holds a bundle that works: ``OUT.failed``, or a new
+    ``OUT.failed-*`` when that name holds something an export did not write."""
+    target = out + FAILED_SUFFIX
+    if os.path.exists(target) and (not os.path.isdir(target) or out_problem(target)):
+        target = tempfile.mkdtemp(prefix=os.path.basename(out) + FAILED_SUFFIX + "-", dir=os.path.dirname(out))
+    return target
+
+
+def _finish_failed(staging: str, target: str, result: "ExportResult", start: float) -> "ExportResult":
+    _replace_dir(staging, target)
+    result.files = dict(files_in(target))
+    result.seconds = round(time.monotonic() - start, 1)
+    return result
+
+
+def _remove_failed_dir(out: str) -> None:
+    """Remove the diagnostics of an earlier failed export into ``out`` (``OUT.failed``), now out of date; a
+    folder of that name holding anything an export does not write is left alone."""
+    target = out + FAILED_SUFFIX
+    if os.path.isdir(target) and not os.path.islink(target) and not out_problem(target):
+        shutil.rmtree(target, ignore_errors=True)
+
+
 def load_trained_model(run_dir: str) -> Tuple[Any, Any, List[str], Any]:
     """``(keras_model, SSDConfig, class_names, anchors [N,4])`` of a training run directory."""
     from edge_trash.models.anchors import generate_anchors
@@ -345,6 +398,17 @@ def export_bundle(options: ExportOptions, log: Callable[[str], None] = lambda _:
             if os.path.exists(template_path):
                 with open(template_path, "rb") as f:
                     template = f.read()
+            target = out
+            if manifest_fields is None and os.path.isfile(os.path.join(out, operator_config.MANIFEST)):
+                # a gate or the compiler stopped this export: the bundle already in --out stays deployable, and
+                # this export's diagnostics go beside it
+                target = failed_dir(out)
+                kept_message = (f"{message} (the bundle in {out} is kept as it was; this export's model, "
+                                f"compat.json and parity.json are in {target})")
+                return _finish_failed(staging, target, ExportResult(
+                    bundle_dir=target, exit_code=code, message=kept_message, files={},
+                    seconds=0.0, warnings=warnings, notes=notes, compat=gate.summary, parity=parity_report,
+                    compile=compile_info, calibration=calibration_info), start)
             edited = operator_config.edited_sort_config(out, template)
             blocks = False
             if manifest_fields is not None:
@@ -360,6 +424,8 @@ def export_bundle(options: ExportOptions, log: Callable[[str], None] = lambda _:
                 warnings.extend(kept.warnings)
                 blocks = kept.blocks_service
             _replace_dir(staging, out)
+            if manifest_fields is not None:
+                _remove_failed_dir(out)
             files = dict(files_in(out))
             return ExportResult(bundle_dir=out, exit_code=code, message=message, files=files,
                                 seconds=round(time.monotonic() - start, 1), warnings=warnings, notes=notes,
@@ -399,9 +465,14 @@ def export_bundle(options: ExportOptions, log: Callable[[str], None] = lambda _:
             compile_info = edgetpu_gate.compile_model(cpu_path, staging, options.compiler, final_dir=out)
             if compile_info["status"] == "not_found":
                 code, message = ExitCode.NOT_COMPILED, compile_info["message"]
-            elif compile_info["status"] != "ok":
+            elif compile_info["status"] == "failed":
                 return finish(ExitCode.COMPILE_FAILED, compile_info["message"], parity_report=parity_report,
                               compile_info=compile_info)
+            elif compile_info["status"] == "incompatible" and not options.allow_cpu_ops:
+                return finish(ExitCode.EDGETPU_INCOMPATIBLE, compile_info["message"], parity_report=parity_report,
+                              compile_info=compile_info)
+            elif compile_info["status"] == "incompatible":
+                warnings.append(compile_info["message"])
             elif compile_info.get("disagreements"):
                 warnings.append("the compiler's op split differs from the prediction: "
                                 + "; ".join(compile_info["disagreements"]))
@@ -442,6 +513,8 @@ def summary_line(result: ExportResult) -> str:
     """The one line the CLI ends with: what was written, where, how big, how long, what next."""
     size_mb = result.total_bytes() / 1e6
     status = "exported" if result.ok else f"export stopped (exit {int(result.exit_code)})"
+    if result.ok and EDGETPU_MODEL not in result.files:
+        status += " for the CPU only (no Edge TPU model: --edgetpu compiles one)"
     return (f"{status}: {plural(len(result.files), 'file')}, {size_mb:.2f} MB in {result.bundle_dir} "
             f"in {result.seconds:.0f} s; next: {result.next_command()}")
 

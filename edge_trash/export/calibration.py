@@ -151,10 +151,12 @@ def load_calibration_set(data_dir: str, input_size: int, count: int = DEFAULT_CA
             per_class[label] += 1
     warnings: List[str] = []
     if len(order) < MIN_RECOMMENDED_IMAGES:
+        fix = ("add training images (the train split holds no more)" if len(order) >= len(labels_per_image) else
+               f"a larger --calibration-images (the train split holds {len(labels_per_image)})")
         warnings.append(
             f"only {len(order)} calibration images (of {len(labels_per_image)} in the train split; "
             f"asked for {count}): int8 ranges from fewer than {MIN_RECOMMENDED_IMAGES} images can cost "
-            "accuracy; use more training images or a larger --calibration-images")
+            f"accuracy; {fix}")
     all_classes = {label for labels in labels_per_image for label in labels}
     missing = sorted(all_classes - set(per_class))
     if missing:

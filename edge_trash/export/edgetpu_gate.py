@@ -118,9 +118,10 @@ def compile_model(cpu_model_path: str, out_dir: str, compiler: Optional[str],
     ``final_dir`` is where ``out_dir`` will end up (the bundle is built in a staging directory):
     messages name paths there, so the commands they suggest work after the export.
 
-    Returns a dict with ``status`` 'ok' | 'not_found' | 'failed', ``message`` (for 'not_found': how
-    to compile and which file), ``disagreements`` (compiler split vs prediction) and the parsed
-    compiler summary.
+    Returns a dict with ``status`` 'ok' | 'not_found' | 'failed' | 'incompatible' (it compiled, but the compiled
+    file is not one Edge TPU subgraph followed only by the allowed CPU tail: what runs is the compiler's word, not
+    the prediction's), ``message`` (for 'not_found': how to compile and which file), ``disagreements``
+    (compiler split vs prediction) and the parsed compiler summary.
     """
     from edge_trash.export import compiler as driver
     from edge_trash.export.compat import inspect_tflite
@@ -142,7 +143,8 @@ def compile_model(cpu_model_path: str, out_dir: str, compiler: Optional[str],
         "off_chip_streaming_bytes": result.off_chip_streaming_bytes,
         "errors": [dataclasses.asdict(e) for e in result.errors], "disagreements": [], "message": ""}
     if not outcome.ok:
-        details = "; ".join(e.message for e in result.errors) or (outcome.stderr or outcome.stdout).strip()[-500:]
+        details = ("; ".join(e.message for e in result.errors) or (outcome.stderr or outcome.stdout).strip()[-500:]
+                   or f"it printed nothing, exited {outcome.returncode} and wrote no compiled model")
         command = " ".join(outcome.command)
         if final_dir:
             command = command.replace(out_dir, final_dir)
@@ -151,11 +153,35 @@ def compile_model(cpu_model_path: str, out_dir: str, compiler: Optional[str],
         return info
     info["disagreements"] = list(driver.compare_with_prediction(inspect_tflite(cpu_model_path), result))
     compiled = inspect_tflite(str(outcome.compiled_model))
-    custom_ops = sum(1 for op in compiled.ops if op.on_edgetpu)
-    stray = [op.name for op in compiled.ops if not op.on_edgetpu and op.name not in ALLOWED_CPU_TAIL]
-    if custom_ops != 1 or stray:
-        info["disagreements"].append(
-            f"the compiled model has {custom_ops} edgetpu-custom-op and CPU ops {compiled.cpu_op_names()}; "
-            f"expected 1 and only DEQUANTIZE/{POSTPROCESS_OP_NAME}")
-    info["compiled_cpu_ops"] = compiled.cpu_op_names()
+    # what the compiled file holds is what will run: a file without edgetpu-custom-op runs wholly on the CPU
+    custom_ops = compiled.edgetpu_ops if compiled.compiled else 0
+    on_cpu = [op.name for op in compiled.ops if not (compiled.compiled and op.on_edgetpu)]
+    info["compiled_cpu_ops"] = on_cpu
+    problem = compiled_shape_problem(custom_ops, on_cpu, result.edgetpu_subgraphs)
+    if problem:
+        info["status"] = "incompatible"
+        info["message"] = (f"{os.path.basename(found)} compiled {os.path.basename(cpu_model_path)}, but {problem} "
+                           f"(compiler: {result.edgetpu_ops} Edge TPU ops, {result.cpu_ops} CPU ops; see "
+                           f"{os.path.basename(str(outcome.compiled_model))[:-len('.tflite')]}.log); "
+                           "--allow-cpu-ops ships it anyway")
     return info
+
+
+def compiled_shape_problem(custom_ops: int, cpu_ops: list, subgraphs: Optional[int]) -> str:
+    """Why a compiled model is not one Edge TPU subgraph followed only by ``ALLOWED_CPU_TAIL`` on the CPU ("" when
+    it is): ``custom_ops`` edgetpu-custom-ops in the file, the names of its ``cpu_ops``, the compiler's
+    ``subgraphs`` count (None when it printed none)."""
+    from collections import Counter
+
+    from edge_trash.terminal import plural
+
+    stray = Counter(name for name in cpu_ops if name not in ALLOWED_CPU_TAIL)
+    if custom_ops == 1 and not stray and subgraphs in (None, 1):
+        return ""
+    found = f"{custom_ops} edgetpu-custom-op" + ("" if subgraphs in (None, custom_ops) else
+                                                 f" ({plural(subgraphs, 'Edge TPU subgraph')}, as the compiler says)")
+    shown = ", ".join(f"{name} x{n}" if n > 1 else name for name, n in sorted(stray.items(), key=lambda kv: -kv[1])[:5])
+    more = f" and {len(stray) - 5} more kinds" if len(stray) > 5 else ""
+    rest = f"; {sum(stray.values())} other ops run on the CPU ({shown}{more})" if stray else ""
+    return (f"the compiled model holds {found}{rest}: expected 1, followed only by DEQUANTIZE and "
+            f"{POSTPROCESS_OP_NAME} on the CPU")

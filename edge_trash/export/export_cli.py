@@ -19,14 +19,18 @@ def _percent(ap50: "float | None") -> str:
 Exit codes:
   0  bundle written (and compiled, with --edgetpu)
   1  bad input found while exporting (not a run directory, labels that differ, a folds folder,
-     an --out that is not a bundle)
+     no train or val split, an --out that is not a bundle)
   2  usage error (a missing option, a path that does not exist, a value out of range)
   3  --edgetpu but no edgetpu_compiler: everything else is written; the message says how to
      compile which file
-  4  the model would not map to the Edge TPU (the op that blocks is named); --allow-cpu-ops
-     makes this a warning
+  4  the model would not map to the Edge TPU (the op that blocks is named), or the compiler
+     mapped less than that (its compiled model is not one Edge TPU subgraph followed only by
+     DEQUANTIZE and the postprocess); --allow-cpu-ops makes this a warning
   5  int8 AP50 dropped more than --max-ap-drop points (see parity.json)
-  6  edgetpu_compiler ran and failed (its errors are printed; a log it wrote is in the bundle)""")
+  6  edgetpu_compiler ran and failed (its errors are printed; a log it wrote is in the bundle)
+  130 / 143  stopped by Ctrl-C / SIGTERM (an older bundle in --out is left as it was)
+For 4, 5 and 6 with a working bundle in --out (one with its manifest), that bundle is kept and
+this export's diagnostics go to OUT.failed beside it.""")
 @click.option("--model", "model", required=True, type=click.Path(exists=True, file_okay=False),
               help="RUN_DIR written by `edge-trash train`.")
 @click.option("--data", required=True, type=click.Path(exists=True, file_okay=False),
@@ -55,6 +59,10 @@ def export(model: str, data: str, out: str, edgetpu: bool, compiler: str, calibr
     """Quantize a trained run to int8, check and compile it for the Edge TPU, write the device bundle."""
     from edge_trash.export.bundle import ExportOptions, export_bundle, summary_line
     from edge_trash.terminal import stop_on_sigterm
+
+    if compiler and not edgetpu:
+        raise click.UsageError("--compiler is used only with --edgetpu (which compiles the model and fails unless "
+                               "it maps to the Edge TPU): add --edgetpu")
 
     stop_on_sigterm()  # a `kill` unwinds like Ctrl-C: the half-built bundle (a hidden .OUT.partial-*) is removed
     options = ExportOptions(model=model, data=data, out=out, edgetpu=edgetpu, compiler=compiler,

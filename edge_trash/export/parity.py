@@ -158,9 +158,14 @@ def parity_report(float_metrics: Mapping[str, Any], int8_metrics: Mapping[str, A
     per_class = {}
     float_classes = float_metrics.get("per_class", {}) or {}
     int8_classes = int8_metrics.get("per_class", {}) or {}
+    float_ap50 = float_metrics.get("per_class_AP50", {}) or {}
+    int8_ap50 = int8_metrics.get("per_class_AP50", {}) or {}
     for name in float_classes:
         before, after = _points(float_classes.get(name)), _points(int8_classes.get(name))
         per_class[name] = {"float_AP": before, "int8_AP": after, "drop": _drop(before, after)}
+        if name in float_ap50:  # the gate's measure: the advice ranks classes by it
+            before50, after50 = _points(float_ap50.get(name)), _points(int8_ap50.get(name))
+            per_class[name].update(float_AP50=before50, int8_AP50=after50, drop_AP50=_drop(before50, after50))
     ap50_drop = _drop(f_ap50, i_ap50)
     not_applicable = nothing_detected_warning(float_metrics, reproduced, split)
     passed: Optional[bool] = ap50_drop is None or ap50_drop <= max_ap50_drop
@@ -180,12 +185,15 @@ def parity_report(float_metrics: Mapping[str, Any], int8_metrics: Mapping[str, A
 
 
 def parity_advice(report: Mapping[str, Any]) -> str:
-    """What to try when the int8 model loses too much AP50 (names the worst classes)."""
-    worst = sorted(((v["drop"], k) for k, v in report.get("per_class", {}).items() if v["drop"] is not None),
-                   reverse=True)[:3]
+    """What to try when the int8 model loses too much AP50 (names the classes whose AP50 dropped most; AP for a
+    report made without per-class AP50)."""
+    classes = report.get("per_class", {})
+    key = "drop_AP50" if any("drop_AP50" in v for v in classes.values()) else "drop"
+    worst = sorted(((v.get(key), k) for k, v in classes.items() if v.get(key) is not None), reverse=True)[:3]
     worst_text = ", ".join(f"{name} (-{drop:.1f})" for drop, name in worst if drop > 0) or "none stands out"
+    measure = "AP50" if key == "drop_AP50" else "AP"
     return (f"int8 AP50 dropped {report['drop_points']['AP50']:.2f} points (limit --max-ap-drop "
-            f"{report['max_ap50_drop']:.2f}); worst classes: {worst_text}. Try more calibration images "
+            f"{report['max_ap50_drop']:.2f}); worst classes by {measure}: {worst_text}. Try more calibration images "
             "(--calibration-images 500, drawn stratified from the train split), check that rare classes "
             "have calibration images, or retrain with quantization-friendly ranges (ReLU6 heads, fewer "
             "outlier logits); --max-ap-drop raises the limit if the loss is acceptable.")

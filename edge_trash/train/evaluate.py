@@ -476,18 +476,23 @@ def coco_metrics(gt_coco: Mapping[str, Any], detections: Sequence[Mapping[str, A
     """COCO box metrics as pycocotools reports them (fractions; -1 when undefined).
 
     ``detections``: COCO results (``image_id``, ``category_id``, ``bbox`` [x, y, w, h] in
-    pixels, ``score``). Returns keys :data:`METRIC_KEYS` plus ``per_class`` {name: AP},
-    AP being -1 for a class without ground truth; ``gt_name`` as for :func:`run_cocoeval`.
+    pixels, ``score``). Returns keys :data:`METRIC_KEYS` plus ``per_class`` {name: AP} and ``per_class_AP50``
+    {name: AP50}, -1 for a class without ground truth; ``gt_name`` as for :func:`run_cocoeval`.
     """
     ev = run_cocoeval(gt_coco, detections, gt_name=gt_name)
     metrics: Dict[str, Any] = {key: float(v) for key, v in zip(METRIC_KEYS, ev.stats)}
     metrics["per_class"] = per_class_ap(ev)
+    metrics["per_class_AP50"] = per_class_ap(ev, iou=0.5)
     return metrics
 
 
-def per_class_ap(ev: Any) -> Dict[str, float]:
-    """AP@[.5:.95] (all areas, 100 detections) per category name from an accumulated COCOeval."""
+def per_class_ap(ev: Any, iou: Optional[float] = None) -> Dict[str, float]:
+    """AP@[.5:.95] (all areas, 100 detections) per category name from an accumulated COCOeval; at one IoU
+    threshold with ``iou`` (0.5: AP50)."""
     precision = ev.eval["precision"]  # [T, R, K, A, M]
+    if iou is not None:
+        t = int(np.argmin(np.abs(ev.params.iouThrs - iou)))
+        precision = precision[t:t + 1]
     out: Dict[str, float] = {}
     for k, cat_id in enumerate(ev.params.catIds):
         p = precision[:, :, k, 0, -1]
