@@ -27,6 +27,10 @@ def test_every_train_preset_validates(name):
     model.validate()
     train.validate()
     assert tc.TrainConfig.from_dict(train.to_dict()) == train
+    # litter data is long-tailed: every preset samples by LVIS repeat factors (a README promise)
+    from edge_trash.train.trainer import balance_config
+
+    assert balance_config(train).method == "repeat_factor"
 
 
 @pytest.mark.parametrize("change, message", [
