@@ -185,6 +185,15 @@ def test_a_compiled_model_that_is_not_one_tpu_subgraph_fails_and_keeps_the_worki
     assert failed.message.endswith(f"(the bundle in {bundle} is kept as it was; this export's model, compat.json and "
                                    f"parity.json are in {failed_dir})")
     assert "export stopped (exit 4): " in summary_line(failed) and str(failed_dir) in summary_line(failed)
+    # inspect on that "compiled" file says it holds no Edge TPU op (it said to compile it)
+    from edge_trash.export.compat import inspect_tflite
+    from edge_trash.export.inspect_cli import next_step
+
+    compiled = failed_dir / "model_int8_edgetpu.tflite"
+    assert next_step(inspect_tflite(str(compiled)), compiled) == (
+        "next: model_int8_edgetpu.tflite holds no edgetpu-custom-op, so all of it runs on the CPU: the compiler "
+        "mapped nothing (see its .log beside it), or this is not the compiler's output; compile the model it was "
+        "made from, not this file")
     # --allow-cpu-ops ships it with the warning; a passing export removes the out-of-date diagnostics
     allowed = export_bundle(_options(tmp_path, data_dir, edgetpu=True, compiler=str(exe), allow_cpu_ops=True),
                             loader=_loader(data_dir))
@@ -206,6 +215,26 @@ def test_a_compiler_that_says_nothing_is_named_as_such(tmp_path):
     assert info["status"] == "failed"
     assert info["message"].startswith("silent failed on model_int8.tflite: it printed nothing, exited 0 and wrote "
                                       "no compiled model. Command: ")
+
+
+def test_a_parse_failure_says_what_to_change(tmp_path, monkeypatch):
+    """The compiler names the op version it cannot parse; export added no advice (inspect's fix_for has it)."""
+    from edge_trash.export.edgetpu_gate import compile_model, fix_for
+
+    exe = tmp_path / "edgetpu_compiler"
+    exe.write_text(f"#!{sys.executable}\n" + (FIXTURES / "fake_edgetpu_compiler.py").read_text())
+    exe.chmod(0o755)
+    logs = Path(__file__).resolve().parents[2] / "shared" / "edgetpu" / "compiler-logs"
+    if not logs.is_dir():
+        pytest.skip(f"{logs} (the shared compiler logs) not present")
+    monkeypatch.setenv("FAKE_EDGETPU_STDOUT", str(logs / "v16_parse_fail_quantize_v3.txt"))
+    monkeypatch.setenv("FAKE_EDGETPU_EXIT", "1")
+    model = tmp_path / "model_int8.tflite"
+    model.write_bytes(b"not parsed by the fake")
+    info = compile_model(str(model), str(tmp_path), str(exe))
+    assert info["status"] == "failed"
+    assert f"; fix: {fix_for('QUANTIZE', 'version')}. Command: " in info["message"]
+    assert "QUANTIZE" in info["message"].split("; fix: ")[0]
 
 
 def test_compiled_shape_problem_names_what_runs_where():
@@ -431,6 +460,9 @@ def test_cli_exports_a_real_run_in_a_subprocess(tmp_path, sample_build, real_run
     # detects nothing, so both APs are 0: not a pass, n/a, with a warning).
     parity = json.loads((out / "parity.json").read_text())
     assert parity["split"] == "val" and parity["passed"] is None
+    val_images = len(json.loads((Path(data_dir) / "splits.json").read_text())["splits"]["val"])
+    assert (parity["data"], parity["images"]) == (str(Path(data_dir).resolve()), val_images)  # what it measured on
+    assert parity["detections"] == {"float": 0, "int8": 0}
     assert parity["not_applicable"].startswith("parity n/a: the float model found nothing on the ")
     assert parity["reproduced"]["fraction"] is None
     assert f"warning: {parity['not_applicable']}" in proc.stderr

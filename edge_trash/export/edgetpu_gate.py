@@ -145,6 +145,9 @@ def compile_model(cpu_model_path: str, out_dir: str, compiler: Optional[str],
     if not outcome.ok:
         details = ("; ".join(e.message for e in result.errors) or (outcome.stderr or outcome.stdout).strip()[-500:]
                    or f"it printed nothing, exited {outcome.returncode} and wrote no compiled model")
+        version = next((e for e in result.errors if e.kind == "op_version" and e.op_name), None)
+        if version is not None:  # the compiler names the op it cannot parse, not what to do about it
+            details += f"; fix: {fix_for(version.op_name, 'version')}"
         command = " ".join(outcome.command)
         if final_dir:
             command = command.replace(out_dir, final_dir)

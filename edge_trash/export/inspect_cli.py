@@ -73,6 +73,10 @@ def next_step(report, model: Path) -> str:
                     "the export with --edgetpu --compiler PATH where edgetpu_compiler is installed, then copy the "
                     "bundle to the board")
         return "next: nothing to compile; it runs with the Edge TPU delegate (libedgetpu.so.1) where a TPU is present"
+    if model.name.endswith("_edgetpu.tflite"):  # named as the compiler names its output, but not compiled
+        return (f"next: {model.name} holds no edgetpu-custom-op, so all of it runs on the CPU: the compiler mapped "
+                "nothing (see its .log beside it), or this is not the compiler's output; compile the model it was "
+                "made from, not this file")
     found = blocker(report, float_input_ok=True)
     if not report.compiler_can_parse or report.compiler_error:
         op, reason, fix = found

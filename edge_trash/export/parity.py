@@ -7,6 +7,7 @@ Pure numpy except :func:`measure_cpu_latency` (ai-edge-litert) and :func:`evalua
 from __future__ import annotations
 
 import dataclasses
+import os
 import statistics
 import time
 from typing import Any, Dict, Iterable, List, Mapping, Optional, Tuple
@@ -239,5 +240,7 @@ def evaluate_parity(float_model: str, int8_model: str, data_dir: str, split: str
                                      min_score=match_min_score)
     latency = measure_cpu_latency(int8_model, runs=latency_runs)
     report = parity_report(float_metrics, int8_metrics, reproduced, max_ap50_drop, latency, split)
-    report["split"] = split
+    report.update(split=split, data=os.path.abspath(data_dir), images=float_metrics.get("num_images"),
+                  detections={"float": float_metrics.get("num_detections"),
+                              "int8": int8_metrics.get("num_detections")})
     return report
