@@ -99,7 +99,7 @@ def test_train_on_toy_data_records_its_data_and_refuses_to_overwrite_or_resume_o
     result = _run("--data", str(data), "--out", str(run), "--config", str(config), "--steps", "3",
                   "--init", "scratch", "--no-progress")
     assert result.exit_code == 0, result.output
-    assert "Trained 3 steps in" in result.output
+    assert "Trained 3 steps in" in result.output and "note: --batch-size" not in result.output  # 4 of 4 images
     metrics = json.loads((run / "metrics.json").read_text())  # the rate is the loop's, and the loop's time is said
     said = re.search(r"Trained 3 steps in (\d+) s \((\d+) s in the training loop at %.1f images/s, the rest "
                      r"start-up and saving\): best val" % metrics["images_per_second"], result.output)
@@ -182,9 +182,11 @@ def test_a_folds_build_trains_with_fold_and_folders_that_cannot_train_fail_befor
         " ".join(result.output.split())
     assert not (tmp_path / "nofold").exists()
     run = tmp_path / "fold1"
-    result = _run(*args, "--out", str(run), "--fold", "1")
+    result = _run(*args, "--out", str(run), "--fold", "1", "--batch-size", "12")
     assert result.exit_code == 0, result.output
     assert "best fold1 (trained on fold0+fold2) AP" in result.output
+    assert ("note: --batch-size 12 is more than the 8 images of the fold0+fold2 split: every batch repeats images "
+            "(each step then costs more and teaches no more); a smaller --batch-size trains faster") in result.output
     assert "next: a run for each other fold (--fold K, each with its own --out)" in result.output
     metrics = json.loads((run / "metrics.json").read_text())
     assert (metrics["trained_on"], metrics["validated_on"]) == ("fold0+fold2", "fold1")

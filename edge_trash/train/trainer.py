@@ -539,6 +539,10 @@ def train(options: TrainOptions) -> TrainResult:
         sampler = input_pipeline.make_sampler(data_dir, train_split, balance_config(train_cfg), train_cfg.seed)
         balance_report = sampler.report(class_names, epoch)
         bar.write(format_balance_table(balance_report))
+        if train_cfg.batch_size > sampler.num_images:
+            bar.write(f"note: --batch-size {train_cfg.batch_size} is more than the {plural(sampler.num_images, 'image')} "
+                      f"of the {train_split} split: every batch repeats images (each step then costs more and teaches "
+                      f"no more); a smaller --batch-size trains faster")
     try:
         while step < train_cfg.steps:
             logs = {k: float(v) for k, v in train_step(iterator).items()}
