@@ -126,25 +126,48 @@ def test_previous_run_with_as_many_classes_but_other_names_rebuilds_or_reorders_
              layer.name[len("class_head_"):].isdigit()]
     assert heads == [f"class_head_{level}" for level in range(6)]
 
-    # Same count, other classes: the class heads start afresh, everything else carries over.
+    # Same count, other classes: the classes both have (and the background) keep their channels, the new one
+    # starts afresh (the whole class head did), everything else carries over.
+    image = np.random.default_rng(0).uniform(0, 255, (1, 128, 128, 3)).astype(np.float32)
+    old_logits = old(image, training=False)[1].numpy()
     new = build_ssd(cfg)
     fresh = [w.copy() for w in new.get_layer("class_head_2").get_weights()]
     assert not np.array_equal(fresh[0], old.get_layer("class_head_2").get_weights()[0])
     note = initialise(new, resolve_init(str(run), cfg), cfg, ["bottle", "glass", "carton"])
-    assert note == (f"weights from run {run}; rebuilt for the new classes (the data's classes differ from the "
-                    "run's labels.txt (new 'glass'; gone 'can')): " + ", ".join(heads))
-    for got, want in zip(new.get_layer("class_head_2").get_weights(), fresh):
-        np.testing.assert_array_equal(got, want)
+    assert note == (f"weights from run {run}; the data's classes differ from the run's labels.txt (new 'glass'; "
+                    "gone 'can'): class heads keep the classes both have and start afresh for the new ones: "
+                    + ", ".join(heads))
+    kernel, bias = new.get_layer("class_head_2").get_weights()
+    anchors = bias.shape[0] // 4
+    glass = [a * 4 + 2 for a in range(anchors)]
+    np.testing.assert_array_equal(kernel[..., glass], fresh[0][..., glass])
+    np.testing.assert_array_equal(bias[glass], fresh[1][glass])
+    new_logits = new(image, training=False)[1].numpy()
+    np.testing.assert_allclose(new_logits[..., [0, 1, 3]], old_logits[..., [0, 1, 3]], rtol=0, atol=1e-5)
     for name in ("backbone", "box_head_3", "class_head_2_depthwise"):
         for got, want in zip(new.get_layer(name).get_weights(), old.get_layer(name).get_weights()):
             np.testing.assert_array_equal(got, want)
+    # A class added (4 of them now, in another order): the three the run knows carry over to their new places.
+    more = cfg.replace(num_classes=4)
+    new = build_ssd(more)
+    note = initialise(new, resolve_init(str(run), more), more, ["lid", "carton", "bottle", "can"])
+    assert "(new 'lid'): class heads keep the classes both have and start afresh for the new ones" in note
+    np.testing.assert_allclose(new(image, training=False)[1].numpy()[..., [0, 2, 3, 4]],
+                               old_logits[..., [0, 3, 1, 2]], rtol=0, atol=1e-5)
+    # No class in common: the class heads start afresh.
+    new = build_ssd(cfg)
+    fresh = [w.copy() for w in new.get_layer("class_head_2").get_weights()]
+    note = initialise(new, resolve_init(str(run), cfg), cfg, ["glass", "lid", "straw"])
+    assert note.startswith(f"weights from run {run}; rebuilt for the new classes (the data's classes differ from "
+                           "the run's labels.txt (new 'glass', 'lid', 'straw'; gone ")
+    for got, want in zip(new.get_layer("class_head_2").get_weights(), fresh):
+        np.testing.assert_array_equal(got, want)
 
     # The same classes in another order: each class keeps its own weights, in the new order.
     new = build_ssd(cfg)
     note = initialise(new, resolve_init(str(run), cfg), cfg, ["carton", "bottle", "can"])
     assert note == (f"weights from run {run}; the same classes in another order: class heads reordered to the "
                     "data's class order: " + ", ".join(heads))
-    image = np.random.default_rng(0).uniform(0, 255, (1, 128, 128, 3)).astype(np.float32)
     old_boxes, old_logits = (t.numpy() for t in old(image, training=False))
     new_boxes, new_logits = (t.numpy() for t in new(image, training=False))
     np.testing.assert_array_equal(new_boxes, old_boxes)

@@ -142,7 +142,8 @@ def test_train_on_toy_data_records_its_data_and_refuses_to_overwrite_or_resume_o
     tuned = tmp_path / "tuned"
     result = _run(*[str(tuned) if w == "NEW_RUN" else w for w in command[2:]], "--no-progress")
     assert result.exit_code == 0, result.output
-    assert (f"init: weights from run {run}; rebuilt for the new classes: class_head_0" in
+    assert (f"init: weights from run {run}; the data's classes differ from the run's labels.txt (new 'lid'): class "
+            "heads keep the classes both have and start afresh for the new ones: class_head_0" in
             " ".join(result.output.split()))
     assert json.loads((tuned / "config.json").read_text())["model"]["input_size"] == 128
     (other / "labels.txt").write_text("square\nbar\n")

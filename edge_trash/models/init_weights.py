@@ -132,10 +132,11 @@ def _is_class_head(name: str) -> bool:
 
 
 def _compare_classes(run_dir: Path, class_names: Optional[Sequence[str]]):
-    """How the run's classes relate to the data's: ``("same"|"reorder"|"rebuild", order, why)``.
+    """How the run's classes relate to the data's: ``("same"|"reorder"|"carry"|"rebuild", order, why)``.
 
     ``order[k]`` is the run's class index (1-based; 0 = background) of the data's class ``k``
-    (``k`` = 0 for background) when the classes are the same set in another order.
+    (``k`` = 0 for background) when the classes are the same set in another order ("reorder"), or when
+    they share some classes ("carry": None for a class the run does not know).
     """
     from edge_trash.models.run_dir import LABELS_TXT, RunDirError, read_labels
 
@@ -157,7 +158,10 @@ def _compare_classes(run_dir: Path, class_names: Optional[Sequence[str]]):
         parts.append("new " + ", ".join(repr(n) for n in added[:5]) + (" ..." if len(added) > 5 else ""))
     if gone:
         parts.append("gone " + ", ".join(repr(n) for n in gone[:5]) + (" ..." if len(gone) > 5 else ""))
-    return "rebuild", None, "the data's classes differ from the run's labels.txt (" + "; ".join(parts) + ")"
+    why = "the data's classes differ from the run's labels.txt (" + "; ".join(parts) + ")"
+    if len(added) < len(new_names) and len(set(new_names)) == len(new_names) and len(set(old_names)) == len(old_names):
+        return "carry", [0] + [old_names.index(n) + 1 if n in old_names else None for n in new_names], why
+    return "rebuild", None, why
 
 
 def _reorder_channels(weights, num_outputs: int, order: List[int]):
@@ -170,19 +174,36 @@ def _reorder_channels(weights, num_outputs: int, order: List[int]):
     return [w[..., index] for w in weights]
 
 
+def _carry_channels(old_weights, new_weights, order: List[Optional[int]]):
+    """The fresh ``[kernel, bias]`` of a class-head conv with the (anchor, class) output channels of every class
+    the run knows (``order[k]`` not None) taken from the run's ``old_weights``, background included."""
+    import numpy as np
+
+    per_anchor = len(order)
+    anchors = new_weights[0].shape[-1] // per_anchor
+    old_per_anchor = old_weights[0].shape[-1] // anchors
+    to = np.array([a * per_anchor + c for a in range(anchors) for c, o in enumerate(order) if o is not None])
+    frm = np.array([a * old_per_anchor + o for a in range(anchors) for o in order if o is not None])
+    out = [w.copy() for w in new_weights]
+    for target, source in zip(out, old_weights):
+        target[..., to] = source[..., frm]
+    return out
+
+
 def load_from_run(model, run_dir: Path, config: SSDConfig,
                   class_names: Optional[Sequence[str]] = None) -> Tuple[List[str], str, str]:
     """Copy weights from a previous run: every layer whose shapes match (backbone, extra
     layers, box heads; class heads too when the classes are the same).
 
-    With ``class_names`` (the data's labels), the class heads are carried over only when the run's
+    With ``class_names`` (the data's labels), the class heads are carried over whole when the run's
     labels.txt lists the same classes in the same order; the same classes in another order have
-    their output channels reordered to the data's order; other classes (even as many) leave the
-    class heads freshly initialised. Without ``class_names`` a class head is carried over when its
-    shape matches.
+    their output channels reordered to the data's order; other classes keep the channels of the
+    classes both share (and of the background), the rest freshly initialised; no class in common
+    leaves the class heads freshly initialised. Without ``class_names`` a class head is carried over
+    when its shape matches.
 
-    Returns ``(layers, action, why)``: the class-head layers ``action`` ("rebuilt" or
-    "reordered") applied to, and why they were rebuilt when the class count alone does not say.
+    Returns ``(layers, action, why)``: the class-head layers ``action`` ("rebuilt", "reordered" or
+    "carried") applied to, and how the classes differ when the class count alone does not say.
     """
     from edge_trash.models.run_dir import CONFIG_JSON, WEIGHTS_H5, read_run_config
     from edge_trash.models.ssd import build_ssd
@@ -200,17 +221,20 @@ def load_from_run(model, run_dir: Path, config: SSDConfig,
     if not weights.is_file():
         raise InitError(f"--init {run_dir}: {weights} not found (the run never evaluated)")
     verdict, order, why = _compare_classes(run_dir, class_names)
-    if old_config.num_classes != config.num_classes:
+    if old_config.num_classes != config.num_classes and verdict != "carry":
         verdict, why = "rebuild", ""  # the shapes differ: the class count says it all
     old = build_ssd(old_config.replace(input_size=config.input_size))
     old.load_weights(str(weights))
-    rebuilt, reordered = [], []
+    rebuilt, reordered, carried = [], [], []
     for layer in model.layers:
         if not layer.weights:
             continue
         source = old.get_layer(layer.name)
         if _is_class_head(layer.name) and verdict == "rebuild":
             rebuilt.append(layer.name)
+        elif _is_class_head(layer.name) and verdict == "carry":
+            layer.set_weights(_carry_channels(source.get_weights(), layer.get_weights(), order))
+            carried.append(layer.name)
         elif [w.shape for w in source.weights] != [w.shape for w in layer.weights]:
             rebuilt.append(layer.name)
         elif _is_class_head(layer.name) and verdict == "reorder":
@@ -220,6 +244,8 @@ def load_from_run(model, run_dir: Path, config: SSDConfig,
             layer.set_weights(source.get_weights())
     if reordered:
         return reordered, "reordered", ""
+    if carried:
+        return carried, "carried", why
     return rebuilt, "rebuilt", why if rebuilt else ""
 
 
@@ -236,6 +262,9 @@ def initialise(model, source: InitSource, config: SSDConfig,
     if action == "reordered":
         return (f"weights from run {source.path}; the same classes in another order: class heads "
                 f"reordered to the data's class order: {', '.join(layers)}")
+    if action == "carried":
+        return (f"weights from run {source.path}; {why}: class heads keep the classes both have and start "
+                f"afresh for the new ones: {', '.join(layers)}")
     if layers:
         because = f" ({why})" if why else ""
         return f"weights from run {source.path}; rebuilt for the new classes{because}: {', '.join(layers)}"

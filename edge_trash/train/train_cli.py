@@ -46,7 +46,8 @@ def is_run_config(config: Optional[str]) -> bool:
               help="Keras MobileNetV2 ImageNet .h5 (also looked up in ~/.keras/models), "
                    "'imagenet' (that file for the configured width), a previous run directory "
                    "(its class head kept for the same classes, reordered for the same ones in another order, "
-                   "rebuilt for others, as metrics.json's init says), or 'scratch' (poor accuracy). "
+                   "kept for the classes both have and fresh for new ones otherwise, as metrics.json's init "
+                   "says), or 'scratch' (poor accuracy). "
                    "Default: the config's train.init, imagenet (the demo preset: scratch).")
 @click.option("--fold", type=click.IntRange(min=0), default=None,
               help="For a build-tfrecords --folds K folder: train on every other fold and validate on this "
@@ -102,6 +103,8 @@ def train(data_dir: Path, out_dir: Path, config: Optional[str], steps: Optional[
             train_cfg = train_cfg.replace(warmup_steps=config_warmup * train_cfg.steps // config_steps)
             click.echo(f"note: warm-up {plural(train_cfg.warmup_steps, 'step')}: the config's {config_warmup} of "
                        f"{config_steps}, scaled to --steps {train_cfg.steps}", err=True)
+        if resume and train_cfg.warmup_steps >= train_cfg.steps:
+            train_cfg = train_cfg.replace(warmup_steps=0)  # unused: a resume keeps its run's own schedule
         train_cfg.validate()
     except ValueError as exc:
         raise click.BadParameter(str(exc), param_hint="--steps/--batch-size/--config") from None
