@@ -17,10 +17,10 @@ import pytest
 from click.testing import CliRunner
 
 from edge_trash.export import edgetpu_ops as rules
-from edge_trash.export.compat import (AFTER_CUT_REASON, STATUS_NOT_PARSED, STATUS_NOT_QUANTIZED,
-                                      inspect_tflite, summary_line)
+from edge_trash.export.compat import (AFTER_CUT_REASON, PARAMETER_CACHE_BYTES, STATUS_NOT_PARSED,
+                                      STATUS_NOT_QUANTIZED, inspect_tflite, summary_line)
 from edge_trash.export.inspect_cli import next_step
-from edge_trash.export.tflite_model import OpInfo, Quantization, TensorInfo, TfliteModel
+from edge_trash.export.tflite_model import OpInfo, Quantization, TensorInfo, TfliteModel, read_tflite
 
 REPO = Path(__file__).resolve().parents[1]
 SHARED = REPO.parent / "shared" / "edgetpu"
@@ -79,9 +79,21 @@ def test_compiled_ssd_segment_cpu_tail():
         ("TFLite_Detection_PostProcess", False)]
     assert (report.edgetpu_ops, report.cpu_ops) == (1, 3)
     assert report.first_cpu_op.name == "DEQUANTIZE" and report.cut_op.index == 1
+    # The file's only constants are the postprocess's float anchors (30672 B): CPU data, no Edge TPU parameters.
+    assert read_tflite(SSD_SEGMENT).parameter_bytes == 30672 and report.parameter_bytes == 0
     assert summary_line(report) == (
         "ssd_mobilenet_v2_coco_quant_postprocess_segment_1_of_2_edgetpu.tflite: compiled; "
         "1 edgetpu-custom-op, 3 CPU ops (DEQUANTIZE x2, TFLite_Detection_PostProcess)")
+
+
+@needs_shared
+@pytest.mark.parametrize("path", PAIRS, ids=lambda p: p.stem)
+def test_parameter_bytes_are_the_constants_the_real_compiler_moved_into_the_edge_tpu(path):
+    """The compiled file keeps only the constants of its CPU ops; the rest went into edgetpu-custom-op. The
+    prediction counts exactly those (deeplab: not the 2 CONV_2D after the cut, 137576 B; the whole file
+    holds 714408 B)."""
+    source, compiled = read_tflite(path), read_tflite(MODELS / f"{path.stem}_edgetpu.tflite")
+    assert inspect_tflite(path).parameter_bytes == source.parameter_bytes - compiled.parameter_bytes
 
 
 @needs_shared
@@ -93,7 +105,9 @@ def test_json_shape():
     assert {"index", "name", "version", "on_edgetpu", "reason"} <= set(doc["ops"][0])
     assert (doc["edgetpu_ops"], doc["cpu_ops"], doc["compiled"], doc["compiler_can_parse"]) == (64, 8, False, True)
     assert doc["first_cpu_op"]["index"] == 64 and doc["first_cpu_op"]["name"] == "RESIZE_BILINEAR"
-    assert doc["parameter_cache_bytes"] == 8 * 1024 * 1024
+    # the smallest on-chip memory (used + remaining) a real compiler 16 log shows: 6.08 MiB (YOLOv5s)
+    assert doc["parameter_cache_bytes"] == PARAMETER_CACHE_BYTES == 6375342
+    assert (doc["parameter_bytes"], doc["fits_parameter_cache"]) == (576832, True)
     conv = doc["ops"][0]
     assert conv["inputs"][0]["dtype"] == "uint8" and conv["inputs"][0]["shape"] == [1, 513, 513, 3]
     assert conv["inputs"][0]["quantization"]["per_channel"] is False
@@ -330,7 +344,7 @@ def test_single_cut_float_input_quantize_and_own_problems_after_the_cut():
     assert (report.edgetpu_ops, report.cpu_ops) == (1, 4)
     assert summary_line(report).startswith(
         "hand.tflite: 1 of 5 ops on the Edge TPU, 4 on the CPU; CPU from op 2 LEAKY_RELU "
-        "(LEAKY_RELU is not an Edge TPU op); parameters ")
+        "(LEAKY_RELU is not an Edge TPU op); Edge TPU parameters ")
     # inspect's next line: the command, and what keeps the ops from the cut on the CPU (not the leading QUANTIZE)
     assert next_step(report, Path("/models/hand.tflite")) == (
         "next: edgetpu_compiler --out_dir /models --show_operations /models/hand.tflite on an x86-64 Linux machine; "
@@ -375,6 +389,61 @@ def test_float_model_is_not_quantized_and_version_failure_wins():
     assert next_step(report, Path("/models/hand.tflite")).startswith(
         "fix first: op 0 CONV_2D: the Edge TPU compiler 16 parses TFLite at TensorFlow 2.5 level; CONV_2D must "
         "come out at a lower op version")
+
+
+def _postprocess_model(weight_bytes: int) -> TfliteModel:
+    """uint8 image -> CONV_2D (``weight_bytes`` of int8 weights + a 4 B bias) -> DEQUANTIZE x2 -> the
+    detection postprocess with 1917 float anchors (30672 B, as in Coral's SSD MobileNet v2)."""
+    image = tensor((1, 1, 1, weight_bytes), "uint8", name="image")
+    c = act(1, 1, 1, 1)
+    boxes = tensor((1, 1917, 4), "float32", quantized=False)
+    scores = tensor((1, 1917, 4), "float32", quantized=False)
+    anchors = tensor((1917, 4), "float32", np.ones((1917, 4), np.float32), quantized=False, name="anchors")
+    outs = [tensor((1, 10, 4), "float32", quantized=False) for _ in range(4)]
+    ops = [op("CONV_2D", [image, weights(1, 1, 1, weight_bytes), i32([0])], [c]),
+           op("DEQUANTIZE", [c], [boxes]),
+           op("DEQUANTIZE", [c], [scores]),
+           op("TFLite_Detection_PostProcess", [boxes, scores, anchors], outs, code=32,
+              custom="TFLite_Detection_PostProcess")]
+    return _model(ops, [image])
+
+
+def test_postprocess_anchors_are_not_edgetpu_parameters():
+    """Weights that fill the on-chip memory exactly fit; the postprocess's 30672 B of float anchors stay on the
+    CPU and do not push them over (counting every constant of the file did)."""
+    model = _postprocess_model(PARAMETER_CACHE_BYTES - 4)
+    assert model.parameter_bytes == PARAMETER_CACHE_BYTES + 1917 * 4 * 4
+    report = inspect_tflite(model)
+    assert report.cpu_op_names() == ["DEQUANTIZE", "DEQUANTIZE", "TFLite_Detection_PostProcess"]
+    assert report.parameter_bytes == PARAMETER_CACHE_BYTES and report.fits_parameter_cache
+    assert summary_line(report) == (
+        "hand.tflite: 1 of 4 ops on the Edge TPU, 3 on the CPU; CPU from op 1 DEQUANTIZE "
+        f"({report.ops[1].reason}); Edge TPU parameters 6.08 MiB of about 6.08 MiB on-chip memory")
+    doc = report.to_json_dict()
+    assert (doc["parameter_bytes"], doc["fits_parameter_cache"]) == (PARAMETER_CACHE_BYTES, True)
+
+
+def test_parameters_over_the_on_chip_memory_are_reported_exactly():
+    report = inspect_tflite(_postprocess_model(7 * 1024 * 1024))  # 7 MiB: over 6.08, under the 7.50 some runs had
+    assert report.parameter_bytes == 7 * 1024 * 1024 + 4 and not report.fits_parameter_cache
+    assert summary_line(report).endswith(
+        "; Edge TPU parameters 7.00 MiB of about 6.08 MiB on-chip memory (may NOT fit: real compiler 16 runs could "
+        "cache 6.08 MiB to 7.50 MiB, depending on the model; what does not fit streams from host memory every "
+        "inference, which is slow)")
+    assert report.to_json_dict()["fits_parameter_cache"] is False
+
+
+def test_a_constant_shared_with_a_cpu_op_counts_once_and_cpu_only_constants_not_at_all():
+    x = act(1, 8, 8, 4)
+    k = tensor((1, 1, 1, 4), data=np.ones((1, 1, 1, 4), np.int8), name="k")  # 4 B, read on both sides of the cut
+    a1, lr, a2, c = act(1, 8, 8, 4), act(1, 8, 8, 4), act(1, 8, 8, 4), act(1, 8, 8, 4)
+    ops = [op("ADD", [x, k], [a1]),
+           op("LEAKY_RELU", [a1], [lr]),
+           op("ADD", [lr, k], [a2]),
+           op("CONV_2D", [a2, weights(4, 1, 1, 4), i32([0] * 4)], [c])]  # after the cut: 16 + 16 B on the CPU
+    report = inspect_tflite(_model(ops, [x]))
+    assert [v.on_edgetpu for v in report.ops] == [True, False, False, False]
+    assert report.parameter_bytes == 4
 
 
 # ---- real conversions with TensorFlow (small models) --------------------------------------------
@@ -450,6 +519,27 @@ def test_tf_plain_int8_model_maps_fully_with_exact_parameter_bytes():
 
 
 @pytest.mark.slow
+def test_tf_exported_ssd_counts_no_postprocess_anchors():
+    """The export's own detection model: the anchors of TFLite_Detection_PostProcess (float, CPU) are in the
+    file but not among the Edge TPU parameters; every constant an Edge TPU op reads is."""
+    from export_helpers import TinyConfig, random_images, tiny_anchors, tiny_ssd
+
+    from edge_trash.export.detection_tflite import convert_to_int8_detection_tflite, postprocess_params_from_config
+
+    config = TinyConfig()
+    data = convert_to_int8_detection_tflite(tiny_ssd(config.num_classes), tiny_anchors(),
+                                            postprocess_params_from_config(config), lambda: random_images(8))
+    model, report = read_tflite(data), inspect_tflite(data)
+    assert report.cpu_op_names() == ["DEQUANTIZE", "DEQUANTIZE", "TFLite_Detection_PostProcess"]
+    anchors = [t for t in model.ops[-1].inputs if t is not None and t.constant]
+    assert [t.data_bytes for t in anchors] == [tiny_anchors().nbytes] == [160 * 4 * 4]
+    assert report.parameter_bytes == model.parameter_bytes - tiny_anchors().nbytes
+    tpu_constants = {t.buffer_index for v in report.ops if v.on_edgetpu
+                     for t in v.inputs if t is not None and t.constant}
+    assert len(tpu_constants) > 10 and anchors[0].buffer_index not in tpu_constants
+
+
+@pytest.mark.slow
 def test_tf_non_edgetpu_op_in_the_middle_cuts_the_rest():
     report = inspect_tflite(converted("leaky_middle"))
     assert _names(report) == [
@@ -502,7 +592,8 @@ def test_tf_strided_slice_with_stride_2():
 def test_tf_float_model_is_not_quantized():
     report = inspect_tflite(converted("float"))
     assert report.compiler_error == "Model not quantized" and report.edgetpu_ops == 0
-    assert summary_line(report).startswith("<bytes>: the compiler would fail: Model not quantized; parameters")
+    assert report.parameter_bytes == 0  # nothing reaches the Edge TPU, so no parameter line
+    assert summary_line(report) == "<bytes>: the compiler would fail: Model not quantized"
 
 
 @needs_shared

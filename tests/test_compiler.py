@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import os
+import signal
 import stat
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -102,7 +105,108 @@ def test_timeout_kills_the_compiler(fake_compiler, tmp_path, monkeypatch):
     assert outcome.timed_out and outcome.returncode is None and not outcome.ok
     assert outcome.result.success is False
     assert [e.kind for e in outcome.result.errors] == ["timeout"]
-    assert "did not finish within 0.5 s" in outcome.result.errors[0].message
+    assert outcome.result.errors[0].message == (
+        "edgetpu_compiler did not finish within 0.5 s and was stopped, with the processes it started; run its "
+        "command by hand with a larger --timeout_sec than 1 (the compiler's own limit, in seconds; by hand, "
+        "nothing else stops it)")
+    assert outcome.command[3:5] == ["--timeout_sec", "1"]
+
+
+FORKING_COMPILER = """\
+import os, sys, time
+child = os.fork()
+if child == 0:  # like the real compiler's "compilation child process"
+    time.sleep(60)
+    os._exit(0)
+with open(os.environ["FAKE_CHILD_PID"], "w") as f:
+    f.write(str(child))
+print("Started a compilation timeout timer of 180 seconds.", flush=True)
+os.waitpid(child, 0)
+"""
+
+
+@pytest.fixture()
+def forking_compiler(tmp_path, monkeypatch):
+    """A compiler that forks a child which sleeps 60 s and waits for it; returns (exe, model, child pid file).
+    Whatever it leaves running is killed at the end."""
+    exe = tmp_path / "edgetpu_compiler"
+    exe.write_text(f"#!{sys.executable}\n{FORKING_COMPILER}")
+    exe.chmod(0o755)
+    model = tmp_path / "m.tflite"
+    model.write_bytes(b"not compiled by this fake")
+    pid_file = tmp_path / "child.pid"
+    monkeypatch.setenv("FAKE_CHILD_PID", str(pid_file))
+    yield exe, model, pid_file
+    if pid_file.is_file() and _alive(int(pid_file.read_text())):
+        os.kill(int(pid_file.read_text()), signal.SIGKILL)
+
+
+def _alive(pid: int) -> bool:
+    """Whether ``pid`` runs (a zombie nobody reaped yet, e.g. under a PID 1 that does not reap, is dead)."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except (FileNotFoundError, IndexError):
+        return False
+    return state not in ("Z", "X")
+
+
+def _gone_soon(pid: int, within_s: float = 5.0) -> bool:
+    deadline = time.monotonic() + within_s
+    while _alive(pid):
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(0.05)
+    return True
+
+
+def test_timeout_kills_the_compilers_child_too(forking_compiler, tmp_path):
+    exe, model, pid_file = forking_compiler
+    start = time.monotonic()
+    outcome = run_compiler(str(exe), model, tmp_path / "out", timeout_s=1, kill_after_s=1.5)
+    assert time.monotonic() - start < 10
+    assert outcome.timed_out and outcome.returncode is None and not outcome.ok
+    assert outcome.stdout == "Started a compilation timeout timer of 180 seconds.\n"  # printed before the kill
+    assert _gone_soon(int(pid_file.read_text())), "the compiler's child outlived the timeout"
+    assert outcome.result.errors[-1].message.startswith(
+        f"edgetpu_compiler did not finish within 1.5 s and was stopped, with the processes it started; run its "
+        "command by hand with a larger --timeout_sec than 1 ")
+
+
+def test_ctrl_c_while_waiting_kills_the_compiler_and_its_child(forking_compiler, tmp_path):
+    exe, model, pid_file = forking_compiler
+    stop = threading.Event()
+
+    def press_ctrl_c():  # once the child exists (a loaded machine may take a while to start the fake)
+        deadline = time.monotonic() + 30
+        while not (pid_file.is_file() and pid_file.read_text().strip()) and time.monotonic() < deadline:
+            if stop.wait(0.05):
+                return
+        os.kill(os.getpid(), signal.SIGINT)
+
+    interrupt = threading.Thread(target=press_ctrl_c, daemon=True)
+    interrupt.start()
+    try:
+        with pytest.raises(KeyboardInterrupt):
+            run_compiler(str(exe), model, tmp_path / "out", timeout_s=60)
+    finally:
+        stop.set()
+        interrupt.join(5)
+    assert _gone_soon(int(pid_file.read_text())), "the compiler's child outlived Ctrl-C"
+
+
+def test_the_compilers_own_timeout_names_what_to_do(fake_compiler, tmp_path, monkeypatch):
+    exe, _ = fake_compiler
+    monkeypatch.setenv("FAKE_EDGETPU_STDOUT", str(LOGS / "v16_timeout5_fail.txt"))
+    monkeypatch.setenv("FAKE_EDGETPU_EXIT", "1")
+    outcome = run_compiler(str(exe), DEEPLAB, tmp_path / "out", timeout_s=5)
+    assert not outcome.ok and not outcome.timed_out and outcome.returncode == 1
+    assert [(e.kind, e.message) for e in outcome.result.errors] == [(
+        "timeout", "Compilation failed! with no other error under a 5 s timeout timer; run its command by hand "
+        "with a larger --timeout_sec than 5 (the compiler's own limit, in seconds; by hand, nothing else stops it)")]
 
 
 def test_nonzero_exit_is_a_failure_even_with_a_success_message(fake_compiler, tmp_path, monkeypatch):

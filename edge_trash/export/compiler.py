@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import shlex
 import shutil
+import signal
 import subprocess
 import time
 from collections import Counter
@@ -18,6 +20,7 @@ from edge_trash.export.compiler_log import CompilerError, CompilerResult, parse_
 COMPILER_NAME = "edgetpu_compiler"
 CORAL_APT_REPO = "https://packages.cloud.google.com/apt coral-edgetpu-stable main"
 DEFAULT_KILL_GRACE_S = 30.0
+REAP_TIMEOUT_S = 10.0  # after the kill: how long to wait for the output pipes to close
 
 
 class CompilerNotFoundError(FileNotFoundError):
@@ -70,10 +73,13 @@ def run_compiler(compiler: str, model_path: Union[str, os.PathLike], out_dir: Un
                  kill_after_s: Optional[float] = None) -> CompileOutcome:
     """Run ``compiler --out_dir OUT --timeout_sec T [extra_args] MODEL`` (no shell) and parse the result.
 
-    The compiler's own timer is ``timeout_s``; the process is killed ``kill_after_s`` seconds after
-    start (default ``timeout_s + 30``) if it has not exited, which is reported as a ``timeout`` error.
-    Reads ``<stem>_edgetpu.log`` from ``out_dir``. Raises ``CompilerNotFoundError`` when ``compiler``
-    cannot be executed and ``FileNotFoundError`` when the model does not exist.
+    The compiler's own timer is ``timeout_s``; if it has not finished ``kill_after_s`` seconds after
+    start (default ``timeout_s + 30``), it is killed, which is reported as a ``timeout`` error. The
+    compiler runs in a session of its own and is killed with its whole process group: the real one
+    forks a "compilation child process" that would otherwise run on. The same happens when the wait
+    is interrupted (Ctrl-C, or SIGTERM where the CLI turns it into KeyboardInterrupt), which then
+    propagates. Reads ``<stem>_edgetpu.log`` from ``out_dir``. Raises ``CompilerNotFoundError`` when
+    ``compiler`` cannot be executed and ``FileNotFoundError`` when the model does not exist.
     """
     model = Path(model_path)
     if not model.is_file():
@@ -84,27 +90,24 @@ def run_compiler(compiler: str, model_path: Union[str, os.PathLike], out_dir: Un
                *[str(a) for a in extra_args], str(model)]
     limit = kill_after_s if kill_after_s is not None else timeout_s + DEFAULT_KILL_GRACE_S
     start = time.monotonic()
-    timed_out = False
     try:
-        proc = subprocess.run(command, capture_output=True, text=True, timeout=limit, check=False,
-                              stdin=subprocess.DEVNULL)
-        returncode: Optional[int] = proc.returncode
-        stdout, stderr = proc.stdout, proc.stderr
-    except subprocess.TimeoutExpired as exc:
-        timed_out, returncode = True, None
-        stdout, stderr = _text(exc.stdout), _text(exc.stderr)
+        proc = subprocess.Popen(command, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+                                stderr=subprocess.PIPE, text=True, start_new_session=True)
     except (FileNotFoundError, PermissionError, OSError) as exc:
         raise CompilerNotFoundError(f"Cannot run {compiler!r}: {exc}.\n{compile_instructions(model)}") from exc
+    stdout, stderr, timed_out = _wait(proc, limit)
+    returncode: Optional[int] = None if timed_out else proc.returncode
     duration = time.monotonic() - start
 
     compiled, log_path = compiled_paths(model, out)
     log_text = log_path.read_text(errors="replace") if log_path.is_file() else None
     result = parse_compiler_output(f"{stdout}\n{stderr}", log_text)
+    result.errors = [_with_timeout_advice(e, timeout_s) for e in result.errors]
     if timed_out:
         result.success = False
         result.errors.append(CompilerError(
-            "timeout", f"{Path(compiler).name} did not finish within {limit:g} s and was stopped; "
-            "raise the timeout for large models"))
+            "timeout", f"{Path(compiler).name} did not finish within {limit:g} s and was stopped, with the "
+            f"processes it started; {timeout_advice(timeout_s)}"))
     elif returncode != 0 and result.success:
         result.success = False
         result.errors.append(CompilerError("failed", f"the compiler exited with status {returncode}"))
@@ -115,6 +118,51 @@ def run_compiler(compiler: str, model_path: Union[str, os.PathLike], out_dir: Un
         command=command, returncode=returncode, stdout=stdout, stderr=stderr, log_text=log_text,
         result=result, compiled_model=compiled if compiled.is_file() and result.success else None,
         log_path=log_path if log_text is not None else None, timed_out=timed_out, duration_s=duration)
+
+
+def timeout_advice(timeout_s: int) -> str:
+    """What to do when the compiler ran out of time: export does not expose its timer, so run its
+    command (the ``CompileOutcome.command`` the caller shows) by hand with a larger one."""
+    return (f"run its command by hand with a larger --timeout_sec than {int(timeout_s)} (the compiler's own "
+            "limit, in seconds; by hand, nothing else stops it)")
+
+
+def _with_timeout_advice(error: CompilerError, timeout_s: int) -> CompilerError:
+    # The parser's own advice ("raise --timeout_sec") names a flag export does not expose.
+    if error.kind != "timeout":
+        return error
+    message = error.message.replace(": raise --timeout_sec", "")
+    return dataclasses.replace(error, message=f"{message}; {timeout_advice(timeout_s)}")
+
+
+def _wait(proc: "subprocess.Popen[str]", limit: float) -> Tuple[str, str, bool]:
+    """``(stdout, stderr, timed_out)`` of ``proc``, killed with its process group after ``limit`` seconds."""
+    try:
+        stdout, stderr = proc.communicate(timeout=limit)
+        return stdout, stderr, False
+    except subprocess.TimeoutExpired:
+        stdout, stderr = _kill_group(proc)
+        return stdout, stderr, True
+    except BaseException:  # Ctrl-C or SIGTERM while waiting: stop the compiler too, then let it propagate
+        _kill_group(proc)
+        raise
+
+
+def _kill_group(proc: "subprocess.Popen[str]") -> Tuple[str, str]:
+    """Kill ``proc``'s process group (its session: the compiler and the child it forks), reap it and
+    return what it printed. A process that left the group and keeps the pipes open is not waited for."""
+    try:
+        os.killpg(proc.pid, signal.SIGKILL)
+    except (ProcessLookupError, PermissionError):
+        pass  # the group is gone already (a zombie leader alone may refuse the signal)
+    try:
+        return proc.communicate(timeout=REAP_TIMEOUT_S)
+    except subprocess.TimeoutExpired as exc:
+        for pipe in (proc.stdout, proc.stderr):
+            if pipe is not None:
+                pipe.close()
+        proc.wait()
+        return _text(exc.stdout), _text(exc.stderr)
 
 
 def compare_with_prediction(report: CompatReport, result: CompilerResult) -> List[str]:
