@@ -172,7 +172,7 @@ def test_timeout_kills_the_compilers_child_too(forking_compiler, tmp_path):
     assert outcome.stdout == "Started a compilation timeout timer of 180 seconds.\n"  # printed before the kill
     assert _gone_soon(int(pid_file.read_text())), "the compiler's child outlived the timeout"
     assert outcome.result.errors[-1].message.startswith(
-        f"edgetpu_compiler did not finish within 1.5 s and was stopped, with the processes it started; run its "
+        "edgetpu_compiler did not finish within 1.5 s and was stopped, with the processes it started; run its "
         "command by hand with a larger --timeout_sec than 1 ")
 
 
