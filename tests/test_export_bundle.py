@@ -182,8 +182,9 @@ def test_a_compiled_model_that_is_not_one_tpu_subgraph_fails_and_keeps_the_worki
     failed_dir = Path(str(bundle) + ".failed")
     assert failed.bundle_dir == str(failed_dir) and (failed_dir / "compat.json").is_file()
     assert not (failed_dir / "manifest.json").exists()
-    assert failed.message.endswith(f"(the bundle in {bundle} is kept as it was; this export's model, compat.json and "
-                                   f"parity.json are in {failed_dir})")
+    assert failed.message.endswith(f"(the bundle in {bundle} is kept as it was; this export's model_int8.tflite, "
+                                   "model_int8_edgetpu.tflite, model_int8_edgetpu.log, compat.json, parity.json are "
+                                   f"in {failed_dir})")
     assert "export stopped (exit 4): " in summary_line(failed) and str(failed_dir) in summary_line(failed)
     # inspect on that "compiled" file says it holds no Edge TPU op (it said to compile it)
     from edge_trash.export.compat import inspect_tflite

@@ -286,13 +286,6 @@ def failed_dir(out: str) -> str:
     return target
 
 
-def _finish_failed(staging: str, target: str, result: "ExportResult", start: float) -> "ExportResult":
-    _replace_dir(staging, target)
-    result.files = dict(files_in(target))
-    result.seconds = round(time.monotonic() - start, 1)
-    return result
-
-
 def _remove_failed_dir(out: str) -> None:
     """Remove the diagnostics of an earlier failed export into ``out`` (``OUT.failed``), now out of date; a
     folder of that name holding anything an export does not write is left alone."""
@@ -398,17 +391,19 @@ def export_bundle(options: ExportOptions, log: Callable[[str], None] = lambda _:
             if os.path.exists(template_path):
                 with open(template_path, "rb") as f:
                     template = f.read()
-            target = out
             if manifest_fields is None and os.path.isfile(os.path.join(out, operator_config.MANIFEST)):
                 # a gate or the compiler stopped this export: the bundle already in --out stays deployable, and
                 # this export's diagnostics go beside it
                 target = failed_dir(out)
-                kept_message = (f"{message} (the bundle in {out} is kept as it was; this export's model, "
-                                f"compat.json and parity.json are in {target})")
-                return _finish_failed(staging, target, ExportResult(
-                    bundle_dir=target, exit_code=code, message=kept_message, files={},
-                    seconds=0.0, warnings=warnings, notes=notes, compat=gate.summary, parity=parity_report,
-                    compile=compile_info, calibration=calibration_info), start)
+                _replace_dir(staging, target)
+                files = dict(files_in(target))
+                shown = [name for name in (CPU_MODEL, EDGETPU_MODEL, COMPILER_LOG, COMPAT, PARITY) if name in files]
+                return ExportResult(
+                    bundle_dir=target, exit_code=code, files=files, seconds=round(time.monotonic() - start, 1),
+                    message=(f"{message} (the bundle in {out} is kept as it was; this export's "
+                             f"{', '.join(shown)} are in {target})"),
+                    warnings=warnings, notes=notes, compat=gate.summary, parity=parity_report,
+                    compile=compile_info, calibration=calibration_info)
             edited = operator_config.edited_sort_config(out, template)
             blocks = False
             if manifest_fields is not None:
