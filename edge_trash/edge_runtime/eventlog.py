@@ -121,6 +121,8 @@ def _read_pid(fd: int) -> Optional[int]:
         pid = int(os.read(fd, 32).decode("ascii").strip())
     except (OSError, ValueError, UnicodeDecodeError):
         return None
+    if pid <= 0:  # kill(0 or -N) would ask about a process group, not a process
+        return None
     try:
         os.kill(pid, 0)  # signal 0: no signal is sent, only whether the process exists is checked
     except PermissionError:  # it exists, as another user (root, by hand)
