@@ -106,9 +106,8 @@ def test_timeout_kills_the_compiler(fake_compiler, tmp_path, monkeypatch):
     assert outcome.result.success is False
     assert [e.kind for e in outcome.result.errors] == ["timeout"]
     assert outcome.result.errors[0].message == (
-        "edgetpu_compiler did not finish within 0.5 s and was stopped, with the processes it started; run its "
-        "command by hand with a larger --timeout_sec than 1 (the compiler's own limit, in seconds; by hand, "
-        "nothing else stops it)")
+        "edgetpu_compiler did not finish within 0.5 s and was stopped, with the processes it started; rerun the "
+        "export with a larger --compiler-timeout than 1 (seconds: the compiler's own --timeout_sec)")
     assert outcome.command[3:5] == ["--timeout_sec", "1"]
 
 
@@ -166,14 +165,14 @@ def _gone_soon(pid: int, within_s: float = 5.0) -> bool:
 def test_timeout_kills_the_compilers_child_too(forking_compiler, tmp_path):
     exe, model, pid_file = forking_compiler
     start = time.monotonic()
-    outcome = run_compiler(str(exe), model, tmp_path / "out", timeout_s=1, kill_after_s=1.5)
-    assert time.monotonic() - start < 10
+    outcome = run_compiler(str(exe), model, tmp_path / "out", timeout_s=1, kill_after_s=6)  # the fake: 60 s
+    assert time.monotonic() - start < 20
     assert outcome.timed_out and outcome.returncode is None and not outcome.ok
     assert outcome.stdout == "Started a compilation timeout timer of 180 seconds.\n"  # printed before the kill
     assert _gone_soon(int(pid_file.read_text())), "the compiler's child outlived the timeout"
-    assert outcome.result.errors[-1].message.startswith(
-        "edgetpu_compiler did not finish within 1.5 s and was stopped, with the processes it started; run its "
-        "command by hand with a larger --timeout_sec than 1 ")
+    assert outcome.result.errors[-1].message == (
+        "edgetpu_compiler did not finish within 6 s and was stopped, with the processes it started; rerun the "
+        "export with a larger --compiler-timeout than 1 (seconds: the compiler's own --timeout_sec)")
 
 
 def test_ctrl_c_while_waiting_kills_the_compiler_and_its_child(forking_compiler, tmp_path):
@@ -188,6 +187,7 @@ def test_ctrl_c_while_waiting_kills_the_compiler_and_its_child(forking_compiler,
         os.kill(os.getpid(), signal.SIGINT)
 
     interrupt = threading.Thread(target=press_ctrl_c, daemon=True)
+    before = signal.signal(signal.SIGINT, signal.default_int_handler)  # a background runner may ignore SIGINT
     interrupt.start()
     try:
         with pytest.raises(KeyboardInterrupt):
@@ -195,6 +195,7 @@ def test_ctrl_c_while_waiting_kills_the_compiler_and_its_child(forking_compiler,
     finally:
         stop.set()
         interrupt.join(5)
+        signal.signal(signal.SIGINT, before)
     assert _gone_soon(int(pid_file.read_text())), "the compiler's child outlived Ctrl-C"
 
 
@@ -205,8 +206,8 @@ def test_the_compilers_own_timeout_names_what_to_do(fake_compiler, tmp_path, mon
     outcome = run_compiler(str(exe), DEEPLAB, tmp_path / "out", timeout_s=5)
     assert not outcome.ok and not outcome.timed_out and outcome.returncode == 1
     assert [(e.kind, e.message) for e in outcome.result.errors] == [(
-        "timeout", "Compilation failed! with no other error under a 5 s timeout timer; run its command by hand "
-        "with a larger --timeout_sec than 5 (the compiler's own limit, in seconds; by hand, nothing else stops it)")]
+        "timeout", "Compilation failed! with no other error under a 5 s timeout timer; rerun the export with a "
+        "larger --compiler-timeout than 5 (seconds: the compiler's own --timeout_sec)")]
 
 
 def test_nonzero_exit_is_a_failure_even_with_a_success_message(fake_compiler, tmp_path, monkeypatch):

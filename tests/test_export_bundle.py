@@ -195,10 +195,24 @@ def test_a_compiled_model_that_is_not_one_tpu_subgraph_fails_and_keeps_the_worki
         "next: model_int8_edgetpu.tflite holds no edgetpu-custom-op, so all of it runs on the CPU: the compiler "
         "mapped nothing (see its .log beside it), or this is not the compiler's output; compile the model it was "
         "made from, not this file")
+    # a compile that fails: the command its message gives works on the diagnostics, never on the kept bundle
+    logs = Path(__file__).resolve().parents[2] / "shared" / "edgetpu" / "compiler-logs"
+    if logs.is_dir():
+        monkeypatch.setenv("FAKE_EDGETPU_STDOUT", str(logs / "v16_parse_fail_quantize_v3.txt"))
+        monkeypatch.setenv("FAKE_EDGETPU_EXIT", "1")
+        crashed = export_bundle(_options(tmp_path, data_dir, edgetpu=True, compiler=str(exe), compiler_timeout=240),
+                                loader=_loader(data_dir))
+        assert crashed.exit_code == ExitCode.COMPILE_FAILED and crashed.bundle_dir == str(failed_dir)
+        assert f" --out_dir {failed_dir} --timeout_sec 240 {failed_dir}/model_int8.tflite" in \
+            crashed.message
+        assert {name: (bundle / name).read_bytes() for name in good.files} == before
+        monkeypatch.setenv("FAKE_EDGETPU_STDOUT", env["FAKE_EDGETPU_STDOUT"])
+        monkeypatch.delenv("FAKE_EDGETPU_EXIT")
     # --allow-cpu-ops ships it with the warning; a passing export removes the out-of-date diagnostics
     allowed = export_bundle(_options(tmp_path, data_dir, edgetpu=True, compiler=str(exe), allow_cpu_ops=True),
                             loader=_loader(data_dir))
-    assert allowed.exit_code == ExitCode.OK and any("0 edgetpu-custom-op" in w for w in allowed.warnings)
+    assert allowed.exit_code == ExitCode.OK and any("0 edgetpu-custom-op" in w and w.endswith(
+        "(shipped: --allow-cpu-ops)") for w in allowed.warnings)
     assert verify_bundle(str(bundle))["compile"]["status"] == "incompatible"
     assert not failed_dir.exists()
     assert not [p for p in os.listdir(tmp_path) if ".partial-" in p or ".old-bundle-" in p]
@@ -238,6 +252,28 @@ def test_a_parse_failure_says_what_to_change(tmp_path, monkeypatch):
     assert "QUANTIZE" in info["message"].split("; fix: ")[0]
 
 
+def test_failed_exports_go_beside_a_working_bundle_and_never_over_another(tmp_path):
+    from edge_trash.export.bundle import _remove_failed_dir, failed_dir
+
+    out = str(tmp_path / "bundle")
+    assert failed_dir(out) == out + ".failed"  # nothing there yet
+    (tmp_path / "bundle.failed").mkdir()
+    (tmp_path / "bundle.failed" / "compat.json").write_text("{}")
+    assert failed_dir(out) == out + ".failed"  # an earlier failed export's: replaced
+    (tmp_path / "bundle.failed" / "manifest.json").write_text("{}")  # a bundle that works, named so by its user
+    assert failed_dir(out) == out + ".failed-2"
+    _remove_failed_dir(out)
+    assert (tmp_path / "bundle.failed" / "manifest.json").is_file()  # not removed by a passing export either
+    (tmp_path / "bundle.failed" / "manifest.json").unlink()
+    (tmp_path / "bundle.failed" / "notes.txt").write_text("mine")  # a user's folder
+    assert failed_dir(out) == out + ".failed-2"
+    _remove_failed_dir(out)
+    assert (tmp_path / "bundle.failed" / "notes.txt").is_file()
+    (tmp_path / "bundle.failed" / "notes.txt").unlink()
+    _remove_failed_dir(out)
+    assert not (tmp_path / "bundle.failed").exists()
+
+
 def test_compiled_shape_problem_names_what_runs_where():
     from edge_trash.export.edgetpu_gate import compiled_shape_problem
 
@@ -252,6 +288,9 @@ def test_compiled_shape_problem_names_what_runs_where():
     assert compiled_shape_problem(0, tail, 0).startswith("the compiled model holds 0 edgetpu-custom-op:")
     assert compiled_shape_problem(1, tail, 2).startswith(
         "the compiled model holds 1 edgetpu-custom-op (2 Edge TPU subgraphs, as the compiler says):")
+    assert compiled_shape_problem(1, tail, 1, before=["DEQUANTIZE"]) == (
+        "the compiled model runs DEQUANTIZE on the CPU before its edgetpu-custom-op: expected the Edge TPU subgraph "
+        "first, followed only by DEQUANTIZE and TFLite_Detection_PostProcess")
 
 
 @pytest.mark.slow

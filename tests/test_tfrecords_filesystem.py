@@ -333,6 +333,8 @@ def test_sigterm_cleans_up_as_ctrl_c_does(tmp_path, stop, status):
             "    time.sleep(0.1)\n"
             "    return real(job)\n"
             "b.convert_image = slow\n"
+            "import signal\n"
+            "signal.signal(signal.SIGINT, signal.default_int_handler)  # as in a terminal, not a background job\n"
             "from edge_trash.cli import main\n"
             f"sys.argv = ['edge-trash', 'build-tfrecords', '--annotations', {str(ann)!r}, '--images', "
             f"{str(tmp_path / 'images')!r}, '--out', {str(out)!r}, '--workers', '1', '--quiet']\n"

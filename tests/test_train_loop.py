@@ -167,6 +167,18 @@ def test_a_run_killed_while_saving_its_model_is_finished_by_a_resume(tmp_path, m
     metrics = json.loads((tmp_path / "run" / "metrics.json").read_text())
     assert (metrics["step"], metrics["finished"]) == (4, True) and (tmp_path / "run" / "saved_model").is_dir()
     assert [h["step"] for h in metrics["history"]] == [4]  # the evaluation before the kill is kept, not repeated
+    # the same for a run that had stopped early (below its steps): the resume does not train on towards them
+    model, cfg = toy_configs(steps=40, warmup_steps=1, checkpoint_every=2, eval_every=2, early_stopping_patience=1,
+                             early_stopping_min_delta=1.0)  # no evaluation gains a whole AP point: stops at step 4
+    monkeypatch.setattr(trainer, "export_saved_model", killed)
+    with pytest.raises(_Killed):
+        train(TrainOptions(data_dir=data, out_dir=tmp_path / "early", model=model, train=cfg, progress=False))
+    assert json.loads((tmp_path / "early" / "metrics.json").read_text())["step"] == 4
+    monkeypatch.setattr(trainer, "export_saved_model", saver)
+    resumed = train(TrainOptions(data_dir=data, out_dir=tmp_path / "early", model=model, train=cfg, progress=False,
+                                 resume=True, keep_run_steps=True))
+    assert (resumed.first_step, resumed.step, resumed.losses, resumed.stopped_early) == (4, 4, [], True)
+    assert json.loads((tmp_path / "early" / "metrics.json").read_text())["finished"] is True
 
 
 MIRRORED_SCRIPT = textwrap.dedent("""

@@ -73,6 +73,7 @@ class ExportOptions:
     calibration_images: int = calibration_lib.DEFAULT_CALIBRATION_IMAGES
     max_ap_drop: float = DEFAULT_MAX_AP_DROP
     allow_cpu_ops: bool = False
+    compiler_timeout: int = 180  # edgetpu_compiler's own --timeout_sec, seconds
     seed: int = 0
     parity: bool = True  # False skips the float/int8 evaluation (parity.json then says so)
     parity_split: str = "val"
@@ -103,6 +104,8 @@ class ExportOptions:
             raise ValueError(f"--calibration-images must be >= 1, got {self.calibration_images}")
         if self.max_ap_drop < 0:
             raise ValueError(f"--max-ap-drop must be >= 0 points, got {self.max_ap_drop}")
+        if self.compiler_timeout < 1:
+            raise ValueError(f"--compiler-timeout must be >= 1 second, got {self.compiler_timeout}")
         if self.latency_runs < 1:
             raise ValueError(f"latency_runs must be >= 1, got {self.latency_runs}")
         if os.path.abspath(self.out) in (os.path.abspath(self.model), os.path.abspath(self.data)):
@@ -277,20 +280,32 @@ def _replace_dir(staging: str, out: str) -> None:
 FAILED_SUFFIX = ".failed"
 
 
+def has_working_bundle(out: str) -> bool:
+    """Whether ``out`` holds a bundle the device accepts (one with its manifest): a failed export keeps it."""
+    return os.path.isfile(os.path.join(out, operator_config.MANIFEST))
+
+
+def _holds_failed_export(path: str) -> bool:
+    """Whether ``path`` is a folder of a failed export's diagnostics: bundle files, no manifest, not a link."""
+    return (os.path.isdir(path) and not os.path.islink(path) and not has_working_bundle(path)
+            and not out_problem(path))
+
+
 def failed_dir(out: str) -> str:
-    """Where a failed export's diagnostics go when ``out`` holds a bundle that works: ``OUT.failed``, or a new
-    ``OUT.failed-*`` when that name holds something an export did not write."""
-    target = out + FAILED_SUFFIX
-    if os.path.exists(target) and (not os.path.isdir(target) or out_problem(target)):
-        target = tempfile.mkdtemp(prefix=os.path.basename(out) + FAILED_SUFFIX + "-", dir=os.path.dirname(out))
+    """Where a failed export's diagnostics go when ``out`` holds a working bundle: ``OUT.failed``, or the first
+    free ``OUT.failed-N`` when that name holds anything else (a bundle that works, a user's folder)."""
+    target, n = out + FAILED_SUFFIX, 1
+    while os.path.lexists(target) and not _holds_failed_export(target):
+        n += 1
+        target = f"{out}{FAILED_SUFFIX}-{n}"
     return target
 
 
 def _remove_failed_dir(out: str) -> None:
     """Remove the diagnostics of an earlier failed export into ``out`` (``OUT.failed``), now out of date; a
-    folder of that name holding anything an export does not write is left alone."""
+    folder of that name holding anything else is left alone."""
     target = out + FAILED_SUFFIX
-    if os.path.isdir(target) and not os.path.islink(target) and not out_problem(target):
+    if _holds_failed_export(target):
         shutil.rmtree(target, ignore_errors=True)
 
 
@@ -391,7 +406,7 @@ def export_bundle(options: ExportOptions, log: Callable[[str], None] = lambda _:
             if os.path.exists(template_path):
                 with open(template_path, "rb") as f:
                     template = f.read()
-            if manifest_fields is None and os.path.isfile(os.path.join(out, operator_config.MANIFEST)):
+            if manifest_fields is None and has_working_bundle(out):
                 # a gate or the compiler stopped this export: the bundle already in --out stays deployable, and
                 # this export's diagnostics go beside it
                 target = failed_dir(out)
@@ -457,18 +472,20 @@ def export_bundle(options: ExportOptions, log: Callable[[str], None] = lambda _:
         code, message = ExitCode.OK, ""
         if options.edgetpu:
             log("compiling for the Edge TPU")
-            compile_info = edgetpu_gate.compile_model(cpu_path, staging, options.compiler, final_dir=out)
+            compile_info = edgetpu_gate.compile_model(
+                cpu_path, staging, options.compiler, final_dir=out,
+                failed_dir=failed_dir(out) if has_working_bundle(out) else out, timeout_s=options.compiler_timeout)
             if compile_info["status"] == "not_found":
                 code, message = ExitCode.NOT_COMPILED, compile_info["message"]
             elif compile_info["status"] == "failed":
                 return finish(ExitCode.COMPILE_FAILED, compile_info["message"], parity_report=parity_report,
                               compile_info=compile_info)
             elif compile_info["status"] == "incompatible" and not options.allow_cpu_ops:
-                return finish(ExitCode.EDGETPU_INCOMPATIBLE, compile_info["message"], parity_report=parity_report,
-                              compile_info=compile_info)
+                return finish(ExitCode.EDGETPU_INCOMPATIBLE, compile_info["message"] + "; --allow-cpu-ops ships it "
+                              "anyway", parity_report=parity_report, compile_info=compile_info)
             elif compile_info["status"] == "incompatible":
-                warnings.append(compile_info["message"])
-            elif compile_info.get("disagreements"):
+                warnings.append(compile_info["message"] + " (shipped: --allow-cpu-ops)")
+            if compile_info.get("disagreements"):
                 warnings.append("the compiler's op split differs from the prediction: "
                                 + "; ".join(compile_info["disagreements"]))
 

@@ -121,10 +121,10 @@ def run_compiler(compiler: str, model_path: Union[str, os.PathLike], out_dir: Un
 
 
 def timeout_advice(timeout_s: int) -> str:
-    """What to do when the compiler ran out of time: export does not expose its timer, so run its
-    command (the ``CompileOutcome.command`` the caller shows) by hand with a larger one."""
-    return (f"run its command by hand with a larger --timeout_sec than {int(timeout_s)} (the compiler's own "
-            "limit, in seconds; by hand, nothing else stops it)")
+    """What to do when the compiler ran out of time: give it more (``export --compiler-timeout`` sets the
+    compiler's own ``--timeout_sec``)."""
+    return (f"rerun the export with a larger --compiler-timeout than {int(timeout_s)} (seconds: the compiler's own "
+            "--timeout_sec)")
 
 
 def _with_timeout_advice(error: CompilerError, timeout_s: int) -> CompilerError:

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
-from typing import Any, Dict, Optional, Tuple
+from typing import Any, Dict, Optional, Sequence, Tuple
 
 from edge_trash.export.detection_tflite import POSTPROCESS_OP_NAME
 
@@ -112,11 +112,15 @@ def check(tflite_model: bytes) -> GateResult:
 
 
 def compile_model(cpu_model_path: str, out_dir: str, compiler: Optional[str],
-                  final_dir: Optional[str] = None) -> Dict[str, Any]:
-    """Compile with edgetpu_compiler (``compiler`` path or PATH) into ``out_dir``.
+                  final_dir: Optional[str] = None, failed_dir: Optional[str] = None,
+                  timeout_s: int = 180) -> Dict[str, Any]:
+    """Compile with edgetpu_compiler (``compiler`` path or PATH) into ``out_dir``, with the compiler's own
+    ``--timeout_sec`` ``timeout_s``.
 
-    ``final_dir`` is where ``out_dir`` will end up (the bundle is built in a staging directory):
-    messages name paths there, so the commands they suggest work after the export.
+    ``final_dir`` is where ``out_dir`` will end up (the bundle is built in a staging directory), and
+    ``failed_dir`` where it ends up when the compile fails (default ``final_dir``: an export that keeps a
+    working bundle puts a failed one's files beside it): messages name paths there, so the commands they
+    suggest work after the export (and never touch the kept bundle).
 
     Returns a dict with ``status`` 'ok' | 'not_found' | 'failed' | 'incompatible' (it compiled, but the compiled
     file is not one Edge TPU subgraph followed only by the allowed CPU tail: what runs is the compiler's word, not
@@ -133,7 +137,7 @@ def compile_model(cpu_model_path: str, out_dir: str, compiler: Optional[str],
         shown_model = os.path.join(shown_dir, os.path.basename(cpu_model_path))
         return {"status": "not_found", "disagreements": [],
                 "message": where + driver.compile_instructions(shown_model, shown_dir)}
-    outcome = driver.run_compiler(found, cpu_model_path, out_dir)
+    outcome = driver.run_compiler(found, cpu_model_path, out_dir, timeout_s=timeout_s)
     result = outcome.result
     info: Dict[str, Any] = {
         "status": "ok" if outcome.ok else "failed", "compiler": found,
@@ -149,8 +153,8 @@ def compile_model(cpu_model_path: str, out_dir: str, compiler: Optional[str],
         if version is not None:  # the compiler names the op it cannot parse, not what to do about it
             details += f"; fix: {fix_for(version.op_name, 'version')}"
         command = " ".join(outcome.command)
-        if final_dir:
-            command = command.replace(out_dir, final_dir)
+        if failed_dir or final_dir:
+            command = command.replace(out_dir, failed_dir or final_dir)
         info["message"] = (f"{os.path.basename(found)} failed on {os.path.basename(cpu_model_path)}: "
                            f"{details}. Command: {command}")
         return info
@@ -160,25 +164,29 @@ def compile_model(cpu_model_path: str, out_dir: str, compiler: Optional[str],
     custom_ops = compiled.edgetpu_ops if compiled.compiled else 0
     on_cpu = [op.name for op in compiled.ops if not (compiled.compiled and op.on_edgetpu)]
     info["compiled_cpu_ops"] = on_cpu
-    problem = compiled_shape_problem(custom_ops, on_cpu, result.edgetpu_subgraphs)
+    first_tpu = next((op.index for op in compiled.ops if compiled.compiled and op.on_edgetpu), None)
+    before = [op.name for op in compiled.ops[:first_tpu]] if first_tpu is not None else []
+    problem = compiled_shape_problem(custom_ops, on_cpu, result.edgetpu_subgraphs, before)
     if problem:
         info["status"] = "incompatible"
         info["message"] = (f"{os.path.basename(found)} compiled {os.path.basename(cpu_model_path)}, but {problem} "
                            f"(compiler: {result.edgetpu_ops} Edge TPU ops, {result.cpu_ops} CPU ops; see "
-                           f"{os.path.basename(str(outcome.compiled_model))[:-len('.tflite')]}.log); "
-                           "--allow-cpu-ops ships it anyway")
+                           f"{os.path.basename(str(outcome.compiled_model))[:-len('.tflite')]}.log)")
     return info
 
 
-def compiled_shape_problem(custom_ops: int, cpu_ops: list, subgraphs: Optional[int]) -> str:
+def compiled_shape_problem(custom_ops: int, cpu_ops: list, subgraphs: Optional[int], before: Sequence[str] = ()) -> str:
     """Why a compiled model is not one Edge TPU subgraph followed only by ``ALLOWED_CPU_TAIL`` on the CPU ("" when
-    it is): ``custom_ops`` edgetpu-custom-ops in the file, the names of its ``cpu_ops``, the compiler's
-    ``subgraphs`` count (None when it printed none)."""
+    it is): ``custom_ops`` edgetpu-custom-ops in the file, the names of its ``cpu_ops`` (``before``: those of them
+    in front of the first custom op), the compiler's ``subgraphs`` count (None when it printed none)."""
     from collections import Counter
 
     from edge_trash.terminal import plural
 
     stray = Counter(name for name in cpu_ops if name not in ALLOWED_CPU_TAIL)
+    if custom_ops == 1 and not stray and subgraphs in (None, 1) and before:
+        return (f"the compiled model runs {', '.join(before)} on the CPU before its edgetpu-custom-op: expected "
+                f"the Edge TPU subgraph first, followed only by DEQUANTIZE and {POSTPROCESS_OP_NAME}")
     if custom_ops == 1 and not stray and subgraphs in (None, 1):
         return ""
     found = f"{custom_ops} edgetpu-custom-op" + ("" if subgraphs in (None, custom_ops) else

@@ -43,6 +43,8 @@ this export's diagnostics go to OUT.failed beside it.""")
               help="Gate on Edge TPU compatibility and compile with edgetpu_compiler.")
 @click.option("--compiler", type=click.Path(dir_okay=False), default=None,
               help="Path of edgetpu_compiler (default: look on PATH).")
+@click.option("--compiler-timeout", type=click.IntRange(min=1), default=180, show_default=True,
+              help="Seconds edgetpu_compiler may take (its own --timeout_sec); a large model may need more.")
 @click.option("--calibration-images", type=click.IntRange(min=1), default=300, show_default=True,
               help="Train images for int8 calibration, stratified by class (warns below 100).")
 @click.option("--max-ap-drop", type=click.FloatRange(min=0.0), default=2.0, show_default=True,
@@ -54,8 +56,8 @@ this export's diagnostics go to OUT.failed beside it.""")
               help="Do not evaluate float vs int8 (parity.json then holds skipped: true, passed: null, the "
                    "calibration record and the CPU latency).")
 @click.option("--seed", type=int, default=0, show_default=True, help="Seed of the calibration image pick.")
-def export(model: str, data: str, out: str, edgetpu: bool, compiler: str, calibration_images: int,
-           max_ap_drop: float, allow_cpu_ops: bool, skip_parity: bool, seed: int) -> None:
+def export(model: str, data: str, out: str, edgetpu: bool, compiler: str, compiler_timeout: int,
+           calibration_images: int, max_ap_drop: float, allow_cpu_ops: bool, skip_parity: bool, seed: int) -> None:
     """Quantize a trained run to int8, check and compile it for the Edge TPU, write the device bundle."""
     from edge_trash.export.bundle import ExportOptions, export_bundle, summary_line
     from edge_trash.terminal import stop_on_sigterm
@@ -66,7 +68,7 @@ def export(model: str, data: str, out: str, edgetpu: bool, compiler: str, calibr
 
     stop_on_sigterm()  # a `kill` unwinds like Ctrl-C: the half-built bundle (a hidden .OUT.partial-*) is removed
     options = ExportOptions(model=model, data=data, out=out, edgetpu=edgetpu, compiler=compiler,
-                            calibration_images=calibration_images, max_ap_drop=max_ap_drop,
+                            compiler_timeout=compiler_timeout, calibration_images=calibration_images, max_ap_drop=max_ap_drop,
                             allow_cpu_ops=allow_cpu_ops, seed=seed, parity=not skip_parity)
     try:
         result = export_bundle(options, log=lambda line: click.echo(f"export: {line}", err=True))

@@ -521,7 +521,10 @@ def train(options: TrainOptions) -> TrainResult:
             **({"class_balance": balance_report} if balance_report else {}), **extra})
 
     losses: List[float] = []
-    stopped_early = False
+    # a run that had stopped early, killed while saving its model: a plain resume finishes it, training nothing
+    patience = train_cfg.early_stopping_patience
+    stopped_early = bool(latest and options.keep_run_steps and patience and _recorded(out, "finished") is False
+                         and int(evals_without_gain.numpy()) >= patience)
     final_metrics: Dict[str, Any] = {}
     step = start_step
     started = time.monotonic()
@@ -544,7 +547,7 @@ def train(options: TrainOptions) -> TrainResult:
                       f"of the {train_split} split: every batch repeats images (each step then costs more and teaches "
                       f"no more); a smaller --batch-size trains faster")
     try:
-        while step < train_cfg.steps:
+        while step < train_cfg.steps and not stopped_early:
             logs = {k: float(v) for k, v in train_step(iterator).items()}
             step += 1
             losses.append(logs["loss"])
@@ -575,7 +578,6 @@ def train(options: TrainOptions) -> TrainResult:
                 bar.write(f"step {step}: {val_split} AP {final_metrics['AP']:.3f} "
                           f"AP50 {final_metrics['AP50']:.3f} (best AP {float(best_ap.numpy()):.3f} "
                           f"at step {int(best_step.numpy())})")
-            patience = train_cfg.early_stopping_patience
             if evaluated and patience and int(evals_without_gain.numpy()) >= patience:
                 stopped_early = True
                 bar.write(f"early stopping at step {step}: no AP gain in {plural(patience, 'evaluation')}")
