@@ -67,17 +67,25 @@ def fake_compiler(tmp_path_factory, sample_build):
     return exe, env
 
 
-@pytest.mark.slow
-def test_export_with_fake_compiler_writes_a_verified_bundle(tmp_path, sample_build, fake_compiler, monkeypatch):
-    from edge_trash.edge_runtime.manifest import BundleError, verify_bundle
-    from edge_trash.export.bundle import ExitCode, export_bundle, summary_line
+def _export_with_fake_compiler(tmp_path, sample_build, fake_compiler, monkeypatch):
+    """``(data_dir, compiler, its env, options, result)`` of an --edgetpu export compiled by the fake compiler."""
+    from edge_trash.export.bundle import export_bundle
 
     data_dir, _ = sample_build
     exe, env = fake_compiler
     for key, value in env.items():
         monkeypatch.setenv(key, value)
     options = _options(tmp_path, data_dir, edgetpu=True, compiler=str(exe))
-    result = export_bundle(options, loader=_loader(data_dir))
+    return data_dir, exe, env, options, export_bundle(options, loader=_loader(data_dir))
+
+
+@pytest.mark.slow
+def test_export_with_fake_compiler_writes_a_verified_bundle(tmp_path, sample_build, fake_compiler, monkeypatch):
+    from edge_trash.edge_runtime.manifest import BundleError, verify_bundle
+    from edge_trash.export.bundle import ExitCode, export_bundle, summary_line
+
+    data_dir, exe, env, options, result = _export_with_fake_compiler(tmp_path, sample_build, fake_compiler,
+                                                                     monkeypatch)
     assert result.exit_code == ExitCode.OK, result.message
     bundle = Path(result.bundle_dir)
     for name in ("model_int8.tflite", "model_int8_edgetpu.tflite", "labels.txt", "sort.yaml", "compat.json",
@@ -154,12 +162,7 @@ def test_a_compiled_model_that_is_not_one_tpu_subgraph_fails_and_keeps_the_worki
     from edge_trash.edge_runtime.manifest import verify_bundle
     from edge_trash.export.bundle import ExitCode, export_bundle, summary_line
 
-    data_dir, _ = sample_build
-    exe, env = fake_compiler
-    for key, value in env.items():
-        monkeypatch.setenv(key, value)
-    options = _options(tmp_path, data_dir, edgetpu=True, compiler=str(exe))
-    good = export_bundle(options, loader=_loader(data_dir))
+    data_dir, exe, env, options, good = _export_with_fake_compiler(tmp_path, sample_build, fake_compiler, monkeypatch)
     assert good.exit_code == ExitCode.OK
     bundle = Path(good.bundle_dir)
     before = {name: (bundle / name).read_bytes() for name in good.files}
