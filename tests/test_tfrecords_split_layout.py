@@ -175,3 +175,24 @@ def test_an_empty_fold_names_the_fix_for_folds(tmp_path):
     with pytest.raises(DataSplitError) as err:
         training_splits(tmp_path, 1)
     assert str(err.value) == f"--fold 1: fold1 of --data {tmp_path} holds no record; rebuild with fewer --folds"
+
+
+def test_every_stage_finds_the_same_shards_in_a_folder_whose_name_holds_glob_characters(tmp_path):
+    from edge_trash.export.bundle import split_missing
+    from edge_trash.export.calibration import split_files as calibration_files
+    from edge_trash.tfrecords.split_layout import split_shards, splits_found
+
+    data = _shards(tmp_path / "litter [2026] *", fold2=10, fold0=10, val=10)
+    (data / "fold0-00000-of-00001.tfrecord").rename(data / "fold0-00001-of-00002.tfrecord")
+    (data / "fold0-00000-of-00002.tfrecord").write_bytes(b"x")
+    assert [p.name for p in split_shards(data, "fold2+fold0")] == [
+        "fold2-00000-of-00001.tfrecord", "fold0-00000-of-00002.tfrecord", "fold0-00001-of-00002.tfrecord"]
+    assert splits_found(data) == ["fold0", "fold2", "val"]
+    assert [Path(p).name for p in calibration_files(str(data), "val")] == ["val-00000-of-00001.tfrecord"]
+    assert [p.name for p in split_files(data, "fold2+fold0")] == [p.name for p in split_shards(data, "fold2+fold0")]
+    assert split_missing(str(data), "val", "calibrates on it", "rebuild") == ""
+    assert split_missing(str(data), "train", "calibrates on it", "rebuild") == (
+        f"--data {data}: no train-*.tfrecord shards (splits found: fold0, fold2, val), and export calibrates on it: "
+        "rebuild")
+    with pytest.raises(FileNotFoundError, match=r"no train TFRecords match .*: pass the --out directory"):
+        calibration_files(str(data), "train")

@@ -121,12 +121,13 @@ class ExportOptions:
 
 def split_missing(data: str, split: str, why: str, fix: str) -> str:
     """Why export cannot use the ``split`` of ``data`` ("" when it has shards): named before any work."""
-    import glob
+    from pathlib import Path
 
-    if glob.glob(os.path.join(glob.escape(data), f"{split}-*.tfrecord")):
+    from edge_trash.tfrecords.split_layout import split_shards, splits_found
+
+    if split_shards(Path(data), split):
         return ""
-    found = sorted({os.path.basename(p).split("-", 1)[0] for p in glob.glob(os.path.join(glob.escape(data),
-                                                                                         "*.tfrecord"))})
+    found = splits_found(Path(data))
     return (f"--data {data}: no {split}-*.tfrecord shards (splits found: {', '.join(found) or 'none'}), and export "
             f"{why}: {fix}")
 

@@ -8,7 +8,6 @@ gets activation ranges fitted to the others. The selection is deterministic for 
 from __future__ import annotations
 
 import dataclasses
-import glob
 import os
 import random
 from collections import defaultdict
@@ -39,16 +38,16 @@ class CalibrationSet:
 
 def split_files(data_dir: str, split: str) -> List[str]:
     """The sorted TFRecord shards of ``split`` in ``data_dir``; raise FileNotFoundError naming the pattern."""
-    pattern = os.path.join(data_dir, f"{split}-*.tfrecord")
-    files = sorted(glob.glob(pattern))
+    from pathlib import Path
+
+    from edge_trash.tfrecords.split_layout import broken_shard_set, split_shards
+
+    files = [str(f) for f in split_shards(Path(data_dir), split)]
     if not files:
+        pattern = os.path.join(data_dir, f"{split}-*.tfrecord")
         raise FileNotFoundError(
             f"no {split} TFRecords match {pattern}: pass the --out directory of "
             "`edge-trash build-tfrecords` as --data")
-    from pathlib import Path
-
-    from edge_trash.tfrecords.split_layout import broken_shard_set
-
     broken = broken_shard_set([Path(f) for f in files])  # two builds' shards, or one left out of a copy
     if broken:
         raise FileNotFoundError(broken)

@@ -29,6 +29,17 @@ BUILD_LOCK = ".build-tfrecords.lock"  # held (flock) by a build while it runs
 _NUMBERED = re.compile(r"^(.+)-(\d{5})-of-(\d{5})\.tfrecord$")
 
 
+def split_shards(data_dir: Path, spec: str) -> List[Path]:
+    """The shards of split ``spec`` (one split, or several joined by ``+``) in ``data_dir``
+    (``{split}-*.tfrecord``), sorted within each split, in the order ``spec`` names them."""
+    return [f for split in spec.split("+") for f in sorted(Path(data_dir).glob(f"{split}-*.tfrecord"))]
+
+
+def splits_found(data_dir: Path) -> List[str]:
+    """The split names of the ``.tfrecord`` files in ``data_dir`` (``train``, ``val``, ``fold0`` ...), sorted."""
+    return sorted({p.name.split("-", 1)[0] for p in Path(data_dir).glob("*.tfrecord")})
+
+
 def broken_shard_set(files: Sequence[Path], flag: str = "--data") -> str:
     """Why one split's shards ``files`` (``train-00001-of-00004.tfrecord`` ...) are not one whole set ("" when
     they are, or are not numbered so): numbered out of different totals (two builds' shards in one folder, one
@@ -170,7 +181,7 @@ def training_splits(data_dir: Path, fold: Optional[int] = None) -> Tuple[str, st
                                  "build with --folds 2 or more")
         train, val = "+".join(f"fold{k}" for k in folds if k != fold), f"fold{fold}"
     for part in f"{train}+{val}".split("+"):
-        broken = broken_shard_set(sorted(data_dir.glob(f"{part}-*.tfrecord")))
+        broken = broken_shard_set(split_shards(data_dir, part))
         if broken:
             raise DataSplitError(broken)
     unlike = shards_unlike_report(data_dir)

@@ -43,20 +43,19 @@ def split_files(data_dir: os.PathLike, split: str) -> List[Path]:
     if not root.is_dir():
         raise FileNotFoundError(f"--data {root}: not a folder; build it with "
                                 "`edge-trash build-tfrecords --out DIR`")
+    from edge_trash.tfrecords.split_layout import broken_shard_set, split_shards, splits_found
+
     files: List[Path] = []
     for part in split.split("+"):
-        found = sorted(root.glob(f"{part}-*.tfrecord"))
+        found = split_shards(root, part)
         if not found:
             from edge_trash.tfrecords.other_formats import other_record_layout
 
             other = other_record_layout(root, "--data")
             if other:
                 raise FileNotFoundError(other)
-            names = sorted({p.name.split("-")[0] for p in root.glob("*.tfrecord")})
             raise FileNotFoundError(f"{root}: no {part}-*.tfrecord shards (splits found: "
-                                    f"{names or 'none'}); pass --split one of those or rebuild")
-        from edge_trash.tfrecords.split_layout import broken_shard_set
-
+                                    f"{splits_found(root) or 'none'}); pass --split one of those or rebuild")
         broken = broken_shard_set(found)
         if broken:
             raise FileNotFoundError(broken)
