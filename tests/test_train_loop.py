@@ -125,9 +125,16 @@ def test_resume_after_kill_repeats_the_uninterrupted_loss_curve(tmp_path):
         train(TrainOptions(data_dir=data, out_dir=tmp_path / "b", model=model, train=cfg,
                            progress=False, on_step=kill))
     assert not (tmp_path / "b" / "saved_model").exists()
+    from test_train_event_logs import logged_scalars
+
+    logged = [step for step, tag, _ in logged_scalars(tmp_path / "b" / "logs") if tag == "train/loss"]
+    assert logged == [10]  # logged before the kill at 11, after the checkpoint at 9: trained again by the resume
     resumed = train(TrainOptions(data_dir=data, out_dir=tmp_path / "b", model=model, train=cfg,
                                  progress=False, resume=True))
     assert resumed.first_step == 9 and resumed.step == 16
+    logged = [(step, tag) for step, tag, _ in logged_scalars(tmp_path / "b" / "logs")]
+    assert [step for step, tag in logged if tag == "train/loss"] == [10, 16]  # each step once
+    assert logged == [(step, tag) for step, tag, _ in logged_scalars(tmp_path / "a" / "logs")]
     assert len(straight.losses) == 16 and len(resumed.losses) == 7
     np.testing.assert_allclose(resumed.losses, straight.losses[9:], rtol=2e-3)
     # A different data position would give different losses: the check can fail.

@@ -437,6 +437,13 @@ def train(options: TrainOptions) -> TrainResult:
     log.info("init: %s", init_note)
     recorded_init = started_from if latest and started_from else init_note  # metrics.json: what the run started from
     start_step = int(optimizer.iterations.numpy())
+    if options.resume and is_chief and (out / rd.LOGS).is_dir():
+        from edge_trash.train.event_logs import trim_event_files
+
+        repeated = trim_event_files(out / rd.LOGS, start_step)
+        if repeated:
+            log.info("TensorBoard: dropped %d events logged after step %d, which this resume trains again",
+                     repeated, start_step)
 
     # Data: restart the epoch the step falls in and skip the batches already used.
     target_fn = make_target_fn(model_cfg)
