@@ -614,3 +614,48 @@ def test_a_second_service_on_the_log_of_a_running_one_exits_1_and_says_which(tmp
     assert q(log_path, "SELECT COUNT(*) FROM runs") == [(1,)]  # the refused one wrote nothing
     assert main(argv, interpreter_loader=make_fake_loader()) == 0  # the first stopped: it starts
     assert q(log_path, "SELECT COUNT(*) FROM runs") == [(2,)]
+
+
+class _PacedConveyor(FrameSource):
+    """A 30 fps camera over a belt: 10 px squares of class 0 moving 2 px per frame, one every 20 frames."""
+
+    live, description = True, "paced conveyor"
+
+    def __init__(self, frames: int, items: int):
+        self.frames, self.items, self.i = frames, items, 0
+
+    def read(self):
+        if self.i >= self.frames:
+            return None
+        frame = np.zeros((64, 128, 3), np.uint8)
+        for k in range(self.items):
+            x = -10 + 2 * (self.i - 20 * k)
+            if self.i >= 20 * k and -10 < x < 128:
+                frame[27:37, max(x, 0):x + 10, 0] = 255
+        self.i += 1
+        time.sleep(1 / 30.0)
+        return frame
+
+
+@pytest.mark.parametrize("max_distance", [1.0, 3.0])
+def test_inference_slower_than_the_camera_still_sorts_or_the_fault_names_the_setting(tmp_path, max_distance):
+    """Inference on ~1 in 8 camera frames: tracks age by processed frames, so no item is lost to max_age (5); an item
+    moving 1.6 of its size between processed frames needs tracker.max_distance raised, and the fault says so."""
+    db = str(tmp_path / "ev.sqlite")
+    bundle = make_bundle(str(tmp_path / "bundle"), sort_overrides={
+        "travel_delay_s": 0.0, "health": {"enabled": False}, "log": {"path": db},
+        "tracker": {"max_distance": max_distance}})
+    loop, cleanup = build_service(bundle, None, "dir:/nonexistent", source=_PacedConveyor(150, 4),
+                                  interpreter_loader=make_fake_loader(FakeInterpreter(delay_s=0.26)), health=False)
+    try:
+        summary = loop.run(threading.Event())
+    finally:
+        cleanup()
+    assert summary["dropped_frames"] > summary["counters"]["processed"] * 4
+    faults = [m for (m,) in q(db, "SELECT message FROM faults WHERE kind = 'unsorted_item'")]
+    if max_distance == 3.0:
+        assert summary["decisions"] == 4 and faults == []
+    else:
+        assert summary["decisions"] < 4 and faults
+        assert all("camera frames, so an item that moves more than tracker.max_distance (1) of its size between two "
+                   "of them starts a new track: raise tracker.max_distance" in m for m in faults)

@@ -184,9 +184,32 @@ def test_config_does_not_modify_the_raw_dict():
 def test_a_stale_track_is_expired_before_matching_so_a_new_item_gets_its_own_track():
     tracker = IoUTracker("conveyor", max_age=3)
     tracker.update([det(0, 0.9, 10)], 0, 0.0, 100, 40)
-    update = tracker.update([det(1, 0.9, 11)], 10, 0.0, 100, 40)  # same place, 10 frames later
+    for seq in (2, 4, 6):  # 3 processed frames without it (the camera's frames between them dropped)
+        assert tracker.update([], seq, 0.0, 100, 40).expired == []
+    update = tracker.update([det(1, 0.9, 11)], 10, 0.0, 100, 40)  # same place, a 4th processed frame later
     assert [(t.id, why) for t, why in update.expired] == [(1, "too_brief")]
     assert [t.id for t in tracker.tracks] == [2]
+
+
+@pytest.mark.parametrize("every", [1, 8, 30])
+def test_max_age_counts_processed_frames_so_slow_inference_still_sorts_every_item(every):
+    # Inference on one camera frame in `every` (the CPU fallback runs ~10x slower than the TPU): two 10 px items
+    # moving 4 px per processed frame cross the line at x=50 and are decided once each, though each processed
+    # frame is more camera frames after the last than max_age (5). They used to expire between any two frames.
+    tracker = IoUTracker("conveyor", TriggerLine("x", 0.5, 1), max_age=5, max_distance=1.0)
+    decided = []
+    for k in range(20):
+        update = tracker.update([det(0, 0.9, 4 * k, y=5), det(1, 0.8, 4 * k - 30, y=25)], k * every, k * 0.5,
+                                100, 40)
+        assert update.expired == []
+        decided += [(t.id, t.leader) for t in update.ready]
+    assert decided == [(1, 0), (2, 1)]
+    assert tracker.tracks[0].velocity == pytest.approx((4.0 / every, 0.0))  # per camera frame, for dropped ones
+    # ... and a track unseen for max_age processed frames lives, one more ends it, however few camera frames passed
+    for k in range(5):
+        assert tracker.update([], 1000 + k, 0.0, 100, 40).expired == []
+    assert [why for _, why in tracker.update([], 1005, 0.0, 100, 40).expired] == []  # both decided: nothing to say
+    assert tracker.tracks == []
 
 
 def test_velocity_prediction_bridges_dropped_frames():

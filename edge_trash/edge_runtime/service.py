@@ -139,6 +139,13 @@ class SortLoop:
                       "decision" % (track.id, track.labels.get(track.leader), track.hits,
                                     "" if track.hits == 1 else "s", track.first_seq, track.last_seq,
                                     [round(v, 1) for v in track.bbox])
+            seen = self.stats.counters.get("processed", 0)
+            dropped = self.stats.counters.get("dropped", 0)
+            if seen and dropped >= seen:  # inference keeps up with fewer than half the camera's frames
+                message += ("; inference runs on about 1 in %d camera frames, so an item that moves more than "
+                            "tracker.max_distance (%g) of its size between two of them starts a new track: raise "
+                            "tracker.max_distance"
+                            % (round((seen + dropped) / float(seen)), self.tracker.max_distance))
             self._logged(self.log.fault, "unsorted_item", message, track.first_seq)
 
     def _process(self, frame) -> None:

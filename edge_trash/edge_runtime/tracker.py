@@ -10,6 +10,11 @@ actuator empties the platform, so a detection of another class where a decided i
 item, and it gets a track (and a decision) of its own instead of vanishing into the decided one. Such a
 track is decided only once the decided track at its place has expired (``max_age`` frames without its
 class there): until then it may be the decided item misread, which must not be sorted twice.
+
+``max_age`` counts the frames the tracker was given (the frames inference ran on), not camera frames: when
+inference is slower than the camera (the CPU fallback, a busy board) the capture drops frames in between,
+and a track must not expire merely because its item was not looked at. Matching across those gaps uses the
+camera's frame numbers (``seq``): a track's box is moved by its velocity per camera frame.
 """
 
 from typing import Dict, List, Optional, Sequence, Tuple
@@ -63,6 +68,7 @@ class Track:
         self.prev_t = t
         self.crossed_t = None  # type: Optional[float]  interpolated time the centre crossed the line
         self.decided = False
+        self.last_update = 0  # the tracker's count of processed frames when this track was last matched
         self.add(det, seq, t)
 
     def add(self, det: Detection, seq: int, t: float) -> None:
@@ -130,6 +136,7 @@ class IoUTracker:
         self.stable_frames = int(stable_frames)
         self.tracks = []  # type: List[Track]
         self._next_id = 1
+        self._updates = 0  # frames processed: what max_age counts
 
     def _match(self, detections: Sequence[Detection], seq: int) -> List[Tuple[int, int]]:
         """Greedy assignment, best IoU first (then nearest centre), over vectorized pair scores."""
@@ -178,10 +185,11 @@ class IoUTracker:
                frame_h: int) -> TrackerUpdate:
         """Match ``detections`` of frame ``seq`` to tracks and return what changed."""
         out = TrackerUpdate()
+        self._updates += 1
         # Expire stale tracks BEFORE matching, so a new item can never continue a lost item's track.
         alive = []
         for track in self.tracks:
-            if seq - track.last_seq > self.max_age:
+            if self._updates - track.last_update > self.max_age:
                 if not track.decided:
                     out.expired.append((track, self._why_undecided(track)))
             else:
@@ -192,6 +200,7 @@ class IoUTracker:
         for ti, di in matches:
             track, det = self.tracks[ti], detections[di]
             track.add(det, seq, t)
+            track.last_update = self._updates
             matched_d.add(di)
             out.matched.append((track, det))
             if track.decided:
@@ -209,6 +218,7 @@ class IoUTracker:
         for di, det in enumerate(detections):
             if di not in matched_d:
                 track = Track(self._next_id, det, seq, t)
+                track.last_update = self._updates
                 self._next_id += 1
                 track.side = self.trigger.coordinate(det.bbox, frame_w, frame_h)
                 self.tracks.append(track)
