@@ -659,3 +659,71 @@ def test_inference_slower_than_the_camera_still_sorts_or_the_fault_names_the_set
         assert summary["decisions"] < 4 and faults
         assert all("camera frames, so an item that moves more than tracker.max_distance (1) of its size between two "
                    "of them starts a new track: raise tracker.max_distance" in m for m in faults)
+
+
+class _StallingCamera(FrameSource):
+    """A live camera that gives ``good`` frames, then blocks in read() (unplugged, a hung driver)."""
+
+    live, description = True, "camera:9"
+
+    def __init__(self, good: int):
+        self.good, self.i, self.released = good, 0, threading.Event()
+
+    def read(self):
+        self.i += 1
+        if self.i > self.good:
+            self.released.wait(10.0)
+            return None
+        time.sleep(0.01)
+        return np.zeros((32, 32, 3), np.uint8)
+
+    def close(self):
+        self.released.set()
+
+
+@pytest.mark.parametrize("failure", ["camera", "edgetpu"])
+def test_a_stalled_camera_or_a_failed_edgetpu_ends_the_run_with_a_fault_instead_of_running_blind(
+        tmp_path, monkeypatch, capsys, failure):
+    """Every inference failing (a failed Edge TPU), or no frame at all (a hung camera), used to leave the service
+    "running", feeding the watchdog, sorting nothing. Now the run ends with exit 1 (systemd restarts it)."""
+    import edge_trash.edge_runtime.service as service_module
+
+    monkeypatch.setattr(service_module, "SENSE_STALL_S", 0.6)
+    db = str(tmp_path / "ev.sqlite")
+    bundle = make_bundle(str(tmp_path / "bundle"), sort_overrides={
+        "travel_delay_s": 0.0, "health": {"enabled": False}, "log": {"path": db}})
+    if failure == "camera":
+        source, loader = _StallingCamera(good=5), make_fake_loader()
+    else:
+        source, loader = _StallingCamera(good=10 ** 6), make_fake_loader(fail_on=range(3, 10 ** 6))
+    monkeypatch.setattr(service_module, "open_source", lambda spec, **kwargs: source)
+    started = time.monotonic()
+    code = main(["run", "--bundle", bundle, "--source", "camera:9"], interpreter_loader=loader)
+    assert code == 1 and time.monotonic() - started < 8.0
+    (message,) = [m for (m,) in q(db, "SELECT message FROM faults WHERE kind = 'stalled'")]
+    why = ("no frame has come from camera:9" if failure == "camera" else
+           "inference failed on frame %d: RuntimeError: " % q(db, "SELECT MAX(seq) FROM frames "
+                                                              "WHERE status = 'inference_error'")[0][0])
+    assert message.startswith("no frame went through inference for 1 s (" + why)
+    assert message.endswith("so the service stops (exit 1) and systemd restarts it; if it keeps stopping, check the "
+                            "camera's cable and the Edge TPU (`ls /dev/apex_0`), and `journalctl -u edge-trash`")
+    summary = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert summary["stalled"] == message and summary["counters"]["processed"] == (5 if failure == "camera" else 3)
+    assert summary["last_frame_age_s"] >= 0.6  # the page says how long no frame came
+
+
+def test_the_frame_rate_falls_once_frames_stop_and_the_age_of_the_last_frame_is_served(monkeypatch):
+    from edge_trash.edge_runtime import health
+
+    now = [1000.0]
+    monkeypatch.setattr(health.time, "monotonic", lambda: now[0])
+    stats = health.Stats()
+    assert stats.snapshot()["fps"] == 0.0 and stats.snapshot()["last_frame_age_s"] is None
+    for _ in range(11):  # 10 fps for 1 s
+        stats.frame(10.0, 20.0, 1.0)
+        now[0] += 0.1
+    assert (stats.snapshot()["fps"], stats.snapshot()["last_frame_age_s"]) == (10.0, 0.1)
+    now[0] += 1.9  # 2 s without a frame: jitter, not a stall yet
+    assert (stats.snapshot()["fps"], stats.snapshot()["last_frame_age_s"]) == (10.0, 2.0)
+    now[0] += 8.0  # 10 s without a frame: 10 frame intervals in 11 s
+    assert (stats.snapshot()["fps"], stats.snapshot()["last_frame_age_s"]) == (round(10 / 11.0, 2), 10.0)

@@ -70,7 +70,7 @@ def main(argv: Optional[List[str]] = None, interpreter_loader: Optional[Callable
         print(json.dumps(summary, sort_keys=True))
     except OSError:  # the terminal of a service run by hand is gone (SIGHUP): the log has the summary
         pass
-    return 1 if summary.get("source_error") else 0
+    return 1 if summary.get("source_error") or summary.get("stalled") else 0
 
 
 if __name__ == "__main__":

@@ -110,12 +110,16 @@ class Stats:
         with self._lock:
             times = list(self.frame_times)
             fps = (len(times) - 1) / (times[-1] - times[0]) if len(times) > 1 and times[-1] > times[0] else 0.0
+            age = time.monotonic() - times[-1] if times else None  # since the last processed frame
+            if fps and age is not None and age > max(2.0, 3.0 / fps):  # frames stopped: the rate falls with time
+                fps = (len(times) - 1) / (time.monotonic() - times[0])
 
             def pair(values):
                 return {"p50": percentile(values, 50), "p99": percentile(values, 99)}
 
             return {"uptime_s": round(time.time() - self.started, 1), "accelerator": self.accelerator,
-                    "warning": self.warning, "fps": round(fps, 2), "counters": dict(self.counters),
+                    "warning": self.warning, "fps": round(fps, 2),
+                    "last_frame_age_s": None if age is None else round(age, 1), "counters": dict(self.counters),
                     "dropped_frames": self.counters.get("dropped", 0), "per_bin": dict(self.bins),
                     "inference_ms": pair(self.infer_ms), "end_to_end_ms": pair(self.e2e_ms),
                     "work_outside_invoke_ms": pair(self.work_ms),

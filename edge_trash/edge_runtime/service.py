@@ -30,6 +30,9 @@ from edge_trash.edge_runtime.sources import FrameCapture, FrameSource, open_sour
 from edge_trash.edge_runtime.tracker import IoUTracker, TriggerLine
 
 LOG = logging.getLogger(__name__)
+# No frame through inference for this long (the camera stalled or unplugged, every read or every inference failing:
+# a failed Edge TPU) ends the run with exit 1, so systemd restarts the service and the operator sees why.
+SENSE_STALL_S = 30.0
 
 
 class ResourceError(Exception):
@@ -86,7 +89,8 @@ class SortLoop:
     def __init__(self, capture: FrameCapture, detector: Detector, tracker: IoUTracker, config: SortConfig,
                  scheduler: ActuationScheduler, log: EventLog, stats: Stats,
                  hard_examples: Optional[HardExampleQueue] = None, notifier: Optional[SystemdNotifier] = None,
-                 clock: Callable[[], float] = time.monotonic, live: Optional[LiveView] = None):
+                 clock: Callable[[], float] = time.monotonic, live: Optional[LiveView] = None,
+                 sense_stall_s: Optional[float] = None):
         self.live = live  # the operator page's view: references and small crops only, never encoding
         self.capture = capture
         self.detector = detector
@@ -100,6 +104,10 @@ class SortLoop:
         self.clock = clock  # the frames' clock (monotonic): the log gets wall times
         self.decisions = 0
         self._stall_reported = False
+        self.sense_stall_s = SENSE_STALL_S if sense_stall_s is None else sense_stall_s
+        self._last_sensed = None  # type: Optional[float]  when inference last succeeded (the loop's clock)
+        self._last_failure = ""  # why the last frame failed (a read or inference error), for the stall message
+        self.stalled = None  # type: Optional[str]  why the run ended without frames, or None
         self.health_address = None  # (host, port) when build_service started the endpoint
 
     @property
@@ -155,6 +163,7 @@ class SortLoop:
             self.log.frame(frame.seq, "read_error", t=frame.t + to_wall, note=frame.error[:500])
             self.stats.count("read_error")
             self._logged(self.log.fault, "read_error", frame.error, frame.seq)
+            self._last_failure = "the last frame could not be read: %s" % frame.error
             return
         try:
             detections = self.detector.detect(frame.image, frame.prepared)
@@ -163,7 +172,9 @@ class SortLoop:
             self.log.frame(frame.seq, "inference_error", t=frame.t + to_wall, note=message[:500])
             self.stats.count("inference_error")
             self._logged(self.log.fault, "inference", message, frame.seq)
+            self._last_failure = message
             return
+        self._last_sensed = self.clock()
         infer_ms = self.detector.last_invoke_ms
         height, width = frame.image.shape[:2]
         update = self.tracker.update(detections, frame.seq, frame.t, width, height)
@@ -212,6 +223,7 @@ class SortLoop:
         """Start capturing, then process frames until the source ends or ``stop_event`` is set."""
         self.capture.start()
         self.notifier.notify("READY=1")
+        self._last_sensed = self.clock()
         while not stop_event.is_set():
             frame, dropped = self.capture.get(0.2)
             self._log_dropped(dropped, "inference fell behind the camera")
@@ -219,8 +231,10 @@ class SortLoop:
             if frame is None:
                 if self.capture.done:
                     break
-                continue
-            self._process(frame)
+            else:
+                self._process(frame)
+            if self._sensing_stalled():
+                break
         self.notifier.notify("STOPPING=1")
         self._log_dropped(self.capture.stop(), "queued when the service stopped")
         if self.capture.error:
@@ -230,7 +244,25 @@ class SortLoop:
         self._logged(self.log.commit)
         self.scheduler.stop()
         self._logged(self.log.commit)
-        return {"decisions": self.decisions, "source_error": self.capture.error, **self.stats.snapshot()}
+        return {"decisions": self.decisions, "source_error": self.capture.error, "stalled": self.stalled,
+                **self.stats.snapshot()}
+
+    def _sensing_stalled(self) -> bool:
+        """True (after logging the fault) when no frame has gone through inference for ``sense_stall_s``: the items
+        passing meanwhile are not seen at all, so the run ends (exit 1) rather than run on blind; under systemd
+        the service restarts, which reopens the camera and reloads the Edge TPU."""
+        since = self.clock() - (self._last_sensed if self._last_sensed is not None else self.clock())
+        if since <= self.sense_stall_s:
+            return False
+        why = self._last_failure or "no frame has come from %s" % self.capture.source.description
+        self.stalled = ("no frame went through inference for %.0f s (%s); items passing now are not seen, so the "
+                        "service stops (exit 1) and systemd restarts it; if it keeps stopping, check the camera's "
+                        "cable and the Edge TPU (`ls /dev/apex_0`), and `journalctl -u edge-trash`"
+                        % (since, why))
+        LOG.error("%s", self.stalled)
+        self.stats.count("faults")
+        self._logged(self.log.fault, "stalled", self.stalled)
+        return True
 
     def _watchdog(self) -> None:
         """Ping systemd's watchdog unless actuations have stopped: then systemd restarts the service (the

@@ -95,7 +95,9 @@ async function refreshStatus() {
   document.getElementById("ipm").textContent = c.items_per_minute.toFixed(1);
   document.getElementById("latency").textContent = fmtMs(s.first_sight_to_actuation_ms);
   document.getElementById("infer").textContent = fmtMs(s.inference_ms);
-  document.getElementById("fps").textContent = (s.fps || 0).toFixed(1);
+  const age = s.last_frame_age_s;
+  document.getElementById("fps").textContent = (s.fps || 0).toFixed(1) +
+    (age !== null && age !== undefined && age > 5 ? " (NO frame for " + fmtDuration(age) + ")" : "");
   document.getElementById("dropped").textContent = String(s.dropped_frames || 0);
   document.getElementById("faults").textContent = String((s.counters || {}).faults || 0);
   const h = s.health || {};
