@@ -54,7 +54,9 @@ def page(tmp_path):
         encoded.append(arr.shape)
         return b"JPEG" + bytes(str(arr.shape), "ascii")
 
-    status = {"accelerator": "cpu", "warning": "no Edge TPU", "per_bin": {}, "counters": {"faults": 1}}
+    # the service's own count of actuations (Stats.bins): ids[0] into metal, ids[1] into the fail-safe bin
+    status = {"accelerator": "cpu", "warning": "no Edge TPU", "per_bin": {"metal": 1, "reject": 1},
+              "counters": {"faults": 1}}
     p = OperatorPage(lambda: dict(status), live, str(tmp_path / "events.sqlite"), str(queue), jpeg_encoder=encoder,
                      queue_to_coco=lambda d: {"images": [], "annotations": [], "categories": [], "from": d})
     p.encoded = encoded
@@ -76,11 +78,35 @@ def test_page_and_static_assets_are_served(page):
 
 def test_counts_match_the_event_log(page):
     c = json.loads(_get(page, "/api/counts").body)
-    # the fail-safe actuation counts where the item really went
-    assert c["per_bin"] == {"metal": 2, "reject": 1} and c["last_hour"] == c["per_bin"]
-    assert c["total"] == 3
-    assert c["items_per_minute"] == pytest.approx(3 / 5.0)
-    assert sum(h["items"] for h in c["per_hour"]) == 3
+    # the fail-safe actuation counts where the item really went; ids[2] has not moved yet: in no bin
+    assert c["per_bin"] == {"metal": 1, "reject": 1} and c["last_hour"] == c["per_bin"]
+    assert c["total"] == 2
+    assert c["items_per_minute"] == pytest.approx(3 / 5.0)  # items decided
+    assert sum(h["items"] for h in c["per_hour"]) == 2
+
+
+def test_counts_hold_only_items_that_moved_and_since_start_outlives_the_logs_pruning(tmp_path):
+    """The page counted rows of a table the log prunes (max_event_rows), so 'since start' stopped growing once the
+    log was full, and counted failed or missed actuations in the bin they were meant for, where nothing went."""
+    log = EventLog(str(tmp_path / "events.sqlite"))
+    log.start_run("dir:test", "cpu", 0)
+    now = time.time()
+    ids = log.record_decisions([_decision(k, "can", "metal", now - 60 + k) for k in range(1, 6)])
+    for ref, outcome in zip(ids, ["actuated", "failed", "missed", "unknown", "failsafe"]):
+        log.mark_done(ref, {"actuated": "metal", "failsafe": "reject"}.get(outcome), 1, outcome)
+    log.close()
+    live = LiveView(trigger={"axis": "x", "position": 0.5}, accelerator="cpu")
+    from_log = OperatorPage(lambda: {}, live, str(tmp_path / "events.sqlite"), None)
+    c = json.loads(_get(from_log, "/api/counts").body)
+    assert c["per_bin"] == c["last_hour"] == {"metal": 1, "reject": 1} and c["total"] == 2
+    assert [(h["bin"], h["items"]) for h in c["per_hour"]] in ([("metal", 1), ("reject", 1)],
+                                                               [("reject", 1), ("metal", 1)])
+    # the service's own count: 40000 items in a log pruned to its last rows
+    own = OperatorPage(lambda: {"per_bin": {"metal": 30000, "reject": 10000}}, live, str(tmp_path / "events.sqlite"),
+                       None)
+    c = json.loads(_get(own, "/api/counts").body)
+    assert c["per_bin"] == {"metal": 30000, "reject": 10000} and c["total"] == 40000
+    assert c["last_hour"] == {"metal": 1, "reject": 1}
 
 
 def test_since_start_is_this_run_and_the_last_hour_the_boards_60_minutes(tmp_path):

@@ -144,3 +144,24 @@ def test_a_bundle_file_the_service_cannot_read_is_named_with_the_fix(bundle, mon
     assert str(info.value) == (
         "cannot read %s (Permission denied): make the bundle readable by the user the service runs as (sudo chmod -R "
         "a+rX %s), or copy it again" % (os.path.join(bundle, "labels.txt"), bundle))
+
+
+@pytest.mark.parametrize("field, value, problem", [
+    ("files", {"labels.txt": "abc"}, "files['labels.txt'] is 'abc', not {\"sha256\": ..., \"size\": ...}"),
+    ("files", {"labels.txt": {"sha256": "00", "size": "12"}},
+     "files['labels.txt'] is {'sha256': '00', 'size': '12'}, not {\"sha256\": ..., \"size\": ...}"),
+    ("num_classes", "three", "num_classes is 'three', not a whole number"),
+    ("class_names", 5, "class_names is 5, not a list of class names"),
+    ("input_shape", [1, "64", 64, 3], "input_shape is [1, '64', 64, 3], not a list of whole numbers"),
+])
+def test_a_hand_damaged_manifest_is_named_not_a_traceback(bundle, field, value, problem):
+    """These were a TypeError / ValueError traceback from verify_bundle (exit 1, restarted for ever)."""
+    path = os.path.join(bundle, "manifest.json")
+    manifest = json.load(open(path))
+    manifest[field] = value
+    with open(path, "w") as f:
+        json.dump(manifest, f)
+    with pytest.raises(BundleError) as info:
+        verify_bundle(bundle, INPUT)
+    assert str(info.value) == ("%s: %s: the manifest was edited or damaged; copy manifest.json from the export "
+                               "again (or re-export the bundle)" % (path, problem))

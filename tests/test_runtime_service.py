@@ -727,3 +727,18 @@ def test_the_frame_rate_falls_once_frames_stop_and_the_age_of_the_last_frame_is_
     assert (stats.snapshot()["fps"], stats.snapshot()["last_frame_age_s"]) == (10.0, 2.0)
     now[0] += 8.0  # 10 s without a frame: 10 frame intervals in 11 s
     assert (stats.snapshot()["fps"], stats.snapshot()["last_frame_age_s"]) == (round(10 / 11.0, 2), 10.0)
+
+
+@pytest.mark.parametrize("where", ["--log", "log.path"])
+def test_an_event_log_path_that_is_a_folder_exits_78_naming_the_setting(tmp_path, capsys, where):
+    """It was exit 1 (sqlite cannot open a folder), which systemd retried every 5 s for ever."""
+    folder = tmp_path / "logs"
+    folder.mkdir()
+    bundle = make_bundle(str(tmp_path / "bundle"), sort_overrides={
+        "travel_delay_s": 0.0, "health": {"enabled": False}, "log": {"path": str(folder)}})
+    args = ["run", "--bundle", bundle, "--source", "dir:%s" % tmp_path] + (
+        ["--log", str(folder)] if where == "--log" else [])
+    assert main(args, interpreter_loader=make_fake_loader()) == EXIT_CONFIG
+    assert ("the event log %s is a folder (%s): give a file in it, e.g. %s"
+            % (folder, "--log" if where == "--log" else "log.path in sort.yaml", folder / "events.sqlite")
+            in capsys.readouterr().err)

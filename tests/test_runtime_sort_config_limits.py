@@ -373,3 +373,51 @@ def test_the_service_refuses_a_misspelt_section_key_before_opening_anything(tmp_
     assert str(info.value) == ("%s: health.prot: unknown key (did you mean port?); valid keys are enabled, host, "
                                "port, token" % os.path.join(bundle, "sort.yaml"))
     assert not os.path.exists(str(tmp_path / "ev.sqlite"))
+
+
+# ------------------------------------------------------------------ the actuator's own numbers and names
+
+@pytest.mark.parametrize("actuator, message", [
+    ({"type": "gpio", "pulse_s": "0.1"}, "actuator.pulse_s: expected a number, got '0.1'"),
+    ({"type": "gpio", "pulse_s": -1}, "actuator.pulse_s: -1 is outside [0.001, 10.0]"),
+    ({"type": "simulated", "fail_every": "2"}, "actuator.fail_every: expected a number, got '2'"),
+    ({"type": "simulated", "fail_every": 1.5}, "actuator.fail_every: expected an integer, got 1.5"),
+    ({"type": "simulated", "fail_bins": "can"}, "actuator.fail_bins: expected a list of bin names, got 'can'"),
+    ({"type": "simulated", "journal": 3}, "actuator.journal: expected a file path as a text, got 3"),
+    ({"type": "pwm", "pwm": {"chip": "pwmchip0"}}, "actuator.pwm.chip: expected a number, got 'pwmchip0'"),
+    ({"type": "pwm", "pwm": {"channel": -1}}, "actuator.pwm.channel: -1 is outside [0, 1000]"),
+    ({"type": "pwm", "pwm": {"frequency_hz": 0}}, "actuator.pwm.frequency_hz: 0 is outside [1.0, 1000000.0]"),
+    ({"type": "pwm", "pwm": {"settle_s": "fast"}}, "actuator.pwm.settle_s: expected a number, got 'fast'"),
+    ({"type": "serial", "serial": {}}, "actuator.serial.port: expected the serial device's path as a text (e.g. "
+                                       "\"/dev/ttyUSB0\"), got None"),
+    ({"type": "serial", "serial": {"port": "/dev/ttyUSB0", "baudrate": "9600"}},
+     "actuator.serial.baudrate: expected a number, got '9600'"),
+    ({"type": "serial", "serial": {"port": "/dev/ttyUSB0", "timeout_s": 0}},
+     "actuator.serial.timeout_s: 0 is outside [0.001, 60.0]"),
+    ({"type": "serial", "serial": {"port": "/dev/ttyUSB0", "ack": 1}},
+     "actuator.serial.ack: expected the reply that confirms a move as a text (e.g. \"OK\"), got 1"),
+])
+def test_the_actuators_own_settings_are_checked_at_load_naming_the_key(actuator, message):
+    """A text or a negative pulse used to load, then crash the service at start (a ValueError traceback that
+    systemd restarted for ever) or fail every actuation, the fail-safe bin's too."""
+    if actuator["type"] == "pwm":
+        actuator = dict(pwm(BINS, **actuator["pwm"]), type="pwm")
+    elif actuator["type"] == "gpio":
+        actuator = dict(gpio(BINS), **actuator)
+    assert refused(actuator=actuator) == "sort.yaml: " + message
+
+
+def test_a_sort_config_not_saved_as_utf8_names_the_line_the_byte_and_the_fix(tmp_path):
+    from edge_trash.edge_runtime.sort_config import load_sort_config
+
+    path = tmp_path / "sort.yaml"
+    text = default_sort_config(LABELS).replace('"reject"', '"r\u00e9ject"')
+    path.write_bytes(text.encode("latin-1"))
+    line = next(k for k, row in enumerate(text.splitlines(), 1) if "r\u00e9ject" in row)
+    column = text.splitlines()[line - 1].index("\u00e9") + 1
+    with pytest.raises(ConfigError) as info:
+        load_sort_config(str(path), LABELS)
+    assert str(info.value) == (
+        "%s: line %d, column %d: byte 0xe9 is not UTF-8 (the file was saved in another encoding, e.g. Latin-1): "
+        "save it as UTF-8, e.g. `iconv -f latin1 -t utf-8 %s > sort.utf8.yaml`, and use that file"
+        % (path, line, column, path))

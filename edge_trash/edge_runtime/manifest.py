@@ -109,7 +109,30 @@ def load_manifest(bundle_dir: str) -> Dict:
         raise BundleError(_unreadable(path, bundle_dir, exc))
     if not isinstance(manifest, dict) or not isinstance(manifest.get("files"), dict):
         raise BundleError("%s has no 'files' table; it was not written by write_manifest" % path)
+    problem = _damaged_field(manifest)
+    if problem:
+        raise BundleError("%s: %s: the manifest was edited or damaged; copy manifest.json from the export again "
+                          "(or re-export the bundle)" % (path, problem))
     return manifest
+
+
+def _damaged_field(manifest: Dict) -> str:
+    """What in a parsed manifest is not of the type ``write_manifest`` writes ("" when nothing)."""
+    for rel, entry in sorted(manifest["files"].items()):
+        if (not isinstance(entry, dict) or not isinstance(entry.get("sha256"), str)
+                or isinstance(entry.get("size"), bool) or not isinstance(entry.get("size"), int)):
+            return "files[%r] is %r, not {\"sha256\": ..., \"size\": ...}" % (rel, entry)
+    names = manifest.get("class_names")
+    if names is not None and (not isinstance(names, list) or not all(isinstance(n, str) for n in names)):
+        return "class_names is %r, not a list of class names" % (names,)
+    count = manifest.get("num_classes")
+    if count is not None and (isinstance(count, bool) or not isinstance(count, int)):
+        return "num_classes is %r, not a whole number" % (count,)
+    shape = manifest.get("input_shape")
+    if shape is not None and (not isinstance(shape, list)
+                              or not all(isinstance(v, int) and not isinstance(v, bool) for v in shape)):
+        return "input_shape is %r, not a list of whole numbers" % (shape,)
+    return ""
 
 
 def verify_bundle(bundle_dir: str, model_input: Optional[Dict] = None) -> Dict:

@@ -141,6 +141,10 @@ def read_temperatures(root: str = "/sys/class") -> Dict[str, float]:
     return temps
 
 
+# Decisions whose item moved: into its bin, or into the fail-safe bin after a failed actuation.
+_MOVED = "status IN ('actuated', 'failsafe') AND actuated_bin IS NOT NULL"
+
+
 class OperatorPage:
     """Answers the page's requests from the live view, the status callable, the event log and the queue."""
 
@@ -273,28 +277,38 @@ class OperatorPage:
         return out
 
     def counts(self) -> Dict:
-        """Items per bin since this service started (its run in the log; earlier runs' decisions stay in the log
-        but are not counted), in the last 60 minutes by the board's clock, and per hour over the last day; items
-        per minute."""
+        """Items moved per bin since this service started, in the last 60 minutes by the board's clock, and per
+        hour over the last day; items decided per minute (the last 5 minutes).
+
+        An item counts in the bin it went to (the fail-safe bin after a failed actuation), and only once it has
+        moved: a failed, missed or unknown actuation is in no bin. "Since start" is the service's own count of
+        actuations (``status()["per_bin"]``), which the log's pruning of old rows (``log.max_event_rows``) never
+        shrinks; without one (a page on a log alone) it is this run's rows in the log.
+        """
         conn = self._db()
         now = self.clock()
         result = {"per_bin": {}, "last_hour": {}, "per_hour": [], "items_per_minute": 0.0, "total": 0}
-        if conn is None:
-            return result
-        try:
-            for r in conn.execute("SELECT COALESCE(actuated_bin, bin) AS b, COUNT(*) AS n FROM decisions "
-                                  "WHERE run_id = (SELECT MAX(run_id) FROM runs) GROUP BY b"):
-                result["per_bin"][r["b"]] = r["n"]
-            for r in conn.execute("SELECT COALESCE(actuated_bin, bin) AS b, COUNT(*) AS n FROM decisions "
-                                  "WHERE t_decided >= ? GROUP BY b", (now - 3600,)):
-                result["last_hour"][r["b"]] = r["n"]
-            for r in conn.execute("SELECT CAST(t_decided / 3600 AS INTEGER) AS h, COALESCE(actuated_bin, bin) AS b, "
-                                  "COUNT(*) AS n FROM decisions WHERE t_decided >= ? GROUP BY h, b ORDER BY h",
-                                  (now - 24 * 3600,)):
-                result["per_hour"].append({"hour_start": r["h"] * 3600, "bin": r["b"], "items": r["n"]})
-            recent = conn.execute("SELECT COUNT(*) FROM decisions WHERE t_decided >= ?", (now - 300,)).fetchone()[0]
-        finally:
-            conn.close()
+        own = self.status().get("per_bin")
+        if isinstance(own, dict):
+            result["per_bin"] = dict(own)
+        recent = 0
+        if conn is not None:
+            try:
+                if not isinstance(own, dict):
+                    for r in conn.execute("SELECT actuated_bin AS b, COUNT(*) AS n FROM decisions WHERE " + _MOVED +
+                                          " AND run_id = (SELECT MAX(run_id) FROM runs) GROUP BY b"):
+                        result["per_bin"][r["b"]] = r["n"]
+                for r in conn.execute("SELECT actuated_bin AS b, COUNT(*) AS n FROM decisions WHERE " + _MOVED +
+                                      " AND t_decided >= ? GROUP BY b", (now - 3600,)):
+                    result["last_hour"][r["b"]] = r["n"]
+                for r in conn.execute("SELECT CAST(t_decided / 3600 AS INTEGER) AS h, actuated_bin AS b, COUNT(*) AS n "
+                                      "FROM decisions WHERE " + _MOVED + " AND t_decided >= ? GROUP BY h, b ORDER BY h",
+                                      (now - 24 * 3600,)):
+                    result["per_hour"].append({"hour_start": r["h"] * 3600, "bin": r["b"], "items": r["n"]})
+                recent = conn.execute("SELECT COUNT(*) FROM decisions WHERE t_decided >= ?",
+                                      (now - 300,)).fetchone()[0]
+            finally:
+                conn.close()
         result["total"] = sum(result["per_bin"].values())
         result["items_per_minute"] = round(recent / 5.0, 2)
         return result

@@ -25,7 +25,7 @@ from edge_trash.edge_runtime.live_view import LiveView
 from edge_trash.edge_runtime.operator_page import OperatorPage
 from edge_trash.edge_runtime.policy import decide
 from edge_trash.edge_runtime.queue_export import build_queue_coco
-from edge_trash.edge_runtime.sort_config import SortConfig, load_sort_config, mapping_gaps_warning
+from edge_trash.edge_runtime.sort_config import ConfigError, SortConfig, load_sort_config, mapping_gaps_warning
 from edge_trash.edge_runtime.sources import FrameCapture, FrameSource, open_source
 from edge_trash.edge_runtime.tracker import IoUTracker, TriggerLine
 
@@ -299,6 +299,10 @@ def build_service(bundle: str, config_path: Optional[str], source_spec: str, log
     # the log (and its lock) before the model, the camera and the actuator: a second service on the log of a
     # running one stops here, before it touches the TPU, the camera or the actuator the first one drives
     where = log_path or config.log_path or os.path.join(bundle, "events.sqlite")
+    if os.path.isdir(where):  # no restart mends it: exit 78, naming the setting
+        raise ConfigError("the event log %s is a folder (%s): give a file in it, e.g. %s"
+                          % (where, "--log" if log_path else "log.path in sort.yaml" if config.log_path else "the bundle",
+                             os.path.join(where, "events.sqlite")))
     try:
         log = EventLog(where, max_frame_rows=config.log_max_frame_rows, max_event_rows=config.log_max_event_rows)
     except LogInUseError as exc:  # another service runs on this log: exit 1, retried (it may stop)

@@ -107,7 +107,11 @@ class SortConfig:
     def _number(self, key: str, default, lo=None, hi=None, integer=False, section=None):
         table = self.raw if section is None else self._section(section)
         name = key if section is None else "%s.%s" % (section, key)
-        value = table.get(key, default)
+        return self._number_in(table, name, default, lo, hi, integer)
+
+    def _number_in(self, table: Dict, name: str, default, lo=None, hi=None, integer=False):
+        """The number under the last part of ``name`` (``actuator.pwm.settle_s``) in ``table``, checked."""
+        value = table.get(name.rsplit(".", 1)[-1], default)
         if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
             raise self._err(name, "expected a number, got %r" % (value,))
         if integer and int(value) != value:
@@ -213,6 +217,37 @@ class SortConfig:
             if isinstance(duty, bool) or not isinstance(duty, (int, float)) or not 0.0 <= duty <= 1.0:
                 raise self._err(key, "expected a duty cycle in [0, 1] (e.g. 0.075), got %r" % (duty,))
 
+    def _check_actuator_settings(self) -> None:
+        """The actuator's own numbers and names, checked at start like every other key: a text, or a pulse of
+        -1 s, used to pass here and then crash the service at start (restarted by systemd for ever) or fail every
+        actuation, the fail-safe bin's too."""
+        spec, kind = self.actuator, self.actuator["type"]
+        if kind == "simulated":
+            self._number_in(spec, "actuator.fail_every", 0, 0, 10 ** 9, integer=True)
+            fail_bins = spec.get("fail_bins", [])
+            if not isinstance(fail_bins, list) or not all(isinstance(b, str) for b in fail_bins):
+                raise self._err("actuator.fail_bins", "expected a list of bin names, got %r" % (fail_bins,))
+            if spec.get("journal") is not None and not isinstance(spec["journal"], str):
+                raise self._err("actuator.journal", "expected a file path as a text, got %r" % (spec["journal"],))
+        elif kind == "gpio":
+            self._number_in(spec, "actuator.pulse_s", 0.1, 0.001, 10.0)
+        elif kind == "pwm":
+            pwm = spec.get("pwm") or {}
+            self._number_in(pwm, "actuator.pwm.chip", 0, 0, 1000, integer=True)
+            self._number_in(pwm, "actuator.pwm.channel", 0, 0, 1000, integer=True)
+            self._number_in(pwm, "actuator.pwm.frequency_hz", 50.0, 1.0, 1e6)
+            self._number_in(pwm, "actuator.pwm.settle_s", 0.3, 0.0, 10.0)
+        elif kind == "serial":
+            serial = spec.get("serial") or {}
+            if not isinstance(serial.get("port"), str) or not serial["port"]:
+                raise self._err("actuator.serial.port", "expected the serial device's path as a text (e.g. "
+                                                        "\"/dev/ttyUSB0\"), got %r" % (serial.get("port"),))
+            self._number_in(serial, "actuator.serial.baudrate", 115200, 50, 10 ** 7, integer=True)
+            self._number_in(serial, "actuator.serial.timeout_s", 0.5, 0.001, 60.0)
+            if serial.get("ack") is not None and not isinstance(serial["ack"], str):
+                raise self._err("actuator.serial.ack", "expected the reply that confirms a move as a text (e.g. "
+                                                       "\"OK\"), got %r" % (serial["ack"],))
+
     def _validate(self) -> None:
         raw = self.raw
         if not isinstance(raw, dict):
@@ -289,6 +324,7 @@ class SortConfig:
             self._check_gpio(sent_bins)
         elif self.actuator["type"] == "pwm":
             self._check_pwm(sent_bins)
+        self._check_actuator_settings()
         hard = self._section("hard_examples")
         self.hard_dir = self._text("hard_examples", "dir", None)
         band = hard.get("band", [0.3, 0.6])
@@ -445,6 +481,14 @@ def load_sort_config(path: str, labels: Sequence[str], yaml_module=None, use_yam
             text = f.read()
     except OSError as exc:
         raise ConfigError("%s: cannot read the sort config (%s)" % (path, exc))
+    except UnicodeDecodeError as exc:  # saved by an editor in Latin-1 or Windows-1252
+        with open(path, "rb") as f:
+            data = f.read()
+        line = data.count(b"\n", 0, exc.start) + 1
+        column = exc.start - (data.rfind(b"\n", 0, exc.start) + 1) + 1
+        raise ConfigError("%s: line %d, column %d: byte 0x%02x is not UTF-8 (the file was saved in another "
+                          "encoding, e.g. Latin-1): save it as UTF-8, e.g. `iconv -f latin1 -t utf-8 %s > "
+                          "sort.utf8.yaml`, and use that file" % (path, line, column, data[exc.start], path))
     return SortConfig(parse_config_text(text, path, yaml_module, use_yaml), labels, path)
 
 
