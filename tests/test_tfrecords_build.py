@@ -962,7 +962,8 @@ def test_a_named_pipe_beside_an_empty_file_never_blocks_the_build(tmp_path):
             pass
     assert box, "build-tfrecords blocked on the named pipe"
     assert _reasons(box[0], "images_skipped", "image_id") == {
-        1: f"empty file (0 bytes): {imgs / 'empty.jpg'}", 2: f"empty file (0 bytes): {imgs / 'empty2.jpg'}",
+        1: f"empty file (0 bytes): {imgs / 'empty.jpg'}; download or copy it again",
+        2: f"empty file (0 bytes): {imgs / 'empty2.jpg'}; download or copy it again",
         3: f"not a regular file but a named pipe (FIFO): {imgs / 'pipe.jpg'}; put the picture file there"}
 
 

@@ -334,7 +334,7 @@ def test_link_loops_pipes_and_empty_files_are_skipped_with_what_they_are(tmp_pat
                                    "links back to itself, never to a file; point the link at the picture")
     assert reasons["a.jpg"] == (f"symbolic link loop: {img / 'a.jpg'} (it points to b.jpg) leads through links "
                                 "back to itself, never to a file; point the link at the picture")
-    assert reasons["empty.jpg"].endswith(f": empty file (0 bytes): {img / 'empty.jpg'}")
+    assert reasons["empty.jpg"].endswith(f": empty file (0 bytes): {img / 'empty.jpg'}; download or copy it again")
     assert reasons["pipe.jpg"].endswith(f": not a regular file but a named pipe (FIFO): {img / 'pipe.jpg'}; "
                                         "put the picture file there")
     assert reasons["folder.jpg"] == f"not a regular file but a folder: {img / 'folder.jpg'}; put the picture file there"
@@ -360,5 +360,33 @@ def test_header_reads_and_conversion_never_open_a_named_pipe(tmp_path):
         f"file not found: '{tmp_path}/a\\x00.jpg' (its name holds a NUL character)")
     empty = tmp_path / "empty.jpg"
     empty.write_bytes(b"")
-    assert read_displayed_size(empty) == (None, f"empty file (0 bytes): {empty}")
+    assert read_displayed_size(empty) == (None, f"empty file (0 bytes): {empty}; download or copy it again")
     assert missing_file_reason(tmp_path / "gone.jpg") == f"file not found: {tmp_path / 'gone.jpg'}"
+
+
+def test_an_unfinished_download_ending_in_zero_bytes_is_skipped_not_stored_half_grey(tmp_path):
+    """A download into a file sized in advance (aria2, a torrent, a sync tool) leaves the rest of the JPEG as
+    zero bytes; Pillow decodes it without a word, the lower half grey or garbage, and its boxes were trained on
+    that. Zeros after a complete JPEG's end marker are harmless and kept."""
+    from edge_trash.tfrecords.analyze import _read_luma
+
+    img = tmp_path / "img"
+    img.mkdir()
+    noise = np.random.default_rng(0).integers(0, 255, (HEIGHT, WIDTH, 3), dtype=np.uint8)
+    Image.fromarray(noise).save(img / "whole.jpg", quality=90)
+    data = (img / "whole.jpg").read_bytes()
+    half = len(data) // 2
+    (img / "unfinished.jpg").write_bytes(data[:half] + bytes(len(data) - half))
+    (img / "padded.jpg").write_bytes(data + bytes(4096))  # complete, then zeros after the end marker
+    with Image.open(img / "unfinished.jpg") as im:
+        im.load()  # what made it slip through: Pillow decodes it without an error
+    report = _build(tmp_path, [(n, WIDTH, HEIGHT, BOX) for n in ("whole.jpg", "unfinished.jpg", "padded.jpg")])
+    reasons = {s["file_name"]: s["reason"] for s in report["images_skipped"]}
+    zeros = len(data) - half
+    expected = (f"incomplete download: {img / 'unfinished.jpg'} ends in {zeros:,} zero bytes "
+                f"({100.0 * zeros / len(data):.0f}% of the file) where the rest of the JPEG should be, so part of "
+                "the picture would be grey; download it again")
+    assert reasons == {"unfinished.jpg": expected}
+    assert sorted(_records(tmp_path / "out")) == ["padded.jpg", "whole.jpg"]
+    assert _read_luma(img / "unfinished.jpg") == (None, expected, b"")  # analyze --images says the same
+    assert _read_luma(img / "padded.jpg")[1] == ""

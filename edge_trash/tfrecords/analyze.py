@@ -185,7 +185,8 @@ def _read_luma(path: Path, max_pixels: int = DEFAULT_MAX_PIXELS) -> Tuple[Option
     """``(mean luma, "", file bytes)``, or ``(None, reason, b"")`` for a file that cannot be read."""
     from PIL import Image, UnidentifiedImageError
 
-    from edge_trash.tfrecords.images import HEAD_BYTES, file_reason, unidentified_reason  # (lets Pillow open HEIC)
+    from edge_trash.tfrecords.images import (HEAD_BYTES, file_reason, incomplete_jpeg_reason,  # (lets Pillow open
+                                             truncated_reason, unidentified_reason)  # HEIC)
 
     reason = file_reason(path)  # missing, a link loop, a named pipe (reading it would block), empty
     if reason:
@@ -194,6 +195,9 @@ def _read_luma(path: Path, max_pixels: int = DEFAULT_MAX_PIXELS) -> Tuple[Option
         data = path.read_bytes()
     except OSError as exc:
         return None, f"cannot read {path}: {exc.strerror or exc}", b""
+    reason = incomplete_jpeg_reason(path, data)
+    if reason:
+        return None, reason, b""
     try:
         return mean_luma(data, max_pixels), "", data
     except UnidentifiedImageError:
@@ -202,7 +206,7 @@ def _read_luma(path: Path, max_pixels: int = DEFAULT_MAX_PIXELS) -> Tuple[Option
         message = str(exc)
         return None, message if message.startswith("refused") else f"refused as a decompression bomb: {exc}", b""
     except (OSError, SyntaxError, ValueError) as exc:
-        return None, f"truncated or corrupt image data in {path}: {exc}", b""
+        return None, truncated_reason(path, exc), b""
 
 
 def _progress(items: Iterable[Any], desc: str, enabled: bool, total: Optional[int] = None) -> Iterable[Any]:

@@ -115,6 +115,27 @@ def unidentified_reason(path: "str | Path", head: bytes) -> str:
     return f"not an image Pillow can decode: {path}"
 
 
+def incomplete_jpeg_reason(path: "str | Path", data: bytes) -> str:
+    """Why the JPEG ``data`` of ``path`` is an unfinished download ("" when it is not one): it ends in a run of
+    zero bytes with no end-of-image marker before them, as a download into a file sized in advance (aria2, a
+    torrent, a sync tool) leaves it. Pillow decodes such a file without a word, the missing part grey or garbage,
+    so the boxes there would be trained on it. A complete JPEG ends in its marker (zeros after it are harmless)."""
+    if not data.startswith(b"\xff\xd8"):
+        return ""
+    body = data.rstrip(b"\0")
+    zeros = len(data) - len(body)
+    if zeros < 64 or body.endswith(b"\xff\xd9"):
+        return ""
+    return (f"incomplete download: {path} ends in {zeros:,} zero bytes ({100.0 * zeros / len(data):.0f}% of the "
+            "file) where the rest of the JPEG should be, so part of the picture would be grey; download it again")
+
+
+def truncated_reason(path: "str | Path", exc: BaseException) -> str:
+    """Why Pillow could not decode ``path`` (cut short or damaged), with the fix."""
+    return (f"truncated or corrupt image data: {path}: {exc}; download or copy it again (open it in an image "
+            "viewer to see the damage)")
+
+
 def missing_file_reason(path: "str | Path") -> str:
     """Why a file cannot be found: missing, a symbolic link whose target is not there
     (git-annex and DVC keep datasets as links to content fetched separately), or links
@@ -152,7 +173,7 @@ def file_reason(path: "str | Path") -> str:
                 else "a socket" if stat.S_ISSOCK(info.st_mode) else "a device")
         return f"not a regular file but {kind}: {path}; put the picture file there"
     if info.st_size == 0:
-        return f"empty file (0 bytes): {path}"
+        return f"empty file (0 bytes): {path}; download or copy it again"
     return ""
 
 
@@ -405,6 +426,9 @@ def _convert(job: ImageJob) -> ImageResult:
     try:
         with open(path, "rb") as fh:
             data = fh.read()
+        result.reason = incomplete_jpeg_reason(path, data)
+        if result.reason:
+            return result
         with pillow_pixel_limit(None):  # the header only: the check below refuses with --max-pixels
             img = Image.open(io.BytesIO(data))
     except UnidentifiedImageError:
@@ -459,7 +483,7 @@ def _convert(job: ImageJob) -> ImageResult:
         try:
             img.load()  # detect truncation before trusting the bytes
         except (OSError, SyntaxError, ValueError) as exc:
-            result.reason = f"truncated or corrupt image data: {exc}"
+            result.reason = truncated_reason(path, exc)
             return result
         result.jpeg, (result.width, result.height) = data, out_size
         return result
@@ -473,7 +497,7 @@ def _convert(job: ImageJob) -> ImageResult:
         result.reason = f"refused as a decompression bomb: {path}, more than --max-pixels {job.max_pixels:,} ({exc})"
         return result
     except (OSError, SyntaxError, ValueError) as exc:
-        result.reason = f"truncated or corrupt image data: {exc}"
+        result.reason = truncated_reason(path, exc)
         return result
     oriented = isinstance(img, TiffImagePlugin.TiffImageFile)  # Pillow turned a TIFF upright as it loaded it
     if orientation != 1 and apply_exif != oriented:
