@@ -344,6 +344,24 @@ def test_split_options_that_cannot_be_met_get_one_clear_error(tmp_path, options,
     assert result.output.strip() == f"Error: {message}"
 
 
+def test_photos_not_found_are_named_though_other_images_were_left_out_for_their_boxes(tmp_path):
+    """TACO without its photos: its images whose every box is unusable were left out before any file was looked
+    for, and that used to turn the fix (give --images) into "no image could be converted"."""
+    from click.testing import CliRunner
+
+    from edge_trash.cli import cli
+
+    ann = _tiny_coco(tmp_path, [{"id": 1, "file_name": "gone.jpg", "width": 10, "height": 10},
+                                {"id": 2, "file_name": "flat.jpg", "width": 10, "height": 10}],
+                     [{"id": 1, "image_id": 1, "category_id": 1, "bbox": [1, 1, 5, 5]},
+                      {"id": 2, "image_id": 2, "category_id": 1, "bbox": [1, 1, 0, 5]}])
+    result = CliRunner().invoke(cli, ["build-tfrecords", "--annotations", str(ann), "--out", str(tmp_path / "o"),
+                                      "--quiet"])
+    assert result.exit_code == 1, result.output
+    assert (f"error: none of the 1 image files was found under {tmp_path}: give --images, the folder the file_name "
+            "entries are relative to (the first is 'gone.jpg')") in " ".join(result.output.split())
+
+
 def test_exit_codes_nothing_written_and_strict(tmp_path, sample_dataset):
     from click.testing import CliRunner
 
@@ -1811,3 +1829,12 @@ def test_a_stop_while_the_files_are_moved_into_place_says_the_build_is_complete(
     finally:
         signal.signal(signal.SIGINT, handler)
     assert {p.name: p.read_bytes() for p in out.iterdir()} == before
+
+
+def test_the_classes_line_ranks_nothing_when_no_box_was_written():
+    from edge_trash.tfrecords.build_cli import _classes_line
+
+    classes = [{"id": k, "name": f"c{k}", "boxes": 0} for k in range(60)]
+    assert _classes_line(classes) == "classes (60): no box written (all in report.json)"
+    classes[5]["boxes"] = 3
+    assert _classes_line(classes).startswith("classes (60): most boxes c5 3, c0 0,")

@@ -129,6 +129,8 @@ def _classes_line(classes: List[Dict[str, Any]], shown: int = 12) -> str:
 
     if len(classes) <= shown:
         return f"classes ({len(classes)}): {listed(classes)}"
+    if not any(c["boxes"] for c in classes):  # nothing written: a ranking of zeros says nothing
+        return f"classes ({len(classes)}): no box written (all in report.json)"
     by_boxes = sorted(classes, key=lambda c: (-c["boxes"], c["id"]))
     half = shown // 2
     return (f"classes ({len(classes)}): most boxes {listed(by_boxes[:half])}; fewest {listed(by_boxes[-half:])} "
@@ -634,17 +636,20 @@ def build_tfrecords(annotations: Tuple[Path, ...], images: Tuple[Path, ...], kee
     click.echo(summarize(report, out, time.monotonic() - start))
     if report["images_written"] == 0:
         missing = sum(1 for i in report["images_skipped"] if i["reason"].startswith("file not found"))
+        # the images whose file was looked for: not those left out for their annotations alone
+        looked_up = [i for i in report["images_skipped"]
+                     if not i["reason"].startswith(("every box was dropped", "duplicate image id"))]
         from edge_trash.tfrecords.image_paths import NOT_FOUND_WHY
 
         places = report.get("folders_sharing_names") or []  # each name in several of them: not read
         several = [i for i in report["images_skipped"] if i["reason"].endswith(NOT_FOUND_WHY[0][0])]
-        if missing and missing == len(report["images_skipped"]) == len(several) and places:
+        if missing and missing == len(looked_up) == len(several) and places:
             click.echo(f"error: none of the {missing} image files could be told apart from another file of its name "
                        f"(each is in several sub-folders): give the folder the file_name entries are relative to, one "
                        f"of {' '.join(f'--images {shell_word(p)}' for p in places)}", err=True)
-        elif missing and missing == len(report["images_skipped"]):
+        elif missing and missing == len(looked_up):
             folders = ", ".join(dict.fromkeys(src["images_dir"] for src in report["sources"]))
-            first = report["images_skipped"][0]["file_name"]
+            first = looked_up[0]["file_name"]
             fix = ("check --images: it must be" if images else "give --images,")
             click.echo(f"error: none of the {missing} image files was found under {folders}: {fix} the folder the "
                        f"file_name entries are relative to (the first is {first!r})", err=True)
