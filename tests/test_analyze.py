@@ -255,8 +255,9 @@ def test_the_classes_plot_of_a_thousand_classes_shows_the_fewest_and_the_most(tm
     ann = tmp_path / "lvis_like.json"
     ann.write_text(json.dumps({
         "images": [{"id": 1, "file_name": "a.jpg", "width": 640, "height": 480}],
-        "annotations": [{"id": k, "image_id": 1, "category_id": c, "bbox": [1, 1, 20, 20]}
-                        for k, c in enumerate((c for c in range(1, n + 1) for _ in range(1 + c % 7)), start=1)],
+        "annotations": [{"id": k, "image_id": 1, "category_id": c, "bbox": [1 + r, 1, 20, 20]}  # r: not one box twice
+                        for k, (c, r) in enumerate(((c, r) for c in range(1, n + 1) for r in range(1 + c % 7)),
+                                                   start=1)],
         "categories": [{"id": c, "name": f"class_{c:04d}"} for c in range(1, n + 1)]}))
     stats = analyze(ann, out=tmp_path / "out")
     assert len(stats["annotations"]["classes"]) == n

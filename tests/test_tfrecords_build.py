@@ -1838,3 +1838,28 @@ def test_the_classes_line_ranks_nothing_when_no_box_was_written():
     assert _classes_line(classes) == "classes (60): no box written (all in report.json)"
     classes[5]["boxes"] = 3
     assert _classes_line(classes).startswith("classes (60): most boxes c5 3, c0 0,")
+
+
+def test_a_box_exported_twice_is_kept_once_and_reported_with_both_ids(tmp_path):
+    """The same annotation under two ids (a hand-merged or re-imported export) was written twice: trained with
+    double weight, and in val a copy no detection can match. Other boxes, even of the same place, stay."""
+    from edge_trash.tfrecords.analyze import annotation_problems
+    from edge_trash.tfrecords.coco import load_coco_files
+
+    ann = _tiny_coco(tmp_path, [{"id": 1, "file_name": "a.jpg", "width": 40, "height": 30}],
+                     [{"id": 10, "image_id": 1, "category_id": 1, "bbox": [1, 2, 10, 8]},
+                      {"id": 11, "image_id": 1, "category_id": 1, "bbox": [1, 2, 10, 8]},  # the copy
+                      {"id": 12, "image_id": 1, "category_id": 2, "bbox": [1, 2, 10, 8]},  # another class: kept
+                      {"id": 13, "image_id": 1, "category_id": 1, "bbox": [1, 2, 10, 9]},  # another box: kept
+                      {"id": 14, "image_id": 1, "category_id": 1, "bbox": [1, 2, 10, 8], "iscrowd": 1},  # crowd
+                      {"id": 15, "image_id": 1, "category_id": 1, "bbox": [1, 2, 10, 8], "area": 80}],  # not a copy
+                     [{"id": 1, "name": "can"}, {"id": 2, "name": "cup"}])
+    dataset = load_coco_files([ann])
+    assert [b.source_id for b in dataset.boxes] == [10, 12, 13, 14, 15]
+    assert [(r.record_id, r.reason) for r in dataset.rejected_boxes] == [
+        (11, "duplicate box: annotation 10 again (every field the same but the id: exported twice); kept once")]
+    assert annotation_problems(dataset)["boxes_rejected_by_kind"]["duplicate_box"] == 1
+    _solid_jpeg(tmp_path / "a.jpg", (40, 30))
+    report = build_tfrecords(BuildOptions(annotations=ann, images=tmp_path, out=tmp_path / "out",
+                                          val_fraction=0, test_fraction=0, workers=1))
+    assert report["boxes_written"] == 5 and [d["annotation_id"] for d in report["boxes_dropped"]] == [11]

@@ -2247,7 +2247,7 @@ def test_the_summary_lists_few_classes_in_id_order_and_many_by_their_extremes(tm
     _jpeg(root / "a.jpg", (64, 48))
 
     def build(n_classes, name):
-        anns = [{"id": c * 100 + k + 1, "image_id": 1, "category_id": c, "bbox": [1, 1, 9, 9]}
+        anns = [{"id": c * 100 + k + 1, "image_id": 1, "category_id": c, "bbox": [1 + k, 1, 9, 9]}
                 for c in range(1, n_classes + 1) for k in range(c if c != 3 else 20)]
         ann = tmp_path / f"{name}.json"
         ann.write_text(json.dumps({"images": [{"id": 1, "file_name": "a.jpg", "width": 64, "height": 48}],
@@ -2531,7 +2531,8 @@ def test_class_ids_numbered_from_0_against_categories_from_1_are_named_with_the_
                       (range(1, 5), stray)):
         ann.write_text(json.dumps({"images": images, "categories": [{"id": k, "name": f"c{k}"} for k in cats],
                                    "annotations": [{"id": k, "image_id": k % 12, "category_id": c,
-                                                    "bbox": [4, 4, 20, 20]} for k, c in enumerate(ids)]}))
+                                                    "bbox": [4 + k // 12, 4, 20, 20]}  # no box twice
+                                                   for k, c in enumerate(ids)]}))
         stats = analyze(ann, None, out=tmp_path / "a2", plots=False)
         assert stats["annotations"]["problems"]["category_ids_warning"] is None
 

@@ -232,6 +232,7 @@ PROBLEM_KINDS: Tuple[Tuple[str, str], ...] = (
     ("unknown_category", "unknown category_id"),
     ("unknown_image", "unknown image_id"),
     ("image_rejected", "its image was skipped"),
+    ("duplicate_box", "duplicate box:"),
 )
 
 

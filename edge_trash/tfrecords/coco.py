@@ -451,8 +451,23 @@ def _without_unused_mask(obj: Dict[str, Any]) -> Dict[str, Any]:
     if "segmentation" in obj and not _needs_segmentation(obj.get("bbox")):
         if isinstance(obj["segmentation"], dict):  # a mask (RLE): CVAT writes each with iscrowd 1, crowd or not
             obj[_RLE_MARK] = True
-        del obj["segmentation"]
+        obj[_SEGMENTATION_SKETCH] = _sketch(obj.pop("segmentation"))
     return obj
+
+
+_SEGMENTATION_SKETCH = "\0seg"  # a small int standing for the dropped segmentation, to tell copies from others
+
+
+def _sketch(segmentation: Any) -> int:
+    """A hash of a segmentation's first points (or a mask's first counts): two annotations with the same box but
+    other masks differ in it, and a copy does not; a few coordinates, so the polygons need not be kept."""
+    try:
+        if isinstance(segmentation, dict):
+            return hash(str(segmentation.get("counts"))[:64])
+        first = segmentation[0] if isinstance(segmentation, list) and segmentation else segmentation
+        return hash((len(segmentation), tuple(first[:8]) if isinstance(first, list) else repr(first)[:64]))
+    except TypeError:  # something unhashable inside: too odd to call anything a copy of it
+        return id(segmentation)
 
 
 def _read_json(path: Path) -> Dict[str, Any]:
@@ -901,6 +916,11 @@ def load_coco(path: "str | Path", size_of: Optional[SizeReader] = None) -> CocoD
     return load_coco_files([path], size_of)
 
 
+def _same_but_id(a: Dict[str, Any], b: Dict[str, Any]) -> bool:
+    """Whether two annotations hold the same fields and values, their ids aside."""
+    return len(a) == len(b) and all(k == "id" or (k in b and b[k] == v) for k, v in a.items())
+
+
 def load_coco_files(paths: "Sequence[str | Path]", size_of: Optional[SizeReader] = None) -> CocoDataset:
     """Read, validate and (when there are several) merge COCO detection files.
 
@@ -964,6 +984,8 @@ def load_coco_files(paths: "Sequence[str | Path]", size_of: Optional[SizeReader]
     reach_past: Dict[int, Tuple[float, float]] = {}  # image id -> how far right and down its boxes past it reach
     dropped_of_image: Counter = Counter()  # image id -> its annotations dropped as unusable
     unknown_cats: Counter = Counter()  # a category_id no category has -> its annotations
+    # (image, class, crowd, box) -> the first annotation with them: one equal to it in all but its id is a copy
+    first_of_box: Dict[Tuple[int, int, int, Tuple[float, ...]], Dict[str, Any]] = {}
     for i, ann in enumerate(data["annotations"]):
         if not isinstance(ann, dict):
             rejected_boxes.append(Rejected("annotation", f"annotations[{i}]", None,
@@ -1031,6 +1053,14 @@ def load_coco_files(paths: "Sequence[str | Path]", size_of: Optional[SizeReader]
             score = _coordinate(score)  # a number, or one written as text ("0.87"), as some exporters write it
             if score is not None:
                 scores.append(score)
+        same = (image.id, cid, crowd or 0, tuple(box))
+        first = first_of_box.setdefault(same, ann)
+        if first is not ann and _same_but_id(first, ann):
+            # exported twice (a merged or re-imported export): trained twice, and in val a copy never matched
+            rejected_boxes.append(Rejected("annotation", key, iid,
+                                           f"duplicate box: annotation {first.get('id')!r} again (every field the "
+                                           "same but the id: exported twice); kept once", image.file_name))
+            continue
         boxes.append(BoxRecord(annotation_id=0, source_id=key, image_id=image.id, category_id=cid,
                                x=box[0], y=box[1], w=box[2], h=box[3], iscrowd=crowd or 0, clipped=clipped))
     for n, box in enumerate(boxes, start=1):
