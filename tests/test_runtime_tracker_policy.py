@@ -225,7 +225,7 @@ def test_velocity_prediction_bridges_dropped_frames():
 
 
 def test_crossing_time_is_interpolated_between_frames():
-    tracker = IoUTracker("conveyor", TriggerLine("x", 0.5, 1))
+    tracker = IoUTracker("conveyor", TriggerLine("x", 0.5, 1), min_hits=2)
     tracker.update([det(0, 0.9, 20, size=40)], 0, 100.0, 100, 40)  # centre 40: 0.1 before the line
     update = tracker.update([det(0, 0.9, 50, size=40)], 1, 101.0, 100, 40)  # centre 70: 0.2 past it
     assert [t.id for t in update.ready] == [1]
@@ -302,3 +302,20 @@ def test_platform_decided_item_never_takes_a_neighbouring_items_detection():
         dets = ([det(0, 0.9, 10)] if seq < 6 else []) + ([det(0, 0.9, 18)] if seq >= 5 else [])
         ready += [(seq, t.id) for t in tracker.update(dets, seq, float(seq), 100, 40).ready]
     assert ready == [(2, 1), (7, 2)]
+
+
+def test_min_hits_keeps_a_brief_glint_on_the_line_from_moving_the_actuator():
+    """min_hits only named why an undecided track ended: a detection seen twice, straddling the line (glare), was
+    decided and fired the actuator. Now a track is decided once crossed and seen min_hits times; a real item seen
+    twice before the line is decided on its next frame, timed from when it crossed."""
+    tracker = IoUTracker("conveyor", TriggerLine("x", 0.5, 1), min_hits=3, max_age=2)
+    assert tracker.update([det(0, 0.9, 40, size=10)], 0, 0.0, 100, 40).ready == []  # centre 45: before the line
+    assert tracker.update([det(0, 0.9, 50, size=10)], 1, 1.0, 100, 40).ready == []  # centre 55: crossed at t 0.5
+    expired = []
+    for seq in (2, 3, 4):
+        expired += tracker.update([], seq, float(seq), 100, 40).expired
+    assert [(t.id, why) for t, why in expired] == [(1, "passed_unsorted")]  # never decided: the fault says so
+    item = [tracker.update([det(1, 0.9, x, size=10)], seq, float(seq), 100, 40) for seq, x in
+            ((10, 40), (11, 50), (12, 60))]
+    assert [[t.id for t in u.ready] for u in item] == [[], [], [2]]
+    assert item[2].ready[0].crossed_t == pytest.approx(10.5)

@@ -1,7 +1,7 @@
 """IoU tracker with a score-weighted class vote per track and the decision triggers (numpy only).
 
 One decision per item: in ``conveyor`` mode when the track's centre crosses the trigger line in
-the direction of travel; in ``platform`` mode after ``stable_frames`` consecutive frames with the
+the direction of travel (once the track has ``min_hits`` detections: a track seen fewer times is not decided); in ``platform`` mode after ``stable_frames`` consecutive frames with the
 same leading class. Tracks that end without a decision are returned in ``expired`` with a reason
 (``too_brief`` when seen fewer than ``min_hits`` frames) so the caller logs them.
 
@@ -211,6 +211,10 @@ class IoUTracker:
                     # when did the centre cross? interpolate between the two observations
                     frac = -track.side / (side - track.side)
                     track.crossed_t = track.prev_t + frac * (track.last_t - track.prev_t)
+                if track.crossed_t is not None and side >= 0 and track.hits >= self.min_hits:
+                    # crossed, and seen in min_hits frames: a glint seen once or twice on the line moves nothing
+                    # (its track ends as passed_unsorted, a fault the operator sees); a real item seen too few
+                    # times before the line is decided on its next frames, timed from when it crossed
                     out.ready.append(track)
                 track.side = side
             elif track.leader_streak >= self.stable_frames:
