@@ -330,3 +330,20 @@ def test_a_missing_actuator_package_is_a_package_error(monkeypatch, kind, spec, 
     with pytest.raises(ActuatorPackageError) as err:
         actuator.open()
     assert str(err.value) == message
+
+
+def test_the_simulated_actuator_keeps_its_last_commands_only_and_its_journal_all(tmp_path):
+    """The default sort.yaml's actuator: its list of commands grew ~100 B per item for as long as a trial ran."""
+    from edge_trash.edge_runtime.actuators import SimulatedActuator
+
+    act = SimulatedActuator(str(tmp_path / "journal.txt"))
+    act.KEEP = 5
+    act.commands = type(act.commands)(maxlen=act.KEEP)
+    act.open()
+    for ref in range(12):
+        act.actuate("can", ref)
+    act.close()
+    assert [r for _, _, r in act.commands] == [7, 8, 9, 10, 11]
+    assert [line.split()[0] for line in (tmp_path / "journal.txt").read_text().splitlines()] == [str(r) for r in
+                                                                                                 range(12)]
+    assert SimulatedActuator().commands.maxlen == SimulatedActuator.KEEP == 10000

@@ -5,6 +5,7 @@ The only module that talks to GPIO/PWM/serial. Device classes are injected (``gp
 python-periphery / pyserial, imported only when such an actuator is built.
 """
 
+import collections
 import heapq
 import logging
 import os
@@ -49,12 +50,15 @@ class Actuator:
 
 
 class SimulatedActuator(Actuator):
-    """Records commands in ``self.commands`` (and appends them to ``journal`` if given, one line
+    """Records the last ``KEEP`` commands in ``self.commands`` (a trial run of months stays small; the journal, if
+    given, has them all) and appends them to ``journal`` if given, one line
     ``ref bin time`` each, flushed, so a killed process leaves a complete record). ``fail_bins``
     always fail and every ``fail_every``-th call fails (fault injection)."""
 
+    KEEP = 10000
+
     def __init__(self, journal: Optional[str] = None, fail_bins=(), fail_every: int = 0):
-        self.commands = []  # type: List[Tuple[float, str, Optional[int]]]
+        self.commands = collections.deque(maxlen=self.KEEP)  # type: Deque[Tuple[float, str, Optional[int]]]
         self.journal = journal
         self.fail_bins = set(fail_bins)
         self.fail_every = int(fail_every)

@@ -23,6 +23,7 @@ import json
 import os
 import re
 import sqlite3
+import threading
 import time
 from typing import Callable, Dict, List, Mapping, NamedTuple, Optional
 from urllib.parse import parse_qs, quote, urlsplit
@@ -161,6 +162,8 @@ class OperatorPage:
         self.thermal_root = thermal_root
         self.clock = clock
         self.started = clock()
+        self._queue_cache = {}  # type: Dict[str, tuple]  sidecar name -> ((mtime_ns, size), record or None)
+        self._queue_lock = threading.Lock()
 
     # ------------------------------------------------------------------ plumbing
     def _authorized(self, query: Dict[str, List[str]], headers: Mapping[str, str]) -> bool:
@@ -214,7 +217,11 @@ class OperatorPage:
             if match:
                 return self._thumb(int(match.group(1)))
             if path == "/api/queue":
-                return _json({"items": self.queue_items()})
+                items = self.queue_items()
+                if query.get("limit"):  # the page shows the first 30 of what may be thousands
+                    shown = items[:max(1, min(1000, int(query["limit"][0])))]
+                    return _json({"items": shown, "total": len(items)})
+                return _json({"items": items, "total": len(items)})
             if path.startswith("/api/queue/image/"):
                 return self._queue_file(path[len("/api/queue/image/"):])
             if path == "/api/queue.coco.json":
@@ -318,23 +325,39 @@ class OperatorPage:
         if not self.queue_dir or not os.path.isdir(self.queue_dir):
             return []
         items = []
-        for name in sorted(os.listdir(self.queue_dir)):
-            if not name.endswith(".json") or name == "labels.json" or name.startswith("."):
-                continue
-            try:
-                with open(os.path.join(self.queue_dir, name)) as f:
-                    rec = json.load(f)
-            except (OSError, ValueError):
-                continue
-            # a sidecar that is not ours (hand-edited, another version) is skipped, not a failed page
-            if (not isinstance(rec, dict) or not isinstance(rec.get("file"), str)
-                    or not QUEUE_FILE_RE.match(rec["file"]) or not _number_or_none(rec.get("best_score"))
-                    or not _number_or_none(rec.get("seq"))):
-                continue
-            rec["image_url"] = "/api/queue/image/" + rec["file"]
-            items.append(rec)
+        with self._queue_lock:
+            cache, self._queue_cache = self._queue_cache, {}
+            for name in sorted(os.listdir(self.queue_dir)):
+                if not name.endswith(".json") or name == "labels.json" or name.startswith("."):
+                    continue
+                try:
+                    info = os.stat(os.path.join(self.queue_dir, name))
+                except OSError:
+                    continue
+                stamp = (info.st_mtime_ns, info.st_size)
+                known = cache.get(name)
+                # read once per change: a full queue is thousands of sidecars, polled every 5 s per open page
+                rec = known[1] if known is not None and known[0] == stamp else self._queue_record(name)
+                self._queue_cache[name] = (stamp, rec)
+                if rec is not None:
+                    items.append(dict(rec))
         items.sort(key=lambda r: (float(r.get("best_score") or 0.0), r.get("seq") or 0))
         return items
+
+    def _queue_record(self, name: str) -> Optional[Dict]:
+        """The sidecar ``name`` of the queue with its image's URL, or None when it is not one of ours."""
+        try:
+            with open(os.path.join(self.queue_dir, name)) as f:
+                rec = json.load(f)
+        except (OSError, ValueError):
+            return None
+        # a sidecar that is not ours (hand-edited, another version) is skipped, not a failed page
+        if (not isinstance(rec, dict) or not isinstance(rec.get("file"), str)
+                or not QUEUE_FILE_RE.match(rec["file"]) or not _number_or_none(rec.get("best_score"))
+                or not _number_or_none(rec.get("seq"))):
+            return None
+        rec["image_url"] = "/api/queue/image/" + rec["file"]
+        return rec
 
     def _queue_file(self, name: str) -> Response:
         if not self.queue_dir or not QUEUE_FILE_RE.match(name):

@@ -129,7 +129,7 @@ async function refreshDecisions() {
 }
 
 async function refreshQueue() {
-  const data = await getJSON("api/queue");
+  const data = await getJSON("api/queue?limit=30");
   const box = document.getElementById("queue");
   box.replaceChildren();
   for (const q of data.items.slice(0, 30)) {
