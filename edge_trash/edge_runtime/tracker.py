@@ -3,7 +3,8 @@
 One decision per item: in ``conveyor`` mode when the track's centre crosses the trigger line in
 the direction of travel (once the track has ``min_hits`` detections: a track seen fewer times is not decided); in ``platform`` mode after ``stable_frames`` consecutive frames with the
 same leading class. Tracks that end without a decision are returned in ``expired`` with a reason
-(``too_brief`` when seen fewer than ``min_hits`` frames) so the caller logs them.
+(``too_brief`` when seen fewer than ``min_hits`` frames; ``past_line_at_start`` for an item already past the
+line in the first frames, sorted before a restart) so the caller logs them.
 
 In ``platform`` mode a decided track only takes detections of the class it was decided as: the
 actuator empties the platform, so a detection of another class where a decided item was is the next
@@ -69,6 +70,8 @@ class Track:
         self.crossed_t = None  # type: Optional[float]  interpolated time the centre crossed the line
         self.decided = False
         self.last_update = 0  # the tracker's count of processed frames when this track was last matched
+        self.first_update = 0  # ... when it was first seen
+        self.first_side = None  # type: Optional[float]  its side of the trigger line when first seen
         self.add(det, seq, t)
 
     def add(self, det: Detection, seq: int, t: float) -> None:
@@ -222,9 +225,9 @@ class IoUTracker:
         for di, det in enumerate(detections):
             if di not in matched_d:
                 track = Track(self._next_id, det, seq, t)
-                track.last_update = self._updates
+                track.last_update = track.first_update = self._updates
                 self._next_id += 1
-                track.side = self.trigger.coordinate(det.bbox, frame_w, frame_h)
+                track.side = track.first_side = self.trigger.coordinate(det.bbox, frame_w, frame_h)
                 self.tracks.append(track)
                 out.matched.append((track, det))
                 if self.mode == "platform" and self.stable_frames <= 1:
@@ -240,6 +243,11 @@ class IoUTracker:
         return out
 
     def _why_undecided(self, track: Track) -> str:
+        if self.mode == "conveyor" and track.crossed_t is None and track.first_update <= self.max_age \
+                and (track.side or 0) >= 0 and track.first_side is not None and track.first_side >= 0:
+            # in view past the line from the service's first frames: sorted before a restart (or passed while the
+            # service was down, which the restart's own record tells): not an item lost by this run
+            return "past_line_at_start"
         if self.mode == "conveyor" and (track.side or 0) >= 0:
             # Last seen past the trigger line without a decision: the item was not sorted (it was
             # first seen there, or its track was lost while it crossed). Brief tracks included.
