@@ -604,6 +604,12 @@ def test_outlier_sizes_and_their_reasons():
     assert flag["message"].startswith("5 of 5 images have an outlier size or aspect ratio (1 over 3x the median's "
                                       "30,000 pixels, 4 under 320 px on the short side, 4 with an aspect ratio "
                                       "above 2.5:1; an image may be both): 0.jpg 300x100")  # 9 kinds, 5 images
+    # records shrunk to --max-size 320: their short side is the build's choice, flagged for every record before
+    stored = describe(Source("tfrecords/train", "encoded image pixels (as stored in the records, after --max-size)",
+                             [ImageEntry(i, f"{i}.jpg", 320, 240) for i in range(6)], [], ["can"]), Thresholds())
+    assert stored["image_sizes"]["outliers"] == []
+    assert [o["kinds"] for o in describe(Source("tfrecords/train", "encoded image pixels", images, [], ["can"]),
+                                         Thresholds())["image_sizes"]["outliers"]] == [["aspect"]] * 4 + [["large"]]
 
 
 def _flags_of(where):

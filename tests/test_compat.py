@@ -699,7 +699,8 @@ def test_cli_takes_a_bundle_folder_and_prefers_its_compiled_model(tmp_path, monk
         f"next: {bundle}/manifest.json does not list model_int8_edgetpu.tflite, so the service cannot check it: rerun "
         "the export with --edgetpu --compiler PATH where edgetpu_compiler is installed, then copy the bundle to the "
         "board")  # compiled by hand after the export
-    (bundle / "manifest.json").write_text(json.dumps({"files": {"model_int8_edgetpu.tflite": {}}}))
+    (bundle / "manifest.json").write_text(json.dumps({"files": {"model_int8_edgetpu.tflite": {"sha256": "0" * 64,
+                                                                                           "size": 1}}}))
     push = (f"next: copy the bundle to the board: mdt push {shlex.quote(str(bundle))} /home/mendel/  (or scp -r "
             f"{shlex.quote(str(bundle))} mendel@BOARD:)")
     assert runner.invoke(cli, ["inspect", str(bundle)]).output.splitlines()[-1] == push

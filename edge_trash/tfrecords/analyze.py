@@ -577,7 +577,7 @@ def describe(source: Source, th: Thresholds) -> Dict[str, Any]:
             "tiny_share": _r(tiny / len(source.boxes)) if source.boxes else 0.0,
             "sqrt_area_px": _summary(sqrt_areas),
         },
-        "image_sizes": image_size_stats(source.images, th),
+        "image_sizes": image_size_stats(source.images, th, stored=source.frame.startswith("encoded")),
         "aspect_ratios": {
             **_summary(aspects),
             "landscape": sum(1 for a in aspects if a > 1.0),
@@ -595,8 +595,10 @@ def describe(source: Source, th: Thresholds) -> Dict[str, Any]:
     return stats
 
 
-def image_size_stats(images: List[ImageEntry], th: Thresholds) -> Dict[str, Any]:
-    """Distinct sizes (most common first), the median pixel count and the outliers with their reasons."""
+def image_size_stats(images: List[ImageEntry], th: Thresholds, stored: bool = False) -> Dict[str, Any]:
+    """Distinct sizes (most common first), the median pixel count and the outliers with their reasons. For
+    ``stored`` images (records, shrunk to the build's --max-size) a short side is no outlier: the build chose it,
+    and with --max-size 320 every record would be flagged."""
     pixels = [im.width * im.height for im in images]
     median_pixels = statistics.median(pixels) if pixels else 0
     outliers = []
@@ -604,7 +606,7 @@ def image_size_stats(images: List[ImageEntry], th: Thresholds) -> Dict[str, Any]
         reasons = {}
         if median_pixels and im.width * im.height > th.large_pixels_factor * median_pixels:
             reasons["large"] = f"{im.width * im.height / median_pixels:.1f}x the median pixel count"
-        if min(im.width, im.height) < th.min_short_side:
+        if not stored and min(im.width, im.height) < th.min_short_side:
             reasons["small"] = f"short side {min(im.width, im.height)} px < {th.min_short_side}"
         ratio = max(im.width, im.height) / min(im.width, im.height)
         if ratio > th.max_aspect:
