@@ -1,10 +1,11 @@
 """IoU tracker with a score-weighted class vote per track and the decision triggers (numpy only).
 
 One decision per item: in ``conveyor`` mode when the track's centre crosses the trigger line in
-the direction of travel (once the track has ``min_hits`` detections: a track seen fewer times is not decided); in ``platform`` mode after ``stable_frames`` consecutive frames with the
-same leading class. Tracks that end without a decision are returned in ``expired`` with a reason
-(``too_brief`` when seen fewer than ``min_hits`` frames; ``past_line_at_start`` for an item already past the
-line in the first frames, sorted before a restart) so the caller logs them.
+the direction of travel (once the track has ``min_hits`` detections: a track seen fewer times is not
+decided); in ``platform`` mode after ``stable_frames`` consecutive frames with the same leading class.
+Tracks that end without a decision are returned in ``expired`` with a reason (``too_brief`` when seen
+fewer than ``min_hits`` frames; ``past_line_at_start`` for an item already past the line in the first
+frames, sorted before a restart) so the caller logs them.
 
 In ``platform`` mode a decided track only takes detections of the class it was decided as: the
 actuator empties the platform, so a detection of another class where a decided item was is the next
