@@ -335,3 +335,14 @@ def test_an_item_past_the_line_when_the_service_starts_is_no_unsorted_item_fault
     for seq in range(11, 14):
         expired += tracker.update([], seq, float(seq), 100, 40).expired
     assert [(t.id, why) for t, why in expired] == [(1, "past_line_at_start"), (2, "passed_unsorted")]
+
+
+def test_only_the_first_3_frames_count_as_the_start_whatever_max_age():
+    tracker = IoUTracker("conveyor", TriggerLine("x", 0.5, 1), max_age=100)
+    for seq in range(3):
+        tracker.update([], seq, float(seq), 100, 40)
+    tracker.update([det(0, 0.9, 70)], 3, 3.0, 100, 40)  # the 4th frame: an item first seen past the line
+    expired = []
+    for seq in range(4, 106):
+        expired += tracker.update([], seq, float(seq), 100, 40).expired
+    assert [(t.id, why) for t, why in expired] == [(1, "passed_unsorted")]

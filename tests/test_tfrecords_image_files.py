@@ -378,15 +378,17 @@ def test_an_unfinished_download_ending_in_zero_bytes_is_skipped_not_stored_half_
     half = len(data) // 2
     (img / "unfinished.jpg").write_bytes(data[:half] + bytes(len(data) - half))
     (img / "padded.jpg").write_bytes(data + bytes(4096))  # complete, then zeros after the end marker
+    (img / "motion.jpg").write_bytes(data + b"ftypmp42" + bytes(4096))  # complete, then a trailer ending in zeros
     with Image.open(img / "unfinished.jpg") as im:
         im.load()  # what made it slip through: Pillow decodes it without an error
-    report = _build(tmp_path, [(n, WIDTH, HEIGHT, BOX) for n in ("whole.jpg", "unfinished.jpg", "padded.jpg")])
+    report = _build(tmp_path, [(n, WIDTH, HEIGHT, BOX) for n in ("whole.jpg", "unfinished.jpg", "padded.jpg",
+                                                                 "motion.jpg")])
     reasons = {s["file_name"]: s["reason"] for s in report["images_skipped"]}
     zeros = len(data) - half
     expected = (f"incomplete download: {img / 'unfinished.jpg'} ends in {zeros:,} zero bytes "
                 f"({100.0 * zeros / len(data):.0f}% of the file) where the rest of the JPEG should be, so part of "
                 "the picture would be grey; download it again")
     assert reasons == {"unfinished.jpg": expected}
-    assert sorted(_records(tmp_path / "out")) == ["padded.jpg", "whole.jpg"]
+    assert sorted(_records(tmp_path / "out")) == ["motion.jpg", "padded.jpg", "whole.jpg"]
     assert _read_luma(img / "unfinished.jpg") == (None, expected, b"")  # analyze --images says the same
     assert _read_luma(img / "padded.jpg")[1] == ""

@@ -51,3 +51,18 @@ def test_a_record_cut_short_by_the_kill_is_dropped_and_the_file_stays_readable(t
     assert trim_event_files(tmp_path, 5) == 0
     assert path.read_bytes() == whole
     assert logged_scalars(tmp_path) == [(1, "train/loss", 1.0), (2, "train/loss", 2.0)]
+
+
+def test_a_record_that_is_no_event_is_dropped_not_a_traceback(tmp_path):
+    import tensorflow as tf
+
+    from edge_trash.train.event_logs import trim_event_files
+
+    _write(tmp_path / "train", [1, 2, 3], 0.0)
+    path = next(tmp_path.rglob("*tfevents*"))
+    with tf.io.TFRecordWriter(str(tmp_path / "extra")) as out:
+        out.write(b"\xff\xff\xff not a protobuf")
+    path.write_bytes(path.read_bytes() + (tmp_path / "extra").read_bytes())
+    (tmp_path / "extra").unlink()
+    assert trim_event_files(tmp_path, 2) == 1
+    assert [step for step, _, _ in logged_scalars(tmp_path / "train")] == [1, 2]

@@ -141,7 +141,7 @@ class SortLoop:
         self.stats.count("undecided_" + reason)
         if reason == "passed_unsorted":
             # An item went past the trigger without a decision (first seen there, its track lost while it
-            # crossed, or decided before a restart): the operator must know.
+            # crossed, or seen in fewer than tracker.min_hits frames): the operator must know.
             self.stats.count("faults")
             message = "track %d (%s, %d frame%s, seq %d..%d, last box %s) passed the trigger line without a " \
                       "decision" % (track.id, track.labels.get(track.leader), track.hits,
@@ -149,7 +149,12 @@ class SortLoop:
                                     [round(v, 1) for v in track.bbox])
             seen = self.stats.counters.get("processed", 0)
             dropped = self.stats.counters.get("dropped", 0)
-            if seen and dropped >= seen:  # inference keeps up with fewer than half the camera's frames
+            if track.crossed_t is not None and track.hits < self.tracker.min_hits:
+                message += ("; it crossed the line but was seen in %d frame%s, fewer than tracker.min_hits (%d) "
+                            "needs for a decision: lower tracker.min_hits if this was a real item (it is there to "
+                            "ignore a glint seen once or twice)" % (track.hits, "" if track.hits == 1 else "s",
+                                                                     self.tracker.min_hits))
+            elif seen and dropped >= seen:  # inference keeps up with fewer than half the camera's frames
                 message += ("; inference runs on about 1 in %d camera frames, so an item that moves more than "
                             "tracker.max_distance (%g) of its size between two of them starts a new track: raise "
                             "tracker.max_distance"
@@ -175,6 +180,7 @@ class SortLoop:
             self._last_failure = message
             return
         self._last_sensed = self.clock()
+        self._last_failure = ""  # a frame went through: an earlier failure is no longer why frames stop
         infer_ms = self.detector.last_invoke_ms
         height, width = frame.image.shape[:2]
         update = self.tracker.update(detections, frame.seq, frame.t, width, height)

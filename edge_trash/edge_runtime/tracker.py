@@ -244,7 +244,7 @@ class IoUTracker:
         return out
 
     def _why_undecided(self, track: Track) -> str:
-        if self.mode == "conveyor" and track.crossed_t is None and track.first_update <= self.max_age \
+        if self.mode == "conveyor" and track.crossed_t is None and track.first_update <= min(self.max_age, 3) \
                 and (track.side or 0) >= 0 and track.first_side is not None and track.first_side >= 0:
             # in view past the line from the service's first frames: sorted before a restart (or passed while the
             # service was down, which the restart's own record tells): not an item lost by this run

@@ -934,7 +934,8 @@ def load_coco_files(paths: "Sequence[str | Path]", size_of: Optional[SizeReader]
     images and annotations are listed in ``rejected_images`` / ``rejected_boxes``.
     Boxes are clipped to their image; annotation ids are renumbered 1..N in file
     order, and ids the file used more than once are listed in
-    ``duplicate_annotation_ids`` (those records are all kept).
+    ``duplicate_annotation_ids`` (those records are all kept, unless one repeats
+    another in every field: then the copy is a rejected ``duplicate box``).
     """
     from edge_trash.tfrecords.coco_merge import merge_coco
 

@@ -126,6 +126,9 @@ def incomplete_jpeg_reason(path: "str | Path", data: bytes) -> str:
     zeros = len(data) - len(body)
     if zeros < 64 or body.endswith(b"\xff\xd9"):
         return ""
+    scan = body.find(b"\xff\xda")  # the first scan; an end marker after it ends the JPEG, whatever is appended
+    if scan >= 0 and body.find(b"\xff\xd9", scan) >= 0:  # (a Motion Photo's video, say, that ends in zeros)
+        return ""
     return (f"incomplete download: {path} ends in {zeros:,} zero bytes ({100.0 * zeros / len(data):.0f}% of the "
             "file) where the rest of the JPEG should be, so part of the picture would be grey; download it again")
 

@@ -22,6 +22,7 @@ def trim_event_files(logs_dir: Path, last_step: int) -> int:
     record cut short by the kill; the events up to ``last_step`` keep their order and bytes.
     """
     import tensorflow as tf
+    from google.protobuf.message import DecodeError
     from tensorflow.core.util import event_pb2
 
     dropped = 0
@@ -30,11 +31,15 @@ def trim_event_files(logs_dir: Path, last_step: int) -> int:
             continue
         kept: List[bytes] = []
         cut = 0
-        torn = False
+        torn = False  # the kill cut the last record short, or a record is no event: rewrite without it
         try:
             for record in tf.data.TFRecordDataset(str(path)):
                 data = record.numpy()
-                event = event_pb2.Event.FromString(data)
+                try:
+                    event = event_pb2.Event.FromString(data)
+                except DecodeError:  # a record that is no event (its checksum matched by chance): no reader wants it
+                    torn = True
+                    continue
                 if event.step > last_step and not event.HasField("file_version"):
                     cut += 1
                 else:
