@@ -55,10 +55,10 @@ def page(tmp_path):
         encoded.append(arr.shape)
         return b"JPEG" + bytes(str(arr.shape), "ascii")
 
-    # the service's own count of actuations (Stats.bins): ids[0] into metal, ids[1] into the fail-safe bin
-    status = {"accelerator": "cpu", "warning": "no Edge TPU", "per_bin": {"metal": 1, "reject": 1},
-              "counters": {"faults": 1}}
+    status = {"accelerator": "cpu", "warning": "no Edge TPU", "per_bin": {}, "counters": {"faults": 1}}
+    # the service's own count of actuations (Stats.per_bin): ids[0] into metal, ids[1] into the fail-safe bin
     p = OperatorPage(lambda: dict(status), live, str(tmp_path / "events.sqlite"), str(queue), jpeg_encoder=encoder,
+                     moved_per_bin=lambda: {"metal": 1, "reject": 1},
                      queue_to_coco=lambda d: {"images": [], "annotations": [], "categories": [], "from": d})
     p.encoded = encoded
     p.ids = ids
@@ -103,8 +103,8 @@ def test_counts_hold_only_items_that_moved_and_since_start_outlives_the_logs_pru
     assert [(h["bin"], h["items"]) for h in c["per_hour"]] in ([("metal", 1), ("reject", 1)],
                                                                [("reject", 1), ("metal", 1)])
     # the service's own count: 40000 items in a log pruned to its last rows
-    own = OperatorPage(lambda: {"per_bin": {"metal": 30000, "reject": 10000}}, live, str(tmp_path / "events.sqlite"),
-                       None)
+    own = OperatorPage(lambda: {}, live, str(tmp_path / "events.sqlite"), None,
+                       moved_per_bin=lambda: {"metal": 30000, "reject": 10000})
     c = json.loads(_get(own, "/api/counts").body)
     assert c["per_bin"] == {"metal": 30000, "reject": 10000} and c["total"] == 40000
     assert c["last_hour"] == {"metal": 1, "reject": 1}

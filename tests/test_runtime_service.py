@@ -108,9 +108,16 @@ def test_health_endpoint_serves_status_json(tmp_path):
         loop.run(threading.Event())
         host, port = loop.health_address
         body = json.loads(urllib.request.urlopen("http://%s:%d/health" % (host, port), timeout=5).read())
+        con = sqlite3.connect(str(tmp_path / "ev.sqlite"))  # as the log's pruning of old rows would
+        con.execute("DELETE FROM decisions")
+        con.commit()
+        con.close()
+        counts = json.loads(urllib.request.urlopen("http://%s:%d/api/counts" % (host, port), timeout=5).read())
     finally:
         cleanup()
     assert host == "127.0.0.1"
+    # the page's since-start counts are the service's own count of items moved, not rows of the pruned log
+    assert counts["per_bin"] == body["per_bin"] == loop.stats.per_bin() and sum(body["per_bin"].values()) > 0
     assert body["accelerator"] == "cpu" and body["counters"]["processed"] == 60
     assert set(body["inference_ms"]) == {"p50", "p99"} and body["dropped_frames"] == 0
     assert body["pending_actuations"] == 0 and body["recent_faults"] == []

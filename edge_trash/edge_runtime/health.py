@@ -99,6 +99,11 @@ class Stats:
                 self.prep_ms.append(prep_ms)
             self.frame_times.append(time.monotonic())
 
+    def per_bin(self) -> Dict[str, int]:
+        """Items moved into each bin so far (the fail-safe bin's after a failed actuation)."""
+        with self._lock:
+            return dict(self.bins)
+
     def actuated(self, bin_name: str, latency_ms: float) -> None:
         """Record one actuation."""
         with self._lock:
@@ -110,9 +115,10 @@ class Stats:
         with self._lock:
             times = list(self.frame_times)
             fps = (len(times) - 1) / (times[-1] - times[0]) if len(times) > 1 and times[-1] > times[0] else 0.0
-            age = time.monotonic() - times[-1] if times else None  # since the last processed frame
+            now = time.monotonic()
+            age = now - times[-1] if times else None  # since the last processed frame
             if fps and age is not None and age > max(2.0, 3.0 / fps):  # frames stopped: the rate falls with time
-                fps = (len(times) - 1) / (time.monotonic() - times[0])
+                fps = (len(times) - 1) / (now - times[0])
 
             def pair(values):
                 return {"p50": percentile(values, 50), "p99": percentile(values, 99)}

@@ -151,8 +151,10 @@ class OperatorPage:
 
     def __init__(self, status: Callable[[], Dict], live, log_path: str, queue_dir: Optional[str] = None,
                  token: Optional[str] = None, jpeg_encoder=None, queue_to_coco: Optional[Callable] = None,
-                 thermal_root: str = "/sys/class", clock: Callable[[], float] = time.time):
+                 thermal_root: str = "/sys/class", clock: Callable[[], float] = time.time,
+                 moved_per_bin: Optional[Callable[[], Dict[str, int]]] = None):
         self.status = status
+        self.moved_per_bin = moved_per_bin  # the service's own count of items moved per bin (Stats.per_bin)
         self.live = live
         self.log_path = log_path
         self.queue_dir = queue_dir
@@ -289,19 +291,18 @@ class OperatorPage:
 
         An item counts in the bin it went to (the fail-safe bin after a failed actuation), and only once it has
         moved: a failed, missed or unknown actuation is in no bin. "Since start" is the service's own count of
-        actuations (``status()["per_bin"]``), which the log's pruning of old rows (``log.max_event_rows``) never
+        actuations (``moved_per_bin``), which the log's pruning of old rows (``log.max_event_rows``) never
         shrinks; without one (a page on a log alone) it is this run's rows in the log.
         """
         conn = self._db()
         now = self.clock()
         result = {"per_bin": {}, "last_hour": {}, "per_hour": [], "items_per_minute": 0.0, "total": 0}
-        own = self.status().get("per_bin")
-        if isinstance(own, dict):
-            result["per_bin"] = dict(own)
+        if self.moved_per_bin is not None:
+            result["per_bin"] = dict(self.moved_per_bin())
         recent = 0
         if conn is not None:
             try:
-                if not isinstance(own, dict):
+                if self.moved_per_bin is None:
                     for r in conn.execute("SELECT actuated_bin AS b, COUNT(*) AS n FROM decisions WHERE " + _MOVED +
                                           " AND run_id = (SELECT MAX(run_id) FROM runs) GROUP BY b"):
                         result["per_bin"][r["b"]] = r["n"]

@@ -390,6 +390,7 @@ def build_service(bundle: str, config_path: Optional[str], source_spec: str, log
             live = LiveView({"axis": config.trigger_axis, "position": config.trigger_position,
                              "direction": config.trigger_direction}, loaded.accelerator)
             page = OperatorPage(status, live, log.path, config.hard_dir, config.health_token,
+                                moved_per_bin=stats.per_bin,
                                 queue_to_coco=lambda d: build_queue_coco(d)[0])
             try:
                 server = HealthServer(status, config.health_host, config.health_port, router=page.handle)
