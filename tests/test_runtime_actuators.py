@@ -336,9 +336,10 @@ def test_the_simulated_actuator_keeps_its_last_commands_only_and_its_journal_all
     """The default sort.yaml's actuator: its list of commands grew ~100 B per item for as long as a trial ran."""
     from edge_trash.edge_runtime.actuators import SimulatedActuator
 
-    act = SimulatedActuator(str(tmp_path / "journal.txt"))
-    act.KEEP = 5
-    act.commands = type(act.commands)(maxlen=act.KEEP)
+    class Keeps5(SimulatedActuator):
+        KEEP = 5
+
+    act = Keeps5(str(tmp_path / "journal.txt"))
     act.open()
     for ref in range(12):
         act.actuate("can", ref)

@@ -257,7 +257,7 @@ class SortLoop:
         """True (after logging the fault) when no frame has gone through inference for ``sense_stall_s``: the items
         passing meanwhile are not seen at all, so the run ends (exit 1) rather than run on blind; under systemd
         the service restarts, which reopens the camera and reloads the Edge TPU."""
-        since = self.clock() - (self._last_sensed if self._last_sensed is not None else self.clock())
+        since = self.clock() - self._last_sensed  # set when run() starts
         if since <= self.sense_stall_s:
             return False
         why = self._last_failure or "no frame has come from %s" % self.capture.source.description
