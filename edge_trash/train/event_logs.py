@@ -18,8 +18,9 @@ def trim_event_files(logs_dir: Path, last_step: int) -> int:
     """Drop every summary event after ``last_step`` from the event files under ``logs_dir``;
     return how many were dropped.
 
-    A file is rewritten (temp file, then rename) only when it holds such an event or ends in a
-    record cut short by the kill; the events up to ``last_step`` keep their order and bytes.
+    A file is rewritten (temp file, then rename) only when it holds such an event, ends in a record
+    cut short by the kill, or holds a record that is no event (both left out); the events up to
+    ``last_step`` keep their order and bytes.
     """
     import tensorflow as tf
     from google.protobuf.message import DecodeError
