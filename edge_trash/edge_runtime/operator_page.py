@@ -6,9 +6,10 @@ Routes (all GET; nothing here changes the policy or drives an actuator):
 - ``/health`` and ``/api/status``: service status plus health (uptime, TPU, temperatures, disk)
 - ``/api/live``: tracks on the latest frame, trigger line, accelerator; ``/api/frame.jpg`` that frame
 - ``/api/decisions?limit=N``: the latest decisions from the event log; ``/api/thumb/<id>.jpg`` crops
-- ``/api/counts``: per bin since the service started, in the last 60 minutes and per hour (24 h), items per
-  minute
-- ``/api/queue``: the hard-example queue, least confident first; ``/api/queue/image/<file>`` an image;
+- ``/api/counts``: items moved per bin since the service started, in the last 60 minutes and per hour (24 h),
+  items per minute
+- ``/api/queue?limit=N``: the hard-example queue, least confident first (the first N, and the ``total``);
+  ``/api/queue/image/<file>`` an image;
   ``/api/queue.coco.json`` the queue as COCO (what ``edge-trash queue export`` writes)
 
 When a token is configured every request must carry it (``?token=``, header ``X-Edge-Trash-Token`` or
