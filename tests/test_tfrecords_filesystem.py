@@ -516,7 +516,9 @@ def test_reasons_are_counted_by_kind_whatever_the_path_holds():
     assert reasons_by_kind(reasons, top=2, where="in images_skipped in report.json") == (
         "3x cannot read (Permission denied); 2x cannot open (image file is truncated (… bytes not processed)); "
         "2 more kinds (2x) in images_skipped in report.json")
-    assert reasons_by_kind(reasons[:1], top=1, where="in x") == "1x cannot read (Permission denied)"
+    # every kind shown: the console still says where the files are named (it once left that out)
+    assert reasons_by_kind(reasons[:1], top=1, where="in x") == "1x cannot read (Permission denied); each listed in x"
+    assert reasons_by_kind(reasons[:1], top=1) == "1x cannot read (Permission denied)"
 
 
 def test_a_long_reason_kind_is_cut_between_words():

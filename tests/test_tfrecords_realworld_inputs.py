@@ -948,9 +948,10 @@ def test_the_summary_counts_alike_reasons_together(tmp_path):
     report = build_tfrecords(BuildOptions(annotations=ann, images=root, out=tmp_path / "out",
                                           val_fraction=0, test_fraction=0))
     lines = summarize(report, tmp_path / "out", 1.0).splitlines()
-    assert "skipped images by reason: 1x decoded size … does not match the JSON size …" in lines
+    assert ("skipped images by reason: 1x decoded size … does not match the JSON size …; each listed in "
+            "images_skipped in report.json") in lines
     assert ("dropped boxes by reason: 2x 'bbox' … lies outside the … image; 1x 'bbox' has NaN or Infinity; "
-            "1x unknown image_id …; 1x its image was skipped") in lines
+            "1x unknown image_id …; 1x its image was skipped; each listed in boxes_dropped in report.json") in lines
 
 
 def test_analyze_predicts_which_size_mismatches_build_skips(tmp_path):

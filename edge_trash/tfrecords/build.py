@@ -149,12 +149,15 @@ def split_counts(splits: Dict[str, Dict[str, int]]) -> str:
 
 def reasons_by_kind(reasons: Sequence[str], top: int = 6, where: str = "") -> str:
     """``"20x file not found; 3x 'bbox' has zero or negative size"``: the commonest kinds of reason, and how
-    many more kinds (and records) there are, to be read ``where`` (``"in report.json"``)."""
+    many more kinds (and records) there are, to be read ``where`` (``"in report.json"``), or, when every kind is
+    shown, that each record is listed ``where``."""
     counts = Counter(reason_kind(r) for r in reasons).most_common()
     shown = "; ".join(f"{n}x {kind}" for kind, n in counts[:top])
     rest = counts[top:]
+    if not rest:  # the kinds alone do not name the files: say where they are
+        return shown + (f"; each listed {where}" if where else "")
     return shown + (f"; {counted(len(rest), 'more kind', 'more kinds')} ({sum(n for _, n in rest)}x)"
-                    f"{' ' + where if where else ''}" if rest else "")
+                    f"{' ' + where if where else ''}")
 
 
 def _nothing_to_train_on(given: str, dataset: CocoDataset, drop_reasons: Dict[int, str]) -> BuildError:
