@@ -538,7 +538,12 @@ def test_interrupted_run_leaves_no_half_written_shard(sample_dataset, tmp_path, 
     out, calls["read"] = tmp_path / "out", 0
     with pytest.raises(KeyboardInterrupt):
         build_tfrecords(BuildOptions(out=out, **opts))
-    assert list(out.iterdir()) == []  # into an empty folder: nothing at all
+    assert not out.exists()  # into a new folder: not even the folder is left (an empty one once was)
+    out.mkdir()
+    calls["read"] = 0
+    with pytest.raises(KeyboardInterrupt):
+        build_tfrecords(BuildOptions(out=out, **opts))
+    assert list(out.iterdir()) == []  # into an empty folder the user made: nothing at all, and the folder stays
     monkeypatch.setattr(build_mod._RecordSpool, "read", real_read)
     build_tfrecords(BuildOptions(out=out, **opts))
     assert {p.name: p.read_bytes() for p in out.iterdir()} == {
@@ -670,7 +675,7 @@ def test_a_full_disk_gets_one_clear_error_and_no_half_written_shard(sample_datas
                              "(the new files are renamed into place together, once all are complete); free space "
                              "(a build needs about twice its output while it runs, three times when it replaces an "
                              "earlier build) or choose another --out, and run again\n")
-    assert list(out.iterdir()) == []
+    assert not out.exists()  # a new --out: not even an empty folder is left
 
 
 def test_the_announced_read_time_counts_objects_as_well_as_bytes(tmp_path):

@@ -849,11 +849,22 @@ class _OutLock:
 def build_tfrecords(options: BuildOptions, progress: bool = False) -> Dict[str, Any]:
     """Convert the dataset; returns the report (also written to ``OUT/report.json``).
 
-    Raises :class:`BuildError` when the build cannot start (another build is writing into OUT too).
+    Raises :class:`BuildError` when the build cannot start (another build is writing into OUT too). A build
+    that fails or is stopped leaves no empty OUT behind where there was none.
     """
-    lock = _OutLock(Path(options.out))
+    out = Path(options.out)
+    new_out = not os.path.lexists(out)
+    lock = _OutLock(out)
     try:
         return _build(options, progress, lock)
+    except BaseException:
+        lock.release()
+        if new_out:
+            try:
+                out.rmdir()  # only if empty: nothing this build made is left in it
+            except OSError:
+                pass
+        raise
     finally:
         lock.release()
 
