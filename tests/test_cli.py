@@ -80,6 +80,33 @@ def test_sample_data_counts_the_files_it_wrote_and_names_the_one_left_out_on_pur
                         result.output.splitlines()[0])
 
 
+def test_sample_data_into_an_earlier_larger_run_removes_its_photos_and_clean_takes_fewer_than_20(tmp_path):
+    """An earlier run's photos stayed: the build found the planted missing photo (another dataset than asked)."""
+    from click.testing import CliRunner
+
+    from edge_trash.cli import cli
+
+    out = tmp_path / "s"
+    (out / "images" / "batch_1").mkdir(parents=True)
+    (out / "images" / "batch_1" / "mine.jpg").write_bytes(b"the user's")  # not a name sample-data gives
+    assert CliRunner().invoke(cli, ["sample-data", "--out", str(out), "--num-images", "30", "--clean"]).exit_code == 0
+    result = CliRunner().invoke(cli, ["sample-data", "--out", str(out), "--num-images", "20"])
+    assert result.exit_code == 0, result.output
+    assert ("a few are broken and the JSON lists 1 more with no file\nsample-data: removed 12 photos an earlier "
+            f"sample-data run left in {out / 'images'} that this dataset does not list (the first, 000009.jpg)\n"
+            in result.output)  # 21-30, the planted missing photo 9 and 17 (a PNG now)
+    on_disk = {str(p.relative_to(out / "images")) for p in (out / "images").rglob("*") if p.is_file()}
+    listed = {im["file_name"] for im in json.loads((out / "annotations.json").read_text())["images"]}
+    assert on_disk == (listed - {"batch_1/000009.jpg"}) | {"batch_1/mine.jpg"}
+
+    result = CliRunner().invoke(cli, ["sample-data", "--out", str(tmp_path / "few"), "--num-images", "5", "--clean"])
+    assert result.exit_code == 0 and "wrote 5 image files" in result.output, result.output
+    result = CliRunner().invoke(cli, ["sample-data", "--out", str(tmp_path / "bad"), "--num-images", "5"])
+    assert result.exit_code == 2 and not (tmp_path / "bad").exists()
+    assert ("Invalid value for '--num-images': 5 is under 20: the deliberately broken files take the first 20 "
+            "images; give --num-images 20 or more, or --clean") in result.output
+
+
 def test_sample_data_refuses_a_negative_seed_with_a_usage_error(tmp_path):
     from click.testing import CliRunner
 

@@ -23,6 +23,7 @@ import io
 import json
 import math
 import os
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Dict, List, Optional, Tuple
@@ -64,6 +65,12 @@ class SampleDataset:
     class_names: List[str]
     num_images: int
     injected: Dict[str, List[int]] = field(default_factory=dict)
+    removed: List[Path] = field(default_factory=list)  # photos an earlier run left that this one does not list
+
+
+# The names this module gives its photos: an earlier run's that this one does not write are removed.
+_OUR_PHOTO = re.compile(r"\d{6}\.(jpg|JPG|png)")
+_OUR_FOLDERS = ("batch_1", "batch_2")
 
 
 # ----------------------------------------------------------------------------- items
@@ -383,8 +390,16 @@ def write_sample_dataset(out_dir: os.PathLike, num_images: int = 200, seed: int 
     }
     ann_path = root / "annotations.json"
     _write_atomic(ann_path, json.dumps(coco, indent=1).encode("utf-8"))  # NaN/Infinity as TACO has them
+    # An earlier, larger run's photos (or one whose planted missing photo this run wrote) would be found by the
+    # build's search and make this dataset another: the photos of our names the JSON does not list are removed.
+    listed = {im["file_name"] for im in images if im["id"] not in problems.get("missing_file", [])}
+    removed = [path for folder in _OUR_FOLDERS if (images_dir / folder).is_dir()
+               for path in sorted((images_dir / folder).iterdir())
+               if _OUR_PHOTO.fullmatch(path.name) and f"{folder}/{path.name}" not in listed and path.is_file()]
+    for path in removed:
+        path.unlink()
     return SampleDataset(root=root, annotations=ann_path, images=images_dir, class_names=class_names,
-                         num_images=num_images, injected=problems)
+                         num_images=num_images, injected=problems, removed=removed)
 
 
 # ----------------------------------------------------------------------------- conveyor replay
