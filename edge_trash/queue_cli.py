@@ -15,12 +15,19 @@ def queue() -> None:
 @click.argument("queue_dir", type=click.Path(file_okay=False))
 @click.option("--out", required=True, type=click.Path(dir_okay=False), help="COCO JSON to write (relabel.json).")
 @click.option("--images-out", type=click.Path(file_okay=False),
-              help="Folder for the JPEGs the COCO file names (default: OUT's folder/relabel_images).")
+              help="Folder for the JPEGs the COCO file names (default: beside OUT, named after it: "
+                   "relabel.json -> relabel_images).")
 def export(queue_dir: str, out: str, images_out: str) -> None:
-    """Write QUEUE_DIR's frames as COCO, least confident first, detections as pre-annotations."""
-    from edge_trash.edge_runtime.queue_export import QueueError, export_queue_as_coco
+    """Write QUEUE_DIR's frames as COCO, least confident first, detections as pre-annotations.
 
-    images_out = images_out or os.path.join(os.path.dirname(os.path.abspath(out)), "relabel_images")
+    Entries caught half-copied are skipped and listed. Exit status: 0 written (or an empty queue), 1 a
+    damaged queue, nothing exportable in it, or --images-out holding other pictures under its names,
+    2 QUEUE_DIR is no queue or an output lies inside it.
+    """
+    from edge_trash.edge_runtime.queue_export import QueueError, export_queue_as_coco, read_queue
+
+    images_out = images_out or os.path.join(os.path.dirname(os.path.abspath(out)),
+                                            os.path.splitext(os.path.basename(out))[0] + "_images")
     queue_real = os.path.realpath(queue_dir)
     for flag, path, name in (("--out", out, "relabel.json"), ("--images-out", images_out, "relabel_images")):
         real = os.path.realpath(path)
@@ -31,20 +38,40 @@ def export(queue_dir: str, out: str, images_out: str) -> None:
                 param_hint=flag)
     start = time.time()
     try:
+        read_queue(queue_dir)  # no queue at all: a usage error (2); a damaged one is an error of its files (1)
+    except QueueError as exc:
+        if os.path.isdir(queue_dir) and os.path.exists(os.path.join(queue_dir, "labels.json")):
+            raise click.ClickException(str(exc))
+        raise click.BadParameter(str(exc), param_hint="QUEUE_DIR")
+    try:
         summary = export_queue_as_coco(queue_dir, out, images_out)
     except QueueError as exc:
-        raise click.BadParameter(str(exc), param_hint="QUEUE_DIR")
+        raise click.ClickException(str(exc))
+    from edge_trash.terminal import plural, shell_word
+
+    skipped = summary["skipped"]
+    if skipped:
+        click.echo(f"queue export: skipped {plural(len(skipped), 'entry', 'entries')} that cannot be exported:"
+                   + "".join(f"\n  {path}: {reason}" for path, reason in skipped[:5])
+                   + (f"\n  ... and {len(skipped) - 5} more (listed under info.skipped in {out})"
+                      if len(skipped) > 5 and summary["images"] else ""), err=True)
     if not summary["images"]:
+        if skipped:
+            raise click.ClickException(f"nothing exported: not one entry of {queue_dir} could be read (above); copy "
+                                       "the queue again once the device is stopped")
         click.echo(f"queue export: {queue_dir} holds no hard examples yet: nothing to relabel, nothing written "
                    "(the device saves uncertain frames there while it sorts)")
         return
-    from edge_trash.terminal import plural, shell_word
-
+    if summary["relabeled"]:
+        click.echo(f"note: {plural(summary['relabeled'], 'detection')} came from a model whose classes differ from "
+                   f"the queue's labels.json (the model was updated): each is filed under the class name the "
+                   "device gave it")
     click.echo(f"queue export: wrote {plural(summary['images'], 'image')} and "
                f"{plural(summary['annotations'], 'pre-annotation')} to {out} (images in {images_out}) in "
                f"{time.time() - start:.1f}s")
     # built alone, a few frames hold only some classes: the new data would lack the others and the run's export
     # would refuse it, so they go in with the data the model learned from
     click.echo("next: correct the boxes, then build them with the data the model was trained on (on their own they "
-               "lack classes): edge-trash build-tfrecords --annotations TRAINED_ON.json --annotations "
+               "lack classes), with the options that build had (its --class-map or --supercategories): "
+               "edge-trash build-tfrecords --annotations TRAINED_ON.json --annotations "
                f"{shell_word(out)} --images TRAINED_ON_IMAGES --images {shell_word(images_out)} --out DATA_DIR")

@@ -73,7 +73,8 @@ def test_export_orders_least_confident_first_with_pre_annotations(tmp_path, use_
     assert said[0].startswith("queue export: wrote 3 images and 4 pre-annotations to %s (images in %s) in "
                               % (tmp_path / "relabel.json", tmp_path / "relabel_images"))
     assert said[1] == ("next: correct the boxes, then build them with the data the model was trained on (on their own "
-                       "they lack classes): edge-trash build-tfrecords --annotations TRAINED_ON.json --annotations "
+                       "they lack classes), with the options that build had (its --class-map or --supercategories): "
+                       "edge-trash build-tfrecords --annotations TRAINED_ON.json --annotations "
                        "%s --images TRAINED_ON_IMAGES --images %s --out DATA_DIR"
                        % (tmp_path / "relabel.json", tmp_path / "relabel_images"))
     coco = json.load(open(str(tmp_path / "relabel.json")))
@@ -147,3 +148,204 @@ def test_export_refuses_an_output_inside_the_queue_and_says_when_the_queue_is_em
                                       "--images-out", os.path.join(queue_dir, "img")])
     assert result.exit_code == 2 and "Invalid value for --images-out" in result.output
     assert "e.g. --images-out %s" % (tmp_path / "relabel_images") in " ".join(result.output.split())
+
+
+def _export(queue_dir, out, *extra):
+    return CliRunner().invoke(cli, ["queue", "export", str(queue_dir), "--out", str(out)] + list(extra))
+
+
+def test_two_devices_queues_never_overwrite_each_others_pictures(tmp_path):
+    """Both devices number their frames from 0: the second export into the first's folder once replaced its
+    pictures, and the first relabel.json then trained its boxes on the other device's frames."""
+    fill_queue(str(tmp_path / "devA"))
+    queue = HardExampleQueue(str(tmp_path / "devB"), LABELS, band=(0.3, 0.6), min_interval_s=0.0)
+    for seq in (10, 11):  # the same frame numbers, other pictures
+        queue.maybe_save(frame_with_boxes([(1, [0, 0, 30, 30])]), seq,
+                         [Detection(1, "can", 0.4, BBox(0, 0, 30, 30))])
+    assert _export(tmp_path / "devA", tmp_path / "relabel" / "devA.json").exit_code == 0
+    result = _export(tmp_path / "devB", tmp_path / "relabel" / "devB.json")  # default: a folder per --out
+    assert result.exit_code == 0, result.output
+    assert sorted(os.listdir(str(tmp_path / "relabel"))) == ["devA.json", "devA_images", "devB.json", "devB_images"]
+    before = {n: open(str(tmp_path / "relabel" / "devA_images" / n), "rb").read()
+              for n in os.listdir(str(tmp_path / "relabel" / "devA_images"))}
+    # into one folder by hand: refused before anything is written
+    result = _export(tmp_path / "devB", tmp_path / "relabel" / "devB2.json",
+                     "--images-out", str(tmp_path / "relabel" / "devA_images"))
+    assert result.exit_code == 1
+    assert result.stderr == ("Error: %s already holds 2 of these image names with other pictures (the first, "
+                             "000000000010.jpg): another queue's export (the device numbers its frames from 0 again "
+                             "after a fresh event log, and every device does), or another dataset's images; give this "
+                             "export its own --images-out (the default is --out's name + _images)\n"
+                             % (tmp_path / "relabel" / "devA_images"))
+    assert not os.path.exists(str(tmp_path / "relabel" / "devB2.json"))
+    assert {n: open(str(tmp_path / "relabel" / "devA_images" / n), "rb").read()
+            for n in os.listdir(str(tmp_path / "relabel" / "devA_images"))} == before
+    # the same queue again into its own folder: the same pictures, so written again without a word
+    assert _export(tmp_path / "devA", tmp_path / "relabel" / "devA.json").exit_code == 0
+
+
+def test_a_queue_copied_while_the_device_wrote_it_exports_every_whole_entry_and_lists_the_rest(tmp_path):
+    queue_dir = tmp_path / "q"
+    fill_queue(str(queue_dir))  # frames 10, 11, 12
+    queue = HardExampleQueue(str(queue_dir), LABELS, band=(0.3, 0.6), min_interval_s=0.0)
+    for seq in range(20, 28):
+        queue.maybe_save(frame_with_boxes([]), seq, [Detection(0, "bottle", 0.5, BBox(0, 0, 30, 30))])
+
+    def sidecar(seq, **changes):
+        path = queue_dir / ("%012d.json" % seq)
+        record = json.loads(path.read_text())
+        record.update(changes)
+        path.write_text(json.dumps(record))
+
+    os.remove(str(queue_dir / "000000000020.jpg"))  # evicted (or not copied yet) under its sidecar
+    (queue_dir / "000000000021.json").write_text('{"seq": 21, "fi')  # cut short
+    os.remove(str(queue_dir / "000000000022.json"))  # an image without its sidecar
+    data = (queue_dir / "000000000023.jpg").read_bytes()
+    (queue_dir / "000000000023.jpg").write_bytes(data[:len(data) // 2])  # a JPEG cut short
+    (queue_dir / "000000000024.json").write_text("5")
+    sidecar(25, file="../elsewhere.jpg")  # never read or written outside the two folders
+    sidecar(26, detections=[{"class_id": 0, "score": 0.5}])  # another version's detections
+    sidecar(27, best_score=None)  # fine: sorted as 0
+    result = _export(queue_dir, tmp_path / "relabel.json")
+    assert result.exit_code == 0, result.stderr
+    q = str(queue_dir) + os.sep
+    assert result.stderr.splitlines() == [
+        "queue export: skipped 7 entries that cannot be exported:",
+        "  %s000000000020.json: names image 000000000020.jpg, which is not in the queue (evicted by the quota, or "
+        "not copied yet: copy the queue again once the device is stopped)" % q,
+        "  %s000000000021.json: not readable JSON (Unterminated string starting at: line 1 column 13 (char 12)): "
+        "cut short while it was copied?" % q,
+        "  %s000000000023.json: its image 000000000023.jpg is cut short (no JPEG end marker: copied while the "
+        "device wrote it?); copy it again" % q,
+        "  %s000000000024.json: not a hard-example sidecar (a JSON int, not an object)" % q,
+        "  %s000000000025.json: its 'file' '../elsewhere.jpg' is not the name of an image in the queue folder" % q,
+        "  ... and 2 more (listed under info.skipped in %s)" % (tmp_path / "relabel.json")]
+    coco = json.loads((tmp_path / "relabel.json").read_text())
+    assert [im["device_seq"] for im in coco["images"]] == [27, 12, 11, 10]
+    assert [(s["path"][len(q):], s["reason"][:40]) for s in coco["info"]["skipped"]][5:] == [
+        ("000000000026.json", "detection 0 has no 'bbox' of 4 numbers ["),
+        ("000000000022.jpg", "an image without its sidecar .json (copi")]
+    assert sorted(os.listdir(str(tmp_path / "relabel_images"))) == [
+        "000000000010.jpg", "000000000011.jpg", "000000000012.jpg", "000000000027.jpg"]
+    assert not os.path.exists(str(tmp_path / "elsewhere.jpg"))
+    # nothing whole at all: an error, not an empty success
+    for name in os.listdir(str(queue_dir)):
+        if name.endswith(".jpg"):
+            os.remove(str(queue_dir / name))
+    result = _export(queue_dir, tmp_path / "none.json")
+    assert result.exit_code == 1 and not os.path.exists(str(tmp_path / "none.json"))
+    assert result.stderr.endswith("Error: nothing exported: not one entry of %s could be read (above); copy the "
+                                  "queue again once the device is stopped\n" % queue_dir)
+
+
+def test_a_damaged_labels_file_is_named_with_its_fix_and_no_usage_banner(tmp_path):
+    queue_dir = tmp_path / "q"
+    fill_queue(str(queue_dir))
+    (queue_dir / "labels.json").write_text('["bottle", "can"')
+    result = _export(queue_dir, tmp_path / "relabel.json")
+    assert result.exit_code == 1 and "Usage:" not in result.stderr
+    assert result.stderr.startswith("Error: %s is not readable JSON (" % (queue_dir / "labels.json"))
+    assert result.stderr.endswith("): copy it again from the device's queue folder (the service writes it at "
+                                  "every start)\n")
+    (queue_dir / "labels.json").write_text('{"0": "bottle"}')
+    result = _export(queue_dir, tmp_path / "relabel.json")
+    assert result.exit_code == 1 and "is not a list of class names" in result.stderr
+
+
+def test_boxes_saved_by_an_earlier_model_keep_the_class_the_device_gave_them(tmp_path):
+    """The service rewrites labels.json at each start: a new model with its classes in another order once
+    turned every earlier "can" into "bottle" in the export."""
+    queue_dir = str(tmp_path / "q")
+    fill_queue(queue_dir)  # LABELS: bottle, can, carton
+    queue = HardExampleQueue(queue_dir, ["can", "bottle", "cup"], band=(0.3, 0.6), min_interval_s=0.0)
+    queue.maybe_save(frame_with_boxes([]), 30, [Detection(2, "cup", 0.33, BBox(1, 1, 9, 9))])
+    result = _export(queue_dir, tmp_path / "relabel.json")
+    assert result.exit_code == 0, result.stderr
+    assert result.stdout.splitlines()[0] == ("note: 4 detections came from a model whose classes differ from the "
+                                             "queue's labels.json (the model was updated): each is filed under the "
+                                             "class name the device gave it")
+    coco = json.loads((tmp_path / "relabel.json").read_text())
+    assert [c["name"] for c in coco["categories"]] == ["can", "bottle", "cup", "carton"]
+    name_of = {c["id"]: c["name"] for c in coco["categories"]}
+    seq_of = {im["id"]: im["device_seq"] for im in coco["images"]}
+    saved = {}
+    for seq in (10, 11, 12, 30):
+        record = json.load(open(os.path.join(queue_dir, "%012d.json" % seq)))
+        saved[seq] = sorted(d["label"] for d in record["detections"])
+    got = {}
+    for ann in coco["annotations"]:
+        got.setdefault(seq_of[ann["image_id"]], []).append(name_of[ann["category_id"]])
+    assert {seq: sorted(names) for seq, names in got.items()} == saved == {
+        10: ["bottle"], 11: ["can", "carton"], 12: ["carton"], 30: ["cup"]}
+
+
+def test_the_operator_pages_coco_names_the_queues_own_files(tmp_path):
+    """The page's download holds no images: it names the queue's files (PPM without Pillow), so
+    build-tfrecords --images QUEUE finds them; the CLI's export names the JPEGs it writes."""
+    from edge_trash.edge_runtime.queue_export import build_queue_coco
+
+    fill_queue(str(tmp_path / "q"), use_pillow=False)
+    page, _ = build_queue_coco(str(tmp_path / "q"), names_in_queue=True)
+    cli_coco, _ = build_queue_coco(str(tmp_path / "q"))
+    assert [im["file_name"] for im in page["images"]] == ["000000000012.ppm", "000000000011.ppm", "000000000010.ppm"]
+    assert all(os.path.isfile(str(tmp_path / "q" / im["file_name"])) for im in page["images"])
+    assert [im["file_name"] for im in cli_coco["images"]] == ["000000000012.jpg", "000000000011.jpg",
+                                                               "000000000010.jpg"]
+
+
+def test_the_quota_removes_a_sidecar_before_its_image(tmp_path, monkeypatch):
+    """A queue copied while the quota evicts finds at worst an image without its sidecar (skipped and listed),
+    never a sidecar naming an image already gone."""
+    from edge_trash.edge_runtime import hard_examples
+
+    removed = []
+    real_remove = hard_examples._remove
+    monkeypatch.setattr(hard_examples, "_remove", lambda path: (removed.append(os.path.basename(path)),
+                                                                real_remove(path)))
+    queue = HardExampleQueue(str(tmp_path / "q"), LABELS, min_interval_s=0.0, quota_bytes=1)
+    for seq in (1, 2):
+        queue.maybe_save(frame_with_boxes([]), seq, [Detection(0, "bottle", 0.5, BBox(0, 0, 5, 5))])
+    assert removed == ["000000000001.json", "000000000001.jpg", "000000000002.json", "000000000002.jpg"]
+
+
+def test_a_relabeled_export_builds_with_the_original_class_map_and_unreviewed_boxes_are_named(tmp_path):
+    """With TACO's --class-map every exported box was dropped ("category 'bottle' is not in the class map")
+    and its frame trained as background; an export never reviewed built as ground truth, --strict too."""
+    from PIL import Image
+
+    fill_queue(str(tmp_path / "q"))  # bottle, can, carton: the class map's targets
+    assert _export(tmp_path / "q", tmp_path / "relabel.json").exit_code == 0
+    (tmp_path / "orig").mkdir()
+    images, anns = [], []
+    for k, (name, cat) in enumerate([("a.jpg", 1), ("b.jpg", 2), ("c.jpg", 3), ("d.jpg", 1)] * 3):
+        Image.new("RGB", (64, 48), (40 * k % 255, 60, 90)).save(str(tmp_path / "orig" / ("%d%s" % (k, name))))
+        images.append({"id": k + 1, "file_name": "%d%s" % (k, name), "width": 64, "height": 48})
+        anns.append({"id": k + 1, "image_id": k + 1, "category_id": cat, "bbox": [4, 4, 20, 20], "iscrowd": 0})
+    (tmp_path / "orig.json").write_text(json.dumps({"images": images, "annotations": anns, "categories": [
+        {"id": 1, "name": "Plastic bottle"}, {"id": 2, "name": "Drink can"}, {"id": 3, "name": "Drink carton"}]}))
+    (tmp_path / "map.csv").write_text("source,target\nPlastic bottle,bottle\nDrink can,can\nDrink carton,carton\n")
+    args = ["build-tfrecords", "--annotations", str(tmp_path / "orig.json"), "--annotations",
+            str(tmp_path / "relabel.json"), "--images", str(tmp_path / "orig"), "--images",
+            str(tmp_path / "relabel_images"), "--class-map", str(tmp_path / "map.csv"), "--quiet"]
+    result = CliRunner().invoke(cli, args + ["--out", str(tmp_path / "data")])
+    assert result.exit_code == 0, result.output
+    report = json.loads((tmp_path / "data" / "report.json").read_text())
+    assert report["boxes_dropped"] == [] and report["boxes_written"] == 12 + 4
+    assert report["categories_kept_as_target"] == ["bottle", "can", "carton"]
+    assert ("classes not in the class map but named as one of its targets (kept as that class: a relabeled queue "
+            "export?): 'bottle', 'can', 'carton'") in result.output
+    warning = ("warning: 4 boxes in %s are still the device's detections (\"pre_annotation\": true, as `edge-trash "
+               "queue export` writes them), trained as ground truth: correct them in a labelling tool (its export "
+               "drops the mark), or delete the mark from the boxes you checked; --strict refuses them"
+               % (tmp_path / "relabel.json"))
+    assert warning in result.output.splitlines() and "carry a 'score'" not in result.output
+    result = CliRunner().invoke(cli, args + ["--out", str(tmp_path / "strict"), "--strict"])
+    assert result.exit_code == 4
+    assert "--strict: 4 boxes are still the device's detections, not reviewed (above)" in result.output
+    # reviewed in a labelling tool: its export has no mark, and --strict passes
+    coco = json.loads((tmp_path / "relabel.json").read_text())
+    for ann in coco["annotations"]:
+        del ann["pre_annotation"], ann["score"]
+    (tmp_path / "relabel.json").write_text(json.dumps(coco))
+    result = CliRunner().invoke(cli, args + ["--out", str(tmp_path / "reviewed"), "--strict"])
+    assert result.exit_code == 0 and "device's detections" not in result.output, result.output

@@ -519,6 +519,10 @@ def test_reasons_are_counted_by_kind_whatever_the_path_holds():
     # every kind shown: the console still says where the files are named (it once left that out)
     assert reasons_by_kind(reasons[:1], top=1, where="in x") == "1x cannot read (Permission denied); each listed in x"
     assert reasons_by_kind(reasons[:1], top=1) == "1x cannot read (Permission denied)"
+    # a merged file's category id no category of its file has: the summary once cut it to "unknown category_id '3"
+    assert reasons_by_kind(["unknown category_id '3 (not in the categories of a (1)/r.json)' (not in 'categories')",
+                            "unknown category_id 99 (not in 'categories')"]) == (
+        "1x unknown category_id 3 (not in its file's categories); 1x unknown category_id 99")
 
 
 def test_a_long_reason_kind_is_cut_between_words():

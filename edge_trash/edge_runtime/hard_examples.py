@@ -261,7 +261,8 @@ class HardExampleQueue:
             stem, size = self._entries.popitem(last=False)
             self._bytes -= size
             files = names.pop(stem, [])
-            for name in files:
+            for name in sorted(files, key=lambda n: not n.endswith(".json")):  # the sidecar first: it names the image
+                # (a copy taken meanwhile finds an image without its sidecar, which an export skips and lists)
                 _remove(os.path.join(self.directory, name))
             if files:
                 self.evicted += 1

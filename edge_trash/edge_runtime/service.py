@@ -391,7 +391,7 @@ def build_service(bundle: str, config_path: Optional[str], source_spec: str, log
                              "direction": config.trigger_direction}, loaded.accelerator)
             page = OperatorPage(status, live, log.path, config.hard_dir, config.health_token,
                                 moved_per_bin=stats.per_bin,
-                                queue_to_coco=lambda d: build_queue_coco(d)[0])
+                                queue_to_coco=lambda d: build_queue_coco(d, names_in_queue=True)[0])
             try:
                 server = HealthServer(status, config.health_host, config.health_port, router=page.handle)
             except OSError as exc:

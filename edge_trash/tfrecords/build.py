@@ -94,7 +94,8 @@ def reason_kind(reason: str) -> str:
         return f"{verb} ({why[:50]})" if why else verb
     kind = reason.split(": ")[0].split(" (")[0].split(", got ")[0]  # not the values the file gave
     if kind.startswith("unknown category_id "):  # the id itself says what is wrong (0: a 0-based file?)
-        return kind[:70]
+        merged = re.match(r"unknown category_id '(\S+) \(not in the categories of ", reason)  # a merge's
+        return f"unknown category_id {merged.group(1)} (not in its file's categories)" if merged else kind[:70]
     if kind == "file not found":
         why = next((why for phrase, why in NOT_FOUND_WHY if phrase in reason), None)
         if why:
@@ -138,6 +139,15 @@ def score_message(summary: Dict[str, Any]) -> str:
             f"{summary['max']:g}, median {summary['median']:g}), as a model's predictions do (pseudo-labels, a "
             "results file inside a COCO dict): they are trained as ground truth; if they are predictions, keep "
             "only the confident ones in the file (or review them) before training")
+
+
+def pre_annotation_message(files: Dict[str, int]) -> str:
+    """What the build says about boxes still marked ``"pre_annotation": true`` (``{file: count}``)."""
+    where = "; ".join(f"{counted(n, 'box', 'boxes')} in {name}" for name, n in files.items())
+    return (f"{where} {'is' if sum(files.values()) == 1 else 'are'} still the device's detections "
+            "(\"pre_annotation\": true, as `edge-trash queue export` writes them), trained as ground truth: correct "
+            "them in a labelling tool (its export drops the mark), or delete the mark from the boxes you checked; "
+            "--strict refuses them")
 
 
 def split_counts(splits: Dict[str, Dict[str, int]]) -> str:
@@ -1071,6 +1081,7 @@ def _build(options: BuildOptions, progress: bool, lock: _OutLock) -> Dict[str, A
             "iscrowd_not_understood": dataset.iscrowd_not_understood,  # annotation ids, read as not crowd
             "ignored_as_crowd": dataset.ignored_as_crowd,  # annotation ids with "ignore": 1, written as crowd
             "annotations_with_score": score_summary(dataset.scores),  # predictions used as labels?
+            "device_pre_annotations": dataset.pre_annotations,  # a queue export's boxes, never reviewed?
             "image_sizes_read_from_files": sorted(dataset.size_notes),
             "image_ids_numbered": len(dataset.text_image_ids),  # ids written as text; image_notes map them back
             # the same picture under several image entries; across splits it inflates held-out scores

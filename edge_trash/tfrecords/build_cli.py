@@ -271,8 +271,8 @@ def _folder_above_hint(hint: Dict[str, Any]) -> str:
 
 def summarize(report: Dict[str, Any], out: Path, seconds: float) -> str:
     """The human summary printed at the end of a build."""
-    from edge_trash.tfrecords.build import (counted, examples, ignored_message, iscrowd_message, reasons_by_kind,
-                                            score_message, split_counts)
+    from edge_trash.tfrecords.build import (counted, examples, ignored_message, iscrowd_message,
+                                            pre_annotation_message, reasons_by_kind, score_message, split_counts)
     from edge_trash.tfrecords.split_units import (frames_leak_message, split_frame_by_frame, summary_line,
                                                   variants_leak_message)
 
@@ -316,7 +316,9 @@ def summarize(report: Dict[str, Any], out: Path, seconds: float) -> str:
                       if report.get("other_class_from_source") else ""))
     for key, label in (("classes_folded_into_other", folded_into),
                        ("classes_dropped_rare", "dropped as rare"), ("classes_unused", "without boxes (left out)"),
-                       ("class_map_unknown_sources", "named by the class map but absent")):
+                       ("class_map_unknown_sources", "named by the class map but absent"),
+                       ("categories_kept_as_target", "not in the class map but named as one of its targets (kept as "
+                                                     "that class: a relabeled queue export?)")):
         if report.get(key):  # quoted: a class named 'none' must not read as "no class"
             lines.append(f"classes {label}: {examples([repr(n) for n in report[key]], 12)}"
                          + (f" (all in {key} in report.json)" if len(report[key]) > 12 else ""))
@@ -395,7 +397,9 @@ def summarize(report: Dict[str, Any], out: Path, seconds: float) -> str:
         lines.append(f"warning: {iscrowd_message(report['iscrowd_not_understood'])}")
     if report.get("ignored_as_crowd"):
         lines.append(f"note: {ignored_message(report['ignored_as_crowd'])}")
-    if report.get("annotations_with_score"):
+    if report.get("device_pre_annotations"):
+        lines.append(f"warning: {pre_annotation_message(report['device_pre_annotations'])}")
+    elif report.get("annotations_with_score"):  # a queue export's boxes carry a score too: one warning is enough
         lines.append(f"warning: {score_message(report['annotations_with_score'])}")
     for title, key in (("skipped images", "images_skipped"), ("dropped boxes", "boxes_dropped")):
         if report[key]:
@@ -577,7 +581,8 @@ def _folds_value(ctx: click.Context, param: click.Parameter, value: int) -> int:
                    "after adding or removing photos leaves nearly all others in their split (and says so).")
 @click.option("--strict", is_flag=True,
               help="Exit non-zero (4) when any image or box was skipped (not the boxes an empty class-map target "
-                   "or --rare drop asks to drop); the build is still written.")
+                   "or --rare drop asks to drop), or a box is still a device's detection (\"pre_annotation\": "
+                   "true, from `queue export`); the build is still written.")
 @click.option("--quiet", "--no-progress", "quiet", is_flag=True,
               help="No progress bar (as train --no-progress).")
 def build_tfrecords(annotations: Tuple[Path, ...], images: Tuple[Path, ...], keep_splits: bool, out: Path,
@@ -593,7 +598,7 @@ def build_tfrecords(annotations: Tuple[Path, ...], images: Tuple[Path, ...], kee
     converted (an earlier build in OUT is left as it was) or on an error (options
     that do not combine, such as fractions summing to 1 or more, among them); 2 for
     an option value out of its range (--folds 1 too); 4 with --strict when anything
-    was skipped.
+    was skipped or a box is still marked as a device's unreviewed detection.
     """
     from edge_trash.tfrecords.build import BuildError, BuildOptions
     from edge_trash.tfrecords.build import build_tfrecords as build
@@ -662,6 +667,11 @@ def build_tfrecords(annotations: Tuple[Path, ...], images: Tuple[Path, ...], kee
     if strict and (report["images_skipped"] or bad_boxes):
         skipped = f"{plural(len(report['images_skipped']), 'image')} and {plural(len(bad_boxes), 'box')}"
         click.echo(f"--strict: {skipped} were skipped; see report.json", err=True)
+        raise SystemExit(EXIT_STRICT)
+    unreviewed = sum((report.get("device_pre_annotations") or {}).values())
+    if strict and unreviewed:
+        click.echo(f"--strict: {plural(unreviewed, 'box')} {'is' if unreviewed == 1 else 'are'} still the device's "
+                   "detections, not reviewed (above)", err=True)
         raise SystemExit(EXIT_STRICT)
     folders = [src["images_dir"] for src in report["sources"]]  # the folders the build read: analyze reads them too
     hint = report.get("images_folder_hint")

@@ -47,6 +47,8 @@ class ClassMapping:
     merged_by_name: List[Dict[str, object]] = field(default_factory=list)  # {name, category_ids} sharing a name
     supercategories_warning: str = ""  # --supercategories made one class of several; "" when not
     dropped_as_asked: Set[int] = field(default_factory=set)  # category ids dropped by the user's choice
+    # categories no class-map key names that bear a target's name (a relabeled queue export): kept as that class
+    kept_as_target: List[str] = field(default_factory=list)
 
     def as_report(self) -> Dict[str, object]:
         """The mapping facts that go into report.json."""
@@ -57,6 +59,7 @@ class ClassMapping:
             "other_class_from_source": self.other_from_source,
             "classes_dropped_rare": self.dropped_rare,
             "class_map_unknown_sources": self.map_unknown_sources,
+            "categories_kept_as_target": self.kept_as_target,
             "similar_class_names": self.similar,
             "class_names_read_as_indices": self.read_as_indices,
             "categories_merged_by_name": self.merged_by_name,
@@ -223,6 +226,7 @@ def build_class_mapping(categories: Sequence[Category], boxes: Sequence[BoxRecor
     drop_reasons: Dict[int, str] = {}
     asked: Set[int] = set()  # dropped by an empty class-map target or --rare drop
     unknown: List[str] = []
+    kept_as_target: List[str] = []
     if class_map is not None:
         by_name = {c.name: c for c in cats}
         by_lower = {c.name.lower(): c for c in cats}
@@ -238,11 +242,16 @@ def build_class_mapping(categories: Sequence[Category], boxes: Sequence[BoxRecor
                 raise ClassMapError(f"the class map has {said}, which differ only in case: category names match "
                                     "a key ignoring case when none matches exactly, so one of them maps nothing; "
                                     "keep one row per category")
+        targets = {t.casefold(): t for t in reversed([t for t in class_map.values() if t is not None])}
         for c in cats:
             if c.name in class_map:
                 dst = class_map[c.name]
             elif c.name.lower() in {k.lower() for k in class_map}:
                 dst = next(v for k, v in class_map.items() if k.lower() == c.name.lower())
+            elif c.name.casefold() in targets:  # already one of our classes (a relabeled `queue export`)
+                target_name[c.id] = targets[c.name.casefold()]
+                kept_as_target.append(c.name)
+                continue
             else:
                 target_name[c.id] = None
                 drop_reasons[c.id] = f"category '{c.name}' is not in the class map" + (
@@ -303,7 +312,7 @@ def build_class_mapping(categories: Sequence[Category], boxes: Sequence[BoxRecor
                         folded_into_other=folded, other_class=other_name, other_from_source=other_from_source,
                         dropped_rare=dropped, map_unknown_sources=unknown,
                         similar=similar_names(kept), read_as_indices=names_read_as_indices(kept),
-                        merged_by_name=merged, dropped_as_asked=asked,
+                        merged_by_name=merged, dropped_as_asked=asked, kept_as_target=kept_as_target,
                         supercategories_warning=_one_supercategory_warning(cats, boxes, order, counts)
                         if supercategories else "")
 

@@ -193,6 +193,8 @@ class CocoDataset:
     iscrowd_not_understood: List[Any] = field(default_factory=list)  # annotation ids; their boxes read as not crowd
     ignored_as_crowd: List[Any] = field(default_factory=list)  # annotation ids with "ignore": 1, carried as crowd
     scores: List[float] = field(default_factory=list)  # the 'score' of each kept box that has one (predictions?)
+    # annotation file -> its kept boxes marked "pre_annotation": true (a device's detections, not yet reviewed)
+    pre_annotations: Dict[str, int] = field(default_factory=dict)
     # annotation ids of masks (RLE) with iscrowd 1 in a file with CVAT's per-annotation 'attributes'
     crowd_masks: List[Any] = field(default_factory=list)
     # ids of categories given twice alike (two exports joined by hand): each kept once
@@ -980,6 +982,7 @@ def load_coco_files(paths: "Sequence[str | Path]", size_of: Optional[SizeReader]
     odd_crowd: List[Any] = []  # annotation ids whose iscrowd says neither 0 nor 1 (read as 0)
     ignored: List[Any] = []  # annotation ids marked "ignore": 1 (CityPersons, VisDrone, TinyPerson conversions)
     scores: List[float] = []  # a model's confidence, on annotations that are predictions (pseudo-labels)
+    pre_annotated: Counter = Counter()  # file index -> kept boxes still marked as the device's detections
     crowd_masks: List[Any] = []  # annotation ids of masks with iscrowd 1 and CVAT's 'attributes'
     bbox_from_mask: List[Any] = []  # annotation ids whose 'bbox' is not [x, y, w, h]: boxed from the segmentation
     reach_past: Dict[int, Tuple[float, float]] = {}  # image id -> how far right and down its boxes past it reach
@@ -1062,6 +1065,8 @@ def load_coco_files(paths: "Sequence[str | Path]", size_of: Optional[SizeReader]
                                            f"duplicate box: annotation {first.get('id')!r} again (every field the "
                                            "same but the id: exported twice); kept once", image.file_name))
             continue
+        if ann.get("pre_annotation") is True:  # as `edge-trash queue export` writes them; a labelling tool drops it
+            pre_annotated[image.source] += 1
         boxes.append(BoxRecord(annotation_id=0, source_id=key, image_id=image.id, category_id=cid,
                                x=box[0], y=box[1], w=box[2], h=box[3], iscrowd=crowd or 0, clipped=clipped))
     for n, box in enumerate(boxes, start=1):
@@ -1083,4 +1088,5 @@ def load_coco_files(paths: "Sequence[str | Path]", size_of: Optional[SizeReader]
                        boxes_marked_as_corners=marked_as_corners, text_image_ids=text_ids,
                        images_with_every_box_dropped={i: n for i, n in dropped_of_image.items() if i not in with_box},
                        iscrowd_not_understood=odd_crowd, ignored_as_crowd=ignored, scores=scores,
+                       pre_annotations={str(paths[k]): n for k, n in sorted(pre_annotated.items())},
                        crowd_masks=crowd_masks)
