@@ -24,7 +24,8 @@ def export(queue_dir: str, out: str, images_out: str) -> None:
     damaged queue, nothing exportable in it, or --images-out holding other pictures under its names,
     2 QUEUE_DIR is no queue or an output lies inside it.
     """
-    from edge_trash.edge_runtime.queue_export import QueueError, export_queue_as_coco, read_queue
+    from edge_trash.edge_runtime.hard_examples import LABELS_FILE
+    from edge_trash.edge_runtime.queue_export import QueueError, export_queue_as_coco
 
     images_out = images_out or os.path.join(os.path.dirname(os.path.abspath(out)),
                                             os.path.splitext(os.path.basename(out))[0] + "_images")
@@ -36,18 +37,16 @@ def export(queue_dir: str, out: str, images_out: str) -> None:
                 f"{path} is inside the queue {queue_dir}, where the next export would read it as a hard example; "
                 f"write it outside, e.g. {flag} {os.path.join(os.path.dirname(queue_real), name)}",
                 param_hint=flag)
+    from edge_trash.terminal import plural, progress_bar, shell_word
+
     start = time.time()
     try:
-        read_queue(queue_dir)  # no queue at all: a usage error (2); a damaged one is an error of its files (1)
+        summary = export_queue_as_coco(queue_dir, out, images_out, wrap=lambda files, total: progress_bar(
+            files, total=total, unit="img", desc="queue export", disable=total < 500))
     except QueueError as exc:
-        if os.path.isdir(queue_dir) and os.path.exists(os.path.join(queue_dir, "labels.json")):
-            raise click.ClickException(str(exc))
-        raise click.BadParameter(str(exc), param_hint="QUEUE_DIR")
-    try:
-        summary = export_queue_as_coco(queue_dir, out, images_out)
-    except QueueError as exc:
-        raise click.ClickException(str(exc))
-    from edge_trash.terminal import plural, shell_word
+        if os.path.isdir(queue_dir) and os.path.exists(os.path.join(queue_dir, LABELS_FILE)):
+            raise click.ClickException(str(exc))  # a damaged queue: an error of its files (1)
+        raise click.BadParameter(str(exc), param_hint="QUEUE_DIR")  # no queue at all: a usage error (2)
 
     skipped = summary["skipped"]
     if skipped:

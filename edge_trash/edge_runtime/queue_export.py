@@ -18,7 +18,7 @@ import json
 import math
 import os
 import re
-from typing import Dict, List, Optional, Tuple
+from typing import Callable, Dict, Iterable, List, Optional, Tuple
 
 from edge_trash.edge_runtime.files import is_temporary, write_atomically
 from edge_trash.edge_runtime.hard_examples import IMAGE_EXTENSIONS, LABELS_FILE
@@ -200,10 +200,12 @@ def _image_bytes(src: str) -> bytes:
     return buf.getvalue()
 
 
-def export_queue_as_coco(queue_dir: str, out_json: str, images_out: str) -> Dict:
+def export_queue_as_coco(queue_dir: str, out_json: str, images_out: str,
+                         wrap: Optional[Callable[[Iterable, int], Iterable]] = None) -> Dict:
     """Write ``out_json`` (COCO) and the images into ``images_out``; returns a summary dict (``images``,
     ``annotations``, ``skipped`` as ``(path, reason)`` pairs, ``relabeled``: detections filed under the
-    name an earlier model gave them). An empty queue writes nothing (``images`` 0). Raises
+    name an earlier model gave them). ``wrap(iterable, total)`` may wrap the images as they are written (a
+    progress bar). An empty queue writes nothing (``images`` 0). Raises
     :class:`QueueError` before writing anything when ``images_out`` holds another picture under one of the
     names (another queue's export)."""
     coco, files = build_queue_coco(queue_dir)
@@ -231,7 +233,7 @@ def export_queue_as_coco(queue_dir: str, out_json: str, images_out: str) -> Dict
                          "(the default is --out's name + _images)" % (images_out, len(clashes), clashes[0]))
     if not os.path.isdir(images_out):
         os.makedirs(images_out)
-    for src, file_name in files:
+    for src, file_name in (wrap(files, len(files)) if wrap is not None else files):
         write_atomically(os.path.join(images_out, file_name), _image_bytes(src))
     directory = os.path.dirname(os.path.abspath(out_json))
     if not os.path.isdir(directory):
