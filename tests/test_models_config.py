@@ -140,3 +140,33 @@ def test_a_run_whose_labels_and_config_disagree_counts_its_classes_in_words(tmp_
     with pytest.raises(RunDirError) as err:
         load_run(tmp_path)
     assert str(err.value) == f"{tmp_path}/labels.txt: {said} but config.json says num_classes=2"
+def test_damaged_or_foreign_weights_are_named_with_the_fix(tmp_path):
+    """h5py's error named no file ("Unable to synchronously open file (truncated file: eof = 50000 ...)")."""
+    from edge_trash.models.config import get_preset
+    from edge_trash.models.run_dir import RunDirError, load_run
+    from edge_trash.models.ssd import build_ssd
+
+    config = get_preset("demo").replace(width_multiplier=0.35, input_size=128, num_classes=2)
+    (tmp_path / "config.json").write_text(json.dumps({"model": config.to_dict()}))
+    (tmp_path / "labels.txt").write_text("can\ncup\n")
+    weights, other, good = (tmp_path / n for n in ("model.weights.h5", "other.weights.h5", "good.weights.h5"))
+    build_ssd(config.replace(num_classes=3)).save_weights(str(other))  # another run's model
+    build_ssd(config).save_weights(str(good))
+    weights.write_bytes(other.read_bytes())
+    with pytest.raises(RunDirError) as err:
+        load_run(tmp_path)
+    assert str(err.value).startswith(f"{weights}: does not fit the model config.json describes (")
+    assert str(err.value).endswith("): the two come from different runs; copy the whole run folder again")
+    data = good.read_bytes()
+    weights.unlink()
+    weights.write_bytes(data)
+    load_run(tmp_path)  # whole: loads
+    for cut in (data[:len(data) // 2], b""):
+        weights.unlink()
+        weights.write_bytes(cut)
+        with pytest.raises(RunDirError) as err:
+            load_run(tmp_path)
+        assert str(err.value).startswith(f"{weights}: cannot be read as weights (")
+        assert str(err.value).endswith("): the file is damaged or cut short (a copy that did not finish, a disk "
+                                       "that filled while training wrote it); copy the run folder again from where "
+                                       "it trained")

@@ -110,7 +110,15 @@ def load_run(run_dir: os.PathLike) -> Tuple[Any, SSDConfig, List[str]]:
     if not weights.is_file():
         raise RunDirError(no_weights_message(run_dir))
     model = build_ssd(config)
-    model.load_weights(str(weights))
+    try:
+        model.load_weights(str(weights))
+    except OSError as exc:  # h5py's own words name no file: "truncated file: eof = 50000", "file signature not found"
+        raise RunDirError(f"{weights}: cannot be read as weights ({exc}): the file is damaged or cut short (a copy "
+                          "that did not finish, a disk that filled while training wrote it); copy the run folder "
+                          "again from where it trained")
+    except ValueError as exc:  # weights of another model: config.json edited, or files of two runs mixed
+        raise RunDirError(f"{weights}: does not fit the model config.json describes ({str(exc)[:200]}): the two "
+                          "come from different runs; copy the whole run folder again")
     return model, config, class_names
 
 
