@@ -81,9 +81,11 @@ def next_step(report, model: Path) -> str:
     if not report.compiler_can_parse or report.compiler_error:
         op, reason, fix = found
         return f"fix first: {reason}" if op is None else f"fix first: op {op.index} {op.name}: {fix}"
-    step = f"next: {compile_command(model)} on an x86-64 Linux machine"
-    if in_bundle:
-        step += ", then rerun the export with --compiler PATH so the bundle's manifest covers the compiled model"
+    if in_bundle:  # the export compiles it and lists it in the manifest: compiling by hand first is work twice
+        step = ("next: on an x86-64 Linux machine with edgetpu_compiler, rerun the export with --edgetpu (and "
+                "--compiler PATH where it is not on PATH): it compiles the model and lists it in the bundle's manifest")
+    else:
+        step = f"next: {compile_command(model)} on an x86-64 Linux machine"
     if found is not None:
         op, _, fix = found
         after = sum(1 for later in report.ops[op.index + 1:] if later.name not in ALLOWED_CPU_TAIL)
