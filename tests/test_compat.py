@@ -717,3 +717,26 @@ def test_cli_takes_a_bundle_folder_and_prefers_its_compiled_model(tmp_path, monk
                                               "(a.tflite, b.tflite): name one")
     result = runner.invoke(cli, ["inspect", str(tmp_path)])
     assert result.output.splitlines()[-1] == f"Error: Invalid value for MODEL: {tmp_path} holds no .tflite file"
+
+
+@needs_shared
+def test_one_segment_of_a_pipelined_model_is_named_as_one(tmp_path):
+    """inspect said "nothing to compile; it runs with the Edge TPU delegate" of a segment fed by another one."""
+    from edge_trash.cli import cli
+
+    runner = CliRunner()
+    result = runner.invoke(cli, ["inspect", str(SSD_SEGMENT)])
+    assert result.exit_code == 0, result.output
+    assert result.output.splitlines()[-1] == (
+        "next: this is segment 1 (from 0) of 2 of a model compiled with --num_segments 2; its inputs are segment 0's "
+        "outputs, not an image: run all 2 together with pycoral's PipelinedModelRunner, one Edge TPU each (the "
+        "edge-trash service runs one whole model: its export compiles without segments)")
+    folder = tmp_path / "pipelined"
+    folder.mkdir()
+    for k in (0, 1):  # a folder of both segments is one model, not "several models"
+        (folder / f"ssd_segment_{k}_of_2_edgetpu.tflite").write_bytes(SSD_SEGMENT.read_bytes())
+    result = runner.invoke(cli, ["inspect", str(folder)])
+    assert result.exit_code == 2
+    assert (f"{folder} holds 2 segments of one pipelined model (ssd_segment_0_of_2_edgetpu.tflite, "
+            "ssd_segment_1_of_2_edgetpu.tflite), which run together, one Edge TPU each: name one to inspect it"
+            ) in " ".join(result.output.split())

@@ -7,9 +7,20 @@ when the command runs. TensorFlow is never imported.
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
+from typing import Optional, Tuple
 
 import click
+
+# what ``edgetpu_compiler --num_segments N`` names its outputs: model_segment_0_of_2_edgetpu.tflite, ...
+SEGMENT_RE = re.compile(r"^(?P<stem>.+)_segment_(?P<k>\d+)_of_(?P<n>\d+)_edgetpu\.tflite$")
+
+
+def segment_of(model: Path) -> Optional[Tuple[str, int, int]]:
+    """``(stem, k, n)`` when ``model`` is segment ``k`` (from 0) of ``n`` of a pipelined model, else None."""
+    match = SEGMENT_RE.match(model.name)
+    return (match["stem"], int(match["k"]), int(match["n"])) if match else None
 
 
 def model_in(path: Path) -> Path:
@@ -23,6 +34,10 @@ def model_in(path: Path) -> Path:
         if len(choice) == 1:
             return choice[0]
     listed = ", ".join(m.name for m in (compiled or models))
+    segments = [segment_of(m) for m in compiled]
+    if len(compiled) > 1 and all(segments) and len({(stem, n) for stem, _, n in segments}) == 1:
+        raise click.BadParameter(f"{path} holds {len(compiled)} segments of one pipelined model ({listed}), which "
+                                 "run together, one Edge TPU each: name one to inspect it", param_hint="MODEL")
     raise click.BadParameter(f"{path} holds {f'several models ({listed}): name one' if listed else 'no .tflite file'}",
                              param_hint="MODEL")
 
@@ -65,6 +80,13 @@ def next_step(report, model: Path) -> str:
 
     bundle = model.parent if model.parent.name not in ("", ".", "..") else model.parent.resolve()
     in_bundle = (bundle / "manifest.json").is_file()
+    segment = segment_of(model)
+    if report.compiled and segment:
+        _, k, n = segment
+        fed = "an image" if k == 0 else f"segment {k - 1}'s outputs, not an image"
+        return (f"next: this is segment {k} (from 0) of {n} of a model compiled with --num_segments {n}; its inputs "
+                f"are {fed}: run all {n} together with pycoral's PipelinedModelRunner, one Edge TPU each (the "
+                "edge-trash service runs one whole model: its export compiles without segments)")
     if report.compiled:
         if in_bundle and covered_by_manifest(str(bundle), model.name):
             return f"next: copy the bundle to the board: {push_command(str(bundle))}"
