@@ -109,8 +109,8 @@ def with_op_version(tflite_bytes: bytes, builtin_code: int, version: int) -> byt
 
 def fake_compiled_model(tflite_bytes: bytes) -> bytes:
     """What edgetpu_compiler makes of an SSD-shaped int8 model, structurally: the ops before the
-    trailing DEQUANTIZE/postprocess replaced by one ``edgetpu-custom-op`` (for a replaying fake
-    compiler; the interpreter cannot run it, ``inspect`` can read it)."""
+    trailing DEQUANTIZE/postprocess replaced by one ``edgetpu-custom-op``, and no signature (for a
+    replaying fake compiler; the interpreter cannot run it, ``inspect`` can read it)."""
     import copy
 
     from tensorflow.lite.python import schema_py_generated as schema
@@ -135,6 +135,7 @@ def fake_compiled_model(tflite_bytes: bytes) -> bytes:
     custom.outputs = bridge
     custom.customOptions = b"\x00"
     graph.operators = [custom] + [copy.deepcopy(op) for op in tail]
+    model.signatureDefs = []  # compiler 16 drops them (keras_lstm_mnist_ptq's _edgetpu file has none)
     return bytes(flatbuffer_utils.convert_object_to_bytearray(model))
 
 

@@ -151,6 +151,36 @@ def test_export_with_fake_compiler_writes_a_verified_bundle(tmp_path, sample_bui
                for w in again.warnings)
     verify_bundle(str(bundle))
     assert not [p for p in os.listdir(tmp_path) if ".partial-" in p or ".old-bundle-" in p]
+    # parameters the compiler streams from host memory (too many classes for the ssd head): said, not silent
+    streaming = tmp_path / "streaming_stdout.txt"
+    streaming.write_text(stdout.replace("streaming uncached model parameters: 0.00B",
+                                        "streaming uncached model parameters: 1.50MiB"))
+    monkeypatch.setenv("FAKE_EDGETPU_STDOUT", str(streaming))
+    third = export_bundle(options, loader=_loader(data_dir))
+    assert third.exit_code == ExitCode.OK and third.compile["off_chip_streaming_bytes"] == 1572864
+    assert [w for w in third.warnings if "host memory" in w] == [
+        "the compiler streams 1.50 MiB of the Edge TPU parameters from host memory at every inference, slower than "
+        "a model that fits; to fit: train with --config ssdlite_mobilenet_v2_320 (its depthwise heads hold a "
+        "fraction of the ssd head's parameters), or fewer classes (%d classes now: build-tfrecords --class-map or "
+        "--supercategories), or a smaller model.width_multiplier" % len(names)]
+
+
+def test_the_parameter_memory_warning_names_the_remedies_the_model_has_left():
+    """A 60-class TACO model on the default ssd head needs about 12.6 MiB of the Edge TPU's ~6 MiB: export
+    passed it without a word, and every inference streamed half of it from host memory."""
+    from edge_trash.export.bundle import parameter_memory_warning
+    from edge_trash.models.config import get_preset
+
+    taco = get_preset("ssd_mobilenet_v2_320").replace(num_classes=60)
+    assert parameter_memory_warning(13_201_571, taco) == (
+        "the Edge TPU parameters, 12.59 MiB, may not fit its on-chip memory (about 6.08 MiB): what does not fit "
+        "streams from host memory at every inference, slower than a model that fits; to fit: train with --config "
+        "ssdlite_mobilenet_v2_320 (its depthwise heads hold a fraction of the ssd head's parameters), or fewer "
+        "classes (60 classes now: build-tfrecords --class-map or --supercategories), or a smaller "
+        "model.width_multiplier")
+    lite = get_preset("ssdlite_mobilenet_v2_320").replace(num_classes=1)
+    assert "ssdlite" not in parameter_memory_warning(7_000_000, lite)
+    assert "(1 class now:" in parameter_memory_warning(7_000_000, lite)
 
 
 @pytest.mark.slow

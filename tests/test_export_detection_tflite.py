@@ -12,19 +12,27 @@ LOW, HIGH = 20, 235  # calibration and test pixel range: narrower than 0..255 on
 
 
 def pycoral_get_objects(interpreter, score_threshold: float = 0.0):
-    """pycoral.adapters.detect.get_objects, re-implemented: read output_0..3 BY SIGNATURE NAME.
+    """pycoral.adapters.detect.get_objects (2.0), re-implemented: read output_0..3 BY SIGNATURE NAME.
 
-    pycoral only falls back to guessing by shape when the model has no signature; it raises when
-    there is more than one. Returns (count, scores, class_ids, boxes) of the kept detections.
+    pycoral only falls back to the outputs' positions when the model has no signature (as
+    edgetpu_compiler leaves it); it raises when there is more than one. Returns (count, scores,
+    class_ids, boxes) of the kept detections.
     """
     signatures = interpreter._get_full_signature_list()
-    if len(signatures) != 1:
+    if len(signatures) > 1:
         raise ValueError("Only support model with one signature.")
-    outputs = signatures[next(iter(signatures))]["outputs"]
-    count = int(interpreter.tensor(outputs["output_0"])()[0])
-    scores = interpreter.tensor(outputs["output_1"])()[0]
-    class_ids = interpreter.tensor(outputs["output_2"])()[0]
-    boxes = interpreter.tensor(outputs["output_3"])()[0]
+    if signatures:
+        outputs = signatures[next(iter(signatures))]["outputs"]
+        count = int(interpreter.tensor(outputs["output_0"])()[0])
+        scores = interpreter.tensor(outputs["output_1"])()[0]
+        class_ids = interpreter.tensor(outputs["output_2"])()[0]
+        boxes = interpreter.tensor(outputs["output_3"])()[0]
+    else:
+        out = [interpreter.get_tensor(d["index"]) for d in interpreter.get_output_details()]
+        if out[3].size == 1:  # boxes, classes, scores, count
+            boxes, class_ids, scores, count = out[0][0], out[1][0], out[2][0], int(out[3][0])
+        else:  # scores, boxes, count, classes
+            scores, boxes, count, class_ids = out[0][0], out[1][0], int(out[2][0]), out[3][0]
     keep = [i for i in range(count) if scores[i] >= score_threshold]
     return count, scores[keep].copy(), class_ids[keep].astype(int), boxes[keep].copy()
 
@@ -145,6 +153,41 @@ def test_pycoral_reads_outputs_by_signature_name(converted):
     # Background excluded, 0-based: the planted class id 2 (labels.txt line 2) comes out as 1.
     assert set(class_ids.tolist()) == {PLANTED - 1}
     assert np.all(boxes[:, 2] >= boxes[:, 0]) and np.all(boxes[:, 3] >= boxes[:, 1])
+
+
+def test_without_its_signature_as_the_compiler_leaves_it_every_reader_finds_the_same_outputs(converted):
+    """edgetpu_compiler drops the signature: pycoral then reads the outputs by position, and Frigate always
+    does, as boxes, classes, scores, count (Coral's SSD's order); the converter listed them scores, boxes,
+    count, classes, which Frigate read as garbage."""
+    from tensorflow.lite.tools import flatbuffer_utils
+
+    from edge_trash.edge_runtime.decode import OutputReader
+
+    _, tflite_bytes, _ = converted
+    model = flatbuffer_utils.read_model_from_bytearray(bytearray(tflite_bytes))
+    model.signatureDefs = []
+    bare = _interpreter(bytes(flatbuffer_utils.convert_object_to_bytearray(model)))
+    signed = _interpreter(tflite_bytes)
+    image = random_images(1, seed=7, low=LOW, high=HIGH)[0][None]
+    for interpreter in (bare, signed):
+        interpreter.set_tensor(interpreter.get_input_details()[0]["index"], image)
+        interpreter.invoke()
+    assert bare.get_signature_list() == {}
+    assert [len(d["shape"]) for d in bare.get_output_details()] == [3, 2, 2, 1]  # boxes, classes, scores, count
+    count, scores, class_ids, boxes = pycoral_get_objects(signed)
+    assert count >= 1
+    for got in (pycoral_get_objects(bare), OutputReader(bare).read()):
+        assert got[0] == count
+        np.testing.assert_array_equal(got[1][:count], scores)
+        np.testing.assert_array_equal(np.asarray(got[2][:count]).astype(int), class_ids)
+        np.testing.assert_array_equal(got[3][:count], boxes)
+    assert OutputReader(bare).source == "tf1-order"
+    out = [bare.get_tensor(d["index"]) for d in bare.get_output_details()]  # Frigate's edgetpu_tfl.py
+    frigate_boxes, frigate_classes, frigate_scores, frigate_count = out[0][0], out[1][0], out[2][0], int(out[3][0])
+    assert frigate_count == count
+    np.testing.assert_array_equal(frigate_scores[:count], scores)
+    np.testing.assert_array_equal(frigate_classes[:count].astype(int), class_ids)
+    np.testing.assert_array_equal(frigate_boxes[:count], boxes)
 
 
 @pytest.mark.slow

@@ -396,6 +396,8 @@ def export_bundle(options: ExportOptions, log: Callable[[str], None] = lambda _:
         log("checking Edge TPU compatibility")
         gate = edgetpu_gate.check(model_bytes)
         _write_json(os.path.join(staging, COMPAT), gate.report)
+        if gate.ok and not gate.summary["fits_parameter_cache"]:
+            warnings.append(parameter_memory_warning(gate.summary["parameter_bytes"], config))
 
         def finish(code: ExitCode, message: str, manifest_fields: Optional[Dict[str, Any]] = None,
                    parity_report: Optional[Dict[str, Any]] = None,
@@ -486,6 +488,9 @@ def export_bundle(options: ExportOptions, log: Callable[[str], None] = lambda _:
                               "anyway", parity_report=parity_report, compile_info=compile_info)
             elif compile_info["status"] == "incompatible":
                 warnings.append(compile_info["message"] + " (shipped: --allow-cpu-ops)")
+            streamed = compile_info.get("off_chip_streaming_bytes") or 0
+            if compile_info["status"] != "failed" and streamed > 0:
+                warnings.append(parameter_memory_warning(streamed, config, compiler_said=True))
             if compile_info.get("disagreements"):
                 warnings.append("the compiler's op split differs from the prediction: "
                                 + "; ".join(compile_info["disagreements"]))
@@ -520,6 +525,23 @@ def export_bundle(options: ExportOptions, log: Callable[[str], None] = lambda _:
     finally:
         if os.path.exists(staging):
             shutil.rmtree(staging, ignore_errors=True)
+
+
+def parameter_memory_warning(n_bytes: int, config: Any, compiler_said: bool = False) -> str:
+    """What to say when the Edge TPU parameters may not fit its on-chip memory (``n_bytes`` of them predicted),
+    or the compiler said ``n_bytes`` stream from host memory: the model still runs on the TPU, slower; the class
+    head grows with every class (about 0.13 MiB each with the ssd head at 320 px)."""
+    from edge_trash.export.compat import PARAMETER_CACHE_BYTES, _human_bytes
+
+    said = (f"the compiler streams {_human_bytes(n_bytes)} of the Edge TPU parameters from host memory" if compiler_said
+            else f"the Edge TPU parameters, {_human_bytes(n_bytes)}, may not fit its on-chip memory (about "
+                 f"{_human_bytes(PARAMETER_CACHE_BYTES)}): what does not fit streams from host memory")
+    head = getattr(config, "head", "")
+    ways = ([] if head == "ssdlite" else ["train with --config ssdlite_mobilenet_v2_320 (its depthwise heads hold "
+                                          "a fraction of the ssd head's parameters)"])
+    ways += [f"fewer classes ({plural(int(config.num_classes), 'class')} now: build-tfrecords --class-map or "
+             "--supercategories)", "a smaller model.width_multiplier"]
+    return f"{said} at every inference, slower than a model that fits; to fit: " + ", or ".join(ways)
 
 
 def summary_line(result: ExportResult) -> str:

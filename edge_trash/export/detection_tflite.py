@@ -8,7 +8,9 @@ The converted graph is::
 and carries ONE signature whose outputs are named ``output_0``..``output_3`` = count, scores,
 classes (0-based, background excluded), boxes ([ymin, xmin, ymax, xmax], normalized). That is
 the order pycoral's ``detect.get_objects`` reads, and the shape Coral's own SSD compiles to:
-one ``edgetpu-custom-op`` followed by DEQUANTIZE + postprocess on the CPU.
+one ``edgetpu-custom-op`` followed by DEQUANTIZE + postprocess on the CPU. The model's outputs
+are listed boxes, classes, scores, count (Coral's SSD's order), for readers without the signature:
+``edgetpu_compiler`` drops it, and pycoral then reads them by position, as Frigate always does.
 
 TensorFlow is imported inside the functions so that importing this module stays cheap.
 """
@@ -235,7 +237,7 @@ def convert_detection_model(
         quantized = mlir_quantize(calibrated, False, input_data_type=tf.uint8, output_data_type=tf.float32)
     else:
         quantized = converter.convert()
-    model_bytes = defer_cpu_tail(quantized)
+    model_bytes = outputs_in_tf1_order(defer_cpu_tail(quantized))
     quantization = summarize_io(model_bytes)["input_quantization"]
     if abs(quantization["scale"] - 1.0) > 1e-6 or quantization["zero_point"] != 0:
         raise ValueError(f"the uint8 input came out with scale {quantization['scale']} and zero point "
@@ -291,6 +293,27 @@ def defer_cpu_tail(tflite_model: bytes) -> bytes:
             else:
                 head.append(op)
         subgraph.operators = head + tail
+    return bytes(flatbuffer_utils.convert_object_to_bytearray(model))
+
+
+def outputs_in_tf1_order(tflite_model: bytes) -> bytes:
+    """List the model's outputs as the postprocess op emits them: boxes, classes, scores, count.
+
+    The converter lists them scores, boxes, count, classes. The signature names each one (``output_0``..``3``),
+    whatever the order; but ``edgetpu_compiler`` drops signatures, and a reader without one (pycoral's
+    ``detect.get_objects``, Frigate, Coral's examples) takes the outputs by position in this order, Coral's own
+    SSD's. A model without exactly one postprocess op producing every output is returned as it was.
+    """
+    from tensorflow.lite.tools import flatbuffer_utils
+
+    model = flatbuffer_utils.read_model_from_bytearray(bytearray(tflite_model))
+    names = [code.customCode.decode() if isinstance(code.customCode, bytes) else code.customCode
+             for code in model.operatorCodes]
+    for subgraph in model.subgraphs:
+        post = [op for op in subgraph.operators if names[op.opcodeIndex] == POSTPROCESS_OP_NAME]
+        outputs = [int(t) for t in subgraph.outputs]
+        if len(post) == 1 and sorted(int(t) for t in post[0].outputs) == sorted(outputs):
+            subgraph.outputs = [int(t) for t in post[0].outputs]
     return bytes(flatbuffer_utils.convert_object_to_bytearray(model))
 
 
