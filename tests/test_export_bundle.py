@@ -193,7 +193,7 @@ def test_a_compiled_model_that_is_not_one_tpu_subgraph_fails_and_keeps_the_worki
     from edge_trash.export.bundle import ExitCode, export_bundle, summary_line
 
     data_dir, exe, env, options, good = _export_with_fake_compiler(tmp_path, sample_build, fake_compiler, monkeypatch)
-    assert good.exit_code == ExitCode.OK
+    assert good.exit_code == ExitCode.OK, good.message
     bundle = Path(good.bundle_dir)
     before = {name: (bundle / name).read_bytes() for name in good.files}
     uncompiled = tmp_path / "uncompiled.tflite"  # what a compiler that mapped nothing writes: the model unchanged
@@ -228,6 +228,21 @@ def test_a_compiled_model_that_is_not_one_tpu_subgraph_fails_and_keeps_the_worki
         "next: model_int8_edgetpu.tflite holds no edgetpu-custom-op, so all of it runs on the CPU: the compiler "
         "mapped nothing (see its .log beside it), or this is not the compiler's output; compile the model it was "
         "made from, not this file")
+    # a compiler that says "succeeded" but leaves a cut-short file: exit 6 (was 1, naming a deleted staging
+    # folder, its log and compat.json lost), the diagnostics kept beside the working bundle
+    cut = tmp_path / "cut.tflite"
+    cut.write_bytes(uncompiled.read_bytes()[:5000])
+    monkeypatch.setenv("FAKE_EDGETPU_MODEL", str(cut))
+    damaged = export_bundle(options, loader=_loader(data_dir))
+    assert damaged.exit_code == ExitCode.COMPILE_FAILED == 6 and damaged.compile["status"] == "failed"
+    assert damaged.message.startswith(
+        f"edgetpu_compiler reported success on model_int8.tflite but wrote an unreadable model_int8_edgetpu.tflite "
+        f"({failed_dir}/model_int8_edgetpu.tflite: ")
+    assert ("): a disk that filled while it wrote, or a damaged compiler install; free space and run the export "
+            "again (the bundle in") in damaged.message and ".partial-" not in damaged.message
+    assert {name: (bundle / name).read_bytes() for name in good.files} == before
+    assert (failed_dir / "compat.json").is_file() and (failed_dir / "model_int8_edgetpu.log").is_file()
+    monkeypatch.setenv("FAKE_EDGETPU_MODEL", str(uncompiled))
     # a compile that fails: the command its message gives works on the diagnostics, never on the kept bundle
     logs = Path(__file__).resolve().parents[2] / "shared" / "edgetpu" / "compiler-logs"
     if logs.is_dir():

@@ -129,6 +129,7 @@ def compile_model(cpu_model_path: str, out_dir: str, compiler: Optional[str],
     """
     from edge_trash.export import compiler as driver
     from edge_trash.export.compat import inspect_tflite
+    from edge_trash.export.tflite_model import TfliteFormatError
 
     found = driver.find_compiler(compiler)
     if found is None:
@@ -159,7 +160,16 @@ def compile_model(cpu_model_path: str, out_dir: str, compiler: Optional[str],
                            f"{details}. Command: {command}")
         return info
     info["disagreements"] = list(driver.compare_with_prediction(inspect_tflite(cpu_model_path), result))
-    compiled = inspect_tflite(str(outcome.compiled_model))
+    try:
+        compiled = inspect_tflite(str(outcome.compiled_model))
+    except TfliteFormatError as exc:  # it said "succeeded" and wrote a file no interpreter could load
+        info["status"] = "failed"
+        info["message"] = (f"{os.path.basename(found)} reported success on {os.path.basename(cpu_model_path)} but "
+                           f"wrote an unreadable {os.path.basename(str(outcome.compiled_model))} "
+                           f"({str(exc).replace(out_dir, failed_dir or final_dir or out_dir)}): a disk "
+                           "that filled while it wrote, or a damaged compiler install; free space and run the export "
+                           "again")
+        return info
     # what the compiled file holds is what will run: a file without edgetpu-custom-op runs wholly on the CPU
     custom_ops = compiled.edgetpu_ops if compiled.compiled else 0
     on_cpu = [op.name for op in compiled.ops if not (compiled.compiled and op.on_edgetpu)]
