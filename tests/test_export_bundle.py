@@ -111,7 +111,9 @@ def test_export_with_fake_compiler_writes_a_verified_bundle(tmp_path, sample_bui
     assert manifest["calibration"]["images"] == 8
     assert manifest["files"]["model_int8.tflite"]["size"] == result.files["model_int8.tflite"]
     compat = json.loads((bundle / "compat.json").read_text())
-    assert compat["gate"]["ok"] is True
+    assert compat["gate"]["ok"] is True and compat["source"] == "model_int8.tflite"  # was "<bytes>"
+    assert compat["gate"]["summary"].startswith("model_int8.tflite: %d of %d ops on the Edge TPU"
+                                                % (result.compat["edgetpu_ops"], len(compat["ops"])))
     assert [op["name"] for op in compat["ops"] if not op["on_edgetpu"]] == \
         ["DEQUANTIZE", "DEQUANTIZE", "TFLite_Detection_PostProcess"]
     for name in names:

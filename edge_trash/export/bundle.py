@@ -394,7 +394,7 @@ def export_bundle(options: ExportOptions, log: Callable[[str], None] = lambda _:
         io = summarize_io(model_bytes)
 
         log("checking Edge TPU compatibility")
-        gate = edgetpu_gate.check(model_bytes)
+        gate = edgetpu_gate.check(model_bytes, name=CPU_MODEL)
         _write_json(os.path.join(staging, COMPAT), gate.report)
         if gate.ok and not gate.summary["fits_parameter_cache"]:
             warnings.append(parameter_memory_warning(gate.summary["parameter_bytes"], config))

@@ -104,11 +104,15 @@ def judge(report: Any) -> GateResult:
     return GateResult(ok=ok, message=message, report=data, summary=summary)
 
 
-def check(tflite_model: bytes) -> GateResult:
-    """Inspect a converted model and judge it (see :func:`judge`)."""
+def check(tflite_model: bytes, name: str = "") -> GateResult:
+    """Inspect a converted model and judge it (see :func:`judge`); ``name`` is the file the bytes go to (the
+    report's ``source`` and its summary line name it, not ``<bytes>``)."""
     from edge_trash.export.compat import inspect_tflite
 
-    return judge(inspect_tflite(tflite_model))
+    report = inspect_tflite(tflite_model)
+    if name:
+        report.source = name
+    return judge(report)
 
 
 def compile_model(cpu_model_path: str, out_dir: str, compiler: Optional[str],
