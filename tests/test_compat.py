@@ -740,3 +740,30 @@ def test_one_segment_of_a_pipelined_model_is_named_as_one(tmp_path):
     assert (f"{folder} holds 2 segments of one pipelined model (ssd_segment_0_of_2_edgetpu.tflite, "
             "ssd_segment_1_of_2_edgetpu.tflite), which run together, one Edge TPU each: name one to inspect it"
             ) in " ".join(result.output.split())
+
+
+def test_int16_activations_and_a_dynamic_batch_get_their_own_fix():
+    """16x8 quantization was told to "check TFLITE_BUILTINS_INT8" as for a float tensor; a Reshape of a model
+    with a dynamic batch (a SHAPE op) got the generic "change or replace SHAPE"."""
+    import tensorflow as tf
+
+    from edge_trash.export.compat import inspect_tflite
+    from edge_trash.export.edgetpu_gate import INT16_FIX, blocker
+
+    inputs = tf.keras.Input((16, 16, 3))  # batch not fixed
+    outputs = tf.keras.layers.Reshape((-1, 4))(tf.keras.layers.Conv2D(4, 3, padding="same")(inputs))
+    model = tf.keras.Model(inputs, outputs)
+
+    def convert(ops):
+        converter = tf.lite.TFLiteConverter.from_keras_model(model)
+        converter.optimizations = [tf.lite.Optimize.DEFAULT]
+        converter.representative_dataset = lambda: ([np.random.default_rng(k).uniform(0, 1, (1, 16, 16, 3))
+                                                     .astype(np.float32)] for k in range(4))
+        converter.target_spec.supported_ops = [ops]
+        return converter.convert()
+
+    op, _, fix = blocker(inspect_tflite(convert(tf.lite.OpsSet.TFLITE_BUILTINS_INT8)), float_input_ok=True)
+    assert op.name == "SHAPE" and fix.startswith("convert with a fixed batch of 1 (an Input with batch_size=1")
+    op, _, fix = blocker(inspect_tflite(convert(
+        tf.lite.OpsSet.EXPERIMENTAL_TFLITE_BUILTINS_ACTIVATIONS_INT16_WEIGHTS_INT8)), float_input_ok=True)
+    assert fix == INT16_FIX and "16x8" in fix

@@ -27,7 +27,12 @@ _FIXES: Dict[str, str] = {
     "CAST": "keep the graph int8 end to end; do not cast inside the model",
     "DIV": "multiply by a constant reciprocal instead of dividing",
     "QUANTIZE": "re-export with TensorFlow's full-integer quantization (per-tensor activations)",
+    # a Reshape([-1, 4]) of a model whose batch is not fixed reads the input's shape at run time
+    "SHAPE": "convert with a fixed batch of 1 (an Input with batch_size=1, or a concrete function of shape "
+             "[1, H, W, 3]): a dynamic batch makes Reshape compute its shape from the input at run time",
 }
+INT16_FIX = ("int16 activations (16x8 quantization) do not map: convert with plain int8 (supported_ops "
+             "TFLITE_BUILTINS_INT8, not EXPERIMENTAL_TFLITE_BUILTINS_ACTIVATIONS_INT16_WEIGHTS_INT8)")
 
 
 @dataclasses.dataclass
@@ -40,8 +45,12 @@ class GateResult:
     summary: Dict[str, Any]  # the short form for the manifest
 
 
-def fix_for(name: str, reason: str) -> str:
-    """How to change the model so op ``name``, on the CPU for ``reason``, maps to the Edge TPU."""
+def fix_for(name: str, reason: str, op: Any = None) -> str:
+    """How to change the model so op ``name``, on the CPU for ``reason``, maps to the Edge TPU (``op``, its
+    verdict, tells int16 activations from a float tensor)."""
+    tensors = [t for t in (list(op.inputs) + list(op.outputs) if op is not None else []) if t is not None]
+    if any(t.dtype == "int16" for t in tensors):
+        return INT16_FIX
     if "version" in reason.lower():
         return (f"the Edge TPU compiler 16 parses TFLite at TensorFlow 2.5 level; {name} must come out "
                 "at a lower op version: use plain full-int8 post-training quantization (no per-channel "
@@ -71,7 +80,7 @@ def blocker(report: Any, float_input_ok: bool = False) -> Optional[Tuple[Optiona
         if cause is None:
             return None, f"the Edge TPU compiler would fail: {report.compiler_error}", ""
         reason = cause.reason or str(report.compiler_error)
-        return cause, reason, fix_for(cause.name, reason)
+        return cause, reason, fix_for(cause.name, reason, cause)
     stray = next((op for op in cpu_ops if op.name not in ALLOWED_CPU_TAIL), None)
     if stray is None:
         return None
@@ -81,7 +90,7 @@ def blocker(report: Any, float_input_ok: bool = False) -> Optional[Tuple[Optiona
         return cut, (f"it comes before {stray.name} (op {stray.index}) in execution order, so the single cut "
                      "leaves the rest of the graph on the CPU"), \
             "dequantize only the final model outputs (defer_cpu_tail reorders them last)"
-    return stray, stray.reason, fix_for(stray.name, stray.reason)
+    return stray, stray.reason, fix_for(stray.name, stray.reason, stray)
 
 
 def judge(report: Any) -> GateResult:
