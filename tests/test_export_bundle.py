@@ -620,3 +620,23 @@ def test_parity_ap50_is_shown_as_percent_or_n_a():
     from edge_trash.export.export_cli import _percent
 
     assert (_percent(4.025), _percent(0.0), _percent(None)) == ("4.025%", "0.0%", "n/a")
+
+
+def test_work_folders_of_an_export_killed_outright_are_removed_by_the_next(tmp_path):
+    """kill -9 / a power cut left .OUT.partial-* (the whole staged bundle) and .old-bundle-* beside --out for
+    good; the next export removes those whose process is gone, never a live export's."""
+    import subprocess
+
+    from edge_trash.export.bundle import remove_orphaned_work
+
+    done = subprocess.Popen(["true"])
+    done.wait()
+    dead, alive = done.pid, os.getpid()
+    out = tmp_path / "bundle"
+    names = [f".bundle.partial-{dead}-x1", f".old-bundle-{dead}-x2", f".bundle.partial-{alive}-x3",
+             f".other.partial-{dead}-x4", ".bundle.partial-x5", "bundle.partial-1-x6"]
+    for name in names:
+        (tmp_path / name).mkdir()
+        (tmp_path / name / "model_int8.tflite").write_bytes(b"x")
+    assert sorted(remove_orphaned_work(str(out))) == sorted(str(tmp_path / n) for n in names[:2])
+    assert sorted(os.listdir(tmp_path)) == sorted(names[2:])  # a live one, another --out's, other names

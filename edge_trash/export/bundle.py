@@ -26,6 +26,7 @@ import dataclasses
 import enum
 import json
 import os
+import re
 import shutil
 import tempfile
 import time
@@ -270,12 +271,43 @@ def _replace_dir(staging: str, out: str) -> None:
     old = None
     with signals_held():  # a Ctrl-C or kill between the two renames would leave no bundle at out
         if os.path.exists(out):
-            old = tempfile.mkdtemp(prefix=".old-bundle-", dir=os.path.dirname(out))
+            old = tempfile.mkdtemp(prefix=f".old-bundle-{os.getpid()}-", dir=os.path.dirname(out))
             os.rmdir(old)
             os.replace(out, old)
         os.replace(staging, out)
     if old:
         shutil.rmtree(old, ignore_errors=True)
+
+
+def remove_orphaned_work(out: str) -> List[str]:
+    """Remove the work folders an export into ``out`` left when it was killed outright (``kill -9``, a power
+    cut, the OOM killer): ``.OUT.partial-PID-*`` and ``.old-bundle-PID-*`` beside ``out`` whose process is gone
+    (those of a live export, this one's or another's, are left). Returns the paths removed."""
+    parent = os.path.dirname(os.path.abspath(out))
+    ours = re.compile(r"^(?:\.%s\.partial|\.old-bundle)-(\d+)-[^/]+$" % re.escape(os.path.basename(out)))
+    removed = []
+    try:
+        names = os.listdir(parent)
+    except OSError:
+        return removed
+    for name in names:
+        match = ours.match(name) if name.startswith(".") else None
+        if match is None or _process_alive(int(match.group(1))):
+            continue
+        shutil.rmtree(os.path.join(parent, name), ignore_errors=True)
+        removed.append(os.path.join(parent, name))
+    return removed
+
+
+def _process_alive(pid: int) -> bool:
+    """Whether a process ``pid`` runs (one of another user's counts as alive)."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except (PermissionError, OverflowError, ValueError):
+        return True
+    return True
 
 
 FAILED_SUFFIX = ".failed"
@@ -355,7 +387,8 @@ def export_bundle(options: ExportOptions, log: Callable[[str], None] = lambda _:
     options.validate()
     out = os.path.abspath(options.out)
     os.makedirs(os.path.dirname(out), exist_ok=True)
-    staging = tempfile.mkdtemp(prefix=f".{os.path.basename(out)}.partial-", dir=os.path.dirname(out))
+    remove_orphaned_work(out)
+    staging = tempfile.mkdtemp(prefix=f".{os.path.basename(out)}.partial-{os.getpid()}-", dir=os.path.dirname(out))
     os.chmod(staging, 0o755)
     warnings: List[str] = []
     notes: List[str] = []
