@@ -170,7 +170,7 @@ def test_export_with_fake_compiler_writes_a_verified_bundle(tmp_path, sample_bui
 def test_the_parameter_memory_warning_names_the_remedies_the_model_has_left():
     """A 60-class TACO model on the default ssd head needs about 12.6 MiB of the Edge TPU's ~6 MiB: export
     passed it without a word, and every inference streamed half of it from host memory."""
-    from edge_trash.export.bundle import parameter_memory_warning
+    from edge_trash.export.compat import parameter_memory_warning
     from edge_trash.models.config import get_preset
 
     taco = get_preset("ssd_mobilenet_v2_320").replace(num_classes=60)

@@ -170,3 +170,20 @@ def test_damaged_or_foreign_weights_are_named_with_the_fix(tmp_path):
         assert str(err.value).endswith("): the file is damaged or cut short (a copy that did not finish, a disk "
                                        "that filled while training wrote it); copy the run folder again from where "
                                        "it trained")
+
+
+def test_the_default_preset_with_tacos_classes_is_too_big_for_the_edgetpu_and_ssdlite_is_not():
+    """The ssd head grows with every class: 60 classes on the default preset need about twice the Edge TPU's
+    on-chip memory (the export measured 12.59 MiB), and training says so before it starts."""
+    from edge_trash.export.compat import PARAMETER_CACHE_BYTES
+    from edge_trash.models.ssd import build_ssd
+    from edge_trash.train.trainer import edgetpu_size_note
+
+    default = get_preset("ssd_mobilenet_v2_320").replace(num_classes=60)
+    lite = get_preset("ssdlite_mobilenet_v2_320").replace(num_classes=60)
+    weights = build_ssd(default).count_params()
+    assert 2 * PARAMETER_CACHE_BYTES < weights < 2.5 * PARAMETER_CACHE_BYTES
+    assert edgetpu_size_note(weights, default).startswith(
+        "for the Edge TPU, this model is big: the Edge TPU parameters, 13.")
+    assert "train with --config ssdlite_mobilenet_v2_320" in edgetpu_size_note(weights, default)
+    assert edgetpu_size_note(build_ssd(lite).count_params(), lite) == ""

@@ -74,17 +74,24 @@ def toy_configs(steps: int, **train_changes):
 
 
 @pytest.mark.slow
-def test_overfit_reaches_ap50(tmp_path, capsys):
+def test_overfit_reaches_ap50(tmp_path, capsys, monkeypatch):
     """Anchors, targets, loss and decoding agree: 4 images are learned to AP50 >= 0.9."""
+    from edge_trash.export import compat
     from edge_trash.models.run_dir import load_run
     from edge_trash.train.trainer import TrainOptions, train
 
     data = write_toy_data(tmp_path / "data")
     model, cfg = toy_configs(steps=70, eval_every=70)
+    monkeypatch.setattr(compat, "PARAMETER_CACHE_BYTES", 100_000)  # as if this model were too big for the TPU
     result = train(TrainOptions(data_dir=data, out_dir=tmp_path / "run", model=model, train=cfg))
     assert result.best_metrics["AP50"] >= 0.9, result.best_metrics
+    # said before training, not first at the export hours later
+    assert [n[:40] for n in result.notes] == ["for the Edge TPU, this model is big: the"]
+    said = capsys.readouterr()
+    err = said.err
+    assert "note: for the Edge TPU, this model is big: the Edge TPU parameters, " in said.out
     # the bar's last draw shows the best AP of the evaluation at the last step (it showed ap=0.000, from before it)
-    last_draw = capsys.readouterr().err.rstrip().split("\r")[-1]
+    last_draw = err.rstrip().split("\r")[-1]
     assert last_draw.startswith("train: 100%") and last_draw.endswith(f"ap={result.best_metrics['AP']:.3f}]"), last_draw
     metrics = json.loads((tmp_path / "run" / "metrics.json").read_text())
     assert metrics["finished"] and metrics["best"]["AP50"] == result.best_metrics["AP50"]

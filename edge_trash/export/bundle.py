@@ -35,6 +35,7 @@ from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 from edge_trash.edge_runtime.files import write_atomically
 
 from edge_trash.export import calibration as calibration_lib
+from edge_trash.export import compat as compat_lib
 from edge_trash.export import operator_config
 from edge_trash.export.parity import DEFAULT_MAX_AP_DROP, LATENCY_RUNS
 from edge_trash.export import run_checks
@@ -430,7 +431,7 @@ def export_bundle(options: ExportOptions, log: Callable[[str], None] = lambda _:
         gate = edgetpu_gate.check(model_bytes, name=CPU_MODEL)
         _write_json(os.path.join(staging, COMPAT), gate.report)
         if gate.ok and not gate.summary["fits_parameter_cache"]:
-            warnings.append(parameter_memory_warning(gate.summary["parameter_bytes"], config))
+            warnings.append(compat_lib.parameter_memory_warning(gate.summary["parameter_bytes"], config))
 
         def finish(code: ExitCode, message: str, manifest_fields: Optional[Dict[str, Any]] = None,
                    parity_report: Optional[Dict[str, Any]] = None,
@@ -523,7 +524,7 @@ def export_bundle(options: ExportOptions, log: Callable[[str], None] = lambda _:
                 warnings.append(compile_info["message"] + " (shipped: --allow-cpu-ops)")
             streamed = compile_info.get("off_chip_streaming_bytes") or 0
             if compile_info["status"] != "failed" and streamed > 0:
-                warnings.append(parameter_memory_warning(streamed, config, compiler_said=True))
+                warnings.append(compat_lib.parameter_memory_warning(streamed, config, compiler_said=True))
             if compile_info.get("disagreements"):
                 warnings.append("the compiler's op split differs from the prediction: "
                                 + "; ".join(compile_info["disagreements"]))
@@ -558,23 +559,6 @@ def export_bundle(options: ExportOptions, log: Callable[[str], None] = lambda _:
     finally:
         if os.path.exists(staging):
             shutil.rmtree(staging, ignore_errors=True)
-
-
-def parameter_memory_warning(n_bytes: int, config: Any, compiler_said: bool = False) -> str:
-    """What to say when the Edge TPU parameters may not fit its on-chip memory (``n_bytes`` of them predicted),
-    or the compiler said ``n_bytes`` stream from host memory: the model still runs on the TPU, slower; the class
-    head grows with every class (about 0.13 MiB each with the ssd head at 320 px)."""
-    from edge_trash.export.compat import PARAMETER_CACHE_BYTES, _human_bytes
-
-    said = (f"the compiler streams {_human_bytes(n_bytes)} of the Edge TPU parameters from host memory" if compiler_said
-            else f"the Edge TPU parameters, {_human_bytes(n_bytes)}, may not fit its on-chip memory (about "
-                 f"{_human_bytes(PARAMETER_CACHE_BYTES)}): what does not fit streams from host memory")
-    head = getattr(config, "head", "")
-    ways = ([] if head == "ssdlite" else ["train with --config ssdlite_mobilenet_v2_320 (its depthwise heads hold "
-                                          "a fraction of the ssd head's parameters)"])
-    ways += [f"fewer classes ({plural(int(config.num_classes), 'class')} now: build-tfrecords --class-map or "
-             "--supercategories)", "a smaller model.width_multiplier"]
-    return f"{said} at every inference, slower than a model that fits; to fit: " + ", or ".join(ways)
 
 
 def summary_line(result: ExportResult) -> str:

@@ -296,6 +296,23 @@ def parameters_text(report: CompatReport) -> str:
             "streams from host memory every inference, which is slow)")
 
 
+def parameter_memory_warning(n_bytes: int, config: Any, compiler_said: bool = False) -> str:
+    """What to say when the Edge TPU parameters may not fit its on-chip memory (``n_bytes`` of them predicted),
+    or the compiler said ``n_bytes`` stream from host memory: the model still runs on the TPU, slower; the class
+    head grows with every class (about 0.13 MiB each with the ssd head at 320 px)."""
+    from edge_trash.terminal import plural
+
+    said = (f"the compiler streams {_human_bytes(n_bytes)} of the Edge TPU parameters from host memory" if compiler_said
+            else f"the Edge TPU parameters, {_human_bytes(n_bytes)}, may not fit its on-chip memory (about "
+                 f"{_human_bytes(PARAMETER_CACHE_BYTES)}): what does not fit streams from host memory")
+    head = getattr(config, "head", "")
+    ways = ([] if head == "ssdlite" else ["train with --config ssdlite_mobilenet_v2_320 (its depthwise heads hold "
+                                          "a fraction of the ssd head's parameters)"])
+    ways += [f"fewer classes ({plural(int(config.num_classes), 'class')} now: build-tfrecords --class-map or "
+             "--supercategories)", "a smaller model.width_multiplier"]
+    return f"{said} at every inference, slower than a model that fits; to fit: " + ", or ".join(ways)
+
+
 def format_table(report: CompatReport) -> str:
     """A readable op table: index, op, version, where it runs, why, then each op's tensors."""
     lines = [f"{'#':>4}  {'op':<30} {'ver':>3}  {'runs on':<8} reason"]

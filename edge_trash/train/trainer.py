@@ -357,6 +357,17 @@ def apply_replica_gradients(optimizer, grads, variables, mixed_precision: bool) 
     optimizer.apply_gradients(zip(grads, variables))
 
 
+def edgetpu_size_note(weights: int, model_cfg: Any) -> str:
+    """What to say before training a model whose ``weights`` (int8 on the Edge TPU: about one byte each, a
+    little over what the export measures) will not fit the Edge TPU's on-chip memory; "" when they fit."""
+    from edge_trash.export.compat import PARAMETER_CACHE_BYTES, parameter_memory_warning
+
+    if weights <= PARAMETER_CACHE_BYTES:
+        return ""
+    return (f"for the Edge TPU, this model is big: {parameter_memory_warning(weights, model_cfg)} (estimated from "
+            f"its {weights:,} weights; the export measures it)")
+
+
 def train(options: TrainOptions) -> TrainResult:
     """Run (or resume) training; see the module docstring. Returns a ``TrainResult``."""
     import tensorflow as tf
@@ -415,6 +426,9 @@ def train(options: TrainOptions) -> TrainResult:
         if train_cfg.mixed_precision:
             keras.mixed_precision.set_global_policy("float32")
 
+    too_big = edgetpu_size_note(model.count_params(), model_cfg)
+    if too_big:  # said before hours of training, not first at the export
+        notes.append(too_big)
     checkpoint = tf.train.Checkpoint(model=model, optimizer=optimizer, best_ap=best_ap,
                                      best_step=best_step, evals_without_gain=evals_without_gain)
     manager = tf.train.CheckpointManager(checkpoint, str(work / rd.CHECKPOINTS),
