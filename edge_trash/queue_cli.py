@@ -21,8 +21,9 @@ def export(queue_dir: str, out: str, images_out: str) -> None:
     """Write QUEUE_DIR's frames as COCO, least confident first, detections as pre-annotations.
 
     Entries caught half-copied are skipped and listed. Exit status: 0 written (or an empty queue), 1 a
-    damaged queue, nothing exportable in it, or --images-out holding other pictures under its names,
-    2 QUEUE_DIR is no queue or an output lies inside it.
+    damaged queue, nothing exportable in it, --images-out holding other pictures under its names or OUT
+    other annotations (a file corrected since: never replaced), 2 QUEUE_DIR is no queue or an output lies
+    inside it.
     """
     from edge_trash.edge_runtime.hard_examples import LABELS_FILE
     from edge_trash.edge_runtime.queue_export import QueueError, export_queue_as_coco
@@ -52,8 +53,9 @@ def export(queue_dir: str, out: str, images_out: str) -> None:
     if skipped:
         click.echo(f"queue export: skipped {plural(len(skipped), 'entry', 'entries')} that cannot be exported:"
                    + "".join(f"\n  {path}: {reason}" for path, reason in skipped[:5])
-                   + (f"\n  ... and {len(skipped) - 5} more (listed under info.skipped in {out})"
-                      if len(skipped) > 5 and summary["images"] else ""), err=True)
+                   + (f"\n  ... and {len(skipped) - 5} more"
+                      + (f" (listed under info.skipped in {out})" if summary["images"] else "")
+                      if len(skipped) > 5 else ""), err=True)
     if not summary["images"]:
         if skipped:
             raise click.ClickException(f"nothing exported: not one entry of {queue_dir} could be read (above); copy "

@@ -167,6 +167,24 @@ def test_export_with_fake_compiler_writes_a_verified_bundle(tmp_path, sample_bui
         "--supercategories), or a smaller model.width_multiplier" % len(names)]
 
 
+@pytest.mark.slow
+def test_the_predicted_memory_warning_gives_way_to_the_compilers_count(tmp_path, sample_build, fake_compiler,
+                                                                     monkeypatch):
+    """A prediction just over the on-chip memory stayed beside a compiler that streamed nothing."""
+    from edge_trash.export import compat
+    from edge_trash.export.bundle import ExitCode, export_bundle
+
+    monkeypatch.setattr(compat.CompatReport, "fits_parameter_cache", property(lambda self: False))
+    data_dir, exe, env, options, result = _export_with_fake_compiler(tmp_path, sample_build, fake_compiler,
+                                                                     monkeypatch)
+    assert result.exit_code == ExitCode.OK and result.compile["off_chip_streaming_bytes"] == 0
+    assert not [w for w in result.warnings if "host memory" in w]
+    cpu_only = export_bundle(_options(tmp_path, data_dir, out=str(tmp_path / "cpu")), loader=_loader(data_dir))
+    said = [w for w in cpu_only.warnings if "host memory" in w]  # no compiler: the prediction is all there is
+    assert len(said) == 1 and said[0].startswith("the Edge TPU parameters, ")
+    assert " may not fit its on-chip memory (about 6.08 MiB): what does not fit streams " in said[0]
+
+
 def test_the_parameter_memory_warning_names_the_remedies_the_model_has_left():
     """A 60-class TACO model on the default ssd head needs about 12.6 MiB of the Edge TPU's ~6 MiB: export
     passed it without a word, and every inference streamed half of it from host memory."""
@@ -623,9 +641,11 @@ def test_parity_ap50_is_shown_as_percent_or_n_a():
 
 
 def test_work_folders_of_an_export_killed_outright_are_removed_by_the_next(tmp_path):
-    """kill -9 / a power cut left .OUT.partial-* (the whole staged bundle) and .old-bundle-* beside --out for
-    good; the next export removes those whose process is gone, never a live export's."""
+    """kill -9 / a power cut left .OUT.partial-* (the whole staged bundle) and .OUT.old-bundle-* beside --out for
+    good; the next export removes those whose process is gone and that are over an hour old, never a live
+    export's, and puts back a previous bundle that a kill between the two renames left with no --out."""
     import subprocess
+    import time
 
     from edge_trash.export.bundle import remove_orphaned_work
 
@@ -633,10 +653,22 @@ def test_work_folders_of_an_export_killed_outright_are_removed_by_the_next(tmp_p
     done.wait()
     dead, alive = done.pid, os.getpid()
     out = tmp_path / "bundle"
-    names = [f".bundle.partial-{dead}-x1", f".old-bundle-{dead}-x2", f".bundle.partial-{alive}-x3",
-             f".other.partial-{dead}-x4", ".bundle.partial-x5", "bundle.partial-1-x6"]
+    out.mkdir()
+    names = [f".bundle.partial-{dead}-x1", f".bundle.old-bundle-{dead}-x2", f".bundle.partial-{alive}-x3",
+             f".other.partial-{dead}-x4", ".bundle.partial-x5", "bundle.partial-1-x6", f".old-bundle-{dead}-x7"]
     for name in names:
         (tmp_path / name).mkdir()
         (tmp_path / name / "model_int8.tflite").write_bytes(b"x")
-    assert sorted(remove_orphaned_work(str(out))) == sorted(str(tmp_path / n) for n in names[:2])
-    assert sorted(os.listdir(tmp_path)) == sorted(names[2:])  # a live one, another --out's, other names
+    later = time.time() + 600  # young: perhaps a live export on another host sharing the folder
+    assert remove_orphaned_work(str(out), now=later) == ([], None)
+    assert remove_orphaned_work(str(out), now=later + 3600) == (
+        [str(tmp_path / n) for n in sorted(names[:2])], None)
+    assert sorted(os.listdir(tmp_path)) == sorted(names[2:] + ["bundle"])  # a live one, another --out's, others
+    # killed between moving the old bundle aside and the new one in: the old one goes back, the new one stays
+    (tmp_path / f".bundle.old-bundle-{dead}-y").mkdir()
+    (tmp_path / f".bundle.old-bundle-{dead}-y" / "sort.yaml").write_text("edited by the operator")
+    (tmp_path / f".bundle.partial-{dead}-y").mkdir()
+    shutil.rmtree(str(out))
+    assert remove_orphaned_work(str(out), now=later) == ([], str(tmp_path / f".bundle.old-bundle-{dead}-y"))
+    assert (out / "sort.yaml").read_text() == "edited by the operator"
+    assert (tmp_path / f".bundle.partial-{dead}-y").is_dir()

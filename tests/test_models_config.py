@@ -140,6 +140,8 @@ def test_a_run_whose_labels_and_config_disagree_counts_its_classes_in_words(tmp_
     with pytest.raises(RunDirError) as err:
         load_run(tmp_path)
     assert str(err.value) == f"{tmp_path}/labels.txt: {said} but config.json says num_classes=2"
+
+
 def test_damaged_or_foreign_weights_are_named_with_the_fix(tmp_path):
     """h5py's error named no file ("Unable to synchronously open file (truncated file: eof = 50000 ...)")."""
     from edge_trash.models.config import get_preset

@@ -19,6 +19,7 @@ import importlib.util
 import json
 import logging
 import os
+import re
 import threading
 import time
 from typing import Optional, Sequence, Tuple
@@ -30,6 +31,7 @@ from edge_trash.edge_runtime.files import write_atomically
 from edge_trash.edge_runtime.sources import ppm_bytes
 
 LABELS_FILE = "labels.json"
+_EXAMPLE_STEM = re.compile(r"^\d{12}(-\d+)?$")  # the names this queue gives its examples
 IMAGE_EXTENSIONS = (".jpg", ".ppm")  # what this queue writes
 FAILURE_LOG_INTERVAL_S = 60.0  # at most one warning a minute while saves keep failing
 LOG = logging.getLogger(__name__)
@@ -86,7 +88,9 @@ class HardExampleQueue:
 
     def _rescan(self) -> None:
         """Rebuild the bookkeeping from the folder: one entry per sidecar (with the bytes of every file
-        of its stem), oldest first by the sidecar's modification time; files already gone are not counted."""
+        of its stem), oldest first by the sidecar's modification time; files already gone are not counted.
+        An image whose sidecar is gone (a power cut as the quota removed the two) is an entry too, the oldest:
+        the quota counts it and removes it first."""
         try:
             names = os.listdir(self.directory)
         except FileNotFoundError:
@@ -103,6 +107,10 @@ class HardExampleQueue:
             sizes[_stem(name)] += st.st_size
             if name.endswith(".json"):
                 ages[_stem(name)] = st.st_mtime
+        for name in names:  # an image of ours without its sidecar: nothing names it, so it goes first
+            stem = _stem(name)
+            if stem not in ages and name.endswith(IMAGE_EXTENSIONS) and _EXAMPLE_STEM.match(stem):
+                ages[stem] = -1.0
         order = sorted(ages, key=lambda stem: (ages[stem], stem))
         self._entries = collections.OrderedDict((stem, sizes[stem]) for stem in order)
         self._bytes = sum(self._entries.values())

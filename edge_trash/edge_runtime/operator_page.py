@@ -10,7 +10,8 @@ Routes (all GET; nothing here changes the policy or drives an actuator):
   items per minute
 - ``/api/queue?limit=N``: the hard-example queue, least confident first (the first N, and the ``total``);
   ``/api/queue/image/<file>`` an image;
-  ``/api/queue.coco.json`` the queue as COCO (what ``edge-trash queue export`` writes)
+  ``/api/queue.coco.json`` the queue's annotations as COCO, naming the queue's own image files (``edge-trash
+  queue export`` writes the same, with the images as JPEGs beside it)
 
 When a token is configured every request must carry it (``?token=``, header ``X-Edge-Trash-Token`` or
 ``Authorization: Bearer``). The service refuses to bind to a non-loopback address without one.

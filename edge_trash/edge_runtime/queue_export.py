@@ -22,7 +22,7 @@ from typing import Callable, Dict, Iterable, List, Optional, Tuple
 
 from edge_trash.edge_runtime.files import is_temporary, write_atomically
 from edge_trash.edge_runtime.hard_examples import IMAGE_EXTENSIONS, LABELS_FILE
-from edge_trash.edge_runtime.sources import read_image
+from edge_trash.edge_runtime.sources import FrameReadError, read_image
 
 # the names the device gives an example's files (``000000000042.jpg``, ``000000000042-1.json``); ".npy" for
 # frames a user saved by hand
@@ -97,9 +97,15 @@ def _check_record(queue_dir: str, record: object, labels: List[str]) -> Optional
     if not os.path.isfile(image):
         return ("names image %s, which is not in the queue (evicted by the quota, or not copied yet: copy the "
                 "queue again once the device is stopped)" % name)
-    if name.lower().endswith((".jpg", ".jpeg")) and jpeg_cut_short(image):
-        return ("its image %s is cut short (no JPEG end marker: copied while the device wrote it?); copy it again"
-                % name)
+    if name.lower().endswith((".jpg", ".jpeg")):
+        if jpeg_cut_short(image):
+            return ("its image %s is cut short (no JPEG end marker: copied while the device wrote it?); copy it "
+                    "again" % name)
+    else:  # PPM (a device without Pillow) or NPY: read whole, as the export converts it
+        try:
+            read_image(image)
+        except FrameReadError as exc:
+            return "its image cannot be read (%s): copied while the device wrote it? copy it again" % exc
     return None
 
 
@@ -168,9 +174,10 @@ def build_queue_coco(queue_dir: str, names_in_queue: bool = False) -> Tuple[Dict
             if w <= 0 or h <= 0:
                 continue
             label, class_id = det.get("label"), det.get("class_id")
+            known_id = isinstance(class_id, int) and not isinstance(class_id, bool) and 0 <= class_id < len(labels)
             if not (isinstance(label, str) and label):
                 label = labels[class_id]
-            elif not (isinstance(class_id, int) and 0 <= class_id < len(labels) and labels[class_id] == label):
+            elif known_id and labels[class_id] != label:
                 relabeled += 1  # saved by a model whose classes were in another order
             if label not in names:
                 names.append(label)
@@ -207,7 +214,7 @@ def export_queue_as_coco(queue_dir: str, out_json: str, images_out: str,
     name an earlier model gave them). ``wrap(iterable, total)`` may wrap the images as they are written (a
     progress bar). An empty queue writes nothing (``images`` 0). Raises
     :class:`QueueError` before writing anything when ``images_out`` holds another picture under one of the
-    names (another queue's export)."""
+    names (another queue's export), or ``out_json`` exists with other annotations (corrected since)."""
     coco, files = build_queue_coco(queue_dir)
     skipped = [(item["path"], item["reason"]) for item in coco["info"]["skipped"]]
     summary = {"images": len(coco["images"]), "annotations": len(coco["annotations"]), "out": out_json,
@@ -222,7 +229,7 @@ def export_queue_as_coco(queue_dir: str, out_json: str, images_out: str,
             try:
                 with open(dst, "rb") as f:
                     same = f.read() == _image_bytes(src)
-            except OSError:
+            except (OSError, FrameReadError):
                 same = False
             if not same:
                 clashes.append(file_name)
@@ -231,6 +238,12 @@ def export_queue_as_coco(queue_dir: str, out_json: str, images_out: str,
                          "queue's export (the device numbers its frames from 0 again after a fresh event log, and "
                          "every device does), or another dataset's images; give this export its own --images-out "
                          "(the default is --out's name + _images)" % (images_out, len(clashes), clashes[0]))
+    text = json.dumps(coco, indent=1).encode("utf-8")
+    if os.path.exists(out_json):  # a relabel file corrected by hand must not be replaced by the device's guesses
+        with open(out_json, "rb") as f:
+            if f.read() != text:
+                raise QueueError("%s exists and holds other annotations (corrected ones?): give this export another "
+                                 "--out, or move that file away first" % out_json)
     if not os.path.isdir(images_out):
         os.makedirs(images_out)
     for src, file_name in (wrap(files, len(files)) if wrap is not None else files):
@@ -238,5 +251,5 @@ def export_queue_as_coco(queue_dir: str, out_json: str, images_out: str,
     directory = os.path.dirname(os.path.abspath(out_json))
     if not os.path.isdir(directory):
         os.makedirs(directory)
-    write_atomically(out_json, json.dumps(coco, indent=1).encode("utf-8"))
+    write_atomically(out_json, text)
     return summary

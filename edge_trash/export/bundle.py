@@ -272,7 +272,8 @@ def _replace_dir(staging: str, out: str) -> None:
     old = None
     with signals_held():  # a Ctrl-C or kill between the two renames would leave no bundle at out
         if os.path.exists(out):
-            old = tempfile.mkdtemp(prefix=f".old-bundle-{os.getpid()}-", dir=os.path.dirname(out))
+            old = tempfile.mkdtemp(prefix=f".{os.path.basename(out)}.old-bundle-{os.getpid()}-",
+                                   dir=os.path.dirname(out))
             os.rmdir(old)
             os.replace(out, old)
         os.replace(staging, out)
@@ -280,24 +281,41 @@ def _replace_dir(staging: str, out: str) -> None:
         shutil.rmtree(old, ignore_errors=True)
 
 
-def remove_orphaned_work(out: str) -> List[str]:
-    """Remove the work folders an export into ``out`` left when it was killed outright (``kill -9``, a power
-    cut, the OOM killer): ``.OUT.partial-PID-*`` and ``.old-bundle-PID-*`` beside ``out`` whose process is gone
-    (those of a live export, this one's or another's, are left). Returns the paths removed."""
+ORPHAN_MIN_AGE_S = 3600.0  # younger work folders are left: a live export on another host sharing the folder
+
+
+def remove_orphaned_work(out: str, now: Optional[float] = None) -> Tuple[List[str], Optional[str]]:
+    """Tidy what an export into ``out`` left when it was killed outright (``kill -9``, a power cut, the OOM
+    killer): ``(removed, restored)``. Killed between its two renames, it left no ``out`` but the previous
+    bundle as ``.OUT.old-bundle-PID-*``: that is renamed back to ``out`` (``restored``). Then the
+    ``.OUT.partial-PID-*`` and ``.OUT.old-bundle-PID-*`` beside ``out`` whose process is gone from this machine
+    and that are over an hour old are removed (a live export's, here or on another host, are left)."""
     parent = os.path.dirname(os.path.abspath(out))
-    ours = re.compile(r"^(?:\.%s\.partial|\.old-bundle)-(\d+)-[^/]+$" % re.escape(os.path.basename(out)))
-    removed = []
+    ours = re.compile(r"^\.%s\.(partial|old-bundle)-(\d+)-[^/]+$" % re.escape(os.path.basename(out)))
     try:
-        names = os.listdir(parent)
+        names = sorted(os.listdir(parent))
     except OSError:
-        return removed
+        return [], None
+    orphans = []  # (kind, path, mtime)
     for name in names:
-        match = ours.match(name) if name.startswith(".") else None
-        if match is None or _process_alive(int(match.group(1))):
+        match = ours.match(name)
+        path = os.path.join(parent, name)
+        if match is None or _process_alive(int(match.group(2))) or os.path.islink(path) or not os.path.isdir(path):
             continue
-        shutil.rmtree(os.path.join(parent, name), ignore_errors=True)
-        removed.append(os.path.join(parent, name))
-    return removed
+        orphans.append((match.group(1), path, os.path.getmtime(path)))
+    restored = None
+    old = [(mtime, path) for kind, path, mtime in orphans if kind == "old-bundle"]
+    if old and not os.path.lexists(out):
+        restored = max(old)[1]
+        os.replace(restored, out)
+    now = time.time() if now is None else now
+    removed = []
+    for _, path, mtime in orphans:
+        if path != restored and now - mtime > ORPHAN_MIN_AGE_S:
+            shutil.rmtree(path, ignore_errors=True)
+            if not os.path.lexists(path):
+                removed.append(path)
+    return removed, restored
 
 
 def _process_alive(pid: int) -> bool:
@@ -388,11 +406,14 @@ def export_bundle(options: ExportOptions, log: Callable[[str], None] = lambda _:
     options.validate()
     out = os.path.abspath(options.out)
     os.makedirs(os.path.dirname(out), exist_ok=True)
-    remove_orphaned_work(out)
+    _, restored = remove_orphaned_work(out)
     staging = tempfile.mkdtemp(prefix=f".{os.path.basename(out)}.partial-{os.getpid()}-", dir=os.path.dirname(out))
     os.chmod(staging, 0o755)
     warnings: List[str] = []
     notes: List[str] = []
+    if restored:
+        notes.append(f"an export killed while it replaced {out} had left no bundle there: the previous one, kept "
+                     f"as {os.path.basename(restored)}, is back in place")
     training = run_checks.training_state(options.model)
     unfinished = run_checks.unfinished_run_warning(training, options.model, options.data)
     if unfinished:
@@ -430,8 +451,10 @@ def export_bundle(options: ExportOptions, log: Callable[[str], None] = lambda _:
         log("checking Edge TPU compatibility")
         gate = edgetpu_gate.check(model_bytes, name=CPU_MODEL)
         _write_json(os.path.join(staging, COMPAT), gate.report)
+        predicted_memory = ""
         if gate.ok and not gate.summary["fits_parameter_cache"]:
-            warnings.append(compat_lib.parameter_memory_warning(gate.summary["parameter_bytes"], config))
+            predicted_memory = compat_lib.parameter_memory_warning(gate.summary["parameter_bytes"], config)
+            warnings.append(predicted_memory)
 
         def finish(code: ExitCode, message: str, manifest_fields: Optional[Dict[str, Any]] = None,
                    parity_report: Optional[Dict[str, Any]] = None,
@@ -522,9 +545,12 @@ def export_bundle(options: ExportOptions, log: Callable[[str], None] = lambda _:
                               "anyway", parity_report=parity_report, compile_info=compile_info)
             elif compile_info["status"] == "incompatible":
                 warnings.append(compile_info["message"] + " (shipped: --allow-cpu-ops)")
-            streamed = compile_info.get("off_chip_streaming_bytes") or 0
-            if compile_info["status"] != "failed" and streamed > 0:
-                warnings.append(compat_lib.parameter_memory_warning(streamed, config, compiler_said=True))
+            streamed = compile_info.get("off_chip_streaming_bytes")
+            if compile_info["status"] in ("ok", "incompatible") and streamed is not None:
+                if predicted_memory in warnings:  # the compiler's own count is the word on it
+                    warnings.remove(predicted_memory)
+                if streamed > 0:
+                    warnings.append(compat_lib.parameter_memory_warning(streamed, config, compiler_said=True))
             if compile_info.get("disagreements"):
                 warnings.append("the compiler's op split differs from the prediction: "
                                 + "; ".join(compile_info["disagreements"]))

@@ -316,12 +316,17 @@ def summarize(report: Dict[str, Any], out: Path, seconds: float) -> str:
                       if report.get("other_class_from_source") else ""))
     for key, label in (("classes_folded_into_other", folded_into),
                        ("classes_dropped_rare", "dropped as rare"), ("classes_unused", "without boxes (left out)"),
-                       ("class_map_unknown_sources", "named by the class map but absent"),
-                       ("categories_kept_as_target", "not in the class map but named as one of its targets (kept as "
-                                                     "that class: a relabeled queue export?)")):
+                       ("class_map_unknown_sources", "named by the class map but absent")):
         if report.get(key):  # quoted: a class named 'none' must not read as "no class"
             lines.append(f"classes {label}: {examples([repr(n) for n in report[key]], 12)}"
                          + (f" (all in {key} in report.json)" if len(report[key]) > 12 else ""))
+    if report.get("categories_kept_as_target"):  # once dropped: a relabeled queue export's boxes all went
+        kept = report["categories_kept_as_target"]
+        lines.append(f"warning: {counted(len(kept), 'category', 'categories')} the class map does not name "
+                     f"{'bears' if len(kept) == 1 else 'bear'} the name of one of its targets and "
+                     f"{'is' if len(kept) == 1 else 'are'} kept as that class (a relabeled queue export?): "
+                     f"{examples([repr(n) for n in kept], 12)}; map {'it' if len(kept) == 1 else 'them'} to an empty "
+                     "target to drop")
     if report.get("classes_not_in_train") and report["images_written"]:  # with none, the error says why
         lines.append(_not_in_train_warning(report))
     if report.get("classes_not_in_val"):
@@ -397,10 +402,12 @@ def summarize(report: Dict[str, Any], out: Path, seconds: float) -> str:
         lines.append(f"warning: {iscrowd_message(report['iscrowd_not_understood'])}")
     if report.get("ignored_as_crowd"):
         lines.append(f"note: {ignored_message(report['ignored_as_crowd'])}")
-    if report.get("device_pre_annotations"):
+    unreviewed = sum((report.get("device_pre_annotations") or {}).values())
+    if unreviewed:
         lines.append(f"warning: {pre_annotation_message(report['device_pre_annotations'])}")
-    elif report.get("annotations_with_score"):  # a queue export's boxes carry a score too: one warning is enough
-        lines.append(f"warning: {score_message(report['annotations_with_score'])}")
+    scored = report.get("annotations_with_score")
+    if scored and scored["count"] > unreviewed:  # more than a queue export's boxes, which carry a score too
+        lines.append(f"warning: {score_message(scored)}")
     for title, key in (("skipped images", "images_skipped"), ("dropped boxes", "boxes_dropped")):
         if report[key]:
             where = "" if report.get("earlier_build_kept") else f"in {key} in report.json"  # none written
