@@ -343,6 +343,12 @@ def test_a_relabeled_export_builds_with_the_original_class_map_and_unreviewed_bo
     result = CliRunner().invoke(cli, args + ["--out", str(tmp_path / "strict"), "--strict"])
     assert result.exit_code == 4
     assert "--strict: 4 boxes are still the device's detections, not reviewed (above)" in result.output
+    from edge_trash.tfrecords.analyze import analyze  # says so too, once, not also as "carry a 'score'"
+
+    kinds = {f["kind"]: f for f in analyze(tmp_path / "relabel.json", None, out=tmp_path / "analysis",
+                                           plots=False)["flags"]}
+    assert kinds["device_pre_annotations"]["count"] == 4 and "annotations_with_score" not in kinds
+    assert kinds["device_pre_annotations"]["message"] == warning[len("warning: "):]
     # reviewed in a labelling tool: its export has no mark, and --strict passes
     coco = json.loads((tmp_path / "relabel.json").read_text())
     for ann in coco["annotations"]:

@@ -35,7 +35,8 @@ from edge_trash.tfrecords.class_map import (categories_sharing_a_name, names_rea
                                             similar_names, similar_names_warning)
 from edge_trash.tfrecords.analyze_report import draw_plots, held_out, render_report, stale_plots
 from edge_trash.tfrecords.build import (BIG_DATASET_IMAGES, counted as _n, examples as _examples, ignored_message,
-                                        iscrowd_message, score_message, score_summary, sizes_of_found)
+                                        iscrowd_message, pre_annotation_message, score_message, score_summary,
+                                        sizes_of_found)
 from edge_trash.tfrecords.coco import CocoDataset, Rejected, load_coco_files
 from edge_trash.tfrecords.image_paths import SourceImages, other_photos_of_one_name, source_images
 from edge_trash.tfrecords.images import DEFAULT_MAX_PIXELS, bomb_reason, pillow_pixel_limit
@@ -294,6 +295,7 @@ def annotation_problems(dataset: CocoDataset) -> Dict[str, Any]:
         "iscrowd_not_understood": dataset.iscrowd_not_understood,
         "ignored_as_crowd": dataset.ignored_as_crowd,
         "annotations_with_score": score_summary(dataset.scores),
+        "device_pre_annotations": dataset.pre_annotations,  # a queue export's boxes, not reviewed yet
         "rejected_boxes": _rejected_rows(dataset.rejected_boxes),
     }
 
@@ -807,8 +809,11 @@ def find_flags(where: str, stats: Dict[str, Any], th: Thresholds,
             add("iscrowd_not_understood", list(odd), iscrowd_message(odd))
         if problems.get("ignored_as_crowd"):
             add("ignored_as_crowd", list(problems["ignored_as_crowd"]), ignored_message(problems["ignored_as_crowd"]))
+        unreviewed = problems.get("device_pre_annotations") or {}
+        if unreviewed:
+            add("device_pre_annotations", [], pre_annotation_message(unreviewed), sum(unreviewed.values()))
         scored = problems.get("annotations_with_score")
-        if scored:
+        if scored and scored["count"] > sum(unreviewed.values()):  # more than the queue export's scored boxes
             add("annotations_with_score", [], score_message(scored), scored["count"])
     return flags
 
