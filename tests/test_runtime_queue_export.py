@@ -321,6 +321,7 @@ def test_a_relabeled_export_builds_with_the_original_class_map_and_unreviewed_bo
         Image.new("RGB", (64, 48), (40 * k % 255, 60, 90)).save(str(tmp_path / "orig" / ("%d%s" % (k, name))))
         images.append({"id": k + 1, "file_name": "%d%s" % (k, name), "width": 64, "height": 48})
         anns.append({"id": k + 1, "image_id": k + 1, "category_id": cat, "bbox": [4, 4, 20, 20], "iscrowd": 0})
+    anns[0]["score"] = 0.9  # one pseudo-label among the original's: its own warning, not the export's boxes
     (tmp_path / "orig.json").write_text(json.dumps({"images": images, "annotations": anns, "categories": [
         {"id": 1, "name": "Plastic bottle"}, {"id": 2, "name": "Drink can"}, {"id": 3, "name": "Drink carton"}]}))
     (tmp_path / "map.csv").write_text("source,target\nPlastic bottle,bottle\nDrink can,can\nDrink carton,carton\n")
@@ -339,7 +340,9 @@ def test_a_relabeled_export_builds_with_the_original_class_map_and_unreviewed_bo
                "queue export` writes them), trained as ground truth: correct them in a labelling tool (its export "
                "drops the mark), or delete the mark from the boxes you checked; --strict refuses them"
                % (tmp_path / "relabel.json"))
-    assert warning in result.output.splitlines() and "carry a 'score'" not in result.output
+    assert warning in result.output.splitlines()
+    assert "warning: 1 usable annotation carries a 'score' (0.9 to 0.9, median 0.9)" in result.output
+    assert report["annotations_with_score"]["count"] == 1
     result = CliRunner().invoke(cli, args + ["--out", str(tmp_path / "strict"), "--strict"])
     assert result.exit_code == 4
     assert "--strict: 4 boxes are still the device's detections, not reviewed (above)" in result.output

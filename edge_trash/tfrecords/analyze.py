@@ -809,11 +809,11 @@ def find_flags(where: str, stats: Dict[str, Any], th: Thresholds,
             add("iscrowd_not_understood", list(odd), iscrowd_message(odd))
         if problems.get("ignored_as_crowd"):
             add("ignored_as_crowd", list(problems["ignored_as_crowd"]), ignored_message(problems["ignored_as_crowd"]))
-        unreviewed = problems.get("device_pre_annotations") or {}
+        unreviewed = problems.get("device_pre_annotations")
         if unreviewed:
             add("device_pre_annotations", [], pre_annotation_message(unreviewed), sum(unreviewed.values()))
         scored = problems.get("annotations_with_score")
-        if scored and scored["count"] > sum(unreviewed.values()):  # more than the queue export's scored boxes
+        if scored:
             add("annotations_with_score", [], score_message(scored), scored["count"])
     return flags
 

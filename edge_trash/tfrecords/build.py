@@ -865,18 +865,17 @@ def build_tfrecords(options: BuildOptions, progress: bool = False) -> Dict[str, 
     out = Path(options.out)
     new_out = not os.path.lexists(out)
     lock = _OutLock(out)
+    report = None
     try:
-        return _build(options, progress, lock)
-    except BaseException:
+        report = _build(options, progress, lock)
+        return report
+    finally:
         lock.release()
-        if new_out:
+        if report is None and new_out:  # failed or stopped
             try:
                 out.rmdir()  # only if empty: nothing this build made is left in it
             except OSError:
                 pass
-        raise
-    finally:
-        lock.release()
 
 
 def _build(options: BuildOptions, progress: bool, lock: _OutLock) -> Dict[str, Any]:

@@ -402,12 +402,10 @@ def summarize(report: Dict[str, Any], out: Path, seconds: float) -> str:
         lines.append(f"warning: {iscrowd_message(report['iscrowd_not_understood'])}")
     if report.get("ignored_as_crowd"):
         lines.append(f"note: {ignored_message(report['ignored_as_crowd'])}")
-    unreviewed = sum((report.get("device_pre_annotations") or {}).values())
-    if unreviewed:
+    if report.get("device_pre_annotations"):
         lines.append(f"warning: {pre_annotation_message(report['device_pre_annotations'])}")
-    scored = report.get("annotations_with_score")
-    if scored and scored["count"] > unreviewed:  # more than a queue export's boxes, which carry a score too
-        lines.append(f"warning: {score_message(scored)}")
+    if report.get("annotations_with_score"):
+        lines.append(f"warning: {score_message(report['annotations_with_score'])}")
     for title, key in (("skipped images", "images_skipped"), ("dropped boxes", "boxes_dropped")):
         if report[key]:
             where = "" if report.get("earlier_build_kept") else f"in {key} in report.json"  # none written

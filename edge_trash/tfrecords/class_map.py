@@ -242,14 +242,14 @@ def build_class_mapping(categories: Sequence[Category], boxes: Sequence[BoxRecor
                 raise ClassMapError(f"the class map has {said}, which differ only in case: category names match "
                                     "a key ignoring case when none matches exactly, so one of them maps nothing; "
                                     "keep one row per category")
-        targets = {t.casefold(): t for t in reversed([t for t in class_map.values() if t is not None])}
+        targets = {t.lower(): t for t in reversed([t for t in class_map.values() if t is not None])}
         for c in cats:
             if c.name in class_map:
                 dst = class_map[c.name]
             elif c.name.lower() in {k.lower() for k in class_map}:
                 dst = next(v for k, v in class_map.items() if k.lower() == c.name.lower())
-            elif c.name.casefold() in targets:  # already one of our classes (a relabeled `queue export`)
-                target_name[c.id] = targets[c.name.casefold()]
+            elif c.name.lower() in targets:  # already one of our classes (a relabeled `queue export`)
+                target_name[c.id] = targets[c.name.lower()]
                 kept_as_target.append(c.name)
                 continue
             else:

@@ -192,7 +192,8 @@ class CocoDataset:
     images_with_every_box_dropped: Dict[int, int] = field(default_factory=dict)
     iscrowd_not_understood: List[Any] = field(default_factory=list)  # annotation ids; their boxes read as not crowd
     ignored_as_crowd: List[Any] = field(default_factory=list)  # annotation ids with "ignore": 1, carried as crowd
-    scores: List[float] = field(default_factory=list)  # the 'score' of each kept box that has one (predictions?)
+    # the 'score' of each kept box that has one (predictions?), but a queue export's (in pre_annotations)
+    scores: List[float] = field(default_factory=list)
     # annotation file -> its kept boxes marked "pre_annotation": true (a device's detections, not yet reviewed)
     pre_annotations: Dict[str, int] = field(default_factory=dict)
     # annotation ids of masks (RLE) with iscrowd 1 in a file with CVAT's per-annotation 'attributes'
@@ -1053,7 +1054,7 @@ def load_coco_files(paths: "Sequence[str | Path]", size_of: Optional[SizeReader]
                 (ann.get(_RLE_MARK) or isinstance(ann.get("segmentation"), dict)):
             crowd_masks.append(key)  # CVAT's (Datumaro's) export: a mask drawn around one object reads as a crowd
         score = ann.get("score")
-        if score is not None:
+        if score is not None and ann.get("pre_annotation") is not True:  # a queue export's: counted on their own
             score = _coordinate(score)  # a number, or one written as text ("0.87"), as some exporters write it
             if score is not None:
                 scores.append(score)

@@ -68,9 +68,10 @@ class SampleDataset:
     removed: List[Path] = field(default_factory=list)  # photos an earlier run left that this one does not list
 
 
-# The names this module gives its photos: an earlier run's that this one does not write are removed.
-_OUR_PHOTO = re.compile(r"\d{6}\.(jpg|JPG|png)")
+# The folders and names this module gives its photos (even images in the first): an earlier run's that this one
+# does not write are removed.
 _OUR_FOLDERS = ("batch_1", "batch_2")
+_OUR_PHOTO = re.compile(r"\d{6}\.(jpg|JPG|png)")
 
 
 # ----------------------------------------------------------------------------- items
@@ -320,7 +321,7 @@ def write_sample_dataset(out_dir: os.PathLike, num_images: int = 200, seed: int 
         edge = image_id in problems.get("edge_box_clipped", [])
         img, items = render_scene(rng, width, height, max(num_items, 2 if edge else 0) if not is_bg else 0,
                                   edge_item=edge)
-        folder = "batch_1" if idx % 2 == 0 else "batch_2"
+        folder = _OUR_FOLDERS[idx % 2]
         ext = ".JPG" if idx % 5 == 4 else ".jpg"
         orientation = 0
         if with_problems and idx % exif_every == 9:
