@@ -25,8 +25,7 @@ def export(queue_dir: str, out: str, images_out: str) -> None:
     other annotations (a file corrected since: never replaced), 2 QUEUE_DIR is no queue or an output lies
     inside it.
     """
-    from edge_trash.edge_runtime.hard_examples import LABELS_FILE
-    from edge_trash.edge_runtime.queue_export import QueueError, export_queue_as_coco
+    from edge_trash.edge_runtime.queue_export import NotAQueueError, QueueError, export_queue_as_coco
 
     images_out = images_out or os.path.join(os.path.dirname(os.path.abspath(out)),
                                             os.path.splitext(os.path.basename(out))[0] + "_images")
@@ -44,10 +43,10 @@ def export(queue_dir: str, out: str, images_out: str) -> None:
     try:
         summary = export_queue_as_coco(queue_dir, out, images_out, wrap=lambda files, total: progress_bar(
             files, total=total, unit="img", desc="queue export", disable=total < 500))
-    except QueueError as exc:
-        if os.path.isdir(queue_dir) and os.path.exists(os.path.join(queue_dir, LABELS_FILE)):
-            raise click.ClickException(str(exc))  # a damaged queue: an error of its files (1)
-        raise click.BadParameter(str(exc), param_hint="QUEUE_DIR")  # no queue at all: a usage error (2)
+    except NotAQueueError as exc:  # no queue at all: a usage error (2)
+        raise click.BadParameter(str(exc), param_hint="QUEUE_DIR")
+    except QueueError as exc:  # a damaged queue, or outputs it would overwrite: an error of its files (1)
+        raise click.ClickException(str(exc))
 
     skipped = summary["skipped"]
     if skipped:

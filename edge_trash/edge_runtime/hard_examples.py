@@ -32,6 +32,8 @@ from edge_trash.edge_runtime.sources import ppm_bytes
 
 LABELS_FILE = "labels.json"
 _EXAMPLE_STEM = re.compile(r"^\d{12}(-\d+)?$")  # the names this queue gives its examples
+# the image names the queue's readers take from a sidecar (the page serves them, the export converts them)
+QUEUE_FILE_RE = re.compile(r"^[A-Za-z0-9_-]+\.(jpg|jpeg|png|ppm)$")
 IMAGE_EXTENSIONS = (".jpg", ".ppm")  # what this queue writes
 FAILURE_LOG_INTERVAL_S = 60.0  # at most one warning a minute while saves keep failing
 LOG = logging.getLogger(__name__)

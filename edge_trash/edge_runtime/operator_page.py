@@ -30,11 +30,12 @@ import time
 from typing import Callable, Dict, List, Mapping, NamedTuple, Optional
 from urllib.parse import parse_qs, quote, urlsplit
 
+from edge_trash.edge_runtime.hard_examples import LABELS_FILE, QUEUE_FILE_RE
+
 WEB_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), "web")
 STATIC = {"/": ("index.html", "text/html; charset=utf-8"), "/index.html": ("index.html", "text/html; charset=utf-8"),
           "/static/app.js": ("app.js", "application/javascript; charset=utf-8"),
           "/static/style.css": ("style.css", "text/css; charset=utf-8")}
-QUEUE_FILE_RE = re.compile(r"^[A-Za-z0-9_-]+\.(jpg|jpeg|png|ppm)$")
 THUMB_RE = re.compile(r"^/api/thumb/(\d+)\.jpg$")
 LOOPBACK = ("127.0.0.1", "localhost", "::1")
 
@@ -331,7 +332,7 @@ class OperatorPage:
         with self._queue_lock:
             cache, self._queue_cache = self._queue_cache, {}
             for name in sorted(os.listdir(self.queue_dir)):
-                if not name.endswith(".json") or name == "labels.json" or name.startswith("."):
+                if not name.endswith(".json") or name == LABELS_FILE or name.startswith("."):
                     continue
                 try:
                     info = os.stat(os.path.join(self.queue_dir, name))

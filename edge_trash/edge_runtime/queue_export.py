@@ -3,7 +3,7 @@
 Images are listed least confident first (by their best detection score, then sequence number);
 the device's detections become pre-annotations (``score`` and ``pre_annotation`` kept as extra
 fields; ``build-tfrecords`` warns about boxes still so marked). Every image is written as JPEG into
-``images_out`` (copied when it already is one, converted from PPM/NPY with Pillow otherwise), so the
+``images_out`` (copied when it already is one, converted from PPM or PNG with Pillow otherwise), so the
 result feeds ``edge-trash build-tfrecords --annotations OUT --images IMAGES_OUT`` directly.
 
 A queue is often copied off a running device: an entry caught half-written (a sidecar cut short, an image
@@ -17,20 +17,20 @@ before anything is written.
 import json
 import math
 import os
-import re
 from typing import Callable, Dict, Iterable, List, Optional, Tuple
 
 from edge_trash.edge_runtime.files import is_temporary, write_atomically
-from edge_trash.edge_runtime.hard_examples import IMAGE_EXTENSIONS, LABELS_FILE
-from edge_trash.edge_runtime.sources import FrameReadError, read_image
+from edge_trash.edge_runtime.hard_examples import IMAGE_EXTENSIONS, LABELS_FILE, QUEUE_FILE_RE
+from edge_trash.edge_runtime.sources import FrameReadError, ppm_cut_short, read_image
 
-# the names the device gives an example's files (``000000000042.jpg``, ``000000000042-1.json``); ".npy" for
-# frames a user saved by hand
-EXAMPLE_NAME_RE = re.compile(r"^[A-Za-z0-9_-]+\.(jpg|jpeg|ppm|npy)$")
 
 
 class QueueError(Exception):
     """The queue as a whole cannot be read, or its export would overwrite other pictures."""
+
+
+class NotAQueueError(QueueError):
+    """The folder is no hard-example queue at all (no ``labels.json``)."""
 
 
 def _number(value: object) -> bool:
@@ -71,7 +71,7 @@ def _check_record(queue_dir: str, record: object, labels: List[str]) -> Optional
         if key not in record:
             return "has no %r: not a hard-example sidecar (another tool's, or another version's)" % key
     name = record["file"]
-    if not isinstance(name, str) or not EXAMPLE_NAME_RE.match(name):
+    if not isinstance(name, str) or not QUEUE_FILE_RE.match(name):
         return "its 'file' %r is not the name of an image in the queue folder" % (name,)
     if not _number(record["seq"]) or record.get("best_score") is not None and not _number(record["best_score"]):
         return "its 'seq' or 'best_score' is not a number"
@@ -101,11 +101,15 @@ def _check_record(queue_dir: str, record: object, labels: List[str]) -> Optional
         if jpeg_cut_short(image):
             return ("its image %s is cut short (no JPEG end marker: copied while the device wrote it?); copy it "
                     "again" % name)
-    else:  # PPM (a device without Pillow) or NPY: read whole, as the export converts it
-        try:
-            read_image(image)
-        except FrameReadError as exc:
-            return "its image cannot be read (%s): copied while the device wrote it? copy it again" % exc
+    else:  # PPM: a device without Pillow, told from its header and size; a PNG put there by hand: read whole
+        problem = ppm_cut_short(image) if name.endswith(".ppm") else None
+        if not name.endswith(".ppm"):
+            try:
+                read_image(image)
+            except FrameReadError as exc:
+                problem = str(exc)
+        if problem:
+            return "its image cannot be read (%s): copied while the device wrote it? copy it again" % problem
     return None
 
 
@@ -115,7 +119,7 @@ def read_queue(queue_dir: str) -> Tuple[List[str], List[Dict], List[Tuple[str, s
     :class:`QueueError` when ``queue_dir`` is no queue or its ``labels.json`` is damaged."""
     labels_path = os.path.join(queue_dir, LABELS_FILE)
     if not os.path.isdir(queue_dir) or not os.path.exists(labels_path):
-        raise QueueError("%s is not a hard-example queue (no %s); copy the device's hard_examples.dir" % (
+        raise NotAQueueError("%s is not a hard-example queue (no %s); copy the device's hard_examples.dir" % (
             queue_dir, LABELS_FILE))
     labels = _labels(queue_dir)
     names = sorted(os.listdir(queue_dir))
@@ -194,7 +198,7 @@ def build_queue_coco(queue_dir: str, names_in_queue: bool = False) -> Tuple[Dict
 
 
 def _image_bytes(src: str) -> bytes:
-    """The JPEG to write for the queue image ``src``: its own bytes, or it converted (PPM, NPY)."""
+    """The JPEG to write for the queue image ``src``: its own bytes, or it converted (PPM, PNG)."""
     if src.lower().endswith((".jpg", ".jpeg")):
         with open(src, "rb") as f:
             return f.read()

@@ -12,7 +12,7 @@ import logging
 import os
 import threading
 import time
-from typing import Callable, List, Optional
+from typing import Callable, List, Optional, Tuple
 
 import numpy as np
 
@@ -65,10 +65,8 @@ class FrameSource:
         """Release resources."""
 
 
-def read_ppm(path: str) -> np.ndarray:
-    """A binary PPM (P6) or PGM (P5) with maxval 255 as HxWx3 uint8 (numpy only)."""
-    with open(path, "rb") as f:
-        data = f.read()
+def _ppm_header(data: bytes, path: str) -> Tuple[int, int, int, int]:
+    """``(channels, width, height, offset of the pixels)`` of a binary PPM/PGM from its first bytes."""
     tokens, pos = [], 0
     while len(tokens) < 4:
         while pos < len(data) and data[pos:pos + 1].isspace():
@@ -86,12 +84,34 @@ def read_ppm(path: str) -> np.ndarray:
     magic, width, height, maxval = tokens[0], int(tokens[1]), int(tokens[2]), int(tokens[3])
     if magic not in (b"P5", b"P6") or maxval != 255:
         raise FrameReadError("%s: only binary 8-bit PPM/PGM (P6/P5, maxval 255) is supported" % path)
-    channels = 3 if magic == b"P6" else 1
-    pixels = np.frombuffer(data, np.uint8, offset=pos + 1)
+    return (3 if magic == b"P6" else 1), width, height, pos + 1
+
+
+def read_ppm(path: str) -> np.ndarray:
+    """A binary PPM (P6) or PGM (P5) with maxval 255 as HxWx3 uint8 (numpy only)."""
+    with open(path, "rb") as f:
+        data = f.read()
+    channels, width, height, offset = _ppm_header(data, path)
+    pixels = np.frombuffer(data, np.uint8, offset=offset)
     if pixels.size < width * height * channels:
         raise FrameReadError("%s: truncated image data (%d of %d bytes)" % (path, pixels.size, width * height * channels))
     image = pixels[:width * height * channels].reshape(height, width, channels)
     return np.repeat(image, 3, axis=2) if channels == 1 else image
+
+
+def ppm_cut_short(path: str) -> Optional[str]:
+    """Why the PPM/PGM ``path`` cannot be read whole, from its header and its size alone (a copy made while it
+    was written), or None."""
+    with open(path, "rb") as f:
+        head = f.read(4096)
+    try:
+        channels, width, height, offset = _ppm_header(head, path)
+    except (FrameReadError, ValueError) as exc:
+        return str(exc)
+    size = os.path.getsize(path) - offset
+    if size < width * height * channels:
+        return "%s: truncated image data (%d of %d bytes)" % (path, size, width * height * channels)
+    return None
 
 
 def ppm_bytes(image: np.ndarray) -> bytes:

@@ -237,7 +237,7 @@ def convert_detection_model(
         quantized = mlir_quantize(calibrated, False, input_data_type=tf.uint8, output_data_type=tf.float32)
     else:
         quantized = converter.convert()
-    model_bytes = outputs_in_tf1_order(defer_cpu_tail(quantized))
+    model_bytes = finish_graph(quantized)
     quantization = summarize_io(model_bytes)["input_quantization"]
     if abs(quantization["scale"] - 1.0) > 1e-6 or quantization["zero_point"] != 0:
         raise ValueError(f"the uint8 input came out with scale {quantization['scale']} and zero point "
@@ -268,6 +268,17 @@ def _with_full_input_range(batch: np.ndarray) -> np.ndarray:
 _DEQUANTIZE_CODE = 6  # BuiltinOperator.DEQUANTIZE
 
 
+def finish_graph(tflite_model: bytes) -> bytes:
+    """:func:`defer_cpu_tail`, then the outputs in Coral's order (:func:`_outputs_in_tf1_order`), in one read
+    and one write of the flatbuffer."""
+    from tensorflow.lite.tools import flatbuffer_utils
+
+    model = flatbuffer_utils.read_model_from_bytearray(bytearray(tflite_model))
+    _defer_cpu_tail(model)
+    _outputs_in_tf1_order(model)
+    return bytes(flatbuffer_utils.convert_object_to_bytearray(model))
+
+
 def defer_cpu_tail(tflite_model: bytes) -> bytes:
     """Reorder ops so every DEQUANTIZE (and all that depends on it) runs after the last int8 op.
 
@@ -280,6 +291,12 @@ def defer_cpu_tail(tflite_model: bytes) -> bytes:
     from tensorflow.lite.tools import flatbuffer_utils
 
     model = flatbuffer_utils.read_model_from_bytearray(bytearray(tflite_model))
+    _defer_cpu_tail(model)
+    return bytes(flatbuffer_utils.convert_object_to_bytearray(model))
+
+
+def _defer_cpu_tail(model: Any) -> None:
+    """:func:`defer_cpu_tail` on a read model (flatbuffer object API), in place."""
     codes = [max(code.builtinCode, code.deprecatedBuiltinCode) for code in model.operatorCodes]
     for subgraph in model.subgraphs:
         tail_tensors = set()
@@ -293,20 +310,16 @@ def defer_cpu_tail(tflite_model: bytes) -> bytes:
             else:
                 head.append(op)
         subgraph.operators = head + tail
-    return bytes(flatbuffer_utils.convert_object_to_bytearray(model))
 
 
-def outputs_in_tf1_order(tflite_model: bytes) -> bytes:
-    """List the model's outputs as the postprocess op emits them: boxes, classes, scores, count.
+def _outputs_in_tf1_order(model: Any) -> None:
+    """List a read model's outputs as the postprocess op emits them: boxes, classes, scores, count (in place).
 
     The converter lists them scores, boxes, count, classes. The signature names each one (``output_0``..``3``),
     whatever the order; but ``edgetpu_compiler`` drops signatures, and a reader without one (pycoral's
     ``detect.get_objects``, Frigate, Coral's examples) takes the outputs by position in this order, Coral's own
-    SSD's. A model without exactly one postprocess op producing every output is returned as it was.
+    SSD's. A subgraph without exactly one postprocess op producing every output is left as it was.
     """
-    from tensorflow.lite.tools import flatbuffer_utils
-
-    model = flatbuffer_utils.read_model_from_bytearray(bytearray(tflite_model))
     names = [code.customCode.decode() if isinstance(code.customCode, bytes) else code.customCode
              for code in model.operatorCodes]
     for subgraph in model.subgraphs:
@@ -314,7 +327,6 @@ def outputs_in_tf1_order(tflite_model: bytes) -> bytes:
         outputs = [int(t) for t in subgraph.outputs]
         if len(post) == 1 and sorted(int(t) for t in post[0].outputs) == sorted(outputs):
             subgraph.outputs = [int(t) for t in post[0].outputs]
-    return bytes(flatbuffer_utils.convert_object_to_bytearray(model))
 
 
 def _is_activation(subgraph: Any, model: Any, op: Any) -> bool:
