@@ -111,10 +111,10 @@ def test_the_next_command_says_to_fix_a_kept_sort_yaml_that_stops_the_service():
     assert result.next_command() == ("fix out/bundle/sort.yaml as the warning says (or copy sort.yaml.new over it), "
                                      "then " + push)
     result = ExportResult("my out/bundle", ExitCode.NOT_COMPILED, "", {}, 1.0, manifest_written=True)
-    assert result.next_command() == (
-        "edgetpu_compiler --out_dir 'my out/bundle' --show_operations 'my out/bundle/model_int8.tflite' on an x86-64 "
-        "Linux machine, then rerun this export with --compiler PATH so the manifest covers model_int8_edgetpu.tflite "
-        "(the bundle already runs on the CPU as it is)")
+    assert result.next_command() == (  # one compile, by the export, which lists it in the manifest
+        "on an x86-64 Linux machine with edgetpu_compiler, rerun the export with --edgetpu (and --compiler PATH where "
+        "it is not on PATH): it compiles the model and lists it in the bundle's manifest (the bundle already runs on "
+        "the CPU as it is)")
 
 
 def _loader(names, activation="relu6"):

@@ -163,12 +163,10 @@ class ExportResult:
 
     def next_command(self) -> str:
         """The command to run next (copy to the board, or compile by hand)."""
-        if self.exit_code == ExitCode.NOT_COMPILED:
-            from edge_trash.export.compiler import compile_command
+        if self.exit_code == ExitCode.NOT_COMPILED:  # compiling by hand first, then rerunning, is work twice
+            from edge_trash.export.compiler import RECOMPILE_IN_EXPORT
 
-            return (f"{compile_command(os.path.join(self.bundle_dir, CPU_MODEL), self.bundle_dir)} on an x86-64 "
-                    f"Linux machine, then rerun this export with --compiler PATH so the manifest covers {EDGETPU_MODEL} "
-                    "(the bundle already runs on the CPU as it is)")
+            return f"{RECOMPILE_IN_EXPORT} (the bundle already runs on the CPU as it is)"
         if self.manifest_written:
             from edge_trash.terminal import shell_word
 

@@ -200,6 +200,13 @@ def compare_with_prediction(report: CompatReport, result: CompilerResult) -> Lis
     return problems
 
 
+# what to do with a bundle's model when this machine has no compiler: the export compiles it and lists it in the
+# manifest, so compiling by hand first would be work twice (and the service warns of a file its manifest lacks)
+RECOMPILE_IN_EXPORT = (f"on an x86-64 Linux machine with {COMPILER_NAME}, rerun the export with --edgetpu (and "
+                       "--compiler PATH where it is not on PATH): it compiles the model and lists it in the bundle's "
+                       "manifest")
+
+
 def compile_command(model_path: Union[str, os.PathLike], out_dir: Optional[str] = None) -> str:
     """The compiler command line for this model, quoted for a shell (output beside it by default)."""
     model = Path(model_path)
@@ -219,8 +226,9 @@ def compile_instructions(model_path: Union[str, os.PathLike], out_dir: Optional[
         '  echo "deb [signed-by=/usr/share/keyrings/coral-edgetpu.gpg] '
         f'{CORAL_APT_REPO}" | sudo tee /etc/apt/sources.list.d/coral-edgetpu.list\n'
         "  sudo apt-get update && sudo apt-get install edgetpu-compiler\n"
-        "On macOS, Windows or ARM, run it in an x86-64 Linux container or VM. Then compile this model "
-        f"with:\n  {command}")
+        "On macOS, Windows or ARM, run it in an x86-64 Linux container or VM. Then rerun the export there with "
+        "--edgetpu: it compiles the model and lists it in the bundle's manifest. (Compiled by hand instead, with\n"
+        f"  {command}\nthe model runs, but the service warns that the bundle's manifest does not cover it.)")
 
 
 def _text(value: Union[str, bytes, None]) -> str:

@@ -74,7 +74,7 @@ def next_step(report, model: Path) -> str:
     """The line after the summary: copy a compiled bundle to the board, or the compiler command for this model
     (with what keeps ops on the CPU), or what to fix first when the compiler would refuse it."""
     from edge_trash.export.bundle import covered_by_manifest, push_command
-    from edge_trash.export.compiler import compile_command
+    from edge_trash.export.compiler import RECOMPILE_IN_EXPORT, compile_command
     from edge_trash.export.edgetpu_gate import ALLOWED_CPU_TAIL, blocker
     from edge_trash.terminal import plural
 
@@ -104,8 +104,7 @@ def next_step(report, model: Path) -> str:
         op, reason, fix = found
         return f"fix first: {reason}" if op is None else f"fix first: op {op.index} {op.name}: {fix}"
     if in_bundle:  # the export compiles it and lists it in the manifest: compiling by hand first is work twice
-        step = ("next: on an x86-64 Linux machine with edgetpu_compiler, rerun the export with --edgetpu (and "
-                "--compiler PATH where it is not on PATH): it compiles the model and lists it in the bundle's manifest")
+        step = f"next: {RECOMPILE_IN_EXPORT}"
     else:
         step = f"next: {compile_command(model)} on an x86-64 Linux machine"
     if found is not None:
