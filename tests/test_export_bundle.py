@@ -116,6 +116,17 @@ def test_export_with_fake_compiler_writes_a_verified_bundle(tmp_path, sample_bui
                                                 % (result.compat["edgetpu_ops"], len(compat["ops"])))
     assert [op["name"] for op in compat["ops"] if not op["on_edgetpu"]] == \
         ["DEQUANTIZE", "DEQUANTIZE", "TFLite_Detection_PostProcess"]
+    # per-channel scales as their count and range (the model file has them all: inspect --json lists them)
+    from edge_trash.export.compat import inspect_tflite
+    whole = inspect_tflite(str(bundle / "model_int8.tflite")).to_json_dict()
+    conv = next(n for n, op in enumerate(whole["ops"]) if op["name"] == "CONV_2D")
+    weights, brief = whole["ops"][conv]["inputs"][1], compat["ops"][conv]["inputs"][1]
+    scales = weights["quantization"]["scale"]
+    assert weights["quantization"]["per_channel"] is True and len(scales) == weights["shape"][0] > 1
+    assert brief["quantization"] == {"channels": len(scales), "scale_range": [min(scales), max(scales)],
+                                     "zero_point_range": [0, 0], "per_channel": True, "axis": 0}
+    assert {k: v for k, v in brief.items() if k != "quantization"} == \
+        {k: v for k, v in weights.items() if k != "quantization"}
     for name in names:
         assert f'"{name}"' in (bundle / "sort.yaml").read_text()
     line = summary_line(result)

@@ -63,12 +63,12 @@ class OpVerdict:
     inputs: List[Optional[TensorInfo]] = field(default_factory=list, repr=False)
     outputs: List[TensorInfo] = field(default_factory=list, repr=False)
 
-    def to_json_dict(self) -> Dict[str, Any]:
-        """JSON-ready form."""
+    def to_json_dict(self, per_channel_values: bool = True) -> Dict[str, Any]:
+        """JSON-ready form (``per_channel_values``: see ``Quantization.to_json_dict``)."""
         return {"index": self.index, "name": self.name, "version": self.version,
                 "on_edgetpu": self.on_edgetpu, "reason": self.reason, "status": self.status,
-                "inputs": [t.to_json_dict() if t else None for t in self.inputs],
-                "outputs": [t.to_json_dict() for t in self.outputs]}
+                "inputs": [t.to_json_dict(per_channel_values) if t else None for t in self.inputs],
+                "outputs": [t.to_json_dict(per_channel_values) for t in self.outputs]}
 
 
 @dataclass
@@ -114,12 +114,13 @@ class CompatReport:
         """Names of the CPU ops in execution order."""
         return [op.name for op in self.ops if not op.on_edgetpu]
 
-    def to_json_dict(self) -> Dict[str, Any]:
-        """The ``edge-trash inspect --json`` document."""
+    def to_json_dict(self, per_channel_values: bool = True) -> Dict[str, Any]:
+        """The ``edge-trash inspect --json`` document; a bundle's compat.json is it with
+        ``per_channel_values=False`` (each per-channel quantization as its count and range)."""
         def brief(op: Optional[OpVerdict]) -> Optional[Dict[str, Any]]:
             return None if op is None else {"index": op.index, "name": op.name, "reason": op.reason}
         return {
-            "ops": [op.to_json_dict() for op in self.ops],
+            "ops": [op.to_json_dict(per_channel_values) for op in self.ops],
             "edgetpu_ops": self.edgetpu_ops,
             "cpu_ops": self.cpu_ops,
             "first_cpu_op": brief(self.first_cpu_op),

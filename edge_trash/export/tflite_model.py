@@ -51,8 +51,13 @@ class Quantization:
         """True when there is one scale per channel along ``axis``."""
         return len(self.scale) > 1
 
-    def to_json_dict(self) -> Dict[str, Any]:
-        """JSON-ready form (per-channel scales are kept whole)."""
+    def to_json_dict(self, per_channel_values: bool = True) -> Dict[str, Any]:
+        """JSON-ready form: per-channel scales kept whole, or (``per_channel_values=False``) as their count and
+        range, as a bundle's compat.json holds them (the model file has them all)."""
+        if self.per_channel and not per_channel_values:
+            return {"channels": len(self.scale), "scale_range": [min(self.scale), max(self.scale)],
+                    "zero_point_range": [min(self.zero_point), max(self.zero_point)],
+                    "per_channel": True, "axis": self.axis}
         return {"scale": list(self.scale), "zero_point": list(self.zero_point),
                 "per_channel": self.per_channel, "axis": self.axis}
 
@@ -86,11 +91,11 @@ class TensorInfo:
         """int8/uint8 with a scale: what the Edge TPU computes on."""
         return self.dtype in ("int8", "uint8") and self.quantization is not None
 
-    def to_json_dict(self) -> Dict[str, Any]:
-        """JSON-ready form."""
+    def to_json_dict(self, per_channel_values: bool = True) -> Dict[str, Any]:
+        """JSON-ready form (``per_channel_values``: see ``Quantization.to_json_dict``)."""
         return {"index": self.index, "name": self.name, "dtype": self.dtype,
                 "shape": list(self.shape), "constant": self.constant,
-                "quantization": self.quantization.to_json_dict() if self.quantization else None}
+                "quantization": self.quantization.to_json_dict(per_channel_values) if self.quantization else None}
 
 
 @dataclass(frozen=True)
