@@ -107,6 +107,27 @@ def test_retention_bounds_the_frame_table(tmp_path):
     assert hi == 3199 and count <= 1500 and lo == hi - count + 1
 
 
+def test_retention_holds_while_decisions_write_the_frames(tmp_path):
+    """An item a second or more often writes the buffered frames with each decision, so neither the row count
+    nor the interval ever asked for a commit, the only place the log pruned: on a busy belt it grew until the
+    disk was full (72000 frame rows of 5000 in an hour at 20 fps)."""
+    path = str(tmp_path / "ev.sqlite")
+    log = EventLog(path, commit_every=100, commit_interval_s=3600.0, max_frame_rows=1500, max_event_rows=40)
+    log.start_run("camera:0", "cpu", 0)
+    for seq in range(6000):
+        log.frame(seq, "processed")
+        if seq % 15 == 0:  # an item every 0.75 s at 20 fps: its decision, attempted and done
+            (ref,) = log.record_decisions([decision_row(seq, time.time())])
+            log.mark_attempt(ref)
+            log.mark_done(ref, "can", 1, "actuated")
+        log.maybe_commit()
+        if seq == 5999:  # before close(), which prunes too
+            ((frames,),), ((decisions,),) = rows(path, "SELECT COUNT(*) FROM frames"), \
+                rows(path, "SELECT COUNT(*) FROM decisions")
+            assert frames <= 1500 and decisions <= 40 + 15  # the decisions pruned with the frames
+    log.close()
+
+
 # -- a failing disk (full, I/O error, locked), simulated: no root or tmpfs needed ------------------
 
 class FlakyDisk:

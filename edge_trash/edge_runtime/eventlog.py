@@ -443,9 +443,15 @@ class EventLog:
         flusher = self._flusher
         if flusher is not None and flusher.is_alive():
             return
-        pending = len(self._frames)
-        if pending >= self.commit_every or time.monotonic() - self._last_commit >= self.commit_interval_s:
+        if self._commit_due(time.monotonic()):
             self.commit()
+
+    def _commit_due(self, now: float) -> bool:
+        """Enough frame rows buffered, the interval passed, or a prune due: frames written with decisions (an
+        item a second or more often keeps ``_last_commit`` fresh) count towards the prune, which only
+        ``commit()`` runs, so without the last test the log would grow past its limits on a busy belt."""
+        return (len(self._frames) >= self.commit_every or now - self._last_commit >= self.commit_interval_s
+                or self._frames_since_prune >= self._prune_every)
 
     def start_flusher(self) -> None:
         """Commit buffered frame rows from a background thread every ``commit_interval_s`` (or
@@ -459,7 +465,7 @@ class EventLog:
                 now = time.monotonic()
                 if failures and now < retry_at:
                     continue
-                if len(self._frames) >= self.commit_every or now - self._last_commit >= self.commit_interval_s:
+                if self._commit_due(now):
                     try:
                         self.commit()
                     except Exception as exc:  # disk full, I/O error, locked (or closed under us at shutdown)
