@@ -416,17 +416,26 @@ def test_cli_rejects_nonpositive_max_frames(capsys):
     assert "--max-frames must be >= 1, got 0" in capsys.readouterr().err
 
 
-@pytest.mark.parametrize("error, code", [("mismatch", EXIT_CONFIG), ("plain", 1)])
+@pytest.mark.parametrize("error, code", [("mismatch", EXIT_CONFIG), ("no package", EXIT_CONFIG), ("plain", 1)])
 def test_a_runtime_too_old_for_the_model_stays_stopped_another_load_failure_is_retried(tmp_path, capsys,
                                                                                       monkeypatch, error, code):
-    from edge_trash.edge_runtime.interpreter import InterpreterError, RuntimeMismatchError
+    """A runtime too old for the model or no interpreter package at all (removed by an upgrade after install.sh
+    checked it: it was exit 1, started again every 5 s for ever) stays stopped; a failed load is retried."""
+    from edge_trash.edge_runtime.interpreter import (INSTALL_INTERPRETER, InterpreterError, RuntimeMismatchError,
+                                                     load_interpreter)
 
     monkeypatch.setenv("INVOCATION_ID", "0123abcd")
-    raised = (RuntimeMismatchError("needs a newer runtime") if error == "mismatch"
-              else InterpreterError("failed to load on the TPU"))
+
+    def no_module(name):
+        raise ImportError("No module named %r" % name)
 
     def loader(cpu_model, edgetpu_model=None, device=None):
+        if error == "no package":
+            return load_interpreter(cpu_model, edgetpu_model, device, import_module=no_module)
         raise raised
+    raised = (InterpreterError(INSTALL_INTERPRETER) if error == "no package" else
+              RuntimeMismatchError("needs a newer runtime") if error == "mismatch" else
+              InterpreterError("failed to load on the TPU"))
     bundle = make_bundle(str(tmp_path / "bundle"), sort_overrides={"health": {"enabled": False},
                                                                     "log": {"path": str(tmp_path / "ev.sqlite")}})
     assert main(["run", "--bundle", bundle, "--source", "dir:%s" % tmp_path], interpreter_loader=loader) == code

@@ -38,7 +38,7 @@ def main(argv: Optional[List[str]] = None, interpreter_loader: Optional[Callable
     hardware or a resource was missing at start (a restart may find it) or the source failed, 2 on usage."""
     from edge_trash.edge_runtime.actuators import ActuatorError, ActuatorPackageError
     from edge_trash.edge_runtime.decode import DecodeError
-    from edge_trash.edge_runtime.interpreter import InterpreterError, RuntimeMismatchError
+    from edge_trash.edge_runtime.interpreter import InterpreterError, InterpreterPackageError, RuntimeMismatchError
     from edge_trash.edge_runtime.manifest import BundleError
     from edge_trash.edge_runtime.sort_config import ConfigError
     from edge_trash.edge_runtime.service import ResourceError, run_service
@@ -56,7 +56,7 @@ def main(argv: Optional[List[str]] = None, interpreter_loader: Optional[Callable
     try:
         summary = run_service(args.bundle, args.config, args.source, args.log, args.max_frames,
                               interpreter_loader, args.device, health=not args.no_health)
-    except (BundleError, ConfigError, DecodeError, SourceSpecError, RuntimeMismatchError,
+    except (BundleError, ConfigError, DecodeError, SourceSpecError, RuntimeMismatchError, InterpreterPackageError,
             ActuatorPackageError) as exc:
         sys.stderr.write("edge-trash-device: %s\n" % exc)
         if os.environ.get("INVOCATION_ID"):  # set by systemd for the units it runs

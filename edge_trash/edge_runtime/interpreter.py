@@ -35,6 +35,11 @@ class RuntimeMismatchError(InterpreterError):
     mend it (the service exits 78, as for a broken bundle)."""
 
 
+class InterpreterPackageError(InterpreterError):
+    """No TFLite interpreter package is installed: a restart cannot mend it (the service exits 78, as for an
+    actuator's missing package), where exit 1 had systemd start it again every 5 s for ever."""
+
+
 class LoadedInterpreter:
     """An allocated interpreter plus what it runs on.
 
@@ -61,7 +66,7 @@ def _find_interpreter_module(import_module: Callable):
             return import_module(name), name.split(".")[0]
         except ImportError:
             continue
-    raise InterpreterError(INSTALL_INTERPRETER)
+    raise InterpreterPackageError(INSTALL_INTERPRETER)
 
 
 def _visible_tpus(import_module: Callable) -> str:
