@@ -210,6 +210,27 @@ def test_scheduler_reports_failure_when_fail_safe_fails_too():
     assert [k for k, _, _ in faults] == ["actuator", "actuator"] and "fail-safe bin 'reject' failed" in faults[1][2]
 
 
+def test_actuations_failing_in_a_row_are_a_problem_until_one_moves():
+    act = SimulatedActuator(fail_bins=["can", "reject"])
+    sched = ActuationScheduler(act, Journal(), "reject", retries=0, retry_delay_s=0.0)
+    sched.start()
+    for ref in (1, 2):
+        sched.schedule(ref, "can", time.monotonic(), time.monotonic())
+    deadline = time.monotonic() + 5
+    while sched.failed_in_a_row < 2 and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert sched.failing() is None  # two in a row: not yet
+    sched.schedule(3, "can", time.monotonic(), time.monotonic())
+    while sched.failed_in_a_row < 3 and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert sched.failing() == ("the last 3 actuations failed (the last: bin 'can': simulated failure for bin 'can' "
+                               "(call 5))")
+    act.fail_bins = set()
+    sched.schedule(4, "bottle", time.monotonic(), time.monotonic())
+    sched.stop()
+    assert sched.failed_in_a_row == 0 and sched.failing() is None
+
+
 def test_simulated_journal_is_flushed_per_command(tmp_path):
     path = tmp_path / "journal.txt"
     act = SimulatedActuator(journal=str(path))

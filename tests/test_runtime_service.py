@@ -2,6 +2,7 @@
 
 import json
 import os
+import re
 import signal
 import socket
 import sqlite3
@@ -121,6 +122,51 @@ def test_health_endpoint_serves_status_json(tmp_path):
     assert body["accelerator"] == "cpu" and body["counters"]["processed"] == 60
     assert set(body["inference_ms"]) == {"p50", "p99"} and body["dropped_frames"] == 0
     assert body["pending_actuations"] == 0 and body["recent_faults"] == []
+    assert body["ok"] is True and body["problems"] == []
+
+
+def test_health_answers_503_naming_what_keeps_items_from_their_bins(tmp_path):
+    """Every actuation failing (a serial controller that times out: each item logged failed, the service running
+    on) answered 200 like a healthy sorter, so `curl -f` could not tell; the page's own status stays 200."""
+    import urllib.error
+
+    bundle = make_bundle(str(tmp_path / "bundle"), sort_overrides={
+        "health": {"port": 0}, "log": {"path": str(tmp_path / "ev.sqlite")},
+        "actuator": {"type": "simulated", "fail_every": 1, "retries": 0}})
+    write_conveyor_frames(str(tmp_path / "frames"), 60)
+    loop, cleanup = build_service(bundle, None, "dir:%s" % (tmp_path / "frames"), interpreter_loader=make_fake_loader())
+    try:
+        summary = loop.run(threading.Event())
+        host, port = loop.health_address
+        with pytest.raises(urllib.error.HTTPError) as refused:
+            urllib.request.urlopen("http://%s:%d/health" % (host, port), timeout=5)
+        body = json.loads(refused.value.read())
+        status = json.loads(urllib.request.urlopen("http://%s:%d/api/status" % (host, port), timeout=5).read())
+    finally:
+        cleanup()
+    moves = summary["decisions"]
+    assert refused.value.code == 503 and moves >= 3
+    assert body["ok"] is False and body["problems"] == status["problems"] and len(body["problems"]) == 1
+    # each item: its bin's try, then the fail-safe bin's (call 2 * moves); the message names the item's own bin
+    assert re.match(r"the last %d actuations failed \(the last: bin '(\w+)': simulated failure for bin '\1' "
+                    r"\(call %d\)\)$" % (moves, 2 * moves - 1), body["problems"][0]), body["problems"]
+
+
+def test_health_problems_and_an_uptime_no_clock_step_moves(monkeypatch):
+    from edge_trash.edge_runtime import health
+    from edge_trash.edge_runtime.health import Stats, health_problems
+
+    stats = Stats()
+    monkeypatch.setattr(health.time, "time", lambda: 0.0)  # NTP set the clock back 56 years: uptime is unmoved
+    snap = stats.snapshot()
+    assert 0 <= snap["uptime_s"] < 60 and snap["last_frame_age_s"] is None
+    assert health_problems(snap) == []
+    assert health_problems(dict(snap, uptime_s=12.0)) == [
+        "no frame has gone through inference since the start, 12 s ago"]
+    assert health_problems(dict(snap, last_frame_age_s=11.5), "one actuation has run for 16 s", "the last 3 failed") == [
+        "actuations stopped: one actuation has run for 16 s", "the last 3 failed",
+        "no frame has gone through inference for 12 s: items passing now are not seen"]
+    assert health_problems(dict(snap, last_frame_age_s=9.9)) == []
 
 
 def test_start_warns_about_classes_sort_yaml_leaves_unmapped_and_records_a_fault(tmp_path, caplog):

@@ -263,6 +263,7 @@ def build_actuator(spec: Dict, device_classes: Optional[Dict] = None) -> Actuato
 
 
 LATE_TOLERANCE_S = 0.5  # an actuation this late (conveyor) would move the gate under the next item
+FAILING_IN_A_ROW = 3  # this many actuations in a row failing is a problem the health check reports
 STALL_S = 15.0  # one actuation (retries and fail-safe included) running longer than this is a hung device
 
 
@@ -296,6 +297,8 @@ class ActuationScheduler:
         self.clock = clock
         self.journal_errors = 0  # journal writes that failed (the items still moved)
         self.missed = 0  # actuations too late to fire
+        self.failed_in_a_row = 0  # actuations in a row whose bin failed (the item went to the fail-safe bin or none)
+        self._last_failure = ""
         self._busy_since = None  # type: Optional[float]  clock() when the actuation in hand started
         self._heap = []  # type: List[Tuple[float, int, str, float]]
         self._cond = threading.Condition()
@@ -327,6 +330,13 @@ class ActuationScheduler:
             return ("one actuation has run for %.0f s (the actuator does not answer); %d more wait"
                     % (self.clock() - since, self.pending()))
         return None
+
+    def failing(self, in_a_row: int = FAILING_IN_A_ROW) -> Optional[str]:
+        """Why items are not reaching their bins (the last ``in_a_row`` actuations or more all failed, the last one
+        named), or None: the service runs on, each item logged as failed, but the health check says so."""
+        if self.failed_in_a_row < in_a_row:
+            return None
+        return "the last %d actuations failed (the last: %s)" % (self.failed_in_a_row, self._last_failure)
 
     def _run(self) -> None:
         while True:
@@ -390,11 +400,14 @@ class ActuationScheduler:
                 if attempt < self.retries:
                     time.sleep(self.retry_delay_s)
         if error is None:
+            self.failed_in_a_row = 0
             self._journal("mark_done", ref, bin_name, attempts, "actuated")
             self.on_actuated(bin_name, (self.clock() - first_seen) * 1000.0)
             return
         message = "bin %r failed after %d attempts (%s); sending the item to fail-safe bin %r" % (
             bin_name, attempts, error, self.fail_safe_bin)
+        self.failed_in_a_row += 1
+        self._last_failure = "bin %r: %s" % (bin_name, error)
         self._fault("actuator", message, ref)
         if bin_name != self.fail_safe_bin:
             try:

@@ -10,7 +10,7 @@ import sys
 import threading
 import time
 import traceback
-from typing import Callable, Dict, Optional
+from typing import Callable, Dict, List, Optional
 
 try:
     from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -22,6 +22,8 @@ LOG = logging.getLogger(__name__)
 # Seconds a connection may sit idle (no request line, no headers, a client not reading the answer)
 # before the server closes it: each connection holds a thread, so idle ones must not pile up.
 REQUEST_TIMEOUT_S = 10.0
+# Seconds without a frame through inference before /health reports it as a problem (the run itself ends at 30 s)
+NO_FRAME_S = 10.0
 INTERNAL_ERROR = json.dumps({"error": "internal error; the traceback is in the service's log"}).encode("utf-8")
 
 
@@ -66,7 +68,7 @@ class Stats:
 
     def __init__(self, window: int = 1000):
         self._lock = threading.Lock()
-        self.started = time.time()
+        self.started = time.monotonic()  # uptime on the monotonic clock: NTP steps a board without an RTC at boot
         self.counters = collections.Counter()  # type: collections.Counter
         self.bins = collections.Counter()  # type: collections.Counter
         self.infer_ms = collections.deque(maxlen=window)
@@ -123,7 +125,7 @@ class Stats:
             def pair(values):
                 return {"p50": percentile(values, 50), "p99": percentile(values, 99)}
 
-            return {"uptime_s": round(time.time() - self.started, 1), "accelerator": self.accelerator,
+            return {"uptime_s": round(now - self.started, 1), "accelerator": self.accelerator,
                     "warning": self.warning, "fps": round(fps, 2),
                     "last_frame_age_s": None if age is None else round(age, 1), "counters": dict(self.counters),
                     "dropped_frames": self.counters.get("dropped", 0), "per_bin": dict(self.bins),
@@ -132,6 +134,25 @@ class Stats:
                     "work_outside_invoke_cpu_ms": pair(self.work_cpu_ms),
                     "preprocess_ms": pair(self.prep_ms),
                     "first_sight_to_actuation_ms": pair(self.actuation_latency_ms)}
+
+
+def health_problems(snapshot: Dict, actuations_stalled: Optional[str] = None,
+                    actuations_failing: Optional[str] = None, no_frame_s: Optional[float] = None) -> List[str]:
+    """What keeps items from their bins now, from a ``Stats.snapshot()`` and the scheduler's ``stalled()`` and
+    ``failing()``: the ``problems`` of ``/health`` (which answers 503 while there are any); empty when none.
+    ``no_frame_s``: seconds without a frame that are a problem (``NO_FRAME_S`` when None)."""
+    no_frame_s = NO_FRAME_S if no_frame_s is None else no_frame_s
+    problems = []
+    if actuations_stalled:
+        problems.append("actuations stopped: %s" % actuations_stalled)
+    if actuations_failing:
+        problems.append(actuations_failing)
+    age = snapshot.get("last_frame_age_s")
+    if age is None and snapshot.get("uptime_s", 0) > no_frame_s:
+        problems.append("no frame has gone through inference since the start, %.0f s ago" % snapshot["uptime_s"])
+    elif age is not None and age > no_frame_s:
+        problems.append("no frame has gone through inference for %.0f s: items passing now are not seen" % age)
+    return problems
 
 
 class HealthServer:
@@ -149,7 +170,9 @@ class HealthServer:
             from edge_trash.edge_runtime.operator_page import Response
             if method != "GET" or target.split("?")[0] not in ("/", "/health"):
                 return Response(404, "application/json", b'{"error": "only GET /health"}', {})
-            return Response(200, "application/json", json.dumps(status(), sort_keys=True).encode("utf-8"), {})
+            snap = status()
+            return Response(503 if snap.get("ok") is False else 200, "application/json",
+                            json.dumps(snap, sort_keys=True).encode("utf-8"), {})
 
         route = router or health_only
 

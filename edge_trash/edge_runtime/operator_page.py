@@ -166,7 +166,7 @@ class OperatorPage:
         self.queue_to_coco = queue_to_coco
         self.thermal_root = thermal_root
         self.clock = clock
-        self.started = clock()
+        self.started = time.monotonic()  # the page's uptime: on the monotonic clock, as NTP steps the board's
         self._queue_cache = {}  # type: Dict[str, tuple]  sidecar name -> ((mtime_ns, size), record or None)
         self._queue_lock = threading.Lock()
 
@@ -207,8 +207,9 @@ class OperatorPage:
                     for asset in (b"static/style.css", b"static/app.js"):
                         body = body.replace(asset + b'"', asset + suffix + b'"')
                 return Response(200, ctype, body, {"Cache-Control": "no-cache"})
-            if path in ("/health", "/api/status"):
-                return _json(self.status_json())
+            if path in ("/health", "/api/status"):  # /health: 503 while something keeps items from their bins
+                snap = self.status_json()
+                return _json(snap, 503 if path == "/health" and snap.get("ok") is False else 200)
             if path == "/api/live":
                 return _json(self.live.snapshot())
             if path == "/api/frame.jpg":
@@ -249,7 +250,7 @@ class OperatorPage:
             disk["total_bytes"] = st.f_blocks * st.f_frsize
         except OSError:
             pass
-        snap["health"] = {"page_uptime_s": round(self.clock() - self.started, 1),
+        snap["health"] = {"page_uptime_s": round(time.monotonic() - self.started, 1),
                           "tpu_present": snap.get("accelerator") == "edgetpu"
                           or bool(glob.glob("/dev/apex_*")),
                           "temperatures_c": read_temperatures(self.thermal_root), "disk": disk}

@@ -19,7 +19,7 @@ from edge_trash.edge_runtime.actuators import LATE_TOLERANCE_S, ActuationSchedul
 from edge_trash.edge_runtime.decode import one_box_per_item, OutputReader, Preprocessor, decode_detections
 from edge_trash.edge_runtime.eventlog import EventLog, LogInUseError, is_disk_error, write_error_fix
 from edge_trash.edge_runtime.hard_examples import HardExampleQueue
-from edge_trash.edge_runtime.health import HealthServer, Stats, SystemdNotifier
+from edge_trash.edge_runtime.health import HealthServer, Stats, SystemdNotifier, health_problems
 from edge_trash.edge_runtime.interpreter import describe_input, load_interpreter
 from edge_trash.edge_runtime.live_view import LiveView
 from edge_trash.edge_runtime.operator_page import OperatorPage
@@ -386,6 +386,8 @@ def build_service(bundle: str, config_path: Optional[str], source_spec: str, log
                 snap["log_frames_lost"] = log.frames_lost
                 if hard is not None:
                     snap["hard_examples_failed"] = hard.failed
+                snap["problems"] = health_problems(snap, scheduler.stalled(), scheduler.failing())
+                snap["ok"] = not snap["problems"]  # /health answers 503 while it is false
                 return snap
             live = LiveView({"axis": config.trigger_axis, "position": config.trigger_position,
                              "direction": config.trigger_direction}, loaded.accelerator)

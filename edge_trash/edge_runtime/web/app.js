@@ -83,6 +83,9 @@ async function refreshStatus() {
     warn.hidden = false;
     warn.textContent = "Running on the CPU, not the Edge TPU: " + (s.warning || "no Edge TPU in use") ;
   } else { warn.hidden = true; }
+  const problems = document.getElementById("problems");  // what /health answers 503 for
+  problems.hidden = !(s.problems || []).length;
+  problems.textContent = problems.hidden ? "" : "Items are not being sorted as they should: " + s.problems.join("; ");
   const lastHour = c.last_hour || {};  // the last 60 minutes by the board's clock, not the browser's
   const tbody = document.querySelector("#bins tbody");
   tbody.replaceChildren();
