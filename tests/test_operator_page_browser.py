@@ -75,7 +75,7 @@ def _bundle(tmp_path: Path, color_model: str, name: str, health: dict) -> str:
         "hard_examples": {"dir": str(tmp_path / (name + "-queue")), "band": [0.3, 0.75], "min_interval_s": 0.0}})
 
 
-def test_operator_page_in_chromium(color_model, tmp_path):
+def test_operator_page_in_chromium(color_model, tmp_path, monkeypatch):
     from playwright.sync_api import sync_playwright
 
     ARTIFACTS.mkdir(parents=True, exist_ok=True)
@@ -95,6 +95,7 @@ def test_operator_page_in_chromium(color_model, tmp_path):
             page.wait_for_function("(s) => document.getElementById('frame').src !== s", arg=first, timeout=20000)
             assert page.evaluate("document.getElementById('frame').src") != first
             assert "CPU FALLBACK" in page.inner_text("#accelerator")  # no Edge TPU here, and the page says so
+            assert page.evaluate("document.getElementById('problems').hidden")  # every item moves: no red line
             page.wait_for_selector("#decisions .decision", timeout=30000)
             page.screenshot(path=str(ARTIFACTS / "operator-page-live.png"), full_page=True)
 
@@ -126,6 +127,12 @@ def test_operator_page_in_chromium(color_model, tmp_path):
             scores = [im["best_score"] for im in coco["images"]]
             assert scores == sorted(scores)  # least confident first
             page.screenshot(path=str(ARTIFACTS / "operator-page-final.png"), full_page=True)
+            # the replay is over: no frame comes, which the page names in red once it is a problem (10 s, here 1 s)
+            from edge_trash.edge_runtime import health
+            monkeypatch.setattr(health, "NO_FRAME_S", 1.0)
+            page.wait_for_function("!document.getElementById('problems').hidden", timeout=10000)
+            assert page.inner_text("#problems").startswith(
+                "Items are not being sorted as they should: no frame has gone through inference for ")
             browser.close()
     finally:
         stop.set()
