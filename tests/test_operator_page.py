@@ -342,6 +342,35 @@ def test_an_idle_connection_is_closed_by_the_server_within_the_timeout():
         server.stop()
 
 
+def test_connections_past_the_cap_are_closed_and_their_threads_never_started():
+    """Slow clients (a byte every few seconds outlasts the per-read timeout) held a thread each, without limit."""
+    import socket
+    import threading
+    from edge_trash.edge_runtime.health import HealthServer
+    server = HealthServer(lambda: {"ok": True}, "127.0.0.1", 0, request_timeout_s=30.0, max_connections=3)
+    server.start()
+    try:
+        before = threading.active_count()
+        held = [socket.create_connection(server.address[:2], timeout=5.0) for _ in range(3)]
+        deadline = time.monotonic() + 3.0
+        while threading.active_count() < before + 3 and time.monotonic() < deadline:
+            time.sleep(0.01)
+        refused = socket.create_connection(server.address[:2], timeout=5.0)
+        assert refused.recv(100) == b""  # closed at once (the held ones wait up to 30 s)
+        refused.close()
+        assert threading.active_count() == before + 3
+        held.pop().close()  # a slot comes free: the next request is answered
+        deadline = time.monotonic() + 3.0
+        while threading.active_count() > before + 2 and time.monotonic() < deadline:
+            time.sleep(0.01)
+        answer = _http(server.address[:2], b"GET /health HTTP/1.0\r\n\r\n")
+        assert answer.split(b"\r\n")[0] == b"HTTP/1.0 200 OK"
+        for s in held:
+            s.close()
+    finally:
+        server.stop()
+
+
 def test_failure_log_logs_each_failure_once_even_past_its_limit(caplog):
     from edge_trash.edge_runtime.health import _FailureLog
 

@@ -12,16 +12,17 @@ import time
 import traceback
 from typing import Callable, Dict, List, Optional
 
-try:
-    from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-except ImportError:  # Python < 3.7
-    from http.server import BaseHTTPRequestHandler, HTTPServer as ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 LOG = logging.getLogger(__name__)
 
 # Seconds a connection may sit idle (no request line, no headers, a client not reading the answer)
 # before the server closes it: each connection holds a thread, so idle ones must not pile up.
 REQUEST_TIMEOUT_S = 10.0
+# Connections served at once; one more is closed unanswered. A client sending a byte every few seconds keeps its
+# thread past the timeout (it applies to each read), so without a cap slow clients could pile up threads (and
+# memory: 300 held 2.4 GB of address space) before any token is checked.
+MAX_CONNECTIONS = 32
 # Seconds without a frame through inference before /health reports it as a problem (the run itself ends at 30 s)
 NO_FRAME_S = 10.0
 INTERNAL_ERROR = json.dumps({"error": "internal error; the traceback is in the service's log"}).encode("utf-8")
@@ -163,8 +164,10 @@ class HealthServer:
     """
 
     def __init__(self, status: Callable[[], Dict], host: str = "127.0.0.1", port: int = 8321,
-                 router: Optional[Callable] = None, request_timeout_s: float = REQUEST_TIMEOUT_S):
+                 router: Optional[Callable] = None, request_timeout_s: float = REQUEST_TIMEOUT_S,
+                 max_connections: int = MAX_CONNECTIONS):
         failures = _FailureLog()
+        slots = threading.BoundedSemaphore(max_connections)
 
         def health_only(method, target, headers):
             from edge_trash.edge_runtime.operator_page import Response
@@ -212,6 +215,24 @@ class HealthServer:
         class Server(ThreadingHTTPServer):
             daemon_threads = True
             request_queue_size = 32  # listen backlog: a burst of page requests is not dropped at 5
+
+            def process_request(self, request, client_address):
+                if not slots.acquire(False):  # max_connections served already: this one is closed unanswered
+                    LOG.debug("operator page: %d connections served already; %s closed", max_connections,
+                              client_address)
+                    self.shutdown_request(request)
+                    return
+                try:
+                    ThreadingHTTPServer.process_request(self, request, client_address)
+                except BaseException:  # no thread started: its slot is free again
+                    slots.release()
+                    raise
+
+            def process_request_thread(self, request, client_address):
+                try:
+                    ThreadingHTTPServer.process_request_thread(self, request, client_address)
+                finally:
+                    slots.release()
 
             def handle_error(self, request, client_address):
                 """An error outside the route (a client gone or too slow while answered): to the log, not
