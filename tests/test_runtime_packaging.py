@@ -124,6 +124,36 @@ def test_install_check_refuses_a_kept_sort_yaml_that_does_not_fit_the_new_model(
     assert main([]) == 2
 
 
+def test_device_check_says_whether_the_service_would_start_on_an_edited_sort_yaml(tmp_path, capsys, monkeypatch):
+    """A bad edit of /etc/edge-trash/sort.yaml showed only at the next restart (a power cut, or a SIGHUP sent to
+    reload it), which then stopped the sorter (exit 78); `check` finds it first, in the service's own words."""
+    import json
+
+    from edge_trash.edge_runtime import install_check
+    from edge_trash.edge_runtime.__main__ import main
+    from runtime_fixtures import make_bundle
+
+    monkeypatch.setattr(install_check, "missing_packages", lambda actuator_type, installed=None: [])  # no cv2 here
+    bundle = make_bundle(str(tmp_path / "bundle"))  # classes bottle, can, carton
+    edited = tmp_path / "sort.yaml"
+    edited.write_text(json.dumps({"classes": {"bottle": "bottle", "cup": "reject"}}))
+    assert main(["check", "--bundle", bundle, "--config", str(edited)]) == 1
+    err = capsys.readouterr().err
+    assert main(["run", "--bundle", bundle, "--config", str(edited), "--no-health"]) == EXIT_CONFIG
+    said_at_start = capsys.readouterr().err.splitlines()[0]  # what the service would say, stopping
+    assert err == ("%s; the service would not start with it (exit 78), and keeps running as it was until it "
+                   "restarts: fix it, then check again\n" % said_at_start)
+    assert "classes.cup: not a class of this model" in err
+    edited.write_text(json.dumps({"classes": {"bottle": "bottle", "can": "can"}}))
+    assert main(["check", "--bundle", bundle, "--config", str(edited)]) == 0
+    assert capsys.readouterr().out == ("edge-trash-device: %s fits %s; the service reads it when it starts: sudo "
+                                       "systemctl restart edge-trash (run by hand: restart it)\n" % (edited, bundle))
+    monkeypatch.undo()
+    assert install_check.check_edit(bundle, str(edited), installed=lambda module: module != "cv2") == (
+        "the service needs this package: install `sudo apt-get install python3-opencv` (cv2), then check again (a "
+        "restart would not bring it)")
+
+
 def test_install_check_names_the_packages_the_unit_needs_and_the_board_lacks(tmp_path):
     """The unit reads camera:0 through OpenCV and drives the configured actuator's package: missing at start,
     they exit the service with 78; install.sh says so before it touches the running service."""

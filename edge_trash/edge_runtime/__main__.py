@@ -29,6 +29,10 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--device", help="Edge TPU device, e.g. usb:0 or pci:0 (default: the first one)")
     run.add_argument("--no-health", action="store_true", help="do not start the HTTP health endpoint")
     run.add_argument("-v", "--verbose", action="store_true")
+    check = sub.add_parser("check", help="check the bundle and a sort.yaml (after an edit) the way the service "
+                                         "would at start, without starting it")
+    check.add_argument("--bundle", required=True, help="bundle directory written by `edge-trash export`")
+    check.add_argument("--config", help="sort config (default: BUNDLE/sort.yaml)")
     return parser
 
 
@@ -45,6 +49,8 @@ def main(argv: Optional[List[str]] = None, interpreter_loader: Optional[Callable
     from edge_trash.edge_runtime.sources import SourceError, SourceSpecError
 
     args = build_parser().parse_args(argv)
+    if args.command == "check":
+        return _check(args.bundle, args.config)
     if args.command != "run":
         build_parser().print_help()
         return 2
@@ -71,6 +77,20 @@ def main(argv: Optional[List[str]] = None, interpreter_loader: Optional[Callable
     except OSError:  # the terminal of a service run by hand is gone (SIGHUP): the log has the summary
         pass
     return 1 if summary.get("source_error") or summary.get("stalled") else 0
+
+
+def _check(bundle: str, config: Optional[str]) -> int:
+    """``check``: 0 when the service would start on ``bundle`` with ``config``, else 1 with why."""
+    from edge_trash.edge_runtime.install_check import check_edit
+    from edge_trash.edge_runtime.manifest import SORT_CONFIG
+
+    problem = check_edit(bundle, config)
+    if problem:
+        sys.stderr.write("edge-trash-device: %s\n" % problem)
+        return 1
+    print("edge-trash-device: %s fits %s; the service reads it when it starts: sudo systemctl restart edge-trash "
+          "(run by hand: restart it)" % (config or os.path.join(bundle, SORT_CONFIG), bundle))
+    return 0
 
 
 if __name__ == "__main__":
