@@ -263,6 +263,10 @@ class EventLog:
         self._lost_cause = None  # type: Optional[BaseException]  # the failure that made the buffer drop rows
         self.frames_lost = 0  # frame rows dropped because the buffer was full while writing failed
         self._lost = None  # type: Optional[List[int]]  # [count, first seq, last seq] not yet reported
+        # records (decisions, their attempts and outcomes, faults, track ends) the disk refused, not yet reported,
+        # and when the first of them was refused (the callers go on without them: the items still move)
+        self._records_lost = 0
+        self._records_lost_since = 0.0
         self._frames = []  # type: List[tuple]
         self._last_commit = time.monotonic()
         self._frames_since_prune = 0
@@ -382,6 +386,7 @@ class EventLog:
         ``limit`` of them, all when None); returns what ``work`` returns. On any error the transaction is
         rolled back, the frame rows go back to the buffer and the error is re-raised (the connection
         stays usable)."""
+        record = work is not None and work != self._prune_locked  # not frame rows alone, nor a prune
         with self._lock:
             rows, lost = self._take_frames(limit) if frames else ([], None)
             try:
@@ -396,13 +401,28 @@ class EventLog:
                                        % (lost[0], lost[1], lost[2], self.path, "disk full or failing"
                                           if cause is None or is_disk_error(cause) else
                                           "%s: %s" % (type(cause).__name__, cause)), None, None)
+                if record and self._records_lost:  # writing works again: the log says what it lacks, once
+                    self._fault_locked("event_log", "%d records (decisions, their attempts and outcomes, faults, "
+                                       "track ends) could not be written from %s until now (%s); the sorting went "
+                                       "on, so the log lacks them" % (
+                                           self._records_lost, time.strftime(
+                                               "%Y-%m-%d %H:%M:%S", time.localtime(self._records_lost_since)),
+                                           "disk full or failing" if is_disk_error(self._write_error) else
+                                           "%s: %s" % (type(self._write_error).__name__, self._write_error)),
+                                       None, None)
                 result = work() if work is not None else None
                 self._db.execute("COMMIT")
             except BaseException as exc:
+                if record:
+                    if not self._records_lost:
+                        self._records_lost_since = time.time()
+                    self._records_lost += 1
                 self._write_error = exc
                 self._rollback_locked()
                 self._put_back_frames(rows, lost)
                 raise
+            if record:
+                self._records_lost = 0
             self._frames_since_prune += len(rows)
             if frames:
                 self._last_commit = time.monotonic()
