@@ -224,6 +224,39 @@ def test_live_source_drops_oldest_frames_and_accounts_for_all():
     assert seen == sorted(seen) and 499 in seen  # the newest frame survives, oldest are dropped
 
 
+def test_a_camera_stuck_in_a_read_is_not_released_under_it_at_stop(caplog):
+    """Releasing an OpenCV capture from another thread while its read() blocks may crash the process, before the
+    pending actuations fire and the log is flushed: a stuck source is left open (the process's exit closes it)."""
+    class Stuck:
+        live, description = True, "camera:0"
+
+        def __init__(self):
+            self.reading, self.go_on, self.closed = threading.Event(), threading.Event(), 0
+
+        def open(self, start_index=0):
+            pass
+
+        def read(self):
+            self.reading.set()
+            self.go_on.wait(10)
+            return None
+
+        def close(self):
+            self.closed += 1
+    source = Stuck()
+    capture = FrameCapture(source, queue_size=2)
+    capture.start()
+    assert source.reading.wait(5)
+    assert capture.stop(wait_s=0.2) == [] and source.closed == 0
+    assert [r.getMessage() for r in caplog.records if r.levelname == "WARNING"] == [
+        "camera:0: a read has not returned for 0.2 s; the source is left open until the service exits"]
+    source.go_on.set()  # the read returns: stopped, it is closed as always
+    capture = FrameCapture(source, queue_size=2)
+    capture.start()
+    capture.stop()
+    assert source.closed == 1
+
+
 def test_a_replay_into_the_log_of_an_earlier_one_says_it_has_nothing_left(tmp_path, caplog):
     """A file source resumes after the log's last frame (a restart goes on with a replay): run again on the same
     log, it processed nothing without a word."""

@@ -368,14 +368,20 @@ class FrameCapture:
         with self._cond:
             return self.finished and not self._queue
 
-    def stop(self) -> List[int]:
-        """Stop reading; returns the seqs still queued or dropped (the caller logs them)."""
+    def stop(self, wait_s: float = 5.0) -> List[int]:
+        """Stop reading (waiting ``wait_s`` at most for a read in progress); returns the seqs still queued or
+        dropped (the caller logs them)."""
         self._stop.set()
         with self._cond:
             self._cond.notify_all()
-        self._thread.join(5.0)
+        self._thread.join(wait_s)
         with self._cond:
             rest = self._dropped + [f.seq for f in self._queue]
             self._dropped, self._queue = [], collections.deque()
-        self.source.close()
+        if self._thread.is_alive():  # stuck in a read: releasing the camera under it (OpenCV) may crash the
+            # process before the pending actuations fire and the log is flushed; its exit closes the camera
+            LOG.warning("%s: a read has not returned for %g s; the source is left open until the service exits",
+                        self.source.description, wait_s)
+        else:
+            self.source.close()
         return sorted(rest)
