@@ -41,6 +41,9 @@ def test_resize_for_model_shape_and_identity():
     same = resize_for_model(out, 32)
     np.testing.assert_array_equal(same, out)
     assert image.shape == (40, 60, 3)  # input untouched
+    from edge_trash.edge_runtime.decode import Preprocessor
+    # the int8 ranges are measured on what the device feeds (Pillow's antialiased resize was a third way)
+    np.testing.assert_array_equal(out, Preprocessor(32, 32, "stretch")(image)[0])
 
 
 def test_missing_split_names_the_pattern(tmp_path):

@@ -36,14 +36,27 @@ class BoxMapping:
         return box.clip(self.frame_w, self.frame_h)
 
 
+def _linear_taps(source: int, size: int) -> Tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """For bilinear resizing of ``source`` pixels to ``size`` (as OpenCV's INTER_LINEAR): each output pixel's
+    two source indices and the weight of the second."""
+    centre = (np.arange(size, dtype=np.float64) + 0.5) * (source / float(size)) - 0.5
+    centre = np.clip(centre, 0.0, source - 1.0)
+    first = np.floor(centre).astype(np.intp)
+    second = np.minimum(first + 1, source - 1)
+    weight = (centre - first).astype(np.float32)
+    return first, second, weight
+
+
 class Preprocessor:
     """Maps a HxWx3 uint8 frame to the model input [1,S,S,3] and boxes back to frame pixels.
 
     ``mode='stretch'`` resizes the whole frame to the input size (aspect ratio changes, as in
     training with a plain resize); ``'letterbox'`` keeps the aspect ratio and pads with
-    ``pad_value``. Resizing is nearest-neighbour: with OpenCV's ``INTER_NEAREST`` when cv2 is
-    importable (0.3 ms for 640x480 -> 320x320), else numpy ``take`` with index tables computed once
-    per frame size (~1 ms); both pick source pixel floor(i * src / dst), so they give the same input.
+    ``pad_value``. Resizing is bilinear, as training and ``edge-trash evaluate`` resize
+    (``augment.stretch_resize``): OpenCV's ``INTER_LINEAR`` when cv2 is importable, else the same
+    interpolation in numpy (pixel centres aligned, edges clamped; within 1 of OpenCV's fixed-point
+    rounding). It was nearest-neighbour, which the model never saw in training: AP measured on the
+    host overstated the device's.
     """
 
     def __init__(self, input_height: int, input_width: int, mode: str = "stretch", pad_value: int = 0,
@@ -76,9 +89,10 @@ class Preprocessor:
             sy = sx = s
             nh, nw = max(1, int(round(frame_h * s))), max(1, int(round(frame_w * s)))
             oy, ox = (ih - nh) // 2, (iw - nw) // 2
-        self._rows = np.minimum(np.floor(np.arange(nh) * (frame_h / float(nh))).astype(np.intp), frame_h - 1)
-        self._cols = np.minimum(np.floor(np.arange(nw) * (frame_w / float(nw))).astype(np.intp), frame_w - 1)
-        self._row_buffer = np.empty((nh, frame_w, 3), np.uint8)
+        if self._cv2 is None:  # numpy: the source rows and columns each output pixel blends, and their weights
+            y0, y1, wy = _linear_taps(frame_h, nh)
+            x0, x1, wx = _linear_taps(frame_w, nw)
+            self._rows, self._cols = (y0, y1, wy[:, None, None]), (x0, x1, wx[:, None])  # broadcast on H, W
         self._region = (slice(oy, oy + nh), slice(ox, ox + nw))
         self._size = (nw, nh)
         # normalized model box -> frame pixels: x_frame = (x_norm * iw - ox) * frame_w / nw
@@ -97,10 +111,14 @@ class Preprocessor:
             self._prepare(frame.shape[0], frame.shape[1])
         rows, cols = self._region
         if self._cv2 is not None:
-            self._buffer[0, rows, cols] = self._cv2.resize(frame, self._size, interpolation=self._cv2.INTER_NEAREST)
+            self._buffer[0, rows, cols] = self._cv2.resize(frame, self._size, interpolation=self._cv2.INTER_LINEAR)
         else:
-            np.take(frame, self._rows, axis=0, out=self._row_buffer, mode="clip")
-            self._buffer[0, rows, cols] = np.take(self._row_buffer, self._cols, axis=1, mode="clip")
+            (y0, y1, wy), (x0, x1, wx) = self._rows, self._cols
+            top = frame[y0].astype(np.float32)
+            blended = top + (frame[y1] - top) * wy  # rows first: fewer of them to blend across
+            left = blended[:, x0]
+            out = left + (blended[:, x1] - left) * wx
+            self._buffer[0, rows, cols] = np.rint(out).astype(np.uint8)
         return self._buffer
 
     def make_input(self, frame: np.ndarray) -> Tuple[np.ndarray, BoxMapping]:

@@ -569,6 +569,8 @@ def default_sort_config(class_names: Sequence[str], bins: Optional[Dict[str, str
         '  "trigger_line": {"axis": "x", "position": 0.5, "direction": 1},',
         '  "stable_frames": 5,',
         '  "tracker": {"iou_threshold": 0.2, "max_distance": 1.0, "max_age": 5, "min_hits": 3},',
+        "  # stretch: the whole frame to the model input, bilinear, as training and `edge-trash evaluate` resize",
+        "  # (so evaluate's AP is the device's); letterbox keeps the aspect ratio, which training did not see.",
         '  "resize": "stretch",',
         "  # type: simulated | gpio | pwm | serial. gpio and pwm need an entry for every bin items can go to",
         "  # (each bin of classes, reject_bin, fail_safe_bin). gpio example (plastic on Dev Board pin 37,",

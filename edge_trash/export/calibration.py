@@ -98,13 +98,12 @@ def stratified_pick(labels_per_image: Sequence[Sequence[int]], count: int, seed:
 
 
 def resize_for_model(image: np.ndarray, size: int) -> np.ndarray:
-    """Resize an RGB uint8 image to [size,size,3] (plain stretch, like the SSD fixed-shape resizer)."""
-    from PIL import Image
+    """Resize an RGB uint8 image to [size,size,3] as training, evaluate and the device do (a plain bilinear
+    stretch, ``augment.stretch_resize``): the int8 ranges are measured on the inputs the model will meet
+    (Pillow's antialiased resize was a third way)."""
+    from edge_trash.train.augment import stretch_resize
 
-    if image.shape[0] == size and image.shape[1] == size:
-        return np.ascontiguousarray(image, dtype=np.uint8)
-    resized = Image.fromarray(np.asarray(image, dtype=np.uint8)).resize((size, size), Image.BILINEAR)
-    return np.asarray(resized, dtype=np.uint8)
+    return np.ascontiguousarray(stretch_resize(np.asarray(image, dtype=np.uint8), size))
 
 
 def load_calibration_set(data_dir: str, input_size: int, count: int = DEFAULT_CALIBRATION_IMAGES,

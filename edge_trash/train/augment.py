@@ -284,7 +284,8 @@ def get_augment_config(spec: str) -> AugmentConfig:
 
 
 def stretch_resize(image: np.ndarray, size: int) -> np.ndarray:
-    """Resize an HxWx3 uint8 image to ``size x size`` (bilinear, aspect not kept), like the device."""
+    """Resize an HxWx3 uint8 image to ``size x size`` (bilinear, aspect not kept): as training's augmentation,
+    evaluate, the export's calibration and the device's ``Preprocessor`` (stretch) resize."""
     import cv2
 
     if image.shape[0] == size and image.shape[1] == size:
