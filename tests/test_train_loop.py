@@ -254,6 +254,50 @@ CLIP_SCRIPT = textwrap.dedent("""
 """)
 
 
+LOSS_SCRIPT = textwrap.dedent("""
+    import json
+    import numpy as np
+    import tensorflow as tf
+    cpu = tf.config.list_physical_devices("CPU")[0]
+    tf.config.set_logical_device_configuration(
+        cpu, [tf.config.LogicalDeviceConfiguration(), tf.config.LogicalDeviceConfiguration()])
+    from edge_trash.models.losses import detection_loss, global_positives
+    rng = np.random.default_rng(0)
+    n, columns = 50, 4
+    positive = np.zeros((4, n), np.float32)
+    positive[0, :7] = positive[1, :6] = 1  # replica 0 holds 13 positives, replica 1 (images 2, 3) only background
+    batch = {"box_weights": positive, "cls_weights": np.ones((4, n), np.float32),
+             "cls_targets": (positive * rng.integers(1, columns, (4, n))).astype(np.int32),
+             "box_targets": rng.normal(size=(4, n, 4)).astype(np.float32)}
+    boxes, logits = rng.normal(size=(4, n, 4)).astype(np.float32), rng.normal(size=(4, n, columns)).astype(np.float32)
+    whole, _ = detection_loss(boxes, logits, batch, normalizer=global_positives(batch))  # one replica
+    strategy = tf.distribute.MirroredStrategy(["/cpu:0", "/cpu:1"])
+
+    def half(array):
+        return strategy.experimental_distribute_values_from_function(
+            lambda context: tf.constant(array[2 * context.replica_id_in_sync_group:][:2]))
+
+    def replica_loss(boxes, logits, targets):
+        return detection_loss(boxes, logits, targets, normalizer=global_positives(targets))[0]
+
+    shares = strategy.run(tf.function(replica_loss), args=(half(boxes), half(logits),
+                                                           {k: half(v) for k, v in batch.items()}))
+    summed = strategy.reduce(tf.distribute.ReduceOp.SUM, shares, axis=None)
+    print("RESULT " + json.dumps([float(whole), float(summed)]))
+""")
+
+
+def test_the_loss_of_a_batch_is_the_same_on_one_replica_or_two():
+    """Each replica divided by its own positives (a background-only one by 1) and the mean was taken: 10.19 on two
+    replicas against 10.38 on one for the same batch. Over the whole batch's positives, the shares add up to it."""
+    proc = subprocess.run([sys.executable, "-c", LOSS_SCRIPT], capture_output=True, text=True, timeout=300,
+                          cwd=REPO, env=dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3"))
+    lines = [line for line in proc.stdout.splitlines() if line.startswith("RESULT ")]
+    assert proc.returncode == 0 and lines, proc.stderr[-3000:]
+    whole, summed = json.loads(lines[-1][len("RESULT "):])
+    assert whole > 0 and summed == pytest.approx(whole, rel=1e-6)
+
+
 def test_the_gradient_clip_acts_on_the_sum_over_replicas():
     """Two replicas' shares (3, 0) and (0, 4) sum to (3, 4), norm 5: clipped to norm 1 that is (0.6, 0.8), the
     step of one replica with the whole batch. A clip of each share first gave (0.71, 0.71)."""
@@ -354,6 +398,55 @@ def test_multi_worker_strategy_two_workers_on_loopback(tmp_path):
     import tensorflow as tf
 
     assert tf.train.latest_checkpoint(str(run / "checkpoints")).endswith("ckpt-4")
+
+
+def test_multi_worker_without_the_workers_in_tf_config_is_refused():
+    """Without TF_CONFIG (a launcher or sudo dropping it) MultiWorkerMirroredStrategy trained on one machine and
+    recorded "multi_worker" in config.json: N machines paid for, one used, nothing said."""
+    from edge_trash.train.trainer import TrainError, multi_worker_tasks
+
+    with pytest.raises(TrainError, match=r"^--strategy multi_worker: TF_CONFIG is not set, so this would train on "
+                                         r"this machine alone; set it on every worker, e\.g\. TF_CONFIG="):
+        multi_worker_tasks({})
+    one = json.dumps({"cluster": {"worker": ["a:1"]}, "task": {"type": "worker", "index": 0}})
+    with pytest.raises(TrainError, match=r"TF_CONFIG names 1 worker \(its cluster's chief and worker lists\)"):
+        multi_worker_tasks({"TF_CONFIG": one})
+    with pytest.raises(TrainError, match=r"TF_CONFIG is not the JSON TensorFlow reads"):
+        multi_worker_tasks({"TF_CONFIG": "{cluster: a:1}"})
+    two = {"cluster": {"chief": ["a:1"], "worker": ["b:1"]}, "task": {"type": "chief", "index": 0}}
+    assert multi_worker_tasks({"TF_CONFIG": json.dumps(two)}) == 2
+
+
+TPU_SCRIPT = textwrap.dedent("""
+    import sys, time
+    from edge_trash.train.trainer import TrainError, make_strategy
+    started = time.monotonic()
+    try:
+        make_strategy("tpu", tpu_timeout_s=2.0)
+    except TrainError as exc:
+        print("RESULT %.1f %s" % (time.monotonic() - started, exc))
+    sys.exit(3)
+""")
+
+
+def test_a_tpu_address_nothing_answers_is_given_up_on_and_the_process_exits(tmp_path):
+    """TPU_NAME at a grpc:// address nothing answers held `train` for good, deaf to SIGTERM (the connection
+    blocks in C++, where the Python handler never runs)."""
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]  # closed again: nothing listens there
+    env = dict(os.environ, TPU_NAME=f"grpc://127.0.0.1:{port}", TF_CPP_MIN_LOG_LEVEL="3")
+    proc = subprocess.run([sys.executable, "-c", TPU_SCRIPT], capture_output=True, text=True, timeout=120,
+                          cwd=REPO, env=env)
+    lines = [line for line in proc.stdout.splitlines() if line.startswith("RESULT ")]
+    assert proc.returncode == 3 and lines, proc.stderr[-3000:]  # exited, the blocked connection left behind
+    took, message = lines[0][len("RESULT "):].split(" ", 1)
+    assert message == (f"--strategy tpu: grpc://127.0.0.1:{port} did not answer within 2 s; check TPU_NAME (the "
+                       "TPU's name or grpc:// address) and that the TPU is up and reachable from here")
+    assert float(took) < 30
+    assert f"train: connecting to grpc://127.0.0.1:{port} (up to 2 s) ..." in proc.stderr
 
 
 @pytest.mark.skipif(bool(os.environ.get("TPU_NAME")) or os.path.exists("/dev/accel0"),

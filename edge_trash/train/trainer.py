@@ -19,6 +19,7 @@ import logging
 import math
 import os
 import shutil
+import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -80,24 +81,80 @@ class TrainResult:
     val_split: str = "val"  # the shards the best checkpoint was chosen on: "val" or "fold1"
 
 
-def make_strategy(name: str):
+TPU_CONNECT_TIMEOUT_S = 300.0  # a TPU that has not answered by then is not coming: a message, not a hang
+
+TF_CONFIG_EXAMPLE = ('TF_CONFIG=\'{"cluster": {"worker": ["host1:12345", "host2:12345"]}, "task": {"type": '
+                     '"worker", "index": 0}}\' (the same cluster on every worker, each with its own index)')
+
+
+def multi_worker_tasks(environ: Optional[Dict[str, str]] = None) -> int:
+    """The chief and worker tasks TF_CONFIG names; ``TrainError`` when it is unset, unreadable or names one: a
+    MultiWorkerMirroredStrategy without it trains on this machine alone, and said nothing of it."""
+    raw = (os.environ if environ is None else environ).get("TF_CONFIG", "")
+    if not raw.strip():
+        raise TrainError("--strategy multi_worker: TF_CONFIG is not set, so this would train on this machine "
+                         f"alone; set it on every worker, e.g. {TF_CONFIG_EXAMPLE}, or use --strategy mirrored for "
+                         "the GPUs of one machine")
+    try:
+        cluster = json.loads(raw).get("cluster") or {}
+        tasks = sum(len(cluster.get(kind) or []) for kind in ("chief", "worker"))
+    except (ValueError, AttributeError, TypeError) as exc:
+        raise TrainError(f"--strategy multi_worker: TF_CONFIG is not the JSON TensorFlow reads ({exc}); e.g. "
+                         f"{TF_CONFIG_EXAMPLE}") from None
+    if tasks < 2:
+        raise TrainError(f"--strategy multi_worker: TF_CONFIG names {plural(tasks, 'worker')} (its cluster's chief "
+                         f"and worker lists); give every worker, e.g. {TF_CONFIG_EXAMPLE}, "
+                         "or use --strategy mirrored for the GPUs of one machine")
+    return tasks
+
+
+def connect_tpu(timeout_s: float = TPU_CONNECT_TIMEOUT_S):
+    """The TPU's cluster resolver, connected and initialised, or ``TrainError`` (no TPU, or none answering within
+    ``timeout_s``). The connection blocks in TensorFlow's C++ code, where neither Ctrl-C nor SIGTERM reach a
+    Python handler (a grpc:// address nothing answers held the process for good): it runs in a daemon thread
+    the main thread waits for, so both still stop the run and a process that gives up can exit."""
+    import threading
+
+    import tensorflow as tf
+
+    outcome: Dict[str, Any] = {}
+
+    def connect() -> None:
+        try:
+            resolver = tf.distribute.cluster_resolver.TPUClusterResolver()
+            tf.config.experimental_connect_to_cluster(resolver)
+            tf.tpu.experimental.initialize_tpu_system(resolver)
+            outcome["resolver"] = resolver
+        except (ValueError, RuntimeError, OSError, tf.errors.OpError) as exc:  # OSError: metadata server lookups
+            outcome["error"] = exc
+
+    where = os.environ.get("TPU_NAME") or "this machine's TPU"
+    print(f"train: connecting to {where} (up to {timeout_s:.0f} s) ...", file=sys.stderr, flush=True)
+    thread = threading.Thread(target=connect, name="tpu-connect", daemon=True)
+    thread.start()
+    thread.join(timeout_s)
+    if thread.is_alive():
+        raise TrainError(f"--strategy tpu: {where} did not answer within {timeout_s:.0f} s; check TPU_NAME (the "
+                         "TPU's name or grpc:// address) and that the TPU is up and reachable from here")
+    if "error" in outcome:
+        raise TrainError(f"--strategy tpu: no TPU to connect to ({outcome['error']}); run on a Cloud TPU VM, or set "
+                         "TPU_NAME to the TPU's name or grpc:// address")
+    return outcome["resolver"]
+
+
+def make_strategy(name: str, tpu_timeout_s: float = TPU_CONNECT_TIMEOUT_S):
     """``auto`` (Mirrored over several GPUs, else the default), ``mirrored`` (all GPUs, or all
-    logical CPUs when there is no GPU), ``multi_worker`` (TF_CONFIG) or ``tpu``."""
+    logical CPUs when there is no GPU), ``multi_worker`` (TF_CONFIG, which must name the workers) or ``tpu``
+    (``tpu_timeout_s`` to connect)."""
     import tensorflow as tf
 
     # These two configure the runtime, so they come before anything (listing devices too)
     # initialises it: "Collective ops must be configured at program startup".
     if name == "multi_worker":
+        multi_worker_tasks()
         return tf.distribute.MultiWorkerMirroredStrategy()
     if name == "tpu":
-        try:
-            resolver = tf.distribute.cluster_resolver.TPUClusterResolver()
-            tf.config.experimental_connect_to_cluster(resolver)
-            tf.tpu.experimental.initialize_tpu_system(resolver)
-        except (ValueError, RuntimeError, OSError, tf.errors.OpError) as exc:  # OSError: metadata server lookups
-            raise TrainError(f"--strategy tpu: no TPU to connect to ({exc}); run on a Cloud TPU VM, or set "
-                             "TPU_NAME to the TPU's name or grpc:// address") from None
-        return tf.distribute.TPUStrategy(resolver)
+        return tf.distribute.TPUStrategy(connect_tpu(tpu_timeout_s))
     gpus = tf.config.list_logical_devices("GPU")
     if name == "auto":
         return tf.distribute.MirroredStrategy() if len(gpus) > 1 else tf.distribute.get_strategy()
@@ -375,7 +432,7 @@ def train(options: TrainOptions) -> TrainResult:
     from edge_trash.terminal import progress_bar
 
     from edge_trash.models.init_weights import initialise, resolve_init
-    from edge_trash.models.losses import detection_loss
+    from edge_trash.models.losses import detection_loss, global_positives
     from edge_trash.models.ssd import build_ssd
     from edge_trash.models.targets import make_target_fn
     from edge_trash.train.schedule import build_optimizer
@@ -480,18 +537,18 @@ def train(options: TrainOptions) -> TrainResult:
     def replica_step(images, targets):
         with tf.GradientTape() as tape:
             box_enc, logits = model(images, training=True)
-            loss, parts = detection_loss(box_enc, logits, targets, loss_cfg)
-            total = loss
-            if train_cfg.weight_decay:
-                total += train_cfg.weight_decay * tf.add_n([tf.nn.l2_loss(tf.cast(v, tf.float32))
-                                                            for v in decay_vars])
-            scaled = total / replicas
+            # over the whole batch's positives: this replica's share of the global batch's loss
+            loss, parts = detection_loss(box_enc, logits, targets, loss_cfg, normalizer=global_positives(targets))
+            scaled = loss
+            if train_cfg.weight_decay:  # the same on every replica: each adds its share of it once
+                scaled += train_cfg.weight_decay * tf.add_n([tf.nn.l2_loss(tf.cast(v, tf.float32))
+                                                             for v in decay_vars]) / replicas
+            total = scaled
             if train_cfg.mixed_precision:
                 scaled = optimizer.get_scaled_loss(scaled)
         variables = model.trainable_variables
         apply_replica_gradients(optimizer, tape.gradient(scaled, variables), variables, train_cfg.mixed_precision)
-        return {"loss": total / replicas, "cls_loss": parts["cls_loss"] / replicas,
-                "box_loss": parts["box_loss"] / replicas}
+        return {"loss": total, "cls_loss": parts["cls_loss"], "box_loss": parts["box_loss"]}
 
     @tf.function
     def train_step(it):
