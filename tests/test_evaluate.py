@@ -255,6 +255,28 @@ def test_evaluate_detector_refuses_a_model_of_other_classes(val_dir):
         evaluate_detector(LookupDetector(["paper"]), val_dir, "val")
 
 
+def test_an_empty_split_or_a_split_given_as_a_pattern_or_twice_is_refused(val_dir, tmp_path):
+    """An empty split scored AP -1 for 0 images and exited 0 with "next: export"; '*' evaluated train, val and
+    test together, 'val+val' every image twice."""
+    import shutil
+
+    from edge_trash.train.evaluate import gt_from_tfrecords
+
+    empty = tmp_path / "empty"
+    shutil.copytree(val_dir, empty)
+    for shard in empty.glob("val-*.tfrecord"):
+        shard.write_bytes(b"")
+    with pytest.raises(EvaluationError, match=r"^%s: split 'val' holds no records; rebuild with a --val-fraction "
+                                             r"\(or --test-fraction\) above 0, or evaluate another --split$" % empty):
+        evaluate_detector(LookupDetector(), empty, "val")
+    with pytest.raises(FileNotFoundError, match=r"^--split '\*': '\*' is not a split name \(splits found: val; "
+                                               r"join several with \+\)$"):
+        gt_from_tfrecords(val_dir, "*")
+    with pytest.raises(FileNotFoundError, match=r"^--split 'val\+val' names val 2 times: each of its images would be "
+                                               r"counted as often$"):
+        gt_from_tfrecords(val_dir, "val+val")
+
+
 def test_evaluate_detector_max_images_keeps_only_their_ground_truth(val_dir):
     metrics, detections = evaluate_detector(LookupDetector(), val_dir, "val", max_images=2)
     assert metrics["num_images"] == 2 and {d["image_id"] for d in detections} == {100, 101}

@@ -120,7 +120,7 @@ def test_truncated_shard_is_reported_with_its_path(tmp_path, data_dir):
 def test_missing_split_lists_the_splits_found(data_dir):
     from edge_trash.train.input_pipeline import split_files
 
-    found = r"no test-\*.tfrecord shards \(splits found: \['train', 'val'\]\)"
+    found = r"no test-\*.tfrecord shards \(splits found: train, val\)"
     with pytest.raises(FileNotFoundError, match=found):
         split_files(data_dir, "test")
 

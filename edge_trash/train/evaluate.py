@@ -297,6 +297,9 @@ def gt_from_tfrecords(data_dir: os.PathLike, split: str = "val") -> Tuple[Dict[s
     from edge_trash.train.input_pipeline import load_split
 
     data = load_split(data_dir, split)
+    if not len(data.index):  # AP -1 for 0 images, exit 0 and "next: export" was what it said
+        raise EvaluationError(f"{data_dir}: split {split!r} holds no records; rebuild with a --val-fraction (or "
+                              "--test-fraction) above 0, or evaluate another --split")
     parsed = []
     for i in range(len(data.index)):
         f = tf.train.Example.FromString(data.index.read(i)).features.feature

@@ -46,7 +46,14 @@ def split_files(data_dir: os.PathLike, split: str) -> List[Path]:
     from edge_trash.tfrecords.split_layout import broken_shard_set, split_shards, splits_found
 
     files: List[Path] = []
-    for part in split.split("+"):
+    parts = split.split("+")
+    for part in parts:
+        if not part or any(c in part for c in "*?[]/\\"):  # a glob matched every split ('*': train+val+test)
+            raise FileNotFoundError(f"--split {split!r}: {part!r} is not a split name (splits found: "
+                                    f"{', '.join(splits_found(root)) or 'none'}; join several with +)")
+        if parts.count(part) > 1:
+            raise FileNotFoundError(f"--split {split!r} names {part} {parts.count(part)} times: each of its images "
+                                    "would be counted as often")
         found = split_shards(root, part)
         if not found:
             from edge_trash.tfrecords.other_formats import other_record_layout
@@ -55,7 +62,7 @@ def split_files(data_dir: os.PathLike, split: str) -> List[Path]:
             if other:
                 raise FileNotFoundError(other)
             raise FileNotFoundError(f"{root}: no {part}-*.tfrecord shards (splits found: "
-                                    f"{splits_found(root) or 'none'}); pass --split one of those or rebuild")
+                                    f"{', '.join(splits_found(root)) or 'none'}); pass --split one of those or rebuild")
         broken = broken_shard_set(found)
         if broken:
             raise FileNotFoundError(broken)
