@@ -113,6 +113,10 @@ def test_model_mode_with_a_real_tflite_renders_and_round_trips(tmp_path):
                                       "--out", str(out), "--render", "2", "--save-detections",
                                       str(dets)])
     assert result.exit_code == 0, result.output
+    # a .tflite without its bundle's labels.txt: scored, but its classes cannot be checked, and it says so
+    assert (f"warning: no labels.txt beside {model}, so its classes are not checked against {data / 'labels.txt'}: "
+            f"a model of other classes would be scored as if they were these; copy its bundle's labels.txt to "
+            f"{tmp_path}") in " ".join(result.output.split())
     metrics = json.loads(out.read_text())
     assert metrics["AP"] == pytest.approx(1.0) and metrics["num_detections"] == 2  # count obeyed
     assert metrics["split"] == "val" and metrics["model"] == str(model)

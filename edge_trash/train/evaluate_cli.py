@@ -242,6 +242,11 @@ def evaluate(model_path: Optional[Path], data_dir: Optional[Path], split: Option
             for note in notes:
                 click.echo(note, err=True)
             detector = ev.load_detector(model_path)
+            if detector.class_names is None:  # a .tflite copied away from its bundle: scored blind
+                folder = model_path if model_path.is_dir() else model_path.parent
+                click.echo(f"warning: no labels.txt beside {model_path}, so its classes are not checked against "
+                           f"{data_dir / 'labels.txt'}: a model of other classes would be scored as if they were "
+                           f"these; copy its bundle's labels.txt to {folder}", err=True)
             gt, images = ev.first_images(*ev.gt_from_tfrecords(data_dir, split), max_images)
 
             def progress(n: int, total: int) -> None:
