@@ -400,6 +400,28 @@ def test_multi_worker_strategy_two_workers_on_loopback(tmp_path):
     assert tf.train.latest_checkpoint(str(run / "checkpoints")).endswith("ckpt-4")
 
 
+def test_resume_takes_the_newest_checkpoint_that_reads_whole(tmp_path):
+    """ckpt-2 cut short (a full disk, a copy stopped): --resume ended in 'IndexError: Read less bytes than
+    requested' while ckpt-1 lay beside it, whole."""
+    import tensorflow as tf
+
+    from edge_trash.train.trainer import readable_checkpoint
+
+    folder = tmp_path / "checkpoints"
+    assert readable_checkpoint(folder) == (None, [])  # none saved yet
+    checkpoint = tf.train.Checkpoint(weights=tf.Variable(tf.ones([300, 100])))
+    manager = tf.train.CheckpointManager(checkpoint, str(folder), max_to_keep=3)
+    first, second = manager.save(1), manager.save(2)
+    assert readable_checkpoint(folder) == (second, [])
+    data = next(folder.glob("ckpt-2.data-*"))
+    os.truncate(data, 1000)
+    assert readable_checkpoint(folder) == (first, [f"{second} (Read less bytes than requested)"])
+    (folder / "ckpt-1.index").unlink()
+    latest, unreadable = readable_checkpoint(folder)
+    assert latest is None and unreadable[0] == f"{second} (Read less bytes than requested)"
+    assert unreadable[1].startswith(f"{first} (Unsuccessful TensorSliceReader constructor")
+
+
 def test_multi_worker_without_the_workers_in_tf_config_is_refused():
     """Without TF_CONFIG (a launcher or sudo dropping it) MultiWorkerMirroredStrategy trained on one machine and
     recorded "multi_worker" in config.json: N machines paid for, one used, nothing said."""

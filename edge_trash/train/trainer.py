@@ -23,7 +23,7 @@ import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Callable, Dict, List, Optional
+from typing import TYPE_CHECKING, Any, Callable, Dict, List, Optional, Tuple
 
 from edge_trash.models import run_dir as rd
 from edge_trash.models.config import SSDConfig
@@ -140,6 +140,30 @@ def connect_tpu(timeout_s: float = TPU_CONNECT_TIMEOUT_S):
         raise TrainError(f"--strategy tpu: no TPU to connect to ({outcome['error']}); run on a Cloud TPU VM, or set "
                          "TPU_NAME to the TPU's name or grpc:// address")
     return outcome["resolver"]
+
+
+def readable_checkpoint(directory: os.PathLike) -> Tuple[Optional[str], List[str]]:
+    """The newest checkpoint in ``directory`` whose every tensor reads (None when none does, or there is none),
+    and the newer ones that do not, each with why: one cut short (a full disk, a copy stopped) made ``--resume``
+    end in a traceback while older good ones lay beside it."""
+    import tensorflow as tf
+
+    state = tf.train.get_checkpoint_state(str(directory))
+    paths = list(state.all_model_checkpoint_paths) if state is not None else []
+    if state is not None and state.model_checkpoint_path and state.model_checkpoint_path not in paths:
+        paths.append(state.model_checkpoint_path)
+    unreadable: List[str] = []
+    for path in reversed(paths):
+        try:
+            reader = tf.train.load_checkpoint(path)
+            for name in reader.get_variable_to_shape_map():
+                reader.get_tensor(name)
+        except (tf.errors.OpError, ValueError, IndexError) as exc:  # IndexError: data file cut short
+            why = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+            unreadable.append(f"{path} ({why})")
+            continue
+        return path, unreadable
+    return None, unreadable
 
 
 def make_strategy(name: str, tpu_timeout_s: float = TPU_CONNECT_TIMEOUT_S):
@@ -490,7 +514,13 @@ def train(options: TrainOptions) -> TrainResult:
                                      best_step=best_step, evals_without_gain=evals_without_gain)
     manager = tf.train.CheckpointManager(checkpoint, str(work / rd.CHECKPOINTS),
                                          max_to_keep=train_cfg.keep_checkpoints)
-    latest = tf.train.latest_checkpoint(str(out / rd.CHECKPOINTS)) if options.resume else None
+    latest, unreadable = readable_checkpoint(out / rd.CHECKPOINTS) if options.resume else (None, [])
+    if unreadable and latest is None:
+        raise TrainError(f"--resume: no checkpoint of {out} can be read: {'; '.join(unreadable)} (cut short by a "
+                         "full disk or a copy?); start the run again without --resume, into a new --out")
+    for bad in unreadable:
+        notes.append(f"checkpoint {bad} could not be read (cut short by a full disk or a copy?): resumed from the "
+                     "one before it, and the steps since are trained again")
     started_from = ""
     if latest:
         checkpoint.restore(latest).expect_partial()
