@@ -163,6 +163,17 @@ def test_train_on_toy_data_records_its_data_and_refuses_to_overwrite_or_resume_o
     assert (f"note: {run} has no data.json (made by an older edge-trash): whether --data holds the images it was "
             "trained on cannot be checked; only its labels.txt was compared") in said
     assert "Trained to step 4 (1 step after resuming at step 3) in" in result.output
+    # 4 steps where the run was started for 3: the schedule is rebuilt, and the rate at step 3 jumps, as said: from
+    # the floor the 3-step schedule ended at to the rate the 4-step one (training's own schedule) has there
+    from edge_trash.train.schedule import build_lr_schedule
+    from edge_trash.train.train_config import TrainConfig
+
+    started = TrainConfig.from_dict(json.loads((run / "config.json").read_text())["train"])
+    floor = started.learning_rate * started.min_learning_rate_fraction
+    rebuilt = float(build_lr_schedule(started.replace(steps=4))(3))
+    assert floor < rebuilt < started.learning_rate
+    assert (f"note: --steps 4 where the run was started for 3: the learning-rate schedule is stretched to the new "
+            f"count, so at step 3 the rate goes from {floor:.3g} to {rebuilt:.3g}") in said
     assert (f"init: resumed from {run}/checkpoints/ckpt-3; the run started from random initialisation (--init "
             "scratch): expect poor accuracy on real data.") in said
     assert json.loads((run / "metrics.json").read_text())["init"] == \

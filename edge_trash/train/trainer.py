@@ -336,6 +336,22 @@ def resume_steps_problem(run_dir: Path, steps: int, run_steps: int, warmup_steps
     return ""
 
 
+def schedule_change_note(run_dir: Path, train: TrainConfig) -> str:
+    """A note when a resume trains to another step count than the run's ``config.json`` was started for: the
+    cosine schedule is rebuilt for the new count, so the learning rate jumps at the step resumed from (with a
+    short run resumed to twice its steps, from 8.7e-5 to 1.1e-3) and a user reading the curve should know why."""
+    from edge_trash.train.schedule import build_lr_schedule
+
+    started = TrainConfig.from_dict(rd.read_run_config(run_dir)["train"])
+    if started.steps == train.steps:
+        return ""
+    reached = rd.latest_checkpoint_step(run_dir) or 0
+    before = float(build_lr_schedule(started)(reached))
+    after = float(build_lr_schedule(started.replace(steps=train.steps))(reached))
+    return (f"--steps {train.steps} where the run was started for {started.steps}: the learning-rate schedule is "
+            f"stretched to the new count, so at step {reached} the rate goes from {before:.3g} to {after:.3g}")
+
+
 def _write_run_config(out: Path, model: SSDConfig, train: TrainConfig, class_names: List[str]) -> None:
     out.mkdir(parents=True, exist_ok=True)
     rd.write_text_atomic(out / rd.LABELS_TXT, "\n".join(class_names) + "\n")
@@ -482,6 +498,8 @@ def train(options: TrainOptions) -> TrainResult:
     data = data_record(data_dir, train_split, val_split, train_cfg.fold, class_names)
     # other data than the run's is named as such before its records are read (they may not fit the run's labels)
     notes = resume_data_notes(out, data_dir, data) if options.resume else []
+    if options.resume:
+        notes += [note for note in [schedule_change_note(out, train_cfg)] if note]
     if options.dataset_fn is None:  # before the run folder is written: a refused run leaves nothing to resume
         check_splits(data_dir, train_split, val_split)
     if not is_chief:
