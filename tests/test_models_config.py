@@ -189,3 +189,14 @@ def test_the_default_preset_with_tacos_classes_is_too_big_for_the_edgetpu_and_ss
         "for the Edge TPU, this model is big: the Edge TPU parameters, 13.")
     assert "train with --config ssdlite_mobilenet_v2_320" in edgetpu_size_note(weights, default)
     assert edgetpu_size_note(build_ssd(lite).count_params(), lite) == ""
+
+
+def test_a_hand_edit_that_breaks_a_runs_config_json_is_named_with_the_fix(tmp_path):
+    import pytest
+
+    from edge_trash.models.run_dir import RunDirError, read_run_config
+
+    (tmp_path / "config.json").write_text('{"model": {"input_size": 320,}}')
+    with pytest.raises(RunDirError, match=r"config\.json: invalid JSON \(.+\); `edge-trash train` wrote it: undo the "
+                                          r"hand edit, or start a new run$"):
+        read_run_config(tmp_path)

@@ -90,7 +90,8 @@ def read_run_config(run_dir: Path) -> Dict[str, Any]:
     try:
         data = json.loads(path.read_text(encoding="utf-8"))
     except json.JSONDecodeError as exc:
-        raise RunDirError(f"{path}: invalid JSON ({exc})") from exc
+        raise RunDirError(f"{path}: invalid JSON ({exc}); `edge-trash train` wrote it: undo the hand edit, or "
+                          "start a new run") from exc
     if not isinstance(data, dict) or "model" not in data:
         raise RunDirError(f"{path}: expected an object with a 'model' key")
     return data

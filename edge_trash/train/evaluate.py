@@ -642,7 +642,8 @@ def evaluate_on_images(detector: Detector, gt_coco: Mapping[str, Any], images: S
     if detector.class_names is not None and list(detector.class_names) != names:
         raise EvaluationError(
             f"the model's classes {list(detector.class_names)} differ from the dataset's "
-            f"{names} (labels.txt); evaluate on the dataset the model was trained for")
+            f"{names} (the labels.txt of the model and of --data); evaluate on the dataset the model was trained "
+            "for (its run's data.json names it)")
     detections: List[Dict[str, Any]] = []
     for n, image in enumerate(images, start=1):
         boxes, class_ids, scores = detector.detect(image.decode())
