@@ -252,8 +252,8 @@ def test_compile_instructions_name_the_repo_package_and_command(tmp_path):
     assert "x86-64 Linux" in text
     assert f"edgetpu_compiler --out_dir '{model.parent}' --show_operations '{model}'" in text
     # one compile, the export's, which lists the model in the manifest: compiling by hand is the fallback
-    assert "Then rerun the export there with --edgetpu: it compiles the model and lists it in the bundle's manifest" \
-        in text
+    assert ("Then, on an x86-64 Linux machine with edgetpu_compiler, rerun the export with --edgetpu (and --compiler "
+            "PATH where it is not on PATH): it compiles the model and lists it in the bundle's manifest.") in text
     assert "the service warns that the bundle's manifest does not cover it" in text
 
 

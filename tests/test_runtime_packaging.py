@@ -144,6 +144,14 @@ def test_device_check_says_whether_the_service_would_start_on_an_edited_sort_yam
     assert err == ("%s; the service would not start with it (exit 78), and keeps running as it was until it "
                    "restarts: fix it, then check again\n" % said_at_start)
     assert "classes.cup: not a class of this model" in err
+    # without --config it reads the unit's sort.yaml (/etc/edge-trash/sort.yaml), not the bundle's template
+    from edge_trash.edge_runtime import __main__ as device_cli
+
+    monkeypatch.setattr(device_cli, "UNIT_CONFIG", str(edited))
+    assert main(["check", "--bundle", bundle]) == 1 and "classes.cup: not a class" in capsys.readouterr().err
+    monkeypatch.setattr(device_cli, "UNIT_CONFIG", str(tmp_path / "no-such-sort.yaml"))
+    assert main(["check", "--bundle", bundle]) == 0  # none installed: the bundle's own
+    assert "sort.yaml fits" in capsys.readouterr().out
     edited.write_text(json.dumps({"classes": {"bottle": "bottle", "can": "can"}}))
     assert main(["check", "--bundle", bundle, "--config", str(edited)]) == 0
     assert capsys.readouterr().out == ("edge-trash-device: %s fits %s; the service reads it when it starts: sudo "

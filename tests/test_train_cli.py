@@ -172,8 +172,14 @@ def test_train_on_toy_data_records_its_data_and_refuses_to_overwrite_or_resume_o
     floor = started.learning_rate * started.min_learning_rate_fraction
     rebuilt = float(build_lr_schedule(started.replace(steps=4))(3))
     assert floor < rebuilt < started.learning_rate
-    assert (f"note: --steps 4 where the run was started for 3: the learning-rate schedule is stretched to the new "
-            f"count, so at step 3 the rate goes from {floor:.3g} to {rebuilt:.3g}") in said
+    assert (f"note: this resume trains to step 4, where the checkpoint's learning-rate schedule was built for 3 "
+            f"steps: it is rebuilt for 4, so at step 3 the rate goes from {floor:.3g} to {rebuilt:.3g}") in said
+    # resumed again to 5: the checkpoint trained on the 4-step schedule (config.json still says 3), and says so
+    result = _run("--data", str(data), "--out", str(run), "--resume", "--steps", "5", "--no-progress")
+    assert result.exit_code == 0, result.output
+    assert json.loads((run / "config.json").read_text())["train"]["steps"] == 3
+    assert "where the checkpoint's learning-rate schedule was built for 4 steps: it is rebuilt for 5, so at step 4" \
+        in " ".join(result.output.split())
     assert (f"init: resumed from {run}/checkpoints/ckpt-3; the run started from random initialisation (--init "
             "scratch): expect poor accuracy on real data.") in said
     assert json.loads((run / "metrics.json").read_text())["init"] == \

@@ -467,7 +467,7 @@ def test_a_tpu_address_nothing_answers_is_given_up_on_and_the_process_exits(tmp_
     took, message = lines[0][len("RESULT "):].split(" ", 1)
     assert message == (f"--strategy tpu: grpc://127.0.0.1:{port} did not answer within 2 s; check TPU_NAME (the "
                        "TPU's name or grpc:// address) and that the TPU is up and reachable from here")
-    assert float(took) < 30
+    assert float(took) < 60  # TensorFlow's import included, on a busy machine
     assert f"train: connecting to grpc://127.0.0.1:{port} (up to 2 s) ..." in proc.stderr
 
 

@@ -13,6 +13,9 @@ from typing import Callable, List, Optional
 # port exits 1 and is retried (an Edge TPU missing at start is no exit: the CPU model runs, with a fault).
 EXIT_CONFIG = 78
 
+# The sort config the installed unit runs with (edge-trash.service's --config; install.sh keeps it across installs)
+UNIT_CONFIG = "/etc/edge-trash/sort.yaml"
+
 
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser (``run`` subcommand)."""
@@ -32,7 +35,8 @@ def build_parser() -> argparse.ArgumentParser:
     check = sub.add_parser("check", help="check the bundle and a sort.yaml (after an edit) the way the service "
                                          "would at start, without starting it")
     check.add_argument("--bundle", required=True, help="bundle directory written by `edge-trash export`")
-    check.add_argument("--config", help="sort config (default: BUNDLE/sort.yaml)")
+    check.add_argument("--config", help="sort config (default: %s, the installed unit's, where it exists; "
+                                        "else BUNDLE/sort.yaml)" % UNIT_CONFIG)
     return parser
 
 
@@ -84,6 +88,8 @@ def _check(bundle: str, config: Optional[str]) -> int:
     from edge_trash.edge_runtime.install_check import check_edit
     from edge_trash.edge_runtime.manifest import SORT_CONFIG
 
+    if config is None and os.path.isfile(UNIT_CONFIG):  # what the unit runs with, not the bundle's template
+        config = UNIT_CONFIG
     problem = check_edit(bundle, config)
     if problem:
         sys.stderr.write("edge-trash-device: %s\n" % problem)

@@ -267,12 +267,18 @@ class EventLog:
         # and when the first of them was refused (the callers go on without them: the items still move)
         self._records_lost = 0
         self._records_lost_since = 0.0
+        self._records_lost_cause = None  # type: Optional[BaseException]  the first refusal's
         self._frames = []  # type: List[tuple]
         self._last_commit = time.monotonic()
         self._frames_since_prune = 0
         # prune every `_prune_every` rows down to max - _prune_every, so the table never exceeds max
         self._prune_every = max(1, min(1000, max_frame_rows // 10))
         self.run_id = None  # type: Optional[int]
+
+    @property
+    def records_lost(self) -> int:
+        """Records the disk refused since the last one it took (reported in a fault once it takes one)."""
+        return self._records_lost
 
     # -- runs and recovery ------------------------------------------------------------------
     def next_seq(self) -> int:
@@ -381,12 +387,13 @@ class EventLog:
                 pass
 
     def _write(self, work: Optional[Callable[[], object]] = None, frames: bool = True,
-               limit: Optional[int] = None):
+               limit: Optional[int] = None, record: bool = True):
         """Run ``work()`` in one transaction, with the buffered frame rows when ``frames`` (the oldest
         ``limit`` of them, all when None); returns what ``work`` returns. On any error the transaction is
         rolled back, the frame rows go back to the buffer and the error is re-raised (the connection
-        stays usable)."""
-        record = work is not None and work != self._prune_locked  # not frame rows alone, nor a prune
+        stays usable). ``record``: ``work`` writes a record (a decision, an outcome, a fault...; not a prune),
+        so a refused one is counted in the fault that reports them once writing works again."""
+        record = record and work is not None
         with self._lock:
             rows, lost = self._take_frames(limit) if frames else ([], None)
             try:
@@ -407,15 +414,16 @@ class EventLog:
                                        "on, so the log lacks them" % (
                                            self._records_lost, time.strftime(
                                                "%Y-%m-%d %H:%M:%S", time.localtime(self._records_lost_since)),
-                                           "disk full or failing" if is_disk_error(self._write_error) else
-                                           "%s: %s" % (type(self._write_error).__name__, self._write_error)),
+                                           "disk full or failing" if is_disk_error(self._records_lost_cause)
+                                           else "%s: %s" % (type(self._records_lost_cause).__name__,
+                                                            self._records_lost_cause)),
                                        None, None)
                 result = work() if work is not None else None
                 self._db.execute("COMMIT")
             except BaseException as exc:
                 if record:
                     if not self._records_lost:
-                        self._records_lost_since = time.time()
+                        self._records_lost_since, self._records_lost_cause = time.time(), exc
                     self._records_lost += 1
                 self._write_error = exc
                 self._rollback_locked()
@@ -449,7 +457,7 @@ class EventLog:
         if self._frames_since_prune < self._prune_every:
             return
         try:
-            self._write(self._prune_locked, frames=False)
+            self._write(self._prune_locked, frames=False, record=False)
         except sqlite3.Error as exc:
             self._frames_since_prune = 0
             LOG.warning("event log %s: pruning old rows failed (%s); retried after the next %d rows: %s",

@@ -137,6 +137,11 @@ class Stats:
                     "first_sight_to_actuation_ms": pair(self.actuation_latency_ms)}
 
 
+def http_status(snapshot: Dict) -> int:
+    """``/health``'s status code: 503 while the snapshot's ``ok`` is false (it has ``problems``), else 200."""
+    return 503 if snapshot.get("ok") is False else 200
+
+
 def health_problems(snapshot: Dict, actuations_stalled: Optional[str] = None,
                     actuations_failing: Optional[str] = None, no_frame_s: Optional[float] = None) -> List[str]:
     """What keeps items from their bins now, from a ``Stats.snapshot()`` and the scheduler's ``stalled()`` and
@@ -174,8 +179,8 @@ class HealthServer:
             if method != "GET" or target.split("?")[0] not in ("/", "/health"):
                 return Response(404, "application/json", b'{"error": "only GET /health"}', {})
             snap = status()
-            return Response(503 if snap.get("ok") is False else 200, "application/json",
-                            json.dumps(snap, sort_keys=True).encode("utf-8"), {})
+            return Response(http_status(snap), "application/json", json.dumps(snap, sort_keys=True).encode("utf-8"),
+                            {})
 
         route = router or health_only
 

@@ -31,6 +31,7 @@ from typing import Callable, Dict, List, Mapping, NamedTuple, Optional
 from urllib.parse import parse_qs, quote, urlsplit
 
 from edge_trash.edge_runtime.hard_examples import LABELS_FILE, QUEUE_FILE_RE
+from edge_trash.edge_runtime.health import http_status
 
 WEB_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), "web")
 STATIC = {"/": ("index.html", "text/html; charset=utf-8"), "/index.html": ("index.html", "text/html; charset=utf-8"),
@@ -209,7 +210,7 @@ class OperatorPage:
                 return Response(200, ctype, body, {"Cache-Control": "no-cache"})
             if path in ("/health", "/api/status"):  # /health: 503 while something keeps items from their bins
                 snap = self.status_json()
-                return _json(snap, 503 if path == "/health" and snap.get("ok") is False else 200)
+                return _json(snap, http_status(snap) if path == "/health" else 200)
             if path == "/api/live":
                 return _json(self.live.snapshot())
             if path == "/api/frame.jpg":

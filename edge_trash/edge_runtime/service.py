@@ -384,6 +384,7 @@ def build_service(bundle: str, config_path: Optional[str], source_spec: str, log
                 snap["actuations_missed_late"] = scheduler.missed
                 snap["actuation_log_errors"] = scheduler.journal_errors
                 snap["log_frames_lost"] = log.frames_lost
+                snap["log_records_lost"] = log.records_lost  # refused since the last record written
                 if hard is not None:
                     snap["hard_examples_failed"] = hard.failed
                 snap["problems"] = health_problems(snap, scheduler.stalled(), scheduler.failing())

@@ -226,9 +226,9 @@ def compile_instructions(model_path: Union[str, os.PathLike], out_dir: Optional[
         '  echo "deb [signed-by=/usr/share/keyrings/coral-edgetpu.gpg] '
         f'{CORAL_APT_REPO}" | sudo tee /etc/apt/sources.list.d/coral-edgetpu.list\n'
         "  sudo apt-get update && sudo apt-get install edgetpu-compiler\n"
-        "On macOS, Windows or ARM, run it in an x86-64 Linux container or VM. Then rerun the export there with "
-        "--edgetpu: it compiles the model and lists it in the bundle's manifest. (Compiled by hand instead, with\n"
-        f"  {command}\nthe model runs, but the service warns that the bundle's manifest does not cover it.)")
+        f"On macOS, Windows or ARM, run it in an x86-64 Linux container or VM. Then, {RECOMPILE_IN_EXPORT}. "
+        f"(Compiled by hand instead, with\n  {command}\nthe model runs, but the service warns that the bundle's "
+        "manifest does not cover it.)")
 
 
 def _text(value: Union[str, bytes, None]) -> str:

@@ -336,20 +336,20 @@ def resume_steps_problem(run_dir: Path, steps: int, run_steps: int, warmup_steps
     return ""
 
 
-def schedule_change_note(run_dir: Path, train: TrainConfig) -> str:
-    """A note when a resume trains to another step count than the run's ``config.json`` was started for: the
-    cosine schedule is rebuilt for the new count, so the learning rate jumps at the step resumed from (with a
-    short run resumed to twice its steps, from 8.7e-5 to 1.1e-3) and a user reading the curve should know why."""
+def schedule_change_note(trained_for: int, train: TrainConfig, reached: int) -> str:
+    """A note when a resume trains to another step count than its checkpoint's schedule was built for (recorded
+    in the checkpoint: a run resumed with ``--steps`` before trained on that count since, whatever config.json
+    says): the cosine schedule is rebuilt for the new count, so the learning rate jumps at ``reached`` (with a
+    short run resumed to twice its steps, from 8.7e-5 to 1.1e-3), and a user reading the curve should know why."""
     from edge_trash.train.schedule import build_lr_schedule
 
-    started = TrainConfig.from_dict(rd.read_run_config(run_dir)["train"])
-    if started.steps == train.steps:
+    if trained_for == train.steps:
         return ""
-    reached = rd.latest_checkpoint_step(run_dir) or 0
-    before = float(build_lr_schedule(started)(reached))
-    after = float(build_lr_schedule(started.replace(steps=train.steps))(reached))
-    return (f"--steps {train.steps} where the run was started for {started.steps}: the learning-rate schedule is "
-            f"stretched to the new count, so at step {reached} the rate goes from {before:.3g} to {after:.3g}")
+    before = float(build_lr_schedule(train.replace(steps=trained_for))(reached))
+    after = float(build_lr_schedule(train)(reached))
+    return (f"this resume trains to step {train.steps}, where the checkpoint's learning-rate schedule was built for "
+            f"{trained_for} steps: it is rebuilt for {train.steps}, so at step {reached} the rate goes from "
+            f"{before:.3g} to {after:.3g}")
 
 
 def _write_run_config(out: Path, model: SSDConfig, train: TrainConfig, class_names: List[str]) -> None:
@@ -498,8 +498,6 @@ def train(options: TrainOptions) -> TrainResult:
     data = data_record(data_dir, train_split, val_split, train_cfg.fold, class_names)
     # other data than the run's is named as such before its records are read (they may not fit the run's labels)
     notes = resume_data_notes(out, data_dir, data) if options.resume else []
-    if options.resume:
-        notes += [note for note in [schedule_change_note(out, train_cfg)] if note]
     if options.dataset_fn is None:  # before the run folder is written: a refused run leaves nothing to resume
         check_splits(data_dir, train_split, val_split)
     if not is_chief:
@@ -521,6 +519,9 @@ def train(options: TrainOptions) -> TrainResult:
             best_ap = tf.Variable(-1.0, trainable=False, dtype=tf.float32)
             best_step = tf.Variable(0, trainable=False, dtype=tf.int64)
             evals_without_gain = tf.Variable(0, trainable=False, dtype=tf.int64)
+            # the step count the schedule was built for, kept in the checkpoint (config.json keeps the first)
+            schedule_steps = tf.Variable(rd.read_run_config(out)["train"]["steps"] if options.resume
+                                         else train_cfg.steps, trainable=False, dtype=tf.int64)
     finally:
         if train_cfg.mixed_precision:
             keras.mixed_precision.set_global_policy("float32")
@@ -528,8 +529,8 @@ def train(options: TrainOptions) -> TrainResult:
     too_big = edgetpu_size_note(model.count_params(), model_cfg)
     if too_big:  # said before hours of training, not first at the export
         notes.append(too_big)
-    checkpoint = tf.train.Checkpoint(model=model, optimizer=optimizer, best_ap=best_ap,
-                                     best_step=best_step, evals_without_gain=evals_without_gain)
+    checkpoint = tf.train.Checkpoint(model=model, optimizer=optimizer, best_ap=best_ap, best_step=best_step,
+                                     evals_without_gain=evals_without_gain, schedule_steps=schedule_steps)
     manager = tf.train.CheckpointManager(checkpoint, str(work / rd.CHECKPOINTS),
                                          max_to_keep=train_cfg.keep_checkpoints)
     latest, unreadable = readable_checkpoint(out / rd.CHECKPOINTS) if options.resume else (None, [])
@@ -556,6 +557,9 @@ def train(options: TrainOptions) -> TrainResult:
     log.info("init: %s", init_note)
     recorded_init = started_from if latest and started_from else init_note  # metrics.json: what the run started from
     start_step = int(optimizer.iterations.numpy())
+    if latest:
+        notes += [note for note in [schedule_change_note(int(schedule_steps.numpy()), train_cfg, start_step)] if note]
+    schedule_steps.assign(train_cfg.steps)
     if options.resume and is_chief and (out / rd.LOGS).is_dir():
         from edge_trash.train.event_logs import trim_event_files
 
