@@ -350,7 +350,6 @@ def test_connections_past_the_cap_are_closed_and_their_threads_never_started():
     server = HealthServer(lambda: {"ok": True}, "127.0.0.1", 0, request_timeout_s=30.0, max_connections=3)
     server.start()
     try:
-        before = threading.active_count()
         def serving():  # this server's connection threads (named after their target), not the suite's others
             return sum("process_request_thread" in t.name for t in threading.enumerate())
 
