@@ -331,10 +331,10 @@ class ActuationScheduler:
                     % (self.clock() - since, self.pending()))
         return None
 
-    def failing(self, in_a_row: int = FAILING_IN_A_ROW) -> Optional[str]:
-        """Why items are not reaching their bins (the last ``in_a_row`` actuations or more all failed, the last one
-        named), or None: the service runs on, each item logged as failed, but the health check says so."""
-        if self.failed_in_a_row < in_a_row:
+    def failing(self) -> Optional[str]:
+        """Why items are not reaching their bins (the last ``FAILING_IN_A_ROW`` actuations or more all failed, the
+        last one named), or None: the service runs on, each item logged as failed, but the health check says so."""
+        if self.failed_in_a_row < FAILING_IN_A_ROW:
             return None
         return "the last %d actuations failed (the last: %s)" % (self.failed_in_a_row, self._last_failure)
 

@@ -143,20 +143,18 @@ def http_status(snapshot: Dict) -> int:
 
 
 def health_problems(snapshot: Dict, actuations_stalled: Optional[str] = None,
-                    actuations_failing: Optional[str] = None, no_frame_s: Optional[float] = None) -> List[str]:
+                    actuations_failing: Optional[str] = None) -> List[str]:
     """What keeps items from their bins now, from a ``Stats.snapshot()`` and the scheduler's ``stalled()`` and
-    ``failing()``: the ``problems`` of ``/health`` (which answers 503 while there are any); empty when none.
-    ``no_frame_s``: seconds without a frame that are a problem (``NO_FRAME_S`` when None)."""
-    no_frame_s = NO_FRAME_S if no_frame_s is None else no_frame_s
+    ``failing()``: the ``problems`` of ``/health`` (which answers 503 while there are any); empty when none."""
     problems = []
     if actuations_stalled:
         problems.append("actuations stopped: %s" % actuations_stalled)
     if actuations_failing:
         problems.append(actuations_failing)
     age = snapshot.get("last_frame_age_s")
-    if age is None and snapshot.get("uptime_s", 0) > no_frame_s:
+    if age is None and snapshot.get("uptime_s", 0) > NO_FRAME_S:
         problems.append("no frame has gone through inference since the start, %.0f s ago" % snapshot["uptime_s"])
-    elif age is not None and age > no_frame_s:
+    elif age is not None and age > NO_FRAME_S:
         problems.append("no frame has gone through inference for %.0f s: items passing now are not seen" % age)
     return problems
 

@@ -97,20 +97,21 @@ def _check_record(queue_dir: str, record: object, labels: List[str]) -> Optional
     if not os.path.isfile(image):
         return ("names image %s, which is not in the queue (evicted by the quota, or not copied yet: copy the "
                 "queue again once the device is stopped)" % name)
-    if name.lower().endswith((".jpg", ".jpeg")):
+    if name.endswith((".jpg", ".jpeg")):  # QUEUE_FILE_RE admits lower-case extensions only
         if jpeg_cut_short(image):
             return ("its image %s is cut short (no JPEG end marker: copied while the device wrote it?); copy it "
                     "again" % name)
-    else:  # PPM: a device without Pillow, told from its header and size; a PNG put there by hand: read whole
-        problem = ppm_cut_short(image) if name.endswith(".ppm") else None
-        if not name.endswith(".ppm"):
-            try:
-                read_image(image)
-            except FrameReadError as exc:
-                problem = str(exc)
-        if problem:
-            return "its image cannot be read (%s): copied while the device wrote it? copy it again" % problem
-    return None
+        return None
+    if name.endswith(".ppm"):  # a device without Pillow: told from its header and size, without reading it
+        problem = ppm_cut_short(image)
+    else:  # a PNG put there by hand: read whole
+        try:
+            read_image(image)
+            problem = None
+        except FrameReadError as exc:
+            problem = str(exc)
+    return None if problem is None else ("its image cannot be read (%s): copied while the device wrote it? copy "
+                                         "it again" % problem)
 
 
 def read_queue(queue_dir: str) -> Tuple[List[str], List[Dict], List[Tuple[str, str]]]:
