@@ -185,7 +185,7 @@ def test_serial_with_utf8_encoding_sends_every_bin():
         def mark_attempt(self, ref):
             pass
 
-        def mark_done(self, ref, bin_name, attempts, status):
+        def mark_done(self, ref, bin_name, attempts, status, latency_ms):
             self.done.append((ref, bin_name, status))
 
     faults = []

@@ -33,8 +33,8 @@ def page(tmp_path):
     now = time.time()
     ids = log.record_decisions([_decision(1, "can", "metal", now - 30), _decision(2, "bottle", "plastic", now - 20),
                                 _decision(3, "can", "metal", now - 10)])
-    log.mark_done(ids[0], "metal", 1, "actuated")
-    log.mark_done(ids[1], "reject", 3, "failsafe")  # actuator failed: went to the fail-safe bin
+    log.mark_done(ids[0], "metal", 1, "actuated", 250.0)
+    log.mark_done(ids[1], "reject", 3, "failsafe", 250.0)  # actuator failed: went to the fail-safe bin
     queue = tmp_path / "queue"
     queue.mkdir()
     for seq, score in ((5, 0.55), (7, 0.31), (9, 0.42)):
@@ -94,7 +94,7 @@ def test_counts_hold_only_items_that_moved_and_since_start_outlives_the_logs_pru
     now = time.time()
     ids = log.record_decisions([_decision(k, "can", "metal", now - 60 + k) for k in range(1, 6)])
     for ref, outcome in zip(ids, ["actuated", "failed", "missed", "unknown", "failsafe"]):
-        log.mark_done(ref, {"actuated": "metal", "failsafe": "reject"}.get(outcome), 1, outcome)
+        log.mark_done(ref, {"actuated": "metal", "failsafe": "reject"}.get(outcome), 1, outcome, 250.0)
     log.close()
     live = LiveView(trigger={"axis": "x", "position": 0.5}, accelerator="cpu")
     from_log = OperatorPage(lambda: {}, live, str(tmp_path / "events.sqlite"), None)
@@ -117,10 +117,10 @@ def test_since_start_is_this_run_and_the_last_hour_the_boards_60_minutes(tmp_pat
     log.start_run("dir:test", "cpu", 0)
     first = log.record_decisions([_decision(1, "can", "metal", now - 7200), _decision(2, "can", "metal", now - 600)])
     for ref in first:
-        log.mark_done(ref, "metal", 1, "actuated")
+        log.mark_done(ref, "metal", 1, "actuated", 250.0)
     log.start_run("dir:test", "cpu", 10)  # the service restarted
     again = log.record_decisions([_decision(3, "bottle", "plastic", now - 5)])
-    log.mark_done(again[0], "plastic", 1, "actuated")
+    log.mark_done(again[0], "plastic", 1, "actuated", 250.0)
     log.close()
     page = OperatorPage(lambda: {}, LiveView(trigger={"axis": "x", "position": 0.5}, accelerator="cpu"),
                         str(tmp_path / "events.sqlite"), None)

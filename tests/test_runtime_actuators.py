@@ -165,7 +165,7 @@ class Journal:
     def mark_attempt(self, ref):
         self.events.append(("attempt", ref))
 
-    def mark_done(self, ref, bin_name, attempts, status):
+    def mark_done(self, ref, bin_name, attempts, status, latency_ms):
         self.events.append(("done", ref, bin_name, attempts, status))
 
 
@@ -246,7 +246,7 @@ class BrokenJournal(Journal):
     def mark_attempt(self, ref):
         raise sqlite3.OperationalError("database or disk is full")
 
-    def mark_done(self, ref, bin_name, attempts, status):
+    def mark_done(self, ref, bin_name, attempts, status, latency_ms):
         raise sqlite3.OperationalError("database or disk is full")
 
 

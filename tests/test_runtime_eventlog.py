@@ -10,6 +10,7 @@ import time
 import pytest
 
 from edge_trash.edge_runtime import eventlog
+from edge_trash.edge_runtime.actuators import ActuationScheduler, SimulatedActuator
 from edge_trash.edge_runtime.eventlog import EventLog, LogInUseError, is_corrupt, write_error_fix
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -65,7 +66,7 @@ def test_recover_never_refires_an_attempted_actuation(tmp_path):
         [decision_row(1, now - 5), decision_row(2, now - 5), decision_row(3, now + 30), decision_row(4, now - 5)])
     log.mark_attempt(attempted)
     log.mark_attempt(done)
-    log.mark_done(done, "can", 1, "actuated")
+    log.mark_done(done, "can", 1, "actuated", 250.0)
     killed(log)  # no close(); a new process opens the same file
     log2 = EventLog(path)
     log2.start_run("dir:x", "cpu", log2.next_seq())
@@ -119,7 +120,7 @@ def test_retention_holds_while_decisions_write_the_frames(tmp_path):
         if seq % 15 == 0:  # an item every 0.75 s at 20 fps: its decision, attempted and done
             (ref,) = log.record_decisions([decision_row(seq, time.time())])
             log.mark_attempt(ref)
-            log.mark_done(ref, "can", 1, "actuated")
+            log.mark_done(ref, "can", 1, "actuated", 250.0)
         log.maybe_commit()
         if seq == 5999:  # before close(), which prunes too
             ((frames,),), ((decisions,),) = rows(path, "SELECT COUNT(*) FROM frames"), \
@@ -198,10 +199,10 @@ def test_write_methods_roll_back_on_a_full_disk_and_work_once_space_returns(tmp_
     with pytest.raises(sqlite3.OperationalError, match=disk_full):
         log.mark_attempt(ref)
     with pytest.raises(sqlite3.OperationalError, match=disk_full):
-        log.mark_done(ref, "can", 1, "actuated")
+        log.mark_done(ref, "can", 1, "actuated", 250.0)
     assert not log._db.in_transaction
     log.mark_attempt(ref)
-    log.mark_done(ref, "can", 1, "actuated")
+    log.mark_done(ref, "can", 1, "actuated", 250.0)
     log.fault("read_error", "frame 5 unreadable", 5)
     log.undecided_track(7, 1, 4, 3, "lost", {})
     log.close()
@@ -521,3 +522,20 @@ def test_frame_rows_another_writer_already_put_in_the_log_are_not_called_a_full_
     assert message == ("event log %s: 1 buffered frame rows could not be written at shutdown (UNIQUE constraint "
                        "failed: frames.seq) and are lost: %s already holds these rows: another process writes the "
                        "same log; stop it, or give this service another --log" % (path, path))
+
+
+def test_the_logged_latency_is_timed_on_the_monotonic_clock_across_a_wall_clock_step(tmp_path):
+    # an item seen, then NTP stepped the wall clock back an hour (a board without a battery clock), then it moved
+    path = str(tmp_path / "ev.sqlite")
+    log = EventLog(path)
+    log.start_run("dir:x", "cpu", 0)
+    row = dict(decision_row(1, time.time()), t_first=time.time() + 3600)
+    (ref,) = log.record_decisions([row])
+    scheduler = ActuationScheduler(SimulatedActuator(), log, "reject", retry_delay_s=0.0)
+    scheduler.start()
+    now = time.monotonic()
+    scheduler.schedule(ref, "can", now, now - 0.4)  # first seen 0.4 s ago on the monotonic clock
+    scheduler.stop()
+    log.close()
+    ((status, latency),) = rows(path, "SELECT status, latency_ms FROM decisions")
+    assert status == "actuated" and 400 <= latency < 1400  # the wall-clock times in the row say -3599600 ms

@@ -145,7 +145,7 @@ def test_gpio_with_a_line_for_every_sent_bin_loads_and_actuates_every_bin():
         def mark_attempt(self, ref):
             pass
 
-        def mark_done(self, ref, bin_name, attempts, status):
+        def mark_done(self, ref, bin_name, attempts, status, latency_ms):
             done.append((ref, bin_name, status))
 
     scheduler = ActuationScheduler(actuator, Journal(), cfg.fail_safe_bin, cfg.actuator_retries, 0.0,

@@ -919,6 +919,38 @@ def test_background_images_count_records_whose_boxes_the_class_map_dropped(tmp_p
     assert (len(records), empty) == (4, 3)
 
 
+def test_unreviewed_device_boxes_count_only_those_the_records_keep(tmp_path):
+    """Boxes still marked as a device's detections in a class the map drops are not trained: they made --strict
+    refuse a build that trains none of them."""
+    from click.testing import CliRunner
+
+    from edge_trash.cli import cli
+
+    imgs = tmp_path / "img"
+    for i in range(3):
+        _solid_jpeg(imgs / f"{i}.jpg", (64, 48), (40 * i, 90, 90))
+    images = [{"id": i, "file_name": f"{i}.jpg", "width": 64, "height": 48} for i in range(3)]
+    anns = [{"id": 1, "image_id": 0, "category_id": 1, "bbox": [4, 4, 20, 20], "pre_annotation": True},
+            {"id": 2, "image_id": 1, "category_id": 2, "bbox": [4, 4, 20, 20], "pre_annotation": True},
+            {"id": 3, "image_id": 2, "category_id": 2, "bbox": [4, 4, 20, 20], "pre_annotation": True},
+            {"id": 4, "image_id": 2, "category_id": 1, "bbox": [30, 4, 20, 20]}]
+    ann = _tiny_coco(tmp_path, images, anns, [{"id": 1, "name": "can"}, {"id": 2, "name": "cup"}])
+    class_map = tmp_path / "map.csv"
+    class_map.write_text("can,can\ncup,\n")  # the cup boxes are dropped, reviewed or not
+    args = ["build-tfrecords", "--annotations", str(ann), "--images", str(imgs), "--class-map", str(class_map),
+            "--quiet", "--strict"]
+    result = CliRunner().invoke(cli, args + ["--out", str(tmp_path / "a")])
+    assert result.exit_code == 4
+    assert "--strict: 1 box is still the device's detections, not reviewed (above)" in result.output
+    report = json.loads((tmp_path / "a" / "report.json").read_text())
+    assert report["device_pre_annotations"] == {str(ann): 1}
+    coco = json.loads(ann.read_text())
+    del coco["annotations"][0]["pre_annotation"]  # the can reviewed; the cups still marked, and dropped
+    ann.write_text(json.dumps(coco))
+    result = CliRunner().invoke(cli, args + ["--out", str(tmp_path / "b")])
+    assert result.exit_code == 0 and "device's detections" not in result.output, result.output
+
+
 def _lfs_pointer(path: Path) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     import hashlib

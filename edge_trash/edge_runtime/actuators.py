@@ -271,7 +271,7 @@ class ActuationScheduler:
     """Fires decisions at their due time in a worker thread.
 
     Protocol per item (so a restart never doubles an actuation): ``journal.mark_attempt(id)`` is
-    made durable BEFORE the actuator moves; then ``mark_done(id, bin, attempts, status)``.
+    made durable BEFORE the actuator moves; then ``mark_done(id, bin, attempts, status, latency_ms)``.
     Failures are retried ``retries`` times; then the fail-safe bin is tried and ``on_fault`` is
     called. ``journal`` is the event log (or any object with those two methods).
 
@@ -356,7 +356,7 @@ class ActuationScheduler:
             try:
                 late = self._busy_since - due
                 if self.late_tolerance_s is not None and late > self.late_tolerance_s:
-                    self._miss(ref, bin_name, late)
+                    self._miss(ref, bin_name, late, first_seen)
                 else:
                     self._fire(ref, bin_name, first_seen)
             except Exception:  # never let one item end the thread: the next ones must still move
@@ -379,9 +379,14 @@ class ActuationScheduler:
         except Exception as exc:
             LOG.error("%s (and recording this fault failed: %s)", message, exc)
 
-    def _miss(self, ref: int, bin_name: str, late: float) -> None:
+    def _since(self, first_seen: float) -> float:
+        """Milliseconds from an item's first sight to now, on the scheduler's (monotonic) clock: a wall-clock
+        step (NTP on a board without a battery clock) moves neither end."""
+        return (self.clock() - first_seen) * 1000.0
+
+    def _miss(self, ref: int, bin_name: str, late: float, first_seen: float) -> None:
         self.missed += 1
-        self._journal("mark_done", ref, None, 0, "missed")
+        self._journal("mark_done", ref, None, 0, "missed", self._since(first_seen))
         self._fault("actuator", "decision %d (bin %r) came up %.2f s after its due time, past the %.2f s tolerance "
                     "(the actuator was busy or the service stalled): not fired, the item has passed the gate "
                     "and moving now would divert the next one" % (ref, bin_name, late, self.late_tolerance_s), ref)
@@ -401,8 +406,9 @@ class ActuationScheduler:
                     time.sleep(self.retry_delay_s)
         if error is None:
             self.failed_in_a_row = 0
-            self._journal("mark_done", ref, bin_name, attempts, "actuated")
-            self.on_actuated(bin_name, (self.clock() - first_seen) * 1000.0)
+            latency = self._since(first_seen)
+            self._journal("mark_done", ref, bin_name, attempts, "actuated", latency)
+            self.on_actuated(bin_name, latency)
             return
         message = "bin %r failed after %d attempts (%s); sending the item to fail-safe bin %r" % (
             bin_name, attempts, error, self.fail_safe_bin)
@@ -415,10 +421,11 @@ class ActuationScheduler:
             except Exception as exc:
                 self._fault("actuator", "fail-safe bin %r failed too (%s)" % (self.fail_safe_bin, exc), ref)
             else:
-                self._journal("mark_done", ref, self.fail_safe_bin, attempts + 1, "failsafe")
-                self.on_actuated(self.fail_safe_bin, (self.clock() - first_seen) * 1000.0)
+                latency = self._since(first_seen)
+                self._journal("mark_done", ref, self.fail_safe_bin, attempts + 1, "failsafe", latency)
+                self.on_actuated(self.fail_safe_bin, latency)
                 return
-        self._journal("mark_done", ref, None, attempts + 1, "failed")
+        self._journal("mark_done", ref, None, attempts + 1, "failed", self._since(first_seen))
 
     def stop(self, timeout: float = 15.0) -> None:
         """Fire every pending actuation at its due time (items are still travelling), then stop. Waits

@@ -547,13 +547,15 @@ class EventLog:
         self._write(lambda: self._db.execute("UPDATE decisions SET status='attempting' WHERE id=?", (ref,)),
                     frames=False)
 
-    def mark_done(self, ref: int, actuated_bin: Optional[str], attempts: int, status: str) -> None:
-        """Record the actuation outcome of decision ``ref``. Raises ``sqlite3.Error`` when the disk
-        refuses it (the connection stays usable)."""
-        now = time.time()
+    def mark_done(self, ref: int, actuated_bin: Optional[str], attempts: int, status: str,
+                  latency_ms: float) -> None:
+        """Record the actuation outcome of decision ``ref``, ``latency_ms`` after the item was first seen (measured
+        on the monotonic clock by the caller: the wall-clock times in the row may straddle an NTP step). Raises
+        ``sqlite3.Error`` when the disk refuses it (the connection stays usable)."""
         self._write(lambda: self._db.execute("UPDATE decisions SET status=?, actuated_bin=?, attempts=?, "
-                                             "t_actuated=?, latency_ms=(? - t_first) * 1000.0 WHERE id=?",
-                                             (status, actuated_bin, attempts, now, now, ref)), frames=False)
+                                             "t_actuated=?, latency_ms=? WHERE id=?",
+                                             (status, actuated_bin, attempts, time.time(), round(latency_ms, 3),
+                                              ref)), frames=False)
 
     # -- faults and undecided tracks ------------------------------------------------------------
     def _fault_locked(self, kind: str, message: str, seq: Optional[int], ref: Optional[int]) -> None:

@@ -295,7 +295,7 @@ def annotation_problems(dataset: CocoDataset) -> Dict[str, Any]:
         "iscrowd_not_understood": dataset.iscrowd_not_understood,
         "ignored_as_crowd": dataset.ignored_as_crowd,
         "annotations_with_score": score_summary(dataset.scores),
-        "device_pre_annotations": dataset.pre_annotations,  # a queue export's boxes, not reviewed yet
+        "device_pre_annotations": dataset.pre_annotations(),  # a queue export's boxes, not reviewed yet
         "rejected_boxes": _rejected_rows(dataset.rejected_boxes),
     }
 

@@ -1080,7 +1080,9 @@ def _build(options: BuildOptions, progress: bool, lock: _OutLock) -> Dict[str, A
             "iscrowd_not_understood": dataset.iscrowd_not_understood,  # annotation ids, read as not crowd
             "ignored_as_crowd": dataset.ignored_as_crowd,  # annotation ids with "ignore": 1, written as crowd
             "annotations_with_score": score_summary(dataset.scores),  # predictions used as labels?
-            "device_pre_annotations": dataset.pre_annotations,  # a queue export's boxes, never reviewed?
+            # a queue export's boxes, never reviewed? (those written: not a class the mapping drops)
+            "device_pre_annotations": dataset.pre_annotations(
+                lambda b: b.image_id in converted and mapping.target_of_category.get(b.category_id) is not None),
             "image_sizes_read_from_files": sorted(dataset.size_notes),
             "image_ids_numbered": len(dataset.text_image_ids),  # ids written as text; image_notes map them back
             # the same picture under several image entries; across splits it inflates held-out scores

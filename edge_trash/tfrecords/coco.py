@@ -111,6 +111,7 @@ class BoxRecord:
     h: float
     iscrowd: int
     clipped: bool = False
+    pre_annotation: bool = False  # marked "pre_annotation": true: a device's detection, not reviewed yet
 
 
 @dataclass
@@ -192,10 +193,8 @@ class CocoDataset:
     images_with_every_box_dropped: Dict[int, int] = field(default_factory=dict)
     iscrowd_not_understood: List[Any] = field(default_factory=list)  # annotation ids; their boxes read as not crowd
     ignored_as_crowd: List[Any] = field(default_factory=list)  # annotation ids with "ignore": 1, carried as crowd
-    # the 'score' of each kept box that has one (predictions?), but a queue export's (in pre_annotations)
+    # the 'score' of each kept box that has one (predictions?), but a queue export's (pre_annotations())
     scores: List[float] = field(default_factory=list)
-    # annotation file -> its kept boxes marked "pre_annotation": true (a device's detections, not yet reviewed)
-    pre_annotations: Dict[str, int] = field(default_factory=dict)
     # annotation ids of masks (RLE) with iscrowd 1 in a file with CVAT's per-annotation 'attributes'
     crowd_masks: List[Any] = field(default_factory=list)
     # ids of categories given twice alike (two exports joined by hand): each kept once
@@ -306,6 +305,15 @@ class CocoDataset:
                 f"{'before' if shift > 0 else 'after'} its own {example}. If so, {change} each annotation's "
                 "category_id" + (f" ({fix})" if len(paths) == 1 else f" in each of {', '.join(paths)}")
                 + " and build again")
+
+    def pre_annotations(self, trained: Optional[Callable[[BoxRecord], bool]] = None) -> Dict[str, int]:
+        """Annotation file -> its boxes still marked ``"pre_annotation": true`` (a device's detections, not reviewed
+        yet): all kept boxes, or those ``trained`` says go into the records (a class map may drop some)."""
+        source_of = {im.id: im.source for im in self.images}
+        marked = Counter(source_of[b.image_id] for b in self.boxes
+                         if b.pre_annotation and (trained is None or trained(b)))
+        paths = [str(src.path) for src in self.sources] or [str(self.path)]
+        return {paths[k]: n for k, n in sorted(marked.items())}
 
     def crowd_masks_warning(self) -> Optional[str]:
         """A warning when masks carry ``iscrowd`` 1 in a file with CVAT's ``attributes`` on its annotations: CVAT
@@ -983,7 +991,6 @@ def load_coco_files(paths: "Sequence[str | Path]", size_of: Optional[SizeReader]
     odd_crowd: List[Any] = []  # annotation ids whose iscrowd says neither 0 nor 1 (read as 0)
     ignored: List[Any] = []  # annotation ids marked "ignore": 1 (CityPersons, VisDrone, TinyPerson conversions)
     scores: List[float] = []  # a model's confidence, on annotations that are predictions (pseudo-labels)
-    pre_annotated: Counter = Counter()  # file index -> kept boxes still marked as the device's detections
     crowd_masks: List[Any] = []  # annotation ids of masks with iscrowd 1 and CVAT's 'attributes'
     bbox_from_mask: List[Any] = []  # annotation ids whose 'bbox' is not [x, y, w, h]: boxed from the segmentation
     reach_past: Dict[int, Tuple[float, float]] = {}  # image id -> how far right and down its boxes past it reach
@@ -1066,10 +1073,10 @@ def load_coco_files(paths: "Sequence[str | Path]", size_of: Optional[SizeReader]
                                            f"duplicate box: annotation {first.get('id')!r} again (every field the "
                                            "same but the id: exported twice); kept once", image.file_name))
             continue
-        if ann.get("pre_annotation") is True:  # as `edge-trash queue export` writes them; a labelling tool drops it
-            pre_annotated[image.source] += 1
         boxes.append(BoxRecord(annotation_id=0, source_id=key, image_id=image.id, category_id=cid,
-                               x=box[0], y=box[1], w=box[2], h=box[3], iscrowd=crowd or 0, clipped=clipped))
+                               x=box[0], y=box[1], w=box[2], h=box[3], iscrowd=crowd or 0, clipped=clipped,
+                               # as `edge-trash queue export` writes them; a labelling tool drops the mark
+                               pre_annotation=ann.get("pre_annotation") is True))
     for n, box in enumerate(boxes, start=1):
         box.annotation_id = n
     with_box = {box.image_id for box in boxes}
@@ -1089,5 +1096,4 @@ def load_coco_files(paths: "Sequence[str | Path]", size_of: Optional[SizeReader]
                        boxes_marked_as_corners=marked_as_corners, text_image_ids=text_ids,
                        images_with_every_box_dropped={i: n for i, n in dropped_of_image.items() if i not in with_box},
                        iscrowd_not_understood=odd_crowd, ignored_as_crowd=ignored, scores=scores,
-                       pre_annotations={str(paths[k]): n for k, n in sorted(pre_annotated.items())},
                        crowd_masks=crowd_masks)
