@@ -1732,6 +1732,43 @@ def test_an_image_id_of_zero_is_held_out_like_any_other():
         assert splits[0] == splits[1], seed
 
 
+def test_a_dataset_of_crowd_regions_alone_is_nothing_to_train_on(tmp_path):
+    """Every box iscrowd 1: the build wrote records and exited 0, and `train` refused them after."""
+    from click.testing import CliRunner
+
+    from edge_trash.cli import cli
+
+    imgs = tmp_path / "img"
+    for i in range(2):
+        _solid_jpeg(imgs / f"{i}.jpg", (64, 48), (40 * i, 90, 90))
+    images = [{"id": i, "file_name": f"{i}.jpg", "width": 64, "height": 48} for i in range(2)]
+    anns = [{"id": i, "image_id": i, "category_id": 1, "bbox": [4, 4, 20, 20], "iscrowd": 1} for i in range(2)]
+    ann = _tiny_coco(tmp_path, images, anns, [{"id": 1, "name": "can"}])
+    out = tmp_path / "out"
+    result = CliRunner().invoke(cli, ["build-tfrecords", "--annotations", str(ann), "--images", str(imgs),
+                                      "--out", str(out), "--quiet"])
+    assert result.exit_code == 1 and not out.exists()
+    said = " ".join(result.output.split())
+    assert (f"{ann}: no class has a usable box after validation and mapping; nothing to train on: every one of the 2 "
+            "usable boxes is a crowd region (iscrowd 1): training and COCO's AP leave crowd regions out, so nothing "
+            "would be learned. If each is one object, as an export that marks every mask so writes them, set iscrowd "
+            "to 0 (python -c") in said
+    tmp_path.joinpath("other.json").write_text(json.dumps({  # a class map dropped every item: no command to run
+        "images": images, "annotations": anns + [{"id": 5, "image_id": 0, "category_id": 2, "bbox": [1, 1, 9, 9]}],
+        "categories": [{"id": 1, "name": "can"}, {"id": 2, "name": "cup"}]}))
+    tmp_path.joinpath("map.csv").write_text("can,can\ncup,\n")
+    result = CliRunner().invoke(cli, ["build-tfrecords", "--annotations", str(tmp_path / "other.json"), "--images",
+                                      str(imgs), "--class-map", str(tmp_path / "map.csv"), "--out", str(out)])
+    assert result.exit_code == 1 and not out.exists()
+    assert ("all 2 boxes left are crowd regions (iscrowd 1: a pile, not one item), which training and COCO's AP leave "
+            "out: set iscrowd to 0 on the boxes that each outline one item") in " ".join(result.output.split())
+    anns[1]["iscrowd"] = 0  # one item is enough to build
+    ann = _tiny_coco(tmp_path, images, anns, [{"id": 1, "name": "can"}])
+    result = CliRunner().invoke(cli, ["build-tfrecords", "--annotations", str(ann), "--images", str(imgs),
+                                      "--out", str(out), "--quiet"])
+    assert result.exit_code == 0, result.output
+
+
 def test_crowd_regions_count_for_no_class_or_split_that_training_and_ap_need(tmp_path):
     """Training and COCO's AP leave crowd regions (iscrowd 1) out: a class with only crowd boxes in train was not
     called unlearnable, a val of crowd boxes alone got a `train` command that then refused to run."""

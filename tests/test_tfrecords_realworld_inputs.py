@@ -2932,7 +2932,8 @@ def test_width_and_height_swapped_in_the_json_are_told_apart_from_a_lost_exif_ta
 
 
 def test_a_file_whose_every_box_is_a_crowd_region_is_told_how_to_make_them_objects(tmp_path):
-    # Masks exported with iscrowd 1 by a tool other than CVAT: a warning with no fix, and nothing learnable.
+    # Masks exported with iscrowd 1 by a tool other than CVAT: exit 0 with a warning with no fix, and nothing
+    # learnable; now nothing to train on, and the command that makes them objects.
     import shlex
 
     ann = _one_can_per_image(tmp_path / "ann.json", [f"{i}.jpg" for i in range(6)])
@@ -2947,9 +2948,10 @@ def test_a_file_whose_every_box_is_a_crowd_region_is_told_how_to_make_them_objec
     fix = ("python -c \"import json, sys; d = json.load(open(sys.argv[1])); [a.update(iscrowd=0) for a in "
            "d['annotations'] if a.get('iscrowd')]; json.dump(d, open(sys.argv[2], 'w'))\" "
            f"{ann} {fixed}")
-    assert ("warning: every one of the 6 usable boxes is a crowd region (iscrowd 1): training and COCO's AP leave "
-            "crowd regions out, so nothing would be learned. If each is one object, as an export that marks every "
-            f"mask so writes them, set iscrowd to 0 ({fix}) and build again") in result.output
+    assert result.exit_code == 1 and not (tmp_path / "out").exists()  # nothing to train on: no records
+    assert ("nothing to train on: every one of the 6 usable boxes is a crowd region (iscrowd 1): training and COCO's "
+            "AP leave crowd regions out, so nothing would be learned. If each is one object, as an export that marks "
+            f"every mask so writes them, set iscrowd to 0 ({fix}) and build again") in result.output
     command = shlex.split(fix)
     subprocess.run([sys.executable, *command[1:]], check=True)  # the command as printed does what it says
     assert {a["iscrowd"] for a in json.loads(fixed.read_text())["annotations"]} == {0}

@@ -170,8 +170,10 @@ def reasons_by_kind(reasons: Sequence[str], top: int = 6, where: str = "") -> st
                     f"{' ' + where if where else ''}")
 
 
-def _nothing_to_train_on(given: str, dataset: CocoDataset, drop_reasons: Dict[int, str]) -> BuildError:
-    """The error when no box survives, with why the records were left out (the report is never written)."""
+def _nothing_to_train_on(given: str, dataset: CocoDataset, mapping: Any) -> BuildError:
+    """The error when no box survives but crowd regions (which training and COCO's AP leave out), with why the
+    records were left out (the report is never written)."""
+    drop_reasons: Dict[int, str] = mapping.drop_reasons
     why = []
     for what, rejected, total in (("image entries", dataset.rejected_images, len(dataset.rejected_images)
                                    + len(dataset.images)),
@@ -183,6 +185,11 @@ def _nothing_to_train_on(given: str, dataset: CocoDataset, drop_reasons: Dict[in
     if dataset.boxes and drop_reasons:
         why.append("every class was dropped by the class mapping (" + "; ".join(
             dict.fromkeys(drop_reasons.values())) + ")")
+    crowd = sum(1 for b in dataset.boxes if b.iscrowd and mapping.target_of_category.get(b.category_id) is not None)
+    if crowd:  # the fix command of a crowd export where there is one (every box in the file so, or CVAT's masks)
+        left = "the one box left is a crowd region" if crowd == 1 else f"all {crowd} boxes left are crowd regions"
+        why.append(dataset.crowd_masks_warning() or f"{left} (iscrowd 1: a pile, not one item), which training and "
+                   "COCO's AP leave out: set iscrowd to 0 on the boxes that each outline one item")
     if not dataset.boxes_total:
         why.append(f"its 'annotations' list is empty ({counted(len(dataset.images), 'image entry', 'image entries')}"
                    " and no box): export the annotations again with their boxes (an export of images alone?)")
@@ -886,9 +893,9 @@ def _build(options: BuildOptions, progress: bool, lock: _OutLock) -> Dict[str, A
     class_map = read_class_map(options.class_map) if options.class_map else None
     mapping = build_class_mapping(dataset.categories, dataset.boxes, class_map, options.supercategories,
                                   options.min_instances, options.rare)
-    if not mapping.names:
+    if not any(not b.iscrowd and mapping.target_of_category.get(b.category_id) is not None for b in dataset.boxes):
         given = ", ".join(map(str, options.annotation_files()))
-        raise _nothing_to_train_on(given, dataset, mapping.drop_reasons)
+        raise _nothing_to_train_on(given, dataset, mapping)
     names = mapping.names
     images_by_id = {im.id: im for im in dataset.images}
     say = progress and len(dataset.images) >= BIG_DATASET_IMAGES and sys.stderr is not None  # seconds before the bar
